@@ -1,0 +1,73 @@
+/* xformd public API: compute. A context owns a thread pool and the activation arena; one caller
+ * thread uses a context at a time (one context per engine worker). xf_forward() never calls
+ * malloc: memory grows only in xf_ctx_reserve(). */
+#ifndef XFORMD_FORWARD_H
+#define XFORMD_FORWARD_H
+
+#include <xformd/error.h>
+#include <xformd/model.h>
+#include <xformd/plan.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct xf_ctx xf_ctx_t;
+
+typedef struct xf_ctx_opts {
+    int n_threads;             /* compute threads including the caller; <= 0: online cores */
+    size_t arena_chunk_bytes;  /* the arena grows in multiples of this; 0: 4 MiB */
+} xf_ctx_opts_t;
+
+/* Ownership: *out is new, free with xf_ctx_free() (joins the pool's threads). */
+XF_API int xf_ctx_create(const xf_ctx_opts_t *opts, xf_ctx_t **out);
+XF_API void xf_ctx_free(xf_ctx_t *c);
+XF_API int xf_ctx_threads(const xf_ctx_t *c);
+/* Bytes the arena holds now (for metrics). */
+XF_API size_t xf_ctx_arena_bytes(const xf_ctx_t *c);
+
+/* Grow the arena so that it can run plan p (the only engine call that allocates for a batch).
+ * Returns 0 or -ENOMEM (the arena is unchanged then). */
+XF_API int xf_ctx_reserve(xf_ctx_t *c, const xf_plan_t *p);
+
+/* What to compute. Buffers are caller-owned; NULL means "not wanted". */
+typedef struct xf_output {
+    enum xf_pooling pooling;   /* XF_POOL_DEFAULT: the model's */
+    int normalize;             /* -1: the model's default; 0 no; 1 L2-normalise pooled rows */
+    float *pooled;             /* [B][d_model] pooled embeddings */
+    float *hidden;             /* [N][d_model] last hidden states */
+    float *logits;             /* [B][n_labels] classifier logits (needs a classifier head) */
+} xf_output_t;
+
+/* Run the batch planned by p (built from this batch's shape; the context must have been
+ * reserved for it). Returns 0, -EINVAL (batch differs from the plan, token id or type id out of
+ * range: diag says which), XF_EUNSUPPORTED (logits without a head), XF_ENUMERIC.
+ * Thread: the context's owner thread. */
+XF_API int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p,
+                      const xf_batch_t *batch, const xf_output_t *out, xf_diag_t *diag);
+
+/* Convenience: plan + reserve + forward in one call (allocates; for tools and tests). */
+XF_API int xf_run(xf_ctx_t *c, const xf_model_t *m, const xf_batch_t *batch,
+                  const xf_output_t *out, xf_diag_t *diag);
+
+/* What the engine runs on, detected at run time (never at build time). */
+typedef struct xf_cpu_info {
+    char brand[64];            /* CPU model string */
+    const char *isa;           /* best level in use: "generic", "avx2", "avx512", "amx" */
+    const char *isa_max;       /* best level the CPU has */
+    const char *blas_core;     /* OpenBLAS core type it loaded ("SkylakeX"), or "unknown" */
+    const char *gemm_path;     /* GEMM implementation the engine uses, e.g. "own-avx512",
+                                  "openblas-1t-per-thread" */
+    int has_avx2, has_fma, has_avx512f, has_avx512bw, has_avx512vl, has_avx512vnni,
+        has_avx512bf16, has_amx_tile, has_amx_int8, has_amx_bf16;
+    int n_cores;               /* online cores */
+} xf_cpu_info_t;
+XF_API void xf_cpu_get_info(xf_cpu_info_t *out);
+
+/* Library version string "0.1.0". Ownership: borrowed, static. */
+XF_API const char *xf_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,93 @@
+/* Attention-internal: the variant vtable of ../shared/ATTENTION.md §26.2 and the static
+ * registry. Changes from §26.2: parameters arrive as one flat JSON object (jansson) that also
+ * holds "variant"; there is an optional prepare() step that fills shared scratch; shapes carry
+ * n_tokens (the plane stride) so the engine can hand a variant a run of a batch's sequences.
+ * Called from the engine's forward (plan on the caller, forward on every pool thread). */
+#ifndef XF_ATTENTION_REGISTRY_H
+#define XF_ATTENTION_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include <xformd/attention.h>
+#include <xformd/model.h>
+
+enum xf_attn_family { XF_FAM_T = 1, XF_FAM_S, XF_FAM_F, XF_FAM_P, XF_FAM_M };
+
+/* One layer, a run of sequences of one packed batch. */
+typedef struct xf_attn_shape {
+    int32_t n_seq;                 /* sequences in this call */
+    const int32_t *cu_len;         /* [n_seq+1] absolute token offsets into the planes
+                                      (cu_len[0] need not be 0 for a run inside a batch) */
+    int32_t n_tokens;              /* N: rows of each head plane (the whole batch) */
+    int32_t n_head, d_head, layer; /* this layer's head count (heterogeneous layers) */
+    const int32_t *mem_rows;       /* [n_seq] rows of memory per sequence (family M), else NULL */
+} xf_attn_shape;
+
+typedef struct xf_attn_io {
+    const float *q, *k, *v;        /* [n_head][N][d_head] */
+    float q_scale;                 /* factor already folded into q by the QKV split (1 or scale) */
+    const float *qg, *kg, *vg;     /* global projections (Longformer) or NULL */
+    const uint8_t *is_global;      /* [N] or NULL */
+    const int32_t *type_ids;       /* [N] token types or NULL (ETC/Longformer segment_a) */
+    const float *x;                /* [N][d_model] layer input, for variants that need it, or NULL */
+    const void *weights;           /* this layer's extra tensors, or NULL */
+    void *const *state;            /* [n_seq] per-sequence state (family M) or NULL */
+    float scale;                   /* usually 1/sqrt(d_head) */
+    float *out;                    /* [N][n_head][d_head] */
+} xf_attn_io;
+
+typedef struct xf_attn_plan {
+    size_t ws_per_thread;          /* scratch each thread may use */
+    size_t ws_shared;              /* scratch shared by all threads (filled by prepare) */
+    size_t state_per_seq;          /* bytes of per-sequence state (family M) */
+    int32_t n_items;               /* work items: (seq, head) or (seq, head, query tile) */
+    int32_t dense_fallbacks;       /* sequences that took the dense path (§0) */
+} xf_attn_plan;
+
+typedef struct xf_attn_vtbl {
+    const char *name;              /* "bigbird", matches the JSON "variant" */
+    enum xf_attn_family family;
+    uint32_t flags;                /* XF_ATTN_* */
+    const char *summary;           /* one line for listings */
+    const char *params_doc;        /* "window=256 dilation=1" — defaults, for listings */
+    size_t params_size;            /* POD params blob, <= XF_ATTN_PARAMS_MAX */
+    /* Fill defaults, then read obj's keys (all but "variant"); reject unknown keys and
+     * out-of-range values with a message naming the key. Returns 0 or XF_EPARAM. */
+    int (*parse)(void *params, const json_t *obj, char *err, size_t errlen);
+    /* Add every parameter (defaults included) to obj. Returns 0 or -ENOMEM. */
+    int (*to_json)(const void *params, json_t *obj);
+    /* Model-side checks (weights present, d_head limits); may be NULL. */
+    int (*validate)(const void *params, const xf_model_t *m, int layer, char *err, size_t errlen);
+    /* Pure: sizes depend only on params, shape and nth. */
+    int (*plan)(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out);
+    /* Optional, single thread, before forward: fill ws_shared (item lists, random features). */
+    int (*prepare)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                   const xf_attn_plan *pl, void *ws_shared);
+    /* Every pool thread: its share of the items. ws_shared is read-only here; ws_thread is this
+     * thread's private scratch (ws_per_thread bytes). No allocation; bitwise identical output
+     * for any nth. */
+    int (*forward)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                   const xf_attn_plan *pl, const void *ws_shared, void *ws_thread,
+                   int ith, int nth);
+    /* NULL unless XF_ATTN_STATEFUL. */
+    int (*state_update)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                        int ith, int nth);
+} xf_attn_vtbl;
+
+#define XF_ATTN_PARAMS_MAX 256
+
+/* A parsed selection (the public xf_attn_t). */
+struct xf_attn {
+    const xf_attn_vtbl *vt;
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+};
+
+/* The registry: NULL-terminated in registry.c. */
+const xf_attn_vtbl *xf_attn_find(const char *name);
+int xf_attn_registry_count(void);
+const xf_attn_vtbl *xf_attn_registry_get(int i);
+
+#endif

@@ -1,0 +1,84 @@
+/* Engine-internal: the kernel table. Every op has a plain _ref implementation
+ * (kernels/ref/, the formula in its comment) and may have faster ones (kernels/x86/...); the
+ * dispatcher xf_kernels() fills the table once from the portable entries and upgrades them to
+ * what the CPU supports (cpu.h). Kernels never allocate, lock, log or make syscalls; the
+ * ith/nth arguments split work statically across the pool's threads.
+ * Shapes are written (rows, cols), row-major, with leading dimensions in elements. */
+#ifndef XF_ENGINE_KERNELS_H
+#define XF_ENGINE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum xf_epilogue {
+    XF_EPI_NONE = 0,       /* y = x·Wᵀ */
+    XF_EPI_BIAS,           /* y = x·Wᵀ + b */
+    XF_EPI_BIAS_GELU,      /* y = gelu_erf(x·Wᵀ + b) */
+    XF_EPI_BIAS_GELU_TANH, /* y = gelu_tanh(x·Wᵀ + b) */
+    XF_EPI_BIAS_RELU,      /* y = max(0, x·Wᵀ + b) */
+    XF_EPI_COUNT
+};
+
+/* A Linear weight W[n][k] (HF layout) prepared for the GEMM path in use (packed panels for the
+ * engine's own micro-kernel, or the original pointer for cblas). */
+typedef struct xf_gemm_w {
+    int32_t n, k;          /* out features, in features */
+    const float *w;        /* the original [n][k], always valid */
+    float *packed;         /* owned packed copy or NULL; free with xf_gemm_w_deinit() */
+    size_t packed_bytes;
+} xf_gemm_w_t;
+
+/* Prepare w for the fastest GEMM path (may pack a copy). Returns 0 or -ENOMEM. */
+int xf_gemm_w_init(xf_gemm_w_t *pw, const float *w, int32_t n, int32_t k);
+void xf_gemm_w_deinit(xf_gemm_w_t *pw);
+
+typedef struct xf_kernels {
+    const char *gemm_path;     /* e.g. "own-avx512", "openblas-1t" */
+
+    /* y[m][n] = epi(x[m][k] · W[n][k]ᵀ + bias[n]) for this thread's share of the work
+     * (ith/nth; the split is the kernel's choice but must give identical results for any nth).
+     * bias may be NULL only with XF_EPI_NONE. */
+    void (*linear)(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                   const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                   int ith, int nth);
+
+    /* out[r] = LayerNorm(x[r] + bias + res[r]) · g + b over d columns, rows [r0, r1).
+     * bias and res may be NULL. out may alias x or res. Two-pass mean/variance in fp32. */
+    void (*add_layernorm)(int32_t r0, int32_t r1, int32_t d, const float *x, int32_t ldx,
+                          const float *bias, const float *res, int32_t ldr, const float *g,
+                          const float *b, float eps, float *out, int32_t ldo);
+
+    /* y[i] = act(x[i] + bias[i % d]) for i in [i0, i1) of a [rows][d] block (bias may be NULL);
+     * act: XF_EPI_BIAS (identity), _GELU, _GELU_TANH, _RELU. y may alias x. */
+    void (*bias_act)(size_t i0, size_t i1, int32_t d, const float *x, const float *bias,
+                     enum xf_epilogue act, float *y);
+
+    /* Row softmax, in place, rows [r0, r1) of a [rows][n] matrix with leading dim ld. */
+    void (*softmax)(int32_t r0, int32_t r1, int32_t n, float *x, int32_t ld);
+
+    /* QKV split: from per-token rows q/k/v (each [N][h*d] with leading dims) to head-major
+     * planes Q, K, V [h][N][d], Q multiplied by q_scale. Rows [t0, t1). */
+    void (*qkv_split)(int32_t t0, int32_t t1, int32_t n_tok, int32_t h, int32_t d,
+                      const float *q, const float *k, const float *v, int32_t ld, float q_scale,
+                      float *Q, float *K, float *V);
+
+    /* Embeddings for tokens [t0, t1): out[t] = word[ids[t]] + pos[pos_ids[t]] + type[types[t]]
+     * (type may be NULL), then LayerNorm(g, b, eps) when g != NULL. */
+    void (*embed)(int32_t t0, int32_t t1, int32_t d, const int32_t *ids, const int32_t *pos_ids,
+                  const int32_t *types, const float *word, const float *pos, const float *type,
+                  const float *g, const float *b, float eps, float *out);
+
+    /* Dot products for attention tiles: s[i][j] = scale · q[i]·k[j], i < nq, j < nk,
+     * q rows ldq apart, k rows ldk apart, s rows lds apart. */
+    void (*qk_tile)(int32_t nq, int32_t nk, int32_t d, const float *q, int32_t ldq,
+                    const float *k, int32_t ldk, float scale, float *s, int32_t lds);
+} xf_kernels_t;
+
+/* The table for this CPU (after the XF_CPU cap). Ownership: borrowed, static. Thread-safe. */
+const xf_kernels_t *xf_kernels(void);
+/* The plain reference table (tests compare every implementation against it). */
+const xf_kernels_t *xf_kernels_ref(void);
+/* Every table this CPU can run, reference first, for tests: returns the count, fills names. */
+int xf_kernels_all(const xf_kernels_t **tables, const char **names, int cap);
+
+#endif

@@ -1,0 +1,32 @@
+/* Engine-internal: the compute thread pool (ith/nth partitioning, as ggml). The caller of
+ * xf_pool_run() is thread 0; n-1 workers sleep on a condition variable between runs (they may
+ * spin briefly first, never against another pool). No allocation after create. */
+#ifndef XF_ENGINE_POOL_H
+#define XF_ENGINE_POOL_H
+
+typedef struct xf_pool xf_pool_t;
+typedef void (*xf_pool_fn)(void *arg, int ith, int nth);
+
+/* Ownership: *out is new, free with xf_pool_free(). n_threads >= 1. Returns 0 or -errno. */
+int xf_pool_create(int n_threads, xf_pool_t **out);
+void xf_pool_free(xf_pool_t *p);
+int xf_pool_size(const xf_pool_t *p);
+
+/* Run fn(arg, ith, nth) on every thread (the caller is ith 0) and return when all are done.
+ * Not reentrant; one caller thread at a time. */
+void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg);
+
+/* From inside fn: wait until all nth threads reach the barrier. */
+void xf_pool_barrier(xf_pool_t *p);
+
+/* Static row split: [*r0, *r1) of nr rows for thread ith of nth. */
+static inline void xf_split_rows(int nr, int ith, int nth, int *r0, int *r1)
+{
+    int dr = (nr + nth - 1) / nth;
+    int a = dr * ith;
+    int b = a + dr;
+    *r0 = a < nr ? a : nr;
+    *r1 = b < nr ? b : nr;
+}
+
+#endif

@@ -1,0 +1,51 @@
+/* Test helpers shared by every cmocka program: the TAP main, paths to ../shared/testdata and
+ * to a scratch directory, file slurping and numeric comparison with a tolerance rule. */
+#ifndef XF_TEST_H
+#define XF_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* main() for a test program: TAP output (Automake's tap-driver reads it). */
+#define XF_TEST_MAIN(...)                                                          \
+    int main(void)                                                                 \
+    {                                                                              \
+        const struct CMUnitTest xf_tests_[] = { __VA_ARGS__ };                     \
+        cmocka_set_message_output(CM_OUTPUT_TAP);                                  \
+        return cmocka_run_group_tests(xf_tests_, NULL, NULL);                      \
+    }
+
+/* Absolute path of a file or folder under the test data root ($XF_TESTDATA, default
+ * ../shared/testdata), written into buf. Returns buf, or NULL (with a message on stderr) when
+ * it does not exist — callers then skip() naming the path. */
+const char *xf_testdata(char *buf, size_t len, const char *rel);
+/* Like xf_testdata, but skip()s the current test (printing the path) when absent. */
+#define XF_TESTDATA_OR_SKIP(buf, rel)                                              \
+    do {                                                                           \
+        if (!xf_testdata((buf), sizeof(buf), (rel))) {                             \
+            print_message("# SKIP: test data %s not found\n", (rel));              \
+            skip();                                                                \
+        }                                                                          \
+    } while (0)
+
+/* A fresh, empty scratch directory under $XF_BUILDDIR/tests/tmp (or /tmp), named after tag and
+ * the pid. Removed by xf_test_rmtree(). */
+const char *xf_test_tmpdir(char *buf, size_t len, const char *tag);
+int xf_test_rmtree(const char *path);
+
+/* Read a whole file; returns malloc'd buffer (NUL-terminated) and its size, or NULL. */
+char *xf_test_slurp(const char *path, size_t *len);
+int xf_test_write_file(const char *path, const void *data, size_t len);
+
+/* Max |got - exp| and whether every element passes |got - exp| <= atol + rtol·|exp|
+ * (NaN == NaN counts as equal when both are NaN). Prints the first failure. */
+int xf_test_allclose(const float *got, const float *exp, size_t n, double rtol, double atol,
+                     double *max_abs);
+
+/* Deterministic fill in [lo, hi) from a seed (SplitMix64), for test inputs. */
+void xf_test_fill(float *x, size_t n, uint64_t seed, float lo, float hi);
+
+#endif
