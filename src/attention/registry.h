@@ -90,4 +90,10 @@ const xf_attn_vtbl *xf_attn_find(const char *name);
 int xf_attn_registry_count(void);
 const xf_attn_vtbl *xf_attn_registry_get(int i);
 
+/* Map a Hugging Face config.json's attention settings (BigBird attention_type/block_size/
+ * num_random_blocks, Longformer attention_window, Nyströmformer num_landmarks, TransfoXL
+ * mem_len/clamp_len) to a selection. Returns 0 with *out = NULL when the config names none;
+ * XF_EPARAM with err on values out of range. Ownership: *out is new. */
+int xf_attn_from_hf_config(const json_t *config, xf_attn_t **out, char *err, size_t errlen);
+
 #endif
