@@ -64,6 +64,10 @@ typedef struct xf_cpu_info {
 } xf_cpu_info_t;
 XF_API void xf_cpu_get_info(xf_cpu_info_t *out);
 
+/* The machine's fp32 FMA peak: GFLOP/s of a loop of independent FMAs at the widest vector
+ * width the CPU has, on n_threads threads for about ms milliseconds (for benchmarks). */
+XF_API double xf_cpu_fma_peak(int n_threads, int ms);
+
 /* Library version string "0.1.0". Ownership: borrowed, static. */
 XF_API const char *xf_version(void);
 

@@ -1,0 +1,47 @@
+/* xformd-cli: shared pieces of the subcommands (option parsing, model opening, line input).
+ * The CLI sees the engine only through <xformd/...>. Single-threaded apart from the engine. */
+#ifndef XF_CLI_H
+#define XF_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include <xformd/xformd.h>
+
+/* Common options every model-using command takes. */
+typedef struct cli_common {
+    const char *model_dir;     /* --model DIR; NULL: the demo model in the cache directory */
+    int threads;               /* --threads N; 0: all cores */
+    const char *attention;     /* --attention JSON */
+} cli_common;
+
+/* Parse "--name value" / "--name=value" at argv[*i]; returns the value or NULL when argv[*i]
+ * is not that option (advances *i past a separate value). Exits 2 when the value is missing. */
+const char *cli_opt(int argc, char **argv, int *i, const char *name);
+/* Parse an int option value, exit 2 with a message naming the option on error. */
+long cli_int(const char *name, const char *val, long min, long max);
+/* Recognise --model/--threads/--attention; returns 1 when argv[*i] was one of them. */
+int cli_common_opt(int argc, char **argv, int *i, cli_common *c);
+
+/* The demo model directory under $XDG_CACHE_HOME/xformd (or ~/.cache/xformd), written on first
+ * use. Returns 0 and the path in buf, or a negative code with a message on stderr. */
+int cli_demo_dir(char *buf, size_t len, int tiny);
+/* Load the model named by c (or the demo model) with its attention option; exits 1 on error. */
+xf_model_t *cli_open_model(const cli_common *c);
+
+/* Read all of stdin; split on '\n' only. Returns the count of lines; *lines[i] point into
+ * *buf (NUL-terminated in place). A final line without '\n' counts; a trailing '\n' does not
+ * start another line. Exits 1 on read error. */
+size_t cli_read_lines(FILE *in, char **buf, char ***lines, size_t **lens);
+
+void cli_log_stderr(enum xf_log_level level, const char *msg, void *user);
+
+int cmd_tokenize(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+int cmd_variants(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,308 @@
+/* xformd-cli bench: the engine benchmark of DESIGN.md §10. In one run it measures the FMA peak,
+ * the engine on the BERT-base shapes (b,n) = (1,16) (1,128) (1,512) (8,128) (32,128) and the
+ * 16-sequence mixed-length batch, and the `floor`: cblas_sgemm alone on the same GEMMs.
+ * Prints one machine-readable line per case after a header naming CPU, paths and threads. */
+#include "config.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+#ifndef XF_SRCDIR
+#define XF_SRCDIR "."
+#endif
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void git_rev(char *buf, size_t len)
+{
+    FILE *p = popen("git -C '" XF_SRCDIR "' rev-parse --short HEAD 2>/dev/null", "r");
+    snprintf(buf, len, "unknown");
+    if (p) {
+        if (fgets(buf, (int)len, p))
+            buf[strcspn(buf, "\n")] = '\0';
+        pclose(p);
+    }
+}
+
+/* Useful FLOPs of one forward, as the issue defines them (Linear layers + dense attention
+ * scores and weighted sums), from the model's per-layer shapes. */
+static double model_flops(const xf_model_info_t *mi, const int32_t *lens, int32_t b)
+{
+    double tokens = 0, sq = 0, f = 0;
+    for (int32_t i = 0; i < b; i++) {
+        tokens += lens[i];
+        sq += (double)lens[i] * lens[i];
+    }
+    for (int l = 0; l < mi->n_layer; l++) {
+        double da = (double)mi->layers[l].n_head * mi->layers[l].d_head;
+        double d = mi->d_model, ff = mi->layers[l].d_ff;
+        f += tokens * 2.0 * (3.0 * d * da + da * d + 2.0 * d * ff) + sq * 4.0 * da;
+    }
+    return f;
+}
+
+/* OpenBLAS names its AVX-512 cores SkylakeX, Cooperlake, SapphireRapids (and Zen4/5 builds
+ * may say so too). */
+static int core_is_avx512(const char *core)
+{
+    return core && (strstr(core, "kylakeX") || strstr(core, "ooperlake") ||
+                    strstr(core, "apphireRapids") || strstr(core, "Zen4") || strstr(core, "Zen5"));
+}
+
+typedef struct bench_case {
+    const char *label;      /* NULL: uniform b×n */
+    int32_t b, n;
+} bench_case;
+
+static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
+                          const int32_t *lens, int32_t b, int reps, float *pooled, int *ok)
+{
+    const xf_model_info_t *mi = xf_model_info(m);
+    int32_t *cu = malloc(((size_t)b + 1) * sizeof *cu);
+    int32_t *ids;
+    double *t = malloc((size_t)reps * sizeof *t), med = -1;
+    xf_batch_t batch = { 0 };
+    xf_output_t out = { 0 };
+    xf_diag_t diag = { 0 };
+    int rc;
+
+    *ok = 0;
+    cu[0] = 0;
+    for (int32_t i = 0; i < b; i++)
+        cu[i + 1] = cu[i] + lens[i];
+    ids = malloc((size_t)cu[b] * sizeof *ids);
+    for (int32_t i = 0; i < cu[b]; i++)
+        ids[i] = 1000 + (int32_t)((uint32_t)i * 7919u % (uint32_t)(mi->vocab_size - 1000));
+    batch.n_seq = b;
+    batch.cu_len = cu;
+    batch.ids = ids;
+    out.pooled = pooled;
+    out.pooling = XF_POOL_CLS;
+    rc = xf_plan_build(plan, &batch, xf_ctx_threads(ctx), &diag);
+    if (rc == 0)
+        rc = xf_ctx_reserve(ctx, plan);
+    if (rc == 0)
+        rc = xf_forward(ctx, m, plan, &batch, &out, &diag);   /* warm-up */
+    for (int r = 0; rc == 0 && r < reps; r++) {
+        double t0 = now_ms();
+        rc = xf_forward(ctx, m, plan, &batch, &out, &diag);
+        t[r] = now_ms() - t0;
+    }
+    if (rc < 0)
+        fprintf(stderr, "xformd-cli bench: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
+    else {
+        med = median(t, reps);
+        *ok = 1;
+    }
+    free(t);
+    free(ids);
+    free(cu);
+    return med;
+}
+
+/* cblas_sgemm alone on every Linear GEMM of one forward at M = tokens. */
+static double time_floor(const xf_model_info_t *mi, int32_t tokens, int reps, float *x, float *y,
+                         const float *w)
+{
+    double *t = malloc((size_t)reps * sizeof *t), med;
+    const int d = mi->d_model;
+
+    for (int r = -1; r < reps; r++) {
+        double t0 = now_ms();
+        for (int l = 0; l < mi->n_layer; l++) {
+            int da = mi->layers[l].n_head * mi->layers[l].d_head, ff = mi->layers[l].d_ff;
+            for (int g = 0; g < 3; g++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, da, d, 1.0f, x, d, w,
+                            d, 0.0f, y, da);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, d, da, 1.0f, x, da, w,
+                        da, 0.0f, y, d);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, ff, d, 1.0f, x, d, w, d,
+                        0.0f, y, ff);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, d, ff, 1.0f, y, ff, w,
+                        ff, 0.0f, x, d);
+        }
+        if (r >= 0)
+            t[r] = now_ms() - t0;
+    }
+    med = median(t, reps);
+    free(t);
+    return med;
+}
+
+static double gemm_flops(const xf_model_info_t *mi, double tokens)
+{
+    double f = 0;
+    for (int l = 0; l < mi->n_layer; l++) {
+        double da = (double)mi->layers[l].n_head * mi->layers[l].d_head;
+        f += tokens * 2.0 * (4.0 * mi->d_model * da + 2.0 * mi->d_model * mi->layers[l].d_ff);
+    }
+    return f;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    static const int32_t varlen[16] = { 42, 153, 224, 213, 203, 24, 73, 38,
+                                        134, 202, 123, 128, 174, 105, 209, 61 };
+    static const bench_case cases[] = { { NULL, 1, 16 },  { NULL, 1, 128 }, { NULL, 1, 512 },
+                                        { NULL, 8, 128 }, { NULL, 32, 128 },
+                                        { "varlen", 16, 0 } };
+    cli_common c = { 0 };
+    int reps = 5, floor_on = 1, reexec = 1, quick = 0;
+    xf_cpu_info_t ci;
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    char rev[64];
+    double peak, pk[3];
+    xf_model_t *m;
+    const xf_model_info_t *mi;
+    xf_ctx_t *ctx = NULL;
+    xf_ctx_opts_t co = { 0 };
+    xf_plan_t *plan = NULL;
+    float *pooled, *fx = NULL, *fy = NULL, *fw = NULL;
+    int rc;
+
+    c.threads = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (cli_common_opt(argc, argv, &i, &c))
+            continue;
+        if ((v = cli_opt(argc, argv, &i, "--reps")))
+            reps = (int)cli_int("--reps", v, 1, 1000);
+        else if (!strcmp(argv[i], "--no-floor"))
+            floor_on = 0;
+        else if (!strcmp(argv[i], "--no-reexec"))
+            reexec = 0;
+        else if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: xformd-cli bench [--model DIR] [--threads N] [--reps N] [--quick] "
+                   "[--no-floor] [--no-reexec]\n"
+                   "Engine benchmark on the BERT-base shape (default: the demo model), 2 threads."
+                   "\nPrints fma_peak, one `xformd` line per shape and `floor` lines (cblas_sgemm"
+                   " alone\non the same GEMMs). When OPENBLAS_CORETYPE forces a kernel below the "
+                   "CPU's best ISA,\nthe bench re-executes itself without it (--no-reexec keeps "
+                   "it).\n");
+            return 0;
+        } else {
+            fprintf(stderr, "xformd-cli bench: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    xf_cpu_get_info(&ci);
+    if (reexec && coretype && ci.has_avx512f && !core_is_avx512(ci.blas_core) &&
+        !getenv("XF_BENCH_REEXEC")) {
+        fprintf(stderr, "xformd-cli bench: OPENBLAS_CORETYPE=%s makes OpenBLAS run its %s kernel "
+                        "on an AVX-512 CPU; re-executing without it\n", coretype, ci.blas_core);
+        setenv("XF_BENCH_REEXEC", "1", 1);
+        unsetenv("OPENBLAS_CORETYPE");
+        unsetenv("OPENBLAS_L2_SIZE");
+        execv("/proc/self/exe", argv - 1);
+        fprintf(stderr, "xformd-cli bench: re-exec failed; continuing\n");
+    }
+    git_rev(rev, sizeof rev);
+    printf("# xformd-bench cpu=\"%s\" isa=%s isa_max=%s blas_core=%s gemm_path=%s threads=%d "
+           "rev=%s openblas_coretype=%s cores=%d\n", ci.brand, ci.isa, ci.isa_max, ci.blas_core,
+           ci.gemm_path, c.threads, rev, getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE")
+                                                                      : "unset", ci.n_cores);
+    if (c.threads > 0 && c.threads != ci.n_cores)
+        fprintf(stderr, "xformd-cli bench: note: %d threads on %d cores\n", c.threads,
+                ci.n_cores);
+    for (int i = 0; i < 3; i++)
+        pk[i] = xf_cpu_fma_peak(c.threads, 200);
+    peak = median(pk, 3);
+    printf("fma_peak GFLOP/s=%.1f threads=%d\n", peak, c.threads);
+    fflush(stdout);
+
+    m = cli_open_model(&c);
+    mi = xf_model_info(m);
+    co.n_threads = c.threads;
+    if ((rc = xf_ctx_create(&co, &ctx)) < 0 || (rc = xf_plan_create(m, &plan)) < 0) {
+        fprintf(stderr, "xformd-cli bench: %s\n", xf_strerror(rc));
+        return 1;
+    }
+    pooled = malloc(64 * (size_t)mi->d_model * sizeof *pooled);
+    if (floor_on) {
+        size_t big = 4096 * (size_t)4 * (size_t)mi->d_model;
+        fx = calloc(big, sizeof *fx);
+        fy = calloc(big, sizeof *fy);
+        fw = calloc(16 * (size_t)mi->d_model * (size_t)mi->d_model, sizeof *fw);
+        for (size_t i = 0; i < big; i++)
+            fx[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        for (size_t i = 0; i < 16 * (size_t)mi->d_model * (size_t)mi->d_model; i++)
+            fw[i] = (float)((i * 40503u) % 1000) * 1e-4f - 0.05f;
+        openblas_set_num_threads(c.threads > 0 ? c.threads : ci.n_cores);
+    }
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const bench_case *bc = &cases[k];
+        int32_t lens[64];
+        int32_t b = bc->b, tokens = 0, maxlen = 0;
+        double ms, fl;
+        int ok, r = quick ? 2 : reps;
+
+        for (int32_t i = 0; i < b; i++) {
+            lens[i] = bc->label ? varlen[i] : bc->n;
+            if (lens[i] > mi->max_positions)
+                lens[i] = mi->max_positions;
+            tokens += lens[i];
+            maxlen = lens[i] > maxlen ? lens[i] : maxlen;
+        }
+        if (quick && tokens > 2048)
+            continue;
+        ms = time_engine(ctx, m, plan, lens, b, r, pooled, &ok);
+        if (!ok)
+            continue;
+        fl = model_flops(mi, lens, b);
+        if (bc->label)
+            printf("xformd %s b=%d tokens=%d maxlen=%d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f "
+                   "peak_frac=%.3f\n", bc->label, b, tokens, maxlen, ms, tokens / ms * 1e3,
+                   fl / ms * 1e-6, fl / ms * 1e-6 / peak);
+        else
+            printf("xformd b=%3d n=%4d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f peak_frac=%.3f\n",
+                   b, bc->n, ms, tokens / ms * 1e3, fl / ms * 1e-6, fl / ms * 1e-6 / peak);
+        fflush(stdout);
+        if (floor_on) {
+            double fms = time_floor(mi, tokens, r, fx, fy, fw);
+            double gf = gemm_flops(mi, tokens);
+            if (bc->label)
+                printf("floor %s tokens=%d cblas_ms=%.2f GFLOP/s=%.1f peak_frac=%.3f "
+                       "engine/cblas_gemm_time=%.3f\n", bc->label, tokens, fms, gf / fms * 1e-6,
+                       gf / fms * 1e-6 / peak, ms / fms);
+            else
+                printf("floor b=%3d n=%4d cblas_ms=%.2f GFLOP/s=%.1f peak_frac=%.3f "
+                       "engine/cblas_gemm_time=%.3f\n", b, bc->n, fms, gf / fms * 1e-6,
+                       gf / fms * 1e-6 / peak, ms / fms);
+            fflush(stdout);
+        }
+    }
+    free(fx);
+    free(fy);
+    free(fw);
+    free(pooled);
+    xf_plan_free(plan);
+    xf_ctx_free(ctx);
+    xf_model_free(m);
+    return 0;
+}
