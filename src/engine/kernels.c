@@ -1,0 +1,210 @@
+/* The kernel dispatcher: the reference table, the per-ISA tables, xf_kernels() (the best
+ * table the CPU runs, after the XF_CPU cap), the weight packing shared by the own GEMM kernels
+ * and the cblas_sgemm Linear path. */
+#include "config.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cpu.h"
+#include "engine/diag.h"
+#include "engine/kernels.h"
+#include "engine/kernels/ref/ref.h"
+#include "engine/pool.h"
+
+#ifdef XF_HAVE_X86_64
+#include "engine/kernels/x86/x86.h"
+#endif
+
+void openblas_set_num_threads(int num_threads);
+
+/* ---- tables ---- */
+
+static const xf_kernels_t table_ref = {
+    .gemm_path = "ref",
+    .linear = xf_linear_ref,
+    .add_layernorm = xf_add_layernorm_ref,
+    .bias_act = xf_bias_act_ref,
+    .softmax = xf_softmax_ref,
+    .qkv_split = xf_qkv_split_ref,
+    .embed = xf_embed_ref,
+    .qk_tile = xf_qk_tile_ref,
+};
+
+/* Any CPU: reference kernels with the GEMM through OpenBLAS. */
+static const xf_kernels_t table_generic = {
+    .gemm_path = "openblas-1t-per-thread",
+    .linear = xf_linear_cblas,
+    .add_layernorm = xf_add_layernorm_ref,
+    .bias_act = xf_bias_act_ref,
+    .softmax = xf_softmax_ref,
+    .qkv_split = xf_qkv_split_ref,
+    .embed = xf_embed_ref,
+    .qk_tile = xf_qk_tile_ref,
+};
+
+enum { T_REF, T_GENERIC, T_AVX2, T_AVX512, T_COUNT };
+
+static xf_kernels_t tables[T_COUNT];
+static const char *const table_names[T_COUNT] = { "ref", "generic", "avx2", "avx512" };
+static int table_ok[T_COUNT];
+static int table_best;
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+/* The bias/activation kernel the cblas path uses for its epilogue (the best available). */
+static void (*cblas_epi)(size_t, size_t, int32_t, const float *, const float *,
+                         enum xf_epilogue, float *) = xf_bias_act_ref;
+
+static int table_complete(const xf_kernels_t *t)
+{
+    return t->gemm_path && t->linear && t->add_layernorm && t->bias_act && t->softmax &&
+           t->qkv_split && t->embed && t->qk_tile;
+}
+
+static void tables_init(void)
+{
+    const xf_cpu_t *cpu = xf_cpu();
+    tables[T_REF] = table_ref;
+    tables[T_GENERIC] = table_generic;
+    table_ok[T_REF] = table_ok[T_GENERIC] = 1;
+    table_best = T_GENERIC;
+#ifdef XF_HAVE_X86_64
+    if (cpu->level >= XF_ISA_AVX2) {
+        tables[T_AVX2] = tables[T_GENERIC];
+        xf_kernels_fill_avx2(&tables[T_AVX2]);
+        table_ok[T_AVX2] = table_complete(&tables[T_AVX2]);
+        if (table_ok[T_AVX2])
+            table_best = T_AVX2;
+    }
+    if (cpu->level >= XF_ISA_AVX512) {
+        tables[T_AVX512] = tables[T_AVX2];
+        xf_kernels_fill_avx512(&tables[T_AVX512]);
+        table_ok[T_AVX512] = table_complete(&tables[T_AVX512]);
+        if (table_ok[T_AVX512])
+            table_best = T_AVX512;
+    }
+#else
+    (void)cpu;
+#endif
+    cblas_epi = tables[table_best].bias_act;
+    xf_log(XF_LOG_INFO, "kernels: cpu %s, isa %s (max %s), table %s, gemm %s", cpu->brand,
+           xf_isa_name(cpu->level), xf_isa_name(cpu->level_max), table_names[table_best],
+           tables[table_best].gemm_path);
+}
+
+const xf_kernels_t *xf_kernels(void)
+{
+    pthread_once(&tables_once, tables_init);
+    return &tables[table_best];
+}
+
+const xf_kernels_t *xf_kernels_ref(void)
+{
+    return &table_ref;
+}
+
+int xf_kernels_all(const xf_kernels_t **out, const char **names, int cap)
+{
+    pthread_once(&tables_once, tables_init);
+    int n = 0;
+    for (int i = 0; i < T_COUNT; i++) {
+        if (!table_ok[i])
+            continue;
+        if (n < cap) {
+            if (out)
+                out[n] = &tables[i];
+            if (names)
+                names[n] = table_names[i];
+        }
+        n++;
+    }
+    return n < cap ? n : cap;
+}
+
+/* ---- packed weights ---- */
+
+int xf_gemm_w_pack(xf_gemm_w_t *pw)
+{
+    size_t np = ((size_t)pw->n + XF_GEMM_PANEL - 1) / XF_GEMM_PANEL;
+    size_t bytes = np * XF_GEMM_PANEL * (size_t)pw->k * sizeof(float);
+    size_t alloc = (bytes + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, alloc ? alloc : 64);
+    if (!p)
+        return -ENOMEM;
+    for (size_t pi = 0; pi < np; pi++) {
+        float *dst = p + pi * XF_GEMM_PANEL * (size_t)pw->k;
+        for (int32_t kk = 0; kk < pw->k; kk++) {
+            for (size_t c = 0; c < XF_GEMM_PANEL; c++) {
+                size_t row = pi * XF_GEMM_PANEL + c;
+                dst[(size_t)kk * XF_GEMM_PANEL + c] =
+                    row < (size_t)pw->n ? pw->w[row * (size_t)pw->k + (size_t)kk] : 0.0f;
+            }
+        }
+    }
+    pw->packed = p;
+    pw->packed_bytes = bytes;
+    return 0;
+}
+
+int xf_gemm_w_init(xf_gemm_w_t *pw, const float *w, int32_t n, int32_t k)
+{
+    memset(pw, 0, sizeof *pw);
+    if (!w || n <= 0 || k <= 0)
+        return -EINVAL;
+    pw->n = n;
+    pw->k = k;
+    pw->w = w;
+    const xf_kernels_t *t = xf_kernels();
+    if (strncmp(t->gemm_path, "own-", 4) == 0)
+        return xf_gemm_w_pack(pw);
+    return 0;
+}
+
+void xf_gemm_w_deinit(xf_gemm_w_t *pw)
+{
+    if (!pw)
+        return;
+    free(pw->packed);
+    pw->packed = NULL;
+    pw->packed_bytes = 0;
+}
+
+/* ---- cblas Linear ---- */
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_one_thread(void)
+{
+    openblas_set_num_threads(1);
+}
+
+/* y = epi(x·Wᵀ + b) on a slice: rows when there are enough of them, else columns in steps
+ * of 16. OpenBLAS runs single-threaded inside each pool thread. */
+void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                     const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                     int ith, int nth)
+{
+    pthread_once(&blas_once, blas_one_thread);
+    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
+    if (m >= 64 * nth) {
+        xf_split_rows(m, ith, nth, &r0, &r1);
+    } else {
+        int units = (w->n + 15) / 16;
+        xf_split_rows(units, ith, nth, &c0, &c1);
+        c0 *= 16;
+        c1 = c1 * 16 < w->n ? c1 * 16 : w->n;
+    }
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, w->k, 1.0f,
+                x + (size_t)r0 * (size_t)ldx, ldx, w->w + (size_t)c0 * (size_t)w->k, w->k,
+                0.0f, y + (size_t)r0 * (size_t)ldy + c0, ldy);
+    if (epi == XF_EPI_NONE)
+        return;
+    for (int i = r0; i < r1; i++) {
+        float *yi = y + (size_t)i * (size_t)ldy + c0;
+        cblas_epi(0, (size_t)(c1 - c0), c1 - c0, yi, bias + c0, epi, yi);
+    }
+}

@@ -1,0 +1,71 @@
+/* Reference kernels: scalar activations, bias + activation and row softmax
+ * (the _ref twins of the fast versions in kernels/x86/). */
+#include "config.h"
+
+#include <math.h>
+
+#include "engine/kernels/ref/ref.h"
+
+/* gelu_erf(x) = 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2) */
+float xf_gelu_erf_ref(float x)
+{
+    return 0.5f * x * erfcf(-x * (float)M_SQRT1_2);
+}
+
+/* gelu_tanh(x) = 0.5·x·(1 + tanh(u)) = x·σ(2u) = x / (1 + e^(-2u)),
+ * u = √(2/π)·(x + 0.044715·x³) */
+float xf_gelu_tanh_ref(float x)
+{
+    const float c = 0.7978845608028654f; /* √(2/π) */
+    float u = c * (x + 0.044715f * x * x * x);
+    return x / (1.0f + expf(-2.0f * u));
+}
+
+float xf_act_ref(enum xf_epilogue act, float v)
+{
+    switch (act) {
+    case XF_EPI_BIAS_GELU:
+        return xf_gelu_erf_ref(v);
+    case XF_EPI_BIAS_GELU_TANH:
+        return xf_gelu_tanh_ref(v);
+    case XF_EPI_BIAS_RELU:
+        return v > 0.0f ? v : 0.0f;
+    default:
+        return v;
+    }
+}
+
+/* y[i] = act(x[i] + bias[i mod d]), i in [i0, i1) */
+void xf_bias_act_ref(size_t i0, size_t i1, int32_t d, const float *x, const float *bias,
+                     enum xf_epilogue act, float *y)
+{
+    for (size_t i = i0; i < i1; i++) {
+        float v = x[i] + (bias ? bias[i % (size_t)d] : 0.0f);
+        y[i] = xf_act_ref(act, v);
+    }
+}
+
+/* x[r][j] = e^(x[r][j] - max_j x[r]) / Σ_j e^(x[r][j] - max_j x[r]);
+ * a row that is all -inf (fully masked) becomes all zeros. */
+void xf_softmax_ref(int32_t r0, int32_t r1, int32_t n, float *x, int32_t ld)
+{
+    for (int32_t r = r0; r < r1; r++) {
+        float *row = x + (size_t)r * (size_t)ld;
+        float mx = -INFINITY;
+        for (int32_t j = 0; j < n; j++)
+            mx = row[j] > mx ? row[j] : mx;
+        if (mx == -INFINITY) {
+            for (int32_t j = 0; j < n; j++)
+                row[j] = 0.0f;
+            continue;
+        }
+        float sum = 0.0f;
+        for (int32_t j = 0; j < n; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int32_t j = 0; j < n; j++)
+            row[j] *= inv;
+    }
+}

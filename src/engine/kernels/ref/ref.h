@@ -1,0 +1,48 @@
+/* Engine-internal: the plain reference kernels (kernels/ref/) and the scalar helpers they share
+ * with the dispatcher: one function per slot of xf_kernels_t, the formula in each comment,
+ * plain loops and no intrinsics. They are the fallback and what every fast kernel is tested
+ * against (tests/engine/test_kernels.c). */
+#ifndef XF_ENGINE_KERNELS_REF_H
+#define XF_ENGINE_KERNELS_REF_H
+
+#include "engine/kernels.h"
+
+/* Scalar activations: gelu_erf(x) = 0.5·x·(1 + erf(x/√2)), written as 0.5·x·erfc(-x/√2)
+ * (same value, no cancellation for x < 0); gelu_tanh(x) = 0.5·x·(1 + tanh(u)),
+ * u = √(2/π)·(x + 0.044715·x³), written as x / (1 + exp(-2u)) for the same reason. */
+float xf_gelu_erf_ref(float x);
+float xf_gelu_tanh_ref(float x);
+/* act(v) for an epilogue (XF_EPI_NONE and XF_EPI_BIAS: identity). */
+float xf_act_ref(enum xf_epilogue act, float v);
+
+void xf_linear_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                   const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                   int ith, int nth);
+void xf_add_layernorm_ref(int32_t r0, int32_t r1, int32_t d, const float *x, int32_t ldx,
+                          const float *bias, const float *res, int32_t ldr, const float *g,
+                          const float *b, float eps, float *out, int32_t ldo);
+void xf_bias_act_ref(size_t i0, size_t i1, int32_t d, const float *x, const float *bias,
+                     enum xf_epilogue act, float *y);
+void xf_softmax_ref(int32_t r0, int32_t r1, int32_t n, float *x, int32_t ld);
+void xf_qkv_split_ref(int32_t t0, int32_t t1, int32_t n_tok, int32_t h, int32_t d,
+                      const float *q, const float *k, const float *v, int32_t ld, float q_scale,
+                      float *Q, float *K, float *V);
+void xf_embed_ref(int32_t t0, int32_t t1, int32_t d, const int32_t *ids, const int32_t *pos_ids,
+                  const int32_t *types, const float *word, const float *pos, const float *type,
+                  const float *g, const float *b, float eps, float *out);
+void xf_qk_tile_ref(int32_t nq, int32_t nk, int32_t d, const float *q, int32_t ldq,
+                    const float *k, int32_t ldk, float scale, float *s, int32_t lds);
+
+/* Portable GEMM through cblas_sgemm (single-threaded OpenBLAS per pool thread, on a slice of
+ * rows or columns); uses w->w. Lives in kernels.c. */
+void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                     const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                     int ith, int nth);
+
+/* Packed weight layout shared by every own GEMM kernel: panels of 16 output features,
+ * packed[(p·k + kk)·16 + c] = W[16p + c][kk], zero for 16p + c >= n; 64-byte aligned.
+ * Packs pw->w into a new pw->packed. Returns 0 or -ENOMEM. */
+#define XF_GEMM_PANEL 16
+int xf_gemm_w_pack(xf_gemm_w_t *pw);
+
+#endif

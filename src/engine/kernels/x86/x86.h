@@ -1,0 +1,19 @@
+/* Engine-internal: the x86-64 kernels, compiled per file with their ISA flags (mk/kernels.am)
+ * and reached only through the tables in kernels.c after run-time detection (cpu.c). */
+#ifndef XF_ENGINE_KERNELS_X86_H
+#define XF_ENGINE_KERNELS_X86_H
+
+#include <stdint.h>
+
+#include "engine/kernels.h"
+
+/* FMA peak loops for cpu.c: `iters` rounds of 12 independent vector FMA chains; return the
+ * flops done and add a result to *sink. */
+double xf_fma_loop_avx512(int64_t iters, float *sink);
+double xf_fma_loop_avx2(int64_t iters, float *sink);
+
+/* Fill the slots this ISA implements (the rest stay as given). */
+void xf_kernels_fill_avx2(xf_kernels_t *t);
+void xf_kernels_fill_avx512(xf_kernels_t *t);
+
+#endif
