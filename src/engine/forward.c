@@ -1,0 +1,496 @@
+/* The packed forward pass (xf_forward, xf_run): runs a plan's op list — embeddings, per layer
+ * QKV GEMM, head split, attention through the variant vtable, output projection, fused
+ * residual + LayerNorm, FFN with fused bias + activation — inside ONE xf_pool_run with a
+ * barrier between ops (ggml style), then the heads (pooling, pooler, classifier, L2 norm).
+ * Never allocates: every tensor lives in the context's arena at the plan's offsets. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "engine/ctx.h"
+#include "engine/diag.h"
+#include "engine/model.h"
+#include "engine/plan_internal.h"
+
+typedef struct fwd_task {
+    const xf_ctx_t *c;
+    const xf_model_t *m;
+    const xf_plan_t *p;
+    const xf_batch_t *batch;
+    const xf_kernels_t *K;
+    const int32_t *types;      /* token types for the embedding, or NULL */
+    float *pooled, *hidden, *logits;
+    enum xf_pooling pooling;
+    int normalize;
+    atomic_int err;
+    atomic_int nonfinite;
+} fwd_task_t;
+
+static float *tens(const fwd_task_t *T, int32_t i)
+{
+    return i < 0 ? NULL : (float *)((char *)T->c->arena + T->p->t[i].offset);
+}
+
+static void set_err(fwd_task_t *T, int rc)
+{
+    int zero = 0;
+    atomic_compare_exchange_strong(&T->err, &zero, rc);
+}
+
+static enum xf_epilogue act_epi(enum xf_act a)
+{
+    switch (a) {
+    case XF_ACT_GELU_TANH:
+        return XF_EPI_BIAS_GELU_TANH;
+    case XF_ACT_RELU:
+        return XF_EPI_BIAS_RELU;
+    default:
+        return XF_EPI_BIAS_GELU;
+    }
+}
+
+/* y = x·Wᵀ + b (b may be absent: then no epilogue, or act applied by bias_act after a barrier
+ * would be needed — the prepared weights always come with their biases in BERT models). */
+static void linear(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, const float *x,
+                   int32_t ldx, const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                   int ith, int nth)
+{
+    if (!bias)
+        epi = XF_EPI_NONE;
+    T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
+}
+
+static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    const xf_model_t *m = T->m;
+    int32_t D = m->info.d_model;
+    int r0, r1;
+
+    xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        T->K->embed(r0, r1, D, T->batch->ids, T->p->pos_ids, T->types, m->word_emb.data,
+                    m->pos_emb.data, T->types ? m->type_emb.data : NULL, m->emb_ln_g.data,
+                    m->emb_ln_b.data, m->info.ln_eps, tens(T, o->out));
+}
+
+static void ln_weights(const xf_model_t *m, const xf_plan_op_t *o, const float **g,
+                       const float **b, const float **bias)
+{
+    const xf_layer_t *L = o->layer >= 0 ? &m->layers[o->layer] : NULL;
+
+    switch (o->which) {
+    case XF_W_LN1:
+        *g = L->ln1_g.data;
+        *b = L->ln1_b.data;
+        *bias = L->o_b.data;
+        break;
+    case XF_W_LN2:
+        *g = L->ln2_g.data;
+        *b = L->ln2_b.data;
+        *bias = L->ff2_b.data;
+        break;
+    default:
+        *g = m->final_ln_g.data;
+        *b = m->final_ln_b.data;
+        *bias = NULL;
+        break;
+    }
+}
+
+static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    const xf_model_t *m = T->m;
+    int32_t D = m->info.d_model;
+    const float *g, *b, *bias;
+    const float *x = tens(T, o->in0), *res = tens(T, o->in1);
+    float *y = tens(T, o->out);
+    int r0, r1;
+
+    ln_weights(m, o, &g, &b, &bias);
+    xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
+    if (r0 >= r1)
+        return;
+    if (o->kind == XF_OP_LN) {
+        T->K->add_layernorm(r0, r1, D, x, D, NULL, NULL, D, g, b, m->info.ln_eps, y, D);
+    } else if (o->kind == XF_OP_ADD_LN) {
+        T->K->add_layernorm(r0, r1, D, x, D, bias, res, D, g, b, m->info.ln_eps, y, D);
+    } else {   /* XF_OP_ADD: pre-LN residual */
+        for (int r = r0; r < r1; r++) {
+            const float *xr = x + (size_t)r * D, *rr = res + (size_t)r * D;
+            float *yr = y + (size_t)r * D;
+            for (int32_t i = 0; i < D; i++)
+                yr[i] = xr[i] + (bias ? bias[i] : 0.0f) + rr[i];
+        }
+    }
+}
+
+static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    const xf_plan_t *p = T->p;
+    const xf_layer_t *L = &T->m->layers[o->layer];
+    const xf_plan_run_t *R = &p->runs[o->run];
+    const xf_attn_vtbl *vt = R->attn->vt;
+    size_t plane = (size_t)L->n_head * (size_t)p->n_tokens * (size_t)L->d_head;
+    char *ws = (char *)tens(T, o->ws);
+    size_t per = (R->pl.ws_per_thread + XF_PLAN_ALIGN - 1) / XF_PLAN_ALIGN * XF_PLAN_ALIGN;
+    float scale = 1.0f / sqrtf((float)L->d_head);
+    const float *planes = tens(T, o->in0);
+    xf_attn_shape sh;
+    xf_attn_io io;
+    int rc;
+
+    sh.n_seq = R->s1 - R->s0;
+    sh.cu_len = p->cu_len + R->s0;
+    sh.n_tokens = p->n_tokens;
+    sh.n_head = L->n_head;
+    sh.d_head = L->d_head;
+    sh.layer = o->layer;
+    sh.mem_rows = NULL;
+    memset(&io, 0, sizeof io);
+    io.q = planes;
+    io.k = planes + plane;
+    io.v = planes + 2 * plane;
+    io.q_scale = scale;
+    io.type_ids = T->batch->type_ids;
+    io.x = tens(T, o->in1);
+    io.state = T->batch->attn_state ? T->batch->attn_state + R->s0 : NULL;
+    io.scale = scale;
+    io.out = tens(T, o->out);
+
+    if (vt->prepare) {
+        if (ith == 0 && !atomic_load(&T->err)) {
+            rc = vt->prepare(R->attn->params, &sh, &io, &R->pl, ws);
+            if (rc)
+                set_err(T, rc);
+        }
+        xf_pool_barrier(T->c->pool);
+    }
+    if (!atomic_load(&T->err)) {
+        rc = vt->forward(R->attn->params, &sh, &io, &R->pl, ws,
+                         ws ? ws + R->ws_offset_thread + (size_t)ith * per : NULL, ith, nth);
+        if (rc)
+            set_err(T, rc);
+    }
+    if (vt->state_update && (vt->flags & XF_ATTN_STATEFUL)) {
+        xf_pool_barrier(T->c->pool);
+        if (!atomic_load(&T->err)) {
+            rc = vt->state_update(R->attn->params, &sh, &io, ith, nth);
+            if (rc)
+                set_err(T, rc);
+        }
+    }
+}
+
+static void l2_rows(float *x, int32_t r0, int32_t r1, int32_t d)
+{
+    for (int32_t r = r0; r < r1; r++) {
+        float *xr = x + (size_t)r * d;
+        double s = 0;
+        for (int32_t i = 0; i < d; i++)
+            s += (double)xr[i] * xr[i];
+        s = sqrt(s);
+        if (s < 1e-12)
+            s = 1e-12;   /* as torch.nn.functional.normalize */
+        for (int32_t i = 0; i < d; i++)
+            xr[i] = (float)(xr[i] / s);
+    }
+}
+
+static void tanh_rows(float *x, int32_t r0, int32_t r1, int32_t d)
+{
+    for (size_t i = (size_t)r0 * d; i < (size_t)r1 * d; i++)
+        x[i] = tanhf(x[i]);
+}
+
+/* Pooling, pooler, classifier heads and the hidden-state copy. Every thread takes the same
+ * branches, so every thread meets the same barriers. */
+static void op_heads(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    const xf_model_t *m = T->m;
+    const xf_plan_t *p = T->p;
+    const xf_prep_t *pr = p->prep;
+    int32_t B = p->n_seq, N = p->n_tokens, D = m->info.d_model;
+    const float *H = tens(T, o->in0);
+    float *cls = tens(T, o->ws), *tmp = cls + (size_t)B * D;
+    int want_pooler = T->pooled && T->pooling == XF_POOL_POOLER;
+    int r0, r1, b0, b1, bad = 0;
+
+    xf_split_rows(N, ith, nth, &r0, &r1);
+    xf_split_rows(B, ith, nth, &b0, &b1);
+    /* Non-finite check on this thread's rows of the final hidden states. */
+    for (size_t i = (size_t)r0 * D; i < (size_t)r1 * D; i++)
+        if (!isfinite(H[i]))
+            bad = 1;
+    if (bad)
+        atomic_store(&T->nonfinite, 1);
+    if (T->hidden && r0 < r1)
+        memcpy(T->hidden + (size_t)r0 * D, H + (size_t)r0 * D,
+               (size_t)(r1 - r0) * D * sizeof(float));
+    for (int b = b0; b < b1; b++) {
+        const float *first = H + (size_t)p->cu_len[b] * D;
+        memcpy(cls + (size_t)b * D, first, (size_t)D * sizeof(float));
+        if (!T->pooled)
+            continue;
+        if (T->pooling == XF_POOL_CLS) {
+            memcpy(T->pooled + (size_t)b * D, first, (size_t)D * sizeof(float));
+        } else if (T->pooling == XF_POOL_MEAN) {
+            int32_t n = p->cu_len[b + 1] - p->cu_len[b];
+            float *y = T->pooled + (size_t)b * D;
+            for (int32_t i = 0; i < D; i++) {
+                double s = 0;
+                for (int32_t t = 0; t < n; t++)
+                    s += first[(size_t)t * D + i];
+                y[i] = (float)(s / n);
+            }
+        }
+    }
+    xf_pool_barrier(T->c->pool);
+    if (want_pooler) {
+        linear(T, &pr->pool, B, cls, D, m->pool_b.data, XF_EPI_BIAS, T->pooled, D, ith, nth);
+        xf_pool_barrier(T->c->pool);
+        tanh_rows(T->pooled, b0, b1, D);
+    }
+    if (T->pooled && T->normalize)
+        l2_rows(T->pooled, b0, b1, D);
+    if (T->logits) {
+        int32_t nl = pr->cls.n;
+        if (m->info.head == XF_HEAD_DISTILBERT) {
+            linear(T, &pr->head_dense, B, cls, D, m->head_dense_b.data, XF_EPI_BIAS_RELU, tmp,
+                   D, ith, nth);
+            xf_pool_barrier(T->c->pool);
+        } else {
+            const xf_gemm_w_t *w = m->info.head == XF_HEAD_BERT ? &pr->pool : &pr->head_dense;
+            const float *bias = m->info.head == XF_HEAD_BERT ? m->pool_b.data
+                                                             : m->head_dense_b.data;
+            linear(T, w, B, cls, D, bias, XF_EPI_BIAS, tmp, D, ith, nth);
+            xf_pool_barrier(T->c->pool);
+            tanh_rows(tmp, b0, b1, D);
+            xf_pool_barrier(T->c->pool);
+        }
+        linear(T, &pr->cls, B, tmp, D, m->cls_b.data, XF_EPI_BIAS, T->logits, nl, ith, nth);
+    }
+}
+
+static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    const xf_model_t *m = T->m;
+    const xf_plan_t *p = T->p;
+    int32_t N = p->n_tokens, D = m->info.d_model;
+    const xf_layer_t *L = o->layer >= 0 ? &m->layers[o->layer] : NULL;
+    const xf_prep_layer_t *P = o->layer >= 0 ? &p->prep->layers[o->layer] : NULL;
+    int32_t da = L ? L->n_head * L->d_head : 0;
+    int r0, r1;
+
+    switch (o->kind) {
+    case XF_OP_EMBED:
+        op_embed(T, o, ith, nth);
+        break;
+    case XF_OP_LN:
+    case XF_OP_ADD_LN:
+    case XF_OP_ADD:
+        op_norm(T, o, ith, nth);
+        break;
+    case XF_OP_QKV: {
+        const float *x = tens(T, o->in0);
+        float *y = tens(T, o->out);
+        linear(T, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
+        linear(T, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
+        linear(T, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth);
+        break;
+    }
+    case XF_OP_SPLIT: {
+        const float *x = tens(T, o->in0);
+        float *y = tens(T, o->out);
+        size_t plane = (size_t)N * (size_t)da;
+        xf_split_rows(N, ith, nth, &r0, &r1);
+        if (r0 < r1)
+            T->K->qkv_split(r0, r1, N, L->n_head, L->d_head, x, x + da, x + 2 * da, 3 * da,
+                            1.0f / sqrtf((float)L->d_head), y, y + plane, y + 2 * plane);
+        break;
+    }
+    case XF_OP_ATTN:
+        op_attn(T, o, ith, nth);
+        break;
+    case XF_OP_OPROJ:
+        linear(T, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out), D, ith,
+               nth);
+        break;
+    case XF_OP_FF1:
+        linear(T, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
+               tens(T, o->out), L->d_ff, ith, nth);
+        break;
+    case XF_OP_FF2:
+        linear(T, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE, tens(T, o->out), D,
+               ith, nth);
+        break;
+    case XF_OP_HEADS:
+        op_heads(T, o, ith, nth);
+        break;
+    default:
+        break;
+    }
+}
+
+static void fwd_thread(void *arg, int ith, int nth)
+{
+    fwd_task_t *T = arg;
+    const xf_plan_t *p = T->p;
+
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        const xf_plan_op_t *o = &p->ops[i];
+        /* After an error the remaining ops are skipped, but every barrier is still met. Ops
+         * with inner barriers (attention, heads) meet theirs whatever the error state. */
+        if (o->kind == XF_OP_ATTN || o->kind == XF_OP_HEADS || !atomic_load(&T->err))
+            run_op(T, o, ith, nth);
+        xf_pool_barrier(T->c->pool);
+    }
+}
+
+/* The batch must be the one the plan was built from. */
+static int check_batch(const xf_plan_t *p, const xf_batch_t *batch, xf_diag_t *diag)
+{
+    if (batch->n_seq != p->n_seq)
+        return xf_diag_set(diag, -EINVAL, "batch has %d sequences, the plan %d",
+                           (int)batch->n_seq, (int)p->n_seq);
+    if (p->n_seq == 0)
+        return 0;
+    if (!batch->cu_len || !batch->ids)
+        return xf_diag_set(diag, -EINVAL, "batch: cu_len or ids is NULL");
+    for (int32_t b = 0; b <= p->n_seq; b++)
+        if (batch->cu_len[b] != p->cu_len[b])
+            return xf_diag_set(diag, -EINVAL, "batch: cu_len[%d] = %d, the plan has %d",
+                               (int)b, (int)batch->cu_len[b], (int)p->cu_len[b]);
+    for (int32_t b = 0; b < p->n_seq; b++)
+        if (!xf_plan_attn_same(xf_plan_seq_attn(p->m, batch, b), p->seq_attn[b]))
+            return xf_diag_set(diag, -EINVAL, "batch: sequence %d's attention differs from "
+                               "the plan's", (int)b);
+    return 0;
+}
+
+static int check_ids(const xf_model_t *m, const xf_batch_t *batch, int32_t N, xf_diag_t *diag)
+{
+    int32_t V = m->info.vocab_size, TV = m->info.type_vocab_size;
+
+    for (int32_t t = 0; t < N; t++) {
+        if (batch->ids[t] < 0 || batch->ids[t] >= V)
+            return xf_diag_set(diag, -EINVAL, "token %d: id %d out of range [0, %d)", (int)t,
+                               (int)batch->ids[t], (int)V);
+        if (batch->type_ids && batch->type_ids[t] != 0 &&
+            (batch->type_ids[t] < 0 || batch->type_ids[t] >= TV))
+            return xf_diag_set(diag, -EINVAL, "token %d: type id %d out of range [0, %d)",
+                               (int)t, (int)batch->type_ids[t], (int)(TV > 0 ? TV : 1));
+    }
+    return 0;
+}
+
+static int setup_outputs(fwd_task_t *T, const xf_output_t *out, xf_diag_t *diag)
+{
+    const xf_model_t *m = T->m;
+    const xf_prep_t *pr = T->p->prep;
+
+    T->pooling = XF_POOL_CLS;
+    T->normalize = 0;
+    T->pooled = T->hidden = T->logits = NULL;
+    if (!out)
+        return 0;
+    T->pooling = out->pooling != XF_POOL_DEFAULT ? out->pooling : m->info.pooling;
+    if (T->pooling == XF_POOL_DEFAULT)
+        T->pooling = XF_POOL_CLS;
+    if ((int)T->pooling < 0 || T->pooling >= XF_POOL_COUNT)
+        return xf_diag_set(diag, -EINVAL, "output: unknown pooling %d", (int)T->pooling);
+    T->normalize = out->normalize < 0 ? m->info.normalize : out->normalize != 0;
+    T->pooled = out->pooled;
+    T->hidden = out->hidden;
+    T->logits = out->logits;
+    if (T->pooled && T->pooling == XF_POOL_NONE)
+        return xf_diag_set(diag, -EINVAL, "output: pooled rows requested with pooling none");
+    if (T->pooled && T->pooling == XF_POOL_POOLER && (!pr->pool.n || !m->pool_b.data))
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "output: the model has no pooler");
+    if (T->logits) {
+        int ok = pr->cls.n > 0 && m->cls_b.data;
+        if (m->info.head == XF_HEAD_BERT)
+            ok = ok && pr->pool.n && m->pool_b.data;
+        else if (m->info.head == XF_HEAD_ROBERTA || m->info.head == XF_HEAD_DISTILBERT)
+            ok = ok && pr->head_dense.n && m->head_dense_b.data;
+        else
+            ok = 0;
+        if (!ok)
+            return xf_diag_set(diag, XF_EUNSUPPORTED, "output: the model has no classifier");
+    }
+    return 0;
+}
+
+int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p, const xf_batch_t *batch,
+               const xf_output_t *out, xf_diag_t *diag)
+{
+    fwd_task_t T;
+    int rc;
+
+    if (!c || !m || !p || !batch)
+        return xf_diag_set(diag, -EINVAL, "forward: NULL argument");
+    if (p->m != m || !p->built)
+        return xf_diag_set(diag, -EINVAL, "forward: the plan is not built for this model");
+    rc = check_batch(p, batch, diag);
+    if (rc)
+        return rc;
+    if (p->n_seq == 0)
+        return 0;
+    if (p->n_threads != c->n_threads)
+        return xf_diag_set(diag, -EINVAL, "forward: plan built for %d threads, context has %d",
+                           p->n_threads, c->n_threads);
+    if (c->arena_bytes < p->stats.arena_bytes)
+        return xf_diag_set(diag, -EINVAL, "forward: context not reserved for the plan "
+                           "(%zu < %zu bytes)", c->arena_bytes, p->stats.arena_bytes);
+    memset(&T, 0, sizeof T);
+    T.c = c;
+    T.m = m;
+    T.p = p;
+    T.batch = batch;
+    rc = setup_outputs(&T, out, diag);
+    if (rc)
+        return rc;
+    rc = check_ids(m, batch, p->n_tokens, diag);
+    if (rc)
+        return rc;
+    T.K = xf_kernels();
+    T.types = NULL;
+    if (m->type_emb.data)
+        T.types = batch->type_ids ? batch->type_ids : p->zero_types;
+    atomic_init(&T.err, 0);
+    atomic_init(&T.nonfinite, 0);
+
+    xf_pool_run(c->pool, fwd_thread, &T);
+
+    rc = atomic_load(&T.err);
+    if (rc)
+        return xf_diag_set(diag, rc, "forward: attention failed: %s", xf_strerror(rc));
+    if (atomic_load(&T.nonfinite))
+        return xf_diag_set(diag, XF_ENUMERIC, "forward: hidden states are not finite");
+    return 0;
+}
+
+int xf_run(xf_ctx_t *c, const xf_model_t *m, const xf_batch_t *batch, const xf_output_t *out,
+           xf_diag_t *diag)
+{
+    xf_plan_t *p = NULL;
+    int rc;
+
+    if (!c || !m || !batch)
+        return xf_diag_set(diag, -EINVAL, "run: NULL argument");
+    rc = xf_plan_create(m, &p);
+    if (rc)
+        return xf_diag_set(diag, rc, "run: cannot prepare the model: %s", xf_strerror(rc));
+    rc = xf_plan_build(p, batch, c->n_threads, diag);
+    if (!rc) {
+        rc = xf_ctx_reserve(c, p);
+        if (rc)
+            xf_diag_set(diag, rc, "run: cannot reserve %zu arena bytes", p->stats.arena_bytes);
+    }
+    if (!rc)
+        rc = xf_forward(c, m, p, batch, out, diag);
+    xf_plan_free(p);
+    return rc;
+}

@@ -1,0 +1,613 @@
+/* The memory planner (xf_plan_*): from a batch's shape and the model's per-layer shapes, the op
+ * list of one packed forward pass, every intermediate tensor with its size and lifetime, the
+ * attention runs with their variant plans, and the tensors' offsets in one arena (greedy by
+ * size, lowest free offset, as TurboTransformers/TFLite). Also the model's prepared weights. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/diag.h"
+#include "engine/model.h"
+#include "engine/plan_internal.h"
+
+static size_t align_up(size_t n)
+{
+    return (n + XF_PLAN_ALIGN - 1) / XF_PLAN_ALIGN * XF_PLAN_ALIGN;
+}
+
+/* ---- prepared weights ------------------------------------------------------------------- */
+
+static pthread_mutex_t prep_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void prep_free(void *ptr)
+{
+    xf_prep_t *pr = ptr;
+
+    if (!pr)
+        return;
+    for (int32_t l = 0; l < pr->n_layer && pr->layers; l++) {
+        xf_prep_layer_t *pl = &pr->layers[l];
+        xf_gemm_w_deinit(&pl->q);
+        xf_gemm_w_deinit(&pl->k);
+        xf_gemm_w_deinit(&pl->v);
+        xf_gemm_w_deinit(&pl->o);
+        xf_gemm_w_deinit(&pl->ff1);
+        xf_gemm_w_deinit(&pl->ff2);
+    }
+    xf_gemm_w_deinit(&pr->pool);
+    xf_gemm_w_deinit(&pr->head_dense);
+    xf_gemm_w_deinit(&pr->cls);
+    free(pr->layers);
+    free(pr);
+}
+
+/* Prepare one Linear when present; checks its shape (rows = out, cols = in). */
+static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, int required)
+{
+    if (!w->data)
+        return required ? XF_ESHAPE : 0;
+    if (w->rows != out || w->cols != in)
+        return XF_ESHAPE;
+    return xf_gemm_w_init(pw, w->data, out, in);
+}
+
+static int prep_build(const xf_model_t *m, xf_prep_t **out)
+{
+    const xf_model_info_t *mi = &m->info;
+    int32_t D = mi->d_model;
+    xf_prep_t *pr;
+    int rc = 0;
+
+    pr = calloc(1, sizeof *pr);
+    if (!pr)
+        return -ENOMEM;
+    pr->layers = calloc(mi->n_layer > 0 ? (size_t)mi->n_layer : 1, sizeof *pr->layers);
+    if (!pr->layers) {
+        free(pr);
+        return -ENOMEM;
+    }
+    pr->n_layer = mi->n_layer;
+    for (int32_t l = 0; l < mi->n_layer && !rc; l++) {
+        const xf_layer_t *L = &m->layers[l];
+        xf_prep_layer_t *P = &pr->layers[l];
+        int32_t da = L->n_head * L->d_head;
+        rc = prep_one(&P->q, &L->q_w, da, D, 1);
+        if (!rc)
+            rc = prep_one(&P->k, &L->k_w, da, D, 1);
+        if (!rc)
+            rc = prep_one(&P->v, &L->v_w, da, D, 1);
+        if (!rc)
+            rc = prep_one(&P->o, &L->o_w, D, da, 1);
+        if (!rc)
+            rc = prep_one(&P->ff1, &L->ff1_w, L->d_ff, D, 1);
+        if (!rc)
+            rc = prep_one(&P->ff2, &L->ff2_w, D, L->d_ff, 1);
+    }
+    if (!rc)
+        rc = prep_one(&pr->pool, &m->pool_w, D, D, 0);
+    if (!rc)
+        rc = prep_one(&pr->head_dense, &m->head_dense_w, D, D, 0);
+    if (!rc && m->cls_w.data)
+        rc = prep_one(&pr->cls, &m->cls_w, m->cls_w.rows, D, 1);
+    if (rc) {
+        prep_free(pr);
+        return rc;
+    }
+    *out = pr;
+    return 0;
+}
+
+int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&prep_lock);
+    if (!m->prep) {
+        xf_prep_t *pr = NULL;
+        rc = prep_build(m, &pr);
+        if (!rc) {
+            /* The prepared weights are the one mutable part of a loaded model (model.h). */
+            xf_model_t *mm = (xf_model_t *)m;
+            mm->prep = pr;
+            mm->prep_free = prep_free;
+        }
+    }
+    if (!rc)
+        *out = m->prep;
+    pthread_mutex_unlock(&prep_lock);
+    return rc;
+}
+
+/* ---- variants --------------------------------------------------------------------------- */
+
+int xf_plan_attn_same(const xf_attn_t *a, const xf_attn_t *b)
+{
+    if (a == b)
+        return 1;
+    if (!a || !b || a->vt != b->vt)
+        return 0;
+    return memcmp(a->params, b->params, a->vt->params_size) == 0;
+}
+
+const xf_attn_t *xf_plan_seq_attn(const xf_model_t *m, const xf_batch_t *batch, int32_t b)
+{
+    if (batch->attn && batch->attn[b])
+        return batch->attn[b];
+    return m->attn ? m->attn : xf_attn_dense();
+}
+
+/* ---- create / free ---------------------------------------------------------------------- */
+
+int xf_plan_create(const xf_model_t *m, xf_plan_t **out)
+{
+    xf_plan_t *p;
+    int rc;
+
+    if (!m || !out)
+        return -EINVAL;
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->m = m;
+    rc = xf_plan_prep_get(m, &p->prep);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void xf_plan_free(xf_plan_t *p)
+{
+    if (!p)
+        return;
+    free(p->cu_len);
+    free(p->pos_ids);
+    free(p->zero_types);
+    free(p->seq_attn);
+    free(p->t);
+    free(p->ops);
+    free(p->runs);
+    free(p->order);
+    free(p);
+}
+
+void xf_plan_get_stats(const xf_plan_t *p, xf_plan_stats_t *out)
+{
+    if (!out)
+        return;
+    if (!p) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    *out = p->stats;
+}
+
+/* ---- storage ---------------------------------------------------------------------------- */
+
+static int grow(void **ptr, int32_t *cap, int32_t need, size_t elem)
+{
+    void *n;
+
+    if (need <= *cap)
+        return 0;
+    n = realloc(*ptr, (size_t)need * elem);
+    if (!n)
+        return -ENOMEM;
+    *ptr = n;
+    *cap = need;
+    return 0;
+}
+
+static int ensure_shape_storage(xf_plan_t *p, int32_t n_seq, int32_t n_tok)
+{
+    if (n_seq + 1 > p->cap_seq) {
+        int32_t cap = n_seq + 1, c1 = p->cap_seq, c2 = p->cap_seq;
+        if (grow((void **)&p->cu_len, &c1, cap, sizeof *p->cu_len) ||
+            grow((void **)&p->seq_attn, &c2, cap, sizeof *p->seq_attn))
+            return -ENOMEM;
+        p->cap_seq = cap;
+    }
+    if (n_tok > p->cap_tok) {
+        int32_t c1 = p->cap_tok, c2 = p->cap_tok;
+        if (grow((void **)&p->pos_ids, &c1, n_tok, sizeof *p->pos_ids) ||
+            grow((void **)&p->zero_types, &c2, n_tok, sizeof *p->zero_types))
+            return -ENOMEM;
+        p->cap_tok = n_tok;
+    }
+    return 0;
+}
+
+/* ---- graph ------------------------------------------------------------------------------ */
+
+static int32_t add_tensor(xf_plan_t *p, size_t bytes, const char *what, int32_t layer)
+{
+    xf_plan_tensor_t *t = &p->t[p->n_t];
+
+    t->bytes = align_up(bytes);
+    t->offset = 0;
+    t->first = t->last = t->op_made = -1;
+    t->what = what;
+    t->layer = layer;
+    return p->n_t++;
+}
+
+static void use_tensor(xf_plan_t *p, int32_t ti, int32_t op, int writes)
+{
+    xf_plan_tensor_t *t;
+
+    if (ti < 0)
+        return;
+    t = &p->t[ti];
+    if (t->first < 0) {
+        t->first = op;
+        if (writes)
+            t->op_made = op;
+    }
+    if (op > t->last)
+        t->last = op;
+}
+
+static int32_t add_op(xf_plan_t *p, enum xf_op_kind kind, int32_t layer, int32_t in0,
+                      int32_t in1, int32_t out, int32_t ws)
+{
+    int32_t i = p->n_ops++;
+    xf_plan_op_t *o = &p->ops[i];
+
+    o->kind = kind;
+    o->layer = layer;
+    o->in0 = in0;
+    o->in1 = in1;
+    o->out = out;
+    o->ws = ws;
+    o->which = 0;
+    o->run = -1;
+    use_tensor(p, in0, i, 0);
+    use_tensor(p, in1, i, 0);
+    use_tensor(p, out, i, 1);
+    use_tensor(p, ws, i, 1);
+    return i;
+}
+
+/* Runs of consecutive sequences with the same variant (the same for every layer). */
+static int32_t count_runs(const xf_plan_t *p)
+{
+    int32_t n = 0;
+
+    for (int32_t b = 0; b < p->n_seq; b++)
+        if (b == 0 || !xf_plan_attn_same(p->seq_attn[b], p->seq_attn[b - 1]))
+            n++;
+    return n;
+}
+
+/* Plan every run of layer l; appends to p->runs. */
+static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_t *diag)
+{
+    const xf_layer_t *L = &p->m->layers[l];
+    int32_t b = 0;
+
+    *first_run = p->n_runs;
+    while (b < p->n_seq) {
+        int32_t e = b + 1;
+        const xf_attn_t *a = p->seq_attn[b];
+        xf_plan_run_t *r = &p->runs[p->n_runs];
+        xf_attn_shape sh;
+        char err[256] = "";
+        int rc;
+
+        while (e < p->n_seq && xf_plan_attn_same(p->seq_attn[e], a))
+            e++;
+        memset(r, 0, sizeof *r);
+        r->s0 = b;
+        r->s1 = e;
+        r->attn = a;
+        if (!a->vt || !a->vt->plan || !a->vt->forward)
+            return xf_diag_set(diag, XF_EUNSUPPORTED, "attention variant has no forward");
+        if (a->vt->validate) {
+            rc = a->vt->validate(a->params, p->m, l, err, sizeof err);
+            if (rc)
+                return xf_diag_set(diag, rc < 0 ? rc : XF_EPARAM, "attention %s, layer %d: %s",
+                                   a->vt->name, (int)l, err);
+        }
+        sh.n_seq = e - b;
+        sh.cu_len = p->cu_len + b;
+        sh.n_tokens = p->n_tokens;
+        sh.n_head = L->n_head;
+        sh.d_head = L->d_head;
+        sh.layer = l;
+        sh.mem_rows = NULL;
+        rc = a->vt->plan(a->params, &sh, p->n_threads, &r->pl);
+        if (rc)
+            return xf_diag_set(diag, rc == -ENOMEM ? rc : XF_EPARAM,
+                               "attention %s, layer %d, sequences %d..%d: plan failed (%s)",
+                               a->vt->name, (int)l, (int)b, (int)e - 1, xf_strerror(rc));
+        r->ws_offset_thread = align_up(r->pl.ws_shared);
+        p->n_runs++;
+        b = e;
+    }
+    return 0;
+}
+
+/* One encoder layer from input x; returns the output tensor in *y. */
+static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t *diag)
+{
+    const xf_model_t *m = p->m;
+    const xf_layer_t *L = &m->layers[l];
+    size_t N = (size_t)p->n_tokens, D = (size_t)m->info.d_model;
+    size_t da = (size_t)L->n_head * (size_t)L->d_head, ff = (size_t)L->d_ff;
+    int32_t ain, qkv, planes, att, proj, h1, f1, f2, h2, r0, rc, o;
+
+    if (m->info.pre_ln) {
+        ain = add_tensor(p, N * D * 4, "ln1", l);
+        o = add_op(p, XF_OP_LN, l, x, -1, ain, -1);
+        p->ops[o].which = XF_W_LN1;
+    } else {
+        ain = x;
+    }
+    qkv = add_tensor(p, N * 3 * da * 4, "qkv", l);
+    add_op(p, XF_OP_QKV, l, ain, -1, qkv, -1);
+    planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
+    add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
+    att = add_tensor(p, N * da * 4, "attn_out", l);
+    rc = plan_layer_runs(p, l, &r0, diag);
+    if (rc)
+        return rc;
+    for (int32_t r = r0; r < p->n_runs; r++) {
+        const xf_plan_run_t *R = &p->runs[r];
+        size_t ws = R->ws_offset_thread + (size_t)p->n_threads * align_up(R->pl.ws_per_thread);
+        int32_t wt = ws > 0 ? add_tensor(p, ws, "attn_ws", l) : -1;
+        o = add_op(p, XF_OP_ATTN, l, planes, ain, att, wt);
+        p->ops[o].run = r;
+    }
+    proj = add_tensor(p, N * D * 4, "attn_proj", l);
+    add_op(p, XF_OP_OPROJ, l, att, -1, proj, -1);
+    h1 = add_tensor(p, N * D * 4, "ln1_out", l);
+    o = add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1);
+    p->ops[o].which = XF_W_LN1;
+    if (m->info.pre_ln) {
+        int32_t y2 = add_tensor(p, N * D * 4, "ln2", l);
+        o = add_op(p, XF_OP_LN, l, h1, -1, y2, -1);
+        p->ops[o].which = XF_W_LN2;
+        ain = y2;
+    } else {
+        ain = h1;
+    }
+    f1 = add_tensor(p, N * ff * 4, "ffn1", l);
+    add_op(p, XF_OP_FF1, l, ain, -1, f1, -1);
+    f2 = add_tensor(p, N * D * 4, "ffn2", l);
+    add_op(p, XF_OP_FF2, l, f1, -1, f2, -1);
+    h2 = add_tensor(p, N * D * 4, "ln2_out", l);
+    o = add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1);
+    p->ops[o].which = XF_W_LN2;
+    *y = h2;
+    return 0;
+}
+
+/* ---- offsets ---------------------------------------------------------------------------- */
+
+static int cmp_size_desc(const void *a, const void *b, void *arg)
+{
+    const xf_plan_tensor_t *base = arg;
+    const xf_plan_tensor_t *x = &base[*(const int32_t *)a];
+    const xf_plan_tensor_t *y = &base[*(const int32_t *)b];
+
+    if (x->bytes != y->bytes)
+        return x->bytes > y->bytes ? -1 : 1;
+    if (x->first != y->first)
+        return x->first < y->first ? -1 : 1;
+    return *(const int32_t *)a < *(const int32_t *)b ? -1 : 1;
+}
+
+static int cmp_offset(const void *a, const void *b, void *arg)
+{
+    const xf_plan_tensor_t *base = arg;
+    const xf_plan_tensor_t *x = &base[*(const int32_t *)a];
+    const xf_plan_tensor_t *y = &base[*(const int32_t *)b];
+
+    if (x->offset != y->offset)
+        return x->offset < y->offset ? -1 : 1;
+    return 0;
+}
+
+/* Greedy by size: each tensor, largest first, goes to the lowest offset where it overlaps no
+ * already placed tensor whose lifetime overlaps its own. Returns the arena size. */
+static size_t assign_offsets(xf_plan_t *p)
+{
+    int32_t *order = p->order, *live = p->order + p->n_t;
+    size_t arena = 0;
+
+    for (int32_t i = 0; i < p->n_t; i++)
+        order[i] = i;
+    qsort_r(order, (size_t)p->n_t, sizeof *order, cmp_size_desc, p->t);
+    for (int32_t k = 0; k < p->n_t; k++) {
+        xf_plan_tensor_t *t = &p->t[order[k]];
+        int32_t n_live = 0;
+        size_t at = 0;
+
+        for (int32_t j = 0; j < k; j++) {
+            const xf_plan_tensor_t *u = &p->t[order[j]];
+            if (u->last >= t->first && t->last >= u->first)
+                live[n_live++] = order[j];
+        }
+        qsort_r(live, (size_t)n_live, sizeof *live, cmp_offset, p->t);
+        for (int32_t j = 0; j < n_live; j++) {
+            const xf_plan_tensor_t *u = &p->t[live[j]];
+            if (u->offset >= at + t->bytes)
+                break;
+            if (u->offset + u->bytes > at)
+                at = u->offset + u->bytes;
+        }
+        t->offset = at;
+        if (at + t->bytes > arena)
+            arena = at + t->bytes;
+    }
+    return arena;
+}
+
+/* ---- build ------------------------------------------------------------------------------ */
+
+static int check_shape(const xf_plan_t *p, const xf_batch_t *s, xf_diag_t *diag)
+{
+    int32_t maxpos = p->m->info.max_positions;
+
+    if (s->n_seq < 0)
+        return xf_diag_set(diag, -EINVAL, "batch: n_seq %d < 0", (int)s->n_seq);
+    if (s->n_seq == 0)
+        return 0;
+    if (!s->cu_len)
+        return xf_diag_set(diag, -EINVAL, "batch: cu_len is NULL");
+    if (s->cu_len[0] != 0)
+        return xf_diag_set(diag, -EINVAL, "batch: cu_len[0] = %d, want 0", (int)s->cu_len[0]);
+    for (int32_t b = 0; b < s->n_seq; b++) {
+        int32_t n = s->cu_len[b + 1] - s->cu_len[b];
+        if (s->cu_len[b + 1] < s->cu_len[b])
+            return xf_diag_set(diag, -EINVAL, "batch: cu_len decreases at sequence %d (%d < %d)",
+                               (int)b, (int)s->cu_len[b + 1], (int)s->cu_len[b]);
+        if (n == 0)
+            return xf_diag_set(diag, -EINVAL, "batch: sequence %d is empty", (int)b);
+        if (n > maxpos)
+            return xf_diag_set(diag, XF_ETOOLONG,
+                               "batch: sequence %d has %d tokens, the model allows %d", (int)b,
+                               (int)n, (int)maxpos);
+    }
+    return 0;
+}
+
+static double layer_flops(const xf_plan_t *p, int32_t l)
+{
+    const xf_layer_t *L = &p->m->layers[l];
+    double N = p->n_tokens, D = p->m->info.d_model;
+    double da = (double)L->n_head * L->d_head, ff = L->d_ff;
+    double f = 2.0 * N * (3.0 * D * da + da * D + D * ff + ff * D);
+
+    for (int32_t b = 0; b < p->n_seq; b++) {
+        double n = (double)p->cu_len[b + 1] - p->cu_len[b];
+        const xf_attn_t *a = p->seq_attn[b];
+        if (a->vt && a->vt->name && !strcmp(a->vt->name, "dense"))
+            f += 4.0 * n * n * da;
+    }
+    return f;
+}
+
+static void compute_stats(xf_plan_t *p, size_t arena)
+{
+    xf_plan_stats_t *st = &p->stats;
+    size_t naive = 0, lb = 0;
+
+    for (int32_t i = 0; i < p->n_t; i++)
+        naive += p->t[i].bytes;
+    for (int32_t o = 0; o < p->n_ops; o++) {
+        size_t live = 0;
+        for (int32_t i = 0; i < p->n_t; i++)
+            if (p->t[i].first <= o && o <= p->t[i].last)
+                live += p->t[i].bytes;
+        if (live > lb)
+            lb = live;
+    }
+    st->arena_bytes = arena;
+    st->naive_bytes = naive;
+    st->lower_bound_bytes = lb;
+    st->n_tensors = p->n_t;
+    st->n_seq = p->n_seq;
+    st->n_tokens = p->n_tokens;
+    st->max_len = p->max_len;
+    st->flops = 0;
+    for (int32_t l = 0; l < p->m->info.n_layer; l++)
+        st->flops += layer_flops(p, l);
+    /* Fallbacks: sequences of the batch that took the dense path, the most over layers (every
+     * layer has the same runs, in layer order). */
+    st->dense_fallbacks = 0;
+    for (int32_t l = 0; l < p->m->info.n_layer && p->runs_per_layer > 0; l++) {
+        int32_t acc = 0;
+        for (int32_t r = 0; r < p->runs_per_layer; r++)
+            acc += p->runs[l * p->runs_per_layer + r].pl.dense_fallbacks;
+        if (acc > st->dense_fallbacks)
+            st->dense_fallbacks = acc;
+    }
+}
+
+int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_t *diag)
+{
+    const xf_model_t *m;
+    int32_t B, N, L, runs, need_t, need_ops, x;
+    int rc;
+
+    if (!p || !shape)
+        return xf_diag_set(diag, -EINVAL, "plan: NULL argument");
+    m = p->m;
+    p->built = 0;
+    rc = check_shape(p, shape, diag);
+    if (rc)
+        return rc;
+    B = shape->n_seq;
+    N = B > 0 ? shape->cu_len[B] : 0;
+    L = m->info.n_layer;
+    rc = ensure_shape_storage(p, B, N > 0 ? N : 1);
+    if (rc)
+        return xf_diag_set(diag, rc, "plan: out of memory");
+
+    p->n_threads = n_threads > 0 ? n_threads : 1;
+    p->n_seq = B;
+    p->n_tokens = N;
+    p->max_len = 0;
+    p->cu_len[0] = 0;
+    for (int32_t b = 0; b < B; b++) {
+        int32_t n = shape->cu_len[b + 1] - shape->cu_len[b];
+        p->cu_len[b + 1] = shape->cu_len[b + 1];
+        if (n > p->max_len)
+            p->max_len = n;
+        for (int32_t t = shape->cu_len[b]; t < shape->cu_len[b + 1]; t++)
+            p->pos_ids[t] = t - shape->cu_len[b] + m->info.position_offset;
+        p->seq_attn[b] = xf_plan_seq_attn(m, shape, b);
+    }
+    if (N > 0)
+        memset(p->zero_types, 0, (size_t)N * sizeof *p->zero_types);
+
+    p->n_t = p->n_ops = p->n_runs = p->runs_per_layer = 0;
+    p->final_hidden = p->heads_ws = -1;
+    memset(&p->stats, 0, sizeof p->stats);
+    if (B == 0) {
+        p->built = 1;
+        return 0;
+    }
+
+    runs = count_runs(p);
+    p->runs_per_layer = runs;
+    /* Per layer at most 11 tensors and 11 ops besides one per run; plus embeddings, the
+     * final LayerNorm and the heads. */
+    need_t = 4 + L * (12 + runs);
+    need_ops = 4 + L * (12 + runs);
+    if (grow((void **)&p->t, &p->cap_t, need_t, sizeof *p->t) ||
+        grow((void **)&p->ops, &p->cap_ops, need_ops, sizeof *p->ops) ||
+        grow((void **)&p->runs, &p->cap_runs, L * runs > 0 ? L * runs : 1, sizeof *p->runs) ||
+        grow((void **)&p->order, &p->cap_order, 2 * need_t, sizeof *p->order))
+        return xf_diag_set(diag, -ENOMEM, "plan: out of memory");
+
+    x = add_tensor(p, (size_t)N * (size_t)m->info.d_model * 4, "embeddings", -1);
+    add_op(p, XF_OP_EMBED, -1, -1, -1, x, -1);
+    for (int32_t l = 0; l < L; l++) {
+        int32_t y;
+        rc = build_layer(p, l, x, &y, diag);
+        if (rc)
+            return rc;
+        x = y;
+    }
+    if (m->info.pre_ln && m->final_ln_g.data) {
+        int32_t z = add_tensor(p, (size_t)N * (size_t)m->info.d_model * 4, "final_ln", -1);
+        int32_t o = add_op(p, XF_OP_LN, -1, x, -1, z, -1);
+        p->ops[o].which = XF_W_FINAL;
+        x = z;
+    }
+    p->final_hidden = x;
+    p->heads_ws = add_tensor(p, 2 * (size_t)B * (size_t)m->info.d_model * 4, "heads", -1);
+    add_op(p, XF_OP_HEADS, -1, x, -1, -1, p->heads_ws);
+
+    compute_stats(p, assign_offsets(p));
+    p->built = 1;
+    return 0;
+}

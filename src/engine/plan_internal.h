@@ -1,0 +1,110 @@
+/* Engine-internal: the plan's layout — the op list of one forward pass, every intermediate
+ * tensor with its size, lifetime [first op, last op] and arena offset, the attention runs and
+ * their variant plans. Written by xf_plan_build() (plan.c), read by xf_forward() (forward.c)
+ * and by tests. */
+#ifndef XF_ENGINE_PLAN_INTERNAL_H
+#define XF_ENGINE_PLAN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <xformd/plan.h>
+
+#include "attention/registry.h"
+#include "engine/kernels.h"
+
+#define XF_PLAN_ALIGN 64
+
+/* The ops of the forward graph, in execution order; every op ends with a pool barrier. */
+enum xf_op_kind {
+    XF_OP_EMBED = 0,   /* ids -> out: word + pos + type embeddings (+ LayerNorm) */
+    XF_OP_LN,          /* out = LayerNorm(in0) with the layer's ln1/ln2 (pre-LN) or final LN */
+    XF_OP_QKV,         /* out [N][3·d_attn] = in0 · [Wq;Wk;Wv]ᵀ + b (three GEMMs) */
+    XF_OP_SPLIT,       /* out [3][h][N][d] head planes from in0; Q scaled by 1/sqrt(d) */
+    XF_OP_ATTN,        /* out [N][d_attn] += one attention run (in0 planes, ws workspace) */
+    XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */
+    XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
+    XF_OP_ADD,         /* out = in0 + bias + in1 (pre-LN residual) */
+    XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1) */
+    XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op) */
+    XF_OP_HEADS,       /* pooling, pooler, classifier from in0 (final hidden), temps in ws */
+    XF_OP_COUNT
+};
+
+/* Which weights an LN/ADD op uses. */
+enum xf_op_which { XF_W_LN1 = 1, XF_W_LN2, XF_W_FINAL };
+
+typedef struct xf_plan_tensor {
+    size_t bytes;          /* rounded up to XF_PLAN_ALIGN */
+    size_t offset;         /* in the arena */
+    int32_t first, last;   /* ops that write it first and read it last */
+    int32_t op_made;       /* the op that produces it (== first) */
+    const char *what;      /* "qkv", "ffn1", ... (static string, for tests and inspect) */
+    int32_t layer;         /* -1 for non-layer tensors */
+} xf_plan_tensor_t;
+
+/* One attention run: consecutive sequences [s0, s1) with the same variant, in one layer. */
+typedef struct xf_plan_run {
+    int32_t s0, s1;
+    const xf_attn_t *attn;
+    xf_attn_plan pl;
+    size_t ws_offset_thread;   /* offset of thread 0's scratch inside the run's ws tensor */
+} xf_plan_run_t;
+
+typedef struct xf_plan_op {
+    enum xf_op_kind kind;
+    int32_t layer;             /* -1 outside layers */
+    int32_t in0, in1, out, ws; /* tensor indices or -1 */
+    int32_t which;             /* enum xf_op_which for LN/ADD ops */
+    int32_t run;               /* XF_OP_ATTN: index into runs */
+} xf_plan_op_t;
+
+/* Per-model prepared weights (model->prep), built once under a lock by plan.c. */
+typedef struct xf_prep_layer {
+    xf_gemm_w_t q, k, v, o, ff1, ff2;
+} xf_prep_layer_t;
+
+typedef struct xf_prep {
+    int32_t n_layer;
+    xf_prep_layer_t *layers;
+    xf_gemm_w_t pool, head_dense, cls;   /* n == 0 when absent */
+} xf_prep_t;
+
+struct xf_plan {
+    const xf_model_t *m;
+    const xf_prep_t *prep;
+
+    /* The planned batch shape. */
+    int built;
+    int n_threads;
+    int32_t n_seq, n_tokens, max_len;
+    int32_t *cu_len;           /* [n_seq+1] */
+    int32_t *pos_ids;          /* [N] position ids (restart per sequence, + offset) */
+    int32_t *zero_types;       /* [N] zeros, for models with types when the batch has none */
+    const xf_attn_t **seq_attn; /* [n_seq] resolved variant per sequence */
+    int32_t cap_seq, cap_tok;
+
+    xf_plan_tensor_t *t;
+    int32_t n_t, cap_t;
+    xf_plan_op_t *ops;
+    int32_t n_ops, cap_ops;
+    xf_plan_run_t *runs;
+    int32_t n_runs, cap_runs;
+    int32_t runs_per_layer;    /* layer l's runs are [l·runs_per_layer, (l+1)·runs_per_layer) */
+    int32_t *order;            /* scratch for the offset assignment */
+    int32_t cap_order;
+
+    int32_t final_hidden;      /* tensor holding the last hidden states */
+    int32_t heads_ws;          /* tensor of head temporaries [3][B][D] */
+    xf_plan_stats_t stats;
+};
+
+/* The model's prepared weights, built on first call (thread-safe). Returns 0 or -ENOMEM. */
+int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out);
+
+/* Two selections are the same variant with the same parameters. */
+int xf_plan_attn_same(const xf_attn_t *a, const xf_attn_t *b);
+/* The variant of sequence b of batch (NULL entries: the model's default). */
+const xf_attn_t *xf_plan_seq_attn(const xf_model_t *m, const xf_batch_t *batch, int32_t b);
+
+#endif
