@@ -1,0 +1,148 @@
+/* Tests for the compute thread pool (src/engine/pool.c): every thread runs once per run with
+ * the right ith/nth, barriers order phases across many iterations, sizes 1..5, and
+ * create/free cycles (leak-free under ASan). */
+#include "config.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../helpers/xf_test.h"
+#include "engine/pool.h"
+
+struct count_arg {
+    atomic_int calls;
+    atomic_int ith_mask;
+    atomic_int bad_nth;
+    int nth;
+};
+
+static void count_fn(void *v, int ith, int nth)
+{
+    struct count_arg *a = v;
+    atomic_fetch_add(&a->calls, 1);
+    atomic_fetch_or(&a->ith_mask, 1 << ith);
+    if (nth != a->nth)
+        atomic_fetch_add(&a->bad_nth, 1);
+}
+
+static void test_run_counts(void **state)
+{
+    (void)state;
+    for (int n = 1; n <= 5; n++) {
+        xf_pool_t *p = NULL;
+        assert_int_equal(xf_pool_create(n, &p), 0);
+        assert_int_equal(xf_pool_size(p), n);
+        struct count_arg a;
+        memset(&a, 0, sizeof a);
+        a.nth = n;
+        for (int r = 0; r < 200; r++)
+            xf_pool_run(p, count_fn, &a);
+        /* every thread ran exactly once per run, with ith 0..n-1 and the right nth */
+        assert_int_equal(atomic_load(&a.calls), 200 * n);
+        assert_int_equal(atomic_load(&a.ith_mask), (1 << n) - 1);
+        assert_int_equal(atomic_load(&a.bad_nth), 0);
+        xf_pool_free(p);
+    }
+}
+
+/* Each phase: thread ith writes slot[ith] = phase; after a barrier every thread checks that
+ * all slots hold this phase; after a second barrier the next phase may overwrite them. */
+#define N_PHASES 2000
+struct bar_arg {
+    xf_pool_t *p;
+    atomic_int slot[8];
+    atomic_int errors;
+};
+
+static void bar_fn(void *v, int ith, int nth)
+{
+    struct bar_arg *a = v;
+    for (int ph = 1; ph <= N_PHASES; ph++) {
+        atomic_store(&a->slot[ith], ph);
+        xf_pool_barrier(a->p);
+        for (int j = 0; j < nth; j++)
+            if (atomic_load(&a->slot[j]) != ph)
+                atomic_fetch_add(&a->errors, 1);
+        xf_pool_barrier(a->p);
+    }
+}
+
+static void test_barrier_order(void **state)
+{
+    (void)state;
+    for (int n = 1; n <= 5; n++) {
+        struct bar_arg a;
+        memset(&a, 0, sizeof a);
+        assert_int_equal(xf_pool_create(n, &a.p), 0);
+        for (int r = 0; r < 3; r++) {
+            for (int j = 0; j < 8; j++)
+                atomic_store(&a.slot[j], 0);
+            xf_pool_run(a.p, bar_fn, &a);
+            for (int j = 0; j < n; j++)
+                assert_int_equal(atomic_load(&a.slot[j]), N_PHASES);
+        }
+        assert_int_equal(atomic_load(&a.errors), 0);
+        xf_pool_free(a.p);
+    }
+}
+
+/* A run's results are visible to the caller when xf_pool_run returns (plain stores). */
+struct sum_arg {
+    int nr;
+    int *out;
+};
+
+static void sum_fn(void *v, int ith, int nth)
+{
+    struct sum_arg *a = v;
+    int r0, r1;
+    xf_split_rows(a->nr, ith, nth, &r0, &r1);
+    for (int i = r0; i < r1; i++)
+        a->out[i] = i * 3 + 1;
+}
+
+static void test_split_and_visibility(void **state)
+{
+    (void)state;
+    int out[1000];
+    for (int n = 1; n <= 5; n++) {
+        xf_pool_t *p = NULL;
+        assert_int_equal(xf_pool_create(n, &p), 0);
+        for (int nr = 0; nr <= 1000; nr += 37) {
+            memset(out, 0, sizeof out);
+            struct sum_arg a = { nr, out };
+            xf_pool_run(p, sum_fn, &a);
+            for (int i = 0; i < nr; i++)
+                assert_int_equal(out[i], i * 3 + 1);
+            for (int i = nr; i < 1000; i++)
+                assert_int_equal(out[i], 0);
+        }
+        xf_pool_free(p);
+    }
+}
+
+static void test_create_free_cycles(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 50; c++) {
+        xf_pool_t *p = NULL;
+        int n = 1 + c % 5;
+        assert_int_equal(xf_pool_create(n, &p), 0);
+        struct count_arg a;
+        memset(&a, 0, sizeof a);
+        a.nth = n;
+        if (c % 2)
+            xf_pool_run(p, count_fn, &a);
+        xf_pool_free(p);
+        assert_int_equal(atomic_load(&a.calls), (c % 2) ? n : 0);
+    }
+    xf_pool_t *p = (xf_pool_t *)&p;
+    assert_int_equal(xf_pool_create(0, &p), -EINVAL);
+    assert_null(p);
+    xf_pool_free(NULL);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_run_counts), cmocka_unit_test(test_barrier_order),
+             cmocka_unit_test(test_split_and_visibility), cmocka_unit_test(test_create_free_cycles))
