@@ -1,0 +1,165 @@
+/* Smart batcher (DESIGN.md §5): a queue of jobs, admission control, deadlines, and the policy
+ * that picks the next batch (none, fifo, dp, tokens) under a cost model
+ *   t(batch) ≈ c0 + c1·tokens + c2·Σ n_i² + c3·padding_tokens   (seconds)
+ * fitted from warm-up timings and refined online. Pure logic: no clock reads, no libuv, no
+ * allocation after xf_batcher_create. Single-threaded: owned by the loop thread. */
+#ifndef XF_SERVER_BATCHER_H
+#define XF_SERVER_BATCHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Order matches the batcher.policy choices in conf.def ("none|fifo|dp|tokens"). */
+enum xf_batch_policy {
+    XF_BATCH_NONE = 0,     /* one job per batch, oldest first */
+    XF_BATCH_FIFO,         /* Triton-style: wait ≤ max_queue_delay or until max_batch jobs */
+    XF_BATCH_DP,           /* TurboTransformers' DP split of the length-sorted queue */
+    XF_BATCH_TOKENS,       /* token budget per batch, earliest deadline first */
+    XF_BATCH_POLICY_COUNT
+};
+/* "none", "fifo", "dp", "tokens"; "?" out of range. Static storage. */
+const char *xf_batch_policy_name(enum xf_batch_policy p);
+
+/* ---- Cost model -------------------------------------------------------------------------- */
+
+#define XF_COST_NF 4       /* features: 1, tokens, Σn², padding tokens */
+
+typedef struct xf_cost {
+    double c[XF_COST_NF];  /* coefficients in seconds per feature unit (c0 s, c1 s/token, ...) */
+    /* Exponentially weighted recursive least squares state, in scaled feature space. */
+    double w[XF_COST_NF];            /* scaled coefficients (may go negative; c[] is clamped) */
+    double P[XF_COST_NF][XF_COST_NF];
+    double lambda;                   /* forgetting factor, (0, 1] */
+    uint64_t n_fit;                  /* samples in the last xf_cost_fit */
+    uint64_t n_obs;                  /* online observations since */
+    double last_err_s;               /* |predicted - observed| of the last observation */
+} xf_cost_t;
+
+/* One timed batch: its features and the measured wall time. */
+typedef struct xf_cost_sample {
+    double tokens;         /* Σ n_i */
+    double sum_sq;         /* Σ n_i² */
+    double pad_tokens;     /* Σ (max_len - n_i) if the batch ran padded, else 0 */
+    double seconds;
+} xf_cost_sample_t;
+
+/* Defaults for BERT-base on 2 cores (c0 1 ms, c1 1 ms/token, c2 2e-7 s/token², c3 = c1) and
+ * forgetting factor lambda (0 → 0.98). */
+void xf_cost_init(xf_cost_t *cm, double lambda);
+/* Features of a batch of n sequences with lengths lens[] (padded: count padding tokens). */
+void xf_cost_features(const int32_t *lens, size_t n, bool padded, xf_cost_sample_t *out);
+/* Predicted seconds for features s (s->seconds ignored). Never negative. */
+double xf_cost_predict(const xf_cost_t *cm, const xf_cost_sample_t *s);
+/* Least-squares fit with non-negative coefficients (exact NNLS over the 2^4 feature subsets)
+ * to n ≥ 1 samples; resets the RLS state around the fit. Features that never vary are left at
+ * 0 (padding when nothing ran padded). Returns 0, -EINVAL (n == 0, a non-finite or negative
+ * value). On error *cm is unchanged. */
+int xf_cost_fit(xf_cost_t *cm, const xf_cost_sample_t *samples, size_t n);
+/* One online observation (exponentially weighted RLS). Non-finite or negative timings are
+ * ignored (-EINVAL). Returns 0. */
+int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s);
+/* The i-th warm-up batch shape for xf_cost_fit: writes up to cap lengths (each ≤ max_len) into
+ * lens and returns how many, 0 when i is past the plan (about 12 batches: single sequences of
+ * 8..512 tokens and batches of 4..16 sequences of mixed lengths). */
+size_t xf_cost_warmup_batch(size_t i, int32_t max_len, int32_t *lens, size_t cap);
+
+/* ---- Jobs and the batcher ---------------------------------------------------------------- */
+
+/* A job as the batcher sees it. The caller owns the storage (e.g. embedded in or allocated
+ * with its request) and keeps it and lens valid and unchanged from xf_batcher_push until the
+ * batcher hands the job back (xf_batcher_next, _expire or _take_all). A job is never split. */
+typedef struct xf_bjob {
+    int32_t n_seqs;        /* ≥ 1 sequences (an embeddings request may carry several texts) */
+    int32_t n_tokens;      /* Σ lens */
+    const int32_t *lens;   /* [n_seqs], each ≥ 1 */
+    uint64_t enqueue_ns;   /* monotonic */
+    uint64_t deadline_ns;  /* monotonic; the answer is useless after it */
+    void *user;            /* the caller's job */
+    /* Batcher-private. */
+    int32_t max_len_;
+    uint64_t seq_;
+} xf_bjob_t;
+
+typedef struct xf_batcher_opts {
+    enum xf_batch_policy policy;
+    int32_t max_batch;           /* jobs per batch, ≥ 1 */
+    int64_t max_batch_tokens;    /* tokens per batch (a bigger job runs alone), ≥ 1 */
+    uint64_t max_queue_delay_ns; /* fifo: longest wait of the oldest job */
+    int64_t max_queued_tokens;   /* admission bound, ≥ 1 */
+    int32_t max_queue_jobs;      /* admission bound and queue capacity, ≥ 1 */
+    int32_t dp_window;           /* dp: jobs considered per decision (0 → 48) */
+} xf_batcher_opts_t;
+
+/* What a dispatched batch holds (for metrics, the cost model and logs). */
+typedef struct xf_batch_info {
+    size_t n_jobs;
+    int64_t n_seqs;
+    int64_t n_tokens;
+    int64_t sum_sq;              /* Σ n_i² */
+    int32_t max_len;
+    int64_t pad_tokens;          /* Σ (max_len - n_i): what a padded engine would waste */
+    double predicted_s;          /* cost model's prediction for the packed batch */
+} xf_batch_info_t;
+
+typedef struct xf_batcher xf_batcher_t;
+
+/* Fill opts from conf values: policy fifo, 32 jobs, 8192 tokens, 5 ms, ... */
+void xf_batcher_opts_init(xf_batcher_opts_t *o);
+/* Ownership: *out is new, free with xf_batcher_free(). Returns 0, -EINVAL (bad opts), -ENOMEM.
+ * The cost model starts at xf_cost_init defaults. */
+int xf_batcher_create(const xf_batcher_opts_t *opts, xf_batcher_t **out);
+/* Jobs still queued are forgotten (take them first). NULL is a no-op. */
+void xf_batcher_free(xf_batcher_t *b);
+
+/* Admit a job (borrowed until handed back). now_ns is the current monotonic time.
+ * Returns 0; -EINVAL (n_seqs < 1, a length < 1, n_tokens != Σ lens);
+ * XF_ETOOLONG (the job alone exceeds max_queued_tokens: it can never be admitted → 413);
+ * XF_EDEADLINE (the job cannot finish by its deadline even if run alone now → 503);
+ * -EAGAIN (queue full by jobs or tokens; retry later → 503 + Retry-After). */
+int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns);
+
+/* The next batch to run, called when a worker is free. Writes up to cap (≥ max_batch) jobs
+ * into out[], *n_out their count, and *info (may be NULL). With *n_out == 0 nothing is ready:
+ * *wake_ns is when to call again (a fifo wait ending or the earliest job that will have to be
+ * expired), UINT64_MAX when the queue is empty. Jobs come back in the order they should be
+ * laid out in the batch. Returns 0 or -EINVAL (cap too small). */
+int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap,
+                    size_t *n_out, xf_batch_info_t *info, uint64_t *wake_ns);
+
+/* Remove and hand back (up to cap) jobs that can no longer meet their deadline: those with
+ * now + predicted time of running alone > deadline. The caller answers them at once
+ * (503 + Retry-After). Returns the number written to out. */
+size_t xf_batcher_expire(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap);
+
+/* Remove and hand back up to cap queued jobs (drain/shutdown), oldest first. */
+size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap);
+
+/* Refine the cost model with a measured batch: n sequence lengths and wall seconds. */
+void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds);
+/* Same from the jobs of a batch as handed out by xf_batcher_next. */
+void xf_batcher_observe_jobs(xf_batcher_t *b, xf_bjob_t *const *jobs, size_t n_jobs,
+                             double seconds);
+
+/* The cost model (mutable: fit it with xf_cost_fit after warm-up). Borrowed. */
+xf_cost_t *xf_batcher_cost(xf_batcher_t *b);
+const xf_batcher_opts_t *xf_batcher_opts(const xf_batcher_t *b);
+size_t xf_batcher_queued_jobs(const xf_batcher_t *b);
+int64_t xf_batcher_queued_tokens(const xf_batcher_t *b);
+/* Seconds a rejected client should wait (Retry-After): the predicted time to run what is
+ * queued, rounded up, at least 1. */
+int xf_batcher_retry_after_s(const xf_batcher_t *b);
+
+/* dp internals exposed for tests: choose the split of n jobs (already in the order given,
+ * normally sorted by length) into consecutive batches minimising the total completion time
+ * Σ_jobs finish_time, where a batch's time is the cost model's prediction for its packed
+ * sequences, subject to max_batch, max_batch_tokens and deadlines (start_ns = now; a job
+ * must finish by its deadline). Writes the batch ends into ends[] (ends[k] = index one past
+ * the last job of batch k), the count into *n_batches and the objective (job-seconds, from
+ * now) into *total_s. Returns 0, -ENOENT when no split meets every deadline (then the split
+ * without deadlines is returned), -EINVAL. ends must hold n entries; n ≤ 256. */
+int xf_batcher_dp_split(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n,
+                        int32_t max_batch, int64_t max_batch_tokens, uint64_t now_ns,
+                        size_t *ends, size_t *n_batches, double *total_s);
+
+#endif
