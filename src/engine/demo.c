@@ -1,0 +1,530 @@
+/* The demo model: a deterministic BERT in the Hugging Face layout (config.json,
+ * model.safetensors, vocab.txt, tokenizer_config.json) with weights drawn from per-tensor
+ * SplitMix64 streams of a seed, uniform with BERT's init std 0.02, LayerNorm 1/0, and a
+ * generated WordPiece vocabulary. Every file goes through a temporary name + rename(). */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include <xformd/model.h>
+
+#include "engine/demo.h"
+#include "engine/diag.h"
+#include "engine/safetensors.h"
+
+/* ---- random streams --------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t xf_demo_stream(uint64_t seed, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    uint64_t s = seed ^ h;
+    return splitmix64(&s);
+}
+
+void xf_demo_uniform(float *x, size_t n, uint64_t s, float a)
+{
+    const float k = 2.0f * a / 16777216.0f;   /* 24-bit uniform integers -> [-a, a) */
+    size_t i = 0;
+
+    for (; i + 1 < n; i += 2) {
+        uint64_t r = splitmix64(&s);
+        x[i] = (float)(r >> 40) * k - a;
+        x[i + 1] = (float)((r >> 8) & 0xffffffu) * k - a;
+    }
+    if (i < n)
+        x[i] = (float)(splitmix64(&s) >> 40) * k - a;
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+int xf_demo_write_file(const char *path, const void *data, size_t len, xf_diag_t *diag)
+{
+    char *tmp = malloc(strlen(path) + 32);
+    FILE *fp;
+    int rc = 0;
+
+    if (!tmp)
+        return xf_diag_set(diag, -ENOMEM, "%s: out of memory", path);
+    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+    fp = fopen(tmp, "wb");
+    if (!fp) {
+        rc = -errno;
+        xf_diag_set(diag, rc, "%s: %s", tmp, strerror(-rc));
+        free(tmp);
+        return rc;
+    }
+    if ((len && fwrite(data, 1, len, fp) != len) || fflush(fp) != 0 || fsync(fileno(fp)) != 0)
+        rc = xf_diag_set(diag, -EIO, "%s: write failed", tmp);
+    if (fclose(fp) != 0 && !rc)
+        rc = xf_diag_set(diag, -EIO, "%s: close failed", tmp);
+    if (!rc && rename(tmp, path) != 0) {
+        rc = -errno;
+        xf_diag_set(diag, rc, "%s: rename: %s", path, strerror(-rc));
+    }
+    if (rc)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+static int mkdir_p(const char *dir, xf_diag_t *diag)
+{
+    char buf[4096];
+    size_t len = strlen(dir);
+
+    if (len == 0 || len >= sizeof buf)
+        return xf_diag_set(diag, -EINVAL, "bad directory name");
+    memcpy(buf, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                int rc = -errno;
+                return xf_diag_set(diag, rc, "%s: mkdir: %s", buf, strerror(-rc));
+            }
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+static int write_json(const char *dir, const char *name, json_t *j, xf_diag_t *diag)
+{
+    char path[4096];
+    char *s;
+    int rc;
+
+    if (!j)
+        return xf_diag_set(diag, -ENOMEM, "%s: out of memory", name);
+    s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (!s)
+        return xf_diag_set(diag, -ENOMEM, "%s: out of memory", name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    {
+        size_t len = strlen(s);
+        char *t = realloc(s, len + 2);
+        if (!t) {
+            free(s);
+            return xf_diag_set(diag, -ENOMEM, "%s: out of memory", name);
+        }
+        s = t;
+        s[len] = '\n';
+        s[len + 1] = 0;
+    }
+    rc = xf_demo_write_file(path, s, strlen(s), diag);
+    free(s);
+    return rc;
+}
+
+/* ---- vocabulary ------------------------------------------------------------------------- */
+
+static const char *const common_words[] = {
+    "the", "of", "and", "to", "in", "is", "was", "he", "for", "it", "with", "as", "his", "on",
+    "be", "at", "by", "i", "this", "had", "not", "are", "but", "from", "or", "have", "an",
+    "they", "which", "one", "you", "were", "her", "all", "she", "there", "would", "their", "we",
+    "him", "been", "has", "when", "who", "will", "more", "no", "if", "out", "so", "said",
+    "what", "up", "its", "about", "into", "than", "them", "can", "only", "other", "new",
+    "some", "could", "time", "these", "two", "may", "then", "do", "first", "any", "my", "now",
+    "such", "like", "our", "over", "man", "me", "even", "most", "made", "after", "also", "did",
+    "many", "before", "must", "through", "back", "years", "where", "much", "your", "way",
+    "well", "down", "should", "because", "each", "just", "those", "people", "how", "too",
+    "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work",
+    "long", "get", "here", "between", "both", "life", "being", "under", "never", "day",
+    "same", "another", "know", "while", "last", "might", "us", "great", "old", "year", "off",
+    "come", "since", "against", "go", "came", "right", "used", "take", "three", "hello",
+    "model", "text", "server", "token", "vector", "search", "query", "answer", "question",
+    "data", "machine", "learning", "language", "sentence", "word", "house", "city", "water",
+    "music", "film", "book", "game", "team", "school", "music", "love", "happy", "sad",
+    "fast", "slow", "big", "small", "red", "blue", "green", "cat", "dog", "car", "tree",
+};
+
+static const char *const common_pieces[] = {
+    "##s", "##ed", "##ing", "##er", "##ly", "##es", "##est", "##ion", "##al", "##ness",
+    "##ment", "##able", "##ful", "##less", "##ity", "##ize", "##ous", "##ive", "##ic",
+};
+
+typedef struct vocab_set {
+    char **tok;
+    int32_t n, cap;
+    int32_t *slot;      /* open addressing: index+1, 0 empty */
+    uint32_t mask;
+} vocab_set;
+
+static uint32_t str_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* Adds s if new and there is room; returns 1 added, 0 present or full, -ENOMEM. */
+static int vocab_add(vocab_set *v, const char *s)
+{
+    uint32_t h;
+    if (v->n >= v->cap)
+        return 0;
+    h = str_hash(s) & v->mask;
+    while (v->slot[h]) {
+        if (!strcmp(v->tok[v->slot[h] - 1], s))
+            return 0;
+        h = (h + 1) & v->mask;
+    }
+    v->tok[v->n] = strdup(s);
+    if (!v->tok[v->n])
+        return -ENOMEM;
+    v->slot[h] = ++v->n;
+    return 1;
+}
+
+/* Syllable word number i >= 1 (bijective base over CV/V syllables: unique strings). */
+static void syllable_word(uint64_t i, char *out, size_t cap)
+{
+    static const char cons[] = "bcdfghjklmnprstvwz";
+    static const char vow[] = "aeiou";
+    const uint64_t ns = 5 + 18 * 5;
+    char tmp[64];
+    size_t len = 0;
+
+    while (i > 0 && len + 2 < sizeof tmp) {
+        uint64_t d = (i - 1) % ns;
+        i = (i - 1) / ns;
+        /* syllables are pushed reversed: vowel first, then its consonant */
+        if (d < 5) {
+            tmp[len++] = vow[d];
+        } else {
+            d -= 5;
+            tmp[len++] = vow[d % 5];
+            tmp[len++] = cons[d / 5];
+        }
+    }
+    size_t j = 0;
+    for (; j < len && j + 1 < cap; j++)
+        out[j] = tmp[len - 1 - j];
+    out[j] = 0;
+}
+
+int xf_demo_vocab_write(const char *path, int32_t n, xf_diag_t *diag)
+{
+    vocab_set v = { 0 };
+    char buf[80];
+    char *text = NULL;
+    size_t tlen = 0, size = 1;
+    uint32_t nslot = 1;
+    int rc = 0;
+
+    if (n < XF_DEMO_VOCAB_MIN || n > 10000000)
+        return xf_diag_set(diag, XF_EPARAM, "vocab_size %d out of range [%d, 10000000]", n,
+                           XF_DEMO_VOCAB_MIN);
+    while (nslot < 2u * (uint32_t)n)
+        nslot <<= 1;
+    v.cap = n;
+    v.mask = nslot - 1;
+    v.tok = calloc((size_t)n, sizeof *v.tok);
+    v.slot = calloc(nslot, sizeof *v.slot);
+    if (!v.tok || !v.slot)
+        goto oom;
+
+#define ADD(s)                                                                             \
+    do {                                                                                   \
+        if (vocab_add(&v, (s)) < 0)                                                        \
+            goto oom;                                                                      \
+    } while (0)
+    ADD("[PAD]");
+    for (int i = 0; i < 99; i++) {
+        snprintf(buf, sizeof buf, "[unused%d]", i);
+        ADD(buf);
+    }
+    ADD("[UNK]");
+    ADD("[CLS]");
+    ADD("[SEP]");
+    ADD("[MASK]");
+    for (int c = 33; c < 127; c++) {
+        if (c >= 'A' && c <= 'Z')
+            continue;
+        buf[0] = (char)c;
+        buf[1] = 0;
+        ADD(buf);
+    }
+    for (int c = 33; c < 127; c++) {
+        if (c >= 'A' && c <= 'Z')
+            continue;
+        snprintf(buf, sizeof buf, "##%c", c);
+        ADD(buf);
+    }
+    for (size_t i = 0; i < sizeof common_words / sizeof *common_words; i++)
+        ADD(common_words[i]);
+    for (size_t i = 0; i < sizeof common_pieces / sizeof *common_pieces; i++)
+        ADD(common_pieces[i]);
+    for (uint64_t i = 1; v.n < n; i++) {
+        /* three words, then one ## piece */
+        syllable_word(i, buf, 60);
+        if (i % 4 == 0) {
+            char piece[80];
+            snprintf(piece, sizeof piece, "##%s", buf);
+            ADD(piece);
+        } else {
+            ADD(buf);
+        }
+    }
+#undef ADD
+
+    for (int32_t i = 0; i < n; i++)
+        size += strlen(v.tok[i]) + 1;
+    text = malloc(size);
+    if (!text)
+        goto oom;
+    for (int32_t i = 0; i < n; i++) {
+        size_t l = strlen(v.tok[i]);
+        memcpy(text + tlen, v.tok[i], l);
+        tlen += l;
+        text[tlen++] = '\n';
+    }
+    rc = xf_demo_write_file(path, text, tlen, diag);
+    goto out;
+oom:
+    rc = xf_diag_set(diag, -ENOMEM, "%s: out of memory", path);
+out:
+    if (v.tok)
+        for (int32_t i = 0; i < v.n; i++)
+            free(v.tok[i]);
+    free(v.tok);
+    free(v.slot);
+    free(text);
+    return rc;
+}
+
+/* ---- the model -------------------------------------------------------------------------- */
+
+void xf_demo_opts_init(xf_demo_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->seed = 42;
+    o->n_layer = 12;
+    o->d_model = 768;
+    o->n_head = 12;
+    o->d_ff = 3072;
+    o->vocab_size = 30522;
+    o->max_positions = 512;
+    o->type_vocab_size = 2;
+    o->n_labels = 0;
+    o->dtype = "F32";
+}
+
+void xf_demo_opts_init_tiny(xf_demo_opts_t *o)
+{
+    xf_demo_opts_init(o);
+    o->n_layer = 2;
+    o->d_model = 64;
+    o->n_head = 4;
+    o->d_ff = 128;
+    o->vocab_size = 1000;
+}
+
+enum { W_NORMAL, W_ONE, W_ZERO };
+
+typedef struct demo_gen {
+    uint64_t seed;
+} demo_gen;
+
+static void demo_fill(void *ctx, const xf_st_wtensor_t *t, float *buf, size_t n)
+{
+    const demo_gen *g = ctx;
+    const char *name = t->name;
+    size_t len = strlen(name);
+
+    /* LayerNorm gamma 1, beta 0; biases 0 (as BERT's init); everything else uniform with the
+     * init std 0.02: U(-a, a) has std a/sqrt(3). */
+    if (len > 16 && !strcmp(name + len - 16, "LayerNorm.weight")) {
+        for (size_t i = 0; i < n; i++)
+            buf[i] = 1.0f;
+    } else if (len > 5 && !strcmp(name + len - 5, ".bias")) {
+        memset(buf, 0, n * sizeof *buf);
+    } else {
+        xf_demo_uniform(buf, n, xf_demo_stream(g->seed, name), 0.02f * 1.7320508f);
+    }
+}
+
+#define DEMO_MAX_LAYERS 256
+
+int xf_demo_write(const char *dir, const xf_demo_opts_t *opts, xf_diag_t *diag)
+{
+    xf_demo_opts_t o;
+    xf_st_wtensor_t *t = NULL;
+    char (*names)[96] = NULL;
+    demo_gen g;
+    json_t *cfg;
+    char path[4096];
+    const char *pre;
+    int n = 0, rc, max_t;
+
+    if (!dir || !*dir)
+        return xf_diag_set(diag, -EINVAL, "xf_demo_write: no directory");
+    if (opts)
+        o = *opts;
+    else
+        xf_demo_opts_init(&o);
+    if (!o.dtype)
+        o.dtype = "F32";
+    if (strcmp(o.dtype, "F32") && strcmp(o.dtype, "F16") && strcmp(o.dtype, "BF16"))
+        return xf_diag_set(diag, XF_EPARAM, "dtype %s: want F32, F16 or BF16", o.dtype);
+    if (o.n_layer < 1 || o.n_layer > DEMO_MAX_LAYERS || o.d_model < 1 || o.d_model > 16384 ||
+        o.n_head < 1 || o.d_model % o.n_head != 0 || o.d_ff < 1 || o.d_ff > 65536 ||
+        o.max_positions < 1 || o.max_positions > 65536 || o.type_vocab_size < 0 ||
+        o.type_vocab_size > 1024 || o.n_labels < 0 || o.n_labels > 100000)
+        return xf_diag_set(diag, XF_EPARAM, "demo shape out of range (layers %d, d_model %d, "
+                           "heads %d, d_ff %d, positions %d, types %d, labels %d)", o.n_layer,
+                           o.d_model, o.n_head, o.d_ff, o.max_positions, o.type_vocab_size,
+                           o.n_labels);
+    if (o.vocab_size < 1000 || o.vocab_size > 1000000)
+        return xf_diag_set(diag, XF_EPARAM, "vocab_size %d: want 1000..1000000", o.vocab_size);
+    if (snprintf(path, sizeof path, "%s/model.safetensors", dir) >= (int)sizeof path)
+        return xf_diag_set(diag, -ENAMETOOLONG, "%s: path too long", dir);
+    rc = mkdir_p(dir, diag);
+    if (rc)
+        return rc;
+
+    /* config.json */
+    cfg = json_object();
+    if (cfg) {
+        json_t *arch = json_array();
+        json_array_append_new(arch, json_string(o.n_labels > 0 ? "BertForSequenceClassification"
+                                                               : "BertModel"));
+        json_object_set_new(cfg, "architectures", arch);
+        json_object_set_new(cfg, "model_type", json_string("bert"));
+        json_object_set_new(cfg, "hidden_size", json_integer(o.d_model));
+        json_object_set_new(cfg, "num_hidden_layers", json_integer(o.n_layer));
+        json_object_set_new(cfg, "num_attention_heads", json_integer(o.n_head));
+        json_object_set_new(cfg, "intermediate_size", json_integer(o.d_ff));
+        json_object_set_new(cfg, "hidden_act", json_string("gelu"));
+        json_object_set_new(cfg, "hidden_dropout_prob", json_real(0.1));
+        json_object_set_new(cfg, "attention_probs_dropout_prob", json_real(0.1));
+        json_object_set_new(cfg, "initializer_range", json_real(0.02));
+        json_object_set_new(cfg, "layer_norm_eps", json_real(1e-12));
+        json_object_set_new(cfg, "max_position_embeddings", json_integer(o.max_positions));
+        json_object_set_new(cfg, "type_vocab_size", json_integer(o.type_vocab_size));
+        json_object_set_new(cfg, "vocab_size", json_integer(o.vocab_size));
+        json_object_set_new(cfg, "pad_token_id", json_integer(0));
+        json_object_set_new(cfg, "position_embedding_type", json_string("absolute"));
+        json_object_set_new(cfg, "torch_dtype", json_string(
+            !strcmp(o.dtype, "F32") ? "float32" : !strcmp(o.dtype, "F16") ? "float16"
+                                                                          : "bfloat16"));
+        if (o.n_labels > 0) {
+            json_t *i2l = json_object(), *l2i = json_object();
+            for (int i = 0; i < o.n_labels; i++) {
+                char k[32], lab[32];
+                snprintf(k, sizeof k, "%d", i);
+                snprintf(lab, sizeof lab, "LABEL_%d", i);
+                json_object_set_new(i2l, k, json_string(lab));
+                json_object_set_new(l2i, lab, json_integer(i));
+            }
+            json_object_set_new(cfg, "id2label", i2l);
+            json_object_set_new(cfg, "label2id", l2i);
+        }
+        json_object_set_new(cfg, "xformd_demo", json_true());
+        {
+            char sd[32];
+            snprintf(sd, sizeof sd, "%llu", (unsigned long long)o.seed);
+            json_object_set_new(cfg, "xformd_demo_seed", json_string(sd));
+        }
+    }
+    rc = write_json(dir, "config.json", cfg, diag);
+    if (rc)
+        return rc;
+
+    /* vocab.txt + tokenizer_config.json */
+    {
+        char vp[4096];
+        snprintf(vp, sizeof vp, "%s/vocab.txt", dir);
+        rc = xf_demo_vocab_write(vp, o.vocab_size, diag);
+        if (rc)
+            return rc;
+    }
+    cfg = json_pack("{s:b, s:i, s:s, s:s, s:s, s:s, s:s, s:s}", "do_lower_case", 1,
+                    "model_max_length", (json_int_t)o.max_positions, "tokenizer_class",
+                    "BertTokenizer", "unk_token", "[UNK]", "sep_token", "[SEP]", "pad_token",
+                    "[PAD]", "cls_token", "[CLS]", "mask_token", "[MASK]");
+    rc = write_json(dir, "tokenizer_config.json", cfg, diag);
+    if (rc)
+        return rc;
+
+    /* model.safetensors */
+    max_t = 5 + 16 * o.n_layer + 4;
+    t = calloc((size_t)max_t, sizeof *t);
+    names = calloc((size_t)max_t, sizeof *names);
+    if (!t || !names) {
+        rc = xf_diag_set(diag, -ENOMEM, "%s: out of memory", path);
+        goto out;
+    }
+    pre = o.n_labels > 0 ? "bert." : "";
+#define T2(r, c, ...)                                                                      \
+    do {                                                                                   \
+        snprintf(names[n], sizeof names[n], __VA_ARGS__);                                  \
+        t[n].name = names[n];                                                              \
+        t[n].rank = (c) > 0 ? 2 : 1;                                                       \
+        t[n].shape[0] = (r);                                                               \
+        t[n].shape[1] = (c);                                                               \
+        n++;                                                                               \
+    } while (0)
+    T2(o.vocab_size, o.d_model, "%sembeddings.word_embeddings.weight", pre);
+    T2(o.max_positions, o.d_model, "%sembeddings.position_embeddings.weight", pre);
+    if (o.type_vocab_size > 0)
+        T2(o.type_vocab_size, o.d_model, "%sembeddings.token_type_embeddings.weight", pre);
+    T2(o.d_model, 0, "%sembeddings.LayerNorm.weight", pre);
+    T2(o.d_model, 0, "%sembeddings.LayerNorm.bias", pre);
+    for (int l = 0; l < o.n_layer; l++) {
+        static const char *const qkv[3] = { "query", "key", "value" };
+        for (int k = 0; k < 3; k++) {
+            T2(o.d_model, o.d_model, "%sencoder.layer.%d.attention.self.%s.weight", pre, l,
+               qkv[k]);
+            T2(o.d_model, 0, "%sencoder.layer.%d.attention.self.%s.bias", pre, l, qkv[k]);
+        }
+        T2(o.d_model, o.d_model, "%sencoder.layer.%d.attention.output.dense.weight", pre, l);
+        T2(o.d_model, 0, "%sencoder.layer.%d.attention.output.dense.bias", pre, l);
+        T2(o.d_model, 0, "%sencoder.layer.%d.attention.output.LayerNorm.weight", pre, l);
+        T2(o.d_model, 0, "%sencoder.layer.%d.attention.output.LayerNorm.bias", pre, l);
+        T2(o.d_ff, o.d_model, "%sencoder.layer.%d.intermediate.dense.weight", pre, l);
+        T2(o.d_ff, 0, "%sencoder.layer.%d.intermediate.dense.bias", pre, l);
+        T2(o.d_model, o.d_ff, "%sencoder.layer.%d.output.dense.weight", pre, l);
+        T2(o.d_model, 0, "%sencoder.layer.%d.output.dense.bias", pre, l);
+        T2(o.d_model, 0, "%sencoder.layer.%d.output.LayerNorm.weight", pre, l);
+        T2(o.d_model, 0, "%sencoder.layer.%d.output.LayerNorm.bias", pre, l);
+    }
+    T2(o.d_model, o.d_model, "%spooler.dense.weight", pre);
+    T2(o.d_model, 0, "%spooler.dense.bias", pre);
+    if (o.n_labels > 0) {
+        T2(o.n_labels, o.d_model, "classifier.weight");
+        T2(o.n_labels, 0, "classifier.bias");
+    }
+#undef T2
+    g.seed = o.seed;
+    for (int i = 0; i < n; i++) {
+        t[i].dtype = o.dtype;
+        t[i].gen = demo_fill;
+        t[i].gen_ctx = &g;
+    }
+    rc = xf_st_write(path, t, n, "{\"format\":\"pt\",\"xformd\":\"demo\"}", diag);
+out:
+    free(t);
+    free(names);
+    return rc;
+}
