@@ -1,0 +1,503 @@
+/* The family-T kernel (fam_t.h): plan sizing, cost-balanced (seq, head, query tile) items,
+ * per-tile key sets with union semantics and exact exclusion, online softmax in 64-key
+ * chunks, the A(i) = ∅ fallback (output v_i), and the portable micro-kernels. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "attention/fam_t.h"
+#include "engine/cpu.h"
+
+#define BQ XF_FT_BQ
+#define BK XF_FT_BK
+
+/* ---- portable micro-kernels ---- */
+
+static void qk_c(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+                 float factor, float *s)
+{
+    for (int32_t r = 0; r < nq; r++) {
+        float acc[BK];
+        for (int32_t j = 0; j < BK; j++)
+            acc[j] = 0.0f;
+        for (int32_t c = 0; c < d; c++) {
+            const float a = qt[(size_t)r * dp + c];
+            const float *kr = kt + (size_t)c * BK;
+            for (int32_t j = 0; j < BK; j++)
+                acc[j] += a * kr[j];
+        }
+        for (int32_t j = 0; j < BK; j++)
+            s[(size_t)r * BK + j] = acc[j] * factor;
+    }
+}
+
+static void softmax_c(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
+                      float *acc)
+{
+    for (int32_t r = 0; r < nq; r++) {
+        float *sr = s + (size_t)r * BK;
+        float mx = -INFINITY;
+        for (int32_t j = 0; j < nk; j++)
+            if (sr[j] > mx)
+                mx = sr[j];
+        float mn = m[r] > mx ? m[r] : mx;
+        if (mn == -INFINITY) {
+            for (int32_t j = 0; j < nk; j++)
+                sr[j] = 0.0f;
+            continue;
+        }
+        float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
+        float sum = 0.0f;
+        for (int32_t j = 0; j < nk; j++) {
+            float p = sr[j] == -INFINITY ? 0.0f : expf(sr[j] - mn);
+            sr[j] = p;
+            sum += p;
+        }
+        l[r] = corr * l[r] + sum;
+        m[r] = mn;
+        if (corr != 1.0f)
+            for (int32_t c = 0; c < dp; c++)
+                acc[(size_t)r * dp + c] *= corr;
+    }
+}
+
+static void pv_c(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *vt,
+                 float *acc)
+{
+    for (int32_t r = 0; r < nq; r++) {
+        float *o = acc + (size_t)r * dp;
+        for (int32_t j = 0; j < nk; j++) {
+            const float pj = p[(size_t)r * BK + j];
+            if (pj == 0.0f)
+                continue;
+            const float *vr = vt + (size_t)j * dp;
+            for (int32_t c = 0; c < dp; c++)
+                o[c] += pj * vr[c];
+        }
+    }
+}
+
+static const xf_ft_kern kern_c = {
+    .name = "c", .qk = qk_c, .softmax = softmax_c, .pv = pv_c,
+};
+
+const xf_ft_kern *xf_ft_kern_c(void)
+{
+    return &kern_c;
+}
+
+static const xf_ft_kern *kern_forced;
+
+void xf_ft_kern_force(const xf_ft_kern *k)
+{
+    kern_forced = k;
+}
+
+const xf_ft_kern *xf_ft_kern_get(void)
+{
+    if (kern_forced)
+        return kern_forced;
+#ifdef XF_HAVE_X86_64
+    const xf_cpu_t *cpu = xf_cpu();
+    if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
+        cpu->avx512dq && cpu->fma)
+        return xf_ft_kern_avx512();
+#endif
+    return &kern_c;
+}
+
+/* ---- key sets ---- */
+
+void xf_ft_keys_add(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int full)
+{
+    if (a < 0)
+        a = 0;
+    if (b > n)
+        b = n;
+    if (a >= b)
+        return;
+    const uint8_t v = full ? 2 : 1;
+    for (int32_t j = a; j < b; j++)
+        if (kb->mark[j] < v)
+            kb->mark[j] = v;
+    if (a < kb->lo)
+        kb->lo = a;
+    if (b > kb->hi)
+        kb->hi = b;
+}
+
+void xf_ft_keys_add_step(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int32_t step,
+                         int full)
+{
+    if (step <= 1) {
+        xf_ft_keys_add(kb, n, a, b, full);
+        return;
+    }
+    if (b > n)
+        b = n;
+    if (a < 0)
+        a += ((-a + step - 1) / step) * step;
+    if (a >= b)
+        return;
+    const uint8_t v = full ? 2 : 1;
+    int32_t last = a;
+    for (int32_t j = a; j < b; j += step) {
+        if (kb->mark[j] < v)
+            kb->mark[j] = v;
+        last = j;
+    }
+    if (a < kb->lo)
+        kb->lo = a;
+    if (last + 1 > kb->hi)
+        kb->hi = last + 1;
+}
+
+static void keys_reset(xf_ft_keys *kb)
+{
+    kb->count = 0;
+    kb->lo = INT32_MAX;
+    kb->hi = 0;
+}
+
+static void keys_collect(xf_ft_keys *kb)
+{
+    int32_t c = 0;
+    for (int32_t j = kb->lo; j < kb->hi; j++) {
+        if (kb->mark[j]) {
+            kb->key[c] = j;
+            kb->full[c] = kb->mark[j] == 2;
+            kb->mark[j] = 0;
+            c++;
+        }
+    }
+    kb->count = c;
+}
+
+/* ---- tiles ---- */
+
+int32_t xf_ft_seg_tiles(int32_t n, int32_t seg, int32_t height)
+{
+    if (n <= 0)
+        return 0;
+    if (seg > n)
+        seg = n;
+    int32_t per = (seg + height - 1) / height;
+    return ((n + seg - 1) / seg) * per;
+}
+
+int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_t *rows)
+{
+    if (seg > n)
+        seg = n;
+    int32_t per = (seg + height - 1) / height;
+    int32_t a = (t / per) * seg, sub = t % per;
+    int32_t end = a + seg < n ? a + seg : n;
+    int32_t r0 = a + sub * height, r1 = r0 + height < end ? r0 + height : end;
+    int32_t nq = 0;
+    for (int32_t i = r0; i < r1; i++)
+        rows[nq++] = i;
+    return nq;
+}
+
+int xf_ft_check_shape(const xf_attn_shape *sh)
+{
+    if (!sh || sh->n_seq < 0 || (sh->n_seq > 0 && !sh->cu_len) || sh->n_head < 1 ||
+        sh->d_head < 1 || sh->n_tokens < 0)
+        return XF_ESHAPE;
+    for (int32_t s = 0; s < sh->n_seq; s++)
+        if (sh->cu_len[s] < 0 || sh->cu_len[s + 1] < sh->cu_len[s] ||
+            sh->cu_len[s + 1] > sh->n_tokens)
+            return XF_ESHAPE;
+    if ((int64_t)sh->n_tokens * sh->n_head * sh->d_head > INT32_MAX * (int64_t)16)
+        return XF_ESHAPE;
+    return 0;
+}
+
+/* ---- workspace ---- */
+
+typedef struct ws_layout {
+    size_t qt, kt, vt, s, acc, m, l, hid, key, scratch, glob, full, mark, isg, rows, total;
+} ws_layout;
+
+static size_t al64(size_t x)
+{
+    return (x + 63) & ~(size_t)63;
+}
+
+static void layout(const xf_ft_variant *fv, int32_t d, int32_t nmax, ws_layout *L)
+{
+    size_t dp = (size_t)((d + 15) & ~15), o = 0, nm = (size_t)nmax + 1;
+    L->qt = o; o = al64(o + (size_t)BQ * dp * 4);
+    L->kt = o; o = al64(o + (size_t)d * BK * 4);
+    L->vt = o; o = al64(o + (size_t)BK * dp * 4);
+    L->s = o; o = al64(o + (size_t)BQ * BK * 4);
+    L->acc = o; o = al64(o + (size_t)BQ * dp * 4);
+    L->m = o; o = al64(o + (size_t)BQ * 4);
+    L->l = o; o = al64(o + (size_t)BQ * 4);
+    L->rows = o; o = al64(o + (size_t)BQ * 4);
+    L->hid = o; o = al64(o + (size_t)BQ * fv->hid_floats * 4);
+    L->key = o; o = al64(o + nm * 4);
+    L->scratch = o; o = al64(o + (nm + (size_t)fv->scratch_extra) * 4);
+    L->glob = o; o = al64(o + nm * 4);
+    L->full = o; o = al64(o + nm);
+    L->mark = o; o = al64(o + nm);
+    L->isg = o; o = al64(o + nm);
+    L->total = o + 64;   /* slack to align the caller's pointer */
+}
+
+static int32_t max_len(const xf_attn_shape *sh)
+{
+    int32_t m = 0;
+    for (int32_t s = 0; s < sh->n_seq; s++) {
+        int32_t n = sh->cu_len[s + 1] - sh->cu_len[s];
+        if (n > m)
+            m = n;
+    }
+    return m;
+}
+
+static void seq_init(xf_ft_seq *c, const void *params, const xf_attn_shape *sh,
+                     const xf_attn_io *io, int32_t s)
+{
+    memset(c, 0, sizeof(*c));
+    c->params = params;
+    c->sh = sh;
+    c->io = io;
+    c->s = s;
+    c->t0 = sh->cu_len[s];
+    c->n = sh->cu_len[s + 1] - sh->cu_len[s];
+}
+
+static int head_setup(const xf_ft_variant *fv, xf_ft_seq *c, int32_t head)
+{
+    c->head = head;
+    c->dense = 0;
+    c->a = c->b = c->c = c->e = 0;
+    c->factor = c->io ? c->io->scale / c->io->q_scale : 1.0f;
+    return fv->setup ? fv->setup(c) : 0;
+}
+
+int xf_ft_plan(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh, int nth,
+               xf_attn_plan *out)
+{
+    int rc = xf_ft_check_shape(sh);
+    if (rc)
+        return rc;
+    if (nth < 1 || !out)
+        return -EINVAL;
+    xf_attn_plan p;
+    memset(&p, 0, sizeof(p));
+    int64_t items = 0;
+    for (int32_t s = 0; s < sh->n_seq; s++) {
+        xf_ft_seq c;
+        seq_init(&c, params, sh, NULL, s);
+        if (c.n == 0)
+            continue;
+        int all_dense = 1;
+        for (int32_t h = 0; h < sh->n_head; h++) {
+            rc = head_setup(fv, &c, h);
+            if (rc)
+                return rc;
+            all_dense &= c.dense;
+            items += c.dense ? xf_ft_seg_tiles(c.n, BQ, BQ) :
+                     fv->n_tiles ? fv->n_tiles(&c) : xf_ft_seg_tiles(c.n, BQ, BQ);
+        }
+        p.dense_fallbacks += all_dense;
+    }
+    ws_layout L;
+    layout(fv, sh->d_head, max_len(sh), &L);
+    p.ws_per_thread = L.total;
+    p.n_items = items > INT32_MAX ? INT32_MAX : (int32_t)items;
+    *out = p;
+    return 0;
+}
+
+/* ---- one tile ---- */
+
+typedef struct ft_run {
+    const xf_ft_variant *fv;
+    const xf_ft_kern *kern;
+    float *qt, *kt, *vt, *s, *acc, *m, *l, *hid;
+    xf_ft_keys kb;
+    int32_t d, dp, N, H;
+} ft_run;
+
+static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global)
+{
+    const xf_attn_io *io = c->io;
+    const int32_t d = R->d, dp = R->dp;
+    const size_t plane = (size_t)c->head * R->N * d;
+    const float *Q = (global && io->qg ? io->qg : io->q) + plane;
+    const float *K = (global && io->kg ? io->kg : io->k) + plane;
+    const float *V = (global && io->vg ? io->vg : io->v) + plane;
+    const xf_ft_variant *fv = R->fv;
+    int rc = 0;
+
+    for (int32_t r = 0; r < nq; r++) {
+        float *qr = R->qt + (size_t)r * dp;
+        memcpy(qr, Q + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));
+        for (int32_t x = d; x < dp; x++)
+            qr[x] = 0.0f;
+        R->m[r] = -INFINITY;
+        R->l[r] = 0.0f;
+        memset(R->acc + (size_t)r * dp, 0, (size_t)dp * sizeof(float));
+    }
+    keys_reset(&R->kb);
+    if (c->dense)
+        xf_ft_keys_add(&R->kb, c->n, 0, c->n, 1);
+    else
+        fv->keys(c, rows, nq, global, &R->kb);
+    keys_collect(&R->kb);
+
+    const int32_t *key = R->kb.key;
+    const uint8_t *full = R->kb.full;
+    for (int32_t k0 = 0; k0 < R->kb.count; k0 += BK) {
+        int32_t nk = R->kb.count - k0 < BK ? R->kb.count - k0 : BK;
+        if (fv->logits && !c->dense) {
+            rc = fv->logits(c, rows, nq, key + k0, nk, R->s, BK, R->hid);
+            if (rc)
+                return rc;
+        } else {
+            for (int32_t jj = 0; jj < nk; jj++) {
+                const float *kr = K + (size_t)(c->t0 + key[k0 + jj]) * d;
+                for (int32_t x = 0; x < d; x++)
+                    R->kt[(size_t)x * BK + jj] = kr[x];
+            }
+            if (nk < BK)
+                for (int32_t x = 0; x < d; x++)
+                    memset(R->kt + (size_t)x * BK + nk, 0, (size_t)(BK - nk) * sizeof(float));
+            R->kern->qk(nq, d, dp, R->qt, R->kt, c->factor, R->s);
+        }
+        for (int32_t jj = 0; jj < nk; jj++) {
+            float *vr = R->vt + (size_t)jj * dp;
+            memcpy(vr, V + (size_t)(c->t0 + key[k0 + jj]) * d, (size_t)d * sizeof(float));
+            for (int32_t x = d; x < dp; x++)
+                vr[x] = 0.0f;
+        }
+        int all_full = 1;
+        for (int32_t jj = 0; jj < nk && all_full; jj++)
+            all_full = full[k0 + jj];
+        if (!all_full) {
+            for (int32_t r = 0; r < nq; r++) {
+                float *sr = R->s + (size_t)r * BK;
+                for (int32_t jj = 0; jj < nk; jj++)
+                    if (!full[k0 + jj] && !fv->member(c, rows[r], key[k0 + jj], global))
+                        sr[jj] = -INFINITY;
+            }
+        }
+        R->kern->softmax(nq, nk, dp, R->s, R->m, R->l, R->acc);
+        R->kern->pv(nq, nk, dp, R->s, R->vt, R->acc);
+    }
+
+    for (int32_t r = 0; r < nq; r++) {
+        float *o = io->out + ((size_t)(c->t0 + rows[r]) * R->H + c->head) * d;
+        const float *ar = R->acc + (size_t)r * dp;
+        if (R->l[r] > 0.0f) {
+            const float lr = R->l[r];
+            for (int32_t x = 0; x < d; x++)
+                o[x] = ar[x] / lr;
+        } else {   /* A(i) = ∅: fall back to A(i) = {i} */
+            memcpy(o, V + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));
+        }
+    }
+    return 0;
+}
+
+int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh,
+                  const xf_attn_io *io, const xf_attn_plan *pl, void *ws, int ith, int nth)
+{
+    int rc = xf_ft_check_shape(sh);
+    if (rc)
+        return rc;
+    if (!io || !pl || nth < 1 || ith < 0 || ith >= nth)
+        return -EINVAL;
+    if (sh->n_seq == 0)
+        return 0;
+    if (!io->q || !io->k || !io->v || !io->out || !(io->q_scale != 0.0f) || !ws)
+        return -EINVAL;
+    const int32_t nmax = max_len(sh);
+    ws_layout L;
+    layout(fv, sh->d_head, nmax, &L);
+    if (pl->ws_per_thread < L.total)
+        return -EINVAL;
+    unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+
+    ft_run R;
+    R.fv = fv;
+    R.kern = xf_ft_kern_get();
+    R.qt = (float *)(base + L.qt);
+    R.kt = (float *)(base + L.kt);
+    R.vt = (float *)(base + L.vt);
+    R.s = (float *)(base + L.s);
+    R.acc = (float *)(base + L.acc);
+    R.m = (float *)(base + L.m);
+    R.l = (float *)(base + L.l);
+    R.hid = (float *)(base + L.hid);
+    R.kb.key = (int32_t *)(base + L.key);
+    R.kb.full = base + L.full;
+    R.kb.mark = base + L.mark;
+    R.d = sh->d_head;
+    R.dp = (sh->d_head + 15) & ~15;
+    R.N = sh->n_tokens;
+    R.H = sh->n_head;
+    int32_t *rows = (int32_t *)(base + L.rows);
+    memset(R.kb.mark, 0, (size_t)nmax + 1);
+
+    int64_t total = 0, prefix = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int32_t s = 0; s < sh->n_seq; s++) {
+            xf_ft_seq c;
+            seq_init(&c, params, sh, io, s);
+            if (c.n == 0)
+                continue;
+            c.scratch = (int32_t *)(base + L.scratch);
+            c.n_scratch = nmax + 1 + fv->scratch_extra;
+            c.glob = (int32_t *)(base + L.glob);
+            c.is_g = base + L.isg;
+            if (fv->globals) {
+                rc = fv->globals(&c);
+                if (rc)
+                    return rc;
+            }
+            for (int32_t h = 0; h < sh->n_head; h++) {
+                rc = head_setup(fv, &c, h);
+                if (rc)
+                    return rc;
+                int32_t nt = c.dense || !fv->n_tiles ? xf_ft_seg_tiles(c.n, BQ, BQ)
+                                                     : fv->n_tiles(&c);
+                for (int32_t t = 0; t < nt; t++) {
+                    int global = 0;
+                    int64_t cost = 0;
+                    int32_t nq;
+                    if (c.dense || !fv->tile) {
+                        nq = xf_ft_seg_rows(c.n, BQ, BQ, t, rows);
+                        cost = (int64_t)nq * c.n;
+                    } else {
+                        nq = fv->tile(&c, t, rows, &global, &cost);
+                    }
+                    if (nq <= 0)
+                        continue;
+                    if (cost < 1)
+                        cost = 1;
+                    if (pass == 0) {
+                        total += cost;
+                        continue;
+                    }
+                    int64_t owner = (prefix * nth) / total;
+                    prefix += cost;
+                    if (owner != ith)
+                        continue;
+                    rc = run_tile(&R, &c, rows, nq, global);
+                    if (rc)
+                        return rc;
+                }
+            }
+        }
+        if (total == 0)
+            break;
+    }
+    return 0;
+}

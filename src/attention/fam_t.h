@@ -1,0 +1,114 @@
+/* Attention-internal: the family-T kernel (ATTENTION.md §0, §26.1): block-sparse query tiles
+ * with online softmax. A variant describes its pattern through xf_ft_variant callbacks: the
+ * query tiles of one (sequence, head) (row lists), the key set of a tile (sorted, unique: union
+ * semantics) with a per-key "full" flag, and a membership predicate for the rest (exclusion is
+ * exact: non-members never enter the softmax). The driver balances (seq, head, tile) items by
+ * cost across threads; output is bitwise identical for any nth. */
+#ifndef XF_ATTENTION_FAM_T_H
+#define XF_ATTENTION_FAM_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attention/registry.h"
+
+#define XF_FT_BQ 32            /* max query rows per tile */
+#define XF_FT_BK 64            /* keys per chunk */
+
+/* One (sequence, head) as a variant sees it. */
+typedef struct xf_ft_seq {
+    const void *params;
+    const xf_attn_shape *sh;
+    const xf_attn_io *io;      /* NULL at plan time */
+    int32_t s;                 /* sequence index in sh */
+    int32_t t0, n;             /* first token (absolute plane row) and length */
+    int32_t head;
+    int dense;                 /* set by setup: the whole (seq, head) is dense */
+    float factor;              /* logit factor applied to Q·K (io scale / q_scale) */
+    int32_t a, b, c, e;        /* per-(seq, head) values chosen by setup (block, stride, ...) */
+    int32_t n_glob;            /* global positions (Longformer/ETC), sorted */
+    int32_t *glob;             /* [n_glob] */
+    uint8_t *is_g;             /* [n]: 1 = global */
+    int32_t *scratch;          /* per-thread ints, n_scratch entries */
+    int32_t n_scratch;
+} xf_ft_seq;
+
+/* Key-set builder for one tile: add ranges; the result is sorted and unique. */
+typedef struct xf_ft_keys {
+    int32_t *key;              /* [count] sorted, unique */
+    uint8_t *full;             /* [count] 1: every row of the tile attends the key */
+    uint8_t *mark;             /* [n] 0 none, 1 some rows, 2 every row (zero between tiles) */
+    int32_t count, lo, hi;
+} xf_ft_keys;
+
+/* Add keys [a, b) (clipped to [0, n)); full = every row of the tile has them. */
+void xf_ft_keys_add(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int full);
+/* Add keys a, a+step, ... < b. */
+void xf_ft_keys_add_step(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int32_t step,
+                         int full);
+
+typedef struct xf_ft_variant {
+    /* Per (seq, head), from n and params only (io may be NULL at plan time): set dense, a..e,
+     * factor. NULL: nothing. Returns 0 or XF_EPARAM/XF_ESHAPE. */
+    int (*setup)(xf_ft_seq *c);
+    /* Per sequence, forward only: fill glob/n_glob/is_g (Longformer/ETC); NULL: none. */
+    int (*globals)(xf_ft_seq *c);
+    /* Query tiles of one (seq, head) (not called when dense). */
+    int32_t (*n_tiles)(const xf_ft_seq *c);
+    /* Rows of tile t (<= XF_FT_BQ, relative to the sequence); *global: use qg/kg/vg;
+     * *cost: estimated keys·rows. Returns the row count (0: empty tile). */
+    int32_t (*tile)(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global, int64_t *cost);
+    /* The tile's key set. */
+    void (*keys)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
+                 xf_ft_keys *kb);
+    /* j ∈ A(i)? asked only for keys not flagged full. */
+    int (*member)(const xf_ft_seq *c, int32_t i, int32_t j, int global);
+    /* Optional logit provider (Synthesizer): s[r][jj] for rows[r], keys[jj] (replaces
+     * factor·q·k); hid is XF_FT_BQ·hid_floats of scratch. Returns 0 or a code. */
+    int (*logits)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+                  int32_t nk, float *s, int32_t lds, float *hid);
+    size_t hid_floats;         /* per-row scratch floats for logits() */
+    int32_t scratch_extra;     /* extra scratch ints beyond max n */
+} xf_ft_variant;
+
+/* plan()/forward() for a family-T variant. */
+int xf_ft_plan(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh, int nth,
+               xf_attn_plan *out);
+int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh,
+                  const xf_attn_io *io, const xf_attn_plan *pl, void *ws, int ith, int nth);
+
+/* Standard tiles: the sequence cut into segments of seg rows, each into tiles of <= height
+ * rows (height <= XF_FT_BQ). */
+int32_t xf_ft_seg_tiles(int32_t n, int32_t seg, int32_t height);
+int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_t *rows);
+
+/* Common shape checks (cu_len monotone, inside n_tokens, heads >= 1). */
+int xf_ft_check_shape(const xf_attn_shape *sh);
+
+/* Micro-kernels on one tile (exposed for the per-ISA files and tests).
+ * qt [nq][dp] (columns >= d zero), kt [d][XF_FT_BK], s/p [nq][XF_FT_BK], vt [XF_FT_BK][dp],
+ * acc [nq][dp], m/l [nq]. dp is d rounded up to 16. */
+typedef struct xf_ft_kern {
+    const char *name;
+    /* s[r][j] = factor · Σ_c qt[r][c]·kt[c][j] for all j < XF_FT_BK */
+    void (*qk)(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+               float factor, float *s);
+    /* Online-softmax update over s[r][0..nk) (−inf = excluded): new max, p = exp(s − m')
+     * written back into s, l and acc rescaled. */
+    void (*softmax)(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
+                    float *acc);
+    /* acc[r][c] += Σ_{j<nk} p[r][j]·vt[j][c] */
+    void (*pv)(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *vt,
+               float *acc);
+} xf_ft_kern;
+
+const xf_ft_kern *xf_ft_kern_c(void);
+#ifdef XF_HAVE_X86_64
+const xf_ft_kern *xf_ft_kern_avx512(void);
+#endif
+/* The kernel in use (AVX-512 when xf_cpu() allows, else portable C). */
+const xf_ft_kern *xf_ft_kern_get(void);
+/* Tests: force a kernel (NULL: automatic). Not thread-safe; call before forwards. */
+void xf_ft_kern_force(const xf_ft_kern *k);
+
+#endif

@@ -1,0 +1,223 @@
+/* Family-T micro-kernels for AVX-512 (compiled with -mavx512f -mavx512bw -mavx512vl
+ * -mavx512dq -mfma): tile logits S = factor·Q·Kᵀ (4 rows × 64 keys register block), the
+ * online-softmax update with a polynomial exp (exact 0 for excluded keys), and O += P·V
+ * (4 rows × 64 columns). Selected at run time by xf_ft_kern_get(). */
+#include "config.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#include "attention/fam_t.h"
+
+#define BK XF_FT_BK
+
+static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+                      float factor, float *s)
+{
+    const __m512 f = _mm512_set1_ps(factor);
+    int32_t r = 0;
+
+    for (; r + 4 <= nq; r += 4) {
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+        __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+        __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+        __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+        const float *q0 = qt + (size_t)r * dp, *q1 = q0 + dp, *q2 = q1 + dp, *q3 = q2 + dp;
+        for (int32_t c = 0; c < d; c++) {
+            const float *kr = kt + (size_t)c * BK;
+            __m512 k0 = _mm512_load_ps(kr), k1 = _mm512_load_ps(kr + 16);
+            __m512 k2 = _mm512_load_ps(kr + 32), k3 = _mm512_load_ps(kr + 48);
+            __m512 b = _mm512_set1_ps(q0[c]);
+            a00 = _mm512_fmadd_ps(b, k0, a00); a01 = _mm512_fmadd_ps(b, k1, a01);
+            a02 = _mm512_fmadd_ps(b, k2, a02); a03 = _mm512_fmadd_ps(b, k3, a03);
+            b = _mm512_set1_ps(q1[c]);
+            a10 = _mm512_fmadd_ps(b, k0, a10); a11 = _mm512_fmadd_ps(b, k1, a11);
+            a12 = _mm512_fmadd_ps(b, k2, a12); a13 = _mm512_fmadd_ps(b, k3, a13);
+            b = _mm512_set1_ps(q2[c]);
+            a20 = _mm512_fmadd_ps(b, k0, a20); a21 = _mm512_fmadd_ps(b, k1, a21);
+            a22 = _mm512_fmadd_ps(b, k2, a22); a23 = _mm512_fmadd_ps(b, k3, a23);
+            b = _mm512_set1_ps(q3[c]);
+            a30 = _mm512_fmadd_ps(b, k0, a30); a31 = _mm512_fmadd_ps(b, k1, a31);
+            a32 = _mm512_fmadd_ps(b, k2, a32); a33 = _mm512_fmadd_ps(b, k3, a33);
+        }
+        float *s0 = s + (size_t)r * BK;
+        _mm512_store_ps(s0, _mm512_mul_ps(a00, f));
+        _mm512_store_ps(s0 + 16, _mm512_mul_ps(a01, f));
+        _mm512_store_ps(s0 + 32, _mm512_mul_ps(a02, f));
+        _mm512_store_ps(s0 + 48, _mm512_mul_ps(a03, f));
+        _mm512_store_ps(s0 + BK, _mm512_mul_ps(a10, f));
+        _mm512_store_ps(s0 + BK + 16, _mm512_mul_ps(a11, f));
+        _mm512_store_ps(s0 + BK + 32, _mm512_mul_ps(a12, f));
+        _mm512_store_ps(s0 + BK + 48, _mm512_mul_ps(a13, f));
+        _mm512_store_ps(s0 + 2 * BK, _mm512_mul_ps(a20, f));
+        _mm512_store_ps(s0 + 2 * BK + 16, _mm512_mul_ps(a21, f));
+        _mm512_store_ps(s0 + 2 * BK + 32, _mm512_mul_ps(a22, f));
+        _mm512_store_ps(s0 + 2 * BK + 48, _mm512_mul_ps(a23, f));
+        _mm512_store_ps(s0 + 3 * BK, _mm512_mul_ps(a30, f));
+        _mm512_store_ps(s0 + 3 * BK + 16, _mm512_mul_ps(a31, f));
+        _mm512_store_ps(s0 + 3 * BK + 32, _mm512_mul_ps(a32, f));
+        _mm512_store_ps(s0 + 3 * BK + 48, _mm512_mul_ps(a33, f));
+    }
+    for (; r < nq; r++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *q0 = qt + (size_t)r * dp;
+        for (int32_t c = 0; c < d; c++) {
+            const float *kr = kt + (size_t)c * BK;
+            __m512 b = _mm512_set1_ps(q0[c]);
+            a0 = _mm512_fmadd_ps(b, _mm512_load_ps(kr), a0);
+            a1 = _mm512_fmadd_ps(b, _mm512_load_ps(kr + 16), a1);
+            a2 = _mm512_fmadd_ps(b, _mm512_load_ps(kr + 32), a2);
+            a3 = _mm512_fmadd_ps(b, _mm512_load_ps(kr + 48), a3);
+        }
+        float *s0 = s + (size_t)r * BK;
+        _mm512_store_ps(s0, _mm512_mul_ps(a0, f));
+        _mm512_store_ps(s0 + 16, _mm512_mul_ps(a1, f));
+        _mm512_store_ps(s0 + 32, _mm512_mul_ps(a2, f));
+        _mm512_store_ps(s0 + 48, _mm512_mul_ps(a3, f));
+    }
+}
+
+/* exp(x) for x <= 0 (x = logit − running max); lanes below −87 (and −inf) give exactly 0.
+ * Cody–Waite reduction and a degree-7 Taylor polynomial on |r| <= ln2/2 (error < 1e-8
+ * relative, below float rounding). */
+static inline __m512 exp_neg(__m512 x)
+{
+    const __m512 lo = _mm512_set1_ps(-87.0f);
+    __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+    x = _mm512_max_ps(x, lo);
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
+static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
+                           float *acc)
+{
+    const int32_t nv = (nk + 15) / 16;
+
+    for (int32_t r = 0; r < nq; r++) {
+        float *sr = s + (size_t)r * BK;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int32_t v = 0; v < nv; v++) {
+            int32_t rem = nk - 16 * v;
+            __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+            mx = _mm512_mask_max_ps(mx, mk, mx, _mm512_maskz_loadu_ps(mk, sr + 16 * v));
+        }
+        float rmax = _mm512_reduce_max_ps(mx);
+        float mn = m[r] > rmax ? m[r] : rmax;
+        if (mn == -INFINITY) {
+            for (int32_t j = 0; j < nk; j++)
+                sr[j] = 0.0f;
+            continue;
+        }
+        float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
+        __m512 mm = _mm512_set1_ps(mn);
+        __m512 sum = _mm512_setzero_ps();
+        for (int32_t v = 0; v < nv; v++) {
+            int32_t rem = nk - 16 * v;
+            __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+            __m512 x = _mm512_maskz_loadu_ps(mk, sr + 16 * v);
+            __m512 p = _mm512_maskz_mov_ps(mk, exp_neg(_mm512_sub_ps(x, mm)));
+            _mm512_mask_storeu_ps(sr + 16 * v, mk, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        l[r] = corr * l[r] + _mm512_reduce_add_ps(sum);
+        m[r] = mn;
+        if (corr != 1.0f) {
+            __m512 cv = _mm512_set1_ps(corr);
+            float *ar = acc + (size_t)r * dp;
+            for (int32_t c = 0; c < dp; c += 16)
+                _mm512_store_ps(ar + c, _mm512_mul_ps(_mm512_load_ps(ar + c), cv));
+        }
+    }
+}
+
+static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *vt,
+                      float *acc)
+{
+    int32_t r = 0;
+
+    for (; r + 4 <= nq; r += 4) {
+        const float *p0 = p + (size_t)r * BK, *p1 = p0 + BK, *p2 = p1 + BK, *p3 = p2 + BK;
+        float *o0 = acc + (size_t)r * dp, *o1 = o0 + dp, *o2 = o1 + dp, *o3 = o2 + dp;
+        int32_t c = 0;
+        for (; c + 64 <= dp; c += 64) {
+            __m512 a00 = _mm512_load_ps(o0 + c), a01 = _mm512_load_ps(o0 + c + 16);
+            __m512 a02 = _mm512_load_ps(o0 + c + 32), a03 = _mm512_load_ps(o0 + c + 48);
+            __m512 a10 = _mm512_load_ps(o1 + c), a11 = _mm512_load_ps(o1 + c + 16);
+            __m512 a12 = _mm512_load_ps(o1 + c + 32), a13 = _mm512_load_ps(o1 + c + 48);
+            __m512 a20 = _mm512_load_ps(o2 + c), a21 = _mm512_load_ps(o2 + c + 16);
+            __m512 a22 = _mm512_load_ps(o2 + c + 32), a23 = _mm512_load_ps(o2 + c + 48);
+            __m512 a30 = _mm512_load_ps(o3 + c), a31 = _mm512_load_ps(o3 + c + 16);
+            __m512 a32 = _mm512_load_ps(o3 + c + 32), a33 = _mm512_load_ps(o3 + c + 48);
+            for (int32_t j = 0; j < nk; j++) {
+                const float *vr = vt + (size_t)j * dp + c;
+                __m512 v0 = _mm512_load_ps(vr), v1 = _mm512_load_ps(vr + 16);
+                __m512 v2 = _mm512_load_ps(vr + 32), v3 = _mm512_load_ps(vr + 48);
+                __m512 b = _mm512_set1_ps(p0[j]);
+                a00 = _mm512_fmadd_ps(b, v0, a00); a01 = _mm512_fmadd_ps(b, v1, a01);
+                a02 = _mm512_fmadd_ps(b, v2, a02); a03 = _mm512_fmadd_ps(b, v3, a03);
+                b = _mm512_set1_ps(p1[j]);
+                a10 = _mm512_fmadd_ps(b, v0, a10); a11 = _mm512_fmadd_ps(b, v1, a11);
+                a12 = _mm512_fmadd_ps(b, v2, a12); a13 = _mm512_fmadd_ps(b, v3, a13);
+                b = _mm512_set1_ps(p2[j]);
+                a20 = _mm512_fmadd_ps(b, v0, a20); a21 = _mm512_fmadd_ps(b, v1, a21);
+                a22 = _mm512_fmadd_ps(b, v2, a22); a23 = _mm512_fmadd_ps(b, v3, a23);
+                b = _mm512_set1_ps(p3[j]);
+                a30 = _mm512_fmadd_ps(b, v0, a30); a31 = _mm512_fmadd_ps(b, v1, a31);
+                a32 = _mm512_fmadd_ps(b, v2, a32); a33 = _mm512_fmadd_ps(b, v3, a33);
+            }
+            _mm512_store_ps(o0 + c, a00); _mm512_store_ps(o0 + c + 16, a01);
+            _mm512_store_ps(o0 + c + 32, a02); _mm512_store_ps(o0 + c + 48, a03);
+            _mm512_store_ps(o1 + c, a10); _mm512_store_ps(o1 + c + 16, a11);
+            _mm512_store_ps(o1 + c + 32, a12); _mm512_store_ps(o1 + c + 48, a13);
+            _mm512_store_ps(o2 + c, a20); _mm512_store_ps(o2 + c + 16, a21);
+            _mm512_store_ps(o2 + c + 32, a22); _mm512_store_ps(o2 + c + 48, a23);
+            _mm512_store_ps(o3 + c, a30); _mm512_store_ps(o3 + c + 16, a31);
+            _mm512_store_ps(o3 + c + 32, a32); _mm512_store_ps(o3 + c + 48, a33);
+        }
+        for (; c < dp; c += 16) {
+            __m512 a0 = _mm512_load_ps(o0 + c), a1 = _mm512_load_ps(o1 + c);
+            __m512 a2 = _mm512_load_ps(o2 + c), a3 = _mm512_load_ps(o3 + c);
+            for (int32_t j = 0; j < nk; j++) {
+                __m512 v = _mm512_load_ps(vt + (size_t)j * dp + c);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(p0[j]), v, a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(p1[j]), v, a1);
+                a2 = _mm512_fmadd_ps(_mm512_set1_ps(p2[j]), v, a2);
+                a3 = _mm512_fmadd_ps(_mm512_set1_ps(p3[j]), v, a3);
+            }
+            _mm512_store_ps(o0 + c, a0); _mm512_store_ps(o1 + c, a1);
+            _mm512_store_ps(o2 + c, a2); _mm512_store_ps(o3 + c, a3);
+        }
+    }
+    for (; r < nq; r++) {
+        const float *p0 = p + (size_t)r * BK;
+        float *o0 = acc + (size_t)r * dp;
+        for (int32_t c = 0; c < dp; c += 16) {
+            __m512 a0 = _mm512_load_ps(o0 + c);
+            for (int32_t j = 0; j < nk; j++)
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(p0[j]),
+                                     _mm512_load_ps(vt + (size_t)j * dp + c), a0);
+            _mm512_store_ps(o0 + c, a0);
+        }
+    }
+}
+
+static const xf_ft_kern kern_avx512 = {
+    .name = "avx512", .qk = qk_avx512, .softmax = softmax_avx512, .pv = pv_avx512,
+};
+
+const xf_ft_kern *xf_ft_kern_avx512(void)
+{
+    return &kern_avx512;
+}

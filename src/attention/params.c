@@ -1,0 +1,201 @@
+/* Typed reads of variant parameters from a flat JSON object, with range checks and messages
+ * naming the key; the unknown-key check; to_json helpers (see params.h). */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <xformd/error.h>
+
+#include "attention/params.h"
+
+int xf_par_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return XF_EPARAM;
+}
+
+int xf_par_keys(const json_t *obj, const char *const *keys, char *err, size_t errlen)
+{
+    const char *k;
+    json_t *v;
+
+    json_object_foreach((json_t *)obj, k, v) {
+        int ok = !strcmp(k, "variant");
+        for (int i = 0; !ok && keys && keys[i]; i++)
+            ok = !strcmp(k, keys[i]);
+        if (!ok)
+            return xf_par_err(err, errlen, "%s: unknown parameter", k);
+    }
+    return 0;
+}
+
+static int read_int(const json_t *v, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                    char *err, size_t errlen)
+{
+    int64_t x;
+
+    if (json_is_integer(v)) {
+        x = (int64_t)json_integer_value(v);
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d != floor(d) || !(d >= -9.2e18 && d <= 9.2e18))
+            return xf_par_err(err, errlen, "%s: must be an integer", key);
+        x = (int64_t)d;
+    } else {
+        return xf_par_err(err, errlen, "%s: must be an integer", key);
+    }
+    if (x < lo)
+        return xf_par_err(err, errlen, "%s: must be >= %lld", key, (long long)lo);
+    if (x > hi)
+        return xf_par_err(err, errlen, "%s: must be <= %lld", key, (long long)hi);
+    *out = x;
+    return 0;
+}
+
+int xf_par_i64(const json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+               char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v)
+        return 0;
+    return read_int(v, key, lo, hi, out, err, errlen);
+}
+
+int xf_par_int(const json_t *obj, const char *key, int64_t lo, int64_t hi, int32_t *out,
+               char *err, size_t errlen)
+{
+    int64_t x = 0;
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v)
+        return 0;
+    if (hi > INT32_MAX)
+        hi = INT32_MAX;
+    if (lo < INT32_MIN)
+        lo = INT32_MIN;
+    int rc = read_int(v, key, lo, hi, &x, err, errlen);
+    if (rc == 0)
+        *out = (int32_t)x;
+    return rc;
+}
+
+int xf_par_float(const json_t *obj, const char *key, double lo, int lo_open, double hi,
+                 float *out, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_number(v))
+        return xf_par_err(err, errlen, "%s: must be a number", key);
+    double x = json_number_value(v);
+    if (lo_open ? !(x > lo) : !(x >= lo))
+        return xf_par_err(err, errlen, "%s: must be %s %g", key, lo_open ? ">" : ">=", lo);
+    if (!(x <= hi))
+        return xf_par_err(err, errlen, "%s: must be <= %g", key, hi);
+    *out = (float)x;
+    return 0;
+}
+
+int xf_par_bool(const json_t *obj, const char *key, int *out, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!v)
+        return 0;
+    if (!json_is_boolean(v))
+        return xf_par_err(err, errlen, "%s: must be true or false", key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+int xf_par_enum(const json_t *obj, const char *key, const char *const *names, int *out,
+                char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(obj, key);
+    char list[160] = "";
+    size_t used = 0;
+
+    if (!v)
+        return 0;
+    if (json_is_string(v)) {
+        for (int i = 0; names[i]; i++)
+            if (!strcmp(json_string_value(v), names[i])) {
+                *out = i;
+                return 0;
+            }
+    }
+    for (int i = 0; names[i] && used < sizeof(list); i++) {
+        int w = snprintf(list + used, sizeof(list) - used, "%s\"%s\"", i ? ", " : "", names[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    return xf_par_err(err, errlen, "%s: must be one of %s", key, list);
+}
+
+int xf_par_int_list(const json_t *obj, const char *key, int64_t lo, int64_t hi, int32_t *out,
+                    int cap, int32_t *count, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(obj, key);
+    int64_t x = 0;
+    char sub[96];
+
+    if (!v)
+        return 0;
+    if (hi > INT32_MAX)
+        hi = INT32_MAX;
+    if (!json_is_array(v)) {
+        int rc = read_int(v, key, lo, hi, &x, err, errlen);
+        if (rc)
+            return rc;
+        out[0] = (int32_t)x;
+        *count = 1;
+        return 0;
+    }
+    size_t n = json_array_size(v);
+    if (n == 0)
+        return xf_par_err(err, errlen, "%s: must not be an empty list", key);
+    if (n > (size_t)cap)
+        return xf_par_err(err, errlen, "%s: at most %d entries", key, cap);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(sub, sizeof(sub), "%s[%zu]", key, i);
+        int rc = read_int(json_array_get(v, i), sub, lo, hi, &x, err, errlen);
+        if (rc)
+            return rc;
+        out[i] = (int32_t)x;
+    }
+    *count = (int32_t)n;
+    return 0;
+}
+
+int xf_par_set(json_t *obj, const char *key, json_t *val)
+{
+    if (!val)
+        return -ENOMEM;
+    return json_object_set_new(obj, key, val) ? -ENOMEM : 0;
+}
+
+int xf_par_set_int_list(json_t *obj, const char *key, const int32_t *v, int32_t count)
+{
+    json_t *a = json_array();
+
+    if (!a)
+        return -ENOMEM;
+    for (int32_t i = 0; i < count; i++)
+        if (json_array_append_new(a, json_integer(v[i]))) {
+            json_decref(a);
+            return -ENOMEM;
+        }
+    return xf_par_set(obj, key, a);
+}

@@ -1,0 +1,237 @@
+/* The static variant registry (built from variants_t.def and variants_sfpm.def) and every
+ * public function of include/xformd/attention.h: parse, free, dup, dense, name, flags, to_json,
+ * check, and the listing. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/params.h"
+#include "attention/registry.h"
+#include "engine/model.h"
+
+#define XF_ATTN_VARIANT(sym) extern const xf_attn_vtbl sym;
+#include "attention/variants_t.def"
+#include "attention/variants_sfpm.def"
+#undef XF_ATTN_VARIANT
+
+#define XF_ATTN_VARIANT(sym) &sym,
+static const xf_attn_vtbl *const registry[] = {
+#include "attention/variants_t.def"
+#include "attention/variants_sfpm.def"
+    NULL
+};
+#undef XF_ATTN_VARIANT
+
+extern const xf_attn_vtbl xf_attn_dense_vt;
+
+const xf_attn_vtbl *xf_attn_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (int i = 0; registry[i]; i++)
+        if (!strcmp(registry[i]->name, name))
+            return registry[i];
+    return NULL;
+}
+
+int xf_attn_registry_count(void)
+{
+    int n = 0;
+    while (registry[n])
+        n++;
+    return n;
+}
+
+const xf_attn_vtbl *xf_attn_registry_get(int i)
+{
+    if (i < 0 || i >= xf_attn_registry_count())
+        return NULL;
+    return registry[i];
+}
+
+static int parse_obj(const json_t *root, xf_attn_t **out, char *err, size_t errlen)
+{
+    const char *name;
+    const json_t *vn;
+
+    if (json_is_string(root)) {
+        name = json_string_value(root);
+        vn = NULL;
+    } else if (json_is_object(root)) {
+        vn = json_object_get(root, "variant");
+        if (!vn)
+            return xf_par_err(err, errlen, "variant: missing");
+        if (!json_is_string(vn))
+            return xf_par_err(err, errlen, "variant: must be a string");
+        name = json_string_value(vn);
+    } else {
+        if (err && errlen)
+            snprintf(err, errlen, "attention: must be an object {\"variant\": ...} or a name");
+        return XF_EFORMAT;
+    }
+    const xf_attn_vtbl *vt = xf_attn_find(name);
+    if (!vt) {
+        if (err && errlen)
+            snprintf(err, errlen, "variant: unknown variant \"%.64s\"", name);
+        return XF_ENOTFOUND;
+    }
+    if (vt->params_size > XF_ATTN_PARAMS_MAX) {
+        if (err && errlen)
+            snprintf(err, errlen, "variant %s: parameter block too large", name);
+        return XF_EUNSUPPORTED;
+    }
+    xf_attn_t *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->vt = vt;
+    json_t *empty = NULL;
+    const json_t *obj = root;
+    if (!json_is_object(root)) {
+        empty = json_object();
+        if (!empty) {
+            free(a);
+            return -ENOMEM;
+        }
+        obj = empty;
+    }
+    int rc = 0;
+    if (vt->parse)
+        rc = vt->parse(a->params, obj, err, errlen);
+    else
+        rc = xf_par_keys(obj, NULL, err, errlen);
+    json_decref(empty);
+    if (rc) {
+        free(a);
+        return rc < 0 ? rc : XF_EPARAM;
+    }
+    *out = a;
+    return 0;
+}
+
+int xf_attn_parse(const char *json, size_t len, xf_attn_t **out, char *err, size_t errlen)
+{
+    json_error_t je;
+
+    if (err && errlen)
+        err[0] = '\0';
+    if (!json || !out)
+        return -EINVAL;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!root) {
+        if (err && errlen)
+            snprintf(err, errlen, "attention: invalid JSON at line %d column %d: %s", je.line,
+                     je.column, je.text);
+        return XF_EFORMAT;
+    }
+    int rc = parse_obj(root, out, err, errlen);
+    json_decref(root);
+    return rc;
+}
+
+void xf_attn_free(xf_attn_t *a)
+{
+    free(a);
+}
+
+xf_attn_t *xf_attn_dup(const xf_attn_t *a)
+{
+    if (!a)
+        return NULL;
+    xf_attn_t *b = malloc(sizeof(*b));
+    if (b)
+        memcpy(b, a, sizeof(*b));
+    return b;
+}
+
+const xf_attn_t *xf_attn_dense(void)
+{
+    /* Dense's defaults are all-zero parameters (scale 0 = the model's scale). */
+    static const xf_attn_t dense = { .vt = &xf_attn_dense_vt };
+    return &dense;
+}
+
+const char *xf_attn_name(const xf_attn_t *a)
+{
+    return a && a->vt ? a->vt->name : "";
+}
+
+uint32_t xf_attn_flags(const xf_attn_t *a)
+{
+    return a && a->vt ? a->vt->flags : 0;
+}
+
+int xf_attn_to_json(const xf_attn_t *a, char *buf, size_t len)
+{
+    if (!a || !a->vt || (!buf && len))
+        return -EINVAL;
+    json_t *obj = json_object();
+    if (!obj)
+        return -ENOMEM;
+    int rc = xf_par_set(obj, "variant", json_string(a->vt->name));
+    if (!rc && a->vt->to_json)
+        rc = a->vt->to_json(a->params, obj);
+    char *s = rc ? NULL : json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (rc)
+        return rc < 0 ? rc : -ENOMEM;
+    if (!s)
+        return -ENOMEM;
+    size_t n = strlen(s);
+    if (len) {
+        size_t c = n < len - 1 ? n : len - 1;
+        memcpy(buf, s, c);
+        buf[c] = '\0';
+    }
+    free(s);
+    return n > (size_t)INT32_MAX ? -ERANGE : (int)n;
+}
+
+int xf_attn_check(const xf_attn_t *a, const xf_model_t *m, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!a || !a->vt || !m)
+        return -EINVAL;
+    if (!a->vt->validate)
+        return 0;
+    for (int l = 0; l < m->info.n_layer; l++) {
+        int rc = a->vt->validate(a->params, m, l, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static const char *family_name(enum xf_attn_family f)
+{
+    switch (f) {
+    case XF_FAM_T: return "T";
+    case XF_FAM_S: return "S";
+    case XF_FAM_F: return "F";
+    case XF_FAM_P: return "P";
+    case XF_FAM_M: return "M";
+    }
+    return "?";
+}
+
+int xf_attn_variant_count(void)
+{
+    return xf_attn_registry_count();
+}
+
+int xf_attn_variant_get(int i, xf_attn_variant_info_t *out)
+{
+    const xf_attn_vtbl *vt = xf_attn_registry_get(i);
+
+    if (!vt || !out)
+        return -ERANGE;
+    out->name = vt->name;
+    out->family = family_name(vt->family);
+    out->flags = vt->flags;
+    out->summary = vt->summary ? vt->summary : "";
+    out->params = vt->params_doc ? vt->params_doc : "";
+    return 0;
+}

@@ -1,0 +1,188 @@
+/* Tests for the "dense" variant (ATTENTION.md §1, §27): fast kernel (every micro-kernel this
+ * CPU runs) vs the double reference on odd shapes and mixed batches, packing and thread
+ * independence (bitwise), n = 1, huge logits, scale parameter. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/fam_t.h"
+#include "attention/registry.h"
+#include "engine/cpu.h"
+#include "helpers/xf_test.h"
+#include "ref/attn_ref_t.h"
+
+static void build_dense(void *ctx, int32_t s, int32_t n, int32_t head, uint8_t *A)
+{
+    (void)ctx, (void)s, (void)head;
+    xf_ref_set_dense(n, A);
+}
+
+static int n_kerns(const xf_ft_kern **k)
+{
+    int c = 0;
+    k[c++] = xf_ft_kern_c();
+#ifdef XF_HAVE_X86_64
+    const xf_cpu_t *cpu = xf_cpu();
+    if (cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq && cpu->fma)
+        k[c++] = xf_ft_kern_avx512();
+#endif
+    return c;
+}
+
+/* One batch vs the reference; tolerance 1e-5 is the §0 "equals dense" rule (V in [-1, 1],
+ * logit std <= 4, fp32 accumulation over <= 1000 keys). */
+static void check_batch(const int32_t *lens, int32_t B, int32_t h, int32_t d, float qmul,
+                        double tol)
+{
+    const xf_ft_kern *ks[4];
+    int nk = n_kerns(ks);
+    xf_ref_case c;
+    assert_int_equal(xf_ref_case_init(&c, lens, B, h, d, 1234u + (uint64_t)d, qmul), 0);
+    float *ref = calloc(c.plane + 1, sizeof(float));
+    xf_ref_case_reference(&c, build_dense, NULL, ref);
+    for (int k = 0; k < nk; k++) {
+        xf_ft_kern_force(ks[k]);
+        memset(c.out, 0xff, c.plane * sizeof(float));
+        assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, 2, NULL), 0);
+        double e = xf_ref_maxdiff(c.out, ref, c.plane);
+        if (!(e <= tol))
+            print_message("kernel %s B=%d h=%d d=%d: max err %g\n", ks[k]->name, B, h, d, e);
+        assert_true(e <= tol);
+    }
+    xf_ft_kern_force(NULL);
+    free(ref);
+    xf_ref_case_free(&c);
+}
+
+static void test_odd_shapes(void **state)
+{
+    (void)state;
+    static const int32_t ns[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
+    static const int32_t ds[] = { 32, 64, 40 };
+    for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++)
+        for (size_t j = 0; j < 3; j++) {
+            int32_t h = ns[i] >= 257 ? 1 : (ns[i] >= 63 ? 3 : 12);
+            /* q×4 gives logits with std ≈ 4·(2/3)²·√d/√d·... ≤ 4 (the §0 regime) */
+            check_batch(&ns[i], 1, h, ds[j], 4.0f, 1e-5);
+        }
+}
+
+static void test_mixed_batch(void **state)
+{
+    (void)state;
+    static const int32_t lens[] = { 7, 0, 65, 1, 257, 3, 64, 2, 63 };
+    check_batch(lens, 9, 3, 64, 4.0f, 1e-5);
+    check_batch(lens, 9, 12, 40, 4.0f, 1e-5);
+    check_batch(lens, 9, 3, 32, 4.0f, 1e-5);
+}
+
+static void test_n1_is_v0(void **state)
+{
+    (void)state;
+    int32_t one = 1;
+    xf_ref_case c;
+    assert_int_equal(xf_ref_case_init(&c, &one, 1, 3, 40, 7, 100.0f), 0);
+    assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, 1, NULL), 0);
+    for (int32_t h = 0; h < 3; h++)
+        assert_memory_equal(c.out + h * 40, c.v + (size_t)h * 40, 40 * sizeof(float));
+    xf_ref_case_free(&c);
+}
+
+static void test_huge_logits(void **state)
+{
+    (void)state;
+    static const int32_t lens[] = { 100, 33 };
+    xf_ref_case c;
+    assert_int_equal(xf_ref_case_init(&c, lens, 2, 3, 64, 99, 300.0f * 8.0f), 0);
+    float *ref = calloc(c.plane, sizeof(float));
+    xf_ref_case_reference(&c, build_dense, NULL, ref);
+    assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, 3, NULL), 0);
+    for (size_t i = 0; i < c.plane; i++)
+        assert_true(isfinite(c.out[i]));
+    /* Logits ~1e4: fp32 rounding of a logit is ~1e-3 absolute, so the weights of near-tied
+     * keys may differ by ~1e-3 relative; outputs are convex combinations of V in [-1, 1]. */
+    assert_true(xf_ref_maxdiff(c.out, ref, c.plane) <= 2e-2);
+    free(ref);
+    xf_ref_case_free(&c);
+}
+
+/* Each sequence's output in a batch equals its output alone, bitwise; nth does not matter. */
+static void test_packing_threads(void **state)
+{
+    (void)state;
+    static const int32_t lens[] = { 65, 7, 300, 1, 64 };
+    xf_ref_case c;
+    assert_int_equal(xf_ref_case_init(&c, lens, 5, 3, 40, 5, 4.0f), 0);
+    assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, 1, NULL), 0);
+    float *o1 = malloc(c.plane * sizeof(float));
+    memcpy(o1, c.out, c.plane * sizeof(float));
+    static const int nths[] = { 2, 3, 8 };
+    for (int t = 0; t < 3; t++) {
+        memset(c.out, 0, c.plane * sizeof(float));
+        assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, nths[t], NULL), 0);
+        assert_memory_equal(c.out, o1, c.plane * sizeof(float));
+    }
+    /* sequence 2 (n = 300) alone, copied out of the batch planes */
+    const int32_t H = 3, d = 40, N = c.sh.n_tokens, t0 = 65 + 7, n = 300;
+    xf_ref_case a;
+    assert_int_equal(xf_ref_case_init(&a, &n, 1, H, d, 1, 1.0f), 0);
+    for (int32_t h = 0; h < H; h++) {
+        memcpy(a.q + (size_t)h * n * d, c.q + ((size_t)h * N + t0) * d, (size_t)n * d * 4);
+        memcpy(a.k + (size_t)h * n * d, c.k + ((size_t)h * N + t0) * d, (size_t)n * d * 4);
+        memcpy(a.v + (size_t)h * n * d, c.v + ((size_t)h * N + t0) * d, (size_t)n * d * 4);
+    }
+    assert_int_equal(xf_ref_run(xf_attn_dense(), &a.sh, &a.io, 2, NULL), 0);
+    assert_memory_equal(a.out, o1 + (size_t)t0 * H * d, (size_t)n * H * d * sizeof(float));
+    xf_ref_case_free(&a);
+    free(o1);
+    xf_ref_case_free(&c);
+}
+
+/* The scale parameter replaces io.scale; q_scale folded into q is divided out. */
+static void test_scale_param(void **state)
+{
+    (void)state;
+    int32_t n = 50;
+    xf_ref_case c;
+    assert_int_equal(xf_ref_case_init(&c, &n, 1, 2, 32, 3, 4.0f), 0);
+    float *ref = calloc(c.plane, sizeof(float));
+    c.io.scale = 0.3f;
+    xf_ref_case_reference(&c, build_dense, NULL, ref);
+    xf_attn_t *a = NULL;
+    char err[128];
+    const char *js = "{\"variant\":\"dense\",\"scale\":0.3}";
+    assert_int_equal(xf_attn_parse(js, strlen(js), &a, err, sizeof(err)), 0);
+    c.io.scale = 0.125f;   /* ignored: the parameter wins */
+    for (size_t i = 0; i < c.plane; i++)
+        c.q[i] *= 0.5f;    /* exact in binary */
+    c.io.q_scale = 0.5f;
+    assert_int_equal(xf_ref_run(a, &c.sh, &c.io, 2, NULL), 0);
+    assert_true(xf_ref_maxdiff(c.out, ref, c.plane) <= 1e-5);   /* §0 tolerance */
+    xf_attn_free(a);
+    free(ref);
+    xf_ref_case_free(&c);
+}
+
+static void test_empty_and_bad(void **state)
+{
+    (void)state;
+    xf_attn_shape sh = { 0 };
+    xf_attn_plan pl;
+    const xf_attn_t *a = xf_attn_dense();
+    sh.n_head = 1;
+    sh.d_head = 8;
+    assert_int_equal(a->vt->plan(a->params, &sh, 2, &pl), 0);   /* B = 0: no-op */
+    int32_t cu[3] = { 0, 5, 3 };
+    sh.n_seq = 2;
+    sh.cu_len = cu;
+    sh.n_tokens = 5;
+    assert_int_equal(a->vt->plan(a->params, &sh, 2, &pl), XF_ESHAPE);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_odd_shapes), cmocka_unit_test(test_mixed_batch),
+             cmocka_unit_test(test_n1_is_v0), cmocka_unit_test(test_huge_logits),
+             cmocka_unit_test(test_packing_threads), cmocka_unit_test(test_scale_param),
+             cmocka_unit_test(test_empty_and_bad))
