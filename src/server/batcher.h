@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <xformd/error.h>
+
 /* Order matches the batcher.policy choices in conf.def ("none|fifo|dp|tokens"). */
 enum xf_batch_policy {
     XF_BATCH_NONE = 0,     /* one job per batch, oldest first */
@@ -88,7 +90,8 @@ typedef struct xf_batcher_opts {
     uint64_t max_queue_delay_ns; /* fifo: longest wait of the oldest job */
     int64_t max_queued_tokens;   /* admission bound, ≥ 1 */
     int32_t max_queue_jobs;      /* admission bound and queue capacity, ≥ 1 */
-    int32_t dp_window;           /* dp: jobs considered per decision (0 → 48) */
+    int32_t dp_window;           /* dp: jobs considered per decision, the earliest deadlines
+                                    (0 → 48, at most XF_DP_MAX) */
 } xf_batcher_opts_t;
 
 /* What a dispatched batch holds (for metrics, the cost model and logs). */
@@ -104,7 +107,7 @@ typedef struct xf_batch_info {
 
 typedef struct xf_batcher xf_batcher_t;
 
-/* Fill opts from conf values: policy fifo, 32 jobs, 8192 tokens, 5 ms, ... */
+/* Defaults equal to conf.def's: dp, 32 jobs, 8192 tokens, 5 ms, 262144 tokens, 4096 jobs. */
 void xf_batcher_opts_init(xf_batcher_opts_t *o);
 /* Ownership: *out is new, free with xf_batcher_free(). Returns 0, -EINVAL (bad opts), -ENOMEM.
  * The cost model starts at xf_cost_init defaults. */
@@ -119,7 +122,8 @@ void xf_batcher_free(xf_batcher_t *b);
  * -EAGAIN (queue full by jobs or tokens; retry later → 503 + Retry-After). */
 int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns);
 
-/* The next batch to run, called when a worker is free. Writes up to cap (≥ max_batch) jobs
+/* The next batch to run, called when a worker is free (call xf_batcher_expire first: next
+ * does not drop late jobs). Writes up to cap (≥ max_batch) jobs
  * into out[], *n_out their count, and *info (may be NULL). With *n_out == 0 nothing is ready:
  * *wake_ns is when to call again (a fifo wait ending or the earliest job that will have to be
  * expired), UINT64_MAX when the queue is empty. Jobs come back in the order they should be
@@ -131,6 +135,11 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
  * now + predicted time of running alone > deadline. The caller answers them at once
  * (503 + Retry-After). Returns the number written to out. */
 size_t xf_batcher_expire(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap);
+
+/* The earliest time at which a queued job will have to be expired (its deadline minus its
+ * predicted time alone), UINT64_MAX when the queue is empty. The loop arms its timer at
+ * min(this, the wake time of xf_batcher_next) so that expiry happens while workers are busy. */
+uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b);
 
 /* Remove and hand back up to cap queued jobs (drain/shutdown), oldest first. */
 size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap);
@@ -151,13 +160,16 @@ int64_t xf_batcher_queued_tokens(const xf_batcher_t *b);
 int xf_batcher_retry_after_s(const xf_batcher_t *b);
 
 /* dp internals exposed for tests: choose the split of n jobs (already in the order given,
- * normally sorted by length) into consecutive batches minimising the total completion time
+ * normally shortest first) into consecutive batches minimising the total completion time
  * Σ_jobs finish_time, where a batch's time is the cost model's prediction for its packed
  * sequences, subject to max_batch, max_batch_tokens and deadlines (start_ns = now; a job
- * must finish by its deadline). Writes the batch ends into ends[] (ends[k] = index one past
+ * must finish by its deadline). Batches are packed (no padding term), so a batch's finish time
+ * is k·c0 + the additive costs of every job up to it, which makes the DP over (jobs, batches)
+ * exact. Writes the batch ends into ends[] (ends[k] = index one past
  * the last job of batch k), the count into *n_batches and the objective (job-seconds, from
  * now) into *total_s. Returns 0, -ENOENT when no split meets every deadline (then the split
- * without deadlines is returned), -EINVAL. ends must hold n entries; n ≤ 256. */
+ * without deadlines is returned), -EINVAL. ends must hold n entries; n ≤ XF_DP_MAX. */
+#define XF_DP_MAX 64
 int xf_batcher_dp_split(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n,
                         int32_t max_batch, int64_t max_batch_tokens, uint64_t now_ns,
                         size_t *ends, size_t *n_batches, double *total_s);

@@ -1,0 +1,717 @@
+/* Smart batcher: admission, deadlines, the four policies and the cost model (DESIGN.md §5).
+ * Pure logic on the loop thread: time comes in as arguments, all storage is allocated in
+ * xf_batcher_create. The dp policy is TurboTransformers' scheduler (Fang et al., PPoPP 2021,
+ * §4.3): sort the waiting jobs by cost, pick batch boundaries by dynamic programming. */
+#include "config.h"
+
+#include "server/batcher.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Cost model ------------------------------------------------------------------------ */
+
+/* Features are scaled so that typical values are O(1) (256 tokens, 256² squared tokens):
+ * least squares and RLS then work on a well-conditioned matrix. z_k = x_k·S_k, c_k = w_k·S_k. */
+static const double cost_scale[XF_COST_NF] = {1.0, 1.0 / 256, 1.0 / 65536, 1.0 / 256};
+/* RLS: cap on trace(P) above which forgetting stops inflating P (no wind-up while the batches
+ * carry no new information), and the ridge added when P is rebuilt after a fit. */
+#define XF_RLS_TRACE_MAX 1e4
+#define XF_FIT_RIDGE 1e-3
+
+static void cost_sync_c(xf_cost_t *cm)
+{
+    for (int k = 0; k < XF_COST_NF; k++)
+        cm->c[k] = (cm->w[k] > 0 ? cm->w[k] : 0) * cost_scale[k];
+}
+
+void xf_cost_init(xf_cost_t *cm, double lambda)
+{
+    memset(cm, 0, sizeof(*cm));
+    /* BERT-base fp32 on 2 cores: ~170 MFLOP per token at ~200 GFLOP/s ≈ 1 ms/token; attention
+     * 4·n²·d·L = 37k FLOP per n² ≈ 2e-7 s; a fixed ~1 ms of per-batch overhead. */
+    const double c0[XF_COST_NF] = {1e-3, 1e-3, 2e-7, 1e-3};
+    for (int k = 0; k < XF_COST_NF; k++) {
+        cm->w[k] = c0[k] / cost_scale[k];
+        cm->P[k][k] = 1.0;
+    }
+    cm->lambda = lambda > 0 && lambda <= 1 ? lambda : 0.98;
+    cost_sync_c(cm);
+}
+
+void xf_cost_features(const int32_t *lens, size_t n, bool padded, xf_cost_sample_t *out)
+{
+    double t = 0, sq = 0;
+    int32_t mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        t += lens[i];
+        sq += (double)lens[i] * lens[i];
+        if (lens[i] > mx)
+            mx = lens[i];
+    }
+    out->tokens = t;
+    out->sum_sq = sq;
+    out->pad_tokens = padded ? (double)mx * (double)n - t : 0;
+    out->seconds = 0;
+}
+
+static void sample_z(const xf_cost_sample_t *s, double z[XF_COST_NF])
+{
+    z[0] = cost_scale[0];
+    z[1] = s->tokens * cost_scale[1];
+    z[2] = s->sum_sq * cost_scale[2];
+    z[3] = s->pad_tokens * cost_scale[3];
+}
+
+double xf_cost_predict(const xf_cost_t *cm, const xf_cost_sample_t *s)
+{
+    double t = cm->c[0] + cm->c[1] * s->tokens + cm->c[2] * s->sum_sq +
+               cm->c[3] * s->pad_tokens;
+    return t > 0 ? t : 0;
+}
+
+/* Solve A x = b (n ≤ 4) by Gaussian elimination with partial pivoting; -1 when singular. */
+static int solve(int n, double A[XF_COST_NF][XF_COST_NF], double b[XF_COST_NF],
+                 double x[XF_COST_NF])
+{
+    double scale = 0;
+    for (int i = 0; i < n; i++)
+        scale = fmax(scale, fabs(A[i][i]));
+    if (scale == 0)
+        return -1;
+    for (int c = 0; c < n; c++) {
+        int p = c;
+        for (int r = c + 1; r < n; r++)
+            if (fabs(A[r][c]) > fabs(A[p][c]))
+                p = r;
+        if (fabs(A[p][c]) <= 1e-12 * scale)
+            return -1;
+        if (p != c) {
+            for (int k = 0; k < n; k++) {
+                double t = A[c][k];
+                A[c][k] = A[p][k];
+                A[p][k] = t;
+            }
+            double t = b[c];
+            b[c] = b[p];
+            b[p] = t;
+        }
+        for (int r = c + 1; r < n; r++) {
+            double f = A[r][c] / A[c][c];
+            for (int k = c; k < n; k++)
+                A[r][k] -= f * A[c][k];
+            b[r] -= f * b[c];
+        }
+    }
+    for (int r = n - 1; r >= 0; r--) {
+        double s = b[r];
+        for (int k = r + 1; k < n; k++)
+            s -= A[r][k] * x[k];
+        x[r] = s / A[r][r];
+    }
+    return 0;
+}
+
+static int sample_ok(const xf_cost_sample_t *s)
+{
+    return isfinite(s->tokens) && isfinite(s->sum_sq) && isfinite(s->pad_tokens) &&
+           isfinite(s->seconds) && s->tokens >= 0 && s->sum_sq >= 0 && s->pad_tokens >= 0 &&
+           s->seconds >= 0;
+}
+
+int xf_cost_fit(xf_cost_t *cm, const xf_cost_sample_t *samples, size_t n)
+{
+    if (n == 0)
+        return -EINVAL;
+    double G[XF_COST_NF][XF_COST_NF] = {{0}}, g[XF_COST_NF] = {0}, yy = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!sample_ok(&samples[i]))
+            return -EINVAL;
+        double z[XF_COST_NF];
+        sample_z(&samples[i], z);
+        for (int a = 0; a < XF_COST_NF; a++) {
+            for (int b = 0; b < XF_COST_NF; b++)
+                G[a][b] += z[a] * z[b];
+            g[a] += z[a] * samples[i].seconds;
+        }
+        yy += samples[i].seconds * samples[i].seconds;
+    }
+    /* Exact NNLS for 4 unknowns: the best unconstrained least-squares solution over every
+     * subset of features whose coefficients all come out non-negative. SSE from the normal
+     * equations: yy - 2 w·g + wᵀGw. */
+    double best_w[XF_COST_NF] = {0}, best_sse = yy;
+    for (unsigned mask = 1; mask < (1u << XF_COST_NF); mask++) {
+        int idx[XF_COST_NF], m = 0;
+        for (int k = 0; k < XF_COST_NF; k++)
+            if (mask & (1u << k))
+                idx[m++] = k;
+        if ((size_t)m > n)
+            continue;
+        double A[XF_COST_NF][XF_COST_NF], b[XF_COST_NF], x[XF_COST_NF];
+        for (int r = 0; r < m; r++) {
+            for (int c = 0; c < m; c++)
+                A[r][c] = G[idx[r]][idx[c]];
+            b[r] = g[idx[r]];
+        }
+        if (solve(m, A, b, x) != 0)
+            continue;
+        double w[XF_COST_NF] = {0};
+        int neg = 0;
+        for (int r = 0; r < m; r++) {
+            if (x[r] < 0)
+                neg = 1;
+            w[idx[r]] = x[r];
+        }
+        if (neg)
+            continue;
+        double sse = yy;
+        for (int a = 0; a < XF_COST_NF; a++) {
+            sse -= 2 * w[a] * g[a];
+            for (int b2 = 0; b2 < XF_COST_NF; b2++)
+                sse += w[a] * G[a][b2] * w[b2];
+        }
+        if (sse < best_sse - 1e-15 * (yy + 1e-300)) {
+            best_sse = sse;
+            memcpy(best_w, w, sizeof(best_w));
+        }
+    }
+    /* P ≈ (ZᵀZ + ridge·I)⁻¹: confident where the warm-up excited a feature, open elsewhere. */
+    double Pn[XF_COST_NF][XF_COST_NF];
+    for (int c = 0; c < XF_COST_NF; c++) {
+        double A[XF_COST_NF][XF_COST_NF], e[XF_COST_NF] = {0}, x[XF_COST_NF];
+        for (int a = 0; a < XF_COST_NF; a++)
+            for (int b2 = 0; b2 < XF_COST_NF; b2++)
+                A[a][b2] = G[a][b2] + (a == b2 ? XF_FIT_RIDGE : 0);
+        e[c] = 1;
+        if (solve(XF_COST_NF, A, e, x) != 0)
+            return -EINVAL;
+        for (int r = 0; r < XF_COST_NF; r++)
+            Pn[r][c] = x[r];
+    }
+    memcpy(cm->w, best_w, sizeof(best_w));
+    memcpy(cm->P, Pn, sizeof(Pn));
+    cm->n_fit = n;
+    cm->n_obs = 0;
+    cm->last_err_s = 0;
+    cost_sync_c(cm);
+    return 0;
+}
+
+int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s)
+{
+    if (!sample_ok(s))
+        return -EINVAL;
+    double z[XF_COST_NF], Pz[XF_COST_NF], denom = cm->lambda, pred = 0;
+    sample_z(s, z);
+    for (int a = 0; a < XF_COST_NF; a++) {
+        Pz[a] = 0;
+        for (int b = 0; b < XF_COST_NF; b++)
+            Pz[a] += cm->P[a][b] * z[b];
+        denom += z[a] * Pz[a];
+        pred += cm->w[a] * z[a];
+    }
+    cm->last_err_s = fabs(xf_cost_predict(cm, s) - s->seconds);
+    double e = s->seconds - pred;
+    double tr = 0;
+    for (int a = 0; a < XF_COST_NF; a++) {
+        double k = Pz[a] / denom;
+        cm->w[a] += k * e;
+    }
+    /* P ← (P − Pz·Pzᵀ/denom)/λ, kept symmetric; no inflation past the trace cap. */
+    for (int a = 0; a < XF_COST_NF; a++)
+        for (int b = 0; b < XF_COST_NF; b++)
+            cm->P[a][b] -= Pz[a] * Pz[b] / denom;
+    for (int a = 0; a < XF_COST_NF; a++)
+        tr += cm->P[a][a];
+    double inv = tr < XF_RLS_TRACE_MAX ? 1.0 / cm->lambda : 1.0;
+    for (int a = 0; a < XF_COST_NF; a++)
+        for (int b = a; b < XF_COST_NF; b++) {
+            double v = 0.5 * (cm->P[a][b] + cm->P[b][a]) * inv;
+            cm->P[a][b] = cm->P[b][a] = v;
+        }
+    cm->n_obs++;
+    cost_sync_c(cm);
+    return 0;
+}
+
+size_t xf_cost_warmup_batch(size_t i, int32_t max_len, int32_t *lens, size_t cap)
+{
+    /* (sequences, lengths): singles across the range so c1 and c2 separate, mixed batches so
+     * c0 separates from the per-token terms. */
+    static const struct { int n; int32_t len[16]; } plan[] = {
+        {1, {8}},   {1, {32}},  {1, {64}},  {1, {128}}, {1, {256}}, {1, {512}},
+        {4, {16, 16, 16, 16}},
+        {4, {8, 64, 128, 32}},
+        {8, {16, 24, 32, 48, 64, 96, 128, 200}},
+        {2, {256, 256}},
+        {16, {8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160}},
+        {8, {128, 128, 128, 128, 128, 128, 128, 128}},
+    };
+    if (i >= sizeof(plan) / sizeof(plan[0]) || max_len < 1)
+        return 0;
+    size_t n = 0;
+    for (int k = 0; k < plan[i].n && n < cap; k++)
+        lens[n++] = plan[i].len[k] < max_len ? plan[i].len[k] : max_len;
+    return n;
+}
+
+/* ---- Batcher --------------------------------------------------------------------------- */
+
+struct xf_batcher {
+    xf_batcher_opts_t o;
+    xf_cost_t cost;
+    xf_bjob_t **q;             /* [o.max_queue_jobs], arrival order */
+    size_t n;
+    int64_t tokens;            /* Σ n_tokens of queued jobs */
+    double sum_sq;             /* Σ n_i² of queued jobs */
+    uint64_t seq;
+    xf_bjob_t **scratch;       /* [o.max_queue_jobs] */
+    unsigned char *mark;       /* [o.max_queue_jobs] */
+};
+
+const char *xf_batch_policy_name(enum xf_batch_policy p)
+{
+    static const char *const names[] = {"none", "fifo", "dp", "tokens"};
+    _Static_assert(XF_BATCH_POLICY_COUNT == 4, "update xf_batch_policy_name");
+    return (int)p >= 0 && p < XF_BATCH_POLICY_COUNT ? names[p] : "?";
+}
+
+void xf_batcher_opts_init(xf_batcher_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->policy = XF_BATCH_DP;
+    o->max_batch = 32;
+    o->max_batch_tokens = 8192;
+    o->max_queue_delay_ns = 5000000;
+    o->max_queued_tokens = 262144;
+    o->max_queue_jobs = 4096;
+    o->dp_window = 48;
+}
+
+int xf_batcher_create(const xf_batcher_opts_t *opts, xf_batcher_t **out)
+{
+    if (!opts || (int)opts->policy < 0 || opts->policy >= XF_BATCH_POLICY_COUNT ||
+        opts->max_batch < 1 || opts->max_batch_tokens < 1 || opts->max_queued_tokens < 1 ||
+        opts->max_queue_jobs < 1 || opts->dp_window < 0)
+        return -EINVAL;
+    xf_batcher_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->o = *opts;
+    if (b->o.dp_window == 0)
+        b->o.dp_window = 48;
+    if (b->o.dp_window > XF_DP_MAX)
+        b->o.dp_window = XF_DP_MAX;
+    size_t cap = (size_t)opts->max_queue_jobs;
+    b->q = calloc(cap, sizeof(*b->q));
+    b->scratch = calloc(cap, sizeof(*b->scratch));
+    b->mark = calloc(cap, 1);
+    if (!b->q || !b->scratch || !b->mark) {
+        xf_batcher_free(b);
+        return -ENOMEM;
+    }
+    xf_cost_init(&b->cost, 0);
+    *out = b;
+    return 0;
+}
+
+void xf_batcher_free(xf_batcher_t *b)
+{
+    if (!b)
+        return;
+    free(b->q);
+    free(b->scratch);
+    free(b->mark);
+    free(b);
+}
+
+static double job_sum_sq(const xf_bjob_t *j)
+{
+    double s = 0;
+    for (int32_t i = 0; i < j->n_seqs; i++)
+        s += (double)j->lens[i] * j->lens[i];
+    return s;
+}
+
+/* Predicted seconds for the job alone (packed). */
+static double job_alone_s(const xf_cost_t *cm, const xf_bjob_t *j)
+{
+    xf_cost_sample_t s = {.tokens = j->n_tokens, .sum_sq = job_sum_sq(j)};
+    return xf_cost_predict(cm, &s);
+}
+
+/* The part of a job's cost that grows with the job: c1·tokens + c2·Σn². */
+static double job_additive_s(const xf_cost_t *cm, const xf_bjob_t *j)
+{
+    return cm->c[1] * j->n_tokens + cm->c[2] * job_sum_sq(j);
+}
+
+static uint64_t add_s(uint64_t t_ns, double s)
+{
+    double ns = s * 1e9;
+    if (!(ns < 1.8e19))
+        return UINT64_MAX;
+    uint64_t d = (uint64_t)ns;
+    return t_ns > UINT64_MAX - d ? UINT64_MAX : t_ns + d;
+}
+
+/* Latest start that still meets the deadline if the job runs alone. */
+static uint64_t job_latest_start(const xf_cost_t *cm, const xf_bjob_t *j)
+{
+    double ns = job_alone_s(cm, j) * 1e9;
+    uint64_t d = ns < 1.8e19 ? (uint64_t)ns : UINT64_MAX;
+    return j->deadline_ns > d ? j->deadline_ns - d : 0;
+}
+
+int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
+{
+    if (!job || job->n_seqs < 1 || !job->lens)
+        return -EINVAL;
+    int64_t sum = 0;
+    int32_t mx = 0;
+    for (int32_t i = 0; i < job->n_seqs; i++) {
+        if (job->lens[i] < 1)
+            return -EINVAL;
+        sum += job->lens[i];
+        if (job->lens[i] > mx)
+            mx = job->lens[i];
+    }
+    if (sum != job->n_tokens)
+        return -EINVAL;
+    if (job->n_tokens > b->o.max_queued_tokens)
+        return XF_ETOOLONG;
+    if (job_latest_start(&b->cost, job) < now_ns)
+        return XF_EDEADLINE;
+    if (b->n >= (size_t)b->o.max_queue_jobs ||
+        b->tokens + job->n_tokens > b->o.max_queued_tokens)
+        return -EAGAIN;
+    job->max_len_ = mx;
+    job->seq_ = b->seq++;
+    b->q[b->n++] = job;
+    b->tokens += job->n_tokens;
+    b->sum_sq += job_sum_sq(job);
+    return 0;
+}
+
+/* Remove the marked queue entries (b->mark[i]) keeping arrival order. */
+static void remove_marked(xf_batcher_t *b)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->mark[i]) {
+            b->tokens -= b->q[i]->n_tokens;
+            b->sum_sq -= job_sum_sq(b->q[i]);
+            b->mark[i] = 0;
+        } else {
+            b->q[w++] = b->q[i];
+        }
+    }
+    b->n = w;
+    if (b->n == 0)
+        b->sum_sq = 0;   /* no drift from floating-point subtraction */
+}
+
+size_t xf_batcher_expire(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < b->n && k < cap; i++) {
+        if (job_latest_start(&b->cost, b->q[i]) < now_ns) {
+            b->mark[i] = 1;
+            out[k++] = b->q[i];
+        }
+    }
+    if (k)
+        remove_marked(b);
+    return k;
+}
+
+uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b)
+{
+    uint64_t t = UINT64_MAX;
+    for (size_t i = 0; i < b->n; i++) {
+        uint64_t s = job_latest_start(&b->cost, b->q[i]);
+        if (s < t)
+            t = s;
+    }
+    return t;
+}
+
+size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap)
+{
+    size_t k = b->n < cap ? b->n : cap;
+    for (size_t i = 0; i < k; i++) {
+        out[i] = b->q[i];
+        b->mark[i] = 1;
+    }
+    remove_marked(b);
+    return k;
+}
+
+int xf_batcher_dp_split(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n,
+                        int32_t max_batch, int64_t max_batch_tokens, uint64_t now_ns,
+                        size_t *ends, size_t *n_batches, double *total_s)
+{
+    if (n == 0 || n > XF_DP_MAX || max_batch < 1 || max_batch_tokens < 1)
+        return -EINVAL;
+    /* A[i]: additive seconds of jobs [0, i); tok[i]: their tokens. The k-th batch (1-based)
+     * ending at job i finishes at k·c0 + A[i] after now, and delays the i−j jobs it holds. */
+    double A[XF_DP_MAX + 1];
+    int64_t tok[XF_DP_MAX + 1];
+    A[0] = 0;
+    tok[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        A[i + 1] = A[i] + job_additive_s(cm, jobs[i]);
+        tok[i + 1] = tok[i] + jobs[i]->n_tokens;
+    }
+    const double c0 = cm->c[0];
+    /* F[k][i]: least Σ finish time of jobs [0, i) in exactly k batches; par: the j it came
+     * from. Two passes: with deadlines, then (if infeasible) without. */
+    double F[XF_DP_MAX + 1][XF_DP_MAX + 1];         /* 34 KB of stack, loop thread */
+    unsigned char par[XF_DP_MAX + 1][XF_DP_MAX + 1];
+    int rc = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const int use_deadlines = pass == 0;
+        for (size_t k = 0; k <= n; k++)
+            for (size_t i = 0; i <= n; i++)
+                F[k][i] = INFINITY;
+        F[0][0] = 0;
+        for (size_t k = 1; k <= n; k++) {
+            for (size_t i = k; i <= n; i++) {
+                double fin = (double)k * c0 + A[i];
+                uint64_t fin_ns = add_s(now_ns, fin);
+                uint64_t min_dl = UINT64_MAX;
+                /* j walks down from i-1: batch (j, i] grows one job at a time. */
+                for (size_t j = i; j-- > k - 1;) {
+                    size_t cnt = i - j;
+                    if (jobs[j]->deadline_ns < min_dl)
+                        min_dl = jobs[j]->deadline_ns;
+                    if (cnt > 1 && (cnt > (size_t)max_batch ||
+                                    tok[i] - tok[j] > max_batch_tokens))
+                        break;
+                    if (use_deadlines && fin_ns > min_dl)
+                        break;   /* adding earlier jobs only lowers min_dl */
+                    if (F[k - 1][j] == INFINITY)
+                        continue;
+                    double v = F[k - 1][j] + (double)cnt * fin;
+                    if (v < F[k][i]) {
+                        F[k][i] = v;
+                        par[k][i] = (unsigned char)j;
+                    }
+                }
+            }
+        }
+        size_t best_k = 0;
+        double best = INFINITY;
+        for (size_t k = 1; k <= n; k++)
+            if (F[k][n] < best) {
+                best = F[k][n];
+                best_k = k;
+            }
+        if (best_k == 0) {
+            rc = -ENOENT;
+            continue;
+        }
+        size_t i = n;
+        for (size_t k = best_k; k >= 1; k--) {
+            ends[k - 1] = i;
+            i = par[k][i];
+        }
+        *n_batches = best_k;
+        *total_s = best;
+        return rc;
+    }
+    return -EINVAL;   /* unreachable: without deadlines one job per batch is always feasible */
+}
+
+static int cmp_additive(const void *a, const void *b)
+{
+    const xf_bjob_t *x = *(xf_bjob_t *const *)a, *y = *(xf_bjob_t *const *)b;
+    /* Both scores are ≥ 0 and the model is the same for both, so compare the raw features
+     * in the same order the cost would: tokens then Σn², then arrival. */
+    if (x->n_tokens != y->n_tokens)
+        return x->n_tokens < y->n_tokens ? -1 : 1;
+    double sx = job_sum_sq(x), sy = job_sum_sq(y);
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    return x->seq_ < y->seq_ ? -1 : x->seq_ > y->seq_;
+}
+
+static int cmp_deadline(const void *a, const void *b)
+{
+    const xf_bjob_t *x = *(xf_bjob_t *const *)a, *y = *(xf_bjob_t *const *)b;
+    if (x->deadline_ns != y->deadline_ns)
+        return x->deadline_ns < y->deadline_ns ? -1 : 1;
+    return x->seq_ < y->seq_ ? -1 : x->seq_ > y->seq_;
+}
+
+static void fill_info(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n,
+                      xf_batch_info_t *info)
+{
+    memset(info, 0, sizeof(*info));
+    info->n_jobs = n;
+    for (size_t i = 0; i < n; i++) {
+        const xf_bjob_t *j = jobs[i];
+        info->n_seqs += j->n_seqs;
+        info->n_tokens += j->n_tokens;
+        for (int32_t s = 0; s < j->n_seqs; s++) {
+            info->sum_sq += (int64_t)j->lens[s] * j->lens[s];
+            if (j->lens[s] > info->max_len)
+                info->max_len = j->lens[s];
+        }
+    }
+    info->pad_tokens = info->n_seqs * (int64_t)info->max_len - info->n_tokens;
+    xf_cost_sample_t s = {.tokens = (double)info->n_tokens, .sum_sq = (double)info->sum_sq};
+    info->predicted_s = xf_cost_predict(cm, &s);
+}
+
+/* Take the jobs of b->scratch[0..k) out of the queue into out[]. */
+static void dispatch(xf_batcher_t *b, size_t k, xf_bjob_t **out)
+{
+    for (size_t i = 0; i < k; i++) {
+        out[i] = b->scratch[i];
+        for (size_t q = 0; q < b->n; q++)
+            if (b->q[q] == out[i]) {
+                b->mark[q] = 1;
+                break;
+            }
+    }
+    remove_marked(b);
+}
+
+int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap,
+                    size_t *n_out, xf_batch_info_t *info, uint64_t *wake_ns)
+{
+    if (cap < (size_t)b->o.max_batch && cap < b->n)
+        return -EINVAL;
+    *n_out = 0;
+    *wake_ns = UINT64_MAX;
+    if (b->n == 0) {
+        if (info)
+            memset(info, 0, sizeof(*info));
+        return 0;
+    }
+    size_t limit = (size_t)b->o.max_batch < cap ? (size_t)b->o.max_batch : cap;
+    size_t k = 0;
+    switch (b->o.policy) {
+    case XF_BATCH_NONE:
+        b->scratch[k++] = b->q[0];
+        break;
+    case XF_BATCH_FIFO: {
+        uint64_t due = b->q[0]->enqueue_ns + b->o.max_queue_delay_ns;
+        if (due < b->q[0]->enqueue_ns)
+            due = UINT64_MAX;
+        if (b->n < limit && b->tokens < b->o.max_batch_tokens && now_ns < due) {
+            *wake_ns = due;
+            break;
+        }
+        int64_t t = 0;
+        for (size_t i = 0; i < b->n && k < limit; i++) {
+            if (k > 0 && t + b->q[i]->n_tokens > b->o.max_batch_tokens)
+                break;   /* length-blind but in order: stop at the first job that overflows */
+            t += b->q[i]->n_tokens;
+            b->scratch[k++] = b->q[i];
+        }
+        break;
+    }
+    case XF_BATCH_TOKENS: {
+        memcpy(b->scratch, b->q, b->n * sizeof(*b->q));
+        qsort(b->scratch, b->n, sizeof(*b->scratch), cmp_deadline);
+        int64_t t = 0;
+        for (size_t i = 0; i < b->n && k < limit; i++) {
+            xf_bjob_t *j = b->scratch[i];
+            if (k > 0 && t + j->n_tokens > b->o.max_batch_tokens)
+                continue;   /* a smaller job further on may still fit the budget */
+            t += j->n_tokens;
+            b->scratch[k++] = j;
+        }
+        break;
+    }
+    case XF_BATCH_DP: {
+        size_t w = b->n;
+        memcpy(b->scratch, b->q, b->n * sizeof(*b->q));
+        if (w > (size_t)b->o.dp_window) {
+            /* Most urgent jobs first so that nothing starves behind a stream of short ones. */
+            qsort(b->scratch, b->n, sizeof(*b->scratch), cmp_deadline);
+            w = (size_t)b->o.dp_window;
+        }
+        qsort(b->scratch, w, sizeof(*b->scratch), cmp_additive);
+        size_t ends[XF_DP_MAX], nb;
+        double tot;
+        int rc = xf_batcher_dp_split(&b->cost, b->scratch, w, b->o.max_batch,
+                                     b->o.max_batch_tokens, now_ns, ends, &nb, &tot);
+        if (rc != 0 && rc != -ENOENT)
+            return rc;
+        k = ends[0] < limit ? ends[0] : limit;
+        break;
+    }
+    default:
+        return -EINVAL;
+    }
+    if (k == 0) {
+        if (info)
+            memset(info, 0, sizeof(*info));
+        return 0;
+    }
+    dispatch(b, k, out);
+    *n_out = k;
+    if (info)
+        fill_info(&b->cost, out, k, info);
+    return 0;
+}
+
+void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds)
+{
+    if (n == 0)
+        return;
+    xf_cost_sample_t s;
+    xf_cost_features(lens, n, false, &s);
+    s.seconds = seconds;
+    (void)xf_cost_observe(&b->cost, &s);
+}
+
+void xf_batcher_observe_jobs(xf_batcher_t *b, xf_bjob_t *const *jobs, size_t n_jobs,
+                             double seconds)
+{
+    xf_cost_sample_t s = {0};
+    for (size_t i = 0; i < n_jobs; i++) {
+        s.tokens += jobs[i]->n_tokens;
+        s.sum_sq += job_sum_sq(jobs[i]);
+    }
+    if (n_jobs == 0)
+        return;
+    s.seconds = seconds;
+    (void)xf_cost_observe(&b->cost, &s);
+}
+
+xf_cost_t *xf_batcher_cost(xf_batcher_t *b)
+{
+    return &b->cost;
+}
+
+const xf_batcher_opts_t *xf_batcher_opts(const xf_batcher_t *b)
+{
+    return &b->o;
+}
+
+size_t xf_batcher_queued_jobs(const xf_batcher_t *b)
+{
+    return b->n;
+}
+
+int64_t xf_batcher_queued_tokens(const xf_batcher_t *b)
+{
+    return b->tokens;
+}
+
+int xf_batcher_retry_after_s(const xf_batcher_t *b)
+{
+    double batches = ceil((double)b->n / (double)b->o.max_batch);
+    double s = b->cost.c[0] * batches + b->cost.c[1] * (double)b->tokens +
+               b->cost.c[2] * b->sum_sq;
+    double r = ceil(s);
+    if (!(r >= 1))
+        return 1;
+    return r > 3600 ? 3600 : (int)r;
+}
