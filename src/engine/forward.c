@@ -433,6 +433,8 @@ int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p, const xf_ba
         return xf_diag_set(diag, -EINVAL, "forward: NULL argument");
     if (p->m != m || !p->built)
         return xf_diag_set(diag, -EINVAL, "forward: the plan is not built for this model");
+    if (!p->prep)
+        return xf_diag_set(diag, -EINVAL, "forward: the model has no weights");
     rc = check_batch(p, batch, diag);
     if (rc)
         return rc;

@@ -153,10 +153,14 @@ int xf_plan_create(const xf_model_t *m, xf_plan_t **out)
     if (!p)
         return -ENOMEM;
     p->m = m;
-    rc = xf_plan_prep_get(m, &p->prep);
-    if (rc) {
-        free(p);
-        return rc;
+    /* A model without weights (a shape only, as `xformd-cli inspect` and tests use) can be
+     * planned but not run: p->prep stays NULL and xf_forward() refuses it. */
+    if (m->info.n_layer > 0 && m->layers && m->layers[0].q_w.data) {
+        rc = xf_plan_prep_get(m, &p->prep);
+        if (rc) {
+            free(p);
+            return rc;
+        }
     }
     *out = p;
     return 0;

@@ -1,0 +1,641 @@
+/* Tests of the packed forward pass (forward.c, ctx.c): equality with the padded double
+ * reference of tests/ref (BERT, RoBERTa offset, DistilBERT, pre-LN, heterogeneous layers,
+ * pooling, normalisation, heads), packing independence, identical output for 1-3 threads,
+ * zero allocations in a steady-state forward (--wrap=malloc...), and the error paths.
+ * XF_FWD_TIMING=1 also times a BERT-base-shape b1n128 forward (printed, never asserted). */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../helpers/xf_test.h"
+
+#include <xformd/forward.h>
+
+#include "../ref/encoder_ref.h"
+#include "engine/model.h"
+#include "engine/plan_internal.h"
+
+/* ---- allocation counting (the test links with --wrap=malloc,...) ------------------------ */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t s);
+void *__real_realloc(void *p, size_t n);
+int __real_posix_memalign(void **p, size_t a, size_t n);
+void *__real_aligned_alloc(size_t a, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t s);
+void *__wrap_realloc(void *p, size_t n);
+int __wrap_posix_memalign(void **p, size_t a, size_t n);
+void *__wrap_aligned_alloc(size_t a, size_t n);
+
+static atomic_int counting;
+static atomic_long n_allocs;
+
+void *__wrap_malloc(size_t n)
+{
+    if (atomic_load(&counting))
+        atomic_fetch_add(&n_allocs, 1);
+    return __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t s)
+{
+    if (atomic_load(&counting))
+        atomic_fetch_add(&n_allocs, 1);
+    return __real_calloc(n, s);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    if (atomic_load(&counting))
+        atomic_fetch_add(&n_allocs, 1);
+    return __real_realloc(p, n);
+}
+
+int __wrap_posix_memalign(void **p, size_t a, size_t n)
+{
+    if (atomic_load(&counting))
+        atomic_fetch_add(&n_allocs, 1);
+    return __real_posix_memalign(p, a, n);
+}
+
+void *__wrap_aligned_alloc(size_t a, size_t n)
+{
+    if (atomic_load(&counting))
+        atomic_fetch_add(&n_allocs, 1);
+    return __real_aligned_alloc(a, n);
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+typedef struct batch_data {
+    int32_t B, N;
+    int32_t cu[33];
+    int32_t ids[4096];
+    int32_t types[4096];
+} batch_data_t;
+
+static void make_batch(batch_data_t *bd, const int32_t *len, int32_t B, int32_t vocab,
+                       int32_t type_vocab, uint64_t seed)
+{
+    bd->B = B;
+    bd->cu[0] = 0;
+    for (int32_t b = 0; b < B; b++)
+        bd->cu[b + 1] = bd->cu[b] + len[b];
+    bd->N = bd->cu[B];
+    for (int32_t t = 0; t < bd->N; t++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        bd->ids[t] = (int32_t)((seed >> 33) % (uint64_t)vocab);
+        bd->types[t] = type_vocab > 1 ? (int32_t)((seed >> 20) % (uint64_t)type_vocab) : 0;
+    }
+}
+
+static xf_batch_t as_batch(const batch_data_t *bd, int with_types)
+{
+    xf_batch_t b = { 0 };
+    b.n_seq = bd->B;
+    b.cu_len = bd->cu;
+    b.ids = bd->ids;
+    b.type_ids = with_types ? bd->types : NULL;
+    return b;
+}
+
+/* Plan + reserve + forward on a fresh context of nth threads. */
+static int engine_run(const xf_model_t *m, const xf_batch_t *b, int nth, const xf_output_t *out,
+                      xf_diag_t *diag)
+{
+    xf_ctx_opts_t co = { .n_threads = nth, .arena_chunk_bytes = 0 };
+    xf_ctx_t *c = NULL;
+    xf_plan_t *p = NULL;
+    int rc;
+
+    assert_int_equal(xf_ctx_create(&co, &c), 0);
+    assert_int_equal(xf_ctx_threads(c), nth);
+    assert_int_equal(xf_plan_create(m, &p), 0);
+    rc = xf_plan_build(p, b, nth, diag);
+    if (!rc)
+        rc = xf_ctx_reserve(c, p);
+    if (!rc)
+        rc = xf_forward(c, m, p, b, out, diag);
+    xf_plan_free(p);
+    xf_ctx_free(c);
+    return rc;
+}
+
+/* max |got - exp| / max(1, max |exp|): the hidden states after LayerNorm are O(1). */
+static double rel_err(const float *got, const float *exp, size_t n)
+{
+    double md = 0, mx = 1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - exp[i]);
+        if (!(d <= md))
+            md = d;   /* NaN propagates */
+        if (fabs(exp[i]) > mx)
+            mx = fabs(exp[i]);
+    }
+    return md / mx;
+}
+
+/* Engine vs the padded double reference, within 1e-4 relative: the engine runs fp32 (GEMM
+ * sums of <= 96 products, fp32 LayerNorm and online softmax), the reference double; over a few
+ * layers the differences stay around 1e-6..1e-5, LayerNorm rescaling included. */
+#define REF_TOL 1e-4
+
+static void check_vs_ref(const xf_model_t *m, const batch_data_t *bd, int with_types,
+                         enum xf_pooling pool, int normalize, int nth)
+{
+    int32_t D = m->info.d_model, nl = m->info.n_labels;
+    size_t nh = (size_t)bd->N * D, np = (size_t)bd->B * D, ng = (size_t)bd->B * nl;
+    float *h = calloc(nh, 4), *hr = calloc(nh, 4), *pl = calloc(np, 4), *pr = calloc(np, 4);
+    float *lg = calloc(ng + 1, 4), *lr = calloc(ng + 1, 4);
+    xf_batch_t b = as_batch(bd, with_types);
+    xf_output_t out = { .pooling = pool, .normalize = normalize, .pooled = pl, .hidden = h,
+                        .logits = nl > 0 ? lg : NULL };
+    xf_diag_t diag = { 0 };
+    enum xf_pooling rp = pool == XF_POOL_DEFAULT ? m->info.pooling : pool;
+    int rn = normalize < 0 ? m->info.normalize : normalize;
+    double e;
+    int rc;
+
+    rc = engine_run(m, &b, nth, &out, &diag);
+    if (rc)
+        fail_msg("forward: %d %s", rc, diag.msg);
+    assert_int_equal(xf_ref_forward(m, bd->B, bd->cu, bd->ids, with_types ? bd->types : NULL,
+                                    rp, rn, hr, pr, nl > 0 ? lr : NULL),
+                     0);
+    e = rel_err(h, hr, nh);
+    print_message("# hidden rel err %.3g", e);
+    assert_true(e <= REF_TOL);
+    e = rel_err(pl, pr, np);
+    print_message(", pooled %.3g", e);
+    assert_true(e <= REF_TOL);
+    if (nl > 0) {
+        e = rel_err(lg, lr, ng);
+        print_message(", logits %.3g", e);
+        assert_true(e <= REF_TOL);
+    }
+    print_message("\n");
+    if (rn)
+        for (int32_t r = 0; r < bd->B; r++) {
+            double s = 0;
+            for (int32_t i = 0; i < D; i++)
+                s += (double)pl[(size_t)r * D + i] * pl[(size_t)r * D + i];
+            assert_true(fabs(sqrt(s) - 1) < 1e-5);   /* unit rows, fp32 rounding */
+        }
+    free(h);
+    free(hr);
+    free(pl);
+    free(pr);
+    free(lg);
+    free(lr);
+}
+
+static const int32_t mix_len[5] = { 5, 1, 17, 9, 30 };
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_bert_vs_ref(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 7);
+    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 1);
+    check_vs_ref(m, &bd, 0, XF_POOL_MEAN, 0, 2);
+    check_vs_ref(m, &bd, 1, XF_POOL_POOLER, 1, 3);
+    check_vs_ref(m, &bd, 1, XF_POOL_MEAN, 1, 2);
+    /* Model defaults: pooling MEAN + normalise. */
+    m->info.pooling = XF_POOL_MEAN;
+    m->info.normalize = 1;
+    check_vs_ref(m, &bd, 1, XF_POOL_DEFAULT, -1, 2);
+    xf_ref_model_free(m);
+
+    /* tanh-GELU and ReLU FFNs, a 4-layer model. */
+    xf_ref_model_opts_init(&o);
+    o.act = XF_ACT_GELU_TANH;
+    o.n_layer = 4;
+    o.seed = 3;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 2);
+    xf_ref_model_free(m);
+    o.act = XF_ACT_RELU;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 2);
+    xf_ref_model_free(m);
+}
+
+static void test_heads(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    (void)state;
+
+    /* BertForSequenceClassification: pooler then classifier. */
+    xf_ref_model_opts_init(&o);
+    o.head = XF_HEAD_BERT;
+    o.n_labels = 3;
+    o.seed = 11;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 8);
+    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 2);
+    xf_ref_model_free(m);
+
+    /* RoBERTa: positions start at pad + 1 = 2, one token type, dense + tanh + out_proj. */
+    xf_ref_model_opts_init(&o);
+    o.arch = XF_ARCH_ROBERTA;
+    o.position_offset = 2;
+    o.type_vocab_size = 1;
+    o.head = XF_HEAD_ROBERTA;
+    o.has_pooler = 0;
+    o.n_labels = 2;
+    o.seed = 12;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, (const int32_t[]){ 64, 3, 7 }, 3, o.vocab_size, 1, 9);
+    check_vs_ref(m, &bd, 0, XF_POOL_MEAN, 0, 2);
+    /* The last position row is used by a sequence of max_positions tokens. */
+    assert_int_equal(m->pos_emb.rows, 66);
+    xf_ref_model_free(m);
+
+    /* DistilBERT: no token types, pre_classifier + ReLU + classifier. */
+    xf_ref_model_opts_init(&o);
+    o.arch = XF_ARCH_DISTILBERT;
+    o.type_vocab_size = 0;
+    o.head = XF_HEAD_DISTILBERT;
+    o.has_pooler = 0;
+    o.n_labels = 4;
+    o.seed = 13;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, 1, 10);
+    check_vs_ref(m, &bd, 0, XF_POOL_CLS, 1, 2);
+    xf_ref_model_free(m);
+}
+
+static void test_pre_ln_and_heterogeneous(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    o.pre_ln = 1;
+    o.n_layer = 3;
+    o.seed = 21;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 11);
+    check_vs_ref(m, &bd, 1, XF_POOL_MEAN, 0, 2);
+    xf_ref_model_free(m);
+
+    /* Pruned layers: own head count, head width and FFN width per layer (d_attn != D too). */
+    xf_ref_model_opts_init(&o);
+    o.n_layer = 3;
+    o.seed = 22;
+    o.n_head[0] = 4, o.d_head[0] = 8, o.d_ff[0] = 64;
+    o.n_head[1] = 2, o.d_head[1] = 16, o.d_ff[1] = 40;
+    o.n_head[2] = 3, o.d_head[2] = 8, o.d_ff[2] = 96;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 3);
+    xf_ref_model_free(m);
+}
+
+/* Each sequence of a packed batch comes out as when run alone. */
+static void test_packing_independence(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd, one;
+    int32_t D;
+    float *h, *p, *h1, *p1;
+    double worst = 0;
+    int bitwise = 1;
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    o.seed = 31;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    D = o.d_model;
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 12);
+    h = calloc((size_t)bd.N * D, 4);
+    p = calloc((size_t)bd.B * D, 4);
+    h1 = calloc((size_t)bd.N * D, 4);
+    p1 = calloc((size_t)D, 4);
+    {
+        xf_batch_t b = as_batch(&bd, 1);
+        xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 0, .pooled = p, .hidden = h };
+        assert_int_equal(engine_run(m, &b, 2, &out, NULL), 0);
+    }
+    for (int32_t s = 0; s < bd.B; s++) {
+        int32_t n = bd.cu[s + 1] - bd.cu[s];
+        xf_batch_t b;
+        xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 0, .pooled = p1,
+                            .hidden = h1 };
+        one.B = 1;
+        one.cu[0] = 0;
+        one.cu[1] = n;
+        one.N = n;
+        memcpy(one.ids, bd.ids + bd.cu[s], (size_t)n * 4);
+        memcpy(one.types, bd.types + bd.cu[s], (size_t)n * 4);
+        b = as_batch(&one, 1);
+        assert_int_equal(engine_run(m, &b, 2, &out, NULL), 0);
+        if (memcmp(h1, h + (size_t)bd.cu[s] * D, (size_t)n * D * 4) ||
+            memcmp(p1, p + (size_t)s * D, (size_t)D * 4))
+            bitwise = 0;
+        double e1 = rel_err(h1, h + (size_t)bd.cu[s] * D, (size_t)n * D);
+        double e2 = rel_err(p1, p + (size_t)s * D, (size_t)D);
+        worst = e1 > worst ? e1 : worst;
+        worst = e2 > worst ? e2 : worst;
+    }
+    print_message("# packing independence: %s, max rel diff %.3g\n",
+                  bitwise ? "bitwise" : "not bitwise", worst);
+    /* Attention is per sequence and the kernels' row results do not depend on the batch, so
+     * equality is expected bitwise; the assert allows 1e-6 for a GEMM path (e.g. a BLAS
+     * choosing another blocking for another M) that changes the summation order. */
+    assert_true(worst <= 1e-6);
+    free(h);
+    free(p);
+    free(h1);
+    free(p1);
+    xf_ref_model_free(m);
+}
+
+/* Output bitwise identical for 1, 2 and 3 threads (kernels and variants promise it). */
+static void test_threads(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    float *h[3], *p[3], *l[3];
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    o.head = XF_HEAD_BERT;
+    o.n_labels = 3;
+    o.seed = 41;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 13);
+    for (int t = 0; t < 3; t++) {
+        xf_batch_t b = as_batch(&bd, 1);
+        h[t] = calloc((size_t)bd.N * o.d_model, 4);
+        p[t] = calloc((size_t)bd.B * o.d_model, 4);
+        l[t] = calloc((size_t)bd.B * 3, 4);
+        xf_output_t out = { .pooling = XF_POOL_POOLER, .normalize = 1, .pooled = p[t],
+                            .hidden = h[t], .logits = l[t] };
+        assert_int_equal(engine_run(m, &b, t + 1, &out, NULL), 0);
+    }
+    for (int t = 1; t < 3; t++) {
+        assert_memory_equal(h[0], h[t], (size_t)bd.N * o.d_model * 4);
+        assert_memory_equal(p[0], p[t], (size_t)bd.B * o.d_model * 4);
+        assert_memory_equal(l[0], l[t], (size_t)bd.B * 3 * 4);
+    }
+    for (int t = 0; t < 3; t++) {
+        free(h[t]);
+        free(p[t]);
+        free(l[t]);
+    }
+    xf_ref_model_free(m);
+}
+
+/* A second forward on the same plan allocates nothing, with 1 and 2 threads. */
+static void test_zero_alloc(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    o.head = XF_HEAD_BERT;
+    o.n_labels = 2;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 14);
+    for (int nth = 1; nth <= 2; nth++) {
+        xf_ctx_opts_t co = { .n_threads = nth };
+        xf_ctx_t *c = NULL;
+        xf_plan_t *p = NULL;
+        xf_batch_t b = as_batch(&bd, 1);
+        float *h = calloc((size_t)bd.N * o.d_model, 4), *h2 = calloc((size_t)bd.N * o.d_model, 4);
+        float *pl = calloc((size_t)bd.B * o.d_model, 4), *lg = calloc((size_t)bd.B * 2, 4);
+        xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 1, .pooled = pl, .hidden = h,
+                            .logits = lg };
+        size_t arena;
+
+        assert_int_equal(xf_ctx_create(&co, &c), 0);
+        assert_int_equal(xf_plan_create(m, &p), 0);
+        assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+        assert_int_equal(xf_ctx_reserve(c, p), 0);
+        arena = xf_ctx_arena_bytes(c);
+        assert_true(arena >= p->stats.arena_bytes);
+        assert_int_equal(arena % ((size_t)4 << 20), 0);   /* default chunk: 4 MiB */
+        assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
+        out.hidden = h2;
+        atomic_store(&n_allocs, 0);
+        atomic_store(&counting, 1);
+        int rc = xf_forward(c, m, p, &b, &out, NULL);
+        /* Reserving again for the same plan allocates nothing either. */
+        int rc2 = xf_ctx_reserve(c, p);
+        atomic_store(&counting, 0);
+        assert_int_equal(rc, 0);
+        assert_int_equal(rc2, 0);
+        print_message("# nth=%d: %ld allocations in the second forward\n", nth,
+                      atomic_load(&n_allocs));
+        assert_int_equal(atomic_load(&n_allocs), 0);
+        assert_int_equal(xf_ctx_arena_bytes(c), arena);
+        /* And it computes the same thing again. */
+        assert_memory_equal(h, h2, (size_t)bd.N * o.d_model * 4);
+        free(h);
+        free(h2);
+        free(pl);
+        free(lg);
+        xf_plan_free(p);
+        xf_ctx_free(c);
+    }
+    xf_ref_model_free(m);
+}
+
+static void test_errors(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    xf_ctx_t *c = NULL;
+    xf_plan_t *p = NULL;
+    xf_ctx_opts_t co = { .n_threads = 2 };
+    xf_diag_t diag = { 0 };
+    xf_batch_t b;
+    float pooled[5 * 32], lg[10];
+    xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 0, .pooled = pooled };
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 15);
+    b = as_batch(&bd, 1);
+    assert_int_equal(xf_ctx_create(&co, &c), 0);
+    assert_int_equal(xf_plan_create(m, &p), 0);
+    assert_int_equal(xf_plan_build(p, &b, 2, NULL), 0);
+    /* Not reserved yet. */
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    assert_int_equal(xf_ctx_reserve(c, p), 0);
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+
+    /* Token id out of range, named by position; nothing is computed. */
+    memset(pooled, 0x7f, sizeof pooled);
+    bd.ids[7] = o.vocab_size;
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    assert_non_null(strstr(diag.msg, "token 7"));
+    assert_int_equal(((uint32_t *)pooled)[0], 0x7f7f7f7fu);
+    bd.ids[7] = -1;
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    bd.ids[7] = 1;
+    bd.types[3] = 2;
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    assert_non_null(strstr(diag.msg, "token 3: type id 2"));
+    bd.types[3] = 0;
+
+    /* The batch must be the planned one. */
+    bd.cu[2] += 1;
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    bd.cu[2] -= 1;
+    b.n_seq = 4;
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    b.n_seq = 5;
+
+    /* Logits without a classifier; pooled rows with pooling NONE. */
+    out.logits = lg;
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), XF_EUNSUPPORTED);
+    out.logits = NULL;
+    out.pooling = XF_POOL_NONE;
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    out.pooling = XF_POOL_CLS;
+    assert_int_equal(xf_forward(c, m, p, &b, NULL, &diag), 0);   /* nothing wanted */
+
+    /* A plan built for other thread counts. */
+    assert_int_equal(xf_plan_build(p, &b, 3, NULL), 0);
+    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+
+    /* B = 0: a no-op that touches no output. */
+    {
+        xf_batch_t e = { 0 };
+        memset(pooled, 0x7f, sizeof pooled);
+        assert_int_equal(xf_plan_build(p, &e, 2, NULL), 0);
+        assert_int_equal(xf_forward(c, m, p, &e, &out, &diag), 0);
+        assert_int_equal(xf_run(c, m, &e, &out, &diag), 0);
+        assert_int_equal(((uint32_t *)pooled)[0], 0x7f7f7f7fu);
+    }
+    /* xf_run: too long a sequence. */
+    {
+        int32_t cu[2] = { 0, 65 };
+        int32_t ids[65] = { 0 };
+        xf_batch_t t = { .n_seq = 1, .cu_len = cu, .ids = ids };
+        assert_int_equal(xf_run(c, m, &t, &out, &diag), XF_ETOOLONG);
+    }
+    assert_int_equal(xf_forward(NULL, m, p, &b, &out, &diag), -EINVAL);
+    xf_plan_free(p);
+    xf_ctx_free(c);
+    xf_ctx_free(NULL);
+    xf_ref_model_free(m);
+}
+
+/* xf_run (plan + reserve + forward) gives the plan path's result; version string. */
+static void test_run_and_version(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    xf_ctx_t *c = NULL;
+    xf_ctx_opts_t co = { .n_threads = 2, .arena_chunk_bytes = 1000 };
+    float a[5 * 32], b2[5 * 32];
+    xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 0, .pooled = a };
+    (void)state;
+
+    assert_string_equal(xf_version(), PACKAGE_VERSION);
+    xf_ref_model_opts_init(&o);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 16);
+    xf_batch_t b = as_batch(&bd, 1);
+    assert_int_equal(xf_ctx_create(&co, &c), 0);
+    assert_int_equal(xf_run(c, m, &b, &out, NULL), 0);
+    assert_int_equal(xf_ctx_arena_bytes(c) % 1000, 0);
+    out.pooled = b2;
+    assert_int_equal(engine_run(m, &b, 2, &out, NULL), 0);
+    assert_memory_equal(a, b2, sizeof a);
+    xf_ctx_free(c);
+    xf_ref_model_free(m);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Timing of a BERT-base-shape forward (random weights), only when XF_FWD_TIMING is set. */
+static void test_timing_bert_base(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t *bd;
+    const char *env = getenv("XF_FWD_TIMING");
+    int32_t len = 128;
+    (void)state;
+
+    if (!env || !*env) {
+        print_message("# SKIP: set XF_FWD_TIMING=1 to time a BERT-base b1n128 forward\n");
+        skip();
+    }
+    xf_ref_model_opts_init(&o);
+    o.n_layer = 12;
+    o.d_model = 768;
+    o.vocab_size = 30522;
+    o.max_positions = 512;
+    for (int l = 0; l < 12; l++)
+        o.n_head[l] = 12, o.d_head[l] = 64, o.d_ff[l] = 3072;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    bd = calloc(1, sizeof *bd);
+    for (int nth = 1; nth <= 2; nth++) {
+        xf_ctx_opts_t co = { .n_threads = nth };
+        xf_ctx_t *c = NULL;
+        xf_plan_t *p = NULL;
+        double best = 1e30, t0, fl;
+        xf_plan_stats_t st;
+        make_batch(bd, &len, 1, o.vocab_size, 2, 17);
+        xf_batch_t b = as_batch(bd, 1);
+        assert_int_equal(xf_ctx_create(&co, &c), 0);
+        assert_int_equal(xf_plan_create(m, &p), 0);
+        assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+        assert_int_equal(xf_ctx_reserve(c, p), 0);
+        xf_plan_get_stats(p, &st);
+        for (int r = 0; r < 6; r++) {
+            t0 = now_ms();
+            assert_int_equal(xf_forward(c, m, p, &b, NULL, NULL), 0);
+            t0 = now_ms() - t0;
+            best = t0 < best ? t0 : best;
+        }
+        fl = st.flops;
+        print_message("# BERT-base b1n128 nth=%d: best of 6 %.1f ms, %.1f GFLOP/s (%s)\n",
+                      nth, best, fl / best / 1e6, xf_kernels()->gemm_path);
+        xf_plan_free(p);
+        xf_ctx_free(c);
+    }
+    free(bd);
+    xf_ref_model_free(m);
+    assert_true(1);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
+             cmocka_unit_test(test_pre_ln_and_heterogeneous),
+             cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
+             cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
+             cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_timing_bert_base))
