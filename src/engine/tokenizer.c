@@ -266,13 +266,9 @@ static int out_reserve(xf_tokens_t *o, size_t need)
     return 0;
 }
 
-static int emit(enc_t *e, int32_t id)
+static int push(enc_t *e, int32_t id)
 {
     xf_tokens_t *o = e->out;
-    if (e->limit >= 0 && o->n >= e->limit) {
-        e->stop = 1;
-        return 0;
-    }
     if (o->n >= o->cap) {
         int rc = out_reserve(o, (size_t)o->n + 1);
         if (rc)
@@ -280,6 +276,24 @@ static int emit(enc_t *e, int32_t id)
     }
     o->ids[o->n++] = id;
     return 0;
+}
+
+/* Truncating a single text stops tokenizing once the limit is reached. Checked only after a
+ * whole word, so that the kept tokens equal the first tokens of the full encoding (a word's
+ * pieces can still turn into one [UNK] when its tail does not match). */
+static void check_limit(enc_t *e)
+{
+    if (e->limit >= 0 && e->out->n >= e->limit) {
+        e->out->n = e->limit;
+        e->stop = 1;
+    }
+}
+
+static int emit(enc_t *e, int32_t id)
+{
+    int rc = push(e, id);
+    check_limit(e);
+    return rc;
 }
 
 /* Greedy longest-match-first WordPiece on p[0..n): the whole piece becomes [UNK] when it is
@@ -323,17 +337,15 @@ static int wordpiece(enc_t *e, const uint32_t *p, size_t n)
                 break;
         }
         if (id < 0) {
-            /* Nothing matches at start: the whole piece is unknown; undo its pieces (none of
-             * them can have hit the limit, else we would have stopped). */
-            e->out->n = n0;
-            e->stop = 0;
+            e->out->n = n0;           /* some part matches nothing: the whole piece is [UNK] */
             return emit(e, t->sp.unk);
         }
-        int rc = emit(e, id);
-        if (rc || e->stop)
+        int rc = push(e, id);
+        if (rc)
             return rc;
         start = end;
     }
+    check_limit(e);
     return 0;
 }
 

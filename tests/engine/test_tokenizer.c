@@ -420,6 +420,15 @@ static void test_long_words(void **state)
     assert_int_equal(t.n, 16);
     assert_int_equal(t.ids[15], 102);
     assert_int_equal(t.ids[14], 999);
+    /* the limit falls inside a word whose tail matches nothing: the kept tokens are still the
+     * start of the full encoding ("hello" + U+2603 is one [UNK], not "hello") */
+    const char *snow = "a hello\xe2\x98\x83 b";
+    assert_int_equal(xf_tokenizer_encode(tok, snow, strlen(snow), NULL, 0, &raw, &t, &d), 0);
+    const int32_t full[] = { id_of(tok, "a"), 100, id_of(tok, "b") }, zero[3] = { 0 };
+    expect_ids(&t, full, zero, 3);
+    const xf_tok_opts_t tr2 = { .no_special = 1, .max_len = 2, .truncate = 1 };
+    assert_int_equal(xf_tokenizer_encode(tok, snow, strlen(snow), NULL, 0, &tr2, &t, &d), 0);
+    expect_ids(&t, full, zero, 2);
     free(p);
     xf_tokens_deinit(&t);
     xf_tokenizer_free(tok);
