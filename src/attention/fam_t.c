@@ -219,12 +219,18 @@ int xf_ft_check_shape(const xf_attn_shape *sh)
 /* ---- workspace ---- */
 
 typedef struct ws_layout {
-    size_t qt, kt, vt, s, acc, m, l, hid, key, scratch, glob, full, mark, isg, rows, total;
+    size_t qt, kt, vt, s, acc, m, l, hid, key, scratch, glob, full, mark, isg, rows, kc, kvalid;
+    size_t total;
 } ws_layout;
 
 static size_t al64(size_t x)
 {
     return (x + 63) & ~(size_t)63;
+}
+
+static int32_t nblk64(int32_t n)
+{
+    return (n + BK - 1) / BK;
 }
 
 static void layout(const xf_ft_variant *fv, int32_t d, int32_t nmax, ws_layout *L)
@@ -245,6 +251,8 @@ static void layout(const xf_ft_variant *fv, int32_t d, int32_t nmax, ws_layout *
     L->full = o; o = al64(o + nm);
     L->mark = o; o = al64(o + nm);
     L->isg = o; o = al64(o + nm);
+    L->kc = o; o = al64(o + (size_t)d * (size_t)nblk64(nmax) * BK * 4);
+    L->kvalid = o; o = al64(o + (size_t)nblk64(nmax) + 1);
     L->total = o + 64;   /* slack to align the caller's pointer */
 }
 
@@ -323,7 +331,52 @@ typedef struct ft_run {
     float *qt, *kt, *vt, *s, *acc, *m, *l, *hid;
     xf_ft_keys kb;
     int32_t d, dp, N, H;
+    /* Kᵀ cache of the current (seq, head, plane): 64-key blocks [d][64], built on first use */
+    float *kc;
+    uint8_t *kvalid;
+    int32_t tag_t0, tag_n, tag_h;
+    const float *tag_k;
 } ft_run;
+
+/* The cached Kᵀ block of keys [64·b, 64·b + 64) (zero past n). */
+static const float *kblock(ft_run *R, const xf_ft_seq *c, const float *K, int32_t b)
+{
+    if (R->tag_k != K || R->tag_t0 != c->t0 || R->tag_n != c->n || R->tag_h != c->head) {
+        memset(R->kvalid, 0, (size_t)nblk64(c->n));
+        R->tag_k = K;
+        R->tag_t0 = c->t0;
+        R->tag_n = c->n;
+        R->tag_h = c->head;
+    }
+    const int32_t d = R->d;
+    float *blk = R->kc + (size_t)b * d * BK;
+    if (!R->kvalid[b]) {
+        int32_t j0 = b * BK, nk = c->n - j0 < BK ? c->n - j0 : BK;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            const float *kr = K + (size_t)(c->t0 + j0 + jj) * d;
+            for (int32_t x = 0; x < d; x++)
+                blk[(size_t)x * BK + jj] = kr[x];
+        }
+        if (nk < BK)
+            for (int32_t x = 0; x < d; x++)
+                memset(blk + (size_t)x * BK + nk, 0, (size_t)(BK - nk) * sizeof(float));
+        R->kvalid[b] = 1;
+    }
+    return blk;
+}
+
+/* Length of the whole 64-key block starting at list position p, or 0 if the list does not
+ * hold that block entirely. */
+static int32_t direct_len(const int32_t *key, int32_t count, int32_t p, int32_t n)
+{
+    int32_t j0 = key[p];
+    if (j0 % BK)
+        return 0;
+    int32_t len = n - j0 < BK ? n - j0 : BK;
+    if (p + len <= count && key[p + len - 1] == j0 + len - 1)
+        return len;
+    return 0;
+}
 
 static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global)
 {
@@ -354,12 +407,25 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
 
     const int32_t *key = R->kb.key;
     const uint8_t *full = R->kb.full;
-    for (int32_t k0 = 0; k0 < R->kb.count; k0 += BK) {
-        int32_t nk = R->kb.count - k0 < BK ? R->kb.count - k0 : BK;
-        if (fv->logits && !c->dense) {
+    const int use_logits = fv->logits && !c->dense;
+    const int32_t count = R->kb.count;
+    for (int32_t k0 = 0, nk = 0; k0 < count; k0 += nk) {
+        int32_t dl = use_logits ? 0 : direct_len(key, count, k0, c->n);
+        if (dl) {
+            nk = dl;
+        } else {
+            nk = 1;
+            while (k0 + nk < count && nk < BK &&
+                   (use_logits || !direct_len(key, count, k0 + nk, c->n)))
+                nk++;
+        }
+        const float *vt = R->vt;
+        if (use_logits) {
             rc = fv->logits(c, rows, nq, key + k0, nk, R->s, BK, R->hid);
             if (rc)
                 return rc;
+        } else if (dl) {
+            R->kern->qk(nq, d, dp, R->qt, kblock(R, c, K, key[k0] / BK), c->factor, R->s);
         } else {
             for (int32_t jj = 0; jj < nk; jj++) {
                 const float *kr = K + (size_t)(c->t0 + key[k0 + jj]) * d;
@@ -371,11 +437,15 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
                     memset(R->kt + (size_t)x * BK + nk, 0, (size_t)(BK - nk) * sizeof(float));
             R->kern->qk(nq, d, dp, R->qt, R->kt, c->factor, R->s);
         }
-        for (int32_t jj = 0; jj < nk; jj++) {
-            float *vr = R->vt + (size_t)jj * dp;
-            memcpy(vr, V + (size_t)(c->t0 + key[k0 + jj]) * d, (size_t)d * sizeof(float));
-            for (int32_t x = d; x < dp; x++)
-                vr[x] = 0.0f;
+        if (dl && d == dp) {
+            vt = V + (size_t)(c->t0 + key[k0]) * d;
+        } else {
+            for (int32_t jj = 0; jj < nk; jj++) {
+                float *vr = R->vt + (size_t)jj * dp;
+                memcpy(vr, V + (size_t)(c->t0 + key[k0 + jj]) * d, (size_t)d * sizeof(float));
+                for (int32_t x = d; x < dp; x++)
+                    vr[x] = 0.0f;
+            }
         }
         int all_full = 1;
         for (int32_t jj = 0; jj < nk && all_full; jj++)
@@ -389,7 +459,7 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
             }
         }
         R->kern->softmax(nq, nk, dp, R->s, R->m, R->l, R->acc);
-        R->kern->pv(nq, nk, dp, R->s, R->vt, R->acc);
+        R->kern->pv(nq, nk, dp, R->s, vt, R->acc);
     }
 
     for (int32_t r = 0; r < nq; r++) {
@@ -443,6 +513,10 @@ int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_sha
     R.dp = (sh->d_head + 15) & ~15;
     R.N = sh->n_tokens;
     R.H = sh->n_head;
+    R.kc = (float *)(base + L.kc);
+    R.kvalid = base + L.kvalid;
+    R.tag_k = NULL;
+    R.tag_t0 = R.tag_n = R.tag_h = -1;
     int32_t *rows = (int32_t *)(base + L.rows);
     memset(R.kb.mark, 0, (size_t)nmax + 1);
 

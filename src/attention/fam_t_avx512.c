@@ -162,8 +162,8 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
             __m512 a32 = _mm512_load_ps(o3 + c + 32), a33 = _mm512_load_ps(o3 + c + 48);
             for (int32_t j = 0; j < nk; j++) {
                 const float *vr = vt + (size_t)j * dp + c;
-                __m512 v0 = _mm512_load_ps(vr), v1 = _mm512_load_ps(vr + 16);
-                __m512 v2 = _mm512_load_ps(vr + 32), v3 = _mm512_load_ps(vr + 48);
+                __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
+                __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
                 __m512 b = _mm512_set1_ps(p0[j]);
                 a00 = _mm512_fmadd_ps(b, v0, a00); a01 = _mm512_fmadd_ps(b, v1, a01);
                 a02 = _mm512_fmadd_ps(b, v2, a02); a03 = _mm512_fmadd_ps(b, v3, a03);
@@ -190,7 +190,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
             __m512 a0 = _mm512_load_ps(o0 + c), a1 = _mm512_load_ps(o1 + c);
             __m512 a2 = _mm512_load_ps(o2 + c), a3 = _mm512_load_ps(o3 + c);
             for (int32_t j = 0; j < nk; j++) {
-                __m512 v = _mm512_load_ps(vt + (size_t)j * dp + c);
+                __m512 v = _mm512_loadu_ps(vt + (size_t)j * dp + c);
                 a0 = _mm512_fmadd_ps(_mm512_set1_ps(p0[j]), v, a0);
                 a1 = _mm512_fmadd_ps(_mm512_set1_ps(p1[j]), v, a1);
                 a2 = _mm512_fmadd_ps(_mm512_set1_ps(p2[j]), v, a2);
@@ -207,7 +207,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
             __m512 a0 = _mm512_load_ps(o0 + c);
             for (int32_t j = 0; j < nk; j++)
                 a0 = _mm512_fmadd_ps(_mm512_set1_ps(p0[j]),
-                                     _mm512_load_ps(vt + (size_t)j * dp + c), a0);
+                                     _mm512_loadu_ps(vt + (size_t)j * dp + c), a0);
             _mm512_store_ps(o0 + c, a0);
         }
     }
