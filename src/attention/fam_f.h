@@ -1,0 +1,70 @@
+/* Attention family F (ATTENTION.md §26.1): feature-map linear attention. Φ_K, S = Φ_KᵀV,
+ * z = Φ_Kᵀ1, O = Φ_Q S ⊘ Φ_Q z, one (sequence, head) per item, pluggable maps: elu+1 (Linear
+ * Transformer, §17), FAVOR+ positive features (Performer, §18), trigonometric features (RFA,
+ * §19). Also the random projection generators shared with the test references. */
+#ifndef XF_ATTENTION_FAM_F_H
+#define XF_ATTENTION_FAM_F_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attention/fam_s.h"
+
+enum xf_famf_kind { XF_FAMF_LINEAR = 1, XF_FAMF_FAVOR, XF_FAMF_TRIG, XF_FAMF_TRIGNORM };
+
+typedef struct xf_famf_map {
+    enum xf_famf_kind kind;
+    int32_t r;                   /* projection rows (LINEAR: d) */
+    const float *w;              /* [r][d] projections of this head, NULL for LINEAR */
+    float qmul, kmul;            /* raw inputs are multiplied by these before the map */
+    double eps;                  /* LINEAR: added to the denominator */
+} xf_famf_map_t;
+
+/* Feature count of a map (r, or 2r for the trigonometric maps). */
+int32_t xf_famf_features(const xf_famf_map_t *mp);
+/* Scratch bytes one item needs for sequences up to nmax tokens. */
+size_t xf_famf_ws(const xf_famf_map_t *mp, int32_t nmax, int32_t d);
+/* Run one item. ws: xf_famf_ws bytes, 8-byte aligned. */
+void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws);
+
+/* FAVOR+ projections W [m][d] for (seed, layer, head), §18: stacked orthogonal blocks
+ * (Gram–Schmidt of a Gaussian d×d block = QR with the sign fix; directions = columns of Q)
+ * scaled by chi norms (stream FAVOR_NORM, row) or √d; orthogonal = 0: Gaussian rows.
+ * w: (m + d)·d doubles, the last d·d are scratch. */
+enum { XF_ROWNORM_CHI = 0, XF_ROWNORM_SQRT_D = 1 };
+void xf_famf_favor_w(uint64_t seed, int32_t layer, int32_t head, int32_t m, int32_t d,
+                     int orthogonal, int row_norm, double *w);
+/* RFA projections W [D][d]: row r = N(0, I) from stream (seed, layer, head, RFA, r), / √tau. */
+void xf_famf_rfa_w(uint64_t seed, int32_t layer, int32_t head, int32_t D, int32_t d, double tau,
+                   double *w);
+
+/* ---- variants ---- */
+
+typedef struct xf_linear_params {
+    double eps;
+} xf_linear_params_t;
+
+typedef struct xf_performer_params {
+    uint64_t seed;
+    int32_t features;            /* 0 = auto: floor(d ln d) */
+    int32_t orthogonal;
+    int32_t row_norm;            /* XF_ROWNORM_* */
+    int32_t redraw;              /* 0 = "never" (only value at inference) */
+} xf_performer_params_t;
+
+enum { XF_RFA_TRIG = 0, XF_RFA_NORM = 1 };
+typedef struct xf_rfa_params {
+    uint64_t seed;
+    double tau;
+    int32_t features;            /* D */
+    int32_t mode;                /* XF_RFA_* */
+    int32_t gate, causal;        /* both rejected for a bidirectional encoder */
+} xf_rfa_params_t;
+
+int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d);
+
+extern const xf_attn_vtbl xf_attn_linear;
+extern const xf_attn_vtbl xf_attn_performer;
+extern const xf_attn_vtbl xf_attn_rfa;
+
+#endif

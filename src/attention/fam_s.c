@@ -1,0 +1,339 @@
+/* Attention family S (ATTENTION.md §26.1): summary keys/values + dense attention over them, and
+ * the helpers shared by the S/F/P/M variant files (parameter tables, item walk, attend-over-a-set
+ * with double accumulation, spherical k-means of §11). */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "attention/fam_s.h"
+#include "attention/rng.h"
+
+int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s: %s", key, msg);
+    return XF_EPARAM;
+}
+
+static int parse_one(const xf_pkey_t *pk, void *params, const json_t *val, char *err,
+                     size_t errlen)
+{
+    char msg[160];
+    unsigned char *base = params;
+
+    switch (pk->kind) {
+    case XF_PK_INT:
+    case XF_PK_AUTO: {
+        json_int_t x;
+        if (pk->kind == XF_PK_AUTO && json_is_string(val)) {
+            if (strcmp(json_string_value(val), "auto") != 0)
+                return xf_sfpm_err(err, errlen, pk->key, "must be an integer or \"auto\"");
+            memcpy(base + pk->off, &(int32_t){ 0 }, sizeof(int32_t));
+            return 0;
+        }
+        if (!json_is_integer(val))
+            return xf_sfpm_err(err, errlen, pk->key, "must be an integer");
+        x = json_integer_value(val);
+        if ((double)x < pk->lo || (double)x > pk->hi) {
+            snprintf(msg, sizeof(msg), "must be in [%.0f, %.0f]", pk->lo, pk->hi);
+            return xf_sfpm_err(err, errlen, pk->key, msg);
+        }
+        memcpy(base + pk->off, &(int32_t){ (int32_t)x }, sizeof(int32_t));
+        return 0;
+    }
+    case XF_PK_REAL: {
+        double x;
+        if (!json_is_number(val))
+            return xf_sfpm_err(err, errlen, pk->key, "must be a number");
+        x = json_number_value(val);
+        if (!(x >= pk->lo && x <= pk->hi)) {
+            snprintf(msg, sizeof(msg), "must be in [%g, %g]", pk->lo, pk->hi);
+            return xf_sfpm_err(err, errlen, pk->key, msg);
+        }
+        memcpy(base + pk->off, &x, sizeof(double));
+        return 0;
+    }
+    case XF_PK_BOOL:
+        if (!json_is_boolean(val))
+            return xf_sfpm_err(err, errlen, pk->key, "must be true or false");
+        memcpy(base + pk->off, &(int32_t){ json_is_true(val) ? 1 : 0 }, sizeof(int32_t));
+        return 0;
+    case XF_PK_ENUM: {
+        const char *s;
+        size_t used = 0;
+        if (!json_is_string(val))
+            return xf_sfpm_err(err, errlen, pk->key, "must be a string");
+        s = json_string_value(val);
+        for (int32_t i = 0; pk->names[i]; i++) {
+            if (strcmp(pk->names[i], s) == 0) {
+                memcpy(base + pk->off, &i, sizeof(int32_t));
+                return 0;
+            }
+        }
+        used = (size_t)snprintf(msg, sizeof(msg), "must be one of");
+        for (int32_t i = 0; pk->names[i] && used < sizeof(msg); i++)
+            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s \"%s\"",
+                                     i ? "," : "", pk->names[i]);
+        return xf_sfpm_err(err, errlen, pk->key, msg);
+    }
+    case XF_PK_SEED: {
+        json_int_t x;
+        uint64_t u;
+        if (!json_is_integer(val) || (x = json_integer_value(val)) < 0)
+            return xf_sfpm_err(err, errlen, pk->key, "must be an integer >= 0");
+        u = (uint64_t)x;
+        memcpy(base + pk->off, &u, sizeof(u));
+        return 0;
+    }
+    }
+    return xf_sfpm_err(err, errlen, pk->key, "bad parameter table");
+}
+
+int xf_sfpm_parse(const xf_pkey_t *keys, int nkeys, void *params, const json_t *obj, char *err,
+                  size_t errlen)
+{
+    const char *key;
+    json_t *val;
+
+    if (!json_is_object(obj))
+        return xf_sfpm_err(err, errlen, "params", "must be a JSON object");
+    json_object_foreach((json_t *)obj, key, val) {
+        int found = 0;
+        if (strcmp(key, "variant") == 0)
+            continue;
+        for (int i = 0; i < nkeys; i++) {
+            if (strcmp(keys[i].key, key) == 0) {
+                int rc = parse_one(&keys[i], params, val, err, errlen);
+                if (rc)
+                    return rc;
+                found = 1;
+                break;
+            }
+        }
+        if (!found)
+            return xf_sfpm_err(err, errlen, key, "unknown parameter");
+    }
+    return 0;
+}
+
+int xf_sfpm_to_json(const xf_pkey_t *keys, int nkeys, const void *params, json_t *obj)
+{
+    const unsigned char *base = params;
+
+    for (int i = 0; i < nkeys; i++) {
+        const xf_pkey_t *pk = &keys[i];
+        json_t *v = NULL;
+        int32_t iv;
+        double dv;
+        uint64_t uv;
+
+        switch (pk->kind) {
+        case XF_PK_INT:
+        case XF_PK_AUTO:
+            memcpy(&iv, base + pk->off, sizeof(iv));
+            v = (pk->kind == XF_PK_AUTO && iv == 0) ? json_string("auto") : json_integer(iv);
+            break;
+        case XF_PK_REAL:
+            memcpy(&dv, base + pk->off, sizeof(dv));
+            v = json_real(dv);
+            break;
+        case XF_PK_BOOL:
+            memcpy(&iv, base + pk->off, sizeof(iv));
+            v = json_boolean(iv);
+            break;
+        case XF_PK_ENUM:
+            memcpy(&iv, base + pk->off, sizeof(iv));
+            v = json_string(pk->names[iv]);
+            break;
+        case XF_PK_SEED:
+            memcpy(&uv, base + pk->off, sizeof(uv));
+            v = json_integer((json_int_t)uv);
+            break;
+        }
+        if (!v || json_object_set_new(obj, pk->key, v) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int xf_sfpm_check_shape(const xf_attn_shape *sh)
+{
+    int32_t nmax = 0;
+
+    if (!sh || sh->n_seq < 0 || sh->n_head < 1 || sh->d_head < 1 || sh->n_tokens < 0)
+        return XF_ESHAPE;
+    if (sh->n_seq == 0)
+        return 0;
+    if (!sh->cu_len || sh->cu_len[0] < 0)
+        return XF_ESHAPE;
+    for (int32_t b = 0; b < sh->n_seq; b++) {
+        int32_t n = sh->cu_len[b + 1] - sh->cu_len[b];
+        if (n < 0 || sh->cu_len[b + 1] > sh->n_tokens)
+            return XF_ESHAPE;
+        if (n > nmax)
+            nmax = n;
+    }
+    return nmax;
+}
+
+void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it, xf_sfpm_item_t *o)
+{
+    int32_t h = sh->n_head, d = sh->d_head;
+    size_t plane;
+
+    o->b = it / h;
+    o->head = it % h;
+    o->t0 = sh->cu_len[o->b];
+    o->n = sh->cu_len[o->b + 1] - o->t0;
+    o->d = d;
+    plane = ((size_t)o->head * (size_t)sh->n_tokens + (size_t)o->t0) * (size_t)d;
+    o->q = io->q + plane;
+    o->k = io->k + plane;
+    o->v = io->v + plane;
+    o->ldo = h * d;
+    o->out = io->out + ((size_t)o->t0 * (size_t)h + (size_t)o->head) * (size_t)d;
+}
+
+float xf_sfpm_dot(const float *a, const float *b, int32_t d)
+{
+    /* Four partial sums: a fixed order, independent of alignment. */
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int32_t c = 0;
+
+    for (; c + 4 <= d; c += 4) {
+        s0 += a[c] * b[c];
+        s1 += a[c + 1] * b[c + 1];
+        s2 += a[c + 2] * b[c + 2];
+        s3 += a[c + 3] * b[c + 3];
+    }
+    for (; c < d; c++)
+        s0 += a[c] * b[c];
+    return (s0 + s1) + (s2 + s3);
+}
+
+void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, const float *V,
+                    int32_t ldk, const float *beta, const int32_t *idx, int32_t m, float *logit,
+                    float *out)
+{
+    double acc[64];
+    double l = 0;
+    float mx = -INFINITY;
+
+    for (int32_t a = 0; a < m; a++) {
+        int32_t r = idx ? idx[a] : a;
+        float x = alpha * xf_sfpm_dot(q, K + (size_t)r * (size_t)ldk, d);
+        if (beta)
+            x += beta[r];
+        logit[a] = x;
+        if (x > mx)
+            mx = x;
+    }
+    /* d may exceed 64: accumulate in column blocks of 64 doubles. */
+    for (int32_t c0 = 0; c0 < d; c0 += 64) {
+        int32_t cw = d - c0 < 64 ? d - c0 : 64;
+        memset(acc, 0, sizeof(double) * (size_t)cw);
+        l = 0;
+        for (int32_t a = 0; a < m; a++) {
+            int32_t r = idx ? idx[a] : a;
+            double w = exp((double)(logit[a] - mx));
+            const float *vr = V + (size_t)r * (size_t)ldk + c0;
+            l += w;
+            for (int32_t c = 0; c < cw; c++)
+                acc[c] += w * (double)vr[c];
+        }
+        for (int32_t c = 0; c < cw; c++)
+            out[c0 + c] = (float)(acc[c] / l);
+    }
+}
+
+/* ---- family S ---- */
+
+int32_t xf_fams_seg_start(int32_t n, int32_t k, int32_t a)
+{
+    int32_t base = n / k, rem = n % k;
+
+    return a * base + (a < rem ? a : rem);
+}
+
+void xf_fams_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float *out)
+{
+    for (int32_t c = 0; c < d; c++) {
+        double s = 0;
+        for (int32_t r = r0; r < r1; r++)
+            s += (double)x[(size_t)r * (size_t)d + (size_t)c];
+        out[c] = r1 > r0 ? (float)(s / (double)(r1 - r0)) : 0.0f;
+    }
+}
+
+void xf_fams_attend_summaries(const xf_sfpm_item_t *it, float alpha, const float *Ks,
+                              const float *Vs, const float *beta, int32_t m, float *scratch)
+{
+    for (int32_t i = 0; i < it->n; i++)
+        xf_sfpm_attend(it->q + (size_t)i * (size_t)it->d, it->d, alpha, Ks, Vs, it->d, beta,
+                       NULL, m, scratch, it->out + (size_t)i * (size_t)it->ldo);
+}
+
+void xf_fams_unit(const float *x, int32_t d, double *y)
+{
+    double s = 0;
+
+    for (int32_t c = 0; c < d; c++)
+        s += (double)x[c] * (double)x[c];
+    s = sqrt(s);
+    for (int32_t c = 0; c < d; c++)
+        y[c] = s > 0 ? (double)x[c] / s : 0.0;
+}
+
+int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x)
+{
+    int32_t best = 0;
+    double bv = -INFINITY;
+
+    for (int32_t a = 0; a < k; a++) {
+        double s = 0;
+        for (int32_t c = 0; c < d; c++)
+            s += mu[(size_t)a * (size_t)d + (size_t)c] * x[c];
+        if (s > bv) {
+            bv = s;
+            best = a;
+        }
+    }
+    return best;
+}
+
+void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
+                    uint64_t seed, int32_t layer, int32_t head, double *mu, int32_t *idx,
+                    double *acc)
+{
+    xf_rng_t r;
+
+    for (int32_t p = 0; p < np; p++)
+        idx[p] = p;
+    xf_rng_init(&r, seed, (uint64_t)layer, (uint64_t)head, XF_RNG_KMEANS, 0);
+    xf_rng_partial_shuffle(&r, idx, np, k);
+    for (int32_t a = 0; a < k; a++)
+        memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d,
+               sizeof(double) * (size_t)d);
+    for (int32_t t = 0; t < iters; t++) {
+        memset(acc, 0, sizeof(double) * (size_t)k * (size_t)d);
+        for (int32_t p = 0; p < np; p++) {
+            const double *x = pts + (size_t)p * (size_t)d;
+            double *s = acc + (size_t)xf_fams_nearest(mu, k, d, x) * (size_t)d;
+            for (int32_t c = 0; c < d; c++)
+                s[c] += x[c];
+        }
+        for (int32_t a = 0; a < k; a++) {
+            double *s = acc + (size_t)a * (size_t)d, nn = 0;
+            for (int32_t c = 0; c < d; c++)
+                nn += s[c] * s[c];
+            if (!(nn > 0))
+                continue;                       /* empty (or cancelling) cluster: keep */
+            nn = sqrt(nn);
+            for (int32_t c = 0; c < d; c++)
+                mu[(size_t)a * (size_t)d + (size_t)c] = s[c] / nn;
+        }
+    }
+}

@@ -1,0 +1,140 @@
+/* Attention family S (ATTENTION.md §26.1): shortened K/V — build m summary keys/values with
+ * optional per-summary log-count biases, then dense attention of the n queries over them.
+ * Also holds the small helpers every S/F/P/M variant file shares: a table-driven flat-JSON
+ * parameter parser, the (sequence, head) item walk and the attend-over-a-set kernel. */
+#ifndef XF_ATTENTION_FAM_S_H
+#define XF_ATTENTION_FAM_S_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attention/registry.h"
+
+/* ---- parameter tables (shared by the S, F, P, M variant files) ---- */
+
+enum xf_pk {
+    XF_PK_INT = 1,   /* int32_t, integer in [lo, hi] */
+    XF_PK_AUTO,      /* int32_t, "auto" (stored 0) or an integer in [lo, hi] */
+    XF_PK_REAL,      /* double in [lo, hi] */
+    XF_PK_BOOL,      /* int32_t 0/1 */
+    XF_PK_ENUM,      /* int32_t index into names[] (NULL-terminated) */
+    XF_PK_SEED       /* uint64_t, integer >= 0 */
+};
+
+typedef struct xf_pkey {
+    const char *key;
+    enum xf_pk kind;
+    size_t off;                  /* offsetof in the params struct */
+    double lo, hi;
+    const char *const *names;    /* XF_PK_ENUM only */
+} xf_pkey_t;
+
+/* Read obj's keys (all but "variant") into params (defaults already there). Unknown keys, wrong
+ * types and out-of-range values are XF_EPARAM with err naming the key. */
+int xf_sfpm_parse(const xf_pkey_t *keys, int nkeys, void *params, const json_t *obj, char *err,
+                  size_t errlen);
+/* Add every key of the table to obj. Returns 0 or -ENOMEM. */
+int xf_sfpm_to_json(const xf_pkey_t *keys, int nkeys, const void *params, json_t *obj);
+/* Write "key: msg" into err and return XF_EPARAM. */
+int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg);
+
+/* ---- items and shapes ---- */
+
+/* Checks the shape (cu_len non-decreasing inside [0, n_tokens], heads and width >= 1) and
+ * returns the longest sequence (>= 0), or XF_ESHAPE. */
+int xf_sfpm_check_shape(const xf_attn_shape *sh);
+
+/* One (sequence, head) item: pointers to its rows. */
+typedef struct xf_sfpm_item {
+    int32_t b, head, n, d, t0;
+    const float *q, *k, *v;      /* n rows, stride d */
+    float *out;                  /* n rows, stride n_head*d */
+    int32_t ldo;
+} xf_sfpm_item_t;
+
+void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it,
+                  xf_sfpm_item_t *o);
+
+/* ---- kernels ---- */
+
+/* out = Σ_a exp(x_a − max) V_a / Σ_a exp(x_a − max), x_a = alpha·q·K_a (+ beta_a).
+ * K, V rows ldk apart; beta may be NULL; idx (may be NULL = 0..m-1) picks rows.
+ * logit: scratch of m floats. Double accumulation. m must be >= 1. */
+void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, const float *V,
+                    int32_t ldk, const float *beta, const int32_t *idx, int32_t m, float *logit,
+                    float *out);
+float xf_sfpm_dot(const float *a, const float *b, int32_t d);
+
+/* ---- family S ---- */
+
+/* Contiguous segments of §16: k segments of [0, n), sizes ceil(n/k) for the first n mod k.
+ * Start of segment a. */
+int32_t xf_fams_seg_start(int32_t n, int32_t k, int32_t a);
+
+/* Mean of rows [r0, r1) of x (stride d) into out (d). */
+void xf_fams_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float *out);
+
+/* Summary attention for one item: the n queries of it over m summaries (Ks, Vs: m rows of d,
+ * beta: m or NULL), logits alpha·q·Ks + beta. scratch: m floats. */
+void xf_fams_attend_summaries(const xf_sfpm_item_t *it, float alpha, const float *Ks,
+                              const float *Vs, const float *beta, int32_t m, float *scratch);
+
+/* Variant parameters (POD, copied per selection). */
+enum { XF_LINFORMER_POOLED = 0, XF_LINFORMER_WEIGHTS = 1 };
+typedef struct xf_linformer_params {
+    int32_t k;                   /* summaries, clamped to n when pooled */
+    int32_t source;              /* XF_LINFORMER_* */
+} xf_linformer_params_t;
+
+enum { XF_MEMCOMP_MEAN = 0, XF_MEMCOMP_CONV = 1 };
+typedef struct xf_memcomp_params {
+    int32_t rate;                /* stride = kernel c */
+    int32_t pool;                /* XF_MEMCOMP_* */
+} xf_memcomp_params_t;
+
+enum { XF_ISAB_KMEANS = 0, XF_ISAB_SEGMENTS = 1 };
+enum { XF_ISAB_HARD = 0, XF_ISAB_SOFT = 1 };
+typedef struct xf_isab_params {
+    uint64_t seed;
+    int32_t m, init, iters, mode;
+} xf_isab_params_t;
+
+typedef struct xf_perceiver_params {
+    int32_t latents;             /* 0 = from the weights */
+} xf_perceiver_params_t;
+
+typedef struct xf_nystrom_params {
+    int32_t landmarks, pinv_iters;
+    int32_t dense_fallback;      /* landmarks >= n: run dense (§0) */
+} xf_nystrom_params_t;
+
+extern const xf_attn_vtbl xf_attn_linformer;
+extern const xf_attn_vtbl xf_attn_memcomp;
+extern const xf_attn_vtbl xf_attn_isab;
+extern const xf_attn_vtbl xf_attn_perceiver;
+extern const xf_attn_vtbl xf_attn_nystrom;
+
+/* Trained tensors a variant of this family may read from io->weights (NULL when absent). */
+typedef struct xf_attn_w_linformer {
+    int32_t k, n_max;            /* E, F: [k][n_max], shared by heads */
+    const float *e, *f;
+} xf_attn_w_linformer_t;
+
+typedef struct xf_attn_w_perceiver {
+    int32_t latents, n_head, d_head;
+    const float *qz;             /* [n_head][latents][d_head] latent queries */
+} xf_attn_w_perceiver_t;
+
+/* Spherical k-means of §11 on unit rows pts[np][d] (double, already normalised) into
+ * mu[k][d]: init = k distinct points by a partial Fisher–Yates (stream seed, layer, head,
+ * KMEANS, 0), iters Lloyd steps (assign, mu = normalize(sum of members)), ties to the lowest
+ * centroid, empty clusters keep their centroid. Scratch: idx np int32, acc k*d doubles. */
+void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
+                    uint64_t seed, int32_t layer, int32_t head, double *mu, int32_t *idx,
+                    double *acc);
+/* argmax_a mu_a·x (ties to the lowest a), sequential double sums. */
+int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x);
+/* y = x / ‖x‖ in double, sequential sum (a zero vector stays zero). */
+void xf_fams_unit(const float *x, int32_t d, double *y);
+
+#endif

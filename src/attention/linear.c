@@ -1,0 +1,83 @@
+/* Linear Transformer (ATTENTION.md §17), family F: φ(x) = elu(x) + 1 on the raw q, k (no 1/√d),
+ * O_i = φ(q_i)ᵀS / (φ(q_i)·z + eps). Needs a checkpoint trained with it (not a softmax
+ * approximation), but runs on any model. */
+#include "config.h"
+
+#include <stddef.h>
+
+#include "attention/fam_f.h"
+
+static const xf_pkey_t keys[] = {
+    { "eps", XF_PK_REAL, offsetof(xf_linear_params_t, eps), 0.0, 1.0, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int li_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_linear_params_t *p = params;
+
+    p->eps = 1e-6;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int li_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static void li_map(const xf_linear_params_t *p, int32_t d, float q_scale, xf_famf_map_t *mp)
+{
+    mp->kind = XF_FAMF_LINEAR;
+    mp->r = d;
+    mp->w = NULL;
+    mp->qmul = 1.0f / q_scale;
+    mp->kmul = 1.0f;
+    mp->eps = p->eps;
+}
+
+static int li_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    xf_famf_map_t mp;
+    int nmax = xf_sfpm_check_shape(sh);
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    li_map(params, sh->d_head, 1.0f, &mp);
+    out->ws_per_thread = xf_famf_ws(&mp, nmax, sh->d_head);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static int li_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    xf_famf_map_t mp;
+
+    (void)ws_shared;
+    li_map(params, sh->d_head, io->q_scale, &mp);
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n > 0)
+            xf_famf_item(&mp, &it, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_linear = {
+    .name = "linear",
+    .family = XF_FAM_F,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "Linear Transformer: elu+1 feature map, O(n d^2) (needs a model trained with it)",
+    .params_doc = "eps=1e-6",
+    .params_size = sizeof(xf_linear_params_t),
+    .parse = li_parse,
+    .to_json = li_to_json,
+    .plan = li_plan,
+    .forward = li_forward,
+};

@@ -1,0 +1,136 @@
+/* Linformer (ATTENTION.md §16), family S. Substitute "pooled": k contiguous segment means of K
+ * and V with the ln(n_a) correction; "weights": trained E, F (io->weights, an
+ * xf_attn_w_linformer_t) as K̃ = E[:, :n]K, Ṽ = F[:, :n]V. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "attention/fam_s.h"
+
+static const char *const src_names[] = { "pooled", "weights", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "k", XF_PK_INT, offsetof(xf_linformer_params_t, k), 1, 1 << 20, NULL },
+    { "source", XF_PK_ENUM, offsetof(xf_linformer_params_t, source), 0, 0, src_names },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int lf_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_linformer_params_t *p = params;
+
+    p->k = 256;
+    p->source = XF_LINFORMER_POOLED;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int lf_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                       size_t errlen)
+{
+    const xf_linformer_params_t *p = params;
+
+    (void)m;
+    (void)layer;
+    if (p->source == XF_LINFORMER_WEIGHTS) {
+        xf_sfpm_err(err, errlen, "source",
+                    "\"weights\" needs trained Linformer E/F projections, which this model "
+                    "does not have; use \"pooled\"");
+        return XF_EUNSUPPORTED;
+    }
+    return 0;
+}
+
+static int lf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_linformer_params_t *p = params;
+    int nmax = xf_sfpm_check_shape(sh);
+    int32_t m;
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
+    out->ws_per_thread = sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    const xf_linformer_params_t *p = params;
+    const xf_attn_w_linformer_t *w = io->weights;
+    float alpha = io->scale / io->q_scale;
+
+    (void)ws_shared;
+    if (p->source == XF_LINFORMER_WEIGHTS && (!w || !w->e || !w->f))
+        return XF_EUNSUPPORTED;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        int32_t m, d;
+        float *Ks, *Vs, *beta, *scr;
+
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n == 0)
+            continue;
+        d = it.d;
+        m = p->source == XF_LINFORMER_WEIGHTS ? w->k : (p->k < it.n ? p->k : it.n);
+        if (p->source == XF_LINFORMER_WEIGHTS && it.n > w->n_max)
+            return XF_ETOOLONG;
+        if (p->source == XF_LINFORMER_WEIGHTS && w->k > p->k)
+            return XF_EPARAM;
+        Ks = ws_thread;
+        Vs = Ks + (size_t)m * (size_t)d;
+        beta = Vs + (size_t)m * (size_t)d;
+        scr = beta + m;
+        if (p->source == XF_LINFORMER_POOLED) {
+            for (int32_t a = 0; a < m; a++) {
+                int32_t r0 = xf_fams_seg_start(it.n, m, a), r1 = xf_fams_seg_start(it.n, m, a + 1);
+                xf_fams_mean_rows(it.k, d, r0, r1, Ks + (size_t)a * (size_t)d);
+                xf_fams_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
+                beta[a] = (float)log((double)(r1 - r0));
+            }
+            xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m, scr);
+        } else {
+            for (int32_t a = 0; a < m; a++) {
+                const float *er = w->e + (size_t)a * (size_t)w->n_max;
+                const float *fr = w->f + (size_t)a * (size_t)w->n_max;
+                for (int32_t c = 0; c < d; c++) {
+                    double sk = 0, sv = 0;
+                    for (int32_t j = 0; j < it.n; j++) {
+                        sk += (double)er[j] * (double)it.k[(size_t)j * (size_t)d + (size_t)c];
+                        sv += (double)fr[j] * (double)it.v[(size_t)j * (size_t)d + (size_t)c];
+                    }
+                    Ks[(size_t)a * (size_t)d + (size_t)c] = (float)sk;
+                    Vs[(size_t)a * (size_t)d + (size_t)c] = (float)sv;
+                }
+            }
+            xf_fams_attend_summaries(&it, alpha, Ks, Vs, NULL, m, scr);
+        }
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_linformer = {
+    .name = "linformer",
+    .family = XF_FAM_S,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "Linformer: k pooled K/V segments with ln(n_a) correction (or trained E/F)",
+    .params_doc = "k=256 source=pooled",
+    .params_size = sizeof(xf_linformer_params_t),
+    .parse = lf_parse,
+    .to_json = lf_to_json,
+    .validate = lf_validate,
+    .plan = lf_plan,
+    .forward = lf_forward,
+};

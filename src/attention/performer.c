@@ -1,0 +1,145 @@
+/* Performer FAVOR+ (ATTENTION.md §18), family F: positive orthogonal random features, seeded per
+ * (seed, layer, head); redraw "never" (the projections are a pure function of the seed).
+ * prepare() builds every head's W into the shared scratch; forward runs one (seq, head) item. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "attention/fam_f.h"
+
+static const char *const norm_names[] = { "chi", "sqrt_d", NULL };
+static const char *const redraw_names[] = { "never", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "features", XF_PK_AUTO, offsetof(xf_performer_params_t, features), 1, 1 << 16, NULL },
+    { "orthogonal", XF_PK_BOOL, offsetof(xf_performer_params_t, orthogonal), 0, 1, NULL },
+    { "row_norm", XF_PK_ENUM, offsetof(xf_performer_params_t, row_norm), 0, 0, norm_names },
+    { "redraw", XF_PK_ENUM, offsetof(xf_performer_params_t, redraw), 0, 0, redraw_names },
+    { "seed", XF_PK_SEED, offsetof(xf_performer_params_t, seed), 0, 0, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
+{
+    int32_t m;
+
+    if (p->features > 0)
+        return p->features;
+    m = (int32_t)floor((double)d * log((double)d));
+    return m > 1 ? m : 1;
+}
+
+static int pf_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_performer_params_t *p = params;
+
+    p->seed = 0;
+    p->features = 0;
+    p->orthogonal = 1;
+    p->row_norm = XF_ROWNORM_CHI;
+    p->redraw = 0;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int pf_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
+                   const float *w, xf_famf_map_t *mp)
+{
+    mp->kind = XF_FAMF_FAVOR;
+    mp->r = xf_performer_features(p, sh->d_head);
+    mp->w = w;
+    mp->eps = 0;
+    if (io) {
+        float rs = sqrtf(io->scale);      /* x·y = s·q·k */
+        mp->qmul = rs / io->q_scale;
+        mp->kmul = rs;
+    }
+}
+
+static size_t shared_floats(const xf_performer_params_t *p, const xf_attn_shape *sh)
+{
+    size_t m = (size_t)xf_performer_features(p, sh->d_head), d = (size_t)sh->d_head;
+
+    return (size_t)sh->n_head * m * d;
+}
+
+static int pf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_performer_params_t *p = params;
+    xf_famf_map_t mp;
+    int nmax = xf_sfpm_check_shape(sh);
+    size_t m = (size_t)xf_performer_features(p, sh->d_head), d = (size_t)sh->d_head;
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    pf_map(p, sh, NULL, NULL, &mp);
+    out->ws_per_thread = xf_famf_ws(&mp, nmax, sh->d_head);
+    /* floats of every head's W, then (m + d)·d doubles of generator scratch */
+    out->ws_shared = ((sizeof(float) * shared_floats(p, sh) + 7u) & ~(size_t)7u)
+                     + sizeof(double) * (m + d) * d;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static int pf_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, void *ws_shared)
+{
+    const xf_performer_params_t *p = params;
+    int32_t m = xf_performer_features(p, sh->d_head), d = sh->d_head;
+    float *w = ws_shared;
+    double *tmp = (double *)((unsigned char *)ws_shared +
+                             ((sizeof(float) * shared_floats(p, sh) + 7u) & ~(size_t)7u));
+
+    (void)io;
+    (void)pl;
+    for (int32_t h = 0; h < sh->n_head; h++) {
+        float *wh = w + (size_t)h * (size_t)m * (size_t)d;
+        xf_famf_favor_w(p->seed, sh->layer, h, m, d, p->orthogonal, p->row_norm, tmp);
+        for (size_t i = 0; i < (size_t)m * (size_t)d; i++)
+            wh[i] = (float)tmp[i];
+    }
+    return 0;
+}
+
+static int pf_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    const xf_performer_params_t *p = params;
+    int32_t m = xf_performer_features(p, sh->d_head);
+
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_famf_map_t mp;
+
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n == 0)
+            continue;
+        pf_map(p, sh, io, (const float *)ws_shared + (size_t)it.head * (size_t)m *
+               (size_t)it.d, &mp);
+        xf_famf_item(&mp, &it, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_performer = {
+    .name = "performer",
+    .family = XF_FAM_F,
+    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
+    .summary = "Performer FAVOR+: positive orthogonal random features, linear time",
+    .params_doc = "features=auto(floor(d ln d)) orthogonal=true row_norm=chi redraw=never seed=0",
+    .params_size = sizeof(xf_performer_params_t),
+    .parse = pf_parse,
+    .to_json = pf_to_json,
+    .plan = pf_plan,
+    .prepare = pf_prepare,
+    .forward = pf_forward,
+};

@@ -1,0 +1,139 @@
+/* Random Feature Attention (ATTENTION.md §19), family F: trigonometric random features.
+ * mode "trig" (default here: the softmax estimator that runs on BERT weights) uses
+ * φ(x) = exp(‖x‖²/2)[sin Wx; cos Wx], x = √s·q, w_r ~ N(0, I); mode "norm" (the paper form)
+ * uses unit q̂, k̂ and w_r ~ N(0, I/τ). Denominators are clamped to 1e-6·Σ|φ_q|·Σ_j|φ_k|.
+ * Gating is causal-only and is rejected for this bidirectional encoder. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "attention/fam_f.h"
+
+static const char *const mode_names[] = { "trig", "norm", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "features", XF_PK_INT, offsetof(xf_rfa_params_t, features), 1, 1 << 16, NULL },
+    { "mode", XF_PK_ENUM, offsetof(xf_rfa_params_t, mode), 0, 0, mode_names },
+    { "tau", XF_PK_REAL, offsetof(xf_rfa_params_t, tau), 1e-6, 1e6, NULL },
+    { "seed", XF_PK_SEED, offsetof(xf_rfa_params_t, seed), 0, 0, NULL },
+    { "gate", XF_PK_BOOL, offsetof(xf_rfa_params_t, gate), 0, 1, NULL },
+    { "causal", XF_PK_BOOL, offsetof(xf_rfa_params_t, causal), 0, 1, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_rfa_params_t *p = params;
+    int rc;
+
+    p->seed = 0;
+    p->tau = 1.0;
+    p->features = 128;
+    p->mode = XF_RFA_TRIG;
+    p->gate = 0;
+    p->causal = 0;
+    rc = xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    if (rc)
+        return rc;
+    if (p->causal)
+        return xf_sfpm_err(err, errlen, "causal", "not supported by a bidirectional encoder");
+    if (p->gate)
+        return xf_sfpm_err(err, errlen, "gate", "needs causal: true (meaningless for a "
+                           "bidirectional encoder)");
+    return 0;
+}
+
+static int rf_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static void rf_map(const xf_rfa_params_t *p, const xf_attn_io *io, const float *w,
+                   xf_famf_map_t *mp)
+{
+    mp->kind = p->mode == XF_RFA_NORM ? XF_FAMF_TRIGNORM : XF_FAMF_TRIG;
+    mp->r = p->features;
+    mp->w = w;
+    mp->eps = 0;
+    mp->qmul = mp->kmul = 1.0f;
+    if (io) {
+        float rs = sqrtf(io->scale);
+        mp->qmul = rs / io->q_scale;
+        mp->kmul = rs;
+    }
+}
+
+static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_rfa_params_t *p = params;
+    xf_famf_map_t mp;
+    int nmax = xf_sfpm_check_shape(sh);
+    size_t D = (size_t)p->features, d = (size_t)sh->d_head;
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    rf_map(p, NULL, NULL, &mp);
+    out->ws_per_thread = xf_famf_ws(&mp, nmax, sh->d_head);
+    out->ws_shared = ((sizeof(float) * (size_t)sh->n_head * D * d + 7u) & ~(size_t)7u) +
+                     sizeof(double) * D * d;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static int rf_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, void *ws_shared)
+{
+    const xf_rfa_params_t *p = params;
+    size_t D = (size_t)p->features, d = (size_t)sh->d_head;
+    float *w = ws_shared;
+    double *tmp = (double *)((unsigned char *)ws_shared +
+                             ((sizeof(float) * (size_t)sh->n_head * D * d + 7u) & ~(size_t)7u));
+
+    (void)io;
+    (void)pl;
+    for (int32_t h = 0; h < sh->n_head; h++) {
+        xf_famf_rfa_w(p->seed, sh->layer, h, p->features, sh->d_head,
+                      p->mode == XF_RFA_NORM ? p->tau : 1.0, tmp);
+        for (size_t i = 0; i < D * d; i++)
+            w[(size_t)h * D * d + i] = (float)tmp[i];
+    }
+    return 0;
+}
+
+static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    const xf_rfa_params_t *p = params;
+
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_famf_map_t mp;
+
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n == 0)
+            continue;
+        rf_map(p, io, (const float *)ws_shared + (size_t)it.head * (size_t)p->features *
+               (size_t)it.d, &mp);
+        xf_famf_item(&mp, &it, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_rfa = {
+    .name = "rfa",
+    .family = XF_FAM_F,
+    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
+    .summary = "Random Feature Attention: trigonometric random features (trig or norm mode)",
+    .params_doc = "features=128 mode=trig tau=1 seed=0 gate=false causal=false",
+    .params_size = sizeof(xf_rfa_params_t),
+    .parse = rf_parse,
+    .to_json = rf_to_json,
+    .plan = rf_plan,
+    .prepare = rf_prepare,
+    .forward = rf_forward,
+};

@@ -1,0 +1,457 @@
+/* Double-precision references for attention families S, F, P, M (ATTENTION.md §27) and the test
+ * harness shared by tests/attention/test_fam_{s,f,p,m}.c. Written for obviousness: full
+ * matrices, explicit key sets, two-pass softmax, one (sequence, head) at a time. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "attention/rng.h"
+#include "tests/ref/attn_ref_sfpm.h"
+#include "tests/helpers/xf_test.h"
+
+/* ---- harness ---- */
+
+xf_rbatch_t *xf_rbatch_new(int32_t n_seq, const int32_t *lens, int32_t h, int32_t d, float amp,
+                           uint64_t seed)
+{
+    xf_rbatch_t *b = calloc(1, sizeof(*b));
+    size_t plane;
+
+    b->n_seq = n_seq;
+    b->n_head = h;
+    b->d = d;
+    b->cu = calloc((size_t)n_seq + 1, sizeof(int32_t));
+    for (int32_t s = 0; s < n_seq; s++)
+        b->cu[s + 1] = b->cu[s] + lens[s];
+    b->n_tok = b->cu[n_seq];
+    plane = (size_t)h * (size_t)b->n_tok * (size_t)d + 1;
+    b->q = malloc(plane * sizeof(float));
+    b->k = malloc(plane * sizeof(float));
+    b->v = malloc(plane * sizeof(float));
+    b->out = malloc(plane * sizeof(float));
+    xf_test_fill(b->q, plane, seed * 3 + 1, -amp, amp);
+    xf_test_fill(b->k, plane, seed * 3 + 2, -amp, amp);
+    xf_test_fill(b->v, plane, seed * 3 + 3, -1.0f, 1.0f);
+    for (size_t i = 0; i < plane; i++)
+        b->out[i] = NAN;
+    return b;
+}
+
+void xf_rbatch_free(xf_rbatch_t *b)
+{
+    if (!b)
+        return;
+    free(b->cu);
+    free(b->q);
+    free(b->k);
+    free(b->v);
+    free(b->out);
+    free(b);
+}
+
+void xf_rbatch_slice(const xf_rbatch_t *b, int32_t s, int32_t head, float *q, float *k, float *v)
+{
+    int32_t n = b->cu[s + 1] - b->cu[s];
+    size_t off = ((size_t)head * (size_t)b->n_tok + (size_t)b->cu[s]) * (size_t)b->d;
+    size_t cnt = (size_t)n * (size_t)b->d;
+
+    if (q)
+        memcpy(q, b->q + off, cnt * sizeof(float));
+    if (k)
+        memcpy(k, b->k + off, cnt * sizeof(float));
+    if (v)
+        memcpy(v, b->v + off, cnt * sizeof(float));
+}
+
+double xf_rbatch_err(const xf_rbatch_t *b, int32_t s, int32_t head, const double *ref)
+{
+    int32_t n = b->cu[s + 1] - b->cu[s], d = b->d;
+    double e = 0;
+
+    for (int32_t i = 0; i < n; i++) {
+        const float *o = b->out + ((size_t)(b->cu[s] + i) * (size_t)b->n_head + (size_t)head) *
+                                      (size_t)d;
+        for (int32_t c = 0; c < d; c++) {
+            double x = fabs((double)o[c] - ref[(size_t)i * (size_t)d + (size_t)c]);
+            if (!(x <= e))
+                e = isnan(x) ? INFINITY : x;
+        }
+    }
+    return e;
+}
+
+int xf_ref_parse(const xf_attn_vtbl *vt, const char *json, void *params, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *obj = json_loads(json, JSON_REJECT_DUPLICATES, &je);
+    int rc;
+
+    if (!obj)
+        return XF_EFORMAT;
+    memset(params, 0, XF_ATTN_PARAMS_MAX);
+    rc = vt->parse(params, obj, err, errlen);
+    json_decref(obj);
+    return rc;
+}
+
+int xf_ref_run(const xf_attn_vtbl *vt, const void *params, xf_rbatch_t *b, int nth,
+               const void *weights, void *const *state, const int32_t *mem_rows,
+               xf_attn_plan *plan_out)
+{
+    xf_attn_shape sh = { .n_seq = b->n_seq, .cu_len = b->cu, .n_tokens = b->n_tok,
+                         .n_head = b->n_head, .d_head = b->d, .layer = b->layer,
+                         .mem_rows = mem_rows };
+    xf_attn_io io = { .q = b->q, .k = b->k, .v = b->v, .q_scale = 1.0f, .weights = weights,
+                      .state = state, .scale = 1.0f / sqrtf((float)b->d), .out = b->out };
+    xf_attn_plan pl;
+    void *shared = NULL;
+    unsigned char *thr = NULL;
+    int rc = vt->plan(params, &sh, nth, &pl);
+
+    if (rc)
+        return rc;
+    shared = malloc(pl.ws_shared + 64);
+    thr = malloc((pl.ws_per_thread + 64) * (size_t)nth);
+    if (vt->prepare && (rc = vt->prepare(params, &sh, &io, &pl, shared)) != 0)
+        goto out;
+    for (int ith = 0; ith < nth && !rc; ith++)
+        rc = vt->forward(params, &sh, &io, &pl, shared,
+                         thr + (size_t)ith * ((pl.ws_per_thread + 64) & ~(size_t)63), ith, nth);
+out:
+    if (plan_out)
+        *plan_out = pl;
+    free(shared);
+    free(thr);
+    return rc;
+}
+
+/* ---- references ---- */
+
+void xf_ref_attend_d(int32_t nq, int32_t nk, int32_t d, const double *q, const double *k,
+                     const double *v, double s, const uint8_t *mask, const double *beta,
+                     double *out)
+{
+    double *x = malloc(sizeof(double) * ((size_t)nk + 1));
+
+    for (int32_t i = 0; i < nq; i++) {
+        double mx = -INFINITY, l = 0;
+        double *o = out + (size_t)i * (size_t)d;
+        for (int32_t j = 0; j < nk; j++) {
+            double dot = 0;
+            if (mask && !mask[(size_t)i * (size_t)nk + (size_t)j]) {
+                x[j] = -INFINITY;
+                continue;
+            }
+            for (int32_t c = 0; c < d; c++)
+                dot += q[(size_t)i * (size_t)d + (size_t)c] * k[(size_t)j * (size_t)d + (size_t)c];
+            x[j] = s * dot + (beta ? beta[(size_t)i * (size_t)nk + (size_t)j] : 0.0);
+            if (x[j] > mx)
+                mx = x[j];
+        }
+        memset(o, 0, sizeof(double) * (size_t)d);
+        if (mx == -INFINITY)
+            continue;
+        for (int32_t j = 0; j < nk; j++) {
+            double w;
+            if (x[j] == -INFINITY)
+                continue;
+            w = exp(x[j] - mx);
+            l += w;
+            for (int32_t c = 0; c < d; c++)
+                o[c] += w * v[(size_t)j * (size_t)d + (size_t)c];
+        }
+        for (int32_t c = 0; c < d; c++)
+            o[c] /= l;
+    }
+    free(x);
+}
+
+static double *to_d(const float *x, size_t cnt)
+{
+    double *y = malloc(sizeof(double) * (cnt + 1));
+    for (size_t i = 0; i < cnt; i++)
+        y[i] = (double)x[i];
+    return y;
+}
+
+void xf_ref_attend(int32_t nq, int32_t nk, int32_t d, const float *q, const float *k,
+                   const float *v, double s, const uint8_t *mask, const double *beta, double *out)
+{
+    double *qd = to_d(q, (size_t)nq * (size_t)d), *kd = to_d(k, (size_t)nk * (size_t)d);
+    double *vd = to_d(v, (size_t)nk * (size_t)d);
+
+    xf_ref_attend_d(nq, nk, d, qd, kd, vd, s, mask, beta, out);
+    free(qd);
+    free(kd);
+    free(vd);
+}
+
+/* Segment means with bias ln(size) over explicit segments [st[a], st[a+1]). */
+static void pooled_ref(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                       double s, int32_t m, const int32_t *st, double *out)
+{
+    double *qd = to_d(q, (size_t)n * (size_t)d);
+    double *ks = calloc((size_t)m * (size_t)d + 1, sizeof(double));
+    double *vs = calloc((size_t)m * (size_t)d + 1, sizeof(double));
+    double *beta = malloc(sizeof(double) * ((size_t)n * (size_t)m + 1));
+
+    for (int32_t a = 0; a < m; a++) {
+        int32_t cnt = st[a + 1] - st[a];
+        for (int32_t j = st[a]; j < st[a + 1]; j++)
+            for (int32_t c = 0; c < d; c++) {
+                ks[(size_t)a * (size_t)d + (size_t)c] += k[(size_t)j * (size_t)d + (size_t)c];
+                vs[(size_t)a * (size_t)d + (size_t)c] += v[(size_t)j * (size_t)d + (size_t)c];
+            }
+        for (int32_t c = 0; c < d; c++) {
+            ks[(size_t)a * (size_t)d + (size_t)c] /= cnt;
+            vs[(size_t)a * (size_t)d + (size_t)c] /= cnt;
+        }
+        for (int32_t i = 0; i < n; i++)
+            beta[(size_t)i * (size_t)m + (size_t)a] = log((double)cnt);
+    }
+    xf_ref_attend_d(n, m, d, qd, ks, vs, s, NULL, beta, out);
+    free(qd);
+    free(ks);
+    free(vs);
+    free(beta);
+}
+
+void xf_ref_linformer(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                      double s, int32_t kk, double *out)
+{
+    int32_t m = kk < n ? kk : n;
+    int32_t *st = malloc(sizeof(int32_t) * ((size_t)m + 1));
+
+    /* sizes ceil(n/m) for the first n mod m segments, floor(n/m) for the rest */
+    st[0] = 0;
+    for (int32_t a = 0; a < m; a++)
+        st[a + 1] = st[a] + n / m + (a < n % m ? 1 : 0);
+    pooled_ref(n, d, q, k, v, s, m, st, out);
+    free(st);
+}
+
+void xf_ref_memcomp(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                    double s, int32_t rate, double *out)
+{
+    int32_t m = (n + rate - 1) / rate;
+    int32_t *st = malloc(sizeof(int32_t) * ((size_t)m + 1));
+
+    for (int32_t a = 0; a <= m; a++)
+        st[a] = a * rate < n ? a * rate : n;
+    pooled_ref(n, d, q, k, v, s, m, st, out);
+    free(st);
+}
+
+/* Family F quadratic form: O_i = Σ_j (φq_i·φk_j) v_j / Σ_j (φq_i·φk_j), rows of F features. */
+static void quad_form(int32_t n, int32_t d, int32_t F, const double *pq, const double *pk,
+                      const float *v, double eps, int clamp, double *out)
+{
+    for (int32_t i = 0; i < n; i++) {
+        double den = eps, fl = 0;
+        double *o = out + (size_t)i * (size_t)d;
+        memset(o, 0, sizeof(double) * (size_t)d);
+        for (int32_t j = 0; j < n; j++) {
+            double a = 0;
+            for (int32_t f = 0; f < F; f++)
+                a += pq[(size_t)i * (size_t)F + (size_t)f] * pk[(size_t)j * (size_t)F + (size_t)f];
+            den += a;
+            for (int32_t c = 0; c < d; c++)
+                o[c] += a * v[(size_t)j * (size_t)d + (size_t)c];
+        }
+        if (clamp) {
+            for (int32_t f = 0; f < F; f++) {
+                double za = 0;
+                for (int32_t j = 0; j < n; j++)
+                    za += fabs(pk[(size_t)j * (size_t)F + (size_t)f]);
+                fl += fabs(pq[(size_t)i * (size_t)F + (size_t)f]) * za;
+            }
+            if (den < 1e-6 * fl)
+                den = 1e-6 * fl;
+        }
+        for (int32_t c = 0; c < d; c++)
+            o[c] /= den;
+    }
+}
+
+/* FAVOR+ W by classical Gram–Schmidt (a different formulation from the engine's modified one;
+ * both equal QR with diag(R) > 0). */
+static void ref_favor_w(const xf_performer_params_t *p, int32_t layer, int32_t head, int32_t m,
+                        int32_t d, double *w)
+{
+    double *g = malloc(sizeof(double) * (size_t)d * (size_t)d);
+    double *qm = malloc(sizeof(double) * (size_t)d * (size_t)d);
+
+    for (int32_t b = 0; b * d < m; b++) {
+        xf_rng_t r;
+        xf_rng_init(&r, p->seed, (uint64_t)layer, (uint64_t)head, XF_RNG_FAVOR, (uint64_t)b);
+        for (int32_t i = 0; i < d * d; i++)
+            g[i] = xf_rng_normal(&r);                    /* G[row][col] */
+        for (int32_t c = 0; c < d; c++) {                /* column c of Q into qm[c][*] */
+            double nn = 0;
+            for (int32_t t = 0; t < d; t++)
+                qm[(size_t)c * (size_t)d + (size_t)t] = g[(size_t)t * (size_t)d + (size_t)c];
+            for (int32_t pp = 0; pp < c; pp++) {
+                double dot = 0;
+                for (int32_t t = 0; t < d; t++)
+                    dot += qm[(size_t)pp * (size_t)d + (size_t)t] *
+                           g[(size_t)t * (size_t)d + (size_t)c];
+                for (int32_t t = 0; t < d; t++)
+                    qm[(size_t)c * (size_t)d + (size_t)t] -= dot * qm[(size_t)pp * (size_t)d + (size_t)t];
+            }
+            for (int32_t t = 0; t < d; t++)
+                nn += qm[(size_t)c * (size_t)d + (size_t)t] * qm[(size_t)c * (size_t)d + (size_t)t];
+            for (int32_t t = 0; t < d; t++)
+                qm[(size_t)c * (size_t)d + (size_t)t] /= sqrt(nn);
+        }
+        for (int32_t rr = 0; rr < d && b * d + rr < m; rr++) {
+            int32_t row = b * d + rr;
+            double target = 0, *wr = w + (size_t)row * (size_t)d;
+            const double *src = p->orthogonal ? qm + (size_t)rr * (size_t)d
+                                              : g + (size_t)rr * (size_t)d;
+            double nn = 0;
+            for (int32_t t = 0; t < d; t++)
+                nn += src[t] * src[t];
+            nn = sqrt(nn);
+            if (p->row_norm == XF_ROWNORM_SQRT_D) {
+                target = sqrt((double)d);
+            } else if (p->orthogonal) {
+                xf_rng_t rn;
+                xf_rng_init(&rn, p->seed, (uint64_t)layer, (uint64_t)head, XF_RNG_FAVOR_NORM,
+                            (uint64_t)row);
+                for (int32_t t = 0; t < d; t++) {
+                    double u = xf_rng_normal(&rn);
+                    target += u * u;
+                }
+                target = sqrt(target);
+            } else {
+                target = nn;
+            }
+            for (int32_t t = 0; t < d; t++)
+                wr[t] = src[t] / nn * target;
+        }
+    }
+    free(g);
+    free(qm);
+}
+
+void xf_ref_performer(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                      double s, const xf_performer_params_t *p, int32_t layer, int32_t head,
+                      double *out)
+{
+    int32_t m = xf_performer_features(p, d);
+    double *w = malloc(sizeof(double) * (size_t)m * (size_t)d);
+    double *pq = malloc(sizeof(double) * (size_t)n * (size_t)m);
+    double *pk = malloc(sizeof(double) * (size_t)n * (size_t)m);
+    double rs = sqrt(s);
+
+    ref_favor_w(p, layer, head, m, d, w);
+    /* φ(x) = exp(Wx − ‖x‖²/2) with x = √s·q (the m^{-1/2} factor cancels). Computed with a
+     * per-row shift for queries and one global shift for keys: both cancel exactly. */
+    for (int pass = 0; pass < 2; pass++) {
+        const float *x = pass ? k : q;
+        double *ph = pass ? pk : pq, gmax = -INFINITY;
+        for (int32_t i = 0; i < n; i++) {
+            double nn = 0, mx = -INFINITY;
+            for (int32_t c = 0; c < d; c++)
+                nn += rs * x[(size_t)i * (size_t)d + (size_t)c] * rs * x[(size_t)i * (size_t)d + (size_t)c];
+            for (int32_t r = 0; r < m; r++) {
+                double a = 0;
+                for (int32_t c = 0; c < d; c++)
+                    a += w[(size_t)r * (size_t)d + (size_t)c] * rs * x[(size_t)i * (size_t)d + (size_t)c];
+                ph[(size_t)i * (size_t)m + (size_t)r] = a - nn / 2;
+                if (a - nn / 2 > mx)
+                    mx = a - nn / 2;
+            }
+            if (!pass)
+                for (int32_t r = 0; r < m; r++)
+                    ph[(size_t)i * (size_t)m + (size_t)r] -= mx;
+            if (mx > gmax)
+                gmax = mx;
+        }
+        for (size_t t = 0; t < (size_t)n * (size_t)m; t++)
+            ph[t] = exp(ph[t] - (pass ? gmax : 0.0));
+    }
+    quad_form(n, d, m, pq, pk, v, 0.0, 0, out);
+    free(w);
+    free(pq);
+    free(pk);
+}
+
+void xf_ref_linear(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                   double eps, double *out)
+{
+    double *pq = malloc(sizeof(double) * (size_t)n * (size_t)d);
+    double *pk = malloc(sizeof(double) * (size_t)n * (size_t)d);
+
+    for (size_t t = 0; t < (size_t)n * (size_t)d; t++) {
+        pq[t] = q[t] > 0 ? q[t] + 1.0 : exp(q[t]);
+        pk[t] = k[t] > 0 ? k[t] + 1.0 : exp(k[t]);
+    }
+    quad_form(n, d, d, pq, pk, v, eps, 0, out);
+    free(pq);
+    free(pk);
+}
+
+void xf_ref_rfa(int32_t n, int32_t d, const float *q, const float *k, const float *v, double s,
+                const xf_rfa_params_t *p, int32_t layer, int32_t head, double *out)
+{
+    int32_t D = p->features, F = 2 * D;
+    double *w = malloc(sizeof(double) * (size_t)D * (size_t)d);
+    double *pq = malloc(sizeof(double) * (size_t)n * (size_t)F);
+    double *pk = malloc(sizeof(double) * (size_t)n * (size_t)F);
+    double *x = malloc(sizeof(double) * (size_t)d), gmax = -INFINITY;
+    double *g = malloc(sizeof(double) * (size_t)n);
+
+    for (int32_t r = 0; r < D; r++) {
+        xf_rng_t rng;
+        xf_rng_init(&rng, p->seed, (uint64_t)layer, (uint64_t)head, XF_RNG_RFA, (uint64_t)r);
+        for (int32_t c = 0; c < d; c++)
+            w[(size_t)r * (size_t)d + (size_t)c] =
+                xf_rng_normal(&rng) / (p->mode == XF_RFA_NORM ? sqrt(p->tau) : 1.0);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const float *src = pass ? k : q;
+        double *ph = pass ? pk : pq;
+        for (int32_t i = 0; i < n; i++) {
+            double nn = 0;
+            for (int32_t c = 0; c < d; c++) {
+                x[c] = src[(size_t)i * (size_t)d + (size_t)c] * sqrt(s);
+                nn += x[c] * x[c];
+            }
+            if (p->mode == XF_RFA_NORM) {
+                double l = 0;
+                for (int32_t c = 0; c < d; c++)
+                    l += (double)src[(size_t)i * (size_t)d + (size_t)c] *
+                         src[(size_t)i * (size_t)d + (size_t)c];
+                for (int32_t c = 0; c < d; c++)
+                    x[c] = l > 0 ? src[(size_t)i * (size_t)d + (size_t)c] / sqrt(l) : 0;
+                nn = 0;
+            }
+            /* trig: exp(‖x‖²/2) per row; a per-query factor cancels, keys get one shift */
+            g[i] = pass ? nn / 2 : 0;
+            if (pass && g[i] > gmax)
+                gmax = g[i];
+            for (int32_t r = 0; r < D; r++) {
+                double a = 0;
+                for (int32_t c = 0; c < d; c++)
+                    a += w[(size_t)r * (size_t)d + (size_t)c] * x[c];
+                ph[(size_t)i * (size_t)F + (size_t)r] = sin(a);
+                ph[(size_t)i * (size_t)F + (size_t)D + (size_t)r] = cos(a);
+            }
+        }
+        if (pass)
+            for (int32_t i = 0; i < n; i++)
+                for (int32_t f = 0; f < F; f++)
+                    ph[(size_t)i * (size_t)F + (size_t)f] *= exp(g[i] - gmax);
+    }
+    quad_form(n, d, F, pq, pk, v, 0.0, 1, out);
+    free(w);
+    free(pq);
+    free(pk);
+    free(x);
+    free(g);
+}
