@@ -1,0 +1,553 @@
+/* HTTP front end (see http.h). The access handler runs on MHD's threads: it allocates the
+ * request state, routes, checks auth and content type, accumulates the body within the limit
+ * (413 on Content-Length before reading, or as a chunked body grows) and hands the complete
+ * request to routes.c. Nothing here blocks on inference. */
+#include "config.h"
+
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/log.h"
+#include "server/routes.h"
+#include "server/server.h"
+
+struct xf_http {
+    struct MHD_Daemon *d;
+    struct xf_server *srv;
+    int port;
+};
+
+static const unsigned err_status[] = {
+#define X(code, status, name) status,
+#include "server/http_errors.def"
+#undef X
+};
+static const char *const err_names[] = {
+#define X(code, status, name) name,
+#include "server/http_errors.def"
+#undef X
+};
+_Static_assert(sizeof err_status / sizeof err_status[0] == XF_HE_COUNT, "http_errors.def");
+
+unsigned xf_http_err_status(enum xf_http_err code)
+{
+    return (unsigned)code < XF_HE_COUNT ? err_status[code] : 500;
+}
+
+const char *xf_http_err_name(enum xf_http_err code)
+{
+    return (unsigned)code < XF_HE_COUNT ? err_names[code] : "internal_error";
+}
+
+/* ---- buffers ----------------------------------------------------------------------- */
+
+static int buf_reserve(xf_buf_t *b, size_t extra)
+{
+    if (b->oom)
+        return -1;
+    if (b->len + extra + 1 <= b->cap)
+        return 0;
+    size_t n = b->cap ? b->cap : 256;
+    while (n < b->len + extra + 1)
+        n *= 2;
+    char *p = realloc(b->p, n);
+    if (!p) {
+        b->oom = 1;
+        return -1;
+    }
+    b->p = p;
+    b->cap = n;
+    return 0;
+}
+
+void xf_buf_putn(xf_buf_t *b, const char *s, size_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void xf_buf_puts(xf_buf_t *b, const char *s)
+{
+    xf_buf_putn(b, s, strlen(s));
+}
+
+void xf_buf_printf(xf_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[256];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        xf_buf_putn(b, tmp, (size_t)n);
+        return;
+    }
+    if (buf_reserve(b, (size_t)n) < 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void xf_buf_json_str(xf_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (buf_reserve(b, n + 2) < 0)
+        return;
+    xf_buf_putn(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        xf_buf_putn(b, s + run, i - run);
+        run = i + 1;
+        char esc[7] = { '\\', 0 };
+        switch (c) {
+        case '"': esc[1] = '"'; xf_buf_putn(b, esc, 2); break;
+        case '\\': esc[1] = '\\'; xf_buf_putn(b, esc, 2); break;
+        case '\n': esc[1] = 'n'; xf_buf_putn(b, esc, 2); break;
+        case '\r': esc[1] = 'r'; xf_buf_putn(b, esc, 2); break;
+        case '\t': esc[1] = 't'; xf_buf_putn(b, esc, 2); break;
+        default:
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            xf_buf_putn(b, esc, 6);
+        }
+    }
+    xf_buf_putn(b, s + run, n - run);
+    xf_buf_putn(b, "\"", 1);
+}
+
+void xf_buf_float(xf_buf_t *b, float v)
+{
+    if (!isfinite(v))
+        v = 0.0f;
+    /* 9 significant digits round-trip any float exactly. */
+    xf_buf_printf(b, "%.9g", (double)v);
+}
+
+void xf_buf_free(xf_buf_t *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, char *data,
+                             size_t len, int retry_after_s)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", retry_after_s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                xf_routes_has_body(req->route) ? "POST" : "GET");
+    if (req->srv && atomic_load(&req->srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result rc = MHD_queue_response(req->conn, status, r);
+    MHD_destroy_response(r);
+    req->status = (int)status;
+    req->state = XF_REQ_REPLIED;
+    return rc;
+}
+
+enum MHD_Result xf_http_reply_buf(xf_req_t *req, unsigned status, const char *content_type,
+                                  xf_buf_t *buf)
+{
+    if (buf->oom) {
+        xf_buf_free(buf);
+        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    }
+    if (!buf->p)
+        xf_buf_puts(buf, "");
+    char *p = buf->p;
+    size_t n = buf->len;
+    memset(buf, 0, sizeof *buf);
+    return queue(req, status, content_type, p, n, 0);
+}
+
+enum MHD_Result xf_http_reply_json(xf_req_t *req, unsigned status, json_t *body)
+{
+    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(body);
+    if (!s)
+        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    return queue(req, status, "application/json", s, strlen(s), 0);
+}
+
+static const char *tei_type(enum xf_http_err code)
+{
+    switch (code) {
+    case XF_HE_INVALID_UTF8:
+    case XF_HE_INPUT_TOO_LONG:
+        return "Tokenizer";
+    case XF_HE_EMPTY_INPUT:
+        return "Empty";
+    case XF_HE_OVERLOADED:
+    case XF_HE_DEADLINE:
+    case XF_HE_DRAINING:
+        return "Overloaded";
+    case XF_HE_NOT_READY:
+        return "Unhealthy";
+    case XF_HE_INTERNAL:
+    case XF_HE_OUT_OF_MEMORY:
+        return "Backend";
+    case XF_HE_UNAUTHORIZED:
+        return "Unauthorized";
+    default:
+        return "Validation";
+    }
+}
+
+static const char *openai_type(enum xf_http_err code)
+{
+    unsigned st = xf_http_err_status(code);
+    if (st == 401)
+        return "authentication_error";
+    if (st == 429)
+        return "rate_limit_error";
+    if (st >= 500)
+        return "server_error";
+    return "invalid_request_error";
+}
+
+enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int retry_after_s,
+                                    const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    unsigned status = xf_http_err_status(code);
+    if ((status == 429 || status == 503) && retry_after_s <= 0)
+        retry_after_s = 1;
+    xf_buf_t b = { 0 };
+    const char *name = xf_http_err_name(code);
+    switch (req->api) {
+    case XF_API_OPENAI:
+        xf_buf_puts(&b, "{\"error\":{\"message\":");
+        xf_buf_json_str(&b, msg, strlen(msg));
+        xf_buf_printf(&b, ",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}",
+                      openai_type(code), name);
+        break;
+    case XF_API_TEI:
+        xf_buf_puts(&b, "{\"error\":");
+        xf_buf_json_str(&b, msg, strlen(msg));
+        xf_buf_printf(&b, ",\"error_type\":\"%s\"}", tei_type(code));
+        break;
+    case XF_API_KSERVE:
+        xf_buf_puts(&b, "{\"error\":");
+        xf_buf_json_str(&b, msg, strlen(msg));
+        xf_buf_puts(&b, "}");
+        break;
+    default:
+        xf_buf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":", name);
+        xf_buf_json_str(&b, msg, strlen(msg));
+        xf_buf_puts(&b, "}}");
+    }
+    if (b.oom) {
+        xf_buf_free(&b);
+        return MHD_NO;
+    }
+    if (status >= 500)
+        XF_LOGW("%u %s: %s", status, name, msg);
+    else
+        XF_LOGD("%u %s: %s", status, name, msg);
+    return queue(req, status, "application/json", b.p, b.len, retry_after_s);
+}
+
+/* ---- the access handler ------------------------------------------------------------- */
+
+static int json_content_type(const char *ct)
+{
+    if (!ct)
+        return 1;   /* lenient: a missing Content-Type is read as JSON */
+    while (*ct == ' ')
+        ct++;
+    size_t n = strlen("application/json");
+    if (strncasecmp(ct, "application/json", n) != 0)
+        return 0;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+static int auth_ok(const xf_server_t *s, struct MHD_Connection *c)
+{
+    const char *key = s->o.api_key;
+    if (!key || !key[0])
+        return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    size_t hl = strlen(h), kl = strlen(key);
+    /* Constant time in the key's length: no early exit on the first mismatch. */
+    unsigned diff = (unsigned)(hl != kl);
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned char)key[i] ^ (unsigned char)(i < hl ? h[i] : 0);
+    return diff == 0;
+}
+
+static int body_append(xf_req_t *req, const char *data, size_t n, size_t limit)
+{
+    if (req->body_len + n > limit)
+        return -1;
+    if (req->body_len + n + 1 > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 4096;
+        while (cap < req->body_len + n + 1)
+            cap *= 2;
+        if (cap > limit + 1)
+            cap = limit + 1;
+        char *p = realloc(req->body, cap);
+        if (!p)
+            return -2;
+        req->body = p;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, n);
+    req->body_len += n;
+    req->body[req->body_len] = '\0';
+    return 0;
+}
+
+static void set_pending(xf_req_t *req, enum xf_http_err code, const char *msg)
+{
+    if (req->pending_err)
+        return;
+    req->pending_err = (int)code + 1;
+    snprintf(req->pending_msg, sizeof req->pending_msg, "%s", msg);
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size,
+                                 void **req_cls)
+{
+    xf_server_t *s = cls;
+    xf_req_t *req = *req_cls;
+    (void)version;
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->srv = s;
+        req->conn = conn;
+        req->start_ns = xf_now_ns();
+        *req_cls = req;
+        atomic_fetch_add(&s->inflight, 1);
+        int e = xf_routes_match(req, method, url);
+        if (e)
+            return xf_http_reply_error(req, (enum xf_http_err)(e - 1), 0,
+                                       e - 1 == XF_HE_NOT_FOUND ? "no route %s %.200s"
+                                                                : "method %s not allowed "
+                                                                  "on %.200s", method, url);
+        if (atomic_load(&s->draining) && !xf_routes_while_draining(req->route))
+            return xf_http_reply_error(req, XF_HE_DRAINING, 1, "server is shutting down");
+        if (xf_routes_needs_auth(req->route) && !auth_ok(s, conn))
+            return xf_http_reply_error(req, XF_HE_UNAUTHORIZED, 0,
+                                       "missing or wrong API key (Authorization: Bearer ...)");
+        if (!xf_routes_has_body(req->route)) {
+            /* GET: answer on the final call; a reply queued on the first call makes MHD
+             * close the connection instead of keeping it alive. */
+            req->state = XF_REQ_BODY;
+            return MHD_YES;
+        }
+        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!json_content_type(ct))
+            return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MEDIA, 0,
+                                       "Content-Type must be application/json, not %.100s",
+                                       ct);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (errno == 0 && end != cl && v > s->o.max_body_bytes)
+                return xf_http_reply_error(req, XF_HE_BODY_TOO_LARGE, 0,
+                                           "request body of %llu bytes exceeds the limit of "
+                                           "%zu bytes (http.max_body_bytes)", v,
+                                           s->o.max_body_bytes);
+        }
+        req->state = XF_REQ_BODY;
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        if (req->state == XF_REQ_BODY && !req->pending_err) {
+            int rc = body_append(req, upload_data, *upload_data_size, s->o.max_body_bytes);
+            if (rc == -1) {
+                char m[160];
+                snprintf(m, sizeof m, "request body exceeds the limit of %zu bytes "
+                         "(http.max_body_bytes)", s->o.max_body_bytes);
+                set_pending(req, XF_HE_BODY_TOO_LARGE, m);
+            } else if (rc == -2) {
+                set_pending(req, XF_HE_OUT_OF_MEMORY, "out of memory reading the body");
+            }
+        }
+        *upload_data_size = 0;   /* consumed (or discarded after an overflow) */
+        return MHD_YES;
+    }
+
+    switch (req->state) {
+    case XF_REQ_BODY:
+        if (req->pending_err) {
+            free(req->body);
+            req->body = NULL;
+            req->body_len = req->body_cap = 0;
+            enum xf_http_err e = (enum xf_http_err)(req->pending_err - 1);
+            return xf_http_reply_error(req, e, 0, "%s", req->pending_msg);
+        }
+        return xf_routes_handle(req);
+    case XF_REQ_SUSPENDED:
+        return xf_routes_respond(req);
+    case XF_REQ_REPLIED:
+        return MHD_YES;
+    default:
+        return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "unexpected request state");
+    }
+}
+
+/* Defined in loop.c: records a finished request in the metrics (any MHD thread). */
+void xf_loop_request_done(xf_server_t *s, int route, int status, double seconds);
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    xf_server_t *s = cls;
+    xf_req_t *req = *req_cls;
+    (void)conn;
+    if (!req)
+        return;
+    *req_cls = NULL;
+    int status = req->status ? req->status : 499;   /* 499: client went away, no reply */
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->status == 0)
+        status = 499;
+    xf_loop_request_done(s, req->route, status, (double)(xf_now_ns() - req->start_ns) * 1e-9);
+    xf_job_free(req->job);
+    json_decref(req->root);
+    free(req->body);
+    free(req);
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    XF_LOGD("libmicrohttpd: %s", msg);
+}
+
+int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen)
+{
+    struct xf_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->srv = s;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    const char *addr = s->o.listen_addr && s->o.listen_addr[0] ? s->o.listen_addr : "127.0.0.1";
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)s->o.port);
+    } else if (inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)s->o.port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "http.listen: '%s' is not an IPv4 or IPv6 address", addr);
+        free(h);
+        return XF_EPARAM;
+    }
+    unsigned pool = s->o.http_threads > 0 ? (unsigned)s->o.http_threads : 1;
+    struct MHD_OptionItem opts[] = {
+        { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
+        { MHD_OPTION_SOCK_ADDR, 0, &ss },
+        { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, s },
+        { MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+          (intptr_t)(s->o.conn_memory_bytes ? s->o.conn_memory_bytes : 64 * 1024), NULL },
+        { MHD_OPTION_CONNECTION_LIMIT, s->o.conn_limit > 0 ? s->o.conn_limit : 1024, NULL },
+        { MHD_OPTION_CONNECTION_TIMEOUT, s->o.conn_timeout_s > 0 ? s->o.conn_timeout_s : 30,
+          NULL },
+        { MHD_OPTION_THREAD_POOL_SIZE, pool > 1 ? (intptr_t)pool : 0, NULL },
+        { MHD_OPTION_END, 0, NULL },
+    };
+    if (pool <= 1)
+        opts[6].option = MHD_OPTION_END;
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)", addr,
+                 s->o.port);
+        free(h);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : s->o.port;
+    *out = h;
+    return 0;
+}
+
+int xf_http_port(const xf_http_t *h)
+{
+    return h ? h->port : 0;
+}
+
+void xf_http_quiesce(xf_http_t *h)
+{
+    if (!h || !h->d)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void xf_http_stop(xf_http_t *h)
+{
+    if (!h)
+        return;
+    if (h->d)
+        MHD_stop_daemon(h->d);
+    free(h);
+}

@@ -1,0 +1,105 @@
+/* HTTP front end on libmicrohttpd: the daemon (epoll internal thread + pool, suspend/resume),
+ * per-request state, body accumulation with limits, and every reply helper. MHD threads run
+ * the access handler: body, routing, auth, then routes.c parses, validates, tokenises and
+ * suspends. The only sender of error bodies is xf_http_reply_error(). */
+#ifndef XF_SERVER_HTTP_H
+#define XF_SERVER_HTTP_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "server/jobs.h"
+
+struct xf_server;
+
+/* Error body shapes, one per API family. */
+enum xf_api {
+    XF_API_OWN = 0,    /* {"error":{"code","message"}} */
+    XF_API_OPENAI,     /* {"error":{"message","type","param","code"}} */
+    XF_API_TEI,        /* {"error","error_type"} */
+    XF_API_KSERVE      /* {"error":"..."} */
+};
+
+enum xf_req_state {
+    XF_REQ_NEW = 0,
+    XF_REQ_BODY,       /* accumulating the body */
+    XF_REQ_SUSPENDED,  /* job queued, connection suspended */
+    XF_REQ_REPLIED     /* a response is queued */
+};
+
+/* A growable byte buffer for response bodies. */
+typedef struct xf_buf {
+    char *p;
+    size_t len, cap;
+    int oom;           /* an append failed: the content is incomplete */
+} xf_buf_t;
+void xf_buf_putn(xf_buf_t *b, const char *s, size_t n);
+void xf_buf_puts(xf_buf_t *b, const char *s);
+void xf_buf_printf(xf_buf_t *b, const char *fmt, ...) XF_PRINTF(2, 3);
+/* A JSON string literal with escapes. */
+void xf_buf_json_str(xf_buf_t *b, const char *s, size_t n);
+/* A float as a JSON number (non-finite values become 0, which the engine never returns). */
+void xf_buf_float(xf_buf_t *b, float v);
+void xf_buf_free(xf_buf_t *b);
+
+/* Per-request state: allocated on the first access-handler call into *req_cls, freed in the
+ * completed callback. Owned by the MHD thread handling the connection, except `job` while the
+ * connection is suspended (then the loop and a worker own the job). */
+typedef struct xf_req {
+    struct xf_server *srv;
+    struct MHD_Connection *conn;
+    enum xf_req_state state;
+    int route;             /* enum xf_route_id (routes.h) */
+    enum xf_api api;
+    char model[128];       /* {m} of /v2/models/{m}/..., NUL-terminated */
+    char *body;
+    size_t body_len, body_cap;
+    int pending_err;       /* an enum xf_http_err + 1 to answer on the final call, or 0 */
+    char pending_msg[160];
+    int status;            /* HTTP status of the queued response (metrics) */
+    uint64_t start_ns;
+    xf_job_t *job;
+    json_t *root;          /* the parsed request, kept until completion (texts for replies) */
+    /* what the reply needs, filled by the route's parser */
+    int n_inputs;
+    int usage_tokens;
+    int base64;
+    int dimensions;        /* OpenAI: truncate to this many dims (0: all) */
+    int raw_scores;
+    int return_text;
+    int batch_form;        /* TEI /predict: the request was a batch */
+    int want_logits_out;   /* KServe: logits output requested */
+    int want_embed_out;
+} xf_req_t;
+
+typedef struct xf_http xf_http_t;
+
+/* Start the MHD daemon on o->listen_addr:o->port for server s. Returns 0 or a negative code.
+ * Ownership: *out is new, free with xf_http_stop(). */
+int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen);
+/* The port bound (after port 0). */
+int xf_http_port(const xf_http_t *h);
+/* Stop accepting new connections (drain). Loop thread. */
+void xf_http_quiesce(xf_http_t *h);
+/* Stop the daemon: closes every connection; joins MHD's threads. NULL is a no-op. */
+void xf_http_stop(xf_http_t *h);
+
+/* Reply helpers (MHD thread, inside the access handler). They set req->status and
+ * req->state; each returns the MHD_queue_response result. */
+enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int retry_after_s,
+                                    const char *fmt, ...) XF_PRINTF(4, 5);
+/* Takes ownership of body (a json_t reference). */
+enum MHD_Result xf_http_reply_json(xf_req_t *req, unsigned status, json_t *body);
+/* Takes ownership of buf's storage. */
+enum MHD_Result xf_http_reply_buf(xf_req_t *req, unsigned status, const char *content_type,
+                                  xf_buf_t *buf);
+
+/* Status and name of an error class. */
+unsigned xf_http_err_status(enum xf_http_err code);
+const char *xf_http_err_name(enum xf_http_err code);
+
+#endif

@@ -1,0 +1,83 @@
+/* Jobs: one inference request (one or more token sequences) travelling MHD thread → loop →
+ * worker → loop → MHD thread, and the two lock-protected queues that carry them.
+ * A job is created and tokenised on an MHD thread, read-only while queued or computing, its
+ * outputs written by exactly one worker, and freed with its request in MHD's completed
+ * callback. Queue locks are leaves (rank 5, see doc/threads.md). */
+#ifndef XF_SERVER_JOBS_H
+#define XF_SERVER_JOBS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <xformd/xformd.h>
+
+#include "server/batcher.h"
+
+enum xf_http_err {
+#define X(code, status, name) XF_HE_##code,
+#include "server/http_errors.def"
+#undef X
+    XF_HE_COUNT
+};
+
+typedef struct xf_job {
+    struct xf_job *next;       /* queue link (owned by whichever queue holds the job) */
+    /* Input: written by the MHD thread before the push, read-only afterwards. */
+    int32_t n_seq;
+    int32_t n_tokens;
+    int32_t max_len;           /* longest sequence */
+    int32_t *lens;             /* [n_seq] */
+    int32_t *ids;              /* [n_tokens], sequences concatenated */
+    int32_t *type_ids;         /* [n_tokens] */
+    enum xf_pooling pooling;   /* for pooled outputs */
+    int normalize;             /* -1 model default, 0, 1 */
+    int want_pooled;
+    int want_logits;
+    uint64_t enqueue_ns;       /* monotonic */
+    uint64_t deadline_ns;      /* monotonic; the loop answers 503 past it */
+    /* Output: written by one worker (or the loop when failing the job) before the done push. */
+    float *pooled;             /* [n_seq][d_model] when want_pooled */
+    float *logits;             /* [n_seq][n_labels] when want_logits */
+    int status;                /* 0, or an enum xf_http_err + 1 */
+    int retry_after_s;         /* for 429/503 */
+    char msg[256];
+    uint64_t start_ns, end_ns; /* compute start/end (monotonic) */
+    int32_t batch_seqs;        /* sequences in the batch that computed it */
+    /* Owner: the suspended connection and its request. */
+    void *conn;                /* struct MHD_Connection * */
+    void *req;                 /* xf_req_t * */
+    xf_bjob_t bj;              /* the batcher's view while queued there (loop thread only) */
+    int has_report;            /* the first job of a batch carries the batch's report */
+    double rep_seconds, rep_tokens, rep_sum_sq;
+    int32_t rep_n_seq;
+} xf_job_t;
+
+/* Allocate a job for n_seq sequences, n_tokens tokens in total (arrays zeroed).
+ * Ownership: *out is new, free with xf_job_free(). Returns 0 or -ENOMEM. */
+int xf_job_create(int32_t n_seq, int32_t n_tokens, xf_job_t **out);
+/* Allocate the output buffers. Returns 0 or -ENOMEM. */
+int xf_job_alloc_outputs(xf_job_t *j, int32_t d_model, int32_t n_labels);
+void xf_job_free(xf_job_t *j);
+/* Mark a job failed with an HTTP error class and message (any thread owning the job). */
+void xf_job_fail(xf_job_t *j, enum xf_http_err code, int retry_after_s, const char *msg);
+
+/* A FIFO of jobs. lock is a leaf (rank 5): nothing else is locked or called while held. */
+typedef struct xf_jobq {
+    pthread_mutex_t lock;      /* protects head, tail, n */
+    xf_job_t *head, *tail;
+    size_t n;
+} xf_jobq_t;
+
+int xf_jobq_init(xf_jobq_t *q);
+void xf_jobq_deinit(xf_jobq_t *q);
+/* Push at the tail. Returns 1 when the queue was empty (the caller then uv_async_send()s),
+ * else 0. */
+int xf_jobq_push(xf_jobq_t *q, xf_job_t *j);
+/* Take every queued job, in order (a NULL-terminated list through next). */
+xf_job_t *xf_jobq_take_all(xf_jobq_t *q);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t xf_now_ns(void);
+
+#endif

@@ -1,0 +1,484 @@
+/* The loop thread (see loop.h). Every uv handle lives in struct xf_loop and is touched only
+ * here. Drain order (STYLE.md §5): not ready → STOPPING=1 → quiesce MHD → finish queued jobs
+ * within drain.timeout_ms, fail the rest with 503 → resume every suspended connection → wait
+ * for the replies to go out → MHD_stop_daemon → stop workers → close handles → uv_loop_close. */
+#include "config.h"
+
+#include "server/loop.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+#include <uv.h>
+
+#include "server/batcher.h"
+#include "server/http.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/notify.h"
+#include "server/routes.h"
+
+struct xf_loop {
+    uv_loop_t uv;
+    uv_async_t job_async;      /* new jobs in s->jobq */
+    uv_async_t done_async;     /* finished jobs in s->doneq */
+    uv_async_t ctl_async;      /* drain requested from another thread */
+    uv_timer_t batch_timer;    /* batcher wake-up (fifo delay, deadlines) */
+    uv_timer_t tick_timer;     /* metrics tick, 1 s */
+    uv_timer_t drain_timer;    /* drain progress checks */
+    uv_timer_t watchdog_timer;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    int have_signals, have_watchdog;
+    xf_batcher_t *batcher;
+    xf_bjob_t **scratch;       /* [cap] batch or expired jobs */
+    size_t cap;
+    int busy_workers;
+    int n_workers;
+    atomic_int drain_req;
+    int draining;              /* loop-side drain phase: 0 no, 1 finishing, 2 waiting, 3 done */
+    uint64_t drain_deadline_ns;
+    uint64_t drain_phase2_ns;
+    uint64_t last_progress_ns;
+    uint64_t watchdog_usec;
+    int exit_status;
+};
+
+static const char *const reject_reasons[] = { "queue_full", "too_long", "deadline",
+                                              "draining" };
+
+const char *xf_loop_policy_name(const xf_server_t *s)
+{
+    return xf_batch_policy_name((enum xf_batch_policy)s->o.policy);
+}
+
+/* ---- completion --------------------------------------------------------------------- */
+
+/* Hand a finished (or failed) job back to its connection. The job now belongs to the request
+ * again: after MHD_resume_connection the loop never touches it. */
+static void finish_job(xf_server_t *s, xf_job_t *j)
+{
+    (void)s;
+    struct MHD_Connection *c = j->conn;
+    MHD_resume_connection(c);
+}
+
+static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code, int reason,
+                     const char *msg)
+{
+    xf_loop_t *L = s->loop;
+    int ra = L->batcher ? xf_batcher_retry_after_s(L->batcher) : 1;
+    xf_job_fail(j, code, ra, msg);
+    if (reason >= 0)
+        xf_metric_add(XF_M_rejected_total, reject_reasons[reason], NULL, 1);
+    finish_job(s, j);
+}
+
+void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void *user)
+{
+    xf_server_t *s = user;
+    if (n <= 0)
+        return;
+    jobs[0]->has_report = 1;
+    jobs[0]->rep_seconds = r->seconds;
+    jobs[0]->rep_tokens = r->n_tokens;
+    jobs[0]->rep_sum_sq = r->sum_sq;
+    jobs[0]->rep_n_seq = r->n_seq;
+    if (r->arena_bytes) {
+        xf_metric_set(XF_M_arena_bytes, "planned", NULL, (int64_t)r->arena_bytes);
+        xf_metric_set(XF_M_arena_bytes, "naive", NULL, (int64_t)r->naive_bytes);
+    }
+    int wake = 0;
+    for (int i = 0; i < n; i++)
+        wake |= xf_jobq_push(&s->doneq, jobs[i]);
+    if (wake)
+        uv_async_send(&s->loop->done_async);
+}
+
+void xf_loop_request_done(xf_server_t *s, int route, int status, double seconds)
+{
+    (void)s;
+    xf_metric_add(XF_M_requests_total, xf_routes_label(route), xf_metrics_status_label(status),
+                  1);
+    (void)seconds;
+}
+
+/* ---- scheduling --------------------------------------------------------------------- */
+
+static void schedule(xf_server_t *s);
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    schedule(t->data);
+}
+
+static void expire_jobs(xf_server_t *s, uint64_t now)
+{
+    xf_loop_t *L = s->loop;
+    for (;;) {
+        size_t n = xf_batcher_expire(L->batcher, now, L->scratch, L->cap);
+        for (size_t i = 0; i < n; i++)
+            fail_job(s, L->scratch[i]->user, XF_HE_DEADLINE, 2,
+                     "the request cannot finish before its deadline (queue too long); retry "
+                     "later");
+        if (n < L->cap)
+            break;
+    }
+}
+
+static void update_gauges(xf_server_t *s)
+{
+    xf_loop_t *L = s->loop;
+    xf_metric_set(XF_M_queue_depth, NULL, NULL, (int64_t)xf_batcher_queued_jobs(L->batcher));
+    xf_metric_set(XF_M_queued_tokens, NULL, NULL, xf_batcher_queued_tokens(L->batcher));
+    xf_metric_set(XF_M_busy_workers, NULL, NULL, L->busy_workers);
+}
+
+static void schedule(xf_server_t *s)
+{
+    xf_loop_t *L = s->loop;
+    uint64_t now = xf_now_ns();
+    expire_jobs(s, now);
+    uint64_t wake = UINT64_MAX;
+    while (L->busy_workers < L->n_workers) {
+        size_t n = 0;
+        xf_batch_info_t info;
+        if (xf_batcher_next(L->batcher, now, L->scratch, L->cap, &n, &info, &wake) < 0)
+            break;
+        if (n == 0)
+            break;
+        xf_job_t *jobs_stack[64];
+        xf_job_t **jobs = n <= 64 ? jobs_stack : malloc(n * sizeof *jobs);
+        if (!jobs) {
+            for (size_t i = 0; i < n; i++)
+                fail_job(s, L->scratch[i]->user, XF_HE_OUT_OF_MEMORY, -1, "out of memory");
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            jobs[i] = L->scratch[i]->user;
+        int rc = xf_workers_submit(s->workers, jobs, (int)n);
+        if (rc < 0) {
+            for (size_t i = 0; i < n; i++)
+                fail_job(s, jobs[i], rc == -EBUSY ? XF_HE_INTERNAL : XF_HE_OUT_OF_MEMORY, -1,
+                         "could not start the batch");
+        } else {
+            L->busy_workers++;
+            xf_metric_observe(XF_M_batch_size, NULL, NULL, (double)info.n_jobs);
+            xf_metric_observe(XF_M_batch_sequences, NULL, NULL, (double)info.n_seqs);
+            xf_metric_observe(XF_M_batch_tokens, NULL, NULL, (double)info.n_tokens);
+            xf_metric_add(XF_M_batches_total, NULL, NULL, 1);
+            xf_metric_add(XF_M_batch_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
+            if (s->o.policy == XF_BATCH_FIFO)
+                xf_metric_add(XF_M_padding_waste_tokens_total, NULL, NULL,
+                              (uint64_t)info.pad_tokens);
+            for (size_t i = 0; i < n; i++)
+                xf_metric_observe(XF_M_request_duration_seconds, "queue", NULL,
+                                  (double)(now - jobs[i]->enqueue_ns) * 1e-9);
+        }
+        if (jobs != jobs_stack)
+            free(jobs);
+        wake = UINT64_MAX;
+    }
+    update_gauges(s);
+    if (L->busy_workers < L->n_workers && wake != UINT64_MAX) {
+        uint64_t ms = wake > now ? (wake - now + 999999) / 1000000 : 0;
+        uv_timer_start(&L->batch_timer, on_batch_timer, ms, 0);
+    } else {
+        uv_timer_stop(&L->batch_timer);
+    }
+}
+
+static void on_jobs(uv_async_t *a)
+{
+    xf_server_t *s = a->data;
+    xf_loop_t *L = s->loop;
+    xf_job_t *j = xf_jobq_take_all(&s->jobq);
+    uint64_t now = xf_now_ns();
+    while (j) {
+        xf_job_t *next = j->next;
+        j->next = NULL;
+        if (L->draining >= 2) {
+            fail_job(s, j, XF_HE_DRAINING, 3, "server is shutting down");
+            j = next;
+            continue;
+        }
+        j->bj.n_seqs = j->n_seq;
+        j->bj.n_tokens = j->n_tokens;
+        j->bj.lens = j->lens;
+        j->bj.enqueue_ns = j->enqueue_ns;
+        j->bj.deadline_ns = j->deadline_ns;
+        j->bj.user = j;
+        int rc = xf_batcher_push(L->batcher, &j->bj, now);
+        if (rc == -EAGAIN)
+            fail_job(s, j, XF_HE_OVERLOADED, 0, "server overloaded: the queue is full; retry "
+                     "later");
+        else if (rc == XF_ETOOLONG)
+            fail_job(s, j, XF_HE_TOO_MANY_TOKENS, 1, "request has more tokens than the queue "
+                     "admits (batcher.max_queued_tokens)");
+        else if (rc == XF_EDEADLINE)
+            fail_job(s, j, XF_HE_DEADLINE, 2, "the request cannot finish before its deadline");
+        else if (rc < 0)
+            fail_job(s, j, XF_HE_INTERNAL, -1, "batcher refused the job");
+        j = next;
+    }
+    schedule(s);
+}
+
+static void on_done(uv_async_t *a)
+{
+    xf_server_t *s = a->data;
+    xf_loop_t *L = s->loop;
+    xf_job_t *j = xf_jobq_take_all(&s->doneq);
+    uint64_t now = xf_now_ns();
+    while (j) {
+        xf_job_t *next = j->next;
+        j->next = NULL;
+        if (j->has_report) {
+            L->busy_workers--;
+            L->last_progress_ns = now;
+            xf_cost_sample_t cs = { .tokens = j->rep_tokens, .sum_sq = j->rep_sum_sq,
+                                    .pad_tokens = 0, .seconds = j->rep_seconds };
+            if (j->status == 0) {
+                xf_cost_t *cm = xf_batcher_cost(L->batcher);
+                xf_cost_observe(cm, &cs);
+                xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
+            } else {
+                xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
+            }
+        }
+        if (j->status == 0) {
+            xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
+                              (double)(j->end_ns - j->start_ns) * 1e-9);
+            xf_metric_observe(XF_M_request_duration_seconds, "total", NULL,
+                              (double)(now - j->enqueue_ns) * 1e-9);
+        }
+        finish_job(s, j);
+        j = next;
+    }
+    schedule(s);
+}
+
+/* ---- drain -------------------------------------------------------------------------- */
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void drain_check(uv_timer_t *t)
+{
+    xf_server_t *s = t->data;
+    xf_loop_t *L = s->loop;
+    uint64_t now = xf_now_ns();
+    if (L->draining == 1) {
+        int empty = xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0;
+        if (!empty && now >= L->drain_deadline_ns) {
+            for (;;) {
+                size_t n = xf_batcher_take_all(L->batcher, L->scratch, L->cap);
+                for (size_t i = 0; i < n; i++)
+                    fail_job(s, L->scratch[i]->user, XF_HE_DRAINING, 3,
+                             "server is shutting down (drain timeout)");
+                if (n < L->cap)
+                    break;
+            }
+        }
+        if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0) {
+            L->draining = 2;
+            L->drain_phase2_ns = now;
+            /* New jobs from here on are failed at once (on_jobs). */
+            on_jobs(&L->job_async);
+        }
+    }
+    if (L->draining == 2) {
+        on_jobs(&L->job_async);
+        /* Every job is answered; wait (bounded) for the replies to be written. */
+        if (atomic_load(&s->inflight) == 0 || now - L->drain_phase2_ns > 2000000000ull) {
+            L->draining = 3;
+            uv_stop(&L->uv);
+        }
+    }
+}
+
+static void begin_drain(xf_server_t *s)
+{
+    xf_loop_t *L = s->loop;
+    if (L->draining)
+        return;
+    L->draining = 1;
+    atomic_store(&s->ready, 0);
+    atomic_store(&s->draining, 1);
+    if (s->o.notify) {
+        xf_notify_stopping();
+        xf_notify_status("draining");
+    }
+    XF_LOGI("drain: stop accepting, finishing %zu queued request(s) within %d ms",
+            xf_batcher_queued_jobs(L->batcher), s->o.drain_timeout_ms);
+    xf_http_quiesce(s->http);
+    L->drain_deadline_ns = xf_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
+    uv_timer_start(&L->drain_timer, drain_check, 0, 5);
+}
+
+static void on_ctl(uv_async_t *a)
+{
+    xf_server_t *s = a->data;
+    if (atomic_load(&s->loop->drain_req))
+        begin_drain(s);
+}
+
+void xf_loop_request_drain(xf_server_t *s)
+{
+    if (!s->loop)
+        return;
+    atomic_store(&s->loop->drain_req, 1);
+    uv_async_send(&s->loop->ctl_async);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    xf_server_t *s = h->data;
+    if (signum == SIGHUP) {
+        int rc = xf_log_reopen();
+        XF_LOGI("SIGHUP: log reopened%s%s", rc < 0 ? ": " : "", rc < 0 ? xf_strerror(rc) : "");
+        return;
+    }
+    XF_LOGI("%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    begin_drain(s);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    xf_server_t *s = t->data;
+    xf_metrics_tick(xf_now_ns());
+    xf_metric_set(XF_M_arena_bytes, "held", NULL, (int64_t)xf_workers_arena_bytes(s->workers));
+    update_gauges(s);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    xf_server_t *s = t->data;
+    xf_loop_t *L = s->loop;
+    uint64_t now = xf_now_ns();
+    /* Progress: the loop runs (this timer fired) and no worker is stuck on a batch for more
+     * than a whole watchdog interval. */
+    if (L->busy_workers > 0 && now - L->last_progress_ns > L->watchdog_usec * 1000ull)
+        return;
+    xf_notify_watchdog();
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+int xf_loop_create(xf_server_t *s, char *err, size_t errlen)
+{
+    xf_loop_t *L = calloc(1, sizeof *L);
+    if (!L)
+        return -ENOMEM;
+    xf_batcher_opts_t bo;
+    xf_batcher_opts_init(&bo);
+    bo.policy = (enum xf_batch_policy)s->o.policy;
+    bo.max_batch = s->o.max_batch;
+    bo.max_batch_tokens = s->o.max_batch_tokens;
+    bo.max_queue_delay_ns = (uint64_t)s->o.max_queue_delay_ms * 1000000ull;
+    bo.max_queued_tokens = s->o.max_queued_tokens;
+    bo.max_queue_jobs = s->o.max_queue_jobs;
+    int rc = xf_batcher_create(&bo, &L->batcher);
+    if (rc < 0) {
+        snprintf(err, errlen, "batcher: %s", xf_strerror(rc));
+        free(L);
+        return rc;
+    }
+    L->cap = (size_t)(s->o.max_batch > 64 ? s->o.max_batch : 64);
+    L->scratch = calloc(L->cap, sizeof *L->scratch);
+    if (!L->scratch || uv_loop_init(&L->uv) != 0) {
+        xf_batcher_free(L->batcher);
+        free(L->scratch);
+        free(L);
+        snprintf(err, errlen, "event loop: out of memory");
+        return -ENOMEM;
+    }
+    L->n_workers = s->o.engine_workers > 0 ? s->o.engine_workers : 1;
+    s->loop = L;
+    uv_async_init(&L->uv, &L->job_async, on_jobs);
+    uv_async_init(&L->uv, &L->done_async, on_done);
+    uv_async_init(&L->uv, &L->ctl_async, on_ctl);
+    uv_timer_init(&L->uv, &L->batch_timer);
+    uv_timer_init(&L->uv, &L->tick_timer);
+    uv_timer_init(&L->uv, &L->drain_timer);
+    uv_timer_init(&L->uv, &L->watchdog_timer);
+    L->job_async.data = L->done_async.data = L->ctl_async.data = s;
+    L->batch_timer.data = L->tick_timer.data = L->drain_timer.data = s;
+    L->watchdog_timer.data = s;
+    uv_timer_start(&L->tick_timer, on_tick, 1000, 1000);
+    if (s->o.handle_signals) {
+        uv_signal_init(&L->uv, &L->sig_term);
+        uv_signal_init(&L->uv, &L->sig_int);
+        uv_signal_init(&L->uv, &L->sig_hup);
+        L->sig_term.data = L->sig_int.data = L->sig_hup.data = s;
+        uv_signal_start(&L->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&L->sig_int, on_signal, SIGINT);
+        uv_signal_start(&L->sig_hup, on_signal, SIGHUP);
+        L->have_signals = 1;
+    }
+    if (s->o.notify && xf_notify_watchdog_usec(&L->watchdog_usec) == 1 && L->watchdog_usec) {
+        uint64_t half_ms = L->watchdog_usec / 2000;
+        uv_timer_start(&L->watchdog_timer, on_watchdog, half_ms ? half_ms : 1,
+                       half_ms ? half_ms : 1);
+        L->have_watchdog = 1;
+    }
+    return 0;
+}
+
+void xf_loop_fit_cost(xf_server_t *s, const xf_cost_sample_t *samples, size_t n)
+{
+    xf_cost_t *cm = xf_batcher_cost(s->loop->batcher);
+    if (n > 0 && xf_cost_fit(cm, samples, n) == 0)
+        xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
+}
+
+int xf_loop_run(xf_server_t *s)
+{
+    xf_loop_t *L = s->loop;
+    L->last_progress_ns = xf_now_ns();
+    /* A drain requested before the loop ran. */
+    if (atomic_load(&L->drain_req))
+        uv_async_send(&L->ctl_async);
+    uv_run(&L->uv, UV_RUN_DEFAULT);
+    /* Drained: every job answered. Stop MHD (closes the remaining connections) and the
+     * workers, then close every handle and the loop. */
+    xf_http_stop(s->http);
+    s->http = NULL;
+    xf_workers_free(s->workers);
+    s->workers = NULL;
+    /* Jobs pushed after the last check have no connection left to answer. */
+    xf_job_t *j = xf_jobq_take_all(&s->jobq);
+    (void)j;
+    uv_walk(&L->uv, close_walk_cb, NULL);
+    uv_run(&L->uv, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&L->uv);
+    if (rc != 0)
+        XF_LOGW("event loop did not close cleanly: %s", uv_strerror(rc));
+    XF_LOGI("drained and stopped");
+    return rc == 0 ? 0 : 1;
+}
+
+void xf_loop_free(xf_server_t *s)
+{
+    xf_loop_t *L = s->loop;
+    if (!L)
+        return;
+    xf_batcher_free(L->batcher);
+    free(L->scratch);
+    free(L);
+    s->loop = NULL;
+}
+
+/* The MHD side of the job queue (MHD thread, after MHD_suspend_connection). */
+void xf_server_submit(xf_server_t *s, xf_job_t *j)
+{
+    if (xf_jobq_push(&s->jobq, j))
+        uv_async_send(&s->loop->job_async);
+}

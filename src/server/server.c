@@ -1,0 +1,392 @@
+/* The server object (see server.h): start-up in the order DESIGN.md §9 asks (model, workers,
+ * warm-up and cost-model fit, loop, listen, READY), the loop thread, drain and teardown.
+ * Start-up runs on the caller's thread; afterwards the loop thread owns everything. */
+#include "config.h"
+
+#include "server/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server/batcher.h"
+#include "server/conf.h"
+#include "server/http.h"
+#include "server/log.h"
+#include "server/loop.h"
+#include "server/metrics.h"
+#include "server/notify.h"
+#include "server/workers.h"
+
+void xf_server_opts_init(xf_server_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->listen_addr = "127.0.0.1";
+    o->port = 8080;
+    o->http_threads = 2;
+    o->max_body_bytes = 1048576;
+    o->conn_limit = 1024;
+    o->conn_timeout_s = 30;
+    o->conn_memory_bytes = 64 * 1024;
+    o->pooling = XF_POOL_DEFAULT;
+    o->normalize = 1;
+    o->engine_threads = 0;
+    o->engine_workers = 1;
+    o->policy = XF_BATCH_DP;
+    o->max_batch = 32;
+    o->max_batch_tokens = 8192;
+    o->max_queue_delay_ms = 5;
+    o->max_queued_tokens = 262144;
+    o->max_queue_jobs = 4096;
+    o->timeout_ms = 10000;
+    o->max_texts = 256;
+    o->max_tokens = 32768;
+    o->drain_timeout_ms = 10000;
+    o->metrics_enabled = 1;
+    o->handle_signals = 0;
+    o->warmup = 1;
+    o->notify = 0;
+}
+
+void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
+{
+    xf_server_opts_init(o);
+    o->listen_addr = c->http_listen;
+    o->port = (int)c->http_port;
+    o->http_threads = (int)c->http_threads;
+    o->max_body_bytes = (size_t)c->http_max_body_bytes;
+    o->conn_limit = (int)c->http_connection_limit;
+    o->conn_timeout_s = (int)((c->http_timeout_ms + 999) / 1000);
+    o->api_key = c->auth_api_key;
+    o->model_dir = c->model_dir;
+    o->model_name = c->model_name;
+    o->demo_tiny = c->model_demo == 1;
+    o->cache_dir = c->cache_dir;
+    o->attention = c->model_attention[0] ? c->model_attention : NULL;
+    o->pooling = (enum xf_pooling)c->model_pooling;   /* default|cls|mean|pooler|none */
+    o->normalize = c->model_normalize;
+    o->engine_threads = (int)c->engine_threads;
+    o->engine_workers = (int)c->engine_workers;
+    o->policy = c->batcher_policy;
+    o->max_batch = (int)c->batcher_max_batch;
+    o->max_batch_tokens = (int)c->batcher_max_batch_tokens;
+    o->max_queue_delay_ms = (int)c->batcher_max_queue_delay_ms;
+    o->max_queued_tokens = c->batcher_max_queued_tokens;
+    o->max_queue_jobs = (int)c->batcher_max_queue_jobs;
+    o->timeout_ms = (int)c->request_timeout_ms;
+    o->max_texts = (int)c->request_max_texts;
+    o->max_tokens = (int)c->request_max_tokens;
+    o->drain_timeout_ms = (int)c->drain_timeout_ms;
+    o->metrics_enabled = c->metrics_enabled;
+    o->handle_signals = 1;
+    o->warmup = 1;
+    o->notify = 1;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* The cache directory for the demo model: cache.dir, $CACHE_DIRECTORY (systemd; the first of
+ * a colon-separated list), $XDG_CACHE_HOME/xformd, ~/.cache/xformd. */
+static int cache_dir(const xf_server_opts_t *o, char *buf, size_t len)
+{
+    const char *e;
+    int n;
+    if (o->cache_dir && o->cache_dir[0]) {
+        n = snprintf(buf, len, "%s", o->cache_dir);
+    } else if ((e = getenv("CACHE_DIRECTORY")) && e[0]) {
+        const char *colon = strchr(e, ':');
+        n = snprintf(buf, len, "%.*s", colon ? (int)(colon - e) : (int)strlen(e), e);
+    } else if ((e = getenv("XDG_CACHE_HOME")) && e[0]) {
+        n = snprintf(buf, len, "%s/xformd", e);
+    } else if ((e = getenv("HOME")) && e[0]) {
+        n = snprintf(buf, len, "%s/.cache/xformd", e);
+    } else {
+        return -ENOENT;
+    }
+    return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
+static int load_model(xf_server_t *s, xf_diag_t *diag)
+{
+    const xf_server_opts_t *o = &s->o;
+    xf_load_opts_t lo = { .name = NULL, .tokenizer = NULL, .attention = o->attention };
+    int demo = !o->model_dir || !o->model_dir[0];
+    char dir[4096];
+    if (!demo) {
+        snprintf(dir, sizeof dir, "%s", o->model_dir);
+    } else {
+        char cache[4000];
+        int rc = cache_dir(o, cache, sizeof cache);
+        if (rc < 0) {
+            snprintf(diag->msg, sizeof diag->msg, "no cache directory for the demo model "
+                     "(set cache.dir, XDG_CACHE_HOME or HOME)");
+            return rc;
+        }
+        snprintf(dir, sizeof dir, "%s/%s", cache, o->demo_tiny ? "xformd-demo-tiny"
+                                                               : "xformd-demo");
+    }
+    lo.name = o->model_name && o->model_name[0] ? o->model_name : demo ? "xformd-demo" : NULL;
+    int rc;
+    if (demo) {
+        char probe[4200];
+        snprintf(probe, sizeof probe, "%s/config.json", dir);
+        int have = access(probe, R_OK) == 0;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            if (!have) {
+                XF_LOGW("writing the demo model to %s", dir);
+                xf_demo_opts_t d;
+                if (o->demo_tiny)
+                    xf_demo_opts_init_tiny(&d);
+                else
+                    xf_demo_opts_init(&d);
+                if ((rc = mkdir_p(dir)) < 0) {
+                    snprintf(diag->msg, sizeof diag->msg, "cannot create %.400s: %s", dir,
+                             xf_strerror(rc));
+                    return rc;
+                }
+                if ((rc = xf_demo_write(dir, &d, diag)) < 0)
+                    return rc;
+            }
+            rc = xf_model_load(dir, &lo, &s->model, diag);
+            if (rc == 0 || !have)
+                break;
+            XF_LOGW("cached demo model in %s does not load (%s); writing it again", dir,
+                    diag->msg);
+            have = 0;
+        }
+        if (rc < 0)
+            return rc;
+        s->demo_dir = strdup(dir);
+    } else {
+        rc = xf_model_load(dir, &lo, &s->model, diag);
+        if (rc < 0)
+            return rc;
+    }
+    s->info = xf_model_info(s->model);
+    s->tok = xf_model_tokenizer(s->model);
+    snprintf(s->model_name, sizeof s->model_name, "%s",
+             s->info->name && s->info->name[0] ? s->info->name : "model");
+    return 0;
+}
+
+static void *loop_thread(void *arg)
+{
+    xf_server_t *s = arg;
+    s->exit_status = xf_loop_run(s);
+    return NULL;
+}
+
+static void warmup(xf_server_t *s)
+{
+    xf_cost_sample_t samples[32];
+    size_t n = 0;
+    int32_t lens[64];
+    uint64_t t0 = xf_now_ns();
+    for (size_t i = 0; n < 32; i++) {
+        size_t k = xf_cost_warmup_batch(i, s->info->max_positions, lens, 64);
+        if (k == 0)
+            break;
+        xf_batch_report_t r;
+        xf_diag_t diag = { 0, "" };
+        int rc = xf_workers_warmup(s->workers, lens, (int)k, &r, &diag);
+        if (rc < 0) {
+            XF_LOGW("warm-up batch %zu failed: %s %s", i, xf_strerror(rc), diag.msg);
+            continue;
+        }
+        if (i == 0)
+            continue;   /* the first batch pays for page faults and arena growth */
+        samples[n].tokens = r.n_tokens;
+        samples[n].sum_sq = r.sum_sq;
+        samples[n].pad_tokens = 0;
+        samples[n].seconds = r.seconds;
+        n++;
+    }
+    xf_loop_fit_cost(s, samples, n);
+    XF_LOGI("warm-up: %zu batches in %.0f ms", n + 1, (double)(xf_now_ns() - t0) * 1e-6);
+}
+
+static void log_startup(xf_server_t *s)
+{
+    const xf_model_info_t *mi = s->info;
+    xf_cpu_info_t ci;
+    xf_cpu_get_info(&ci);
+    snprintf(s->cpu_desc, sizeof s->cpu_desc, "%s; isa %s (max %s); gemm %s; blas core %s",
+             ci.brand, ci.isa ? ci.isa : "?", ci.isa_max ? ci.isa_max : "?",
+             ci.gemm_path ? ci.gemm_path : "?", ci.blas_core ? ci.blas_core : "?");
+    XF_LOGI("xformd %s", xf_version());
+    XF_LOGI("model: %s (%s, %s) from %s", s->model_name, mi->arch_name ? mi->arch_name : "?",
+            mi->file_dtype ? mi->file_dtype : "?", mi->dir ? mi->dir : "?");
+    if (mi->is_demo)
+        XF_LOGW("*** DEMO MODEL: random weights, its embeddings and scores mean NOTHING; "
+                "start xformd with --model DIR to serve a real checkpoint ***");
+    XF_LOGI("params: %.1fM, %d layers, d_model %d, max %d positions, %d labels",
+            (double)mi->n_params * 1e-6, mi->n_layer, mi->d_model, mi->max_positions,
+            mi->n_labels);
+    XF_LOGI("cpu: %s, %d cores", s->cpu_desc, ci.n_cores);
+    if (ci.isa && ci.isa_max && strcmp(ci.isa, ci.isa_max) != 0)
+        XF_LOGW("cpu: running %s kernels although the CPU has %s", ci.isa, ci.isa_max);
+    XF_LOGI("threads: %d engine worker(s) x %d compute threads, %d http threads",
+            s->o.engine_workers, s->o.engine_threads > 0 ? s->o.engine_threads : ci.n_cores,
+            s->o.http_threads);
+    XF_LOGI("batcher: policy %s, max_batch %d, max_batch_tokens %d, queue delay %d ms",
+            xf_loop_policy_name(s), s->o.max_batch, s->o.max_batch_tokens,
+            s->o.max_queue_delay_ms);
+    XF_LOGI("arena: %.1f MiB after warm-up",
+            (double)xf_workers_arena_bytes(s->workers) / (1024.0 * 1024.0));
+}
+
+int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *diag)
+{
+    xf_diag_t local = { 0, "" };
+    if (!diag)
+        diag = &local;
+    diag->msg[0] = '\0';
+    xf_server_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->o = *o;
+    s->start_ns = xf_now_ns();
+    int rc;
+    if ((rc = xf_jobq_init(&s->jobq)) < 0 || (rc = xf_jobq_init(&s->doneq)) < 0) {
+        free(s);
+        return rc;
+    }
+    if (o->notify)
+        xf_notify_status("loading model");
+    if ((rc = load_model(s, diag)) < 0) {
+        char m[512];
+        snprintf(m, sizeof m, "model: %s: %.400s", xf_strerror(rc), diag->msg);
+        snprintf(diag->msg, sizeof diag->msg, "%s", m);
+        goto fail;
+    }
+    const char *variant = xf_attn_name(xf_model_attention(s->model));
+    xf_metrics_set_model_info(s->model_name, s->info->arch_name ? s->info->arch_name : "?",
+                              variant ? variant : "dense");
+    rc = xf_workers_create(s->model, o->engine_workers, o->engine_threads, xf_loop_jobs_done,
+                           s, &s->workers, diag);
+    if (rc < 0)
+        goto fail;
+    char err[256] = "";
+    if ((rc = xf_loop_create(s, err, sizeof err)) < 0) {
+        snprintf(diag->msg, sizeof diag->msg, "%s", err);
+        goto fail;
+    }
+    if (o->warmup) {
+        if (o->notify)
+            xf_notify_status("warming up");
+        warmup(s);
+    }
+    if ((rc = xf_http_start(s, &s->http, err, sizeof err)) < 0) {
+        snprintf(diag->msg, sizeof diag->msg, "%s", err);
+        goto fail;
+    }
+    log_startup(s);
+    if ((rc = -pthread_create(&s->thread, NULL, loop_thread, s)) < 0) {
+        snprintf(diag->msg, sizeof diag->msg, "cannot start the loop thread");
+        goto fail;
+    }
+    s->thread_started = 1;
+    atomic_store(&s->ready, 1);
+    XF_LOGI("listening on http://%s:%d/", o->listen_addr && o->listen_addr[0] ? o->listen_addr
+                                                                               : "127.0.0.1",
+            xf_http_port(s->http));
+    if (o->notify) {
+        xf_notify_ready();
+        xf_notify_status("serving %s on port %d", s->model_name, xf_http_port(s->http));
+    }
+    *out = s;
+    return 0;
+fail:
+    diag->code = rc;
+    xf_server_free(s);
+    return rc;
+}
+
+int xf_server_port(const xf_server_t *s)
+{
+    return s && s->http ? xf_http_port(s->http) : 0;
+}
+
+const xf_model_t *xf_server_model(const xf_server_t *s)
+{
+    return s ? s->model : NULL;
+}
+
+long xf_server_inflight(const xf_server_t *s)
+{
+    return atomic_load(&s->inflight);
+}
+
+void xf_server_drain(xf_server_t *s)
+{
+    if (s)
+        xf_loop_request_drain(s);
+}
+
+int xf_server_wait(xf_server_t *s)
+{
+    if (s && s->thread_started) {
+        pthread_join(s->thread, NULL);
+        s->thread_started = 0;
+    }
+    return s ? s->exit_status : 0;
+}
+
+void xf_server_stop(xf_server_t *s)
+{
+    if (!s)
+        return;
+    xf_server_drain(s);
+    xf_server_wait(s);
+    xf_server_free(s);
+}
+
+void xf_server_free(xf_server_t *s)
+{
+    if (!s)
+        return;
+    if (s->thread_started) {
+        xf_server_drain(s);
+        xf_server_wait(s);
+    }
+    /* Before the loop ran (start-up failure) these are still ours. */
+    xf_http_stop(s->http);
+    xf_workers_free(s->workers);
+    if (s->loop) {
+        xf_loop_free(s);
+    }
+    xf_model_free(s->model);
+    free(s->demo_dir);
+    xf_jobq_deinit(&s->jobq);
+    xf_jobq_deinit(&s->doneq);
+    free(s);
+}
+
+int xf_server_run(const struct xf_conf *cfg, xf_server_t **out, xf_diag_t *diag)
+{
+    xf_server_opts_t o;
+    xf_server_opts_from_conf(cfg, &o);
+    int rc = xf_server_start(&o, out, diag);
+    if (rc == 0)
+        (*out)->conf = cfg;
+    return rc;
+}

@@ -1,0 +1,50 @@
+/* Engine workers: each thread owns one xf_ctx_t (with its own compute pool) and one xf_plan_t,
+ * and runs whole batches: pack → xf_plan_build → xf_ctx_reserve → xf_forward → copy each
+ * job's rows out. Workers only compute: no JSON, no HTTP, no libuv. The loop submits batches
+ * (loop thread only) and hears back through the done callback, called on the worker thread
+ * with no lock held. pool lock: rank 6, a leaf (see doc/threads.md). */
+#ifndef XF_SERVER_WORKERS_H
+#define XF_SERVER_WORKERS_H
+
+#include "server/jobs.h"
+
+typedef struct xf_workers xf_workers_t;
+
+/* What one batch cost, for metrics and the cost model. */
+typedef struct xf_batch_report {
+    int32_t n_jobs, n_seq, n_tokens, max_len;
+    double sum_sq;             /* Σ n_i² over sequences */
+    double seconds;            /* plan + forward wall time */
+    size_t arena_bytes, naive_bytes;
+    int worker;
+} xf_batch_report_t;
+
+/* Called on the worker thread after every job of the batch has its outputs (or status). The
+ * jobs array is borrowed for the call only; the jobs themselves now belong to the callee. */
+typedef void (*xf_workers_done_fn)(xf_job_t **jobs, int n, const xf_batch_report_t *r,
+                                   void *user);
+
+/* Start n_workers threads, each with a context of n_threads compute threads.
+ * Ownership: *out is new, free with xf_workers_free(). Returns 0 or a negative code. */
+int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
+                      xf_workers_done_fn done, void *user, xf_workers_t **out,
+                      xf_diag_t *diag);
+/* Stop and join every worker (waits for a running batch to finish). */
+void xf_workers_free(xf_workers_t *w);
+
+/* Number of workers waiting for a batch (loop thread). */
+int xf_workers_idle(xf_workers_t *w);
+/* Hand a batch of n jobs to an idle worker (loop thread). The array is copied.
+ * Returns 0, or -EBUSY when every worker is busy. */
+int xf_workers_submit(xf_workers_t *w, xf_job_t *const *jobs, int n);
+
+/* Run one synthetic batch (sequence lengths lens[n_seq], token ids cycling through the
+ * vocabulary) on worker 0's context from the calling thread, before any submit: warm-up and
+ * cost-model fitting at start-up. Fills r. Returns 0 or a negative engine code. */
+int xf_workers_warmup(xf_workers_t *w, const int32_t *lens, int n_seq, xf_batch_report_t *r,
+                      xf_diag_t *diag);
+
+/* Bytes held by every worker's arena (any thread; approximate while a reserve runs). */
+size_t xf_workers_arena_bytes(xf_workers_t *w);
+
+#endif
