@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -434,6 +435,68 @@ static void test_long_words(void **state)
     xf_tokenizer_free(tok);
 }
 
+/* Many threads encoding with one tokenizer get what one thread gets (encode is const). */
+#define MT_THREADS 4
+#define MT_TEXTS 4
+static const char *const mt_texts[MT_TEXTS] = {
+    "Hello, y'all! How are you \xf0\x9f\x98\x81 ?\xe6\x88\x91\xe6\x83\xb3\xe5\x9c\xa8" "apple",
+    "Avdija Vr\xc5\xa1" "ajevi\xc4\x87 \xc3\xae" "n [MASK] unaffable",
+    "  \tHeLLo!how  \n Are yoU? [UNK]",
+    "333333333 w048 7tuijk dsdfhu \xd0\xbd\xd0\xb5\xd1\x89\xd0\xbe",
+};
+
+typedef struct mt_arg {
+    const xf_tokenizer_t *tok;
+    const xf_tokens_t *want;
+    int mismatches;
+} mt_arg_t;
+
+static void *mt_worker(void *p)
+{
+    mt_arg_t *a = p;
+    xf_tokens_t t = { 0 };
+    for (int r = 0; r < 500; r++) {
+        int k = r % MT_TEXTS;
+        const char *b = mt_texts[(k + 1) % MT_TEXTS];
+        int rc = xf_tokenizer_encode(a->tok, mt_texts[k], strlen(mt_texts[k]), b, strlen(b),
+                                     NULL, &t, NULL);
+        if (rc || t.n != a->want[k].n ||
+            memcmp(t.ids, a->want[k].ids, (size_t)t.n * sizeof(int32_t)) != 0 ||
+            memcmp(t.type_ids, a->want[k].type_ids, (size_t)t.n * sizeof(int32_t)) != 0)
+            a->mismatches++;
+    }
+    xf_tokens_deinit(&t);
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    xf_tokenizer_t *tok = load_vocab(UNCASED, NULL);
+    xf_tokens_t want[MT_TEXTS] = { { 0 } };
+    for (int k = 0; k < MT_TEXTS; k++) {
+        const char *b = mt_texts[(k + 1) % MT_TEXTS];
+        assert_int_equal(xf_tokenizer_encode(tok, mt_texts[k], strlen(mt_texts[k]), b,
+                                             strlen(b), NULL, &want[k], NULL), 0);
+        assert_true(want[k].n > 4);
+    }
+    pthread_t th[MT_THREADS];
+    mt_arg_t args[MT_THREADS];
+    for (int i = 0; i < MT_THREADS; i++) {
+        args[i] = (mt_arg_t){ .tok = tok, .want = want };
+        assert_int_equal(pthread_create(&th[i], NULL, mt_worker, &args[i]), 0);
+    }
+    int bad = 0;
+    for (int i = 0; i < MT_THREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        bad += args[i].mismatches;
+    }
+    assert_int_equal(bad, 0);
+    for (int k = 0; k < MT_TEXTS; k++)
+        xf_tokens_deinit(&want[k]);
+    xf_tokenizer_free(tok);
+}
+
 /* ---- loading --------------------------------------------------------------------------- */
 
 static const char tiny_json[] =
@@ -626,5 +689,6 @@ XF_TEST_MAIN(cmocka_unit_test(test_llama_cpp_bge), cmocka_unit_test(test_pytorch
              cmocka_unit_test(test_vocab_queries), cmocka_unit_test(test_pair_and_empty),
              cmocka_unit_test(test_truncation), cmocka_unit_test(test_invalid_utf8),
              cmocka_unit_test(test_split_special), cmocka_unit_test(test_long_words),
+             cmocka_unit_test(test_threads),
              cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_bpe_refused),
              cmocka_unit_test(test_missing), cmocka_unit_test(test_hostile_vocab))
