@@ -1,7 +1,15 @@
 /* The WordPiece tokenizer: BERT's BasicTokenizer + WordPiece exactly as Hugging Face runs them.
  * Owns loading (vocab.txt, WordPiece tokenizer.json, tokenizer_config.json), the vocabulary hash
  * table (open addressing, immutable after load) and encode. Encode touches no shared mutable
- * state, so any number of threads may call it at once; it never prints (errors go to diag). */
+ * state, so any number of threads may call it at once; it never prints (errors go to diag).
+ *
+ * Where HF's two implementations differ, this follows the fast (Rust `tokenizers`) one, which
+ * AutoTokenizer loads: lowercasing is per character (no Greek final-sigma rule of Python's
+ * str.lower()), and cased text is not NFC-composed first (recent transformers' slow
+ * BasicTokenizer does that); pair truncation is TruncationStrategy::LongestFirst. Unicode data
+ * is libutf8proc's (categories, simple lowercase + U+0130's full mapping, canonical
+ * decomposition). Duplicate vocab.txt lines: the later line's id wins, as in HF's load_vocab
+ * (a Python dict), while xf_tokenizer_token() still names every line's id. */
 #include "config.h"
 
 #include <errno.h>
@@ -655,8 +663,9 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
      * byte: the longest lowercase+NFD expansion is 4 code points for a 3-byte character),
      * the WordPiece piece in UTF-8 and its char offsets. */
     size_t L = (len > pair_len ? len : pair_len) + 1;
-    size_t mc = (size_t)tok->max_chars < L ? (size_t)tok->max_chars : L;
     size_t cap_norm = 2 * L + 32;
+    /* a piece is part of a normalized word and at most max_chars long (else it is [UNK]) */
+    size_t mc = (size_t)tok->max_chars < cap_norm ? (size_t)tok->max_chars : cap_norm;
     size_t bytes = L * sizeof(uint32_t) + cap_norm * sizeof(uint32_t) +
                    (mc + 1) * sizeof(uint32_t) + TOK_MAX_PREFIX + 4 * mc + 8;
     char *scratch = malloc(bytes);
@@ -1153,6 +1162,11 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
         json_int_t m = json_integer_value(v);
         b->max_chars = m > INT32_MAX ? INT32_MAX : (int32_t)m;
     }
+    v = json_object_get(root, "pre_tokenizer");
+    const char *pt = json_string_value(json_object_get(v, "type"));
+    if (json_is_object(v) && (!pt || strcmp(pt, "BertPreTokenizer") != 0))
+        xf_log(XF_LOG_WARN, "%s: pre_tokenizer \"%s\" is treated as BertPreTokenizer", path,
+               pt ? pt : "?");
     v = json_object_get(root, "normalizer");
     if (json_is_object(v)) {
         if ((rc = apply_normalizer(b, v, path, diag)))

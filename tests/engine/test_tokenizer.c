@@ -337,6 +337,40 @@ static void test_truncation(void **state)
     xf_tokenizer_free(tok);
 }
 
+/* The lengths HF tokenizers' own LongestFirst unit test expects for inputs of 0, 2, 4 and 8
+ * tokens with max_length 7 (max_len 10 here: 3 of it are [CLS] [SEP] [SEP]). */
+static void test_longest_first_table(void **state)
+{
+    (void)state;
+    xf_tokenizer_t *tok = load_vocab(UNCASED, NULL);
+    static const char *const txt[4] = { "", "a a", "a a a a", "a a a a a a a a" };
+    static const int want[4][4][2] = {
+        { { 0, 0 }, { 0, 2 }, { 0, 4 }, { 0, 7 } },
+        { { 2, 0 }, { 2, 2 }, { 2, 4 }, { 2, 5 } },
+        { { 4, 0 }, { 4, 2 }, { 3, 4 }, { 3, 4 } },
+        { { 7, 0 }, { 5, 2 }, { 4, 3 }, { 3, 4 } },
+    };
+    xf_tokens_t t = { 0 };
+    xf_diag_t d = { 0 };
+    const xf_tok_opts_t o = { .max_len = 10, .truncate = 1 };
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            assert_int_equal(xf_tokenizer_encode(tok, txt[i], strlen(txt[i]), txt[j],
+                                                 strlen(txt[j]), &o, &t, &d), 0);
+            int n0 = 0;
+            for (int k = 0; k < t.n; k++)
+                n0 += t.type_ids[k] == 0;
+            if (n0 - 2 != want[i][j][0] || t.n - n0 - 1 != want[i][j][1])
+                print_message("# %d+%d tokens -> %d+%d, want %d+%d\n", 2 * i, 2 * j, n0 - 2,
+                              t.n - n0 - 1, want[i][j][0], want[i][j][1]);
+            assert_int_equal(n0 - 2, want[i][j][0]);
+            assert_int_equal(t.n - n0 - 1, want[i][j][1]);
+        }
+    }
+    xf_tokens_deinit(&t);
+    xf_tokenizer_free(tok);
+}
+
 static void test_invalid_utf8(void **state)
 {
     (void)state;
@@ -687,7 +721,8 @@ static void test_hostile_vocab(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_llama_cpp_bge), cmocka_unit_test(test_pytorch_text),
              cmocka_unit_test(test_swift_edge), cmocka_unit_test(test_swift_squad_sample),
              cmocka_unit_test(test_vocab_queries), cmocka_unit_test(test_pair_and_empty),
-             cmocka_unit_test(test_truncation), cmocka_unit_test(test_invalid_utf8),
+             cmocka_unit_test(test_truncation), cmocka_unit_test(test_longest_first_table),
+             cmocka_unit_test(test_invalid_utf8),
              cmocka_unit_test(test_split_special), cmocka_unit_test(test_long_words),
              cmocka_unit_test(test_threads),
              cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_bpe_refused),
