@@ -16,9 +16,11 @@
 /* Features are scaled so that typical values are O(1) (256 tokens, 256² squared tokens):
  * least squares and RLS then work on a well-conditioned matrix. z_k = x_k·S_k, c_k = w_k·S_k. */
 static const double cost_scale[XF_COST_NF] = {1.0, 1.0 / 256, 1.0 / 65536, 1.0 / 256};
-/* RLS: cap on trace(P) above which forgetting stops inflating P (no wind-up while the batches
- * carry no new information), and the ridge added when P is rebuilt after a fit. */
-#define XF_RLS_TRACE_MAX 1e4
+/* RLS: cap on each diagonal element of P. Forgetting inflates P by 1/λ per step in every
+ * direction, also in those no batch excites (padding when nothing runs padded): without a cap
+ * they wind up without bound. Capping per direction (P ← D·P·D) keeps forgetting — and so
+ * tracking — alive in the excited ones. Also the ridge added when P is rebuilt after a fit. */
+#define XF_RLS_PKK_MAX 1e2
 #define XF_FIT_RIDGE 1e-3
 
 static void cost_sync_c(xf_cost_t *cm)
@@ -63,6 +65,19 @@ static void sample_z(const xf_cost_sample_t *s, double z[XF_COST_NF])
     z[1] = s->tokens * cost_scale[1];
     z[2] = s->sum_sq * cost_scale[2];
     z[3] = s->pad_tokens * cost_scale[3];
+}
+
+/* Relative weighting: timing noise is roughly proportional to the batch time (a 2 s batch
+ * jitters by tens of ms, a 3 ms batch by tens of µs), and predictions matter in relative terms
+ * across four orders of magnitude. Dividing row and target by the observed time turns least
+ * squares into least relative squares, which keeps c0 identifiable next to big batches. */
+static void sample_zw(const xf_cost_sample_t *s, double z[XF_COST_NF], double *y)
+{
+    double wgt = 1.0 / (s->seconds > 1e-6 ? s->seconds : 1e-6);
+    sample_z(s, z);
+    for (int k = 0; k < XF_COST_NF; k++)
+        z[k] *= wgt;
+    *y = s->seconds * wgt;
 }
 
 double xf_cost_predict(const xf_cost_t *cm, const xf_cost_sample_t *s)
@@ -129,14 +144,14 @@ int xf_cost_fit(xf_cost_t *cm, const xf_cost_sample_t *samples, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (!sample_ok(&samples[i]))
             return -EINVAL;
-        double z[XF_COST_NF];
-        sample_z(&samples[i], z);
+        double z[XF_COST_NF], y;
+        sample_zw(&samples[i], z, &y);
         for (int a = 0; a < XF_COST_NF; a++) {
             for (int b = 0; b < XF_COST_NF; b++)
                 G[a][b] += z[a] * z[b];
-            g[a] += z[a] * samples[i].seconds;
+            g[a] += z[a] * y;
         }
-        yy += samples[i].seconds * samples[i].seconds;
+        yy += y * y;
     }
     /* Exact NNLS for 4 unknowns: the best unconstrained least-squares solution over every
      * subset of features whose coefficients all come out non-negative. SSE from the normal
@@ -203,8 +218,8 @@ int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s)
 {
     if (!sample_ok(s))
         return -EINVAL;
-    double z[XF_COST_NF], Pz[XF_COST_NF], denom = cm->lambda, pred = 0;
-    sample_z(s, z);
+    double z[XF_COST_NF], Pz[XF_COST_NF], denom = cm->lambda, pred = 0, y;
+    sample_zw(s, z, &y);
     for (int a = 0; a < XF_COST_NF; a++) {
         Pz[a] = 0;
         for (int b = 0; b < XF_COST_NF; b++)
@@ -213,24 +228,29 @@ int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s)
         pred += cm->w[a] * z[a];
     }
     cm->last_err_s = fabs(xf_cost_predict(cm, s) - s->seconds);
-    double e = s->seconds - pred;
-    double tr = 0;
+    double e = y - pred;
     for (int a = 0; a < XF_COST_NF; a++) {
         double k = Pz[a] / denom;
         cm->w[a] += k * e;
     }
-    /* P ← (P − Pz·Pzᵀ/denom)/λ, kept symmetric; no inflation past the trace cap. */
+    /* P ← (P − Pz·Pzᵀ/denom)/λ, kept symmetric, then each direction capped. */
     for (int a = 0; a < XF_COST_NF; a++)
         for (int b = 0; b < XF_COST_NF; b++)
             cm->P[a][b] -= Pz[a] * Pz[b] / denom;
     for (int a = 0; a < XF_COST_NF; a++)
-        tr += cm->P[a][a];
-    double inv = tr < XF_RLS_TRACE_MAX ? 1.0 / cm->lambda : 1.0;
-    for (int a = 0; a < XF_COST_NF; a++)
         for (int b = a; b < XF_COST_NF; b++) {
-            double v = 0.5 * (cm->P[a][b] + cm->P[b][a]) * inv;
+            double v = 0.5 * (cm->P[a][b] + cm->P[b][a]) / cm->lambda;
             cm->P[a][b] = cm->P[b][a] = v;
         }
+    for (int a = 0; a < XF_COST_NF; a++) {
+        if (cm->P[a][a] > XF_RLS_PKK_MAX) {
+            double f = sqrt(XF_RLS_PKK_MAX / cm->P[a][a]);
+            for (int b = 0; b < XF_COST_NF; b++) {
+                cm->P[a][b] *= f;
+                cm->P[b][a] *= f;
+            }
+        }
+    }
     cm->n_obs++;
     cost_sync_c(cm);
     return 0;
@@ -641,6 +661,14 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         double tot;
         int rc = xf_batcher_dp_split(&b->cost, b->scratch, w, b->o.max_batch,
                                      b->o.max_batch_tokens, now_ns, ends, &nb, &tot);
+        if (rc == -ENOENT) {
+            /* Shortest-first cannot meet every deadline: a long urgent job sits at the end.
+             * Split the earliest-deadline-first order instead (its own fallback, when even
+             * that fails, still serves the most urgent first; expiry answers the rest). */
+            qsort(b->scratch, w, sizeof(*b->scratch), cmp_deadline);
+            rc = xf_batcher_dp_split(&b->cost, b->scratch, w, b->o.max_batch,
+                                     b->o.max_batch_tokens, now_ns, ends, &nb, &tot);
+        }
         if (rc != 0 && rc != -ENOENT)
             return rc;
         k = ends[0] < limit ? ends[0] : limit;

@@ -1,0 +1,601 @@
+/* Batcher tests: the dp split against brute force over every split of small random queues,
+ * each policy on synthetic queues, deadlines and expiry, admission limits, the cost-model fit
+ * on noisy synthetic timings and the online RLS refinement. Pure logic: time is simulated. */
+#include "config.h"
+
+#include "../helpers/xf_test.h"
+#include "server/batcher.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+
+/* Deterministic generator for test inputs (SplitMix64). */
+static uint64_t rng_state;
+static uint64_t rng(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double urand(void)
+{
+    return (double)(rng() >> 11) / 9007199254740992.0;
+}
+static int32_t irand(int32_t lo, int32_t hi)
+{
+    return lo + (int32_t)(rng() % (uint64_t)(hi - lo + 1));
+}
+
+typedef struct tjob {
+    xf_bjob_t b;
+    int32_t lens[8];
+} tjob_t;
+
+static void mkjob(tjob_t *j, int n, const int32_t *lens, uint64_t now, uint64_t deadline)
+{
+    memset(j, 0, sizeof(*j));
+    j->b.n_seqs = n;
+    j->b.lens = j->lens;
+    for (int i = 0; i < n; i++) {
+        j->lens[i] = lens[i];
+        j->b.n_tokens += lens[i];
+    }
+    j->b.enqueue_ns = now;
+    j->b.deadline_ns = deadline;
+    j->b.user = j;
+}
+
+static void mk1(tjob_t *j, int32_t len, uint64_t now, uint64_t deadline)
+{
+    mkjob(j, 1, &len, now, deadline);
+}
+
+static void set_cost(xf_cost_t *cm, double c0, double c1, double c2)
+{
+    xf_cost_init(cm, 0);
+    cm->c[0] = c0;
+    cm->c[1] = c1;
+    cm->c[2] = c2;
+    cm->c[3] = 0;
+}
+
+/* Brute force: every split of jobs[0..n) into consecutive batches. Returns the least objective
+ * over splits meeting the limits (and the deadlines when use_dl), INFINITY when none. */
+static double brute(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n, int32_t max_batch,
+                    int64_t max_tok, uint64_t now, int use_dl)
+{
+    double best = INFINITY;
+    for (unsigned mask = 0; mask < (1u << (n - 1)); mask++) {
+        double t = 0, obj = 0;
+        size_t start = 0;
+        int ok = 1;
+        for (size_t i = 0; i < n && ok; i++) {
+            int end = i == n - 1 || (mask & (1u << i));
+            if (!end)
+                continue;
+            size_t cnt = i + 1 - start;
+            int64_t tok = 0;
+            double sq = 0;
+            uint64_t dl = UINT64_MAX;
+            for (size_t k = start; k <= i; k++) {
+                tok += jobs[k]->n_tokens;
+                for (int s = 0; s < jobs[k]->n_seqs; s++)
+                    sq += (double)jobs[k]->lens[s] * jobs[k]->lens[s];
+                if (jobs[k]->deadline_ns < dl)
+                    dl = jobs[k]->deadline_ns;
+            }
+            if (cnt > 1 && (cnt > (size_t)max_batch || tok > max_tok))
+                ok = 0;
+            t += cm->c[0] + cm->c[1] * (double)tok + cm->c[2] * sq;
+            if (use_dl && now + (uint64_t)(t * 1e9) > dl)
+                ok = 0;
+            obj += (double)cnt * t;
+            start = i + 1;
+        }
+        if (ok && obj < best)
+            best = obj;
+    }
+    return best;
+}
+
+static void test_dp_vs_brute_force(void **state)
+{
+    (void)state;
+    rng_state = 42;
+    int infeasible = 0, constrained = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        xf_cost_t cm;
+        set_cost(&cm, 1e-3 + urand() * 20e-3, 1e-5 + urand() * 1e-3, urand() * 1e-6);
+        size_t n = (size_t)irand(1, 8);
+        tjob_t tj[8];
+        xf_bjob_t *jobs[8];
+        uint64_t now = 1000 * SEC;
+        double total = 0;
+        for (size_t i = 0; i < n; i++) {
+            int32_t lens[3];
+            int ns = irand(1, 3);
+            for (int s = 0; s < ns; s++)
+                lens[s] = irand(1, 256);
+            mkjob(&tj[i], ns, lens, now, 0);
+            jobs[i] = &tj[i].b;
+            xf_cost_sample_t f;
+            xf_cost_features(lens, (size_t)ns, false, &f);
+            total += xf_cost_predict(&cm, &f);
+        }
+        /* Deadlines from "too late even alone" to "met by any split", scaled by the time
+         * the whole queue takes one job at a time; each trial draws its own tightness. */
+        double lo = urand() * 1.2;
+        for (size_t i = 0; i < n; i++)
+            tj[i].b.deadline_ns = now + (uint64_t)((lo + urand()) * total * 1e9);
+        int32_t max_batch = irand(1, 8);
+        int64_t max_tok = irand(64, 2048);
+        size_t ends[XF_DP_MAX], nb = 0;
+        double tot = -1;
+        int rc = xf_batcher_dp_split(&cm, jobs, n, max_batch, max_tok, now, ends, &nb, &tot);
+        double want = brute(&cm, jobs, n, max_batch, max_tok, now, 1);
+        if (want == INFINITY) {
+            assert_int_equal(rc, -ENOENT);
+            want = brute(&cm, jobs, n, max_batch, max_tok, now, 0);
+            infeasible++;
+        } else {
+            assert_int_equal(rc, 0);
+            if (want != brute(&cm, jobs, n, max_batch, max_tok, now, 0))
+                constrained++;
+        }
+        /* Same objective up to summation-order rounding of a few doubles. */
+        assert_true(fabs(tot - want) <= 1e-9 * want + 1e-12);
+        /* The split itself is consistent: ends increase to n and respect the limits. */
+        assert_true(nb >= 1 && ends[nb - 1] == n);
+        size_t start = 0;
+        for (size_t k = 0; k < nb; k++) {
+            assert_true(ends[k] > start);
+            size_t cnt = ends[k] - start;
+            int64_t tok = 0;
+            for (size_t i = start; i < ends[k]; i++)
+                tok += jobs[i]->n_tokens;
+            assert_true(cnt == 1 || (cnt <= (size_t)max_batch && tok <= max_tok));
+            start = ends[k];
+        }
+    }
+    /* The random mix must exercise all three regimes, or the test proves little. */
+    print_message("# dp: %d infeasible, %d deadline-constrained of 3000\n", infeasible,
+                  constrained);
+    assert_true(infeasible > 50);
+    assert_true(constrained > 30);
+}
+
+static xf_batcher_t *mkb(enum xf_batch_policy p, int32_t max_batch, int64_t max_tok)
+{
+    xf_batcher_opts_t o;
+    xf_batcher_opts_init(&o);
+    o.policy = p;
+    o.max_batch = max_batch;
+    o.max_batch_tokens = max_tok;
+    xf_batcher_t *b = NULL;
+    assert_int_equal(xf_batcher_create(&o, &b), 0);
+    set_cost(xf_batcher_cost(b), 1e-3, 1e-4, 0);
+    return b;
+}
+
+static void test_policy_none(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_NONE, 8, 4096);
+    tjob_t j[3];
+    uint64_t now = SEC;
+    for (int i = 0; i < 3; i++) {
+        mk1(&j[i], 10 * (3 - i), now + (uint64_t)i, now + 10 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    }
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(xf_batcher_next(b, now, out, 8, &n, &info, &wake), 0);
+        assert_int_equal(n, 1);
+        assert_ptr_equal(out[0], &j[i].b);   /* oldest first, whatever its length */
+        assert_int_equal(info.pad_tokens, 0);
+    }
+    assert_int_equal(xf_batcher_next(b, now, out, 8, &n, &info, &wake), 0);
+    assert_int_equal(n, 0);
+    assert_true(wake == UINT64_MAX);
+    xf_batcher_free(b);
+}
+
+static void test_policy_fifo(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_FIFO, 4, 4096);
+    tjob_t j[6];
+    uint64_t t0 = SEC;
+    mk1(&j[0], 10, t0, t0 + 10 * SEC);
+    mk1(&j[1], 50, t0 + MS, t0 + 10 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[0].b, t0), 0);
+    assert_int_equal(xf_batcher_push(b, &j[1].b, t0 + MS), 0);
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    /* Not full and the oldest has waited 2 of 5 ms: wait until its delay ends. */
+    assert_int_equal(xf_batcher_next(b, t0 + 2 * MS, out, 8, &n, &info, &wake), 0);
+    assert_int_equal(n, 0);
+    assert_true(wake == t0 + 5 * MS);
+    assert_int_equal(xf_batcher_next(b, wake, out, 8, &n, &info, &wake), 0);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], &j[0].b);
+    assert_ptr_equal(out[1], &j[1].b);
+    /* Padded to the longest: 50 - 10 tokens wasted. */
+    assert_int_equal(info.pad_tokens, 40);
+    assert_int_equal(info.n_tokens, 60);
+    assert_int_equal(info.max_len, 50);
+    /* Full (max_batch 4 reached): dispatch at once, length-blind, in arrival order. */
+    int32_t lens[6] = {200, 5, 7, 100, 3, 9};
+    for (int i = 0; i < 6; i++) {
+        mk1(&j[i], lens[i], t0, t0 + 10 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, t0), 0);
+    }
+    assert_int_equal(xf_batcher_next(b, t0, out, 8, &n, &info, &wake), 0);
+    assert_int_equal(n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_ptr_equal(out[i], &j[i].b);
+    assert_int_equal(info.pad_tokens, 4 * 200 - (200 + 5 + 7 + 100));
+    assert_int_equal(xf_batcher_queued_jobs(b), 2);
+    assert_int_equal(xf_batcher_queued_tokens(b), 12);
+    xf_batcher_free(b);
+}
+
+static void test_policy_tokens(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_TOKENS, 8, 100);
+    tjob_t j[4];
+    uint64_t now = SEC;
+    /* Deadlines in reverse arrival order; 60 + 50 exceeds the 100-token budget. */
+    mk1(&j[0], 30, now, now + 4 * SEC);
+    mk1(&j[1], 50, now, now + 3 * SEC);
+    mk1(&j[2], 60, now, now + 2 * SEC);
+    mk1(&j[3], 20, now, now + 5 * SEC);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    assert_int_equal(xf_batcher_next(b, now, out, 8, &n, &info, &wake), 0);
+    /* EDF: 60 (2 s) first; 50 does not fit; 30 (4 s) fits (90); 20 would make 110. */
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], &j[2].b);
+    assert_ptr_equal(out[1], &j[0].b);
+    assert_int_equal(info.n_tokens, 90);
+    assert_int_equal(xf_batcher_next(b, now, out, 8, &n, &info, &wake), 0);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], &j[1].b);
+    assert_ptr_equal(out[1], &j[3].b);
+    xf_batcher_free(b);
+}
+
+static void test_policy_dp(void **state)
+{
+    (void)state;
+    /* Cheap batches (c0 small next to per-token cost): short jobs go first, alone or in small
+     * batches, so they finish early; the long job does not delay them. */
+    xf_batcher_t *b = mkb(XF_BATCH_DP, 32, 8192);
+    set_cost(xf_batcher_cost(b), 1e-4, 1e-3, 0);
+    tjob_t j[5];
+    uint64_t now = SEC;
+    int32_t lens[5] = {500, 8, 9, 10, 7};
+    for (int i = 0; i < 5; i++) {
+        mk1(&j[i], lens[i], now, now + 100 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    }
+    xf_bjob_t *out[32];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    assert_int_equal(xf_batcher_next(b, now, out, 32, &n, &info, &wake), 0);
+    assert_true(n >= 1 && n <= 4);
+    for (size_t i = 0; i < n; i++)
+        assert_true(((tjob_t *)out[i]->user)->lens[0] < 100);
+    xf_batcher_free(b);
+
+    /* Expensive batches (c0 dominates): everything in one batch. */
+    b = mkb(XF_BATCH_DP, 32, 8192);
+    set_cost(xf_batcher_cost(b), 1.0, 1e-6, 0);
+    for (int i = 0; i < 5; i++) {
+        mk1(&j[i], lens[i], now, now + 100 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    }
+    assert_int_equal(xf_batcher_next(b, now, out, 32, &n, &info, &wake), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(info.n_tokens, 534);
+    xf_batcher_free(b);
+
+    /* Deadline: the long job must start now to make it; the DP puts it in the first batch
+     * even though short-first would lower the mean. */
+    b = mkb(XF_BATCH_DP, 32, 8192);
+    set_cost(xf_batcher_cost(b), 1e-4, 1e-3, 0);
+    mk1(&j[0], 500, now, now + 510 * MS);   /* alone: 500.1 ms */
+    assert_int_equal(xf_batcher_push(b, &j[0].b, now), 0);
+    for (int i = 1; i < 5; i++) {
+        mk1(&j[i], lens[i], now, now + 100 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    }
+    assert_int_equal(xf_batcher_next(b, now, out, 32, &n, &info, &wake), 0);
+    int has_long = 0;
+    for (size_t i = 0; i < n; i++)
+        has_long |= out[i] == &j[0].b;
+    assert_true(has_long);
+    assert_true(info.predicted_s <= 0.510);
+    xf_batcher_free(b);
+}
+
+static void test_deadlines_expire(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_FIFO, 8, 4096);
+    set_cost(xf_batcher_cost(b), 1e-3, 1e-4, 0);   /* 100 tokens alone: 11 ms */
+    uint64_t now = SEC;
+    tjob_t j[3];
+    mk1(&j[0], 100, now, now + 5 * MS);              /* can never make it */
+    assert_int_equal(xf_batcher_push(b, &j[0].b, now), XF_EDEADLINE);
+    mk1(&j[1], 100, now, now + 20 * MS);             /* latest start now + 9 ms */
+    mk1(&j[2], 100, now, now + 2 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[1].b, now), 0);
+    assert_int_equal(xf_batcher_push(b, &j[2].b, now), 0);
+    assert_true(xf_batcher_expiry_ns(b) == now + 9 * MS);
+    xf_bjob_t *out[8];
+    assert_int_equal(xf_batcher_expire(b, now + 9 * MS, out, 8), 0);
+    assert_int_equal(xf_batcher_expire(b, now + 9 * MS + 1, out, 8), 1);
+    assert_ptr_equal(out[0], &j[1].b);
+    assert_int_equal(xf_batcher_queued_jobs(b), 1);
+    assert_int_equal(xf_batcher_queued_tokens(b), 100);
+    /* Drain hands back what is left. */
+    assert_int_equal(xf_batcher_take_all(b, out, 8), 1);
+    assert_ptr_equal(out[0], &j[2].b);
+    assert_int_equal(xf_batcher_queued_jobs(b), 0);
+    assert_true(xf_batcher_expiry_ns(b) == UINT64_MAX);
+    xf_batcher_free(b);
+}
+
+static void test_admission(void **state)
+{
+    (void)state;
+    xf_batcher_opts_t o;
+    xf_batcher_opts_init(&o);
+    o.max_queue_jobs = 2;
+    o.max_queued_tokens = 300;
+    xf_batcher_t *b = NULL;
+    assert_int_equal(xf_batcher_create(&o, &b), 0);
+    uint64_t now = SEC;
+    tjob_t j[5];
+    mk1(&j[0], 301, now, now + 100 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[0].b, now), XF_ETOOLONG);
+    mk1(&j[1], 200, now, now + 100 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[1].b, now), 0);
+    mk1(&j[2], 101, now, now + 100 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[2].b, now), -EAGAIN);   /* 301 queued tokens */
+    mk1(&j[2], 100, now, now + 100 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[2].b, now), 0);
+    mk1(&j[3], 1, now, now + 100 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[3].b, now), -EAGAIN);   /* 2 jobs queued */
+    /* Malformed jobs. */
+    int32_t bad[2] = {5, 0};
+    mkjob(&j[4], 2, bad, now, now + SEC);
+    assert_int_equal(xf_batcher_push(b, &j[4].b, now), -EINVAL);
+    int32_t good[2] = {5, 6};
+    mkjob(&j[4], 2, good, now, now + SEC);
+    j[4].b.n_tokens = 12;
+    assert_int_equal(xf_batcher_push(b, &j[4].b, now), -EINVAL);
+    assert_true(xf_batcher_retry_after_s(b) >= 1);
+    xf_batcher_free(b);
+    o.max_batch = 0;
+    assert_int_equal(xf_batcher_create(&o, &b), -EINVAL);
+}
+
+static void test_multi_sequence_info(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_FIFO, 2, 4096);
+    uint64_t now = SEC;
+    tjob_t j[2];
+    int32_t l0[3] = {10, 20, 30}, l1[1] = {5};
+    mkjob(&j[0], 3, l0, now, now + 10 * SEC);
+    mkjob(&j[1], 1, l1, now, now + 10 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[0].b, now), 0);
+    assert_int_equal(xf_batcher_push(b, &j[1].b, now), 0);
+    xf_bjob_t *out[2];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    assert_int_equal(xf_batcher_next(b, now, out, 2, &n, &info, &wake), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(info.n_seqs, 4);
+    assert_int_equal(info.n_tokens, 65);
+    assert_int_equal(info.sum_sq, 100 + 400 + 900 + 25);
+    assert_int_equal(info.pad_tokens, 4 * 30 - 65);
+    /* 1 ms + 65 × 0.1 ms */
+    assert_true(fabs(info.predicted_s - 7.5e-3) < 1e-12);
+    xf_batcher_free(b);
+}
+
+/* Synthetic timing with multiplicative noise of ±noise. */
+static double timing(const double c[4], const xf_cost_sample_t *s, double noise)
+{
+    double t = c[0] + c[1] * s->tokens + c[2] * s->sum_sq + c[3] * s->pad_tokens;
+    return t * (1 + noise * (2 * urand() - 1));
+}
+
+static void random_batch(xf_cost_sample_t *s)
+{
+    int32_t lens[16];
+    int n = irand(1, 16);
+    for (int i = 0; i < n; i++)
+        lens[i] = irand(4, 384);
+    xf_cost_features(lens, (size_t)n, false, s);
+}
+
+static void test_cost_fit(void **state)
+{
+    (void)state;
+    rng_state = 7;
+    const double truth[4] = {2e-3, 4e-4, 3e-7, 0};
+    xf_cost_sample_t s[64];
+    size_t n = 0;
+    int32_t lens[32];
+    size_t k;
+    for (size_t i = 0; (k = xf_cost_warmup_batch(i, 512, lens, 32)) > 0; i++) {
+        xf_cost_features(lens, k, false, &s[n]);
+        s[n].seconds = timing(truth, &s[n], 0.02);
+        n++;
+    }
+    assert_true(n >= 10);
+    /* A second round of the same warm-up shapes, as a real warm-up repeats each batch. */
+    size_t n1 = n;
+    for (size_t i = 0; i < n1; i++) {
+        s[n] = s[i];
+        s[n].seconds = timing(truth, &s[n], 0.02);
+        n++;
+    }
+    xf_cost_t cm;
+    xf_cost_init(&cm, 0);
+    assert_int_equal(xf_cost_fit(&cm, s, n), 0);
+    print_message("# fit: c0=%.4g c1=%.4g c2=%.4g c3=%.4g\n", cm.c[0], cm.c[1], cm.c[2],
+                  cm.c[3]);
+    /* ±2% noise on 24 well-spread batches, fitted in relative terms: c1, c2 within 10%;
+     * c0 (a few ms next to batches of seconds) within 20%. No batch ran padded: c3 = 0. */
+    assert_true(fabs(cm.c[1] - truth[1]) <= 0.10 * truth[1]);
+    assert_true(fabs(cm.c[2] - truth[2]) <= 0.10 * truth[2]);
+    assert_true(fabs(cm.c[0] - truth[0]) <= 0.20 * truth[0]);
+    assert_true(cm.c[3] == 0);
+    for (int i = 0; i < 4; i++)
+        assert_true(cm.c[i] >= 0);
+    /* Predictions on fresh batches within 5% (2% noise plus estimation error). */
+    for (int i = 0; i < 50; i++) {
+        xf_cost_sample_t t;
+        random_batch(&t);
+        double want = timing(truth, &t, 0);
+        assert_true(fabs(xf_cost_predict(&cm, &t) - want) <= 0.05 * want);
+    }
+    /* A negative true coefficient direction is clamped by NNLS: timings that fall with
+     * Σn² fit c2 = 0, never negative. */
+    for (size_t i = 0; i < n; i++)
+        s[i].seconds = 1e-3 + 1e-4 * s[i].tokens - 1e-9 * s[i].sum_sq + 1e-3;
+    assert_int_equal(xf_cost_fit(&cm, s, n), 0);
+    assert_true(cm.c[2] == 0);
+    /* Bad input. */
+    s[0].seconds = NAN;
+    assert_int_equal(xf_cost_fit(&cm, s, n), -EINVAL);
+    assert_int_equal(xf_cost_fit(&cm, s, 0), -EINVAL);
+}
+
+static void test_cost_rls(void **state)
+{
+    (void)state;
+    rng_state = 11;
+    const double truth[4] = {3e-3, 6e-4, 5e-7, 0};
+    xf_cost_t cm;
+    xf_cost_init(&cm, 0.99);   /* defaults far from the truth (c1 1 ms, c2 2e-7) */
+    for (int i = 0; i < 3000; i++) {
+        xf_cost_sample_t s;
+        random_batch(&s);
+        s.seconds = timing(truth, &s, 0.02);
+        assert_int_equal(xf_cost_observe(&cm, &s), 0);
+    }
+    print_message("# rls: c0=%.4g c1=%.4g c2=%.4g\n", cm.c[0], cm.c[1], cm.c[2]);
+    /* 2% noise, effective window 1/(1-0.99) = 100 batches: c1, c2 within 10%. */
+    assert_true(fabs(cm.c[1] - truth[1]) <= 0.10 * truth[1]);
+    assert_true(fabs(cm.c[2] - truth[2]) <= 0.10 * truth[2]);
+    double worst = 0;
+    for (int i = 0; i < 100; i++) {
+        xf_cost_sample_t t;
+        random_batch(&t);
+        double want = timing(truth, &t, 0);
+        worst = fmax(worst, fabs(xf_cost_predict(&cm, &t) - want) / want);
+    }
+    /* Relative prediction error under 5% everywhere in the batch range. */
+    assert_true(worst < 0.05);
+    /* The machine slows down by 1.5× (e.g. a noisy neighbour): RLS follows within a few
+     * windows. */
+    double slow[4];
+    for (int k = 0; k < 4; k++)
+        slow[k] = 1.5 * truth[k];
+    for (int i = 0; i < 1000; i++) {
+        xf_cost_sample_t s;
+        random_batch(&s);
+        s.seconds = timing(slow, &s, 0.02);
+        xf_cost_observe(&cm, &s);
+    }
+    print_message("# rls after slowdown: c0=%.4g c1=%.4g c2=%.4g (want %.4g %.4g %.4g)\n",
+                  cm.c[0], cm.c[1], cm.c[2], slow[0], slow[1], slow[2]);
+    assert_true(fabs(cm.c[1] - slow[1]) <= 0.10 * slow[1]);
+    xf_cost_sample_t bad = {.tokens = 1, .seconds = -1};
+    assert_int_equal(xf_cost_observe(&cm, &bad), -EINVAL);
+    assert_true(cm.n_obs == 4000);
+}
+
+static void test_observe_via_batcher(void **state)
+{
+    (void)state;
+    rng_state = 3;
+    xf_batcher_t *b = mkb(XF_BATCH_TOKENS, 16, 8192);
+    const double truth[4] = {2e-3, 5e-4, 0, 0};
+    for (int i = 0; i < 2000; i++) {
+        int32_t lens[8];
+        int n = irand(1, 8);
+        for (int k = 0; k < n; k++)
+            lens[k] = irand(4, 200);
+        xf_cost_sample_t s;
+        xf_cost_features(lens, (size_t)n, false, &s);
+        xf_batcher_observe(b, lens, (size_t)n, timing(truth, &s, 0.01));
+    }
+    const xf_cost_t *cm = xf_batcher_cost(b);
+    /* 1% noise: c1 within 5%. */
+    assert_true(fabs(cm->c[1] - truth[1]) <= 0.05 * truth[1]);
+    xf_batcher_free(b);
+}
+
+static void test_dp_window_no_starvation(void **state)
+{
+    (void)state;
+    /* More jobs than the dp window: the most urgent are considered, so an old long job with
+     * the earliest deadline is dispatched before it can expire. */
+    xf_batcher_opts_t o;
+    xf_batcher_opts_init(&o);
+    o.dp_window = 8;
+    xf_batcher_t *b = NULL;
+    assert_int_equal(xf_batcher_create(&o, &b), 0);
+    set_cost(xf_batcher_cost(b), 1e-4, 1e-4, 0);
+    uint64_t now = SEC;
+    tjob_t j[40];
+    /* Alone 30.1 ms; behind the 7 short jobs of the window it would end after 37 ms. */
+    mk1(&j[0], 300, now, now + 33 * MS);
+    assert_int_equal(xf_batcher_push(b, &j[0].b, now), 0);
+    for (int i = 1; i < 40; i++) {
+        mk1(&j[i], 10, now, now + 10 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    }
+    xf_bjob_t *out[64];
+    size_t n;
+    uint64_t wake;
+    assert_int_equal(xf_batcher_next(b, now, out, 64, &n, NULL, &wake), 0);
+    int has_long = 0;
+    for (size_t i = 0; i < n; i++)
+        has_long |= out[i] == &j[0].b;
+    assert_true(has_long);
+    xf_batcher_free(b);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_policy_none),
+             cmocka_unit_test(test_policy_fifo), cmocka_unit_test(test_policy_tokens),
+             cmocka_unit_test(test_policy_dp), cmocka_unit_test(test_deadlines_expire),
+             cmocka_unit_test(test_admission), cmocka_unit_test(test_multi_sequence_info),
+             cmocka_unit_test(test_cost_fit), cmocka_unit_test(test_cost_rls),
+             cmocka_unit_test(test_observe_via_batcher),
+             cmocka_unit_test(test_dp_window_no_starvation))
