@@ -155,7 +155,7 @@ int xf_plan_create(const xf_model_t *m, xf_plan_t **out)
     p->m = m;
     /* A model without weights (a shape only, as `xformd-cli inspect` and tests use) can be
      * planned but not run: p->prep stays NULL and xf_forward() refuses it. */
-    if (m->info.n_layer > 0 && m->layers && m->layers[0].q_w.data) {
+    if (m->word_emb.data) {
         rc = xf_plan_prep_get(m, &p->prep);
         if (rc) {
             free(p);

@@ -225,9 +225,9 @@ static void ref_linear(const double *x, int32_t n, int32_t in, const xf_w_t *w, 
         }
 }
 
-void xf_ref_attention(int32_t nq, int32_t nk, int32_t dqk, int32_t dv, const float *q,
-                      int32_t ldq, const float *k, int32_t ldk, const float *v, int32_t ldv,
-                      double scale, const double *bias, float *out, int32_t ldo)
+void xf_ref_attention(int32_t nq, int32_t nk, int32_t dqk, int32_t dv, const double *q,
+                      int32_t ldq, const double *k, int32_t ldk, const double *v, int32_t ldv,
+                      double scale, const double *bias, double *out, int32_t ldo)
 {
     double *p = malloc((size_t)(nk > 0 ? nk : 1) * sizeof *p);
 
@@ -238,7 +238,7 @@ void xf_ref_attention(int32_t nq, int32_t nk, int32_t dqk, int32_t dv, const flo
         for (int32_t j = 0; j < nk; j++) {
             double s = 0;
             for (int32_t c = 0; c < dqk; c++)
-                s += (double)q[(size_t)i * ldq + c] * k[(size_t)j * ldk + c];
+                s += q[(size_t)i * ldq + c] * k[(size_t)j * ldk + c];
             p[j] = s * scale + (bias ? bias[(size_t)i * nk + j] : 0);
             if (p[j] > mx)
                 mx = p[j];
@@ -251,7 +251,7 @@ void xf_ref_attention(int32_t nq, int32_t nk, int32_t dqk, int32_t dv, const flo
             double a = 0;
             for (int32_t j = 0; j < nk; j++)
                 a += p[j] * v[(size_t)j * ldv + c];
-            out[(size_t)i * ldo + c] = (float)(a / sum);
+            out[(size_t)i * ldo + c] = a / sum;
         }
     }
     free(p);

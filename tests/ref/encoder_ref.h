@@ -46,9 +46,9 @@ int xf_ref_forward(const xf_model_t *m, int32_t n_seq, const int32_t *cu_len,
 /* One head of attention, in double: out[i] = Σ_j softmax_j(scale·q_i·k_j + bias[i][j]) v_j.
  * bias is [nq][nk] additive (−INFINITY excludes a key) or NULL; a row whose every logit is
  * −inf gives NaN (as PyTorch/numpy). Strides in elements. */
-void xf_ref_attention(int32_t nq, int32_t nk, int32_t dqk, int32_t dv, const float *q,
-                      int32_t ldq, const float *k, int32_t ldk, const float *v, int32_t ldv,
-                      double scale, const double *bias, float *out, int32_t ldo);
+void xf_ref_attention(int32_t nq, int32_t nk, int32_t dqk, int32_t dv, const double *q,
+                      int32_t ldq, const double *k, int32_t ldk, const double *v, int32_t ldv,
+                      double scale, const double *bias, double *out, int32_t ldo);
 
 /* Plain reference of the kernels' math, in double (for data-driven tests). */
 void xf_ref_layernorm(const double *x, int32_t d, const float *g, const float *b, double eps,
