@@ -129,6 +129,91 @@ out:
     return rc;
 }
 
+/* Run vt on a batch and compare (seq, head) slices with the reference; heads_max limits the
+ * heads checked for long sequences (the quadratic reference is slow). */
+double xf_ref_check(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, const void *weights,
+                    int32_t n_seq, const int32_t *lens, int32_t h, int32_t d, float amp,
+                    int32_t layer)
+{
+    unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[256] = "";
+    xf_rbatch_t *b = xf_rbatch_new(n_seq, lens, h, d, amp, (uint64_t)(n_seq * 131 + h * 7 + d));
+    double worst = 0;
+
+    b->layer = layer;
+    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
+    assert_int_equal(xf_ref_run(vt, params, b, 2, weights, NULL, NULL, NULL), 0);
+    for (int32_t s = 0; s < n_seq; s++) {
+        int32_t n = lens[s];
+        float *q = malloc(sizeof(float) * ((size_t)n * (size_t)d + 1));
+        float *k = malloc(sizeof(float) * ((size_t)n * (size_t)d + 1));
+        float *v = malloc(sizeof(float) * ((size_t)n * (size_t)d + 1));
+        double *o = malloc(sizeof(double) * ((size_t)n * (size_t)d + 1));
+        int32_t hh = n > 300 ? 1 : h;
+        for (int32_t head = 0; head < hh && n > 0; head++) {
+            double e;
+            xf_rbatch_slice(b, s, head, q, k, v);
+            ref(params, weights, n, d, q, k, v, 1.0 / sqrt((double)d), layer, head, o);
+            /* error relative to max(1, max|ref|): outputs are averages of v in [-1, 1]
+             * except where a non-positive (trig) estimator had a tiny denominator */
+            {
+                double mx = 1;
+                for (size_t t = 0; t < (size_t)n * (size_t)d; t++)
+                    mx = fabs(o[t]) > mx ? fabs(o[t]) : mx;
+                e = xf_rbatch_err(b, s, head, o) / mx;
+            }
+            if (e > worst)
+                worst = e;
+        }
+        free(q);
+        free(k);
+        free(v);
+        free(o);
+    }
+    xf_rbatch_free(b);
+    return worst;
+}
+
+/* nth ∈ {1,2,3,8} bitwise; packing: a sequence alone vs inside batches (other positions,
+ * other neighbours) bitwise. */
+void xf_ref_independence(const void *weights, const xf_attn_vtbl *vt, const char *json)
+{
+    static const int32_t lens[] = { 65, 7, 130, 1, 33 };
+    unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[128];
+    xf_rbatch_t *b = xf_rbatch_new(5, lens, 3, 40, 1.0f, 11);
+    size_t cnt = (size_t)b->n_tok * 3 * 40;
+    float *first = malloc(sizeof(float) * cnt);
+    static const int nths[] = { 1, 2, 3, 8 };
+
+    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
+    for (int t = 0; t < 4; t++) {
+        assert_int_equal(xf_ref_run(vt, params, b, nths[t], weights, NULL, NULL, NULL), 0);
+        if (t == 0)
+            memcpy(first, b->out, sizeof(float) * cnt);
+        else
+            assert_memory_equal(first, b->out, sizeof(float) * cnt);
+    }
+    /* sequence 2 (130 tokens) alone and first in a different batch */
+    for (int variant_ = 0; variant_ < 2; variant_++) {
+        int32_t l2[3] = { 130, 5, 9 };
+        int32_t nseq = variant_ ? 3 : 1;
+        xf_rbatch_t *a = xf_rbatch_new(nseq, l2, 3, 40, 1.0f, 99);
+        for (int32_t head = 0; head < 3; head++) {
+            size_t src = ((size_t)head * (size_t)b->n_tok + (size_t)b->cu[2]) * 40;
+            size_t dst = (size_t)head * (size_t)a->n_tok * 40;
+            memcpy(a->q + dst, b->q + src, sizeof(float) * 130 * 40);
+            memcpy(a->k + dst, b->k + src, sizeof(float) * 130 * 40);
+            memcpy(a->v + dst, b->v + src, sizeof(float) * 130 * 40);
+        }
+        assert_int_equal(xf_ref_run(vt, params, a, 2, weights, NULL, NULL, NULL), 0);
+        assert_memory_equal(a->out, first + (size_t)b->cu[2] * 3 * 40, sizeof(float) * 130 * 3 * 40);
+        xf_rbatch_free(a);
+    }
+    free(first);
+    xf_rbatch_free(b);
+}
+
 /* ---- references ---- */
 
 void xf_ref_attend_d(int32_t nq, int32_t nk, int32_t d, const double *q, const double *k,

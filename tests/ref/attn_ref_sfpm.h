@@ -44,6 +44,21 @@ int xf_ref_run(const xf_attn_vtbl *vt, const void *params, xf_rbatch_t *b, int n
                const void *weights, void *const *state, const int32_t *mem_rows,
                xf_attn_plan *plan_out);
 
+/* A reference for one (sequence, head): params, weights as given to the variant. */
+typedef void (*xf_ref_fn)(const void *params, const void *weights, int32_t n, int32_t d,
+                          const float *q, const float *k, const float *v, double s,
+                          int32_t layer, int32_t head, double *out);
+#define XF_REF_FN_ARGS const void *p, const void *w, int32_t n, int32_t d, const float *q, \
+    const float *k, const float *v, double s, int32_t layer, int32_t head, double *out
+/* Run vt (nth 2) on a random batch and return the worst error of any checked (seq, head)
+ * slice vs ref, relative to max(1, max|ref|). Sequences longer than 300 check head 0 only. */
+double xf_ref_check(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, const void *weights,
+                    int32_t n_seq, const int32_t *lens, int32_t h, int32_t d, float amp,
+                    int32_t layer);
+/* cmocka asserts: nth 1, 2, 3, 8 bitwise equal; a sequence alone / first in another batch
+ * bitwise equal to its slice of a packed batch (h = 3, d = 40). */
+void xf_ref_independence(const void *weights, const xf_attn_vtbl *vt, const char *json);
+
 /* ---- references ---- */
 
 /* Set attention: O_i = Σ_{j: mask[i*nk+j]} exp(s q_i·k_j + beta_ij) v_j / Σ ... ;

@@ -1,0 +1,113 @@
+/* Memory-compressed attention (ATTENTION.md §14), family S: K and V mean-pooled with
+ * kernel = stride = rate into ceil(n/rate) slots, bias ln(slot size) (matters only for the
+ * ragged last slot). The trained strided convolution ("conv") needs weights this engine's
+ * models do not carry: validate() refuses it. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "attention/fam_s.h"
+
+static const char *const pool_names[] = { "mean", "conv", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "rate", XF_PK_INT, offsetof(xf_memcomp_params_t, rate), 1, 1 << 20, NULL },
+    { "pool", XF_PK_ENUM, offsetof(xf_memcomp_params_t, pool), 0, 0, pool_names },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int mc_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_memcomp_params_t *p = params;
+
+    p->rate = 3;
+    p->pool = XF_MEMCOMP_MEAN;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int mc_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static int mc_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                       size_t errlen)
+{
+    const xf_memcomp_params_t *p = params;
+
+    (void)m;
+    (void)layer;
+    if (p->pool == XF_MEMCOMP_CONV) {
+        xf_sfpm_err(err, errlen, "pool", "\"conv\" needs a trained compression convolution, "
+                    "which this model does not have; use \"mean\"");
+        return XF_EUNSUPPORTED;
+    }
+    return 0;
+}
+
+static int mc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_memcomp_params_t *p = params;
+    int nmax = xf_sfpm_check_shape(sh);
+    size_t m;
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    m = ((size_t)nmax + (size_t)p->rate - 1) / (size_t)p->rate;
+    out->ws_per_thread = sizeof(float) * (m * (2u * (size_t)sh->d_head + 2u) + 1u);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    const xf_memcomp_params_t *p = params;
+    float alpha = io->scale / io->q_scale;
+
+    (void)ws_shared;
+    if (p->pool != XF_MEMCOMP_MEAN)
+        return XF_EUNSUPPORTED;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        int32_t m, d, c = p->rate;
+        float *Ks, *Vs, *beta;
+
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n == 0)
+            continue;
+        d = it.d;
+        m = (it.n + c - 1) / c;
+        Ks = ws_thread;
+        Vs = Ks + (size_t)m * (size_t)d;
+        beta = Vs + (size_t)m * (size_t)d;
+        for (int32_t a = 0; a < m; a++) {
+            int32_t r0 = a * c, r1 = r0 + c < it.n ? r0 + c : it.n;
+            xf_fams_mean_rows(it.k, d, r0, r1, Ks + (size_t)a * (size_t)d);
+            xf_fams_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
+            beta[a] = (float)log((double)(r1 - r0));
+        }
+        xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m, beta + m);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_memcomp = {
+    .name = "memcomp",
+    .family = XF_FAM_S,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "Memory-compressed attention: K/V mean-pooled by rate (ln-size bias)",
+    .params_doc = "rate=3 pool=mean",
+    .params_size = sizeof(xf_memcomp_params_t),
+    .parse = mc_parse,
+    .to_json = mc_to_json,
+    .validate = mc_validate,
+    .plan = mc_plan,
+    .forward = mc_forward,
+};
