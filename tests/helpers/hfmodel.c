@@ -35,6 +35,7 @@ void xf_test_hfmodel_opts_init(xf_test_hfmodel_opts *o)
 typedef struct hf_gen {
     uint64_t seed;
     float scale;
+    const char *pre;        /* stripped before seeding: prefixed models get the same weights */
 } hf_gen;
 
 static int ends_with(const char *s, const char *suf)
@@ -51,7 +52,11 @@ static int is_ln(const char *name)
 static void hf_fill(void *ctx, const xf_st_wtensor_t *t, float *buf, size_t n)
 {
     const hf_gen *g = ctx;
-    xf_demo_uniform(buf, n, xf_demo_stream(g->seed, t->name), g->scale);
+    const char *name = t->name;
+    size_t pl = strlen(g->pre);
+    if (pl && !strncmp(name, g->pre, pl))
+        name += pl;
+    xf_demo_uniform(buf, n, xf_demo_stream(g->seed, name), g->scale);
     if (is_ln(t->name) && ends_with(t->name, ".weight"))
         for (size_t i = 0; i < n; i++)
             buf[i] += 1.0f;
@@ -305,6 +310,7 @@ int xf_test_hfmodel_write(const char *dir, const xf_test_hfmodel_opts *op)
     }
     g.seed = o.seed;
     g.scale = o.scale;
+    g.pre = pre;
     for (int i = 0; i < l->n; i++) {
         l->t[i].dtype = o.dtype;
         l->t[i].gen = hf_fill;

@@ -1,0 +1,958 @@
+/* The model loader: reads a Hugging Face directory (config.json, model.safetensors, the
+ * tokenizer files, sentence-transformers pooling files), maps BERT / RoBERTa / DistilBERT
+ * tensor names (with or without "bert."/"roberta."/"distilbert."/"model." prefixes) onto
+ * struct xf_model, validates every shape against the config, infers per-layer head counts and
+ * FFN widths (pruned models), and owns xf_model_free / xf_model_info & co. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include <xformd/attention.h>
+#include <xformd/model.h>
+
+#include "attention/registry.h"
+#include "engine/diag.h"
+#include "engine/model.h"
+#include "engine/safetensors.h"
+
+#define ST_NAME "model.safetensors"
+
+typedef struct ld {
+    xf_model_t *m;
+    xf_st_file_t *st;
+    const char *pre;           /* detected tensor-name prefix of the encoder */
+    xf_diag_t *diag;
+    int64_t n_params;
+    int is_distil;
+} ld_t;
+
+/* ---- ownership -------------------------------------------------------------------------- */
+
+/* Takes p: on failure frees it. */
+static int own(xf_model_t *m, void *p)
+{
+    if (!p)
+        return -ENOMEM;
+    if (m->n_owned == m->cap_owned) {
+        int32_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o) {
+            free(p);
+            return -ENOMEM;
+        }
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return 0;
+}
+
+static const char *own_str(xf_model_t *m, const char *s)
+{
+    char *d = strdup(s);
+    if (own(m, d) != 0)
+        return NULL;
+    return d;
+}
+
+void xf_model_free(xf_model_t *m)
+{
+    if (!m)
+        return;
+    if (m->prep && m->prep_free)
+        m->prep_free(m->prep);
+    xf_tokenizer_free(m->tok);
+    xf_attn_free(m->attn);
+    for (int32_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    if (m->map)
+        munmap(m->map, m->map_len);
+    free(m->layers);
+    free(m->layer_info);
+    free(m);
+}
+
+const xf_model_info_t *xf_model_info(const xf_model_t *m)
+{
+    return m ? &m->info : NULL;
+}
+
+const xf_tokenizer_t *xf_model_tokenizer(const xf_model_t *m)
+{
+    return m ? m->tok : NULL;
+}
+
+const xf_attn_t *xf_model_attention(const xf_model_t *m)
+{
+    return m && m->attn ? m->attn : xf_attn_dense();
+}
+
+/* ---- config.json ------------------------------------------------------------------------ */
+
+static int cfg_int(const json_t *cfg, const char *key, int64_t def, int64_t lo, int64_t hi,
+                   int32_t *out, xf_diag_t *diag)
+{
+    const json_t *v = json_object_get(cfg, key);
+    int64_t x;
+
+    if (!v || json_is_null(v)) {
+        *out = (int32_t)def;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return xf_diag_set(diag, XF_EFORMAT, "config.json: %s: not an integer", key);
+    x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return xf_diag_set(diag, XF_EFORMAT, "config.json: %s: %lld out of range [%lld, %lld]",
+                           key, (long long)x, (long long)lo, (long long)hi);
+    *out = (int32_t)x;
+    return 0;
+}
+
+static const char *cfg_str(const json_t *cfg, const char *key)
+{
+    const json_t *v = json_object_get(cfg, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int cfg_true(const json_t *cfg, const char *key)
+{
+    return json_is_true(json_object_get(cfg, key));
+}
+
+static int parse_act(const char *s, enum xf_act *out)
+{
+    static const struct { const char *name; enum xf_act act; } acts[] = {
+        { "gelu", XF_ACT_GELU }, { "gelu_python", XF_ACT_GELU },
+        { "gelu_new", XF_ACT_GELU_TANH }, { "gelu_pytorch_tanh", XF_ACT_GELU_TANH },
+        { "gelu_fast", XF_ACT_GELU_TANH }, { "relu", XF_ACT_RELU },
+    };
+    for (size_t i = 0; i < sizeof acts / sizeof *acts; i++)
+        if (!strcmp(s, acts[i].name)) {
+            *out = acts[i].act;
+            return 0;
+        }
+    return -1;
+}
+
+static int detect_arch(const json_t *cfg, enum xf_arch *arch, xf_diag_t *diag)
+{
+    static const char *const roberta[] = { "roberta", "xlm-roberta", "camembert" };
+    const char *mt = cfg_str(cfg, "model_type");
+    const json_t *archs = json_object_get(cfg, "architectures");
+    const char *a0 = json_is_array(archs) ? json_string_value(json_array_get(archs, 0)) : NULL;
+
+    if (mt) {
+        if (!strcmp(mt, "bert")) {
+            *arch = XF_ARCH_BERT;
+            return 0;
+        }
+        for (size_t i = 0; i < sizeof roberta / sizeof *roberta; i++)
+            if (!strcmp(mt, roberta[i])) {
+                *arch = XF_ARCH_ROBERTA;
+                return 0;
+            }
+        if (!strcmp(mt, "distilbert")) {
+            *arch = XF_ARCH_DISTILBERT;
+            return 0;
+        }
+    }
+    if (a0) {
+        if (!strncmp(a0, "Roberta", 7) || !strncmp(a0, "XLMRoberta", 10) ||
+            !strncmp(a0, "Camembert", 9)) {
+            *arch = XF_ARCH_ROBERTA;
+            return 0;
+        }
+        if (!strncmp(a0, "DistilBert", 10)) {
+            *arch = XF_ARCH_DISTILBERT;
+            return 0;
+        }
+        if (!strncmp(a0, "Bert", 4)) {
+            *arch = XF_ARCH_BERT;
+            return 0;
+        }
+    }
+    if (!mt && !a0)
+        return xf_diag_set(diag, XF_EFORMAT, "config.json: neither model_type nor "
+                           "architectures says what the model is");
+    /* Anything else is tried as BERT-shaped (MiniLM-style exports with their own
+     * model_type); a non-BERT model then fails on its first missing tensor. */
+    xf_log(XF_LOG_WARN, "config.json: model_type %s: loading as BERT", mt ? mt : a0);
+    *arch = XF_ARCH_BERT;
+    return 0;
+}
+
+/* ---- tensors ---------------------------------------------------------------------------- */
+
+static const xf_st_tensor_t *find(ld_t *L, int prefixed, const char *name)
+{
+    char full[512];
+    if (!prefixed)
+        return xf_st_find(L->st, name);
+    snprintf(full, sizeof full, "%s%s", L->pre, name);
+    return xf_st_find(L->st, full);
+}
+
+static void shape_str(char *buf, size_t len, const xf_st_tensor_t *t)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, len - o, "[");
+    for (int32_t i = 0; i < t->rank && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
+/* Load tensor name (prefixed with L->pre when prefixed) into out with shape [rows] (cols == 0)
+ * or [rows, cols]. Missing: an error when required, else an empty out. */
+static int get_w(ld_t *L, xf_w_t *out, int required, int prefixed, int64_t rows, int64_t cols,
+                 const char *name)
+{
+    const xf_st_tensor_t *t = find(L, prefixed, name);
+    const float *data;
+    float *owned;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (!t) {
+        if (!required)
+            return 0;
+        return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %s%s", prefixed ? L->pre : "",
+                           name);
+    }
+    if ((cols == 0 && (t->rank != 1 || t->shape[0] != rows)) ||
+        (cols > 0 && (t->rank != 2 || t->shape[0] != rows || t->shape[1] != cols))) {
+        char got[128];
+        shape_str(got, sizeof got, t);
+        if (cols == 0)
+            return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: shape %s, want [%lld]",
+                               t->name, got, (long long)rows);
+        return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: shape %s, want [%lld,%lld]",
+                           t->name, got, (long long)rows, (long long)cols);
+    }
+    rc = xf_st_read_f32(L->st, t, &data, &owned, L->diag);
+    if (rc)
+        return rc;
+    if (owned && own(L->m, owned) != 0)
+        return xf_diag_set(L->diag, -ENOMEM, ST_NAME ": %s: out of memory", t->name);
+    out->data = data;
+    out->rows = (int32_t)rows;
+    out->cols = cols > 0 ? (int32_t)cols : (int32_t)rows;
+    if (cols == 0)
+        out->rows = 1;
+    L->n_params += (int64_t)t->numel;
+    return 0;
+}
+
+/* LayerNorm pair base.weight/base.bias, or the old base.gamma/base.beta names. */
+static int get_ln(ld_t *L, xf_w_t *g, xf_w_t *b, int required, int64_t d, const char *base)
+{
+    char wn[512], bn[512];
+    int rc;
+
+    snprintf(wn, sizeof wn, "%s.weight", base);
+    snprintf(bn, sizeof bn, "%s.bias", base);
+    if (!find(L, 1, wn)) {
+        char gn[512];
+        snprintf(gn, sizeof gn, "%s.gamma", base);
+        if (find(L, 1, gn)) {
+            snprintf(wn, sizeof wn, "%s.gamma", base);
+            snprintf(bn, sizeof bn, "%s.beta", base);
+        }
+    }
+    rc = get_w(L, g, required, 1, d, 0, wn);
+    if (rc)
+        return rc;
+    if (!g->data)
+        return 0;
+    return get_w(L, b, 1, 1, d, 0, bn);
+}
+
+/* Linear layer base.weight [rows, cols] + base.bias [rows]. */
+static int get_lin(ld_t *L, xf_w_t *w, xf_w_t *b, int required, int prefixed, int64_t rows,
+                   int64_t cols, const char *base)
+{
+    char wn[512], bn[512];
+    int rc;
+
+    snprintf(wn, sizeof wn, "%s.weight", base);
+    snprintf(bn, sizeof bn, "%s.bias", base);
+    rc = get_w(L, w, required, prefixed, rows, cols, wn);
+    if (rc || !w->data)
+        return rc;
+    return get_w(L, b, 1, prefixed, rows, 0, bn);
+}
+
+static int detect_prefix(ld_t *L, enum xf_arch arch)
+{
+    static const char *const cands[] = { "", "bert.", "roberta.", "distilbert.", "model.",
+                                         "model.bert.", "model.roberta.", "xlm-roberta.",
+                                         "camembert.", "model.distilbert." };
+    for (size_t i = 0; i < sizeof cands / sizeof *cands; i++) {
+        L->pre = cands[i];
+        if (find(L, 1, "embeddings.word_embeddings.weight"))
+            return 0;
+    }
+    L->pre = "";
+    return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %sembeddings.word_embeddings."
+                       "weight (also tried the prefixes bert., roberta., distilbert., model.)",
+                       arch == XF_ARCH_ROBERTA ? "roberta." : arch == XF_ARCH_DISTILBERT
+                                                                  ? "distilbert." : "");
+}
+
+/* Per-layer list from config (num_attention_heads_per_layer, ...) or NULL. */
+static int cfg_layer_list(const json_t *cfg, const char *key, int32_t n_layer,
+                          const json_t **out, xf_diag_t *diag)
+{
+    const json_t *v = json_object_get(cfg, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) != (size_t)n_layer)
+        return xf_diag_set(diag, XF_EFORMAT, "config.json: %s: want an array of %d integers",
+                           key, n_layer);
+    for (size_t i = 0; i < json_array_size(v); i++)
+        if (!json_is_integer(json_array_get(v, i)))
+            return xf_diag_set(diag, XF_EFORMAT, "config.json: %s[%zu]: not an integer", key, i);
+    *out = v;
+    return 0;
+}
+
+typedef struct hp {
+    int32_t d_model, n_layer, n_head, d_ff, vocab, max_pos, n_types, pad_id;
+} hp_t;
+
+static int load_layer(ld_t *L, const json_t *cfg, const hp_t *h, int32_t l,
+                      const json_t *heads_list, const json_t *ffn_list)
+{
+    xf_layer_t *ly = &L->m->layers[l];
+    const int32_t d = h->d_model, dh = h->d_model / h->n_head;
+    char qn[256], fn[256], base[256];
+    const xf_st_tensor_t *q, *f;
+    int64_t nh, dff;
+    int rc;
+
+    if (L->is_distil) {
+        snprintf(qn, sizeof qn, "transformer.layer.%d.attention.q_lin.weight", l);
+        snprintf(fn, sizeof fn, "transformer.layer.%d.ffn.lin1.weight", l);
+    } else {
+        snprintf(qn, sizeof qn, "encoder.layer.%d.attention.self.query.weight", l);
+        snprintf(fn, sizeof fn, "encoder.layer.%d.intermediate.dense.weight", l);
+    }
+    q = find(L, 1, qn);
+    if (!q)
+        return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %s%s", L->pre, qn);
+    if (q->rank != 2 || q->shape[1] != d) {
+        char got[128];
+        shape_str(got, sizeof got, q);
+        return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: shape %s, want [%d,%d]", q->name,
+                           got, h->n_head * dh, d);
+    }
+    if (q->shape[0] % dh != 0)
+        return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %lld rows is not a multiple of "
+                           "the head width %d", q->name, (long long)q->shape[0], dh);
+    nh = q->shape[0] / dh;
+    if (nh == 0 || nh > h->n_head)
+        return xf_diag_set(L->diag, nh == 0 ? XF_EUNSUPPORTED : XF_ESHAPE, ST_NAME ": %s: "
+                           "%lld heads (config: %d)", q->name, (long long)nh, h->n_head);
+    f = find(L, 1, fn);
+    if (!f)
+        return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %s%s", L->pre, fn);
+    if (f->rank != 2 || f->shape[1] != d || f->shape[0] < 1 || f->shape[0] > (1 << 20)) {
+        char got[128];
+        shape_str(got, sizeof got, f);
+        return xf_diag_set(L->diag, f->rank == 2 && f->shape[0] == 0 ? XF_EUNSUPPORTED
+                                                                     : XF_ESHAPE,
+                           ST_NAME ": %s: shape %s, want [%d,%d]", f->name, got, h->d_ff, d);
+    }
+    dff = f->shape[0];
+    if (heads_list && json_integer_value(json_array_get(heads_list, (size_t)l)) != nh)
+        return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %lld heads, config.json "
+                           "num_attention_heads_per_layer[%d] says %lld", q->name,
+                           (long long)nh, l,
+                           (long long)json_integer_value(json_array_get(heads_list, (size_t)l)));
+    if (ffn_list && json_integer_value(json_array_get(ffn_list, (size_t)l)) != dff)
+        return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: width %lld, config.json "
+                           "intermediate_size_per_layer[%d] says %lld", f->name,
+                           (long long)dff, l,
+                           (long long)json_integer_value(json_array_get(ffn_list, (size_t)l)));
+    {
+        /* HF pruning record: {"layer": [head, ...]} */
+        const json_t *pr = json_object_get(cfg, "pruned_heads");
+        char key[16];
+        snprintf(key, sizeof key, "%d", l);
+        const json_t *pl = json_is_object(pr) ? json_object_get(pr, key) : NULL;
+        if (json_is_array(pl) && (int64_t)h->n_head - (int64_t)json_array_size(pl) != nh)
+            return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %lld heads, config.json "
+                               "pruned_heads[%d] leaves %lld", q->name, (long long)nh, l,
+                               (long long)h->n_head - (long long)json_array_size(pl));
+    }
+    ly->n_head = (int32_t)nh;
+    ly->d_head = dh;
+    ly->d_ff = (int32_t)dff;
+    L->m->layer_info[l] = (xf_layer_info_t){ .n_head = (int32_t)nh, .d_head = dh,
+                                              .d_ff = (int32_t)dff };
+    const int64_t da = nh * dh;
+    if (L->is_distil) {
+#define B(...) (snprintf(base, sizeof base, __VA_ARGS__), base)
+        if ((rc = get_lin(L, &ly->q_w, &ly->q_b, 1, 1, da, d,
+                          B("transformer.layer.%d.attention.q_lin", l))) ||
+            (rc = get_lin(L, &ly->k_w, &ly->k_b, 1, 1, da, d,
+                          B("transformer.layer.%d.attention.k_lin", l))) ||
+            (rc = get_lin(L, &ly->v_w, &ly->v_b, 1, 1, da, d,
+                          B("transformer.layer.%d.attention.v_lin", l))) ||
+            (rc = get_lin(L, &ly->o_w, &ly->o_b, 1, 1, d, da,
+                          B("transformer.layer.%d.attention.out_lin", l))) ||
+            (rc = get_ln(L, &ly->ln1_g, &ly->ln1_b, 1, d,
+                         B("transformer.layer.%d.sa_layer_norm", l))) ||
+            (rc = get_lin(L, &ly->ff1_w, &ly->ff1_b, 1, 1, dff, d,
+                          B("transformer.layer.%d.ffn.lin1", l))) ||
+            (rc = get_lin(L, &ly->ff2_w, &ly->ff2_b, 1, 1, d, dff,
+                          B("transformer.layer.%d.ffn.lin2", l))) ||
+            (rc = get_ln(L, &ly->ln2_g, &ly->ln2_b, 1, d,
+                         B("transformer.layer.%d.output_layer_norm", l))))
+            return rc;
+        return 0;
+    }
+    if ((rc = get_lin(L, &ly->q_w, &ly->q_b, 1, 1, da, d,
+                      B("encoder.layer.%d.attention.self.query", l))) ||
+        (rc = get_lin(L, &ly->k_w, &ly->k_b, 1, 1, da, d,
+                      B("encoder.layer.%d.attention.self.key", l))) ||
+        (rc = get_lin(L, &ly->v_w, &ly->v_b, 1, 1, da, d,
+                      B("encoder.layer.%d.attention.self.value", l))) ||
+        (rc = get_lin(L, &ly->o_w, &ly->o_b, 1, 1, d, da,
+                      B("encoder.layer.%d.attention.output.dense", l))) ||
+        (rc = get_ln(L, &ly->ln1_g, &ly->ln1_b, 1, d,
+                     B("encoder.layer.%d.attention.output.LayerNorm", l))) ||
+        (rc = get_lin(L, &ly->ff1_w, &ly->ff1_b, 1, 1, dff, d,
+                      B("encoder.layer.%d.intermediate.dense", l))) ||
+        (rc = get_lin(L, &ly->ff2_w, &ly->ff2_b, 1, 1, d, dff,
+                      B("encoder.layer.%d.output.dense", l))) ||
+        (rc = get_ln(L, &ly->ln2_g, &ly->ln2_b, 1, d, B("encoder.layer.%d.output.LayerNorm", l))))
+        return rc;
+#undef B
+    return 0;
+}
+
+/* ---- heads ------------------------------------------------------------------------------ */
+
+/* Finds a head tensor at the top level or under the encoder prefix; returns prefixed flag. */
+static int head_where(ld_t *L, const char *name)
+{
+    if (xf_st_find(L->st, name))
+        return 0;
+    if (*L->pre && find(L, 1, name))
+        return 1;
+    return -1;
+}
+
+static int load_head(ld_t *L, const json_t *cfg, const hp_t *h)
+{
+    xf_model_t *m = L->m;
+    xf_model_info_t *in = &m->info;
+    const int32_t d = h->d_model;
+    const xf_st_tensor_t *ct = NULL;
+    const char *cls_name;
+    int where, rc;
+
+    if ((where = head_where(L, "classifier.out_proj.weight")) >= 0) {
+        in->head = XF_HEAD_ROBERTA;
+        cls_name = "classifier.out_proj";
+    } else if ((where = head_where(L, "pre_classifier.weight")) >= 0) {
+        in->head = XF_HEAD_DISTILBERT;
+        cls_name = "classifier";
+    } else if ((where = head_where(L, "classifier.weight")) >= 0) {
+        in->head = XF_HEAD_BERT;
+        cls_name = "classifier";
+    } else {
+        const char *a0 = json_string_value(json_array_get(json_object_get(cfg,
+                                                                          "architectures"), 0));
+        if (a0 && strstr(a0, "ForSequenceClassification"))
+            return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %s (config.json says "
+                               "%s)", L->is_distil ? "pre_classifier.weight"
+                               : in->arch == XF_ARCH_ROBERTA ? "classifier.out_proj.weight"
+                                                             : "classifier.weight", a0);
+        in->head = XF_HEAD_NONE;
+        return 0;
+    }
+    {
+        char wn[128];
+        snprintf(wn, sizeof wn, "%s.weight", cls_name);
+        ct = find(L, where, wn);
+        if (!ct)
+            return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %s%s",
+                               where ? L->pre : "", wn);
+        if (ct->rank != 2 || ct->shape[1] != d || ct->shape[0] < 1 || ct->shape[0] > 1000000) {
+            char got[128];
+            shape_str(got, sizeof got, ct);
+            return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: shape %s, want [n_labels,%d]",
+                               ct->name, got, d);
+        }
+    }
+    in->n_labels = (int32_t)ct->shape[0];
+    {
+        const json_t *i2l = json_object_get(cfg, "id2label");
+        const json_t *nl = json_object_get(cfg, "num_labels");
+        if (json_is_integer(nl) && json_integer_value(nl) != in->n_labels)
+            return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %d labels, config.json "
+                               "num_labels says %lld", ct->name, in->n_labels,
+                               (long long)json_integer_value(nl));
+        if (json_is_object(i2l) && json_object_size(i2l) != (size_t)in->n_labels)
+            return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %d labels, config.json "
+                               "id2label has %zu", ct->name, in->n_labels,
+                               json_object_size(i2l));
+        if (json_is_object(i2l)) {
+            const char **labels = calloc((size_t)in->n_labels, sizeof *labels);
+            int ok = 1;
+            if (own(m, labels) != 0)
+                return xf_diag_set(L->diag, -ENOMEM, "config.json: out of memory");
+            for (int32_t i = 0; i < in->n_labels && ok; i++) {
+                char key[16];
+                snprintf(key, sizeof key, "%d", i);
+                const char *s = json_string_value(json_object_get(i2l, key));
+                if (!s) {
+                    ok = 0;
+                    break;
+                }
+                if (!(labels[i] = own_str(m, s)))
+                    return xf_diag_set(L->diag, -ENOMEM, "config.json: out of memory");
+            }
+            in->labels = ok ? labels : NULL;
+        }
+    }
+    switch (in->head) {
+    case XF_HEAD_ROBERTA:
+        if ((rc = get_lin(L, &m->head_dense_w, &m->head_dense_b, 1, where, d, d,
+                          "classifier.dense")) ||
+            (rc = get_lin(L, &m->cls_w, &m->cls_b, 1, where, in->n_labels, d,
+                          "classifier.out_proj")))
+            return rc;
+        break;
+    case XF_HEAD_DISTILBERT:
+        if ((rc = get_lin(L, &m->head_dense_w, &m->head_dense_b, 1, where, d, d,
+                          "pre_classifier")) ||
+            (rc = get_lin(L, &m->cls_w, &m->cls_b, 1, where, in->n_labels, d, "classifier")))
+            return rc;
+        break;
+    default:
+        if (!m->pool_w.data)
+            return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %spooler.dense.weight "
+                               "(the BERT classifier reads the pooler)", L->pre);
+        if ((rc = get_lin(L, &m->cls_w, &m->cls_b, 1, where, in->n_labels, d, "classifier")))
+            return rc;
+        break;
+    }
+    return 0;
+}
+
+/* ---- sentence-transformers pooling ------------------------------------------------------ */
+
+static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
+{
+    char path[4096];
+    json_t *mods, *pc = NULL;
+    json_error_t jerr;
+    const char *pool_path = NULL;
+    int rc = 0;
+
+    in->pooling = XF_POOL_CLS;
+    in->normalize = 0;
+    snprintf(path, sizeof path, "%s/modules.json", dir);
+    if (access(path, F_OK) != 0)
+        return 0;
+    mods = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!mods)
+        return xf_diag_set(diag, XF_EFORMAT, "modules.json: %s (line %d)", jerr.text, jerr.line);
+    if (!json_is_array(mods)) {
+        rc = xf_diag_set(diag, XF_EFORMAT, "modules.json: not an array");
+        goto out;
+    }
+    for (size_t i = 0; i < json_array_size(mods); i++) {
+        const json_t *e = json_array_get(mods, i);
+        const char *type = json_string_value(json_object_get(e, "type"));
+        if (!type)
+            continue;
+        if (!strcmp(type, "sentence_transformers.models.Pooling")) {
+            pool_path = json_string_value(json_object_get(e, "path"));
+            if (!pool_path || !*pool_path || pool_path[0] == '/' || strstr(pool_path, "..") ||
+                strlen(pool_path) > 200) {
+                rc = xf_diag_set(diag, XF_EFORMAT, "modules.json: module %zu: bad path", i);
+                goto out;
+            }
+        } else if (!strcmp(type, "sentence_transformers.models.Normalize")) {
+            in->normalize = 1;
+        } else if (strcmp(type, "sentence_transformers.models.Transformer") != 0) {
+            rc = xf_diag_set(diag, XF_EUNSUPPORTED, "modules.json: module %zu: %s not "
+                             "supported (only Transformer, Pooling, Normalize)", i, type);
+            goto out;
+        }
+    }
+    if (!pool_path)
+        goto out;
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, pool_path);
+    pc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!pc) {
+        rc = xf_diag_set(diag, access(path, F_OK) == 0 ? XF_EFORMAT : -ENOENT,
+                         "%s/config.json: %s", pool_path, jerr.text);
+        goto out;
+    }
+    {
+        static const char *const unsup[] = { "pooling_mode_max_tokens",
+                                             "pooling_mode_mean_sqrt_len_tokens",
+                                             "pooling_mode_weightedmean_tokens",
+                                             "pooling_mode_lasttoken" };
+        int cls = cfg_true(pc, "pooling_mode_cls_token");
+        int mean = cfg_true(pc, "pooling_mode_mean_tokens");
+        for (size_t i = 0; i < sizeof unsup / sizeof *unsup; i++)
+            if (cfg_true(pc, unsup[i])) {
+                rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: %s not supported",
+                                 pool_path, unsup[i]);
+                goto out;
+            }
+        if (cls + mean != 1) {
+            rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: want exactly one of "
+                             "pooling_mode_cls_token, pooling_mode_mean_tokens", pool_path);
+            goto out;
+        }
+        in->pooling = cls ? XF_POOL_CLS : XF_POOL_MEAN;
+    }
+out:
+    json_decref(pc);
+    json_decref(mods);
+    return rc;
+}
+
+/* ---- the model -------------------------------------------------------------------------- */
+
+static const char *dir_basename(xf_model_t *m, const char *dir)
+{
+    char buf[4096];
+    size_t len = strlen(dir);
+    const char *s;
+
+    if (len >= sizeof buf)
+        len = sizeof buf - 1;
+    memcpy(buf, dir, len);
+    buf[len] = 0;
+    while (len > 1 && buf[len - 1] == '/')
+        buf[--len] = 0;
+    s = strrchr(buf, '/');
+    s = s && s[1] ? s + 1 : buf;
+    if (!strcmp(s, ".") || !strcmp(s, "..")) {
+        char *rp = realpath(dir, NULL);
+        if (rp) {
+            const char *b = strrchr(rp, '/');
+            const char *r = own_str(m, b && b[1] ? b + 1 : rp);
+            free(rp);
+            return r;
+        }
+    }
+    return own_str(m, s);
+}
+
+static int load_config(const char *dir, json_t **out, xf_diag_t *diag)
+{
+    char path[4096];
+    json_error_t jerr;
+    json_t *cfg;
+
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (access(path, R_OK) != 0) {
+        int rc = -errno;
+        return xf_diag_set(diag, rc, "%s: %s", path, strerror(-rc));
+    }
+    cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!cfg)
+        return xf_diag_set(diag, XF_EFORMAT, "config.json: %s (line %d, column %d)", jerr.text,
+                           jerr.line, jerr.column);
+    if (!json_is_object(cfg)) {
+        json_decref(cfg);
+        return xf_diag_set(diag, XF_EFORMAT, "config.json: not a JSON object");
+    }
+    *out = cfg;
+    return 0;
+}
+
+static int read_hparams(const json_t *cfg, enum xf_arch arch, hp_t *h, xf_model_info_t *in,
+                        xf_diag_t *diag)
+{
+    const char *act;
+    int rc;
+
+    if (arch == XF_ARCH_DISTILBERT) {
+        if ((rc = cfg_int(cfg, "dim", 768, 1, 65536, &h->d_model, diag)) ||
+            (rc = cfg_int(cfg, "n_layers", 6, 1, 1024, &h->n_layer, diag)) ||
+            (rc = cfg_int(cfg, "n_heads", 12, 1, 65536, &h->n_head, diag)) ||
+            (rc = cfg_int(cfg, "hidden_dim", 4 * 768, 1, 1 << 20, &h->d_ff, diag)))
+            return rc;
+        act = cfg_str(cfg, "activation");
+        h->n_types = 0;
+        in->ln_eps = 1e-12f;
+    } else {
+        const json_t *eps;
+        if ((rc = cfg_int(cfg, "hidden_size", 768, 1, 65536, &h->d_model, diag)) ||
+            (rc = cfg_int(cfg, "num_hidden_layers", 12, 1, 1024, &h->n_layer, diag)) ||
+            (rc = cfg_int(cfg, "num_attention_heads", 12, 1, 65536, &h->n_head, diag)) ||
+            (rc = cfg_int(cfg, "intermediate_size", 3072, 1, 1 << 20, &h->d_ff, diag)) ||
+            (rc = cfg_int(cfg, "type_vocab_size", 2, 0, 1 << 20, &h->n_types, diag)))
+            return rc;
+        act = cfg_str(cfg, "hidden_act");
+        if (json_object_get(cfg, "hidden_act") && !act)
+            return xf_diag_set(diag, XF_EUNSUPPORTED, "config.json: hidden_act: not a string");
+        eps = json_object_get(cfg, "layer_norm_eps");
+        in->ln_eps = 1e-12f;
+        if (eps && !json_is_null(eps)) {
+            double e = json_number_value(eps);
+            if (!json_is_number(eps) || !(e > 0 && e < 1))
+                return xf_diag_set(diag, XF_EFORMAT, "config.json: layer_norm_eps: want a "
+                                   "number in (0, 1)");
+            in->ln_eps = (float)e;
+        }
+        {
+            const char *pet = cfg_str(cfg, "position_embedding_type");
+            if (pet && strcmp(pet, "absolute") != 0)
+                return xf_diag_set(diag, XF_EUNSUPPORTED, "config.json: "
+                                   "position_embedding_type %s not supported", pet);
+        }
+    }
+    if (!act)
+        act = "gelu";
+    if (parse_act(act, &in->act) != 0)
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "config.json: activation %s not supported "
+                           "(gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)", act);
+    if ((rc = cfg_int(cfg, "vocab_size", 30522, 1, 10000000, &h->vocab, diag)) ||
+        (rc = cfg_int(cfg, "max_position_embeddings", 512, 1, 1 << 20, &h->max_pos, diag)) ||
+        (rc = cfg_int(cfg, "pad_token_id", arch == XF_ARCH_ROBERTA ? 1 : 0, 0, 10000000,
+                      &h->pad_id, diag)))
+        return rc;
+    if (h->d_model % h->n_head != 0)
+        return xf_diag_set(diag, XF_EFORMAT, "config.json: hidden size %d is not a multiple "
+                           "of the head count %d", h->d_model, h->n_head);
+    in->d_model = h->d_model;
+    in->n_layer = h->n_layer;
+    in->vocab_size = h->vocab;
+    in->type_vocab_size = h->n_types;
+    if (arch == XF_ARCH_ROBERTA) {
+        in->position_offset = h->pad_id + 1;
+        in->max_positions = h->max_pos - h->pad_id - 1;
+        if (in->max_positions < 1)
+            return xf_diag_set(diag, XF_EFORMAT, "config.json: max_position_embeddings %d "
+                               "leaves no positions after pad_token_id %d + 1", h->max_pos,
+                               h->pad_id);
+    } else {
+        in->position_offset = 0;
+        in->max_positions = h->max_pos;
+    }
+    in->pre_ln = cfg_true(cfg, "pre_layer_norm") || cfg_true(cfg, "normalize_before");
+    in->is_demo = cfg_true(cfg, "xformd_demo");
+    return 0;
+}
+
+static int load_weights(ld_t *L, const json_t *cfg, const hp_t *h)
+{
+    xf_model_t *m = L->m;
+    const json_t *heads_list, *ffn_list;
+    int rc;
+
+    if ((rc = get_w(L, &m->word_emb, 1, 1, h->vocab, h->d_model,
+                    "embeddings.word_embeddings.weight")) ||
+        (rc = get_w(L, &m->pos_emb, 1, 1, h->max_pos, h->d_model,
+                    "embeddings.position_embeddings.weight")))
+        return rc;
+    if (h->n_types > 0 &&
+        (rc = get_w(L, &m->type_emb, 1, 1, h->n_types, h->d_model,
+                    "embeddings.token_type_embeddings.weight")))
+        return rc;
+    if ((rc = get_ln(L, &m->emb_ln_g, &m->emb_ln_b, !m->info.pre_ln, h->d_model,
+                     "embeddings.LayerNorm")))
+        return rc;
+    if ((rc = cfg_layer_list(cfg, "num_attention_heads_per_layer", h->n_layer, &heads_list,
+                             L->diag)) ||
+        (rc = cfg_layer_list(cfg, "intermediate_size_per_layer", h->n_layer, &ffn_list,
+                             L->diag)))
+        return rc;
+    for (int32_t l = 0; l < h->n_layer; l++)
+        if ((rc = load_layer(L, cfg, h, l, heads_list, ffn_list)))
+            return rc;
+    /* A layer beyond n_layer means the config lies about the depth. */
+    {
+        char nn[128];
+        snprintf(nn, sizeof nn, L->is_distil ? "transformer.layer.%d.attention.q_lin.weight"
+                                             : "encoder.layer.%d.attention.self.query.weight",
+                 h->n_layer);
+        if (find(L, 1, nn))
+            return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s%s exists but config.json "
+                               "says %d layers", L->pre, nn, h->n_layer);
+    }
+    if (m->info.pre_ln) {
+        static const char *const fin[] = { "encoder.LayerNorm", "encoder.ln",
+                                           "encoder.final_layer_norm", "final_layer_norm",
+                                           "LayerNorm" };
+        for (size_t i = 0; i < sizeof fin / sizeof *fin && !m->final_ln_g.data; i++)
+            if ((rc = get_ln(L, &m->final_ln_g, &m->final_ln_b, 0, h->d_model, fin[i])))
+                return rc;
+        if (!m->final_ln_g.data)
+            return xf_diag_set(L->diag, XF_EFORMAT, ST_NAME ": missing %sencoder.LayerNorm."
+                               "weight (pre-LN models need a final LayerNorm)", L->pre);
+    }
+    if (!L->is_distil &&
+        (rc = get_lin(L, &m->pool_w, &m->pool_b, 0, 1, h->d_model, h->d_model, "pooler.dense")))
+        return rc;
+    m->info.has_pooler = m->pool_w.data != NULL;
+    return load_head(L, cfg, h);
+}
+
+int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
+                  xf_diag_t *diag)
+{
+    xf_load_opts_t none = { 0 };
+    xf_model_t *m = NULL;
+    json_t *cfg = NULL;
+    ld_t L = { 0 };
+    hp_t h = { 0 };
+    char path[4096];
+    int rc;
+
+    if (!dir || !*dir || !out)
+        return xf_diag_set(diag, -EINVAL, "xf_model_load: no directory");
+    if (!opts)
+        opts = &none;
+    if (strlen(dir) > 3000)
+        return xf_diag_set(diag, -ENAMETOOLONG, "%.100s...: path too long", dir);
+    {
+        struct stat st;
+        if (stat(dir, &st) != 0) {
+            rc = -errno;
+            return xf_diag_set(diag, rc, "%s: %s", dir, strerror(-rc));
+        }
+        if (!S_ISDIR(st.st_mode))
+            return xf_diag_set(diag, -ENOTDIR, "%s: not a model directory", dir);
+    }
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return xf_diag_set(diag, -ENOMEM, "%s: out of memory", dir);
+    L.m = m;
+    L.diag = diag;
+
+    if ((rc = load_config(dir, &cfg, diag)))
+        goto fail;
+    if ((rc = detect_arch(cfg, &m->info.arch, diag)) ||
+        (rc = read_hparams(cfg, m->info.arch, &h, &m->info, diag)))
+        goto fail;
+    L.is_distil = m->info.arch == XF_ARCH_DISTILBERT;
+
+    snprintf(path, sizeof path, "%s/" ST_NAME, dir);
+    if (access(path, F_OK) != 0) {
+        char alt[4096];
+        snprintf(alt, sizeof alt, "%s/model.safetensors.index.json", dir);
+        if (access(alt, F_OK) == 0) {
+            rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s: sharded checkpoints are not "
+                             "supported (merge into one " ST_NAME ")", alt);
+            goto fail;
+        }
+        snprintf(alt, sizeof alt, "%s/pytorch_model.bin", dir);
+        rc = -ENOENT;
+        xf_diag_set(diag, rc, "%s: %s%s", path, strerror(ENOENT),
+                    access(alt, F_OK) == 0 ? " (pytorch_model.bin is not read: convert it to "
+                                             "safetensors)" : "");
+        goto fail;
+    }
+    if ((rc = xf_st_open(path, &L.st, diag)))
+        goto fail;
+    m->layers = calloc((size_t)h.n_layer, sizeof *m->layers);
+    m->layer_info = calloc((size_t)h.n_layer, sizeof *m->layer_info);
+    if (!m->layers || !m->layer_info) {
+        rc = xf_diag_set(diag, -ENOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    m->info.layers = m->layer_info;
+    if ((rc = detect_prefix(&L, m->info.arch)) || (rc = load_weights(&L, cfg, &h)))
+        goto fail;
+    {
+        const xf_st_tensor_t *we = find(&L, 1, "embeddings.word_embeddings.weight");
+        m->info.file_dtype = xf_st_dtype_name(we->dtype);
+    }
+    m->info.n_params = L.n_params;
+    xf_st_take_map(L.st, &m->map, &m->map_len);
+    xf_st_close(L.st);
+    L.st = NULL;
+
+    /* names */
+    {
+        const char *a0 = json_string_value(json_array_get(json_object_get(cfg,
+                                                                          "architectures"), 0));
+        char an[64];
+        if (!a0) {
+            static const char *const base[] = { "", "Bert", "Roberta", "DistilBert" };
+            snprintf(an, sizeof an, "%s%s", base[m->info.arch],
+                     m->info.head ? "ForSequenceClassification" : "Model");
+            a0 = an;
+        }
+        if (!(m->info.arch_name = own_str(m, a0)) || !(m->info.dir = own_str(m, dir)) ||
+            !(m->info.name = opts->name && *opts->name ? own_str(m, opts->name)
+                                                       : dir_basename(m, dir))) {
+            rc = xf_diag_set(diag, -ENOMEM, "%s: out of memory", dir);
+            goto fail;
+        }
+    }
+
+    if ((rc = load_pooling(dir, &m->info, diag)))
+        goto fail;
+
+    rc = xf_tokenizer_load(dir, opts->tokenizer, &m->tok, diag);
+    if (rc)
+        goto fail;
+    if (xf_tokenizer_vocab_size(m->tok) > h.vocab) {
+        rc = xf_diag_set(diag, XF_ESHAPE, "%s: the vocabulary has %d tokens, the model %d word "
+                         "embeddings", dir, xf_tokenizer_vocab_size(m->tok), h.vocab);
+        goto fail;
+    }
+
+    /* default attention: load option, else the config's attention settings, else dense */
+    {
+        char err[256] = "";
+        if (opts->attention) {
+            rc = xf_attn_parse(opts->attention, strlen(opts->attention), &m->attn, err,
+                               sizeof err);
+            if (rc) {
+                xf_diag_set(diag, rc, "attention: %s", err);
+                goto fail;
+            }
+        } else {
+            /* LOADER-TODO: xf_attn_from_hf_config(cfg, &m->attn, ...) once hfmap.c links */
+        }
+        if (m->attn && (rc = xf_attn_check(m->attn, m, err, sizeof err)) != 0) {
+            xf_diag_set(diag, rc, "attention %s: %s", xf_attn_name(m->attn), err);
+            goto fail;
+        }
+    }
+
+    json_decref(cfg);
+    if (diag) {
+        diag->code = 0;
+        diag->msg[0] = 0;
+    }
+    xf_log(XF_LOG_INFO, "loaded %s (%s, %d layers, d_model %d, %lld parameters, %s)%s",
+           m->info.name, m->info.arch_name, m->info.n_layer, m->info.d_model,
+           (long long)m->info.n_params, m->info.file_dtype,
+           m->info.is_demo ? " — DEMO MODEL with random weights" : "");
+    *out = m;
+    return 0;
+
+fail:
+    xf_st_close(L.st);
+    json_decref(cfg);
+    xf_model_free(m);
+    return rc;
+}
