@@ -320,8 +320,10 @@ static void fmt_range(const xf_opt_desc_t *d, char *buf, size_t len)
         snprintf(buf, len, "duration in [%s, %s] (ms, s, m suffixes; plain = ms)", a, b);
         break;
     case XF_OPT_STRING:
+        snprintf(buf, len, "a string");
+        break;
     case XF_OPT_PATH:
-        snprintf(buf, len, "any text");
+        snprintf(buf, len, "a file system path");
         break;
     case XF_OPT_ENUM:
         snprintf(buf, len, "one of %s", d->choices);
@@ -488,7 +490,7 @@ int xf_conf_load_file(xf_conf_t *cfg, const char *path, xf_diag_t *diag)
         *eq = '\0';
         char *name = trim(s), *value;
         const char *why = NULL;
-        if (parse_value(eq + 1, &value, &why) != 0) {
+        if (parse_value(trim(eq + 1), &value, &why) != 0) {
             diag_set(diag, XF_EFORMAT, "%s: %s: %s", where, name, why);
             rc = XF_EFORMAT;
             break;
@@ -742,8 +744,8 @@ int xf_conf_write_example(FILE *out)
         char def[128], range[128];
         fmt_default(d, def, sizeof(def));
         fmt_range(d, range, sizeof(range));
-        fprintf(out, "\n# %s.\n# %s.\n#%s =%s%s\n", d->help, range, d->name, def[0] ? " " : "",
-                def);
+        fprintf(out, "\n# %s.\n# Allowed: %s.\n#%s =%s%s\n", d->help, range, d->name,
+                def[0] ? " " : "", def);
     }
     return ferror(out) ? -EIO : 0;
 }
