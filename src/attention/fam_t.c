@@ -202,6 +202,76 @@ int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_
     return nq;
 }
 
+int32_t xf_ft_isqrt_ceil(int32_t n)
+{
+    int32_t r = 0;
+    while ((int64_t)r * r < n)
+        r++;
+    return r;
+}
+
+/* Class-major position p -> row (classes r < n mod δ have one more member). */
+static int32_t win_row(int32_t n, int32_t dil, int32_t p)
+{
+    int32_t q = n / dil, rem = n % dil, r, k;
+    if (p < rem * (q + 1)) {
+        r = p / (q + 1);
+        k = p % (q + 1);
+    } else {
+        int32_t pp = p - rem * (q + 1);
+        r = rem + pp / q;
+        k = pp % q;
+    }
+    return r + k * dil;
+}
+
+int32_t xf_ft_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows)
+{
+    int32_t p0 = t * BQ, p1 = p0 + BQ < n ? p0 + BQ : n, nq = 0;
+    if (dil <= 1) {
+        for (int32_t p = p0; p < p1; p++)
+            rows[nq++] = p;
+        return nq;
+    }
+    for (int32_t p = p0; p < p1; p++)
+        rows[nq++] = win_row(n, dil, p);
+    return nq;
+}
+
+void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
+                    xf_ft_keys *kb)
+{
+    int64_t span = (int64_t)w * dil;
+    int single = 1;
+    for (int32_t r = 1; r < nq; r++)
+        if (rows[r] % dil != rows[0] % dil)
+            single = 0;
+    for (int32_t r0 = 0; r0 < nq;) {
+        int32_t r1 = r0 + 1;
+        while (r1 < nq && rows[r1] % dil == rows[r0] % dil)
+            r1++;
+        int32_t lo = rows[r0], hi = rows[r0];
+        for (int32_t r = r0; r < r1; r++) {
+            if (rows[r] < lo)
+                lo = rows[r];
+            if (rows[r] > hi)
+                hi = rows[r];
+        }
+        int64_t a = lo - span, b = (int64_t)hi + span + 1;
+        if (a < lo % dil)
+            a = lo % dil;   /* first member of the class */
+        xf_ft_keys_add_step(kb, n, (int32_t)a, (int32_t)(b > n ? n : b), dil, 0);
+        if (single) {
+            int64_t fa = hi - span, fb = (int64_t)lo + span + 1;
+            if (fa < lo % dil)
+                fa = lo % dil;
+            if (fa < fb)
+                xf_ft_keys_add_step(kb, n, (int32_t)fa, (int32_t)(fb > n ? n : fb), dil, 1);
+        }
+        r0 = r1;
+    }
+}
+
 int xf_ft_check_shape(const xf_attn_shape *sh)
 {
     if (!sh || sh->n_seq < 0 || (sh->n_seq > 0 && !sh->cu_len) || sh->n_head < 1 ||
@@ -421,7 +491,7 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
         }
         const float *vt = R->vt;
         if (use_logits) {
-            rc = fv->logits(c, rows, nq, key + k0, nk, R->s, BK, R->hid);
+            rc = fv->logits(c, rows, nq, key + k0, nk, R->s, BK, R->hid, k0 == 0);
             if (rc)
                 return rc;
         } else if (dl) {

@@ -66,7 +66,7 @@ typedef struct xf_ft_variant {
     /* Optional logit provider (Synthesizer): s[r][jj] for rows[r], keys[jj] (replaces
      * factor·q·k); hid is XF_FT_BQ·hid_floats of scratch. Returns 0 or a code. */
     int (*logits)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
-                  int32_t nk, float *s, int32_t lds, float *hid);
+                  int32_t nk, float *s, int32_t lds, float *hid, int first);
     size_t hid_floats;         /* per-row scratch floats for logits() */
     int32_t scratch_extra;     /* extra scratch ints beyond max n */
 } xf_ft_variant;
@@ -81,6 +81,70 @@ int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_sha
  * rows (height <= XF_FT_BQ). */
 int32_t xf_ft_seg_tiles(int32_t n, int32_t seg, int32_t height);
 int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_t *rows);
+
+/* Dilated-window helpers (§3, §4; δ = 1 is the plain window). Tiles walk the residue classes
+ * mod δ in order (class-major), <= XF_FT_BQ rows each: ceil(n / XF_FT_BQ) tiles. */
+int32_t xf_ft_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows);
+/* Keys {i + δt : |t| <= w} of the rows (full where every row has them). */
+void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
+                    xf_ft_keys *kb);
+static inline int xf_ft_win_member(int32_t w, int32_t dil, int32_t i, int32_t j)
+{
+    int64_t dd = (int64_t)j - i;
+    if (dd % dil)
+        return 0;
+    dd /= dil;
+    return dd >= -w && dd <= w;
+}
+/* ⌈√n⌉ */
+int32_t xf_ft_isqrt_ceil(int32_t n);
+
+/* plan/forward wrappers for a vtable. */
+#define XF_FT_WRAP(pfx, ftv)                                                                 \
+    static int pfx##_plan(const void *params, const xf_attn_shape *sh, int nth,              \
+                          xf_attn_plan *out)                                                 \
+    {                                                                                        \
+        return xf_ft_plan(&(ftv), params, sh, nth, out);                                     \
+    }                                                                                        \
+    static int pfx##_forward(const void *params, const xf_attn_shape *sh,                    \
+                             const xf_attn_io *io, const xf_attn_plan *pl,                   \
+                             const void *ws_shared, void *ws_thread, int ith, int nth)       \
+    {                                                                                        \
+        (void)ws_shared;                                                                     \
+        return xf_ft_forward(&(ftv), params, sh, io, pl, ws_thread, ith, nth);               \
+    }
+
+/* Longformer (§7) and ETC (§8) share one pattern and parameter block. */
+enum { XF_LF_CLS = 0, XF_LF_NONE, XF_LF_SEGMENT_A, XF_LF_MASK, XF_LF_LIST, XF_LF_CLS_SEP };
+#define XF_LF_MAX_DIL 32
+#define XF_LF_MAX_POS 16
+typedef struct xf_lf_params {
+    int32_t window;            /* one-sided w (ETC: radius) */
+    int32_t n_dil;             /* 1: dil[0] for every head; else one per head */
+    int32_t dil[XF_LF_MAX_DIL];
+    int32_t gmode;             /* XF_LF_* */
+    int32_t n_pos;
+    int32_t pos[XF_LF_MAX_POS];
+    int32_t shared;            /* 1: global rows use q/k/v (ETC simulation) */
+    int32_t segment_restrict;  /* ETC; only false is supported */
+} xf_lf_params;
+extern const xf_ft_variant xf_ft_longformer;
+/* Add "global" (string or list) to a to_json object. */
+int xf_lf_global_json(const xf_lf_params *p, json_t *obj);
+
+/* Synthesizer (§21) weights, handed over in xf_attn_io.weights for one layer. */
+enum { XF_SYNTH_RANDOM = 1, XF_SYNTH_FACTORIZED, XF_SYNTH_DENSE };
+typedef struct xf_synth_weights {
+    int32_t kind;              /* XF_SYNTH_* */
+    int32_t n_head, n_max;     /* heads (must match the layer), longest sequence */
+    int32_t k;                 /* factorized rank */
+    int32_t d_model, d_hidden; /* dense: layer input width, hidden width (<= 1024) */
+    const float *r;            /* random: [h][n_max][n_max] logits */
+    const float *r1, *r2;      /* factorized: [h][n_max][k] each; logits R1·R2ᵀ */
+    const float *w1, *b1;      /* dense: [h][d_hidden][d_model], [h][d_hidden] */
+    const float *w2, *b2;      /* dense: [h][n_max][d_hidden], [h][n_max] */
+} xf_synth_weights;
+#define XF_SYNTH_MAX_HIDDEN 1024
 
 /* Common shape checks (cu_len monotone, inside n_tokens, heads >= 1). */
 int xf_ft_check_shape(const xf_attn_shape *sh);

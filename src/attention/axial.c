@@ -1,0 +1,113 @@
+/* "axial" (ATTENTION.md §6): the sequence as a grid of c = ⌈√n⌉ (or fixed) columns, last row
+ * ragged; R(i) = same grid row, C(i) = same column (j ≡ i mod c). mode "union" (one softmax
+ * over R ∪ C) or "heads" (even heads R, odd heads C). Params: cols (auto), mode (union). */
+#include "config.h"
+
+#include <string.h>
+
+#include "attention/fam_t.h"
+#include "attention/params.h"
+
+static const char *const mode_names[] = { "union", "heads", NULL };
+
+typedef struct ax_params {
+    int32_t cols;              /* 0: ⌈√n⌉ per sequence */
+    int32_t mode;
+} ax_params;
+
+static int ax_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    static const char *const keys[] = { "cols", "mode", NULL };
+    ax_params *p = params;
+    p->cols = 0;
+    p->mode = 0;
+    int rc = xf_par_keys(obj, keys, err, errlen);
+    const json_t *s = json_object_get(obj, "cols");
+    if (!rc && s && !(json_is_string(s) && !strcmp(json_string_value(s), "auto")))
+        rc = xf_par_int(obj, "cols", 1, 1 << 24, &p->cols, err, errlen);
+    if (!rc)
+        rc = xf_par_enum(obj, "mode", mode_names, &p->mode, err, errlen);
+    return rc;
+}
+
+static int ax_to_json(const void *params, json_t *obj)
+{
+    const ax_params *p = params;
+    int rc = xf_par_set(obj, "cols", p->cols ? json_integer(p->cols) : json_string("auto"));
+    return rc ? rc : xf_par_set(obj, "mode", json_string(mode_names[p->mode]));
+}
+
+/* c->a = cols, c->b = part (0 union, 1 rows, 2 columns) */
+static int ax_setup(xf_ft_seq *c)
+{
+    const ax_params *p = c->params;
+    c->a = p->cols ? p->cols : xf_ft_isqrt_ceil(c->n);
+    c->b = p->mode == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
+    c->dense = c->b != 2 ? c->a >= c->n : c->a == 1;
+    return 0;
+}
+
+static int32_t ax_n_tiles(const xf_ft_seq *c)
+{
+    if (c->b == 2)
+        return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
+    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+}
+
+static int32_t ax_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+                       int64_t *cost)
+{
+    int32_t nq = c->b == 2 ? xf_ft_win_rows(c->n, c->a, t, rows)
+                           : xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int64_t k = (int64_t)c->a + (c->n + c->a - 1) / c->a;
+    *global = 0;
+    *cost = (int64_t)nq * (k < c->n ? k : c->n);
+    return nq;
+}
+
+static void ax_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
+                    xf_ft_keys *kb)
+{
+    (void)global;
+    const int32_t cols = c->a, n = c->n;
+    if (c->b != 2) {   /* tiles never straddle grid rows */
+        int32_t r0 = rows[0] / cols * cols;
+        xf_ft_keys_add(kb, n, r0, r0 + cols, 1);
+    }
+    if (c->b != 1) {
+        int single = 1;
+        for (int32_t r = 1; r < nq; r++)
+            if (rows[r] % cols != rows[0] % cols)
+                single = 0;
+        for (int32_t r = 0; r < nq; r++)
+            if (r == 0 || rows[r] % cols != rows[r - 1] % cols)
+                xf_ft_keys_add_step(kb, n, rows[r] % cols, n, cols, single);
+    }
+}
+
+static int ax_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+{
+    (void)global;
+    const int32_t cols = c->a;
+    return (c->b != 2 && i / cols == j / cols) || (c->b != 1 && i % cols == j % cols);
+}
+
+static const xf_ft_variant ax_ft = {
+    .setup = ax_setup, .n_tiles = ax_n_tiles, .tile = ax_tile, .keys = ax_keys,
+    .member = ax_member,
+};
+
+XF_FT_WRAP(ax, ax_ft)
+
+const xf_attn_vtbl xf_attn_axial_vt = {
+    .name = "axial",
+    .family = XF_FAM_T,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "axial: grid rows and columns of a ceil(sqrt(n))-column grid",
+    .params_doc = "cols=auto mode=union",
+    .params_size = sizeof(ax_params),
+    .parse = ax_parse,
+    .to_json = ax_to_json,
+    .plan = ax_plan,
+    .forward = ax_forward,
+};

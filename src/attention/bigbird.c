@@ -1,0 +1,150 @@
+/* "bigbird" (ATTENTION.md §9, ITC form): blocks of b tokens; a query block a ∉ G attends the
+ * blocks G ∪ W(a) ∪ R(a) (union, each key once), a ∈ G attends every block. G = first
+ * global_first and last global_last blocks, W(a) = a ± window_blocks, R(a) = random_blocks
+ * distinct blocks drawn from the rest by a partial Fisher–Yates with the §0 stream
+ * (seed, layer, head, BIGBIRD, a) — never block 0 again (the HF eval-mode trap), never a
+ * sticky switch to full attention (the per-sequence dense fallback is decided from n).
+ * Params: block 64, random_blocks 3, window_blocks 1, global_first 1, global_last 1,
+ * seed 0, random_per_head true (false: every head uses head 0's draw). */
+#include "config.h"
+
+#include "attention/fam_t.h"
+#include "attention/params.h"
+#include "attention/rng.h"
+
+typedef struct bb_params {
+    int32_t block, random, window, gfirst, glast, per_head;
+    int64_t seed;
+} bb_params;
+
+static int bb_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    static const char *const keys[] = { "block", "random_blocks", "window_blocks",
+                                        "global_first", "global_last", "seed",
+                                        "random_per_head", NULL };
+    bb_params *p = params;
+    p->block = 64;
+    p->random = 3;
+    p->window = 1;
+    p->gfirst = 1;
+    p->glast = 1;
+    p->per_head = 1;
+    p->seed = 0;
+    int rc = xf_par_keys(obj, keys, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "block", 1, 1 << 20, &p->block, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "random_blocks", 0, 1 << 20, &p->random, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "window_blocks", 0, 1 << 20, &p->window, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "global_first", 0, 1 << 20, &p->gfirst, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "global_last", 0, 1 << 20, &p->glast, err, errlen);
+    if (!rc)
+        rc = xf_par_i64(obj, "seed", 0, INT64_MAX, &p->seed, err, errlen);
+    if (!rc)
+        rc = xf_par_bool(obj, "random_per_head", &p->per_head, err, errlen);
+    return rc;
+}
+
+static int bb_to_json(const void *params, json_t *obj)
+{
+    const bb_params *p = params;
+    int rc = xf_par_set(obj, "block", json_integer(p->block));
+    if (!rc)
+        rc = xf_par_set(obj, "random_blocks", json_integer(p->random));
+    if (!rc)
+        rc = xf_par_set(obj, "window_blocks", json_integer(p->window));
+    if (!rc)
+        rc = xf_par_set(obj, "global_first", json_integer(p->gfirst));
+    if (!rc)
+        rc = xf_par_set(obj, "global_last", json_integer(p->glast));
+    if (!rc)
+        rc = xf_par_set(obj, "seed", json_integer((json_int_t)p->seed));
+    return rc ? rc : xf_par_set(obj, "random_per_head", json_boolean(p->per_head));
+}
+
+/* c->a = b, c->b = nb */
+static int bb_setup(xf_ft_seq *c)
+{
+    const bb_params *p = c->params;
+    c->a = p->block;
+    c->b = (int32_t)(((int64_t)c->n + p->block - 1) / p->block);
+    c->dense = (int64_t)p->gfirst + p->glast >= c->b || p->window >= c->b - 1;
+    return 0;
+}
+
+static int32_t bb_n_tiles(const xf_ft_seq *c)
+{
+    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+}
+
+static int32_t bb_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+                       int64_t *cost)
+{
+    const bb_params *p = c->params;
+    int32_t nq = xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int64_t k = ((int64_t)p->gfirst + p->glast + 2 * (int64_t)p->window + 1 + p->random) *
+                c->a;
+    int32_t blk = rows[0] / c->a;
+    if (blk < p->gfirst || blk >= c->b - p->glast)
+        k = c->n;
+    *global = 0;
+    *cost = (int64_t)nq * (k < c->n ? k : c->n);
+    return nq;
+}
+
+static void add_block(const xf_ft_seq *c, xf_ft_keys *kb, int32_t x)
+{
+    int64_t a = (int64_t)x * c->a, b = a + c->a;
+    xf_ft_keys_add(kb, c->n, (int32_t)a, b > c->n ? c->n : (int32_t)b, 1);
+}
+
+static void bb_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
+                    xf_ft_keys *kb)
+{
+    (void)nq, (void)global;
+    const bb_params *p = c->params;
+    const int32_t nb = c->b, a = rows[0] / c->a;
+    if (a < p->gfirst || a >= nb - p->glast) {
+        xf_ft_keys_add(kb, c->n, 0, c->n, 1);
+        return;
+    }
+    int32_t m = 0;
+    for (int32_t x = 0; x < nb; x++) {
+        int g = x < p->gfirst || x >= nb - p->glast;
+        int w = x >= a - p->window && x <= a + p->window;
+        if (g || w)
+            add_block(c, kb, x);
+        else
+            c->scratch[m++] = x;
+    }
+    xf_rng_t rng;
+    xf_rng_init(&rng, (uint64_t)p->seed, (uint64_t)c->sh->layer,
+                (uint64_t)(p->per_head ? c->head : 0), XF_RNG_BIGBIRD, (uint64_t)a);
+    int32_t cnt = p->random < m ? p->random : m;
+    xf_rng_partial_shuffle(&rng, c->scratch, m, cnt);
+    for (int32_t t = 0; t < cnt; t++)
+        add_block(c, kb, c->scratch[t]);
+}
+
+static const xf_ft_variant bb_ft = {
+    .setup = bb_setup, .n_tiles = bb_n_tiles, .tile = bb_tile, .keys = bb_keys,
+};
+
+XF_FT_WRAP(bb, bb_ft)
+
+const xf_attn_vtbl xf_attn_bigbird_vt = {
+    .name = "bigbird",
+    .family = XF_FAM_T,
+    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
+    .summary = "BigBird ITC: window, global and seeded random blocks",
+    .params_doc = "block=64 random_blocks=3 window_blocks=1 global_first=1 global_last=1 "
+                  "seed=0 random_per_head=true",
+    .params_size = sizeof(bb_params),
+    .parse = bb_parse,
+    .to_json = bb_to_json,
+    .plan = bb_plan,
+    .forward = bb_forward,
+};

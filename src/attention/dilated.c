@@ -1,0 +1,101 @@
+/* "dilated" (ATTENTION.md §4): A(i) = {i + δt : |t| <= w}, δ per head. Query tiles walk the
+ * residue classes mod δ, so each tile's keys are one class's sliding window. Params: window
+ * (128), dilation (int or per-head list, 1). */
+#include "config.h"
+
+#include "attention/fam_t.h"
+#include "attention/params.h"
+
+#define DIL_MAX 32
+
+typedef struct dil_params {
+    int32_t window;
+    int32_t n_dil;
+    int32_t dil[DIL_MAX];
+} dil_params;
+
+static int dil_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    static const char *const keys[] = { "window", "dilation", NULL };
+    dil_params *p = params;
+    p->window = 128;
+    p->n_dil = 1;
+    p->dil[0] = 1;
+    int rc = xf_par_keys(obj, keys, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "window", 1, 1 << 24, &p->window, err, errlen);
+    if (!rc)
+        rc = xf_par_int_list(obj, "dilation", 1, 1 << 20, p->dil, DIL_MAX, &p->n_dil, err,
+                             errlen);
+    return rc;
+}
+
+static int dil_to_json(const void *params, json_t *obj)
+{
+    const dil_params *p = params;
+    int rc = xf_par_set(obj, "window", json_integer(p->window));
+    if (rc)
+        return rc;
+    if (p->n_dil == 1)
+        return xf_par_set(obj, "dilation", json_integer(p->dil[0]));
+    return xf_par_set_int_list(obj, "dilation", p->dil, p->n_dil);
+}
+
+static int dil_setup(xf_ft_seq *c)
+{
+    const dil_params *p = c->params;
+    if (p->n_dil > 1 && p->n_dil < c->sh->n_head)
+        return XF_EPARAM;   /* dilation: one entry per head needed */
+    c->a = p->window;
+    c->b = p->n_dil == 1 ? p->dil[0] : p->dil[c->head];
+    c->dense = c->b == 1 && p->window >= c->n - 1;
+    return 0;
+}
+
+static int32_t dil_n_tiles(const xf_ft_seq *c)
+{
+    return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
+}
+
+static int32_t dil_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+                        int64_t *cost)
+{
+    int32_t nq = xf_ft_win_rows(c->n, c->b, t, rows);
+    int64_t k = 2 * (int64_t)c->a + nq;
+    *global = 0;
+    *cost = (int64_t)nq * (k < c->n ? k : c->n);
+    return nq;
+}
+
+static void dil_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_ft_keys *kb)
+{
+    (void)global;
+    xf_ft_win_keys(c->n, c->a, c->b, rows, nq, kb);
+}
+
+static int dil_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+{
+    (void)global;
+    return xf_ft_win_member(c->a, c->b, i, j);
+}
+
+static const xf_ft_variant dil_ft = {
+    .setup = dil_setup, .n_tiles = dil_n_tiles, .tile = dil_tile, .keys = dil_keys,
+    .member = dil_member,
+};
+
+XF_FT_WRAP(dil, dil_ft)
+
+const xf_attn_vtbl xf_attn_dilated_vt = {
+    .name = "dilated",
+    .family = XF_FAM_T,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "dilated sliding window (per-head dilation)",
+    .params_doc = "window=128 dilation=1",
+    .params_size = sizeof(dil_params),
+    .parse = dil_parse,
+    .to_json = dil_to_json,
+    .plan = dil_plan,
+    .forward = dil_forward,
+};

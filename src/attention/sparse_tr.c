@@ -1,0 +1,243 @@
+/* Sparse Transformer patterns, bidirectional (ATTENTION.md §5). "strided" (stride l):
+ * A1 = {|i − j| < l}, A2 = {(i − j) mod l = 0}; "fixed" (block l, summary c):
+ * A1 = same block, A2 = {j mod l ∈ [l − c(1 + h mod v), l − c·(h mod v))}. combine "union"
+ * (one softmax over A1 ∪ A2) or "heads" (even heads A1, odd heads A2). Params: strided
+ * stride (0 = ⌈√n⌉ per sequence), combine; fixed block 128, summary 8, combine,
+ * heads_per_pattern 1. */
+#include "config.h"
+
+#include <string.h>
+
+#include "attention/fam_t.h"
+#include "attention/params.h"
+
+static const char *const combine_names[] = { "union", "heads", NULL };
+
+/* ---- strided ---- */
+
+typedef struct str_params {
+    int32_t stride;            /* 0: ⌈√n⌉ per sequence */
+    int32_t combine;           /* 0 union, 1 heads */
+} str_params;
+
+static int str_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    static const char *const keys[] = { "stride", "combine", NULL };
+    str_params *p = params;
+    p->stride = 0;
+    p->combine = 0;
+    int rc = xf_par_keys(obj, keys, err, errlen);
+    const json_t *s = json_object_get(obj, "stride");
+    if (!rc && s && !(json_is_string(s) && !strcmp(json_string_value(s), "auto")))
+        rc = xf_par_int(obj, "stride", 1, 1 << 24, &p->stride, err, errlen);
+    if (!rc)
+        rc = xf_par_enum(obj, "combine", combine_names, &p->combine, err, errlen);
+    return rc;
+}
+
+static int str_to_json(const void *params, json_t *obj)
+{
+    const str_params *p = params;
+    int rc = xf_par_set(obj, "stride", p->stride ? json_integer(p->stride) : json_string("auto"));
+    return rc ? rc : xf_par_set(obj, "combine", json_string(combine_names[p->combine]));
+}
+
+/* c->a = l, c->b = part (0 union, 1 A1 only, 2 A2 only) */
+static int str_setup(xf_ft_seq *c)
+{
+    const str_params *p = c->params;
+    int32_t l = p->stride ? p->stride : xf_ft_isqrt_ceil(c->n);
+    c->a = l;
+    c->b = p->combine == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
+    if (c->b == 0)
+        c->dense = l >= c->n || l == 1;
+    else if (c->b == 1)
+        c->dense = l >= c->n;
+    else
+        c->dense = l == 1;
+    return 0;
+}
+
+static int32_t str_n_tiles(const xf_ft_seq *c)
+{
+    return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
+}
+
+static int32_t str_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+                        int64_t *cost)
+{
+    /* A2-only heads walk the residue classes (one class's keys per tile) */
+    int32_t nq = xf_ft_win_rows(c->n, c->b == 2 ? c->a : 1, t, rows);
+    int64_t k = 2 * (int64_t)c->a + c->n / c->a;
+    *global = 0;
+    *cost = (int64_t)nq * (k < c->n ? k : c->n);
+    return nq;
+}
+
+static void str_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_ft_keys *kb)
+{
+    (void)global;
+    const int32_t l = c->a, n = c->n;
+    if (c->b != 2)   /* A1: a window of l − 1 on each side */
+        xf_ft_win_keys(n, l - 1, 1, rows, nq, kb);
+    if (c->b != 1) {
+        int single = 1;
+        for (int32_t r = 1; r < nq; r++)
+            if (rows[r] % l != rows[0] % l)
+                single = 0;
+        if (single) {
+            xf_ft_keys_add_step(kb, n, rows[0] % l, n, l, 1);
+        } else if (nq >= l) {
+            xf_ft_keys_add(kb, n, 0, n, 0);
+        } else {
+            for (int32_t r = 0; r < nq; r++)
+                xf_ft_keys_add_step(kb, n, rows[r] % l, n, l, 0);
+        }
+    }
+}
+
+static int str_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+{
+    (void)global;
+    const int32_t l = c->a, dd = i > j ? i - j : j - i;
+    return (c->b != 2 && dd < l) || (c->b != 1 && dd % l == 0);
+}
+
+static const xf_ft_variant str_ft = {
+    .setup = str_setup, .n_tiles = str_n_tiles, .tile = str_tile, .keys = str_keys,
+    .member = str_member,
+};
+
+XF_FT_WRAP(str, str_ft)
+
+const xf_attn_vtbl xf_attn_strided_vt = {
+    .name = "strided",
+    .family = XF_FAM_T,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "Sparse Transformer strided: local band plus every l-th key (bidirectional)",
+    .params_doc = "stride=auto combine=union",
+    .params_size = sizeof(str_params),
+    .parse = str_parse,
+    .to_json = str_to_json,
+    .plan = str_plan,
+    .forward = str_forward,
+};
+
+/* ---- fixed ---- */
+
+typedef struct fix_params {
+    int32_t block, summary, combine, per;
+} fix_params;
+
+static int fix_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    static const char *const keys[] = { "block", "summary", "combine", "heads_per_pattern",
+                                        NULL };
+    fix_params *p = params;
+    p->block = 128;
+    p->summary = 8;
+    p->combine = 0;
+    p->per = 1;
+    int rc = xf_par_keys(obj, keys, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "block", 1, 1 << 24, &p->block, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "summary", 1, 1 << 24, &p->summary, err, errlen);
+    if (!rc)
+        rc = xf_par_enum(obj, "combine", combine_names, &p->combine, err, errlen);
+    if (!rc)
+        rc = xf_par_int(obj, "heads_per_pattern", 1, 1024, &p->per, err, errlen);
+    if (!rc && p->summary > p->block)
+        rc = xf_par_err(err, errlen, "summary: must be <= block (%d)", p->block);
+    if (!rc && (int64_t)p->summary * p->per > p->block)
+        rc = xf_par_err(err, errlen, "heads_per_pattern: summary * heads_per_pattern must be "
+                        "<= block (%d)", p->block);
+    return rc;
+}
+
+static int fix_to_json(const void *params, json_t *obj)
+{
+    const fix_params *p = params;
+    int rc = xf_par_set(obj, "block", json_integer(p->block));
+    if (!rc)
+        rc = xf_par_set(obj, "summary", json_integer(p->summary));
+    if (!rc)
+        rc = xf_par_set(obj, "combine", json_string(combine_names[p->combine]));
+    return rc ? rc : xf_par_set(obj, "heads_per_pattern", json_integer(p->per));
+}
+
+/* c->a = l, c->b = part, [c->c, c->e) = this head's summary cells */
+static int fix_setup(xf_ft_seq *c)
+{
+    const fix_params *p = c->params;
+    const int32_t l = p->block, hm = c->head % p->per;
+    c->a = l;
+    c->b = p->combine == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
+    c->c = l - p->summary * (1 + hm);
+    c->e = l - p->summary * hm;
+    int a2_all = c->c == 0 && c->e == l;
+    if (c->b == 0)
+        c->dense = l >= c->n || a2_all;
+    else if (c->b == 1)
+        c->dense = l >= c->n;
+    else
+        c->dense = a2_all;
+    return 0;
+}
+
+static int32_t fix_n_tiles(const xf_ft_seq *c)
+{
+    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+}
+
+static int32_t fix_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+                        int64_t *cost)
+{
+    int32_t nq = xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int64_t k = (int64_t)c->a + (int64_t)(c->e - c->c) * ((c->n + c->a - 1) / c->a);
+    *global = 0;
+    *cost = (int64_t)nq * (k < c->n ? k : c->n);
+    return nq;
+}
+
+static void fix_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_ft_keys *kb)
+{
+    (void)nq, (void)global;
+    const int32_t l = c->a, n = c->n;
+    if (c->b != 2) {
+        int32_t b0 = rows[0] / l * l;
+        xf_ft_keys_add(kb, n, b0, b0 + l, 1);
+    }
+    if (c->b != 1)
+        for (int64_t b0 = 0; b0 < n; b0 += l)
+            xf_ft_keys_add(kb, n, (int32_t)(b0 + c->c), (int32_t)(b0 + c->e), 1);
+}
+
+static int fix_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+{
+    (void)global;
+    const int32_t l = c->a;
+    return (c->b != 2 && i / l == j / l) || (c->b != 1 && j % l >= c->c && j % l < c->e);
+}
+
+static const xf_ft_variant fix_ft = {
+    .setup = fix_setup, .n_tiles = fix_n_tiles, .tile = fix_tile, .keys = fix_keys,
+    .member = fix_member,
+};
+
+XF_FT_WRAP(fix, fix_ft)
+
+const xf_attn_vtbl xf_attn_fixed_vt = {
+    .name = "fixed",
+    .family = XF_FAM_T,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "Sparse Transformer fixed: own block plus the summary cells of every block",
+    .params_doc = "block=128 summary=8 combine=union heads_per_pattern=1",
+    .params_size = sizeof(fix_params),
+    .parse = fix_parse,
+    .to_json = fix_to_json,
+    .plan = fix_plan,
+    .forward = fix_forward,
+};
