@@ -1,0 +1,318 @@
+/* Metrics tests: the Prometheus text parsed back (counters, labels, cumulative buckets, _sum,
+ * _count, HELP/TYPE once per family), percentiles from buckets against exact quantiles, QPS
+ * windows from the tick ring, concurrent updates from threads, /v1/stats JSON and reset. */
+#include "config.h"
+
+#include "../helpers/xf_test.h"
+#include "server/metrics.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Value of the sample line that starts with `prefix` followed by a space; NAN when absent. */
+static double sample(const char *text, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, prefix, pl) == 0 && p[pl] == ' ')
+            return strtod(p + pl + 1, NULL);
+    }
+    return NAN;
+}
+
+static int count_str(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+static char *render(void)
+{
+    char *out = NULL;
+    size_t len = 0;
+    assert_int_equal(xf_metrics_render(&out, &len), 0);
+    assert_int_equal(strlen(out), len);
+    return out;
+}
+
+static void test_counters_render(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    xf_metric_add(XF_M_requests_total, "/v1/embeddings", "200", 3);
+    xf_metric_add(XF_M_requests_total, "/v1/embeddings", xf_metrics_status_label(413), 1);
+    XF_METRIC_INC(requests_total, "/embed", "200");
+    xf_metric_add(XF_M_padding_waste_tokens_total, NULL, NULL, 40);
+    xf_metric_set(XF_M_queue_depth, NULL, NULL, 7);
+    xf_metric_gauge_add(XF_M_queue_depth, NULL, NULL, -2);
+    xf_metric_set(XF_M_arena_bytes, "planned", NULL, 1000);
+    xf_metric_set(XF_M_arena_bytes, "naive", NULL, 5000);
+    xf_metrics_set_model_info("bge \"small\"", "bert", "dense");
+    char *t = render();
+    assert_true(sample(t, "xformd_requests_total{route=\"/v1/embeddings\",status=\"200\"}") == 3);
+    assert_true(sample(t, "xformd_requests_total{route=\"/v1/embeddings\",status=\"413\"}") == 1);
+    assert_true(sample(t, "xformd_requests_total{route=\"/embed\",status=\"200\"}") == 1);
+    assert_true(sample(t, "xformd_padding_waste_tokens_total") == 40);
+    assert_true(sample(t, "xformd_queue_depth") == 5);
+    assert_true(sample(t, "xformd_arena_bytes{kind=\"planned\"}") == 1000);
+    assert_true(sample(t, "xformd_arena_bytes{kind=\"naive\"}") == 5000);
+    /* Untouched unlabelled metrics exist at zero. */
+    assert_true(sample(t, "xformd_batches_total") == 0);
+    /* Label values are escaped. */
+    assert_true(sample(t, "xformd_model_info{model=\"bge \\\"small\\\"\",arch=\"bert\","
+                          "variant=\"dense\"}") == 1);
+    /* HELP and TYPE exactly once per family, counters end in _total. */
+    assert_int_equal(count_str(t, "# TYPE xformd_requests_total counter\n"), 1);
+    assert_int_equal(count_str(t, "# HELP xformd_requests_total "), 1);
+    assert_int_equal(count_str(t, "# TYPE xformd_request_duration_seconds histogram\n"), 1);
+    assert_int_equal(count_str(t, "# TYPE xformd_queue_depth gauge\n"), 1);
+    for (const char *p = strstr(t, " counter\n"); p; p = strstr(p + 1, " counter\n")) {
+        const char *line = p;
+        while (line > t && line[-1] != '\n')
+            line--;
+        assert_true(p - line > 6 && strncmp(p - 6, "_total", 6) == 0);
+    }
+    assert_true(xf_metric_value(XF_M_requests_total, "/v1/embeddings", "200") == 3);
+    assert_true(xf_metric_sum(XF_M_requests_total) == 5);
+    assert_string_equal(xf_metrics_status_label(299), "other");
+    free(t);
+}
+
+static void test_histogram_render(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    const double v[] = {0.0002, 0.003, 0.003, 0.05, 1.5, 1000.0};
+    double sum = 0;
+    for (size_t i = 0; i < 6; i++) {
+        xf_metric_observe(XF_M_request_duration_seconds, "total", NULL, v[i]);
+        sum += v[i];
+    }
+    xf_metric_observe(XF_M_request_duration_seconds, "queue", NULL, 0.001);
+    xf_metric_observe(XF_M_request_duration_seconds, "queue", NULL, NAN);   /* ignored */
+    char *t = render();
+    /* Walk the total series' buckets: cumulative, increasing bounds, ends at +Inf. */
+    const char *pre = "xformd_request_duration_seconds_bucket{stage=\"total\",le=\"";
+    double prev_le = -1, prev_cnt = 0;
+    int nb = 0, inf_seen = 0;
+    for (const char *p = strstr(t, pre); p; p = strstr(p + 1, pre)) {
+        const char *le = p + strlen(pre);
+        double cnt = strtod(strstr(le, "} ") + 2, NULL);
+        assert_true(cnt >= prev_cnt);
+        if (strncmp(le, "+Inf", 4) == 0) {
+            inf_seen = 1;
+            assert_true(cnt == 6);
+        } else {
+            double b = strtod(le, NULL);
+            assert_true(b > prev_le);
+            /* Count of observations ≤ b, recomputed from the raw values. */
+            int want = 0;
+            for (size_t i = 0; i < 6; i++)
+                want += v[i] <= b * (1 + 1e-6);   /* le printed with 6 digits */
+            assert_true(cnt == want);
+            prev_le = b;
+        }
+        prev_cnt = cnt;
+        nb++;
+    }
+    assert_true(inf_seen);
+    /* ≥ 4 buckets per doubling from 100 µs to 100 s: ~80 bounds. */
+    assert_true(nb >= 4 * 19);
+    assert_true(fabs(sample(t, "xformd_request_duration_seconds_sum{stage=\"total\"}") - sum) <
+                1e-6 * sum);
+    assert_true(sample(t, "xformd_request_duration_seconds_count{stage=\"total\"}") == 6);
+    assert_true(sample(t, "xformd_request_duration_seconds_count{stage=\"queue\"}") == 1);
+    /* Unlabelled histogram without observations still shows its zero count. */
+    assert_true(sample(t, "xformd_batch_size_count") == 0);
+    free(t);
+    /* Batch-size buckets are integers: 1, 2, 3, ... each its own bucket. */
+    xf_metric_observe(XF_M_batch_size, NULL, NULL, 3);
+    t = render();
+    assert_true(sample(t, "xformd_batch_size_bucket{le=\"2\"}") == 0);
+    assert_true(sample(t, "xformd_batch_size_bucket{le=\"3\"}") == 1);
+    free(t);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_percentiles(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    assert_true(isnan(xf_metric_quantile(XF_M_request_duration_seconds, "total", NULL, 0.5)));
+    /* Log-uniform latencies between 1 ms and 1 s, deterministic. */
+    enum { N = 20000 };
+    static double v[N];
+    uint64_t s = 99;
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double u = (double)(s >> 11) / 9007199254740992.0;
+        v[i] = 1e-3 * pow(1000.0, u);
+        xf_metric_observe(XF_M_request_duration_seconds, "total", NULL, v[i]);
+    }
+    qsort(v, N, sizeof(v[0]), cmp_d);
+    const double qs[] = {0.5, 0.9, 0.99};
+    for (int k = 0; k < 3; k++) {
+        double exact = v[(int)(qs[k] * N) - 1];
+        double est = xf_metric_quantile(XF_M_request_duration_seconds, "total", NULL, qs[k]);
+        /* Buckets are 2^(1/4) wide (19%); interpolation inside one keeps the estimate within
+         * a bucket of the exact quantile, and for smooth data much closer: allow 5%. */
+        if (fabs(est / exact - 1) > 0.05)
+            fail_msg("q%.2f: %.6g vs exact %.6g", qs[k], est, exact);
+    }
+    /* A single value: every quantile lies inside its bucket. */
+    xf_metrics_reset();
+    xf_metric_observe(XF_M_batch_tokens, NULL, NULL, 100);
+    double q = xf_metric_quantile(XF_M_batch_tokens, NULL, NULL, 0.99);
+    assert_true(q > 100 / 1.19 && q <= 100 * 1.19);
+    assert_true(xf_metric_hist_sum(XF_M_batch_tokens, NULL, NULL) == 100);
+}
+
+static void test_qps(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    const uint64_t S = 1000000000ull;
+    uint64_t t = 5000 * S;
+    xf_metrics_tick(t);   /* first tick only starts the ring */
+    assert_true(xf_metrics_qps(1) == 0);
+    /* Seconds 1..20: i completions in second i. */
+    for (int i = 1; i <= 20; i++) {
+        for (int k = 0; k < i; k++)
+            xf_metric_observe(XF_M_request_duration_seconds, "total", NULL, 0.01);
+        xf_metrics_tick(t + (uint64_t)i * S + S / 3);   /* ticks need not be on the second */
+    }
+    assert_true(xf_metrics_qps(1) == 20);
+    assert_true(fabs(xf_metrics_qps(10) - (11 + 20) / 2.0) < 1e-12);   /* mean of 11..20 */
+    assert_true(fabs(xf_metrics_qps(60) - 210 / 20.0) < 1e-12);        /* 20 seconds so far */
+    /* A tick twice in the same second adds nothing new. */
+    xf_metrics_tick(t + 20 * S + S / 2);
+    assert_true(xf_metrics_qps(1) == 20);
+    /* The loop stalls 3 s; 9 completions land in the newest second, the missed ones are 0. */
+    for (int k = 0; k < 9; k++)
+        xf_metric_observe(XF_M_request_duration_seconds, "total", NULL, 0.01);
+    xf_metrics_tick(t + 23 * S);
+    assert_true(xf_metrics_qps(1) == 9);
+    assert_true(fabs(xf_metrics_qps(3) - 3) < 1e-12);
+    /* Queue-stage observations are not completions. */
+    xf_metric_observe(XF_M_request_duration_seconds, "queue", NULL, 0.01);
+    xf_metrics_tick(t + 24 * S);
+    assert_true(xf_metrics_qps(1) == 0);
+}
+
+static void *hammer(void *arg)
+{
+    const char *route = arg;
+    for (int i = 0; i < 20000; i++) {
+        xf_metric_add(XF_M_requests_total, route, xf_metrics_status_label(200 + (i % 2) * 300),
+                      1);
+        xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL, 0.001);
+        xf_metric_gauge_add(XF_M_queued_tokens, NULL, NULL, i % 2 ? -3 : 3);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    /* Four threads racing to create the same and different series: no update lost, no series
+     * duplicated. */
+    static const char *const routes[4] = {"/a", "/b", "/a", "/b"};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hammer, (void *)routes[i]), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_true(xf_metric_value(XF_M_requests_total, "/a", "200") == 20000);
+    assert_true(xf_metric_value(XF_M_requests_total, "/a", "500") == 20000);
+    assert_true(xf_metric_value(XF_M_requests_total, "/b", "500") == 20000);
+    assert_true(xf_metric_sum(XF_M_requests_total) == 80000);
+    assert_true(xf_metric_value(XF_M_request_duration_seconds, "compute", NULL) == 80000);
+    assert_true(fabs(xf_metric_hist_sum(XF_M_request_duration_seconds, "compute", NULL) - 80.0) <
+                1e-6);
+    assert_true(xf_metric_value(XF_M_queued_tokens, NULL, NULL) == 0);
+    char *t = render();
+    assert_int_equal(count_str(t, "xformd_requests_total{route=\"/a\",status=\"200\"} "), 1);
+    free(t);
+}
+
+static void test_stats_json(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    xf_conf_t c;
+    assert_int_equal(xf_conf_init(&c), 0);
+    assert_int_equal(xf_conf_set(&c, "auth.api_key", "secret", NULL, NULL), 0);
+    xf_metrics_init(&c);
+    xf_metric_add(XF_M_requests_total, "/embed", "200", 2);
+    xf_metric_add(XF_M_batches_total, NULL, NULL, 2);
+    xf_metric_observe(XF_M_batch_size, NULL, NULL, 3);
+    xf_metric_observe(XF_M_batch_size, NULL, NULL, 5);
+    xf_metric_set(XF_M_arena_bytes, "planned", NULL, 123);
+    const double cost[4] = {1e-3, 2e-4, 3e-7, 0};
+    xf_metrics_set_cost(cost, 24, 100);
+    json_t *j = xf_metrics_stats_json();
+    assert_non_null(j);
+    const char *secs[] = {"server", "http", "batcher", "engine", "arena", "redis", "config"};
+    for (int i = 0; i < 7; i++)
+        assert_true(json_is_object(json_object_get(j, secs[i])));
+    json_t *http = json_object_get(j, "http");
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(http, "requests_total"), "/embed"),
+                         "200")),
+                     2);
+    json_t *b = json_object_get(j, "batcher");
+    assert_true(json_real_value(json_object_get(b, "mean_batch_size")) == 4.0);
+    json_t *bs = json_object_get(b, "batch_size");
+    assert_int_equal(json_integer_value(json_object_get(bs, "count")), 2);
+    assert_true(json_is_real(json_object_get(bs, "p50")));
+    json_t *cm = json_object_get(b, "cost_model");
+    assert_true(json_real_value(json_object_get(cm, "c1_s_per_token")) == 2e-4);
+    assert_int_equal(json_integer_value(json_object_get(cm, "n_obs")), 100);
+    assert_string_equal(json_string_value(json_object_get(b, "policy")), "dp");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(
+                         json_object_get(j, "arena"), "arena_bytes"), "planned")),
+                     123);
+    json_t *srv = json_object_get(j, "server");
+    assert_true(json_is_object(json_object_get(srv, "qps")));
+    assert_true(json_real_value(json_object_get(srv, "uptime_seconds")) >= 0);
+    assert_true(json_real_value(json_object_get(srv, "start_time_seconds")) > 1.6e9);
+    /* An empty histogram has null percentiles, not made-up numbers. */
+    json_t *lat = json_object_get(json_object_get(j, "redis"), "redis_command_duration_seconds");
+    assert_true(json_is_null(json_object_get(lat, "p99")));
+    char *s = json_dumps(j, 0);
+    assert_null(strstr(s, "secret"));
+    free(s);
+    json_decref(j);
+    xf_metrics_init(NULL);
+    xf_conf_deinit(&c);
+}
+
+static void test_reset(void **state)
+{
+    (void)state;
+    xf_metric_add(XF_M_requests_total, "/x", "200", 1);
+    xf_metric_observe(XF_M_batch_tokens, NULL, NULL, 10);
+    xf_metrics_reset();
+    assert_true(xf_metric_sum(XF_M_requests_total) == 0);
+    assert_true(xf_metric_value(XF_M_batch_tokens, NULL, NULL) == 0);
+    char *t = render();
+    assert_null(strstr(t, "route=\"/x\""));
+    assert_null(strstr(t, "xformd_model_info{"));
+    free(t);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_counters_render), cmocka_unit_test(test_histogram_render),
+             cmocka_unit_test(test_percentiles), cmocka_unit_test(test_qps),
+             cmocka_unit_test(test_concurrent), cmocka_unit_test(test_stats_json),
+             cmocka_unit_test(test_reset))
