@@ -162,7 +162,7 @@ static int parse_body(xf_req_t *req, enum MHD_Result *ret)
     json_error_t err;
     json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
     if (!root) {
-        int utf8 = strstr(err.text, "UTF-8") != NULL;
+        int utf8 = json_error_code(&err) == json_error_invalid_utf8;
         *ret = xf_http_reply_error(req, utf8 ? XF_HE_INVALID_UTF8 : XF_HE_BAD_JSON, 0,
                                    "invalid JSON at line %d column %d: %s", err.line,
                                    err.column, err.text);

@@ -1,0 +1,769 @@
+/* Integration tests of the HTTP core: the real daemon (real MHD, real libuv loop, real engine
+ * on the tiny demo model) in process on 127.0.0.1 port 0, driven over loopback by a small
+ * HTTP/1.1 client: every route, every error class, API keys, concurrent clients, answers under
+ * load equal to answers alone, and /metrics counters matching what was sent. */
+#include "config.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "xf_test.h"
+
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server_fixture.h"
+
+#define KEY "sekret-key-123"
+#define AUTH "Authorization: Bearer " KEY "\r\n"
+
+enum { SRV_PLAIN, SRV_CLS3, SRV_CLS1, SRV_N };
+
+static struct {
+    xf_server_t *s;
+    int port;
+    char dir[1024];
+} S[SRV_N];
+
+static int D_MODEL;
+
+/* Start the three test servers once: plain (no classifier; small limits), cls3 (3 labels,
+ * API key), cls1 (1 label: a cross-encoder). */
+static void need_servers(void)
+{
+    if (S[0].s)
+        return;
+    xf_metrics_init(NULL);
+    xf_log_open(XF_LOG_WARN, NULL);   /* keep the TAP output readable */
+    static const int labels[SRV_N] = { 0, 3, 1 };
+    static const char *const tags[SRV_N] = { "srv_plain", "srv_cls3", "srv_cls1" };
+    for (int i = 0; i < SRV_N; i++) {
+        assert_int_equal(fx_write_model(tags[i], labels[i], S[i].dir, sizeof S[i].dir), 0);
+        xf_server_opts_t o;
+        fx_opts(&o, S[i].dir);
+        if (i == SRV_PLAIN) {
+            o.max_body_bytes = 65536;
+            o.max_texts = 16;
+            o.max_tokens = 4096;
+        }
+        if (i == SRV_CLS3)
+            o.api_key = KEY;
+        xf_diag_t diag = { 0, "" };
+        int rc = xf_server_start(&o, &S[i].s, &diag);
+        if (rc < 0)
+            print_message("# xf_server_start: %s %s\n", xf_strerror(rc), diag.msg);
+        assert_int_equal(rc, 0);
+        S[i].port = xf_server_port(S[i].s);
+        assert_true(S[i].port > 0);
+    }
+    D_MODEL = xf_model_info(xf_server_model(S[0].s))->d_model;
+}
+
+static double norm(json_t *arr)
+{
+    double ss = 0;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        double v = json_number_value(json_array_get(arr, i));
+        ss += v * v;
+    }
+    return sqrt(ss);
+}
+
+static void check_error_shape_openai(json_t *j, const char *code)
+{
+    json_t *e = json_object_get(j, "error");
+    assert_true(json_is_object(e));
+    assert_true(json_is_string(json_object_get(e, "message")));
+    assert_true(json_is_string(json_object_get(e, "type")));
+    assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+}
+
+static void check_error_shape_tei(json_t *j, const char *type)
+{
+    assert_true(json_is_string(json_object_get(j, "error")));
+    assert_string_equal(json_string_value(json_object_get(j, "error_type")), type);
+}
+
+static void check_error_shape_kserve(json_t *j)
+{
+    assert_true(json_is_string(json_object_get(j, "error")));
+}
+
+static void check_error_shape_own(json_t *j, const char *code)
+{
+    json_t *e = json_object_get(j, "error");
+    assert_true(json_is_object(e));
+    assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+    assert_true(json_is_string(json_object_get(e, "message")));
+}
+
+/* ---- health and KServe ---------------------------------------------------------------- */
+
+static void test_health(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *j = fx_json(p, "GET", "/v2/health/live", NULL, NULL, 200);
+    assert_true(json_is_true(json_object_get(j, "live")));
+    json_decref(j);
+    j = fx_json(p, "GET", "/v2/health/ready", NULL, NULL, 200);
+    assert_true(json_is_true(json_object_get(j, "ready")));
+    json_decref(j);
+    /* Health needs no key even where one is configured. */
+    j = fx_json(S[SRV_CLS3].port, "GET", "/v2/health/ready", NULL, NULL, 200);
+    json_decref(j);
+}
+
+static void test_kserve(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *j = fx_json(p, "GET", "/v2/models/xformd-demo", NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "xformd-demo");
+    json_t *out0 = json_array_get(json_object_get(j, "outputs"), 0);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(out0, "shape"), 1)),
+                     D_MODEL);
+    assert_true(json_is_string(json_object_get(json_object_get(j, "parameters"), "attention")));
+    json_decref(j);
+    j = fx_json(p, "GET", "/v2/models/xformd-demo/ready", NULL, NULL, 200);
+    assert_true(json_is_true(json_object_get(j, "ready")));
+    json_decref(j);
+    j = fx_json(p, "GET", "/v2/models/nope", NULL, NULL, 404);
+    check_error_shape_kserve(j);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v2/models/nope/infer", NULL, "{}", 404);
+    check_error_shape_kserve(j);
+    json_decref(j);
+
+    const char *body = "{\"id\":\"r1\",\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
+                       "\"shape\":[2],\"data\":[\"hello world\",\"the quick brown fox\"]}]}";
+    j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL, body, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), "r1");
+    json_t *o = json_array_get(json_object_get(j, "outputs"), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "name")), "embedding");
+    assert_string_equal(json_string_value(json_object_get(o, "datatype")), "FP32");
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "shape"), 0)), 2);
+    json_t *data = json_object_get(o, "data");
+    assert_int_equal(json_array_size(data), 2 * (size_t)D_MODEL);
+    /* Same numbers as the OpenAI route for the same text (same model, same normalisation). */
+    json_t *e = fx_json(p, "POST", "/v1/embeddings", NULL,
+                        "{\"input\":\"the quick brown fox\"}", 200);
+    json_t *emb = json_object_get(json_array_get(json_object_get(e, "data"), 0), "embedding");
+    double md = 0;
+    for (int i = 0; i < D_MODEL; i++) {
+        double a = json_number_value(json_array_get(data, (size_t)(D_MODEL + i)));
+        double b = json_number_value(json_array_get(emb, (size_t)i));
+        md = fmax(md, fabs(a - b));
+    }
+    /* Batched with another text vs alone: packed rows compute the same dot products; 1e-5
+     * allows for a GEMM blocking that differs with the row count (float reassociation). */
+    assert_true(md < 1e-5);
+    json_decref(e);
+    json_decref(j);
+
+    /* Wrong datatype, shape mismatch, empty data, unknown output. */
+    j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL,
+                "{\"inputs\":[{\"name\":\"t\",\"datatype\":\"FP32\",\"shape\":[1],"
+                "\"data\":[1.0]}]}", 400);
+    check_error_shape_kserve(j);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL,
+                "{\"inputs\":[{\"name\":\"t\",\"datatype\":\"BYTES\",\"shape\":[3],"
+                "\"data\":[\"a\"]}]}", 400);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL,
+                "{\"inputs\":[{\"name\":\"t\",\"datatype\":\"BYTES\",\"shape\":[0],"
+                "\"data\":[]}]}", 400);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL,
+                "{\"inputs\":[{\"name\":\"t\",\"datatype\":\"BYTES\",\"shape\":[1],"
+                "\"data\":[\"a\"]}],\"outputs\":[{\"name\":\"logits\"}]}", 400);
+    json_decref(j);
+    /* logits on the classifier model */
+    j = fx_json(S[SRV_CLS1].port, "POST", "/v2/models/xformd-demo/infer", NULL,
+                "{\"inputs\":[{\"name\":\"t\",\"datatype\":\"BYTES\",\"shape\":[2,1],"
+                "\"data\":[[\"a\"],[\"b c\"]]}],\"outputs\":[{\"name\":\"logits\"}]}", 200);
+    o = json_array_get(json_object_get(j, "outputs"), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "name")), "logits");
+    assert_int_equal(json_array_size(json_object_get(o, "data")), 2);
+    json_decref(j);
+}
+
+/* ---- OpenAI ------------------------------------------------------------------------- */
+
+static void test_openai_embeddings(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL,
+                        "{\"input\":\"hello world\",\"model\":\"xformd-demo\",\"user\":\"u1\"}",
+                        200);
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "list");
+    assert_string_equal(json_string_value(json_object_get(j, "model")), "xformd-demo");
+    json_t *d0 = json_array_get(json_object_get(j, "data"), 0);
+    assert_string_equal(json_string_value(json_object_get(d0, "object")), "embedding");
+    json_t *emb = json_object_get(d0, "embedding");
+    assert_int_equal(json_array_size(emb), (size_t)D_MODEL);
+    /* model.normalize defaults on: unit length up to float rounding over 64 terms. */
+    assert_true(fabs(norm(emb) - 1.0) < 1e-4);
+    json_t *usage = json_object_get(j, "usage");
+    long long pt = json_integer_value(json_object_get(usage, "prompt_tokens"));
+    assert_true(pt >= 3);   /* [CLS] + at least one word piece + [SEP] */
+    assert_int_equal(pt, json_integer_value(json_object_get(usage, "total_tokens")));
+    json_t *ref = json_deep_copy(emb);
+    json_decref(j);
+
+    /* A list: one item per text, in order; the first equals the single-text answer. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL,
+                "{\"input\":[\"hello world\",\"a b c\",\"zz\"],\"model\":\"other-name\"}", 200);
+    json_t *data = json_object_get(j, "data");
+    assert_int_equal(json_array_size(data), 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(data, i), "index")),
+                         (long long)i);
+    emb = json_object_get(json_array_get(data, 0), "embedding");
+    for (int i = 0; i < D_MODEL; i++)   /* see test_kserve for the tolerance */
+        assert_true(fabs(json_number_value(json_array_get(emb, (size_t)i)) -
+                         json_number_value(json_array_get(ref, (size_t)i))) < 1e-5);
+    json_decref(j);
+
+    /* base64: little-endian float32 of the same vector. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL,
+                "{\"input\":\"hello world\",\"encoding_format\":\"base64\"}", 200);
+    const char *b64 = json_string_value(json_object_get(json_array_get(json_object_get(j,
+                                                                                       "data"),
+                                                                       0), "embedding"));
+    assert_non_null(b64);
+    assert_int_equal(strlen(b64), ((size_t)D_MODEL * 4 + 2) / 3 * 4);
+    {
+        static const char tab[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        unsigned char bytes[4096];
+        size_t nb = 0;
+        unsigned acc = 0;
+        int bits = 0;
+        for (const char *c = b64; *c && *c != '='; c++) {
+            acc = (acc << 6) | (unsigned)(strchr(tab, *c) - tab);
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                bytes[nb++] = (unsigned char)(acc >> bits);
+            }
+        }
+        assert_int_equal(nb, (size_t)D_MODEL * 4);
+        float v[1024];
+        memcpy(v, bytes, nb);
+        for (int i = 0; i < D_MODEL; i++)   /* float text printed with 9 digits: exact */
+            assert_true(fabs(v[i] - json_number_value(json_array_get(ref, (size_t)i))) < 1e-6);
+    }
+    json_decref(j);
+
+    /* dimensions: truncated and renormalised. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"hello world\",\"dimensions\":8}",
+                200);
+    emb = json_object_get(json_array_get(json_object_get(j, "data"), 0), "embedding");
+    assert_int_equal(json_array_size(emb), 8);
+    assert_true(fabs(norm(emb) - 1.0) < 1e-5);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"x\",\"dimensions\":0}", 400);
+    check_error_shape_openai(j, "invalid_dimensions");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"x\",\"dimensions\":100000}",
+                400);
+    check_error_shape_openai(j, "invalid_dimensions");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL,
+                "{\"input\":\"x\",\"encoding_format\":\"int8\"}", 400);
+    check_error_shape_openai(j, "invalid_field");
+    json_decref(j);
+
+    /* Token ids: one array and a list of arrays; out-of-range ids are a 400. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[2,10,11,3]}", 200);
+    assert_int_equal(json_array_size(json_object_get(j, "data")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"),
+                                                        "prompt_tokens")), 4);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[[2,10,3],[2,11,12,3]]}", 200);
+    assert_int_equal(json_array_size(json_object_get(j, "data")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"),
+                                                        "prompt_tokens")), 7);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[2,99999999,3]}", 400);
+    check_error_shape_openai(j, "invalid_field");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[[2,3],[]]}", 400);
+    json_decref(j);
+    json_decref(ref);
+}
+
+/* ---- TEI ---------------------------------------------------------------------------- */
+
+static void test_tei_embed(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"hello world\"}", 200);
+    assert_true(json_is_array(j));
+    assert_int_equal(json_array_size(j), 1);
+    assert_int_equal(json_array_size(json_array_get(j, 0)), (size_t)D_MODEL);
+    assert_true(fabs(norm(json_array_get(j, 0)) - 1.0) < 1e-4);
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", NULL,
+                "{\"inputs\":[\"hello world\",\"second\"],\"normalize\":false}", 200);
+    assert_int_equal(json_array_size(j), 2);
+    /* Unnormalised pooled vectors of a random model are not unit length. */
+    assert_true(fabs(norm(json_array_get(j, 0)) - 1.0) > 1e-3);
+    json_decref(j);
+}
+
+static void test_tei_rerank(void **state)
+{
+    (void)state;
+    need_servers();
+    json_t *j = fx_json(S[SRV_PLAIN].port, "POST", "/rerank", NULL,
+                        "{\"query\":\"q\",\"texts\":[\"a\"]}", 400);
+    check_error_shape_tei(j, "Validation");
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "cross-encoder"));
+    json_decref(j);
+
+    int p = S[SRV_CLS1].port;
+    j = fx_json(p, "POST", "/rerank", NULL,
+                "{\"query\":\"what is a fox\",\"texts\":[\"a fox is an animal\",\"paris\","
+                "\"blue sky\"],\"return_text\":true}", 200);
+    assert_int_equal(json_array_size(j), 3);
+    int seen[3] = { 0, 0, 0 };
+    double prev = 2.0;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *r = json_array_get(j, i);
+        long long idx = json_integer_value(json_object_get(r, "index"));
+        assert_true(idx >= 0 && idx < 3);
+        seen[idx]++;
+        double sc = json_number_value(json_object_get(r, "score"));
+        assert_true(sc > 0.0 && sc < 1.0);   /* sigmoid of the logit */
+        assert_true(sc <= prev);             /* sorted by score, best first */
+        prev = sc;
+        assert_true(json_is_string(json_object_get(r, "text")));
+    }
+    assert_int_equal(seen[0] + seen[1] + seen[2], 3);
+    assert_true(seen[0] == 1 && seen[1] == 1 && seen[2] == 1);
+    json_decref(j);
+    j = fx_json(p, "POST", "/rerank", NULL, "{\"query\":\"q\",\"texts\":[]}", 400);
+    check_error_shape_tei(j, "Empty");
+    json_decref(j);
+    j = fx_json(p, "POST", "/rerank", NULL, "{\"texts\":[\"a\"]}", 400);
+    check_error_shape_tei(j, "Validation");
+    json_decref(j);
+}
+
+static void test_tei_predict(void **state)
+{
+    (void)state;
+    need_servers();
+    json_t *j = fx_json(S[SRV_PLAIN].port, "POST", "/predict", NULL, "{\"inputs\":\"x\"}", 400);
+    check_error_shape_tei(j, "Validation");
+    json_decref(j);
+    int p = S[SRV_CLS3].port;
+    j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":\"i love it\"}", 200);
+    assert_int_equal(json_array_size(j), 3);
+    double sum = 0, prev = 2.0;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *r = json_array_get(j, i);
+        double sc = json_number_value(json_object_get(r, "score"));
+        assert_true(sc <= prev);
+        prev = sc;
+        sum += sc;
+        assert_true(json_is_string(json_object_get(r, "label")));
+    }
+    assert_true(fabs(sum - 1.0) < 1e-5);   /* softmax over 3 labels, float rounding */
+    json_decref(j);
+    /* A pair, then a batch of a single text and a pair. */
+    j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":[\"premise\",\"hypothesis\"]}", 200);
+    assert_int_equal(json_array_size(j), 3);
+    assert_true(json_is_object(json_array_get(j, 0)));
+    json_decref(j);
+    j = fx_json(p, "POST", "/predict", AUTH,
+                "{\"inputs\":[\"one\",[\"two\",\"three\"],\"four\"],\"raw_scores\":true}", 200);
+    assert_int_equal(json_array_size(j), 3);
+    assert_int_equal(json_array_size(json_array_get(j, 1)), 3);
+    json_decref(j);
+    j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":[1,2,3]}", 400);
+    check_error_shape_tei(j, "Validation");
+    json_decref(j);
+}
+
+/* ---- errors ------------------------------------------------------------------------- */
+
+static void test_errors(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *j;
+    /* Bad JSON in each API's shape. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\": ", 400);
+    check_error_shape_openai(j, "invalid_json");
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", NULL, "[1,2", 400);
+    check_error_shape_tei(j, "Validation");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL, "nope", 400);
+    check_error_shape_kserve(j);
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", NULL, "", 400);
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", NULL, "[\"not an object\"]", 400);
+    json_decref(j);
+    /* Duplicate keys and deep nesting. */
+    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"a\",\"inputs\":\"b\"}", 400);
+    json_decref(j);
+    {
+        char deep[4096];
+        size_t n = 0;
+        n += (size_t)snprintf(deep, sizeof deep, "{\"inputs\":");
+        for (int i = 0; i < 1000; i++)
+            deep[n++] = '[';
+        for (int i = 0; i < 1000; i++)
+            deep[n++] = ']';
+        deep[n++] = '}';
+        deep[n] = '\0';
+        j = fx_json(p, "POST", "/embed", NULL, deep, 400);
+        check_error_shape_tei(j, "Validation");
+        json_decref(j);
+    }
+    /* Wrong field types. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":5}", 400);
+    check_error_shape_openai(j, "invalid_field");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[\"a\",7]}", 400);
+    check_error_shape_openai(j, "invalid_field");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"a\",\"model\":3}", 400);
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"a\",\"normalize\":\"yes\"}", 400);
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"a\",\"truncate\":1}", 400);
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"nothing\":1}", 400);
+    check_error_shape_openai(j, "missing_field");
+    json_decref(j);
+    /* Empty input list. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[]}", 400);
+    check_error_shape_openai(j, "empty_input");
+    json_decref(j);
+    /* Too many texts (request.max_texts = 16 on this server). */
+    {
+        char body[1024] = "{\"input\":[";
+        for (int i = 0; i < 17; i++)
+            strcat(body, i ? ",\"t\"" : "\"t\"");
+        strcat(body, "]}");
+        j = fx_json(p, "POST", "/v1/embeddings", NULL, body, 413);
+        check_error_shape_openai(j, "too_many_inputs");
+        json_decref(j);
+    }
+    /* Wrong content type. */
+    j = fx_json(p, "POST", "/embed", "Content-Type: text/plain\r\n", "{\"inputs\":\"a\"}", 415);
+    check_error_shape_tei(j, "Validation");
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", "Content-Type: application/json; charset=utf-8\r\n",
+                "{\"inputs\":\"a\"}", 200);
+    json_decref(j);
+    /* Unknown route, wrong method. */
+    j = fx_json(p, "GET", "/nope", NULL, NULL, 404);
+    check_error_shape_own(j, "not_found");
+    json_decref(j);
+    j = fx_json(p, "GET", "/v1/embeddings", NULL, NULL, 405);
+    check_error_shape_openai(j, "method_not_allowed");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v2/health/live", NULL, "{}", 405);
+    json_decref(j);
+    /* Invalid UTF-8 inside a JSON string. */
+    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"ab\xff\xfe cd\"}", 400);
+    check_error_shape_tei(j, "Tokenizer");
+    json_decref(j);
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"\xc3\x28\"}", 400);
+    check_error_shape_openai(j, "invalid_utf8");
+    json_decref(j);
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    hc_resp_t r;
+    /* 413 on Content-Length before the body is sent: only the headers go out. */
+    int fd = hc_connect(p);
+    assert_true(fd >= 0);
+    const char *head = "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 100000000\r\n\r\n";
+    assert_int_equal(hc_send(fd, head, strlen(head)), 0);
+    assert_int_equal(hc_read(fd, &r), 0);
+    assert_int_equal(r.status, 413);
+    assert_non_null(strstr(r.body, "max_body_bytes"));
+    hc_free(&r);
+    close(fd);
+
+    /* A chunked body counted as it arrives: 70 KiB of chunks against a 64 KiB limit. */
+    fd = hc_connect(p);
+    assert_true(fd >= 0);
+    head = "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n";
+    assert_int_equal(hc_send(fd, head, strlen(head)), 0);
+    char chunk[1024 + 16];
+    memset(chunk, ' ', sizeof chunk);
+    int hl = snprintf(chunk, sizeof chunk, "400\r\n");
+    chunk[hl - 1] = '\n';
+    memcpy(chunk + hl + 1024, "\r\n", 2);
+    chunk[hl] = ' ';
+    for (int i = 0; i < 70; i++)
+        assert_int_equal(hc_send(fd, chunk, (size_t)hl + 1024 + 2), 0);
+    assert_int_equal(hc_send(fd, "0\r\n\r\n", 5), 0);
+    assert_int_equal(hc_read(fd, &r), 0);
+    assert_int_equal(r.status, 413);
+    hc_free(&r);
+    close(fd);
+
+    /* A text longer than the model's 512 positions: 413 naming the limit, or truncated. */
+    size_t cap = 8 * 700 + 64;
+    char *body = malloc(cap);
+    char *q = body + sprintf(body, "{\"inputs\":\"");
+    for (int i = 0; i < 700; i++)
+        q += sprintf(q, "word%d ", i % 10);
+    strcpy(q, "\"}");
+    json_t *j = fx_json(p, "POST", "/embed", NULL, body, 413);
+    check_error_shape_tei(j, "Tokenizer");
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "512"));
+    json_decref(j);
+    strcpy(q, "\",\"truncate\":true}");
+    j = fx_json(p, "POST", "/embed", NULL, body, 200);
+    assert_int_equal(json_array_size(json_array_get(j, 0)), (size_t)D_MODEL);
+    json_decref(j);
+    free(body);
+
+    /* Too many tokens in one request (request.max_tokens = 4096 here): 16 × ~500 tokens. */
+    body = malloc(16 * (8 * 250 + 8) + 64);
+    q = body + sprintf(body, "{\"input\":[");
+    for (int t = 0; t < 16; t++) {
+        q += sprintf(q, "%s\"", t ? "," : "");
+        for (int i = 0; i < 150; i++)   /* 300-450 tokens: under 512, 16 of them > 4096 */
+            q += sprintf(q, "w%d x ", i % 10);
+        q += sprintf(q, "\"");
+    }
+    strcpy(q, "]}");
+    j = fx_json(p, "POST", "/v1/embeddings", NULL, body, 413);
+    check_error_shape_openai(j, "too_many_tokens");
+    json_decref(j);
+    free(body);
+}
+
+static void test_api_key(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_CLS3].port;
+    hc_resp_t r;
+    json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"a\"}", 401);
+    check_error_shape_openai(j, "unauthorized");
+    json_decref(j);
+    assert_int_equal(hc_do(p, "POST", "/embed", "Authorization: Bearer wrong\r\n",
+                           "{\"inputs\":\"a\"}", &r), 0);
+    assert_int_equal(r.status, 401);
+    char v[64];
+    assert_non_null(hc_header(&r, "WWW-Authenticate", v, sizeof v));
+    hc_free(&r);
+    j = fx_json(p, "POST", "/embed", "Authorization: Bearer " KEY "x\r\n", "{\"inputs\":\"a\"}",
+                401);
+    json_decref(j);
+    j = fx_json(p, "GET", "/v1/stats", NULL, NULL, 401);
+    check_error_shape_own(j, "unauthorized");
+    json_decref(j);
+    j = fx_json(p, "GET", "/v2/models/xformd-demo", NULL, NULL, 401);
+    json_decref(j);
+    j = fx_json(p, "POST", "/embed", AUTH, "{\"inputs\":\"a\"}", 200);
+    json_decref(j);
+    j = fx_json(p, "GET", "/v1/stats", AUTH, NULL, 200);
+    assert_true(json_is_object(j));
+    json_decref(j);
+    /* Health and metrics stay open. */
+    assert_int_equal(hc_do(p, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    j = fx_json(p, "GET", "/v2/health/live", NULL, NULL, 200);
+    json_decref(j);
+}
+
+/* ---- load --------------------------------------------------------------------------- */
+
+#define N_TEXTS 6
+static const char *const texts[N_TEXTS] = {
+    "short", "a slightly longer sentence with more words in it",
+    "the quick brown fox jumps over the lazy dog again and again and again",
+    "x y", "serving embeddings on the cpu with a smart batcher",
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen",
+};
+static float alone[N_TEXTS][256];
+
+typedef struct client_arg {
+    int port;
+    int idx;
+    int n_ok;
+    int n_match;
+} client_arg_t;
+
+static void *client_main(void *p)
+{
+    client_arg_t *a = p;
+    int fd = hc_connect(a->port);   /* one keep-alive connection per client */
+    for (int k = 0; k < 20; k++) {
+        int t = (a->idx + k) % N_TEXTS;
+        char body[512];
+        snprintf(body, sizeof body, "{\"input\":\"%s\"}", texts[t]);
+        hc_resp_t r;
+        if (fd < 0 || hc_request(fd, "POST", "/v1/embeddings", NULL, body, strlen(body),
+                                 &r) < 0) {
+            hc_free(&r);
+            if (fd >= 0)
+                close(fd);
+            fd = hc_connect(a->port);
+            continue;
+        }
+        if (r.status == 200) {
+            a->n_ok++;
+            json_t *j = json_loadb(r.body, r.len, 0, NULL);
+            json_t *e = json_object_get(json_array_get(json_object_get(j, "data"), 0),
+                                        "embedding");
+            double md = 0;
+            for (int i = 0; i < D_MODEL; i++)
+                md = fmax(md, fabs(json_number_value(json_array_get(e, (size_t)i)) -
+                                   alone[t][i]));
+            /* see test_kserve for the tolerance */
+            if (json_array_size(e) == (size_t)D_MODEL && md < 1e-5)
+                a->n_match++;
+            json_decref(j);
+        }
+        hc_free(&r);
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    for (int t = 0; t < N_TEXTS; t++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"input\":\"%s\"}", texts[t]);
+        json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL, body, 200);
+        json_t *e = json_object_get(json_array_get(json_object_get(j, "data"), 0), "embedding");
+        for (int i = 0; i < D_MODEL; i++)
+            alone[t][i] = (float)json_number_value(json_array_get(e, (size_t)i));
+        json_decref(j);
+    }
+    enum { NC = 6 };
+    pthread_t th[NC];
+    client_arg_t args[NC];
+    for (int c = 0; c < NC; c++) {
+        args[c] = (client_arg_t){ .port = p, .idx = c };
+        assert_int_equal(pthread_create(&th[c], NULL, client_main, &args[c]), 0);
+    }
+    int ok = 0, match = 0;
+    for (int c = 0; c < NC; c++) {
+        pthread_join(th[c], NULL);
+        ok += args[c].n_ok;
+        match += args[c].n_match;
+    }
+    assert_int_equal(ok, NC * 20);
+    assert_int_equal(match, NC * 20);
+}
+
+/* ---- metrics ------------------------------------------------------------------------ */
+
+static char *get_metrics(int port)
+{
+    hc_resp_t r;
+    assert_int_equal(hc_do(port, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    char ct[128];
+    assert_non_null(hc_header(&r, "Content-Type", ct, sizeof ct));
+    assert_non_null(strstr(ct, "text/plain"));
+    return r.body;
+}
+
+static void test_metrics(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_CLS1].port;   /* metrics are process-wide: count from a reset */
+    /* Let every earlier request's completion land, then start from zero. */
+    for (int i = 0; i < 200 && (xf_server_inflight(S[0].s) || xf_server_inflight(S[1].s) ||
+                                xf_server_inflight(S[2].s)); i++)
+        usleep(10000);
+    xf_metrics_reset();
+    for (int i = 0; i < 5; i++) {
+        json_t *j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":[\"a b\",\"c\"]}", 200);
+        json_decref(j);
+    }
+    for (int i = 0; i < 3; i++) {
+        json_t *j = fx_json(p, "GET", "/missing", NULL, NULL, 404);
+        json_decref(j);
+    }
+    json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[]}", 400);
+    json_decref(j);
+    /* The completed callback counts a request after its reply is written: poll briefly. */
+    long long embed = -1, nf = -1, bad = -1, batches = -1;
+    char *text = NULL;
+    for (int tries = 0; tries < 100; tries++) {
+        free(text);
+        text = get_metrics(p);
+        embed = fx_metric(text, "xformd_requests_total{route=\"/embed\",status=\"200\"}");
+        nf = fx_metric(text, "xformd_requests_total{route=\"other\",status=\"404\"}");
+        bad = fx_metric(text, "xformd_requests_total{route=\"/v1/embeddings\",status=\"400\"}");
+        if (embed == 5 && nf == 3 && bad == 1)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(embed, 5);
+    assert_int_equal(nf, 3);
+    assert_int_equal(bad, 1);
+    batches = fx_metric(text, "xformd_batches_total");
+    assert_true(batches >= 1 && batches <= 5);   /* 5 sequential requests: ≤ 5 batches */
+    assert_int_equal(fx_metric(text, "xformd_batch_sequences_count"), batches);
+    assert_true(fx_metric(text, "xformd_request_duration_seconds_count{stage=\"total\"}") == 5);
+    free(text);
+
+    j = fx_json(p, "GET", "/v1/stats", NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "model"), "name")),
+                        "xformd-demo");
+    json_decref(j);
+}
+
+static void test_stop(void **state)
+{
+    (void)state;
+    for (int i = 0; i < SRV_N; i++) {
+        if (!S[i].s)
+            continue;
+        xf_server_drain(S[i].s);
+        assert_int_equal(xf_server_wait(S[i].s), 0);
+        xf_server_free(S[i].s);
+        S[i].s = NULL;
+        xf_test_rmtree(S[i].dir);
+    }
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_health), cmocka_unit_test(test_kserve),
+             cmocka_unit_test(test_openai_embeddings), cmocka_unit_test(test_tei_embed),
+             cmocka_unit_test(test_tei_rerank), cmocka_unit_test(test_tei_predict),
+             cmocka_unit_test(test_errors), cmocka_unit_test(test_limits),
+             cmocka_unit_test(test_api_key), cmocka_unit_test(test_concurrent),
+             cmocka_unit_test(test_metrics), cmocka_unit_test(test_stop))
