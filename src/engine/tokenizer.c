@@ -826,6 +826,7 @@ typedef struct build {
     int32_t max_id;
     /* settings: -1 = not said */
     int lowercase, strip, chinese, clean;
+    int strip_follows;         /* a BertNormalizer left strip_accents to follow lowercase */
     char prefix[TOK_MAX_PREFIX + 1];
     int32_t max_chars;
     char *names[SP_COUNT];     /* special token strings from the files, or NULL */
@@ -1062,17 +1063,25 @@ static int apply_normalizer(build_t *b, const json_t *n, const char *path, xf_di
         return xf_diag_set(diag, XF_EFORMAT, "%s: normalizer has no \"type\"", path);
     int rc;
     if (!strcmp(type, "BertNormalizer")) {
-        int v;
-        b->clean = b->chinese = b->lowercase = 1;    /* the BertNormalizer defaults */
-        b->strip = -1;
-        if ((rc = json_flag(n, "clean_text", &b->clean, path, diag)) ||
-            (rc = json_flag(n, "handle_chinese_chars", &b->chinese, path, diag)) ||
-            (rc = json_flag(n, "lowercase", &b->lowercase, path, diag)))
+        /* Steps of a Sequence accumulate (a later BertNormalizer without lowercase does not
+         * undo an earlier Lowercase); strip_accents null means "follow lowercase", which stays
+         * unresolved so that tokenizer_config.json's do_lower_case still steers it (HF rebuilds
+         * the normalizer from that). */
+        int clean = 1, chinese = 1, lower = 1, strip = -1;       /* the BertNormalizer defaults */
+        if ((rc = json_flag(n, "clean_text", &clean, path, diag)) ||
+            (rc = json_flag(n, "handle_chinese_chars", &chinese, path, diag)) ||
+            (rc = json_flag(n, "lowercase", &lower, path, diag)) ||
+            (rc = json_flag(n, "strip_accents", &strip, path, diag)))
             return rc;
-        v = -1;
-        if ((rc = json_flag(n, "strip_accents", &v, path, diag)))
-            return rc;
-        b->strip = v;
+        b->clean = b->clean > clean ? b->clean : clean;
+        b->chinese = b->chinese > chinese ? b->chinese : chinese;
+        b->lowercase = b->lowercase > lower ? b->lowercase : lower;
+        if (strip < 0 && !lower && b->lowercase == 1)
+            strip = 0;          /* its own "follow" is off, whatever an earlier step did */
+        if (strip >= 0)
+            b->strip = b->strip > strip ? b->strip : strip;
+        else
+            b->strip_follows = 1;
     } else if (!strcmp(type, "Sequence")) {
         const json_t *list = json_object_get(n, "normalizers");
         if (!json_is_array(list))
@@ -1171,6 +1180,12 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
     if (json_is_object(v)) {
         if ((rc = apply_normalizer(b, v, path, diag)))
             goto out;
+        /* what the normalizer does not do stays off (not the vocab.txt defaults) */
+        b->lowercase = b->lowercase < 0 ? 0 : b->lowercase;
+        b->clean = b->clean < 0 ? 0 : b->clean;
+        b->chinese = b->chinese < 0 ? 0 : b->chinese;
+        if (b->strip < 0 && !b->strip_follows)
+            b->strip = 0;
     } else {
         /* no normalizer: no cleaning, case or accent changes */
         b->lowercase = 0;
