@@ -47,6 +47,8 @@ struct xf_loop {
     int exit_status;
 };
 
+#define DEADLINE_TICK_NS 10000000ull   /* 10 ms */
+
 static const char *const reject_reasons[] = { "queue_full", "too_long", "deadline",
                                               "draining" };
 
@@ -183,7 +185,12 @@ static void schedule(xf_server_t *s)
         wake = UINT64_MAX;
     }
     update_gauges(s);
-    if (L->busy_workers < L->n_workers && wake != UINT64_MAX) {
+    /* The batcher's wake time covers its own waits (fifo delay); deadlines of queued jobs are
+     * checked at least every DEADLINE_TICK_NS as well, so an expiring job is answered within
+     * that much of the moment it can no longer finish. */
+    if (xf_batcher_queued_jobs(L->batcher) > 0 && wake > now + DEADLINE_TICK_NS)
+        wake = now + DEADLINE_TICK_NS;
+    if (wake != UINT64_MAX) {
         uint64_t ms = wake > now ? (wake - now + 999999) / 1000000 : 0;
         uv_timer_start(&L->batch_timer, on_batch_timer, ms, 0);
     } else {

@@ -1,0 +1,193 @@
+/* Integration tests of shutdown and deadlines: the real daemon in process (fifo batching with a
+ * long queue delay so that requests are provably in flight), drained the way SIGTERM drains it
+ * (xf_server_drain is what the signal handler calls): no request is lost — each gets its answer
+ * or a 503 with Retry-After — and the loop closes cleanly (xf_server_wait returns 0). */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "xf_test.h"
+
+#include "server/batcher.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server_fixture.h"
+
+typedef struct client {
+    int port;
+    int idx;
+    int status;
+    char retry_after[32];
+    char body[512];
+} client_t;
+
+static void *client_main(void *p)
+{
+    client_t *c = p;
+    char body[256];
+    snprintf(body, sizeof body, "{\"inputs\":\"request number %d in flight\"}", c->idx);
+    hc_resp_t r;
+    if (hc_do(c->port, "POST", "/embed", NULL, body, &r) == 0) {
+        c->status = r.status;
+        if (!hc_header(&r, "Retry-After", c->retry_after, sizeof c->retry_after))
+            c->retry_after[0] = '\0';
+        snprintf(c->body, sizeof c->body, "%s", r.body ? r.body : "");
+    }
+    hc_free(&r);
+    return NULL;
+}
+
+static xf_server_t *start(char *dir, size_t len, const char *tag, int delay_ms,
+                          int drain_timeout_ms)
+{
+    xf_metrics_init(NULL);
+    xf_log_open(XF_LOG_WARN, NULL);
+    assert_int_equal(fx_write_model(tag, 0, dir, len), 0);
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.policy = XF_BATCH_FIFO;
+    o.max_batch = 64;
+    o.max_queue_delay_ms = delay_ms;
+    o.drain_timeout_ms = drain_timeout_ms;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0, "" };
+    int rc = xf_server_start(&o, &s, &diag);
+    if (rc < 0)
+        print_message("# xf_server_start: %s\n", diag.msg);
+    assert_int_equal(rc, 0);
+    return s;
+}
+
+static void wait_inflight(xf_server_t *s, long n)
+{
+    for (int i = 0; i < 500 && xf_server_inflight(s) < n; i++)
+        usleep(10000);
+    assert_true(xf_server_inflight(s) >= n);
+}
+
+enum { NC = 8 };
+
+/* Requests queued when the drain starts all finish with 200; health says not ready. */
+static void test_drain_finishes_in_flight(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "drain1", 1000, 10000);
+    int port = xf_server_port(s);
+    /* Keep-alive connections opened before the drain, to see the draining answers (each
+     * draining answer says Connection: close, so one per check). */
+    int fd = hc_connect(port), fd2 = hc_connect(port);
+    assert_true(fd >= 0 && fd2 >= 0);
+    hc_resp_t r;
+    assert_int_equal(hc_request(fd, "GET", "/v2/health/ready", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    assert_int_equal(hc_request(fd2, "GET", "/v2/health/live", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+
+    pthread_t th[NC];
+    client_t c[NC];
+    for (int i = 0; i < NC; i++) {
+        c[i] = (client_t){ .port = port, .idx = i };
+        assert_int_equal(pthread_create(&th[i], NULL, client_main, &c[i]), 0);
+    }
+    wait_inflight(s, NC);   /* all suspended, waiting for the fifo batch (1 s) */
+    xf_server_drain(s);
+    /* While draining: not ready (503), and new inference requests get 503 + Retry-After. */
+    int st = 200;
+    for (int i = 0; i < 100 && st == 200; i++) {
+        assert_int_equal(hc_request(fd, "GET", "/v2/health/ready", NULL, NULL, 0, &r), 0);
+        st = r.status;
+        hc_free(&r);
+        if (st == 200)
+            usleep(5000);
+    }
+    assert_int_equal(st, 503);
+    assert_int_equal(hc_request(fd2, "POST", "/embed", NULL, "{\"inputs\":\"late\"}", 17, &r),
+                     0);
+    assert_int_equal(r.status, 503);
+    char ra[32];
+    assert_non_null(hc_header(&r, "Retry-After", ra, sizeof ra));
+    assert_non_null(strstr(r.body, "Overloaded"));
+    hc_free(&r);
+    close(fd);
+    close(fd2);
+
+    for (int i = 0; i < NC; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++) {
+        if (c[i].status != 200)
+            print_message("# client %d: %d %s\n", i, c[i].status, c[i].body);
+        assert_int_equal(c[i].status, 200);
+        assert_true(c[i].body[0] == '[');   /* a TEI embedding list */
+    }
+    assert_int_equal(xf_server_wait(s), 0);
+    /* Stopped: the port no longer accepts. */
+    assert_true(hc_connect(port) < 0);
+    xf_server_free(s);
+    xf_test_rmtree(dir);
+}
+
+/* With drain.timeout_ms = 0, queued requests are answered 503 + Retry-After at once. */
+static void test_drain_timeout_fails_queued(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "drain2", 5000, 0);
+    int port = xf_server_port(s);
+    pthread_t th[NC];
+    client_t c[NC];
+    for (int i = 0; i < NC; i++) {
+        c[i] = (client_t){ .port = port, .idx = i };
+        assert_int_equal(pthread_create(&th[i], NULL, client_main, &c[i]), 0);
+    }
+    wait_inflight(s, NC);
+    xf_server_drain(s);
+    for (int i = 0; i < NC; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < NC; i++) {
+        assert_int_equal(c[i].status, 503);
+        assert_true(atoi(c[i].retry_after) >= 1);
+        assert_non_null(strstr(c[i].body, "shutting down"));
+    }
+    assert_int_equal(xf_server_wait(s), 0);
+    xf_server_free(s);
+    xf_test_rmtree(dir);
+}
+
+/* A request whose deadline passes while queued gets 503 + Retry-After, never silence. */
+static void test_deadline(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "drain3", 3000, 10000);
+    int port = xf_server_port(s);
+    xf_metrics_reset();
+    hc_resp_t r;
+    assert_int_equal(hc_do(port, "POST", "/v1/embeddings", NULL,
+                           "{\"input\":\"hurry\",\"timeout_ms\":50}", &r), 0);
+    assert_int_equal(r.status, 503);
+    char ra[32];
+    assert_non_null(hc_header(&r, "Retry-After", ra, sizeof ra));
+    assert_true(atoi(ra) >= 1);
+    assert_non_null(strstr(r.body, "deadline_exceeded"));
+    hc_free(&r);
+    assert_int_equal(xf_metric_value(XF_M_rejected_total, "deadline", NULL), 1);
+    /* A bad timeout is a 400, not a silent default. */
+    assert_int_equal(hc_do(port, "POST", "/v1/embeddings", NULL,
+                           "{\"input\":\"x\",\"timeout_ms\":0}", &r), 0);
+    assert_int_equal(r.status, 400);
+    hc_free(&r);
+    xf_server_drain(s);
+    assert_int_equal(xf_server_wait(s), 0);
+    xf_server_free(s);
+    xf_test_rmtree(dir);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_drain_finishes_in_flight),
+             cmocka_unit_test(test_drain_timeout_fails_queued), cmocka_unit_test(test_deadline))
