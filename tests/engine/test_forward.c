@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../helpers/hfmodel.h"
 #include "../helpers/xf_test.h"
 
 #include <xformd/forward.h>
@@ -574,6 +575,59 @@ static void test_run_and_version(void **state)
     xf_ref_model_free(m);
 }
 
+/* Models written as Hugging Face directories and loaded by the loader: the forward on the loaded
+ * model equals the reference on the same weights (tensor mapping, RoBERTa offsets, DistilBERT
+ * names, F16 conversion, per-layer shapes, sentence-transformers pooling defaults). */
+static void test_hf_models(void **state)
+{
+    struct {
+        const char *arch, *dtype, *pooling;
+        int n_labels, prefix, pre_ln, per_layer, normalize;
+    } cases[] = {
+        { "bert", "F32", NULL, 3, 1, 0, 0, 0 },     { "roberta", "F32", NULL, 2, 1, 0, 0, 0 },
+        { "distilbert", "F32", NULL, 2, 1, 0, 0, 0 }, { "bert", "F16", "mean", 0, 0, 0, 0, 1 },
+        { "bert", "F32", "cls", 0, 0, 1, 0, 0 },     { "bert", "BF16", NULL, 0, 0, 0, 1, 0 },
+    };
+    char dir[1024];
+    (void)state;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        xf_test_hfmodel_opts ho;
+        xf_model_t *m = NULL;
+        xf_diag_t diag = { 0 };
+        batch_data_t bd;
+        int rc;
+
+        assert_non_null(xf_test_tmpdir(dir, sizeof dir, "fwd_hf"));
+        xf_test_hfmodel_opts_init(&ho);
+        ho.arch = cases[i].arch;
+        ho.dtype = cases[i].dtype;
+        ho.pooling = cases[i].pooling;
+        ho.normalize = cases[i].normalize;
+        ho.n_labels = cases[i].n_labels;
+        ho.prefix = cases[i].prefix;
+        ho.pre_ln = cases[i].pre_ln;
+        ho.seed = 100 + i;
+        if (cases[i].per_layer) {
+            ho.n_layer = 3;
+            ho.per_layer_config = 1;
+            ho.heads[0] = 4, ho.heads[1] = 2, ho.heads[2] = 3;
+            ho.ffn[0] = 64, ho.ffn[1] = 40, ho.ffn[2] = 96;
+        }
+        assert_int_equal(xf_test_hfmodel_write(dir, &ho), 0);
+        rc = xf_model_load(dir, NULL, &m, &diag);
+        if (rc)
+            fail_msg("load %s: %d %s", cases[i].arch, rc, diag.msg);
+        print_message("# %s %s%s%s: ", m->info.arch_name, cases[i].dtype,
+                      cases[i].pre_ln ? " pre-LN" : "", cases[i].per_layer ? " per-layer" : "");
+        make_batch(&bd, mix_len, 5, m->info.vocab_size,
+                   m->info.type_vocab_size > 0 ? m->info.type_vocab_size : 1, 20 + i);
+        check_vs_ref(m, &bd, m->info.type_vocab_size > 1, XF_POOL_DEFAULT, -1, 2);
+        xf_model_free(m);
+        xf_test_rmtree(dir);
+    }
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -638,4 +692,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_pre_ln_and_heterogeneous),
              cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
-             cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_timing_bert_base))
+             cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
+             cmocka_unit_test(test_timing_bert_base))
