@@ -71,18 +71,20 @@ static void tables_init(void)
     table_ok[T_REF] = table_ok[T_GENERIC] = 1;
     table_best = T_GENERIC;
 #ifdef XF_HAVE_X86_64
-    if (cpu->level >= XF_ISA_AVX2) {
+    /* every table the CPU runs is built (tests use them all); xf_kernels() picks the best
+     * one within the XF_CPU cap */
+    if (cpu->level_max >= XF_ISA_AVX2) {
         tables[T_AVX2] = tables[T_GENERIC];
         xf_kernels_fill_avx2(&tables[T_AVX2]);
         table_ok[T_AVX2] = table_complete(&tables[T_AVX2]);
-        if (table_ok[T_AVX2])
+        if (table_ok[T_AVX2] && cpu->level >= XF_ISA_AVX2)
             table_best = T_AVX2;
     }
-    if (cpu->level >= XF_ISA_AVX512) {
+    if (cpu->level_max >= XF_ISA_AVX512) {
         tables[T_AVX512] = tables[T_AVX2];
         xf_kernels_fill_avx512(&tables[T_AVX512]);
         table_ok[T_AVX512] = table_complete(&tables[T_AVX512]);
-        if (table_ok[T_AVX512])
+        if (table_ok[T_AVX512] && cpu->level >= XF_ISA_AVX512)
             table_best = T_AVX512;
     }
 #else
@@ -102,7 +104,8 @@ const xf_kernels_t *xf_kernels(void)
 
 const xf_kernels_t *xf_kernels_ref(void)
 {
-    return &table_ref;
+    pthread_once(&tables_once, tables_init);
+    return &tables[T_REF];
 }
 
 int xf_kernels_all(const xf_kernels_t **out, const char **names, int cap)
@@ -127,19 +130,23 @@ int xf_kernels_all(const xf_kernels_t **out, const char **names, int cap)
 
 int xf_gemm_w_pack(xf_gemm_w_t *pw)
 {
-    size_t np = ((size_t)pw->n + XF_GEMM_PANEL - 1) / XF_GEMM_PANEL;
-    size_t bytes = np * XF_GEMM_PANEL * (size_t)pw->k * sizeof(float);
+    const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
+    const size_t npad = ((size_t)pw->n + P - 1) / P * P;
+    size_t bytes = npad * K * sizeof(float);
     size_t alloc = (bytes + 63) & ~(size_t)63;
     float *p = aligned_alloc(64, alloc ? alloc : 64);
     if (!p)
         return -ENOMEM;
-    for (size_t pi = 0; pi < np; pi++) {
-        float *dst = p + pi * XF_GEMM_PANEL * (size_t)pw->k;
-        for (int32_t kk = 0; kk < pw->k; kk++) {
-            for (size_t c = 0; c < XF_GEMM_PANEL; c++) {
-                size_t row = pi * XF_GEMM_PANEL + c;
-                dst[(size_t)kk * XF_GEMM_PANEL + c] =
-                    row < (size_t)pw->n ? pw->w[row * (size_t)pw->k + (size_t)kk] : 0.0f;
+    for (size_t k0 = 0; k0 < K; k0 += XF_GEMM_KC) {
+        size_t kc = K - k0 < XF_GEMM_KC ? K - k0 : XF_GEMM_KC;
+        float *blk = p + k0 * npad;
+        for (size_t pi = 0; pi < npad / P; pi++) {
+            for (size_t c = 0; c < P; c++) {
+                size_t row = pi * P + c;
+                const float *src = pw->w + row * K + k0;
+                float *dst = blk + pi * kc * P + c;
+                for (size_t kk = 0; kk < kc; kk++)
+                    dst[kk * P] = row < (size_t)pw->n ? src[kk] : 0.0f;
             }
         }
     }
@@ -180,22 +187,19 @@ static void blas_one_thread(void)
     openblas_set_num_threads(1);
 }
 
-/* y = epi(x·Wᵀ + b) on a slice: rows when there are enough of them, else columns in steps
- * of 16. OpenBLAS runs single-threaded inside each pool thread. */
+/* y = epi(x·Wᵀ + b) on a slice of columns (multiples of 64, all rows, so that OpenBLAS picks
+ * the same row kernels whatever nth is). OpenBLAS runs single-threaded inside each pool
+ * thread. */
 void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                      const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                      int ith, int nth)
 {
     pthread_once(&blas_once, blas_one_thread);
-    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
-    if (m >= 64 * nth) {
-        xf_split_rows(m, ith, nth, &r0, &r1);
-    } else {
-        int units = (w->n + 15) / 16;
-        xf_split_rows(units, ith, nth, &c0, &c1);
-        c0 *= 16;
-        c1 = c1 * 16 < w->n ? c1 * 16 : w->n;
-    }
+    int r0 = 0, r1 = m, c0, c1;
+    int units = (w->n + 63) / 64;
+    xf_split_rows(units, ith, nth, &c0, &c1);
+    c0 *= 64;
+    c1 = c1 * 64 < w->n ? c1 * 64 : w->n;
     if (r1 <= r0 || c1 <= c0)
         return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, w->k, 1.0f,

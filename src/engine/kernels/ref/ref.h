@@ -39,10 +39,14 @@ void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ld
                      const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                      int ith, int nth);
 
-/* Packed weight layout shared by every own GEMM kernel: panels of 16 output features,
- * packed[(p·k + kk)·16 + c] = W[16p + c][kk], zero for 16p + c >= n; 64-byte aligned.
- * Packs pw->w into a new pw->packed. Returns 0 or -ENOMEM. */
+/* Packed weight layout shared by every own GEMM kernel: K in blocks of XF_GEMM_KC, each block
+ * a contiguous [n_pad/16][kc][16] array (n_pad = n rounded up to 16, kc = the block's length):
+ * for k = k0 + kk in the block starting at k0,
+ *   packed[k0·n_pad + (p·kc + kk)·16 + c] = W[16p + c][k]   (0 for 16p + c >= n).
+ * 64-byte aligned. A kernel tile reads one block of consecutive panels: no cache aliasing
+ * between panels whatever k is. Packs pw->w into a new pw->packed. Returns 0 or -ENOMEM. */
 #define XF_GEMM_PANEL 16
+#define XF_GEMM_KC 256
 int xf_gemm_w_pack(xf_gemm_w_t *pw);
 
 #endif

@@ -12,6 +12,14 @@
 double xf_fma_loop_avx512(int64_t iters, float *sink);
 double xf_fma_loop_avx2(int64_t iters, float *sink);
 
+/* Own GEMM kernels (kernels.h linear slot); fall back to cblas when w->packed is NULL. */
+void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                      const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                      int ith, int nth);
+void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                    const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                    int ith, int nth);
+
 /* Fill the slots this ISA implements (the rest stay as given). */
 void xf_kernels_fill_avx2(xf_kernels_t *t);
 void xf_kernels_fill_avx512(xf_kernels_t *t);

@@ -1,0 +1,149 @@
+/* AVX2+FMA Linear GEMM: the structure of gemm_avx512.c with a 6-row × 16-column micro-kernel
+ * (12 ymm accumulators) over one 16-column packed panel (ref.h, xf_gemm_w_pack). K in
+ * XF_GEMM_KC steps, columns in NC steps; epilogue on the last K step; every output element is
+ * one in-order fp32 FMA chain, so results are identical for any nth. */
+#include "config.h"
+
+#include <immintrin.h>
+#include <stddef.h>
+
+#include "engine/kernels/ref/ref.h"
+#include "engine/kernels/x86/vmath_avx2.h"
+#include "engine/kernels/x86/x86.h"
+#include "engine/pool.h"
+
+#define MR 6
+#define NV 2                 /* ymm vectors per row = 16 columns */
+#define NR (8 * NV)
+#define KC XF_GEMM_KC
+#define NC (NR * 32)
+
+#define XF_INLINE static inline __attribute__((always_inline))
+
+XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, float *c, size_t ldc,
+                   int ncol, int first, int last, const float *bias, enum xf_epilogue epi)
+{
+    __m256 acc[MR][NV];
+    __m256i m0 = xf_mask256(ncol), m1 = xf_mask256(ncol - 8);
+    const int full = ncol == 16;
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        if (first) {
+            acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        } else if (full) {
+            acc[i][0] = _mm256_loadu_ps(c + (size_t)i * ldc);
+            acc[i][1] = _mm256_loadu_ps(c + (size_t)i * ldc + 8);
+        } else {
+            acc[i][0] = _mm256_maskload_ps(c + (size_t)i * ldc, m0);
+            acc[i][1] = _mm256_maskload_ps(c + (size_t)i * ldc + 8, m1);
+        }
+    }
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(b + 16 * k), b1 = _mm256_load_ps(b + 16 * k + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            __m256 a = _mm256_broadcast_ss(ap + MR * k + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+    }
+    if (last && epi != XF_EPI_NONE) {
+        __m256 bb0 = _mm256_maskload_ps(bias, m0), bb1 = _mm256_maskload_ps(bias + 8, m1);
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            acc[i][0] = xf_act256(epi, _mm256_add_ps(acc[i][0], bb0));
+            acc[i][1] = xf_act256(epi, _mm256_add_ps(acc[i][1], bb1));
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        if (full) {
+            _mm256_storeu_ps(c + (size_t)i * ldc, acc[i][0]);
+            _mm256_storeu_ps(c + (size_t)i * ldc + 8, acc[i][1]);
+        } else {
+            _mm256_maskstore_ps(c + (size_t)i * ldc, m0, acc[i][0]);
+            _mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1, acc[i][1]);
+        }
+    }
+}
+
+typedef void (*ukr_fn)(int kc, const float *ap, const float *b, float *c, size_t ldc, int ncol,
+                       int first, int last, const float *bias, enum xf_epilogue epi);
+
+#define UKR(mr)                                                                            \
+    static void ukr_##mr(int kc, const float *ap, const float *b, float *c, size_t ldc,    \
+                         int ncol, int first, int last, const float *bias,                 \
+                         enum xf_epilogue epi)                                             \
+    {                                                                                      \
+        ukr(mr, kc, ap, b, c, ldc, ncol, first, last, bias, epi);                          \
+    }
+UKR(1) UKR(2) UKR(3) UKR(4) UKR(5) UKR(6)
+
+static const ukr_fn ukrs[MR] = { ukr_1, ukr_2, ukr_3, ukr_4, ukr_5, ukr_6 };
+
+/* ap[k·MR + i] = x[i][k] for i < mr (zero rows from mr on), k < kc. */
+static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
+{
+    for (int i = 0; i < MR; i++) {
+        const float *xi = x + (size_t)i * ldx;
+        if (i < mr)
+            for (int k = 0; k < kc; k++)
+                ap[k * MR + i] = xi[k];
+        else
+            for (int k = 0; k < kc; k++)
+                ap[k * MR + i] = 0.0f;
+    }
+}
+
+static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, const float *x,
+                       size_t ldx, const float *bias, enum xf_epilogue epi, float *y,
+                       size_t ldy)
+{
+    float ap[MR * KC] __attribute__((aligned(32)));
+    const int K = w->k;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    for (int jc = c0; jc < c1; jc += NC) {
+        int jc1 = jc + NC < c1 ? jc + NC : c1;
+        for (int pc = 0; pc < K; pc += KC) {
+            int kc = K - pc < KC ? K - pc : KC;
+            int first = pc == 0, last = pc + kc == K;
+            const float *blk = w->packed + (size_t)pc * npad;
+            for (int ir = r0; ir < r1; ir += MR) {
+                int mr = r1 - ir < MR ? r1 - ir : MR;
+                pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
+                for (int jr = jc; jr < jc1; jr += NR) {
+                    int ncol = jc1 - jr < NR ? jc1 - jr : NR;
+                    const float *b = blk + (size_t)(jr / 16) * 16 * (size_t)kc;
+                    ukrs[mr - 1](kc, ap, b, y + (size_t)ir * ldy + jr, ldy, ncol, first, last,
+                                 bias ? bias + jr : NULL, epi);
+                }
+            }
+        }
+    }
+}
+
+void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                    const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                    int ith, int nth)
+{
+    if (!w->packed) {
+        xf_linear_cblas(w, m, x, ldx, bias, epi, y, ldy, ith, nth);
+        return;
+    }
+    int groups = (w->n + NR - 1) / NR;
+    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
+    if (groups >= 2 * nth || m < 4 * MR * nth) {
+        int g0, g1;
+        xf_split_rows(groups, ith, nth, &g0, &g1);
+        c0 = g0 * NR;
+        c1 = g1 * NR < w->n ? g1 * NR : w->n;
+    } else {
+        int blocks = (m + MR - 1) / MR, b0, b1;
+        xf_split_rows(blocks, ith, nth, &b0, &b1);
+        r0 = b0 * MR;
+        r1 = b1 * MR < m ? b1 * MR : m;
+    }
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    gemm_block(w, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
+}

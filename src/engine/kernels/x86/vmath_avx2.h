@@ -1,0 +1,119 @@
+/* Engine-internal: AVX2+FMA vector math shared by the avx2 kernel files (static inline, only
+ * for files built with the avx2 flags): exp, erfc-based GELU, tanh GELU — the same formulas
+ * as vmath_avx512.h, with the 2^n scaling done on the exponent bits. */
+#ifndef XF_ENGINE_KERNELS_X86_VMATH_AVX2_H
+#define XF_ENGINE_KERNELS_X86_VMATH_AVX2_H
+
+#include <immintrin.h>
+#include <math.h>
+
+#include "engine/kernels.h"
+
+/* e^x: as xf_exp512; 2^n built from exponent bits with n clamped to [-126, 128], 0 where
+ * x < -87.3 (below the normal range; expf gives a denormal or 0 there) and +inf where
+ * x > 88.72 (expf overflows there too). */
+static inline __m256 xf_exp256(__m256 x)
+{
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+    __m256 huge = _mm256_cmp_ps(x, _mm256_set1_ps(88.72f), _CMP_GT_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.7f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    /* n in [-126, 128]: split 2^n = 2^(n/2)·2^(n - n/2) so that n = 128 stays finite-safe */
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i h = _mm256_srai_epi32(ni, 1);
+    __m256i bias = _mm256_set1_epi32(127);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, bias), 23));
+    __m256 s2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), bias), 23));
+    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    return _mm256_blendv_ps(_mm256_andnot_ps(tiny, y), _mm256_set1_ps(INFINITY), huge);
+}
+
+/* erfc(z), Numerical Recipes' erfcc (relative error < 1.2e-7), as xf_erfc512. */
+static inline __m256 xf_erfc256(__m256 z)
+{
+    __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
+                             _mm256_fmadd_ps(az, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
+    __m256 p = _mm256_set1_ps(0.17087277f);
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.82215223f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.48851587f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.13520398f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.27886807f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.18628806f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.09678418f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.37409196f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.00002368f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.26551223f));
+    __m256 e = _mm256_fnmadd_ps(az, az, p);
+    __m256 y = _mm256_mul_ps(t, xf_exp256(e));
+    __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
+    return _mm256_blendv_ps(y, _mm256_sub_ps(_mm256_set1_ps(2.0f), y), neg);
+}
+
+/* gelu_erf(x) = 0.5·x·erfc(-x/√2) */
+static inline __m256 xf_gelu_erf256(__m256 x)
+{
+    __m256 e = xf_erfc256(_mm256_mul_ps(x, _mm256_set1_ps(-0.70710678118654752f)));
+    return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), e);
+}
+
+/* gelu_tanh(x) = x / (1 + e^(-2u)), u = √(2/π)·(x + 0.044715·x³) */
+static inline __m256 xf_gelu_tanh256(__m256 x)
+{
+    /* the same fp32 operations as xf_gelu_tanh_ref: e^(-2u) amplifies any rounding of u */
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.044715f)), x), x);
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_add_ps(x, x3));
+    __m256 e = xf_exp256(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static inline __m256 xf_act256(enum xf_epilogue act, __m256 v)
+{
+    switch (act) {
+    case XF_EPI_BIAS_GELU:
+        return xf_gelu_erf256(v);
+    case XF_EPI_BIAS_GELU_TANH:
+        return xf_gelu_tanh256(v);
+    case XF_EPI_BIAS_RELU:
+        return _mm256_max_ps(v, _mm256_setzero_ps());
+    default:
+        return v;
+    }
+}
+
+static inline float xf_hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float xf_hmax256(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* Lane mask for the first n (0..8) lanes, for maskload/maskstore. */
+static inline __m256i xf_mask256(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+#endif

@@ -1,0 +1,99 @@
+/* Engine-internal: AVX-512 vector math shared by the avx512 kernel files (static inline, so
+ * only files built with the avx512 flags include it): exp, erfc-based GELU, tanh GELU.
+ * Accuracy (checked against libm in tests/engine/test_kernels.c): exp within ~2 ulp;
+ * GELU within ~1e-6 relative (see the formulas below). */
+#ifndef XF_ENGINE_KERNELS_X86_VMATH_AVX512_H
+#define XF_ENGINE_KERNELS_X86_VMATH_AVX512_H
+
+#include <immintrin.h>
+
+#include "engine/kernels.h"
+
+/* e^x: n = round(x·log2 e), r = x - n·ln2 (two-part ln2), e^r by its degree-7 Taylor
+ * polynomial (|r| <= 0.35: truncation error < 1e-8 relative), scaled by 2^n with scalef
+ * (exact, underflows to 0 and overflows to +inf like expf). */
+static inline __m512 xf_exp512(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.8f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* erfc(z) = t·exp(-z² - 1.26551223 + t·P(t)), t = 1/(1 + |z|/2), for z >= 0, and 2 - erfc(-z)
+ * for z < 0 (Numerical Recipes' erfcc: relative error < 1.2e-7 everywhere). */
+static inline __m512 xf_erfc512(__m512 z)
+{
+    __m512 az = _mm512_abs_ps(z);
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
+                             _mm512_fmadd_ps(az, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
+    __m512 p = _mm512_set1_ps(0.17087277f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
+    __m512 e = _mm512_fnmadd_ps(az, az, p);
+    __m512 y = _mm512_mul_ps(t, xf_exp512(e));
+    __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mask_sub_ps(y, neg, _mm512_set1_ps(2.0f), y);
+}
+
+/* gelu_erf(x) = 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2) */
+static inline __m512 xf_gelu_erf512(__m512 x)
+{
+    __m512 e = xf_erfc512(_mm512_mul_ps(x, _mm512_set1_ps(-0.70710678118654752f)));
+    return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), e);
+}
+
+/* gelu_tanh(x) = 0.5·x·(1 + tanh(u)) = x / (1 + e^(-2u)), u = √(2/π)·(x + 0.044715·x³) */
+static inline __m512 xf_gelu_tanh512(__m512 x)
+{
+    /* the same fp32 operations as xf_gelu_tanh_ref: e^(-2u) amplifies any rounding of u */
+    __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.044715f)), x), x);
+    __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_add_ps(x, x3));
+    __m512 e = xf_exp512(_mm512_mul_ps(u, _mm512_set1_ps(-2.0f)));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+/* act(v) for an epilogue value (kernels.h enum xf_epilogue). */
+static inline __m512 xf_act512(enum xf_epilogue act, __m512 v)
+{
+    switch (act) {
+    case XF_EPI_BIAS_GELU:
+        return xf_gelu_erf512(v);
+    case XF_EPI_BIAS_GELU_TANH:
+        return xf_gelu_tanh512(v);
+    case XF_EPI_BIAS_RELU:
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    default:
+        return v;
+    }
+}
+
+static inline float xf_hsum512(__m512 v)
+{
+    return _mm512_reduce_add_ps(v);
+}
+
+static inline float xf_hmax512(__m512 v)
+{
+    return _mm512_reduce_max_ps(v);
+}
+
+#endif

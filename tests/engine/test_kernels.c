@@ -1,0 +1,558 @@
+/* Tests for the kernel tables (src/engine/kernels.c, kernels/ref, kernels/x86): every table
+ * this CPU runs (xf_kernels_all) against the reference kernels on odd shapes, unaligned
+ * starts, leading dimensions > n, every epilogue, special values, and thread splits nth = 1, 2,
+ * 3, 5 (slices run one after the other) that must give bitwise identical results. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../helpers/xf_test.h"
+#include "engine/cpu.h"
+#include "engine/kernels.h"
+#include "engine/kernels/ref/ref.h"
+
+#define EPS32 5.96e-8 /* 2^-24, unit roundoff of fp32 */
+
+static const int sizes[] = { 1, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 129, 383, 769 };
+#define N_SIZES ((int)(sizeof sizes / sizeof sizes[0]))
+static const int nths[] = { 1, 2, 3, 5 };
+
+static const xf_kernels_t *tabs[8];
+static const char *names[8];
+static int n_tabs;
+
+static void load_tables(void)
+{
+    n_tabs = xf_kernels_all(tabs, names, 8);
+    assert_true(n_tabs >= 2);
+    assert_ptr_equal(tabs[0], xf_kernels_ref());
+    assert_string_equal(names[0], "ref");
+}
+
+/* n floats starting one float past a 64-byte boundary (unaligned on purpose); free with
+ * free_u(). */
+static float *alloc_u(size_t n)
+{
+    float *p = aligned_alloc(64, ((n + 1) * sizeof(float) + 63) / 64 * 64);
+    assert_non_null(p);
+    return p + 1;
+}
+
+static void free_u(float *p)
+{
+    if (p)
+        free(p - 1);
+}
+
+static void test_tables(void **state)
+{
+    (void)state;
+    load_tables();
+    const xf_cpu_t *cpu = xf_cpu();
+    print_message("# cpu %s isa %s (max %s), %d tables, xf_kernels: %s\n", cpu->brand,
+                  xf_isa_name(cpu->level), xf_isa_name(cpu->level_max), n_tabs,
+                  xf_kernels()->gemm_path);
+    for (int t = 0; t < n_tabs; t++) {
+        const xf_kernels_t *k = tabs[t];
+        assert_non_null(k->gemm_path);
+        assert_non_null(k->linear);
+        assert_non_null(k->add_layernorm);
+        assert_non_null(k->bias_act);
+        assert_non_null(k->softmax);
+        assert_non_null(k->qkv_split);
+        assert_non_null(k->embed);
+        assert_non_null(k->qk_tile);
+    }
+    /* xf_kernels() is one of the listed tables */
+    int found = 0;
+    for (int t = 0; t < n_tabs; t++)
+        found |= tabs[t] == xf_kernels();
+    assert_true(found);
+    xf_cpu_info_t ci;
+    xf_cpu_get_info(&ci);
+    assert_string_equal(ci.gemm_path, xf_kernels()->gemm_path);
+    assert_true(ci.n_cores >= 1);
+    assert_non_null(ci.blas_core);
+}
+
+/* ---- Linear ---- */
+
+static void run_linear(const xf_kernels_t *k, int nth, const xf_gemm_w_t *w, int m,
+                       const float *x, int ldx, const float *bias, enum xf_epilogue epi,
+                       float *y, int ldy)
+{
+    for (int ith = 0; ith < nth; ith++)
+        k->linear(w, m, x, ldx, bias, epi, y, ldy, ith, nth);
+}
+
+/* One GEMM shape through every table, epilogue and nth. Bound per element: the reference
+ * sums k in order in fp32, the fast kernels in order with FMA or in blocks (OpenBLAS); both
+ * are within ~√k·u·Σ|x·w| of the exact sum (random rounding), so allow 8·√(k+1)·u·S with
+ * S = Σ_k |x_k·w_k| + |b|; the activation then adds its own relative error (GELU ≤ 1e-6, see
+ * test_bias_act) and its slope (≤ 1.13) scales the sum error. */
+static void check_linear_shape(int m, int n, int kk, int seed)
+{
+    int ldx = kk + 3, ldy = n + 5;
+    float *x = alloc_u((size_t)m * ldx), *wt = alloc_u((size_t)n * kk), *b = alloc_u(n);
+    float *yr = alloc_u((size_t)m * ldy), *y = alloc_u((size_t)m * ldy);
+    float *y1 = alloc_u((size_t)m * ldy);
+    double *s = malloc((size_t)m * n * sizeof(double));
+    assert_non_null(s);
+    xf_test_fill(x, (size_t)m * ldx, seed, -1.0f, 1.0f);
+    xf_test_fill(wt, (size_t)n * kk, seed + 1, -0.5f, 0.5f);
+    xf_test_fill(b, n, seed + 2, -2.0f, 2.0f);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double a = fabs(b[j]);
+            for (int c = 0; c < kk; c++)
+                a += fabs((double)x[(size_t)i * ldx + c] * wt[(size_t)j * kk + c]);
+            s[(size_t)i * n + j] = a;
+        }
+    xf_gemm_w_t w;
+    assert_int_equal(xf_gemm_w_init(&w, wt, n, kk), 0);
+    if (!w.packed)
+        assert_int_equal(xf_gemm_w_pack(&w), 0);
+    const float sentinel = -12345.5f;
+    for (int epi = 0; epi < XF_EPI_COUNT; epi++) {
+        for (size_t i = 0; i < (size_t)m * ldy; i++)
+            yr[i] = sentinel;
+        run_linear(tabs[0], 1, &w, m, x, ldx, b, (enum xf_epilogue)epi, yr, ldy);
+        for (int t = 1; t < n_tabs; t++) {
+            for (int ni = 0; ni < 4; ni++) {
+                int nth = nths[ni];
+                for (size_t i = 0; i < (size_t)m * ldy; i++)
+                    y[i] = sentinel;
+                run_linear(tabs[t], nth, &w, m, x, ldx, b, (enum xf_epilogue)epi, y, ldy);
+                if (ni == 0)
+                    memcpy(y1, y, (size_t)m * ldy * sizeof(float));
+                else if (memcmp(y1, y, (size_t)m * ldy * sizeof(float)) != 0)
+                    fail_msg("linear %s m=%d n=%d k=%d epi=%d: nth=%d differs from nth=1",
+                             names[t], m, n, kk, epi, nth);
+                if (ni > 0)
+                    continue;
+                for (int i = 0; i < m; i++) {
+                    for (int j = 0; j < ldy; j++) {
+                        size_t o = (size_t)i * ldy + j;
+                        if (j >= n) { /* padding past n is never written */
+                            if (y[o] != sentinel)
+                                fail_msg("linear %s wrote past n at (%d,%d)", names[t], i, j);
+                            continue;
+                        }
+                        double tol = 8.0 * sqrt(kk + 1.0) * EPS32 * s[(size_t)i * n + j] * 1.2 +
+                                     1e-6 * fabs(yr[o]) + 1e-30;
+                        if (!(fabs((double)y[o] - yr[o]) <= tol))
+                            fail_msg("linear %s m=%d n=%d k=%d epi=%d (%d,%d): %.9g vs ref %.9g"
+                                     " (tol %.3g)", names[t], m, n, kk, epi, i, j, y[o], yr[o],
+                                     tol);
+                    }
+                }
+            }
+        }
+    }
+    xf_gemm_w_deinit(&w);
+    free(s);
+    free_u(x);
+    free_u(wt);
+    free_u(b);
+    free_u(yr);
+    free_u(y);
+    free_u(y1);
+}
+
+static void test_linear(void **state)
+{
+    (void)state;
+    load_tables();
+    for (int i = 0; i < N_SIZES; i++) {
+        int m = sizes[i], n = sizes[(i + 5) % N_SIZES], kk = sizes[(i + 9) % N_SIZES];
+        if ((double)m * n * kk > 3e6)
+            m = 3;
+        check_linear_shape(m, n, kk, 100 + i);
+    }
+    /* M = 1; K not a multiple of the unroll or of the K block; N not a multiple of the panel
+     * width (16/48) and below it; more rows than the row split threshold */
+    check_linear_shape(1, 769, 383, 7);
+    check_linear_shape(1, 5, 769, 8);
+    check_linear_shape(17, 97, 513, 9);
+    check_linear_shape(65, 49, 257, 10);
+    check_linear_shape(129, 33, 65, 11);
+    check_linear_shape(200, 17, 31, 12);
+    check_linear_shape(9, 145, 1, 13);
+}
+
+/* ---- add_layernorm, embed ---- */
+
+/* Bound: mean and variance summed in vector lanes vs in order (both fp32): relative error of
+ * each ≲ √d·u; the normalised value then is within ~1e-5 of the reference for |ref| ~ 1;
+ * allow 2e-5·(1 + |ref|). */
+static int ln_close(float got, float ref)
+{
+    return fabs((double)got - ref) <= 2e-5 * (1.0 + fabs(ref));
+}
+
+static void test_add_layernorm(void **state)
+{
+    (void)state;
+    load_tables();
+    const int rows = 11;
+    for (int si = 0; si < N_SIZES; si++) {
+        int d = sizes[si], ld = d + 7;
+        size_t nel = (size_t)rows * ld;
+        float *x = alloc_u(nel), *res = alloc_u(nel), *bias = alloc_u(d), *g = alloc_u(d);
+        float *b = alloc_u(d), *ref = alloc_u(nel), *out = alloc_u(nel), *tmp = alloc_u(nel);
+        xf_test_fill(x, nel, si + 1, -3.0f, 5.0f);
+        xf_test_fill(res, nel, si + 2, -1.0f, 1.0f);
+        xf_test_fill(bias, d, si + 3, -0.5f, 0.5f);
+        xf_test_fill(g, d, si + 4, 0.5f, 1.5f);
+        xf_test_fill(b, d, si + 5, -0.2f, 0.2f);
+        for (int variant = 0; variant < 4; variant++) {
+            const float *bi = (variant & 1) ? bias : NULL;
+            const float *rs = (variant & 2) ? res : NULL;
+            xf_add_layernorm_ref(0, rows, d, x, ld, bi, rs, ld, g, b, 1e-5f, ref, ld);
+            for (int t = 1; t < n_tabs; t++) {
+                for (int ni = 0; ni < 4; ni++) {
+                    int nth = nths[ni];
+                    /* out aliases x in one case, res in another, separate otherwise */
+                    int alias = ni % 3;
+                    float *dst = out;
+                    const float *xs = x, *rr = rs;
+                    memcpy(tmp, alias == 2 && rs ? res : x, nel * sizeof(float));
+                    if (alias == 1) {
+                        dst = tmp;
+                        xs = tmp;
+                    } else if (alias == 2 && rs) {
+                        dst = tmp;
+                        rr = tmp;
+                    }
+                    for (int ith = 0; ith < nth; ith++) {
+                        int r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
+                        tabs[t]->add_layernorm(r0, r1, d, xs, ld, bi, rr, ld, g, b, 1e-5f, dst,
+                                               ld);
+                    }
+                    for (int r = 0; r < rows; r++)
+                        for (int c = 0; c < d; c++) {
+                            size_t o = (size_t)r * ld + c;
+                            if (!ln_close(dst[o], ref[o]))
+                                fail_msg("add_layernorm %s d=%d v=%d alias=%d (%d,%d): %.9g vs "
+                                         "%.9g", names[t], d, variant, alias, r, c, dst[o],
+                                         ref[o]);
+                        }
+                }
+            }
+        }
+        free_u(x);
+        free_u(res);
+        free_u(bias);
+        free_u(g);
+        free_u(b);
+        free_u(ref);
+        free_u(out);
+        free_u(tmp);
+    }
+}
+
+static void test_embed(void **state)
+{
+    (void)state;
+    load_tables();
+    const int vocab = 50, npos = 40, ntok = 23;
+    int32_t ids[23], pos[23], types[23];
+    for (int t = 0; t < ntok; t++) {
+        ids[t] = (t * 7 + 3) % vocab;
+        pos[t] = t % npos;
+        types[t] = t % 2;
+    }
+    for (int si = 0; si < N_SIZES; si++) {
+        int d = sizes[si];
+        float *we = alloc_u((size_t)vocab * d), *pe = alloc_u((size_t)npos * d);
+        float *te = alloc_u((size_t)2 * d), *g = alloc_u(d), *b = alloc_u(d);
+        float *ref = alloc_u((size_t)ntok * d), *out = alloc_u((size_t)ntok * d);
+        xf_test_fill(we, (size_t)vocab * d, si + 11, -1.0f, 1.0f);
+        xf_test_fill(pe, (size_t)npos * d, si + 12, -0.3f, 0.3f);
+        xf_test_fill(te, (size_t)2 * d, si + 13, -0.1f, 0.1f);
+        xf_test_fill(g, d, si + 14, 0.8f, 1.2f);
+        xf_test_fill(b, d, si + 15, -0.1f, 0.1f);
+        for (int variant = 0; variant < 3; variant++) {
+            const float *tt = variant == 2 ? NULL : te;
+            const float *gg = variant == 0 ? NULL : g;
+            xf_embed_ref(0, ntok, d, ids, pos, types, we, pe, tt, gg, b, 1e-12f, ref);
+            for (int t = 1; t < n_tabs; t++) {
+                for (int ni = 0; ni < 4; ni++) {
+                    int nth = nths[ni];
+                    memset(out, 0, (size_t)ntok * d * sizeof(float));
+                    for (int ith = 0; ith < nth; ith++) {
+                        int t0 = ntok * ith / nth, t1 = ntok * (ith + 1) / nth;
+                        tabs[t]->embed(t0, t1, d, ids, pos, types, we, pe, tt, gg, b, 1e-12f,
+                                       out);
+                    }
+                    for (size_t i = 0; i < (size_t)ntok * d; i++) {
+                        /* without LayerNorm the sums are the same adds in the same order:
+                         * exact; with it, the LayerNorm bound */
+                        int ok = gg ? ln_close(out[i], ref[i]) : out[i] == ref[i];
+                        if (!ok)
+                            fail_msg("embed %s d=%d v=%d at %zu: %.9g vs %.9g", names[t], d,
+                                     variant, i, out[i], ref[i]);
+                    }
+                }
+            }
+        }
+        free_u(we);
+        free_u(pe);
+        free_u(te);
+        free_u(g);
+        free_u(b);
+        free_u(ref);
+        free_u(out);
+    }
+}
+
+/* ---- bias_act ---- */
+
+/* Bounds: identity/ReLU are one add: exact. GELU (erf): the fast kernels use an erfc with
+ * relative error < 1.2e-7 (Numerical Recipes' erfcc) and a vector exp of ~2 ulp; libm's erfcf
+ * is ~1 ulp: 1e-6 relative, plus the conditioning of erfc(z) for large z (a 1-ulp change of
+ * z = x/√2 moves it by 2z²·u relative). GELU (tanh): x / (1 + e^(-2u)) with a ~2 ulp exp:
+ * 1e-6 relative, plus 2|u|·u for a 1-ulp change of u (the vector code may round u
+ * differently). 1e-30 absolute for results that underflow (x ≪ 0) differently. */
+static double act_tol(enum xf_epilogue act, float v, float ref)
+{
+    double z = v / sqrt(2.0);
+    double u = 0.7978845608028654 * (v + 0.044715 * (double)v * v * v);
+    if (act == XF_EPI_BIAS_GELU)
+        return (1e-6 + 4.0 * z * z * EPS32) * fabs(ref) + 1e-30;
+    if (act == XF_EPI_BIAS_GELU_TANH)
+        return (1e-6 + 8.0 * fabs(u) * EPS32) * fabs(ref) + 1e-30;
+    return 0.0;
+}
+
+static void test_bias_act(void **state)
+{
+    (void)state;
+    load_tables();
+    static const float special[] = { 0.0f, -0.0f, 1e-30f, -1e-30f, 1e-7f, -1e-7f, 0.5f, -0.5f,
+                                     3.0f, -3.0f, 5.5f, -5.5f, 9.0f, -9.0f, 10.0f, -10.0f,
+                                     13.0f, -13.0f, 20.0f, -20.0f, 50.0f, -50.0f, 100.0f,
+                                     -100.0f, 1e4f, -1e4f, 3e38f, -3e38f };
+    const int nsp = (int)(sizeof special / sizeof special[0]);
+    for (int si = 0; si < N_SIZES; si++) {
+        int d = sizes[si], rows = 5;
+        size_t n = (size_t)rows * d;
+        float *x = alloc_u(n), *bias = alloc_u(d), *ref = alloc_u(n), *y = alloc_u(n);
+        xf_test_fill(x, n, si + 21, -8.0f, 8.0f);
+        for (size_t i = 0; i < n; i += 3)
+            x[i] = special[(i / 3) % (size_t)nsp];
+        xf_test_fill(bias, d, si + 22, -0.5f, 0.5f);
+        for (int act = XF_EPI_BIAS; act < XF_EPI_COUNT; act++) {
+            for (int wb = 0; wb < 2; wb++) {
+                const float *bb = wb ? bias : NULL;
+                xf_bias_act_ref(0, n, d, x, bb, (enum xf_epilogue)act, ref);
+                for (int t = 1; t < n_tabs; t++) {
+                    for (int ni = 0; ni < 4; ni++) {
+                        int nth = nths[ni];
+                        int inplace = ni == 1;
+                        float *dst = y;
+                        if (inplace)
+                            memcpy(y, x, n * sizeof(float));
+                        for (int ith = 0; ith < nth; ith++) {
+                            size_t i0 = n * ith / nth, i1 = n * (ith + 1) / nth;
+                            tabs[t]->bias_act(i0, i1, d, inplace ? y : x, bb,
+                                              (enum xf_epilogue)act, dst);
+                        }
+                        for (size_t i = 0; i < n; i++) {
+                            if (isnan(dst[i]) ||
+                                !(fabs((double)dst[i] - ref[i]) <=
+                                  act_tol((enum xf_epilogue)act,
+                                          x[i] + (bb ? bb[i % (size_t)d] : 0.0f), ref[i])))
+                                fail_msg("bias_act %s act=%d bias=%d d=%d x=%.9g: %.9g vs ref "
+                                         "%.9g", names[t], act, wb, d, x[i], dst[i], ref[i]);
+                        }
+                    }
+                }
+            }
+        }
+        free_u(x);
+        free_u(bias);
+        free_u(ref);
+        free_u(y);
+    }
+}
+
+/* The reference GELU itself against a double-precision evaluation (checks the formula). */
+static void test_gelu_ref(void **state)
+{
+    (void)state;
+    for (int i = -4000; i <= 4000; i++) {
+        float x = (float)i * 0.005f;
+        double e = 0.5 * x * erfc(-x / sqrt(2.0)); /* = 0.5x(1 + erf(x/√2)) */
+        double u = sqrt(2.0 / M_PI) * (x + 0.044715 * (double)x * x * x);
+        double tt = x / (1.0 + exp(-2.0 * u)); /* = 0.5x(1 + tanh(u)) */
+        /* erfcf/expf are ~1 ulp; the argument x/√2 is rounded (relative u), which moves
+         * erfc by up to 2z²·u relative (z = x/√2) */
+        double tol_e = (1e-6 + 2.0 * (double)x * x * EPS32) * fabs(e) + 1e-37;
+        double tol_t = (1e-6 + 8.0 * fabs(u) * EPS32) * fabs(tt) + 1e-37;
+        if (!(fabs(xf_gelu_erf_ref(x) - e) <= tol_e))
+            fail_msg("gelu_erf_ref(%.9g) = %.9g, want %.9g", x, xf_gelu_erf_ref(x), e);
+        if (!(fabs(xf_gelu_tanh_ref(x) - tt) <= tol_t))
+            fail_msg("gelu_tanh_ref(%.9g) = %.9g, want %.9g", x, xf_gelu_tanh_ref(x), tt);
+    }
+    assert_true(xf_gelu_erf_ref(0.0f) == 0.0f);
+    assert_true(fabsf(xf_gelu_erf_ref(1.0f) - 0.8413447f) < 1e-6f);
+}
+
+/* ---- softmax ---- */
+
+/* Bound: exp within ~2 ulp, and the fp32 sums (in lanes vs in order; the in-order one alone
+ * is off by ~√n·u typically): 1e-6 + 8·√n·u relative. */
+static void test_softmax(void **state)
+{
+    (void)state;
+    load_tables();
+    for (int si = 0; si < N_SIZES; si++) {
+        int n = sizes[si], ld = n + 3, rows = 9;
+        size_t nel = (size_t)rows * ld;
+        float *x = alloc_u(nel), *ref = alloc_u(nel), *y = alloc_u(nel);
+        xf_test_fill(x, nel, si + 31, -10.0f, 10.0f);
+        /* row 1: large values; row 2: -inf entries (masked); row 3: all -inf; row 4: huge
+         * spread; row 5: -1e4 mask values */
+        for (int j = 0; j < n; j++) {
+            x[1 * ld + j] = 80.0f + (float)(j % 5);
+            if (j % 3 == 1)
+                x[2 * ld + j] = -INFINITY;
+            x[3 * ld + j] = -INFINITY;
+            x[4 * ld + j] = (j % 2) ? 1e4f : -1e4f;
+            if (j % 2)
+                x[5 * ld + j] = -1e4f;
+        }
+        memcpy(ref, x, nel * sizeof(float));
+        xf_softmax_ref(0, rows, n, ref, ld);
+        for (int t = 1; t < n_tabs; t++) {
+            for (int ni = 0; ni < 4; ni++) {
+                int nth = nths[ni];
+                memcpy(y, x, nel * sizeof(float));
+                for (int ith = 0; ith < nth; ith++)
+                    tabs[t]->softmax(rows * ith / nth, rows * (ith + 1) / nth, n, y, ld);
+                for (int r = 0; r < rows; r++) {
+                    double sum = 0;
+                    for (int j = 0; j < ld; j++) {
+                        size_t o = (size_t)r * ld + j;
+                        if (j >= n) {
+                            assert_true(memcmp(&y[o], &x[o], sizeof(float)) == 0);
+                            continue;
+                        }
+                        double tol = (1e-6 + 8.0 * sqrt((double)n) * EPS32) * ref[o] + 1e-38;
+                        if (isnan(y[o]) || !(fabs((double)y[o] - ref[o]) <= tol))
+                            fail_msg("softmax %s n=%d (%d,%d): %.9g vs %.9g", names[t], n, r, j,
+                                     y[o], ref[o]);
+                        sum += y[o];
+                    }
+                    /* rows sum to 1 (all -inf row: 0) within rounding of n terms */
+                    double want = r == 3 ? 0.0 : 1.0;
+                    assert_true(fabs(sum - want) <= 1e-5);
+                }
+            }
+        }
+        free_u(x);
+        free_u(ref);
+        free_u(y);
+    }
+}
+
+/* ---- qkv_split, qk_tile ---- */
+
+static void test_qkv_split(void **state)
+{
+    (void)state;
+    load_tables();
+    static const int hd[][2] = { { 1, 1 }, { 3, 7 }, { 2, 16 }, { 5, 17 }, { 12, 64 },
+                                 { 4, 33 }, { 1, 65 } };
+    for (size_t c = 0; c < sizeof hd / sizeof hd[0]; c++) {
+        int h = hd[c][0], d = hd[c][1], ntok = 13, ld = h * d + 5;
+        size_t nin = (size_t)ntok * ld, nout = (size_t)h * ntok * d;
+        float *q = alloc_u(nin), *k = alloc_u(nin), *v = alloc_u(nin);
+        float *Q0 = alloc_u(nout), *K0 = alloc_u(nout), *V0 = alloc_u(nout);
+        float *Q = alloc_u(nout), *K = alloc_u(nout), *V = alloc_u(nout);
+        xf_test_fill(q, nin, c + 41, -2.0f, 2.0f);
+        xf_test_fill(k, nin, c + 42, -2.0f, 2.0f);
+        xf_test_fill(v, nin, c + 43, -2.0f, 2.0f);
+        float sc = 1.0f / sqrtf((float)d);
+        xf_qkv_split_ref(0, ntok, ntok, h, d, q, k, v, ld, sc, Q0, K0, V0);
+        for (int t = 1; t < n_tabs; t++) {
+            for (int ni = 0; ni < 4; ni++) {
+                int nth = nths[ni];
+                memset(Q, 0, nout * 4);
+                memset(K, 0, nout * 4);
+                memset(V, 0, nout * 4);
+                for (int ith = 0; ith < nth; ith++)
+                    tabs[t]->qkv_split(ntok * ith / nth, ntok * (ith + 1) / nth, ntok, h, d, q,
+                                       k, v, ld, sc, Q, K, V);
+                /* copies and one multiply per element: bitwise equal */
+                assert_memory_equal(Q, Q0, nout * sizeof(float));
+                assert_memory_equal(K, K0, nout * sizeof(float));
+                assert_memory_equal(V, V0, nout * sizeof(float));
+            }
+        }
+        free_u(q);
+        free_u(k);
+        free_u(v);
+        free_u(Q0);
+        free_u(K0);
+        free_u(V0);
+        free_u(Q);
+        free_u(K);
+        free_u(V);
+    }
+}
+
+/* Bound: dot products of length d summed in lanes vs in order: 8·√(d+1)·u·|scale|·Σ|q·k|. */
+static void test_qk_tile(void **state)
+{
+    (void)state;
+    load_tables();
+    for (int si = 0; si < N_SIZES; si++) {
+        int d = sizes[si], nq = sizes[(si + 3) % N_SIZES], nk = sizes[(si + 6) % N_SIZES];
+        if (nq > 65)
+            nq = 65;
+        if (nk > 129)
+            nk = 129;
+        int ldq = d + 2, ldk = d + 5, lds = nk + 3;
+        float *q = alloc_u((size_t)nq * ldq), *k = alloc_u((size_t)nk * ldk);
+        float *ref = alloc_u((size_t)nq * lds), *s = alloc_u((size_t)nq * lds);
+        xf_test_fill(q, (size_t)nq * ldq, si + 51, -1.0f, 1.0f);
+        xf_test_fill(k, (size_t)nk * ldk, si + 52, -1.0f, 1.0f);
+        float sc = 0.125f;
+        xf_qk_tile_ref(nq, nk, d, q, ldq, k, ldk, sc, ref, lds);
+        for (int t = 1; t < n_tabs; t++) {
+            for (size_t i = 0; i < (size_t)nq * lds; i++)
+                s[i] = 7.0f;
+            tabs[t]->qk_tile(nq, nk, d, q, ldq, k, ldk, sc, s, lds);
+            for (int i = 0; i < nq; i++)
+                for (int j = 0; j < lds; j++) {
+                    size_t o = (size_t)i * lds + j;
+                    if (j >= nk) {
+                        assert_true(s[o] == 7.0f);
+                        continue;
+                    }
+                    double a = 0;
+                    for (int c = 0; c < d; c++)
+                        a += fabs((double)q[(size_t)i * ldq + c] * k[(size_t)j * ldk + c]);
+                    double tol = 8.0 * sqrt(d + 1.0) * EPS32 * sc * a + 1e-30;
+                    if (!(fabs((double)s[o] - ref[o]) <= tol))
+                        fail_msg("qk_tile %s d=%d (%d,%d): %.9g vs %.9g", names[t], d, i, j,
+                                 s[o], ref[o]);
+                }
+        }
+        free_u(q);
+        free_u(k);
+        free_u(ref);
+        free_u(s);
+    }
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_tables), cmocka_unit_test(test_linear),
+             cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
+             cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),
+             cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split),
+             cmocka_unit_test(test_qk_tile))
