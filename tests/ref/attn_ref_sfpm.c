@@ -540,3 +540,130 @@ void xf_ref_rfa(int32_t n, int32_t d, const float *q, const float *k, const floa
     free(x);
     free(g);
 }
+
+/* ---- family P ---- */
+
+static void ref_unit(const float *x, int32_t d, double *y)
+{
+    double s = 0;
+    for (int32_t c = 0; c < d; c++)
+        s += (double)x[c] * (double)x[c];
+    s = sqrt(s);
+    for (int32_t c = 0; c < d; c++)
+        y[c] = s > 0 ? (double)x[c] / s : 0.0;
+}
+
+/* argmax over [x̂R ; −x̂R] with R [d][nb/2], ties to the lowest index */
+static int32_t ref_hash(const double *xh, int32_t d, const double *r, int32_t nb)
+{
+    int32_t half = nb / 2, best = 0;
+    double bv = -INFINITY;
+
+    if (nb < 2)
+        return 0;
+    for (int32_t col = 0; col < nb; col++) {
+        double s = 0;
+        for (int32_t c = 0; c < d; c++)
+            s += xh[c] * r[(size_t)c * (size_t)half + (size_t)(col % half)];
+        if (col >= half)
+            s = -s;
+        if (s > bv) {
+            bv = s;
+            best = col;
+        }
+    }
+    return best;
+}
+
+static int cmp_near_i;
+static int cmp_near(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    int32_t dx = abs(x - cmp_near_i), dy = abs(y - cmp_near_i);
+    if (dx != dy)
+        return dx < dy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+void xf_ref_reformer(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                     double s, const xf_reformer_params_t *p, int32_t layer, int32_t head,
+                     double *out)
+{
+    int32_t nb = xf_reformer_buckets(p, n), half = nb / 2 > 0 ? nb / 2 : 1;
+    double *r = malloc(sizeof(double) * (size_t)d * (size_t)half);
+    double *xh = malloc(sizeof(double) * (size_t)d);
+    int32_t *qb = malloc(sizeof(int32_t) * (size_t)n), *kb = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *grp = malloc(sizeof(int32_t) * (size_t)n);
+    uint8_t *mask = calloc((size_t)n * (size_t)n, 1);
+    int shared = p->mode == XF_REFORMER_SHARED;
+
+    for (int32_t rho = 0; rho < p->n_hashes; rho++) {
+        xf_rng_t rng;
+        xf_rng_init(&rng, p->seed, (uint64_t)layer, (uint64_t)head, XF_RNG_LSH, (uint64_t)rho);
+        for (int32_t t = 0; t < d * half; t++)
+            r[t] = xf_rng_normal(&rng);
+        for (int32_t i = 0; i < n; i++) {
+            ref_unit(q + (size_t)i * (size_t)d, d, xh);
+            qb[i] = ref_hash(xh, d, r, nb);
+            ref_unit((shared ? q : k) + (size_t)i * (size_t)d, d, xh);
+            kb[i] = ref_hash(xh, d, r, nb);
+        }
+        if (shared)
+            for (int32_t j = 0; j < n; j++) {
+                grp[j] = 0;
+                for (int32_t t = 0; t < n; t++)
+                    grp[j] += kb[t] < kb[j] || (kb[t] == kb[j] && t < j);
+            }
+        for (int32_t i = 0; i < n; i++) {
+            if (shared) {
+                /* chunk of j = rank of (bucket, position) in the sorted order / c */
+                int32_t ti = grp[i] / p->chunk;
+                for (int32_t j = 0; j < n; j++) {
+                    int32_t tj = grp[j] / p->chunk;
+                    if (kb[j] == kb[i] && tj >= ti - p->chunks_before &&
+                        tj <= ti + p->chunks_after)
+                        mask[(size_t)i * (size_t)n + (size_t)j] = 1;
+                }
+            } else {
+                int32_t cnt = 0;
+                for (int32_t j = 0; j < n; j++)
+                    if (kb[j] == qb[i])
+                        grp[cnt++] = j;
+                if (p->max_bucket > 0 && cnt > p->max_bucket) {
+                    cmp_near_i = i;
+                    qsort(grp, (size_t)cnt, sizeof(int32_t), cmp_near);
+                    cnt = p->max_bucket;
+                }
+                for (int32_t t = 0; t < cnt; t++)
+                    mask[(size_t)i * (size_t)n + (size_t)grp[t]] = 1;
+            }
+        }
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int32_t cnt = 0;
+        for (int32_t j = 0; j < n; j++)
+            cnt += mask[(size_t)i * (size_t)n + (size_t)j];
+        if (shared && cnt > 1)
+            mask[(size_t)i * (size_t)n + (size_t)i] = 0;
+        if (cnt == 0)
+            mask[(size_t)i * (size_t)n + (size_t)i] = 1;
+    }
+    if (shared) {
+        double *qd = to_d(q, (size_t)n * (size_t)d), *kh = malloc(sizeof(double) * (size_t)n * (size_t)d);
+        double *vd = to_d(v, (size_t)n * (size_t)d);
+        for (int32_t j = 0; j < n; j++)
+            ref_unit(q + (size_t)j * (size_t)d, d, kh + (size_t)j * (size_t)d);
+        xf_ref_attend_d(n, n, d, qd, kh, vd, 1.0, mask, NULL, out);
+        free(qd);
+        free(kh);
+        free(vd);
+    } else {
+        xf_ref_attend(n, n, d, q, k, v, s, mask, NULL, out);
+    }
+    free(r);
+    free(xh);
+    free(qb);
+    free(kb);
+    free(grp);
+    free(mask);
+}

@@ -1,0 +1,274 @@
+/* Reformer LSH attention (ATTENTION.md §10), family P. Rotations R_ρ [d][nb/2] from stream
+ * (seed, layer, head, LSH, ρ); bucket = argmax([x̂R; −x̂R]) in double.
+ * "substitute" (default, BERT): q̂ and k̂ hashed with the same R_ρ, A(i) = ∪_ρ keys of q_i's
+ * bucket (optionally the max_bucket nearest in position), logits s·q·k, A(i) = {i} if empty.
+ * "shared" (shared-QK checkpoints): x = q serves as query and key, keys x/‖x‖, logit x_i·k̂_j,
+ * positions sorted by (bucket, position) and cut into chunks; a query sees same-bucket positions
+ * in chunks t − before … t + after (no wrap-around), self excluded unless alone. Rounds are a
+ * union (each key once), one softmax. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "attention/fam_p.h"
+
+static const char *const mode_names[] = { "substitute", "shared", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "n_hashes", XF_PK_INT, offsetof(xf_reformer_params_t, n_hashes), 1, 64, NULL },
+    { "n_buckets", XF_PK_AUTO, offsetof(xf_reformer_params_t, n_buckets), 1, 1 << 16, NULL },
+    { "chunk", XF_PK_INT, offsetof(xf_reformer_params_t, chunk), 1, 1 << 20, NULL },
+    { "chunks_before", XF_PK_INT, offsetof(xf_reformer_params_t, chunks_before), 0, 1 << 20,
+      NULL },
+    { "chunks_after", XF_PK_INT, offsetof(xf_reformer_params_t, chunks_after), 0, 1 << 20,
+      NULL },
+    { "mode", XF_PK_ENUM, offsetof(xf_reformer_params_t, mode), 0, 0, mode_names },
+    { "max_bucket", XF_PK_INT, offsetof(xf_reformer_params_t, max_bucket), 0, 1 << 20, NULL },
+    { "seed", XF_PK_SEED, offsetof(xf_reformer_params_t, seed), 0, 0, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_reformer_params_t *p = params;
+    int rc;
+
+    p->seed = 0;
+    p->n_hashes = 4;
+    p->n_buckets = 0;
+    p->chunk = 64;
+    p->chunks_before = 1;
+    p->chunks_after = 0;
+    p->mode = XF_REFORMER_SUBSTITUTE;
+    p->max_bucket = 0;
+    rc = xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    if (rc)
+        return rc;
+    if (p->n_buckets > 1 && p->n_buckets % 2)
+        return xf_sfpm_err(err, errlen, "n_buckets", "must be 1, even, or \"auto\"");
+    return 0;
+}
+
+static int rf_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+typedef struct lay {
+    double *r, *xhat;
+    int32_t *qb, *kb, *order, *start, *spos, *stamp, *list;
+    float *logit, *khat;
+} lay_t;
+
+static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_t nb, void *ws,
+                     lay_t *l)
+{
+    size_t H = (size_t)p->n_hashes, N = (size_t)n, D = (size_t)d, off = 0;
+    unsigned char *b = ws;
+#define TAKE(ptr, type, cnt)                                                      \
+    do {                                                                          \
+        if (l)                                                                    \
+            l->ptr = (type *)(void *)(b + off);                                   \
+        off += ((sizeof(type) * (size_t)(cnt)) + 15u) & ~(size_t)15u;             \
+    } while (0)
+    TAKE(r, double, D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
+    TAKE(xhat, double, D);
+    TAKE(qb, int32_t, H * N);
+    TAKE(kb, int32_t, H * N);
+    TAKE(order, int32_t, H * N);
+    TAKE(start, int32_t, H * ((size_t)nb + 1));
+    TAKE(spos, int32_t, H * N);
+    TAKE(stamp, int32_t, N);
+    TAKE(list, int32_t, N);
+    TAKE(logit, float, N);
+    TAKE(khat, float, N * D);
+#undef TAKE
+    return off;
+}
+
+static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_reformer_params_t *p = params;
+    int nmax = xf_sfpm_check_shape(sh);
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    out->ws_per_thread = layout(p, nmax, sh->d_head, xf_reformer_buckets(p, nmax), NULL, NULL);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+/* Add the keys of sorted group g[0..cnt) (positions ascending) to the list; with cap > 0 only
+ * the cap nearest to i in position (ties: the smaller position first). */
+static void add_group(const int32_t *g, int32_t cnt, int32_t i, int32_t cap, int32_t *stamp,
+                      int32_t *list, int32_t *nl)
+{
+    int32_t lo, hi, taken = 0;
+
+    if (cap <= 0 || cnt <= cap) {
+        for (int32_t t = 0; t < cnt; t++)
+            if (stamp[g[t]] != i + 1) {
+                stamp[g[t]] = i + 1;
+                list[(*nl)++] = g[t];
+            }
+        return;
+    }
+    /* first index with g >= i */
+    lo = 0;
+    hi = cnt;
+    while (lo < hi) {
+        int32_t mid = (lo + hi) / 2;
+        if (g[mid] < i)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    hi = lo;        /* right candidate */
+    lo = lo - 1;    /* left candidate */
+    while (taken < cap) {
+        int32_t pick;
+        if (lo >= 0 && (hi >= cnt || i - g[lo] <= g[hi] - i))
+            pick = g[lo--];
+        else
+            pick = g[hi++];
+        taken++;
+        if (stamp[pick] != i + 1) {
+            stamp[pick] = i + 1;
+            list[(*nl)++] = pick;
+        }
+    }
+}
+
+static void item(const xf_reformer_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+                 float q_scale, float scale, void *ws)
+{
+    int32_t n = it->n, d = it->d, H = p->n_hashes, nb = xf_reformer_buckets(p, n);
+    int shared = p->mode == XF_REFORMER_SHARED;
+    lay_t l;
+
+    layout(p, n, d, nb, ws, &l);
+    for (int32_t rho = 0; rho < H; rho++) {
+        int32_t *qb = l.qb + (size_t)rho * (size_t)n, *kb = l.kb + (size_t)rho * (size_t)n;
+        int32_t *st = l.start + (size_t)rho * ((size_t)nb + 1);
+        int32_t *ord = l.order + (size_t)rho * (size_t)n;
+
+        if (nb >= 2)
+            xf_famp_rotation(p->seed, sh->layer, it->head, rho, d, nb, l.r);
+        for (int32_t i = 0; i < n; i++) {
+            xf_fams_unit(it->q + (size_t)i * (size_t)d, d, l.xhat);
+            qb[i] = xf_famp_hash(l.xhat, d, l.r, nb);
+            if (!shared) {
+                xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.xhat);
+                kb[i] = xf_famp_hash(l.xhat, d, l.r, nb);
+            } else {
+                kb[i] = qb[i];
+            }
+        }
+        /* counting sort of positions by bucket (stable: positions ascending per bucket) */
+        memset(st, 0, sizeof(int32_t) * ((size_t)nb + 1));
+        for (int32_t j = 0; j < n; j++)
+            st[kb[j] + 1]++;
+        for (int32_t b = 0; b < nb; b++)
+            st[b + 1] += st[b];
+        for (int32_t j = 0; j < n; j++)
+            l.stamp[j] = st[kb[j]]++;                /* next slot of its bucket */
+        for (int32_t j = 0; j < n; j++) {
+            ord[l.stamp[j]] = j;
+            l.spos[(size_t)rho * (size_t)n + (size_t)j] = l.stamp[j];
+        }
+        for (int32_t b = nb; b > 0; b--)
+            st[b] = st[b - 1];
+        st[0] = 0;
+    }
+    if (shared)
+        for (int32_t j = 0; j < n; j++) {
+            double nn = 0;
+            const float *x = it->q + (size_t)j * (size_t)d;
+            for (int32_t c = 0; c < d; c++)
+                nn += (double)x[c] * (double)x[c];
+            nn = sqrt(nn);
+            for (int32_t c = 0; c < d; c++)
+                l.khat[(size_t)j * (size_t)d + (size_t)c] = nn > 0 ? (float)(x[c] / nn) : 0.0f;
+        }
+    memset(l.stamp, 0, sizeof(int32_t) * (size_t)n);
+    for (int32_t i = 0; i < n; i++) {
+        int32_t nl = 0;
+        float *oi = it->out + (size_t)i * (size_t)it->ldo;
+        const float *qi = it->q + (size_t)i * (size_t)d;
+
+        for (int32_t rho = 0; rho < H; rho++) {
+            const int32_t *st = l.start + (size_t)rho * ((size_t)nb + 1);
+            const int32_t *ord = l.order + (size_t)rho * (size_t)n;
+            int32_t b = l.qb[(size_t)rho * (size_t)n + (size_t)i];
+            if (!shared) {
+                add_group(ord + st[b], st[b + 1] - st[b], i, p->max_bucket, l.stamp, l.list,
+                          &nl);
+            } else {
+                /* sorted slots of the chunks t − before … t + after, same bucket only */
+                int32_t c = p->chunk, pos = l.spos[(size_t)rho * (size_t)n + (size_t)i];
+                int32_t t = pos / c;
+                int64_t s0 = ((int64_t)t - p->chunks_before) * c;
+                int64_t s1 = ((int64_t)t + p->chunks_after + 1) * c;
+                int32_t a0 = s0 < st[b] ? st[b] : (int32_t)s0;
+                int32_t a1 = s1 > st[b + 1] ? st[b + 1] : (int32_t)s1;
+                for (int32_t s = a0; s < a1; s++) {
+                    int32_t j = ord[s];
+                    if (l.stamp[j] != i + 1) {
+                        l.stamp[j] = i + 1;
+                        l.list[nl++] = j;
+                    }
+                }
+            }
+        }
+        if (shared && nl > 1) {                     /* self-exclusion unless alone */
+            for (int32_t t = 0; t < nl; t++)
+                if (l.list[t] == i) {
+                    l.list[t] = l.list[--nl];
+                    break;
+                }
+        }
+        if (nl == 0)
+            l.list[nl++] = i;
+        if (shared)
+            xf_sfpm_attend(qi, d, 1.0f / q_scale, l.khat, it->v, d, NULL, l.list, nl, l.logit,
+                           oi);
+        else
+            xf_sfpm_attend(qi, d, scale / q_scale, it->k, it->v, d, NULL, l.list, nl, l.logit,
+                           oi);
+    }
+}
+
+static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    (void)ws_shared;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n > 0)
+            item(params, sh, &it, io->q_scale, io->scale, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_reformer = {
+    .name = "reformer",
+    .family = XF_FAM_P,
+    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
+    .summary = "Reformer LSH attention: hash rounds, union of same-bucket keys (substitute or "
+               "shared-QK chunks)",
+    .params_doc = "n_hashes=4 n_buckets=auto chunk=64 chunks_before=1 chunks_after=0 "
+                  "mode=substitute max_bucket=0 seed=0",
+    .params_size = sizeof(xf_reformer_params_t),
+    .parse = rf_parse,
+    .to_json = rf_to_json,
+    .plan = rf_plan,
+    .forward = rf_forward,
+};

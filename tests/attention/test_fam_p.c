@@ -1,0 +1,194 @@
+/* Family P (Reformer, Routing / clustered, Sinkhorn; ATTENTION.md §10–§12, §27): fast kernels
+ * vs double references with explicit key sets on odd shapes, limit tests (equal dense to 1e-5),
+ * union semantics through the references' sets, thread and packing independence (bitwise),
+ * seeds, n = 1, huge logits, parse errors. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/helpers/xf_test.h"
+#include "tests/ref/attn_ref_sfpm.h"
+
+static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
+static const int32_t short_lens[] = { 3, 65, 1, 64, 7 };
+
+static void ref_dense(XF_REF_FN_ARGS)
+{
+    (void)p;
+    (void)w;
+    (void)layer;
+    (void)head;
+    xf_ref_attend(n, n, d, q, k, v, s, NULL, NULL, out);
+}
+
+/* dense with the diagonal excluded (paper-mode limit), logits x_i·x̂_j */
+static void ref_dense_noself(XF_REF_FN_ARGS)
+{
+    uint8_t *mask = malloc((size_t)n * (size_t)n + 1);
+    double *xd = malloc(sizeof(double) * ((size_t)n * (size_t)d + 1));
+    double *kh = malloc(sizeof(double) * ((size_t)n * (size_t)d + 1));
+    double *vd = malloc(sizeof(double) * ((size_t)n * (size_t)d + 1));
+
+    (void)p;
+    (void)w;
+    (void)k;
+    (void)s;
+    (void)layer;
+    (void)head;
+    for (int32_t i = 0; i < n; i++) {
+        double nn = 0;
+        for (int32_t c = 0; c < d; c++)
+            nn += (double)q[(size_t)i * (size_t)d + (size_t)c] * q[(size_t)i * (size_t)d + (size_t)c];
+        for (int32_t c = 0; c < d; c++) {
+            xd[(size_t)i * (size_t)d + (size_t)c] = q[(size_t)i * (size_t)d + (size_t)c];
+            kh[(size_t)i * (size_t)d + (size_t)c] = q[(size_t)i * (size_t)d + (size_t)c] / sqrt(nn);
+            vd[(size_t)i * (size_t)d + (size_t)c] = v[(size_t)i * (size_t)d + (size_t)c];
+        }
+        for (int32_t j = 0; j < n; j++)
+            mask[(size_t)i * (size_t)n + (size_t)j] = (uint8_t)(i != j || n == 1);
+    }
+    xf_ref_attend_d(n, n, d, xd, kh, vd, 1.0, mask, NULL, out);
+    free(mask);
+    free(xd);
+    free(kh);
+    free(vd);
+}
+
+static void ref_reformer(XF_REF_FN_ARGS)
+{
+    (void)w;
+    xf_ref_reformer(n, d, q, k, v, s, p, layer, head, out);
+}
+
+static void odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, const void *w,
+                       double tol)
+{
+    static const int32_t ds[] = { 32, 64, 40 };
+    double e;
+
+    for (int i = 0; i < 3; i++) {
+        e = xf_ref_check(vt, json, ref, w, 9, odd_lens, 3, ds[i], 1.0f, 2);
+        print_message("# %s %s d=%d max err %.3g\n", vt->name, json, ds[i], e);
+        assert_true(e <= tol);
+    }
+    e = xf_ref_check(vt, json, ref, w, 5, short_lens, 12, 64, 1.0f, 0);
+    assert_true(e <= tol);
+    e = xf_ref_check(vt, json, ref, w, 5, short_lens, 1, 40, 1.0f, 1);
+    assert_true(e <= tol);
+}
+
+/* Tolerance 1e-5 (§0): hashing is done in double in both with the same summation order, so the
+ * key sets agree exactly; only fp32 logits (dot over d) and double sums differ. */
+static void test_reformer(void **state)
+{
+    (void)state;
+    odd_shapes(&xf_attn_reformer, "{\"seed\":3}", ref_reformer, NULL, 1e-5);
+    odd_shapes(&xf_attn_reformer, "{\"seed\":4,\"n_hashes\":3,\"n_buckets\":8,\"max_bucket\":5}",
+               ref_reformer, NULL, 1e-5);
+    odd_shapes(&xf_attn_reformer, "{\"seed\":5,\"mode\":\"shared\",\"chunk\":16,"
+               "\"chunks_after\":1}", ref_reformer, NULL, 1e-5);
+    odd_shapes(&xf_attn_reformer, "{\"seed\":6,\"mode\":\"shared\",\"n_hashes\":2}",
+               ref_reformer, NULL, 1e-5);
+}
+
+/* §10 limit: n_buckets = 1 (any n_hashes) is dense; paper mode with one chunk is dense without
+ * the diagonal. Also: with buckets the result is not dense (the check can fail). */
+static void test_reformer_limit(void **state)
+{
+    (void)state;
+    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":1,\"n_hashes\":1}", ref_dense,
+                             NULL, 9, odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":1,\"n_hashes\":7}", ref_dense,
+                             NULL, 9, odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":1,\"mode\":\"shared\","
+                             "\"chunk\":1000}", ref_dense_noself, NULL, 9, odd_lens, 3, 64,
+                             1.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":8}", ref_dense, NULL, 9,
+                             odd_lens, 3, 64, 2.0f, 0) > 1e-3);
+}
+
+static void run_once(const xf_attn_vtbl *vt, const char *json, xf_rbatch_t *b)
+{
+    unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[128];
+    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
+    assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
+}
+
+static void seeds(const xf_attn_vtbl *vt, const char *j1, const char *j2)
+{
+    static const int32_t lens[] = { 150, 17 };
+    xf_rbatch_t *b = xf_rbatch_new(2, lens, 2, 32, 1.0f, 5);
+    size_t cnt = (size_t)b->n_tok * 2 * 32;
+    float *o1 = malloc(cnt * sizeof(float));
+
+    run_once(vt, j1, b);
+    memcpy(o1, b->out, cnt * sizeof(float));
+    run_once(vt, j2, b);
+    assert_memory_not_equal(o1, b->out, cnt * sizeof(float));
+    run_once(vt, j1, b);
+    assert_memory_equal(o1, b->out, cnt * sizeof(float));
+    free(o1);
+    xf_rbatch_free(b);
+}
+
+static void edges(const xf_attn_vtbl *vt, const char *json)
+{
+    static const int32_t lens1[] = { 1, 0, 9 };
+    unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[128];
+    xf_rbatch_t *b = xf_rbatch_new(3, lens1, 2, 64, 1.0f, 3);
+    size_t cnt = (size_t)b->n_tok * 2 * 64;
+
+    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
+    assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
+    for (int32_t head = 0; head < 2; head++)       /* n = 1: the only key's value */
+        for (int32_t c = 0; c < 64; c++)
+            assert_float_equal(b->out[(size_t)head * 64 + (size_t)c],
+                               b->v[(size_t)head * (size_t)b->n_tok * 64 + (size_t)c], 1e-6);
+    for (size_t i = 0; i < cnt; i++)
+        b->q[i] *= 300.0f;
+    assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
+    for (size_t i = 0; i < cnt; i++)
+        assert_true(isfinite(b->out[i]));
+    memset(b->q, 0, cnt * sizeof(float));
+    memset(b->k, 0, cnt * sizeof(float));
+    assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
+    for (size_t i = 0; i < cnt; i++)
+        assert_true(isfinite(b->out[i]));
+    xf_rbatch_free(b);
+}
+
+static void test_reformer_props(void **state)
+{
+    (void)state;
+    xf_ref_independence(NULL, &xf_attn_reformer, "{\"seed\":2,\"chunk\":8}");
+    xf_ref_independence(NULL, &xf_attn_reformer, "{\"seed\":2,\"mode\":\"shared\",\"chunk\":8}");
+    seeds(&xf_attn_reformer, "{\"seed\":1,\"chunk\":16}", "{\"seed\":2,\"chunk\":16}");
+    edges(&xf_attn_reformer, "{}");
+    edges(&xf_attn_reformer, "{\"mode\":\"shared\"}");
+}
+
+static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
+{
+    unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[256] = "";
+    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
+    print_message("# %s -> %s\n", json, err);
+    assert_non_null(strstr(err, key));
+}
+
+static void test_parse(void **state)
+{
+    (void)state;
+    expect_err(&xf_attn_reformer, "{\"n_buckets\":3}", "n_buckets");
+    expect_err(&xf_attn_reformer, "{\"n_hashes\":0}", "n_hashes");
+    expect_err(&xf_attn_reformer, "{\"chunk\":0}", "chunk");
+    expect_err(&xf_attn_reformer, "{\"mode\":\"lsh\"}", "mode");
+    expect_err(&xf_attn_reformer, "{\"chunks_before\":-1}", "chunks_before");
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_parse), cmocka_unit_test(test_reformer),
+             cmocka_unit_test(test_reformer_limit), cmocka_unit_test(test_reformer_props))
