@@ -604,9 +604,7 @@ static int walk_args(xf_conf_t *cfg, int argc, char *const *argv, bool only_conf
         }
         if (only_config)
             continue;
-        char where[160];
-        snprintf(where, sizeof(where), "--%s", name);
-        int rc = xf_conf_set(cfg, name, value, where, diag);
+        int rc = xf_conf_set(cfg, name, value, "command line", diag);
         if (rc)
             return rc;
     }

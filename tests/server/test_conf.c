@@ -357,7 +357,7 @@ static void test_precedence_and_args(void **state)
     struct { int argc; char *argv[4]; int rc; const char *want; } bad[] = {
         {2, {"xformd", "stray"}, -EINVAL, "stray"},
         {2, {"xformd", "--http.port"}, -EINVAL, "http.port"},
-        {3, {"xformd", "--http.port", "x"}, XF_EPARAM, "--http.port"},
+        {3, {"xformd", "--http.port", "x"}, XF_EPARAM, "command line: http.port"},
         {2, {"xformd", "--nope=1"}, XF_ENOTFOUND, "--nope"},
         {2, {"xformd", "-c"}, -EINVAL, "-c"},
         {3, {"xformd", "-c", "/nonexistent.conf"}, -ENOENT, "/nonexistent.conf"},
