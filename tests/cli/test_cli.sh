@@ -1,0 +1,62 @@
+#!/bin/sh
+# xformd-cli end to end on a tiny demo model: line discipline (one output line per input line,
+# empty lines are inputs), --ids, --truncate and too-long errors, pooling/normalize, mkmodel
+# determinism, classify, inspect, variants, bad options. Prints TAP.
+b=${XF_BUILDDIR:-.}
+cli="$b/xformd-cli"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/xf-cli.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+n=0; failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+nok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; [ -n "$2" ] && echo "$2" | sed 's/^/# /'; }
+check() { # description, command (eval'd); success = exit 0
+    if out=$(eval "$2" 2>&1); then ok "$1"; else nok "$1" "$out"; fi
+}
+echo "1..20"
+if [ ! -x "$cli" ]; then
+    for i in $(seq 1 20); do echo "not ok $i - xformd-cli not built at $cli"; done
+    exit 1
+fi
+m="$tmp/tiny"
+check "mkmodel --tiny writes a model" "'$cli' mkmodel --tiny --seed 7 --out '$m'"
+check "mkmodel is deterministic (same seed, same bytes)" \
+    "'$cli' mkmodel --tiny --seed 7 --out '$tmp/tiny2' && cmp '$m/model.safetensors' '$tmp/tiny2/model.safetensors' && cmp '$m/vocab.txt' '$tmp/tiny2/vocab.txt'"
+check "a different seed gives different weights" \
+    "'$cli' mkmodel --tiny --seed 8 --out '$tmp/tiny3' && ! cmp -s '$m/model.safetensors' '$tmp/tiny3/model.safetensors'"
+printf 'hello world\n\n   \nthe end' > "$tmp/in.txt"
+check "tokenize: one output line per input line, empty lines included" \
+    "[ \$('$cli' tokenize --model '$m' < '$tmp/in.txt' | wc -l) -eq 4 ]"
+check "tokenize: an empty line is [CLS] [SEP]" \
+    "'$cli' tokenize --model '$m' < '$tmp/in.txt' | sed -n 2p | grep -qx '101 102'"
+check "tokenize --no-special on an empty line prints an empty line" \
+    "[ -z \"\$(printf '\n' | '$cli' tokenize --model '$m' --no-special)\" ]"
+check "embed: one vector line per input line, d_model floats each" \
+    "'$cli' embed --model '$m' < '$tmp/in.txt' > '$tmp/e.txt' && [ \$(wc -l < '$tmp/e.txt') -eq 4 ] && [ \$(awk '{print NF}' '$tmp/e.txt' | sort -u) = 64 ]"
+check "embed --normalize gives unit vectors" \
+    "'$cli' embed --model '$m' --normalize < '$tmp/in.txt' | awk '{s=0; for(i=1;i<=NF;i++) s+=\$i*\$i; if (s<0.9999||s>1.0001) exit 1}'"
+check "embed: a line's vector does not depend on its batch neighbours" \
+    "[ \"\$(sed -n 1p '$tmp/e.txt')\" = \"\$(printf 'hello world\n' | '$cli' embed --model '$m')\" ]"
+check "embed --batch 1 equals the batched run" \
+    "'$cli' embed --model '$m' --batch 1 < '$tmp/in.txt' | cmp -s - '$tmp/e.txt'"
+check "embed --format raw writes 4*64 float32" \
+    "[ \$('$cli' embed --model '$m' --format raw < '$tmp/in.txt' | wc -c) -eq 1024 ]"
+check "embed --pooling none prints n_tokens*d_model floats" \
+    "[ \$(printf 'hello\n' | '$cli' embed --model '$m' --pooling none | awk '{print NF}') -eq \$(( \$(printf 'hello\n' | '$cli' tokenize --model '$m' | awk '{print NF}') * 64 )) ]"
+check "embed --ids takes the ids as the whole input" \
+    "[ \"\$(printf '101 102\n' | '$cli' embed --model '$m' --ids)\" = \"\$(printf '\n' | '$cli' embed --model '$m')\" ]"
+check "embed --ids rejects an id outside the vocabulary, naming the line" \
+    "! printf '101 102\n5 99999999\n' | '$cli' embed --model '$m' --ids 2> '$tmp/err' && grep -q 'line 2' '$tmp/err'"
+awk 'BEGIN { for (i = 0; i < 700; i++) printf "word "; printf "\n" }' > "$tmp/long.txt"
+check "a too-long line is an error naming the line" \
+    "! '$cli' embed --model '$m' < '$tmp/long.txt' 2> '$tmp/err' && grep -q 'line 1' '$tmp/err'"
+check "--truncate embeds a too-long line" \
+    "[ \$('$cli' embed --model '$m' --truncate < '$tmp/long.txt' | wc -l) -eq 1 ]"
+check "classify without a classifier head is a clear error" \
+    "! printf 'x\n' | '$cli' classify --model '$m' 2> '$tmp/err' && grep -q 'classifier' '$tmp/err'"
+check "classify on a 3-label model prints probabilities summing to 1" \
+    "'$cli' mkmodel --tiny --labels 3 --out '$tmp/cls' && printf 'a\nb c\n' | '$cli' classify --model '$tmp/cls' | awk 'NF!=3{exit 1} {s=\$1+\$2+\$3; if (s<0.9999||s>1.0001) exit 1} END{if (NR!=2) exit 1}'"
+check "inspect prints the shapes and the memory plan" \
+    "'$cli' inspect --model '$m' | grep -q 'arena_bytes=' && '$cli' inspect --model '$m' | grep -q '^layers *2'"
+check "unknown options and a missing model fail with exit 2 / 1" \
+    "'$cli' embed --bogus </dev/null; [ \$? -eq 2 ] && ! '$cli' embed --model '$tmp/nope' </dev/null 2>/dev/null"
+exit $failed
