@@ -92,6 +92,7 @@ void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void 
     if (r->arena_bytes) {
         xf_metric_set(XF_M_arena_bytes, "planned", NULL, (int64_t)r->arena_bytes);
         xf_metric_set(XF_M_arena_bytes, "naive", NULL, (int64_t)r->naive_bytes);
+        xf_metric_set(XF_M_arena_bytes, "lower_bound", NULL, (int64_t)r->lower_bound_bytes);
     }
     int wake = 0;
     for (int i = 0; i < n; i++)

@@ -32,6 +32,7 @@ static const char *const route_labels[XF_R_COUNT] = {
     [XF_R_PREDICT] = "/predict",
     [XF_R_METRICS] = "/metrics",
     [XF_R_STATS] = "/v1/stats",
+    [XF_R_SERVER_META] = "/v2",
 };
 
 const char *xf_routes_label(int route)
@@ -53,7 +54,8 @@ int xf_routes_needs_auth(int route)
 int xf_routes_while_draining(int route)
 {
     return route == XF_R_LIVE || route == XF_R_READY || route == XF_R_METRICS ||
-           route == XF_R_STATS || route == XF_R_MODEL_READY || route == XF_R_MODEL_META;
+           route == XF_R_STATS || route == XF_R_MODEL_READY || route == XF_R_MODEL_META ||
+           route == XF_R_SERVER_META;
 }
 
 static int method_is(const char *m, const char *want)
@@ -72,12 +74,13 @@ int xf_routes_match(xf_req_t *req, const char *method, const char *url)
         { "/predict", XF_R_PREDICT, XF_API_TEI },
         { "/metrics", XF_R_METRICS, XF_API_OWN },
         { "/v1/stats", XF_R_STATS, XF_API_OWN },
+        { "/v2", XF_R_SERVER_META, XF_API_KSERVE },
     };
     req->route = XF_R_NONE;
     req->api = XF_API_OWN;
     if (strncmp(url, "/v1/embeddings", 14) == 0)
         req->api = XF_API_OPENAI;
-    else if (strncmp(url, "/v2/", 4) == 0)
+    else if (strncmp(url, "/v2/", 4) == 0 || strcmp(url, "/v2") == 0)
         req->api = XF_API_KSERVE;
     else if (!strcmp(url, "/embed") || !strcmp(url, "/rerank") || !strcmp(url, "/predict"))
         req->api = XF_API_TEI;
@@ -863,6 +866,9 @@ enum MHD_Result xf_routes_handle(xf_req_t *req)
     switch (req->route) {
     case XF_R_LIVE:
         return xf_http_reply_json(req, 200, json_pack("{s:b}", "live", 1));
+    case XF_R_SERVER_META:
+        return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "name", "xformd",
+                                                      "version", xf_version(), "extensions"));
     case XF_R_READY:
         return xf_http_reply_json(req, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
     case XF_R_MODEL_META:

@@ -18,6 +18,7 @@ enum xf_route_id {
     XF_R_PREDICT,      /* POST /predict */
     XF_R_METRICS,      /* GET /metrics */
     XF_R_STATS,        /* GET /v1/stats */
+    XF_R_SERVER_META,  /* GET /v2 (KServe server metadata) */
     XF_R_COUNT
 };
 

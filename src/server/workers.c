@@ -40,6 +40,7 @@ struct xf_workers {
     int stop;
     xf_workers_done_fn done;
     void *user;
+    enum xf_pooling pooling;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -113,7 +114,7 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     if (rc == 0)
         rc = xf_ctx_reserve(wk->ctx, wk->plan);
     xf_output_t out = {
-        .pooling = XF_POOL_DEFAULT, .normalize = 0, .pooled = wk->pooled,
+        .pooling = wk->pool->pooling, .normalize = 0, .pooled = wk->pooled,
         .logits = want_logits ? wk->logits : NULL,
     };
     if (rc == 0)
@@ -134,6 +135,7 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     r->seconds = (double)(t1 - t0) * 1e-9;
     r->arena_bytes = ps.arena_bytes;
     r->naive_bytes = ps.naive_bytes;
+    r->lower_bound_bytes = ps.lower_bound_bytes;
     r->worker = wk->index;
     if (rc < 0)
         return rc;
@@ -206,7 +208,7 @@ static void *worker_main(void *arg)
 }
 
 int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
-                      xf_workers_done_fn done, void *user, xf_workers_t **out,
+                      enum xf_pooling pooling, xf_workers_done_fn done, void *user, xf_workers_t **out,
                       xf_diag_t *diag)
 {
     if (n_workers < 1 || !done)
@@ -218,6 +220,7 @@ int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
     p->info = xf_model_info(m);
     p->done = done;
     p->user = user;
+    p->pooling = pooling == XF_POOL_NONE ? XF_POOL_DEFAULT : pooling;
     p->w = calloc((size_t)n_workers, sizeof *p->w);
     int rc = -ENOMEM;
     if (!p->w)

@@ -15,7 +15,7 @@ typedef struct xf_batch_report {
     int32_t n_jobs, n_seq, n_tokens, max_len;
     double sum_sq;             /* Σ n_i² over sequences */
     double seconds;            /* plan + forward wall time */
-    size_t arena_bytes, naive_bytes;
+    size_t arena_bytes, naive_bytes, lower_bound_bytes;
     int worker;
 } xf_batch_report_t;
 
@@ -24,10 +24,11 @@ typedef struct xf_batch_report {
 typedef void (*xf_workers_done_fn)(xf_job_t **jobs, int n, const xf_batch_report_t *r,
                                    void *user);
 
-/* Start n_workers threads, each with a context of n_threads compute threads.
+/* Start n_workers threads, each with a context of n_threads compute threads; embeddings are
+ * pooled with `pooling` (XF_POOL_DEFAULT: the model's).
  * Ownership: *out is new, free with xf_workers_free(). Returns 0 or a negative code. */
 int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
-                      xf_workers_done_fn done, void *user, xf_workers_t **out,
+                      enum xf_pooling pooling, xf_workers_done_fn done, void *user, xf_workers_t **out,
                       xf_diag_t *diag);
 /* Stop and join every worker (waits for a running batch to finish). */
 void xf_workers_free(xf_workers_t *w);

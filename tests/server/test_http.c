@@ -123,7 +123,10 @@ static void test_kserve(void **state)
     (void)state;
     need_servers();
     int p = S[SRV_PLAIN].port;
-    json_t *j = fx_json(p, "GET", "/v2/models/xformd-demo", NULL, NULL, 200);
+    json_t *j = fx_json(p, "GET", "/v2", NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "xformd");
+    json_decref(j);
+    j = fx_json(p, "GET", "/v2/models/xformd-demo", NULL, NULL, 200);
     assert_string_equal(json_string_value(json_object_get(j, "name")), "xformd-demo");
     json_t *out0 = json_array_get(json_object_get(j, "outputs"), 0);
     assert_int_equal(json_integer_value(json_array_get(json_object_get(out0, "shape"), 1)),
