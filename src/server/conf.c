@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,25 +91,32 @@ static int choice_index(const char *choices, const char *v)
     return -1;
 }
 
-/* Choice names are cut out of the table once; 16 choices per option is plenty. */
+/* Choice names are cut out of the table once (pthread_once: /v1/stats reads them from MHD
+ * threads); 16 choices per option is plenty. */
 #define XF_MAX_CHOICES 16
 static char enum_names[XF_OPT_COUNT][XF_MAX_CHOICES][24];
+static pthread_once_t enum_once = PTHREAD_ONCE_INIT;
+
+static void enum_names_init(void)
+{
+    for (size_t id = 0; id < XF_OPT_COUNT; id++) {
+        if (opts[id].type != XF_OPT_ENUM)
+            continue;
+        const char *s;
+        size_t l;
+        for (int i = 0; i < XF_MAX_CHOICES && choice_at(opts[id].choices, i, &s, &l) == 0; i++)
+            if (l < sizeof(enum_names[0][0]))
+                memcpy(enum_names[id][i], s, l);   /* zero-filled: stays NUL-terminated */
+    }
+}
 
 const char *xf_conf_enum_name(enum xf_opt_id id, int idx)
 {
     if ((int)id < 0 || id >= XF_OPT_COUNT || opts[id].type != XF_OPT_ENUM || idx < 0 ||
         idx >= XF_MAX_CHOICES)
         return NULL;
-    const char *s;
-    size_t l;
-    if (choice_at(opts[id].choices, idx, &s, &l) != 0 || l >= sizeof(enum_names[0][0]))
-        return NULL;
-    char *dst = enum_names[id][idx];
-    if (dst[0] == '\0') {
-        memcpy(dst, s, l);
-        dst[l] = '\0';
-    }
-    return dst;
+    pthread_once(&enum_once, enum_names_init);
+    return enum_names[id][idx][0] ? enum_names[id][idx] : NULL;
 }
 
 static void *field_ptr(xf_conf_t *cfg, const xf_opt_desc_t *d)
@@ -622,8 +630,7 @@ int xf_conf_load(xf_conf_t *cfg, int argc, char *const *argv, xf_diag_t *diag)
     int rc = xf_conf_init(cfg);
     if (rc) {
         diag_set(diag, rc, "out of memory");
-        if (xf_conf_init(cfg) != 0)
-            memset(cfg, 0, sizeof(*cfg));
+        memset(cfg, 0, sizeof(*cfg));   /* deinit is then a no-op */
         return rc;
     }
     rc = walk_args(cfg, argc, argv, true, diag);

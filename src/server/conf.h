@@ -68,8 +68,8 @@ enum xf_opt_id {
 const xf_opt_desc_t *xf_conf_table(size_t *n);
 /* The row named `name` ("http.port"), or NULL. */
 const xf_opt_desc_t *xf_conf_find(const char *name);
-/* Name of choice `idx` of an ENUM option (by id), or NULL when out of range. Returns a pointer
- * into static storage, NUL-terminated copy kept per (option, choice).
+/* Name of choice `idx` of an ENUM option (by id), or NULL when out of range. Ownership:
+ * borrowed, static storage. Any thread.
  * Example: xf_conf_enum_name(XF_OPTID_batcher_policy, cfg.batcher_policy) → "dp". */
 const char *xf_conf_enum_name(enum xf_opt_id id, int idx);
 

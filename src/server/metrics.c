@@ -1,7 +1,7 @@
 /* Metrics storage and output, generated from metrics.def: relaxed-atomic series keyed by label
  * value pointers (claimed lock-free on first use), Prometheus text 0.0.4 and the /v1/stats JSON.
  * Updates from any thread; the QPS ring is advanced by the loop thread; rendering from any
- * thread. Only model_info's copied strings sit behind a mutex (leaf, rank 9). */
+ * thread. Only model_info's copied strings sit behind a mutex (leaf, rank 8). */
 #include "config.h"
 
 #include "server/metrics.h"
@@ -86,7 +86,8 @@ static void bounds_init(void)
 
 static const char *model_info_l[3];
 static char model_info_buf[3][128];
-static pthread_mutex_t info_lock = PTHREAD_MUTEX_INITIALIZER;   /* model_info_*; leaf */
+/* Protects model_info_l/model_info_buf only (series are claimed lock-free); rank 8, leaf. */
+static pthread_mutex_t info_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static _Atomic uint64_t cost_bits[4];
 static _Atomic uint64_t cost_n_fit, cost_n_obs;
