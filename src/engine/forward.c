@@ -52,14 +52,13 @@ static enum xf_epilogue act_epi(enum xf_act a)
     }
 }
 
-/* y = x·Wᵀ + b (b may be absent: then no epilogue, or act applied by bias_act after a barrier
- * would be needed — the prepared weights always come with their biases in BERT models). */
+/* y = epi(x·Wᵀ + b); an absent bias is a zero vector, so the activation still applies. */
 static void linear(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, const float *x,
                    int32_t ldx, const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                    int ith, int nth)
 {
-    if (!bias)
-        epi = XF_EPI_NONE;
+    if (!bias && epi != XF_EPI_NONE)
+        bias = T->p->prep->zeros;
     T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
 }
 

@@ -41,6 +41,7 @@ static void prep_free(void *ptr)
     xf_gemm_w_deinit(&pr->pool);
     xf_gemm_w_deinit(&pr->head_dense);
     xf_gemm_w_deinit(&pr->cls);
+    free(pr->zeros);
     free(pr->layers);
     free(pr);
 }
@@ -71,6 +72,19 @@ static int prep_build(const xf_model_t *m, xf_prep_t **out)
         return -ENOMEM;
     }
     pr->n_layer = mi->n_layer;
+    {
+        int32_t wide = D > m->cls_w.rows ? D : m->cls_w.rows;
+        for (int32_t l = 0; l < mi->n_layer; l++) {
+            int32_t da = m->layers[l].n_head * m->layers[l].d_head;
+            wide = da > wide ? da : wide;
+            wide = m->layers[l].d_ff > wide ? m->layers[l].d_ff : wide;
+        }
+        pr->zeros = calloc((size_t)wide + 1, sizeof *pr->zeros);
+        if (!pr->zeros) {
+            prep_free(pr);
+            return -ENOMEM;
+        }
+    }
     for (int32_t l = 0; l < mi->n_layer && !rc; l++) {
         const xf_layer_t *L = &m->layers[l];
         xf_prep_layer_t *P = &pr->layers[l];

@@ -68,6 +68,7 @@ typedef struct xf_prep {
     int32_t n_layer;
     xf_prep_layer_t *layers;
     xf_gemm_w_t pool, head_dense, cls;   /* n == 0 when absent */
+    float *zeros;              /* a zero bias as wide as the widest Linear (absent biases) */
 } xf_prep_t;
 
 struct xf_plan {

@@ -308,6 +308,19 @@ static void test_pre_ln_and_heterogeneous(void **state)
     assert_int_equal(xf_ref_model_create(&o, &m), 0);
     check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 3);
     xf_ref_model_free(m);
+
+    /* Linears without biases (the activation must still apply). */
+    xf_ref_model_opts_init(&o);
+    o.seed = 23;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    for (int32_t l = 0; l < o.n_layer; l++) {
+        m->layers[l].q_b.data = NULL;
+        m->layers[l].o_b.data = NULL;
+        m->layers[l].ff1_b.data = NULL;
+        m->layers[l].ff2_b.data = NULL;
+    }
+    check_vs_ref(m, &bd, 1, XF_POOL_MEAN, 0, 2);
+    xf_ref_model_free(m);
 }
 
 /* Each sequence of a packed batch comes out as when run alone. */
