@@ -155,7 +155,19 @@ static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     io.q_scale = scale;
     io.type_ids = T->batch->type_ids;
     io.x = tens(T, o->in1);
-    io.state = T->batch->attn_state ? T->batch->attn_state + R->s0 : NULL;
+    io.state = NULL;
+    if (o->aux >= 0 && T->batch->attn_state) {
+        /* Stateful variants: batch->attn_state[b] is sequence b's array of per-layer state
+         * pointers (void *const[n_layer]); io.state gets this layer's, per sequence. */
+        void **ptrs = (void **)tens(T, o->aux);
+        if (ith == 0)
+            for (int32_t b = R->s0; b < R->s1; b++) {
+                void *const *layers = T->batch->attn_state[b];
+                ptrs[b - R->s0] = layers ? layers[o->layer] : NULL;
+            }
+        io.state = ptrs;
+        xf_pool_barrier(T->c->pool);
+    }
     io.scale = scale;
     io.out = tens(T, o->out);
 

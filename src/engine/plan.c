@@ -285,6 +285,7 @@ static int32_t add_op(xf_plan_t *p, enum xf_op_kind kind, int32_t layer, int32_t
     o->ws = ws;
     o->which = 0;
     o->run = -1;
+    o->aux = -1;
     use_tensor(p, in0, i, 0);
     use_tensor(p, in1, i, 0);
     use_tensor(p, out, i, 1);
@@ -379,8 +380,13 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         const xf_plan_run_t *R = &p->runs[r];
         size_t ws = R->ws_offset_thread + (size_t)p->n_threads * align_up(R->pl.ws_per_thread);
         int32_t wt = ws > 0 ? add_tensor(p, ws, "attn_ws", l) : -1;
+        int32_t st = -1;
+        if (R->attn->vt->flags & XF_ATTN_STATEFUL)
+            st = add_tensor(p, (size_t)(R->s1 - R->s0) * sizeof(void *), "attn_state", l);
         o = add_op(p, XF_OP_ATTN, l, planes, ain, att, wt);
         p->ops[o].run = r;
+        p->ops[o].aux = st;
+        use_tensor(p, st, o, 1);
     }
     proj = add_tensor(p, N * D * 4, "attn_proj", l);
     add_op(p, XF_OP_OPROJ, l, att, -1, proj, -1);
@@ -596,9 +602,9 @@ int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_
 
     runs = count_runs(p);
     p->runs_per_layer = runs;
-    /* Per layer at most 11 tensors and 11 ops besides one per run; plus embeddings, the
-     * final LayerNorm and the heads. */
-    need_t = 4 + L * (12 + runs);
+    /* Per layer at most 11 tensors and 11 ops besides one op and two tensors per run; plus
+     * embeddings, the final LayerNorm and the heads. */
+    need_t = 4 + L * (12 + 2 * runs);
     need_ops = 4 + L * (12 + runs);
     if (grow((void **)&p->t, &p->cap_t, need_t, sizeof *p->t) ||
         grow((void **)&p->ops, &p->cap_ops, need_ops, sizeof *p->ops) ||

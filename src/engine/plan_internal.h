@@ -55,6 +55,8 @@ typedef struct xf_plan_op {
     enum xf_op_kind kind;
     int32_t layer;             /* -1 outside layers */
     int32_t in0, in1, out, ws; /* tensor indices or -1 */
+    int32_t aux;               /* XF_OP_ATTN of a stateful variant: the run's [n_seq] array of
+                                  this layer's state pointers (filled by thread 0), else -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops */
     int32_t run;               /* XF_OP_ATTN: index into runs */
 } xf_plan_op_t;

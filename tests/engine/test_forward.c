@@ -641,6 +641,94 @@ static void test_hf_models(void **state)
     }
 }
 
+/* A stateful test variant: attention output = V (each token attends to itself), and every
+ * call's state_update counts itself in this layer's state of each sequence. */
+static int st_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    (void)params, (void)nth;
+    memset(out, 0, sizeof *out);
+    out->n_items = sh->n_seq;
+    out->state_per_seq = 2 * sizeof(int);
+    return 0;
+}
+
+static int st_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *wss, void *wst, int ith, int nth)
+{
+    (void)params, (void)pl, (void)wss, (void)wst, (void)nth;
+    if (ith != 0)
+        return 0;
+    for (int32_t t = sh->cu_len[0]; t < sh->cu_len[sh->n_seq]; t++)
+        for (int32_t h = 0; h < sh->n_head; h++)
+            memcpy(io->out + ((size_t)t * sh->n_head + h) * sh->d_head,
+                   io->v + ((size_t)h * sh->n_tokens + t) * sh->d_head,
+                   (size_t)sh->d_head * sizeof(float));
+    return 0;
+}
+
+static int st_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io, int ith,
+                     int nth)
+{
+    (void)params, (void)nth;
+    if (ith != 0 || !io->state)
+        return 0;
+    for (int32_t i = 0; i < sh->n_seq; i++) {
+        int *st = io->state[i];
+        if (st) {
+            st[0] += 1;
+            st[1] = sh->layer;
+        }
+    }
+    return 0;
+}
+
+static const xf_attn_vtbl st_vt = {
+    .name = "test_stateful", .family = XF_FAM_M, .flags = XF_ATTN_STATEFUL, .plan = st_plan,
+    .forward = st_forward, .state_update = st_update,
+};
+static const xf_attn_t st_attn = { .vt = &st_vt };
+
+/* Stateful variants get, per layer, each sequence's state of that layer. */
+static void test_stateful_variant(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    int states[3][2][2];
+    void *layer_ptrs[3][2];
+    void *seq_state[3];
+    const xf_attn_t *attn[3] = { &st_attn, &st_attn, NULL };
+    float hid[64 * 32];
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, (const int32_t[]){ 4, 6, 3 }, 3, o.vocab_size, 2, 30);
+    memset(states, 0, sizeof states);
+    for (int b = 0; b < 3; b++) {
+        for (int l = 0; l < 2; l++)
+            layer_ptrs[b][l] = states[b][l];
+        seq_state[b] = layer_ptrs[b];
+    }
+    seq_state[1] = NULL;   /* a sequence without state: its state pointers are NULL */
+    xf_batch_t b = as_batch(&bd, 1);
+    b.attn = attn;
+    b.attn_state = seq_state;
+    xf_output_t out = { .pooling = XF_POOL_CLS, .hidden = hid };
+    for (int rep = 1; rep <= 2; rep++) {
+        assert_int_equal(engine_run(m, &b, 2, &out, NULL), 0);
+        for (int l = 0; l < 2; l++) {
+            assert_int_equal(states[0][l][0], rep);
+            assert_int_equal(states[0][l][1], l);
+            assert_int_equal(states[1][l][0], 0);
+            assert_int_equal(states[2][l][0], 0);   /* dense sequence: not stateful */
+        }
+    }
+    for (int i = 0; i < bd.N * o.d_model; i++)
+        assert_true(isfinite(hid[i]));
+    xf_ref_model_free(m);
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -706,4 +794,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
+             cmocka_unit_test(test_stateful_variant),
              cmocka_unit_test(test_timing_bert_base))
