@@ -506,7 +506,9 @@ static void test_qkv_split(void **state)
     }
 }
 
-/* Bound: dot products of length d summed in lanes vs in order: 8·√(d+1)·u·|scale|·Σ|q·k|. */
+/* Bound: dot products of length d, in-order FMA chains vs in-order mul+add: both within
+ * ~√d·u·Σ|q·k| of the exact value: 8·√(d+1)·u·|scale|·Σ|q·k|. d up to 769 crosses the
+ * kernels' d chunking. */
 static void test_qk_tile(void **state)
 {
     (void)state;
