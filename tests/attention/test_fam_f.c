@@ -114,7 +114,7 @@ static void test_performer_convergence(void **state)
             vv += (double)b->v[i] * b->v[i];
         vv = sqrt(vv / (double)(H * N * D));
         for (int mi = 0; mi < 4; mi++) {
-            unsigned char params[XF_ATTN_PARAMS_MAX];
+            _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
             char json[128], err_[128];
             double se = 0;
             snprintf(json, sizeof(json), "{\"variant\":\"performer\",\"features\":%d,\"seed\":%d}",
@@ -158,7 +158,7 @@ static void test_independence(void **state)
 
 static void run_once(const xf_attn_vtbl *vt, const char *json, xf_rbatch_t *b)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[128];
     assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
     assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
@@ -218,7 +218,7 @@ static void test_edges(void **state)
         xf_rbatch_free(b);
     }
     {   /* B = 0 */
-        unsigned char params[XF_ATTN_PARAMS_MAX];
+        _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
         char err[64];
         xf_rbatch_t *b = xf_rbatch_new(0, lens1, 2, 64, 1.0f, 3);
         assert_int_equal(xf_ref_parse(&xf_attn_performer, "{}", params, err, 64), 0);
@@ -229,7 +229,7 @@ static void test_edges(void **state)
 
 static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
     assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
     print_message("# %s -> %s\n", json, err);
@@ -238,7 +238,7 @@ static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key
 
 static void test_parse(void **state)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256];
     json_t *o;
     (void)state;

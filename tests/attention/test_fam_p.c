@@ -111,7 +111,7 @@ static void test_reformer_limit(void **state)
 
 static void run_once(const xf_attn_vtbl *vt, const char *json, xf_rbatch_t *b)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[128];
     assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
     assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
@@ -137,7 +137,7 @@ static void seeds(const xf_attn_vtbl *vt, const char *j1, const char *j2)
 static void edges(const xf_attn_vtbl *vt, const char *json)
 {
     static const int32_t lens1[] = { 1, 0, 9 };
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[128];
     xf_rbatch_t *b = xf_rbatch_new(3, lens1, 2, 64, 1.0f, 3);
     size_t cnt = (size_t)b->n_tok * 2 * 64;
@@ -173,7 +173,7 @@ static void test_reformer_props(void **state)
 
 static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
     assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
     print_message("# %s -> %s\n", json, err);

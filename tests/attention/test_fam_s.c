@@ -79,7 +79,7 @@ static void test_linformer_segment_constant(void **state)
     int32_t lens[1] = { 103 };
     enum { D = 32, K = 10 };
     xf_rbatch_t *b = xf_rbatch_new(1, lens, 1, D, 1.0f, 4);
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[64];
     double *ref = malloc(sizeof(double) * 103 * D);
 
@@ -107,7 +107,7 @@ static void test_linformer_weights(void **state)
     static const int32_t lens[] = { 70, 33, 1 };
     float *eye = calloc(NMAX * NMAX, sizeof(float));
     xf_attn_w_linformer_t w = { .k = NMAX, .n_max = NMAX, .e = eye, .f = eye };
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
     double e;
 
@@ -147,7 +147,7 @@ static void test_independence(void **state)
 static void edges(const xf_attn_vtbl *vt, const char *json, const void *w)
 {
     static const int32_t lens1[] = { 1, 0, 9 };
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[128];
     xf_rbatch_t *b = xf_rbatch_new(3, lens1, 2, 64, 1.0f, 3);
     size_t cnt = (size_t)b->n_tok * 2 * 64;
@@ -181,7 +181,7 @@ static void test_edges(void **state)
 
 static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
     assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
     print_message("# %s -> %s\n", json, err);
@@ -190,7 +190,7 @@ static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key
 
 static void test_parse(void **state)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
 
     (void)state;

@@ -135,7 +135,7 @@ double xf_ref_check(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, con
                     int32_t n_seq, const int32_t *lens, int32_t h, int32_t d, float amp,
                     int32_t layer)
 {
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
     xf_rbatch_t *b = xf_rbatch_new(n_seq, lens, h, d, amp, (uint64_t)(n_seq * 131 + h * 7 + d));
     double worst = 0;
@@ -179,7 +179,7 @@ double xf_ref_check(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, con
 void xf_ref_independence(const void *weights, const xf_attn_vtbl *vt, const char *json)
 {
     static const int32_t lens[] = { 65, 7, 130, 1, 33 };
-    unsigned char params[XF_ATTN_PARAMS_MAX];
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[128];
     xf_rbatch_t *b = xf_rbatch_new(5, lens, 3, 40, 1.0f, 11);
     size_t cnt = (size_t)b->n_tok * 3 * 40;
@@ -666,4 +666,71 @@ void xf_ref_reformer(int32_t n, int32_t d, const float *q, const float *k, const
     free(kb);
     free(grp);
     free(mask);
+}
+
+/* ---- family M ---- */
+
+void xf_ref_txl(int32_t nm, int32_t n, int32_t d, const float *q, const float *kk,
+                const float *vv, double s, int causal, int32_t clamp, int32_t dm,
+                const float *w_r, const float *u, const float *vb, int32_t mask_from,
+                double *out)
+{
+    int32_t L = nm + n;
+    double *x = malloc(sizeof(double) * (size_t)L);
+    double *R = malloc(sizeof(double) * (size_t)(dm > 0 ? dm : 1));
+    double *r = malloc(sizeof(double) * (size_t)d);
+
+    for (int32_t i = 0; i < n; i++) {
+        int32_t ip = nm + i;
+        double mx = -INFINITY, l = 0;
+        double *o = out + (size_t)i * (size_t)d;
+        for (int32_t j = 0; j < L; j++) {
+            double a = 0, b = 0;
+            int ok = !(causal && j > ip) && !(i < mask_from && j >= mask_from);
+            if (!ok) {
+                x[j] = -INFINITY;
+                continue;
+            }
+            for (int32_t c = 0; c < d; c++)
+                a += ((double)q[(size_t)i * (size_t)d + (size_t)c] + (u ? u[c] : 0.0)) *
+                     kk[(size_t)j * (size_t)d + (size_t)c];
+            if (w_r) {
+                double t = ip - j;
+                if (clamp >= 0 && t > clamp)
+                    t = clamp;
+                if (clamp >= 0 && t < -clamp)
+                    t = -clamp;
+                for (int32_t e = 0; e < dm / 2; e++) {
+                    double f = pow(10000.0, -2.0 * e / dm);
+                    R[e] = sin(t * f);
+                    R[dm / 2 + e] = cos(t * f);
+                }
+                for (int32_t c = 0; c < d; c++) {
+                    r[c] = 0;
+                    for (int32_t e = 0; e < dm; e++)
+                        r[c] += (double)w_r[(size_t)c * (size_t)dm + (size_t)e] * R[e];
+                    b += ((double)q[(size_t)i * (size_t)d + (size_t)c] + (vb ? vb[c] : 0.0)) *
+                         r[c];
+                }
+            }
+            x[j] = s * (a + b);
+            if (x[j] > mx)
+                mx = x[j];
+        }
+        memset(o, 0, sizeof(double) * (size_t)d);
+        for (int32_t j = 0; j < L; j++) {
+            double wgt;
+            if (x[j] == -INFINITY)
+                continue;
+            wgt = exp(x[j] - mx);
+            l += wgt;
+            for (int32_t c = 0; c < d; c++)
+                o[c] += wgt * vv[(size_t)j * (size_t)d + (size_t)c];
+        }
+        for (int32_t c = 0; c < d; c++)
+            o[c] /= l;
+    }
+    free(x);
+    free(R);
+    free(r);
 }

@@ -1,0 +1,101 @@
+/* Compressive Transformer (ATTENTION.md §23), family M: Transformer-XL plus a compressed memory.
+ * Rows evicted from the memory (oldest first) wait in a pending buffer (kept in the state and
+ * the blob) until `rate` of them compress to one row (mean or max pool of the projected K/V);
+ * the compressed memory keeps its newest cmem_len rows. Positions are slot indices of
+ * [compressed ; memory ; current]. "conv" needs trained weights: validate() refuses it. */
+#include "config.h"
+
+#include <stddef.h>
+
+#include "attention/fam_m.h"
+
+static const char *const fn_names[] = { "mean", "max", "conv", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "mem_len", XF_PK_INT, offsetof(xf_famm_params_t, mem_len), 0, 1 << 16, NULL },
+    { "cmem_len", XF_PK_INT, offsetof(xf_famm_params_t, cmem_len), 0, 1 << 16, NULL },
+    { "rate", XF_PK_INT, offsetof(xf_famm_params_t, rate), 1, 1024, NULL },
+    { "fn", XF_PK_ENUM, offsetof(xf_famm_params_t, fn), 0, 0, fn_names },
+    { "clamp_len", XF_PK_INT, offsetof(xf_famm_params_t, clamp_len), -1, 1 << 20, NULL },
+    { "causal", XF_PK_BOOL, offsetof(xf_famm_params_t, causal), 0, 1, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int cm_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_famm_params_t *p = params;
+
+    p->mem_len = 512;
+    p->cmem_len = 512;
+    p->rate = 3;
+    p->fn = XF_CMEM_MEAN;
+    p->clamp_len = 1000;
+    p->causal = 1;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int cm_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static int cm_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                       size_t errlen)
+{
+    const xf_famm_params_t *p = params;
+
+    (void)m;
+    (void)layer;
+    if (p->fn == XF_CMEM_CONV) {
+        xf_sfpm_err(err, errlen, "fn", "\"conv\" needs a trained compression convolution, "
+                    "which this model does not have; use \"mean\" or \"max\"");
+        return XF_EUNSUPPORTED;
+    }
+    return 0;
+}
+
+static int cm_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    (void)nth;
+    return xf_famm_plan(params, sh, out);
+}
+
+static int cm_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, void *ws_shared)
+{
+    (void)pl;
+    return xf_famm_prepare(params, sh, io, ws_shared);
+}
+
+static int cm_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io, int ith,
+                     int nth)
+{
+    return xf_famm_state_update(params, sh, io, ith, nth);
+}
+
+static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    const xf_famm_params_t *p = params;
+
+    if (p->fn == XF_CMEM_CONV)
+        return XF_EUNSUPPORTED;
+    return xf_famm_forward(p, sh, io, pl, ws_shared, ws_thread, ith, nth);
+}
+
+const xf_attn_vtbl xf_attn_compressive = {
+    .name = "compressive",
+    .family = XF_FAM_M,
+    .flags = XF_ATTN_STATEFUL,
+    .summary = "Compressive Transformer: TXL memory plus a mean/max-compressed older memory",
+    .params_doc = "mem_len=512 cmem_len=512 rate=3 fn=mean clamp_len=1000 causal=true",
+    .params_size = sizeof(xf_famm_params_t),
+    .parse = cm_parse,
+    .to_json = cm_to_json,
+    .validate = cm_validate,
+    .plan = cm_plan,
+    .prepare = cm_prepare,
+    .forward = cm_forward,
+    .state_update = cm_update,
+};

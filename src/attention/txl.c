@@ -1,0 +1,74 @@
+/* Transformer-XL segment recurrence with relative positions (ATTENTION.md §22), family M:
+ * keys/values [memory ; current], score s·[(q+u)·k_j + (q+v)·r_{i'−j}], memory = the projected
+ * keys/values of the last mem_len tokens. Without weights (W_r, u, v) the position terms are 0. */
+#include "config.h"
+
+#include <stddef.h>
+
+#include "attention/fam_m.h"
+
+static const xf_pkey_t keys[] = {
+    { "mem_len", XF_PK_INT, offsetof(xf_famm_params_t, mem_len), 0, 1 << 16, NULL },
+    { "clamp_len", XF_PK_INT, offsetof(xf_famm_params_t, clamp_len), -1, 1 << 20, NULL },
+    { "causal", XF_PK_BOOL, offsetof(xf_famm_params_t, causal), 0, 1, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int tx_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_famm_params_t *p = params;
+
+    p->mem_len = 512;
+    p->cmem_len = 0;
+    p->rate = 1;
+    p->fn = XF_CMEM_MEAN;
+    p->clamp_len = 1000;
+    p->causal = 1;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int tx_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static int tx_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    (void)nth;
+    return xf_famm_plan(params, sh, out);
+}
+
+static int tx_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, void *ws_shared)
+{
+    (void)pl;
+    return xf_famm_prepare(params, sh, io, ws_shared);
+}
+
+static int tx_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io, int ith,
+                     int nth)
+{
+    return xf_famm_state_update(params, sh, io, ith, nth);
+}
+
+static int tx_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    return xf_famm_forward(params, sh, io, pl, ws_shared, ws_thread, ith, nth);
+}
+
+const xf_attn_vtbl xf_attn_txl = {
+    .name = "txl",
+    .family = XF_FAM_M,
+    .flags = XF_ATTN_STATEFUL,
+    .summary = "Transformer-XL: segment memory with relative positions (u/v biases)",
+    .params_doc = "mem_len=512 clamp_len=1000 causal=true",
+    .params_size = sizeof(xf_famm_params_t),
+    .parse = tx_parse,
+    .to_json = tx_to_json,
+    .plan = tx_plan,
+    .prepare = tx_prepare,
+    .forward = tx_forward,
+    .state_update = tx_update,
+};
