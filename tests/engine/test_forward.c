@@ -534,6 +534,16 @@ static void test_errors(void **state)
     out.pooling = XF_POOL_CLS;
     assert_int_equal(xf_forward(c, m, p, &b, NULL, &diag), 0);   /* nothing wanted */
 
+    /* A non-finite weight reaches the hidden states: XF_ENUMERIC. */
+    {
+        float *we = (float *)m->word_emb.data + (size_t)bd.ids[0] * o.d_model;
+        float keep = we[0];
+        we[0] = NAN;
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), XF_ENUMERIC);
+        we[0] = keep;
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+    }
+
     /* A plan built for other thread counts. */
     assert_int_equal(xf_plan_build(p, &b, 3, NULL), 0);
     assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
