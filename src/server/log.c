@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,7 @@
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *log_fp;            /* NULL: stderr */
 static char *log_path;
-static volatile int log_level = XF_LOG_INFO;
+static atomic_int log_level = XF_LOG_INFO;   /* relaxed: a level change may lag a line */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 

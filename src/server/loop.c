@@ -284,6 +284,8 @@ static void drain_check(uv_timer_t *t)
     xf_loop_t *L = s->loop;
     uint64_t now = xf_now_ns();
     if (L->draining == 1) {
+        /* Jobs pushed just before the drain began are still in the job queue: admit them. */
+        on_jobs(&L->job_async);
         int empty = xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0;
         if (!empty && now >= L->drain_deadline_ns) {
             for (;;) {
