@@ -276,6 +276,46 @@ void xf_fams_attend_summaries(const xf_sfpm_item_t *it, float alpha, const float
                        NULL, m, scratch, it->out + (size_t)i * (size_t)it->ldo);
 }
 
+void xf_fams_attnpool(const xf_sfpm_item_t *it, const float *U, int32_t m, float alpha,
+                      float *Ks, float *Vs, float *logit)
+{
+    int32_t n = it->n, d = it->d;
+
+    for (int32_t a = 0; a < m; a++) {
+        const float *u = U + (size_t)a * (size_t)d;
+        float mx = -INFINITY;
+        double l = 0;
+
+        for (int32_t j = 0; j < n; j++) {
+            logit[j] = alpha * xf_sfpm_dot(u, it->k + (size_t)j * (size_t)d, d);
+            mx = logit[j] > mx ? logit[j] : mx;
+        }
+        for (int32_t j = 0; j < n; j++) {
+            logit[j] = (float)exp((double)(logit[j] - mx));   /* weights in (0, 1] */
+            l += (double)logit[j];
+        }
+        for (int32_t c0 = 0; c0 < d; c0 += 32) {
+            double ak[32], av[32];
+            int32_t cw = d - c0 < 32 ? d - c0 : 32;
+            memset(ak, 0, sizeof(ak));
+            memset(av, 0, sizeof(av));
+            for (int32_t j = 0; j < n; j++) {
+                double w = (double)logit[j];
+                const float *kr = it->k + (size_t)j * (size_t)d + c0;
+                const float *vr = it->v + (size_t)j * (size_t)d + c0;
+                for (int32_t c = 0; c < cw; c++) {
+                    ak[c] += w * (double)kr[c];
+                    av[c] += w * (double)vr[c];
+                }
+            }
+            for (int32_t c = 0; c < cw; c++) {
+                Ks[(size_t)a * (size_t)d + (size_t)(c0 + c)] = (float)(ak[c] / l);
+                Vs[(size_t)a * (size_t)d + (size_t)(c0 + c)] = (float)(av[c] / l);
+            }
+        }
+    }
+}
+
 void xf_fams_unit(const float *x, int32_t d, double *y)
 {
     double s = 0;

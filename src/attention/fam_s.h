@@ -114,6 +114,11 @@ extern const xf_attn_vtbl xf_attn_isab;
 extern const xf_attn_vtbl xf_attn_perceiver;
 extern const xf_attn_vtbl xf_attn_nystrom;
 
+/* Attention pooling: for each of the m rows U_a (stride d), P_a = softmax(alpha·U_a·Kᵀ) over
+ * the item's n keys, Ks_a = P_a K, Vs_a = P_a V (double accumulation). logit: n floats. */
+void xf_fams_attnpool(const xf_sfpm_item_t *it, const float *U, int32_t m, float alpha,
+                      float *Ks, float *Vs, float *logit);
+
 /* Trained tensors a variant of this family may read from io->weights (NULL when absent). */
 typedef struct xf_attn_w_linformer {
     int32_t k, n_max;            /* E, F: [k][n_max], shared by heads */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/rng.h"
 #include "tests/helpers/xf_test.h"
 #include "tests/ref/attn_ref_sfpm.h"
 
@@ -37,6 +38,33 @@ static void ref_memcomp(XF_REF_FN_ARGS)
     (void)layer;
     (void)head;
     xf_ref_memcomp(n, d, q, k, v, s, ((const xf_memcomp_params_t *)p)->rate, out);
+}
+
+static void ref_isab(XF_REF_FN_ARGS)
+{
+    (void)w;
+    xf_ref_isab(n, d, q, k, v, s, p, layer, head, out);
+}
+
+static void ref_perceiver(XF_REF_FN_ARGS)
+{
+    const xf_attn_w_perceiver_t *pw = w;
+    (void)p;
+    (void)layer;
+    xf_ref_perceiver(n, d, q, k, v, s, pw->latents,
+                     pw->qz + (size_t)head * (size_t)pw->latents * (size_t)d, out);
+}
+
+static void ref_nystrom(XF_REF_FN_ARGS)
+{
+    const xf_nystrom_params_t *pp = p;
+    (void)w;
+    (void)layer;
+    (void)head;
+    if (pp->dense_fallback && pp->landmarks >= n)
+        xf_ref_attend(n, n, d, q, k, v, s, NULL, NULL, out);
+    else
+        xf_ref_nystrom(n, d, q, k, v, s, pp->landmarks, pp->pinv_iters, out);
 }
 
 /* Odd shapes: all odd lengths packed (h = 3, d = 32/64/40), h = 12 and h = 1 batches. */
@@ -137,9 +165,155 @@ static void test_memcomp(void **state)
                              32, 2.0f, 0) <= 1e-5);
 }
 
+/* ISAB: k-means in double with the same summation order in both (identical groups); 1e-5. */
+static void test_isab(void **state)
+{
+    (void)state;
+    odd_shapes(&xf_attn_isab, "{\"m\":8,\"seed\":2}", ref_isab, NULL, 1e-5);
+    odd_shapes(&xf_attn_isab, "{\"m\":16,\"init\":\"segments\"}", ref_isab, NULL, 1e-5);
+    odd_shapes(&xf_attn_isab, "{\"m\":8,\"mode\":\"soft\",\"seed\":3,\"iters\":4}",
+               ref_isab, NULL, 1e-5);
+    odd_shapes(&xf_attn_isab, "{\"m\":5,\"mode\":\"soft\",\"init\":\"segments\"}",
+               ref_isab, NULL, 1e-5);
+    /* §13 limit: hard mode with m = n (every key alone) is dense */
+    assert_true(xf_ref_check(&xf_attn_isab, "{\"m\":1000,\"init\":\"segments\"}", ref_dense,
+                             NULL, 9, odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_isab, "{\"m\":300,\"iters\":2}", ref_dense, NULL, 8,
+                             odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
+}
+
+/* Perceiver with given latent queries vs its reference; validate() refuses models without. */
+static void test_perceiver(void **state)
+{
+    enum { M = 6 };
+    static const int32_t ds[] = { 32, 64, 40 };
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[256] = "";
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        float *qz = malloc(sizeof(float) * 12 * M * (size_t)ds[i]);
+        xf_attn_w_perceiver_t w = { .latents = M, .n_head = 3, .d_head = ds[i], .qz = qz };
+        xf_test_fill(qz, 12 * M * (size_t)ds[i], 77, -1.0f, 1.0f);
+        assert_true(xf_ref_check(&xf_attn_perceiver, "{}", ref_perceiver, &w, 9, odd_lens, 3,
+                                 ds[i], 1.0f, 0) <= 1e-5);
+        w.n_head = 12;
+        assert_true(xf_ref_check(&xf_attn_perceiver, "{\"latents\":6}", ref_perceiver, &w, 5,
+                                 short_lens, 12, ds[i], 1.0f, 0) <= 1e-5);
+        free(qz);
+    }
+    assert_int_equal(xf_ref_parse(&xf_attn_perceiver, "{}", params, err, sizeof(err)), 0);
+    assert_int_equal(xf_attn_perceiver.validate(params, NULL, 0, err, sizeof(err)),
+                     XF_EUNSUPPORTED);
+    print_message("# perceiver validate: %s\n", err);
+    assert_non_null(strstr(err, "latent"));
+    {   /* forward without weights is an error, not a crash */
+        static const int32_t l1[] = { 5 };
+        xf_rbatch_t *b = xf_rbatch_new(1, l1, 1, 32, 1.0f, 1);
+        assert_int_equal(xf_ref_run(&xf_attn_perceiver, params, b, 1, NULL, NULL, NULL, NULL),
+                         XF_EUNSUPPORTED);
+        xf_rbatch_free(b);
+    }
+}
+
+/* Nyström: everything in double in both; the pinv iteration can amplify rounding by cond(A),
+ * so the bar is 1e-5 relative to max(1, |ref|) (differences seen ~1e-12). */
+static void test_nystrom(void **state)
+{
+    (void)state;
+    odd_shapes(&xf_attn_nystrom, "{\"landmarks\":16}", ref_nystrom, NULL, 1e-5);
+    odd_shapes(&xf_attn_nystrom, "{\"landmarks\":5,\"pinv_iters\":20,\"dense_fallback\":false}",
+               ref_nystrom, NULL, 1e-5);
+    /* landmarks >= n: the per-sequence dense fallback */
+    assert_true(xf_ref_check(&xf_attn_nystrom, "{\"landmarks\":1000}", ref_dense, NULL, 9,
+                             odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
+}
+
+static void fill_normal(float *x, size_t cnt, uint64_t seed)
+{
+    xf_rng_t r;
+    xf_rng_init(&r, seed, 1, 2, 3, 4);
+    for (size_t i = 0; i < cnt; i++)
+        x[i] = (float)xf_rng_normal(&r);
+}
+
+/* §20 limit: m = n with K = Q, N(0, 1), d = 64 (well-conditioned A) equals dense to 1e-5 with
+ * the default 6 iterations (no fallback); the exact-SVD reference equals dense to 1e-9 for
+ * generic Q, K; the 6-step iteration is far off there (the test can fail). */
+static void test_nystrom_limit(void **state)
+{
+    static const int32_t lens[] = { 1, 2, 3, 7, 63, 64, 65, 200, 256 };
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[64];
+    xf_rbatch_t *b = xf_rbatch_new(9, lens, 2, 64, 1.0f, 5);
+    double worst = 0;
+
+    (void)state;
+    fill_normal(b->q, (size_t)2 * (size_t)b->n_tok * 64, 9);
+    memcpy(b->k, b->q, sizeof(float) * 2 * (size_t)b->n_tok * 64);
+    assert_int_equal(xf_ref_parse(&xf_attn_nystrom, "{\"landmarks\":256,\"dense_fallback\":"
+                                  "false}", params, err, 64), 0);
+    assert_int_equal(xf_ref_run(&xf_attn_nystrom, params, b, 2, NULL, NULL, NULL, NULL), 0);
+    for (int32_t s = 0; s < 9; s++)
+        for (int32_t head = 0; head < 2; head++) {
+            int32_t n = lens[s];
+            float *q = malloc(sizeof(float) * (size_t)n * 64), *k = malloc(sizeof(float) * (size_t)n * 64);
+            float *v = malloc(sizeof(float) * (size_t)n * 64);
+            double *o = malloc(sizeof(double) * (size_t)n * 64);
+            xf_rbatch_slice(b, s, head, q, k, v);
+            xf_ref_attend(n, n, 64, q, k, v, 1.0 / 8, NULL, NULL, o);
+            worst = fmax(worst, xf_rbatch_err(b, s, head, o));
+            free(q);
+            free(k);
+            free(v);
+            free(o);
+        }
+    print_message("# nystrom m=n, K=Q: max err vs dense %.3g\n", worst);
+    assert_true(worst <= 1e-5);
+    xf_rbatch_free(b);
+    {
+        enum { N = 40, D = 32 };
+        int32_t l1[1] = { N };
+        xf_rbatch_t *g = xf_rbatch_new(1, l1, 1, D, 2.0f, 6);
+        double *o1 = malloc(sizeof(double) * N * D), *o2 = malloc(sizeof(double) * N * D);
+        double *o3 = malloc(sizeof(double) * N * D), e1 = 0, e2 = 0;
+        xf_ref_attend(N, N, D, g->q, g->k, g->v, 1.0 / sqrt(D), NULL, NULL, o1);
+        xf_ref_nystrom(N, D, g->q, g->k, g->v, 1.0 / sqrt(D), N, 0, o2);
+        xf_ref_nystrom(N, D, g->q, g->k, g->v, 1.0 / sqrt(D), N, 6, o3);
+        for (int i = 0; i < N * D; i++) {
+            e1 = fmax(e1, fabs(o1[i] - o2[i]));
+            e2 = fmax(e2, fabs(o1[i] - o3[i]));
+        }
+        print_message("# nystrom generic m=n: SVD pinv err %.3g, 6 iterations err %.3g\n", e1, e2);
+        assert_true(e1 <= 1e-9);
+        free(o1);
+        free(o2);
+        free(o3);
+        xf_rbatch_free(g);
+    }
+}
+
+static void test_nystrom_plan(void **state)
+{
+    static const int32_t cu[] = { 0, 10, 10, 80, 81 };
+    xf_attn_shape sh = { .n_seq = 4, .cu_len = cu, .n_tokens = 81, .n_head = 2, .d_head = 32 };
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[64];
+    xf_attn_plan pl;
+
+    (void)state;
+    assert_int_equal(xf_ref_parse(&xf_attn_nystrom, "{\"landmarks\":16}", params, err, 64), 0);
+    assert_int_equal(xf_attn_nystrom.plan(params, &sh, 2, &pl), 0);
+    assert_int_equal(pl.dense_fallbacks, 2);     /* n = 10 and n = 1; n = 0 is no work */
+    assert_int_equal(pl.n_items, 8);
+}
+
 static void test_independence(void **state)
 {
     (void)state;
+    xf_ref_independence(NULL, &xf_attn_isab, "{\"m\":7,\"seed\":4}");
+    xf_ref_independence(NULL, &xf_attn_isab, "{\"m\":7,\"mode\":\"soft\"}");
+    xf_ref_independence(NULL, &xf_attn_nystrom, "{\"landmarks\":9}");
     xf_ref_independence(NULL, &xf_attn_linformer, "{\"k\":17}");
     xf_ref_independence(NULL, &xf_attn_memcomp, "{}");
 }
@@ -177,6 +351,9 @@ static void test_edges(void **state)
     (void)state;
     edges(&xf_attn_linformer, "{\"k\":4}", NULL);
     edges(&xf_attn_memcomp, "{}", NULL);
+    edges(&xf_attn_isab, "{\"m\":3}", NULL);
+    edges(&xf_attn_isab, "{\"m\":3,\"mode\":\"soft\"}", NULL);
+    edges(&xf_attn_nystrom, "{\"landmarks\":2,\"dense_fallback\":false}", NULL);
 }
 
 static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
@@ -199,6 +376,10 @@ static void test_parse(void **state)
     expect_err(&xf_attn_linformer, "{\"kk\":3}", "kk");
     expect_err(&xf_attn_memcomp, "{\"rate\":0}", "rate");
     expect_err(&xf_attn_memcomp, "{\"pool\":1}", "pool");
+    expect_err(&xf_attn_isab, "{\"init\":\"random\"}", "init");
+    expect_err(&xf_attn_isab, "{\"m\":0}", "m");
+    expect_err(&xf_attn_nystrom, "{\"pinv_iters\":0}", "pinv_iters");
+    expect_err(&xf_attn_perceiver, "{\"latents\":-3}", "latents");
     assert_int_equal(xf_ref_parse(&xf_attn_memcomp, "{\"pool\":\"conv\"}", params, err, 256), 0);
     assert_int_equal(xf_attn_memcomp.validate(params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
@@ -208,4 +389,7 @@ static void test_parse(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_parse), cmocka_unit_test(test_linformer),
              cmocka_unit_test(test_linformer_segment_constant),
              cmocka_unit_test(test_linformer_weights), cmocka_unit_test(test_memcomp),
+             cmocka_unit_test(test_isab), cmocka_unit_test(test_perceiver),
+             cmocka_unit_test(test_nystrom), cmocka_unit_test(test_nystrom_limit),
+             cmocka_unit_test(test_nystrom_plan),
              cmocka_unit_test(test_independence), cmocka_unit_test(test_edges))

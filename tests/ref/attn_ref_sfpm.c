@@ -734,3 +734,403 @@ void xf_ref_txl(int32_t nm, int32_t n, int32_t d, const float *q, const float *k
     free(R);
     free(r);
 }
+
+/* ---- family S: ISAB, Perceiver, Nyström ---- */
+
+static int32_t ref_nearest(const double *mu, int32_t k, int32_t d, const double *x)
+{
+    int32_t best = 0;
+    double bv = -INFINITY;
+    for (int32_t a = 0; a < k; a++) {
+        double s = 0;
+        for (int32_t c = 0; c < d; c++)
+            s += mu[(size_t)a * (size_t)d + (size_t)c] * x[c];
+        if (s > bv) {
+            bv = s;
+            best = a;
+        }
+    }
+    return best;
+}
+
+/* §11 spherical k-means, written out: init by partial Fisher–Yates, Lloyd steps. */
+static void ref_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
+                       uint64_t seed, int32_t layer, int32_t head, double *mu)
+{
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)np);
+    double *sum = malloc(sizeof(double) * (size_t)k * (size_t)d);
+    xf_rng_t r;
+
+    for (int32_t p = 0; p < np; p++)
+        idx[p] = p;
+    xf_rng_init(&r, seed, (uint64_t)layer, (uint64_t)head, XF_RNG_KMEANS, 0);
+    for (int32_t t = 0; t < k; t++) {
+        int32_t j = t + (int32_t)(xf_rng_uniform(&r) * (double)(np - t)), tmp;
+        if (j >= np)
+            j = np - 1;
+        tmp = idx[t];
+        idx[t] = idx[j];
+        idx[j] = tmp;
+    }
+    for (int32_t a = 0; a < k; a++)
+        memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d, sizeof(double) * (size_t)d);
+    for (int32_t it = 0; it < iters; it++) {
+        memset(sum, 0, sizeof(double) * (size_t)k * (size_t)d);
+        for (int32_t p = 0; p < np; p++) {
+            int32_t a = ref_nearest(mu, k, d, pts + (size_t)p * (size_t)d);
+            for (int32_t c = 0; c < d; c++)
+                sum[(size_t)a * (size_t)d + (size_t)c] += pts[(size_t)p * (size_t)d + (size_t)c];
+        }
+        for (int32_t a = 0; a < k; a++) {
+            double nn = 0;
+            for (int32_t c = 0; c < d; c++)
+                nn += sum[(size_t)a * (size_t)d + (size_t)c] * sum[(size_t)a * (size_t)d + (size_t)c];
+            if (nn > 0)
+                for (int32_t c = 0; c < d; c++)
+                    mu[(size_t)a * (size_t)d + (size_t)c] = sum[(size_t)a * (size_t)d + (size_t)c] / sqrt(nn);
+        }
+    }
+    free(idx);
+    free(sum);
+}
+
+/* group of each row: segment (§16) or nearest centroid of its unit vector */
+static void ref_groups(const float *x, int32_t n, int32_t d, int32_t m, int segments,
+                       const double *mu, int32_t *grp)
+{
+    double *u = malloc(sizeof(double) * (size_t)d);
+    for (int32_t i = 0; i < n; i++) {
+        if (segments) {
+            int32_t a = 0, st = 0;
+            for (a = 0; a < m; a++) {
+                int32_t sz = n / m + (a < n % m ? 1 : 0);
+                if (i < st + sz)
+                    break;
+                st += sz;
+            }
+            grp[i] = a;
+        } else {
+            ref_unit(x + (size_t)i * (size_t)d, d, u);
+            grp[i] = ref_nearest(mu, m, d, u);
+        }
+    }
+    free(u);
+}
+
+/* P = softmax(s U Kᵀ) (mu rows), Ks = P K, Vs = P V */
+static void ref_pool(int32_t m, int32_t n, int32_t d, const double *U, const float *k,
+                     const float *v, double s, double *Ks, double *Vs)
+{
+    double *kd = to_d(k, (size_t)n * (size_t)d), *vd = to_d(v, (size_t)n * (size_t)d);
+    double *kv = malloc(sizeof(double) * (size_t)n * 2u * (size_t)d);
+    double *o = malloc(sizeof(double) * (size_t)m * 2u * (size_t)d);
+
+    /* attend with values [k | v] of width 2d */
+    for (int32_t j = 0; j < n; j++) {
+        memcpy(kv + (size_t)j * 2u * (size_t)d, kd + (size_t)j * (size_t)d, sizeof(double) * (size_t)d);
+        memcpy(kv + (size_t)j * 2u * (size_t)d + d, vd + (size_t)j * (size_t)d, sizeof(double) * (size_t)d);
+    }
+    for (int32_t a = 0; a < m; a++) {
+        double *x = malloc(sizeof(double) * (size_t)n), mx = -INFINITY, l = 0;
+        for (int32_t j = 0; j < n; j++) {
+            double t = 0;
+            for (int32_t c = 0; c < d; c++)
+                t += U[(size_t)a * (size_t)d + (size_t)c] * kd[(size_t)j * (size_t)d + (size_t)c];
+            x[j] = s * t;
+            mx = x[j] > mx ? x[j] : mx;
+        }
+        for (int32_t c = 0; c < 2 * d; c++)
+            o[(size_t)a * 2u * (size_t)d + (size_t)c] = 0;
+        for (int32_t j = 0; j < n; j++) {
+            double w = exp(x[j] - mx);
+            l += w;
+            for (int32_t c = 0; c < 2 * d; c++)
+                o[(size_t)a * 2u * (size_t)d + (size_t)c] += w * kv[(size_t)j * 2u * (size_t)d + (size_t)c];
+        }
+        for (int32_t c = 0; c < d; c++) {
+            Ks[(size_t)a * (size_t)d + (size_t)c] = o[(size_t)a * 2u * (size_t)d + (size_t)c] / l;
+            Vs[(size_t)a * (size_t)d + (size_t)c] = o[(size_t)a * 2u * (size_t)d + d + (size_t)c] / l;
+        }
+        free(x);
+    }
+    free(kd);
+    free(vd);
+    free(kv);
+    free(o);
+}
+
+void xf_ref_isab(int32_t n, int32_t d, const float *q, const float *k, const float *v, double s,
+                 const xf_isab_params_t *p, int32_t layer, int32_t head, double *out)
+{
+    int32_t m = p->m < n ? p->m : n, mm = 0;
+    int seg = p->init == XF_ISAB_SEGMENTS;
+    double *mu = calloc((size_t)m * (size_t)d, sizeof(double));
+    int32_t *grp = malloc(sizeof(int32_t) * (size_t)n);
+    double *Ks = calloc((size_t)m * (size_t)d, sizeof(double));
+    double *Vs = calloc((size_t)m * (size_t)d, sizeof(double));
+    double *beta = malloc(sizeof(double) * (size_t)n * (size_t)m);
+    double *qd = to_d(q, (size_t)n * (size_t)d);
+
+    if (!seg) {
+        double *pts = malloc(sizeof(double) * (size_t)n * (size_t)d);
+        for (int32_t j = 0; j < n; j++)
+            ref_unit(k + (size_t)j * (size_t)d, d, pts + (size_t)j * (size_t)d);
+        ref_kmeans(pts, n, d, m, p->iters, p->seed, layer, head, mu);
+        free(pts);
+    }
+    ref_groups(p->mode == XF_ISAB_HARD ? k : q, n, d, m, seg, mu, grp);
+    if (p->mode == XF_ISAB_HARD) {
+        for (int32_t a = 0; a < m; a++) {
+            int32_t cnt = 0;
+            for (int32_t j = 0; j < n; j++)
+                if (grp[j] == a) {
+                    cnt++;
+                    for (int32_t c = 0; c < d; c++) {
+                        Ks[(size_t)mm * (size_t)d + (size_t)c] += k[(size_t)j * (size_t)d + (size_t)c];
+                        Vs[(size_t)mm * (size_t)d + (size_t)c] += v[(size_t)j * (size_t)d + (size_t)c];
+                    }
+                }
+            if (!cnt)
+                continue;                                     /* empty group dropped */
+            for (int32_t c = 0; c < d; c++) {
+                Ks[(size_t)mm * (size_t)d + (size_t)c] /= cnt;
+                Vs[(size_t)mm * (size_t)d + (size_t)c] /= cnt;
+            }
+            for (int32_t i = 0; i < n; i++)
+                beta[(size_t)i * (size_t)m + (size_t)mm] = log((double)cnt);
+            mm++;
+        }
+        /* beta rows have stride m; compact to stride mm */
+        for (int32_t i = 0; i < n; i++)
+            for (int32_t a = 0; a < mm; a++)
+                beta[(size_t)i * (size_t)mm + (size_t)a] = beta[(size_t)i * (size_t)m + (size_t)a];
+        xf_ref_attend_d(n, mm, d, qd, Ks, Vs, s, NULL, beta, out);
+    } else {
+        double *U = calloc((size_t)m * (size_t)d, sizeof(double));
+        for (int32_t a = 0; a < m; a++) {
+            int32_t cnt = 0;
+            for (int32_t i = 0; i < n; i++)
+                if (grp[i] == a) {
+                    cnt++;
+                    for (int32_t c = 0; c < d; c++)
+                        U[(size_t)mm * (size_t)d + (size_t)c] += q[(size_t)i * (size_t)d + (size_t)c];
+                }
+            if (!cnt)
+                continue;
+            for (int32_t c = 0; c < d; c++)
+                U[(size_t)mm * (size_t)d + (size_t)c] /= cnt;
+            mm++;
+        }
+        ref_pool(mm, n, d, U, k, v, s, Ks, Vs);
+        xf_ref_attend_d(n, mm, d, qd, Ks, Vs, s, NULL, NULL, out);
+        free(U);
+    }
+    free(mu);
+    free(grp);
+    free(Ks);
+    free(Vs);
+    free(beta);
+    free(qd);
+}
+
+void xf_ref_perceiver(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                      double s, int32_t m, const float *qz, double *out)
+{
+    double *U = to_d(qz, (size_t)m * (size_t)d), *qd = to_d(q, (size_t)n * (size_t)d);
+    double *Ks = malloc(sizeof(double) * (size_t)m * (size_t)d);
+    double *Vs = malloc(sizeof(double) * (size_t)m * (size_t)d);
+
+    ref_pool(m, n, d, U, k, v, s, Ks, Vs);
+    xf_ref_attend_d(n, m, d, qd, Ks, Vs, s, NULL, NULL, out);
+    free(U);
+    free(qd);
+    free(Ks);
+    free(Vs);
+}
+
+/* One-sided Jacobi SVD: A = U Σ Vᵀ; pinv = V Σ⁺ Uᵀ (σ below 1e-12·σ_max treated as 0). */
+void xf_ref_pinv(int32_t m, const double *a, double *ainv)
+{
+    size_t mm = (size_t)m * (size_t)m;
+    double *u = malloc(sizeof(double) * mm), *vv = calloc(mm, sizeof(double));
+    double *sg = malloc(sizeof(double) * (size_t)m), smax = 0;
+
+    memcpy(u, a, sizeof(double) * mm);
+    for (int32_t i = 0; i < m; i++)
+        vv[(size_t)i * (size_t)m + (size_t)i] = 1;
+    for (int sweep = 0; sweep < 60; sweep++) {
+        double off = 0;
+        for (int32_t p = 0; p < m; p++)
+            for (int32_t q = p + 1; q < m; q++) {
+                double al = 0, be = 0, ga = 0, ze, t, c, s;
+                for (int32_t i = 0; i < m; i++) {
+                    double up = u[(size_t)i * (size_t)m + (size_t)p], uq = u[(size_t)i * (size_t)m + (size_t)q];
+                    al += up * up;
+                    be += uq * uq;
+                    ga += up * uq;
+                }
+                if (fabs(ga) <= 1e-15 * sqrt(al * be) || ga == 0)
+                    continue;
+                off = fmax(off, fabs(ga) / sqrt(al * be));
+                ze = (be - al) / (2 * ga);
+                t = (ze >= 0 ? 1.0 : -1.0) / (fabs(ze) + sqrt(1 + ze * ze));
+                c = 1 / sqrt(1 + t * t);
+                s = c * t;
+                for (int32_t i = 0; i < m; i++) {
+                    double up = u[(size_t)i * (size_t)m + (size_t)p], uq = u[(size_t)i * (size_t)m + (size_t)q];
+                    u[(size_t)i * (size_t)m + (size_t)p] = c * up - s * uq;
+                    u[(size_t)i * (size_t)m + (size_t)q] = s * up + c * uq;
+                    up = vv[(size_t)i * (size_t)m + (size_t)p];
+                    uq = vv[(size_t)i * (size_t)m + (size_t)q];
+                    vv[(size_t)i * (size_t)m + (size_t)p] = c * up - s * uq;
+                    vv[(size_t)i * (size_t)m + (size_t)q] = s * up + c * uq;
+                }
+            }
+        if (off < 1e-15)
+            break;
+    }
+    for (int32_t j = 0; j < m; j++) {
+        double nn = 0;
+        for (int32_t i = 0; i < m; i++)
+            nn += u[(size_t)i * (size_t)m + (size_t)j] * u[(size_t)i * (size_t)m + (size_t)j];
+        sg[j] = sqrt(nn);
+        smax = fmax(smax, sg[j]);
+    }
+    memset(ainv, 0, sizeof(double) * mm);
+    for (int32_t j = 0; j < m; j++) {
+        if (sg[j] <= 1e-12 * smax)
+            continue;
+        for (int32_t r = 0; r < m; r++)
+            for (int32_t c = 0; c < m; c++)   /* V Σ⁺ Uᵀ with U_j = u_j / σ_j */
+                ainv[(size_t)r * (size_t)m + (size_t)c] +=
+                    vv[(size_t)r * (size_t)m + (size_t)j] * u[(size_t)c * (size_t)m + (size_t)j] / (sg[j] * sg[j]);
+    }
+    free(u);
+    free(vv);
+    free(sg);
+}
+
+static void ref_softmax_rows(double *x, int32_t rows, int32_t cols)
+{
+    for (int32_t r = 0; r < rows; r++) {
+        double mx = -INFINITY, l = 0, *row = x + (size_t)r * (size_t)cols;
+        for (int32_t c = 0; c < cols; c++)
+            mx = fmax(mx, row[c]);
+        for (int32_t c = 0; c < cols; c++)
+            l += (row[c] = exp(row[c] - mx));
+        for (int32_t c = 0; c < cols; c++)
+            row[c] /= l;
+    }
+}
+
+/* C[r×c] = A[r×k] B[k×c] */
+static void ref_mm(const double *a, const double *b, int32_t r, int32_t k, int32_t c, double *out)
+{
+    for (int32_t i = 0; i < r; i++)
+        for (int32_t j = 0; j < c; j++) {
+            double s = 0;
+            for (int32_t t = 0; t < k; t++)
+                s += a[(size_t)i * (size_t)k + (size_t)t] * b[(size_t)t * (size_t)c + (size_t)j];
+            out[(size_t)i * (size_t)c + (size_t)j] = s;
+        }
+}
+
+void xf_ref_nystrom(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                    double s, int32_t landmarks, int32_t iters, double *out)
+{
+    int32_t m = landmarks < n ? landmarks : n;
+    double rs = sqrt(s);
+    double *X = malloc(sizeof(double) * (size_t)n * (size_t)d), *Y = malloc(sizeof(double) * (size_t)n * (size_t)d);
+    double *Xl = calloc((size_t)m * (size_t)d, sizeof(double)), *Yl = calloc((size_t)m * (size_t)d, sizeof(double));
+    double *F = malloc(sizeof(double) * (size_t)n * (size_t)m), *A = malloc(sizeof(double) * (size_t)m * (size_t)m);
+    double *Bm = malloc(sizeof(double) * (size_t)m * (size_t)n), *Z = malloc(sizeof(double) * (size_t)m * (size_t)m);
+    double *BV = malloc(sizeof(double) * (size_t)m * (size_t)d), *W = malloc(sizeof(double) * (size_t)m * (size_t)d);
+    double *vd = to_d(v, (size_t)n * (size_t)d);
+    double *Yt = malloc(sizeof(double) * (size_t)n * (size_t)d), *Ylt = malloc(sizeof(double) * (size_t)m * (size_t)d);
+    int32_t st = 0;
+
+    for (size_t t = 0; t < (size_t)n * (size_t)d; t++) {
+        X[t] = q[t] * rs;
+        Y[t] = k[t] * rs;
+    }
+    for (int32_t a = 0; a < m; a++) {
+        int32_t sz = n / m + (a < n % m ? 1 : 0);
+        for (int32_t j = st; j < st + sz; j++)
+            for (int32_t c = 0; c < d; c++) {
+                Xl[(size_t)a * (size_t)d + (size_t)c] += X[(size_t)j * (size_t)d + (size_t)c] / sz;
+                Yl[(size_t)a * (size_t)d + (size_t)c] += Y[(size_t)j * (size_t)d + (size_t)c] / sz;
+            }
+        st += sz;
+    }
+    /* transposes for the products */
+    for (int32_t j = 0; j < n; j++)
+        for (int32_t c = 0; c < d; c++)
+            Yt[(size_t)c * (size_t)n + (size_t)j] = Y[(size_t)j * (size_t)d + (size_t)c];
+    for (int32_t a = 0; a < m; a++)
+        for (int32_t c = 0; c < d; c++)
+            Ylt[(size_t)c * (size_t)m + (size_t)a] = Yl[(size_t)a * (size_t)d + (size_t)c];
+    ref_mm(X, Ylt, n, d, m, F);
+    ref_softmax_rows(F, n, m);
+    ref_mm(Xl, Ylt, m, d, m, A);
+    ref_softmax_rows(A, m, m);
+    ref_mm(Xl, Yt, m, d, n, Bm);
+    ref_softmax_rows(Bm, m, n);
+    if (iters <= 0) {
+        xf_ref_pinv(m, A, Z);
+    } else {
+        double n1 = 0, ni = 0;
+        double *AZ = malloc(sizeof(double) * (size_t)m * (size_t)m), *T = malloc(sizeof(double) * (size_t)m * (size_t)m);
+        double *T2 = malloc(sizeof(double) * (size_t)m * (size_t)m);
+        for (int32_t i = 0; i < m; i++) {
+            double r = 0, c = 0;
+            for (int32_t j = 0; j < m; j++) {
+                r += fabs(A[(size_t)i * (size_t)m + (size_t)j]);
+                c += fabs(A[(size_t)j * (size_t)m + (size_t)i]);
+            }
+            ni = fmax(ni, r);
+            n1 = fmax(n1, c);
+        }
+        for (int32_t i = 0; i < m; i++)
+            for (int32_t j = 0; j < m; j++)
+                Z[(size_t)i * (size_t)m + (size_t)j] = A[(size_t)j * (size_t)m + (size_t)i] / (n1 * ni);
+        for (int32_t it = 0; it < iters; it++) {
+            ref_mm(A, Z, m, m, m, AZ);
+            for (size_t t = 0; t < (size_t)m * (size_t)m; t++)
+                T[t] = -AZ[t];
+            for (int32_t i = 0; i < m; i++)
+                T[(size_t)i * (size_t)m + (size_t)i] += 7;
+            ref_mm(AZ, T, m, m, m, T2);
+            for (size_t t = 0; t < (size_t)m * (size_t)m; t++)
+                T2[t] = -T2[t];
+            for (int32_t i = 0; i < m; i++)
+                T2[(size_t)i * (size_t)m + (size_t)i] += 15;
+            ref_mm(AZ, T2, m, m, m, T);
+            for (size_t t = 0; t < (size_t)m * (size_t)m; t++)
+                T[t] = -T[t];
+            for (int32_t i = 0; i < m; i++)
+                T[(size_t)i * (size_t)m + (size_t)i] += 13;
+            ref_mm(Z, T, m, m, m, T2);
+            for (size_t t = 0; t < (size_t)m * (size_t)m; t++)
+                Z[t] = 0.25 * T2[t];
+        }
+        free(AZ);
+        free(T);
+        free(T2);
+    }
+    ref_mm(Bm, vd, m, n, d, BV);
+    ref_mm(Z, BV, m, m, d, W);
+    ref_mm(F, W, n, m, d, out);
+    free(X);
+    free(Y);
+    free(Xl);
+    free(Yl);
+    free(F);
+    free(A);
+    free(Bm);
+    free(Z);
+    free(BV);
+    free(W);
+    free(vd);
+    free(Yt);
+    free(Ylt);
+}

@@ -1,0 +1,192 @@
+/* Set Transformer ISAB as an attention-level substitute (ATTENTION.md §13), family S.
+ * m inducing directions per (sequence, head): spherical k-means centroids of k̂ (§11 init and
+ * Lloyd steps, seeded) or m contiguous segments. hard (default): keys grouped by nearest
+ * direction (or segment), K̃_a/Ṽ_a = group means, bias ln |group|, empty groups dropped.
+ * soft: queries grouped the same way, U_a = mean query of group a (empty dropped),
+ * P = softmax(s·U Kᵀ), K̃ = PK, Ṽ = PV, O = softmax(s·Q K̃ᵀ)Ṽ. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "attention/fam_s.h"
+
+static const char *const init_names[] = { "kmeans", "segments", NULL };
+static const char *const mode_names[] = { "hard", "soft", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "m", XF_PK_INT, offsetof(xf_isab_params_t, m), 1, 1 << 16, NULL },
+    { "init", XF_PK_ENUM, offsetof(xf_isab_params_t, init), 0, 0, init_names },
+    { "iters", XF_PK_INT, offsetof(xf_isab_params_t, iters), 0, 1000, NULL },
+    { "mode", XF_PK_ENUM, offsetof(xf_isab_params_t, mode), 0, 0, mode_names },
+    { "seed", XF_PK_SEED, offsetof(xf_isab_params_t, seed), 0, 0, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int is_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_isab_params_t *p = params;
+
+    p->seed = 0;
+    p->m = 64;
+    p->init = XF_ISAB_KMEANS;
+    p->iters = 10;
+    p->mode = XF_ISAB_HARD;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int is_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+typedef struct lay {
+    double *pts, *mu, *acc;
+    int32_t *idx, *grp, *cnt;
+    float *Ks, *Vs, *beta, *U, *scr;
+} lay_t;
+
+static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
+{
+    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m, off = 0;
+    unsigned char *b = ws;
+#define TAKE(ptr, type, cnt_)                                                     \
+    do {                                                                          \
+        if (l)                                                                    \
+            l->ptr = (type *)(void *)(b + off);                                   \
+        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
+    } while (0)
+    TAKE(pts, double, N * D);
+    TAKE(mu, double, M * D);
+    TAKE(acc, double, M * D);
+    TAKE(idx, int32_t, N);
+    TAKE(grp, int32_t, N);
+    TAKE(cnt, int32_t, M);
+    TAKE(Ks, float, M * D);
+    TAKE(Vs, float, M * D);
+    TAKE(beta, float, M);
+    TAKE(U, float, M * D);
+    TAKE(scr, float, N + M);
+#undef TAKE
+    return off;
+}
+
+static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_isab_params_t *p = params;
+    int nmax = xf_sfpm_check_shape(sh);
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    out->ws_per_thread = layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+/* Group of row x (raw, stride d) of position i: nearest centroid of x̂, or its segment. */
+static int32_t group_of(const xf_isab_params_t *p, const lay_t *l, int32_t n, int32_t m,
+                        int32_t d, const float *x, int32_t i, double *tmp)
+{
+    if (p->init == XF_ISAB_SEGMENTS) {
+        int32_t a = (int32_t)((int64_t)i * m / n);       /* first guess, then fix up */
+        while (a > 0 && xf_fams_seg_start(n, m, a) > i)
+            a--;
+        while (a + 1 < m && xf_fams_seg_start(n, m, a + 1) <= i)
+            a++;
+        return a;
+    }
+    xf_fams_unit(x, d, tmp);
+    return xf_fams_nearest(l->mu, m, d, tmp);
+}
+
+static void item(const xf_isab_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+                 float q_scale, float scale, void *ws)
+{
+    int32_t n = it->n, d = it->d, m = p->m < n ? p->m : n, mm = 0;
+    lay_t l;
+
+    layout(n, d, m, ws, &l);
+    if (p->init == XF_ISAB_KMEANS) {
+        for (int32_t j = 0; j < n; j++)
+            xf_fams_unit(it->k + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
+        xf_fams_kmeans(l.pts, n, d, m, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
+                       l.acc);
+    }
+    /* group every key (hard) or query (soft); l.acc (>= d doubles) is scratch for x̂ */
+    for (int32_t j = 0; j < n; j++)
+        l.grp[j] = group_of(p, &l, n, m, d, (p->mode == XF_ISAB_HARD ? it->k : it->q) +
+                            (size_t)j * (size_t)d, j, l.acc);
+    memset(l.cnt, 0, sizeof(int32_t) * (size_t)m);
+    for (int32_t j = 0; j < n; j++)
+        l.cnt[l.grp[j]]++;
+    /* compact non-empty groups: idx[a] = new index or -1 */
+    for (int32_t a = 0; a < m; a++)
+        l.idx[a] = l.cnt[a] > 0 ? mm++ : -1;
+    if (p->mode == XF_ISAB_HARD) {
+        for (int32_t c0 = 0; c0 < 2; c0++) {
+            const float *src = c0 ? it->v : it->k;
+            float *dst = c0 ? l.Vs : l.Ks;
+            for (int32_t a = 0; a < m; a++) {       /* group means in double */
+                if (l.idx[a] < 0)
+                    continue;
+                for (int32_t c = 0; c < d; c++)
+                    l.acc[c] = 0;
+                for (int32_t j = 0; j < n; j++)
+                    if (l.grp[j] == a)
+                        for (int32_t c = 0; c < d; c++)
+                            l.acc[c] += (double)src[(size_t)j * (size_t)d + (size_t)c];
+                for (int32_t c = 0; c < d; c++)
+                    dst[(size_t)l.idx[a] * (size_t)d + (size_t)c] = (float)(l.acc[c] / l.cnt[a]);
+                l.beta[l.idx[a]] = (float)log((double)l.cnt[a]);
+            }
+        }
+        xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, l.beta, mm, l.scr);
+        return;
+    }
+    for (int32_t a = 0; a < m; a++) {               /* mean raw query of each group */
+        if (l.idx[a] < 0)
+            continue;
+        for (int32_t c = 0; c < d; c++)
+            l.acc[c] = 0;
+        for (int32_t j = 0; j < n; j++)
+            if (l.grp[j] == a)
+                for (int32_t c = 0; c < d; c++)
+                    l.acc[c] += (double)it->q[(size_t)j * (size_t)d + (size_t)c] / q_scale;
+        for (int32_t c = 0; c < d; c++)
+            l.U[(size_t)l.idx[a] * (size_t)d + (size_t)c] = (float)(l.acc[c] / l.cnt[a]);
+    }
+    xf_fams_attnpool(it, l.U, mm, scale, l.Ks, l.Vs, l.scr);
+    xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, l.scr);
+}
+
+static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    (void)ws_shared;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n > 0)
+            item(params, sh, &it, io->q_scale, io->scale, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_isab = {
+    .name = "isab",
+    .family = XF_FAM_S,
+    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
+    .summary = "ISAB substitute: keys grouped by m inducing directions (k-means or segments)",
+    .params_doc = "m=64 init=kmeans iters=10 mode=hard seed=0",
+    .params_size = sizeof(xf_isab_params_t),
+    .parse = is_parse,
+    .to_json = is_to_json,
+    .plan = is_plan,
+    .forward = is_forward,
+};

@@ -1,0 +1,267 @@
+/* Nyströmformer (ATTENTION.md §20), family S, one (sequence, head) per item. x = √s·q,
+ * y = √s·k; m landmarks = contiguous segment means (§16); F = softmax(X Ỹᵀ), A = softmax(X̃ Ỹᵀ),
+ * Bm = softmax(X̃ Yᵀ); O = F · pinv(A) · (Bm V), right to left. pinv by pinv_iters Newton–Schulz
+ * steps from Z0 = Aᵀ/(‖A‖₁‖A‖∞); everything in double (fp32 iterations can diverge, §20).
+ * landmarks >= n runs dense for that sequence (counted in dense_fallbacks) unless
+ * dense_fallback is false. A non-finite result falls back to dense for that item. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "attention/fam_s.h"
+
+static const xf_pkey_t keys[] = {
+    { "landmarks", XF_PK_INT, offsetof(xf_nystrom_params_t, landmarks), 1, 4096, NULL },
+    { "pinv_iters", XF_PK_INT, offsetof(xf_nystrom_params_t, pinv_iters), 1, 100, NULL },
+    { "dense_fallback", XF_PK_BOOL, offsetof(xf_nystrom_params_t, dense_fallback), 0, 1, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int ny_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_nystrom_params_t *p = params;
+
+    p->landmarks = 64;
+    p->pinv_iters = 6;
+    p->dense_fallback = 1;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int ny_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+typedef struct lay {
+    double *xl, *yl, *A, *Z, *AZ, *T1, *T2, *BV, *W, *row, *q;
+    float *scr;
+} lay_t;
+
+static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
+{
+    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m, off = 0;
+    unsigned char *b = ws;
+#define TAKE(ptr, type, cnt_)                                                     \
+    do {                                                                          \
+        if (l)                                                                    \
+            l->ptr = (type *)(void *)(b + off);                                   \
+        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
+    } while (0)
+    TAKE(xl, double, M * D);
+    TAKE(yl, double, M * D);
+    TAKE(A, double, M * M);
+    TAKE(Z, double, M * M);
+    TAKE(AZ, double, M * M);
+    TAKE(T1, double, M * M);
+    TAKE(T2, double, M * M);
+    TAKE(BV, double, M * D);
+    TAKE(W, double, M * D);
+    TAKE(row, double, (N > M ? N : M) + 1);
+    TAKE(q, double, D);
+    TAKE(scr, float, N + 1);
+#undef TAKE
+    return off;
+}
+
+static int uses_dense(const xf_nystrom_params_t *p, int32_t n)
+{
+    return p->dense_fallback && p->landmarks >= n;
+}
+
+static int ny_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_nystrom_params_t *p = params;
+    int nmax = xf_sfpm_check_shape(sh);
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    out->ws_per_thread = layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
+                                NULL, NULL);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    for (int32_t b = 0; b < sh->n_seq; b++) {
+        int32_t n = sh->cu_len[b + 1] - sh->cu_len[b];
+        out->dense_fallbacks += n > 0 && uses_dense(p, n);
+    }
+    return 0;
+}
+
+static double ddot(const double *a, const double *b, int32_t d)
+{
+    double s = 0;
+    for (int32_t c = 0; c < d; c++)
+        s += a[c] * b[c];
+    return s;
+}
+
+/* row[0..cnt) = softmax(row) in place */
+static void dsoftmax(double *row, int32_t cnt)
+{
+    double mx = -INFINITY, l = 0;
+    for (int32_t j = 0; j < cnt; j++)
+        mx = row[j] > mx ? row[j] : mx;
+    for (int32_t j = 0; j < cnt; j++) {
+        row[j] = exp(row[j] - mx);
+        l += row[j];
+    }
+    for (int32_t j = 0; j < cnt; j++)
+        row[j] /= l;
+}
+
+/* C = A·B, m×m */
+static void mm(const double *a, const double *b, int32_t m, double *c)
+{
+    memset(c, 0, sizeof(double) * (size_t)m * (size_t)m);
+    for (int32_t i = 0; i < m; i++)
+        for (int32_t k = 0; k < m; k++) {
+            double x = a[(size_t)i * (size_t)m + (size_t)k];
+            for (int32_t j = 0; j < m; j++)
+                c[(size_t)i * (size_t)m + (size_t)j] += x * b[(size_t)k * (size_t)m + (size_t)j];
+        }
+}
+
+/* T = cI − T (in place) */
+static void cminus(double *t, int32_t m, double cval)
+{
+    for (size_t i = 0; i < (size_t)m * (size_t)m; i++)
+        t[i] = -t[i];
+    for (int32_t i = 0; i < m; i++)
+        t[(size_t)i * (size_t)m + (size_t)i] += cval;
+}
+
+static void item(const xf_nystrom_params_t *p, const xf_sfpm_item_t *it, float q_scale,
+                 float scale, void *ws)
+{
+    int32_t n = it->n, d = it->d, m = p->landmarks < n ? p->landmarks : n;
+    double rs = sqrt((double)scale), n1 = 0, ninf = 0;
+    int finite = 1;
+    lay_t l;
+
+    if (uses_dense(p, n))
+        goto dense;
+    layout(n, d, m, ws, &l);
+    /* landmarks: segment means of x and y */
+    for (int32_t a = 0; a < m; a++) {
+        int32_t r0 = xf_fams_seg_start(n, m, a), r1 = xf_fams_seg_start(n, m, a + 1);
+        for (int32_t c = 0; c < d; c++) {
+            double sx = 0, sy = 0;
+            for (int32_t j = r0; j < r1; j++) {
+                sx += (double)it->q[(size_t)j * (size_t)d + (size_t)c];
+                sy += (double)it->k[(size_t)j * (size_t)d + (size_t)c];
+            }
+            l.xl[(size_t)a * (size_t)d + (size_t)c] = sx / (r1 - r0) * rs / (double)q_scale;
+            l.yl[(size_t)a * (size_t)d + (size_t)c] = sy / (r1 - r0) * rs;
+        }
+    }
+    /* A = softmax(X̃ Ỹᵀ); Bm V row by row */
+    for (int32_t a = 0; a < m; a++) {
+        double *ar = l.A + (size_t)a * (size_t)m;
+        for (int32_t b = 0; b < m; b++)
+            ar[b] = ddot(l.xl + (size_t)a * (size_t)d, l.yl + (size_t)b * (size_t)d, d);
+        dsoftmax(ar, m);
+        for (int32_t j = 0; j < n; j++) {
+            double s = 0;
+            for (int32_t c = 0; c < d; c++)
+                s += l.xl[(size_t)a * (size_t)d + (size_t)c] *
+                     ((double)it->k[(size_t)j * (size_t)d + (size_t)c] * rs);
+            l.row[j] = s;
+        }
+        dsoftmax(l.row, n);
+        for (int32_t c = 0; c < d; c++) {
+            double s = 0;
+            for (int32_t j = 0; j < n; j++)
+                s += l.row[j] * (double)it->v[(size_t)j * (size_t)d + (size_t)c];
+            l.BV[(size_t)a * (size_t)d + (size_t)c] = s;
+        }
+    }
+    /* Z0 = Aᵀ / (max column sum · max row sum) of this A */
+    for (int32_t i = 0; i < m; i++) {
+        double rsum = 0, csum = 0;
+        for (int32_t j = 0; j < m; j++) {
+            rsum += fabs(l.A[(size_t)i * (size_t)m + (size_t)j]);
+            csum += fabs(l.A[(size_t)j * (size_t)m + (size_t)i]);
+        }
+        ninf = rsum > ninf ? rsum : ninf;
+        n1 = csum > n1 ? csum : n1;
+    }
+    for (int32_t i = 0; i < m; i++)
+        for (int32_t j = 0; j < m; j++)
+            l.Z[(size_t)i * (size_t)m + (size_t)j] = l.A[(size_t)j * (size_t)m + (size_t)i] /
+                                                     (n1 * ninf);
+    for (int32_t t = 0; t < p->pinv_iters; t++) {
+        /* Z ← ¼ Z (13I − AZ(15I − AZ(7I − AZ))) */
+        mm(l.A, l.Z, m, l.AZ);
+        memcpy(l.T1, l.AZ, sizeof(double) * (size_t)m * (size_t)m);
+        cminus(l.T1, m, 7.0);
+        mm(l.AZ, l.T1, m, l.T2);
+        cminus(l.T2, m, 15.0);
+        mm(l.AZ, l.T2, m, l.T1);
+        cminus(l.T1, m, 13.0);
+        mm(l.Z, l.T1, m, l.T2);
+        for (size_t i = 0; i < (size_t)m * (size_t)m; i++)
+            l.Z[i] = 0.25 * l.T2[i];
+    }
+    /* W = Z · (Bm V) */
+    for (int32_t a = 0; a < m; a++)
+        for (int32_t c = 0; c < d; c++) {
+            double s = 0;
+            for (int32_t b = 0; b < m; b++)
+                s += l.Z[(size_t)a * (size_t)m + (size_t)b] * l.BV[(size_t)b * (size_t)d + (size_t)c];
+            l.W[(size_t)a * (size_t)d + (size_t)c] = s;
+            finite &= isfinite(s);
+        }
+    if (!finite)
+        goto dense;
+    for (int32_t i = 0; i < n; i++) {
+        float *oi = it->out + (size_t)i * (size_t)it->ldo;
+        for (int32_t c = 0; c < d; c++)
+            l.q[c] = (double)it->q[(size_t)i * (size_t)d + (size_t)c] * rs / (double)q_scale;
+        for (int32_t a = 0; a < m; a++)
+            l.row[a] = ddot(l.q, l.yl + (size_t)a * (size_t)d, d);
+        dsoftmax(l.row, m);
+        for (int32_t c = 0; c < d; c++) {
+            double s = 0;
+            for (int32_t a = 0; a < m; a++)
+                s += l.row[a] * l.W[(size_t)a * (size_t)d + (size_t)c];
+            oi[c] = (float)s;
+        }
+    }
+    return;
+dense:
+    layout(n, d, m, ws, &l);
+    for (int32_t i = 0; i < n; i++)
+        xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, scale / q_scale, it->k, it->v, d, NULL,
+                       NULL, n, l.scr, it->out + (size_t)i * (size_t)it->ldo);
+}
+
+static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    (void)ws_shared;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n > 0)
+            item(params, &it, io->q_scale, io->scale, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_nystrom = {
+    .name = "nystrom",
+    .family = XF_FAM_S,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "Nystromformer: landmark softmaxes with an iterative pseudo-inverse",
+    .params_doc = "landmarks=64 pinv_iters=6 dense_fallback=true",
+    .params_size = sizeof(xf_nystrom_params_t),
+    .parse = ny_parse,
+    .to_json = ny_to_json,
+    .plan = ny_plan,
+    .forward = ny_forward,
+};

@@ -1,0 +1,104 @@
+/* Perceiver-style latent bottleneck (ATTENTION.md §15), family S: trained latent queries Q_Z
+ * per head (io->weights, an xf_attn_w_perceiver_t): P = softmax(s·Q_Z Kᵀ), K̃ = PK, Ṽ = PV,
+ * O = softmax(s·Q K̃ᵀ)Ṽ. Models without the latents are refused by validate(); the
+ * parameter-free stand-in is isab with mode "soft". */
+#include "config.h"
+
+#include <stddef.h>
+
+#include "attention/fam_s.h"
+
+static const xf_pkey_t keys[] = {
+    { "latents", XF_PK_AUTO, offsetof(xf_perceiver_params_t, latents), 1, 1 << 16, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int pc_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_perceiver_params_t *p = params;
+
+    p->latents = 0;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int pc_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+static int pc_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                       size_t errlen)
+{
+    (void)params;
+    (void)m;
+    (void)layer;
+    xf_sfpm_err(err, errlen, "variant", "perceiver needs trained latent queries (Q_Z per head), "
+                "which this model does not have; the parameter-free stand-in is "
+                "{\"variant\":\"isab\",\"mode\":\"soft\"}");
+    return XF_EUNSUPPORTED;
+}
+
+static int32_t latents_of(const xf_perceiver_params_t *p)
+{
+    return p->latents > 0 ? p->latents : 64;
+}
+
+static int pc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    int nmax = xf_sfpm_check_shape(sh);
+    size_t m = (size_t)latents_of(params);
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    out->ws_per_thread = sizeof(float) * (2u * m * (size_t)sh->d_head + m + (size_t)nmax + 1u);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    const xf_perceiver_params_t *p = params;
+    const xf_attn_w_perceiver_t *w = io->weights;
+    int32_t m;
+
+    (void)ws_shared;
+    if (!w || !w->qz)
+        return XF_EUNSUPPORTED;
+    m = w->latents;
+    if (w->n_head != sh->n_head || w->d_head != sh->d_head || m < 1 || m > latents_of(p))
+        return XF_ESHAPE;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        float *Ks = ws_thread, *Vs, *scr;
+
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n == 0)
+            continue;
+        Vs = Ks + (size_t)m * (size_t)it.d;
+        scr = Vs + (size_t)m * (size_t)it.d;
+        xf_fams_attnpool(&it, w->qz + (size_t)it.head * (size_t)m * (size_t)it.d, m, io->scale,
+                         Ks, Vs, scr);
+        xf_fams_attend_summaries(&it, io->scale / io->q_scale, Ks, Vs, NULL, m, scr);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_perceiver = {
+    .name = "perceiver",
+    .family = XF_FAM_S,
+    .flags = XF_ATTN_NEEDS_WEIGHTS,
+    .summary = "Perceiver latent bottleneck: K/V pooled by trained latent queries",
+    .params_doc = "latents=auto(from weights)",
+    .params_size = sizeof(xf_perceiver_params_t),
+    .parse = pc_parse,
+    .to_json = pc_to_json,
+    .validate = pc_validate,
+    .plan = pc_plan,
+    .forward = pc_forward,
+};
