@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,5 +190,54 @@ static void test_deadline(void **state)
     xf_test_rmtree(dir);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_drain_finishes_in_flight),
+/* Real signals, as systemd sends them: SIGHUP reopens the log file (after logrotate moved
+ * it), SIGTERM drains and the loop exits cleanly. */
+static void test_signals(void **state)
+{
+    (void)state;
+    char dir[1024], logp[1100], moved[1100];
+    xf_metrics_init(NULL);
+    assert_int_equal(fx_write_model("drain4", 0, dir, sizeof dir), 0);
+    snprintf(logp, sizeof logp, "%s/xformd.log", dir);
+    snprintf(moved, sizeof moved, "%s/xformd.log.1", dir);
+    assert_int_equal(xf_log_open(XF_LOG_INFO, logp), 0);
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.handle_signals = 1;
+    xf_server_t *s = NULL;
+    assert_int_equal(xf_server_start(&o, &s, NULL), 0);
+    assert_int_equal(rename(logp, moved), 0);
+    assert_int_equal(kill(getpid(), SIGHUP), 0);
+    size_t len = 0;
+    char *text = NULL;
+    for (int i = 0; i < 200; i++) {   /* the loop thread handles the signal asynchronously */
+        free(text);
+        text = xf_test_slurp(logp, &len);
+        if (text && strstr(text, "log reopened"))
+            break;
+        usleep(10000);
+    }
+    assert_non_null(text);
+    assert_non_null(strstr(text, "log reopened"));
+    free(text);
+    text = xf_test_slurp(moved, &len);   /* the start-up lines stayed in the old file */
+    assert_non_null(text);
+    assert_non_null(strstr(text, "listening on"));
+    free(text);
+    json_t *j = fx_json(xf_server_port(s), "POST", "/embed", NULL, "{\"inputs\":\"a\"}", 200);
+    json_decref(j);
+    assert_int_equal(kill(getpid(), SIGTERM), 0);
+    assert_int_equal(xf_server_wait(s), 0);
+    xf_server_free(s);
+    text = xf_test_slurp(logp, &len);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "SIGTERM: draining"));
+    assert_non_null(strstr(text, "drained and stopped"));
+    free(text);
+    xf_log_open(XF_LOG_WARN, NULL);
+    xf_log_close();
+    xf_test_rmtree(dir);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_signals), cmocka_unit_test(test_drain_finishes_in_flight),
              cmocka_unit_test(test_drain_timeout_fails_queued), cmocka_unit_test(test_deadline))
