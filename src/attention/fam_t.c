@@ -56,7 +56,7 @@ static void softmax_c(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, fl
             sr[j] = p;
             sum += p;
         }
-        l[r] = corr * l[r] + sum;
+        l[(size_t)r * XF_FT_LW] = corr * l[(size_t)r * XF_FT_LW] + sum;
         m[r] = mn;
         if (corr != 1.0f)
             for (int32_t c = 0; c < dp; c++)
@@ -80,8 +80,14 @@ static void pv_c(int32_t nq, int32_t nk, int32_t dp, const float *p, const float
     }
 }
 
+static void scale_c(int32_t d, const float *src, float f, float *dst)
+{
+    for (int32_t c = 0; c < d; c++)
+        dst[c] = src[c] * f;
+}
+
 static const xf_ft_kern kern_c = {
-    .name = "c", .qk = qk_c, .softmax = softmax_c, .pv = pv_c,
+    .name = "c", .qk = qk_c, .softmax = softmax_c, .pv = pv_c, .scale = scale_c,
 };
 
 const xf_ft_kern *xf_ft_kern_c(void)
@@ -312,7 +318,7 @@ static void layout(const xf_ft_variant *fv, int32_t d, int32_t nmax, ws_layout *
     L->s = o; o = al64(o + (size_t)BQ * BK * 4);
     L->acc = o; o = al64(o + (size_t)BQ * dp * 4);
     L->m = o; o = al64(o + (size_t)BQ * 4);
-    L->l = o; o = al64(o + (size_t)BQ * 4);
+    L->l = o; o = al64(o + (size_t)BQ * XF_FT_LW * 4);
     L->rows = o; o = al64(o + (size_t)BQ * 4);
     L->hid = o; o = al64(o + (size_t)BQ * fv->hid_floats * 4);
     L->key = o; o = al64(o + nm * 4);
@@ -465,7 +471,8 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
         for (int32_t x = d; x < dp; x++)
             qr[x] = 0.0f;
         R->m[r] = -INFINITY;
-        R->l[r] = 0.0f;
+        for (int32_t x = 0; x < XF_FT_LW; x++)
+            R->l[(size_t)r * XF_FT_LW + x] = 0.0f;
         memset(R->acc + (size_t)r * dp, 0, (size_t)dp * sizeof(float));
     }
     keys_reset(&R->kb);
@@ -535,10 +542,11 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
     for (int32_t r = 0; r < nq; r++) {
         float *o = io->out + ((size_t)(c->t0 + rows[r]) * R->H + c->head) * d;
         const float *ar = R->acc + (size_t)r * dp;
-        if (R->l[r] > 0.0f) {
-            const float lr = R->l[r];
-            for (int32_t x = 0; x < d; x++)
-                o[x] = ar[x] / lr;
+        float lr = 0.0f;
+        for (int32_t x = 0; x < XF_FT_LW; x++)   /* fixed order: deterministic */
+            lr += R->l[(size_t)r * XF_FT_LW + x];
+        if (lr > 0.0f) {
+            R->kern->scale(d, ar, 1.0f / lr, o);
         } else {   /* A(i) = ∅: fall back to A(i) = {i} */
             memcpy(o, V + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));
         }

@@ -14,6 +14,7 @@
 
 #define XF_FT_BQ 32            /* max query rows per tile */
 #define XF_FT_BK 64            /* keys per chunk */
+#define XF_FT_LW 16            /* lanes of each row's running sum l (summed at the end) */
 
 /* One (sequence, head) as a variant sees it. */
 typedef struct xf_ft_seq {
@@ -151,7 +152,8 @@ int xf_ft_check_shape(const xf_attn_shape *sh);
 
 /* Micro-kernels on one tile (exposed for the per-ISA files and tests).
  * qt [nq][dp] (columns >= d zero), kt [d][XF_FT_BK], s/p [nq][XF_FT_BK], vt [XF_FT_BK][dp],
- * acc [nq][dp], m/l [nq]. dp is d rounded up to 16. */
+ * acc [nq][dp], m [nq], l [nq][XF_FT_LW] (partial sums, zero-initialised; the row's sum is
+ * their total in lane order). dp is d rounded up to 16. */
 typedef struct xf_ft_kern {
     const char *name;
     /* s[r][j] = factor · Σ_c qt[r][c]·kt[c][j] for all j < XF_FT_BK */
@@ -164,6 +166,8 @@ typedef struct xf_ft_kern {
     /* acc[r][c] += Σ_{j<nk} p[r][j]·vt[j][c] */
     void (*pv)(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *vt,
                float *acc);
+    /* dst[c] = src[c]·f, c < d */
+    void (*scale)(int32_t d, const float *src, float f, float *dst);
 } xf_ft_kern;
 
 const xf_ft_kern *xf_ft_kern_c(void);

@@ -104,9 +104,10 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
                            float *acc)
 {
     const int32_t nv = (nk + 15) / 16;
+    _Alignas(64) float mn[XF_FT_BQ], diff[XF_FT_BQ], corr[XF_FT_BQ];
 
     for (int32_t r = 0; r < nq; r++) {
-        float *sr = s + (size_t)r * BK;
+        const float *sr = s + (size_t)r * BK;
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int32_t v = 0; v < nv; v++) {
             int32_t rem = nk - 16 * v;
@@ -114,14 +115,23 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
             mx = _mm512_mask_max_ps(mx, mk, mx, _mm512_maskz_loadu_ps(mk, sr + 16 * v));
         }
         float rmax = _mm512_reduce_max_ps(mx);
-        float mn = m[r] > rmax ? m[r] : rmax;
-        if (mn == -INFINITY) {
+        mn[r] = m[r] > rmax ? m[r] : rmax;
+        /* m = −inf (nothing seen yet) gives corr = exp(−inf) = 0 */
+        diff[r] = mn[r] == -INFINITY ? 0.0f : m[r] - mn[r];
+    }
+    for (int32_t r = 0; r < nq; r += 16) {
+        int32_t rem = nq - r;
+        __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+        _mm512_mask_storeu_ps(corr + r, mk, exp_neg(_mm512_maskz_loadu_ps(mk, diff + r)));
+    }
+    for (int32_t r = 0; r < nq; r++) {
+        float *sr = s + (size_t)r * BK;
+        if (mn[r] == -INFINITY) {   /* every key so far excluded */
             for (int32_t j = 0; j < nk; j++)
                 sr[j] = 0.0f;
             continue;
         }
-        float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
-        __m512 mm = _mm512_set1_ps(mn);
+        __m512 mm = _mm512_set1_ps(mn[r]);
         __m512 sum = _mm512_setzero_ps();
         for (int32_t v = 0; v < nv; v++) {
             int32_t rem = nk - 16 * v;
@@ -131,14 +141,26 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
             _mm512_mask_storeu_ps(sr + 16 * v, mk, p);
             sum = _mm512_add_ps(sum, p);
         }
-        l[r] = corr * l[r] + _mm512_reduce_add_ps(sum);
-        m[r] = mn;
-        if (corr != 1.0f) {
-            __m512 cv = _mm512_set1_ps(corr);
+        const float cr = corr[r];
+        float *lr = l + (size_t)r * XF_FT_LW;
+        _mm512_store_ps(lr, _mm512_fmadd_ps(_mm512_set1_ps(cr), _mm512_load_ps(lr), sum));
+        m[r] = mn[r];
+        if (cr != 1.0f) {
+            __m512 cv = _mm512_set1_ps(cr);
             float *ar = acc + (size_t)r * dp;
             for (int32_t c = 0; c < dp; c += 16)
                 _mm512_store_ps(ar + c, _mm512_mul_ps(_mm512_load_ps(ar + c), cv));
         }
+    }
+}
+
+static void scale_avx512(int32_t d, const float *src, float f, float *dst)
+{
+    const __m512 fv = _mm512_set1_ps(f);
+    for (int32_t c = 0; c < d; c += 16) {
+        int32_t rem = d - c;
+        __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+        _mm512_mask_storeu_ps(dst + c, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, src + c), fv));
     }
 }
 
@@ -215,6 +237,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
 
 static const xf_ft_kern kern_avx512 = {
     .name = "avx512", .qk = qk_avx512, .softmax = softmax_avx512, .pv = pv_avx512,
+    .scale = scale_avx512,
 };
 
 const xf_ft_kern *xf_ft_kern_avx512(void)
