@@ -20,6 +20,7 @@
 #endif
 
 void openblas_set_num_threads(int num_threads);
+char *openblas_get_corename(void);
 
 /* ---- tables ---- */
 
@@ -91,6 +92,12 @@ static void tables_init(void)
     (void)cpu;
 #endif
     cblas_epi = tables[table_best].bias_act;
+    const char *core = openblas_get_corename();
+    if (cpu->level_max >= XF_ISA_AVX512 && core &&
+        !(strstr(core, "SkylakeX") || strstr(core, "Cooperlake") || strstr(core, "SapphireRapids")))
+        xf_log(XF_LOG_WARN, "kernels: OpenBLAS runs its %s kernel on an AVX-512 CPU (set "
+               "OPENBLAS_CORETYPE=SkylakeX to use its AVX-512 one); the engine's GEMM is %s",
+               core, tables[table_best].gemm_path);
     xf_log(XF_LOG_INFO, "kernels: cpu %s, isa %s (max %s), table %s, gemm %s", cpu->brand,
            xf_isa_name(cpu->level), xf_isa_name(cpu->level_max), table_names[table_best],
            tables[table_best].gemm_path);

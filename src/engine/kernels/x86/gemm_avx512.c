@@ -38,7 +38,16 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
                               : _mm512_maskz_loadu_ps(msk[j], c + (size_t)i * ldc + 16 * j);
     }
     const float *b0 = b, *b1 = b + bstride, *b2 = b + 2 * bstride;
+#ifdef XF_GEMM_PREFETCH
+    /* the next tile's B (the next 48 columns follow this tile's panels) into L2 */
+    const char *pf = (const char *)(b + NV * bstride);
+#endif
     for (int k = 0; k < kc; k++) {
+#ifdef XF_GEMM_PREFETCH
+        _mm_prefetch(pf + 192 * k, _MM_HINT_T1);
+        _mm_prefetch(pf + 192 * k + 64, _MM_HINT_T1);
+        _mm_prefetch(pf + 192 * k + 128, _MM_HINT_T1);
+#endif
         __m512 bv[NV];
         bv[0] = _mm512_load_ps(b0 + 16 * k);
         if (nv > 1)

@@ -1,12 +1,12 @@
-/* avx2 kernels besides the GEMM: the FMA peak loop and the other ops. */
+/* avx2 kernels besides the GEMM: the element-wise and row ops of ops_tmpl.h instantiated for
+ * 8-lane vectors, the FMA peak loop, and the table fill for this ISA. */
 #include "config.h"
 
 #include <immintrin.h>
-
-#include "engine/kernels/x86/x86.h"
 #include <math.h>
 
 #include "engine/kernels/x86/vmath_avx2.h"
+#include "engine/kernels/x86/x86.h"
 
 #define V __m256
 #define VW 8
@@ -31,29 +31,7 @@
 
 double xf_fma_loop_avx2(int64_t iters, float *sink)
 {
-    /* distinct starting values, so that the compiler cannot merge the chains */
-    __m256 a0 = _mm256_set1_ps(1.0f), a1 = _mm256_set1_ps(1.1f), a2 = _mm256_set1_ps(1.2f), a3 = _mm256_set1_ps(1.3f);
-    __m256 a4 = _mm256_set1_ps(1.4f), a5 = _mm256_set1_ps(1.5f), a6 = _mm256_set1_ps(1.6f), a7 = _mm256_set1_ps(1.7f);
-    __m256 a8 = _mm256_set1_ps(1.8f), a9 = _mm256_set1_ps(1.9f), a10 = _mm256_set1_ps(2.0f), a11 = _mm256_set1_ps(2.1f);
-    const __m256 m = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (int64_t i = 0; i < iters; i++) {
-        a0 = _mm256_fmadd_ps(a0, m, b);
-        a1 = _mm256_fmadd_ps(a1, m, b);
-        a2 = _mm256_fmadd_ps(a2, m, b);
-        a3 = _mm256_fmadd_ps(a3, m, b);
-        a4 = _mm256_fmadd_ps(a4, m, b);
-        a5 = _mm256_fmadd_ps(a5, m, b);
-        a6 = _mm256_fmadd_ps(a6, m, b);
-        a7 = _mm256_fmadd_ps(a7, m, b);
-        a8 = _mm256_fmadd_ps(a8, m, b);
-        a9 = _mm256_fmadd_ps(a9, m, b);
-        a10 = _mm256_fmadd_ps(a10, m, b);
-        a11 = _mm256_fmadd_ps(a11, m, b);
-    }
-    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)), _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
-    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
-    *sink += xf_hsum256(s);
-    return 12.0 * 2.0 * 8 * (double)iters;
+    return fma_loop_avx2(iters, sink);
 }
 
 void xf_kernels_fill_avx2(xf_kernels_t *t)

@@ -278,6 +278,34 @@ static void XF_FN(qk_tile)(int32_t nq, int32_t nk, int32_t d, const float *q, in
     }
 }
 
+/* FMA peak loop: 12 independent chains (enough to cover FMA latency × ports), distinct
+ * starting values so that the compiler cannot merge them. Returns the flops done. */
+static double XF_FN(fma_loop)(int64_t iters, float *sink)
+{
+    V a0 = VSET1(1.0f), a1 = VSET1(1.1f), a2 = VSET1(1.2f), a3 = VSET1(1.3f);
+    V a4 = VSET1(1.4f), a5 = VSET1(1.5f), a6 = VSET1(1.6f), a7 = VSET1(1.7f);
+    V a8 = VSET1(1.8f), a9 = VSET1(1.9f), a10 = VSET1(2.0f), a11 = VSET1(2.1f);
+    const V m = VSET1(0.999999f), b = VSET1(1e-7f);
+    for (int64_t i = 0; i < iters; i++) {
+        a0 = VFMA(a0, m, b);
+        a1 = VFMA(a1, m, b);
+        a2 = VFMA(a2, m, b);
+        a3 = VFMA(a3, m, b);
+        a4 = VFMA(a4, m, b);
+        a5 = VFMA(a5, m, b);
+        a6 = VFMA(a6, m, b);
+        a7 = VFMA(a7, m, b);
+        a8 = VFMA(a8, m, b);
+        a9 = VFMA(a9, m, b);
+        a10 = VFMA(a10, m, b);
+        a11 = VFMA(a11, m, b);
+    }
+    V s = VADD(VADD(VADD(a0, a1), VADD(a2, a3)), VADD(VADD(a4, a5), VADD(a6, a7)));
+    s = VADD(s, VADD(VADD(a8, a9), VADD(a10, a11)));
+    *sink += VHSUM(s);
+    return 12.0 * 2.0 * VW * (double)iters;
+}
+
 static void XF_FN(fill_ops)(xf_kernels_t *t)
 {
     t->add_layernorm = XF_FN(add_layernorm);
