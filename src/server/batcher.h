@@ -16,8 +16,10 @@
 enum xf_batch_policy {
     XF_BATCH_NONE = 0,     /* one job per batch, oldest first */
     XF_BATCH_FIFO,         /* Triton-style: wait ≤ max_queue_delay or until max_batch jobs */
-    XF_BATCH_DP,           /* TurboTransformers' DP split of the length-sorted queue */
-    XF_BATCH_TOKENS,       /* token budget per batch, earliest deadline first */
+    XF_BATCH_DP,           /* TurboTransformers' DP split of the length-sorted queue (with
+                              aging weights and deadlines) */
+    XF_BATCH_TOKENS,       /* token budget per batch, earliest deadline first, no job made
+                              late by the batch it joins */
     XF_BATCH_POLICY_COUNT
 };
 /* "none", "fifo", "dp", "tokens"; "?" out of range. Static storage. */
@@ -92,6 +94,9 @@ typedef struct xf_batcher_opts {
     int32_t max_queue_jobs;      /* admission bound and queue capacity, ≥ 1 */
     int32_t dp_window;           /* dp: jobs considered per decision, the earliest deadlines
                                     (0 → 48, at most XF_DP_MAX) */
+    uint64_t dp_aging_ns;        /* dp: a job waiting this long counts twice in the objective
+                                    (weight 1 + age/aging), which bounds the tail that
+                                    shortest-first creates; 0 = no aging */
 } xf_batcher_opts_t;
 
 /* What a dispatched batch holds (for metrics, the cost model and logs). */
@@ -160,8 +165,9 @@ int64_t xf_batcher_queued_tokens(const xf_batcher_t *b);
 int xf_batcher_retry_after_s(const xf_batcher_t *b);
 
 /* dp internals exposed for tests: choose the split of n jobs (already in the order given,
- * normally shortest first) into consecutive batches minimising the total completion time
- * Σ_jobs finish_time, where a batch's time is the cost model's prediction for its packed
+ * normally shortest first) into consecutive batches minimising the weighted completion time
+ * Σ_jobs w_j·finish_time (w_j = 1 + age_j/aging_ns, 1 when aging_ns is 0) plus
+ * future_w·(end of the last batch) for jobs expected to arrive meanwhile, where a batch's time is the cost model's prediction for its packed
  * sequences, subject to max_batch, max_batch_tokens and deadlines (start_ns = now; a job
  * must finish by its deadline). Batches are packed (no padding term), so a batch's finish time
  * is k·c0 + the additive costs of every job up to it, which makes the DP over (jobs, batches)
@@ -172,6 +178,7 @@ int xf_batcher_retry_after_s(const xf_batcher_t *b);
 #define XF_DP_MAX 64
 int xf_batcher_dp_split(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n,
                         int32_t max_batch, int64_t max_batch_tokens, uint64_t now_ns,
-                        size_t *ends, size_t *n_batches, double *total_s);
+                        uint64_t aging_ns, double future_w, size_t *ends, size_t *n_batches,
+                        double *total_s);
 
 #endif

@@ -68,7 +68,7 @@ static void set_cost(xf_cost_t *cm, double c0, double c1, double c2)
 /* Brute force: every split of jobs[0..n) into consecutive batches. Returns the least objective
  * over splits meeting the limits (and the deadlines when use_dl), INFINITY when none. */
 static double brute(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n, int32_t max_batch,
-                    int64_t max_tok, uint64_t now, int use_dl)
+                    int64_t max_tok, uint64_t now, uint64_t aging, double fw, int use_dl)
 {
     double best = INFINITY;
     for (unsigned mask = 0; mask < (1u << (n - 1)); mask++) {
@@ -81,9 +81,10 @@ static double brute(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n, int32
                 continue;
             size_t cnt = i + 1 - start;
             int64_t tok = 0;
-            double sq = 0;
+            double sq = 0, wsum = 0;
             uint64_t dl = UINT64_MAX;
             for (size_t k = start; k <= i; k++) {
+                wsum += aging ? 1.0 + (double)(now - jobs[k]->enqueue_ns) / (double)aging : 1.0;
                 tok += jobs[k]->n_tokens;
                 for (int s = 0; s < jobs[k]->n_seqs; s++)
                     sq += (double)jobs[k]->lens[s] * jobs[k]->lens[s];
@@ -95,9 +96,10 @@ static double brute(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n, int32
             t += cm->c[0] + cm->c[1] * (double)tok + cm->c[2] * sq;
             if (use_dl && now + (uint64_t)(t * 1e9) > dl)
                 ok = 0;
-            obj += (double)cnt * t;
+            obj += wsum * t;
             start = i + 1;
         }
+        obj += fw * t;   /* t is now the end of the last batch */
         if (ok && obj < best)
             best = obj;
     }
@@ -122,7 +124,7 @@ static void test_dp_vs_brute_force(void **state)
             int ns = irand(1, 3);
             for (int s = 0; s < ns; s++)
                 lens[s] = irand(1, 256);
-            mkjob(&tj[i], ns, lens, now, 0);
+            mkjob(&tj[i], ns, lens, now - (uint64_t)(urand() * 3.0 * SEC), 0);
             jobs[i] = &tj[i].b;
             xf_cost_sample_t f;
             xf_cost_features(lens, (size_t)ns, false, &f);
@@ -135,17 +137,20 @@ static void test_dp_vs_brute_force(void **state)
             tj[i].b.deadline_ns = now + (uint64_t)((lo + urand()) * total * 1e9);
         int32_t max_batch = irand(1, 8);
         int64_t max_tok = irand(64, 2048);
+        uint64_t aging = trial % 2 ? 0 : (uint64_t)irand(100, 2000) * MS;   /* half with aging */
         size_t ends[XF_DP_MAX], nb = 0;
         double tot = -1;
-        int rc = xf_batcher_dp_split(&cm, jobs, n, max_batch, max_tok, now, ends, &nb, &tot);
-        double want = brute(&cm, jobs, n, max_batch, max_tok, now, 1);
+        double fw = trial % 3 ? 0 : urand() * 10;   /* a third expect arrivals */
+        int rc = xf_batcher_dp_split(&cm, jobs, n, max_batch, max_tok, now, aging, fw, ends,
+                                     &nb, &tot);
+        double want = brute(&cm, jobs, n, max_batch, max_tok, now, aging, fw, 1);
         if (want == INFINITY) {
             assert_int_equal(rc, -ENOENT);
-            want = brute(&cm, jobs, n, max_batch, max_tok, now, 0);
+            want = brute(&cm, jobs, n, max_batch, max_tok, now, aging, fw, 0);
             infeasible++;
         } else {
             assert_int_equal(rc, 0);
-            if (want != brute(&cm, jobs, n, max_batch, max_tok, now, 0))
+            if (want != brute(&cm, jobs, n, max_batch, max_tok, now, aging, fw, 0))
                 constrained++;
         }
         /* Same objective up to summation-order rounding of a few doubles. */
