@@ -62,6 +62,20 @@ static void ref_reformer(XF_REF_FN_ARGS)
     xf_ref_reformer(n, d, q, k, v, s, p, layer, head, out);
 }
 
+static void ref_routing(XF_REF_FN_ARGS)
+{
+    (void)w;
+    xf_ref_routing(n, d, q, k, v, s, p, layer, head, out);
+}
+
+static void ref_sinkhorn(XF_REF_FN_ARGS)
+{
+    (void)w;
+    (void)layer;
+    (void)head;
+    xf_ref_sinkhorn(n, d, q, k, v, s, p, out);
+}
+
 static void odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, const void *w,
                        double tol)
 {
@@ -107,6 +121,41 @@ static void test_reformer_limit(void **state)
                              1.0f, 0) <= 1e-5);
     assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":8}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) > 1e-3);
+}
+
+/* Routing: k-means in double with the same summation order as the reference (identical
+ * clusters), then fp32 logits: 1e-5 (§0). Limits: routed clusters = 1 and clustered C = n are
+ * dense. */
+static void test_routing(void **state)
+{
+    (void)state;
+    odd_shapes(&xf_attn_routing, "{\"seed\":3}", ref_routing, NULL, 1e-5);
+    odd_shapes(&xf_attn_routing, "{\"seed\":4,\"clusters\":5,\"iters\":3}", ref_routing,
+               NULL, 1e-5);
+    odd_shapes(&xf_attn_routing, "{\"seed\":5,\"mode\":\"clustered\"}", ref_routing, NULL,
+               1e-5);
+    assert_true(xf_ref_check(&xf_attn_routing, "{\"clusters\":1}", ref_dense, NULL, 9,
+                             odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_routing, "{\"mode\":\"clustered\",\"clusters\":1000,"
+                             "\"iters\":2}", ref_dense, NULL, 8, odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_routing, "{\"clusters\":4}", ref_dense, NULL, 9,
+                             odd_lens, 3, 64, 2.0f, 0) > 1e-3);
+}
+
+/* Sinkhorn: block similarities in double in both (identical block choices); 1e-5. Limits:
+ * block >= n, and hard with k_s >= n_b − 1, are dense. */
+static void test_sinkhorn(void **state)
+{
+    (void)state;
+    odd_shapes(&xf_attn_sinkhorn, "{\"block\":16}", ref_sinkhorn, NULL, 1e-5);
+    odd_shapes(&xf_attn_sinkhorn, "{\"block\":7,\"k_s\":2,\"sim\":\"kk\"}", ref_sinkhorn,
+               NULL, 1e-5);
+    odd_shapes(&xf_attn_sinkhorn, "{\"block\":16,\"mode\":\"soft\"}", ref_sinkhorn, NULL,
+               1e-5);
+    assert_true(xf_ref_check(&xf_attn_sinkhorn, "{\"block\":1000}", ref_dense, NULL, 9,
+                             odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_sinkhorn, "{\"block\":64,\"k_s\":15}", ref_dense, NULL,
+                             9, odd_lens, 3, 40, 2.0f, 0) <= 1e-5);
 }
 
 static void run_once(const xf_attn_vtbl *vt, const char *json, xf_rbatch_t *b)
@@ -171,6 +220,22 @@ static void test_reformer_props(void **state)
     edges(&xf_attn_reformer, "{\"mode\":\"shared\"}");
 }
 
+static void test_props(void **state)
+{
+    (void)state;
+    xf_ref_independence(NULL, &xf_attn_routing, "{\"seed\":2}");
+    xf_ref_independence(NULL, &xf_attn_routing, "{\"seed\":2,\"mode\":\"clustered\"}");
+    xf_ref_independence(NULL, &xf_attn_sinkhorn, "{\"block\":8}");
+    xf_ref_independence(NULL, &xf_attn_sinkhorn, "{\"block\":8,\"mode\":\"soft\"}");
+    seeds(&xf_attn_routing, "{\"seed\":1}", "{\"seed\":2}");
+    seeds(&xf_attn_routing, "{\"seed\":1,\"mode\":\"clustered\",\"clusters\":9}",
+          "{\"seed\":2,\"mode\":\"clustered\",\"clusters\":9}");
+    edges(&xf_attn_routing, "{}");
+    edges(&xf_attn_routing, "{\"mode\":\"clustered\"}");
+    edges(&xf_attn_sinkhorn, "{\"block\":4}");
+    edges(&xf_attn_sinkhorn, "{\"block\":4,\"mode\":\"soft\"}");
+}
+
 static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
 {
     _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
@@ -188,7 +253,13 @@ static void test_parse(void **state)
     expect_err(&xf_attn_reformer, "{\"chunk\":0}", "chunk");
     expect_err(&xf_attn_reformer, "{\"mode\":\"lsh\"}", "mode");
     expect_err(&xf_attn_reformer, "{\"chunks_before\":-1}", "chunks_before");
+    expect_err(&xf_attn_routing, "{\"mode\":\"balanced\"}", "mode");
+    expect_err(&xf_attn_routing, "{\"clusters\":0}", "clusters");
+    expect_err(&xf_attn_sinkhorn, "{\"tau\":0}", "tau");
+    expect_err(&xf_attn_sinkhorn, "{\"sim\":\"qq\"}", "sim");
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_parse), cmocka_unit_test(test_reformer),
-             cmocka_unit_test(test_reformer_limit), cmocka_unit_test(test_reformer_props))
+             cmocka_unit_test(test_reformer_limit), cmocka_unit_test(test_reformer_props),
+             cmocka_unit_test(test_routing), cmocka_unit_test(test_sinkhorn),
+             cmocka_unit_test(test_props))

@@ -1134,3 +1134,206 @@ void xf_ref_nystrom(int32_t n, int32_t d, const float *q, const float *k, const 
     free(Yt);
     free(Ylt);
 }
+
+/* ---- family P: routing, sinkhorn ---- */
+
+void xf_ref_routing(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                    double s, const xf_routing_params_t *p, int32_t layer, int32_t head,
+                    double *out)
+{
+    int32_t K = xf_routing_clusters(p, n);
+    double *mu = malloc(sizeof(double) * (size_t)K * (size_t)d);
+    int32_t *cq = malloc(sizeof(int32_t) * (size_t)n), *ck = malloc(sizeof(int32_t) * (size_t)n);
+
+    if (p->mode == XF_ROUTING_ROUTED) {
+        double *pts = malloc(sizeof(double) * 2u * (size_t)n * (size_t)d);
+        uint8_t *mask = calloc((size_t)n * (size_t)n, 1);
+        for (int32_t i = 0; i < n; i++) {
+            ref_unit(q + (size_t)i * (size_t)d, d, pts + (size_t)i * (size_t)d);
+            ref_unit(k + (size_t)i * (size_t)d, d, pts + (size_t)(n + i) * (size_t)d);
+        }
+        ref_kmeans(pts, 2 * n, d, K, p->iters, p->seed, layer, head, mu);
+        for (int32_t i = 0; i < n; i++) {
+            cq[i] = ref_nearest(mu, K, d, pts + (size_t)i * (size_t)d);
+            ck[i] = ref_nearest(mu, K, d, pts + (size_t)(n + i) * (size_t)d);
+        }
+        for (int32_t i = 0; i < n; i++) {
+            int32_t a = cq[i], owned = 0;
+            for (int32_t j = 0; j < n; j++)
+                owned += ck[j] == a;
+            if (!owned) {               /* the key-owning centroid with the largest μ·q̂ */
+                double bv = -INFINITY;
+                for (int32_t b = 0; b < K; b++) {
+                    double t = 0;
+                    int has = 0;
+                    for (int32_t j = 0; j < n; j++)
+                        has |= ck[j] == b;
+                    if (!has)
+                        continue;
+                    for (int32_t c = 0; c < d; c++)
+                        t += mu[(size_t)b * (size_t)d + (size_t)c] * pts[(size_t)i * (size_t)d + (size_t)c];
+                    if (t > bv) {
+                        bv = t;
+                        a = b;
+                    }
+                }
+            }
+            for (int32_t j = 0; j < n; j++)
+                mask[(size_t)i * (size_t)n + (size_t)j] = ck[j] == a;
+        }
+        xf_ref_attend(n, n, d, q, k, v, s, mask, NULL, out);
+        free(pts);
+        free(mask);
+    } else {
+        /* Euclidean k-means of the raw queries; centroid = mean of final members */
+        double *pts = to_d(q, (size_t)n * (size_t)d), *sum = malloc(sizeof(double) * (size_t)K * (size_t)d);
+        int32_t *idx = malloc(sizeof(int32_t) * (size_t)n), *cnt = malloc(sizeof(int32_t) * (size_t)K);
+        double *kd = to_d(k, (size_t)n * (size_t)d), *vd = to_d(v, (size_t)n * (size_t)d);
+        xf_rng_t r;
+        for (int32_t i = 0; i < n; i++)
+            idx[i] = i;
+        xf_rng_init(&r, p->seed, (uint64_t)layer, (uint64_t)head, XF_RNG_KMEANS, 0);
+        xf_rng_partial_shuffle(&r, idx, n, K);
+        for (int32_t a = 0; a < K; a++)
+            memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d, sizeof(double) * (size_t)d);
+        for (int32_t it = 0; it <= p->iters; it++) {
+            memset(sum, 0, sizeof(double) * (size_t)K * (size_t)d);
+            memset(cnt, 0, sizeof(int32_t) * (size_t)K);
+            for (int32_t i = 0; i < n; i++) {
+                int32_t best = 0;
+                double bv = INFINITY;
+                for (int32_t a = 0; a < K; a++) {
+                    double t = 0;
+                    for (int32_t c = 0; c < d; c++) {
+                        double x = pts[(size_t)i * (size_t)d + (size_t)c] - mu[(size_t)a * (size_t)d + (size_t)c];
+                        t += x * x;
+                    }
+                    if (t < bv) {
+                        bv = t;
+                        best = a;
+                    }
+                }
+                cq[i] = best;
+                cnt[best]++;
+                for (int32_t c = 0; c < d; c++)
+                    sum[(size_t)best * (size_t)d + (size_t)c] += pts[(size_t)i * (size_t)d + (size_t)c];
+            }
+            for (int32_t a = 0; a < K; a++)
+                if (cnt[a])
+                    for (int32_t c = 0; c < d; c++)
+                        mu[(size_t)a * (size_t)d + (size_t)c] = sum[(size_t)a * (size_t)d + (size_t)c] / cnt[a];
+        }
+        for (int32_t i = 0; i < n; i++)
+            xf_ref_attend_d(1, n, d, mu + (size_t)cq[i] * (size_t)d, kd, vd, s, NULL, NULL,
+                            out + (size_t)i * (size_t)d);
+        free(pts);
+        free(sum);
+        free(idx);
+        free(cnt);
+        free(kd);
+        free(vd);
+    }
+    free(mu);
+    free(cq);
+    free(ck);
+}
+
+void xf_ref_sinkhorn(int32_t n, int32_t d, const float *q, const float *k, const float *v,
+                     double s, const xf_sinkhorn_params_t *p, double *out)
+{
+    int32_t b = p->block, nb = (n + b - 1) / b;
+    double *mq = calloc((size_t)nb * (size_t)d, sizeof(double)), *mk = calloc((size_t)nb * (size_t)d, sizeof(double));
+    double *R = malloc(sizeof(double) * (size_t)nb * (size_t)nb);
+    const float *src = p->sim == XF_SINKHORN_KK ? k : q;
+
+    for (int32_t a = 0; a < nb; a++) {
+        int32_t r1 = (a + 1) * b < n ? (a + 1) * b : n, cnt = r1 - a * b;
+        for (int32_t c = 0; c < d; c++) {
+            double x = 0, y = 0;
+            for (int32_t r = a * b; r < r1; r++) {
+                x += src[(size_t)r * (size_t)d + (size_t)c];
+                y += k[(size_t)r * (size_t)d + (size_t)c];
+            }
+            mq[(size_t)a * (size_t)d + (size_t)c] = x / cnt;
+            mk[(size_t)a * (size_t)d + (size_t)c] = y / cnt;
+        }
+    }
+    for (int32_t a = 0; a < nb; a++)
+        for (int32_t c = 0; c < nb; c++) {
+            double t = 0;
+            for (int32_t e = 0; e < d; e++)
+                t += mq[(size_t)a * (size_t)d + (size_t)e] * mk[(size_t)c * (size_t)d + (size_t)e];
+            R[(size_t)a * (size_t)nb + (size_t)c] = p->sim == XF_SINKHORN_KK ? t : s * t;
+        }
+    if (p->mode == XF_SINKHORN_HARD || nb == 1) {
+        uint8_t *mask = calloc((size_t)n * (size_t)n, 1);
+        int32_t *sel = malloc(sizeof(int32_t) * (size_t)nb);
+        for (int32_t a = 0; a < nb; a++) {
+            for (int32_t c = 0; c < nb; c++)
+                sel[c] = c == a;
+            for (int32_t t = 0; t < p->k_s && t < nb - 1; t++) {
+                int32_t best = -1;
+                for (int32_t c = 0; c < nb; c++)
+                    if (!sel[c] && (best < 0 || R[(size_t)a * (size_t)nb + (size_t)c] > R[(size_t)a * (size_t)nb + (size_t)best]))
+                        best = c;
+                sel[best] = 1;
+            }
+            for (int32_t i = a * b; i < (a + 1) * b && i < n; i++)
+                for (int32_t j = 0; j < n; j++)
+                    mask[(size_t)i * (size_t)n + (size_t)j] = (uint8_t)sel[j / b];
+        }
+        xf_ref_attend(n, n, d, q, k, v, s, mask, NULL, out);
+        free(mask);
+        free(sel);
+    } else {
+        double *P = malloc(sizeof(double) * (size_t)nb * (size_t)nb);
+        double *kk = malloc(sizeof(double) * 2u * (size_t)b * (size_t)d);
+        double *vv = malloc(sizeof(double) * 2u * (size_t)b * (size_t)d);
+        double *qd = to_d(q, (size_t)n * (size_t)d);
+        for (size_t t = 0; t < (size_t)nb * (size_t)nb; t++)
+            P[t] = R[t] / p->tau;
+        for (int32_t it = 0; it < p->iters; it++) {
+            for (int pass = 0; pass < 2; pass++)
+                for (int32_t a = 0; a < nb; a++) {
+                    double mx = -INFINITY, l = 0;
+                    for (int32_t c = 0; c < nb; c++)
+                        mx = fmax(mx, pass ? P[(size_t)c * (size_t)nb + (size_t)a] : P[(size_t)a * (size_t)nb + (size_t)c]);
+                    for (int32_t c = 0; c < nb; c++)
+                        l += exp((pass ? P[(size_t)c * (size_t)nb + (size_t)a] : P[(size_t)a * (size_t)nb + (size_t)c]) - mx);
+                    for (int32_t c = 0; c < nb; c++)
+                        *(pass ? &P[(size_t)c * (size_t)nb + (size_t)a]
+                               : &P[(size_t)a * (size_t)nb + (size_t)c]) -= mx + log(l);
+                }
+        }
+        for (size_t t = 0; t < (size_t)nb * (size_t)nb; t++)
+            P[t] = exp(P[t]);
+        for (int32_t a = 0; a < nb; a++) {
+            int32_t r0 = a * b, r1 = r0 + b < n ? r0 + b : n, m = 0;
+            for (int32_t j = r0; j < r1; j++, m++)
+                for (int32_t c = 0; c < d; c++) {
+                    kk[(size_t)m * (size_t)d + (size_t)c] = k[(size_t)j * (size_t)d + (size_t)c];
+                    vv[(size_t)m * (size_t)d + (size_t)c] = v[(size_t)j * (size_t)d + (size_t)c];
+                }
+            for (int32_t t = 0; t < b; t++, m++)
+                for (int32_t c = 0; c < d; c++) {
+                    double sk = 0, sv = 0;
+                    for (int32_t cb = 0; cb < nb; cb++)
+                        if (cb * b + t < n) {
+                            sk += P[(size_t)a * (size_t)nb + (size_t)cb] * k[(size_t)(cb * b + t) * (size_t)d + (size_t)c];
+                            sv += P[(size_t)a * (size_t)nb + (size_t)cb] * v[(size_t)(cb * b + t) * (size_t)d + (size_t)c];
+                        }
+                    kk[(size_t)m * (size_t)d + (size_t)c] = sk;
+                    vv[(size_t)m * (size_t)d + (size_t)c] = sv;
+                }
+            xf_ref_attend_d(r1 - r0, m, d, qd + (size_t)r0 * (size_t)d, kk, vv, s, NULL, NULL,
+                            out + (size_t)r0 * (size_t)d);
+        }
+        free(P);
+        free(kk);
+        free(vv);
+        free(qd);
+    }
+    free(mq);
+    free(mk);
+    free(R);
+}

@@ -1,0 +1,253 @@
+/* Routing Transformer / clustered attention (ATTENTION.md §11), family P.
+ * "routed" (substitute without trained centroids): spherical k-means (§11: seeded partial
+ * Fisher–Yates init over the 2n points q̂_0..q̂_{n−1}, k̂_0..k̂_{n−1}; iters Lloyd steps) per
+ * (sequence, head); A(i) = keys of q_i's cluster, else the keys of the key-owning centroid
+ * nearest q̂_i; logits s·q·k. "clustered" (Vyas et al.): Euclidean k-means of the raw queries
+ * (same seeded init over the n queries), centroid = mean of the final members, each member gets
+ * the dense attention output of its centroid. All clustering arithmetic in double. */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "attention/fam_p.h"
+#include "attention/rng.h"
+
+static const char *const mode_names[] = { "routed", "clustered", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "mode", XF_PK_ENUM, offsetof(xf_routing_params_t, mode), 0, 0, mode_names },
+    { "clusters", XF_PK_AUTO, offsetof(xf_routing_params_t, clusters), 1, 1 << 16, NULL },
+    { "iters", XF_PK_INT, offsetof(xf_routing_params_t, iters), 0, 1000, NULL },
+    { "seed", XF_PK_SEED, offsetof(xf_routing_params_t, seed), 0, 0, NULL },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int ro_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_routing_params_t *p = params;
+
+    p->seed = 0;
+    p->mode = XF_ROUTING_ROUTED;
+    p->clusters = 0;
+    p->iters = 10;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int ro_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+typedef struct lay {
+    double *pts, *mu, *acc;
+    int32_t *idx, *cq, *ck, *order, *start, *cnt;
+    float *logit, *qbar;
+} lay_t;
+
+static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
+{
+    size_t N = (size_t)n, D = (size_t)d, K = (size_t)k, off = 0;
+    unsigned char *b = ws;
+#define TAKE(ptr, type, cnt_)                                                     \
+    do {                                                                          \
+        if (l)                                                                    \
+            l->ptr = (type *)(void *)(b + off);                                   \
+        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
+    } while (0)
+    TAKE(pts, double, 2u * N * D);
+    TAKE(mu, double, K * D);
+    TAKE(acc, double, K * D + D);
+    TAKE(idx, int32_t, 2u * N);
+    TAKE(cq, int32_t, N);
+    TAKE(ck, int32_t, N);
+    TAKE(order, int32_t, N);
+    TAKE(start, int32_t, K + 1);
+    TAKE(cnt, int32_t, K);
+    TAKE(logit, float, N);
+    TAKE(qbar, float, K * D);
+#undef TAKE
+    return off;
+}
+
+static int ro_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_routing_params_t *p = params;
+    int nmax = xf_sfpm_check_shape(sh);
+    int32_t kmax = 1;
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    /* clusters(n) is not monotone in n when explicit (clamped); take the max over sequences */
+    for (int32_t b = 0; b < sh->n_seq; b++) {
+        int32_t n = sh->cu_len[b + 1] - sh->cu_len[b], k = n > 0 ? xf_routing_clusters(p, n) : 1;
+        kmax = k > kmax ? k : kmax;
+    }
+    out->ws_per_thread = layout(nmax, sh->d_head, kmax, NULL, NULL);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static double dist2(const double *a, const double *b, int32_t d)
+{
+    double s = 0;
+    for (int32_t c = 0; c < d; c++)
+        s += (a[c] - b[c]) * (a[c] - b[c]);
+    return s;
+}
+
+static int32_t nearest_l2(const double *mu, int32_t k, int32_t d, const double *x)
+{
+    int32_t best = 0;
+    double bv = INFINITY;
+    for (int32_t a = 0; a < k; a++) {
+        double s = dist2(mu + (size_t)a * (size_t)d, x, d);
+        if (s < bv) {
+            bv = s;
+            best = a;
+        }
+    }
+    return best;
+}
+
+static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
+                      const xf_sfpm_item_t *it, float q_scale, float scale, lay_t *l)
+{
+    int32_t n = it->n, d = it->d, k = xf_routing_clusters(p, n);
+    xf_rng_t r;
+
+    for (int32_t i = 0; i < n; i++)
+        for (int32_t c = 0; c < d; c++)
+            l->pts[(size_t)i * (size_t)d + (size_t)c] =
+                (double)it->q[(size_t)i * (size_t)d + (size_t)c] / (double)q_scale;
+    for (int32_t i = 0; i < n; i++)
+        l->idx[i] = i;
+    xf_rng_init(&r, p->seed, (uint64_t)sh->layer, (uint64_t)it->head, XF_RNG_KMEANS, 0);
+    xf_rng_partial_shuffle(&r, l->idx, n, k);
+    for (int32_t a = 0; a < k; a++)
+        memcpy(l->mu + (size_t)a * (size_t)d, l->pts + (size_t)l->idx[a] * (size_t)d,
+               sizeof(double) * (size_t)d);
+    for (int32_t t = 0; t <= p->iters; t++) {
+        /* assign; then (Lloyd step, or the final centroids) means of the members */
+        memset(l->acc, 0, sizeof(double) * (size_t)k * (size_t)d);
+        memset(l->cnt, 0, sizeof(int32_t) * (size_t)k);
+        for (int32_t i = 0; i < n; i++) {
+            int32_t a = nearest_l2(l->mu, k, d, l->pts + (size_t)i * (size_t)d);
+            l->cq[i] = a;
+            l->cnt[a]++;
+            for (int32_t c = 0; c < d; c++)
+                l->acc[(size_t)a * (size_t)d + (size_t)c] += l->pts[(size_t)i * (size_t)d + (size_t)c];
+        }
+        for (int32_t a = 0; a < k; a++)
+            if (l->cnt[a] > 0)
+                for (int32_t c = 0; c < d; c++)
+                    l->mu[(size_t)a * (size_t)d + (size_t)c] =
+                        l->acc[(size_t)a * (size_t)d + (size_t)c] / l->cnt[a];
+    }
+    /* after the last pass mu = mean of the final members; attend once per cluster */
+    for (int32_t a = 0; a < k; a++) {
+        if (!l->cnt[a])
+            continue;
+        for (int32_t c = 0; c < d; c++)
+            l->qbar[(size_t)a * (size_t)d + (size_t)c] = (float)l->mu[(size_t)a * (size_t)d + (size_t)c];
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int32_t a = l->cq[i];
+        float *oi = it->out + (size_t)i * (size_t)it->ldo;
+        int32_t first = i;
+        /* the first member computes; later members copy its row */
+        for (int32_t j = 0; j < i; j++)
+            if (l->cq[j] == a) {
+                first = j;
+                break;
+            }
+        if (first == i)
+            xf_sfpm_attend(l->qbar + (size_t)a * (size_t)d, d, scale, it->k, it->v, d, NULL,
+                           NULL, n, l->logit, oi);
+        else
+            memcpy(oi, it->out + (size_t)first * (size_t)it->ldo, sizeof(float) * (size_t)d);
+    }
+}
+
+static void item(const xf_routing_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+                 float q_scale, float scale, void *ws)
+{
+    int32_t n = it->n, d = it->d, k = xf_routing_clusters(p, n);
+    lay_t l;
+
+    layout(n, d, k, ws, &l);
+    if (p->mode == XF_ROUTING_CLUSTERED) {
+        clustered(p, sh, it, q_scale, scale, &l);
+        return;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        xf_fams_unit(it->q + (size_t)i * (size_t)d, d, l.pts + (size_t)i * (size_t)d);
+        xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.pts + (size_t)(n + i) * (size_t)d);
+    }
+    xf_fams_kmeans(l.pts, 2 * n, d, k, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
+                   l.acc);
+    memset(l.start, 0, sizeof(int32_t) * ((size_t)k + 1));
+    for (int32_t i = 0; i < n; i++) {
+        l.cq[i] = xf_fams_nearest(l.mu, k, d, l.pts + (size_t)i * (size_t)d);
+        l.ck[i] = xf_fams_nearest(l.mu, k, d, l.pts + (size_t)(n + i) * (size_t)d);
+        l.start[l.ck[i] + 1]++;
+    }
+    for (int32_t a = 0; a < k; a++)
+        l.start[a + 1] += l.start[a];
+    memcpy(l.cnt, l.start, sizeof(int32_t) * (size_t)k);
+    for (int32_t j = 0; j < n; j++)
+        l.order[l.cnt[l.ck[j]]++] = j;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t a = l.cq[i];
+        if (l.start[a + 1] == l.start[a]) {
+            /* no keys here: the key-owning centroid with the largest μ·q̂_i */
+            double bv = -INFINITY;
+            for (int32_t b = 0; b < k; b++) {
+                double s = 0;
+                if (l.start[b + 1] == l.start[b])
+                    continue;
+                for (int32_t c = 0; c < d; c++)
+                    s += l.mu[(size_t)b * (size_t)d + (size_t)c] * l.pts[(size_t)i * (size_t)d + (size_t)c];
+                if (s > bv) {
+                    bv = s;
+                    a = b;
+                }
+            }
+        }
+        xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, scale / q_scale, it->k, it->v, d, NULL,
+                       l.order + l.start[a], l.start[a + 1] - l.start[a], l.logit,
+                       it->out + (size_t)i * (size_t)it->ldo);
+    }
+}
+
+static int ro_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    (void)ws_shared;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n > 0)
+            item(params, sh, &it, io->q_scale, io->scale, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_routing = {
+    .name = "routing",
+    .family = XF_FAM_P,
+    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
+    .summary = "Routing / clustered attention: seeded k-means groups per (sequence, head)",
+    .params_doc = "mode=routed clusters=auto(ceil(sqrt n); 25 clustered) iters=10 seed=0",
+    .params_size = sizeof(xf_routing_params_t),
+    .parse = ro_parse,
+    .to_json = ro_to_json,
+    .plan = ro_plan,
+    .forward = ro_forward,
+};

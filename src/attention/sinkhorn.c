@@ -1,0 +1,238 @@
+/* Sparse Sinkhorn attention (ATTENTION.md §12), family P, parameter-free substitute. Blocks of
+ * `block` tokens; block similarity R_ac = s·(mean_a q)·(mean_c k) ("qk") or (mean_a k)·(mean_c k)
+ * ("kk"), in double. hard (default): a query in block a attends its own block plus the k_s
+ * blocks c ≠ a with the largest R_ac (ties to the lower c) — real keys, each once.
+ * soft: deterministic log-space Sinkhorn on R/τ (iters row/column normalisations, no Gumbel),
+ * P = exp(S); sorted block a = Σ_c P_ac (K_c, V_c) row-wise (rows a ragged block lacks are
+ * skipped); a query in block a attends [K_a ; K^σ_a] (k_s is not used in soft mode). */
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "attention/fam_p.h"
+
+static const char *const mode_names[] = { "hard", "soft", NULL };
+static const char *const sim_names[] = { "qk", "kk", NULL };
+
+static const xf_pkey_t keys[] = {
+    { "block", XF_PK_INT, offsetof(xf_sinkhorn_params_t, block), 1, 1 << 20, NULL },
+    { "mode", XF_PK_ENUM, offsetof(xf_sinkhorn_params_t, mode), 0, 0, mode_names },
+    { "k_s", XF_PK_INT, offsetof(xf_sinkhorn_params_t, k_s), 0, 1 << 20, NULL },
+    { "tau", XF_PK_REAL, offsetof(xf_sinkhorn_params_t, tau), 1e-6, 1e6, NULL },
+    { "iters", XF_PK_INT, offsetof(xf_sinkhorn_params_t, iters), 0, 1000, NULL },
+    { "sim", XF_PK_ENUM, offsetof(xf_sinkhorn_params_t, sim), 0, 0, sim_names },
+};
+#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
+
+static int sk_parse(void *params, const json_t *obj, char *err, size_t errlen)
+{
+    xf_sinkhorn_params_t *p = params;
+
+    p->block = 64;
+    p->mode = XF_SINKHORN_HARD;
+    p->k_s = 1;
+    p->tau = 0.7;
+    p->iters = 8;
+    p->sim = XF_SINKHORN_QK;
+    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+}
+
+static int sk_to_json(const void *params, json_t *obj)
+{
+    return xf_sfpm_to_json(keys, NKEYS, params, obj);
+}
+
+typedef struct lay {
+    double *mq, *mk, *R, *row;
+    int32_t *sel, *list;
+    float *logit, *kbuf, *vbuf;
+} lay_t;
+
+static size_t layout(int32_t n, int32_t d, int32_t b, void *ws, lay_t *l)
+{
+    int32_t nb = (n + b - 1) / b;
+    size_t N = (size_t)n, D = (size_t)d, NB = (size_t)nb, B = (size_t)(b < n ? b : n), off = 0;
+    unsigned char *base = ws;
+#define TAKE(ptr, type, cnt_)                                                     \
+    do {                                                                          \
+        if (l)                                                                    \
+            l->ptr = (type *)(void *)(base + off);                                \
+        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
+    } while (0)
+    TAKE(mq, double, NB * D);
+    TAKE(mk, double, NB * D);
+    TAKE(R, double, NB * NB);
+    TAKE(row, double, NB + 1);
+    TAKE(sel, int32_t, NB + 1);
+    TAKE(list, int32_t, N);
+    TAKE(logit, float, N + 2u * B);
+    TAKE(kbuf, float, 2u * B * D);
+    TAKE(vbuf, float, 2u * B * D);
+#undef TAKE
+    return off;
+}
+
+static int sk_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    const xf_sinkhorn_params_t *p = params;
+    int nmax = xf_sfpm_check_shape(sh);
+
+    (void)nth;
+    if (nmax < 0)
+        return nmax;
+    out->ws_per_thread = layout(nmax, sh->d_head, p->block, NULL, NULL);
+    out->ws_shared = 0;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+static void block_means(const float *x, int32_t n, int32_t d, int32_t b, int32_t nb, double mul,
+                        double *out)
+{
+    for (int32_t a = 0; a < nb; a++) {
+        int32_t r0 = a * b, r1 = r0 + b < n ? r0 + b : n;
+        for (int32_t c = 0; c < d; c++) {
+            double s = 0;
+            for (int32_t r = r0; r < r1; r++)
+                s += (double)x[(size_t)r * (size_t)d + (size_t)c];
+            out[(size_t)a * (size_t)d + (size_t)c] = s / (r1 - r0) * mul;
+        }
+    }
+}
+
+static void lse_norm(double *S, int32_t nb, int rows)
+{
+    for (int32_t a = 0; a < nb; a++) {
+        double mx = -INFINITY, l = 0;
+        for (int32_t c = 0; c < nb; c++) {
+            double x = rows ? S[(size_t)a * (size_t)nb + (size_t)c] : S[(size_t)c * (size_t)nb + (size_t)a];
+            mx = x > mx ? x : mx;
+        }
+        for (int32_t c = 0; c < nb; c++) {
+            double x = rows ? S[(size_t)a * (size_t)nb + (size_t)c] : S[(size_t)c * (size_t)nb + (size_t)a];
+            l += exp(x - mx);
+        }
+        l = mx + log(l);
+        for (int32_t c = 0; c < nb; c++) {
+            if (rows)
+                S[(size_t)a * (size_t)nb + (size_t)c] -= l;
+            else
+                S[(size_t)c * (size_t)nb + (size_t)a] -= l;
+        }
+    }
+}
+
+static void item(const xf_sinkhorn_params_t *p, const xf_sfpm_item_t *it, float q_scale,
+                 float scale, void *ws)
+{
+    int32_t n = it->n, d = it->d, b = p->block, nb = (n + b - 1) / b;
+    float alpha = scale / q_scale;
+    lay_t l;
+
+    layout(n, d, b, ws, &l);
+    block_means(p->sim == XF_SINKHORN_KK ? it->k : it->q, n, d, b, nb,
+                p->sim == XF_SINKHORN_KK ? 1.0 : 1.0 / (double)q_scale, l.mq);
+    block_means(it->k, n, d, b, nb, 1.0, l.mk);
+    for (int32_t a = 0; a < nb; a++)
+        for (int32_t c = 0; c < nb; c++) {
+            double s = 0;
+            for (int32_t t = 0; t < d; t++)
+                s += l.mq[(size_t)a * (size_t)d + (size_t)t] * l.mk[(size_t)c * (size_t)d + (size_t)t];
+            l.R[(size_t)a * (size_t)nb + (size_t)c] = p->sim == XF_SINKHORN_KK ? s : (double)scale * s;
+        }
+    if (p->mode == XF_SINKHORN_SOFT && nb > 1) {
+        for (size_t t = 0; t < (size_t)nb * (size_t)nb; t++)
+            l.R[t] /= p->tau;
+        for (int32_t t = 0; t < p->iters; t++) {
+            lse_norm(l.R, nb, 1);
+            lse_norm(l.R, nb, 0);
+        }
+        for (size_t t = 0; t < (size_t)nb * (size_t)nb; t++)
+            l.R[t] = exp(l.R[t]);
+    }
+    for (int32_t a = 0; a < nb; a++) {
+        int32_t r0 = a * b, r1 = r0 + b < n ? r0 + b : n, nl = 0;
+
+        if (p->mode == XF_SINKHORN_SOFT && nb > 1) {
+            /* [K_a ; K^σ_a] into a contiguous buffer */
+            int32_t own = r1 - r0, m;
+            memcpy(l.kbuf, it->k + (size_t)r0 * (size_t)d, sizeof(float) * (size_t)own * (size_t)d);
+            memcpy(l.vbuf, it->v + (size_t)r0 * (size_t)d, sizeof(float) * (size_t)own * (size_t)d);
+            m = own;
+            for (int32_t t = 0; t < b; t++) {
+                int any = 0;
+                for (int32_t c0 = 0; c0 < d; c0++) {
+                    double sk = 0, sv = 0;
+                    for (int32_t c = 0; c < nb; c++) {
+                        int32_t r = c * b + t;
+                        double w = l.R[(size_t)a * (size_t)nb + (size_t)c];
+                        if (r >= n)
+                            continue;
+                        any = 1;
+                        sk += w * (double)it->k[(size_t)r * (size_t)d + (size_t)c0];
+                        sv += w * (double)it->v[(size_t)r * (size_t)d + (size_t)c0];
+                    }
+                    l.kbuf[(size_t)m * (size_t)d + (size_t)c0] = (float)sk;
+                    l.vbuf[(size_t)m * (size_t)d + (size_t)c0] = (float)sv;
+                }
+                m += any;
+            }
+            for (int32_t i = r0; i < r1; i++)
+                xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, alpha, l.kbuf, l.vbuf, d, NULL,
+                               NULL, m, l.logit, it->out + (size_t)i * (size_t)it->ldo);
+            continue;
+        }
+        /* hard: own block plus the k_s best other blocks (all when k_s >= nb − 1) */
+        for (int32_t c = 0; c < nb; c++)
+            l.sel[c] = c == a;
+        for (int32_t t = 0; t < p->k_s && t < nb - 1; t++) {
+            int32_t best = -1;
+            double bv = -INFINITY;
+            for (int32_t c = 0; c < nb; c++)
+                if (!l.sel[c] && (best < 0 || l.R[(size_t)a * (size_t)nb + (size_t)c] > bv)) {
+                    bv = l.R[(size_t)a * (size_t)nb + (size_t)c];
+                    best = c;
+                }
+            l.sel[best] = 1;
+        }
+        for (int32_t c = 0; c < nb; c++)
+            if (l.sel[c])
+                for (int32_t j = c * b; j < (c + 1) * b && j < n; j++)
+                    l.list[nl++] = j;
+        for (int32_t i = r0; i < r1; i++)
+            xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, alpha, it->k, it->v, d, NULL,
+                           l.list, nl, l.logit, it->out + (size_t)i * (size_t)it->ldo);
+    }
+}
+
+static int sk_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
+                      int nth)
+{
+    (void)ws_shared;
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n > 0)
+            item(params, &it, io->q_scale, io->scale, ws_thread);
+    }
+    return 0;
+}
+
+const xf_attn_vtbl xf_attn_sinkhorn = {
+    .name = "sinkhorn",
+    .family = XF_FAM_P,
+    .flags = XF_ATTN_PER_REQUEST,
+    .summary = "Sinkhorn sorting substitute: own block + best-matching blocks (hard) or "
+               "Sinkhorn-mixed blocks (soft)",
+    .params_doc = "block=64 mode=hard k_s=1 tau=0.7 iters=8 sim=qk",
+    .params_size = sizeof(xf_sinkhorn_params_t),
+    .parse = sk_parse,
+    .to_json = sk_to_json,
+    .plan = sk_plan,
+    .forward = sk_forward,
+};
