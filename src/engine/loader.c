@@ -885,6 +885,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     }
     m->info.n_params = L.n_params;
     xf_st_take_map(L.st, &m->map, &m->map_len);
+    madvise(m->map, m->map_len, MADV_WILLNEED);   /* read ahead the in-place weights */
     xf_st_close(L.st);
     L.st = NULL;
 
@@ -930,7 +931,11 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
                 goto fail;
             }
         } else {
-            /* LOADER-TODO: xf_attn_from_hf_config(cfg, &m->attn, ...) once hfmap.c links */
+            rc = xf_attn_from_hf_config(cfg, &m->attn, err, sizeof err);
+            if (rc) {
+                xf_diag_set(diag, rc, "%s", err[0] ? err : "config.json: attention settings");
+                goto fail;
+            }
         }
         if (m->attn && (rc = xf_attn_check(m->attn, m, err, sizeof err)) != 0) {
             xf_diag_set(diag, rc, "attention %s: %s", xf_attn_name(m->attn), err);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,23 @@ uint16_t xf_float_to_bf16(float f)
         return (uint16_t)((x >> 16) | 0x40u);
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
+}
+
+/* All 65536 halves as floats, built once: a table lookup converts ~10x faster than the
+ * branchy xf_half_to_float. */
+static float half_table[65536];
+static pthread_once_t half_once = PTHREAD_ONCE_INIT;
+
+static void half_table_init(void)
+{
+    for (uint32_t h = 0; h < 65536u; h++)
+        half_table[h] = xf_half_to_float((uint16_t)h);
+}
+
+static const float *half_lut(void)
+{
+    pthread_once(&half_once, half_table_init);
+    return half_table;
 }
 
 /* ---- reader ----------------------------------------------------------------------------- */
@@ -476,8 +494,9 @@ int xf_st_read_f32(const xf_st_file_t *f, const xf_st_tensor_t *t, const float *
             buf[i] = bits_to_float(u);
         }
     } else if (t->dtype == XF_ST_F16) {
+        const float *lut = half_lut();
         for (uint64_t i = 0; i < n; i++)
-            buf[i] = xf_half_to_float((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
+            buf[i] = lut[src[2 * i] | src[2 * i + 1] << 8];
     } else {
         for (uint64_t i = 0; i < n; i++)
             buf[i] = xf_bf16_to_float((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));

@@ -925,6 +925,21 @@ static void test_attention_option(void **state)
     lo.attention = "{bad json";
     assert_int_equal(xf_model_load(a, &lo, &m, &d), XF_EFORMAT);
     assert_null(m);
+    /* no option: the config's attention settings (Longformer's full window 8 -> 4 a side) */
+    edit_config(a, "attention_window", json_integer(8));
+    m = load_ok(a, NULL);
+    assert_string_equal(xf_attn_name(xf_model_attention(m)), "longformer");
+    xf_model_free(m);
+    m = NULL;
+    edit_config(a, "attention_window", json_integer(7));
+    assert_int_equal(xf_model_load(a, NULL, &m, &d), XF_EPARAM);
+    assert_non_null(strstr(d.msg, "attention_window"));
+    assert_null(m);
+    /* the load option wins over the config */
+    lo.attention = "{\"variant\":\"dense\"}";
+    m = load_ok(a, &lo);
+    assert_string_equal(xf_attn_name(xf_model_attention(m)), "dense");
+    xf_model_free(m);
 }
 
 XF_TEST_MAIN(cmocka_unit_test_setup_teardown(test_demo_tiny, setup, teardown),

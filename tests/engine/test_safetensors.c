@@ -126,6 +126,40 @@ static void test_bf16_special(void **state)
     assert_true((xf_float_to_bf16(bitsf(0x7f800001u)) & 0x7f) != 0);         /* NaN stays */
 }
 
+/* Every half and bf16 bit pattern read from a file converts exactly like the scalar
+ * functions (the reader uses a lookup table for F16). */
+static void test_read_all_patterns(void **state)
+{
+    char path[1200];
+    static uint16_t pat[65536];
+    xf_st_wtensor_t t[2] = {
+        { .name = "h", .dtype = "F16", .rank = 1, .shape = { 65536 }, .raw = pat,
+          .raw_len = sizeof pat },
+        { .name = "b", .dtype = "BF16", .rank = 2, .shape = { 256, 256 }, .raw = pat,
+          .raw_len = sizeof pat },
+    };
+    xf_st_file_t *f = NULL;
+    xf_diag_t d = { 0 };
+    const float *v;
+    float *own;
+    (void)state;
+
+    for (uint32_t i = 0; i < 65536u; i++)
+        pat[i] = (uint16_t)i;                      /* little-endian host */
+    tpath(path, sizeof path, "pat.safetensors");
+    assert_int_equal(xf_st_write(path, t, 2, NULL, &d), 0);
+    assert_int_equal(xf_st_open(path, &f, &d), 0);
+    assert_int_equal(xf_st_read_f32(f, xf_st_find(f, "h"), &v, &own, &d), 0);
+    for (uint32_t i = 0; i < 65536u; i++)
+        assert_int_equal(fbits(v[i]), fbits(xf_half_to_float((uint16_t)i)));
+    free(own);
+    assert_int_equal(xf_st_read_f32(f, xf_st_find(f, "b"), &v, &own, &d), 0);
+    for (uint32_t i = 0; i < 65536u; i++)
+        assert_int_equal(fbits(v[i]), i << 16);
+    free(own);
+    xf_st_close(f);
+}
+
 /* ---- round trip ------------------------------------------------------------------------- */
 
 static void roundtrip(const char *dtype)
@@ -449,6 +483,7 @@ static void test_truncated_everywhere(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_half_special), cmocka_unit_test(test_bf16_special),
+             cmocka_unit_test_setup_teardown(test_read_all_patterns, setup, teardown),
              cmocka_unit_test_setup_teardown(test_roundtrip_f32, setup, teardown),
              cmocka_unit_test_setup_teardown(test_roundtrip_f16, setup, teardown),
              cmocka_unit_test_setup_teardown(test_roundtrip_bf16, setup, teardown),
