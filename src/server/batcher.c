@@ -291,8 +291,10 @@ struct xf_batcher {
     int64_t tokens;            /* Σ n_tokens of queued jobs */
     double sum_sq;             /* Σ n_i² of queued jobs */
     uint64_t seq;
-    uint64_t last_push_ns;     /* arrival-rate estimate for dp: EWMA of inter-arrival times */
-    double gap_s;              /* 0 until two arrivals were seen */
+    /* Arrival rate for dp: a count that decays with time constant XF_RATE_TAU_S, so it
+     * reads "arrivals in about the last second" and a burst cannot make it explode. */
+    double arr_cnt;
+    uint64_t arr_last_ns;
     xf_bjob_t **scratch;       /* [o.max_queue_jobs] */
     unsigned char *mark;       /* [o.max_queue_jobs] */
 };
@@ -392,6 +394,16 @@ static uint64_t job_latest_start(const xf_cost_t *cm, const xf_bjob_t *j)
     return j->deadline_ns > d ? j->deadline_ns - d : 0;
 }
 
+#define XF_RATE_TAU_S 1.0
+
+/* The decayed arrival count at now. */
+static double arrival_count(const xf_batcher_t *b, uint64_t now_ns)
+{
+    if (b->arr_cnt == 0 || now_ns <= b->arr_last_ns)
+        return b->arr_cnt;
+    return b->arr_cnt * exp(-(double)(now_ns - b->arr_last_ns) * 1e-9 / XF_RATE_TAU_S);
+}
+
 int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
 {
     if (!job || job->n_seqs < 1 || !job->lens)
@@ -414,11 +426,8 @@ int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
     if (b->n >= (size_t)b->o.max_queue_jobs ||
         b->tokens + job->n_tokens > b->o.max_queued_tokens)
         return -EAGAIN;
-    if (b->last_push_ns && now_ns >= b->last_push_ns) {
-        double gap = (double)(now_ns - b->last_push_ns) * 1e-9;
-        b->gap_s = b->gap_s > 0 ? 0.95 * b->gap_s + 0.05 * gap : gap;
-    }
-    b->last_push_ns = now_ns;
+    b->arr_cnt = arrival_count(b, now_ns) + 1;
+    b->arr_last_ns = now_ns;
     job->max_len_ = mx;
     job->seq_ = b->seq++;
     b->q[b->n++] = job;
@@ -708,8 +717,7 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         double plan_s = b->cost.c[0], future_w = 0;
         for (size_t i = 0; i < w; i++)
             plan_s += job_additive_s(&b->cost, b->scratch[i]);
-        if (b->gap_s > 0)
-            future_w = XF_DP_FUTURE * plan_s / b->gap_s;
+        future_w = XF_DP_FUTURE * plan_s * arrival_count(b, now_ns) / XF_RATE_TAU_S;
         size_t ends[XF_DP_MAX], nb;
         double tot;
         int rc = xf_batcher_dp_split(&b->cost, b->scratch, w, b->o.max_batch,

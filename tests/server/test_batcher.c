@@ -597,10 +597,109 @@ static void test_dp_window_no_starvation(void **state)
     xf_batcher_free(b);
 }
 
+static void test_tokens_deadline_aware(void **state)
+{
+    (void)state;
+    /* 100 tokens cost 1 ms + 10 ms. The earliest deadline allows 25 ms: two jobs fit (21 ms),
+     * a third (31 ms) would make the first late and stays queued. */
+    xf_batcher_t *b = mkb(XF_BATCH_TOKENS, 8, 4096);
+    uint64_t now = SEC;
+    tjob_t j[3];
+    mk1(&j[0], 100, now, now + 25 * MS);
+    mk1(&j[1], 100, now, now + 5 * SEC);
+    mk1(&j[2], 100, now, now + 6 * SEC);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    assert_int_equal(xf_batcher_next(b, now, out, 8, &n, &info, &wake), 0);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], &j[0].b);
+    assert_true(fabs(info.predicted_s - 21e-3) < 1e-12);
+    assert_int_equal(xf_batcher_queued_jobs(b), 1);
+    xf_batcher_free(b);
+}
+
+/* Batch size the dp policy dispatches from 8 equal jobs, after `warm` earlier arrivals spaced
+ * gap_ns apart (which set its arrival-rate estimate). */
+static size_t dp_first_batch(uint64_t gap_ns, int warm)
+{
+    xf_batcher_t *b = mkb(XF_BATCH_DP, 32, 8192);
+    set_cost(xf_batcher_cost(b), 20e-3, 1e-3, 0);
+    static tjob_t j[64];
+    uint64_t now = SEC;
+    xf_bjob_t *out[64];
+    size_t n;
+    uint64_t wake;
+    for (int i = 0; i < warm; i++) {   /* arrive and leave again, one by one */
+        mk1(&j[i], 20, now, now + 100 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+        assert_int_equal(xf_batcher_next(b, now, out, 64, &n, NULL, &wake), 0);
+        now += gap_ns;
+    }
+    for (int i = 0; i < 8; i++) {
+        mk1(&j[warm + i], 20, now, now + 100 * SEC);
+        assert_int_equal(xf_batcher_push(b, &j[warm + i].b, now), 0);
+        now += 1000;
+    }
+    assert_int_equal(xf_batcher_next(b, now, out, 64, &n, NULL, &wake), 0);
+    xf_batcher_free(b);
+    return n;
+}
+
+static void test_dp_expected_arrivals(void **state)
+{
+    (void)state;
+    /* Eight 20-ms jobs with a 20-ms batch overhead: for the queue alone, two batches of four
+     * give the lower mean completion; when jobs keep arriving every 2 ms the DP prices the
+     * overhead it would keep paying and takes the whole queue at once. */
+    size_t idle = dp_first_batch(10 * SEC, 0);
+    size_t busy = dp_first_batch(2 * MS, 40);
+    print_message("# dp first batch: %zu jobs without arrivals, %zu at 500/s\n", idle, busy);
+    assert_true(idle < 8);
+    assert_int_equal(busy, 8);
+}
+
+static void test_dp_aging(void **state)
+{
+    (void)state;
+    /* A 40-token job that has waited 5 s against fresh 10-token jobs: without aging it goes
+     * last (shortest first); with 1-s aging its weight 6 gives it the best cost/weight ratio
+     * (40/6 < 10/1), so it is in the first batch. */
+    for (int aging = 0; aging < 2; aging++) {
+        xf_batcher_opts_t o;
+        xf_batcher_opts_init(&o);
+        o.dp_aging_ns = aging ? SEC : 0;
+        xf_batcher_t *b = NULL;
+        assert_int_equal(xf_batcher_create(&o, &b), 0);
+        set_cost(xf_batcher_cost(b), 1e-4, 1e-3, 0);
+        uint64_t now = 10 * SEC;
+        tjob_t j[4];
+        mk1(&j[0], 40, now - 5 * SEC, now + 100 * SEC);
+        for (int i = 1; i < 4; i++)
+            mk1(&j[i], 10, now, now + 100 * SEC);
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+        xf_bjob_t *out[32];
+        size_t n;
+        uint64_t wake;
+        assert_int_equal(xf_batcher_next(b, now, out, 32, &n, NULL, &wake), 0);
+        int has_old = 0;
+        for (size_t i = 0; i < n; i++)
+            has_old |= out[i] == &j[0].b;
+        assert_int_equal(has_old, aging);
+        xf_batcher_free(b);
+    }
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_policy_none),
              cmocka_unit_test(test_policy_fifo), cmocka_unit_test(test_policy_tokens),
              cmocka_unit_test(test_policy_dp), cmocka_unit_test(test_deadlines_expire),
              cmocka_unit_test(test_admission), cmocka_unit_test(test_multi_sequence_info),
              cmocka_unit_test(test_cost_fit), cmocka_unit_test(test_cost_rls),
              cmocka_unit_test(test_observe_via_batcher),
-             cmocka_unit_test(test_dp_window_no_starvation))
+             cmocka_unit_test(test_dp_window_no_starvation),
+             cmocka_unit_test(test_tokens_deadline_aware),
+             cmocka_unit_test(test_dp_expected_arrivals), cmocka_unit_test(test_dp_aging))
