@@ -6,6 +6,7 @@
 
 #include "server/conf.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -625,6 +626,41 @@ int xf_conf_parse_args(xf_conf_t *cfg, int argc, char *const *argv, xf_diag_t *d
     return rc ? rc : walk_args(cfg, argc, argv, false, diag);
 }
 
+int xf_conf_validate(const xf_conf_t *cfg, xf_diag_t *diag)
+{
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, cfg->http_listen, addr) != 1 &&
+        inet_pton(AF_INET6, cfg->http_listen, addr) != 1) {
+        diag_set(diag, XF_EPARAM, "http.listen: '%.200s' is not an IPv4 or IPv6 address",
+                 cfg->http_listen);
+        return XF_EPARAM;
+    }
+    if (cfg->model_attention[0]) {
+        json_error_t jerr;
+        json_t *j = json_loads(cfg->model_attention, JSON_REJECT_DUPLICATES, &jerr);
+        int ok = j && json_is_object(j);
+        json_decref(j);
+        if (!ok) {
+            diag_set(diag, XF_EPARAM, "model.attention: not a JSON object (%s)",
+                     j ? "another JSON type" : jerr.text);
+            return XF_EPARAM;
+        }
+    }
+    if (cfg->redis_url[0] && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
+        strncmp(cfg->redis_url, "unix://", 7) != 0) {
+        diag_set(diag, XF_EPARAM, "redis.url: want redis://host:port[/db] or unix:///path");
+        return XF_EPARAM;
+    }
+    if (cfg->request_max_tokens > cfg->batcher_max_queued_tokens) {
+        diag_set(diag, XF_EPARAM,
+                 "request.max_tokens (%" PRId64 ") exceeds batcher.max_queued_tokens (%" PRId64
+                 "): such requests could never be admitted",
+                 cfg->request_max_tokens, cfg->batcher_max_queued_tokens);
+        return XF_EPARAM;
+    }
+    return 0;
+}
+
 int xf_conf_load(xf_conf_t *cfg, int argc, char *const *argv, xf_diag_t *diag)
 {
     int rc = xf_conf_init(cfg);
@@ -641,7 +677,10 @@ int xf_conf_load(xf_conf_t *cfg, int argc, char *const *argv, xf_diag_t *diag)
         if (rc)
             return rc;
     }
-    return walk_args(cfg, argc, argv, false, diag);
+    rc = walk_args(cfg, argc, argv, false, diag);
+    if (rc || cfg->help || cfg->version)
+        return rc;
+    return xf_conf_validate(cfg, diag);
 }
 
 int xf_conf_format(const xf_conf_t *cfg, const xf_opt_desc_t *d, char *buf, size_t len)

@@ -97,9 +97,15 @@ int xf_conf_load_file(xf_conf_t *cfg, const char *path, xf_diag_t *diag);
  * (-EINVAL for a stray positional argument or a missing value). */
 int xf_conf_parse_args(xf_conf_t *cfg, int argc, char *const *argv, xf_diag_t *diag);
 
+/* Checks across options, after everything is set: http.listen is an IP literal, a non-empty
+ * model.attention is a JSON object, redis.url has a known scheme, request.max_tokens fits in
+ * batcher.max_queued_tokens. Returns 0 or XF_EPARAM naming the option(s). */
+int xf_conf_validate(const xf_conf_t *cfg, xf_diag_t *diag);
+
 /* The whole start-up sequence: defaults, then the file named by -c/--config (if any), then
- * the rest of the command line. On error the caller prints diag->msg and exits with status 2.
- * Returns 0 or an error code (as above); *cfg is initialised either way and needs deinit. */
+ * the rest of the command line, then xf_conf_validate (skipped for --help/--version). On error
+ * the caller prints diag->msg and exits with status 2. Returns 0 or an error code (as above);
+ * *cfg is initialised either way and needs deinit. */
 int xf_conf_load(xf_conf_t *cfg, int argc, char *const *argv, xf_diag_t *diag);
 
 /* Print --help: usage line, then the options grouped by section with type, default, range

@@ -434,7 +434,43 @@ static void test_json(void **state)
     xf_conf_deinit(NULL);
 }
 
+static void test_validate(void **state)
+{
+    (void)state;
+    struct { const char *argv[3]; const char *want; } bad[] = {
+        {{"xformd", "--http.listen=localhost"}, "http.listen"},
+        {{"xformd", "--model.attention={\"name\": "}, "model.attention"},
+        {{"xformd", "--model.attention=[1]"}, "model.attention"},
+        {{"xformd", "--redis.url=http://x"}, "redis.url"},
+        {{"xformd", "--request.max_tokens=300000"}, "batcher.max_queued_tokens"},
+    };
+    xf_conf_t c;
+    xf_diag_t diag;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&diag, 0, sizeof(diag));
+        int rc = xf_conf_load(&c, 2, (char *const *)bad[i].argv, &diag);
+        if (rc != XF_EPARAM || !strstr(diag.msg, bad[i].want))
+            fail_msg("case %zu: rc %d '%s'", i, rc, diag.msg);
+        xf_conf_deinit(&c);
+    }
+    const char *good[] = {"--http.listen=::1", "--http.listen=0.0.0.0",
+                          "--model.attention={\"name\": \"dense\"}",
+                          "--redis.url=redis://127.0.0.1:6379/0"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        const char *argv[] = {"xformd", good[i]};
+        memset(&diag, 0, sizeof(diag));
+        if (xf_conf_load(&c, 2, (char *const *)argv, &diag) != 0)
+            fail_msg("%s: %s", good[i], diag.msg);
+        xf_conf_deinit(&c);
+    }
+    /* --help skips validation: help must work with any other flags. */
+    const char *argv[] = {"xformd", "--http.listen=nowhere", "--help"};
+    assert_int_equal(xf_conf_load(&c, 3, (char *const *)argv, &diag), 0);
+    assert_true(c.help);
+    xf_conf_deinit(&c);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_defaults), cmocka_unit_test(test_example_file_agrees),
              cmocka_unit_test(test_types), cmocka_unit_test(test_file),
              cmocka_unit_test(test_precedence_and_args), cmocka_unit_test(test_help),
-             cmocka_unit_test(test_json))
+             cmocka_unit_test(test_json), cmocka_unit_test(test_validate))
