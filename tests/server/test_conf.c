@@ -470,7 +470,54 @@ static void test_validate(void **state)
     xf_conf_deinit(&c);
 }
 
+/* Seconds of the first "key=<n>s" (or "key: <n>s") in a file, -1 when absent. */
+static long file_seconds(const char *path, const char *key)
+{
+    char *t = xf_test_slurp(path, NULL);
+    if (!t)
+        return -1;
+    const char *at = strstr(t, key);
+    long v = -1;
+    if (at) {
+        char unit = 0;
+        if (sscanf(at + strlen(key), "%ld%c", &v, &unit) != 2 || unit != 's')
+            v = -1;
+    }
+    free(t);
+    return v;
+}
+
+static void test_service_files(void **state)
+{
+    (void)state;
+    const char *src = getenv("XF_SRCDIR");
+    char path[1024];
+    const xf_opt_desc_t *drain = xf_conf_find("drain.timeout_ms");
+    assert_non_null(drain);
+    /* systemd and docker must wait longer than a drain before they kill xformd. */
+    snprintf(path, sizeof(path), "%s/systemd/xformd.service", src ? src : ".");
+    long stop = file_seconds(path, "\nTimeoutStopSec=");
+    assert_true(stop > 0);
+    assert_true(stop * 1000 > drain->def_i);
+    snprintf(path, sizeof(path), "%s/docker/compose.yaml", src ? src : ".");
+    long grace = file_seconds(path, "stop_grace_period: ");
+    assert_true(grace > 0);
+    assert_true(grace * 1000 > drain->def_i);
+    /* The container's config parses, binds every interface and keeps the drain short. */
+    snprintf(path, sizeof(path), "%s/docker/xformd.conf", src ? src : ".");
+    xf_conf_t c;
+    xf_diag_t diag = {0};
+    assert_int_equal(xf_conf_init(&c), 0);
+    if (xf_conf_load_file(&c, path, &diag) != 0)
+        fail_msg("%s", diag.msg);
+    assert_string_equal(c.http_listen, "0.0.0.0");
+    assert_true(grace * 1000 > c.drain_timeout_ms);
+    assert_int_equal(xf_conf_validate(&c, &diag), 0);
+    xf_conf_deinit(&c);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_defaults), cmocka_unit_test(test_example_file_agrees),
              cmocka_unit_test(test_types), cmocka_unit_test(test_file),
              cmocka_unit_test(test_precedence_and_args), cmocka_unit_test(test_help),
-             cmocka_unit_test(test_json), cmocka_unit_test(test_validate))
+             cmocka_unit_test(test_json), cmocka_unit_test(test_validate),
+             cmocka_unit_test(test_service_files))
