@@ -45,7 +45,12 @@ struct xf_loop {
     uint64_t last_progress_ns;
     uint64_t watchdog_usec;
     int exit_status;
+    int ticks_metrics;         /* this loop owns the process-wide metrics tick */
 };
+
+/* Metrics are process-wide and xf_metrics_tick() wants one caller: with several servers in one
+ * process (tests), the first loop ticks. */
+static atomic_int metrics_tick_claimed;
 
 #define DEADLINE_TICK_NS 10000000ull   /* 10 ms */
 
@@ -363,7 +368,8 @@ static void on_signal(uv_signal_t *h, int signum)
 static void on_tick(uv_timer_t *t)
 {
     xf_server_t *s = t->data;
-    xf_metrics_tick(xf_now_ns());
+    if (s->loop->ticks_metrics)
+        xf_metrics_tick(xf_now_ns());
     xf_metric_set(XF_M_arena_bytes, "held", NULL, (int64_t)xf_workers_arena_bytes(s->workers));
     update_gauges(s);
 }
@@ -411,6 +417,7 @@ int xf_loop_create(xf_server_t *s, char *err, size_t errlen)
         return -ENOMEM;
     }
     L->n_workers = s->o.engine_workers > 0 ? s->o.engine_workers : 1;
+    L->ticks_metrics = atomic_exchange(&metrics_tick_claimed, 1) == 0;
     s->loop = L;
     uv_async_init(&L->uv, &L->job_async, on_jobs);
     uv_async_init(&L->uv, &L->done_async, on_done);
@@ -480,6 +487,8 @@ void xf_loop_free(xf_server_t *s)
     xf_loop_t *L = s->loop;
     if (!L)
         return;
+    if (L->ticks_metrics)
+        atomic_store(&metrics_tick_claimed, 0);
     xf_batcher_free(L->batcher);
     free(L->scratch);
     free(L);

@@ -702,16 +702,30 @@ static char *get_metrics(int port)
     return r.body;
 }
 
+#define M_EMBED "xformd_requests_total{route=\"/embed\",status=\"200\"}"
+#define M_404 "xformd_requests_total{route=\"other\",status=\"404\"}"
+#define M_400 "xformd_requests_total{route=\"/v1/embeddings\",status=\"400\"}"
+#define M_BATCHES "xformd_batches_total"
+#define M_BSEQ "xformd_batch_sequences_count"
+#define M_TOTAL "xformd_request_duration_seconds_count{stage=\"total\"}"
+
+static long long m0(const char *text, const char *series)
+{
+    long long v = fx_metric(text, series);
+    return v < 0 ? 0 : v;   /* a series never touched is absent */
+}
+
 static void test_metrics(void **state)
 {
     (void)state;
     need_servers();
-    int p = S[SRV_CLS1].port;   /* metrics are process-wide: count from a reset */
-    /* Let every earlier request's completion land, then start from zero. */
+    int p = S[SRV_CLS1].port;
+    /* Metrics are process-wide and the loops keep updating them: compare before and after,
+     * once every earlier request's completion has landed. */
     for (int i = 0; i < 200 && (xf_server_inflight(S[0].s) || xf_server_inflight(S[1].s) ||
                                 xf_server_inflight(S[2].s)); i++)
         usleep(10000);
-    xf_metrics_reset();
+    char *t0 = get_metrics(p);
     for (int i = 0; i < 5; i++) {
         json_t *j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":[\"a b\",\"c\"]}", 200);
         json_decref(j);
@@ -722,15 +736,16 @@ static void test_metrics(void **state)
     }
     json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[]}", 400);
     json_decref(j);
-    /* The completed callback counts a request after its reply is written: poll briefly. */
-    long long embed = -1, nf = -1, bad = -1, batches = -1;
+    /* The completed callback counts a request after its reply is written: poll briefly.
+     * The /metrics scrapes themselves count under route "/metrics" only. */
+    long long embed = -1, nf = -1, bad = -1;
     char *text = NULL;
     for (int tries = 0; tries < 100; tries++) {
         free(text);
         text = get_metrics(p);
-        embed = fx_metric(text, "xformd_requests_total{route=\"/embed\",status=\"200\"}");
-        nf = fx_metric(text, "xformd_requests_total{route=\"other\",status=\"404\"}");
-        bad = fx_metric(text, "xformd_requests_total{route=\"/v1/embeddings\",status=\"400\"}");
+        embed = m0(text, M_EMBED) - m0(t0, M_EMBED);
+        nf = m0(text, M_404) - m0(t0, M_404);
+        bad = m0(text, M_400) - m0(t0, M_400);
         if (embed == 5 && nf == 3 && bad == 1)
             break;
         usleep(10000);
@@ -738,15 +753,17 @@ static void test_metrics(void **state)
     assert_int_equal(embed, 5);
     assert_int_equal(nf, 3);
     assert_int_equal(bad, 1);
-    batches = fx_metric(text, "xformd_batches_total");
+    long long batches = m0(text, M_BATCHES) - m0(t0, M_BATCHES);
     assert_true(batches >= 1 && batches <= 5);   /* 5 sequential requests: ≤ 5 batches */
-    assert_int_equal(fx_metric(text, "xformd_batch_sequences_count"), batches);
-    assert_true(fx_metric(text, "xformd_request_duration_seconds_count{stage=\"total\"}") == 5);
+    assert_int_equal(m0(text, M_BSEQ) - m0(t0, M_BSEQ), batches);
+    assert_int_equal(m0(text, M_TOTAL) - m0(t0, M_TOTAL), 5);
     free(text);
+    free(t0);
 
     j = fx_json(p, "GET", "/v1/stats", NULL, NULL, 200);
     assert_string_equal(json_string_value(json_object_get(json_object_get(j, "model"), "name")),
                         "xformd-demo");
+    assert_true(json_is_object(json_object_get(j, "batcher")));
     json_decref(j);
 }
 
