@@ -648,7 +648,7 @@ static void dispatch(xf_batcher_t *b, size_t k, xf_bjob_t **out)
 int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap,
                     size_t *n_out, xf_batch_info_t *info, uint64_t *wake_ns)
 {
-    if (cap < (size_t)b->o.max_batch && cap < b->n)
+    if (cap == 0)
         return -EINVAL;
     *n_out = 0;
     *wake_ns = UINT64_MAX;

@@ -128,11 +128,12 @@ void xf_batcher_free(xf_batcher_t *b);
 int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns);
 
 /* The next batch to run, called when a worker is free (call xf_batcher_expire first: next
- * does not drop late jobs). Writes up to cap (≥ max_batch) jobs
+ * does not drop late jobs). Writes up to cap (normally ≥ max_batch; a smaller cap just caps
+ * the batch) jobs
  * into out[], *n_out their count, and *info (may be NULL). With *n_out == 0 nothing is ready:
  * *wake_ns is when to call again (a fifo wait ending or the earliest job that will have to be
  * expired), UINT64_MAX when the queue is empty. Jobs come back in the order they should be
- * laid out in the batch. Returns 0 or -EINVAL (cap too small). */
+ * laid out in the batch. Returns 0 or -EINVAL (cap 0). */
 int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap,
                     size_t *n_out, xf_batch_info_t *info, uint64_t *wake_ns);
 

@@ -253,6 +253,11 @@ static void test_policy_fifo(void **state)
     assert_int_equal(info.pad_tokens, 4 * 200 - (200 + 5 + 7 + 100));
     assert_int_equal(xf_batcher_queued_jobs(b), 2);
     assert_int_equal(xf_batcher_queued_tokens(b), 12);
+    /* A caller array smaller than max_batch caps the batch instead of failing. */
+    assert_int_equal(xf_batcher_next(b, t0 + SEC, out, 1, &n, &info, &wake), 0);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], &j[4].b);
+    assert_int_equal(xf_batcher_next(b, t0 + SEC, out, 0, &n, &info, &wake), -EINVAL);
     xf_batcher_free(b);
 }
 
