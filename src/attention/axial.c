@@ -3,6 +3,7 @@
  * over R ∪ C) or "heads" (even heads R, odd heads C). Params: cols (auto), mode (union). */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "attention/fam_t.h"
@@ -47,19 +48,27 @@ static int ax_setup(xf_ft_seq *c)
     return 0;
 }
 
+/* Union tiles are 8 rows (each row adds its own column to the shared key list). */
+#define AX_UNION_ROWS 8
+
+static int32_t ax_height(const xf_ft_seq *c)
+{
+    return c->b == 0 ? AX_UNION_ROWS : XF_FT_BQ;
+}
+
 static int32_t ax_n_tiles(const xf_ft_seq *c)
 {
     if (c->b == 2)
         return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
-    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+    return xf_ft_seg_tiles(c->n, c->a, ax_height(c));
 }
 
 static int32_t ax_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
                        int64_t *cost)
 {
     int32_t nq = c->b == 2 ? xf_ft_win_rows(c->n, c->a, t, rows)
-                           : xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
-    int64_t k = (int64_t)c->a + (c->n + c->a - 1) / c->a;
+                           : xf_ft_seg_rows(c->n, c->a, ax_height(c), t, rows);
+    int64_t k = (int64_t)c->a + (int64_t)(c->b == 0 ? nq : 1) * ((c->n + c->a - 1) / c->a);
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -92,9 +101,33 @@ static int ax_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
     return (c->b != 2 && i / cols == j / cols) || (c->b != 1 && i % cols == j % cols);
 }
 
+static void ax_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+                    const uint8_t *full, int32_t nk, float *s, int global)
+{
+    (void)global;
+    const int32_t cols = c->a;
+    int32_t kr[XF_FT_BK], kc[XF_FT_BK];
+    for (int32_t jj = 0; jj < nk; jj++) {
+        kr[jj] = keys[jj] / cols;
+        kc[jj] = keys[jj] % cols;
+    }
+    for (int32_t r = 0; r < nq; r++) {
+        const int32_t ir = rows[r] / cols, ic = rows[r] % cols;
+        float *sr = s + (size_t)r * XF_FT_BK;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            if (full[jj])
+                continue;
+            int in = (c->b != 2 && kr[jj] == ir) || (c->b != 1 && kc[jj] == ic);
+            if (!in)
+                sr[jj] = -INFINITY;
+        }
+    }
+}
+
 static const xf_ft_variant ax_ft = {
     .setup = ax_setup, .n_tiles = ax_n_tiles, .tile = ax_tile, .keys = ax_keys,
     .member = ax_member,
+    .mask = ax_mask,
 };
 
 XF_FT_WRAP(ax, ax_ft)

@@ -3,6 +3,8 @@
  * (128), dilation (int or per-head list, 1). */
 #include "config.h"
 
+#include <math.h>
+
 #include "attention/fam_t.h"
 #include "attention/params.h"
 
@@ -80,9 +82,17 @@ static int dil_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
     return xf_ft_win_member(c->a, c->b, i, j);
 }
 
+static void dil_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+                     const uint8_t *full, int32_t nk, float *s, int global)
+{
+    (void)global;
+    xf_ft_win_mask(c->a, c->b, rows, nq, keys, full, nk, s);
+}
+
 static const xf_ft_variant dil_ft = {
     .setup = dil_setup, .n_tiles = dil_n_tiles, .tile = dil_tile, .keys = dil_keys,
     .member = dil_member,
+    .mask = dil_mask,
 };
 
 XF_FT_WRAP(dil, dil_ft)

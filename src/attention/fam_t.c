@@ -64,7 +64,7 @@ static void softmax_c(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, fl
     }
 }
 
-static void pv_c(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *vt,
+static void pv_c(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *const *vt,
                  float *acc)
 {
     for (int32_t r = 0; r < nq; r++) {
@@ -73,11 +73,23 @@ static void pv_c(int32_t nq, int32_t nk, int32_t dp, const float *p, const float
             const float pj = p[(size_t)r * BK + j];
             if (pj == 0.0f)
                 continue;
-            const float *vr = vt + (size_t)j * dp;
+            const float *vr = vt[j];
             for (int32_t c = 0; c < dp; c++)
                 o[c] += pj * vr[c];
         }
     }
+}
+
+static void kt_c(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
+{
+    for (int32_t jj = 0; jj < nk; jj++) {
+        const float *kr = K + (size_t)rows[jj] * d;
+        for (int32_t x = 0; x < d; x++)
+            kt[(size_t)x * BK + jj] = kr[x];
+    }
+    if (nk < BK)
+        for (int32_t x = 0; x < d; x++)
+            memset(kt + (size_t)x * BK + nk, 0, (size_t)(BK - nk) * sizeof(float));
 }
 
 static void scale_c(int32_t d, const float *src, float f, float *dst)
@@ -88,6 +100,7 @@ static void scale_c(int32_t d, const float *src, float f, float *dst)
 
 static const xf_ft_kern kern_c = {
     .name = "c", .qk = qk_c, .softmax = softmax_c, .pv = pv_c, .scale = scale_c,
+    .kt = kt_c,
 };
 
 const xf_ft_kern *xf_ft_kern_c(void)
@@ -278,6 +291,23 @@ void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int3
     }
 }
 
+void xf_ft_win_mask(int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
+                    const int32_t *keys, const uint8_t *full, int32_t nk, float *s)
+{
+    const int64_t span = (int64_t)w * dil;
+    for (int32_t r = 0; r < nq; r++) {
+        const int32_t i = rows[r];
+        float *sr = s + (size_t)r * BK;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            if (full[jj])
+                continue;
+            int64_t dd = (int64_t)keys[jj] - i;
+            if (dd < -span || dd > span || (dil > 1 && dd % dil))
+                sr[jj] = -INFINITY;
+        }
+    }
+}
+
 int xf_ft_check_shape(const xf_attn_shape *sh)
 {
     if (!sh || sh->n_seq < 0 || (sh->n_seq > 0 && !sh->cu_len) || sh->n_head < 1 ||
@@ -428,14 +458,10 @@ static const float *kblock(ft_run *R, const xf_ft_seq *c, const float *K, int32_
     float *blk = R->kc + (size_t)b * d * BK;
     if (!R->kvalid[b]) {
         int32_t j0 = b * BK, nk = c->n - j0 < BK ? c->n - j0 : BK;
-        for (int32_t jj = 0; jj < nk; jj++) {
-            const float *kr = K + (size_t)(c->t0 + j0 + jj) * d;
-            for (int32_t x = 0; x < d; x++)
-                blk[(size_t)x * BK + jj] = kr[x];
-        }
-        if (nk < BK)
-            for (int32_t x = 0; x < d; x++)
-                memset(blk + (size_t)x * BK + nk, 0, (size_t)(BK - nk) * sizeof(float));
+        int32_t idx[BK];
+        for (int32_t jj = 0; jj < nk; jj++)
+            idx[jj] = c->t0 + j0 + jj;
+        R->kern->kt(nk, d, K, idx, blk);
         R->kvalid[b] = 1;
     }
     return blk;
@@ -496,7 +522,6 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
                    (use_logits || !direct_len(key, count, k0 + nk, c->n)))
                 nk++;
         }
-        const float *vt = R->vt;
         if (use_logits) {
             rc = fv->logits(c, rows, nq, key + k0, nk, R->s, BK, R->hid, k0 == 0);
             if (rc)
@@ -504,30 +529,31 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
         } else if (dl) {
             R->kern->qk(nq, d, dp, R->qt, kblock(R, c, K, key[k0] / BK), c->factor, R->s);
         } else {
-            for (int32_t jj = 0; jj < nk; jj++) {
-                const float *kr = K + (size_t)(c->t0 + key[k0 + jj]) * d;
-                for (int32_t x = 0; x < d; x++)
-                    R->kt[(size_t)x * BK + jj] = kr[x];
-            }
-            if (nk < BK)
-                for (int32_t x = 0; x < d; x++)
-                    memset(R->kt + (size_t)x * BK + nk, 0, (size_t)(BK - nk) * sizeof(float));
+            int32_t idx[BK];
+            for (int32_t jj = 0; jj < nk; jj++)
+                idx[jj] = c->t0 + key[k0 + jj];
+            R->kern->kt(nk, d, K, idx, R->kt);
             R->kern->qk(nq, d, dp, R->qt, R->kt, c->factor, R->s);
         }
-        if (dl && d == dp) {
-            vt = V + (size_t)(c->t0 + key[k0]) * d;
-        } else {
+        const float *vt[BK];
+        if (d == dp) {   /* rows read in place */
+            for (int32_t jj = 0; jj < nk; jj++)
+                vt[jj] = V + (size_t)(c->t0 + key[k0 + jj]) * d;
+        } else {         /* padded copies: the kernel reads dp columns */
             for (int32_t jj = 0; jj < nk; jj++) {
                 float *vr = R->vt + (size_t)jj * dp;
                 memcpy(vr, V + (size_t)(c->t0 + key[k0 + jj]) * d, (size_t)d * sizeof(float));
                 for (int32_t x = d; x < dp; x++)
                     vr[x] = 0.0f;
+                vt[jj] = vr;
             }
         }
         int all_full = 1;
         for (int32_t jj = 0; jj < nk && all_full; jj++)
             all_full = full[k0 + jj];
-        if (!all_full) {
+        if (!all_full && fv->mask) {
+            fv->mask(c, rows, nq, key + k0, full + k0, nk, R->s, global);
+        } else if (!all_full) {
             for (int32_t r = 0; r < nq; r++) {
                 float *sr = R->s + (size_t)r * BK;
                 for (int32_t jj = 0; jj < nk; jj++)

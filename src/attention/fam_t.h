@@ -64,6 +64,10 @@ typedef struct xf_ft_variant {
                  xf_ft_keys *kb);
     /* j ∈ A(i)? asked only for keys not flagged full. */
     int (*member)(const xf_ft_seq *c, int32_t i, int32_t j, int global);
+    /* Optional faster form of member() for one chunk: set s[r][jj] = −inf for every row r and
+     * non-full key jj with keys[jj] ∉ A(rows[r]) (s rows XF_FT_BK apart). */
+    void (*mask)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+                 const uint8_t *full, int32_t nk, float *s, int global);
     /* Optional logit provider (Synthesizer): s[r][jj] for rows[r], keys[jj] (replaces
      * factor·q·k); hid is XF_FT_BQ·hid_floats of scratch. Returns 0 or a code. */
     int (*logits)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
@@ -97,6 +101,9 @@ static inline int xf_ft_win_member(int32_t w, int32_t dil, int32_t i, int32_t j)
     dd /= dil;
     return dd >= -w && dd <= w;
 }
+/* mask() for a dilated window: −inf where |j − i| > δw or δ ∤ (j − i). */
+void xf_ft_win_mask(int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
+                    const int32_t *keys, const uint8_t *full, int32_t nk, float *s);
 /* ⌈√n⌉ */
 int32_t xf_ft_isqrt_ceil(int32_t n);
 
@@ -151,7 +158,7 @@ typedef struct xf_synth_weights {
 int xf_ft_check_shape(const xf_attn_shape *sh);
 
 /* Micro-kernels on one tile (exposed for the per-ISA files and tests).
- * qt [nq][dp] (columns >= d zero), kt [d][XF_FT_BK], s/p [nq][XF_FT_BK], vt [XF_FT_BK][dp],
+ * qt [nq][dp] (columns >= d zero), kt [d][XF_FT_BK], s/p [nq][XF_FT_BK], vt: row pointers,
  * acc [nq][dp], m [nq], l [nq][XF_FT_LW] (partial sums, zero-initialised; the row's sum is
  * their total in lane order). dp is d rounded up to 16. */
 typedef struct xf_ft_kern {
@@ -163,9 +170,11 @@ typedef struct xf_ft_kern {
      * written back into s, l and acc rescaled. */
     void (*softmax)(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
                     float *acc);
-    /* acc[r][c] += Σ_{j<nk} p[r][j]·vt[j][c] */
-    void (*pv)(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *vt,
+    /* acc[r][c] += Σ_{j<nk} p[r][j]·vt[j][c] (vt[j]: row j, dp readable floats) */
+    void (*pv)(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *const *vt,
                float *acc);
+    /* kt[x][jj] = K[rows[jj]][x] for jj < nk, x < d (K rows d apart); zero for jj >= nk */
+    void (*kt)(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt);
     /* dst[c] = src[c]·f, c < d */
     void (*scale)(int32_t d, const float *src, float f, float *dst);
 } xf_ft_kern;

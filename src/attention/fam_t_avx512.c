@@ -154,6 +154,58 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
     }
 }
 
+/* In-register 16×16 transpose: r[i][j] -> r[j][i]. */
+static inline void tr16(__m512 *r)
+{
+    __m512 t[16];
+    for (int p = 0; p < 8; p++) {
+        t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+        t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+    }
+    __m512 u[16];
+    for (int q = 0; q < 4; q++) {
+        __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * q + 1]), e = _mm512_castps_pd(t[4 * q + 3]);
+        u[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
+        u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
+    }
+    /* u[4q + m], 128-bit lane L: column 4L + m of rows 4q..4q+3 */
+    for (int m = 0; m < 4; m++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+        __m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+        __m512 v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+        r[m] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+        r[8 + m] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[12 + m] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+}
+
+static void kt_avx512(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
+{
+    for (int32_t j0 = 0; j0 < BK; j0 += 16) {
+        for (int32_t x0 = 0; x0 < d; x0 += 16) {
+            int32_t rem = d - x0, nx = rem < 16 ? rem : 16;
+            __mmask16 mx = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+            __m512 r[16];
+            if (j0 >= nk) {
+                for (int32_t i = 0; i < nx; i++)
+                    _mm512_store_ps(kt + (size_t)(x0 + i) * BK + j0, _mm512_setzero_ps());
+                continue;
+            }
+            for (int32_t i = 0; i < 16; i++)
+                r[i] = j0 + i < nk ? _mm512_maskz_loadu_ps(mx, K + (size_t)rows[j0 + i] * d + x0)
+                                   : _mm512_setzero_ps();
+            tr16(r);
+            for (int32_t i = 0; i < nx; i++)
+                _mm512_store_ps(kt + (size_t)(x0 + i) * BK + j0, r[i]);
+        }
+    }
+}
+
 static void scale_avx512(int32_t d, const float *src, float f, float *dst)
 {
     const __m512 fv = _mm512_set1_ps(f);
@@ -164,8 +216,8 @@ static void scale_avx512(int32_t d, const float *src, float f, float *dst)
     }
 }
 
-static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *vt,
-                      float *acc)
+static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p,
+                      const float *const *vt, float *acc)
 {
     int32_t r = 0;
 
@@ -183,7 +235,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
             __m512 a30 = _mm512_load_ps(o3 + c), a31 = _mm512_load_ps(o3 + c + 16);
             __m512 a32 = _mm512_load_ps(o3 + c + 32), a33 = _mm512_load_ps(o3 + c + 48);
             for (int32_t j = 0; j < nk; j++) {
-                const float *vr = vt + (size_t)j * dp + c;
+                const float *vr = vt[j] + c;
                 __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
                 __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
                 __m512 b = _mm512_set1_ps(p0[j]);
@@ -212,7 +264,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
             __m512 a0 = _mm512_load_ps(o0 + c), a1 = _mm512_load_ps(o1 + c);
             __m512 a2 = _mm512_load_ps(o2 + c), a3 = _mm512_load_ps(o3 + c);
             for (int32_t j = 0; j < nk; j++) {
-                __m512 v = _mm512_loadu_ps(vt + (size_t)j * dp + c);
+                __m512 v = _mm512_loadu_ps(vt[j] + c);
                 a0 = _mm512_fmadd_ps(_mm512_set1_ps(p0[j]), v, a0);
                 a1 = _mm512_fmadd_ps(_mm512_set1_ps(p1[j]), v, a1);
                 a2 = _mm512_fmadd_ps(_mm512_set1_ps(p2[j]), v, a2);
@@ -229,7 +281,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
             __m512 a0 = _mm512_load_ps(o0 + c);
             for (int32_t j = 0; j < nk; j++)
                 a0 = _mm512_fmadd_ps(_mm512_set1_ps(p0[j]),
-                                     _mm512_loadu_ps(vt + (size_t)j * dp + c), a0);
+                                     _mm512_loadu_ps(vt[j] + c), a0);
             _mm512_store_ps(o0 + c, a0);
         }
     }
@@ -237,7 +289,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p, const 
 
 static const xf_ft_kern kern_avx512 = {
     .name = "avx512", .qk = qk_avx512, .softmax = softmax_avx512, .pv = pv_avx512,
-    .scale = scale_avx512,
+    .scale = scale_avx512, .kt = kt_avx512,
 };
 
 const xf_ft_kern *xf_ft_kern_avx512(void)

@@ -6,6 +6,7 @@
  * (io.is_global) | a list of positions (positions >= n are ignored for that sequence). */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "attention/fam_t.h"
@@ -125,9 +126,30 @@ static int lf_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
     return c->is_g[j] || c->is_g[i] || xf_ft_win_member(c->a, c->b, i, j);
 }
 
+static void lf_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+                    const uint8_t *full, int32_t nk, float *s, int global)
+{
+    (void)global;
+    const int64_t span = (int64_t)c->a * c->b;
+    for (int32_t r = 0; r < nq; r++) {
+        const int32_t i = rows[r];
+        float *sr = s + (size_t)r * XF_FT_BK;
+        if (c->is_g[i])
+            continue;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            if (full[jj] || c->is_g[keys[jj]])
+                continue;
+            int64_t dd = (int64_t)keys[jj] - i;
+            if (dd < -span || dd > span || (c->b > 1 && dd % c->b))
+                sr[jj] = -INFINITY;
+        }
+    }
+}
+
 const xf_ft_variant xf_ft_longformer = {
     .setup = lf_setup, .globals = lf_globals, .n_tiles = lf_n_tiles, .tile = lf_tile,
     .keys = lf_keys, .member = lf_member,
+    .mask = lf_mask,
 };
 
 XF_FT_WRAP(lf, xf_ft_longformer)

@@ -6,6 +6,7 @@
  * heads_per_pattern 1. */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "attention/fam_t.h"
@@ -58,8 +59,14 @@ static int str_setup(xf_ft_seq *c)
     return 0;
 }
 
+/* Union tiles are 8 rows: the tile's key set holds every row's stride class, so short tiles
+ * keep the shared key list (and the masked work) small. */
+#define STR_UNION_ROWS 8
+
 static int32_t str_n_tiles(const xf_ft_seq *c)
 {
+    if (c->b == 0)
+        return xf_ft_seg_tiles(c->n, STR_UNION_ROWS, STR_UNION_ROWS);
     return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
 }
 
@@ -67,8 +74,9 @@ static int32_t str_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *globa
                         int64_t *cost)
 {
     /* A2-only heads walk the residue classes (one class's keys per tile) */
-    int32_t nq = xf_ft_win_rows(c->n, c->b == 2 ? c->a : 1, t, rows);
-    int64_t k = 2 * (int64_t)c->a + c->n / c->a;
+    int32_t nq = c->b == 0 ? xf_ft_seg_rows(c->n, STR_UNION_ROWS, STR_UNION_ROWS, t, rows)
+                           : xf_ft_win_rows(c->n, c->b == 2 ? c->a : 1, t, rows);
+    int64_t k = 2 * (int64_t)c->a + (int64_t)nq * (c->n / c->a);
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -104,9 +112,32 @@ static int str_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
     return (c->b != 2 && dd < l) || (c->b != 1 && dd % l == 0);
 }
 
+static void str_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+                     const uint8_t *full, int32_t nk, float *s, int global)
+{
+    (void)global;
+    const int32_t l = c->a;
+    int32_t cls[XF_FT_BK];
+    for (int32_t jj = 0; jj < nk; jj++)
+        cls[jj] = keys[jj] % l;
+    for (int32_t r = 0; r < nq; r++) {
+        const int32_t i = rows[r], ic = i % l;
+        float *sr = s + (size_t)r * XF_FT_BK;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            if (full[jj])
+                continue;
+            int32_t dd = keys[jj] > i ? keys[jj] - i : i - keys[jj];
+            int in = (c->b != 2 && dd < l) || (c->b != 1 && cls[jj] == ic);
+            if (!in)
+                sr[jj] = -INFINITY;
+        }
+    }
+}
+
 static const xf_ft_variant str_ft = {
     .setup = str_setup, .n_tiles = str_n_tiles, .tile = str_tile, .keys = str_keys,
     .member = str_member,
+    .mask = str_mask,
 };
 
 XF_FT_WRAP(str, str_ft)

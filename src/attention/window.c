@@ -2,6 +2,8 @@
  * A(i) = {j : |i − j| <= w}. Params: window (one-sided w, 256). */
 #include "config.h"
 
+#include <math.h>
+
 #include "attention/fam_t.h"
 #include "attention/params.h"
 
@@ -60,9 +62,17 @@ static int win_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
     return xf_ft_win_member(c->a, 1, i, j);
 }
 
+static void win_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+                     const uint8_t *full, int32_t nk, float *s, int global)
+{
+    (void)global;
+    xf_ft_win_mask(c->a, 1, rows, nq, keys, full, nk, s);
+}
+
 static const xf_ft_variant win_ft = {
     .setup = win_setup, .n_tiles = win_n_tiles, .tile = win_tile, .keys = win_keys,
     .member = win_member,
+    .mask = win_mask,
 };
 
 XF_FT_WRAP(win, win_ft)
