@@ -195,6 +195,8 @@ static void *loop_thread(void *arg)
     return NULL;
 }
 
+#define WARMUP_BUDGET_NS 5000000000ull   /* 5 s */
+
 static void warmup(xf_server_t *s)
 {
     xf_cost_sample_t samples[32];
@@ -202,6 +204,9 @@ static void warmup(xf_server_t *s)
     int32_t lens[64];
     uint64_t t0 = xf_now_ns();
     for (size_t i = 0; n < 32; i++) {
+        /* Bounded start-up: a slow CPU (or a big model) fits from the batches it managed. */
+        if (n >= 3 && xf_now_ns() - t0 > WARMUP_BUDGET_NS)
+            break;
         size_t k = xf_cost_warmup_batch(i, s->info->max_positions, lens, 64);
         if (k == 0)
             break;
