@@ -7,6 +7,7 @@
 
 #include "attention/fam_t.h"
 #include "attention/params.h"
+#include "engine/model.h"
 
 #define DIL_MAX 32
 
@@ -41,6 +42,18 @@ static int dil_to_json(const void *params, json_t *obj)
     if (p->n_dil == 1)
         return xf_par_set(obj, "dilation", json_integer(p->dil[0]));
     return xf_par_set_int_list(obj, "dilation", p->dil, p->n_dil);
+}
+
+static int dil_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                        size_t errlen)
+{
+    const dil_params *p = params;
+    const xf_model_info_t *mi = &m->info;
+    int32_t h = mi && mi->layers ? mi->layers[layer].n_head : 0;
+    if (p->n_dil > 1 && p->n_dil < h)
+        return xf_par_err(err, errlen, "dilation: %d entries for %d heads (layer %d)", p->n_dil,
+                          h, layer);
+    return 0;
 }
 
 static int dil_setup(xf_ft_seq *c)
@@ -106,6 +119,7 @@ const xf_attn_vtbl xf_attn_dilated_vt = {
     .params_size = sizeof(dil_params),
     .parse = dil_parse,
     .to_json = dil_to_json,
+    .validate = dil_validate,
     .plan = dil_plan,
     .forward = dil_forward,
 };

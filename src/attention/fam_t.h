@@ -137,6 +137,9 @@ typedef struct xf_lf_params {
     int32_t segment_restrict;  /* ETC; only false is supported */
 } xf_lf_params;
 extern const xf_ft_variant xf_ft_longformer;
+/* validate(): a per-head dilation list must cover every head of the layer. */
+int xf_lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                   size_t errlen);
 /* Add "global" (string or list) to a to_json object. */
 int xf_lf_global_json(const xf_lf_params *p, json_t *obj);
 

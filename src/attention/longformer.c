@@ -11,6 +11,7 @@
 
 #include "attention/fam_t.h"
 #include "attention/params.h"
+#include "engine/model.h"
 
 static int lf_globals(xf_ft_seq *c)
 {
@@ -154,6 +155,18 @@ const xf_ft_variant xf_ft_longformer = {
 
 XF_FT_WRAP(lf, xf_ft_longformer)
 
+int xf_lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                   size_t errlen)
+{
+    const xf_lf_params *p = params;
+    const xf_model_info_t *mi = &m->info;
+    int32_t h = mi && mi->layers ? mi->layers[layer].n_head : 0;
+    if (p->n_dil > 1 && p->n_dil < h)
+        return xf_par_err(err, errlen, "dilation: %d entries for %d heads (layer %d)", p->n_dil,
+                          h, layer);
+    return 0;
+}
+
 static const char *const lf_gnames[] = { "cls", "none", "segment_a", "mask", NULL };
 
 static int lf_parse(void *params, const json_t *obj, char *err, size_t errlen)
@@ -213,6 +226,7 @@ const xf_attn_vtbl xf_attn_longformer_vt = {
     .params_size = sizeof(xf_lf_params),
     .parse = lf_parse,
     .to_json = lf_to_json,
+    .validate = xf_lf_validate,
     .plan = lf_plan,
     .forward = lf_forward,
 };

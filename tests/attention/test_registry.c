@@ -192,6 +192,17 @@ static void test_check(void **state)
     assert_int_equal(xf_attn_check(a, &m, err, sizeof(err)), XF_EUNSUPPORTED);
     assert_non_null(strstr(err, "synthesizer"));
     xf_attn_free(a);
+    /* a per-head dilation list must cover the layer's heads */
+    assert_int_equal(parse("{\"variant\":\"dilated\",\"dilation\":[1,2,3]}", &a, err,
+                           sizeof(err)), 0);
+    assert_int_equal(xf_attn_check(a, &m, err, sizeof(err)), XF_EPARAM);
+    assert_non_null(strstr(err, "dilation: 3 entries for 12 heads"));
+    xf_attn_free(a);
+    assert_int_equal(parse("{\"variant\":\"longformer\",\"dilation\":[1,2]}", &a, err,
+                           sizeof(err)), 0);
+    assert_int_equal(xf_attn_check(a, &m, err, sizeof(err)), XF_EPARAM);
+    assert_non_null(strstr(err, "dilation"));
+    xf_attn_free(a);
 }
 
 static int hf(const char *cfg, xf_attn_t **out, char *err, size_t errlen)
