@@ -247,6 +247,12 @@ static void log_startup(xf_server_t *s)
             (double)mi->n_params * 1e-6, mi->n_layer, mi->d_model, mi->max_positions,
             mi->n_labels);
     XF_LOGI("cpu: %s, %d cores", s->cpu_desc, ci.n_cores);
+    XF_LOGI("cpu features:%s%s%s%s%s%s%s%s%s%s", ci.has_avx2 ? " avx2" : "",
+            ci.has_fma ? " fma" : "", ci.has_avx512f ? " avx512f" : "",
+            ci.has_avx512bw ? " avx512bw" : "", ci.has_avx512vl ? " avx512vl" : "",
+            ci.has_avx512vnni ? " avx512vnni" : "", ci.has_avx512bf16 ? " avx512bf16" : "",
+            ci.has_amx_tile ? " amx-tile" : "", ci.has_amx_int8 ? " amx-int8" : "",
+            ci.has_amx_bf16 ? " amx-bf16" : "");
     if (ci.isa && ci.isa_max && strcmp(ci.isa, ci.isa_max) != 0)
         XF_LOGW("cpu: running %s kernels although the CPU has %s", ci.isa, ci.isa_max);
     XF_LOGI("threads: %d engine worker(s) x %d compute threads, %d http threads",
