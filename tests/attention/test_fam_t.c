@@ -347,6 +347,10 @@ static void test_n1_and_huge(void **state)
         for (size_t k = 0; k < c.plane; k++)
             assert_true(isfinite(c.out[k]) && fabsf(c.out[k]) <= 1.0f);
         xf_ref_case_free(&c);
+        /* B = 0: plan and forward are no-ops */
+        assert_int_equal(xf_ref_case_init(&c, lens, 0, 3, 64, 9, 1.0f), 0);
+        assert_int_equal(xf_ref_run(a, &c.sh, &c.io, 2, NULL), 0);
+        xf_ref_case_free(&c);
         xf_attn_free(a);
     }
 }
