@@ -19,7 +19,10 @@
 #define NV 3                 /* zmm vectors per row = 48 columns */
 #define NR (16 * NV)
 #define KC XF_GEMM_KC
-#define NC (NR * 16)
+#ifndef XF_GEMM_NC_GROUPS
+#define XF_GEMM_NC_GROUPS 16
+#endif
+#define NC (NR * XF_GEMM_NC_GROUPS)
 
 #define XF_INLINE static inline __attribute__((always_inline))
 
@@ -38,16 +41,19 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
                               : _mm512_maskz_loadu_ps(msk[j], c + (size_t)i * ldc + 16 * j);
     }
     const float *b0 = b, *b1 = b + bstride, *b2 = b + 2 * bstride;
-#ifdef XF_GEMM_PREFETCH
-    /* the next tile's B (the next 48 columns follow this tile's panels) into L2 */
-    const char *pf = (const char *)(b + NV * bstride);
+#ifndef XF_GEMM_NO_CPREFETCH
+    /* the next tile's C (48 columns to the right) is loaded after this tile's K loop: fetch
+     * it now so that those loads do not stall (on the first K step nothing is loaded) */
+    if (!first) {
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR + 32), _MM_HINT_T0);
+        }
+    }
 #endif
     for (int k = 0; k < kc; k++) {
-#ifdef XF_GEMM_PREFETCH
-        _mm_prefetch(pf + 192 * k, _MM_HINT_T1);
-        _mm_prefetch(pf + 192 * k + 64, _MM_HINT_T1);
-        _mm_prefetch(pf + 192 * k + 128, _MM_HINT_T1);
-#endif
         __m512 bv[NV];
         bv[0] = _mm512_load_ps(b0 + 16 * k);
         if (nv > 1)
