@@ -239,5 +239,61 @@ static void test_signals(void **state)
     xf_test_rmtree(dir);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_signals), cmocka_unit_test(test_drain_finishes_in_flight),
+/* Admission control: a full queue answers 429 + Retry-After at once; a request bigger than the
+ * whole queue may ever hold is a 413 naming the limit. */
+static void test_overload(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_metrics_init(NULL);
+    assert_int_equal(fx_write_model("drain5", 0, dir, sizeof dir), 0);
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.policy = XF_BATCH_FIFO;
+    o.max_batch = 64;
+    o.max_queue_delay_ms = 1500;   /* the queue fills while the batch waits */
+    o.max_queue_jobs = 2;
+    o.max_queued_tokens = 64;
+    xf_server_t *s = NULL;
+    assert_int_equal(xf_server_start(&o, &s, NULL), 0);
+    int port = xf_server_port(s);
+    enum { N = 4 };
+    pthread_t th[N];
+    client_t c[N];
+    for (int i = 0; i < N; i++) {
+        c[i] = (client_t){ .port = port, .idx = i };
+        assert_int_equal(pthread_create(&th[i], NULL, client_main, &c[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    int ok = 0, busy = 0;
+    for (int i = 0; i < N; i++) {
+        if (c[i].status == 200) {
+            ok++;
+        } else {
+            assert_int_equal(c[i].status, 429);
+            assert_true(atoi(c[i].retry_after) >= 1);
+            assert_non_null(strstr(c[i].body, "Overloaded"));
+            busy++;
+        }
+    }
+    assert_int_equal(ok, 2);     /* max_queue_jobs */
+    assert_int_equal(busy, 2);
+    /* About 100 tokens against a 64-token queue: can never be admitted. */
+    char body[1024];
+    char *q = body + sprintf(body, "{\"inputs\":\"");
+    for (int i = 0; i < 100; i++)
+        q += sprintf(q, "a ");
+    strcpy(q, "\"}");
+    json_t *j = fx_json(port, "POST", "/embed", NULL, body, 413);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")),
+                           "max_queued_tokens"));
+    json_decref(j);
+    xf_server_drain(s);
+    assert_int_equal(xf_server_wait(s), 0);
+    xf_server_free(s);
+    xf_test_rmtree(dir);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_signals), cmocka_unit_test(test_overload), cmocka_unit_test(test_drain_finishes_in_flight),
              cmocka_unit_test(test_drain_timeout_fails_queued), cmocka_unit_test(test_deadline))
