@@ -208,8 +208,8 @@ static void *worker_main(void *arg)
 }
 
 int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
-                      enum xf_pooling pooling, xf_workers_done_fn done, void *user, xf_workers_t **out,
-                      xf_diag_t *diag)
+                      enum xf_pooling pooling, xf_workers_done_fn done, void *user,
+                      xf_workers_t **out, xf_diag_t *diag)
 {
     if (n_workers < 1 || !done)
         return -EINVAL;

@@ -28,7 +28,8 @@ typedef void (*xf_workers_done_fn)(xf_job_t **jobs, int n, const xf_batch_report
  * pooled with `pooling` (XF_POOL_DEFAULT: the model's).
  * Ownership: *out is new, free with xf_workers_free(). Returns 0 or a negative code. */
 int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
-                      enum xf_pooling pooling, xf_workers_done_fn done, void *user, xf_workers_t **out,
+                      enum xf_pooling pooling, xf_workers_done_fn done, void *user,
+                      xf_workers_t **out,
                       xf_diag_t *diag);
 /* Stop and join every worker (waits for a running batch to finish). */
 void xf_workers_free(xf_workers_t *w);

@@ -295,5 +295,6 @@ static void test_overload(void **state)
     xf_test_rmtree(dir);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_signals), cmocka_unit_test(test_overload), cmocka_unit_test(test_drain_finishes_in_flight),
+XF_TEST_MAIN(cmocka_unit_test(test_signals), cmocka_unit_test(test_overload),
+             cmocka_unit_test(test_drain_finishes_in_flight),
              cmocka_unit_test(test_drain_timeout_fails_queued), cmocka_unit_test(test_deadline))
