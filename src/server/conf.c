@@ -470,20 +470,24 @@ int xf_conf_load_file(xf_conf_t *cfg, const char *path, xf_diag_t *diag)
         diag_set(diag, -e, "%s: cannot open config file: %s", path, strerror(e));
         return -e;
     }
-    char line[8192];
+    /* Lines up to 64 KiB (model.attention JSON can be long); a longer one, or a NUL byte, is
+     * refused rather than silently cut. */
+    const size_t max_line = 65536;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
     int lineno = 0, rc = 0;
-    while (fgets(line, sizeof(line), f)) {
+    while ((got = getline(&line, &cap, f)) >= 0) {
         lineno++;
         char where[600];
         snprintf(where, sizeof(where), "%.500s:%d", path, lineno);
-        size_t n = strlen(line);
-        if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f)) {
-            diag_set(diag, XF_EFORMAT, "%s: line longer than %zu bytes", where,
-                     sizeof(line) - 2);
+        if ((size_t)got > max_line) {
+            diag_set(diag, XF_EFORMAT, "%s: line longer than %zu bytes", where, max_line);
             rc = XF_EFORMAT;
             break;
         }
-        if (memchr(line, '\0', n) != NULL && strlen(line) != n) {
+        if (memchr(line, '\0', (size_t)got) != NULL) {
+            diag_set(diag, XF_EFORMAT, "%s: NUL byte in the line", where);
             rc = XF_EFORMAT;
             break;
         }
@@ -512,6 +516,7 @@ int xf_conf_load_file(xf_conf_t *cfg, const char *path, xf_diag_t *diag)
         diag_set(diag, -EIO, "%s: read error", path);
         rc = -EIO;
     }
+    free(line);
     fclose(f);
     return rc;
 }

@@ -304,7 +304,7 @@ static void test_file(void **state)
     assert_int_equal(xf_conf_load_file(&c, "/nonexistent/xformd.conf", &diag), -ENOENT);
     assert_non_null(strstr(diag.msg, "/nonexistent/xformd.conf"));
     /* A line longer than the reader's buffer is refused, not split. */
-    size_t big = 20000;
+    size_t big = 70000;
     char *long_line = malloc(big + 32);
     assert_non_null(long_line);
     strcpy(long_line, "model.attention = ");
@@ -313,6 +313,21 @@ static void test_file(void **state)
     write_tmp(path, sizeof(path), "long.conf", long_line);
     assert_int_equal(xf_conf_load_file(&c, path, &diag), XF_EFORMAT);
     assert_non_null(strstr(diag.msg, ":1:"));
+    /* A long JSON value within the limit is fine. */
+    long_line[18] = '"';
+    memset(long_line + 19, 'b', 30000);
+    strcpy(long_line + 19 + 30000, "\"\n");
+    write_tmp(path, sizeof(path), "long2.conf", long_line);
+    assert_int_equal(xf_conf_load_file(&c, path, &diag), 0);
+    assert_int_equal(strlen(c.model_attention), 30000);
+    /* A NUL byte is refused, naming the line. */
+    write_tmp(path, sizeof(path), "nul.conf", "http.port = 1\n");
+    FILE *nf = fopen(path, "ab");
+    assert_non_null(nf);
+    fwrite("log.file = a\0b\n", 1, 15, nf);
+    fclose(nf);
+    assert_int_equal(xf_conf_load_file(&c, path, &diag), XF_EFORMAT);
+    assert_non_null(strstr(diag.msg, ":2:"));
     free(long_line);
     xf_conf_deinit(&c);
 }
