@@ -355,6 +355,36 @@ static void test_n1_and_huge(void **state)
     }
 }
 
+/* All-zero q (uniform weights over A(i)) vs the reference; denormal k/v and constant rows stay
+ * finite. */
+static void test_degenerate_inputs(void **state)
+{
+    (void)state;
+    static const int32_t lens[] = { 70, 5, 1 };
+    for (size_t i = 0; i < N_CASES; i++) {
+        tcase *t = &cases[i];
+        xf_attn_t *a = parse_ok(t->json);
+        xf_ref_case c;
+        assert_int_equal(xf_ref_case_init(&c, lens, 3, 3, 40, 12, 0.0f), 0);   /* q = 0 */
+        t->layer = 0;
+        float *ref = calloc(c.plane, sizeof(float));
+        xf_ref_case_reference(&c, build, t, ref);
+        assert_int_equal(xf_ref_run(a, &c.sh, &c.io, 2, NULL), 0);
+        assert_true(xf_ref_maxdiff(c.out, ref, c.plane) <= 1e-5);   /* §0 tolerance */
+        for (size_t k = 0; k < c.plane; k++) {
+            c.q[k] = 1.0f;                      /* constant rows */
+            c.k[k] = 1e-40f;                    /* denormal */
+            c.v[k] = (k % 3) ? 1e-41f : -2e-40f;
+        }
+        assert_int_equal(xf_ref_run(a, &c.sh, &c.io, 3, NULL), 0);
+        for (size_t k = 0; k < c.plane; k++)
+            assert_true(isfinite(c.out[k]) && fabsf(c.out[k]) <= 2.1e-40f);
+        free(ref);
+        xf_ref_case_free(&c);
+        xf_attn_free(a);
+    }
+}
+
 /* Changing an excluded key/value (even to 1e30) leaves the rows that exclude it unchanged. */
 static void test_exclusion_exact(void **state)
 {
@@ -609,6 +639,7 @@ static void test_synthesizer(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_vs_reference), cmocka_unit_test(test_dilated_per_head),
              cmocka_unit_test(test_etc_cls_sep), cmocka_unit_test(test_limits),
              cmocka_unit_test(test_packing_threads), cmocka_unit_test(test_n1_and_huge),
+             cmocka_unit_test(test_degenerate_inputs),
              cmocka_unit_test(test_exclusion_exact), cmocka_unit_test(test_union),
              cmocka_unit_test(test_bigbird_seed), cmocka_unit_test(test_longformer_global_planes),
              cmocka_unit_test(test_synthesizer))
