@@ -377,6 +377,10 @@ static int load_layer(ld_t *L, const json_t *cfg, const hp_t *h, int32_t l,
                            ST_NAME ": %s: shape %s, want [%d,%d]", f->name, got, h->d_ff, d);
     }
     dff = f->shape[0];
+    if (dff > h->d_ff)          /* pruning only narrows a layer */
+        return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: width %lld exceeds config.json "
+                           "%s %d", f->name, (long long)dff,
+                           L->is_distil ? "hidden_dim" : "intermediate_size", h->d_ff);
     if (heads_list && json_integer_value(json_array_get(heads_list, (size_t)l)) != nh)
         return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %lld heads, config.json "
                            "num_attention_heads_per_layer[%d] says %lld", q->name,

@@ -16,6 +16,7 @@
 #include <xformd/attention.h>
 #include <xformd/model.h>
 
+#include "engine/demo.h"
 #include "engine/model.h"
 #include "engine/safetensors.h"
 #include "../helpers/hfmodel.h"
@@ -93,6 +94,7 @@ static void edit_config(const char *dir, const char *key, json_t *val)
  * the 2-D shape [r, c] (data cut or zero-padded); add `extra` (an I64 [1,4] tensor) if set. */
 typedef struct rw {
     const char *drop, *from, *to, *extra, *extra_dtype;
+    const char *add_prefix;     /* put before every name but the classifier's */
     int64_t r, c;
 } rw_t;
 
@@ -116,6 +118,11 @@ static void rewrite(const char *dir, const rw_t *w)
         if (w->drop && !strcmp(s->name, w->drop))
             continue;
         t[n].name = s->name;
+        if (w->add_prefix && strncmp(s->name, "classifier", 10) != 0) {
+            bufs[n] = malloc(strlen(w->add_prefix) + strlen(s->name) + 1);
+            sprintf(bufs[n], "%s%s", w->add_prefix, s->name);
+            t[n].name = bufs[n];
+        }
         t[n].dtype = xf_st_dtype_name(s->dtype);
         t[n].rank = s->rank;
         memcpy(t[n].shape, s->shape, sizeof s->shape);
@@ -128,6 +135,7 @@ static void rewrite(const char *dir, const rw_t *w)
                 t[n].shape[0] = w->r;
                 t[n].shape[1] = w->c;
                 bytes = nb < bytes ? nb : bytes;
+                free(bufs[n]);
                 bufs[n] = calloc(1, nb + 1);
                 memcpy(bufs[n], f->data + s->begin, bytes);
                 t[n].raw = bufs[n];
@@ -750,6 +758,9 @@ static void test_config_lies(void **state)
         xf_model_free(m);
     }
     edit_config(a, "num_attention_heads", json_integer(4));
+    edit_config(a, "intermediate_size", json_integer(48));
+    load_fail(a, XF_ESHAPE, "encoder.layer.0.intermediate.dense.weight", "width 64");
+    edit_config(a, "intermediate_size", json_integer(64));
     edit_config(a, "num_labels", json_integer(3));
     load_fail(a, XF_ESHAPE, "classifier.weight", "num_labels");
     edit_config(a, "num_labels", NULL);
@@ -868,6 +879,53 @@ static void test_tensor_edits(void **state)
     }
 }
 
+static void test_names_and_types(void **state)
+{
+    char a[1200], b[1200], p[1300];
+    xf_test_hfmodel_opts o;
+    xf_model_t *m;
+    (void)state;
+
+    xf_test_hfmodel_opts_init(&o);
+    o.arch = "roberta";
+    o.n_labels = 2;
+    hf(sub(a, sizeof a, "xlmr"), &o);
+    {
+        /* an exporter's "model." prefix on every encoder tensor */
+        rw_t w = { .add_prefix = "model." };
+        rewrite(a, &w);
+    }
+    edit_config(a, "model_type", json_string("xlm-roberta"));
+    edit_config(a, "architectures", json_pack("[s]", "XLMRobertaForSequenceClassification"));
+    m = load_ok(a, NULL);
+    assert_int_equal(m->info.arch, XF_ARCH_ROBERTA);
+    assert_int_equal(m->info.head, XF_HEAD_ROBERTA);
+    assert_string_equal(m->info.arch_name, "XLMRobertaForSequenceClassification");
+    xf_model_free(m);
+    edit_config(a, "model_type", json_string("camembert"));
+    m = load_ok(a, NULL);
+    assert_int_equal(m->info.arch, XF_ARCH_ROBERTA);
+    xf_model_free(m);
+    /* unknown model_type: the architectures name decides, else BERT-shaped */
+    edit_config(a, "model_type", json_string("mystery"));
+    m = load_ok(a, NULL);
+    assert_int_equal(m->info.arch, XF_ARCH_ROBERTA);
+    xf_model_free(m);
+
+    xf_test_hfmodel_opts_init(&o);
+    hf(sub(b, sizeof b, "mystery"), &o);
+    edit_config(b, "model_type", json_string("mystery"));
+    edit_config(b, "architectures", json_pack("[s]", "MysteryModel"));
+    m = load_ok(b, NULL);
+    assert_int_equal(m->info.arch, XF_ARCH_BERT);
+    assert_string_equal(m->info.arch_name, "MysteryModel");
+    xf_model_free(m);
+    /* a vocabulary larger than the embedding table would index past it */
+    snprintf(p, sizeof p, "%s/vocab.txt", b);
+    assert_int_equal(xf_demo_vocab_write(p, 300, NULL), 0);
+    load_fail(b, XF_ESHAPE, "vocabulary has 300 tokens", "256");
+}
+
 static void test_integer_weights(void **state)
 {
     char a[1200], p[1300];
@@ -954,5 +1012,6 @@ XF_TEST_MAIN(cmocka_unit_test_setup_teardown(test_demo_tiny, setup, teardown),
              cmocka_unit_test_setup_teardown(test_missing_files, setup, teardown),
              cmocka_unit_test_setup_teardown(test_config_lies, setup, teardown),
              cmocka_unit_test_setup_teardown(test_tensor_edits, setup, teardown),
+             cmocka_unit_test_setup_teardown(test_names_and_types, setup, teardown),
              cmocka_unit_test_setup_teardown(test_integer_weights, setup, teardown),
              cmocka_unit_test_setup_teardown(test_attention_option, setup, teardown))

@@ -135,6 +135,12 @@ int xf_test_hfmodel_write(const char *dir, const xf_test_hfmodel_opts *op)
     for (int i = 0; i < o.n_layer; i++) {
         heads[i] = o.heads[i] > 0 ? o.heads[i] : n_head0;
         ffn[i] = o.ffn[i] > 0 ? o.ffn[i] : o.d_ff;
+        if (heads[i] > n_head0) {
+            fprintf(stderr, "hfmodel: layer %d: %d heads > d_model / d_head\n", i, heads[i]);
+            return -EINVAL;
+        }
+        if (ffn[i] > o.d_ff)
+            o.d_ff = ffn[i];    /* the config's intermediate_size is the widest layer */
     }
     pad_id = arch == 1 ? 1 : 0;
     pos_rows = arch == 1 ? o.max_pos + pad_id + 1 : o.max_pos;

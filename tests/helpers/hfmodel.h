@@ -14,9 +14,9 @@ typedef struct xf_test_hfmodel_opts {
     int n_layer;            /* default 2, <= XF_TEST_HF_MAX_LAYERS */
     int d_model;            /* default 32 */
     int d_head;             /* default 8; config num_attention_heads = d_model / d_head */
-    int heads[XF_TEST_HF_MAX_LAYERS];  /* per layer; 0 = d_model / d_head */
+    int heads[XF_TEST_HF_MAX_LAYERS];  /* per layer, <= d_model / d_head; 0 = d_model / d_head */
     int ffn[XF_TEST_HF_MAX_LAYERS];    /* per layer; 0 = d_ff */
-    int d_ff;               /* default 64 (config intermediate_size) */
+    int d_ff;               /* default 64; config intermediate_size = max(d_ff, ffn[]) */
     int vocab;              /* default 256 (>= 128): generated vocab.txt, same embedding rows */
     int max_pos;            /* usable positions, default 64 (RoBERTa stores pad_token_id+1 more) */
     int n_labels;           /* > 0: classifier head of the arch's style */
