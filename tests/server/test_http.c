@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "xf_test.h"
@@ -767,6 +768,119 @@ static void test_metrics(void **state)
     json_decref(j);
 }
 
+/* Hostile input: mutated request bodies on every POST route (flipped and random bytes, cuts,
+ * wrong types, huge numbers), garbage request lines and headers. Every answer is a 2xx or a
+ * 4xx — never a 5xx — and the server keeps answering. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+
+static void test_hostile(void **state)
+{
+    (void)state;
+    need_servers();
+    static const struct { const char *path; const char *body; } seeds[] = {
+        { "/v1/embeddings", "{\"input\":[\"hello world\",\"x\"],\"encoding_format\":\"base64\","
+                            "\"dimensions\":8,\"model\":\"m\",\"user\":\"u\"}" },
+        { "/v1/embeddings", "{\"input\":[[2,10,11,3],[2,12,3]]}" },
+        { "/embed", "{\"inputs\":[\"a b c\",\"d\"],\"normalize\":false,\"truncate\":true}" },
+        { "/rerank", "{\"query\":\"q\",\"texts\":[\"a\",\"b\"],\"raw_scores\":true,"
+                     "\"return_text\":true}" },
+        { "/predict", "{\"inputs\":[\"one\",[\"two\",\"three\"]],\"raw_scores\":false}" },
+        { "/v2/models/xformd-demo/infer", "{\"id\":\"x\",\"inputs\":[{\"name\":\"t\","
+                                          "\"datatype\":\"BYTES\",\"shape\":[2],"
+                                          "\"data\":[\"a\",\"b\"]}],"
+                                          "\"outputs\":[{\"name\":\"embedding\"}]}" },
+    };
+    static const char junk[] = "{}[]\",:0123456789-eE.\\u\xff\xc3\x80 tfn\x01\x7f";
+    int n_ok = 0, n_4xx = 0;
+    for (int it = 0; it < 600; it++) {
+        int srv = (int)(rnd() % SRV_N);
+        int sd = (int)(rnd() % (sizeof seeds / sizeof seeds[0]));
+        char body[1024];
+        size_t n = strlen(seeds[sd].body);
+        memcpy(body, seeds[sd].body, n);
+        int edits = 1 + (int)(rnd() % 4);
+        for (int e = 0; e < edits; e++) {
+            size_t at = n ? rnd() % n : 0;
+            switch (rnd() % 4) {
+            case 0:   /* replace a byte */
+                body[at] = junk[rnd() % (sizeof junk - 1)];
+                break;
+            case 1:   /* cut */
+                n = at;
+                break;
+            case 2:   /* insert a byte */
+                if (n + 1 < sizeof body) {
+                    memmove(body + at + 1, body + at, n - at);
+                    body[at] = junk[rnd() % (sizeof junk - 1)];
+                    n++;
+                }
+                break;
+            default:  /* a huge number */
+                if (n + 24 < sizeof body) {
+                    memmove(body + at + 20, body + at, n - at);
+                    memcpy(body + at, "99999999999999999999", 20);
+                    n += 20;
+                }
+            }
+        }
+        body[n] = '\0';
+        hc_resp_t r;
+        int fd = hc_connect(S[srv].port);
+        assert_true(fd >= 0);
+        int rc = hc_request(fd, "POST", seeds[sd].path, srv == SRV_CLS3 ? AUTH : NULL, body, n,
+                            &r);
+        close(fd);
+        assert_int_equal(rc, 0);
+        if (r.status >= 500)
+            print_message("# %s %s -> %d %s\n", seeds[sd].path, body, r.status, r.body);
+        assert_true(r.status >= 200 && r.status < 500);
+        if (r.status < 300)
+            n_ok++;
+        else
+            n_4xx++;
+        hc_free(&r);
+    }
+    assert_true(n_4xx > 0);   /* the mutations did hit the error paths */
+    /* Garbage request lines and headers: MHD answers 4xx or closes; never a crash. */
+    static const char *const raw[] = {
+        "GARBAGE\r\n\r\n",
+        "GET /v2/health/live HTTP/9.9\r\n\r\n",
+        "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "POST /embed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v2/models/%00/ready HTTP/1.1\r\nHost: x\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        int fd = hc_connect(S[SRV_PLAIN].port);
+        assert_true(fd >= 0);
+        assert_int_equal(hc_send(fd, raw[i], strlen(raw[i])), 0);
+        shutdown(fd, SHUT_WR);
+        hc_resp_t r;
+        /* 505 is MHD's answer to an unknown HTTP version: a client error too. */
+        if (hc_read(fd, &r) == 0) {
+            if (!(r.status >= 400 && r.status < 500) && r.status != 505)
+                print_message("# raw %zu -> %d\n", i, r.status);
+            assert_true((r.status >= 400 && r.status < 500) || r.status == 505);
+        }
+        hc_free(&r);
+        close(fd);
+    }
+    for (int i = 0; i < SRV_N; i++) {
+        json_t *j = fx_json(S[i].port, "GET", "/v2/health/ready", NULL, NULL, 200);
+        json_decref(j);
+    }
+    print_message("# hostile: %d answered 2xx, %d 4xx\n", n_ok, n_4xx);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -786,4 +900,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_health), cmocka_unit_test(test_kserve),
              cmocka_unit_test(test_tei_rerank), cmocka_unit_test(test_tei_predict),
              cmocka_unit_test(test_errors), cmocka_unit_test(test_limits),
              cmocka_unit_test(test_api_key), cmocka_unit_test(test_concurrent),
-             cmocka_unit_test(test_metrics), cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_metrics), cmocka_unit_test(test_hostile),
+             cmocka_unit_test(test_stop))
