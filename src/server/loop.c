@@ -46,6 +46,7 @@ struct xf_loop {
     uint64_t watchdog_usec;
     int exit_status;
     int ticks_metrics;         /* this loop owns the process-wide metrics tick */
+    int closed;                /* uv_loop_close done */
 };
 
 /* Metrics are process-wide and xf_metrics_tick() wants one caller: with several servers in one
@@ -476,6 +477,7 @@ int xf_loop_run(xf_server_t *s)
     uv_walk(&L->uv, close_walk_cb, NULL);
     uv_run(&L->uv, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&L->uv);
+    L->closed = 1;
     if (rc != 0)
         XF_LOGW("event loop did not close cleanly: %s", uv_strerror(rc));
     XF_LOGI("drained and stopped");
@@ -487,6 +489,11 @@ void xf_loop_free(xf_server_t *s)
     xf_loop_t *L = s->loop;
     if (!L)
         return;
+    if (!L->closed) {   /* start-up failed before the loop thread ran */
+        uv_walk(&L->uv, close_walk_cb, NULL);
+        uv_run(&L->uv, UV_RUN_DEFAULT);
+        uv_loop_close(&L->uv);
+    }
     if (L->ticks_metrics)
         atomic_store(&metrics_tick_claimed, 0);
     xf_batcher_free(L->batcher);

@@ -295,6 +295,32 @@ static void test_overload(void **state)
     xf_test_rmtree(dir);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_signals), cmocka_unit_test(test_overload),
+/* Start-up failures are clear errors that release everything: a port in use, a model
+ * directory that does not exist. */
+static void test_start_errors(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_metrics_init(NULL);
+    assert_int_equal(fx_write_model("drain6", 0, dir, sizeof dir), 0);
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.warmup = 0;
+    xf_server_t *a = NULL, *b = NULL;
+    assert_int_equal(xf_server_start(&o, &a, NULL), 0);
+    o.port = xf_server_port(a);
+    xf_diag_t diag = { 0, "" };
+    assert_true(xf_server_start(&o, &b, &diag) < 0);
+    assert_null(b);
+    assert_non_null(strstr(diag.msg, "cannot listen"));
+    o.port = 0;
+    o.model_dir = "/nonexistent/model";
+    assert_true(xf_server_start(&o, &b, &diag) < 0);
+    assert_non_null(strstr(diag.msg, "model"));
+    xf_server_stop(a);
+    xf_test_rmtree(dir);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_start_errors), cmocka_unit_test(test_signals), cmocka_unit_test(test_overload),
              cmocka_unit_test(test_drain_finishes_in_flight),
              cmocka_unit_test(test_drain_timeout_fails_queued), cmocka_unit_test(test_deadline))
