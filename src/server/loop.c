@@ -362,6 +362,13 @@ static void on_signal(uv_signal_t *h, int signum)
         XF_LOGI("SIGHUP: log reopened%s%s", rc < 0 ? ": " : "", rc < 0 ? xf_strerror(rc) : "");
         return;
     }
+    if (s->loop->draining == 1) {
+        /* A second SIGTERM/SIGINT: stop waiting for queued work (running batches finish). */
+        XF_LOGW("%s again: failing queued requests now", signum == SIGTERM ? "SIGTERM"
+                                                                          : "SIGINT");
+        s->loop->drain_deadline_ns = 0;
+        return;
+    }
     XF_LOGI("%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     begin_drain(s);
 }
