@@ -217,19 +217,33 @@ int xf_famm_forward(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf
                 logit[j] = x;
                 mx = x > mx ? x : mx;
             }
-            for (int32_t c0 = 0; c0 < d; c0 += 64) {
-                double acc[64], l = 0;
-                int32_t cw = d - c0 < 64 ? d - c0 : 64;
-                memset(acc, 0, sizeof(acc));
-                for (int32_t j = 0; j < jend; j++) {
-                    double wgt = exp((double)(logit[j] - mx));
-                    const float *vr = key_row(st, cnt, &it, 1, j) + c0;
-                    l += wgt;
-                    for (int32_t c = 0; c < cw; c++)
-                        acc[c] += wgt * (double)vr[c];
+            {
+                double l = 0;
+                for (int32_t j = 0; j < jend; j++) {      /* weights in (0, 1] */
+                    logit[j] = expf(logit[j] - mx);
+                    l += (double)logit[j];
                 }
-                for (int32_t c = 0; c < cw; c++)
-                    oi[c0 + c] = (float)(acc[c] / l);
+                /* fp32 partial sums over 32 keys, added in double; column blocks of 64 */
+                for (int32_t c0 = 0; c0 < d; c0 += 64) {
+                    double acc[64];
+                    int32_t cw = d - c0 < 64 ? d - c0 : 64;
+                    memset(acc, 0, sizeof(double) * (size_t)cw);
+                    for (int32_t j0 = 0; j0 < jend; j0 += 32) {
+                        float part[64];
+                        int32_t j1 = j0 + 32 < jend ? j0 + 32 : jend;
+                        memset(part, 0, sizeof(float) * (size_t)cw);
+                        for (int32_t j = j0; j < j1; j++) {
+                            const float *vr = key_row(st, cnt, &it, 1, j) + c0;
+                            float wgt = logit[j];
+                            for (int32_t c = 0; c < cw; c++)
+                                part[c] += wgt * vr[c];
+                        }
+                        for (int32_t c = 0; c < cw; c++)
+                            acc[c] += (double)part[c];
+                    }
+                    for (int32_t c = 0; c < cw; c++)
+                        oi[c0 + c] = (float)(acc[c] / l);
+                }
             }
         }
     }

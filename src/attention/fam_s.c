@@ -4,11 +4,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "attention/fam_s.h"
+#include "attention/fam_t.h"
 #include "attention/rng.h"
 
 int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg)
@@ -218,7 +220,6 @@ void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, cons
                     int32_t ldk, const float *beta, const int32_t *idx, int32_t m, float *logit,
                     float *out)
 {
-    double acc[64];
     double l = 0;
     float mx = -INFINITY;
 
@@ -231,21 +232,122 @@ void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, cons
         if (x > mx)
             mx = x;
     }
-    /* d may exceed 64: accumulate in column blocks of 64 doubles. */
+    for (int32_t a = 0; a < m; a++) {          /* weights in (0, 1], the max is exactly 1 */
+        logit[a] = expf(logit[a] - mx);
+        l += (double)logit[a];
+    }
+    /* Σ w·v: fp32 partial sums over blocks of 32 keys (vectorisable), added in double; d may
+     * exceed 64: column blocks of 64. */
     for (int32_t c0 = 0; c0 < d; c0 += 64) {
+        double acc[64];
         int32_t cw = d - c0 < 64 ? d - c0 : 64;
         memset(acc, 0, sizeof(double) * (size_t)cw);
-        l = 0;
-        for (int32_t a = 0; a < m; a++) {
-            int32_t r = idx ? idx[a] : a;
-            double w = exp((double)(logit[a] - mx));
-            const float *vr = V + (size_t)r * (size_t)ldk + c0;
-            l += w;
+        for (int32_t a0 = 0; a0 < m; a0 += 32) {
+            float part[64];
+            int32_t a1 = a0 + 32 < m ? a0 + 32 : m;
+            memset(part, 0, sizeof(float) * (size_t)cw);
+            for (int32_t a = a0; a < a1; a++) {
+                int32_t r = idx ? idx[a] : a;
+                float w = logit[a];
+                const float *vr = V + (size_t)r * (size_t)ldk + c0;
+                for (int32_t c = 0; c < cw; c++)
+                    part[c] += w * vr[c];
+            }
             for (int32_t c = 0; c < cw; c++)
-                acc[c] += w * (double)vr[c];
+                acc[c] += (double)part[c];
         }
         for (int32_t c = 0; c < cw; c++)
             out[c0 + c] = (float)(acc[c] / l);
+    }
+}
+
+/* ---- tiles on the family-T micro-kernels ---- */
+
+static int32_t dpad(int32_t d)
+{
+    return (d + 15) & ~15;
+}
+
+static size_t al64(size_t x)
+{
+    return (x + 63u) & ~(size_t)63u;
+}
+
+size_t xf_sfpm_tile_ws(int32_t d)
+{
+    size_t dp = (size_t)dpad(d), F = sizeof(float);
+
+    return 64u + al64(F * XF_SFPM_TQ * dp) + al64(F * dp * XF_FT_BK) +
+           al64(F * XF_SFPM_TQ * XF_FT_BK) + al64(F * XF_SFPM_TQ) +
+           al64(F * XF_SFPM_TQ * XF_FT_LW) + al64(F * XF_SFPM_TQ * dp) + al64(F * XF_FT_BK * dp);
+}
+
+void *xf_sfpm_tile_scratch(const xf_attn_plan *pl, void *ws_thread, int32_t d)
+{
+    return (unsigned char *)ws_thread + pl->ws_per_thread - xf_sfpm_tile_ws(d);
+}
+
+void xf_sfpm_attend_tile(const float *const *q, int32_t nq, int32_t d, float alpha,
+                         const float *K, const float *V, const float *beta, const int32_t *idx,
+                         int32_t m, void *tws, float *const *out)
+{
+    const xf_ft_kern *kn = xf_ft_kern_get();
+    int32_t dp = dpad(d);
+    size_t F = sizeof(float);
+    unsigned char *b = (unsigned char *)(((uintptr_t)tws + 63u) & ~(uintptr_t)63u);
+    float *qt = (float *)(void *)b, *kt, *s, *mx, *l, *acc, *vbuf;
+    int32_t rows[XF_FT_BK];
+    const float *vt[XF_FT_BK];
+
+    b += al64(F * XF_SFPM_TQ * (size_t)dp);
+    kt = (float *)(void *)b;
+    b += al64(F * (size_t)dp * XF_FT_BK);
+    s = (float *)(void *)b;
+    b += al64(F * XF_SFPM_TQ * XF_FT_BK);
+    mx = (float *)(void *)b;
+    b += al64(F * XF_SFPM_TQ);
+    l = (float *)(void *)b;
+    b += al64(F * XF_SFPM_TQ * XF_FT_LW);
+    acc = (float *)(void *)b;
+    b += al64(F * XF_SFPM_TQ * (size_t)dp);
+    vbuf = (float *)(void *)b;
+
+    memset(qt, 0, F * (size_t)nq * (size_t)dp);
+    memset(acc, 0, F * (size_t)nq * (size_t)dp);
+    memset(l, 0, F * (size_t)nq * XF_FT_LW);
+    for (int32_t r = 0; r < nq; r++) {
+        memcpy(qt + (size_t)r * (size_t)dp, q[r], F * (size_t)d);
+        mx[r] = -INFINITY;
+    }
+    for (int32_t k0 = 0; k0 < m; k0 += XF_FT_BK) {
+        int32_t nk = m - k0 < XF_FT_BK ? m - k0 : XF_FT_BK;
+        for (int32_t jj = 0; jj < nk; jj++)
+            rows[jj] = idx ? idx[k0 + jj] : k0 + jj;
+        kn->kt(nk, d, K, rows, kt);
+        kn->qk(nq, d, dp, qt, kt, alpha, s);
+        if (beta)
+            for (int32_t r = 0; r < nq; r++)
+                for (int32_t jj = 0; jj < nk; jj++)
+                    s[(size_t)r * XF_FT_BK + (size_t)jj] += beta[rows[jj]];
+        for (int32_t jj = 0; jj < nk; jj++) {
+            if (d == dp) {
+                vt[jj] = V + (size_t)rows[jj] * (size_t)d;
+            } else {       /* the kernel reads dp columns: padded copies */
+                float *vr = vbuf + (size_t)jj * (size_t)dp;
+                memcpy(vr, V + (size_t)rows[jj] * (size_t)d, F * (size_t)d);
+                memset(vr + d, 0, F * (size_t)(dp - d));
+                vt[jj] = vr;
+            }
+        }
+        kn->softmax(nq, nk, dp, s, mx, l, acc);
+        kn->pv(nq, nk, dp, s, vt, acc);
+    }
+    for (int32_t r = 0; r < nq; r++) {
+        float lr = 0.0f;
+        for (int32_t x = 0; x < XF_FT_LW; x++)      /* fixed lane order: deterministic */
+            lr += l[(size_t)r * XF_FT_LW + (size_t)x];
+        for (int32_t c = 0; c < d; c++)
+            out[r][c] = acc[(size_t)r * (size_t)dp + (size_t)c] / lr;
     }
 }
 
@@ -269,11 +371,19 @@ void xf_fams_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float 
 }
 
 void xf_fams_attend_summaries(const xf_sfpm_item_t *it, float alpha, const float *Ks,
-                              const float *Vs, const float *beta, int32_t m, float *scratch)
+                              const float *Vs, const float *beta, int32_t m, void *tws)
 {
-    for (int32_t i = 0; i < it->n; i++)
-        xf_sfpm_attend(it->q + (size_t)i * (size_t)it->d, it->d, alpha, Ks, Vs, it->d, beta,
-                       NULL, m, scratch, it->out + (size_t)i * (size_t)it->ldo);
+    const float *q[XF_SFPM_TQ];
+    float *o[XF_SFPM_TQ];
+
+    for (int32_t i0 = 0; i0 < it->n; i0 += XF_SFPM_TQ) {
+        int32_t nq = it->n - i0 < XF_SFPM_TQ ? it->n - i0 : XF_SFPM_TQ;
+        for (int32_t r = 0; r < nq; r++) {
+            q[r] = it->q + (size_t)(i0 + r) * (size_t)it->d;
+            o[r] = it->out + (size_t)(i0 + r) * (size_t)it->ldo;
+        }
+        xf_sfpm_attend_tile(q, nq, it->d, alpha, Ks, Vs, beta, NULL, m, tws, o);
+    }
 }
 
 void xf_fams_attnpool(const xf_sfpm_item_t *it, const float *U, int32_t m, float alpha,

@@ -65,6 +65,18 @@ void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, cons
                     float *out);
 float xf_sfpm_dot(const float *a, const float *b, int32_t d);
 
+/* Tiled attention on the family-T micro-kernels (fam_t.h, online softmax in fp32):
+ * out_r = softmax_a(alpha·q_r·K_a + beta_a) V over the m keys idx[0..m) (NULL = 0..m−1) for
+ * nq <= XF_SFPM_TQ query rows q[r] (pointers; d floats each) into out[r]. K and V rows are d
+ * apart. tws: xf_sfpm_tile_ws(d) bytes. m must be >= 1. */
+#define XF_SFPM_TQ 32
+size_t xf_sfpm_tile_ws(int32_t d);
+void xf_sfpm_attend_tile(const float *const *q, int32_t nq, int32_t d, float alpha,
+                         const float *K, const float *V, const float *beta, const int32_t *idx,
+                         int32_t m, void *tws, float *const *out);
+/* The tile scratch of a thread: the last xf_sfpm_tile_ws(d) bytes of its ws_per_thread. */
+void *xf_sfpm_tile_scratch(const xf_attn_plan *pl, void *ws_thread, int32_t d);
+
 /* ---- family S ---- */
 
 /* Contiguous segments of §16: k segments of [0, n), sizes ceil(n/k) for the first n mod k.
@@ -75,9 +87,10 @@ int32_t xf_fams_seg_start(int32_t n, int32_t k, int32_t a);
 void xf_fams_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float *out);
 
 /* Summary attention for one item: the n queries of it over m summaries (Ks, Vs: m rows of d,
- * beta: m or NULL), logits alpha·q·Ks + beta. scratch: m floats. */
+ * beta: m or NULL), logits alpha·q·Ks + beta, in tiles of XF_SFPM_TQ queries. tws: the tile
+ * scratch (xf_sfpm_tile_ws). */
 void xf_fams_attend_summaries(const xf_sfpm_item_t *it, float alpha, const float *Ks,
-                              const float *Vs, const float *beta, int32_t m, float *scratch);
+                              const float *Vs, const float *beta, int32_t m, void *tws);
 
 /* Variant parameters (POD, copied per selection). */
 enum { XF_LINFORMER_POOLED = 0, XF_LINFORMER_WEIGHTS = 1 };

@@ -80,7 +80,8 @@ static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    out->ws_per_thread = layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL);
+    out->ws_per_thread = layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL) +
+                         xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -105,7 +106,7 @@ static int32_t group_of(const xf_isab_params_t *p, const lay_t *l, int32_t n, in
 }
 
 static void item(const xf_isab_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
-                 float q_scale, float scale, void *ws)
+                 float q_scale, float scale, void *ws, void *tws)
 {
     int32_t n = it->n, d = it->d, m = p->m < n ? p->m : n, mm = 0;
     lay_t l;
@@ -145,7 +146,7 @@ static void item(const xf_isab_params_t *p, const xf_attn_shape *sh, const xf_sf
                 l.beta[l.idx[a]] = (float)log((double)l.cnt[a]);
             }
         }
-        xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, l.beta, mm, l.scr);
+        xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, l.beta, mm, tws);
         return;
     }
     for (int32_t a = 0; a < m; a++) {               /* mean raw query of each group */
@@ -161,7 +162,7 @@ static void item(const xf_isab_params_t *p, const xf_attn_shape *sh, const xf_sf
             l.U[(size_t)l.idx[a] * (size_t)d + (size_t)c] = (float)(l.acc[c] / l.cnt[a]);
     }
     xf_fams_attnpool(it, l.U, mm, scale, l.Ks, l.Vs, l.scr);
-    xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, l.scr);
+    xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, tws);
 }
 
 static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -173,7 +174,8 @@ static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         xf_sfpm_item_t it;
         xf_sfpm_item(sh, io, t, &it);
         if (it.n > 0)
-            item(params, sh, &it, io->q_scale, io->scale, ws_thread);
+            item(params, sh, &it, io->q_scale, io->scale, ws_thread,
+                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
     }
     return 0;
 }

@@ -56,7 +56,8 @@ static int lf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     if (nmax < 0)
         return nmax;
     m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
-    out->ws_per_thread = sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u);
+    out->ws_per_thread = sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u) +
+                         xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -71,6 +72,7 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     const xf_linformer_params_t *p = params;
     const xf_attn_w_linformer_t *w = io->weights;
     float alpha = io->scale / io->q_scale;
+    void *tws = xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head);
 
     (void)ws_shared;
     if (p->source == XF_LINFORMER_WEIGHTS && (!w || !w->e || !w->f))
@@ -78,7 +80,7 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     for (int32_t t = ith; t < pl->n_items; t += nth) {
         xf_sfpm_item_t it;
         int32_t m, d;
-        float *Ks, *Vs, *beta, *scr;
+        float *Ks, *Vs, *beta;
 
         xf_sfpm_item(sh, io, t, &it);
         if (it.n == 0)
@@ -92,7 +94,6 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         Ks = ws_thread;
         Vs = Ks + (size_t)m * (size_t)d;
         beta = Vs + (size_t)m * (size_t)d;
-        scr = beta + m;
         if (p->source == XF_LINFORMER_POOLED) {
             for (int32_t a = 0; a < m; a++) {
                 int32_t r0 = xf_fams_seg_start(it.n, m, a), r1 = xf_fams_seg_start(it.n, m, a + 1);
@@ -100,7 +101,7 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                 xf_fams_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
                 beta[a] = (float)log((double)(r1 - r0));
             }
-            xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m, scr);
+            xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m, tws);
         } else {
             for (int32_t a = 0; a < m; a++) {
                 const float *er = w->e + (size_t)a * (size_t)w->n_max;
@@ -115,7 +116,7 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                     Vs[(size_t)a * (size_t)d + (size_t)c] = (float)sv;
                 }
             }
-            xf_fams_attend_summaries(&it, alpha, Ks, Vs, NULL, m, scr);
+            xf_fams_attend_summaries(&it, alpha, Ks, Vs, NULL, m, tws);
         }
     }
     return 0;

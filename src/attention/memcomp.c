@@ -56,7 +56,8 @@ static int mc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     if (nmax < 0)
         return nmax;
     m = ((size_t)nmax + (size_t)p->rate - 1) / (size_t)p->rate;
-    out->ws_per_thread = sizeof(float) * (m * (2u * (size_t)sh->d_head + 2u) + 1u);
+    out->ws_per_thread = sizeof(float) * (m * (2u * (size_t)sh->d_head + 2u) + 1u) +
+                         xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -93,7 +94,8 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
             xf_fams_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
             beta[a] = (float)log((double)(r1 - r0));
         }
-        xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m, beta + m);
+        xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m,
+                                 xf_sfpm_tile_scratch(pl, ws_thread, d));
     }
     return 0;
 }

@@ -79,7 +79,7 @@ static int ny_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     if (nmax < 0)
         return nmax;
     out->ws_per_thread = layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
-                                NULL, NULL);
+                                NULL, NULL) + xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -135,7 +135,7 @@ static void cminus(double *t, int32_t m, double cval)
 }
 
 static void item(const xf_nystrom_params_t *p, const xf_sfpm_item_t *it, float q_scale,
-                 float scale, void *ws)
+                 float scale, void *ws, void *tws)
 {
     int32_t n = it->n, d = it->d, m = p->landmarks < n ? p->landmarks : n;
     double rs = sqrt((double)scale), n1 = 0, ninf = 0;
@@ -233,10 +233,7 @@ static void item(const xf_nystrom_params_t *p, const xf_sfpm_item_t *it, float q
     }
     return;
 dense:
-    layout(n, d, m, ws, &l);
-    for (int32_t i = 0; i < n; i++)
-        xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, scale / q_scale, it->k, it->v, d, NULL,
-                       NULL, n, l.scr, it->out + (size_t)i * (size_t)it->ldo);
+    xf_fams_attend_summaries(it, scale / q_scale, it->k, it->v, NULL, n, tws);
 }
 
 static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -248,7 +245,8 @@ static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         xf_sfpm_item_t it;
         xf_sfpm_item(sh, io, t, &it);
         if (it.n > 0)
-            item(params, &it, io->q_scale, io->scale, ws_thread);
+            item(params, &it, io->q_scale, io->scale, ws_thread,
+                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
     }
     return 0;
 }

@@ -51,7 +51,8 @@ static int pc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    out->ws_per_thread = sizeof(float) * (2u * m * (size_t)sh->d_head + m + (size_t)nmax + 1u);
+    out->ws_per_thread = sizeof(float) * (2u * m * (size_t)sh->d_head + m + (size_t)nmax + 1u) +
+                         xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -84,7 +85,8 @@ static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         scr = Vs + (size_t)m * (size_t)it.d;
         xf_fams_attnpool(&it, w->qz + (size_t)it.head * (size_t)m * (size_t)it.d, m, io->scale,
                          Ks, Vs, scr);
-        xf_fams_attend_summaries(&it, io->scale / io->q_scale, Ks, Vs, NULL, m, scr);
+        xf_fams_attend_summaries(&it, io->scale / io->q_scale, Ks, Vs, NULL, m,
+                                 xf_sfpm_tile_scratch(pl, ws_thread, it.d));
     }
     return 0;
 }

@@ -43,7 +43,7 @@ static int ro_to_json(const void *params, json_t *obj)
 typedef struct lay {
     double *pts, *mu, *acc;
     int32_t *idx, *cq, *ck, *order, *start, *cnt;
-    float *logit, *qbar;
+    float *logit, *qbar, *obar;
 } lay_t;
 
 static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
@@ -67,6 +67,7 @@ static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
     TAKE(cnt, int32_t, K);
     TAKE(logit, float, N);
     TAKE(qbar, float, K * D);
+    TAKE(obar, float, K * D);
 #undef TAKE
     return off;
 }
@@ -85,7 +86,8 @@ static int ro_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b], k = n > 0 ? xf_routing_clusters(p, n) : 1;
         kmax = k > kmax ? k : kmax;
     }
-    out->ws_per_thread = layout(nmax, sh->d_head, kmax, NULL, NULL);
+    out->ws_per_thread = layout(nmax, sh->d_head, kmax, NULL, NULL) +
+                         xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -116,7 +118,8 @@ static int32_t nearest_l2(const double *mu, int32_t k, int32_t d, const double *
 }
 
 static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
-                      const xf_sfpm_item_t *it, float q_scale, float scale, lay_t *l)
+                      const xf_sfpm_item_t *it, float q_scale, float scale, lay_t *l,
+                      void *tws)
 {
     int32_t n = it->n, d = it->d, k = xf_routing_clusters(p, n);
     xf_rng_t r;
@@ -156,33 +159,35 @@ static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
         for (int32_t c = 0; c < d; c++)
             l->qbar[(size_t)a * (size_t)d + (size_t)c] = (float)l->mu[(size_t)a * (size_t)d + (size_t)c];
     }
-    for (int32_t i = 0; i < n; i++) {
-        int32_t a = l->cq[i];
-        float *oi = it->out + (size_t)i * (size_t)it->ldo;
-        int32_t first = i;
-        /* the first member computes; later members copy its row */
-        for (int32_t j = 0; j < i; j++)
-            if (l->cq[j] == a) {
-                first = j;
-                break;
+    {   /* dense attention of the centroids, in tiles; members copy their centroid's row */
+        const float *qp[XF_SFPM_TQ];
+        float *op[XF_SFPM_TQ];
+        int32_t nq = 0;
+        for (int32_t a = 0; a < k; a++) {
+            if (l->cnt[a]) {
+                qp[nq] = l->qbar + (size_t)a * (size_t)d;
+                op[nq++] = l->obar + (size_t)a * (size_t)d;
             }
-        if (first == i)
-            xf_sfpm_attend(l->qbar + (size_t)a * (size_t)d, d, scale, it->k, it->v, d, NULL,
-                           NULL, n, l->logit, oi);
-        else
-            memcpy(oi, it->out + (size_t)first * (size_t)it->ldo, sizeof(float) * (size_t)d);
+            if (nq == XF_SFPM_TQ || (a == k - 1 && nq > 0)) {
+                xf_sfpm_attend_tile(qp, nq, d, scale, it->k, it->v, NULL, NULL, n, tws, op);
+                nq = 0;
+            }
+        }
     }
+    for (int32_t i = 0; i < n; i++)
+        memcpy(it->out + (size_t)i * (size_t)it->ldo, l->obar + (size_t)l->cq[i] * (size_t)d,
+               sizeof(float) * (size_t)d);
 }
 
 static void item(const xf_routing_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
-                 float q_scale, float scale, void *ws)
+                 float q_scale, float scale, void *ws, void *tws)
 {
     int32_t n = it->n, d = it->d, k = xf_routing_clusters(p, n);
     lay_t l;
 
     layout(n, d, k, ws, &l);
     if (p->mode == XF_ROUTING_CLUSTERED) {
-        clustered(p, sh, it, q_scale, scale, &l);
+        clustered(p, sh, it, q_scale, scale, &l, tws);
         return;
     }
     for (int32_t i = 0; i < n; i++) {
@@ -219,9 +224,28 @@ static void item(const xf_routing_params_t *p, const xf_attn_shape *sh, const xf
                 }
             }
         }
-        xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, scale / q_scale, it->k, it->v, d, NULL,
-                       l.order + l.start[a], l.start[a + 1] - l.start[a], l.logit,
-                       it->out + (size_t)i * (size_t)it->ldo);
+        l.cq[i] = a;                         /* the cluster whose keys q_i attends */
+    }
+    {   /* queries grouped by that cluster, in tiles over its keys */
+        const float *qp[XF_SFPM_TQ];
+        float *op[XF_SFPM_TQ];
+        for (int32_t a = 0; a < k; a++) {
+            int32_t nq = 0;
+            if (l.start[a + 1] == l.start[a])
+                continue;
+            for (int32_t i = 0; i < n; i++) {
+                if (l.cq[i] == a) {
+                    qp[nq] = it->q + (size_t)i * (size_t)d;
+                    op[nq++] = it->out + (size_t)i * (size_t)it->ldo;
+                }
+                if (nq == XF_SFPM_TQ || (i == n - 1 && nq > 0)) {
+                    xf_sfpm_attend_tile(qp, nq, d, scale / q_scale, it->k, it->v, NULL,
+                                        l.order + l.start[a], l.start[a + 1] - l.start[a], tws,
+                                        op);
+                    nq = 0;
+                }
+            }
+        }
     }
 }
 
@@ -234,7 +258,8 @@ static int ro_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         xf_sfpm_item_t it;
         xf_sfpm_item(sh, io, t, &it);
         if (it.n > 0)
-            item(params, sh, &it, io->q_scale, io->scale, ws_thread);
+            item(params, sh, &it, io->q_scale, io->scale, ws_thread,
+                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
     }
     return 0;
 }

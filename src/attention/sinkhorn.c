@@ -82,7 +82,8 @@ static int sk_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    out->ws_per_thread = layout(nmax, sh->d_head, p->block, NULL, NULL);
+    out->ws_per_thread = layout(nmax, sh->d_head, p->block, NULL, NULL) +
+                         xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -126,8 +127,25 @@ static void lse_norm(double *S, int32_t nb, int rows)
     }
 }
 
+/* queries [r0, r1) over keys idx[0..m) (NULL: K, V rows 0..m) in tiles */
+static void rows_tiles(const xf_sfpm_item_t *it, int32_t r0, int32_t r1, float alpha,
+                       const float *K, const float *V, const int32_t *idx, int32_t m, void *tws)
+{
+    const float *q[XF_SFPM_TQ];
+    float *o[XF_SFPM_TQ];
+
+    for (int32_t i0 = r0; i0 < r1; i0 += XF_SFPM_TQ) {
+        int32_t nq = r1 - i0 < XF_SFPM_TQ ? r1 - i0 : XF_SFPM_TQ;
+        for (int32_t r = 0; r < nq; r++) {
+            q[r] = it->q + (size_t)(i0 + r) * (size_t)it->d;
+            o[r] = it->out + (size_t)(i0 + r) * (size_t)it->ldo;
+        }
+        xf_sfpm_attend_tile(q, nq, it->d, alpha, K, V, NULL, idx, m, tws, o);
+    }
+}
+
 static void item(const xf_sinkhorn_params_t *p, const xf_sfpm_item_t *it, float q_scale,
-                 float scale, void *ws)
+                 float scale, void *ws, void *tws)
 {
     int32_t n = it->n, d = it->d, b = p->block, nb = (n + b - 1) / b;
     float alpha = scale / q_scale;
@@ -181,9 +199,7 @@ static void item(const xf_sinkhorn_params_t *p, const xf_sfpm_item_t *it, float 
                 }
                 m += any;
             }
-            for (int32_t i = r0; i < r1; i++)
-                xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, alpha, l.kbuf, l.vbuf, d, NULL,
-                               NULL, m, l.logit, it->out + (size_t)i * (size_t)it->ldo);
+            rows_tiles(it, r0, r1, alpha, l.kbuf, l.vbuf, NULL, m, tws);
             continue;
         }
         /* hard: own block plus the k_s best other blocks (all when k_s >= nb − 1) */
@@ -203,9 +219,7 @@ static void item(const xf_sinkhorn_params_t *p, const xf_sfpm_item_t *it, float 
             if (l.sel[c])
                 for (int32_t j = c * b; j < (c + 1) * b && j < n; j++)
                     l.list[nl++] = j;
-        for (int32_t i = r0; i < r1; i++)
-            xf_sfpm_attend(it->q + (size_t)i * (size_t)d, d, alpha, it->k, it->v, d, NULL,
-                           l.list, nl, l.logit, it->out + (size_t)i * (size_t)it->ldo);
+        rows_tiles(it, r0, r1, alpha, it->k, it->v, l.list, nl, tws);
     }
 }
 
@@ -218,7 +232,8 @@ static int sk_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         xf_sfpm_item_t it;
         xf_sfpm_item(sh, io, t, &it);
         if (it.n > 0)
-            item(params, &it, io->q_scale, io->scale, ws_thread);
+            item(params, &it, io->q_scale, io->scale, ws_thread,
+                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
     }
     return 0;
 }
