@@ -167,12 +167,13 @@ int xf_batcher_retry_after_s(const xf_batcher_t *b);
 
 /* dp internals exposed for tests: choose the split of n jobs (already in the order given,
  * normally shortest first) into consecutive batches minimising the weighted completion time
- * Σ_jobs w_j·finish_time (w_j = 1 + age_j/aging_ns, 1 when aging_ns is 0) plus
- * future_w·(end of the last batch) for jobs expected to arrive meanwhile, where a batch's time is the cost model's prediction for its packed
- * sequences, subject to max_batch, max_batch_tokens and deadlines (start_ns = now; a job
- * must finish by its deadline). Batches are packed (no padding term), so a batch's finish time
- * is k·c0 + the additive costs of every job up to it, which makes the DP over (jobs, batches)
- * exact. Writes the batch ends into ends[] (ends[k] = index one past
+ *   Σ_jobs w_j·finish_j + future_w·finish_last
+ * (w_j = 1 + age_j/aging_ns, 1 when aging_ns is 0; future_w stands for the jobs expected to
+ * arrive while the plan runs), where a batch's time is the cost model's prediction for its
+ * packed sequences, subject to max_batch, max_batch_tokens and deadlines (start_ns = now; a
+ * job must finish by its deadline). Batches are packed (no padding term), so the k-th batch
+ * ending at job i finishes at k·c0 + the additive costs of jobs [0, i), which makes the DP
+ * over (jobs, batches) exact. Writes the batch ends into ends[] (ends[k] = index one past
  * the last job of batch k), the count into *n_batches and the objective (job-seconds, from
  * now) into *total_s. Returns 0, -ENOENT when no split meets every deadline (then the split
  * without deadlines is returned), -EINVAL. ends must hold n entries; n ≤ XF_DP_MAX. */
