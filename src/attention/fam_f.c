@@ -29,7 +29,9 @@ size_t xf_famf_ws(const xf_famf_map_t *mp, int32_t nmax, int32_t d)
            + sizeof(double) * F * (size_t)d      /* S */
            + sizeof(double) * 3u * F             /* z, Σ|φ|, φ */
            + sizeof(double) * 2u * (size_t)d     /* numerator, mean of V */
-           + al8(sizeof(float) * ((size_t)d + r)); /* mapped input, its projection */
+           + al8(sizeof(float) * ((size_t)d + r)) /* mapped input, its projection */
+           + al8(sizeof(float) * F * (size_t)d)   /* fp32 partial S / fp32 copy of S */
+           + al8(sizeof(float) * 32u * F);        /* features of a block of 32 keys */
 }
 
 static inline float elu1(float x)
@@ -101,7 +103,7 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
     unsigned char *p = ws;
     float *pre = (float *)p;
     double *g, *S, *z, *za, *phi, *num, *vmean, G = -INFINITY;
-    float *x, *qpre;
+    float *x, *qpre, *Sf, *phib;
     int trig = mp->kind == XF_FAMF_TRIG || mp->kind == XF_FAMF_TRIGNORM;
 
     p += al8(sizeof(float) * (size_t)n * (size_t)r);
@@ -114,6 +116,8 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
     vmean = num + d;
     x = (float *)(vmean + d);
     qpre = x + d;
+    Sf = (float *)((unsigned char *)x + al8(sizeof(float) * ((size_t)d + (size_t)r)));
+    phib = (float *)((unsigned char *)Sf + al8(sizeof(float) * (size_t)F * (size_t)d));
 
     /* Keys: projections and log weights, then one shift G for this (sequence, head). */
     for (int32_t j = 0; j < n; j++) {
@@ -139,20 +143,37 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
     memset(S, 0, sizeof(double) * (size_t)F * (size_t)d);
     memset(z, 0, sizeof(double) * 2u * (size_t)F);
     memset(vmean, 0, sizeof(double) * (size_t)d);
-    for (int32_t j = 0; j < n; j++) {
-        const float *vj = it->v + (size_t)j * (size_t)d;
-        expand(mp, pre + (size_t)j * (size_t)r, g[j] - G, phi);
-        for (int32_t f = 0; f < F; f++) {
-            double pf = phi[f];
-            double *sf = S + (size_t)f * (size_t)d;
-            z[f] += pf;
-            za[f] += fabs(pf);
+    /* S = Σ_j φ_j v_jᵀ: fp32 partial sums over blocks of 32 keys (vectorisable), added into
+     * the double S; z, Σ|φ| in double */
+    for (int32_t j0 = 0; j0 < n; j0 += 32) {
+        int32_t j1 = j0 + 32 < n ? j0 + 32 : n;
+        memset(Sf, 0, sizeof(float) * (size_t)F * (size_t)d);
+        for (int32_t j = j0; j < j1; j++) {
+            const float *vj = it->v + (size_t)j * (size_t)d;
+            float *pb = phib + (size_t)(j - j0) * (size_t)F;
+            expand(mp, pre + (size_t)j * (size_t)r, g[j] - G, phi);
+            for (int32_t f = 0; f < F; f++) {
+                z[f] += phi[f];
+                za[f] += fabs(phi[f]);
+                pb[f] = (float)phi[f];
+            }
             for (int32_t c = 0; c < d; c++)
-                sf[c] += pf * (double)vj[c];
+                vmean[c] += (double)vj[c];
         }
-        for (int32_t c = 0; c < d; c++)
-            vmean[c] += (double)vj[c];
+        for (int32_t f = 0; f < F; f++) {
+            float *sf = Sf + (size_t)f * (size_t)d;
+            for (int32_t j = j0; j < j1; j++) {
+                const float *vj = it->v + (size_t)j * (size_t)d;
+                float w = phib[(size_t)(j - j0) * (size_t)F + (size_t)f];
+                for (int32_t c = 0; c < d; c++)
+                    sf[c] += w * vj[c];
+            }
+        }
+        for (size_t t = 0; t < (size_t)F * (size_t)d; t++)
+            S[t] += (double)Sf[t];
     }
+    for (size_t t = 0; t < (size_t)F * (size_t)d; t++)
+        Sf[t] = (float)S[t];                 /* fp32 copy for the query side */
     for (int32_t c = 0; c < d; c++)
         vmean[c] /= (double)n;
 
@@ -172,12 +193,25 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
         expand(mp, qpre, gq, phi);
         memset(num, 0, sizeof(double) * (size_t)d);
         for (int32_t f = 0; f < F; f++) {
-            double pf = phi[f];
-            const double *sf = S + (size_t)f * (size_t)d;
-            den += pf * z[f];
-            floor_ += fabs(pf) * za[f];
-            for (int32_t c = 0; c < d; c++)
-                num[c] += pf * sf[c];
+            den += phi[f] * z[f];
+            floor_ += fabs(phi[f]) * za[f];
+        }
+        /* numerator: fp32 partials over blocks of 32 features, added in double */
+        for (int32_t f0 = 0; f0 < F; f0 += 32) {
+            float part[256];
+            int32_t f1 = f0 + 32 < F ? f0 + 32 : F;
+            for (int32_t c0 = 0; c0 < d; c0 += 256) {
+                int32_t cw = d - c0 < 256 ? d - c0 : 256;
+                memset(part, 0, sizeof(float) * (size_t)cw);
+                for (int32_t f = f0; f < f1; f++) {
+                    float pf = (float)phi[f];
+                    const float *sf = Sf + (size_t)f * (size_t)d + c0;
+                    for (int32_t c = 0; c < cw; c++)
+                        part[c] += pf * sf[c];
+                }
+                for (int32_t c = 0; c < cw; c++)
+                    num[c0 + c] += (double)part[c];
+            }
         }
         if (mp->kind == XF_FAMF_LINEAR)
             den += mp->eps;
