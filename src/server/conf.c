@@ -861,3 +861,79 @@ json_t *xf_conf_to_json(const xf_conf_t *cfg)
     }
     return o;
 }
+
+/* roff text with its special characters escaped (backslash, leading dot or quote). */
+static void man_text(FILE *out, const char *s)
+{
+    if (*s == '.' || *s == '\'')
+        fputs("\\&", out);
+    for (; *s; s++) {
+        if (*s == '\\')
+            fputs("\\e", out);
+        else if (*s == '-')
+            fputs("\\-", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+int xf_conf_write_man(FILE *out, const char *version)
+{
+    fprintf(out,
+            ".TH XFORMD 1 \"\" \"xformd %s\" \"User Commands\"\n"
+            ".SH NAME\nxformd \\- CPU inference server for BERT\\-family encoders\n"
+            ".SH SYNOPSIS\n.B xformd\n[\\fB\\-c\\fR \\fIFILE\\fR] "
+            "[\\fB\\-\\-\\fIOPTION\\fR \\fIVALUE\\fR | "
+            "\\fB\\-\\-\\fIOPTION\\fB=\\fIVALUE\\fR]...\n"
+            ".SH DESCRIPTION\n"
+            "Serves Transformer encoders over HTTP (KServe v2, OpenAI embeddings, TEI routes,\n"
+            "Prometheus metrics). Options come from the built\\-in defaults, then the config\n"
+            "file, then the command line; later sources win. Sizes take k/M/G suffixes,\n"
+            "durations ms/s/m (a plain number is milliseconds), booleans yes/no.\n"
+            ".SH GENERAL OPTIONS\n"
+            ".TP\n\\fB\\-c\\fR, \\fB\\-\\-config\\fR \\fIFILE\\fR\n"
+            "Read options from FILE (name = value lines, # comments).\n"
+            ".TP\n\\fB\\-\\-check\\-config\\fR\nValidate the configuration and exit.\n"
+            ".TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\nPrint the options and exit.\n"
+            ".TP\n\\fB\\-V\\fR, \\fB\\-\\-version\\fR\nPrint the version and exit.\n"
+            ".TP\n\\fB\\-\\-model\\fR, \\fB\\-\\-port\\fR, \\fB\\-\\-listen\\fR, "
+            "\\fB\\-\\-policy\\fR, \\fB\\-\\-threads\\fR, \\fB\\-\\-api\\-key\\fR\n"
+            "Short for \\-\\-model.dir, \\-\\-http.port, \\-\\-http.listen, "
+            "\\-\\-batcher.policy, \\-\\-engine.threads, \\-\\-auth.api_key.\n",
+            version ? version : "");
+    const char *prev = "";
+    size_t prev_len = 0;
+    for (size_t i = 0; i < XF_OPT_COUNT; i++) {
+        const xf_opt_desc_t *d = &opts[i];
+        size_t sl = section_len(d->name);
+        if (sl != prev_len || strncmp(prev, d->name, sl) != 0) {
+            fputs(".SH ", out);
+            for (size_t k = 0; k < sl; k++)
+                fputc(d->name[k] >= 'a' && d->name[k] <= 'z' ? d->name[k] - 32 : d->name[k],
+                      out);
+            fputs(" OPTIONS\n", out);
+            prev = d->name;
+            prev_len = sl;
+        }
+        char def[128], range[128];
+        fmt_default(d, def, sizeof(def));
+        fmt_range(d, range, sizeof(range));
+        fputs(".TP\n\\fB\\-\\-", out);
+        man_text(out, d->name);
+        fprintf(out, "\\fR=\\fI%s\\fR\n", type_name(d->type));
+        man_text(out, d->help);
+        fputs(".\nDefault: ", out);
+        man_text(out, def[0] ? def : "(empty)");
+        fputs("; ", out);
+        man_text(out, range);
+        fputs(".\n", out);
+    }
+    fputs(".SH FILES\n.TP\n.I /usr/local/etc/xformd.conf\n"
+          "Every option, commented out at its default.\n"
+          ".SH SIGNALS\nSIGTERM and SIGINT drain (finish queued work within drain.timeout_ms, "
+          "then exit 0); SIGHUP reopens the log file.\n"
+          ".SH EXIT STATUS\n0 on success, 1 on a start\\-up failure, 2 on a configuration "
+          "error.\n",
+          out);
+    return ferror(out) ? -EIO : 0;
+}

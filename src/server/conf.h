@@ -116,6 +116,10 @@ int xf_conf_help(FILE *out, const char *argv0);
  * at its default with its help above it. Returns 0 or -EIO. */
 int xf_conf_write_example(FILE *out);
 
+/* Write the xformd(1) man page (roff): synopsis, general flags, then every option by
+ * section with type, help, default and range; files, signals, exit status. Returns 0 or -EIO. */
+int xf_conf_write_man(FILE *out, const char *version);
+
 /* Format option `d`'s current value in cfg the way the config file spells it ("30s", "1M",
  * "yes", "fifo", raw string). Returns the length that was needed (like snprintf). */
 int xf_conf_format(const xf_conf_t *cfg, const xf_opt_desc_t *d, char *buf, size_t len);

@@ -531,8 +531,36 @@ static void test_service_files(void **state)
     xf_conf_deinit(&c);
 }
 
+static int man_to(FILE *f)
+{
+    return xf_conf_write_man(f, "9.9.9");
+}
+
+static void test_man(void **state)
+{
+    (void)state;
+    char *m = mem_text(man_to, NULL);
+    assert_true(strncmp(m, ".TH XFORMD 1 ", 13) == 0);
+    assert_non_null(strstr(m, "xformd 9.9.9"));
+    size_t n;
+    const xf_opt_desc_t *t = xf_conf_table(&n);
+    for (size_t i = 0; i < n; i++) {
+        char want[128];
+        snprintf(want, sizeof(want), ".TP\n\\fB\\-\\-%s\\fR=", t[i].name);
+        if (!strstr(m, want))
+            fail_msg("man page lacks %s", t[i].name);
+    }
+    assert_non_null(strstr(m, ".SH BATCHER OPTIONS\n"));
+    assert_non_null(strstr(m, ".SH EXIT STATUS\n"));
+    /* No line may start with a stray control character ('.' or '\'') from help text. */
+    for (const char *p = m; (p = strchr(p, '\n')) != NULL; p++)
+        if (p[1] == '\'')
+            fail_msg("line starting with a quote: %.40s", p + 1);
+    free(m);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_defaults), cmocka_unit_test(test_example_file_agrees),
              cmocka_unit_test(test_types), cmocka_unit_test(test_file),
              cmocka_unit_test(test_precedence_and_args), cmocka_unit_test(test_help),
              cmocka_unit_test(test_json), cmocka_unit_test(test_validate),
-             cmocka_unit_test(test_service_files))
+             cmocka_unit_test(test_service_files), cmocka_unit_test(test_man))
