@@ -4,6 +4,7 @@
  * 3, 5 (slices run one after the other) that must give bitwise identical results. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,36 @@ static void test_linear(void **state)
     check_linear_shape(129, 33, 65, 11);
     check_linear_shape(200, 17, 31, 12);
     check_linear_shape(9, 145, 1, 13);
+}
+
+/* xf_gemm_w_init rejects bad shapes; M = 0 writes nothing. */
+static void test_linear_edges(void **state)
+{
+    (void)state;
+    load_tables();
+    float wt[6] = { 1, 2, 3, 4, 5, 6 }, b[2] = { 0.5f, -0.5f }, x[3] = { 1, 1, 1 };
+    xf_gemm_w_t w;
+    assert_int_equal(xf_gemm_w_init(&w, NULL, 2, 3), -EINVAL);
+    assert_int_equal(xf_gemm_w_init(&w, wt, 0, 3), -EINVAL);
+    assert_int_equal(xf_gemm_w_init(&w, wt, 2, -1), -EINVAL);
+    assert_int_equal(xf_gemm_w_init(&w, wt, 2, 3), 0);
+    if (!w.packed)
+        assert_int_equal(xf_gemm_w_pack(&w), 0);
+    assert_true(w.packed_bytes >= 2 * 3 * sizeof(float));
+    for (int t = 0; t < n_tabs; t++) {
+        float y[2] = { 7.0f, 7.0f };
+        for (int ith = 0; ith < 2; ith++)
+            tabs[t]->linear(&w, 0, x, 3, b, XF_EPI_BIAS, y, 2, ith, 2);
+        assert_true(y[0] == 7.0f && y[1] == 7.0f);
+        for (int ith = 0; ith < 3; ith++)
+            tabs[t]->linear(&w, 1, x, 3, b, XF_EPI_BIAS, y, 2, ith, 3);
+        /* exact small integers: 1+2+3 + 0.5, 4+5+6 - 0.5 */
+        assert_true(y[0] == 6.5f && y[1] == 14.5f);
+    }
+    xf_gemm_w_deinit(&w);
+    assert_null(w.packed);
+    xf_gemm_w_deinit(&w);
+    xf_gemm_w_deinit(NULL);
 }
 
 /* ---- add_layernorm, embed ---- */
@@ -554,6 +585,7 @@ static void test_qk_tile(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_tables), cmocka_unit_test(test_linear),
+             cmocka_unit_test(test_linear_edges),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),
              cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split),
