@@ -51,6 +51,7 @@ enum { T_REF, T_GENERIC, T_AVX2, T_AVX512, T_COUNT };
 
 static xf_kernels_t tables[T_COUNT];
 static const char *const table_names[T_COUNT] = { "ref", "generic", "avx2", "avx512" };
+_Static_assert(T_COUNT == 4, "update table_names");
 static int table_ok[T_COUNT];
 static int table_best;
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;

@@ -176,10 +176,7 @@ static void test_softmax_cases(void **state)
         assert_non_null(X);
         assert_non_null(Y);
         assert_int_equal(X->numel, Y->numel);
-        const char *ops = NULL;
-        for (int e = 0; e < c.n_extra; e++)
-            if (strncmp(c.line_extra[e], "opset ", 6) == 0)
-                ops = c.line_extra[e] + 6;
+        const char *ops = xf_case_extra(&c, "opset");
         int opset = ops ? atoi(ops) : 13;
         int axis = attr_int(&c, "axis", opset >= 13 ? -1 : 1);
         if (axis < 0)
