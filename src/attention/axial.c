@@ -48,8 +48,8 @@ static int ax_setup(xf_ft_seq *c)
     return 0;
 }
 
-/* Union tiles are 8 rows (each row adds its own column to the shared key list). */
-#define AX_UNION_ROWS 8
+/* Union tiles are 4 rows (each row adds its own column to the shared key list). */
+#define AX_UNION_ROWS 4
 
 static int32_t ax_height(const xf_ft_seq *c)
 {

@@ -59,9 +59,9 @@ static int str_setup(xf_ft_seq *c)
     return 0;
 }
 
-/* Union tiles are 8 rows: the tile's key set holds every row's stride class, so short tiles
+/* Union tiles are 4 rows: the tile's key set holds every row's stride class, so short tiles
  * keep the shared key list (and the masked work) small. */
-#define STR_UNION_ROWS 8
+#define STR_UNION_ROWS 4
 
 static int32_t str_n_tiles(const xf_ft_seq *c)
 {
