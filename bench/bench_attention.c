@@ -74,7 +74,7 @@ static const vspec g_specs[] = {
 typedef struct opts {
     int nth, reps, layers, model_on, timeout_s;
     int ns[MAX_NS], n_ns, maxn;
-    double budget_ms, logit_std, qk_corr, pos;
+    double budget_ms, logit_std, qk_corr, pos, corr_len;
     uint64_t seed;
     const char *model_dir, *tsv, *only;
 } opts;
@@ -84,7 +84,8 @@ typedef struct result {
     int rc;                    /* 0 ok, else an engine code */
     int reps;
     double ms;                 /* median */
-    double rel_err;            /* attention: vs dense */
+    double rel_err;            /* attention: vs dense, input set 0 ("spread") */
+    double rel_err2;           /* attention: vs dense, input set 1 ("local") */
     double cos;                /* model: pooled cosine vs dense */
     size_t ws_bytes;
     int32_t n_items, fallbacks;
@@ -156,19 +157,22 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-/* Token vectors x_t = (u_t + pos·p_t)/sqrt(1+pos²): u_t a random unit-ish Gaussian vector, p_t a
- * unit sinusoidal position code (BERT-like word + position embedding). Per head
- * Q = x·Wq, K = x·Wk, V = x·Wv with Gaussian W and Wk = ρ·Wq + sqrt(1-ρ²)·W' (queries and keys
- * of the same token correlate, as in trained heads); Q is rescaled so the logits s·q·k have
- * standard deviation logit_std over random (i, j) pairs. */
-static void make_inputs(const opts *o, inputs *in)
+/* Token vectors, two sets. "spread" (kind 0): x_t = (u_t + pos·p_t)/sqrt(1+pos²), u_t a random
+ * unit-ish Gaussian vector, p_t a unit sinusoidal position code (BERT-like word + position
+ * embedding). "local" (kind 1): x_t an AR(1) walk, x_t = φ·x_{t-1} + sqrt(1-φ²)·u_t with
+ * φ = exp(-1/corr_len) (neighbouring tokens share a topic). Per head Q = x·Wq, K = x·Wk,
+ * V = x·Wv with Gaussian W and Wk = ρ·Wq + sqrt(1-ρ²)·W' (queries and keys of the same token
+ * correlate, as in trained heads); Q is rescaled so the logits s·q·k have standard deviation
+ * logit_std over random (i, j) pairs. */
+static void make_inputs(const opts *o, int kind, inputs *in)
 {
     size_t n = (size_t)o->maxn, da = (size_t)N_HEAD * D_HEAD;
     float *x = xmalloc(n * D_MODEL * sizeof *x);
     float *w = xmalloc((size_t)D_MODEL * da * sizeof *w);
     float *wk = xmalloc((size_t)D_MODEL * da * sizeof *wk);
     double c = 1.0 / sqrt(1.0 + o->pos * o->pos), rho = o->qk_corr, acc = 0, acc2 = 0;
-    uint64_t s = o->seed * 0x9E3779B97F4A7C15ull + 12345;
+    uint64_t s = o->seed * 0x9E3779B97F4A7C15ull + 12345 + (uint64_t)kind * 777;
+    double phi = exp(-1.0 / o->corr_len);
     const double sc = 1.0 / sqrt((double)D_HEAD);
     int samples = 0;
 
@@ -181,7 +185,13 @@ static void make_inputs(const opts *o, inputs *in)
             double ang = (double)t / pow(10000.0, (double)(i & ~1) / D_MODEL);
             double p = ((i & 1) ? cos(ang) : sin(ang)) / sqrt(D_MODEL / 2.0);
             double u = rnd_normal(&s) / sqrt((double)D_MODEL);
-            x[t * D_MODEL + (size_t)i] = (float)((u + o->pos * p) * c);
+            if (kind == 0)
+                x[t * D_MODEL + (size_t)i] = (float)((u + o->pos * p) * c);
+            else if (t == 0)
+                x[(size_t)i] = (float)u;
+            else
+                x[t * D_MODEL + (size_t)i] = (float)(phi * x[(t - 1) * D_MODEL + (size_t)i] +
+                                                     sqrt(1 - phi * phi) * u);
         }
     /* Wq with unit entries, Wk correlated, Wv scaled so V entries are ~N(0,1). */
     for (size_t i = 0; i < (size_t)D_MODEL * da; i++) {
@@ -308,10 +318,46 @@ static void attn_fn(void *arg, int ith, int nth)
         j->rc[ith] = rc;
 }
 
-/* Child: time one variant at length n; write the output to out ([n][h][d]) and, if dense_out
- * is given, the relative Frobenius error against it. */
-static void run_attn(const opts *o, const inputs *in, const xf_attn_t *a, int n,
-                     float *out, const float *dense_out, result *r)
+/* Head-major planes of the first n tokens, the scale folded into q as the engine's QKV split
+ * does. */
+static void fill_planes(const inputs *in, int n, float sc, float *q, float *k, float *v)
+{
+    size_t da = (size_t)N_HEAD * D_HEAD, plane = (size_t)n * D_HEAD;
+    for (int h = 0; h < N_HEAD; h++)
+        for (int i = 0; i < n; i++)
+            for (int e = 0; e < D_HEAD; e++) {
+                size_t src = (size_t)i * da + (size_t)h * D_HEAD + (size_t)e;
+                size_t dst = (size_t)h * plane + (size_t)i * D_HEAD + (size_t)e;
+                q[dst] = in->q[src] * sc;
+                k[dst] = in->k[src];
+                v[dst] = in->v[src];
+            }
+}
+
+/* Relative Frobenius error of out against ref (when given) over cnt values; counts
+ * non-finite outputs. */
+static double out_error(const float *out, const float *ref, size_t cnt, long *bad)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        if (!isfinite(out[i])) {
+            (*bad)++;
+            continue;
+        }
+        if (ref) {
+            double dlt = (double)out[i] - ref[i];
+            num += dlt * dlt;
+            den += (double)ref[i] * ref[i];
+        }
+    }
+    return ref && den > 0 ? sqrt(num / den) : 0;
+}
+
+/* Child: time one variant at length n on input set 0 and write its output to out
+ * ([n][h][d]); then one untimed forward on input set 1 into out2. With references, the
+ * relative Frobenius errors against them. */
+static void run_attn(const opts *o, const inputs *ins, const xf_attn_t *a, int n,
+                     float *out, float *out2, const float *ref, const float *ref2, result *r)
 {
     size_t da = (size_t)N_HEAD * D_HEAD, plane = (size_t)n * D_HEAD;
     float *q = xmalloc(3 * (size_t)N_HEAD * plane * sizeof *q);
@@ -328,16 +374,7 @@ static void run_attn(const opts *o, const inputs *in, const xf_attn_t *a, int n,
     char *ws = NULL;
     int rc, reps, first;
 
-    /* Head-major planes, the scale folded into q as the engine's QKV split does. */
-    for (int h = 0; h < N_HEAD; h++)
-        for (int i = 0; i < n; i++)
-            for (int e = 0; e < D_HEAD; e++) {
-                size_t src = (size_t)i * da + (size_t)h * D_HEAD + (size_t)e;
-                size_t dst = (size_t)h * plane + (size_t)i * D_HEAD + (size_t)e;
-                q[dst] = in->q[src] * sc;
-                k[dst] = in->k[src];
-                v[dst] = in->v[src];
-            }
+    fill_planes(&ins[0], n, sc, q, k, v);
     memset(&sh, 0, sizeof sh);
     sh.n_seq = 1;
     sh.cu_len = cu;
@@ -404,32 +441,27 @@ static void run_attn(const opts *o, const inputs *in, const xf_attn_t *a, int n,
     for (int i = 0; i < o->nth && i < 64; i++)
         if (job.rc[i] && !rc)
             rc = job.rc[i];
+    if (!rc) {
+        r->reps = reps;
+        r->ms = median(t, reps);
+        r->rel_err = out_error(out, ref, (size_t)n * da, &r->nonfinite);
+        /* The second input set: same plan and workspace, one untimed run. */
+        fill_planes(&ins[1], n, sc, q, k, v);
+        io.out = out2;
+        memset(out2, 0xff, (size_t)n * da * sizeof *out2);
+        xf_pool_run(pool, attn_fn, &job);
+        for (int i = 0; i < o->nth && i < 64; i++)
+            if (job.rc[i] && !rc)
+                rc = job.rc[i];
+        if (!rc)
+            r->rel_err2 = out_error(out2, ref2, (size_t)n * da, &r->nonfinite);
+    }
     xf_pool_free(pool);
     free(ws);
     free(q);
     if (rc) {
         r->rc = rc;
         snprintf(r->msg, sizeof r->msg, "forward: %s", xf_strerror(rc));
-        return;
-    }
-    r->reps = reps;
-    r->ms = median(t, reps);
-    {
-        double num = 0, den = 0;
-        long bad = 0;
-        for (size_t i = 0; i < (size_t)n * da; i++) {
-            if (!isfinite(out[i])) {
-                bad++;
-                continue;
-            }
-            if (dense_out) {
-                double dlt = (double)out[i] - dense_out[i];
-                num += dlt * dlt;
-                den += (double)dense_out[i] * dense_out[i];
-            }
-        }
-        r->nonfinite = bad;
-        r->rel_err = dense_out && den > 0 ? sqrt(num / den) : 0;
     }
 }
 
@@ -512,7 +544,9 @@ typedef struct job {
     int kind, n;
     const xf_attn_t *a;        /* JOB_ATTN */
     const char *json;          /* JOB_MODEL */
-    float *out;                /* shared: attention output or pooled */
+    float *out;                /* shared: attention output (set 0) or pooled */
+    float *out2;               /* shared: attention output (set 1) */
+    const float *ref2;         /* shared: dense output (set 1) */
     float *hid;                /* shared: last hidden states (JOB_MODEL) */
     const float *ref;          /* shared: dense output (JOB_ATTN) or NULL */
 } job;
@@ -537,7 +571,7 @@ static void run_job(const opts *o, const inputs *in, const job *jb, result *r)
         memset(r, 0, sizeof *r);
         alarm((unsigned)o->timeout_s);
         if (jb->kind == JOB_ATTN)
-            run_attn(o, in, jb->a, jb->n, jb->out, jb->ref, r);
+            run_attn(o, in, jb->a, jb->n, jb->out, jb->out2, jb->ref, jb->ref2, r);
         else
             run_model(o, jb->json, jb->n, jb->out, jb->hid, r);
         _exit(0);
@@ -677,7 +711,7 @@ static void usage(void)
     printf("usage: bench_attention [--threads N] [--n 512,1024,2048,4096] [--variants a,b,..]\n"
            "        [--reps N] [--budget-ms MS] [--layers L] [--model-dir DIR] [--no-model]\n"
            "        [--tsv FILE] [--seed S] [--logit-std X] [--qk-corr R] [--pos P]"
-           " [--timeout S]\n"
+           " [--corr-len L]\n        [--timeout S]\n"
            "Attention variants vs dense at BERT-base heads (12 x 64), one sequence: median time\n"
            "through the variant vtable on the engine pool, plan workspace, relative Frobenius\n"
            "error vs dense; then the whole demo model (mean-pooled cosine vs dense).\n");
@@ -686,16 +720,17 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     opts o = { .nth = 2, .reps = 5, .layers = 2, .model_on = 1, .timeout_s = 300,
-               .budget_ms = 2500, .logit_std = 2.0, .qk_corr = 0.5, .pos = 1.0, .seed = 1,
+               .budget_ms = 2500, .logit_std = 2.0, .qk_corr = 0.5, .pos = 1.0,
+               .corr_len = 64, .seed = 1,
                .model_dir = NULL, .tsv = NULL, .only = NULL };
     xf_attn_t *sel[N_SPECS];
     int n_sel = 0;
-    inputs in;
+    inputs in[2];
     xf_cpu_info_t ci;
     char rev[64], host_load[64] = "?";
     FILE *tsv = NULL;
     result *res;
-    float *dense_out, *var_out, *dense_pooled, *var_pooled, *dense_hid, *var_hid;
+    float *dense_out, *dense_out2, *var_out, *dense_pooled, *var_pooled, *dense_hid, *var_hid;
     char model_dir[512];
     double st[4];
 
@@ -739,6 +774,8 @@ int main(int argc, char **argv)
             o.qk_corr = atof(v);
         else if (!strcmp(a, "--pos"))
             o.pos = atof(v);
+        else if (!strcmp(a, "--corr-len"))
+            o.corr_len = atof(v);
         else if (!strcmp(a, "--timeout"))
             o.timeout_s = atoi(v);
         else {
@@ -748,7 +785,8 @@ int main(int argc, char **argv)
         i += take;
     }
     if (o.nth < 1 || o.nth > 64 || o.reps < 1 || o.reps > 64 || o.layers < 1 ||
-        o.qk_corr < 0 || o.qk_corr > 1 || o.logit_std <= 0 || o.timeout_s < 1) {
+        o.qk_corr < 0 || o.qk_corr > 1 || o.logit_std <= 0 || o.timeout_s < 1 ||
+        o.corr_len <= 0) {
         fprintf(stderr, "bench_attention: option out of range\n");
         return 2;
     }
@@ -778,12 +816,21 @@ int main(int argc, char **argv)
            "rev=%s cores=%d load1=%s heads=%d d_head=%d model_layers=%d\n", ci.brand, ci.isa,
            ci.isa_max, ci.gemm_path, o.nth, rev, ci.n_cores, host_load, N_HEAD, D_HEAD,
            o.model_on ? o.layers : 0);
-    make_inputs(&o, &in);
-    input_stats(&in, o.maxn, st);
-    printf("# inputs x=(u+%.2g*pos)/|.| u~N(0,I/768) Wq,Wv~N(0,1) Wk=%.2g*Wq+%.2g*W' "
-           "logit_std=%.2g seed=%llu | dense at n=%d: mass_within_128=%.3f mass_cls=%.4f "
-           "mass_self=%.3f eff_keys=%.0f\n", o.pos, o.qk_corr, sqrt(1 - o.qk_corr * o.qk_corr),
-           o.logit_std, (unsigned long long)o.seed, o.maxn, st[0], st[1], st[2], st[3]);
+    make_inputs(&o, 0, &in[0]);
+    make_inputs(&o, 1, &in[1]);
+    printf("# inputs Q=x*Wq K=x*Wk V=x*Wv per head, Wq,Wv~N(0,1) Wk=%.2g*Wq+%.2g*W', q rescaled "
+           "to logit_std=%.2g, seed=%llu\n", o.qk_corr, sqrt(1 - o.qk_corr * o.qk_corr),
+           o.logit_std, (unsigned long long)o.seed);
+    for (int k = 0; k < 2; k++) {
+        input_stats(&in[k], o.maxn, st);
+        if (k == 0)
+            printf("# inputs set=spread (rel_err) x=(u+%.2g*p_sin)/|.| u~N(0,I/768)", o.pos);
+        else
+            printf("# inputs set=local (rel_err_local) x_t=phi*x_(t-1)+sqrt(1-phi^2)*u "
+                   "phi=exp(-1/%.3g)", o.corr_len);
+        printf(" | dense at n=%d: mass_within_128=%.3f mass_cls=%.4f mass_self=%.3f "
+               "eff_keys=%.0f\n", o.maxn, st[0], st[1], st[2], st[3]);
+    }
     fflush(stdout);
     if (!o.model_dir) {
         snprintf(model_dir, sizeof model_dir, "bench-attn-model-L%d", o.layers);
@@ -798,11 +845,12 @@ int main(int argc, char **argv)
             return 1;
         }
         fprintf(tsv, "variant\tn\tparams\tattn_ms\tdense_ms\tspeedup\tws_bytes\trel_err\t"
-                     "model_ms\tmodel_dense_ms\tmodel_speedup\temb_cos\thid_rel_err\tstatus\n");
+                     "rel_err_local\tmodel_ms\tmodel_dense_ms\tmodel_speedup\temb_cos\thid_rel_err\tstatus\n");
     }
 
     res = shared_alloc(sizeof(result) * 4);
     dense_out = shared_alloc((size_t)o.maxn * N_HEAD * D_HEAD * sizeof(float));
+    dense_out2 = shared_alloc((size_t)o.maxn * N_HEAD * D_HEAD * sizeof(float));
     var_out = shared_alloc((size_t)o.maxn * N_HEAD * D_HEAD * sizeof(float));
     dense_pooled = shared_alloc(D_MODEL * sizeof(float));
     var_pooled = shared_alloc(D_MODEL * sizeof(float));
@@ -820,13 +868,14 @@ int main(int argc, char **argv)
         jb.n = n;
         jb.a = xf_attn_dense();
         jb.out = dense_out;
-        run_job(&o, &in, &jb, rd);
+        jb.out2 = dense_out2;
+        run_job(&o, in, &jb, rd);
         if (o.model_on) {
             jb.kind = JOB_MODEL;
             jb.json = "{\"variant\":\"dense\"}";
             jb.out = dense_pooled;
             jb.hid = dense_hid;
-            run_job(&o, &in, &jb, rdm);
+            run_job(&o, in, &jb, rdm);
         }
         for (int s = 0; s < n_sel; s++) {
             const xf_attn_t *a = sel[s];
@@ -841,14 +890,17 @@ int main(int argc, char **argv)
             if (is_dense) {
                 *rv = *rd;
                 rv->rel_err = 0;
+                rv->rel_err2 = 0;
             } else {
                 memset(&jb, 0, sizeof jb);
                 jb.kind = JOB_ATTN;
                 jb.n = n;
                 jb.a = a;
                 jb.out = var_out;
+                jb.out2 = var_out;
                 jb.ref = rd->rc == 0 ? dense_out : NULL;
-                run_job(&o, &in, &jb, rv);
+                jb.ref2 = rd->rc == 0 ? dense_out2 : NULL;
+                run_job(&o, in, &jb, rv);
             }
             memset(rvm, 0, sizeof *rvm);
             if (o.model_on) {
@@ -863,7 +915,7 @@ int main(int argc, char **argv)
                     jb.json = json;
                     jb.out = var_pooled;
                     jb.hid = var_hid;
-                    run_job(&o, &in, &jb, rvm);
+                    run_job(&o, in, &jb, rvm);
                 }
                 if (rvm->rc == 0 && rdm->rc == 0) {
                     mms = rvm->ms;
@@ -884,8 +936,9 @@ int main(int argc, char **argv)
                 if (*c == ' ' || *c == '\t')
                     *c = '_';
             printf("attn variant=%s n=%d params=%s attn_ms=%.3f dense_ms=%.3f speedup=%.2f "
-                   "ws_bytes=%zu rel_err=%.4g", name, n, pj, rv->rc ? 0.0 : rv->ms, rd->ms,
-                   rv->rc || rv->ms <= 0 ? 0.0 : rd->ms / rv->ms, rv->ws_bytes, rv->rel_err);
+                   "ws_bytes=%zu rel_err=%.4g rel_err_local=%.4g", name, n, pj,
+                   rv->rc ? 0.0 : rv->ms, rd->ms, rv->rc || rv->ms <= 0 ? 0.0 : rd->ms / rv->ms,
+                   rv->ws_bytes, rv->rel_err, rv->rel_err2);
             if (o.model_on)
                 printf(" model_ms=%.2f model_dense_ms=%.2f model_speedup=%.2f emb_cos=%.7f "
                        "hid_rel_err=%.4g", mms, rdm->ms, mspeed, cosv, herr);
@@ -893,10 +946,10 @@ int main(int argc, char **argv)
                    rv->reps, status);
             fflush(stdout);
             if (tsv) {
-                fprintf(tsv, "%s\t%d\t%s\t%.4f\t%.4f\t%.4f\t%zu\t%.6g\t%.3f\t%.3f\t%.4f\t"
-                        "%.7f\t%.6g\t%s\n", name, n, pj, rv->rc ? 0.0 : rv->ms, rd->ms,
+                fprintf(tsv, "%s\t%d\t%s\t%.4f\t%.4f\t%.4f\t%zu\t%.6g\t%.6g\t%.3f\t%.3f\t"
+                        "%.4f\t%.7f\t%.6g\t%s\n", name, n, pj, rv->rc ? 0.0 : rv->ms, rd->ms,
                         rv->rc || rv->ms <= 0 ? 0.0 : rd->ms / rv->ms, rv->ws_bytes,
-                        rv->rel_err, mms, rdm->ms, mspeed, cosv, herr, status);
+                        rv->rel_err, rv->rel_err2, mms, rdm->ms, mspeed, cosv, herr, status);
                 fflush(tsv);
             }
         }
@@ -907,8 +960,10 @@ int main(int argc, char **argv)
         fclose(tsv);
     for (int s = 0; s < n_sel; s++)
         xf_attn_free(sel[s]);
-    free(in.q);
-    free(in.k);
-    free(in.v);
+    for (int k = 0; k < 2; k++) {
+        free(in[k].q);
+        free(in[k].k);
+        free(in[k].v);
+    }
     return 0;
 }
