@@ -631,6 +631,33 @@ static void fill_info(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n,
     info->predicted_s = xf_cost_predict(cm, &s);
 }
 
+/* When no plan meets every deadline, the first batch may hold jobs it would finish too late:
+ * computing them wastes the worker. Move such jobs to the end of jobs[0..k) (so they stay
+ * queued; expiry answers them) until every job left meets its deadline with the smaller
+ * batch. Returns the new k, at least 1. */
+static size_t drop_late(const xf_cost_t *cm, xf_bjob_t **jobs, size_t k, uint64_t now_ns)
+{
+    for (;;) {
+        xf_cost_sample_t f = {0};
+        for (size_t i = 0; i < k; i++) {
+            f.tokens += jobs[i]->n_tokens;
+            f.sum_sq += job_sum_sq(jobs[i]);
+        }
+        uint64_t fin = add_s(now_ns, xf_cost_predict(cm, &f));
+        size_t w = 0, dropped = 0;
+        for (size_t i = 0; i < k; i++) {
+            if (jobs[i]->deadline_ns < fin && k - dropped > 1) {
+                dropped++;
+                continue;
+            }
+            jobs[w++] = jobs[i];
+        }
+        if (dropped == 0)
+            return k;
+        k = w;   /* the batch shrank, so its finish moved earlier: check again */
+    }
+}
+
 /* Take the jobs of b->scratch[0..k) out of the queue into out[]. */
 static void dispatch(xf_batcher_t *b, size_t k, xf_bjob_t **out)
 {
@@ -735,6 +762,8 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         if (rc != 0 && rc != -ENOENT)
             return rc;
         k = ends[0] < limit ? ends[0] : limit;
+        if (rc == -ENOENT)
+            k = drop_late(&b->cost, b->scratch, k, now_ns);
         break;
     }
     default:

@@ -699,6 +699,34 @@ static void test_dp_aging(void **state)
     }
 }
 
+static void test_dp_drops_late_jobs(void **state)
+{
+    (void)state;
+    /* Two 100-token jobs (101 ms alone) due in 105 ms: no plan meets both deadlines. The
+     * batch that goes must not carry a job it would finish late: one runs, the other stays
+     * queued for expiry. */
+    xf_batcher_t *b = mkb(XF_BATCH_DP, 32, 8192);
+    set_cost(xf_batcher_cost(b), 1e-3, 1e-3, 0);
+    uint64_t now = SEC;
+    tjob_t j[2];
+    for (int i = 0; i < 2; i++) {
+        mk1(&j[i], 100, now, now + 105 * MS);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    }
+    xf_bjob_t *out[32];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    assert_int_equal(xf_batcher_next(b, now, out, 32, &n, &info, &wake), 0);
+    assert_int_equal(n, 1);
+    assert_true(info.predicted_s <= 0.105);
+    assert_int_equal(xf_batcher_queued_jobs(b), 1);
+    /* The one left behind is expired once even running alone could not make it (4 ms on). */
+    assert_int_equal(xf_batcher_expire(b, now + 4 * MS, out, 32), 0);
+    assert_int_equal(xf_batcher_expire(b, now + 5 * MS, out, 32), 1);
+    xf_batcher_free(b);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_policy_none),
              cmocka_unit_test(test_policy_fifo), cmocka_unit_test(test_policy_tokens),
              cmocka_unit_test(test_policy_dp), cmocka_unit_test(test_deadlines_expire),
@@ -707,4 +735,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_pol
              cmocka_unit_test(test_observe_via_batcher),
              cmocka_unit_test(test_dp_window_no_starvation),
              cmocka_unit_test(test_tokens_deadline_aware),
-             cmocka_unit_test(test_dp_expected_arrivals), cmocka_unit_test(test_dp_aging))
+             cmocka_unit_test(test_dp_expected_arrivals), cmocka_unit_test(test_dp_aging),
+             cmocka_unit_test(test_dp_drops_late_jobs))
