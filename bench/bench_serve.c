@@ -42,6 +42,7 @@ typedef struct opts {
     int max_conns;
     uint64_t seed;
     double timeout_s;
+    char clients[128];               /* closed-loop client counts, "" = open loop */
 } opts_t;
 
 static uint64_t now_ns(void)
@@ -287,6 +288,9 @@ static int conn_send(conn_t *c)
     return 0;
 }
 
+/* Percentile q of the sorted latencies lat[0..nl) in ms (nearest rank). */
+#define PCT(q) (nl ? lat[(size_t)((q) * (double)(nl - 1) + 0.5)] * 1e3 : NAN)
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -425,7 +429,6 @@ static void run_load(const opts_t *o, const char *policy, double qps)
         }
     }
     qsort(lat, nl, sizeof(double), cmp_d);
-#define PCT(q) (nl ? lat[(size_t)((q) * (double)(nl - 1) + 0.5)] * 1e3 : NAN)
     double span = (double)(t_end - warm_end) * 1e-9;
     double mean_batch = NAN, pad = NAN, pad_frac = NAN;
     if (have_stats == 1 && s1.batches > s0.batches) {
@@ -452,6 +455,142 @@ static void run_load(const opts_t *o, const char *policy, double qps)
     free(r.lat_s);
     free(r.status);
     free(conns);
+}
+
+/* Closed loop: `clients` connections, each sending its next request as soon as the previous
+ * answer arrived (the llama-server comparison of issue 4 uses 16). Latency from send. */
+static void run_closed(const opts_t *o, const char *policy, int clients)
+{
+    enum { POOL = 2048 };
+    char **body = calloc(POOL, sizeof(*body));
+    size_t *blen = calloc(POOL, sizeof(*blen));
+    conn_t *conns = calloc((size_t)clients, sizeof(*conns));
+    uint64_t *sent_at = calloc((size_t)clients, sizeof(*sent_at));
+    size_t lcap = 1 << 16, nl = 0, non2xx = 0, failed = 0, sent = 0;
+    double *lat = malloc(lcap * sizeof(double));
+    if (!body || !blen || !conns || !sent_at || !lat) {
+        fprintf(stderr, "bench_serve: out of memory\n");
+        exit(1);
+    }
+    for (int i = 0; i < POOL; i++) {
+        body[i] = make_request(o, draw_tokens(), &blen[i]);
+        if (!body[i])
+            exit(1);
+    }
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    uint64_t t0 = now_ns(), warm_end = t0 + (uint64_t)(o->warmup_s * 1e9);
+    uint64_t stop = warm_end + (uint64_t)(o->duration_s * 1e9);
+    uint64_t give_up = stop + (uint64_t)(o->timeout_s * 1e9);
+    snap_t s0, s1;
+    int have_stats = 0, active = 0;
+    size_t next_body = 0;
+    for (int i = 0; i < clients; i++)
+        conns[i].fd = -1;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!have_stats && now >= warm_end)
+            have_stats = get_snap(o, &s0) == 0 ? 1 : -1;
+        if (now >= give_up)
+            break;
+        for (int i = 0; i < clients && now < stop; i++) {
+            conn_t *c = &conns[i];
+            if (c->busy)
+                continue;
+            if (c->fd < 0) {
+                c->fd = connect_to(o, 1);
+                if (c->fd < 0) {
+                    c->fd = -1;
+                    continue;
+                }
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
+                epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+            }
+            c->busy = 1;
+            c->req = body[next_body % POOL];
+            c->req_len = blen[next_body % POOL];
+            next_body++;
+            c->req_off = 0;
+            c->len = 0;
+            sent_at[i] = now;
+            active++;
+            if (conn_send(c) < 0) {
+                failed += now >= warm_end;
+                active--;
+                conn_close(ep, c);
+            }
+        }
+        if (now >= stop && active == 0)
+            break;
+        struct epoll_event evs[64];
+        int ne = epoll_wait(ep, evs, 64, 50);
+        for (int e = 0; e < ne; e++) {
+            int i = (int)evs[e].data.u32;
+            conn_t *c = &conns[i];
+            if (c->fd < 0 || !c->busy)
+                continue;
+            int bad = 0;
+            if ((evs[e].events & EPOLLOUT) && conn_send(c) < 0)
+                bad = 1;
+            if (!bad && (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+                ssize_t rd = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
+                if (rd == 0 || (rd < 0 && errno != EAGAIN))
+                    bad = 1;
+                else if (rd > 0)
+                    c->len += (size_t)rd;
+                int st = 0;
+                if (!bad && response_done(c, &st) > 0) {
+                    uint64_t fin = now_ns();
+                    if (sent_at[i] >= warm_end) {
+                        sent++;
+                        if (st == 200 && nl < lcap)
+                            lat[nl++] = (double)(fin - sent_at[i]) * 1e-9;
+                        else if (st != 200)
+                            non2xx++;
+                    }
+                    c->busy = 0;
+                    c->len = 0;
+                    active--;
+                } else if (!bad && c->len >= sizeof(c->buf) - 1) {
+                    bad = 1;
+                }
+            }
+            if (bad) {
+                if (sent_at[i] >= warm_end) {
+                    sent++;
+                    failed++;
+                }
+                active--;
+                conn_close(ep, c);
+            }
+        }
+    }
+    uint64_t t_end = now_ns();
+    if (have_stats == 1 && get_snap(o, &s1) != 0)
+        have_stats = 0;
+    qsort(lat, nl, sizeof(double), cmp_d);
+    double span = (double)((t_end < stop ? t_end : stop) - warm_end) * 1e-9;
+    double mean_batch = NAN, pad = NAN, pad_frac = NAN;
+    if (have_stats == 1 && s1.batches > s0.batches) {
+        mean_batch = (s1.batch_size_sum - s0.batch_size_sum) / (s1.batches - s0.batches);
+        pad = s1.pad - s0.pad;
+        pad_frac = s1.tokens > s0.tokens ? pad / (s1.tokens - s0.tokens) : NAN;
+    }
+    printf("policy=%s clients=%d achieved_qps=%.2f sent=%zu ok=%zu rejected=%zu failed=%zu "
+           "p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f mean_batch=%.2f padding_waste_tokens=%.0f "
+           "padding_frac=%.3f\n",
+           policy, clients, span > 0 ? (double)nl / span : 0, sent, nl, non2xx, failed,
+           PCT(0.50), PCT(0.90), PCT(0.99), mean_batch, pad, pad_frac);
+    fflush(stdout);
+    for (int i = 0; i < clients; i++)
+        conn_close(ep, &conns[i]);
+    close(ep);
+    for (int i = 0; i < POOL; i++)
+        free(body[i]);
+    free(body);
+    free(blen);
+    free(conns);
+    free(sent_at);
+    free(lat);
 }
 
 static pid_t spawn(const opts_t *o, const char *policy)
@@ -497,9 +636,11 @@ static void usage(void)
             "usage: bench_serve [--host 127.0.0.1] [--port 8080] [--xformd PATH [--arg A]...]\n"
             "  [--policies none,fifo,dp,tokens] [--loads 2,4,8,16] [--duration 10]\n"
             "  [--warmup 2] [--route /v1/embeddings] [--api-key K] [--conns 256]\n"
-            "  [--seed 1] [--timeout 30]\n"
-            "Without --xformd the daemon at host:port is used as is (its policy from\n"
-            "/v1/stats); with it, one daemon per policy is started on --port.\n");
+            "  [--seed 1] [--timeout 30] [--clients 16,32]\n"
+            "Open loop (Poisson arrivals at each --loads rate) unless --clients gives closed-loop\n"
+            "client counts. Without --xformd the server at host:port is used as is (its policy\n"
+            "from /v1/stats, \"external\" when it has none, e.g. llama-server); with it, one\n"
+            "daemon per policy is started on --port.\n");
 }
 
 int main(int argc, char **argv)
@@ -541,6 +682,8 @@ int main(int argc, char **argv)
             o.seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--timeout") == 0)
             o.timeout_s = atof(v);
+        else if (strcmp(a, "--clients") == 0)
+            snprintf(o.clients, sizeof(o.clients), "%s", v);
         else {
             usage();
             return 2;
@@ -575,8 +718,10 @@ int main(int argc, char **argv)
     char pol[128];
     snprintf(pol, sizeof(pol), "%s", o.policies);
     char *save = NULL;
+    snap_t ext;   /* outlives the loop body: name may point into it */
     for (char *p = strtok_r(pol, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
         pid_t pid = 0;
+        const char *name = p;
         if (o.xformd) {
             pid = spawn(&o, p);
             if (pid < 0) {
@@ -584,22 +729,31 @@ int main(int argc, char **argv)
                 return 1;
             }
         } else {
-            snap_t s;
-            if (get_snap(&o, &s) != 0) {
-                fprintf(stderr, "bench_serve: no xformd at %s:%d (/v1/stats)\n", o.host, o.port);
-                return 1;
+            if (get_snap(&o, &ext) == 0)
+                name = ext.policy;   /* the running daemon's, whatever was asked */
+            else
+                name = "external";   /* another server: no batch statistics */
+        }
+        if (o.clients[0]) {
+            char cl[128];
+            snprintf(cl, sizeof(cl), "%s", o.clients);
+            char *s3 = NULL;
+            for (char *c = strtok_r(cl, ",", &s3); c; c = strtok_r(NULL, ",", &s3)) {
+                if (atoi(c) < 1)
+                    continue;
+                rng_s = o.seed;
+                run_closed(&o, name, atoi(c));
             }
-            p = s.policy;   /* the running daemon's, whatever was asked */
         }
         char loads[256];
-        snprintf(loads, sizeof(loads), "%s", o.loads);
+        snprintf(loads, sizeof(loads), "%s", o.clients[0] ? "" : o.loads);
         char *s2 = NULL;
         for (char *l = strtok_r(loads, ",", &s2); l; l = strtok_r(NULL, ",", &s2)) {
             double qps = atof(l);
             if (qps <= 0)
                 continue;
             rng_s = o.seed;   /* the same request sequence for every policy */
-            run_load(&o, p, qps);
+            run_load(&o, name, qps);
         }
         if (pid > 0) {
             kill(pid, SIGTERM);
