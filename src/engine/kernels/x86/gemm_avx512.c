@@ -30,7 +30,7 @@
  * apply the activation. msk[j] masks the columns of vector j that exist. */
 XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const float *b,
                    size_t bstride, float *c, size_t ldc, const __mmask16 *msk, int first,
-                   int last, const float *bias, enum xf_epilogue epi)
+                   int last, const float *bias, enum xf_epilogue epi, const float *cnext)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -42,14 +42,14 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
     }
     const float *b0 = b, *b1 = b + bstride, *b2 = b + 2 * bstride;
 #ifndef XF_GEMM_NO_CPREFETCH
-    /* the next tile's C (48 columns to the right) is loaded after this tile's K loop: fetch
-     * it now so that those loads do not stall (on the first K step nothing is loaded) */
+    /* the next tile's C (cnext) is loaded after this tile's K loop: fetch it now so that
+     * those loads do not stall (on the first K step nothing is loaded) */
     if (!first) {
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
-            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR + 16), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + (size_t)i * ldc + NR + 32), _MM_HINT_T0);
+            _mm_prefetch((const char *)(cnext + (size_t)i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 32), _MM_HINT_T0);
         }
     }
 #endif
@@ -87,14 +87,15 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
 
 typedef void (*ukr_fn)(int kc, const float *ap, const float *b, size_t bstride, float *c,
                        size_t ldc, const __mmask16 *msk, int first, int last,
-                       const float *bias, enum xf_epilogue epi);
+                       const float *bias, enum xf_epilogue epi, const float *cnext);
 
 #define UKR(mr, nv)                                                                        \
     static void ukr_##mr##_##nv(int kc, const float *ap, const float *b, size_t bstride,   \
                                 float *c, size_t ldc, const __mmask16 *msk, int first,     \
-                                int last, const float *bias, enum xf_epilogue epi)         \
+                                int last, const float *bias, enum xf_epilogue epi,         \
+                                const float *cnext)                                        \
     {                                                                                      \
-        ukr(mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi);              \
+        ukr(mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext);       \
     }
 #define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
 UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
@@ -141,6 +142,16 @@ static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
             ap[k * MR + i] = i < mr ? x[(size_t)i * ldx + k] : 0.0f;
 }
 
+/* Lane masks of a tile of ncol (1..48) columns; returns the vectors it spans. */
+static int tile_masks(int ncol, __mmask16 *msk)
+{
+    for (int j = 0; j < NV; j++) {
+        int left = ncol - 16 * j;
+        msk[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    }
+    return (ncol + 15) / 16;
+}
+
 /* Columns [c0, c1) (c0 a multiple of NR) and rows [r0, r1) of y. */
 static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, const float *x,
                        size_t ldx, const float *bias, enum xf_epilogue epi, float *y,
@@ -158,18 +169,13 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
                 int mr = r1 - ir < MR ? r1 - ir : MR;
                 pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
                 for (int jr = jc; jr < jc1; jr += NR) {
-                    int ncol = jc1 - jr < NR ? jc1 - jr : NR;
-                    int nv = (ncol + 15) / 16;
                     __mmask16 msk[NV];
-                    for (int j = 0; j < NV; j++) {
-                        int left = ncol - 16 * j;
-                        msk[j] = left >= 16 ? (__mmask16)0xffff
-                                            : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-                    }
+                    int nv = tile_masks(jc1 - jr < NR ? jc1 - jr : NR, msk);
                     size_t bstride = (size_t)16 * (size_t)kc;
                     const float *b = w->packed + (size_t)pc * npad + (size_t)(jr / 16) * bstride;
-                    ukrs[mr - 1][nv - 1](kc, ap, b, bstride, y + (size_t)ir * ldy + jr, ldy,
-                                         msk, first, last, bias ? bias + jr : NULL, epi);
+                    float *c = y + (size_t)ir * ldy + jr;
+                    ukrs[mr - 1][nv - 1](kc, ap, b, bstride, c, ldy, msk, first, last,
+                                         bias ? bias + jr : NULL, epi, c + NR);
                 }
             }
         }
