@@ -1,22 +1,6 @@
 /* The kernel dispatcher: the reference table, the per-ISA tables, xf_kernels() (the best
  * table the CPU runs, after the XF_CPU cap), the weight packing shared by the own GEMM kernels
- * and the cblas_sgemm Linear path.
- *
- * GEMM path choice (bench/bench_gemm, Xeon with AVX-512/AMX, 2 cores, 2026-11-29; the
- * machine was shared, so ratios within one run): the engine's AVX-512 kernel ("own-avx512")
- * is the default wherever AVX-512 exists. One core's FMA peak is 166-169 GFLOP/s (zmm); the
- * own kernel runs at 0.78-0.80 of it on one thread (M = 16 and 512, N = K = 768; its
- * micro-kernel alone 0.93-0.96). On the BERT layer GEMMs with 2 threads it beat OpenBLAS
- * 0.3.21 with its SkylakeX kernel on its own threads by 1.12-1.16x at M = 128 and 0.92-1.14x
- * at M = 2106 (quiet run), and in the loaded runs by 3.8-4.7x at M = 16, 2.4-3.9x at 128,
- * 1.3-1.4x at 512, 1.2-1.4x at 2106, 0.7-1.0x at 4096 (OpenBLAS' spinning threads lose most
- * when the cores are shared); per CPU-second it was the most efficient path at every M.
- * It is also bitwise identical for any thread count, fuses bias/GELU/ReLU, and does not
- * depend on the core OpenBLAS picks (this VM's OpenBLAS loads "Prescott", SSE3, unless
- * OPENBLAS_CORETYPE is set). The AVX2 kernel is for CPUs without AVX-512; the cblas path
- * ("openblas-1t-per-thread", one OpenBLAS thread per pool thread on column slices) is the
- * generic fallback. No AMX path: a bf16x3 split keeps ~16 bits of the mantissa (errors
- * ~1e-5), short of fp32; bf16x6 needs six tile products and did not fit. */
+ * and the cblas_sgemm Linear path. */
 #include "config.h"
 
 #include <cblas.h>
@@ -39,6 +23,23 @@ void openblas_set_num_threads(int num_threads);
 char *openblas_get_corename(void);
 
 /* ---- tables ---- */
+
+/* GEMM path choice (bench/bench_gemm, Xeon with AVX-512/AMX, 2 cores, 2026-11-29; the
+ * machine was shared, so ratios within one run): the engine's AVX-512 kernel ("own-avx512")
+ * is the default wherever AVX-512 exists. One core's FMA peak is 166-169 GFLOP/s (zmm); the
+ * own kernel runs at 0.78-0.80 of it on one thread (M = 16 and 512, N = K = 768; its
+ * micro-kernel alone 0.93-0.96). On the BERT layer GEMMs with 2 threads its speed relative
+ * to OpenBLAS 0.3.21 (SkylakeX kernel, its own 2 threads) was 1.12-1.16x at M = 128 and
+ * 0.92-1.14x at M = 2106 in a quiet run; in loaded runs 3.8-4.7x at M = 16, 2.4-3.9x at 128,
+ * 1.3-1.4x at 512, 1.2-1.4x at 2106 and 0.7-1.0x at 4096 (OpenBLAS' spinning threads lose
+ * most when the cores are shared). Per CPU-second it was the most efficient path up to
+ * M = 2106 (0.56-0.63 of peak loaded vs 0.42-0.55 for OpenBLAS) and level at 4096.
+ * It is also bitwise identical for any thread count, fuses bias/GELU/ReLU, and does not
+ * depend on the core OpenBLAS picks (this VM's OpenBLAS loads "Prescott", SSE3, unless
+ * OPENBLAS_CORETYPE is set). The AVX2 kernel is for CPUs without AVX-512; the cblas path
+ * ("openblas-1t-per-thread", one OpenBLAS thread per pool thread on column slices) is the
+ * generic fallback. No AMX path: a bf16x3 split keeps ~16 bits of the mantissa (errors
+ * ~1e-5), short of fp32; bf16x6 needs six tile products and did not fit. */
 
 static const xf_kernels_t table_ref = {
     .gemm_path = "ref",
