@@ -114,7 +114,7 @@ static int write_json(const char *dir, const char *name, json_t *j, xf_diag_t *d
 
     if (!j)
         return xf_diag_set(diag, -ENOMEM, "%s: out of memory", name);
-    s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(j);
     if (!s)
         return xf_diag_set(diag, -ENOMEM, "%s: out of memory", name);

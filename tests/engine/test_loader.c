@@ -926,6 +926,83 @@ static void test_names_and_types(void **state)
     load_fail(b, XF_ESHAPE, "vocabulary has 300 tokens", "256");
 }
 
+static int load_code_ok(int rc)
+{
+    return rc == 0 || rc == -ENOENT || rc == -EACCES || rc == XF_EFORMAT || rc == XF_ESHAPE ||
+           rc == XF_EUNSUPPORTED || rc == XF_EPARAM || rc == XF_ENOTFOUND;
+}
+
+/* Byte-level corruption of config.json and of the safetensors header: every load returns a
+ * documented code with a message, or a valid model; never a crash (run under ASan too). */
+static void test_corrupt_files(void **state)
+{
+    char a[1200], p[1300];
+    xf_test_hfmodel_opts o;
+    size_t n;
+    char *orig;
+    int n_ok = 0;
+    (void)state;
+
+    xf_test_hfmodel_opts_init(&o);
+    o.n_layer = 1;
+    o.n_labels = 2;
+    o.pooling = "mean";
+    hf(sub(a, sizeof a, "corrupt"), &o);
+
+    snprintf(p, sizeof p, "%s/config.json", a);
+    orig = xf_test_slurp(p, &n);
+    assert_non_null(orig);
+    for (size_t i = 0; i < n; i++) {
+        static const char repl[] = { '9', '"', '-', 'x' };
+        for (size_t k = 0; k < sizeof repl; k++) {
+            xf_model_t *m = NULL;
+            xf_diag_t d = { 0 };
+            char save = orig[i];
+            int rc;
+            orig[i] = repl[k];
+            assert_int_equal(xf_test_write_file(p, orig, n), 0);
+            orig[i] = save;
+            rc = xf_model_load(a, NULL, &m, &d);
+            if (!load_code_ok(rc))
+                fail_msg("config byte %zu -> '%c': rc %d (%s)", i, repl[k], rc, d.msg);
+            if (rc == 0) {
+                n_ok++;
+                xf_model_free(m);
+            } else {
+                assert_null(m);
+                assert_true(d.msg[0] != 0);
+            }
+        }
+    }
+    assert_int_equal(xf_test_write_file(p, orig, n), 0);
+    free(orig);
+
+    snprintf(p, sizeof p, "%s/model.safetensors", a);
+    orig = xf_test_slurp(p, &n);
+    assert_non_null(orig);
+    {
+        uint64_t hl = 0;
+        for (int i = 7; i >= 0; i--)
+            hl = (hl << 8) | (uint8_t)orig[i];
+        for (size_t i = 0; i < 8 + hl && i < n; i++) {
+            xf_model_t *m = NULL;
+            xf_diag_t d = { 0 };
+            char save = orig[i];
+            int rc;
+            orig[i] = (char)(save ^ (i < 8 ? 0x10 : 0x04));   /* digits stay digits, mostly */
+            assert_int_equal(xf_test_write_file(p, orig, n), 0);
+            orig[i] = save;
+            rc = xf_model_load(a, NULL, &m, &d);
+            if (!load_code_ok(rc))
+                fail_msg("header byte %zu: rc %d (%s)", i, rc, d.msg);
+            if (rc == 0)
+                xf_model_free(m);
+        }
+    }
+    free(orig);
+    print_message("# %d corrupted configs still loaded\n", n_ok);
+}
+
 static void test_integer_weights(void **state)
 {
     char a[1200], p[1300];
@@ -1014,4 +1091,5 @@ XF_TEST_MAIN(cmocka_unit_test_setup_teardown(test_demo_tiny, setup, teardown),
              cmocka_unit_test_setup_teardown(test_tensor_edits, setup, teardown),
              cmocka_unit_test_setup_teardown(test_names_and_types, setup, teardown),
              cmocka_unit_test_setup_teardown(test_integer_weights, setup, teardown),
+             cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
              cmocka_unit_test_setup_teardown(test_attention_option, setup, teardown))
