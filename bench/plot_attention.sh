@@ -15,7 +15,7 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # Columns: variant n params attn_ms dense_ms speedup ws_bytes rel_err rel_err_local model_ms
 # model_dense_ms model_speedup emb_cos hid_rel_err status. Rows that did not run (status != ok) are skipped.
-awk -F'\t' -v dir="$tmp" 'NR > 1 && $15 == "ok" && $4 > 0 {
+awk -F'\t' -v dir="$tmp" 'NR > 1 && $15 == "ok" && $4 > 0 && $1 != "self_only" {
     f = dir "/" $1 ".dat"; print $2, $4 >> f
     if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
 } END { for (i = 1; i <= k; i++) print order[i] > (dir "/variants") }' "$tsv"
