@@ -121,9 +121,15 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* The source revision: $XF_GIT_REV when set (a build from an exported snapshot), else git. */
 static void git_rev(char *buf, size_t len)
 {
-    FILE *p = popen("git -C '" XF_SRCDIR_STR "' rev-parse --short HEAD 2>/dev/null", "r");
+    FILE *p;
+    if (getenv("XF_GIT_REV")) {
+        snprintf(buf, len, "%s", getenv("XF_GIT_REV"));
+        return;
+    }
+    p = popen("git -C '" XF_SRCDIR_STR "' rev-parse --short HEAD 2>/dev/null", "r");
     snprintf(buf, len, "unknown");
     if (p) {
         if (fgets(buf, (int)len, p))
