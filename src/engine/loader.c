@@ -34,7 +34,11 @@ typedef struct ld {
     xf_diag_t *diag;
     int64_t n_params;
     int is_distil;
+    int dry;                   /* 1: check names, shapes and dtypes only; read nothing */
 } ld_t;
+
+/* Stands in for tensor data during the dry pass (never dereferenced). */
+static const float dry_data[1];
 
 /* ---- ownership -------------------------------------------------------------------------- */
 
@@ -241,7 +245,16 @@ static int get_w(ld_t *L, xf_w_t *out, int required, int prefixed, int64_t rows,
         return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: shape %s, want [%lld,%lld]",
                            t->name, got, (long long)rows, (long long)cols);
     }
-    rc = xf_st_read_f32(L->st, t, &data, &owned, L->diag);
+    if (t->dtype != XF_ST_F32 && t->dtype != XF_ST_F16 && t->dtype != XF_ST_BF16)
+        return xf_diag_set(L->diag, XF_EUNSUPPORTED, ST_NAME ": %s: dtype %s cannot be used "
+                           "as weights", t->name, xf_st_dtype_name(t->dtype));
+    if (L->dry) {
+        data = dry_data;
+        owned = NULL;
+        rc = 0;
+    } else {
+        rc = xf_st_read_f32(L->st, t, &data, &owned, L->diag);
+    }
     if (rc)
         return rc;
     if (owned && own(L->m, owned) != 0)
@@ -516,7 +529,7 @@ static int load_head(ld_t *L, const json_t *cfg, const hp_t *h)
             return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %d labels, config.json "
                                "id2label has %zu", ct->name, in->n_labels,
                                json_object_size(i2l));
-        if (json_is_object(i2l)) {
+        if (json_is_object(i2l) && !L->dry) {
             const char **labels = calloc((size_t)in->n_labels, sizeof *labels);
             int ok = 1;
             if (own(m, labels) != 0)
@@ -817,6 +830,16 @@ static int load_weights(ld_t *L, const json_t *cfg, const hp_t *h)
     return load_head(L, cfg, h);
 }
 
+static void clear_weights(xf_model_t *m, int32_t n_layer)
+{
+    xf_w_t *const w[] = { &m->word_emb, &m->pos_emb, &m->type_emb, &m->emb_ln_g, &m->emb_ln_b,
+                          &m->final_ln_g, &m->final_ln_b, &m->pool_w, &m->pool_b,
+                          &m->head_dense_w, &m->head_dense_b, &m->cls_w, &m->cls_b };
+    for (size_t i = 0; i < sizeof w / sizeof *w; i++)
+        memset(w[i], 0, sizeof *w[i]);
+    memset(m->layers, 0, (size_t)n_layer * sizeof *m->layers);
+}
+
 int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
                   xf_diag_t *diag)
 {
@@ -881,7 +904,17 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         goto fail;
     }
     m->info.layers = m->layer_info;
-    if ((rc = detect_prefix(&L, m->info.arch)) || (rc = load_weights(&L, cfg, &h)))
+    /* Two passes: every name, shape and dtype is checked before any tensor byte is read or
+     * converted; the second pass reads. */
+    if ((rc = detect_prefix(&L, m->info.arch)))
+        goto fail;
+    L.dry = 1;
+    if ((rc = load_weights(&L, cfg, &h)))
+        goto fail;
+    clear_weights(m, h.n_layer);
+    L.dry = 0;
+    L.n_params = 0;
+    if ((rc = load_weights(&L, cfg, &h)))
         goto fail;
     {
         const xf_st_tensor_t *we = find(&L, 1, "embeddings.word_embeddings.weight");
