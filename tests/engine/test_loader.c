@@ -335,6 +335,20 @@ static void test_demo_tiny(void **state)
         assert_int_equal(xf_tokenizer_vocab_size(tok), 1000);
         assert_true(xf_tokenizer_id(tok, "hello") > 103);
         assert_true(xf_tokenizer_id(tok, "##s") > 103);
+        /* common words and punctuation tokenise without [UNK]; unknown words split into
+         * generated pieces or characters */
+        xf_tokens_t tk = { 0 };
+        const char *text = "Hello, world! The model answers 42 questions: zyxwvq.";
+        assert_int_equal(xf_tokenizer_encode(tok, text, strlen(text), NULL, 0, NULL, &tk, &d),
+                         0);
+        assert_true(tk.n >= 12);
+        assert_int_equal(tk.ids[0], 101);
+        assert_int_equal(tk.ids[1], xf_tokenizer_id(tok, "hello"));
+        assert_int_equal(tk.ids[2], xf_tokenizer_id(tok, ","));
+        assert_int_equal(tk.ids[tk.n - 1], 102);
+        for (int32_t i = 0; i < tk.n; i++)
+            assert_int_not_equal(tk.ids[i], 100);
+        xf_tokens_deinit(&tk);
     }
     assert_non_null(xf_model_attention(m));
     assert_string_equal(xf_attn_name(xf_model_attention(m)), "dense");
