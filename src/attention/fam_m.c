@@ -277,7 +277,8 @@ static void update_plane(const xf_famm_params_t *p, const xf_famm_hdr_t *h, floa
 
     if (p->cmem_len > 0) {
         for (int32_t e = 0; e < E; e++) {
-            const float *row = e < nm ? M + (size_t)e * (size_t)d : H + (size_t)(e - nm) * (size_t)d;
+            const float *row =
+                e < nm ? M + (size_t)e * (size_t)d : H + (size_t)(e - nm) * (size_t)d;
             if (np + 1 < p->rate) {
                 memcpy(P + (size_t)np * (size_t)d, row, rb);
                 np++;
@@ -603,7 +604,8 @@ int xf_famm_blob_read(const void *buf, size_t len, const uint8_t hash[32],
     }
     /* newest rows: skip the oldest (rows − keep) of each layer */
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)mem_rows * rowb)
-        rows_io(states[l], 1, 0, keep_m, (unsigned char *)at + (size_t)(mem_rows - (uint32_t)keep_m) * rowb, 0);
+        rows_io(states[l], 1, 0, keep_m,
+                (unsigned char *)at + (size_t)(mem_rows - (uint32_t)keep_m) * rowb, 0);
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)get32(b + 68) * rowb)
         rows_io(states[l], 0, 0, keep_c,
                 (unsigned char *)at + (size_t)(get32(b + 68) - (uint32_t)keep_c) * rowb, 0);

@@ -211,7 +211,8 @@ static void item(const xf_nystrom_params_t *p, const xf_sfpm_item_t *it, float q
         for (int32_t c = 0; c < d; c++) {
             double s = 0;
             for (int32_t b = 0; b < m; b++)
-                s += l.Z[(size_t)a * (size_t)m + (size_t)b] * l.BV[(size_t)b * (size_t)d + (size_t)c];
+                s += l.Z[(size_t)a * (size_t)m + (size_t)b] *
+                     l.BV[(size_t)b * (size_t)d + (size_t)c];
             l.W[(size_t)a * (size_t)d + (size_t)c] = s;
             finite &= isfinite(s);
         }

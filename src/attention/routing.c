@@ -144,7 +144,8 @@ static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
             l->cq[i] = a;
             l->cnt[a]++;
             for (int32_t c = 0; c < d; c++)
-                l->acc[(size_t)a * (size_t)d + (size_t)c] += l->pts[(size_t)i * (size_t)d + (size_t)c];
+                l->acc[(size_t)a * (size_t)d + (size_t)c] +=
+                    l->pts[(size_t)i * (size_t)d + (size_t)c];
         }
         for (int32_t a = 0; a < k; a++)
             if (l->cnt[a] > 0)
@@ -157,7 +158,8 @@ static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
         if (!l->cnt[a])
             continue;
         for (int32_t c = 0; c < d; c++)
-            l->qbar[(size_t)a * (size_t)d + (size_t)c] = (float)l->mu[(size_t)a * (size_t)d + (size_t)c];
+            l->qbar[(size_t)a * (size_t)d + (size_t)c] =
+                (float)l->mu[(size_t)a * (size_t)d + (size_t)c];
     }
     {   /* dense attention of the centroids, in tiles; members copy their centroid's row */
         const float *qp[XF_SFPM_TQ];
@@ -217,7 +219,8 @@ static void item(const xf_routing_params_t *p, const xf_attn_shape *sh, const xf
                 if (l.start[b + 1] == l.start[b])
                     continue;
                 for (int32_t c = 0; c < d; c++)
-                    s += l.mu[(size_t)b * (size_t)d + (size_t)c] * l.pts[(size_t)i * (size_t)d + (size_t)c];
+                    s += l.mu[(size_t)b * (size_t)d + (size_t)c] *
+                         l.pts[(size_t)i * (size_t)d + (size_t)c];
                 if (s > bv) {
                     bv = s;
                     a = b;

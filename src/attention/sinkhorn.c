@@ -110,11 +110,13 @@ static void lse_norm(double *S, int32_t nb, int rows)
     for (int32_t a = 0; a < nb; a++) {
         double mx = -INFINITY, l = 0;
         for (int32_t c = 0; c < nb; c++) {
-            double x = rows ? S[(size_t)a * (size_t)nb + (size_t)c] : S[(size_t)c * (size_t)nb + (size_t)a];
+            double x = rows ? S[(size_t)a * (size_t)nb + (size_t)c]
+                            : S[(size_t)c * (size_t)nb + (size_t)a];
             mx = x > mx ? x : mx;
         }
         for (int32_t c = 0; c < nb; c++) {
-            double x = rows ? S[(size_t)a * (size_t)nb + (size_t)c] : S[(size_t)c * (size_t)nb + (size_t)a];
+            double x = rows ? S[(size_t)a * (size_t)nb + (size_t)c]
+                            : S[(size_t)c * (size_t)nb + (size_t)a];
             l += exp(x - mx);
         }
         l = mx + log(l);
@@ -159,8 +161,10 @@ static void item(const xf_sinkhorn_params_t *p, const xf_sfpm_item_t *it, float 
         for (int32_t c = 0; c < nb; c++) {
             double s = 0;
             for (int32_t t = 0; t < d; t++)
-                s += l.mq[(size_t)a * (size_t)d + (size_t)t] * l.mk[(size_t)c * (size_t)d + (size_t)t];
-            l.R[(size_t)a * (size_t)nb + (size_t)c] = p->sim == XF_SINKHORN_KK ? s : (double)scale * s;
+                s += l.mq[(size_t)a * (size_t)d + (size_t)t] *
+                     l.mk[(size_t)c * (size_t)d + (size_t)t];
+            l.R[(size_t)a * (size_t)nb + (size_t)c] =
+                p->sim == XF_SINKHORN_KK ? s : (double)scale * s;
         }
     if (p->mode == XF_SINKHORN_SOFT && nb > 1) {
         for (size_t t = 0; t < (size_t)nb * (size_t)nb; t++)

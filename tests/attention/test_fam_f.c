@@ -168,9 +168,9 @@ static void test_seeds(void **state)
 {
     static const int32_t lens[] = { 50, 17 };
     const xf_attn_vtbl *vts[2] = { &xf_attn_performer, &xf_attn_rfa };
-    const char *js[2][2] = { { "{\"variant\":\"performer\",\"seed\":7}",
-                               "{\"variant\":\"performer\",\"seed\":8}" },
-                             { "{\"variant\":\"rfa\",\"seed\":7}", "{\"variant\":\"rfa\",\"seed\":8}" } };
+    const char *js[2][2] = {
+        {"{\"variant\":\"performer\",\"seed\":7}", "{\"variant\":\"performer\",\"seed\":8}"},
+        {"{\"variant\":\"rfa\",\"seed\":7}", "{\"variant\":\"rfa\",\"seed\":8}"}};
     (void)state;
     for (int v = 0; v < 2; v++) {
         xf_rbatch_t *b = xf_rbatch_new(2, lens, 2, 32, 1.0f, 5);

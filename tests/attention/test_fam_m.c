@@ -198,8 +198,10 @@ static void segments(const xf_attn_vtbl *vt, const char *json, int32_t mem, int3
                         kk[(size_t)a * D + (size_t)c] = (float)(sk / rate);
                         vv[(size_t)a * D + (size_t)c] = (float)(sv / rate);
                     }
-                memcpy(kk + (size_t)nc * D, kh + (size_t)E * D, sizeof(float) * (size_t)(nm + n) * D);
-                memcpy(vv + (size_t)nc * D, vh + (size_t)E * D, sizeof(float) * (size_t)(nm + n) * D);
+                memcpy(kk + (size_t)nc * D, kh + (size_t)E * D,
+                       sizeof(float) * (size_t)(nm + n) * D);
+                memcpy(vv + (size_t)nc * D, vh + (size_t)E * D,
+                       sizeof(float) * (size_t)(nm + n) * D);
                 xf_ref_txl(nc + nm, n, D, qh + (size_t)seen * D, kk, vv, 1.0 / sqrt((double)D),
                            causal, 1000, w ? w->d_model : 0,
                            w ? w->w_r + (size_t)head * D * (size_t)w->d_model : NULL,
@@ -273,7 +275,8 @@ static void test_txl_segment_causal(void **state)
     run_seg(&xf_attn_txl, params, b, &t->w, st, 3);
     for (int32_t head = 0; head < H; head++) {
         double *o = malloc(sizeof(double) * (NA + NB) * D);
-        float *q = malloc(sizeof(float) * (NA + NB) * D), *k = malloc(sizeof(float) * (NA + NB) * D);
+        float *q = malloc(sizeof(float) * (NA + NB) * D),
+              *k = malloc(sizeof(float) * (NA + NB) * D);
         float *v = malloc(sizeof(float) * (NA + NB) * D);
         double e = 0;
         xf_rbatch_slice(ab, 0, head, q, k, v);

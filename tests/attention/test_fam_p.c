@@ -40,7 +40,8 @@ static void ref_dense_noself(XF_REF_FN_ARGS)
     for (int32_t i = 0; i < n; i++) {
         double nn = 0;
         for (int32_t c = 0; c < d; c++)
-            nn += (double)q[(size_t)i * (size_t)d + (size_t)c] * q[(size_t)i * (size_t)d + (size_t)c];
+            nn +=
+                (double)q[(size_t)i * (size_t)d + (size_t)c] * q[(size_t)i * (size_t)d + (size_t)c];
         for (int32_t c = 0; c < d; c++) {
             xd[(size_t)i * (size_t)d + (size_t)c] = q[(size_t)i * (size_t)d + (size_t)c];
             kh[(size_t)i * (size_t)d + (size_t)c] = q[(size_t)i * (size_t)d + (size_t)c] / sqrt(nn);

@@ -257,7 +257,8 @@ static void test_nystrom_limit(void **state)
     for (int32_t s = 0; s < 9; s++)
         for (int32_t head = 0; head < 2; head++) {
             int32_t n = lens[s];
-            float *q = malloc(sizeof(float) * (size_t)n * 64), *k = malloc(sizeof(float) * (size_t)n * 64);
+            float *q = malloc(sizeof(float) * (size_t)n * 64),
+                  *k = malloc(sizeof(float) * (size_t)n * 64);
             float *v = malloc(sizeof(float) * (size_t)n * 64);
             double *o = malloc(sizeof(double) * (size_t)n * 64);
             xf_rbatch_slice(b, s, head, q, k, v);

@@ -207,7 +207,8 @@ void xf_ref_independence(const void *weights, const xf_attn_vtbl *vt, const char
             memcpy(a->v + dst, b->v + src, sizeof(float) * 130 * 40);
         }
         assert_int_equal(xf_ref_run(vt, params, a, 2, weights, NULL, NULL, NULL), 0);
-        assert_memory_equal(a->out, first + (size_t)b->cu[2] * 3 * 40, sizeof(float) * 130 * 3 * 40);
+        assert_memory_equal(a->out, first + (size_t)b->cu[2] * 3 * 40,
+                            sizeof(float) * 130 * 3 * 40);
         xf_rbatch_free(a);
     }
     free(first);
@@ -385,7 +386,8 @@ static void ref_favor_w(const xf_performer_params_t *p, int32_t layer, int32_t h
                     dot += qm[(size_t)pp * (size_t)d + (size_t)t] *
                            g[(size_t)t * (size_t)d + (size_t)c];
                 for (int32_t t = 0; t < d; t++)
-                    qm[(size_t)c * (size_t)d + (size_t)t] -= dot * qm[(size_t)pp * (size_t)d + (size_t)t];
+                    qm[(size_t)c * (size_t)d + (size_t)t] -=
+                        dot * qm[(size_t)pp * (size_t)d + (size_t)t];
             }
             for (int32_t t = 0; t < d; t++)
                 nn += qm[(size_t)c * (size_t)d + (size_t)t] * qm[(size_t)c * (size_t)d + (size_t)t];
@@ -442,11 +444,13 @@ void xf_ref_performer(int32_t n, int32_t d, const float *q, const float *k, cons
         for (int32_t i = 0; i < n; i++) {
             double nn = 0, mx = -INFINITY;
             for (int32_t c = 0; c < d; c++)
-                nn += rs * x[(size_t)i * (size_t)d + (size_t)c] * rs * x[(size_t)i * (size_t)d + (size_t)c];
+                nn += rs * x[(size_t)i * (size_t)d + (size_t)c] * rs *
+                      x[(size_t)i * (size_t)d + (size_t)c];
             for (int32_t r = 0; r < m; r++) {
                 double a = 0;
                 for (int32_t c = 0; c < d; c++)
-                    a += w[(size_t)r * (size_t)d + (size_t)c] * rs * x[(size_t)i * (size_t)d + (size_t)c];
+                    a += w[(size_t)r * (size_t)d + (size_t)c] * rs *
+                         x[(size_t)i * (size_t)d + (size_t)c];
                 ph[(size_t)i * (size_t)m + (size_t)r] = a - nn / 2;
                 if (a - nn / 2 > mx)
                     mx = a - nn / 2;
@@ -649,7 +653,8 @@ void xf_ref_reformer(int32_t n, int32_t d, const float *q, const float *k, const
             mask[(size_t)i * (size_t)n + (size_t)i] = 1;
     }
     if (shared) {
-        double *qd = to_d(q, (size_t)n * (size_t)d), *kh = malloc(sizeof(double) * (size_t)n * (size_t)d);
+        double *qd = to_d(q, (size_t)n * (size_t)d),
+               *kh = malloc(sizeof(double) * (size_t)n * (size_t)d);
         double *vd = to_d(v, (size_t)n * (size_t)d);
         for (int32_t j = 0; j < n; j++)
             ref_unit(q + (size_t)j * (size_t)d, d, kh + (size_t)j * (size_t)d);
@@ -773,7 +778,8 @@ static void ref_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int3
         idx[j] = tmp;
     }
     for (int32_t a = 0; a < k; a++)
-        memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d, sizeof(double) * (size_t)d);
+        memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d,
+               sizeof(double) * (size_t)d);
     for (int32_t it = 0; it < iters; it++) {
         memset(sum, 0, sizeof(double) * (size_t)k * (size_t)d);
         for (int32_t p = 0; p < np; p++) {
@@ -784,10 +790,12 @@ static void ref_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int3
         for (int32_t a = 0; a < k; a++) {
             double nn = 0;
             for (int32_t c = 0; c < d; c++)
-                nn += sum[(size_t)a * (size_t)d + (size_t)c] * sum[(size_t)a * (size_t)d + (size_t)c];
+                nn +=
+                    sum[(size_t)a * (size_t)d + (size_t)c] * sum[(size_t)a * (size_t)d + (size_t)c];
             if (nn > 0)
                 for (int32_t c = 0; c < d; c++)
-                    mu[(size_t)a * (size_t)d + (size_t)c] = sum[(size_t)a * (size_t)d + (size_t)c] / sqrt(nn);
+                    mu[(size_t)a * (size_t)d + (size_t)c] =
+                        sum[(size_t)a * (size_t)d + (size_t)c] / sqrt(nn);
         }
     }
     free(idx);
@@ -827,8 +835,10 @@ static void ref_pool(int32_t m, int32_t n, int32_t d, const double *U, const flo
 
     /* attend with values [k | v] of width 2d */
     for (int32_t j = 0; j < n; j++) {
-        memcpy(kv + (size_t)j * 2u * (size_t)d, kd + (size_t)j * (size_t)d, sizeof(double) * (size_t)d);
-        memcpy(kv + (size_t)j * 2u * (size_t)d + d, vd + (size_t)j * (size_t)d, sizeof(double) * (size_t)d);
+        memcpy(kv + (size_t)j * 2u * (size_t)d, kd + (size_t)j * (size_t)d,
+               sizeof(double) * (size_t)d);
+        memcpy(kv + (size_t)j * 2u * (size_t)d + d, vd + (size_t)j * (size_t)d,
+               sizeof(double) * (size_t)d);
     }
     for (int32_t a = 0; a < m; a++) {
         double *x = malloc(sizeof(double) * (size_t)n), mx = -INFINITY, l = 0;
@@ -845,11 +855,13 @@ static void ref_pool(int32_t m, int32_t n, int32_t d, const double *U, const flo
             double w = exp(x[j] - mx);
             l += w;
             for (int32_t c = 0; c < 2 * d; c++)
-                o[(size_t)a * 2u * (size_t)d + (size_t)c] += w * kv[(size_t)j * 2u * (size_t)d + (size_t)c];
+                o[(size_t)a * 2u * (size_t)d + (size_t)c] +=
+                    w * kv[(size_t)j * 2u * (size_t)d + (size_t)c];
         }
         for (int32_t c = 0; c < d; c++) {
             Ks[(size_t)a * (size_t)d + (size_t)c] = o[(size_t)a * 2u * (size_t)d + (size_t)c] / l;
-            Vs[(size_t)a * (size_t)d + (size_t)c] = o[(size_t)a * 2u * (size_t)d + d + (size_t)c] / l;
+            Vs[(size_t)a * (size_t)d + (size_t)c] =
+                o[(size_t)a * 2u * (size_t)d + d + (size_t)c] / l;
         }
         free(x);
     }
@@ -886,8 +898,10 @@ void xf_ref_isab(int32_t n, int32_t d, const float *q, const float *k, const flo
                 if (grp[j] == a) {
                     cnt++;
                     for (int32_t c = 0; c < d; c++) {
-                        Ks[(size_t)mm * (size_t)d + (size_t)c] += k[(size_t)j * (size_t)d + (size_t)c];
-                        Vs[(size_t)mm * (size_t)d + (size_t)c] += v[(size_t)j * (size_t)d + (size_t)c];
+                        Ks[(size_t)mm * (size_t)d + (size_t)c] +=
+                            k[(size_t)j * (size_t)d + (size_t)c];
+                        Vs[(size_t)mm * (size_t)d + (size_t)c] +=
+                            v[(size_t)j * (size_t)d + (size_t)c];
                     }
                 }
             if (!cnt)
@@ -913,7 +927,8 @@ void xf_ref_isab(int32_t n, int32_t d, const float *q, const float *k, const flo
                 if (grp[i] == a) {
                     cnt++;
                     for (int32_t c = 0; c < d; c++)
-                        U[(size_t)mm * (size_t)d + (size_t)c] += q[(size_t)i * (size_t)d + (size_t)c];
+                        U[(size_t)mm * (size_t)d + (size_t)c] +=
+                            q[(size_t)i * (size_t)d + (size_t)c];
                 }
             if (!cnt)
                 continue;
@@ -964,7 +979,8 @@ void xf_ref_pinv(int32_t m, const double *a, double *ainv)
             for (int32_t q = p + 1; q < m; q++) {
                 double al = 0, be = 0, ga = 0, ze, t, c, s;
                 for (int32_t i = 0; i < m; i++) {
-                    double up = u[(size_t)i * (size_t)m + (size_t)p], uq = u[(size_t)i * (size_t)m + (size_t)q];
+                    double up = u[(size_t)i * (size_t)m + (size_t)p],
+                           uq = u[(size_t)i * (size_t)m + (size_t)q];
                     al += up * up;
                     be += uq * uq;
                     ga += up * uq;
@@ -977,7 +993,8 @@ void xf_ref_pinv(int32_t m, const double *a, double *ainv)
                 c = 1 / sqrt(1 + t * t);
                 s = c * t;
                 for (int32_t i = 0; i < m; i++) {
-                    double up = u[(size_t)i * (size_t)m + (size_t)p], uq = u[(size_t)i * (size_t)m + (size_t)q];
+                    double up = u[(size_t)i * (size_t)m + (size_t)p],
+                           uq = u[(size_t)i * (size_t)m + (size_t)q];
                     u[(size_t)i * (size_t)m + (size_t)p] = c * up - s * uq;
                     u[(size_t)i * (size_t)m + (size_t)q] = s * up + c * uq;
                     up = vv[(size_t)i * (size_t)m + (size_t)p];
@@ -1002,8 +1019,9 @@ void xf_ref_pinv(int32_t m, const double *a, double *ainv)
             continue;
         for (int32_t r = 0; r < m; r++)
             for (int32_t c = 0; c < m; c++)   /* V Σ⁺ Uᵀ with U_j = u_j / σ_j */
-                ainv[(size_t)r * (size_t)m + (size_t)c] +=
-                    vv[(size_t)r * (size_t)m + (size_t)j] * u[(size_t)c * (size_t)m + (size_t)j] / (sg[j] * sg[j]);
+                ainv[(size_t)r * (size_t)m + (size_t)c] += vv[(size_t)r * (size_t)m + (size_t)j] *
+                                                           u[(size_t)c * (size_t)m + (size_t)j] /
+                                                           (sg[j] * sg[j]);
     }
     free(u);
     free(vv);
@@ -1040,13 +1058,19 @@ void xf_ref_nystrom(int32_t n, int32_t d, const float *q, const float *k, const 
 {
     int32_t m = landmarks < n ? landmarks : n;
     double rs = sqrt(s);
-    double *X = malloc(sizeof(double) * (size_t)n * (size_t)d), *Y = malloc(sizeof(double) * (size_t)n * (size_t)d);
-    double *Xl = calloc((size_t)m * (size_t)d, sizeof(double)), *Yl = calloc((size_t)m * (size_t)d, sizeof(double));
-    double *F = malloc(sizeof(double) * (size_t)n * (size_t)m), *A = malloc(sizeof(double) * (size_t)m * (size_t)m);
-    double *Bm = malloc(sizeof(double) * (size_t)m * (size_t)n), *Z = malloc(sizeof(double) * (size_t)m * (size_t)m);
-    double *BV = malloc(sizeof(double) * (size_t)m * (size_t)d), *W = malloc(sizeof(double) * (size_t)m * (size_t)d);
+    double *X = malloc(sizeof(double) * (size_t)n * (size_t)d),
+           *Y = malloc(sizeof(double) * (size_t)n * (size_t)d);
+    double *Xl = calloc((size_t)m * (size_t)d, sizeof(double)),
+           *Yl = calloc((size_t)m * (size_t)d, sizeof(double));
+    double *F = malloc(sizeof(double) * (size_t)n * (size_t)m),
+           *A = malloc(sizeof(double) * (size_t)m * (size_t)m);
+    double *Bm = malloc(sizeof(double) * (size_t)m * (size_t)n),
+           *Z = malloc(sizeof(double) * (size_t)m * (size_t)m);
+    double *BV = malloc(sizeof(double) * (size_t)m * (size_t)d),
+           *W = malloc(sizeof(double) * (size_t)m * (size_t)d);
     double *vd = to_d(v, (size_t)n * (size_t)d);
-    double *Yt = malloc(sizeof(double) * (size_t)n * (size_t)d), *Ylt = malloc(sizeof(double) * (size_t)m * (size_t)d);
+    double *Yt = malloc(sizeof(double) * (size_t)n * (size_t)d),
+           *Ylt = malloc(sizeof(double) * (size_t)m * (size_t)d);
     int32_t st = 0;
 
     for (size_t t = 0; t < (size_t)n * (size_t)d; t++) {
@@ -1079,7 +1103,8 @@ void xf_ref_nystrom(int32_t n, int32_t d, const float *q, const float *k, const 
         xf_ref_pinv(m, A, Z);
     } else {
         double n1 = 0, ni = 0;
-        double *AZ = malloc(sizeof(double) * (size_t)m * (size_t)m), *T = malloc(sizeof(double) * (size_t)m * (size_t)m);
+        double *AZ = malloc(sizeof(double) * (size_t)m * (size_t)m),
+               *T = malloc(sizeof(double) * (size_t)m * (size_t)m);
         double *T2 = malloc(sizeof(double) * (size_t)m * (size_t)m);
         for (int32_t i = 0; i < m; i++) {
             double r = 0, c = 0;
@@ -1092,7 +1117,8 @@ void xf_ref_nystrom(int32_t n, int32_t d, const float *q, const float *k, const 
         }
         for (int32_t i = 0; i < m; i++)
             for (int32_t j = 0; j < m; j++)
-                Z[(size_t)i * (size_t)m + (size_t)j] = A[(size_t)j * (size_t)m + (size_t)i] / (n1 * ni);
+                Z[(size_t)i * (size_t)m + (size_t)j] =
+                    A[(size_t)j * (size_t)m + (size_t)i] / (n1 * ni);
         for (int32_t it = 0; it < iters; it++) {
             ref_mm(A, Z, m, m, m, AZ);
             for (size_t t = 0; t < (size_t)m * (size_t)m; t++)
@@ -1171,7 +1197,8 @@ void xf_ref_routing(int32_t n, int32_t d, const float *q, const float *k, const 
                     if (!has)
                         continue;
                     for (int32_t c = 0; c < d; c++)
-                        t += mu[(size_t)b * (size_t)d + (size_t)c] * pts[(size_t)i * (size_t)d + (size_t)c];
+                        t += mu[(size_t)b * (size_t)d + (size_t)c] *
+                             pts[(size_t)i * (size_t)d + (size_t)c];
                     if (t > bv) {
                         bv = t;
                         a = b;
@@ -1186,8 +1213,10 @@ void xf_ref_routing(int32_t n, int32_t d, const float *q, const float *k, const 
         free(mask);
     } else {
         /* Euclidean k-means of the raw queries; centroid = mean of final members */
-        double *pts = to_d(q, (size_t)n * (size_t)d), *sum = malloc(sizeof(double) * (size_t)K * (size_t)d);
-        int32_t *idx = malloc(sizeof(int32_t) * (size_t)n), *cnt = malloc(sizeof(int32_t) * (size_t)K);
+        double *pts = to_d(q, (size_t)n * (size_t)d),
+               *sum = malloc(sizeof(double) * (size_t)K * (size_t)d);
+        int32_t *idx = malloc(sizeof(int32_t) * (size_t)n),
+                *cnt = malloc(sizeof(int32_t) * (size_t)K);
         double *kd = to_d(k, (size_t)n * (size_t)d), *vd = to_d(v, (size_t)n * (size_t)d);
         xf_rng_t r;
         for (int32_t i = 0; i < n; i++)
@@ -1195,7 +1224,8 @@ void xf_ref_routing(int32_t n, int32_t d, const float *q, const float *k, const 
         xf_rng_init(&r, p->seed, (uint64_t)layer, (uint64_t)head, XF_RNG_KMEANS, 0);
         xf_rng_partial_shuffle(&r, idx, n, K);
         for (int32_t a = 0; a < K; a++)
-            memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d, sizeof(double) * (size_t)d);
+            memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d,
+                   sizeof(double) * (size_t)d);
         for (int32_t it = 0; it <= p->iters; it++) {
             memset(sum, 0, sizeof(double) * (size_t)K * (size_t)d);
             memset(cnt, 0, sizeof(int32_t) * (size_t)K);
@@ -1205,7 +1235,8 @@ void xf_ref_routing(int32_t n, int32_t d, const float *q, const float *k, const 
                 for (int32_t a = 0; a < K; a++) {
                     double t = 0;
                     for (int32_t c = 0; c < d; c++) {
-                        double x = pts[(size_t)i * (size_t)d + (size_t)c] - mu[(size_t)a * (size_t)d + (size_t)c];
+                        double x = pts[(size_t)i * (size_t)d + (size_t)c] -
+                                   mu[(size_t)a * (size_t)d + (size_t)c];
                         t += x * x;
                     }
                     if (t < bv) {
@@ -1216,12 +1247,14 @@ void xf_ref_routing(int32_t n, int32_t d, const float *q, const float *k, const 
                 cq[i] = best;
                 cnt[best]++;
                 for (int32_t c = 0; c < d; c++)
-                    sum[(size_t)best * (size_t)d + (size_t)c] += pts[(size_t)i * (size_t)d + (size_t)c];
+                    sum[(size_t)best * (size_t)d + (size_t)c] +=
+                        pts[(size_t)i * (size_t)d + (size_t)c];
             }
             for (int32_t a = 0; a < K; a++)
                 if (cnt[a])
                     for (int32_t c = 0; c < d; c++)
-                        mu[(size_t)a * (size_t)d + (size_t)c] = sum[(size_t)a * (size_t)d + (size_t)c] / cnt[a];
+                        mu[(size_t)a * (size_t)d + (size_t)c] =
+                            sum[(size_t)a * (size_t)d + (size_t)c] / cnt[a];
         }
         for (int32_t i = 0; i < n; i++)
             xf_ref_attend_d(1, n, d, mu + (size_t)cq[i] * (size_t)d, kd, vd, s, NULL, NULL,
@@ -1242,7 +1275,8 @@ void xf_ref_sinkhorn(int32_t n, int32_t d, const float *q, const float *k, const
                      double s, const xf_sinkhorn_params_t *p, double *out)
 {
     int32_t b = p->block, nb = (n + b - 1) / b;
-    double *mq = calloc((size_t)nb * (size_t)d, sizeof(double)), *mk = calloc((size_t)nb * (size_t)d, sizeof(double));
+    double *mq = calloc((size_t)nb * (size_t)d, sizeof(double)),
+           *mk = calloc((size_t)nb * (size_t)d, sizeof(double));
     double *R = malloc(sizeof(double) * (size_t)nb * (size_t)nb);
     const float *src = p->sim == XF_SINKHORN_KK ? k : q;
 
@@ -1274,7 +1308,8 @@ void xf_ref_sinkhorn(int32_t n, int32_t d, const float *q, const float *k, const
             for (int32_t t = 0; t < p->k_s && t < nb - 1; t++) {
                 int32_t best = -1;
                 for (int32_t c = 0; c < nb; c++)
-                    if (!sel[c] && (best < 0 || R[(size_t)a * (size_t)nb + (size_t)c] > R[(size_t)a * (size_t)nb + (size_t)best]))
+                    if (!sel[c] && (best < 0 || R[(size_t)a * (size_t)nb + (size_t)c] >
+                                                    R[(size_t)a * (size_t)nb + (size_t)best]))
                         best = c;
                 sel[best] = 1;
             }
@@ -1297,9 +1332,12 @@ void xf_ref_sinkhorn(int32_t n, int32_t d, const float *q, const float *k, const
                 for (int32_t a = 0; a < nb; a++) {
                     double mx = -INFINITY, l = 0;
                     for (int32_t c = 0; c < nb; c++)
-                        mx = fmax(mx, pass ? P[(size_t)c * (size_t)nb + (size_t)a] : P[(size_t)a * (size_t)nb + (size_t)c]);
+                        mx = fmax(mx, pass ? P[(size_t)c * (size_t)nb + (size_t)a]
+                                           : P[(size_t)a * (size_t)nb + (size_t)c]);
                     for (int32_t c = 0; c < nb; c++)
-                        l += exp((pass ? P[(size_t)c * (size_t)nb + (size_t)a] : P[(size_t)a * (size_t)nb + (size_t)c]) - mx);
+                        l += exp((pass ? P[(size_t)c * (size_t)nb + (size_t)a]
+                                       : P[(size_t)a * (size_t)nb + (size_t)c]) -
+                                 mx);
                     for (int32_t c = 0; c < nb; c++)
                         *(pass ? &P[(size_t)c * (size_t)nb + (size_t)a]
                                : &P[(size_t)a * (size_t)nb + (size_t)c]) -= mx + log(l);
@@ -1319,8 +1357,10 @@ void xf_ref_sinkhorn(int32_t n, int32_t d, const float *q, const float *k, const
                     double sk = 0, sv = 0;
                     for (int32_t cb = 0; cb < nb; cb++)
                         if (cb * b + t < n) {
-                            sk += P[(size_t)a * (size_t)nb + (size_t)cb] * k[(size_t)(cb * b + t) * (size_t)d + (size_t)c];
-                            sv += P[(size_t)a * (size_t)nb + (size_t)cb] * v[(size_t)(cb * b + t) * (size_t)d + (size_t)c];
+                            sk += P[(size_t)a * (size_t)nb + (size_t)cb] *
+                                  k[(size_t)(cb * b + t) * (size_t)d + (size_t)c];
+                            sv += P[(size_t)a * (size_t)nb + (size_t)cb] *
+                                  v[(size_t)(cb * b + t) * (size_t)d + (size_t)c];
                         }
                     kk[(size_t)m * (size_t)d + (size_t)c] = sk;
                     vv[(size_t)m * (size_t)d + (size_t)c] = sv;
