@@ -419,6 +419,10 @@ int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
     }
     if (sum != job->n_tokens)
         return -EINVAL;
+    /* The offered rate counts refused jobs too: they are load the plan competes with. */
+    b->arr_cnt = arrival_count(b, now_ns) + 1;
+    if (now_ns > b->arr_last_ns)
+        b->arr_last_ns = now_ns;
     if (job->n_tokens > b->o.max_queued_tokens)
         return XF_ETOOLONG;
     if (job_latest_start(&b->cost, job) < now_ns)
@@ -426,8 +430,6 @@ int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
     if (b->n >= (size_t)b->o.max_queue_jobs ||
         b->tokens + job->n_tokens > b->o.max_queued_tokens)
         return -EAGAIN;
-    b->arr_cnt = arrival_count(b, now_ns) + 1;
-    b->arr_last_ns = now_ns;
     job->max_len_ = mx;
     job->seq_ = b->seq++;
     b->q[b->n++] = job;
