@@ -39,7 +39,7 @@ static const mdesc_t mdesc[XF_M_COUNT] = {
 
 /* Series per metric: counters/gauges have closed label sets of at most a few hundred
  * combinations (routes × statuses); histograms are labelled by stage only. */
-#define XF_SERIES_MAX 256
+#define XF_SERIES_MAX 512
 #define XF_HSERIES_MAX 8
 #define XF_NB_MAX 96   /* finite bucket bounds per set, +Inf is implicit */
 
