@@ -89,18 +89,18 @@ static void fill_normal(float *x, size_t cnt, uint64_t seed, double sd)
         x[i] = (float)(sd * xf_rng_normal(&r));
 }
 
-/* §18(b): error vs dense about halves when the features grow 4×. */
-static void test_performer_convergence(void **state)
+/* Mean over SEEDS × H draws of rms(O − O_dense)/rms(V) for each feature count, the §18(b)
+ * protocol: q, k entries N(0, 0.3²), d = 64, n = 256. */
+static void convergence(const xf_attn_vtbl *vt, const int32_t *ms, int nm, double *err)
 {
-    static const int32_t ms[] = { 64, 256, 1024, 4096 };
     enum { N = 256, D = 64, H = 4, SEEDS = 5 };
-    double err[4] = { 0, 0, 0, 0 };
     int32_t lens[1] = { N };
     double *ref = malloc(sizeof(double) * N * D * H);
     float *q = malloc(sizeof(float) * N * D), *k = malloc(sizeof(float) * N * D);
     float *v = malloc(sizeof(float) * N * D);
 
-    (void)state;
+    for (int mi = 0; mi < nm; mi++)
+        err[mi] = 0;
     for (int sd = 0; sd < SEEDS; sd++) {
         xf_rbatch_t *b = xf_rbatch_new(1, lens, H, D, 1.0f, 1000u + (uint64_t)sd);
         double vv = 0;
@@ -113,27 +113,40 @@ static void test_performer_convergence(void **state)
         for (size_t i = 0; i < (size_t)H * N * D; i++)
             vv += (double)b->v[i] * b->v[i];
         vv = sqrt(vv / (double)(H * N * D));
-        for (int mi = 0; mi < 4; mi++) {
+        for (int mi = 0; mi < nm; mi++) {
             _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
-            char json[128], err_[128];
-            double se = 0;
-            snprintf(json, sizeof(json), "{\"variant\":\"performer\",\"features\":%d,\"seed\":%d}",
-                     ms[mi], 40 + sd);
-            assert_int_equal(xf_ref_parse(&xf_attn_performer, json, params, err_, 128), 0);
-            assert_int_equal(xf_ref_run(&xf_attn_performer, params, b, 1, NULL, NULL, NULL, NULL),
-                             0);
-            for (int32_t head = 0; head < H; head++)
+            char json[160], err_[128];
+            snprintf(json, sizeof(json), "{\"features\":%d,\"seed\":%d}", ms[mi], 40 + sd);
+            assert_int_equal(xf_ref_parse(vt, json, params, err_, 128), 0);
+            assert_int_equal(xf_ref_run(vt, params, b, 1, NULL, NULL, NULL, NULL), 0);
+            for (int32_t head = 0; head < H; head++) {
+                double se = 0;
                 for (int32_t i = 0; i < N; i++)
                     for (int32_t c = 0; c < D; c++) {
                         double x = b->out[((size_t)i * H + (size_t)head) * D + (size_t)c] -
                                    ref[((size_t)head * N + (size_t)i) * D + (size_t)c];
                         se += x * x;
                     }
-            /* each (seed, head) is an independent draw: average the per-draw rms ratio */
-            err[mi] += sqrt(se / (double)(H * N * D)) / vv / SEEDS;
+                /* each (seed, head) is an independent draw: average the per-draw ratio */
+                err[mi] += sqrt(se / (double)(N * D)) / vv / (SEEDS * H);
+            }
         }
         xf_rbatch_free(b);
     }
+    free(ref);
+    free(q);
+    free(k);
+    free(v);
+}
+
+/* §18(b): error vs dense about halves when the features grow 4×. */
+static void test_performer_convergence(void **state)
+{
+    static const int32_t ms[] = { 64, 256, 1024, 4096 };
+    double err[4];
+
+    (void)state;
+    convergence(&xf_attn_performer, ms, 4, err);
     for (int mi = 0; mi + 1 < 4; mi++) {
         double ratio = err[mi + 1] / err[mi];
         print_message("# performer m=%d err %.4g -> m=%d err %.4g ratio %.3f\n", ms[mi], err[mi],
@@ -142,10 +155,56 @@ static void test_performer_convergence(void **state)
          * or growing error (e.g. a broken W or a mis-scaled feature). */
         assert_true(ratio >= 0.35 && ratio <= 0.65);
     }
-    free(ref);
-    free(q);
-    free(k);
-    free(v);
+}
+
+/* §19: RFA trig converges too, slower and noisier: 16× the features must at least halve the
+ * error (1/√D scaling predicts 1/4) and never increase it. */
+static void test_rfa_convergence(void **state)
+{
+    static const int32_t ms[] = { 64, 256, 1024 };
+    double err[3];
+
+    (void)state;
+    convergence(&xf_attn_rfa, ms, 3, err);
+    print_message("# rfa D=64 err %.4g, D=256 err %.4g, D=1024 err %.4g\n", err[0], err[1],
+                  err[2]);
+    assert_true(err[1] < err[0] && err[2] < err[1]);
+    assert_true(err[2] / err[0] <= 0.5);
+}
+
+/* Permuting the tokens permutes the outputs (fixed W; sums reordered: fp32 rounding). */
+static void test_permutation(void **state)
+{
+    const xf_attn_vtbl *vts[3] = { &xf_attn_linear, &xf_attn_performer, &xf_attn_rfa };
+    const char *js[3] = { "{}", "{\"seed\":2}", "{\"seed\":2,\"mode\":\"norm\"}" };
+    int32_t lens[1] = { 57 };
+
+    (void)state;
+    for (int v = 0; v < 3; v++) {
+        _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+        char err[64];
+        xf_rbatch_t *a = xf_rbatch_new(1, lens, 2, 40, 1.0f, 3);
+        xf_rbatch_t *r = xf_rbatch_new(1, lens, 2, 40, 1.0f, 4);
+        double e = 0;
+        for (int32_t h = 0; h < 2; h++)                  /* r = a with tokens reversed */
+            for (int32_t i = 0; i < 57; i++) {
+                size_t src = ((size_t)h * 57 + (size_t)i) * 40;
+                size_t dst = ((size_t)h * 57 + (size_t)(56 - i)) * 40;
+                memcpy(r->q + dst, a->q + src, sizeof(float) * 40);
+                memcpy(r->k + dst, a->k + src, sizeof(float) * 40);
+                memcpy(r->v + dst, a->v + src, sizeof(float) * 40);
+            }
+        assert_int_equal(xf_ref_parse(vts[v], js[v], params, err, 64), 0);
+        assert_int_equal(xf_ref_run(vts[v], params, a, 1, NULL, NULL, NULL, NULL), 0);
+        assert_int_equal(xf_ref_run(vts[v], params, r, 2, NULL, NULL, NULL, NULL), 0);
+        for (int32_t i = 0; i < 57; i++)
+            for (int32_t c = 0; c < 2 * 40; c++)
+                e = fmax(e, fabs((double)a->out[(size_t)i * 80 + (size_t)c] -
+                                 r->out[(size_t)(56 - i) * 80 + (size_t)c]));
+        assert_true(e <= 1e-6);
+        xf_rbatch_free(a);
+        xf_rbatch_free(r);
+    }
 }
 
 static void test_independence(void **state)
@@ -263,4 +322,6 @@ static void test_parse(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_parse), cmocka_unit_test(test_ref_linear),
              cmocka_unit_test(test_ref_performer), cmocka_unit_test(test_ref_rfa),
              cmocka_unit_test(test_independence), cmocka_unit_test(test_seeds),
-             cmocka_unit_test(test_edges), cmocka_unit_test(test_performer_convergence))
+             cmocka_unit_test(test_edges), cmocka_unit_test(test_permutation),
+             cmocka_unit_test(test_performer_convergence),
+             cmocka_unit_test(test_rfa_convergence))

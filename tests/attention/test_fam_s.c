@@ -357,6 +357,63 @@ static void test_edges(void **state)
     edges(&xf_attn_nystrom, "{\"landmarks\":2,\"dense_fallback\":false}", NULL);
 }
 
+/* Every S/F/P/M variant: B = 0 is a no-op; q with the scale folded in (io.q_scale = s) gives
+ * the output of raw q (the variants divide it out), to fp32 rounding. */
+static void test_all_variants(void **state)
+{
+    static const struct {
+        const xf_attn_vtbl *vt;
+        const char *json;
+    } all[] = {
+        { &xf_attn_linformer, "{\"k\":9}" }, { &xf_attn_memcomp, "{}" },
+        { &xf_attn_isab, "{\"m\":5}" }, { &xf_attn_isab, "{\"m\":5,\"mode\":\"soft\"}" },
+        { &xf_attn_perceiver, "{}" }, { &xf_attn_nystrom, "{\"landmarks\":6}" },
+        { &xf_attn_linear, "{}" }, { &xf_attn_performer, "{}" }, { &xf_attn_rfa, "{}" },
+        { &xf_attn_rfa, "{\"mode\":\"norm\"}" }, { &xf_attn_reformer, "{\"chunk\":8}" },
+        { &xf_attn_reformer, "{\"mode\":\"shared\",\"chunk\":8}" },
+        { &xf_attn_routing, "{}" }, { &xf_attn_routing, "{\"mode\":\"clustered\"}" },
+        { &xf_attn_sinkhorn, "{\"block\":8}" },
+        { &xf_attn_sinkhorn, "{\"block\":8,\"mode\":\"soft\"}" },
+        { &xf_attn_txl, "{\"causal\":false}" }, { &xf_attn_compressive, "{}" },
+    };
+    static const int32_t lens[] = { 40, 1, 0, 77 };
+    float qz[2 * 64 * 32];
+    xf_attn_w_perceiver_t pw = { .latents = 64, .n_head = 2, .d_head = 32, .qz = qz };
+
+    (void)state;
+    xf_test_fill(qz, sizeof(qz) / sizeof(qz[0]), 3, -1.0f, 1.0f);
+    for (size_t v = 0; v < sizeof(all) / sizeof(all[0]); v++) {
+        _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+        char err[128];
+        const void *w = all[v].vt == &xf_attn_perceiver ? &pw : NULL;
+        xf_rbatch_t *b0 = xf_rbatch_new(0, lens, 2, 32, 1.0f, 1);
+        xf_rbatch_t *b = xf_rbatch_new(4, lens, 2, 32, 1.0f, 2);
+        size_t cnt = (size_t)b->n_tok * 2 * 32;
+        float *o1 = malloc(sizeof(float) * cnt);
+        float s = 1.0f / sqrtf(32.0f);
+        double e = 0;
+
+        assert_int_equal(xf_ref_parse(all[v].vt, all[v].json, params, err, sizeof(err)), 0);
+        assert_int_equal(xf_ref_run(all[v].vt, params, b0, 3, w, NULL, NULL, NULL), 0);
+        assert_int_equal(xf_ref_run(all[v].vt, params, b, 2, w, NULL, NULL, NULL), 0);
+        memcpy(o1, b->out, sizeof(float) * cnt);
+        for (size_t i = 0; i < cnt; i++)
+            b->q[i] *= s;
+        xf_ref_q_scale = s;
+        assert_int_equal(xf_ref_run(all[v].vt, params, b, 2, w, NULL, NULL, NULL), 0);
+        xf_ref_q_scale = 1.0f;
+        for (size_t i = 0; i < cnt; i++)
+            e = fmax(e, fabs((double)o1[i] - b->out[i]));
+        print_message("# %s %s: q_scale folded vs raw max diff %.3g\n", all[v].vt->name,
+                      all[v].json, e);
+        /* fp32 rounding of q·s/s; the trig estimator amplifies it near small denominators */
+        assert_true(e <= (all[v].vt == &xf_attn_rfa ? 1e-3 : 1e-5));
+        free(o1);
+        xf_rbatch_free(b);
+        xf_rbatch_free(b0);
+    }
+}
+
 static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
 {
     _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
@@ -393,4 +450,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_parse), cmocka_unit_test(test_linformer),
              cmocka_unit_test(test_isab), cmocka_unit_test(test_perceiver),
              cmocka_unit_test(test_nystrom), cmocka_unit_test(test_nystrom_limit),
              cmocka_unit_test(test_nystrom_plan),
-             cmocka_unit_test(test_independence), cmocka_unit_test(test_edges))
+             cmocka_unit_test(test_independence), cmocka_unit_test(test_edges),
+             cmocka_unit_test(test_all_variants))

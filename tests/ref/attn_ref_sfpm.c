@@ -98,6 +98,8 @@ int xf_ref_parse(const xf_attn_vtbl *vt, const char *json, void *params, char *e
     return rc;
 }
 
+float xf_ref_q_scale = 1.0f;
+
 int xf_ref_run(const xf_attn_vtbl *vt, const void *params, xf_rbatch_t *b, int nth,
                const void *weights, void *const *state, const int32_t *mem_rows,
                xf_attn_plan *plan_out)
@@ -105,7 +107,7 @@ int xf_ref_run(const xf_attn_vtbl *vt, const void *params, xf_rbatch_t *b, int n
     xf_attn_shape sh = { .n_seq = b->n_seq, .cu_len = b->cu, .n_tokens = b->n_tok,
                          .n_head = b->n_head, .d_head = b->d, .layer = b->layer,
                          .mem_rows = mem_rows };
-    xf_attn_io io = { .q = b->q, .k = b->k, .v = b->v, .q_scale = 1.0f, .weights = weights,
+    xf_attn_io io = { .q = b->q, .k = b->k, .v = b->v, .q_scale = xf_ref_q_scale, .weights = weights,
                       .state = state, .scale = 1.0f / sqrtf((float)b->d), .out = b->out };
     xf_attn_plan pl;
     void *shared = NULL;
@@ -683,8 +685,26 @@ void xf_ref_txl(int32_t nm, int32_t n, int32_t d, const float *q, const float *k
     int32_t L = nm + n;
     double *x = malloc(sizeof(double) * (size_t)L);
     double *R = malloc(sizeof(double) * (size_t)(dm > 0 ? dm : 1));
-    double *r = malloc(sizeof(double) * (size_t)d);
+    double *r = malloc(sizeof(double) * (size_t)d * (2u * (size_t)L + 1u));
 
+    for (int32_t ti = 0; w_r && ti < 2 * L - 1; ti++) {
+        double t = ti - (L - 1);
+        if (clamp >= 0 && t > clamp)
+            t = clamp;
+        if (clamp >= 0 && t < -clamp)
+            t = -clamp;
+        for (int32_t e = 0; e < dm / 2; e++) {
+            double f = pow(10000.0, -2.0 * e / dm);
+            R[e] = sin(t * f);
+            R[dm / 2 + e] = cos(t * f);
+        }
+        for (int32_t c = 0; c < d; c++) {
+            double acc = 0;
+            for (int32_t e = 0; e < dm; e++)
+                acc += (double)w_r[(size_t)c * (size_t)dm + (size_t)e] * R[e];
+            r[(size_t)ti * (size_t)d + (size_t)c] = acc;
+        }
+    }
     for (int32_t i = 0; i < n; i++) {
         int32_t ip = nm + i;
         double mx = -INFINITY, l = 0;
@@ -700,23 +720,11 @@ void xf_ref_txl(int32_t nm, int32_t n, int32_t d, const float *q, const float *k
                 a += ((double)q[(size_t)i * (size_t)d + (size_t)c] + (u ? u[c] : 0.0)) *
                      kk[(size_t)j * (size_t)d + (size_t)c];
             if (w_r) {
-                double t = ip - j;
-                if (clamp >= 0 && t > clamp)
-                    t = clamp;
-                if (clamp >= 0 && t < -clamp)
-                    t = -clamp;
-                for (int32_t e = 0; e < dm / 2; e++) {
-                    double f = pow(10000.0, -2.0 * e / dm);
-                    R[e] = sin(t * f);
-                    R[dm / 2 + e] = cos(t * f);
-                }
-                for (int32_t c = 0; c < d; c++) {
-                    r[c] = 0;
-                    for (int32_t e = 0; e < dm; e++)
-                        r[c] += (double)w_r[(size_t)c * (size_t)dm + (size_t)e] * R[e];
+                /* r_t = W_r R_t, t = i' − j in [−(L−1), L−1]: table row t + L − 1 */
+                const double *rt = r + (size_t)(ip - j + L - 1) * (size_t)d;
+                for (int32_t c = 0; c < d; c++)
                     b += ((double)q[(size_t)i * (size_t)d + (size_t)c] + (vb ? vb[c] : 0.0)) *
-                         r[c];
-                }
+                         rt[c];
             }
             x[j] = s * (a + b);
             if (x[j] > mx)

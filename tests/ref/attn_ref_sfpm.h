@@ -37,6 +37,10 @@ double xf_rbatch_err(const xf_rbatch_t *b, int32_t s, int32_t head, const double
 /* Parse JSON text into params (params_size bytes). Returns the parse code; err filled. */
 int xf_ref_parse(const xf_attn_vtbl *vt, const char *json, void *params, char *err,
                  size_t errlen);
+/* q_scale handed to the variants by xf_ref_run (default 1; the batch's q must already carry
+ * it). */
+extern float xf_ref_q_scale;
+
 /* plan + prepare + forward for ith = 0..nth-1 (sequentially), io from the batch
  * (scale 1/sqrt(d) unless scale > 0, q_scale 1), weights/state as given. Returns the first
  * nonzero code. */
