@@ -3,7 +3,82 @@
 # per variant, coloured by family (T blue, S green, F orange, P purple), dense thick black,
 # with O(n) and O(n²) guides through dense's first point. Needs gnuplot (gnuplot-nox).
 # usage: bench/plot_attention.sh [bench/results/attention.tsv [bench/results/attention.png]]
+#        bench/plot_attention.sh --table [bench/results/attention.tsv]   (README tables)
 set -eu
+
+# --table: print the README tables (Markdown) from the TSV instead of plotting.
+if [ "${1:-}" = --table ]; then
+    tsv=${2:-bench/results/attention.tsv}
+    awk -F'\t' '
+    # Parameters without the keys that only restate defaults irrelevant to speed here.
+    function short(p,    a, i, m, o, kv, q, c, depth) {
+        gsub(/[{}"]/, "", p)
+        q = ""; depth = 0
+        for (i = 1; i <= length(p); i++) {     # commas inside [lists] become "/"
+            c = substr(p, i, 1)
+            if (c == "[") depth++
+            if (c == "]") depth--
+            q = q ((c == "," && depth) ? "/" : c)
+        }
+        p = q
+        m = split(p, a, ",")
+        o = ""
+        for (i = 1; i <= m; i++) {
+            split(a[i], kv, ":")
+            if (kv[1] ~ /^(seed|random_per_head|redraw|gate|causal|segment_restrict|heads_per_pattern|max_bucket|source|pool|row_norm|orthogonal|dense_fallback|scale|tau|sim|combine|chunks_after)$/)
+                continue
+            if (kv[2] ~ /^[0-9.]+e-?[0-9]+$/) kv[2] = sprintf("%g", kv[2])
+            o = o (o == "" ? "" : " ") kv[1] "=" kv[2]
+        }
+        return o
+    }
+    function fmt(x) { return x < 0.995 ? sprintf("%.2f", x) : sprintf("%.1f", x) }
+    NR == 1 { next }
+    {
+        v = $1; n = $2
+        if (!(v in seen)) { seen[v] = 1; order[++nv] = v; par[v] = $3 }
+        if (!(n in seenn)) { seenn[n] = 1; ns[++nn] = n }
+        ok = $15 == "ok"
+        sp[v, n] = ok ? fmt($6) : "—"
+        spc[v, n] = ok ? fmt($17) : "—"
+        er[v, n] = ok ? sprintf("%.2f / %.2f", $8, $9) : $15
+        ws[v, n] = $7
+        ms[v, n] = $4
+        msp[v, n] = $12 > 0 ? sprintf("%.2f", $12) : "—"
+        cs[v, n] = $13 > 0 ? sprintf("%.6f", $13) : "—"
+        he[v, n] = $13 > 0 ? sprintf("%.3f", $14) : "—"
+    }
+    END {
+        big = ns[nn]
+        printf "Attention alone: speedup vs dense, wall (CPU-time ratio in brackets)\n\n"
+        printf "| variant | params |"; for (i = 1; i <= nn; i++) printf " n=%s |", ns[i]
+        printf " ms @%s | workspace @%s |\n|---|---|", big, big
+        for (i = 1; i <= nn + 2; i++) printf "---|"; printf "\n"
+        for (k = 1; k <= nv; k++) {
+            v = order[k]; p = short(par[v])
+            printf "| %s | %s |", v, p
+            for (i = 1; i <= nn; i++) printf " %s× (%s) |", sp[v, ns[i]], spc[v, ns[i]]
+            printf " %.1f | %.2f MiB |\n", ms[v, big], ws[v, big] / 1048576
+        }
+        printf "\nError vs dense: relative Frobenius error of the attention output, spread / local inputs\n\n"
+        printf "| variant |"; for (i = 1; i <= nn; i++) printf " n=%s |", ns[i]
+        printf "\n|---|"; for (i = 1; i <= nn; i++) printf "---|"; printf "\n"
+        for (k = 1; k <= nv; k++) {
+            v = order[k]; printf "| %s |", v
+            for (i = 1; i <= nn; i++) printf " %s |", er[v, ns[i]]
+            printf "\n"
+        }
+        printf "\nWhole model (demo model): speedup vs dense / hidden-state rel. error / pooled cosine\n\n"
+        printf "| variant |"; for (i = 1; i <= nn; i++) printf " n=%s |", ns[i]
+        printf "\n|---|"; for (i = 1; i <= nn; i++) printf "---|"; printf "\n"
+        for (k = 1; k <= nv; k++) {
+            v = order[k]; printf "| %s |", v
+            for (i = 1; i <= nn; i++) printf " %s× / %s / %s |", msp[v, ns[i]], he[v, ns[i]], cs[v, ns[i]]
+            printf "\n"
+        }
+    }' "$tsv"
+    exit 0
+fi
 
 tsv=${1:-bench/results/attention.tsv}
 png=${2:-${tsv%.tsv}.png}
