@@ -48,27 +48,26 @@ static int ax_setup(xf_ft_seq *c)
     return 0;
 }
 
-/* Union tiles are 4 rows (each row adds its own column to the shared key list). */
-#define AX_UNION_ROWS 4
-
-static int32_t ax_height(const xf_ft_seq *c)
-{
-    return c->b == 0 ? AX_UNION_ROWS : XF_FT_BQ;
-}
+/* Union tiles: 8 rows of one column (consecutive grid rows), so the tile shares its column's
+ * keys (full) and a contiguous run of grid rows (masked). */
+#define AX_UNION_ROWS 8
 
 static int32_t ax_n_tiles(const xf_ft_seq *c)
 {
     if (c->b == 2)
         return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
-    return xf_ft_seg_tiles(c->n, c->a, ax_height(c));
+    if (c->b == 0)
+        return (c->n + AX_UNION_ROWS - 1) / AX_UNION_ROWS;
+    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
 }
 
 static int32_t ax_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
                        int64_t *cost)
 {
     int32_t nq = c->b == 2 ? xf_ft_win_rows(c->n, c->a, t, rows)
-                           : xf_ft_seg_rows(c->n, c->a, ax_height(c), t, rows);
-    int64_t k = (int64_t)c->a + (int64_t)(c->b == 0 ? nq : 1) * ((c->n + c->a - 1) / c->a);
+               : c->b == 0 ? xf_ft_class_rows(c->n, c->a, AX_UNION_ROWS, t, rows)
+                           : xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int64_t k = (int64_t)(c->b == 0 ? nq : 1) * c->a + (c->n + c->a - 1) / c->a;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -79,9 +78,17 @@ static void ax_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int glo
 {
     (void)global;
     const int32_t cols = c->a, n = c->n;
-    if (c->b != 2) {   /* tiles never straddle grid rows */
+    if (c->b == 1) {   /* row tiles never straddle grid rows */
         int32_t r0 = rows[0] / cols * cols;
         xf_ft_keys_add(kb, n, r0, r0 + cols, 1);
+    } else if (c->b == 0) {   /* column-major rows: the grid rows of each column run */
+        for (int32_t q0 = 0; q0 < nq;) {
+            int32_t q1 = q0 + 1;
+            while (q1 < nq && rows[q1] % cols == rows[q0] % cols)
+                q1++;
+            xf_ft_keys_add(kb, n, rows[q0] / cols * cols, (rows[q1 - 1] / cols + 1) * cols, 0);
+            q0 = q1;
+        }
     }
     if (c->b != 1) {
         int single = 1;

@@ -246,7 +246,12 @@ static int32_t win_row(int32_t n, int32_t dil, int32_t p)
 
 int32_t xf_ft_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows)
 {
-    int32_t p0 = t * BQ, p1 = p0 + BQ < n ? p0 + BQ : n, nq = 0;
+    return xf_ft_class_rows(n, dil, BQ, t, rows);
+}
+
+int32_t xf_ft_class_rows(int32_t n, int32_t dil, int32_t height, int32_t t, int32_t *rows)
+{
+    int32_t p0 = t * height, p1 = p0 + height < n ? p0 + height : n, nq = 0;
     if (dil <= 1) {
         for (int32_t p = p0; p < p1; p++)
             rows[nq++] = p;

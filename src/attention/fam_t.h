@@ -90,6 +90,8 @@ int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_
 /* Dilated-window helpers (§3, §4; δ = 1 is the plain window). Tiles walk the residue classes
  * mod δ in order (class-major), <= XF_FT_BQ rows each: ceil(n / XF_FT_BQ) tiles. */
 int32_t xf_ft_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows);
+/* The same walk with tiles of height rows (ceil(n / height) tiles). */
+int32_t xf_ft_class_rows(int32_t n, int32_t dil, int32_t height, int32_t t, int32_t *rows);
 /* Keys {i + δt : |t| <= w} of the rows (full where every row has them). */
 void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
                     xf_ft_keys *kb);

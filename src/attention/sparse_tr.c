@@ -59,14 +59,14 @@ static int str_setup(xf_ft_seq *c)
     return 0;
 }
 
-/* Union tiles are 4 rows: the tile's key set holds every row's stride class, so short tiles
- * keep the shared key list (and the masked work) small. */
-#define STR_UNION_ROWS 4
+/* Union tiles: 8 rows of one stride class (class-major order), so the tile shares its class's
+ * keys (full) and one contiguous band run (masked). */
+#define STR_UNION_ROWS 8
 
 static int32_t str_n_tiles(const xf_ft_seq *c)
 {
     if (c->b == 0)
-        return xf_ft_seg_tiles(c->n, STR_UNION_ROWS, STR_UNION_ROWS);
+        return (c->n + STR_UNION_ROWS - 1) / STR_UNION_ROWS;
     return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
 }
 
@@ -74,9 +74,10 @@ static int32_t str_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *globa
                         int64_t *cost)
 {
     /* A2-only heads walk the residue classes (one class's keys per tile) */
-    int32_t nq = c->b == 0 ? xf_ft_seg_rows(c->n, STR_UNION_ROWS, STR_UNION_ROWS, t, rows)
+    int32_t nq = c->b == 0 ? xf_ft_class_rows(c->n, c->a, STR_UNION_ROWS, t, rows)
                            : xf_ft_win_rows(c->n, c->b == 2 ? c->a : 1, t, rows);
-    int64_t k = 2 * (int64_t)c->a + (int64_t)nq * (c->n / c->a);
+    int64_t k = c->b == 0 ? ((int64_t)nq + 1) * c->a + c->n / c->a
+                          : 2 * (int64_t)c->a + c->n / c->a;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -87,8 +88,17 @@ static void str_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int gl
 {
     (void)global;
     const int32_t l = c->a, n = c->n;
-    if (c->b != 2)   /* A1: a window of l − 1 on each side */
+    if (c->b == 0) {   /* class-major rows: each class run's bands, merged */
+        for (int32_t r0 = 0; r0 < nq;) {
+            int32_t r1 = r0 + 1;
+            while (r1 < nq && rows[r1] % l == rows[r0] % l)
+                r1++;
+            xf_ft_keys_add(kb, n, rows[r0] - l + 1, rows[r1 - 1] + l, 0);
+            r0 = r1;
+        }
+    } else if (c->b == 1) {   /* A1: a window of l − 1 on each side */
         xf_ft_win_keys(n, l - 1, 1, rows, nq, kb);
+    }
     if (c->b != 1) {
         int single = 1;
         for (int32_t r = 1; r < nq; r++)
