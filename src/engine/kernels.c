@@ -71,6 +71,8 @@ static const char *const table_names[T_COUNT] = { "ref", "generic", "avx2", "avx
 _Static_assert(T_COUNT == 4, "update table_names");
 static int table_ok[T_COUNT];
 static int table_best;
+static xf_kernels_t table_override;    /* the best table with XF_GEMM applied */
+static const xf_kernels_t *selected;   /* what xf_kernels() returns */
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 /* The bias/activation kernel the cblas path uses for its epilogue (the best available). */
 static void (*cblas_epi)(size_t, size_t, int32_t, const float *, const float *,
@@ -109,22 +111,34 @@ static void tables_init(void)
 #else
     (void)cpu;
 #endif
-    cblas_epi = tables[table_best].bias_act;
+    /* XF_GEMM=openblas: the best table with the cblas Linear (to measure the whole forward
+     * on either path); XF_GEMM=own or unset: as detected. */
+    const char *gemm = getenv("XF_GEMM");
+    selected = &tables[table_best];
+    if (gemm && (strcmp(gemm, "openblas") == 0 || strcmp(gemm, "cblas") == 0)) {
+        table_override = tables[table_best];
+        table_override.linear = xf_linear_cblas;
+        table_override.gemm_path = table_generic.gemm_path;
+        selected = &table_override;
+    } else if (gemm && *gemm && strcmp(gemm, "own") != 0) {
+        xf_log(XF_LOG_WARN, "XF_GEMM=%s is not one of own, openblas; ignored", gemm);
+    }
+    cblas_epi = selected->bias_act;
     const char *core = openblas_get_corename();
     if (cpu->level_max >= XF_ISA_AVX512 && core &&
         !(strstr(core, "SkylakeX") || strstr(core, "Cooperlake") || strstr(core, "SapphireRapids")))
         xf_log(XF_LOG_WARN, "kernels: OpenBLAS runs its %s kernel on an AVX-512 CPU (set "
                "OPENBLAS_CORETYPE=SkylakeX to use its AVX-512 one); the engine's GEMM is %s",
-               core, tables[table_best].gemm_path);
+               core, selected->gemm_path);
     xf_log(XF_LOG_INFO, "kernels: cpu %s, isa %s (max %s), table %s, gemm %s", cpu->brand,
            xf_isa_name(cpu->level), xf_isa_name(cpu->level_max), table_names[table_best],
-           tables[table_best].gemm_path);
+           selected->gemm_path);
 }
 
 const xf_kernels_t *xf_kernels(void)
 {
     pthread_once(&tables_once, tables_init);
-    return &tables[table_best];
+    return selected;
 }
 
 const xf_kernels_t *xf_kernels_ref(void)
