@@ -34,6 +34,8 @@ typedef struct xf_job {
     int normalize;             /* -1 model default, 0, 1 */
     int want_pooled;
     int want_logits;
+    xf_attn_t *attn;           /* per-request attention selection for every sequence of the job,
+                                  or NULL for the model's default; owned, freed with the job */
     uint64_t enqueue_ns;       /* monotonic */
     uint64_t deadline_ns;      /* monotonic; the loop answers 503 past it */
     /* Output: written by one worker (or the loop when failing the job) before the done push. */

@@ -289,6 +289,61 @@ static int get_ropts(xf_req_t *req, ropts_t *ro, enum MHD_Result *ret)
     return 0;
 }
 
+/* Optional per-request attention selection under key "attention" of obj: a flat object
+ * {"variant": "window", "window": 256} or a bare variant name. Parsed and checked here, on the
+ * MHD thread: the variant must be selectable per request (no extra weights, no state) and fit
+ * the model. 0 ok (*out new or NULL when absent; the caller hands it to the job or frees it),
+ * -1 replied (400 invalid_attention, the message naming the key). */
+static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_Result *ret)
+{
+    *out = NULL;
+    json_t *v = json_object_get(obj, "attention");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_object(v) && !json_is_string(v)) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: must be an object "
+                                   "{\"variant\": ...} or a variant name");
+        return -1;
+    }
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) {
+        *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return -1;
+    }
+    char err[256] = "";
+    xf_attn_t *a = NULL;
+    int rc = xf_attn_parse(text, strlen(text), &a, err, sizeof err);
+    free(text);
+    if (rc == -ENOMEM) {
+        *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return -1;
+    }
+    if (rc < 0) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: %s",
+                                   err[0] ? err : xf_strerror(rc));
+        return -1;
+    }
+    uint32_t fl = xf_attn_flags(a);
+    if (!(fl & XF_ATTN_PER_REQUEST)) {
+        const char *why = (fl & XF_ATTN_NEEDS_WEIGHTS) ? "needs weights"
+                          : (fl & XF_ATTN_STATEFUL)   ? "is stateful"
+                                                      : "not allowed for this variant";
+        *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: variant %s cannot "
+                                   "be chosen per request (%s)", xf_attn_name(a), why);
+        xf_attn_free(a);
+        return -1;
+    }
+    rc = xf_attn_check(a, req->srv->model, err, sizeof err);
+    if (rc < 0) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: variant %s: %s",
+                                   xf_attn_name(a), err[0] ? err : xf_strerror(rc));
+        xf_attn_free(a);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
 /* Suspend the connection and hand the job to the loop. */
 static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
 {
@@ -542,19 +597,25 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
                                    "between 1 and the model's %d", s->info->d_model);
     req->dimensions = (int)dims;
     json_t *in = json_object_get(root, "input");
+    xf_attn_t *attn = NULL;
+    if (get_attention(req, root, &attn, &ret) < 0)
+        return ret;
     xf_job_t *j = NULL;
     if (in && json_is_array(in) && json_array_size(in) > 0 &&
         (is_token_array(in) || is_token_array(json_array_get(in, 0)))) {
         j = token_input(req, in, &ret);
     } else {
         texts_t tx = { 0 };
-        if (get_texts(req, in, "input", &tx, &ret) < 0)
-            return ret;
-        j = tokenise(req, &tx, &ro, &ret);
-        free(tx.v);
+        if (get_texts(req, in, "input", &tx, &ret) == 0) {
+            j = tokenise(req, &tx, &ro, &ret);
+            free(tx.v);
+        }
     }
-    if (!j)
+    if (!j) {
+        xf_attn_free(attn);
         return ret;
+    }
+    j->attn = attn;
     j->want_pooled = 1;
     j->normalize = s->o.normalize;
     return submit(req, j, &ro);
@@ -572,13 +633,21 @@ static enum MHD_Result h_embed(xf_req_t *req)
         get_ropts(req, &ro, &ret) < 0)
         return ret;
     (void)s;
-    texts_t tx = { 0 };
-    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", &tx, &ret) < 0)
+    xf_attn_t *attn = NULL;
+    if (get_attention(req, req->root, &attn, &ret) < 0)
         return ret;
+    texts_t tx = { 0 };
+    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", &tx, &ret) < 0) {
+        xf_attn_free(attn);
+        return ret;
+    }
     xf_job_t *j = tokenise(req, &tx, &ro, &ret);
     free(tx.v);
-    if (!j)
+    if (!j) {
+        xf_attn_free(attn);
         return ret;
+    }
+    j->attn = attn;
     j->want_pooled = 1;
     j->normalize = normalize;
     return submit(req, j, &ro);
@@ -618,10 +687,18 @@ static enum MHD_Result h_rerank(xf_req_t *req)
         tx.v[i].s = query;
         tx.v[i].n = qn;
     }
+    xf_attn_t *attn = NULL;
+    if (get_attention(req, req->root, &attn, &ret) < 0) {
+        free(tx.v);
+        return ret;
+    }
     xf_job_t *j = tokenise(req, &tx, &ro, &ret);
     free(tx.v);
-    if (!j)
+    if (!j) {
+        xf_attn_free(attn);
         return ret;
+    }
+    j->attn = attn;
     j->want_logits = 1;
     return submit(req, j, &ro);
 }
@@ -686,10 +763,18 @@ static enum MHD_Result h_predict(xf_req_t *req)
     }
     tx.n = n;
     req->batch_form = !single;
+    xf_attn_t *attn = NULL;
+    if (get_attention(req, req->root, &attn, &ret) < 0) {
+        free(tx.v);
+        return ret;
+    }
     xf_job_t *j = tokenise(req, &tx, &ro, &ret);
     free(tx.v);
-    if (!j)
+    if (!j) {
+        xf_attn_free(attn);
         return ret;
+    }
+    j->attn = attn;
     j->want_logits = 1;
     return submit(req, j, &ro);
 }
@@ -813,10 +898,19 @@ static enum MHD_Result h_infer(xf_req_t *req)
             }
         }
     }
+    /* KServe v2 puts extra request fields under "parameters". */
+    xf_attn_t *attn = NULL;
+    if (params && get_attention(req, params, &attn, &ret) < 0) {
+        free(tx.v);
+        return ret;
+    }
     xf_job_t *j = tokenise(req, &tx, &ro, &ret);
     free(tx.v);
-    if (!j)
+    if (!j) {
+        xf_attn_free(attn);
         return ret;
+    }
+    j->attn = attn;
     j->want_pooled = req->want_embed_out;
     j->want_logits = req->want_logits_out;
     j->normalize = s->o.normalize;
@@ -848,7 +942,25 @@ static json_t *model_meta(const xf_server_t *s)
     json_object_set_new(p, "n_params", json_integer(mi->n_params));
     json_object_set_new(p, "n_labels", json_integer(mi->n_labels));
     json_object_set_new(p, "dtype", json_string(mi->file_dtype ? mi->file_dtype : "F32"));
-    json_object_set_new(p, "attention", json_string(a ? xf_attn_name(a) : "dense"));
+    /* KServe v2 parameter values are scalars: the canonical selection as JSON text, its
+     * variant name, and the variants a request may choose, comma-separated. */
+    if (!a)
+        a = xf_attn_dense();
+    char ajson[1024];
+    int an = xf_attn_to_json(a, ajson, sizeof ajson);
+    json_object_set_new(p, "attention", json_string(an >= 0 && (size_t)an < sizeof ajson
+                                                    ? ajson : xf_attn_name(a)));
+    json_object_set_new(p, "attention_variant", json_string(xf_attn_name(a)));
+    xf_buf_t pr = { 0 };
+    for (int i = 0, k = 0; i < xf_attn_variant_count(); i++) {
+        xf_attn_variant_info_t vi;
+        if (xf_attn_variant_get(i, &vi) == 0 && (vi.flags & XF_ATTN_PER_REQUEST)) {
+            xf_buf_printf(&pr, "%s%s", k++ ? "," : "", vi.name);
+        }
+    }
+    json_object_set_new(p, "attention_per_request", json_stringn(pr.p ? pr.p : "",
+                                                                 pr.oom ? 0 : pr.len));
+    xf_buf_free(&pr);
     json_object_set_new(p, "quantisation", json_string("none"));
     json_object_set_new(p, "demo", json_boolean(mi->is_demo));
     if (mi->is_demo)

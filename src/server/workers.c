@@ -1,9 +1,13 @@
 /* Engine worker threads (see workers.h). Each worker: wait for a batch on its condition
  * variable, run it, copy rows out, report. The only engine calls on the request path are
- * here, and they run outside every server lock. */
+ * here, and they run outside every server lock. Per-request attention selections travel in
+ * the batch's per-sequence attn array; dense fallbacks are counted in the metrics (lock-free
+ * atomics, safe from any thread). */
 #include "config.h"
 
 #include "server/workers.h"
+
+#include "server/metrics.h"
 
 #include <errno.h>
 #include <math.h>
@@ -26,6 +30,8 @@ typedef struct worker {
     xf_plan_t *plan;
     int32_t *cu, *ids, *types;
     size_t cap_seq, cap_tok, cap_types;
+    const xf_attn_t **attn;    /* [n_seq] per-sequence selection (NULL: model default) */
+    size_t cap_attn;
     float *pooled, *logits;
     size_t cap_pooled, cap_logits;
     atomic_size_t arena_bytes;
@@ -58,6 +64,26 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* The variant label of a batch that fell back to dense: the one variant other than dense in
+ * it (dense itself never falls back, so the attribution is exact), or "mixed" when several
+ * variants could have. Static strings: registry names or a literal (a closed set). */
+static const char *fallback_label(const xf_model_t *m, const xf_batch_t *b)
+{
+    const xf_attn_t *def = xf_model_attention(m);
+    const char *dense = xf_attn_name(xf_attn_dense());
+    const char *one = NULL;
+    for (int32_t i = 0; i < b->n_seq; i++) {
+        const xf_attn_t *a = b->attn && b->attn[i] ? b->attn[i] : def;
+        const char *name = a ? xf_attn_name(a) : dense;
+        if (!name || !strcmp(name, dense))
+            continue;
+        if (one && strcmp(one, name) != 0)
+            return "mixed";
+        one = name;
+    }
+    return one ? one : dense;
+}
+
 /* Pack the jobs into one batch and run it. On failure every job gets the status. */
 static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t *r,
                      xf_diag_t *diag)
@@ -79,6 +105,8 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         return rc;
     if ((rc = grow((void **)&wk->types, &wk->cap_types, n_tok + 1, sizeof(int32_t))) < 0)
         return rc;
+    if ((rc = grow((void **)&wk->attn, &wk->cap_attn, n_seq + 1, sizeof(*wk->attn))) < 0)
+        return rc;
     size_t cp = wk->cap_pooled, cl = wk->cap_logits;
     if ((rc = grow((void **)&wk->pooled, &cp, n_seq * d + 1, sizeof(float))) < 0)
         return rc;
@@ -90,14 +118,17 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     size_t s = 0, k = 0;
     int32_t max_len = 0;
     double sum_sq = 0;
+    int any_attn = 0;
     wk->cu[0] = 0;
     for (int i = 0; i < n; i++) {
         const xf_job_t *j = jobs[i];
         memcpy(wk->ids + k, j->ids, (size_t)j->n_tokens * sizeof(int32_t));
         memcpy(wk->types + k, j->type_ids, (size_t)j->n_tokens * sizeof(int32_t));
         k += (size_t)j->n_tokens;
+        any_attn |= j->attn != NULL;
         for (int32_t q = 0; q < j->n_seq; q++) {
             int32_t len = j->lens[q];
+            wk->attn[s] = j->attn;
             wk->cu[s + 1] = wk->cu[s] + len;
             s++;
             if (len > max_len)
@@ -108,6 +139,7 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     xf_batch_t b = {
         .n_seq = (int32_t)n_seq, .cu_len = wk->cu, .ids = wk->ids,
         .type_ids = mi->type_vocab_size > 0 ? wk->types : NULL,
+        .attn = any_attn ? wk->attn : NULL,
     };
     uint64_t t0 = xf_now_ns();
     rc = xf_plan_build(wk->plan, &b, xf_ctx_threads(wk->ctx), diag);
@@ -126,6 +158,9 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     memset(&ps, 0, sizeof ps);
     if (rc == 0)
         xf_plan_get_stats(wk->plan, &ps);
+    if (rc == 0 && ps.dense_fallbacks > 0)
+        xf_metric_add(XF_M_attention_dense_fallback_total,
+                      fallback_label(wk->pool->model, &b), NULL, 1);
     memset(r, 0, sizeof *r);
     r->n_jobs = n;
     r->n_seq = (int32_t)n_seq;
@@ -276,6 +311,7 @@ void xf_workers_free(xf_workers_t *p)
             free(wk->cu);
             free(wk->ids);
             free(wk->types);
+            free(wk->attn);
             free(wk->pooled);
             free(wk->logits);
             free(wk->jobs);
