@@ -113,22 +113,16 @@ static void ax_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const i
 {
     (void)global;
     const int32_t cols = c->a;
-    int32_t kr[XF_FT_BK], kc[XF_FT_BK];
-    for (int32_t jj = 0; jj < nk; jj++) {
-        kr[jj] = keys[jj] / cols;
-        kc[jj] = keys[jj] % cols;
+    int32_t lo[XF_FT_BQ], hi[XF_FT_BQ], rc[XF_FT_BQ], kc[XF_FT_BK];
+    for (int32_t r = 0; r < nq; r++) {   /* R: the grid row's range; C: same column */
+        int32_t g = rows[r] / cols * cols;
+        lo[r] = c->b != 2 ? g : 0;
+        hi[r] = c->b != 2 ? (g > INT32_MAX - cols ? INT32_MAX : g + cols) : 0;
+        rc[r] = rows[r] - g;
     }
-    for (int32_t r = 0; r < nq; r++) {
-        const int32_t ir = rows[r] / cols, ic = rows[r] % cols;
-        float *sr = s + (size_t)r * XF_FT_BK;
-        for (int32_t jj = 0; jj < nk; jj++) {
-            if (full[jj])
-                continue;
-            int in = (c->b != 2 && kr[jj] == ir) || (c->b != 1 && kc[jj] == ic);
-            if (!in)
-                sr[jj] = -INFINITY;
-        }
-    }
+    if (c->b != 1)
+        xf_ft_key_classes(keys, nk, cols, kc);
+    c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
 }
 
 static const xf_ft_variant ax_ft = {

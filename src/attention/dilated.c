@@ -99,7 +99,7 @@ static void dil_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const 
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    xf_ft_win_mask(c->a, c->b, rows, nq, keys, full, nk, s);
+    xf_ft_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
 }
 
 static const xf_ft_variant dil_ft = {

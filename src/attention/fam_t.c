@@ -92,6 +92,22 @@ static void kt_c(int32_t nk, int32_t d, const float *K, const int32_t *rows, flo
             memset(kt + (size_t)x * BK + nk, 0, (size_t)(BK - nk) * sizeof(float));
 }
 
+static void mask_c(int32_t nq, int32_t nk, const int32_t *keys, const uint8_t *full,
+                   const int32_t *lo, const int32_t *hi, const int32_t *kcls,
+                   const int32_t *rcls, int and_mode, float *s)
+{
+    for (int32_t r = 0; r < nq; r++) {
+        float *sr = s + (size_t)r * BK;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            int in = keys[jj] >= lo[r] && keys[jj] < hi[r];
+            int cl = kcls ? kcls[jj] == rcls[r] : and_mode;
+            int member = and_mode ? in && cl : in || cl;
+            if (!full[jj] && !member)
+                sr[jj] = -INFINITY;
+        }
+    }
+}
+
 static void scale_c(int32_t d, const float *src, float f, float *dst)
 {
     for (int32_t c = 0; c < d; c++)
@@ -100,7 +116,7 @@ static void scale_c(int32_t d, const float *src, float f, float *dst)
 
 static const xf_ft_kern kern_c = {
     .name = "c", .qk = qk_c, .softmax = softmax_c, .pv = pv_c, .scale = scale_c,
-    .kt = kt_c,
+    .kt = kt_c, .mask = mask_c,
 };
 
 const xf_ft_kern *xf_ft_kern_c(void)
@@ -296,21 +312,37 @@ void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int3
     }
 }
 
-void xf_ft_win_mask(int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
-                    const int32_t *keys, const uint8_t *full, int32_t nk, float *s)
+void xf_ft_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls)
+{
+    if (nk <= 0)
+        return;
+    int32_t prev = keys[0], rem = keys[0] % m;
+    cls[0] = rem;
+    for (int32_t jj = 1; jj < nk; jj++) {
+        int32_t delta = keys[jj] - prev;
+        if (delta >= m)
+            rem = (rem + delta % m) % m;
+        else if ((rem += delta) >= m)
+            rem -= m;
+        cls[jj] = rem;
+        prev = keys[jj];
+    }
+}
+
+void xf_ft_win_mask(const xf_ft_seq *c, int32_t w, int32_t dil, const int32_t *rows,
+                    int32_t nq, const int32_t *keys, const uint8_t *full, int32_t nk, float *s)
 {
     const int64_t span = (int64_t)w * dil;
+    int32_t lo[BQ], hi[BQ], rc[BQ], kc[BK];
     for (int32_t r = 0; r < nq; r++) {
-        const int32_t i = rows[r];
-        float *sr = s + (size_t)r * BK;
-        for (int32_t jj = 0; jj < nk; jj++) {
-            if (full[jj])
-                continue;
-            int64_t dd = (int64_t)keys[jj] - i;
-            if (dd < -span || dd > span || (dil > 1 && dd % dil))
-                sr[jj] = -INFINITY;
-        }
+        int64_t a = rows[r] - span, b = rows[r] + span + 1;
+        lo[r] = a < 0 ? 0 : (int32_t)a;
+        hi[r] = b > INT32_MAX ? INT32_MAX : (int32_t)b;
+        rc[r] = dil > 1 ? rows[r] % dil : 0;
     }
+    if (dil > 1)
+        xf_ft_key_classes(keys, nk, dil, kc);
+    c->kern->mask(nq, nk, keys, full, lo, hi, dil > 1 ? kc : NULL, rc, 1, s);
 }
 
 int xf_ft_check_shape(const xf_attn_shape *sh)
@@ -640,6 +672,7 @@ int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_sha
             c.n_scratch = nmax + 1 + fv->scratch_extra;
             c.glob = (int32_t *)(base + L.glob);
             c.is_g = base + L.isg;
+            c.kern = R.kern;
             if (fv->globals) {
                 rc = fv->globals(&c);
                 if (rc)

@@ -16,8 +16,11 @@
 #define XF_FT_BK 64            /* keys per chunk */
 #define XF_FT_LW 16            /* lanes of each row's running sum l (summed at the end) */
 
+struct xf_ft_kern;
+
 /* One (sequence, head) as a variant sees it. */
 typedef struct xf_ft_seq {
+    const struct xf_ft_kern *kern; /* micro-kernels in use (forward only) */
     const void *params;
     const xf_attn_shape *sh;
     const xf_attn_io *io;      /* NULL at plan time */
@@ -104,8 +107,10 @@ static inline int xf_ft_win_member(int32_t w, int32_t dil, int32_t i, int32_t j)
     return dd >= -w && dd <= w;
 }
 /* mask() for a dilated window: −inf where |j − i| > δw or δ ∤ (j − i). */
-void xf_ft_win_mask(int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
-                    const int32_t *keys, const uint8_t *full, int32_t nk, float *s);
+void xf_ft_win_mask(const xf_ft_seq *c, int32_t w, int32_t dil, const int32_t *rows,
+                    int32_t nq, const int32_t *keys, const uint8_t *full, int32_t nk, float *s);
+/* cls[jj] = keys[jj] mod m for sorted keys (incremental, no division per key). */
+void xf_ft_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls);
 /* ⌈√n⌉ */
 int32_t xf_ft_isqrt_ceil(int32_t n);
 
@@ -180,6 +185,12 @@ typedef struct xf_ft_kern {
                float *acc);
     /* kt[x][jj] = K[rows[jj]][x] for jj < nk, x < d (K rows d apart); zero for jj >= nk */
     void (*kt)(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt);
+    /* s[r][jj] = −inf unless full[jj] or member: in = lo[r] <= keys[jj] < hi[r],
+     * cl = kcls[jj] == rcls[r] (kcls NULL: cl = and_mode); member = and_mode ? in && cl
+     * : in || cl. r < nq, jj < nk, s rows XF_FT_BK apart. */
+    void (*mask)(int32_t nq, int32_t nk, const int32_t *keys, const uint8_t *full,
+                 const int32_t *lo, const int32_t *hi, const int32_t *kcls,
+                 const int32_t *rcls, int and_mode, float *s);
     /* dst[c] = src[c]·f, c < d */
     void (*scale)(int32_t d, const float *src, float f, float *dst);
 } xf_ft_kern;

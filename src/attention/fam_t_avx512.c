@@ -206,6 +206,30 @@ static void kt_avx512(int32_t nk, int32_t d, const float *K, const int32_t *rows
     }
 }
 
+static void mask_avx512(int32_t nq, int32_t nk, const int32_t *keys, const uint8_t *full,
+                        const int32_t *lo, const int32_t *hi, const int32_t *kcls,
+                        const int32_t *rcls, int and_mode, float *s)
+{
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int32_t v = 0; v < nk; v += 16) {
+        int32_t rem = nk - v;
+        __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+        __m512i kv = _mm512_maskz_loadu_epi32(mk, keys + v);
+        __m512i fv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, full + v));
+        __mmask16 fm = _mm512_test_epi32_mask(fv, fv);
+        __m512i cv = kcls ? _mm512_maskz_loadu_epi32(mk, kcls + v) : _mm512_setzero_si512();
+        for (int32_t r = 0; r < nq; r++) {
+            __mmask16 in = _mm512_cmpge_epi32_mask(kv, _mm512_set1_epi32(lo[r])) &
+                           _mm512_cmplt_epi32_mask(kv, _mm512_set1_epi32(hi[r]));
+            __mmask16 cl = kcls ? _mm512_cmpeq_epi32_mask(cv, _mm512_set1_epi32(rcls[r]))
+                                : (and_mode ? (__mmask16)0xFFFF : (__mmask16)0);
+            __mmask16 keep = (__mmask16)((and_mode ? (in & cl) : (in | cl)) | fm);
+            float *sr = s + (size_t)r * BK + v;
+            _mm512_mask_storeu_ps(sr, (__mmask16)(mk & ~keep), ninf);
+        }
+    }
+}
+
 static void scale_avx512(int32_t d, const float *src, float f, float *dst)
 {
     const __m512 fv = _mm512_set1_ps(f);
@@ -290,6 +314,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p,
 static const xf_ft_kern kern_avx512 = {
     .name = "avx512", .qk = qk_avx512, .softmax = softmax_avx512, .pv = pv_avx512,
     .scale = scale_avx512, .kt = kt_avx512,
+    .mask = mask_avx512,
 };
 
 const xf_ft_kern *xf_ft_kern_avx512(void)

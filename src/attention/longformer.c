@@ -131,20 +131,8 @@ static void lf_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const i
                     const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    const int64_t span = (int64_t)c->a * c->b;
-    for (int32_t r = 0; r < nq; r++) {
-        const int32_t i = rows[r];
-        float *sr = s + (size_t)r * XF_FT_BK;
-        if (c->is_g[i])
-            continue;
-        for (int32_t jj = 0; jj < nk; jj++) {
-            if (full[jj] || c->is_g[keys[jj]])
-                continue;
-            int64_t dd = (int64_t)keys[jj] - i;
-            if (dd < -span || dd > span || (c->b > 1 && dd % c->b))
-                sr[jj] = -INFINITY;
-        }
-    }
+    /* local tiles hold no global rows, and global keys are always full */
+    xf_ft_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
 }
 
 const xf_ft_variant xf_ft_longformer = {

@@ -127,21 +127,15 @@ static void str_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const 
 {
     (void)global;
     const int32_t l = c->a;
-    int32_t cls[XF_FT_BK];
-    for (int32_t jj = 0; jj < nk; jj++)
-        cls[jj] = keys[jj] % l;
-    for (int32_t r = 0; r < nq; r++) {
-        const int32_t i = rows[r], ic = i % l;
-        float *sr = s + (size_t)r * XF_FT_BK;
-        for (int32_t jj = 0; jj < nk; jj++) {
-            if (full[jj])
-                continue;
-            int32_t dd = keys[jj] > i ? keys[jj] - i : i - keys[jj];
-            int in = (c->b != 2 && dd < l) || (c->b != 1 && cls[jj] == ic);
-            if (!in)
-                sr[jj] = -INFINITY;
-        }
+    int32_t lo[XF_FT_BQ], hi[XF_FT_BQ], rc[XF_FT_BQ], kc[XF_FT_BK];
+    for (int32_t r = 0; r < nq; r++) {   /* A1: |i − j| < l; A2: j ≡ i (mod l) */
+        lo[r] = c->b != 2 ? rows[r] - l + 1 : 0;
+        hi[r] = c->b != 2 ? rows[r] + l : 0;
+        rc[r] = rows[r] % l;
     }
+    if (c->b != 1)
+        xf_ft_key_classes(keys, nk, l, kc);
+    c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
 }
 
 static const xf_ft_variant str_ft = {

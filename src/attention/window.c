@@ -66,7 +66,7 @@ static void win_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const 
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    xf_ft_win_mask(c->a, 1, rows, nq, keys, full, nk, s);
+    xf_ft_win_mask(c, c->a, 1, rows, nq, keys, full, nk, s);
 }
 
 static const xf_ft_variant win_ft = {
