@@ -5,10 +5,12 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "attention/fam_m.h"
+#include "attention/fam_t.h"
 
 #define XF_FAMM_DMAX 16384          /* widest d_model the position table supports */
 
@@ -77,32 +79,18 @@ static int check_state(const xf_famm_params_t *p, int32_t n_head, int32_t d_head
 
 /* ---- plan / prepare / forward ---- */
 
+/* Smallest distance t = i' − j a tile reads: −(n − 1) bidirectional; causal tiles also read
+ * (then mask) pairs up to 31 (= query tile height − 1) above the diagonal. */
 static int32_t tmin_of(const xf_famm_params_t *p, int32_t nmax)
 {
-    return p->causal ? 0 : -(nmax > 0 ? nmax - 1 : 0);
+    int32_t lo = nmax > 0 ? nmax - 1 : 0;
+    return p->causal ? -(lo < 31 ? lo : 31) : -lo;
 }
 
 static int32_t trows_of(const xf_famm_params_t *p, int32_t nmax)
 {
     int32_t tmax = p->cmem_len + p->mem_len + (nmax > 0 ? nmax - 1 : 0);
     return tmax - tmin_of(p, nmax) + 1;
-}
-
-int xf_famm_plan(const xf_famm_params_t *p, const xf_attn_shape *sh, xf_attn_plan *out)
-{
-    int nmax = xf_sfpm_check_shape(sh);
-    size_t d = (size_t)sh->d_head, L;
-
-    if (nmax < 0)
-        return nmax;
-    L = (size_t)p->cmem_len + (size_t)p->mem_len + (size_t)nmax;
-    out->ws_per_thread = sizeof(float) * (L + 2u * d + 4u);
-    out->ws_shared = sizeof(double) * XF_FAMM_DMAX +
-                     sizeof(float) * (size_t)sh->n_head * (size_t)trows_of(p, nmax) * d;
-    out->state_per_seq = xf_famm_state_size(p, sh->n_head, sh->d_head);
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
-    return 0;
 }
 
 int xf_famm_prepare(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -148,16 +136,169 @@ int xf_famm_prepare(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf
     return 0;
 }
 
-static const float *key_row(void *st, const int32_t *cnt, const xf_sfpm_item_t *it, int kv,
-                            int32_t j)
+#define TQ 32                       /* query rows per tile */
+#define BK XF_FT_BK                 /* keys per chunk */
+
+/* Tile scratch (64-byte aligned pieces): qu, qv [TQ][dp]; kt [dp][BK]; s [TQ][BK];
+ * pt [TQ][2·BK] (position logits); m [TQ]; l [TQ][LW]; acc [TQ][dp]; vbuf [BK][dp]. */
+static int32_t dpad(int32_t d)
+{
+    return (d + 15) & ~15;
+}
+
+static size_t al64(size_t x)
+{
+    return (x + 63u) & ~(size_t)63u;
+}
+
+static size_t tile_ws(int32_t d)
+{
+    size_t dp = (size_t)dpad(d), F = sizeof(float);
+    return 64u + 2u * al64(F * TQ * dp) + al64(F * dp * BK) + al64(F * TQ * BK) +
+           al64(F * TQ * 2u * BK) + al64(F * TQ) + al64(F * TQ * XF_FT_LW) + al64(F * TQ * dp) +
+           al64(F * BK * dp);
+}
+
+typedef struct tile {
+    float *qu, *qv, *kt, *s, *pt, *m, *l, *acc, *vbuf;
+} tile_t;
+
+static void tile_layout(void *ws, int32_t d, tile_t *t)
+{
+    size_t dp = (size_t)dpad(d), F = sizeof(float);
+    unsigned char *b = (unsigned char *)(((uintptr_t)ws + 63u) & ~(uintptr_t)63u);
+#define TAKE(ptr, bytes) (t->ptr = (float *)(void *)b, b += al64(bytes))
+    TAKE(qu, F * TQ * dp);
+    TAKE(qv, F * TQ * dp);
+    TAKE(kt, F * dp * BK);
+    TAKE(s, F * TQ * BK);
+    TAKE(pt, F * TQ * 2u * BK);
+    TAKE(m, F * TQ);
+    TAKE(l, F * TQ * XF_FT_LW);
+    TAKE(acc, F * TQ * dp);
+    TAKE(vbuf, F * BK * dp);
+#undef TAKE
+}
+
+int xf_famm_plan(const xf_famm_params_t *p, const xf_attn_shape *sh, xf_attn_plan *out)
+{
+    int nmax = xf_sfpm_check_shape(sh);
+
+    if (nmax < 0)
+        return nmax;
+    out->ws_per_thread = tile_ws(sh->d_head);
+    out->ws_shared = sizeof(double) * XF_FAMM_DMAX +
+                     sizeof(float) * (size_t)sh->n_head * (size_t)trows_of(p, nmax) *
+                         (size_t)sh->d_head;
+    out->state_per_seq = xf_famm_state_size(p, sh->n_head, sh->d_head);
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+    return 0;
+}
+
+/* Key/value row j of [compressed ; memory ; current] (regions given by base pointers). */
+static inline const float *row_of(const float *const *base, const int32_t *cnt, int32_t j,
+                                  int32_t d)
 {
     if (j < cnt[0])
-        return xf_famm_rows(st, 0, kv, it->head) + (size_t)j * (size_t)it->d;
+        return base[0] + (size_t)j * (size_t)d;
     j -= cnt[0];
     if (j < cnt[1])
-        return xf_famm_rows(st, 1, kv, it->head) + (size_t)j * (size_t)it->d;
-    j -= cnt[1];
-    return (kv ? it->v : it->k) + (size_t)j * (size_t)it->d;
+        return base[1] + (size_t)j * (size_t)d;
+    return base[2] + (size_t)(j - cnt[1]) * (size_t)d;
+}
+
+/* kt[x][jj] = rows[jj][x] (zero past nk), for the kernel's qk */
+static void transpose(const float *const *rows, int32_t nk, int32_t d, float *kt)
+{
+    for (int32_t x = 0; x < d; x++) {
+        float *kx = kt + (size_t)x * BK;
+        for (int32_t jj = 0; jj < nk; jj++)
+            kx[jj] = rows[jj][x];
+        for (int32_t jj = nk; jj < BK; jj++)
+            kx[jj] = 0.0f;
+    }
+}
+
+/* One tile of nq query rows [i0, i0 + nq) of an item: online softmax over the keys in chunks
+ * of BK on the family-T micro-kernels; the position term (q + v)·r_{i'−j} comes from a second
+ * qk over the r rows the chunk needs (t = i' − j spans nq + nk − 1 <= 2·BK values). */
+static void txl_tile(const xf_famm_params_t *p, const xf_sfpm_item_t *it, const float *const *kb,
+                     const float *const *vb, const int32_t *cnt, int32_t i0, int32_t nq,
+                     const float *u, const float *v, const float *rh, int32_t t0, float scale,
+                     float q_scale, tile_t *T)
+{
+    const xf_ft_kern *kn = xf_ft_kern_get();
+    int32_t d = it->d, dp = dpad(d), base = cnt[0] + cnt[1], L = base + it->n;
+    int32_t jmax = p->causal ? base + i0 + nq : L;
+    const float *rows[BK];
+    const float *vt[BK];
+
+    memset(T->qu, 0, sizeof(float) * (size_t)nq * (size_t)dp);
+    memset(T->qv, 0, sizeof(float) * (size_t)nq * (size_t)dp);
+    memset(T->acc, 0, sizeof(float) * (size_t)nq * (size_t)dp);
+    memset(T->l, 0, sizeof(float) * (size_t)nq * XF_FT_LW);
+    for (int32_t r = 0; r < nq; r++) {
+        const float *qi = it->q + (size_t)(i0 + r) * (size_t)d;
+        for (int32_t c = 0; c < d; c++) {
+            float q = qi[c] / q_scale;
+            T->qu[(size_t)r * (size_t)dp + (size_t)c] = q + (u ? u[c] : 0.0f);
+            T->qv[(size_t)r * (size_t)dp + (size_t)c] = q + (v ? v[c] : 0.0f);
+        }
+        T->m[r] = -INFINITY;
+    }
+    for (int32_t j0 = 0; j0 < jmax; j0 += BK) {
+        int32_t nk = jmax - j0 < BK ? jmax - j0 : BK;
+        /* t = i' − j over this tile and chunk: [tlo, tlo + nq + nk − 1) */
+        int32_t tlo = base + i0 - (j0 + nk - 1), nt = nq + nk - 1;
+        if (rh) {
+            for (int32_t h0 = 0; h0 < nt; h0 += BK) {   /* pt[r][tt] = s·qv_r·r_{tlo+tt} */
+                int32_t nh = nt - h0 < BK ? nt - h0 : BK;
+                for (int32_t hh = 0; hh < nh; hh++)
+                    rows[hh] = rh + (size_t)(tlo + h0 + hh - t0) * (size_t)d;
+                transpose(rows, nh, d, T->kt);
+                kn->qk(nq, d, dp, T->qv, T->kt, scale, T->s);
+                for (int32_t r = 0; r < nq; r++)
+                    memcpy(T->pt + (size_t)r * 2u * BK + (size_t)h0, T->s + (size_t)r * BK,
+                           sizeof(float) * (size_t)nh);
+            }
+        }
+        for (int32_t jj = 0; jj < nk; jj++)
+            rows[jj] = row_of(kb, cnt, j0 + jj, d);
+        transpose(rows, nk, d, T->kt);
+        kn->qk(nq, d, dp, T->qu, T->kt, scale, T->s);
+        if (rh)
+            for (int32_t r = 0; r < nq; r++)
+                for (int32_t jj = 0; jj < nk; jj++)
+                    T->s[(size_t)r * BK + (size_t)jj] +=
+                        T->pt[(size_t)r * 2u * BK + (size_t)(base + i0 + r - (j0 + jj) - tlo)];
+        if (p->causal)
+            for (int32_t r = 0; r < nq; r++)
+                for (int32_t jj = 0; jj < nk; jj++)
+                    if (j0 + jj > base + i0 + r)
+                        T->s[(size_t)r * BK + (size_t)jj] = -INFINITY;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            const float *vr = row_of(vb, cnt, j0 + jj, d);
+            if (d == dp) {
+                vt[jj] = vr;
+            } else {
+                float *pr = T->vbuf + (size_t)jj * (size_t)dp;
+                memcpy(pr, vr, sizeof(float) * (size_t)d);
+                memset(pr + d, 0, sizeof(float) * (size_t)(dp - d));
+                vt[jj] = pr;
+            }
+        }
+        kn->softmax(nq, nk, dp, T->s, T->m, T->l, T->acc);
+        kn->pv(nq, nk, dp, T->s, vt, T->acc);
+    }
+    for (int32_t r = 0; r < nq; r++) {
+        float *oi = it->out + (size_t)(i0 + r) * (size_t)it->ldo;
+        float lr = 0.0f;
+        for (int32_t x = 0; x < XF_FT_LW; x++)      /* fixed lane order: deterministic */
+            lr += T->l[(size_t)r * XF_FT_LW + (size_t)x];
+        for (int32_t c = 0; c < d; c++)
+            oi[c] = T->acc[(size_t)r * (size_t)dp + (size_t)c] / lr;
+    }
 }
 
 int xf_famm_forward(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -166,18 +307,19 @@ int xf_famm_forward(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf
 {
     const xf_attn_w_txl_t *w = io->weights;
     int nmax = xf_sfpm_check_shape(sh);
-    int32_t T = trows_of(p, nmax), t0 = tmin_of(p, nmax), d = sh->d_head;
+    int32_t Tn = trows_of(p, nmax), t0 = tmin_of(p, nmax), d = sh->d_head;
     const float *rtab = (const float *)((const double *)ws_shared + XF_FAMM_DMAX);
     int pos = w && w->w_r;
-    float s = io->scale;
+    tile_t T;
 
     if (nmax < 0)
         return nmax;
+    tile_layout(ws_thread, d, &T);
     for (int32_t t = ith; t < pl->n_items; t += nth) {
         xf_sfpm_item_t it;
         void *st = NULL;
-        int32_t cnt[2] = { 0, 0 }, L, base;
-        float *logit = ws_thread, *qu, *qv;
+        int32_t cnt[2] = { 0, 0 };
+        const float *kb[3], *vb[3];
         int fresh = 1, rc;
 
         xf_sfpm_item(sh, io, t, &it);
@@ -193,59 +335,18 @@ int xf_famm_forward(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf
                 cnt[1] = h->mem_rows;
             }
         }
-        base = cnt[0] + cnt[1];
-        L = base + it.n;
-        qu = logit + L;
-        qv = qu + d;
-        for (int32_t i = 0; i < it.n; i++) {
-            const float *qi = it.q + (size_t)i * (size_t)d;
-            float *oi = it.out + (size_t)i * (size_t)it.ldo;
-            const float *rh = rtab + (size_t)it.head * (size_t)T * (size_t)d;
-            int32_t ip = base + i, jend = p->causal ? ip + 1 : L;
-            float mx = -INFINITY;
-
-            for (int32_t c = 0; c < d; c++) {
-                float q = qi[c] / io->q_scale;
-                qu[c] = q + (w && w->u ? w->u[(size_t)it.head * (size_t)d + (size_t)c] : 0.0f);
-                qv[c] = q + (w && w->v ? w->v[(size_t)it.head * (size_t)d + (size_t)c] : 0.0f);
-            }
-            for (int32_t j = 0; j < jend; j++) {
-                float x = xf_sfpm_dot(qu, key_row(st, cnt, &it, 0, j), d);
-                if (pos)
-                    x += xf_sfpm_dot(qv, rh + (size_t)(ip - j - t0) * (size_t)d, d);
-                x *= s;
-                logit[j] = x;
-                mx = x > mx ? x : mx;
-            }
-            {
-                double l = 0;
-                for (int32_t j = 0; j < jend; j++) {      /* weights in (0, 1] */
-                    logit[j] = expf(logit[j] - mx);
-                    l += (double)logit[j];
-                }
-                /* fp32 partial sums over 32 keys, added in double; column blocks of 64 */
-                for (int32_t c0 = 0; c0 < d; c0 += 64) {
-                    double acc[64];
-                    int32_t cw = d - c0 < 64 ? d - c0 : 64;
-                    memset(acc, 0, sizeof(double) * (size_t)cw);
-                    for (int32_t j0 = 0; j0 < jend; j0 += 32) {
-                        float part[64];
-                        int32_t j1 = j0 + 32 < jend ? j0 + 32 : jend;
-                        memset(part, 0, sizeof(float) * (size_t)cw);
-                        for (int32_t j = j0; j < j1; j++) {
-                            const float *vr = key_row(st, cnt, &it, 1, j) + c0;
-                            float wgt = logit[j];
-                            for (int32_t c = 0; c < cw; c++)
-                                part[c] += wgt * vr[c];
-                        }
-                        for (int32_t c = 0; c < cw; c++)
-                            acc[c] += (double)part[c];
-                    }
-                    for (int32_t c = 0; c < cw; c++)
-                        oi[c0 + c] = (float)(acc[c] / l);
-                }
-            }
-        }
+        kb[0] = cnt[0] ? xf_famm_rows(st, 0, 0, it.head) : NULL;
+        vb[0] = cnt[0] ? xf_famm_rows(st, 0, 1, it.head) : NULL;
+        kb[1] = cnt[1] ? xf_famm_rows(st, 1, 0, it.head) : NULL;
+        vb[1] = cnt[1] ? xf_famm_rows(st, 1, 1, it.head) : NULL;
+        kb[2] = it.k;
+        vb[2] = it.v;
+        for (int32_t i0 = 0; i0 < it.n; i0 += TQ)
+            txl_tile(p, &it, kb, vb, cnt, i0, it.n - i0 < TQ ? it.n - i0 : TQ,
+                     w && w->u ? w->u + (size_t)it.head * (size_t)d : NULL,
+                     w && w->v ? w->v + (size_t)it.head * (size_t)d : NULL,
+                     pos ? rtab + (size_t)it.head * (size_t)Tn * (size_t)d : NULL, t0,
+                     io->scale, io->q_scale, &T);
     }
     return 0;
 }
