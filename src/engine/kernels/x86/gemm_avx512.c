@@ -19,10 +19,23 @@
 #define NV 3                 /* zmm vectors per row = 48 columns */
 #define NR (16 * NV)
 #define KC XF_GEMM_KC
-#ifndef XF_GEMM_NC_GROUPS
-#define XF_GEMM_NC_GROUPS 16
-#endif
-#define NC (NR * XF_GEMM_NC_GROUPS)
+#define NC_GROUPS_MAX 16      /* 16 × 48 columns: a 256×768 block of W = 768 KB */
+
+/* Columns per NC block: a KC×NC block of W should take at most half of L2 (set once by
+ * xf_gemm_avx512_setup from the L2 size; 2 MB on Sapphire Rapids, 1 MB on Zen 5). Only the
+ * blocking depends on it, not the per-element sums. */
+static int nc_cols = NR * NC_GROUPS_MAX;
+#define NC nc_cols
+
+void xf_gemm_avx512_setup(long l2_bytes)
+{
+    long groups = l2_bytes > 0 ? l2_bytes / 2 / ((long)KC * NR * (long)sizeof(float)) : 0;
+    if (groups < 1)
+        groups = NC_GROUPS_MAX;
+    if (groups > NC_GROUPS_MAX)
+        groups = NC_GROUPS_MAX;
+    nc_cols = NR * (int)groups;
+}
 
 #define XF_INLINE static inline __attribute__((always_inline))
 

@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <unistd.h>
 
 #include "engine/kernels/x86/vmath_avx512.h"
 #include "engine/kernels/x86/x86.h"
@@ -37,6 +38,7 @@ double xf_fma_loop_avx512(int64_t iters, float *sink)
 
 void xf_kernels_fill_avx512(xf_kernels_t *t)
 {
+    xf_gemm_avx512_setup(sysconf(_SC_LEVEL2_CACHE_SIZE));
     t->gemm_path = "own-avx512";
     t->linear = xf_linear_avx512;
     fill_ops_avx512(t);

@@ -20,6 +20,10 @@ void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx
                     const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                     int ith, int nth);
 
+/* Blocking of the AVX-512 GEMM for this CPU's L2 size in bytes (<= 0: unknown, default).
+ * Called once before the table is used. */
+void xf_gemm_avx512_setup(long l2_bytes);
+
 /* Fill the slots this ISA implements (the rest stay as given). */
 void xf_kernels_fill_avx2(xf_kernels_t *t);
 void xf_kernels_fill_avx512(xf_kernels_t *t);
