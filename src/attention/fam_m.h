@@ -2,9 +2,8 @@
  * [compressed memory ; memory ; current], relative-position terms by index (r_t = R_t W_r with
  * u/v biases), state read at the start and written by state_update() at the end. Variants:
  * Transformer-XL (txl) and Compressive. Also the per-sequence state layout and the session blob
- * of §22.1 (header, CRC-32C, validation on read).
- *
- * State = one layer of one sequence: a 64-byte header, then for each region in the order
+ * of §22.1 (header, CRC-32C, validation on read). */
+/* State = one layer of one sequence: a 64-byte header, then for each region in the order
  * compressed memory, memory, pending (compressive rows waiting for a full group): K as
  * [n_head][cap][d_head] floats, then V the same. Rows are the *projected* keys/values of the
  * remembered tokens (equivalent to caching the layer inputs for txl and mean compression,

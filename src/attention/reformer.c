@@ -1,11 +1,9 @@
-/* Reformer LSH attention (ATTENTION.md §10), family P. Rotations R_ρ [d][nb/2] from stream
- * (seed, layer, head, LSH, ρ); bucket = argmax([x̂R; −x̂R]) in double.
- * "substitute" (default, BERT): q̂ and k̂ hashed with the same R_ρ, A(i) = ∪_ρ keys of q_i's
- * bucket (optionally the max_bucket nearest in position), logits s·q·k, A(i) = {i} if empty.
- * "shared" (shared-QK checkpoints): x = q serves as query and key, keys x/‖x‖, logit x_i·k̂_j,
- * positions sorted by (bucket, position) and cut into chunks; a query sees same-bucket positions
- * in chunks t − before … t + after (no wrap-around), self excluded unless alone. Rounds are a
- * union (each key once), one softmax. */
+/* Reformer LSH attention (ATTENTION.md §10), family P: rotations R_ρ from stream
+ * (seed, layer, head, LSH, ρ), bucket = argmax([x̂R; −x̂R]) in double; rounds are a union (each
+ * key once), one softmax. "substitute" (default, BERT): q̂, k̂ hashed alike, A(i) = keys of q_i's
+ * buckets (optionally the max_bucket nearest), logits s·q·k. "shared" (shared-QK): x = q, keys
+ * x/‖x‖, logit x_i·k̂_j, same-bucket positions in sorted chunks t − before … t + after (no
+ * wrap-around), self excluded unless alone. */
 #include "config.h"
 
 #include <math.h>

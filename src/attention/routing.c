@@ -1,10 +1,8 @@
-/* Routing Transformer / clustered attention (ATTENTION.md §11), family P.
- * "routed" (substitute without trained centroids): spherical k-means (§11: seeded partial
- * Fisher–Yates init over the 2n points q̂_0..q̂_{n−1}, k̂_0..k̂_{n−1}; iters Lloyd steps) per
- * (sequence, head); A(i) = keys of q_i's cluster, else the keys of the key-owning centroid
- * nearest q̂_i; logits s·q·k. "clustered" (Vyas et al.): Euclidean k-means of the raw queries
- * (same seeded init over the n queries), centroid = mean of the final members, each member gets
- * the dense attention output of its centroid. All clustering arithmetic in double. */
+/* Routing / clustered attention (ATTENTION.md §11), family P; clustering in double. "routed":
+ * spherical k-means per (sequence, head) (seeded init over the 2n points q̂_0.., k̂_0..; Lloyd
+ * steps); A(i) = keys of q_i's cluster, else of the key-owning centroid nearest q̂_i.
+ * "clustered" (Vyas et al.): Euclidean k-means of the raw queries (same seeded init); each
+ * member gets the dense attention output of its cluster's mean query. */
 #include "config.h"
 
 #include <math.h>

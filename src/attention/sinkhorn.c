@@ -1,10 +1,8 @@
-/* Sparse Sinkhorn attention (ATTENTION.md §12), family P, parameter-free substitute. Blocks of
- * `block` tokens; block similarity R_ac = s·(mean_a q)·(mean_c k) ("qk") or (mean_a k)·(mean_c k)
- * ("kk"), in double. hard (default): a query in block a attends its own block plus the k_s
- * blocks c ≠ a with the largest R_ac (ties to the lower c) — real keys, each once.
- * soft: deterministic log-space Sinkhorn on R/τ (iters row/column normalisations, no Gumbel),
- * P = exp(S); sorted block a = Σ_c P_ac (K_c, V_c) row-wise (rows a ragged block lacks are
- * skipped); a query in block a attends [K_a ; K^σ_a] (k_s is not used in soft mode). */
+/* Sparse Sinkhorn attention (ATTENTION.md §12), family P, parameter-free substitute: block
+ * similarity R_ac = s·(mean_a q)·(mean_c k) ("qk") or (mean_a k)·(mean_c k) ("kk"), in double.
+ * hard: own block + the k_s blocks c ≠ a with the largest R_ac (ties: lower c), real keys.
+ * soft: log-space Sinkhorn on R/τ (no Gumbel), P = exp(S), sorted block a = Σ_c P_ac (K_c, V_c)
+ * row-wise (rows a ragged block lacks are skipped); queries attend [K_a ; K^σ_a] (no k_s). */
 #include "config.h"
 
 #include <math.h>

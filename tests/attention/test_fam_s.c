@@ -315,6 +315,25 @@ static void test_independence(void **state)
     xf_ref_independence(NULL, &xf_attn_isab, "{\"m\":7,\"seed\":4}");
     xf_ref_independence(NULL, &xf_attn_isab, "{\"m\":7,\"mode\":\"soft\"}");
     xf_ref_independence(NULL, &xf_attn_nystrom, "{\"landmarks\":9}");
+    {   /* ISAB k-means init is seeded: same seed same bits, another seed other output */
+        static const int32_t lens[] = { 150, 17 };
+        _Alignas(8) unsigned char p1[XF_ATTN_PARAMS_MAX];
+        _Alignas(8) unsigned char p2[XF_ATTN_PARAMS_MAX];
+        char err[64];
+        xf_rbatch_t *b = xf_rbatch_new(2, lens, 2, 32, 1.0f, 5);
+        size_t cnt = (size_t)b->n_tok * 2 * 32;
+        float *o1 = malloc(cnt * sizeof(float));
+        assert_int_equal(xf_ref_parse(&xf_attn_isab, "{\"m\":6,\"seed\":1}", p1, err, 64), 0);
+        assert_int_equal(xf_ref_parse(&xf_attn_isab, "{\"m\":6,\"seed\":2}", p2, err, 64), 0);
+        assert_int_equal(xf_ref_run(&xf_attn_isab, p1, b, 2, NULL, NULL, NULL, NULL), 0);
+        memcpy(o1, b->out, cnt * sizeof(float));
+        assert_int_equal(xf_ref_run(&xf_attn_isab, p2, b, 2, NULL, NULL, NULL, NULL), 0);
+        assert_memory_not_equal(o1, b->out, cnt * sizeof(float));
+        assert_int_equal(xf_ref_run(&xf_attn_isab, p1, b, 3, NULL, NULL, NULL, NULL), 0);
+        assert_memory_equal(o1, b->out, cnt * sizeof(float));
+        free(o1);
+        xf_rbatch_free(b);
+    }
     xf_ref_independence(NULL, &xf_attn_linformer, "{\"k\":17}");
     xf_ref_independence(NULL, &xf_attn_memcomp, "{}");
 }
