@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attention/fam_s.h"
+#include "attention/params.h"
 #include "attention/fam_t.h"
 #include "attention/rng.h"
 
@@ -20,74 +21,60 @@ int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg)
     return XF_EPARAM;
 }
 
-static int parse_one(const xf_pkey_t *pk, void *params, const json_t *val, char *err,
+/* One key through the shared readers of params.h (absent keys keep their defaults). */
+static int parse_one(const xf_pkey_t *pk, void *params, const json_t *obj, char *err,
                      size_t errlen)
 {
-    char msg[160];
-    unsigned char *base = params;
+    unsigned char *at = (unsigned char *)params + pk->off;
+    const json_t *val = json_object_get(obj, pk->key);
+    int32_t i32;
+    int iv;
 
+    if (!val)
+        return 0;
     switch (pk->kind) {
-    case XF_PK_INT:
-    case XF_PK_AUTO: {
-        json_int_t x;
-        if (pk->kind == XF_PK_AUTO && json_is_string(val)) {
+    case XF_PK_AUTO:
+        if (json_is_string(val)) {
             if (strcmp(json_string_value(val), "auto") != 0)
-                return xf_sfpm_err(err, errlen, pk->key, "must be an integer or \"auto\"");
-            memcpy(base + pk->off, &(int32_t){ 0 }, sizeof(int32_t));
+                return xf_par_err(err, errlen, "%s: must be an integer or \"auto\"", pk->key);
+            memset(at, 0, sizeof(int32_t));
             return 0;
         }
-        if (!json_is_integer(val))
-            return xf_sfpm_err(err, errlen, pk->key, "must be an integer");
-        x = json_integer_value(val);
-        if ((double)x < pk->lo || (double)x > pk->hi) {
-            snprintf(msg, sizeof(msg), "must be in [%.0f, %.0f]", pk->lo, pk->hi);
-            return xf_sfpm_err(err, errlen, pk->key, msg);
-        }
-        memcpy(base + pk->off, &(int32_t){ (int32_t)x }, sizeof(int32_t));
+        /* fall through */
+    case XF_PK_INT:
+        memcpy(&i32, at, sizeof(i32));
+        if (xf_par_int(obj, pk->key, (int64_t)pk->lo, (int64_t)pk->hi, &i32, err, errlen))
+            return XF_EPARAM;
+        memcpy(at, &i32, sizeof(i32));
         return 0;
-    }
     case XF_PK_REAL: {
+        float f = 0.0f;
         double x;
-        if (!json_is_number(val))
-            return xf_sfpm_err(err, errlen, pk->key, "must be a number");
-        x = json_number_value(val);
-        if (!(x >= pk->lo && x <= pk->hi)) {
-            snprintf(msg, sizeof(msg), "must be in [%g, %g]", pk->lo, pk->hi);
-            return xf_sfpm_err(err, errlen, pk->key, msg);
-        }
-        memcpy(base + pk->off, &x, sizeof(double));
+        if (json_is_null(val))
+            return 0;
+        if (xf_par_float(obj, pk->key, pk->lo, 0, pk->hi, &f, err, errlen))
+            return XF_EPARAM;
+        x = json_number_value(val);             /* keep the full double */
+        memcpy(at, &x, sizeof(x));
         return 0;
     }
     case XF_PK_BOOL:
-        if (!json_is_boolean(val))
-            return xf_sfpm_err(err, errlen, pk->key, "must be true or false");
-        memcpy(base + pk->off, &(int32_t){ json_is_true(val) ? 1 : 0 }, sizeof(int32_t));
+    case XF_PK_ENUM:
+        memcpy(&i32, at, sizeof(i32));
+        iv = i32;
+        if (pk->kind == XF_PK_BOOL ? xf_par_bool(obj, pk->key, &iv, err, errlen)
+                                   : xf_par_enum(obj, pk->key, pk->names, &iv, err, errlen))
+            return XF_EPARAM;
+        i32 = iv;
+        memcpy(at, &i32, sizeof(i32));
         return 0;
-    case XF_PK_ENUM: {
-        const char *s;
-        size_t used = 0;
-        if (!json_is_string(val))
-            return xf_sfpm_err(err, errlen, pk->key, "must be a string");
-        s = json_string_value(val);
-        for (int32_t i = 0; pk->names[i]; i++) {
-            if (strcmp(pk->names[i], s) == 0) {
-                memcpy(base + pk->off, &i, sizeof(int32_t));
-                return 0;
-            }
-        }
-        used = (size_t)snprintf(msg, sizeof(msg), "must be one of");
-        for (int32_t i = 0; pk->names[i] && used < sizeof(msg); i++)
-            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s \"%s\"",
-                                     i ? "," : "", pk->names[i]);
-        return xf_sfpm_err(err, errlen, pk->key, msg);
-    }
     case XF_PK_SEED: {
-        json_int_t x;
+        int64_t x = 0;
         uint64_t u;
-        if (!json_is_integer(val) || (x = json_integer_value(val)) < 0)
-            return xf_sfpm_err(err, errlen, pk->key, "must be an integer >= 0");
+        if (xf_par_i64(obj, pk->key, 0, INT64_MAX, &x, err, errlen))
+            return XF_EPARAM;
         u = (uint64_t)x;
-        memcpy(base + pk->off, &u, sizeof(u));
+        memcpy(at, &u, sizeof(u));
         return 0;
     }
     }
@@ -97,26 +84,21 @@ static int parse_one(const xf_pkey_t *pk, void *params, const json_t *val, char 
 int xf_sfpm_parse(const xf_pkey_t *keys, int nkeys, void *params, const json_t *obj, char *err,
                   size_t errlen)
 {
-    const char *key;
-    json_t *val;
+    const char *names[33];
 
     if (!json_is_object(obj))
         return xf_sfpm_err(err, errlen, "params", "must be a JSON object");
-    json_object_foreach((json_t *)obj, key, val) {
-        int found = 0;
-        if (strcmp(key, "variant") == 0)
-            continue;
-        for (int i = 0; i < nkeys; i++) {
-            if (strcmp(keys[i].key, key) == 0) {
-                int rc = parse_one(&keys[i], params, val, err, errlen);
-                if (rc)
-                    return rc;
-                found = 1;
-                break;
-            }
-        }
-        if (!found)
-            return xf_sfpm_err(err, errlen, key, "unknown parameter");
+    if (nkeys > 32)
+        return xf_sfpm_err(err, errlen, "params", "bad parameter table");
+    for (int i = 0; i < nkeys; i++)
+        names[i] = keys[i].key;
+    names[nkeys] = NULL;
+    if (xf_par_keys(obj, names, err, errlen))
+        return XF_EPARAM;
+    for (int i = 0; i < nkeys; i++) {
+        int rc = parse_one(&keys[i], params, obj, err, errlen);
+        if (rc)
+            return rc;
     }
     return 0;
 }
