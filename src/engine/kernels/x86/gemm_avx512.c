@@ -165,7 +165,7 @@ static int tile_masks(int ncol, __mmask16 *msk)
     return (ncol + 15) / 16;
 }
 
-/* Columns [c0, c1) (c0 a multiple of NR) and rows [r0, r1) of y. */
+/* Columns [c0, c1) (c0 a multiple of 16) and rows [r0, r1) of y. */
 static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, const float *x,
                        size_t ldx, const float *bias, enum xf_epilogue epi, float *y,
                        size_t ldy)
@@ -206,10 +206,11 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
     int groups = (w->n + NR - 1) / NR;
     int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
     if (groups >= 2 * nth || m < 4 * MR * nth) {
-        int g0, g1;
-        xf_split_rows(groups, ith, nth, &g0, &g1);
-        c0 = g0 * NR;
-        c1 = g1 * NR < w->n ? g1 * NR : w->n;
+        /* in 16-column panels, so that any nth gets an even share */
+        int panels = (w->n + 15) / 16, p0, p1;
+        xf_split_rows(panels, ith, nth, &p0, &p1);
+        c0 = p0 * 16;
+        c1 = p1 * 16 < w->n ? p1 * 16 : w->n;
     } else {
         int blocks = (m + MR - 1) / MR, b0, b1;
         xf_split_rows(blocks, ith, nth, &b0, &b1);
