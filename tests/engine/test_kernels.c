@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../helpers/xf_test.h"
 #include "engine/cpu.h"
@@ -46,6 +48,44 @@ static void free_u(float *p)
 {
     if (p)
         free(p - 1);
+}
+
+/* XF_CPU caps the level xf_kernels() uses. The detection runs once per process, so each cap
+ * is checked in a forked child before this process initialises anything (this test runs
+ * first); the child's exit status is the verdict. */
+static int cap_child(const char *cap)
+{
+    setenv("XF_CPU", cap, 1);
+    unsetenv("XF_GEMM");
+    const xf_cpu_t *c = xf_cpu();
+    const char *path = xf_kernels()->gemm_path;
+    if (strcmp(cap, "generic") == 0)
+        return c->level == XF_ISA_GENERIC && strncmp(path, "own-", 4) != 0 ? 0 : 1;
+    if (strcmp(cap, "avx2") == 0) {
+        if (c->level_max < XF_ISA_AVX2)
+            return c->level == c->level_max ? 0 : 2;
+        return c->level == XF_ISA_AVX2 && strcmp(path, "own-avx2") == 0 ? 0 : 3;
+    }
+    /* an unknown value is ignored */
+    return c->level == c->level_max ? 0 : 4;
+}
+
+static void test_cpu_cap(void **state)
+{
+    (void)state;
+    static const char *const caps[] = { "generic", "avx2", "bogus" };
+    for (int i = 0; i < 3; i++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            _exit(cap_child(caps[i]));
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        if (WEXITSTATUS(st) != 0)
+            fail_msg("XF_CPU=%s: child check %d failed", caps[i], WEXITSTATUS(st));
+    }
 }
 
 static void test_tables(void **state)
@@ -585,8 +625,8 @@ static void test_qk_tile(void **state)
     }
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_tables), cmocka_unit_test(test_linear),
-             cmocka_unit_test(test_linear_edges),
+XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
+             cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),
              cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split),
