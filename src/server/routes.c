@@ -318,7 +318,7 @@ static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_R
         *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
         return -1;
     }
-    if (rc < 0) {
+    if (rc != 0 || !a) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: %s",
                                    err[0] ? err : xf_strerror(rc));
         return -1;
@@ -334,7 +334,7 @@ static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_R
         return -1;
     }
     rc = xf_attn_check(a, req->srv->model, err, sizeof err);
-    if (rc < 0) {
+    if (rc != 0) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: variant %s: %s",
                                    xf_attn_name(a), err[0] ? err : xf_strerror(rc));
         xf_attn_free(a);
