@@ -763,7 +763,7 @@ int main(int argc, char **argv)
     result *res;
     float *dense_out, *dense_out2, *var_out, *dense_pooled, *var_pooled, *dense_hid, *var_hid;
     char model_dir[512];
-    double st[4];
+    double st[4], t_all = now_ms();
 
     parse_ns("512,1024,2048,4096", &o);
     for (int i = 1; i < argc; i++) {
@@ -993,6 +993,16 @@ int main(int argc, char **argv)
         }
         fprintf(stderr, "bench_attention: n=%d done in %.1f s\n", n,
                 (now_ms() - t_start) * 1e-3);
+    }
+    {
+        FILE *f = fopen("/proc/loadavg", "r");
+        snprintf(host_load, sizeof host_load, "?");
+        if (f) {
+            if (fgets(host_load, sizeof host_load, f))
+                host_load[strcspn(host_load, " ")] = '\0';
+            fclose(f);
+        }
+        printf("# done load1=%s elapsed_s=%.0f\n", host_load, (now_ms() - t_all) * 1e-3);
     }
     if (tsv)
         fclose(tsv);

@@ -90,8 +90,11 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # Columns: variant n params attn_ms dense_ms speedup ws_bytes rel_err rel_err_local model_ms
 # model_dense_ms model_speedup emb_cos hid_rel_err status. Rows that did not run (status != ok) are skipped.
-awk -F'\t' -v dir="$tmp" 'NR > 1 && $15 == "ok" && $4 > 0 && $1 != "self_only" {
-    f = dir "/" $1 ".dat"; print $2, $4 >> f
+# ATTN_PLOT_TIME=cpu plots the median process CPU time instead of wall time.
+col=4; what='wall'
+[ "${ATTN_PLOT_TIME:-wall}" = cpu ] && { col=16; what='CPU (both threads)'; }
+awk -F'\t' -v dir="$tmp" -v col="$col" 'NR > 1 && $15 == "ok" && $col > 0 && $1 != "self_only" {
+    f = dir "/" $1 ".dat"; print $2, $col >> f
     if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
 } END { for (i = 1; i <= k; i++) print order[i] > (dir "/variants") }' "$tsv"
 [ -s "$tmp/dense.dat" ] || { echo "plot_attention.sh: no dense rows in $tsv" >&2; exit 1; }
@@ -136,7 +139,7 @@ set output '$png'
 set title "Attention time vs sequence length (BERT-base heads 12x64, one sequence)\n${hdr:-$title}"
 set logscale xy 2
 set xlabel 'n (tokens)'
-set ylabel 'attention time per layer (ms, median)'
+set ylabel 'attention time per layer (ms, median, $what)'
 set xtics (512, 1024, 2048, 4096)
 set format y '%g'
 set grid xtics ytics mytics
