@@ -5,9 +5,11 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "attention/fam_f.h"
+#include "attention/fam_t.h"
 #include "attention/rng.h"
 
 int32_t xf_famf_features(const xf_famf_map_t *mp)
@@ -15,39 +17,62 @@ int32_t xf_famf_features(const xf_famf_map_t *mp)
     return (mp->kind == XF_FAMF_TRIG || mp->kind == XF_FAMF_TRIGNORM) ? 2 * mp->r : mp->r;
 }
 
-static size_t al8(size_t x)
+/* Scratch of one item, every piece 64-byte aligned (the T micro-kernels' layout): see item(). */
+typedef struct flay {
+    float *pre, *wt, *x, *s, *phit, *acc, *vbuf, *sf;
+    double *g, *S, *z, *za, *phi, *num, *den, *flo, *vmean;
+} flay_t;
+
+static size_t al64(size_t x)
 {
-    return (x + 7u) & ~(size_t)7u;
+    return (x + 63u) & ~(size_t)63u;
+}
+
+static int32_t dpad(int32_t d)
+{
+    return (d + 15) & ~15;
+}
+
+static size_t flayout(const xf_famf_map_t *mp, int32_t n, int32_t d, void *ws, flay_t *l)
+{
+    size_t F = (size_t)xf_famf_features(mp), r = (size_t)mp->r, N = (size_t)n;
+    size_t dp = (size_t)dpad(d), rc = (r + XF_FT_BK - 1) / XF_FT_BK, off = 0;
+    unsigned char *b = ws ? (unsigned char *)(((uintptr_t)ws + 63u) & ~(uintptr_t)63u) : NULL;
+#define TAKE(ptr, type, cnt)                                                      \
+    do {                                                                          \
+        if (l)                                                                    \
+            l->ptr = (type *)(void *)(b + off);                                   \
+        off += al64(sizeof(type) * (size_t)(cnt));                                \
+    } while (0)
+    TAKE(pre, float, N * r);                    /* projections of the keys */
+    TAKE(wt, float, rc * dp * XF_FT_BK);        /* Wᵀ in chunks of 64 features */
+    TAKE(x, float, (size_t)XF_SFPM_TQ * dp);    /* mapped inputs of a block */
+    TAKE(s, float, (size_t)XF_SFPM_TQ * XF_FT_BK);
+    TAKE(phit, float, (F > XF_FT_BK ? F : XF_FT_BK) * XF_FT_BK); /* φ blocks, transposed */
+    TAKE(acc, float, (size_t)XF_SFPM_TQ * dp);
+    TAKE(vbuf, float, (size_t)XF_FT_BK * dp);
+    TAKE(sf, float, (F + XF_FT_BK) * dp);       /* fp32 S, rows padded to dp */
+    TAKE(g, double, N);
+    TAKE(S, double, F * (size_t)d);
+    TAKE(z, double, F);
+    TAKE(za, double, F);
+    TAKE(phi, double, F);
+    TAKE(num, double, (size_t)XF_SFPM_TQ * (size_t)d);
+    TAKE(den, double, XF_SFPM_TQ);
+    TAKE(flo, double, XF_SFPM_TQ);
+    TAKE(vmean, double, (size_t)d);
+#undef TAKE
+    return off + 64u;
 }
 
 size_t xf_famf_ws(const xf_famf_map_t *mp, int32_t nmax, int32_t d)
 {
-    size_t F = (size_t)xf_famf_features(mp), r = (size_t)mp->r, n = (size_t)nmax;
-
-    return al8(sizeof(float) * n * r)            /* pre-activations of the keys */
-           + sizeof(double) * n                  /* per-key log weight */
-           + sizeof(double) * F * (size_t)d      /* S */
-           + sizeof(double) * 3u * F             /* z, Σ|φ|, φ */
-           + sizeof(double) * 2u * (size_t)d     /* numerator, mean of V */
-           + al8(sizeof(float) * ((size_t)d + r)) /* mapped input, its projection */
-           + al8(sizeof(float) * F * (size_t)d)   /* fp32 partial S / fp32 copy of S */
-           + al8(sizeof(float) * 32u * F);        /* features of a block of 32 keys */
+    return flayout(mp, nmax, d, NULL, NULL);
 }
 
 static inline float elu1(float x)
 {
     return x > 0 ? x + 1.0f : expf(x);
-}
-
-/* pre = W·x (r rows) for the projection maps, x itself for LINEAR. */
-static void project(const xf_famf_map_t *mp, const float *x, int32_t d, float *pre)
-{
-    if (mp->kind == XF_FAMF_LINEAR) {
-        memcpy(pre, x, sizeof(float) * (size_t)d);
-        return;
-    }
-    for (int32_t r = 0; r < mp->r; r++)
-        pre[r] = xf_sfpm_dot(mp->w + (size_t)r * (size_t)d, x, d);
 }
 
 /* x = mul·raw (or the unit vector for TRIGNORM); returns ‖x‖²/2. */
@@ -97,133 +122,188 @@ static void expand(const xf_famf_map_t *mp, const float *pre, double g, double *
     }
 }
 
+/* Projections pre[row][0..r) of nq mapped rows (x, [nq][dp]) by the transposed W chunks
+ * (LINEAR: the rows themselves). */
+static void project_block(const xf_ft_kern *kn, const xf_famf_map_t *mp, const flay_t *l,
+                          int32_t nq, int32_t d, float *pre, int32_t ldp)
+{
+    int32_t dp = dpad(d), r = mp->r;
+
+    if (mp->kind == XF_FAMF_LINEAR) {
+        for (int32_t q = 0; q < nq; q++)
+            memcpy(pre + (size_t)q * (size_t)ldp, l->x + (size_t)q * (size_t)dp,
+                   sizeof(float) * (size_t)d);
+        return;
+    }
+    for (int32_t f0 = 0, ch = 0; f0 < r; f0 += XF_FT_BK, ch++) {
+        int32_t nf = r - f0 < XF_FT_BK ? r - f0 : XF_FT_BK;
+        kn->qk(nq, d, dp, l->x, l->wt + (size_t)ch * (size_t)dp * XF_FT_BK, 1.0f, l->s);
+        for (int32_t q = 0; q < nq; q++)
+            memcpy(pre + (size_t)q * (size_t)ldp + f0, l->s + (size_t)q * XF_FT_BK,
+                   sizeof(float) * (size_t)nf);
+    }
+}
+
+/* x rows of a block: mapped inputs, zero-padded to dp; returns ‖x‖²/2 per row into h. */
+static void map_block(const xf_famf_map_t *mp, const float *raw, int32_t nq, int32_t d,
+                      float mul, const flay_t *l, double *h)
+{
+    int32_t dp = dpad(d);
+
+    memset(l->x, 0, sizeof(float) * (size_t)nq * (size_t)dp);
+    for (int32_t q = 0; q < nq; q++)
+        h[q] = map_input(mp, raw + (size_t)q * (size_t)d, d, mul, l->x + (size_t)q * (size_t)dp);
+}
+
 void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
 {
-    int32_t n = it->n, d = it->d, r = mp->r, F = xf_famf_features(mp);
-    unsigned char *p = ws;
-    float *pre = (float *)p;
-    double *g, *S, *z, *za, *phi, *num, *vmean, G = -INFINITY;
-    float *x, *qpre, *Sf, *phib;
+    const xf_ft_kern *kn = xf_ft_kern_get();
+    int32_t n = it->n, d = it->d, dp = dpad(d), r = mp->r, F = xf_famf_features(mp);
     int trig = mp->kind == XF_FAMF_TRIG || mp->kind == XF_FAMF_TRIGNORM;
+    double G = -INFINITY, h[XF_SFPM_TQ];
+    const float *vt[XF_FT_BK];
+    int32_t rows[XF_FT_BK];
+    flay_t l;
 
-    p += al8(sizeof(float) * (size_t)n * (size_t)r);
-    g = (double *)p;
-    S = g + n;
-    z = S + (size_t)F * (size_t)d;
-    za = z + F;
-    phi = za + F;
-    num = phi + F;
-    vmean = num + d;
-    x = (float *)(vmean + d);
-    qpre = x + d;
-    Sf = (float *)((unsigned char *)x + al8(sizeof(float) * ((size_t)d + (size_t)r)));
-    phib = (float *)((unsigned char *)Sf + al8(sizeof(float) * (size_t)F * (size_t)d));
+    flayout(mp, n, d, ws, &l);
+    /* Wᵀ chunks for the kernel's qk: wt[ch][x][ff] = W[64·ch + ff][x] */
+    for (int32_t f0 = 0, ch = 0; mp->w && f0 < r; f0 += XF_FT_BK, ch++) {
+        int32_t nf = r - f0 < XF_FT_BK ? r - f0 : XF_FT_BK;
+        float *w = l.wt + (size_t)ch * (size_t)dp * XF_FT_BK;
+        for (int32_t ff = 0; ff < nf; ff++)
+            rows[ff] = f0 + ff;
+        kn->kt(nf, d, mp->w, rows, w);
+        for (int32_t x = d; x < dp; x++)
+            memset(w + (size_t)x * XF_FT_BK, 0, sizeof(float) * XF_FT_BK);
+    }
 
     /* Keys: projections and log weights, then one shift G for this (sequence, head). */
-    for (int32_t j = 0; j < n; j++) {
-        float *pj = pre + (size_t)j * (size_t)r;
-        double h = map_input(mp, it->k + (size_t)j * (size_t)d, d, mp->kmul, x);
-        project(mp, x, d, pj);
-        if (mp->kind == XF_FAMF_FAVOR) {
-            float mx = -INFINITY;
-            for (int32_t c = 0; c < r; c++)
-                mx = pj[c] > mx ? pj[c] : mx;
-            g[j] = -h;
-            if ((double)mx - h > G)
-                G = (double)mx - h;
-        } else if (mp->kind == XF_FAMF_TRIG) {
-            g[j] = h;
-            if (h > G)
-                G = h;
-        } else {
-            g[j] = 0;
-            G = 0;
+    for (int32_t j0 = 0; j0 < n; j0 += XF_SFPM_TQ) {
+        int32_t nq = n - j0 < XF_SFPM_TQ ? n - j0 : XF_SFPM_TQ;
+        map_block(mp, it->k + (size_t)j0 * (size_t)d, nq, d, mp->kmul, &l, h);
+        project_block(kn, mp, &l, nq, d, l.pre + (size_t)j0 * (size_t)r, r);
+        for (int32_t q = 0; q < nq; q++) {
+            const float *pj = l.pre + (size_t)(j0 + q) * (size_t)r;
+            int32_t j = j0 + q;
+            if (mp->kind == XF_FAMF_FAVOR) {
+                float mx = -INFINITY;
+                for (int32_t c = 0; c < r; c++)
+                    mx = pj[c] > mx ? pj[c] : mx;
+                l.g[j] = -h[q];
+                if ((double)mx - h[q] > G)
+                    G = (double)mx - h[q];
+            } else if (mp->kind == XF_FAMF_TRIG) {
+                l.g[j] = h[q];
+                if (h[q] > G)
+                    G = h[q];
+            } else {
+                l.g[j] = 0;
+                G = 0;
+            }
         }
     }
-    memset(S, 0, sizeof(double) * (size_t)F * (size_t)d);
-    memset(z, 0, sizeof(double) * 2u * (size_t)F);
-    memset(vmean, 0, sizeof(double) * (size_t)d);
-    /* S = Σ_j φ_j v_jᵀ: fp32 partial sums over blocks of 32 keys (vectorisable), added into
-     * the double S; z, Σ|φ| in double */
-    for (int32_t j0 = 0; j0 < n; j0 += 32) {
-        int32_t j1 = j0 + 32 < n ? j0 + 32 : n;
-        memset(Sf, 0, sizeof(float) * (size_t)F * (size_t)d);
-        for (int32_t j = j0; j < j1; j++) {
+
+    /* S = Σ_j φ_j v_jᵀ over chunks of 64 keys: φ transposed (features × keys) times the V rows
+     * on the kernel's pv, 32 features at a time; each chunk's fp32 sums are added into the
+     * double S. z, Σ|φ|, the mean of V in double. */
+    memset(l.S, 0, sizeof(double) * (size_t)F * (size_t)d);
+    memset(l.z, 0, sizeof(double) * (size_t)F);
+    memset(l.za, 0, sizeof(double) * (size_t)F);
+    memset(l.vmean, 0, sizeof(double) * (size_t)d);
+    for (int32_t j0 = 0; j0 < n; j0 += XF_FT_BK) {
+        int32_t nk = n - j0 < XF_FT_BK ? n - j0 : XF_FT_BK;
+        for (int32_t jj = 0; jj < nk; jj++) {
+            int32_t j = j0 + jj;
             const float *vj = it->v + (size_t)j * (size_t)d;
-            float *pb = phib + (size_t)(j - j0) * (size_t)F;
-            expand(mp, pre + (size_t)j * (size_t)r, g[j] - G, phi);
+            expand(mp, l.pre + (size_t)j * (size_t)r, l.g[j] - G, l.phi);
             for (int32_t f = 0; f < F; f++) {
-                z[f] += phi[f];
-                za[f] += fabs(phi[f]);
-                pb[f] = (float)phi[f];
+                l.z[f] += l.phi[f];
+                l.za[f] += fabs(l.phi[f]);
+                l.phit[(size_t)f * XF_FT_BK + (size_t)jj] = (float)l.phi[f];
             }
             for (int32_t c = 0; c < d; c++)
-                vmean[c] += (double)vj[c];
+                l.vmean[c] += (double)vj[c];
+            if (d == dp) {
+                vt[jj] = vj;
+            } else {
+                float *pr = l.vbuf + (size_t)jj * (size_t)dp;
+                memcpy(pr, vj, sizeof(float) * (size_t)d);
+                memset(pr + d, 0, sizeof(float) * (size_t)(dp - d));
+                vt[jj] = pr;
+            }
         }
-        for (int32_t f = 0; f < F; f++) {
-            float *sf = Sf + (size_t)f * (size_t)d;
-            for (int32_t j = j0; j < j1; j++) {
-                const float *vj = it->v + (size_t)j * (size_t)d;
-                float w = phib[(size_t)(j - j0) * (size_t)F + (size_t)f];
+        for (int32_t f0 = 0; f0 < F; f0 += XF_SFPM_TQ) {
+            int32_t nf = F - f0 < XF_SFPM_TQ ? F - f0 : XF_SFPM_TQ;
+            memset(l.acc, 0, sizeof(float) * (size_t)nf * (size_t)dp);
+            kn->pv(nf, nk, dp, l.phit + (size_t)f0 * XF_FT_BK, vt, l.acc);
+            for (int32_t f = 0; f < nf; f++)
                 for (int32_t c = 0; c < d; c++)
-                    sf[c] += w * vj[c];
-            }
+                    l.S[(size_t)(f0 + f) * (size_t)d + (size_t)c] +=
+                        (double)l.acc[(size_t)f * (size_t)dp + (size_t)c];
         }
-        for (size_t t = 0; t < (size_t)F * (size_t)d; t++)
-            S[t] += (double)Sf[t];
     }
-    for (size_t t = 0; t < (size_t)F * (size_t)d; t++)
-        Sf[t] = (float)S[t];                 /* fp32 copy for the query side */
     for (int32_t c = 0; c < d; c++)
-        vmean[c] /= (double)n;
-
-    /* Queries. */
-    for (int32_t i = 0; i < n; i++) {
-        float *oi = it->out + (size_t)i * (size_t)it->ldo;
-        double den = 0, floor_ = 0, gq = 0;
-
-        map_input(mp, it->q + (size_t)i * (size_t)d, d, mp->qmul, x);
-        project(mp, x, d, qpre);
-        if (mp->kind == XF_FAMF_FAVOR) {
-            float mx = -INFINITY;
-            for (int32_t c = 0; c < r; c++)
-                mx = qpre[c] > mx ? qpre[c] : mx;
-            gq = -(double)mx;
-        }
-        expand(mp, qpre, gq, phi);
-        memset(num, 0, sizeof(double) * (size_t)d);
-        for (int32_t f = 0; f < F; f++) {
-            den += phi[f] * z[f];
-            floor_ += fabs(phi[f]) * za[f];
-        }
-        /* numerator: fp32 partials over blocks of 32 features, added in double */
-        for (int32_t f0 = 0; f0 < F; f0 += 32) {
-            float part[256];
-            int32_t f1 = f0 + 32 < F ? f0 + 32 : F;
-            for (int32_t c0 = 0; c0 < d; c0 += 256) {
-                int32_t cw = d - c0 < 256 ? d - c0 : 256;
-                memset(part, 0, sizeof(float) * (size_t)cw);
-                for (int32_t f = f0; f < f1; f++) {
-                    float pf = (float)phi[f];
-                    const float *sf = Sf + (size_t)f * (size_t)d + c0;
-                    for (int32_t c = 0; c < cw; c++)
-                        part[c] += pf * sf[c];
-                }
-                for (int32_t c = 0; c < cw; c++)
-                    num[c0 + c] += (double)part[c];
-            }
-        }
-        if (mp->kind == XF_FAMF_LINEAR)
-            den += mp->eps;
-        if (trig && den < 1e-6 * floor_)
-            den = 1e-6 * floor_;             /* §19: the trig estimator is not positive */
-        if (!(den > 0) || !isfinite(den)) {
-            for (int32_t c = 0; c < d; c++)  /* nothing usable: the uniform average */
-                oi[c] = (float)vmean[c];
-            continue;
-        }
+        l.vmean[c] /= (double)n;
+    memset(l.sf, 0, sizeof(float) * ((size_t)F + XF_FT_BK) * (size_t)dp);
+    for (int32_t f = 0; f < F; f++)                 /* fp32 S, rows padded for pv */
         for (int32_t c = 0; c < d; c++)
-            oi[c] = (float)(num[c] / den);
+            l.sf[(size_t)f * (size_t)dp + (size_t)c] = (float)l.S[(size_t)f * (size_t)d + (size_t)c];
+
+    /* Queries in blocks of 32: projections on qk, features in double (den, floor), the
+     * numerator Φ_Q S on pv over chunks of 64 features, each chunk added in double. */
+    for (int32_t i0 = 0; i0 < n; i0 += XF_SFPM_TQ) {
+        int32_t nq = n - i0 < XF_SFPM_TQ ? n - i0 : XF_SFPM_TQ;
+        float *qpre = l.pre;                         /* the key projections are no longer used */
+        map_block(mp, it->q + (size_t)i0 * (size_t)d, nq, d, mp->qmul, &l, h);
+        project_block(kn, mp, &l, nq, d, qpre, r);
+        memset(l.num, 0, sizeof(double) * (size_t)nq * (size_t)d);
+        for (int32_t q = 0; q < nq; q++) {
+            const float *pq = qpre + (size_t)q * (size_t)r;
+            double gq = 0, den = 0, flo = 0;
+            if (mp->kind == XF_FAMF_FAVOR) {
+                float mx = -INFINITY;
+                for (int32_t c = 0; c < r; c++)
+                    mx = pq[c] > mx ? pq[c] : mx;
+                gq = -(double)mx;
+            }
+            expand(mp, pq, gq, l.phi);
+            for (int32_t f = 0; f < F; f++) {
+                den += l.phi[f] * l.z[f];
+                flo += fabs(l.phi[f]) * l.za[f];
+            }
+            l.den[q] = den;
+            l.flo[q] = flo;
+            /* φ of this query, chunked: phit[ch][q][ff] */
+            for (int32_t f = 0; f < F; f++)
+                l.phit[((size_t)(f / XF_FT_BK) * XF_SFPM_TQ + (size_t)q) * XF_FT_BK +
+                       (size_t)(f % XF_FT_BK)] = (float)l.phi[f];
+        }
+        for (int32_t f0 = 0, ch = 0; f0 < F; f0 += XF_FT_BK, ch++) {
+            int32_t nf = F - f0 < XF_FT_BK ? F - f0 : XF_FT_BK;
+            for (int32_t ff = 0; ff < nf; ff++)
+                vt[ff] = l.sf + (size_t)(f0 + ff) * (size_t)dp;
+            memset(l.acc, 0, sizeof(float) * (size_t)nq * (size_t)dp);
+            kn->pv(nq, nf, dp, l.phit + (size_t)ch * XF_SFPM_TQ * XF_FT_BK, vt, l.acc);
+            for (int32_t q = 0; q < nq; q++)
+                for (int32_t c = 0; c < d; c++)
+                    l.num[(size_t)q * (size_t)d + (size_t)c] +=
+                        (double)l.acc[(size_t)q * (size_t)dp + (size_t)c];
+        }
+        for (int32_t q = 0; q < nq; q++) {
+            float *oi = it->out + (size_t)(i0 + q) * (size_t)it->ldo;
+            double den = l.den[q];
+            if (mp->kind == XF_FAMF_LINEAR)
+                den += mp->eps;
+            if (trig && den < 1e-6 * l.flo[q])
+                den = 1e-6 * l.flo[q];           /* §19: the trig estimator is not positive */
+            if (!(den > 0) || !isfinite(den)) {
+                for (int32_t c = 0; c < d; c++)  /* nothing usable: the uniform average */
+                    oi[c] = (float)l.vmean[c];
+                continue;
+            }
+            for (int32_t c = 0; c < d; c++)
+                oi[c] = (float)(l.num[(size_t)q * (size_t)d + (size_t)c] / den);
+        }
     }
 }
 
