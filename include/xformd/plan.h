@@ -19,7 +19,10 @@ typedef struct xf_batch {
     const int32_t *type_ids;          /* [N] token type ids, or NULL for all 0 */
     const xf_attn_t *const *attn;     /* [B] attention variant per sequence; NULL array or NULL
                                          entries: the model's default */
-    void *const *attn_state;          /* [B] per-sequence state for stateful variants, or NULL */
+    void *const *attn_state;          /* [B] per-sequence state for stateful variants, or NULL:
+                                         attn_state[b] points to an array of n_layer per-layer
+                                         state pointers (void *const[n_layer]), each of the
+                                         variant's state_per_seq bytes */
 } xf_batch_t;
 
 typedef struct xf_plan xf_plan_t;
