@@ -107,15 +107,17 @@ static void expand(const xf_famf_map_t *mp, const float *pre, double g, double *
             phi[c] = (double)elu1(pre[c]);
         break;
     case XF_FAMF_FAVOR:
+        /* fp32 exponentials (the features are rounded to fp32 for the kernels anyway); the
+         * argument is formed in double so the shift is exact */
         for (int32_t c = 0; c < r; c++)
-            phi[c] = exp((double)pre[c] + g);
+            phi[c] = (double)expf((float)((double)pre[c] + g));
         break;
     case XF_FAMF_TRIG:
     case XF_FAMF_TRIGNORM: {
         double e = exp(g);
         for (int32_t c = 0; c < r; c++) {
-            phi[c] = e * sin((double)pre[c]);
-            phi[r + c] = e * cos((double)pre[c]);
+            phi[c] = e * (double)sinf(pre[c]);
+            phi[r + c] = e * (double)cosf(pre[c]);
         }
         break;
     }
