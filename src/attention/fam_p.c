@@ -19,31 +19,32 @@ void xf_famp_rotation(uint64_t seed, int32_t layer, int32_t head, int32_t rho, i
         r[i] = xf_rng_normal(&rng);
 }
 
-int32_t xf_famp_hash(const double *xhat, int32_t d, const double *r, int32_t nb)
+int32_t xf_famp_hash(const double *xhat, int32_t d, const double *r, int32_t nb, double *acc)
 {
     int32_t half = nb / 2, best = 0;
     double bv = -INFINITY;
 
     if (nb < 2)
         return 0;
-    for (int32_t col = 0; col < half; col++) {
-        double s = 0;
-        for (int32_t c = 0; c < d; c++)
-            s += xhat[c] * r[(size_t)c * (size_t)half + (size_t)col];
-        if (s > bv) {
-            bv = s;
+    /* acc[col] = Σ_c x̂_c R[c][col], summed over c in order for every column */
+    for (int32_t col = 0; col < half; col++)
+        acc[col] = 0;
+    for (int32_t c = 0; c < d; c++) {
+        const double *rc = r + (size_t)c * (size_t)half;
+        double xc = xhat[c];
+        for (int32_t col = 0; col < half; col++)
+            acc[col] += xc * rc[col];
+    }
+    for (int32_t col = 0; col < half; col++)
+        if (acc[col] > bv) {
+            bv = acc[col];
             best = col;
         }
-    }
-    for (int32_t col = 0; col < half; col++) {
-        double s = 0;
-        for (int32_t c = 0; c < d; c++)
-            s += xhat[c] * r[(size_t)c * (size_t)half + (size_t)col];
-        if (-s > bv) {
-            bv = -s;
+    for (int32_t col = 0; col < half; col++)
+        if (-acc[col] > bv) {
+            bv = -acc[col];
             best = half + col;
         }
-    }
     return best;
 }
 

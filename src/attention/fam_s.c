@@ -450,13 +450,21 @@ void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t
         memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d,
                sizeof(double) * (size_t)d);
     for (int32_t t = 0; t < iters; t++) {
+        int changed = 0;
         memset(acc, 0, sizeof(double) * (size_t)k * (size_t)d);
         for (int32_t p = 0; p < np; p++) {
             const double *x = pts + (size_t)p * (size_t)d;
-            double *s = acc + (size_t)xf_fams_nearest(mu, k, d, x) * (size_t)d;
+            int32_t a = xf_fams_nearest(mu, k, d, x);
+            double *s = acc + (size_t)a * (size_t)d;
+            changed |= t == 0 || idx[p] != a;
+            idx[p] = a;                     /* idx is free after the init */
             for (int32_t c = 0; c < d; c++)
                 s[c] += x[c];
         }
+        /* An unchanged assignment gives the same sums in the same order, hence the same
+         * centroids bit for bit: the remaining steps would change nothing. */
+        if (!changed)
+            break;
         for (int32_t a = 0; a < k; a++) {
             double *s = acc + (size_t)a * (size_t)d, nn = 0;
             for (int32_t c = 0; c < d; c++)

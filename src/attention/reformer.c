@@ -55,7 +55,7 @@ static int rf_to_json(const void *params, json_t *obj)
 }
 
 typedef struct lay {
-    double *r, *xhat;
+    double *r, *xhat, *hacc;
     int32_t *qb, *kb, *order, *start, *spos, *stamp, *list;
     float *logit, *khat;
 } lay_t;
@@ -73,6 +73,7 @@ static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_
     } while (0)
     TAKE(r, double, D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
     TAKE(xhat, double, D);
+    TAKE(hacc, double, (size_t)(nb / 2 > 0 ? nb / 2 : 1));
     TAKE(qb, int32_t, H * N);
     TAKE(kb, int32_t, H * N);
     TAKE(order, int32_t, H * N);
@@ -160,10 +161,10 @@ static void item(const xf_reformer_params_t *p, const xf_attn_shape *sh, const x
             xf_famp_rotation(p->seed, sh->layer, it->head, rho, d, nb, l.r);
         for (int32_t i = 0; i < n; i++) {
             xf_fams_unit(it->q + (size_t)i * (size_t)d, d, l.xhat);
-            qb[i] = xf_famp_hash(l.xhat, d, l.r, nb);
+            qb[i] = xf_famp_hash(l.xhat, d, l.r, nb, l.hacc);
             if (!shared) {
                 xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.xhat);
-                kb[i] = xf_famp_hash(l.xhat, d, l.r, nb);
+                kb[i] = xf_famp_hash(l.xhat, d, l.r, nb, l.hacc);
             } else {
                 kb[i] = qb[i];
             }

@@ -134,17 +134,21 @@ static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
         memcpy(l->mu + (size_t)a * (size_t)d, l->pts + (size_t)l->idx[a] * (size_t)d,
                sizeof(double) * (size_t)d);
     for (int32_t t = 0; t <= p->iters; t++) {
+        int changed = 0;
         /* assign; then (Lloyd step, or the final centroids) means of the members */
         memset(l->acc, 0, sizeof(double) * (size_t)k * (size_t)d);
         memset(l->cnt, 0, sizeof(int32_t) * (size_t)k);
         for (int32_t i = 0; i < n; i++) {
             int32_t a = nearest_l2(l->mu, k, d, l->pts + (size_t)i * (size_t)d);
+            changed |= t == 0 || l->cq[i] != a;
             l->cq[i] = a;
             l->cnt[a]++;
             for (int32_t c = 0; c < d; c++)
                 l->acc[(size_t)a * (size_t)d + (size_t)c] +=
                     l->pts[(size_t)i * (size_t)d + (size_t)c];
         }
+        if (!changed)
+            break;                  /* same members: the means below are already in mu */
         for (int32_t a = 0; a < k; a++)
             if (l->cnt[a] > 0)
                 for (int32_t c = 0; c < d; c++)
