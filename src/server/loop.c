@@ -180,9 +180,10 @@ static void schedule(xf_server_t *s)
             xf_metric_observe(XF_M_batch_tokens, NULL, NULL, (double)info.n_tokens);
             xf_metric_add(XF_M_batches_total, NULL, NULL, 1);
             xf_metric_add(XF_M_batch_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
-            if (s->o.policy == XF_BATCH_FIFO)
-                xf_metric_add(XF_M_padding_waste_tokens_total, NULL, NULL,
-                              (uint64_t)info.pad_tokens);
+            /* What a padded engine would have spent on this batch, for every policy, so the
+             * policies compare on one metric (the packed engine itself pads nothing). */
+            xf_metric_add(XF_M_padding_waste_tokens_total, NULL, NULL,
+                          (uint64_t)info.pad_tokens);
             for (size_t i = 0; i < n; i++)
                 xf_metric_observe(XF_M_request_duration_seconds, "queue", NULL,
                                   (double)(now - jobs[i]->enqueue_ns) * 1e-9);
@@ -195,8 +196,13 @@ static void schedule(xf_server_t *s)
     /* The batcher's wake time covers its own waits (fifo delay); deadlines of queued jobs are
      * checked at least every DEADLINE_TICK_NS as well, so an expiring job is answered within
      * that much of the moment it can no longer finish. */
-    if (xf_batcher_queued_jobs(L->batcher) > 0 && wake > now + DEADLINE_TICK_NS)
-        wake = now + DEADLINE_TICK_NS;
+    if (xf_batcher_queued_jobs(L->batcher) > 0) {
+        uint64_t expiry = xf_batcher_expiry_ns(L->batcher);
+        if (expiry < wake)
+            wake = expiry;
+        if (wake > now + DEADLINE_TICK_NS)
+            wake = now + DEADLINE_TICK_NS;
+    }
     if (wake != UINT64_MAX) {
         uint64_t ms = wake > now ? (wake - now + 999999) / 1000000 : 0;
         uv_timer_start(&L->batch_timer, on_batch_timer, ms, 0);
