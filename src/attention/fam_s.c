@@ -419,6 +419,97 @@ void xf_fams_unit(const float *x, int32_t d, double *y)
         y[c] = s > 0 ? (double)x[c] / s : 0.0;
 }
 
+size_t xf_fams_argmax_ws(int32_t k, int32_t d)
+{
+    size_t dp = (size_t)dpad(d), ch = ((size_t)k + XF_FT_BK - 1) / XF_FT_BK, F = sizeof(float);
+
+    return 64u + al64(F * ch * dp * XF_FT_BK) + al64(F * XF_SFPM_TQ * dp) +
+           al64(F * XF_SFPM_TQ * XF_FT_BK) + al64(sizeof(double) * (size_t)k);
+}
+
+void xf_fams_argmax(const double *pts, int32_t np, int32_t d, const double *ctr, int32_t k,
+                    size_t cs_a, size_t cs_c, int sym, double margin, void *scratch,
+                    int32_t *out)
+{
+    const xf_ft_kern *kn = xf_ft_kern_get();
+    int32_t dp = dpad(d), nch = (k + XF_FT_BK - 1) / XF_FT_BK;
+    size_t F = sizeof(float);
+    unsigned char *b = (unsigned char *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
+    float *kt = (float *)(void *)b, *qt, *s;
+    double *dot;
+
+    b += al64(F * (size_t)nch * (size_t)dp * XF_FT_BK);
+    qt = (float *)(void *)b;
+    b += al64(F * XF_SFPM_TQ * (size_t)dp);
+    s = (float *)(void *)b;
+    b += al64(F * XF_SFPM_TQ * XF_FT_BK);
+    dot = (double *)(void *)b;
+    /* centers, transposed in chunks of 64: kt[ch][c][aa] */
+    memset(kt, 0, F * (size_t)nch * (size_t)dp * XF_FT_BK);
+    for (int32_t a = 0; a < k; a++)
+        for (int32_t c = 0; c < d; c++)
+            kt[((size_t)(a / XF_FT_BK) * (size_t)dp + (size_t)c) * XF_FT_BK +
+               (size_t)(a % XF_FT_BK)] = (float)ctr[(size_t)a * cs_a + (size_t)c * cs_c];
+    for (int32_t p0 = 0; p0 < np; p0 += XF_SFPM_TQ) {
+        int32_t nq = np - p0 < XF_SFPM_TQ ? np - p0 : XF_SFPM_TQ;
+        float b1[XF_SFPM_TQ], b2[XF_SFPM_TQ];
+        int32_t i1[XF_SFPM_TQ];
+
+        memset(qt, 0, F * (size_t)nq * (size_t)dp);
+        for (int32_t q = 0; q < nq; q++) {
+            for (int32_t c = 0; c < d; c++)
+                qt[(size_t)q * (size_t)dp + (size_t)c] =
+                    (float)pts[(size_t)(p0 + q) * (size_t)d + (size_t)c];
+            b1[q] = b2[q] = -INFINITY;
+            i1[q] = 0;
+        }
+        for (int32_t ch = 0; ch < nch; ch++) {
+            int32_t na = k - ch * XF_FT_BK < XF_FT_BK ? k - ch * XF_FT_BK : XF_FT_BK;
+            kn->qk(nq, d, dp, qt, kt + (size_t)ch * (size_t)dp * XF_FT_BK, 1.0f, s);
+            for (int32_t q = 0; q < nq; q++)
+                for (int32_t sg = 0; sg <= sym; sg++)
+                    for (int32_t aa = 0; aa < na; aa++) {
+                        float x = s[(size_t)q * XF_FT_BK + (size_t)aa];
+                        int32_t idx = ch * XF_FT_BK + aa + sg * k;
+                        if (sg)
+                            x = -x;
+                        if (x > b1[q]) {
+                            b2[q] = b1[q];
+                            b1[q] = x;
+                            i1[q] = idx;
+                        } else if (x > b2[q]) {
+                            b2[q] = x;
+                        }
+                    }
+        }
+        for (int32_t q = 0; q < nq; q++) {
+            const double *x = pts + (size_t)(p0 + q) * (size_t)d;
+            int32_t best = 0;
+            double bv = -INFINITY;
+            if ((double)b1[q] - (double)b2[q] > margin) {
+                out[p0 + q] = i1[q];
+                continue;
+            }
+            /* near tie: the exact double scores, sequential sums, lowest index wins */
+            for (int32_t a = 0; a < k; a++) {
+                double t = 0;
+                for (int32_t c = 0; c < d; c++)
+                    t += ctr[(size_t)a * cs_a + (size_t)c * cs_c] * x[c];
+                dot[a] = t;
+            }
+            for (int32_t sg = 0; sg <= sym; sg++)
+                for (int32_t a = 0; a < k; a++) {
+                    double t = sg ? -dot[a] : dot[a];
+                    if (t > bv) {
+                        bv = t;
+                        best = a + sg * k;
+                    }
+                }
+            out[p0 + q] = best;
+        }
+    }
+}
+
 int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x)
 {
     int32_t best = 0;
@@ -438,7 +529,7 @@ int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x)
 
 void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
                     uint64_t seed, int32_t layer, int32_t head, double *mu, int32_t *idx,
-                    double *acc)
+                    double *acc, void *amx)
 {
     xf_rng_t r;
 
@@ -450,16 +541,20 @@ void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t
         memcpy(mu + (size_t)a * (size_t)d, pts + (size_t)idx[a] * (size_t)d,
                sizeof(double) * (size_t)d);
     for (int32_t t = 0; t < iters; t++) {
-        int changed = 0;
+        int changed = t == 0;
         memset(acc, 0, sizeof(double) * (size_t)k * (size_t)d);
-        for (int32_t p = 0; p < np; p++) {
-            const double *x = pts + (size_t)p * (size_t)d;
-            int32_t a = xf_fams_nearest(mu, k, d, x);
-            double *s = acc + (size_t)a * (size_t)d;
-            changed |= t == 0 || idx[p] != a;
-            idx[p] = a;                     /* idx is free after the init */
-            for (int32_t c = 0; c < d; c++)
-                s[c] += x[c];
+        for (int32_t p0 = 0; p0 < np; p0 += XF_SFPM_TQ) {
+            int32_t nq = np - p0 < XF_SFPM_TQ ? np - p0 : XF_SFPM_TQ, a[XF_SFPM_TQ];
+            xf_fams_argmax(pts + (size_t)p0 * (size_t)d, nq, d, mu, k, (size_t)d, 1, 0,
+                           XF_FAMS_UNIT_MARGIN, amx, a);
+            for (int32_t q = 0; q < nq; q++) {
+                const double *x = pts + (size_t)(p0 + q) * (size_t)d;
+                double *s = acc + (size_t)a[q] * (size_t)d;
+                changed |= idx[p0 + q] != a[q];
+                idx[p0 + q] = a[q];         /* idx is free after the init */
+                for (int32_t c = 0; c < d; c++)
+                    s[c] += x[c];
+            }
         }
         /* An unchanged assignment gives the same sums in the same order, hence the same
          * centroids bit for bit: the remaining steps would change nothing. */

@@ -146,10 +146,22 @@ typedef struct xf_attn_w_perceiver {
 /* Spherical k-means of §11 on unit rows pts[np][d] (double, already normalised) into
  * mu[k][d]: init = k distinct points by a partial Fisher–Yates (stream seed, layer, head,
  * KMEANS, 0), iters Lloyd steps (assign, mu = normalize(sum of members)), ties to the lowest
- * centroid, empty clusters keep their centroid. Scratch: idx np int32, acc k*d doubles. */
+ * centroid, empty clusters keep their centroid. Scratch: idx np int32, acc k*d doubles,
+ * amx xf_fams_argmax_ws(k, d) bytes. */
 void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
                     uint64_t seed, int32_t layer, int32_t head, double *mu, int32_t *idx,
-                    double *acc);
+                    double *acc, void *amx);
+/* Unit-vector margin for xf_fams_argmax: far above the fp32 score error (~1e-6). */
+#define XF_FAMS_UNIT_MARGIN 1e-4
+/* out[p] = argmax over the k centers (and, with sym, their negatives at indices k..2k−1) of
+ * center·pts_p, exactly the double result of sequential sums with ties to the lowest index:
+ * fp32 kernel scores pick the winner, and points whose top two scores are within margin are
+ * recomputed in double. Center a's component c is ctr[a·cs_a + c·cs_c]. scratch:
+ * xf_fams_argmax_ws(k, d) bytes. */
+size_t xf_fams_argmax_ws(int32_t k, int32_t d);
+void xf_fams_argmax(const double *pts, int32_t np, int32_t d, const double *ctr, int32_t k,
+                    size_t cs_a, size_t cs_c, int sym, double margin, void *scratch,
+                    int32_t *out);
 /* argmax_a mu_a·x (ties to the lowest a), sequential double sums. */
 int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x);
 /* y = x / ‖x‖ in double, sequential sum (a zero vector stays zero). */

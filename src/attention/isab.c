@@ -45,6 +45,7 @@ typedef struct lay {
     double *pts, *mu, *acc;
     int32_t *idx, *grp, *cnt;
     float *Ks, *Vs, *beta, *U, *scr;
+    void *amx;
 } lay_t;
 
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
@@ -68,6 +69,7 @@ static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
     TAKE(beta, float, M);
     TAKE(U, float, M * D);
     TAKE(scr, float, N + M);
+    TAKE(amx, unsigned char, xf_fams_argmax_ws(m, d));
 #undef TAKE
     return off;
 }
@@ -89,20 +91,15 @@ static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     return 0;
 }
 
-/* Group of row x (raw, stride d) of position i: nearest centroid of x̂, or its segment. */
-static int32_t group_of(const xf_isab_params_t *p, const lay_t *l, int32_t n, int32_t m,
-                        int32_t d, const float *x, int32_t i, double *tmp)
+/* Segment of position i (§16 contiguous segments). */
+static int32_t segment_of(int32_t n, int32_t m, int32_t i)
 {
-    if (p->init == XF_ISAB_SEGMENTS) {
-        int32_t a = (int32_t)((int64_t)i * m / n);       /* first guess, then fix up */
-        while (a > 0 && xf_fams_seg_start(n, m, a) > i)
-            a--;
-        while (a + 1 < m && xf_fams_seg_start(n, m, a + 1) <= i)
-            a++;
-        return a;
-    }
-    xf_fams_unit(x, d, tmp);
-    return xf_fams_nearest(l->mu, m, d, tmp);
+    int32_t a = (int32_t)((int64_t)i * m / n);       /* first guess, then fix up */
+    while (a > 0 && xf_fams_seg_start(n, m, a) > i)
+        a--;
+    while (a + 1 < m && xf_fams_seg_start(n, m, a + 1) <= i)
+        a++;
+    return a;
 }
 
 static void item(const xf_isab_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
@@ -116,12 +113,17 @@ static void item(const xf_isab_params_t *p, const xf_attn_shape *sh, const xf_sf
         for (int32_t j = 0; j < n; j++)
             xf_fams_unit(it->k + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
         xf_fams_kmeans(l.pts, n, d, m, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
-                       l.acc);
+                       l.acc, l.amx);
+        /* group every key (hard) or query (soft): nearest centroid of its unit vector */
+        if (p->mode == XF_ISAB_SOFT)
+            for (int32_t j = 0; j < n; j++)
+                xf_fams_unit(it->q + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
+        xf_fams_argmax(l.pts, n, d, l.mu, m, (size_t)d, 1, 0, XF_FAMS_UNIT_MARGIN, l.amx,
+                       l.grp);
+    } else {
+        for (int32_t j = 0; j < n; j++)
+            l.grp[j] = segment_of(n, m, j);
     }
-    /* group every key (hard) or query (soft); l.acc (>= d doubles) is scratch for x̂ */
-    for (int32_t j = 0; j < n; j++)
-        l.grp[j] = group_of(p, &l, n, m, d, (p->mode == XF_ISAB_HARD ? it->k : it->q) +
-                            (size_t)j * (size_t)d, j, l.acc);
     memset(l.cnt, 0, sizeof(int32_t) * (size_t)m);
     for (int32_t j = 0; j < n; j++)
         l.cnt[l.grp[j]]++;

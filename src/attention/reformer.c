@@ -55,7 +55,8 @@ static int rf_to_json(const void *params, json_t *obj)
 }
 
 typedef struct lay {
-    double *r, *xhat, *hacc;
+    double *r, *xhat, *hacc, *qh, *kh;
+    void *amx;
     int32_t *qb, *kb, *order, *start, *spos, *stamp, *list;
     float *logit, *khat;
 } lay_t;
@@ -74,6 +75,9 @@ static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_
     TAKE(r, double, D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
     TAKE(xhat, double, D);
     TAKE(hacc, double, (size_t)(nb / 2 > 0 ? nb / 2 : 1));
+    TAKE(qh, double, N * D);
+    TAKE(kh, double, N * D);
+    TAKE(amx, unsigned char, xf_fams_argmax_ws(nb / 2 > 0 ? nb / 2 : 1, d));
     TAKE(qb, int32_t, H * N);
     TAKE(kb, int32_t, H * N);
     TAKE(order, int32_t, H * N);
@@ -152,6 +156,11 @@ static void item(const xf_reformer_params_t *p, const xf_attn_shape *sh, const x
     lay_t l;
 
     layout(p, n, d, nb, ws, &l);
+    for (int32_t i = 0; i < n; i++) {
+        xf_fams_unit(it->q + (size_t)i * (size_t)d, d, l.qh + (size_t)i * (size_t)d);
+        if (!shared)
+            xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.kh + (size_t)i * (size_t)d);
+    }
     for (int32_t rho = 0; rho < H; rho++) {
         int32_t *qb = l.qb + (size_t)rho * (size_t)n, *kb = l.kb + (size_t)rho * (size_t)n;
         int32_t *st = l.start + (size_t)rho * ((size_t)nb + 1);
@@ -159,16 +168,21 @@ static void item(const xf_reformer_params_t *p, const xf_attn_shape *sh, const x
 
         if (nb >= 2)
             xf_famp_rotation(p->seed, sh->layer, it->head, rho, d, nb, l.r);
-        for (int32_t i = 0; i < n; i++) {
-            xf_fams_unit(it->q + (size_t)i * (size_t)d, d, l.xhat);
-            qb[i] = xf_famp_hash(l.xhat, d, l.r, nb, l.hacc);
-            if (!shared) {
-                xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.xhat);
-                kb[i] = xf_famp_hash(l.xhat, d, l.r, nb, l.hacc);
-            } else {
-                kb[i] = qb[i];
-            }
+        if (nb >= 2) {
+            /* argmax over [x̂R ; −x̂R]: the columns of R [d][nb/2] are the centers; fp32
+             * scores with an exact double re-check of near ties (margin far above the fp32
+             * error of |x̂·r| <= ‖r‖ ~ √d) */
+            xf_fams_argmax(l.qh, n, d, l.r, nb / 2, 1, (size_t)(nb / 2), 1, 1e-3, l.amx, qb);
+            if (!shared)
+                xf_fams_argmax(l.kh, n, d, l.r, nb / 2, 1, (size_t)(nb / 2), 1, 1e-3, l.amx,
+                               kb);
+        } else {
+            memset(qb, 0, sizeof(int32_t) * (size_t)n);
+            if (!shared)
+                memset(kb, 0, sizeof(int32_t) * (size_t)n);
         }
+        if (shared)
+            memcpy(kb, qb, sizeof(int32_t) * (size_t)n);
         /* counting sort of positions by bucket (stable: positions ascending per bucket) */
         memset(st, 0, sizeof(int32_t) * ((size_t)nb + 1));
         for (int32_t j = 0; j < n; j++)

@@ -42,6 +42,7 @@ typedef struct lay {
     double *pts, *mu, *acc;
     int32_t *idx, *cq, *ck, *order, *start, *cnt;
     float *logit, *qbar, *obar;
+    void *amx;
 } lay_t;
 
 static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
@@ -66,6 +67,7 @@ static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
     TAKE(logit, float, N);
     TAKE(qbar, float, K * D);
     TAKE(obar, float, K * D);
+    TAKE(amx, unsigned char, xf_fams_argmax_ws(k, d));
 #undef TAKE
     return off;
 }
@@ -199,13 +201,13 @@ static void item(const xf_routing_params_t *p, const xf_attn_shape *sh, const xf
         xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.pts + (size_t)(n + i) * (size_t)d);
     }
     xf_fams_kmeans(l.pts, 2 * n, d, k, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
-                   l.acc);
+                   l.acc, l.amx);
+    xf_fams_argmax(l.pts, n, d, l.mu, k, (size_t)d, 1, 0, XF_FAMS_UNIT_MARGIN, l.amx, l.cq);
+    xf_fams_argmax(l.pts + (size_t)n * (size_t)d, n, d, l.mu, k, (size_t)d, 1, 0,
+                   XF_FAMS_UNIT_MARGIN, l.amx, l.ck);
     memset(l.start, 0, sizeof(int32_t) * ((size_t)k + 1));
-    for (int32_t i = 0; i < n; i++) {
-        l.cq[i] = xf_fams_nearest(l.mu, k, d, l.pts + (size_t)i * (size_t)d);
-        l.ck[i] = xf_fams_nearest(l.mu, k, d, l.pts + (size_t)(n + i) * (size_t)d);
+    for (int32_t i = 0; i < n; i++)
         l.start[l.ck[i] + 1]++;
-    }
     for (int32_t a = 0; a < k; a++)
         l.start[a + 1] += l.start[a];
     memcpy(l.cnt, l.start, sizeof(int32_t) * (size_t)k);
