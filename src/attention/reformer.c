@@ -57,7 +57,7 @@ static int rf_to_json(const void *params, json_t *obj)
 typedef struct lay {
     double *r, *xhat, *hacc, *qh, *kh;
     void *amx;
-    int32_t *qb, *kb, *order, *start, *spos, *stamp, *list;
+    int32_t *qb, *kb, *order, *start, *spos, *stamp, *list, *qo, *qt, *bcnt;
     float *logit, *khat;
 } lay_t;
 
@@ -86,6 +86,9 @@ static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_
     TAKE(stamp, int32_t, N);
     TAKE(list, int32_t, N);
     TAKE(logit, float, N);
+    TAKE(qo, int32_t, N);
+    TAKE(qt, int32_t, N);
+    TAKE(bcnt, int32_t, (size_t)nb + 1);
     TAKE(khat, float, N * D);
 #undef TAKE
     return off;
@@ -99,7 +102,8 @@ static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    out->ws_per_thread = layout(p, nmax, sh->d_head, xf_reformer_buckets(p, nmax), NULL, NULL);
+    out->ws_per_thread = layout(p, nmax, sh->d_head, xf_reformer_buckets(p, nmax), NULL, NULL) +
+                         xf_sfpm_tile_ws(sh->d_head);
     out->ws_shared = 0;
     out->state_per_seq = 0;
     out->n_items = sh->n_seq * sh->n_head;
@@ -148,8 +152,71 @@ static void add_group(const int32_t *g, int32_t cnt, int32_t i, int32_t cap, int
     }
 }
 
+/* Substitute mode without a bucket cap: queries with the same bucket in every round share one
+ * key set, so they are sorted by their bucket tuple (LSD radix over the rounds) and each run
+ * attends its union in query tiles. */
+static void grouped(const xf_reformer_params_t *p, const xf_sfpm_item_t *it, float alpha,
+                    int32_t nb, const lay_t *l, void *tws)
+{
+    int32_t n = it->n, d = it->d, H = p->n_hashes, *qo = l->qo, *tmp = l->qt;
+    const float *qp[XF_SFPM_TQ];
+    float *op[XF_SFPM_TQ];
+
+    for (int32_t i = 0; i < n; i++)
+        qo[i] = i;
+    for (int32_t rho = H - 1; rho >= 0; rho--) {          /* stable counting sorts */
+        const int32_t *b = l->qb + (size_t)rho * (size_t)n;
+        int32_t *sw;
+        memset(l->bcnt, 0, sizeof(int32_t) * ((size_t)nb + 1));
+        for (int32_t i = 0; i < n; i++)
+            l->bcnt[b[i] + 1]++;
+        for (int32_t x = 0; x < nb; x++)
+            l->bcnt[x + 1] += l->bcnt[x];
+        for (int32_t t = 0; t < n; t++)
+            tmp[l->bcnt[b[qo[t]]]++] = qo[t];
+        sw = qo;
+        qo = tmp;
+        tmp = sw;
+    }
+    memset(l->stamp, 0, sizeof(int32_t) * (size_t)n);
+    for (int32_t g0 = 0, g1; g0 < n; g0 = g1) {
+        int32_t first = qo[g0], nl = 0;
+        for (g1 = g0 + 1; g1 < n; g1++) {
+            int same = 1;
+            for (int32_t rho = 0; rho < H && same; rho++)
+                same = l->qb[(size_t)rho * (size_t)n + (size_t)qo[g1]] ==
+                       l->qb[(size_t)rho * (size_t)n + (size_t)first];
+            if (!same)
+                break;
+        }
+        for (int32_t rho = 0; rho < H; rho++) {          /* the run's union, each key once */
+            const int32_t *st = l->start + (size_t)rho * ((size_t)nb + 1);
+            const int32_t *ord = l->order + (size_t)rho * (size_t)n;
+            int32_t b = l->qb[(size_t)rho * (size_t)n + (size_t)first];
+            for (int32_t s = st[b]; s < st[b + 1]; s++)
+                if (l->stamp[ord[s]] != g0 + 1) {
+                    l->stamp[ord[s]] = g0 + 1;
+                    l->list[nl++] = ord[s];
+                }
+        }
+        for (int32_t t0 = g0; t0 < g1; t0 += XF_SFPM_TQ) {
+            int32_t nq = g1 - t0 < XF_SFPM_TQ ? g1 - t0 : XF_SFPM_TQ;
+            for (int32_t r = 0; r < nq; r++) {
+                int32_t i = qo[t0 + r];
+                qp[r] = it->q + (size_t)i * (size_t)d;
+                op[r] = it->out + (size_t)i * (size_t)it->ldo;
+                if (nl == 0)                                /* A(i) = {i} */
+                    xf_sfpm_attend(qp[r], d, alpha, it->k, it->v, d, NULL, &i, 1, l->logit,
+                                   op[r]);
+            }
+            if (nl > 0)
+                xf_sfpm_attend_tile(qp, nq, d, alpha, it->k, it->v, NULL, l->list, nl, tws, op);
+        }
+    }
+}
+
 static void item(const xf_reformer_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
-                 float q_scale, float scale, void *ws)
+                 float q_scale, float scale, void *ws, void *tws)
 {
     int32_t n = it->n, d = it->d, H = p->n_hashes, nb = xf_reformer_buckets(p, n);
     int shared = p->mode == XF_REFORMER_SHARED;
@@ -209,6 +276,10 @@ static void item(const xf_reformer_params_t *p, const xf_attn_shape *sh, const x
             for (int32_t c = 0; c < d; c++)
                 l.khat[(size_t)j * (size_t)d + (size_t)c] = nn > 0 ? (float)(x[c] / nn) : 0.0f;
         }
+    if (!shared && p->max_bucket == 0) {
+        grouped(p, it, scale / q_scale, nb, &l, tws);
+        return;
+    }
     memset(l.stamp, 0, sizeof(int32_t) * (size_t)n);
     for (int32_t i = 0; i < n; i++) {
         int32_t nl = 0;
@@ -266,7 +337,8 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         xf_sfpm_item_t it;
         xf_sfpm_item(sh, io, t, &it);
         if (it.n > 0)
-            item(params, sh, &it, io->q_scale, io->scale, ws_thread);
+            item(params, sh, &it, io->q_scale, io->scale, ws_thread,
+                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
     }
     return 0;
 }
