@@ -12,7 +12,9 @@ static const char *const norm_names[] = { "chi", "sqrt_d", NULL };
 static const char *const redraw_names[] = { "never", NULL };
 
 static const xf_pkey_t keys[] = {
-    { "features", XF_PK_AUTO, offsetof(xf_performer_params_t, features), 1, 1 << 16, NULL },
+    /* Capped at 4096 (16x the d ln d default at d = 64): random features are drawn per head
+     * and layer on every call, so a request could otherwise buy seconds of work. */
+    { "features", XF_PK_AUTO, offsetof(xf_performer_params_t, features), 1, 4096, NULL },
     { "orthogonal", XF_PK_BOOL, offsetof(xf_performer_params_t, orthogonal), 0, 1, NULL },
     { "row_norm", XF_PK_ENUM, offsetof(xf_performer_params_t, row_norm), 0, 0, norm_names },
     { "redraw", XF_PK_ENUM, offsetof(xf_performer_params_t, redraw), 0, 0, redraw_names },

@@ -16,7 +16,8 @@ static const char *const mode_names[] = { "substitute", "shared", NULL };
 
 static const xf_pkey_t keys[] = {
     { "n_hashes", XF_PK_INT, offsetof(xf_reformer_params_t, n_hashes), 1, 64, NULL },
-    { "n_buckets", XF_PK_AUTO, offsetof(xf_reformer_params_t, n_buckets), 1, 1 << 16, NULL },
+    /* Capped at 1024: the rotations R [d][n_buckets/2] are drawn per head on every call. */
+    { "n_buckets", XF_PK_AUTO, offsetof(xf_reformer_params_t, n_buckets), 1, 1024, NULL },
     { "chunk", XF_PK_INT, offsetof(xf_reformer_params_t, chunk), 1, 1 << 20, NULL },
     { "chunks_before", XF_PK_INT, offsetof(xf_reformer_params_t, chunks_before), 0, 1 << 20,
       NULL },

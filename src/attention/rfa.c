@@ -13,7 +13,8 @@
 static const char *const mode_names[] = { "trig", "norm", NULL };
 
 static const xf_pkey_t keys[] = {
-    { "features", XF_PK_INT, offsetof(xf_rfa_params_t, features), 1, 1 << 16, NULL },
+    /* Capped at 4096: features are drawn per call (see performer.c). */
+    { "features", XF_PK_INT, offsetof(xf_rfa_params_t, features), 1, 4096, NULL },
     { "mode", XF_PK_ENUM, offsetof(xf_rfa_params_t, mode), 0, 0, mode_names },
     { "tau", XF_PK_REAL, offsetof(xf_rfa_params_t, tau), 1e-6, 1e6, NULL },
     { "seed", XF_PK_SEED, offsetof(xf_rfa_params_t, seed), 0, 0, NULL },
