@@ -91,6 +91,7 @@ typedef struct result {
     int reps;
     double ms;                 /* median wall time */
     double cpu_ms;             /* median process CPU time (all threads), attention only */
+    double pair_ms, pair_cpu_ms;   /* dense timed alternately with the variant (0: none) */
     double rel_err;            /* attention: vs dense, input set 0 ("spread") */
     double rel_err2;           /* attention: vs dense, input set 1 ("local") */
     double cos;                /* model: pooled cosine vs dense */
@@ -374,11 +375,60 @@ static double out_error(const float *out, const float *ref, size_t cnt, long *ba
     return ref && den > 0 ? sqrt(num / den) : 0;
 }
 
+/* Plan a selection for the shape and set up its job (workspace allocated here). */
+static int setup_job(const opts *o, const xf_attn_t *a, const xf_attn_shape *sh,
+                     const xf_attn_io *io, xf_attn_plan *pl, xf_pool_t *pool, attn_job *job)
+{
+    size_t per, total;
+    char *ws = NULL;
+    int rc;
+
+    memset(pl, 0, sizeof *pl);
+    rc = a->vt->plan(a->params, sh, o->nth, pl);
+    if (rc)
+        return rc;
+    per = (pl->ws_per_thread + 63) / 64 * 64;
+    total = (pl->ws_shared + 63) / 64 * 64 + (size_t)o->nth * per;
+    if (total)
+        ws = xmalloc(total);
+    memset(job, 0, sizeof *job);
+    job->a = a;
+    job->sh = sh;
+    job->io = io;
+    job->pl = pl;
+    job->ws_shared = ws;
+    job->ws_thr = ws ? ws + (pl->ws_shared + 63) / 64 * 64 : NULL;
+    job->per = per;
+    job->pool = pool;
+    return 0;
+}
+
+static int job_rc(const opts *o, const attn_job *job)
+{
+    for (int i = 0; i < o->nth && i < 64; i++)
+        if (job->rc[i])
+            return job->rc[i];
+    return 0;
+}
+
+/* One timed run: wall and CPU milliseconds. */
+static int timed_run(const opts *o, xf_pool_t *pool, attn_job *job, double *wall, double *cpu)
+{
+    double c0 = cpu_ms(), t0 = now_ms();
+    xf_pool_run(pool, attn_fn, job);
+    *wall = now_ms() - t0;
+    *cpu = cpu_ms() - c0;
+    return job_rc(o, job);
+}
+
 /* Child: time one variant at length n on input set 0 and write its output to out
  * ([n][h][d]); then one untimed forward on input set 1 into out2. With references, the
- * relative Frobenius errors against them. */
-static void run_attn(const opts *o, const inputs *ins, const xf_attn_t *a, int n,
-                     float *out, float *out2, const float *ref, const float *ref2, result *r)
+ * relative Frobenius errors against them. With pair (dense), every timed run of the variant
+ * follows a timed run of pair on the same inputs, so the ratio compares runs made seconds
+ * apart, not minutes apart on a machine whose load drifts. */
+static void run_attn(const opts *o, const inputs *ins, const xf_attn_t *a, const xf_attn_t *pair,
+                     int n, float *out, float *out2, const float *ref, const float *ref2,
+                     result *r)
 {
     size_t da = (size_t)N_HEAD * D_HEAD, plane = (size_t)n * D_HEAD;
     float *q = xmalloc(3 * (size_t)N_HEAD * plane * sizeof *q);
@@ -387,12 +437,12 @@ static void run_attn(const opts *o, const inputs *ins, const xf_attn_t *a, int n
     const float sc = 1.0f / sqrtf((float)D_HEAD);
     xf_attn_shape sh;
     xf_attn_io io;
-    xf_attn_plan pl;
-    attn_job job;
+    xf_attn_io io2;
+    xf_attn_plan pl, pl2;
+    attn_job job, job2;
     xf_pool_t *pool = NULL;
-    double t[64], tc[64], t0, c0, warm, cwarm;
-    size_t per, total;
-    char *ws = NULL;
+    double t[64], tc[64], t2[64], tc2[64], warm, cwarm, w2 = 0, c2;
+    float *outp = NULL;
     int rc, reps, first;
 
     fill_planes(&ins[0], n, sc, q, k, v);
@@ -409,46 +459,39 @@ static void run_attn(const opts *o, const inputs *ins, const xf_attn_t *a, int n
     io.q_scale = sc;
     io.scale = sc;
     io.out = out;
-    memset(&pl, 0, sizeof pl);
-    rc = a->vt->plan(a->params, &sh, o->nth, &pl);
-    if (rc) {
-        r->rc = rc;
-        snprintf(r->msg, sizeof r->msg, "plan: %s", xf_strerror(rc));
-        return;
-    }
-    per = (pl.ws_per_thread + 63) / 64 * 64;
-    total = (pl.ws_shared + 63) / 64 * 64 + (size_t)o->nth * per;
-    if (total)
-        ws = xmalloc(total);
-    r->ws_bytes = pl.ws_shared + (size_t)o->nth * pl.ws_per_thread;
-    r->n_items = pl.n_items;
-    r->fallbacks = pl.dense_fallbacks;
+    io2 = io;
     if ((rc = xf_pool_create(o->nth, &pool)) < 0) {
         r->rc = rc;
         snprintf(r->msg, sizeof r->msg, "pool: %s", xf_strerror(rc));
         return;
     }
-    memset(&job, 0, sizeof job);
-    job.a = a;
-    job.sh = &sh;
-    job.io = &io;
-    job.pl = &pl;
-    job.ws_shared = ws;
-    job.ws_thr = ws ? ws + (pl.ws_shared + 63) / 64 * 64 : NULL;
-    job.per = per;
-    job.pool = pool;
+    memset(&job2, 0, sizeof job2);
+    rc = setup_job(o, a, &sh, &io, &pl, pool, &job);
+    if (!rc && pair) {
+        outp = xmalloc((size_t)n * da * sizeof *outp);
+        io2.out = outp;
+        rc = setup_job(o, pair, &sh, &io2, &pl2, pool, &job2);
+        if (!rc)
+            rc = timed_run(o, pool, &job2, &w2, &c2);   /* the pair's warm-up */
+    }
+    if (rc) {
+        r->rc = rc;
+        snprintf(r->msg, sizeof r->msg, "plan: %s", xf_strerror(rc));
+        xf_pool_free(pool);
+        free(job.ws_shared);
+        free(job2.ws_shared);
+        free(outp);
+        free(q);
+        return;
+    }
+    r->ws_bytes = pl.ws_shared + (size_t)o->nth * pl.ws_per_thread;
+    r->n_items = pl.n_items;
+    r->fallbacks = pl.dense_fallbacks;
     memset(out, 0xff, (size_t)n * da * sizeof *out);   /* NaN: unwritten outputs show */
-    c0 = cpu_ms();
-    t0 = now_ms();
-    xf_pool_run(pool, attn_fn, &job);   /* warm-up */
-    warm = now_ms() - t0;
-    cwarm = cpu_ms() - c0;
-    for (int i = 0; i < o->nth && i < 64; i++)
-        if (job.rc[i] && !rc)
-            rc = job.rc[i];
+    rc = timed_run(o, pool, &job, &warm, &cwarm);      /* warm-up */
     /* Median of >= 3 runs after the warm-up; a run longer than the budget is its own
      * warm-up (page faults and cache misses are noise at that size): median of 2 then. */
-    reps = warm > 0 ? (int)(o->budget_ms / warm) : o->reps;
+    reps = warm > 0 ? (int)(o->budget_ms / (warm + (pair ? w2 : 0))) : o->reps;
     reps = reps < 3 ? 3 : reps > o->reps ? o->reps : reps;
     first = 0;
     if (warm > o->budget_ms) {
@@ -457,34 +500,34 @@ static void run_attn(const opts *o, const inputs *ins, const xf_attn_t *a, int n
         first = 1;
         reps = 2;
     }
-    for (int i = first; !rc && i < reps; i++) {
-        c0 = cpu_ms();
-        t0 = now_ms();
-        xf_pool_run(pool, attn_fn, &job);
-        t[i] = now_ms() - t0;
-        tc[i] = cpu_ms() - c0;
+    for (int i = 0; !rc && i < reps; i++) {
+        if (pair)
+            rc = timed_run(o, pool, &job2, &t2[i], &tc2[i]);
+        if (!rc && i >= first)
+            rc = timed_run(o, pool, &job, &t[i], &tc[i]);
     }
-    for (int i = 0; i < o->nth && i < 64; i++)
-        if (job.rc[i] && !rc)
-            rc = job.rc[i];
     if (!rc) {
         r->reps = reps;
         r->ms = median(t, reps);
         r->cpu_ms = median(tc, reps);
+        if (pair) {
+            r->pair_ms = median(t2, reps);
+            r->pair_cpu_ms = median(tc2, reps);
+        }
         r->rel_err = out_error(out, ref, (size_t)n * da, &r->nonfinite);
         /* The second input set: same plan and workspace, one untimed run. */
         fill_planes(&ins[1], n, sc, q, k, v);
         io.out = out2;
         memset(out2, 0xff, (size_t)n * da * sizeof *out2);
         xf_pool_run(pool, attn_fn, &job);
-        for (int i = 0; i < o->nth && i < 64; i++)
-            if (job.rc[i] && !rc)
-                rc = job.rc[i];
+        rc = job_rc(o, &job);
         if (!rc)
             r->rel_err2 = out_error(out2, ref2, (size_t)n * da, &r->nonfinite);
     }
     xf_pool_free(pool);
-    free(ws);
+    free(job.ws_shared);
+    free(job2.ws_shared);
+    free(outp);
     free(q);
     if (rc) {
         r->rc = rc;
@@ -570,6 +613,7 @@ enum { JOB_ATTN, JOB_MODEL };
 typedef struct job {
     int kind, n;
     const xf_attn_t *a;        /* JOB_ATTN */
+    const xf_attn_t *pair;     /* JOB_ATTN: timed alternately with a, or NULL */
     const char *json;          /* JOB_MODEL */
     float *out;                /* shared: attention output (set 0) or pooled */
     float *out2;               /* shared: attention output (set 1) */
@@ -601,7 +645,7 @@ static void run_job(const opts *o, const inputs *in, const job *jb, result *r)
         memset(r, 0, sizeof *r);
         alarm((unsigned)o->timeout_s);
         if (jb->kind == JOB_ATTN)
-            run_attn(o, in, jb->a, jb->n, jb->out, jb->out2, jb->ref, jb->ref2, r);
+            run_attn(o, in, jb->a, jb->pair, jb->n, jb->out, jb->out2, jb->ref, jb->ref2, r);
         else
             run_model(o, jb->json, jb->n, jb->out, jb->hid, r);
         _exit(0);
@@ -915,7 +959,7 @@ int main(int argc, char **argv)
             const char *name = label[s];
             char pj[512], json[640], status[300];
             int is_dense = !strcmp(name, "dense");
-            double mspeed = 0, cosv = 0, mms = 0, herr = 0;
+            double mspeed = 0, cosv = 0, mms = 0, herr = 0, dms, dcpu;
 
             params_json(a, pj, sizeof pj);
             if (xf_attn_to_json(a, json, sizeof json) < 0)
@@ -933,6 +977,7 @@ int main(int argc, char **argv)
                 jb.out2 = var_out;
                 jb.ref = rd->rc == 0 ? dense_out : NULL;
                 jb.ref2 = rd->rc == 0 ? dense_out2 : NULL;
+                jb.pair = xf_attn_dense();
                 run_job(&o, in, &jb, rv);
             }
             memset(rvm, 0, sizeof *rvm);
@@ -968,11 +1013,13 @@ int main(int argc, char **argv)
             for (char *c = status; *c; c++)
                 if (*c == ' ' || *c == '\t')
                     *c = '_';
+            dms = rv->pair_ms > 0 ? rv->pair_ms : rd->ms;
+            dcpu = rv->pair_cpu_ms > 0 ? rv->pair_cpu_ms : rd->cpu_ms;
             printf("attn variant=%s n=%d params=%s attn_ms=%.3f dense_ms=%.3f speedup=%.2f "
                    "attn_cpu_ms=%.3f speedup_cpu=%.2f ws_bytes=%zu rel_err=%.4g "
-                   "rel_err_local=%.4g", name, n, pj, rv->rc ? 0.0 : rv->ms, rd->ms,
-                   rv->rc || rv->ms <= 0 ? 0.0 : rd->ms / rv->ms, rv->rc ? 0.0 : rv->cpu_ms,
-                   rv->rc || rv->cpu_ms <= 0 ? 0.0 : rd->cpu_ms / rv->cpu_ms, rv->ws_bytes,
+                   "rel_err_local=%.4g", name, n, pj, rv->rc ? 0.0 : rv->ms, dms,
+                   rv->rc || rv->ms <= 0 ? 0.0 : dms / rv->ms, rv->rc ? 0.0 : rv->cpu_ms,
+                   rv->rc || rv->cpu_ms <= 0 ? 0.0 : dcpu / rv->cpu_ms, rv->ws_bytes,
                    rv->rel_err, rv->rel_err2);
             if (o.model_on)
                 printf(" model_ms=%.2f model_dense_ms=%.2f model_speedup=%.2f emb_cos=%.7f "
@@ -983,11 +1030,11 @@ int main(int argc, char **argv)
             if (tsv) {
                 fprintf(tsv, "%s\t%d\t%s\t%.4f\t%.4f\t%.4f\t%zu\t%.6g\t%.6g\t%.3f\t%.3f\t"
                         "%.4f\t%.7f\t%.6g\t%s\t%.4f\t%.4f\n", name, n, pj,
-                        rv->rc ? 0.0 : rv->ms, rd->ms,
-                        rv->rc || rv->ms <= 0 ? 0.0 : rd->ms / rv->ms, rv->ws_bytes,
+                        rv->rc ? 0.0 : rv->ms, dms,
+                        rv->rc || rv->ms <= 0 ? 0.0 : dms / rv->ms, rv->ws_bytes,
                         rv->rel_err, rv->rel_err2, mms, rdm->ms, mspeed, cosv, herr, status,
                         rv->rc ? 0.0 : rv->cpu_ms,
-                        rv->rc || rv->cpu_ms <= 0 ? 0.0 : rd->cpu_ms / rv->cpu_ms);
+                        rv->rc || rv->cpu_ms <= 0 ? 0.0 : dcpu / rv->cpu_ms);
                 fflush(tsv);
             }
         }
