@@ -149,6 +149,36 @@ static int json_depth_ok(const char *p, size_t n)
     return 1;
 }
 
+/* ---- error replies shared by several routes ------------------------------------------- */
+
+static enum MHD_Result reply_oom(xf_req_t *req)
+{
+    return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+}
+
+static enum MHD_Result reply_unknown_model(xf_req_t *req)
+{
+    return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; this server "
+                               "serves '%s'", req->model, req->srv->model_name);
+}
+
+static enum MHD_Result reply_too_many_tokens(xf_req_t *req)
+{
+    return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "request has more than %d "
+                               "tokens in total (request.max_tokens)", req->srv->o.max_tokens);
+}
+
+/* n texts (what: "texts" or "inputs") against request.max_texts: 1 replied, 0 within. */
+static int over_max_texts(xf_req_t *req, size_t n, const char *what, enum MHD_Result *ret)
+{
+    if (n <= (size_t)req->srv->o.max_texts)
+        return 0;
+    *ret = xf_http_reply_error(req, XF_HE_TOO_MANY_INPUTS, 0, "%zu %s in one request; the "
+                               "limit is %d (request.max_texts)", n, what,
+                               req->srv->o.max_texts);
+    return 1;
+}
+
 /* Parse req->body into req->root (an object). On error queues the reply, returns -1. */
 static int parse_body(xf_req_t *req, enum MHD_Result *ret)
 {
@@ -184,12 +214,19 @@ static int parse_body(xf_req_t *req, enum MHD_Result *ret)
     return 0;
 }
 
+/* An optional field of obj: NULL when absent or null. */
+static json_t *opt_field(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return v && !json_is_null(v) ? v : NULL;
+}
+
 /* Optional boolean field: 0 ok (writes *out when present), -1 replied. */
 static int get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
                     enum MHD_Result *ret)
 {
-    json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v))
+    json_t *v = opt_field(obj, key);
+    if (!v)
         return 0;
     if (!json_is_boolean(v)) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a boolean",
@@ -203,8 +240,8 @@ static int get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
 static int get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
                    long long *out, enum MHD_Result *ret)
 {
-    json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v))
+    json_t *v = opt_field(obj, key);
+    if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
@@ -218,8 +255,8 @@ static int get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, lo
 static int get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
                    enum MHD_Result *ret)
 {
-    json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v))
+    json_t *v = opt_field(obj, key);
+    if (!v)
         return 0;
     if (!json_is_string(v)) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a string", key);
@@ -272,19 +309,19 @@ static int ivec_push(ivec_t *v, const int32_t *x, size_t n)
     return 0;
 }
 
-/* Common request options. */
+/* Common request options (top level, or KServe "parameters"). */
 typedef struct ropts {
     int truncate;
     long long timeout_ms;
 } ropts_t;
 
-static int get_ropts(xf_req_t *req, ropts_t *ro, enum MHD_Result *ret)
+static int get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
 {
     ro->truncate = 0;
     ro->timeout_ms = 0;
-    if (get_bool(req, req->root, "truncate", &ro->truncate, ret) < 0)
+    if (get_bool(req, obj, "truncate", &ro->truncate, ret) < 0)
         return -1;
-    if (get_int(req, req->root, "timeout_ms", 1, 600000, &ro->timeout_ms, ret) < 0)
+    if (get_int(req, obj, "timeout_ms", 1, 600000, &ro->timeout_ms, ret) < 0)
         return -1;
     return 0;
 }
@@ -297,8 +334,8 @@ static int get_ropts(xf_req_t *req, ropts_t *ro, enum MHD_Result *ret)
 static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_Result *ret)
 {
     *out = NULL;
-    json_t *v = json_object_get(obj, "attention");
-    if (!v || json_is_null(v))
+    json_t *v = opt_field(obj, "attention");
+    if (!v)
         return 0;
     if (!json_is_object(v) && !json_is_string(v)) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: must be an object "
@@ -307,7 +344,7 @@ static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_R
     }
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) {
-        *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        *ret = reply_oom(req);
         return -1;
     }
     char err[256] = "";
@@ -315,7 +352,7 @@ static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_R
     int rc = xf_attn_parse(text, strlen(text), &a, err, sizeof err);
     free(text);
     if (rc == -ENOMEM) {
-        *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        *ret = reply_oom(req);
         return -1;
     }
     if (rc != 0 || !a) {
@@ -358,7 +395,7 @@ static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
     j->req = req;
     if (xf_job_alloc_outputs(j, s->info->d_model, s->info->n_labels) < 0) {
         xf_job_free(j);
-        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return reply_oom(req);
     }
     if (atomic_load(&s->draining)) {
         xf_job_free(j);
@@ -370,6 +407,27 @@ static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
     MHD_suspend_connection(req->conn);
     xf_server_submit(s, j);
     return MHD_YES;
+}
+
+/* What a route's job computes; normalize -1 keeps the model's default (see jobs.h). */
+typedef struct jobwant {
+    int pooled, logits, normalize;
+} jobwant_t;
+
+/* The end of every inference route: with no job (ret already queued) free attn and return
+ * ret; otherwise give the job its attention selection and outputs and submit it. */
+static enum MHD_Result submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn, jobwant_t want,
+                                  const ropts_t *ro, enum MHD_Result ret)
+{
+    if (!j) {
+        xf_attn_free(attn);
+        return ret;
+    }
+    j->attn = attn;
+    j->want_pooled = want.pooled;
+    j->want_logits = want.logits;
+    j->normalize = want.normalize;
+    return submit(req, j, ro);
 }
 
 /* Tokenise every text into a new job. On error replies and returns NULL. */
@@ -407,9 +465,7 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
         }
         total += tok.n;
         if (total > s->o.max_tokens) {
-            *ret = xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0,
-                                       "request has more than %d tokens in total "
-                                       "(request.max_tokens)", s->o.max_tokens);
+            *ret = reply_too_many_tokens(req);
             goto fail;
         }
         int32_t len = tok.n;
@@ -422,7 +478,7 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
         }
     }
     if (xf_job_create((int32_t)tx->n, (int32_t)ids.n, &j) < 0) {
-        *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        *ret = reply_oom(req);
         goto fail;
     }
     memcpy(j->ids, ids.p, ids.n * sizeof(int32_t));
@@ -441,11 +497,26 @@ fail:
     return j;
 }
 
+/* Parse the "attention" of obj (none when obj is NULL), tokenise tx into a job and submit it.
+ * Frees tx->v. */
+static enum MHD_Result submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, const ropts_t *ro,
+                                    jobwant_t want)
+{
+    enum MHD_Result ret = MHD_NO;
+    xf_attn_t *attn = NULL;
+    if (obj && get_attention(req, obj, &attn, &ret) < 0) {
+        free(tx->v);
+        return ret;
+    }
+    xf_job_t *j = tokenise(req, tx, ro, &ret);
+    free(tx->v);
+    return submit_job(req, j, attn, want, ro, ret);
+}
+
 /* A string or a non-empty list of strings under key (TEI inputs / OpenAI input). */
 static int get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
                      enum MHD_Result *ret)
 {
-    xf_server_t *s = req->srv;
     if (!v) {
         *ret = xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
         return -1;
@@ -469,12 +540,8 @@ static int get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
                                    key);
         return -1;
     }
-    if (n > (size_t)s->o.max_texts) {
-        *ret = xf_http_reply_error(req, XF_HE_TOO_MANY_INPUTS, 0,
-                                   "%zu texts in one request; the limit is %d "
-                                   "(request.max_texts)", n, s->o.max_texts);
+    if (over_max_texts(req, n, "texts", ret))
         return -1;
-    }
     if (texts_alloc(tx, n) < 0)
         goto oom;
     for (size_t i = 0; i < n; i++) {
@@ -492,8 +559,15 @@ static int get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
     tx->n = n;
     return 0;
 oom:
-    *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    *ret = reply_oom(req);
     return -1;
+}
+
+/* ["a", "b"]: a TEI text pair. */
+static int is_str_pair(json_t *v)
+{
+    return json_is_array(v) && json_array_size(v) == 2 && json_is_string(json_array_get(v, 0)) &&
+           json_is_string(json_array_get(v, 1));
 }
 
 static int is_token_array(json_t *v)
@@ -508,11 +582,8 @@ static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
     xf_server_t *s = req->srv;
     int nested = !is_token_array(v);
     size_t n = nested ? json_array_size(v) : 1;
-    if (n > (size_t)s->o.max_texts) {
-        *ret = xf_http_reply_error(req, XF_HE_TOO_MANY_INPUTS, 0, "%zu inputs in one request; "
-                                   "the limit is %d (request.max_texts)", n, s->o.max_texts);
+    if (over_max_texts(req, n, "inputs", ret))
         return NULL;
-    }
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *a = nested ? json_array_get(v, i) : v;
@@ -533,13 +604,12 @@ static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
         total += m;
     }
     if (total > (size_t)s->o.max_tokens) {
-        *ret = xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "request has more than %d "
-                                   "tokens in total (request.max_tokens)", s->o.max_tokens);
+        *ret = reply_too_many_tokens(req);
         return NULL;
     }
     xf_job_t *j = NULL;
     if (xf_job_create((int32_t)n, (int32_t)total, &j) < 0) {
-        *ret = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        *ret = reply_oom(req);
         return NULL;
     }
     size_t k = 0;
@@ -583,7 +653,7 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
         get_str(req, root, "encoding_format", &fmt, &ret) < 0 ||
         get_str(req, root, "user", &user, &ret) < 0 ||
         get_int(req, root, "dimensions", -1000000, 1000000, &dims, &ret) < 0 ||
-        get_ropts(req, &ro, &ret) < 0)
+        get_ropts(req, req->root, &ro, &ret) < 0)
         return ret;
     (void)user;
     if (model && strcmp(model, s->model_name) != 0)
@@ -611,14 +681,7 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
             free(tx.v);
         }
     }
-    if (!j) {
-        xf_attn_free(attn);
-        return ret;
-    }
-    j->attn = attn;
-    j->want_pooled = 1;
-    j->normalize = s->o.normalize;
-    return submit(req, j, &ro);
+    return submit_job(req, j, attn, (jobwant_t){ 1, 0, s->o.normalize }, &ro, ret);
 }
 
 static enum MHD_Result h_embed(xf_req_t *req)
@@ -630,7 +693,7 @@ static enum MHD_Result h_embed(xf_req_t *req)
     int normalize = 1;
     ropts_t ro;
     if (get_bool(req, req->root, "normalize", &normalize, &ret) < 0 ||
-        get_ropts(req, &ro, &ret) < 0)
+        get_ropts(req, req->root, &ro, &ret) < 0)
         return ret;
     (void)s;
     xf_attn_t *attn = NULL;
@@ -643,14 +706,7 @@ static enum MHD_Result h_embed(xf_req_t *req)
     }
     xf_job_t *j = tokenise(req, &tx, &ro, &ret);
     free(tx.v);
-    if (!j) {
-        xf_attn_free(attn);
-        return ret;
-    }
-    j->attn = attn;
-    j->want_pooled = 1;
-    j->normalize = normalize;
-    return submit(req, j, &ro);
+    return submit_job(req, j, attn, (jobwant_t){ 1, 0, normalize }, &ro, ret);
 }
 
 static enum MHD_Result h_rerank(xf_req_t *req)
@@ -669,7 +725,7 @@ static enum MHD_Result h_rerank(xf_req_t *req)
     if (get_str(req, req->root, "query", &query, &ret) < 0 ||
         get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) < 0 ||
         get_bool(req, req->root, "return_text", &req->return_text, &ret) < 0 ||
-        get_ropts(req, &ro, &ret) < 0)
+        get_ropts(req, req->root, &ro, &ret) < 0)
         return ret;
     if (!query)
         return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field 'query' is required");
@@ -687,20 +743,7 @@ static enum MHD_Result h_rerank(xf_req_t *req)
         tx.v[i].s = query;
         tx.v[i].n = qn;
     }
-    xf_attn_t *attn = NULL;
-    if (get_attention(req, req->root, &attn, &ret) < 0) {
-        free(tx.v);
-        return ret;
-    }
-    xf_job_t *j = tokenise(req, &tx, &ro, &ret);
-    free(tx.v);
-    if (!j) {
-        xf_attn_free(attn);
-        return ret;
-    }
-    j->attn = attn;
-    j->want_logits = 1;
-    return submit(req, j, &ro);
+    return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
 }
 
 static enum MHD_Result h_predict(xf_req_t *req)
@@ -715,7 +758,7 @@ static enum MHD_Result h_predict(xf_req_t *req)
         return ret;
     ropts_t ro;
     if (get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) < 0 ||
-        get_ropts(req, &ro, &ret) < 0)
+        get_ropts(req, req->root, &ro, &ret) < 0)
         return ret;
     json_t *in = json_object_get(req->root, "inputs");
     if (!in)
@@ -723,10 +766,7 @@ static enum MHD_Result h_predict(xf_req_t *req)
     /* TEI: "a" | ["a","b"] (one pair) | [seq, ...] where seq is "a" or ["a","b"]. */
     texts_t tx = { 0 };
     size_t n = 1;
-    int single = json_is_string(in) ||
-                 (json_is_array(in) && json_array_size(in) == 2 &&
-                  json_is_string(json_array_get(in, 0)) &&
-                  json_is_string(json_array_get(in, 1)));
+    int single = json_is_string(in) || is_str_pair(in);
     if (!single) {
         if (!json_is_array(in))
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be a "
@@ -735,22 +775,18 @@ static enum MHD_Result h_predict(xf_req_t *req)
         if (n == 0)
             return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'inputs' is an empty "
                                        "list");
-        if (n > (size_t)s->o.max_texts)
-            return xf_http_reply_error(req, XF_HE_TOO_MANY_INPUTS, 0, "%zu inputs in one "
-                                       "request; the limit is %d (request.max_texts)", n,
-                                       s->o.max_texts);
+        if (over_max_texts(req, n, "inputs", &ret))
+            return ret;
     }
     if (texts_alloc(&tx, n) < 0)
-        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return reply_oom(req);
     for (size_t i = 0; i < n; i++) {
         json_t *e = single ? in : json_array_get(in, i);
         text_t *t = &tx.v[i];
         if (json_is_string(e)) {
             t->s = json_string_value(e);
             t->n = json_string_length(e);
-        } else if (json_is_array(e) && json_array_size(e) == 2 &&
-                   json_is_string(json_array_get(e, 0)) &&
-                   json_is_string(json_array_get(e, 1))) {
+        } else if (is_str_pair(e)) {
             t->s = json_string_value(json_array_get(e, 0));
             t->n = json_string_length(json_array_get(e, 0));
             t->pair = json_string_value(json_array_get(e, 1));
@@ -763,20 +799,7 @@ static enum MHD_Result h_predict(xf_req_t *req)
     }
     tx.n = n;
     req->batch_form = !single;
-    xf_attn_t *attn = NULL;
-    if (get_attention(req, req->root, &attn, &ret) < 0) {
-        free(tx.v);
-        return ret;
-    }
-    xf_job_t *j = tokenise(req, &tx, &ro, &ret);
-    free(tx.v);
-    if (!j) {
-        xf_attn_free(attn);
-        return ret;
-    }
-    j->attn = attn;
-    j->want_logits = 1;
-    return submit(req, j, &ro);
+    return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
 }
 
 static int model_matches(const xf_req_t *req)
@@ -789,8 +812,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     xf_server_t *s = req->srv;
     enum MHD_Result ret = MHD_NO;
     if (!model_matches(req))
-        return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; this "
-                                   "server serves '%s'", req->model, s->model_name);
+        return reply_unknown_model(req);
     if (parse_body(req, &ret) < 0)
         return ret;
     json_t *root = req->root;
@@ -802,8 +824,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     if (params && !json_is_object(params))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
                                    "object");
-    if (params && (get_bool(req, params, "truncate", &ro.truncate, &ret) < 0 ||
-                   get_int(req, params, "timeout_ms", 1, 600000, &ro.timeout_ms, &ret) < 0))
+    if (params && get_ropts(req, params, &ro, &ret) < 0)
         return ret;
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) != 1)
@@ -852,12 +873,11 @@ static enum MHD_Result h_infer(xf_req_t *req)
     if ((long long)n != count)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].shape says %lld "
                                    "elements, data has %zu", count, n);
-    if (n > (size_t)s->o.max_texts)
-        return xf_http_reply_error(req, XF_HE_TOO_MANY_INPUTS, 0, "%zu texts in one request; "
-                                   "the limit is %d (request.max_texts)", n, s->o.max_texts);
+    if (over_max_texts(req, n, "texts", &ret))
+        return ret;
     texts_t tx = { 0 };
     if (texts_alloc(&tx, n) < 0)
-        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return reply_oom(req);
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(data, i);
         if (nested)
@@ -899,22 +919,9 @@ static enum MHD_Result h_infer(xf_req_t *req)
         }
     }
     /* KServe v2 puts extra request fields under "parameters". */
-    xf_attn_t *attn = NULL;
-    if (params && get_attention(req, params, &attn, &ret) < 0) {
-        free(tx.v);
-        return ret;
-    }
-    xf_job_t *j = tokenise(req, &tx, &ro, &ret);
-    free(tx.v);
-    if (!j) {
-        xf_attn_free(attn);
-        return ret;
-    }
-    j->attn = attn;
-    j->want_pooled = req->want_embed_out;
-    j->want_logits = req->want_logits_out;
-    j->normalize = s->o.normalize;
-    return submit(req, j, &ro);
+    return submit_texts(req, params, &tx, &ro,
+                        (jobwant_t){ req->want_embed_out, req->want_logits_out,
+                                     s->o.normalize });
 }
 
 static json_t *model_meta(const xf_server_t *s)
@@ -985,13 +992,11 @@ enum MHD_Result xf_routes_handle(xf_req_t *req)
         return xf_http_reply_json(req, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
     case XF_R_MODEL_META:
         if (!model_matches(req))
-            return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; "
-                                       "this server serves '%s'", req->model, s->model_name);
+            return reply_unknown_model(req);
         return xf_http_reply_json(req, 200, model_meta(s));
     case XF_R_MODEL_READY:
         if (!model_matches(req))
-            return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; "
-                                       "this server serves '%s'", req->model, s->model_name);
+            return reply_unknown_model(req);
         return xf_http_reply_json(req, ready ? 200 : 503,
                                   json_pack("{s:s,s:b}", "name", s->model_name, "ready",
                                             ready));
@@ -1004,14 +1009,14 @@ enum MHD_Result xf_routes_handle(xf_req_t *req)
         char *text = NULL;
         size_t len = 0;
         if (xf_metrics_render(&text, &len) < 0)
-            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+            return reply_oom(req);
         xf_buf_t b = { .p = text, .len = len, .cap = len + 1 };
         return xf_http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
     }
     case XF_R_STATS: {
         json_t *st = xf_metrics_stats_json();
         if (!st)
-            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+            return reply_oom(req);
         json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:I}", "name", s->model_name,
                               "dir", s->info->dir ? s->info->dir : "", "n_params",
                               (json_int_t)s->info->n_params, "demo", s->info->is_demo,
@@ -1146,7 +1151,7 @@ static enum MHD_Result r_rerank(xf_req_t *req)
     xf_job_t *j = req->job;
     scored_t *sc = calloc((size_t)j->n_seq, sizeof *sc);
     if (!sc)
-        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return reply_oom(req);
     for (int32_t i = 0; i < j->n_seq; i++) {
         sc[i].index = i;
         sc[i].score = req->raw_scores ? j->logits[i] : sigmoidf(j->logits[i]);
@@ -1185,7 +1190,7 @@ static enum MHD_Result r_predict(xf_req_t *req)
     int nl = mi->n_labels;
     scored_t *sc = calloc((size_t)nl, sizeof *sc);
     if (!sc)
-        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return reply_oom(req);
     xf_buf_t b = { 0 };
     if (req->batch_form)
         xf_buf_puts(&b, "[");
