@@ -978,69 +978,6 @@ static json_t *model_meta(const xf_server_t *s)
     return o;
 }
 
-enum MHD_Result xf_routes_handle(xf_req_t *req)
-{
-    xf_server_t *s = req->srv;
-    int ready = atomic_load(&s->ready);
-    switch (req->route) {
-    case XF_R_LIVE:
-        return xf_http_reply_json(req, 200, json_pack("{s:b}", "live", 1));
-    case XF_R_SERVER_META:
-        return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "name", "xformd",
-                                                      "version", xf_version(), "extensions"));
-    case XF_R_READY:
-        return xf_http_reply_json(req, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
-    case XF_R_MODEL_META:
-        if (!model_matches(req))
-            return reply_unknown_model(req);
-        return xf_http_reply_json(req, 200, model_meta(s));
-    case XF_R_MODEL_READY:
-        if (!model_matches(req))
-            return reply_unknown_model(req);
-        return xf_http_reply_json(req, ready ? 200 : 503,
-                                  json_pack("{s:s,s:b}", "name", s->model_name, "ready",
-                                            ready));
-    case XF_R_METRICS: {
-        if (!s->o.metrics_enabled)
-            return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "metrics are disabled "
-                                       "(metrics.enabled)");
-        xf_metric_set(XF_M_arena_bytes, "held", NULL,
-                      (int64_t)xf_workers_arena_bytes(s->workers));
-        char *text = NULL;
-        size_t len = 0;
-        if (xf_metrics_render(&text, &len) < 0)
-            return reply_oom(req);
-        xf_buf_t b = { .p = text, .len = len, .cap = len + 1 };
-        return xf_http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
-    }
-    case XF_R_STATS: {
-        json_t *st = xf_metrics_stats_json();
-        if (!st)
-            return reply_oom(req);
-        json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:I}", "name", s->model_name,
-                              "dir", s->info->dir ? s->info->dir : "", "n_params",
-                              (json_int_t)s->info->n_params, "demo", s->info->is_demo,
-                              "policy", xf_loop_policy_name(s), "cpu", s->cpu_desc,
-                              "uptime_ms", (json_int_t)((xf_now_ns() - s->start_ns) / 1000000));
-        if (m)
-            json_object_set_new(st, "model", m);
-        return xf_http_reply_json(req, 200, st);
-    }
-    case XF_R_EMBEDDINGS:
-        return h_embeddings(req);
-    case XF_R_EMBED:
-        return h_embed(req);
-    case XF_R_RERANK:
-        return h_rerank(req);
-    case XF_R_PREDICT:
-        return h_predict(req);
-    case XF_R_INFER:
-        return h_infer(req);
-    default:
-        return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "no such route");
-    }
-}
-
 /* ---- replies ---------------------------------------------------------------------------- */
 
 static void put_floats(xf_buf_t *b, const float *v, size_t n)
@@ -1263,6 +1200,88 @@ static enum MHD_Result r_infer(xf_req_t *req)
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
+/* ---- dispatch --------------------------------------------------------------------------- */
+
+/* The inference routes: the handler that turns a request into a job, and the reply written
+ * once the job has run. */
+typedef struct job_route {
+    enum MHD_Result (*handle)(xf_req_t *req);
+    enum MHD_Result (*respond)(xf_req_t *req);
+} job_route_t;
+
+static const job_route_t job_routes[XF_R_COUNT] = {
+    [XF_R_EMBEDDINGS] = { h_embeddings, r_embeddings },
+    [XF_R_EMBED] = { h_embed, r_embed },
+    [XF_R_RERANK] = { h_rerank, r_rerank },
+    [XF_R_PREDICT] = { h_predict, r_predict },
+    [XF_R_INFER] = { h_infer, r_infer },
+};
+
+/* The entry of route, or NULL when it runs no job. */
+static const job_route_t *job_route(int route)
+{
+    if (route <= 0 || route >= XF_R_COUNT || !job_routes[route].handle)
+        return NULL;
+    return &job_routes[route];
+}
+
+enum MHD_Result xf_routes_handle(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    int ready = atomic_load(&s->ready);
+    switch (req->route) {
+    case XF_R_LIVE:
+        return xf_http_reply_json(req, 200, json_pack("{s:b}", "live", 1));
+    case XF_R_SERVER_META:
+        return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "name", "xformd",
+                                                      "version", xf_version(), "extensions"));
+    case XF_R_READY:
+        return xf_http_reply_json(req, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
+    case XF_R_MODEL_META:
+        if (!model_matches(req))
+            return reply_unknown_model(req);
+        return xf_http_reply_json(req, 200, model_meta(s));
+    case XF_R_MODEL_READY:
+        if (!model_matches(req))
+            return reply_unknown_model(req);
+        return xf_http_reply_json(req, ready ? 200 : 503,
+                                  json_pack("{s:s,s:b}", "name", s->model_name, "ready",
+                                            ready));
+    case XF_R_METRICS: {
+        if (!s->o.metrics_enabled)
+            return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "metrics are disabled "
+                                       "(metrics.enabled)");
+        xf_metric_set(XF_M_arena_bytes, "held", NULL,
+                      (int64_t)xf_workers_arena_bytes(s->workers));
+        char *text = NULL;
+        size_t len = 0;
+        if (xf_metrics_render(&text, &len) < 0)
+            return reply_oom(req);
+        xf_buf_t b = { .p = text, .len = len, .cap = len + 1 };
+        return xf_http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
+    }
+    case XF_R_STATS: {
+        json_t *st = xf_metrics_stats_json();
+        if (!st)
+            return reply_oom(req);
+        json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:I}", "name", s->model_name,
+                              "dir", s->info->dir ? s->info->dir : "", "n_params",
+                              (json_int_t)s->info->n_params, "demo", s->info->is_demo,
+                              "policy", xf_loop_policy_name(s), "cpu", s->cpu_desc,
+                              "uptime_ms", (json_int_t)((xf_now_ns() - s->start_ns) / 1000000));
+        if (m)
+            json_object_set_new(st, "model", m);
+        return xf_http_reply_json(req, 200, st);
+    }
+    default: {
+        const job_route_t *jr = job_route(req->route);
+        if (jr)
+            return jr->handle(req);
+        return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "no such route");
+    }
+    }
+}
+
 enum MHD_Result xf_routes_respond(xf_req_t *req)
 {
     xf_job_t *j = req->job;
@@ -1271,18 +1290,8 @@ enum MHD_Result xf_routes_respond(xf_req_t *req)
     if (j->status)
         return xf_http_reply_error(req, (enum xf_http_err)(j->status - 1), j->retry_after_s,
                                    "%s", j->msg);
-    switch (req->route) {
-    case XF_R_EMBEDDINGS:
-        return r_embeddings(req);
-    case XF_R_EMBED:
-        return r_embed(req);
-    case XF_R_RERANK:
-        return r_rerank(req);
-    case XF_R_PREDICT:
-        return r_predict(req);
-    case XF_R_INFER:
-        return r_infer(req);
-    default:
+    const job_route_t *jr = job_route(req->route);
+    if (!jr)
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "route has no reply");
-    }
+    return jr->respond(req);
 }
