@@ -181,6 +181,16 @@ void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it, xf_
     o->out = io->out + ((size_t)o->t0 * (size_t)h + (size_t)o->head) * (size_t)d;
 }
 
+void xf_sfpm_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws_shared,
+                        xf_attn_plan *out)
+{
+    out->ws_per_thread = ws_per_thread;
+    out->ws_shared = ws_shared;
+    out->state_per_seq = 0;
+    out->n_items = sh->n_seq * sh->n_head;
+    out->dense_fallbacks = 0;
+}
+
 float xf_sfpm_dot(const float *a, const float *b, int32_t d)
 {
     /* Four partial sums: a fixed order, independent of alignment. */

@@ -55,6 +55,11 @@ typedef struct xf_sfpm_item {
 void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it,
                   xf_sfpm_item_t *o);
 
+/* Plan of a variant with one item per (sequence, head): the given scratch sizes, no
+ * per-sequence state, no dense fallbacks. */
+void xf_sfpm_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws_shared,
+                        xf_attn_plan *out);
+
 /* ---- kernels ---- */
 
 /* out = Σ_a exp(x_a − max) V_a / Σ_a exp(x_a − max), x_a = alpha·q·K_a (+ beta_a).

@@ -44,11 +44,7 @@ static int li_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     if (nmax < 0)
         return nmax;
     li_map(params, sh->d_head, 1.0f, &mp);
-    out->ws_per_thread = xf_famf_ws(&mp, nmax, sh->d_head);
-    out->ws_shared = 0;
-    out->state_per_seq = 0;
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
+    xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head), 0, out);
     return 0;
 }
 

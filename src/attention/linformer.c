@@ -56,12 +56,9 @@ static int lf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     if (nmax < 0)
         return nmax;
     m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
-    out->ws_per_thread = sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u) +
-                         xf_sfpm_tile_ws(sh->d_head);
-    out->ws_shared = 0;
-    out->state_per_seq = 0;
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
+    xf_sfpm_plan_items(sh,
+                       sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u) +
+                           xf_sfpm_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 

@@ -78,12 +78,8 @@ static int ny_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    out->ws_per_thread = layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
-                                NULL, NULL) + xf_sfpm_tile_ws(sh->d_head);
-    out->ws_shared = 0;
-    out->state_per_seq = 0;
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
+    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
+                                  NULL, NULL) + xf_sfpm_tile_ws(sh->d_head), 0, out);
     for (int32_t b = 0; b < sh->n_seq; b++) {
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b];
         out->dense_fallbacks += n > 0 && uses_dense(p, n);

@@ -81,13 +81,10 @@ static int pf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     if (nmax < 0)
         return nmax;
     pf_map(p, sh, NULL, NULL, &mp);
-    out->ws_per_thread = xf_famf_ws(&mp, nmax, sh->d_head);
     /* floats of every head's W, then (m + d)·d doubles of generator scratch */
-    out->ws_shared = ((sizeof(float) * shared_floats(p, sh) + 7u) & ~(size_t)7u)
-                     + sizeof(double) * (m + d) * d;
-    out->state_per_seq = 0;
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
+    xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head),
+                       ((sizeof(float) * shared_floats(p, sh) + 7u) & ~(size_t)7u)
+                           + sizeof(double) * (m + d) * d, out);
     return 0;
 }
 

@@ -76,12 +76,9 @@ static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     if (nmax < 0)
         return nmax;
     rf_map(p, NULL, NULL, &mp);
-    out->ws_per_thread = xf_famf_ws(&mp, nmax, sh->d_head);
-    out->ws_shared = ((sizeof(float) * (size_t)sh->n_head * D * d + 7u) & ~(size_t)7u) +
-                     sizeof(double) * D * d;
-    out->state_per_seq = 0;
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
+    xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head),
+                       ((sizeof(float) * (size_t)sh->n_head * D * d + 7u) & ~(size_t)7u) +
+                           sizeof(double) * D * d, out);
     return 0;
 }
 

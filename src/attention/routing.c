@@ -86,12 +86,8 @@ static int ro_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b], k = n > 0 ? xf_routing_clusters(p, n) : 1;
         kmax = k > kmax ? k : kmax;
     }
-    out->ws_per_thread = layout(nmax, sh->d_head, kmax, NULL, NULL) +
-                         xf_sfpm_tile_ws(sh->d_head);
-    out->ws_shared = 0;
-    out->state_per_seq = 0;
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
+    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, kmax, NULL, NULL) +
+                           xf_sfpm_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 

@@ -80,12 +80,8 @@ static int sk_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    out->ws_per_thread = layout(nmax, sh->d_head, p->block, NULL, NULL) +
-                         xf_sfpm_tile_ws(sh->d_head);
-    out->ws_shared = 0;
-    out->state_per_seq = 0;
-    out->n_items = sh->n_seq * sh->n_head;
-    out->dense_fallbacks = 0;
+    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, p->block, NULL, NULL) +
+                           xf_sfpm_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
