@@ -191,6 +191,18 @@ void xf_sfpm_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws
     out->dense_fallbacks = 0;
 }
 
+void xf_sfpm_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                  const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_sfpm_item_fn fn)
+{
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n > 0)
+            fn(params, sh, &it, io->q_scale, io->scale, ws_thread,
+               xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
+    }
+}
+
 float xf_sfpm_dot(const float *a, const float *b, int32_t d)
 {
     /* Four partial sums: a fixed order, independent of alignment. */

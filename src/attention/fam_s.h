@@ -60,6 +60,15 @@ void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it,
 void xf_sfpm_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws_shared,
                         xf_attn_plan *out);
 
+/* One item of a variant whose forward is a plain item walk: ws is the thread's scratch, tws its
+ * tile scratch (xf_sfpm_tile_scratch). */
+typedef void (*xf_sfpm_item_fn)(const void *params, const xf_attn_shape *sh,
+                                const xf_sfpm_item_t *it, float q_scale, float scale, void *ws,
+                                void *tws);
+/* Thread ith of nth runs fn on the non-empty items ith, ith + nth, ... of pl. */
+void xf_sfpm_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                  const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_sfpm_item_fn fn);
+
 /* ---- kernels ---- */
 
 /* out = Σ_a exp(x_a − max) V_a / Σ_a exp(x_a − max), x_a = alpha·q·K_a (+ beta_a).

@@ -130,14 +130,16 @@ static void cminus(double *t, int32_t m, double cval)
         t[(size_t)i * (size_t)m + (size_t)i] += cval;
 }
 
-static void item(const xf_nystrom_params_t *p, const xf_sfpm_item_t *it, float q_scale,
-                 float scale, void *ws, void *tws)
+static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+                 float q_scale, float scale, void *ws, void *tws)
 {
+    const xf_nystrom_params_t *p = params;
     int32_t n = it->n, d = it->d, m = p->landmarks < n ? p->landmarks : n;
     double rs = sqrt((double)scale), n1 = 0, ninf = 0;
     int finite = 1;
     lay_t l;
 
+    (void)sh;
     if (uses_dense(p, n))
         goto dense;
     layout(n, d, m, ws, &l);
@@ -238,13 +240,7 @@ static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       int nth)
 {
     (void)ws_shared;
-    for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
-        xf_sfpm_item(sh, io, t, &it);
-        if (it.n > 0)
-            item(params, &it, io->q_scale, io->scale, ws_thread,
-                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
-    }
+    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
     return 0;
 }
 

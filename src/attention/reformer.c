@@ -213,9 +213,10 @@ static void grouped(const xf_reformer_params_t *p, const xf_sfpm_item_t *it, flo
     }
 }
 
-static void item(const xf_reformer_params_t *p, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
+    const xf_reformer_params_t *p = params;
     int32_t n = it->n, d = it->d, H = p->n_hashes, nb = xf_reformer_buckets(p, n);
     int shared = p->mode == XF_REFORMER_SHARED;
     lay_t l;
@@ -331,13 +332,7 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       int nth)
 {
     (void)ws_shared;
-    for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
-        xf_sfpm_item(sh, io, t, &it);
-        if (it.n > 0)
-            item(params, sh, &it, io->q_scale, io->scale, ws_thread,
-                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
-    }
+    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
     return 0;
 }
 

@@ -140,13 +140,15 @@ static void rows_tiles(const xf_sfpm_item_t *it, int32_t r0, int32_t r1, float a
     }
 }
 
-static void item(const xf_sinkhorn_params_t *p, const xf_sfpm_item_t *it, float q_scale,
-                 float scale, void *ws, void *tws)
+static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+                 float q_scale, float scale, void *ws, void *tws)
 {
+    const xf_sinkhorn_params_t *p = params;
     int32_t n = it->n, d = it->d, b = p->block, nb = (n + b - 1) / b;
     float alpha = scale / q_scale;
     lay_t l;
 
+    (void)sh;
     layout(n, d, b, ws, &l);
     block_means(p->sim == XF_SINKHORN_KK ? it->k : it->q, n, d, b, nb,
                 p->sim == XF_SINKHORN_KK ? 1.0 : 1.0 / (double)q_scale, l.mq);
@@ -226,13 +228,7 @@ static int sk_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       int nth)
 {
     (void)ws_shared;
-    for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
-        xf_sfpm_item(sh, io, t, &it);
-        if (it.n > 0)
-            item(params, &it, io->q_scale, io->scale, ws_thread,
-                 xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
-    }
+    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
     return 0;
 }
 
