@@ -203,6 +203,14 @@ void xf_sfpm_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io 
     }
 }
 
+void *xf_sfpm_take(xf_sfpm_carve_t *c, size_t elem, size_t cnt)
+{
+    void *p = c->base ? (void *)(c->base + c->off) : NULL;
+
+    c->off += ((elem * cnt) + 15u) & ~(size_t)15u;
+    return p;
+}
+
 float xf_sfpm_dot(const float *a, const float *b, int32_t d)
 {
     /* Four partial sums: a fixed order, independent of alignment. */

@@ -69,6 +69,15 @@ typedef void (*xf_sfpm_item_fn)(const void *params, const xf_attn_shape *sh,
 void xf_sfpm_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                   const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_sfpm_item_fn fn);
 
+/* Workspace carving: consecutive 16-byte aligned blocks from base (NULL base: sizes only, the
+ * blocks are NULL). off ends as the bytes taken. */
+typedef struct xf_sfpm_carve {
+    unsigned char *base;
+    size_t off;
+} xf_sfpm_carve_t;
+/* Next block of cnt elements of elem bytes. */
+void *xf_sfpm_take(xf_sfpm_carve_t *c, size_t elem, size_t cnt);
+
 /* ---- kernels ---- */
 
 /* out = Σ_a exp(x_a − max) V_a / Σ_a exp(x_a − max), x_a = alpha·q·K_a (+ beta_a).

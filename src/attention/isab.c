@@ -50,28 +50,25 @@ typedef struct lay {
 
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
-    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m, off = 0;
-    unsigned char *b = ws;
-#define TAKE(ptr, type, cnt_)                                                     \
-    do {                                                                          \
-        if (l)                                                                    \
-            l->ptr = (type *)(void *)(b + off);                                   \
-        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
-    } while (0)
-    TAKE(pts, double, N * D);
-    TAKE(mu, double, M * D);
-    TAKE(acc, double, M * D);
-    TAKE(idx, int32_t, N);
-    TAKE(grp, int32_t, N);
-    TAKE(cnt, int32_t, M);
-    TAKE(Ks, float, M * D);
-    TAKE(Vs, float, M * D);
-    TAKE(beta, float, M);
-    TAKE(U, float, M * D);
-    TAKE(scr, float, N + M);
-    TAKE(amx, unsigned char, xf_fams_argmax_ws(m, d));
-#undef TAKE
-    return off;
+    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
+    xf_sfpm_carve_t cv = { ws, 0 };
+    lay_t none;
+
+    if (!l)
+        l = &none;
+    l->pts = xf_sfpm_take(&cv, sizeof(double), N * D);
+    l->mu = xf_sfpm_take(&cv, sizeof(double), M * D);
+    l->acc = xf_sfpm_take(&cv, sizeof(double), M * D);
+    l->idx = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->grp = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->cnt = xf_sfpm_take(&cv, sizeof(int32_t), M);
+    l->Ks = xf_sfpm_take(&cv, sizeof(float), M * D);
+    l->Vs = xf_sfpm_take(&cv, sizeof(float), M * D);
+    l->beta = xf_sfpm_take(&cv, sizeof(float), M);
+    l->U = xf_sfpm_take(&cv, sizeof(float), M * D);
+    l->scr = xf_sfpm_take(&cv, sizeof(float), N + M);
+    l->amx = xf_sfpm_take(&cv, sizeof(unsigned char), xf_fams_argmax_ws(m, d));
+    return cv.off;
 }
 
 static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)

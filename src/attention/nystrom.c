@@ -41,28 +41,25 @@ typedef struct lay {
 
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
-    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m, off = 0;
-    unsigned char *b = ws;
-#define TAKE(ptr, type, cnt_)                                                     \
-    do {                                                                          \
-        if (l)                                                                    \
-            l->ptr = (type *)(void *)(b + off);                                   \
-        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
-    } while (0)
-    TAKE(xl, double, M * D);
-    TAKE(yl, double, M * D);
-    TAKE(A, double, M * M);
-    TAKE(Z, double, M * M);
-    TAKE(AZ, double, M * M);
-    TAKE(T1, double, M * M);
-    TAKE(T2, double, M * M);
-    TAKE(BV, double, M * D);
-    TAKE(W, double, M * D);
-    TAKE(row, double, (N > M ? N : M) + 1);
-    TAKE(q, double, D);
-    TAKE(scr, float, N + 1);
-#undef TAKE
-    return off;
+    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
+    xf_sfpm_carve_t cv = { ws, 0 };
+    lay_t none;
+
+    if (!l)
+        l = &none;
+    l->xl = xf_sfpm_take(&cv, sizeof(double), M * D);
+    l->yl = xf_sfpm_take(&cv, sizeof(double), M * D);
+    l->A = xf_sfpm_take(&cv, sizeof(double), M * M);
+    l->Z = xf_sfpm_take(&cv, sizeof(double), M * M);
+    l->AZ = xf_sfpm_take(&cv, sizeof(double), M * M);
+    l->T1 = xf_sfpm_take(&cv, sizeof(double), M * M);
+    l->T2 = xf_sfpm_take(&cv, sizeof(double), M * M);
+    l->BV = xf_sfpm_take(&cv, sizeof(double), M * D);
+    l->W = xf_sfpm_take(&cv, sizeof(double), M * D);
+    l->row = xf_sfpm_take(&cv, sizeof(double), (N > M ? N : M) + 1);
+    l->q = xf_sfpm_take(&cv, sizeof(double), D);
+    l->scr = xf_sfpm_take(&cv, sizeof(float), N + 1);
+    return cv.off;
 }
 
 static int uses_dense(const xf_nystrom_params_t *p, int32_t n)

@@ -65,34 +65,32 @@ typedef struct lay {
 static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_t nb, void *ws,
                      lay_t *l)
 {
-    size_t H = (size_t)p->n_hashes, N = (size_t)n, D = (size_t)d, off = 0;
-    unsigned char *b = ws;
-#define TAKE(ptr, type, cnt)                                                      \
-    do {                                                                          \
-        if (l)                                                                    \
-            l->ptr = (type *)(void *)(b + off);                                   \
-        off += ((sizeof(type) * (size_t)(cnt)) + 15u) & ~(size_t)15u;             \
-    } while (0)
-    TAKE(r, double, D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
-    TAKE(xhat, double, D);
-    TAKE(hacc, double, (size_t)(nb / 2 > 0 ? nb / 2 : 1));
-    TAKE(qh, double, N * D);
-    TAKE(kh, double, N * D);
-    TAKE(amx, unsigned char, xf_fams_argmax_ws(nb / 2 > 0 ? nb / 2 : 1, d));
-    TAKE(qb, int32_t, H * N);
-    TAKE(kb, int32_t, H * N);
-    TAKE(order, int32_t, H * N);
-    TAKE(start, int32_t, H * ((size_t)nb + 1));
-    TAKE(spos, int32_t, H * N);
-    TAKE(stamp, int32_t, N);
-    TAKE(list, int32_t, N);
-    TAKE(logit, float, N);
-    TAKE(qo, int32_t, N);
-    TAKE(qt, int32_t, N);
-    TAKE(bcnt, int32_t, (size_t)nb + 1);
-    TAKE(khat, float, N * D);
-#undef TAKE
-    return off;
+    size_t H = (size_t)p->n_hashes, N = (size_t)n, D = (size_t)d;
+    xf_sfpm_carve_t cv = { ws, 0 };
+    lay_t none;
+
+    if (!l)
+        l = &none;
+    l->r = xf_sfpm_take(&cv, sizeof(double), D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
+    l->xhat = xf_sfpm_take(&cv, sizeof(double), D);
+    l->hacc = xf_sfpm_take(&cv, sizeof(double), (size_t)(nb / 2 > 0 ? nb / 2 : 1));
+    l->qh = xf_sfpm_take(&cv, sizeof(double), N * D);
+    l->kh = xf_sfpm_take(&cv, sizeof(double), N * D);
+    l->amx = xf_sfpm_take(&cv, sizeof(unsigned char),
+                         xf_fams_argmax_ws(nb / 2 > 0 ? nb / 2 : 1, d));
+    l->qb = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
+    l->kb = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
+    l->order = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
+    l->start = xf_sfpm_take(&cv, sizeof(int32_t), H * ((size_t)nb + 1));
+    l->spos = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
+    l->stamp = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->list = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->logit = xf_sfpm_take(&cv, sizeof(float), N);
+    l->qo = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->qt = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->bcnt = xf_sfpm_take(&cv, sizeof(int32_t), (size_t)nb + 1);
+    l->khat = xf_sfpm_take(&cv, sizeof(float), N * D);
+    return cv.off;
 }
 
 static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)

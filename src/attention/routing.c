@@ -47,29 +47,26 @@ typedef struct lay {
 
 static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
 {
-    size_t N = (size_t)n, D = (size_t)d, K = (size_t)k, off = 0;
-    unsigned char *b = ws;
-#define TAKE(ptr, type, cnt_)                                                     \
-    do {                                                                          \
-        if (l)                                                                    \
-            l->ptr = (type *)(void *)(b + off);                                   \
-        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
-    } while (0)
-    TAKE(pts, double, 2u * N * D);
-    TAKE(mu, double, K * D);
-    TAKE(acc, double, K * D + D);
-    TAKE(idx, int32_t, 2u * N);
-    TAKE(cq, int32_t, N);
-    TAKE(ck, int32_t, N);
-    TAKE(order, int32_t, N);
-    TAKE(start, int32_t, K + 1);
-    TAKE(cnt, int32_t, K);
-    TAKE(logit, float, N);
-    TAKE(qbar, float, K * D);
-    TAKE(obar, float, K * D);
-    TAKE(amx, unsigned char, xf_fams_argmax_ws(k, d));
-#undef TAKE
-    return off;
+    size_t N = (size_t)n, D = (size_t)d, K = (size_t)k;
+    xf_sfpm_carve_t cv = { ws, 0 };
+    lay_t none;
+
+    if (!l)
+        l = &none;
+    l->pts = xf_sfpm_take(&cv, sizeof(double), 2u * N * D);
+    l->mu = xf_sfpm_take(&cv, sizeof(double), K * D);
+    l->acc = xf_sfpm_take(&cv, sizeof(double), K * D + D);
+    l->idx = xf_sfpm_take(&cv, sizeof(int32_t), 2u * N);
+    l->cq = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->ck = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->order = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->start = xf_sfpm_take(&cv, sizeof(int32_t), K + 1);
+    l->cnt = xf_sfpm_take(&cv, sizeof(int32_t), K);
+    l->logit = xf_sfpm_take(&cv, sizeof(float), N);
+    l->qbar = xf_sfpm_take(&cv, sizeof(float), K * D);
+    l->obar = xf_sfpm_take(&cv, sizeof(float), K * D);
+    l->amx = xf_sfpm_take(&cv, sizeof(unsigned char), xf_fams_argmax_ws(k, d));
+    return cv.off;
 }
 
 static int ro_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)

@@ -51,25 +51,22 @@ typedef struct lay {
 static size_t layout(int32_t n, int32_t d, int32_t b, void *ws, lay_t *l)
 {
     int32_t nb = (n + b - 1) / b;
-    size_t N = (size_t)n, D = (size_t)d, NB = (size_t)nb, B = (size_t)(b < n ? b : n), off = 0;
-    unsigned char *base = ws;
-#define TAKE(ptr, type, cnt_)                                                     \
-    do {                                                                          \
-        if (l)                                                                    \
-            l->ptr = (type *)(void *)(base + off);                                \
-        off += ((sizeof(type) * (size_t)(cnt_)) + 15u) & ~(size_t)15u;            \
-    } while (0)
-    TAKE(mq, double, NB * D);
-    TAKE(mk, double, NB * D);
-    TAKE(R, double, NB * NB);
-    TAKE(row, double, NB + 1);
-    TAKE(sel, int32_t, NB + 1);
-    TAKE(list, int32_t, N);
-    TAKE(logit, float, N + 2u * B);
-    TAKE(kbuf, float, 2u * B * D);
-    TAKE(vbuf, float, 2u * B * D);
-#undef TAKE
-    return off;
+    size_t N = (size_t)n, D = (size_t)d, NB = (size_t)nb, B = (size_t)(b < n ? b : n);
+    xf_sfpm_carve_t cv = { ws, 0 };
+    lay_t none;
+
+    if (!l)
+        l = &none;
+    l->mq = xf_sfpm_take(&cv, sizeof(double), NB * D);
+    l->mk = xf_sfpm_take(&cv, sizeof(double), NB * D);
+    l->R = xf_sfpm_take(&cv, sizeof(double), NB * NB);
+    l->row = xf_sfpm_take(&cv, sizeof(double), NB + 1);
+    l->sel = xf_sfpm_take(&cv, sizeof(int32_t), NB + 1);
+    l->list = xf_sfpm_take(&cv, sizeof(int32_t), N);
+    l->logit = xf_sfpm_take(&cv, sizeof(float), N + 2u * B);
+    l->kbuf = xf_sfpm_take(&cv, sizeof(float), 2u * B * D);
+    l->vbuf = xf_sfpm_take(&cv, sizeof(float), 2u * B * D);
+    return cv.off;
 }
 
 static int sk_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
