@@ -156,6 +156,11 @@ static enum MHD_Result reply_oom(xf_req_t *req)
     return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
 }
 
+static enum MHD_Result reply_missing_field(xf_req_t *req, const char *key)
+{
+    return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
+}
+
 static enum MHD_Result reply_unknown_model(xf_req_t *req)
 {
     return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; this server "
@@ -518,7 +523,7 @@ static int get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
                      enum MHD_Result *ret)
 {
     if (!v) {
-        *ret = xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
+        *ret = reply_missing_field(req, key);
         return -1;
     }
     if (json_is_string(v)) {
@@ -728,7 +733,7 @@ static enum MHD_Result h_rerank(xf_req_t *req)
         get_ropts(req, req->root, &ro, &ret) < 0)
         return ret;
     if (!query)
-        return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field 'query' is required");
+        return reply_missing_field(req, "query");
     json_t *texts = json_object_get(req->root, "texts");
     if (texts && !json_is_array(texts))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'texts' must be a list "
@@ -762,7 +767,7 @@ static enum MHD_Result h_predict(xf_req_t *req)
         return ret;
     json_t *in = json_object_get(req->root, "inputs");
     if (!in)
-        return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field 'inputs' is required");
+        return reply_missing_field(req, "inputs");
     /* TEI: "a" | ["a","b"] (one pair) | [seq, ...] where seq is "a" or ["a","b"]. */
     texts_t tx = { 0 };
     size_t n = 1;
