@@ -157,6 +157,24 @@ static void map_block(const xf_famf_map_t *mp, const float *raw, int32_t nq, int
         h[q] = map_input(mp, raw + (size_t)q * (size_t)d, d, mul, l->x + (size_t)q * (size_t)dp);
 }
 
+void xf_famf_walk(const xf_famf_map_t *mp, size_t w_head, const xf_attn_shape *sh,
+                  const xf_attn_io *io, const xf_attn_plan *pl, void *ws_thread, int ith,
+                  int nth)
+{
+    xf_famf_map_t m = *mp;
+
+    for (int32_t t = ith; t < pl->n_items; t += nth) {
+        xf_sfpm_item_t it;
+
+        xf_sfpm_item(sh, io, t, &it);
+        if (it.n == 0)
+            continue;
+        if (w_head > 0)
+            m.w = mp->w + (size_t)it.head * w_head;
+        xf_famf_item(&m, &it, ws_thread);
+    }
+}
+
 void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
 {
     const xf_ft_kern *kn = xf_ft_kern_get();

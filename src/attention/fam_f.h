@@ -26,6 +26,12 @@ int32_t xf_famf_features(const xf_famf_map_t *mp);
 size_t xf_famf_ws(const xf_famf_map_t *mp, int32_t nmax, int32_t d);
 /* Run one item. ws: xf_famf_ws bytes, 8-byte aligned. */
 void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws);
+/* Forward of a family-F variant: thread ith of nth runs the non-empty items of pl with map mp
+ * (ws_thread: xf_famf_ws bytes). w_head > 0: the item of head h uses mp->w + h·w_head (the
+ * per-head projections in the shared scratch), else mp->w. */
+void xf_famf_walk(const xf_famf_map_t *mp, size_t w_head, const xf_attn_shape *sh,
+                  const xf_attn_io *io, const xf_attn_plan *pl, void *ws_thread, int ith,
+                  int nth);
 
 /* FAVOR+ projections W [m][d] for (seed, layer, head), §18: stacked orthogonal blocks
  * (Gram–Schmidt of a Gaussian d×d block = QR with the sign fix; directions = columns of Q)

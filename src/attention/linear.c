@@ -56,12 +56,7 @@ static int li_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
     (void)ws_shared;
     li_map(params, sh->d_head, io->q_scale, &mp);
-    for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
-        xf_sfpm_item(sh, io, t, &it);
-        if (it.n > 0)
-            xf_famf_item(&mp, &it, ws_thread);
-    }
+    xf_famf_walk(&mp, 0, sh, io, pl, ws_thread, ith, nth);
     return 0;
 }
 

@@ -114,18 +114,10 @@ static int pf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 {
     const xf_performer_params_t *p = params;
     int32_t m = xf_performer_features(p, sh->d_head);
+    xf_famf_map_t mp;
 
-    for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
-        xf_famf_map_t mp;
-
-        xf_sfpm_item(sh, io, t, &it);
-        if (it.n == 0)
-            continue;
-        pf_map(p, sh, io, (const float *)ws_shared + (size_t)it.head * (size_t)m *
-               (size_t)it.d, &mp);
-        xf_famf_item(&mp, &it, ws_thread);
-    }
+    pf_map(p, sh, io, ws_shared, &mp);
+    xf_famf_walk(&mp, (size_t)m * (size_t)sh->d_head, sh, io, pl, ws_thread, ith, nth);
     return 0;
 }
 

@@ -107,18 +107,11 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       int nth)
 {
     const xf_rfa_params_t *p = params;
+    xf_famf_map_t mp;
 
-    for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
-        xf_famf_map_t mp;
-
-        xf_sfpm_item(sh, io, t, &it);
-        if (it.n == 0)
-            continue;
-        rf_map(p, io, (const float *)ws_shared + (size_t)it.head * (size_t)p->features *
-               (size_t)it.d, &mp);
-        xf_famf_item(&mp, &it, ws_thread);
-    }
+    rf_map(p, io, ws_shared, &mp);
+    xf_famf_walk(&mp, (size_t)p->features * (size_t)sh->d_head, sh, io, pl, ws_thread, ith,
+                 nth);
     return 0;
 }
 
