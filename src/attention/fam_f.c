@@ -175,6 +175,30 @@ void xf_famf_walk(const xf_famf_map_t *mp, size_t w_head, const xf_attn_shape *s
     }
 }
 
+static size_t shared_w_bytes(int32_t n_head, int32_t r, int32_t d)
+{
+    return (sizeof(float) * (size_t)n_head * (size_t)r * (size_t)d + 7u) & ~(size_t)7u;
+}
+
+size_t xf_famf_shared_size(int32_t n_head, int32_t r, int32_t d, size_t tmp)
+{
+    return shared_w_bytes(n_head, r, d) + sizeof(double) * tmp;
+}
+
+double *xf_famf_shared_tmp(void *ws_shared, int32_t n_head, int32_t r, int32_t d)
+{
+    return (double *)(void *)((unsigned char *)ws_shared + shared_w_bytes(n_head, r, d));
+}
+
+void xf_famf_store_w(void *ws_shared, int32_t h, int32_t r, int32_t d, const double *w)
+{
+    size_t rd = (size_t)r * (size_t)d;
+    float *wh = (float *)ws_shared + (size_t)h * rd;
+
+    for (size_t i = 0; i < rd; i++)
+        wh[i] = (float)w[i];
+}
+
 void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
 {
     const xf_ft_kern *kn = xf_ft_kern_get();

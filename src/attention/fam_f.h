@@ -33,6 +33,14 @@ void xf_famf_walk(const xf_famf_map_t *mp, size_t w_head, const xf_attn_shape *s
                   const xf_attn_io *io, const xf_attn_plan *pl, void *ws_thread, int ith,
                   int nth);
 
+/* Shared scratch of the random-feature variants: every head's W [r][d] as floats, then (8-byte
+ * aligned) tmp doubles of generator scratch. Bytes of it: */
+size_t xf_famf_shared_size(int32_t n_head, int32_t r, int32_t d, size_t tmp);
+/* The generator scratch inside ws_shared. */
+double *xf_famf_shared_tmp(void *ws_shared, int32_t n_head, int32_t r, int32_t d);
+/* Store head h's projections w (r×d doubles) as floats into ws_shared. */
+void xf_famf_store_w(void *ws_shared, int32_t h, int32_t r, int32_t d, const double *w);
+
 /* FAVOR+ projections W [m][d] for (seed, layer, head), §18: stacked orthogonal blocks
  * (Gram–Schmidt of a Gaussian d×d block = QR with the sign fix; directions = columns of Q)
  * scaled by chi norms (stream FAVOR_NORM, row) or √d; orthogonal = 0: Gaussian rows.

@@ -63,28 +63,21 @@ static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, cons
     }
 }
 
-static size_t shared_floats(const xf_performer_params_t *p, const xf_attn_shape *sh)
-{
-    size_t m = (size_t)xf_performer_features(p, sh->d_head), d = (size_t)sh->d_head;
-
-    return (size_t)sh->n_head * m * d;
-}
-
 static int pf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_performer_params_t *p = params;
     xf_famf_map_t mp;
     int nmax = xf_sfpm_check_shape(sh);
-    size_t m = (size_t)xf_performer_features(p, sh->d_head), d = (size_t)sh->d_head;
+    int32_t m = xf_performer_features(p, sh->d_head), d = sh->d_head;
 
     (void)nth;
     if (nmax < 0)
         return nmax;
     pf_map(p, sh, NULL, NULL, &mp);
-    /* floats of every head's W, then (m + d)·d doubles of generator scratch */
+    /* every head's W, then (m + d)·d doubles of generator scratch */
     xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head),
-                       ((sizeof(float) * shared_floats(p, sh) + 7u) & ~(size_t)7u)
-                           + sizeof(double) * (m + d) * d, out);
+                       xf_famf_shared_size(sh->n_head, m, d, ((size_t)m + (size_t)d) * (size_t)d),
+                       out);
     return 0;
 }
 
@@ -93,17 +86,13 @@ static int pf_prepare(const void *params, const xf_attn_shape *sh, const xf_attn
 {
     const xf_performer_params_t *p = params;
     int32_t m = xf_performer_features(p, sh->d_head), d = sh->d_head;
-    float *w = ws_shared;
-    double *tmp = (double *)((unsigned char *)ws_shared +
-                             ((sizeof(float) * shared_floats(p, sh) + 7u) & ~(size_t)7u));
+    double *tmp = xf_famf_shared_tmp(ws_shared, sh->n_head, m, d);
 
     (void)io;
     (void)pl;
     for (int32_t h = 0; h < sh->n_head; h++) {
-        float *wh = w + (size_t)h * (size_t)m * (size_t)d;
         xf_famf_favor_w(p->seed, sh->layer, h, m, d, p->orthogonal, p->row_norm, tmp);
-        for (size_t i = 0; i < (size_t)m * (size_t)d; i++)
-            wh[i] = (float)tmp[i];
+        xf_famf_store_w(ws_shared, h, m, d, tmp);
     }
     return 0;
 }

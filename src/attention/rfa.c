@@ -70,15 +70,16 @@ static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     const xf_rfa_params_t *p = params;
     xf_famf_map_t mp;
     int nmax = xf_sfpm_check_shape(sh);
-    size_t D = (size_t)p->features, d = (size_t)sh->d_head;
 
     (void)nth;
     if (nmax < 0)
         return nmax;
     rf_map(p, NULL, NULL, &mp);
+    /* every head's W, then D·d doubles of generator scratch */
     xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head),
-                       ((sizeof(float) * (size_t)sh->n_head * D * d + 7u) & ~(size_t)7u) +
-                           sizeof(double) * D * d, out);
+                       xf_famf_shared_size(sh->n_head, p->features, sh->d_head,
+                                           (size_t)p->features * (size_t)sh->d_head),
+                       out);
     return 0;
 }
 
@@ -86,18 +87,14 @@ static int rf_prepare(const void *params, const xf_attn_shape *sh, const xf_attn
                       const xf_attn_plan *pl, void *ws_shared)
 {
     const xf_rfa_params_t *p = params;
-    size_t D = (size_t)p->features, d = (size_t)sh->d_head;
-    float *w = ws_shared;
-    double *tmp = (double *)((unsigned char *)ws_shared +
-                             ((sizeof(float) * (size_t)sh->n_head * D * d + 7u) & ~(size_t)7u));
+    double *tmp = xf_famf_shared_tmp(ws_shared, sh->n_head, p->features, sh->d_head);
 
     (void)io;
     (void)pl;
     for (int32_t h = 0; h < sh->n_head; h++) {
         xf_famf_rfa_w(p->seed, sh->layer, h, p->features, sh->d_head,
                       p->mode == XF_RFA_NORM ? p->tau : 1.0, tmp);
-        for (size_t i = 0; i < D * d; i++)
-            w[(size_t)h * D * d + i] = (float)tmp[i];
+        xf_famf_store_w(ws_shared, h, p->features, sh->d_head, tmp);
     }
     return 0;
 }
