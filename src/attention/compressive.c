@@ -54,25 +54,6 @@ static int cm_validate(const void *params, const xf_model_t *m, int layer, char 
     return 0;
 }
 
-static int cm_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
-{
-    (void)nth;
-    return xf_famm_plan(params, sh, out);
-}
-
-static int cm_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, void *ws_shared)
-{
-    (void)pl;
-    return xf_famm_prepare(params, sh, io, ws_shared);
-}
-
-static int cm_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io, int ith,
-                     int nth)
-{
-    return xf_famm_state_update(params, sh, io, ith, nth);
-}
-
 static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                       const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                       int nth)
@@ -94,8 +75,8 @@ const xf_attn_vtbl xf_attn_compressive = {
     .parse = cm_parse,
     .to_json = cm_to_json,
     .validate = cm_validate,
-    .plan = cm_plan,
-    .prepare = cm_prepare,
+    .plan = xf_famm_plan_vt,
+    .prepare = xf_famm_prepare,
     .forward = cm_forward,
-    .state_update = cm_update,
+    .state_update = xf_famm_state_update,
 };

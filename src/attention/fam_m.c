@@ -93,15 +93,17 @@ static int32_t trows_of(const xf_famm_params_t *p, int32_t nmax)
     return tmax - tmin_of(p, nmax) + 1;
 }
 
-int xf_famm_prepare(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
-                    void *ws_shared)
+int xf_famm_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                    const xf_attn_plan *pl, void *ws_shared)
 {
+    const xf_famm_params_t *p = params;
     const xf_attn_w_txl_t *w = io->weights;
     int nmax = xf_sfpm_check_shape(sh);
     int32_t T, t0, D, hd = sh->n_head * sh->d_head;
     double *R = ws_shared;
     float *r = (float *)(R + XF_FAMM_DMAX);
 
+    (void)pl;
     if (nmax < 0)
         return nmax;
     if (!w || !w->w_r)
@@ -194,6 +196,12 @@ int xf_famm_plan(const xf_famm_params_t *p, const xf_attn_shape *sh, xf_attn_pla
     out->n_items = sh->n_seq * sh->n_head;
     out->dense_fallbacks = 0;
     return 0;
+}
+
+int xf_famm_plan_vt(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+{
+    (void)nth;
+    return xf_famm_plan(params, sh, out);
 }
 
 /* Key/value row j of [compressed ; memory ; current] (regions given by base pointers). */
@@ -301,10 +309,11 @@ static void txl_tile(const xf_famm_params_t *p, const xf_sfpm_item_t *it, const 
     }
 }
 
-int xf_famm_forward(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
+int xf_famm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                     const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                     int nth)
 {
+    const xf_famm_params_t *p = params;
     const xf_attn_w_txl_t *w = io->weights;
     int nmax = xf_sfpm_check_shape(sh);
     int32_t Tn = trows_of(p, nmax), t0 = tmin_of(p, nmax), d = sh->d_head;
@@ -409,9 +418,10 @@ static void update_plane(const xf_famm_params_t *p, const xf_famm_hdr_t *h, floa
     *np_out = np;
 }
 
-int xf_famm_state_update(const xf_famm_params_t *p, const xf_attn_shape *sh,
-                         const xf_attn_io *io, int ith, int nth)
+int xf_famm_state_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                         int ith, int nth)
 {
+    const xf_famm_params_t *p = params;
     int nmax = xf_sfpm_check_shape(sh);
 
     if (nmax < 0)

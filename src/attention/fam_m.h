@@ -52,18 +52,20 @@ void xf_famm_state_init(const xf_famm_params_t *p, int32_t n_head, int32_t d_hea
 /* Pointers into a state: region 0 = compressed, 1 = memory, 2 = pending; kv 0 = K, 1 = V. */
 float *xf_famm_rows(void *state, int32_t region, int32_t kv, int32_t head);
 
-/* The family kernel behind txl and compressive (vtable shapes of registry.h). forward: one
- * (sequence, head) per item, reads io->state[b] (NULL or all-zero = empty memory) and
- * io->weights (xf_attn_w_txl_t or NULL); state_update: one sequence per item, must run after
- * every forward item of the layer has finished. */
+/* The family kernel behind txl and compressive, in the vtable shapes of registry.h (params: an
+ * xf_famm_params_t) so both vtables point at them. forward: one (sequence, head) per item, reads
+ * io->state[b] (NULL or all-zero = empty memory) and io->weights (xf_attn_w_txl_t or NULL);
+ * state_update: one sequence per item, must run after every forward item of the layer has
+ * finished. xf_famm_plan is the typed form of xf_famm_plan_vt. */
 int xf_famm_plan(const xf_famm_params_t *p, const xf_attn_shape *sh, xf_attn_plan *out);
-int xf_famm_prepare(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
-                    void *ws_shared);
-int xf_famm_forward(const xf_famm_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
+int xf_famm_plan_vt(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out);
+int xf_famm_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                    const xf_attn_plan *pl, void *ws_shared);
+int xf_famm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                     const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                     int nth);
-int xf_famm_state_update(const xf_famm_params_t *p, const xf_attn_shape *sh,
-                         const xf_attn_io *io, int ith, int nth);
+int xf_famm_state_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                         int ith, int nth);
 
 /* Session blob (§22.1) over n_layer states of equal shape. Row width stored in the d_model
  * field is 2·n_head·d_head (K and V of one token). The CRC-32C at offset 104 covers the

@@ -32,32 +32,6 @@ static int tx_to_json(const void *params, json_t *obj)
     return xf_sfpm_to_json(keys, NKEYS, params, obj);
 }
 
-static int tx_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
-{
-    (void)nth;
-    return xf_famm_plan(params, sh, out);
-}
-
-static int tx_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, void *ws_shared)
-{
-    (void)pl;
-    return xf_famm_prepare(params, sh, io, ws_shared);
-}
-
-static int tx_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io, int ith,
-                     int nth)
-{
-    return xf_famm_state_update(params, sh, io, ith, nth);
-}
-
-static int tx_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    return xf_famm_forward(params, sh, io, pl, ws_shared, ws_thread, ith, nth);
-}
-
 const xf_attn_vtbl xf_attn_txl = {
     .name = "txl",
     .family = XF_FAM_M,
@@ -67,8 +41,8 @@ const xf_attn_vtbl xf_attn_txl = {
     .params_size = sizeof(xf_famm_params_t),
     .parse = tx_parse,
     .to_json = tx_to_json,
-    .plan = tx_plan,
-    .prepare = tx_prepare,
-    .forward = tx_forward,
-    .state_update = tx_update,
+    .plan = xf_famm_plan_vt,
+    .prepare = xf_famm_prepare,
+    .forward = xf_famm_forward,
+    .state_update = xf_famm_state_update,
 };
