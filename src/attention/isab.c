@@ -22,7 +22,6 @@ static const xf_pkey_t keys[] = {
     { "mode", XF_PK_ENUM, offsetof(xf_isab_params_t, mode), 0, 0, mode_names },
     { "seed", XF_PK_SEED, offsetof(xf_isab_params_t, seed), 0, 0, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int is_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -33,13 +32,10 @@ static int is_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->init = XF_ISAB_KMEANS;
     p->iters = 10;
     p->mode = XF_ISAB_HARD;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int is_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(is_to_json, keys)
 
 typedef struct lay {
     double *pts, *mu, *acc;

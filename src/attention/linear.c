@@ -10,20 +10,16 @@
 static const xf_pkey_t keys[] = {
     { "eps", XF_PK_REAL, offsetof(xf_linear_params_t, eps), 0.0, 1.0, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int li_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
     xf_linear_params_t *p = params;
 
     p->eps = 1e-6;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int li_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(li_to_json, keys)
 
 static void li_map(const xf_linear_params_t *p, int32_t d, float q_scale, xf_famf_map_t *mp)
 {

@@ -14,7 +14,6 @@ static const xf_pkey_t keys[] = {
     { "k", XF_PK_INT, offsetof(xf_linformer_params_t, k), 1, 1 << 20, NULL },
     { "source", XF_PK_ENUM, offsetof(xf_linformer_params_t, source), 0, 0, src_names },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int lf_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -22,13 +21,10 @@ static int lf_parse(void *params, const json_t *obj, char *err, size_t errlen)
 
     p->k = 256;
     p->source = XF_LINFORMER_POOLED;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int lf_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(lf_to_json, keys)
 
 static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)

@@ -15,7 +15,6 @@ static const xf_pkey_t keys[] = {
     { "rate", XF_PK_INT, offsetof(xf_memcomp_params_t, rate), 1, 1 << 20, NULL },
     { "pool", XF_PK_ENUM, offsetof(xf_memcomp_params_t, pool), 0, 0, pool_names },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int mc_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -23,13 +22,10 @@ static int mc_parse(void *params, const json_t *obj, char *err, size_t errlen)
 
     p->rate = 3;
     p->pool = XF_MEMCOMP_MEAN;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int mc_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(mc_to_json, keys)
 
 static int mc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)

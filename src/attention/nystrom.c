@@ -17,7 +17,6 @@ static const xf_pkey_t keys[] = {
     { "pinv_iters", XF_PK_INT, offsetof(xf_nystrom_params_t, pinv_iters), 1, 100, NULL },
     { "dense_fallback", XF_PK_BOOL, offsetof(xf_nystrom_params_t, dense_fallback), 0, 1, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int ny_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -26,13 +25,10 @@ static int ny_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->landmarks = 64;
     p->pinv_iters = 6;
     p->dense_fallback = 1;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int ny_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(ny_to_json, keys)
 
 typedef struct lay {
     double *xl, *yl, *A, *Z, *AZ, *T1, *T2, *BV, *W, *row, *q;

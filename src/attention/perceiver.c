@@ -11,20 +11,16 @@
 static const xf_pkey_t keys[] = {
     { "latents", XF_PK_AUTO, offsetof(xf_perceiver_params_t, latents), 1, 1 << 16, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int pc_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
     xf_perceiver_params_t *p = params;
 
     p->latents = 0;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int pc_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(pc_to_json, keys)
 
 static int pc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)

@@ -20,7 +20,6 @@ static const xf_pkey_t keys[] = {
     { "redraw", XF_PK_ENUM, offsetof(xf_performer_params_t, redraw), 0, 0, redraw_names },
     { "seed", XF_PK_SEED, offsetof(xf_performer_params_t, seed), 0, 0, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
 {
@@ -41,13 +40,10 @@ static int pf_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->orthogonal = 1;
     p->row_norm = XF_ROWNORM_CHI;
     p->redraw = 0;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int pf_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(pf_to_json, keys)
 
 static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
                    const float *w, xf_famf_map_t *mp)

@@ -27,7 +27,6 @@ static const xf_pkey_t keys[] = {
     { "max_bucket", XF_PK_INT, offsetof(xf_reformer_params_t, max_bucket), 0, 1 << 20, NULL },
     { "seed", XF_PK_SEED, offsetof(xf_reformer_params_t, seed), 0, 0, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -42,7 +41,7 @@ static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->chunks_after = 0;
     p->mode = XF_REFORMER_SUBSTITUTE;
     p->max_bucket = 0;
-    rc = xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    rc = xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
     if (rc)
         return rc;
     if (p->n_buckets > 1 && p->n_buckets % 2)
@@ -50,10 +49,7 @@ static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
     return 0;
 }
 
-static int rf_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(rf_to_json, keys)
 
 typedef struct lay {
     double *r, *xhat, *hacc, *qh, *kh;

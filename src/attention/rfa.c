@@ -21,7 +21,6 @@ static const xf_pkey_t keys[] = {
     { "gate", XF_PK_BOOL, offsetof(xf_rfa_params_t, gate), 0, 1, NULL },
     { "causal", XF_PK_BOOL, offsetof(xf_rfa_params_t, causal), 0, 1, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -34,7 +33,7 @@ static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->mode = XF_RFA_TRIG;
     p->gate = 0;
     p->causal = 0;
-    rc = xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    rc = xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
     if (rc)
         return rc;
     if (p->causal)
@@ -45,10 +44,7 @@ static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
     return 0;
 }
 
-static int rf_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(rf_to_json, keys)
 
 static void rf_map(const xf_rfa_params_t *p, const xf_attn_io *io, const float *w,
                    xf_famf_map_t *mp)

@@ -20,7 +20,6 @@ static const xf_pkey_t keys[] = {
     { "iters", XF_PK_INT, offsetof(xf_routing_params_t, iters), 0, 1000, NULL },
     { "seed", XF_PK_SEED, offsetof(xf_routing_params_t, seed), 0, 0, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int ro_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -30,13 +29,10 @@ static int ro_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->mode = XF_ROUTING_ROUTED;
     p->clusters = 0;
     p->iters = 10;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int ro_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(ro_to_json, keys)
 
 typedef struct lay {
     double *pts, *mu, *acc;

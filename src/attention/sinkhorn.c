@@ -22,7 +22,6 @@ static const xf_pkey_t keys[] = {
     { "iters", XF_PK_INT, offsetof(xf_sinkhorn_params_t, iters), 0, 1000, NULL },
     { "sim", XF_PK_ENUM, offsetof(xf_sinkhorn_params_t, sim), 0, 0, sim_names },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int sk_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -34,13 +33,10 @@ static int sk_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->tau = 0.7;
     p->iters = 8;
     p->sim = XF_SINKHORN_QK;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int sk_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(sk_to_json, keys)
 
 typedef struct lay {
     double *mq, *mk, *R, *row;

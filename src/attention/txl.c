@@ -12,7 +12,6 @@ static const xf_pkey_t keys[] = {
     { "clamp_len", XF_PK_INT, offsetof(xf_famm_params_t, clamp_len), -1, 1 << 20, NULL },
     { "causal", XF_PK_BOOL, offsetof(xf_famm_params_t, causal), 0, 1, NULL },
 };
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
 
 static int tx_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
@@ -24,13 +23,10 @@ static int tx_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->fn = XF_CMEM_MEAN;
     p->clamp_len = 1000;
     p->causal = 1;
-    return xf_sfpm_parse(keys, NKEYS, p, obj, err, errlen);
+    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
 }
 
-static int tx_to_json(const void *params, json_t *obj)
-{
-    return xf_sfpm_to_json(keys, NKEYS, params, obj);
-}
+XF_SFPM_TO_JSON(tx_to_json, keys)
 
 const xf_attn_vtbl xf_attn_txl = {
     .name = "txl",
