@@ -463,25 +463,9 @@ int xf_famm_state_update(const void *params, const xf_attn_shape *sh, const xf_a
 
 /* ---- session blob (§22.1) ---- */
 
-uint32_t xf_famm_crc32c(const void *data, size_t len)
-{
-    uint32_t tab[256], crc = 0xFFFFFFFFu;
-    const unsigned char *b = data;
-
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1u) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        tab[i] = c;
-    }
-    for (size_t i = 0; i < len; i++)
-        crc = tab[(crc ^ b[i]) & 0xFFu] ^ (crc >> 8);
-    return crc ^ 0xFFFFFFFFu;
-}
-
 static uint32_t crc_more(uint32_t crc, const void *data, size_t len)
 {
-    /* continue a CRC-32C: crc(a ‖ b) from crc(a) */
+    /* continue a CRC-32C: crc(a ‖ b) from crc(a); crc(empty) = 0 */
     uint32_t tab[256], c0 = crc ^ 0xFFFFFFFFu;
     const unsigned char *b = data;
 
@@ -494,6 +478,11 @@ static uint32_t crc_more(uint32_t crc, const void *data, size_t len)
     for (size_t i = 0; i < len; i++)
         c0 = tab[(c0 ^ b[i]) & 0xFFu] ^ (c0 >> 8);
     return c0 ^ 0xFFFFFFFFu;
+}
+
+uint32_t xf_famm_crc32c(const void *data, size_t len)
+{
+    return crc_more(0, data, len);
 }
 
 static void put16(unsigned char *b, uint16_t v)
