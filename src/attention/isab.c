@@ -91,6 +91,20 @@ static int32_t segment_of(int32_t n, int32_t m, int32_t i)
     return a;
 }
 
+/* out = mean over the rows j of group a (cnt of them) of x_j / div (stride d), in double. */
+static void group_mean(const float *x, int32_t n, int32_t d, const int32_t *grp, int32_t a,
+                       int32_t cnt, double div, double *acc, float *out)
+{
+    for (int32_t c = 0; c < d; c++)
+        acc[c] = 0;
+    for (int32_t j = 0; j < n; j++)
+        if (grp[j] == a)
+            for (int32_t c = 0; c < d; c++)
+                acc[c] += (double)x[(size_t)j * (size_t)d + (size_t)c] / div;
+    for (int32_t c = 0; c < d; c++)
+        out[c] = (float)(acc[c] / cnt);
+}
+
 static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
@@ -124,17 +138,11 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
         for (int32_t c0 = 0; c0 < 2; c0++) {
             const float *src = c0 ? it->v : it->k;
             float *dst = c0 ? l.Vs : l.Ks;
-            for (int32_t a = 0; a < m; a++) {       /* group means in double */
+            for (int32_t a = 0; a < m; a++) {       /* group means (x / 1 is exact) */
                 if (l.idx[a] < 0)
                     continue;
-                for (int32_t c = 0; c < d; c++)
-                    l.acc[c] = 0;
-                for (int32_t j = 0; j < n; j++)
-                    if (l.grp[j] == a)
-                        for (int32_t c = 0; c < d; c++)
-                            l.acc[c] += (double)src[(size_t)j * (size_t)d + (size_t)c];
-                for (int32_t c = 0; c < d; c++)
-                    dst[(size_t)l.idx[a] * (size_t)d + (size_t)c] = (float)(l.acc[c] / l.cnt[a]);
+                group_mean(src, n, d, l.grp, a, l.cnt[a], 1.0, l.acc,
+                           dst + (size_t)l.idx[a] * (size_t)d);
                 l.beta[l.idx[a]] = (float)log((double)l.cnt[a]);
             }
         }
@@ -144,14 +152,8 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     for (int32_t a = 0; a < m; a++) {               /* mean raw query of each group */
         if (l.idx[a] < 0)
             continue;
-        for (int32_t c = 0; c < d; c++)
-            l.acc[c] = 0;
-        for (int32_t j = 0; j < n; j++)
-            if (l.grp[j] == a)
-                for (int32_t c = 0; c < d; c++)
-                    l.acc[c] += (double)it->q[(size_t)j * (size_t)d + (size_t)c] / q_scale;
-        for (int32_t c = 0; c < d; c++)
-            l.U[(size_t)l.idx[a] * (size_t)d + (size_t)c] = (float)(l.acc[c] / l.cnt[a]);
+        group_mean(it->q, n, d, l.grp, a, l.cnt[a], q_scale, l.acc,
+                   l.U + (size_t)l.idx[a] * (size_t)d);
     }
     xf_fams_attnpool(it, l.U, mm, scale, l.Ks, l.Vs, l.scr);
     xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, tws);
