@@ -42,11 +42,10 @@ static int cm_validate(const void *params, const xf_model_t *m, int layer, char 
 
     (void)m;
     (void)layer;
-    if (p->fn == XF_CMEM_CONV) {
-        xf_sfpm_err(err, errlen, "fn", "\"conv\" needs a trained compression convolution, "
-                    "which this model does not have; use \"mean\" or \"max\"");
-        return XF_EUNSUPPORTED;
-    }
+    if (p->fn == XF_CMEM_CONV)
+        return xf_sfpm_refuse(err, errlen, "fn", "\"conv\" needs a trained compression "
+                              "convolution, which this model does not have; use \"mean\" or "
+                              "\"max\"");
     return 0;
 }
 

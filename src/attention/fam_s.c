@@ -21,6 +21,12 @@ int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg)
     return XF_EPARAM;
 }
 
+int xf_sfpm_refuse(char *err, size_t errlen, const char *key, const char *msg)
+{
+    xf_sfpm_err(err, errlen, key, msg);
+    return XF_EUNSUPPORTED;
+}
+
 /* One key through the shared readers of params.h (absent keys keep their defaults). */
 static int parse_one(const xf_pkey_t *pk, void *params, const json_t *obj, char *err,
                      size_t errlen)

@@ -37,6 +37,9 @@ int xf_sfpm_parse(const xf_pkey_t *keys, int nkeys, void *params, const json_t *
 int xf_sfpm_to_json(const xf_pkey_t *keys, int nkeys, const void *params, json_t *obj);
 /* Write "key: msg" into err and return XF_EPARAM. */
 int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg);
+/* The same message, returning XF_EUNSUPPORTED: validate() refusing a setting that needs
+ * trained tensors the model does not have. */
+int xf_sfpm_refuse(char *err, size_t errlen, const char *key, const char *msg);
 /* Entries of a parameter table (an array, not a pointer). */
 #define XF_SFPM_NKEYS(keys) ((int)(sizeof(keys) / sizeof((keys)[0])))
 /* Defines the to_json of a variant whose parameters are exactly the table keys. */

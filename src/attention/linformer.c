@@ -33,12 +33,10 @@ static int lf_validate(const void *params, const xf_model_t *m, int layer, char 
 
     (void)m;
     (void)layer;
-    if (p->source == XF_LINFORMER_WEIGHTS) {
-        xf_sfpm_err(err, errlen, "source",
-                    "\"weights\" needs trained Linformer E/F projections, which this model "
-                    "does not have; use \"pooled\"");
-        return XF_EUNSUPPORTED;
-    }
+    if (p->source == XF_LINFORMER_WEIGHTS)
+        return xf_sfpm_refuse(err, errlen, "source",
+                              "\"weights\" needs trained Linformer E/F projections, which this "
+                              "model does not have; use \"pooled\"");
     return 0;
 }
 

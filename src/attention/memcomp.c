@@ -34,11 +34,9 @@ static int mc_validate(const void *params, const xf_model_t *m, int layer, char 
 
     (void)m;
     (void)layer;
-    if (p->pool == XF_MEMCOMP_CONV) {
-        xf_sfpm_err(err, errlen, "pool", "\"conv\" needs a trained compression convolution, "
-                    "which this model does not have; use \"mean\"");
-        return XF_EUNSUPPORTED;
-    }
+    if (p->pool == XF_MEMCOMP_CONV)
+        return xf_sfpm_refuse(err, errlen, "pool", "\"conv\" needs a trained compression "
+                              "convolution, which this model does not have; use \"mean\"");
     return 0;
 }
 

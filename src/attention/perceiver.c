@@ -28,10 +28,9 @@ static int pc_validate(const void *params, const xf_model_t *m, int layer, char 
     (void)params;
     (void)m;
     (void)layer;
-    xf_sfpm_err(err, errlen, "variant", "perceiver needs trained latent queries (Q_Z per head), "
-                "which this model does not have; the parameter-free stand-in is "
-                "{\"variant\":\"isab\",\"mode\":\"soft\"}");
-    return XF_EUNSUPPORTED;
+    return xf_sfpm_refuse(err, errlen, "variant", "perceiver needs trained latent queries (Q_Z "
+                          "per head), which this model does not have; the parameter-free "
+                          "stand-in is {\"variant\":\"isab\",\"mode\":\"soft\"}");
 }
 
 static int32_t latents_of(const xf_perceiver_params_t *p)
