@@ -1,7 +1,8 @@
 /* Attention family F (ATTENTION.md §26.1): feature-map linear attention. Φ_K, S = Φ_KᵀV,
  * z = Φ_Kᵀ1, O = Φ_Q S ⊘ Φ_Q z, one (sequence, head) per item, pluggable maps: elu+1 (Linear
  * Transformer, §17), FAVOR+ positive features (Performer, §18), trigonometric features (RFA,
- * §19). Also the random projection generators shared with the test references. */
+ * §19). Also the item walk and shared-projection layout of those variants, and the random
+ * projection generators shared with the test references. */
 #ifndef XF_ATTENTION_FAM_F_H
 #define XF_ATTENTION_FAM_F_H
 

@@ -1,7 +1,8 @@
 /* Attention family S (ATTENTION.md §26.1): shortened K/V — build m summary keys/values with
  * optional per-summary log-count biases, then dense attention of the n queries over them.
  * Also holds the small helpers every S/F/P/M variant file shares: a table-driven flat-JSON
- * parameter parser, the (sequence, head) item walk and the attend-over-a-set kernel. */
+ * parameter parser, the (sequence, head) plan and item walk, workspace carving and the
+ * attend-over-a-set kernel. */
 #ifndef XF_ATTENTION_FAM_S_H
 #define XF_ATTENTION_FAM_S_H
 
