@@ -25,7 +25,9 @@ if [ "${1:-}" = --table ]; then
         o = ""
         for (i = 1; i <= m; i++) {
             split(a[i], kv, ":")
-            if (kv[1] ~ /^(seed|random_per_head|redraw|gate|causal|segment_restrict|heads_per_pattern|max_bucket|source|pool|row_norm|orthogonal|dense_fallback|scale|tau|sim|combine|chunks_after)$/)
+            if (kv[1] ~ /^(seed|random_per_head|redraw|gate|causal|segment_restrict)$/ ||
+                kv[1] ~ /^(heads_per_pattern|max_bucket|source|pool|row_norm|orthogonal)$/ ||
+                kv[1] ~ /^(dense_fallback|scale|tau|sim|combine|chunks_after)$/)
                 continue
             if (kv[2] ~ /^[0-9.]+e-?[0-9]+$/) kv[2] = sprintf("%g", kv[2])
             o = o (o == "" ? "" : " ") kv[1] "=" kv[2]
@@ -60,7 +62,8 @@ if [ "${1:-}" = --table ]; then
             for (i = 1; i <= nn; i++) printf " %s× (%s) |", sp[v, ns[i]], spc[v, ns[i]]
             printf " %.1f | %.2f MiB |\n", ms[v, big], ws[v, big] / 1048576
         }
-        printf "\nError vs dense: relative Frobenius error of the attention output, spread / local inputs\n\n"
+        printf "\nError vs dense: relative Frobenius error of the attention output, "
+        printf "spread / local inputs\n\n"
         printf "| variant |"; for (i = 1; i <= nn; i++) printf " n=%s |", ns[i]
         printf "\n|---|"; for (i = 1; i <= nn; i++) printf "---|"; printf "\n"
         for (k = 1; k <= nv; k++) {
@@ -68,12 +71,14 @@ if [ "${1:-}" = --table ]; then
             for (i = 1; i <= nn; i++) printf " %s |", er[v, ns[i]]
             printf "\n"
         }
-        printf "\nWhole model (demo model): speedup vs dense / hidden-state rel. error / pooled cosine\n\n"
+        printf "\nWhole model (demo model): speedup vs dense / hidden-state rel. error / "
+        printf "pooled cosine\n\n"
         printf "| variant |"; for (i = 1; i <= nn; i++) printf " n=%s |", ns[i]
         printf "\n|---|"; for (i = 1; i <= nn; i++) printf "---|"; printf "\n"
         for (k = 1; k <= nv; k++) {
             v = order[k]; printf "| %s |", v
-            for (i = 1; i <= nn; i++) printf " %s× / %s / %s |", msp[v, ns[i]], he[v, ns[i]], cs[v, ns[i]]
+            for (i = 1; i <= nn; i++)
+                printf " %s× / %s / %s |", msp[v, ns[i]], he[v, ns[i]], cs[v, ns[i]]
             printf "\n"
         }
     }' "$tsv"
@@ -89,7 +94,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # Columns: variant n params attn_ms dense_ms speedup ws_bytes rel_err rel_err_local model_ms
-# model_dense_ms model_speedup emb_cos hid_rel_err status. Rows that did not run (status != ok) are skipped.
+# model_dense_ms model_speedup emb_cos hid_rel_err status attn_cpu_ms speedup_cpu. Rows that did
+# not run (status != ok) are skipped.
 # ATTN_PLOT_TIME=cpu plots the median process CPU time instead of wall time.
 col=4; what='wall'
 [ "${ATTN_PLOT_TIME:-wall}" = cpu ] && { col=16; what='CPU (both threads)'; }
@@ -117,12 +123,14 @@ iT=0; iS=0; iF=0; iP=0
 while read -r v; do
     f="$tmp/$v.dat"
     if [ "$v" = dense ]; then
-        plots="$plots, '$f' using 1:2 with linespoints lw 4 pt 7 ps 1.3 lc rgb '#000000' title 'dense'"
+        plots="$plots, '$f' using 1:2 with linespoints lw 4 pt 7 ps 1.3 lc rgb '#000000'"
+        plots="$plots title 'dense'"
         continue
     fi
     fam=$(family "$v")
     case $fam in
-    T) iT=$((iT + 1)); i=$iT; pal="#08306b #08519c #2171b5 #4292c6 #6baed6 #1f78b4 #3182bd #5f9ed1 #0b559f #9ecae1" ;;
+    T) iT=$((iT + 1)); i=$iT
+       pal="#08306b #08519c #2171b5 #4292c6 #6baed6 #1f78b4 #3182bd #5f9ed1 #0b559f #9ecae1" ;;
     S) iS=$((iS + 1)); i=$iS; pal="#00441b #238b45 #41ab5d #74c476 #006d2c" ;;
     F) iF=$((iF + 1)); i=$iF; pal="#a63603 #e6550d #fd8d3c" ;;
     P) iP=$((iP + 1)); i=$iP; pal="#3f007d #6a51a3 #9e9ac8" ;;
@@ -130,7 +138,8 @@ while read -r v; do
     col=$(echo "$pal" | tr ' ' '\n' | sed -n "$(( (i - 1) % $(echo "$pal" | wc -w) + 1 ))p")
     dt=$(( (i - 1) % 5 + 1 ))
     pt=$(( (i - 1) % 12 + 1 ))
-    plots="$plots, '$f' using 1:2 with linespoints lw 1.6 dt $dt pt $pt lc rgb '$col' title '$v ($fam)'"
+    plots="$plots, '$f' using 1:2 with linespoints lw 1.6 dt $dt pt $pt lc rgb '$col'"
+    plots="$plots title '$v ($fam)'"
 done < "$tmp/variants"
 
 gnuplot <<EOF
