@@ -51,8 +51,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.http_port, 8080);
     assert_int_equal(c.http_max_body_bytes, 1 << 20);
     assert_int_equal(c.request_timeout_ms, 10000);
-    assert_int_equal(c.batcher_policy, XF_BATCH_DP);
-    assert_string_equal(xf_conf_enum_name(XF_OPTID_batcher_policy, c.batcher_policy), "dp");
+    assert_int_equal(c.batcher_policy, XF_BATCH_TOKENS);
+    assert_string_equal(xf_conf_enum_name(XF_OPTID_batcher_policy, c.batcher_policy), "tokens");
     assert_true(c.metrics_enabled);
     assert_string_equal(c.model_dir, "");
     assert_string_equal(c.auth_api_key, "");
@@ -418,7 +418,7 @@ static void test_help(void **state)
         prev = at;
     }
     assert_non_null(strstr(h, "Default: 8080; integer in [0, 65535]"));
-    assert_non_null(strstr(h, "Default: dp; one of none|fifo|dp|tokens"));
+    assert_non_null(strstr(h, "Default: tokens; one of none|fifo|dp|tokens"));
     assert_non_null(strstr(h, "--check-config"));
     assert_non_null(strstr(h, "Usage: xformd"));
     free(h);
@@ -435,7 +435,7 @@ static void test_json(void **state)
     assert_non_null(j);
     assert_int_equal(json_object_size(j), XF_OPT_COUNT);
     assert_int_equal(json_integer_value(json_object_get(j, "http.port")), 8080);
-    assert_string_equal(json_string_value(json_object_get(j, "batcher.policy")), "dp");
+    assert_string_equal(json_string_value(json_object_get(j, "batcher.policy")), "tokens");
     assert_true(json_is_true(json_object_get(j, "metrics.enabled")));
     assert_string_equal(json_string_value(json_object_get(j, "auth.api_key")), "<set>");
     assert_string_equal(json_string_value(json_object_get(j, "redis.url")),
