@@ -279,7 +279,7 @@ static void test_stats_json(void **state)
     json_t *cm = json_object_get(b, "cost_model");
     assert_true(json_real_value(json_object_get(cm, "c1_s_per_token")) == 2e-4);
     assert_int_equal(json_integer_value(json_object_get(cm, "n_obs")), 100);
-    assert_string_equal(json_string_value(json_object_get(b, "policy")), "dp");
+    assert_string_equal(json_string_value(json_object_get(b, "policy")), "tokens");
     assert_int_equal(json_integer_value(json_object_get(json_object_get(
                          json_object_get(j, "arena"), "arena_bytes"), "planned")),
                      123);
