@@ -32,42 +32,23 @@ static void ref_rfa(XF_REF_FN_ARGS)
     xf_ref_rfa(n, d, q, k, v, s, p, layer, head, out);
 }
 
-static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
-
-static void odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, double tol)
-{
-    static const int32_t ds[] = { 32, 64, 40 };
-    static const int32_t short_lens[] = { 3, 65, 1, 64, 7 };
-    double e;
-
-    for (int i = 0; i < 3; i++) {
-        /* all odd lengths in one packed batch, 3 heads */
-        e = xf_ref_check(vt, json, ref, NULL, 9, odd_lens, 3, ds[i], 1.0f, 2);
-        print_message("# %s d=%d h=3 max err %.3g\n", vt->name, ds[i], e);
-        assert_true(e <= tol);
-    }
-    e = xf_ref_check(vt, json, ref, NULL, 5, short_lens, 12, 64, 1.0f, 0);
-    assert_true(e <= tol);
-    e = xf_ref_check(vt, json, ref, NULL, 5, short_lens, 1, 40, 1.0f, 1);
-    assert_true(e <= tol);
-}
-
 /* Tolerance: features and their projections are computed in fp32 (W rounded to float, dot
  * products over d in float, ~1e-7 relative each) against a double reference; the sums are
  * double. Outputs are convex-ish combinations of v in [-1, 1], so 1e-5 absolute is the §0 bar. */
 static void test_ref_performer(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_performer, "{\"variant\":\"performer\",\"seed\":5}", ref_performer, 1e-5);
-    odd_shapes(&xf_attn_performer,
+    xf_ref_odd_shapes(&xf_attn_performer, "{\"variant\":\"performer\",\"seed\":5}", ref_performer,
+                      NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_performer,
                "{\"variant\":\"performer\",\"seed\":9,\"features\":100,\"orthogonal\":false,"
-               "\"row_norm\":\"sqrt_d\"}", ref_performer, 1e-5);
+               "\"row_norm\":\"sqrt_d\"}", ref_performer, NULL, 1e-5);
 }
 
 static void test_ref_linear(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_linear, "{\"variant\":\"linear\"}", ref_linear, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_linear, "{\"variant\":\"linear\"}", ref_linear, NULL, 1e-5);
 }
 
 /* RFA trig features are not positive: denominators can be small (outputs up to ~1e5 seen),
@@ -76,9 +57,11 @@ static void test_ref_linear(void **state)
 static void test_ref_rfa(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_rfa, "{\"variant\":\"rfa\",\"mode\":\"norm\",\"tau\":0.5,\"seed\":3}",
-               ref_rfa, 1e-4);
-    odd_shapes(&xf_attn_rfa, "{\"variant\":\"rfa\",\"seed\":4,\"features\":64}", ref_rfa, 1e-4);
+    xf_ref_odd_shapes(&xf_attn_rfa,
+                      "{\"variant\":\"rfa\",\"mode\":\"norm\",\"tau\":0.5,\"seed\":3}",
+               ref_rfa, NULL, 1e-4);
+    xf_ref_odd_shapes(&xf_attn_rfa, "{\"variant\":\"rfa\",\"seed\":4,\"features\":64}", ref_rfa,
+                      NULL, 1e-4);
 }
 
 static void fill_normal(float *x, size_t cnt, uint64_t seed, double sd)
@@ -286,29 +269,20 @@ static void test_edges(void **state)
     }
 }
 
-static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
-{
-    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
-    char err[256] = "";
-    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
-    print_message("# %s -> %s\n", json, err);
-    assert_non_null(strstr(err, key));
-}
-
 static void test_parse(void **state)
 {
     _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256];
     json_t *o;
     (void)state;
-    expect_err(&xf_attn_performer, "{\"features\":0}", "features");
-    expect_err(&xf_attn_performer, "{\"features\":\"many\"}", "features");
-    expect_err(&xf_attn_performer, "{\"redraw\":\"always\"}", "redraw");
-    expect_err(&xf_attn_performer, "{\"seed\":-1}", "seed");
-    expect_err(&xf_attn_performer, "{\"bogus\":1}", "bogus");
-    expect_err(&xf_attn_linear, "{\"eps\":-1}", "eps");
-    expect_err(&xf_attn_rfa, "{\"gate\":true}", "gate");
-    expect_err(&xf_attn_rfa, "{\"mode\":\"x\"}", "mode");
+    xf_ref_expect_parse_err(&xf_attn_performer, "{\"features\":0}", "features");
+    xf_ref_expect_parse_err(&xf_attn_performer, "{\"features\":\"many\"}", "features");
+    xf_ref_expect_parse_err(&xf_attn_performer, "{\"redraw\":\"always\"}", "redraw");
+    xf_ref_expect_parse_err(&xf_attn_performer, "{\"seed\":-1}", "seed");
+    xf_ref_expect_parse_err(&xf_attn_performer, "{\"bogus\":1}", "bogus");
+    xf_ref_expect_parse_err(&xf_attn_linear, "{\"eps\":-1}", "eps");
+    xf_ref_expect_parse_err(&xf_attn_rfa, "{\"gate\":true}", "gate");
+    xf_ref_expect_parse_err(&xf_attn_rfa, "{\"mode\":\"x\"}", "mode");
     /* canonical JSON round trip */
     assert_int_equal(xf_ref_parse(&xf_attn_performer, "{\"variant\":\"performer\",\"seed\":3}",
                                   params, err, sizeof(err)), 0);

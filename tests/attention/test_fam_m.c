@@ -502,27 +502,18 @@ static void test_props(void **state)
     wts_free(t);
 }
 
-static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
-{
-    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
-    char err[256] = "";
-    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
-    print_message("# %s -> %s\n", json, err);
-    assert_non_null(strstr(err, key));
-}
-
 static void test_parse(void **state)
 {
     _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
 
     (void)state;
-    expect_err(&xf_attn_txl, "{\"mem_len\":-1}", "mem_len");
-    expect_err(&xf_attn_txl, "{\"clamp_len\":-2}", "clamp_len");
-    expect_err(&xf_attn_txl, "{\"causal\":1}", "causal");
-    expect_err(&xf_attn_txl, "{\"rate\":2}", "rate");
-    expect_err(&xf_attn_compressive, "{\"rate\":0}", "rate");
-    expect_err(&xf_attn_compressive, "{\"fn\":\"median\"}", "fn");
+    xf_ref_expect_parse_err(&xf_attn_txl, "{\"mem_len\":-1}", "mem_len");
+    xf_ref_expect_parse_err(&xf_attn_txl, "{\"clamp_len\":-2}", "clamp_len");
+    xf_ref_expect_parse_err(&xf_attn_txl, "{\"causal\":1}", "causal");
+    xf_ref_expect_parse_err(&xf_attn_txl, "{\"rate\":2}", "rate");
+    xf_ref_expect_parse_err(&xf_attn_compressive, "{\"rate\":0}", "rate");
+    xf_ref_expect_parse_err(&xf_attn_compressive, "{\"fn\":\"median\"}", "fn");
     assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"fn\":\"conv\"}", params, err, 256), 0);
     assert_int_equal(xf_attn_compressive.validate(params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);

@@ -12,7 +12,6 @@
 #include "tests/ref/attn_ref_sfpm.h"
 
 static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
-static const int32_t short_lens[] = { 3, 65, 1, 64, 7 };
 
 static void ref_dense(XF_REF_FN_ARGS)
 {
@@ -77,34 +76,18 @@ static void ref_sinkhorn(XF_REF_FN_ARGS)
     xf_ref_sinkhorn(n, d, q, k, v, s, p, out);
 }
 
-static void odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, const void *w,
-                       double tol)
-{
-    static const int32_t ds[] = { 32, 64, 40 };
-    double e;
-
-    for (int i = 0; i < 3; i++) {
-        e = xf_ref_check(vt, json, ref, w, 9, odd_lens, 3, ds[i], 1.0f, 2);
-        print_message("# %s %s d=%d max err %.3g\n", vt->name, json, ds[i], e);
-        assert_true(e <= tol);
-    }
-    e = xf_ref_check(vt, json, ref, w, 5, short_lens, 12, 64, 1.0f, 0);
-    assert_true(e <= tol);
-    e = xf_ref_check(vt, json, ref, w, 5, short_lens, 1, 40, 1.0f, 1);
-    assert_true(e <= tol);
-}
-
 /* Tolerance 1e-5 (§0): hashing is done in double in both with the same summation order, so the
  * key sets agree exactly; only fp32 logits (dot over d) and double sums differ. */
 static void test_reformer(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_reformer, "{\"seed\":3}", ref_reformer, NULL, 1e-5);
-    odd_shapes(&xf_attn_reformer, "{\"seed\":4,\"n_hashes\":3,\"n_buckets\":8,\"max_bucket\":5}",
+    xf_ref_odd_shapes(&xf_attn_reformer, "{\"seed\":3}", ref_reformer, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_reformer,
+                      "{\"seed\":4,\"n_hashes\":3,\"n_buckets\":8,\"max_bucket\":5}",
                ref_reformer, NULL, 1e-5);
-    odd_shapes(&xf_attn_reformer, "{\"seed\":5,\"mode\":\"shared\",\"chunk\":16,"
+    xf_ref_odd_shapes(&xf_attn_reformer, "{\"seed\":5,\"mode\":\"shared\",\"chunk\":16,"
                "\"chunks_after\":1}", ref_reformer, NULL, 1e-5);
-    odd_shapes(&xf_attn_reformer, "{\"seed\":6,\"mode\":\"shared\",\"n_hashes\":2}",
+    xf_ref_odd_shapes(&xf_attn_reformer, "{\"seed\":6,\"mode\":\"shared\",\"n_hashes\":2}",
                ref_reformer, NULL, 1e-5);
 }
 
@@ -130,10 +113,10 @@ static void test_reformer_limit(void **state)
 static void test_routing(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_routing, "{\"seed\":3}", ref_routing, NULL, 1e-5);
-    odd_shapes(&xf_attn_routing, "{\"seed\":4,\"clusters\":5,\"iters\":3}", ref_routing,
+    xf_ref_odd_shapes(&xf_attn_routing, "{\"seed\":3}", ref_routing, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_routing, "{\"seed\":4,\"clusters\":5,\"iters\":3}", ref_routing,
                NULL, 1e-5);
-    odd_shapes(&xf_attn_routing, "{\"seed\":5,\"mode\":\"clustered\"}", ref_routing, NULL,
+    xf_ref_odd_shapes(&xf_attn_routing, "{\"seed\":5,\"mode\":\"clustered\"}", ref_routing, NULL,
                1e-5);
     assert_true(xf_ref_check(&xf_attn_routing, "{\"clusters\":1}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
@@ -148,10 +131,10 @@ static void test_routing(void **state)
 static void test_sinkhorn(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_sinkhorn, "{\"block\":16}", ref_sinkhorn, NULL, 1e-5);
-    odd_shapes(&xf_attn_sinkhorn, "{\"block\":7,\"k_s\":2,\"sim\":\"kk\"}", ref_sinkhorn,
+    xf_ref_odd_shapes(&xf_attn_sinkhorn, "{\"block\":16}", ref_sinkhorn, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_sinkhorn, "{\"block\":7,\"k_s\":2,\"sim\":\"kk\"}", ref_sinkhorn,
                NULL, 1e-5);
-    odd_shapes(&xf_attn_sinkhorn, "{\"block\":16,\"mode\":\"soft\"}", ref_sinkhorn, NULL,
+    xf_ref_odd_shapes(&xf_attn_sinkhorn, "{\"block\":16,\"mode\":\"soft\"}", ref_sinkhorn, NULL,
                1e-5);
     assert_true(xf_ref_check(&xf_attn_sinkhorn, "{\"block\":1000}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
@@ -237,27 +220,18 @@ static void test_props(void **state)
     edges(&xf_attn_sinkhorn, "{\"block\":4,\"mode\":\"soft\"}");
 }
 
-static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
-{
-    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
-    char err[256] = "";
-    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
-    print_message("# %s -> %s\n", json, err);
-    assert_non_null(strstr(err, key));
-}
-
 static void test_parse(void **state)
 {
     (void)state;
-    expect_err(&xf_attn_reformer, "{\"n_buckets\":3}", "n_buckets");
-    expect_err(&xf_attn_reformer, "{\"n_hashes\":0}", "n_hashes");
-    expect_err(&xf_attn_reformer, "{\"chunk\":0}", "chunk");
-    expect_err(&xf_attn_reformer, "{\"mode\":\"lsh\"}", "mode");
-    expect_err(&xf_attn_reformer, "{\"chunks_before\":-1}", "chunks_before");
-    expect_err(&xf_attn_routing, "{\"mode\":\"balanced\"}", "mode");
-    expect_err(&xf_attn_routing, "{\"clusters\":0}", "clusters");
-    expect_err(&xf_attn_sinkhorn, "{\"tau\":0}", "tau");
-    expect_err(&xf_attn_sinkhorn, "{\"sim\":\"qq\"}", "sim");
+    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"n_buckets\":3}", "n_buckets");
+    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"n_hashes\":0}", "n_hashes");
+    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"chunk\":0}", "chunk");
+    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"mode\":\"lsh\"}", "mode");
+    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"chunks_before\":-1}", "chunks_before");
+    xf_ref_expect_parse_err(&xf_attn_routing, "{\"mode\":\"balanced\"}", "mode");
+    xf_ref_expect_parse_err(&xf_attn_routing, "{\"clusters\":0}", "clusters");
+    xf_ref_expect_parse_err(&xf_attn_sinkhorn, "{\"tau\":0}", "tau");
+    xf_ref_expect_parse_err(&xf_attn_sinkhorn, "{\"sim\":\"qq\"}", "sim");
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_parse), cmocka_unit_test(test_reformer),

@@ -67,32 +67,15 @@ static void ref_nystrom(XF_REF_FN_ARGS)
         xf_ref_nystrom(n, d, q, k, v, s, pp->landmarks, pp->pinv_iters, out);
 }
 
-/* Odd shapes: all odd lengths packed (h = 3, d = 32/64/40), h = 12 and h = 1 batches. */
-static void odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, const void *w,
-                       double tol)
-{
-    static const int32_t ds[] = { 32, 64, 40 };
-    double e;
-
-    for (int i = 0; i < 3; i++) {
-        e = xf_ref_check(vt, json, ref, w, 9, odd_lens, 3, ds[i], 1.0f, 2);
-        print_message("# %s %s d=%d max err %.3g\n", vt->name, json, ds[i], e);
-        assert_true(e <= tol);
-    }
-    e = xf_ref_check(vt, json, ref, w, 5, short_lens, 12, 64, 1.0f, 0);
-    assert_true(e <= tol);
-    e = xf_ref_check(vt, json, ref, w, 5, short_lens, 1, 40, 1.0f, 1);
-    assert_true(e <= tol);
-}
-
 /* Tolerances: fp32 dot products and means against double; sums in double; outputs are convex
  * combinations of v in [-1, 1]: the §0 bar 1e-5. Inputs in [-2, 2] keep logit sd < 4. */
 static void test_linformer(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_linformer, "{\"variant\":\"linformer\",\"k\":16}", ref_linformer, NULL,
+    xf_ref_odd_shapes(&xf_attn_linformer, "{\"variant\":\"linformer\",\"k\":16}", ref_linformer,
+                      NULL,
                1e-5);
-    odd_shapes(&xf_attn_linformer, "{\"variant\":\"linformer\"}", ref_linformer, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_linformer, "{\"variant\":\"linformer\"}", ref_linformer, NULL, 1e-5);
     /* limit: k >= n is dense */
     assert_true(xf_ref_check(&xf_attn_linformer, "{\"k\":1000}", ref_dense, NULL, 9, odd_lens, 3,
                              64, 2.0f, 0) <= 1e-5);
@@ -158,8 +141,9 @@ static void test_linformer_weights(void **state)
 static void test_memcomp(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_memcomp, "{\"variant\":\"memcomp\"}", ref_memcomp, NULL, 1e-5);
-    odd_shapes(&xf_attn_memcomp, "{\"variant\":\"memcomp\",\"rate\":8}", ref_memcomp, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_memcomp, "{\"variant\":\"memcomp\"}", ref_memcomp, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_memcomp, "{\"variant\":\"memcomp\",\"rate\":8}", ref_memcomp, NULL,
+                      1e-5);
     /* limit: rate 1 is dense */
     assert_true(xf_ref_check(&xf_attn_memcomp, "{\"rate\":1}", ref_dense, NULL, 9, odd_lens, 3,
                              32, 2.0f, 0) <= 1e-5);
@@ -169,11 +153,11 @@ static void test_memcomp(void **state)
 static void test_isab(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_isab, "{\"m\":8,\"seed\":2}", ref_isab, NULL, 1e-5);
-    odd_shapes(&xf_attn_isab, "{\"m\":16,\"init\":\"segments\"}", ref_isab, NULL, 1e-5);
-    odd_shapes(&xf_attn_isab, "{\"m\":8,\"mode\":\"soft\",\"seed\":3,\"iters\":4}",
+    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":8,\"seed\":2}", ref_isab, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":16,\"init\":\"segments\"}", ref_isab, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":8,\"mode\":\"soft\",\"seed\":3,\"iters\":4}",
                ref_isab, NULL, 1e-5);
-    odd_shapes(&xf_attn_isab, "{\"m\":5,\"mode\":\"soft\",\"init\":\"segments\"}",
+    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":5,\"mode\":\"soft\",\"init\":\"segments\"}",
                ref_isab, NULL, 1e-5);
     /* §13 limit: hard mode with m = n (every key alone) is dense */
     assert_true(xf_ref_check(&xf_attn_isab, "{\"m\":1000,\"init\":\"segments\"}", ref_dense,
@@ -221,8 +205,9 @@ static void test_perceiver(void **state)
 static void test_nystrom(void **state)
 {
     (void)state;
-    odd_shapes(&xf_attn_nystrom, "{\"landmarks\":16}", ref_nystrom, NULL, 1e-5);
-    odd_shapes(&xf_attn_nystrom, "{\"landmarks\":5,\"pinv_iters\":20,\"dense_fallback\":false}",
+    xf_ref_odd_shapes(&xf_attn_nystrom, "{\"landmarks\":16}", ref_nystrom, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_nystrom,
+                      "{\"landmarks\":5,\"pinv_iters\":20,\"dense_fallback\":false}",
                ref_nystrom, NULL, 1e-5);
     /* landmarks >= n: the per-sequence dense fallback */
     assert_true(xf_ref_check(&xf_attn_nystrom, "{\"landmarks\":1000}", ref_dense, NULL, 9,
@@ -433,30 +418,21 @@ static void test_all_variants(void **state)
     }
 }
 
-static void expect_err(const xf_attn_vtbl *vt, const char *json, const char *key)
-{
-    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
-    char err[256] = "";
-    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
-    print_message("# %s -> %s\n", json, err);
-    assert_non_null(strstr(err, key));
-}
-
 static void test_parse(void **state)
 {
     _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
     char err[256] = "";
 
     (void)state;
-    expect_err(&xf_attn_linformer, "{\"k\":0}", "k");
-    expect_err(&xf_attn_linformer, "{\"source\":\"trained\"}", "source");
-    expect_err(&xf_attn_linformer, "{\"kk\":3}", "kk");
-    expect_err(&xf_attn_memcomp, "{\"rate\":0}", "rate");
-    expect_err(&xf_attn_memcomp, "{\"pool\":1}", "pool");
-    expect_err(&xf_attn_isab, "{\"init\":\"random\"}", "init");
-    expect_err(&xf_attn_isab, "{\"m\":0}", "m");
-    expect_err(&xf_attn_nystrom, "{\"pinv_iters\":0}", "pinv_iters");
-    expect_err(&xf_attn_perceiver, "{\"latents\":-3}", "latents");
+    xf_ref_expect_parse_err(&xf_attn_linformer, "{\"k\":0}", "k");
+    xf_ref_expect_parse_err(&xf_attn_linformer, "{\"source\":\"trained\"}", "source");
+    xf_ref_expect_parse_err(&xf_attn_linformer, "{\"kk\":3}", "kk");
+    xf_ref_expect_parse_err(&xf_attn_memcomp, "{\"rate\":0}", "rate");
+    xf_ref_expect_parse_err(&xf_attn_memcomp, "{\"pool\":1}", "pool");
+    xf_ref_expect_parse_err(&xf_attn_isab, "{\"init\":\"random\"}", "init");
+    xf_ref_expect_parse_err(&xf_attn_isab, "{\"m\":0}", "m");
+    xf_ref_expect_parse_err(&xf_attn_nystrom, "{\"pinv_iters\":0}", "pinv_iters");
+    xf_ref_expect_parse_err(&xf_attn_perceiver, "{\"latents\":-3}", "latents");
     assert_int_equal(xf_ref_parse(&xf_attn_memcomp, "{\"pool\":\"conv\"}", params, err, 256), 0);
     assert_int_equal(xf_attn_memcomp.validate(params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);

@@ -1385,3 +1385,32 @@ void xf_ref_sinkhorn(int32_t n, int32_t d, const float *q, const float *k, const
     free(mk);
     free(R);
 }
+
+void xf_ref_odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref,
+                       const void *weights, double tol)
+{
+    static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
+    static const int32_t short_lens[] = { 3, 65, 1, 64, 7 };
+    static const int32_t ds[] = { 32, 64, 40 };
+    double e;
+
+    for (int i = 0; i < 3; i++) {
+        e = xf_ref_check(vt, json, ref, weights, 9, odd_lens, 3, ds[i], 1.0f, 2);
+        print_message("# %s %s d=%d max err %.3g\n", vt->name, json, ds[i], e);
+        assert_true(e <= tol);
+    }
+    e = xf_ref_check(vt, json, ref, weights, 5, short_lens, 12, 64, 1.0f, 0);
+    assert_true(e <= tol);
+    e = xf_ref_check(vt, json, ref, weights, 5, short_lens, 1, 40, 1.0f, 1);
+    assert_true(e <= tol);
+}
+
+void xf_ref_expect_parse_err(const xf_attn_vtbl *vt, const char *json, const char *key)
+{
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[256] = "";
+
+    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), XF_EPARAM);
+    print_message("# %s -> %s\n", json, err);
+    assert_non_null(strstr(err, key));
+}

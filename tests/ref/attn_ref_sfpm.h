@@ -62,6 +62,13 @@ double xf_ref_check(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref, con
 /* cmocka asserts: nth 1, 2, 3, 8 bitwise equal; a sequence alone / first in another batch
  * bitwise equal to its slice of a packed batch (h = 3, d = 40). */
 void xf_ref_independence(const void *weights, const xf_attn_vtbl *vt, const char *json);
+/* cmocka asserts: vt agrees with ref within tol on the odd shapes of ATTENTION.md §27 — every
+ * odd length (1..1000) packed in one batch with h = 3 and d = 32, 64, 40, then short batches
+ * with h = 12 (d = 64) and h = 1 (d = 40). */
+void xf_ref_odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref,
+                       const void *weights, double tol);
+/* cmocka asserts: parsing json fails with XF_EPARAM and a message naming key. */
+void xf_ref_expect_parse_err(const xf_attn_vtbl *vt, const char *json, const char *key);
 
 /* ---- references ---- */
 
