@@ -43,6 +43,7 @@ char *openblas_get_corename(void);
 
 static const xf_kernels_t table_ref = {
     .gemm_path = "ref",
+    .nth_exact = 1,
     .linear = xf_linear_ref,
     .add_layernorm = xf_add_layernorm_ref,
     .bias_act = xf_bias_act_ref,
@@ -119,6 +120,8 @@ static void tables_init(void)
         table_override = tables[table_best];
         table_override.linear = xf_linear_cblas;
         table_override.gemm_path = table_generic.gemm_path;
+        table_override.packs_w = table_generic.packs_w;
+        table_override.nth_exact = table_generic.nth_exact;
         selected = &table_override;
     } else if (gemm && *gemm && strcmp(gemm, "own") != 0) {
         xf_log(XF_LOG_WARN, "XF_GEMM=%s is not one of own, openblas; ignored", gemm);
@@ -202,8 +205,7 @@ int xf_gemm_w_init(xf_gemm_w_t *pw, const float *w, int32_t n, int32_t k)
     pw->n = n;
     pw->k = k;
     pw->w = w;
-    const xf_kernels_t *t = xf_kernels();
-    if (strncmp(t->gemm_path, "own-", 4) == 0)
+    if (xf_kernels()->packs_w)
         return xf_gemm_w_pack(pw);
     return 0;
 }

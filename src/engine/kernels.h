@@ -34,9 +34,18 @@ void xf_gemm_w_deinit(xf_gemm_w_t *pw);
 
 typedef struct xf_kernels {
     const char *gemm_path;     /* e.g. "own-avx512", "openblas-1t" */
+    /* 1: linear reads the packed panels of xf_gemm_w_t (xf_gemm_w_init packs them). */
+    uint8_t packs_w;
+    /* 1: linear gives bitwise identical results for every nth (the engine's own and the
+     * reference kernels: each output element is one dot product summed in a fixed order).
+     * 0: the cblas path. OpenBLAS's edge kernels (its Haswell and Zen cores, which it runs on
+     * AMD CPUs) sum a column slice in another order than the whole, so results for different
+     * nth agree only within the GEMM rounding bound (tests/engine/test_kernels.c). */
+    uint8_t nth_exact;
 
     /* y[m][n] = epi(x[m][k] · W[n][k]ᵀ + bias[n]) for this thread's share of the work
-     * (ith/nth; the split is the kernel's choice but must give identical results for any nth).
+     * (ith/nth; the split is the kernel's choice; identical results for any nth where
+     * nth_exact says so).
      * bias may be NULL only with XF_EPI_NONE. */
     void (*linear)(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                    const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,

@@ -26,9 +26,15 @@ static int n_kerns(const xf_ft_kern **k)
     k[c++] = xf_ft_kern_c();
 #ifdef XF_HAVE_X86_64
     const xf_cpu_t *cpu = xf_cpu();
-    if (cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq && cpu->fma)
+    /* the AVX-512 kernel runs here only when the CPU has it and XF_CPU does not cap it */
+    if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
+        cpu->avx512dq && cpu->fma)
         k[c++] = xf_ft_kern_avx512();
 #endif
+    static int said;
+    if (!said++)
+        print_message("# attention kernels checked: c%s\n", c > 1 ? ", avx512" :
+                      " (avx512: not run, CPU lacks AVX-512 or XF_CPU caps it)");
     return c;
 }
 

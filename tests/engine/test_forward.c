@@ -19,6 +19,7 @@
 #include <xformd/forward.h>
 
 #include "../ref/encoder_ref.h"
+#include "engine/kernels.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
 
@@ -383,6 +384,19 @@ static void test_packing_independence(void **state)
     xf_ref_model_free(m);
 }
 
+/* max |a - b| <= tol · max(1, max |a|) over n floats */
+static int close_rel(const float *a, const float *b, size_t n, double tol)
+{
+    double amax = 1.0, e = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        amax = fmax(amax, fabs(a[i]));
+        e = fmax(e, fabs((double)a[i] - b[i]));
+    }
+    if (!(e <= tol * amax))
+        print_message("# max diff %g (scale %g)\n", e, amax);
+    return e <= tol * amax;
+}
+
 /* Output bitwise identical for 1, 2 and 3 threads (kernels and variants promise it). */
 static void test_threads(void **state)
 {
@@ -407,10 +421,21 @@ static void test_threads(void **state)
                             .hidden = h[t], .logits = l[t] };
         assert_int_equal(engine_run(m, &b, t + 1, &out, NULL), 0);
     }
+    /* the cblas Linear (XF_CPU=generic) is thread-independent only within its rounding
+     * bound (kernels.h, nth_exact): there the outputs must agree to 1e-5 relative */
+    const int exact = xf_kernels()->nth_exact;
+    print_message("# gemm %s: %s\n", xf_kernels()->gemm_path,
+                  exact ? "bitwise across threads" : "within 1e-5 across threads");
     for (int t = 1; t < 3; t++) {
-        assert_memory_equal(h[0], h[t], (size_t)bd.N * o.d_model * 4);
-        assert_memory_equal(p[0], p[t], (size_t)bd.B * o.d_model * 4);
-        assert_memory_equal(l[0], l[t], (size_t)bd.B * 3 * 4);
+        if (exact) {
+            assert_memory_equal(h[0], h[t], (size_t)bd.N * o.d_model * 4);
+            assert_memory_equal(p[0], p[t], (size_t)bd.B * o.d_model * 4);
+            assert_memory_equal(l[0], l[t], (size_t)bd.B * 3 * 4);
+        } else {
+            assert_true(close_rel(h[0], h[t], (size_t)bd.N * o.d_model, 1e-5));
+            assert_true(close_rel(p[0], p[t], (size_t)bd.B * o.d_model, 1e-5));
+            assert_true(close_rel(l[0], l[t], (size_t)bd.B * 3, 1e-5));
+        }
     }
     for (int t = 0; t < 3; t++) {
         free(h[t]);

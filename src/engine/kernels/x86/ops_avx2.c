@@ -37,6 +37,8 @@ double xf_fma_loop_avx2(int64_t iters, float *sink)
 void xf_kernels_fill_avx2(xf_kernels_t *t)
 {
     t->gemm_path = "own-avx2";
+    t->packs_w = 1;
+    t->nth_exact = 1;
     t->linear = xf_linear_avx2;
     fill_ops_avx2(t);
 }

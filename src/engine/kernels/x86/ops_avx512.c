@@ -40,6 +40,8 @@ void xf_kernels_fill_avx512(xf_kernels_t *t)
 {
     xf_gemm_avx512_setup(sysconf(_SC_LEVEL2_CACHE_SIZE));
     t->gemm_path = "own-avx512";
+    t->packs_w = 1;
+    t->nth_exact = 1;
     t->linear = xf_linear_avx512;
     fill_ops_avx512(t);
 }
