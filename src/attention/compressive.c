@@ -11,18 +11,18 @@
 
 static const char *const fn_names[] = { "mean", "max", "conv", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "mem_len", XF_PK_INT, offsetof(xf_famm_params_t, mem_len), 0, 1 << 16, NULL },
-    { "cmem_len", XF_PK_INT, offsetof(xf_famm_params_t, cmem_len), 0, 1 << 16, NULL },
-    { "rate", XF_PK_INT, offsetof(xf_famm_params_t, rate), 1, 1024, NULL },
-    { "fn", XF_PK_ENUM, offsetof(xf_famm_params_t, fn), 0, 0, fn_names },
-    { "clamp_len", XF_PK_INT, offsetof(xf_famm_params_t, clamp_len), -1, 1 << 20, NULL },
-    { "causal", XF_PK_BOOL, offsetof(xf_famm_params_t, causal), 0, 1, NULL },
+static const xf_at_key_t keys[] = {
+    { "mem_len", XF_AT_K_INT, offsetof(xf_at_m_params_t, mem_len), 0, 1 << 16, NULL },
+    { "cmem_len", XF_AT_K_INT, offsetof(xf_at_m_params_t, cmem_len), 0, 1 << 16, NULL },
+    { "rate", XF_AT_K_INT, offsetof(xf_at_m_params_t, rate), 1, 1024, NULL },
+    { "fn", XF_AT_K_ENUM, offsetof(xf_at_m_params_t, fn), 0, 0, fn_names },
+    { "clamp_len", XF_AT_K_INT, offsetof(xf_at_m_params_t, clamp_len), -1, 1 << 20, NULL },
+    { "causal", XF_AT_K_BOOL, offsetof(xf_at_m_params_t, causal), 0, 1, NULL },
 };
 
 static int cm_parse(void *params, const json_t *obj, char *err, size_t errlen)
 {
-    xf_famm_params_t *p = params;
+    xf_at_m_params_t *p = params;
 
     p->mem_len = 512;
     p->cmem_len = 512;
@@ -30,20 +30,20 @@ static int cm_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->fn = XF_CMEM_MEAN;
     p->clamp_len = 1000;
     p->causal = 1;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
+    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
 }
 
-XF_SFPM_TO_JSON(cm_to_json, keys)
+XF_AT_TO_JSON(cm_to_json, keys)
 
 static int cm_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
 {
-    const xf_famm_params_t *p = params;
+    const xf_at_m_params_t *p = params;
 
     (void)m;
     (void)layer;
     if (p->fn == XF_CMEM_CONV)
-        return xf_sfpm_refuse(err, errlen, "fn", "\"conv\" needs a trained compression "
+        return xf_at_refuse(err, errlen, "fn", "\"conv\" needs a trained compression "
                               "convolution, which this model does not have; use \"mean\" or "
                               "\"max\"");
     return 0;
@@ -53,11 +53,11 @@ static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                       int nth)
 {
-    const xf_famm_params_t *p = params;
+    const xf_at_m_params_t *p = params;
 
     if (p->fn == XF_CMEM_CONV)
         return XF_EUNSUPPORTED;
-    return xf_famm_forward(p, sh, io, pl, ws_shared, ws_thread, ith, nth);
+    return xf_at_m_forward(p, sh, io, pl, ws_shared, ws_thread, ith, nth);
 }
 
 const xf_attn_vtbl xf_attn_compressive = {
@@ -66,12 +66,12 @@ const xf_attn_vtbl xf_attn_compressive = {
     .flags = XF_ATTN_STATEFUL,
     .summary = "Compressive Transformer: TXL memory plus a mean/max-compressed older memory",
     .params_doc = "mem_len=512 cmem_len=512 rate=3 fn=mean clamp_len=1000 causal=true",
-    .params_size = sizeof(xf_famm_params_t),
+    .params_size = sizeof(xf_at_m_params_t),
     .parse = cm_parse,
     .to_json = cm_to_json,
     .validate = cm_validate,
-    .plan = xf_famm_plan_vt,
-    .prepare = xf_famm_prepare,
+    .plan = xf_at_m_plan_vt,
+    .prepare = xf_at_m_prepare,
     .forward = cm_forward,
-    .state_update = xf_famm_state_update,
+    .state_update = xf_at_m_state_update,
 };

@@ -15,19 +15,19 @@ static int dense_parse(void *params, const json_t *obj, char *err, size_t errlen
     dense_params *p = params;
 
     p->scale = 0.0f;
-    int rc = xf_par_keys(obj, keys, err, errlen);
+    int rc = xf_at_keys(obj, keys, err, errlen);
     if (!rc)
-        rc = xf_par_float(obj, "scale", 0.0, 1, 1e6, &p->scale, err, errlen);
+        rc = xf_at_float(obj, "scale", 0.0, 1, 1e6, &p->scale, err, errlen);
     return rc;
 }
 
 static int dense_to_json(const void *params, json_t *obj)
 {
     const dense_params *p = params;
-    return xf_par_set(obj, "scale", p->scale > 0.0f ? json_real(p->scale) : json_null());
+    return xf_at_set(obj, "scale", p->scale > 0.0f ? json_real(p->scale) : json_null());
 }
 
-static int dense_setup(xf_ft_seq *c)
+static int dense_setup(xf_at_t_seq *c)
 {
     const dense_params *p = c->params;
     if (p->scale > 0.0f && c->io)
@@ -35,20 +35,20 @@ static int dense_setup(xf_ft_seq *c)
     return 0;
 }
 
-static void dense_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                       xf_ft_keys *kb)
+static void dense_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                       xf_at_t_keys *kb)
 {
     (void)rows, (void)nq, (void)global;
-    xf_ft_keys_add(kb, c->n, 0, c->n, 1);
+    xf_at_t_keys_add(kb, c->n, 0, c->n, 1);
 }
 
-static const xf_ft_variant dense_ft = {
+static const xf_at_t_variant dense_ft = {
     .setup = dense_setup, .keys = dense_keys,
 };
 
 static int dense_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
-    return xf_ft_plan(&dense_ft, params, sh, nth, out);
+    return xf_at_t_plan(&dense_ft, params, sh, nth, out);
 }
 
 static int dense_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -56,7 +56,7 @@ static int dense_forward(const void *params, const xf_attn_shape *sh, const xf_a
                          int ith, int nth)
 {
     (void)ws_shared;
-    return xf_ft_forward(&dense_ft, params, sh, io, pl, ws_thread, ith, nth);
+    return xf_at_t_forward(&dense_ft, params, sh, io, pl, ws_thread, ith, nth);
 }
 
 const xf_attn_vtbl xf_attn_dense_vt = {

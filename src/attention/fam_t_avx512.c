@@ -1,7 +1,7 @@
 /* Family-T micro-kernels for AVX-512 (compiled with -mavx512f -mavx512bw -mavx512vl
  * -mavx512dq -mfma): tile logits S = factor·Q·Kᵀ (4 rows × 64 keys register block), the
  * online-softmax update with a polynomial exp (exact 0 for excluded keys), and O += P·V
- * (4 rows × 64 columns). Selected at run time by xf_ft_kern_get(). */
+ * (4 rows × 64 columns). Selected at run time by xf_at_kern_get(). */
 #include "config.h"
 
 #include <immintrin.h>
@@ -9,7 +9,7 @@
 
 #include "attention/fam_t.h"
 
-#define BK XF_FT_BK
+#define BK XF_AT_T_BK
 
 static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
                       float factor, float *s)
@@ -104,7 +104,7 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
                            float *acc)
 {
     const int32_t nv = (nk + 15) / 16;
-    _Alignas(64) float mn[XF_FT_BQ], diff[XF_FT_BQ], corr[XF_FT_BQ];
+    _Alignas(64) float mn[XF_AT_T_BQ], diff[XF_AT_T_BQ], corr[XF_AT_T_BQ];
 
     for (int32_t r = 0; r < nq; r++) {
         const float *sr = s + (size_t)r * BK;
@@ -142,7 +142,7 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
             sum = _mm512_add_ps(sum, p);
         }
         const float cr = corr[r];
-        float *lr = l + (size_t)r * XF_FT_LW;
+        float *lr = l + (size_t)r * XF_AT_T_LW;
         _mm512_store_ps(lr, _mm512_fmadd_ps(_mm512_set1_ps(cr), _mm512_load_ps(lr), sum));
         m[r] = mn[r];
         if (cr != 1.0f) {
@@ -311,13 +311,13 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p,
     }
 }
 
-static const xf_ft_kern kern_avx512 = {
+static const xf_at_kern kern_avx512 = {
     .name = "avx512", .qk = qk_avx512, .softmax = softmax_avx512, .pv = pv_avx512,
     .scale = scale_avx512, .kt = kt_avx512,
     .mask = mask_avx512,
 };
 
-const xf_ft_kern *xf_ft_kern_avx512(void)
+const xf_at_kern *xf_at_kern_avx512(void)
 {
     return &kern_avx512;
 }

@@ -15,12 +15,12 @@
 static const char *const init_names[] = { "kmeans", "segments", NULL };
 static const char *const mode_names[] = { "hard", "soft", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "m", XF_PK_INT, offsetof(xf_isab_params_t, m), 1, 1 << 16, NULL },
-    { "init", XF_PK_ENUM, offsetof(xf_isab_params_t, init), 0, 0, init_names },
-    { "iters", XF_PK_INT, offsetof(xf_isab_params_t, iters), 0, 1000, NULL },
-    { "mode", XF_PK_ENUM, offsetof(xf_isab_params_t, mode), 0, 0, mode_names },
-    { "seed", XF_PK_SEED, offsetof(xf_isab_params_t, seed), 0, 0, NULL },
+static const xf_at_key_t keys[] = {
+    { "m", XF_AT_K_INT, offsetof(xf_isab_params_t, m), 1, 1 << 16, NULL },
+    { "init", XF_AT_K_ENUM, offsetof(xf_isab_params_t, init), 0, 0, init_names },
+    { "iters", XF_AT_K_INT, offsetof(xf_isab_params_t, iters), 0, 1000, NULL },
+    { "mode", XF_AT_K_ENUM, offsetof(xf_isab_params_t, mode), 0, 0, mode_names },
+    { "seed", XF_AT_K_SEED, offsetof(xf_isab_params_t, seed), 0, 0, NULL },
 };
 
 static int is_parse(void *params, const json_t *obj, char *err, size_t errlen)
@@ -32,10 +32,10 @@ static int is_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->init = XF_ISAB_KMEANS;
     p->iters = 10;
     p->mode = XF_ISAB_HARD;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
+    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
 }
 
-XF_SFPM_TO_JSON(is_to_json, keys)
+XF_AT_TO_JSON(is_to_json, keys)
 
 typedef struct lay {
     double *pts, *mu, *acc;
@@ -47,36 +47,36 @@ typedef struct lay {
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
     size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
-    xf_sfpm_carve_t cv = { ws, 0 };
+    xf_at_carve_t cv = { ws, 0 };
     lay_t none;
 
     if (!l)
         l = &none;
-    l->pts = xf_sfpm_take(&cv, sizeof(double), N * D);
-    l->mu = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->acc = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->idx = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->grp = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->cnt = xf_sfpm_take(&cv, sizeof(int32_t), M);
-    l->Ks = xf_sfpm_take(&cv, sizeof(float), M * D);
-    l->Vs = xf_sfpm_take(&cv, sizeof(float), M * D);
-    l->beta = xf_sfpm_take(&cv, sizeof(float), M);
-    l->U = xf_sfpm_take(&cv, sizeof(float), M * D);
-    l->scr = xf_sfpm_take(&cv, sizeof(float), N + M);
-    l->amx = xf_sfpm_take(&cv, sizeof(unsigned char), xf_fams_argmax_ws(m, d));
+    l->pts = xf_at_take(&cv, sizeof(double), N * D);
+    l->mu = xf_at_take(&cv, sizeof(double), M * D);
+    l->acc = xf_at_take(&cv, sizeof(double), M * D);
+    l->idx = xf_at_take(&cv, sizeof(int32_t), N);
+    l->grp = xf_at_take(&cv, sizeof(int32_t), N);
+    l->cnt = xf_at_take(&cv, sizeof(int32_t), M);
+    l->Ks = xf_at_take(&cv, sizeof(float), M * D);
+    l->Vs = xf_at_take(&cv, sizeof(float), M * D);
+    l->beta = xf_at_take(&cv, sizeof(float), M);
+    l->U = xf_at_take(&cv, sizeof(float), M * D);
+    l->scr = xf_at_take(&cv, sizeof(float), N + M);
+    l->amx = xf_at_take(&cv, sizeof(unsigned char), xf_at_s_argmax_ws(m, d));
     return cv.off;
 }
 
 static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_isab_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+    xf_at_plan_items(sh, layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL) +
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -84,9 +84,9 @@ static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
 static int32_t segment_of(int32_t n, int32_t m, int32_t i)
 {
     int32_t a = (int32_t)((int64_t)i * m / n);       /* first guess, then fix up */
-    while (a > 0 && xf_fams_seg_start(n, m, a) > i)
+    while (a > 0 && xf_at_s_seg_start(n, m, a) > i)
         a--;
-    while (a + 1 < m && xf_fams_seg_start(n, m, a + 1) <= i)
+    while (a + 1 < m && xf_at_s_seg_start(n, m, a + 1) <= i)
         a++;
     return a;
 }
@@ -105,7 +105,7 @@ static void group_mean(const float *x, int32_t n, int32_t d, const int32_t *grp,
         out[c] = (float)(acc[c] / cnt);
 }
 
-static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
     const xf_isab_params_t *p = params;
@@ -115,14 +115,14 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     layout(n, d, m, ws, &l);
     if (p->init == XF_ISAB_KMEANS) {
         for (int32_t j = 0; j < n; j++)
-            xf_fams_unit(it->k + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
-        xf_fams_kmeans(l.pts, n, d, m, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
+            xf_at_s_unit(it->k + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
+        xf_at_s_kmeans(l.pts, n, d, m, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
                        l.acc, l.amx);
         /* group every key (hard) or query (soft): nearest centroid of its unit vector */
         if (p->mode == XF_ISAB_SOFT)
             for (int32_t j = 0; j < n; j++)
-                xf_fams_unit(it->q + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
-        xf_fams_argmax(l.pts, n, d, l.mu, m, (size_t)d, 1, 0, XF_FAMS_UNIT_MARGIN, l.amx,
+                xf_at_s_unit(it->q + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
+        xf_at_s_argmax(l.pts, n, d, l.mu, m, (size_t)d, 1, 0, XF_AT_S_UNIT_MARGIN, l.amx,
                        l.grp);
     } else {
         for (int32_t j = 0; j < n; j++)
@@ -146,7 +146,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
                 l.beta[l.idx[a]] = (float)log((double)l.cnt[a]);
             }
         }
-        xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, l.beta, mm, tws);
+        xf_at_s_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, l.beta, mm, tws);
         return;
     }
     for (int32_t a = 0; a < m; a++) {               /* mean raw query of each group */
@@ -155,8 +155,8 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
         group_mean(it->q, n, d, l.grp, a, l.cnt[a], q_scale, l.acc,
                    l.U + (size_t)l.idx[a] * (size_t)d);
     }
-    xf_fams_attnpool(it, l.U, mm, scale, l.Ks, l.Vs, l.scr);
-    xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, tws);
+    xf_at_s_attnpool(it, l.U, mm, scale, l.Ks, l.Vs, l.scr);
+    xf_at_s_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, tws);
 }
 
 static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -164,7 +164,7 @@ static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       int nth)
 {
     (void)ws_shared;
-    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
+    xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, item);
     return 0;
 }
 

@@ -12,10 +12,10 @@
 
 #include "attention/fam_s.h"
 
-static const xf_pkey_t keys[] = {
-    { "landmarks", XF_PK_INT, offsetof(xf_nystrom_params_t, landmarks), 1, 4096, NULL },
-    { "pinv_iters", XF_PK_INT, offsetof(xf_nystrom_params_t, pinv_iters), 1, 100, NULL },
-    { "dense_fallback", XF_PK_BOOL, offsetof(xf_nystrom_params_t, dense_fallback), 0, 1, NULL },
+static const xf_at_key_t keys[] = {
+    { "landmarks", XF_AT_K_INT, offsetof(xf_nystrom_params_t, landmarks), 1, 4096, NULL },
+    { "pinv_iters", XF_AT_K_INT, offsetof(xf_nystrom_params_t, pinv_iters), 1, 100, NULL },
+    { "dense_fallback", XF_AT_K_BOOL, offsetof(xf_nystrom_params_t, dense_fallback), 0, 1, NULL },
 };
 
 static int ny_parse(void *params, const json_t *obj, char *err, size_t errlen)
@@ -25,10 +25,10 @@ static int ny_parse(void *params, const json_t *obj, char *err, size_t errlen)
     p->landmarks = 64;
     p->pinv_iters = 6;
     p->dense_fallback = 1;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
+    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
 }
 
-XF_SFPM_TO_JSON(ny_to_json, keys)
+XF_AT_TO_JSON(ny_to_json, keys)
 
 typedef struct lay {
     double *xl, *yl, *A, *Z, *AZ, *T1, *T2, *BV, *W, *row, *q;
@@ -38,23 +38,23 @@ typedef struct lay {
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
     size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
-    xf_sfpm_carve_t cv = { ws, 0 };
+    xf_at_carve_t cv = { ws, 0 };
     lay_t none;
 
     if (!l)
         l = &none;
-    l->xl = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->yl = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->A = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->Z = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->AZ = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->T1 = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->T2 = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->BV = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->W = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->row = xf_sfpm_take(&cv, sizeof(double), (N > M ? N : M) + 1);
-    l->q = xf_sfpm_take(&cv, sizeof(double), D);
-    l->scr = xf_sfpm_take(&cv, sizeof(float), N + 1);
+    l->xl = xf_at_take(&cv, sizeof(double), M * D);
+    l->yl = xf_at_take(&cv, sizeof(double), M * D);
+    l->A = xf_at_take(&cv, sizeof(double), M * M);
+    l->Z = xf_at_take(&cv, sizeof(double), M * M);
+    l->AZ = xf_at_take(&cv, sizeof(double), M * M);
+    l->T1 = xf_at_take(&cv, sizeof(double), M * M);
+    l->T2 = xf_at_take(&cv, sizeof(double), M * M);
+    l->BV = xf_at_take(&cv, sizeof(double), M * D);
+    l->W = xf_at_take(&cv, sizeof(double), M * D);
+    l->row = xf_at_take(&cv, sizeof(double), (N > M ? N : M) + 1);
+    l->q = xf_at_take(&cv, sizeof(double), D);
+    l->scr = xf_at_take(&cv, sizeof(float), N + 1);
     return cv.off;
 }
 
@@ -66,13 +66,13 @@ static int uses_dense(const xf_nystrom_params_t *p, int32_t n)
 static int ny_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_nystrom_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
-                                  NULL, NULL) + xf_sfpm_tile_ws(sh->d_head), 0, out);
+    xf_at_plan_items(sh, layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
+                                  NULL, NULL) + xf_at_tile_ws(sh->d_head), 0, out);
     for (int32_t b = 0; b < sh->n_seq; b++) {
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b];
         out->dense_fallbacks += n > 0 && uses_dense(p, n);
@@ -123,7 +123,7 @@ static void cminus(double *t, int32_t m, double cval)
         t[(size_t)i * (size_t)m + (size_t)i] += cval;
 }
 
-static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
     const xf_nystrom_params_t *p = params;
@@ -138,7 +138,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     layout(n, d, m, ws, &l);
     /* landmarks: segment means of x and y */
     for (int32_t a = 0; a < m; a++) {
-        int32_t r0 = xf_fams_seg_start(n, m, a), r1 = xf_fams_seg_start(n, m, a + 1);
+        int32_t r0 = xf_at_s_seg_start(n, m, a), r1 = xf_at_s_seg_start(n, m, a + 1);
         for (int32_t c = 0; c < d; c++) {
             double sx = 0, sy = 0;
             for (int32_t j = r0; j < r1; j++) {
@@ -225,7 +225,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     }
     return;
 dense:
-    xf_fams_attend_summaries(it, scale / q_scale, it->k, it->v, NULL, n, tws);
+    xf_at_s_attend_summaries(it, scale / q_scale, it->k, it->v, NULL, n, tws);
 }
 
 static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -233,7 +233,7 @@ static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       int nth)
 {
     (void)ws_shared;
-    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
+    xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, item);
     return 0;
 }
 

@@ -12,7 +12,7 @@
 
 #include "attention/params.h"
 
-int xf_par_err(char *err, size_t errlen, const char *fmt, ...)
+int xf_at_err(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -23,7 +23,7 @@ int xf_par_err(char *err, size_t errlen, const char *fmt, ...)
     return XF_EPARAM;
 }
 
-int xf_par_keys(const json_t *obj, const char *const *keys, char *err, size_t errlen)
+int xf_at_keys(const json_t *obj, const char *const *keys, char *err, size_t errlen)
 {
     const char *k;
     json_t *v;
@@ -33,7 +33,7 @@ int xf_par_keys(const json_t *obj, const char *const *keys, char *err, size_t er
         for (int i = 0; !ok && keys && keys[i]; i++)
             ok = !strcmp(k, keys[i]);
         if (!ok)
-            return xf_par_err(err, errlen, "%s: unknown parameter", k);
+            return xf_at_err(err, errlen, "%s: unknown parameter", k);
     }
     return 0;
 }
@@ -48,20 +48,20 @@ static int read_int(const json_t *v, const char *key, int64_t lo, int64_t hi, in
     } else if (json_is_real(v)) {
         double d = json_real_value(v);
         if (d != floor(d) || !(d >= -9.2e18 && d <= 9.2e18))
-            return xf_par_err(err, errlen, "%s: must be an integer", key);
+            return xf_at_err(err, errlen, "%s: must be an integer", key);
         x = (int64_t)d;
     } else {
-        return xf_par_err(err, errlen, "%s: must be an integer", key);
+        return xf_at_err(err, errlen, "%s: must be an integer", key);
     }
     if (x < lo)
-        return xf_par_err(err, errlen, "%s: must be >= %lld", key, (long long)lo);
+        return xf_at_err(err, errlen, "%s: must be >= %lld", key, (long long)lo);
     if (x > hi)
-        return xf_par_err(err, errlen, "%s: must be <= %lld", key, (long long)hi);
+        return xf_at_err(err, errlen, "%s: must be <= %lld", key, (long long)hi);
     *out = x;
     return 0;
 }
 
-int xf_par_i64(const json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+int xf_at_i64(const json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
                char *err, size_t errlen)
 {
     const json_t *v = json_object_get(obj, key);
@@ -71,7 +71,7 @@ int xf_par_i64(const json_t *obj, const char *key, int64_t lo, int64_t hi, int64
     return read_int(v, key, lo, hi, out, err, errlen);
 }
 
-int xf_par_int(const json_t *obj, const char *key, int64_t lo, int64_t hi, int32_t *out,
+int xf_at_int(const json_t *obj, const char *key, int64_t lo, int64_t hi, int32_t *out,
                char *err, size_t errlen)
 {
     int64_t x = 0;
@@ -89,7 +89,7 @@ int xf_par_int(const json_t *obj, const char *key, int64_t lo, int64_t hi, int32
     return rc;
 }
 
-int xf_par_float(const json_t *obj, const char *key, double lo, int lo_open, double hi,
+int xf_at_float(const json_t *obj, const char *key, double lo, int lo_open, double hi,
                  float *out, char *err, size_t errlen)
 {
     const json_t *v = json_object_get(obj, key);
@@ -97,29 +97,29 @@ int xf_par_float(const json_t *obj, const char *key, double lo, int lo_open, dou
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_number(v))
-        return xf_par_err(err, errlen, "%s: must be a number", key);
+        return xf_at_err(err, errlen, "%s: must be a number", key);
     double x = json_number_value(v);
     if (lo_open ? !(x > lo) : !(x >= lo))
-        return xf_par_err(err, errlen, "%s: must be %s %g", key, lo_open ? ">" : ">=", lo);
+        return xf_at_err(err, errlen, "%s: must be %s %g", key, lo_open ? ">" : ">=", lo);
     if (!(x <= hi))
-        return xf_par_err(err, errlen, "%s: must be <= %g", key, hi);
+        return xf_at_err(err, errlen, "%s: must be <= %g", key, hi);
     *out = (float)x;
     return 0;
 }
 
-int xf_par_bool(const json_t *obj, const char *key, int *out, char *err, size_t errlen)
+int xf_at_bool(const json_t *obj, const char *key, int *out, char *err, size_t errlen)
 {
     const json_t *v = json_object_get(obj, key);
 
     if (!v)
         return 0;
     if (!json_is_boolean(v))
-        return xf_par_err(err, errlen, "%s: must be true or false", key);
+        return xf_at_err(err, errlen, "%s: must be true or false", key);
     *out = json_is_true(v);
     return 0;
 }
 
-int xf_par_enum(const json_t *obj, const char *key, const char *const *names, int *out,
+int xf_at_enum(const json_t *obj, const char *key, const char *const *names, int *out,
                 char *err, size_t errlen)
 {
     const json_t *v = json_object_get(obj, key);
@@ -141,10 +141,10 @@ int xf_par_enum(const json_t *obj, const char *key, const char *const *names, in
             break;
         used += (size_t)w;
     }
-    return xf_par_err(err, errlen, "%s: must be one of %s", key, list);
+    return xf_at_err(err, errlen, "%s: must be one of %s", key, list);
 }
 
-int xf_par_int_list(const json_t *obj, const char *key, int64_t lo, int64_t hi, int32_t *out,
+int xf_at_int_list(const json_t *obj, const char *key, int64_t lo, int64_t hi, int32_t *out,
                     int cap, int32_t *count, char *err, size_t errlen)
 {
     const json_t *v = json_object_get(obj, key);
@@ -165,9 +165,9 @@ int xf_par_int_list(const json_t *obj, const char *key, int64_t lo, int64_t hi, 
     }
     size_t n = json_array_size(v);
     if (n == 0)
-        return xf_par_err(err, errlen, "%s: must not be an empty list", key);
+        return xf_at_err(err, errlen, "%s: must not be an empty list", key);
     if (n > (size_t)cap)
-        return xf_par_err(err, errlen, "%s: at most %d entries", key, cap);
+        return xf_at_err(err, errlen, "%s: at most %d entries", key, cap);
     for (size_t i = 0; i < n; i++) {
         snprintf(sub, sizeof(sub), "%s[%zu]", key, i);
         int rc = read_int(json_array_get(v, i), sub, lo, hi, &x, err, errlen);
@@ -179,14 +179,14 @@ int xf_par_int_list(const json_t *obj, const char *key, int64_t lo, int64_t hi, 
     return 0;
 }
 
-int xf_par_set(json_t *obj, const char *key, json_t *val)
+int xf_at_set(json_t *obj, const char *key, json_t *val)
 {
     if (!val)
         return -ENOMEM;
     return json_object_set_new(obj, key, val) ? -ENOMEM : 0;
 }
 
-int xf_par_set_int_list(json_t *obj, const char *key, const int32_t *v, int32_t count)
+int xf_at_set_int_list(json_t *obj, const char *key, const int32_t *v, int32_t count)
 {
     json_t *a = json_array();
 
@@ -197,5 +197,5 @@ int xf_par_set_int_list(json_t *obj, const char *key, const int32_t *v, int32_t 
             json_decref(a);
             return -ENOMEM;
         }
-    return xf_par_set(obj, key, a);
+    return xf_at_set(obj, key, a);
 }

@@ -8,8 +8,8 @@
 
 #include "attention/fam_s.h"
 
-static const xf_pkey_t keys[] = {
-    { "latents", XF_PK_AUTO, offsetof(xf_perceiver_params_t, latents), 1, 1 << 16, NULL },
+static const xf_at_key_t keys[] = {
+    { "latents", XF_AT_K_AUTO, offsetof(xf_perceiver_params_t, latents), 1, 1 << 16, NULL },
 };
 
 static int pc_parse(void *params, const json_t *obj, char *err, size_t errlen)
@@ -17,10 +17,10 @@ static int pc_parse(void *params, const json_t *obj, char *err, size_t errlen)
     xf_perceiver_params_t *p = params;
 
     p->latents = 0;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
+    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
 }
 
-XF_SFPM_TO_JSON(pc_to_json, keys)
+XF_AT_TO_JSON(pc_to_json, keys)
 
 static int pc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -28,7 +28,7 @@ static int pc_validate(const void *params, const xf_model_t *m, int layer, char 
     (void)params;
     (void)m;
     (void)layer;
-    return xf_sfpm_refuse(err, errlen, "variant", "perceiver needs trained latent queries (Q_Z "
+    return xf_at_refuse(err, errlen, "variant", "perceiver needs trained latent queries (Q_Z "
                           "per head), which this model does not have; the parameter-free "
                           "stand-in is {\"variant\":\"isab\",\"mode\":\"soft\"}");
 }
@@ -40,15 +40,15 @@ static int32_t latents_of(const xf_perceiver_params_t *p)
 
 static int pc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
     size_t m = (size_t)latents_of(params);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh,
+    xf_at_plan_items(sh,
                        sizeof(float) * (2u * m * (size_t)sh->d_head + m + (size_t)nmax + 1u) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -67,18 +67,18 @@ static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     if (w->n_head != sh->n_head || w->d_head != sh->d_head || m < 1 || m > latents_of(p))
         return XF_ESHAPE;
     for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
+        xf_at_item_t it;
         float *Ks = ws_thread, *Vs, *scr;
 
-        xf_sfpm_item(sh, io, t, &it);
+        xf_at_item(sh, io, t, &it);
         if (it.n == 0)
             continue;
         Vs = Ks + (size_t)m * (size_t)it.d;
         scr = Vs + (size_t)m * (size_t)it.d;
-        xf_fams_attnpool(&it, w->qz + (size_t)it.head * (size_t)m * (size_t)it.d, m, io->scale,
+        xf_at_s_attnpool(&it, w->qz + (size_t)it.head * (size_t)m * (size_t)it.d, m, io->scale,
                          Ks, Vs, scr);
-        xf_fams_attend_summaries(&it, io->scale / io->q_scale, Ks, Vs, NULL, m,
-                                 xf_sfpm_tile_scratch(pl, ws_thread, it.d));
+        xf_at_s_attend_summaries(&it, io->scale / io->q_scale, Ks, Vs, NULL, m,
+                                 xf_at_tile_scratch(pl, ws_thread, it.d));
     }
     return 0;
 }

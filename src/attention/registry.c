@@ -63,9 +63,9 @@ static int parse_obj(const json_t *root, xf_attn_t **out, char *err, size_t errl
     } else if (json_is_object(root)) {
         vn = json_object_get(root, "variant");
         if (!vn)
-            return xf_par_err(err, errlen, "variant: missing");
+            return xf_at_err(err, errlen, "variant: missing");
         if (!json_is_string(vn))
-            return xf_par_err(err, errlen, "variant: must be a string");
+            return xf_at_err(err, errlen, "variant: must be a string");
         name = json_string_value(vn);
     } else {
         if (err && errlen)
@@ -101,7 +101,7 @@ static int parse_obj(const json_t *root, xf_attn_t **out, char *err, size_t errl
     if (vt->parse)
         rc = vt->parse(a->params, obj, err, errlen);
     else
-        rc = xf_par_keys(obj, NULL, err, errlen);
+        rc = xf_at_keys(obj, NULL, err, errlen);
     json_decref(empty);
     if (rc) {
         free(a);
@@ -170,7 +170,7 @@ int xf_attn_to_json(const xf_attn_t *a, char *buf, size_t len)
     json_t *obj = json_object();
     if (!obj)
         return -ENOMEM;
-    int rc = xf_par_set(obj, "variant", json_string(a->vt->name));
+    int rc = xf_at_set(obj, "variant", json_string(a->vt->name));
     if (!rc && a->vt->to_json)
         rc = a->vt->to_json(a->params, obj);
     char *s = rc ? NULL : json_dumps(obj, JSON_COMPACT);

@@ -13,7 +13,7 @@
 #include "tests/helpers/xf_test.h"
 #include "tests/ref/attn_ref_sfpm.h"
 
-#define PM(x) ((const xf_famm_params_t *)(const void *)(x))
+#define PM(x) ((const xf_at_m_params_t *)(const void *)(x))
 
 static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
 static const int32_t short_lens[] = { 3, 65, 1, 64, 7 };
@@ -54,7 +54,7 @@ static void wts_free(wts_t *t)
 
 static void ref_txl_fn(XF_REF_FN_ARGS)
 {
-    const xf_famm_params_t *pp = p;
+    const xf_at_m_params_t *pp = p;
     const xf_attn_w_txl_t *ww = w;
     int32_t dm = ww ? ww->d_model : 0;
 
@@ -157,8 +157,8 @@ static void segments(const xf_attn_vtbl *vt, const char *json, int32_t mem, int3
     xf_attn_shape sh0 = { .n_head = H, .d_head = D };
 
     assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
-    ssz = xf_famm_state_size(PM(params), H, D);
-    assert_int_equal(xf_famm_plan(PM(params), &sh0, &pl), 0);
+    ssz = xf_at_m_state_size(PM(params), H, D);
+    assert_int_equal(xf_at_m_plan(PM(params), &sh0, &pl), 0);
     assert_int_equal(pl.state_per_seq, ssz);
     for (int s = 0; s < 2; s++) {
         states[s] = calloc(1, ssz);     /* all-zero = fresh */
@@ -217,7 +217,7 @@ static void segments(const xf_attn_vtbl *vt, const char *json, int32_t mem, int3
         xf_rbatch_free(b);
     }
     for (int s = 0; s < 2; s++) {
-        const xf_famm_hdr_t *h = states[s];
+        const xf_at_m_hdr_t *h = states[s];
         assert_int_equal(h->segments, NS);
         assert_int_equal(h->tokens, tot[s]);
         free(states[s]);
@@ -261,7 +261,7 @@ static void test_txl_segment_causal(void **state)
     (void)state;
     assert_int_equal(xf_ref_parse(&xf_attn_txl, "{\"causal\":false,\"mem_len\":64}", params, err,
                                   64), 0);
-    st[0] = calloc(1, xf_famm_state_size(PM(params), H, D));
+    st[0] = calloc(1, xf_at_m_state_size(PM(params), H, D));
     for (int32_t head = 0; head < H; head++) {       /* ab = [a ; b] per head */
         for (int pl = 0; pl < 3; pl++) {
             float *dst = (pl == 0 ? ab->q : pl == 1 ? ab->k : ab->v) + (size_t)head * (NA + NB) * D;
@@ -314,8 +314,8 @@ static void test_compressive_rate1(void **state)
     assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"mem_len\":20,\"cmem_len\":30,"
                                   "\"rate\":1}", pc, err, 64), 0);
     assert_int_equal(xf_ref_parse(&xf_attn_txl, "{\"mem_len\":50}", pt, err, 64), 0);
-    sc[0] = calloc(1, xf_famm_state_size(PM(pc), H, D));
-    stx[0] = calloc(1, xf_famm_state_size(PM(pt), H, D));
+    sc[0] = calloc(1, xf_at_m_state_size(PM(pc), H, D));
+    stx[0] = calloc(1, xf_at_m_state_size(PM(pt), H, D));
     for (int g = 0; g < 4; g++) {
         int32_t l[1] = { seg[g] };
         xf_rbatch_t *b1 = xf_rbatch_new(1, l, H, D, 1.0f, 50 + (uint64_t)g);
@@ -353,7 +353,7 @@ static void test_blob(void **state)
     hash2[31] ^= 1;
     assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"mem_len\":6,\"cmem_len\":4,"
                                   "\"rate\":3}", params, err, 128), 0);
-    ssz = xf_famm_state_size(PM(params), H, D);
+    ssz = xf_at_m_state_size(PM(params), H, D);
     for (int l = 0; l < NL; l++) {
         st[l] = calloc(1, ssz);
         st2[l] = calloc(1, ssz);
@@ -368,65 +368,65 @@ static void test_blob(void **state)
         }
     }
     {
-        const xf_famm_hdr_t *h = st[0];
+        const xf_at_m_hdr_t *h = st[0];
         /* 21 seen, memory 6, evicted 15 → 5 groups of 3, cmem keeps 4, pending 0 */
         assert_int_equal(h->mem_rows, 6);
         assert_int_equal(h->cmem_rows, 4);
         assert_int_equal(h->pend_rows, 0);
     }
-    len = xf_famm_blob_size(st, NL);
+    len = xf_at_m_blob_size(st, NL);
     blob = malloc(len);
     blob2 = malloc(len);
-    assert_int_equal(xf_famm_blob_write(st, NL, hash, blob, len), 0);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(params), H, D, st2, NL, err, 128), 0);
-    assert_int_equal(xf_famm_blob_size(st2, NL), len);
-    assert_int_equal(xf_famm_blob_write(st2, NL, hash, blob2, len), 0);
+    assert_int_equal(xf_at_m_blob_write(st, NL, hash, blob, len), 0);
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(params), H, D, st2, NL, err, 128), 0);
+    assert_int_equal(xf_at_m_blob_size(st2, NL), len);
+    assert_int_equal(xf_at_m_blob_write(st2, NL, hash, blob2, len), 0);
     assert_memory_equal(blob, blob2, len);
     /* each header field corrupted once */
     for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
         memcpy(blob2, blob, len);
         blob2[fields[f].off + fields[f].len - 1] ^= 0x40;
         err[0] = 0;
-        assert_int_equal(xf_famm_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
+        assert_int_equal(xf_at_m_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
                          XF_EFORMAT);
         print_message("# field @%zu: %s\n", fields[f].off, err);
     }
     memcpy(blob2, blob, len);
     blob2[len - 3] ^= 1;                          /* payload */
-    assert_int_equal(xf_famm_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len - 1, hash, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len - 1, hash, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash2, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash2, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(params), H, D + 1, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(params), H, D + 1, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(params), H, D, st2, NL - 1, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(params), H, D, st2, NL - 1, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, 40, hash, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, 40, hash, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
     /* smaller configured memory: the newest rows */
     assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"mem_len\":4,\"cmem_len\":4,"
                                   "\"rate\":3}", p2, err, 128), 0);
     for (int l = 0; l < NL; l++) {
-        void *s2 = calloc(1, xf_famm_state_size(PM(p2), H, D));
+        void *s2 = calloc(1, xf_at_m_state_size(PM(p2), H, D));
         void *one[1] = { s2 };
-        assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(p2), H, D, one, 1, err, 128),
+        assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(p2), H, D, one, 1, err, 128),
                          XF_EFORMAT);          /* layer count differs */
         free(s2);
     }
     for (int l = 0; l < NL; l++) {
         free(st2[l]);
-        st2[l] = calloc(1, xf_famm_state_size(PM(p2), H, D));
+        st2[l] = calloc(1, xf_at_m_state_size(PM(p2), H, D));
     }
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(p2), H, D, st2, NL, err, 128), 0);
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(p2), H, D, st2, NL, err, 128), 0);
     for (int l = 0; l < NL; l++) {
-        const xf_famm_hdr_t *h = st2[l];
+        const xf_at_m_hdr_t *h = st2[l];
         assert_int_equal(h->mem_rows, 4);
         for (int32_t hd = 0; hd < H; hd++)
             for (int kv = 0; kv < 2; kv++)
-                assert_memory_equal(xf_famm_rows(st2[l], 1, kv, hd),
-                                    xf_famm_rows(st[l], 1, kv, hd) + 2 * D,
+                assert_memory_equal(xf_at_m_rows(st2[l], 1, kv, hd),
+                                    xf_at_m_rows(st[l], 1, kv, hd) + 2 * D,
                                     sizeof(float) * 4 * D);
     }
     for (int l = 0; l < NL; l++) {
@@ -452,7 +452,7 @@ static void test_props(void **state)
     assert_int_equal(xf_ref_parse(&xf_attn_txl, "{\"mem_len\":30,\"causal\":false}", params,
                                   err, 128), 0);
     for (int s = 0; s < 3; s++)
-        st[s] = calloc(1, xf_famm_state_size(PM(params), 3, 40));
+        st[s] = calloc(1, xf_at_m_state_size(PM(params), 3, 40));
     {
         int32_t l0[3] = { 20, 3, 17 };
         xf_rbatch_t *b = xf_rbatch_new(3, l0, 3, 40, 1.0f, 8);
@@ -479,11 +479,11 @@ static void test_props(void **state)
         for (size_t i = 0; i < cnt; i++)
             assert_true(isfinite(b->out[i]));
         /* a corrupted state header is an error, not a crash */
-        ((xf_famm_hdr_t *)st[2])->magic ^= 1;
+        ((xf_at_m_hdr_t *)st[2])->magic ^= 1;
         assert_int_equal(xf_ref_run(&xf_attn_txl, params, b, 2, &t->w, st, NULL, NULL),
                          XF_EFORMAT);
-        ((xf_famm_hdr_t *)st[2])->magic ^= 1;
-        ((xf_famm_hdr_t *)st[2])->mem_rows = 31;
+        ((xf_at_m_hdr_t *)st[2])->magic ^= 1;
+        ((xf_at_m_hdr_t *)st[2])->mem_rows = 31;
         assert_int_equal(xf_ref_run(&xf_attn_txl, params, b, 2, &t->w, st, NULL, NULL),
                          XF_EFORMAT);
         free(first);

@@ -96,7 +96,7 @@ static void test_linformer_segment_constant(void **state)
 
     (void)state;
     for (int32_t a = 0; a < K; a++) {
-        int32_t r0 = xf_fams_seg_start(103, K, a), r1 = xf_fams_seg_start(103, K, a + 1);
+        int32_t r0 = xf_at_s_seg_start(103, K, a), r1 = xf_at_s_seg_start(103, K, a + 1);
         for (int32_t j = r0 + 1; j < r1; j++) {
             memcpy(b->k + (size_t)j * D, b->k + (size_t)r0 * D, sizeof(float) * D);
             memcpy(b->v + (size_t)j * D, b->v + (size_t)r0 * D, sizeof(float) * D);
