@@ -160,7 +160,7 @@ static void run_vtable(const char *json, int nth)
                          .d_head = D_HEAD, .layer = 1 };
     xf_attn_plan pl;
     memset(&pl, 0, sizeof pl);
-    rc = a->vt->plan(a->params, &sh, nth, &pl);
+    rc = xf_at_plan(a->vt, a->params, &sh, nth, &pl);
     fprintf(g_txt, " plan=%d items=%d fallbacks=%d", rc, (int)pl.n_items, (int)pl.dense_fallbacks);
     if (!rc) {
         size_t plane = (size_t)N_HEAD * N * D_HEAD;
@@ -183,11 +183,11 @@ static void run_vtable(const char *json, int nth)
         io.q_scale = sc;
         io.scale = sc;
         io.out = out;
-        if (a->vt->prepare)
-            rc = a->vt->prepare(a->params, &sh, &io, &pl, ws);
+        if (a->vt->ops->prepare)
+            rc = a->vt->ops->prepare(a->params, &sh, &io, &pl, ws);
         fprintf(g_txt, " prepare=%d", rc);
         for (int t = 0; t < nth && !rc; t++)
-            rc = a->vt->forward(a->params, &sh, &io, &pl, ws, ws + shb + (size_t)t * per, t,
+            rc = xf_at_forward(a->vt, a->params, &sh, &io, &pl, ws, ws + shb + (size_t)t * per, t,
                                 nth);
         fprintf(g_txt, " forward=%d", rc);
         fwrite(out, sizeof(float), plane, g_bin);

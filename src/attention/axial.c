@@ -16,27 +16,12 @@ typedef struct ax_params {
     int32_t mode;
 } ax_params;
 
-static int ax_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "cols", "mode", NULL };
-    ax_params *p = params;
-    p->cols = 0;
-    p->mode = 0;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    const json_t *s = json_object_get(obj, "cols");
-    if (!rc && s && !(json_is_string(s) && !strcmp(json_string_value(s), "auto")))
-        rc = xf_at_int(obj, "cols", 1, 1 << 24, &p->cols, err, errlen);
-    if (!rc)
-        rc = xf_at_enum(obj, "mode", mode_names, &p->mode, err, errlen);
-    return rc;
-}
+static const ax_params ax_defaults = { .cols = 0, .mode = 0 };
 
-static int ax_to_json(const void *params, json_t *obj)
-{
-    const ax_params *p = params;
-    int rc = xf_at_set(obj, "cols", p->cols ? json_integer(p->cols) : json_string("auto"));
-    return rc ? rc : xf_at_set(obj, "mode", json_string(mode_names[p->mode]));
-}
+static const xf_at_key_t ax_pkeys[] = {
+    XF_AT_KEY(ax_params, cols, "cols", XF_AT_K_AUTO, 1, 1 << 24, NULL),
+    XF_AT_KEY(ax_params, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+};
 
 /* c->a = cols, c->b = part (0 union, 1 rows, 2 columns) */
 static int ax_setup(xf_at_t_seq *c)
@@ -131,17 +116,10 @@ static const xf_at_t_variant ax_ft = {
     .mask = ax_mask,
 };
 
-XF_AT_T_WRAP(ax, ax_ft)
-
-const xf_attn_vtbl xf_attn_axial_vt = {
-    .name = "axial",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "axial: grid rows and columns of a ceil(sqrt(n))-column grid",
-    .params_doc = "cols=auto mode=union",
+const xf_attn_ops xf_at_axial = {
     .params_size = sizeof(ax_params),
-    .parse = ax_parse,
-    .to_json = ax_to_json,
-    .plan = ax_plan,
-    .forward = ax_forward,
+    .defaults = &ax_defaults,
+    .keys = ax_pkeys,
+    .n_keys = XF_AT_NKEYS(ax_pkeys),
+    .pattern = &ax_ft,
 };

@@ -17,53 +17,19 @@ typedef struct bb_params {
     int64_t seed;
 } bb_params;
 
-static int bb_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "block", "random_blocks", "window_blocks",
-                                        "global_first", "global_last", "seed",
-                                        "random_per_head", NULL };
-    bb_params *p = params;
-    p->block = 64;
-    p->random = 3;
-    p->window = 1;
-    p->gfirst = 1;
-    p->glast = 1;
-    p->per_head = 1;
-    p->seed = 0;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "block", 1, 1 << 20, &p->block, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "random_blocks", 0, 1 << 20, &p->random, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "window_blocks", 0, 1 << 20, &p->window, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "global_first", 0, 1 << 20, &p->gfirst, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "global_last", 0, 1 << 20, &p->glast, err, errlen);
-    if (!rc)
-        rc = xf_at_i64(obj, "seed", 0, INT64_MAX, &p->seed, err, errlen);
-    if (!rc)
-        rc = xf_at_bool(obj, "random_per_head", &p->per_head, err, errlen);
-    return rc;
-}
+static const bb_params bb_defaults = {
+    .block = 64, .random = 3, .window = 1, .gfirst = 1, .glast = 1, .per_head = 1, .seed = 0,
+};
 
-static int bb_to_json(const void *params, json_t *obj)
-{
-    const bb_params *p = params;
-    int rc = xf_at_set(obj, "block", json_integer(p->block));
-    if (!rc)
-        rc = xf_at_set(obj, "random_blocks", json_integer(p->random));
-    if (!rc)
-        rc = xf_at_set(obj, "window_blocks", json_integer(p->window));
-    if (!rc)
-        rc = xf_at_set(obj, "global_first", json_integer(p->gfirst));
-    if (!rc)
-        rc = xf_at_set(obj, "global_last", json_integer(p->glast));
-    if (!rc)
-        rc = xf_at_set(obj, "seed", json_integer((json_int_t)p->seed));
-    return rc ? rc : xf_at_set(obj, "random_per_head", json_boolean(p->per_head));
-}
+static const xf_at_key_t bb_pkeys[] = {
+    XF_AT_KEY(bb_params, block, "block", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, random, "random_blocks", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, window, "window_blocks", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, gfirst, "global_first", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, glast, "global_last", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
+    XF_AT_KEY(bb_params, per_head, "random_per_head", XF_AT_K_BOOL, 0, 1, NULL),
+};
 
 /* c->a = b, c->b = nb */
 static int bb_setup(xf_at_t_seq *c)
@@ -133,18 +99,10 @@ static const xf_at_t_variant bb_ft = {
     .setup = bb_setup, .n_tiles = bb_n_tiles, .tile = bb_tile, .keys = bb_keys,
 };
 
-XF_AT_T_WRAP(bb, bb_ft)
-
-const xf_attn_vtbl xf_attn_bigbird_vt = {
-    .name = "bigbird",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "BigBird ITC: window, global and seeded random blocks",
-    .params_doc = "block=64 random_blocks=3 window_blocks=1 global_first=1 global_last=1 "
-                  "seed=0 random_per_head=true",
+const xf_attn_ops xf_at_bigbird = {
     .params_size = sizeof(bb_params),
-    .parse = bb_parse,
-    .to_json = bb_to_json,
-    .plan = bb_plan,
-    .forward = bb_forward,
+    .defaults = &bb_defaults,
+    .keys = bb_pkeys,
+    .n_keys = XF_AT_NKEYS(bb_pkeys),
+    .pattern = &bb_ft,
 };

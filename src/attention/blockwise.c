@@ -10,39 +10,13 @@ typedef struct blk_params {
     int32_t block, halo;
 } blk_params;
 
-static int blk_parse_common(blk_params *p, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "block", "halo", NULL };
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "block", 1, 1 << 24, &p->block, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "halo", 0, 1 << 24, &p->halo, err, errlen);
-    return rc;
-}
+static const blk_params blockwise_defaults = { .block = 128, .halo = 0 };
+static const blk_params local1d_defaults = { .block = 128, .halo = 64 };
 
-static int blockwise_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    blk_params *p = params;
-    p->block = 128;
-    p->halo = 0;
-    return blk_parse_common(p, obj, err, errlen);
-}
-
-static int local1d_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    blk_params *p = params;
-    p->block = 128;
-    p->halo = 64;
-    return blk_parse_common(p, obj, err, errlen);
-}
-
-static int blk_to_json(const void *params, json_t *obj)
-{
-    const blk_params *p = params;
-    int rc = xf_at_set(obj, "block", json_integer(p->block));
-    return rc ? rc : xf_at_set(obj, "halo", json_integer(p->halo));
-}
+static const xf_at_key_t blk_pkeys[] = {
+    XF_AT_KEY(blk_params, block, "block", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY(blk_params, halo, "halo", XF_AT_K_INT, 0, 1 << 24, NULL),
+};
 
 static int blk_setup(xf_at_t_seq *c)
 {
@@ -83,30 +57,18 @@ static const xf_at_t_variant blk_ft = {
     .setup = blk_setup, .n_tiles = blk_n_tiles, .tile = blk_tile, .keys = blk_keys,
 };
 
-XF_AT_T_WRAP(blk, blk_ft)
-
-const xf_attn_vtbl xf_attn_blockwise_vt = {
-    .name = "blockwise",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "queries attend their own block of keys",
-    .params_doc = "block=128 halo=0",
+const xf_attn_ops xf_at_blockwise = {
     .params_size = sizeof(blk_params),
-    .parse = blockwise_parse,
-    .to_json = blk_to_json,
-    .plan = blk_plan,
-    .forward = blk_forward,
+    .defaults = &blockwise_defaults,
+    .keys = blk_pkeys,
+    .n_keys = XF_AT_NKEYS(blk_pkeys),
+    .pattern = &blk_ft,
 };
 
-const xf_attn_vtbl xf_attn_local1d_vt = {
-    .name = "local1d",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Image-Transformer local 1-D: query block plus a halo on both sides",
-    .params_doc = "block=128 halo=64",
+const xf_attn_ops xf_at_local1d = {
     .params_size = sizeof(blk_params),
-    .parse = local1d_parse,
-    .to_json = blk_to_json,
-    .plan = blk_plan,
-    .forward = blk_forward,
+    .defaults = &local1d_defaults,
+    .keys = blk_pkeys,
+    .n_keys = XF_AT_NKEYS(blk_pkeys),
+    .pattern = &blk_ft,
 };

@@ -9,23 +9,11 @@ typedef struct dense_params {
     float scale;               /* 0: the model's scale (io.scale) */
 } dense_params;
 
-static int dense_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "scale", NULL };
-    dense_params *p = params;
+static const dense_params dense_defaults = { .scale = 0.0f };
 
-    p->scale = 0.0f;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_at_float(obj, "scale", 0.0, 1, 1e6, &p->scale, err, errlen);
-    return rc;
-}
-
-static int dense_to_json(const void *params, json_t *obj)
-{
-    const dense_params *p = params;
-    return xf_at_set(obj, "scale", p->scale > 0.0f ? json_real(p->scale) : json_null());
-}
+static const xf_at_key_t dense_pkeys[] = {
+    XF_AT_KEY(dense_params, scale, "scale", XF_AT_K_SCALE, 0.0, 1e6, NULL),
+};
 
 static int dense_setup(xf_at_t_seq *c)
 {
@@ -46,28 +34,10 @@ static const xf_at_t_variant dense_ft = {
     .setup = dense_setup, .keys = dense_keys,
 };
 
-static int dense_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
-{
-    return xf_at_t_plan(&dense_ft, params, sh, nth, out);
-}
-
-static int dense_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                         const xf_attn_plan *pl, const void *ws_shared, void *ws_thread,
-                         int ith, int nth)
-{
-    (void)ws_shared;
-    return xf_at_t_forward(&dense_ft, params, sh, io, pl, ws_thread, ith, nth);
-}
-
-const xf_attn_vtbl xf_attn_dense_vt = {
-    .name = "dense",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "full softmax attention (online softmax in 32x64 tiles)",
-    .params_doc = "scale=1/sqrt(d)",
+const xf_attn_ops xf_at_dense = {
     .params_size = sizeof(dense_params),
-    .parse = dense_parse,
-    .to_json = dense_to_json,
-    .plan = dense_plan,
-    .forward = dense_forward,
+    .defaults = &dense_defaults,
+    .keys = dense_pkeys,
+    .n_keys = XF_AT_NKEYS(dense_pkeys),
+    .pattern = &dense_ft,
 };

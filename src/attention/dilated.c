@@ -17,32 +17,12 @@ typedef struct dil_params {
     int32_t dil[DIL_MAX];
 } dil_params;
 
-static int dil_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "window", "dilation", NULL };
-    dil_params *p = params;
-    p->window = 128;
-    p->n_dil = 1;
-    p->dil[0] = 1;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "window", 1, 1 << 24, &p->window, err, errlen);
-    if (!rc)
-        rc = xf_at_int_list(obj, "dilation", 1, 1 << 20, p->dil, DIL_MAX, &p->n_dil, err,
-                             errlen);
-    return rc;
-}
+static const dil_params dil_defaults = { .window = 128, .n_dil = 1, .dil = { 1 } };
 
-static int dil_to_json(const void *params, json_t *obj)
-{
-    const dil_params *p = params;
-    int rc = xf_at_set(obj, "window", json_integer(p->window));
-    if (rc)
-        return rc;
-    if (p->n_dil == 1)
-        return xf_at_set(obj, "dilation", json_integer(p->dil[0]));
-    return xf_at_set_int_list(obj, "dilation", p->dil, p->n_dil);
-}
+static const xf_at_key_t dil_pkeys[] = {
+    XF_AT_KEY(dil_params, window, "window", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY_LIST(dil_params, dil, n_dil, "dilation", 1, 1 << 20),
+};
 
 static int dil_validate(const void *params, const xf_model_t *m, int layer, char *err,
                         size_t errlen)
@@ -108,18 +88,11 @@ static const xf_at_t_variant dil_ft = {
     .mask = dil_mask,
 };
 
-XF_AT_T_WRAP(dil, dil_ft)
-
-const xf_attn_vtbl xf_attn_dilated_vt = {
-    .name = "dilated",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "dilated sliding window (per-head dilation)",
-    .params_doc = "window=128 dilation=1",
+const xf_attn_ops xf_at_dilated = {
     .params_size = sizeof(dil_params),
-    .parse = dil_parse,
-    .to_json = dil_to_json,
+    .defaults = &dil_defaults,
+    .keys = dil_pkeys,
+    .n_keys = XF_AT_NKEYS(dil_pkeys),
     .validate = dil_validate,
-    .plan = dil_plan,
-    .forward = dil_forward,
+    .pattern = &dil_ft,
 };

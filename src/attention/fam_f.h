@@ -78,8 +78,5 @@ typedef struct xf_rfa_params {
 
 int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d);
 
-extern const xf_attn_vtbl xf_attn_linear;
-extern const xf_attn_vtbl xf_attn_performer;
-extern const xf_attn_vtbl xf_attn_rfa;
 
 #endif

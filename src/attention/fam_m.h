@@ -81,7 +81,5 @@ int xf_at_m_blob_read(const void *buf, size_t len, const uint8_t hash[32],
                       void *const *states, int32_t n_layer, char *err, size_t errlen);
 uint32_t xf_at_m_crc32c(const void *data, size_t len);
 
-extern const xf_attn_vtbl xf_attn_txl;
-extern const xf_attn_vtbl xf_attn_compressive;
 
 #endif

@@ -48,8 +48,5 @@ void xf_at_p_rotation(uint64_t seed, int32_t layer, int32_t head, int32_t rho, i
  * nb == 1 gives 0. acc: nb/2 doubles of scratch. */
 int32_t xf_at_p_hash(const double *xhat, int32_t d, const double *r, int32_t nb, double *acc);
 
-extern const xf_attn_vtbl xf_attn_reformer;
-extern const xf_attn_vtbl xf_attn_routing;
-extern const xf_attn_vtbl xf_attn_sinkhorn;
 
 #endif

@@ -11,45 +11,6 @@
 
 #include "attention/registry.h"
 
-/* ---- parameter tables (shared by the S, F, P, M variant files) ---- */
-
-enum xf_pk {
-    XF_AT_K_INT = 1,   /* int32_t, integer in [lo, hi] */
-    XF_AT_K_AUTO,      /* int32_t, "auto" (stored 0) or an integer in [lo, hi] */
-    XF_AT_K_REAL,      /* double in [lo, hi] */
-    XF_AT_K_BOOL,      /* int32_t 0/1 */
-    XF_AT_K_ENUM,      /* int32_t index into names[] (NULL-terminated) */
-    XF_AT_K_SEED       /* uint64_t, integer >= 0 */
-};
-
-typedef struct xf_at_key {
-    const char *key;
-    enum xf_pk kind;
-    size_t off;                  /* offsetof in the params struct */
-    double lo, hi;
-    const char *const *names;    /* XF_AT_K_ENUM only */
-} xf_at_key_t;
-
-/* Read obj's keys (all but "variant") into params (defaults already there). Unknown keys, wrong
- * types and out-of-range values are XF_EPARAM with err naming the key. */
-int xf_at_parse(const xf_at_key_t *keys, int nkeys, void *params, const json_t *obj, char *err,
-                  size_t errlen);
-/* Add every key of the table to obj. Returns 0 or -ENOMEM. */
-int xf_at_to_json(const xf_at_key_t *keys, int nkeys, const void *params, json_t *obj);
-/* Write "key: msg" into err and return XF_EPARAM. */
-int xf_at_key_err(char *err, size_t errlen, const char *key, const char *msg);
-/* The same message, returning XF_EUNSUPPORTED: validate() refusing a setting that needs
- * trained tensors the model does not have. */
-int xf_at_refuse(char *err, size_t errlen, const char *key, const char *msg);
-/* Entries of a parameter table (an array, not a pointer). */
-#define XF_AT_NKEYS(keys) ((int)(sizeof(keys) / sizeof((keys)[0])))
-/* Defines the to_json of a variant whose parameters are exactly the table keys. */
-#define XF_AT_TO_JSON(fn, keys)                                                 \
-    static int fn(const void *params, json_t *obj)                                \
-    {                                                                             \
-        return xf_at_to_json((keys), XF_AT_NKEYS(keys), params, obj);         \
-    }
-
 /* ---- items and shapes ---- */
 
 /* Checks the shape (cu_len non-decreasing inside [0, n_tokens], heads and width >= 1) and
@@ -156,11 +117,6 @@ typedef struct xf_nystrom_params {
     int32_t dense_fallback;      /* landmarks >= n: run dense (§0) */
 } xf_nystrom_params_t;
 
-extern const xf_attn_vtbl xf_attn_linformer;
-extern const xf_attn_vtbl xf_attn_memcomp;
-extern const xf_attn_vtbl xf_attn_isab;
-extern const xf_attn_vtbl xf_attn_perceiver;
-extern const xf_attn_vtbl xf_attn_nystrom;
 
 /* Attention pooling: for each of the m rows U_a (stride d), P_a = softmax(alpha·U_a·Kᵀ) over
  * the item's n keys, Ks_a = P_a K, Vs_a = P_a V (double accumulation). logit: n floats. */

@@ -114,21 +114,6 @@ void xf_at_t_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cl
 /* ⌈√n⌉ */
 int32_t xf_at_t_isqrt_ceil(int32_t n);
 
-/* plan/forward wrappers for a vtable. */
-#define XF_AT_T_WRAP(pfx, ftv)                                                                 \
-    static int pfx##_plan(const void *params, const xf_attn_shape *sh, int nth,              \
-                          xf_attn_plan *out)                                                 \
-    {                                                                                        \
-        return xf_at_t_plan(&(ftv), params, sh, nth, out);                                     \
-    }                                                                                        \
-    static int pfx##_forward(const void *params, const xf_attn_shape *sh,                    \
-                             const xf_attn_io *io, const xf_attn_plan *pl,                   \
-                             const void *ws_shared, void *ws_thread, int ith, int nth)       \
-    {                                                                                        \
-        (void)ws_shared;                                                                     \
-        return xf_at_t_forward(&(ftv), params, sh, io, pl, ws_thread, ith, nth);               \
-    }
-
 /* Longformer (§7) and ETC (§8) share one pattern and parameter block. */
 enum { XF_AT_LF_CLS = 0, XF_AT_LF_NONE, XF_AT_LF_SEGMENT_A, XF_AT_LF_MASK, XF_AT_LF_LIST, XF_AT_LF_CLS_SEP };
 #define XF_AT_LF_MAX_DIL 32
@@ -143,12 +128,6 @@ typedef struct xf_at_lf_params {
     int32_t shared;            /* 1: global rows use q/k/v (ETC simulation) */
     int32_t segment_restrict;  /* ETC; only false is supported */
 } xf_at_lf_params;
-extern const xf_at_t_variant xf_at_t_longformer;
-/* validate(): a per-head dilation list must cover every head of the layer. */
-int xf_at_lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                   size_t errlen);
-/* Add "global" (string or list) to a to_json object. */
-int xf_at_lf_global_json(const xf_at_lf_params *p, json_t *obj);
 
 /* Synthesizer (§21) weights, handed over in xf_attn_io.weights for one layer. */
 enum { XF_SYNTH_RANDOM = 1, XF_SYNTH_FACTORIZED, XF_SYNTH_DENSE };

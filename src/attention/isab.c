@@ -10,32 +10,27 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const char *const init_names[] = { "kmeans", "segments", NULL };
 static const char *const mode_names[] = { "hard", "soft", NULL };
 
 static const xf_at_key_t keys[] = {
-    { "m", XF_AT_K_INT, offsetof(xf_isab_params_t, m), 1, 1 << 16, NULL },
-    { "init", XF_AT_K_ENUM, offsetof(xf_isab_params_t, init), 0, 0, init_names },
-    { "iters", XF_AT_K_INT, offsetof(xf_isab_params_t, iters), 0, 1000, NULL },
-    { "mode", XF_AT_K_ENUM, offsetof(xf_isab_params_t, mode), 0, 0, mode_names },
-    { "seed", XF_AT_K_SEED, offsetof(xf_isab_params_t, seed), 0, 0, NULL },
+    XF_AT_KEY(xf_isab_params_t, m, "m", XF_AT_K_INT, 1, 1 << 16, NULL),
+    XF_AT_KEY(xf_isab_params_t, init, "init", XF_AT_K_ENUM, 0, 0, init_names),
+    XF_AT_KEY(xf_isab_params_t, iters, "iters", XF_AT_K_INT, 0, 1000, NULL),
+    XF_AT_KEY(xf_isab_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_isab_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
-static int is_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_isab_params_t *p = params;
-
-    p->seed = 0;
-    p->m = 64;
-    p->init = XF_ISAB_KMEANS;
-    p->iters = 10;
-    p->mode = XF_ISAB_HARD;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(is_to_json, keys)
+static const xf_isab_params_t is_defaults = {
+    .seed = 0,
+    .m = 64,
+    .init = XF_ISAB_KMEANS,
+    .iters = 10,
+    .mode = XF_ISAB_HARD,
+};
 
 typedef struct lay {
     double *pts, *mu, *acc;
@@ -168,15 +163,11 @@ static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_isab = {
-    .name = "isab",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "ISAB substitute: keys grouped by m inducing directions (k-means or segments)",
-    .params_doc = "m=64 init=kmeans iters=10 mode=hard seed=0",
+const xf_attn_ops xf_at_isab = {
     .params_size = sizeof(xf_isab_params_t),
-    .parse = is_parse,
-    .to_json = is_to_json,
+    .defaults = &is_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .plan = is_plan,
     .forward = is_forward,
 };

@@ -5,21 +5,16 @@
 
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_f.h"
 
 static const xf_at_key_t keys[] = {
-    { "eps", XF_AT_K_REAL, offsetof(xf_linear_params_t, eps), 0.0, 1.0, NULL },
+    XF_AT_KEY(xf_linear_params_t, eps, "eps", XF_AT_K_REAL, 0.0, 1.0, NULL),
 };
 
-static int li_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_linear_params_t *p = params;
-
-    p->eps = 1e-6;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(li_to_json, keys)
+static const xf_linear_params_t li_defaults = {
+    .eps = 1e-6,
+};
 
 static void li_map(const xf_linear_params_t *p, int32_t d, float q_scale, xf_at_f_map_t *mp)
 {
@@ -56,15 +51,11 @@ static int li_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_linear = {
-    .name = "linear",
-    .family = XF_FAM_F,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Linear Transformer: elu+1 feature map, O(n d^2) (needs a model trained with it)",
-    .params_doc = "eps=1e-6",
+const xf_attn_ops xf_at_linear = {
     .params_size = sizeof(xf_linear_params_t),
-    .parse = li_parse,
-    .to_json = li_to_json,
+    .defaults = &li_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .plan = li_plan,
     .forward = li_forward,
 };

@@ -6,25 +6,20 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const char *const src_names[] = { "pooled", "weights", NULL };
 
 static const xf_at_key_t keys[] = {
-    { "k", XF_AT_K_INT, offsetof(xf_linformer_params_t, k), 1, 1 << 20, NULL },
-    { "source", XF_AT_K_ENUM, offsetof(xf_linformer_params_t, source), 0, 0, src_names },
+    XF_AT_KEY(xf_linformer_params_t, k, "k", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_linformer_params_t, source, "source", XF_AT_K_ENUM, 0, 0, src_names),
 };
 
-static int lf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_linformer_params_t *p = params;
-
-    p->k = 256;
-    p->source = XF_LINFORMER_POOLED;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(lf_to_json, keys)
+static const xf_linformer_params_t lf_defaults = {
+    .k = 256,
+    .source = XF_LINFORMER_POOLED,
+};
 
 static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -113,15 +108,11 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_linformer = {
-    .name = "linformer",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Linformer: k pooled K/V segments with ln(n_a) correction (or trained E/F)",
-    .params_doc = "k=256 source=pooled",
+const xf_attn_ops xf_at_linformer = {
     .params_size = sizeof(xf_linformer_params_t),
-    .parse = lf_parse,
-    .to_json = lf_to_json,
+    .defaults = &lf_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .validate = lf_validate,
     .plan = lf_plan,
     .forward = lf_forward,

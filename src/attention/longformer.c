@@ -3,7 +3,13 @@
  * attend every key with qg/kg/vg (NULL: the local planes, i.e. BERT weights copied). Union:
  * a global key inside the window is counted once. Params: window (256), dilation (1, int or
  * per-head list), global: "cls" (default) | "none" | "segment_a" (token type 0) | "mask"
- * (io.is_global) | a list of positions (positions >= n are ignored for that sequence). */
+ * (io.is_global) | a list of positions (positions >= n are ignored for that sequence).
+ * "etc" (§8) simulated on BERT weights: ETC's global-local attention with shared projections =
+ * this pattern with radius r and [CLS]/[SEP] as the global tokens. "cls+sep" uses io.is_global
+ * when the engine marks the special tokens there; without it: position 0, the last token, and
+ * the last token of each token-type run (the [SEP] of "[CLS] A [SEP] B [SEP]"). Params: radius
+ * (128), global ("cls+sep" | "cls" | "none" | "mask" | positions), segment_restrict (false;
+ * true is not supported). */
 #include "config.h"
 
 #include <math.h>
@@ -135,15 +141,13 @@ static void lf_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const
     xf_at_t_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
 }
 
-const xf_at_t_variant xf_at_t_longformer = {
+static const xf_at_t_variant lf_ft = {
     .setup = lf_setup, .globals = lf_globals, .n_tiles = lf_n_tiles, .tile = lf_tile,
     .keys = lf_keys, .member = lf_member,
     .mask = lf_mask,
 };
 
-XF_AT_T_WRAP(lf, xf_at_t_longformer)
-
-int xf_at_lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
+static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
                    size_t errlen)
 {
     const xf_at_lf_params *p = params;
@@ -156,65 +160,84 @@ int xf_at_lf_validate(const void *params, const xf_model_t *m, int layer, char *
 }
 
 static const char *const lf_gnames[] = { "cls", "none", "segment_a", "mask", NULL };
-
-static int lf_parse(void *params, const json_t *obj, char *err, size_t errlen)
+static const char *const etc_gnames[] = { "cls+sep", "cls", "none", "mask", NULL };
+/* gmode of each name of k->names (lf_gnames follows XF_AT_LF_CLS..XF_AT_LF_MASK) */
+static int32_t gmode_of(const char *const *names, int m)
 {
-    static const char *const keys[] = { "window", "dilation", "global", NULL };
+    static const int32_t etc_gmode[] = { XF_AT_LF_CLS_SEP, XF_AT_LF_CLS, XF_AT_LF_NONE,
+                                         XF_AT_LF_MASK };
+    return names == etc_gnames ? etc_gmode[m] : m;
+}
+
+/* "global": one of k->names or a list of positions. */
+static int global_read(const xf_at_key_t *k, void *params, const json_t *obj, char *err,
+                       size_t errlen)
+{
     xf_at_lf_params *p = params;
-    memset(p, 0, sizeof(*p));
-    p->window = 256;
-    p->n_dil = 1;
-    p->dil[0] = 1;
-    p->gmode = XF_AT_LF_CLS;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "window", 1, 1 << 24, &p->window, err, errlen);
-    if (!rc)
-        rc = xf_at_int_list(obj, "dilation", 1, 1 << 20, p->dil, XF_AT_LF_MAX_DIL, &p->n_dil,
-                             err, errlen);
-    const json_t *g = json_object_get(obj, "global");
-    if (!rc && g) {
-        if (json_is_array(g)) {
-            p->gmode = XF_AT_LF_LIST;
-            rc = xf_at_int_list(obj, "global", 0, 1 << 24, p->pos, XF_AT_LF_MAX_POS, &p->n_pos,
-                                 err, errlen);
-        } else {
-            int m = 0;
-            rc = xf_at_enum(obj, "global", lf_gnames, &m, err, errlen);
-            p->gmode = m;   /* lf_gnames follows XF_AT_LF_CLS.. XF_AT_LF_MASK */
-        }
+    if (json_is_array(json_object_get(obj, k->key))) {
+        p->gmode = XF_AT_LF_LIST;
+        return xf_at_int_list(obj, k->key, 0, 1 << 24, p->pos, XF_AT_LF_MAX_POS, &p->n_pos, err,
+                              errlen);
     }
+    int m = 0;
+    int rc = xf_at_enum(obj, k->key, k->names, &m, err, errlen);
+    p->gmode = gmode_of(k->names, m);
     return rc;
 }
 
-int xf_at_lf_global_json(const xf_at_lf_params *p, json_t *obj)
+static int global_write(const xf_at_key_t *k, const void *params, json_t *obj)
 {
     static const char *const names[] = { "cls", "none", "segment_a", "mask", "", "cls+sep" };
+    const xf_at_lf_params *p = params;
     if (p->gmode == XF_AT_LF_LIST)
-        return xf_at_set_int_list(obj, "global", p->pos, p->n_pos);
-    return xf_at_set(obj, "global", json_string(names[p->gmode]));
+        return xf_at_set_int_list(obj, k->key, p->pos, p->n_pos);
+    return xf_at_set(obj, k->key, json_string(names[p->gmode]));
 }
 
-static int lf_to_json(const void *params, json_t *obj)
+static const xf_at_lf_params lf_defaults = {
+    .window = 256, .n_dil = 1, .dil = { 1 }, .gmode = XF_AT_LF_CLS,
+};
+
+static const xf_at_key_t lf_pkeys[] = {
+    XF_AT_KEY(xf_at_lf_params, window, "window", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY_LIST(xf_at_lf_params, dil, n_dil, "dilation", 1, 1 << 20),
+    XF_AT_KEY_CUSTOM("global", lf_gnames, global_read, global_write),
+};
+
+const xf_attn_ops xf_at_longformer = {
+    .params_size = sizeof(xf_at_lf_params),
+    .defaults = &lf_defaults,
+    .keys = lf_pkeys,
+    .n_keys = XF_AT_NKEYS(lf_pkeys),
+    .validate = lf_validate,
+    .pattern = &lf_ft,
+};
+
+/* ETC (etc.c's header): the same pattern with radius r, [CLS]/[SEP] global and shared
+ * projections. */
+static const xf_at_lf_params etc_defaults = {
+    .window = 128, .n_dil = 1, .dil = { 1 }, .gmode = XF_AT_LF_CLS_SEP, .shared = 1,
+};
+
+static const xf_at_key_t etc_pkeys[] = {
+    XF_AT_KEY(xf_at_lf_params, window, "radius", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY_CUSTOM("global", etc_gnames, global_read, global_write),
+    XF_AT_KEY(xf_at_lf_params, segment_restrict, "segment_restrict", XF_AT_K_BOOL, 0, 1, NULL),
+};
+
+static int etc_check(const void *params, char *err, size_t errlen)
 {
     const xf_at_lf_params *p = params;
-    int rc = xf_at_set(obj, "window", json_integer(p->window));
-    if (!rc)
-        rc = p->n_dil == 1 ? xf_at_set(obj, "dilation", json_integer(p->dil[0]))
-                           : xf_at_set_int_list(obj, "dilation", p->dil, p->n_dil);
-    return rc ? rc : xf_at_lf_global_json(p, obj);
+    if (p->segment_restrict)
+        return xf_at_err(err, errlen, "segment_restrict: true is not supported");
+    return 0;
 }
 
-const xf_attn_vtbl xf_attn_longformer_vt = {
-    .name = "longformer",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Longformer: sliding window plus global tokens (global rows see everything)",
-    .params_doc = "window=256 dilation=1 global=cls",
+const xf_attn_ops xf_at_etc = {
     .params_size = sizeof(xf_at_lf_params),
-    .parse = lf_parse,
-    .to_json = lf_to_json,
-    .validate = xf_at_lf_validate,
-    .plan = lf_plan,
-    .forward = lf_forward,
+    .defaults = &etc_defaults,
+    .keys = etc_pkeys,
+    .n_keys = XF_AT_NKEYS(etc_pkeys),
+    .check = etc_check,
+    .pattern = &lf_ft,
 };

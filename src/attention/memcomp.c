@@ -7,25 +7,20 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const char *const pool_names[] = { "mean", "conv", NULL };
 
 static const xf_at_key_t keys[] = {
-    { "rate", XF_AT_K_INT, offsetof(xf_memcomp_params_t, rate), 1, 1 << 20, NULL },
-    { "pool", XF_AT_K_ENUM, offsetof(xf_memcomp_params_t, pool), 0, 0, pool_names },
+    XF_AT_KEY(xf_memcomp_params_t, rate, "rate", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_memcomp_params_t, pool, "pool", XF_AT_K_ENUM, 0, 0, pool_names),
 };
 
-static int mc_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_memcomp_params_t *p = params;
-
-    p->rate = 3;
-    p->pool = XF_MEMCOMP_MEAN;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(mc_to_json, keys)
+static const xf_memcomp_params_t mc_defaults = {
+    .rate = 3,
+    .pool = XF_MEMCOMP_MEAN,
+};
 
 static int mc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -90,15 +85,11 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_memcomp = {
-    .name = "memcomp",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Memory-compressed attention: K/V mean-pooled by rate (ln-size bias)",
-    .params_doc = "rate=3 pool=mean",
+const xf_attn_ops xf_at_memcomp = {
     .params_size = sizeof(xf_memcomp_params_t),
-    .parse = mc_parse,
-    .to_json = mc_to_json,
+    .defaults = &mc_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .validate = mc_validate,
     .plan = mc_plan,
     .forward = mc_forward,

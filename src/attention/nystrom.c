@@ -10,25 +10,20 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const xf_at_key_t keys[] = {
-    { "landmarks", XF_AT_K_INT, offsetof(xf_nystrom_params_t, landmarks), 1, 4096, NULL },
-    { "pinv_iters", XF_AT_K_INT, offsetof(xf_nystrom_params_t, pinv_iters), 1, 100, NULL },
-    { "dense_fallback", XF_AT_K_BOOL, offsetof(xf_nystrom_params_t, dense_fallback), 0, 1, NULL },
+    XF_AT_KEY(xf_nystrom_params_t, landmarks, "landmarks", XF_AT_K_INT, 1, 4096, NULL),
+    XF_AT_KEY(xf_nystrom_params_t, pinv_iters, "pinv_iters", XF_AT_K_INT, 1, 100, NULL),
+    XF_AT_KEY(xf_nystrom_params_t, dense_fallback, "dense_fallback", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-static int ny_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_nystrom_params_t *p = params;
-
-    p->landmarks = 64;
-    p->pinv_iters = 6;
-    p->dense_fallback = 1;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(ny_to_json, keys)
+static const xf_nystrom_params_t ny_defaults = {
+    .landmarks = 64,
+    .pinv_iters = 6,
+    .dense_fallback = 1,
+};
 
 typedef struct lay {
     double *xl, *yl, *A, *Z, *AZ, *T1, *T2, *BV, *W, *row, *q;
@@ -237,15 +232,11 @@ static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_nystrom = {
-    .name = "nystrom",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Nystromformer: landmark softmaxes with an iterative pseudo-inverse",
-    .params_doc = "landmarks=64 pinv_iters=6 dense_fallback=true",
+const xf_attn_ops xf_at_nystrom = {
     .params_size = sizeof(xf_nystrom_params_t),
-    .parse = ny_parse,
-    .to_json = ny_to_json,
+    .defaults = &ny_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .plan = ny_plan,
     .forward = ny_forward,
 };

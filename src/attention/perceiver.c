@@ -6,21 +6,16 @@
 
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const xf_at_key_t keys[] = {
-    { "latents", XF_AT_K_AUTO, offsetof(xf_perceiver_params_t, latents), 1, 1 << 16, NULL },
+    XF_AT_KEY(xf_perceiver_params_t, latents, "latents", XF_AT_K_AUTO, 1, 1 << 16, NULL),
 };
 
-static int pc_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_perceiver_params_t *p = params;
-
-    p->latents = 0;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(pc_to_json, keys)
+static const xf_perceiver_params_t pc_defaults = {
+    .latents = 0,
+};
 
 static int pc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -83,15 +78,11 @@ static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_perceiver = {
-    .name = "perceiver",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_NEEDS_WEIGHTS,
-    .summary = "Perceiver latent bottleneck: K/V pooled by trained latent queries",
-    .params_doc = "latents=auto(from weights)",
+const xf_attn_ops xf_at_perceiver = {
     .params_size = sizeof(xf_perceiver_params_t),
-    .parse = pc_parse,
-    .to_json = pc_to_json,
+    .defaults = &pc_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .validate = pc_validate,
     .plan = pc_plan,
     .forward = pc_forward,

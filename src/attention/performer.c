@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_f.h"
 
 static const char *const norm_names[] = { "chi", "sqrt_d", NULL };
@@ -14,11 +15,11 @@ static const char *const redraw_names[] = { "never", NULL };
 static const xf_at_key_t keys[] = {
     /* Capped at 4096 (16x the d ln d default at d = 64): random features are drawn per head
      * and layer on every call, so a request could otherwise buy seconds of work. */
-    { "features", XF_AT_K_AUTO, offsetof(xf_performer_params_t, features), 1, 4096, NULL },
-    { "orthogonal", XF_AT_K_BOOL, offsetof(xf_performer_params_t, orthogonal), 0, 1, NULL },
-    { "row_norm", XF_AT_K_ENUM, offsetof(xf_performer_params_t, row_norm), 0, 0, norm_names },
-    { "redraw", XF_AT_K_ENUM, offsetof(xf_performer_params_t, redraw), 0, 0, redraw_names },
-    { "seed", XF_AT_K_SEED, offsetof(xf_performer_params_t, seed), 0, 0, NULL },
+    XF_AT_KEY(xf_performer_params_t, features, "features", XF_AT_K_AUTO, 1, 4096, NULL),
+    XF_AT_KEY(xf_performer_params_t, orthogonal, "orthogonal", XF_AT_K_BOOL, 0, 1, NULL),
+    XF_AT_KEY(xf_performer_params_t, row_norm, "row_norm", XF_AT_K_ENUM, 0, 0, norm_names),
+    XF_AT_KEY(xf_performer_params_t, redraw, "redraw", XF_AT_K_ENUM, 0, 0, redraw_names),
+    XF_AT_KEY(xf_performer_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
 int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
@@ -31,19 +32,13 @@ int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
     return m > 1 ? m : 1;
 }
 
-static int pf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_performer_params_t *p = params;
-
-    p->seed = 0;
-    p->features = 0;
-    p->orthogonal = 1;
-    p->row_norm = XF_ROWNORM_CHI;
-    p->redraw = 0;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(pf_to_json, keys)
+static const xf_performer_params_t pf_defaults = {
+    .seed = 0,
+    .features = 0,
+    .orthogonal = 1,
+    .row_norm = XF_ROWNORM_CHI,
+    .redraw = 0,
+};
 
 static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
                    const float *w, xf_at_f_map_t *mp)
@@ -106,15 +101,11 @@ static int pf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_performer = {
-    .name = "performer",
-    .family = XF_FAM_F,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Performer FAVOR+: positive orthogonal random features, linear time",
-    .params_doc = "features=auto(floor(d ln d)) orthogonal=true row_norm=chi redraw=never seed=0",
+const xf_attn_ops xf_at_performer = {
     .params_size = sizeof(xf_performer_params_t),
-    .parse = pf_parse,
-    .to_json = pf_to_json,
+    .defaults = &pf_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .plan = pf_plan,
     .prepare = pf_prepare,
     .forward = pf_forward,

@@ -10,46 +10,42 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_p.h"
 
 static const char *const mode_names[] = { "substitute", "shared", NULL };
 
 static const xf_at_key_t keys[] = {
-    { "n_hashes", XF_AT_K_INT, offsetof(xf_reformer_params_t, n_hashes), 1, 64, NULL },
+    XF_AT_KEY(xf_reformer_params_t, n_hashes, "n_hashes", XF_AT_K_INT, 1, 64, NULL),
     /* Capped at 1024: the rotations R [d][n_buckets/2] are drawn per head on every call. */
-    { "n_buckets", XF_AT_K_AUTO, offsetof(xf_reformer_params_t, n_buckets), 1, 1024, NULL },
-    { "chunk", XF_AT_K_INT, offsetof(xf_reformer_params_t, chunk), 1, 1 << 20, NULL },
-    { "chunks_before", XF_AT_K_INT, offsetof(xf_reformer_params_t, chunks_before), 0, 1 << 20,
-      NULL },
-    { "chunks_after", XF_AT_K_INT, offsetof(xf_reformer_params_t, chunks_after), 0, 1 << 20,
-      NULL },
-    { "mode", XF_AT_K_ENUM, offsetof(xf_reformer_params_t, mode), 0, 0, mode_names },
-    { "max_bucket", XF_AT_K_INT, offsetof(xf_reformer_params_t, max_bucket), 0, 1 << 20, NULL },
-    { "seed", XF_AT_K_SEED, offsetof(xf_reformer_params_t, seed), 0, 0, NULL },
+    XF_AT_KEY(xf_reformer_params_t, n_buckets, "n_buckets", XF_AT_K_AUTO, 1, 1024, NULL),
+    XF_AT_KEY(xf_reformer_params_t, chunk, "chunk", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, chunks_before, "chunks_before", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, chunks_after, "chunks_after", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_reformer_params_t, max_bucket, "max_bucket", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
-static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_reformer_params_t *p = params;
-    int rc;
+static const xf_reformer_params_t rf_defaults = {
+    .seed = 0,
+    .n_hashes = 4,
+    .n_buckets = 0,
+    .chunk = 64,
+    .chunks_before = 1,
+    .chunks_after = 0,
+    .mode = XF_REFORMER_SUBSTITUTE,
+    .max_bucket = 0,
+};
 
-    p->seed = 0;
-    p->n_hashes = 4;
-    p->n_buckets = 0;
-    p->chunk = 64;
-    p->chunks_before = 1;
-    p->chunks_after = 0;
-    p->mode = XF_REFORMER_SUBSTITUTE;
-    p->max_bucket = 0;
-    rc = xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-    if (rc)
-        return rc;
+static int rf_check(const void *params, char *err, size_t errlen)
+{
+    const xf_reformer_params_t *p = params;
+
     if (p->n_buckets > 1 && p->n_buckets % 2)
         return xf_at_key_err(err, errlen, "n_buckets", "must be 1, even, or \"auto\"");
     return 0;
 }
-
-XF_AT_TO_JSON(rf_to_json, keys)
 
 typedef struct lay {
     double *r, *xhat, *hacc, *qh, *kh;
@@ -330,17 +326,12 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_reformer = {
-    .name = "reformer",
-    .family = XF_FAM_P,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Reformer LSH attention: hash rounds, union of same-bucket keys (substitute or "
-               "shared-QK chunks)",
-    .params_doc = "n_hashes=4 n_buckets=auto chunk=64 chunks_before=1 chunks_after=0 "
-                  "mode=substitute max_bucket=0 seed=0",
+const xf_attn_ops xf_at_reformer = {
     .params_size = sizeof(xf_reformer_params_t),
-    .parse = rf_parse,
-    .to_json = rf_to_json,
+    .defaults = &rf_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
+    .check = rf_check,
     .plan = rf_plan,
     .forward = rf_forward,
 };

@@ -8,34 +8,34 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_f.h"
 
 static const char *const mode_names[] = { "trig", "norm", NULL };
 
 static const xf_at_key_t keys[] = {
     /* Capped at 4096: features are drawn per call (see performer.c). */
-    { "features", XF_AT_K_INT, offsetof(xf_rfa_params_t, features), 1, 4096, NULL },
-    { "mode", XF_AT_K_ENUM, offsetof(xf_rfa_params_t, mode), 0, 0, mode_names },
-    { "tau", XF_AT_K_REAL, offsetof(xf_rfa_params_t, tau), 1e-6, 1e6, NULL },
-    { "seed", XF_AT_K_SEED, offsetof(xf_rfa_params_t, seed), 0, 0, NULL },
-    { "gate", XF_AT_K_BOOL, offsetof(xf_rfa_params_t, gate), 0, 1, NULL },
-    { "causal", XF_AT_K_BOOL, offsetof(xf_rfa_params_t, causal), 0, 1, NULL },
+    XF_AT_KEY(xf_rfa_params_t, features, "features", XF_AT_K_INT, 1, 4096, NULL),
+    XF_AT_KEY(xf_rfa_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_rfa_params_t, tau, "tau", XF_AT_K_REAL, 1e-6, 1e6, NULL),
+    XF_AT_KEY(xf_rfa_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
+    XF_AT_KEY(xf_rfa_params_t, gate, "gate", XF_AT_K_BOOL, 0, 1, NULL),
+    XF_AT_KEY(xf_rfa_params_t, causal, "causal", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_rfa_params_t *p = params;
-    int rc;
+static const xf_rfa_params_t rf_defaults = {
+    .seed = 0,
+    .tau = 1.0,
+    .features = 128,
+    .mode = XF_RFA_TRIG,
+    .gate = 0,
+    .causal = 0,
+};
 
-    p->seed = 0;
-    p->tau = 1.0;
-    p->features = 128;
-    p->mode = XF_RFA_TRIG;
-    p->gate = 0;
-    p->causal = 0;
-    rc = xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-    if (rc)
-        return rc;
+static int rf_check(const void *params, char *err, size_t errlen)
+{
+    const xf_rfa_params_t *p = params;
+
     if (p->causal)
         return xf_at_key_err(err, errlen, "causal", "not supported by a bidirectional encoder");
     if (p->gate)
@@ -43,8 +43,6 @@ static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
                            "bidirectional encoder)");
     return 0;
 }
-
-XF_AT_TO_JSON(rf_to_json, keys)
 
 static void rf_map(const xf_rfa_params_t *p, const xf_attn_io *io, const float *w,
                    xf_at_f_map_t *mp)
@@ -108,15 +106,12 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_rfa = {
-    .name = "rfa",
-    .family = XF_FAM_F,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Random Feature Attention: trigonometric random features (trig or norm mode)",
-    .params_doc = "features=128 mode=trig tau=1 seed=0 gate=false causal=false",
+const xf_attn_ops xf_at_rfa = {
     .params_size = sizeof(xf_rfa_params_t),
-    .parse = rf_parse,
-    .to_json = rf_to_json,
+    .defaults = &rf_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
+    .check = rf_check,
     .plan = rf_plan,
     .prepare = rf_prepare,
     .forward = rf_forward,

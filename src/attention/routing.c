@@ -9,30 +9,25 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_p.h"
 #include "attention/rng.h"
 
 static const char *const mode_names[] = { "routed", "clustered", NULL };
 
 static const xf_at_key_t keys[] = {
-    { "mode", XF_AT_K_ENUM, offsetof(xf_routing_params_t, mode), 0, 0, mode_names },
-    { "clusters", XF_AT_K_AUTO, offsetof(xf_routing_params_t, clusters), 1, 1 << 16, NULL },
-    { "iters", XF_AT_K_INT, offsetof(xf_routing_params_t, iters), 0, 1000, NULL },
-    { "seed", XF_AT_K_SEED, offsetof(xf_routing_params_t, seed), 0, 0, NULL },
+    XF_AT_KEY(xf_routing_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_routing_params_t, clusters, "clusters", XF_AT_K_AUTO, 1, 1 << 16, NULL),
+    XF_AT_KEY(xf_routing_params_t, iters, "iters", XF_AT_K_INT, 0, 1000, NULL),
+    XF_AT_KEY(xf_routing_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
-static int ro_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_routing_params_t *p = params;
-
-    p->seed = 0;
-    p->mode = XF_ROUTING_ROUTED;
-    p->clusters = 0;
-    p->iters = 10;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(ro_to_json, keys)
+static const xf_routing_params_t ro_defaults = {
+    .seed = 0,
+    .mode = XF_ROUTING_ROUTED,
+    .clusters = 0,
+    .iters = 10,
+};
 
 typedef struct lay {
     double *pts, *mu, *acc;
@@ -255,15 +250,11 @@ static int ro_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_routing = {
-    .name = "routing",
-    .family = XF_FAM_P,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Routing / clustered attention: seeded k-means groups per (sequence, head)",
-    .params_doc = "mode=routed clusters=auto(ceil(sqrt n); 25 clustered) iters=10 seed=0",
+const xf_attn_ops xf_at_routing = {
     .params_size = sizeof(xf_routing_params_t),
-    .parse = ro_parse,
-    .to_json = ro_to_json,
+    .defaults = &ro_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .plan = ro_plan,
     .forward = ro_forward,
 };

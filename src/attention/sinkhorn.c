@@ -9,34 +9,29 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_p.h"
 
 static const char *const mode_names[] = { "hard", "soft", NULL };
 static const char *const sim_names[] = { "qk", "kk", NULL };
 
 static const xf_at_key_t keys[] = {
-    { "block", XF_AT_K_INT, offsetof(xf_sinkhorn_params_t, block), 1, 1 << 20, NULL },
-    { "mode", XF_AT_K_ENUM, offsetof(xf_sinkhorn_params_t, mode), 0, 0, mode_names },
-    { "k_s", XF_AT_K_INT, offsetof(xf_sinkhorn_params_t, k_s), 0, 1 << 20, NULL },
-    { "tau", XF_AT_K_REAL, offsetof(xf_sinkhorn_params_t, tau), 1e-6, 1e6, NULL },
-    { "iters", XF_AT_K_INT, offsetof(xf_sinkhorn_params_t, iters), 0, 1000, NULL },
-    { "sim", XF_AT_K_ENUM, offsetof(xf_sinkhorn_params_t, sim), 0, 0, sim_names },
+    XF_AT_KEY(xf_sinkhorn_params_t, block, "block", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_sinkhorn_params_t, k_s, "k_s", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, tau, "tau", XF_AT_K_REAL, 1e-6, 1e6, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, iters, "iters", XF_AT_K_INT, 0, 1000, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, sim, "sim", XF_AT_K_ENUM, 0, 0, sim_names),
 };
 
-static int sk_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_sinkhorn_params_t *p = params;
-
-    p->block = 64;
-    p->mode = XF_SINKHORN_HARD;
-    p->k_s = 1;
-    p->tau = 0.7;
-    p->iters = 8;
-    p->sim = XF_SINKHORN_QK;
-    return xf_at_parse(keys, XF_AT_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_AT_TO_JSON(sk_to_json, keys)
+static const xf_sinkhorn_params_t sk_defaults = {
+    .block = 64,
+    .mode = XF_SINKHORN_HARD,
+    .k_s = 1,
+    .tau = 0.7,
+    .iters = 8,
+    .sim = XF_SINKHORN_QK,
+};
 
 typedef struct lay {
     double *mq, *mk, *R, *row;
@@ -225,16 +220,11 @@ static int sk_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_sinkhorn = {
-    .name = "sinkhorn",
-    .family = XF_FAM_P,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Sinkhorn sorting substitute: own block + best-matching blocks (hard) or "
-               "Sinkhorn-mixed blocks (soft)",
-    .params_doc = "block=64 mode=hard k_s=1 tau=0.7 iters=8 sim=qk",
+const xf_attn_ops xf_at_sinkhorn = {
     .params_size = sizeof(xf_sinkhorn_params_t),
-    .parse = sk_parse,
-    .to_json = sk_to_json,
+    .defaults = &sk_defaults,
+    .keys = keys,
+    .n_keys = XF_AT_NKEYS(keys),
     .plan = sk_plan,
     .forward = sk_forward,
 };

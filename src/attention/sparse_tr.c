@@ -21,27 +21,12 @@ typedef struct str_params {
     int32_t combine;           /* 0 union, 1 heads */
 } str_params;
 
-static int str_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "stride", "combine", NULL };
-    str_params *p = params;
-    p->stride = 0;
-    p->combine = 0;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    const json_t *s = json_object_get(obj, "stride");
-    if (!rc && s && !(json_is_string(s) && !strcmp(json_string_value(s), "auto")))
-        rc = xf_at_int(obj, "stride", 1, 1 << 24, &p->stride, err, errlen);
-    if (!rc)
-        rc = xf_at_enum(obj, "combine", combine_names, &p->combine, err, errlen);
-    return rc;
-}
+static const str_params str_defaults = { .stride = 0, .combine = 0 };
 
-static int str_to_json(const void *params, json_t *obj)
-{
-    const str_params *p = params;
-    int rc = xf_at_set(obj, "stride", p->stride ? json_integer(p->stride) : json_string("auto"));
-    return rc ? rc : xf_at_set(obj, "combine", json_string(combine_names[p->combine]));
-}
+static const xf_at_key_t str_pkeys[] = {
+    XF_AT_KEY(str_params, stride, "stride", XF_AT_K_AUTO, 1, 1 << 24, NULL),
+    XF_AT_KEY(str_params, combine, "combine", XF_AT_K_ENUM, 0, 0, combine_names),
+};
 
 /* c->a = l, c->b = part (0 union, 1 A1 only, 2 A2 only) */
 static int str_setup(xf_at_t_seq *c)
@@ -144,19 +129,12 @@ static const xf_at_t_variant str_ft = {
     .mask = str_mask,
 };
 
-XF_AT_T_WRAP(str, str_ft)
-
-const xf_attn_vtbl xf_attn_strided_vt = {
-    .name = "strided",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Sparse Transformer strided: local band plus every l-th key (bidirectional)",
-    .params_doc = "stride=auto combine=union",
+const xf_attn_ops xf_at_strided = {
     .params_size = sizeof(str_params),
-    .parse = str_parse,
-    .to_json = str_to_json,
-    .plan = str_plan,
-    .forward = str_forward,
+    .defaults = &str_defaults,
+    .keys = str_pkeys,
+    .n_keys = XF_AT_NKEYS(str_pkeys),
+    .pattern = &str_ft,
 };
 
 /* ---- fixed ---- */
@@ -165,41 +143,24 @@ typedef struct fix_params {
     int32_t block, summary, combine, per;
 } fix_params;
 
-static int fix_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "block", "summary", "combine", "heads_per_pattern",
-                                        NULL };
-    fix_params *p = params;
-    p->block = 128;
-    p->summary = 8;
-    p->combine = 0;
-    p->per = 1;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "block", 1, 1 << 24, &p->block, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "summary", 1, 1 << 24, &p->summary, err, errlen);
-    if (!rc)
-        rc = xf_at_enum(obj, "combine", combine_names, &p->combine, err, errlen);
-    if (!rc)
-        rc = xf_at_int(obj, "heads_per_pattern", 1, 1024, &p->per, err, errlen);
-    if (!rc && p->summary > p->block)
-        rc = xf_at_err(err, errlen, "summary: must be <= block (%d)", p->block);
-    if (!rc && (int64_t)p->summary * p->per > p->block)
-        rc = xf_at_err(err, errlen, "heads_per_pattern: summary * heads_per_pattern must be "
-                        "<= block (%d)", p->block);
-    return rc;
-}
+static const fix_params fix_defaults = { .block = 128, .summary = 8, .combine = 0, .per = 1 };
 
-static int fix_to_json(const void *params, json_t *obj)
+static const xf_at_key_t fix_pkeys[] = {
+    XF_AT_KEY(fix_params, block, "block", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY(fix_params, summary, "summary", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY(fix_params, combine, "combine", XF_AT_K_ENUM, 0, 0, combine_names),
+    XF_AT_KEY(fix_params, per, "heads_per_pattern", XF_AT_K_INT, 1, 1024, NULL),
+};
+
+static int fix_check(const void *params, char *err, size_t errlen)
 {
     const fix_params *p = params;
-    int rc = xf_at_set(obj, "block", json_integer(p->block));
-    if (!rc)
-        rc = xf_at_set(obj, "summary", json_integer(p->summary));
-    if (!rc)
-        rc = xf_at_set(obj, "combine", json_string(combine_names[p->combine]));
-    return rc ? rc : xf_at_set(obj, "heads_per_pattern", json_integer(p->per));
+    if (p->summary > p->block)
+        return xf_at_err(err, errlen, "summary: must be <= block (%d)", p->block);
+    if ((int64_t)p->summary * p->per > p->block)
+        return xf_at_err(err, errlen, "heads_per_pattern: summary * heads_per_pattern must be "
+                         "<= block (%d)", p->block);
+    return 0;
 }
 
 /* c->a = l, c->b = part, [c->c, c->e) = this head's summary cells */
@@ -262,17 +223,11 @@ static const xf_at_t_variant fix_ft = {
     .member = fix_member,
 };
 
-XF_AT_T_WRAP(fix, fix_ft)
-
-const xf_attn_vtbl xf_attn_fixed_vt = {
-    .name = "fixed",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Sparse Transformer fixed: own block plus the summary cells of every block",
-    .params_doc = "block=128 summary=8 combine=union heads_per_pattern=1",
+const xf_attn_ops xf_at_fixed = {
     .params_size = sizeof(fix_params),
-    .parse = fix_parse,
-    .to_json = fix_to_json,
-    .plan = fix_plan,
-    .forward = fix_forward,
+    .defaults = &fix_defaults,
+    .keys = fix_pkeys,
+    .n_keys = XF_AT_NKEYS(fix_pkeys),
+    .check = fix_check,
+    .pattern = &fix_ft,
 };

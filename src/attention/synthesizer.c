@@ -14,19 +14,6 @@ typedef struct syn_params {
     int32_t unused;
 } syn_params;
 
-static int syn_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    syn_params *p = params;
-    p->unused = 0;
-    return xf_at_keys(obj, NULL, err, errlen);
-}
-
-static int syn_to_json(const void *params, json_t *obj)
-{
-    (void)params, (void)obj;
-    return 0;
-}
-
 static int syn_validate(const void *params, const xf_model_t *m, int layer, char *err,
                         size_t errlen)
 {
@@ -122,18 +109,8 @@ static const xf_at_t_variant syn_ft = {
     .hid_floats = XF_SYNTH_MAX_HIDDEN,
 };
 
-XF_AT_T_WRAP(syn, syn_ft)
-
-const xf_attn_vtbl xf_attn_synthesizer_vt = {
-    .name = "synthesizer",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_NEEDS_WEIGHTS,
-    .summary = "Synthesizer: random/factorized/dense synthetic logits (needs trained weights)",
-    .params_doc = "(from weights)",
+const xf_attn_ops xf_at_synthesizer = {
     .params_size = sizeof(syn_params),
-    .parse = syn_parse,
-    .to_json = syn_to_json,
     .validate = syn_validate,
-    .plan = syn_plan,
-    .forward = syn_forward,
+    .pattern = &syn_ft,
 };

@@ -11,20 +11,11 @@ typedef struct win_params {
     int32_t window;
 } win_params;
 
-static int win_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "window", NULL };
-    win_params *p = params;
-    p->window = 256;
-    int rc = xf_at_keys(obj, keys, err, errlen);
-    return rc ? rc : xf_at_int(obj, "window", 1, 1 << 24, &p->window, err, errlen);
-}
+static const win_params win_defaults = { .window = 256 };
 
-static int win_to_json(const void *params, json_t *obj)
-{
-    const win_params *p = params;
-    return xf_at_set(obj, "window", json_integer(p->window));
-}
+static const xf_at_key_t win_pkeys[] = {
+    XF_AT_KEY(win_params, window, "window", XF_AT_K_INT, 1, 1 << 24, NULL),
+};
 
 static int win_setup(xf_at_t_seq *c)
 {
@@ -75,17 +66,10 @@ static const xf_at_t_variant win_ft = {
     .mask = win_mask,
 };
 
-XF_AT_T_WRAP(win, win_ft)
-
-const xf_attn_vtbl xf_attn_window_vt = {
-    .name = "window",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "sliding window: w neighbours on each side",
-    .params_doc = "window=256",
+const xf_attn_ops xf_at_window = {
     .params_size = sizeof(win_params),
-    .parse = win_parse,
-    .to_json = win_to_json,
-    .plan = win_plan,
-    .forward = win_forward,
+    .defaults = &win_defaults,
+    .keys = win_pkeys,
+    .n_keys = XF_AT_NKEYS(win_pkeys),
+    .pattern = &win_ft,
 };

@@ -171,24 +171,24 @@ static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     io.scale = scale;
     io.out = tens(T, o->out);
 
-    if (vt->prepare) {
+    if (vt->ops->prepare) {
         if (ith == 0 && !atomic_load(&T->err)) {
-            rc = vt->prepare(R->attn->params, &sh, &io, &R->pl, ws);
+            rc = vt->ops->prepare(R->attn->params, &sh, &io, &R->pl, ws);
             if (rc)
                 set_err(T, rc);
         }
         xf_pool_barrier(T->c->pool);
     }
     if (!atomic_load(&T->err)) {
-        rc = vt->forward(R->attn->params, &sh, &io, &R->pl, ws,
+        rc = xf_at_forward(vt, R->attn->params, &sh, &io, &R->pl, ws,
                          ws ? ws + R->ws_offset_thread + (size_t)ith * per : NULL, ith, nth);
         if (rc)
             set_err(T, rc);
     }
-    if (vt->state_update && (vt->flags & XF_ATTN_STATEFUL)) {
+    if (vt->ops->state_update && (vt->flags & XF_ATTN_STATEFUL)) {
         xf_pool_barrier(T->c->pool);
         if (!atomic_load(&T->err)) {
-            rc = vt->state_update(R->attn->params, &sh, &io, ith, nth);
+            rc = vt->ops->state_update(R->attn->params, &sh, &io, ith, nth);
             if (rc)
                 set_err(T, rc);
         }

@@ -144,7 +144,7 @@ int xf_plan_attn_same(const xf_attn_t *a, const xf_attn_t *b)
         return 1;
     if (!a || !b || a->vt != b->vt)
         return 0;
-    return memcmp(a->params, b->params, a->vt->params_size) == 0;
+    return memcmp(a->params, b->params, a->vt->ops->params_size) == 0;
 }
 
 const xf_attn_t *xf_plan_seq_attn(const xf_model_t *m, const xf_batch_t *batch, int32_t b)
@@ -325,10 +325,10 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
         r->s0 = b;
         r->s1 = e;
         r->attn = a;
-        if (!a->vt || !a->vt->plan || !a->vt->forward)
+        if (!a->vt || !a->vt->ops || (!a->vt->ops->pattern && (!a->vt->ops->plan || !a->vt->ops->forward)))
             return xf_diag_set(diag, XF_EUNSUPPORTED, "attention variant has no forward");
-        if (a->vt->validate) {
-            rc = a->vt->validate(a->params, p->m, l, err, sizeof err);
+        if (a->vt->ops->validate) {
+            rc = a->vt->ops->validate(a->params, p->m, l, err, sizeof err);
             if (rc)
                 return xf_diag_set(diag, rc < 0 ? rc : XF_EPARAM, "attention %s, layer %d: %s",
                                    a->vt->name, (int)l, err);
@@ -340,7 +340,7 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
         sh.d_head = L->d_head;
         sh.layer = l;
         sh.mem_rows = NULL;
-        rc = a->vt->plan(a->params, &sh, p->n_threads, &r->pl);
+        rc = xf_at_plan(a->vt, a->params, &sh, p->n_threads, &r->pl);
         if (rc)
             return xf_diag_set(diag, rc == -ENOMEM ? rc : XF_EPARAM,
                                "attention %s, layer %d, sequences %d..%d: plan failed (%s)",
