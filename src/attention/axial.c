@@ -117,9 +117,6 @@ static const xf_at_t_variant ax_ft = {
 };
 
 const xf_attn_ops xf_at_axial = {
-    .params_size = sizeof(ax_params),
-    .defaults = &ax_defaults,
-    .keys = ax_pkeys,
-    .n_keys = XF_AT_NKEYS(ax_pkeys),
+    XF_AT_PARAMS(ax_params, ax_defaults, ax_pkeys),
     .pattern = &ax_ft,
 };

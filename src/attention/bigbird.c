@@ -100,9 +100,6 @@ static const xf_at_t_variant bb_ft = {
 };
 
 const xf_attn_ops xf_at_bigbird = {
-    .params_size = sizeof(bb_params),
-    .defaults = &bb_defaults,
-    .keys = bb_pkeys,
-    .n_keys = XF_AT_NKEYS(bb_pkeys),
+    XF_AT_PARAMS(bb_params, bb_defaults, bb_pkeys),
     .pattern = &bb_ft,
 };

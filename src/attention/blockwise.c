@@ -58,17 +58,11 @@ static const xf_at_t_variant blk_ft = {
 };
 
 const xf_attn_ops xf_at_blockwise = {
-    .params_size = sizeof(blk_params),
-    .defaults = &blockwise_defaults,
-    .keys = blk_pkeys,
-    .n_keys = XF_AT_NKEYS(blk_pkeys),
+    XF_AT_PARAMS(blk_params, blockwise_defaults, blk_pkeys),
     .pattern = &blk_ft,
 };
 
 const xf_attn_ops xf_at_local1d = {
-    .params_size = sizeof(blk_params),
-    .defaults = &local1d_defaults,
-    .keys = blk_pkeys,
-    .n_keys = XF_AT_NKEYS(blk_pkeys),
+    XF_AT_PARAMS(blk_params, local1d_defaults, blk_pkeys),
     .pattern = &blk_ft,
 };

@@ -22,12 +22,7 @@ static const xf_at_key_t keys[] = {
 };
 
 static const xf_at_m_params_t cm_defaults = {
-    .mem_len = 512,
-    .cmem_len = 512,
-    .rate = 3,
-    .fn = XF_CMEM_MEAN,
-    .clamp_len = 1000,
-    .causal = 1,
+    .mem_len = 512, .cmem_len = 512, .rate = 3, .fn = XF_CMEM_MEAN, .clamp_len = 1000, .causal = 1,
 };
 
 static int cm_validate(const void *params, const xf_model_t *m, int layer, char *err,
@@ -56,13 +51,7 @@ static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_compressive = {
-    .params_size = sizeof(xf_at_m_params_t),
-    .defaults = &cm_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .validate = cm_validate,
-    .plan = xf_at_m_plan_vt,
-    .prepare = xf_at_m_prepare,
-    .forward = cm_forward,
-    .state_update = xf_at_m_state_update,
+    XF_AT_PARAMS(xf_at_m_params_t, cm_defaults, keys),
+    .validate = cm_validate, .plan = xf_at_m_plan_vt, .prepare = xf_at_m_prepare,
+    .forward = cm_forward, .state_update = xf_at_m_state_update,
 };

@@ -35,9 +35,6 @@ static const xf_at_t_variant dense_ft = {
 };
 
 const xf_attn_ops xf_at_dense = {
-    .params_size = sizeof(dense_params),
-    .defaults = &dense_defaults,
-    .keys = dense_pkeys,
-    .n_keys = XF_AT_NKEYS(dense_pkeys),
+    XF_AT_PARAMS(dense_params, dense_defaults, dense_pkeys),
     .pattern = &dense_ft,
 };

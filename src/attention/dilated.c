@@ -89,10 +89,6 @@ static const xf_at_t_variant dil_ft = {
 };
 
 const xf_attn_ops xf_at_dilated = {
-    .params_size = sizeof(dil_params),
-    .defaults = &dil_defaults,
-    .keys = dil_pkeys,
-    .n_keys = XF_AT_NKEYS(dil_pkeys),
-    .validate = dil_validate,
-    .pattern = &dil_ft,
+    XF_AT_PARAMS(dil_params, dil_defaults, dil_pkeys),
+    .validate = dil_validate, .pattern = &dil_ft,
 };

@@ -25,11 +25,7 @@ static const xf_at_key_t keys[] = {
 };
 
 static const xf_isab_params_t is_defaults = {
-    .seed = 0,
-    .m = 64,
-    .init = XF_ISAB_KMEANS,
-    .iters = 10,
-    .mode = XF_ISAB_HARD,
+    .m = 64, .init = XF_ISAB_KMEANS, .iters = 10, .mode = XF_ISAB_HARD,
 };
 
 typedef struct lay {
@@ -164,10 +160,6 @@ static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_isab = {
-    .params_size = sizeof(xf_isab_params_t),
-    .defaults = &is_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .plan = is_plan,
-    .forward = is_forward,
+    XF_AT_PARAMS(xf_isab_params_t, is_defaults, keys),
+    .plan = is_plan, .forward = is_forward,
 };

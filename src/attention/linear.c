@@ -12,9 +12,7 @@ static const xf_at_key_t keys[] = {
     XF_AT_KEY(xf_linear_params_t, eps, "eps", XF_AT_K_REAL, 0.0, 1.0, NULL),
 };
 
-static const xf_linear_params_t li_defaults = {
-    .eps = 1e-6,
-};
+static const xf_linear_params_t li_defaults = { .eps = 1e-6 };
 
 static void li_map(const xf_linear_params_t *p, int32_t d, float q_scale, xf_at_f_map_t *mp)
 {
@@ -52,10 +50,6 @@ static int li_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_linear = {
-    .params_size = sizeof(xf_linear_params_t),
-    .defaults = &li_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .plan = li_plan,
-    .forward = li_forward,
+    XF_AT_PARAMS(xf_linear_params_t, li_defaults, keys),
+    .plan = li_plan, .forward = li_forward,
 };

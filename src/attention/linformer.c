@@ -16,10 +16,7 @@ static const xf_at_key_t keys[] = {
     XF_AT_KEY(xf_linformer_params_t, source, "source", XF_AT_K_ENUM, 0, 0, src_names),
 };
 
-static const xf_linformer_params_t lf_defaults = {
-    .k = 256,
-    .source = XF_LINFORMER_POOLED,
-};
+static const xf_linformer_params_t lf_defaults = { .k = 256, .source = XF_LINFORMER_POOLED };
 
 static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -109,11 +106,6 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_linformer = {
-    .params_size = sizeof(xf_linformer_params_t),
-    .defaults = &lf_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .validate = lf_validate,
-    .plan = lf_plan,
-    .forward = lf_forward,
+    XF_AT_PARAMS(xf_linformer_params_t, lf_defaults, keys),
+    .validate = lf_validate, .plan = lf_plan, .forward = lf_forward,
 };

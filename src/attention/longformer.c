@@ -205,12 +205,8 @@ static const xf_at_key_t lf_pkeys[] = {
 };
 
 const xf_attn_ops xf_at_longformer = {
-    .params_size = sizeof(xf_at_lf_params),
-    .defaults = &lf_defaults,
-    .keys = lf_pkeys,
-    .n_keys = XF_AT_NKEYS(lf_pkeys),
-    .validate = lf_validate,
-    .pattern = &lf_ft,
+    XF_AT_PARAMS(xf_at_lf_params, lf_defaults, lf_pkeys),
+    .validate = lf_validate, .pattern = &lf_ft,
 };
 
 /* ETC (etc.c's header): the same pattern with radius r, [CLS]/[SEP] global and shared
@@ -234,10 +230,6 @@ static int etc_check(const void *params, char *err, size_t errlen)
 }
 
 const xf_attn_ops xf_at_etc = {
-    .params_size = sizeof(xf_at_lf_params),
-    .defaults = &etc_defaults,
-    .keys = etc_pkeys,
-    .n_keys = XF_AT_NKEYS(etc_pkeys),
-    .check = etc_check,
-    .pattern = &lf_ft,
+    XF_AT_PARAMS(xf_at_lf_params, etc_defaults, etc_pkeys),
+    .check = etc_check, .pattern = &lf_ft,
 };

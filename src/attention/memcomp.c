@@ -17,10 +17,7 @@ static const xf_at_key_t keys[] = {
     XF_AT_KEY(xf_memcomp_params_t, pool, "pool", XF_AT_K_ENUM, 0, 0, pool_names),
 };
 
-static const xf_memcomp_params_t mc_defaults = {
-    .rate = 3,
-    .pool = XF_MEMCOMP_MEAN,
-};
+static const xf_memcomp_params_t mc_defaults = { .rate = 3, .pool = XF_MEMCOMP_MEAN };
 
 static int mc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -86,11 +83,6 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_memcomp = {
-    .params_size = sizeof(xf_memcomp_params_t),
-    .defaults = &mc_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .validate = mc_validate,
-    .plan = mc_plan,
-    .forward = mc_forward,
+    XF_AT_PARAMS(xf_memcomp_params_t, mc_defaults, keys),
+    .validate = mc_validate, .plan = mc_plan, .forward = mc_forward,
 };

@@ -20,9 +20,7 @@ static const xf_at_key_t keys[] = {
 };
 
 static const xf_nystrom_params_t ny_defaults = {
-    .landmarks = 64,
-    .pinv_iters = 6,
-    .dense_fallback = 1,
+    .landmarks = 64, .pinv_iters = 6, .dense_fallback = 1,
 };
 
 typedef struct lay {
@@ -233,10 +231,6 @@ static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_nystrom = {
-    .params_size = sizeof(xf_nystrom_params_t),
-    .defaults = &ny_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .plan = ny_plan,
-    .forward = ny_forward,
+    XF_AT_PARAMS(xf_nystrom_params_t, ny_defaults, keys),
+    .plan = ny_plan, .forward = ny_forward,
 };

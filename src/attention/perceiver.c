@@ -13,9 +13,7 @@ static const xf_at_key_t keys[] = {
     XF_AT_KEY(xf_perceiver_params_t, latents, "latents", XF_AT_K_AUTO, 1, 1 << 16, NULL),
 };
 
-static const xf_perceiver_params_t pc_defaults = {
-    .latents = 0,
-};
+static const xf_perceiver_params_t pc_defaults = {  };
 
 static int pc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -79,11 +77,6 @@ static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_perceiver = {
-    .params_size = sizeof(xf_perceiver_params_t),
-    .defaults = &pc_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .validate = pc_validate,
-    .plan = pc_plan,
-    .forward = pc_forward,
+    XF_AT_PARAMS(xf_perceiver_params_t, pc_defaults, keys),
+    .validate = pc_validate, .plan = pc_plan, .forward = pc_forward,
 };

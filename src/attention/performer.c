@@ -32,13 +32,7 @@ int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
     return m > 1 ? m : 1;
 }
 
-static const xf_performer_params_t pf_defaults = {
-    .seed = 0,
-    .features = 0,
-    .orthogonal = 1,
-    .row_norm = XF_ROWNORM_CHI,
-    .redraw = 0,
-};
+static const xf_performer_params_t pf_defaults = { .orthogonal = 1, .row_norm = XF_ROWNORM_CHI };
 
 static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
                    const float *w, xf_at_f_map_t *mp)
@@ -102,11 +96,6 @@ static int pf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_performer = {
-    .params_size = sizeof(xf_performer_params_t),
-    .defaults = &pf_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .plan = pf_plan,
-    .prepare = pf_prepare,
-    .forward = pf_forward,
+    XF_AT_PARAMS(xf_performer_params_t, pf_defaults, keys),
+    .plan = pf_plan, .prepare = pf_prepare, .forward = pf_forward,
 };

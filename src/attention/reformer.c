@@ -28,14 +28,7 @@ static const xf_at_key_t keys[] = {
 };
 
 static const xf_reformer_params_t rf_defaults = {
-    .seed = 0,
-    .n_hashes = 4,
-    .n_buckets = 0,
-    .chunk = 64,
-    .chunks_before = 1,
-    .chunks_after = 0,
-    .mode = XF_REFORMER_SUBSTITUTE,
-    .max_bucket = 0,
+    .n_hashes = 4, .chunk = 64, .chunks_before = 1, .mode = XF_REFORMER_SUBSTITUTE,
 };
 
 static int rf_check(const void *params, char *err, size_t errlen)
@@ -327,11 +320,6 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_reformer = {
-    .params_size = sizeof(xf_reformer_params_t),
-    .defaults = &rf_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .check = rf_check,
-    .plan = rf_plan,
-    .forward = rf_forward,
+    XF_AT_PARAMS(xf_reformer_params_t, rf_defaults, keys),
+    .check = rf_check, .plan = rf_plan, .forward = rf_forward,
 };

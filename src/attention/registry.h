@@ -81,6 +81,11 @@ typedef struct xf_attn_ops {
                         int ith, int nth);
 } xf_attn_ops;
 
+/* The parameter block of an xf_attn_ops: the params type, its defaults object and key table. */
+#define XF_AT_PARAMS(T, dflt, keytab)                                                         \
+    .params_size = sizeof(T), .defaults = &(dflt), .keys = (keytab),                         \
+    .n_keys = (int32_t)(sizeof(keytab) / sizeof((keytab)[0]))
+
 /* A registered variant: its variants.def row and its implementation. */
 typedef struct xf_attn_vtbl {
     const char *name;              /* "bigbird", matches the JSON "variant" */

@@ -23,14 +23,7 @@ static const xf_at_key_t keys[] = {
     XF_AT_KEY(xf_rfa_params_t, causal, "causal", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-static const xf_rfa_params_t rf_defaults = {
-    .seed = 0,
-    .tau = 1.0,
-    .features = 128,
-    .mode = XF_RFA_TRIG,
-    .gate = 0,
-    .causal = 0,
-};
+static const xf_rfa_params_t rf_defaults = { .tau = 1.0, .features = 128, .mode = XF_RFA_TRIG };
 
 static int rf_check(const void *params, char *err, size_t errlen)
 {
@@ -107,12 +100,6 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_rfa = {
-    .params_size = sizeof(xf_rfa_params_t),
-    .defaults = &rf_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .check = rf_check,
-    .plan = rf_plan,
-    .prepare = rf_prepare,
-    .forward = rf_forward,
+    XF_AT_PARAMS(xf_rfa_params_t, rf_defaults, keys),
+    .check = rf_check, .plan = rf_plan, .prepare = rf_prepare, .forward = rf_forward,
 };

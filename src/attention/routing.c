@@ -22,12 +22,7 @@ static const xf_at_key_t keys[] = {
     XF_AT_KEY(xf_routing_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
-static const xf_routing_params_t ro_defaults = {
-    .seed = 0,
-    .mode = XF_ROUTING_ROUTED,
-    .clusters = 0,
-    .iters = 10,
-};
+static const xf_routing_params_t ro_defaults = { .mode = XF_ROUTING_ROUTED, .iters = 10 };
 
 typedef struct lay {
     double *pts, *mu, *acc;
@@ -251,10 +246,6 @@ static int ro_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_routing = {
-    .params_size = sizeof(xf_routing_params_t),
-    .defaults = &ro_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .plan = ro_plan,
-    .forward = ro_forward,
+    XF_AT_PARAMS(xf_routing_params_t, ro_defaults, keys),
+    .plan = ro_plan, .forward = ro_forward,
 };

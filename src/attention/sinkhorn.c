@@ -25,12 +25,7 @@ static const xf_at_key_t keys[] = {
 };
 
 static const xf_sinkhorn_params_t sk_defaults = {
-    .block = 64,
-    .mode = XF_SINKHORN_HARD,
-    .k_s = 1,
-    .tau = 0.7,
-    .iters = 8,
-    .sim = XF_SINKHORN_QK,
+    .block = 64, .mode = XF_SINKHORN_HARD, .k_s = 1, .tau = 0.7, .iters = 8, .sim = XF_SINKHORN_QK,
 };
 
 typedef struct lay {
@@ -221,10 +216,6 @@ static int sk_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 }
 
 const xf_attn_ops xf_at_sinkhorn = {
-    .params_size = sizeof(xf_sinkhorn_params_t),
-    .defaults = &sk_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .plan = sk_plan,
-    .forward = sk_forward,
+    XF_AT_PARAMS(xf_sinkhorn_params_t, sk_defaults, keys),
+    .plan = sk_plan, .forward = sk_forward,
 };

@@ -130,10 +130,7 @@ static const xf_at_t_variant str_ft = {
 };
 
 const xf_attn_ops xf_at_strided = {
-    .params_size = sizeof(str_params),
-    .defaults = &str_defaults,
-    .keys = str_pkeys,
-    .n_keys = XF_AT_NKEYS(str_pkeys),
+    XF_AT_PARAMS(str_params, str_defaults, str_pkeys),
     .pattern = &str_ft,
 };
 
@@ -224,10 +221,6 @@ static const xf_at_t_variant fix_ft = {
 };
 
 const xf_attn_ops xf_at_fixed = {
-    .params_size = sizeof(fix_params),
-    .defaults = &fix_defaults,
-    .keys = fix_pkeys,
-    .n_keys = XF_AT_NKEYS(fix_pkeys),
-    .check = fix_check,
-    .pattern = &fix_ft,
+    XF_AT_PARAMS(fix_params, fix_defaults, fix_pkeys),
+    .check = fix_check, .pattern = &fix_ft,
 };

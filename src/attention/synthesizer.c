@@ -111,6 +111,5 @@ static const xf_at_t_variant syn_ft = {
 
 const xf_attn_ops xf_at_synthesizer = {
     .params_size = sizeof(syn_params),
-    .validate = syn_validate,
-    .pattern = &syn_ft,
+    .validate = syn_validate, .pattern = &syn_ft,
 };

@@ -15,21 +15,11 @@ static const xf_at_key_t keys[] = {
 };
 
 static const xf_at_m_params_t tx_defaults = {
-    .mem_len = 512,
-    .cmem_len = 0,
-    .rate = 1,
-    .fn = XF_CMEM_MEAN,
-    .clamp_len = 1000,
-    .causal = 1,
+    .mem_len = 512, .rate = 1, .fn = XF_CMEM_MEAN, .clamp_len = 1000, .causal = 1,
 };
 
 const xf_attn_ops xf_at_txl = {
-    .params_size = sizeof(xf_at_m_params_t),
-    .defaults = &tx_defaults,
-    .keys = keys,
-    .n_keys = XF_AT_NKEYS(keys),
-    .plan = xf_at_m_plan_vt,
-    .prepare = xf_at_m_prepare,
-    .forward = xf_at_m_forward,
+    XF_AT_PARAMS(xf_at_m_params_t, tx_defaults, keys),
+    .plan = xf_at_m_plan_vt, .prepare = xf_at_m_prepare, .forward = xf_at_m_forward,
     .state_update = xf_at_m_state_update,
 };

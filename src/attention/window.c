@@ -67,9 +67,6 @@ static const xf_at_t_variant win_ft = {
 };
 
 const xf_attn_ops xf_at_window = {
-    .params_size = sizeof(win_params),
-    .defaults = &win_defaults,
-    .keys = win_pkeys,
-    .n_keys = XF_AT_NKEYS(win_pkeys),
+    XF_AT_PARAMS(win_params, win_defaults, win_pkeys),
     .pattern = &win_ft,
 };
