@@ -110,13 +110,8 @@ static void ax_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const
     c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
 }
 
-static const xf_at_t_variant ax_ft = {
-    .setup = ax_setup, .n_tiles = ax_n_tiles, .tile = ax_tile, .keys = ax_keys,
-    .member = ax_member,
-    .mask = ax_mask,
-};
-
 const xf_attn_ops xf_at_axial = {
     XF_AT_PARAMS(ax_params, ax_defaults, ax_pkeys),
-    .pattern = &ax_ft,
+    .pattern = &(const xf_at_t_variant){ .setup = ax_setup, .n_tiles = ax_n_tiles, .tile = ax_tile,
+        .keys = ax_keys, .member = ax_member, .mask = ax_mask },
 };

@@ -95,11 +95,8 @@ static void bb_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int g
         add_block(c, kb, c->scratch[t]);
 }
 
-static const xf_at_t_variant bb_ft = {
-    .setup = bb_setup, .n_tiles = bb_n_tiles, .tile = bb_tile, .keys = bb_keys,
-};
-
 const xf_attn_ops xf_at_bigbird = {
     XF_AT_PARAMS(bb_params, bb_defaults, bb_pkeys),
-    .pattern = &bb_ft,
+    .pattern = &(const xf_at_t_variant){ .setup = bb_setup, .n_tiles = bb_n_tiles, .tile = bb_tile,
+        .keys = bb_keys },
 };

@@ -30,11 +30,7 @@ static void dense_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, in
     xf_at_t_keys_add(kb, c->n, 0, c->n, 1);
 }
 
-static const xf_at_t_variant dense_ft = {
-    .setup = dense_setup, .keys = dense_keys,
-};
-
 const xf_attn_ops xf_at_dense = {
     XF_AT_PARAMS(dense_params, dense_defaults, dense_pkeys),
-    .pattern = &dense_ft,
+    .pattern = &(const xf_at_t_variant){ .setup = dense_setup, .keys = dense_keys },
 };

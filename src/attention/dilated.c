@@ -82,13 +82,9 @@ static void dil_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, cons
     xf_at_t_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
 }
 
-static const xf_at_t_variant dil_ft = {
-    .setup = dil_setup, .n_tiles = dil_n_tiles, .tile = dil_tile, .keys = dil_keys,
-    .member = dil_member,
-    .mask = dil_mask,
-};
-
 const xf_attn_ops xf_at_dilated = {
     XF_AT_PARAMS(dil_params, dil_defaults, dil_pkeys),
-    .validate = dil_validate, .pattern = &dil_ft,
+    .validate = dil_validate,
+    .pattern = &(const xf_at_t_variant){ .setup = dil_setup, .n_tiles = dil_n_tiles,
+        .tile = dil_tile, .keys = dil_keys, .member = dil_member, .mask = dil_mask },
 };

@@ -150,16 +150,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t
     xf_at_s_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, tws);
 }
 
-static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
 const xf_attn_ops xf_at_isab = {
     XF_AT_PARAMS(xf_isab_params_t, is_defaults, keys),
-    .plan = is_plan, .forward = is_forward,
+    .plan = is_plan, .item = item,
 };

@@ -221,16 +221,7 @@ dense:
     xf_at_s_attend_summaries(it, scale / q_scale, it->k, it->v, NULL, n, tws);
 }
 
-static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
 const xf_attn_ops xf_at_nystrom = {
     XF_AT_PARAMS(xf_nystrom_params_t, ny_defaults, keys),
-    .plan = ny_plan, .forward = ny_forward,
+    .plan = ny_plan, .item = item,
 };

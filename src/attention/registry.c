@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/fam_s.h"
 #include "attention/fam_t.h"
 #include "attention/params.h"
 #include "attention/registry.h"
@@ -55,6 +56,12 @@ int xf_at_params_json(const xf_attn_vtbl *vt, const void *params, json_t *obj)
     return xf_at_write_keys(vt->ops->keys, vt->ops->n_keys, params, obj);
 }
 
+int xf_at_runnable(const xf_attn_vtbl *vt)
+{
+    const xf_attn_ops *o = vt->ops;
+    return o && (o->pattern || (o->plan && (o->forward || o->item)));
+}
+
 int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
                xf_attn_plan *out)
 {
@@ -69,6 +76,10 @@ int xf_at_forward(const xf_attn_vtbl *vt, const void *params, const xf_attn_shap
 {
     if (vt->ops->pattern)
         return xf_at_t_forward(vt->ops->pattern, params, sh, io, pl, ws_thread, ith, nth);
+    if (vt->ops->item) {
+        xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, vt->ops->item);
+        return 0;
+    }
     return vt->ops->forward(params, sh, io, pl, ws_shared, ws_thread, ith, nth);
 }
 

@@ -49,6 +49,7 @@ typedef struct xf_attn_plan {
 
 struct xf_at_key;
 struct xf_at_t_variant;
+struct xf_at_item;
 
 /* One variant's implementation: its parameter block and entry points. Defined in the variant's
  * file as `const xf_attn_ops xf_at_<sym>` for its variants.def row. */
@@ -63,7 +64,7 @@ typedef struct xf_attn_ops {
     /* Model-side checks (weights present, d_head limits); may be NULL. */
     int (*validate)(const void *params, const xf_model_t *m, int layer, char *err, size_t errlen);
     /* Family T: the sparsity pattern, run by the family-T kernel (fam_t.h); plan and forward
-     * are then NULL. */
+     * are then NULL. Otherwise plan, and forward or item. */
     const struct xf_at_t_variant *pattern;
     /* Pure: sizes depend only on params, shape and nth. */
     int (*plan)(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out);
@@ -76,6 +77,10 @@ typedef struct xf_attn_ops {
     int (*forward)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                    const xf_attn_plan *pl, const void *ws_shared, void *ws_thread,
                    int ith, int nth);
+    /* Instead of forward, for variants that are a plain walk over (sequence, head) items
+     * (fam_s.h xf_at_walk): one item, ws the thread's scratch, tws its tile scratch. */
+    void (*item)(const void *params, const xf_attn_shape *sh, const struct xf_at_item *it,
+                 float q_scale, float scale, void *ws, void *tws);
     /* NULL unless XF_ATTN_STATEFUL. */
     int (*state_update)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                         int ith, int nth);
@@ -108,6 +113,8 @@ int xf_at_parse_params(const xf_attn_vtbl *vt, void *params, const json_t *obj, 
                        size_t errlen);
 /* Add every parameter (defaults included) to obj. Returns 0 or -ENOMEM. */
 int xf_at_params_json(const xf_attn_vtbl *vt, const void *params, json_t *obj);
+/* The variant has a plan and a forward (a pattern, or plan with forward or item). */
+int xf_at_runnable(const xf_attn_vtbl *vt);
 int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
                xf_attn_plan *out);
 int xf_at_forward(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh,

@@ -236,16 +236,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t
     }
 }
 
-static int ro_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
 const xf_attn_ops xf_at_routing = {
     XF_AT_PARAMS(xf_routing_params_t, ro_defaults, keys),
-    .plan = ro_plan, .forward = ro_forward,
+    .plan = ro_plan, .item = item,
 };

@@ -206,16 +206,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t
     }
 }
 
-static int sk_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
 const xf_attn_ops xf_at_sinkhorn = {
     XF_AT_PARAMS(xf_sinkhorn_params_t, sk_defaults, keys),
-    .plan = sk_plan, .forward = sk_forward,
+    .plan = sk_plan, .item = item,
 };

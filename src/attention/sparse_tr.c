@@ -123,15 +123,10 @@ static void str_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, cons
     c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
 }
 
-static const xf_at_t_variant str_ft = {
-    .setup = str_setup, .n_tiles = str_n_tiles, .tile = str_tile, .keys = str_keys,
-    .member = str_member,
-    .mask = str_mask,
-};
-
 const xf_attn_ops xf_at_strided = {
     XF_AT_PARAMS(str_params, str_defaults, str_pkeys),
-    .pattern = &str_ft,
+    .pattern = &(const xf_at_t_variant){ .setup = str_setup, .n_tiles = str_n_tiles,
+        .tile = str_tile, .keys = str_keys, .member = str_member, .mask = str_mask },
 };
 
 /* ---- fixed ---- */
@@ -215,12 +210,9 @@ static int fix_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
     return (c->b != 2 && i / l == j / l) || (c->b != 1 && j % l >= c->c && j % l < c->e);
 }
 
-static const xf_at_t_variant fix_ft = {
-    .setup = fix_setup, .n_tiles = fix_n_tiles, .tile = fix_tile, .keys = fix_keys,
-    .member = fix_member,
-};
-
 const xf_attn_ops xf_at_fixed = {
     XF_AT_PARAMS(fix_params, fix_defaults, fix_pkeys),
-    .check = fix_check, .pattern = &fix_ft,
+    .check = fix_check,
+    .pattern = &(const xf_at_t_variant){ .setup = fix_setup, .n_tiles = fix_n_tiles,
+        .tile = fix_tile, .keys = fix_keys, .member = fix_member },
 };

@@ -104,12 +104,9 @@ static int syn_logits(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, con
     return 0;
 }
 
-static const xf_at_t_variant syn_ft = {
-    .setup = syn_setup, .keys = syn_keys, .logits = syn_logits,
-    .hid_floats = XF_SYNTH_MAX_HIDDEN,
-};
-
 const xf_attn_ops xf_at_synthesizer = {
     .params_size = sizeof(syn_params),
-    .validate = syn_validate, .pattern = &syn_ft,
+    .validate = syn_validate,
+    .pattern = &(const xf_at_t_variant){ .setup = syn_setup, .keys = syn_keys,
+        .logits = syn_logits, .hid_floats = XF_SYNTH_MAX_HIDDEN },
 };

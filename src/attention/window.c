@@ -60,13 +60,8 @@ static void win_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, cons
     xf_at_t_win_mask(c, c->a, 1, rows, nq, keys, full, nk, s);
 }
 
-static const xf_at_t_variant win_ft = {
-    .setup = win_setup, .n_tiles = win_n_tiles, .tile = win_tile, .keys = win_keys,
-    .member = win_member,
-    .mask = win_mask,
-};
-
 const xf_attn_ops xf_at_window = {
     XF_AT_PARAMS(win_params, win_defaults, win_pkeys),
-    .pattern = &win_ft,
+    .pattern = &(const xf_at_t_variant){ .setup = win_setup, .n_tiles = win_n_tiles,
+        .tile = win_tile, .keys = win_keys, .member = win_member, .mask = win_mask },
 };

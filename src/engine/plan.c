@@ -325,7 +325,7 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
         r->s0 = b;
         r->s1 = e;
         r->attn = a;
-        if (!a->vt || !a->vt->ops || (!a->vt->ops->pattern && (!a->vt->ops->plan || !a->vt->ops->forward)))
+        if (!a->vt || !xf_at_runnable(a->vt))
             return xf_diag_set(diag, XF_EUNSUPPORTED, "attention variant has no forward");
         if (a->vt->ops->validate) {
             rc = a->vt->ops->validate(a->params, p->m, l, err, sizeof err);
