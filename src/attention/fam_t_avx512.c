@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "attention/fam_t.h"
+#include "engine/kernels/x86/vmath_avx512.h"
 
 #define BK XF_AT_T_BK
 
@@ -77,27 +78,12 @@ static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const 
     }
 }
 
-/* exp(x) for x <= 0 (x = logit − running max); lanes below −87 (and −inf) give exactly 0.
- * Cody–Waite reduction and a degree-7 Taylor polynomial on |r| <= ln2/2 (error < 1e-8
- * relative, below float rounding). */
+/* exp(x) for x <= 0 (x = logit − running max): the engine's vector exp (vmath_avx512.h);
+ * lanes below −87 (and −inf) give exactly 0, so excluded keys never enter the sums. */
 static inline __m512 exp_neg(__m512 x)
 {
-    const __m512 lo = _mm512_set1_ps(-87.0f);
-    __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
-    x = _mm512_max_ps(x, lo);
-    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(keep, p, n);
+    __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    return _mm512_maskz_mov_ps(keep, xf_exp512(x));
 }
 
 static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
