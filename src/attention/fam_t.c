@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "attention/fam_t.h"
-#include "engine/cpu.h"
+#include "engine/kernels.h"
 
 #define BQ XF_AT_T_BQ
 #define BK XF_AT_T_BK
@@ -133,15 +133,7 @@ void xf_at_kern_force(const xf_at_kern *k)
 
 const xf_at_kern *xf_at_kern_get(void)
 {
-    if (kern_forced)
-        return kern_forced;
-#ifdef XF_HAVE_X86_64
-    const xf_cpu_t *cpu = xf_cpu();
-    if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
-        cpu->avx512dq && cpu->fma)
-        return xf_at_kern_avx512();
-#endif
-    return &kern_c;
+    return kern_forced ? kern_forced : xf_kernels()->attn;
 }
 
 /* ---- key sets ---- */

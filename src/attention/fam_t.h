@@ -178,7 +178,8 @@ const xf_at_kern *xf_at_kern_c(void);
 #ifdef XF_HAVE_X86_64
 const xf_at_kern *xf_at_kern_avx512(void);
 #endif
-/* The kernel in use (AVX-512 when xf_cpu() allows, else portable C). */
+/* The kernel in use: the engine's kernel table's (engine/kernels.h xf_kernels()->attn, one CPU
+ * selection for the engine and the attention). */
 const xf_at_kern *xf_at_kern_get(void);
 /* Tests: force a kernel (NULL: automatic). Not thread-safe; call before forwards. */
 void xf_at_kern_force(const xf_at_kern *k);
