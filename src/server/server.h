@@ -53,7 +53,9 @@ struct xf_conf;
 /* Fill o from the configuration (strings borrowed from c). Main thread. */
 void xf_server_opts_from_conf(const struct xf_conf *c, xf_server_opts_t *o);
 
-/* Defaults matching etc/xformd.conf. */
+/* Defaults for servers started in-process (tests, tools). Not the daemon's: conf.def owns
+ * those and xf_server_opts_from_conf() applies them (batcher.policy is "tokens" there, dp
+ * here). */
 void xf_server_opts_init(xf_server_opts_t *o);
 
 typedef struct xf_server xf_server_t;
