@@ -18,20 +18,6 @@ static const xf_at_key_t keys[] = {
 
 static const xf_linformer_params_t lf_defaults = { .k = 256, .source = XF_LINFORMER_POOLED };
 
-static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                       size_t errlen)
-{
-    const xf_linformer_params_t *p = params;
-
-    (void)m;
-    (void)layer;
-    if (p->source == XF_LINFORMER_WEIGHTS)
-        return xf_at_refuse(err, errlen, "source",
-                              "\"weights\" needs trained Linformer E/F projections, which this "
-                              "model does not have; use \"pooled\"");
-    return 0;
-}
-
 static int lf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_linformer_params_t *p = params;
@@ -107,5 +93,8 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_linformer = {
     XF_AT_PARAMS(xf_linformer_params_t, lf_defaults, keys),
-    .validate = lf_validate, .plan = lf_plan, .forward = lf_forward,
+    .needs_weights = { "source", XF_LINFORMER_WEIGHTS,
+        "\"weights\" needs trained Linformer E/F projections, which this model does not have; "
+        "use \"pooled\"" },
+    .plan = lf_plan, .forward = lf_forward,
 };

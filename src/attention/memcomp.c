@@ -19,19 +19,6 @@ static const xf_at_key_t keys[] = {
 
 static const xf_memcomp_params_t mc_defaults = { .rate = 3, .pool = XF_MEMCOMP_MEAN };
 
-static int mc_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                       size_t errlen)
-{
-    const xf_memcomp_params_t *p = params;
-
-    (void)m;
-    (void)layer;
-    if (p->pool == XF_MEMCOMP_CONV)
-        return xf_at_refuse(err, errlen, "pool", "\"conv\" needs a trained compression "
-                              "convolution, which this model does not have; use \"mean\"");
-    return 0;
-}
-
 static int mc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_memcomp_params_t *p = params;
@@ -84,5 +71,8 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_memcomp = {
     XF_AT_PARAMS(xf_memcomp_params_t, mc_defaults, keys),
-    .validate = mc_validate, .plan = mc_plan, .forward = mc_forward,
+    .needs_weights = { "pool", XF_MEMCOMP_CONV,
+        "\"conv\" needs a trained compression convolution, which this model does not have; "
+        "use \"mean\"" },
+    .plan = mc_plan, .forward = mc_forward,
 };

@@ -364,12 +364,10 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
         r->attn = a;
         if (!a->vt || !xf_at_runnable(a->vt))
             return xf_diag_set(diag, XF_EUNSUPPORTED, "attention variant has no forward");
-        if (a->vt->ops->validate) {
-            rc = a->vt->ops->validate(a->params, p->m, l, err, sizeof err);
-            if (rc)
-                return xf_diag_set(diag, rc < 0 ? rc : XF_EPARAM, "attention %s, layer %d: %s",
-                                   a->vt->name, (int)l, err);
-        }
+        rc = xf_at_validate(a->vt, a->params, p->m, l, err, sizeof err);
+        if (rc)
+            return xf_diag_set(diag, rc < 0 ? rc : XF_EPARAM, "attention %s, layer %d: %s",
+                               a->vt->name, (int)l, err);
         sh.n_seq = e - b;
         sh.cu_len = p->cu_len + b;
         sh.n_tokens = p->n_tokens;
