@@ -18,20 +18,12 @@ static const xf_at_key_t keys[] = {
 
 static const xf_linformer_params_t lf_defaults = { .k = 256, .source = XF_LINFORMER_POOLED };
 
-static int lf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t lf_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
     const xf_linformer_params_t *p = params;
-    int nmax = xf_at_check_shape(sh);
-    int32_t m;
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
-    m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
-    xf_at_plan_items(sh,
-                       sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    int32_t m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
+    return sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u);
 }
 
 static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -96,5 +88,5 @@ const xf_attn_ops xf_at_linformer = {
     .needs_weights = { "source", XF_LINFORMER_WEIGHTS,
         "\"weights\" needs trained Linformer E/F projections, which this model does not have; "
         "use \"pooled\"" },
-    .plan = lf_plan, .forward = lf_forward,
+    .item_ws = lf_ws, .forward = lf_forward,
 };

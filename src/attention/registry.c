@@ -75,7 +75,7 @@ int xf_at_validate(const xf_attn_vtbl *vt, const void *params, const xf_model_t 
 int xf_at_runnable(const xf_attn_vtbl *vt)
 {
     const xf_attn_ops *o = vt->ops;
-    return o && (o->pattern || (o->plan && (o->forward || o->item)));
+    return o && (o->pattern || ((o->plan || o->item_ws) && (o->forward || o->item)));
 }
 
 int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
@@ -83,6 +83,14 @@ int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *
 {
     if (vt->ops->pattern)
         return xf_at_t_plan(vt->ops->pattern, params, sh, nth, out);
+    if (vt->ops->item_ws) {
+        int nmax = xf_at_check_shape(sh);
+        if (nmax < 0)
+            return nmax;
+        xf_at_plan_items(sh, vt->ops->item_ws(params, sh, nmax) + xf_at_tile_ws(sh->d_head), 0,
+                         out);
+        return 0;
+    }
     return vt->ops->plan(params, sh, nth, out);
 }
 

@@ -71,10 +71,13 @@ typedef struct xf_attn_ops {
     /* Other model-side checks (weights present, d_head limits); may be NULL. */
     int (*validate)(const void *params, const xf_model_t *m, int layer, char *err, size_t errlen);
     /* Family T: the sparsity pattern, run by the family-T kernel (fam_t.h); plan and forward
-     * are then NULL. Otherwise plan, and forward or item. */
+     * are then NULL. Otherwise plan or item_ws, and forward or item. */
     const struct xf_at_t_variant *pattern;
     /* Pure: sizes depend only on params, shape and nth. */
     int (*plan)(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out);
+    /* Instead of plan, for one item per (sequence, head) and no shared scratch: the per-thread
+     * scratch bytes for the longest sequence nmax (the tile scratch is added). */
+    size_t (*item_ws)(const void *params, const xf_attn_shape *sh, int32_t nmax);
     /* Optional, single thread, before forward: fill ws_shared (item lists, random features). */
     int (*prepare)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                    const xf_attn_plan *pl, void *ws_shared);
