@@ -173,6 +173,42 @@ int xf_conf_init(xf_conf_t *cfg)
     return 0;
 }
 
+/* The defaults with strings pointing at the table's literals: nothing to free, so it can be
+ * built once and shared. */
+static xf_conf_t defaults;
+static pthread_once_t defaults_once = PTHREAD_ONCE_INIT;
+
+static void defaults_init(void)
+{
+    for (size_t i = 0; i < XF_OPT_COUNT; i++) {
+        const xf_opt_desc_t *d = &opts[i];
+        void *p = field_ptr(&defaults, d);
+        switch (d->type) {
+        case XF_OPT_BOOL:
+            *(bool *)p = d->def_i != 0;
+            break;
+        case XF_OPT_INT:
+        case XF_OPT_SIZE:
+        case XF_OPT_DURATION:
+            *(int64_t *)p = d->def_i;
+            break;
+        case XF_OPT_STRING:
+        case XF_OPT_PATH:
+            *(const char **)p = d->def_s;   /* never written through: the struct is const */
+            break;
+        case XF_OPT_ENUM:
+            *(int *)p = choice_index(d->choices, d->def_s);
+            break;
+        }
+    }
+}
+
+const xf_conf_t *xf_conf_defaults(void)
+{
+    pthread_once(&defaults_once, defaults_init);
+    return &defaults;
+}
+
 void xf_conf_deinit(xf_conf_t *cfg)
 {
     if (!cfg)

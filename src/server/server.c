@@ -21,45 +21,18 @@
 #include "server/notify.h"
 #include "server/workers.h"
 
-void xf_server_opts_init(xf_server_opts_t *o)
+/* The one mapping from the configuration to the server's options; every default comes from
+ * conf.def through c (xf_conf_defaults() for tests). */
+static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
 {
     memset(o, 0, sizeof *o);
-    o->listen_addr = "127.0.0.1";
-    o->port = 8080;
-    o->http_threads = 2;
-    o->max_body_bytes = 1048576;
-    o->conn_limit = 1024;
-    o->conn_timeout_s = 30;
-    o->conn_memory_bytes = 64 * 1024;
-    o->pooling = XF_POOL_DEFAULT;
-    o->normalize = 1;
-    o->engine_threads = 0;
-    o->engine_workers = 1;
-    o->policy = XF_BATCH_DP;
-    o->max_batch = 32;
-    o->max_batch_tokens = 8192;
-    o->max_queue_delay_ms = 5;
-    o->max_queued_tokens = 262144;
-    o->max_queue_jobs = 4096;
-    o->timeout_ms = 10000;
-    o->max_texts = 256;
-    o->max_tokens = 32768;
-    o->drain_timeout_ms = 10000;
-    o->metrics_enabled = 1;
-    o->handle_signals = 0;
-    o->warmup = 1;
-    o->notify = 0;
-}
-
-void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
-{
-    xf_server_opts_init(o);
     o->listen_addr = c->http_listen;
     o->port = (int)c->http_port;
     o->http_threads = (int)c->http_threads;
     o->max_body_bytes = (size_t)c->http_max_body_bytes;
     o->conn_limit = (int)c->http_connection_limit;
     o->conn_timeout_s = (int)((c->http_timeout_ms + 999) / 1000);
+    o->conn_memory_bytes = 64 * 1024;   /* MHD's per-connection buffer; not an option */
     o->api_key = c->auth_api_key;
     o->model_dir = c->model_dir;
     o->model_name = c->model_name;
@@ -81,8 +54,20 @@ void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
     o->max_tokens = (int)c->request_max_tokens;
     o->drain_timeout_ms = (int)c->drain_timeout_ms;
     o->metrics_enabled = c->metrics_enabled;
-    o->handle_signals = 1;
     o->warmup = 1;
+}
+
+void xf_server_opts_init(xf_server_opts_t *o)
+{
+    opts_from(xf_conf_defaults(), o);
+    o->handle_signals = 0;
+    o->notify = 0;
+}
+
+void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
+{
+    opts_from(c, o);
+    o->handle_signals = 1;
     o->notify = 1;
 }
 

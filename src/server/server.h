@@ -53,7 +53,8 @@ struct xf_conf;
 /* Fill o from the configuration (strings borrowed from c). Main thread. */
 void xf_server_opts_from_conf(const struct xf_conf *c, xf_server_opts_t *o);
 
-/* Defaults matching etc/xformd.conf. */
+/* The defaults of conf.def (xf_conf_defaults()), without signals or sd_notify: what the
+ * daemon runs, for in-process tests. */
 void xf_server_opts_init(xf_server_opts_t *o);
 
 typedef struct xf_server xf_server_t;
