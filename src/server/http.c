@@ -170,6 +170,8 @@ static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, 
         snprintf(ra, sizeof ra, "%d", retry_after_s);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    if (req->attn_fallback && status == MHD_HTTP_OK)
+        MHD_add_response_header(r, "X-Xformd-Attention-Fallback", "dense");
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)

@@ -78,6 +78,8 @@ typedef struct xf_req {
     int batch_form;        /* TEI /predict: the request was a batch */
     int want_logits_out;   /* KServe: logits output requested */
     int want_embed_out;
+    int attn_fallback;     /* the request's attention variant ran dense for some input: the
+                              reply says so (X-Xformd-Attention-Fallback: dense) */
 } xf_req_t;
 
 typedef struct xf_http xf_http_t;

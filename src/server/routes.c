@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server/log.h"
 #include "server/loop.h"
@@ -61,11 +62,16 @@ static enum MHD_Result reply_oom(xf_req_t *req)
 
 static enum MHD_Result reply_missing_field(xf_req_t *req, const char *key)
 {
+    req->err_param = key;
     return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
 }
 
 static enum MHD_Result reply_unknown_model(xf_req_t *req)
 {
+    req->err_param = "model";
+    if (!strcmp(req->model, req->srv->model_name))
+        return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "model '%s' has no version "
+                                   "'%s'; its only version is '1'", req->model, req->version);
     return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; this server "
                                "serves '%s'", req->model, req->srv->model_name);
 }
@@ -137,6 +143,7 @@ static step_t get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
     if (!v)
         return STEP_OK;
     if (!json_is_boolean(v)) {
+        req->err_param = key;
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a boolean",
                                    key);
         return STEP_REPLIED;
@@ -152,6 +159,7 @@ static step_t get_int(xf_req_t *req, json_t *obj, const char *key, long long lo,
     if (!v)
         return STEP_OK;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        req->err_param = key;
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
                                    "field '%s' must be an integer in [%lld, %lld]", key, lo, hi);
         return STEP_REPLIED;
@@ -167,6 +175,7 @@ static step_t get_str(xf_req_t *req, json_t *obj, const char *key, const char **
     if (!v)
         return STEP_OK;
     if (!json_is_string(v)) {
+        req->err_param = key;
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a string", key);
         return STEP_REPLIED;
     }
@@ -220,17 +229,29 @@ static int ivec_push(ivec_t *v, const int32_t *x, size_t n)
 /* Common request options (top level, or KServe "parameters"). */
 typedef struct ropts {
     int truncate;
+    int truncate_left;         /* TEI truncation_direction "Left": keep each text's tail */
     long long timeout_ms;
 } ropts_t;
 
 static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
 {
+    const char *dir = NULL;
     ro->truncate = 0;
+    ro->truncate_left = 0;
     ro->timeout_ms = 0;
     if (get_bool(req, obj, "truncate", &ro->truncate, ret) != STEP_OK)
         return STEP_REPLIED;
     if (get_int(req, obj, "timeout_ms", 1, 600000, &ro->timeout_ms, ret) != STEP_OK)
         return STEP_REPLIED;
+    if (get_str(req, obj, "truncation_direction", &dir, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (dir && strcasecmp(dir, "left") != 0 && strcasecmp(dir, "right") != 0) {
+        req->err_param = "truncation_direction";
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'truncation_direction' must "
+                                   "be \"Left\" or \"Right\"");
+        return STEP_REPLIED;
+    }
+    ro->truncate_left = dir && !strcasecmp(dir, "left");
     return STEP_OK;
 }
 
@@ -332,6 +353,9 @@ static enum MHD_Result submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn, j
         return ret;
     }
     j->attn = attn;
+    /* Say so in the reply when the chosen variant runs dense for some of these lengths. */
+    for (int32_t i = 0; attn && i < j->n_seq && !req->attn_fallback; i++)
+        req->attn_fallback = xf_attn_falls_back(attn, req->srv->model, j->lens[i]) == 1;
     j->want_pooled = want.pooled;
     j->want_logits = want.logits;
     j->normalize = want.normalize;
@@ -347,7 +371,8 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
     xf_tokens_t tok = { 0 };
     xf_job_t *j = NULL;
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
-                         .max_len = s->info->max_positions, .truncate = ro->truncate };
+                         .max_len = s->info->max_positions, .truncate = ro->truncate,
+                         .truncate_left = ro->truncate_left };
     long long total = 0;
     for (size_t i = 0; i < tx->n; i++) {
         xf_diag_t diag = { 0, "" };
@@ -425,6 +450,7 @@ static enum MHD_Result submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, con
 static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
                      enum MHD_Result *ret)
 {
+    req->err_param = key;   /* every error below is about this field */
     if (!v) {
         *ret = reply_missing_field(req, key);
         return STEP_REPLIED;
@@ -435,6 +461,7 @@ static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
         tx->v[0].s = json_string_value(v);
         tx->v[0].n = json_string_length(v);
         tx->n = 1;
+        req->err_param = NULL;
         return STEP_OK;
     }
     if (!json_is_array(v)) {
@@ -465,6 +492,7 @@ static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
         tx->v[i].n = json_string_length(e);
     }
     tx->n = n;
+    req->err_param = NULL;
     return STEP_OK;
 oom:
     *ret = reply_oom(req);
@@ -490,6 +518,7 @@ static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
     xf_server_t *s = req->srv;
     int nested = !is_token_array(v);
     size_t n = nested ? json_array_size(v) : 1;
+    req->err_param = "input";
     if (over_max_texts(req, n, "inputs", ret) != STEP_OK)
         return NULL;
     size_t total = 0;
@@ -542,6 +571,7 @@ static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
     }
     req->usage_tokens = (int)total;
     req->n_inputs = (int)n;
+    req->err_param = NULL;
     return j;
 }
 
@@ -564,15 +594,22 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
         get_ropts(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
     (void)user;
-    if (model && strcmp(model, s->model_name) != 0)
-        XF_LOGD("/v1/embeddings: model '%.100s' requested, serving '%s'", model, s->model_name);
-    if (fmt && strcmp(fmt, "float") != 0 && strcmp(fmt, "base64") != 0)
+    if (model && strcmp(model, s->model_name) != 0) {
+        req->err_param = "model";
+        return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "The model '%.100s' does not "
+                                   "exist; this server serves '%s'", model, s->model_name);
+    }
+    if (fmt && strcmp(fmt, "float") != 0 && strcmp(fmt, "base64") != 0) {
+        req->err_param = "encoding_format";
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'encoding_format' must be "
                                    "\"float\" or \"base64\"");
+    }
     req->base64 = fmt && !strcmp(fmt, "base64");
-    if (json_object_get(root, "dimensions") && (dims < 1 || dims > s->info->d_model))
+    if (json_object_get(root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
+        req->err_param = "dimensions";
         return xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
                                    "between 1 and the model's %d", s->info->d_model);
+    }
     req->dimensions = (int)dims;
     json_t *in = json_object_get(root, "input");
     xf_attn_t *attn = NULL;
@@ -694,6 +731,11 @@ static enum MHD_Result h_predict(xf_req_t *req)
         if (json_is_string(e)) {
             t->s = json_string_value(e);
             t->n = json_string_length(e);
+        } else if (!single && json_is_array(e) && json_array_size(e) == 1 &&
+                   json_is_string(json_array_get(e, 0))) {
+            /* TEI's batch of single texts: [["a"], ["b"]] */
+            t->s = json_string_value(json_array_get(e, 0));
+            t->n = json_string_length(json_array_get(e, 0));
         } else if (is_str_pair(e)) {
             t->s = json_string_value(json_array_get(e, 0));
             t->n = json_string_length(json_array_get(e, 0));
@@ -702,7 +744,7 @@ static enum MHD_Result h_predict(xf_req_t *req)
         } else {
             free(tx.v);
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs'[%zu] must be a "
-                                       "string or a pair of strings", i);
+                                       "string, [string] or a pair of strings", i);
         }
     }
     tx.n = n;
@@ -710,9 +752,11 @@ static enum MHD_Result h_predict(xf_req_t *req)
     return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
 }
 
+/* {m} names the served model and {v}, when given, its only version "1". */
 static int model_matches(const xf_req_t *req)
 {
-    return strcmp(req->model, req->srv->model_name) == 0;
+    return strcmp(req->model, req->srv->model_name) == 0 &&
+           (!req->version[0] || !strcmp(req->version, "1"));
 }
 
 static enum MHD_Result h_infer(xf_req_t *req)
@@ -727,7 +771,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     const char *id = NULL;
     if (get_str(req, root, "id", &id, &ret) != STEP_OK)
         return ret;
-    ropts_t ro = { 0, 0 };
+    ropts_t ro = { 0, 0, 0 };
     json_t *params = json_object_get(root, "parameters");
     if (params && !json_is_object(params))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
@@ -1173,6 +1217,115 @@ static enum MHD_Result h_stats(xf_req_t *req)
     if (m)
         json_object_set_new(st, "model", m);
     return xf_http_reply_json(req, 200, st);
+}
+
+/* ---- OpenAI models and TEI's root, health and info ----------------------------------- */
+
+/* OpenAI's model object; created is the server's start time (Unix seconds). */
+static json_t *openai_model(const xf_server_t *s)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", s->model_name, "object", "model", "created",
+                     (json_int_t)s->start_unix, "owned_by", "xformd");
+}
+
+static enum MHD_Result h_openai_models(xf_req_t *req)
+{
+    return xf_http_reply_json(req, 200, json_pack("{s:s,s:[o]}", "object", "list", "data",
+                                                  openai_model(req->srv)));
+}
+
+static enum MHD_Result h_openai_model(xf_req_t *req)
+{
+    if (strcmp(req->model, req->srv->model_name) != 0) {
+        req->err_param = "model";
+        return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "The model '%s' does not "
+                                   "exist; this server serves '%s'", req->model,
+                                   req->srv->model_name);
+    }
+    return xf_http_reply_json(req, 200, openai_model(req->srv));
+}
+
+/* TEI serves one route at "/" by model type: a classifier predicts, a 1-label classifier
+ * (cross-encoder) reranks, anything else embeds. */
+static enum MHD_Result h_tei_root(xf_req_t *req)
+{
+    int nl = req->srv->info->n_labels;
+    return nl == 1 ? h_rerank(req) : nl > 1 ? h_predict(req) : h_embed(req);
+}
+
+static enum MHD_Result r_tei_root(xf_req_t *req)
+{
+    int nl = req->srv->info->n_labels;
+    return nl == 1 ? r_rerank(req) : nl > 1 ? r_predict(req) : r_embed(req);
+}
+
+static enum MHD_Result h_tei_health(xf_req_t *req)
+{
+    int ready = atomic_load(&req->srv->ready);
+    return xf_http_reply_json(req, ready ? 200 : 503,
+                              json_pack("{s:s}", "status", ready ? "ok" : "unhealthy"));
+}
+
+/* id2label / label2id of a classifier, as TEI's ClassifierModel. */
+static json_t *tei_labels(const xf_model_info_t *mi)
+{
+    json_t *id2 = json_object(), *l2 = json_object();
+    for (int k = 0; k < mi->n_labels; k++) {
+        char name[128], key[16];
+        label_name(mi, k, name, sizeof name);
+        snprintf(key, sizeof key, "%d", k);
+        json_object_set_new(id2, key, json_string(name));
+        json_object_set_new(l2, name, json_integer(k));
+    }
+    return json_pack("{s:o,s:o}", "id2label", id2, "label2id", l2);
+}
+
+static const char *pooling_name(enum xf_pooling p)
+{
+    switch (p) {
+    case XF_POOL_MEAN: return "mean";
+    case XF_POOL_POOLER: return "pooler";
+    case XF_POOL_NONE: return "none";
+    default: return "cls";
+    }
+}
+
+static const char *tei_dtype(const char *file_dtype)
+{
+    if (file_dtype && !strcmp(file_dtype, "F16"))
+        return "float16";
+    if (file_dtype && !strcmp(file_dtype, "BF16"))
+        return "bfloat16";
+    return "float32";
+}
+
+/* TEI's /info document (its Info struct's field names). Weights other than F32 are converted
+ * to F32 at load, so model_dtype says what is stored. */
+static enum MHD_Result h_tei_info(xf_req_t *req)
+{
+    const xf_server_t *s = req->srv;
+    const xf_model_info_t *mi = s->info;
+    json_t *type;
+    if (mi->n_labels == 1)
+        type = json_pack("{s:o}", "reranker", tei_labels(mi));
+    else if (mi->n_labels > 1)
+        type = json_pack("{s:o}", "classifier", tei_labels(mi));
+    else
+        type = json_pack("{s:{s:s}}", "embedding", "pooling",
+                         pooling_name(s->o.pooling != XF_POOL_DEFAULT ? s->o.pooling
+                                                                     : mi->pooling));
+    json_t *o = json_pack("{s:s,s:n,s:s,s:o,s:i,s:i,s:i,s:i,s:i,s:b,s:i,s:s,s:n,s:n}",
+                          "model_id", s->model_name, "model_sha", "model_dtype",
+                          tei_dtype(mi->file_dtype), "model_type", type,
+                          "max_concurrent_requests", s->o.max_queue_jobs,
+                          "max_input_length", mi->max_positions,
+                          "max_batch_tokens", s->o.max_batch_tokens,
+                          "max_batch_requests", s->o.max_batch,
+                          "max_client_batch_size", s->o.max_texts,
+                          "auto_truncate", 0,
+                          "tokenization_workers", s->o.http_threads,
+                          "version", xf_version(), "sha", "docker_label");
+    return xf_http_reply_json(req, 200, o);
 }
 
 /* ---- the route table (routes.def) ------------------------------------------------------ */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/batcher.h"
@@ -261,6 +262,7 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         return -ENOMEM;
     s->o = *o;
     s->start_ns = xf_now_ns();
+    s->start_unix = (int64_t)time(NULL);
     int rc;
     if ((rc = xf_jobq_init(&s->jobq)) < 0 || (rc = xf_jobq_init(&s->doneq)) < 0) {
         free(s);

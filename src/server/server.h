@@ -109,6 +109,7 @@ struct xf_server {
     atomic_int draining;
     atomic_long inflight;        /* requests between first handler call and completion */
     uint64_t start_ns;
+    int64_t start_unix;          /* wall-clock start (Unix seconds): OpenAI's "created" */
     xf_jobq_t jobq;              /* MHD → loop: new jobs */
     xf_jobq_t doneq;             /* workers → loop: finished jobs */
     pthread_t thread;            /* the loop thread */

@@ -353,7 +353,7 @@ static void test_precedence_and_args(void **state)
     assert_true(c.check_config);
     assert_string_equal(c.model_dir, "/m");
     assert_string_equal(c.config_path, path);
-    assert_int_equal(c.request_max_texts, 256);   /* untouched: default */
+    assert_int_equal(c.request_max_texts, 2048);   /* untouched: default */
     xf_conf_deinit(&c);
 
     /* Bare bool followed by a bool word consumes it; aliases; flags. */

@@ -166,6 +166,312 @@ static void test_route_match(void **state)
     hc_free(&r);
 }
 
+/* ---- issue 8: the routes real clients use ------------------------------------------- */
+
+static json_t *body_json(const hc_resp_t *r)
+{
+    json_t *j = json_loadb(r->body, r->len, 0, NULL);
+    assert_non_null(j);
+    return j;
+}
+
+static json_t *jget(int port, const char *method, const char *path, const char *body, int want)
+{
+    hc_resp_t r = req(port, method, path, NULL, body, want);
+    json_t *j = body_json(&r);
+    hc_free(&r);
+    return j;
+}
+
+/* OpenAI error object; param NULL means "param": null. */
+static void check_openai_error(json_t *j, const char *code, const char *param)
+{
+    json_t *e = json_object_get(j, "error");
+    assert_true(json_is_object(e));
+    assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+    json_t *pj = json_object_get(e, "param");
+    assert_non_null(pj);   /* always present */
+    if (param)
+        assert_string_equal(json_string_value(pj), param);
+    else
+        assert_true(json_is_null(pj));
+}
+
+static void test_openai_models(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *j = jget(p, "GET", "/v1/models", NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "list");
+    json_t *m = json_array_get(json_object_get(j, "data"), 0);
+    assert_int_equal(json_array_size(json_object_get(j, "data")), 1);
+    assert_string_equal(json_string_value(json_object_get(m, "id")), "xformd-demo");
+    assert_string_equal(json_string_value(json_object_get(m, "object")), "model");
+    assert_true(json_integer_value(json_object_get(m, "created")) > 1600000000);
+    assert_true(json_is_string(json_object_get(m, "owned_by")));
+    json_decref(j);
+    j = jget(p, "GET", "/v1/models/xformd-demo", NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), "xformd-demo");
+    json_decref(j);
+    j = jget(p, "GET", "/v1/models/nope", NULL, 404);
+    check_openai_error(j, "model_not_found", "model");
+    json_decref(j);
+    /* An unknown model in an embeddings request is 404, as OpenAI answers. */
+    j = jget(p, "POST", "/v1/embeddings", "{\"input\":\"a\",\"model\":\"nope\"}", 404);
+    check_openai_error(j, "model_not_found", "model");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "type")),
+                        "invalid_request_error");
+    json_decref(j);
+    /* "param" names the offending field, null when there is none. */
+    j = jget(p, "POST", "/v1/embeddings", "{\"input\":\"a\",\"dimensions\":0}", 400);
+    check_openai_error(j, "invalid_dimensions", "dimensions");
+    json_decref(j);
+    j = jget(p, "POST", "/v1/embeddings", "{\"input\":\"a\",\"encoding_format\":\"hex\"}", 400);
+    check_openai_error(j, "invalid_field", "encoding_format");
+    json_decref(j);
+    j = jget(p, "POST", "/v1/embeddings", "{\"model\":\"xformd-demo\"}", 400);
+    check_openai_error(j, "missing_field", "input");
+    json_decref(j);
+    j = jget(p, "POST", "/v1/embeddings", "{\"input\":[\"a\",3]}", 400);
+    check_openai_error(j, "invalid_field", "input");
+    json_decref(j);
+    j = jget(p, "POST", "/v1/embeddings", "{\"input\":\"a\",\"truncate\":3}", 400);
+    check_openai_error(j, "invalid_field", "truncate");
+    json_decref(j);
+    j = jget(p, "POST", "/v1/embeddings", "{\"input\":", 400);
+    check_openai_error(j, "invalid_json", NULL);
+    json_decref(j);
+}
+
+static void test_kserve_versions(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    const char *body = "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\",\"shape\":[1],"
+                       "\"data\":[\"hello\"]}]}";
+    json_t *j = jget(p, "POST", "/v2/models/xformd-demo/versions/1/infer", body, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "model_version")), "1");
+    json_decref(j);
+    j = jget(p, "POST", "/v2/models/xformd-demo/versions/7/infer", body, 404);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "version"));
+    json_decref(j);
+    j = jget(p, "GET", "/v2/models/xformd-demo/versions/7", NULL, 404);
+    json_decref(j);
+    j = jget(p, "GET", "/v2/models/xformd-demo/versions/7/ready", NULL, 404);
+    json_decref(j);
+}
+
+static void test_tei_root_health_info(void **state)
+{
+    (void)state;
+    need_servers();
+    /* POST / embeds on an embedding model: the same answer as /embed. */
+    json_t *a = jget(S[SRV_PLAIN].port, "POST", "/", "{\"inputs\":\"hello world\"}", 200);
+    json_t *b = jget(S[SRV_PLAIN].port, "POST", "/embed", "{\"inputs\":\"hello world\"}", 200);
+    assert_int_equal(json_array_size(a), 1);
+    assert_int_equal(json_array_size(json_array_get(a, 0)), (size_t)D_MODEL);
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+    /* ... predicts on a classifier and reranks on a cross-encoder, like TEI. */
+    a = jget(S[SRV_CLS3].port, "POST", "/", "{\"inputs\":\"I like it\"}", 200);
+    assert_int_equal(json_array_size(a), 3);
+    assert_true(json_is_string(json_object_get(json_array_get(a, 0), "label")));
+    json_decref(a);
+    a = jget(S[SRV_CLS1].port, "POST", "/", "{\"query\":\"q\",\"texts\":[\"a\",\"b c\"]}", 200);
+    assert_int_equal(json_array_size(a), 2);
+    assert_true(json_is_number(json_object_get(json_array_get(a, 0), "score")));
+    json_decref(a);
+    /* Health: GET /health and GET / (TEI's inference-API probe). */
+    a = jget(S[SRV_PLAIN].port, "GET", "/health", NULL, 200);
+    json_decref(a);
+    a = jget(S[SRV_PLAIN].port, "GET", "/", NULL, 200);
+    json_decref(a);
+    /* /info in TEI's field names. */
+    json_t *i = jget(S[SRV_PLAIN].port, "GET", "/info", NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(i, "model_id")), "xformd-demo");
+    assert_string_equal(json_string_value(json_object_get(i, "model_dtype")), "float32");
+    json_t *emb = json_object_get(json_object_get(i, "model_type"), "embedding");
+    assert_true(json_is_string(json_object_get(emb, "pooling")));
+    assert_int_equal(json_integer_value(json_object_get(i, "max_input_length")),
+                     xf_model_info(xf_server_model(S[SRV_PLAIN].s))->max_positions);
+    assert_int_equal(json_integer_value(json_object_get(i, "max_client_batch_size")), 2048);
+    assert_true(json_integer_value(json_object_get(i, "max_batch_tokens")) > 0);
+    assert_true(json_integer_value(json_object_get(i, "max_concurrent_requests")) > 0);
+    assert_true(json_is_string(json_object_get(i, "version")));
+    assert_true(json_is_boolean(json_object_get(i, "auto_truncate")));
+    json_decref(i);
+    i = jget(S[SRV_CLS3].port, "GET", "/info", NULL, 200);
+    json_t *cl = json_object_get(json_object_get(i, "model_type"), "classifier");
+    assert_int_equal(json_object_size(json_object_get(cl, "id2label")), 3);
+    assert_int_equal(json_object_size(json_object_get(cl, "label2id")), 3);
+    json_decref(i);
+    i = jget(S[SRV_CLS1].port, "GET", "/info", NULL, 200);
+    assert_non_null(json_object_get(json_object_get(i, "model_type"), "reranker"));
+    json_decref(i);
+}
+
+/* /predict's batch of single texts [["a"], ["b"]] answers a list of lists, each equal to the
+ * answer for that text alone. */
+static void test_predict_batch(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_CLS3].port;
+    json_t *bat = jget(p, "POST", "/predict", "{\"inputs\":[[\"I like it\"],[\"not at all\"]]}",
+                       200);
+    assert_int_equal(json_array_size(bat), 2);
+    static const char *const one[2] = { "{\"inputs\":\"I like it\"}",
+                                        "{\"inputs\":\"not at all\"}" };
+    for (size_t k = 0; k < 2; k++) {
+        json_t *single = jget(p, "POST", "/predict", one[k], 200);
+        json_t *row = json_array_get(bat, k);
+        assert_int_equal(json_array_size(row), 3);
+        for (size_t q = 0; q < 3; q++) {
+            json_t *x = json_array_get(row, q), *y = json_array_get(single, q);
+            assert_string_equal(json_string_value(json_object_get(x, "label")),
+                                json_string_value(json_object_get(y, "label")));
+            /* alone vs batched: same model, packed rows; 1e-5 for a GEMM blocking that
+             * differs with the row count (float reassociation), as test_http */
+            assert_true(fabs(json_number_value(json_object_get(x, "score")) -
+                             json_number_value(json_object_get(y, "score"))) < 1e-5);
+        }
+        json_decref(single);
+    }
+    json_decref(bat);
+    /* a list inside the batch holding two texts is a pair; three is an error */
+    json_t *j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\"],[\"c\"]]}", 200);
+    assert_int_equal(json_array_size(j), 2);
+    json_decref(j);
+    j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\",\"c\"]]}", 400);
+    json_decref(j);
+}
+
+/* Largest difference between two embeddings (JSON arrays). */
+static double maxdiff(json_t *a, json_t *b)
+{
+    double md = 0;
+    assert_int_equal(json_array_size(a), json_array_size(b));
+    for (size_t i = 0; i < json_array_size(a); i++)
+        md = fmax(md, fabs(json_number_value(json_array_get(a, i)) -
+                           json_number_value(json_array_get(b, i))));
+    return md;
+}
+
+#define PREFIX5 "zebra quantum violet 7 ?"
+#define PREFIX PREFIX5 " " PREFIX5 " " PREFIX5 " " PREFIX5 " " PREFIX5 " " PREFIX5 " " PREFIX5
+
+/* truncation_direction "Left" keeps the tail: the embedding of prefix + tail cut from the
+ * left equals that of the tail alone when the tail exactly fills the model; "Right" does not. */
+static void test_truncation_direction(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    const xf_model_t *m = xf_server_model(S[SRV_PLAIN].s);
+    const xf_tokenizer_t *tok = xf_model_tokenizer(m);
+    int32_t budget = xf_model_info(m)->max_positions - 2;   /* [CLS] ... [SEP] */
+    static const char *const words[] = { "river", "stone", "a", "light", "b", "x" };
+    size_t cap = 64 * 1024;
+    char *tail = calloc(1, cap);
+    assert_non_null(tail);
+    xf_tokens_t t = { 0 };
+    xf_tok_opts_t raw = { .no_special = 1 };
+    xf_diag_t d = { 0, "" };
+    int32_t n = 0;
+    for (size_t w = 0; n < budget; w++) {
+        /* add words while they fit; single letters top it up exactly */
+        for (size_t k = 0; k < sizeof words / sizeof words[0]; k++) {
+            size_t len = strlen(tail);
+            snprintf(tail + len, cap - len, "%s%s", len ? " " : "", words[(w + k) % 6]);
+            assert_int_equal(xf_tokenizer_encode(tok, tail, strlen(tail), NULL, 0, &raw, &t,
+                                                 &d), 0);
+            if (t.n <= budget) {
+                n = t.n;
+                break;
+            }
+            tail[len] = '\0';
+        }
+        assert_true(strlen(tail) + 64 < cap);
+    }
+    assert_int_equal(n, budget);
+    char *body = malloc(cap + 256);
+    assert_non_null(body);
+    snprintf(body, cap + 256, "{\"inputs\":\"%s\"}", tail);
+    json_t *ref = jget(p, "POST", "/embed", body, 200);
+    snprintf(body, cap + 256, "{\"inputs\":\"%s %s\",\"truncate\":true,"
+             "\"truncation_direction\":\"Left\"}", PREFIX, tail);
+    json_t *left = jget(p, "POST", "/embed", body, 200);
+    snprintf(body, cap + 256, "{\"inputs\":\"%s %s\",\"truncate\":true,"
+             "\"truncation_direction\":\"Right\"}", PREFIX, tail);
+    json_t *right = jget(p, "POST", "/embed", body, 200);
+
+    /* a right cut keeps PREFIX and drops as many of the tail's last tokens: different tokens,
+     * a difference far above rounding (2.9e-4 measured: the tiny random demo model's CLS
+     * embedding of 510 tokens moves little, so the bound is 1e-5, not 1e-3) */
+    double dl = maxdiff(json_array_get(ref, 0), json_array_get(left, 0));
+    double dr = maxdiff(json_array_get(ref, 0), json_array_get(right, 0));
+    print_message("# truncation: left %.3g right %.3g from the tail alone\n", dl, dr);
+    /* same tokens, same single-sequence batch shape, sent one at a time: equal up to a
+     * GEMM blocking change, 1e-6 */
+    assert_true(dl < 1e-6);
+    assert_true(dr > 1e-5);
+    json_decref(ref);
+    json_decref(left);
+    json_decref(right);
+    json_t *j = jget(p, "POST", "/embed", "{\"inputs\":\"a\",\"truncation_direction\":\"up\"}",
+                     400);
+    assert_string_equal(json_string_value(json_object_get(j, "error_type")), "Validation");
+    json_decref(j);
+    xf_tokens_deinit(&t);
+    free(body);
+    free(tail);
+}
+
+/* request.max_texts defaults to 2048 (OpenAI's limit; LangChain sends 512): 600 texts pass. */
+static void test_many_texts(void **state)
+{
+    (void)state;
+    need_servers();
+    size_t n = 600, cap = n * 8 + 64;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    size_t k = (size_t)snprintf(body, cap, "{\"input\":[");
+    for (size_t i = 0; i < n; i++)
+        k += (size_t)snprintf(body + k, cap - k, "%s\"t%zu\"", i ? "," : "", i % 10);
+    snprintf(body + k, cap - k, "]}");
+    json_t *j = jget(S[SRV_PLAIN].port, "POST", "/v1/embeddings", body, 200);
+    assert_int_equal(json_array_size(json_object_get(j, "data")), n);
+    json_decref(j);
+    free(body);
+}
+
+/* A per-request variant that runs dense for the input says so in a header. */
+static void test_attention_fallback_header(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    char h[64];
+    /* a window wider than the text: every head is dense */
+    hc_resp_t r = req(p, "POST", "/embed", NULL, "{\"inputs\":\"hello world\",\"attention\":"
+                      "{\"variant\":\"window\",\"window\":100000}}", 200);
+    assert_non_null(hc_header(&r, "X-Xformd-Attention-Fallback", h, sizeof h));
+    assert_string_equal(h, "dense");
+    hc_free(&r);
+    /* a window of 2 on a dozen tokens runs the window kernel: no header */
+    r = req(p, "POST", "/embed", NULL, "{\"inputs\":\"one two three four five six seven eight "
+            "nine ten\",\"attention\":{\"variant\":\"window\",\"window\":2}}", 200);
+    assert_null(hc_header(&r, "X-Xformd-Attention-Fallback", h, sizeof h));
+    hc_free(&r);
+    /* no per-request variant: no header */
+    r = req(p, "POST", "/embed", NULL, "{\"inputs\":\"hello world\"}", 200);
+    assert_null(hc_header(&r, "X-Xformd-Attention-Fallback", h, sizeof h));
+    hc_free(&r);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -181,4 +487,8 @@ static void test_stop(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_route_labels),
-             cmocka_unit_test(test_route_match), cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_route_match), cmocka_unit_test(test_openai_models),
+             cmocka_unit_test(test_kserve_versions), cmocka_unit_test(test_tei_root_health_info),
+             cmocka_unit_test(test_predict_batch), cmocka_unit_test(test_truncation_direction),
+             cmocka_unit_test(test_many_texts), cmocka_unit_test(test_attention_fallback_header),
+             cmocka_unit_test(test_stop))
