@@ -650,6 +650,15 @@ static int walk_args(xf_conf_t *cfg, int argc, char *const *argv, bool only_conf
                 diag_set(diag, -EINVAL, "--%s: missing value", name);
                 return -EINVAL;
             }
+            /* "--api-key --check-config": the next word is an option, not this one's value
+             * (a value that starts with "-" is written --name=VALUE). */
+            const char *next = argv[i + 1];
+            if (next[0] == '-' && next[1] != '\0' && !(next[1] >= '0' && next[1] <= '9')) {
+                diag_set(diag, -EINVAL, "%.100s: missing value (the next argument '%.100s' is "
+                         "an option; write %.100s=VALUE for a value that starts with '-')", a,
+                         next, a);
+                return -EINVAL;
+            }
             value = argv[++i];
         }
         if (only_config)
@@ -772,6 +781,19 @@ static size_t section_len(const char *name)
     return dot ? (size_t)(dot - name) : strlen(name);
 }
 
+/* The name the user typed: argv0's basename, without libtool's "lt-" prefix (an uninstalled
+ * build runs .libs/lt-xformd). */
+static const char *prog_name(const char *argv0)
+{
+    if (!argv0 || !argv0[0])
+        return "xformd";
+    const char *b = strrchr(argv0, '/');
+    b = b ? b + 1 : argv0;
+    if (!strncmp(b, "lt-", 3) && b[3])
+        b += 3;
+    return b;
+}
+
 int xf_conf_help(FILE *out, const char *argv0)
 {
     fprintf(out,
@@ -786,7 +808,7 @@ int xf_conf_help(FILE *out, const char *argv0)
             "                      --batcher.policy, --engine.threads, --auth.api_key\n\n"
             "Precedence: defaults < config file < command line. Sizes take k/M/G suffixes,\n"
             "durations ms/s/m (a plain number is milliseconds), booleans yes/no.\n",
-            argv0 ? argv0 : "xformd");
+            prog_name(argv0));
     const char *prev = "";
     size_t prev_len = 0;
     for (size_t i = 0; i < XF_OPT_COUNT; i++) {

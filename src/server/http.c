@@ -460,7 +460,10 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
     int status = req->status ? req->status : 499;   /* 499: client went away, no reply */
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->status == 0)
         status = 499;
-    xf_loop_request_done(s, req->route, status, (double)(xf_now_ns() - req->start_ns) * 1e-9);
+    double seconds = (double)(xf_now_ns() - req->start_ns) * 1e-9;
+    xf_loop_request_done(s, req->route, status, seconds);
+    if (s->o.log_access)
+        xf_routes_log_access(req, status, seconds);
     xf_job_free(req->job);
     json_decref(req->root);
     free(req->body);

@@ -1194,7 +1194,9 @@ static enum MHD_Result h_metrics(xf_req_t *req)
     if (!s->o.metrics_enabled)
         return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "metrics are disabled "
                                    "(metrics.enabled)");
-    xf_metric_set(XF_M_arena_bytes, "held", NULL, (int64_t)xf_workers_arena_bytes(s->workers));
+    if (atomic_load(&s->ready) || atomic_load(&s->draining))   /* workers exist */
+        xf_metric_set(XF_M_arena_bytes, "held", NULL,
+                      (int64_t)xf_workers_arena_bytes(s->workers));
     char *text = NULL;
     size_t len = 0;
     if (xf_metrics_render(&text, &len) < 0)
@@ -1528,6 +1530,11 @@ enum MHD_Result xf_routes_handle(xf_req_t *req)
     const route_t *r = route_row(req->route);
     if (!r)
         return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "no such route");
+    /* Start-up (bound, model loading or warming up): only the probes (OPEN rows) answer;
+     * the model and workers may not exist yet. A draining server still answers its GETs. */
+    if (r->auth && !atomic_load(&req->srv->ready) && !atomic_load(&req->srv->draining))
+        return xf_http_reply_error(req, XF_HE_NOT_READY, 1, "the server is starting (loading "
+                                   "the model or warming up); retry shortly");
     return r->handle(req);
 }
 
@@ -1542,4 +1549,17 @@ enum MHD_Result xf_routes_respond(xf_req_t *req)
     if (!r || !r->reply)
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "route has no reply");
     return r->reply(req);
+}
+
+void xf_routes_log_access(const xf_req_t *req, int status, double seconds)
+{
+    const xf_job_t *j = req->job;
+    double queue_ms = 0, compute_ms = 0;
+    if (j && j->end_ns >= j->start_ns && j->start_ns >= j->enqueue_ns && j->start_ns) {
+        queue_ms = (double)(j->start_ns - j->enqueue_ns) * 1e-6;
+        compute_ms = (double)(j->end_ns - j->start_ns) * 1e-6;
+    }
+    XF_LOGI("access: route=%s status=%d texts=%d tokens=%d queue_ms=%.1f compute_ms=%.1f "
+            "total_ms=%.1f", xf_routes_label(req->route), status, req->n_inputs,
+            req->usage_tokens, queue_ms, compute_ms, seconds * 1e3);
 }

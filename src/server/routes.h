@@ -29,6 +29,11 @@ int xf_routes_while_draining(int route); /* routes without a body keep answering
 /* The methods a 405 names in Allow for route's path ("GET", "POST" or "GET, POST"). */
 const char *xf_routes_allow(int route);
 
+/* The access-log line of a finished request (log.access): route template, status, texts,
+ * tokens, queue and compute milliseconds (0 when no job ran), total milliseconds. MHD thread,
+ * in the completed callback. */
+void xf_routes_log_access(const xf_req_t *req, int status, double seconds);
+
 /* The final access-handler call with the whole body: answer at once or suspend with a job. */
 enum MHD_Result xf_routes_handle(xf_req_t *req);
 /* After the job's completion resumed the connection: build and queue the reply. */

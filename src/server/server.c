@@ -55,6 +55,7 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->max_tokens = (int)c->request_max_tokens;
     o->drain_timeout_ms = (int)c->drain_timeout_ms;
     o->metrics_enabled = c->metrics_enabled;
+    o->log_access = c->log_access;
     o->warmup = 1;
 }
 
@@ -109,6 +110,22 @@ static int cache_dir(const xf_server_opts_t *o, char *buf, size_t len)
         return -ENOENT;
     }
     return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
+/* model.attention is checked before the model loads so that a bad selection names the
+ * option ("model.attention: blok: unknown parameter"), not the loader. */
+static int check_attention(const xf_server_opts_t *o, xf_diag_t *diag)
+{
+    if (!o->attention)
+        return 0;
+    char err[256] = "";
+    xf_attn_t *a = NULL;
+    int rc = xf_attn_parse(o->attention, strlen(o->attention), &a, err, sizeof err);
+    xf_attn_free(a);
+    if (rc < 0)
+        snprintf(diag->msg, sizeof diag->msg, "model.attention (--model.attention): %s",
+                 err[0] ? err : xf_strerror(rc));
+    return rc < 0 ? rc : 0;
 }
 
 static int load_model(xf_server_t *s, xf_diag_t *diag)
@@ -174,6 +191,14 @@ static int load_model(xf_server_t *s, xf_diag_t *diag)
     return 0;
 }
 
+/* "127.0.0.1:8080" or "[::1]:8080" (RFC 3986 brackets around an IPv6 literal). */
+static void format_addr(const char *addr, int port, char *buf, size_t len)
+{
+    if (!addr || !addr[0])
+        addr = "127.0.0.1";
+    snprintf(buf, len, strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, port);
+}
+
 static void *loop_thread(void *arg)
 {
     xf_server_t *s = arg;
@@ -229,9 +254,9 @@ static void log_startup(xf_server_t *s)
     if (mi->is_demo)
         XF_LOGW("*** DEMO MODEL: random weights, its embeddings and scores mean NOTHING; "
                 "start xformd with --model DIR to serve a real checkpoint ***");
-    XF_LOGI("params: %.1fM, %d layers, d_model %d, max %d positions, %d labels",
+    XF_LOGI("params: %.1fM, %d layers, d_model %d, max %d positions, %d label%s",
             (double)mi->n_params * 1e-6, mi->n_layer, mi->d_model, mi->max_positions,
-            mi->n_labels);
+            mi->n_labels, mi->n_labels == 1 ? "" : "s");
     XF_LOGI("cpu: %s, %d cores", s->cpu_desc, ci.n_cores);
     XF_LOGI("cpu features:%s%s%s%s%s%s%s%s%s%s", ci.has_avx2 ? " avx2" : "",
             ci.has_fma ? " fma" : "", ci.has_avx512f ? " avx512f" : "",
@@ -268,6 +293,18 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         free(s);
         return rc;
     }
+    char err[256] = "";
+    /* Bind first: a port in use fails at once, not after the model load and warm-up. Until
+     * ready, only the probes answer (routes.def: OPEN rows; the rest 503 not_ready). */
+    if ((rc = xf_http_start(s, &s->http, err, sizeof err)) < 0) {
+        snprintf(diag->msg, sizeof diag->msg, "%s", err);
+        goto fail;
+    }
+    char where[160];
+    format_addr(o->listen_addr, xf_http_port(s->http), where, sizeof where);
+    XF_LOGI("bound to %s; loading the model (/v2/health/ready answers 503 until warm)", where);
+    if ((rc = check_attention(o, diag)) < 0)
+        goto fail;
     if (o->notify)
         xf_notify_status("loading model");
     if ((rc = load_model(s, diag)) < 0) {
@@ -285,7 +322,6 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
                            xf_loop_jobs_done, s, &s->workers, diag);
     if (rc < 0)
         goto fail;
-    char err[256] = "";
     if ((rc = xf_loop_create(s, err, sizeof err)) < 0) {
         snprintf(diag->msg, sizeof diag->msg, "%s", err);
         goto fail;
@@ -295,10 +331,6 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
             xf_notify_status("warming up");
         warmup(s);
     }
-    if ((rc = xf_http_start(s, &s->http, err, sizeof err)) < 0) {
-        snprintf(diag->msg, sizeof diag->msg, "%s", err);
-        goto fail;
-    }
     log_startup(s);
     if ((rc = -pthread_create(&s->thread, NULL, loop_thread, s)) < 0) {
         snprintf(diag->msg, sizeof diag->msg, "cannot start the loop thread");
@@ -306,9 +338,7 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
     }
     s->thread_started = 1;
     atomic_store(&s->ready, 1);
-    XF_LOGI("listening on http://%s:%d/", o->listen_addr && o->listen_addr[0] ? o->listen_addr
-                                                                               : "127.0.0.1",
-            xf_http_port(s->http));
+    XF_LOGI("listening on http://%s/", where);
     if (o->notify) {
         xf_notify_ready();
         xf_notify_status("serving %s on port %d", s->model_name, xf_http_port(s->http));

@@ -44,6 +44,7 @@ typedef struct xf_server_opts {
     int max_tokens;
     int drain_timeout_ms;
     int metrics_enabled;
+    int log_access;            /* 1: one access-log line per request (log.access) */
     int handle_signals;        /* 1: SIGTERM/SIGINT drain, SIGHUP reopens the log */
     int warmup;                /* 1: run warm-up batches (and fit the cost model) at start */
     int notify;                /* 1: sd_notify READY/STOPPING/WATCHDOG */

@@ -5,10 +5,16 @@
  * checks, OpenAI "param", the attention fallback header. Real daemon on 127.0.0.1 port 0. */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "xf_test.h"
@@ -472,6 +478,184 @@ static void test_attention_fallback_header(void **state)
     hc_free(&r);
 }
 
+/* ---- issue 8 item 4: start-up and the access log ------------------------------------- */
+
+/* The port is bound before anything else: a port in use fails at once with EADDRINUSE even
+ * when the model directory does not exist (the load would have failed with ENOENT). */
+static void test_bind_first(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    xf_server_opts_t o;
+    fx_opts(&o, "/nonexistent/xformd-model");
+    o.port = ntohs(a.sin_port);
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0, "" };
+    int rc = xf_server_start(&o, &s, &diag);
+    print_message("# port %d in use: %s\n", o.port, diag.msg);
+    assert_int_equal(rc, -EADDRINUSE);
+    assert_null(s);
+    close(fd);
+    /* A bad model.attention names the option, before any model is read. */
+    fx_opts(&o, "/nonexistent/xformd-model");
+    o.attention = "{\"variant\":\"window\",\"blok\":3}";
+    rc = xf_server_start(&o, &s, &diag);
+    assert_true(rc < 0);
+    assert_non_null(strstr(diag.msg, "model.attention"));
+    assert_non_null(strstr(diag.msg, "blok"));
+}
+
+typedef struct starter {
+    xf_server_opts_t o;
+    xf_server_t *s;
+    int rc;
+    atomic_int done;
+} starter_t;
+
+static void *start_thread(void *arg)
+{
+    starter_t *st = arg;
+    xf_diag_t diag = { 0, "" };
+    st->rc = xf_server_start(&st->o, &st->s, &diag);
+    atomic_store(&st->done, 1);
+    return NULL;
+}
+
+/* While the model loads and warms up the port already answers: readiness 503, inference 503
+ * not_ready, never a 200 from an unready server. */
+static void test_ready_after_warmup(void **state)
+{
+    (void)state;
+    need_servers();   /* metrics and log set up */
+    char dir[1024];
+    assert_int_equal(fx_write_model("rt_start", 0, dir, sizeof dir), 0);
+    /* a free port: bind port 0, read it, release it */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    close(fd);
+    starter_t st;
+    memset(&st, 0, sizeof st);
+    fx_opts(&st.o, dir);
+    st.o.port = ntohs(a.sin_port);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, start_thread, &st), 0);
+    int ready503 = 0, ready200 = 0, embed503 = 0, other = 0;
+    for (int i = 0; i < 20000 && !atomic_load(&st.done); i++) {
+        hc_resp_t r;
+        if (hc_do(st.o.port, "GET", "/v2/health/ready", NULL, NULL, &r) == 0) {
+            ready503 += r.status == 503;
+            ready200 += r.status == 200;
+            other += r.status != 503 && r.status != 200;
+            hc_free(&r);
+        }
+        if (hc_do(st.o.port, "POST", "/embed", NULL, "{\"inputs\":\"a\"}", &r) == 0) {
+            if (r.status == 503)
+                embed503 += strstr(r.body, "starting") != NULL;
+            else
+                other += r.status != 200;
+            hc_free(&r);
+        }
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(st.rc, 0);
+    print_message("# during start-up: ready 503 x%d, 200 x%d; /embed 503 not_ready x%d\n",
+                  ready503, ready200, embed503);
+    /* The tiny model's load and 12 warm-up batches take far longer than one loopback
+     * request, so the poll sees the unready state. */
+    assert_true(ready503 > 0);
+    assert_int_equal(other, 0);
+    json_t *j = jget(st.o.port, "GET", "/v2/health/ready", NULL, 200);
+    json_decref(j);
+    j = jget(st.o.port, "POST", "/embed", "{\"inputs\":\"a\"}", 200);
+    json_decref(j);
+    xf_server_stop(st.s);
+    xf_test_rmtree(dir);
+}
+
+/* log.access: one line per request with route, status, texts, tokens, queue and compute ms. */
+static void test_access_log(void **state)
+{
+    (void)state;
+    need_servers();
+    char dir[1024], logp[1200];
+    assert_int_equal(fx_write_model("rt_access", 0, dir, sizeof dir), 0);
+    snprintf(logp, sizeof logp, "%s/access.log", dir);
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.log_access = 1;
+    o.warmup = 0;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0, "" };
+    assert_int_equal(xf_server_start(&o, &s, &diag), 0);
+    int p = xf_server_port(s);
+    assert_int_equal(xf_log_open(XF_LOG_INFO, logp), 0);
+    json_t *j = jget(p, "POST", "/embed", "{\"inputs\":[\"hello world\",\"b\"]}", 200);
+    json_decref(j);
+    j = jget(p, "GET", "/nowhere", NULL, 404);
+    json_decref(j);
+    /* the completed callback writes after the reply: wait for both lines */
+    char *text = NULL;
+    for (int i = 0; i < 200; i++) {
+        free(text);
+        size_t n = 0;
+        text = xf_test_slurp(logp, &n);
+        if (text && strstr(text, "route=other status=404"))
+            break;
+        usleep(10000);
+    }
+    xf_log_open(XF_LOG_WARN, NULL);
+    assert_non_null(text);
+    const char *l = strstr(text, "access: route=/embed status=200 texts=2 tokens=");
+    assert_non_null(l);
+    assert_non_null(strstr(l, "queue_ms="));
+    assert_non_null(strstr(l, "compute_ms="));
+    assert_non_null(strstr(text, "access: route=other status=404 texts=0 tokens=0"));
+    free(text);
+    xf_server_stop(s);
+    xf_test_rmtree(dir);
+}
+
+/* An IPv6 listen address is logged as [::1]:port (RFC 3986), not ::1:port. */
+static void test_ipv6_address_format(void **state)
+{
+    (void)state;
+    need_servers();
+    char dir[1024], logp[1200];
+    assert_int_equal(fx_write_model("rt_v6", 0, dir, sizeof dir), 0);
+    snprintf(logp, sizeof logp, "%s/v6.log", dir);
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.listen_addr = "::1";
+    o.warmup = 0;
+    assert_int_equal(xf_log_open(XF_LOG_INFO, logp), 0);
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0, "" };
+    int rc = xf_server_start(&o, &s, &diag);
+    xf_log_open(XF_LOG_WARN, NULL);
+    if (rc == -EADDRINUSE || rc == -EADDRNOTAVAIL) {
+        xf_test_rmtree(dir);
+        skip();   /* no IPv6 loopback on this machine */
+    }
+    assert_int_equal(rc, 0);
+    char want[64];
+    snprintf(want, sizeof want, "listening on http://[::1]:%d/", xf_server_port(s));
+    char *text = xf_test_slurp(logp, NULL);
+    assert_non_null(text);
+    assert_non_null(strstr(text, want));
+    free(text);
+    xf_server_stop(s);
+    xf_test_rmtree(dir);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -491,4 +675,6 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_kserve_versions), cmocka_unit_test(test_tei_root_health_info),
              cmocka_unit_test(test_predict_batch), cmocka_unit_test(test_truncation_direction),
              cmocka_unit_test(test_many_texts), cmocka_unit_test(test_attention_fallback_header),
+             cmocka_unit_test(test_bind_first), cmocka_unit_test(test_ready_after_warmup),
+             cmocka_unit_test(test_access_log), cmocka_unit_test(test_ipv6_address_format),
              cmocka_unit_test(test_stop))
