@@ -261,7 +261,7 @@ int xf_attn_check(const xf_attn_t *a, const xf_model_t *m, char *err, size_t err
 
 int xf_attn_falls_back(const xf_attn_t *a, const xf_model_t *m, int32_t n_tokens)
 {
-    if (!a || !a->vt || !a->vt->plan || !m || m->info.n_layer < 1 || n_tokens < 1)
+    if (!a || !a->vt || !m || m->info.n_layer < 1 || n_tokens < 1)
         return -EINVAL;
     /* The variant's own plan for one sequence says whether it took the dense path; layer 0's
      * head shape stands for the model (the fallback depends on lengths and parameters). */
@@ -272,7 +272,7 @@ int xf_attn_falls_back(const xf_attn_t *a, const xf_model_t *m, int32_t n_tokens
     };
     xf_attn_plan pl;
     memset(&pl, 0, sizeof pl);
-    int rc = a->vt->plan(a->params, &sh, 1, &pl);
+    int rc = xf_at_plan(a->vt, a->params, &sh, 1, &pl);
     if (rc)
         return rc < 0 ? rc : XF_EPARAM;
     return pl.dense_fallbacks > 0;
