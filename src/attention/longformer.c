@@ -203,7 +203,7 @@ const xf_attn_ops xf_at_longformer = {
     .validate = lf_validate, .pattern = &lf_ft,
 };
 
-/* ETC (etc.c's header): the same pattern with radius r, [CLS]/[SEP] global and shared
+/* ETC (this file's header): the same pattern with radius r, [CLS]/[SEP] global and shared
  * projections. */
 static const xf_at_lf_params etc_defaults = {
     .window = 128, .n_dil = 1, .dil = { 1 }, .gmode = XF_AT_LF_CLS_SEP, .shared = 1,

@@ -281,6 +281,25 @@ int xf_attn_check(const xf_attn_t *a, const xf_model_t *m, char *err, size_t err
     return 0;
 }
 
+int xf_attn_falls_back(const xf_attn_t *a, const xf_model_t *m, int32_t n_tokens)
+{
+    if (!a || !a->vt || !m || m->info.n_layer < 1 || n_tokens < 1)
+        return -EINVAL;
+    /* The variant's own plan for one sequence says whether it took the dense path; layer 0's
+     * head shape stands for the model (the fallback depends on lengths and parameters). */
+    const int32_t cu[2] = { 0, n_tokens };
+    xf_attn_shape sh = {
+        .n_seq = 1, .cu_len = cu, .n_tokens = n_tokens, .n_head = m->info.layers[0].n_head,
+        .d_head = m->info.layers[0].d_head, .layer = 0, .mem_rows = NULL,
+    };
+    xf_attn_plan pl;
+    memset(&pl, 0, sizeof pl);
+    int rc = xf_at_plan(a->vt, a->params, &sh, 1, &pl);
+    if (rc)
+        return rc < 0 ? rc : XF_EPARAM;
+    return pl.dense_fallbacks > 0;
+}
+
 static const char *family_name(enum xf_attn_family f)
 {
     switch (f) {
