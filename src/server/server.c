@@ -31,6 +31,12 @@ void xf_server_opts_init(xf_server_opts_t *o)
     o->conn_limit = 1024;
     o->conn_timeout_s = 30;
     o->conn_memory_bytes = 64 * 1024;
+    o->max_conn_per_ip = 128;
+    o->header_timeout_ms = 10000;
+    o->body_timeout_ms = 30000;
+    o->max_buffered_bytes = (size_t)256 << 20;
+    o->max_arena_bytes = (size_t)1 << 30;
+    o->arena_idle_ms = 30000;
     o->pooling = XF_POOL_DEFAULT;
     o->normalize = 1;
     o->engine_threads = 0;
@@ -60,6 +66,12 @@ void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
     o->max_body_bytes = (size_t)c->http_max_body_bytes;
     o->conn_limit = (int)c->http_connection_limit;
     o->conn_timeout_s = (int)((c->http_timeout_ms + 999) / 1000);
+    o->max_conn_per_ip = (int)c->http_max_connections_per_ip;
+    o->header_timeout_ms = (int)c->http_header_timeout_ms;
+    o->body_timeout_ms = (int)c->http_body_timeout_ms;
+    o->max_buffered_bytes = (size_t)c->http_max_buffered_bytes;
+    o->max_arena_bytes = (size_t)c->engine_max_arena_bytes;
+    o->arena_idle_ms = (int)c->engine_arena_idle_ms;
     o->api_key = c->auth_api_key;
     o->model_dir = c->model_dir;
     o->model_name = c->model_name;
@@ -213,6 +225,10 @@ static void warmup(xf_server_t *s)
         xf_batch_report_t r;
         xf_diag_t diag = { 0, "" };
         int rc = xf_workers_warmup(s->workers, lens, (int)k, &r, &diag);
+        if (rc == -E2BIG) {   /* over engine.max_arena_bytes: real batches are split */
+            XF_LOGD("warm-up batch %zu skipped: over engine.max_arena_bytes", i);
+            continue;
+        }
         if (rc < 0) {
             XF_LOGW("warm-up batch %zu failed: %s %s", i, xf_strerror(rc), diag.msg);
             continue;
@@ -298,6 +314,7 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
                            xf_loop_jobs_done, s, &s->workers, diag);
     if (rc < 0)
         goto fail;
+    xf_workers_set_arena_limits(s->workers, o->max_arena_bytes, o->arena_idle_ms);
     char err[256] = "";
     if ((rc = xf_loop_create(s, err, sizeof err)) < 0) {
         snprintf(diag->msg, sizeof diag->msg, "%s", err);
