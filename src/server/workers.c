@@ -244,9 +244,57 @@ static void report_add(xf_batch_report_t *r, const xf_batch_report_t *x)
     }
 }
 
+static void fail_over_cap(worker_t *wk, xf_job_t *j)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "one text of the request needs %zu bytes of activation memory; "
+             "the limit is %zu bytes (engine.max_arena_bytes): send shorter texts",
+             wk->need_arena, wk->pool->max_arena_bytes);
+    xf_job_fail(j, XF_HE_TOO_MANY_TOKENS, 0, msg);
+}
+
+static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t *r,
+                   xf_diag_t *diag);
+
+/* One request whose texts do not fit together: run its sequences in two halves through views
+ * of the job (the same buffers at offsets; run_batch reads ids, types, lens and writes pooled
+ * and logits rows only through these pointers). */
+static int run_job_halves(worker_t *wk, xf_job_t *j, xf_batch_report_t *r, xf_diag_t *diag)
+{
+    const xf_model_info_t *mi = wk->pool->info;
+    int32_t h = j->n_seq / 2, tok_a = 0;
+    for (int32_t q = 0; q < h; q++)
+        tok_a += j->lens[q];
+    xf_job_t va = *j, vb = *j;
+    va.n_seq = h;
+    va.n_tokens = tok_a;
+    vb.n_seq = j->n_seq - h;
+    vb.n_tokens = j->n_tokens - tok_a;
+    vb.lens = j->lens + h;
+    vb.ids = j->ids + tok_a;
+    vb.type_ids = j->type_ids + tok_a;
+    vb.pooled = j->pooled ? j->pooled + (size_t)h * (size_t)mi->d_model : NULL;
+    vb.logits = j->logits && mi->n_labels > 0 ? j->logits + (size_t)h * (size_t)mi->n_labels
+                                               : NULL;
+    xf_job_t *v[2] = { &va, &vb };
+    for (int part = 0; part < 2; part++) {
+        xf_batch_report_t pr;
+        memset(&pr, 0, sizeof pr);
+        int rc = run_fit(wk, &v[part], 1, &pr, diag);
+        if (rc < 0)
+            return rc;   /* the caller answers the whole request */
+        report_add(r, &pr);
+    }
+    j->start_ns = va.start_ns;
+    j->end_ns = vb.end_ns;
+    j->batch_seqs = va.batch_seqs > vb.batch_seqs ? va.batch_seqs : vb.batch_seqs;
+    return 0;
+}
+
 /* Run the jobs within engine.max_arena_bytes: a batch whose plan needs more is split in halves
- * (each run in turn), and a single request that still does not fit is answered 413. Failures of
- * a part are answered here; returns 0, or run_batch's error when nothing was split. */
+ * (requests first, then one request's texts), each part run in turn. Returns 0, ARENA_OVER_CAP
+ * when a single text cannot fit (n == 1: the caller answers 413), or run_batch's error; parts
+ * of a split batch that fail are answered here. */
 static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t *r,
                    xf_diag_t *diag)
 {
@@ -255,14 +303,8 @@ static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t
         return rc;
     memset(r, 0, sizeof *r);
     r->worker = wk->index;
-    if (n == 1) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "the request needs %zu bytes of activation memory; the "
-                 "limit is %zu bytes (engine.max_arena_bytes): send fewer or shorter texts",
-                 wk->need_arena, wk->pool->max_arena_bytes);
-        xf_job_fail(jobs[0], XF_HE_TOO_MANY_TOKENS, 0, msg);
-        return 0;
-    }
+    if (n == 1)
+        return jobs[0]->n_seq > 1 ? run_job_halves(wk, jobs[0], r, diag) : ARENA_OVER_CAP;
     int h = n / 2;
     for (int part = 0; part < 2; part++) {
         xf_job_t *const *pj = part ? jobs + h : jobs;
@@ -271,7 +313,9 @@ static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t
         memset(&pr, 0, sizeof pr);
         xf_diag_t pd = { 0, "" };
         int prc = run_fit(wk, pj, pn, &pr, &pd);
-        if (prc < 0)
+        if (prc == ARENA_OVER_CAP)
+            fail_over_cap(wk, pj[0]);
+        else if (prc < 0)
             fail_all(pj, pn, prc, &pd);
         report_add(r, &pr);
     }
@@ -335,7 +379,9 @@ static void *worker_main(void *arg)
         xf_batch_report_t r;
         xf_diag_t diag = { 0, "" };
         int rc = run_fit(wk, jobs, n, &r, &diag);
-        if (rc < 0)
+        if (rc == ARENA_OVER_CAP)
+            fail_over_cap(wk, jobs[0]);
+        else if (rc < 0)
             fail_all(jobs, n, rc, &diag);
         /* Idle before reporting, so the loop can hand over the next batch from the report. */
         pthread_mutex_lock(&pool->lock);

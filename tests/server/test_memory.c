@@ -124,8 +124,9 @@ static void *client_main(void *p)
 }
 
 /* With a cap between one request's plan and four requests' plan, a batch of four requests is
- * split and answered with the same embeddings as the requests sent alone; one request whose
- * own plan is over the cap is 413 naming engine.max_arena_bytes. */
+ * split and answered with the same embeddings as the requests sent alone, and so is one request
+ * carrying the four texts (split by texts); one text whose own plan is over the cap is 413
+ * naming engine.max_arena_bytes. */
 static void test_arena_cap_splits(void **state)
 {
     (void)state;
@@ -172,8 +173,27 @@ static void test_arena_cap_splits(void **state)
         for (int i = 0; round == 0 && i < 4; i++)
             alone[i] = c[i].reply;
     }
+    /* The same four texts in one request: its texts are split too. */
+    size_t tl = 0;
+    for (int i = 0; i < 4; i++)
+        tl += strlen(bodies[i]);
+    char *multi = malloc(tl + 64);
+    assert_non_null(multi);
+    sprintf(multi, "{\"inputs\":[\"%s\",\"%s one\",\"%s two\",\"%s three\"]}", w, w, w, w);
+    json_t *together = embed(port, multi, 200);
+    free(multi);
+    assert_true(json_is_array(together) && json_array_size(together) == 4);
     for (int i = 0; i < 4; i++) {
         json_t *a = json_array_get(alone[i], 0), *b = json_array_get(c[i].reply, 0);
+        json_t *m = json_array_get(together, (size_t)i);
+        assert_int_equal(json_array_size(a), json_array_size(m));
+        double mm = 0;
+        for (size_t k = 0; k < json_array_size(a); k++) {
+            double d = fabs(json_number_value(json_array_get(a, k)) -
+                            json_number_value(json_array_get(m, k)));
+            mm = d > mm ? d : mm;
+        }
+        assert_true(mm < 1e-5);   /* same bound and reason as below */
         assert_int_equal(json_array_size(a), json_array_size(b));
         double md = 0;
         for (size_t k = 0; k < json_array_size(a); k++) {
@@ -188,10 +208,11 @@ static void test_arena_cap_splits(void **state)
         json_decref(c[i].reply);
         free(bodies[i]);
     }
+    json_decref(together);
     /* The split ran parts within the cap: the largest part's plan is what was reserved. */
     assert_true(xf_metric_value(XF_M_arena_bytes, "planned", NULL) <= (int64_t)cap);
 
-    /* One request four times as long cannot be split: 413 naming the option. */
+    /* One text four times as long cannot be split: 413 naming the option. */
     free(w);
     w = words(240);
     char *body = malloc(strlen(w) + 64);
