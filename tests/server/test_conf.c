@@ -601,7 +601,8 @@ static void test_api_key_sources(void **state)
     xf_test_rmtree(dir);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_api_key_sources), cmocka_unit_test(test_defaults), cmocka_unit_test(test_example_file_agrees),
+XF_TEST_MAIN(cmocka_unit_test(test_api_key_sources), cmocka_unit_test(test_defaults),
+             cmocka_unit_test(test_example_file_agrees),
              cmocka_unit_test(test_types), cmocka_unit_test(test_file),
              cmocka_unit_test(test_precedence_and_args), cmocka_unit_test(test_help),
              cmocka_unit_test(test_json), cmocka_unit_test(test_validate),

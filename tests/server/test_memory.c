@@ -361,5 +361,6 @@ static void test_memory_limit(void **state)
     assert_int_equal(other, 0);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_arena_shrinks_when_idle), cmocka_unit_test(test_arena_cap_splits),
+XF_TEST_MAIN(cmocka_unit_test(test_arena_shrinks_when_idle),
+             cmocka_unit_test(test_arena_cap_splits),
              cmocka_unit_test(test_memory_limit))
