@@ -377,6 +377,8 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&pool->lock);
 
         xf_batch_report_t r;
+        memset(&r, 0, sizeof r);   /* run_batch's early -ENOMEM returns leave it unset */
+        r.worker = wk->index;
         xf_diag_t diag = { 0, "" };
         int rc = run_fit(wk, jobs, n, &r, &diag);
         if (rc == ARENA_OVER_CAP)
