@@ -30,6 +30,10 @@ XF_API size_t xf_ctx_arena_bytes(const xf_ctx_t *c);
  * Returns 0 or -ENOMEM (the arena is unchanged then). */
 XF_API int xf_ctx_reserve(xf_ctx_t *c, const xf_plan_t *p);
 
+/* Free the arena (after a burst, when the context is idle); the next xf_ctx_reserve() grows it
+ * again. Thread: the context's owner thread, never during xf_forward(). NULL is a no-op. */
+XF_API void xf_ctx_shrink(xf_ctx_t *c);
+
 /* What to compute. Buffers are caller-owned; NULL means "not wanted". */
 typedef struct xf_output {
     enum xf_pooling pooling;   /* XF_POOL_DEFAULT: the model's */

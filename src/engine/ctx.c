@@ -3,6 +3,9 @@
 #include "config.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,4 +78,18 @@ int xf_ctx_reserve(xf_ctx_t *c, const xf_plan_t *p)
     c->arena = mem;
     c->arena_bytes = size;
     return 0;
+}
+
+void xf_ctx_shrink(xf_ctx_t *c)
+{
+    if (!c || !c->arena)
+        return;
+    free(c->arena);
+    c->arena = NULL;
+    c->arena_bytes = 0;
+#ifdef __GLIBC__
+    /* An arena below glibc's (dynamic) mmap threshold lives on the heap; give the pages back
+     * to the system, not only to malloc's free lists. */
+    malloc_trim(0);
+#endif
 }

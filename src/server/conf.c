@@ -701,12 +701,59 @@ int xf_conf_validate(const xf_conf_t *cfg, xf_diag_t *diag)
         diag_set(diag, XF_EPARAM, "redis.url: want redis://host:port[/db] or unix:///path");
         return XF_EPARAM;
     }
+    if (cfg->http_max_connections_per_ip >= cfg->http_connection_limit) {
+        diag_set(diag, XF_EPARAM,
+                 "http.max_connections_per_ip (%" PRId64 ") must be below "
+                 "http.connection_limit (%" PRId64 ") so one address cannot take every slot",
+                 cfg->http_max_connections_per_ip, cfg->http_connection_limit);
+        return XF_EPARAM;
+    }
     if (cfg->request_max_tokens > cfg->batcher_max_queued_tokens) {
         diag_set(diag, XF_EPARAM,
                  "request.max_tokens (%" PRId64 ") exceeds batcher.max_queued_tokens (%" PRId64
                  "): such requests could never be admitted",
                  cfg->request_max_tokens, cfg->batcher_max_queued_tokens);
         return XF_EPARAM;
+    }
+    return 0;
+}
+
+/* The API key from auth.api_key_file (first line), else auth.api_key, else $XFORMD_API_KEY:
+ * the file and the environment keep the key out of /proc/PID/cmdline. */
+static int resolve_api_key(xf_conf_t *cfg, xf_diag_t *diag)
+{
+    char *key = NULL;
+    if (cfg->auth_api_key_file[0]) {
+        FILE *f = fopen(cfg->auth_api_key_file, "r");
+        if (!f) {
+            int e = errno;
+            diag_set(diag, XF_EPARAM, "auth.api_key_file: cannot open %.500s: %s",
+                     cfg->auth_api_key_file, strerror(e));
+            return XF_EPARAM;
+        }
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t got = getline(&line, &cap, f);
+        fclose(f);
+        if (got > 0)
+            line[strcspn(line, "\r\n")] = '\0';
+        if (got <= 0 || !line[0]) {
+            free(line);
+            diag_set(diag, XF_EPARAM, "auth.api_key_file: %.500s: no key on its first line",
+                     cfg->auth_api_key_file);
+            return XF_EPARAM;
+        }
+        key = line;
+    } else if (!cfg->auth_api_key[0] && getenv("XFORMD_API_KEY")) {
+        key = strdup(getenv("XFORMD_API_KEY"));
+        if (!key) {
+            diag_set(diag, -ENOMEM, "out of memory");
+            return -ENOMEM;
+        }
+    }
+    if (key) {
+        free(cfg->auth_api_key);
+        cfg->auth_api_key = key;
     }
     return 0;
 }
@@ -729,6 +776,9 @@ int xf_conf_load(xf_conf_t *cfg, int argc, char *const *argv, xf_diag_t *diag)
     }
     rc = walk_args(cfg, argc, argv, false, diag);
     if (rc || cfg->help || cfg->version)
+        return rc;
+    rc = resolve_api_key(cfg, diag);
+    if (rc)
         return rc;
     return xf_conf_validate(cfg, diag);
 }

@@ -1,7 +1,11 @@
 /* HTTP front end (see http.h). The access handler runs on MHD's threads: it allocates the
- * request state, routes, checks auth and content type, accumulates the body within the limit
- * (413 on Content-Length before reading, or as a chunked body grows) and hands the complete
- * request to routes.c. Nothing here blocks on inference. */
+ * request state, refuses ambiguous framing (RFC 9112 §6.3: conflicting Content-Length, both
+ * Content-Length and Transfer-Encoding, unknown codings, whitespace in header names, %00 in the
+ * path), routes, checks auth and content type, accumulates the body within the limit and the
+ * global buffer budget (413/503 on Content-Length before reading, or as a chunked body grows)
+ * and hands the complete request to routes.c. Per-connection deadlines for the whole header and
+ * the whole body are kept here and enforced by xf_http_expire() from the loop's timer. Nothing
+ * here blocks on inference. */
 #include "config.h"
 
 #include "server/http.h"
@@ -14,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,11 +27,36 @@
 #include "server/routes.h"
 #include "server/server.h"
 
+/* What a connection is waiting for, for its deadline. */
+enum conn_phase {
+    CONN_HEADER = 0,   /* a request's header (from the start or the previous request's end) */
+    CONN_BODY,         /* the body of a request whose header arrived */
+    CONN_BUSY          /* request complete: suspended, computing or replying (no deadline) */
+};
+
+/* Per-connection state, from MHD_CONNECTION_NOTIFY_STARTED to _CLOSED (socket_context). */
+typedef struct xf_conn {
+    struct xf_conn *prev, *next;   /* h->conns (h->lock) */
+    MHD_socket fd;
+    enum conn_phase phase;         /* h->lock */
+    uint64_t phase_ns;             /* when the phase began (h->lock) */
+    int reaped;                    /* shut down by xf_http_expire (h->lock) */
+    unsigned uri_seen, completed;  /* request lines parsed / completed callbacks (MHD thread) */
+} xf_conn_t;
+
 struct xf_http {
     struct MHD_Daemon *d;
     struct xf_server *srv;
     int port;
+    pthread_mutex_t lock;          /* protects conns and every xf_conn_t's phase fields;
+                                      rank 7, a leaf (doc/threads.md) */
+    xf_conn_t *conns;
 };
+
+/* Returned by the URI log callback as the initial *req_cls of a request whose raw target has
+ * "%00": MHD unescapes it into a NUL that would silently cut the path. No memory is attached,
+ * so a request MHD drops before the access handler leaks nothing. */
+static char nul_in_uri_marker;
 
 /* Indexed by enum xf_http_err; XF_HE_NONE is not an error and answers as internal_error. */
 static const unsigned err_status[XF_HE_COUNT] = {
@@ -176,7 +206,7 @@ static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, 
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, xf_routes_allow(req->route));
-    if (req->srv && atomic_load(&req->srv->draining))
+    if (req->close || (req->srv && atomic_load(&req->srv->draining)))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(req->conn, status, r);
     MHD_destroy_response(r);
@@ -328,10 +358,35 @@ static int auth_ok(const xf_server_t *s, struct MHD_Connection *c)
     return diff == 0;
 }
 
+/* Reserve bytes of the global buffer budget (http.max_buffered_bytes) for req: 0, or -1 when
+ * the budget is spent (nothing reserved then). Any MHD thread. */
+static int budget_take(xf_req_t *req, size_t bytes)
+{
+    xf_server_t *s = req->srv;
+    long long b = (long long)bytes;
+    long long now = atomic_fetch_add(&s->buffered_bytes, b) + b;
+    if ((unsigned long long)now > s->o.max_buffered_bytes) {
+        atomic_fetch_sub(&s->buffered_bytes, b);
+        return -1;
+    }
+    req->reserved += bytes;
+    return 0;
+}
+
+static void budget_release(xf_req_t *req)
+{
+    if (req->reserved)
+        atomic_fetch_sub(&req->srv->buffered_bytes, (long long)req->reserved);
+    req->reserved = 0;
+}
+
 static int body_append(xf_req_t *req, const char *data, size_t n, size_t limit)
 {
     if (req->body_len + n > limit)
         return -1;
+    if (req->body_len + n > req->reserved && budget_take(req, req->body_len + n -
+                                                         req->reserved) < 0)
+        return -3;
     if (req->body_len + n + 1 > req->body_cap) {
         size_t cap = req->body_cap ? req->body_cap : 4096;
         while (cap < req->body_len + n + 1)
@@ -350,12 +405,149 @@ static int body_append(xf_req_t *req, const char *data, size_t n, size_t limit)
     return 0;
 }
 
+/* What the framing headers of a request say (RFC 9112 §6.3). */
+typedef struct framing {
+    int n_cl, cl_conflict, n_te, ws_name;
+    const char *cl, *te;
+} framing_t;
+
+static enum MHD_Result framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    framing_t *f = cls;
+    (void)kind;
+    if (!key)
+        return MHD_YES;
+    if (strpbrk(key, " \t"))
+        f->ws_name = 1;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->n_cl++ > 0 && (!value || !f->cl || strcmp(value, f->cl) != 0))
+            f->cl_conflict = 1;
+        if (!f->cl)
+            f->cl = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->n_te++;
+        f->te = value;
+    }
+    return MHD_YES;
+}
+
+/* Refuse what a proxy in front could frame differently from us: 0 fine, else the reply is
+ * queued (400, Connection: close) and *ret holds it. */
+static int framing_refused(xf_req_t *req, enum MHD_Result *ret)
+{
+    framing_t f;
+    memset(&f, 0, sizeof f);
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, framing_cb, &f);
+    const char *why = NULL;
+    if (f.ws_name)
+        why = "whitespace in a header name (RFC 9112 §5.1)";
+    else if (f.cl_conflict)
+        why = "conflicting Content-Length headers (RFC 9112 §6.3)";
+    else if (f.n_te && f.n_cl)
+        why = "both Content-Length and Transfer-Encoding (RFC 9112 §6.3)";
+    else if (f.n_te > 1 || (f.n_te && (!f.te || strcasecmp(f.te, "chunked") != 0)))
+        why = "unsupported Transfer-Encoding; only a single \"chunked\" is accepted";
+    if (!why)
+        return 0;
+    req->close = 1;
+    *ret = xf_http_reply_error(req, XF_HE_BAD_REQUEST, 0, "%s", why);
+    return 1;
+}
+
+static xf_conn_t *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void conn_phase(xf_server_t *s, struct MHD_Connection *c, enum conn_phase ph)
+{
+    xf_conn_t *k = conn_of(c);
+    struct xf_http *h = s->http_cb;
+    if (!k || !h)
+        return;
+    pthread_mutex_lock(&h->lock);
+    if (k->phase != ph || ph == CONN_HEADER) {
+        k->phase = ph;
+        k->phase_ns = xf_now_ns();
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
 static void set_pending(xf_req_t *req, enum xf_http_err code, const char *msg)
 {
     if (req->pending_err != XF_HE_NONE)
         return;
     req->pending_err = code;
     snprintf(req->pending_msg, sizeof req->pending_msg, "%s", msg);
+}
+
+static void reading_done(xf_req_t *req)
+{
+    if (req->reading) {
+        req->reading = 0;
+        atomic_fetch_sub(&req->srv->reading, 1);
+    }
+}
+
+/* The first access-handler call of a request: the header is complete. Replies at once to what
+ * is refused on the header alone; otherwise moves to XF_REQ_BODY. */
+static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Connection *conn,
+                                  const char *url, const char *method, int nul_in_uri)
+{
+    enum MHD_Result fr;
+    if (framing_refused(req, &fr))
+        return fr;
+    if (nul_in_uri)
+        return xf_http_reply_error(req, XF_HE_BAD_REQUEST, 0, "%%00 (a NUL byte) in the "
+                                   "request target");
+    enum xf_http_err e = xf_routes_match(req, method, url);
+    if (e != XF_HE_NONE)
+        return xf_http_reply_error(req, e, 0,
+                                   e == XF_HE_NOT_FOUND ? "no route %s %.200s"
+                                                        : "method %s not allowed on %.200s",
+                                   method, url);
+    if (atomic_load(&s->draining) && !xf_routes_while_draining(req->route))
+        return xf_http_reply_error(req, XF_HE_DRAINING, 1, "server is shutting down");
+    if (xf_routes_needs_auth(req->route) && !auth_ok(s, conn))
+        return xf_http_reply_error(req, XF_HE_UNAUTHORIZED, 0,
+                                   "missing or wrong API key (Authorization: Bearer ...)");
+    if (!xf_routes_has_body(req->route)) {
+        /* GET: answer on the final call; a reply queued on the first call makes MHD
+         * close the connection instead of keeping it alive. */
+        req->state = XF_REQ_BODY;
+        return MHD_YES;
+    }
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!json_content_type(ct))
+        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MEDIA, 0,
+                                   "Content-Type must be application/json, not %.100s",
+                                   ct);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && v > s->o.max_body_bytes)
+            return xf_http_reply_error(req, XF_HE_BODY_TOO_LARGE, 0,
+                                       "request body of %llu bytes exceeds the limit of "
+                                       "%zu bytes (http.max_body_bytes)", v,
+                                       s->o.max_body_bytes);
+        /* The whole body's share of the buffer budget, before reading any of it. */
+        if (errno == 0 && end != cl && v > 0 && budget_take(req, (size_t)v) < 0) {
+            req->close = 1;
+            return xf_http_reply_error(req, XF_HE_BUFFERS_FULL, 1,
+                                       "too many request bytes buffered "
+                                       "(http.max_buffered_bytes); retry later");
+        }
+    }
+    req->state = XF_REQ_BODY;
+    conn_phase(s, conn, CONN_BODY);
+    return MHD_YES;
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
@@ -366,7 +558,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     xf_server_t *s = cls;
     xf_req_t *req = *req_cls;
     (void)version;
-    if (!req) {
+    if (!req || req == (void *)&nul_in_uri_marker) {
+        int nul_in_uri = req != NULL;
         req = calloc(1, sizeof *req);
         if (!req)
             return MHD_NO;
@@ -375,43 +568,14 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         req->start_ns = xf_now_ns();
         *req_cls = req;
         atomic_fetch_add(&s->inflight, 1);
-        enum xf_http_err e = xf_routes_match(req, method, url);
-        if (e != XF_HE_NONE)
-            return xf_http_reply_error(req, e, 0,
-                                       e == XF_HE_NOT_FOUND ? "no route %s %.200s"
-                                                            : "method %s not allowed on %.200s",
-                                       method, url);
-        if (atomic_load(&s->draining) && !xf_routes_while_draining(req->route))
-            return xf_http_reply_error(req, XF_HE_DRAINING, 1, "server is shutting down");
-        if (xf_routes_needs_auth(req->route) && !auth_ok(s, conn))
-            return xf_http_reply_error(req, XF_HE_UNAUTHORIZED, 0,
-                                       "missing or wrong API key (Authorization: Bearer ...)");
-        if (!xf_routes_has_body(req->route)) {
-            /* GET: answer on the final call; a reply queued on the first call makes MHD
-             * close the connection instead of keeping it alive. */
-            req->state = XF_REQ_BODY;
-            return MHD_YES;
-        }
-        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!json_content_type(ct))
-            return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MEDIA, 0,
-                                       "Content-Type must be application/json, not %.100s",
-                                       ct);
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            char *end = NULL;
-            errno = 0;
-            unsigned long long v = strtoull(cl, &end, 10);
-            if (errno == 0 && end != cl && v > s->o.max_body_bytes)
-                return xf_http_reply_error(req, XF_HE_BODY_TOO_LARGE, 0,
-                                           "request body of %llu bytes exceeds the limit of "
-                                           "%zu bytes (http.max_body_bytes)", v,
-                                           s->o.max_body_bytes);
-        }
-        req->state = XF_REQ_BODY;
-        return MHD_YES;
+        /* Counted before the draining check (both seq_cst): a drain that sees no request
+         * being read cannot miss one that then passes the check. */
+        req->reading = 1;
+        atomic_fetch_add(&s->reading, 1);
+        enum MHD_Result ret = first_call(s, req, conn, url, method, nul_in_uri);
+        if (req->state != XF_REQ_BODY)
+            reading_done(req);
+        return ret;
     }
 
     if (*upload_data_size > 0) {
@@ -424,21 +588,32 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
                 set_pending(req, XF_HE_BODY_TOO_LARGE, m);
             } else if (rc == -2) {
                 set_pending(req, XF_HE_OUT_OF_MEMORY, "out of memory reading the body");
+            } else if (rc == -3) {
+                req->close = 1;
+                set_pending(req, XF_HE_BUFFERS_FULL, "too many request bytes buffered "
+                            "(http.max_buffered_bytes); retry later");
             }
         }
         *upload_data_size = 0;   /* consumed (or discarded after an overflow) */
         return MHD_YES;
     }
 
+    if (req->state == XF_REQ_BODY)
+        conn_phase(s, conn, CONN_BUSY);
+    enum MHD_Result ret;
     switch (req->state) {
     case XF_REQ_BODY:
         if (req->pending_err != XF_HE_NONE) {
             free(req->body);
             req->body = NULL;
             req->body_len = req->body_cap = 0;
-            return xf_http_reply_error(req, req->pending_err, 0, "%s", req->pending_msg);
+            ret = xf_http_reply_error(req, req->pending_err, 0, "%s", req->pending_msg);
+        } else {
+            ret = xf_routes_handle(req);
         }
-        return xf_routes_handle(req);
+        /* Queued or answered: the drain no longer waits for this request to be read. */
+        reading_done(req);
+        return ret;
     case XF_REQ_SUSPENDED:
         return xf_routes_respond(req);
     case XF_REQ_REPLIED:
@@ -453,9 +628,19 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
     xf_server_t *s = cls;
     xf_req_t *req = *req_cls;
-    (void)conn;
-    if (!req)
+    xf_conn_t *k = conn_of(conn);
+    if (k)
+        k->completed++;
+    conn_phase(s, conn, CONN_HEADER);   /* the next request's header deadline starts now */
+    if (!req || req == (void *)&nul_in_uri_marker) {
+        /* libmicrohttpd answered this request itself (malformed, header too large). */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+        int st = ci && ci->http_status ? (int)ci->http_status : 400;
+        xf_loop_request_done(s, 0, st, 0);
+        *req_cls = NULL;
         return;
+    }
     *req_cls = NULL;
     int status = req->status ? req->status : 499;   /* 499: client went away, no reply */
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->status == 0)
@@ -464,11 +649,109 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
     xf_loop_request_done(s, req->route, status, seconds);
     if (s->o.log_access)
         xf_routes_log_access(req, status, seconds);
+    reading_done(req);
+    budget_release(req);
     xf_job_free(req->job);
     json_decref(req->root);
     free(req->body);
     free(req);
     atomic_fetch_sub(&s->inflight, 1);
+}
+
+/* The raw request target, before MHD unescapes it: mark a %00 (see nul_in_uri_marker). */
+static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    xf_conn_t *k = conn_of(conn);
+    if (k)
+        k->uri_seen++;
+    if (uri && strstr(uri, "%00"))
+        return &nul_in_uri_marker;
+    return NULL;
+}
+
+static void conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe)
+{
+    xf_server_t *s = cls;
+    struct xf_http *h = s->http_cb;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        xf_conn_t *k = calloc(1, sizeof *k);
+        *socket_context = k;
+        if (!k)
+            return;   /* no deadlines for this one: MHD's idle timeout still applies */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
+        k->phase = CONN_HEADER;
+        k->phase_ns = xf_now_ns();
+        pthread_mutex_lock(&h->lock);
+        k->next = h->conns;
+        if (h->conns)
+            h->conns->prev = k;
+        h->conns = k;
+        pthread_mutex_unlock(&h->lock);
+        return;
+    }
+    xf_conn_t *k = *socket_context;
+    if (!k)
+        return;
+    *socket_context = NULL;
+    pthread_mutex_lock(&h->lock);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        h->conns = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    pthread_mutex_unlock(&h->lock);
+    /* A request line MHD parsed but no completed callback followed: counted as "other". */
+    if (k->uri_seen > k->completed)
+        xf_loop_request_done(s, 0, k->reaped ? 408 : 400, 0);
+    free(k);
+}
+
+int xf_http_expire(xf_http_t *h, uint64_t now_ns, int *n_header, int *n_body, int *n_fin)
+{
+    int nh = 0, nb = 0, nf = 0;
+    if (!h)
+        return 0;
+    const xf_server_opts_t *o = &h->srv->o;
+    uint64_t th = (uint64_t)o->header_timeout_ms * 1000000ull;
+    uint64_t tb = (uint64_t)o->body_timeout_ms * 1000000ull;
+    pthread_mutex_lock(&h->lock);
+    for (xf_conn_t *k = h->conns; k; k = k->next) {
+        if (k->reaped || k->fd == MHD_INVALID_SOCKET || k->phase == CONN_BUSY)
+            continue;
+        uint64_t limit = k->phase == CONN_HEADER ? th : tb;
+        int expired = limit > 0 && now_ns > k->phase_ns && now_ns - k->phase_ns > limit;
+        /* A FIN in the middle of a body: the request can never complete (MHD itself closes
+         * on a FIN while reading a header). Peeking leaves any pending bytes to MHD. */
+        char c;
+        int fin = !expired && k->phase == CONN_BODY &&
+                  recv(k->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+        if (!expired && !fin)
+            continue;
+        /* shutdown(), never close(): MHD owns the descriptor and sees end-of-stream on its
+         * thread; k stays listed until MHD reports the close, so the fd cannot be reused
+         * while we hold it (the close notification takes h->lock first). */
+        shutdown(k->fd, SHUT_RDWR);
+        k->reaped = 1;
+        if (fin)
+            nf++;
+        else if (k->phase == CONN_HEADER)
+            nh++;
+        else
+            nb++;
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (n_header)
+        *n_header = nh;
+    if (n_body)
+        *n_body = nb;
+    if (n_fin)
+        *n_fin = nf;
+    return nh + nb + nf;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -512,6 +795,11 @@ int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen
         { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
         { MHD_OPTION_SOCK_ADDR, 0, &ss },
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, s },
+        { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, s },
+        { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_log_cb, s },
+        /* 1: refuse spaces in the request target and HTTP/1.1 without Host. */
+        { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL },
+        { MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->o.max_conn_per_ip, NULL },
         { MHD_OPTION_CONNECTION_MEMORY_LIMIT,
           (intptr_t)(s->o.conn_memory_bytes ? s->o.conn_memory_bytes : 64 * 1024), NULL },
         { MHD_OPTION_CONNECTION_LIMIT, s->o.conn_limit > 0 ? s->o.conn_limit : 1024, NULL },
@@ -521,12 +809,15 @@ int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen
         { MHD_OPTION_END, 0, NULL },
     };
     if (pool <= 1)
-        opts[6].option = MHD_OPTION_END;
+        opts[10].option = MHD_OPTION_END;
+    pthread_mutex_init(&h->lock, NULL);
+    s->http_cb = h;   /* conn_cb runs before MHD_start_daemon returns h */
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)", addr,
                  s->o.port);
+        pthread_mutex_destroy(&h->lock);
         free(h);
         return -EADDRINUSE;
     }
@@ -556,5 +847,7 @@ void xf_http_stop(xf_http_t *h)
         return;
     if (h->d)
         MHD_stop_daemon(h->d);
+    h->srv->http_cb = NULL;
+    pthread_mutex_destroy(&h->lock);
     free(h);
 }

@@ -60,6 +60,9 @@ typedef struct xf_req {
     char *body;
     size_t body_len, body_cap;
     enum xf_http_err pending_err; /* to answer on the final call, or XF_HE_NONE */
+    int close;             /* reply with Connection: close (framing errors, buffer budget) */
+    int reading;           /* counted in srv->reading: header in, job not yet queued */
+    size_t reserved;       /* bytes of http.max_buffered_bytes held, released on completion */
     char pending_msg[160];
     const char *err_param; /* OpenAI errors: the offending request field ("dimensions"), set by
                               routes.c before replying; NULL gives "param": null. Static or
@@ -91,6 +94,11 @@ int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen
 int xf_http_port(const xf_http_t *h);
 /* Stop accepting new connections (drain). Loop thread. */
 void xf_http_quiesce(xf_http_t *h);
+/* Close (shutdown) every connection past its header or body deadline (http.header_timeout_ms,
+ * http.body_timeout_ms, counted from the phase's start, never reset by a byte), and every one
+ * whose client sent a FIN before its body was complete. Loop thread, from a timer. Returns how
+ * many were closed; *n_header / *n_body / *n_fin (may be NULL) split them. NULL is a no-op. */
+int xf_http_expire(xf_http_t *h, uint64_t now_ns, int *n_header, int *n_body, int *n_fin);
 /* Stop the daemon: closes every connection; joins MHD's threads. NULL is a no-op. */
 void xf_http_stop(xf_http_t *h);
 

@@ -41,6 +41,8 @@ typedef struct xf_job {
                                   or NULL for the model's default; owned, freed with the job */
     uint64_t enqueue_ns;       /* monotonic */
     uint64_t deadline_ns;      /* monotonic; the loop answers 503 past it */
+    int client_deadline;       /* deadline_ns came from the request's own timeout_ms: missing
+                                  it is the client's choice, answered 408, not 503 */
     /* Output: written by one worker (or the loop when failing the job) before the done push. */
     float *pooled;             /* [n_seq][d_model] when want_pooled */
     float *logits;             /* [n_seq][n_labels] when want_logits */

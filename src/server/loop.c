@@ -1,7 +1,9 @@
 /* The loop thread (see loop.h). Every uv handle lives in struct xf_loop and is touched only
- * here. Drain order (STYLE.md §5): not ready → STOPPING=1 → quiesce MHD → finish queued jobs
- * within drain.timeout_ms, fail the rest with 503 → resume every suspended connection → wait
- * for the replies to go out → MHD_stop_daemon → stop workers → close handles → uv_loop_close. */
+ * here. Drain order (STYLE.md §5): not ready → STOPPING=1 → finish queued jobs and requests
+ * already being read within drain.timeout_ms (new requests get 503 draining, the port stays
+ * open so /v2/health/ready answers 503), fail the rest with 503 → quiesce MHD → resume every
+ * suspended connection → wait for the replies to go out → MHD_stop_daemon → stop workers →
+ * close handles → uv_loop_close. */
 #include "config.h"
 
 #include "server/loop.h"
@@ -24,8 +26,9 @@
 
 /* The loop's drain, in order; each phase only moves forward (drain_check, begin_drain).
  *   DRAIN_NONE       serving
- *   DRAIN_FINISHING  MHD quiesced; queued jobs still run until drain.timeout_ms, then the rest
- *                    fail with 503; new jobs pushed before the quiesce are still admitted
+ *   DRAIN_FINISHING  the port stays open (new requests 503 draining, ready 503); queued jobs
+ *                    and requests already being read still run until drain.timeout_ms, then
+ *                    the rest fail with 503
  *   DRAIN_WAITING    every job answered; new jobs fail at once; waiting (≤ 2 s) for the
  *                    replies to be written (inflight reaches 0)
  *   DRAIN_DONE       uv_stop called; xf_loop_run tears down */
@@ -64,6 +67,7 @@ struct xf_loop {
     uv_timer_t tick_timer;     /* metrics tick, 1 s */
     uv_timer_t drain_timer;    /* drain progress checks */
     uv_timer_t watchdog_timer;
+    uv_timer_t conn_timer;     /* header/body deadlines of connections (xf_http_expire) */
     uv_signal_t sig_term, sig_int, sig_hup;
     int have_signals, have_watchdog;
     xf_batcher_t *batcher;
@@ -109,6 +113,11 @@ static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
 {
     xf_loop_t *L = s->loop;
     int ra = L->batcher ? xf_batcher_retry_after_s(L->batcher) : 1;
+    if (code == XF_HE_DEADLINE && j->client_deadline) {
+        code = XF_HE_REQUEST_TIMEOUT;
+        msg = "the request cannot finish within its timeout_ms";
+        ra = 0;
+    }
     xf_job_fail(j, code, ra, msg);
     if (reason != REJECT_NONE)
         xf_metric_add(XF_M_rejected_total, reject_reasons[reason], NULL, 1);
@@ -330,7 +339,10 @@ static void drain_check(uv_timer_t *t)
     if (L->phase == DRAIN_FINISHING) {
         /* Jobs pushed just before the drain began are still in the job queue: admit them. */
         on_jobs(&L->job_async);
-        int empty = xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0;
+        /* Requests whose header arrived before the drain are still being read or parsed:
+         * they are finished too (their jobs arrive through the job queue). */
+        int empty = xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0 &&
+                    atomic_load(&s->reading) == 0;
         if (!empty && now >= L->drain_deadline_ns) {
             for (;;) {
                 size_t n = xf_batcher_take_all(L->batcher, L->scratch, L->cap);
@@ -341,8 +353,12 @@ static void drain_check(uv_timer_t *t)
                     break;
             }
         }
-        if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0) {
+        if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0 &&
+            (atomic_load(&s->reading) == 0 || now >= L->drain_deadline_ns)) {
             L->phase = DRAIN_WAITING;
+            /* Until now the port stayed open so that health checks see 503 rather than a
+             * refused connection; nothing more will be admitted. */
+            xf_http_quiesce(s->http);
             L->drain_phase2_ns = now;
             /* New jobs from here on are failed at once (on_jobs). */
             on_jobs(&L->job_async);
@@ -372,7 +388,6 @@ static void begin_drain(xf_server_t *s)
     }
     XF_LOGI("drain: stop accepting, finishing %zu queued request(s) within %d ms",
             xf_batcher_queued_jobs(L->batcher), s->o.drain_timeout_ms);
-    xf_http_quiesce(s->http);
     L->drain_deadline_ns = xf_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
     uv_timer_start(&L->drain_timer, drain_check, 0, 5);
 }
@@ -417,7 +432,22 @@ static void on_tick(uv_timer_t *t)
     if (s->loop->ticks_metrics)
         xf_metrics_tick(xf_now_ns());
     xf_metric_set(XF_M_arena_bytes, "held", NULL, (int64_t)xf_workers_arena_bytes(s->workers));
+    xf_metric_set(XF_M_buffered_bytes, NULL, NULL, (int64_t)atomic_load(&s->buffered_bytes));
     update_gauges(s);
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    xf_server_t *s = t->data;
+    int nh = 0, nb = 0, nf = 0;
+    if (xf_http_expire(s->http, xf_now_ns(), &nh, &nb, &nf) > 0) {
+        if (nh)
+            xf_metric_add(XF_M_connections_closed_total, "header_timeout", NULL, (uint64_t)nh);
+        if (nb)
+            xf_metric_add(XF_M_connections_closed_total, "body_timeout", NULL, (uint64_t)nb);
+        if (nf)
+            xf_metric_add(XF_M_connections_closed_total, "client_fin", NULL, (uint64_t)nf);
+    }
 }
 
 static void on_watchdog(uv_timer_t *t)
@@ -472,6 +502,18 @@ int xf_loop_create(xf_server_t *s, char *err, size_t errlen)
     uv_timer_init(&L->uv, &L->tick_timer);
     uv_timer_init(&L->uv, &L->drain_timer);
     uv_timer_init(&L->uv, &L->watchdog_timer);
+    uv_timer_init(&L->uv, &L->conn_timer);
+    L->conn_timer.data = s;
+    {
+        /* A quarter of the shorter deadline, within [20 ms, 1 s]: a connection is closed at
+         * most that late. */
+        int t = s->o.header_timeout_ms < s->o.body_timeout_ms ? s->o.header_timeout_ms
+                                                              : s->o.body_timeout_ms;
+        uint64_t p = t > 0 ? (uint64_t)t / 4 : 1000;
+        p = p < 20 ? 20 : p > 1000 ? 1000 : p;
+        if (t > 0)
+            uv_timer_start(&L->conn_timer, on_conn_timer, p, p);
+    }
     L->job_async.data = L->done_async.data = L->ctl_async.data = s;
     L->batch_timer.data = L->tick_timer.data = L->drain_timer.data = s;
     L->watchdog_timer.data = s;

@@ -23,15 +23,46 @@ static void engine_log(enum xf_log_level level, const char *msg, void *user)
     xf_log_msg(level, "engine: %s", msg);
 }
 
+/* model.attention names a known variant with valid parameters: 0, or 2 after saying why. */
+static int check_attention(const xf_conf_t *cfg)
+{
+    if (!cfg->model_attention[0])
+        return 0;
+    char err[256] = "";
+    xf_attn_t *a = NULL;
+    int rc = xf_attn_parse(cfg->model_attention, strlen(cfg->model_attention), &a, err,
+                           sizeof err);
+    xf_attn_free(a);
+    if (rc == 0)
+        return 0;
+    fprintf(stderr, "xformd: model.attention: %s\n", err[0] ? err : xf_strerror(rc));
+    return 2;
+}
+
 static int check_config(const xf_conf_t *cfg)
 {
-    int bad = 0;
+    int bad = check_attention(cfg) != 0;
     if (cfg->model_dir[0]) {
         char p[4200];
         snprintf(p, sizeof p, "%s/config.json", cfg->model_dir);
         if (access(p, R_OK) != 0) {
             fprintf(stderr, "xformd: model.dir: %s is not readable\n", p);
             bad = 1;
+        } else {
+            /* Load it (weights are mapped, not read): every header, offset, dtype and shape
+             * is validated, so a truncated safetensors file fails here, not at start-up. */
+            xf_model_t *m = NULL;
+            xf_diag_t diag = { 0, "" };
+            xf_load_opts_t lo = { .name = NULL, .tokenizer = NULL,
+                                  .attention = cfg->model_attention[0] ? cfg->model_attention
+                                                                       : NULL };
+            int rc = xf_model_load(cfg->model_dir, &lo, &m, &diag);
+            if (rc < 0) {
+                fprintf(stderr, "xformd: model.dir: %s: %s\n", cfg->model_dir,
+                        diag.msg[0] ? diag.msg : xf_strerror(rc));
+                bad = 1;
+            }
+            xf_model_free(m);
         }
     }
     if (cfg->log_file[0]) {
@@ -75,6 +106,10 @@ int main(int argc, char **argv)
         rc = check_config(&cfg);
         xf_conf_deinit(&cfg);
         return rc;
+    }
+    if (check_attention(&cfg) != 0) {
+        xf_conf_deinit(&cfg);
+        return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     rc = xf_log_open((enum xf_log_level)cfg.log_level, cfg.log_file);

@@ -318,8 +318,10 @@ static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
     xf_server_t *s = req->srv;
     uint64_t now = xf_now_ns();
     long long t = s->o.timeout_ms;
-    if (ro && ro->timeout_ms > 0 && ro->timeout_ms < t)
+    if (ro && ro->timeout_ms > 0 && ro->timeout_ms < t) {
         t = ro->timeout_ms;
+        j->client_deadline = 1;
+    }
     j->enqueue_ns = now;
     j->deadline_ns = now + (uint64_t)t * 1000000ull;
     j->conn = req->conn;
@@ -328,10 +330,8 @@ static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
         xf_job_free(j);
         return reply_oom(req);
     }
-    if (atomic_load(&s->draining)) {
-        xf_job_free(j);
-        return xf_http_reply_error(req, XF_HE_DRAINING, 1, "server is shutting down");
-    }
+    /* Draining or not, a request already read is queued: the drain finishes it (it waits
+     * for srv->reading to reach 0 before refusing new jobs). */
     req->job = j;
     req->state = XF_REQ_SUSPENDED;
     /* Suspend before enqueue: the loop may resume as soon as the job is pushed. */
@@ -607,7 +607,7 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
                                    "\"float\" or \"base64\"");
     }
     req->base64 = fmt && !strcmp(fmt, "base64");
-    if (json_object_get(root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
+    if (opt_field(root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
         req->err_param = "dimensions";
         return xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
                                    "between 1 and the model's %d", s->info->d_model);

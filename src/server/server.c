@@ -35,6 +35,12 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->conn_limit = (int)c->http_connection_limit;
     o->conn_timeout_s = (int)((c->http_timeout_ms + 999) / 1000);
     o->conn_memory_bytes = 64 * 1024;   /* MHD's per-connection buffer; not an option */
+    o->max_conn_per_ip = (int)c->http_max_connections_per_ip;
+    o->header_timeout_ms = (int)c->http_header_timeout_ms;
+    o->body_timeout_ms = (int)c->http_body_timeout_ms;
+    o->max_buffered_bytes = (size_t)c->http_max_buffered_bytes;
+    o->max_arena_bytes = (size_t)c->engine_max_arena_bytes;
+    o->arena_idle_ms = (int)c->engine_arena_idle_ms;
     o->api_key = c->auth_api_key;
     o->model_dir = c->model_dir;
     o->model_name = c->model_name;
@@ -225,6 +231,10 @@ static void warmup(xf_server_t *s)
         xf_batch_report_t r;
         xf_diag_t diag = { 0, "" };
         int rc = xf_workers_warmup(s->workers, lens, (int)k, &r, &diag);
+        if (rc == -E2BIG) {   /* over engine.max_arena_bytes: real batches are split */
+            XF_LOGD("warm-up batch %zu skipped: over engine.max_arena_bytes", i);
+            continue;
+        }
         if (rc < 0) {
             XF_LOGW("warm-up batch %zu failed: %s %s", i, xf_strerror(rc), diag.msg);
             continue;
@@ -323,6 +333,7 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
                            xf_loop_jobs_done, s, &s->workers, diag);
     if (rc < 0)
         goto fail;
+    xf_workers_set_arena_limits(s->workers, o->max_arena_bytes, o->arena_idle_ms);
     if ((rc = xf_loop_create(s, err, sizeof err)) < 0) {
         snprintf(diag->msg, sizeof diag->msg, "%s", err);
         goto fail;

@@ -23,6 +23,12 @@ typedef struct xf_server_opts {
     int conn_limit;
     int conn_timeout_s;
     size_t conn_memory_bytes;
+    int max_conn_per_ip;       /* 0: no per-address limit */
+    int header_timeout_ms;     /* whole header, from the connection's start or last request */
+    int body_timeout_ms;       /* whole body, from the end of the header */
+    size_t max_buffered_bytes; /* request bytes buffered by every connection together */
+    size_t max_arena_bytes;    /* per worker; 0: no cap */
+    int arena_idle_ms;         /* free an idle worker's arena after this long; 0: never */
     const char *api_key;       /* NULL or "": none */
     const char *model_dir;     /* NULL or "": the demo model in cache_dir */
     const char *model_name;    /* NULL or "": from the directory (demo: xformd-demo) */
@@ -106,11 +112,16 @@ struct xf_server {
     char *demo_dir;              /* where the demo model was written, or NULL */
     struct xf_workers *workers;
     struct xf_http *http;
+    struct xf_http *http_cb;     /* the same, set before MHD starts: MHD's callbacks may run
+                                    before xf_http_start() returns */
     struct xf_loop *loop;
     struct xf_metrics *metrics;
     atomic_int ready;            /* model loaded, warmed up, listening, not draining */
     atomic_int draining;
     atomic_long inflight;        /* requests between first handler call and completion */
+    atomic_long reading;         /* requests whose header arrived and whose job is not yet
+                                    queued or answered (the drain finishes them) */
+    atomic_llong buffered_bytes; /* request body bytes held (http.max_buffered_bytes) */
     uint64_t start_ns;
     int64_t start_unix;          /* wall-clock start (Unix seconds): OpenAI's "created" */
     xf_jobq_t jobq;              /* MHD → loop: new jobs */

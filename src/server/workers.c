@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct worker {
     struct xf_workers *pool;
@@ -35,6 +36,7 @@ typedef struct worker {
     float *pooled, *logits;
     size_t cap_pooled, cap_logits;
     atomic_size_t arena_bytes;
+    size_t need_arena;         /* what the last over-cap plan wanted (worker thread) */
 } worker_t;
 
 struct xf_workers {
@@ -47,7 +49,12 @@ struct xf_workers {
     xf_workers_done_fn done;
     void *user;
     enum xf_pooling pooling;
+    size_t max_arena_bytes;    /* 0: no cap (set before the first submit) */
+    int arena_idle_ms;         /* 0: never shrink (pool->lock) */
 };
+
+/* run_batch: the plan needs more arena than engine.max_arena_bytes (nothing ran). */
+#define ARENA_OVER_CAP (-E2BIG)
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -143,6 +150,14 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     };
     uint64_t t0 = xf_now_ns();
     rc = xf_plan_build(wk->plan, &b, xf_ctx_threads(wk->ctx), diag);
+    if (rc == 0 && wk->pool->max_arena_bytes) {
+        xf_plan_stats_t need;
+        xf_plan_get_stats(wk->plan, &need);
+        if (need.arena_bytes > wk->pool->max_arena_bytes) {
+            wk->need_arena = need.arena_bytes;
+            return ARENA_OVER_CAP;
+        }
+    }
     if (rc == 0)
         rc = xf_ctx_reserve(wk->ctx, wk->plan);
     xf_output_t out = {
@@ -194,14 +209,154 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     return 0;
 }
 
+static void fail_all(xf_job_t *const *jobs, int n, int rc, const xf_diag_t *diag)
+{
+    enum xf_http_err he = rc == -ENOMEM ? XF_HE_OUT_OF_MEMORY : XF_HE_INTERNAL;
+    char msg[300];
+    snprintf(msg, sizeof msg, "inference failed: %s%s%.200s", xf_strerror(rc),
+             diag->msg[0] ? ": " : "", diag->msg);
+    for (int i = 0; i < n; i++)
+        xf_job_fail(jobs[i], he, he == XF_HE_OUT_OF_MEMORY ? 1 : 0, msg);
+}
+
+static void report_add(xf_batch_report_t *r, const xf_batch_report_t *x)
+{
+    r->n_jobs += x->n_jobs;
+    r->n_seq += x->n_seq;
+    r->n_tokens += x->n_tokens;
+    if (x->max_len > r->max_len)
+        r->max_len = x->max_len;
+    r->sum_sq += x->sum_sq;
+    r->seconds += x->seconds;
+    if (x->arena_bytes > r->arena_bytes) {
+        r->arena_bytes = x->arena_bytes;
+        r->naive_bytes = x->naive_bytes;
+        r->lower_bound_bytes = x->lower_bound_bytes;
+    }
+}
+
+static void fail_over_cap(worker_t *wk, xf_job_t *j)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "one text of the request needs %zu bytes of activation memory; "
+             "the limit is %zu bytes (engine.max_arena_bytes): send shorter texts",
+             wk->need_arena, wk->pool->max_arena_bytes);
+    xf_job_fail(j, XF_HE_TOO_MANY_TOKENS, 0, msg);
+}
+
+static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t *r,
+                   xf_diag_t *diag);
+
+/* One request whose texts do not fit together: run its sequences in two halves through views
+ * of the job (the same buffers at offsets; run_batch reads ids, types, lens and writes pooled
+ * and logits rows only through these pointers). */
+static int run_job_halves(worker_t *wk, xf_job_t *j, xf_batch_report_t *r, xf_diag_t *diag)
+{
+    const xf_model_info_t *mi = wk->pool->info;
+    int32_t h = j->n_seq / 2, tok_a = 0;
+    for (int32_t q = 0; q < h; q++)
+        tok_a += j->lens[q];
+    xf_job_t va = *j, vb = *j;
+    va.n_seq = h;
+    va.n_tokens = tok_a;
+    vb.n_seq = j->n_seq - h;
+    vb.n_tokens = j->n_tokens - tok_a;
+    vb.lens = j->lens + h;
+    vb.ids = j->ids + tok_a;
+    vb.type_ids = j->type_ids + tok_a;
+    vb.pooled = j->pooled ? j->pooled + (size_t)h * (size_t)mi->d_model : NULL;
+    vb.logits = j->logits && mi->n_labels > 0 ? j->logits + (size_t)h * (size_t)mi->n_labels
+                                               : NULL;
+    xf_job_t *v[2] = { &va, &vb };
+    for (int part = 0; part < 2; part++) {
+        xf_batch_report_t pr;
+        memset(&pr, 0, sizeof pr);
+        int rc = run_fit(wk, &v[part], 1, &pr, diag);
+        if (rc < 0)
+            return rc;   /* the caller answers the whole request */
+        report_add(r, &pr);
+    }
+    j->start_ns = va.start_ns;
+    j->end_ns = vb.end_ns;
+    j->batch_seqs = va.batch_seqs > vb.batch_seqs ? va.batch_seqs : vb.batch_seqs;
+    return 0;
+}
+
+/* Run the jobs within engine.max_arena_bytes: a batch whose plan needs more is split in halves
+ * (requests first, then one request's texts), each part run in turn. Returns 0, ARENA_OVER_CAP
+ * when a single text cannot fit (n == 1: the caller answers 413), or run_batch's error; parts
+ * of a split batch that fail are answered here. */
+static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t *r,
+                   xf_diag_t *diag)
+{
+    int rc = run_batch(wk, jobs, n, r, diag);
+    if (rc != ARENA_OVER_CAP)
+        return rc;
+    memset(r, 0, sizeof *r);
+    r->worker = wk->index;
+    if (n == 1)
+        return jobs[0]->n_seq > 1 ? run_job_halves(wk, jobs[0], r, diag) : ARENA_OVER_CAP;
+    int h = n / 2;
+    for (int part = 0; part < 2; part++) {
+        xf_job_t *const *pj = part ? jobs + h : jobs;
+        int pn = part ? n - h : h;
+        xf_batch_report_t pr;
+        memset(&pr, 0, sizeof pr);
+        xf_diag_t pd = { 0, "" };
+        int prc = run_fit(wk, pj, pn, &pr, &pd);
+        if (prc == ARENA_OVER_CAP)
+            fail_over_cap(wk, pj[0]);
+        else if (prc < 0)
+            fail_all(pj, pn, prc, &pd);
+        report_add(r, &pr);
+    }
+    return 0;
+}
+
+/* Wait for a batch or stop (pool->lock held). After engine.arena_idle_ms without a batch, free
+ * the arena and the packing buffers once (outside the lock: no lock across an engine call). */
+static void wait_for_jobs(worker_t *wk)
+{
+    struct xf_workers *pool = wk->pool;
+    while (!pool->stop && wk->jobs == NULL) {
+        if (pool->arena_idle_ms <= 0 || atomic_load(&wk->arena_bytes) == 0) {
+            pthread_cond_wait(&wk->cond, &pool->lock);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)pool->arena_idle_ms * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        int rc = pthread_cond_timedwait(&wk->cond, &pool->lock, &ts);
+        if (rc != ETIMEDOUT || pool->stop || wk->jobs != NULL)
+            continue;
+        pthread_mutex_unlock(&pool->lock);
+        xf_ctx_shrink(wk->ctx);
+        free(wk->cu);
+        free(wk->ids);
+        free(wk->types);
+        free(wk->attn);
+        free(wk->pooled);
+        free(wk->logits);
+        wk->cu = wk->ids = wk->types = NULL;
+        wk->attn = NULL;
+        wk->pooled = wk->logits = NULL;
+        wk->cap_seq = wk->cap_tok = wk->cap_types = wk->cap_attn = 0;
+        wk->cap_pooled = wk->cap_logits = 0;
+        atomic_store(&wk->arena_bytes, 0);
+        xf_metric_add(XF_M_arena_shrinks_total, NULL, NULL, 1);
+        pthread_mutex_lock(&pool->lock);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *wk = arg;
     struct xf_workers *pool = wk->pool;
     for (;;) {
         pthread_mutex_lock(&pool->lock);
-        while (!pool->stop && wk->jobs == NULL)
-            pthread_cond_wait(&wk->cond, &pool->lock);
+        wait_for_jobs(wk);
         if (wk->jobs == NULL) {    /* stop with nothing to do */
             pthread_mutex_unlock(&pool->lock);
             break;
@@ -213,16 +368,14 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&pool->lock);
 
         xf_batch_report_t r;
+        memset(&r, 0, sizeof r);   /* run_batch's early -ENOMEM returns leave it unset */
+        r.worker = wk->index;
         xf_diag_t diag = { 0, "" };
-        int rc = run_batch(wk, jobs, n, &r, &diag);
-        if (rc < 0) {
-            enum xf_http_err he = rc == -ENOMEM ? XF_HE_OUT_OF_MEMORY : XF_HE_INTERNAL;
-            char msg[300];
-            snprintf(msg, sizeof msg, "inference failed: %s%s%.200s", xf_strerror(rc),
-                     diag.msg[0] ? ": " : "", diag.msg);
-            for (int i = 0; i < n; i++)
-                xf_job_fail(jobs[i], he, he == XF_HE_OUT_OF_MEMORY ? 1 : 0, msg);
-        }
+        int rc = run_fit(wk, jobs, n, &r, &diag);
+        if (rc == ARENA_OVER_CAP)
+            fail_over_cap(wk, jobs[0]);
+        else if (rc < 0)
+            fail_all(jobs, n, rc, &diag);
         /* Idle before reporting, so the loop can hand over the next batch from the report. */
         pthread_mutex_lock(&pool->lock);
         wk->busy = 0;
@@ -256,7 +409,11 @@ int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
         worker_t *wk = &p->w[i];
         wk->pool = p;
         wk->index = i;
-        pthread_cond_init(&wk->cond, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* the idle timeout's clock */
+        pthread_cond_init(&wk->cond, &ca);
+        pthread_condattr_destroy(&ca);
         p->n = i + 1;
         xf_ctx_opts_t co = { .n_threads = n_threads, .arena_chunk_bytes = 0 };
         if ((rc = xf_ctx_create(&co, &wk->ctx)) < 0) {
@@ -312,6 +469,16 @@ void xf_workers_free(xf_workers_t *p)
         free(p->w);
     }
     free(p);
+}
+
+void xf_workers_set_arena_limits(xf_workers_t *p, size_t max_arena_bytes, int arena_idle_ms)
+{
+    pthread_mutex_lock(&p->lock);
+    p->max_arena_bytes = max_arena_bytes;
+    p->arena_idle_ms = arena_idle_ms;
+    for (int i = 0; i < p->n; i++)
+        pthread_cond_signal(&p->w[i].cond);   /* re-arm idle waits with the new timeout */
+    pthread_mutex_unlock(&p->lock);
 }
 
 int xf_workers_idle(xf_workers_t *p)

@@ -34,6 +34,12 @@ int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
 /* Stop and join every worker (waits for a running batch to finish). */
 void xf_workers_free(xf_workers_t *w);
 
+/* Arena bounds (any thread): a batch whose plan needs more than max_arena_bytes (0: no cap) is
+ * split in halves (by requests, then by a request's texts), and a single text that still does
+ * not fit is failed with 413 too_many_tokens; an arena idle for arena_idle_ms
+ * (0: never) is freed with the packing buffers (xf_ctx_shrink). */
+void xf_workers_set_arena_limits(xf_workers_t *w, size_t max_arena_bytes, int arena_idle_ms);
+
 /* Number of workers waiting for a batch (loop thread). */
 int xf_workers_idle(xf_workers_t *w);
 /* Hand a batch of n jobs to an idle worker (loop thread). The array is copied.

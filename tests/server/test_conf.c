@@ -587,7 +587,50 @@ static void test_man(void **state)
     free(m);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_defaults), cmocka_unit_test(test_example_file_agrees),
+/* The API key can stay out of /proc/PID/cmdline: XFORMD_API_KEY when auth.api_key is empty,
+ * auth.api_key_file (first line) over both; a missing or empty file is an error naming it. */
+static void test_api_key_sources(void **state)
+{
+    (void)state;
+    char dir[512], path[600];
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "conf_key"));
+    snprintf(path, sizeof path, "%s/key", dir);
+    xf_conf_t c;
+    xf_diag_t diag = {0};
+    setenv("XFORMD_API_KEY", "from-env", 1);
+    char *argv0[] = {"xformd", NULL};
+    assert_int_equal(xf_conf_load(&c, 1, argv0, &diag), 0);
+    assert_string_equal(c.auth_api_key, "from-env");
+    xf_conf_deinit(&c);
+    char *argv1[] = {"xformd", "--auth.api_key", "from-cmdline", NULL};
+    assert_int_equal(xf_conf_load(&c, 3, argv1, &diag), 0);
+    assert_string_equal(c.auth_api_key, "from-cmdline");
+    xf_conf_deinit(&c);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("from-file\r\nsecond line ignored\n", f);
+    fclose(f);
+    char *argv2[] = {"xformd", "--auth.api_key", "x", "--auth.api_key_file", path, NULL};
+    assert_int_equal(xf_conf_load(&c, 5, argv2, &diag), 0);
+    assert_string_equal(c.auth_api_key, "from-file");
+    xf_conf_deinit(&c);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(xf_conf_load(&c, 5, argv2, &diag), XF_EPARAM);
+    assert_non_null(strstr(diag.msg, "auth.api_key_file"));
+    xf_conf_deinit(&c);
+    snprintf(path, sizeof path, "%s/missing", dir);
+    char *argv3[] = {"xformd", "--auth.api_key_file", path, NULL};
+    assert_int_equal(xf_conf_load(&c, 3, argv3, &diag), XF_EPARAM);
+    assert_non_null(strstr(diag.msg, "missing"));
+    xf_conf_deinit(&c);
+    unsetenv("XFORMD_API_KEY");
+    xf_test_rmtree(dir);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_api_key_sources), cmocka_unit_test(test_defaults),
+             cmocka_unit_test(test_example_file_agrees),
              cmocka_unit_test(test_types), cmocka_unit_test(test_file),
              cmocka_unit_test(test_precedence_and_args), cmocka_unit_test(test_help),
              cmocka_unit_test(test_json), cmocka_unit_test(test_validate),

@@ -275,6 +275,12 @@ static void test_openai_embeddings(void **state)
     assert_int_equal(json_array_size(emb), 8);
     assert_true(fabs(norm(emb) - 1.0) < 1e-5);
     json_decref(j);
+    /* null means absent, like every other optional field: all dimensions. */
+    j = fx_json(p, "POST", "/v1/embeddings", NULL,
+                "{\"input\":\"x\",\"dimensions\":null}", 200);
+    emb = json_object_get(json_array_get(json_object_get(j, "data"), 0), "embedding");
+    assert_int_equal(json_array_size(emb), D_MODEL);
+    json_decref(j);
     j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"x\",\"dimensions\":0}", 400);
     check_error_shape_openai(j, "invalid_dimensions");
     json_decref(j);
