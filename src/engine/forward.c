@@ -27,6 +27,7 @@ typedef struct fwd_task {
     int normalize;
     atomic_int err;
     atomic_int nonfinite;
+    atomic_int stopped_at;     /* layers done when the progress callback stopped the forward */
 } fwd_task_t;
 
 static float *tens(const fwd_task_t *T, int32_t i)
@@ -357,6 +358,19 @@ static void fwd_thread(void *arg, int ith, int nth)
         if (o->kind == XF_OP_ATTN || o->kind == XF_OP_HEADS || !atomic_load(&T->err))
             run_op(T, o, ith, nth);
         xf_pool_barrier(T->c->pool);
+        /* A layer boundary (the same decision on every thread): every thread has finished
+         * the layer. Thread 0 reports progress and may stop the forward; one more barrier
+         * so that every thread sees the stop before the next op (a half-skipped attention
+         * prepare would leave others reading stale shared scratch). */
+        if (T->c->progress && o->layer >= 0 &&
+            (i + 1 == p->n_ops || p->ops[i + 1].layer != o->layer)) {
+            if (ith == 0 && !atomic_load(&T->err) &&
+                T->c->progress(T->c->progress_user, o->layer + 1, T->m->info.n_layer) != 0) {
+                atomic_store(&T->stopped_at, o->layer + 1);
+                set_err(T, XF_EDEADLINE);
+            }
+            xf_pool_barrier(T->c->pool);
+        }
     }
 }
 
@@ -474,10 +488,14 @@ int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p, const xf_ba
         T.types = batch->type_ids ? batch->type_ids : p->zero_types;
     atomic_init(&T.err, 0);
     atomic_init(&T.nonfinite, 0);
+    atomic_init(&T.stopped_at, 0);
 
     xf_pool_run(c->pool, fwd_thread, &T);
 
     rc = atomic_load(&T.err);
+    if (rc == XF_EDEADLINE && atomic_load(&T.stopped_at) > 0)
+        return xf_diag_set(diag, rc, "forward: stopped after layer %d of %d",
+                           atomic_load(&T.stopped_at), (int)m->info.n_layer);
     if (rc)
         return xf_diag_set(diag, rc, "forward: attention failed: %s", xf_strerror(rc));
     if (atomic_load(&T.nonfinite))

@@ -638,6 +638,75 @@ static void test_nan_qk_weight(void **state)
     }
 }
 
+/* The progress callback: called once per layer in order, on one thread; returning
+ * non-zero stops the forward at that layer boundary with XF_EDEADLINE; returning 0 leaves
+ * the output bitwise unchanged. */
+typedef struct prog {
+    atomic_int calls;
+    int last, stop_after, n_layer_seen, out_of_order;
+} prog_t;
+
+static int prog_cb(void *user, int32_t done, int32_t n_layer)
+{
+    prog_t *pg = user;
+    atomic_fetch_add(&pg->calls, 1);
+    if (done != pg->last + 1)
+        pg->out_of_order = 1;
+    pg->last = done;
+    pg->n_layer_seen = n_layer;
+    return pg->stop_after > 0 && done >= pg->stop_after;
+}
+
+static void test_progress_stop(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    xf_diag_t diag = { 0 };
+    float ref[5 * 64], got[5 * 64];
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    assert_true(o.d_model <= 64 && o.n_layer >= 2);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 15);
+    xf_batch_t b = as_batch(&bd, 1);
+    for (int nth = 1; nth <= 3; nth++) {
+        xf_ctx_opts_t co = { .n_threads = nth };
+        xf_ctx_t *c = NULL;
+        xf_plan_t *p = NULL;
+        xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 0, .pooled = ref };
+        assert_int_equal(xf_ctx_create(&co, &c), 0);
+        assert_int_equal(xf_plan_create(m, &p), 0);
+        assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+        assert_int_equal(xf_ctx_reserve(c, p), 0);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        /* Observing only: every layer once, in order; the same bits. */
+        prog_t pg = { .stop_after = 0 };
+        xf_ctx_set_progress(c, prog_cb, &pg);
+        out.pooled = got;
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        assert_int_equal(atomic_load(&pg.calls), o.n_layer);
+        assert_int_equal(pg.last, o.n_layer);
+        assert_int_equal(pg.n_layer_seen, o.n_layer);
+        assert_false(pg.out_of_order);
+        assert_memory_equal(ref, got, 5 * (size_t)o.d_model * sizeof(float));
+        /* Stop after the first layer: XF_EDEADLINE, no further calls, diag names the layer. */
+        prog_t st = { .stop_after = 1 };
+        xf_ctx_set_progress(c, prog_cb, &st);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), XF_EDEADLINE);
+        assert_int_equal(atomic_load(&st.calls), 1);
+        assert_non_null(strstr(diag.msg, "stopped after layer 1 of"));
+        /* The context is reusable: without the callback the result is the reference again. */
+        xf_ctx_set_progress(c, NULL, NULL);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        assert_memory_equal(ref, got, 5 * (size_t)o.d_model * sizeof(float));
+        xf_plan_free(p);
+        xf_ctx_free(c);
+    }
+    xf_ref_model_free(m);
+}
+
 /* xf_run (plan + reserve + forward) gives the plan path's result; version string. */
 static void test_run_and_version(void **state)
 {
@@ -873,7 +942,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_pre_ln_and_heterogeneous),
              cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
-             cmocka_unit_test(test_nan_qk_weight),
+             cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
              cmocka_unit_test(test_stateful_variant),
              cmocka_unit_test(test_timing))
