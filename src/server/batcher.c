@@ -446,10 +446,13 @@ static uint64_t add_s(uint64_t t_ns, double s)
     return t_ns > UINT64_MAX - d ? UINT64_MAX : t_ns + d;
 }
 
-/* Latest start that still meets the deadline if the job runs alone. */
+/* Latest start that still meets the deadline if the job runs alone: by the prediction, or
+ * by the lower bound for a job admitted onto an idle engine (must_run_: the model may be too
+ * pessimistic; it is expired only when even the lower bound no longer fits, e.g. when a
+ * fifo delay outlasts its deadline). */
 static uint64_t job_latest_start(const xf_cost_t *cm, const xf_bjob_t *j)
 {
-    double ns = job_alone_s(cm, j) * 1e9;
+    double ns = job_alone_s(cm, j) * (j->must_run_ ? XF_COST_LOWER : 1.0) * 1e9;
     uint64_t d = ns < 1.8e19 ? (uint64_t)ns : UINT64_MAX;
     return j->deadline_ns > d ? j->deadline_ns - d : 0;
 }
@@ -585,7 +588,7 @@ size_t xf_batcher_expire(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size
 {
     size_t k = 0;
     for (size_t i = 0; i < b->n && k < cap; i++) {
-        if (!b->q[i]->must_run_ && job_latest_start(&b->cost, b->q[i]) < now_ns) {
+        if (job_latest_start(&b->cost, b->q[i]) < now_ns) {
             b->mark[i] = 1;
             out[k++] = b->q[i];
         }
@@ -599,8 +602,6 @@ uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b)
 {
     uint64_t t = UINT64_MAX;
     for (size_t i = 0; i < b->n; i++) {
-        if (b->q[i]->must_run_)
-            continue;
         uint64_t s = job_latest_start(&b->cost, b->q[i]);
         if (s < t)
             t = s;

@@ -102,7 +102,8 @@ typedef struct xf_bjob {
     void *user;            /* the caller's job */
     /* Batcher-private. */
     int32_t max_len_;
-    int must_run_;         /* admitted onto an idle engine: never expired from the queue */
+    int must_run_;         /* admitted onto an idle engine: expired from the queue only when
+                              even its lower bound misses the deadline */
     uint64_t seq_;
 } xf_bjob_t;
 
@@ -159,8 +160,9 @@ typedef struct xf_admit {
 
 /* Admission at arrival (borrowed until handed back), against the predicted queue wait:
  *   - an idle engine with an empty queue takes any job that could finish by its deadline
- *     under the lower bound (lower_s): it runs at once and is never expired while queued
- *     (a running batch is stopped at its deadline instead, see workers.h);
+ *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
+ *     expires only when the lower bound no longer fits (a running batch is stopped at its
+ *     deadline instead, see workers.h);
  *   - otherwise the job is queued only if wait_s + alone_s fits before its deadline.
  * Returns 0 (queued); -EINVAL (as xf_batcher_push); XF_ETOOLONG (more tokens than
  * max_queued_tokens: never admissible → 413); XF_EDEADLINE (lower_s exceeds the time to the

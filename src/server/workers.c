@@ -35,6 +35,10 @@ typedef struct worker {
     float *pooled, *logits;
     size_t cap_pooled, cap_logits;
     atomic_size_t arena_bytes;
+    /* The running batch's stop time (its earliest deadline; 0: never) and how far it got,
+     * written by the forward's progress callback (a pool thread). */
+    uint64_t stop_ns;
+    atomic_int layers_done, n_layer;
 } worker_t;
 
 struct xf_workers {
@@ -47,7 +51,19 @@ struct xf_workers {
     xf_workers_done_fn done;
     void *user;
     enum xf_pooling pooling;
+    atomic_uint_fast64_t progress;   /* layers finished by every worker (the watchdog's) */
 };
+
+/* Called by xf_forward after each layer: count progress for the watchdog, stop the batch
+ * once its earliest deadline has passed (the forward returns XF_EDEADLINE). */
+static int on_layer(void *user, int32_t done, int32_t n_layer)
+{
+    worker_t *wk = user;
+    atomic_fetch_add_explicit(&wk->pool->progress, 1, memory_order_relaxed);
+    atomic_store_explicit(&wk->layers_done, done, memory_order_relaxed);
+    atomic_store_explicit(&wk->n_layer, n_layer, memory_order_relaxed);
+    return wk->stop_ns != 0 && xf_now_ns() > wk->stop_ns;
+}
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -141,6 +157,12 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         .type_ids = mi->type_vocab_size > 0 ? wk->types : NULL,
         .attn = any_attn ? wk->attn : NULL,
     };
+    uint64_t stop = 0;
+    for (int i = 0; i < n; i++)
+        if (jobs[i]->deadline_ns && (stop == 0 || jobs[i]->deadline_ns < stop))
+            stop = jobs[i]->deadline_ns;
+    wk->stop_ns = stop;
+    atomic_store_explicit(&wk->layers_done, 0, memory_order_relaxed);
     uint64_t t0 = xf_now_ns();
     rc = xf_plan_build(wk->plan, &b, xf_ctx_threads(wk->ctx), diag);
     if (rc == 0)
@@ -168,6 +190,14 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     r->max_len = max_len;
     r->sum_sq = sum_sq;
     r->seconds = (double)(t1 - t0) * 1e-9;
+    r->frac = 1.0;
+    if (rc == XF_EDEADLINE) {
+        int nlay = atomic_load_explicit(&wk->n_layer, memory_order_relaxed);
+        int ld = atomic_load_explicit(&wk->layers_done, memory_order_relaxed);
+        r->frac = nlay > 0 ? (double)ld / nlay : 0;
+    } else if (rc < 0) {
+        r->frac = 0;
+    }
     r->arena_bytes = ps.arena_bytes;
     r->naive_bytes = ps.naive_bytes;
     r->lower_bound_bytes = ps.lower_bound_bytes;
@@ -224,7 +254,26 @@ static void *worker_main(void *arg)
         xf_batch_report_t r;
         xf_diag_t diag = { 0, "" };
         int rc = run_batch(wk, jobs, n, &r, &diag);
-        if (rc < 0) {
+        if (rc == XF_EDEADLINE) {
+            /* Stopped at a layer boundary past the earliest deadline in the batch: the jobs
+             * whose deadline has passed get 504; the others go back to the queue. */
+            uint64_t now = xf_now_ns();
+            for (int i = 0; i < n; i++) {
+                xf_job_t *j = jobs[i];
+                if (j->deadline_ns > now) {
+                    j->requeue = 1;
+                    continue;
+                }
+                char msg[256];
+                snprintf(msg, sizeof msg, "the deadline (%d ms) passed while computing: the "
+                         "batch of %d sequence(s) was stopped after layer %d of %d (%.0f ms in "
+                         "the engine)",
+                         (int)((j->deadline_ns - j->enqueue_ns) / 1000000), (int)r.n_seq,
+                         atomic_load(&wk->layers_done), atomic_load(&wk->n_layer),
+                         r.seconds * 1e3);
+                xf_job_fail(j, XF_HE_COMPUTE_TIMEOUT, 0, msg);
+            }
+        } else if (rc < 0) {
             enum xf_http_err he = rc == -ENOMEM ? XF_HE_OUT_OF_MEMORY : XF_HE_INTERNAL;
             char msg[300];
             snprintf(msg, sizeof msg, "inference failed: %s%s%.200s", xf_strerror(rc),
@@ -273,6 +322,7 @@ int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
                 snprintf(diag->msg, sizeof diag->msg, "xf_ctx_create: %s", xf_strerror(rc));
             goto fail;
         }
+        xf_ctx_set_progress(wk->ctx, on_layer, wk);
         if ((rc = xf_plan_create(m, &wk->plan)) < 0) {
             if (diag)
                 snprintf(diag->msg, sizeof diag->msg, "xf_plan_create: %s", xf_strerror(rc));
@@ -380,6 +430,11 @@ int xf_workers_warmup(xf_workers_t *p, const int32_t *lens, int n_seq, xf_batch_
         rc = run_batch(&p->w[0], &j, 1, r, diag);
     xf_job_free(j);
     return rc;
+}
+
+uint64_t xf_workers_progress(xf_workers_t *p)
+{
+    return p ? (uint64_t)atomic_load_explicit(&p->progress, memory_order_relaxed) : 0;
 }
 
 size_t xf_workers_arena_bytes(xf_workers_t *p)
