@@ -213,13 +213,20 @@ int xf_cost_fit(xf_cost_t *cm, const xf_cost_sample_t *samples, size_t n)
             memcpy(best_w, w, sizeof(best_w));
         }
     }
-    /* P ≈ (ZᵀZ + ridge·I)⁻¹: confident where the warm-up excited a feature, open elsewhere. */
+    /* P ≈ (ZᵀZ + ridge·I)⁻¹: confident where the warm-up excited a feature, open elsewhere.
+     * The ridge grows with G: relative weighting divides by the batch time, so sub-ms
+     * batches (a tiny model) give entries of 1e8 and more, next to which a fixed ridge looks
+     * singular to the solver and the whole fit was dropped. */
+    double gmax = 0;
+    for (int a = 0; a < XF_COST_NF; a++)
+        gmax = fmax(gmax, G[a][a]);
+    double ridge = XF_FIT_RIDGE + 1e-9 * gmax;
     double Pn[XF_COST_NF][XF_COST_NF];
     for (int c = 0; c < XF_COST_NF; c++) {
         double A[XF_COST_NF][XF_COST_NF], e[XF_COST_NF] = {0}, x[XF_COST_NF];
         for (int a = 0; a < XF_COST_NF; a++)
             for (int b2 = 0; b2 < XF_COST_NF; b2++)
-                A[a][b2] = G[a][b2] + (a == b2 ? XF_FIT_RIDGE : 0);
+                A[a][b2] = G[a][b2] + (a == b2 ? ridge : 0);
         e[c] = 1;
         if (solve(XF_COST_NF, A, e, x) != 0)
             return -EINVAL;
