@@ -215,6 +215,7 @@ static void test_variant_cost_bound(void **state)
         !strstr(r.body, "request.max_compute_ms"))
         fail_msg("400 without the parameter and its bound: %s", r.body);
     assert_non_null(strstr(r.body, "invalid_attention"));
+    print_message("# %s\n", r.body);
     hc_free(&r);
     assert_true(xf_metric_value(XF_M_rejected_total, "compute_bound", NULL) >= 1);
     /* The same variant with its default iterations is fine. */
