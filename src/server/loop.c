@@ -47,6 +47,7 @@ struct xf_loop {
     uint64_t wd_progress;      /* the workers' layer counter at the last watchdog check */
     uint64_t watchdog_usec;
     uint64_t *run_end;         /* [n_workers] predicted end of each running batch (0: free) */
+    uint64_t *run_start;       /* [n_workers] when it started */
     int exit_status;
     int ticks_metrics;         /* this loop owns the process-wide metrics tick */
     int closed;                /* uv_loop_close done */
@@ -100,9 +101,14 @@ static void current_load(const xf_loop_t *L, uint64_t now, xf_load_t *ld)
     ld->n_workers = L->n_workers;
     ld->idle_workers = L->n_workers - L->busy_workers;
     ld->running_s = 0;
-    for (int i = 0; i < L->n_workers; i++)
+    for (int i = 0; i < L->n_workers; i++) {
+        if (L->run_end[i] == 0)
+            continue;
         if (L->run_end[i] > now)
             ld->running_s += (double)(L->run_end[i] - now) * 1e-9;
+        else   /* overran its prediction: assume it runs half as long again */
+            ld->running_s += (double)(now - L->run_start[i]) * 0.5e-9;
+    }
 }
 
 void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void *user)
@@ -198,9 +204,12 @@ static void schedule(xf_server_t *s)
         } else {
             L->busy_workers++;
             uint64_t end = now + (uint64_t)(info.predicted_s * 1e9);
+            if (end <= now)
+                end = now + 1;
             for (int w = 0; w < L->n_workers; w++)
                 if (L->run_end[w] == 0) {
                     L->run_end[w] = end;
+                    L->run_start[w] = now;
                     break;
                 }
             for (size_t i = 0; i < n; i++)
@@ -474,10 +483,12 @@ int xf_loop_create(xf_server_t *s, char *err, size_t errlen)
     L->scratch = calloc(L->cap, sizeof *L->scratch);
     int nw = s->o.engine_workers > 0 ? s->o.engine_workers : 1;
     L->run_end = calloc((size_t)nw, sizeof *L->run_end);
-    if (!L->scratch || !L->run_end || uv_loop_init(&L->uv) != 0) {
+    L->run_start = calloc((size_t)nw, sizeof *L->run_start);
+    if (!L->scratch || !L->run_end || !L->run_start || uv_loop_init(&L->uv) != 0) {
         xf_batcher_free(L->batcher);
         free(L->scratch);
         free(L->run_end);
+        free(L->run_start);
         free(L);
         snprintf(err, errlen, "event loop: out of memory");
         return -ENOMEM;
@@ -572,6 +583,7 @@ void xf_loop_free(xf_server_t *s)
     xf_batcher_free(L->batcher);
     free(L->scratch);
     free(L->run_end);
+    free(L->run_start);
     free(L);
     s->loop = NULL;
 }

@@ -55,14 +55,16 @@ struct xf_workers {
 };
 
 /* Called by xf_forward after each layer: count progress for the watchdog, stop the batch
- * once its earliest deadline has passed (the forward returns XF_EDEADLINE). */
+ * once its earliest deadline has passed (the forward returns XF_EDEADLINE), unless only the
+ * pooling is left. */
 static int on_layer(void *user, int32_t done, int32_t n_layer)
 {
     worker_t *wk = user;
     atomic_fetch_add_explicit(&wk->pool->progress, 1, memory_order_relaxed);
     atomic_store_explicit(&wk->layers_done, done, memory_order_relaxed);
     atomic_store_explicit(&wk->n_layer, n_layer, memory_order_relaxed);
-    return wk->stop_ns != 0 && xf_now_ns() > wk->stop_ns;
+    /* After the last layer only pooling is left: finishing costs less than the wasted run. */
+    return done < n_layer && wk->stop_ns != 0 && xf_now_ns() > wk->stop_ns;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)

@@ -278,6 +278,7 @@ typedef struct cli {
     int port, idx;
     int st[NREQ];
     int ra[NREQ];
+    char late[NREQ][200];
 } cli_t;
 
 static void *cli_main(void *p)
@@ -294,6 +295,7 @@ static void *cli_main(void *p)
             char ra[32];
             c->st[i] = r.status;
             c->ra[i] = hc_header(&r, "Retry-After", ra, sizeof ra) ? atoi(ra) : -1;
+            snprintf(c->late[i], sizeof c->late[i], "%s", r.body ? r.body : "");
         }
         hc_free(&r);
     }
@@ -330,7 +332,8 @@ static void test_overload_refused_on_arrival(void **state)
                 if (!(c[i].ra[k] >= 1 && c[i].ra[k] <= 1))
                     fail_msg("429 with Retry-After %d (deadline 500 ms: want 1)", c[i].ra[k]);
             } else if (st == 503 || st == 504) {
-                nlate++;
+                if (nlate++ < 3)
+                    print_message("# late %d: %s\n", st, c[i].late[k]);
             } else {
                 if (other++ == 0)
                     print_message("# unexpected status %d\n", st);
