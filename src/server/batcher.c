@@ -504,6 +504,12 @@ static int retry_s(double s, double cap_s)
     return r > 3600 ? 3600 : (int)r;
 }
 
+/* Share of the time to its deadline that a queued job's predicted wait plus run may take: the
+ * wait prediction lags behind a load that grows (the loop's and HTTP threads' own CPU, the
+ * scale correction learning from finished batches only), and an admitted job that then misses
+ * its deadline costs more than one refused on arrival. */
+#define XF_ADMIT_MARGIN 0.8
+
 int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_load_t *load,
                      xf_admit_t *out)
 {
@@ -552,7 +558,7 @@ int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_
         /* Nothing ahead of it: it starts now. Whatever the model predicts, the lower bound
          * fits: run it (the model learns from the run; a batch past its deadline stops). */
         job->must_run_ = load != NULL;
-    } else if (a.wait_s + a.alone_s > left_s) {
+    } else if (a.wait_s + a.alone_s > XF_ADMIT_MARGIN * left_s) {
         return -EBUSY;
     }
     enqueue(b, job);

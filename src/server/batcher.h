@@ -163,7 +163,8 @@ typedef struct xf_admit {
  *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
  *     expires only when the lower bound no longer fits (a running batch is stopped at its
  *     deadline instead, see workers.h);
- *   - otherwise the job is queued only if wait_s + alone_s fits before its deadline.
+ *   - otherwise the job is queued only if wait_s + alone_s fits in 80% of the time to its
+ *     deadline (a margin for a wait prediction that lags a growing load).
  * Returns 0 (queued); -EINVAL (as xf_batcher_push); XF_ETOOLONG (more tokens than
  * max_queued_tokens: never admissible → 413); XF_EDEADLINE (lower_s exceeds the time to the
  * deadline: even an idle server cannot finish it → 413); -EBUSY (it would wait too long:
