@@ -309,8 +309,10 @@ static void on_done(uv_async_t *a)
             }
         }
         if (j->requeue) {
-            /* Its batch stopped for another job's deadline: queue it again, alone. */
+            /* Its batch stopped for another job's deadline: queue it again. The report was
+             * read above: the job must not carry it into its next batch. */
             j->requeue = 0;
+            j->has_report = 0;
             if (xf_batcher_requeue(L->batcher, &j->bj) == 0) {
                 j = next;
                 continue;
