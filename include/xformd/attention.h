@@ -53,6 +53,10 @@ XF_API double xf_attn_cost(const xf_attn_t *a, const int32_t *lens, size_t n_seq
 XF_API int xf_attn_cost_bound(const xf_attn_t *a, const int32_t *lens, size_t n_seq,
                               int32_t d_head, double budget, char *key, size_t keylen,
                               long long *value, long long *bound);
+/* 1 when the selection computes a sequence of n_tokens tokens with plain dense attention on
+ * model m (ATTENTION.md §0: e.g. a window or landmark count that covers the whole sequence),
+ * 0 when it runs its own kernel, a negative code on error. Pure; any thread. */
+XF_API int xf_attn_falls_back(const xf_attn_t *a, const xf_model_t *m, int32_t n_tokens);
 
 /* The registry, for listings (`xformd-cli variants`). */
 typedef struct xf_attn_variant_info {

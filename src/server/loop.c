@@ -23,6 +23,25 @@
 #include "server/notify.h"
 #include "server/routes.h"
 
+/* The loop's drain, in order; each phase only moves forward (drain_check, begin_drain).
+ *   DRAIN_NONE       serving
+ *   DRAIN_FINISHING  MHD quiesced; queued jobs still run until drain.timeout_ms, then the rest
+ *                    fail with 503; new jobs pushed before the quiesce are still admitted
+ *   DRAIN_WAITING    every job answered; new jobs fail at once; waiting (≤ 2 s) for the
+ *                    replies to be written (inflight reaches 0)
+ *   DRAIN_DONE       uv_stop called; xf_loop_run tears down */
+enum drain_phase {
+    DRAIN_NONE = 0,
+    DRAIN_FINISHING,
+    DRAIN_WAITING,
+    DRAIN_DONE,
+    DRAIN_PHASE_COUNT
+};
+_Static_assert(DRAIN_PHASE_COUNT == 4, "update the drain phase comment and drain_check");
+
+/* Rejections are counted by enum xf_reject (admit.h); a failure that is not one: */
+#define REJECT_NONE XF_REJ_COUNT
+
 struct xf_loop {
     uv_loop_t uv;
     uv_async_t job_async;      /* new jobs in s->jobq */
@@ -40,7 +59,7 @@ struct xf_loop {
     int busy_workers;
     int n_workers;
     atomic_int drain_req;
-    int draining;              /* loop-side drain phase: 0 no, 1 finishing, 2 waiting, 3 done */
+    enum drain_phase phase;    /* where the drain is (s->draining is the MHD-visible flag) */
     uint64_t drain_deadline_ns;
     uint64_t drain_phase2_ns;
     uint64_t last_progress_ns;
@@ -75,14 +94,14 @@ static void finish_job(xf_server_t *s, xf_job_t *j)
     MHD_resume_connection(c);
 }
 
-static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code, int reason,
-                     const char *msg)
+static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
+                     enum xf_reject reason, const char *msg)
 {
     xf_loop_t *L = s->loop;
     int ra = L->batcher ? xf_batcher_retry_after_s(L->batcher) : 1;
     xf_job_fail(j, code, ra, msg);
-    if (reason >= 0 && reason < XF_REJ_COUNT)
-        xf_metric_add(XF_M_rejected_total, xf_reject_label((enum xf_reject)reason), NULL, 1);
+    if (reason < XF_REJ_COUNT)
+        xf_metric_add(XF_M_rejected_total, xf_reject_label(reason), NULL, 1);
     finish_job(s, j);
 }
 
@@ -191,7 +210,8 @@ static void schedule(xf_server_t *s)
         xf_job_t **jobs = n <= 64 ? jobs_stack : malloc(n * sizeof *jobs);
         if (!jobs) {
             for (size_t i = 0; i < n; i++)
-                fail_job(s, L->scratch[i]->user, XF_HE_OUT_OF_MEMORY, -1, "out of memory");
+                fail_job(s, L->scratch[i]->user, XF_HE_OUT_OF_MEMORY, REJECT_NONE,
+                         "out of memory");
             continue;
         }
         for (size_t i = 0; i < n; i++)
@@ -199,8 +219,8 @@ static void schedule(xf_server_t *s)
         int rc = xf_workers_submit(s->workers, jobs, (int)n);
         if (rc < 0) {
             for (size_t i = 0; i < n; i++)
-                fail_job(s, jobs[i], rc == -EBUSY ? XF_HE_INTERNAL : XF_HE_OUT_OF_MEMORY, -1,
-                         "could not start the batch");
+                fail_job(s, jobs[i], rc == -EBUSY ? XF_HE_INTERNAL : XF_HE_OUT_OF_MEMORY,
+                         REJECT_NONE, "could not start the batch");
         } else {
             L->busy_workers++;
             uint64_t end = now + (uint64_t)(info.predicted_s * 1e9);
@@ -259,7 +279,7 @@ static void on_jobs(uv_async_t *a)
     while (j) {
         xf_job_t *next = j->next;
         j->next = NULL;
-        if (L->draining >= 2) {
+        if (L->phase >= DRAIN_WAITING) {
             fail_job(s, j, XF_HE_DRAINING, XF_REJ_DRAINING, "server is shutting down");
             j = next;
             continue;
@@ -300,7 +320,7 @@ static void on_done(uv_async_t *a)
             xf_cost_sample_t cs = { .tokens = j->rep_tokens, .sum_sq = j->rep_sum_sq,
                                     .pad_tokens = 0,
                                     .seconds = frac > 0 ? j->rep_seconds / frac : 0 };
-            if (frac > 0 && (j->status == 0 || frac < 1)) {
+            if (frac > 0 && (j->status == XF_HE_NONE || frac < 1)) {
                 xf_cost_t *cm = xf_batcher_cost(L->batcher);
                 xf_cost_observe(cm, &cs);
                 xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
@@ -320,9 +340,9 @@ static void on_done(uv_async_t *a)
             xf_job_fail(j, XF_HE_OVERLOADED, xf_batcher_retry_after_s(L->batcher),
                         "server overloaded: the queue is full; retry later");
         }
-        if (j->status == XF_HE_COMPUTE_TIMEOUT + 1)
+        if (j->status == XF_HE_COMPUTE_TIMEOUT)
             xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_STOPPED), NULL, 1);
-        if (j->status == 0) {
+        if (j->status == XF_HE_NONE) {
             xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
                               (double)(j->end_ns - j->start_ns) * 1e-9);
             xf_metric_observe(XF_M_request_duration_seconds, "total", NULL,
@@ -348,7 +368,7 @@ static void drain_check(uv_timer_t *t)
     xf_server_t *s = t->data;
     xf_loop_t *L = s->loop;
     uint64_t now = xf_now_ns();
-    if (L->draining == 1) {
+    if (L->phase == DRAIN_FINISHING) {
         /* Jobs pushed just before the drain began are still in the job queue: admit them. */
         on_jobs(&L->job_async);
         int empty = xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0;
@@ -363,17 +383,17 @@ static void drain_check(uv_timer_t *t)
             }
         }
         if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0) {
-            L->draining = 2;
+            L->phase = DRAIN_WAITING;
             L->drain_phase2_ns = now;
             /* New jobs from here on are failed at once (on_jobs). */
             on_jobs(&L->job_async);
         }
     }
-    if (L->draining == 2) {
+    if (L->phase == DRAIN_WAITING) {
         on_jobs(&L->job_async);
         /* Every job is answered; wait (bounded) for the replies to be written. */
         if (atomic_load(&s->inflight) == 0 || now - L->drain_phase2_ns > 2000000000ull) {
-            L->draining = 3;
+            L->phase = DRAIN_DONE;
             uv_stop(&L->uv);
         }
     }
@@ -382,9 +402,9 @@ static void drain_check(uv_timer_t *t)
 static void begin_drain(xf_server_t *s)
 {
     xf_loop_t *L = s->loop;
-    if (L->draining)
+    if (L->phase != DRAIN_NONE)
         return;
-    L->draining = 1;
+    L->phase = DRAIN_FINISHING;
     atomic_store(&s->ready, 0);
     atomic_store(&s->draining, 1);
     if (s->o.notify) {
@@ -421,7 +441,7 @@ static void on_signal(uv_signal_t *h, int signum)
         XF_LOGI("SIGHUP: log reopened%s%s", rc < 0 ? ": " : "", rc < 0 ? xf_strerror(rc) : "");
         return;
     }
-    if (s->loop->draining == 1) {
+    if (s->loop->phase == DRAIN_FINISHING) {
         /* A second SIGTERM/SIGINT: stop waiting for queued work (running batches finish). */
         XF_LOGW("%s again: failing queued requests now", signum == SIGTERM ? "SIGTERM"
                                                                           : "SIGINT");
