@@ -39,6 +39,20 @@ XF_API int xf_attn_to_json(const xf_attn_t *a, char *buf, size_t len);
  * Returns 0 or XF_EPARAM / XF_EUNSUPPORTED with err saying why. */
 XF_API int xf_attn_check(const xf_attn_t *a, const xf_model_t *m, char *err, size_t errlen);
 
+/* Admission control: the work of the selection a (NULL: dense) on sequences lens[n_seq] for
+ * one head of width d_head in one layer, from its parameters (iterations, blocks, features,
+ * hashes, clusters, ...), in dense-equivalent units: dense attention on n tokens is n², so a
+ * server's cost model term for Σ n² prices any variant. An estimate for bounding work before
+ * it runs, not a timing. Never negative. */
+XF_API double xf_attn_cost(const xf_attn_t *a, const int32_t *lens, size_t n_seq,
+                           int32_t d_head);
+/* The parameter of a that drives its cost over budget (units of xf_attn_cost) and its bound:
+ * writes the key, its value and the largest (or, for block sizes and rates, the smallest)
+ * value that keeps xf_attn_cost within budget, other parameters unchanged. Returns 0,
+ * -ENOENT (no single parameter brings it within budget), -EINVAL, -ENOMEM. */
+XF_API int xf_attn_cost_bound(const xf_attn_t *a, const int32_t *lens, size_t n_seq,
+                              int32_t d_head, double budget, char *key, size_t keylen,
+                              long long *value, long long *bound);
 /* 1 when the selection computes a sequence of n_tokens tokens with plain dense attention on
  * model m (ATTENTION.md §0: e.g. a window or landmark count that covers the whole sequence),
  * 0 when it runs its own kernel, a negative code on error. Pure; any thread. */

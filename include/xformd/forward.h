@@ -26,6 +26,16 @@ XF_API int xf_ctx_threads(const xf_ctx_t *c);
 /* Bytes the arena holds now (for metrics). */
 XF_API size_t xf_ctx_arena_bytes(const xf_ctx_t *c);
 
+/* Progress and cancellation: xf_forward calls fn(user, layers_done, n_layer) on one of the
+ * context's threads each time every thread has finished a layer's last op (layers_done =
+ * 1..n_layer), while the other threads wait at the layer boundary. A non-zero return stops the
+ * forward there: the remaining layers are skipped, the outputs are left unspecified and
+ * xf_forward returns XF_EDEADLINE. fn must be cheap and thread-safe with respect to the
+ * caller's own data (it runs on a pool thread); it must not call back into the context.
+ * NULL fn: no callback (the default). Thread: the context's owner, between forwards. */
+typedef int (*xf_progress_fn)(void *user, int32_t layers_done, int32_t n_layer);
+XF_API void xf_ctx_set_progress(xf_ctx_t *c, xf_progress_fn fn, void *user);
+
 /* Grow the arena so that it can run plan p (the only engine call that allocates for a batch).
  * Returns 0 or -ENOMEM (the arena is unchanged then). */
 XF_API int xf_ctx_reserve(xf_ctx_t *c, const xf_plan_t *p);
@@ -45,7 +55,8 @@ typedef struct xf_output {
 
 /* Run the batch planned by p (built from this batch's shape; the context must have been
  * reserved for it). Returns 0, -EINVAL (batch differs from the plan, token id or type id out of
- * range: diag says which), XF_EUNSUPPORTED (logits without a head), XF_ENUMERIC.
+ * range: diag says which), XF_EUNSUPPORTED (logits without a head), XF_ENUMERIC, XF_EDEADLINE
+ * (the progress callback asked to stop).
  * Thread: the context's owner thread. */
 XF_API int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p,
                       const xf_batch_t *batch, const xf_output_t *out, xf_diag_t *diag);

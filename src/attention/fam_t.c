@@ -42,9 +42,22 @@ static void softmax_c(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, fl
     for (int32_t r = 0; r < nq; r++) {
         float *sr = s + (size_t)r * BK;
         float mx = -INFINITY;
-        for (int32_t j = 0; j < nk; j++)
+        int nan = isnan(m[r]);
+        for (int32_t j = 0; j < nk; j++) {
             if (sr[j] > mx)
                 mx = sr[j];
+            nan |= isnan(sr[j]);
+        }
+        if (nan) {   /* a NaN score poisons the row: m = NaN, the output NaN (see finish) */
+            m[r] = NAN;
+            for (int32_t j = 0; j < nk; j++)
+                sr[j] = 0.0f;
+            for (int32_t x = 0; x < XF_AT_T_LW; x++)
+                l[(size_t)r * XF_AT_T_LW + x] = NAN;
+            for (int32_t c = 0; c < dp; c++)
+                acc[(size_t)r * dp + c] = NAN;
+            continue;
+        }
         float mn = m[r] > mx ? m[r] : mx;
         if (mn == -INFINITY) {
             for (int32_t j = 0; j < nk; j++)
@@ -613,7 +626,12 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
         float lr = 0.0f;
         for (int32_t x = 0; x < XF_AT_T_LW; x++)   /* fixed order: deterministic */
             lr += R->l[(size_t)r * XF_AT_T_LW + x];
-        if (lr > 0.0f) {
+        if (isnan(R->m[r]) || isnan(lr)) {
+            /* A NaN score (a NaN weight or input): keep it visible to the forward's
+             * finiteness check instead of taking the empty-set fallback below. */
+            for (int32_t x = 0; x < d; x++)
+                o[x] = NAN;
+        } else if (lr > 0.0f) {
             R->kern->scale(d, ar, 1.0f / lr, o);
         } else {   /* A(i) = ∅: fall back to A(i) = {i} */
             memcpy(o, V + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));

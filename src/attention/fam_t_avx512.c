@@ -95,13 +95,17 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
     for (int32_t r = 0; r < nq; r++) {
         const float *sr = s + (size_t)r * BK;
         __m512 mx = _mm512_set1_ps(-INFINITY);
+        __mmask16 nan = 0;
         for (int32_t v = 0; v < nv; v++) {
             int32_t rem = nk - 16 * v;
             __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
-            mx = _mm512_mask_max_ps(mx, mk, mx, _mm512_maskz_loadu_ps(mk, sr + 16 * v));
+            __m512 x = _mm512_maskz_loadu_ps(mk, sr + 16 * v);
+            mx = _mm512_mask_max_ps(mx, mk, mx, x);
+            nan |= _mm512_mask_cmp_ps_mask(mk, x, x, _CMP_UNORD_Q);
         }
         float rmax = _mm512_reduce_max_ps(mx);
-        mn[r] = m[r] > rmax ? m[r] : rmax;
+        /* max_ps drops NaN lanes: a NaN score (or an earlier one in m) poisons the row. */
+        mn[r] = (nan || isnan(m[r])) ? NAN : m[r] > rmax ? m[r] : rmax;
         /* m = −inf (nothing seen yet) gives corr = exp(−inf) = 0 */
         diff[r] = mn[r] == -INFINITY ? 0.0f : m[r] - mn[r];
     }
@@ -112,6 +116,16 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
     }
     for (int32_t r = 0; r < nq; r++) {
         float *sr = s + (size_t)r * BK;
+        if (isnan(mn[r])) {   /* see above: the output of the row becomes NaN */
+            m[r] = NAN;
+            for (int32_t j = 0; j < nk; j++)
+                sr[j] = 0.0f;
+            for (int32_t x = 0; x < XF_AT_T_LW; x++)
+                l[(size_t)r * XF_AT_T_LW + x] = NAN;
+            for (int32_t c = 0; c < dp; c++)
+                acc[(size_t)r * dp + c] = NAN;
+            continue;
+        }
         if (mn[r] == -INFINITY) {   /* every key so far excluded */
             for (int32_t j = 0; j < nk; j++)
                 sr[j] = 0.0f;

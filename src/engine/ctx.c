@@ -51,6 +51,14 @@ void xf_ctx_free(xf_ctx_t *c)
     free(c);
 }
 
+void xf_ctx_set_progress(xf_ctx_t *c, xf_progress_fn fn, void *user)
+{
+    if (!c)
+        return;
+    c->progress = fn;
+    c->progress_user = user;
+}
+
 int xf_ctx_threads(const xf_ctx_t *c)
 {
     return c ? c->n_threads : 0;

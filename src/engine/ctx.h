@@ -15,6 +15,8 @@ struct xf_ctx {
     size_t chunk_bytes;        /* the arena grows in multiples of this */
     void *arena;               /* 64-byte aligned, arena_bytes long */
     size_t arena_bytes;
+    xf_progress_fn progress;   /* xf_ctx_set_progress, or NULL */
+    void *progress_user;
 };
 
 #endif

@@ -28,6 +28,7 @@ typedef struct fwd_task {
     int normalize;
     atomic_int err;
     atomic_int nonfinite;
+    atomic_int stopped_at;     /* layers done when the progress callback stopped the forward */
 } fwd_task_t;
 
 static float *tens(const fwd_task_t *T, int32_t i)
@@ -374,16 +375,32 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
  * happens. Ownership: during an op a thread writes only its share of the op's output (rows,
  * columns or items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and XF_OP_ATTN_PREP);
  * nothing is read before the barrier that ends the op writing it. After an error (T->err, set
- * once by the first failing op) the remaining ops are skipped; the barriers are still met. */
+ * once by the first failing op) the remaining ops are skipped; the barriers are still met.
+ * With a progress callback (xf_ctx_set_progress) each layer's last op is followed by a second
+ * barrier, after thread 0 called it, so that a stop is seen by every thread at once. */
 static void fwd_thread(void *arg, int ith, int nth)
 {
     fwd_task_t *T = arg;
     const xf_plan_t *p = T->p;
 
     for (int32_t i = 0; i < p->n_ops; i++) {
+        const xf_plan_op_t *o = &p->ops[i];
         if (!atomic_load(&T->err))
-            run_op(T, &p->ops[i], ith, nth);
+            run_op(T, o, ith, nth);
         xf_pool_barrier(T->c->pool);
+        /* A layer boundary (the same decision on every thread): every thread has finished
+         * the layer. Thread 0 reports progress and may stop the forward; one more barrier
+         * so that every thread sees the stop before the next op (a half-skipped attention
+         * prepare would leave others reading stale shared scratch). */
+        if (T->c->progress && o->layer >= 0 &&
+            (i + 1 == p->n_ops || p->ops[i + 1].layer != o->layer)) {
+            if (ith == 0 && !atomic_load(&T->err) &&
+                T->c->progress(T->c->progress_user, o->layer + 1, T->m->info.n_layer) != 0) {
+                atomic_store(&T->stopped_at, o->layer + 1);
+                set_err(T, XF_EDEADLINE);
+            }
+            xf_pool_barrier(T->c->pool);
+        }
     }
 }
 
@@ -501,10 +518,14 @@ int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p, const xf_ba
         T.types = batch->type_ids ? batch->type_ids : p->zero_types;
     atomic_init(&T.err, 0);
     atomic_init(&T.nonfinite, 0);
+    atomic_init(&T.stopped_at, 0);
 
     xf_pool_run(c->pool, fwd_thread, &T);
 
     rc = atomic_load(&T.err);
+    if (rc == XF_EDEADLINE && atomic_load(&T.stopped_at) > 0)
+        return xf_diag_set(diag, rc, "forward: stopped after layer %d of %d",
+                           atomic_load(&T.stopped_at), (int)m->info.n_layer);
     if (rc)
         return xf_diag_set(diag, rc, "forward: attention failed: %s", xf_strerror(rc));
     if (atomic_load(&T.nonfinite))

@@ -29,10 +29,26 @@ static const double cost_scale[XF_COST_NF] = {1.0, 1.0 / 256, 1.0 / 65536, 1.0 /
  * ~30% while cutting p99 by about 2× near saturation; 0.5–1 leaves dp near saturation. */
 #define XF_DP_FUTURE 4.0
 
+/* Scale correction: the step towards log(observed/predicted) per observation, and the
+ * clamp of one ratio (one wild timing moves the scale by at most 8^α ≈ 2.8×). */
+#define XF_COST_ALPHA 0.5
+#define XF_COST_RATIO_MAX 8.0
+/* Observations within this factor of the prediction also refine the shape (RLS). */
+#define XF_COST_SHAPE_BAND 1.5
+
 static void cost_sync_c(xf_cost_t *cm)
 {
+    double sc = cm->scale > 0 ? cm->scale : 1.0;
     for (int k = 0; k < XF_COST_NF; k++)
-        cm->c[k] = (cm->w[k] > 0 ? cm->w[k] : 0) * cost_scale[k];
+        cm->c[k] = (cm->w[k] > 0 ? cm->w[k] : 0) * cost_scale[k] * sc;
+    if (cm->c[2] < cm->sq_per_token * cm->c[1])
+        cm->c[2] = cm->sq_per_token * cm->c[1];
+}
+
+void xf_cost_set_sq_floor(xf_cost_t *cm, double sq_per_token)
+{
+    cm->sq_per_token = sq_per_token > 0 && isfinite(sq_per_token) ? sq_per_token : 0;
+    cost_sync_c(cm);
 }
 
 void xf_cost_init(xf_cost_t *cm, double lambda)
@@ -46,6 +62,7 @@ void xf_cost_init(xf_cost_t *cm, double lambda)
         cm->P[k][k] = 1.0;
     }
     cm->lambda = lambda > 0 && lambda <= 1 ? lambda : 0.98;
+    cm->scale = 1.0;
     cost_sync_c(cm);
 }
 
@@ -198,13 +215,20 @@ int xf_cost_fit(xf_cost_t *cm, const xf_cost_sample_t *samples, size_t n)
             memcpy(best_w, w, sizeof(best_w));
         }
     }
-    /* P ≈ (ZᵀZ + ridge·I)⁻¹: confident where the warm-up excited a feature, open elsewhere. */
+    /* P ≈ (ZᵀZ + ridge·I)⁻¹: confident where the warm-up excited a feature, open elsewhere.
+     * The ridge grows with G: relative weighting divides by the batch time, so sub-ms
+     * batches (a tiny model) give entries of 1e8 and more, next to which a fixed ridge looks
+     * singular to the solver and the whole fit was dropped. */
+    double gmax = 0;
+    for (int a = 0; a < XF_COST_NF; a++)
+        gmax = fmax(gmax, G[a][a]);
+    double ridge = XF_FIT_RIDGE + 1e-9 * gmax;
     double Pn[XF_COST_NF][XF_COST_NF];
     for (int c = 0; c < XF_COST_NF; c++) {
         double A[XF_COST_NF][XF_COST_NF], e[XF_COST_NF] = {0}, x[XF_COST_NF];
         for (int a = 0; a < XF_COST_NF; a++)
             for (int b2 = 0; b2 < XF_COST_NF; b2++)
-                A[a][b2] = G[a][b2] + (a == b2 ? XF_FIT_RIDGE : 0);
+                A[a][b2] = G[a][b2] + (a == b2 ? ridge : 0);
         e[c] = 1;
         if (solve(XF_COST_NF, A, e, x) != 0)
             return -EINVAL;
@@ -216,14 +240,44 @@ int xf_cost_fit(xf_cost_t *cm, const xf_cost_sample_t *samples, size_t n)
     cm->n_fit = n;
     cm->n_obs = 0;
     cm->last_err_s = 0;
+    cm->scale = 1.0;
     cost_sync_c(cm);
     return 0;
 }
 
-int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s)
+int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *obs)
 {
-    if (!sample_ok(s))
+    if (!sample_ok(obs))
         return -EINVAL;
+    double predicted = xf_cost_predict(cm, obs);
+    cm->last_err_s = fabs(predicted - obs->seconds);
+    if (cm->scale <= 0)
+        cm->scale = 1.0;
+    int shape_ok = 1;
+    if (predicted > 0 && obs->seconds > 0) {
+        double r = obs->seconds / predicted;
+        /* Far off: a global error (contention at warm-up, a busier or quieter machine now),
+         * corrected by the scale alone. Feeding it to the RLS as well would bend the shape
+         * (the per-token term takes the blame for a per-batch error) and spoil predictions
+         * for the sizes not being served. */
+        shape_ok = r > 1 / XF_COST_SHAPE_BAND && r < XF_COST_SHAPE_BAND;
+        r = r > XF_COST_RATIO_MAX ? XF_COST_RATIO_MAX
+            : r < 1 / XF_COST_RATIO_MAX ? 1 / XF_COST_RATIO_MAX : r;
+        cm->scale *= pow(r, XF_COST_ALPHA);
+        if (cm->scale < 1e-3)
+            cm->scale = 1e-3;
+        if (cm->scale > 1e3)
+            cm->scale = 1e3;
+    }
+    if (!shape_ok) {
+        cm->n_obs++;
+        cost_sync_c(cm);
+        return 0;
+    }
+    /* The RLS learns the unscaled shape: its target is the observation over the scale. */
+    xf_cost_sample_t sv = *obs;
+    sv.seconds = obs->seconds / cm->scale;
+    const xf_cost_sample_t *s = &sv;
     double z[XF_COST_NF], Pz[XF_COST_NF], denom = cm->lambda, pred = 0, y;
     sample_zw(s, z, &y);
     for (int a = 0; a < XF_COST_NF; a++) {
@@ -233,7 +287,6 @@ int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s)
         denom += z[a] * Pz[a];
         pred += cm->w[a] * z[a];
     }
-    cm->last_err_s = fabs(xf_cost_predict(cm, s) - s->seconds);
     double e = y - pred;
     for (int a = 0; a < XF_COST_NF; a++) {
         double k = Pz[a] / denom;
@@ -264,23 +317,35 @@ int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s)
 
 size_t xf_cost_warmup_batch(size_t i, int32_t max_len, int32_t *lens, size_t cap)
 {
-    /* (sequences, lengths): singles across the range so c1 and c2 separate, mixed batches so
-     * c0 separates from the per-token terms. */
-    static const struct { int n; int32_t len[16]; } plan[] = {
-        {1, {8}},   {1, {32}},  {1, {64}},  {1, {128}}, {1, {256}}, {1, {512}},
-        {4, {16, 16, 16, 16}},
-        {4, {8, 64, 128, 32}},
-        {8, {16, 24, 32, 48, 64, 96, 128, 200}},
-        {2, {256, 256}},
-        {16, {8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160}},
-        {8, {128, 128, 128, 128, 128, 128, 128, 128}},
+    /* (sequences, lengths as 1/64ths of max_len): singles across the whole range so c1 and c2
+     * separate, mixed batches so c0 separates from the per-token terms. */
+    static const struct { int n; int16_t len[16]; } plan[] = {
+        {1, {1}},   {1, {4}},  {1, {8}},  {1, {16}}, {1, {32}}, {1, {48}}, {1, {64}},
+        {4, {2, 2, 2, 2}},
+        {4, {1, 8, 16, 4}},
+        {8, {2, 3, 4, 6, 8, 12, 16, 25}},
+        {2, {32, 32}},
+        {16, {1, 2, 2, 3, 3, 4, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20}},
+        {8, {16, 16, 16, 16, 16, 16, 16, 16}},
+        {2, {64, 24}},
     };
     if (i >= sizeof(plan) / sizeof(plan[0]) || max_len < 1)
         return 0;
     size_t n = 0;
-    for (int k = 0; k < plan[i].n && n < cap; k++)
-        lens[n++] = plan[i].len[k] < max_len ? plan[i].len[k] : max_len;
+    for (int k = 0; k < plan[i].n && n < cap; k++) {
+        int64_t l = (int64_t)plan[i].len[k] * max_len / 64;
+        lens[n++] = l < 1 ? 1 : l > max_len ? max_len : (int32_t)l;
+    }
     return n;
+}
+
+size_t xf_cost_holdout_batch(int32_t max_len, int32_t *lens, size_t cap)
+{
+    if (max_len < 1 || cap < 3)
+        return 0;
+    lens[0] = lens[1] = max_len;
+    lens[2] = max_len / 2 > 0 ? max_len / 2 : 1;
+    return 3;
 }
 
 /* ---- Batcher --------------------------------------------------------------------------- */
@@ -362,6 +427,8 @@ void xf_batcher_free(xf_batcher_t *b)
 
 static double job_sum_sq(const xf_bjob_t *j)
 {
+    if (j->sum_sq > 0)
+        return j->sum_sq;
     double s = 0;
     for (int32_t i = 0; i < j->n_seqs; i++)
         s += (double)j->lens[i] * j->lens[i];
@@ -390,10 +457,13 @@ static uint64_t add_s(uint64_t t_ns, double s)
     return t_ns > UINT64_MAX - d ? UINT64_MAX : t_ns + d;
 }
 
-/* Latest start that still meets the deadline if the job runs alone. */
+/* Latest start that still meets the deadline if the job runs alone: by the prediction, or
+ * by the lower bound for a job admitted onto an idle engine (must_run_: the model may be too
+ * pessimistic; it is expired only when even the lower bound no longer fits, e.g. when a
+ * fifo delay outlasts its deadline). */
 static uint64_t job_latest_start(const xf_cost_t *cm, const xf_bjob_t *j)
 {
-    double ns = job_alone_s(cm, j) * 1e9;
+    double ns = job_alone_s(cm, j) * (j->must_run_ ? XF_COST_LOWER : 1.0) * 1e9;
     uint64_t d = ns < 1.8e19 ? (uint64_t)ns : UINT64_MAX;
     return j->deadline_ns > d ? j->deadline_ns - d : 0;
 }
@@ -408,8 +478,48 @@ static double arrival_count(const xf_batcher_t *b, uint64_t now_ns)
     return b->arr_cnt * exp(-(double)(now_ns - b->arr_last_ns) * 1e-9 / XF_RATE_TAU_S);
 }
 
-int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
+double xf_batcher_backlog_s(const xf_batcher_t *b)
 {
+    if (b->n == 0)
+        return 0;
+    double batches = ceil((double)b->n / (double)b->o.max_batch);
+    return b->cost.c[0] * batches + b->cost.c[1] * (double)b->tokens + b->cost.c[2] * b->sum_sq;
+}
+
+static void enqueue(xf_batcher_t *b, xf_bjob_t *job)
+{
+    job->seq_ = b->seq++;
+    b->q[b->n++] = job;
+    b->tokens += job->n_tokens;
+    b->sum_sq += job_sum_sq(job);
+}
+
+/* Seconds → whole seconds for Retry-After: rounded up, at least 1, at most cap_s (≥ 1). */
+static int retry_s(double s, double cap_s)
+{
+    double c = ceil(cap_s);
+    if (!(c >= 1))
+        c = 1;
+    double r = ceil(s);
+    if (!(r >= 1))
+        r = 1;
+    if (r > c)
+        r = c;
+    return r > 3600 ? 3600 : (int)r;
+}
+
+/* Share of the time to its deadline that a queued job's predicted wait plus run may take: the
+ * wait prediction lags behind a load that grows (the loop's and HTTP threads' own CPU, the
+ * scale correction learning from finished batches only), and an admitted job that then misses
+ * its deadline costs more than one refused on arrival. */
+#define XF_ADMIT_MARGIN 0.8
+
+int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_load_t *load,
+                     xf_admit_t *out)
+{
+    xf_admit_t a = {0, 0, 0, 1};
+    if (out)
+        *out = a;
     if (!job || job->n_seqs < 1 || !job->lens)
         return -EINVAL;
     int64_t sum = 0;
@@ -421,24 +531,55 @@ int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
         if (job->lens[i] > mx)
             mx = job->lens[i];
     }
-    if (sum != job->n_tokens)
+    if (sum != job->n_tokens || !(job->sum_sq >= 0))
         return -EINVAL;
     /* The offered rate counts refused jobs too: they are load the plan competes with. */
     b->arr_cnt = arrival_count(b, now_ns) + 1;
     if (now_ns > b->arr_last_ns)
         b->arr_last_ns = now_ns;
+    job->max_len_ = mx;
+    job->must_run_ = 0;
+    a.alone_s = job_alone_s(&b->cost, job);
+    a.lower_s = a.alone_s * XF_COST_LOWER;
+    double left_s = job->deadline_ns > now_ns ? (double)(job->deadline_ns - now_ns) * 1e-9 : 0;
+    double timeout_s = job->deadline_ns > job->enqueue_ns
+                           ? (double)(job->deadline_ns - job->enqueue_ns) * 1e-9 : left_s;
+    int nw = load && load->n_workers > 0 ? load->n_workers : 1;
+    a.wait_s = ((load && load->running_s > 0 ? load->running_s : 0) + xf_batcher_backlog_s(b)) /
+               nw;
+    a.retry_after_s = retry_s(a.wait_s, timeout_s);
+    if (out)
+        *out = a;
     if (job->n_tokens > b->o.max_queued_tokens)
         return XF_ETOOLONG;
-    if (job_latest_start(&b->cost, job) < now_ns)
+    if (a.lower_s > left_s)
         return XF_EDEADLINE;
     if (b->n >= (size_t)b->o.max_queue_jobs ||
         b->tokens + job->n_tokens > b->o.max_queued_tokens)
         return -EAGAIN;
-    job->max_len_ = mx;
-    job->seq_ = b->seq++;
-    b->q[b->n++] = job;
-    b->tokens += job->n_tokens;
-    b->sum_sq += job_sum_sq(job);
+    int idle = !load || (load->idle_workers > 0 && b->n == 0);
+    if (idle) {
+        /* Nothing ahead of it: it starts now. Whatever the model predicts, the lower bound
+         * fits: run it (the model learns from the run; a batch past its deadline stops). */
+        job->must_run_ = load != NULL;
+    } else if (a.wait_s + a.alone_s > XF_ADMIT_MARGIN * left_s) {
+        return -EBUSY;
+    }
+    enqueue(b, job);
+    return 0;
+}
+
+int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns)
+{
+    return xf_batcher_admit(b, job, now_ns, NULL, NULL);
+}
+
+int xf_batcher_requeue(xf_batcher_t *b, xf_bjob_t *job)
+{
+    if (b->n >= (size_t)b->o.max_queue_jobs)
+        return -EAGAIN;
+    job->must_run_ = 0;
+    enqueue(b, job);
     return 0;
 }
 
@@ -633,7 +774,9 @@ static void fill_info(const xf_cost_t *cm, xf_bjob_t *const *jobs, size_t n,
         }
     }
     info->pad_tokens = info->n_seqs * (int64_t)info->max_len - info->n_tokens;
-    xf_cost_sample_t s = {.tokens = (double)info->n_tokens, .sum_sq = (double)info->sum_sq};
+    xf_cost_sample_t s = {.tokens = (double)info->n_tokens};
+    for (size_t i = 0; i < n; i++)
+        s.sum_sq += job_sum_sq(jobs[i]);
     info->predicted_s = xf_cost_predict(cm, &s);
 }
 
@@ -833,10 +976,7 @@ int64_t xf_batcher_queued_tokens(const xf_batcher_t *b)
 
 int xf_batcher_retry_after_s(const xf_batcher_t *b)
 {
-    double batches = ceil((double)b->n / (double)b->o.max_batch);
-    double s = b->cost.c[0] * batches + b->cost.c[1] * (double)b->tokens +
-               b->cost.c[2] * b->sum_sq;
-    double r = ceil(s);
+    double r = ceil(xf_batcher_backlog_s(b));
     if (!(r >= 1))
         return 1;
     return r > 3600 ? 3600 : (int)r;

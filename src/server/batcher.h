@@ -38,6 +38,16 @@ typedef struct xf_cost {
     uint64_t n_fit;                  /* samples in the last xf_cost_fit */
     uint64_t n_obs;                  /* online observations since */
     double last_err_s;               /* |predicted - observed| of the last observation */
+    /* Fast correction: c[] = max(w, 0)·S·scale. Each observation moves scale by a fraction
+     * XF_COST_ALPHA of log(observed / predicted) (the RLS then learns the shape against
+     * observed / scale), so a fit that is several times off — a warm-up timed under
+     * contention — is corrected within a few served batches, upwards and downwards. */
+    double scale;
+    /* Floor of c[2] as a multiple of c[1]: the FLOP ratio of attention per n² to the linear
+     * layers per token for the model (set by the server; 0: none). A fit on a model whose
+     * attention is too cheap to show at warm-up lengths still prices long or costly
+     * attention variants. */
+    double sq_per_token;
 } xf_cost_t;
 
 /* One timed batch: its features and the measured wall time. */
@@ -60,13 +70,21 @@ double xf_cost_predict(const xf_cost_t *cm, const xf_cost_sample_t *s);
  * 0 (padding when nothing ran padded). Returns 0, -EINVAL (n == 0, a non-finite or negative
  * value). On error *cm is unchanged. */
 int xf_cost_fit(xf_cost_t *cm, const xf_cost_sample_t *samples, size_t n);
-/* One online observation (exponentially weighted RLS). Non-finite or negative timings are
- * ignored (-EINVAL). Returns 0. */
+/* One online observation (exponentially weighted RLS plus the scale correction).
+ * Non-finite or negative timings are ignored (-EINVAL). Returns 0. */
 int xf_cost_observe(xf_cost_t *cm, const xf_cost_sample_t *s);
+/* Set the c[2] floor (see sq_per_token) and recompute c[]. */
+void xf_cost_set_sq_floor(xf_cost_t *cm, double sq_per_token);
+/* Admission assumes the model may be this many times too pessimistic (a warm-up under
+ * contention): "can never finish" decisions use predicted × XF_COST_LOWER. */
+#define XF_COST_LOWER 0.25
 /* The i-th warm-up batch shape for xf_cost_fit: writes up to cap lengths (each ≤ max_len) into
- * lens and returns how many, 0 when i is past the plan (about 12 batches: single sequences of
- * 8..512 tokens and batches of 4..16 sequences of mixed lengths). */
+ * lens and returns how many, 0 when i is past the plan. The plan spans the whole length range
+ * up to max_len (the model's positions): single sequences of max_len/64 .. max_len tokens and
+ * batches of 2..16 sequences of mixed lengths. */
 size_t xf_cost_warmup_batch(size_t i, int32_t max_len, int32_t *lens, size_t cap);
+/* The held-out check batch (not fitted): two sequences of max_len and one of max_len/2. */
+size_t xf_cost_holdout_batch(int32_t max_len, int32_t *lens, size_t cap);
 
 /* ---- Jobs and the batcher ---------------------------------------------------------------- */
 
@@ -79,9 +97,13 @@ typedef struct xf_bjob {
     const int32_t *lens;   /* [n_seqs], each ≥ 1 */
     uint64_t enqueue_ns;   /* monotonic */
     uint64_t deadline_ns;  /* monotonic; the answer is useless after it */
+    double sum_sq;         /* the cost model's Σn² term: Σ n_i² weighted by the attention
+                              variant's cost (xf_attn_cost); 0 → Σ n_i² from lens */
     void *user;            /* the caller's job */
     /* Batcher-private. */
     int32_t max_len_;
+    int must_run_;         /* admitted onto an idle engine: expired from the queue only when
+                              even its lower bound misses the deadline */
     uint64_t seq_;
 } xf_bjob_t;
 
@@ -120,10 +142,47 @@ int xf_batcher_create(const xf_batcher_opts_t *opts, xf_batcher_t **out);
 /* Jobs still queued are forgotten (take them first). NULL is a no-op. */
 void xf_batcher_free(xf_batcher_t *b);
 
-/* Admit a job (borrowed until handed back). now_ns is the current monotonic time.
+/* What the caller knows of the engine when a job arrives (xf_batcher_admit). */
+typedef struct xf_load {
+    int idle_workers;      /* workers waiting for a batch */
+    int n_workers;         /* ≥ 1 */
+    double running_s;      /* Σ predicted seconds still to run of the batches running now */
+} xf_load_t;
+
+/* The numbers behind an admission decision (for the reply and the log). */
+typedef struct xf_admit {
+    double alone_s;        /* predicted seconds of the job alone on an idle worker */
+    double lower_s;        /* alone_s × XF_COST_LOWER: the least it could take */
+    double wait_s;         /* predicted wait before it can start (backlog / workers) */
+    int retry_after_s;     /* -EBUSY/-EAGAIN: the predicted drain time, ≥ 1, ≤ the job's
+                              time to its deadline (rounded up) */
+} xf_admit_t;
+
+/* Admission at arrival (borrowed until handed back), against the predicted queue wait:
+ *   - an idle engine with an empty queue takes any job that could finish by its deadline
+ *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
+ *     expires only when the lower bound no longer fits (a running batch is stopped at its
+ *     deadline instead, see workers.h);
+ *   - otherwise the job is queued only if wait_s + alone_s fits in 80% of the time to its
+ *     deadline (a margin for a wait prediction that lags a growing load).
+ * Returns 0 (queued); -EINVAL (as xf_batcher_push); XF_ETOOLONG (more tokens than
+ * max_queued_tokens: never admissible → 413); XF_EDEADLINE (lower_s exceeds the time to the
+ * deadline: even an idle server cannot finish it → 413); -EBUSY (it would wait too long:
+ * 429 + Retry-After); -EAGAIN (queue full: 429 + Retry-After). out may be NULL. */
+int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_load_t *load,
+                     xf_admit_t *out);
+/* Put back a job that was handed out (a batch stopped before its deadline for another job's
+ * sake): no admission check. Returns 0, or -EAGAIN when the queue is full. */
+int xf_batcher_requeue(xf_batcher_t *b, xf_bjob_t *job);
+/* Predicted seconds to run everything queued (batches of max_batch, the cost model). */
+double xf_batcher_backlog_s(const xf_batcher_t *b);
+
+/* Admit a job (borrowed until handed back) with no queue-wait check (an idle engine as far as
+ * the batcher knows). now_ns is the current monotonic time.
  * Returns 0; -EINVAL (n_seqs < 1, a length < 1, n_tokens != Σ lens);
  * XF_ETOOLONG (the job alone exceeds max_queued_tokens: it can never be admitted → 413);
- * XF_EDEADLINE (the job cannot finish by its deadline even if run alone now → 503);
+ * XF_EDEADLINE (the job cannot finish by its deadline even if run alone now, under the lower
+ * bound predicted × XF_COST_LOWER → 413);
  * -EAGAIN (queue full by jobs or tokens; retry later → 503 + Retry-After). */
 int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns);
 

@@ -708,6 +708,12 @@ int xf_conf_validate(const xf_conf_t *cfg, xf_diag_t *diag)
                  cfg->http_max_connections_per_ip, cfg->http_connection_limit);
         return XF_EPARAM;
     }
+    if (cfg->request_timeout_ms > cfg->request_max_timeout_ms) {
+        diag_set(diag, XF_EPARAM,
+                 "request.timeout_ms (%" PRId64 ") exceeds request.max_timeout_ms (%" PRId64 ")",
+                 (int64_t)cfg->request_timeout_ms, (int64_t)cfg->request_max_timeout_ms);
+        return XF_EPARAM;
+    }
     if (cfg->request_max_tokens > cfg->batcher_max_queued_tokens) {
         diag_set(diag, XF_EPARAM,
                  "request.max_tokens (%" PRId64 ") exceeds batcher.max_queued_tokens (%" PRId64

@@ -249,6 +249,7 @@ static const char *tei_type(enum xf_http_err code)
         return "Empty";
     case XF_HE_OVERLOADED:
     case XF_HE_DEADLINE:
+    case XF_HE_COMPUTE_TIMEOUT:
     case XF_HE_DRAINING:
         return "Overloaded";
     case XF_HE_NOT_READY:

@@ -40,13 +40,19 @@ typedef struct xf_job {
     xf_attn_t *attn;           /* per-request attention selection for every sequence of the job,
                                   or NULL for the model's default; owned, freed with the job */
     uint64_t enqueue_ns;       /* monotonic */
-    uint64_t deadline_ns;      /* monotonic; the loop answers 503 past it */
+    uint64_t deadline_ns;      /* monotonic; the loop answers 503 past it while queued, the
+                                   worker stops the batch (504) past it while running */
     int client_deadline;       /* deadline_ns came from the request's own timeout_ms: missing
-                                  it is the client's choice, answered 408, not 503 */
+                                  it is the client's choice, answered 408, not 503/504 */
+    double cost_sq;            /* the cost model's Σn² of the job, weighted by its attention
+                                  variant's cost (xf_attn_cost); 0: plain Σ n_i² */
+    uint64_t pred_end_ns;      /* loop: predicted end of the batch running it */
     /* Output: written by one worker (or the loop when failing the job) before the done push. */
     float *pooled;             /* [n_seq][d_model] when want_pooled */
     float *logits;             /* [n_seq][n_labels] when want_logits */
     enum xf_http_err status;   /* XF_HE_NONE, or the error class to answer with */
+    int requeue;               /* the batch stopped for another job's deadline before this
+                                  one's: the loop queues it again (status XF_HE_NONE) */
     int retry_after_s;         /* for 429/503 */
     char msg[256];
     uint64_t start_ns, end_ns; /* compute start/end (monotonic) */
@@ -57,6 +63,7 @@ typedef struct xf_job {
     xf_bjob_t bj;              /* the batcher's view while queued there (loop thread only) */
     int has_report;            /* the first job of a batch carries the batch's report */
     double rep_seconds, rep_tokens, rep_sum_sq;
+    double rep_frac;           /* share of the layers the batch computed (1: all) */
     int32_t rep_n_seq;
 } xf_job_t;
 

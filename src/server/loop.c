@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 #include <uv.h>
 
+#include "server/admit.h"
 #include "server/batcher.h"
 #include "server/http.h"
 #include "server/log.h"
@@ -41,22 +42,8 @@ enum drain_phase {
 };
 _Static_assert(DRAIN_PHASE_COUNT == 4, "update the drain phase comment and drain_check");
 
-/* Why the loop refused a job: the reason label of xformd_rejected_total. */
-enum reject_reason {
-    REJECT_QUEUE_FULL = 0,     /* batcher.max_queue_jobs reached (429) */
-    REJECT_TOO_LONG,           /* more tokens than batcher.max_queued_tokens admits (413) */
-    REJECT_DEADLINE,           /* the cost model says it cannot finish in time (503) */
-    REJECT_DRAINING,           /* the server is shutting down (503) */
-    REJECT_REASON_COUNT,
-    REJECT_NONE = -1           /* a failure that is not a rejection (not counted) */
-};
-static const char *const reject_reasons[REJECT_REASON_COUNT] = {
-    [REJECT_QUEUE_FULL] = "queue_full",
-    [REJECT_TOO_LONG] = "too_long",
-    [REJECT_DEADLINE] = "deadline",
-    [REJECT_DRAINING] = "draining",
-};
-_Static_assert(REJECT_REASON_COUNT == 4, "update reject_reasons");
+/* Rejections are counted by enum xf_reject (admit.h); a failure that is not one: */
+#define REJECT_NONE XF_REJ_COUNT
 
 struct xf_loop {
     uv_loop_t uv;
@@ -80,7 +67,10 @@ struct xf_loop {
     uint64_t drain_deadline_ns;
     uint64_t drain_phase2_ns;
     uint64_t last_progress_ns;
+    uint64_t wd_progress;      /* the workers' layer counter at the last watchdog check */
     uint64_t watchdog_usec;
+    uint64_t *run_end;         /* [n_workers] predicted end of each running batch (0: free) */
+    uint64_t *run_start;       /* [n_workers] when it started */
     int exit_status;
     int ticks_metrics;         /* this loop owns the process-wide metrics tick */
     int closed;                /* uv_loop_close done */
@@ -109,7 +99,7 @@ static void finish_job(xf_server_t *s, xf_job_t *j)
 }
 
 static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
-                     enum reject_reason reason, const char *msg)
+                     enum xf_reject reason, const char *msg)
 {
     xf_loop_t *L = s->loop;
     int ra = L->batcher ? xf_batcher_retry_after_s(L->batcher) : 1;
@@ -119,9 +109,34 @@ static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
         ra = 0;
     }
     xf_job_fail(j, code, ra, msg);
-    if (reason != REJECT_NONE)
-        xf_metric_add(XF_M_rejected_total, reject_reasons[reason], NULL, 1);
+    if (reason < XF_REJ_COUNT)
+        xf_metric_add(XF_M_rejected_total, xf_reject_label(reason), NULL, 1);
     finish_job(s, j);
+}
+
+static void fail_verdict(xf_server_t *s, xf_job_t *j, const xf_verdict_t *v)
+{
+    xf_job_fail(j, v->code, v->retry_after_s, v->msg);
+    if (v->reason < XF_REJ_COUNT)
+        xf_metric_add(XF_M_rejected_total, xf_reject_label(v->reason), NULL, 1);
+    finish_job(s, j);
+}
+
+/* What admission needs of the engine: idle workers and the predicted rest of running
+ * batches. */
+static void current_load(const xf_loop_t *L, uint64_t now, xf_load_t *ld)
+{
+    ld->n_workers = L->n_workers;
+    ld->idle_workers = L->n_workers - L->busy_workers;
+    ld->running_s = 0;
+    for (int i = 0; i < L->n_workers; i++) {
+        if (L->run_end[i] == 0)
+            continue;
+        if (L->run_end[i] > now)
+            ld->running_s += (double)(L->run_end[i] - now) * 1e-9;
+        else   /* overran its prediction: assume it runs half as long again */
+            ld->running_s += (double)(now - L->run_start[i]) * 0.5e-9;
+    }
 }
 
 void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void *user)
@@ -134,6 +149,7 @@ void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void 
     jobs[0]->rep_tokens = r->n_tokens;
     jobs[0]->rep_sum_sq = r->sum_sq;
     jobs[0]->rep_n_seq = r->n_seq;
+    jobs[0]->rep_frac = r->frac;
     if (r->arena_bytes) {
         xf_metric_set(XF_M_arena_bytes, "planned", NULL, (int64_t)r->arena_bytes);
         xf_metric_set(XF_M_arena_bytes, "naive", NULL, (int64_t)r->naive_bytes);
@@ -168,10 +184,11 @@ static void expire_jobs(xf_server_t *s, uint64_t now)
     xf_loop_t *L = s->loop;
     for (;;) {
         size_t n = xf_batcher_expire(L->batcher, now, L->scratch, L->cap);
-        for (size_t i = 0; i < n; i++)
-            fail_job(s, L->scratch[i]->user, XF_HE_DEADLINE, REJECT_DEADLINE,
-                     "the request cannot finish before its deadline (queue too long); retry "
-                     "later");
+        for (size_t i = 0; i < n; i++) {
+            xf_verdict_t v;
+            xf_admit_expired(s, L->batcher, L->scratch[i]->user, now, &v);
+            fail_verdict(s, L->scratch[i]->user, &v);
+        }
         if (n < L->cap)
             break;
     }
@@ -215,6 +232,17 @@ static void schedule(xf_server_t *s)
                          REJECT_NONE, "could not start the batch");
         } else {
             L->busy_workers++;
+            uint64_t end = now + (uint64_t)(info.predicted_s * 1e9);
+            if (end <= now)
+                end = now + 1;
+            for (int w = 0; w < L->n_workers; w++)
+                if (L->run_end[w] == 0) {
+                    L->run_end[w] = end;
+                    L->run_start[w] = now;
+                    break;
+                }
+            for (size_t i = 0; i < n; i++)
+                jobs[i]->pred_end_ns = end;
             xf_metric_observe(XF_M_batch_size, NULL, NULL, (double)info.n_jobs);
             xf_metric_observe(XF_M_batch_sequences, NULL, NULL, (double)info.n_seqs);
             xf_metric_observe(XF_M_batch_tokens, NULL, NULL, (double)info.n_tokens);
@@ -261,28 +289,18 @@ static void on_jobs(uv_async_t *a)
         xf_job_t *next = j->next;
         j->next = NULL;
         if (L->phase >= DRAIN_WAITING) {
-            fail_job(s, j, XF_HE_DRAINING, REJECT_DRAINING, "server is shutting down");
+            fail_job(s, j, XF_HE_DRAINING, XF_REJ_DRAINING, "server is shutting down");
             j = next;
             continue;
         }
-        j->bj.n_seqs = j->n_seq;
-        j->bj.n_tokens = j->n_tokens;
-        j->bj.lens = j->lens;
-        j->bj.enqueue_ns = j->enqueue_ns;
-        j->bj.deadline_ns = j->deadline_ns;
-        j->bj.user = j;
-        int rc = xf_batcher_push(L->batcher, &j->bj, now);
-        if (rc == -EAGAIN)
-            fail_job(s, j, XF_HE_OVERLOADED, REJECT_QUEUE_FULL, "server overloaded: the queue is "
-                     "full; retry later");
-        else if (rc == XF_ETOOLONG)
-            fail_job(s, j, XF_HE_TOO_MANY_TOKENS, REJECT_TOO_LONG, "request has more tokens "
-                     "than the queue admits (batcher.max_queued_tokens)");
-        else if (rc == XF_EDEADLINE)
-            fail_job(s, j, XF_HE_DEADLINE, REJECT_DEADLINE, "the request cannot finish before "
-                     "its deadline");
-        else if (rc < 0)
-            fail_job(s, j, XF_HE_INTERNAL, REJECT_NONE, "batcher refused the job");
+        /* Each admitted job changes the load the next one sees (an idle worker is taken). */
+        xf_load_t ld;
+        current_load(L, now, &ld);
+        xf_verdict_t v;
+        if (xf_admit_job(s, L->batcher, &ld, j, now, &v) < 0)
+            fail_verdict(s, j, &v);
+        else if (ld.idle_workers > 0 && xf_batcher_queued_jobs(L->batcher) == 1)
+            schedule(s);   /* start it now, so the next arrival sees the worker busy */
         j = next;
     }
     schedule(s);
@@ -300,9 +318,18 @@ static void on_done(uv_async_t *a)
         if (j->has_report) {
             L->busy_workers--;
             L->last_progress_ns = now;
+            for (int w = 0; w < L->n_workers; w++)
+                if (L->run_end[w] == j->pred_end_ns) {
+                    L->run_end[w] = 0;
+                    break;
+                }
+            /* A batch stopped at a layer boundary still teaches the model: its time scaled
+             * to all layers (the model must be able to learn that it was too optimistic). */
+            double frac = j->rep_frac;
             xf_cost_sample_t cs = { .tokens = j->rep_tokens, .sum_sq = j->rep_sum_sq,
-                                    .pad_tokens = 0, .seconds = j->rep_seconds };
-            if (j->status == XF_HE_NONE) {
+                                    .pad_tokens = 0,
+                                    .seconds = frac > 0 ? j->rep_seconds / frac : 0 };
+            if (frac > 0 && (j->status == XF_HE_NONE || frac < 1)) {
                 xf_cost_t *cm = xf_batcher_cost(L->batcher);
                 xf_cost_observe(cm, &cs);
                 xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
@@ -310,6 +337,20 @@ static void on_done(uv_async_t *a)
                 xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
             }
         }
+        if (j->requeue) {
+            /* Its batch stopped for another job's deadline: queue it again. The report was
+             * read above: the job must not carry it into its next batch. */
+            j->requeue = 0;
+            j->has_report = 0;
+            if (xf_batcher_requeue(L->batcher, &j->bj) == 0) {
+                j = next;
+                continue;
+            }
+            xf_job_fail(j, XF_HE_OVERLOADED, xf_batcher_retry_after_s(L->batcher),
+                        "server overloaded: the queue is full; retry later");
+        }
+        if (j->status == XF_HE_COMPUTE_TIMEOUT)
+            xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_STOPPED), NULL, 1);
         if (j->status == XF_HE_NONE) {
             xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
                               (double)(j->end_ns - j->start_ns) * 1e-9);
@@ -347,7 +388,7 @@ static void drain_check(uv_timer_t *t)
             for (;;) {
                 size_t n = xf_batcher_take_all(L->batcher, L->scratch, L->cap);
                 for (size_t i = 0; i < n; i++)
-                    fail_job(s, L->scratch[i]->user, XF_HE_DRAINING, REJECT_DRAINING,
+                    fail_job(s, L->scratch[i]->user, XF_HE_DRAINING, XF_REJ_DRAINING,
                              "server is shutting down (drain timeout)");
                 if (n < L->cap)
                     break;
@@ -455,8 +496,15 @@ static void on_watchdog(uv_timer_t *t)
     xf_server_t *s = t->data;
     xf_loop_t *L = s->loop;
     uint64_t now = xf_now_ns();
-    /* Progress: the loop runs (this timer fired) and no worker is stuck on a batch for more
-     * than a whole watchdog interval. */
+    /* Progress: the loop runs (this timer fired) and the workers make progress — a layer
+     * finished (the workers' layer counter moved) or a batch completed within the last
+     * watchdog interval. A long batch keeps the service alive as long as its layers advance;
+     * a worker stuck inside one layer for a whole interval lets systemd restart it. */
+    uint64_t prog = xf_workers_progress(s->workers);
+    if (prog != L->wd_progress) {
+        L->wd_progress = prog;
+        L->last_progress_ns = now;
+    }
     if (L->busy_workers > 0 && now - L->last_progress_ns > L->watchdog_usec * 1000ull)
         return;
     xf_notify_watchdog();
@@ -485,9 +533,14 @@ int xf_loop_create(xf_server_t *s, char *err, size_t errlen)
     }
     L->cap = (size_t)(s->o.max_batch > 64 ? s->o.max_batch : 64);
     L->scratch = calloc(L->cap, sizeof *L->scratch);
-    if (!L->scratch || uv_loop_init(&L->uv) != 0) {
+    int nw = s->o.engine_workers > 0 ? s->o.engine_workers : 1;
+    L->run_end = calloc((size_t)nw, sizeof *L->run_end);
+    L->run_start = calloc((size_t)nw, sizeof *L->run_start);
+    if (!L->scratch || !L->run_end || !L->run_start || uv_loop_init(&L->uv) != 0) {
         xf_batcher_free(L->batcher);
         free(L->scratch);
+        free(L->run_end);
+        free(L->run_start);
         free(L);
         snprintf(err, errlen, "event loop: out of memory");
         return -ENOMEM;
@@ -537,11 +590,19 @@ int xf_loop_create(xf_server_t *s, char *err, size_t errlen)
     return 0;
 }
 
-void xf_loop_fit_cost(xf_server_t *s, const xf_cost_sample_t *samples, size_t n)
+void xf_loop_fit_cost(xf_server_t *s, const xf_cost_sample_t *samples, size_t n,
+                      double sq_per_token)
 {
     xf_cost_t *cm = xf_batcher_cost(s->loop->batcher);
-    if (n > 0 && xf_cost_fit(cm, samples, n) == 0)
-        xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
+    xf_cost_set_sq_floor(cm, sq_per_token);
+    if (n > 0)
+        (void)xf_cost_fit(cm, samples, n);
+    xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
+}
+
+xf_cost_t *xf_loop_cost(xf_server_t *s)
+{
+    return xf_batcher_cost(s->loop->batcher);
 }
 
 int xf_loop_run(xf_server_t *s)
@@ -585,6 +646,8 @@ void xf_loop_free(xf_server_t *s)
         atomic_store(&metrics_tick_claimed, 0);
     xf_batcher_free(L->batcher);
     free(L->scratch);
+    free(L->run_end);
+    free(L->run_start);
     free(L);
     s->loop = NULL;
 }

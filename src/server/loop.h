@@ -13,8 +13,12 @@ typedef struct xf_loop xf_loop_t;
 /* Create the loop and its handles for server s (calling thread; before the loop thread).
  * Ownership: s->loop is new, released by xf_loop_run when it returns plus xf_loop_free. */
 int xf_loop_create(xf_server_t *s, char *err, size_t errlen);
-/* Fit the cost model from warm-up batches run on the workers (before the loop thread). */
-void xf_loop_fit_cost(xf_server_t *s, const xf_cost_sample_t *samples, size_t n);
+/* Fit the cost model from warm-up batches run on the workers, with the Σn² floor
+ * sq_per_token (see xf_cost_t) (before the loop thread). */
+void xf_loop_fit_cost(xf_server_t *s, const xf_cost_sample_t *samples, size_t n,
+                      double sq_per_token);
+/* The cost model (before the loop thread runs; the loop thread's afterwards). */
+xf_cost_t *xf_loop_cost(xf_server_t *s);
 /* Run the loop until the drain finishes; then stop HTTP and workers and close every handle.
  * The loop thread's body. Returns the exit status (0 after a clean drain). */
 int xf_loop_run(xf_server_t *s);

@@ -55,6 +55,7 @@ static _Atomic uint64_t hbuckets[XF_M_COUNT][XF_HSERIES_MAX][XF_NB_MAX + 1];
 static _Atomic uint64_t dropped_updates;
 
 static double bounds[B_COUNT][XF_NB_MAX];
+#define XF_INT_FIRST_BOUND 0.999
 static int n_bounds[B_COUNT];
 static pthread_once_t bounds_once = PTHREAD_ONCE_INIT;
 
@@ -71,7 +72,11 @@ static void bounds_init(void)
     }
     const double top[B_COUNT] = {0, 0, 4096, 1048576};
     for (int b = B_BATCH; b <= B_TOKENS; b++) {
+        /* Counts are integers ≥ 1. A first, always empty, bucket just below 1 gives the le="1"
+         * bucket a lower edge next to it: Prometheus' histogram_quantile takes 0 as the lower
+         * edge of the first bucket, which made the median of all-ones 0.5 (now 0.9995). */
         int n = 0;
+        bounds[b][n++] = XF_INT_FIRST_BOUND;
         for (int k = 0; n < XF_NB_MAX; k++) {
             double v = ceil(pow(2.0, k / 4.0) - 1e-9);
             if (n > 0 && v <= bounds[b][n - 1])
@@ -291,8 +296,12 @@ double xf_metric_hist_sum(enum xf_metric m, const char *l1, const char *l2)
     return s ? bits_d(atomic_load_explicit(&s->sum_bits, memory_order_relaxed)) : 0;
 }
 
-/* Quantile from a bucket snapshot (counts per bucket, not cumulative). */
-static double quantile_of(const double *bd, int nb, const uint64_t *cnt, double q)
+/* Quantile from a bucket snapshot (counts per bucket, not cumulative). Integer-valued sets
+ * (integral: batch sizes, token counts, all ≥ 1) interpolate between the smallest and the
+ * largest integer a bucket can hold — the bucket (8, 10] holds 9 and 10 — so that no
+ * quantile falls below the smallest possible value (all-ones batches: median 1, not 0.5). */
+static double quantile_of(const double *bd, int nb, const uint64_t *cnt, double q,
+                          bool integral)
 {
     uint64_t total = 0;
     for (int i = 0; i <= nb; i++)
@@ -311,6 +320,11 @@ static double quantile_of(const double *bd, int nb, const uint64_t *cnt, double 
             double frac = (rank - (double)cum) / (double)cnt[i];
             if (frac < 0)
                 frac = 0;
+            if (integral) {
+                lo = floor(lo) + 1;
+                if (lo > hi)
+                    lo = hi;
+            }
             return lo + (hi - lo) * frac;
         }
         cum += cnt[i];
@@ -337,16 +351,17 @@ double xf_metric_quantile(enum xf_metric m, const char *l1, const char *l2, doub
         return NAN;
     uint64_t cnt[XF_NB_MAX + 1];
     int nb = snapshot_buckets(m, s, cnt);
-    return quantile_of(bounds[mdesc[m].buckets], nb, cnt, q);
+    return quantile_of(bounds[mdesc[m].buckets], nb, cnt, q, mdesc[m].buckets != B_LATENCY);
 }
 
 const char *xf_metrics_status_label(int status)
 {
+    /* 499 (nginx's "client closed request"): the client went away before the reply. */
     static const int codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415,
-                                422, 429, 500, 501, 503, 504};
+                                422, 429, 499, 500, 501, 503, 504};
     static const char *const names[] = {"200", "201", "204", "400", "401", "403", "404",
                                         "405", "408", "409", "413", "415", "422", "429",
-                                        "500", "501", "503", "504"};
+                                        "499", "500", "501", "503", "504"};
     _Static_assert(sizeof(codes) / sizeof(codes[0]) == sizeof(names) / sizeof(names[0]),
                    "status tables differ");
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
@@ -611,12 +626,13 @@ static json_t *hist_json(enum xf_metric m, const series_t *s)
     for (int i = 0; i <= nb; i++)
         total += cnt[i];
     const double *bd = bounds[mdesc[m].buckets];
+    bool integral = mdesc[m].buckets != B_LATENCY;
     double sum = bits_d(atomic_load_explicit(&s->sum_bits, memory_order_relaxed));
     return json_pack("{s:I, s:o, s:o, s:o, s:o, s:o}", "count", (json_int_t)total, "sum",
                      jnum(sum), "mean", total ? jnum(sum / (double)total) : json_null(), "p50",
-                     jnum(quantile_of(bd, nb, cnt, 0.50)), "p90",
-                     jnum(quantile_of(bd, nb, cnt, 0.90)), "p99",
-                     jnum(quantile_of(bd, nb, cnt, 0.99)));
+                     jnum(quantile_of(bd, nb, cnt, 0.50, integral)), "p90",
+                     jnum(quantile_of(bd, nb, cnt, 0.90, integral)), "p99",
+                     jnum(quantile_of(bd, nb, cnt, 0.99, integral)));
 }
 
 /* One metric's JSON value: a number, a histogram object, or objects keyed by label values. */

@@ -241,7 +241,10 @@ static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result
     ro->timeout_ms = 0;
     if (get_bool(req, obj, "truncate", &ro->truncate, ret) != STEP_OK)
         return STEP_REPLIED;
-    if (get_int(req, obj, "timeout_ms", 1, 600000, &ro->timeout_ms, ret) != STEP_OK)
+    /* A client may lengthen its deadline up to request.max_timeout_ms (the range in the
+     * error message is that bound). */
+    if (get_int(req, obj, "timeout_ms", 1, req->srv->o.max_timeout_ms, &ro->timeout_ms, ret) !=
+        STEP_OK)
         return STEP_REPLIED;
     if (get_str(req, obj, "truncation_direction", &dir, ret) != STEP_OK)
         return STEP_REPLIED;
@@ -318,12 +321,18 @@ static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
     xf_server_t *s = req->srv;
     uint64_t now = xf_now_ns();
     long long t = s->o.timeout_ms;
-    if (ro && ro->timeout_ms > 0 && ro->timeout_ms < t) {
+    if (ro && ro->timeout_ms > 0) {
         t = ro->timeout_ms;
         j->client_deadline = 1;
     }
     j->enqueue_ns = now;
     j->deadline_ns = now + (uint64_t)t * 1000000ull;
+    /* The cost model's Σn² term for this job: its attention variant's work (admission bounds
+     * it before it runs; doc/admission.md). */
+    const xf_attn_t *a = j->attn ? j->attn : xf_model_attention(s->model);
+    const xf_model_info_t *mi = s->info;
+    j->cost_sq = xf_attn_cost(a, j->lens, (size_t)j->n_seq,
+                              mi->n_layer > 0 && mi->layers ? mi->layers[0].d_head : 64);
     j->conn = req->conn;
     j->req = req;
     if (xf_job_alloc_outputs(j, s->info->d_model, s->info->n_labels) < 0) {

@@ -58,6 +58,8 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->max_queued_tokens = c->batcher_max_queued_tokens;
     o->max_queue_jobs = (int)c->batcher_max_queue_jobs;
     o->timeout_ms = (int)c->request_timeout_ms;
+    o->max_timeout_ms = (int)c->request_max_timeout_ms;
+    o->max_compute_ms = (int)c->request_max_compute_ms;
     o->max_texts = (int)c->request_max_texts;
     o->max_tokens = (int)c->request_max_tokens;
     o->drain_timeout_ms = (int)c->drain_timeout_ms;
@@ -213,22 +215,30 @@ static void *loop_thread(void *arg)
     return NULL;
 }
 
-#define WARMUP_BUDGET_NS 5000000000ull   /* 5 s */
+#define WARMUP_BUDGET_NS 15000000000ull   /* 15 s */
+#define WARMUP_REPEATS 3
 
-static void warmup(xf_server_t *s)
+/* The cost model's Σn² floor (xf_cost_t.sq_per_token): attention FLOPs per n² over linear
+ * FLOPs per token, summed over the layers. */
+static double sq_per_token(const xf_model_info_t *mi)
 {
-    xf_cost_sample_t samples[32];
-    size_t n = 0;
-    int32_t lens[64];
-    uint64_t t0 = xf_now_ns();
-    for (size_t i = 0; n < 32; i++) {
-        /* Bounded start-up: a slow CPU (or a big model) fits from the batches it managed. */
-        if (n >= 3 && xf_now_ns() - t0 > WARMUP_BUDGET_NS)
-            break;
-        size_t k = xf_cost_warmup_batch(i, s->info->max_positions, lens, 64);
-        if (k == 0)
-            break;
-        xf_batch_report_t r;
+    double att = 0, lin = 0, D = mi->d_model;
+    for (int32_t l = 0; l < mi->n_layer && mi->layers; l++) {
+        double da = (double)mi->layers[l].n_head * mi->layers[l].d_head;
+        att += 4 * da;
+        lin += 2 * (4 * D * da + 2 * D * mi->layers[l].d_ff);
+    }
+    return lin > 0 ? att / lin : 0;
+}
+
+/* One timed warm-up batch: the median wall time of reps runs (or the test hook's fake). */
+static int warm_sample(xf_server_t *s, const int32_t *lens, size_t k, int reps,
+                       xf_cost_sample_t *out)
+{
+    double t[WARMUP_REPEATS];
+    int got = 0;
+    xf_batch_report_t r;
+    for (int i = 0; i < reps && i < WARMUP_REPEATS; i++) {
         xf_diag_t diag = { 0, "" };
         int rc = xf_workers_warmup(s->workers, lens, (int)k, &r, &diag);
         if (rc == -E2BIG) {   /* over engine.max_arena_bytes: real batches are split */
@@ -236,19 +246,71 @@ static void warmup(xf_server_t *s)
             continue;
         }
         if (rc < 0) {
-            XF_LOGW("warm-up batch %zu failed: %s %s", i, xf_strerror(rc), diag.msg);
-            continue;
+            XF_LOGW("warm-up batch of %zu sequence(s) failed: %s %s", k, xf_strerror(rc),
+                    diag.msg);
+            return rc;
         }
-        if (i == 0)
-            continue;   /* the first batch pays for page faults and arena growth */
-        samples[n].tokens = r.n_tokens;
-        samples[n].sum_sq = r.sum_sq;
-        samples[n].pad_tokens = 0;
-        samples[n].seconds = r.seconds;
-        n++;
+        /* insertion into the sorted times */
+        int p = got++;
+        while (p > 0 && t[p - 1] > r.seconds) {
+            t[p] = t[p - 1];
+            p--;
+        }
+        t[p] = r.seconds;
     }
-    xf_loop_fit_cost(s, samples, n);
-    XF_LOGI("warm-up: %zu batches in %.0f ms", n + 1, (double)(xf_now_ns() - t0) * 1e-6);
+    xf_cost_features(lens, k, false, out);
+    out->seconds = t[got / 2];
+    if (s->o.warmup_fake_s_per_token > 0)
+        out->seconds = 1e-3 + out->tokens * s->o.warmup_fake_s_per_token;
+    return 0;
+}
+
+/* Warm-up (issue 8): shapes over the whole length range up to the model's positions, each
+ * repeated and timed by its median (while the budget allows), a non-negative least-squares
+ * fit, then a held-out long batch that was not fitted checks it: a fit more than 2× off on it
+ * is refitted with it and logged. Served batches correct the model afterwards. */
+static void warmup(xf_server_t *s)
+{
+    xf_cost_sample_t samples[40];
+    size_t n = 0;
+    int32_t lens[64];
+    int32_t max_len = s->info->max_positions > 0 ? s->info->max_positions : 512;
+    uint64_t t0 = xf_now_ns();
+    int runs = 0;
+    for (size_t i = 0; n + 1 < sizeof samples / sizeof samples[0]; i++) {
+        uint64_t el = xf_now_ns() - t0;
+        /* Bounded start-up: a slow CPU (or a big model) fits from the batches it managed. */
+        if (n >= 3 && el > WARMUP_BUDGET_NS)
+            break;
+        size_t k = xf_cost_warmup_batch(i, max_len, lens, 64);
+        if (k == 0)
+            break;
+        int reps = el < WARMUP_BUDGET_NS / 3 ? WARMUP_REPEATS : 1;
+        if (warm_sample(s, lens, k, reps, &samples[n]) == 0) {
+            n++;
+            runs += reps;
+        }
+    }
+    xf_loop_fit_cost(s, samples, n, sq_per_token(s->info));
+    size_t k = xf_cost_holdout_batch(max_len, lens, 64);
+    xf_cost_sample_t h;
+    if (n > 0 && k > 0 && warm_sample(s, lens, k, 1, &h) == 0) {
+        double pred = xf_cost_predict(xf_loop_cost(s), &h);
+        double ratio = pred > 0 ? h.seconds / pred : 0;
+        XF_LOGI("warm-up: held-out batch (%zu x up to %d tokens): predicted %.0f ms, measured "
+                "%.0f ms", k, (int)max_len, pred * 1e3, h.seconds * 1e3);
+        if (!(ratio >= 0.5 && ratio <= 2)) {
+            XF_LOGW("warm-up: the cost model is %.1fx off on the held-out batch (a busy "
+                    "machine?); refitting with it, served batches will correct the rest",
+                    ratio > 0 ? (ratio > 1 ? ratio : 1 / ratio) : 0.0);
+            samples[n++] = h;
+            xf_loop_fit_cost(s, samples, n, sq_per_token(s->info));
+        }
+    }
+    const xf_cost_t *cm = xf_loop_cost(s);
+    XF_LOGI("warm-up: %zu shapes up to %d tokens, %d runs in %.0f ms; cost model c0 %.3g s, "
+            "c1 %.3g s/token, c2 %.3g s/token^2", n, (int)max_len, runs + (k > 0),
+            (double)(xf_now_ns() - t0) * 1e-6, cm->c[0], cm->c[1], cm->c[2]);
 }
 
 static void log_startup(xf_server_t *s)
@@ -342,6 +404,8 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         if (o->notify)
             xf_notify_status("warming up");
         warmup(s);
+    } else {
+        xf_loop_fit_cost(s, NULL, 0, sq_per_token(s->info));
     }
     log_startup(s);
     if ((rc = -pthread_create(&s->thread, NULL, loop_thread, s)) < 0) {

@@ -46,6 +46,8 @@ typedef struct xf_server_opts {
     int64_t max_queued_tokens;
     int max_queue_jobs;
     int timeout_ms;            /* default request deadline */
+    int max_timeout_ms;        /* longest deadline a request may ask for */
+    int max_compute_ms;        /* most predicted engine time for one request */
     int max_texts;
     int max_tokens;
     int drain_timeout_ms;
@@ -53,6 +55,8 @@ typedef struct xf_server_opts {
     int log_access;            /* 1: one access-log line per request (log.access) */
     int handle_signals;        /* 1: SIGTERM/SIGINT drain, SIGHUP reopens the log */
     int warmup;                /* 1: run warm-up batches (and fit the cost model) at start */
+    double warmup_fake_s_per_token; /* test hook: > 0 replaces every warm-up timing by
+                                  1 ms + tokens × this (a pessimistic fit on demand) */
     int notify;                /* 1: sd_notify READY/STOPPING/WATCHDOG */
 } xf_server_opts_t;
 

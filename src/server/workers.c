@@ -37,6 +37,10 @@ typedef struct worker {
     size_t cap_pooled, cap_logits;
     atomic_size_t arena_bytes;
     size_t need_arena;         /* what the last over-cap plan wanted (worker thread) */
+    /* The running batch's stop time (its earliest deadline; 0: never) and how far it got,
+     * written by the forward's progress callback (a pool thread). */
+    uint64_t stop_ns;
+    atomic_int layers_done, n_layer;
 } worker_t;
 
 struct xf_workers {
@@ -51,10 +55,24 @@ struct xf_workers {
     enum xf_pooling pooling;
     size_t max_arena_bytes;    /* 0: no cap (set before the first submit) */
     int arena_idle_ms;         /* 0: never shrink (pool->lock) */
+    atomic_uint_fast64_t progress;   /* layers finished by every worker (the watchdog's) */
 };
 
 /* run_batch: the plan needs more arena than engine.max_arena_bytes (nothing ran). */
 #define ARENA_OVER_CAP (-E2BIG)
+
+/* Called by xf_forward after each layer: count progress for the watchdog, stop the batch
+ * once its earliest deadline has passed (the forward returns XF_EDEADLINE), unless only the
+ * pooling is left. */
+static int on_layer(void *user, int32_t done, int32_t n_layer)
+{
+    worker_t *wk = user;
+    atomic_fetch_add_explicit(&wk->pool->progress, 1, memory_order_relaxed);
+    atomic_store_explicit(&wk->layers_done, done, memory_order_relaxed);
+    atomic_store_explicit(&wk->n_layer, n_layer, memory_order_relaxed);
+    /* After the last layer only pooling is left: finishing costs less than the wasted run. */
+    return done < n_layer && wk->stop_ns != 0 && xf_now_ns() > wk->stop_ns;
+}
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -148,6 +166,12 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         .type_ids = mi->type_vocab_size > 0 ? wk->types : NULL,
         .attn = any_attn ? wk->attn : NULL,
     };
+    uint64_t stop = 0;
+    for (int i = 0; i < n; i++)
+        if (jobs[i]->deadline_ns && (stop == 0 || jobs[i]->deadline_ns < stop))
+            stop = jobs[i]->deadline_ns;
+    wk->stop_ns = stop;
+    atomic_store_explicit(&wk->layers_done, 0, memory_order_relaxed);
     uint64_t t0 = xf_now_ns();
     rc = xf_plan_build(wk->plan, &b, xf_ctx_threads(wk->ctx), diag);
     if (rc == 0 && wk->pool->max_arena_bytes) {
@@ -183,6 +207,14 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     r->max_len = max_len;
     r->sum_sq = sum_sq;
     r->seconds = (double)(t1 - t0) * 1e-9;
+    r->frac = 1.0;
+    if (rc == XF_EDEADLINE) {
+        int nlay = atomic_load_explicit(&wk->n_layer, memory_order_relaxed);
+        int ld = atomic_load_explicit(&wk->layers_done, memory_order_relaxed);
+        r->frac = nlay > 0 ? (double)ld / nlay : 0;
+    } else if (rc < 0) {
+        r->frac = 0;
+    }
     r->arena_bytes = ps.arena_bytes;
     r->naive_bytes = ps.naive_bytes;
     r->lower_bound_bytes = ps.lower_bound_bytes;
@@ -242,6 +274,40 @@ static void fail_over_cap(worker_t *wk, xf_job_t *j)
              "the limit is %zu bytes (engine.max_arena_bytes): send shorter texts",
              wk->need_arena, wk->pool->max_arena_bytes);
     xf_job_fail(j, XF_HE_TOO_MANY_TOKENS, 0, msg);
+}
+
+/* A batch stopped at a layer boundary past its earliest deadline (XF_EDEADLINE): the jobs whose
+ * deadline has passed get 504 (408 when the deadline was the client's own timeout_ms); the
+ * others go back to the queue. */
+static void fail_stopped(worker_t *wk, xf_job_t *const *jobs, int n, const xf_batch_report_t *r)
+{
+    uint64_t now = xf_now_ns();
+    for (int i = 0; i < n; i++) {
+        xf_job_t *j = jobs[i];
+        if (j->deadline_ns > now) {
+            j->requeue = 1;
+            continue;
+        }
+        char msg[256];
+        snprintf(msg, sizeof msg, "the deadline (%d ms) passed while computing: the batch of %d "
+                 "sequence(s) was stopped after layer %d of %d (%.0f ms in the engine)",
+                 (int)((j->deadline_ns - j->enqueue_ns) / 1000000), (int)r->n_seq,
+                 atomic_load(&wk->layers_done), atomic_load(&wk->n_layer), r->seconds * 1e3);
+        xf_job_fail(j, j->client_deadline ? XF_HE_REQUEST_TIMEOUT : XF_HE_COMPUTE_TIMEOUT, 0,
+                    msg);
+    }
+}
+
+/* Answer the jobs of a batch (or part) that run_fit could not finish. */
+static void fail_batch(worker_t *wk, xf_job_t *const *jobs, int n, int rc,
+                       const xf_batch_report_t *r, const xf_diag_t *diag)
+{
+    if (rc == ARENA_OVER_CAP)
+        fail_over_cap(wk, jobs[0]);
+    else if (rc == XF_EDEADLINE)
+        fail_stopped(wk, jobs, n, r);
+    else
+        fail_all(jobs, n, rc, diag);
 }
 
 static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t *r,
@@ -304,10 +370,8 @@ static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t
         memset(&pr, 0, sizeof pr);
         xf_diag_t pd = { 0, "" };
         int prc = run_fit(wk, pj, pn, &pr, &pd);
-        if (prc == ARENA_OVER_CAP)
-            fail_over_cap(wk, pj[0]);
-        else if (prc < 0)
-            fail_all(pj, pn, prc, &pd);
+        if (prc < 0)
+            fail_batch(wk, pj, pn, prc, &pr, &pd);
         report_add(r, &pr);
     }
     return 0;
@@ -372,10 +436,8 @@ static void *worker_main(void *arg)
         r.worker = wk->index;
         xf_diag_t diag = { 0, "" };
         int rc = run_fit(wk, jobs, n, &r, &diag);
-        if (rc == ARENA_OVER_CAP)
-            fail_over_cap(wk, jobs[0]);
-        else if (rc < 0)
-            fail_all(jobs, n, rc, &diag);
+        if (rc < 0)
+            fail_batch(wk, jobs, n, rc, &r, &diag);
         /* Idle before reporting, so the loop can hand over the next batch from the report. */
         pthread_mutex_lock(&pool->lock);
         wk->busy = 0;
@@ -421,6 +483,7 @@ int xf_workers_create(const xf_model_t *m, int n_workers, int n_threads,
                 snprintf(diag->msg, sizeof diag->msg, "xf_ctx_create: %s", xf_strerror(rc));
             goto fail;
         }
+        xf_ctx_set_progress(wk->ctx, on_layer, wk);
         if ((rc = xf_plan_create(m, &wk->plan)) < 0) {
             if (diag)
                 snprintf(diag->msg, sizeof diag->msg, "xf_plan_create: %s", xf_strerror(rc));
@@ -538,6 +601,11 @@ int xf_workers_warmup(xf_workers_t *p, const int32_t *lens, int n_seq, xf_batch_
         rc = run_batch(&p->w[0], &j, 1, r, diag);
     xf_job_free(j);
     return rc;
+}
+
+uint64_t xf_workers_progress(xf_workers_t *p)
+{
+    return p ? (uint64_t)atomic_load_explicit(&p->progress, memory_order_relaxed) : 0;
 }
 
 size_t xf_workers_arena_bytes(xf_workers_t *p)

@@ -15,6 +15,7 @@ typedef struct xf_batch_report {
     int32_t n_jobs, n_seq, n_tokens, max_len;
     double sum_sq;             /* Σ n_i² over sequences */
     double seconds;            /* plan + forward wall time */
+    double frac;               /* share of the layers computed: 1, less when stopped */
     size_t arena_bytes, naive_bytes, lower_bound_bytes;
     int worker;
 } xf_batch_report_t;
@@ -51,6 +52,10 @@ int xf_workers_submit(xf_workers_t *w, xf_job_t *const *jobs, int n);
  * cost-model fitting at start-up. Fills r. Returns 0 or a negative engine code. */
 int xf_workers_warmup(xf_workers_t *w, const int32_t *lens, int n_seq, xf_batch_report_t *r,
                       xf_diag_t *diag);
+
+/* Layers finished by every worker since start (any thread): the watchdog's progress
+ * counter, which moves while a long batch runs. */
+uint64_t xf_workers_progress(xf_workers_t *w);
 
 /* Bytes held by every worker's arena (any thread; approximate while a reserve runs). */
 size_t xf_workers_arena_bytes(xf_workers_t *w);

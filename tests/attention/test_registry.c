@@ -271,6 +271,67 @@ static void test_hfmap(void **state)
     assert_int_equal(hf("{\"mem_len\":-3}", &a, err, 200), XF_EPARAM);
 }
 
+static xf_attn_t *parse_or_fail(const char *json)
+{
+    xf_attn_t *a = NULL;
+    char err[256] = "";
+    if (xf_attn_parse(json, strlen(json), &a, err, sizeof err) != 0)
+        fail_msg("%s: %s", json, err);
+    return a;
+}
+
+/* xf_attn_cost: dense is n² per sequence; cost grows with iterations and shrinks with
+ * blocks; every registered variant gets a finite, positive estimate; xf_attn_cost_bound
+ * names the parameter and a bound that fits the budget (issue 12 item 1). */
+static void test_cost(void **state)
+{
+    (void)state;
+    const int32_t lens[3] = {510, 7, 64};
+    double d = xf_attn_cost(NULL, lens, 3, 16);
+    assert_true(d == 510.0 * 510 + 49 + 64 * 64);
+    assert_true(xf_attn_cost(xf_attn_dense(), lens, 3, 16) == d);
+    xf_attn_t *cheap = parse_or_fail("{\"variant\":\"sinkhorn\",\"block\":1,\"mode\":\"soft\","
+                                     "\"iters\":8}");
+    xf_attn_t *attack = parse_or_fail("{\"variant\":\"sinkhorn\",\"block\":1,\"mode\":"
+                                      "\"soft\",\"iters\":1000}");
+    xf_attn_t *blocks = parse_or_fail("{\"variant\":\"sinkhorn\",\"block\":64,\"mode\":"
+                                      "\"soft\",\"iters\":1000}");
+    double c8 = xf_attn_cost(cheap, lens, 1, 16), c1000 = xf_attn_cost(attack, lens, 1, 16);
+    assert_true(c1000 > 50 * c8);
+    assert_true(c1000 > 100 * 510.0 * 510);   /* the attack: >100x dense */
+    assert_true(xf_attn_cost(blocks, lens, 1, 16) < c1000 / 100);
+    char key[64];
+    long long val = 0, bound = 0;
+    double budget = 10 * 510.0 * 510;
+    assert_int_equal(xf_attn_cost_bound(attack, lens, 1, 16, budget, key, sizeof key, &val,
+                                        &bound), 0);
+    assert_string_equal(key, "iters");
+    assert_int_equal(val, 1000);
+    assert_true(bound >= 0 && bound < 1000);
+    char js[160];
+    snprintf(js, sizeof js, "{\"variant\":\"sinkhorn\",\"block\":1,\"mode\":\"soft\","
+             "\"iters\":%lld}", bound);
+    xf_attn_t *fixed = parse_or_fail(js);
+    assert_true(xf_attn_cost(fixed, lens, 1, 16) <= budget);
+    /* Every variant: a finite estimate of at least linear work. */
+    for (int i = 0; i < xf_attn_registry_count(); i++) {
+        xf_attn_t *a = NULL;
+        char j2[96], err[256];
+        snprintf(j2, sizeof j2, "{\"variant\":\"%s\"}", xf_attn_registry_get(i)->name);
+        if (xf_attn_parse(j2, strlen(j2), &a, err, sizeof err) != 0)
+            continue;   /* needs parameters or weights to parse */
+        double c = xf_attn_cost(a, lens, 3, 16);
+        if (!(c > 0 && c < 1e15))
+            fail_msg("%s: cost %g", xf_attn_registry_get(i)->name, c);
+        xf_attn_free(a);
+    }
+    xf_attn_free(fixed);
+    xf_attn_free(blocks);
+    xf_attn_free(attack);
+    xf_attn_free(cheap);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_listing), cmocka_unit_test(test_parse_defaults),
              cmocka_unit_test(test_parse_errors), cmocka_unit_test(test_roundtrip),
-             cmocka_unit_test(test_check), cmocka_unit_test(test_hfmap))
+             cmocka_unit_test(test_check), cmocka_unit_test(test_hfmap),
+             cmocka_unit_test(test_cost))

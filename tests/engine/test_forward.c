@@ -596,6 +596,117 @@ static void test_errors(void **state)
     xf_ref_model_free(m);
 }
 
+/* A NaN in a query or key weight makes every score of a head NaN. The dense path must not
+ * take its empty-key fallback (which copies the token's own V row and looks finite): the
+ * forward reports XF_ENUMERIC like a NaN anywhere else. Runs under whatever attention kernel
+ * this CPU selects; make check reruns the program capped (tests/isa/test_forward-*.cap), so
+ * the AVX-512 and the portable kernels are both covered where the CPU has them. */
+static void test_nan_qk_weight(void **state)
+{
+    static const char *const which[] = { "q_w", "k_w", "q_b" };
+    (void)state;
+    for (int w = 0; w < 3; w++) {
+        xf_ref_model_opts_t o;
+        xf_model_t *m = NULL;
+        batch_data_t bd;
+        xf_diag_t diag = { 0 };
+        float pooled[5 * 64];
+        xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 0, .pooled = pooled };
+
+        xf_ref_model_opts_init(&o);
+        assert_true(o.d_model <= 64);
+        assert_int_equal(xf_ref_model_create(&o, &m), 0);
+        make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 15);
+        xf_batch_t b = as_batch(&bd, 1);
+        /* Finite before (the prepared weights are cached per model: poison a fresh one). */
+        assert_int_equal(engine_run(m, &b, 2, &out, &diag), 0);
+        xf_ref_model_free(m);
+        assert_int_equal(xf_ref_model_create(&o, &m), 0);
+        const xf_w_t *t = w == 0 ? &m->layers[0].q_w : w == 1 ? &m->layers[0].k_w
+                                                             : &m->layers[0].q_b;
+        assert_non_null(t->data);
+        ((float *)t->data)[0] = NAN;
+        for (int nth = 1; nth <= 2; nth++) {
+            diag.msg[0] = '\0';
+            int rc = engine_run(m, &b, nth, &out, &diag);
+            if (rc != XF_ENUMERIC)
+                fail_msg("NaN in layer 0 %s, %d thread(s): rc %d (%s), want XF_ENUMERIC",
+                         which[w], nth, rc, diag.msg);
+            assert_non_null(strstr(diag.msg, "not finite"));
+        }
+        xf_ref_model_free(m);
+    }
+}
+
+/* The progress callback: called once per layer in order, on one thread; returning
+ * non-zero stops the forward at that layer boundary with XF_EDEADLINE; returning 0 leaves
+ * the output bitwise unchanged. */
+typedef struct prog {
+    atomic_int calls;
+    int last, stop_after, n_layer_seen, out_of_order;
+} prog_t;
+
+static int prog_cb(void *user, int32_t done, int32_t n_layer)
+{
+    prog_t *pg = user;
+    atomic_fetch_add(&pg->calls, 1);
+    if (done != pg->last + 1)
+        pg->out_of_order = 1;
+    pg->last = done;
+    pg->n_layer_seen = n_layer;
+    return pg->stop_after > 0 && done >= pg->stop_after;
+}
+
+static void test_progress_stop(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    xf_diag_t diag = { 0 };
+    float ref[5 * 64], got[5 * 64];
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    assert_true(o.d_model <= 64 && o.n_layer >= 2);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 15);
+    xf_batch_t b = as_batch(&bd, 1);
+    for (int nth = 1; nth <= 3; nth++) {
+        xf_ctx_opts_t co = { .n_threads = nth };
+        xf_ctx_t *c = NULL;
+        xf_plan_t *p = NULL;
+        xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 0, .pooled = ref };
+        assert_int_equal(xf_ctx_create(&co, &c), 0);
+        assert_int_equal(xf_plan_create(m, &p), 0);
+        assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+        assert_int_equal(xf_ctx_reserve(c, p), 0);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        /* Observing only: every layer once, in order; the same bits. */
+        prog_t pg = { .stop_after = 0 };
+        xf_ctx_set_progress(c, prog_cb, &pg);
+        out.pooled = got;
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        assert_int_equal(atomic_load(&pg.calls), o.n_layer);
+        assert_int_equal(pg.last, o.n_layer);
+        assert_int_equal(pg.n_layer_seen, o.n_layer);
+        assert_false(pg.out_of_order);
+        assert_memory_equal(ref, got, 5 * (size_t)o.d_model * sizeof(float));
+        /* Stop after the first layer: XF_EDEADLINE, no further calls, diag names the layer. */
+        prog_t st = { .stop_after = 1 };
+        xf_ctx_set_progress(c, prog_cb, &st);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), XF_EDEADLINE);
+        assert_int_equal(atomic_load(&st.calls), 1);
+        assert_non_null(strstr(diag.msg, "stopped after layer 1 of"));
+        /* The context is reusable: without the callback the result is the reference again. */
+        xf_ctx_set_progress(c, NULL, NULL);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        assert_memory_equal(ref, got, 5 * (size_t)o.d_model * sizeof(float));
+        xf_plan_free(p);
+        xf_ctx_free(c);
+    }
+    xf_ref_model_free(m);
+}
+
 /* xf_run (plan + reserve + forward) gives the plan path's result; version string. */
 static void test_run_and_version(void **state)
 {
@@ -833,6 +944,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_pre_ln_and_heterogeneous),
              cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
+             cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
              cmocka_unit_test(test_stateful_variant),
              cmocka_unit_test(test_timing))

@@ -353,7 +353,7 @@ static void test_deadlines_expire(void **state)
     set_cost(xf_batcher_cost(b), 1e-3, 1e-4, 0);   /* 100 tokens alone: 11 ms */
     uint64_t now = SEC;
     tjob_t j[3];
-    mk1(&j[0], 100, now, now + 5 * MS);              /* can never make it */
+    mk1(&j[0], 100, now, now + 2 * MS);   /* can never make it: even 11 ms / 4 > 2 ms */
     assert_int_equal(xf_batcher_push(b, &j[0].b, now), XF_EDEADLINE);
     mk1(&j[1], 100, now, now + 20 * MS);             /* latest start now + 9 ms */
     mk1(&j[2], 100, now, now + 2 * SEC);
@@ -729,6 +729,136 @@ static void test_dp_drops_late_jobs(void **state)
     xf_batcher_free(b);
 }
 
+/* Issue 8 item 2 / issue 12 item 5: admission at arrival. An idle engine with an empty queue
+ * takes a job the model thinks too slow (the lower bound fits) and never expires it while it
+ * waits; a busy one refuses on arrival (-EBUSY) what would wait past its deadline, with a
+ * Retry-After from the predicted drain time capped at the job's own timeout. */
+static void test_admit_at_arrival(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_TOKENS, 8, 4096);
+    set_cost(xf_batcher_cost(b), 1e-3, 1e-4, 0);   /* 100 tokens alone: 11 ms */
+    uint64_t now = SEC;
+    tjob_t j[8];
+    xf_admit_t a;
+    const xf_load_t idle = {.idle_workers = 1, .n_workers = 1, .running_s = 0};
+    mk1(&j[0], 100, now, now + 5 * MS);   /* predicted 11 ms > 5 ms, lower bound 2.75 ms fits */
+    assert_int_equal(xf_batcher_admit(b, &j[0].b, now, &idle, &a), 0);
+    assert_true(fabs(a.alone_s - 11e-3) < 1e-12);
+    assert_true(fabs(a.lower_s - 11e-3 * XF_COST_LOWER) < 1e-12);
+    /* While it waits it expires by the lower bound (5 ms - 2.75 ms), not the prediction. */
+    assert_true(xf_batcher_expiry_ns(b) == now + 5 * MS - (uint64_t)(11e-3 * XF_COST_LOWER * 1e9));
+    xf_bjob_t *out[8];
+    assert_int_equal(xf_batcher_expire(b, now + 2 * MS, out, 8), 0);
+    size_t n;
+    uint64_t wake;
+    assert_int_equal(xf_batcher_next(b, now + 2 * MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], &j[0].b);
+    /* Even idle: a job whose lower bound misses its deadline can never finish (413). */
+    mk1(&j[1], 100, now, now + 2 * MS);
+    assert_int_equal(xf_batcher_admit(b, &j[1].b, now, &idle, &a), XF_EDEADLINE);
+    /* Busy: 0.5 s still to run on the only worker. */
+    const xf_load_t busy = {.idle_workers = 0, .n_workers = 1, .running_s = 0.5};
+    mk1(&j[2], 100, now, now + 100 * MS);
+    assert_int_equal(xf_batcher_admit(b, &j[2].b, now, &busy, &a), -EBUSY);
+    assert_true(fabs(a.wait_s - 0.5) < 1e-12);
+    assert_int_equal(a.retry_after_s, 1);
+    mk1(&j[3], 100, now, now + 10 * SEC);
+    assert_int_equal(xf_batcher_admit(b, &j[3].b, now, &busy, &a), 0);
+    assert_int_equal(xf_batcher_queued_jobs(b), 1);
+    /* Queued work counts: wait = (0.5 s + 11 ms) over 2 workers. */
+    const xf_load_t busy2 = {.idle_workers = 0, .n_workers = 2, .running_s = 0.5};
+    mk1(&j[4], 100, now, now + 10 * SEC);
+    assert_int_equal(xf_batcher_admit(b, &j[4].b, now, &busy2, &a), 0);
+    assert_true(fabs(a.wait_s - (0.5 + 11e-3) / 2) < 1e-12);
+    /* An idle worker but a queue ahead: the wait check applies. */
+    const xf_load_t idle_q = {.idle_workers = 1, .n_workers = 1, .running_s = 0};
+    mk1(&j[5], 100, now, now + 30 * MS);   /* 22 ms queued + 11 ms > 30 ms */
+    assert_int_equal(xf_batcher_admit(b, &j[5].b, now, &idle_q, &a), -EBUSY);
+    /* Retry-After never exceeds the job's own timeout (3 s), however long the drain. */
+    const xf_load_t jam = {.idle_workers = 0, .n_workers = 1, .running_s = 100};
+    mk1(&j[6], 100, now, now + 3 * SEC);
+    assert_int_equal(xf_batcher_admit(b, &j[6].b, now, &jam, &a), -EBUSY);
+    assert_true(a.wait_s > 100);
+    assert_int_equal(a.retry_after_s, 3);
+    /* Requeue: back in the queue without checks, expirable again. */
+    assert_int_equal(xf_batcher_requeue(b, &j[0].b), 0);
+    assert_int_equal(xf_batcher_queued_jobs(b), 3);
+    assert_int_equal(xf_batcher_expire(b, now + 10 * SEC, out, 8), 3);
+    xf_batcher_free(b);
+}
+
+/* Issue 8 item 2: a fit several times too pessimistic (warm-up under contention) or too
+ * optimistic is corrected by served batches of any size within a few observations. */
+static void test_cost_scale_recovers(void **state)
+{
+    (void)state;
+    rng_state = 11;
+    const double truth[4] = {2e-3, 4e-4, 3e-7, 0};
+    for (int dir = 0; dir < 2; dir++) {
+        double f = dir == 0 ? 5.0 : 0.2;   /* the warm-up's error */
+        xf_cost_t cm;
+        xf_cost_init(&cm, 0);
+        xf_cost_sample_t s[32];
+        size_t n = 0, k;
+        int32_t lens[32];
+        for (size_t i = 0; (k = xf_cost_warmup_batch(i, 512, lens, 32)) > 0; i++, n++) {
+            xf_cost_features(lens, k, false, &s[n]);
+            s[n].seconds = f * timing(truth, &s[n], 0.02);
+        }
+        assert_int_equal(xf_cost_fit(&cm, s, n), 0);
+        int32_t l512 = 512;
+        xf_cost_sample_t q;
+        xf_cost_features(&l512, 1, false, &q);
+        double t512 = truth[0] + truth[1] * 512 + truth[2] * 512.0 * 512;
+        assert_true(fabs(xf_cost_predict(&cm, &q) / t512 - f) < 0.3 * f);
+        /* Served batches: small ones only, then the 512-token prediction must have moved. */
+        for (int i = 0; i < 12; i++) {
+            xf_cost_sample_t o;
+            int32_t l[4];
+            int m = irand(1, 4);
+            for (int t = 0; t < m; t++)
+                l[t] = irand(8, 128);
+            xf_cost_features(l, (size_t)m, false, &o);
+            o.seconds = timing(truth, &o, 0.02);
+            assert_int_equal(xf_cost_observe(&cm, &o), 0);
+        }
+        double r = xf_cost_predict(&cm, &q) / t512;
+        if (!(r > 0.6 && r < 1.6))
+            fail_msg("fit %.1fx off: after 12 served batches the 512-token prediction is "
+                     "%.2fx the truth", f, r);
+    }
+    /* The Σn² floor prices attention on a model whose fit left c2 at 0. */
+    xf_cost_t cm;
+    xf_cost_init(&cm, 0);
+    cm.w[2] = 0;
+    xf_cost_set_sq_floor(&cm, 2e-4);
+    assert_true(cm.c[2] >= 2e-4 * cm.c[1] * (1 - 1e-12));
+}
+
+/* The warm-up plan spans the model's whole length range; the held-out batch is max length. */
+static void test_warmup_plan(void **state)
+{
+    (void)state;
+    const int32_t maxes[] = {8, 512, 4096};
+    for (int t = 0; t < 3; t++) {
+        int32_t lens[32], lo = INT32_MAX, hi = 0;
+        size_t k, nb = 0;
+        for (size_t i = 0; (k = xf_cost_warmup_batch(i, maxes[t], lens, 32)) > 0; i++, nb++)
+            for (size_t q = 0; q < k; q++) {
+                assert_true(lens[q] >= 1 && lens[q] <= maxes[t]);
+                lo = lens[q] < lo ? lens[q] : lo;
+                hi = lens[q] > hi ? lens[q] : hi;
+            }
+        assert_true(nb >= 10);
+        assert_int_equal(hi, maxes[t]);
+        assert_true(lo <= (maxes[t] + 63) / 64);
+        assert_int_equal(xf_cost_holdout_batch(maxes[t], lens, 32), 3);
+        assert_int_equal(lens[0], maxes[t]);
+    }
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_policy_none),
              cmocka_unit_test(test_policy_fifo), cmocka_unit_test(test_policy_tokens),
              cmocka_unit_test(test_policy_dp), cmocka_unit_test(test_deadlines_expire),
@@ -738,4 +868,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_pol
              cmocka_unit_test(test_dp_window_no_starvation),
              cmocka_unit_test(test_tokens_deadline_aware),
              cmocka_unit_test(test_dp_expected_arrivals), cmocka_unit_test(test_dp_aging),
-             cmocka_unit_test(test_dp_drops_late_jobs))
+             cmocka_unit_test(test_dp_drops_late_jobs), cmocka_unit_test(test_admit_at_arrival),
+             cmocka_unit_test(test_cost_scale_recovers), cmocka_unit_test(test_warmup_plan))

@@ -177,6 +177,84 @@ static void test_percentiles(void **state)
     assert_true(xf_metric_hist_sum(XF_M_batch_tokens, NULL, NULL) == 100);
 }
 
+/* Prometheus' histogram_quantile on rendered cumulative buckets (le, count) pairs: linear
+ * interpolation inside the bucket, lower edge 0 for the first bucket when its bound is > 0. */
+static double prom_quantile(const char *text, const char *name, double q)
+{
+    double le[128], cum[128];
+    int n = 0;
+    char key[128];
+    snprintf(key, sizeof key, "xformd_%s_bucket{le=\"", name);
+    for (const char *p = strstr(text, key); p && n < 128; p = strstr(p + 1, key)) {
+        p += strlen(key);
+        le[n] = strncmp(p, "+Inf", 4) == 0 ? INFINITY : strtod(p, NULL);
+        const char *sp = strchr(p, ' ');
+        assert_non_null(sp);
+        cum[n++] = strtod(sp + 1, NULL);
+    }
+    assert_true(n >= 2);
+    double rank = q * cum[n - 1];
+    int b = 0;
+    while (b < n - 1 && cum[b] < rank)
+        b++;
+    if (isinf(le[b]))
+        return le[n - 2];
+    double lo = b == 0 ? (le[0] > 0 ? 0 : le[0]) : le[b - 1];
+    double below = b == 0 ? 0 : cum[b - 1];
+    if (b == 0 && le[0] <= 0)
+        return le[0];
+    return lo + (le[b] - lo) * (rank - below) / (cum[b] - below);
+}
+
+/* Issue 8 item 5: when every batch held one request the batch-size median read 0.5 (the
+ * first bucket's lower edge was taken as 0), in /v1/stats and in PromQL. */
+static void test_integer_quantiles(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    for (int i = 0; i < 50; i++)
+        xf_metric_observe(XF_M_batch_size, NULL, NULL, 1);
+    const double qs[] = {0.01, 0.5, 0.9, 0.99, 1.0};
+    for (int k = 0; k < 5; k++) {
+        double v = xf_metric_quantile(XF_M_batch_size, NULL, NULL, qs[k]);
+        if (v != 1.0)
+            fail_msg("all-ones batch sizes: q%.2f = %.9g, want 1", qs[k], v);
+    }
+    char *t = NULL;
+    size_t len = 0;
+    assert_int_equal(xf_metrics_render(&t, &len), 0);
+    assert_non_null(strstr(t, "xformd_batch_size_bucket{le=\"1\"} 50\n"));
+    double pq = prom_quantile(t, "batch_size", 0.5);
+    if (!(pq > 0.99 && pq <= 1.0))
+        fail_msg("histogram_quantile(0.5) of all-ones batch sizes = %.9g", pq);
+    free(t);
+    /* /v1/stats: the same through the JSON. */
+    json_t *st = xf_metrics_stats_json();
+    assert_non_null(st);
+    json_t *bs = json_object_get(json_object_get(st, "batcher"), "batch_size");
+    assert_non_null(bs);
+    assert_true(json_real_value(json_object_get(bs, "p50")) == 1.0);
+    json_decref(st);
+
+    /* Every quantile stays within [min, max] of what was observed, for small integers. */
+    xf_metrics_reset();
+    for (int v = 1; v <= 12; v++)
+        for (int r = 0; r < v; r++)
+            xf_metric_observe(XF_M_batch_size, NULL, NULL, v);
+    for (double q = 0.0; q <= 1.0; q += 0.05) {
+        double v = xf_metric_quantile(XF_M_batch_size, NULL, NULL, q);
+        if (!(v >= 1 && v <= 12))
+            fail_msg("q%.2f = %.9g outside [1, 12]", q, v);
+    }
+    /* All twos: 2. */
+    xf_metrics_reset();
+    for (int i = 0; i < 7; i++)
+        xf_metric_observe(XF_M_batch_sequences, NULL, NULL, 2);
+    assert_true(xf_metric_quantile(XF_M_batch_sequences, NULL, NULL, 0.5) == 2.0);
+    /* A client that went away before its reply: 499, not "other". */
+    assert_string_equal(xf_metrics_status_label(499), "499");
+}
+
 static void test_qps(void **state)
 {
     (void)state;
@@ -313,6 +391,7 @@ static void test_reset(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_counters_render), cmocka_unit_test(test_histogram_render),
-             cmocka_unit_test(test_percentiles), cmocka_unit_test(test_qps),
+             cmocka_unit_test(test_percentiles), cmocka_unit_test(test_integer_quantiles),
+             cmocka_unit_test(test_qps),
              cmocka_unit_test(test_concurrent), cmocka_unit_test(test_stats_json),
              cmocka_unit_test(test_reset))

@@ -1,0 +1,385 @@
+/* Integration tests of admission, deadlines and the cost bound (issue 8 item 2, issue 12
+ * items 1, 4, 5): the real daemon in process on 127.0.0.1 with the tiny demo model. Warm-up
+ * timings are injected (xf_server_opts_t.warmup_fake_s_per_token) so that the cost model is
+ * pessimistic or optimistic on purpose, whatever the machine's load; no assertion reads a
+ * clock: they are on status classes, reply bodies, headers and counters. */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "xf_test.h"
+
+#include "server/batcher.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/server.h"
+#include "server/workers.h"
+#include "server_fixture.h"
+
+static xf_server_t *start(char *dir, size_t len, const char *tag, double fake_s_per_token,
+                          int max_compute_ms)
+{
+    xf_metrics_init(NULL);
+    xf_log_open(getenv("XF_TEST_LOG") ? XF_LOG_INFO : XF_LOG_ERROR, NULL);
+    assert_int_equal(fx_write_model(tag, 0, dir, len), 0);
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.warmup = 1;
+    o.warmup_fake_s_per_token = fake_s_per_token;
+    if (max_compute_ms > 0)
+        o.max_compute_ms = max_compute_ms;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0, "" };
+    int rc = xf_server_start(&o, &s, &diag);
+    if (rc < 0)
+        print_message("# xf_server_start: %s\n", diag.msg);
+    assert_int_equal(rc, 0);
+    return s;
+}
+
+static void stop(xf_server_t *s, const char *dir)
+{
+    xf_server_drain(s);
+    assert_int_equal(xf_server_wait(s), 0);
+    xf_server_free(s);
+    xf_test_rmtree(dir);
+}
+
+/* n words: at least n tokens with the demo tokenizer (plus [CLS] and [SEP]). */
+static char *words(int n, const char *w)
+{
+    size_t wl = strlen(w);
+    char *t = malloc((size_t)n * (wl + 1) + 1);
+    assert_non_null(t);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(t + k, w, wl);
+        k += wl;
+        t[k++] = ' ';
+    }
+    t[k ? k - 1 : 0] = '\0';
+    return t;
+}
+
+/* fmt with every "@T" replaced by text. */
+static char *body_of(const char *fmt, const char *text)
+{
+    size_t n = strlen(fmt) + 8 * strlen(text) + 1, k = 0, tl = strlen(text);
+    char *b = malloc(n);
+    assert_non_null(b);
+    for (const char *p = fmt; *p;) {
+        if (p[0] == '@' && p[1] == 'T') {
+            assert_true(k + tl < n);
+            memcpy(b + k, text, tl);
+            k += tl;
+            p += 2;
+        } else {
+            b[k++] = *p++;
+        }
+    }
+    b[k] = '\0';
+    return b;
+}
+
+static double cost_c1(int port)
+{
+    json_t *st = fx_json(port, "GET", "/v1/stats", NULL, NULL, 200);
+    json_t *cm = json_object_get(json_object_get(st, "batcher"), "cost_model");
+    assert_non_null(cm);
+    double c1 = json_real_value(json_object_get(cm, "c1_s_per_token"));
+    json_decref(st);
+    return c1;
+}
+
+static double cost_c2(int port)
+{
+    json_t *st = fx_json(port, "GET", "/v1/stats", NULL, NULL, 200);
+    json_t *cm = json_object_get(json_object_get(st, "batcher"), "cost_model");
+    assert_non_null(cm);
+    double c2 = json_real_value(json_object_get(cm, "c2_s_per_token2"));
+    json_decref(st);
+    return c2;
+}
+
+static int post(int port, const char *path, const char *body, hc_resp_t *r)
+{
+    assert_int_equal(hc_do(port, "POST", path, NULL, body, r), 0);
+    return r->status;
+}
+
+/* Issue 8 item 2: a fresh server whose warm-up was timed as if the machine were 15 ms/token
+ * slow (512 tokens predicted at ~23 s against the 10 s deadline) still accepts and serves a
+ * max-length request (600 words, truncated to 512 tokens), and the model moves down. */
+static void test_pessimistic_warmup_serves_max_length(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "adm1", 0.015, 0);
+    int port = xf_server_port(s);
+    double c1 = cost_c1(port), c2 = cost_c2(port);
+    /* The premise: the model says 512 tokens cannot finish within the 10 s deadline (its
+     * Σn² term is the FLOP floor for attention, about 2x the linear part at 512 on this
+     * model), while its lower bound (a quarter) could. */
+    double pred = c1 * 512 + c2 * 512.0 * 512;
+    if (!(pred > 10.0 && pred * XF_COST_LOWER < 10.0))
+        fail_msg("premise: 512 tokens predicted at %.1f s", pred);
+    char *text = words(600, "hello");
+    char *b = body_of("{\"inputs\":\"@T\",\"truncate\":true}", text);
+    for (int i = 0; i < 3; i++) {
+        hc_resp_t r;
+        int st = post(port, "/embed", b, &r);
+        if (st != 200)
+            print_message("# attempt %d: %d %s\n", i, st, r.body);
+        assert_int_equal(st, 200);
+        hc_free(&r);
+    }
+    /* The same through the OpenAI route (the SDK's path). */
+    char *b2 = body_of("{\"input\":\"@T\",\"truncate\":true}", text);
+    hc_resp_t r;
+    assert_int_equal(post(port, "/v1/embeddings", b2, &r), 200);
+    hc_free(&r);
+    /* Served batches taught the model: it moved down (several times over). */
+    double c1b = cost_c1(port);
+    if (!(c1b < c1 / 2))
+        fail_msg("c1 %.3g s/token after 4 served batches, %.3g before", c1b, c1);
+    free(b2);
+    free(b);
+    free(text);
+    stop(s, dir);
+}
+
+/* Issue 12 item 4: what cannot finish within its deadline even on an idle server is 413 with
+ * the reason; timeout_ms may ask for longer, up to request.max_timeout_ms. */
+static void test_cannot_finish_is_413(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "adm2", 1.0, 1000000);   /* 1 s per token */
+    int port = xf_server_port(s);
+    hc_resp_t r;
+    char ra[32];
+    /* ~100 tokens: ~100 s predicted, at least ~25 s: more than the 10 s default deadline. */
+    char *text = words(98, "word");
+    char *b = body_of("{\"input\":\"@T\"}", text);
+    assert_int_equal(post(port, "/v1/embeddings", b, &r), 413);
+    assert_non_null(strstr(r.body, "cannot_finish_in_time"));
+    assert_non_null(strstr(r.body, "100 tokens"));
+    assert_non_null(strstr(r.body, "deadline of 10000 ms"));
+    assert_non_null(strstr(r.body, "timeout_ms"));
+    assert_null(hc_header(&r, "Retry-After", ra, sizeof ra));
+    hc_free(&r);
+    /* Asking for the longest deadline makes it admissible; the idle server runs it. */
+    char *b2 = body_of("{\"input\":\"@T\",\"timeout_ms\":60000}", text);
+    assert_int_equal(post(port, "/v1/embeddings", b2, &r), 200);
+    hc_free(&r);
+    /* Beyond request.max_timeout_ms: 400 naming the bound. */
+    assert_int_equal(post(port, "/v1/embeddings", "{\"input\":\"x\",\"timeout_ms\":60001}", &r),
+                     400);
+    assert_non_null(strstr(r.body, "60000"));
+    hc_free(&r);
+    /* 512 tokens: not even request.max_timeout_ms would do; the reply says so. */
+    char *t3 = words(600, "word");
+    char *b3 = body_of("{\"input\":\"@T\",\"truncate\":true,\"timeout_ms\":60000}", t3);
+    assert_int_equal(post(port, "/v1/embeddings", b3, &r), 413);
+    assert_non_null(strstr(r.body, "512 tokens"));
+    assert_non_null(strstr(r.body, "not even request.max_timeout_ms"));
+    hc_free(&r);
+    assert_true(xf_metric_value(XF_M_rejected_total, "too_slow", NULL) >= 2);
+    free(t3);
+    free(b3);
+    free(b2);
+    free(b);
+    free(text);
+    stop(s, dir);
+}
+
+/* Issue 12 item 1, the attack first: sinkhorn soft with iters=1000 on blocks of 1 token over
+ * 510 tokens held the engine for ~30 s. It is refused before it runs: 400 naming the
+ * parameter and its bound; normal traffic is served right after. */
+static void test_variant_cost_bound(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "adm3", 1e-4, 0);   /* dense 512: ~50 ms */
+    int port = xf_server_port(s);
+    hc_resp_t r;
+    char *text = words(508, "a");
+    char *b = body_of("{\"input\":\"@T\",\"attention\":{\"variant\":\"sinkhorn\",\"block\":1,"
+                      "\"mode\":\"soft\",\"iters\":1000}}", text);
+    assert_int_equal(post(port, "/v1/embeddings", b, &r), 400);
+    if (!strstr(r.body, "iters=1000") || !strstr(r.body, "at most iters=") ||
+        !strstr(r.body, "request.max_compute_ms"))
+        fail_msg("400 without the parameter and its bound: %s", r.body);
+    assert_non_null(strstr(r.body, "invalid_attention"));
+    print_message("# %s\n", r.body);
+    hc_free(&r);
+    assert_true(xf_metric_value(XF_M_rejected_total, "compute_bound", NULL) >= 1);
+    /* The same variant with its default iterations is fine. */
+    char *b2 = body_of("{\"input\":\"@T\",\"attention\":{\"variant\":\"sinkhorn\",\"block\":1,"
+                       "\"mode\":\"soft\"}}", text);
+    assert_int_equal(post(port, "/v1/embeddings", b2, &r), 200);
+    hc_free(&r);
+    assert_int_equal(post(port, "/v1/embeddings", "{\"input\":\"hello\"}", &r), 200);
+    hc_free(&r);
+    free(b2);
+    free(b);
+    free(text);
+    stop(s, dir);
+}
+
+/* Issue 12 item 1: a running batch checks its deadline between layers and stops. The model
+ * is made optimistic (1 ns per token) so a costly request is admitted; it is stopped after its
+ * first layer (which takes far longer than its 150 ms deadline) with 504, the layer counter the
+ * watchdog reads has moved. */
+static void test_running_batch_stops_at_deadline(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "adm4", 1e-9, 0);
+    int port = xf_server_port(s);
+    uint64_t prog0 = xf_workers_progress(s->workers);
+    hc_resp_t r;
+    char *text = words(300, "a");
+    char *b = body_of("{\"input\":\"@T\",\"timeout_ms\":150,\"attention\":{\"variant\":"
+                      "\"sinkhorn\",\"block\":1,\"mode\":\"soft\",\"iters\":150}}", text);
+    int st = post(port, "/v1/embeddings", b, &r);
+    if (st != 504)
+        print_message("# %d %s\n", st, r.body);
+    assert_int_equal(st, 504);
+    assert_non_null(strstr(r.body, "compute_deadline_exceeded"));
+    assert_non_null(strstr(r.body, "stopped after layer 1 of 2"));
+    hc_free(&r);
+    assert_true(xf_workers_progress(s->workers) > prog0);
+    assert_true(xf_metric_value(XF_M_rejected_total, "stopped", NULL) >= 1);
+    /* (the request is counted when MHD completes it, just after the client has the reply) */
+    for (int i = 0; i < 300 && xf_metric_value(XF_M_requests_total, "/v1/embeddings", "504") < 1;
+         i++)
+        usleep(10000);
+    assert_true(xf_metric_value(XF_M_requests_total, "/v1/embeddings", "504") >= 1);
+    /* The engine is free again. */
+    assert_int_equal(post(port, "/v1/embeddings", "{\"input\":\"hello\"}", &r), 200);
+    hc_free(&r);
+    free(b);
+    free(text);
+    stop(s, dir);
+}
+
+/* Issue 12 item 5: overload is refused on arrival. 12 clients each send 6 requests (8 texts
+ * of ~400 tokens) with a 500 ms deadline to one worker with one compute thread: more work
+ * than fits. Most refusals must be 429 with a Retry-After of at least 1 s and at most the
+ * deadline (rounded up: 1 s); the late classes (503 expired in the queue, 504 stopped while
+ * running) stay the exception. Bounded: 72 requests on loopback. */
+enum { NCLI = 12, NREQ = 6 };
+
+typedef struct cli {
+    int port, idx;
+    int st[NREQ];
+    int ra[NREQ];
+    char late[NREQ][200];
+} cli_t;
+
+static void *cli_main(void *p)
+{
+    cli_t *c = p;
+    char *text = words(400, "a");
+    char *b = body_of("{\"input\":[\"@T\",\"@T\",\"@T\",\"@T\",\"@T\",\"@T\","
+                      "\"@T\",\"@T\"],\"timeout_ms\":500}", text);
+    for (int i = 0; i < NREQ; i++) {
+        hc_resp_t r;
+        c->st[i] = -1;
+        c->ra[i] = -1;
+        if (hc_do(c->port, "POST", "/v1/embeddings", NULL, b, &r) == 0) {
+            char ra[32];
+            c->st[i] = r.status;
+            c->ra[i] = hc_header(&r, "Retry-After", ra, sizeof ra) ? atoi(ra) : -1;
+            snprintf(c->late[i], sizeof c->late[i], "%s", r.body ? r.body : "");
+        }
+        hc_free(&r);
+    }
+    free(b);
+    free(text);
+    return NULL;
+}
+
+static void test_overload_refused_on_arrival(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "adm5", 0, 0);   /* a real warm-up */
+    int port = xf_server_port(s);
+    print_message("# cost model after warm-up: c1 %.3g s/token, c2 %.3g s/token^2\n",
+                  cost_c1(port), cost_c2(port));
+    static cli_t c[NCLI];
+    pthread_t th[NCLI];
+    for (int i = 0; i < NCLI; i++) {
+        c[i].port = port;
+        c[i].idx = i;
+        assert_int_equal(pthread_create(&th[i], NULL, cli_main, &c[i]), 0);
+    }
+    for (int i = 0; i < NCLI; i++)
+        pthread_join(th[i], NULL);
+    int n200 = 0, n429 = 0, nlate = 0, other = 0;
+    for (int i = 0; i < NCLI; i++)
+        for (int k = 0; k < NREQ; k++) {
+            int st = c[i].st[k];
+            if (st == 200) {
+                n200++;
+            } else if (st == 429) {
+                n429++;
+                if (!(c[i].ra[k] >= 1 && c[i].ra[k] <= 1))
+                    fail_msg("429 with Retry-After %d (deadline 500 ms: want 1)", c[i].ra[k]);
+            } else if (st == 503 || st == 504) {
+                if (nlate++ < 3)
+                    print_message("# late %d: %s\n", st, c[i].late[k]);
+            } else {
+                if (other++ == 0)
+                    print_message("# unexpected status %d\n", st);
+            }
+        }
+    print_message("# overload: %d x 200, %d x 429, %d x 503/504, %d other\n", n200, n429,
+                  nlate, other);
+    assert_int_equal(other, 0);
+    assert_true(n200 >= 1);
+    assert_true(n429 >= 1);
+    assert_true(nlate < n429);
+    assert_true(xf_metric_value(XF_M_rejected_total, "busy", NULL) +
+                xf_metric_value(XF_M_rejected_total, "queue_full", NULL) == n429);
+    stop(s, dir);
+}
+
+/* A client that goes away before its reply is counted as 499 (issue 8 item 5). */
+static void test_client_gone_is_499(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_t *s = start(dir, sizeof dir, "adm6", 1e-4, 0);
+    int port = xf_server_port(s);
+    int64_t before = xf_metric_value(XF_M_requests_total, "/v1/embeddings", "499");
+    /* Headers promise a body that never comes; the client closes. */
+    int fd = hc_connect(port);
+    assert_true(fd >= 0);
+    const char *req = "POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"input\":";
+    assert_true(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    usleep(100000);
+    close(fd);
+    int64_t now = before;
+    for (int i = 0; i < 300 && now == before; i++) {
+        usleep(10000);
+        now = xf_metric_value(XF_M_requests_total, "/v1/embeddings", "499");
+    }
+    assert_true(now == before + 1);
+    assert_int_equal(xf_metric_value(XF_M_requests_total, "/v1/embeddings", "other"), 0);
+    stop(s, dir);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_pessimistic_warmup_serves_max_length),
+             cmocka_unit_test(test_cannot_finish_is_413),
+             cmocka_unit_test(test_variant_cost_bound),
+             cmocka_unit_test(test_running_batch_stops_at_deadline),
+             cmocka_unit_test(test_overload_refused_on_arrival),
+             cmocka_unit_test(test_client_gone_is_499))
