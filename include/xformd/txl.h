@@ -131,7 +131,8 @@ XF_API size_t xf_txl_mem_blob_size(const xf_txl_t *m, const xf_txl_mem_t *mem,
 /* Serialise mem into buf (len >= xf_txl_mem_blob_size()). Payload rows are converted to dtype
  * (f16/bf16 round to nearest even: lossy, ~1e-3 relative). The CRC-32C at offset 104 covers the
  * header's first 104 bytes and the payload, so any corrupted field is detected. Flag bit 1 means
- * one extra row (the boundary row) follows the memory rows. Returns 0, -EINVAL, -ENOBUFS. */
+ * one extra row (the boundary row) follows the memory rows. Returns 0, -EINVAL, -ENOBUFS,
+ * -ERANGE (a value above the f16 range: use f32 or bf16). */
 XF_API int xf_txl_mem_save(const xf_txl_t *m, const xf_txl_mem_t *mem, enum xf_txl_dtype dtype,
                            void *buf, size_t len);
 /* Validate a blob against m and load it into mem (replacing its content). Rejected (XF_EFORMAT,

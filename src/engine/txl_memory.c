@@ -114,9 +114,12 @@ size_t xf_txl_mem_blob_size(const xf_txl_t *m, const xf_txl_mem_t *mem, enum xf_
     return dsize(dtype) ? BLOB_HDR + payload_of(mem, dtype) : 0;
 }
 
-static void enc_row(const float *x, int32_t d, enum xf_txl_dtype dtype, uint8_t *out)
+/* Returns -ERANGE when a finite value does not fit f16 (it would come back as inf). */
+static int enc_row(const float *x, int32_t d, enum xf_txl_dtype dtype, uint8_t *out)
 {
     for (int32_t i = 0; i < d; i++) {
+        if (dtype == XF_TXL_F16 && fabsf(x[i]) > 65504.0f)
+            return -ERANGE;
         if (dtype == XF_TXL_F32) {
             uint32_t u;
             memcpy(&u, &x[i], 4);
@@ -126,6 +129,7 @@ static void enc_row(const float *x, int32_t d, enum xf_txl_dtype dtype, uint8_t 
                                                    : xf_float_to_bf16(x[i]));
         }
     }
+    return 0;
 }
 
 static void dec_row(const uint8_t *in, int32_t d, int dtype, float *x)
@@ -179,10 +183,11 @@ int xf_txl_mem_save(const xf_txl_t *m, const xf_txl_mem_t *mem, enum xf_txl_dtyp
     p = b + BLOB_HDR;
     for (int32_t l = 0; l < mem->n_layer; l++)
         for (int32_t r = 0; r < mem->rows; r++, p += rowb)
-            enc_row(mem->data + ((size_t)l * (size_t)mem->cap + (size_t)r) *
-                                    (size_t)mem->d_model, mem->d_model, dtype, p);
-    if (mem->has_boundary)
-        enc_row(mem->boundary, mem->d_model, dtype, p);
+            if (enc_row(mem->data + ((size_t)l * (size_t)mem->cap + (size_t)r) *
+                                        (size_t)mem->d_model, mem->d_model, dtype, p) < 0)
+                return -ERANGE;
+    if (mem->has_boundary && enc_row(mem->boundary, mem->d_model, dtype, p) < 0)
+        return -ERANGE;
     crc = blob_crc(b, BLOB_HDR, payload);
     put32(b + BLOB_CRC_AT, crc);
     return 0;
