@@ -74,6 +74,8 @@ typedef struct xf_req {
     int batch_form;        /* TEI /predict: the request was a batch */
     int want_logits_out;   /* KServe: logits output requested */
     int want_embed_out;
+    char session[132];     /* {id} of /v1/sessions/{id}, validated (sessions.c) */
+    int session_delete;    /* DELETE /v1/sessions/{id} */
 } xf_req_t;
 
 typedef struct xf_http xf_http_t;

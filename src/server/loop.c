@@ -21,6 +21,7 @@
 #include "server/metrics.h"
 #include "server/notify.h"
 #include "server/routes.h"
+#include "server/sessions.h"
 
 struct xf_loop {
     uv_loop_t uv;
@@ -225,6 +226,11 @@ static void on_jobs(uv_async_t *a)
             j = next;
             continue;
         }
+        if (j->sjob) {   /* a session operation: its own per-session FIFO (sessions.c) */
+            xf_sessions_push(s, j);
+            j = next;
+            continue;
+        }
         j->bj.n_seqs = j->n_seq;
         j->bj.n_tokens = j->n_tokens;
         j->bj.lens = j->lens;
@@ -309,7 +315,8 @@ static void drain_check(uv_timer_t *t)
                     break;
             }
         }
-        if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0) {
+        if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0 &&
+            xf_sessions_idle(s)) {
             L->draining = 2;
             L->drain_phase2_ns = now;
             /* New jobs from here on are failed at once (on_jobs). */
@@ -487,6 +494,7 @@ int xf_loop_run(xf_server_t *s)
     /* Jobs pushed after the last check have no connection left to answer. */
     xf_job_t *j = xf_jobq_take_all(&s->jobq);
     (void)j;
+    xf_sessions_stop(s);
     uv_walk(&L->uv, close_walk_cb, NULL);
     uv_run(&L->uv, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&L->uv);
@@ -503,6 +511,7 @@ void xf_loop_free(xf_server_t *s)
     if (!L)
         return;
     if (!L->closed) {   /* start-up failed before the loop thread ran */
+        xf_sessions_stop(s);
         uv_walk(&L->uv, close_walk_cb, NULL);
         uv_run(&L->uv, UV_RUN_DEFAULT);
         uv_loop_close(&L->uv);
@@ -513,6 +522,11 @@ void xf_loop_free(xf_server_t *s)
     free(L->scratch);
     free(L);
     s->loop = NULL;
+}
+
+uv_loop_t *xf_loop_uv(xf_server_t *s)
+{
+    return &s->loop->uv;
 }
 
 /* The MHD side of the job queue (MHD thread, after MHD_suspend_connection). */

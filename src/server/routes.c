@@ -16,6 +16,7 @@
 #include "server/loop.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "server/sessions.h"
 
 #define MAX_JSON_DEPTH 32
 
@@ -33,6 +34,8 @@ static const char *const route_labels[XF_R_COUNT] = {
     [XF_R_METRICS] = "/metrics",
     [XF_R_STATS] = "/v1/stats",
     [XF_R_SERVER_META] = "/v2",
+    [XF_R_SESSION_SEGMENTS] = "/v1/sessions/{id}/segments",
+    [XF_R_SESSION] = "/v1/sessions/{id}",
 };
 
 const char *xf_routes_label(int route)
@@ -43,7 +46,7 @@ const char *xf_routes_label(int route)
 int xf_routes_has_body(int route)
 {
     return route == XF_R_INFER || route == XF_R_EMBEDDINGS || route == XF_R_EMBED ||
-           route == XF_R_RERANK || route == XF_R_PREDICT;
+           route == XF_R_RERANK || route == XF_R_PREDICT || route == XF_R_SESSION_SEGMENTS;
 }
 
 int xf_routes_needs_auth(int route)
@@ -78,6 +81,8 @@ int xf_routes_match(xf_req_t *req, const char *method, const char *url)
     };
     req->route = XF_R_NONE;
     req->api = XF_API_OWN;
+    if (strncmp(url, "/v1/sessions/", 13) == 0)
+        return xf_sessions_match(req, method, url);
     if (strncmp(url, "/v1/embeddings", 14) == 0)
         req->api = XF_API_OPENAI;
     else if (strncmp(url, "/v2/", 4) == 0 || strcmp(url, "/v2") == 0)
@@ -1278,6 +1283,9 @@ enum MHD_Result xf_routes_handle(xf_req_t *req)
             json_object_set_new(st, "model", m);
         return xf_http_reply_json(req, 200, st);
     }
+    case XF_R_SESSION_SEGMENTS:
+    case XF_R_SESSION:
+        return xf_sessions_handle(req);
     default: {
         const job_route_t *jr = job_route(req->route);
         if (jr)
@@ -1295,6 +1303,8 @@ enum MHD_Result xf_routes_respond(xf_req_t *req)
     if (j->status)
         return xf_http_reply_error(req, (enum xf_http_err)(j->status - 1), j->retry_after_s,
                                    "%s", j->msg);
+    if (j->sjob)
+        return xf_sessions_respond(req);
     const job_route_t *jr = job_route(req->route);
     if (!jr)
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "route has no reply");

@@ -19,6 +19,8 @@ enum xf_route_id {
     XF_R_METRICS,      /* GET /metrics */
     XF_R_STATS,        /* GET /v1/stats */
     XF_R_SERVER_META,  /* GET /v2 (KServe server metadata) */
+    XF_R_SESSION_SEGMENTS, /* POST /v1/sessions/{id}/segments (sessions.c) */
+    XF_R_SESSION,      /* GET, DELETE /v1/sessions/{id} (sessions.c) */
     XF_R_COUNT
 };
 

@@ -19,6 +19,7 @@
 #include "server/loop.h"
 #include "server/metrics.h"
 #include "server/notify.h"
+#include "server/sessions.h"
 #include "server/workers.h"
 
 void xf_server_opts_init(xf_server_opts_t *o)
@@ -49,6 +50,10 @@ void xf_server_opts_init(xf_server_opts_t *o)
     o->handle_signals = 0;
     o->warmup = 1;
     o->notify = 0;
+    o->session_max_sessions = 10000;
+    o->session_ttl_s = 3600;
+    o->session_max_bytes = 268435456;
+    o->session_timeout_ms = 1000;
 }
 
 void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
@@ -84,6 +89,14 @@ void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
     o->handle_signals = 1;
     o->warmup = 1;
     o->notify = 1;
+    o->session_model = c->session_model;
+    o->redis_url = c->redis_url;
+    o->session_max_sessions = (int)c->session_max_sessions;
+    o->session_ttl_s = (int)c->session_ttl_s;
+    o->session_dtype = c->session_dtype;
+    o->session_max_bytes = c->session_max_bytes;
+    o->session_timeout_ms = (int)c->session_timeout_ms;
+    o->session_init = c->session_init;
 }
 
 static int mkdir_p(const char *path)
@@ -303,6 +316,8 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         snprintf(diag->msg, sizeof diag->msg, "%s", err);
         goto fail;
     }
+    if ((rc = xf_sessions_create(s, xf_loop_uv(s), diag)) < 0)
+        goto fail;
     if (o->warmup) {
         if (o->notify)
             xf_notify_status("warming up");
@@ -387,6 +402,7 @@ void xf_server_free(xf_server_t *s)
     if (s->loop) {
         xf_loop_free(s);
     }
+    xf_sessions_free(s);
     xf_model_free(s->model);
     free(s->demo_dir);
     xf_jobq_deinit(&s->jobq);
