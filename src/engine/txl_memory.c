@@ -117,6 +117,12 @@ size_t xf_txl_mem_blob_size(const xf_txl_t *m, const xf_txl_mem_t *mem, enum xf_
 /* Returns -ERANGE when a finite value does not fit f16 (it would come back as inf). */
 static int enc_row(const float *x, int32_t d, enum xf_txl_dtype dtype, uint8_t *out)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (dtype == XF_TXL_F32) {   /* the blob is little-endian: the row as it is */
+        memcpy(out, x, sizeof(float) * (size_t)d);
+        return 0;
+    }
+#endif
     for (int32_t i = 0; i < d; i++) {
         if (dtype == XF_TXL_F16 && fabsf(x[i]) > 65504.0f)
             return -ERANGE;
@@ -134,6 +140,12 @@ static int enc_row(const float *x, int32_t d, enum xf_txl_dtype dtype, uint8_t *
 
 static void dec_row(const uint8_t *in, int32_t d, int dtype, float *x)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (dtype == XF_TXL_F32) {
+        memcpy(x, in, sizeof(float) * (size_t)d);
+        return;
+    }
+#endif
     for (int32_t i = 0; i < d; i++) {
         if (dtype == XF_TXL_F32) {
             uint32_t u = get32(in + 4 * i);

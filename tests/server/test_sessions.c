@@ -3,8 +3,9 @@
  * store), GET/DELETE, id validation, bad bodies, per-session ordering under concurrent
  * requests, TTL expiry, a corrupted stored blob → reset, Redis killed and restarted mid-session
  * (503 + Retry-After only, then recovery), two servers racing on one session through Redis
- * (409, no lost or duplicated segment), isolation between API keys. The Redis tests start
- * redis-server themselves on a free loopback port and skip when it is not installed. */
+ * (409, no lost or duplicated segment), isolation between API keys, and two replicas behind
+ * nginx round robin. The Redis tests start redis-server (and nginx) themselves on free loopback
+ * ports and skip when they are not installed. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -566,6 +567,93 @@ static void test_redis_race_and_keys(void **state)
     redis_kill();
 }
 
+/* The scale-out topology: two replicas sharing Redis behind nginx round robin; one session's
+ * segments alternate between them and equal the in-process reference. */
+static void test_nginx_two_replicas(void **state)
+{
+    static const char *const nginx_bins[] = { "/usr/sbin/nginx", "/usr/local/sbin/nginx" };
+    const char *nginx = NULL;
+    xf_server_t *a, *b;
+    char tmp[4096], conf[4200], logp[4200], buf[8192];
+    int pn, up = 0;
+    pid_t pid;
+    FILE *f;
+    ref_t ref;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof nginx_bins / sizeof nginx_bins[0]; i++)
+        if (access(nginx_bins[i], X_OK) == 0)
+            nginx = nginx_bins[i];
+    if (!nginx) {
+        print_message("# SKIP: nginx not installed (scripts/setup installs nginx-light)\n");
+        skip();
+    }
+    REDIS_OR_SKIP();
+    a = start_server(redis_url(), NULL, 0);
+    b = start_server(redis_url(), NULL, 0);
+    assert_int_equal(wait_up(xf_server_port(a)), 404);
+    assert_int_equal(wait_up(xf_server_port(b)), 404);
+    xf_test_tmpdir(tmp, sizeof tmp, "nginx");
+    pn = free_port();
+    snprintf(conf, sizeof conf, "%s/nginx.conf", tmp);
+    snprintf(logp, sizeof logp, "%s/upstream.log", tmp);
+    f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "worker_processes 1;\ndaemon off;\nuser root;\npid %s/nginx.pid;\n"
+            "error_log %s/error.log;\nevents { worker_connections 64; }\n"
+            "http {\n  log_format up '$upstream_addr';\n  access_log %s up;\n"
+            "  client_body_temp_path %s; proxy_temp_path %s;\n"
+            "  fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;\n"
+            "  upstream xf { server 127.0.0.1:%d; server 127.0.0.1:%d; }\n"
+            "  server { listen 127.0.0.1:%d;\n"
+            "    location / { proxy_pass http://xf; proxy_http_version 1.1;\n"
+            "                 proxy_set_header Connection \"\"; } }\n}\n",
+            tmp, tmp, logp, tmp, tmp, tmp, tmp, tmp, xf_server_port(a), xf_server_port(b), pn);
+    fclose(f);
+    pid = fork();
+    if (pid == 0) {
+        execl(nginx, "nginx", "-p", tmp, "-e", "stderr", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && !up; i++) {   /* up to 5 s for it to listen */
+        int fd = hc_connect(pn);
+        sleep_ms(50);
+        if (fd >= 0) {
+            close(fd);
+            up = 1;
+        }
+    }
+    if (!up) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("nginx did not start (%s)", conf);
+    }
+    ref_open(&ref);
+    for (int k = 0; k < 6; k++)
+        post_and_check(pn, "lb", NULL, k % 3, &ref, k + 1);
+    ref_close(&ref);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    /* both replicas served segments (nginx logged each upstream address) */
+    f = fopen(logp, "r");
+    assert_non_null(f);
+    {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        char pa[32], pb[32];
+        buf[n] = '\0';
+        snprintf(pa, sizeof pa, ":%d", xf_server_port(a));
+        snprintf(pb, sizeof pb, ":%d", xf_server_port(b));
+        assert_non_null(strstr(buf, pa));
+        assert_non_null(strstr(buf, pb));
+    }
+    fclose(f);
+    xf_test_rmtree(tmp);
+    xf_server_stop(a);
+    xf_server_stop(b);
+    redis_kill();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -574,6 +662,7 @@ int main(void)
         cmocka_unit_test(test_local_ordering_and_ttl),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
+        cmocka_unit_test(test_nginx_two_replicas),
     };
     int rc;
 
