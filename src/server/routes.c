@@ -821,6 +821,8 @@ static enum MHD_Result h_infer(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
     enum MHD_Result ret = MHD_NO;
+    if (xf_sessions_owns_model(s, req->model))   /* Transformer-XL: sequence parameters */
+        return xf_sessions_handle_kserve(req);
     if (!model_matches(req))
         return reply_unknown_model(req);
     if (parse_body(req, &ret) < 0)

@@ -34,6 +34,7 @@ typedef struct sjob {
     int32_t *ids, n;
     unsigned want;
     int return_logprobs;
+    int kserve, seq_start, seq_end;   /* KServe v2 infer with Triton sequence parameters */
     xf_server_t *srv;
     xf_job_t *job;
     squeue_t *q;
@@ -283,38 +284,11 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
     return MHD_YES;
 }
 
-enum MHD_Result xf_sessions_handle(xf_req_t *req)
+/* Suspend the connection and hand the session job to the loop. */
+static enum MHD_Result submit_sjob(xf_req_t *req, xf_job_t *j)
 {
     xf_server_t *s = req->srv;
-    xf_sessions_t *S = s->sessions;
-    xf_job_t *j = NULL;
-    sjob_t *sj;
-    enum MHD_Result r;
 
-    if (!S)
-        return xf_http_reply_error(req, XF_HE_SESSIONS_DISABLED, 0, "sessions are disabled "
-                                   "(set session.model to a transfo-xl model directory)");
-    sj = calloc(1, sizeof *sj);
-    if (!sj || xf_job_create(0, 0, &j) < 0) {
-        free(sj);
-        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
-    }
-    j->sjob = sj;
-    j->sjob_free = sjob_free;
-    sj->srv = s;
-    sj->job = j;
-    snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s", xf_txl_info(S->model)->name,
-             S->keyscope, req->session);
-    if (req->route == XF_R_SESSION_SEGMENTS) {
-        sj->op = SOP_SEGMENT;
-        r = parse_segment(req, S, sj);
-        if (req->state == XF_REQ_REPLIED) {
-            xf_job_free(j);
-            return r;
-        }
-    } else {
-        sj->op = req->session_delete ? SOP_DELETE : SOP_GET;
-    }
     j->enqueue_ns = xf_now_ns();
     j->deadline_ns = j->enqueue_ns + (uint64_t)s->o.timeout_ms * 1000000ull;
     j->conn = req->conn;
@@ -331,6 +305,54 @@ enum MHD_Result xf_sessions_handle(xf_req_t *req)
     return MHD_YES;
 }
 
+/* A new session job for req (key from req->session), or NULL after replying 503. */
+static xf_job_t *new_sjob(xf_req_t *req)
+{
+    xf_sessions_t *S = req->srv->sessions;
+    xf_job_t *j = NULL;
+    sjob_t *sj = calloc(1, sizeof *sj);
+
+    if (!sj || xf_job_create(0, 0, &j) < 0) {
+        free(sj);
+        xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return NULL;
+    }
+    j->sjob = sj;
+    j->sjob_free = sjob_free;
+    sj->srv = req->srv;
+    sj->job = j;
+    snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s", xf_txl_info(S->model)->name,
+             S->keyscope, req->session);
+    return j;
+}
+
+enum MHD_Result xf_sessions_handle(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    xf_sessions_t *S = s->sessions;
+    xf_job_t *j = NULL;
+    sjob_t *sj;
+    enum MHD_Result r;
+
+    if (!S)
+        return xf_http_reply_error(req, XF_HE_SESSIONS_DISABLED, 0, "sessions are disabled "
+                                   "(set session.model to a transfo-xl model directory)");
+    if (!(j = new_sjob(req)))
+        return MHD_YES;
+    sj = j->sjob;
+    if (req->route == XF_R_SESSION_SEGMENTS) {
+        sj->op = SOP_SEGMENT;
+        r = parse_segment(req, S, sj);
+        if (req->state == XF_REQ_REPLIED) {
+            xf_job_free(j);
+            return r;
+        }
+    } else {
+        sj->op = req->session_delete ? SOP_DELETE : SOP_GET;
+    }
+    return submit_sjob(req, j);
+}
+
 static json_t *float_array(const float *x, size_t n)
 {
     json_t *a = json_array();
@@ -338,6 +360,8 @@ static json_t *float_array(const float *x, size_t n)
         json_array_append_new(a, isnan(x[i]) ? json_null() : json_real(x[i]));
     return a;
 }
+
+static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti);
 
 enum MHD_Result xf_sessions_respond(xf_req_t *req)
 {
@@ -349,6 +373,8 @@ enum MHD_Result xf_sessions_respond(xf_req_t *req)
     if (sj->op == SOP_DELETE)
         return xf_http_reply_json(req, 200, json_pack("{s:s,s:b}", "session", req->session,
                                                       "deleted", 1));
+    if (sj->kserve)
+        return respond_kserve(req, sj, ti);
     o = json_pack("{s:s,s:s,s:I,s:I,s:i,s:s}", "session", req->session, "model", ti->name,
                   "segments", (json_int_t)sj->st.segments, "tokens_seen",
                   (json_int_t)sj->st.tokens, "memory_rows", sj->st.rows, "dtype",
@@ -385,6 +411,216 @@ enum MHD_Result xf_sessions_respond(xf_req_t *req)
     if (sj->res.pooled)
         json_object_set_new(o, "pooled", float_array(sj->res.pooled, (size_t)ti->d_model));
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_out_len));
+    return xf_http_reply_json(req, 200, o);
+}
+
+
+/* ---- KServe v2 infer with Triton's sequence parameters --------------------------------- */
+
+int xf_sessions_owns_model(const xf_server_t *s, const char *name)
+{
+    return s->sessions && !strcmp(name, xf_txl_info(s->sessions->model)->name);
+}
+
+/* {"inputs":[{"name":..,"datatype":"INT32"|"INT64"|"BYTES","shape":[n]|[1,n],"data":[..]}],
+ *  "outputs":[{"name":"logprobs"|"hidden"|"pooled"|"next_token"}],
+ *  "parameters":{"sequence_id":N|"id","sequence_start":bool,"sequence_end":bool,
+ *                "add_eos":bool}} */
+static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
+{
+    const xf_txl_info_t *ti = xf_txl_info(S->model);
+    json_error_t je;
+    json_t *root, *par, *sid, *in, *t, *data, *outs, *v;
+    const char *dt;
+    int add_eos = 0;
+    size_t i;
+
+    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
+                                                                             : je.text);
+    }
+    req->root = root;
+    par = json_object_get(root, "parameters");
+    sid = par ? json_object_get(par, "sequence_id") : NULL;
+    if (!json_is_object(par) || !sid)
+        return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "parameters.sequence_id: "
+                                   "this Transformer-XL model keeps a memory per sequence");
+    if (json_is_integer(sid) && json_integer_value(sid) >= 0) {
+        snprintf(req->session, sizeof req->session, "%lld",
+                 (long long)json_integer_value(sid));
+    } else if (json_is_string(sid) && valid_id(json_string_value(sid), json_string_length(sid))) {
+        snprintf(req->session, sizeof req->session, "%s", json_string_value(sid));
+    } else {
+        return xf_http_reply_error(req, XF_HE_BAD_SESSION_ID, 0, "parameters.sequence_id: want "
+                                   "a non-negative integer or 1-128 bytes of [A-Za-z0-9._:-]");
+    }
+    v = json_object_get(par, "sequence_start");
+    if (v && !json_is_boolean(v))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.sequence_start: want "
+                                   "true or false");
+    sj->seq_start = v && json_is_true(v);
+    v = json_object_get(par, "sequence_end");
+    if (v && !json_is_boolean(v))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.sequence_end: want "
+                                   "true or false");
+    sj->seq_end = v && json_is_true(v);
+    v = json_object_get(par, "add_eos");
+    add_eos = v && json_is_true(v);
+    in = json_object_get(root, "inputs");
+    if (!json_is_array(in) || json_array_size(in) != 1 || !json_is_object(json_array_get(in, 0)))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs: want one tensor (INT32/INT64 "
+                                   "token ids or one BYTES text)");
+    t = json_array_get(in, 0);
+    dt = json_string_value(json_object_get(t, "datatype"));
+    data = json_object_get(t, "data");
+    while (json_is_array(data) && json_array_size(data) == 1 &&
+           json_is_array(json_array_get(data, 0)))
+        data = json_array_get(data, 0);   /* shape [1, n] written nested */
+    if (!dt || !json_is_array(data))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0]: want datatype and a "
+                                   "data list");
+    if (!strcmp(dt, "BYTES")) {
+        xf_diag_t diag = { 0 };
+        json_t *s0 = json_array_get(data, 0);
+        int rc;
+        if (json_array_size(data) != 1 || !json_is_string(s0))
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data: want one "
+                                       "string");
+        rc = xf_txl_encode(S->model, json_string_value(s0), json_string_length(s0), add_eos,
+                           &sj->ids, &sj->n, &diag);
+        if (rc < 0)
+            return xf_http_reply_error(req, rc == XF_EFORMAT ? XF_HE_INVALID_UTF8
+                                                             : XF_HE_BAD_FIELD, 0,
+                                       "inputs[0].data[0]: %s", diag.msg);
+    } else if (!strcmp(dt, "INT32") || !strcmp(dt, "INT64")) {
+        size_t n = json_array_size(data);
+        if (n > (size_t)req->srv->o.max_tokens)
+            return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %zu tokens, "
+                                       "request.max_tokens is %d", n, req->srv->o.max_tokens);
+        sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
+        if (!sj->ids)
+            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        json_array_foreach(data, i, v) {
+            json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+            if (x < 0 || x >= ti->vocab_size)
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data[%zu]: want "
+                                           "a token id in [0, %d)", i, ti->vocab_size);
+            sj->ids[i] = (int32_t)x;
+        }
+        sj->n = (int32_t)n;
+    } else {
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype: want INT32, "
+                                   "INT64 or BYTES");
+    }
+    if (sj->n == 0)
+        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "inputs[0]: no tokens");
+    if (sj->n > req->srv->o.max_tokens)
+        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %d tokens, "
+                                   "request.max_tokens is %d", sj->n, req->srv->o.max_tokens);
+    sj->return_logprobs = 1;
+    outs = json_object_get(root, "outputs");
+    if (outs) {
+        if (!json_is_array(outs))
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs: want a list");
+        sj->return_logprobs = json_array_size(outs) == 0;
+        json_array_foreach(outs, i, v) {
+            const char *w = json_string_value(json_object_get(v, "name"));
+            if (w && !strcmp(w, "logprobs"))
+                sj->return_logprobs = 1;
+            else if (w && !strcmp(w, "hidden"))
+                sj->want |= XF_TXL_OUT_HIDDEN;
+            else if (w && !strcmp(w, "pooled"))
+                sj->want |= XF_TXL_OUT_POOLED;
+            else if (!w || strcmp(w, "next_token"))
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs[%zu]: want logprobs, "
+                                           "next_token, hidden or pooled", i);
+        }
+    }
+    return MHD_YES;
+}
+
+enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req)
+{
+    xf_sessions_t *S = req->srv->sessions;
+    xf_job_t *j;
+    sjob_t *sj;
+    enum MHD_Result r;
+    sjob_t tmp;
+
+    /* the id comes from the body: parse into a scratch job first */
+    memset(&tmp, 0, sizeof tmp);
+    r = parse_kserve(req, S, &tmp);
+    if (req->state == XF_REQ_REPLIED) {
+        free(tmp.ids);
+        return r;
+    }
+    if (!(j = new_sjob(req))) {
+        free(tmp.ids);
+        return MHD_YES;
+    }
+    sj = j->sjob;
+    sj->op = SOP_SEGMENT;
+    sj->kserve = 1;
+    sj->ids = tmp.ids;
+    sj->n = tmp.n;
+    sj->want = tmp.want;
+    sj->return_logprobs = tmp.return_logprobs;
+    sj->seq_start = tmp.seq_start;
+    sj->seq_end = tmp.seq_end;
+    return submit_sjob(req, j);
+}
+
+static json_t *kserve_tensor(const char *name, const char *dt, json_t *shape, json_t *data)
+{
+    return json_pack("{s:s,s:s,s:o,s:o}", "name", name, "datatype", dt, "shape", shape, "data",
+                     data);
+}
+
+static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti)
+{
+    json_t *o = json_object(), *outs = json_array(), *lp = json_array(), *p;
+
+    if (sj->return_logprobs) {
+        /* FP32 data cannot hold NaN: an unscored first token is 0 and first_token_scored
+         * says so */
+        for (int32_t t = 0; t < sj->res.n; t++)
+            json_array_append_new(lp, json_real(isnan(sj->res.logprobs[t])
+                                                    ? 0.0 : sj->res.logprobs[t]));
+        json_array_append_new(outs, kserve_tensor("logprobs", "FP32",
+                                                  json_pack("[i]", sj->res.n), lp));
+    } else {
+        json_decref(lp);
+    }
+    json_array_append_new(outs, kserve_tensor("next_token", "INT64", json_pack("[i]", 1),
+                                              json_pack("[i]", sj->res.next_id)));
+    if (sj->res.pooled)
+        json_array_append_new(outs, kserve_tensor("pooled", "FP32",
+                                                  json_pack("[i,i]", 1, ti->d_model),
+                                                  float_array(sj->res.pooled,
+                                                              (size_t)ti->d_model)));
+    if (sj->res.hidden)
+        json_array_append_new(outs, kserve_tensor("hidden", "FP32",
+                                                  json_pack("[i,i]", sj->res.n, ti->d_model),
+                                                  float_array(sj->res.hidden,
+                                                              (size_t)sj->res.n *
+                                                                  (size_t)ti->d_model)));
+    p = json_pack("{s:s,s:I,s:I,s:i,s:i,s:f,s:b,s:b,s:b}", "sequence_id", req->session,
+                  "segments", (json_int_t)sj->st.segments, "tokens_seen",
+                  (json_int_t)sj->st.tokens, "memory_rows", sj->st.rows, "n_scored",
+                  sj->res.n_scored, "sum", sj->res.sum, "first_token_scored",
+                  !isnan(sj->res.logprobs[0]), "reset", sj->reset, "sequence_end",
+                  sj->seq_end);
+    json_object_set_new(o, "model_name", json_string(ti->name));
+    json_object_set_new(o, "model_version", json_string("1"));
+    {
+        const char *id = json_string_value(json_object_get(req->root, "id"));
+        if (id)
+            json_object_set_new(o, "id", json_string(id));
+    }
+    json_object_set_new(o, "outputs", outs);
+    json_object_set_new(o, "parameters", p);
     return xf_http_reply_json(req, 200, o);
 }
 
@@ -451,6 +687,17 @@ static void on_put(void *user, int rc)
         xf_metric_set(XF_M_session_blob_bytes, NULL, NULL, (int64_t)sj->blob_out_len);
         finish(sj, 0, 0, NULL);
     }
+}
+
+static void on_del_end(void *user, int rc)
+{
+    sjob_t *sj = user;
+
+    if (rc == XF_EREDIS)
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the sequence end "
+               "was not recorded, retry it");
+    else
+        finish(sj, 0, 0, NULL);
 }
 
 /* Thread pool: load the memory (or start one), run the segment, serialise the new memory. */
@@ -527,6 +774,9 @@ static void after_work(uv_work_t *w, int status)
     } else if (sj->rc < 0) {
         finish(sj, XF_HE_INTERNAL, 0, "segment failed: %s", sj->msg[0] ? sj->msg
                                                                        : xf_strerror(sj->rc));
+    } else if (sj->seq_end) {
+        /* Triton's sequence_end: the sequence is over, its memory is released */
+        S->store->vt->del(S->store, sj->key, on_del_end, sj);
     } else {
         /* write-after-compute, compare-and-set on what was read */
         S->store->vt->put(S->store, sj->key, sj->blob_out, sj->blob_out_len, sj->tag,
@@ -552,9 +802,16 @@ static void on_get(void *user, int rc, const uint8_t *blob, size_t len, const ch
         finish(sj, XF_HE_SESSION_NOT_FOUND, 0, "no session %s", strrchr(sj->key, ':') + 1);
         return;
     }
-    sj->created = rc == XF_ENOTFOUND;
+    sj->created = rc == XF_ENOTFOUND || sj->seq_start;
     sj->ttl_ms = ttl_ms;
     if (rc == 0) {
+        /* the tag is kept for the compare-and-set even when sequence_start ignores the blob */
+        if (tag_len > sizeof sj->tag)
+            tag_len = sizeof sj->tag;
+        memcpy(sj->tag, tag, tag_len);
+        sj->tag_len = tag_len;
+    }
+    if (rc == 0 && !sj->seq_start) {
         sj->blob_in = malloc(len ? len : 1);
         if (!sj->blob_in) {
             finish(sj, XF_HE_OUT_OF_MEMORY, 1, "out of memory reading the session");
@@ -562,10 +819,6 @@ static void on_get(void *user, int rc, const uint8_t *blob, size_t len, const ch
         }
         memcpy(sj->blob_in, blob, len);
         sj->blob_in_len = len;
-        if (tag_len > sizeof sj->tag)
-            tag_len = sizeof sj->tag;
-        memcpy(sj->tag, tag, tag_len);
-        sj->tag_len = tag_len;
     }
     sj->work.data = sj;
     if (uv_queue_work(xf_loop_uv(s), &sj->work, work_cb, after_work) != 0)
@@ -595,6 +848,11 @@ static void start(xf_server_t *s, squeue_t *q)
     sj->t0 = xf_now_ns();
     if (!S->store) {
         finish(sj, XF_HE_DRAINING, 1, "server is shutting down");
+        return;
+    }
+    if (sj->t0 > q->head->deadline_ns) {   /* waited behind its session's earlier requests */
+        finish(sj, XF_HE_DEADLINE, 1, "the request waited for its session longer than "
+               "request.timeout_ms");
         return;
     }
     if (!S->store->vt->up(S->store)) {

@@ -27,6 +27,12 @@ void xf_sessions_free(xf_server_t *s);
 int xf_sessions_match(xf_req_t *req, const char *method, const char *url);
 /* MHD thread, final call: parse, tokenise, suspend and hand a job to the loop. */
 enum MHD_Result xf_sessions_handle(xf_req_t *req);
+/* MHD thread: 1 when name is the session model's served name (KServe infer goes to sessions). */
+int xf_sessions_owns_model(const xf_server_t *s, const char *name);
+/* MHD thread, final call of POST /v2/models/{txl}/infer: Triton's sequence_id /
+ * sequence_start / sequence_end parameters name the session; the reply is a KServe v2 infer
+ * response (outputs logprobs, next_token, optional hidden, pooled). */
+enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req);
 /* MHD thread, after resume: the reply. */
 enum MHD_Result xf_sessions_respond(xf_req_t *req);
 

@@ -84,14 +84,20 @@ static const int32_t SEGS[3][9] = { { 3, 150, 7, 250, 0, 12, 199 },
                                     { 17, 230, 5, 120, 8 } };
 static const int SEGN[3] = { 7, 9, 5 };
 
+/* The body of segment k into buf (thread-safe form). */
+static char *ids_body_r(int k, const char *extra, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "{\"input\":[");
+    for (int i = 0; i < SEGN[k]; i++)
+        n += (size_t)snprintf(buf + n, cap - n, i ? ",%d" : "%d", SEGS[k][i]);
+    snprintf(buf + n, cap - n, "]%s}", extra ? extra : "");
+    return buf;
+}
+
 static char *ids_body(int k, const char *extra)
 {
     static char buf[512];
-    size_t n = (size_t)snprintf(buf, sizeof buf, "{\"input\":[");
-    for (int i = 0; i < SEGN[k]; i++)
-        n += (size_t)snprintf(buf + n, sizeof buf - n, i ? ",%d" : "%d", SEGS[k][i]);
-    snprintf(buf + n, sizeof buf - n, "]%s}", extra ? extra : "");
-    return buf;
+    return ids_body_r(k, extra, buf, sizeof buf);
 }
 
 /* The engine in process over the same segments (the reference of the server path). */
@@ -277,11 +283,12 @@ typedef struct racer {
 static void *race(void *p)
 {
     racer_t *rc = p;
-    char path[128];
+    char path[128], body[512];
     hc_resp_t r;
 
     snprintf(path, sizeof path, "/v1/sessions/%s/segments", rc->id);
-    if (hc_do(rc->port, "POST", path, NULL, ids_body(rc->k, NULL), &r) == 0) {
+    if (hc_do(rc->port, "POST", path, NULL, ids_body_r(rc->k, NULL, body, sizeof body),
+              &r) == 0) {
         json_t *j = json_loadb(r.body, r.len, 0, NULL);
         rc->status = r.status;
         rc->segments = j ? json_integer_value(json_object_get(j, "segments")) : -1;
@@ -347,6 +354,83 @@ static void test_local_ordering_and_ttl(void **state)
     xf_server_stop(s);
 }
 
+static char *kserve_body(int k, const char *params)
+{
+    static char buf[768];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "{\"id\":\"r%d\",\"inputs\":[{\"name\":"
+                                "\"input_ids\",\"datatype\":\"INT64\",\"shape\":[%d],"
+                                "\"data\":[", k, SEGN[k]);
+    for (int i = 0; i < SEGN[k]; i++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, i ? ",%d" : "%d", SEGS[k][i]);
+    snprintf(buf + n, sizeof buf - n, "]}],\"parameters\":{%s}}", params);
+    return buf;
+}
+
+/* KServe v2 infer on the Transformer-XL model with Triton's sequence parameters. */
+static void test_local_kserve(void **state)
+{
+    xf_server_t *s = start_server(NULL, NULL, 0);
+    int port = xf_server_port(s);
+    char path[256];
+    ref_t ref;
+    json_t *j;
+
+    (void)state;
+    snprintf(path, sizeof path, "/v2/models/%s/infer", strrchr(g_txl, '/') + 1);
+    ref_open(&ref);
+    for (int k = 0; k < 3; k++) {
+        xf_txl_result_t res = { 0 };
+        json_t *out, *par;
+        double err = 0;
+        j = fx_json(port, "POST", path, NULL,
+                    kserve_body(k, k == 0 ? "\"sequence_id\":42,\"sequence_start\":true"
+                                          : "\"sequence_id\":42"), 200);
+        assert_int_equal(xf_txl_run(ref.m, ref.mem, SEGS[k], SEGN[k], 0, &res, NULL), 0);
+        out = json_array_get(json_object_get(j, "outputs"), 0);
+        assert_string_equal(json_string_value(json_object_get(out, "name")), "logprobs");
+        for (int t = 0; t < SEGN[k]; t++)
+            if (!isnan(res.logprobs[t]))
+                err = fmax(err, fabs(json_number_value(json_array_get(
+                                         json_object_get(out, "data"), (size_t)t)) -
+                                     res.logprobs[t]));
+        assert_true(err <= 1e-6);
+        par = json_object_get(j, "parameters");
+        assert_int_equal(json_integer_value(json_object_get(par, "segments")), k + 1);
+        assert_true(json_is_boolean(json_object_get(par, "first_token_scored")));
+        assert_int_equal(json_is_true(json_object_get(par, "first_token_scored")), k > 0);
+        assert_string_equal(json_string_value(json_object_get(j, "id")), k == 0 ? "r0"
+                                                                        : k == 1 ? "r1" : "r2");
+        json_decref(j);
+        xf_txl_result_deinit(&res);
+    }
+    ref_close(&ref);
+    /* the same session through the REST route */
+    j = fx_json(port, "GET", "/v1/sessions/42", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+    json_decref(j);
+    /* sequence_start restarts it; sequence_end releases it */
+    j = fx_json(port, "POST", path, NULL,
+                kserve_body(0, "\"sequence_id\":42,\"sequence_start\":true"), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "parameters"),
+                                                        "segments")), 1);
+    json_decref(j);
+    json_decref(fx_json(port, "POST", path, NULL,
+                        kserve_body(1, "\"sequence_id\":42,\"sequence_end\":true"), 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/42", NULL, NULL, 404));
+    /* errors in KServe shape */
+    j = fx_json(port, "POST", path, NULL, kserve_body(0, ""), 400);
+    assert_true(json_is_string(json_object_get(j, "error")));
+    json_decref(j);
+    json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":\"a b\""),
+                        400));
+    json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":-3"), 400));
+    /* the encoder is still served under its own name */
+    json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
+                        "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
+                        "\"shape\":[1],\"data\":[\"hello\"]}]}", 200));
+    xf_server_stop(s);
+}
+
 /* ---- Redis ----------------------------------------------------------------------------- */
 
 static pid_t g_redis;
@@ -397,6 +481,15 @@ static int redis_raw(const char *const *argv, const size_t *lens, int argc, char
     return 0;
 }
 
+static void redis_kill(void)
+{
+    if (g_redis > 0) {
+        kill(g_redis, SIGKILL);
+        waitpid(g_redis, NULL, 0);
+        g_redis = 0;
+    }
+}
+
 static int redis_start(void)
 {
     char port[16], out[64];
@@ -405,13 +498,15 @@ static int redis_start(void)
 
     if (access("/usr/bin/redis-server", X_OK) != 0)
         return -1;
+    redis_kill();   /* one left by a test that failed before stopping it */
     if (!g_redis_port && (g_redis_port = free_port()) < 0)
         return -1;
     snprintf(port, sizeof port, "%d", g_redis_port);
     g_redis = fork();
     if (g_redis == 0) {
         int dn = open("/dev/null", O_WRONLY);
-        dup2(dn, 1);
+        dup2(dn, 1);   /* never hold the test's output pipe open */
+        dup2(dn, 2);
         execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
               "--save", "", "--appendonly", "no", "--protected-mode", "no", (char *)NULL);
         _exit(127);
@@ -422,15 +517,6 @@ static int redis_start(void)
             return 0;
     }
     return -1;
-}
-
-static void redis_kill(void)
-{
-    if (g_redis > 0) {
-        kill(g_redis, SIGKILL);
-        waitpid(g_redis, NULL, 0);
-        g_redis = 0;
-    }
 }
 
 #define REDIS_OR_SKIP()                                                                        \
@@ -613,6 +699,9 @@ static void test_nginx_two_replicas(void **state)
     fclose(f);
     pid = fork();
     if (pid == 0) {
+        int dn = open("/dev/null", O_WRONLY);
+        dup2(dn, 1);
+        dup2(dn, 2);
         execl(nginx, "nginx", "-p", tmp, "-e", "stderr", "-c", conf, (char *)NULL);
         _exit(127);
     }
@@ -660,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_local_stream),
         cmocka_unit_test(test_local_bad_requests),
         cmocka_unit_test(test_local_ordering_and_ttl),
+        cmocka_unit_test(test_local_kserve),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
         cmocka_unit_test(test_nginx_two_replicas),
