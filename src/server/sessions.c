@@ -68,6 +68,8 @@ struct xf_sessions {
     xf_sstore_t *store;
     squeue_t *queues;           /* keys with work queued or running */
     int n_running;              /* operations started and not answered */
+    int n_queues;               /* keys in queues */
+    int gauge_queues;           /* sessions_active counts keys with work (Redis store) */
     enum xf_txl_dtype dtype;
     char keyscope[24];          /* "" or a hash of the API key + ':' */
 };
@@ -118,6 +120,7 @@ int xf_sessions_create(xf_server_t *s, uv_loop_t *loop, xf_diag_t *diag)
         free(S);
         return rc;
     }
+    S->gauge_queues = !strcmp(S->store->vt->name, "redis");
     s->sessions = S;
     XF_LOGI("sessions: transfo-xl model %s (%d layers, d_model %d, mem_len %d), store %s, "
             "payload %s", xf_txl_info(S->model)->name, xf_txl_info(S->model)->n_layer,
@@ -666,6 +669,9 @@ static void finish(sjob_t *sj, enum xf_http_err code, int retry_after_s, const c
     if (*pp)
         *pp = q->next;
     free(q);
+    S->n_queues--;
+    if (S->gauge_queues)
+        xf_metric_set(XF_M_sessions_active, NULL, NULL, S->n_queues);
 }
 
 static void on_put(void *user, int rc)
@@ -883,6 +889,9 @@ void xf_sessions_push(xf_server_t *s, xf_job_t *j)
         snprintf(q->key, sizeof q->key, "%s", sj->key);
         q->next = S->queues;
         S->queues = q;
+        S->n_queues++;
+        if (S->gauge_queues)
+            xf_metric_set(XF_M_sessions_active, NULL, NULL, S->n_queues);
     }
     j->next = NULL;
     if (q->tail)

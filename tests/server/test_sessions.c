@@ -565,6 +565,15 @@ static void test_redis_stream_and_faults(void **state)
     port = xf_server_port(s);
     assert_int_equal(wait_up(port), 404);
     run_stream(port, "r1", NULL);
+    {
+        /* SET .. EX session.ttl_s (3600) on every segment: PTTL is read back */
+        json_t *j = fx_json(port, "GET", "/v1/sessions/r1", NULL, NULL, 200);
+        json_int_t ttl = json_integer_value(json_object_get(j, "ttl_s"));
+        assert_true(ttl > 3000 && ttl <= 3600);
+        assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+        assert_true(json_is_true(json_object_get(j, "valid")));
+        json_decref(j);
+    }
     /* Redis killed mid-session: session routes 503 + Retry-After, stateless routes fine */
     redis_kill();
     for (int i = 0; i < 3; i++) {
