@@ -90,7 +90,8 @@ int main(int argc, char **argv)
     }
     xf_cpu_get_info(&ci);
     printf("# xformd-bench-sessions cpu=\"%s\" isa=%s txl_gemm=cblas blas_core=%s cores=%d "
-           "layers=%d d_model=%d heads=%d d_head=%d d_inner=%d vocab=%d segment=%d reps=%d redis=%s\n",
+           "layers=%d d_model=%d heads=%d d_head=%d d_inner=%d vocab=%d segment=%d reps=%d "
+           "redis=%s\n",
            ci.brand, ci.isa, ci.blas_core, ci.n_cores, o.n_layer, o.d_model, o.n_head, o.d_head,
            o.d_inner, o.vocab_size, seg, reps, redis ? redis : "none");
     ids = malloc(sizeof(int32_t) * (size_t)seg);
