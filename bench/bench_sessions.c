@@ -2,10 +2,14 @@
  * (0, 128, 512, 1024 rows), the session blob per dtype (bytes, save and load time) and, with
  * --redis HOST:PORT, the Redis round trip (SET + GET of the f16 blob, blocking hiredis on
  * loopback) as a share of a whole segment (read + load + compute + save + write). One
+ * --concurrent N runs N sessions at once (2 segments of 32 tokens each, memory 128 rows) on
+ * --threads T threads and prints the segment throughput. One
  * machine-readable line per case after a header naming CPU, ISA and revision. Timings are
  * medians over --reps runs; compare them only as ratios within one run. */
 #include "config.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,12 +40,74 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+typedef struct conc {
+    const xf_txl_t *m;
+    xf_txl_mem_t **mems;
+    int n_sess, n_thr, seg;
+    const int32_t *ids;
+    atomic_int next;
+} conc_t;
+
+/* Sessions are handed out in order; each thread runs all segments of the sessions it takes
+ * (one session is never run by two threads at once, as in the server). */
+static void *conc_worker(void *p)
+{
+    conc_t *c = p;
+    for (;;) {
+        int i = atomic_fetch_add(&c->next, 1);
+        if (i >= c->n_sess)
+            return NULL;
+        for (int k = 0; k < 2; k++) {
+            xf_txl_result_t r = { 0 };
+            xf_txl_run(c->m, c->mems[i], c->ids + k, c->seg, 0, &r, NULL);
+            xf_txl_result_deinit(&r);
+        }
+    }
+}
+
+static void run_concurrent(const char *dir, int n_sess, int n_thr, const int32_t *ids)
+{
+    xf_txl_opts_t lo = { NULL, 128 };
+    conc_t c = { 0 };
+    pthread_t th[64];
+    xf_txl_t *m = NULL;
+    double t0, ms;
+
+    if (n_thr < 1 || n_thr > 64 || xf_txl_load(dir, &lo, &m, NULL) < 0)
+        return;
+    c.m = m;
+    c.n_sess = n_sess;
+    c.n_thr = n_thr;
+    c.seg = 32;
+    c.ids = ids;
+    c.mems = calloc((size_t)n_sess, sizeof *c.mems);
+    for (int i = 0; i < n_sess; i++) {   /* every session starts with a full memory */
+        xf_txl_result_t r = { 0 };
+        xf_txl_mem_create(m, XF_TXL_INIT_EMPTY, &c.mems[i]);
+        xf_txl_run(m, c.mems[i], ids, 128, 0, &r, NULL);
+        xf_txl_result_deinit(&r);
+    }
+    t0 = now_ms();
+    for (int t = 0; t < n_thr; t++)
+        pthread_create(&th[t], NULL, conc_worker, &c);
+    for (int t = 0; t < n_thr; t++)
+        pthread_join(th[t], NULL);
+    ms = now_ms() - t0;
+    printf("concurrent sessions=%d threads=%d segments=%d tokens_per_segment=%d mem_rows=128 "
+           "wall_ms=%.1f segments_per_s=%.2f tokens_per_s=%.1f\n", n_sess, n_thr, 2 * n_sess,
+           c.seg, ms, 2e3 * n_sess / ms, 2e3 * n_sess * c.seg / ms);
+    for (int i = 0; i < n_sess; i++)
+        xf_txl_mem_free(c.mems[i]);
+    free(c.mems);
+    xf_txl_free(m);
+}
+
 int main(int argc, char **argv)
 {
     static const int mems[] = { 0, 128, 512, 1024 };
     static const char *const dn[] = { "?", "f32", "f16", "bf16" };
     const char *redis = NULL;
-    int reps = 5, seg = 128;
+    int reps = 5, seg = 128, concurrent = 0, threads = 2;
     char dir[] = "/tmp/xf-bench-txl.XXXXXX";
     xf_txl_demo_opts_t o;
     xf_diag_t diag = { 0 };
@@ -54,8 +120,13 @@ int main(int argc, char **argv)
             redis = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--concurrent") && i + 1 < argc)
+            concurrent = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_sessions [--redis HOST:PORT] [--reps N]\n");
+            fprintf(stderr, "usage: bench_sessions [--redis HOST:PORT] [--reps N] "
+                    "[--concurrent N [--threads T]]\n");
             return 2;
         }
     }
@@ -97,6 +168,10 @@ int main(int argc, char **argv)
     ids = malloc(sizeof(int32_t) * (size_t)seg);
     for (int t = 0; t < seg; t++)
         ids[t] = (int32_t)((t * 7919) % o.vocab_size);
+    if (concurrent > 0) {
+        run_concurrent(dir, concurrent, threads, ids);
+        goto out;
+    }
     for (size_t k = 0; k < sizeof mems / sizeof mems[0]; k++) {
         xf_txl_opts_t lo = { NULL, mems[k] };
         xf_txl_t *m = NULL;
@@ -161,6 +236,7 @@ int main(int argc, char **argv)
         xf_txl_mem_free(mem);
         xf_txl_free(m);
     }
+out:
     if (rc)
         redisFree(rc);
     free(ids);
