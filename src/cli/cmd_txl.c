@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -181,7 +182,7 @@ int cmd_mkmodel_txl(int argc, char **argv)
     xf_txl_demo_opts_t o;
     const char *out = NULL;
     xf_diag_t diag = { 0 };
-    int rc;
+    int rc, force = 0;
 
     xf_txl_demo_opts_init(&o);
     for (int i = 1; i < argc; i++) {
@@ -210,6 +211,8 @@ int cmd_mkmodel_txl(int argc, char **argv)
             o.same_length = 1;
         else if (!strcmp(argv[i], "--pre-lnorm"))
             o.pre_lnorm = 1;
+        else if (!strcmp(argv[i], "--force"))
+            force = 1;
         else {
             fprintf(stderr, "xformd-cli mkmodel --arch transfo-xl: unknown option '%s'\n",
                     argv[i]);
@@ -219,6 +222,18 @@ int cmd_mkmodel_txl(int argc, char **argv)
     if (!out) {
         fprintf(stderr, "xformd-cli mkmodel: --out DIR is required\n");
         return 2;
+    }
+    if (!force) {   /* never overwrite a model silently, as mkmodel for BERT */
+        static const char *const files[] = { "config.json", "model.safetensors" };
+        for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", out, files[k]);
+            if (access(p, F_OK) == 0) {
+                fprintf(stderr, "xformd-cli mkmodel: %s already exists; refusing to overwrite "
+                                "the model in %s (use --force)\n", p, out);
+                return 1;
+            }
+        }
     }
     o.cutoffs[0] = o.vocab_size / 3;
     o.cutoffs[1] = 2 * (o.vocab_size / 3);

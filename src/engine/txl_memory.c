@@ -162,7 +162,7 @@ static void dec_row(const uint8_t *in, int32_t d, int dtype, float *x)
  * header field is caught as surely as a corrupted row. */
 static uint32_t blob_crc(const uint8_t *b, size_t hsize, size_t payload)
 {
-    return xf_famm_crc32c_more(xf_famm_crc32c(b, BLOB_CRC_AT), b + hsize, payload);
+    return xf_at_m_crc32c_more(xf_at_m_crc32c(b, BLOB_CRC_AT), b + hsize, payload);
 }
 
 int xf_txl_mem_save(const xf_txl_t *m, const xf_txl_mem_t *mem, enum xf_txl_dtype dtype,

@@ -172,24 +172,24 @@ static int valid_id(const char *id, size_t n)
     return 1;
 }
 
-int xf_sessions_match(xf_req_t *req, const char *method, const char *url)
+enum xf_http_err xf_sessions_match(xf_req_t *req, const char *method, const char *url)
 {
     const char *id = url + 13, *slash = strchr(id, '/');
     size_t n = slash ? (size_t)(slash - id) : strlen(id);
 
     req->api = XF_API_OWN;
     if (slash && strcmp(slash, "/segments"))
-        return XF_HE_NOT_FOUND + 1;
+        return XF_HE_NOT_FOUND;
     req->route = slash ? XF_R_SESSION_SEGMENTS : XF_R_SESSION;
     if (slash ? strcmp(method, "POST")
               : strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "DELETE"))
-        return XF_HE_METHOD_NOT_ALLOWED + 1;
+        return XF_HE_METHOD_NOT_ALLOWED;
     if (!valid_id(id, n))
-        return XF_HE_BAD_SESSION_ID + 1;
+        return XF_HE_BAD_SESSION_ID;
     memcpy(req->session, id, n);
     req->session[n] = '\0';
     req->session_delete = !strcmp(method, "DELETE");
-    return 0;
+    return XF_HE_NONE;
 }
 
 static void sjob_free(void *p)

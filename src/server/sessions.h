@@ -22,9 +22,9 @@ void xf_sessions_stop(xf_server_t *s);
 /* After the loop closed: free the model and the rest. NULL sessions is a no-op. */
 void xf_sessions_free(xf_server_t *s);
 
-/* MHD thread: url starts with /v1/sessions/. Sets req->route and req->session. Returns 0, or
- * an enum xf_http_err + 1 (NOT_FOUND, METHOD_NOT_ALLOWED, BAD_SESSION_ID). */
-int xf_sessions_match(xf_req_t *req, const char *method, const char *url);
+/* MHD thread: url starts with /v1/sessions/. Sets req->route and req->session. Returns
+ * XF_HE_NONE, or the error to answer (NOT_FOUND, METHOD_NOT_ALLOWED, BAD_SESSION_ID). */
+enum xf_http_err xf_sessions_match(xf_req_t *req, const char *method, const char *url);
 /* MHD thread, final call: parse, tokenise, suspend and hand a job to the loop. */
 enum MHD_Result xf_sessions_handle(xf_req_t *req);
 /* MHD thread: 1 when name is the session model's served name (KServe infer goes to sessions). */
