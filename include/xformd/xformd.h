@@ -9,5 +9,6 @@
 #include <xformd/attention.h>
 #include <xformd/plan.h>
 #include <xformd/forward.h>
+#include <xformd/txl.h>
 
 #endif

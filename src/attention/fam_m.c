@@ -463,7 +463,7 @@ int xf_at_m_state_update(const void *params, const xf_attn_shape *sh, const xf_a
 
 /* ---- session blob (§22.1) ---- */
 
-static uint32_t crc_more(uint32_t crc, const void *data, size_t len)
+uint32_t xf_at_m_crc32c_more(uint32_t crc, const void *data, size_t len)
 {
     /* continue a CRC-32C: crc(a ‖ b) from crc(a); crc(empty) = 0 */
     uint32_t tab[256], c0 = crc ^ 0xFFFFFFFFu;
@@ -482,7 +482,7 @@ static uint32_t crc_more(uint32_t crc, const void *data, size_t len)
 
 uint32_t xf_at_m_crc32c(const void *data, size_t len)
 {
-    return crc_more(0, data, len);
+    return xf_at_m_crc32c_more(0, data, len);
 }
 
 static void put16(unsigned char *b, uint16_t v)
@@ -616,7 +616,7 @@ int xf_at_m_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[
     /* CRC-32C over the header's first 104 bytes and the payload: a corrupted header field is
      * caught too (§27 corrupts every field once). */
     crc = xf_at_m_crc32c(b, BLOB_CRC_AT);
-    crc = crc_more(crc, b + BLOB_HDR, need - BLOB_HDR);
+    crc = xf_at_m_crc32c_more(crc, b + BLOB_HDR, need - BLOB_HDR);
     put32(b + BLOB_CRC_AT, crc);
     return 0;
 }
@@ -681,7 +681,7 @@ int xf_at_m_blob_read(const void *buf, size_t len, const uint8_t hash[32],
     if (payload != rows * rowb || (uint64_t)len != (uint64_t)hsize + payload)
         return bad(err, errlen, "size mismatch");
     crc = xf_at_m_crc32c(b, BLOB_CRC_AT);
-    crc = crc_more(crc, b + hsize, (size_t)payload);
+    crc = xf_at_m_crc32c_more(crc, b + hsize, (size_t)payload);
     if (crc != get32(b + BLOB_CRC_AT))
         return bad(err, errlen, "CRC mismatch");
     if (p->cmem_len == 0 && (cmem_rows > 0 || pend_rows > 0))

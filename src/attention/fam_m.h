@@ -80,6 +80,8 @@ int xf_at_m_blob_read(const void *buf, size_t len, const uint8_t hash[32],
                       const xf_at_m_params_t *p, int32_t n_head, int32_t d_head,
                       void *const *states, int32_t n_layer, char *err, size_t errlen);
 uint32_t xf_at_m_crc32c(const void *data, size_t len);
+/* Continue a CRC-32C: crc(a ‖ b) from crc(a) (crc of nothing = 0). */
+uint32_t xf_at_m_crc32c_more(uint32_t crc, const void *data, size_t len);
 
 
 #endif

@@ -127,16 +127,24 @@ int cmd_mkmodel(int argc, char **argv)
     xf_diag_t diag = { 0 };
     int tiny = 0, force = 0, rc;
 
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < argc; i++) {
+        const char *v = cli_opt(argc, argv, &i, "--arch");
+        if (v && !strcmp(v, "transfo-xl"))
+            return cmd_mkmodel_txl(argc, argv);
+        if (v && strcmp(v, "bert")) {
+            fprintf(stderr, "xformd-cli mkmodel: --arch must be bert or transfo-xl\n");
+            return 2;
+        }
         if (!strcmp(argv[i], "--tiny"))
             tiny = 1;
+    }
     if (tiny)
         xf_demo_opts_init_tiny(&o);
     else
         xf_demo_opts_init(&o);
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (!strcmp(argv[i], "--tiny"))
+        if (!strcmp(argv[i], "--tiny") || cli_opt(argc, argv, &i, "--arch"))
             continue;
         if (!strcmp(argv[i], "--force")) {
             force = 1;
@@ -147,9 +155,16 @@ int cmd_mkmodel(int argc, char **argv)
                    "[--hidden N] [--heads N]\n"
                    "                         [--ffn N] [--vocab N] [--max-positions N] "
                    "[--labels N] [--dtype F32|F16|BF16] [--force]\n"
+                   "       xformd-cli mkmodel --arch transfo-xl --out DIR [--seed N] "
+                   "[--layers N] [--hidden N]\n"
+                   "                         [--heads N] [--head-dim N] [--ffn N] [--vocab N] "
+                   "[--mem-len N]\n                         [--same-length] [--pre-lnorm] "
+                   "[--force]\n"
                    "Writes a deterministic demo model (random weights from the seed) in Hugging "
                    "Face layout:\nconfig.json, model.safetensors, vocab.txt, "
                    "tokenizer_config.json. Default shape: BERT-base.\n"
+                   "--arch transfo-xl writes a small random Transformer-XL LM (adaptive input "
+                   "and softmax,\ndiv_val 2, two cutoffs) in the HF TransfoXL layout.\n"
                    "An existing model in DIR is refused unless --force is given.\n");
             return 0;
         }

@@ -83,6 +83,8 @@ typedef struct xf_req {
     int want_embed_out;
     int attn_fallback;     /* the request's attention variant ran dense for some input: the
                               reply says so (X-Xformd-Attention-Fallback: dense) */
+    char session[132];     /* {id} of /v1/sessions/{id}, validated (sessions.c) */
+    int session_delete;    /* DELETE /v1/sessions/{id} */
 } xf_req_t;
 
 typedef struct xf_http xf_http_t;

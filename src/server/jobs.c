@@ -63,6 +63,8 @@ void xf_job_free(xf_job_t *j)
     free(j->pooled);
     free(j->logits);
     xf_attn_free(j->attn);
+    if (j->sjob && j->sjob_free)
+        j->sjob_free(j->sjob);
     free(j);
 }
 

@@ -61,6 +61,9 @@ typedef struct xf_job {
     void *conn;                /* struct MHD_Connection * */
     void *req;                 /* xf_req_t * */
     xf_bjob_t bj;              /* the batcher's view while queued there (loop thread only) */
+    void *sjob;                /* a Transformer-XL session operation (sessions.c) instead of a
+                                  batch job, or NULL; freed with the job by sjob_free */
+    void (*sjob_free)(void *sjob);
     int has_report;            /* the first job of a batch carries the batch's report */
     double rep_seconds, rep_tokens, rep_sum_sq;
     double rep_frac;           /* share of the layers the batch computed (1: all) */

@@ -24,6 +24,7 @@
 #include "server/metrics.h"
 #include "server/notify.h"
 #include "server/routes.h"
+#include "server/sessions.h"
 
 /* The loop's drain, in order; each phase only moves forward (drain_check, begin_drain).
  *   DRAIN_NONE       serving
@@ -293,6 +294,11 @@ static void on_jobs(uv_async_t *a)
             j = next;
             continue;
         }
+        if (j->sjob) {   /* a session operation: its own per-session FIFO (sessions.c) */
+            xf_sessions_push(s, j);
+            j = next;
+            continue;
+        }
         /* Each admitted job changes the load the next one sees (an idle worker is taken). */
         xf_load_t ld;
         current_load(L, now, &ld);
@@ -395,7 +401,8 @@ static void drain_check(uv_timer_t *t)
             }
         }
         if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0 &&
-            (atomic_load(&s->reading) == 0 || now >= L->drain_deadline_ns)) {
+            (atomic_load(&s->reading) == 0 || now >= L->drain_deadline_ns) &&
+            xf_sessions_idle(s)) {
             L->phase = DRAIN_WAITING;
             /* Until now the port stayed open so that health checks see 503 rather than a
              * refused connection; nothing more will be admitted. */
@@ -622,6 +629,7 @@ int xf_loop_run(xf_server_t *s)
     /* Jobs pushed after the last check have no connection left to answer. */
     xf_job_t *j = xf_jobq_take_all(&s->jobq);
     (void)j;
+    xf_sessions_stop(s);
     uv_walk(&L->uv, close_walk_cb, NULL);
     uv_run(&L->uv, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&L->uv);
@@ -638,6 +646,7 @@ void xf_loop_free(xf_server_t *s)
     if (!L)
         return;
     if (!L->closed) {   /* start-up failed before the loop thread ran */
+        xf_sessions_stop(s);
         uv_walk(&L->uv, close_walk_cb, NULL);
         uv_run(&L->uv, UV_RUN_DEFAULT);
         uv_loop_close(&L->uv);
@@ -650,6 +659,11 @@ void xf_loop_free(xf_server_t *s)
     free(L->run_start);
     free(L);
     s->loop = NULL;
+}
+
+uv_loop_t *xf_loop_uv(xf_server_t *s)
+{
+    return &s->loop->uv;
 }
 
 /* The MHD side of the job queue (MHD thread, after MHD_suspend_connection). */

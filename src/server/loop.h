@@ -30,6 +30,8 @@ void xf_loop_free(xf_server_t *s);
 void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void *user);
 /* Record one answered request in the metrics (any MHD thread). */
 void xf_loop_request_done(xf_server_t *s, int route, int status, double seconds);
+/* The libuv loop (for handles created before the loop thread runs, on its behalf). */
+struct uv_loop_s *xf_loop_uv(xf_server_t *s);
 /* Name of the batcher policy in use. */
 const char *xf_loop_policy_name(const xf_server_t *s);
 

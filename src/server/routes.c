@@ -18,6 +18,7 @@
 #include "server/loop.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "server/sessions.h"
 
 #define MAX_JSON_DEPTH 32
 
@@ -777,6 +778,8 @@ static enum MHD_Result h_infer(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
     enum MHD_Result ret = MHD_NO;
+    if (xf_sessions_owns_model(s, req->model))   /* Transformer-XL: sequence parameters */
+        return xf_sessions_handle_kserve(req);
     if (!model_matches(req))
         return reply_unknown_model(req);
     if (parse_body(req, &ret) != STEP_OK)
@@ -1369,6 +1372,11 @@ static const route_t routes[XF_R_COUNT] = {
     [XF_R_##id] = { #method, path, XF_API_##api, RT_##auth, RT_##body, handler, reply },
 #include "server/routes.def"
 #undef XF_ROUTE
+    /* matched by xf_sessions_match (routes.h); the rows give label, auth, body and replies */
+    [XF_R_SESSION_SEGMENTS] = { "POST", "/v1/sessions/{id}/segments", XF_API_OWN, RT_AUTH,
+                                RT_JSON, xf_sessions_handle, xf_sessions_respond },
+    [XF_R_SESSION] = { "GET", "/v1/sessions/{id}", XF_API_OWN, RT_AUTH, RT_NONE,
+                       xf_sessions_handle, xf_sessions_respond },
 };
 
 static const route_t *route_row(int route)
@@ -1486,6 +1494,8 @@ enum xf_http_err xf_routes_match(xf_req_t *req, const char *method, const char *
     int path_row = XF_R_NONE;
     req->route = XF_R_NONE;
     req->model[0] = req->version[0] = '\0';
+    if (strncmp(url, "/v1/sessions/", 13) == 0)   /* ids up to 128 bytes, DELETE: sessions.c */
+        return xf_sessions_match(req, method, url);
     for (int r = XF_R_NONE + 1; r < XF_R_COUNT; r++) {
         if (!path_matches(&routes[r], url, req))
             continue;
@@ -1559,6 +1569,8 @@ enum MHD_Result xf_routes_respond(xf_req_t *req)
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "resumed without a job");
     if (j->status != XF_HE_NONE)
         return xf_http_reply_error(req, j->status, j->retry_after_s, "%s", j->msg);
+    if (j->sjob)   /* a Transformer-XL session operation (also KServe infer on its model) */
+        return xf_sessions_respond(req);
     const route_t *r = route_row(req->route);
     if (!r || !r->reply)
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "route has no reply");

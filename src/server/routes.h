@@ -11,6 +11,10 @@ enum xf_route_id {
 #define XF_ROUTE(id, method, path, api, auth, body, handler, reply) XF_R_##id,
 #include "server/routes.def"
 #undef XF_ROUTE
+    /* Transformer-XL sessions: matched by sessions.c before the table (ids up to 128 bytes,
+     * DELETE), their rows appended to the table in routes.c */
+    XF_R_SESSION_SEGMENTS, /* POST /v1/sessions/{id}/segments */
+    XF_R_SESSION,          /* GET, DELETE /v1/sessions/{id} */
     XF_R_COUNT
 };
 

@@ -21,6 +21,7 @@
 #include "server/loop.h"
 #include "server/metrics.h"
 #include "server/notify.h"
+#include "server/sessions.h"
 #include "server/workers.h"
 
 /* The one mapping from the configuration to the server's options; every default comes from
@@ -66,6 +67,14 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->metrics_enabled = c->metrics_enabled;
     o->log_access = c->log_access;
     o->warmup = 1;
+    o->session_model = c->session_model;
+    o->redis_url = c->redis_url;
+    o->session_max_sessions = (int)c->session_max_sessions;
+    o->session_ttl_s = (int)c->session_ttl_s;
+    o->session_dtype = c->session_dtype;
+    o->session_max_bytes = c->session_max_bytes;
+    o->session_timeout_ms = (int)c->session_timeout_ms;
+    o->session_init = c->session_init;
 }
 
 void xf_server_opts_init(xf_server_opts_t *o)
@@ -400,6 +409,8 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         snprintf(diag->msg, sizeof diag->msg, "%s", err);
         goto fail;
     }
+    if ((rc = xf_sessions_create(s, xf_loop_uv(s), diag)) < 0)
+        goto fail;
     if (o->warmup) {
         if (o->notify)
             xf_notify_status("warming up");
@@ -480,6 +491,7 @@ void xf_server_free(xf_server_t *s)
     if (s->loop) {
         xf_loop_free(s);
     }
+    xf_sessions_free(s);
     xf_model_free(s->model);
     free(s->demo_dir);
     xf_jobq_deinit(&s->jobq);

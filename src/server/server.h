@@ -58,6 +58,15 @@ typedef struct xf_server_opts {
     double warmup_fake_s_per_token; /* test hook: > 0 replaces every warm-up timing by
                                   1 ms + tokens × this (a pessimistic fit on demand) */
     int notify;                /* 1: sd_notify READY/STOPPING/WATCHDOG */
+    /* Transformer-XL sessions (sessions.c); session_model NULL or "": disabled */
+    const char *session_model;
+    const char *redis_url;     /* NULL or "": in-process store */
+    int session_max_sessions;
+    int session_ttl_s;
+    int session_dtype;         /* 0 f32, 1 f16, 2 bf16 */
+    int64_t session_max_bytes;
+    int session_timeout_ms;
+    int session_init;          /* 0 empty, 1 zeros */
 } xf_server_opts_t;
 
 struct xf_conf;
@@ -104,6 +113,7 @@ struct xf_http;
 struct xf_workers;
 struct xf_loop;
 struct xf_metrics;
+struct xf_sessions;
 struct xf_conf;
 
 struct xf_server {
@@ -120,6 +130,7 @@ struct xf_server {
                                     before xf_http_start() returns */
     struct xf_loop *loop;
     struct xf_metrics *metrics;
+    struct xf_sessions *sessions;  /* Transformer-XL sessions, or NULL when disabled */
     atomic_int ready;            /* model loaded, warmed up, listening, not draining */
     atomic_int draining;
     atomic_long inflight;        /* requests between first handler call and completion */

@@ -2,7 +2,8 @@
 # xformd-cli end to end on a tiny demo model: line discipline (one output line per input line,
 # empty lines are inputs), --ids, --truncate and too-long errors, pooling/normalize, mkmodel
 # determinism and --force, classify (softmax; sigmoid on 1 label), inspect, variants, bad
-# options, the man page; xformd's --help and option-value checks. Prints TAP.
+# options, the man page; xformd's --help and option-value checks; Transformer-XL mkmodel and
+# score. Prints TAP.
 b=${XF_BUILDDIR:-.}
 cli="$b/xformd-cli"
 srv="$b/xformd"
@@ -15,7 +16,7 @@ nok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; [ -n "$2" ] && echo "$2" 
 check() { # description, command (eval'd); success = exit 0
     if out=$(eval "$2" 2>&1); then ok "$1"; else nok "$1" "$out"; fi
 }
-N=28
+N=33
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -80,4 +81,17 @@ check "xformd: --help names the program, shows no C names; --api-key --check-con
     "'$srv' --help | head -1 | grep -q '^Usage: xformd ' && ! '$srv' --help | grep -q 'enum ' && '$srv' --api-key --check-config 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--api-key: missing value' '$tmp/err'"
 check "xformd.pc (pkg-config) names libxformd and the version xformd reports" \
     "command -v pkg-config >/dev/null || exit 0; PKG_CONFIG_PATH='$b' pkg-config --libs xformd | grep -q -- '-lxformd' && [ \"\$('$srv' --version)\" = \"xformd \$(PKG_CONFIG_PATH='$b' pkg-config --modversion xformd)\" ]"
+x="$tmp/txl"
+tail_lp() { sed 's/.*"logprobs":\[[^,]*,\([^]]*\)\].*/\1/'; }   # log-probs after token 0
+check "mkmodel --arch transfo-xl writes the HF TransfoXL layout, deterministically" \
+    "'$cli' mkmodel --arch transfo-xl --out '$x' && '$cli' mkmodel --arch transfo-xl --out '$tmp/txl2' && cmp '$x/model.safetensors' '$tmp/txl2/model.safetensors' && grep -q '\"transfo-xl\"' '$x/config.json'"
+printf 'the of w250 w40\nzzz and , the\n\n' > "$tmp/txl.txt"
+check "score: one JSON line per segment; token 0 of the stream is unscored, later ones are" \
+    "'$cli' score --model '$x' < '$tmp/txl.txt' > '$tmp/s.txt' && [ \$(wc -l < '$tmp/s.txt') -eq 3 ] && sed -n 1p '$tmp/s.txt' | grep -q '\"logprobs\":\[null,' && sed -n 2p '$tmp/s.txt' | grep -q '\"logprobs\":\[-' && sed -n 3p '$tmp/s.txt' | grep -q '\"memory_rows\":11,'"
+check "score --mem-len 0: a segment's in-segment log-probs do not depend on the one before" \
+    "[ \"\$(printf '5 6 7\n8 9 10\n' | '$cli' score --model '$x' --ids --mem-len 0 | sed -n 2p | tail_lp)\" = \"\$(printf '8 9 10\n' | '$cli' score --model '$x' --ids --mem-len 0 | tail_lp)\" ]"
+check "score: with memory they do, and --init zeros differs from empty" \
+    "[ \"\$(printf '5 6 7\n8 9 10\n' | '$cli' score --model '$x' --ids | sed -n 2p | tail_lp)\" != \"\$(printf '8 9 10\n' | '$cli' score --model '$x' --ids | tail_lp)\" ] && [ \"\$(printf '5 6 7\n' | '$cli' score --model '$x' --ids | tail_lp)\" != \"\$(printf '5 6 7\n' | '$cli' score --model '$x' --ids --init zeros | tail_lp)\" ]"
+check "score --ids rejects an id outside the vocabulary, naming the line; a BERT dir is refused" \
+    "! printf '1 2\n1 300\n' | '$cli' score --model '$x' --ids 2> '$tmp/err' && grep -q 'line 2' '$tmp/err' && ! '$cli' score --model '$m' </dev/null 2>/dev/null"
 exit $failed

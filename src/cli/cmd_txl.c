@@ -1,0 +1,250 @@
+/* xformd-cli score / mkmodel --arch transfo-xl: stream stdin through a Transformer-XL model one
+ * segment per line with the memory kept in process (the engine-level reference for the
+ * session routes), and write the small random TXL test model. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+/* A JSON string (quotes included) on stdout. */
+static void put_json_str(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+static int parse_id_line(const char *line, int32_t vocab, int32_t **ids, int32_t *n)
+{
+    const char *p = line;
+    int32_t cap = 0, cnt = 0, *a = NULL;
+
+    while (*p) {
+        char *end;
+        long v;
+        while (*p == ' ' || *p == '\t' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        errno = 0;
+        v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v >= vocab ||
+            (*end && *end != ' ' && *end != '\t' && *end != '\r')) {
+            free(a);
+            return -EINVAL;
+        }
+        if (cnt == cap) {
+            int32_t *t;
+            cap = cap ? 2 * cap : 64;
+            t = realloc(a, (size_t)cap * sizeof *t);
+            if (!t) {
+                free(a);
+                return -ENOMEM;
+            }
+            a = t;
+        }
+        a[cnt++] = (int32_t)v;
+        p = end;
+    }
+    *ids = a;
+    *n = cnt;
+    return 0;
+}
+
+int cmd_score(int argc, char **argv)
+{
+    const char *dir = NULL, *init = "empty";
+    int use_ids = 0, add_eos = 1, mem_len = -1;
+    xf_txl_opts_t lo = { 0 };
+    xf_txl_t *m = NULL;
+    xf_txl_mem_t *mem = NULL;
+    xf_diag_t diag = { 0 };
+    char *buf = NULL, **lines = NULL;
+    size_t *lens = NULL, nl;
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: xformd-cli score --model DIR [--ids] [--init empty|zeros] "
+                   "[--no-eos] [--mem-len N]\n"
+                   "Scores stdin with a Transformer-XL model as one stream, one segment per "
+                   "line, the memory\nkept between lines. Prints one JSON line per segment: "
+                   "per-token log-probabilities\n(token 0 is scored by the previous segment's "
+                   "last row; null on the first line), their\nsum, and the prediction for the "
+                   "next segment's first token. Text lines get <eos>\nappended unless --no-eos; "
+                   "--ids reads space-separated token ids instead.\n");
+            return 0;
+        }
+        if ((v = cli_opt(argc, argv, &i, "--model")))
+            dir = v;
+        else if ((v = cli_opt(argc, argv, &i, "--init")))
+            init = v;
+        else if ((v = cli_opt(argc, argv, &i, "--mem-len")))
+            mem_len = (int)cli_int("--mem-len", v, 0, 1 << 16);
+        else if (!strcmp(argv[i], "--ids"))
+            use_ids = 1;
+        else if (!strcmp(argv[i], "--no-eos"))
+            add_eos = 0;
+        else {
+            fprintf(stderr, "xformd-cli score: unknown option '%s' (try --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "xformd-cli score: --model DIR (a transfo-xl model) is required\n");
+        return 2;
+    }
+    if (strcmp(init, "empty") && strcmp(init, "zeros")) {
+        fprintf(stderr, "xformd-cli score: --init must be empty or zeros\n");
+        return 2;
+    }
+    lo.mem_len = mem_len;
+    rc = xf_txl_load(dir, &lo, &m, &diag);
+    if (rc < 0) {
+        fprintf(stderr, "xformd-cli score: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
+        return 1;
+    }
+    rc = xf_txl_mem_create(m, strcmp(init, "zeros") ? XF_TXL_INIT_EMPTY : XF_TXL_INIT_ZEROS,
+                           &mem);
+    if (rc < 0) {
+        fprintf(stderr, "xformd-cli score: %s\n", xf_strerror(rc));
+        xf_txl_free(m);
+        return 1;
+    }
+    nl = cli_read_lines(stdin, &buf, &lines, &lens);
+    for (size_t k = 0; k < nl && rc == 0; k++) {
+        int32_t *ids = NULL, n = 0;
+        xf_txl_result_t res = { 0 };
+        xf_txl_mem_stats_t st;
+        const char *sym;
+
+        rc = use_ids ? parse_id_line(lines[k], xf_txl_info(m)->vocab_size, &ids, &n)
+                     : xf_txl_encode(m, lines[k], lens[k], add_eos, &ids, &n, &diag);
+        if (rc < 0) {
+            fprintf(stderr, "xformd-cli score: line %zu: %s\n", k + 1,
+                    use_ids ? "not a list of token ids below the vocabulary size" : diag.msg);
+            break;
+        }
+        if (n == 0) {
+            fprintf(stderr, "xformd-cli score: line %zu: empty segment\n", k + 1);
+            free(ids);
+            rc = -EINVAL;
+            break;
+        }
+        rc = xf_txl_run(m, mem, ids, n, 0, &res, &diag);
+        free(ids);
+        if (rc < 0) {
+            fprintf(stderr, "xformd-cli score: line %zu: %s\n", k + 1, diag.msg);
+            break;
+        }
+        xf_txl_mem_stats(mem, &st);
+        printf("{\"segment\":%lld,\"n\":%d,\"logprobs\":[", (long long)st.segments, n);
+        for (int32_t t = 0; t < n; t++) {
+            if (t)
+                putchar(',');
+            if (isnan(res.logprobs[t]))
+                printf("null");
+            else
+                printf("%.7g", res.logprobs[t]);
+        }
+        printf("],\"sum\":%.9g,\"n_scored\":%d,\"next\":{\"id\":%d,\"token\":", res.sum,
+               res.n_scored, res.next_id);
+        sym = xf_txl_symbol(m, res.next_id);
+        put_json_str(sym ? sym : "");
+        printf(",\"logprob\":%.7g},\"memory_rows\":%d,\"tokens_seen\":%lld}\n",
+               res.next_logprob, st.rows, (long long)st.tokens);
+        xf_txl_result_deinit(&res);
+    }
+    free(buf);
+    free(lines);
+    free(lens);
+    xf_txl_mem_free(mem);
+    xf_txl_free(m);
+    return rc < 0 ? 1 : 0;
+}
+
+int cmd_mkmodel_txl(int argc, char **argv)
+{
+    xf_txl_demo_opts_t o;
+    const char *out = NULL;
+    xf_diag_t diag = { 0 };
+    int rc, force = 0;
+
+    xf_txl_demo_opts_init(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if ((v = cli_opt(argc, argv, &i, "--arch")))
+            continue;
+        if ((v = cli_opt(argc, argv, &i, "--out")))
+            out = v;
+        else if ((v = cli_opt(argc, argv, &i, "--seed")))
+            o.seed = (uint64_t)strtoull(v, NULL, 10);
+        else if ((v = cli_opt(argc, argv, &i, "--layers")))
+            o.n_layer = (int32_t)cli_int("--layers", v, 1, 32);
+        else if ((v = cli_opt(argc, argv, &i, "--hidden")))
+            o.d_model = o.d_embed = (int32_t)cli_int("--hidden", v, 2, 8192);
+        else if ((v = cli_opt(argc, argv, &i, "--heads")))
+            o.n_head = (int32_t)cli_int("--heads", v, 1, 256);
+        else if ((v = cli_opt(argc, argv, &i, "--head-dim")))
+            o.d_head = (int32_t)cli_int("--head-dim", v, 1, 1024);
+        else if ((v = cli_opt(argc, argv, &i, "--ffn")))
+            o.d_inner = (int32_t)cli_int("--ffn", v, 1, 1 << 16);
+        else if ((v = cli_opt(argc, argv, &i, "--vocab")))
+            o.vocab_size = (int32_t)cli_int("--vocab", v, 64, 1 << 22);
+        else if ((v = cli_opt(argc, argv, &i, "--mem-len")))
+            o.mem_len = (int32_t)cli_int("--mem-len", v, 0, 1 << 16);
+        else if (!strcmp(argv[i], "--same-length"))
+            o.same_length = 1;
+        else if (!strcmp(argv[i], "--pre-lnorm"))
+            o.pre_lnorm = 1;
+        else if (!strcmp(argv[i], "--force"))
+            force = 1;
+        else {
+            fprintf(stderr, "xformd-cli mkmodel --arch transfo-xl: unknown option '%s'\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    if (!out) {
+        fprintf(stderr, "xformd-cli mkmodel: --out DIR is required\n");
+        return 2;
+    }
+    if (!force) {   /* never overwrite a model silently, as mkmodel for BERT */
+        static const char *const files[] = { "config.json", "model.safetensors" };
+        for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", out, files[k]);
+            if (access(p, F_OK) == 0) {
+                fprintf(stderr, "xformd-cli mkmodel: %s already exists; refusing to overwrite "
+                                "the model in %s (use --force)\n", p, out);
+                return 1;
+            }
+        }
+    }
+    o.cutoffs[0] = o.vocab_size / 3;
+    o.cutoffs[1] = 2 * (o.vocab_size / 3);
+    rc = xf_txl_demo_write(out, &o, &diag);
+    if (rc < 0) {
+        fprintf(stderr, "xformd-cli mkmodel: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
+        return 1;
+    }
+    fprintf(stderr, "xformd-cli: wrote transfo-xl model (%d layers, d_model %d, %d heads, "
+                    "vocab %d, cutoffs %d/%d, div_val %d, mem_len %d) to %s\n", o.n_layer,
+            o.d_model, o.n_head, o.vocab_size, o.cutoffs[0], o.cutoffs[1], o.div_val, o.mem_len,
+            out);
+    return 0;
+}

@@ -1,0 +1,904 @@
+/* Transformer-XL sessions (see sessions.h). A segment is: read the session blob from the store
+ * (loop), load it + run the segment + write the new blob (libuv thread pool), compare-and-set
+ * write (loop), resume the connection. Each session key has a FIFO of operations on the loop
+ * thread; the next one starts only when the previous one has been answered, so two segments of
+ * one session never run at once or out of order, while different sessions run in parallel.
+ * A stored blob that fails a check is discarded with a warning and the reply says "reset". */
+#include "config.h"
+
+#include "server/sessions.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <xformd/txl.h>
+
+#include "server/log.h"
+#include "server/loop.h"
+#include "server/metrics.h"
+#include "server/routes.h"
+#include "server/session_store.h"
+
+enum sop { SOP_SEGMENT = 1, SOP_GET, SOP_DELETE };
+
+typedef struct squeue squeue_t;
+
+typedef struct sjob {
+    enum sop op;
+    char key[320];
+    int32_t *ids, n;
+    unsigned want;
+    int return_logprobs;
+    int kserve, seq_start, seq_end;   /* KServe v2 infer with Triton sequence parameters */
+    xf_server_t *srv;
+    xf_job_t *job;
+    squeue_t *q;
+    /* read */
+    uint8_t *blob_in;
+    size_t blob_in_len;
+    char tag[XF_SSTORE_TAG_MAX];
+    size_t tag_len;
+    int64_t ttl_ms;
+    /* compute (thread pool) */
+    uv_work_t work;
+    int rc;
+    char msg[256];
+    int reset, created;
+    xf_txl_result_t res;
+    xf_txl_mem_stats_t st;
+    uint8_t *blob_out;
+    size_t blob_out_len;
+    uint64_t t0, t_read, t_comp;
+} sjob_t;
+
+struct squeue {                 /* operations waiting on one session key (loop thread) */
+    squeue_t *next;
+    char key[320];
+    xf_job_t *head, *tail;      /* linked through job->next */
+    int busy;
+};
+
+struct xf_sessions {
+    xf_txl_t *model;
+    xf_sstore_t *store;
+    squeue_t *queues;           /* keys with work queued or running */
+    int n_running;              /* operations started and not answered */
+    int n_queues;               /* keys in queues */
+    int gauge_queues;           /* sessions_active counts keys with work (Redis store) */
+    enum xf_txl_dtype dtype;
+    char keyscope[24];          /* "" or a hash of the API key + ':' */
+};
+
+static const char *const dtype_names[] = { "?", "f32", "f16", "bf16" };
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+int xf_sessions_create(xf_server_t *s, uv_loop_t *loop, xf_diag_t *diag)
+{
+    const xf_server_opts_t *o = &s->o;
+    xf_sessions_t *S;
+    xf_txl_opts_t lo = { NULL, -1 };
+    char err[256] = "";
+    int rc;
+
+    if (!o->session_model || !o->session_model[0])
+        return 0;
+    S = calloc(1, sizeof *S);
+    if (!S)
+        return -ENOMEM;
+    rc = xf_txl_load(o->session_model, &lo, &S->model, diag);
+    if (rc < 0) {
+        char m[512];
+        snprintf(m, sizeof m, "session.model: %s: %.400s", xf_strerror(rc), diag->msg);
+        snprintf(diag->msg, sizeof diag->msg, "%s", m);
+        free(S);
+        return rc;
+    }
+    S->dtype = o->session_dtype == 1 ? XF_TXL_F16 : o->session_dtype == 2 ? XF_TXL_BF16
+                                                                           : XF_TXL_F32;
+    if (o->api_key && o->api_key[0]) {
+        /* sessions are scoped to the API key: FNV-1a of the key, never the key itself */
+        uint64_t h = 1469598103934665603ull;
+        for (const char *p = o->api_key; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+        snprintf(S->keyscope, sizeof S->keyscope, "k%016llx:", (unsigned long long)h);
+    }
+    if (o->redis_url && o->redis_url[0])
+        rc = xf_sstore_redis_create(loop, o->redis_url, o->session_timeout_ms, &S->store, err,
+                                    sizeof err);
+    else
+        rc = xf_sstore_local_create((size_t)o->session_max_sessions, &S->store);
+    if (rc < 0) {
+        snprintf(diag->msg, sizeof diag->msg, "session store: %s", err[0] ? err
+                                                                           : xf_strerror(rc));
+        xf_txl_free(S->model);
+        free(S);
+        return rc;
+    }
+    S->gauge_queues = !strcmp(S->store->vt->name, "redis");
+    s->sessions = S;
+    XF_LOGI("sessions: transfo-xl model %s (%d layers, d_model %d, mem_len %d), store %s, "
+            "payload %s", xf_txl_info(S->model)->name, xf_txl_info(S->model)->n_layer,
+            xf_txl_info(S->model)->d_model, xf_txl_info(S->model)->mem_len,
+            S->store->vt->name, dtype_names[S->dtype]);
+    return 0;
+}
+
+void xf_sessions_stop(xf_server_t *s)
+{
+    xf_sessions_t *S = s->sessions;
+
+    if (S && S->store) {
+        S->store->vt->free(S->store);
+        S->store = NULL;
+    }
+}
+
+void xf_sessions_free(xf_server_t *s)
+{
+    xf_sessions_t *S = s->sessions;
+
+    if (!S)
+        return;
+    if (S->store)
+        S->store->vt->free(S->store);
+    xf_txl_free(S->model);
+    free(S);
+    s->sessions = NULL;
+}
+
+int xf_sessions_idle(const xf_server_t *s)
+{
+    return !s->sessions || (s->sessions->n_running == 0 && !s->sessions->queues);
+}
+
+/* ---- MHD side -------------------------------------------------------------------------- */
+
+static int valid_id(const char *id, size_t n)
+{
+    if (n < 1 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+enum xf_http_err xf_sessions_match(xf_req_t *req, const char *method, const char *url)
+{
+    const char *id = url + 13, *slash = strchr(id, '/');
+    size_t n = slash ? (size_t)(slash - id) : strlen(id);
+
+    req->api = XF_API_OWN;
+    if (slash && strcmp(slash, "/segments"))
+        return XF_HE_NOT_FOUND;
+    req->route = slash ? XF_R_SESSION_SEGMENTS : XF_R_SESSION;
+    if (slash ? strcmp(method, "POST")
+              : strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "DELETE"))
+        return XF_HE_METHOD_NOT_ALLOWED;
+    if (!valid_id(id, n))
+        return XF_HE_BAD_SESSION_ID;
+    memcpy(req->session, id, n);
+    req->session[n] = '\0';
+    req->session_delete = !strcmp(method, "DELETE");
+    return XF_HE_NONE;
+}
+
+static void sjob_free(void *p)
+{
+    sjob_t *sj = p;
+
+    free(sj->ids);
+    free(sj->blob_in);
+    free(sj->blob_out);
+    xf_txl_result_deinit(&sj->res);
+    free(sj);
+}
+
+/* Body of POST .../segments: {"input": text | [ids], "return": [...], "add_eos": bool}. */
+static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
+{
+    const xf_txl_info_t *ti = xf_txl_info(S->model);
+    json_error_t je;
+    json_t *root, *in, *ret, *eos;
+    int add_eos = 0;
+    xf_diag_t diag = { 0 };
+
+    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
+                                                                             : je.text);
+    }
+    req->root = root;
+    sj->return_logprobs = 1;
+    ret = json_object_get(root, "return");
+    if (ret) {
+        size_t i;
+        json_t *v;
+        if (!json_is_array(ret))
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "return: want a list of "
+                                       "\"logprobs\", \"hidden\", \"pooled\"");
+        sj->return_logprobs = 0;
+        json_array_foreach(ret, i, v) {
+            const char *w = json_string_value(v);
+            if (w && !strcmp(w, "logprobs"))
+                sj->return_logprobs = 1;
+            else if (w && !strcmp(w, "hidden"))
+                sj->want |= XF_TXL_OUT_HIDDEN;
+            else if (w && !strcmp(w, "pooled"))
+                sj->want |= XF_TXL_OUT_POOLED;
+            else
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "return[%zu]: want "
+                                           "\"logprobs\", \"hidden\" or \"pooled\"", i);
+        }
+    }
+    eos = json_object_get(root, "add_eos");
+    if (eos && !json_is_boolean(eos))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "add_eos: want true or false");
+    add_eos = eos && json_is_true(eos);
+    in = json_object_get(root, "input");
+    if (!in)
+        return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "input: missing (text or a "
+                                   "list of token ids)");
+    if (json_is_string(in)) {
+        int rc = xf_txl_encode(S->model, json_string_value(in), json_string_length(in),
+                               add_eos, &sj->ids, &sj->n, &diag);
+        if (rc == XF_EFORMAT)
+            return xf_http_reply_error(req, XF_HE_INVALID_UTF8, 0, "input: %s", diag.msg);
+        if (rc < 0)
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: %s", diag.msg);
+    } else if (json_is_array(in)) {
+        size_t n = json_array_size(in), i;
+        json_t *v;
+        if (n > (size_t)req->srv->o.max_tokens)
+            return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "input: %zu tokens, "
+                                       "request.max_tokens is %d", n, req->srv->o.max_tokens);
+        sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
+        if (!sj->ids)
+            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        json_array_foreach(in, i, v) {
+            json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+            if (x < 0 || x >= ti->vocab_size)
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input[%zu]: want a token "
+                                           "id in [0, %d)", i, ti->vocab_size);
+            sj->ids[i] = (int32_t)x;
+        }
+        sj->n = (int32_t)n;
+        if (add_eos)
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "add_eos: only with text input");
+    } else {
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: want text or a list of "
+                                   "token ids");
+    }
+    if (sj->n == 0)
+        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "input: no tokens");
+    if (sj->n > req->srv->o.max_tokens)
+        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "input: %d tokens, "
+                                   "request.max_tokens is %d", sj->n, req->srv->o.max_tokens);
+    return MHD_YES;
+}
+
+/* Suspend the connection and hand the session job to the loop. */
+static enum MHD_Result submit_sjob(xf_req_t *req, xf_job_t *j)
+{
+    xf_server_t *s = req->srv;
+
+    j->enqueue_ns = xf_now_ns();
+    j->deadline_ns = j->enqueue_ns + (uint64_t)s->o.timeout_ms * 1000000ull;
+    j->conn = req->conn;
+    j->req = req;
+    if (atomic_load(&s->draining)) {
+        xf_job_free(j);
+        return xf_http_reply_error(req, XF_HE_DRAINING, 1, "server is shutting down");
+    }
+    req->job = j;
+    req->state = XF_REQ_SUSPENDED;
+    /* Suspend before enqueue: the loop may resume as soon as the job is pushed. */
+    MHD_suspend_connection(req->conn);
+    xf_server_submit(s, j);
+    return MHD_YES;
+}
+
+/* A new session job for req (key from req->session), or NULL after replying 503. */
+static xf_job_t *new_sjob(xf_req_t *req)
+{
+    xf_sessions_t *S = req->srv->sessions;
+    xf_job_t *j = NULL;
+    sjob_t *sj = calloc(1, sizeof *sj);
+
+    if (!sj || xf_job_create(0, 0, &j) < 0) {
+        free(sj);
+        xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return NULL;
+    }
+    j->sjob = sj;
+    j->sjob_free = sjob_free;
+    sj->srv = req->srv;
+    sj->job = j;
+    snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s", xf_txl_info(S->model)->name,
+             S->keyscope, req->session);
+    return j;
+}
+
+enum MHD_Result xf_sessions_handle(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    xf_sessions_t *S = s->sessions;
+    xf_job_t *j = NULL;
+    sjob_t *sj;
+    enum MHD_Result r;
+
+    if (!S)
+        return xf_http_reply_error(req, XF_HE_SESSIONS_DISABLED, 0, "sessions are disabled "
+                                   "(set session.model to a transfo-xl model directory)");
+    if (!(j = new_sjob(req)))
+        return MHD_YES;
+    sj = j->sjob;
+    if (req->route == XF_R_SESSION_SEGMENTS) {
+        sj->op = SOP_SEGMENT;
+        r = parse_segment(req, S, sj);
+        if (req->state == XF_REQ_REPLIED) {
+            xf_job_free(j);
+            return r;
+        }
+    } else {
+        sj->op = req->session_delete ? SOP_DELETE : SOP_GET;
+    }
+    return submit_sjob(req, j);
+}
+
+static json_t *float_array(const float *x, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, isnan(x[i]) ? json_null() : json_real(x[i]));
+    return a;
+}
+
+static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti);
+
+enum MHD_Result xf_sessions_respond(xf_req_t *req)
+{
+    sjob_t *sj = req->job->sjob;
+    xf_sessions_t *S = req->srv->sessions;
+    const xf_txl_info_t *ti = xf_txl_info(S->model);
+    json_t *o;
+
+    if (sj->op == SOP_DELETE)
+        return xf_http_reply_json(req, 200, json_pack("{s:s,s:b}", "session", req->session,
+                                                      "deleted", 1));
+    if (sj->kserve)
+        return respond_kserve(req, sj, ti);
+    o = json_pack("{s:s,s:s,s:I,s:I,s:i,s:s}", "session", req->session, "model", ti->name,
+                  "segments", (json_int_t)sj->st.segments, "tokens_seen",
+                  (json_int_t)sj->st.tokens, "memory_rows", sj->st.rows, "dtype",
+                  dtype_names[S->dtype]);
+    if (!o)
+        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    if (sj->op == SOP_GET) {
+        json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_in_len));
+        json_object_set_new(o, "ttl_s", json_integer(sj->ttl_ms < 0 ? -1
+                                                                     : (sj->ttl_ms + 999) / 1000));
+        json_object_set_new(o, "valid", json_boolean(!sj->reset));
+        return xf_http_reply_json(req, 200, o);
+    }
+    json_object_set_new(o, "reset", json_boolean(sj->reset));
+    json_object_set_new(o, "created", json_boolean(sj->created));
+    json_object_set_new(o, "n_tokens", json_integer(sj->res.n));
+    if (sj->return_logprobs)
+        json_object_set_new(o, "logprobs", float_array(sj->res.logprobs, (size_t)sj->res.n));
+    json_object_set_new(o, "sum", json_real(sj->res.sum));
+    json_object_set_new(o, "n_scored", json_integer(sj->res.n_scored));
+    {
+        const char *sym = xf_txl_symbol(S->model, sj->res.next_id);
+        json_object_set_new(o, "next", json_pack("{s:i,s:s,s:f}", "id", sj->res.next_id,
+                                                 "token", sym ? sym : "", "logprob",
+                                                 (double)sj->res.next_logprob));
+    }
+    if (sj->res.hidden) {
+        json_t *h = json_array();
+        for (int32_t t = 0; h && t < sj->res.n; t++)
+            json_array_append_new(h, float_array(sj->res.hidden + (size_t)t * ti->d_model,
+                                                 (size_t)ti->d_model));
+        json_object_set_new(o, "hidden", h);
+    }
+    if (sj->res.pooled)
+        json_object_set_new(o, "pooled", float_array(sj->res.pooled, (size_t)ti->d_model));
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_out_len));
+    return xf_http_reply_json(req, 200, o);
+}
+
+
+/* ---- KServe v2 infer with Triton's sequence parameters --------------------------------- */
+
+int xf_sessions_owns_model(const xf_server_t *s, const char *name)
+{
+    return s->sessions && !strcmp(name, xf_txl_info(s->sessions->model)->name);
+}
+
+/* {"inputs":[{"name":..,"datatype":"INT32"|"INT64"|"BYTES","shape":[n]|[1,n],"data":[..]}],
+ *  "outputs":[{"name":"logprobs"|"hidden"|"pooled"|"next_token"}],
+ *  "parameters":{"sequence_id":N|"id","sequence_start":bool,"sequence_end":bool,
+ *                "add_eos":bool}} */
+static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
+{
+    const xf_txl_info_t *ti = xf_txl_info(S->model);
+    json_error_t je;
+    json_t *root, *par, *sid, *in, *t, *data, *outs, *v;
+    const char *dt;
+    int add_eos = 0;
+    size_t i;
+
+    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
+                                                                             : je.text);
+    }
+    req->root = root;
+    par = json_object_get(root, "parameters");
+    sid = par ? json_object_get(par, "sequence_id") : NULL;
+    if (!json_is_object(par) || !sid)
+        return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "parameters.sequence_id: "
+                                   "this Transformer-XL model keeps a memory per sequence");
+    if (json_is_integer(sid) && json_integer_value(sid) >= 0) {
+        snprintf(req->session, sizeof req->session, "%lld",
+                 (long long)json_integer_value(sid));
+    } else if (json_is_string(sid) && valid_id(json_string_value(sid), json_string_length(sid))) {
+        snprintf(req->session, sizeof req->session, "%s", json_string_value(sid));
+    } else {
+        return xf_http_reply_error(req, XF_HE_BAD_SESSION_ID, 0, "parameters.sequence_id: want "
+                                   "a non-negative integer or 1-128 bytes of [A-Za-z0-9._:-]");
+    }
+    v = json_object_get(par, "sequence_start");
+    if (v && !json_is_boolean(v))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.sequence_start: want "
+                                   "true or false");
+    sj->seq_start = v && json_is_true(v);
+    v = json_object_get(par, "sequence_end");
+    if (v && !json_is_boolean(v))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.sequence_end: want "
+                                   "true or false");
+    sj->seq_end = v && json_is_true(v);
+    v = json_object_get(par, "add_eos");
+    add_eos = v && json_is_true(v);
+    in = json_object_get(root, "inputs");
+    if (!json_is_array(in) || json_array_size(in) != 1 || !json_is_object(json_array_get(in, 0)))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs: want one tensor (INT32/INT64 "
+                                   "token ids or one BYTES text)");
+    t = json_array_get(in, 0);
+    dt = json_string_value(json_object_get(t, "datatype"));
+    data = json_object_get(t, "data");
+    while (json_is_array(data) && json_array_size(data) == 1 &&
+           json_is_array(json_array_get(data, 0)))
+        data = json_array_get(data, 0);   /* shape [1, n] written nested */
+    if (!dt || !json_is_array(data))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0]: want datatype and a "
+                                   "data list");
+    if (!strcmp(dt, "BYTES")) {
+        xf_diag_t diag = { 0 };
+        json_t *s0 = json_array_get(data, 0);
+        int rc;
+        if (json_array_size(data) != 1 || !json_is_string(s0))
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data: want one "
+                                       "string");
+        rc = xf_txl_encode(S->model, json_string_value(s0), json_string_length(s0), add_eos,
+                           &sj->ids, &sj->n, &diag);
+        if (rc < 0)
+            return xf_http_reply_error(req, rc == XF_EFORMAT ? XF_HE_INVALID_UTF8
+                                                             : XF_HE_BAD_FIELD, 0,
+                                       "inputs[0].data[0]: %s", diag.msg);
+    } else if (!strcmp(dt, "INT32") || !strcmp(dt, "INT64")) {
+        size_t n = json_array_size(data);
+        if (n > (size_t)req->srv->o.max_tokens)
+            return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %zu tokens, "
+                                       "request.max_tokens is %d", n, req->srv->o.max_tokens);
+        sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
+        if (!sj->ids)
+            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        json_array_foreach(data, i, v) {
+            json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+            if (x < 0 || x >= ti->vocab_size)
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data[%zu]: want "
+                                           "a token id in [0, %d)", i, ti->vocab_size);
+            sj->ids[i] = (int32_t)x;
+        }
+        sj->n = (int32_t)n;
+    } else {
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype: want INT32, "
+                                   "INT64 or BYTES");
+    }
+    if (sj->n == 0)
+        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "inputs[0]: no tokens");
+    if (sj->n > req->srv->o.max_tokens)
+        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %d tokens, "
+                                   "request.max_tokens is %d", sj->n, req->srv->o.max_tokens);
+    sj->return_logprobs = 1;
+    outs = json_object_get(root, "outputs");
+    if (outs) {
+        if (!json_is_array(outs))
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs: want a list");
+        sj->return_logprobs = json_array_size(outs) == 0;
+        json_array_foreach(outs, i, v) {
+            const char *w = json_string_value(json_object_get(v, "name"));
+            if (w && !strcmp(w, "logprobs"))
+                sj->return_logprobs = 1;
+            else if (w && !strcmp(w, "hidden"))
+                sj->want |= XF_TXL_OUT_HIDDEN;
+            else if (w && !strcmp(w, "pooled"))
+                sj->want |= XF_TXL_OUT_POOLED;
+            else if (!w || strcmp(w, "next_token"))
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs[%zu]: want logprobs, "
+                                           "next_token, hidden or pooled", i);
+        }
+    }
+    return MHD_YES;
+}
+
+enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req)
+{
+    xf_sessions_t *S = req->srv->sessions;
+    xf_job_t *j;
+    sjob_t *sj;
+    enum MHD_Result r;
+    sjob_t tmp;
+
+    /* the id comes from the body: parse into a scratch job first */
+    memset(&tmp, 0, sizeof tmp);
+    r = parse_kserve(req, S, &tmp);
+    if (req->state == XF_REQ_REPLIED) {
+        free(tmp.ids);
+        return r;
+    }
+    if (!(j = new_sjob(req))) {
+        free(tmp.ids);
+        return MHD_YES;
+    }
+    sj = j->sjob;
+    sj->op = SOP_SEGMENT;
+    sj->kserve = 1;
+    sj->ids = tmp.ids;
+    sj->n = tmp.n;
+    sj->want = tmp.want;
+    sj->return_logprobs = tmp.return_logprobs;
+    sj->seq_start = tmp.seq_start;
+    sj->seq_end = tmp.seq_end;
+    return submit_sjob(req, j);
+}
+
+static json_t *kserve_tensor(const char *name, const char *dt, json_t *shape, json_t *data)
+{
+    return json_pack("{s:s,s:s,s:o,s:o}", "name", name, "datatype", dt, "shape", shape, "data",
+                     data);
+}
+
+static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti)
+{
+    json_t *o = json_object(), *outs = json_array(), *lp = json_array(), *p;
+
+    if (sj->return_logprobs) {
+        /* FP32 data cannot hold NaN: an unscored first token is 0 and first_token_scored
+         * says so */
+        for (int32_t t = 0; t < sj->res.n; t++)
+            json_array_append_new(lp, json_real(isnan(sj->res.logprobs[t])
+                                                    ? 0.0 : sj->res.logprobs[t]));
+        json_array_append_new(outs, kserve_tensor("logprobs", "FP32",
+                                                  json_pack("[i]", sj->res.n), lp));
+    } else {
+        json_decref(lp);
+    }
+    json_array_append_new(outs, kserve_tensor("next_token", "INT64", json_pack("[i]", 1),
+                                              json_pack("[i]", sj->res.next_id)));
+    if (sj->res.pooled)
+        json_array_append_new(outs, kserve_tensor("pooled", "FP32",
+                                                  json_pack("[i,i]", 1, ti->d_model),
+                                                  float_array(sj->res.pooled,
+                                                              (size_t)ti->d_model)));
+    if (sj->res.hidden)
+        json_array_append_new(outs, kserve_tensor("hidden", "FP32",
+                                                  json_pack("[i,i]", sj->res.n, ti->d_model),
+                                                  float_array(sj->res.hidden,
+                                                              (size_t)sj->res.n *
+                                                                  (size_t)ti->d_model)));
+    p = json_pack("{s:s,s:I,s:I,s:i,s:i,s:f,s:b,s:b,s:b}", "sequence_id", req->session,
+                  "segments", (json_int_t)sj->st.segments, "tokens_seen",
+                  (json_int_t)sj->st.tokens, "memory_rows", sj->st.rows, "n_scored",
+                  sj->res.n_scored, "sum", sj->res.sum, "first_token_scored",
+                  !isnan(sj->res.logprobs[0]), "reset", sj->reset, "sequence_end",
+                  sj->seq_end);
+    json_object_set_new(o, "model_name", json_string(ti->name));
+    json_object_set_new(o, "model_version", json_string("1"));
+    {
+        const char *id = json_string_value(json_object_get(req->root, "id"));
+        if (id)
+            json_object_set_new(o, "id", json_string(id));
+    }
+    json_object_set_new(o, "outputs", outs);
+    json_object_set_new(o, "parameters", p);
+    return xf_http_reply_json(req, 200, o);
+}
+
+/* ---- loop side ------------------------------------------------------------------------- */
+
+static void start(xf_server_t *s, squeue_t *q);
+
+/* Answer sj's job and start the next operation of its session. */
+static void finish(sjob_t *sj, enum xf_http_err code, int retry_after_s, const char *fmt, ...)
+    XF_PRINTF(4, 5);
+
+static void finish(sjob_t *sj, enum xf_http_err code, int retry_after_s, const char *fmt, ...)
+{
+    xf_server_t *s = sj->srv;
+    xf_sessions_t *S = s->sessions;
+    squeue_t *q = sj->q, **pp;
+    xf_job_t *j = sj->job;
+
+    if (fmt) {
+        char msg[256];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        xf_job_fail(j, code, retry_after_s, msg);
+    }
+    if (sj->op == SOP_SEGMENT && !fmt)
+        xf_metric_observe(XF_M_session_segment_seconds, "total", NULL,
+                          (double)(xf_now_ns() - sj->t0) * 1e-9);
+    S->n_running--;
+    q->head = j->next;
+    if (!q->head)
+        q->tail = NULL;
+    j->next = NULL;
+    q->busy = 0;
+    MHD_resume_connection(j->conn);   /* the job belongs to its request again */
+    if (q->head) {
+        start(s, q);
+        return;
+    }
+    for (pp = &S->queues; *pp && *pp != q; pp = &(*pp)->next)
+        ;
+    if (*pp)
+        *pp = q->next;
+    free(q);
+    S->n_queues--;
+    if (S->gauge_queues)
+        xf_metric_set(XF_M_sessions_active, NULL, NULL, S->n_queues);
+}
+
+static void on_put(void *user, int rc)
+{
+    sjob_t *sj = user;
+
+    xf_metric_observe(XF_M_session_segment_seconds, "write", NULL,
+                      (double)(xf_now_ns() - sj->t_comp) * 1e-9);
+    if (rc == -EAGAIN) {
+        xf_metric_add(XF_M_session_conflicts_total, NULL, NULL, 1);
+        finish(sj, XF_HE_SESSION_CONFLICT, 0, "session %s was advanced by another request "
+               "while this segment was computed; retry it", strrchr(sj->key, ':') + 1);
+    } else if (rc == XF_EREDIS) {
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the segment was not "
+               "stored, retry it");
+    } else if (rc < 0) {
+        finish(sj, XF_HE_OUT_OF_MEMORY, 1, "session store: %s", xf_strerror(rc));
+    } else {
+        xf_metric_set(XF_M_session_blob_bytes, NULL, NULL, (int64_t)sj->blob_out_len);
+        finish(sj, 0, 0, NULL);
+    }
+}
+
+static void on_del_end(void *user, int rc)
+{
+    sjob_t *sj = user;
+
+    if (rc == XF_EREDIS)
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the sequence end "
+               "was not recorded, retry it");
+    else
+        finish(sj, 0, 0, NULL);
+}
+
+/* Thread pool: load the memory (or start one), run the segment, serialise the new memory. */
+static void work_cb(uv_work_t *w)
+{
+    sjob_t *sj = w->data;
+    xf_server_t *s = sj->srv;
+    xf_sessions_t *S = s->sessions;
+    xf_txl_mem_t *mem = NULL;
+    xf_diag_t diag = { 0 };
+    size_t len;
+
+    sj->rc = xf_txl_mem_create(S->model, s->o.session_init ? XF_TXL_INIT_ZEROS
+                                                           : XF_TXL_INIT_EMPTY, &mem);
+    if (sj->rc < 0)
+        return;
+    if (sj->blob_in && xf_txl_mem_load(S->model, sj->blob_in, sj->blob_in_len, mem, &diag)) {
+        snprintf(sj->msg, sizeof sj->msg, "%.200s", diag.msg);
+        sj->reset = 1;   /* discarded, never trusted: the loop logs and counts it */
+    }
+    if (sj->op == SOP_GET) {
+        xf_txl_mem_stats(mem, &sj->st);
+        xf_txl_mem_free(mem);
+        return;
+    }
+    sj->rc = xf_txl_run(S->model, mem, sj->ids, sj->n, sj->want, &sj->res, &diag);
+    if (sj->rc < 0) {
+        snprintf(sj->msg, sizeof sj->msg, "%.200s", diag.msg);
+        xf_txl_mem_free(mem);
+        return;
+    }
+    xf_txl_mem_stats(mem, &sj->st);
+    len = xf_txl_mem_blob_size(S->model, mem, S->dtype);
+    if ((int64_t)len > s->o.session_max_bytes) {
+        sj->rc = -EFBIG;
+        snprintf(sj->msg, sizeof sj->msg, "session memory of %zu bytes exceeds "
+                 "session.max_bytes (%lld)", len, (long long)s->o.session_max_bytes);
+    } else if (!(sj->blob_out = malloc(len))) {
+        sj->rc = -ENOMEM;
+    } else {
+        sj->rc = xf_txl_mem_save(S->model, mem, S->dtype, sj->blob_out, len);
+        sj->blob_out_len = len;
+        if (sj->rc == -ERANGE)
+            snprintf(sj->msg, sizeof sj->msg, "a memory value does not fit session.dtype f16");
+    }
+    xf_txl_mem_free(mem);
+}
+
+static void after_work(uv_work_t *w, int status)
+{
+    sjob_t *sj = w->data;
+    xf_sessions_t *S = sj->srv->sessions;
+
+    sj->t_comp = xf_now_ns();
+    if (sj->reset) {
+        XF_LOGW("session %s: stored memory discarded (%s); starting it again", sj->key,
+                sj->msg);
+        xf_metric_add(XF_M_session_resets_total, NULL, NULL, 1);
+    }
+    if (status < 0 || !S->store) {
+        finish(sj, XF_HE_DRAINING, 1, "server is shutting down");
+        return;
+    }
+    if (sj->op == SOP_GET) {
+        finish(sj, 0, 0, NULL);
+        return;
+    }
+    xf_metric_observe(XF_M_session_segment_seconds, "compute", NULL,
+                      (double)(sj->t_comp - sj->t_read) * 1e-9);
+    if (sj->rc == -EFBIG) {
+        finish(sj, XF_HE_TOO_MANY_TOKENS, 0, "%s", sj->msg);
+    } else if (sj->rc == -ENOMEM) {
+        finish(sj, XF_HE_OUT_OF_MEMORY, 1, "out of memory computing the segment");
+    } else if (sj->rc < 0) {
+        finish(sj, XF_HE_INTERNAL, 0, "segment failed: %s", sj->msg[0] ? sj->msg
+                                                                       : xf_strerror(sj->rc));
+    } else if (sj->seq_end) {
+        /* Triton's sequence_end: the sequence is over, its memory is released */
+        S->store->vt->del(S->store, sj->key, on_del_end, sj);
+    } else {
+        /* write-after-compute, compare-and-set on what was read */
+        S->store->vt->put(S->store, sj->key, sj->blob_out, sj->blob_out_len, sj->tag,
+                          sj->tag_len, sj->srv->o.session_ttl_s, on_put, sj);
+    }
+}
+
+static void on_get(void *user, int rc, const uint8_t *blob, size_t len, const char *tag,
+                   size_t tag_len, int64_t ttl_ms)
+{
+    sjob_t *sj = user;
+    xf_server_t *s = sj->srv;
+
+    sj->t_read = xf_now_ns();
+    xf_metric_observe(XF_M_session_segment_seconds, "read", NULL,
+                      (double)(sj->t_read - sj->t0) * 1e-9);
+    if (rc == XF_EREDIS) {
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; retry later");
+        return;
+    }
+    xf_metric_add(rc == 0 ? XF_M_redis_hits_total : XF_M_redis_misses_total, NULL, NULL, 1);
+    if (rc == XF_ENOTFOUND && sj->op == SOP_GET) {
+        finish(sj, XF_HE_SESSION_NOT_FOUND, 0, "no session %s", strrchr(sj->key, ':') + 1);
+        return;
+    }
+    sj->created = rc == XF_ENOTFOUND || sj->seq_start;
+    sj->ttl_ms = ttl_ms;
+    if (rc == 0) {
+        /* the tag is kept for the compare-and-set even when sequence_start ignores the blob */
+        if (tag_len > sizeof sj->tag)
+            tag_len = sizeof sj->tag;
+        memcpy(sj->tag, tag, tag_len);
+        sj->tag_len = tag_len;
+    }
+    if (rc == 0 && !sj->seq_start) {
+        sj->blob_in = malloc(len ? len : 1);
+        if (!sj->blob_in) {
+            finish(sj, XF_HE_OUT_OF_MEMORY, 1, "out of memory reading the session");
+            return;
+        }
+        memcpy(sj->blob_in, blob, len);
+        sj->blob_in_len = len;
+    }
+    sj->work.data = sj;
+    if (uv_queue_work(xf_loop_uv(s), &sj->work, work_cb, after_work) != 0)
+        finish(sj, XF_HE_INTERNAL, 0, "cannot queue the segment");
+}
+
+static void on_del(void *user, int rc)
+{
+    sjob_t *sj = user;
+
+    if (rc == XF_EREDIS)
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; retry later");
+    else if (rc == XF_ENOTFOUND)
+        finish(sj, XF_HE_SESSION_NOT_FOUND, 0, "no session %s", strrchr(sj->key, ':') + 1);
+    else
+        finish(sj, 0, 0, NULL);
+}
+
+static void start(xf_server_t *s, squeue_t *q)
+{
+    xf_sessions_t *S = s->sessions;
+    sjob_t *sj = q->head->sjob;
+
+    q->busy = 1;
+    S->n_running++;
+    sj->q = q;
+    sj->t0 = xf_now_ns();
+    if (!S->store) {
+        finish(sj, XF_HE_DRAINING, 1, "server is shutting down");
+        return;
+    }
+    if (sj->t0 > q->head->deadline_ns) {   /* waited behind its session's earlier requests */
+        finish(sj, XF_HE_DEADLINE, 1, "the request waited for its session longer than "
+               "request.timeout_ms");
+        return;
+    }
+    if (!S->store->vt->up(S->store)) {
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; retry later");
+        return;
+    }
+    if (sj->op == SOP_DELETE)
+        S->store->vt->del(S->store, sj->key, on_del, sj);
+    else
+        S->store->vt->get(S->store, sj->key, on_get, sj);
+}
+
+void xf_sessions_push(xf_server_t *s, xf_job_t *j)
+{
+    xf_sessions_t *S = s->sessions;
+    sjob_t *sj = j->sjob;
+    squeue_t *q;
+
+    for (q = S->queues; q && strcmp(q->key, sj->key); q = q->next)
+        ;
+    if (!q) {
+        q = calloc(1, sizeof *q);
+        if (!q) {
+            xf_job_fail(j, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+            MHD_resume_connection(j->conn);
+            return;
+        }
+        snprintf(q->key, sizeof q->key, "%s", sj->key);
+        q->next = S->queues;
+        S->queues = q;
+        S->n_queues++;
+        if (S->gauge_queues)
+            xf_metric_set(XF_M_sessions_active, NULL, NULL, S->n_queues);
+    }
+    j->next = NULL;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    if (!q->busy)
+        start(s, q);
+}

@@ -1,0 +1,773 @@
+/* Transformer-XL sessions over HTTP (issue 11) on the real daemon in process: segments through
+ * a session equal the engine run in process with one memory (the in-process store and a Redis
+ * store), GET/DELETE, id validation, bad bodies, per-session ordering under concurrent
+ * requests, TTL expiry, a corrupted stored blob → reset, Redis killed and restarted mid-session
+ * (503 + Retry-After only, then recovery), two servers racing on one session through Redis
+ * (409, no lost or duplicated segment), isolation between API keys, and two replicas behind
+ * nginx round robin. The Redis tests start redis-server (and nginx) themselves on free loopback
+ * ports and skip when they are not installed. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xformd/txl.h>
+
+#include "server/metrics.h"
+#include "server_fixture.h"
+#include "xf_test.h"
+
+static char g_bert[4096], g_txl[4096];
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static int setup(void **state)
+{
+    xf_txl_demo_opts_t o;
+    xf_diag_t diag = { 0 };
+
+    (void)state;
+    if (fx_write_model("sess-bert", 0, g_bert, sizeof g_bert) < 0)
+        return -1;
+    if (!xf_test_tmpdir(g_txl, sizeof g_txl, "sess-txl"))
+        return -1;
+    xf_txl_demo_opts_init(&o);
+    return xf_txl_demo_write(g_txl, &o, &diag);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    xf_test_rmtree(g_bert);
+    xf_test_rmtree(g_txl);
+    return 0;
+}
+
+static xf_server_t *start_server(const char *redis_url, const char *api_key, int ttl_s)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+
+    fx_opts(&o, g_bert);
+    o.warmup = 0;
+    o.session_model = g_txl;
+    o.redis_url = redis_url;
+    o.api_key = api_key;
+    o.session_timeout_ms = 300;
+    if (ttl_s)
+        o.session_ttl_s = ttl_s;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    return s;
+}
+
+static const int32_t SEGS[3][9] = { { 3, 150, 7, 250, 0, 12, 199 },
+                                    { 201, 2, 99, 100, 45, 299, 0, 1, 160 },
+                                    { 17, 230, 5, 120, 8 } };
+static const int SEGN[3] = { 7, 9, 5 };
+
+/* The body of segment k into buf (thread-safe form). */
+static char *ids_body_r(int k, const char *extra, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "{\"input\":[");
+    for (int i = 0; i < SEGN[k]; i++)
+        n += (size_t)snprintf(buf + n, cap - n, i ? ",%d" : "%d", SEGS[k][i]);
+    snprintf(buf + n, cap - n, "]%s}", extra ? extra : "");
+    return buf;
+}
+
+static char *ids_body(int k, const char *extra)
+{
+    static char buf[512];
+    return ids_body_r(k, extra, buf, sizeof buf);
+}
+
+/* The engine in process over the same segments (the reference of the server path). */
+typedef struct ref {
+    xf_txl_t *m;
+    xf_txl_mem_t *mem;
+} ref_t;
+
+static void ref_open(ref_t *r)
+{
+    xf_diag_t diag = { 0 };
+    assert_int_equal(xf_txl_load(g_txl, NULL, &r->m, &diag), 0);
+    assert_int_equal(xf_txl_mem_create(r->m, XF_TXL_INIT_EMPTY, &r->mem), 0);
+}
+
+static void ref_close(ref_t *r)
+{
+    xf_txl_mem_free(r->mem);
+    xf_txl_free(r->m);
+}
+
+/* POST segment k to session id; compare with the engine's next segment on r. */
+static void post_and_check(int port, const char *id, const char *extra_hdr, int k, ref_t *r,
+                           int want_segments)
+{
+    char path[256];
+    json_t *j, *lp;
+    xf_txl_result_t res = { 0 };
+    double maxerr = 0;
+
+    snprintf(path, sizeof path, "/v1/sessions/%s/segments", id);
+    j = fx_json(port, "POST", path, extra_hdr, ids_body(k, ",\"return\":[\"logprobs\","
+                                                          "\"pooled\"]"), 200);
+    assert_non_null(j);
+    assert_int_equal(xf_txl_run(r->m, r->mem, SEGS[k], SEGN[k], XF_TXL_OUT_POOLED, &res, NULL),
+                     0);
+    lp = json_object_get(j, "logprobs");
+    assert_int_equal(json_array_size(lp), SEGN[k]);
+    for (int t = 0; t < SEGN[k]; t++) {
+        json_t *v = json_array_get(lp, (size_t)t);
+        if (isnan(res.logprobs[t]))
+            assert_true(json_is_null(v));
+        else
+            maxerr = fmax(maxerr, fabs(json_number_value(v) - res.logprobs[t]));
+    }
+    for (int c = 0; c < 32; c++)
+        maxerr = fmax(maxerr, fabs(json_number_value(json_array_get(json_object_get(j, "pooled"),
+                                                                    (size_t)c)) -
+                                   res.pooled[c]));
+    /* f32 blobs round-trip exactly and the server runs the same engine: equal up to the
+     * JSON float printing (%.9g of a float is exact) */
+    assert_true(maxerr <= 1e-6);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), want_segments);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "next"), "id")),
+                     res.next_id);
+    {
+        xf_txl_mem_stats_t st;
+        xf_txl_mem_stats(r->mem, &st);
+        assert_int_equal(json_integer_value(json_object_get(j, "memory_rows")), st.rows);
+        assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")), st.tokens);
+    }
+    assert_true(json_is_false(json_object_get(j, "reset")));
+    assert_true(json_is_boolean(json_object_get(j, "created")));
+    json_decref(j);
+    xf_txl_result_deinit(&res);
+}
+
+static void run_stream(int port, const char *id, const char *hdr)
+{
+    ref_t r;
+    ref_open(&r);
+    for (int k = 0; k < 3; k++)
+        post_and_check(port, id, hdr, k, &r, k + 1);
+    ref_close(&r);
+}
+
+/* ---- in-process store ------------------------------------------------------------------ */
+
+static void test_local_stream(void **state)
+{
+    xf_server_t *s = start_server(NULL, NULL, 0);
+    int port = xf_server_port(s);
+    json_t *j;
+    ref_t a, b;
+
+    (void)state;
+    run_stream(port, "s1", NULL);
+    /* two sessions interleaved = each alone */
+    ref_open(&a);
+    ref_open(&b);
+    for (int k = 0; k < 3; k++) {
+        post_and_check(port, "x.A-1:z", NULL, k, &a, k + 1);
+        post_and_check(port, "x.A-2_z", NULL, 2 - k, &b, k + 1);
+    }
+    ref_close(&a);
+    ref_close(&b);
+    j = fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+    assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")), 21);
+    assert_int_equal(json_integer_value(json_object_get(j, "memory_rows")), 16);
+    assert_string_equal(json_string_value(json_object_get(j, "dtype")), "f32");
+    assert_true(json_integer_value(json_object_get(j, "ttl_s")) > 0);
+    json_decref(j);
+    json_decref(fx_json(port, "DELETE", "/v1/sessions/s1", NULL, NULL, 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 404));
+    json_decref(fx_json(port, "DELETE", "/v1/sessions/s1", NULL, NULL, 404));
+    /* after DELETE the session starts again */
+    run_stream(port, "s1", NULL);
+    /* text input, with <eos> */
+    j = fx_json(port, "POST", "/v1/sessions/t/segments", NULL,
+                "{\"input\":\"The of zzz\",\"add_eos\":true,\"return\":[\"hidden\"]}", 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_tokens")), 4);
+    assert_null(json_object_get(j, "logprobs"));
+    assert_int_equal(json_array_size(json_object_get(j, "hidden")), 4);
+    assert_true(json_is_true(json_object_get(j, "created")));
+    json_decref(j);
+    {
+        char *text = NULL;
+        size_t len = 0;
+        assert_int_equal(xf_metrics_render(&text, &len), 0);
+        assert_true(fx_metric(text, "xformd_redis_hits_total") >= 8);
+        assert_true(fx_metric(text, "xformd_redis_misses_total") >= 4);
+        free(text);
+    }
+    xf_server_stop(s);
+}
+
+static void test_local_bad_requests(void **state)
+{
+    xf_server_t *s = start_server(NULL, NULL, 0);
+    int port = xf_server_port(s);
+    char path[512];
+    hc_resp_t r;
+
+    (void)state;
+    memset(path, 0, sizeof path);
+    strcpy(path, "/v1/sessions/");
+    memset(path + 13, 'a', 129);
+    strcat(path, "/segments");
+    json_decref(fx_json(port, "POST", path, NULL, ids_body(0, NULL), 400));
+    path[13 + 128] = '\0';          /* 128 bytes is fine */
+    strcat(path, "/segments");
+    json_decref(fx_json(port, "POST", path, NULL, ids_body(0, NULL), 200));
+    json_decref(fx_json(port, "POST", "/v1/sessions//segments", NULL, ids_body(0, NULL), 400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a%20b/segments", NULL, ids_body(0, NULL),
+                        400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a%2Fb/segments", NULL, ids_body(0, NULL),
+                        404));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a$b/segments", NULL, ids_body(0, NULL),
+                        400));
+    json_decref(fx_json(port, "GET", "/v1/sessions/a/segments", NULL, NULL, 405));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a", NULL, "{}", 405));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/other", NULL, "{}", 404));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL, "{}", 400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL, "{\"input\":[]}", 400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL, "{\"input\":[1,300]}",
+                        400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL, "{\"input\":[1,-1]}",
+                        400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL, "{\"input\":7}", 400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL,
+                        "{\"input\":[1],\"return\":[\"bogus\"]}", 400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL, "{\"input\":", 400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/a/segments", NULL,
+                        "{\"input\":\"a\\u0000b\"}", 400));
+    /* none of these created the session */
+    json_decref(fx_json(port, "GET", "/v1/sessions/a", NULL, NULL, 404));
+    /* stateless routes are untouched */
+    assert_int_equal(hc_do(port, "POST", "/embed", NULL, "{\"inputs\":\"hello\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    xf_server_stop(s);
+}
+
+typedef struct racer {
+    int port;
+    const char *id;
+    int k;
+    int status;
+    long long segments;
+} racer_t;
+
+static void *race(void *p)
+{
+    racer_t *rc = p;
+    char path[128], body[512];
+    hc_resp_t r;
+
+    snprintf(path, sizeof path, "/v1/sessions/%s/segments", rc->id);
+    if (hc_do(rc->port, "POST", path, NULL, ids_body_r(rc->k, NULL, body, sizeof body),
+              &r) == 0) {
+        json_t *j = json_loadb(r.body, r.len, 0, NULL);
+        rc->status = r.status;
+        rc->segments = j ? json_integer_value(json_object_get(j, "segments")) : -1;
+        json_decref(j);
+        hc_free(&r);
+    }
+    return NULL;
+}
+
+/* n concurrent segments on one session: every one is answered, each sees a distinct segment
+ * number (one at a time, none lost or duplicated). ports: one or two servers. */
+static int run_race(const int *ports, int nports, const char *id, int n, int *n409)
+{
+    pthread_t th[16];
+    racer_t rc[16];
+    int seen[17] = { 0 }, ok = 0;
+
+    for (int i = 0; i < n; i++) {
+        rc[i] = (racer_t){ ports[i % nports], id, i % 3, 0, -1 };
+        pthread_create(&th[i], NULL, race, &rc[i]);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    *n409 = 0;
+    for (int i = 0; i < n; i++) {
+        if (rc[i].status == 409) {
+            (*n409)++;
+            continue;
+        }
+        assert_int_equal(rc[i].status, 200);
+        assert_true(rc[i].segments >= 1 && rc[i].segments <= n);
+        assert_int_equal(seen[rc[i].segments], 0);
+        seen[rc[i].segments] = 1;
+        ok++;
+    }
+    return ok;
+}
+
+static void test_local_ordering_and_ttl(void **state)
+{
+    xf_server_t *s = start_server(NULL, NULL, 1);
+    int port = xf_server_port(s), n409, ok;
+    json_t *j;
+
+    (void)state;
+    ok = run_race(&port, 1, "race", 12, &n409);
+    assert_int_equal(n409, 0);     /* one process: the per-session FIFO serialises them */
+    assert_int_equal(ok, 12);
+    j = fx_json(port, "GET", "/v1/sessions/race", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 12);
+    json_decref(j);
+    /* session.ttl_s = 1: gone after it (bounded wait, no timing asserted) */
+    for (int i = 0; i < 40; i++) {
+        hc_resp_t r;
+        sleep_ms(100);
+        assert_int_equal(hc_do(port, "GET", "/v1/sessions/race", NULL, NULL, &r), 0);
+        hc_free(&r);
+        if (r.status == 404)
+            break;
+        assert_int_equal(r.status, 200);
+        assert_true(i < 39);
+    }
+    xf_server_stop(s);
+}
+
+static char *kserve_body(int k, const char *params)
+{
+    static char buf[768];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "{\"id\":\"r%d\",\"inputs\":[{\"name\":"
+                                "\"input_ids\",\"datatype\":\"INT64\",\"shape\":[%d],"
+                                "\"data\":[", k, SEGN[k]);
+    for (int i = 0; i < SEGN[k]; i++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, i ? ",%d" : "%d", SEGS[k][i]);
+    snprintf(buf + n, sizeof buf - n, "]}],\"parameters\":{%s}}", params);
+    return buf;
+}
+
+/* KServe v2 infer on the Transformer-XL model with Triton's sequence parameters. */
+static void test_local_kserve(void **state)
+{
+    xf_server_t *s = start_server(NULL, NULL, 0);
+    int port = xf_server_port(s);
+    char path[256];
+    ref_t ref;
+    json_t *j;
+
+    (void)state;
+    snprintf(path, sizeof path, "/v2/models/%s/infer", strrchr(g_txl, '/') + 1);
+    ref_open(&ref);
+    for (int k = 0; k < 3; k++) {
+        xf_txl_result_t res = { 0 };
+        json_t *out, *par;
+        double err = 0;
+        j = fx_json(port, "POST", path, NULL,
+                    kserve_body(k, k == 0 ? "\"sequence_id\":42,\"sequence_start\":true"
+                                          : "\"sequence_id\":42"), 200);
+        assert_int_equal(xf_txl_run(ref.m, ref.mem, SEGS[k], SEGN[k], 0, &res, NULL), 0);
+        out = json_array_get(json_object_get(j, "outputs"), 0);
+        assert_string_equal(json_string_value(json_object_get(out, "name")), "logprobs");
+        for (int t = 0; t < SEGN[k]; t++)
+            if (!isnan(res.logprobs[t]))
+                err = fmax(err, fabs(json_number_value(json_array_get(
+                                         json_object_get(out, "data"), (size_t)t)) -
+                                     res.logprobs[t]));
+        assert_true(err <= 1e-6);
+        par = json_object_get(j, "parameters");
+        assert_int_equal(json_integer_value(json_object_get(par, "segments")), k + 1);
+        assert_true(json_is_boolean(json_object_get(par, "first_token_scored")));
+        assert_int_equal(json_is_true(json_object_get(par, "first_token_scored")), k > 0);
+        assert_string_equal(json_string_value(json_object_get(j, "id")), k == 0 ? "r0"
+                                                                        : k == 1 ? "r1" : "r2");
+        json_decref(j);
+        xf_txl_result_deinit(&res);
+    }
+    ref_close(&ref);
+    /* the same session through the REST route */
+    j = fx_json(port, "GET", "/v1/sessions/42", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+    json_decref(j);
+    /* sequence_start restarts it; sequence_end releases it */
+    j = fx_json(port, "POST", path, NULL,
+                kserve_body(0, "\"sequence_id\":42,\"sequence_start\":true"), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "parameters"),
+                                                        "segments")), 1);
+    json_decref(j);
+    json_decref(fx_json(port, "POST", path, NULL,
+                        kserve_body(1, "\"sequence_id\":42,\"sequence_end\":true"), 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/42", NULL, NULL, 404));
+    /* errors in KServe shape */
+    j = fx_json(port, "POST", path, NULL, kserve_body(0, ""), 400);
+    assert_true(json_is_string(json_object_get(j, "error")));
+    json_decref(j);
+    json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":\"a b\""),
+                        400));
+    json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":-3"), 400));
+    /* the encoder is still served under its own name */
+    json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
+                        "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
+                        "\"shape\":[1],\"data\":[\"hello\"]}]}", 200));
+    xf_server_stop(s);
+}
+
+/* ---- Redis ----------------------------------------------------------------------------- */
+
+static pid_t g_redis;
+static int g_redis_port;
+
+static int free_port(void)
+{
+    struct sockaddr_in a = { 0 };
+    socklen_t l = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* A raw Redis command over RESP (test side only); returns the first reply line. */
+static int redis_raw(const char *const *argv, const size_t *lens, int argc, char *out,
+                     size_t outlen)
+{
+    int fd = hc_connect(g_redis_port);
+    char head[64];
+    ssize_t n;
+
+    if (fd < 0)
+        return -1;
+    snprintf(head, sizeof head, "*%d\r\n", argc);
+    hc_send(fd, head, strlen(head));
+    for (int i = 0; i < argc; i++) {
+        snprintf(head, sizeof head, "$%zu\r\n", lens[i]);
+        hc_send(fd, head, strlen(head));
+        hc_send(fd, argv[i], lens[i]);
+        hc_send(fd, "\r\n", 2);
+    }
+    n = recv(fd, out, outlen - 1, 0);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    out[n] = '\0';
+    return 0;
+}
+
+static void redis_kill(void)
+{
+    if (g_redis > 0) {
+        kill(g_redis, SIGKILL);
+        waitpid(g_redis, NULL, 0);
+        g_redis = 0;
+    }
+}
+
+static int redis_start(void)
+{
+    char port[16], out[64];
+    const char *ping[1] = { "PING" };
+    size_t pl[1] = { 4 };
+
+    if (access("/usr/bin/redis-server", X_OK) != 0)
+        return -1;
+    redis_kill();   /* one left by a test that failed before stopping it */
+    if (!g_redis_port && (g_redis_port = free_port()) < 0)
+        return -1;
+    snprintf(port, sizeof port, "%d", g_redis_port);
+    g_redis = fork();
+    if (g_redis == 0) {
+        int dn = open("/dev/null", O_WRONLY);
+        dup2(dn, 1);   /* never hold the test's output pipe open */
+        dup2(dn, 2);
+        execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+              "--save", "", "--appendonly", "no", "--protected-mode", "no", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) {   /* up to 5 s for it to listen */
+        sleep_ms(50);
+        if (redis_raw(ping, pl, 1, out, sizeof out) == 0 && strstr(out, "PONG"))
+            return 0;
+    }
+    return -1;
+}
+
+#define REDIS_OR_SKIP()                                                                        \
+    do {                                                                                       \
+        if (redis_start() < 0) {                                                               \
+            print_message("# SKIP: redis-server not found or did not start (scripts/setup "   \
+                          "installs it)\n");                                                   \
+            skip();                                                                            \
+        }                                                                                      \
+    } while (0)
+
+static char *redis_url(void)
+{
+    static char u[64];
+    snprintf(u, sizeof u, "redis://127.0.0.1:%d/0", g_redis_port);
+    return u;
+}
+
+/* POST until the store answers (reconnect), bounded: returns the last status. */
+static int wait_up(int port)
+{
+    hc_resp_t r;
+    int st = 0;
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(hc_do(port, "GET", "/v1/sessions/probe", NULL, NULL, &r), 0);
+        st = r.status;
+        hc_free(&r);
+        if (st != 503)
+            break;
+        sleep_ms(100);
+    }
+    return st;
+}
+
+static void test_redis_stream_and_faults(void **state)
+{
+    xf_server_t *s;
+    int port;
+    hc_resp_t r;
+    char ra[16];
+    ref_t ref;
+
+    (void)state;
+    REDIS_OR_SKIP();
+    s = start_server(redis_url(), NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(wait_up(port), 404);
+    run_stream(port, "r1", NULL);
+    {
+        /* SET .. EX session.ttl_s (3600) on every segment: PTTL is read back */
+        json_t *j = fx_json(port, "GET", "/v1/sessions/r1", NULL, NULL, 200);
+        json_int_t ttl = json_integer_value(json_object_get(j, "ttl_s"));
+        assert_true(ttl > 3000 && ttl <= 3600);
+        assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+        assert_true(json_is_true(json_object_get(j, "valid")));
+        json_decref(j);
+    }
+    /* Redis killed mid-session: session routes 503 + Retry-After, stateless routes fine */
+    redis_kill();
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(hc_do(port, "POST", "/v1/sessions/r1/segments", NULL,
+                               ids_body(0, NULL), &r), 0);
+        assert_int_equal(r.status, 503);
+        assert_non_null(hc_header(&r, "Retry-After", ra, sizeof ra));
+        assert_non_null(strstr(r.body, "redis_unavailable"));
+        hc_free(&r);
+    }
+    assert_int_equal(hc_do(port, "POST", "/embed", NULL, "{\"inputs\":\"hello\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    assert_int_equal(hc_do(port, "GET", "/v2/health/ready", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    /* restarted (empty): recovery, the session starts again and matches a fresh engine run */
+    assert_int_equal(redis_start(), 0);
+    assert_int_equal(wait_up(port), 404);
+    ref_open(&ref);
+    post_and_check(port, "r1", NULL, 1, &ref, 1);
+    post_and_check(port, "r1", NULL, 2, &ref, 2);
+    ref_close(&ref);
+    /* a corrupted stored blob is discarded: the reply says reset */
+    {
+        char key[160], out[64];
+        json_t *j;
+        /* the session model's served name is its directory's basename */
+        snprintf(key, sizeof key, "xformd:%s:r1", strrchr(g_txl, '/') + 1);
+        {
+            const char *a4[4] = { "SETRANGE", key, "200", "\x7f" };
+            size_t l4[4] = { 8, strlen(key), 3, 1 };
+            assert_int_equal(redis_raw(a4, l4, 4, out, sizeof out), 0);
+            assert_int_equal(out[0], ':');
+        }
+        j = fx_json(port, "POST", "/v1/sessions/r1/segments", NULL, ids_body(0, NULL), 200);
+        assert_true(json_is_true(json_object_get(j, "reset")));
+        assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+        json_decref(j);
+    }
+    xf_server_stop(s);
+    redis_kill();
+}
+
+static void test_redis_race_and_keys(void **state)
+{
+    xf_server_t *a, *b, *k2;
+    int ports[2], n409, ok;
+    json_t *j;
+
+    (void)state;
+    REDIS_OR_SKIP();
+    a = start_server(redis_url(), NULL, 0);
+    b = start_server(redis_url(), NULL, 0);
+    ports[0] = xf_server_port(a);
+    ports[1] = xf_server_port(b);
+    assert_int_equal(wait_up(ports[0]), 404);
+    assert_int_equal(wait_up(ports[1]), 404);
+    /* alternating replicas, one at a time = the in-process reference */
+    {
+        ref_t ref;
+        ref_open(&ref);
+        for (int k = 0; k < 3; k++)
+            post_and_check(ports[k % 2], "alt", NULL, k, &ref, k + 1);
+        ref_close(&ref);
+    }
+    /* two replicas racing: losers get 409, winners are numbered 1..ok without gaps */
+    ok = run_race(ports, 2, "race", 12, &n409);
+    assert_int_equal(ok + n409, 12);
+    j = fx_json(ports[0], "GET", "/v1/sessions/race", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), ok);
+    json_decref(j);
+    print_message("# race over two replicas: %d stored, %d got 409\n", ok, n409);
+    xf_server_stop(b);
+    /* API keys: a session written under one key is invisible under another */
+    k2 = start_server(redis_url(), "key-two", 0);
+    assert_int_equal(wait_up(ports[0]), 404);
+    {
+        int p2 = xf_server_port(k2);
+        json_decref(fx_json(p2, "GET", "/v1/sessions/alt", "Authorization: Bearer key-two\r\n",
+                            NULL, 404));
+        json_decref(fx_json(p2, "GET", "/v1/sessions/alt", NULL, NULL, 401));
+    }
+    xf_server_stop(k2);
+    xf_server_stop(a);
+    redis_kill();
+}
+
+/* The scale-out topology: two replicas sharing Redis behind nginx round robin; one session's
+ * segments alternate between them and equal the in-process reference. */
+static void test_nginx_two_replicas(void **state)
+{
+    static const char *const nginx_bins[] = { "/usr/sbin/nginx", "/usr/local/sbin/nginx" };
+    const char *nginx = NULL;
+    xf_server_t *a, *b;
+    char tmp[4096], conf[4200], logp[4200], buf[8192];
+    int pn, up = 0;
+    pid_t pid;
+    FILE *f;
+    ref_t ref;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof nginx_bins / sizeof nginx_bins[0]; i++)
+        if (access(nginx_bins[i], X_OK) == 0)
+            nginx = nginx_bins[i];
+    if (!nginx) {
+        print_message("# SKIP: nginx not installed (scripts/setup installs nginx-light)\n");
+        skip();
+    }
+    REDIS_OR_SKIP();
+    a = start_server(redis_url(), NULL, 0);
+    b = start_server(redis_url(), NULL, 0);
+    assert_int_equal(wait_up(xf_server_port(a)), 404);
+    assert_int_equal(wait_up(xf_server_port(b)), 404);
+    xf_test_tmpdir(tmp, sizeof tmp, "nginx");
+    pn = free_port();
+    snprintf(conf, sizeof conf, "%s/nginx.conf", tmp);
+    snprintf(logp, sizeof logp, "%s/upstream.log", tmp);
+    f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "worker_processes 1;\ndaemon off;\nuser root;\npid %s/nginx.pid;\n"
+            "error_log %s/error.log;\nevents { worker_connections 64; }\n"
+            "http {\n  log_format up '$upstream_addr';\n  access_log %s up;\n"
+            "  client_body_temp_path %s; proxy_temp_path %s;\n"
+            "  fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;\n"
+            "  upstream xf { server 127.0.0.1:%d; server 127.0.0.1:%d; }\n"
+            "  server { listen 127.0.0.1:%d;\n"
+            "    location / { proxy_pass http://xf; proxy_http_version 1.1;\n"
+            "                 proxy_set_header Connection \"\"; } }\n}\n",
+            tmp, tmp, logp, tmp, tmp, tmp, tmp, tmp, xf_server_port(a), xf_server_port(b), pn);
+    fclose(f);
+    pid = fork();
+    if (pid == 0) {
+        int dn = open("/dev/null", O_WRONLY);
+        dup2(dn, 1);
+        dup2(dn, 2);
+        execl(nginx, "nginx", "-p", tmp, "-e", "stderr", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && !up; i++) {   /* up to 5 s for it to listen */
+        int fd = hc_connect(pn);
+        sleep_ms(50);
+        if (fd >= 0) {
+            close(fd);
+            up = 1;
+        }
+    }
+    if (!up) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("nginx did not start (%s)", conf);
+    }
+    ref_open(&ref);
+    for (int k = 0; k < 6; k++)
+        post_and_check(pn, "lb", NULL, k % 3, &ref, k + 1);
+    ref_close(&ref);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    /* both replicas served segments (nginx logged each upstream address) */
+    f = fopen(logp, "r");
+    assert_non_null(f);
+    {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        char pa[32], pb[32];
+        buf[n] = '\0';
+        snprintf(pa, sizeof pa, ":%d", xf_server_port(a));
+        snprintf(pb, sizeof pb, ":%d", xf_server_port(b));
+        assert_non_null(strstr(buf, pa));
+        assert_non_null(strstr(buf, pb));
+    }
+    fclose(f);
+    xf_test_rmtree(tmp);
+    xf_server_stop(a);
+    xf_server_stop(b);
+    redis_kill();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_local_stream),
+        cmocka_unit_test(test_local_bad_requests),
+        cmocka_unit_test(test_local_ordering_and_ttl),
+        cmocka_unit_test(test_local_kserve),
+        cmocka_unit_test(test_redis_stream_and_faults),
+        cmocka_unit_test(test_redis_race_and_keys),
+        cmocka_unit_test(test_nginx_two_replicas),
+    };
+    int rc;
+
+    cmocka_set_message_output(CM_OUTPUT_TAP);
+    signal(SIGPIPE, SIG_IGN);
+    rc = cmocka_run_group_tests(tests, setup, teardown);
+    redis_kill();
+    return rc;
+}
