@@ -251,7 +251,7 @@ static int warm_sample(xf_server_t *s, const int32_t *lens, size_t k, int reps,
         xf_diag_t diag = { 0, "" };
         int rc = xf_workers_warmup(s->workers, lens, (int)k, &r, &diag);
         if (rc == -E2BIG) {   /* over engine.max_arena_bytes: real batches are split */
-            XF_LOGD("warm-up batch %zu skipped: over engine.max_arena_bytes", i);
+            XF_LOGD("warm-up batch of %zu sequence(s) skipped: over engine.max_arena_bytes", k);
             continue;
         }
         if (rc < 0) {
