@@ -140,6 +140,8 @@ const xf_ft_kern *xf_ft_kern_get(void)
     if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
         cpu->avx512dq && cpu->fma)
         return xf_ft_kern_avx512();
+    if (cpu->level >= XF_ISA_AVX2 && cpu->avx2 && cpu->fma)
+        return xf_ft_kern_avx2();
 #endif
     return &kern_c;
 }

@@ -198,8 +198,9 @@ typedef struct xf_ft_kern {
 const xf_ft_kern *xf_ft_kern_c(void);
 #ifdef XF_HAVE_X86_64
 const xf_ft_kern *xf_ft_kern_avx512(void);
+const xf_ft_kern *xf_ft_kern_avx2(void);
 #endif
-/* The kernel in use (AVX-512 when xf_cpu() allows, else portable C). */
+/* The kernel in use (AVX-512 when xf_cpu() allows, else AVX2+FMA, else portable C). */
 const xf_ft_kern *xf_ft_kern_get(void);
 /* Tests: force a kernel (NULL: automatic). Not thread-safe; call before forwards. */
 void xf_ft_kern_force(const xf_ft_kern *k);
