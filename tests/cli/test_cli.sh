@@ -1,7 +1,7 @@
 #!/bin/sh
 # xformd-cli end to end on a tiny demo model: line discipline (one output line per input line,
 # empty lines are inputs), --ids, --truncate and too-long errors, pooling/normalize, mkmodel
-# determinism, classify, inspect, variants, bad options. Prints TAP.
+# determinism, classify, inspect, variants, bad options, bench --compare. Prints TAP.
 b=${XF_BUILDDIR:-.}
 cli="$b/xformd-cli"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/xf-cli.XXXXXX")
@@ -12,9 +12,9 @@ nok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; [ -n "$2" ] && echo "$2" 
 check() { # description, command (eval'd); success = exit 0
     if out=$(eval "$2" 2>&1); then ok "$1"; else nok "$1" "$out"; fi
 }
-echo "1..20"
+echo "1..22"
 if [ ! -x "$cli" ]; then
-    for i in $(seq 1 20); do echo "not ok $i - xformd-cli not built at $cli"; done
+    for i in $(seq 1 22); do echo "not ok $i - xformd-cli not built at $cli"; done
     exit 1
 fi
 m="$tmp/tiny"
@@ -59,4 +59,9 @@ check "inspect prints the shapes and the memory plan" \
     "'$cli' inspect --model '$m' | grep -q 'arena_bytes=' && '$cli' inspect --model '$m' | grep -q '^layers *2'"
 check "unknown options and a missing model fail with exit 2 / 1" \
     "'$cli' embed --bogus </dev/null; [ \$? -eq 2 ] && ! '$cli' embed --model '$tmp/nope' </dev/null 2>/dev/null"
+printf '# peers\nfma_peak GFLOP/s=100.0\nort b=  1 n=  16 median_ms=   4.00 tok/s= 4000 GFLOP/s= 1.0\nort b=  8 n= 128 median_ms= 9.0\nort varlen b=16 tokens=2106 maxlen=224 median_ms= 50.0 useful_GFLOP/s= 1.0\n' > "$tmp/peer.txt"
+check "bench --compare puts the peer's line for a shape under ours, with its peak_frac" \
+    "'$cli' bench --model '$m' --quick --no-floor --reps 1 --threads 1 --compare '$tmp/peer.txt' > '$tmp/bench.txt' && grep -q '^fma_peak ' '$tmp/bench.txt' && grep -q '^xformd b=  1 n=  16 .*peak_frac=' '$tmp/bench.txt' && [ \$(grep -c '^compare ort b=  1 n=  16 median_ms=4.00 .*peak_frac=.*xformd_ms=' '$tmp/bench.txt') -eq 1 ] && [ \$(grep -c '^compare ort b=  8 n= 128 ' '$tmp/bench.txt') -eq 1 ] && [ \$(grep -c '^compare' '$tmp/bench.txt') -eq 2 ]"
+check "bench --compare with a missing file fails with exit 2 before timing" \
+    "'$cli' bench --model '$m' --compare '$tmp/nope.txt' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'nope.txt' '$tmp/err'"
 exit $failed
