@@ -64,6 +64,10 @@ typedef struct xf_plan_op {
 /* Per-model prepared weights (model->prep), built once under a lock by plan.c. */
 typedef struct xf_prep_layer {
     xf_gemm_w_t q, k, v, o, ff1, ff2;
+    /* Q, K and V stacked into one GEMM (n = 3·da) with its bias, when the kernels pack their
+     * weights (then q, k, v are not prepared); qkv.packed == NULL otherwise. */
+    xf_gemm_w_t qkv;
+    float *qkv_b;
 } xf_prep_layer_t;
 
 typedef struct xf_prep {
