@@ -1,7 +1,9 @@
 /* xformd-cli bench: the engine benchmark of DESIGN.md §10. In one run it measures the FMA peak,
  * the engine on the BERT-base shapes (b,n) = (1,16) (1,128) (1,512) (8,128) (32,128) and the
  * 16-sequence mixed-length batch, and the `floor`: cblas_sgemm alone on the same GEMMs.
- * Prints one machine-readable line per case after a header naming CPU, paths and threads;
+ * Prints one machine-readable line per case after a header naming CPU, paths and threads
+ * (peak_frac: against the FMA peak on as many threads; cpu_frac: GFLOP per process
+ * CPU-second against one core's FMA peak per CPU-second, steadier on a shared machine);
  * --compare FILE adds, under each shape, the lines a peer printed for it (the same line format:
  * ../shared/peers/), with the peer's fraction of this run's FMA peak and its time over ours. */
 #include "config.h"
@@ -26,6 +28,14 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* CPU seconds used by the whole process (every thread). */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -177,8 +187,10 @@ typedef struct bench_case {
     int32_t b, n;
 } bench_case;
 
+/* Median wall ms of reps forwards; *cpu_per_run: process CPU seconds per forward (mean). */
 static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
-                          const int32_t *lens, int32_t b, int reps, float *pooled, int *ok)
+                          const int32_t *lens, int32_t b, int reps, float *pooled, int *ok,
+                          double *cpu_per_run)
 {
     const xf_model_info_t *mi = xf_model_info(m);
     int32_t *cu = malloc(((size_t)b + 1) * sizeof *cu);
@@ -208,11 +220,13 @@ static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
         rc = xf_ctx_reserve(ctx, plan);
     if (rc == 0)
         rc = xf_forward(ctx, m, plan, &batch, &out, &diag);   /* warm-up */
+    double c0 = cpu_s();
     for (int r = 0; rc == 0 && r < reps; r++) {
         double t0 = now_ms();
         rc = xf_forward(ctx, m, plan, &batch, &out, &diag);
         t[r] = now_ms() - t0;
     }
+    *cpu_per_run = (cpu_s() - c0) / reps;
     if (rc < 0)
         fprintf(stderr, "xformd-cli bench: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
     else {
@@ -278,7 +292,7 @@ int cmd_bench(int argc, char **argv)
     xf_cpu_info_t ci;
     const char *coretype = getenv("OPENBLAS_CORETYPE");
     char rev[64];
-    double peak, pk[3];
+    double peak, peak_cpu, pk[3];
     xf_model_t *m;
     const xf_model_info_t *mi;
     xf_ctx_t *ctx = NULL;
@@ -357,7 +371,15 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < 3; i++)
         pk[i] = xf_cpu_fma_peak(c.threads, 200);
     peak = median(pk, 3);
-    printf("fma_peak GFLOP/s=%.1f threads=%d\n", peak, c.threads);
+    /* one core's peak per CPU-second: the steadiest yardstick on a shared machine, where
+     * the wall-clock peak and the engine get different shares of the cores */
+    for (int i = 0; i < 3; i++) {
+        double w0 = now_ms(), c0 = cpu_s(), g = xf_cpu_fma_peak(1, 200);
+        double used = cpu_s() - c0;
+        pk[i] = used > 0 ? g * (now_ms() - w0) * 1e-3 / used : 0.0;
+    }
+    peak_cpu = median(pk, 3);
+    printf("fma_peak GFLOP/s=%.1f threads=%d per_cpu_second=%.1f\n", peak, c.threads, peak_cpu);
     fflush(stdout);
 
     m = cli_open_model(&c);
@@ -383,7 +405,7 @@ int cmd_bench(int argc, char **argv)
         const bench_case *bc = &cases[k];
         int32_t lens[64];
         int32_t b = bc->b, tokens = 0, maxlen = 0;
-        double ms, fl;
+        double ms, fl, cpu_run = 0;
         int ok, r = quick ? 2 : reps;
 
         for (int32_t i = 0; i < b; i++) {
@@ -395,17 +417,19 @@ int cmd_bench(int argc, char **argv)
         }
         if (quick && tokens > 2048)
             continue;
-        ms = time_engine(ctx, m, plan, lens, b, r, pooled, &ok);
+        ms = time_engine(ctx, m, plan, lens, b, r, pooled, &ok, &cpu_run);
         if (!ok)
             continue;
         fl = model_flops(mi, lens, b);
         if (bc->label)
             printf("xformd %s b=%d tokens=%d maxlen=%d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f "
-                   "peak_frac=%.3f\n", bc->label, b, tokens, maxlen, ms, tokens / ms * 1e3,
-                   fl / ms * 1e-6, fl / ms * 1e-6 / peak);
+                   "peak_frac=%.3f cpu_frac=%.3f\n", bc->label, b, tokens, maxlen, ms,
+                   tokens / ms * 1e3, fl / ms * 1e-6, fl / ms * 1e-6 / peak,
+                   cpu_run > 0 ? fl * 1e-9 / cpu_run / peak_cpu : 0.0);
         else
-            printf("xformd b=%3d n=%4d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f peak_frac=%.3f\n",
-                   b, bc->n, ms, tokens / ms * 1e3, fl / ms * 1e-6, fl / ms * 1e-6 / peak);
+            printf("xformd b=%3d n=%4d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f peak_frac=%.3f "
+                   "cpu_frac=%.3f\n", b, bc->n, ms, tokens / ms * 1e3, fl / ms * 1e-6,
+                   fl / ms * 1e-6 / peak, cpu_run > 0 ? fl * 1e-9 / cpu_run / peak_cpu : 0.0);
         print_peers(peers, n_peer, bc->label != NULL, b, bc->n, tokens, ms, fl, peak);
         fflush(stdout);
         if (floor_on) {
