@@ -1,10 +1,10 @@
-/* Family-T micro-kernels for AVX2+FMA (compiled with -mavx2 -mfma): the same xf_ft_kern
+/* Family-T micro-kernels for AVX2+FMA (compiled with -mavx2 -mfma): the same xf_at_kern
  * interface as fam_t_avx512.c for CPUs without AVX-512 (or under XF_CPU=avx2). Tile logits
  * S = factor·Q·Kᵀ (3 rows × 32 keys register block: 12 ymm accumulators), the online-softmax
  * update with a polynomial exp (exact 0 for excluded keys; NaN and +inf logits propagate to
  * the row's output as NaN), O += P·V (3 rows × 32 columns), the K-chunk transpose in 8×8
  * blocks and the membership mask with integer compares. Selected at run time by
- * xf_ft_kern_get(). */
+ * xf_at_kern_get(). */
 #include "config.h"
 
 #include <immintrin.h>
@@ -13,7 +13,7 @@
 
 #include "attention/fam_t.h"
 
-#define BK XF_FT_BK
+#define BK XF_AT_T_BK
 #define XF_INLINE static inline __attribute__((always_inline))
 
 /* Lanes [0, n) set (n clamped to 0..8), for maskload/maskstore. */
@@ -106,7 +106,7 @@ static void softmax_avx2(int32_t nq, int32_t nk, int32_t dp, float *s, float *m,
 {
     const int32_t nv = (nk + 7) / 8;
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
-    _Alignas(32) float mn[XF_FT_BQ], diff[XF_FT_BQ], corr[XF_FT_BQ];
+    _Alignas(32) float mn[XF_AT_T_BQ], diff[XF_AT_T_BQ], corr[XF_AT_T_BQ];
 
     for (int32_t r = 0; r < nq; r++) {
         const float *sr = s + (size_t)r * BK;
@@ -148,7 +148,7 @@ static void softmax_avx2(int32_t nq, int32_t nk, int32_t dp, float *s, float *m,
         }
         const float cr = corr[r];
         const __m256 cv = _mm256_set1_ps(cr);
-        float *lr = l + (size_t)r * XF_FT_LW;
+        float *lr = l + (size_t)r * XF_AT_T_LW;
         _mm256_store_ps(lr, _mm256_fmadd_ps(cv, _mm256_load_ps(lr), sum0));
         _mm256_store_ps(lr + 8, _mm256_fmadd_ps(cv, _mm256_load_ps(lr + 8), sum1));
         m[r] = mn[r];
@@ -300,12 +300,12 @@ static void scale_avx2(int32_t d, const float *src, float f, float *dst)
     }
 }
 
-static const xf_ft_kern kern_avx2 = {
+static const xf_at_kern kern_avx2 = {
     .name = "avx2", .qk = qk_avx2, .softmax = softmax_avx2, .pv = pv_avx2,
     .scale = scale_avx2, .kt = kt_avx2, .mask = mask_avx2,
 };
 
-const xf_ft_kern *xf_ft_kern_avx2(void)
+const xf_at_kern *xf_at_kern_avx2(void)
 {
     return &kern_avx2;
 }

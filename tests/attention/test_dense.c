@@ -20,19 +20,19 @@ static void build_dense(void *ctx, int32_t s, int32_t n, int32_t head, uint8_t *
     xf_ref_set_dense(n, A);
 }
 
-static int n_kerns(const xf_ft_kern **k)
+static int n_kerns(const xf_at_kern **k)
 {
     int c = 0;
-    k[c++] = xf_ft_kern_c();
+    k[c++] = xf_at_kern_c();
 #ifdef XF_HAVE_X86_64
     const xf_cpu_t *cpu = xf_cpu();
     /* the AVX-512 kernel runs here only when the CPU has it and XF_CPU does not cap it */
     if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
         cpu->avx512dq && cpu->fma)
-        k[c++] = xf_ft_kern_avx512();
+        k[c++] = xf_at_kern_avx512();
     /* the AVX2 kernel wherever the CPU runs AVX2+FMA within the cap (also on AVX-512 CPUs) */
     if (cpu->level >= XF_ISA_AVX2 && cpu->avx2 && cpu->fma)
-        k[c++] = xf_ft_kern_avx2();
+        k[c++] = xf_at_kern_avx2();
 #endif
     static int said;
     if (!said++) {
@@ -49,14 +49,14 @@ static int n_kerns(const xf_ft_kern **k)
 static void check_batch(const int32_t *lens, int32_t B, int32_t h, int32_t d, float qmul,
                         double tol)
 {
-    const xf_ft_kern *ks[4];
+    const xf_at_kern *ks[4];
     int nk = n_kerns(ks);
     xf_ref_case c;
     assert_int_equal(xf_ref_case_init(&c, lens, B, h, d, 1234u + (uint64_t)d, qmul), 0);
     float *ref = calloc(c.plane + 1, sizeof(float));
     xf_ref_case_reference(&c, build_dense, NULL, ref);
     for (int k = 0; k < nk; k++) {
-        xf_ft_kern_force(ks[k]);
+        xf_at_kern_force(ks[k]);
         memset(c.out, 0xff, c.plane * sizeof(float));
         assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, 2, NULL), 0);
         double e = xf_ref_maxdiff(c.out, ref, c.plane);
@@ -64,7 +64,7 @@ static void check_batch(const int32_t *lens, int32_t B, int32_t h, int32_t d, fl
             print_message("kernel %s B=%d h=%d d=%d: max err %g\n", ks[k]->name, B, h, d, e);
         assert_true(e <= tol);
     }
-    xf_ft_kern_force(NULL);
+    xf_at_kern_force(NULL);
     free(ref);
     xf_ref_case_free(&c);
 }
@@ -184,12 +184,12 @@ static void test_scale_param(void **state)
 static void test_nonfinite_logits(void **state)
 {
     (void)state;
-    const xf_ft_kern *ks[4];
+    const xf_at_kern *ks[4];
     int nk = n_kerns(ks);
     enum { DP = 48, NQ = 5, NKEY = 37 };
-    static _Alignas(64) float s[XF_FT_BQ * XF_FT_BK], l[XF_FT_BQ * XF_FT_LW],
-        acc[XF_FT_BQ * DP];
-    float m[XF_FT_BQ];
+    static _Alignas(64) float s[XF_AT_T_BQ * XF_AT_T_BK], l[XF_AT_T_BQ * XF_AT_T_LW],
+        acc[XF_AT_T_BQ * DP];
+    float m[XF_AT_T_BQ];
     for (int k = 0; k < nk; k++) {
         /* the portable kernel is another helper's (issue: softmax_c on NaN rows) */
         if (strcmp(ks[k]->name, "avx2") != 0)
@@ -197,15 +197,15 @@ static void test_nonfinite_logits(void **state)
         for (int round = 0; round < 2; round++) {
             for (int r = 0; r < NQ; r++) {
                 m[r] = -INFINITY;
-                for (int j = 0; j < XF_FT_LW; j++)
-                    l[r * XF_FT_LW + j] = 0.0f;
+                for (int j = 0; j < XF_AT_T_LW; j++)
+                    l[r * XF_AT_T_LW + j] = 0.0f;
                 for (int c = 0; c < DP; c++)
                     acc[r * DP + c] = 0.0f;
             }
             if (round == 1) {   /* a finite first chunk, then the non-finite one */
                 for (int r = 0; r < NQ; r++)
                     for (int j = 0; j < NKEY; j++)
-                        s[r * XF_FT_BK + j] = 0.01f * (float)(j - r);
+                        s[r * XF_AT_T_BK + j] = 0.01f * (float)(j - r);
                 ks[k]->softmax(NQ, NKEY, DP, s, m, l, acc);
                 for (int r = 0; r < NQ; r++)
                     for (int c = 0; c < DP; c++)
@@ -213,25 +213,25 @@ static void test_nonfinite_logits(void **state)
             }
             for (int r = 0; r < NQ; r++)
                 for (int j = 0; j < NKEY; j++)
-                    s[r * XF_FT_BK + j] = (j % 5 == 0) ? -INFINITY : 0.1f * (float)j;
-            s[0 * XF_FT_BK + 11] = NAN;                    /* row 0: one NaN */
+                    s[r * XF_AT_T_BK + j] = (j % 5 == 0) ? -INFINITY : 0.1f * (float)j;
+            s[0 * XF_AT_T_BK + 11] = NAN;                    /* row 0: one NaN */
             for (int j = 0; j < NKEY; j++)                 /* row 1: all NaN */
-                s[1 * XF_FT_BK + j] = NAN;
-            s[2 * XF_FT_BK + 36] = INFINITY;               /* row 2: +inf */
+                s[1 * XF_AT_T_BK + j] = NAN;
+            s[2 * XF_AT_T_BK + 36] = INFINITY;               /* row 2: +inf */
             /* row 3: finite; row 4: every key excluded */
             for (int j = 0; j < NKEY; j++)
-                s[4 * XF_FT_BK + j] = -INFINITY;
+                s[4 * XF_AT_T_BK + j] = -INFINITY;
             ks[k]->softmax(NQ, NKEY, DP, s, m, l, acc);
             for (int r = 0; r < NQ; r++) {
                 float lt = 0.0f;
-                for (int j = 0; j < XF_FT_LW; j++)
-                    lt += l[r * XF_FT_LW + j];
+                for (int j = 0; j < XF_AT_T_LW; j++)
+                    lt += l[r * XF_AT_T_LW + j];
                 if (r <= 2) {
                     /* l and some weight are NaN (P·V then spreads it over the row); a NaN
                      * max also turns the rescaled acc NaN (+inf rescales it by exp(−inf)) */
                     int any = 0;
                     for (int j = 0; j < NKEY; j++)
-                        any |= isnan(s[r * XF_FT_BK + j]);
+                        any |= isnan(s[r * XF_AT_T_BK + j]);
                     assert_true(isnan(lt) && any);
                     if (round == 1 && r <= 1)
                         assert_true(isnan(acc[r * DP + 7]));
@@ -242,8 +242,8 @@ static void test_nonfinite_logits(void **state)
                 }
                 if (r == 3)
                     for (int j = 0; j < NKEY; j++)
-                        assert_true(j % 5 == 0 ? s[r * XF_FT_BK + j] == 0.0f
-                                               : s[r * XF_FT_BK + j] > 0.0f);
+                        assert_true(j % 5 == 0 ? s[r * XF_AT_T_BK + j] == 0.0f
+                                               : s[r * XF_AT_T_BK + j] > 0.0f);
             }
         }
     }
@@ -257,12 +257,12 @@ static void test_empty_and_bad(void **state)
     const xf_attn_t *a = xf_attn_dense();
     sh.n_head = 1;
     sh.d_head = 8;
-    assert_int_equal(a->vt->plan(a->params, &sh, 2, &pl), 0);   /* B = 0: no-op */
+    assert_int_equal(xf_at_plan(a->vt, a->params, &sh, 2, &pl), 0);   /* B = 0: no-op */
     int32_t cu[3] = { 0, 5, 3 };
     sh.n_seq = 2;
     sh.cu_len = cu;
     sh.n_tokens = 5;
-    assert_int_equal(a->vt->plan(a->params, &sh, 2, &pl), XF_ESHAPE);
+    assert_int_equal(xf_at_plan(a->vt, a->params, &sh, 2, &pl), XF_ESHAPE);
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_odd_shapes), cmocka_unit_test(test_mixed_batch),

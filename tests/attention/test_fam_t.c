@@ -171,18 +171,18 @@ static void test_vs_reference(void **state)
         check_case(&cases[i], mix, 6, 12, 64, 0, 3);
         check_case(&cases[i], odd_lens + 7, 2, 1, 32, 5, 1);
         /* the portable micro-kernels too (the automatic choice may be AVX-512) */
-        xf_ft_kern_force(xf_ft_kern_c());
+        xf_at_kern_force(xf_at_kern_c());
         check_case(&cases[i], mix, 6, 3, 40, 1, 2);
 #ifdef XF_HAVE_X86_64
         /* and the AVX2 ones where the CPU runs them (automatic only without AVX-512) */
         const xf_cpu_t *cpu = xf_cpu();
         if (cpu->level >= XF_ISA_AVX2 && cpu->avx2 && cpu->fma) {
-            xf_ft_kern_force(xf_ft_kern_avx2());
+            xf_at_kern_force(xf_at_kern_avx2());
             check_case(&cases[i], mix, 6, 3, 40, 1, 2);
             check_case(&cases[i], odd_lens, 9, 3, 32, 2, 3);
         }
 #endif
-        xf_ft_kern_force(NULL);
+        xf_at_kern_force(NULL);
     }
 }
 
