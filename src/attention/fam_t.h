@@ -181,6 +181,7 @@ typedef struct xf_at_kern {
 const xf_at_kern *xf_at_kern_c(void);
 #ifdef XF_HAVE_X86_64
 const xf_at_kern *xf_at_kern_avx512(void);
+const xf_at_kern *xf_at_kern_avx2(void);
 #endif
 /* The kernel in use: the engine's kernel table's (engine/kernels.h xf_kernels()->attn, one CPU
  * selection for the engine and the attention). */

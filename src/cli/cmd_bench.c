@@ -1,10 +1,15 @@
 /* xformd-cli bench: the engine benchmark of DESIGN.md §10. In one run it measures the FMA peak,
  * the engine on the BERT-base shapes (b,n) = (1,16) (1,128) (1,512) (8,128) (32,128) and the
  * 16-sequence mixed-length batch, and the `floor`: cblas_sgemm alone on the same GEMMs.
- * Prints one machine-readable line per case after a header naming CPU, paths and threads. */
+ * Prints one machine-readable line per case after a header naming CPU, paths and threads
+ * (peak_frac: against the FMA peak on as many threads; cpu_frac: GFLOP per process
+ * CPU-second against one core's FMA peak per CPU-second, steadier on a shared machine);
+ * --compare FILE adds, under each shape, the lines a peer printed for it (the same line format:
+ * ../shared/peers/), with the peer's fraction of this run's FMA peak and its time over ours. */
 #include "config.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +28,14 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* CPU seconds used by the whole process (every thread). */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -73,13 +86,111 @@ static int core_is_avx512(const char *core)
                     strstr(core, "apphireRapids") || strstr(core, "Zen4") || strstr(core, "Zen5"));
 }
 
+/* One peer line: "<engine> b=  1 n= 128 median_ms= ..." or
+ * "<engine> varlen b=16 tokens=2106 maxlen=224 median_ms= ..." (spaces after '=' allowed). */
+typedef struct peer_line {
+    char engine[32];
+    int varlen;
+    long b, n, tokens;
+    double ms;
+} peer_line;
+
+#define MAX_PEER_LINES 256
+
+/* The value after " key=" in line (spaces after '=' skipped); NULL when absent. */
+static const char *kv(const char *line, const char *key)
+{
+    size_t kl = strlen(key);
+    for (const char *p = line; (p = strstr(p, key)); p += kl) {
+        if ((p == line || p[-1] == ' ') && p[kl] == '=') {
+            p += kl + 1;
+            while (*p == ' ')
+                p++;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static int kv_long(const char *line, const char *key, long *out)
+{
+    const char *v = kv(line, key);
+    char *end;
+    if (!v)
+        return 0;
+    *out = strtol(v, &end, 10);
+    return end != v && *out >= 0;
+}
+
+/* Read the peer lines of path; lines of another format (comments, fma_peak, cmp, floor and
+ * our own xformd lines) are skipped. Returns the count or -1 (message on stderr). */
+static int read_peers(const char *path, peer_line *pl, int cap)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int n = 0;
+    if (!f) {
+        fprintf(stderr, "xformd-cli bench: --compare %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        peer_line p = { 0 };
+        const char *ms = kv(line, "median_ms");
+        char *end;
+        int len = (int)strcspn(line, " \t\n");
+        if (!ms || len == 0 || len >= (int)sizeof p.engine || line[0] == '#')
+            continue;
+        memcpy(p.engine, line, (size_t)len);
+        if (!strcmp(p.engine, "xformd") || !strcmp(p.engine, "floor") ||
+            !strcmp(p.engine, "compare"))
+            continue;
+        p.ms = strtod(ms, &end);
+        if (end == ms || !(p.ms > 0) || !isfinite(p.ms))
+            continue;
+        p.varlen = !strncmp(line + len, " varlen ", 8);
+        if (!kv_long(line, "b", &p.b) ||
+            !(p.varlen ? kv_long(line, "tokens", &p.tokens) : kv_long(line, "n", &p.n)))
+            continue;
+        if (n == cap) {
+            fprintf(stderr, "xformd-cli bench: --compare %s: more than %d lines; the rest are "
+                            "ignored\n", path, cap);
+            break;
+        }
+        pl[n++] = p;
+    }
+    fclose(f);
+    return n;
+}
+
+/* The peer lines for one shape, beside our median. */
+static void print_peers(const peer_line *pl, int np, int varlen, long b, long n, long tokens,
+                        double our_ms, double flops, double peak)
+{
+    for (int i = 0; i < np; i++) {
+        const peer_line *p = &pl[i];
+        if (p->varlen != varlen || p->b != b || (varlen ? p->tokens != tokens : p->n != n))
+            continue;
+        if (varlen)
+            printf("compare %s varlen b=%ld tokens=%ld median_ms=%.2f useful_GFLOP/s=%.1f "
+                   "peak_frac=%.3f xformd_ms=%.2f peer/xformd_time=%.3f\n", p->engine, b,
+                   tokens, p->ms, flops / p->ms * 1e-6, flops / p->ms * 1e-6 / peak, our_ms,
+                   p->ms / our_ms);
+        else
+            printf("compare %s b=%3ld n=%4ld median_ms=%.2f GFLOP/s=%.1f peak_frac=%.3f "
+                   "xformd_ms=%.2f peer/xformd_time=%.3f\n", p->engine, b, n, p->ms,
+                   flops / p->ms * 1e-6, flops / p->ms * 1e-6 / peak, our_ms, p->ms / our_ms);
+    }
+}
+
 typedef struct bench_case {
     const char *label;      /* NULL: uniform b×n */
     int32_t b, n;
 } bench_case;
 
+/* Median wall ms of reps forwards; *cpu_per_run: process CPU seconds per forward (mean). */
 static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
-                          const int32_t *lens, int32_t b, int reps, float *pooled, int *ok)
+                          const int32_t *lens, int32_t b, int reps, float *pooled, int *ok,
+                          double *cpu_per_run)
 {
     const xf_model_info_t *mi = xf_model_info(m);
     int32_t *cu = malloc(((size_t)b + 1) * sizeof *cu);
@@ -95,8 +206,10 @@ static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
     for (int32_t i = 0; i < b; i++)
         cu[i + 1] = cu[i] + lens[i];
     ids = malloc((size_t)cu[b] * sizeof *ids);
+    /* ids above the special tokens (from 1000 when the vocabulary is that large) */
+    int32_t lo = mi->vocab_size > 2000 ? 1000 : 0;
     for (int32_t i = 0; i < cu[b]; i++)
-        ids[i] = 1000 + (int32_t)((uint32_t)i * 7919u % (uint32_t)(mi->vocab_size - 1000));
+        ids[i] = lo + (int32_t)((uint32_t)i * 7919u % (uint32_t)(mi->vocab_size - lo));
     batch.n_seq = b;
     batch.cu_len = cu;
     batch.ids = ids;
@@ -107,11 +220,13 @@ static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
         rc = xf_ctx_reserve(ctx, plan);
     if (rc == 0)
         rc = xf_forward(ctx, m, plan, &batch, &out, &diag);   /* warm-up */
+    double c0 = cpu_s();
     for (int r = 0; rc == 0 && r < reps; r++) {
         double t0 = now_ms();
         rc = xf_forward(ctx, m, plan, &batch, &out, &diag);
         t[r] = now_ms() - t0;
     }
+    *cpu_per_run = (cpu_s() - c0) / reps;
     if (rc < 0)
         fprintf(stderr, "xformd-cli bench: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
     else {
@@ -171,11 +286,13 @@ int cmd_bench(int argc, char **argv)
                                         { NULL, 8, 128 }, { NULL, 32, 128 },
                                         { "varlen", 16, 0 } };
     cli_common c = { 0 };
-    int reps = 5, floor_on = 1, reexec = 1, quick = 0;
+    int reps = 5, floor_on = 1, reexec = 1, quick = 0, n_peer = 0;
+    const char *compare = NULL;
+    peer_line *peers = NULL;
     xf_cpu_info_t ci;
     const char *coretype = getenv("OPENBLAS_CORETYPE");
     char rev[64];
-    double peak, pk[3];
+    double peak, peak_cpu, pk[3];
     xf_model_t *m;
     const xf_model_info_t *mi;
     xf_ctx_t *ctx = NULL;
@@ -191,6 +308,8 @@ int cmd_bench(int argc, char **argv)
             continue;
         if ((v = cli_opt(argc, argv, &i, "--reps")))
             reps = (int)cli_int("--reps", v, 1, 1000);
+        else if ((v = cli_opt(argc, argv, &i, "--compare")))
+            compare = v;
         else if (!strcmp(argv[i], "--no-floor"))
             floor_on = 0;
         else if (!strcmp(argv[i], "--no-reexec"))
@@ -199,17 +318,30 @@ int cmd_bench(int argc, char **argv)
             quick = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli bench [--model DIR] [--threads N] [--reps N] [--quick] "
-                   "[--no-floor] [--no-reexec]\n"
+                   "[--no-floor] [--no-reexec] [--compare FILE]\n"
                    "Engine benchmark on the BERT-base shape (default: the demo model), 2 threads."
                    "\nPrints fma_peak, one `xformd` line per shape and `floor` lines (cblas_sgemm"
                    " alone\non the same GEMMs). When OPENBLAS_CORETYPE forces a kernel below the "
                    "CPU's best ISA,\nthe bench re-executes itself without it (--no-reexec keeps "
-                   "it).\n");
+                   "it). --compare FILE prints, under\neach shape, a `compare` line for every "
+                   "peer line of FILE for that shape (the\nformat of ../shared/peers/: "
+                   "\"<engine> b=.. n=.. median_ms=..\" and \"<engine> varlen b=..\n"
+                   "tokens=.. maxlen=.. median_ms=..\"), with its fraction of this run's "
+                   "fma_peak.\n");
             return 0;
         } else {
             fprintf(stderr, "xformd-cli bench: unknown option '%s'\n", argv[i]);
             return 2;
         }
+    }
+    if (compare) {
+        peers = malloc(MAX_PEER_LINES * sizeof *peers);
+        if (!peers || (n_peer = read_peers(compare, peers, MAX_PEER_LINES)) < 0) {
+            free(peers);
+            return 2;
+        }
+        if (n_peer == 0)
+            fprintf(stderr, "xformd-cli bench: --compare %s: no peer lines in it\n", compare);
     }
     xf_cpu_get_info(&ci);
     /* OpenBLAS picks its kernel when it loads: from OPENBLAS_CORETYPE, else from cpuid — and an
@@ -239,7 +371,15 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < 3; i++)
         pk[i] = xf_cpu_fma_peak(c.threads, 200);
     peak = median(pk, 3);
-    printf("fma_peak GFLOP/s=%.1f threads=%d\n", peak, c.threads);
+    /* one core's peak per CPU-second: the steadiest yardstick on a shared machine, where
+     * the wall-clock peak and the engine get different shares of the cores */
+    for (int i = 0; i < 3; i++) {
+        double w0 = now_ms(), c0 = cpu_s(), g = xf_cpu_fma_peak(1, 200);
+        double used = cpu_s() - c0;
+        pk[i] = used > 0 ? g * (now_ms() - w0) * 1e-3 / used : 0.0;
+    }
+    peak_cpu = median(pk, 3);
+    printf("fma_peak GFLOP/s=%.1f threads=%d per_cpu_second=%.1f\n", peak, c.threads, peak_cpu);
     fflush(stdout);
 
     m = cli_open_model(&c);
@@ -265,7 +405,7 @@ int cmd_bench(int argc, char **argv)
         const bench_case *bc = &cases[k];
         int32_t lens[64];
         int32_t b = bc->b, tokens = 0, maxlen = 0;
-        double ms, fl;
+        double ms, fl, cpu_run = 0;
         int ok, r = quick ? 2 : reps;
 
         for (int32_t i = 0; i < b; i++) {
@@ -277,17 +417,20 @@ int cmd_bench(int argc, char **argv)
         }
         if (quick && tokens > 2048)
             continue;
-        ms = time_engine(ctx, m, plan, lens, b, r, pooled, &ok);
+        ms = time_engine(ctx, m, plan, lens, b, r, pooled, &ok, &cpu_run);
         if (!ok)
             continue;
         fl = model_flops(mi, lens, b);
         if (bc->label)
             printf("xformd %s b=%d tokens=%d maxlen=%d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f "
-                   "peak_frac=%.3f\n", bc->label, b, tokens, maxlen, ms, tokens / ms * 1e3,
-                   fl / ms * 1e-6, fl / ms * 1e-6 / peak);
+                   "peak_frac=%.3f cpu_frac=%.3f\n", bc->label, b, tokens, maxlen, ms,
+                   tokens / ms * 1e3, fl / ms * 1e-6, fl / ms * 1e-6 / peak,
+                   cpu_run > 0 ? fl * 1e-9 / cpu_run / peak_cpu : 0.0);
         else
-            printf("xformd b=%3d n=%4d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f peak_frac=%.3f\n",
-                   b, bc->n, ms, tokens / ms * 1e3, fl / ms * 1e-6, fl / ms * 1e-6 / peak);
+            printf("xformd b=%3d n=%4d median_ms=%.2f tok/s=%.0f GFLOP/s=%.1f peak_frac=%.3f "
+                   "cpu_frac=%.3f\n", b, bc->n, ms, tokens / ms * 1e3, fl / ms * 1e-6,
+                   fl / ms * 1e-6 / peak, cpu_run > 0 ? fl * 1e-9 / cpu_run / peak_cpu : 0.0);
+        print_peers(peers, n_peer, bc->label != NULL, b, bc->n, tokens, ms, fl, peak);
         fflush(stdout);
         if (floor_on) {
             double fms = time_floor(mi, tokens, r, fx, fy, fw);
@@ -306,6 +449,7 @@ int cmd_bench(int argc, char **argv)
     free(fx);
     free(fy);
     free(fw);
+    free(peers);
     free(pooled);
     xf_plan_free(plan);
     xf_ctx_free(ctx);

@@ -7,6 +7,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,6 +100,7 @@ static void tables_init(void)
     if (cpu->level_max >= XF_ISA_AVX2) {
         tables[T_AVX2] = tables[T_GENERIC];
         xf_kernels_fill_avx2(&tables[T_AVX2]);
+        tables[T_AVX2].attn = xf_at_kern_avx2();
         table_ok[T_AVX2] = table_complete(&tables[T_AVX2]);
         if (table_ok[T_AVX2] && cpu->level >= XF_ISA_AVX2)
             table_best = T_AVX2;
@@ -172,7 +174,10 @@ int xf_kernels_all(const xf_kernels_t **out, const char **names, int cap)
 
 /* ---- packed weights ---- */
 
-int xf_gemm_w_pack(xf_gemm_w_t *pw)
+/* Pack rows taken from nparts stacked [rows[i]][k] matrices (row r of the whole is row
+ * r - Σ_{j<i} rows[j] of part i). */
+static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t *rows,
+                      int nparts)
 {
     const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
     const size_t npad = ((size_t)pw->n + P - 1) / P * P;
@@ -184,19 +189,47 @@ int xf_gemm_w_pack(xf_gemm_w_t *pw)
     for (size_t k0 = 0; k0 < K; k0 += XF_GEMM_KC) {
         size_t kc = K - k0 < XF_GEMM_KC ? K - k0 : XF_GEMM_KC;
         float *blk = p + k0 * npad;
+        int part = 0;
+        size_t part0 = 0;      /* first row of `part` in the whole */
         for (size_t pi = 0; pi < npad / P; pi++) {
             for (size_t c = 0; c < P; c++) {
                 size_t row = pi * P + c;
-                const float *src = pw->w + row * K + k0;
+                while (part < nparts && row >= part0 + (size_t)rows[part])
+                    part0 += (size_t)rows[part++];
+                const float *src = part < nparts ? parts[part] + (row - part0) * K + k0 : NULL;
                 float *dst = blk + pi * kc * P + c;
                 for (size_t kk = 0; kk < kc; kk++)
-                    dst[kk * P] = row < (size_t)pw->n ? src[kk] : 0.0f;
+                    dst[kk * P] = src ? src[kk] : 0.0f;
             }
         }
     }
     pw->packed = p;
     pw->packed_bytes = bytes;
     return 0;
+}
+
+int xf_gemm_w_pack(xf_gemm_w_t *pw)
+{
+    return pack_parts(pw, &pw->w, &pw->n, 1);
+}
+
+int xf_gemm_w_init_stacked(xf_gemm_w_t *pw, const float *const *parts, const int32_t *rows,
+                           int nparts, int32_t k)
+{
+    int64_t n = 0;
+    memset(pw, 0, sizeof *pw);
+    for (int i = 0; i < nparts; i++) {
+        if (!parts[i] || rows[i] <= 0)
+            return -EINVAL;
+        n += rows[i];
+    }
+    if (nparts <= 0 || k <= 0 || n > INT32_MAX)
+        return -EINVAL;
+    if (!xf_kernels()->packs_w)
+        return -ENOTSUP;
+    pw->n = (int32_t)n;
+    pw->k = k;
+    return pack_parts(pw, parts, rows, nparts);
 }
 
 int xf_gemm_w_init(xf_gemm_w_t *pw, const float *w, int32_t n, int32_t k)

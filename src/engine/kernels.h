@@ -25,7 +25,7 @@ enum xf_epilogue {
  * engine's own micro-kernel, or the original pointer for cblas). */
 typedef struct xf_gemm_w {
     int32_t n, k;          /* out features, in features */
-    const float *w;        /* the original [n][k], always valid */
+    const float *w;        /* the original [n][k]; NULL only for a stacked weight (below) */
     float *packed;         /* owned packed copy or NULL; free with xf_gemm_w_deinit() */
     size_t packed_bytes;
 } xf_gemm_w_t;
@@ -33,6 +33,12 @@ typedef struct xf_gemm_w {
 /* Prepare w for the fastest GEMM path (may pack a copy). Returns 0 or -ENOMEM. */
 int xf_gemm_w_init(xf_gemm_w_t *pw, const float *w, int32_t n, int32_t k);
 void xf_gemm_w_deinit(xf_gemm_w_t *pw);
+/* One Linear from nparts weights [rows[i]][k] stacked along n (the fused Q/K/V projection:
+ * one GEMM with n = Σ rows), packed for the kernels of the table in use; w stays NULL, so only
+ * a table with packs_w may run it. Returns 0, -ENOTSUP (the table does not pack: use the
+ * parts), -EINVAL or -ENOMEM. */
+int xf_gemm_w_init_stacked(xf_gemm_w_t *pw, const float *const *parts, const int32_t *rows,
+                           int nparts, int32_t k);
 
 typedef struct xf_kernels {
     const char *gemm_path;     /* e.g. "own-avx512", "openblas-1t" */
@@ -81,8 +87,8 @@ typedef struct xf_kernels {
 
     /* The family-T attention tile micro-kernels (src/attention/fam_t.h: qk, online softmax,
      * pv, kt, mask, scale) for this ISA: the portable ones in the ref and generic tables, the
-     * AVX-512 ones in the avx512 table; the avx2 table has the portable ones until an AVX2 set
-     * is built (its slot is this one, filled in tables_init). */
+     * AVX2+FMA ones (fam_t_avx2.c) in the avx2 table, the AVX-512 ones in the avx512 table
+     * (filled in tables_init). */
     const struct xf_at_kern *attn;
 } xf_kernels_t;
 

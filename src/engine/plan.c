@@ -37,6 +37,8 @@ static void prep_free(void *ptr)
         xf_gemm_w_deinit(&pl->o);
         xf_gemm_w_deinit(&pl->ff1);
         xf_gemm_w_deinit(&pl->ff2);
+        xf_gemm_w_deinit(&pl->qkv);
+        free(pl->qkv_b);
     }
     xf_gemm_w_deinit(&pr->pool);
     xf_gemm_w_deinit(&pr->head_dense);
@@ -54,6 +56,40 @@ static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, i
     if (w->rows != out || w->cols != in)
         return XF_ESHAPE;
     return xf_gemm_w_init(pw, w->data, out, in);
+}
+
+/* Q/K/V as one stacked GEMM (n = 3·da, one pass over the activations and one column split
+ * across threads) when the kernels pack weights; else three Linears. */
+static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t D)
+{
+    const xf_w_t *w[3] = { &L->q_w, &L->k_w, &L->v_w };
+    const xf_w_t *b[3] = { &L->q_b, &L->k_b, &L->v_b };
+    const float *parts[3];
+    int32_t rows[3] = { da, da, da };
+    for (int i = 0; i < 3; i++) {
+        if (!w[i]->data || w[i]->rows != da || w[i]->cols != D)
+            return XF_ESHAPE;
+        parts[i] = w[i]->data;
+    }
+    if (xf_kernels()->packs_w) {
+        P->qkv_b = calloc(3 * (size_t)da, sizeof *P->qkv_b);
+        if (!P->qkv_b)
+            return -ENOMEM;
+        for (int i = 0; i < 3; i++)
+            if (b[i]->data)
+                memcpy(P->qkv_b + (size_t)i * da, b[i]->data, (size_t)da * sizeof(float));
+        int rc = xf_gemm_w_init_stacked(&P->qkv, parts, rows, 3, D);
+        if (rc != -ENOTSUP)
+            return rc;
+        free(P->qkv_b);
+        P->qkv_b = NULL;
+    }
+    int rc = prep_one(&P->q, &L->q_w, da, D, 1);
+    if (!rc)
+        rc = prep_one(&P->k, &L->k_w, da, D, 1);
+    if (!rc)
+        rc = prep_one(&P->v, &L->v_w, da, D, 1);
+    return rc;
 }
 
 static int prep_build(const xf_model_t *m, xf_prep_t **out)
@@ -89,11 +125,7 @@ static int prep_build(const xf_model_t *m, xf_prep_t **out)
         const xf_layer_t *L = &m->layers[l];
         xf_prep_layer_t *P = &pr->layers[l];
         int32_t da = L->n_head * L->d_head;
-        rc = prep_one(&P->q, &L->q_w, da, D, 1);
-        if (!rc)
-            rc = prep_one(&P->k, &L->k_w, da, D, 1);
-        if (!rc)
-            rc = prep_one(&P->v, &L->v_w, da, D, 1);
+        rc = prep_qkv(P, L, da, D);
         if (!rc)
             rc = prep_one(&P->o, &L->o_w, D, da, 1);
         if (!rc)

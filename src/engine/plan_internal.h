@@ -79,6 +79,10 @@ typedef struct xf_plan_op {
  * (xf_plan_prep_get under prep_lock, see doc/threads.md), read-only afterwards. */
 typedef struct xf_prep_layer {
     xf_gemm_w_t q, k, v, o, ff1, ff2;
+    /* Q, K and V stacked into one GEMM (n = 3·da) with its bias, when the kernels pack their
+     * weights (then q, k, v are not prepared); qkv.packed == NULL otherwise. */
+    xf_gemm_w_t qkv;
+    float *qkv_b;
 } xf_prep_layer_t;
 
 typedef struct xf_prep {

@@ -11,6 +11,7 @@
 
 #include "attention/fam_t.h"
 #include "attention/registry.h"
+#include "engine/cpu.h"
 #include "helpers/xf_test.h"
 #include "ref/attn_ref_t.h"
 
@@ -172,6 +173,15 @@ static void test_vs_reference(void **state)
         /* the portable micro-kernels too (the automatic choice may be AVX-512) */
         xf_at_kern_force(xf_at_kern_c());
         check_case(&cases[i], mix, 6, 3, 40, 1, 2);
+#ifdef XF_HAVE_X86_64
+        /* and the AVX2 ones where the CPU runs them (automatic only without AVX-512) */
+        const xf_cpu_t *cpu = xf_cpu();
+        if (cpu->level >= XF_ISA_AVX2 && cpu->avx2 && cpu->fma) {
+            xf_at_kern_force(xf_at_kern_avx2());
+            check_case(&cases[i], mix, 6, 3, 40, 1, 2);
+            check_case(&cases[i], odd_lens, 9, 3, 32, 2, 3);
+        }
+#endif
         xf_at_kern_force(NULL);
     }
 }

@@ -2,8 +2,8 @@
 # xformd-cli end to end on a tiny demo model: line discipline (one output line per input line,
 # empty lines are inputs), --ids, --truncate and too-long errors, pooling/normalize, mkmodel
 # determinism and --force, classify (softmax; sigmoid on 1 label), inspect, variants, bad
-# options, the man page; xformd's --help and option-value checks; Transformer-XL mkmodel and
-# score. Prints TAP.
+# options, the man page, bench --compare; xformd's --help and option-value checks;
+# Transformer-XL mkmodel and score. Prints TAP.
 b=${XF_BUILDDIR:-.}
 cli="$b/xformd-cli"
 srv="$b/xformd"
@@ -16,7 +16,7 @@ nok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; [ -n "$2" ] && echo "$2" 
 check() { # description, command (eval'd); success = exit 0
     if out=$(eval "$2" 2>&1); then ok "$1"; else nok "$1" "$out"; fi
 }
-N=33
+N=35
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -94,4 +94,9 @@ check "score: with memory they do, and --init zeros differs from empty" \
     "[ \"\$(printf '5 6 7\n8 9 10\n' | '$cli' score --model '$x' --ids | sed -n 2p | tail_lp)\" != \"\$(printf '8 9 10\n' | '$cli' score --model '$x' --ids | tail_lp)\" ] && [ \"\$(printf '5 6 7\n' | '$cli' score --model '$x' --ids | tail_lp)\" != \"\$(printf '5 6 7\n' | '$cli' score --model '$x' --ids --init zeros | tail_lp)\" ]"
 check "score --ids rejects an id outside the vocabulary, naming the line; a BERT dir is refused" \
     "! printf '1 2\n1 300\n' | '$cli' score --model '$x' --ids 2> '$tmp/err' && grep -q 'line 2' '$tmp/err' && ! '$cli' score --model '$m' </dev/null 2>/dev/null"
+printf '# peers\nfma_peak GFLOP/s=100.0\nort b=  1 n=  16 median_ms=   4.00 tok/s= 4000 GFLOP/s= 1.0\nort b=  8 n= 128 median_ms= 9.0\nort varlen b=16 tokens=2106 maxlen=224 median_ms= 50.0 useful_GFLOP/s= 1.0\n' > "$tmp/peer.txt"
+check "bench --compare puts the peer's line for a shape under ours, with its peak_frac" \
+    "'$cli' bench --model '$m' --quick --no-floor --reps 1 --threads 1 --compare '$tmp/peer.txt' > '$tmp/bench.txt' && grep -q '^fma_peak ' '$tmp/bench.txt' && grep -q '^xformd b=  1 n=  16 .*peak_frac=' '$tmp/bench.txt' && [ \$(grep -c '^compare ort b=  1 n=  16 median_ms=4.00 .*peak_frac=.*xformd_ms=' '$tmp/bench.txt') -eq 1 ] && [ \$(grep -c '^compare ort b=  8 n= 128 ' '$tmp/bench.txt') -eq 1 ] && [ \$(grep -c '^compare' '$tmp/bench.txt') -eq 2 ]"
+check "bench --compare with a missing file fails with exit 2 before timing" \
+    "'$cli' bench --model '$m' --compare '$tmp/nope.txt' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'nope.txt' '$tmp/err'"
 exit $failed

@@ -264,6 +264,62 @@ static void test_linear_edges(void **state)
     xf_gemm_w_deinit(NULL);
 }
 
+/* A stacked weight (the fused Q/K/V GEMM: parts of 5, 17 and 9 rows, K across two K blocks)
+ * gives, bitwise, what the three parts give one by one, in every table that packs weights and
+ * for any nth; a table that does not pack gets -ENOTSUP. */
+static void test_linear_stacked(void **state)
+{
+    (void)state;
+    load_tables();
+    enum { M = 13, K = 300, N = 31, LDY = N + 2 };
+    const int32_t rows[3] = { 5, 17, 9 };
+    float *x = alloc_u((size_t)M * K), *wt = alloc_u((size_t)N * K), *b = alloc_u(N);
+    float *ys = alloc_u((size_t)M * LDY), *yp = alloc_u((size_t)M * LDY);
+    xf_test_fill(x, (size_t)M * K, 41, -1.0f, 1.0f);
+    xf_test_fill(wt, (size_t)N * K, 42, -0.5f, 0.5f);
+    xf_test_fill(b, N, 43, -2.0f, 2.0f);
+    const float *parts[3] = { wt, wt + (size_t)5 * K, wt + (size_t)22 * K };
+    xf_gemm_w_t st, pw[3];
+    int32_t bad = 0;
+    assert_int_equal(xf_gemm_w_init_stacked(&st, parts, &bad, 1, K), -EINVAL);
+    int rc = xf_gemm_w_init_stacked(&st, parts, rows, 3, K);
+    if (!xf_kernels()->packs_w) {
+        assert_int_equal(rc, -ENOTSUP);
+    } else {
+        assert_int_equal(rc, 0);
+        assert_int_equal(st.n, N);
+        assert_null(st.w);
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(xf_gemm_w_init(&pw[i], parts[i], rows[i], K), 0);
+            if (!pw[i].packed)
+                assert_int_equal(xf_gemm_w_pack(&pw[i]), 0);
+        }
+        for (int t = 0; t < n_tabs; t++) {
+            if (!tabs[t]->packs_w)
+                continue;
+            for (int ni = 0; ni < 3; ni++) {
+                memset(ys, 0, (size_t)M * LDY * sizeof(float));
+                memset(yp, 0, (size_t)M * LDY * sizeof(float));
+                run_linear(tabs[t], nths[ni], &st, M, x, K, b, XF_EPI_BIAS, ys, LDY);
+                for (int i = 0, c0 = 0; i < 3; c0 += rows[i++])
+                    run_linear(tabs[t], nths[ni], &pw[i], M, x, K, b + c0, XF_EPI_BIAS,
+                               yp + c0, LDY);
+                if (memcmp(ys, yp, (size_t)M * LDY * sizeof(float)) != 0)
+                    fail_msg("stacked linear %s nth=%d differs from its parts", names[t],
+                             nths[ni]);
+            }
+        }
+        for (int i = 0; i < 3; i++)
+            xf_gemm_w_deinit(&pw[i]);
+        xf_gemm_w_deinit(&st);
+    }
+    free_u(x);
+    free_u(wt);
+    free_u(b);
+    free_u(ys);
+    free_u(yp);
+}
+
 /* ---- add_layernorm, embed ---- */
 
 /* Bound: mean and variance summed in vector lanes vs in order (both fp32): relative error of
@@ -589,6 +645,7 @@ static void test_qkv_split(void **state)
 
 XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
+             cmocka_unit_test(test_linear_stacked),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),
              cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split))

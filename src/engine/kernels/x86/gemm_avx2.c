@@ -1,7 +1,11 @@
-/* AVX2+FMA Linear GEMM: the structure of gemm_avx512.c with a 6-row × 16-column micro-kernel
- * (12 ymm accumulators) over one 16-column packed panel (ref.h, xf_gemm_w_pack). K in
- * XF_GEMM_KC steps, columns in NC steps; epilogue on the last K step; every output element is
- * one in-order fp32 FMA chain, so results are identical for any nth. */
+/* AVX2+FMA Linear GEMM: a 6-row × 16-column micro-kernel (12 ymm accumulators; 2 B loads and
+ * 6 broadcasts per 12 FMAs) over one 16-column packed panel (ref.h, xf_gemm_w_pack), blocked
+ * as BLIS does: K in XF_GEMM_KC steps, columns in NC steps (a KC×NC block of W sized for a
+ * share of L3), rows in MC blocks packed once per (column block, K step) so that the packed
+ * A block (MC×KC) stays in L2 and each 16-column W micro-panel (KC×16 = 16 KB) stays in L1
+ * while it meets every row micro-panel of the block. MC and NC come from the cache sizes the
+ * CPU reports (xf_gemm_avx2_setup). Epilogue on the last K step; every output element is one
+ * in-order fp32 FMA chain, so results are identical for any nth and any blocking. */
 #include "config.h"
 
 #include <immintrin.h>
@@ -16,12 +20,28 @@
 #define NV 2                 /* ymm vectors per row = 16 columns */
 #define NR (8 * NV)
 #define KC XF_GEMM_KC
-#define NC (NR * 32)
+#define MC_MAX (MR * 32)     /* 192 rows: a 192 KB packed A block */
+
+/* Rows per MC block (packed A block at most half of L2) and columns per NC block (a KC×NC
+ * block of W within a quarter of L3, at most 192 panels): set once by xf_gemm_avx2_setup. */
+static int mc_rows = MR * 16;
+static int nc_cols = NR * 96;
+#define MC mc_rows
+#define NC nc_cols
+
+void xf_gemm_avx2_setup(long l2_bytes, long l3_bytes)
+{
+    long mc = l2_bytes > 0 ? l2_bytes / 2 / ((long)KC * (long)sizeof(float)) / MR * MR : 0;
+    mc_rows = mc < MR * 4 ? MR * 16 : mc > MC_MAX ? MC_MAX : (int)mc;
+    long panels = l3_bytes > 0 ? l3_bytes / 4 / ((long)KC * NR * (long)sizeof(float)) : 0;
+    nc_cols = NR * (panels < 16 ? 96 : panels > 192 ? 192 : (int)panels);
+}
 
 #define XF_INLINE static inline __attribute__((always_inline))
 
 XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, float *c, size_t ldc,
-                   int ncol, int first, int last, const float *bias, enum xf_epilogue epi)
+                   int ncol, int first, int last, const float *bias, enum xf_epilogue epi,
+                   const float *cnext, const float *bnext)
 {
     __m256 acc[MR][NV];
     __m256i m0 = xf_mask256(ncol), m1 = xf_mask256(ncol - 8);
@@ -38,8 +58,18 @@ XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, float 
             acc[i][1] = _mm256_maskload_ps(c + (size_t)i * ldc + 8, m1);
         }
     }
+    /* the next tile's C is loaded after this one's K loop: fetch it now (prefetches do not
+     * fault, so the tile past the block's end is harmless) */
+    if (!first) {
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++)
+            _mm_prefetch((const char *)(cnext + (size_t)i * ldc), _MM_HINT_T0);
+    }
+#pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
         __m256 b0 = _mm256_load_ps(b + 16 * k), b1 = _mm256_load_ps(b + 16 * k + 8);
+        /* one line of the next W micro-panel per k step, into L2 (small M streams W) */
+        _mm_prefetch((const char *)(bnext + 16 * k), _MM_HINT_T1);
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
             __m256 a = _mm256_broadcast_ss(ap + MR * k + i);
@@ -68,14 +98,15 @@ XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, float 
 }
 
 typedef void (*ukr_fn)(int kc, const float *ap, const float *b, float *c, size_t ldc, int ncol,
-                       int first, int last, const float *bias, enum xf_epilogue epi);
+                       int first, int last, const float *bias, enum xf_epilogue epi,
+                       const float *cnext, const float *bnext);
 
 #define UKR(mr)                                                                            \
     static void ukr_##mr(int kc, const float *ap, const float *b, float *c, size_t ldc,    \
                          int ncol, int first, int last, const float *bias,                 \
-                         enum xf_epilogue epi)                                             \
+                         enum xf_epilogue epi, const float *cnext, const float *bnext)     \
     {                                                                                      \
-        ukr(mr, kc, ap, b, c, ldc, ncol, first, last, bias, epi);                          \
+        ukr(mr, kc, ap, b, c, ldc, ncol, first, last, bias, epi, cnext, bnext);            \
     }
 UKR(1) UKR(2) UKR(3) UKR(4) UKR(5) UKR(6)
 
@@ -95,12 +126,16 @@ static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
     }
 }
 
+/* The packed A block of this thread (MC×KC floats, 192 KB at most): thread-local, as the
+ * kernels may not allocate and pool threads' stacks are not sized for it. */
+static _Thread_local float apack[MC_MAX * KC] __attribute__((aligned(64)));
+
 static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, const float *x,
                        size_t ldx, const float *bias, enum xf_epilogue epi, float *y,
                        size_t ldy)
 {
-    float ap[MR * KC] __attribute__((aligned(32)));
-    const int K = w->k;
+    float *ap = apack;
+    const int K = w->k, mcb = MC;
     const size_t npad = ((size_t)w->n + 15) / 16 * 16;
     for (int jc = c0; jc < c1; jc += NC) {
         int jc1 = jc + NC < c1 ? jc + NC : c1;
@@ -108,14 +143,21 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
             int kc = K - pc < KC ? K - pc : KC;
             int first = pc == 0, last = pc + kc == K;
             const float *blk = w->packed + (size_t)pc * npad;
-            for (int ir = r0; ir < r1; ir += MR) {
-                int mr = r1 - ir < MR ? r1 - ir : MR;
-                pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
+            for (int ic = r0; ic < r1; ic += mcb) {
+                int ic1 = ic + mcb < r1 ? ic + mcb : r1;
+                for (int ir = ic; ir < ic1; ir += MR)
+                    pack_a(ic1 - ir < MR ? ic1 - ir : MR, kc, x + (size_t)ir * ldx + pc, ldx,
+                           ap + (size_t)(ir - ic) * (size_t)kc);
                 for (int jr = jc; jr < jc1; jr += NR) {
                     int ncol = jc1 - jr < NR ? jc1 - jr : NR;
                     const float *b = blk + (size_t)(jr / 16) * 16 * (size_t)kc;
-                    ukrs[mr - 1](kc, ap, b, y + (size_t)ir * ldy + jr, ldy, ncol, first, last,
-                                 bias ? bias + jr : NULL, epi);
+                    const float *bj = bias ? bias + jr : NULL;
+                    for (int ir = ic; ir < ic1; ir += MR) {
+                        int mr = ic1 - ir < MR ? ic1 - ir : MR;
+                        float *c = y + (size_t)ir * ldy + jr;
+                        ukrs[mr - 1](kc, ap + (size_t)(ir - ic) * (size_t)kc, b, c, ldy, ncol,
+                                     first, last, bj, epi, c + MR * ldy, b + 16 * kc);
+                    }
                 }
             }
         }

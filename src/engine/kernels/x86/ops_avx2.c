@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <unistd.h>
 
 #include "engine/kernels/x86/vmath_avx2.h"
 #include "engine/kernels/x86/x86.h"
@@ -36,6 +37,7 @@ double xf_fma_loop_avx2(int64_t iters, float *sink)
 
 void xf_kernels_fill_avx2(xf_kernels_t *t)
 {
+    xf_gemm_avx2_setup(sysconf(_SC_LEVEL2_CACHE_SIZE), sysconf(_SC_LEVEL3_CACHE_SIZE));
     t->gemm_path = "own-avx2";
     t->packs_w = 1;
     t->nth_exact = 1;

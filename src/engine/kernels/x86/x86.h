@@ -23,6 +23,9 @@ void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx
 /* Blocking of the AVX-512 GEMM for this CPU's L2 size in bytes (<= 0: unknown, default).
  * Called once before the table is used. */
 void xf_gemm_avx512_setup(long l2_bytes);
+/* Blocking of the AVX2 GEMM (MC rows from L2, NC columns from L3; <= 0: unknown, defaults).
+ * Called once before the table is used. */
+void xf_gemm_avx2_setup(long l2_bytes, long l3_bytes);
 
 /* Fill the slots this ISA implements (the rest stay as given). */
 void xf_kernels_fill_avx2(xf_kernels_t *t);

@@ -1,0 +1,311 @@
+/* Family-T micro-kernels for AVX2+FMA (compiled with -mavx2 -mfma): the same xf_at_kern
+ * interface as fam_t_avx512.c for CPUs without AVX-512 (or under XF_CPU=avx2). Tile logits
+ * S = factor·Q·Kᵀ (3 rows × 32 keys register block: 12 ymm accumulators), the online-softmax
+ * update with a polynomial exp (exact 0 for excluded keys; NaN and +inf logits propagate to
+ * the row's output as NaN), O += P·V (3 rows × 32 columns), the K-chunk transpose in 8×8
+ * blocks and the membership mask with integer compares. Selected at run time by
+ * xf_at_kern_get(). */
+#include "config.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "attention/fam_t.h"
+
+#define BK XF_AT_T_BK
+#define XF_INLINE static inline __attribute__((always_inline))
+
+/* Lanes [0, n) set (n clamped to 0..8), for maskload/maskstore. */
+XF_INLINE __m256i lanes(int32_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* s rows [r, r+mr) × keys [j0, j0+32): 4 ymm per row. */
+XF_INLINE void qk_block(const int mr, int32_t d, int32_t dp, const float *qt, const float *kt,
+                        __m256 f, float *s)
+{
+    __m256 acc[3][4];
+#pragma GCC unroll 3
+    for (int i = 0; i < mr; i++)
+        acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = _mm256_setzero_ps();
+    for (int32_t c = 0; c < d; c++) {
+        const float *kr = kt + (size_t)c * BK;
+        __m256 k0 = _mm256_load_ps(kr), k1 = _mm256_load_ps(kr + 8);
+        __m256 k2 = _mm256_load_ps(kr + 16), k3 = _mm256_load_ps(kr + 24);
+#pragma GCC unroll 3
+        for (int i = 0; i < mr; i++) {
+            __m256 b = _mm256_broadcast_ss(qt + (size_t)i * dp + c);
+            acc[i][0] = _mm256_fmadd_ps(b, k0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(b, k1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(b, k2, acc[i][2]);
+            acc[i][3] = _mm256_fmadd_ps(b, k3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < mr; i++) {
+        float *sr = s + (size_t)i * BK;
+        _mm256_store_ps(sr, _mm256_mul_ps(acc[i][0], f));
+        _mm256_store_ps(sr + 8, _mm256_mul_ps(acc[i][1], f));
+        _mm256_store_ps(sr + 16, _mm256_mul_ps(acc[i][2], f));
+        _mm256_store_ps(sr + 24, _mm256_mul_ps(acc[i][3], f));
+    }
+}
+
+static void qk_avx2(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+                    float factor, float *s)
+{
+    const __m256 f = _mm256_set1_ps(factor);
+    for (int32_t j0 = 0; j0 < BK; j0 += 32) {
+        int32_t r = 0;
+        for (; r + 3 <= nq; r += 3)
+            qk_block(3, d, dp, qt + (size_t)r * dp, kt + j0, f, s + (size_t)r * BK + j0);
+        if (nq - r == 2)
+            qk_block(2, d, dp, qt + (size_t)r * dp, kt + j0, f, s + (size_t)r * BK + j0);
+        else if (nq - r == 1)
+            qk_block(1, d, dp, qt + (size_t)r * dp, kt + j0, f, s + (size_t)r * BK + j0);
+    }
+}
+
+/* exp(x) for x <= 0 (x = logit − running max): lanes below −87 (and −inf) give exactly 0,
+ * NaN lanes stay NaN. Cody–Waite reduction and a degree-7 Taylor polynomial on
+ * |r| <= ln2/2 (error below float rounding), 2^n from the exponent bits (n >= −126). */
+XF_INLINE __m256 exp_neg(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);   /* false for NaN */
+    x = _mm256_max_ps(lo, x);                         /* returns x (NaN) when x is NaN */
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                   _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+XF_INLINE float hmax(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+static void softmax_avx2(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
+                         float *acc)
+{
+    const int32_t nv = (nk + 7) / 8;
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    _Alignas(32) float mn[XF_AT_T_BQ], diff[XF_AT_T_BQ], corr[XF_AT_T_BQ];
+
+    for (int32_t r = 0; r < nq; r++) {
+        const float *sr = s + (size_t)r * BK;
+        __m256 mx = ninf, nan = _mm256_setzero_ps();
+        for (int32_t v = 0; v < nv; v++) {
+            __m256 x = _mm256_maskload_ps(sr + 8 * v, lanes(nk - 8 * v));
+            x = _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(lanes(nk - 8 * v)));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+            mx = _mm256_max_ps(mx, x);
+        }
+        /* a NaN logit makes the row's max NaN: every weight, l and acc become NaN */
+        float rmax = _mm256_movemask_ps(nan) ? NAN : hmax(mx);
+        mn[r] = m[r] > rmax ? m[r] : rmax;
+        /* m = −inf (nothing seen yet) gives corr = exp(−inf) = 0 */
+        diff[r] = mn[r] == -INFINITY ? 0.0f : m[r] - mn[r];
+    }
+    for (int32_t r = 0; r < nq; r += 8) {
+        __m256i mk = lanes(nq - r);
+        _mm256_maskstore_ps(corr + r, mk, exp_neg(_mm256_maskload_ps(diff + r, mk)));
+    }
+    for (int32_t r = 0; r < nq; r++) {
+        float *sr = s + (size_t)r * BK;
+        if (mn[r] == -INFINITY) {   /* every key so far excluded */
+            for (int32_t j = 0; j < nk; j++)
+                sr[j] = 0.0f;
+            continue;
+        }
+        const __m256 mm = _mm256_set1_ps(mn[r]);
+        __m256 sum0 = _mm256_setzero_ps(), sum1 = sum0;
+        for (int32_t v = 0; v < nv; v++) {
+            __m256i mk = lanes(nk - 8 * v);
+            __m256 x = _mm256_maskload_ps(sr + 8 * v, mk);
+            __m256 p = _mm256_and_ps(exp_neg(_mm256_sub_ps(x, mm)), _mm256_castsi256_ps(mk));
+            _mm256_maskstore_ps(sr + 8 * v, mk, p);
+            if (v & 1)
+                sum1 = _mm256_add_ps(sum1, p);
+            else
+                sum0 = _mm256_add_ps(sum0, p);
+        }
+        const float cr = corr[r];
+        const __m256 cv = _mm256_set1_ps(cr);
+        float *lr = l + (size_t)r * XF_AT_T_LW;
+        _mm256_store_ps(lr, _mm256_fmadd_ps(cv, _mm256_load_ps(lr), sum0));
+        _mm256_store_ps(lr + 8, _mm256_fmadd_ps(cv, _mm256_load_ps(lr + 8), sum1));
+        m[r] = mn[r];
+        if (cr != 1.0f) {
+            float *ar = acc + (size_t)r * dp;
+            for (int32_t c = 0; c < dp; c += 8)
+                _mm256_store_ps(ar + c, _mm256_mul_ps(_mm256_load_ps(ar + c), cv));
+        }
+    }
+}
+
+/* acc rows [r, r+mr) × columns [c, c+8·nv) += Σ_j p[r][j]·vt[j][c]. */
+XF_INLINE void pv_block(const int mr, const int nv, int32_t nk, int32_t dp, const float *p,
+                        const float *const *vt, int32_t c, float *o)
+{
+    __m256 a[3][4];
+#pragma GCC unroll 3
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            a[i][v] = _mm256_load_ps(o + (size_t)i * dp + 8 * v);
+    for (int32_t j = 0; j < nk; j++) {
+        const float *vr = vt[j] + c;
+        __m256 w[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            w[v] = _mm256_loadu_ps(vr + 8 * v);
+#pragma GCC unroll 3
+        for (int i = 0; i < mr; i++) {
+            __m256 b = _mm256_broadcast_ss(p + (size_t)i * BK + j);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                a[i][v] = _mm256_fmadd_ps(b, w[v], a[i][v]);
+        }
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm256_store_ps(o + (size_t)i * dp + 8 * v, a[i][v]);
+}
+
+static void pv_avx2(int32_t nq, int32_t nk, int32_t dp, const float *p,
+                    const float *const *vt, float *acc)
+{
+    int32_t r = 0;
+    for (; r < nq; r += 3) {
+        const int32_t mr = nq - r < 3 ? nq - r : 3;
+        const float *pr = p + (size_t)r * BK;
+        float *o = acc + (size_t)r * dp;
+        int32_t c = 0;
+        /* dp is a multiple of 16: 32-column blocks, then one of 16 */
+        for (; c + 32 <= dp; c += 32) {
+            if (mr == 3)
+                pv_block(3, 4, nk, dp, pr, vt, c, o + c);
+            else if (mr == 2)
+                pv_block(2, 4, nk, dp, pr, vt, c, o + c);
+            else
+                pv_block(1, 4, nk, dp, pr, vt, c, o + c);
+        }
+        if (c < dp) {
+            if (mr == 3)
+                pv_block(3, 2, nk, dp, pr, vt, c, o + c);
+            else if (mr == 2)
+                pv_block(2, 2, nk, dp, pr, vt, c, o + c);
+            else
+                pv_block(1, 2, nk, dp, pr, vt, c, o + c);
+        }
+    }
+}
+
+/* In-register 8×8 transpose: r[i][j] -> r[j][i]. */
+XF_INLINE void tr8(__m256 *r)
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+static void kt_avx2(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
+{
+    for (int32_t j0 = 0; j0 < BK; j0 += 8) {
+        for (int32_t x0 = 0; x0 < d; x0 += 8) {
+            const int32_t nx = d - x0 < 8 ? d - x0 : 8;
+            if (j0 >= nk) {
+                for (int32_t i = 0; i < nx; i++)
+                    _mm256_store_ps(kt + (size_t)(x0 + i) * BK + j0, _mm256_setzero_ps());
+                continue;
+            }
+            const __m256i mx = lanes(nx);
+            __m256 r[8];
+            for (int32_t i = 0; i < 8; i++)
+                r[i] = j0 + i < nk ? _mm256_maskload_ps(K + (size_t)rows[j0 + i] * d + x0, mx)
+                                   : _mm256_setzero_ps();
+            tr8(r);
+            for (int32_t i = 0; i < nx; i++)
+                _mm256_store_ps(kt + (size_t)(x0 + i) * BK + j0, r[i]);
+        }
+    }
+}
+
+static void mask_avx2(int32_t nq, int32_t nk, const int32_t *keys, const uint8_t *full,
+                      const int32_t *lo, const int32_t *hi, const int32_t *kcls,
+                      const int32_t *rcls, int and_mode, float *s)
+{
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const __m256i ones = _mm256_set1_epi32(-1);
+    for (int32_t v = 0; v < nk; v += 8) {
+        const int32_t nv = nk - v < 8 ? nk - v : 8;
+        const __m256i mk = lanes(nv);
+        uint8_t fb[8] = { 0 };
+        memcpy(fb, full + v, (size_t)nv);
+        __m256i kv = _mm256_maskload_epi32(keys + v, mk);
+        __m256i fv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)fb));
+        __m256i fm = _mm256_xor_si256(_mm256_cmpeq_epi32(fv, _mm256_setzero_si256()), ones);
+        __m256i cv = kcls ? _mm256_maskload_epi32(kcls + v, mk) : _mm256_setzero_si256();
+        for (int32_t r = 0; r < nq; r++) {
+            /* lo <= key < hi */
+            __m256i in = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo[r]), kv),
+                                             _mm256_cmpgt_epi32(_mm256_set1_epi32(hi[r]), kv));
+            __m256i cl = kcls ? _mm256_cmpeq_epi32(cv, _mm256_set1_epi32(rcls[r]))
+                              : (and_mode ? ones : _mm256_setzero_si256());
+            __m256i keep = _mm256_or_si256(and_mode ? _mm256_and_si256(in, cl)
+                                                    : _mm256_or_si256(in, cl), fm);
+            _mm256_maskstore_ps(s + (size_t)r * BK + v, _mm256_andnot_si256(keep, mk), ninf);
+        }
+    }
+}
+
+static void scale_avx2(int32_t d, const float *src, float f, float *dst)
+{
+    const __m256 fv = _mm256_set1_ps(f);
+    for (int32_t c = 0; c < d; c += 8) {
+        __m256i mk = lanes(d - c);
+        _mm256_maskstore_ps(dst + c, mk, _mm256_mul_ps(_mm256_maskload_ps(src + c, mk), fv));
+    }
+}
+
+static const xf_at_kern kern_avx2 = {
+    .name = "avx2", .qk = qk_avx2, .softmax = softmax_avx2, .pv = pv_avx2,
+    .scale = scale_avx2, .kt = kt_avx2, .mask = mask_avx2,
+};
+
+const xf_at_kern *xf_at_kern_avx2(void)
+{
+    return &kern_avx2;
+}
