@@ -99,14 +99,13 @@ static void finish_job(xf_server_t *s, xf_job_t *j)
     MHD_resume_connection(c);
 }
 
-static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
-                     enum xf_reject reason, const char *msg)
+/* Answer a job that will not run. A missed deadline the client chose itself (timeout_ms) is
+ * 408 request_timeout without Retry-After: the client's choice, not a server fault. */
+static void reject_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code, int ra,
+                       enum xf_reject reason, const char *msg)
 {
-    xf_loop_t *L = s->loop;
-    int ra = L->batcher ? xf_batcher_retry_after_s(L->batcher) : 1;
     if (code == XF_HE_DEADLINE && j->client_deadline) {
         code = XF_HE_REQUEST_TIMEOUT;
-        msg = "the request cannot finish within its timeout_ms";
         ra = 0;
     }
     xf_job_fail(j, code, ra, msg);
@@ -115,12 +114,19 @@ static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
     finish_job(s, j);
 }
 
+static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
+                     enum xf_reject reason, const char *msg)
+{
+    xf_loop_t *L = s->loop;
+    int ra = L->batcher ? xf_batcher_retry_after_s(L->batcher) : 1;
+    if (code == XF_HE_DEADLINE && j->client_deadline)
+        msg = "the request cannot finish within its timeout_ms";
+    reject_job(s, j, code, ra, reason, msg);
+}
+
 static void fail_verdict(xf_server_t *s, xf_job_t *j, const xf_verdict_t *v)
 {
-    xf_job_fail(j, v->code, v->retry_after_s, v->msg);
-    if (v->reason < XF_REJ_COUNT)
-        xf_metric_add(XF_M_rejected_total, xf_reject_label(v->reason), NULL, 1);
-    finish_job(s, j);
+    reject_job(s, j, v->code, v->retry_after_s, v->reason, v->msg);
 }
 
 /* What admission needs of the engine: idle workers and the predicted rest of running

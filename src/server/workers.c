@@ -277,8 +277,8 @@ static void fail_over_cap(worker_t *wk, xf_job_t *j)
 }
 
 /* A batch stopped at a layer boundary past its earliest deadline (XF_EDEADLINE): the jobs whose
- * deadline has passed get 504 (408 when the deadline was the client's own timeout_ms); the
- * others go back to the queue. */
+ * deadline has passed get 504, whoever set the deadline (the request was received in time; its
+ * compute was cut); the others go back to the queue. */
 static void fail_stopped(worker_t *wk, xf_job_t *const *jobs, int n, const xf_batch_report_t *r)
 {
     uint64_t now = xf_now_ns();
@@ -293,8 +293,7 @@ static void fail_stopped(worker_t *wk, xf_job_t *const *jobs, int n, const xf_ba
                  "sequence(s) was stopped after layer %d of %d (%.0f ms in the engine)",
                  (int)((j->deadline_ns - j->enqueue_ns) / 1000000), (int)r->n_seq,
                  atomic_load(&wk->layers_done), atomic_load(&wk->n_layer), r->seconds * 1e3);
-        xf_job_fail(j, j->client_deadline ? XF_HE_REQUEST_TIMEOUT : XF_HE_COMPUTE_TIMEOUT, 0,
-                    msg);
+        xf_job_fail(j, XF_HE_COMPUTE_TIMEOUT, 0, msg);
     }
 }
 
