@@ -269,11 +269,11 @@ static void test_running_batch_stops_at_deadline(void **state)
 }
 
 /* Issue 12 item 5: overload is refused on arrival. 12 clients each send 6 requests (8 texts
- * of ~400 tokens) with a deadline of about six requests' predicted compute (60-500 ms)
- * to one worker with one compute thread: more work
- * than fits. Most refusals must be 429 with a Retry-After of at least 1 s and at most the
- * deadline (rounded up: 1 s); the late classes (503 or, for their own timeout_ms, 408 expired in the queue, 504 stopped while
- * running) stay the exception. Bounded: 72 requests on loopback. */
+ * of ~400 tokens) with a deadline of about six requests' predicted compute (60-500 ms) to one
+ * worker with one compute thread: more work than fits. Most refusals must be 429 with a
+ * Retry-After of at least 1 s and at most the deadline (rounded up: 1 s); the late classes (503,
+ * or 408 for their own timeout_ms, expired in the queue; 504 stopped while running) stay the
+ * exception. Bounded: 72 requests on loopback. */
 enum { NCLI = 12, NREQ = 6 };
 /* The clients' timeout_ms: about six requests' predicted compute (from the warm-up fit), at
  * most 500 ms, so that 12 concurrent clients overload the server however fast the machine. */
