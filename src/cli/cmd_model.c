@@ -75,7 +75,7 @@ int cmd_inspect(int argc, char **argv)
         if (cli_common_opt(argc, argv, &i, &c))
             continue;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: xformd-cli inspect [--model DIR] [--threads N] [--attention JSON]\n"
+            printf("usage: xformd-cli inspect [--model DIR] [--threads N] [--attention JSON] [--quantize int8]\n"
                    "Prints the model summary, per-layer shapes and the memory plan (arena vs "
                    "the naive sum\nand the lifetime lower bound) for a few batch shapes.\n");
             return 0;

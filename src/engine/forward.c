@@ -12,6 +12,7 @@
 
 #include "engine/ctx.h"
 #include "engine/diag.h"
+#include "engine/kernels/qgemm.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
 
@@ -21,6 +22,7 @@ typedef struct fwd_task {
     const xf_plan_t *p;
     const xf_batch_t *batch;
     const xf_kernels_t *K;
+    const xf_qkernels_t *Q;    /* int8 kernels (model.quantize = int8) */
     const int32_t *types;      /* token types for the embedding, or NULL */
     float *pooled, *hidden, *logits;
     enum xf_pooling pooling;
@@ -60,6 +62,43 @@ static void linear(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, cons
     if (!bias && epi != XF_EPI_NONE)
         bias = T->p->prep->zeros;
     T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
+}
+
+/* int8 Linear (model.quantize = int8, kernels/qgemm.h): the rows of x quantised per token into
+ * the op's workspace (planned by plan.c) — rows split across threads, then a barrier — and the
+ * int8 GEMM with its fused epilogue. quantise = 0: the rows are there already (K and V reuse
+ * Q's). Every thread takes the same branches (the weights decide), so all meet the barrier. */
+static void linear_q8(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
+                      int quantise, int32_t rows, const float *x, int32_t ldx,
+                      const float *bias, enum xf_epilogue epi, float *y, int32_t ldy, int ith,
+                      int nth)
+{
+    uint8_t *act = (uint8_t *)tens(T, o->ws);
+    float *alpha = (float *)(act + xf_qgemm_alpha_offset(rows, w->k));
+    int32_t ldq = xf_qgemm_ldq(w->k);
+
+    if (!bias && epi != XF_EPI_NONE)
+        bias = T->p->prep->zeros;
+    if (quantise) {
+        int r0, r1;
+        xf_split_rows(rows, ith, nth, &r0, &r1);
+        if (r0 < r1)
+            T->Q->quant_rows(r0, r1, w->k, x, ldx, act, ldq, alpha);
+        xf_pool_barrier(T->c->pool);
+    }
+    T->Q->qlinear(w->q8, rows, act, ldq, alpha, bias, epi, y, ldy, ith, nth);
+}
+
+/* A layer's Linear op: int8 when its weight is quantised, else fp32. */
+static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
+                      int quantise, int32_t rows, const float *x, int32_t ldx,
+                      const float *bias, enum xf_epilogue epi, float *y, int32_t ldy, int ith,
+                      int nth)
+{
+    if (w->q8)
+        linear_q8(T, o, w, quantise, rows, x, ldx, bias, epi, y, ldy, ith, nth);
+    else
+        linear(T, w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
 }
 
 static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
@@ -307,9 +346,10 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     case XF_OP_QKV: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
-        linear(T, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
-        linear(T, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
-        linear(T, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth);
+        linear_op(T, o, &P->q, 1, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
+        linear_op(T, o, &P->k, 0, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
+        linear_op(T, o, &P->v, 0, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith,
+                  nth);
         break;
     }
     case XF_OP_SPLIT: {
@@ -326,16 +366,16 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
         op_attn(T, o, ith, nth);
         break;
     case XF_OP_OPROJ:
-        linear(T, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out), D, ith,
-               nth);
+        linear_op(T, o, &P->o, 1, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out),
+                  D, ith, nth);
         break;
     case XF_OP_FF1:
-        linear(T, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
-               tens(T, o->out), L->d_ff, ith, nth);
+        linear_op(T, o, &P->ff1, 1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
+                  tens(T, o->out), L->d_ff, ith, nth);
         break;
     case XF_OP_FF2:
-        linear(T, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE, tens(T, o->out), D,
-               ith, nth);
+        linear_op(T, o, &P->ff2, 1, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
+                  tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_HEADS:
         op_heads(T, o, ith, nth);
@@ -469,6 +509,7 @@ int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p, const xf_ba
     if (rc)
         return rc;
     T.K = xf_kernels();
+    T.Q = xf_qkernels();
     T.types = NULL;
     if (m->type_emb.data)
         T.types = batch->type_ids ? batch->type_ids : p->zero_types;

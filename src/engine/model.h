@@ -45,6 +45,9 @@ struct xf_model {
     void **owned;                          /* converted tensors, strings, ... (free each) */
     int32_t n_owned, cap_owned;
 
+    /* int8 Linear weights (load option quantize = "int8", quant.h) or NULL; owned. */
+    struct xf_quant *q8;
+
     /* The forward pass's prepared weights (packed GEMM panels, ...), built lazily on first
      * use under prep_once; freed by prep_free. Loader code leaves these alone. */
     void *prep;

@@ -13,6 +13,7 @@
 #include "engine/diag.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
+#include "engine/quant.h"
 
 static size_t align_up(size_t n)
 {
@@ -46,13 +47,23 @@ static void prep_free(void *ptr)
     free(pr);
 }
 
-/* Prepare one Linear when present; checks its shape (rows = out, cols = in). */
-static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, int required)
+/* Prepare one Linear when present; checks its shape (rows = out, cols = in). An int8 layer
+ * (q8 != NULL, quant.h) points at its quantised weight and packs no fp32 copy. */
+static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, int required,
+                    const xf_qgemm_w_t *q8)
 {
     if (!w->data)
         return required ? XF_ESHAPE : 0;
     if (w->rows != out || w->cols != in)
         return XF_ESHAPE;
+    if (q8) {
+        memset(pw, 0, sizeof *pw);
+        pw->n = out;
+        pw->k = in;
+        pw->w = w->data;
+        pw->q8 = q8;
+        return 0;
+    }
     return xf_gemm_w_init(pw, w->data, out, in);
 }
 
@@ -88,25 +99,26 @@ static int prep_build(const xf_model_t *m, xf_prep_t **out)
     for (int32_t l = 0; l < mi->n_layer && !rc; l++) {
         const xf_layer_t *L = &m->layers[l];
         xf_prep_layer_t *P = &pr->layers[l];
+        const xf_quant_layer_t *Q = m->q8 ? &m->q8->layers[l] : NULL;
         int32_t da = L->n_head * L->d_head;
-        rc = prep_one(&P->q, &L->q_w, da, D, 1);
+        rc = prep_one(&P->q, &L->q_w, da, D, 1, Q ? &Q->q : NULL);
         if (!rc)
-            rc = prep_one(&P->k, &L->k_w, da, D, 1);
+            rc = prep_one(&P->k, &L->k_w, da, D, 1, Q ? &Q->k : NULL);
         if (!rc)
-            rc = prep_one(&P->v, &L->v_w, da, D, 1);
+            rc = prep_one(&P->v, &L->v_w, da, D, 1, Q ? &Q->v : NULL);
         if (!rc)
-            rc = prep_one(&P->o, &L->o_w, D, da, 1);
+            rc = prep_one(&P->o, &L->o_w, D, da, 1, Q ? &Q->o : NULL);
         if (!rc)
-            rc = prep_one(&P->ff1, &L->ff1_w, L->d_ff, D, 1);
+            rc = prep_one(&P->ff1, &L->ff1_w, L->d_ff, D, 1, Q ? &Q->ff1 : NULL);
         if (!rc)
-            rc = prep_one(&P->ff2, &L->ff2_w, D, L->d_ff, 1);
+            rc = prep_one(&P->ff2, &L->ff2_w, D, L->d_ff, 1, Q ? &Q->ff2 : NULL);
     }
     if (!rc)
-        rc = prep_one(&pr->pool, &m->pool_w, D, D, 0);
+        rc = prep_one(&pr->pool, &m->pool_w, D, D, 0, NULL);
     if (!rc)
-        rc = prep_one(&pr->head_dense, &m->head_dense_w, D, D, 0);
+        rc = prep_one(&pr->head_dense, &m->head_dense_w, D, D, 0, NULL);
     if (!rc && m->cls_w.data)
-        rc = prep_one(&pr->cls, &m->cls_w, m->cls_w.rows, D, 1);
+        rc = prep_one(&pr->cls, &m->cls_w, m->cls_w.rows, D, 1, NULL);
     if (rc) {
         prep_free(pr);
         return rc;
@@ -352,6 +364,15 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
     return 0;
 }
 
+/* The int8 activation buffer of a Linear op with k inputs (quant.h: rows quantised per token
+ * plus their scales), or -1 for an fp32 model. Its lifetime is the op's. */
+static int32_t q8_ws(xf_plan_t *p, int32_t k, int32_t l)
+{
+    if (!p->m->q8)
+        return -1;
+    return add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
+}
+
 /* One encoder layer from input x; returns the output tensor in *y. */
 static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t *diag)
 {
@@ -369,7 +390,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         ain = x;
     }
     qkv = add_tensor(p, N * 3 * da * 4, "qkv", l);
-    add_op(p, XF_OP_QKV, l, ain, -1, qkv, -1);
+    add_op(p, XF_OP_QKV, l, ain, -1, qkv, q8_ws(p, (int32_t)D, l));
     planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
     add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
     att = add_tensor(p, N * da * 4, "attn_out", l);
@@ -389,7 +410,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         use_tensor(p, st, o, 1);
     }
     proj = add_tensor(p, N * D * 4, "attn_proj", l);
-    add_op(p, XF_OP_OPROJ, l, att, -1, proj, -1);
+    add_op(p, XF_OP_OPROJ, l, att, -1, proj, q8_ws(p, (int32_t)da, l));
     h1 = add_tensor(p, N * D * 4, "ln1_out", l);
     o = add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1);
     p->ops[o].which = XF_W_LN1;
@@ -402,9 +423,9 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         ain = h1;
     }
     f1 = add_tensor(p, N * ff * 4, "ffn1", l);
-    add_op(p, XF_OP_FF1, l, ain, -1, f1, -1);
+    add_op(p, XF_OP_FF1, l, ain, -1, f1, q8_ws(p, (int32_t)D, l));
     f2 = add_tensor(p, N * D * 4, "ffn2", l);
-    add_op(p, XF_OP_FF2, l, f1, -1, f2, -1);
+    add_op(p, XF_OP_FF2, l, f1, -1, f2, q8_ws(p, (int32_t)ff, l));
     h2 = add_tensor(p, N * D * 4, "ln2_out", l);
     o = add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1);
     p->ops[o].which = XF_W_LN2;
@@ -602,9 +623,9 @@ int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_
 
     runs = count_runs(p);
     p->runs_per_layer = runs;
-    /* Per layer at most 11 tensors and 11 ops besides one op and two tensors per run; plus
-     * embeddings, the final LayerNorm and the heads. */
-    need_t = 4 + L * (12 + 2 * runs);
+    /* Per layer at most 11 tensors (15 with the int8 activation buffers) and 11 ops besides
+     * one op and two tensors per run; plus embeddings, the final LayerNorm and the heads. */
+    need_t = 4 + L * (16 + 2 * runs);
     need_ops = 4 + L * (12 + runs);
     if (grow((void **)&p->t, &p->cap_t, need_t, sizeof *p->t) ||
         grow((void **)&p->ops, &p->cap_ops, need_ops, sizeof *p->ops) ||
