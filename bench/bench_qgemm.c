@@ -6,7 +6,11 @@
  * int8 kernel's instruction: vpdpbusd, vpmaddubsw + vpmaddwd, TDPBUSD; 2 ops per multiply-add).
  * frac = achieved ops/s ÷ (threads × one core's peak); cpu_frac = ops per process CPU-second ÷
  * one core's peak (steadier on a shared machine). Prints key=value lines after a header line.
- * Usage: bench_qgemm [threads] [reps] [M list, comma separated]; XF_CPU=avx2 caps the ISA. */
+ * With a model directory the whole forward is timed too: the model loaded as fp32 and as int8
+ * (model.quantize), b=1 n=128 and b=32 n=128, the two timed alternately in one run (`model`
+ * lines: median ms, speedup = fp32 / int8 time, and the same ratio in process CPU time).
+ * Usage: bench_qgemm [threads] [reps] [M list, comma separated] [model dir]; XF_CPU=avx2 caps
+ * the ISA. */
 #include "config.h"
 
 #include <math.h>
@@ -14,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <xformd/xformd.h>
 
 #include "engine/cpu.h"
 #include "engine/kernels.h"
@@ -122,6 +128,83 @@ static double time_job(struct job *j, int reps, double *cpu)
     return t[reps / 2];
 }
 
+/* One forward of batch b: wall and process-CPU seconds. */
+static double forward_once(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p,
+                           const xf_batch_t *b, float *pooled, double *cpu)
+{
+    xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 0, .pooled = pooled };
+    double t0 = clk(CLOCK_MONOTONIC), c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+    if (xf_forward(c, m, p, b, &out, NULL) != 0)
+        return -1;
+    *cpu = clk(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    return clk(CLOCK_MONOTONIC) - t0;
+}
+
+/* fp32 vs int8 forward of the model in dir at b=1 and b=32, n=128, alternately. */
+static int bench_model(const char *dir, int nth, int reps)
+{
+    static const int bs[2] = { 1, 32 };
+    xf_load_opts_t lf = { 0 }, lq = { 0 };
+    xf_model_t *m[2] = { NULL, NULL };
+    xf_diag_t diag = { 0 };
+    lq.quantize = "int8";
+    if (xf_model_load(dir, &lf, &m[0], &diag) || xf_model_load(dir, &lq, &m[1], &diag)) {
+        fprintf(stderr, "bench_qgemm: %s: %s\n", dir, diag.msg);
+        return 1;
+    }
+    xf_ctx_opts_t co = { .n_threads = nth };
+    xf_ctx_t *c = NULL;
+    if (xf_ctx_create(&co, &c))
+        return 1;
+    int32_t D = xf_model_info(m[0])->d_model, V = xf_model_info(m[0])->vocab_size;
+    for (int k = 0; k < 2; k++) {
+        int32_t B = bs[k], n = 128, cu[33];
+        int32_t *ids = malloc((size_t)B * n * sizeof *ids);
+        float *pooled = malloc((size_t)B * D * sizeof *pooled);
+        if (!ids || !pooled)
+            return 1;
+        for (int32_t i = 0; i <= B; i++)
+            cu[i] = i * n;
+        for (int32_t i = 0; i < B * n; i++)
+            ids[i] = 1000 + (int32_t)((unsigned)i * 2654435761u % (unsigned)(V - 1000));
+        xf_batch_t b = { .n_seq = B, .cu_len = cu, .ids = ids };
+        xf_plan_t *p[2] = { NULL, NULL };
+        double t[2][64], cp[2][64];
+        int r_n = reps > 64 ? 64 : reps;
+        for (int q = 0; q < 2; q++)
+            if (xf_plan_create(m[q], &p[q]) || xf_plan_build(p[q], &b, nth, NULL) ||
+                xf_ctx_reserve(c, p[q]))
+                return 1;
+        for (int r = -1; r < r_n; r++) {
+            for (int q = 0; q < 2; q++) {
+                double cpu, w = forward_once(c, m[q], p[q], &b, pooled, &cpu);
+                if (w < 0)
+                    return 1;
+                if (r >= 0) {
+                    t[q][r] = w;
+                    cp[q][r] = cpu;
+                }
+            }
+        }
+        for (int q = 0; q < 2; q++) {
+            qsort(t[q], (size_t)r_n, sizeof t[q][0], cmp_d);
+            qsort(cp[q], (size_t)r_n, sizeof cp[q][0], cmp_d);
+        }
+        printf("model b=%d n=%d fp32_ms=%.2f int8_ms=%.2f speedup=%.2f cpu_speedup=%.2f\n", B, n,
+               t[0][r_n / 2] * 1e3, t[1][r_n / 2] * 1e3, t[0][r_n / 2] / t[1][r_n / 2],
+               cp[0][r_n / 2] / cp[1][r_n / 2]);
+        fflush(stdout);
+        xf_plan_free(p[0]);
+        xf_plan_free(p[1]);
+        free(ids);
+        free(pooled);
+    }
+    xf_ctx_free(c);
+    xf_model_free(m[0]);
+    xf_model_free(m[1]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int nth = argc > 1 ? atoi(argv[1]) : 1;
@@ -205,5 +288,5 @@ int main(int argc, char **argv)
         }
     }
     xf_pool_free(pool);
-    return 0;
+    return argc > 4 ? bench_model(argv[4], nth, reps) : 0;
 }
