@@ -52,24 +52,25 @@ static void test_weights(void **state)
 {
     (void)state;
     static const int ns[] = { 1, 15, 17, 33 }, ks[] = { 1, 3, 63, 65, 129 };
-    for (int a = 0; a < 4; a++) {
+    for (int a = 0; a < 8; a++) {
         for (int b = 0; b < 5; b++) {
-            int n = ns[a], k = ks[b];
+            int n = ns[a % 4], k = ks[b], wmax = a < 4 ? 127 : 63;
             float *w = malloc((size_t)n * k * sizeof *w);
             assert_non_null(w);
             xf_test_fill(w, (size_t)n * k, (uint64_t)(n * 100 + k), -2.0f, 2.0f);
             for (int i = 0; i < k; i++)
                 w[i] = 0.0f;   /* channel 0 all zeros: σ = 0 */
             xf_qgemm_w_t qw;
-            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k), 0);
+            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax), 0);
             assert_int_equal(qw.n_pad % 16, 0);
             assert_true(qw.n_pad >= n && qw.n_pad < n + 16);
             assert_int_equal(qw.k_pad % XF_QGEMM_KALIGN, 0);
+            assert_int_equal(qw.wmax, wmax);
             for (int o = 0; o < qw.n_pad; o++) {
                 int32_t cs = 0, amax = 0;
                 for (int i = 0; i < qw.k_pad; i++) {
                     int8_t q = xf_qgemm_w_at(&qw, o, i);
-                    assert_true(q != -128);   /* never −128 */
+                    assert_true(q >= -wmax && q <= wmax);   /* never −128 */
                     if (o >= n || i >= k) {
                         assert_int_equal(q, 0);   /* padding contributes nothing */
                         continue;
@@ -84,20 +85,22 @@ static void test_weights(void **state)
                 if (o == 0 || o >= n) {
                     assert_true(qw.sigma[o] == 0.0f);
                 } else {
-                    assert_int_equal(amax, 127);   /* the largest weight maps to ±127 */
+                    assert_int_equal(amax, wmax);   /* the largest weight maps to ±wmax */
                 }
             }
             xf_qgemm_w_deinit(&qw);
             xf_qgemm_w_deinit(&qw);   /* an empty one is fine */
             /* a non-finite weight is refused, leaving qw empty */
             w[(size_t)(n - 1) * k] = NAN;
-            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k), -EINVAL);
+            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax), -EINVAL);
             assert_null(qw.wq);
             free(w);
         }
     }
     xf_qgemm_w_t qw;
-    assert_int_equal(xf_qgemm_w_init(&qw, NULL, 3, 3), -EINVAL);
+    assert_int_equal(xf_qgemm_w_init(&qw, NULL, 3, 3, 127), -EINVAL);
+    float one = 1.0f;
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 100), -EINVAL);   /* 127 or 63 only */
     xf_qgemm_w_deinit(NULL);
 }
 
@@ -149,7 +152,7 @@ static void test_quant_rows(void **state)
 
 struct qcase {
     int m, n, k;
-    xf_qgemm_w_t qw;
+    xf_qgemm_w_t qw, qw7;   /* 8-bit weights, and 7-bit ones for tables with wmax 63 */
     uint8_t *act;     /* quantised rows + α */
     int ldq;
     float *alpha;
@@ -166,7 +169,8 @@ static void qcase_init(struct qcase *c, int m, int n, int k, uint64_t seed)
     assert_non_null(x);
     xf_test_fill(w, (size_t)n * k, seed, -0.1f, 0.1f);
     xf_test_fill(x, (size_t)m * k, seed + 1, -4.0f, 4.0f);
-    assert_int_equal(xf_qgemm_w_init(&c->qw, w, n, k), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qw, w, n, k, 127), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qw7, w, n, k, 63), 0);
     c->ldq = xf_qgemm_ldq(k);
     c->act = alloc_act(m, k);
     c->alpha = (float *)(c->act + xf_qgemm_alpha_offset(m, k));
@@ -181,6 +185,7 @@ static void qcase_init(struct qcase *c, int m, int n, int k, uint64_t seed)
 static void qcase_free(struct qcase *c)
 {
     xf_qgemm_w_deinit(&c->qw);
+    xf_qgemm_w_deinit(&c->qw7);
     free(c->act);
     free(c->bias);
 }
@@ -213,11 +218,18 @@ static float *alloc_y(int m, int n, int *ldy)
     return p + 1;
 }
 
-static void run_split(const xf_qkernels_t *t, const struct qcase *c, const float *bias,
-                      enum xf_epilogue epi, float *y, int ldy, int nth)
+/* The case's weights a table takes (its wmax). */
+static const xf_qgemm_w_t *weights_for(const xf_qkernels_t *t, const struct qcase *c)
+{
+    return t->wmax == 63 ? &c->qw7 : &c->qw;
+}
+
+/* t's kernel on W, all nth slices one after the other. */
+static void run_split(const xf_qkernels_t *t, const xf_qgemm_w_t *W, const struct qcase *c,
+                      const float *bias, enum xf_epilogue epi, float *y, int ldy, int nth)
 {
     for (int ith = 0; ith < nth; ith++)
-        t->qlinear(&c->qw, c->m, c->act, c->ldq, c->alpha, bias, epi, y, ldy, ith, nth);
+        t->qlinear(W, c->m, c->act, c->ldq, c->alpha, bias, epi, y, ldy, ith, nth);
 }
 
 /* The integer part, bit-exact: with α = σ = 1 and no epilogue y is (float)acc, exact for
@@ -239,24 +251,25 @@ static void test_integer_exact(void **state)
         for (int t = 0; t < c.m; t++)
             c.alpha[t] = 1.0f;
         for (int o = 0; o < c.qw.n_pad; o++)
-            c.qw.sigma[o] = 1.0f;
+            c.qw.sigma[o] = c.qw7.sigma[o] = 1.0f;
         double *exact = malloc((size_t)c.m * c.n * sizeof *exact);
         assert_non_null(exact);
-        for (int t = 0; t < c.m; t++)
-            for (int o = 0; o < c.n; o++) {
-                int64_t acc = 0;
-                for (int i = 0; i < c.k; i++)
-                    acc += (int64_t)((int)c.act[(size_t)t * c.ldq + i] - 128) *
-                           xf_qgemm_w_at(&c.qw, o, i);
-                exact[(size_t)t * c.n + o] = (double)acc;
-            }
         int ldy;
         float *y = alloc_y(c.m, c.n, &ldy);
         for (int tb = 0; tb < n_tabs; tb++) {
+            const xf_qgemm_w_t *W = weights_for(tabs[tb], &c);
+            for (int t = 0; t < c.m; t++)
+                for (int o = 0; o < c.n; o++) {
+                    int64_t acc = 0;
+                    for (int i = 0; i < c.k; i++)
+                        acc += (int64_t)((int)c.act[(size_t)t * c.ldq + i] - 128) *
+                               xf_qgemm_w_at(W, o, i);
+                    exact[(size_t)t * c.n + o] = (double)acc;
+                }
             for (int a = 0; a < 4; a++) {
                 for (size_t i = 0; i < (size_t)c.m * ldy; i++)
                     y[i] = -12345.0f;
-                run_split(tabs[tb], &c, NULL, XF_EPI_NONE, y, ldy, nths[a]);
+                run_split(tabs[tb], W, &c, NULL, XF_EPI_NONE, y, ldy, nths[a]);
                 for (int t = 0; t < c.m; t++) {
                     for (int o = 0; o < c.n; o++)
                         if ((double)y[(size_t)t * ldy + o] != exact[(size_t)t * c.n + o])
@@ -303,10 +316,11 @@ static void test_epilogues(void **state)
         float *yr = alloc_y(c.m, c.n, &ldy), *y = alloc_y(c.m, c.n, &ldy);
         for (int epi = 0; epi < XF_EPI_COUNT; epi++) {
             const float *bias = epi == XF_EPI_NONE ? NULL : c.bias;
-            run_split(tabs[0], &c, bias, (enum xf_epilogue)epi, yr, ldy, 1);
             for (int tb = 1; tb < n_tabs; tb++) {
+                const xf_qgemm_w_t *W = weights_for(tabs[tb], &c);
+                run_split(tabs[0], W, &c, bias, (enum xf_epilogue)epi, yr, ldy, 1);
                 for (int a = 0; a < 4; a++) {
-                    run_split(tabs[tb], &c, bias, (enum xf_epilogue)epi, y, ldy, nths[a]);
+                    run_split(tabs[tb], W, &c, bias, (enum xf_epilogue)epi, y, ldy, nths[a]);
                     for (int t = 0; t < c.m; t++)
                         for (int o = 0; o < c.n; o++) {
                             size_t i = (size_t)t * ldy + o;
@@ -316,8 +330,8 @@ static void test_epilogues(void **state)
                             if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH) {
                                 for (int kk = 0; kk < c.k; kk++)
                                     acc += ((int)c.act[(size_t)t * c.ldq + kk] - 128) *
-                                           xf_qgemm_w_at(&c.qw, o, kk);
-                                pre = (float)acc * (c.alpha[t] * c.qw.sigma[o]) + c.bias[o];
+                                           xf_qgemm_w_at(W, o, kk);
+                                pre = (float)acc * (c.alpha[t] * W->sigma[o]) + c.bias[o];
                             }
                             double tol = act_tol((enum xf_epilogue)epi, pre, yr[i]);
                             if (!(fabs((double)y[i] - yr[i]) <= tol))
@@ -331,7 +345,8 @@ static void test_epilogues(void **state)
                     float *y1 = alloc_y(c.m, c.n, &ldy);
                     memcpy(y1, y, (size_t)c.m * ldy * sizeof *y);
                     for (int b = 1; b < 4; b++) {
-                        run_split(tabs[tb], &c, bias, (enum xf_epilogue)epi, y, ldy, nths[b]);
+                        run_split(tabs[tb], W, &c, bias, (enum xf_epilogue)epi, y, ldy,
+                                  nths[b]);
                         for (int t = 0; t < c.m; t++)
                             if (memcmp(y + (size_t)t * ldy, y1 + (size_t)t * ldy,
                                        (size_t)c.n * sizeof *y) != 0)
@@ -365,12 +380,12 @@ static void test_vs_fp32(void **state)
     xf_test_fill(x, (size_t)m * k, 12, -1.0f, 1.0f);
     for (int t = 0; t < m; t++)
         x[(size_t)t * k + (t * 7) % k] = 8.0f;   /* an outlier per row widens α */
-    xf_qgemm_w_t qw;
-    assert_int_equal(xf_qgemm_w_init(&qw, w, n, k), 0);
     uint8_t *act = alloc_act(m, k);
     float *alpha = (float *)(act + xf_qgemm_alpha_offset(m, k));
     for (int tb = 0; tb < n_tabs; tb++) {
         const xf_qkernels_t *T = tabs[tb];
+        xf_qgemm_w_t qw;
+        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax), 0);
         T->quant_rows(0, m, k, x, k, act, xf_qgemm_ldq(k), alpha);
         T->qlinear(&qw, m, act, xf_qgemm_ldq(k), alpha, NULL, XF_EPI_NONE, yq, n, 0, 1);
         double num = 0, den = 0;
@@ -397,8 +412,8 @@ static void test_vs_fp32(void **state)
         print_message("# %s: int8 vs fp32 relative error %.4f\n", T->name, rel);
         assert_true(rel < 0.045);
         assert_true(rel > 0.0);   /* quantisation does change the result */
+        xf_qgemm_w_deinit(&qw);
     }
-    xf_qgemm_w_deinit(&qw);
     free(act);
     free(w);
     free(x);
@@ -419,13 +434,13 @@ static void test_row_independent(void **state)
     assert_true(w && x && y1 && y2 && bias);
     xf_test_fill(w, (size_t)n * k, 21, -1.0f, 1.0f);
     xf_test_fill(x, (size_t)m * k, 22, -1.0f, 1.0f);
-    xf_qgemm_w_t qw;
-    assert_int_equal(xf_qgemm_w_init(&qw, w, n, k), 0);
     uint8_t *act = alloc_act(m, k);
     float *alpha = (float *)(act + xf_qgemm_alpha_offset(m, k));
     int ldq = xf_qgemm_ldq(k);
     for (int tb = 0; tb < n_tabs; tb++) {
         const xf_qkernels_t *T = tabs[tb];
+        xf_qgemm_w_t qw;
+        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax), 0);
         T->quant_rows(0, m, k, x, k, act, ldq, alpha);
         T->qlinear(&qw, m, act, ldq, alpha, bias, XF_EPI_BIAS_GELU, y1, n, 0, 1);
         float keep = x[(size_t)5 * k + 3];
@@ -440,8 +455,8 @@ static void test_row_independent(void **state)
             else if (!same)
                 fail_msg("%s: row %d changed with row 5's outlier", T->name, t);
         }
+        xf_qgemm_w_deinit(&qw);
     }
-    xf_qgemm_w_deinit(&qw);
     free(act);
     free(w);
     free(x);

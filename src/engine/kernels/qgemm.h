@@ -21,8 +21,9 @@
 /* Weight panels: 16 output channels, K in groups of 4 (the VNNI / AMX B layout). */
 #define XF_QGEMM_PANEL 16
 
-/* An int8 Linear weight W[n][k] (HF layout):
- *   σ_o = max_k |W_ok| / 127,  W^q_ok = clamp(round(W_ok / σ_o), −127, 127)   (never −128)
+/* An int8 Linear weight W[n][k] (HF layout), with wmax = 127 (or 63: the 7-bit weights of the
+ * "avx2-w7" kernel, which keeps vpmaddubsw pairs of u8 × s7 below the s16 saturation):
+ *   σ_o = max_k |W_ok| / wmax,  W^q_ok = clamp(round(W_ok / σ_o), −wmax, wmax)   (never −128)
  *   c_o = Σ_k W^q_ok                                                          (column sums)
  * Packed: wq[((p·(k_pad/4) + g)·16 + c)·4 + r] = W^q[16p + c][4g + r], zero for padding
  * (16p + c >= n or 4g + r >= k). One panel (16 channels × k_pad) is k_pad·16 bytes; 16
@@ -30,16 +31,18 @@
 typedef struct xf_qgemm_w {
     int32_t n, k;           /* out features, in features */
     int32_t n_pad, k_pad;   /* n rounded up to 16, k rounded up to XF_QGEMM_KALIGN */
+    int32_t wmax;           /* 127 or 63 */
     int8_t *wq;             /* owned, 64-byte aligned, n_pad·k_pad bytes */
     float *sigma;           /* owned [n_pad], 0 for padding channels */
     int32_t *colsum;        /* owned [n_pad] */
     size_t bytes;           /* wq + sigma + colsum */
 } xf_qgemm_w_t;
 
-/* Quantise and pack w[n][k] (fp32, row-major). A channel of zeros gets σ = 0; a non-finite
- * weight is refused (-EINVAL: the model file is broken). Returns 0, -EINVAL or -ENOMEM;
- * on failure *qw is left empty. Free with xf_qgemm_w_deinit() (which accepts an empty one). */
-int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k);
+/* Quantise and pack w[n][k] (fp32, row-major) to [−wmax, wmax] (127, or 63 for a table whose
+ * wmax says so). A channel of zeros gets σ = 0; a non-finite weight is refused (-EINVAL: the
+ * model file is broken). Returns 0, -EINVAL or -ENOMEM; on failure *qw is left empty. Free
+ * with xf_qgemm_w_deinit() (which accepts an empty one). */
+int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax);
 void xf_qgemm_w_deinit(xf_qgemm_w_t *qw);
 
 /* W^q[o][k] of a packed weight (for the reference kernel and tests). */
@@ -57,7 +60,8 @@ size_t xf_qgemm_alpha_offset(int32_t m, int32_t k);
 size_t xf_qgemm_act_bytes(int32_t m, int32_t k);
 
 typedef struct xf_qkernels {
-    const char *name;   /* "ref", "avx2", "vnni", "amx" */
+    const char *name;   /* "ref", "avx2", "avx2-w7", "vnni", "amx" */
+    int32_t wmax;       /* the weights it takes: xf_qgemm_w_init(..., wmax) */
 
     /* Per-row (per-token) symmetric quantisation of rows [r0, r1) of x[.][k]:
      *   α_t = max_k |x_tk| / 127,  x^q = clamp(round(x_tk · (127 / max_k|x_tk|)), −127, 127),
@@ -105,6 +109,9 @@ void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_
                      const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                      int32_t ldy, int ith, int nth);
 double xf_qpeak_loop_avx2(int64_t iters, int32_t *sink);
+void xf_qlinear_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                        const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                        int32_t ldy, int ith, int nth);
 void xf_quant_rows_avx512(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
                           uint8_t *xq, int32_t ldq, float *alpha);
 void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,

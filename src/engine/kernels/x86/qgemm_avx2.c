@@ -3,13 +3,14 @@
  * activations. Instead of 7-bit weights ("reduce_range") this path moves the sign: with
  * x^q ∈ [−127, 127] (x^u XOR 0x80) it multiplies |x^q| (u8 ≤ 127) by sign(x^q)·W^q (vpsignb,
  * s8 ∈ [−127, 127]): a pair is at most 2·127·127 = 32258 < 32767, so the sum is exact with the
- * same 8-bit weights as every other path (bit-exact integers across ISAs, no accuracy lost to
- * a 7th bit). Cost: one vpsignb per (row, vector) and an XOR + vpabsb per broadcast on top of
- * vpmaddubsw + vpmaddwd (×1) + vpaddd. Measured (bench/bench_qgemm, Zen 5 capped to AVX2, one
- * thread): 0.36-0.50 of the vpmaddubsw peak, 1.4-1.8x the fp32 AVX2 GEMM per CPU-second; the
- * 7-bit variant (no vpsignb/abs, +128 compensation) is not built, so not measured. Micro-kernel:
- * MR=4 rows × 16 channels (one panel, two ymm), full K per tile. Also the AVX2 quantiser and the
- * vpmaddubsw peak loop. Compiled with the AVX2 flags only. */
+ * same 8-bit weights as every other path ("avx2": bit-exact integers across ISAs). Cost: one
+ * vpsignb per (row, vector) and an XOR + vpabsb per broadcast on top of vpmaddubsw + vpmaddwd
+ * (×1) + vpaddd. The other way ("avx2-w7"): 7-bit weights [−63, 63] and x^u = x^q + 128 fed
+ * as is (2·255·63 = 32130), compensated by the column sums like VNNI. Measured (bench_qgemm,
+ * Zen 5 capped to AVX2, 1 thread, one run): "avx2" 0.37-0.47 and "avx2-w7" 0.45-0.63 of the
+ * vpmaddubsw peak per CPU-second, so avx2-w7 is the AVX2 default (qgemm.c says why that
+ * accuracy cost is acceptable). Micro-kernel: MR=4 rows × 16 channels (one panel, two ymm), full
+ * K per tile. Also the AVX2 quantiser and the vpmaddubsw peak loop. AVX2 flags only. */
 #include "config.h"
 
 #include <float.h>
@@ -94,8 +95,15 @@ void xf_quant_rows_avx2(int32_t r0, int32_t r1, int32_t k, const float *x, int32
  * Out of line, so that the micro-kernel's accumulators are never indexed at run time (they
  * would be kept in memory). */
 static void epilogue(const int32_t *cb, int mr, int ncol, const float *alpha, const float *sigma,
-                     const float *bias, enum xf_epilogue epi, float *c, size_t ldc)
+                     const int32_t *colsum, const float *bias, enum xf_epilogue epi, float *c,
+                     size_t ldc)
 {
+    /* the w7 path summed x^u = x^q + 128: take 128·c_o back out (colsum NULL: signed path) */
+    __m256i comp0 = _mm256_setzero_si256(), comp1 = _mm256_setzero_si256();
+    if (colsum) {
+        comp0 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)colsum), 7);
+        comp1 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8)), 7);
+    }
     const __m256i m0 = xf_mask256(ncol), m1 = xf_mask256(ncol - 8);
     const __m256 sg0 = _mm256_loadu_ps(sigma), sg1 = _mm256_loadu_ps(sigma + 8);
     __m256 bb0 = _mm256_setzero_ps(), bb1 = _mm256_setzero_ps();
@@ -105,8 +113,9 @@ static void epilogue(const int32_t *cb, int mr, int ncol, const float *alpha, co
     }
     for (int i = 0; i < mr; i++) {
         __m256 al = _mm256_set1_ps(alpha[i]);
-        __m256i a0 = _mm256_load_si256((const __m256i *)(cb + 16 * i));
-        __m256i a1 = _mm256_load_si256((const __m256i *)(cb + 16 * i + 8));
+        __m256i a0 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(cb + 16 * i)), comp0);
+        __m256i a1 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(cb + 16 * i + 8)),
+                                      comp1);
         __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(al, sg0));
         __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(al, sg1));
         if (epi != XF_EPI_NONE) {
@@ -149,27 +158,69 @@ XF_INLINE void ukr(const int mr, int kg, const uint8_t *a, size_t ldq, const int
         _mm256_store_si256((__m256i *)(cb + 16 * i), acc[i][0]);
         _mm256_store_si256((__m256i *)(cb + 16 * i + 8), acc[i][1]);
     }
-    epilogue(cb, mr, ncol, alpha, sigma, bias, epi, c, ldc);
+    epilogue(cb, mr, ncol, alpha, sigma, NULL, bias, epi, c, ldc);
+}
+
+/* The 7-bit weight variant ("avx2-w7", W^q ∈ [−63, 63]): x^u ∈ [1, 255] straight into
+ * vpmaddubsw (2·255·63 = 32130 < 32767), no vpsignb/abs/XOR; the epilogue subtracts 128·c_o. */
+XF_INLINE void ukr_w7(const int mr, int kg, const uint8_t *a, size_t ldq, const int8_t *b,
+                      float *c, size_t ldc, int ncol, const float *alpha, const float *sigma,
+                      const int32_t *colsum, const float *bias, enum xf_epilogue epi)
+{
+    __m256i acc[MR][2];
+    int32_t cb[MR * 16] __attribute__((aligned(32)));
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    for (int g = 0; g < kg; g++) {
+        __m256i b0 = _mm256_load_si256((const __m256i *)(b + 64 * (size_t)g));
+        __m256i b1 = _mm256_load_si256((const __m256i *)(b + 64 * (size_t)g + 32));
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            int32_t a4;
+            memcpy(&a4, a + (size_t)i * ldq + 4 * (size_t)g, 4);
+            __m256i xu = _mm256_set1_epi32(a4);
+            __m256i p0 = _mm256_maddubs_epi16(xu, b0);
+            __m256i p1 = _mm256_maddubs_epi16(xu, b1);
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        _mm256_store_si256((__m256i *)(cb + 16 * i), acc[i][0]);
+        _mm256_store_si256((__m256i *)(cb + 16 * i + 8), acc[i][1]);
+    }
+    epilogue(cb, mr, ncol, alpha, sigma, colsum, bias, epi, c, ldc);
 }
 
 typedef void (*ukr_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, float *c,
                        size_t ldc, int ncol, const float *alpha, const float *sigma,
-                       const float *bias, enum xf_epilogue epi);
+                       const int32_t *colsum, const float *bias, enum xf_epilogue epi);
 
 #define UKR(mr)                                                                              \
     static void ukr_##mr(int kg, const uint8_t *a, size_t ldq, const int8_t *b, float *c,     \
                          size_t ldc, int ncol, const float *alpha, const float *sigma,       \
-                         const float *bias, enum xf_epilogue epi)                            \
+                         const int32_t *colsum, const float *bias, enum xf_epilogue epi)     \
     {                                                                                        \
+        (void)colsum;                                                                        \
         ukr(mr, kg, a, ldq, b, c, ldc, ncol, alpha, sigma, bias, epi);                       \
+    }                                                                                        \
+    static void ukr7_##mr(int kg, const uint8_t *a, size_t ldq, const int8_t *b, float *c,    \
+                          size_t ldc, int ncol, const float *alpha, const float *sigma,      \
+                          const int32_t *colsum, const float *bias, enum xf_epilogue epi)    \
+    {                                                                                        \
+        ukr_w7(mr, kg, a, ldq, b, c, ldc, ncol, alpha, sigma, colsum, bias, epi);            \
     }
 UKR(1) UKR(2) UKR(3) UKR(4)
 
 static const ukr_fn ukrs[MR] = { ukr_1, ukr_2, ukr_3, ukr_4 };
+static const ukr_fn ukrs7[MR] = { ukr7_1, ukr7_2, ukr7_3, ukr7_4 };
 
-void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
-                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
-                     int32_t ldy, int ith, int nth)
+static void qlinear(const ukr_fn *uk, const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq,
+                    int32_t ldq, const float *alpha, const float *bias, enum xf_epilogue epi,
+                    float *y, int32_t ldy, int ith, int nth)
 {
     int panels = w->n_pad / 16;
     int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
@@ -198,12 +249,31 @@ void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_
             const int8_t *b = w->wq + (size_t)(jr / 16) * bstride;
             for (int ir = ic; ir < ic1; ir += MR) {
                 int mr = ic1 - ir < MR ? ic1 - ir : MR;
-                ukrs[mr - 1](kg, xq + (size_t)ir * (size_t)ldq, (size_t)ldq, b,
-                             y + (size_t)ir * (size_t)ldy + jr, (size_t)ldy, ncol, alpha + ir,
-                             w->sigma + jr, bias ? bias + jr : NULL, epi);
+                uk[mr - 1](kg, xq + (size_t)ir * (size_t)ldq, (size_t)ldq, b,
+                           y + (size_t)ir * (size_t)ldy + jr, (size_t)ldy, ncol, alpha + ir,
+                           w->sigma + jr, w->colsum + jr, bias ? bias + jr : NULL, epi);
             }
         }
     }
+}
+
+void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                     int32_t ldy, int ith, int nth)
+{
+    qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+}
+
+/* Needs 7-bit weights (w->wmax <= 63): x^u·W^q pairs must stay below 32767. */
+void xf_qlinear_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                        const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                        int32_t ldy, int ith, int nth)
+{
+    if (w->wmax > 63) {   /* 8-bit weights would saturate: the exact path instead */
+        qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+        return;
+    }
+    qlinear(ukrs7, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
 }
 
 /* 4 independent vpmaddubsw → vpmaddwd → vpaddd chains (distinct weights per chain): 4 × 32
