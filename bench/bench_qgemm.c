@@ -9,8 +9,8 @@
  * With a model directory the whole forward is timed too: the model loaded as fp32 and as int8
  * (model.quantize), b=1 n=128 and b=32 n=128, the two timed alternately in one run (`model`
  * lines: median ms, speedup = fp32 / int8 time, and the same ratio in process CPU time).
- * Usage: bench_qgemm [threads] [reps] [M list, comma separated] [model dir]; XF_CPU=avx2 caps
- * the ISA. */
+ * Usage: bench_qgemm [threads] [reps] [M list, comma separated] [model dir] [b list, default
+ * 1,32]; XF_CPU=avx2 caps the ISA. */
 #include "config.h"
 
 #include <math.h>
@@ -141,9 +141,15 @@ static double forward_once(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p,
 }
 
 /* fp32 vs int8 forward of the model in dir at b=1 and b=32, n=128, alternately. */
-static int bench_model(const char *dir, int nth, int reps)
+static int bench_model(const char *dir, int nth, int reps, const char *blist)
 {
-    static const int bs[2] = { 1, 32 };
+    int bs[8], nb = 0;
+    char bl[64];
+    snprintf(bl, sizeof bl, "%s", blist);
+    for (char *save = NULL, *tok = strtok_r(bl, ",", &save); tok && nb < 8;
+         tok = strtok_r(NULL, ",", &save))
+        if (atoi(tok) >= 1 && atoi(tok) <= 32)
+            bs[nb++] = atoi(tok);
     xf_load_opts_t lf = { 0 }, lq = { 0 };
     xf_model_t *m[2] = { NULL, NULL };
     xf_diag_t diag = { 0 };
@@ -157,7 +163,7 @@ static int bench_model(const char *dir, int nth, int reps)
     if (xf_ctx_create(&co, &c))
         return 1;
     int32_t D = xf_model_info(m[0])->d_model, V = xf_model_info(m[0])->vocab_size;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < nb; k++) {
         int32_t B = bs[k], n = 128, cu[33];
         int32_t *ids = malloc((size_t)B * n * sizeof *ids);
         float *pooled = malloc((size_t)B * D * sizeof *pooled);
@@ -288,5 +294,5 @@ int main(int argc, char **argv)
         }
     }
     xf_pool_free(pool);
-    return argc > 4 ? bench_model(argv[4], nth, reps) : 0;
+    return argc > 4 ? bench_model(argv[4], nth, reps, argc > 5 ? argv[5] : "1,32") : 0;
 }
