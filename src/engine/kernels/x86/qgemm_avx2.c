@@ -7,7 +7,7 @@
  * vpsignb per (row, vector) and an XOR + vpabsb per broadcast on top of vpmaddubsw + vpmaddwd
  * (×1) + vpaddd. The other way ("avx2-w7"): 7-bit weights [−63, 63] and x^u = x^q + 128 fed
  * as is (2·255·63 = 32130), compensated by the column sums like VNNI. Measured (bench_qgemm,
- * Zen 5 capped to AVX2, 1 thread, one run): "avx2" 0.37-0.47 and "avx2-w7" 0.45-0.63 of the
+ * Zen 5 capped to AVX2, 1 thread, two runs): "avx2" 0.37-0.53 and "avx2-w7" 0.45-0.69 of the
  * vpmaddubsw peak per CPU-second, so avx2-w7 is the AVX2 default (qgemm.c says why that
  * accuracy cost is acceptable). Micro-kernel: MR=4 rows × 16 channels (one panel, two ymm), full
  * K per tile. Also the AVX2 quantiser and the vpmaddubsw peak loop. AVX2 flags only. */
