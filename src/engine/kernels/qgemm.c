@@ -33,9 +33,10 @@ static const xf_qkernels_t qtable_avx2 = {
 /* 7-bit weights, u8 activations + 128 straight into vpmaddubsw (no vpsignb/abs/XOR). The
  * AVX2 default: bench_qgemm (Zen 5 capped to AVX2, 1 thread, M = 16 and 128, BERT-base shapes,
  * two runs, bench/results/qgemm_zen5.txt) gave 0.45-0.69 of the vpmaddubsw peak per
- * CPU-second against 0.37-0.53 for the 8-bit sign-trick "avx2" (1.2-1.5x faster); the extra weight rounding moved the int8-vs-fp32 GEMM
- * error from 0.0283 to 0.0291 (test_qgemm) and no test_quant cosine. XF_QGEMM=avx2 keeps the
- * 8-bit path (integer sums identical to VNNI/AMX/ref on the same weights). */
+ * CPU-second against 0.37-0.53 for the 8-bit sign-trick "avx2" (1.2-1.5x faster); the extra
+ * weight rounding moved the int8-vs-fp32 GEMM error from 0.0283 to 0.0291 (test_qgemm) and no
+ * test_quant cosine. XF_QGEMM=avx2 keeps the 8-bit path (integer sums identical to
+ * VNNI/AMX/ref on the same weights). */
 static const xf_qkernels_t qtable_avx2_w7 = {
     .name = "avx2-w7",
     .wmax = 63,
