@@ -328,13 +328,13 @@ static void attn_fn(void *arg, int ith, int nth)
     const xf_attn_vtbl *vt = j->a->vt;
     int rc = 0;
 
-    if (vt->prepare) {   /* as the engine: thread 0 prepares, everyone waits */
+    if (vt->ops->prepare) {   /* as the engine: thread 0 prepares, everyone waits */
         if (ith == 0)
-            rc = vt->prepare(j->a->params, j->sh, j->io, j->pl, j->ws_shared);
+            rc = vt->ops->prepare(j->a->params, j->sh, j->io, j->pl, j->ws_shared);
         xf_pool_barrier(j->pool);
     }
     if (!rc)
-        rc = vt->forward(j->a->params, j->sh, j->io, j->pl, j->ws_shared,
+        rc = xf_at_forward(vt, j->a->params, j->sh, j->io, j->pl, j->ws_shared,
                          j->ws_thr ? j->ws_thr + (size_t)ith * j->per : NULL, ith, nth);
     if (ith < 64)
         j->rc[ith] = rc;
@@ -384,7 +384,7 @@ static int setup_job(const opts *o, const xf_attn_t *a, const xf_attn_shape *sh,
     int rc;
 
     memset(pl, 0, sizeof *pl);
-    rc = a->vt->plan(a->params, sh, o->nth, pl);
+    rc = xf_at_plan(a->vt, a->params, sh, o->nth, pl);
     if (rc)
         return rc;
     per = (pl->ws_per_thread + 63) / 64 * 64;

@@ -39,6 +39,11 @@ XF_API int xf_attn_to_json(const xf_attn_t *a, char *buf, size_t len);
  * Returns 0 or XF_EPARAM / XF_EUNSUPPORTED with err saying why. */
 XF_API int xf_attn_check(const xf_attn_t *a, const xf_model_t *m, char *err, size_t errlen);
 
+/* 1 when the selection computes a sequence of n_tokens tokens with plain dense attention on
+ * model m (ATTENTION.md §0: e.g. a window or landmark count that covers the whole sequence),
+ * 0 when it runs its own kernel, a negative code on error. Pure; any thread. */
+XF_API int xf_attn_falls_back(const xf_attn_t *a, const xf_model_t *m, int32_t n_tokens);
+
 /* The registry, for listings (`xformd-cli variants`). */
 typedef struct xf_attn_variant_info {
     const char *name;          /* "bigbird" */

@@ -46,6 +46,11 @@ typedef struct xf_output {
 XF_API int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p,
                       const xf_batch_t *batch, const xf_output_t *out, xf_diag_t *diag);
 
+/* L2-normalise rows [0, rows) of x ([rows][d]) in place as torch.nn.functional.normalize:
+ * x / max(‖x‖₂, 1e-12), the sum of squares in double (a zero row stays zero). This is what
+ * xf_output_t.normalize applies; callers that normalise pooled rows later use it too. */
+XF_API void xf_l2_normalize_rows(float *x, int32_t rows, int32_t d);
+
 /* Convenience: plan + reserve + forward in one call (allocates; for tools and tests). */
 XF_API int xf_run(xf_ctx_t *c, const xf_model_t *m, const xf_batch_t *batch,
                   const xf_output_t *out, xf_diag_t *diag);

@@ -38,6 +38,8 @@ typedef struct xf_tok_opts {
                               Hugging Face default): it maps to its id */
     int32_t max_len;       /* limit on the encoded length including specials; <= 0: none */
     int truncate;          /* with max_len: 1 cuts (pairs: longest-first), 0 returns XF_ETOOLONG */
+    int truncate_left;     /* with truncate: 1 cuts from the start of each text (keeps its tail,
+                              as HF's truncation_direction "left"); the specials stay in place */
 } xf_tok_opts_t;
 
 /* A growable, caller-owned token buffer. Zero-initialise it; encode (re)allocates;

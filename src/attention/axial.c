@@ -16,33 +16,18 @@ typedef struct ax_params {
     int32_t mode;
 } ax_params;
 
-static int ax_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "cols", "mode", NULL };
-    ax_params *p = params;
-    p->cols = 0;
-    p->mode = 0;
-    int rc = xf_par_keys(obj, keys, err, errlen);
-    const json_t *s = json_object_get(obj, "cols");
-    if (!rc && s && !(json_is_string(s) && !strcmp(json_string_value(s), "auto")))
-        rc = xf_par_int(obj, "cols", 1, 1 << 24, &p->cols, err, errlen);
-    if (!rc)
-        rc = xf_par_enum(obj, "mode", mode_names, &p->mode, err, errlen);
-    return rc;
-}
+static const ax_params ax_defaults = { .cols = 0, .mode = 0 };
 
-static int ax_to_json(const void *params, json_t *obj)
-{
-    const ax_params *p = params;
-    int rc = xf_par_set(obj, "cols", p->cols ? json_integer(p->cols) : json_string("auto"));
-    return rc ? rc : xf_par_set(obj, "mode", json_string(mode_names[p->mode]));
-}
+static const xf_at_key_t ax_pkeys[] = {
+    XF_AT_KEY(ax_params, cols, "cols", XF_AT_K_AUTO, 1, 1 << 24, NULL),
+    XF_AT_KEY(ax_params, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+};
 
 /* c->a = cols, c->b = part (0 union, 1 rows, 2 columns) */
-static int ax_setup(xf_ft_seq *c)
+static int ax_setup(xf_at_t_seq *c)
 {
     const ax_params *p = c->params;
-    c->a = p->cols ? p->cols : xf_ft_isqrt_ceil(c->n);
+    c->a = p->cols ? p->cols : xf_at_t_isqrt_ceil(c->n);
     c->b = p->mode == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
     c->dense = c->b != 2 ? c->a >= c->n : c->a == 1;
     return 0;
@@ -52,41 +37,41 @@ static int ax_setup(xf_ft_seq *c)
  * keys (full) and a contiguous run of grid rows (masked). */
 #define AX_UNION_ROWS 8
 
-static int32_t ax_n_tiles(const xf_ft_seq *c)
+static int32_t ax_n_tiles(const xf_at_t_seq *c)
 {
     if (c->b == 2)
-        return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
+        return (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
     if (c->b == 0)
         return (c->n + AX_UNION_ROWS - 1) / AX_UNION_ROWS;
-    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
 }
 
-static int32_t ax_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+static int32_t ax_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                        int64_t *cost)
 {
-    int32_t nq = c->b == 2 ? xf_ft_win_rows(c->n, c->a, t, rows)
-               : c->b == 0 ? xf_ft_class_rows(c->n, c->a, AX_UNION_ROWS, t, rows)
-                           : xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int32_t nq = c->b == 2 ? xf_at_t_win_rows(c->n, c->a, t, rows)
+               : c->b == 0 ? xf_at_t_class_rows(c->n, c->a, AX_UNION_ROWS, t, rows)
+                           : xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
     int64_t k = (int64_t)(c->b == 0 ? nq : 1) * c->a + (c->n + c->a - 1) / c->a;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
 }
 
-static void ax_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                    xf_ft_keys *kb)
+static void ax_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                    xf_at_t_keys *kb)
 {
     (void)global;
     const int32_t cols = c->a, n = c->n;
     if (c->b == 1) {   /* row tiles never straddle grid rows */
         int32_t r0 = rows[0] / cols * cols;
-        xf_ft_keys_add(kb, n, r0, r0 + cols, 1);
+        xf_at_t_keys_add(kb, n, r0, r0 + cols, 1);
     } else if (c->b == 0) {   /* column-major rows: the grid rows of each column run */
         for (int32_t q0 = 0; q0 < nq;) {
             int32_t q1 = q0 + 1;
             while (q1 < nq && rows[q1] % cols == rows[q0] % cols)
                 q1++;
-            xf_ft_keys_add(kb, n, rows[q0] / cols * cols, (rows[q1 - 1] / cols + 1) * cols, 0);
+            xf_at_t_keys_add(kb, n, rows[q0] / cols * cols, (rows[q1 - 1] / cols + 1) * cols, 0);
             q0 = q1;
         }
     }
@@ -97,23 +82,23 @@ static void ax_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int glo
                 single = 0;
         for (int32_t r = 0; r < nq; r++)
             if (r == 0 || rows[r] % cols != rows[r - 1] % cols)
-                xf_ft_keys_add_step(kb, n, rows[r] % cols, n, cols, single);
+                xf_at_t_keys_add_step(kb, n, rows[r] % cols, n, cols, single);
     }
 }
 
-static int ax_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+static int ax_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
     const int32_t cols = c->a;
     return (c->b != 2 && i / cols == j / cols) || (c->b != 1 && i % cols == j % cols);
 }
 
-static void ax_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+static void ax_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                     const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
     const int32_t cols = c->a;
-    int32_t lo[XF_FT_BQ], hi[XF_FT_BQ], rc[XF_FT_BQ], kc[XF_FT_BK];
+    int32_t lo[XF_AT_T_BQ], hi[XF_AT_T_BQ], rc[XF_AT_T_BQ], kc[XF_AT_T_BK];
     for (int32_t r = 0; r < nq; r++) {   /* R: the grid row's range; C: same column */
         int32_t g = rows[r] / cols * cols;
         lo[r] = c->b != 2 ? g : 0;
@@ -121,27 +106,12 @@ static void ax_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const i
         rc[r] = rows[r] - g;
     }
     if (c->b != 1)
-        xf_ft_key_classes(keys, nk, cols, kc);
+        xf_at_t_key_classes(keys, nk, cols, kc);
     c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
 }
 
-static const xf_ft_variant ax_ft = {
-    .setup = ax_setup, .n_tiles = ax_n_tiles, .tile = ax_tile, .keys = ax_keys,
-    .member = ax_member,
-    .mask = ax_mask,
-};
-
-XF_FT_WRAP(ax, ax_ft)
-
-const xf_attn_vtbl xf_attn_axial_vt = {
-    .name = "axial",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "axial: grid rows and columns of a ceil(sqrt(n))-column grid",
-    .params_doc = "cols=auto mode=union",
-    .params_size = sizeof(ax_params),
-    .parse = ax_parse,
-    .to_json = ax_to_json,
-    .plan = ax_plan,
-    .forward = ax_forward,
+const xf_attn_ops xf_at_axial = {
+    XF_AT_PARAMS(ax_params, ax_defaults, ax_pkeys),
+    .pattern = &(const xf_at_t_variant){ .setup = ax_setup, .n_tiles = ax_n_tiles, .tile = ax_tile,
+        .keys = ax_keys, .member = ax_member, .mask = ax_mask },
 };

@@ -17,56 +17,22 @@ typedef struct bb_params {
     int64_t seed;
 } bb_params;
 
-static int bb_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "block", "random_blocks", "window_blocks",
-                                        "global_first", "global_last", "seed",
-                                        "random_per_head", NULL };
-    bb_params *p = params;
-    p->block = 64;
-    p->random = 3;
-    p->window = 1;
-    p->gfirst = 1;
-    p->glast = 1;
-    p->per_head = 1;
-    p->seed = 0;
-    int rc = xf_par_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "block", 1, 1 << 20, &p->block, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "random_blocks", 0, 1 << 20, &p->random, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "window_blocks", 0, 1 << 20, &p->window, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "global_first", 0, 1 << 20, &p->gfirst, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "global_last", 0, 1 << 20, &p->glast, err, errlen);
-    if (!rc)
-        rc = xf_par_i64(obj, "seed", 0, INT64_MAX, &p->seed, err, errlen);
-    if (!rc)
-        rc = xf_par_bool(obj, "random_per_head", &p->per_head, err, errlen);
-    return rc;
-}
+static const bb_params bb_defaults = {
+    .block = 64, .random = 3, .window = 1, .gfirst = 1, .glast = 1, .per_head = 1, .seed = 0,
+};
 
-static int bb_to_json(const void *params, json_t *obj)
-{
-    const bb_params *p = params;
-    int rc = xf_par_set(obj, "block", json_integer(p->block));
-    if (!rc)
-        rc = xf_par_set(obj, "random_blocks", json_integer(p->random));
-    if (!rc)
-        rc = xf_par_set(obj, "window_blocks", json_integer(p->window));
-    if (!rc)
-        rc = xf_par_set(obj, "global_first", json_integer(p->gfirst));
-    if (!rc)
-        rc = xf_par_set(obj, "global_last", json_integer(p->glast));
-    if (!rc)
-        rc = xf_par_set(obj, "seed", json_integer((json_int_t)p->seed));
-    return rc ? rc : xf_par_set(obj, "random_per_head", json_boolean(p->per_head));
-}
+static const xf_at_key_t bb_pkeys[] = {
+    XF_AT_KEY(bb_params, block, "block", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, random, "random_blocks", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, window, "window_blocks", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, gfirst, "global_first", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, glast, "global_last", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(bb_params, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
+    XF_AT_KEY(bb_params, per_head, "random_per_head", XF_AT_K_BOOL, 0, 1, NULL),
+};
 
 /* c->a = b, c->b = nb */
-static int bb_setup(xf_ft_seq *c)
+static int bb_setup(xf_at_t_seq *c)
 {
     const bb_params *p = c->params;
     c->a = p->block;
@@ -75,16 +41,16 @@ static int bb_setup(xf_ft_seq *c)
     return 0;
 }
 
-static int32_t bb_n_tiles(const xf_ft_seq *c)
+static int32_t bb_n_tiles(const xf_at_t_seq *c)
 {
-    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
 }
 
-static int32_t bb_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+static int32_t bb_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                        int64_t *cost)
 {
     const bb_params *p = c->params;
-    int32_t nq = xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int32_t nq = xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
     int64_t k = ((int64_t)p->gfirst + p->glast + 2 * (int64_t)p->window + 1 + p->random) *
                 c->a;
     int32_t blk = rows[0] / c->a;
@@ -95,20 +61,20 @@ static int32_t bb_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global
     return nq;
 }
 
-static void add_block(const xf_ft_seq *c, xf_ft_keys *kb, int32_t x)
+static void add_block(const xf_at_t_seq *c, xf_at_t_keys *kb, int32_t x)
 {
     int64_t a = (int64_t)x * c->a, b = a + c->a;
-    xf_ft_keys_add(kb, c->n, (int32_t)a, b > c->n ? c->n : (int32_t)b, 1);
+    xf_at_t_keys_add(kb, c->n, (int32_t)a, b > c->n ? c->n : (int32_t)b, 1);
 }
 
-static void bb_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                    xf_ft_keys *kb)
+static void bb_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                    xf_at_t_keys *kb)
 {
     (void)nq, (void)global;
     const bb_params *p = c->params;
     const int32_t nb = c->b, a = rows[0] / c->a;
     if (a < p->gfirst || a >= nb - p->glast) {
-        xf_ft_keys_add(kb, c->n, 0, c->n, 1);
+        xf_at_t_keys_add(kb, c->n, 0, c->n, 1);
         return;
     }
     int32_t m = 0;
@@ -129,22 +95,8 @@ static void bb_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int glo
         add_block(c, kb, c->scratch[t]);
 }
 
-static const xf_ft_variant bb_ft = {
-    .setup = bb_setup, .n_tiles = bb_n_tiles, .tile = bb_tile, .keys = bb_keys,
-};
-
-XF_FT_WRAP(bb, bb_ft)
-
-const xf_attn_vtbl xf_attn_bigbird_vt = {
-    .name = "bigbird",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "BigBird ITC: window, global and seeded random blocks",
-    .params_doc = "block=64 random_blocks=3 window_blocks=1 global_first=1 global_last=1 "
-                  "seed=0 random_per_head=true",
-    .params_size = sizeof(bb_params),
-    .parse = bb_parse,
-    .to_json = bb_to_json,
-    .plan = bb_plan,
-    .forward = bb_forward,
+const xf_attn_ops xf_at_bigbird = {
+    XF_AT_PARAMS(bb_params, bb_defaults, bb_pkeys),
+    .pattern = &(const xf_at_t_variant){ .setup = bb_setup, .n_tiles = bb_n_tiles, .tile = bb_tile,
+        .keys = bb_keys },
 };

@@ -10,41 +10,15 @@ typedef struct blk_params {
     int32_t block, halo;
 } blk_params;
 
-static int blk_parse_common(blk_params *p, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "block", "halo", NULL };
-    int rc = xf_par_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "block", 1, 1 << 24, &p->block, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "halo", 0, 1 << 24, &p->halo, err, errlen);
-    return rc;
-}
+static const blk_params blockwise_defaults = { .block = 128, .halo = 0 };
+static const blk_params local1d_defaults = { .block = 128, .halo = 64 };
 
-static int blockwise_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    blk_params *p = params;
-    p->block = 128;
-    p->halo = 0;
-    return blk_parse_common(p, obj, err, errlen);
-}
+static const xf_at_key_t blk_pkeys[] = {
+    XF_AT_KEY(blk_params, block, "block", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY(blk_params, halo, "halo", XF_AT_K_INT, 0, 1 << 24, NULL),
+};
 
-static int local1d_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    blk_params *p = params;
-    p->block = 128;
-    p->halo = 64;
-    return blk_parse_common(p, obj, err, errlen);
-}
-
-static int blk_to_json(const void *params, json_t *obj)
-{
-    const blk_params *p = params;
-    int rc = xf_par_set(obj, "block", json_integer(p->block));
-    return rc ? rc : xf_par_set(obj, "halo", json_integer(p->halo));
-}
-
-static int blk_setup(xf_ft_seq *c)
+static int blk_setup(xf_at_t_seq *c)
 {
     const blk_params *p = c->params;
     c->a = p->block < c->n ? p->block : c->n;
@@ -54,59 +28,41 @@ static int blk_setup(xf_ft_seq *c)
     return 0;
 }
 
-static int32_t blk_n_tiles(const xf_ft_seq *c)
+static int32_t blk_n_tiles(const xf_at_t_seq *c)
 {
-    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
 }
 
-static int32_t blk_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+static int32_t blk_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int32_t nq = xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
     *global = 0;
     *cost = (int64_t)nq * (c->a + 2 * (int64_t)c->b);
     return nq;
 }
 
-static void blk_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                     xf_ft_keys *kb)
+static void blk_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_at_t_keys *kb)
 {
     (void)nq, (void)global;
     int32_t t = rows[0] / c->a;
     int64_t lo = (int64_t)t * c->a - c->b;
     int64_t end = (int64_t)(t + 1) * c->a < c->n ? (int64_t)(t + 1) * c->a : c->n;
     int64_t hi = end + c->b;
-    xf_ft_keys_add(kb, c->n, lo < 0 ? 0 : (int32_t)lo, hi > c->n ? c->n : (int32_t)hi, 1);
+    xf_at_t_keys_add(kb, c->n, lo < 0 ? 0 : (int32_t)lo, hi > c->n ? c->n : (int32_t)hi, 1);
 }
 
-static const xf_ft_variant blk_ft = {
+static const xf_at_t_variant blk_ft = {
     .setup = blk_setup, .n_tiles = blk_n_tiles, .tile = blk_tile, .keys = blk_keys,
 };
 
-XF_FT_WRAP(blk, blk_ft)
-
-const xf_attn_vtbl xf_attn_blockwise_vt = {
-    .name = "blockwise",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "queries attend their own block of keys",
-    .params_doc = "block=128 halo=0",
-    .params_size = sizeof(blk_params),
-    .parse = blockwise_parse,
-    .to_json = blk_to_json,
-    .plan = blk_plan,
-    .forward = blk_forward,
+const xf_attn_ops xf_at_blockwise = {
+    XF_AT_PARAMS(blk_params, blockwise_defaults, blk_pkeys),
+    .pattern = &blk_ft,
 };
 
-const xf_attn_vtbl xf_attn_local1d_vt = {
-    .name = "local1d",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Image-Transformer local 1-D: query block plus a halo on both sides",
-    .params_doc = "block=128 halo=64",
-    .params_size = sizeof(blk_params),
-    .parse = local1d_parse,
-    .to_json = blk_to_json,
-    .plan = blk_plan,
-    .forward = blk_forward,
+const xf_attn_ops xf_at_local1d = {
+    XF_AT_PARAMS(blk_params, local1d_defaults, blk_pkeys),
+    .pattern = &blk_ft,
 };

@@ -7,43 +7,33 @@
 
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_m.h"
 
 static const char *const fn_names[] = { "mean", "max", "conv", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "mem_len", XF_PK_INT, offsetof(xf_famm_params_t, mem_len), 0, 1 << 16, NULL },
-    { "cmem_len", XF_PK_INT, offsetof(xf_famm_params_t, cmem_len), 0, 1 << 16, NULL },
-    { "rate", XF_PK_INT, offsetof(xf_famm_params_t, rate), 1, 1024, NULL },
-    { "fn", XF_PK_ENUM, offsetof(xf_famm_params_t, fn), 0, 0, fn_names },
-    { "clamp_len", XF_PK_INT, offsetof(xf_famm_params_t, clamp_len), -1, 1 << 20, NULL },
-    { "causal", XF_PK_BOOL, offsetof(xf_famm_params_t, causal), 0, 1, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_at_m_params_t, mem_len, "mem_len", XF_AT_K_INT, 0, 1 << 16, NULL),
+    XF_AT_KEY(xf_at_m_params_t, cmem_len, "cmem_len", XF_AT_K_INT, 0, 1 << 16, NULL),
+    XF_AT_KEY(xf_at_m_params_t, rate, "rate", XF_AT_K_INT, 1, 1024, NULL),
+    XF_AT_KEY(xf_at_m_params_t, fn, "fn", XF_AT_K_ENUM, 0, 0, fn_names),
+    XF_AT_KEY(xf_at_m_params_t, clamp_len, "clamp_len", XF_AT_K_INT, -1, 1 << 20, NULL),
+    XF_AT_KEY(xf_at_m_params_t, causal, "causal", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-static int cm_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_famm_params_t *p = params;
-
-    p->mem_len = 512;
-    p->cmem_len = 512;
-    p->rate = 3;
-    p->fn = XF_CMEM_MEAN;
-    p->clamp_len = 1000;
-    p->causal = 1;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(cm_to_json, keys)
+static const xf_at_m_params_t cm_defaults = {
+    .mem_len = 512, .cmem_len = 512, .rate = 3, .fn = XF_CMEM_MEAN, .clamp_len = 1000, .causal = 1,
+};
 
 static int cm_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
 {
-    const xf_famm_params_t *p = params;
+    const xf_at_m_params_t *p = params;
 
     (void)m;
     (void)layer;
     if (p->fn == XF_CMEM_CONV)
-        return xf_sfpm_refuse(err, errlen, "fn", "\"conv\" needs a trained compression "
+        return xf_at_refuse(err, errlen, "fn", "\"conv\" needs a trained compression "
                               "convolution, which this model does not have; use \"mean\" or "
                               "\"max\"");
     return 0;
@@ -53,25 +43,15 @@ static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                       int nth)
 {
-    const xf_famm_params_t *p = params;
+    const xf_at_m_params_t *p = params;
 
     if (p->fn == XF_CMEM_CONV)
         return XF_EUNSUPPORTED;
-    return xf_famm_forward(p, sh, io, pl, ws_shared, ws_thread, ith, nth);
+    return xf_at_m_forward(p, sh, io, pl, ws_shared, ws_thread, ith, nth);
 }
 
-const xf_attn_vtbl xf_attn_compressive = {
-    .name = "compressive",
-    .family = XF_FAM_M,
-    .flags = XF_ATTN_STATEFUL,
-    .summary = "Compressive Transformer: TXL memory plus a mean/max-compressed older memory",
-    .params_doc = "mem_len=512 cmem_len=512 rate=3 fn=mean clamp_len=1000 causal=true",
-    .params_size = sizeof(xf_famm_params_t),
-    .parse = cm_parse,
-    .to_json = cm_to_json,
-    .validate = cm_validate,
-    .plan = xf_famm_plan_vt,
-    .prepare = xf_famm_prepare,
-    .forward = cm_forward,
-    .state_update = xf_famm_state_update,
+const xf_attn_ops xf_at_compressive = {
+    XF_AT_PARAMS(xf_at_m_params_t, cm_defaults, keys),
+    .validate = cm_validate, .plan = xf_at_m_plan_vt, .prepare = xf_at_m_prepare,
+    .forward = cm_forward, .state_update = xf_at_m_state_update,
 };

@@ -17,32 +17,12 @@ typedef struct dil_params {
     int32_t dil[DIL_MAX];
 } dil_params;
 
-static int dil_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "window", "dilation", NULL };
-    dil_params *p = params;
-    p->window = 128;
-    p->n_dil = 1;
-    p->dil[0] = 1;
-    int rc = xf_par_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "window", 1, 1 << 24, &p->window, err, errlen);
-    if (!rc)
-        rc = xf_par_int_list(obj, "dilation", 1, 1 << 20, p->dil, DIL_MAX, &p->n_dil, err,
-                             errlen);
-    return rc;
-}
+static const dil_params dil_defaults = { .window = 128, .n_dil = 1, .dil = { 1 } };
 
-static int dil_to_json(const void *params, json_t *obj)
-{
-    const dil_params *p = params;
-    int rc = xf_par_set(obj, "window", json_integer(p->window));
-    if (rc)
-        return rc;
-    if (p->n_dil == 1)
-        return xf_par_set(obj, "dilation", json_integer(p->dil[0]));
-    return xf_par_set_int_list(obj, "dilation", p->dil, p->n_dil);
-}
+static const xf_at_key_t dil_pkeys[] = {
+    XF_AT_KEY(dil_params, window, "window", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY_LIST(dil_params, dil, n_dil, "dilation", 1, 1 << 20),
+};
 
 static int dil_validate(const void *params, const xf_model_t *m, int layer, char *err,
                         size_t errlen)
@@ -51,12 +31,12 @@ static int dil_validate(const void *params, const xf_model_t *m, int layer, char
     const xf_model_info_t *mi = &m->info;
     int32_t h = mi && mi->layers ? mi->layers[layer].n_head : 0;
     if (p->n_dil > 1 && p->n_dil < h)
-        return xf_par_err(err, errlen, "dilation: %d entries for %d heads (layer %d)", p->n_dil,
+        return xf_at_err(err, errlen, "dilation: %d entries for %d heads (layer %d)", p->n_dil,
                           h, layer);
     return 0;
 }
 
-static int dil_setup(xf_ft_seq *c)
+static int dil_setup(xf_at_t_seq *c)
 {
     const dil_params *p = c->params;
     if (p->n_dil > 1 && p->n_dil < c->sh->n_head)
@@ -67,59 +47,44 @@ static int dil_setup(xf_ft_seq *c)
     return 0;
 }
 
-static int32_t dil_n_tiles(const xf_ft_seq *c)
+static int32_t dil_n_tiles(const xf_at_t_seq *c)
 {
-    return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
+    return (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
 }
 
-static int32_t dil_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+static int32_t dil_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_ft_win_rows(c->n, c->b, t, rows);
+    int32_t nq = xf_at_t_win_rows(c->n, c->b, t, rows);
     int64_t k = 2 * (int64_t)c->a + nq;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
 }
 
-static void dil_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                     xf_ft_keys *kb)
+static void dil_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_at_t_keys *kb)
 {
     (void)global;
-    xf_ft_win_keys(c->n, c->a, c->b, rows, nq, kb);
+    xf_at_t_win_keys(c->n, c->a, c->b, rows, nq, kb);
 }
 
-static int dil_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+static int dil_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    return xf_ft_win_member(c->a, c->b, i, j);
+    return xf_at_t_win_member(c->a, c->b, i, j);
 }
 
-static void dil_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+static void dil_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    xf_ft_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
+    xf_at_t_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
 }
 
-static const xf_ft_variant dil_ft = {
-    .setup = dil_setup, .n_tiles = dil_n_tiles, .tile = dil_tile, .keys = dil_keys,
-    .member = dil_member,
-    .mask = dil_mask,
-};
-
-XF_FT_WRAP(dil, dil_ft)
-
-const xf_attn_vtbl xf_attn_dilated_vt = {
-    .name = "dilated",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "dilated sliding window (per-head dilation)",
-    .params_doc = "window=128 dilation=1",
-    .params_size = sizeof(dil_params),
-    .parse = dil_parse,
-    .to_json = dil_to_json,
+const xf_attn_ops xf_at_dilated = {
+    XF_AT_PARAMS(dil_params, dil_defaults, dil_pkeys),
     .validate = dil_validate,
-    .plan = dil_plan,
-    .forward = dil_forward,
+    .pattern = &(const xf_at_t_variant){ .setup = dil_setup, .n_tiles = dil_n_tiles,
+        .tile = dil_tile, .keys = dil_keys, .member = dil_member, .mask = dil_mask },
 };

@@ -12,9 +12,9 @@
 #include "attention/fam_t.h"
 #include "attention/rng.h"
 
-int32_t xf_famf_features(const xf_famf_map_t *mp)
+int32_t xf_at_f_features(const xf_at_f_map_t *mp)
 {
-    return (mp->kind == XF_FAMF_TRIG || mp->kind == XF_FAMF_TRIGNORM) ? 2 * mp->r : mp->r;
+    return (mp->kind == XF_AT_F_TRIG || mp->kind == XF_AT_F_TRIGNORM) ? 2 * mp->r : mp->r;
 }
 
 /* Scratch of one item, every piece 64-byte aligned (the T micro-kernels' layout): see item(). */
@@ -33,10 +33,10 @@ static int32_t dpad(int32_t d)
     return (d + 15) & ~15;
 }
 
-static size_t flayout(const xf_famf_map_t *mp, int32_t n, int32_t d, void *ws, flay_t *l)
+static size_t flayout(const xf_at_f_map_t *mp, int32_t n, int32_t d, void *ws, flay_t *l)
 {
-    size_t F = (size_t)xf_famf_features(mp), r = (size_t)mp->r, N = (size_t)n;
-    size_t dp = (size_t)dpad(d), rc = (r + XF_FT_BK - 1) / XF_FT_BK, off = 0;
+    size_t F = (size_t)xf_at_f_features(mp), r = (size_t)mp->r, N = (size_t)n;
+    size_t dp = (size_t)dpad(d), rc = (r + XF_AT_T_BK - 1) / XF_AT_T_BK, off = 0;
     unsigned char *b = ws ? (unsigned char *)(((uintptr_t)ws + 63u) & ~(uintptr_t)63u) : NULL;
 #define TAKE(ptr, type, cnt)                                                      \
     do {                                                                          \
@@ -45,27 +45,27 @@ static size_t flayout(const xf_famf_map_t *mp, int32_t n, int32_t d, void *ws, f
         off += al64(sizeof(type) * (size_t)(cnt));                                \
     } while (0)
     TAKE(pre, float, N * r);                    /* projections of the keys */
-    TAKE(wt, float, rc * dp * XF_FT_BK);        /* Wᵀ in chunks of 64 features */
-    TAKE(x, float, (size_t)XF_SFPM_TQ * dp);    /* mapped inputs of a block */
-    TAKE(s, float, (size_t)XF_SFPM_TQ * XF_FT_BK);
-    TAKE(phit, float, (F > XF_FT_BK ? F : XF_FT_BK) * XF_FT_BK); /* φ blocks, transposed */
-    TAKE(acc, float, (size_t)XF_SFPM_TQ * dp);
-    TAKE(vbuf, float, (size_t)XF_FT_BK * dp);
-    TAKE(sf, float, (F + XF_FT_BK) * dp);       /* fp32 S, rows padded to dp */
+    TAKE(wt, float, rc * dp * XF_AT_T_BK);        /* Wᵀ in chunks of 64 features */
+    TAKE(x, float, (size_t)XF_AT_TQ * dp);    /* mapped inputs of a block */
+    TAKE(s, float, (size_t)XF_AT_TQ * XF_AT_T_BK);
+    TAKE(phit, float, (F > XF_AT_T_BK ? F : XF_AT_T_BK) * XF_AT_T_BK); /* φ blocks, transposed */
+    TAKE(acc, float, (size_t)XF_AT_TQ * dp);
+    TAKE(vbuf, float, (size_t)XF_AT_T_BK * dp);
+    TAKE(sf, float, (F + XF_AT_T_BK) * dp);       /* fp32 S, rows padded to dp */
     TAKE(g, double, N);
     TAKE(S, double, F * (size_t)d);
     TAKE(z, double, F);
     TAKE(za, double, F);
     TAKE(phi, double, F);
-    TAKE(num, double, (size_t)XF_SFPM_TQ * (size_t)d);
-    TAKE(den, double, XF_SFPM_TQ);
-    TAKE(flo, double, XF_SFPM_TQ);
+    TAKE(num, double, (size_t)XF_AT_TQ * (size_t)d);
+    TAKE(den, double, XF_AT_TQ);
+    TAKE(flo, double, XF_AT_TQ);
     TAKE(vmean, double, (size_t)d);
 #undef TAKE
     return off + 64u;
 }
 
-size_t xf_famf_ws(const xf_famf_map_t *mp, int32_t nmax, int32_t d)
+size_t xf_at_f_ws(const xf_at_f_map_t *mp, int32_t nmax, int32_t d)
 {
     return flayout(mp, nmax, d, NULL, NULL);
 }
@@ -76,11 +76,11 @@ static inline float elu1(float x)
 }
 
 /* x = mul·raw (or the unit vector for TRIGNORM); returns ‖x‖²/2. */
-static double map_input(const xf_famf_map_t *mp, const float *raw, int32_t d, float mul, float *x)
+static double map_input(const xf_at_f_map_t *mp, const float *raw, int32_t d, float mul, float *x)
 {
     double nn = 0;
 
-    if (mp->kind == XF_FAMF_TRIGNORM) {
+    if (mp->kind == XF_AT_F_TRIGNORM) {
         double s = 0;
         for (int32_t c = 0; c < d; c++)
             s += (double)raw[c] * (double)raw[c];
@@ -97,23 +97,23 @@ static double map_input(const xf_famf_map_t *mp, const float *raw, int32_t d, fl
 }
 
 /* Features of one row from its projection: phi[F]. g = log weight (already shifted). */
-static void expand(const xf_famf_map_t *mp, const float *pre, double g, double *phi)
+static void expand(const xf_at_f_map_t *mp, const float *pre, double g, double *phi)
 {
     int32_t r = mp->r;
 
     switch (mp->kind) {
-    case XF_FAMF_LINEAR:
+    case XF_AT_F_LINEAR:
         for (int32_t c = 0; c < r; c++)
             phi[c] = (double)elu1(pre[c]);
         break;
-    case XF_FAMF_FAVOR:
+    case XF_AT_F_FAVOR:
         /* fp32 exponentials (the features are rounded to fp32 for the kernels anyway); the
          * argument is formed in double so the shift is exact */
         for (int32_t c = 0; c < r; c++)
             phi[c] = (double)expf((float)((double)pre[c] + g));
         break;
-    case XF_FAMF_TRIG:
-    case XF_FAMF_TRIGNORM: {
+    case XF_AT_F_TRIG:
+    case XF_AT_F_TRIGNORM: {
         double e = exp(g);
         for (int32_t c = 0; c < r; c++) {
             phi[c] = e * (double)sinf(pre[c]);
@@ -126,28 +126,28 @@ static void expand(const xf_famf_map_t *mp, const float *pre, double g, double *
 
 /* Projections pre[row][0..r) of nq mapped rows (x, [nq][dp]) by the transposed W chunks
  * (LINEAR: the rows themselves). */
-static void project_block(const xf_ft_kern *kn, const xf_famf_map_t *mp, const flay_t *l,
+static void project_block(const xf_at_kern *kn, const xf_at_f_map_t *mp, const flay_t *l,
                           int32_t nq, int32_t d, float *pre, int32_t ldp)
 {
     int32_t dp = dpad(d), r = mp->r;
 
-    if (mp->kind == XF_FAMF_LINEAR) {
+    if (mp->kind == XF_AT_F_LINEAR) {
         for (int32_t q = 0; q < nq; q++)
             memcpy(pre + (size_t)q * (size_t)ldp, l->x + (size_t)q * (size_t)dp,
                    sizeof(float) * (size_t)d);
         return;
     }
-    for (int32_t f0 = 0, ch = 0; f0 < r; f0 += XF_FT_BK, ch++) {
-        int32_t nf = r - f0 < XF_FT_BK ? r - f0 : XF_FT_BK;
-        kn->qk(nq, d, dp, l->x, l->wt + (size_t)ch * (size_t)dp * XF_FT_BK, 1.0f, l->s);
+    for (int32_t f0 = 0, ch = 0; f0 < r; f0 += XF_AT_T_BK, ch++) {
+        int32_t nf = r - f0 < XF_AT_T_BK ? r - f0 : XF_AT_T_BK;
+        kn->qk(nq, d, dp, l->x, l->wt + (size_t)ch * (size_t)dp * XF_AT_T_BK, 1.0f, l->s);
         for (int32_t q = 0; q < nq; q++)
-            memcpy(pre + (size_t)q * (size_t)ldp + f0, l->s + (size_t)q * XF_FT_BK,
+            memcpy(pre + (size_t)q * (size_t)ldp + f0, l->s + (size_t)q * XF_AT_T_BK,
                    sizeof(float) * (size_t)nf);
     }
 }
 
 /* x rows of a block: mapped inputs, zero-padded to dp; returns ‖x‖²/2 per row into h. */
-static void map_block(const xf_famf_map_t *mp, const float *raw, int32_t nq, int32_t d,
+static void map_block(const xf_at_f_map_t *mp, const float *raw, int32_t nq, int32_t d,
                       float mul, const flay_t *l, double *h)
 {
     int32_t dp = dpad(d);
@@ -157,21 +157,21 @@ static void map_block(const xf_famf_map_t *mp, const float *raw, int32_t nq, int
         h[q] = map_input(mp, raw + (size_t)q * (size_t)d, d, mul, l->x + (size_t)q * (size_t)dp);
 }
 
-void xf_famf_walk(const xf_famf_map_t *mp, size_t w_head, const xf_attn_shape *sh,
+void xf_at_f_walk(const xf_at_f_map_t *mp, size_t w_head, const xf_attn_shape *sh,
                   const xf_attn_io *io, const xf_attn_plan *pl, void *ws_thread, int ith,
                   int nth)
 {
-    xf_famf_map_t m = *mp;
+    xf_at_f_map_t m = *mp;
 
     for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
+        xf_at_item_t it;
 
-        xf_sfpm_item(sh, io, t, &it);
+        xf_at_item(sh, io, t, &it);
         if (it.n == 0)
             continue;
         if (w_head > 0)
             m.w = mp->w + (size_t)it.head * w_head;
-        xf_famf_item(&m, &it, ws_thread);
+        xf_at_f_item(&m, &it, ws_thread);
     }
 }
 
@@ -180,17 +180,17 @@ static size_t shared_w_bytes(int32_t n_head, int32_t r, int32_t d)
     return (sizeof(float) * (size_t)n_head * (size_t)r * (size_t)d + 7u) & ~(size_t)7u;
 }
 
-size_t xf_famf_shared_size(int32_t n_head, int32_t r, int32_t d, size_t tmp)
+size_t xf_at_f_shared_size(int32_t n_head, int32_t r, int32_t d, size_t tmp)
 {
     return shared_w_bytes(n_head, r, d) + sizeof(double) * tmp;
 }
 
-double *xf_famf_shared_tmp(void *ws_shared, int32_t n_head, int32_t r, int32_t d)
+double *xf_at_f_shared_tmp(void *ws_shared, int32_t n_head, int32_t r, int32_t d)
 {
     return (double *)(void *)((unsigned char *)ws_shared + shared_w_bytes(n_head, r, d));
 }
 
-void xf_famf_store_w(void *ws_shared, int32_t h, int32_t r, int32_t d, const double *w)
+void xf_at_f_store_w(void *ws_shared, int32_t h, int32_t r, int32_t d, const double *w)
 {
     size_t rd = (size_t)r * (size_t)d;
     float *wh = (float *)ws_shared + (size_t)h * rd;
@@ -199,44 +199,44 @@ void xf_famf_store_w(void *ws_shared, int32_t h, int32_t r, int32_t d, const dou
         wh[i] = (float)w[i];
 }
 
-void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
+void xf_at_f_item(const xf_at_f_map_t *mp, const xf_at_item_t *it, void *ws)
 {
-    const xf_ft_kern *kn = xf_ft_kern_get();
-    int32_t n = it->n, d = it->d, dp = dpad(d), r = mp->r, F = xf_famf_features(mp);
-    int trig = mp->kind == XF_FAMF_TRIG || mp->kind == XF_FAMF_TRIGNORM;
-    double G = -INFINITY, h[XF_SFPM_TQ];
-    const float *vt[XF_FT_BK];
-    int32_t rows[XF_FT_BK];
+    const xf_at_kern *kn = xf_at_kern_get();
+    int32_t n = it->n, d = it->d, dp = dpad(d), r = mp->r, F = xf_at_f_features(mp);
+    int trig = mp->kind == XF_AT_F_TRIG || mp->kind == XF_AT_F_TRIGNORM;
+    double G = -INFINITY, h[XF_AT_TQ];
+    const float *vt[XF_AT_T_BK];
+    int32_t rows[XF_AT_T_BK];
     flay_t l;
 
     flayout(mp, n, d, ws, &l);
     /* Wᵀ chunks for the kernel's qk: wt[ch][x][ff] = W[64·ch + ff][x] */
-    for (int32_t f0 = 0, ch = 0; mp->w && f0 < r; f0 += XF_FT_BK, ch++) {
-        int32_t nf = r - f0 < XF_FT_BK ? r - f0 : XF_FT_BK;
-        float *w = l.wt + (size_t)ch * (size_t)dp * XF_FT_BK;
+    for (int32_t f0 = 0, ch = 0; mp->w && f0 < r; f0 += XF_AT_T_BK, ch++) {
+        int32_t nf = r - f0 < XF_AT_T_BK ? r - f0 : XF_AT_T_BK;
+        float *w = l.wt + (size_t)ch * (size_t)dp * XF_AT_T_BK;
         for (int32_t ff = 0; ff < nf; ff++)
             rows[ff] = f0 + ff;
         kn->kt(nf, d, mp->w, rows, w);
         for (int32_t x = d; x < dp; x++)
-            memset(w + (size_t)x * XF_FT_BK, 0, sizeof(float) * XF_FT_BK);
+            memset(w + (size_t)x * XF_AT_T_BK, 0, sizeof(float) * XF_AT_T_BK);
     }
 
     /* Keys: projections and log weights, then one shift G for this (sequence, head). */
-    for (int32_t j0 = 0; j0 < n; j0 += XF_SFPM_TQ) {
-        int32_t nq = n - j0 < XF_SFPM_TQ ? n - j0 : XF_SFPM_TQ;
+    for (int32_t j0 = 0; j0 < n; j0 += XF_AT_TQ) {
+        int32_t nq = n - j0 < XF_AT_TQ ? n - j0 : XF_AT_TQ;
         map_block(mp, it->k + (size_t)j0 * (size_t)d, nq, d, mp->kmul, &l, h);
         project_block(kn, mp, &l, nq, d, l.pre + (size_t)j0 * (size_t)r, r);
         for (int32_t q = 0; q < nq; q++) {
             const float *pj = l.pre + (size_t)(j0 + q) * (size_t)r;
             int32_t j = j0 + q;
-            if (mp->kind == XF_FAMF_FAVOR) {
+            if (mp->kind == XF_AT_F_FAVOR) {
                 float mx = -INFINITY;
                 for (int32_t c = 0; c < r; c++)
                     mx = pj[c] > mx ? pj[c] : mx;
                 l.g[j] = -h[q];
                 if ((double)mx - h[q] > G)
                     G = (double)mx - h[q];
-            } else if (mp->kind == XF_FAMF_TRIG) {
+            } else if (mp->kind == XF_AT_F_TRIG) {
                 l.g[j] = h[q];
                 if (h[q] > G)
                     G = h[q];
@@ -254,8 +254,8 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
     memset(l.z, 0, sizeof(double) * (size_t)F);
     memset(l.za, 0, sizeof(double) * (size_t)F);
     memset(l.vmean, 0, sizeof(double) * (size_t)d);
-    for (int32_t j0 = 0; j0 < n; j0 += XF_FT_BK) {
-        int32_t nk = n - j0 < XF_FT_BK ? n - j0 : XF_FT_BK;
+    for (int32_t j0 = 0; j0 < n; j0 += XF_AT_T_BK) {
+        int32_t nk = n - j0 < XF_AT_T_BK ? n - j0 : XF_AT_T_BK;
         for (int32_t jj = 0; jj < nk; jj++) {
             int32_t j = j0 + jj;
             const float *vj = it->v + (size_t)j * (size_t)d;
@@ -263,7 +263,7 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
             for (int32_t f = 0; f < F; f++) {
                 l.z[f] += l.phi[f];
                 l.za[f] += fabs(l.phi[f]);
-                l.phit[(size_t)f * XF_FT_BK + (size_t)jj] = (float)l.phi[f];
+                l.phit[(size_t)f * XF_AT_T_BK + (size_t)jj] = (float)l.phi[f];
             }
             for (int32_t c = 0; c < d; c++)
                 l.vmean[c] += (double)vj[c];
@@ -276,10 +276,10 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
                 vt[jj] = pr;
             }
         }
-        for (int32_t f0 = 0; f0 < F; f0 += XF_SFPM_TQ) {
-            int32_t nf = F - f0 < XF_SFPM_TQ ? F - f0 : XF_SFPM_TQ;
+        for (int32_t f0 = 0; f0 < F; f0 += XF_AT_TQ) {
+            int32_t nf = F - f0 < XF_AT_TQ ? F - f0 : XF_AT_TQ;
             memset(l.acc, 0, sizeof(float) * (size_t)nf * (size_t)dp);
-            kn->pv(nf, nk, dp, l.phit + (size_t)f0 * XF_FT_BK, vt, l.acc);
+            kn->pv(nf, nk, dp, l.phit + (size_t)f0 * XF_AT_T_BK, vt, l.acc);
             for (int32_t f = 0; f < nf; f++)
                 for (int32_t c = 0; c < d; c++)
                     l.S[(size_t)(f0 + f) * (size_t)d + (size_t)c] +=
@@ -288,15 +288,15 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
     }
     for (int32_t c = 0; c < d; c++)
         l.vmean[c] /= (double)n;
-    memset(l.sf, 0, sizeof(float) * ((size_t)F + XF_FT_BK) * (size_t)dp);
+    memset(l.sf, 0, sizeof(float) * ((size_t)F + XF_AT_T_BK) * (size_t)dp);
     for (int32_t f = 0; f < F; f++)                 /* fp32 S, rows padded for pv */
         for (int32_t c = 0; c < d; c++)
             l.sf[(size_t)f * (size_t)dp + (size_t)c] = (float)l.S[(size_t)f * (size_t)d + (size_t)c];
 
     /* Queries in blocks of 32: projections on qk, features in double (den, floor), the
      * numerator Φ_Q S on pv over chunks of 64 features, each chunk added in double. */
-    for (int32_t i0 = 0; i0 < n; i0 += XF_SFPM_TQ) {
-        int32_t nq = n - i0 < XF_SFPM_TQ ? n - i0 : XF_SFPM_TQ;
+    for (int32_t i0 = 0; i0 < n; i0 += XF_AT_TQ) {
+        int32_t nq = n - i0 < XF_AT_TQ ? n - i0 : XF_AT_TQ;
         float *qpre = l.pre;                         /* the key projections are no longer used */
         map_block(mp, it->q + (size_t)i0 * (size_t)d, nq, d, mp->qmul, &l, h);
         project_block(kn, mp, &l, nq, d, qpre, r);
@@ -304,7 +304,7 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
         for (int32_t q = 0; q < nq; q++) {
             const float *pq = qpre + (size_t)q * (size_t)r;
             double gq = 0, den = 0, flo = 0;
-            if (mp->kind == XF_FAMF_FAVOR) {
+            if (mp->kind == XF_AT_F_FAVOR) {
                 float mx = -INFINITY;
                 for (int32_t c = 0; c < r; c++)
                     mx = pq[c] > mx ? pq[c] : mx;
@@ -319,15 +319,15 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
             l.flo[q] = flo;
             /* φ of this query, chunked: phit[ch][q][ff] */
             for (int32_t f = 0; f < F; f++)
-                l.phit[((size_t)(f / XF_FT_BK) * XF_SFPM_TQ + (size_t)q) * XF_FT_BK +
-                       (size_t)(f % XF_FT_BK)] = (float)l.phi[f];
+                l.phit[((size_t)(f / XF_AT_T_BK) * XF_AT_TQ + (size_t)q) * XF_AT_T_BK +
+                       (size_t)(f % XF_AT_T_BK)] = (float)l.phi[f];
         }
-        for (int32_t f0 = 0, ch = 0; f0 < F; f0 += XF_FT_BK, ch++) {
-            int32_t nf = F - f0 < XF_FT_BK ? F - f0 : XF_FT_BK;
+        for (int32_t f0 = 0, ch = 0; f0 < F; f0 += XF_AT_T_BK, ch++) {
+            int32_t nf = F - f0 < XF_AT_T_BK ? F - f0 : XF_AT_T_BK;
             for (int32_t ff = 0; ff < nf; ff++)
                 vt[ff] = l.sf + (size_t)(f0 + ff) * (size_t)dp;
             memset(l.acc, 0, sizeof(float) * (size_t)nq * (size_t)dp);
-            kn->pv(nq, nf, dp, l.phit + (size_t)ch * XF_SFPM_TQ * XF_FT_BK, vt, l.acc);
+            kn->pv(nq, nf, dp, l.phit + (size_t)ch * XF_AT_TQ * XF_AT_T_BK, vt, l.acc);
             for (int32_t q = 0; q < nq; q++)
                 for (int32_t c = 0; c < d; c++)
                     l.num[(size_t)q * (size_t)d + (size_t)c] +=
@@ -336,7 +336,7 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
         for (int32_t q = 0; q < nq; q++) {
             float *oi = it->out + (size_t)(i0 + q) * (size_t)it->ldo;
             double den = l.den[q];
-            if (mp->kind == XF_FAMF_LINEAR)
+            if (mp->kind == XF_AT_F_LINEAR)
                 den += mp->eps;
             if (trig && den < 1e-6 * l.flo[q])
                 den = 1e-6 * l.flo[q];           /* §19: the trig estimator is not positive */
@@ -351,7 +351,7 @@ void xf_famf_item(const xf_famf_map_t *mp, const xf_sfpm_item_t *it, void *ws)
     }
 }
 
-void xf_famf_favor_w(uint64_t seed, int32_t layer, int32_t head, int32_t m, int32_t d,
+void xf_at_f_favor_w(uint64_t seed, int32_t layer, int32_t head, int32_t m, int32_t d,
                      int orthogonal, int row_norm, double *w)
 {
     for (int32_t b = 0; b * d < m; b++) {
@@ -418,7 +418,7 @@ void xf_famf_favor_w(uint64_t seed, int32_t layer, int32_t head, int32_t m, int3
     }
 }
 
-void xf_famf_rfa_w(uint64_t seed, int32_t layer, int32_t head, int32_t D, int32_t d, double tau,
+void xf_at_f_rfa_w(uint64_t seed, int32_t layer, int32_t head, int32_t D, int32_t d, double tau,
                    double *w)
 {
     double sc = 1.0 / sqrt(tau);

@@ -12,27 +12,27 @@
 #include "attention/fam_m.h"
 #include "attention/fam_t.h"
 
-#define XF_FAMM_DMAX 16384          /* widest d_model the position table supports */
+#define XF_AT_M_DMAX 16384          /* widest d_model the position table supports */
 
-static int32_t pend_cap(const xf_famm_params_t *p)
+static int32_t pend_cap(const xf_at_m_params_t *p)
 {
     return (p->cmem_len > 0 && p->rate > 1) ? p->rate - 1 : 0;
 }
 
-size_t xf_famm_state_size(const xf_famm_params_t *p, int32_t n_head, int32_t d_head)
+size_t xf_at_m_state_size(const xf_at_m_params_t *p, int32_t n_head, int32_t d_head)
 {
     size_t rows = (size_t)p->cmem_len + (size_t)p->mem_len + (size_t)pend_cap(p);
 
-    return sizeof(xf_famm_hdr_t) + sizeof(float) * 2u * (size_t)n_head * (size_t)d_head * rows;
+    return sizeof(xf_at_m_hdr_t) + sizeof(float) * 2u * (size_t)n_head * (size_t)d_head * rows;
 }
 
-void xf_famm_state_init(const xf_famm_params_t *p, int32_t n_head, int32_t d_head, void *state)
+void xf_at_m_state_init(const xf_at_m_params_t *p, int32_t n_head, int32_t d_head, void *state)
 {
-    xf_famm_hdr_t h;
+    xf_at_m_hdr_t h;
 
     memset(&h, 0, sizeof(h));
-    h.magic = XF_FAMM_MAGIC;
-    h.version = XF_FAMM_VERSION;
+    h.magic = XF_AT_M_MAGIC;
+    h.version = XF_AT_M_VERSION;
     h.dtype = 1;
     h.n_head = n_head;
     h.d_head = d_head;
@@ -43,9 +43,9 @@ void xf_famm_state_init(const xf_famm_params_t *p, int32_t n_head, int32_t d_hea
     memcpy(state, &h, sizeof(h));
 }
 
-float *xf_famm_rows(void *state, int32_t region, int32_t kv, int32_t head)
+float *xf_at_m_rows(void *state, int32_t region, int32_t kv, int32_t head)
 {
-    const xf_famm_hdr_t *h = state;
+    const xf_at_m_hdr_t *h = state;
     size_t hd = (size_t)h->n_head * (size_t)h->d_head, off = 0;
     int32_t caps[3] = { h->cmem_cap, h->mem_cap, h->pend_cap };
 
@@ -53,14 +53,14 @@ float *xf_famm_rows(void *state, int32_t region, int32_t kv, int32_t head)
         off += 2u * hd * (size_t)caps[r];
     off += (size_t)kv * hd * (size_t)caps[region];
     off += (size_t)head * (size_t)h->d_head * (size_t)caps[region];
-    return (float *)((unsigned char *)state + sizeof(xf_famm_hdr_t)) + off;
+    return (float *)((unsigned char *)state + sizeof(xf_at_m_hdr_t)) + off;
 }
 
 /* 0: valid for p (or fresh: *fresh = 1); XF_EFORMAT otherwise. */
-static int check_state(const xf_famm_params_t *p, int32_t n_head, int32_t d_head,
+static int check_state(const xf_at_m_params_t *p, int32_t n_head, int32_t d_head,
                        const void *state, int *fresh)
 {
-    xf_famm_hdr_t h;
+    xf_at_m_hdr_t h;
 
     memcpy(&h, state, sizeof(h));
     *fresh = 0;
@@ -68,7 +68,7 @@ static int check_state(const xf_famm_params_t *p, int32_t n_head, int32_t d_head
         *fresh = 1;
         return 0;
     }
-    if (h.magic != XF_FAMM_MAGIC || h.version != XF_FAMM_VERSION || h.dtype != 1 ||
+    if (h.magic != XF_AT_M_MAGIC || h.version != XF_AT_M_VERSION || h.dtype != 1 ||
         h.n_head != n_head || h.d_head != d_head || h.mem_cap != p->mem_len ||
         h.cmem_cap != p->cmem_len || h.pend_cap != pend_cap(p) || h.rate != p->rate ||
         h.mem_rows < 0 || h.mem_rows > h.mem_cap || h.cmem_rows < 0 ||
@@ -81,27 +81,27 @@ static int check_state(const xf_famm_params_t *p, int32_t n_head, int32_t d_head
 
 /* Smallest distance t = i' − j a tile reads: −(n − 1) bidirectional; causal tiles also read
  * (then mask) pairs up to 31 (= query tile height − 1) above the diagonal. */
-static int32_t tmin_of(const xf_famm_params_t *p, int32_t nmax)
+static int32_t tmin_of(const xf_at_m_params_t *p, int32_t nmax)
 {
     int32_t lo = nmax > 0 ? nmax - 1 : 0;
     return p->causal ? -(lo < 31 ? lo : 31) : -lo;
 }
 
-static int32_t trows_of(const xf_famm_params_t *p, int32_t nmax)
+static int32_t trows_of(const xf_at_m_params_t *p, int32_t nmax)
 {
     int32_t tmax = p->cmem_len + p->mem_len + (nmax > 0 ? nmax - 1 : 0);
     return tmax - tmin_of(p, nmax) + 1;
 }
 
-int xf_famm_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+int xf_at_m_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                     const xf_attn_plan *pl, void *ws_shared)
 {
-    const xf_famm_params_t *p = params;
+    const xf_at_m_params_t *p = params;
     const xf_attn_w_txl_t *w = io->weights;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
     int32_t T, t0, D, hd = sh->n_head * sh->d_head;
     double *R = ws_shared;
-    float *r = (float *)(R + XF_FAMM_DMAX);
+    float *r = (float *)(R + XF_AT_M_DMAX);
 
     (void)pl;
     if (nmax < 0)
@@ -109,7 +109,7 @@ int xf_famm_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_i
     if (!w || !w->w_r)
         return 0;
     if (w->n_head != sh->n_head || w->d_head != sh->d_head || w->d_model < 2 ||
-        w->d_model % 2 || w->d_model > XF_FAMM_DMAX)
+        w->d_model % 2 || w->d_model > XF_AT_M_DMAX)
         return XF_ESHAPE;
     D = w->d_model;
     T = trows_of(p, nmax);
@@ -139,7 +139,7 @@ int xf_famm_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_i
 }
 
 #define TQ 32                       /* query rows per tile */
-#define BK XF_FT_BK                 /* keys per chunk */
+#define BK XF_AT_T_BK                 /* keys per chunk */
 
 /* Tile scratch (64-byte aligned pieces): qu, qv [TQ][dp]; kt [dp][BK]; s [TQ][BK];
  * pt [TQ][2·BK] (position logits); m [TQ]; l [TQ][LW]; acc [TQ][dp]; vbuf [BK][dp]. */
@@ -157,7 +157,7 @@ static size_t tile_ws(int32_t d)
 {
     size_t dp = (size_t)dpad(d), F = sizeof(float);
     return 64u + 2u * al64(F * TQ * dp) + al64(F * dp * BK) + al64(F * TQ * BK) +
-           al64(F * TQ * 2u * BK) + al64(F * TQ) + al64(F * TQ * XF_FT_LW) + al64(F * TQ * dp) +
+           al64(F * TQ * 2u * BK) + al64(F * TQ) + al64(F * TQ * XF_AT_T_LW) + al64(F * TQ * dp) +
            al64(F * BK * dp);
 }
 
@@ -176,32 +176,32 @@ static void tile_layout(void *ws, int32_t d, tile_t *t)
     TAKE(s, F * TQ * BK);
     TAKE(pt, F * TQ * 2u * BK);
     TAKE(m, F * TQ);
-    TAKE(l, F * TQ * XF_FT_LW);
+    TAKE(l, F * TQ * XF_AT_T_LW);
     TAKE(acc, F * TQ * dp);
     TAKE(vbuf, F * BK * dp);
 #undef TAKE
 }
 
-int xf_famm_plan(const xf_famm_params_t *p, const xf_attn_shape *sh, xf_attn_plan *out)
+int xf_at_m_plan(const xf_at_m_params_t *p, const xf_attn_shape *sh, xf_attn_plan *out)
 {
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
 
     if (nmax < 0)
         return nmax;
     out->ws_per_thread = tile_ws(sh->d_head);
-    out->ws_shared = sizeof(double) * XF_FAMM_DMAX +
+    out->ws_shared = sizeof(double) * XF_AT_M_DMAX +
                      sizeof(float) * (size_t)sh->n_head * (size_t)trows_of(p, nmax) *
                          (size_t)sh->d_head;
-    out->state_per_seq = xf_famm_state_size(p, sh->n_head, sh->d_head);
+    out->state_per_seq = xf_at_m_state_size(p, sh->n_head, sh->d_head);
     out->n_items = sh->n_seq * sh->n_head;
     out->dense_fallbacks = 0;
     return 0;
 }
 
-int xf_famm_plan_vt(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+int xf_at_m_plan_vt(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     (void)nth;
-    return xf_famm_plan(params, sh, out);
+    return xf_at_m_plan(params, sh, out);
 }
 
 /* Key/value row j of [compressed ; memory ; current] (regions given by base pointers). */
@@ -231,12 +231,12 @@ static void transpose(const float *const *rows, int32_t nk, int32_t d, float *kt
 /* One tile of nq query rows [i0, i0 + nq) of an item: online softmax over the keys in chunks
  * of BK on the family-T micro-kernels; the position term (q + v)·r_{i'−j} comes from a second
  * qk over the r rows the chunk needs (t = i' − j spans nq + nk − 1 <= 2·BK values). */
-static void txl_tile(const xf_famm_params_t *p, const xf_sfpm_item_t *it, const float *const *kb,
+static void txl_tile(const xf_at_m_params_t *p, const xf_at_item_t *it, const float *const *kb,
                      const float *const *vb, const int32_t *cnt, int32_t i0, int32_t nq,
                      const float *u, const float *v, const float *rh, int32_t t0, float scale,
                      float q_scale, tile_t *T)
 {
-    const xf_ft_kern *kn = xf_ft_kern_get();
+    const xf_at_kern *kn = xf_at_kern_get();
     int32_t d = it->d, dp = dpad(d), base = cnt[0] + cnt[1], L = base + it->n;
     int32_t jmax = p->causal ? base + i0 + nq : L;
     const float *rows[BK];
@@ -245,7 +245,7 @@ static void txl_tile(const xf_famm_params_t *p, const xf_sfpm_item_t *it, const 
     memset(T->qu, 0, sizeof(float) * (size_t)nq * (size_t)dp);
     memset(T->qv, 0, sizeof(float) * (size_t)nq * (size_t)dp);
     memset(T->acc, 0, sizeof(float) * (size_t)nq * (size_t)dp);
-    memset(T->l, 0, sizeof(float) * (size_t)nq * XF_FT_LW);
+    memset(T->l, 0, sizeof(float) * (size_t)nq * XF_AT_T_LW);
     for (int32_t r = 0; r < nq; r++) {
         const float *qi = it->q + (size_t)(i0 + r) * (size_t)d;
         for (int32_t c = 0; c < d; c++) {
@@ -302,22 +302,22 @@ static void txl_tile(const xf_famm_params_t *p, const xf_sfpm_item_t *it, const 
     for (int32_t r = 0; r < nq; r++) {
         float *oi = it->out + (size_t)(i0 + r) * (size_t)it->ldo;
         float lr = 0.0f;
-        for (int32_t x = 0; x < XF_FT_LW; x++)      /* fixed lane order: deterministic */
-            lr += T->l[(size_t)r * XF_FT_LW + (size_t)x];
+        for (int32_t x = 0; x < XF_AT_T_LW; x++)      /* fixed lane order: deterministic */
+            lr += T->l[(size_t)r * XF_AT_T_LW + (size_t)x];
         for (int32_t c = 0; c < d; c++)
             oi[c] = T->acc[(size_t)r * (size_t)dp + (size_t)c] / lr;
     }
 }
 
-int xf_famm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+int xf_at_m_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                     const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                     int nth)
 {
-    const xf_famm_params_t *p = params;
+    const xf_at_m_params_t *p = params;
     const xf_attn_w_txl_t *w = io->weights;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
     int32_t Tn = trows_of(p, nmax), t0 = tmin_of(p, nmax), d = sh->d_head;
-    const float *rtab = (const float *)((const double *)ws_shared + XF_FAMM_DMAX);
+    const float *rtab = (const float *)((const double *)ws_shared + XF_AT_M_DMAX);
     int pos = w && w->w_r;
     tile_t T;
 
@@ -325,13 +325,13 @@ int xf_famm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_i
         return nmax;
     tile_layout(ws_thread, d, &T);
     for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
+        xf_at_item_t it;
         void *st = NULL;
         int32_t cnt[2] = { 0, 0 };
         const float *kb[3], *vb[3];
         int fresh = 1, rc;
 
-        xf_sfpm_item(sh, io, t, &it);
+        xf_at_item(sh, io, t, &it);
         if (it.n == 0)
             continue;
         if (io->state && io->state[it.b]) {
@@ -339,15 +339,15 @@ int xf_famm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_i
             if ((rc = check_state(p, sh->n_head, d, st, &fresh)) != 0)
                 return rc;
             if (!fresh) {
-                const xf_famm_hdr_t *h = st;
+                const xf_at_m_hdr_t *h = st;
                 cnt[0] = h->cmem_rows;
                 cnt[1] = h->mem_rows;
             }
         }
-        kb[0] = cnt[0] ? xf_famm_rows(st, 0, 0, it.head) : NULL;
-        vb[0] = cnt[0] ? xf_famm_rows(st, 0, 1, it.head) : NULL;
-        kb[1] = cnt[1] ? xf_famm_rows(st, 1, 0, it.head) : NULL;
-        vb[1] = cnt[1] ? xf_famm_rows(st, 1, 1, it.head) : NULL;
+        kb[0] = cnt[0] ? xf_at_m_rows(st, 0, 0, it.head) : NULL;
+        vb[0] = cnt[0] ? xf_at_m_rows(st, 0, 1, it.head) : NULL;
+        kb[1] = cnt[1] ? xf_at_m_rows(st, 1, 0, it.head) : NULL;
+        vb[1] = cnt[1] ? xf_at_m_rows(st, 1, 1, it.head) : NULL;
         kb[2] = it.k;
         vb[2] = it.v;
         for (int32_t i0 = 0; i0 < it.n; i0 += TQ)
@@ -376,7 +376,7 @@ static void compress(int32_t fn, const float *const *rows, int32_t cnt, int32_t 
 
 /* One plane (K or V of one head): C, M, P as in the header h (counts before the update), the
  * segment's n rows H. Writes the new rows; counts come out identical for every plane. */
-static void update_plane(const xf_famm_params_t *p, const xf_famm_hdr_t *h, float *C, float *M,
+static void update_plane(const xf_at_m_params_t *p, const xf_at_m_hdr_t *h, float *C, float *M,
                          float *P, const float *H, int32_t n, int32_t d, int32_t *nc_out,
                          int32_t *nm_out, int32_t *np_out)
 {
@@ -418,11 +418,11 @@ static void update_plane(const xf_famm_params_t *p, const xf_famm_hdr_t *h, floa
     *np_out = np;
 }
 
-int xf_famm_state_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+int xf_at_m_state_update(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                          int ith, int nth)
 {
-    const xf_famm_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    const xf_at_m_params_t *p = params;
+    int nmax = xf_at_check_shape(sh);
 
     if (nmax < 0)
         return nmax;
@@ -432,7 +432,7 @@ int xf_famm_state_update(const void *params, const xf_attn_shape *sh, const xf_a
         return XF_EUNSUPPORTED;
     for (int32_t b = ith; b < sh->n_seq; b += nth) {
         void *st = io->state[b];
-        xf_famm_hdr_t h;
+        xf_at_m_hdr_t h;
         int fresh, rc;
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b], nc = 0, nm = 0, np = 0;
 
@@ -441,15 +441,15 @@ int xf_famm_state_update(const void *params, const xf_attn_shape *sh, const xf_a
         if ((rc = check_state(p, sh->n_head, sh->d_head, st, &fresh)) != 0)
             return rc;
         if (fresh)
-            xf_famm_state_init(p, sh->n_head, sh->d_head, st);
+            xf_at_m_state_init(p, sh->n_head, sh->d_head, st);
         memcpy(&h, st, sizeof(h));
         for (int32_t hd = 0; hd < sh->n_head; hd++)
             for (int kv = 0; kv < 2; kv++) {
                 const float *plane = kv ? io->v : io->k;
                 const float *H = plane + ((size_t)hd * (size_t)sh->n_tokens +
                                           (size_t)sh->cu_len[b]) * (size_t)sh->d_head;
-                update_plane(p, &h, xf_famm_rows(st, 0, kv, hd), xf_famm_rows(st, 1, kv, hd),
-                             xf_famm_rows(st, 2, kv, hd), H, n, sh->d_head, &nc, &nm, &np);
+                update_plane(p, &h, xf_at_m_rows(st, 0, kv, hd), xf_at_m_rows(st, 1, kv, hd),
+                             xf_at_m_rows(st, 2, kv, hd), H, n, sh->d_head, &nc, &nm, &np);
             }
         h.cmem_rows = nc;
         h.mem_rows = nm;
@@ -480,7 +480,7 @@ static uint32_t crc_more(uint32_t crc, const void *data, size_t len)
     return c0 ^ 0xFFFFFFFFu;
 }
 
-uint32_t xf_famm_crc32c(const void *data, size_t len)
+uint32_t xf_at_m_crc32c(const void *data, size_t len)
 {
     return crc_more(0, data, len);
 }
@@ -527,18 +527,18 @@ static uint64_t get64(const unsigned char *b)
 #define BLOB_HDR 128u
 #define BLOB_CRC_AT 104u
 
-size_t xf_famm_blob_size(void *const *states, int32_t n_layer)
+size_t xf_at_m_blob_size(void *const *states, int32_t n_layer)
 {
     size_t rows = 0;
 
     for (int32_t l = 0; l < n_layer; l++) {
-        const xf_famm_hdr_t *h = states[l];
+        const xf_at_m_hdr_t *h = states[l];
         rows += (size_t)h->mem_rows + (size_t)h->cmem_rows + (size_t)h->pend_rows;
     }
     if (n_layer < 1)
         return BLOB_HDR;
     {
-        const xf_famm_hdr_t *h0 = states[0];
+        const xf_at_m_hdr_t *h0 = states[0];
         return BLOB_HDR + rows * 2u * (size_t)h0->n_head * (size_t)h0->d_head * sizeof(float);
     }
 }
@@ -548,14 +548,14 @@ size_t xf_famm_blob_size(void *const *states, int32_t n_layer)
 static void rows_io(void *st, int32_t region, int32_t r0, int32_t r1, unsigned char *blob,
                     int to_blob)
 {
-    const xf_famm_hdr_t *h = st;
+    const xf_at_m_hdr_t *h = st;
     size_t d = (size_t)h->d_head, rowb = 2u * (size_t)h->n_head * d * sizeof(float);
 
     for (int32_t r = r0; r < r1; r++) {
         unsigned char *dst = blob + (size_t)(r - r0) * rowb;
         for (int kv = 0; kv < 2; kv++)
             for (int32_t hd = 0; hd < h->n_head; hd++) {
-                float *plane = xf_famm_rows(st, region, kv, hd) + (size_t)r * d;
+                float *plane = xf_at_m_rows(st, region, kv, hd) + (size_t)r * d;
                 unsigned char *at = dst + ((size_t)kv * (size_t)h->n_head + (size_t)hd) * d *
                                               sizeof(float);
                 if (to_blob)
@@ -566,22 +566,22 @@ static void rows_io(void *st, int32_t region, int32_t r0, int32_t r1, unsigned c
     }
 }
 
-int xf_famm_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[32], void *buf,
+int xf_at_m_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[32], void *buf,
                        size_t len)
 {
     unsigned char *b = buf, *at;
-    const xf_famm_hdr_t *h0;
-    size_t need = xf_famm_blob_size(states, n_layer), rowb;
+    const xf_at_m_hdr_t *h0;
+    size_t need = xf_at_m_blob_size(states, n_layer), rowb;
     uint32_t crc;
 
     if (n_layer < 1 || len < need)
         return -EINVAL;
     h0 = states[0];
-    if (h0->magic != XF_FAMM_MAGIC)
+    if (h0->magic != XF_AT_M_MAGIC)
         return -EINVAL;
     for (int32_t l = 1; l < n_layer; l++) {
-        const xf_famm_hdr_t *h = states[l];
-        if (h->magic != XF_FAMM_MAGIC || h->n_head != h0->n_head || h->d_head != h0->d_head ||
+        const xf_at_m_hdr_t *h = states[l];
+        if (h->magic != XF_AT_M_MAGIC || h->n_head != h0->n_head || h->d_head != h0->d_head ||
             h->mem_rows != h0->mem_rows || h->cmem_rows != h0->cmem_rows ||
             h->pend_rows != h0->pend_rows || h->mem_cap != h0->mem_cap ||
             h->cmem_cap != h0->cmem_cap || h->rate != h0->rate)
@@ -615,7 +615,7 @@ int xf_famm_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[
         rows_io(states[l], 2, 0, h0->pend_rows, at, 1);
     /* CRC-32C over the header's first 104 bytes and the payload: a corrupted header field is
      * caught too (§27 corrupts every field once). */
-    crc = xf_famm_crc32c(b, BLOB_CRC_AT);
+    crc = xf_at_m_crc32c(b, BLOB_CRC_AT);
     crc = crc_more(crc, b + BLOB_HDR, need - BLOB_HDR);
     put32(b + BLOB_CRC_AT, crc);
     return 0;
@@ -628,8 +628,8 @@ static int bad(char *err, size_t errlen, const char *what)
     return XF_EFORMAT;
 }
 
-int xf_famm_blob_read(const void *buf, size_t len, const uint8_t hash[32],
-                      const xf_famm_params_t *p, int32_t n_head, int32_t d_head,
+int xf_at_m_blob_read(const void *buf, size_t len, const uint8_t hash[32],
+                      const xf_at_m_params_t *p, int32_t n_head, int32_t d_head,
                       void *const *states, int32_t n_layer, char *err, size_t errlen)
 {
     const unsigned char *b = buf, *at;
@@ -680,7 +680,7 @@ int xf_famm_blob_read(const void *buf, size_t len, const uint8_t hash[32],
     rows = (uint64_t)n_layer * ((uint64_t)mem_rows + cmem_rows + pend_rows);
     if (payload != rows * rowb || (uint64_t)len != (uint64_t)hsize + payload)
         return bad(err, errlen, "size mismatch");
-    crc = xf_famm_crc32c(b, BLOB_CRC_AT);
+    crc = xf_at_m_crc32c(b, BLOB_CRC_AT);
     crc = crc_more(crc, b + hsize, (size_t)payload);
     if (crc != get32(b + BLOB_CRC_AT))
         return bad(err, errlen, "CRC mismatch");
@@ -692,8 +692,8 @@ int xf_famm_blob_read(const void *buf, size_t len, const uint8_t hash[32],
         return bad(err, errlen, "pending rows above capacity");
     at = b + hsize;
     for (int32_t l = 0; l < n_layer; l++) {
-        xf_famm_hdr_t h;
-        xf_famm_state_init(p, n_head, d_head, states[l]);
+        xf_at_m_hdr_t h;
+        xf_at_m_state_init(p, n_head, d_head, states[l]);
         memcpy(&h, states[l], sizeof(h));
         h.mem_rows = keep_m;
         h.cmem_rows = keep_c;

@@ -8,7 +8,7 @@
 #include "attention/fam_p.h"
 #include "attention/rng.h"
 
-void xf_famp_rotation(uint64_t seed, int32_t layer, int32_t head, int32_t rho, int32_t d,
+void xf_at_p_rotation(uint64_t seed, int32_t layer, int32_t head, int32_t rho, int32_t d,
                       int32_t nb, double *r)
 {
     xf_rng_t rng;
@@ -19,7 +19,7 @@ void xf_famp_rotation(uint64_t seed, int32_t layer, int32_t head, int32_t rho, i
         r[i] = xf_rng_normal(&rng);
 }
 
-int32_t xf_famp_hash(const double *xhat, int32_t d, const double *r, int32_t nb, double *acc)
+int32_t xf_at_p_hash(const double *xhat, int32_t d, const double *r, int32_t nb, double *acc)
 {
     int32_t half = nb / 2, best = 0;
     double bv = -INFINITY;

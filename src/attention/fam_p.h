@@ -42,14 +42,11 @@ int32_t xf_routing_clusters(const xf_routing_params_t *p, int32_t n);
 
 /* LSH rotation of round rho (0-based) for nb buckets: R [d][nb/2] from stream
  * (seed, layer, head, LSH, rho), row-major, into r (double). */
-void xf_famp_rotation(uint64_t seed, int32_t layer, int32_t head, int32_t rho, int32_t d,
+void xf_at_p_rotation(uint64_t seed, int32_t layer, int32_t head, int32_t rho, int32_t d,
                       int32_t nb, double *r);
 /* bucket(x̂) = argmax([x̂R ; −x̂R]) for a unit vector x̂ (double), ties to the lowest index;
  * nb == 1 gives 0. acc: nb/2 doubles of scratch. */
-int32_t xf_famp_hash(const double *xhat, int32_t d, const double *r, int32_t nb, double *acc);
+int32_t xf_at_p_hash(const double *xhat, int32_t d, const double *r, int32_t nb, double *acc);
 
-extern const xf_attn_vtbl xf_attn_reformer;
-extern const xf_attn_vtbl xf_attn_routing;
-extern const xf_attn_vtbl xf_attn_sinkhorn;
 
 #endif

@@ -14,142 +14,7 @@
 #include "attention/fam_t.h"
 #include "attention/rng.h"
 
-int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg)
-{
-    if (err && errlen)
-        snprintf(err, errlen, "%s: %s", key, msg);
-    return XF_EPARAM;
-}
-
-int xf_sfpm_refuse(char *err, size_t errlen, const char *key, const char *msg)
-{
-    xf_sfpm_err(err, errlen, key, msg);
-    return XF_EUNSUPPORTED;
-}
-
-/* One key through the shared readers of params.h (absent keys keep their defaults). */
-static int parse_one(const xf_pkey_t *pk, void *params, const json_t *obj, char *err,
-                     size_t errlen)
-{
-    unsigned char *at = (unsigned char *)params + pk->off;
-    const json_t *val = json_object_get(obj, pk->key);
-    int32_t i32;
-    int iv;
-
-    if (!val)
-        return 0;
-    switch (pk->kind) {
-    case XF_PK_AUTO:
-        if (json_is_string(val)) {
-            if (strcmp(json_string_value(val), "auto") != 0)
-                return xf_par_err(err, errlen, "%s: must be an integer or \"auto\"", pk->key);
-            memset(at, 0, sizeof(int32_t));
-            return 0;
-        }
-        /* fall through */
-    case XF_PK_INT:
-        memcpy(&i32, at, sizeof(i32));
-        if (xf_par_int(obj, pk->key, (int64_t)pk->lo, (int64_t)pk->hi, &i32, err, errlen))
-            return XF_EPARAM;
-        memcpy(at, &i32, sizeof(i32));
-        return 0;
-    case XF_PK_REAL: {
-        float f = 0.0f;
-        double x;
-        if (json_is_null(val))
-            return 0;
-        if (xf_par_float(obj, pk->key, pk->lo, 0, pk->hi, &f, err, errlen))
-            return XF_EPARAM;
-        x = json_number_value(val);             /* keep the full double */
-        memcpy(at, &x, sizeof(x));
-        return 0;
-    }
-    case XF_PK_BOOL:
-    case XF_PK_ENUM:
-        memcpy(&i32, at, sizeof(i32));
-        iv = i32;
-        if (pk->kind == XF_PK_BOOL ? xf_par_bool(obj, pk->key, &iv, err, errlen)
-                                   : xf_par_enum(obj, pk->key, pk->names, &iv, err, errlen))
-            return XF_EPARAM;
-        i32 = iv;
-        memcpy(at, &i32, sizeof(i32));
-        return 0;
-    case XF_PK_SEED: {
-        int64_t x = 0;
-        uint64_t u;
-        if (xf_par_i64(obj, pk->key, 0, INT64_MAX, &x, err, errlen))
-            return XF_EPARAM;
-        u = (uint64_t)x;
-        memcpy(at, &u, sizeof(u));
-        return 0;
-    }
-    }
-    return xf_sfpm_err(err, errlen, pk->key, "bad parameter table");
-}
-
-int xf_sfpm_parse(const xf_pkey_t *keys, int nkeys, void *params, const json_t *obj, char *err,
-                  size_t errlen)
-{
-    const char *names[33];
-
-    if (!json_is_object(obj))
-        return xf_sfpm_err(err, errlen, "params", "must be a JSON object");
-    if (nkeys > 32)
-        return xf_sfpm_err(err, errlen, "params", "bad parameter table");
-    for (int i = 0; i < nkeys; i++)
-        names[i] = keys[i].key;
-    names[nkeys] = NULL;
-    if (xf_par_keys(obj, names, err, errlen))
-        return XF_EPARAM;
-    for (int i = 0; i < nkeys; i++) {
-        int rc = parse_one(&keys[i], params, obj, err, errlen);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-int xf_sfpm_to_json(const xf_pkey_t *keys, int nkeys, const void *params, json_t *obj)
-{
-    const unsigned char *base = params;
-
-    for (int i = 0; i < nkeys; i++) {
-        const xf_pkey_t *pk = &keys[i];
-        json_t *v = NULL;
-        int32_t iv;
-        double dv;
-        uint64_t uv;
-
-        switch (pk->kind) {
-        case XF_PK_INT:
-        case XF_PK_AUTO:
-            memcpy(&iv, base + pk->off, sizeof(iv));
-            v = (pk->kind == XF_PK_AUTO && iv == 0) ? json_string("auto") : json_integer(iv);
-            break;
-        case XF_PK_REAL:
-            memcpy(&dv, base + pk->off, sizeof(dv));
-            v = json_real(dv);
-            break;
-        case XF_PK_BOOL:
-            memcpy(&iv, base + pk->off, sizeof(iv));
-            v = json_boolean(iv);
-            break;
-        case XF_PK_ENUM:
-            memcpy(&iv, base + pk->off, sizeof(iv));
-            v = json_string(pk->names[iv]);
-            break;
-        case XF_PK_SEED:
-            memcpy(&uv, base + pk->off, sizeof(uv));
-            v = json_integer((json_int_t)uv);
-            break;
-        }
-        if (!v || json_object_set_new(obj, pk->key, v) != 0)
-            return -ENOMEM;
-    }
-    return 0;
-}
-
-int xf_sfpm_check_shape(const xf_attn_shape *sh)
+int xf_at_check_shape(const xf_attn_shape *sh)
 {
     int32_t nmax = 0;
 
@@ -169,7 +34,7 @@ int xf_sfpm_check_shape(const xf_attn_shape *sh)
     return nmax;
 }
 
-void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it, xf_sfpm_item_t *o)
+void xf_at_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it, xf_at_item_t *o)
 {
     int32_t h = sh->n_head, d = sh->d_head;
     size_t plane;
@@ -187,7 +52,7 @@ void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it, xf_
     o->out = io->out + ((size_t)o->t0 * (size_t)h + (size_t)o->head) * (size_t)d;
 }
 
-void xf_sfpm_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws_shared,
+void xf_at_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws_shared,
                         xf_attn_plan *out)
 {
     out->ws_per_thread = ws_per_thread;
@@ -197,19 +62,19 @@ void xf_sfpm_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws
     out->dense_fallbacks = 0;
 }
 
-void xf_sfpm_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                  const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_sfpm_item_fn fn)
+void xf_at_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                  const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_at_item_fn fn)
 {
     for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
-        xf_sfpm_item(sh, io, t, &it);
+        xf_at_item_t it;
+        xf_at_item(sh, io, t, &it);
         if (it.n > 0)
             fn(params, sh, &it, io->q_scale, io->scale, ws_thread,
-               xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head));
+               xf_at_tile_scratch(pl, ws_thread, sh->d_head));
     }
 }
 
-void *xf_sfpm_take(xf_sfpm_carve_t *c, size_t elem, size_t cnt)
+void *xf_at_take(xf_at_carve_t *c, size_t elem, size_t cnt)
 {
     void *p = c->base ? (void *)(c->base + c->off) : NULL;
 
@@ -217,7 +82,7 @@ void *xf_sfpm_take(xf_sfpm_carve_t *c, size_t elem, size_t cnt)
     return p;
 }
 
-float xf_sfpm_dot(const float *a, const float *b, int32_t d)
+float xf_at_dot(const float *a, const float *b, int32_t d)
 {
     /* Four partial sums: a fixed order, independent of alignment. */
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -234,7 +99,7 @@ float xf_sfpm_dot(const float *a, const float *b, int32_t d)
     return (s0 + s1) + (s2 + s3);
 }
 
-void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, const float *V,
+void xf_at_attend(const float *q, int32_t d, float alpha, const float *K, const float *V,
                     int32_t ldk, const float *beta, const int32_t *idx, int32_t m, float *logit,
                     float *out)
 {
@@ -243,7 +108,7 @@ void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, cons
 
     for (int32_t a = 0; a < m; a++) {
         int32_t r = idx ? idx[a] : a;
-        float x = alpha * xf_sfpm_dot(q, K + (size_t)r * (size_t)ldk, d);
+        float x = alpha * xf_at_dot(q, K + (size_t)r * (size_t)ldk, d);
         if (beta)
             x += beta[r];
         logit[a] = x;
@@ -291,54 +156,54 @@ static size_t al64(size_t x)
     return (x + 63u) & ~(size_t)63u;
 }
 
-size_t xf_sfpm_tile_ws(int32_t d)
+size_t xf_at_tile_ws(int32_t d)
 {
     size_t dp = (size_t)dpad(d), F = sizeof(float);
 
-    return 64u + al64(F * XF_SFPM_TQ * dp) + al64(F * dp * XF_FT_BK) +
-           al64(F * XF_SFPM_TQ * XF_FT_BK) + al64(F * XF_SFPM_TQ) +
-           al64(F * XF_SFPM_TQ * XF_FT_LW) + al64(F * XF_SFPM_TQ * dp) + al64(F * XF_FT_BK * dp);
+    return 64u + al64(F * XF_AT_TQ * dp) + al64(F * dp * XF_AT_T_BK) +
+           al64(F * XF_AT_TQ * XF_AT_T_BK) + al64(F * XF_AT_TQ) +
+           al64(F * XF_AT_TQ * XF_AT_T_LW) + al64(F * XF_AT_TQ * dp) + al64(F * XF_AT_T_BK * dp);
 }
 
-void *xf_sfpm_tile_scratch(const xf_attn_plan *pl, void *ws_thread, int32_t d)
+void *xf_at_tile_scratch(const xf_attn_plan *pl, void *ws_thread, int32_t d)
 {
-    return (unsigned char *)ws_thread + pl->ws_per_thread - xf_sfpm_tile_ws(d);
+    return (unsigned char *)ws_thread + pl->ws_per_thread - xf_at_tile_ws(d);
 }
 
-void xf_sfpm_attend_tile(const float *const *q, int32_t nq, int32_t d, float alpha,
+void xf_at_attend_tile(const float *const *q, int32_t nq, int32_t d, float alpha,
                          const float *K, const float *V, const float *beta, const int32_t *idx,
                          int32_t m, void *tws, float *const *out)
 {
-    const xf_ft_kern *kn = xf_ft_kern_get();
+    const xf_at_kern *kn = xf_at_kern_get();
     int32_t dp = dpad(d);
     size_t F = sizeof(float);
     unsigned char *b = (unsigned char *)(((uintptr_t)tws + 63u) & ~(uintptr_t)63u);
     float *qt = (float *)(void *)b, *kt, *s, *mx, *l, *acc, *vbuf;
-    int32_t rows[XF_FT_BK];
-    const float *vt[XF_FT_BK];
+    int32_t rows[XF_AT_T_BK];
+    const float *vt[XF_AT_T_BK];
 
-    b += al64(F * XF_SFPM_TQ * (size_t)dp);
+    b += al64(F * XF_AT_TQ * (size_t)dp);
     kt = (float *)(void *)b;
-    b += al64(F * (size_t)dp * XF_FT_BK);
+    b += al64(F * (size_t)dp * XF_AT_T_BK);
     s = (float *)(void *)b;
-    b += al64(F * XF_SFPM_TQ * XF_FT_BK);
+    b += al64(F * XF_AT_TQ * XF_AT_T_BK);
     mx = (float *)(void *)b;
-    b += al64(F * XF_SFPM_TQ);
+    b += al64(F * XF_AT_TQ);
     l = (float *)(void *)b;
-    b += al64(F * XF_SFPM_TQ * XF_FT_LW);
+    b += al64(F * XF_AT_TQ * XF_AT_T_LW);
     acc = (float *)(void *)b;
-    b += al64(F * XF_SFPM_TQ * (size_t)dp);
+    b += al64(F * XF_AT_TQ * (size_t)dp);
     vbuf = (float *)(void *)b;
 
     memset(qt, 0, F * (size_t)nq * (size_t)dp);
     memset(acc, 0, F * (size_t)nq * (size_t)dp);
-    memset(l, 0, F * (size_t)nq * XF_FT_LW);
+    memset(l, 0, F * (size_t)nq * XF_AT_T_LW);
     for (int32_t r = 0; r < nq; r++) {
         memcpy(qt + (size_t)r * (size_t)dp, q[r], F * (size_t)d);
         mx[r] = -INFINITY;
     }
-    for (int32_t k0 = 0; k0 < m; k0 += XF_FT_BK) {
-        int32_t nk = m - k0 < XF_FT_BK ? m - k0 : XF_FT_BK;
+    for (int32_t k0 = 0; k0 < m; k0 += XF_AT_T_BK) {
+        int32_t nk = m - k0 < XF_AT_T_BK ? m - k0 : XF_AT_T_BK;
         for (int32_t jj = 0; jj < nk; jj++)
             rows[jj] = idx ? idx[k0 + jj] : k0 + jj;
         kn->kt(nk, d, K, rows, kt);
@@ -346,7 +211,7 @@ void xf_sfpm_attend_tile(const float *const *q, int32_t nq, int32_t d, float alp
         if (beta)
             for (int32_t r = 0; r < nq; r++)
                 for (int32_t jj = 0; jj < nk; jj++)
-                    s[(size_t)r * XF_FT_BK + (size_t)jj] += beta[rows[jj]];
+                    s[(size_t)r * XF_AT_T_BK + (size_t)jj] += beta[rows[jj]];
         for (int32_t jj = 0; jj < nk; jj++) {
             if (d == dp) {
                 vt[jj] = V + (size_t)rows[jj] * (size_t)d;
@@ -362,8 +227,8 @@ void xf_sfpm_attend_tile(const float *const *q, int32_t nq, int32_t d, float alp
     }
     for (int32_t r = 0; r < nq; r++) {
         float lr = 0.0f;
-        for (int32_t x = 0; x < XF_FT_LW; x++)      /* fixed lane order: deterministic */
-            lr += l[(size_t)r * XF_FT_LW + (size_t)x];
+        for (int32_t x = 0; x < XF_AT_T_LW; x++)      /* fixed lane order: deterministic */
+            lr += l[(size_t)r * XF_AT_T_LW + (size_t)x];
         for (int32_t c = 0; c < d; c++)
             out[r][c] = acc[(size_t)r * (size_t)dp + (size_t)c] / lr;
     }
@@ -371,14 +236,14 @@ void xf_sfpm_attend_tile(const float *const *q, int32_t nq, int32_t d, float alp
 
 /* ---- family S ---- */
 
-int32_t xf_fams_seg_start(int32_t n, int32_t k, int32_t a)
+int32_t xf_at_s_seg_start(int32_t n, int32_t k, int32_t a)
 {
     int32_t base = n / k, rem = n % k;
 
     return a * base + (a < rem ? a : rem);
 }
 
-void xf_fams_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float *out)
+void xf_at_s_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float *out)
 {
     for (int32_t c = 0; c < d; c++) {
         double s = 0;
@@ -388,23 +253,23 @@ void xf_fams_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float 
     }
 }
 
-void xf_fams_attend_summaries(const xf_sfpm_item_t *it, float alpha, const float *Ks,
+void xf_at_s_attend_summaries(const xf_at_item_t *it, float alpha, const float *Ks,
                               const float *Vs, const float *beta, int32_t m, void *tws)
 {
-    const float *q[XF_SFPM_TQ];
-    float *o[XF_SFPM_TQ];
+    const float *q[XF_AT_TQ];
+    float *o[XF_AT_TQ];
 
-    for (int32_t i0 = 0; i0 < it->n; i0 += XF_SFPM_TQ) {
-        int32_t nq = it->n - i0 < XF_SFPM_TQ ? it->n - i0 : XF_SFPM_TQ;
+    for (int32_t i0 = 0; i0 < it->n; i0 += XF_AT_TQ) {
+        int32_t nq = it->n - i0 < XF_AT_TQ ? it->n - i0 : XF_AT_TQ;
         for (int32_t r = 0; r < nq; r++) {
             q[r] = it->q + (size_t)(i0 + r) * (size_t)it->d;
             o[r] = it->out + (size_t)(i0 + r) * (size_t)it->ldo;
         }
-        xf_sfpm_attend_tile(q, nq, it->d, alpha, Ks, Vs, beta, NULL, m, tws, o);
+        xf_at_attend_tile(q, nq, it->d, alpha, Ks, Vs, beta, NULL, m, tws, o);
     }
 }
 
-void xf_fams_attnpool(const xf_sfpm_item_t *it, const float *U, int32_t m, float alpha,
+void xf_at_s_attnpool(const xf_at_item_t *it, const float *U, int32_t m, float alpha,
                       float *Ks, float *Vs, float *logit)
 {
     int32_t n = it->n, d = it->d;
@@ -415,7 +280,7 @@ void xf_fams_attnpool(const xf_sfpm_item_t *it, const float *U, int32_t m, float
         double l = 0;
 
         for (int32_t j = 0; j < n; j++) {
-            logit[j] = alpha * xf_sfpm_dot(u, it->k + (size_t)j * (size_t)d, d);
+            logit[j] = alpha * xf_at_dot(u, it->k + (size_t)j * (size_t)d, d);
             mx = logit[j] > mx ? logit[j] : mx;
         }
         for (int32_t j = 0; j < n; j++) {
@@ -444,7 +309,7 @@ void xf_fams_attnpool(const xf_sfpm_item_t *it, const float *U, int32_t m, float
     }
 }
 
-void xf_fams_unit(const float *x, int32_t d, double *y)
+void xf_at_s_unit(const float *x, int32_t d, double *y)
 {
     double s = 0;
 
@@ -455,41 +320,41 @@ void xf_fams_unit(const float *x, int32_t d, double *y)
         y[c] = s > 0 ? (double)x[c] / s : 0.0;
 }
 
-size_t xf_fams_argmax_ws(int32_t k, int32_t d)
+size_t xf_at_s_argmax_ws(int32_t k, int32_t d)
 {
-    size_t dp = (size_t)dpad(d), ch = ((size_t)k + XF_FT_BK - 1) / XF_FT_BK, F = sizeof(float);
+    size_t dp = (size_t)dpad(d), ch = ((size_t)k + XF_AT_T_BK - 1) / XF_AT_T_BK, F = sizeof(float);
 
-    return 64u + al64(F * ch * dp * XF_FT_BK) + al64(F * XF_SFPM_TQ * dp) +
-           al64(F * XF_SFPM_TQ * XF_FT_BK) + al64(sizeof(double) * (size_t)k);
+    return 64u + al64(F * ch * dp * XF_AT_T_BK) + al64(F * XF_AT_TQ * dp) +
+           al64(F * XF_AT_TQ * XF_AT_T_BK) + al64(sizeof(double) * (size_t)k);
 }
 
-void xf_fams_argmax(const double *pts, int32_t np, int32_t d, const double *ctr, int32_t k,
+void xf_at_s_argmax(const double *pts, int32_t np, int32_t d, const double *ctr, int32_t k,
                     size_t cs_a, size_t cs_c, int sym, double margin, void *scratch,
                     int32_t *out)
 {
-    const xf_ft_kern *kn = xf_ft_kern_get();
-    int32_t dp = dpad(d), nch = (k + XF_FT_BK - 1) / XF_FT_BK;
+    const xf_at_kern *kn = xf_at_kern_get();
+    int32_t dp = dpad(d), nch = (k + XF_AT_T_BK - 1) / XF_AT_T_BK;
     size_t F = sizeof(float);
     unsigned char *b = (unsigned char *)(((uintptr_t)scratch + 63u) & ~(uintptr_t)63u);
     float *kt = (float *)(void *)b, *qt, *s;
     double *dot;
 
-    b += al64(F * (size_t)nch * (size_t)dp * XF_FT_BK);
+    b += al64(F * (size_t)nch * (size_t)dp * XF_AT_T_BK);
     qt = (float *)(void *)b;
-    b += al64(F * XF_SFPM_TQ * (size_t)dp);
+    b += al64(F * XF_AT_TQ * (size_t)dp);
     s = (float *)(void *)b;
-    b += al64(F * XF_SFPM_TQ * XF_FT_BK);
+    b += al64(F * XF_AT_TQ * XF_AT_T_BK);
     dot = (double *)(void *)b;
     /* centers, transposed in chunks of 64: kt[ch][c][aa] */
-    memset(kt, 0, F * (size_t)nch * (size_t)dp * XF_FT_BK);
+    memset(kt, 0, F * (size_t)nch * (size_t)dp * XF_AT_T_BK);
     for (int32_t a = 0; a < k; a++)
         for (int32_t c = 0; c < d; c++)
-            kt[((size_t)(a / XF_FT_BK) * (size_t)dp + (size_t)c) * XF_FT_BK +
-               (size_t)(a % XF_FT_BK)] = (float)ctr[(size_t)a * cs_a + (size_t)c * cs_c];
-    for (int32_t p0 = 0; p0 < np; p0 += XF_SFPM_TQ) {
-        int32_t nq = np - p0 < XF_SFPM_TQ ? np - p0 : XF_SFPM_TQ;
-        float b1[XF_SFPM_TQ], b2[XF_SFPM_TQ];
-        int32_t i1[XF_SFPM_TQ];
+            kt[((size_t)(a / XF_AT_T_BK) * (size_t)dp + (size_t)c) * XF_AT_T_BK +
+               (size_t)(a % XF_AT_T_BK)] = (float)ctr[(size_t)a * cs_a + (size_t)c * cs_c];
+    for (int32_t p0 = 0; p0 < np; p0 += XF_AT_TQ) {
+        int32_t nq = np - p0 < XF_AT_TQ ? np - p0 : XF_AT_TQ;
+        float b1[XF_AT_TQ], b2[XF_AT_TQ];
+        int32_t i1[XF_AT_TQ];
 
         memset(qt, 0, F * (size_t)nq * (size_t)dp);
         for (int32_t q = 0; q < nq; q++) {
@@ -500,13 +365,13 @@ void xf_fams_argmax(const double *pts, int32_t np, int32_t d, const double *ctr,
             i1[q] = 0;
         }
         for (int32_t ch = 0; ch < nch; ch++) {
-            int32_t na = k - ch * XF_FT_BK < XF_FT_BK ? k - ch * XF_FT_BK : XF_FT_BK;
-            kn->qk(nq, d, dp, qt, kt + (size_t)ch * (size_t)dp * XF_FT_BK, 1.0f, s);
+            int32_t na = k - ch * XF_AT_T_BK < XF_AT_T_BK ? k - ch * XF_AT_T_BK : XF_AT_T_BK;
+            kn->qk(nq, d, dp, qt, kt + (size_t)ch * (size_t)dp * XF_AT_T_BK, 1.0f, s);
             for (int32_t q = 0; q < nq; q++)
                 for (int32_t sg = 0; sg <= sym; sg++)
                     for (int32_t aa = 0; aa < na; aa++) {
-                        float x = s[(size_t)q * XF_FT_BK + (size_t)aa];
-                        int32_t idx = ch * XF_FT_BK + aa + sg * k;
+                        float x = s[(size_t)q * XF_AT_T_BK + (size_t)aa];
+                        int32_t idx = ch * XF_AT_T_BK + aa + sg * k;
                         if (sg)
                             x = -x;
                         if (x > b1[q]) {
@@ -546,7 +411,7 @@ void xf_fams_argmax(const double *pts, int32_t np, int32_t d, const double *ctr,
     }
 }
 
-int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x)
+int32_t xf_at_s_nearest(const double *mu, int32_t k, int32_t d, const double *x)
 {
     int32_t best = 0;
     double bv = -INFINITY;
@@ -563,7 +428,7 @@ int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x)
     return best;
 }
 
-void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
+void xf_at_s_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
                     uint64_t seed, int32_t layer, int32_t head, double *mu, int32_t *idx,
                     double *acc, void *amx)
 {
@@ -579,10 +444,10 @@ void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t
     for (int32_t t = 0; t < iters; t++) {
         int changed = t == 0;
         memset(acc, 0, sizeof(double) * (size_t)k * (size_t)d);
-        for (int32_t p0 = 0; p0 < np; p0 += XF_SFPM_TQ) {
-            int32_t nq = np - p0 < XF_SFPM_TQ ? np - p0 : XF_SFPM_TQ, a[XF_SFPM_TQ];
-            xf_fams_argmax(pts + (size_t)p0 * (size_t)d, nq, d, mu, k, (size_t)d, 1, 0,
-                           XF_FAMS_UNIT_MARGIN, amx, a);
+        for (int32_t p0 = 0; p0 < np; p0 += XF_AT_TQ) {
+            int32_t nq = np - p0 < XF_AT_TQ ? np - p0 : XF_AT_TQ, a[XF_AT_TQ];
+            xf_at_s_argmax(pts + (size_t)p0 * (size_t)d, nq, d, mu, k, (size_t)d, 1, 0,
+                           XF_AT_S_UNIT_MARGIN, amx, a);
             for (int32_t q = 0; q < nq; q++) {
                 const double *x = pts + (size_t)(p0 + q) * (size_t)d;
                 double *s = acc + (size_t)a[q] * (size_t)d;

@@ -11,120 +11,81 @@
 
 #include "attention/registry.h"
 
-/* ---- parameter tables (shared by the S, F, P, M variant files) ---- */
-
-enum xf_pk {
-    XF_PK_INT = 1,   /* int32_t, integer in [lo, hi] */
-    XF_PK_AUTO,      /* int32_t, "auto" (stored 0) or an integer in [lo, hi] */
-    XF_PK_REAL,      /* double in [lo, hi] */
-    XF_PK_BOOL,      /* int32_t 0/1 */
-    XF_PK_ENUM,      /* int32_t index into names[] (NULL-terminated) */
-    XF_PK_SEED       /* uint64_t, integer >= 0 */
-};
-
-typedef struct xf_pkey {
-    const char *key;
-    enum xf_pk kind;
-    size_t off;                  /* offsetof in the params struct */
-    double lo, hi;
-    const char *const *names;    /* XF_PK_ENUM only */
-} xf_pkey_t;
-
-/* Read obj's keys (all but "variant") into params (defaults already there). Unknown keys, wrong
- * types and out-of-range values are XF_EPARAM with err naming the key. */
-int xf_sfpm_parse(const xf_pkey_t *keys, int nkeys, void *params, const json_t *obj, char *err,
-                  size_t errlen);
-/* Add every key of the table to obj. Returns 0 or -ENOMEM. */
-int xf_sfpm_to_json(const xf_pkey_t *keys, int nkeys, const void *params, json_t *obj);
-/* Write "key: msg" into err and return XF_EPARAM. */
-int xf_sfpm_err(char *err, size_t errlen, const char *key, const char *msg);
-/* The same message, returning XF_EUNSUPPORTED: validate() refusing a setting that needs
- * trained tensors the model does not have. */
-int xf_sfpm_refuse(char *err, size_t errlen, const char *key, const char *msg);
-/* Entries of a parameter table (an array, not a pointer). */
-#define XF_SFPM_NKEYS(keys) ((int)(sizeof(keys) / sizeof((keys)[0])))
-/* Defines the to_json of a variant whose parameters are exactly the table keys. */
-#define XF_SFPM_TO_JSON(fn, keys)                                                 \
-    static int fn(const void *params, json_t *obj)                                \
-    {                                                                             \
-        return xf_sfpm_to_json((keys), XF_SFPM_NKEYS(keys), params, obj);         \
-    }
-
 /* ---- items and shapes ---- */
 
 /* Checks the shape (cu_len non-decreasing inside [0, n_tokens], heads and width >= 1) and
  * returns the longest sequence (>= 0), or XF_ESHAPE. */
-int xf_sfpm_check_shape(const xf_attn_shape *sh);
+int xf_at_check_shape(const xf_attn_shape *sh);
 
 /* One (sequence, head) item: pointers to its rows. */
-typedef struct xf_sfpm_item {
+typedef struct xf_at_item {
     int32_t b, head, n, d, t0;
     const float *q, *k, *v;      /* n rows, stride d */
     float *out;                  /* n rows, stride n_head*d */
     int32_t ldo;
-} xf_sfpm_item_t;
+} xf_at_item_t;
 
-void xf_sfpm_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it,
-                  xf_sfpm_item_t *o);
+void xf_at_item(const xf_attn_shape *sh, const xf_attn_io *io, int32_t it,
+                  xf_at_item_t *o);
 
 /* Plan of a variant with one item per (sequence, head): the given scratch sizes, no
  * per-sequence state, no dense fallbacks. */
-void xf_sfpm_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws_shared,
+void xf_at_plan_items(const xf_attn_shape *sh, size_t ws_per_thread, size_t ws_shared,
                         xf_attn_plan *out);
 
 /* One item of a variant whose forward is a plain item walk: ws is the thread's scratch, tws its
- * tile scratch (xf_sfpm_tile_scratch). */
-typedef void (*xf_sfpm_item_fn)(const void *params, const xf_attn_shape *sh,
-                                const xf_sfpm_item_t *it, float q_scale, float scale, void *ws,
+ * tile scratch (xf_at_tile_scratch). */
+typedef void (*xf_at_item_fn)(const void *params, const xf_attn_shape *sh,
+                                const xf_at_item_t *it, float q_scale, float scale, void *ws,
                                 void *tws);
 /* Thread ith of nth runs fn on the non-empty items ith, ith + nth, ... of pl. */
-void xf_sfpm_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                  const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_sfpm_item_fn fn);
+void xf_at_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                  const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_at_item_fn fn);
 
 /* Workspace carving: consecutive 16-byte aligned blocks from base (NULL base: sizes only, the
  * blocks are NULL). off ends as the bytes taken. */
-typedef struct xf_sfpm_carve {
+typedef struct xf_at_carve {
     unsigned char *base;
     size_t off;
-} xf_sfpm_carve_t;
+} xf_at_carve_t;
 /* Next block of cnt elements of elem bytes. */
-void *xf_sfpm_take(xf_sfpm_carve_t *c, size_t elem, size_t cnt);
+void *xf_at_take(xf_at_carve_t *c, size_t elem, size_t cnt);
 
 /* ---- kernels ---- */
 
 /* out = Σ_a exp(x_a − max) V_a / Σ_a exp(x_a − max), x_a = alpha·q·K_a (+ beta_a).
  * K, V rows ldk apart; beta may be NULL; idx (may be NULL = 0..m-1) picks rows.
  * logit: scratch of m floats. Double accumulation. m must be >= 1. */
-void xf_sfpm_attend(const float *q, int32_t d, float alpha, const float *K, const float *V,
+void xf_at_attend(const float *q, int32_t d, float alpha, const float *K, const float *V,
                     int32_t ldk, const float *beta, const int32_t *idx, int32_t m, float *logit,
                     float *out);
-float xf_sfpm_dot(const float *a, const float *b, int32_t d);
+float xf_at_dot(const float *a, const float *b, int32_t d);
 
 /* Tiled attention on the family-T micro-kernels (fam_t.h, online softmax in fp32):
  * out_r = softmax_a(alpha·q_r·K_a + beta_a) V over the m keys idx[0..m) (NULL = 0..m−1) for
- * nq <= XF_SFPM_TQ query rows q[r] (pointers; d floats each) into out[r]. K and V rows are d
- * apart. tws: xf_sfpm_tile_ws(d) bytes. m must be >= 1. */
-#define XF_SFPM_TQ 32
-size_t xf_sfpm_tile_ws(int32_t d);
-void xf_sfpm_attend_tile(const float *const *q, int32_t nq, int32_t d, float alpha,
+ * nq <= XF_AT_TQ query rows q[r] (pointers; d floats each) into out[r]. K and V rows are d
+ * apart. tws: xf_at_tile_ws(d) bytes. m must be >= 1. */
+#define XF_AT_TQ 32
+size_t xf_at_tile_ws(int32_t d);
+void xf_at_attend_tile(const float *const *q, int32_t nq, int32_t d, float alpha,
                          const float *K, const float *V, const float *beta, const int32_t *idx,
                          int32_t m, void *tws, float *const *out);
-/* The tile scratch of a thread: the last xf_sfpm_tile_ws(d) bytes of its ws_per_thread. */
-void *xf_sfpm_tile_scratch(const xf_attn_plan *pl, void *ws_thread, int32_t d);
+/* The tile scratch of a thread: the last xf_at_tile_ws(d) bytes of its ws_per_thread. */
+void *xf_at_tile_scratch(const xf_attn_plan *pl, void *ws_thread, int32_t d);
 
 /* ---- family S ---- */
 
 /* Contiguous segments of §16: k segments of [0, n), sizes ceil(n/k) for the first n mod k.
  * Start of segment a. */
-int32_t xf_fams_seg_start(int32_t n, int32_t k, int32_t a);
+int32_t xf_at_s_seg_start(int32_t n, int32_t k, int32_t a);
 
 /* Mean of rows [r0, r1) of x (stride d) into out (d). */
-void xf_fams_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float *out);
+void xf_at_s_mean_rows(const float *x, int32_t d, int32_t r0, int32_t r1, float *out);
 
 /* Summary attention for one item: the n queries of it over m summaries (Ks, Vs: m rows of d,
- * beta: m or NULL), logits alpha·q·Ks + beta, in tiles of XF_SFPM_TQ queries. tws: the tile
- * scratch (xf_sfpm_tile_ws). */
-void xf_fams_attend_summaries(const xf_sfpm_item_t *it, float alpha, const float *Ks,
+ * beta: m or NULL), logits alpha·q·Ks + beta, in tiles of XF_AT_TQ queries. tws: the tile
+ * scratch (xf_at_tile_ws). */
+void xf_at_s_attend_summaries(const xf_at_item_t *it, float alpha, const float *Ks,
                               const float *Vs, const float *beta, int32_t m, void *tws);
 
 /* Variant parameters (POD, copied per selection). */
@@ -156,15 +117,10 @@ typedef struct xf_nystrom_params {
     int32_t dense_fallback;      /* landmarks >= n: run dense (§0) */
 } xf_nystrom_params_t;
 
-extern const xf_attn_vtbl xf_attn_linformer;
-extern const xf_attn_vtbl xf_attn_memcomp;
-extern const xf_attn_vtbl xf_attn_isab;
-extern const xf_attn_vtbl xf_attn_perceiver;
-extern const xf_attn_vtbl xf_attn_nystrom;
 
 /* Attention pooling: for each of the m rows U_a (stride d), P_a = softmax(alpha·U_a·Kᵀ) over
  * the item's n keys, Ks_a = P_a K, Vs_a = P_a V (double accumulation). logit: n floats. */
-void xf_fams_attnpool(const xf_sfpm_item_t *it, const float *U, int32_t m, float alpha,
+void xf_at_s_attnpool(const xf_at_item_t *it, const float *U, int32_t m, float alpha,
                       float *Ks, float *Vs, float *logit);
 
 /* Trained tensors a variant of this family may read from io->weights (NULL when absent). */
@@ -182,24 +138,24 @@ typedef struct xf_attn_w_perceiver {
  * mu[k][d]: init = k distinct points by a partial Fisher–Yates (stream seed, layer, head,
  * KMEANS, 0), iters Lloyd steps (assign, mu = normalize(sum of members)), ties to the lowest
  * centroid, empty clusters keep their centroid. Scratch: idx np int32, acc k*d doubles,
- * amx xf_fams_argmax_ws(k, d) bytes. */
-void xf_fams_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
+ * amx xf_at_s_argmax_ws(k, d) bytes. */
+void xf_at_s_kmeans(const double *pts, int32_t np, int32_t d, int32_t k, int32_t iters,
                     uint64_t seed, int32_t layer, int32_t head, double *mu, int32_t *idx,
                     double *acc, void *amx);
-/* Unit-vector margin for xf_fams_argmax: far above the fp32 score error (~1e-6). */
-#define XF_FAMS_UNIT_MARGIN 1e-4
+/* Unit-vector margin for xf_at_s_argmax: far above the fp32 score error (~1e-6). */
+#define XF_AT_S_UNIT_MARGIN 1e-4
 /* out[p] = argmax over the k centers (and, with sym, their negatives at indices k..2k−1) of
  * center·pts_p, exactly the double result of sequential sums with ties to the lowest index:
  * fp32 kernel scores pick the winner, and points whose top two scores are within margin are
  * recomputed in double. Center a's component c is ctr[a·cs_a + c·cs_c]. scratch:
- * xf_fams_argmax_ws(k, d) bytes. */
-size_t xf_fams_argmax_ws(int32_t k, int32_t d);
-void xf_fams_argmax(const double *pts, int32_t np, int32_t d, const double *ctr, int32_t k,
+ * xf_at_s_argmax_ws(k, d) bytes. */
+size_t xf_at_s_argmax_ws(int32_t k, int32_t d);
+void xf_at_s_argmax(const double *pts, int32_t np, int32_t d, const double *ctr, int32_t k,
                     size_t cs_a, size_t cs_c, int sym, double margin, void *scratch,
                     int32_t *out);
 /* argmax_a mu_a·x (ties to the lowest a), sequential double sums. */
-int32_t xf_fams_nearest(const double *mu, int32_t k, int32_t d, const double *x);
+int32_t xf_at_s_nearest(const double *mu, int32_t k, int32_t d, const double *x);
 /* y = x / ‖x‖ in double, sequential sum (a zero vector stays zero). */
-void xf_fams_unit(const float *x, int32_t d, double *y);
+void xf_at_s_unit(const float *x, int32_t d, double *y);
 
 #endif

@@ -11,8 +11,8 @@
 #include "attention/fam_t.h"
 #include "engine/cpu.h"
 
-#define BQ XF_FT_BQ
-#define BK XF_FT_BK
+#define BQ XF_AT_T_BQ
+#define BK XF_AT_T_BK
 
 /* ---- portable micro-kernels ---- */
 
@@ -56,7 +56,7 @@ static void softmax_c(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, fl
             sr[j] = p;
             sum += p;
         }
-        l[(size_t)r * XF_FT_LW] = corr * l[(size_t)r * XF_FT_LW] + sum;
+        l[(size_t)r * XF_AT_T_LW] = corr * l[(size_t)r * XF_AT_T_LW] + sum;
         m[r] = mn;
         if (corr != 1.0f)
             for (int32_t c = 0; c < dp; c++)
@@ -114,24 +114,24 @@ static void scale_c(int32_t d, const float *src, float f, float *dst)
         dst[c] = src[c] * f;
 }
 
-static const xf_ft_kern kern_c = {
+static const xf_at_kern kern_c = {
     .name = "c", .qk = qk_c, .softmax = softmax_c, .pv = pv_c, .scale = scale_c,
     .kt = kt_c, .mask = mask_c,
 };
 
-const xf_ft_kern *xf_ft_kern_c(void)
+const xf_at_kern *xf_at_kern_c(void)
 {
     return &kern_c;
 }
 
-static const xf_ft_kern *kern_forced;
+static const xf_at_kern *kern_forced;
 
-void xf_ft_kern_force(const xf_ft_kern *k)
+void xf_at_kern_force(const xf_at_kern *k)
 {
     kern_forced = k;
 }
 
-const xf_ft_kern *xf_ft_kern_get(void)
+const xf_at_kern *xf_at_kern_get(void)
 {
     if (kern_forced)
         return kern_forced;
@@ -139,14 +139,14 @@ const xf_ft_kern *xf_ft_kern_get(void)
     const xf_cpu_t *cpu = xf_cpu();
     if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
         cpu->avx512dq && cpu->fma)
-        return xf_ft_kern_avx512();
+        return xf_at_kern_avx512();
 #endif
     return &kern_c;
 }
 
 /* ---- key sets ---- */
 
-void xf_ft_keys_add(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int full)
+void xf_at_t_keys_add(xf_at_t_keys *kb, int32_t n, int32_t a, int32_t b, int full)
 {
     if (a < 0)
         a = 0;
@@ -164,11 +164,11 @@ void xf_ft_keys_add(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int full)
         kb->hi = b;
 }
 
-void xf_ft_keys_add_step(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int32_t step,
+void xf_at_t_keys_add_step(xf_at_t_keys *kb, int32_t n, int32_t a, int32_t b, int32_t step,
                          int full)
 {
     if (step <= 1) {
-        xf_ft_keys_add(kb, n, a, b, full);
+        xf_at_t_keys_add(kb, n, a, b, full);
         return;
     }
     if (b > n)
@@ -190,14 +190,14 @@ void xf_ft_keys_add_step(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int32_
         kb->hi = last + 1;
 }
 
-static void keys_reset(xf_ft_keys *kb)
+static void keys_reset(xf_at_t_keys *kb)
 {
     kb->count = 0;
     kb->lo = INT32_MAX;
     kb->hi = 0;
 }
 
-static void keys_collect(xf_ft_keys *kb)
+static void keys_collect(xf_at_t_keys *kb)
 {
     int32_t c = 0;
     for (int32_t j = kb->lo; j < kb->hi; j++) {
@@ -213,7 +213,7 @@ static void keys_collect(xf_ft_keys *kb)
 
 /* ---- tiles ---- */
 
-int32_t xf_ft_seg_tiles(int32_t n, int32_t seg, int32_t height)
+int32_t xf_at_t_seg_tiles(int32_t n, int32_t seg, int32_t height)
 {
     if (n <= 0)
         return 0;
@@ -223,7 +223,7 @@ int32_t xf_ft_seg_tiles(int32_t n, int32_t seg, int32_t height)
     return ((n + seg - 1) / seg) * per;
 }
 
-int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_t *rows)
+int32_t xf_at_t_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_t *rows)
 {
     if (seg > n)
         seg = n;
@@ -237,7 +237,7 @@ int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_
     return nq;
 }
 
-int32_t xf_ft_isqrt_ceil(int32_t n)
+int32_t xf_at_t_isqrt_ceil(int32_t n)
 {
     int32_t r = 0;
     while ((int64_t)r * r < n)
@@ -260,12 +260,12 @@ static int32_t win_row(int32_t n, int32_t dil, int32_t p)
     return r + k * dil;
 }
 
-int32_t xf_ft_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows)
+int32_t xf_at_t_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows)
 {
-    return xf_ft_class_rows(n, dil, BQ, t, rows);
+    return xf_at_t_class_rows(n, dil, BQ, t, rows);
 }
 
-int32_t xf_ft_class_rows(int32_t n, int32_t dil, int32_t height, int32_t t, int32_t *rows)
+int32_t xf_at_t_class_rows(int32_t n, int32_t dil, int32_t height, int32_t t, int32_t *rows)
 {
     int32_t p0 = t * height, p1 = p0 + height < n ? p0 + height : n, nq = 0;
     if (dil <= 1) {
@@ -278,8 +278,8 @@ int32_t xf_ft_class_rows(int32_t n, int32_t dil, int32_t height, int32_t t, int3
     return nq;
 }
 
-void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
-                    xf_ft_keys *kb)
+void xf_at_t_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
+                    xf_at_t_keys *kb)
 {
     int64_t span = (int64_t)w * dil;
     int single = 1;
@@ -300,19 +300,19 @@ void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int3
         int64_t a = lo - span, b = (int64_t)hi + span + 1;
         if (a < lo % dil)
             a = lo % dil;   /* first member of the class */
-        xf_ft_keys_add_step(kb, n, (int32_t)a, (int32_t)(b > n ? n : b), dil, 0);
+        xf_at_t_keys_add_step(kb, n, (int32_t)a, (int32_t)(b > n ? n : b), dil, 0);
         if (single) {
             int64_t fa = hi - span, fb = (int64_t)lo + span + 1;
             if (fa < lo % dil)
                 fa = lo % dil;
             if (fa < fb)
-                xf_ft_keys_add_step(kb, n, (int32_t)fa, (int32_t)(fb > n ? n : fb), dil, 1);
+                xf_at_t_keys_add_step(kb, n, (int32_t)fa, (int32_t)(fb > n ? n : fb), dil, 1);
         }
         r0 = r1;
     }
 }
 
-void xf_ft_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls)
+void xf_at_t_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls)
 {
     if (nk <= 0)
         return;
@@ -329,7 +329,7 @@ void xf_ft_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls)
     }
 }
 
-void xf_ft_win_mask(const xf_ft_seq *c, int32_t w, int32_t dil, const int32_t *rows,
+void xf_at_t_win_mask(const xf_at_t_seq *c, int32_t w, int32_t dil, const int32_t *rows,
                     int32_t nq, const int32_t *keys, const uint8_t *full, int32_t nk, float *s)
 {
     const int64_t span = (int64_t)w * dil;
@@ -341,11 +341,11 @@ void xf_ft_win_mask(const xf_ft_seq *c, int32_t w, int32_t dil, const int32_t *r
         rc[r] = dil > 1 ? rows[r] % dil : 0;
     }
     if (dil > 1)
-        xf_ft_key_classes(keys, nk, dil, kc);
+        xf_at_t_key_classes(keys, nk, dil, kc);
     c->kern->mask(nq, nk, keys, full, lo, hi, dil > 1 ? kc : NULL, rc, 1, s);
 }
 
-int xf_ft_check_shape(const xf_attn_shape *sh)
+int xf_at_t_check_shape(const xf_attn_shape *sh)
 {
     if (!sh || sh->n_seq < 0 || (sh->n_seq > 0 && !sh->cu_len) || sh->n_head < 1 ||
         sh->d_head < 1 || sh->n_tokens < 0)
@@ -376,7 +376,7 @@ static int32_t nblk64(int32_t n)
     return (n + BK - 1) / BK;
 }
 
-static void layout(const xf_ft_variant *fv, int32_t d, int32_t nmax, ws_layout *L)
+static void layout(const xf_at_t_variant *fv, int32_t d, int32_t nmax, ws_layout *L)
 {
     size_t dp = (size_t)((d + 15) & ~15), o = 0, nm = (size_t)nmax + 1;
     L->qt = o; o = al64(o + (size_t)BQ * dp * 4);
@@ -385,7 +385,7 @@ static void layout(const xf_ft_variant *fv, int32_t d, int32_t nmax, ws_layout *
     L->s = o; o = al64(o + (size_t)BQ * BK * 4);
     L->acc = o; o = al64(o + (size_t)BQ * dp * 4);
     L->m = o; o = al64(o + (size_t)BQ * 4);
-    L->l = o; o = al64(o + (size_t)BQ * XF_FT_LW * 4);
+    L->l = o; o = al64(o + (size_t)BQ * XF_AT_T_LW * 4);
     L->rows = o; o = al64(o + (size_t)BQ * 4);
     L->hid = o; o = al64(o + (size_t)BQ * fv->hid_floats * 4);
     L->key = o; o = al64(o + nm * 4);
@@ -410,7 +410,7 @@ static int32_t max_len(const xf_attn_shape *sh)
     return m;
 }
 
-static void seq_init(xf_ft_seq *c, const void *params, const xf_attn_shape *sh,
+static void seq_init(xf_at_t_seq *c, const void *params, const xf_attn_shape *sh,
                      const xf_attn_io *io, int32_t s)
 {
     memset(c, 0, sizeof(*c));
@@ -422,7 +422,7 @@ static void seq_init(xf_ft_seq *c, const void *params, const xf_attn_shape *sh,
     c->n = sh->cu_len[s + 1] - sh->cu_len[s];
 }
 
-static int head_setup(const xf_ft_variant *fv, xf_ft_seq *c, int32_t head)
+static int head_setup(const xf_at_t_variant *fv, xf_at_t_seq *c, int32_t head)
 {
     c->head = head;
     c->dense = 0;
@@ -431,10 +431,10 @@ static int head_setup(const xf_ft_variant *fv, xf_ft_seq *c, int32_t head)
     return fv->setup ? fv->setup(c) : 0;
 }
 
-int xf_ft_plan(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh, int nth,
+int xf_at_t_plan(const xf_at_t_variant *fv, const void *params, const xf_attn_shape *sh, int nth,
                xf_attn_plan *out)
 {
-    int rc = xf_ft_check_shape(sh);
+    int rc = xf_at_t_check_shape(sh);
     if (rc)
         return rc;
     if (nth < 1 || !out)
@@ -443,7 +443,7 @@ int xf_ft_plan(const xf_ft_variant *fv, const void *params, const xf_attn_shape 
     memset(&p, 0, sizeof(p));
     int64_t items = 0;
     for (int32_t s = 0; s < sh->n_seq; s++) {
-        xf_ft_seq c;
+        xf_at_t_seq c;
         seq_init(&c, params, sh, NULL, s);
         if (c.n == 0)
             continue;
@@ -453,8 +453,8 @@ int xf_ft_plan(const xf_ft_variant *fv, const void *params, const xf_attn_shape 
             if (rc)
                 return rc;
             all_dense &= c.dense;
-            items += c.dense ? xf_ft_seg_tiles(c.n, BQ, BQ) :
-                     fv->n_tiles ? fv->n_tiles(&c) : xf_ft_seg_tiles(c.n, BQ, BQ);
+            items += c.dense ? xf_at_t_seg_tiles(c.n, BQ, BQ) :
+                     fv->n_tiles ? fv->n_tiles(&c) : xf_at_t_seg_tiles(c.n, BQ, BQ);
         }
         p.dense_fallbacks += all_dense;
     }
@@ -469,10 +469,10 @@ int xf_ft_plan(const xf_ft_variant *fv, const void *params, const xf_attn_shape 
 /* ---- one tile ---- */
 
 typedef struct ft_run {
-    const xf_ft_variant *fv;
-    const xf_ft_kern *kern;
+    const xf_at_t_variant *fv;
+    const xf_at_kern *kern;
     float *qt, *kt, *vt, *s, *acc, *m, *l, *hid;
-    xf_ft_keys kb;
+    xf_at_t_keys kb;
     int32_t d, dp, N, H;
     /* Kᵀ cache of the current (seq, head, plane): 64-key blocks [d][64], built on first use */
     float *kc;
@@ -482,7 +482,7 @@ typedef struct ft_run {
 } ft_run;
 
 /* The cached Kᵀ block of keys [64·b, 64·b + 64) (zero past n). */
-static const float *kblock(ft_run *R, const xf_ft_seq *c, const float *K, int32_t b)
+static const float *kblock(ft_run *R, const xf_at_t_seq *c, const float *K, int32_t b)
 {
     if (R->tag_k != K || R->tag_t0 != c->t0 || R->tag_n != c->n || R->tag_h != c->head) {
         memset(R->kvalid, 0, (size_t)nblk64(c->n));
@@ -517,7 +517,7 @@ static int32_t direct_len(const int32_t *key, int32_t count, int32_t p, int32_t 
     return 0;
 }
 
-static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global)
+static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global)
 {
     const xf_attn_io *io = c->io;
     const int32_t d = R->d, dp = R->dp;
@@ -525,7 +525,7 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
     const float *Q = (global && io->qg ? io->qg : io->q) + plane;
     const float *K = (global && io->kg ? io->kg : io->k) + plane;
     const float *V = (global && io->vg ? io->vg : io->v) + plane;
-    const xf_ft_variant *fv = R->fv;
+    const xf_at_t_variant *fv = R->fv;
     int rc = 0;
 
     for (int32_t r = 0; r < nq; r++) {
@@ -534,13 +534,13 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
         for (int32_t x = d; x < dp; x++)
             qr[x] = 0.0f;
         R->m[r] = -INFINITY;
-        for (int32_t x = 0; x < XF_FT_LW; x++)
-            R->l[(size_t)r * XF_FT_LW + x] = 0.0f;
+        for (int32_t x = 0; x < XF_AT_T_LW; x++)
+            R->l[(size_t)r * XF_AT_T_LW + x] = 0.0f;
         memset(R->acc + (size_t)r * dp, 0, (size_t)dp * sizeof(float));
     }
     keys_reset(&R->kb);
     if (c->dense)
-        xf_ft_keys_add(&R->kb, c->n, 0, c->n, 1);
+        xf_at_t_keys_add(&R->kb, c->n, 0, c->n, 1);
     else
         fv->keys(c, rows, nq, global, &R->kb);
     keys_collect(&R->kb);
@@ -606,8 +606,8 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
         float *o = io->out + ((size_t)(c->t0 + rows[r]) * R->H + c->head) * d;
         const float *ar = R->acc + (size_t)r * dp;
         float lr = 0.0f;
-        for (int32_t x = 0; x < XF_FT_LW; x++)   /* fixed order: deterministic */
-            lr += R->l[(size_t)r * XF_FT_LW + x];
+        for (int32_t x = 0; x < XF_AT_T_LW; x++)   /* fixed order: deterministic */
+            lr += R->l[(size_t)r * XF_AT_T_LW + x];
         if (lr > 0.0f) {
             R->kern->scale(d, ar, 1.0f / lr, o);
         } else {   /* A(i) = ∅: fall back to A(i) = {i} */
@@ -617,10 +617,10 @@ static int run_tile(ft_run *R, const xf_ft_seq *c, const int32_t *rows, int32_t 
     return 0;
 }
 
-int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh,
+int xf_at_t_forward(const xf_at_t_variant *fv, const void *params, const xf_attn_shape *sh,
                   const xf_attn_io *io, const xf_attn_plan *pl, void *ws, int ith, int nth)
 {
-    int rc = xf_ft_check_shape(sh);
+    int rc = xf_at_t_check_shape(sh);
     if (rc)
         return rc;
     if (!io || !pl || nth < 1 || ith < 0 || ith >= nth)
@@ -638,7 +638,7 @@ int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_sha
 
     ft_run R;
     R.fv = fv;
-    R.kern = xf_ft_kern_get();
+    R.kern = xf_at_kern_get();
     R.qt = (float *)(base + L.qt);
     R.kt = (float *)(base + L.kt);
     R.vt = (float *)(base + L.vt);
@@ -664,7 +664,7 @@ int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_sha
     int64_t total = 0, prefix = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int32_t s = 0; s < sh->n_seq; s++) {
-            xf_ft_seq c;
+            xf_at_t_seq c;
             seq_init(&c, params, sh, io, s);
             if (c.n == 0)
                 continue;
@@ -682,14 +682,14 @@ int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_sha
                 rc = head_setup(fv, &c, h);
                 if (rc)
                     return rc;
-                int32_t nt = c.dense || !fv->n_tiles ? xf_ft_seg_tiles(c.n, BQ, BQ)
+                int32_t nt = c.dense || !fv->n_tiles ? xf_at_t_seg_tiles(c.n, BQ, BQ)
                                                      : fv->n_tiles(&c);
                 for (int32_t t = 0; t < nt; t++) {
                     int global = 0;
                     int64_t cost = 0;
                     int32_t nq;
                     if (c.dense || !fv->tile) {
-                        nq = xf_ft_seg_rows(c.n, BQ, BQ, t, rows);
+                        nq = xf_at_t_seg_rows(c.n, BQ, BQ, t, rows);
                         cost = (int64_t)nq * c.n;
                     } else {
                         nq = fv->tile(&c, t, rows, &global, &cost);

@@ -1,5 +1,5 @@
 /* Attention-internal: the family-T kernel (ATTENTION.md §0, §26.1): block-sparse query tiles
- * with online softmax. A variant describes its pattern through xf_ft_variant callbacks: the
+ * with online softmax. A variant describes its pattern through xf_at_t_variant callbacks: the
  * query tiles of one (sequence, head) (row lists), the key set of a tile (sorted, unique: union
  * semantics) with a per-key "full" flag, and a membership predicate for the rest (exclusion is
  * exact: non-members never enter the softmax). The driver balances (seq, head, tile) items by
@@ -12,15 +12,15 @@
 
 #include "attention/registry.h"
 
-#define XF_FT_BQ 32            /* max query rows per tile */
-#define XF_FT_BK 64            /* keys per chunk */
-#define XF_FT_LW 16            /* lanes of each row's running sum l (summed at the end) */
+#define XF_AT_T_BQ 32            /* max query rows per tile */
+#define XF_AT_T_BK 64            /* keys per chunk */
+#define XF_AT_T_LW 16            /* lanes of each row's running sum l (summed at the end) */
 
-struct xf_ft_kern;
+struct xf_at_kern;
 
 /* One (sequence, head) as a variant sees it. */
-typedef struct xf_ft_seq {
-    const struct xf_ft_kern *kern; /* micro-kernels in use (forward only) */
+typedef struct xf_at_t_seq {
+    const struct xf_at_kern *kern; /* micro-kernels in use (forward only) */
     const void *params;
     const xf_attn_shape *sh;
     const xf_attn_io *io;      /* NULL at plan time */
@@ -35,70 +35,70 @@ typedef struct xf_ft_seq {
     uint8_t *is_g;             /* [n]: 1 = global */
     int32_t *scratch;          /* per-thread ints, n_scratch entries */
     int32_t n_scratch;
-} xf_ft_seq;
+} xf_at_t_seq;
 
 /* Key-set builder for one tile: add ranges; the result is sorted and unique. */
-typedef struct xf_ft_keys {
+typedef struct xf_at_t_keys {
     int32_t *key;              /* [count] sorted, unique */
     uint8_t *full;             /* [count] 1: every row of the tile attends the key */
     uint8_t *mark;             /* [n] 0 none, 1 some rows, 2 every row (zero between tiles) */
     int32_t count, lo, hi;
-} xf_ft_keys;
+} xf_at_t_keys;
 
 /* Add keys [a, b) (clipped to [0, n)); full = every row of the tile has them. */
-void xf_ft_keys_add(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int full);
+void xf_at_t_keys_add(xf_at_t_keys *kb, int32_t n, int32_t a, int32_t b, int full);
 /* Add keys a, a+step, ... < b. */
-void xf_ft_keys_add_step(xf_ft_keys *kb, int32_t n, int32_t a, int32_t b, int32_t step,
+void xf_at_t_keys_add_step(xf_at_t_keys *kb, int32_t n, int32_t a, int32_t b, int32_t step,
                          int full);
 
-typedef struct xf_ft_variant {
+typedef struct xf_at_t_variant {
     /* Per (seq, head), from n and params only (io may be NULL at plan time): set dense, a..e,
      * factor. NULL: nothing. Returns 0 or XF_EPARAM/XF_ESHAPE. */
-    int (*setup)(xf_ft_seq *c);
+    int (*setup)(xf_at_t_seq *c);
     /* Per sequence, forward only: fill glob/n_glob/is_g (Longformer/ETC); NULL: none. */
-    int (*globals)(xf_ft_seq *c);
+    int (*globals)(xf_at_t_seq *c);
     /* Query tiles of one (seq, head) (not called when dense). */
-    int32_t (*n_tiles)(const xf_ft_seq *c);
-    /* Rows of tile t (<= XF_FT_BQ, relative to the sequence); *global: use qg/kg/vg;
+    int32_t (*n_tiles)(const xf_at_t_seq *c);
+    /* Rows of tile t (<= XF_AT_T_BQ, relative to the sequence); *global: use qg/kg/vg;
      * *cost: estimated keys·rows. Returns the row count (0: empty tile). */
-    int32_t (*tile)(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global, int64_t *cost);
+    int32_t (*tile)(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global, int64_t *cost);
     /* The tile's key set. */
-    void (*keys)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                 xf_ft_keys *kb);
+    void (*keys)(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                 xf_at_t_keys *kb);
     /* j ∈ A(i)? asked only for keys not flagged full. */
-    int (*member)(const xf_ft_seq *c, int32_t i, int32_t j, int global);
+    int (*member)(const xf_at_t_seq *c, int32_t i, int32_t j, int global);
     /* Optional faster form of member() for one chunk: set s[r][jj] = −inf for every row r and
-     * non-full key jj with keys[jj] ∉ A(rows[r]) (s rows XF_FT_BK apart). */
-    void (*mask)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+     * non-full key jj with keys[jj] ∉ A(rows[r]) (s rows XF_AT_T_BK apart). */
+    void (*mask)(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                  const uint8_t *full, int32_t nk, float *s, int global);
     /* Optional logit provider (Synthesizer): s[r][jj] for rows[r], keys[jj] (replaces
-     * factor·q·k); hid is XF_FT_BQ·hid_floats of scratch. Returns 0 or a code. */
-    int (*logits)(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+     * factor·q·k); hid is XF_AT_T_BQ·hid_floats of scratch. Returns 0 or a code. */
+    int (*logits)(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                   int32_t nk, float *s, int32_t lds, float *hid, int first);
     size_t hid_floats;         /* per-row scratch floats for logits() */
     int32_t scratch_extra;     /* extra scratch ints beyond max n */
-} xf_ft_variant;
+} xf_at_t_variant;
 
 /* plan()/forward() for a family-T variant. */
-int xf_ft_plan(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh, int nth,
+int xf_at_t_plan(const xf_at_t_variant *fv, const void *params, const xf_attn_shape *sh, int nth,
                xf_attn_plan *out);
-int xf_ft_forward(const xf_ft_variant *fv, const void *params, const xf_attn_shape *sh,
+int xf_at_t_forward(const xf_at_t_variant *fv, const void *params, const xf_attn_shape *sh,
                   const xf_attn_io *io, const xf_attn_plan *pl, void *ws, int ith, int nth);
 
 /* Standard tiles: the sequence cut into segments of seg rows, each into tiles of <= height
- * rows (height <= XF_FT_BQ). */
-int32_t xf_ft_seg_tiles(int32_t n, int32_t seg, int32_t height);
-int32_t xf_ft_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_t *rows);
+ * rows (height <= XF_AT_T_BQ). */
+int32_t xf_at_t_seg_tiles(int32_t n, int32_t seg, int32_t height);
+int32_t xf_at_t_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int32_t *rows);
 
 /* Dilated-window helpers (§3, §4; δ = 1 is the plain window). Tiles walk the residue classes
- * mod δ in order (class-major), <= XF_FT_BQ rows each: ceil(n / XF_FT_BQ) tiles. */
-int32_t xf_ft_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows);
+ * mod δ in order (class-major), <= XF_AT_T_BQ rows each: ceil(n / XF_AT_T_BQ) tiles. */
+int32_t xf_at_t_win_rows(int32_t n, int32_t dil, int32_t t, int32_t *rows);
 /* The same walk with tiles of height rows (ceil(n / height) tiles). */
-int32_t xf_ft_class_rows(int32_t n, int32_t dil, int32_t height, int32_t t, int32_t *rows);
+int32_t xf_at_t_class_rows(int32_t n, int32_t dil, int32_t height, int32_t t, int32_t *rows);
 /* Keys {i + δt : |t| <= w} of the rows (full where every row has them). */
-void xf_ft_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
-                    xf_ft_keys *kb);
-static inline int xf_ft_win_member(int32_t w, int32_t dil, int32_t i, int32_t j)
+void xf_at_t_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, int32_t nq,
+                    xf_at_t_keys *kb);
+static inline int xf_at_t_win_member(int32_t w, int32_t dil, int32_t i, int32_t j)
 {
     int64_t dd = (int64_t)j - i;
     if (dd % dil)
@@ -107,48 +107,27 @@ static inline int xf_ft_win_member(int32_t w, int32_t dil, int32_t i, int32_t j)
     return dd >= -w && dd <= w;
 }
 /* mask() for a dilated window: −inf where |j − i| > δw or δ ∤ (j − i). */
-void xf_ft_win_mask(const xf_ft_seq *c, int32_t w, int32_t dil, const int32_t *rows,
+void xf_at_t_win_mask(const xf_at_t_seq *c, int32_t w, int32_t dil, const int32_t *rows,
                     int32_t nq, const int32_t *keys, const uint8_t *full, int32_t nk, float *s);
 /* cls[jj] = keys[jj] mod m for sorted keys (incremental, no division per key). */
-void xf_ft_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls);
+void xf_at_t_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls);
 /* ⌈√n⌉ */
-int32_t xf_ft_isqrt_ceil(int32_t n);
-
-/* plan/forward wrappers for a vtable. */
-#define XF_FT_WRAP(pfx, ftv)                                                                 \
-    static int pfx##_plan(const void *params, const xf_attn_shape *sh, int nth,              \
-                          xf_attn_plan *out)                                                 \
-    {                                                                                        \
-        return xf_ft_plan(&(ftv), params, sh, nth, out);                                     \
-    }                                                                                        \
-    static int pfx##_forward(const void *params, const xf_attn_shape *sh,                    \
-                             const xf_attn_io *io, const xf_attn_plan *pl,                   \
-                             const void *ws_shared, void *ws_thread, int ith, int nth)       \
-    {                                                                                        \
-        (void)ws_shared;                                                                     \
-        return xf_ft_forward(&(ftv), params, sh, io, pl, ws_thread, ith, nth);               \
-    }
+int32_t xf_at_t_isqrt_ceil(int32_t n);
 
 /* Longformer (§7) and ETC (§8) share one pattern and parameter block. */
-enum { XF_LF_CLS = 0, XF_LF_NONE, XF_LF_SEGMENT_A, XF_LF_MASK, XF_LF_LIST, XF_LF_CLS_SEP };
-#define XF_LF_MAX_DIL 32
-#define XF_LF_MAX_POS 16
-typedef struct xf_lf_params {
+enum { XF_AT_LF_CLS = 0, XF_AT_LF_NONE, XF_AT_LF_SEGMENT_A, XF_AT_LF_MASK, XF_AT_LF_LIST, XF_AT_LF_CLS_SEP };
+#define XF_AT_LF_MAX_DIL 32
+#define XF_AT_LF_MAX_POS 16
+typedef struct xf_at_lf_params {
     int32_t window;            /* one-sided w (ETC: radius) */
     int32_t n_dil;             /* 1: dil[0] for every head; else one per head */
-    int32_t dil[XF_LF_MAX_DIL];
-    int32_t gmode;             /* XF_LF_* */
+    int32_t dil[XF_AT_LF_MAX_DIL];
+    int32_t gmode;             /* XF_AT_LF_* */
     int32_t n_pos;
-    int32_t pos[XF_LF_MAX_POS];
+    int32_t pos[XF_AT_LF_MAX_POS];
     int32_t shared;            /* 1: global rows use q/k/v (ETC simulation) */
     int32_t segment_restrict;  /* ETC; only false is supported */
-} xf_lf_params;
-extern const xf_ft_variant xf_ft_longformer;
-/* validate(): a per-head dilation list must cover every head of the layer. */
-int xf_lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                   size_t errlen);
-/* Add "global" (string or list) to a to_json object. */
-int xf_lf_global_json(const xf_lf_params *p, json_t *obj);
+} xf_at_lf_params;
 
 /* Synthesizer (§21) weights, handed over in xf_attn_io.weights for one layer. */
 enum { XF_SYNTH_RANDOM = 1, XF_SYNTH_FACTORIZED, XF_SYNTH_DENSE };
@@ -165,15 +144,15 @@ typedef struct xf_synth_weights {
 #define XF_SYNTH_MAX_HIDDEN 1024
 
 /* Common shape checks (cu_len monotone, inside n_tokens, heads >= 1). */
-int xf_ft_check_shape(const xf_attn_shape *sh);
+int xf_at_t_check_shape(const xf_attn_shape *sh);
 
 /* Micro-kernels on one tile (exposed for the per-ISA files and tests).
- * qt [nq][dp] (columns >= d zero), kt [d][XF_FT_BK], s/p [nq][XF_FT_BK], vt: row pointers,
- * acc [nq][dp], m [nq], l [nq][XF_FT_LW] (partial sums, zero-initialised; the row's sum is
+ * qt [nq][dp] (columns >= d zero), kt [d][XF_AT_T_BK], s/p [nq][XF_AT_T_BK], vt: row pointers,
+ * acc [nq][dp], m [nq], l [nq][XF_AT_T_LW] (partial sums, zero-initialised; the row's sum is
  * their total in lane order). dp is d rounded up to 16. */
-typedef struct xf_ft_kern {
+typedef struct xf_at_kern {
     const char *name;
-    /* s[r][j] = factor · Σ_c qt[r][c]·kt[c][j] for all j < XF_FT_BK */
+    /* s[r][j] = factor · Σ_c qt[r][c]·kt[c][j] for all j < XF_AT_T_BK */
     void (*qk)(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
                float factor, float *s);
     /* Online-softmax update over s[r][0..nk) (−inf = excluded): new max, p = exp(s − m')
@@ -187,21 +166,21 @@ typedef struct xf_ft_kern {
     void (*kt)(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt);
     /* s[r][jj] = −inf unless full[jj] or member: in = lo[r] <= keys[jj] < hi[r],
      * cl = kcls[jj] == rcls[r] (kcls NULL: cl = and_mode); member = and_mode ? in && cl
-     * : in || cl. r < nq, jj < nk, s rows XF_FT_BK apart. */
+     * : in || cl. r < nq, jj < nk, s rows XF_AT_T_BK apart. */
     void (*mask)(int32_t nq, int32_t nk, const int32_t *keys, const uint8_t *full,
                  const int32_t *lo, const int32_t *hi, const int32_t *kcls,
                  const int32_t *rcls, int and_mode, float *s);
     /* dst[c] = src[c]·f, c < d */
     void (*scale)(int32_t d, const float *src, float f, float *dst);
-} xf_ft_kern;
+} xf_at_kern;
 
-const xf_ft_kern *xf_ft_kern_c(void);
+const xf_at_kern *xf_at_kern_c(void);
 #ifdef XF_HAVE_X86_64
-const xf_ft_kern *xf_ft_kern_avx512(void);
+const xf_at_kern *xf_at_kern_avx512(void);
 #endif
 /* The kernel in use (AVX-512 when xf_cpu() allows, else portable C). */
-const xf_ft_kern *xf_ft_kern_get(void);
+const xf_at_kern *xf_at_kern_get(void);
 /* Tests: force a kernel (NULL: automatic). Not thread-safe; call before forwards. */
-void xf_ft_kern_force(const xf_ft_kern *k);
+void xf_at_kern_force(const xf_at_kern *k);
 
 #endif

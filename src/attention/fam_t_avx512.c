@@ -1,15 +1,16 @@
 /* Family-T micro-kernels for AVX-512 (compiled with -mavx512f -mavx512bw -mavx512vl
  * -mavx512dq -mfma): tile logits S = factor·Q·Kᵀ (4 rows × 64 keys register block), the
  * online-softmax update with a polynomial exp (exact 0 for excluded keys), and O += P·V
- * (4 rows × 64 columns). Selected at run time by xf_ft_kern_get(). */
+ * (4 rows × 64 columns). Selected at run time by xf_at_kern_get(). */
 #include "config.h"
 
 #include <immintrin.h>
 #include <math.h>
 
 #include "attention/fam_t.h"
+#include "engine/kernels/x86/vmath_avx512.h"
 
-#define BK XF_FT_BK
+#define BK XF_AT_T_BK
 
 static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
                       float factor, float *s)
@@ -77,34 +78,19 @@ static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const 
     }
 }
 
-/* exp(x) for x <= 0 (x = logit − running max); lanes below −87 (and −inf) give exactly 0.
- * Cody–Waite reduction and a degree-7 Taylor polynomial on |r| <= ln2/2 (error < 1e-8
- * relative, below float rounding). */
+/* exp(x) for x <= 0 (x = logit − running max): the engine's vector exp (vmath_avx512.h);
+ * lanes below −87 (and −inf) give exactly 0, so excluded keys never enter the sums. */
 static inline __m512 exp_neg(__m512 x)
 {
-    const __m512 lo = _mm512_set1_ps(-87.0f);
-    __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
-    x = _mm512_max_ps(x, lo);
-    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(keep, p, n);
+    __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    return _mm512_maskz_mov_ps(keep, xf_exp512(x));
 }
 
 static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
                            float *acc)
 {
     const int32_t nv = (nk + 15) / 16;
-    _Alignas(64) float mn[XF_FT_BQ], diff[XF_FT_BQ], corr[XF_FT_BQ];
+    _Alignas(64) float mn[XF_AT_T_BQ], diff[XF_AT_T_BQ], corr[XF_AT_T_BQ];
 
     for (int32_t r = 0; r < nq; r++) {
         const float *sr = s + (size_t)r * BK;
@@ -142,7 +128,7 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
             sum = _mm512_add_ps(sum, p);
         }
         const float cr = corr[r];
-        float *lr = l + (size_t)r * XF_FT_LW;
+        float *lr = l + (size_t)r * XF_AT_T_LW;
         _mm512_store_ps(lr, _mm512_fmadd_ps(_mm512_set1_ps(cr), _mm512_load_ps(lr), sum));
         m[r] = mn[r];
         if (cr != 1.0f) {
@@ -311,13 +297,13 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p,
     }
 }
 
-static const xf_ft_kern kern_avx512 = {
+static const xf_at_kern kern_avx512 = {
     .name = "avx512", .qk = qk_avx512, .softmax = softmax_avx512, .pv = pv_avx512,
     .scale = scale_avx512, .kt = kt_avx512,
     .mask = mask_avx512,
 };
 
-const xf_ft_kern *xf_ft_kern_avx512(void)
+const xf_at_kern *xf_at_kern_avx512(void)
 {
     return &kern_avx512;
 }

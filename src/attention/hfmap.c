@@ -21,7 +21,7 @@ static int get_int(const json_t *cfg, const char *key, int64_t lo, int64_t dflt,
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > INT32_MAX)
-        return xf_par_err(err, errlen, "config.json: %s: must be an integer >= %lld", key,
+        return xf_at_err(err, errlen, "config.json: %s: must be an integer >= %lld", key,
                           (long long)lo);
     *out = json_integer_value(v);
     return 0;
@@ -66,11 +66,11 @@ int xf_attn_from_hf_config(const json_t *config, xf_attn_t **out, char *err, siz
     const json_t *at = json_object_get(config, "attention_type");
     if (at && !json_is_null(at)) {
         if (!json_is_string(at))
-            return xf_par_err(err, errlen, "config.json: attention_type: must be a string");
+            return xf_at_err(err, errlen, "config.json: attention_type: must be a string");
         if (!strcmp(json_string_value(at), "original_full"))
             return 0;
         if (strcmp(json_string_value(at), "block_sparse"))
-            return xf_par_err(err, errlen, "config.json: attention_type: unknown value \"%s\"",
+            return xf_at_err(err, errlen, "config.json: attention_type: unknown value \"%s\"",
                               json_string_value(at));
         if ((rc = get_int(config, "block_size", 1, 64, &a, err, errlen)) ||
             (rc = get_int(config, "num_random_blocks", 0, 3, &b, err, errlen)))
@@ -84,12 +84,12 @@ int xf_attn_from_hf_config(const json_t *config, xf_attn_t **out, char *err, siz
         int64_t w = -1;
         size_t cnt = json_is_array(aw) ? json_array_size(aw) : 1;
         if (cnt == 0)
-            return xf_par_err(err, errlen, "config.json: attention_window: empty list");
+            return xf_at_err(err, errlen, "config.json: attention_window: empty list");
         for (size_t i = 0; i < cnt; i++) {
             const json_t *v = json_is_array(aw) ? json_array_get(aw, i) : aw;
             if (!json_is_integer(v) || json_integer_value(v) < 2 ||
                 json_integer_value(v) > (1 << 24) || json_integer_value(v) % 2)
-                return xf_par_err(err, errlen, "config.json: attention_window: must be even "
+                return xf_at_err(err, errlen, "config.json: attention_window: must be even "
                                   "integers >= 2");
             if (w >= 0 && json_integer_value(v) != w * 2) {
                 if (err && errlen)
@@ -117,7 +117,7 @@ int xf_attn_from_hf_config(const json_t *config, xf_attn_t **out, char *err, siz
         b = 1000;
         if (cl && !json_is_null(cl)) {
             if (!json_is_integer(cl))
-                return xf_par_err(err, errlen, "config.json: clamp_len: must be an integer");
+                return xf_at_err(err, errlen, "config.json: clamp_len: must be an integer");
             b = json_integer_value(cl);
             if (b <= 0)
                 b = -1;   /* HF: clamp_len <= 0 means no clamping */

@@ -10,32 +10,23 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const char *const init_names[] = { "kmeans", "segments", NULL };
 static const char *const mode_names[] = { "hard", "soft", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "m", XF_PK_INT, offsetof(xf_isab_params_t, m), 1, 1 << 16, NULL },
-    { "init", XF_PK_ENUM, offsetof(xf_isab_params_t, init), 0, 0, init_names },
-    { "iters", XF_PK_INT, offsetof(xf_isab_params_t, iters), 0, 1000, NULL },
-    { "mode", XF_PK_ENUM, offsetof(xf_isab_params_t, mode), 0, 0, mode_names },
-    { "seed", XF_PK_SEED, offsetof(xf_isab_params_t, seed), 0, 0, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_isab_params_t, m, "m", XF_AT_K_INT, 1, 1 << 16, NULL),
+    XF_AT_KEY(xf_isab_params_t, init, "init", XF_AT_K_ENUM, 0, 0, init_names),
+    XF_AT_KEY(xf_isab_params_t, iters, "iters", XF_AT_K_INT, 0, 1000, NULL),
+    XF_AT_KEY(xf_isab_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_isab_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
-static int is_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_isab_params_t *p = params;
-
-    p->seed = 0;
-    p->m = 64;
-    p->init = XF_ISAB_KMEANS;
-    p->iters = 10;
-    p->mode = XF_ISAB_HARD;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(is_to_json, keys)
+static const xf_isab_params_t is_defaults = {
+    .m = 64, .init = XF_ISAB_KMEANS, .iters = 10, .mode = XF_ISAB_HARD,
+};
 
 typedef struct lay {
     double *pts, *mu, *acc;
@@ -47,36 +38,36 @@ typedef struct lay {
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
     size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
-    xf_sfpm_carve_t cv = { ws, 0 };
+    xf_at_carve_t cv = { ws, 0 };
     lay_t none;
 
     if (!l)
         l = &none;
-    l->pts = xf_sfpm_take(&cv, sizeof(double), N * D);
-    l->mu = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->acc = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->idx = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->grp = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->cnt = xf_sfpm_take(&cv, sizeof(int32_t), M);
-    l->Ks = xf_sfpm_take(&cv, sizeof(float), M * D);
-    l->Vs = xf_sfpm_take(&cv, sizeof(float), M * D);
-    l->beta = xf_sfpm_take(&cv, sizeof(float), M);
-    l->U = xf_sfpm_take(&cv, sizeof(float), M * D);
-    l->scr = xf_sfpm_take(&cv, sizeof(float), N + M);
-    l->amx = xf_sfpm_take(&cv, sizeof(unsigned char), xf_fams_argmax_ws(m, d));
+    l->pts = xf_at_take(&cv, sizeof(double), N * D);
+    l->mu = xf_at_take(&cv, sizeof(double), M * D);
+    l->acc = xf_at_take(&cv, sizeof(double), M * D);
+    l->idx = xf_at_take(&cv, sizeof(int32_t), N);
+    l->grp = xf_at_take(&cv, sizeof(int32_t), N);
+    l->cnt = xf_at_take(&cv, sizeof(int32_t), M);
+    l->Ks = xf_at_take(&cv, sizeof(float), M * D);
+    l->Vs = xf_at_take(&cv, sizeof(float), M * D);
+    l->beta = xf_at_take(&cv, sizeof(float), M);
+    l->U = xf_at_take(&cv, sizeof(float), M * D);
+    l->scr = xf_at_take(&cv, sizeof(float), N + M);
+    l->amx = xf_at_take(&cv, sizeof(unsigned char), xf_at_s_argmax_ws(m, d));
     return cv.off;
 }
 
 static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_isab_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+    xf_at_plan_items(sh, layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL) +
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -84,9 +75,9 @@ static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
 static int32_t segment_of(int32_t n, int32_t m, int32_t i)
 {
     int32_t a = (int32_t)((int64_t)i * m / n);       /* first guess, then fix up */
-    while (a > 0 && xf_fams_seg_start(n, m, a) > i)
+    while (a > 0 && xf_at_s_seg_start(n, m, a) > i)
         a--;
-    while (a + 1 < m && xf_fams_seg_start(n, m, a + 1) <= i)
+    while (a + 1 < m && xf_at_s_seg_start(n, m, a + 1) <= i)
         a++;
     return a;
 }
@@ -105,7 +96,7 @@ static void group_mean(const float *x, int32_t n, int32_t d, const int32_t *grp,
         out[c] = (float)(acc[c] / cnt);
 }
 
-static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
     const xf_isab_params_t *p = params;
@@ -115,14 +106,14 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     layout(n, d, m, ws, &l);
     if (p->init == XF_ISAB_KMEANS) {
         for (int32_t j = 0; j < n; j++)
-            xf_fams_unit(it->k + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
-        xf_fams_kmeans(l.pts, n, d, m, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
+            xf_at_s_unit(it->k + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
+        xf_at_s_kmeans(l.pts, n, d, m, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
                        l.acc, l.amx);
         /* group every key (hard) or query (soft): nearest centroid of its unit vector */
         if (p->mode == XF_ISAB_SOFT)
             for (int32_t j = 0; j < n; j++)
-                xf_fams_unit(it->q + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
-        xf_fams_argmax(l.pts, n, d, l.mu, m, (size_t)d, 1, 0, XF_FAMS_UNIT_MARGIN, l.amx,
+                xf_at_s_unit(it->q + (size_t)j * (size_t)d, d, l.pts + (size_t)j * (size_t)d);
+        xf_at_s_argmax(l.pts, n, d, l.mu, m, (size_t)d, 1, 0, XF_AT_S_UNIT_MARGIN, l.amx,
                        l.grp);
     } else {
         for (int32_t j = 0; j < n; j++)
@@ -146,7 +137,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
                 l.beta[l.idx[a]] = (float)log((double)l.cnt[a]);
             }
         }
-        xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, l.beta, mm, tws);
+        xf_at_s_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, l.beta, mm, tws);
         return;
     }
     for (int32_t a = 0; a < m; a++) {               /* mean raw query of each group */
@@ -155,28 +146,11 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
         group_mean(it->q, n, d, l.grp, a, l.cnt[a], q_scale, l.acc,
                    l.U + (size_t)l.idx[a] * (size_t)d);
     }
-    xf_fams_attnpool(it, l.U, mm, scale, l.Ks, l.Vs, l.scr);
-    xf_fams_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, tws);
+    xf_at_s_attnpool(it, l.U, mm, scale, l.Ks, l.Vs, l.scr);
+    xf_at_s_attend_summaries(it, scale / q_scale, l.Ks, l.Vs, NULL, mm, tws);
 }
 
-static int is_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
-const xf_attn_vtbl xf_attn_isab = {
-    .name = "isab",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "ISAB substitute: keys grouped by m inducing directions (k-means or segments)",
-    .params_doc = "m=64 init=kmeans iters=10 mode=hard seed=0",
-    .params_size = sizeof(xf_isab_params_t),
-    .parse = is_parse,
-    .to_json = is_to_json,
-    .plan = is_plan,
-    .forward = is_forward,
+const xf_attn_ops xf_at_isab = {
+    XF_AT_PARAMS(xf_isab_params_t, is_defaults, keys),
+    .plan = is_plan, .item = item,
 };

@@ -5,25 +5,18 @@
 
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_f.h"
 
-static const xf_pkey_t keys[] = {
-    { "eps", XF_PK_REAL, offsetof(xf_linear_params_t, eps), 0.0, 1.0, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_linear_params_t, eps, "eps", XF_AT_K_REAL, 0.0, 1.0, NULL),
 };
 
-static int li_parse(void *params, const json_t *obj, char *err, size_t errlen)
+static const xf_linear_params_t li_defaults = { .eps = 1e-6 };
+
+static void li_map(const xf_linear_params_t *p, int32_t d, float q_scale, xf_at_f_map_t *mp)
 {
-    xf_linear_params_t *p = params;
-
-    p->eps = 1e-6;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(li_to_json, keys)
-
-static void li_map(const xf_linear_params_t *p, int32_t d, float q_scale, xf_famf_map_t *mp)
-{
-    mp->kind = XF_FAMF_LINEAR;
+    mp->kind = XF_AT_F_LINEAR;
     mp->r = d;
     mp->w = NULL;
     mp->qmul = 1.0f / q_scale;
@@ -33,14 +26,14 @@ static void li_map(const xf_linear_params_t *p, int32_t d, float q_scale, xf_fam
 
 static int li_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
-    xf_famf_map_t mp;
-    int nmax = xf_sfpm_check_shape(sh);
+    xf_at_f_map_t mp;
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
     li_map(params, sh->d_head, 1.0f, &mp);
-    xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head), 0, out);
+    xf_at_plan_items(sh, xf_at_f_ws(&mp, nmax, sh->d_head), 0, out);
     return 0;
 }
 
@@ -48,23 +41,15 @@ static int li_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                       int nth)
 {
-    xf_famf_map_t mp;
+    xf_at_f_map_t mp;
 
     (void)ws_shared;
     li_map(params, sh->d_head, io->q_scale, &mp);
-    xf_famf_walk(&mp, 0, sh, io, pl, ws_thread, ith, nth);
+    xf_at_f_walk(&mp, 0, sh, io, pl, ws_thread, ith, nth);
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_linear = {
-    .name = "linear",
-    .family = XF_FAM_F,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Linear Transformer: elu+1 feature map, O(n d^2) (needs a model trained with it)",
-    .params_doc = "eps=1e-6",
-    .params_size = sizeof(xf_linear_params_t),
-    .parse = li_parse,
-    .to_json = li_to_json,
-    .plan = li_plan,
-    .forward = li_forward,
+const xf_attn_ops xf_at_linear = {
+    XF_AT_PARAMS(xf_linear_params_t, li_defaults, keys),
+    .plan = li_plan, .forward = li_forward,
 };

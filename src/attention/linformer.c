@@ -6,25 +6,17 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const char *const src_names[] = { "pooled", "weights", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "k", XF_PK_INT, offsetof(xf_linformer_params_t, k), 1, 1 << 20, NULL },
-    { "source", XF_PK_ENUM, offsetof(xf_linformer_params_t, source), 0, 0, src_names },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_linformer_params_t, k, "k", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_linformer_params_t, source, "source", XF_AT_K_ENUM, 0, 0, src_names),
 };
 
-static int lf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_linformer_params_t *p = params;
-
-    p->k = 256;
-    p->source = XF_LINFORMER_POOLED;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(lf_to_json, keys)
+static const xf_linformer_params_t lf_defaults = { .k = 256, .source = XF_LINFORMER_POOLED };
 
 static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -34,7 +26,7 @@ static int lf_validate(const void *params, const xf_model_t *m, int layer, char 
     (void)m;
     (void)layer;
     if (p->source == XF_LINFORMER_WEIGHTS)
-        return xf_sfpm_refuse(err, errlen, "source",
+        return xf_at_refuse(err, errlen, "source",
                               "\"weights\" needs trained Linformer E/F projections, which this "
                               "model does not have; use \"pooled\"");
     return 0;
@@ -43,16 +35,16 @@ static int lf_validate(const void *params, const xf_model_t *m, int layer, char 
 static int lf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_linformer_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
     int32_t m;
 
     (void)nth;
     if (nmax < 0)
         return nmax;
     m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
-    xf_sfpm_plan_items(sh,
+    xf_at_plan_items(sh,
                        sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -63,17 +55,17 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     const xf_linformer_params_t *p = params;
     const xf_attn_w_linformer_t *w = io->weights;
     float alpha = io->scale / io->q_scale;
-    void *tws = xf_sfpm_tile_scratch(pl, ws_thread, sh->d_head);
+    void *tws = xf_at_tile_scratch(pl, ws_thread, sh->d_head);
 
     (void)ws_shared;
     if (p->source == XF_LINFORMER_WEIGHTS && (!w || !w->e || !w->f))
         return XF_EUNSUPPORTED;
     for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
+        xf_at_item_t it;
         int32_t m, d;
         float *Ks, *Vs, *beta;
 
-        xf_sfpm_item(sh, io, t, &it);
+        xf_at_item(sh, io, t, &it);
         if (it.n == 0)
             continue;
         d = it.d;
@@ -87,12 +79,12 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         beta = Vs + (size_t)m * (size_t)d;
         if (p->source == XF_LINFORMER_POOLED) {
             for (int32_t a = 0; a < m; a++) {
-                int32_t r0 = xf_fams_seg_start(it.n, m, a), r1 = xf_fams_seg_start(it.n, m, a + 1);
-                xf_fams_mean_rows(it.k, d, r0, r1, Ks + (size_t)a * (size_t)d);
-                xf_fams_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
+                int32_t r0 = xf_at_s_seg_start(it.n, m, a), r1 = xf_at_s_seg_start(it.n, m, a + 1);
+                xf_at_s_mean_rows(it.k, d, r0, r1, Ks + (size_t)a * (size_t)d);
+                xf_at_s_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
                 beta[a] = (float)log((double)(r1 - r0));
             }
-            xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m, tws);
+            xf_at_s_attend_summaries(&it, alpha, Ks, Vs, beta, m, tws);
         } else {
             for (int32_t a = 0; a < m; a++) {
                 const float *er = w->e + (size_t)a * (size_t)w->n_max;
@@ -107,22 +99,13 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                     Vs[(size_t)a * (size_t)d + (size_t)c] = (float)sv;
                 }
             }
-            xf_fams_attend_summaries(&it, alpha, Ks, Vs, NULL, m, tws);
+            xf_at_s_attend_summaries(&it, alpha, Ks, Vs, NULL, m, tws);
         }
     }
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_linformer = {
-    .name = "linformer",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Linformer: k pooled K/V segments with ln(n_a) correction (or trained E/F)",
-    .params_doc = "k=256 source=pooled",
-    .params_size = sizeof(xf_linformer_params_t),
-    .parse = lf_parse,
-    .to_json = lf_to_json,
-    .validate = lf_validate,
-    .plan = lf_plan,
-    .forward = lf_forward,
+const xf_attn_ops xf_at_linformer = {
+    XF_AT_PARAMS(xf_linformer_params_t, lf_defaults, keys),
+    .validate = lf_validate, .plan = lf_plan, .forward = lf_forward,
 };

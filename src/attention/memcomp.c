@@ -7,25 +7,17 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
 static const char *const pool_names[] = { "mean", "conv", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "rate", XF_PK_INT, offsetof(xf_memcomp_params_t, rate), 1, 1 << 20, NULL },
-    { "pool", XF_PK_ENUM, offsetof(xf_memcomp_params_t, pool), 0, 0, pool_names },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_memcomp_params_t, rate, "rate", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_memcomp_params_t, pool, "pool", XF_AT_K_ENUM, 0, 0, pool_names),
 };
 
-static int mc_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_memcomp_params_t *p = params;
-
-    p->rate = 3;
-    p->pool = XF_MEMCOMP_MEAN;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(mc_to_json, keys)
+static const xf_memcomp_params_t mc_defaults = { .rate = 3, .pool = XF_MEMCOMP_MEAN };
 
 static int mc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -35,7 +27,7 @@ static int mc_validate(const void *params, const xf_model_t *m, int layer, char 
     (void)m;
     (void)layer;
     if (p->pool == XF_MEMCOMP_CONV)
-        return xf_sfpm_refuse(err, errlen, "pool", "\"conv\" needs a trained compression "
+        return xf_at_refuse(err, errlen, "pool", "\"conv\" needs a trained compression "
                               "convolution, which this model does not have; use \"mean\"");
     return 0;
 }
@@ -43,15 +35,15 @@ static int mc_validate(const void *params, const xf_model_t *m, int layer, char 
 static int mc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_memcomp_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
     size_t m;
 
     (void)nth;
     if (nmax < 0)
         return nmax;
     m = ((size_t)nmax + (size_t)p->rate - 1) / (size_t)p->rate;
-    xf_sfpm_plan_items(sh, sizeof(float) * (m * (2u * (size_t)sh->d_head + 2u) + 1u) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+    xf_at_plan_items(sh, sizeof(float) * (m * (2u * (size_t)sh->d_head + 2u) + 1u) +
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -66,11 +58,11 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     if (p->pool != XF_MEMCOMP_MEAN)
         return XF_EUNSUPPORTED;
     for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
+        xf_at_item_t it;
         int32_t m, d, c = p->rate;
         float *Ks, *Vs, *beta;
 
-        xf_sfpm_item(sh, io, t, &it);
+        xf_at_item(sh, io, t, &it);
         if (it.n == 0)
             continue;
         d = it.d;
@@ -80,26 +72,17 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
         beta = Vs + (size_t)m * (size_t)d;
         for (int32_t a = 0; a < m; a++) {
             int32_t r0 = a * c, r1 = r0 + c < it.n ? r0 + c : it.n;
-            xf_fams_mean_rows(it.k, d, r0, r1, Ks + (size_t)a * (size_t)d);
-            xf_fams_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
+            xf_at_s_mean_rows(it.k, d, r0, r1, Ks + (size_t)a * (size_t)d);
+            xf_at_s_mean_rows(it.v, d, r0, r1, Vs + (size_t)a * (size_t)d);
             beta[a] = (float)log((double)(r1 - r0));
         }
-        xf_fams_attend_summaries(&it, alpha, Ks, Vs, beta, m,
-                                 xf_sfpm_tile_scratch(pl, ws_thread, d));
+        xf_at_s_attend_summaries(&it, alpha, Ks, Vs, beta, m,
+                                 xf_at_tile_scratch(pl, ws_thread, d));
     }
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_memcomp = {
-    .name = "memcomp",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Memory-compressed attention: K/V mean-pooled by rate (ln-size bias)",
-    .params_doc = "rate=3 pool=mean",
-    .params_size = sizeof(xf_memcomp_params_t),
-    .parse = mc_parse,
-    .to_json = mc_to_json,
-    .validate = mc_validate,
-    .plan = mc_plan,
-    .forward = mc_forward,
+const xf_attn_ops xf_at_memcomp = {
+    XF_AT_PARAMS(xf_memcomp_params_t, mc_defaults, keys),
+    .validate = mc_validate, .plan = mc_plan, .forward = mc_forward,
 };

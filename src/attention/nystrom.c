@@ -10,25 +10,18 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
-static const xf_pkey_t keys[] = {
-    { "landmarks", XF_PK_INT, offsetof(xf_nystrom_params_t, landmarks), 1, 4096, NULL },
-    { "pinv_iters", XF_PK_INT, offsetof(xf_nystrom_params_t, pinv_iters), 1, 100, NULL },
-    { "dense_fallback", XF_PK_BOOL, offsetof(xf_nystrom_params_t, dense_fallback), 0, 1, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_nystrom_params_t, landmarks, "landmarks", XF_AT_K_INT, 1, 4096, NULL),
+    XF_AT_KEY(xf_nystrom_params_t, pinv_iters, "pinv_iters", XF_AT_K_INT, 1, 100, NULL),
+    XF_AT_KEY(xf_nystrom_params_t, dense_fallback, "dense_fallback", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-static int ny_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_nystrom_params_t *p = params;
-
-    p->landmarks = 64;
-    p->pinv_iters = 6;
-    p->dense_fallback = 1;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(ny_to_json, keys)
+static const xf_nystrom_params_t ny_defaults = {
+    .landmarks = 64, .pinv_iters = 6, .dense_fallback = 1,
+};
 
 typedef struct lay {
     double *xl, *yl, *A, *Z, *AZ, *T1, *T2, *BV, *W, *row, *q;
@@ -38,23 +31,23 @@ typedef struct lay {
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
     size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
-    xf_sfpm_carve_t cv = { ws, 0 };
+    xf_at_carve_t cv = { ws, 0 };
     lay_t none;
 
     if (!l)
         l = &none;
-    l->xl = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->yl = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->A = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->Z = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->AZ = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->T1 = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->T2 = xf_sfpm_take(&cv, sizeof(double), M * M);
-    l->BV = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->W = xf_sfpm_take(&cv, sizeof(double), M * D);
-    l->row = xf_sfpm_take(&cv, sizeof(double), (N > M ? N : M) + 1);
-    l->q = xf_sfpm_take(&cv, sizeof(double), D);
-    l->scr = xf_sfpm_take(&cv, sizeof(float), N + 1);
+    l->xl = xf_at_take(&cv, sizeof(double), M * D);
+    l->yl = xf_at_take(&cv, sizeof(double), M * D);
+    l->A = xf_at_take(&cv, sizeof(double), M * M);
+    l->Z = xf_at_take(&cv, sizeof(double), M * M);
+    l->AZ = xf_at_take(&cv, sizeof(double), M * M);
+    l->T1 = xf_at_take(&cv, sizeof(double), M * M);
+    l->T2 = xf_at_take(&cv, sizeof(double), M * M);
+    l->BV = xf_at_take(&cv, sizeof(double), M * D);
+    l->W = xf_at_take(&cv, sizeof(double), M * D);
+    l->row = xf_at_take(&cv, sizeof(double), (N > M ? N : M) + 1);
+    l->q = xf_at_take(&cv, sizeof(double), D);
+    l->scr = xf_at_take(&cv, sizeof(float), N + 1);
     return cv.off;
 }
 
@@ -66,13 +59,13 @@ static int uses_dense(const xf_nystrom_params_t *p, int32_t n)
 static int ny_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_nystrom_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
-                                  NULL, NULL) + xf_sfpm_tile_ws(sh->d_head), 0, out);
+    xf_at_plan_items(sh, layout(nmax, sh->d_head, p->landmarks < nmax ? p->landmarks : nmax,
+                                  NULL, NULL) + xf_at_tile_ws(sh->d_head), 0, out);
     for (int32_t b = 0; b < sh->n_seq; b++) {
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b];
         out->dense_fallbacks += n > 0 && uses_dense(p, n);
@@ -123,7 +116,7 @@ static void cminus(double *t, int32_t m, double cval)
         t[(size_t)i * (size_t)m + (size_t)i] += cval;
 }
 
-static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
     const xf_nystrom_params_t *p = params;
@@ -138,7 +131,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     layout(n, d, m, ws, &l);
     /* landmarks: segment means of x and y */
     for (int32_t a = 0; a < m; a++) {
-        int32_t r0 = xf_fams_seg_start(n, m, a), r1 = xf_fams_seg_start(n, m, a + 1);
+        int32_t r0 = xf_at_s_seg_start(n, m, a), r1 = xf_at_s_seg_start(n, m, a + 1);
         for (int32_t c = 0; c < d; c++) {
             double sx = 0, sy = 0;
             for (int32_t j = r0; j < r1; j++) {
@@ -225,27 +218,10 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     }
     return;
 dense:
-    xf_fams_attend_summaries(it, scale / q_scale, it->k, it->v, NULL, n, tws);
+    xf_at_s_attend_summaries(it, scale / q_scale, it->k, it->v, NULL, n, tws);
 }
 
-static int ny_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
-const xf_attn_vtbl xf_attn_nystrom = {
-    .name = "nystrom",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Nystromformer: landmark softmaxes with an iterative pseudo-inverse",
-    .params_doc = "landmarks=64 pinv_iters=6 dense_fallback=true",
-    .params_size = sizeof(xf_nystrom_params_t),
-    .parse = ny_parse,
-    .to_json = ny_to_json,
-    .plan = ny_plan,
-    .forward = ny_forward,
+const xf_attn_ops xf_at_nystrom = {
+    XF_AT_PARAMS(xf_nystrom_params_t, ny_defaults, keys),
+    .plan = ny_plan, .item = item,
 };

@@ -6,21 +6,14 @@
 
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_s.h"
 
-static const xf_pkey_t keys[] = {
-    { "latents", XF_PK_AUTO, offsetof(xf_perceiver_params_t, latents), 1, 1 << 16, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_perceiver_params_t, latents, "latents", XF_AT_K_AUTO, 1, 1 << 16, NULL),
 };
 
-static int pc_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_perceiver_params_t *p = params;
-
-    p->latents = 0;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(pc_to_json, keys)
+static const xf_perceiver_params_t pc_defaults = {  };
 
 static int pc_validate(const void *params, const xf_model_t *m, int layer, char *err,
                        size_t errlen)
@@ -28,7 +21,7 @@ static int pc_validate(const void *params, const xf_model_t *m, int layer, char 
     (void)params;
     (void)m;
     (void)layer;
-    return xf_sfpm_refuse(err, errlen, "variant", "perceiver needs trained latent queries (Q_Z "
+    return xf_at_refuse(err, errlen, "variant", "perceiver needs trained latent queries (Q_Z "
                           "per head), which this model does not have; the parameter-free "
                           "stand-in is {\"variant\":\"isab\",\"mode\":\"soft\"}");
 }
@@ -40,15 +33,15 @@ static int32_t latents_of(const xf_perceiver_params_t *p)
 
 static int pc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
     size_t m = (size_t)latents_of(params);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh,
+    xf_at_plan_items(sh,
                        sizeof(float) * (2u * m * (size_t)sh->d_head + m + (size_t)nmax + 1u) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -67,32 +60,23 @@ static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     if (w->n_head != sh->n_head || w->d_head != sh->d_head || m < 1 || m > latents_of(p))
         return XF_ESHAPE;
     for (int32_t t = ith; t < pl->n_items; t += nth) {
-        xf_sfpm_item_t it;
+        xf_at_item_t it;
         float *Ks = ws_thread, *Vs, *scr;
 
-        xf_sfpm_item(sh, io, t, &it);
+        xf_at_item(sh, io, t, &it);
         if (it.n == 0)
             continue;
         Vs = Ks + (size_t)m * (size_t)it.d;
         scr = Vs + (size_t)m * (size_t)it.d;
-        xf_fams_attnpool(&it, w->qz + (size_t)it.head * (size_t)m * (size_t)it.d, m, io->scale,
+        xf_at_s_attnpool(&it, w->qz + (size_t)it.head * (size_t)m * (size_t)it.d, m, io->scale,
                          Ks, Vs, scr);
-        xf_fams_attend_summaries(&it, io->scale / io->q_scale, Ks, Vs, NULL, m,
-                                 xf_sfpm_tile_scratch(pl, ws_thread, it.d));
+        xf_at_s_attend_summaries(&it, io->scale / io->q_scale, Ks, Vs, NULL, m,
+                                 xf_at_tile_scratch(pl, ws_thread, it.d));
     }
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_perceiver = {
-    .name = "perceiver",
-    .family = XF_FAM_S,
-    .flags = XF_ATTN_NEEDS_WEIGHTS,
-    .summary = "Perceiver latent bottleneck: K/V pooled by trained latent queries",
-    .params_doc = "latents=auto(from weights)",
-    .params_size = sizeof(xf_perceiver_params_t),
-    .parse = pc_parse,
-    .to_json = pc_to_json,
-    .validate = pc_validate,
-    .plan = pc_plan,
-    .forward = pc_forward,
+const xf_attn_ops xf_at_perceiver = {
+    XF_AT_PARAMS(xf_perceiver_params_t, pc_defaults, keys),
+    .validate = pc_validate, .plan = pc_plan, .forward = pc_forward,
 };

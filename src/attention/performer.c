@@ -6,19 +6,20 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_f.h"
 
 static const char *const norm_names[] = { "chi", "sqrt_d", NULL };
 static const char *const redraw_names[] = { "never", NULL };
 
-static const xf_pkey_t keys[] = {
+static const xf_at_key_t keys[] = {
     /* Capped at 4096 (16x the d ln d default at d = 64): random features are drawn per head
      * and layer on every call, so a request could otherwise buy seconds of work. */
-    { "features", XF_PK_AUTO, offsetof(xf_performer_params_t, features), 1, 4096, NULL },
-    { "orthogonal", XF_PK_BOOL, offsetof(xf_performer_params_t, orthogonal), 0, 1, NULL },
-    { "row_norm", XF_PK_ENUM, offsetof(xf_performer_params_t, row_norm), 0, 0, norm_names },
-    { "redraw", XF_PK_ENUM, offsetof(xf_performer_params_t, redraw), 0, 0, redraw_names },
-    { "seed", XF_PK_SEED, offsetof(xf_performer_params_t, seed), 0, 0, NULL },
+    XF_AT_KEY(xf_performer_params_t, features, "features", XF_AT_K_AUTO, 1, 4096, NULL),
+    XF_AT_KEY(xf_performer_params_t, orthogonal, "orthogonal", XF_AT_K_BOOL, 0, 1, NULL),
+    XF_AT_KEY(xf_performer_params_t, row_norm, "row_norm", XF_AT_K_ENUM, 0, 0, norm_names),
+    XF_AT_KEY(xf_performer_params_t, redraw, "redraw", XF_AT_K_ENUM, 0, 0, redraw_names),
+    XF_AT_KEY(xf_performer_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
 int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
@@ -31,24 +32,12 @@ int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
     return m > 1 ? m : 1;
 }
 
-static int pf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_performer_params_t *p = params;
-
-    p->seed = 0;
-    p->features = 0;
-    p->orthogonal = 1;
-    p->row_norm = XF_ROWNORM_CHI;
-    p->redraw = 0;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(pf_to_json, keys)
+static const xf_performer_params_t pf_defaults = { .orthogonal = 1, .row_norm = XF_ROWNORM_CHI };
 
 static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
-                   const float *w, xf_famf_map_t *mp)
+                   const float *w, xf_at_f_map_t *mp)
 {
-    mp->kind = XF_FAMF_FAVOR;
+    mp->kind = XF_AT_F_FAVOR;
     mp->r = xf_performer_features(p, sh->d_head);
     mp->w = w;
     mp->eps = 0;
@@ -62,8 +51,8 @@ static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, cons
 static int pf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_performer_params_t *p = params;
-    xf_famf_map_t mp;
-    int nmax = xf_sfpm_check_shape(sh);
+    xf_at_f_map_t mp;
+    int nmax = xf_at_check_shape(sh);
     int32_t m = xf_performer_features(p, sh->d_head), d = sh->d_head;
 
     (void)nth;
@@ -71,8 +60,8 @@ static int pf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
         return nmax;
     pf_map(p, sh, NULL, NULL, &mp);
     /* every head's W, then (m + d)·d doubles of generator scratch */
-    xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head),
-                       xf_famf_shared_size(sh->n_head, m, d, ((size_t)m + (size_t)d) * (size_t)d),
+    xf_at_plan_items(sh, xf_at_f_ws(&mp, nmax, sh->d_head),
+                       xf_at_f_shared_size(sh->n_head, m, d, ((size_t)m + (size_t)d) * (size_t)d),
                        out);
     return 0;
 }
@@ -82,13 +71,13 @@ static int pf_prepare(const void *params, const xf_attn_shape *sh, const xf_attn
 {
     const xf_performer_params_t *p = params;
     int32_t m = xf_performer_features(p, sh->d_head), d = sh->d_head;
-    double *tmp = xf_famf_shared_tmp(ws_shared, sh->n_head, m, d);
+    double *tmp = xf_at_f_shared_tmp(ws_shared, sh->n_head, m, d);
 
     (void)io;
     (void)pl;
     for (int32_t h = 0; h < sh->n_head; h++) {
-        xf_famf_favor_w(p->seed, sh->layer, h, m, d, p->orthogonal, p->row_norm, tmp);
-        xf_famf_store_w(ws_shared, h, m, d, tmp);
+        xf_at_f_favor_w(p->seed, sh->layer, h, m, d, p->orthogonal, p->row_norm, tmp);
+        xf_at_f_store_w(ws_shared, h, m, d, tmp);
     }
     return 0;
 }
@@ -99,23 +88,14 @@ static int pf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 {
     const xf_performer_params_t *p = params;
     int32_t m = xf_performer_features(p, sh->d_head);
-    xf_famf_map_t mp;
+    xf_at_f_map_t mp;
 
     pf_map(p, sh, io, ws_shared, &mp);
-    xf_famf_walk(&mp, (size_t)m * (size_t)sh->d_head, sh, io, pl, ws_thread, ith, nth);
+    xf_at_f_walk(&mp, (size_t)m * (size_t)sh->d_head, sh, io, pl, ws_thread, ith, nth);
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_performer = {
-    .name = "performer",
-    .family = XF_FAM_F,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Performer FAVOR+: positive orthogonal random features, linear time",
-    .params_doc = "features=auto(floor(d ln d)) orthogonal=true row_norm=chi redraw=never seed=0",
-    .params_size = sizeof(xf_performer_params_t),
-    .parse = pf_parse,
-    .to_json = pf_to_json,
-    .plan = pf_plan,
-    .prepare = pf_prepare,
-    .forward = pf_forward,
+const xf_attn_ops xf_at_performer = {
+    XF_AT_PARAMS(xf_performer_params_t, pf_defaults, keys),
+    .plan = pf_plan, .prepare = pf_prepare, .forward = pf_forward,
 };

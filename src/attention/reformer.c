@@ -10,46 +10,35 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_p.h"
 
 static const char *const mode_names[] = { "substitute", "shared", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "n_hashes", XF_PK_INT, offsetof(xf_reformer_params_t, n_hashes), 1, 64, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_reformer_params_t, n_hashes, "n_hashes", XF_AT_K_INT, 1, 64, NULL),
     /* Capped at 1024: the rotations R [d][n_buckets/2] are drawn per head on every call. */
-    { "n_buckets", XF_PK_AUTO, offsetof(xf_reformer_params_t, n_buckets), 1, 1024, NULL },
-    { "chunk", XF_PK_INT, offsetof(xf_reformer_params_t, chunk), 1, 1 << 20, NULL },
-    { "chunks_before", XF_PK_INT, offsetof(xf_reformer_params_t, chunks_before), 0, 1 << 20,
-      NULL },
-    { "chunks_after", XF_PK_INT, offsetof(xf_reformer_params_t, chunks_after), 0, 1 << 20,
-      NULL },
-    { "mode", XF_PK_ENUM, offsetof(xf_reformer_params_t, mode), 0, 0, mode_names },
-    { "max_bucket", XF_PK_INT, offsetof(xf_reformer_params_t, max_bucket), 0, 1 << 20, NULL },
-    { "seed", XF_PK_SEED, offsetof(xf_reformer_params_t, seed), 0, 0, NULL },
+    XF_AT_KEY(xf_reformer_params_t, n_buckets, "n_buckets", XF_AT_K_AUTO, 1, 1024, NULL),
+    XF_AT_KEY(xf_reformer_params_t, chunk, "chunk", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, chunks_before, "chunks_before", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, chunks_after, "chunks_after", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_reformer_params_t, max_bucket, "max_bucket", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_reformer_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
-static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_reformer_params_t *p = params;
-    int rc;
+static const xf_reformer_params_t rf_defaults = {
+    .n_hashes = 4, .chunk = 64, .chunks_before = 1, .mode = XF_REFORMER_SUBSTITUTE,
+};
 
-    p->seed = 0;
-    p->n_hashes = 4;
-    p->n_buckets = 0;
-    p->chunk = 64;
-    p->chunks_before = 1;
-    p->chunks_after = 0;
-    p->mode = XF_REFORMER_SUBSTITUTE;
-    p->max_bucket = 0;
-    rc = xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-    if (rc)
-        return rc;
+static int rf_check(const void *params, char *err, size_t errlen)
+{
+    const xf_reformer_params_t *p = params;
+
     if (p->n_buckets > 1 && p->n_buckets % 2)
-        return xf_sfpm_err(err, errlen, "n_buckets", "must be 1, even, or \"auto\"");
+        return xf_at_key_err(err, errlen, "n_buckets", "must be 1, even, or \"auto\"");
     return 0;
 }
-
-XF_SFPM_TO_JSON(rf_to_json, keys)
 
 typedef struct lay {
     double *r, *xhat, *hacc, *qh, *kh;
@@ -62,44 +51,44 @@ static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_
                      lay_t *l)
 {
     size_t H = (size_t)p->n_hashes, N = (size_t)n, D = (size_t)d;
-    xf_sfpm_carve_t cv = { ws, 0 };
+    xf_at_carve_t cv = { ws, 0 };
     lay_t none;
 
     if (!l)
         l = &none;
-    l->r = xf_sfpm_take(&cv, sizeof(double), D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
-    l->xhat = xf_sfpm_take(&cv, sizeof(double), D);
-    l->hacc = xf_sfpm_take(&cv, sizeof(double), (size_t)(nb / 2 > 0 ? nb / 2 : 1));
-    l->qh = xf_sfpm_take(&cv, sizeof(double), N * D);
-    l->kh = xf_sfpm_take(&cv, sizeof(double), N * D);
-    l->amx = xf_sfpm_take(&cv, sizeof(unsigned char),
-                         xf_fams_argmax_ws(nb / 2 > 0 ? nb / 2 : 1, d));
-    l->qb = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
-    l->kb = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
-    l->order = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
-    l->start = xf_sfpm_take(&cv, sizeof(int32_t), H * ((size_t)nb + 1));
-    l->spos = xf_sfpm_take(&cv, sizeof(int32_t), H * N);
-    l->stamp = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->list = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->logit = xf_sfpm_take(&cv, sizeof(float), N);
-    l->qo = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->qt = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->bcnt = xf_sfpm_take(&cv, sizeof(int32_t), (size_t)nb + 1);
-    l->khat = xf_sfpm_take(&cv, sizeof(float), N * D);
+    l->r = xf_at_take(&cv, sizeof(double), D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
+    l->xhat = xf_at_take(&cv, sizeof(double), D);
+    l->hacc = xf_at_take(&cv, sizeof(double), (size_t)(nb / 2 > 0 ? nb / 2 : 1));
+    l->qh = xf_at_take(&cv, sizeof(double), N * D);
+    l->kh = xf_at_take(&cv, sizeof(double), N * D);
+    l->amx = xf_at_take(&cv, sizeof(unsigned char),
+                         xf_at_s_argmax_ws(nb / 2 > 0 ? nb / 2 : 1, d));
+    l->qb = xf_at_take(&cv, sizeof(int32_t), H * N);
+    l->kb = xf_at_take(&cv, sizeof(int32_t), H * N);
+    l->order = xf_at_take(&cv, sizeof(int32_t), H * N);
+    l->start = xf_at_take(&cv, sizeof(int32_t), H * ((size_t)nb + 1));
+    l->spos = xf_at_take(&cv, sizeof(int32_t), H * N);
+    l->stamp = xf_at_take(&cv, sizeof(int32_t), N);
+    l->list = xf_at_take(&cv, sizeof(int32_t), N);
+    l->logit = xf_at_take(&cv, sizeof(float), N);
+    l->qo = xf_at_take(&cv, sizeof(int32_t), N);
+    l->qt = xf_at_take(&cv, sizeof(int32_t), N);
+    l->bcnt = xf_at_take(&cv, sizeof(int32_t), (size_t)nb + 1);
+    l->khat = xf_at_take(&cv, sizeof(float), N * D);
     return cv.off;
 }
 
 static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_reformer_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh,
+    xf_at_plan_items(sh,
                        layout(p, nmax, sh->d_head, xf_reformer_buckets(p, nmax), NULL, NULL) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -147,12 +136,12 @@ static void add_group(const int32_t *g, int32_t cnt, int32_t i, int32_t cap, int
 /* Substitute mode without a bucket cap: queries with the same bucket in every round share one
  * key set, so they are sorted by their bucket tuple (LSD radix over the rounds) and each run
  * attends its union in query tiles. */
-static void grouped(const xf_reformer_params_t *p, const xf_sfpm_item_t *it, float alpha,
+static void grouped(const xf_reformer_params_t *p, const xf_at_item_t *it, float alpha,
                     int32_t nb, const lay_t *l, void *tws)
 {
     int32_t n = it->n, d = it->d, H = p->n_hashes, *qo = l->qo, *tmp = l->qt;
-    const float *qp[XF_SFPM_TQ];
-    float *op[XF_SFPM_TQ];
+    const float *qp[XF_AT_TQ];
+    float *op[XF_AT_TQ];
 
     for (int32_t i = 0; i < n; i++)
         qo[i] = i;
@@ -191,23 +180,23 @@ static void grouped(const xf_reformer_params_t *p, const xf_sfpm_item_t *it, flo
                     l->list[nl++] = ord[s];
                 }
         }
-        for (int32_t t0 = g0; t0 < g1; t0 += XF_SFPM_TQ) {
-            int32_t nq = g1 - t0 < XF_SFPM_TQ ? g1 - t0 : XF_SFPM_TQ;
+        for (int32_t t0 = g0; t0 < g1; t0 += XF_AT_TQ) {
+            int32_t nq = g1 - t0 < XF_AT_TQ ? g1 - t0 : XF_AT_TQ;
             for (int32_t r = 0; r < nq; r++) {
                 int32_t i = qo[t0 + r];
                 qp[r] = it->q + (size_t)i * (size_t)d;
                 op[r] = it->out + (size_t)i * (size_t)it->ldo;
                 if (nl == 0)                                /* A(i) = {i} */
-                    xf_sfpm_attend(qp[r], d, alpha, it->k, it->v, d, NULL, &i, 1, l->logit,
+                    xf_at_attend(qp[r], d, alpha, it->k, it->v, d, NULL, &i, 1, l->logit,
                                    op[r]);
             }
             if (nl > 0)
-                xf_sfpm_attend_tile(qp, nq, d, alpha, it->k, it->v, NULL, l->list, nl, tws, op);
+                xf_at_attend_tile(qp, nq, d, alpha, it->k, it->v, NULL, l->list, nl, tws, op);
         }
     }
 }
 
-static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
     const xf_reformer_params_t *p = params;
@@ -217,9 +206,9 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
 
     layout(p, n, d, nb, ws, &l);
     for (int32_t i = 0; i < n; i++) {
-        xf_fams_unit(it->q + (size_t)i * (size_t)d, d, l.qh + (size_t)i * (size_t)d);
+        xf_at_s_unit(it->q + (size_t)i * (size_t)d, d, l.qh + (size_t)i * (size_t)d);
         if (!shared)
-            xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.kh + (size_t)i * (size_t)d);
+            xf_at_s_unit(it->k + (size_t)i * (size_t)d, d, l.kh + (size_t)i * (size_t)d);
     }
     for (int32_t rho = 0; rho < H; rho++) {
         int32_t *qb = l.qb + (size_t)rho * (size_t)n, *kb = l.kb + (size_t)rho * (size_t)n;
@@ -227,14 +216,14 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
         int32_t *ord = l.order + (size_t)rho * (size_t)n;
 
         if (nb >= 2)
-            xf_famp_rotation(p->seed, sh->layer, it->head, rho, d, nb, l.r);
+            xf_at_p_rotation(p->seed, sh->layer, it->head, rho, d, nb, l.r);
         if (nb >= 2) {
             /* argmax over [x̂R ; −x̂R]: the columns of R [d][nb/2] are the centers; fp32
              * scores with an exact double re-check of near ties (margin far above the fp32
              * error of |x̂·r| <= ‖r‖ ~ √d) */
-            xf_fams_argmax(l.qh, n, d, l.r, nb / 2, 1, (size_t)(nb / 2), 1, 1e-3, l.amx, qb);
+            xf_at_s_argmax(l.qh, n, d, l.r, nb / 2, 1, (size_t)(nb / 2), 1, 1e-3, l.amx, qb);
             if (!shared)
-                xf_fams_argmax(l.kh, n, d, l.r, nb / 2, 1, (size_t)(nb / 2), 1, 1e-3, l.amx,
+                xf_at_s_argmax(l.kh, n, d, l.r, nb / 2, 1, (size_t)(nb / 2), 1, 1e-3, l.amx,
                                kb);
         } else {
             memset(qb, 0, sizeof(int32_t) * (size_t)n);
@@ -313,34 +302,15 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
         if (nl == 0)
             l.list[nl++] = i;
         if (shared)
-            xf_sfpm_attend(qi, d, 1.0f / q_scale, l.khat, it->v, d, NULL, l.list, nl, l.logit,
+            xf_at_attend(qi, d, 1.0f / q_scale, l.khat, it->v, d, NULL, l.list, nl, l.logit,
                            oi);
         else
-            xf_sfpm_attend(qi, d, scale / q_scale, it->k, it->v, d, NULL, l.list, nl, l.logit,
+            xf_at_attend(qi, d, scale / q_scale, it->k, it->v, d, NULL, l.list, nl, l.logit,
                            oi);
     }
 }
 
-static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
-const xf_attn_vtbl xf_attn_reformer = {
-    .name = "reformer",
-    .family = XF_FAM_P,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Reformer LSH attention: hash rounds, union of same-bucket keys (substitute or "
-               "shared-QK chunks)",
-    .params_doc = "n_hashes=4 n_buckets=auto chunk=64 chunks_before=1 chunks_after=0 "
-                  "mode=substitute max_bucket=0 seed=0",
-    .params_size = sizeof(xf_reformer_params_t),
-    .parse = rf_parse,
-    .to_json = rf_to_json,
-    .plan = rf_plan,
-    .forward = rf_forward,
+const xf_attn_ops xf_at_reformer = {
+    XF_AT_PARAMS(xf_reformer_params_t, rf_defaults, keys),
+    .check = rf_check, .plan = rf_plan, .item = item,
 };

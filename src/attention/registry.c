@@ -1,6 +1,7 @@
-/* The static variant registry (built from variants_t.def and variants_sfpm.def) and every
- * public function of include/xformd/attention.h: parse, free, dup, dense, name, flags, to_json,
- * check, and the listing. */
+/* The static variant registry (built from variants.def), the call layer every caller uses
+ * (parameters through each variant's key table, plan and forward through the family-T kernel
+ * or the variant's own entry points) and every public function of include/xformd/attention.h:
+ * parse, free, dup, dense, name, flags, to_json, check, and the listing. */
 #include "config.h"
 
 #include <errno.h>
@@ -8,24 +9,81 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/fam_s.h"
+#include "attention/fam_t.h"
 #include "attention/params.h"
 #include "attention/registry.h"
 #include "engine/model.h"
 
-#define XF_ATTN_VARIANT(sym) extern const xf_attn_vtbl sym;
-#include "attention/variants_t.def"
-#include "attention/variants_sfpm.def"
+#define XF_ATTN_VARIANT(sym, nm, fam, fl, sum, doc) extern const xf_attn_ops xf_at_##sym;
+#include "attention/variants.def"
 #undef XF_ATTN_VARIANT
 
-#define XF_ATTN_VARIANT(sym) &sym,
+#define XF_ATTN_VARIANT(sym, nm, fam, fl, sum, doc)                                          \
+    const xf_attn_vtbl xf_attn_vt_##sym = {                                                 \
+        .name = nm, .family = XF_FAM_##fam, .flags = fl, .summary = sum, .params_doc = doc,  \
+        .ops = &xf_at_##sym,                                                                 \
+    };
+#include "attention/variants.def"
+#undef XF_ATTN_VARIANT
+
+#define XF_ATTN_VARIANT(sym, nm, fam, fl, sum, doc) &xf_attn_vt_##sym,
 static const xf_attn_vtbl *const registry[] = {
-#include "attention/variants_t.def"
-#include "attention/variants_sfpm.def"
+#include "attention/variants.def"
     NULL
 };
 #undef XF_ATTN_VARIANT
 
-extern const xf_attn_vtbl xf_attn_dense_vt;
+/* ---- the call layer ---- */
+
+int xf_at_parse_params(const xf_attn_vtbl *vt, void *params, const json_t *obj, char *err,
+                       size_t errlen)
+{
+    const xf_attn_ops *o = vt->ops;
+
+    if (o->defaults)
+        memcpy(params, o->defaults, o->params_size);
+    else
+        memset(params, 0, o->params_size);
+    int rc = xf_at_read_keys(o->keys, o->n_keys, params, obj, err, errlen);
+    if (!rc && o->check)
+        rc = o->check(params, err, errlen);
+    return rc;
+}
+
+int xf_at_params_json(const xf_attn_vtbl *vt, const void *params, json_t *obj)
+{
+    return xf_at_write_keys(vt->ops->keys, vt->ops->n_keys, params, obj);
+}
+
+int xf_at_runnable(const xf_attn_vtbl *vt)
+{
+    const xf_attn_ops *o = vt->ops;
+    return o && (o->pattern || (o->plan && (o->forward || o->item)));
+}
+
+int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
+               xf_attn_plan *out)
+{
+    if (vt->ops->pattern)
+        return xf_at_t_plan(vt->ops->pattern, params, sh, nth, out);
+    return vt->ops->plan(params, sh, nth, out);
+}
+
+int xf_at_forward(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh,
+                  const xf_attn_io *io, const xf_attn_plan *pl, const void *ws_shared,
+                  void *ws_thread, int ith, int nth)
+{
+    if (vt->ops->pattern)
+        return xf_at_t_forward(vt->ops->pattern, params, sh, io, pl, ws_thread, ith, nth);
+    if (vt->ops->item) {
+        xf_at_walk(params, sh, io, pl, ws_thread, ith, nth, vt->ops->item);
+        return 0;
+    }
+    return vt->ops->forward(params, sh, io, pl, ws_shared, ws_thread, ith, nth);
+}
+
+/* ---- the registry ---- */
 
 const xf_attn_vtbl *xf_attn_find(const char *name)
 {
@@ -63,9 +121,9 @@ static int parse_obj(const json_t *root, xf_attn_t **out, char *err, size_t errl
     } else if (json_is_object(root)) {
         vn = json_object_get(root, "variant");
         if (!vn)
-            return xf_par_err(err, errlen, "variant: missing");
+            return xf_at_err(err, errlen, "variant: missing");
         if (!json_is_string(vn))
-            return xf_par_err(err, errlen, "variant: must be a string");
+            return xf_at_err(err, errlen, "variant: must be a string");
         name = json_string_value(vn);
     } else {
         if (err && errlen)
@@ -78,7 +136,7 @@ static int parse_obj(const json_t *root, xf_attn_t **out, char *err, size_t errl
             snprintf(err, errlen, "variant: unknown variant \"%.64s\"", name);
         return XF_ENOTFOUND;
     }
-    if (vt->params_size > XF_ATTN_PARAMS_MAX) {
+    if (vt->ops->params_size > XF_ATTN_PARAMS_MAX) {
         if (err && errlen)
             snprintf(err, errlen, "variant %s: parameter block too large", name);
         return XF_EUNSUPPORTED;
@@ -97,11 +155,7 @@ static int parse_obj(const json_t *root, xf_attn_t **out, char *err, size_t errl
         }
         obj = empty;
     }
-    int rc = 0;
-    if (vt->parse)
-        rc = vt->parse(a->params, obj, err, errlen);
-    else
-        rc = xf_par_keys(obj, NULL, err, errlen);
+    int rc = xf_at_parse_params(vt, a->params, obj, err, errlen);
     json_decref(empty);
     if (rc) {
         free(a);
@@ -149,7 +203,7 @@ xf_attn_t *xf_attn_dup(const xf_attn_t *a)
 const xf_attn_t *xf_attn_dense(void)
 {
     /* Dense's defaults are all-zero parameters (scale 0 = the model's scale). */
-    static const xf_attn_t dense = { .vt = &xf_attn_dense_vt };
+    static const xf_attn_t dense = { .vt = &xf_attn_vt_dense };
     return &dense;
 }
 
@@ -170,9 +224,9 @@ int xf_attn_to_json(const xf_attn_t *a, char *buf, size_t len)
     json_t *obj = json_object();
     if (!obj)
         return -ENOMEM;
-    int rc = xf_par_set(obj, "variant", json_string(a->vt->name));
-    if (!rc && a->vt->to_json)
-        rc = a->vt->to_json(a->params, obj);
+    int rc = xf_at_set(obj, "variant", json_string(a->vt->name));
+    if (!rc)
+        rc = xf_at_params_json(a->vt, a->params, obj);
     char *s = rc ? NULL : json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
     if (rc)
@@ -195,14 +249,33 @@ int xf_attn_check(const xf_attn_t *a, const xf_model_t *m, char *err, size_t err
         err[0] = '\0';
     if (!a || !a->vt || !m)
         return -EINVAL;
-    if (!a->vt->validate)
+    if (!a->vt->ops->validate)
         return 0;
     for (int l = 0; l < m->info.n_layer; l++) {
-        int rc = a->vt->validate(a->params, m, l, err, errlen);
+        int rc = a->vt->ops->validate(a->params, m, l, err, errlen);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+int xf_attn_falls_back(const xf_attn_t *a, const xf_model_t *m, int32_t n_tokens)
+{
+    if (!a || !a->vt || !m || m->info.n_layer < 1 || n_tokens < 1)
+        return -EINVAL;
+    /* The variant's own plan for one sequence says whether it took the dense path; layer 0's
+     * head shape stands for the model (the fallback depends on lengths and parameters). */
+    const int32_t cu[2] = { 0, n_tokens };
+    xf_attn_shape sh = {
+        .n_seq = 1, .cu_len = cu, .n_tokens = n_tokens, .n_head = m->info.layers[0].n_head,
+        .d_head = m->info.layers[0].d_head, .layer = 0, .mem_rows = NULL,
+    };
+    xf_attn_plan pl;
+    memset(&pl, 0, sizeof pl);
+    int rc = xf_at_plan(a->vt, a->params, &sh, 1, &pl);
+    if (rc)
+        return rc < 0 ? rc : XF_EPARAM;
+    return pl.dense_fallbacks > 0;
 }
 
 static const char *family_name(enum xf_attn_family f)

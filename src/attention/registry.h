@@ -47,35 +47,79 @@ typedef struct xf_attn_plan {
     int32_t dense_fallbacks;       /* sequences that took the dense path (§0) */
 } xf_attn_plan;
 
-typedef struct xf_attn_vtbl {
-    const char *name;              /* "bigbird", matches the JSON "variant" */
-    enum xf_attn_family family;
-    uint32_t flags;                /* XF_ATTN_* */
-    const char *summary;           /* one line for listings */
-    const char *params_doc;        /* "window=256 dilation=1" — defaults, for listings */
+struct xf_at_key;
+struct xf_at_t_variant;
+struct xf_at_item;
+
+/* One variant's implementation: its parameter block and entry points. Defined in the variant's
+ * file as `const xf_attn_ops xf_at_<sym>` for its variants.def row. */
+typedef struct xf_attn_ops {
     size_t params_size;            /* POD params blob, <= XF_ATTN_PARAMS_MAX */
-    /* Fill defaults, then read obj's keys (all but "variant"); reject unknown keys and
-     * out-of-range values with a message naming the key. Returns 0 or XF_EPARAM. */
-    int (*parse)(void *params, const json_t *obj, char *err, size_t errlen);
-    /* Add every parameter (defaults included) to obj. Returns 0 or -ENOMEM. */
-    int (*to_json)(const void *params, json_t *obj);
+    const void *defaults;          /* params_size bytes: the parameters of {"variant": name} */
+    const struct xf_at_key *keys;  /* the parameter table (params.h): parsing and to_json */
+    int32_t n_keys;
+    /* Rules between keys, after every key is read (e.g. summary <= block); may be NULL.
+     * Returns 0 or XF_EPARAM with err naming the key. */
+    int (*check)(const void *params, char *err, size_t errlen);
     /* Model-side checks (weights present, d_head limits); may be NULL. */
     int (*validate)(const void *params, const xf_model_t *m, int layer, char *err, size_t errlen);
+    /* Family T: the sparsity pattern, run by the family-T kernel (fam_t.h); plan and forward
+     * are then NULL. Otherwise plan, and forward or item. */
+    const struct xf_at_t_variant *pattern;
     /* Pure: sizes depend only on params, shape and nth. */
     int (*plan)(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out);
     /* Optional, single thread, before forward: fill ws_shared (item lists, random features). */
     int (*prepare)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                    const xf_attn_plan *pl, void *ws_shared);
     /* Every pool thread: its share of the items. ws_shared is read-only here; ws_thread is this
-     * thread's private scratch (ws_per_thread bytes). No allocation; bitwise identical output
-     * for any nth. */
+     * thread's private scratch (ws_per_thread bytes). No allocation, no barrier; bitwise
+     * identical output for any nth. */
     int (*forward)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                    const xf_attn_plan *pl, const void *ws_shared, void *ws_thread,
                    int ith, int nth);
+    /* Instead of forward, for variants that are a plain walk over (sequence, head) items
+     * (fam_s.h xf_at_walk): one item, ws the thread's scratch, tws its tile scratch. */
+    void (*item)(const void *params, const xf_attn_shape *sh, const struct xf_at_item *it,
+                 float q_scale, float scale, void *ws, void *tws);
     /* NULL unless XF_ATTN_STATEFUL. */
     int (*state_update)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                         int ith, int nth);
+} xf_attn_ops;
+
+/* The parameter block of an xf_attn_ops: the params type, its defaults object and key table. */
+#define XF_AT_PARAMS(T, dflt, keytab)                                                         \
+    .params_size = sizeof(T), .defaults = &(dflt), .keys = (keytab),                         \
+    .n_keys = (int32_t)(sizeof(keytab) / sizeof((keytab)[0]))
+
+/* A registered variant: its variants.def row and its implementation. */
+typedef struct xf_attn_vtbl {
+    const char *name;              /* "bigbird", matches the JSON "variant" */
+    enum xf_attn_family family;
+    uint32_t flags;                /* XF_ATTN_* */
+    const char *summary;           /* one line for listings */
+    const char *params_doc;        /* "window=256 dilation=1" — defaults, for listings */
+    const xf_attn_ops *ops;
 } xf_attn_vtbl;
+
+/* The variants, one `const xf_attn_vtbl xf_attn_vt_<sym>` per variants.def row. */
+#define XF_ATTN_VARIANT(sym, name, fam, flags, summary, doc) extern const xf_attn_vtbl xf_attn_vt_##sym;
+#include "attention/variants.def"
+#undef XF_ATTN_VARIANT
+
+/* The call layer (registry.c): every caller goes through these, whatever the family. */
+/* Defaults, then obj's keys (all but "variant") through the variant's table, then its check().
+ * Unknown keys, wrong types and out-of-range values are XF_EPARAM with err naming the key. */
+int xf_at_parse_params(const xf_attn_vtbl *vt, void *params, const json_t *obj, char *err,
+                       size_t errlen);
+/* Add every parameter (defaults included) to obj. Returns 0 or -ENOMEM. */
+int xf_at_params_json(const xf_attn_vtbl *vt, const void *params, json_t *obj);
+/* The variant has a plan and a forward (a pattern, or plan with forward or item). */
+int xf_at_runnable(const xf_attn_vtbl *vt);
+int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
+               xf_attn_plan *out);
+int xf_at_forward(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh,
+                  const xf_attn_io *io, const xf_attn_plan *pl, const void *ws_shared,
+                  void *ws_thread, int ith, int nth);
 
 #define XF_ATTN_PARAMS_MAX 256
 
@@ -85,7 +129,7 @@ struct xf_attn {
     _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
 };
 
-/* The registry: NULL-terminated in registry.c. */
+/* The registry, in variants.def order. */
 const xf_attn_vtbl *xf_attn_find(const char *name);
 int xf_attn_registry_count(void);
 const xf_attn_vtbl *xf_attn_registry_get(int i);

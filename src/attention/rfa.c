@@ -8,48 +8,39 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_f.h"
 
 static const char *const mode_names[] = { "trig", "norm", NULL };
 
-static const xf_pkey_t keys[] = {
+static const xf_at_key_t keys[] = {
     /* Capped at 4096: features are drawn per call (see performer.c). */
-    { "features", XF_PK_INT, offsetof(xf_rfa_params_t, features), 1, 4096, NULL },
-    { "mode", XF_PK_ENUM, offsetof(xf_rfa_params_t, mode), 0, 0, mode_names },
-    { "tau", XF_PK_REAL, offsetof(xf_rfa_params_t, tau), 1e-6, 1e6, NULL },
-    { "seed", XF_PK_SEED, offsetof(xf_rfa_params_t, seed), 0, 0, NULL },
-    { "gate", XF_PK_BOOL, offsetof(xf_rfa_params_t, gate), 0, 1, NULL },
-    { "causal", XF_PK_BOOL, offsetof(xf_rfa_params_t, causal), 0, 1, NULL },
+    XF_AT_KEY(xf_rfa_params_t, features, "features", XF_AT_K_INT, 1, 4096, NULL),
+    XF_AT_KEY(xf_rfa_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_rfa_params_t, tau, "tau", XF_AT_K_REAL, 1e-6, 1e6, NULL),
+    XF_AT_KEY(xf_rfa_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
+    XF_AT_KEY(xf_rfa_params_t, gate, "gate", XF_AT_K_BOOL, 0, 1, NULL),
+    XF_AT_KEY(xf_rfa_params_t, causal, "causal", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-static int rf_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_rfa_params_t *p = params;
-    int rc;
+static const xf_rfa_params_t rf_defaults = { .tau = 1.0, .features = 128, .mode = XF_RFA_TRIG };
 
-    p->seed = 0;
-    p->tau = 1.0;
-    p->features = 128;
-    p->mode = XF_RFA_TRIG;
-    p->gate = 0;
-    p->causal = 0;
-    rc = xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-    if (rc)
-        return rc;
+static int rf_check(const void *params, char *err, size_t errlen)
+{
+    const xf_rfa_params_t *p = params;
+
     if (p->causal)
-        return xf_sfpm_err(err, errlen, "causal", "not supported by a bidirectional encoder");
+        return xf_at_key_err(err, errlen, "causal", "not supported by a bidirectional encoder");
     if (p->gate)
-        return xf_sfpm_err(err, errlen, "gate", "needs causal: true (meaningless for a "
+        return xf_at_key_err(err, errlen, "gate", "needs causal: true (meaningless for a "
                            "bidirectional encoder)");
     return 0;
 }
 
-XF_SFPM_TO_JSON(rf_to_json, keys)
-
 static void rf_map(const xf_rfa_params_t *p, const xf_attn_io *io, const float *w,
-                   xf_famf_map_t *mp)
+                   xf_at_f_map_t *mp)
 {
-    mp->kind = p->mode == XF_RFA_NORM ? XF_FAMF_TRIGNORM : XF_FAMF_TRIG;
+    mp->kind = p->mode == XF_RFA_NORM ? XF_AT_F_TRIGNORM : XF_AT_F_TRIG;
     mp->r = p->features;
     mp->w = w;
     mp->eps = 0;
@@ -64,16 +55,16 @@ static void rf_map(const xf_rfa_params_t *p, const xf_attn_io *io, const float *
 static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_rfa_params_t *p = params;
-    xf_famf_map_t mp;
-    int nmax = xf_sfpm_check_shape(sh);
+    xf_at_f_map_t mp;
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
     rf_map(p, NULL, NULL, &mp);
     /* every head's W, then D·d doubles of generator scratch */
-    xf_sfpm_plan_items(sh, xf_famf_ws(&mp, nmax, sh->d_head),
-                       xf_famf_shared_size(sh->n_head, p->features, sh->d_head,
+    xf_at_plan_items(sh, xf_at_f_ws(&mp, nmax, sh->d_head),
+                       xf_at_f_shared_size(sh->n_head, p->features, sh->d_head,
                                            (size_t)p->features * (size_t)sh->d_head),
                        out);
     return 0;
@@ -83,14 +74,14 @@ static int rf_prepare(const void *params, const xf_attn_shape *sh, const xf_attn
                       const xf_attn_plan *pl, void *ws_shared)
 {
     const xf_rfa_params_t *p = params;
-    double *tmp = xf_famf_shared_tmp(ws_shared, sh->n_head, p->features, sh->d_head);
+    double *tmp = xf_at_f_shared_tmp(ws_shared, sh->n_head, p->features, sh->d_head);
 
     (void)io;
     (void)pl;
     for (int32_t h = 0; h < sh->n_head; h++) {
-        xf_famf_rfa_w(p->seed, sh->layer, h, p->features, sh->d_head,
+        xf_at_f_rfa_w(p->seed, sh->layer, h, p->features, sh->d_head,
                       p->mode == XF_RFA_NORM ? p->tau : 1.0, tmp);
-        xf_famf_store_w(ws_shared, h, p->features, sh->d_head, tmp);
+        xf_at_f_store_w(ws_shared, h, p->features, sh->d_head, tmp);
     }
     return 0;
 }
@@ -100,24 +91,15 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
                       int nth)
 {
     const xf_rfa_params_t *p = params;
-    xf_famf_map_t mp;
+    xf_at_f_map_t mp;
 
     rf_map(p, io, ws_shared, &mp);
-    xf_famf_walk(&mp, (size_t)p->features * (size_t)sh->d_head, sh, io, pl, ws_thread, ith,
+    xf_at_f_walk(&mp, (size_t)p->features * (size_t)sh->d_head, sh, io, pl, ws_thread, ith,
                  nth);
     return 0;
 }
 
-const xf_attn_vtbl xf_attn_rfa = {
-    .name = "rfa",
-    .family = XF_FAM_F,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Random Feature Attention: trigonometric random features (trig or norm mode)",
-    .params_doc = "features=128 mode=trig tau=1 seed=0 gate=false causal=false",
-    .params_size = sizeof(xf_rfa_params_t),
-    .parse = rf_parse,
-    .to_json = rf_to_json,
-    .plan = rf_plan,
-    .prepare = rf_prepare,
-    .forward = rf_forward,
+const xf_attn_ops xf_at_rfa = {
+    XF_AT_PARAMS(xf_rfa_params_t, rf_defaults, keys),
+    .check = rf_check, .plan = rf_plan, .prepare = rf_prepare, .forward = rf_forward,
 };

@@ -9,30 +9,20 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_p.h"
 #include "attention/rng.h"
 
 static const char *const mode_names[] = { "routed", "clustered", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "mode", XF_PK_ENUM, offsetof(xf_routing_params_t, mode), 0, 0, mode_names },
-    { "clusters", XF_PK_AUTO, offsetof(xf_routing_params_t, clusters), 1, 1 << 16, NULL },
-    { "iters", XF_PK_INT, offsetof(xf_routing_params_t, iters), 0, 1000, NULL },
-    { "seed", XF_PK_SEED, offsetof(xf_routing_params_t, seed), 0, 0, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_routing_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_routing_params_t, clusters, "clusters", XF_AT_K_AUTO, 1, 1 << 16, NULL),
+    XF_AT_KEY(xf_routing_params_t, iters, "iters", XF_AT_K_INT, 0, 1000, NULL),
+    XF_AT_KEY(xf_routing_params_t, seed, "seed", XF_AT_K_SEED, 0, 0, NULL),
 };
 
-static int ro_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_routing_params_t *p = params;
-
-    p->seed = 0;
-    p->mode = XF_ROUTING_ROUTED;
-    p->clusters = 0;
-    p->iters = 10;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(ro_to_json, keys)
+static const xf_routing_params_t ro_defaults = { .mode = XF_ROUTING_ROUTED, .iters = 10 };
 
 typedef struct lay {
     double *pts, *mu, *acc;
@@ -44,31 +34,31 @@ typedef struct lay {
 static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
 {
     size_t N = (size_t)n, D = (size_t)d, K = (size_t)k;
-    xf_sfpm_carve_t cv = { ws, 0 };
+    xf_at_carve_t cv = { ws, 0 };
     lay_t none;
 
     if (!l)
         l = &none;
-    l->pts = xf_sfpm_take(&cv, sizeof(double), 2u * N * D);
-    l->mu = xf_sfpm_take(&cv, sizeof(double), K * D);
-    l->acc = xf_sfpm_take(&cv, sizeof(double), K * D + D);
-    l->idx = xf_sfpm_take(&cv, sizeof(int32_t), 2u * N);
-    l->cq = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->ck = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->order = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->start = xf_sfpm_take(&cv, sizeof(int32_t), K + 1);
-    l->cnt = xf_sfpm_take(&cv, sizeof(int32_t), K);
-    l->logit = xf_sfpm_take(&cv, sizeof(float), N);
-    l->qbar = xf_sfpm_take(&cv, sizeof(float), K * D);
-    l->obar = xf_sfpm_take(&cv, sizeof(float), K * D);
-    l->amx = xf_sfpm_take(&cv, sizeof(unsigned char), xf_fams_argmax_ws(k, d));
+    l->pts = xf_at_take(&cv, sizeof(double), 2u * N * D);
+    l->mu = xf_at_take(&cv, sizeof(double), K * D);
+    l->acc = xf_at_take(&cv, sizeof(double), K * D + D);
+    l->idx = xf_at_take(&cv, sizeof(int32_t), 2u * N);
+    l->cq = xf_at_take(&cv, sizeof(int32_t), N);
+    l->ck = xf_at_take(&cv, sizeof(int32_t), N);
+    l->order = xf_at_take(&cv, sizeof(int32_t), N);
+    l->start = xf_at_take(&cv, sizeof(int32_t), K + 1);
+    l->cnt = xf_at_take(&cv, sizeof(int32_t), K);
+    l->logit = xf_at_take(&cv, sizeof(float), N);
+    l->qbar = xf_at_take(&cv, sizeof(float), K * D);
+    l->obar = xf_at_take(&cv, sizeof(float), K * D);
+    l->amx = xf_at_take(&cv, sizeof(unsigned char), xf_at_s_argmax_ws(k, d));
     return cv.off;
 }
 
 static int ro_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_routing_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
     int32_t kmax = 1;
 
     (void)nth;
@@ -79,8 +69,8 @@ static int ro_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b], k = n > 0 ? xf_routing_clusters(p, n) : 1;
         kmax = k > kmax ? k : kmax;
     }
-    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, kmax, NULL, NULL) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+    xf_at_plan_items(sh, layout(nmax, sh->d_head, kmax, NULL, NULL) +
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -107,7 +97,7 @@ static int32_t nearest_l2(const double *mu, int32_t k, int32_t d, const double *
 }
 
 static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
-                      const xf_sfpm_item_t *it, float q_scale, float scale, lay_t *l,
+                      const xf_at_item_t *it, float q_scale, float scale, lay_t *l,
                       void *tws)
 {
     int32_t n = it->n, d = it->d, k = xf_routing_clusters(p, n);
@@ -155,16 +145,16 @@ static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
                 (float)l->mu[(size_t)a * (size_t)d + (size_t)c];
     }
     {   /* dense attention of the centroids, in tiles; members copy their centroid's row */
-        const float *qp[XF_SFPM_TQ];
-        float *op[XF_SFPM_TQ];
+        const float *qp[XF_AT_TQ];
+        float *op[XF_AT_TQ];
         int32_t nq = 0;
         for (int32_t a = 0; a < k; a++) {
             if (l->cnt[a]) {
                 qp[nq] = l->qbar + (size_t)a * (size_t)d;
                 op[nq++] = l->obar + (size_t)a * (size_t)d;
             }
-            if (nq == XF_SFPM_TQ || (a == k - 1 && nq > 0)) {
-                xf_sfpm_attend_tile(qp, nq, d, scale, it->k, it->v, NULL, NULL, n, tws, op);
+            if (nq == XF_AT_TQ || (a == k - 1 && nq > 0)) {
+                xf_at_attend_tile(qp, nq, d, scale, it->k, it->v, NULL, NULL, n, tws, op);
                 nq = 0;
             }
         }
@@ -174,7 +164,7 @@ static void clustered(const xf_routing_params_t *p, const xf_attn_shape *sh,
                sizeof(float) * (size_t)d);
 }
 
-static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
     const xf_routing_params_t *p = params;
@@ -187,14 +177,14 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
         return;
     }
     for (int32_t i = 0; i < n; i++) {
-        xf_fams_unit(it->q + (size_t)i * (size_t)d, d, l.pts + (size_t)i * (size_t)d);
-        xf_fams_unit(it->k + (size_t)i * (size_t)d, d, l.pts + (size_t)(n + i) * (size_t)d);
+        xf_at_s_unit(it->q + (size_t)i * (size_t)d, d, l.pts + (size_t)i * (size_t)d);
+        xf_at_s_unit(it->k + (size_t)i * (size_t)d, d, l.pts + (size_t)(n + i) * (size_t)d);
     }
-    xf_fams_kmeans(l.pts, 2 * n, d, k, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
+    xf_at_s_kmeans(l.pts, 2 * n, d, k, p->iters, p->seed, sh->layer, it->head, l.mu, l.idx,
                    l.acc, l.amx);
-    xf_fams_argmax(l.pts, n, d, l.mu, k, (size_t)d, 1, 0, XF_FAMS_UNIT_MARGIN, l.amx, l.cq);
-    xf_fams_argmax(l.pts + (size_t)n * (size_t)d, n, d, l.mu, k, (size_t)d, 1, 0,
-                   XF_FAMS_UNIT_MARGIN, l.amx, l.ck);
+    xf_at_s_argmax(l.pts, n, d, l.mu, k, (size_t)d, 1, 0, XF_AT_S_UNIT_MARGIN, l.amx, l.cq);
+    xf_at_s_argmax(l.pts + (size_t)n * (size_t)d, n, d, l.mu, k, (size_t)d, 1, 0,
+                   XF_AT_S_UNIT_MARGIN, l.amx, l.ck);
     memset(l.start, 0, sizeof(int32_t) * ((size_t)k + 1));
     for (int32_t i = 0; i < n; i++)
         l.start[l.ck[i] + 1]++;
@@ -224,8 +214,8 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
         l.cq[i] = a;                         /* the cluster whose keys q_i attends */
     }
     {   /* queries grouped by that cluster, in tiles over its keys */
-        const float *qp[XF_SFPM_TQ];
-        float *op[XF_SFPM_TQ];
+        const float *qp[XF_AT_TQ];
+        float *op[XF_AT_TQ];
         for (int32_t a = 0; a < k; a++) {
             int32_t nq = 0;
             if (l.start[a + 1] == l.start[a])
@@ -235,8 +225,8 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
                     qp[nq] = it->q + (size_t)i * (size_t)d;
                     op[nq++] = it->out + (size_t)i * (size_t)it->ldo;
                 }
-                if (nq == XF_SFPM_TQ || (i == n - 1 && nq > 0)) {
-                    xf_sfpm_attend_tile(qp, nq, d, scale / q_scale, it->k, it->v, NULL,
+                if (nq == XF_AT_TQ || (i == n - 1 && nq > 0)) {
+                    xf_at_attend_tile(qp, nq, d, scale / q_scale, it->k, it->v, NULL,
                                         l.order + l.start[a], l.start[a + 1] - l.start[a], tws,
                                         op);
                     nq = 0;
@@ -246,24 +236,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     }
 }
 
-static int ro_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
-const xf_attn_vtbl xf_attn_routing = {
-    .name = "routing",
-    .family = XF_FAM_P,
-    .flags = XF_ATTN_PER_REQUEST | XF_ATTN_RANDOM,
-    .summary = "Routing / clustered attention: seeded k-means groups per (sequence, head)",
-    .params_doc = "mode=routed clusters=auto(ceil(sqrt n); 25 clustered) iters=10 seed=0",
-    .params_size = sizeof(xf_routing_params_t),
-    .parse = ro_parse,
-    .to_json = ro_to_json,
-    .plan = ro_plan,
-    .forward = ro_forward,
+const xf_attn_ops xf_at_routing = {
+    XF_AT_PARAMS(xf_routing_params_t, ro_defaults, keys),
+    .plan = ro_plan, .item = item,
 };

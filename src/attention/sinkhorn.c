@@ -9,34 +9,24 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "attention/params.h"
 #include "attention/fam_p.h"
 
 static const char *const mode_names[] = { "hard", "soft", NULL };
 static const char *const sim_names[] = { "qk", "kk", NULL };
 
-static const xf_pkey_t keys[] = {
-    { "block", XF_PK_INT, offsetof(xf_sinkhorn_params_t, block), 1, 1 << 20, NULL },
-    { "mode", XF_PK_ENUM, offsetof(xf_sinkhorn_params_t, mode), 0, 0, mode_names },
-    { "k_s", XF_PK_INT, offsetof(xf_sinkhorn_params_t, k_s), 0, 1 << 20, NULL },
-    { "tau", XF_PK_REAL, offsetof(xf_sinkhorn_params_t, tau), 1e-6, 1e6, NULL },
-    { "iters", XF_PK_INT, offsetof(xf_sinkhorn_params_t, iters), 0, 1000, NULL },
-    { "sim", XF_PK_ENUM, offsetof(xf_sinkhorn_params_t, sim), 0, 0, sim_names },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_sinkhorn_params_t, block, "block", XF_AT_K_INT, 1, 1 << 20, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
+    XF_AT_KEY(xf_sinkhorn_params_t, k_s, "k_s", XF_AT_K_INT, 0, 1 << 20, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, tau, "tau", XF_AT_K_REAL, 1e-6, 1e6, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, iters, "iters", XF_AT_K_INT, 0, 1000, NULL),
+    XF_AT_KEY(xf_sinkhorn_params_t, sim, "sim", XF_AT_K_ENUM, 0, 0, sim_names),
 };
 
-static int sk_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_sinkhorn_params_t *p = params;
-
-    p->block = 64;
-    p->mode = XF_SINKHORN_HARD;
-    p->k_s = 1;
-    p->tau = 0.7;
-    p->iters = 8;
-    p->sim = XF_SINKHORN_QK;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(sk_to_json, keys)
+static const xf_sinkhorn_params_t sk_defaults = {
+    .block = 64, .mode = XF_SINKHORN_HARD, .k_s = 1, .tau = 0.7, .iters = 8, .sim = XF_SINKHORN_QK,
+};
 
 typedef struct lay {
     double *mq, *mk, *R, *row;
@@ -48,33 +38,33 @@ static size_t layout(int32_t n, int32_t d, int32_t b, void *ws, lay_t *l)
 {
     int32_t nb = (n + b - 1) / b;
     size_t N = (size_t)n, D = (size_t)d, NB = (size_t)nb, B = (size_t)(b < n ? b : n);
-    xf_sfpm_carve_t cv = { ws, 0 };
+    xf_at_carve_t cv = { ws, 0 };
     lay_t none;
 
     if (!l)
         l = &none;
-    l->mq = xf_sfpm_take(&cv, sizeof(double), NB * D);
-    l->mk = xf_sfpm_take(&cv, sizeof(double), NB * D);
-    l->R = xf_sfpm_take(&cv, sizeof(double), NB * NB);
-    l->row = xf_sfpm_take(&cv, sizeof(double), NB + 1);
-    l->sel = xf_sfpm_take(&cv, sizeof(int32_t), NB + 1);
-    l->list = xf_sfpm_take(&cv, sizeof(int32_t), N);
-    l->logit = xf_sfpm_take(&cv, sizeof(float), N + 2u * B);
-    l->kbuf = xf_sfpm_take(&cv, sizeof(float), 2u * B * D);
-    l->vbuf = xf_sfpm_take(&cv, sizeof(float), 2u * B * D);
+    l->mq = xf_at_take(&cv, sizeof(double), NB * D);
+    l->mk = xf_at_take(&cv, sizeof(double), NB * D);
+    l->R = xf_at_take(&cv, sizeof(double), NB * NB);
+    l->row = xf_at_take(&cv, sizeof(double), NB + 1);
+    l->sel = xf_at_take(&cv, sizeof(int32_t), NB + 1);
+    l->list = xf_at_take(&cv, sizeof(int32_t), N);
+    l->logit = xf_at_take(&cv, sizeof(float), N + 2u * B);
+    l->kbuf = xf_at_take(&cv, sizeof(float), 2u * B * D);
+    l->vbuf = xf_at_take(&cv, sizeof(float), 2u * B * D);
     return cv.off;
 }
 
 static int sk_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_sinkhorn_params_t *p = params;
-    int nmax = xf_sfpm_check_shape(sh);
+    int nmax = xf_at_check_shape(sh);
 
     (void)nth;
     if (nmax < 0)
         return nmax;
-    xf_sfpm_plan_items(sh, layout(nmax, sh->d_head, p->block, NULL, NULL) +
-                           xf_sfpm_tile_ws(sh->d_head), 0, out);
+    xf_at_plan_items(sh, layout(nmax, sh->d_head, p->block, NULL, NULL) +
+                           xf_at_tile_ws(sh->d_head), 0, out);
     return 0;
 }
 
@@ -117,23 +107,23 @@ static void lse_norm(double *S, int32_t nb, int rows)
 }
 
 /* queries [r0, r1) over keys idx[0..m) (NULL: K, V rows 0..m) in tiles */
-static void rows_tiles(const xf_sfpm_item_t *it, int32_t r0, int32_t r1, float alpha,
+static void rows_tiles(const xf_at_item_t *it, int32_t r0, int32_t r1, float alpha,
                        const float *K, const float *V, const int32_t *idx, int32_t m, void *tws)
 {
-    const float *q[XF_SFPM_TQ];
-    float *o[XF_SFPM_TQ];
+    const float *q[XF_AT_TQ];
+    float *o[XF_AT_TQ];
 
-    for (int32_t i0 = r0; i0 < r1; i0 += XF_SFPM_TQ) {
-        int32_t nq = r1 - i0 < XF_SFPM_TQ ? r1 - i0 : XF_SFPM_TQ;
+    for (int32_t i0 = r0; i0 < r1; i0 += XF_AT_TQ) {
+        int32_t nq = r1 - i0 < XF_AT_TQ ? r1 - i0 : XF_AT_TQ;
         for (int32_t r = 0; r < nq; r++) {
             q[r] = it->q + (size_t)(i0 + r) * (size_t)it->d;
             o[r] = it->out + (size_t)(i0 + r) * (size_t)it->ldo;
         }
-        xf_sfpm_attend_tile(q, nq, it->d, alpha, K, V, NULL, idx, m, tws, o);
+        xf_at_attend_tile(q, nq, it->d, alpha, K, V, NULL, idx, m, tws, o);
     }
 }
 
-static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item_t *it,
+static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t *it,
                  float q_scale, float scale, void *ws, void *tws)
 {
     const xf_sinkhorn_params_t *p = params;
@@ -216,25 +206,7 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_sfpm_item
     }
 }
 
-static int sk_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                      const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
-                      int nth)
-{
-    (void)ws_shared;
-    xf_sfpm_walk(params, sh, io, pl, ws_thread, ith, nth, item);
-    return 0;
-}
-
-const xf_attn_vtbl xf_attn_sinkhorn = {
-    .name = "sinkhorn",
-    .family = XF_FAM_P,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Sinkhorn sorting substitute: own block + best-matching blocks (hard) or "
-               "Sinkhorn-mixed blocks (soft)",
-    .params_doc = "block=64 mode=hard k_s=1 tau=0.7 iters=8 sim=qk",
-    .params_size = sizeof(xf_sinkhorn_params_t),
-    .parse = sk_parse,
-    .to_json = sk_to_json,
-    .plan = sk_plan,
-    .forward = sk_forward,
+const xf_attn_ops xf_at_sinkhorn = {
+    XF_AT_PARAMS(xf_sinkhorn_params_t, sk_defaults, keys),
+    .plan = sk_plan, .item = item,
 };

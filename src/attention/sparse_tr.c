@@ -21,33 +21,18 @@ typedef struct str_params {
     int32_t combine;           /* 0 union, 1 heads */
 } str_params;
 
-static int str_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "stride", "combine", NULL };
-    str_params *p = params;
-    p->stride = 0;
-    p->combine = 0;
-    int rc = xf_par_keys(obj, keys, err, errlen);
-    const json_t *s = json_object_get(obj, "stride");
-    if (!rc && s && !(json_is_string(s) && !strcmp(json_string_value(s), "auto")))
-        rc = xf_par_int(obj, "stride", 1, 1 << 24, &p->stride, err, errlen);
-    if (!rc)
-        rc = xf_par_enum(obj, "combine", combine_names, &p->combine, err, errlen);
-    return rc;
-}
+static const str_params str_defaults = { .stride = 0, .combine = 0 };
 
-static int str_to_json(const void *params, json_t *obj)
-{
-    const str_params *p = params;
-    int rc = xf_par_set(obj, "stride", p->stride ? json_integer(p->stride) : json_string("auto"));
-    return rc ? rc : xf_par_set(obj, "combine", json_string(combine_names[p->combine]));
-}
+static const xf_at_key_t str_pkeys[] = {
+    XF_AT_KEY(str_params, stride, "stride", XF_AT_K_AUTO, 1, 1 << 24, NULL),
+    XF_AT_KEY(str_params, combine, "combine", XF_AT_K_ENUM, 0, 0, combine_names),
+};
 
 /* c->a = l, c->b = part (0 union, 1 A1 only, 2 A2 only) */
-static int str_setup(xf_ft_seq *c)
+static int str_setup(xf_at_t_seq *c)
 {
     const str_params *p = c->params;
-    int32_t l = p->stride ? p->stride : xf_ft_isqrt_ceil(c->n);
+    int32_t l = p->stride ? p->stride : xf_at_t_isqrt_ceil(c->n);
     c->a = l;
     c->b = p->combine == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
     if (c->b == 0)
@@ -63,19 +48,19 @@ static int str_setup(xf_ft_seq *c)
  * keys (full) and one contiguous band run (masked). */
 #define STR_UNION_ROWS 8
 
-static int32_t str_n_tiles(const xf_ft_seq *c)
+static int32_t str_n_tiles(const xf_at_t_seq *c)
 {
     if (c->b == 0)
         return (c->n + STR_UNION_ROWS - 1) / STR_UNION_ROWS;
-    return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
+    return (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
 }
 
-static int32_t str_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+static int32_t str_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
     /* A2-only heads walk the residue classes (one class's keys per tile) */
-    int32_t nq = c->b == 0 ? xf_ft_class_rows(c->n, c->a, STR_UNION_ROWS, t, rows)
-                           : xf_ft_win_rows(c->n, c->b == 2 ? c->a : 1, t, rows);
+    int32_t nq = c->b == 0 ? xf_at_t_class_rows(c->n, c->a, STR_UNION_ROWS, t, rows)
+                           : xf_at_t_win_rows(c->n, c->b == 2 ? c->a : 1, t, rows);
     int64_t k = c->b == 0 ? ((int64_t)nq + 1) * c->a + c->n / c->a
                           : 2 * (int64_t)c->a + c->n / c->a;
     *global = 0;
@@ -83,8 +68,8 @@ static int32_t str_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *globa
     return nq;
 }
 
-static void str_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                     xf_ft_keys *kb)
+static void str_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_at_t_keys *kb)
 {
     (void)global;
     const int32_t l = c->a, n = c->n;
@@ -93,11 +78,11 @@ static void str_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int gl
             int32_t r1 = r0 + 1;
             while (r1 < nq && rows[r1] % l == rows[r0] % l)
                 r1++;
-            xf_ft_keys_add(kb, n, rows[r0] - l + 1, rows[r1 - 1] + l, 0);
+            xf_at_t_keys_add(kb, n, rows[r0] - l + 1, rows[r1 - 1] + l, 0);
             r0 = r1;
         }
     } else if (c->b == 1) {   /* A1: a window of l − 1 on each side */
-        xf_ft_win_keys(n, l - 1, 1, rows, nq, kb);
+        xf_at_t_win_keys(n, l - 1, 1, rows, nq, kb);
     }
     if (c->b != 1) {
         int single = 1;
@@ -105,58 +90,43 @@ static void str_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int gl
             if (rows[r] % l != rows[0] % l)
                 single = 0;
         if (single) {
-            xf_ft_keys_add_step(kb, n, rows[0] % l, n, l, 1);
+            xf_at_t_keys_add_step(kb, n, rows[0] % l, n, l, 1);
         } else if (nq >= l) {
-            xf_ft_keys_add(kb, n, 0, n, 0);
+            xf_at_t_keys_add(kb, n, 0, n, 0);
         } else {
             for (int32_t r = 0; r < nq; r++)
-                xf_ft_keys_add_step(kb, n, rows[r] % l, n, l, 0);
+                xf_at_t_keys_add_step(kb, n, rows[r] % l, n, l, 0);
         }
     }
 }
 
-static int str_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+static int str_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
     const int32_t l = c->a, dd = i > j ? i - j : j - i;
     return (c->b != 2 && dd < l) || (c->b != 1 && dd % l == 0);
 }
 
-static void str_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+static void str_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
     const int32_t l = c->a;
-    int32_t lo[XF_FT_BQ], hi[XF_FT_BQ], rc[XF_FT_BQ], kc[XF_FT_BK];
+    int32_t lo[XF_AT_T_BQ], hi[XF_AT_T_BQ], rc[XF_AT_T_BQ], kc[XF_AT_T_BK];
     for (int32_t r = 0; r < nq; r++) {   /* A1: |i − j| < l; A2: j ≡ i (mod l) */
         lo[r] = c->b != 2 ? rows[r] - l + 1 : 0;
         hi[r] = c->b != 2 ? rows[r] + l : 0;
         rc[r] = rows[r] % l;
     }
     if (c->b != 1)
-        xf_ft_key_classes(keys, nk, l, kc);
+        xf_at_t_key_classes(keys, nk, l, kc);
     c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
 }
 
-static const xf_ft_variant str_ft = {
-    .setup = str_setup, .n_tiles = str_n_tiles, .tile = str_tile, .keys = str_keys,
-    .member = str_member,
-    .mask = str_mask,
-};
-
-XF_FT_WRAP(str, str_ft)
-
-const xf_attn_vtbl xf_attn_strided_vt = {
-    .name = "strided",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Sparse Transformer strided: local band plus every l-th key (bidirectional)",
-    .params_doc = "stride=auto combine=union",
-    .params_size = sizeof(str_params),
-    .parse = str_parse,
-    .to_json = str_to_json,
-    .plan = str_plan,
-    .forward = str_forward,
+const xf_attn_ops xf_at_strided = {
+    XF_AT_PARAMS(str_params, str_defaults, str_pkeys),
+    .pattern = &(const xf_at_t_variant){ .setup = str_setup, .n_tiles = str_n_tiles,
+        .tile = str_tile, .keys = str_keys, .member = str_member, .mask = str_mask },
 };
 
 /* ---- fixed ---- */
@@ -165,45 +135,28 @@ typedef struct fix_params {
     int32_t block, summary, combine, per;
 } fix_params;
 
-static int fix_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "block", "summary", "combine", "heads_per_pattern",
-                                        NULL };
-    fix_params *p = params;
-    p->block = 128;
-    p->summary = 8;
-    p->combine = 0;
-    p->per = 1;
-    int rc = xf_par_keys(obj, keys, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "block", 1, 1 << 24, &p->block, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "summary", 1, 1 << 24, &p->summary, err, errlen);
-    if (!rc)
-        rc = xf_par_enum(obj, "combine", combine_names, &p->combine, err, errlen);
-    if (!rc)
-        rc = xf_par_int(obj, "heads_per_pattern", 1, 1024, &p->per, err, errlen);
-    if (!rc && p->summary > p->block)
-        rc = xf_par_err(err, errlen, "summary: must be <= block (%d)", p->block);
-    if (!rc && (int64_t)p->summary * p->per > p->block)
-        rc = xf_par_err(err, errlen, "heads_per_pattern: summary * heads_per_pattern must be "
-                        "<= block (%d)", p->block);
-    return rc;
-}
+static const fix_params fix_defaults = { .block = 128, .summary = 8, .combine = 0, .per = 1 };
 
-static int fix_to_json(const void *params, json_t *obj)
+static const xf_at_key_t fix_pkeys[] = {
+    XF_AT_KEY(fix_params, block, "block", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY(fix_params, summary, "summary", XF_AT_K_INT, 1, 1 << 24, NULL),
+    XF_AT_KEY(fix_params, combine, "combine", XF_AT_K_ENUM, 0, 0, combine_names),
+    XF_AT_KEY(fix_params, per, "heads_per_pattern", XF_AT_K_INT, 1, 1024, NULL),
+};
+
+static int fix_check(const void *params, char *err, size_t errlen)
 {
     const fix_params *p = params;
-    int rc = xf_par_set(obj, "block", json_integer(p->block));
-    if (!rc)
-        rc = xf_par_set(obj, "summary", json_integer(p->summary));
-    if (!rc)
-        rc = xf_par_set(obj, "combine", json_string(combine_names[p->combine]));
-    return rc ? rc : xf_par_set(obj, "heads_per_pattern", json_integer(p->per));
+    if (p->summary > p->block)
+        return xf_at_err(err, errlen, "summary: must be <= block (%d)", p->block);
+    if ((int64_t)p->summary * p->per > p->block)
+        return xf_at_err(err, errlen, "heads_per_pattern: summary * heads_per_pattern must be "
+                         "<= block (%d)", p->block);
+    return 0;
 }
 
 /* c->a = l, c->b = part, [c->c, c->e) = this head's summary cells */
-static int fix_setup(xf_ft_seq *c)
+static int fix_setup(xf_at_t_seq *c)
 {
     const fix_params *p = c->params;
     const int32_t l = p->block, hm = c->head % p->per;
@@ -221,58 +174,45 @@ static int fix_setup(xf_ft_seq *c)
     return 0;
 }
 
-static int32_t fix_n_tiles(const xf_ft_seq *c)
+static int32_t fix_n_tiles(const xf_at_t_seq *c)
 {
-    return xf_ft_seg_tiles(c->n, c->a, XF_FT_BQ);
+    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
 }
 
-static int32_t fix_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+static int32_t fix_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_ft_seg_rows(c->n, c->a, XF_FT_BQ, t, rows);
+    int32_t nq = xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
     int64_t k = (int64_t)c->a + (int64_t)(c->e - c->c) * ((c->n + c->a - 1) / c->a);
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
 }
 
-static void fix_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                     xf_ft_keys *kb)
+static void fix_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_at_t_keys *kb)
 {
     (void)nq, (void)global;
     const int32_t l = c->a, n = c->n;
     if (c->b != 2) {
         int32_t b0 = rows[0] / l * l;
-        xf_ft_keys_add(kb, n, b0, b0 + l, 1);
+        xf_at_t_keys_add(kb, n, b0, b0 + l, 1);
     }
     if (c->b != 1)
         for (int64_t b0 = 0; b0 < n; b0 += l)
-            xf_ft_keys_add(kb, n, (int32_t)(b0 + c->c), (int32_t)(b0 + c->e), 1);
+            xf_at_t_keys_add(kb, n, (int32_t)(b0 + c->c), (int32_t)(b0 + c->e), 1);
 }
 
-static int fix_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+static int fix_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
     const int32_t l = c->a;
     return (c->b != 2 && i / l == j / l) || (c->b != 1 && j % l >= c->c && j % l < c->e);
 }
 
-static const xf_ft_variant fix_ft = {
-    .setup = fix_setup, .n_tiles = fix_n_tiles, .tile = fix_tile, .keys = fix_keys,
-    .member = fix_member,
-};
-
-XF_FT_WRAP(fix, fix_ft)
-
-const xf_attn_vtbl xf_attn_fixed_vt = {
-    .name = "fixed",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "Sparse Transformer fixed: own block plus the summary cells of every block",
-    .params_doc = "block=128 summary=8 combine=union heads_per_pattern=1",
-    .params_size = sizeof(fix_params),
-    .parse = fix_parse,
-    .to_json = fix_to_json,
-    .plan = fix_plan,
-    .forward = fix_forward,
+const xf_attn_ops xf_at_fixed = {
+    XF_AT_PARAMS(fix_params, fix_defaults, fix_pkeys),
+    .check = fix_check,
+    .pattern = &(const xf_at_t_variant){ .setup = fix_setup, .n_tiles = fix_n_tiles,
+        .tile = fix_tile, .keys = fix_keys, .member = fix_member },
 };

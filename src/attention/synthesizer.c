@@ -14,19 +14,6 @@ typedef struct syn_params {
     int32_t unused;
 } syn_params;
 
-static int syn_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    syn_params *p = params;
-    p->unused = 0;
-    return xf_par_keys(obj, NULL, err, errlen);
-}
-
-static int syn_to_json(const void *params, json_t *obj)
-{
-    (void)params, (void)obj;
-    return 0;
-}
-
 static int syn_validate(const void *params, const xf_model_t *m, int layer, char *err,
                         size_t errlen)
 {
@@ -37,7 +24,7 @@ static int syn_validate(const void *params, const xf_model_t *m, int layer, char
     return XF_EUNSUPPORTED;
 }
 
-static int syn_setup(xf_ft_seq *c)
+static int syn_setup(xf_at_t_seq *c)
 {
     if (!c->io)
         return 0;
@@ -61,14 +48,14 @@ static int syn_setup(xf_ft_seq *c)
     }
 }
 
-static void syn_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                     xf_ft_keys *kb)
+static void syn_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_at_t_keys *kb)
 {
     (void)rows, (void)nq, (void)global;
-    xf_ft_keys_add(kb, c->n, 0, c->n, 1);
+    xf_at_t_keys_add(kb, c->n, 0, c->n, 1);
 }
 
-static int syn_logits(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+static int syn_logits(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                       int32_t nk, float *s, int32_t lds, float *hid, int first)
 {
     const xf_synth_weights *w = c->io->weights;
@@ -117,23 +104,9 @@ static int syn_logits(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const
     return 0;
 }
 
-static const xf_ft_variant syn_ft = {
-    .setup = syn_setup, .keys = syn_keys, .logits = syn_logits,
-    .hid_floats = XF_SYNTH_MAX_HIDDEN,
-};
-
-XF_FT_WRAP(syn, syn_ft)
-
-const xf_attn_vtbl xf_attn_synthesizer_vt = {
-    .name = "synthesizer",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_NEEDS_WEIGHTS,
-    .summary = "Synthesizer: random/factorized/dense synthetic logits (needs trained weights)",
-    .params_doc = "(from weights)",
+const xf_attn_ops xf_at_synthesizer = {
     .params_size = sizeof(syn_params),
-    .parse = syn_parse,
-    .to_json = syn_to_json,
     .validate = syn_validate,
-    .plan = syn_plan,
-    .forward = syn_forward,
+    .pattern = &(const xf_at_t_variant){ .setup = syn_setup, .keys = syn_keys,
+        .logits = syn_logits, .hid_floats = XF_SYNTH_MAX_HIDDEN },
 };

@@ -5,40 +5,21 @@
 
 #include <stddef.h>
 
+#include "attention/params.h"
 #include "attention/fam_m.h"
 
-static const xf_pkey_t keys[] = {
-    { "mem_len", XF_PK_INT, offsetof(xf_famm_params_t, mem_len), 0, 1 << 16, NULL },
-    { "clamp_len", XF_PK_INT, offsetof(xf_famm_params_t, clamp_len), -1, 1 << 20, NULL },
-    { "causal", XF_PK_BOOL, offsetof(xf_famm_params_t, causal), 0, 1, NULL },
+static const xf_at_key_t keys[] = {
+    XF_AT_KEY(xf_at_m_params_t, mem_len, "mem_len", XF_AT_K_INT, 0, 1 << 16, NULL),
+    XF_AT_KEY(xf_at_m_params_t, clamp_len, "clamp_len", XF_AT_K_INT, -1, 1 << 20, NULL),
+    XF_AT_KEY(xf_at_m_params_t, causal, "causal", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-static int tx_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    xf_famm_params_t *p = params;
+static const xf_at_m_params_t tx_defaults = {
+    .mem_len = 512, .rate = 1, .fn = XF_CMEM_MEAN, .clamp_len = 1000, .causal = 1,
+};
 
-    p->mem_len = 512;
-    p->cmem_len = 0;
-    p->rate = 1;
-    p->fn = XF_CMEM_MEAN;
-    p->clamp_len = 1000;
-    p->causal = 1;
-    return xf_sfpm_parse(keys, XF_SFPM_NKEYS(keys), p, obj, err, errlen);
-}
-
-XF_SFPM_TO_JSON(tx_to_json, keys)
-
-const xf_attn_vtbl xf_attn_txl = {
-    .name = "txl",
-    .family = XF_FAM_M,
-    .flags = XF_ATTN_STATEFUL,
-    .summary = "Transformer-XL: segment memory with relative positions (u/v biases)",
-    .params_doc = "mem_len=512 clamp_len=1000 causal=true",
-    .params_size = sizeof(xf_famm_params_t),
-    .parse = tx_parse,
-    .to_json = tx_to_json,
-    .plan = xf_famm_plan_vt,
-    .prepare = xf_famm_prepare,
-    .forward = xf_famm_forward,
-    .state_update = xf_famm_state_update,
+const xf_attn_ops xf_at_txl = {
+    XF_AT_PARAMS(xf_at_m_params_t, tx_defaults, keys),
+    .plan = xf_at_m_plan_vt, .prepare = xf_at_m_prepare, .forward = xf_at_m_forward,
+    .state_update = xf_at_m_state_update,
 };

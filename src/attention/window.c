@@ -11,22 +11,13 @@ typedef struct win_params {
     int32_t window;
 } win_params;
 
-static int win_parse(void *params, const json_t *obj, char *err, size_t errlen)
-{
-    static const char *const keys[] = { "window", NULL };
-    win_params *p = params;
-    p->window = 256;
-    int rc = xf_par_keys(obj, keys, err, errlen);
-    return rc ? rc : xf_par_int(obj, "window", 1, 1 << 24, &p->window, err, errlen);
-}
+static const win_params win_defaults = { .window = 256 };
 
-static int win_to_json(const void *params, json_t *obj)
-{
-    const win_params *p = params;
-    return xf_par_set(obj, "window", json_integer(p->window));
-}
+static const xf_at_key_t win_pkeys[] = {
+    XF_AT_KEY(win_params, window, "window", XF_AT_K_INT, 1, 1 << 24, NULL),
+};
 
-static int win_setup(xf_ft_seq *c)
+static int win_setup(xf_at_t_seq *c)
 {
     const win_params *p = c->params;
     c->a = p->window;
@@ -34,58 +25,43 @@ static int win_setup(xf_ft_seq *c)
     return 0;
 }
 
-static int32_t win_n_tiles(const xf_ft_seq *c)
+static int32_t win_n_tiles(const xf_at_t_seq *c)
 {
-    return (c->n + XF_FT_BQ - 1) / XF_FT_BQ;
+    return (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
 }
 
-static int32_t win_tile(const xf_ft_seq *c, int32_t t, int32_t *rows, int *global,
+static int32_t win_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_ft_win_rows(c->n, 1, t, rows);
+    int32_t nq = xf_at_t_win_rows(c->n, 1, t, rows);
     int64_t k = 2 * (int64_t)c->a + nq;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
 }
 
-static void win_keys(const xf_ft_seq *c, const int32_t *rows, int32_t nq, int global,
-                     xf_ft_keys *kb)
+static void win_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int global,
+                     xf_at_t_keys *kb)
 {
     (void)global;
-    xf_ft_win_keys(c->n, c->a, 1, rows, nq, kb);
+    xf_at_t_win_keys(c->n, c->a, 1, rows, nq, kb);
 }
 
-static int win_member(const xf_ft_seq *c, int32_t i, int32_t j, int global)
+static int win_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    return xf_ft_win_member(c->a, 1, i, j);
+    return xf_at_t_win_member(c->a, 1, i, j);
 }
 
-static void win_mask(const xf_ft_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
+static void win_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    xf_ft_win_mask(c, c->a, 1, rows, nq, keys, full, nk, s);
+    xf_at_t_win_mask(c, c->a, 1, rows, nq, keys, full, nk, s);
 }
 
-static const xf_ft_variant win_ft = {
-    .setup = win_setup, .n_tiles = win_n_tiles, .tile = win_tile, .keys = win_keys,
-    .member = win_member,
-    .mask = win_mask,
-};
-
-XF_FT_WRAP(win, win_ft)
-
-const xf_attn_vtbl xf_attn_window_vt = {
-    .name = "window",
-    .family = XF_FAM_T,
-    .flags = XF_ATTN_PER_REQUEST,
-    .summary = "sliding window: w neighbours on each side",
-    .params_doc = "window=256",
-    .params_size = sizeof(win_params),
-    .parse = win_parse,
-    .to_json = win_to_json,
-    .plan = win_plan,
-    .forward = win_forward,
+const xf_attn_ops xf_at_window = {
+    XF_AT_PARAMS(win_params, win_defaults, win_pkeys),
+    .pattern = &(const xf_at_t_variant){ .setup = win_setup, .n_tiles = win_n_tiles,
+        .tile = win_tile, .keys = win_keys, .member = win_member, .mask = win_mask },
 };

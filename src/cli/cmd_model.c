@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -126,7 +127,7 @@ int cmd_mkmodel(int argc, char **argv)
     xf_demo_opts_t o;
     const char *out = NULL;
     xf_diag_t diag = { 0 };
-    int tiny = 0, rc;
+    int tiny = 0, force = 0, rc;
 
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--tiny"))
@@ -139,14 +140,19 @@ int cmd_mkmodel(int argc, char **argv)
         const char *v;
         if (!strcmp(argv[i], "--tiny"))
             continue;
+        if (!strcmp(argv[i], "--force")) {
+            force = 1;
+            continue;
+        }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli mkmodel --out DIR [--tiny] [--seed N] [--layers N] "
                    "[--hidden N] [--heads N]\n"
                    "                         [--ffn N] [--vocab N] [--max-positions N] "
-                   "[--labels N] [--dtype F32|F16|BF16]\n"
+                   "[--labels N] [--dtype F32|F16|BF16] [--force]\n"
                    "Writes a deterministic demo model (random weights from the seed) in Hugging "
                    "Face layout:\nconfig.json, model.safetensors, vocab.txt, "
-                   "tokenizer_config.json. Default shape: BERT-base.\n");
+                   "tokenizer_config.json. Default shape: BERT-base.\n"
+                   "An existing model in DIR is refused unless --force is given.\n");
             return 0;
         }
         if ((v = cli_opt(argc, argv, &i, "--out")))
@@ -182,6 +188,19 @@ int cmd_mkmodel(int argc, char **argv)
         fprintf(stderr, "xformd-cli mkmodel: --hidden %d is not divisible by --heads %d\n",
                 o.d_model, o.n_head);
         return 2;
+    }
+    if (!force) {
+        /* Never overwrite a model silently (it may be a real checkpoint). */
+        static const char *const files[] = { "config.json", "model.safetensors" };
+        for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", out, files[k]);
+            if (access(p, F_OK) == 0) {
+                fprintf(stderr, "xformd-cli mkmodel: %s already exists; refusing to overwrite "
+                                "the model in %s (use --force)\n", p, out);
+                return 1;
+            }
+        }
     }
     rc = xf_demo_write(out, &o, &diag);
     if (rc < 0) {

@@ -45,7 +45,8 @@ static void text_usage(const char *cmd)
     else
         printf("usage: xformd-cli classify [--model DIR] [--raw-logits] [--ids] [--pairs] "
                "[--truncate] [--batch N]\n"
-               "Prints softmax probabilities (or raw logits) per input line, in label order.\n"
+               "Prints softmax probabilities (or raw logits) per input line, in label order; a\n"
+            "1-label model (cross-encoder) prints the sigmoid of its logit.\n"
                "With --pairs a line is TEXT<TAB>PAIR (cross-encoder reranking).\n");
 }
 
@@ -173,6 +174,11 @@ static void encode_line(const text_opts *o, const xf_model_info_t *mi, const xf_
         if (rc < 0) {
             fprintf(stderr, "xformd-cli: line %zu: not a list of token ids below the vocabulary "
                             "size\n", k + 1);
+            exit(1);
+        }
+        if (t->n == 0) {
+            fprintf(stderr, "xformd-cli: line %zu: empty (--ids wants at least one token id "
+                            "per line)\n", k + 1);
             exit(1);
         }
         return;
@@ -347,7 +353,11 @@ static int run_lines(int argc, char **argv, int classify)
         for (size_t k = 0; k < nb; k++) {
             if (classify) {
                 float *l = logits + k * (size_t)mi->n_labels;
-                if (!o.raw_logits) {
+                if (!o.raw_logits && mi->n_labels == 1) {
+                    /* one logit (a cross-encoder): its sigmoid, as the server's /rerank; a
+                     * softmax over one value is always 1 */
+                    l[0] = 1.0f / (1.0f + expf(-l[0]));
+                } else if (!o.raw_logits) {
                     float mx = l[0], s = 0.0f;
                     for (int j = 1; j < mi->n_labels; j++)
                         mx = l[j] > mx ? l[j] : mx;

@@ -121,6 +121,17 @@ xf_model_t *cli_open_model(const cli_common *c)
     xf_model_t *m = NULL;
     int rc;
 
+    if (c->attention) {
+        /* A bad selection is the option's fault, not the model's: say so before loading. */
+        char err[256] = "";
+        xf_attn_t *a = NULL;
+        rc = xf_attn_parse(c->attention, strlen(c->attention), &a, err, sizeof err);
+        xf_attn_free(a);
+        if (rc < 0) {
+            fprintf(stderr, "xformd-cli: --attention: %s\n", err[0] ? err : xf_strerror(rc));
+            exit(2);
+        }
+    }
     if (c->model_dir) {
         snprintf(dir, sizeof dir, "%s", c->model_dir);
     } else if (cli_demo_dir(dir, sizeof dir, 0) < 0) {

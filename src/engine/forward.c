@@ -64,41 +64,40 @@ static void linear(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, cons
     T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
 }
 
-/* int8 Linear (model.quantize = int8, kernels/qgemm.h): the rows of x quantised per token into
- * the op's workspace (planned by plan.c) — rows split across threads, then a barrier — and the
- * int8 GEMM with its fused epilogue. quantise = 0: the rows are there already (K and V reuse
- * Q's). Every thread takes the same branches (the weights decide), so all meet the barrier. */
-static void linear_q8(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
-                      int quantise, int32_t rows, const float *x, int32_t ldx,
-                      const float *bias, enum xf_epilogue epi, float *y, int32_t ldy, int ith,
-                      int nth)
+/* int8 models (model.quantize = int8, kernels/qgemm.h), XF_OP_Q8: the rows of in0 quantised
+ * per token into out (the next Linear op's ws), rows split across threads. k is the input
+ * width of the Linear op it feeds (o->which). */
+static void op_q8(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 {
-    uint8_t *act = (uint8_t *)tens(T, o->ws);
-    float *alpha = (float *)(act + xf_qgemm_alpha_offset(rows, w->k));
-    int32_t ldq = xf_qgemm_ldq(w->k);
+    const xf_layer_t *L = &T->m->layers[o->layer];
+    int32_t N = T->p->n_tokens, da = L->n_head * L->d_head;
+    int32_t k = o->which == XF_OP_OPROJ ? da
+                : o->which == XF_OP_FF2 ? L->d_ff : T->m->info.d_model;
+    uint8_t *act = (uint8_t *)tens(T, o->out);
+    int r0, r1;
 
-    if (!bias && epi != XF_EPI_NONE)
-        bias = T->p->prep->zeros;
-    if (quantise) {
-        int r0, r1;
-        xf_split_rows(rows, ith, nth, &r0, &r1);
-        if (r0 < r1)
-            T->Q->quant_rows(r0, r1, w->k, x, ldx, act, ldq, alpha);
-        xf_pool_barrier(T->c->pool);
-    }
-    T->Q->qlinear(w->q8, rows, act, ldq, alpha, bias, epi, y, ldy, ith, nth);
+    xf_split_rows(N, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        T->Q->quant_rows(r0, r1, k, tens(T, o->in0), k, act, xf_qgemm_ldq(k),
+                         (float *)(act + xf_qgemm_alpha_offset(N, k)));
 }
 
-/* A layer's Linear op: int8 when its weight is quantised, else fp32. */
+/* A layer's Linear op: the int8 GEMM on the rows XF_OP_Q8 quantised into the op's ws when the
+ * weight is quantised (x is then not read), else fp32. */
 static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
-                      int quantise, int32_t rows, const float *x, int32_t ldx,
-                      const float *bias, enum xf_epilogue epi, float *y, int32_t ldy, int ith,
-                      int nth)
+                      int32_t rows, const float *x, int32_t ldx, const float *bias,
+                      enum xf_epilogue epi, float *y, int32_t ldy, int ith, int nth)
 {
-    if (w->q8)
-        linear_q8(T, o, w, quantise, rows, x, ldx, bias, epi, y, ldy, ith, nth);
-    else
+    if (!w->q8) {
         linear(T, w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
+        return;
+    }
+    uint8_t *act = (uint8_t *)tens(T, o->ws);
+    if (!bias && epi != XF_EPI_NONE)
+        bias = T->p->prep->zeros;
+    T->Q->qlinear(w->q8, rows, act, xf_qgemm_ldq(w->k),
+                  (const float *)(act + xf_qgemm_alpha_offset(rows, w->k)), bias, epi, y, ldy,
+                  ith, nth);
 }
 
 static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
@@ -165,78 +164,77 @@ static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth
     }
 }
 
-static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+/* The shape and io of an attention run (the same for each of its ops). */
+static void attn_args(const fwd_task_t *T, const xf_plan_op_t *o, xf_attn_shape *sh,
+                      xf_attn_io *io)
 {
     const xf_plan_t *p = T->p;
     const xf_layer_t *L = &T->m->layers[o->layer];
     const xf_plan_run_t *R = &p->runs[o->run];
-    const xf_attn_vtbl *vt = R->attn->vt;
     size_t plane = (size_t)L->n_head * (size_t)p->n_tokens * (size_t)L->d_head;
-    char *ws = (char *)tens(T, o->ws);
-    size_t per = (R->pl.ws_per_thread + XF_PLAN_ALIGN - 1) / XF_PLAN_ALIGN * XF_PLAN_ALIGN;
     float scale = 1.0f / sqrtf((float)L->d_head);
     const float *planes = tens(T, o->in0);
+
+    sh->n_seq = R->s1 - R->s0;
+    sh->cu_len = p->cu_len + R->s0;
+    sh->n_tokens = p->n_tokens;
+    sh->n_head = L->n_head;
+    sh->d_head = L->d_head;
+    sh->layer = o->layer;
+    sh->mem_rows = NULL;
+    memset(io, 0, sizeof *io);
+    io->q = planes;
+    io->k = planes + plane;
+    io->v = planes + 2 * plane;
+    io->q_scale = scale;
+    io->type_ids = T->batch->type_ids;
+    io->x = tens(T, o->in1);
+    /* Stateful variants: the state pointers XF_OP_ATTN_STATE gathered. */
+    io->state = o->aux >= 0 && T->batch->attn_state ? (void *const *)tens(T, o->aux) : NULL;
+    io->scale = scale;
+    io->out = tens(T, o->out);
+}
+
+/* The attention ops of one run (plan_internal.h): state pointers and prepare() on thread 0,
+ * forward and state_update() on every thread. */
+static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    const xf_plan_run_t *R = &T->p->runs[o->run];
+    const xf_attn_vtbl *vt = R->attn->vt;
+    size_t per = (R->pl.ws_per_thread + XF_PLAN_ALIGN - 1) / XF_PLAN_ALIGN * XF_PLAN_ALIGN;
+    char *ws = (char *)tens(T, o->ws);
     xf_attn_shape sh;
     xf_attn_io io;
-    int rc;
+    int rc = 0;
 
-    sh.n_seq = R->s1 - R->s0;
-    sh.cu_len = p->cu_len + R->s0;
-    sh.n_tokens = p->n_tokens;
-    sh.n_head = L->n_head;
-    sh.d_head = L->d_head;
-    sh.layer = o->layer;
-    sh.mem_rows = NULL;
-    memset(&io, 0, sizeof io);
-    io.q = planes;
-    io.k = planes + plane;
-    io.v = planes + 2 * plane;
-    io.q_scale = scale;
-    io.type_ids = T->batch->type_ids;
-    io.x = tens(T, o->in1);
-    io.state = NULL;
-    if (o->aux >= 0 && T->batch->attn_state) {
-        /* Stateful variants: batch->attn_state[b] is sequence b's array of per-layer state
-         * pointers (void *const[n_layer]); io.state gets this layer's, per sequence. */
+    if (o->kind == XF_OP_ATTN_STATE) {
+        /* batch->attn_state[b] is sequence b's array of per-layer state pointers
+         * (void *const[n_layer]); aux gets this layer's, per sequence. */
         void **ptrs = (void **)tens(T, o->aux);
-        if (ith == 0)
+        if (ith == 0 && T->batch->attn_state)
             for (int32_t b = R->s0; b < R->s1; b++) {
                 void *const *layers = T->batch->attn_state[b];
                 ptrs[b - R->s0] = layers ? layers[o->layer] : NULL;
             }
-        io.state = ptrs;
-        xf_pool_barrier(T->c->pool);
+        return;
     }
-    io.scale = scale;
-    io.out = tens(T, o->out);
-
-    if (vt->prepare) {
-        if (ith == 0 && !atomic_load(&T->err)) {
-            rc = vt->prepare(R->attn->params, &sh, &io, &R->pl, ws);
-            if (rc)
-                set_err(T, rc);
-        }
-        xf_pool_barrier(T->c->pool);
+    attn_args(T, o, &sh, &io);
+    if (o->kind == XF_OP_ATTN_PREP) {
+        if (ith == 0)
+            rc = vt->ops->prepare(R->attn->params, &sh, &io, &R->pl, ws);
+    } else if (o->kind == XF_OP_ATTN) {
+        rc = xf_at_forward(vt, R->attn->params, &sh, &io, &R->pl, ws,
+                           ws ? ws + R->ws_offset_thread + (size_t)ith * per : NULL, ith, nth);
+    } else if (vt->flags & XF_ATTN_STATEFUL) {   /* XF_OP_ATTN_UPDATE */
+        rc = vt->ops->state_update(R->attn->params, &sh, &io, ith, nth);
     }
-    if (!atomic_load(&T->err)) {
-        rc = vt->forward(R->attn->params, &sh, &io, &R->pl, ws,
-                         ws ? ws + R->ws_offset_thread + (size_t)ith * per : NULL, ith, nth);
-        if (rc)
-            set_err(T, rc);
-    }
-    if (vt->state_update && (vt->flags & XF_ATTN_STATEFUL)) {
-        xf_pool_barrier(T->c->pool);
-        if (!atomic_load(&T->err)) {
-            rc = vt->state_update(R->attn->params, &sh, &io, ith, nth);
-            if (rc)
-                set_err(T, rc);
-        }
-    }
+    if (rc)
+        set_err(T, rc);
 }
 
-static void l2_rows(float *x, int32_t r0, int32_t r1, int32_t d)
+void xf_l2_normalize_rows(float *x, int32_t rows, int32_t d)
 {
-    for (int32_t r = r0; r < r1; r++) {
+    for (int32_t r = 0; r < rows; r++) {
         float *xr = x + (size_t)r * d;
         double s = 0;
         for (int32_t i = 0; i < d; i++)
@@ -255,72 +253,88 @@ static void tanh_rows(float *x, int32_t r0, int32_t r1, int32_t d)
         x[i] = tanhf(x[i]);
 }
 
-/* Pooling, pooler, classifier heads and the hidden-state copy. Every thread takes the same
- * branches, so every thread meets the same barriers. */
+/* Pooling, pooler, classifier heads and the hidden-state copy, one op per step
+ * (plan_internal.h XF_OP_POOL..XF_OP_CLS). The heads tensor holds the [CLS] rows [B][D] and a
+ * temporary [B][D]; threads take rows [r0, r1) of the tokens and [b0, b1) of the sequences, or
+ * their share of a Linear. */
 static void op_heads(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 {
     const xf_model_t *m = T->m;
     const xf_plan_t *p = T->p;
     const xf_prep_t *pr = p->prep;
     int32_t B = p->n_seq, N = p->n_tokens, D = m->info.d_model;
-    const float *H = tens(T, o->in0);
-    float *cls = tens(T, o->ws), *tmp = cls + (size_t)B * D;
+    float *cls = tens(T, p->heads_ws), *tmp = cls + (size_t)B * D;
     int want_pooler = T->pooled && T->pooling == XF_POOL_POOLER;
+    int distil = m->info.head == XF_HEAD_DISTILBERT;
     int r0, r1, b0, b1, bad = 0;
 
     xf_split_rows(N, ith, nth, &r0, &r1);
     xf_split_rows(B, ith, nth, &b0, &b1);
-    /* Non-finite check on this thread's rows of the final hidden states. */
-    for (size_t i = (size_t)r0 * D; i < (size_t)r1 * D; i++)
-        if (!isfinite(H[i]))
-            bad = 1;
-    if (bad)
-        atomic_store(&T->nonfinite, 1);
-    if (T->hidden && r0 < r1)
-        memcpy(T->hidden + (size_t)r0 * D, H + (size_t)r0 * D,
-               (size_t)(r1 - r0) * D * sizeof(float));
-    for (int b = b0; b < b1; b++) {
-        const float *first = H + (size_t)p->cu_len[b] * D;
-        memcpy(cls + (size_t)b * D, first, (size_t)D * sizeof(float));
-        if (!T->pooled)
-            continue;
-        if (T->pooling == XF_POOL_CLS) {
-            memcpy(T->pooled + (size_t)b * D, first, (size_t)D * sizeof(float));
-        } else if (T->pooling == XF_POOL_MEAN) {
-            int32_t n = p->cu_len[b + 1] - p->cu_len[b];
-            float *y = T->pooled + (size_t)b * D;
-            for (int32_t i = 0; i < D; i++) {
-                double s = 0;
-                for (int32_t t = 0; t < n; t++)
-                    s += first[(size_t)t * D + i];
-                y[i] = (float)(s / n);
+    switch (o->kind) {
+    case XF_OP_POOL: {
+        const float *H = tens(T, o->in0);
+        /* Non-finite check on this thread's rows of the final hidden states. */
+        for (size_t i = (size_t)r0 * D; i < (size_t)r1 * D; i++)
+            if (!isfinite(H[i]))
+                bad = 1;
+        if (bad)
+            atomic_store(&T->nonfinite, 1);
+        if (T->hidden && r0 < r1)
+            memcpy(T->hidden + (size_t)r0 * D, H + (size_t)r0 * D,
+                   (size_t)(r1 - r0) * D * sizeof(float));
+        for (int b = b0; b < b1; b++) {
+            const float *first = H + (size_t)p->cu_len[b] * D;
+            memcpy(cls + (size_t)b * D, first, (size_t)D * sizeof(float));
+            if (!T->pooled)
+                continue;
+            if (T->pooling == XF_POOL_CLS) {
+                memcpy(T->pooled + (size_t)b * D, first, (size_t)D * sizeof(float));
+            } else if (T->pooling == XF_POOL_MEAN) {
+                int32_t n = p->cu_len[b + 1] - p->cu_len[b];
+                float *y = T->pooled + (size_t)b * D;
+                for (int32_t i = 0; i < D; i++) {
+                    double s = 0;
+                    for (int32_t t = 0; t < n; t++)
+                        s += first[(size_t)t * D + i];
+                    y[i] = (float)(s / n);
+                }
             }
         }
+        break;
     }
-    xf_pool_barrier(T->c->pool);
-    if (want_pooler) {
-        linear(T, &pr->pool, B, cls, D, m->pool_b.data, XF_EPI_BIAS, T->pooled, D, ith, nth);
-        xf_pool_barrier(T->c->pool);
-        tanh_rows(T->pooled, b0, b1, D);
-    }
-    if (T->pooled && T->normalize)
-        l2_rows(T->pooled, b0, b1, D);
-    if (T->logits) {
-        int32_t nl = pr->cls.n;
-        if (m->info.head == XF_HEAD_DISTILBERT) {
+    case XF_OP_POOLER:
+        if (want_pooler)
+            linear(T, &pr->pool, B, cls, D, m->pool_b.data, XF_EPI_BIAS, T->pooled, D, ith,
+                   nth);
+        break;
+    case XF_OP_POOL_END:
+        if (want_pooler)
+            tanh_rows(T->pooled, b0, b1, D);
+        if (T->pooled && T->normalize)
+            xf_l2_normalize_rows(T->pooled + (size_t)b0 * D, b1 - b0, D);
+        break;
+    case XF_OP_HEAD_DENSE:
+        if (!T->logits)
+            break;
+        if (distil) {
             linear(T, &pr->head_dense, B, cls, D, m->head_dense_b.data, XF_EPI_BIAS_RELU, tmp,
                    D, ith, nth);
-            xf_pool_barrier(T->c->pool);
         } else {
             const xf_gemm_w_t *w = m->info.head == XF_HEAD_BERT ? &pr->pool : &pr->head_dense;
             const float *bias = m->info.head == XF_HEAD_BERT ? m->pool_b.data
                                                              : m->head_dense_b.data;
             linear(T, w, B, cls, D, bias, XF_EPI_BIAS, tmp, D, ith, nth);
-            xf_pool_barrier(T->c->pool);
-            tanh_rows(tmp, b0, b1, D);
-            xf_pool_barrier(T->c->pool);
         }
-        linear(T, &pr->cls, B, tmp, D, m->cls_b.data, XF_EPI_BIAS, T->logits, nl, ith, nth);
+        break;
+    case XF_OP_HEAD_TANH:
+        if (T->logits && !distil)
+            tanh_rows(tmp, b0, b1, D);
+        break;
+    default:   /* XF_OP_CLS */
+        if (T->logits)
+            linear(T, &pr->cls, B, tmp, D, m->cls_b.data, XF_EPI_BIAS, T->logits, pr->cls.n,
+                   ith, nth);
+        break;
     }
 }
 
@@ -346,12 +360,14 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     case XF_OP_QKV: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
-        linear_op(T, o, &P->q, 1, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
-        linear_op(T, o, &P->k, 0, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
-        linear_op(T, o, &P->v, 0, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith,
-                  nth);
+        linear_op(T, o, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
+        linear_op(T, o, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
+        linear_op(T, o, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth);
         break;
     }
+    case XF_OP_Q8:
+        op_q8(T, o, ith, nth);
+        break;
     case XF_OP_SPLIT: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
@@ -362,22 +378,30 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
                             1.0f / sqrtf((float)L->d_head), y, y + plane, y + 2 * plane);
         break;
     }
+    case XF_OP_ATTN_STATE:
+    case XF_OP_ATTN_PREP:
     case XF_OP_ATTN:
+    case XF_OP_ATTN_UPDATE:
         op_attn(T, o, ith, nth);
         break;
     case XF_OP_OPROJ:
-        linear_op(T, o, &P->o, 1, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out),
+        linear_op(T, o, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out),
                   D, ith, nth);
         break;
     case XF_OP_FF1:
-        linear_op(T, o, &P->ff1, 1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
+        linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
                   tens(T, o->out), L->d_ff, ith, nth);
         break;
     case XF_OP_FF2:
-        linear_op(T, o, &P->ff2, 1, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
+        linear_op(T, o, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
                   tens(T, o->out), D, ith, nth);
         break;
-    case XF_OP_HEADS:
+    case XF_OP_POOL:
+    case XF_OP_POOLER:
+    case XF_OP_POOL_END:
+    case XF_OP_HEAD_DENSE:
+    case XF_OP_HEAD_TANH:
+    case XF_OP_CLS:
         op_heads(T, o, ith, nth);
         break;
     default:
@@ -385,17 +409,20 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     }
 }
 
+/* Every pool thread runs every op of the plan in order, with exactly one barrier after each
+ * and none inside an op (plan_internal.h), so every thread meets the same barriers whatever
+ * happens. Ownership: during an op a thread writes only its share of the op's output (rows,
+ * columns or items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and XF_OP_ATTN_PREP);
+ * nothing is read before the barrier that ends the op writing it. After an error (T->err, set
+ * once by the first failing op) the remaining ops are skipped; the barriers are still met. */
 static void fwd_thread(void *arg, int ith, int nth)
 {
     fwd_task_t *T = arg;
     const xf_plan_t *p = T->p;
 
     for (int32_t i = 0; i < p->n_ops; i++) {
-        const xf_plan_op_t *o = &p->ops[i];
-        /* After an error the remaining ops are skipped, but every barrier is still met. Ops
-         * with inner barriers (attention, heads) meet theirs whatever the error state. */
-        if (o->kind == XF_OP_ATTN || o->kind == XF_OP_HEADS || !atomic_load(&T->err))
-            run_op(T, o, ith, nth);
+        if (!atomic_load(&T->err))
+            run_op(T, &p->ops[i], ith, nth);
         xf_pool_barrier(T->c->pool);
     }
 }

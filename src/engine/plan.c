@@ -156,7 +156,7 @@ int xf_plan_attn_same(const xf_attn_t *a, const xf_attn_t *b)
         return 1;
     if (!a || !b || a->vt != b->vt)
         return 0;
-    return memcmp(a->params, b->params, a->vt->params_size) == 0;
+    return memcmp(a->params, b->params, a->vt->ops->params_size) == 0;
 }
 
 const xf_attn_t *xf_plan_seq_attn(const xf_model_t *m, const xf_batch_t *batch, int32_t b)
@@ -255,10 +255,19 @@ static int ensure_shape_storage(xf_plan_t *p, int32_t n_seq, int32_t n_tok)
 
 /* ---- graph ------------------------------------------------------------------------------ */
 
+/* Tensors and ops are appended within the capacity counted by a first build pass
+ * (p->counting: nothing is written, the adds only count). A real pass that would go past it
+ * sets p->overflow and writes nothing; xf_plan_build then fails. */
 static int32_t add_tensor(xf_plan_t *p, size_t bytes, const char *what, int32_t layer)
 {
-    xf_plan_tensor_t *t = &p->t[p->n_t];
+    xf_plan_tensor_t *t;
 
+    if (p->counting || p->n_t >= p->cap_t) {
+        p->overflow |= !p->counting;
+        p->n_t++;
+        return -1;
+    }
+    t = &p->t[p->n_t];
     t->bytes = align_up(bytes);
     t->offset = 0;
     t->first = t->last = t->op_made = -1;
@@ -271,7 +280,7 @@ static void use_tensor(xf_plan_t *p, int32_t ti, int32_t op, int writes)
 {
     xf_plan_tensor_t *t;
 
-    if (ti < 0)
+    if (ti < 0 || ti >= p->n_t || op < 0)
         return;
     t = &p->t[ti];
     if (t->first < 0) {
@@ -283,12 +292,19 @@ static void use_tensor(xf_plan_t *p, int32_t ti, int32_t op, int writes)
         t->last = op;
 }
 
-static int32_t add_op(xf_plan_t *p, enum xf_op_kind kind, int32_t layer, int32_t in0,
-                      int32_t in1, int32_t out, int32_t ws)
+/* Appends an op; returns it for the caller to fill in which/run/aux (a scratch op when
+ * counting or past the capacity). */
+static xf_plan_op_t *add_op(xf_plan_t *p, enum xf_op_kind kind, int32_t layer, int32_t in0,
+                            int32_t in1, int32_t out, int32_t ws)
 {
     int32_t i = p->n_ops++;
-    xf_plan_op_t *o = &p->ops[i];
+    xf_plan_op_t *o;
 
+    if (p->counting || i >= p->cap_ops) {
+        p->overflow |= !p->counting;
+        return &p->spare;
+    }
+    o = &p->ops[i];
     o->kind = kind;
     o->layer = layer;
     o->in0 = in0;
@@ -302,7 +318,13 @@ static int32_t add_op(xf_plan_t *p, enum xf_op_kind kind, int32_t layer, int32_t
     use_tensor(p, in1, i, 0);
     use_tensor(p, out, i, 1);
     use_tensor(p, ws, i, 1);
-    return i;
+    return o;
+}
+
+/* Index of the op add_op returned last (-1 when counting). */
+static int32_t last_op(const xf_plan_t *p)
+{
+    return p->counting || p->n_ops > p->cap_ops ? -1 : p->n_ops - 1;
 }
 
 /* Runs of consecutive sequences with the same variant (the same for every layer). */
@@ -337,10 +359,10 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
         r->s0 = b;
         r->s1 = e;
         r->attn = a;
-        if (!a->vt || !a->vt->plan || !a->vt->forward)
+        if (!a->vt || !xf_at_runnable(a->vt))
             return xf_diag_set(diag, XF_EUNSUPPORTED, "attention variant has no forward");
-        if (a->vt->validate) {
-            rc = a->vt->validate(a->params, p->m, l, err, sizeof err);
+        if (a->vt->ops->validate) {
+            rc = a->vt->ops->validate(a->params, p->m, l, err, sizeof err);
             if (rc)
                 return xf_diag_set(diag, rc < 0 ? rc : XF_EPARAM, "attention %s, layer %d: %s",
                                    a->vt->name, (int)l, err);
@@ -352,7 +374,7 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
         sh.d_head = L->d_head;
         sh.layer = l;
         sh.mem_rows = NULL;
-        rc = a->vt->plan(a->params, &sh, p->n_threads, &r->pl);
+        rc = xf_at_plan(a->vt, a->params, &sh, p->n_threads, &r->pl);
         if (rc)
             return xf_diag_set(diag, rc == -ENOMEM ? rc : XF_EPARAM,
                                "attention %s, layer %d, sequences %d..%d: plan failed (%s)",
@@ -364,72 +386,125 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
     return 0;
 }
 
-/* The int8 activation buffer of a Linear op with k inputs (quant.h: rows quantised per token
- * plus their scales), or -1 for an fp32 model. Its lifetime is the op's. */
-static int32_t q8_ws(xf_plan_t *p, int32_t k, int32_t l)
+/* One encoder layer from input x; returns the output tensor in *y. */
+/* int8 model (model.quantize = int8): an XF_OP_Q8 op quantising x's rows (k wide) into a new
+ * activation buffer for the Linear op `feeds`, which reads it as its ws. Returns the buffer,
+ * or -1 for an fp32 model (or while counting). */
+static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_op_kind feeds)
 {
     if (!p->m->q8)
         return -1;
-    return add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
+    int32_t q = add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
+    add_op(p, XF_OP_Q8, l, x, -1, q, -1)->which = (int32_t)feeds;
+    return q;
 }
 
-/* One encoder layer from input x; returns the output tensor in *y. */
 static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t *diag)
 {
     const xf_model_t *m = p->m;
     const xf_layer_t *L = &m->layers[l];
     size_t N = (size_t)p->n_tokens, D = (size_t)m->info.d_model;
     size_t da = (size_t)L->n_head * (size_t)L->d_head, ff = (size_t)L->d_ff;
-    int32_t ain, qkv, planes, att, proj, h1, f1, f2, h2, r0, rc, o;
+    int32_t ain, qkv, planes, att, proj, h1, f1, f2, h2, r0 = 0, rc;
 
     if (m->info.pre_ln) {
         ain = add_tensor(p, N * D * 4, "ln1", l);
-        o = add_op(p, XF_OP_LN, l, x, -1, ain, -1);
-        p->ops[o].which = XF_W_LN1;
+        add_op(p, XF_OP_LN, l, x, -1, ain, -1)->which = XF_W_LN1;
     } else {
         ain = x;
     }
     qkv = add_tensor(p, N * 3 * da * 4, "qkv", l);
-    add_op(p, XF_OP_QKV, l, ain, -1, qkv, q8_ws(p, (int32_t)D, l));
+    add_op(p, XF_OP_QKV, l, ain, -1, qkv, q8_quant(p, l, ain, (int32_t)D, XF_OP_QKV));
     planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
     add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
     att = add_tensor(p, N * da * 4, "attn_out", l);
-    rc = plan_layer_runs(p, l, &r0, diag);
-    if (rc)
-        return rc;
-    for (int32_t r = r0; r < p->n_runs; r++) {
-        const xf_plan_run_t *R = &p->runs[r];
-        size_t ws = R->ws_offset_thread + (size_t)p->n_threads * align_up(R->pl.ws_per_thread);
+    if (!p->counting) {
+        rc = plan_layer_runs(p, l, &r0, diag);
+        if (rc)
+            return rc;
+    }
+    /* Per run: its workspace and state tensors and up to four ops (counted at the most). */
+    for (int32_t i = 0; i < p->runs_per_layer; i++) {
+        const xf_plan_run_t *R = p->counting ? NULL : &p->runs[r0 + i];
+        const xf_attn_vtbl *vt = R ? R->attn->vt : NULL;
+        int stateful = !R || (vt->flags & XF_ATTN_STATEFUL);
+        size_t ws = R ? R->ws_offset_thread + (size_t)p->n_threads * align_up(R->pl.ws_per_thread)
+                      : 1;
         int32_t wt = ws > 0 ? add_tensor(p, ws, "attn_ws", l) : -1;
         int32_t st = -1;
-        if (R->attn->vt->flags & XF_ATTN_STATEFUL)
-            st = add_tensor(p, (size_t)(R->s1 - R->s0) * sizeof(void *), "attn_state", l);
+        xf_plan_op_t *o;
+        if (stateful) {
+            st = add_tensor(p, (size_t)(R ? R->s1 - R->s0 : 1) * sizeof(void *), "attn_state", l);
+            o = add_op(p, XF_OP_ATTN_STATE, l, -1, -1, -1, -1);
+            o->run = r0 + i;
+            o->aux = st;
+            use_tensor(p, st, last_op(p), 1);
+        }
+        if (!R || vt->ops->prepare)
+            add_op(p, XF_OP_ATTN_PREP, l, planes, ain, -1, wt)->run = r0 + i;
         o = add_op(p, XF_OP_ATTN, l, planes, ain, att, wt);
-        p->ops[o].run = r;
-        p->ops[o].aux = st;
-        use_tensor(p, st, o, 1);
+        o->run = r0 + i;
+        o->aux = st;
+        use_tensor(p, st, last_op(p), 0);
+        if (stateful && (!R || vt->ops->state_update)) {
+            o = add_op(p, XF_OP_ATTN_UPDATE, l, planes, ain, att, wt);
+            o->run = r0 + i;
+            o->aux = st;
+            use_tensor(p, st, last_op(p), 0);
+        }
     }
     proj = add_tensor(p, N * D * 4, "attn_proj", l);
-    add_op(p, XF_OP_OPROJ, l, att, -1, proj, q8_ws(p, (int32_t)da, l));
+    add_op(p, XF_OP_OPROJ, l, att, -1, proj, q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ));
     h1 = add_tensor(p, N * D * 4, "ln1_out", l);
-    o = add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1);
-    p->ops[o].which = XF_W_LN1;
+    add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1)->which = XF_W_LN1;
     if (m->info.pre_ln) {
         int32_t y2 = add_tensor(p, N * D * 4, "ln2", l);
-        o = add_op(p, XF_OP_LN, l, h1, -1, y2, -1);
-        p->ops[o].which = XF_W_LN2;
+        add_op(p, XF_OP_LN, l, h1, -1, y2, -1)->which = XF_W_LN2;
         ain = y2;
     } else {
         ain = h1;
     }
     f1 = add_tensor(p, N * ff * 4, "ffn1", l);
-    add_op(p, XF_OP_FF1, l, ain, -1, f1, q8_ws(p, (int32_t)D, l));
+    add_op(p, XF_OP_FF1, l, ain, -1, f1, q8_quant(p, l, ain, (int32_t)D, XF_OP_FF1));
     f2 = add_tensor(p, N * D * 4, "ffn2", l);
-    add_op(p, XF_OP_FF2, l, f1, -1, f2, q8_ws(p, (int32_t)ff, l));
+    add_op(p, XF_OP_FF2, l, f1, -1, f2, q8_quant(p, l, f1, (int32_t)ff, XF_OP_FF2));
     h2 = add_tensor(p, N * D * 4, "ln2_out", l);
-    o = add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1);
-    p->ops[o].which = XF_W_LN2;
+    add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1)->which = XF_W_LN2;
     *y = h2;
+    return 0;
+}
+
+/* The whole graph: embeddings, the layers, the final LayerNorm, pooling and heads. */
+static int build_graph(xf_plan_t *p, xf_diag_t *diag)
+{
+    const xf_model_t *m = p->m;
+    size_t N = (size_t)p->n_tokens, D = (size_t)m->info.d_model, B = (size_t)p->n_seq;
+    int32_t x, rc;
+
+    p->n_t = p->n_ops = p->n_runs = 0;
+    p->overflow = 0;
+    x = add_tensor(p, N * D * 4, "embeddings", -1);
+    add_op(p, XF_OP_EMBED, -1, -1, -1, x, -1);
+    for (int32_t l = 0; l < m->info.n_layer; l++) {
+        int32_t y;
+        rc = build_layer(p, l, x, &y, diag);
+        if (rc)
+            return rc;
+        x = y;
+    }
+    if (m->info.pre_ln && m->final_ln_g.data) {
+        int32_t z = add_tensor(p, N * D * 4, "final_ln", -1);
+        add_op(p, XF_OP_LN, -1, x, -1, z, -1)->which = XF_W_FINAL;
+        x = z;
+    }
+    p->final_hidden = x;
+    p->heads_ws = add_tensor(p, 2 * B * D * 4, "heads", -1);
+    add_op(p, XF_OP_POOL, -1, x, -1, -1, p->heads_ws);
+    add_op(p, XF_OP_POOLER, -1, p->heads_ws, -1, -1, -1);
+    add_op(p, XF_OP_POOL_END, -1, p->heads_ws, -1, -1, -1);
+    add_op(p, XF_OP_HEAD_DENSE, -1, p->heads_ws, -1, -1, -1);
+    add_op(p, XF_OP_HEAD_TANH, -1, p->heads_ws, -1, -1, -1);
+    add_op(p, XF_OP_CLS, -1, p->heads_ws, -1, -1, -1);
     return 0;
 }
 
@@ -579,7 +654,7 @@ static void compute_stats(xf_plan_t *p, size_t arena)
 int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_t *diag)
 {
     const xf_model_t *m;
-    int32_t B, N, L, runs, need_t, need_ops, x;
+    int32_t B, N, L, runs, need_t, need_ops;
     int rc;
 
     if (!p || !shape)
@@ -615,6 +690,7 @@ int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_
 
     p->n_t = p->n_ops = p->n_runs = p->runs_per_layer = 0;
     p->final_hidden = p->heads_ws = -1;
+    p->counting = p->overflow = 0;
     memset(&p->stats, 0, sizeof p->stats);
     if (B == 0) {
         p->built = 1;
@@ -623,34 +699,25 @@ int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_
 
     runs = count_runs(p);
     p->runs_per_layer = runs;
-    /* Per layer at most 11 tensors (15 with the int8 activation buffers) and 11 ops besides
-     * one op and two tensors per run; plus embeddings, the final LayerNorm and the heads. */
-    need_t = 4 + L * (16 + 2 * runs);
-    need_ops = 4 + L * (12 + runs);
+    /* Capacity from the graph itself: a counting pass of the same build. */
+    p->counting = 1;
+    rc = build_graph(p, diag);
+    p->counting = 0;
+    if (rc)
+        return rc;
+    need_t = p->n_t;
+    need_ops = p->n_ops;
     if (grow((void **)&p->t, &p->cap_t, need_t, sizeof *p->t) ||
         grow((void **)&p->ops, &p->cap_ops, need_ops, sizeof *p->ops) ||
         grow((void **)&p->runs, &p->cap_runs, L * runs > 0 ? L * runs : 1, sizeof *p->runs) ||
         grow((void **)&p->order, &p->cap_order, 2 * need_t, sizeof *p->order))
         return xf_diag_set(diag, -ENOMEM, "plan: out of memory");
-
-    x = add_tensor(p, (size_t)N * (size_t)m->info.d_model * 4, "embeddings", -1);
-    add_op(p, XF_OP_EMBED, -1, -1, -1, x, -1);
-    for (int32_t l = 0; l < L; l++) {
-        int32_t y;
-        rc = build_layer(p, l, x, &y, diag);
-        if (rc)
-            return rc;
-        x = y;
-    }
-    if (m->info.pre_ln && m->final_ln_g.data) {
-        int32_t z = add_tensor(p, (size_t)N * (size_t)m->info.d_model * 4, "final_ln", -1);
-        int32_t o = add_op(p, XF_OP_LN, -1, x, -1, z, -1);
-        p->ops[o].which = XF_W_FINAL;
-        x = z;
-    }
-    p->final_hidden = x;
-    p->heads_ws = add_tensor(p, 2 * (size_t)B * (size_t)m->info.d_model * 4, "heads", -1);
-    add_op(p, XF_OP_HEADS, -1, x, -1, -1, p->heads_ws);
+    rc = build_graph(p, diag);
+    if (rc)
+        return rc;
+    if (p->overflow)
+        return xf_diag_set(diag, -EOVERFLOW, "plan: the graph outgrew its counted capacity "
+                           "(%d tensors, %d ops)", (int)need_t, (int)need_ops);
 
     compute_stats(p, assign_offsets(p));
     p->built = 1;

@@ -15,19 +15,36 @@
 
 #define XF_PLAN_ALIGN 64
 
-/* The ops of the forward graph, in execution order; every op ends with a pool barrier. */
+/* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
+ * threads each take their share, no op waits inside for the others, and exactly one pool
+ * barrier follows every op (forward.c fwd_thread). A step that needs the whole result of the
+ * step before it is a separate op. Shapes: N tokens, D = d_model, h heads of width d,
+ * d_attn = h·d, B sequences. */
 enum xf_op_kind {
-    XF_OP_EMBED = 0,   /* ids -> out: word + pos + type embeddings (+ LayerNorm) */
-    XF_OP_LN,          /* out = LayerNorm(in0) with the layer's ln1/ln2 (pre-LN) or final LN */
+    XF_OP_EMBED = 0,   /* ids -> out [N][D]: word + pos + type embeddings (+ LayerNorm) */
+    XF_OP_LN,          /* out [N][D] = LayerNorm(in0) with the layer's ln1/ln2 (pre-LN) or final */
     XF_OP_QKV,         /* out [N][3·d_attn] = in0 · [Wq;Wk;Wv]ᵀ + b (three GEMMs) */
     XF_OP_SPLIT,       /* out [3][h][N][d] head planes from in0; Q scaled by 1/sqrt(d) */
-    XF_OP_ATTN,        /* out [N][d_attn] += one attention run (in0 planes, ws workspace) */
+    XF_OP_ATTN_STATE,  /* thread 0: aux [n_seq] = this layer's state pointers of the run's
+                          sequences (stateful variants) */
+    XF_OP_ATTN_PREP,   /* thread 0: the variant's prepare() fills the shared part of ws */
+    XF_OP_ATTN,        /* out [N][d_attn] rows of one attention run (in0 planes, ws workspace) */
+    XF_OP_ATTN_UPDATE, /* the variant's state_update() (stateful variants) */
     XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */
     XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
     XF_OP_ADD,         /* out = in0 + bias + in1 (pre-LN residual) */
     XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1) */
     XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op) */
-    XF_OP_HEADS,       /* pooling, pooler, classifier from in0 (final hidden), temps in ws */
+    XF_OP_POOL,        /* from in0 (final hidden [N][D]): the non-finite check, the hidden
+                          copy, ws = [CLS] rows [B][D], CLS/mean pooling */
+    XF_OP_POOLER,      /* pooled [B][D] = pooler([CLS] rows) (pooling "pooler") */
+    XF_OP_POOL_END,    /* tanh of the pooler; L2 normalisation of pooled rows */
+    XF_OP_HEAD_DENSE,  /* ws tmp [B][D] = the classifier's dense layer of the [CLS] rows */
+    XF_OP_HEAD_TANH,   /* tmp = tanh(tmp) (BERT/RoBERTa heads) */
+    XF_OP_CLS,         /* logits [B][n_labels] = classifier(tmp) */
+    XF_OP_Q8,          /* int8 models: out = in0's rows quantised per token (kernels/qgemm.h) for
+                          the Linear op `which` (XF_OP_QKV/OPROJ/FF1/FF2), which reads out as
+                          its ws */
     XF_OP_COUNT
 };
 
@@ -55,13 +72,14 @@ typedef struct xf_plan_op {
     enum xf_op_kind kind;
     int32_t layer;             /* -1 outside layers */
     int32_t in0, in1, out, ws; /* tensor indices or -1 */
-    int32_t aux;               /* XF_OP_ATTN of a stateful variant: the run's [n_seq] array of
-                                  this layer's state pointers (filled by thread 0), else -1 */
+    int32_t aux;               /* XF_OP_ATTN* of a stateful variant: the run's [n_seq] array of
+                                  this layer's state pointers (XF_OP_ATTN_STATE), else -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops */
-    int32_t run;               /* XF_OP_ATTN: index into runs */
+    int32_t run;               /* XF_OP_ATTN*: index into runs */
 } xf_plan_op_t;
 
-/* Per-model prepared weights (model->prep), built once under a lock by plan.c. */
+/* Per-model prepared weights (model->prep): built by the loader once the weights are in place
+ * (xf_plan_prep_get under prep_lock, see doc/threads.md), read-only afterwards. */
 typedef struct xf_prep_layer {
     xf_gemm_w_t q, k, v, o, ff1, ff2;
 } xf_prep_layer_t;
@@ -98,11 +116,15 @@ struct xf_plan {
     int32_t cap_order;
 
     int32_t final_hidden;      /* tensor holding the last hidden states */
-    int32_t heads_ws;          /* tensor of head temporaries [3][B][D] */
+    int32_t heads_ws;          /* tensor of head temporaries [2][B][D]: [CLS] rows, tmp */
+    int counting;              /* build pass that only counts tensors and ops */
+    int overflow;              /* an add went past the counted capacity (a planner bug) */
+    xf_plan_op_t spare;        /* what add_op hands out when counting or past the capacity */
     xf_plan_stats_t stats;
 };
 
-/* The model's prepared weights, built on first call (thread-safe). Returns 0 or -ENOMEM. */
+/* The model's prepared weights, built on the first call (the loader makes it; a hand-built
+ * model gets them at its first plan; thread-safe). Returns 0, XF_ESHAPE or -ENOMEM. */
 int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out);
 
 /* Two selections are the same variant with the same parameters. */

@@ -684,8 +684,8 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
     if (specials && (rc = out_reserve(out, 1)))
         goto fail_nomem;
     out->n = specials ? 1 : 0;
-    if (!pair && budget >= 0 && opts->truncate)
-        e.limit = out->n + budget;
+    if (!pair && budget >= 0 && opts->truncate && !opts->truncate_left)
+        e.limit = out->n + budget;   /* right truncation: stop encoding at the budget */
     if ((rc = encode_text(&e, (const unsigned char *)text, len)))
         goto fail;
     na = out->n - (specials ? 1 : 0);
@@ -718,10 +718,18 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
         goto fail_nomem;
     int32_t *ids = out->ids;
     int32_t a0 = specials ? 1 : 0;          /* where a's tokens start */
+    int32_t b0 = a0 + na;                   /* where b's kept tokens start */
+    if (opts->truncate_left) {
+        /* Keep each text's tail: a's last ta tokens move to a0 (within a's span, so b is
+         * untouched); b's kept tokens are its last tb. */
+        if (ta < na)
+            memmove(ids + a0, ids + a0 + (na - ta), (size_t)ta * sizeof *ids);
+        b0 += nb - tb;
+    }
     if (specials) {
         /* [CLS] a [SEP] b [SEP]: b moves to its place first (its destination is past a's). */
         if (pair)
-            memmove(ids + a0 + ta + 1, ids + a0 + na, (size_t)tb * sizeof *ids);
+            memmove(ids + a0 + ta + 1, ids + b0, (size_t)tb * sizeof *ids);
         ids[0] = tok->sp.cls;
         ids[a0 + ta] = tok->sp.sep;
         out->n = a0 + ta + 1;
@@ -731,7 +739,7 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
         }
     } else {
         if (pair && tb > 0)
-            memmove(ids + ta, ids + na, (size_t)tb * sizeof *ids);
+            memmove(ids + ta, ids + b0, (size_t)tb * sizeof *ids);
         out->n = ta + tb;
     }
     int32_t first = specials ? ta + 2 : ta;    /* tokens with type 0 */

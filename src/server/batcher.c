@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/conf.h"
+
 /* ---- Cost model ------------------------------------------------------------------------ */
 
 /* Features are scaled so that typical values are O(1) (256 tokens, 256² squared tokens):
@@ -308,13 +310,15 @@ const char *xf_batch_policy_name(enum xf_batch_policy p)
 
 void xf_batcher_opts_init(xf_batcher_opts_t *o)
 {
+    /* The defaults of conf.def (the batcher.* rows); only the dp tuning is the batcher's own. */
+    const xf_conf_t *c = xf_conf_defaults();
     memset(o, 0, sizeof(*o));
-    o->policy = XF_BATCH_DP;
-    o->max_batch = 32;
-    o->max_batch_tokens = 8192;
-    o->max_queue_delay_ns = 5000000;
-    o->max_queued_tokens = 262144;
-    o->max_queue_jobs = 4096;
+    o->policy = (enum xf_batch_policy)c->batcher_policy;
+    o->max_batch = (int32_t)c->batcher_max_batch;
+    o->max_batch_tokens = c->batcher_max_batch_tokens;
+    o->max_queue_delay_ns = (uint64_t)c->batcher_max_queue_delay_ms * 1000000ull;
+    o->max_queued_tokens = c->batcher_max_queued_tokens;
+    o->max_queue_jobs = (int32_t)c->batcher_max_queue_jobs;
     o->dp_window = 48;
     o->dp_aging_ns = 1000000000ull;
 }

@@ -112,7 +112,7 @@ typedef struct xf_batch_info {
 
 typedef struct xf_batcher xf_batcher_t;
 
-/* Defaults equal to conf.def's: dp, 32 jobs, 8192 tokens, 5 ms, 262144 tokens, 4096 jobs. */
+/* Defaults from conf.def's batcher.* rows (xf_conf_defaults()); dp_window 48, dp_aging 1 s. */
 void xf_batcher_opts_init(xf_batcher_opts_t *o);
 /* Ownership: *out is new, free with xf_batcher_free(). Returns 0, -EINVAL (bad opts), -ENOMEM.
  * The cost model starts at xf_cost_init defaults. */

@@ -173,6 +173,42 @@ int xf_conf_init(xf_conf_t *cfg)
     return 0;
 }
 
+/* The defaults with strings pointing at the table's literals: nothing to free, so it can be
+ * built once and shared. */
+static xf_conf_t defaults;
+static pthread_once_t defaults_once = PTHREAD_ONCE_INIT;
+
+static void defaults_init(void)
+{
+    for (size_t i = 0; i < XF_OPT_COUNT; i++) {
+        const xf_opt_desc_t *d = &opts[i];
+        void *p = field_ptr(&defaults, d);
+        switch (d->type) {
+        case XF_OPT_BOOL:
+            *(bool *)p = d->def_i != 0;
+            break;
+        case XF_OPT_INT:
+        case XF_OPT_SIZE:
+        case XF_OPT_DURATION:
+            *(int64_t *)p = d->def_i;
+            break;
+        case XF_OPT_STRING:
+        case XF_OPT_PATH:
+            *(const char **)p = d->def_s;   /* never written through: the struct is const */
+            break;
+        case XF_OPT_ENUM:
+            *(int *)p = choice_index(d->choices, d->def_s);
+            break;
+        }
+    }
+}
+
+const xf_conf_t *xf_conf_defaults(void)
+{
+    pthread_once(&defaults_once, defaults_init);
+    return &defaults;
+}
+
 void xf_conf_deinit(xf_conf_t *cfg)
 {
     if (!cfg)
@@ -614,6 +650,15 @@ static int walk_args(xf_conf_t *cfg, int argc, char *const *argv, bool only_conf
                 diag_set(diag, -EINVAL, "--%s: missing value", name);
                 return -EINVAL;
             }
+            /* "--api-key --check-config": the next word is an option, not this one's value
+             * (a value that starts with "-" is written --name=VALUE). */
+            const char *next = argv[i + 1];
+            if (next[0] == '-' && next[1] != '\0' && !(next[1] >= '0' && next[1] <= '9')) {
+                diag_set(diag, -EINVAL, "%.100s: missing value (the next argument '%.100s' is "
+                         "an option; write %.100s=VALUE for a value that starts with '-')", a,
+                         next, a);
+                return -EINVAL;
+            }
             value = argv[++i];
         }
         if (only_config)
@@ -736,6 +781,19 @@ static size_t section_len(const char *name)
     return dot ? (size_t)(dot - name) : strlen(name);
 }
 
+/* The name the user typed: argv0's basename, without libtool's "lt-" prefix (an uninstalled
+ * build runs .libs/lt-xformd). */
+static const char *prog_name(const char *argv0)
+{
+    if (!argv0 || !argv0[0])
+        return "xformd";
+    const char *b = strrchr(argv0, '/');
+    b = b ? b + 1 : argv0;
+    if (!strncmp(b, "lt-", 3) && b[3])
+        b += 3;
+    return b;
+}
+
 int xf_conf_help(FILE *out, const char *argv0)
 {
     fprintf(out,
@@ -750,7 +808,7 @@ int xf_conf_help(FILE *out, const char *argv0)
             "                      --batcher.policy, --engine.threads, --auth.api_key\n\n"
             "Precedence: defaults < config file < command line. Sizes take k/M/G suffixes,\n"
             "durations ms/s/m (a plain number is milliseconds), booleans yes/no.\n",
-            argv0 ? argv0 : "xformd");
+            prog_name(argv0));
     const char *prev = "";
     size_t prev_len = 0;
     for (size_t i = 0; i < XF_OPT_COUNT; i++) {

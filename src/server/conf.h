@@ -75,6 +75,10 @@ const char *xf_conf_enum_name(enum xf_opt_id id, int idx);
 
 /* Fill *cfg with the defaults. Returns 0 or -ENOMEM (then *cfg needs no deinit). */
 int xf_conf_init(xf_conf_t *cfg);
+/* The defaults of the table (every field as xf_conf_init sets it). The only other source of
+ * default values: xf_server_opts_init and the batcher's defaults derive from it. Ownership:
+ * borrowed, static storage, never freed. Any thread. */
+const xf_conf_t *xf_conf_defaults(void);
 /* Free the strings; *cfg must be xf_conf_init'ed again before use. NULL is a no-op. */
 void xf_conf_deinit(xf_conf_t *cfg);
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "server/log.h"
+#include "server/loop.h"
 #include "server/routes.h"
 #include "server/server.h"
 
@@ -27,17 +28,19 @@ struct xf_http {
     int port;
 };
 
-static const unsigned err_status[] = {
-#define X(code, status, name) status,
+/* Indexed by enum xf_http_err; XF_HE_NONE is not an error and answers as internal_error. */
+static const unsigned err_status[XF_HE_COUNT] = {
+    [XF_HE_NONE] = 500,
+#define X(code, status, name) [XF_HE_##code] = status,
 #include "server/http_errors.def"
 #undef X
 };
-static const char *const err_names[] = {
-#define X(code, status, name) name,
+static const char *const err_names[XF_HE_COUNT] = {
+    [XF_HE_NONE] = "internal_error",
+#define X(code, status, name) [XF_HE_##code] = name,
 #include "server/http_errors.def"
 #undef X
 };
-_Static_assert(sizeof err_status / sizeof err_status[0] == XF_HE_COUNT, "http_errors.def");
 
 unsigned xf_http_err_status(enum xf_http_err code)
 {
@@ -167,11 +170,12 @@ static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, 
         snprintf(ra, sizeof ra, "%d", retry_after_s);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    if (req->attn_fallback && status == MHD_HTTP_OK)
+        MHD_add_response_header(r, "X-Xformd-Attention-Fallback", "dense");
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
-                                xf_routes_has_body(req->route) ? "POST" : "GET");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, xf_routes_allow(req->route));
     if (req->srv && atomic_load(&req->srv->draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(req->conn, status, r);
@@ -258,8 +262,12 @@ enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int re
     case XF_API_OPENAI:
         xf_buf_puts(&b, "{\"error\":{\"message\":");
         xf_buf_json_str(&b, msg, strlen(msg));
-        xf_buf_printf(&b, ",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}",
-                      openai_type(code), name);
+        xf_buf_printf(&b, ",\"type\":\"%s\",\"param\":", openai_type(code));
+        if (req->err_param)
+            xf_buf_json_str(&b, req->err_param, strlen(req->err_param));
+        else
+            xf_buf_puts(&b, "null");
+        xf_buf_printf(&b, ",\"code\":\"%s\"}}", name);
         break;
     case XF_API_TEI:
         xf_buf_puts(&b, "{\"error\":");
@@ -344,9 +352,9 @@ static int body_append(xf_req_t *req, const char *data, size_t n, size_t limit)
 
 static void set_pending(xf_req_t *req, enum xf_http_err code, const char *msg)
 {
-    if (req->pending_err)
+    if (req->pending_err != XF_HE_NONE)
         return;
-    req->pending_err = (int)code + 1;
+    req->pending_err = code;
     snprintf(req->pending_msg, sizeof req->pending_msg, "%s", msg);
 }
 
@@ -367,12 +375,12 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         req->start_ns = xf_now_ns();
         *req_cls = req;
         atomic_fetch_add(&s->inflight, 1);
-        int e = xf_routes_match(req, method, url);
-        if (e)
-            return xf_http_reply_error(req, (enum xf_http_err)(e - 1), 0,
-                                       e - 1 == XF_HE_NOT_FOUND ? "no route %s %.200s"
-                                                                : "method %s not allowed "
-                                                                  "on %.200s", method, url);
+        enum xf_http_err e = xf_routes_match(req, method, url);
+        if (e != XF_HE_NONE)
+            return xf_http_reply_error(req, e, 0,
+                                       e == XF_HE_NOT_FOUND ? "no route %s %.200s"
+                                                            : "method %s not allowed on %.200s",
+                                       method, url);
         if (atomic_load(&s->draining) && !xf_routes_while_draining(req->route))
             return xf_http_reply_error(req, XF_HE_DRAINING, 1, "server is shutting down");
         if (xf_routes_needs_auth(req->route) && !auth_ok(s, conn))
@@ -407,7 +415,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     }
 
     if (*upload_data_size > 0) {
-        if (req->state == XF_REQ_BODY && !req->pending_err) {
+        if (req->state == XF_REQ_BODY && req->pending_err == XF_HE_NONE) {
             int rc = body_append(req, upload_data, *upload_data_size, s->o.max_body_bytes);
             if (rc == -1) {
                 char m[160];
@@ -424,12 +432,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 
     switch (req->state) {
     case XF_REQ_BODY:
-        if (req->pending_err) {
+        if (req->pending_err != XF_HE_NONE) {
             free(req->body);
             req->body = NULL;
             req->body_len = req->body_cap = 0;
-            enum xf_http_err e = (enum xf_http_err)(req->pending_err - 1);
-            return xf_http_reply_error(req, e, 0, "%s", req->pending_msg);
+            return xf_http_reply_error(req, req->pending_err, 0, "%s", req->pending_msg);
         }
         return xf_routes_handle(req);
     case XF_REQ_SUSPENDED:
@@ -440,9 +447,6 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "unexpected request state");
     }
 }
-
-/* Defined in loop.c: records a finished request in the metrics (any MHD thread). */
-void xf_loop_request_done(xf_server_t *s, int route, int status, double seconds);
 
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
@@ -456,7 +460,10 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
     int status = req->status ? req->status : 499;   /* 499: client went away, no reply */
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->status == 0)
         status = 499;
-    xf_loop_request_done(s, req->route, status, (double)(xf_now_ns() - req->start_ns) * 1e-9);
+    double seconds = (double)(xf_now_ns() - req->start_ns) * 1e-9;
+    xf_loop_request_done(s, req->route, status, seconds);
+    if (s->o.log_access)
+        xf_routes_log_access(req, status, seconds);
     xf_job_free(req->job);
     json_decref(req->root);
     free(req->body);

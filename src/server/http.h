@@ -55,11 +55,15 @@ typedef struct xf_req {
     enum xf_req_state state;
     int route;             /* enum xf_route_id (routes.h) */
     enum xf_api api;
-    char model[128];       /* {m} of /v2/models/{m}/..., NUL-terminated */
+    char model[128];       /* {m} of the route's pattern, NUL-terminated ("" when none) */
+    char version[32];      /* {v} of the route's pattern ("" when none) */
     char *body;
     size_t body_len, body_cap;
-    int pending_err;       /* an enum xf_http_err + 1 to answer on the final call, or 0 */
+    enum xf_http_err pending_err; /* to answer on the final call, or XF_HE_NONE */
     char pending_msg[160];
+    const char *err_param; /* OpenAI errors: the offending request field ("dimensions"), set by
+                              routes.c before replying; NULL gives "param": null. Static or
+                              borrowed from req->root. */
     int status;            /* HTTP status of the queued response (metrics) */
     uint64_t start_ns;
     xf_job_t *job;
@@ -74,6 +78,8 @@ typedef struct xf_req {
     int batch_form;        /* TEI /predict: the request was a batch */
     int want_logits_out;   /* KServe: logits output requested */
     int want_embed_out;
+    int attn_fallback;     /* the request's attention variant ran dense for some input: the
+                              reply says so (X-Xformd-Attention-Fallback: dense) */
 } xf_req_t;
 
 typedef struct xf_http xf_http_t;

@@ -68,7 +68,7 @@ void xf_job_free(xf_job_t *j)
 
 void xf_job_fail(xf_job_t *j, enum xf_http_err code, int retry_after_s, const char *msg)
 {
-    j->status = (int)code + 1;
+    j->status = code;
     j->retry_after_s = retry_after_s;
     snprintf(j->msg, sizeof j->msg, "%s", msg ? msg : "");
 }

@@ -14,7 +14,10 @@
 
 #include "server/batcher.h"
 
+/* HTTP error classes, one per row of http_errors.def; XF_HE_NONE (0) means "no error" where a
+ * job or request stores the class it is to answer with. */
 enum xf_http_err {
+    XF_HE_NONE = 0,
 #define X(code, status, name) XF_HE_##code,
 #include "server/http_errors.def"
 #undef X
@@ -41,7 +44,7 @@ typedef struct xf_job {
     /* Output: written by one worker (or the loop when failing the job) before the done push. */
     float *pooled;             /* [n_seq][d_model] when want_pooled */
     float *logits;             /* [n_seq][n_labels] when want_logits */
-    int status;                /* 0, or an enum xf_http_err + 1 */
+    enum xf_http_err status;   /* XF_HE_NONE, or the error class to answer with */
     int retry_after_s;         /* for 429/503 */
     char msg[256];
     uint64_t start_ns, end_ns; /* compute start/end (monotonic) */

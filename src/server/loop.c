@@ -22,6 +22,39 @@
 #include "server/notify.h"
 #include "server/routes.h"
 
+/* The loop's drain, in order; each phase only moves forward (drain_check, begin_drain).
+ *   DRAIN_NONE       serving
+ *   DRAIN_FINISHING  MHD quiesced; queued jobs still run until drain.timeout_ms, then the rest
+ *                    fail with 503; new jobs pushed before the quiesce are still admitted
+ *   DRAIN_WAITING    every job answered; new jobs fail at once; waiting (≤ 2 s) for the
+ *                    replies to be written (inflight reaches 0)
+ *   DRAIN_DONE       uv_stop called; xf_loop_run tears down */
+enum drain_phase {
+    DRAIN_NONE = 0,
+    DRAIN_FINISHING,
+    DRAIN_WAITING,
+    DRAIN_DONE,
+    DRAIN_PHASE_COUNT
+};
+_Static_assert(DRAIN_PHASE_COUNT == 4, "update the drain phase comment and drain_check");
+
+/* Why the loop refused a job: the reason label of xformd_rejected_total. */
+enum reject_reason {
+    REJECT_QUEUE_FULL = 0,     /* batcher.max_queue_jobs reached (429) */
+    REJECT_TOO_LONG,           /* more tokens than batcher.max_queued_tokens admits (413) */
+    REJECT_DEADLINE,           /* the cost model says it cannot finish in time (503) */
+    REJECT_DRAINING,           /* the server is shutting down (503) */
+    REJECT_REASON_COUNT,
+    REJECT_NONE = -1           /* a failure that is not a rejection (not counted) */
+};
+static const char *const reject_reasons[REJECT_REASON_COUNT] = {
+    [REJECT_QUEUE_FULL] = "queue_full",
+    [REJECT_TOO_LONG] = "too_long",
+    [REJECT_DEADLINE] = "deadline",
+    [REJECT_DRAINING] = "draining",
+};
+_Static_assert(REJECT_REASON_COUNT == 4, "update reject_reasons");
+
 struct xf_loop {
     uv_loop_t uv;
     uv_async_t job_async;      /* new jobs in s->jobq */
@@ -39,7 +72,7 @@ struct xf_loop {
     int busy_workers;
     int n_workers;
     atomic_int drain_req;
-    int draining;              /* loop-side drain phase: 0 no, 1 finishing, 2 waiting, 3 done */
+    enum drain_phase phase;    /* where the drain is (s->draining is the MHD-visible flag) */
     uint64_t drain_deadline_ns;
     uint64_t drain_phase2_ns;
     uint64_t last_progress_ns;
@@ -54,9 +87,6 @@ struct xf_loop {
 static atomic_int metrics_tick_claimed;
 
 #define DEADLINE_TICK_NS 10000000ull   /* 10 ms */
-
-static const char *const reject_reasons[] = { "queue_full", "too_long", "deadline",
-                                              "draining" };
 
 const char *xf_loop_policy_name(const xf_server_t *s)
 {
@@ -74,13 +104,13 @@ static void finish_job(xf_server_t *s, xf_job_t *j)
     MHD_resume_connection(c);
 }
 
-static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code, int reason,
-                     const char *msg)
+static void fail_job(xf_server_t *s, xf_job_t *j, enum xf_http_err code,
+                     enum reject_reason reason, const char *msg)
 {
     xf_loop_t *L = s->loop;
     int ra = L->batcher ? xf_batcher_retry_after_s(L->batcher) : 1;
     xf_job_fail(j, code, ra, msg);
-    if (reason >= 0)
+    if (reason != REJECT_NONE)
         xf_metric_add(XF_M_rejected_total, reject_reasons[reason], NULL, 1);
     finish_job(s, j);
 }
@@ -130,7 +160,7 @@ static void expire_jobs(xf_server_t *s, uint64_t now)
     for (;;) {
         size_t n = xf_batcher_expire(L->batcher, now, L->scratch, L->cap);
         for (size_t i = 0; i < n; i++)
-            fail_job(s, L->scratch[i]->user, XF_HE_DEADLINE, 2,
+            fail_job(s, L->scratch[i]->user, XF_HE_DEADLINE, REJECT_DEADLINE,
                      "the request cannot finish before its deadline (queue too long); retry "
                      "later");
         if (n < L->cap)
@@ -163,7 +193,8 @@ static void schedule(xf_server_t *s)
         xf_job_t **jobs = n <= 64 ? jobs_stack : malloc(n * sizeof *jobs);
         if (!jobs) {
             for (size_t i = 0; i < n; i++)
-                fail_job(s, L->scratch[i]->user, XF_HE_OUT_OF_MEMORY, -1, "out of memory");
+                fail_job(s, L->scratch[i]->user, XF_HE_OUT_OF_MEMORY, REJECT_NONE,
+                         "out of memory");
             continue;
         }
         for (size_t i = 0; i < n; i++)
@@ -171,8 +202,8 @@ static void schedule(xf_server_t *s)
         int rc = xf_workers_submit(s->workers, jobs, (int)n);
         if (rc < 0) {
             for (size_t i = 0; i < n; i++)
-                fail_job(s, jobs[i], rc == -EBUSY ? XF_HE_INTERNAL : XF_HE_OUT_OF_MEMORY, -1,
-                         "could not start the batch");
+                fail_job(s, jobs[i], rc == -EBUSY ? XF_HE_INTERNAL : XF_HE_OUT_OF_MEMORY,
+                         REJECT_NONE, "could not start the batch");
         } else {
             L->busy_workers++;
             xf_metric_observe(XF_M_batch_size, NULL, NULL, (double)info.n_jobs);
@@ -220,8 +251,8 @@ static void on_jobs(uv_async_t *a)
     while (j) {
         xf_job_t *next = j->next;
         j->next = NULL;
-        if (L->draining >= 2) {
-            fail_job(s, j, XF_HE_DRAINING, 3, "server is shutting down");
+        if (L->phase >= DRAIN_WAITING) {
+            fail_job(s, j, XF_HE_DRAINING, REJECT_DRAINING, "server is shutting down");
             j = next;
             continue;
         }
@@ -233,15 +264,16 @@ static void on_jobs(uv_async_t *a)
         j->bj.user = j;
         int rc = xf_batcher_push(L->batcher, &j->bj, now);
         if (rc == -EAGAIN)
-            fail_job(s, j, XF_HE_OVERLOADED, 0, "server overloaded: the queue is full; retry "
-                     "later");
+            fail_job(s, j, XF_HE_OVERLOADED, REJECT_QUEUE_FULL, "server overloaded: the queue is "
+                     "full; retry later");
         else if (rc == XF_ETOOLONG)
-            fail_job(s, j, XF_HE_TOO_MANY_TOKENS, 1, "request has more tokens than the queue "
-                     "admits (batcher.max_queued_tokens)");
+            fail_job(s, j, XF_HE_TOO_MANY_TOKENS, REJECT_TOO_LONG, "request has more tokens "
+                     "than the queue admits (batcher.max_queued_tokens)");
         else if (rc == XF_EDEADLINE)
-            fail_job(s, j, XF_HE_DEADLINE, 2, "the request cannot finish before its deadline");
+            fail_job(s, j, XF_HE_DEADLINE, REJECT_DEADLINE, "the request cannot finish before "
+                     "its deadline");
         else if (rc < 0)
-            fail_job(s, j, XF_HE_INTERNAL, -1, "batcher refused the job");
+            fail_job(s, j, XF_HE_INTERNAL, REJECT_NONE, "batcher refused the job");
         j = next;
     }
     schedule(s);
@@ -261,7 +293,7 @@ static void on_done(uv_async_t *a)
             L->last_progress_ns = now;
             xf_cost_sample_t cs = { .tokens = j->rep_tokens, .sum_sq = j->rep_sum_sq,
                                     .pad_tokens = 0, .seconds = j->rep_seconds };
-            if (j->status == 0) {
+            if (j->status == XF_HE_NONE) {
                 xf_cost_t *cm = xf_batcher_cost(L->batcher);
                 xf_cost_observe(cm, &cs);
                 xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
@@ -269,7 +301,7 @@ static void on_done(uv_async_t *a)
                 xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
             }
         }
-        if (j->status == 0) {
+        if (j->status == XF_HE_NONE) {
             xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
                               (double)(j->end_ns - j->start_ns) * 1e-9);
             xf_metric_observe(XF_M_request_duration_seconds, "total", NULL,
@@ -295,7 +327,7 @@ static void drain_check(uv_timer_t *t)
     xf_server_t *s = t->data;
     xf_loop_t *L = s->loop;
     uint64_t now = xf_now_ns();
-    if (L->draining == 1) {
+    if (L->phase == DRAIN_FINISHING) {
         /* Jobs pushed just before the drain began are still in the job queue: admit them. */
         on_jobs(&L->job_async);
         int empty = xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0;
@@ -303,24 +335,24 @@ static void drain_check(uv_timer_t *t)
             for (;;) {
                 size_t n = xf_batcher_take_all(L->batcher, L->scratch, L->cap);
                 for (size_t i = 0; i < n; i++)
-                    fail_job(s, L->scratch[i]->user, XF_HE_DRAINING, 3,
+                    fail_job(s, L->scratch[i]->user, XF_HE_DRAINING, REJECT_DRAINING,
                              "server is shutting down (drain timeout)");
                 if (n < L->cap)
                     break;
             }
         }
         if (xf_batcher_queued_jobs(L->batcher) == 0 && L->busy_workers == 0) {
-            L->draining = 2;
+            L->phase = DRAIN_WAITING;
             L->drain_phase2_ns = now;
             /* New jobs from here on are failed at once (on_jobs). */
             on_jobs(&L->job_async);
         }
     }
-    if (L->draining == 2) {
+    if (L->phase == DRAIN_WAITING) {
         on_jobs(&L->job_async);
         /* Every job is answered; wait (bounded) for the replies to be written. */
         if (atomic_load(&s->inflight) == 0 || now - L->drain_phase2_ns > 2000000000ull) {
-            L->draining = 3;
+            L->phase = DRAIN_DONE;
             uv_stop(&L->uv);
         }
     }
@@ -329,9 +361,9 @@ static void drain_check(uv_timer_t *t)
 static void begin_drain(xf_server_t *s)
 {
     xf_loop_t *L = s->loop;
-    if (L->draining)
+    if (L->phase != DRAIN_NONE)
         return;
-    L->draining = 1;
+    L->phase = DRAIN_FINISHING;
     atomic_store(&s->ready, 0);
     atomic_store(&s->draining, 1);
     if (s->o.notify) {
@@ -368,7 +400,7 @@ static void on_signal(uv_signal_t *h, int signum)
         XF_LOGI("SIGHUP: log reopened%s%s", rc < 0 ? ": " : "", rc < 0 ? xf_strerror(rc) : "");
         return;
     }
-    if (s->loop->draining == 1) {
+    if (s->loop->phase == DRAIN_FINISHING) {
         /* A second SIGTERM/SIGINT: stop waiting for queued work (running batches finish). */
         XF_LOGW("%s again: failing queued requests now", signum == SIGTERM ? "SIGTERM"
                                                                           : "SIGINT");

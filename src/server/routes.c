@@ -8,9 +8,11 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server/log.h"
 #include "server/loop.h"
@@ -19,110 +21,12 @@
 
 #define MAX_JSON_DEPTH 32
 
-static const char *const route_labels[XF_R_COUNT] = {
-    [XF_R_NONE] = "other",
-    [XF_R_LIVE] = "/v2/health/live",
-    [XF_R_READY] = "/v2/health/ready",
-    [XF_R_MODEL_META] = "/v2/models/{m}",
-    [XF_R_MODEL_READY] = "/v2/models/{m}/ready",
-    [XF_R_INFER] = "/v2/models/{m}/infer",
-    [XF_R_EMBEDDINGS] = "/v1/embeddings",
-    [XF_R_EMBED] = "/embed",
-    [XF_R_RERANK] = "/rerank",
-    [XF_R_PREDICT] = "/predict",
-    [XF_R_METRICS] = "/metrics",
-    [XF_R_STATS] = "/v1/stats",
-    [XF_R_SERVER_META] = "/v2",
-};
-
-const char *xf_routes_label(int route)
-{
-    return route > 0 && route < XF_R_COUNT ? route_labels[route] : "other";
-}
-
-int xf_routes_has_body(int route)
-{
-    return route == XF_R_INFER || route == XF_R_EMBEDDINGS || route == XF_R_EMBED ||
-           route == XF_R_RERANK || route == XF_R_PREDICT;
-}
-
-int xf_routes_needs_auth(int route)
-{
-    return !(route == XF_R_LIVE || route == XF_R_READY || route == XF_R_METRICS);
-}
-
-int xf_routes_while_draining(int route)
-{
-    return route == XF_R_LIVE || route == XF_R_READY || route == XF_R_METRICS ||
-           route == XF_R_STATS || route == XF_R_MODEL_READY || route == XF_R_MODEL_META ||
-           route == XF_R_SERVER_META;
-}
-
-static int method_is(const char *m, const char *want)
-{
-    return strcmp(m, want) == 0;
-}
-
-int xf_routes_match(xf_req_t *req, const char *method, const char *url)
-{
-    static const struct { const char *path; int route; enum xf_api api; } fixed[] = {
-        { "/v2/health/live", XF_R_LIVE, XF_API_KSERVE },
-        { "/v2/health/ready", XF_R_READY, XF_API_KSERVE },
-        { "/v1/embeddings", XF_R_EMBEDDINGS, XF_API_OPENAI },
-        { "/embed", XF_R_EMBED, XF_API_TEI },
-        { "/rerank", XF_R_RERANK, XF_API_TEI },
-        { "/predict", XF_R_PREDICT, XF_API_TEI },
-        { "/metrics", XF_R_METRICS, XF_API_OWN },
-        { "/v1/stats", XF_R_STATS, XF_API_OWN },
-        { "/v2", XF_R_SERVER_META, XF_API_KSERVE },
-    };
-    req->route = XF_R_NONE;
-    req->api = XF_API_OWN;
-    if (strncmp(url, "/v1/embeddings", 14) == 0)
-        req->api = XF_API_OPENAI;
-    else if (strncmp(url, "/v2/", 4) == 0 || strcmp(url, "/v2") == 0)
-        req->api = XF_API_KSERVE;
-    else if (!strcmp(url, "/embed") || !strcmp(url, "/rerank") || !strcmp(url, "/predict"))
-        req->api = XF_API_TEI;
-    int found = XF_R_NONE;
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
-        if (strcmp(url, fixed[i].path) == 0) {
-            found = fixed[i].route;
-            req->api = fixed[i].api;
-            break;
-        }
-    }
-    if (found == XF_R_NONE && strncmp(url, "/v2/models/", 11) == 0) {
-        const char *m = url + 11;
-        const char *slash = strchr(m, '/');
-        size_t mlen = slash ? (size_t)(slash - m) : strlen(m);
-        if (mlen > 0 && mlen < sizeof req->model) {
-            memcpy(req->model, m, mlen);
-            req->model[mlen] = '\0';
-            const char *rest = slash ? slash : "";
-            /* KServe allows /versions/{v} between the model and the verb. */
-            if (strncmp(rest, "/versions/", 10) == 0) {
-                const char *v = rest + 10;
-                const char *s2 = strchr(v, '/');
-                rest = s2 ? s2 : "";
-            }
-            if (!strcmp(rest, ""))
-                found = XF_R_MODEL_META;
-            else if (!strcmp(rest, "/ready"))
-                found = XF_R_MODEL_READY;
-            else if (!strcmp(rest, "/infer"))
-                found = XF_R_INFER;
-        }
-    }
-    if (found == XF_R_NONE)
-        return XF_HE_NOT_FOUND + 1;
-    req->route = found;
-    int want_post = xf_routes_has_body(found);
-    if (want_post ? !method_is(method, "POST")
-                  : !(method_is(method, "GET") || method_is(method, "HEAD")))
-        return XF_HE_METHOD_NOT_ALLOWED + 1;
-    return 0;
-}
+/* What a parsing step did. Helpers that may answer the request themselves return it; on
+ * STEP_REPLIED the error reply is already queued in *ret and the handler returns *ret. */
+typedef enum step {
+    STEP_OK = 0,       /* go on */
+    STEP_REPLIED       /* an error reply is queued */
+} step_t;
 
 /* ---- request parsing helpers ---------------------------------------------------------- */
 
@@ -158,11 +62,16 @@ static enum MHD_Result reply_oom(xf_req_t *req)
 
 static enum MHD_Result reply_missing_field(xf_req_t *req, const char *key)
 {
+    req->err_param = key;
     return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
 }
 
 static enum MHD_Result reply_unknown_model(xf_req_t *req)
 {
+    req->err_param = "model";
+    if (!strcmp(req->model, req->srv->model_name))
+        return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "model '%s' has no version "
+                                   "'%s'; its only version is '1'", req->model, req->version);
     return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; this server "
                                "serves '%s'", req->model, req->srv->model_name);
 }
@@ -174,28 +83,28 @@ static enum MHD_Result reply_too_many_tokens(xf_req_t *req)
 }
 
 /* n texts (what: "texts" or "inputs") against request.max_texts: 1 replied, 0 within. */
-static int over_max_texts(xf_req_t *req, size_t n, const char *what, enum MHD_Result *ret)
+static step_t over_max_texts(xf_req_t *req, size_t n, const char *what, enum MHD_Result *ret)
 {
     if (n <= (size_t)req->srv->o.max_texts)
-        return 0;
+        return STEP_OK;
     *ret = xf_http_reply_error(req, XF_HE_TOO_MANY_INPUTS, 0, "%zu %s in one request; the "
                                "limit is %d (request.max_texts)", n, what,
                                req->srv->o.max_texts);
-    return 1;
+    return STEP_REPLIED;
 }
 
 /* Parse req->body into req->root (an object). On error queues the reply, returns -1. */
-static int parse_body(xf_req_t *req, enum MHD_Result *ret)
+static step_t parse_body(xf_req_t *req, enum MHD_Result *ret)
 {
     if (req->body_len == 0) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "empty request body; expected a "
                                    "JSON object");
-        return -1;
+        return STEP_REPLIED;
     }
     if (!json_depth_ok(req->body, req->body_len)) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "JSON nested deeper than %d levels",
                                    MAX_JSON_DEPTH);
-        return -1;
+        return STEP_REPLIED;
     }
     json_error_t err;
     json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
@@ -204,19 +113,19 @@ static int parse_body(xf_req_t *req, enum MHD_Result *ret)
         *ret = xf_http_reply_error(req, utf8 ? XF_HE_INVALID_UTF8 : XF_HE_BAD_JSON, 0,
                                    "invalid JSON at line %d column %d: %s", err.line,
                                    err.column, err.text);
-        return -1;
+        return STEP_REPLIED;
     }
     if (!json_is_object(root)) {
         json_decref(root);
         *ret = xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "the request body must be a JSON "
                                    "object");
-        return -1;
+        return STEP_REPLIED;
     }
     req->root = root;
     free(req->body);   /* strings now live in root */
     req->body = NULL;
     req->body_len = req->body_cap = 0;
-    return 0;
+    return STEP_OK;
 }
 
 /* An optional field of obj: NULL when absent or null. */
@@ -227,48 +136,51 @@ static json_t *opt_field(json_t *obj, const char *key)
 }
 
 /* Optional boolean field: 0 ok (writes *out when present), -1 replied. */
-static int get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
+static step_t get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
                     enum MHD_Result *ret)
 {
     json_t *v = opt_field(obj, key);
     if (!v)
-        return 0;
+        return STEP_OK;
     if (!json_is_boolean(v)) {
+        req->err_param = key;
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a boolean",
                                    key);
-        return -1;
+        return STEP_REPLIED;
     }
     *out = json_is_true(v);
-    return 0;
+    return STEP_OK;
 }
 
-static int get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
+static step_t get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
                    long long *out, enum MHD_Result *ret)
 {
     json_t *v = opt_field(obj, key);
     if (!v)
-        return 0;
+        return STEP_OK;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        req->err_param = key;
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
                                    "field '%s' must be an integer in [%lld, %lld]", key, lo, hi);
-        return -1;
+        return STEP_REPLIED;
     }
     *out = json_integer_value(v);
-    return 0;
+    return STEP_OK;
 }
 
-static int get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
+static step_t get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
                    enum MHD_Result *ret)
 {
     json_t *v = opt_field(obj, key);
     if (!v)
-        return 0;
+        return STEP_OK;
     if (!json_is_string(v)) {
+        req->err_param = key;
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a string", key);
-        return -1;
+        return STEP_REPLIED;
     }
     *out = json_string_value(v);
-    return 0;
+    return STEP_OK;
 }
 
 /* One text (or text pair) to tokenise, borrowed from req->root. */
@@ -317,18 +229,30 @@ static int ivec_push(ivec_t *v, const int32_t *x, size_t n)
 /* Common request options (top level, or KServe "parameters"). */
 typedef struct ropts {
     int truncate;
+    int truncate_left;         /* TEI truncation_direction "Left": keep each text's tail */
     long long timeout_ms;
 } ropts_t;
 
-static int get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
+static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
 {
+    const char *dir = NULL;
     ro->truncate = 0;
+    ro->truncate_left = 0;
     ro->timeout_ms = 0;
-    if (get_bool(req, obj, "truncate", &ro->truncate, ret) < 0)
-        return -1;
-    if (get_int(req, obj, "timeout_ms", 1, 600000, &ro->timeout_ms, ret) < 0)
-        return -1;
-    return 0;
+    if (get_bool(req, obj, "truncate", &ro->truncate, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (get_int(req, obj, "timeout_ms", 1, 600000, &ro->timeout_ms, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (get_str(req, obj, "truncation_direction", &dir, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (dir && strcasecmp(dir, "left") != 0 && strcasecmp(dir, "right") != 0) {
+        req->err_param = "truncation_direction";
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'truncation_direction' must "
+                                   "be \"Left\" or \"Right\"");
+        return STEP_REPLIED;
+    }
+    ro->truncate_left = dir && !strcasecmp(dir, "left");
+    return STEP_OK;
 }
 
 /* Optional per-request attention selection under key "attention" of obj: a flat object
@@ -336,21 +260,21 @@ static int get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *r
  * MHD thread: the variant must be selectable per request (no extra weights, no state) and fit
  * the model. 0 ok (*out new or NULL when absent; the caller hands it to the job or frees it),
  * -1 replied (400 invalid_attention, the message naming the key). */
-static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_Result *ret)
+static step_t get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_Result *ret)
 {
     *out = NULL;
     json_t *v = opt_field(obj, "attention");
     if (!v)
-        return 0;
+        return STEP_OK;
     if (!json_is_object(v) && !json_is_string(v)) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: must be an object "
                                    "{\"variant\": ...} or a variant name");
-        return -1;
+        return STEP_REPLIED;
     }
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) {
         *ret = reply_oom(req);
-        return -1;
+        return STEP_REPLIED;
     }
     char err[256] = "";
     xf_attn_t *a = NULL;
@@ -358,12 +282,12 @@ static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_R
     free(text);
     if (rc == -ENOMEM) {
         *ret = reply_oom(req);
-        return -1;
+        return STEP_REPLIED;
     }
     if (rc != 0 || !a) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: %s",
                                    err[0] ? err : xf_strerror(rc));
-        return -1;
+        return STEP_REPLIED;
     }
     uint32_t fl = xf_attn_flags(a);
     if (!(fl & XF_ATTN_PER_REQUEST)) {
@@ -373,17 +297,17 @@ static int get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_R
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: variant %s cannot "
                                    "be chosen per request (%s)", xf_attn_name(a), why);
         xf_attn_free(a);
-        return -1;
+        return STEP_REPLIED;
     }
     rc = xf_attn_check(a, req->srv->model, err, sizeof err);
     if (rc != 0) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: variant %s: %s",
                                    xf_attn_name(a), err[0] ? err : xf_strerror(rc));
         xf_attn_free(a);
-        return -1;
+        return STEP_REPLIED;
     }
     *out = a;
-    return 0;
+    return STEP_OK;
 }
 
 /* Suspend the connection and hand the job to the loop. */
@@ -429,6 +353,9 @@ static enum MHD_Result submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn, j
         return ret;
     }
     j->attn = attn;
+    /* Say so in the reply when the chosen variant runs dense for some of these lengths. */
+    for (int32_t i = 0; attn && i < j->n_seq && !req->attn_fallback; i++)
+        req->attn_fallback = xf_attn_falls_back(attn, req->srv->model, j->lens[i]) == 1;
     j->want_pooled = want.pooled;
     j->want_logits = want.logits;
     j->normalize = want.normalize;
@@ -444,7 +371,8 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
     xf_tokens_t tok = { 0 };
     xf_job_t *j = NULL;
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
-                         .max_len = s->info->max_positions, .truncate = ro->truncate };
+                         .max_len = s->info->max_positions, .truncate = ro->truncate,
+                         .truncate_left = ro->truncate_left };
     long long total = 0;
     for (size_t i = 0; i < tx->n; i++) {
         xf_diag_t diag = { 0, "" };
@@ -509,7 +437,7 @@ static enum MHD_Result submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, con
 {
     enum MHD_Result ret = MHD_NO;
     xf_attn_t *attn = NULL;
-    if (obj && get_attention(req, obj, &attn, &ret) < 0) {
+    if (obj && get_attention(req, obj, &attn, &ret) != STEP_OK) {
         free(tx->v);
         return ret;
     }
@@ -519,12 +447,13 @@ static enum MHD_Result submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, con
 }
 
 /* A string or a non-empty list of strings under key (TEI inputs / OpenAI input). */
-static int get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
+static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
                      enum MHD_Result *ret)
 {
+    req->err_param = key;   /* every error below is about this field */
     if (!v) {
         *ret = reply_missing_field(req, key);
-        return -1;
+        return STEP_REPLIED;
     }
     if (json_is_string(v)) {
         if (texts_alloc(tx, 1) < 0)
@@ -532,21 +461,22 @@ static int get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
         tx->v[0].s = json_string_value(v);
         tx->v[0].n = json_string_length(v);
         tx->n = 1;
-        return 0;
+        req->err_param = NULL;
+        return STEP_OK;
     }
     if (!json_is_array(v)) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
                                    "field '%s' must be a string or a list of strings", key);
-        return -1;
+        return STEP_REPLIED;
     }
     size_t n = json_array_size(v);
     if (n == 0) {
         *ret = xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field '%s' is an empty list",
                                    key);
-        return -1;
+        return STEP_REPLIED;
     }
-    if (over_max_texts(req, n, "texts", ret))
-        return -1;
+    if (over_max_texts(req, n, "texts", ret) != STEP_OK)
+        return STEP_REPLIED;
     if (texts_alloc(tx, n) < 0)
         goto oom;
     for (size_t i = 0; i < n; i++) {
@@ -556,16 +486,17 @@ static int get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
                                        "field '%s'[%zu] must be a string", key, i);
             free(tx->v);
             tx->v = NULL;
-            return -1;
+            return STEP_REPLIED;
         }
         tx->v[i].s = json_string_value(e);
         tx->v[i].n = json_string_length(e);
     }
     tx->n = n;
-    return 0;
+    req->err_param = NULL;
+    return STEP_OK;
 oom:
     *ret = reply_oom(req);
-    return -1;
+    return STEP_REPLIED;
 }
 
 /* ["a", "b"]: a TEI text pair. */
@@ -587,7 +518,8 @@ static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
     xf_server_t *s = req->srv;
     int nested = !is_token_array(v);
     size_t n = nested ? json_array_size(v) : 1;
-    if (over_max_texts(req, n, "inputs", ret))
+    req->err_param = "input";
+    if (over_max_texts(req, n, "inputs", ret) != STEP_OK)
         return NULL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -639,6 +571,7 @@ static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
     }
     req->usage_tokens = (int)total;
     req->n_inputs = (int)n;
+    req->err_param = NULL;
     return j;
 }
 
@@ -648,32 +581,39 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
     enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) < 0)
+    if (parse_body(req, &ret) != STEP_OK)
         return ret;
     json_t *root = req->root;
     const char *model = NULL, *fmt = NULL, *user = NULL;
     long long dims = 0;
     ropts_t ro;
-    if (get_str(req, root, "model", &model, &ret) < 0 ||
-        get_str(req, root, "encoding_format", &fmt, &ret) < 0 ||
-        get_str(req, root, "user", &user, &ret) < 0 ||
-        get_int(req, root, "dimensions", -1000000, 1000000, &dims, &ret) < 0 ||
-        get_ropts(req, req->root, &ro, &ret) < 0)
+    if (get_str(req, root, "model", &model, &ret) != STEP_OK ||
+        get_str(req, root, "encoding_format", &fmt, &ret) != STEP_OK ||
+        get_str(req, root, "user", &user, &ret) != STEP_OK ||
+        get_int(req, root, "dimensions", -1000000, 1000000, &dims, &ret) != STEP_OK ||
+        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
     (void)user;
-    if (model && strcmp(model, s->model_name) != 0)
-        XF_LOGD("/v1/embeddings: model '%.100s' requested, serving '%s'", model, s->model_name);
-    if (fmt && strcmp(fmt, "float") != 0 && strcmp(fmt, "base64") != 0)
+    if (model && strcmp(model, s->model_name) != 0) {
+        req->err_param = "model";
+        return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "The model '%.100s' does not "
+                                   "exist; this server serves '%s'", model, s->model_name);
+    }
+    if (fmt && strcmp(fmt, "float") != 0 && strcmp(fmt, "base64") != 0) {
+        req->err_param = "encoding_format";
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'encoding_format' must be "
                                    "\"float\" or \"base64\"");
+    }
     req->base64 = fmt && !strcmp(fmt, "base64");
-    if (json_object_get(root, "dimensions") && (dims < 1 || dims > s->info->d_model))
+    if (json_object_get(root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
+        req->err_param = "dimensions";
         return xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
                                    "between 1 and the model's %d", s->info->d_model);
+    }
     req->dimensions = (int)dims;
     json_t *in = json_object_get(root, "input");
     xf_attn_t *attn = NULL;
-    if (get_attention(req, root, &attn, &ret) < 0)
+    if (get_attention(req, root, &attn, &ret) != STEP_OK)
         return ret;
     xf_job_t *j = NULL;
     if (in && json_is_array(in) && json_array_size(in) > 0 &&
@@ -681,7 +621,7 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
         j = token_input(req, in, &ret);
     } else {
         texts_t tx = { 0 };
-        if (get_texts(req, in, "input", &tx, &ret) == 0) {
+        if (get_texts(req, in, "input", &tx, &ret) == STEP_OK) {
             j = tokenise(req, &tx, &ro, &ret);
             free(tx.v);
         }
@@ -693,19 +633,19 @@ static enum MHD_Result h_embed(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
     enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) < 0)
+    if (parse_body(req, &ret) != STEP_OK)
         return ret;
     int normalize = 1;
     ropts_t ro;
-    if (get_bool(req, req->root, "normalize", &normalize, &ret) < 0 ||
-        get_ropts(req, req->root, &ro, &ret) < 0)
+    if (get_bool(req, req->root, "normalize", &normalize, &ret) != STEP_OK ||
+        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
     (void)s;
     xf_attn_t *attn = NULL;
-    if (get_attention(req, req->root, &attn, &ret) < 0)
+    if (get_attention(req, req->root, &attn, &ret) != STEP_OK)
         return ret;
     texts_t tx = { 0 };
-    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", &tx, &ret) < 0) {
+    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", &tx, &ret) != STEP_OK) {
         xf_attn_free(attn);
         return ret;
     }
@@ -723,14 +663,14 @@ static enum MHD_Result h_rerank(xf_req_t *req)
                                    "/rerank needs a cross-encoder (a classifier head with 1 "
                                    "label); model '%s' has %d labels", s->model_name,
                                    s->info->n_labels);
-    if (parse_body(req, &ret) < 0)
+    if (parse_body(req, &ret) != STEP_OK)
         return ret;
     const char *query = NULL;
     ropts_t ro;
-    if (get_str(req, req->root, "query", &query, &ret) < 0 ||
-        get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) < 0 ||
-        get_bool(req, req->root, "return_text", &req->return_text, &ret) < 0 ||
-        get_ropts(req, req->root, &ro, &ret) < 0)
+    if (get_str(req, req->root, "query", &query, &ret) != STEP_OK ||
+        get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) != STEP_OK ||
+        get_bool(req, req->root, "return_text", &req->return_text, &ret) != STEP_OK ||
+        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
     if (!query)
         return reply_missing_field(req, "query");
@@ -739,7 +679,7 @@ static enum MHD_Result h_rerank(xf_req_t *req)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'texts' must be a list "
                                    "of strings");
     texts_t tx = { 0 };
-    if (get_texts(req, texts, "texts", &tx, &ret) < 0)
+    if (get_texts(req, texts, "texts", &tx, &ret) != STEP_OK)
         return ret;
     size_t qn = json_string_length(json_object_get(req->root, "query"));
     for (size_t i = 0; i < tx.n; i++) {
@@ -759,11 +699,11 @@ static enum MHD_Result h_predict(xf_req_t *req)
         return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0,
                                    "/predict needs a classifier head; model '%s' has none",
                                    s->model_name);
-    if (parse_body(req, &ret) < 0)
+    if (parse_body(req, &ret) != STEP_OK)
         return ret;
     ropts_t ro;
-    if (get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) < 0 ||
-        get_ropts(req, req->root, &ro, &ret) < 0)
+    if (get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) != STEP_OK ||
+        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
     json_t *in = json_object_get(req->root, "inputs");
     if (!in)
@@ -780,7 +720,7 @@ static enum MHD_Result h_predict(xf_req_t *req)
         if (n == 0)
             return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'inputs' is an empty "
                                        "list");
-        if (over_max_texts(req, n, "inputs", &ret))
+        if (over_max_texts(req, n, "inputs", &ret) != STEP_OK)
             return ret;
     }
     if (texts_alloc(&tx, n) < 0)
@@ -791,6 +731,11 @@ static enum MHD_Result h_predict(xf_req_t *req)
         if (json_is_string(e)) {
             t->s = json_string_value(e);
             t->n = json_string_length(e);
+        } else if (!single && json_is_array(e) && json_array_size(e) == 1 &&
+                   json_is_string(json_array_get(e, 0))) {
+            /* TEI's batch of single texts: [["a"], ["b"]] */
+            t->s = json_string_value(json_array_get(e, 0));
+            t->n = json_string_length(json_array_get(e, 0));
         } else if (is_str_pair(e)) {
             t->s = json_string_value(json_array_get(e, 0));
             t->n = json_string_length(json_array_get(e, 0));
@@ -799,7 +744,7 @@ static enum MHD_Result h_predict(xf_req_t *req)
         } else {
             free(tx.v);
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs'[%zu] must be a "
-                                       "string or a pair of strings", i);
+                                       "string, [string] or a pair of strings", i);
         }
     }
     tx.n = n;
@@ -807,9 +752,11 @@ static enum MHD_Result h_predict(xf_req_t *req)
     return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
 }
 
+/* {m} names the served model and {v}, when given, its only version "1". */
 static int model_matches(const xf_req_t *req)
 {
-    return strcmp(req->model, req->srv->model_name) == 0;
+    return strcmp(req->model, req->srv->model_name) == 0 &&
+           (!req->version[0] || !strcmp(req->version, "1"));
 }
 
 static enum MHD_Result h_infer(xf_req_t *req)
@@ -818,18 +765,18 @@ static enum MHD_Result h_infer(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (!model_matches(req))
         return reply_unknown_model(req);
-    if (parse_body(req, &ret) < 0)
+    if (parse_body(req, &ret) != STEP_OK)
         return ret;
     json_t *root = req->root;
     const char *id = NULL;
-    if (get_str(req, root, "id", &id, &ret) < 0)
+    if (get_str(req, root, "id", &id, &ret) != STEP_OK)
         return ret;
-    ropts_t ro = { 0, 0 };
+    ropts_t ro = { 0, 0, 0 };
     json_t *params = json_object_get(root, "parameters");
     if (params && !json_is_object(params))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
                                    "object");
-    if (params && get_ropts(req, params, &ro, &ret) < 0)
+    if (params && get_ropts(req, params, &ro, &ret) != STEP_OK)
         return ret;
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) != 1)
@@ -840,7 +787,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     const char *dt = NULL;
     if (!json_is_object(t))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0] must be an object");
-    if (get_str(req, t, "datatype", &dt, &ret) < 0)
+    if (get_str(req, t, "datatype", &dt, &ret) != STEP_OK)
         return ret;
     if (!dt || strcmp(dt, "BYTES") != 0)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype must be "
@@ -878,7 +825,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     if ((long long)n != count)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].shape says %lld "
                                    "elements, data has %zu", count, n);
-    if (over_max_texts(req, n, "texts", &ret))
+    if (over_max_texts(req, n, "texts", &ret) != STEP_OK)
         return ret;
     texts_t tx = { 0 };
     if (texts_alloc(&tx, n) < 0)
@@ -1205,87 +1152,391 @@ static enum MHD_Result r_infer(xf_req_t *req)
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
-/* ---- dispatch --------------------------------------------------------------------------- */
+/* ---- routes without a job ------------------------------------------------------------- */
 
-/* The inference routes: the handler that turns a request into a job, and the reply written
- * once the job has run. */
-typedef struct job_route {
-    enum MHD_Result (*handle)(xf_req_t *req);
-    enum MHD_Result (*respond)(xf_req_t *req);
-} job_route_t;
+static enum MHD_Result h_live(xf_req_t *req)
+{
+    return xf_http_reply_json(req, 200, json_pack("{s:b}", "live", 1));
+}
 
-static const job_route_t job_routes[XF_R_COUNT] = {
-    [XF_R_EMBEDDINGS] = { h_embeddings, r_embeddings },
-    [XF_R_EMBED] = { h_embed, r_embed },
-    [XF_R_RERANK] = { h_rerank, r_rerank },
-    [XF_R_PREDICT] = { h_predict, r_predict },
-    [XF_R_INFER] = { h_infer, r_infer },
+static enum MHD_Result h_ready(xf_req_t *req)
+{
+    int ready = atomic_load(&req->srv->ready);
+    return xf_http_reply_json(req, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
+}
+
+static enum MHD_Result h_server_meta(xf_req_t *req)
+{
+    return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "name", "xformd", "version",
+                                                  xf_version(), "extensions"));
+}
+
+static enum MHD_Result h_model_meta(xf_req_t *req)
+{
+    if (!model_matches(req))
+        return reply_unknown_model(req);
+    return xf_http_reply_json(req, 200, model_meta(req->srv));
+}
+
+static enum MHD_Result h_model_ready(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    if (!model_matches(req))
+        return reply_unknown_model(req);
+    int ready = atomic_load(&s->ready);
+    return xf_http_reply_json(req, ready ? 200 : 503,
+                              json_pack("{s:s,s:b}", "name", s->model_name, "ready", ready));
+}
+
+static enum MHD_Result h_metrics(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    if (!s->o.metrics_enabled)
+        return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "metrics are disabled "
+                                   "(metrics.enabled)");
+    if (atomic_load(&s->ready) || atomic_load(&s->draining))   /* workers exist */
+        xf_metric_set(XF_M_arena_bytes, "held", NULL,
+                      (int64_t)xf_workers_arena_bytes(s->workers));
+    char *text = NULL;
+    size_t len = 0;
+    if (xf_metrics_render(&text, &len) < 0)
+        return reply_oom(req);
+    xf_buf_t b = { .p = text, .len = len, .cap = len + 1 };
+    return xf_http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
+}
+
+static enum MHD_Result h_stats(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    json_t *st = xf_metrics_stats_json();
+    if (!st)
+        return reply_oom(req);
+    json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:s,s:I}", "name", s->model_name,
+                          "dir", s->info->dir ? s->info->dir : "", "n_params",
+                          (json_int_t)s->info->n_params, "demo", s->info->is_demo,
+                          "quantize", s->info->quantize ? s->info->quantize : "none",
+                          "policy", xf_loop_policy_name(s), "cpu", s->cpu_desc,
+                          "uptime_ms", (json_int_t)((xf_now_ns() - s->start_ns) / 1000000));
+    if (m)
+        json_object_set_new(st, "model", m);
+    return xf_http_reply_json(req, 200, st);
+}
+
+/* ---- OpenAI models and TEI's root, health and info ----------------------------------- */
+
+/* OpenAI's model object; created is the server's start time (Unix seconds). */
+static json_t *openai_model(const xf_server_t *s)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", s->model_name, "object", "model", "created",
+                     (json_int_t)s->start_unix, "owned_by", "xformd");
+}
+
+static enum MHD_Result h_openai_models(xf_req_t *req)
+{
+    return xf_http_reply_json(req, 200, json_pack("{s:s,s:[o]}", "object", "list", "data",
+                                                  openai_model(req->srv)));
+}
+
+static enum MHD_Result h_openai_model(xf_req_t *req)
+{
+    if (strcmp(req->model, req->srv->model_name) != 0) {
+        req->err_param = "model";
+        return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "The model '%s' does not "
+                                   "exist; this server serves '%s'", req->model,
+                                   req->srv->model_name);
+    }
+    return xf_http_reply_json(req, 200, openai_model(req->srv));
+}
+
+/* TEI serves one route at "/" by model type: a classifier predicts, a 1-label classifier
+ * (cross-encoder) reranks, anything else embeds. */
+static enum MHD_Result h_tei_root(xf_req_t *req)
+{
+    int nl = req->srv->info->n_labels;
+    return nl == 1 ? h_rerank(req) : nl > 1 ? h_predict(req) : h_embed(req);
+}
+
+static enum MHD_Result r_tei_root(xf_req_t *req)
+{
+    int nl = req->srv->info->n_labels;
+    return nl == 1 ? r_rerank(req) : nl > 1 ? r_predict(req) : r_embed(req);
+}
+
+static enum MHD_Result h_tei_health(xf_req_t *req)
+{
+    int ready = atomic_load(&req->srv->ready);
+    return xf_http_reply_json(req, ready ? 200 : 503,
+                              json_pack("{s:s}", "status", ready ? "ok" : "unhealthy"));
+}
+
+/* id2label / label2id of a classifier, as TEI's ClassifierModel. */
+static json_t *tei_labels(const xf_model_info_t *mi)
+{
+    json_t *id2 = json_object(), *l2 = json_object();
+    for (int k = 0; k < mi->n_labels; k++) {
+        char name[128], key[16];
+        label_name(mi, k, name, sizeof name);
+        snprintf(key, sizeof key, "%d", k);
+        json_object_set_new(id2, key, json_string(name));
+        json_object_set_new(l2, name, json_integer(k));
+    }
+    return json_pack("{s:o,s:o}", "id2label", id2, "label2id", l2);
+}
+
+static const char *pooling_name(enum xf_pooling p)
+{
+    switch (p) {
+    case XF_POOL_MEAN: return "mean";
+    case XF_POOL_POOLER: return "pooler";
+    case XF_POOL_NONE: return "none";
+    default: return "cls";
+    }
+}
+
+static const char *tei_dtype(const char *file_dtype)
+{
+    if (file_dtype && !strcmp(file_dtype, "F16"))
+        return "float16";
+    if (file_dtype && !strcmp(file_dtype, "BF16"))
+        return "bfloat16";
+    return "float32";
+}
+
+/* TEI's /info document (its Info struct's field names). Weights other than F32 are converted
+ * to F32 at load, so model_dtype says what is stored. */
+static enum MHD_Result h_tei_info(xf_req_t *req)
+{
+    const xf_server_t *s = req->srv;
+    const xf_model_info_t *mi = s->info;
+    json_t *type;
+    if (mi->n_labels == 1)
+        type = json_pack("{s:o}", "reranker", tei_labels(mi));
+    else if (mi->n_labels > 1)
+        type = json_pack("{s:o}", "classifier", tei_labels(mi));
+    else
+        type = json_pack("{s:{s:s}}", "embedding", "pooling",
+                         pooling_name(s->o.pooling != XF_POOL_DEFAULT ? s->o.pooling
+                                                                     : mi->pooling));
+    json_t *o = json_pack("{s:s,s:n,s:s,s:o,s:i,s:i,s:i,s:i,s:i,s:b,s:i,s:s,s:n,s:n}",
+                          "model_id", s->model_name, "model_sha", "model_dtype",
+                          tei_dtype(mi->file_dtype), "model_type", type,
+                          "max_concurrent_requests", s->o.max_queue_jobs,
+                          "max_input_length", mi->max_positions,
+                          "max_batch_tokens", s->o.max_batch_tokens,
+                          "max_batch_requests", s->o.max_batch,
+                          "max_client_batch_size", s->o.max_texts,
+                          "auto_truncate", 0,
+                          "tokenization_workers", s->o.http_threads,
+                          "version", xf_version(), "sha", "docker_label");
+    return xf_http_reply_json(req, 200, o);
+}
+
+/* ---- the route table (routes.def) ------------------------------------------------------ */
+
+typedef enum MHD_Result (*route_fn)(xf_req_t *req);
+
+typedef struct route {
+    const char *method;        /* "GET" (HEAD too) or "POST" */
+    const char *pattern;       /* "/v2/models/{m}[/versions/{v}]/infer" */
+    enum xf_api api;
+    int auth;                  /* 1: auth.api_key applies */
+    int body;                  /* 1: a JSON body is read first */
+    route_fn handle, reply;
+} route_t;
+
+#define RT_AUTH 1
+#define RT_OPEN 0
+#define RT_JSON 1
+#define RT_NONE 0
+#define NO_REPLY NULL
+
+static const route_t routes[XF_R_COUNT] = {
+    [XF_R_NONE] = { NULL, NULL, XF_API_OWN, 0, 0, NULL, NULL },
+#define XF_ROUTE(id, method, path, api, auth, body, handler, reply)                           \
+    [XF_R_##id] = { #method, path, XF_API_##api, RT_##auth, RT_##body, handler, reply },
+#include "server/routes.def"
+#undef XF_ROUTE
 };
 
-/* The entry of route, or NULL when it runs no job. */
-static const job_route_t *job_route(int route)
+static const route_t *route_row(int route)
 {
-    if (route <= 0 || route >= XF_R_COUNT || !job_routes[route].handle)
-        return NULL;
-    return &job_routes[route];
+    return route > XF_R_NONE && route < XF_R_COUNT ? &routes[route] : NULL;
+}
+
+#define MAX_PATTERN 128
+
+/* The pattern with its optional group kept (with = 1) or dropped, into buf. */
+static void expand(const char *pat, int with, char *buf, size_t len)
+{
+    size_t k = 0;
+    int in_group = 0;
+    for (const char *p = pat; *p && k + 1 < len; p++) {
+        if (*p == '[' || *p == ']') {
+            in_group = *p == '[';
+            continue;
+        }
+        if (!in_group || with)
+            buf[k++] = *p;
+    }
+    buf[k] = '\0';
+}
+
+/* Route template used as a metrics label: the pattern without its optional group. */
+static char labels[XF_R_COUNT][MAX_PATTERN];
+static pthread_once_t labels_once = PTHREAD_ONCE_INIT;
+
+static void labels_init(void)
+{
+    snprintf(labels[XF_R_NONE], sizeof labels[0], "other");
+    for (int r = XF_R_NONE + 1; r < XF_R_COUNT; r++)
+        expand(routes[r].pattern, 0, labels[r], sizeof labels[r]);
+}
+
+const char *xf_routes_label(int route)
+{
+    pthread_once(&labels_once, labels_init);
+    return route > XF_R_NONE && route < XF_R_COUNT ? labels[route] : labels[XF_R_NONE];
+}
+
+/* Match url against a pattern without groups; "{m}"/"{v}" take one non-empty segment each,
+ * copied into m/v (NUL-terminated; a segment that does not fit fails the match). */
+static int match_plain(const char *pat, const char *url, char *m, size_t mcap, char *v,
+                       size_t vcap)
+{
+    while (*pat) {
+        if (pat[0] == '{' && pat[2] == '}' && (pat[1] == 'm' || pat[1] == 'v')) {
+            size_t n = strcspn(url, "/");
+            char *dst = pat[1] == 'm' ? m : v;
+            size_t cap = pat[1] == 'm' ? mcap : vcap;
+            if (n == 0 || n >= cap)
+                return 0;
+            memcpy(dst, url, n);
+            dst[n] = '\0';
+            url += n;
+            pat += 3;
+            continue;
+        }
+        if (*pat++ != *url++)
+            return 0;
+    }
+    return *url == '\0';
+}
+
+static int path_matches(const route_t *r, const char *url, xf_req_t *req)
+{
+    char m[sizeof req->model] = "", v[sizeof req->version] = "";
+    char buf[MAX_PATTERN];
+    for (int with = 1; with >= 0; with--) {
+        if (!with && !strchr(r->pattern, '['))
+            break;
+        expand(r->pattern, with, buf, sizeof buf);
+        m[0] = v[0] = '\0';
+        if (match_plain(buf, url, m, sizeof m, v, sizeof v)) {
+            memcpy(req->model, m, sizeof m);
+            memcpy(req->version, v, sizeof v);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int method_matches(const route_t *r, const char *method)
+{
+    if (!strcmp(r->method, "GET"))
+        return !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    return !strcmp(method, r->method);
+}
+
+/* The API an unknown path answers in: that of the route it most resembles (same first
+ * segment, longest common prefix; the earlier row on a tie), else OWN. */
+static enum xf_api resembling_api(const char *url)
+{
+    size_t seg = 1 + strcspn(url + 1, "/"), best = 0;
+    enum xf_api api = XF_API_OWN;
+    for (int r = XF_R_NONE + 1; r < XF_R_COUNT; r++) {
+        const char *l = xf_routes_label(r);
+        if (url[0] != '/' || strncmp(url, l, seg) != 0 || (l[seg] != '/' && l[seg] != '\0'))
+            continue;
+        size_t cp = 0;
+        while (url[cp] && url[cp] == l[cp])
+            cp++;
+        if (cp > best) {
+            best = cp;
+            api = routes[r].api;
+        }
+    }
+    return api;
+}
+
+enum xf_http_err xf_routes_match(xf_req_t *req, const char *method, const char *url)
+{
+    int path_row = XF_R_NONE;
+    req->route = XF_R_NONE;
+    req->model[0] = req->version[0] = '\0';
+    for (int r = XF_R_NONE + 1; r < XF_R_COUNT; r++) {
+        if (!path_matches(&routes[r], url, req))
+            continue;
+        if (method_matches(&routes[r], method)) {
+            req->route = r;
+            req->api = routes[r].api;
+            return XF_HE_NONE;
+        }
+        if (path_row == XF_R_NONE)
+            path_row = r;
+    }
+    if (path_row != XF_R_NONE) {
+        req->route = path_row;
+        req->api = routes[path_row].api;
+        return XF_HE_METHOD_NOT_ALLOWED;
+    }
+    req->api = resembling_api(url);
+    return XF_HE_NOT_FOUND;
+}
+
+int xf_routes_has_body(int route)
+{
+    const route_t *r = route_row(route);
+    return r && r->body;
+}
+
+int xf_routes_needs_auth(int route)
+{
+    const route_t *r = route_row(route);
+    return !r || r->auth;
+}
+
+int xf_routes_while_draining(int route)
+{
+    const route_t *r = route_row(route);
+    return r && !r->body;
+}
+
+const char *xf_routes_allow(int route)
+{
+    const route_t *row = route_row(route);
+    if (!row)
+        return "GET";
+    int get = 0, post = 0;
+    for (int r = XF_R_NONE + 1; r < XF_R_COUNT; r++) {
+        if (strcmp(routes[r].pattern, row->pattern) != 0)
+            continue;
+        get |= !strcmp(routes[r].method, "GET");
+        post |= !strcmp(routes[r].method, "POST");
+    }
+    return get && post ? "GET, POST" : post ? "POST" : "GET";
 }
 
 enum MHD_Result xf_routes_handle(xf_req_t *req)
 {
-    xf_server_t *s = req->srv;
-    int ready = atomic_load(&s->ready);
-    switch (req->route) {
-    case XF_R_LIVE:
-        return xf_http_reply_json(req, 200, json_pack("{s:b}", "live", 1));
-    case XF_R_SERVER_META:
-        return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "name", "xformd",
-                                                      "version", xf_version(), "extensions"));
-    case XF_R_READY:
-        return xf_http_reply_json(req, ready ? 200 : 503, json_pack("{s:b}", "ready", ready));
-    case XF_R_MODEL_META:
-        if (!model_matches(req))
-            return reply_unknown_model(req);
-        return xf_http_reply_json(req, 200, model_meta(s));
-    case XF_R_MODEL_READY:
-        if (!model_matches(req))
-            return reply_unknown_model(req);
-        return xf_http_reply_json(req, ready ? 200 : 503,
-                                  json_pack("{s:s,s:b}", "name", s->model_name, "ready",
-                                            ready));
-    case XF_R_METRICS: {
-        if (!s->o.metrics_enabled)
-            return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "metrics are disabled "
-                                       "(metrics.enabled)");
-        xf_metric_set(XF_M_arena_bytes, "held", NULL,
-                      (int64_t)xf_workers_arena_bytes(s->workers));
-        char *text = NULL;
-        size_t len = 0;
-        if (xf_metrics_render(&text, &len) < 0)
-            return reply_oom(req);
-        xf_buf_t b = { .p = text, .len = len, .cap = len + 1 };
-        return xf_http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
-    }
-    case XF_R_STATS: {
-        json_t *st = xf_metrics_stats_json();
-        if (!st)
-            return reply_oom(req);
-        json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:s,s:I}", "name", s->model_name,
-                              "dir", s->info->dir ? s->info->dir : "", "n_params",
-                              (json_int_t)s->info->n_params, "demo", s->info->is_demo,
-                              "quantize", s->info->quantize ? s->info->quantize : "none",
-                              "policy", xf_loop_policy_name(s), "cpu", s->cpu_desc,
-                              "uptime_ms", (json_int_t)((xf_now_ns() - s->start_ns) / 1000000));
-        if (m)
-            json_object_set_new(st, "model", m);
-        return xf_http_reply_json(req, 200, st);
-    }
-    default: {
-        const job_route_t *jr = job_route(req->route);
-        if (jr)
-            return jr->handle(req);
+    const route_t *r = route_row(req->route);
+    if (!r)
         return xf_http_reply_error(req, XF_HE_NOT_FOUND, 0, "no such route");
-    }
-    }
+    /* Start-up (bound, model loading or warming up): only the probes (OPEN rows) answer;
+     * the model and workers may not exist yet. A draining server still answers its GETs. */
+    if (r->auth && !atomic_load(&req->srv->ready) && !atomic_load(&req->srv->draining))
+        return xf_http_reply_error(req, XF_HE_NOT_READY, 1, "the server is starting (loading "
+                                   "the model or warming up); retry shortly");
+    return r->handle(req);
 }
 
 enum MHD_Result xf_routes_respond(xf_req_t *req)
@@ -1293,11 +1544,23 @@ enum MHD_Result xf_routes_respond(xf_req_t *req)
     xf_job_t *j = req->job;
     if (!j)
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "resumed without a job");
-    if (j->status)
-        return xf_http_reply_error(req, (enum xf_http_err)(j->status - 1), j->retry_after_s,
-                                   "%s", j->msg);
-    const job_route_t *jr = job_route(req->route);
-    if (!jr)
+    if (j->status != XF_HE_NONE)
+        return xf_http_reply_error(req, j->status, j->retry_after_s, "%s", j->msg);
+    const route_t *r = route_row(req->route);
+    if (!r || !r->reply)
         return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "route has no reply");
-    return jr->respond(req);
+    return r->reply(req);
+}
+
+void xf_routes_log_access(const xf_req_t *req, int status, double seconds)
+{
+    const xf_job_t *j = req->job;
+    double queue_ms = 0, compute_ms = 0;
+    if (j && j->end_ns >= j->start_ns && j->start_ns >= j->enqueue_ns && j->start_ns) {
+        queue_ms = (double)(j->start_ns - j->enqueue_ns) * 1e-6;
+        compute_ms = (double)(j->end_ns - j->start_ns) * 1e-6;
+    }
+    XF_LOGI("access: route=%s status=%d texts=%d tokens=%d queue_ms=%.1f compute_ms=%.1f "
+            "total_ms=%.1f", xf_routes_label(req->route), status, req->n_inputs,
+            req->usage_tokens, queue_ms, compute_ms, seconds * 1e3);
 }

@@ -5,32 +5,34 @@
 
 #include "server/http.h"
 
+/* One id per row of routes.def, in its order; XF_R_NONE is "no route" (label "other"). */
 enum xf_route_id {
     XF_R_NONE = 0,
-    XF_R_LIVE,         /* GET /v2/health/live */
-    XF_R_READY,        /* GET /v2/health/ready */
-    XF_R_MODEL_META,   /* GET /v2/models/{m} */
-    XF_R_MODEL_READY,  /* GET /v2/models/{m}/ready */
-    XF_R_INFER,        /* POST /v2/models/{m}/infer */
-    XF_R_EMBEDDINGS,   /* POST /v1/embeddings */
-    XF_R_EMBED,        /* POST /embed */
-    XF_R_RERANK,       /* POST /rerank */
-    XF_R_PREDICT,      /* POST /predict */
-    XF_R_METRICS,      /* GET /metrics */
-    XF_R_STATS,        /* GET /v1/stats */
-    XF_R_SERVER_META,  /* GET /v2 (KServe server metadata) */
+#define XF_ROUTE(id, method, path, api, auth, body, handler, reply) XF_R_##id,
+#include "server/routes.def"
+#undef XF_ROUTE
     XF_R_COUNT
 };
 
-/* Route template used as a metrics label ("/v2/models/{m}/infer"; "other" for none). */
+/* Route template used as a metrics label ("/v2/models/{m}/infer"; "other" for none). Static
+ * storage. Any thread. */
 const char *xf_routes_label(int route);
 
-/* Find the route of (method, url): sets req->route, req->api and req->model. Returns 0, or
- * the error class to answer (NOT_FOUND, METHOD_NOT_ALLOWED) + 1. */
-int xf_routes_match(xf_req_t *req, const char *method, const char *url);
-int xf_routes_has_body(int route);     /* POST routes */
-int xf_routes_needs_auth(int route);   /* all but health and metrics */
-int xf_routes_while_draining(int route); /* health, metrics, stats keep answering */
+/* Find the row of (method, url): sets req->route, req->api, req->model and req->version.
+ * Returns XF_HE_NONE, or the error class to answer: XF_HE_NOT_FOUND (req->api is then the API
+ * of the route the path most resembles) or XF_HE_METHOD_NOT_ALLOWED (req->route is the row
+ * whose path matched). MHD thread. */
+enum xf_http_err xf_routes_match(xf_req_t *req, const char *method, const char *url);
+int xf_routes_has_body(int route);       /* BODY JSON: a body is read before the handler */
+int xf_routes_needs_auth(int route);     /* AUTH: the API key applies */
+int xf_routes_while_draining(int route); /* routes without a body keep answering */
+/* The methods a 405 names in Allow for route's path ("GET", "POST" or "GET, POST"). */
+const char *xf_routes_allow(int route);
+
+/* The access-log line of a finished request (log.access): route template, status, texts,
+ * tokens, queue and compute milliseconds (0 when no job ran), total milliseconds. MHD thread,
+ * in the completed callback. */
+void xf_routes_log_access(const xf_req_t *req, int status, double seconds);
 
 /* The final access-handler call with the whole body: answer at once or suspend with a job. */
 enum MHD_Result xf_routes_handle(xf_req_t *req);

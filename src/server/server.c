@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/batcher.h"
@@ -21,45 +22,18 @@
 #include "server/notify.h"
 #include "server/workers.h"
 
-void xf_server_opts_init(xf_server_opts_t *o)
+/* The one mapping from the configuration to the server's options; every default comes from
+ * conf.def through c (xf_conf_defaults() for tests). */
+static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
 {
     memset(o, 0, sizeof *o);
-    o->listen_addr = "127.0.0.1";
-    o->port = 8080;
-    o->http_threads = 2;
-    o->max_body_bytes = 1048576;
-    o->conn_limit = 1024;
-    o->conn_timeout_s = 30;
-    o->conn_memory_bytes = 64 * 1024;
-    o->pooling = XF_POOL_DEFAULT;
-    o->normalize = 1;
-    o->engine_threads = 0;
-    o->engine_workers = 1;
-    o->policy = XF_BATCH_DP;
-    o->max_batch = 32;
-    o->max_batch_tokens = 8192;
-    o->max_queue_delay_ms = 5;
-    o->max_queued_tokens = 262144;
-    o->max_queue_jobs = 4096;
-    o->timeout_ms = 10000;
-    o->max_texts = 256;
-    o->max_tokens = 32768;
-    o->drain_timeout_ms = 10000;
-    o->metrics_enabled = 1;
-    o->handle_signals = 0;
-    o->warmup = 1;
-    o->notify = 0;
-}
-
-void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
-{
-    xf_server_opts_init(o);
     o->listen_addr = c->http_listen;
     o->port = (int)c->http_port;
     o->http_threads = (int)c->http_threads;
     o->max_body_bytes = (size_t)c->http_max_body_bytes;
     o->conn_limit = (int)c->http_connection_limit;
     o->conn_timeout_s = (int)((c->http_timeout_ms + 999) / 1000);
+    o->conn_memory_bytes = 64 * 1024;   /* MHD's per-connection buffer; not an option */
     o->api_key = c->auth_api_key;
     o->model_dir = c->model_dir;
     o->model_name = c->model_name;
@@ -82,8 +56,21 @@ void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
     o->max_tokens = (int)c->request_max_tokens;
     o->drain_timeout_ms = (int)c->drain_timeout_ms;
     o->metrics_enabled = c->metrics_enabled;
-    o->handle_signals = 1;
+    o->log_access = c->log_access;
     o->warmup = 1;
+}
+
+void xf_server_opts_init(xf_server_opts_t *o)
+{
+    opts_from(xf_conf_defaults(), o);
+    o->handle_signals = 0;
+    o->notify = 0;
+}
+
+void xf_server_opts_from_conf(const xf_conf_t *c, xf_server_opts_t *o)
+{
+    opts_from(c, o);
+    o->handle_signals = 1;
     o->notify = 1;
 }
 
@@ -124,6 +111,22 @@ static int cache_dir(const xf_server_opts_t *o, char *buf, size_t len)
         return -ENOENT;
     }
     return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
+/* model.attention is checked before the model loads so that a bad selection names the
+ * option ("model.attention: blok: unknown parameter"), not the loader. */
+static int check_attention(const xf_server_opts_t *o, xf_diag_t *diag)
+{
+    if (!o->attention)
+        return 0;
+    char err[256] = "";
+    xf_attn_t *a = NULL;
+    int rc = xf_attn_parse(o->attention, strlen(o->attention), &a, err, sizeof err);
+    xf_attn_free(a);
+    if (rc < 0)
+        snprintf(diag->msg, sizeof diag->msg, "model.attention (--model.attention): %s",
+                 err[0] ? err : xf_strerror(rc));
+    return rc < 0 ? rc : 0;
 }
 
 static int load_model(xf_server_t *s, xf_diag_t *diag)
@@ -190,6 +193,14 @@ static int load_model(xf_server_t *s, xf_diag_t *diag)
     return 0;
 }
 
+/* "127.0.0.1:8080" or "[::1]:8080" (RFC 3986 brackets around an IPv6 literal). */
+static void format_addr(const char *addr, int port, char *buf, size_t len)
+{
+    if (!addr || !addr[0])
+        addr = "127.0.0.1";
+    snprintf(buf, len, strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr, port);
+}
+
 static void *loop_thread(void *arg)
 {
     xf_server_t *s = arg;
@@ -246,9 +257,9 @@ static void log_startup(xf_server_t *s)
     if (mi->is_demo)
         XF_LOGW("*** DEMO MODEL: random weights, its embeddings and scores mean NOTHING; "
                 "start xformd with --model DIR to serve a real checkpoint ***");
-    XF_LOGI("params: %.1fM, %d layers, d_model %d, max %d positions, %d labels",
+    XF_LOGI("params: %.1fM, %d layers, d_model %d, max %d positions, %d label%s",
             (double)mi->n_params * 1e-6, mi->n_layer, mi->d_model, mi->max_positions,
-            mi->n_labels);
+            mi->n_labels, mi->n_labels == 1 ? "" : "s");
     XF_LOGI("cpu: %s, %d cores", s->cpu_desc, ci.n_cores);
     XF_LOGI("cpu features:%s%s%s%s%s%s%s%s%s%s", ci.has_avx2 ? " avx2" : "",
             ci.has_fma ? " fma" : "", ci.has_avx512f ? " avx512f" : "",
@@ -279,11 +290,24 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         return -ENOMEM;
     s->o = *o;
     s->start_ns = xf_now_ns();
+    s->start_unix = (int64_t)time(NULL);
     int rc;
     if ((rc = xf_jobq_init(&s->jobq)) < 0 || (rc = xf_jobq_init(&s->doneq)) < 0) {
         free(s);
         return rc;
     }
+    char err[256] = "";
+    /* Bind first: a port in use fails at once, not after the model load and warm-up. Until
+     * ready, only the probes answer (routes.def: OPEN rows; the rest 503 not_ready). */
+    if ((rc = xf_http_start(s, &s->http, err, sizeof err)) < 0) {
+        snprintf(diag->msg, sizeof diag->msg, "%s", err);
+        goto fail;
+    }
+    char where[160];
+    format_addr(o->listen_addr, xf_http_port(s->http), where, sizeof where);
+    XF_LOGI("bound to %s; loading the model (/v2/health/ready answers 503 until warm)", where);
+    if ((rc = check_attention(o, diag)) < 0)
+        goto fail;
     if (o->notify)
         xf_notify_status("loading model");
     if ((rc = load_model(s, diag)) < 0) {
@@ -301,7 +325,6 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
                            xf_loop_jobs_done, s, &s->workers, diag);
     if (rc < 0)
         goto fail;
-    char err[256] = "";
     if ((rc = xf_loop_create(s, err, sizeof err)) < 0) {
         snprintf(diag->msg, sizeof diag->msg, "%s", err);
         goto fail;
@@ -311,10 +334,6 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
             xf_notify_status("warming up");
         warmup(s);
     }
-    if ((rc = xf_http_start(s, &s->http, err, sizeof err)) < 0) {
-        snprintf(diag->msg, sizeof diag->msg, "%s", err);
-        goto fail;
-    }
     log_startup(s);
     if ((rc = -pthread_create(&s->thread, NULL, loop_thread, s)) < 0) {
         snprintf(diag->msg, sizeof diag->msg, "cannot start the loop thread");
@@ -322,9 +341,7 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
     }
     s->thread_started = 1;
     atomic_store(&s->ready, 1);
-    XF_LOGI("listening on http://%s:%d/", o->listen_addr && o->listen_addr[0] ? o->listen_addr
-                                                                               : "127.0.0.1",
-            xf_http_port(s->http));
+    XF_LOGI("listening on http://%s/", where);
     if (o->notify) {
         xf_notify_ready();
         xf_notify_status("serving %s on port %d", s->model_name, xf_http_port(s->http));

@@ -45,6 +45,7 @@ typedef struct xf_server_opts {
     int max_tokens;
     int drain_timeout_ms;
     int metrics_enabled;
+    int log_access;            /* 1: one access-log line per request (log.access) */
     int handle_signals;        /* 1: SIGTERM/SIGINT drain, SIGHUP reopens the log */
     int warmup;                /* 1: run warm-up batches (and fit the cost model) at start */
     int notify;                /* 1: sd_notify READY/STOPPING/WATCHDOG */
@@ -54,7 +55,8 @@ struct xf_conf;
 /* Fill o from the configuration (strings borrowed from c). Main thread. */
 void xf_server_opts_from_conf(const struct xf_conf *c, xf_server_opts_t *o);
 
-/* Defaults matching etc/xformd.conf. */
+/* The defaults of conf.def (xf_conf_defaults()), without signals or sd_notify: what the
+ * daemon runs, for in-process tests. */
 void xf_server_opts_init(xf_server_opts_t *o);
 
 typedef struct xf_server xf_server_t;
@@ -109,6 +111,7 @@ struct xf_server {
     atomic_int draining;
     atomic_long inflight;        /* requests between first handler call and completion */
     uint64_t start_ns;
+    int64_t start_unix;          /* wall-clock start (Unix seconds): OpenAI's "created" */
     xf_jobq_t jobq;              /* MHD → loop: new jobs */
     xf_jobq_t doneq;             /* workers → loop: finished jobs */
     pthread_t thread;            /* the loop thread */

@@ -184,17 +184,8 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         if (j->want_pooled && j->pooled) {
             memcpy(j->pooled, wk->pooled + s * d, (size_t)j->n_seq * d * sizeof(float));
             int norm = j->normalize < 0 ? mi->normalize : j->normalize;
-            for (int32_t q = 0; norm && q < j->n_seq; q++) {
-                float *row = j->pooled + (size_t)q * d;
-                double ss = 0;
-                for (size_t c = 0; c < d; c++)
-                    ss += (double)row[c] * row[c];
-                if (ss > 0) {
-                    float inv = (float)(1.0 / sqrt(ss));
-                    for (size_t c = 0; c < d; c++)
-                        row[c] *= inv;
-                }
-            }
+            if (norm)
+                xf_l2_normalize_rows(j->pooled, j->n_seq, (int32_t)d);
         }
         if (j->want_logits && j->logits && want_logits)
             memcpy(j->logits, wk->logits + s * nl, (size_t)j->n_seq * nl * sizeof(float));

@@ -20,16 +20,16 @@ static void build_dense(void *ctx, int32_t s, int32_t n, int32_t head, uint8_t *
     xf_ref_set_dense(n, A);
 }
 
-static int n_kerns(const xf_ft_kern **k)
+static int n_kerns(const xf_at_kern **k)
 {
     int c = 0;
-    k[c++] = xf_ft_kern_c();
+    k[c++] = xf_at_kern_c();
 #ifdef XF_HAVE_X86_64
     const xf_cpu_t *cpu = xf_cpu();
     /* the AVX-512 kernel runs here only when the CPU has it and XF_CPU does not cap it */
     if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
         cpu->avx512dq && cpu->fma)
-        k[c++] = xf_ft_kern_avx512();
+        k[c++] = xf_at_kern_avx512();
 #endif
     static int said;
     if (!said++)
@@ -43,14 +43,14 @@ static int n_kerns(const xf_ft_kern **k)
 static void check_batch(const int32_t *lens, int32_t B, int32_t h, int32_t d, float qmul,
                         double tol)
 {
-    const xf_ft_kern *ks[4];
+    const xf_at_kern *ks[4];
     int nk = n_kerns(ks);
     xf_ref_case c;
     assert_int_equal(xf_ref_case_init(&c, lens, B, h, d, 1234u + (uint64_t)d, qmul), 0);
     float *ref = calloc(c.plane + 1, sizeof(float));
     xf_ref_case_reference(&c, build_dense, NULL, ref);
     for (int k = 0; k < nk; k++) {
-        xf_ft_kern_force(ks[k]);
+        xf_at_kern_force(ks[k]);
         memset(c.out, 0xff, c.plane * sizeof(float));
         assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, 2, NULL), 0);
         double e = xf_ref_maxdiff(c.out, ref, c.plane);
@@ -58,7 +58,7 @@ static void check_batch(const int32_t *lens, int32_t B, int32_t h, int32_t d, fl
             print_message("kernel %s B=%d h=%d d=%d: max err %g\n", ks[k]->name, B, h, d, e);
         assert_true(e <= tol);
     }
-    xf_ft_kern_force(NULL);
+    xf_at_kern_force(NULL);
     free(ref);
     xf_ref_case_free(&c);
 }
@@ -180,12 +180,12 @@ static void test_empty_and_bad(void **state)
     const xf_attn_t *a = xf_attn_dense();
     sh.n_head = 1;
     sh.d_head = 8;
-    assert_int_equal(a->vt->plan(a->params, &sh, 2, &pl), 0);   /* B = 0: no-op */
+    assert_int_equal(xf_at_plan(a->vt, a->params, &sh, 2, &pl), 0);   /* B = 0: no-op */
     int32_t cu[3] = { 0, 5, 3 };
     sh.n_seq = 2;
     sh.cu_len = cu;
     sh.n_tokens = 5;
-    assert_int_equal(a->vt->plan(a->params, &sh, 2, &pl), XF_ESHAPE);
+    assert_int_equal(xf_at_plan(a->vt, a->params, &sh, 2, &pl), XF_ESHAPE);
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_odd_shapes), cmocka_unit_test(test_mixed_batch),

@@ -38,9 +38,9 @@ static void ref_rfa(XF_REF_FN_ARGS)
 static void test_ref_performer(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_performer, "{\"variant\":\"performer\",\"seed\":5}", ref_performer,
+    xf_ref_odd_shapes(&xf_attn_vt_performer, "{\"variant\":\"performer\",\"seed\":5}", ref_performer,
                       NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_performer,
+    xf_ref_odd_shapes(&xf_attn_vt_performer,
                "{\"variant\":\"performer\",\"seed\":9,\"features\":100,\"orthogonal\":false,"
                "\"row_norm\":\"sqrt_d\"}", ref_performer, NULL, 1e-5);
 }
@@ -48,7 +48,7 @@ static void test_ref_performer(void **state)
 static void test_ref_linear(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_linear, "{\"variant\":\"linear\"}", ref_linear, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_linear, "{\"variant\":\"linear\"}", ref_linear, NULL, 1e-5);
 }
 
 /* RFA trig features are not positive: denominators can be small (outputs up to ~1e5 seen),
@@ -57,10 +57,10 @@ static void test_ref_linear(void **state)
 static void test_ref_rfa(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_rfa,
+    xf_ref_odd_shapes(&xf_attn_vt_rfa,
                       "{\"variant\":\"rfa\",\"mode\":\"norm\",\"tau\":0.5,\"seed\":3}",
                ref_rfa, NULL, 1e-4);
-    xf_ref_odd_shapes(&xf_attn_rfa, "{\"variant\":\"rfa\",\"seed\":4,\"features\":64}", ref_rfa,
+    xf_ref_odd_shapes(&xf_attn_vt_rfa, "{\"variant\":\"rfa\",\"seed\":4,\"features\":64}", ref_rfa,
                       NULL, 1e-4);
 }
 
@@ -129,7 +129,7 @@ static void test_performer_convergence(void **state)
     double err[4];
 
     (void)state;
-    convergence(&xf_attn_performer, ms, 4, err);
+    convergence(&xf_attn_vt_performer, ms, 4, err);
     for (int mi = 0; mi + 1 < 4; mi++) {
         double ratio = err[mi + 1] / err[mi];
         print_message("# performer m=%d err %.4g -> m=%d err %.4g ratio %.3f\n", ms[mi], err[mi],
@@ -148,7 +148,7 @@ static void test_rfa_convergence(void **state)
     double err[3];
 
     (void)state;
-    convergence(&xf_attn_rfa, ms, 3, err);
+    convergence(&xf_attn_vt_rfa, ms, 3, err);
     print_message("# rfa D=64 err %.4g, D=256 err %.4g, D=1024 err %.4g\n", err[0], err[1],
                   err[2]);
     assert_true(err[1] < err[0] && err[2] < err[1]);
@@ -158,7 +158,7 @@ static void test_rfa_convergence(void **state)
 /* Permuting the tokens permutes the outputs (fixed W; sums reordered: fp32 rounding). */
 static void test_permutation(void **state)
 {
-    const xf_attn_vtbl *vts[3] = { &xf_attn_linear, &xf_attn_performer, &xf_attn_rfa };
+    const xf_attn_vtbl *vts[3] = { &xf_attn_vt_linear, &xf_attn_vt_performer, &xf_attn_vt_rfa };
     const char *js[3] = { "{}", "{\"seed\":2}", "{\"seed\":2,\"mode\":\"norm\"}" };
     int32_t lens[1] = { 57 };
 
@@ -193,9 +193,9 @@ static void test_permutation(void **state)
 static void test_independence(void **state)
 {
     (void)state;
-    xf_ref_independence(NULL, &xf_attn_performer, "{\"variant\":\"performer\",\"seed\":1}");
-    xf_ref_independence(NULL, &xf_attn_linear, "{\"variant\":\"linear\"}");
-    xf_ref_independence(NULL, &xf_attn_rfa, "{\"variant\":\"rfa\",\"seed\":1}");
+    xf_ref_independence(NULL, &xf_attn_vt_performer, "{\"variant\":\"performer\",\"seed\":1}");
+    xf_ref_independence(NULL, &xf_attn_vt_linear, "{\"variant\":\"linear\"}");
+    xf_ref_independence(NULL, &xf_attn_vt_rfa, "{\"variant\":\"rfa\",\"seed\":1}");
 }
 
 static void run_once(const xf_attn_vtbl *vt, const char *json, xf_rbatch_t *b)
@@ -209,7 +209,7 @@ static void run_once(const xf_attn_vtbl *vt, const char *json, xf_rbatch_t *b)
 static void test_seeds(void **state)
 {
     static const int32_t lens[] = { 50, 17 };
-    const xf_attn_vtbl *vts[2] = { &xf_attn_performer, &xf_attn_rfa };
+    const xf_attn_vtbl *vts[2] = { &xf_attn_vt_performer, &xf_attn_vt_rfa };
     const char *js[2][2] = {
         {"{\"variant\":\"performer\",\"seed\":7}", "{\"variant\":\"performer\",\"seed\":8}"},
         {"{\"variant\":\"rfa\",\"seed\":7}", "{\"variant\":\"rfa\",\"seed\":8}"}};
@@ -232,7 +232,7 @@ static void test_seeds(void **state)
 static void test_edges(void **state)
 {
     static const int32_t lens1[] = { 1, 0, 3 };
-    const xf_attn_vtbl *vts[3] = { &xf_attn_performer, &xf_attn_linear, &xf_attn_rfa };
+    const xf_attn_vtbl *vts[3] = { &xf_attn_vt_performer, &xf_attn_vt_linear, &xf_attn_vt_rfa };
     const char *js[3] = { "{\"variant\":\"performer\"}", "{\"variant\":\"linear\"}",
                           "{\"variant\":\"rfa\"}" };
     (void)state;
@@ -263,8 +263,8 @@ static void test_edges(void **state)
         _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
         char err[64];
         xf_rbatch_t *b = xf_rbatch_new(0, lens1, 2, 64, 1.0f, 3);
-        assert_int_equal(xf_ref_parse(&xf_attn_performer, "{}", params, err, 64), 0);
-        assert_int_equal(xf_ref_run(&xf_attn_performer, params, b, 3, NULL, NULL, NULL, NULL), 0);
+        assert_int_equal(xf_ref_parse(&xf_attn_vt_performer, "{}", params, err, 64), 0);
+        assert_int_equal(xf_ref_run(&xf_attn_vt_performer, params, b, 3, NULL, NULL, NULL, NULL), 0);
         xf_rbatch_free(b);
     }
 }
@@ -275,19 +275,19 @@ static void test_parse(void **state)
     char err[256];
     json_t *o;
     (void)state;
-    xf_ref_expect_parse_err(&xf_attn_performer, "{\"features\":0}", "features");
-    xf_ref_expect_parse_err(&xf_attn_performer, "{\"features\":\"many\"}", "features");
-    xf_ref_expect_parse_err(&xf_attn_performer, "{\"redraw\":\"always\"}", "redraw");
-    xf_ref_expect_parse_err(&xf_attn_performer, "{\"seed\":-1}", "seed");
-    xf_ref_expect_parse_err(&xf_attn_performer, "{\"bogus\":1}", "bogus");
-    xf_ref_expect_parse_err(&xf_attn_linear, "{\"eps\":-1}", "eps");
-    xf_ref_expect_parse_err(&xf_attn_rfa, "{\"gate\":true}", "gate");
-    xf_ref_expect_parse_err(&xf_attn_rfa, "{\"mode\":\"x\"}", "mode");
+    xf_ref_expect_parse_err(&xf_attn_vt_performer, "{\"features\":0}", "features");
+    xf_ref_expect_parse_err(&xf_attn_vt_performer, "{\"features\":\"many\"}", "features");
+    xf_ref_expect_parse_err(&xf_attn_vt_performer, "{\"redraw\":\"always\"}", "redraw");
+    xf_ref_expect_parse_err(&xf_attn_vt_performer, "{\"seed\":-1}", "seed");
+    xf_ref_expect_parse_err(&xf_attn_vt_performer, "{\"bogus\":1}", "bogus");
+    xf_ref_expect_parse_err(&xf_attn_vt_linear, "{\"eps\":-1}", "eps");
+    xf_ref_expect_parse_err(&xf_attn_vt_rfa, "{\"gate\":true}", "gate");
+    xf_ref_expect_parse_err(&xf_attn_vt_rfa, "{\"mode\":\"x\"}", "mode");
     /* canonical JSON round trip */
-    assert_int_equal(xf_ref_parse(&xf_attn_performer, "{\"variant\":\"performer\",\"seed\":3}",
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_performer, "{\"variant\":\"performer\",\"seed\":3}",
                                   params, err, sizeof(err)), 0);
     o = json_object();
-    assert_int_equal(xf_attn_performer.to_json(params, o), 0);
+    assert_int_equal(xf_at_params_json(&xf_attn_vt_performer, params, o), 0);
     assert_int_equal(json_integer_value(json_object_get(o, "seed")), 3);
     assert_string_equal(json_string_value(json_object_get(o, "features")), "auto");
     json_decref(o);

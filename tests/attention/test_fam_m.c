@@ -13,7 +13,7 @@
 #include "tests/helpers/xf_test.h"
 #include "tests/ref/attn_ref_sfpm.h"
 
-#define PM(x) ((const xf_famm_params_t *)(const void *)(x))
+#define PM(x) ((const xf_at_m_params_t *)(const void *)(x))
 
 static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
 static const int32_t short_lens[] = { 3, 65, 1, 64, 7 };
@@ -54,7 +54,7 @@ static void wts_free(wts_t *t)
 
 static void ref_txl_fn(XF_REF_FN_ARGS)
 {
-    const xf_famm_params_t *pp = p;
+    const xf_at_m_params_t *pp = p;
     const xf_attn_w_txl_t *ww = w;
     int32_t dm = ww ? ww->d_model : 0;
 
@@ -78,12 +78,12 @@ static void ref_dense(XF_REF_FN_ARGS)
 static void test_txl_limit(void **state)
 {
     (void)state;
-    assert_true(xf_ref_check(&xf_attn_txl, "{\"mem_len\":0,\"causal\":false}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0,\"causal\":false}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_txl, "{\"mem_len\":0,\"causal\":false}", ref_dense, NULL, 5,
+    assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0,\"causal\":false}", ref_dense, NULL, 5,
                              short_lens, 12, 32, 2.0f, 0) <= 1e-5);
     /* causal without weights = the causal reference */
-    assert_true(xf_ref_check(&xf_attn_txl, "{\"mem_len\":0}", ref_txl_fn, NULL, 9, odd_lens, 3,
+    assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0}", ref_txl_fn, NULL, 9, odd_lens, 3,
                              40, 2.0f, 0) <= 1e-5);
 }
 
@@ -97,9 +97,9 @@ static void test_txl_positions(void **state)
     (void)state;
     for (int i = 0; i < 3; i++) {
         wts_t *t = wts_new(3, ds[i], 7 + (uint64_t)i);
-        double e1 = xf_ref_check(&xf_attn_txl, "{\"causal\":false}", ref_txl_fn, &t->w, 8, lens,
+        double e1 = xf_ref_check(&xf_attn_vt_txl, "{\"causal\":false}", ref_txl_fn, &t->w, 8, lens,
                                  3, ds[i], 1.0f, 0);
-        double e2 = xf_ref_check(&xf_attn_txl, "{\"clamp_len\":20}", ref_txl_fn, &t->w, 8, lens,
+        double e2 = xf_ref_check(&xf_attn_vt_txl, "{\"clamp_len\":20}", ref_txl_fn, &t->w, 8, lens,
                                  3, ds[i], 1.0f, 0);
         print_message("# txl d=%d err %.3g (bidir) %.3g (causal, clamp 20)\n", ds[i], e1, e2);
         assert_true(e1 <= 1e-5 && e2 <= 1e-5);
@@ -107,7 +107,7 @@ static void test_txl_positions(void **state)
     }
     {
         wts_t *t = wts_new(12, 32, 3);
-        assert_true(xf_ref_check(&xf_attn_txl, "{\"causal\":false}", ref_txl_fn, &t->w, 5,
+        assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"causal\":false}", ref_txl_fn, &t->w, 5,
                                  short_lens, 12, 32, 1.0f, 0) <= 1e-5);
         wts_free(t);
     }
@@ -125,7 +125,7 @@ static void run_seg(const xf_attn_vtbl *vt, const void *params, xf_rbatch_t *b, 
 
     assert_int_equal(xf_ref_run(vt, params, b, nth, w, states, NULL, NULL), 0);
     for (int ith = 0; ith < nth; ith++)
-        assert_int_equal(vt->state_update(params, &sh, &io, ith, nth), 0);
+        assert_int_equal(vt->ops->state_update(params, &sh, &io, ith, nth), 0);
 }
 
 /* (seq s, head) rows of a batch plane into dst (n×d) */
@@ -157,8 +157,8 @@ static void segments(const xf_attn_vtbl *vt, const char *json, int32_t mem, int3
     xf_attn_shape sh0 = { .n_head = H, .d_head = D };
 
     assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
-    ssz = xf_famm_state_size(PM(params), H, D);
-    assert_int_equal(xf_famm_plan(PM(params), &sh0, &pl), 0);
+    ssz = xf_at_m_state_size(PM(params), H, D);
+    assert_int_equal(xf_at_m_plan(PM(params), &sh0, &pl), 0);
     assert_int_equal(pl.state_per_seq, ssz);
     for (int s = 0; s < 2; s++) {
         states[s] = calloc(1, ssz);     /* all-zero = fresh */
@@ -217,7 +217,7 @@ static void segments(const xf_attn_vtbl *vt, const char *json, int32_t mem, int3
         xf_rbatch_free(b);
     }
     for (int s = 0; s < 2; s++) {
-        const xf_famm_hdr_t *h = states[s];
+        const xf_at_m_hdr_t *h = states[s];
         assert_int_equal(h->segments, NS);
         assert_int_equal(h->tokens, tot[s]);
         free(states[s]);
@@ -234,14 +234,14 @@ static void test_txl_segments(void **state)
     (void)state;
     /* memory holds everything: [A; B] in two calls equals one pass under the segment-causal
      * mask (the reference over [A ; B] with A's rows from A alone is exactly that) */
-    segments(&xf_attn_txl, "{\"mem_len\":200,\"causal\":false}", 200, 0, 1, 0, 1, 1e-5);
-    segments(&xf_attn_txl, "{\"mem_len\":200}", 200, 0, 1, 1, 1, 1e-5);
+    segments(&xf_attn_vt_txl, "{\"mem_len\":200,\"causal\":false}", 200, 0, 1, 0, 1, 1e-5);
+    segments(&xf_attn_vt_txl, "{\"mem_len\":200}", 200, 0, 1, 1, 1, 1e-5);
     /* eviction: a short memory keeps the newest rows */
-    segments(&xf_attn_txl, "{\"mem_len\":20,\"causal\":false}", 20, 0, 1, 0, 1, 1e-5);
-    segments(&xf_attn_txl, "{\"mem_len\":0,\"causal\":false}", 0, 0, 1, 0, 0, 1e-5);
-    segments(&xf_attn_compressive, "{\"mem_len\":20,\"cmem_len\":7,\"rate\":3,"
+    segments(&xf_attn_vt_txl, "{\"mem_len\":20,\"causal\":false}", 20, 0, 1, 0, 1, 1e-5);
+    segments(&xf_attn_vt_txl, "{\"mem_len\":0,\"causal\":false}", 0, 0, 1, 0, 0, 1e-5);
+    segments(&xf_attn_vt_compressive, "{\"mem_len\":20,\"cmem_len\":7,\"rate\":3,"
              "\"causal\":false}", 20, 7, 3, 0, 1, 1e-5);
-    segments(&xf_attn_compressive, "{\"mem_len\":10,\"cmem_len\":100,\"rate\":2}", 10, 100, 2,
+    segments(&xf_attn_vt_compressive, "{\"mem_len\":10,\"cmem_len\":100,\"rate\":2}", 10, 100, 2,
              1, 1, 1e-5);
 }
 
@@ -259,9 +259,9 @@ static void test_txl_segment_causal(void **state)
     void *st[1];
 
     (void)state;
-    assert_int_equal(xf_ref_parse(&xf_attn_txl, "{\"causal\":false,\"mem_len\":64}", params, err,
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_txl, "{\"causal\":false,\"mem_len\":64}", params, err,
                                   64), 0);
-    st[0] = calloc(1, xf_famm_state_size(PM(params), H, D));
+    st[0] = calloc(1, xf_at_m_state_size(PM(params), H, D));
     for (int32_t head = 0; head < H; head++) {       /* ab = [a ; b] per head */
         for (int pl = 0; pl < 3; pl++) {
             float *dst = (pl == 0 ? ab->q : pl == 1 ? ab->k : ab->v) + (size_t)head * (NA + NB) * D;
@@ -271,8 +271,8 @@ static void test_txl_segment_causal(void **state)
             memcpy(dst + (size_t)NA * D, sb, sizeof(float) * NB * D);
         }
     }
-    run_seg(&xf_attn_txl, params, a, &t->w, st, 1);
-    run_seg(&xf_attn_txl, params, b, &t->w, st, 3);
+    run_seg(&xf_attn_vt_txl, params, a, &t->w, st, 1);
+    run_seg(&xf_attn_vt_txl, params, b, &t->w, st, 3);
     for (int32_t head = 0; head < H; head++) {
         double *o = malloc(sizeof(double) * (NA + NB) * D);
         float *q = malloc(sizeof(float) * (NA + NB) * D),
@@ -311,17 +311,17 @@ static void test_compressive_rate1(void **state)
     static const int32_t seg[] = { 13, 40, 7, 30 };
 
     (void)state;
-    assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"mem_len\":20,\"cmem_len\":30,"
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_compressive, "{\"mem_len\":20,\"cmem_len\":30,"
                                   "\"rate\":1}", pc, err, 64), 0);
-    assert_int_equal(xf_ref_parse(&xf_attn_txl, "{\"mem_len\":50}", pt, err, 64), 0);
-    sc[0] = calloc(1, xf_famm_state_size(PM(pc), H, D));
-    stx[0] = calloc(1, xf_famm_state_size(PM(pt), H, D));
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_txl, "{\"mem_len\":50}", pt, err, 64), 0);
+    sc[0] = calloc(1, xf_at_m_state_size(PM(pc), H, D));
+    stx[0] = calloc(1, xf_at_m_state_size(PM(pt), H, D));
     for (int g = 0; g < 4; g++) {
         int32_t l[1] = { seg[g] };
         xf_rbatch_t *b1 = xf_rbatch_new(1, l, H, D, 1.0f, 50 + (uint64_t)g);
         xf_rbatch_t *b2 = xf_rbatch_new(1, l, H, D, 1.0f, 50 + (uint64_t)g);
-        run_seg(&xf_attn_compressive, pc, b1, &t->w, sc, 2);
-        run_seg(&xf_attn_txl, pt, b2, &t->w, stx, 2);
+        run_seg(&xf_attn_vt_compressive, pc, b1, &t->w, sc, 2);
+        run_seg(&xf_attn_vt_txl, pt, b2, &t->w, stx, 2);
         assert_memory_equal(b1->out, b2->out, sizeof(float) * (size_t)seg[g] * H * D);
         xf_rbatch_free(b1);
         xf_rbatch_free(b2);
@@ -351,9 +351,9 @@ static void test_blob(void **state)
     memset(hash, 0xA5, 32);
     memcpy(hash2, hash, 32);
     hash2[31] ^= 1;
-    assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"mem_len\":6,\"cmem_len\":4,"
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_compressive, "{\"mem_len\":6,\"cmem_len\":4,"
                                   "\"rate\":3}", params, err, 128), 0);
-    ssz = xf_famm_state_size(PM(params), H, D);
+    ssz = xf_at_m_state_size(PM(params), H, D);
     for (int l = 0; l < NL; l++) {
         st[l] = calloc(1, ssz);
         st2[l] = calloc(1, ssz);
@@ -363,70 +363,70 @@ static void test_blob(void **state)
         for (int l = 0; l < NL; l++) {
             xf_rbatch_t *b = xf_rbatch_new(1, lens, H, D, 1.0f, (uint64_t)(g * 10 + l));
             void *one[1] = { st[l] };
-            run_seg(&xf_attn_compressive, params, b, NULL, one, 1);
+            run_seg(&xf_attn_vt_compressive, params, b, NULL, one, 1);
             xf_rbatch_free(b);
         }
     }
     {
-        const xf_famm_hdr_t *h = st[0];
+        const xf_at_m_hdr_t *h = st[0];
         /* 21 seen, memory 6, evicted 15 → 5 groups of 3, cmem keeps 4, pending 0 */
         assert_int_equal(h->mem_rows, 6);
         assert_int_equal(h->cmem_rows, 4);
         assert_int_equal(h->pend_rows, 0);
     }
-    len = xf_famm_blob_size(st, NL);
+    len = xf_at_m_blob_size(st, NL);
     blob = malloc(len);
     blob2 = malloc(len);
-    assert_int_equal(xf_famm_blob_write(st, NL, hash, blob, len), 0);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(params), H, D, st2, NL, err, 128), 0);
-    assert_int_equal(xf_famm_blob_size(st2, NL), len);
-    assert_int_equal(xf_famm_blob_write(st2, NL, hash, blob2, len), 0);
+    assert_int_equal(xf_at_m_blob_write(st, NL, hash, blob, len), 0);
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(params), H, D, st2, NL, err, 128), 0);
+    assert_int_equal(xf_at_m_blob_size(st2, NL), len);
+    assert_int_equal(xf_at_m_blob_write(st2, NL, hash, blob2, len), 0);
     assert_memory_equal(blob, blob2, len);
     /* each header field corrupted once */
     for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
         memcpy(blob2, blob, len);
         blob2[fields[f].off + fields[f].len - 1] ^= 0x40;
         err[0] = 0;
-        assert_int_equal(xf_famm_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
+        assert_int_equal(xf_at_m_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
                          XF_EFORMAT);
         print_message("# field @%zu: %s\n", fields[f].off, err);
     }
     memcpy(blob2, blob, len);
     blob2[len - 3] ^= 1;                          /* payload */
-    assert_int_equal(xf_famm_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob2, len, hash, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len - 1, hash, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len - 1, hash, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash2, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash2, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(params), H, D + 1, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(params), H, D + 1, st2, NL, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(params), H, D, st2, NL - 1, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(params), H, D, st2, NL - 1, err, 128),
                      XF_EFORMAT);
-    assert_int_equal(xf_famm_blob_read(blob, 40, hash, PM(params), H, D, st2, NL, err, 128),
+    assert_int_equal(xf_at_m_blob_read(blob, 40, hash, PM(params), H, D, st2, NL, err, 128),
                      XF_EFORMAT);
     /* smaller configured memory: the newest rows */
-    assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"mem_len\":4,\"cmem_len\":4,"
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_compressive, "{\"mem_len\":4,\"cmem_len\":4,"
                                   "\"rate\":3}", p2, err, 128), 0);
     for (int l = 0; l < NL; l++) {
-        void *s2 = calloc(1, xf_famm_state_size(PM(p2), H, D));
+        void *s2 = calloc(1, xf_at_m_state_size(PM(p2), H, D));
         void *one[1] = { s2 };
-        assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(p2), H, D, one, 1, err, 128),
+        assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(p2), H, D, one, 1, err, 128),
                          XF_EFORMAT);          /* layer count differs */
         free(s2);
     }
     for (int l = 0; l < NL; l++) {
         free(st2[l]);
-        st2[l] = calloc(1, xf_famm_state_size(PM(p2), H, D));
+        st2[l] = calloc(1, xf_at_m_state_size(PM(p2), H, D));
     }
-    assert_int_equal(xf_famm_blob_read(blob, len, hash, PM(p2), H, D, st2, NL, err, 128), 0);
+    assert_int_equal(xf_at_m_blob_read(blob, len, hash, PM(p2), H, D, st2, NL, err, 128), 0);
     for (int l = 0; l < NL; l++) {
-        const xf_famm_hdr_t *h = st2[l];
+        const xf_at_m_hdr_t *h = st2[l];
         assert_int_equal(h->mem_rows, 4);
         for (int32_t hd = 0; hd < H; hd++)
             for (int kv = 0; kv < 2; kv++)
-                assert_memory_equal(xf_famm_rows(st2[l], 1, kv, hd),
-                                    xf_famm_rows(st[l], 1, kv, hd) + 2 * D,
+                assert_memory_equal(xf_at_m_rows(st2[l], 1, kv, hd),
+                                    xf_at_m_rows(st[l], 1, kv, hd) + 2 * D,
                                     sizeof(float) * 4 * D);
     }
     for (int l = 0; l < NL; l++) {
@@ -446,17 +446,17 @@ static void test_props(void **state)
     void *st[3];
 
     (void)state;
-    xf_ref_independence(&t->w, &xf_attn_txl, "{\"causal\":false}");
-    xf_ref_independence(NULL, &xf_attn_compressive, "{}");
+    xf_ref_independence(&t->w, &xf_attn_vt_txl, "{\"causal\":false}");
+    xf_ref_independence(NULL, &xf_attn_vt_compressive, "{}");
     /* thread independence with memory present */
-    assert_int_equal(xf_ref_parse(&xf_attn_txl, "{\"mem_len\":30,\"causal\":false}", params,
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_txl, "{\"mem_len\":30,\"causal\":false}", params,
                                   err, 128), 0);
     for (int s = 0; s < 3; s++)
-        st[s] = calloc(1, xf_famm_state_size(PM(params), 3, 40));
+        st[s] = calloc(1, xf_at_m_state_size(PM(params), 3, 40));
     {
         int32_t l0[3] = { 20, 3, 17 };
         xf_rbatch_t *b = xf_rbatch_new(3, l0, 3, 40, 1.0f, 8);
-        run_seg(&xf_attn_txl, params, b, &t->w, st, 2);
+        run_seg(&xf_attn_vt_txl, params, b, &t->w, st, 2);
         xf_rbatch_free(b);
     }
     {
@@ -465,7 +465,7 @@ static void test_props(void **state)
         float *first = malloc(sizeof(float) * cnt);
         static const int nths[] = { 1, 2, 3, 8 };
         for (int k = 0; k < 4; k++) {
-            assert_int_equal(xf_ref_run(&xf_attn_txl, params, b, nths[k], &t->w, st, NULL, NULL),
+            assert_int_equal(xf_ref_run(&xf_attn_vt_txl, params, b, nths[k], &t->w, st, NULL, NULL),
                              0);
             if (k == 0)
                 memcpy(first, b->out, sizeof(float) * cnt);
@@ -475,24 +475,24 @@ static void test_props(void **state)
         /* n = 1 with memory, and huge logits: finite */
         for (size_t i = 0; i < cnt; i++)
             b->q[i] *= 300.0f;
-        assert_int_equal(xf_ref_run(&xf_attn_txl, params, b, 2, &t->w, st, NULL, NULL), 0);
+        assert_int_equal(xf_ref_run(&xf_attn_vt_txl, params, b, 2, &t->w, st, NULL, NULL), 0);
         for (size_t i = 0; i < cnt; i++)
             assert_true(isfinite(b->out[i]));
         /* a corrupted state header is an error, not a crash */
-        ((xf_famm_hdr_t *)st[2])->magic ^= 1;
-        assert_int_equal(xf_ref_run(&xf_attn_txl, params, b, 2, &t->w, st, NULL, NULL),
+        ((xf_at_m_hdr_t *)st[2])->magic ^= 1;
+        assert_int_equal(xf_ref_run(&xf_attn_vt_txl, params, b, 2, &t->w, st, NULL, NULL),
                          XF_EFORMAT);
-        ((xf_famm_hdr_t *)st[2])->magic ^= 1;
-        ((xf_famm_hdr_t *)st[2])->mem_rows = 31;
-        assert_int_equal(xf_ref_run(&xf_attn_txl, params, b, 2, &t->w, st, NULL, NULL),
+        ((xf_at_m_hdr_t *)st[2])->magic ^= 1;
+        ((xf_at_m_hdr_t *)st[2])->mem_rows = 31;
+        assert_int_equal(xf_ref_run(&xf_attn_vt_txl, params, b, 2, &t->w, st, NULL, NULL),
                          XF_EFORMAT);
         free(first);
         xf_rbatch_free(b);
     }
     {   /* n = 1 without memory: v_0 */
         xf_rbatch_t *b = xf_rbatch_new(3, lens1, 3, 40, 1.0f, 9);
-        assert_int_equal(xf_ref_parse(&xf_attn_txl, "{\"mem_len\":0}", params, err, 128), 0);
-        assert_int_equal(xf_ref_run(&xf_attn_txl, params, b, 2, &t->w, NULL, NULL, NULL), 0);
+        assert_int_equal(xf_ref_parse(&xf_attn_vt_txl, "{\"mem_len\":0}", params, err, 128), 0);
+        assert_int_equal(xf_ref_run(&xf_attn_vt_txl, params, b, 2, &t->w, NULL, NULL, NULL), 0);
         for (int32_t c = 0; c < 40; c++)
             assert_float_equal(b->out[c], b->v[c], 1e-6);
         xf_rbatch_free(b);
@@ -508,14 +508,14 @@ static void test_parse(void **state)
     char err[256] = "";
 
     (void)state;
-    xf_ref_expect_parse_err(&xf_attn_txl, "{\"mem_len\":-1}", "mem_len");
-    xf_ref_expect_parse_err(&xf_attn_txl, "{\"clamp_len\":-2}", "clamp_len");
-    xf_ref_expect_parse_err(&xf_attn_txl, "{\"causal\":1}", "causal");
-    xf_ref_expect_parse_err(&xf_attn_txl, "{\"rate\":2}", "rate");
-    xf_ref_expect_parse_err(&xf_attn_compressive, "{\"rate\":0}", "rate");
-    xf_ref_expect_parse_err(&xf_attn_compressive, "{\"fn\":\"median\"}", "fn");
-    assert_int_equal(xf_ref_parse(&xf_attn_compressive, "{\"fn\":\"conv\"}", params, err, 256), 0);
-    assert_int_equal(xf_attn_compressive.validate(params, NULL, 0, err, sizeof(err)),
+    xf_ref_expect_parse_err(&xf_attn_vt_txl, "{\"mem_len\":-1}", "mem_len");
+    xf_ref_expect_parse_err(&xf_attn_vt_txl, "{\"clamp_len\":-2}", "clamp_len");
+    xf_ref_expect_parse_err(&xf_attn_vt_txl, "{\"causal\":1}", "causal");
+    xf_ref_expect_parse_err(&xf_attn_vt_txl, "{\"rate\":2}", "rate");
+    xf_ref_expect_parse_err(&xf_attn_vt_compressive, "{\"rate\":0}", "rate");
+    xf_ref_expect_parse_err(&xf_attn_vt_compressive, "{\"fn\":\"median\"}", "fn");
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_compressive, "{\"fn\":\"conv\"}", params, err, 256), 0);
+    assert_int_equal(xf_attn_vt_compressive.ops->validate(params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     assert_non_null(strstr(err, "fn"));
 }

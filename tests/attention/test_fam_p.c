@@ -81,13 +81,13 @@ static void ref_sinkhorn(XF_REF_FN_ARGS)
 static void test_reformer(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_reformer, "{\"seed\":3}", ref_reformer, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_reformer,
+    xf_ref_odd_shapes(&xf_attn_vt_reformer, "{\"seed\":3}", ref_reformer, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_reformer,
                       "{\"seed\":4,\"n_hashes\":3,\"n_buckets\":8,\"max_bucket\":5}",
                ref_reformer, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_reformer, "{\"seed\":5,\"mode\":\"shared\",\"chunk\":16,"
+    xf_ref_odd_shapes(&xf_attn_vt_reformer, "{\"seed\":5,\"mode\":\"shared\",\"chunk\":16,"
                "\"chunks_after\":1}", ref_reformer, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_reformer, "{\"seed\":6,\"mode\":\"shared\",\"n_hashes\":2}",
+    xf_ref_odd_shapes(&xf_attn_vt_reformer, "{\"seed\":6,\"mode\":\"shared\",\"n_hashes\":2}",
                ref_reformer, NULL, 1e-5);
 }
 
@@ -96,14 +96,14 @@ static void test_reformer(void **state)
 static void test_reformer_limit(void **state)
 {
     (void)state;
-    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":1,\"n_hashes\":1}", ref_dense,
+    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"n_hashes\":1}", ref_dense,
                              NULL, 9, odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":1,\"n_hashes\":7}", ref_dense,
+    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"n_hashes\":7}", ref_dense,
                              NULL, 9, odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":1,\"mode\":\"shared\","
+    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"mode\":\"shared\","
                              "\"chunk\":1000}", ref_dense_noself, NULL, 9, odd_lens, 3, 64,
                              1.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_reformer, "{\"n_buckets\":8}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":8}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) > 1e-3);
 }
 
@@ -113,16 +113,16 @@ static void test_reformer_limit(void **state)
 static void test_routing(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_routing, "{\"seed\":3}", ref_routing, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_routing, "{\"seed\":4,\"clusters\":5,\"iters\":3}", ref_routing,
+    xf_ref_odd_shapes(&xf_attn_vt_routing, "{\"seed\":3}", ref_routing, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_routing, "{\"seed\":4,\"clusters\":5,\"iters\":3}", ref_routing,
                NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_routing, "{\"seed\":5,\"mode\":\"clustered\"}", ref_routing, NULL,
+    xf_ref_odd_shapes(&xf_attn_vt_routing, "{\"seed\":5,\"mode\":\"clustered\"}", ref_routing, NULL,
                1e-5);
-    assert_true(xf_ref_check(&xf_attn_routing, "{\"clusters\":1}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"clusters\":1}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_routing, "{\"mode\":\"clustered\",\"clusters\":1000,"
+    assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"mode\":\"clustered\",\"clusters\":1000,"
                              "\"iters\":2}", ref_dense, NULL, 8, odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_routing, "{\"clusters\":4}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"clusters\":4}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) > 1e-3);
 }
 
@@ -131,14 +131,14 @@ static void test_routing(void **state)
 static void test_sinkhorn(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_sinkhorn, "{\"block\":16}", ref_sinkhorn, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_sinkhorn, "{\"block\":7,\"k_s\":2,\"sim\":\"kk\"}", ref_sinkhorn,
+    xf_ref_odd_shapes(&xf_attn_vt_sinkhorn, "{\"block\":16}", ref_sinkhorn, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_sinkhorn, "{\"block\":7,\"k_s\":2,\"sim\":\"kk\"}", ref_sinkhorn,
                NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_sinkhorn, "{\"block\":16,\"mode\":\"soft\"}", ref_sinkhorn, NULL,
+    xf_ref_odd_shapes(&xf_attn_vt_sinkhorn, "{\"block\":16,\"mode\":\"soft\"}", ref_sinkhorn, NULL,
                1e-5);
-    assert_true(xf_ref_check(&xf_attn_sinkhorn, "{\"block\":1000}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_sinkhorn, "{\"block\":1000}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_sinkhorn, "{\"block\":64,\"k_s\":15}", ref_dense, NULL,
+    assert_true(xf_ref_check(&xf_attn_vt_sinkhorn, "{\"block\":64,\"k_s\":15}", ref_dense, NULL,
                              9, odd_lens, 3, 40, 2.0f, 0) <= 1e-5);
 }
 
@@ -197,41 +197,41 @@ static void edges(const xf_attn_vtbl *vt, const char *json)
 static void test_reformer_props(void **state)
 {
     (void)state;
-    xf_ref_independence(NULL, &xf_attn_reformer, "{\"seed\":2,\"chunk\":8}");
-    xf_ref_independence(NULL, &xf_attn_reformer, "{\"seed\":2,\"mode\":\"shared\",\"chunk\":8}");
-    seeds(&xf_attn_reformer, "{\"seed\":1,\"chunk\":16}", "{\"seed\":2,\"chunk\":16}");
-    edges(&xf_attn_reformer, "{}");
-    edges(&xf_attn_reformer, "{\"mode\":\"shared\"}");
+    xf_ref_independence(NULL, &xf_attn_vt_reformer, "{\"seed\":2,\"chunk\":8}");
+    xf_ref_independence(NULL, &xf_attn_vt_reformer, "{\"seed\":2,\"mode\":\"shared\",\"chunk\":8}");
+    seeds(&xf_attn_vt_reformer, "{\"seed\":1,\"chunk\":16}", "{\"seed\":2,\"chunk\":16}");
+    edges(&xf_attn_vt_reformer, "{}");
+    edges(&xf_attn_vt_reformer, "{\"mode\":\"shared\"}");
 }
 
 static void test_props(void **state)
 {
     (void)state;
-    xf_ref_independence(NULL, &xf_attn_routing, "{\"seed\":2}");
-    xf_ref_independence(NULL, &xf_attn_routing, "{\"seed\":2,\"mode\":\"clustered\"}");
-    xf_ref_independence(NULL, &xf_attn_sinkhorn, "{\"block\":8}");
-    xf_ref_independence(NULL, &xf_attn_sinkhorn, "{\"block\":8,\"mode\":\"soft\"}");
-    seeds(&xf_attn_routing, "{\"seed\":1}", "{\"seed\":2}");
-    seeds(&xf_attn_routing, "{\"seed\":1,\"mode\":\"clustered\",\"clusters\":9}",
+    xf_ref_independence(NULL, &xf_attn_vt_routing, "{\"seed\":2}");
+    xf_ref_independence(NULL, &xf_attn_vt_routing, "{\"seed\":2,\"mode\":\"clustered\"}");
+    xf_ref_independence(NULL, &xf_attn_vt_sinkhorn, "{\"block\":8}");
+    xf_ref_independence(NULL, &xf_attn_vt_sinkhorn, "{\"block\":8,\"mode\":\"soft\"}");
+    seeds(&xf_attn_vt_routing, "{\"seed\":1}", "{\"seed\":2}");
+    seeds(&xf_attn_vt_routing, "{\"seed\":1,\"mode\":\"clustered\",\"clusters\":9}",
           "{\"seed\":2,\"mode\":\"clustered\",\"clusters\":9}");
-    edges(&xf_attn_routing, "{}");
-    edges(&xf_attn_routing, "{\"mode\":\"clustered\"}");
-    edges(&xf_attn_sinkhorn, "{\"block\":4}");
-    edges(&xf_attn_sinkhorn, "{\"block\":4,\"mode\":\"soft\"}");
+    edges(&xf_attn_vt_routing, "{}");
+    edges(&xf_attn_vt_routing, "{\"mode\":\"clustered\"}");
+    edges(&xf_attn_vt_sinkhorn, "{\"block\":4}");
+    edges(&xf_attn_vt_sinkhorn, "{\"block\":4,\"mode\":\"soft\"}");
 }
 
 static void test_parse(void **state)
 {
     (void)state;
-    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"n_buckets\":3}", "n_buckets");
-    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"n_hashes\":0}", "n_hashes");
-    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"chunk\":0}", "chunk");
-    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"mode\":\"lsh\"}", "mode");
-    xf_ref_expect_parse_err(&xf_attn_reformer, "{\"chunks_before\":-1}", "chunks_before");
-    xf_ref_expect_parse_err(&xf_attn_routing, "{\"mode\":\"balanced\"}", "mode");
-    xf_ref_expect_parse_err(&xf_attn_routing, "{\"clusters\":0}", "clusters");
-    xf_ref_expect_parse_err(&xf_attn_sinkhorn, "{\"tau\":0}", "tau");
-    xf_ref_expect_parse_err(&xf_attn_sinkhorn, "{\"sim\":\"qq\"}", "sim");
+    xf_ref_expect_parse_err(&xf_attn_vt_reformer, "{\"n_buckets\":3}", "n_buckets");
+    xf_ref_expect_parse_err(&xf_attn_vt_reformer, "{\"n_hashes\":0}", "n_hashes");
+    xf_ref_expect_parse_err(&xf_attn_vt_reformer, "{\"chunk\":0}", "chunk");
+    xf_ref_expect_parse_err(&xf_attn_vt_reformer, "{\"mode\":\"lsh\"}", "mode");
+    xf_ref_expect_parse_err(&xf_attn_vt_reformer, "{\"chunks_before\":-1}", "chunks_before");
+    xf_ref_expect_parse_err(&xf_attn_vt_routing, "{\"mode\":\"balanced\"}", "mode");
+    xf_ref_expect_parse_err(&xf_attn_vt_routing, "{\"clusters\":0}", "clusters");
+    xf_ref_expect_parse_err(&xf_attn_vt_sinkhorn, "{\"tau\":0}", "tau");
+    xf_ref_expect_parse_err(&xf_attn_vt_sinkhorn, "{\"sim\":\"qq\"}", "sim");
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_parse), cmocka_unit_test(test_reformer),

@@ -72,15 +72,15 @@ static void ref_nystrom(XF_REF_FN_ARGS)
 static void test_linformer(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_linformer, "{\"variant\":\"linformer\",\"k\":16}", ref_linformer,
+    xf_ref_odd_shapes(&xf_attn_vt_linformer, "{\"variant\":\"linformer\",\"k\":16}", ref_linformer,
                       NULL,
                1e-5);
-    xf_ref_odd_shapes(&xf_attn_linformer, "{\"variant\":\"linformer\"}", ref_linformer, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_linformer, "{\"variant\":\"linformer\"}", ref_linformer, NULL, 1e-5);
     /* limit: k >= n is dense */
-    assert_true(xf_ref_check(&xf_attn_linformer, "{\"k\":1000}", ref_dense, NULL, 9, odd_lens, 3,
+    assert_true(xf_ref_check(&xf_attn_vt_linformer, "{\"k\":1000}", ref_dense, NULL, 9, odd_lens, 3,
                              64, 2.0f, 0) <= 1e-5);
     /* and k < n is not dense (the comparison above can fail) */
-    assert_true(xf_ref_check(&xf_attn_linformer, "{\"k\":16}", ref_dense, NULL, 9, odd_lens, 3,
+    assert_true(xf_ref_check(&xf_attn_vt_linformer, "{\"k\":16}", ref_dense, NULL, 9, odd_lens, 3,
                              64, 2.0f, 0) > 1e-3);
 }
 
@@ -96,14 +96,14 @@ static void test_linformer_segment_constant(void **state)
 
     (void)state;
     for (int32_t a = 0; a < K; a++) {
-        int32_t r0 = xf_fams_seg_start(103, K, a), r1 = xf_fams_seg_start(103, K, a + 1);
+        int32_t r0 = xf_at_s_seg_start(103, K, a), r1 = xf_at_s_seg_start(103, K, a + 1);
         for (int32_t j = r0 + 1; j < r1; j++) {
             memcpy(b->k + (size_t)j * D, b->k + (size_t)r0 * D, sizeof(float) * D);
             memcpy(b->v + (size_t)j * D, b->v + (size_t)r0 * D, sizeof(float) * D);
         }
     }
-    assert_int_equal(xf_ref_parse(&xf_attn_linformer, "{\"k\":10}", params, err, 64), 0);
-    assert_int_equal(xf_ref_run(&xf_attn_linformer, params, b, 1, NULL, NULL, NULL, NULL), 0);
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_linformer, "{\"k\":10}", params, err, 64), 0);
+    assert_int_equal(xf_ref_run(&xf_attn_vt_linformer, params, b, 1, NULL, NULL, NULL, NULL), 0);
     xf_ref_attend(103, 103, D, b->q, b->k, b->v, 1.0 / sqrt((double)D), NULL, NULL, ref);
     assert_true(xf_rbatch_err(b, 0, 0, ref) <= 1e-5);
     free(ref);
@@ -127,12 +127,12 @@ static void test_linformer_weights(void **state)
         eye[i * NMAX + i] = 1.0f;
     /* rows of E beyond n are zero keys here, so compare only n = k = 70; shorter sequences see
      * k − n zero summaries: check the 70-token one */
-    e = xf_ref_check(&xf_attn_linformer, "{\"source\":\"weights\",\"k\":70}", ref_dense, &w, 1,
+    e = xf_ref_check(&xf_attn_vt_linformer, "{\"source\":\"weights\",\"k\":70}", ref_dense, &w, 1,
                      lens, 3, 32, 1.0f, 0);
     assert_true(e <= 1e-5);
-    assert_int_equal(xf_ref_parse(&xf_attn_linformer, "{\"source\":\"weights\"}", params, err,
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_linformer, "{\"source\":\"weights\"}", params, err,
                                   sizeof(err)), 0);
-    assert_int_equal(xf_attn_linformer.validate(params, NULL, 0, err, sizeof(err)),
+    assert_int_equal(xf_attn_vt_linformer.ops->validate(params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     assert_non_null(strstr(err, "source"));
     free(eye);
@@ -141,11 +141,11 @@ static void test_linformer_weights(void **state)
 static void test_memcomp(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_memcomp, "{\"variant\":\"memcomp\"}", ref_memcomp, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_memcomp, "{\"variant\":\"memcomp\",\"rate\":8}", ref_memcomp, NULL,
+    xf_ref_odd_shapes(&xf_attn_vt_memcomp, "{\"variant\":\"memcomp\"}", ref_memcomp, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_memcomp, "{\"variant\":\"memcomp\",\"rate\":8}", ref_memcomp, NULL,
                       1e-5);
     /* limit: rate 1 is dense */
-    assert_true(xf_ref_check(&xf_attn_memcomp, "{\"rate\":1}", ref_dense, NULL, 9, odd_lens, 3,
+    assert_true(xf_ref_check(&xf_attn_vt_memcomp, "{\"rate\":1}", ref_dense, NULL, 9, odd_lens, 3,
                              32, 2.0f, 0) <= 1e-5);
 }
 
@@ -153,16 +153,16 @@ static void test_memcomp(void **state)
 static void test_isab(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":8,\"seed\":2}", ref_isab, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":16,\"init\":\"segments\"}", ref_isab, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":8,\"mode\":\"soft\",\"seed\":3,\"iters\":4}",
+    xf_ref_odd_shapes(&xf_attn_vt_isab, "{\"m\":8,\"seed\":2}", ref_isab, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_isab, "{\"m\":16,\"init\":\"segments\"}", ref_isab, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_isab, "{\"m\":8,\"mode\":\"soft\",\"seed\":3,\"iters\":4}",
                ref_isab, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_isab, "{\"m\":5,\"mode\":\"soft\",\"init\":\"segments\"}",
+    xf_ref_odd_shapes(&xf_attn_vt_isab, "{\"m\":5,\"mode\":\"soft\",\"init\":\"segments\"}",
                ref_isab, NULL, 1e-5);
     /* §13 limit: hard mode with m = n (every key alone) is dense */
-    assert_true(xf_ref_check(&xf_attn_isab, "{\"m\":1000,\"init\":\"segments\"}", ref_dense,
+    assert_true(xf_ref_check(&xf_attn_vt_isab, "{\"m\":1000,\"init\":\"segments\"}", ref_dense,
                              NULL, 9, odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_isab, "{\"m\":300,\"iters\":2}", ref_dense, NULL, 8,
+    assert_true(xf_ref_check(&xf_attn_vt_isab, "{\"m\":300,\"iters\":2}", ref_dense, NULL, 8,
                              odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
 }
 
@@ -179,22 +179,22 @@ static void test_perceiver(void **state)
         float *qz = malloc(sizeof(float) * 12 * M * (size_t)ds[i]);
         xf_attn_w_perceiver_t w = { .latents = M, .n_head = 3, .d_head = ds[i], .qz = qz };
         xf_test_fill(qz, 12 * M * (size_t)ds[i], 77, -1.0f, 1.0f);
-        assert_true(xf_ref_check(&xf_attn_perceiver, "{}", ref_perceiver, &w, 9, odd_lens, 3,
+        assert_true(xf_ref_check(&xf_attn_vt_perceiver, "{}", ref_perceiver, &w, 9, odd_lens, 3,
                                  ds[i], 1.0f, 0) <= 1e-5);
         w.n_head = 12;
-        assert_true(xf_ref_check(&xf_attn_perceiver, "{\"latents\":6}", ref_perceiver, &w, 5,
+        assert_true(xf_ref_check(&xf_attn_vt_perceiver, "{\"latents\":6}", ref_perceiver, &w, 5,
                                  short_lens, 12, ds[i], 1.0f, 0) <= 1e-5);
         free(qz);
     }
-    assert_int_equal(xf_ref_parse(&xf_attn_perceiver, "{}", params, err, sizeof(err)), 0);
-    assert_int_equal(xf_attn_perceiver.validate(params, NULL, 0, err, sizeof(err)),
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_perceiver, "{}", params, err, sizeof(err)), 0);
+    assert_int_equal(xf_attn_vt_perceiver.ops->validate(params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     print_message("# perceiver validate: %s\n", err);
     assert_non_null(strstr(err, "latent"));
     {   /* forward without weights is an error, not a crash */
         static const int32_t l1[] = { 5 };
         xf_rbatch_t *b = xf_rbatch_new(1, l1, 1, 32, 1.0f, 1);
-        assert_int_equal(xf_ref_run(&xf_attn_perceiver, params, b, 1, NULL, NULL, NULL, NULL),
+        assert_int_equal(xf_ref_run(&xf_attn_vt_perceiver, params, b, 1, NULL, NULL, NULL, NULL),
                          XF_EUNSUPPORTED);
         xf_rbatch_free(b);
     }
@@ -205,12 +205,12 @@ static void test_perceiver(void **state)
 static void test_nystrom(void **state)
 {
     (void)state;
-    xf_ref_odd_shapes(&xf_attn_nystrom, "{\"landmarks\":16}", ref_nystrom, NULL, 1e-5);
-    xf_ref_odd_shapes(&xf_attn_nystrom,
+    xf_ref_odd_shapes(&xf_attn_vt_nystrom, "{\"landmarks\":16}", ref_nystrom, NULL, 1e-5);
+    xf_ref_odd_shapes(&xf_attn_vt_nystrom,
                       "{\"landmarks\":5,\"pinv_iters\":20,\"dense_fallback\":false}",
                ref_nystrom, NULL, 1e-5);
     /* landmarks >= n: the per-sequence dense fallback */
-    assert_true(xf_ref_check(&xf_attn_nystrom, "{\"landmarks\":1000}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_nystrom, "{\"landmarks\":1000}", ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
 }
 
@@ -236,9 +236,9 @@ static void test_nystrom_limit(void **state)
     (void)state;
     fill_normal(b->q, (size_t)2 * (size_t)b->n_tok * 64, 9);
     memcpy(b->k, b->q, sizeof(float) * 2 * (size_t)b->n_tok * 64);
-    assert_int_equal(xf_ref_parse(&xf_attn_nystrom, "{\"landmarks\":256,\"dense_fallback\":"
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_nystrom, "{\"landmarks\":256,\"dense_fallback\":"
                                   "false}", params, err, 64), 0);
-    assert_int_equal(xf_ref_run(&xf_attn_nystrom, params, b, 2, NULL, NULL, NULL, NULL), 0);
+    assert_int_equal(xf_ref_run(&xf_attn_vt_nystrom, params, b, 2, NULL, NULL, NULL, NULL), 0);
     for (int32_t s = 0; s < 9; s++)
         for (int32_t head = 0; head < 2; head++) {
             int32_t n = lens[s];
@@ -288,8 +288,8 @@ static void test_nystrom_plan(void **state)
     xf_attn_plan pl;
 
     (void)state;
-    assert_int_equal(xf_ref_parse(&xf_attn_nystrom, "{\"landmarks\":16}", params, err, 64), 0);
-    assert_int_equal(xf_attn_nystrom.plan(params, &sh, 2, &pl), 0);
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_nystrom, "{\"landmarks\":16}", params, err, 64), 0);
+    assert_int_equal(xf_at_plan(&xf_attn_vt_nystrom, params, &sh, 2, &pl), 0);
     assert_int_equal(pl.dense_fallbacks, 2);     /* n = 10 and n = 1; n = 0 is no work */
     assert_int_equal(pl.n_items, 8);
 }
@@ -297,9 +297,9 @@ static void test_nystrom_plan(void **state)
 static void test_independence(void **state)
 {
     (void)state;
-    xf_ref_independence(NULL, &xf_attn_isab, "{\"m\":7,\"seed\":4}");
-    xf_ref_independence(NULL, &xf_attn_isab, "{\"m\":7,\"mode\":\"soft\"}");
-    xf_ref_independence(NULL, &xf_attn_nystrom, "{\"landmarks\":9}");
+    xf_ref_independence(NULL, &xf_attn_vt_isab, "{\"m\":7,\"seed\":4}");
+    xf_ref_independence(NULL, &xf_attn_vt_isab, "{\"m\":7,\"mode\":\"soft\"}");
+    xf_ref_independence(NULL, &xf_attn_vt_nystrom, "{\"landmarks\":9}");
     {   /* ISAB k-means init is seeded: same seed same bits, another seed other output */
         static const int32_t lens[] = { 150, 17 };
         _Alignas(8) unsigned char p1[XF_ATTN_PARAMS_MAX];
@@ -308,19 +308,19 @@ static void test_independence(void **state)
         xf_rbatch_t *b = xf_rbatch_new(2, lens, 2, 32, 1.0f, 5);
         size_t cnt = (size_t)b->n_tok * 2 * 32;
         float *o1 = malloc(cnt * sizeof(float));
-        assert_int_equal(xf_ref_parse(&xf_attn_isab, "{\"m\":6,\"seed\":1}", p1, err, 64), 0);
-        assert_int_equal(xf_ref_parse(&xf_attn_isab, "{\"m\":6,\"seed\":2}", p2, err, 64), 0);
-        assert_int_equal(xf_ref_run(&xf_attn_isab, p1, b, 2, NULL, NULL, NULL, NULL), 0);
+        assert_int_equal(xf_ref_parse(&xf_attn_vt_isab, "{\"m\":6,\"seed\":1}", p1, err, 64), 0);
+        assert_int_equal(xf_ref_parse(&xf_attn_vt_isab, "{\"m\":6,\"seed\":2}", p2, err, 64), 0);
+        assert_int_equal(xf_ref_run(&xf_attn_vt_isab, p1, b, 2, NULL, NULL, NULL, NULL), 0);
         memcpy(o1, b->out, cnt * sizeof(float));
-        assert_int_equal(xf_ref_run(&xf_attn_isab, p2, b, 2, NULL, NULL, NULL, NULL), 0);
+        assert_int_equal(xf_ref_run(&xf_attn_vt_isab, p2, b, 2, NULL, NULL, NULL, NULL), 0);
         assert_memory_not_equal(o1, b->out, cnt * sizeof(float));
-        assert_int_equal(xf_ref_run(&xf_attn_isab, p1, b, 3, NULL, NULL, NULL, NULL), 0);
+        assert_int_equal(xf_ref_run(&xf_attn_vt_isab, p1, b, 3, NULL, NULL, NULL, NULL), 0);
         assert_memory_equal(o1, b->out, cnt * sizeof(float));
         free(o1);
         xf_rbatch_free(b);
     }
-    xf_ref_independence(NULL, &xf_attn_linformer, "{\"k\":17}");
-    xf_ref_independence(NULL, &xf_attn_memcomp, "{}");
+    xf_ref_independence(NULL, &xf_attn_vt_linformer, "{\"k\":17}");
+    xf_ref_independence(NULL, &xf_attn_vt_memcomp, "{}");
 }
 
 static void edges(const xf_attn_vtbl *vt, const char *json, const void *w)
@@ -354,11 +354,11 @@ static void edges(const xf_attn_vtbl *vt, const char *json, const void *w)
 static void test_edges(void **state)
 {
     (void)state;
-    edges(&xf_attn_linformer, "{\"k\":4}", NULL);
-    edges(&xf_attn_memcomp, "{}", NULL);
-    edges(&xf_attn_isab, "{\"m\":3}", NULL);
-    edges(&xf_attn_isab, "{\"m\":3,\"mode\":\"soft\"}", NULL);
-    edges(&xf_attn_nystrom, "{\"landmarks\":2,\"dense_fallback\":false}", NULL);
+    edges(&xf_attn_vt_linformer, "{\"k\":4}", NULL);
+    edges(&xf_attn_vt_memcomp, "{}", NULL);
+    edges(&xf_attn_vt_isab, "{\"m\":3}", NULL);
+    edges(&xf_attn_vt_isab, "{\"m\":3,\"mode\":\"soft\"}", NULL);
+    edges(&xf_attn_vt_nystrom, "{\"landmarks\":2,\"dense_fallback\":false}", NULL);
 }
 
 /* Every S/F/P/M variant: B = 0 is a no-op; q with the scale folded in (io.q_scale = s) gives
@@ -369,16 +369,16 @@ static void test_all_variants(void **state)
         const xf_attn_vtbl *vt;
         const char *json;
     } all[] = {
-        { &xf_attn_linformer, "{\"k\":9}" }, { &xf_attn_memcomp, "{}" },
-        { &xf_attn_isab, "{\"m\":5}" }, { &xf_attn_isab, "{\"m\":5,\"mode\":\"soft\"}" },
-        { &xf_attn_perceiver, "{}" }, { &xf_attn_nystrom, "{\"landmarks\":6}" },
-        { &xf_attn_linear, "{}" }, { &xf_attn_performer, "{}" }, { &xf_attn_rfa, "{}" },
-        { &xf_attn_rfa, "{\"mode\":\"norm\"}" }, { &xf_attn_reformer, "{\"chunk\":8}" },
-        { &xf_attn_reformer, "{\"mode\":\"shared\",\"chunk\":8}" },
-        { &xf_attn_routing, "{}" }, { &xf_attn_routing, "{\"mode\":\"clustered\"}" },
-        { &xf_attn_sinkhorn, "{\"block\":8}" },
-        { &xf_attn_sinkhorn, "{\"block\":8,\"mode\":\"soft\"}" },
-        { &xf_attn_txl, "{\"causal\":false}" }, { &xf_attn_compressive, "{}" },
+        { &xf_attn_vt_linformer, "{\"k\":9}" }, { &xf_attn_vt_memcomp, "{}" },
+        { &xf_attn_vt_isab, "{\"m\":5}" }, { &xf_attn_vt_isab, "{\"m\":5,\"mode\":\"soft\"}" },
+        { &xf_attn_vt_perceiver, "{}" }, { &xf_attn_vt_nystrom, "{\"landmarks\":6}" },
+        { &xf_attn_vt_linear, "{}" }, { &xf_attn_vt_performer, "{}" }, { &xf_attn_vt_rfa, "{}" },
+        { &xf_attn_vt_rfa, "{\"mode\":\"norm\"}" }, { &xf_attn_vt_reformer, "{\"chunk\":8}" },
+        { &xf_attn_vt_reformer, "{\"mode\":\"shared\",\"chunk\":8}" },
+        { &xf_attn_vt_routing, "{}" }, { &xf_attn_vt_routing, "{\"mode\":\"clustered\"}" },
+        { &xf_attn_vt_sinkhorn, "{\"block\":8}" },
+        { &xf_attn_vt_sinkhorn, "{\"block\":8,\"mode\":\"soft\"}" },
+        { &xf_attn_vt_txl, "{\"causal\":false}" }, { &xf_attn_vt_compressive, "{}" },
     };
     static const int32_t lens[] = { 40, 1, 0, 77 };
     float qz[2 * 64 * 32];
@@ -389,7 +389,7 @@ static void test_all_variants(void **state)
     for (size_t v = 0; v < sizeof(all) / sizeof(all[0]); v++) {
         _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
         char err[128];
-        const void *w = all[v].vt == &xf_attn_perceiver ? &pw : NULL;
+        const void *w = all[v].vt == &xf_attn_vt_perceiver ? &pw : NULL;
         xf_rbatch_t *b0 = xf_rbatch_new(0, lens, 2, 32, 1.0f, 1);
         xf_rbatch_t *b = xf_rbatch_new(4, lens, 2, 32, 1.0f, 2);
         size_t cnt = (size_t)b->n_tok * 2 * 32;
@@ -411,7 +411,7 @@ static void test_all_variants(void **state)
         print_message("# %s %s: q_scale folded vs raw max diff %.3g\n", all[v].vt->name,
                       all[v].json, e);
         /* fp32 rounding of q·s/s; the trig estimator amplifies it near small denominators */
-        assert_true(e <= (all[v].vt == &xf_attn_rfa ? 1e-3 : 1e-5));
+        assert_true(e <= (all[v].vt == &xf_attn_vt_rfa ? 1e-3 : 1e-5));
         free(o1);
         xf_rbatch_free(b);
         xf_rbatch_free(b0);
@@ -424,17 +424,17 @@ static void test_parse(void **state)
     char err[256] = "";
 
     (void)state;
-    xf_ref_expect_parse_err(&xf_attn_linformer, "{\"k\":0}", "k");
-    xf_ref_expect_parse_err(&xf_attn_linformer, "{\"source\":\"trained\"}", "source");
-    xf_ref_expect_parse_err(&xf_attn_linformer, "{\"kk\":3}", "kk");
-    xf_ref_expect_parse_err(&xf_attn_memcomp, "{\"rate\":0}", "rate");
-    xf_ref_expect_parse_err(&xf_attn_memcomp, "{\"pool\":1}", "pool");
-    xf_ref_expect_parse_err(&xf_attn_isab, "{\"init\":\"random\"}", "init");
-    xf_ref_expect_parse_err(&xf_attn_isab, "{\"m\":0}", "m");
-    xf_ref_expect_parse_err(&xf_attn_nystrom, "{\"pinv_iters\":0}", "pinv_iters");
-    xf_ref_expect_parse_err(&xf_attn_perceiver, "{\"latents\":-3}", "latents");
-    assert_int_equal(xf_ref_parse(&xf_attn_memcomp, "{\"pool\":\"conv\"}", params, err, 256), 0);
-    assert_int_equal(xf_attn_memcomp.validate(params, NULL, 0, err, sizeof(err)),
+    xf_ref_expect_parse_err(&xf_attn_vt_linformer, "{\"k\":0}", "k");
+    xf_ref_expect_parse_err(&xf_attn_vt_linformer, "{\"source\":\"trained\"}", "source");
+    xf_ref_expect_parse_err(&xf_attn_vt_linformer, "{\"kk\":3}", "kk");
+    xf_ref_expect_parse_err(&xf_attn_vt_memcomp, "{\"rate\":0}", "rate");
+    xf_ref_expect_parse_err(&xf_attn_vt_memcomp, "{\"pool\":1}", "pool");
+    xf_ref_expect_parse_err(&xf_attn_vt_isab, "{\"init\":\"random\"}", "init");
+    xf_ref_expect_parse_err(&xf_attn_vt_isab, "{\"m\":0}", "m");
+    xf_ref_expect_parse_err(&xf_attn_vt_nystrom, "{\"pinv_iters\":0}", "pinv_iters");
+    xf_ref_expect_parse_err(&xf_attn_vt_perceiver, "{\"latents\":-3}", "latents");
+    assert_int_equal(xf_ref_parse(&xf_attn_vt_memcomp, "{\"pool\":\"conv\"}", params, err, 256), 0);
+    assert_int_equal(xf_attn_vt_memcomp.ops->validate(params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     assert_non_null(strstr(err, "pool"));
 }

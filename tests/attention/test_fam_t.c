@@ -170,9 +170,9 @@ static void test_vs_reference(void **state)
         check_case(&cases[i], mix, 6, 12, 64, 0, 3);
         check_case(&cases[i], odd_lens + 7, 2, 1, 32, 5, 1);
         /* the portable micro-kernels too (the automatic choice may be AVX-512) */
-        xf_ft_kern_force(xf_ft_kern_c());
+        xf_at_kern_force(xf_at_kern_c());
         check_case(&cases[i], mix, 6, 3, 40, 1, 2);
-        xf_ft_kern_force(NULL);
+        xf_at_kern_force(NULL);
     }
 }
 

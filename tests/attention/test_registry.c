@@ -150,7 +150,7 @@ static void roundtrip(const char *js)
     assert_int_equal(parse(j1, &b, err, sizeof(err)), 0);
     assert_true(xf_attn_to_json(b, j2, sizeof(j2)) > 0);
     assert_string_equal(j1, j2);
-    assert_memory_equal(a->params, b->params, a->vt->params_size);
+    assert_memory_equal(a->params, b->params, a->vt->ops->params_size);
     xf_attn_free(a);
     xf_attn_free(b);
 }

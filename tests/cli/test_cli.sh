@@ -1,9 +1,12 @@
 #!/bin/sh
 # xformd-cli end to end on a tiny demo model: line discipline (one output line per input line,
 # empty lines are inputs), --ids, --truncate and too-long errors, pooling/normalize, mkmodel
-# determinism, classify, inspect, variants, bad options. Prints TAP.
+# determinism and --force, classify (softmax; sigmoid on 1 label), inspect, variants, bad
+# options, the man page; xformd's --help and option-value checks. Prints TAP.
 b=${XF_BUILDDIR:-.}
 cli="$b/xformd-cli"
+srv="$b/xformd"
+src=${XF_SRCDIR:-$(dirname "$0")/../..}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/xf-cli.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 n=0; failed=0
@@ -12,9 +15,10 @@ nok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; [ -n "$2" ] && echo "$2" 
 check() { # description, command (eval'd); success = exit 0
     if out=$(eval "$2" 2>&1); then ok "$1"; else nok "$1" "$out"; fi
 }
-echo "1..20"
+N=28
+echo "1..$N"
 if [ ! -x "$cli" ]; then
-    for i in $(seq 1 20); do echo "not ok $i - xformd-cli not built at $cli"; done
+    for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
     exit 1
 fi
 m="$tmp/tiny"
@@ -59,4 +63,21 @@ check "inspect prints the shapes and the memory plan" \
     "'$cli' inspect --model '$m' | grep -q 'arena_bytes=' && '$cli' inspect --model '$m' | grep -q '^layers *2'"
 check "unknown options and a missing model fail with exit 2 / 1" \
     "'$cli' embed --bogus </dev/null; [ \$? -eq 2 ] && ! '$cli' embed --model '$tmp/nope' </dev/null 2>/dev/null"
+check "mkmodel refuses an existing model without --force and leaves it alone" \
+    "cp '$m/model.safetensors' '$tmp/keep' && ! '$cli' mkmodel --tiny --seed 9 --out '$m' 2> '$tmp/err' && grep -q -- '--force' '$tmp/err' && cmp -s '$m/model.safetensors' '$tmp/keep'"
+check "mkmodel --force overwrites" \
+    "'$cli' mkmodel --tiny --seed 9 --force --out '$tmp/tiny3' && ! cmp -s '$tmp/tiny3/model.safetensors' '$tmp/tiny2/model.safetensors' && '$cli' mkmodel --tiny --seed 7 --force --out '$tmp/tiny3' && cmp -s '$tmp/tiny3/model.safetensors' '$tmp/tiny2/model.safetensors'"
+check "classify on a 1-label model prints the sigmoid of the logit, not 1" \
+    "'$cli' mkmodel --tiny --labels 1 --out '$tmp/ce' && printf 'a\\tb\\nq\\td e\\n' > '$tmp/p.txt' && '$cli' classify --model '$tmp/ce' --pairs < '$tmp/p.txt' > '$tmp/pr' && '$cli' classify --model '$tmp/ce' --pairs --raw-logits < '$tmp/p.txt' > '$tmp/lg' && paste '$tmp/pr' '$tmp/lg' | awk 'NF!=2{exit 1} {s=1/(1+exp(-\$2)); d=\$1-s; if (d<0) d=-d; if (d>1e-6 || \$1>=1 || \$1<=0) exit 1} END{if (NR!=2) exit 1}'"
+check "embed --ids with an empty line names the line" \
+    "! printf '101 102\\n\\n' | '$cli' embed --model '$m' --ids 2> '$tmp/err' && grep -q 'line 2: empty' '$tmp/err'"
+bad_attn='{"variant":"window","blok":3}'
+check "a bad --attention names the option, not the model load" \
+    "printf 'x\\n' | '$cli' embed --model '$m' --attention '$bad_attn' 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--attention: blok' '$tmp/err' && ! grep -q 'cannot load model' '$tmp/err'"
+check "the xformd-cli man page documents every command" \
+    "for c in tokenize embed classify inspect mkmodel variants bench; do grep -q \"^\\\\.B \$c\" '$src/doc/xformd-cli.1' || exit 1; done"
+check "xformd: --help names the program, shows no C names; --api-key --check-config is an error" \
+    "'$srv' --help | head -1 | grep -q '^Usage: xformd ' && ! '$srv' --help | grep -q 'enum ' && '$srv' --api-key --check-config 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--api-key: missing value' '$tmp/err'"
+check "xformd.pc (pkg-config) names libxformd and the version xformd reports" \
+    "command -v pkg-config >/dev/null || exit 0; PKG_CONFIG_PATH='$b' pkg-config --libs xformd | grep -q -- '-lxformd' && [ \"\$('$srv' --version)\" = \"xformd \$(PKG_CONFIG_PATH='$b' pkg-config --modversion xformd)\" ]"
 exit $failed

@@ -717,9 +717,11 @@ static int st_update(const void *params, const xf_attn_shape *sh, const xf_attn_
     return 0;
 }
 
+static const xf_attn_ops st_ops = {
+    .plan = st_plan, .forward = st_forward, .state_update = st_update,
+};
 static const xf_attn_vtbl st_vt = {
-    .name = "test_stateful", .family = XF_FAM_M, .flags = XF_ATTN_STATEFUL, .plan = st_plan,
-    .forward = st_forward, .state_update = st_update,
+    .name = "test_stateful", .family = XF_FAM_M, .flags = XF_ATTN_STATEFUL, .ops = &st_ops,
 };
 static const xf_attn_t st_attn = { .vt = &st_vt };
 

@@ -85,14 +85,12 @@ static int fake_forward(const void *params, const xf_attn_shape *sh, const xf_at
     return 0;
 }
 
-static const xf_attn_vtbl fake_vt = {
-    .name = "fake", .family = XF_FAM_T, .plan = fake_plan, .forward = fake_forward,
-};
-static const xf_attn_vtbl fake_vt2 = {
-    .name = "fake2", .family = XF_FAM_T, .plan = fake_plan, .forward = fake_forward,
-};
+static const xf_attn_ops fake_ops = { .plan = fake_plan, .forward = fake_forward };
+static const xf_attn_ops reject_ops = { .plan = fake_plan_reject, .forward = fake_forward };
+static const xf_attn_vtbl fake_vt = { .name = "fake", .family = XF_FAM_T, .ops = &fake_ops };
+static const xf_attn_vtbl fake_vt2 = { .name = "fake2", .family = XF_FAM_T, .ops = &fake_ops };
 static const xf_attn_vtbl reject_vt = {
-    .name = "reject", .family = XF_FAM_T, .plan = fake_plan_reject, .forward = fake_forward,
+    .name = "reject", .family = XF_FAM_T, .ops = &reject_ops,
 };
 static const xf_attn_t fake_attn = { .vt = &fake_vt };
 static const xf_attn_t fake_attn2 = { .vt = &fake_vt2 };

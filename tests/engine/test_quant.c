@@ -3,8 +3,8 @@
  * cosine ≥ 0.99 per sequence against fp32 on a demo-shaped model (BERT-base layer widths) and on
  * Hugging Face layout models (F32/F16/BF16, RoBERTa, DistilBERT, pre-LN, pruned layers), a
  * sequence's output bitwise the same alone and in a batch, classifier labels unchanged on ≥ 99%
- * of a fixed input set, bitwise thread independence, and no allocation in a steady-state
- * forward (linked with --wrap=malloc,...). */
+ * of a fixed input set, bitwise thread independence, the planner's XF_OP_Q8 ops and buffers,
+ * and no allocation in a steady-state forward (linked with --wrap=malloc,...). */
 #include "config.h"
 
 #include <errno.h>
@@ -436,9 +436,16 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(xf_ctx_create(&co, &c), 0);
             assert_int_equal(xf_plan_create(m, &p), 0);
             assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            int n_q8 = 0;
+            int n_q8 = 0, n_qop = 0;
             for (int32_t i = 0; i < p->n_ops; i++) {
                 const xf_plan_op_t *op = &p->ops[i];
+                if (op->kind == XF_OP_Q8) {
+                    /* the quantising op writes the buffer the next op (its Linear) reads */
+                    assert_true(i + 1 < p->n_ops);
+                    assert_int_equal(p->ops[i + 1].kind, op->which);
+                    assert_int_equal(p->ops[i + 1].ws, op->out);
+                    n_qop++;
+                }
                 int lin = op->kind == XF_OP_QKV || op->kind == XF_OP_OPROJ ||
                           op->kind == XF_OP_FF1 || op->kind == XF_OP_FF2;
                 if (!lin)
@@ -456,6 +463,7 @@ static void test_plan_and_zero_alloc(void **state)
                 n_q8++;
             }
             assert_int_equal(n_q8, quant ? 4 * xf_model_info(m)->n_layer : 0);
+            assert_int_equal(n_qop, n_q8);
             assert_int_equal(xf_ctx_reserve(c, p), 0);
             float *h = calloc((size_t)s.N * D, 4), *h2 = calloc((size_t)s.N * D, 4);
             float pl[5 * 64], lg[5 * 2];

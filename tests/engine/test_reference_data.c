@@ -93,17 +93,17 @@ static int engine_attention(int32_t B, const int32_t *cu, int32_t h, int32_t d, 
     io.q_scale = 1.0f;
     io.scale = scale;
     io.out = out;
-    rc = vt->plan(a->params, &sh, NTH, &pl);
+    rc = xf_at_plan(vt, a->params, &sh, NTH, &pl);
     if (rc)
         return rc;
     assert_int_equal(posix_memalign(&shared, 64, pl.ws_shared + 64), 0);
     for (int t = 0; t < NTH; t++)
         assert_int_equal(posix_memalign(&thr[t], 64, pl.ws_per_thread + 64), 0);
-    if (vt->prepare)
-        rc = vt->prepare(a->params, &sh, &io, &pl, shared);
+    if (vt->ops->prepare)
+        rc = vt->ops->prepare(a->params, &sh, &io, &pl, shared);
     /* Both threads' shares, one after the other: items are independent. */
     for (int t = 0; t < NTH && !rc; t++)
-        rc = vt->forward(a->params, &sh, &io, &pl, shared, thr[t], t, NTH);
+        rc = xf_at_forward(vt, a->params, &sh, &io, &pl, shared, thr[t], t, NTH);
     free(shared);
     for (int t = 0; t < NTH; t++)
         free(thr[t]);

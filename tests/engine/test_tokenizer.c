@@ -335,6 +335,30 @@ static void test_truncation(void **state)
     assert_int_equal(xf_tokenizer_encode(tok, ten, strlen(ten), four, strlen(four), &o, &t, &d),
                      XF_ETOOLONG);
     assert_non_null(strstr(d.msg, "10 + 4 tokens"));
+    /* left truncation keeps the tail, specials in place: [CLS] g h i j [SEP] */
+    o = (xf_tok_opts_t){ .max_len = 6, .truncate = 1, .truncate_left = 1 };
+    assert_int_equal(xf_tokenizer_encode(tok, ten, strlen(ten), NULL, 0, &o, &t, &d), 0);
+    assert_int_equal(t.n, 6);
+    assert_int_equal(t.ids[0], full[0]);
+    assert_memory_equal(t.ids + 1, full + 7, 4 * sizeof(int32_t));
+    assert_int_equal(t.ids[5], 102);
+    /* pair 10 + 4 left-cut to budget 5: a keeps its last 3 (h i j), b its last 2 (m n) */
+    o.max_len = 8;
+    assert_int_equal(xf_tokenizer_encode(tok, ten, strlen(ten), four, strlen(four), &o, &t, &d),
+                     0);
+    assert_int_equal(t.n, 8);
+    assert_int_equal(t.ids[0], full[0]);
+    assert_memory_equal(t.ids + 1, full + 8, 3 * sizeof(int32_t));
+    assert_int_equal(t.ids[4], 102);
+    assert_memory_equal(t.ids + 5, full4 + 3, 2 * sizeof(int32_t));
+    assert_int_equal(t.ids[7], 102);
+    assert_int_equal(t.type_ids[4], 0);
+    assert_int_equal(t.type_ids[5], 1);
+    /* without specials: just the tail */
+    o = (xf_tok_opts_t){ .no_special = 1, .max_len = 3, .truncate = 1, .truncate_left = 1 };
+    assert_int_equal(xf_tokenizer_encode(tok, ten, strlen(ten), NULL, 0, &o, &t, &d), 0);
+    assert_int_equal(t.n, 3);
+    assert_memory_equal(t.ids, full + 8, 3 * sizeof(int32_t));
     /* max_len that cannot hold the specials */
     o = (xf_tok_opts_t){ .max_len = 2, .truncate = 1 };
     assert_int_equal(xf_tokenizer_encode(tok, ten, strlen(ten), four, strlen(four), &o, &t, &d),

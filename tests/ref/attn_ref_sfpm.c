@@ -93,7 +93,7 @@ int xf_ref_parse(const xf_attn_vtbl *vt, const char *json, void *params, char *e
     if (!obj)
         return XF_EFORMAT;
     memset(params, 0, XF_ATTN_PARAMS_MAX);
-    rc = vt->parse(params, obj, err, errlen);
+    rc = xf_at_parse_params(vt, params, obj, err, errlen);
     json_decref(obj);
     return rc;
 }
@@ -112,16 +112,16 @@ int xf_ref_run(const xf_attn_vtbl *vt, const void *params, xf_rbatch_t *b, int n
     xf_attn_plan pl;
     void *shared = NULL;
     unsigned char *thr = NULL;
-    int rc = vt->plan(params, &sh, nth, &pl);
+    int rc = xf_at_plan(vt, params, &sh, nth, &pl);
 
     if (rc)
         return rc;
     shared = malloc(pl.ws_shared + 64);
     thr = malloc((pl.ws_per_thread + 64) * (size_t)nth);
-    if (vt->prepare && (rc = vt->prepare(params, &sh, &io, &pl, shared)) != 0)
+    if (vt->ops->prepare && (rc = vt->ops->prepare(params, &sh, &io, &pl, shared)) != 0)
         goto out;
     for (int ith = 0; ith < nth && !rc; ith++)
-        rc = vt->forward(params, &sh, &io, &pl, shared,
+        rc = xf_at_forward(vt, params, &sh, &io, &pl, shared,
                          thr + (size_t)ith * ((pl.ws_per_thread + 64) & ~(size_t)63), ith, nth);
 out:
     if (plan_out)

@@ -190,14 +190,14 @@ int xf_ref_run(const xf_attn_t *a, const xf_attn_shape *sh, const xf_attn_io *io
 {
     const xf_attn_vtbl *vt = a->vt;
     xf_attn_plan pl;
-    int rc = vt->plan(a->params, sh, nth, &pl);
+    int rc = xf_at_plan(vt, a->params, sh, nth, &pl);
     if (rc)
         return rc;
     if (plan_out)
         *plan_out = pl;
     void *shared = pl.ws_shared ? malloc(pl.ws_shared) : NULL;
-    if (vt->prepare) {
-        rc = vt->prepare(a->params, sh, io, &pl, shared);
+    if (vt->ops->prepare) {
+        rc = vt->ops->prepare(a->params, sh, io, &pl, shared);
         if (rc) {
             free(shared);
             return rc;
@@ -207,7 +207,7 @@ int xf_ref_run(const xf_attn_t *a, const xf_attn_shape *sh, const xf_attn_io *io
         void *ws = malloc(pl.ws_per_thread ? pl.ws_per_thread : 1);
         if (ws)
             memset(ws, 0xA5, pl.ws_per_thread);   /* garbage: the kernel must not read it */
-        rc = vt->forward(a->params, sh, io, &pl, shared, ws, ith, nth);
+        rc = xf_at_forward(vt, a->params, sh, io, &pl, shared, ws, ith, nth);
         free(ws);
     }
     free(shared);

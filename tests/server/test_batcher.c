@@ -578,6 +578,7 @@ static void test_dp_window_no_starvation(void **state)
      * the earliest deadline is dispatched before it can expire. */
     xf_batcher_opts_t o;
     xf_batcher_opts_init(&o);
+    o.policy = XF_BATCH_DP;   /* the default is tokens (conf.def); the window is dp's */
     o.dp_window = 8;
     xf_batcher_t *b = NULL;
     assert_int_equal(xf_batcher_create(&o, &b), 0);
@@ -676,6 +677,7 @@ static void test_dp_aging(void **state)
     for (int aging = 0; aging < 2; aging++) {
         xf_batcher_opts_t o;
         xf_batcher_opts_init(&o);
+        o.policy = XF_BATCH_DP;   /* the default is tokens (conf.def); aging is dp's */
         o.dp_aging_ns = aging ? SEC : 0;
         xf_batcher_t *b = NULL;
         assert_int_equal(xf_batcher_create(&o, &b), 0);

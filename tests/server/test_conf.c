@@ -353,7 +353,7 @@ static void test_precedence_and_args(void **state)
     assert_true(c.check_config);
     assert_string_equal(c.model_dir, "/m");
     assert_string_equal(c.config_path, path);
-    assert_int_equal(c.request_max_texts, 256);   /* untouched: default */
+    assert_int_equal(c.request_max_texts, 2048);   /* untouched: default */
     xf_conf_deinit(&c);
 
     /* Bare bool followed by a bool word consumes it; aliases; flags. */
@@ -369,6 +369,16 @@ static void test_precedence_and_args(void **state)
     assert_string_equal(c.auth_api_key, "k");
     xf_conf_deinit(&c);
 
+    /* negative numbers are values; a dash-value goes through --name=VALUE */
+    char *argv4[] = {"xformd", "--auth.api_key=--odd-key", "--http.port", "-1", NULL};
+    assert_int_equal(xf_conf_load(&c, 4, argv4, &diag), XF_EPARAM);
+    assert_non_null(strstr(diag.msg, "http.port"));
+    xf_conf_deinit(&c);
+    char *argv5[] = {"xformd", "--auth.api_key=--odd-key", NULL};
+    assert_int_equal(xf_conf_load(&c, 2, argv5, &diag), 0);
+    assert_string_equal(c.auth_api_key, "--odd-key");
+    xf_conf_deinit(&c);
+
     struct { int argc; char *argv[4]; int rc; const char *want; } bad[] = {
         {2, {"xformd", "stray"}, -EINVAL, "stray"},
         {2, {"xformd", "--http.port"}, -EINVAL, "http.port"},
@@ -377,6 +387,9 @@ static void test_precedence_and_args(void **state)
         {2, {"xformd", "-c"}, -EINVAL, "-c"},
         {3, {"xformd", "-c", "/nonexistent.conf"}, -ENOENT, "/nonexistent.conf"},
         {2, {"xformd", "--"}, -EINVAL, "--"},
+        /* a value that looks like an option is an error, not the value (issue 8) */
+        {3, {"xformd", "--api-key", "--check-config"}, -EINVAL, "--api-key: missing value"},
+        {3, {"xformd", "--model.dir", "-c"}, -EINVAL, "'-c' is an option"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         memset(&diag, 0, sizeof(diag));
@@ -421,7 +434,22 @@ static void test_help(void **state)
     assert_non_null(strstr(h, "Default: tokens; one of none|fifo|dp|tokens"));
     assert_non_null(strstr(h, "--check-config"));
     assert_non_null(strstr(h, "Usage: xformd"));
+    /* for users: no C type names, no files this repository does not ship */
+    assert_null(strstr(h, "enum "));
+    assert_null(strstr(h, "xf_"));
+    assert_null(strstr(h, "ATTENTION.md"));
+    assert_null(strstr(h, "DESIGN.md"));
+    assert_non_null(strstr(h, "--log.access="));
     free(h);
+    /* the usage line names the program, not libtool's .libs/lt-xformd */
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    assert_int_equal(xf_conf_help(f, "/build/.libs/lt-xformd"), 0);
+    rewind(f);
+    char line[256] = "";
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_int_equal(strncmp(line, "Usage: xformd [", 15), 0);
+    fclose(f);
 }
 
 static void test_json(void **state)

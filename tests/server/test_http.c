@@ -225,7 +225,7 @@ static void test_openai_embeddings(void **state)
 
     /* A list: one item per text, in order; the first equals the single-text answer. */
     j = fx_json(p, "POST", "/v1/embeddings", NULL,
-                "{\"input\":[\"hello world\",\"a b c\",\"zz\"],\"model\":\"other-name\"}", 200);
+                "{\"input\":[\"hello world\",\"a b c\",\"zz\"],\"model\":\"xformd-demo\"}", 200);
     json_t *data = json_object_get(j, "data");
     assert_int_equal(json_array_size(data), 3);
     for (size_t i = 0; i < 3; i++)
