@@ -25,20 +25,6 @@ static const xf_at_m_params_t cm_defaults = {
     .mem_len = 512, .cmem_len = 512, .rate = 3, .fn = XF_CMEM_MEAN, .clamp_len = 1000, .causal = 1,
 };
 
-static int cm_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                       size_t errlen)
-{
-    const xf_at_m_params_t *p = params;
-
-    (void)m;
-    (void)layer;
-    if (p->fn == XF_CMEM_CONV)
-        return xf_at_refuse(err, errlen, "fn", "\"conv\" needs a trained compression "
-                              "convolution, which this model does not have; use \"mean\" or "
-                              "\"max\"");
-    return 0;
-}
-
 static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                       const xf_attn_plan *pl, const void *ws_shared, void *ws_thread, int ith,
                       int nth)
@@ -52,6 +38,9 @@ static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_compressive = {
     XF_AT_PARAMS(xf_at_m_params_t, cm_defaults, keys),
-    .validate = cm_validate, .plan = xf_at_m_plan_vt, .prepare = xf_at_m_prepare,
+    .needs_weights = { "fn", XF_CMEM_CONV,
+        "\"conv\" needs a trained compression convolution, which this model does not have; "
+        "use \"mean\" or \"max\"" },
+    .plan = xf_at_m_plan_vt, .prepare = xf_at_m_prepare,
     .forward = cm_forward, .state_update = xf_at_m_state_update,
 };

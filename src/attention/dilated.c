@@ -27,13 +27,7 @@ static const xf_at_key_t dil_pkeys[] = {
 static int dil_validate(const void *params, const xf_model_t *m, int layer, char *err,
                         size_t errlen)
 {
-    const dil_params *p = params;
-    const xf_model_info_t *mi = &m->info;
-    int32_t h = mi && mi->layers ? mi->layers[layer].n_head : 0;
-    if (p->n_dil > 1 && p->n_dil < h)
-        return xf_at_err(err, errlen, "dilation: %d entries for %d heads (layer %d)", p->n_dil,
-                          h, layer);
-    return 0;
+    return xf_at_t_check_dilations(((const dil_params *)params)->n_dil, m, layer, err, errlen);
 }
 
 static int dil_setup(xf_at_t_seq *c)

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "attention/fam_t.h"
-#include "engine/cpu.h"
+#include "attention/params.h"
+#include "engine/kernels.h"
+#include "engine/model.h"
 
 #define BQ XF_AT_T_BQ
 #define BK XF_AT_T_BK
@@ -133,15 +135,7 @@ void xf_at_kern_force(const xf_at_kern *k)
 
 const xf_at_kern *xf_at_kern_get(void)
 {
-    if (kern_forced)
-        return kern_forced;
-#ifdef XF_HAVE_X86_64
-    const xf_cpu_t *cpu = xf_cpu();
-    if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
-        cpu->avx512dq && cpu->fma)
-        return xf_at_kern_avx512();
-#endif
-    return &kern_c;
+    return kern_forced ? kern_forced : xf_kernels()->attn;
 }
 
 /* ---- key sets ---- */
@@ -235,6 +229,17 @@ int32_t xf_at_t_seg_rows(int32_t n, int32_t seg, int32_t height, int32_t t, int3
     for (int32_t i = r0; i < r1; i++)
         rows[nq++] = i;
     return nq;
+}
+
+int xf_at_t_check_dilations(int32_t n_dil, const xf_model_t *m, int layer, char *err,
+                            size_t errlen)
+{
+    const xf_model_info_t *mi = &m->info;
+    int32_t h = mi->layers ? mi->layers[layer].n_head : 0;
+    if (n_dil > 1 && n_dil < h)
+        return xf_at_err(err, errlen, "dilation: %d entries for %d heads (layer %d)", n_dil, h,
+                         layer);
+    return 0;
 }
 
 int32_t xf_at_t_isqrt_ceil(int32_t n)

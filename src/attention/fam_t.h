@@ -111,6 +111,10 @@ void xf_at_t_win_mask(const xf_at_t_seq *c, int32_t w, int32_t dil, const int32_
                     int32_t nq, const int32_t *keys, const uint8_t *full, int32_t nk, float *s);
 /* cls[jj] = keys[jj] mod m for sorted keys (incremental, no division per key). */
 void xf_at_t_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls);
+/* validate() of a per-head dilation list (dilated, longformer): n_dil > 1 must cover every
+ * head of the layer. */
+int xf_at_t_check_dilations(int32_t n_dil, const xf_model_t *m, int layer, char *err,
+                            size_t errlen);
 /* ⌈√n⌉ */
 int32_t xf_at_t_isqrt_ceil(int32_t n);
 
@@ -178,7 +182,8 @@ const xf_at_kern *xf_at_kern_c(void);
 #ifdef XF_HAVE_X86_64
 const xf_at_kern *xf_at_kern_avx512(void);
 #endif
-/* The kernel in use (AVX-512 when xf_cpu() allows, else portable C). */
+/* The kernel in use: the engine's kernel table's (engine/kernels.h xf_kernels()->attn, one CPU
+ * selection for the engine and the attention). */
 const xf_at_kern *xf_at_kern_get(void);
 /* Tests: force a kernel (NULL: automatic). Not thread-safe; call before forwards. */
 void xf_at_kern_force(const xf_at_kern *k);

@@ -58,17 +58,11 @@ static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
     return cv.off;
 }
 
-static int is_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t is_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
     const xf_isab_params_t *p = params;
-    int nmax = xf_at_check_shape(sh);
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
-    xf_at_plan_items(sh, layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    return layout(nmax, sh->d_head, p->m < nmax ? p->m : nmax, NULL, NULL);
 }
 
 /* Segment of position i (§16 contiguous segments). */
@@ -152,5 +146,5 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t
 
 const xf_attn_ops xf_at_isab = {
     XF_AT_PARAMS(xf_isab_params_t, is_defaults, keys),
-    .plan = is_plan, .item = item,
+    .item_ws = is_ws, .item = item,
 };

@@ -18,34 +18,12 @@ static const xf_at_key_t keys[] = {
 
 static const xf_linformer_params_t lf_defaults = { .k = 256, .source = XF_LINFORMER_POOLED };
 
-static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                       size_t errlen)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t lf_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
     const xf_linformer_params_t *p = params;
-
-    (void)m;
-    (void)layer;
-    if (p->source == XF_LINFORMER_WEIGHTS)
-        return xf_at_refuse(err, errlen, "source",
-                              "\"weights\" needs trained Linformer E/F projections, which this "
-                              "model does not have; use \"pooled\"");
-    return 0;
-}
-
-static int lf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
-{
-    const xf_linformer_params_t *p = params;
-    int nmax = xf_at_check_shape(sh);
-    int32_t m;
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
-    m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
-    xf_at_plan_items(sh,
-                       sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    int32_t m = (p->source == XF_LINFORMER_WEIGHTS || p->k < nmax) ? p->k : nmax;
+    return sizeof(float) * ((size_t)m * (2u * (size_t)sh->d_head + 2u) + 1u);
 }
 
 static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -107,5 +85,8 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_linformer = {
     XF_AT_PARAMS(xf_linformer_params_t, lf_defaults, keys),
-    .validate = lf_validate, .plan = lf_plan, .forward = lf_forward,
+    .needs_weights = { "source", XF_LINFORMER_WEIGHTS,
+        "\"weights\" needs trained Linformer E/F projections, which this model does not have; "
+        "use \"pooled\"" },
+    .item_ws = lf_ws, .forward = lf_forward,
 };

@@ -148,15 +148,9 @@ static const xf_at_t_variant lf_ft = {
 };
 
 static int lf_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                   size_t errlen)
+                        size_t errlen)
 {
-    const xf_at_lf_params *p = params;
-    const xf_model_info_t *mi = &m->info;
-    int32_t h = mi && mi->layers ? mi->layers[layer].n_head : 0;
-    if (p->n_dil > 1 && p->n_dil < h)
-        return xf_at_err(err, errlen, "dilation: %d entries for %d heads (layer %d)", p->n_dil,
-                          h, layer);
-    return 0;
+    return xf_at_t_check_dilations(((const xf_at_lf_params *)params)->n_dil, m, layer, err, errlen);
 }
 
 static const char *const lf_gnames[] = { "cls", "none", "segment_a", "mask", NULL };
@@ -209,7 +203,7 @@ const xf_attn_ops xf_at_longformer = {
     .validate = lf_validate, .pattern = &lf_ft,
 };
 
-/* ETC (etc.c's header): the same pattern with radius r, [CLS]/[SEP] global and shared
+/* ETC (this file's header): the same pattern with radius r, [CLS]/[SEP] global and shared
  * projections. */
 static const xf_at_lf_params etc_defaults = {
     .window = 128, .n_dil = 1, .dil = { 1 }, .gmode = XF_AT_LF_CLS_SEP, .shared = 1,

@@ -19,32 +19,12 @@ static const xf_at_key_t keys[] = {
 
 static const xf_memcomp_params_t mc_defaults = { .rate = 3, .pool = XF_MEMCOMP_MEAN };
 
-static int mc_validate(const void *params, const xf_model_t *m, int layer, char *err,
-                       size_t errlen)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t mc_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
     const xf_memcomp_params_t *p = params;
-
-    (void)m;
-    (void)layer;
-    if (p->pool == XF_MEMCOMP_CONV)
-        return xf_at_refuse(err, errlen, "pool", "\"conv\" needs a trained compression "
-                              "convolution, which this model does not have; use \"mean\"");
-    return 0;
-}
-
-static int mc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
-{
-    const xf_memcomp_params_t *p = params;
-    int nmax = xf_at_check_shape(sh);
-    size_t m;
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
-    m = ((size_t)nmax + (size_t)p->rate - 1) / (size_t)p->rate;
-    xf_at_plan_items(sh, sizeof(float) * (m * (2u * (size_t)sh->d_head + 2u) + 1u) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    size_t m = ((size_t)nmax + (size_t)p->rate - 1) / (size_t)p->rate;
+    return sizeof(float) * (m * (2u * (size_t)sh->d_head + 2u) + 1u);
 }
 
 static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -84,5 +64,8 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_memcomp = {
     XF_AT_PARAMS(xf_memcomp_params_t, mc_defaults, keys),
-    .validate = mc_validate, .plan = mc_plan, .forward = mc_forward,
+    .needs_weights = { "pool", XF_MEMCOMP_CONV,
+        "\"conv\" needs a trained compression convolution, which this model does not have; "
+        "use \"mean\"" },
+    .item_ws = mc_ws, .forward = mc_forward,
 };

@@ -31,18 +31,11 @@ static int32_t latents_of(const xf_perceiver_params_t *p)
     return p->latents > 0 ? p->latents : 64;
 }
 
-static int pc_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t pc_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
-    int nmax = xf_at_check_shape(sh);
     size_t m = (size_t)latents_of(params);
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
-    xf_at_plan_items(sh,
-                       sizeof(float) * (2u * m * (size_t)sh->d_head + m + (size_t)nmax + 1u) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    return sizeof(float) * (2u * m * (size_t)sh->d_head + m + (size_t)nmax + 1u);
 }
 
 static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
@@ -78,5 +71,5 @@ static int pc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_perceiver = {
     XF_AT_PARAMS(xf_perceiver_params_t, pc_defaults, keys),
-    .validate = pc_validate, .plan = pc_plan, .forward = pc_forward,
+    .validate = pc_validate, .item_ws = pc_ws, .forward = pc_forward,
 };

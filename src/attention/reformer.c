@@ -78,18 +78,11 @@ static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_
     return cv.off;
 }
 
-static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t rf_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
     const xf_reformer_params_t *p = params;
-    int nmax = xf_at_check_shape(sh);
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
-    xf_at_plan_items(sh,
-                       layout(p, nmax, sh->d_head, xf_reformer_buckets(p, nmax), NULL, NULL) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    return layout(p, nmax, sh->d_head, xf_reformer_buckets(p, nmax), NULL, NULL);
 }
 
 /* Add the keys of sorted group g[0..cnt) (positions ascending) to the list; with cap > 0 only
@@ -312,5 +305,5 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t
 
 const xf_attn_ops xf_at_reformer = {
     XF_AT_PARAMS(xf_reformer_params_t, rf_defaults, keys),
-    .check = rf_check, .plan = rf_plan, .item = item,
+    .check = rf_check, .item_ws = rf_ws, .item = item,
 };

@@ -56,10 +56,26 @@ int xf_at_params_json(const xf_attn_vtbl *vt, const void *params, json_t *obj)
     return xf_at_write_keys(vt->ops->keys, vt->ops->n_keys, params, obj);
 }
 
+int xf_at_validate(const xf_attn_vtbl *vt, const void *params, const xf_model_t *m, int layer,
+                   char *err, size_t errlen)
+{
+    const xf_attn_ops *o = vt->ops;
+
+    for (int32_t i = 0; o->needs_weights.key && i < o->n_keys; i++) {
+        int32_t v;
+        if (strcmp(o->keys[i].key, o->needs_weights.key) != 0)
+            continue;
+        memcpy(&v, (const unsigned char *)params + o->keys[i].off, sizeof v);
+        if (v == o->needs_weights.value)
+            return xf_at_refuse(err, errlen, o->needs_weights.key, o->needs_weights.msg);
+    }
+    return o->validate ? o->validate(params, m, layer, err, errlen) : 0;
+}
+
 int xf_at_runnable(const xf_attn_vtbl *vt)
 {
     const xf_attn_ops *o = vt->ops;
-    return o && (o->pattern || (o->plan && (o->forward || o->item)));
+    return o && (o->pattern || ((o->plan || o->item_ws) && (o->forward || o->item)));
 }
 
 int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
@@ -67,6 +83,14 @@ int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *
 {
     if (vt->ops->pattern)
         return xf_at_t_plan(vt->ops->pattern, params, sh, nth, out);
+    if (vt->ops->item_ws) {
+        int nmax = xf_at_check_shape(sh);
+        if (nmax < 0)
+            return nmax;
+        xf_at_plan_items(sh, vt->ops->item_ws(params, sh, nmax) + xf_at_tile_ws(sh->d_head), 0,
+                         out);
+        return 0;
+    }
     return vt->ops->plan(params, sh, nth, out);
 }
 
@@ -249,10 +273,8 @@ int xf_attn_check(const xf_attn_t *a, const xf_model_t *m, char *err, size_t err
         err[0] = '\0';
     if (!a || !a->vt || !m)
         return -EINVAL;
-    if (!a->vt->ops->validate)
-        return 0;
     for (int l = 0; l < m->info.n_layer; l++) {
-        int rc = a->vt->ops->validate(a->params, m, l, err, errlen);
+        int rc = xf_at_validate(a->vt, a->params, m, l, err, errlen);
         if (rc)
             return rc;
     }

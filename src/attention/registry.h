@@ -61,13 +61,23 @@ typedef struct xf_attn_ops {
     /* Rules between keys, after every key is read (e.g. summary <= block); may be NULL.
      * Returns 0 or XF_EPARAM with err naming the key. */
     int (*check)(const void *params, char *err, size_t errlen);
-    /* Model-side checks (weights present, d_head limits); may be NULL. */
+    /* A setting that needs trained tensors no loaded model has: the integer parameter key
+     * equal to value is refused with "key: msg" (XF_EUNSUPPORTED). key NULL: none. */
+    struct {
+        const char *key;
+        int32_t value;
+        const char *msg;
+    } needs_weights;
+    /* Other model-side checks (weights present, d_head limits); may be NULL. */
     int (*validate)(const void *params, const xf_model_t *m, int layer, char *err, size_t errlen);
     /* Family T: the sparsity pattern, run by the family-T kernel (fam_t.h); plan and forward
-     * are then NULL. Otherwise plan, and forward or item. */
+     * are then NULL. Otherwise plan or item_ws, and forward or item. */
     const struct xf_at_t_variant *pattern;
     /* Pure: sizes depend only on params, shape and nth. */
     int (*plan)(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out);
+    /* Instead of plan, for one item per (sequence, head) and no shared scratch: the per-thread
+     * scratch bytes for the longest sequence nmax (the tile scratch is added). */
+    size_t (*item_ws)(const void *params, const xf_attn_shape *sh, int32_t nmax);
     /* Optional, single thread, before forward: fill ws_shared (item lists, random features). */
     int (*prepare)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                    const xf_attn_plan *pl, void *ws_shared);
@@ -113,6 +123,10 @@ int xf_at_parse_params(const xf_attn_vtbl *vt, void *params, const json_t *obj, 
                        size_t errlen);
 /* Add every parameter (defaults included) to obj. Returns 0 or -ENOMEM. */
 int xf_at_params_json(const xf_attn_vtbl *vt, const void *params, json_t *obj);
+/* The model-side checks of a selection for one layer: needs_weights, then validate(). Returns 0,
+ * XF_EPARAM or XF_EUNSUPPORTED with err saying why. */
+int xf_at_validate(const xf_attn_vtbl *vt, const void *params, const xf_model_t *m, int layer,
+                   char *err, size_t errlen);
 /* The variant has a plan and a forward (a pattern, or plan with forward or item). */
 int xf_at_runnable(const xf_attn_vtbl *vt);
 int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,

@@ -55,23 +55,17 @@ static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
     return cv.off;
 }
 
-static int ro_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t ro_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
     const xf_routing_params_t *p = params;
-    int nmax = xf_at_check_shape(sh);
     int32_t kmax = 1;
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
     /* clusters(n) is not monotone in n when explicit (clamped); take the max over sequences */
     for (int32_t b = 0; b < sh->n_seq; b++) {
         int32_t n = sh->cu_len[b + 1] - sh->cu_len[b], k = n > 0 ? xf_routing_clusters(p, n) : 1;
         kmax = k > kmax ? k : kmax;
     }
-    xf_at_plan_items(sh, layout(nmax, sh->d_head, kmax, NULL, NULL) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    return layout(nmax, sh->d_head, kmax, NULL, NULL);
 }
 
 static double dist2(const double *a, const double *b, int32_t d)
@@ -238,5 +232,5 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t
 
 const xf_attn_ops xf_at_routing = {
     XF_AT_PARAMS(xf_routing_params_t, ro_defaults, keys),
-    .plan = ro_plan, .item = item,
+    .item_ws = ro_ws, .item = item,
 };

@@ -55,17 +55,11 @@ static size_t layout(int32_t n, int32_t d, int32_t b, void *ws, lay_t *l)
     return cv.off;
 }
 
-static int sk_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
+/* Per-thread scratch for the longest sequence nmax (before the tile scratch). */
+static size_t sk_ws(const void *params, const xf_attn_shape *sh, int32_t nmax)
 {
     const xf_sinkhorn_params_t *p = params;
-    int nmax = xf_at_check_shape(sh);
-
-    (void)nth;
-    if (nmax < 0)
-        return nmax;
-    xf_at_plan_items(sh, layout(nmax, sh->d_head, p->block, NULL, NULL) +
-                           xf_at_tile_ws(sh->d_head), 0, out);
-    return 0;
+    return layout(nmax, sh->d_head, p->block, NULL, NULL);
 }
 
 static void block_means(const float *x, int32_t n, int32_t d, int32_t b, int32_t nb, double mul,
@@ -208,5 +202,5 @@ static void item(const void *params, const xf_attn_shape *sh, const xf_at_item_t
 
 const xf_attn_ops xf_at_sinkhorn = {
     XF_AT_PARAMS(xf_sinkhorn_params_t, sk_defaults, keys),
-    .plan = sk_plan, .item = item,
+    .item_ws = sk_ws, .item = item,
 };

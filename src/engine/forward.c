@@ -1,8 +1,9 @@
 /* The packed forward pass (xf_forward, xf_run): runs a plan's op list — embeddings, per layer
- * QKV GEMM, head split, attention through the variant vtable, output projection, fused
- * residual + LayerNorm, FFN with fused bias + activation — inside ONE xf_pool_run with a
- * barrier between ops (ggml style), then the heads (pooling, pooler, classifier, L2 norm).
- * Never allocates: every tensor lives in the context's arena at the plan's offsets. */
+ * QKV GEMM, head split, attention runs (state, prepare, forward, state update), output
+ * projection, fused residual + LayerNorm, FFN with fused bias + activation, then pooling,
+ * pooler, classifier and L2 norm — inside ONE xf_pool_run with exactly one barrier after every
+ * op and none inside (ggml style, fwd_thread). Never allocates: every tensor lives in the
+ * context's arena at the plan's offsets. */
 #include "config.h"
 
 #include <errno.h>

@@ -1,5 +1,6 @@
-/* The kernel dispatcher: the reference table, the per-ISA tables, xf_kernels() (the best
- * table the CPU runs, after the XF_CPU cap), the weight packing shared by the own GEMM kernels
+/* The kernel dispatcher, the one CPU selection of the engine and the attention: the reference
+ * table, the per-ISA tables (attention tile kernels included), xf_kernels() (the best table
+ * the CPU runs, after the XF_CPU cap), the weight packing shared by the own GEMM kernels
  * and the cblas_sgemm Linear path. */
 #include "config.h"
 
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/fam_t.h"
 #include "engine/cpu.h"
 #include "engine/diag.h"
 #include "engine/kernels.h"
@@ -50,7 +52,6 @@ static const xf_kernels_t table_ref = {
     .softmax = xf_softmax_ref,
     .qkv_split = xf_qkv_split_ref,
     .embed = xf_embed_ref,
-    .qk_tile = xf_qk_tile_ref,
 };
 
 /* Any CPU: reference kernels with the GEMM through OpenBLAS. */
@@ -62,7 +63,6 @@ static const xf_kernels_t table_generic = {
     .softmax = xf_softmax_ref,
     .qkv_split = xf_qkv_split_ref,
     .embed = xf_embed_ref,
-    .qk_tile = xf_qk_tile_ref,
 };
 
 enum { T_REF, T_GENERIC, T_AVX2, T_AVX512, T_COUNT };
@@ -82,7 +82,7 @@ static void (*cblas_epi)(size_t, size_t, int32_t, const float *, const float *,
 static int table_complete(const xf_kernels_t *t)
 {
     return t->gemm_path && t->linear && t->add_layernorm && t->bias_act && t->softmax &&
-           t->qkv_split && t->embed && t->qk_tile;
+           t->qkv_split && t->embed && t->attn;
 }
 
 static void tables_init(void)
@@ -90,6 +90,7 @@ static void tables_init(void)
     const xf_cpu_t *cpu = xf_cpu();
     tables[T_REF] = table_ref;
     tables[T_GENERIC] = table_generic;
+    tables[T_REF].attn = tables[T_GENERIC].attn = xf_at_kern_c();
     table_ok[T_REF] = table_ok[T_GENERIC] = 1;
     table_best = T_GENERIC;
 #ifdef XF_HAVE_X86_64
@@ -105,6 +106,7 @@ static void tables_init(void)
     if (cpu->level_max >= XF_ISA_AVX512) {
         tables[T_AVX512] = tables[T_AVX2];
         xf_kernels_fill_avx512(&tables[T_AVX512]);
+        tables[T_AVX512].attn = xf_at_kern_avx512();
         table_ok[T_AVX512] = table_complete(&tables[T_AVX512]);
         if (table_ok[T_AVX512] && cpu->level >= XF_ISA_AVX512)
             table_best = T_AVX512;

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct xf_at_kern;
+
 enum xf_epilogue {
     XF_EPI_NONE = 0,       /* y = x·Wᵀ */
     XF_EPI_BIAS,           /* y = x·Wᵀ + b */
@@ -80,10 +82,11 @@ typedef struct xf_kernels {
                   const int32_t *types, const float *word, const float *pos, const float *type,
                   const float *g, const float *b, float eps, float *out);
 
-    /* Dot products for attention tiles: s[i][j] = scale · q[i]·k[j], i < nq, j < nk,
-     * q rows ldq apart, k rows ldk apart, s rows lds apart. */
-    void (*qk_tile)(int32_t nq, int32_t nk, int32_t d, const float *q, int32_t ldq,
-                    const float *k, int32_t ldk, float scale, float *s, int32_t lds);
+    /* The family-T attention tile micro-kernels (src/attention/fam_t.h: qk, online softmax,
+     * pv, kt, mask, scale) for this ISA: the portable ones in the ref and generic tables, the
+     * AVX-512 ones in the avx512 table; the avx2 table has the portable ones until an AVX2 set
+     * is built (its slot is this one, filled in tables_init). */
+    const struct xf_at_kern *attn;
 } xf_kernels_t;
 
 /* The table for this CPU (after the XF_CPU cap). Ownership: borrowed, static. Thread-safe. */

@@ -23,6 +23,7 @@
 #include "attention/registry.h"
 #include "engine/diag.h"
 #include "engine/model.h"
+#include "engine/plan_internal.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
 
@@ -988,6 +989,11 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         }
     }
 
+    /* The packed weights, once, here: the model is immutable from now on (plan.c). */
+    if (m->word_emb.data && (rc = xf_plan_prep_build(m)) != 0) {
+        xf_diag_set(diag, rc, "cannot prepare the weights: %s", xf_strerror(rc));
+        goto fail;
+    }
     json_decref(cfg);
     if (diag) {
         diag->code = 0;

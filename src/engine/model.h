@@ -48,8 +48,9 @@ struct xf_model {
     /* int8 Linear weights (load option quantize = "int8", quant.h) or NULL; owned. */
     struct xf_quant *q8;
 
-    /* The forward pass's prepared weights (packed GEMM panels, ...), built lazily on first
-     * use under prep_once; freed by prep_free. Loader code leaves these alone. */
+    /* The forward pass's prepared weights (packed GEMM panels, ...): built once by the loader
+     * (xf_plan_prep_build, plan.c), or at the first plan of a model assembled by hand; under
+     * prep_lock; read-only afterwards; freed by prep_free. */
     void *prep;
     void (*prep_free)(void *prep);
 };

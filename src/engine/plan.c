@@ -127,7 +127,7 @@ static int prep_build(const xf_model_t *m, xf_prep_t **out)
     return 0;
 }
 
-int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out)
+int xf_plan_prep_build(xf_model_t *m)
 {
     int rc = 0;
 
@@ -136,15 +136,30 @@ int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out)
         xf_prep_t *pr = NULL;
         rc = prep_build(m, &pr);
         if (!rc) {
-            /* The prepared weights are the one mutable part of a loaded model (model.h). */
-            xf_model_t *mm = (xf_model_t *)m;
-            mm->prep = pr;
-            mm->prep_free = prep_free;
+            m->prep = pr;
+            m->prep_free = prep_free;
         }
     }
-    if (!rc)
-        *out = m->prep;
     pthread_mutex_unlock(&prep_lock);
+    return rc;
+}
+
+int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out)
+{
+    int rc = 0;
+
+    /* A loaded model got its prepared weights in xf_model_load (never NULL here then, and
+     * never written again); a model assembled by hand (tests) gets them at its first plan:
+     * the documented once-only write to an otherwise immutable model (doc/threads.md). */
+    pthread_mutex_lock(&prep_lock);
+    const xf_prep_t *pr = m->prep;
+    pthread_mutex_unlock(&prep_lock);
+    if (!pr) {
+        rc = xf_plan_prep_build((xf_model_t *)m);
+        pr = m->prep;
+    }
+    if (!rc)
+        *out = pr;
     return rc;
 }
 
@@ -361,12 +376,10 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
         r->attn = a;
         if (!a->vt || !xf_at_runnable(a->vt))
             return xf_diag_set(diag, XF_EUNSUPPORTED, "attention variant has no forward");
-        if (a->vt->ops->validate) {
-            rc = a->vt->ops->validate(a->params, p->m, l, err, sizeof err);
-            if (rc)
-                return xf_diag_set(diag, rc < 0 ? rc : XF_EPARAM, "attention %s, layer %d: %s",
-                                   a->vt->name, (int)l, err);
-        }
+        rc = xf_at_validate(a->vt, a->params, p->m, l, err, sizeof err);
+        if (rc)
+            return xf_diag_set(diag, rc < 0 ? rc : XF_EPARAM, "attention %s, layer %d: %s",
+                               a->vt->name, (int)l, err);
         sh.n_seq = e - b;
         sh.cu_len = p->cu_len + b;
         sh.n_tokens = p->n_tokens;

@@ -123,8 +123,11 @@ struct xf_plan {
     xf_plan_stats_t stats;
 };
 
-/* The model's prepared weights, built on the first call (the loader makes it; a hand-built
- * model gets them at its first plan; thread-safe). Returns 0, XF_ESHAPE or -ENOMEM. */
+/* Build the model's prepared weights once (the loader calls it before returning the model;
+ * a no-op when present). Thread-safe (prep_lock). Returns 0, XF_ESHAPE or -ENOMEM. */
+int xf_plan_prep_build(xf_model_t *m);
+/* The model's prepared weights (built at load; a hand-built model gets them at its first
+ * plan, under prep_lock). Returns 0, XF_ESHAPE or -ENOMEM. */
 int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out);
 
 /* Two selections are the same variant with the same parameters. */

@@ -266,6 +266,7 @@ static step_t get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MH
     json_t *v = opt_field(obj, "attention");
     if (!v)
         return STEP_OK;
+    req->err_param = "attention";   /* every error below is about this field */
     if (!json_is_object(v) && !json_is_string(v)) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_ATTENTION, 0, "attention: must be an object "
                                    "{\"variant\": ...} or a variant name");
@@ -307,6 +308,7 @@ static step_t get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MH
         return STEP_REPLIED;
     }
     *out = a;
+    req->err_param = NULL;
     return STEP_OK;
 }
 
@@ -622,8 +624,11 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     } else {
         texts_t tx = { 0 };
         if (get_texts(req, in, "input", &tx, &ret) == STEP_OK) {
+            req->err_param = "input";   /* too long, bad UTF-8, too many tokens */
             j = tokenise(req, &tx, &ro, &ret);
             free(tx.v);
+            if (j)
+                req->err_param = NULL;
         }
     }
     return submit_job(req, j, attn, (jobwant_t){ 1, 0, s->o.normalize }, &ro, ret);

@@ -1,6 +1,7 @@
-/* The server object (see server.h): start-up in the order DESIGN.md §9 asks (model, workers,
- * warm-up and cost-model fit, loop, listen, READY), the loop thread, drain and teardown.
- * Start-up runs on the caller's thread; afterwards the loop thread owns everything. */
+/* The server object (see server.h): start-up (listen first, so a port in use fails at once
+ * and probes answer 503 meanwhile; then model, workers, loop, warm-up and cost-model fit,
+ * ready, READY), the loop thread, drain and teardown. Start-up runs on the caller's thread;
+ * afterwards the loop thread owns everything. */
 #include "config.h"
 
 #include "server/server.h"

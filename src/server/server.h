@@ -61,8 +61,10 @@ void xf_server_opts_init(xf_server_opts_t *o);
 
 typedef struct xf_server xf_server_t;
 
-/* Start the daemon: load (or generate) the model, start workers, warm up, listen, and run the
- * libuv loop on its own thread. Returns 0 or a negative code (diag says what failed).
+/* Start the daemon: listen (until ready only the OPEN routes answer; the rest 503 not_ready),
+ * load (or generate) the model, start workers, warm up, run the libuv loop on its own thread,
+ * then mark it ready. Returns 0 or a negative code (diag says what failed; -EADDRINUSE before
+ * any model work when the port is taken).
  * Ownership: *out is new; stop it with xf_server_stop() and free it with xf_server_free(). */
 int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *diag);
 /* xf_server_opts_from_conf + xf_server_start, with signals and sd_notify on. cfg is borrowed

@@ -515,7 +515,7 @@ static void test_parse(void **state)
     xf_ref_expect_parse_err(&xf_attn_vt_compressive, "{\"rate\":0}", "rate");
     xf_ref_expect_parse_err(&xf_attn_vt_compressive, "{\"fn\":\"median\"}", "fn");
     assert_int_equal(xf_ref_parse(&xf_attn_vt_compressive, "{\"fn\":\"conv\"}", params, err, 256), 0);
-    assert_int_equal(xf_attn_vt_compressive.ops->validate(params, NULL, 0, err, sizeof(err)),
+    assert_int_equal(xf_at_validate(&xf_attn_vt_compressive, params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     assert_non_null(strstr(err, "fn"));
 }

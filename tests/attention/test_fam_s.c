@@ -132,7 +132,7 @@ static void test_linformer_weights(void **state)
     assert_true(e <= 1e-5);
     assert_int_equal(xf_ref_parse(&xf_attn_vt_linformer, "{\"source\":\"weights\"}", params, err,
                                   sizeof(err)), 0);
-    assert_int_equal(xf_attn_vt_linformer.ops->validate(params, NULL, 0, err, sizeof(err)),
+    assert_int_equal(xf_at_validate(&xf_attn_vt_linformer, params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     assert_non_null(strstr(err, "source"));
     free(eye);
@@ -187,7 +187,7 @@ static void test_perceiver(void **state)
         free(qz);
     }
     assert_int_equal(xf_ref_parse(&xf_attn_vt_perceiver, "{}", params, err, sizeof(err)), 0);
-    assert_int_equal(xf_attn_vt_perceiver.ops->validate(params, NULL, 0, err, sizeof(err)),
+    assert_int_equal(xf_at_validate(&xf_attn_vt_perceiver, params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     print_message("# perceiver validate: %s\n", err);
     assert_non_null(strstr(err, "latent"));
@@ -434,7 +434,7 @@ static void test_parse(void **state)
     xf_ref_expect_parse_err(&xf_attn_vt_nystrom, "{\"pinv_iters\":0}", "pinv_iters");
     xf_ref_expect_parse_err(&xf_attn_vt_perceiver, "{\"latents\":-3}", "latents");
     assert_int_equal(xf_ref_parse(&xf_attn_vt_memcomp, "{\"pool\":\"conv\"}", params, err, 256), 0);
-    assert_int_equal(xf_attn_vt_memcomp.ops->validate(params, NULL, 0, err, sizeof(err)),
+    assert_int_equal(xf_at_validate(&xf_attn_vt_memcomp, params, NULL, 0, err, sizeof(err)),
                      XF_EUNSUPPORTED);
     assert_non_null(strstr(err, "pool"));
 }

@@ -105,7 +105,7 @@ static void test_tables(void **state)
         assert_non_null(k->softmax);
         assert_non_null(k->qkv_split);
         assert_non_null(k->embed);
-        assert_non_null(k->qk_tile);
+        assert_non_null(k->attn);
         /* the own kernels promise thread independence and read packed panels; ref and the
          * cblas table do neither (cblas: see nth_exact in kernels.h) */
         int own = strncmp(k->gemm_path, "own-", 4) == 0;
@@ -541,7 +541,7 @@ static void test_softmax(void **state)
     }
 }
 
-/* ---- qkv_split, qk_tile ---- */
+/* ---- qkv_split ---- */
 
 static void test_qkv_split(void **state)
 {
@@ -587,56 +587,8 @@ static void test_qkv_split(void **state)
     }
 }
 
-/* Bound: dot products of length d, in-order FMA chains vs in-order mul+add: both within
- * ~√d·u·Σ|q·k| of the exact value: 8·√(d+1)·u·|scale|·Σ|q·k|. d up to 769 crosses the
- * kernels' d chunking. */
-static void test_qk_tile(void **state)
-{
-    (void)state;
-    load_tables();
-    for (int si = 0; si < N_SIZES; si++) {
-        int d = sizes[si], nq = sizes[(si + 3) % N_SIZES], nk = sizes[(si + 6) % N_SIZES];
-        if (nq > 65)
-            nq = 65;
-        if (nk > 129)
-            nk = 129;
-        int ldq = d + 2, ldk = d + 5, lds = nk + 3;
-        float *q = alloc_u((size_t)nq * ldq), *k = alloc_u((size_t)nk * ldk);
-        float *ref = alloc_u((size_t)nq * lds), *s = alloc_u((size_t)nq * lds);
-        xf_test_fill(q, (size_t)nq * ldq, si + 51, -1.0f, 1.0f);
-        xf_test_fill(k, (size_t)nk * ldk, si + 52, -1.0f, 1.0f);
-        float sc = 0.125f;
-        xf_qk_tile_ref(nq, nk, d, q, ldq, k, ldk, sc, ref, lds);
-        for (int t = 1; t < n_tabs; t++) {
-            for (size_t i = 0; i < (size_t)nq * lds; i++)
-                s[i] = 7.0f;
-            tabs[t]->qk_tile(nq, nk, d, q, ldq, k, ldk, sc, s, lds);
-            for (int i = 0; i < nq; i++)
-                for (int j = 0; j < lds; j++) {
-                    size_t o = (size_t)i * lds + j;
-                    if (j >= nk) {
-                        assert_true(s[o] == 7.0f);
-                        continue;
-                    }
-                    double a = 0;
-                    for (int c = 0; c < d; c++)
-                        a += fabs((double)q[(size_t)i * ldq + c] * k[(size_t)j * ldk + c]);
-                    double tol = 8.0 * sqrt(d + 1.0) * EPS32 * sc * a + 1e-30;
-                    if (!(fabs((double)s[o] - ref[o]) <= tol))
-                        fail_msg("qk_tile %s d=%d (%d,%d): %.9g vs %.9g", names[t], d, i, j,
-                                 s[o], ref[o]);
-                }
-        }
-        free_u(q);
-        free_u(k);
-        free_u(ref);
-        free_u(s);
-    }
-}
-
 XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),
-             cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split),
-             cmocka_unit_test(test_qk_tile))
+             cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split))

@@ -248,6 +248,21 @@ static void test_openai_models(void **state)
     j = jget(p, "POST", "/v1/embeddings", "{\"input\":", 400);
     check_openai_error(j, "invalid_json", NULL);
     json_decref(j);
+    j = jget(p, "POST", "/v1/embeddings", "{\"input\":\"a\",\"attention\":{\"variant\":\"nope\"}}",
+             400);
+    check_openai_error(j, "invalid_attention", "attention");
+    json_decref(j);
+    {
+        /* 600 words > 512 positions without truncate: input_too_long, about "input" */
+        char body[8192];
+        size_t k = (size_t)snprintf(body, sizeof body, "{\"input\":\"");
+        for (int w = 0; w < 600; w++)
+            k += (size_t)snprintf(body + k, sizeof body - k, "hello ");
+        snprintf(body + k, sizeof body - k, "\"}");
+        j = jget(p, "POST", "/v1/embeddings", body, 413);
+        check_openai_error(j, "input_too_long", "input");
+        json_decref(j);
+    }
 }
 
 static void test_kserve_versions(void **state)

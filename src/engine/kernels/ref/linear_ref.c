@@ -45,17 +45,3 @@ void xf_qkv_split_ref(int32_t t0, int32_t t1, int32_t n_tok, int32_t h, int32_t 
         }
     }
 }
-
-/* s[i][j] = scale · Σ_c q[i][c]·k[j][c], summed in order in fp32. */
-void xf_qk_tile_ref(int32_t nq, int32_t nk, int32_t d, const float *q, int32_t ldq,
-                    const float *k, int32_t ldk, float scale, float *s, int32_t lds)
-{
-    for (int32_t i = 0; i < nq; i++) {
-        for (int32_t j = 0; j < nk; j++) {
-            float acc = 0.0f;
-            for (int32_t c = 0; c < d; c++)
-                acc += q[(size_t)i * (size_t)ldq + c] * k[(size_t)j * (size_t)ldk + c];
-            s[(size_t)i * (size_t)lds + j] = scale * acc;
-        }
-    }
-}

@@ -30,8 +30,6 @@ void xf_qkv_split_ref(int32_t t0, int32_t t1, int32_t n_tok, int32_t h, int32_t 
 void xf_embed_ref(int32_t t0, int32_t t1, int32_t d, const int32_t *ids, const int32_t *pos_ids,
                   const int32_t *types, const float *word, const float *pos, const float *type,
                   const float *g, const float *b, float eps, float *out);
-void xf_qk_tile_ref(int32_t nq, int32_t nk, int32_t d, const float *q, int32_t ldq,
-                    const float *k, int32_t ldk, float scale, float *s, int32_t lds);
 
 /* Portable GEMM through cblas_sgemm (single-threaded OpenBLAS per pool thread, on a slice of
  * rows or columns); uses w->w. Lives in kernels.c. */

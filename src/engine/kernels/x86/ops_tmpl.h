@@ -207,77 +207,6 @@ static void XF_FN(embed)(int32_t t0, int32_t t1, int32_t d, const int32_t *ids,
     }
 }
 
-/* s[i][j] = scale · q[i]·k[j]. Keys go in blocks of VW: the block is transposed into kt[c][VW]
- * (d in chunks of QK_DC), then 8 query rows at a time accumulate Σ_c q[i][c]·kt[c] with one
- * broadcast and one FMA per (row, c) — a small GEMM, no horizontal sums. Partial sums of a
- * chunk go through s; every element is one in-order chain over c. */
-#define QK_DC 256
-
-static void XF_FN(qk_tile)(int32_t nq, int32_t nk, int32_t d, const float *q, int32_t ldq,
-                           const float *k, int32_t ldk, float scale, float *s, int32_t lds)
-{
-    float kt[QK_DC * VW] __attribute__((aligned(64)));
-    for (int32_t j0 = 0; j0 < nk; j0 += VW) {
-        int nj = nk - j0 < VW ? (int)(nk - j0) : VW;
-        for (int32_t c0 = 0; c0 < d; c0 += QK_DC) {
-            int dc = d - c0 < QK_DC ? (int)(d - c0) : QK_DC;
-            int first = c0 == 0, last = c0 + dc == d;
-            for (int jj = 0; jj < VW; jj++) {
-                const float *kr = k + (size_t)(j0 + (jj < nj ? jj : 0)) * (size_t)ldk + c0;
-                for (int c = 0; c < dc; c++)
-                    kt[c * VW + jj] = jj < nj ? kr[c] : 0.0f;
-            }
-            V vsc = VSET1(last ? scale : 1.0f);
-            int32_t i = 0;
-            for (; i + 8 <= nq; i += 8) {
-                const float *q0 = q + (size_t)i * (size_t)ldq + c0;
-                V a0, a1, a2, a3, a4, a5, a6, a7;
-                if (first) {
-                    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = VZERO();
-                } else {
-                    float *si = s + (size_t)i * (size_t)lds + j0;
-                    a0 = VLOADN(si, nj);
-                    a1 = VLOADN(si + lds, nj);
-                    a2 = VLOADN(si + 2 * (size_t)lds, nj);
-                    a3 = VLOADN(si + 3 * (size_t)lds, nj);
-                    a4 = VLOADN(si + 4 * (size_t)lds, nj);
-                    a5 = VLOADN(si + 5 * (size_t)lds, nj);
-                    a6 = VLOADN(si + 6 * (size_t)lds, nj);
-                    a7 = VLOADN(si + 7 * (size_t)lds, nj);
-                }
-                for (int c = 0; c < dc; c++) {
-                    V kv = VLOAD(kt + c * VW);
-                    a0 = VFMA(VSET1(q0[c]), kv, a0);
-                    a1 = VFMA(VSET1(q0[ldq + c]), kv, a1);
-                    a2 = VFMA(VSET1(q0[2 * (size_t)ldq + c]), kv, a2);
-                    a3 = VFMA(VSET1(q0[3 * (size_t)ldq + c]), kv, a3);
-                    a4 = VFMA(VSET1(q0[4 * (size_t)ldq + c]), kv, a4);
-                    a5 = VFMA(VSET1(q0[5 * (size_t)ldq + c]), kv, a5);
-                    a6 = VFMA(VSET1(q0[6 * (size_t)ldq + c]), kv, a6);
-                    a7 = VFMA(VSET1(q0[7 * (size_t)ldq + c]), kv, a7);
-                }
-                float *si = s + (size_t)i * (size_t)lds + j0;
-                VSTOREN(si, nj, VMUL(a0, vsc));
-                VSTOREN(si + lds, nj, VMUL(a1, vsc));
-                VSTOREN(si + 2 * (size_t)lds, nj, VMUL(a2, vsc));
-                VSTOREN(si + 3 * (size_t)lds, nj, VMUL(a3, vsc));
-                VSTOREN(si + 4 * (size_t)lds, nj, VMUL(a4, vsc));
-                VSTOREN(si + 5 * (size_t)lds, nj, VMUL(a5, vsc));
-                VSTOREN(si + 6 * (size_t)lds, nj, VMUL(a6, vsc));
-                VSTOREN(si + 7 * (size_t)lds, nj, VMUL(a7, vsc));
-            }
-            for (; i < nq; i++) {
-                const float *qi = q + (size_t)i * (size_t)ldq + c0;
-                float *si = s + (size_t)i * (size_t)lds + j0;
-                V a0 = first ? VZERO() : VLOADN(si, nj);
-                for (int c = 0; c < dc; c++)
-                    a0 = VFMA(VSET1(qi[c]), VLOAD(kt + c * VW), a0);
-                VSTOREN(si, nj, VMUL(a0, vsc));
-            }
-        }
-    }
-}
-
 /* FMA peak loop: 12 independent chains (enough to cover FMA latency × ports), distinct
  * starting values so that the compiler cannot merge them. Returns the flops done. */
 static double XF_FN(fma_loop)(int64_t iters, float *sink)
@@ -313,5 +242,4 @@ static void XF_FN(fill_ops)(xf_kernels_t *t)
     t->softmax = XF_FN(softmax);
     t->qkv_split = XF_FN(qkv_split);
     t->embed = XF_FN(embed);
-    t->qk_tile = XF_FN(qk_tile);
 }
