@@ -70,6 +70,9 @@ typedef struct xf_model_info {
     int64_t n_params;          /* parameters actually used */
     const char *file_dtype;    /* "F32", "F16", "BF16" (as stored) */
     int is_demo;               /* random-weight demo model made by xf_demo_write() */
+    const char *quantize;      /* "none", or "int8": Q/K/V, attention output, FFN1, FFN2 run as
+                                  int8 Linear layers (per-channel weights, per-token
+                                  activations; ATTENTION.md §24) */
 } xf_model_info_t;
 
 typedef struct xf_load_opts {
@@ -77,6 +80,9 @@ typedef struct xf_load_opts {
     const xf_tokenizer_opts_t *tokenizer;   /* NULL: as the files say */
     const char *attention;     /* default attention variant as JSON ({"variant":"window",...});
                                   NULL: from config.json's attention settings, else dense */
+    const char *quantize;      /* NULL or "none": fp32; "int8": quantise the six Linear weights
+                                  of every layer at load (from F32, F16 or BF16) and run them
+                                  as int8 GEMMs; anything else is -EINVAL */
 } xf_load_opts_t;
 
 /* Load config.json + model.safetensors + vocab.txt/tokenizer.json from dir. Weights are

@@ -13,6 +13,7 @@ typedef struct cli_common {
     const char *model_dir;     /* --model DIR; NULL: the demo model in the cache directory */
     int threads;               /* --threads N; 0: all cores */
     const char *attention;     /* --attention JSON */
+    const char *quantize;      /* --quantize none|int8 */
 } cli_common;
 
 /* Parse "--name value" / "--name=value" at argv[*i]; returns the value or NULL when argv[*i]
@@ -20,7 +21,7 @@ typedef struct cli_common {
 const char *cli_opt(int argc, char **argv, int *i, const char *name);
 /* Parse an int option value, exit 2 with a message naming the option on error. */
 long cli_int(const char *name, const char *val, long min, long max);
-/* Recognise --model/--threads/--attention; returns 1 when argv[*i] was one of them. */
+/* Recognise --model/--threads/--attention/--quantize; returns 1 when argv[*i] was one of them. */
 int cli_common_opt(int argc, char **argv, int *i, cli_common *c);
 
 /* The demo model directory under $XDG_CACHE_HOME/xformd (or ~/.cache/xformd), written on first

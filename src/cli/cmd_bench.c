@@ -318,7 +318,7 @@ int cmd_bench(int argc, char **argv)
             quick = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli bench [--model DIR] [--threads N] [--reps N] [--quick] "
-                   "[--no-floor] [--no-reexec] [--compare FILE]\n"
+                   "[--no-floor] [--no-reexec] [--compare FILE] [--quantize int8]\n"
                    "Engine benchmark on the BERT-base shape (default: the demo model), 2 threads."
                    "\nPrints fma_peak, one `xformd` line per shape and `floor` lines (cblas_sgemm"
                    " alone\non the same GEMMs). When OPENBLAS_CORETYPE forces a kernel below the "
@@ -362,9 +362,10 @@ int cmd_bench(int argc, char **argv)
     }
     git_rev(rev, sizeof rev);
     printf("# xformd-bench cpu=\"%s\" isa=%s isa_max=%s blas_core=%s gemm_path=%s threads=%d "
-           "rev=%s openblas_coretype=%s cores=%d\n", ci.brand, ci.isa, ci.isa_max, ci.blas_core,
-           ci.gemm_path, c.threads, rev, getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE")
-                                                                      : "unset", ci.n_cores);
+           "rev=%s openblas_coretype=%s cores=%d quantize=%s\n", ci.brand, ci.isa, ci.isa_max,
+           ci.blas_core, ci.gemm_path, c.threads, rev,
+           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset", ci.n_cores,
+           c.quantize ? c.quantize : "none");
     if (c.threads > 0 && c.threads != ci.n_cores)
         fprintf(stderr, "xformd-cli bench: note: %d threads on %d cores\n", c.threads,
                 ci.n_cores);

@@ -76,7 +76,8 @@ int cmd_inspect(int argc, char **argv)
         if (cli_common_opt(argc, argv, &i, &c))
             continue;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: xformd-cli inspect [--model DIR] [--threads N] [--attention JSON]\n"
+            printf("usage: xformd-cli inspect [--model DIR] [--threads N] [--attention JSON] "
+                   "[--quantize int8]\n"
                    "Prints the model summary, per-layer shapes and the memory plan (arena vs "
                    "the naive sum\nand the lifetime lower bound) for a few batch shapes.\n");
             return 0;
@@ -106,6 +107,7 @@ int cmd_inspect(int argc, char **argv)
     for (int i = 0; mi->labels && i < mi->n_labels && i < 16; i++)
         printf("%s%s", i ? ", " : ": ", mi->labels[i]);
     printf("\nattention      %s\n", attn);
+    printf("quantize       %s\n", mi->quantize ? mi->quantize : "none");
     printf("layer  heads  d_head  d_ff\n");
     for (int l = 0; l < mi->n_layer; l++)
         printf("%5d  %5d  %6d  %4d\n", l, mi->layers[l].n_head, mi->layers[l].d_head,

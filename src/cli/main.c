@@ -70,6 +70,10 @@ int cli_common_opt(int argc, char **argv, int *i, cli_common *c)
         c->attention = v;
         return 1;
     }
+    if ((v = cli_opt(argc, argv, i, "--quantize"))) {
+        c->quantize = v;   /* none|int8, checked by xf_model_load */
+        return 1;
+    }
     if (!strcmp(argv[*i], "--verbose") || !strcmp(argv[*i], "-v")) {
         verbose_level = XF_LOG_DEBUG;
         return 1;
@@ -134,6 +138,7 @@ xf_model_t *cli_open_model(const cli_common *c)
         exit(1);
     }
     lo.attention = c->attention;
+    lo.quantize = c->quantize;
     rc = xf_model_load(dir, &lo, &m, &diag);
     if (rc < 0) {
         fprintf(stderr, "xformd-cli: cannot load model %s: %s\n", dir,
@@ -218,7 +223,8 @@ static void usage(FILE *f)
         "  bench      engine benchmark (BERT-base shape) against the FMA peak and cblas\n"
         "\n"
         "Model commands take --model DIR (a Hugging Face directory; default: the demo model,\n"
-        "written on first use under $XDG_CACHE_HOME/xformd), --threads N, --attention JSON.\n"
+        "written on first use under $XDG_CACHE_HOME/xformd), --threads N, --attention JSON,\n"
+        "--quantize none|int8 (int8 Linear layers).\n"
         "`xformd-cli COMMAND --help` describes each command.\n");
 }
 

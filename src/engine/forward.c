@@ -13,6 +13,7 @@
 
 #include "engine/ctx.h"
 #include "engine/diag.h"
+#include "engine/kernels/qgemm.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
 
@@ -22,6 +23,7 @@ typedef struct fwd_task {
     const xf_plan_t *p;
     const xf_batch_t *batch;
     const xf_kernels_t *K;
+    const xf_qkernels_t *Q;    /* int8 kernels (model.quantize = int8) */
     const int32_t *types;      /* token types for the embedding, or NULL */
     float *pooled, *hidden, *logits;
     enum xf_pooling pooling;
@@ -62,6 +64,42 @@ static void linear(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, cons
     if (!bias && epi != XF_EPI_NONE)
         bias = T->p->prep->zeros;
     T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
+}
+
+/* int8 models (model.quantize = int8, kernels/qgemm.h), XF_OP_Q8: the rows of in0 quantised
+ * per token into out (the next Linear op's ws), rows split across threads. k is the input
+ * width of the Linear op it feeds (o->which). */
+static void op_q8(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    const xf_layer_t *L = &T->m->layers[o->layer];
+    int32_t N = T->p->n_tokens, da = L->n_head * L->d_head;
+    int32_t k = o->which == XF_OP_OPROJ ? da
+                : o->which == XF_OP_FF2 ? L->d_ff : T->m->info.d_model;
+    uint8_t *act = (uint8_t *)tens(T, o->out);
+    int r0, r1;
+
+    xf_split_rows(N, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        T->Q->quant_rows(r0, r1, k, tens(T, o->in0), k, act, xf_qgemm_ldq(k),
+                         (float *)(act + xf_qgemm_alpha_offset(N, k)));
+}
+
+/* A layer's Linear op: the int8 GEMM on the rows XF_OP_Q8 quantised into the op's ws when the
+ * weight is quantised (x is then not read), else fp32. */
+static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
+                      int32_t rows, const float *x, int32_t ldx, const float *bias,
+                      enum xf_epilogue epi, float *y, int32_t ldy, int ith, int nth)
+{
+    if (!w->q8) {
+        linear(T, w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
+        return;
+    }
+    uint8_t *act = (uint8_t *)tens(T, o->ws);
+    if (!bias && epi != XF_EPI_NONE)
+        bias = T->p->prep->zeros;
+    T->Q->qlinear(w->q8, rows, act, xf_qgemm_ldq(w->k),
+                  (const float *)(act + xf_qgemm_alpha_offset(rows, w->k)), bias, epi, y, ldy,
+                  ith, nth);
 }
 
 static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
@@ -324,15 +362,18 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     case XF_OP_QKV: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
-        if (P->qkv.packed) {   /* stacked: one GEMM with n = 3·da into the same layout */
+        if (P->qkv.packed) {   /* stacked fp32: one GEMM with n = 3·da into the same layout */
             linear(T, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
             break;
         }
-        linear(T, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
-        linear(T, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
-        linear(T, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth);
+        linear_op(T, o, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
+        linear_op(T, o, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
+        linear_op(T, o, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth);
         break;
     }
+    case XF_OP_Q8:
+        op_q8(T, o, ith, nth);
+        break;
     case XF_OP_SPLIT: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
@@ -350,16 +391,16 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
         op_attn(T, o, ith, nth);
         break;
     case XF_OP_OPROJ:
-        linear(T, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out), D, ith,
-               nth);
+        linear_op(T, o, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out),
+                  D, ith, nth);
         break;
     case XF_OP_FF1:
-        linear(T, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
-               tens(T, o->out), L->d_ff, ith, nth);
+        linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
+                  tens(T, o->out), L->d_ff, ith, nth);
         break;
     case XF_OP_FF2:
-        linear(T, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE, tens(T, o->out), D,
-               ith, nth);
+        linear_op(T, o, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
+                  tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_POOL:
     case XF_OP_POOLER:
@@ -517,6 +558,7 @@ int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p, const xf_ba
     if (rc)
         return rc;
     T.K = xf_kernels();
+    T.Q = xf_qkernels();
     T.types = NULL;
     if (m->type_emb.data)
         T.types = batch->type_ids ? batch->type_ids : p->zero_types;

@@ -28,6 +28,9 @@ typedef struct xf_gemm_w {
     const float *w;        /* the original [n][k]; NULL only for a stacked weight (below) */
     float *packed;         /* owned packed copy or NULL; free with xf_gemm_w_deinit() */
     size_t packed_bytes;
+    /* int8 Linear (model.quantize = int8, kernels/qgemm.h): the quantised weight, borrowed
+     * from the model; the forward pass runs it with the int8 kernels. NULL: fp32. */
+    const struct xf_qgemm_w *q8;
 } xf_gemm_w_t;
 
 /* Prepare w for the fastest GEMM path (may pack a copy). Returns 0 or -ENOMEM. */

@@ -24,6 +24,7 @@
 #include "engine/diag.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
+#include "engine/quant.h"
 #include "engine/safetensors.h"
 
 #define ST_NAME "model.safetensors"
@@ -76,6 +77,7 @@ void xf_model_free(xf_model_t *m)
         return;
     if (m->prep && m->prep_free)
         m->prep_free(m->prep);
+    xf_quant_free(m->q8);
     xf_tokenizer_free(m->tok);
     xf_attn_free(m->attn);
     for (int32_t i = 0; i < m->n_owned; i++)
@@ -850,6 +852,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     ld_t L = { 0 };
     hp_t h = { 0 };
     char path[4096];
+    enum xf_quant_mode qmode = XF_QUANT_NONE;
     int rc;
 
     if (!dir || !*dir || !out)
@@ -872,6 +875,9 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         return xf_diag_set(diag, -ENOMEM, "%s: out of memory", dir);
     L.m = m;
     L.diag = diag;
+    if ((rc = xf_quant_parse(opts->quantize, &qmode, diag)))
+        goto fail;
+    m->info.quantize = xf_quant_name(qmode);
 
     if ((rc = load_config(dir, &cfg, diag)))
         goto fail;
@@ -922,6 +928,8 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         m->info.file_dtype = xf_st_dtype_name(we->dtype);
     }
     m->info.n_params = L.n_params;
+    if (qmode == XF_QUANT_INT8 && (rc = xf_quant_build(m, &m->q8, diag)))
+        goto fail;
     xf_st_take_map(L.st, &m->map, &m->map_len);
     madvise(m->map, m->map_len, MADV_WILLNEED);   /* read ahead the in-place weights */
     xf_st_close(L.st);
@@ -991,9 +999,13 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         diag->code = 0;
         diag->msg[0] = 0;
     }
-    xf_log(XF_LOG_INFO, "loaded %s (%s, %d layers, d_model %d, %lld parameters, %s)%s",
+    char qinfo[128] = "";
+    if (m->q8)
+        snprintf(qinfo, sizeof qinfo, ", quantize int8: Q/K/V/O/FFN Linear layers on %s "
+                 "kernels, %.1f MB of int8 weights", xf_qkernels()->name, m->q8->bytes / 1e6);
+    xf_log(XF_LOG_INFO, "loaded %s (%s, %d layers, d_model %d, %lld parameters, %s%s)%s",
            m->info.name, m->info.arch_name, m->info.n_layer, m->info.d_model,
-           (long long)m->info.n_params, m->info.file_dtype,
+           (long long)m->info.n_params, m->info.file_dtype, qinfo,
            m->info.is_demo ? " — DEMO MODEL with random weights" : "");
     *out = m;
     return 0;

@@ -45,6 +45,9 @@ struct xf_model {
     void **owned;                          /* converted tensors, strings, ... (free each) */
     int32_t n_owned, cap_owned;
 
+    /* int8 Linear weights (load option quantize = "int8", quant.h) or NULL; owned. */
+    struct xf_quant *q8;
+
     /* The forward pass's prepared weights (packed GEMM panels, ...): built once by the loader
      * (xf_plan_prep_build, plan.c), or at the first plan of a model assembled by hand; under
      * prep_lock; read-only afterwards; freed by prep_free. */

@@ -13,6 +13,7 @@
 #include "engine/diag.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
+#include "engine/quant.h"
 
 static size_t align_up(size_t n)
 {
@@ -48,19 +49,31 @@ static void prep_free(void *ptr)
     free(pr);
 }
 
-/* Prepare one Linear when present; checks its shape (rows = out, cols = in). */
-static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, int required)
+/* Prepare one Linear when present; checks its shape (rows = out, cols = in). An int8 layer
+ * (q8 != NULL, quant.h) points at its quantised weight and packs no fp32 copy. */
+static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, int required,
+                    const xf_qgemm_w_t *q8)
 {
     if (!w->data)
         return required ? XF_ESHAPE : 0;
     if (w->rows != out || w->cols != in)
         return XF_ESHAPE;
+    if (q8) {
+        memset(pw, 0, sizeof *pw);
+        pw->n = out;
+        pw->k = in;
+        pw->w = w->data;
+        pw->q8 = q8;
+        return 0;
+    }
     return xf_gemm_w_init(pw, w->data, out, in);
 }
 
 /* Q/K/V as one stacked GEMM (n = 3·da, one pass over the activations and one column split
- * across threads) when the kernels pack weights; else three Linears. */
-static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t D)
+ * across threads) when the kernels pack weights and the layer is fp32; else three Linears (int8:
+ * three quantised Linears sharing one quantised activation, Q8 op). */
+static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t D,
+                    const xf_quant_layer_t *Q)
 {
     const xf_w_t *w[3] = { &L->q_w, &L->k_w, &L->v_w };
     const xf_w_t *b[3] = { &L->q_b, &L->k_b, &L->v_b };
@@ -71,7 +84,7 @@ static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t
             return XF_ESHAPE;
         parts[i] = w[i]->data;
     }
-    if (xf_kernels()->packs_w) {
+    if (!Q && xf_kernels()->packs_w) {
         P->qkv_b = calloc(3 * (size_t)da, sizeof *P->qkv_b);
         if (!P->qkv_b)
             return -ENOMEM;
@@ -84,11 +97,11 @@ static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t
         free(P->qkv_b);
         P->qkv_b = NULL;
     }
-    int rc = prep_one(&P->q, &L->q_w, da, D, 1);
+    int rc = prep_one(&P->q, &L->q_w, da, D, 1, Q ? &Q->q : NULL);
     if (!rc)
-        rc = prep_one(&P->k, &L->k_w, da, D, 1);
+        rc = prep_one(&P->k, &L->k_w, da, D, 1, Q ? &Q->k : NULL);
     if (!rc)
-        rc = prep_one(&P->v, &L->v_w, da, D, 1);
+        rc = prep_one(&P->v, &L->v_w, da, D, 1, Q ? &Q->v : NULL);
     return rc;
 }
 
@@ -124,21 +137,22 @@ static int prep_build(const xf_model_t *m, xf_prep_t **out)
     for (int32_t l = 0; l < mi->n_layer && !rc; l++) {
         const xf_layer_t *L = &m->layers[l];
         xf_prep_layer_t *P = &pr->layers[l];
+        const xf_quant_layer_t *Q = m->q8 ? &m->q8->layers[l] : NULL;
         int32_t da = L->n_head * L->d_head;
-        rc = prep_qkv(P, L, da, D);
+        rc = prep_qkv(P, L, da, D, Q);
         if (!rc)
-            rc = prep_one(&P->o, &L->o_w, D, da, 1);
+            rc = prep_one(&P->o, &L->o_w, D, da, 1, Q ? &Q->o : NULL);
         if (!rc)
-            rc = prep_one(&P->ff1, &L->ff1_w, L->d_ff, D, 1);
+            rc = prep_one(&P->ff1, &L->ff1_w, L->d_ff, D, 1, Q ? &Q->ff1 : NULL);
         if (!rc)
-            rc = prep_one(&P->ff2, &L->ff2_w, D, L->d_ff, 1);
+            rc = prep_one(&P->ff2, &L->ff2_w, D, L->d_ff, 1, Q ? &Q->ff2 : NULL);
     }
     if (!rc)
-        rc = prep_one(&pr->pool, &m->pool_w, D, D, 0);
+        rc = prep_one(&pr->pool, &m->pool_w, D, D, 0, NULL);
     if (!rc)
-        rc = prep_one(&pr->head_dense, &m->head_dense_w, D, D, 0);
+        rc = prep_one(&pr->head_dense, &m->head_dense_w, D, D, 0, NULL);
     if (!rc && m->cls_w.data)
-        rc = prep_one(&pr->cls, &m->cls_w, m->cls_w.rows, D, 1);
+        rc = prep_one(&pr->cls, &m->cls_w, m->cls_w.rows, D, 1, NULL);
     if (rc) {
         prep_free(pr);
         return rc;
@@ -420,6 +434,18 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
 }
 
 /* One encoder layer from input x; returns the output tensor in *y. */
+/* int8 model (model.quantize = int8): an XF_OP_Q8 op quantising x's rows (k wide) into a new
+ * activation buffer for the Linear op `feeds`, which reads it as its ws. Returns the buffer,
+ * or -1 for an fp32 model (or while counting). */
+static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_op_kind feeds)
+{
+    if (!p->m->q8)
+        return -1;
+    int32_t q = add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
+    add_op(p, XF_OP_Q8, l, x, -1, q, -1)->which = (int32_t)feeds;
+    return q;
+}
+
 static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t *diag)
 {
     const xf_model_t *m = p->m;
@@ -435,7 +461,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         ain = x;
     }
     qkv = add_tensor(p, N * 3 * da * 4, "qkv", l);
-    add_op(p, XF_OP_QKV, l, ain, -1, qkv, -1);
+    add_op(p, XF_OP_QKV, l, ain, -1, qkv, q8_quant(p, l, ain, (int32_t)D, XF_OP_QKV));
     planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
     add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
     att = add_tensor(p, N * da * 4, "attn_out", l);
@@ -475,7 +501,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         }
     }
     proj = add_tensor(p, N * D * 4, "attn_proj", l);
-    add_op(p, XF_OP_OPROJ, l, att, -1, proj, -1);
+    add_op(p, XF_OP_OPROJ, l, att, -1, proj, q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ));
     h1 = add_tensor(p, N * D * 4, "ln1_out", l);
     add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1)->which = XF_W_LN1;
     if (m->info.pre_ln) {
@@ -486,9 +512,9 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         ain = h1;
     }
     f1 = add_tensor(p, N * ff * 4, "ffn1", l);
-    add_op(p, XF_OP_FF1, l, ain, -1, f1, -1);
+    add_op(p, XF_OP_FF1, l, ain, -1, f1, q8_quant(p, l, ain, (int32_t)D, XF_OP_FF1));
     f2 = add_tensor(p, N * D * 4, "ffn2", l);
-    add_op(p, XF_OP_FF2, l, f1, -1, f2, -1);
+    add_op(p, XF_OP_FF2, l, f1, -1, f2, q8_quant(p, l, f1, (int32_t)ff, XF_OP_FF2));
     h2 = add_tensor(p, N * D * 4, "ln2_out", l);
     add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1)->which = XF_W_LN2;
     *y = h2;

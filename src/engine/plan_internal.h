@@ -42,6 +42,9 @@ enum xf_op_kind {
     XF_OP_HEAD_DENSE,  /* ws tmp [B][D] = the classifier's dense layer of the [CLS] rows */
     XF_OP_HEAD_TANH,   /* tmp = tanh(tmp) (BERT/RoBERTa heads) */
     XF_OP_CLS,         /* logits [B][n_labels] = classifier(tmp) */
+    XF_OP_Q8,          /* int8 models: out = in0's rows quantised per token (kernels/qgemm.h) for
+                          the Linear op `which` (XF_OP_QKV/OPROJ/FF1/FF2), which reads out as
+                          its ws */
     XF_OP_COUNT
 };
 

@@ -1228,9 +1228,10 @@ static enum MHD_Result h_stats(xf_req_t *req)
     json_t *st = xf_metrics_stats_json();
     if (!st)
         return reply_oom(req);
-    json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:I}", "name", s->model_name,
+    json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:s,s:I}", "name", s->model_name,
                           "dir", s->info->dir ? s->info->dir : "", "n_params",
                           (json_int_t)s->info->n_params, "demo", s->info->is_demo,
+                          "quantize", s->info->quantize ? s->info->quantize : "none",
                           "policy", xf_loop_policy_name(s), "cpu", s->cpu_desc,
                           "uptime_ms", (json_int_t)((xf_now_ns() - s->start_ns) / 1000000));
     if (m)

@@ -48,6 +48,7 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->demo_tiny = c->model_demo == 1;
     o->cache_dir = c->cache_dir;
     o->attention = c->model_attention[0] ? c->model_attention : NULL;
+    o->quantize = c->model_quantize == 1 ? "int8" : NULL;   /* none|int8 */
     o->pooling = (enum xf_pooling)c->model_pooling;   /* default|cls|mean|pooler|none */
     o->normalize = c->model_normalize;
     o->engine_threads = (int)c->engine_threads;
@@ -149,7 +150,8 @@ static int check_attention(const xf_server_opts_t *o, xf_diag_t *diag)
 static int load_model(xf_server_t *s, xf_diag_t *diag)
 {
     const xf_server_opts_t *o = &s->o;
-    xf_load_opts_t lo = { .name = NULL, .tokenizer = NULL, .attention = o->attention };
+    xf_load_opts_t lo = { .name = NULL, .tokenizer = NULL, .attention = o->attention,
+                          .quantize = o->quantize };
     int demo = !o->model_dir || !o->model_dir[0];
     char dir[4096];
     if (!demo) {
@@ -331,8 +333,9 @@ static void log_startup(xf_server_t *s)
              ci.brand, ci.isa ? ci.isa : "?", ci.isa_max ? ci.isa_max : "?",
              ci.gemm_path ? ci.gemm_path : "?", ci.blas_core ? ci.blas_core : "?");
     XF_LOGI("xformd %s", xf_version());
-    XF_LOGI("model: %s (%s, %s) from %s", s->model_name, mi->arch_name ? mi->arch_name : "?",
-            mi->file_dtype ? mi->file_dtype : "?", mi->dir ? mi->dir : "?");
+    XF_LOGI("model: %s (%s, %s, quantize %s) from %s", s->model_name,
+            mi->arch_name ? mi->arch_name : "?", mi->file_dtype ? mi->file_dtype : "?",
+            mi->quantize ? mi->quantize : "none", mi->dir ? mi->dir : "?");
     if (mi->is_demo)
         XF_LOGW("*** DEMO MODEL: random weights, its embeddings and scores mean NOTHING; "
                 "start xformd with --model DIR to serve a real checkpoint ***");

@@ -1,0 +1,222 @@
+/* The int8 kernel dispatcher (qgemm.h): the reference, AVX2, AVX-512 VNNI and AMX tables, the
+ * choice for this CPU under the XF_CPU cap, the per-channel weight quantisation and packing done
+ * once at load, and the activation-buffer geometry the planner sizes. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cpu.h"
+#include "engine/diag.h"
+#include "engine/kernels/qgemm.h"
+
+static const xf_qkernels_t qtable_ref = {
+    .name = "ref",
+    .wmax = 127,
+    .quant_rows = xf_quant_rows_ref,
+    .qlinear = xf_qlinear_ref,
+    .peak_loop = xf_qpeak_loop_ref,
+};
+
+#ifdef XF_HAVE_X86_64
+static const xf_qkernels_t qtable_avx2 = {
+    .name = "avx2",
+    .wmax = 127,
+    .quant_rows = xf_quant_rows_avx2,
+    .qlinear = xf_qlinear_avx2,
+    .peak_loop = xf_qpeak_loop_avx2,
+};
+
+/* 7-bit weights, u8 activations + 128 straight into vpmaddubsw (no vpsignb/abs/XOR). The
+ * AVX2 default: bench_qgemm (Zen 5 capped to AVX2, 1 thread, M = 16 and 128, BERT-base shapes,
+ * two runs, bench/results/qgemm_zen5.txt) gave 0.45-0.69 of the vpmaddubsw peak per
+ * CPU-second against 0.37-0.53 for the 8-bit sign-trick "avx2" (1.2-1.5x faster); the extra
+ * weight rounding moved the int8-vs-fp32 GEMM error from 0.0283 to 0.0291 (test_qgemm) and no
+ * test_quant cosine. XF_QGEMM=avx2 keeps the 8-bit path (integer sums identical to
+ * VNNI/AMX/ref on the same weights). */
+static const xf_qkernels_t qtable_avx2_w7 = {
+    .name = "avx2-w7",
+    .wmax = 63,
+    .quant_rows = xf_quant_rows_avx2,
+    .qlinear = xf_qlinear_avx2_w7,
+    .peak_loop = xf_qpeak_loop_avx2,
+};
+
+static const xf_qkernels_t qtable_vnni = {
+    .name = "vnni",
+    .wmax = 127,
+    .quant_rows = xf_quant_rows_avx512,
+    .qlinear = xf_qlinear_vnni,
+    .peak_loop = xf_qpeak_loop_vnni,
+};
+
+#ifdef XF_HAVE_AMX
+static const xf_qkernels_t qtable_amx = {
+    .name = "amx",
+    .wmax = 127,
+    .quant_rows = xf_quant_rows_avx512,
+    .qlinear = xf_qlinear_amx,
+    .peak_loop = xf_qpeak_loop_amx,
+};
+#endif
+#endif
+
+#define QT_MAX 5
+static const xf_qkernels_t *qtables[QT_MAX];
+static int n_qtables;
+static const xf_qkernels_t *qselected;
+static pthread_once_t qonce = PTHREAD_ONCE_INIT;
+
+static void qtables_init(void)
+{
+    const xf_cpu_t *c = xf_cpu();
+    qtables[n_qtables++] = &qtable_ref;
+    qselected = &qtable_ref;
+#ifdef XF_HAVE_X86_64
+    if (c->level_max >= XF_ISA_AVX2) {
+        qtables[n_qtables++] = &qtable_avx2;
+        qtables[n_qtables++] = &qtable_avx2_w7;
+        if (c->level >= XF_ISA_AVX2)
+            qselected = &qtable_avx2_w7;
+    }
+    if (c->level_max >= XF_ISA_AVX512 && c->avx512vnni) {
+        qtables[n_qtables++] = &qtable_vnni;
+        if (c->level >= XF_ISA_AVX512)
+            qselected = &qtable_vnni;
+    }
+#ifdef XF_HAVE_AMX
+    if (c->level_max >= XF_ISA_AMX && c->amx_int8) {
+        qtables[n_qtables++] = &qtable_amx;
+        if (c->level >= XF_ISA_AMX)
+            qselected = &qtable_amx;
+    }
+#endif
+#endif
+    /* XF_QGEMM=name picks one of the tables this CPU runs (benchmarks: avx2 vs avx2-w7) */
+    const char *want = getenv("XF_QGEMM");
+    if (want && *want) {
+        int found = 0;
+        for (int i = 0; i < n_qtables; i++)
+            if (strcmp(qtables[i]->name, want) == 0) {
+                qselected = qtables[i];
+                found = 1;
+            }
+        if (!found)
+            xf_log(XF_LOG_WARN, "XF_QGEMM=%s is not an int8 table this CPU runs; ignored", want);
+    }
+    xf_log(XF_LOG_DEBUG, "qgemm: int8 kernels %s (cpu %s, isa %s)", qselected->name, c->brand,
+           xf_isa_name(c->level));
+}
+
+const xf_qkernels_t *xf_qkernels(void)
+{
+    pthread_once(&qonce, qtables_init);
+    return qselected;
+}
+
+const xf_qkernels_t *xf_qkernels_ref(void)
+{
+    return &qtable_ref;
+}
+
+int xf_qkernels_all(const xf_qkernels_t **out, int cap)
+{
+    pthread_once(&qonce, qtables_init);
+    int n = n_qtables < cap ? n_qtables : cap;
+    for (int i = 0; i < n; i++)
+        out[i] = qtables[i];
+    return n;
+}
+
+/* ---- geometry ---- */
+
+static size_t up64(size_t x)
+{
+    return (x + 63) & ~(size_t)63;
+}
+
+int32_t xf_qgemm_ldq(int32_t k)
+{
+    return (k + XF_QGEMM_KALIGN - 1) / XF_QGEMM_KALIGN * XF_QGEMM_KALIGN;
+}
+
+size_t xf_qgemm_alpha_offset(int32_t m, int32_t k)
+{
+    size_t rows = ((size_t)m + XF_QGEMM_MALIGN - 1) / XF_QGEMM_MALIGN * XF_QGEMM_MALIGN;
+    return up64(rows * (size_t)xf_qgemm_ldq(k));
+}
+
+size_t xf_qgemm_act_bytes(int32_t m, int32_t k)
+{
+    return xf_qgemm_alpha_offset(m, k) + up64((size_t)m * sizeof(float));
+}
+
+/* ---- weights ---- */
+
+int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax)
+{
+    memset(qw, 0, sizeof *qw);
+    if (!w || n <= 0 || k <= 0 || k > (1 << 20) || (wmax != 127 && wmax != 63))
+        return -EINVAL;
+    const float fmax = (float)wmax;
+    for (size_t i = 0; i < (size_t)n * (size_t)k; i++)
+        if (!isfinite(w[i]))
+            return -EINVAL;
+    const int32_t n_pad = (n + XF_QGEMM_PANEL - 1) / XF_QGEMM_PANEL * XF_QGEMM_PANEL;
+    const int32_t k_pad = xf_qgemm_ldq(k);
+    const size_t wbytes = (size_t)n_pad * (size_t)k_pad;
+    int8_t *wq = aligned_alloc(64, up64(wbytes));
+    float *sigma = calloc((size_t)n_pad, sizeof *sigma);
+    int32_t *colsum = calloc((size_t)n_pad, sizeof *colsum);
+    if (!wq || !sigma || !colsum) {
+        free(wq);
+        free(sigma);
+        free(colsum);
+        return -ENOMEM;
+    }
+    memset(wq, 0, wbytes);
+    const size_t groups = (size_t)k_pad / 4;
+    for (int32_t o = 0; o < n; o++) {
+        const float *wo = w + (size_t)o * (size_t)k;
+        float amax = 0.0f;
+        for (int32_t i = 0; i < k; i++)
+            amax = fabsf(wo[i]) > amax ? fabsf(wo[i]) : amax;
+        if (amax == 0.0f)
+            continue;   /* σ = 0, W^q = 0 */
+        sigma[o] = amax / fmax;
+        const float inv = fmax / amax;
+        int32_t cs = 0;
+        size_t p = (size_t)o / 16, c = (size_t)o % 16;
+        for (int32_t i = 0; i < k; i++) {
+            float v = rintf(wo[i] * inv);
+            v = v > fmax ? fmax : v < -fmax ? -fmax : v;
+            int8_t q = (int8_t)v;
+            wq[((p * groups + (size_t)i / 4) * 16 + c) * 4 + (size_t)i % 4] = q;
+            cs += q;
+        }
+        colsum[o] = cs;
+    }
+    qw->n = n;
+    qw->k = k;
+    qw->n_pad = n_pad;
+    qw->k_pad = k_pad;
+    qw->wmax = wmax;
+    qw->wq = wq;
+    qw->sigma = sigma;
+    qw->colsum = colsum;
+    qw->bytes = wbytes + (size_t)n_pad * (sizeof *sigma + sizeof *colsum);
+    return 0;
+}
+
+void xf_qgemm_w_deinit(xf_qgemm_w_t *qw)
+{
+    if (!qw)
+        return;
+    free(qw->wq);
+    free(qw->sigma);
+    free(qw->colsum);
+    memset(qw, 0, sizeof *qw);
+}

@@ -1,0 +1,129 @@
+/* Engine-internal: int8 Linear layers (ATTENTION.md §24, FastFormers). Weights quantised per
+ * output channel at load, activations per row (per token) at run time, s32 accumulation, a
+ * fused epilogue (dequantise + bias + GELU/ReLU). The int8 kernel table is separate from the
+ * fp32 one (kernels.h) and picked the same way (cpu.h, XF_CPU caps): portable reference, AVX2
+ * (vpmaddubsw), AVX-512 VNNI (vpdpbusd), AMX (TDPBUSD). Kernels never allocate, lock, log or
+ * make syscalls; ith/nth split the work statically and every output element is the same
+ * integer dot product whatever the split (bitwise thread independence). */
+#ifndef XF_ENGINE_KERNELS_QGEMM_H
+#define XF_ENGINE_KERNELS_QGEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/kernels.h"
+
+/* Rows of the quantised activations are XF_QGEMM_KALIGN bytes apart at least (k padded with
+ * x^q = 0), and a kernel may read whole groups of XF_QGEMM_MALIGN rows (the AMX tiles): the
+ * buffer holds round_up(m, XF_QGEMM_MALIGN) rows; rows past m may hold anything. */
+#define XF_QGEMM_KALIGN 64
+#define XF_QGEMM_MALIGN 16
+/* Weight panels: 16 output channels, K in groups of 4 (the VNNI / AMX B layout). */
+#define XF_QGEMM_PANEL 16
+
+/* An int8 Linear weight W[n][k] (HF layout), with wmax = 127 (or 63: the 7-bit weights of the
+ * "avx2-w7" kernel, which keeps vpmaddubsw pairs of u8 × s7 below the s16 saturation):
+ *   σ_o = max_k |W_ok| / wmax,  W^q_ok = clamp(round(W_ok / σ_o), −wmax, wmax)   (never −128)
+ *   c_o = Σ_k W^q_ok                                                          (column sums)
+ * Packed: wq[((p·(k_pad/4) + g)·16 + c)·4 + r] = W^q[16p + c][4g + r], zero for padding
+ * (16p + c >= n or 4g + r >= k). One panel (16 channels × k_pad) is k_pad·16 bytes; 16
+ * consecutive groups of a panel are one AMX B tile (16 rows × 64 bytes). */
+typedef struct xf_qgemm_w {
+    int32_t n, k;           /* out features, in features */
+    int32_t n_pad, k_pad;   /* n rounded up to 16, k rounded up to XF_QGEMM_KALIGN */
+    int32_t wmax;           /* 127 or 63 */
+    int8_t *wq;             /* owned, 64-byte aligned, n_pad·k_pad bytes */
+    float *sigma;           /* owned [n_pad], 0 for padding channels */
+    int32_t *colsum;        /* owned [n_pad] */
+    size_t bytes;           /* wq + sigma + colsum */
+} xf_qgemm_w_t;
+
+/* Quantise and pack w[n][k] (fp32, row-major) to [−wmax, wmax] (127, or 63 for a table whose
+ * wmax says so). A channel of zeros gets σ = 0; a non-finite weight is refused (-EINVAL: the
+ * model file is broken). Returns 0, -EINVAL or -ENOMEM; on failure *qw is left empty. Free
+ * with xf_qgemm_w_deinit() (which accepts an empty one). */
+int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax);
+void xf_qgemm_w_deinit(xf_qgemm_w_t *qw);
+
+/* W^q[o][k] of a packed weight (for the reference kernel and tests). */
+static inline int8_t xf_qgemm_w_at(const xf_qgemm_w_t *qw, int32_t o, int32_t k)
+{
+    size_t g = (size_t)k / 4, r = (size_t)k % 4, p = (size_t)o / 16, c = (size_t)o % 16;
+    return qw->wq[((p * ((size_t)qw->k_pad / 4) + g) * 16 + c) * 4 + r];
+}
+
+/* Bytes of the activation buffer for m rows of k inputs: round_up(m, 16) rows of
+ * round_up(k, 64) u8, then the m row scales (float), 64-byte aligned parts. The row stride
+ * is xf_qgemm_ldq(k); the scales start at xf_qgemm_alpha_offset(m, k). */
+int32_t xf_qgemm_ldq(int32_t k);
+size_t xf_qgemm_alpha_offset(int32_t m, int32_t k);
+size_t xf_qgemm_act_bytes(int32_t m, int32_t k);
+
+typedef struct xf_qkernels {
+    const char *name;   /* "ref", "avx2", "avx2-w7", "vnni", "amx" */
+    int32_t wmax;       /* the weights it takes: xf_qgemm_w_init(..., wmax) */
+
+    /* Per-row (per-token) symmetric quantisation of rows [r0, r1) of x[.][k]:
+     *   α_t = max_k |x_tk| / 127,  x^q = clamp(round(x_tk · (127 / max_k|x_tk|)), −127, 127),
+     *   xq[t][k] = x^q + 128 (u8, in [1, 255]); xq[t][k..ldq) = 128 (x^q = 0).
+     * Rounding to nearest even. A zero row gets α = 0; a row with a NaN or ±inf gets α = NaN
+     * and x^q = 0 (the outputs become NaN and the forward reports non-finite states).
+     * Bitwise identical in every implementation (a max and one multiply per element). */
+    void (*quant_rows)(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
+                       uint8_t *xq, int32_t ldq, float *alpha);
+
+    /* y[t][o] = epi(acc_to · (α_t·σ_o) + b_o) with acc_to = Σ_k x^q_tk · W^q_ok (s32, exact),
+     * for this thread's share of rows [0, m) and channels [0, n) (ith/nth). The float part is
+     * rounded in that order in every implementation (bitwise equal before the activation;
+     * the activation is the vector GELU of the fp32 kernels). bias may be NULL only with
+     * XF_EPI_NONE (which adds no bias). xq rows up to round_up(m, 16) must be readable. */
+    void (*qlinear)(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth);
+
+    /* Int8 peak loop: `iters` rounds of independent multiply-accumulate chains of this
+     * ISA's int8 instruction (vpdpbusd, vpmaddubsw + vpmaddwd, TDPBUSD); returns the
+     * operations done (2 per multiply-add) and adds a result to *sink. */
+    double (*peak_loop)(int64_t iters, int32_t *sink);
+} xf_qkernels_t;
+
+/* The int8 table for this CPU (after the XF_CPU cap: avx2 → AVX2, avx512 → VNNI, amx → AMX
+ * when the CPU has AMX-INT8). Ownership: borrowed, static. Thread-safe. */
+const xf_qkernels_t *xf_qkernels(void);
+const xf_qkernels_t *xf_qkernels_ref(void);
+/* Every int8 table this CPU runs, reference first (tests): returns the count. */
+int xf_qkernels_all(const xf_qkernels_t **tables, int cap);
+
+/* Reference implementations (kernels/ref/qlinear_ref.c). */
+void xf_quant_rows_ref(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
+                       uint8_t *xq, int32_t ldq, float *alpha);
+void xf_qlinear_ref(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth);
+double xf_qpeak_loop_ref(int64_t iters, int32_t *sink);
+
+#ifdef XF_HAVE_X86_64
+void xf_quant_rows_avx2(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
+                        uint8_t *xq, int32_t ldq, float *alpha);
+void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                     int32_t ldy, int ith, int nth);
+double xf_qpeak_loop_avx2(int64_t iters, int32_t *sink);
+void xf_qlinear_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                        const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                        int32_t ldy, int ith, int nth);
+void xf_quant_rows_avx512(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
+                          uint8_t *xq, int32_t ldq, float *alpha);
+void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                     int32_t ldy, int ith, int nth);
+double xf_qpeak_loop_vnni(int64_t iters, int32_t *sink);
+#ifdef XF_HAVE_AMX
+void xf_qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth);
+double xf_qpeak_loop_amx(int64_t iters, int32_t *sink);
+#endif
+#endif
+
+#endif

@@ -1,0 +1,302 @@
+/* AVX2 int8 Linear (qgemm.h). Without VNNI the u8 × s8 product goes through vpmaddubsw, which
+ * adds PAIRS of products into s16 with saturation: 2·255·127 = 64770 > 32767 with the +128
+ * activations. Instead of 7-bit weights ("reduce_range") this path moves the sign: with
+ * x^q ∈ [−127, 127] (x^u XOR 0x80) it multiplies |x^q| (u8 ≤ 127) by sign(x^q)·W^q (vpsignb,
+ * s8 ∈ [−127, 127]): a pair is at most 2·127·127 = 32258 < 32767, so the sum is exact with the
+ * same 8-bit weights as every other path ("avx2": bit-exact integers across ISAs). Cost: one
+ * vpsignb per (row, vector) and an XOR + vpabsb per broadcast on top of vpmaddubsw + vpmaddwd
+ * (×1) + vpaddd. The other way ("avx2-w7"): 7-bit weights [−63, 63] and x^u = x^q + 128 fed
+ * as is (2·255·63 = 32130), compensated by the column sums like VNNI. Measured (bench_qgemm,
+ * Zen 5 capped to AVX2, 1 thread, two runs): "avx2" 0.37-0.53 and "avx2-w7" 0.45-0.69 of the
+ * vpmaddubsw peak per CPU-second, so avx2-w7 is the AVX2 default (qgemm.c says why that
+ * accuracy cost is acceptable). Micro-kernel: MR=4 rows × 16 channels (one panel, two ymm), full
+ * K per tile. Also the AVX2 quantiser and the vpmaddubsw peak loop. AVX2 flags only. */
+#include "config.h"
+
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "engine/kernels/qgemm.h"
+#include "engine/kernels/x86/vmath_avx2.h"
+#include "engine/pool.h"
+
+#define MR 4
+#define NR 16
+#define A_CHUNK_BYTES (256 * 1024)
+
+#define XF_INLINE static inline __attribute__((always_inline))
+
+static inline float hmax8(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+void xf_quant_rows_avx2(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
+                        uint8_t *xq, int32_t ldq, float *alpha)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 fmax = _mm256_set1_ps(FLT_MAX);
+    for (int32_t t = r0; t < r1; t++) {
+        const float *xt = x + (size_t)t * (size_t)ldx;
+        uint8_t *qt = xq + (size_t)t * (size_t)ldq;
+        __m256 vmax = _mm256_setzero_ps(), vbad = _mm256_setzero_ps();
+        int32_t i = 0;
+        for (; i + 8 <= k; i += 8) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(xt + i), absmask);
+            vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(a, fmax, _CMP_NLE_UQ));
+            vmax = _mm256_max_ps(vmax, a);
+        }
+        float amax = hmax8(vmax);
+        int bad = _mm256_movemask_ps(vbad) != 0;
+        for (; i < k; i++) {
+            float a = fabsf(xt[i]);
+            if (!(a <= FLT_MAX))
+                bad = 1;
+            else if (a > amax)
+                amax = a;
+        }
+        memset(qt + k, 128, (size_t)(ldq - k));
+        if (bad || amax == 0.0f) {
+            memset(qt, 128, (size_t)k);
+            alpha[t] = bad ? NAN : 0.0f;
+            continue;
+        }
+        alpha[t] = amax / 127.0f;
+        float inv_s = 127.0f / amax;
+        const __m256 inv = _mm256_set1_ps(inv_s);
+        const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+        const __m256i off = _mm256_set1_epi32(128);
+        const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1,
+                                              -1, -1, -1, -1, -1, -1);
+        for (i = 0; i + 8 <= k; i += 8) {
+            __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xt + i), inv));
+            q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(q, lo), hi), off);
+            q = _mm256_shuffle_epi8(q, pick);   /* low byte of each lane, per 128-bit half */
+            uint32_t w0 = (uint32_t)_mm256_extract_epi32(q, 0);
+            uint32_t w1 = (uint32_t)_mm256_extract_epi32(q, 4);
+            memcpy(qt + i, &w0, 4);
+            memcpy(qt + i + 4, &w1, 4);
+        }
+        for (; i < k; i++) {
+            float v = rintf(xt[i] * inv_s);
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            qt[i] = (uint8_t)((int)v + 128);
+        }
+    }
+}
+
+/* rows × ncol of y from the s32 sums cb[MR][16]: (float)acc · (α_t·σ_o) (+ b_o, activation).
+ * Out of line, so that the micro-kernel's accumulators are never indexed at run time (they
+ * would be kept in memory). */
+static void epilogue(const int32_t *cb, int mr, int ncol, const float *alpha, const float *sigma,
+                     const int32_t *colsum, const float *bias, enum xf_epilogue epi, float *c,
+                     size_t ldc)
+{
+    /* the w7 path summed x^u = x^q + 128: take 128·c_o back out (colsum NULL: signed path) */
+    __m256i comp0 = _mm256_setzero_si256(), comp1 = _mm256_setzero_si256();
+    if (colsum) {
+        comp0 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)colsum), 7);
+        comp1 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(colsum + 8)), 7);
+    }
+    const __m256i m0 = xf_mask256(ncol), m1 = xf_mask256(ncol - 8);
+    const __m256 sg0 = _mm256_loadu_ps(sigma), sg1 = _mm256_loadu_ps(sigma + 8);
+    __m256 bb0 = _mm256_setzero_ps(), bb1 = _mm256_setzero_ps();
+    if (epi != XF_EPI_NONE) {
+        bb0 = _mm256_maskload_ps(bias, m0);
+        bb1 = _mm256_maskload_ps(bias + 8, m1);
+    }
+    for (int i = 0; i < mr; i++) {
+        __m256 al = _mm256_set1_ps(alpha[i]);
+        __m256i a0 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(cb + 16 * i)), comp0);
+        __m256i a1 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(cb + 16 * i + 8)),
+                                      comp1);
+        __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(al, sg0));
+        __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(al, sg1));
+        if (epi != XF_EPI_NONE) {
+            v0 = xf_act256(epi, _mm256_add_ps(v0, bb0));
+            v1 = xf_act256(epi, _mm256_add_ps(v1, bb1));
+        }
+        _mm256_maskstore_ps(c + (size_t)i * ldc, m0, v0);
+        _mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1, v1);
+    }
+}
+
+/* The tile [mr][16] at c (ncol columns stored): full K, then the epilogue. */
+XF_INLINE void ukr(const int mr, int kg, const uint8_t *a, size_t ldq, const int8_t *b,
+                   float *c, size_t ldc, int ncol, const float *alpha, const float *sigma,
+                   const float *bias, enum xf_epilogue epi)
+{
+    __m256i acc[MR][2];
+    int32_t cb[MR * 16] __attribute__((aligned(32)));
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    for (int g = 0; g < kg; g++) {
+        __m256i b0 = _mm256_load_si256((const __m256i *)(b + 64 * (size_t)g));
+        __m256i b1 = _mm256_load_si256((const __m256i *)(b + 64 * (size_t)g + 32));
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            int32_t a4;
+            memcpy(&a4, a + (size_t)i * ldq + 4 * (size_t)g, 4);
+            __m256i xs = _mm256_xor_si256(_mm256_set1_epi32(a4), flip);   /* x^q, s8 */
+            __m256i ax = _mm256_abs_epi8(xs);
+            __m256i p0 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(b0, xs));
+            __m256i p1 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(b1, xs));
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        _mm256_store_si256((__m256i *)(cb + 16 * i), acc[i][0]);
+        _mm256_store_si256((__m256i *)(cb + 16 * i + 8), acc[i][1]);
+    }
+    epilogue(cb, mr, ncol, alpha, sigma, NULL, bias, epi, c, ldc);
+}
+
+/* The 7-bit weight variant ("avx2-w7", W^q ∈ [−63, 63]): x^u ∈ [1, 255] straight into
+ * vpmaddubsw (2·255·63 = 32130 < 32767), no vpsignb/abs/XOR; the epilogue subtracts 128·c_o. */
+XF_INLINE void ukr_w7(const int mr, int kg, const uint8_t *a, size_t ldq, const int8_t *b,
+                      float *c, size_t ldc, int ncol, const float *alpha, const float *sigma,
+                      const int32_t *colsum, const float *bias, enum xf_epilogue epi)
+{
+    __m256i acc[MR][2];
+    int32_t cb[MR * 16] __attribute__((aligned(32)));
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    for (int g = 0; g < kg; g++) {
+        __m256i b0 = _mm256_load_si256((const __m256i *)(b + 64 * (size_t)g));
+        __m256i b1 = _mm256_load_si256((const __m256i *)(b + 64 * (size_t)g + 32));
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            int32_t a4;
+            memcpy(&a4, a + (size_t)i * ldq + 4 * (size_t)g, 4);
+            __m256i xu = _mm256_set1_epi32(a4);
+            __m256i p0 = _mm256_maddubs_epi16(xu, b0);
+            __m256i p1 = _mm256_maddubs_epi16(xu, b1);
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        _mm256_store_si256((__m256i *)(cb + 16 * i), acc[i][0]);
+        _mm256_store_si256((__m256i *)(cb + 16 * i + 8), acc[i][1]);
+    }
+    epilogue(cb, mr, ncol, alpha, sigma, colsum, bias, epi, c, ldc);
+}
+
+typedef void (*ukr_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, float *c,
+                       size_t ldc, int ncol, const float *alpha, const float *sigma,
+                       const int32_t *colsum, const float *bias, enum xf_epilogue epi);
+
+#define UKR(mr)                                                                              \
+    static void ukr_##mr(int kg, const uint8_t *a, size_t ldq, const int8_t *b, float *c,     \
+                         size_t ldc, int ncol, const float *alpha, const float *sigma,       \
+                         const int32_t *colsum, const float *bias, enum xf_epilogue epi)     \
+    {                                                                                        \
+        (void)colsum;                                                                        \
+        ukr(mr, kg, a, ldq, b, c, ldc, ncol, alpha, sigma, bias, epi);                       \
+    }                                                                                        \
+    static void ukr7_##mr(int kg, const uint8_t *a, size_t ldq, const int8_t *b, float *c,    \
+                          size_t ldc, int ncol, const float *alpha, const float *sigma,      \
+                          const int32_t *colsum, const float *bias, enum xf_epilogue epi)    \
+    {                                                                                        \
+        ukr_w7(mr, kg, a, ldq, b, c, ldc, ncol, alpha, sigma, colsum, bias, epi);            \
+    }
+UKR(1) UKR(2) UKR(3) UKR(4)
+
+static const ukr_fn ukrs[MR] = { ukr_1, ukr_2, ukr_3, ukr_4 };
+static const ukr_fn ukrs7[MR] = { ukr7_1, ukr7_2, ukr7_3, ukr7_4 };
+
+static void qlinear(const ukr_fn *uk, const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq,
+                    int32_t ldq, const float *alpha, const float *bias, enum xf_epilogue epi,
+                    float *y, int32_t ldy, int ith, int nth)
+{
+    int panels = w->n_pad / 16;
+    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
+    if (panels >= 2 * nth || m < 4 * MR * nth) {
+        int p0, p1;
+        xf_split_rows(panels, ith, nth, &p0, &p1);
+        c0 = p0 * 16;
+        c1 = p1 * 16 < w->n ? p1 * 16 : w->n;
+    } else {
+        int blocks = (m + MR - 1) / MR, b0, b1;
+        xf_split_rows(blocks, ith, nth, &b0, &b1);
+        r0 = b0 * MR;
+        r1 = b1 * MR < m ? b1 * MR : m;
+    }
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    const size_t bstride = (size_t)w->k_pad * 16;
+    const int kg = w->k_pad / 4;
+    int mc = A_CHUNK_BYTES / w->k_pad / MR * MR;
+    if (mc < MR)
+        mc = MR;
+    for (int ic = r0; ic < r1; ic += mc) {
+        int ic1 = ic + mc < r1 ? ic + mc : r1;
+        for (int jr = c0; jr < c1; jr += NR) {
+            int ncol = c1 - jr < NR ? c1 - jr : NR;
+            const int8_t *b = w->wq + (size_t)(jr / 16) * bstride;
+            for (int ir = ic; ir < ic1; ir += MR) {
+                int mr = ic1 - ir < MR ? ic1 - ir : MR;
+                uk[mr - 1](kg, xq + (size_t)ir * (size_t)ldq, (size_t)ldq, b,
+                           y + (size_t)ir * (size_t)ldy + jr, (size_t)ldy, ncol, alpha + ir,
+                           w->sigma + jr, w->colsum + jr, bias ? bias + jr : NULL, epi);
+            }
+        }
+    }
+}
+
+void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                     int32_t ldy, int ith, int nth)
+{
+    qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+}
+
+/* Needs 7-bit weights (w->wmax <= 63): x^u·W^q pairs must stay below 32767. */
+void xf_qlinear_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                        const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                        int32_t ldy, int ith, int nth)
+{
+    if (w->wmax > 63) {   /* 8-bit weights would saturate: the exact path instead */
+        qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+        return;
+    }
+    qlinear(ukrs7, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+}
+
+/* 4 independent vpmaddubsw → vpmaddwd → vpaddd chains (distinct weights per chain): 4 × 32
+ * multiply-adds per round. The asm barrier makes `a` opaque each round, so the compiler cannot
+ * hoist the loop-invariant products; only vpaddd is on a chain (latency 1). */
+double xf_qpeak_loop_avx2(int64_t iters, int32_t *sink)
+{
+    __m256i acc[4], b[4];
+    __m256i a = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int j = 0; j < 4; j++) {
+        acc[j] = _mm256_set1_epi32(j);
+        b[j] = _mm256_set1_epi8((char)(j - 2));
+    }
+    for (int64_t i = 0; i < iters; i++) {
+        __asm__ volatile("" : "+x"(a));
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm256_add_epi32(acc[j],
+                                      _mm256_madd_epi16(_mm256_maddubs_epi16(a, b[j]), ones));
+    }
+    __m256i s = _mm256_xor_si256(_mm256_xor_si256(acc[0], acc[1]),
+                                 _mm256_xor_si256(acc[2], acc[3]));
+    *sink ^= _mm256_extract_epi32(s, 0) & 0x7fffffff;
+    return 4.0 * 32.0 * 2.0 * (double)iters;
+}

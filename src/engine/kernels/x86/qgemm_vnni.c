@@ -1,0 +1,211 @@
+/* AVX-512 VNNI int8 Linear (qgemm.h): vpdpbusd multiplies u8 × s8 and sums 4 products into
+ * each s32 lane without saturation, so activations go in as x^u = x^q + 128 and the column sums
+ * take the 128 back out: acc = Σ x^u·W^q − 128·c_o (ATTENTION.md §24). Micro-kernel: MR=8 rows
+ * × 48 channels (3 panels; 24 zmm accumulators), A broadcast 4 bytes at a time straight from the
+ * quantised rows, full K per tile (s32 accumulators never leave the registers), rows in chunks
+ * of MC so the chunk's activations stay in L2 while W streams by. Also the AVX-512 per-row
+ * quantiser and the vpdpbusd peak loop. Compiled with the AVX-512 + VNNI flags only. */
+#include "config.h"
+
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "engine/kernels/qgemm.h"
+#include "engine/kernels/x86/vmath_avx512.h"
+#include "engine/pool.h"
+
+#define MR 8
+#define NV 3
+#define NR (16 * NV)
+#define A_CHUNK_BYTES (256 * 1024)   /* activations of one row chunk (half of a 512 KB L2) */
+
+#define XF_INLINE static inline __attribute__((always_inline))
+
+void xf_quant_rows_avx512(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
+                          uint8_t *xq, int32_t ldq, float *alpha)
+{
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    const __m512 fmax = _mm512_set1_ps(FLT_MAX);
+    for (int32_t t = r0; t < r1; t++) {
+        const float *xt = x + (size_t)t * (size_t)ldx;
+        uint8_t *qt = xq + (size_t)t * (size_t)ldq;
+        __m512 vmax = _mm512_setzero_ps();
+        __mmask16 bad = 0;
+        int32_t i = 0;
+        for (; i < k; i += 16) {
+            __mmask16 m = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+            __m512 a = _mm512_and_ps(_mm512_maskz_loadu_ps(m, xt + i), absmask);
+            bad |= _mm512_cmp_ps_mask(a, fmax, _CMP_NLE_UQ);   /* NaN or > FLT_MAX */
+            vmax = _mm512_max_ps(vmax, a);
+        }
+        float amax = _mm512_reduce_max_ps(vmax);
+        memset(qt + k, 128, (size_t)(ldq - k));
+        if (bad || amax == 0.0f) {
+            memset(qt, 128, (size_t)k);
+            alpha[t] = bad ? NAN : 0.0f;
+            continue;
+        }
+        alpha[t] = amax / 127.0f;
+        const __m512 inv = _mm512_set1_ps(127.0f / amax);
+        const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        const __m512i off = _mm512_set1_epi32(128);
+        for (i = 0; i < k; i += 16) {
+            __mmask16 m = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xt + i), inv));
+            q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
+            _mm_mask_storeu_epi8(qt + i, m, _mm512_cvtepi32_epi8(q));
+        }
+    }
+}
+
+/* rows × nv·16 of y from the s32 sums cb[MR][NR] (masks per vector):
+ * (acc − 128·c_o)·(α_t·σ_o) (+ b_o, activation). Out of line: the micro-kernel's accumulators
+ * stay in registers only if nothing indexes them with a run-time index. */
+static void epilogue(const int32_t *cb, int mr, int nv, const __mmask16 *msk, const float *alpha,
+                     const float *sigma, const int32_t *colsum, const float *bias,
+                     enum xf_epilogue epi, float *c, size_t ldc)
+{
+    for (int j = 0; j < nv; j++) {
+        __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(colsum + 16 * j)), 7);
+        __m512 sg = _mm512_loadu_ps(sigma + 16 * j);
+        __m512 bb = epi != XF_EPI_NONE ? _mm512_maskz_loadu_ps(msk[j], bias + 16 * j)
+                                       : _mm512_setzero_ps();
+        for (int i = 0; i < mr; i++) {
+            __m512i acc = _mm512_load_si512((const void *)(cb + i * NR + 16 * j));
+            __m512 s = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), sg);
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), s);
+            if (epi != XF_EPI_NONE)
+                v = xf_act512(epi, _mm512_add_ps(v, bb));
+            _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16 * j, msk[j], v);
+        }
+    }
+}
+
+/* The tile [mr][nv·16] at c from rows a (ldq apart) and nv panels at b (bstride apart), full K
+ * (kg groups of 4), then the epilogue. */
+XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t ldq,
+                   const int8_t *b, size_t bstride, float *c, size_t ldc, const __mmask16 *msk,
+                   const float *alpha, const float *sigma, const int32_t *colsum,
+                   const float *bias, enum xf_epilogue epi)
+{
+    __m512i acc[MR][NV];
+    int32_t cb[MR * NR] __attribute__((aligned(64)));
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < nv; j++)
+            acc[i][j] = _mm512_setzero_si512();
+    for (int g = 0; g < kg; g++) {
+        __m512i bv[NV];
+#pragma GCC unroll 3
+        for (int j = 0; j < nv; j++)
+            bv[j] = _mm512_load_si512((const void *)(b + (size_t)j * bstride + 64 * (size_t)g));
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            int32_t a4;
+            memcpy(&a4, a + (size_t)i * ldq + 4 * (size_t)g, 4);
+            __m512i av = _mm512_set1_epi32(a4);
+#pragma GCC unroll 3
+            for (int j = 0; j < nv; j++)
+                acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, bv[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < nv; j++)
+            _mm512_store_si512((void *)(cb + i * NR + 16 * j), acc[i][j]);
+    epilogue(cb, mr, nv, msk, alpha, sigma, colsum, bias, epi, c, ldc);
+}
+
+typedef void (*ukr_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, size_t bstride,
+                       float *c, size_t ldc, const __mmask16 *msk, const float *alpha,
+                       const float *sigma, const int32_t *colsum, const float *bias,
+                       enum xf_epilogue epi);
+
+#define UKR(mr, nv)                                                                          \
+    static void ukr_##mr##_##nv(int kg, const uint8_t *a, size_t ldq, const int8_t *b,       \
+                                size_t bstride, float *c, size_t ldc, const __mmask16 *msk,  \
+                                const float *alpha, const float *sigma,                      \
+                                const int32_t *colsum, const float *bias,                    \
+                                enum xf_epilogue epi)                                        \
+    {                                                                                        \
+        ukr(mr, nv, kg, a, ldq, b, bstride, c, ldc, msk, alpha, sigma, colsum, bias, epi);   \
+    }
+#define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
+UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
+
+static const ukr_fn ukrs[MR][NV] = {
+    { ukr_1_1, ukr_1_2, ukr_1_3 }, { ukr_2_1, ukr_2_2, ukr_2_3 },
+    { ukr_3_1, ukr_3_2, ukr_3_3 }, { ukr_4_1, ukr_4_2, ukr_4_3 },
+    { ukr_5_1, ukr_5_2, ukr_5_3 }, { ukr_6_1, ukr_6_2, ukr_6_3 },
+    { ukr_7_1, ukr_7_2, ukr_7_3 }, { ukr_8_1, ukr_8_2, ukr_8_3 },
+};
+
+void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                     int32_t ldy, int ith, int nth)
+{
+    int groups = (w->n + NR - 1) / NR;
+    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
+    if (groups >= 2 * nth || m < 4 * MR * nth) {
+        int panels = w->n_pad / 16, p0, p1;
+        xf_split_rows(panels, ith, nth, &p0, &p1);
+        c0 = p0 * 16;
+        c1 = p1 * 16 < w->n ? p1 * 16 : w->n;
+    } else {
+        int blocks = (m + MR - 1) / MR, b0, b1;
+        xf_split_rows(blocks, ith, nth, &b0, &b1);
+        r0 = b0 * MR;
+        r1 = b1 * MR < m ? b1 * MR : m;
+    }
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    const size_t bstride = (size_t)w->k_pad * 16;
+    const int kg = w->k_pad / 4;
+    int mc = A_CHUNK_BYTES / w->k_pad / MR * MR;
+    if (mc < MR)
+        mc = MR;
+    for (int ic = r0; ic < r1; ic += mc) {
+        int ic1 = ic + mc < r1 ? ic + mc : r1;
+        for (int jr = c0; jr < c1; jr += NR) {
+            __mmask16 msk[NV];
+            int ncol = c1 - jr < NR ? c1 - jr : NR;
+            for (int j = 0; j < NV; j++) {
+                int left = ncol - 16 * j;
+                msk[j] = left >= 16 ? (__mmask16)0xffff
+                                    : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            }
+            int nv = (ncol + 15) / 16;
+            const int8_t *b = w->wq + (size_t)(jr / 16) * bstride;
+            for (int ir = ic; ir < ic1; ir += MR) {
+                int mr = ic1 - ir < MR ? ic1 - ir : MR;
+                ukrs[mr - 1][nv - 1](kg, xq + (size_t)ir * (size_t)ldq, (size_t)ldq, b, bstride,
+                                     y + (size_t)ir * (size_t)ldy + jr, (size_t)ldy, msk,
+                                     alpha + ir, w->sigma + jr, w->colsum + jr,
+                                     bias ? bias + jr : NULL, epi);
+            }
+        }
+    }
+}
+
+/* 12 independent vpdpbusd chains: 12 × 64 multiply-adds per round. */
+double xf_qpeak_loop_vnni(int64_t iters, int32_t *sink)
+{
+    __m512i acc[12];
+    __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+    for (int j = 0; j < 12; j++)
+        acc[j] = _mm512_set1_epi32(j);
+    for (int64_t i = 0; i < iters; i++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < 12; j++)
+            acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+    }
+    __m512i s = acc[0];
+    for (int j = 1; j < 12; j++)
+        s = _mm512_xor_si512(s, acc[j]);
+    *sink ^= _mm512_reduce_or_epi32(s) & 0x7fffffff;
+    return 12.0 * 64.0 * 2.0 * (double)iters;
+}

@@ -1,0 +1,494 @@
+/* Tests for int8 Linear layers in the engine (model.quantize = "int8": src/engine/quant.c, the
+ * planner's int8 activation buffers, the forward's int8 path): the load option and its errors,
+ * cosine ≥ 0.99 per sequence against fp32 on a demo-shaped model (BERT-base layer widths) and on
+ * Hugging Face layout models (F32/F16/BF16, RoBERTa, DistilBERT, pre-LN, pruned layers), a
+ * sequence's output bitwise the same alone and in a batch, classifier labels unchanged on ≥ 99%
+ * of a fixed input set, bitwise thread independence, the planner's XF_OP_Q8 ops and buffers,
+ * and no allocation in a steady-state forward (linked with --wrap=malloc,...). */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xformd/xformd.h>
+
+#include "../helpers/hfmodel.h"
+#include "../helpers/xf_test.h"
+#include "engine/model.h"
+#include "engine/plan_internal.h"
+#include "engine/quant.h"
+
+/* ---- allocation counting (the test links with --wrap=malloc,...) ------------------------ */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t s);
+void *__real_realloc(void *p, size_t n);
+int __real_posix_memalign(void **p, size_t a, size_t n);
+void *__real_aligned_alloc(size_t a, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t s);
+void *__wrap_realloc(void *p, size_t n);
+int __wrap_posix_memalign(void **p, size_t a, size_t n);
+void *__wrap_aligned_alloc(size_t a, size_t n);
+
+static atomic_int counting;
+static atomic_long n_allocs;
+
+static void count(void)
+{
+    if (atomic_load(&counting))
+        atomic_fetch_add(&n_allocs, 1);
+}
+
+void *__wrap_malloc(size_t n)
+{
+    count();
+    return __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t s)
+{
+    count();
+    return __real_calloc(n, s);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    count();
+    return __real_realloc(p, n);
+}
+
+int __wrap_posix_memalign(void **p, size_t a, size_t n)
+{
+    count();
+    return __real_posix_memalign(p, a, n);
+}
+
+void *__wrap_aligned_alloc(size_t a, size_t n)
+{
+    count();
+    return __real_aligned_alloc(a, n);
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+#define MAX_SEQ 64
+
+typedef struct seqs {
+    int32_t B, N;
+    int32_t cu[MAX_SEQ + 1];
+    int32_t *ids;
+} seqs_t;
+
+/* B sequences of lengths 2 + (b·37 + seed) % max_len, deterministic ids in [1000, vocab) (past
+ * the specials), each starting with id 101 ([CLS] in the generated vocabularies). */
+static void make_seqs(seqs_t *s, int32_t B, int32_t max_len, int32_t vocab, uint32_t seed)
+{
+    s->B = B;
+    s->cu[0] = 0;
+    for (int32_t b = 0; b < B; b++)
+        s->cu[b + 1] = s->cu[b] + 2 + (int32_t)((uint32_t)(b * 37) + seed) % (max_len - 1);
+    s->N = s->cu[B];
+    s->ids = malloc((size_t)s->N * sizeof *s->ids);
+    assert_non_null(s->ids);
+    uint32_t st = seed * 2654435761u + 1;
+    int32_t lo = vocab > 2000 ? 1000 : 5;
+    for (int32_t t = 0; t < s->N; t++) {
+        st = st * 1664525u + 1013904223u;
+        s->ids[t] = lo + (int32_t)((st >> 8) % (uint32_t)(vocab - lo));
+    }
+    for (int32_t b = 0; b < B; b++)
+        s->ids[s->cu[b]] = vocab > 101 ? 101 : 1;
+}
+
+static xf_batch_t as_batch(const seqs_t *s)
+{
+    xf_batch_t b;
+    memset(&b, 0, sizeof b);
+    b.n_seq = s->B;
+    b.cu_len = s->cu;
+    b.ids = s->ids;
+    return b;
+}
+
+static xf_model_t *load(const char *dir, const char *quantize)
+{
+    xf_load_opts_t lo = { 0 };
+    xf_diag_t diag = { 0 };
+    xf_model_t *m = NULL;
+    lo.quantize = quantize;
+    int rc = xf_model_load(dir, &lo, &m, &diag);
+    if (rc)
+        fail_msg("load %s (quantize %s): %s", dir, quantize ? quantize : "NULL", diag.msg);
+    return m;
+}
+
+/* Pooled (mean, not normalised) embeddings [B][D] and, if logits != NULL, the logits. */
+static void embed(const xf_model_t *m, const seqs_t *s, int nth, float *pooled, float *hidden,
+                  float *logits)
+{
+    xf_ctx_opts_t co = { .n_threads = nth };
+    xf_ctx_t *c = NULL;
+    xf_diag_t diag = { 0 };
+    xf_batch_t b = as_batch(s);
+    xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 0, .pooled = pooled,
+                        .hidden = hidden, .logits = logits };
+    assert_int_equal(xf_ctx_create(&co, &c), 0);
+    int rc = xf_run(c, m, &b, &out, &diag);
+    if (rc)
+        fail_msg("forward: %s", diag.msg);
+    xf_ctx_free(c);
+}
+
+static double cosine(const float *a, const float *b, int32_t n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int32_t i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb + 1e-300);
+}
+
+/* Every sequence's pooled embedding (and every token's hidden state, reported) of the int8
+ * model against the fp32 one: cosine ≥ 0.99 per sequence (the issue's accuracy bar). Returns
+ * the worst sequence cosine. */
+static double check_cosine(const char *dir, const char *what, int32_t B, int32_t max_len)
+{
+    xf_model_t *mf = load(dir, NULL), *mq = load(dir, "int8");
+    const xf_model_info_t *mi = xf_model_info(mf);
+    assert_string_equal(mi->quantize, "none");
+    assert_string_equal(xf_model_info(mq)->quantize, "int8");
+    assert_non_null(mq->q8);
+    assert_null(mf->q8);
+    int32_t D = mi->d_model;
+    seqs_t s;
+    make_seqs(&s, B, max_len < mi->max_positions ? max_len : mi->max_positions,
+              mi->vocab_size, 5);
+    float *pf = malloc((size_t)B * D * 4), *pq = malloc((size_t)B * D * 4);
+    float *hf = malloc((size_t)s.N * D * 4), *hq = malloc((size_t)s.N * D * 4);
+    assert_true(pf && pq && hf && hq);
+    embed(mf, &s, 2, pf, hf, NULL);
+    embed(mq, &s, 2, pq, hq, NULL);
+    double worst = 1.0, worst_tok = 1.0;
+    int same = 1;
+    for (int32_t b = 0; b < B; b++) {
+        double c = cosine(pf + (size_t)b * D, pq + (size_t)b * D, D);
+        worst = c < worst ? c : worst;
+        if (!(c >= 0.99))
+            fail_msg("%s: sequence %d (length %d): cosine %.5f < 0.99", what, (int)b,
+                     (int)(s.cu[b + 1] - s.cu[b]), c);
+        same &= memcmp(pf + (size_t)b * D, pq + (size_t)b * D, (size_t)D * 4) == 0;
+    }
+    for (int32_t t = 0; t < s.N; t++) {
+        double c = cosine(hf + (size_t)t * D, hq + (size_t)t * D, D);
+        worst_tok = c < worst_tok ? c : worst_tok;
+    }
+    assert_false(same);   /* the int8 path did run: results differ from fp32 */
+    print_message("# %s: %d sequences, worst cosine %.5f (worst token %.5f)\n", what, (int)B,
+                  worst, worst_tok);
+    free(pf);
+    free(pq);
+    free(hf);
+    free(hq);
+    free(s.ids);
+    xf_model_free(mf);
+    xf_model_free(mq);
+    return worst;
+}
+
+/* Under XF_CPU=generic the int8 GEMMs run on the plain reference kernel (scalar, ~1 GMAC/s):
+ * the demo-shaped models then shrink to 128 wide (d_ff 512) so that the capped run stays
+ * within make check's budget. */
+static void demo_shape(xf_demo_opts_t *o)
+{
+    xf_demo_opts_init(o);
+    o->n_layer = 2;
+    o->vocab_size = 2000;
+    if (xf_qkernels() == xf_qkernels_ref()) {
+        o->d_model = 128;
+        o->n_head = 4;
+        o->d_ff = 512;
+        print_message("# int8 reference kernels: demo shape reduced to 2x128/512\n");
+    }
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_option(void **state)
+{
+    (void)state;
+    enum xf_quant_mode q;
+    assert_int_equal(xf_quant_parse(NULL, &q, NULL), 0);
+    assert_int_equal(q, XF_QUANT_NONE);
+    assert_int_equal(xf_quant_parse("none", &q, NULL), 0);
+    assert_int_equal(q, XF_QUANT_NONE);
+    assert_int_equal(xf_quant_parse("int8", &q, NULL), 0);
+    assert_int_equal(q, XF_QUANT_INT8);
+    assert_string_equal(xf_quant_name(XF_QUANT_INT8), "int8");
+
+    char dir[512];
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_opt"));
+    xf_test_hfmodel_opts o;
+    xf_test_hfmodel_opts_init(&o);
+    assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
+    static const char *const bad[] = { "int4", "INT8", "fp16", " int8" };
+    for (int i = 0; i < 4; i++) {
+        xf_load_opts_t lo = { 0 };
+        xf_diag_t diag = { 0 };
+        xf_model_t *m = (xf_model_t *)&diag;   /* must stay untouched */
+        lo.quantize = bad[i];
+        assert_int_equal(xf_model_load(dir, &lo, &m, &diag), -EINVAL);
+        assert_ptr_equal(m, (xf_model_t *)&diag);
+        assert_non_null(strstr(diag.msg, "quantize"));
+    }
+    xf_model_t *m = load(dir, "none");
+    assert_string_equal(xf_model_info(m)->quantize, "none");
+    xf_model_free(m);
+    xf_test_rmtree(dir);
+}
+
+/* BERT-base layer widths (768 / 12 heads / 3072, the demo model's shape) with 2 layers and a
+ * small vocabulary so the test stays fast: the GEMMs run at the real K = 768 and 3072. */
+static void test_cosine_demo_shape(void **state)
+{
+    (void)state;
+    char dir[512];
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_demo"));
+    xf_demo_opts_t o;
+    demo_shape(&o);
+    o.max_positions = 128;
+    xf_diag_t diag = { 0 };
+    assert_int_equal(xf_demo_write(dir, &o, &diag), 0);
+    check_cosine(dir, o.d_model == 768 ? "demo shape 2x768/3072" : "demo shape 2x128/512", 12,
+                 100);
+    xf_test_rmtree(dir);
+}
+
+/* Hugging Face layout models: every dtype the loader quantises from, the three architectures,
+ * pre-LN, ReLU, and pruned layers (different head counts and FFN widths per layer). */
+static void test_cosine_hf(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *arch, *dtype, *act;
+        int pre_ln, pruned, prefix;
+    } cases[] = {
+        { "bert", "F32", NULL, 0, 0, 1 },    { "bert", "F16", NULL, 0, 1, 0 },
+        { "bert", "BF16", "relu", 0, 0, 0 }, { "roberta", "F32", NULL, 0, 0, 1 },
+        { "distilbert", "F16", NULL, 0, 0, 0 }, { "bert", "F32", "gelu_new", 1, 1, 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[512], what[128];
+        assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_hf"));
+        xf_test_hfmodel_opts o;
+        xf_test_hfmodel_opts_init(&o);
+        o.arch = cases[i].arch;
+        o.dtype = cases[i].dtype;
+        o.act = cases[i].act ? cases[i].act : o.act;
+        o.pre_ln = cases[i].pre_ln;
+        o.prefix = cases[i].prefix;
+        o.n_layer = 3;
+        o.d_model = 64;
+        o.d_head = 16;
+        o.d_ff = 128;
+        o.seed = 40 + i;
+        if (cases[i].pruned) {
+            o.heads[0] = 4;
+            o.heads[1] = 2;
+            o.heads[2] = 3;
+            o.ffn[0] = 128;
+            o.ffn[1] = 40;
+            o.ffn[2] = 77;
+        }
+        assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
+        snprintf(what, sizeof what, "%s %s%s%s%s", o.arch, o.dtype, cases[i].act ? " " : "",
+                 cases[i].act ? cases[i].act : "", cases[i].pruned ? " pruned" : "");
+        check_cosine(dir, what, 9, 60);
+        xf_test_rmtree(dir);
+    }
+}
+
+/* A sequence's output is bitwise the same alone and in a batch (per-token activation scales:
+ * no sequence's outlier moves another's), for 1 and 2 threads, and the batch result is
+ * bitwise the same for 1, 2 and 3 threads. */
+static void test_batch_independent(void **state)
+{
+    (void)state;
+    char dir[512];
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_batch"));
+    xf_test_hfmodel_opts o;
+    xf_test_hfmodel_opts_init(&o);
+    o.d_model = 64;
+    o.d_head = 16;
+    o.d_ff = 128;
+    o.max_pos = 128;
+    assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
+    xf_model_t *m = load(dir, "int8");
+    int32_t D = xf_model_info(m)->d_model;
+    seqs_t s;
+    make_seqs(&s, 7, 100, xf_model_info(m)->vocab_size, 9);
+    float *pb = malloc((size_t)s.B * D * 4), *hb = malloc((size_t)s.N * D * 4);
+    float *pb3 = malloc((size_t)s.B * D * 4), *hb3 = malloc((size_t)s.N * D * 4);
+    assert_true(pb && hb && pb3 && hb3);
+    embed(m, &s, 2, pb, hb, NULL);
+    for (int nth = 1; nth <= 3; nth += 2) {
+        embed(m, &s, nth, pb3, hb3, NULL);
+        assert_memory_equal(pb, pb3, (size_t)s.B * D * 4);
+        assert_memory_equal(hb, hb3, (size_t)s.N * D * 4);
+    }
+    for (int32_t b = 0; b < s.B; b++) {
+        seqs_t one;
+        int32_t len = s.cu[b + 1] - s.cu[b];
+        one.B = 1;
+        one.N = len;
+        one.cu[0] = 0;
+        one.cu[1] = len;
+        one.ids = s.ids + s.cu[b];
+        float p1[256], *h1 = malloc((size_t)len * D * 4);
+        assert_non_null(h1);
+        for (int nth = 1; nth <= 2; nth++) {
+            embed(m, &one, nth, p1, h1, NULL);
+            if (memcmp(p1, pb + (size_t)b * D, (size_t)D * 4) != 0 ||
+                memcmp(h1, hb + (size_t)s.cu[b] * D, (size_t)len * D * 4) != 0)
+                fail_msg("sequence %d (length %d, nth %d) differs alone and in the batch",
+                         (int)b, (int)len, nth);
+        }
+        free(h1);
+    }
+    free(pb);
+    free(hb);
+    free(pb3);
+    free(hb3);
+    free(s.ids);
+    xf_model_free(m);
+    xf_test_rmtree(dir);
+}
+
+/* A classifier (demo shape, BERT-base layer widths, 2 layers, 3 labels): the argmax label of
+ * the int8 model equals the fp32 one on ≥ 99% of 240 fixed inputs. */
+static void test_labels(void **state)
+{
+    (void)state;
+    char dir[512];
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_cls"));
+    xf_demo_opts_t o;
+    demo_shape(&o);
+    o.max_positions = 64;
+    o.n_labels = 3;
+    xf_diag_t diag = { 0 };
+    assert_int_equal(xf_demo_write(dir, &o, &diag), 0);
+    xf_model_t *mf = load(dir, NULL), *mq = load(dir, "int8");
+    const int32_t B = 48, L = 3;
+    int agree = 0, total = 0;
+    for (uint32_t round = 0; round < 5; round++) {
+        seqs_t s;
+        make_seqs(&s, B, 40, o.vocab_size, 100 + round);
+        float lf[48 * 3], lq[48 * 3], pf[48 * 768];
+        embed(mf, &s, 2, pf, NULL, lf);
+        embed(mq, &s, 2, pf, NULL, lq);
+        for (int32_t b = 0; b < B; b++) {
+            int af = 0, aq = 0;
+            for (int32_t l = 1; l < L; l++) {
+                af = lf[b * L + l] > lf[b * L + af] ? l : af;
+                aq = lq[b * L + l] > lq[b * L + aq] ? l : aq;
+            }
+            agree += af == aq;
+            total++;
+        }
+        free(s.ids);
+    }
+    print_message("# labels unchanged on %d of %d inputs\n", agree, total);
+    assert_true(agree * 100 >= total * 99);
+    xf_model_free(mf);
+    xf_model_free(mq);
+    xf_test_rmtree(dir);
+}
+
+/* The planner gives every Linear op of an int8 model its activation buffer (and none to an
+ * fp32 model), and a steady-state forward allocates nothing. */
+static void test_plan_and_zero_alloc(void **state)
+{
+    (void)state;
+    char dir[512];
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_plan"));
+    xf_test_hfmodel_opts o;
+    xf_test_hfmodel_opts_init(&o);
+    o.n_labels = 2;
+    o.heads[1] = 2;
+    o.ffn[1] = 48;
+    assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
+    for (int quant = 0; quant <= 1; quant++) {
+        xf_model_t *m = load(dir, quant ? "int8" : NULL);
+        seqs_t s;
+        make_seqs(&s, 5, 30, xf_model_info(m)->vocab_size, 3);
+        xf_batch_t b = as_batch(&s);
+        int32_t D = xf_model_info(m)->d_model;
+        for (int nth = 1; nth <= 2; nth++) {
+            xf_ctx_opts_t co = { .n_threads = nth };
+            xf_ctx_t *c = NULL;
+            xf_plan_t *p = NULL;
+            assert_int_equal(xf_ctx_create(&co, &c), 0);
+            assert_int_equal(xf_plan_create(m, &p), 0);
+            assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+            int n_q8 = 0, n_qop = 0;
+            for (int32_t i = 0; i < p->n_ops; i++) {
+                const xf_plan_op_t *op = &p->ops[i];
+                if (op->kind == XF_OP_Q8) {
+                    /* the quantising op writes the buffer the next op (its Linear) reads */
+                    assert_true(i + 1 < p->n_ops);
+                    assert_int_equal(p->ops[i + 1].kind, op->which);
+                    assert_int_equal(p->ops[i + 1].ws, op->out);
+                    n_qop++;
+                }
+                int lin = op->kind == XF_OP_QKV || op->kind == XF_OP_OPROJ ||
+                          op->kind == XF_OP_FF1 || op->kind == XF_OP_FF2;
+                if (!lin)
+                    continue;
+                if (!quant) {
+                    assert_int_equal(op->ws, -1);
+                    continue;
+                }
+                assert_true(op->ws >= 0);
+                assert_string_equal(p->t[op->ws].what, "q8_act");
+                const xf_layer_t *L = &m->layers[op->layer];
+                int32_t k = op->kind == XF_OP_OPROJ ? L->n_head * L->d_head
+                            : op->kind == XF_OP_FF2 ? L->d_ff : D;
+                assert_true(p->t[op->ws].bytes >= xf_qgemm_act_bytes(s.N, k));
+                n_q8++;
+            }
+            assert_int_equal(n_q8, quant ? 4 * xf_model_info(m)->n_layer : 0);
+            assert_int_equal(n_qop, n_q8);
+            assert_int_equal(xf_ctx_reserve(c, p), 0);
+            float *h = calloc((size_t)s.N * D, 4), *h2 = calloc((size_t)s.N * D, 4);
+            float pl[5 * 64], lg[5 * 2];
+            xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 1, .pooled = pl,
+                                .hidden = h, .logits = lg };
+            assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
+            out.hidden = h2;
+            atomic_store(&n_allocs, 0);
+            atomic_store(&counting, 1);
+            int rc = xf_forward(c, m, p, &b, &out, NULL);
+            atomic_store(&counting, 0);
+            assert_int_equal(rc, 0);
+            assert_int_equal(atomic_load(&n_allocs), 0);
+            assert_memory_equal(h, h2, (size_t)s.N * D * 4);
+            free(h);
+            free(h2);
+            xf_plan_free(p);
+            xf_ctx_free(c);
+        }
+        free(s.ids);
+        xf_model_free(m);
+    }
+    xf_test_rmtree(dir);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_option), cmocka_unit_test(test_cosine_demo_shape),
+             cmocka_unit_test(test_cosine_hf), cmocka_unit_test(test_batch_independent),
+             cmocka_unit_test(test_labels), cmocka_unit_test(test_plan_and_zero_alloc))
