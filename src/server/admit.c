@@ -141,7 +141,10 @@ int xf_admit_job(const xf_server_t *s, xf_batcher_t *b, const xf_load_t *load, x
             (int)j->n_tokens);
     } else if (rc == XF_EDEADLINE) {
         int can_ask = a.lower_s * 1e3 <= (double)s->o.max_timeout_ms;
-        set(v, XF_HE_TOO_SLOW, XF_REJ_TOO_SLOW, 0,
+        /* The client's own timeout_ms is what makes it impossible: 408, its choice (the same
+         * rule as a client deadline missed in the queue); otherwise 413. */
+        set(v, j->client_deadline && can_ask ? XF_HE_REQUEST_TIMEOUT : XF_HE_TOO_SLOW,
+            XF_REJ_TOO_SLOW, 0,
             "request of %d tokens is predicted to take %.0f ms (at least %.0f ms) even on an "
             "idle server, more than its deadline of %d ms%s%d ms)", (int)j->n_tokens,
             a.alone_s * 1e3, a.lower_s * 1e3, dl_ms,
