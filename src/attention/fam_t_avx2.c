@@ -191,6 +191,18 @@ XF_INLINE void pv_block(const int mr, const int nv, int32_t nk, int32_t dp, cons
             _mm256_store_ps(o + (size_t)i * dp + 8 * v, a[i][v]);
 }
 
+/* pv_block on mr (1..3) rows with a constant mr for each. */
+XF_INLINE void pv_rows(int32_t mr, const int nv, int32_t nk, int32_t dp, const float *p,
+                       const float *const *vt, int32_t c, float *o)
+{
+    if (mr == 3)
+        pv_block(3, nv, nk, dp, p, vt, c, o);
+    else if (mr == 2)
+        pv_block(2, nv, nk, dp, p, vt, c, o);
+    else
+        pv_block(1, nv, nk, dp, p, vt, c, o);
+}
+
 static void pv_avx2(int32_t nq, int32_t nk, int32_t dp, const float *p,
                     const float *const *vt, float *acc)
 {
@@ -201,22 +213,10 @@ static void pv_avx2(int32_t nq, int32_t nk, int32_t dp, const float *p,
         float *o = acc + (size_t)r * dp;
         int32_t c = 0;
         /* dp is a multiple of 16: 32-column blocks, then one of 16 */
-        for (; c + 32 <= dp; c += 32) {
-            if (mr == 3)
-                pv_block(3, 4, nk, dp, pr, vt, c, o + c);
-            else if (mr == 2)
-                pv_block(2, 4, nk, dp, pr, vt, c, o + c);
-            else
-                pv_block(1, 4, nk, dp, pr, vt, c, o + c);
-        }
-        if (c < dp) {
-            if (mr == 3)
-                pv_block(3, 2, nk, dp, pr, vt, c, o + c);
-            else if (mr == 2)
-                pv_block(2, 2, nk, dp, pr, vt, c, o + c);
-            else
-                pv_block(1, 2, nk, dp, pr, vt, c, o + c);
-        }
+        for (; c + 32 <= dp; c += 32)
+            pv_rows(mr, 4, nk, dp, pr, vt, c, o + c);
+        if (c < dp)
+            pv_rows(mr, 2, nk, dp, pr, vt, c, o + c);
     }
 }
 
