@@ -146,16 +146,9 @@ const xf_at_kern *xf_at_kern_c(void)
     return &kern_c;
 }
 
-static const xf_at_kern *kern_forced;
-
-void xf_at_kern_force(const xf_at_kern *k)
-{
-    kern_forced = k;
-}
-
 const xf_at_kern *xf_at_kern_get(void)
 {
-    return kern_forced ? kern_forced : xf_kernels()->attn;
+    return xf_kernels()->attn;
 }
 
 /* ---- key sets ---- */

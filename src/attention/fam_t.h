@@ -225,9 +225,8 @@ const xf_at_kern *xf_at_kern_avx512(void);
 const xf_at_kern *xf_at_kern_avx2(void);
 #endif
 /* The kernel in use: the engine's kernel table's (engine/kernels.h xf_kernels()->attn, one CPU
- * selection for the engine and the attention). */
+ * selection for the engine and the attention; tests reach the others through XF_CPU caps or
+ * by calling the per-ISA tables' functions directly). */
 const xf_at_kern *xf_at_kern_get(void);
-/* Tests: force a kernel (NULL: automatic). Not thread-safe; call before forwards. */
-void xf_at_kern_force(const xf_at_kern *k);
 
 #endif
