@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "../helpers/hfmodel.h"
+#include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
 
 #include <xformd/forward.h>
@@ -22,57 +23,6 @@
 #include "engine/kernels.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
-
-/* ---- allocation counting (the test links with --wrap=malloc,...) ------------------------ */
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t s);
-void *__real_realloc(void *p, size_t n);
-int __real_posix_memalign(void **p, size_t a, size_t n);
-void *__real_aligned_alloc(size_t a, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t s);
-void *__wrap_realloc(void *p, size_t n);
-int __wrap_posix_memalign(void **p, size_t a, size_t n);
-void *__wrap_aligned_alloc(size_t a, size_t n);
-
-static atomic_int counting;
-static atomic_long n_allocs;
-
-void *__wrap_malloc(size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t s)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_calloc(n, s);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_realloc(p, n);
-}
-
-int __wrap_posix_memalign(void **p, size_t a, size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_posix_memalign(p, a, n);
-}
-
-void *__wrap_aligned_alloc(size_t a, size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_aligned_alloc(a, n);
-}
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -478,17 +428,15 @@ static void test_zero_alloc(void **state)
         assert_int_equal(arena % ((size_t)4 << 20), 0);   /* default chunk: 4 MiB */
         assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
         out.hidden = h2;
-        atomic_store(&n_allocs, 0);
-        atomic_store(&counting, 1);
+        xf_test_alloc_count_start();
         int rc = xf_forward(c, m, p, &b, &out, NULL);
         /* Reserving again for the same plan allocates nothing either. */
         int rc2 = xf_ctx_reserve(c, p);
-        atomic_store(&counting, 0);
+        long n_allocs = xf_test_alloc_count_stop();
         assert_int_equal(rc, 0);
         assert_int_equal(rc2, 0);
-        print_message("# nth=%d: %ld allocations in the second forward\n", nth,
-                      atomic_load(&n_allocs));
-        assert_int_equal(atomic_load(&n_allocs), 0);
+        print_message("# nth=%d: %ld allocations in the second forward\n", nth, n_allocs);
+        assert_int_equal(n_allocs, 0);
         assert_int_equal(xf_ctx_arena_bytes(c), arena);
         /* And it computes the same thing again. */
         assert_memory_equal(h, h2, (size_t)bd.N * o.d_model * 4);
