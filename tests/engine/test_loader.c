@@ -847,6 +847,31 @@ static void test_config_lies(void **state)
     xf_model_free(m);
 }
 
+/* One tensor taken out or broken in a whole BERT classifier (BertForSequenceClassification,
+ * no prefix) and what loading must say. */
+typedef struct broken {
+    const char *name;
+    rw_t w;
+    int code;
+    const char *s1, *s2;
+} broken_t;
+
+static const broken_t broken[] = {
+    { "no final LayerNorm bias", { .drop = "encoder.layer.1.output.LayerNorm.bias" }, XF_EFORMAT,
+      "model.safetensors: missing encoder.layer.1.output.LayerNorm.bias", NULL },
+    { "no query weight", { .drop = "encoder.layer.0.attention.self.query.weight" }, XF_EFORMAT,
+      "model.safetensors: missing encoder.layer.0.attention.self.query.weight", NULL },
+    { "no classifier", { .drop = "classifier.weight" }, XF_EFORMAT, "classifier.weight",
+      "BertForSequenceClassification" },
+    { "no pooler", { .drop = "pooler.dense.weight" }, XF_EFORMAT, "pooler.dense.weight", NULL },
+    /* a needed tensor in an integer dtype: [1,4], so the shape is named first */
+    { "LayerNorm bias as I64", { .drop = "embeddings.LayerNorm.bias",
+                                 .extra = "embeddings.LayerNorm.bias", .extra_dtype = "I64" },
+      XF_ESHAPE, "embeddings.LayerNorm.bias", NULL },
+    { "no word embeddings", { .drop = "embeddings.word_embeddings.weight" }, XF_EFORMAT,
+      "embeddings.word_embeddings.weight", NULL },
+};
+
 static void test_tensor_edits(void **state)
 {
     char a[1200], b[1200];
@@ -886,46 +911,13 @@ static void test_tensor_edits(void **state)
     }
     xf_test_hfmodel_opts_init(&o);
     o.n_labels = 2;
-    hf(sub(b, sizeof b, "edits2"), &o);
-    {
-        rw_t w = { .drop = "encoder.layer.1.output.LayerNorm.bias" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "model.safetensors: missing encoder.layer.1.output.LayerNorm."
-                  "bias", NULL);
+    sub(b, sizeof b, "edits2");
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        hf(b, &o);   /* each case starts from the whole model */
+        rewrite(b, &broken[i].w);
+        check_load_fails(broken[i].name, b, broken[i].code, broken[i].s1, broken[i].s2);
     }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "encoder.layer.0.attention.self.query.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "model.safetensors: missing encoder.layer.0.attention.self."
-                  "query.weight", NULL);
-    }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "classifier.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "classifier.weight", "BertForSequenceClassification");
-    }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "pooler.dense.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "pooler.dense.weight", NULL);
-    }
-    hf(b, &o);
-    {
-        /* a needed tensor in an integer dtype */
-        rw_t w = { .drop = "embeddings.LayerNorm.bias", .extra = "embeddings.LayerNorm.bias",
-                   .extra_dtype = "I64" };
-        rewrite(b, &w);
-        load_fail(b, XF_ESHAPE, "embeddings.LayerNorm.bias", NULL);   /* [1,4]: shape first */
-    }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "embeddings.word_embeddings.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "embeddings.word_embeddings.weight", NULL);
-    }
+    xf_cases_end();
     /* a truncated weights file */
     hf(b, &o);
     {
