@@ -638,6 +638,25 @@ static void test_heterogeneous(void **state)
     load_fail(b, XF_ESHAPE, "encoder.layer.2.attention.self.query.weight", "multiple");
 }
 
+/* A sentence-transformers file the loader must refuse, and what it must say. */
+typedef struct st_file {
+    const char *name, *file, *text;
+    int code;
+    const char *s1;
+} st_file_t;
+
+static const st_file_t st_files[] = {
+    { "max-token pooling", "1_Pooling/config.json", "{\"pooling_mode_max_tokens\": true}",
+      XF_EUNSUPPORTED, "pooling_mode_max_tokens" },
+    { "module path out of the model", "modules.json",
+      "[{\"type\":\"sentence_transformers.models.Pooling\",\"path\":\"../../etc\"}]",
+      XF_EFORMAT, "modules.json" },
+    { "Dense module", "modules.json",
+      "[{\"type\":\"sentence_transformers.models.Dense\",\"path\":\"2_Dense\"}]",
+      XF_EUNSUPPORTED, "Dense" },
+    { "modules.json not JSON", "modules.json", "{not json", XF_EFORMAT, "modules.json" },
+};
+
 static void test_pooling(void **state)
 {
     char a[1200], b[1200], c[1200], p[1300];
@@ -662,23 +681,15 @@ static void test_pooling(void **state)
     assert_int_equal(m->info.normalize, 0);
     xf_model_free(m);
 
-    /* unsupported pooling modes, modules and hostile paths are errors, not guesses */
-    snprintf(p, sizeof p, "%s/1_Pooling/config.json", b);
-    assert_int_equal(xf_test_write_file(p, "{\"pooling_mode_max_tokens\": true}", 33), 0);
-    load_fail(b, XF_EUNSUPPORTED, "pooling_mode_max_tokens", NULL);
-    snprintf(p, sizeof p, "%s/modules.json", b);
-    {
-        const char *j = "[{\"type\":\"sentence_transformers.models.Pooling\","
-                        "\"path\":\"../../etc\"}]";
-        assert_int_equal(xf_test_write_file(p, j, strlen(j)), 0);
-        load_fail(b, XF_EFORMAT, "modules.json", NULL);
-        j = "[{\"type\":\"sentence_transformers.models.Dense\",\"path\":\"2_Dense\"}]";
-        assert_int_equal(xf_test_write_file(p, j, strlen(j)), 0);
-        load_fail(b, XF_EUNSUPPORTED, "Dense", NULL);
-        j = "{not json";
-        assert_int_equal(xf_test_write_file(p, j, strlen(j)), 0);
-        load_fail(b, XF_EFORMAT, "modules.json", NULL);
+    /* unsupported pooling modes, modules and hostile paths are errors, not guesses (written
+     * in turn, each over the last) */
+    for (size_t i = 0; i < sizeof st_files / sizeof st_files[0]; i++) {
+        const st_file_t *f = &st_files[i];
+        snprintf(p, sizeof p, "%s/%s", b, f->file);
+        assert_int_equal(xf_test_write_file(p, f->text, strlen(f->text)), 0);
+        check_load_fails(f->name, b, f->code, f->s1, NULL);
     }
+    xf_cases_end();
 
     /* no sentence-transformers files: CLS, no normalisation */
     xf_test_hfmodel_opts_init(&o);
