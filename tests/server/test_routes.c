@@ -590,9 +590,7 @@ static void test_access_log(void **state)
     fx_opts(&o, dir);
     o.log_access = 1;
     o.warmup = 0;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0, "" };
-    assert_int_equal(xf_server_start(&o, &s, &diag), 0);
+    xf_server_t *s = fx_start_opts(&o);
     int p = xf_server_port(s);
     assert_int_equal(xf_log_open(XF_LOG_INFO, logp), 0);
     json_t *j = jget(p, "POST", "/embed", "{\"inputs\":[\"hello world\",\"b\"]}", 200);
