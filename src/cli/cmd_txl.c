@@ -67,7 +67,7 @@ static int parse_id_line(const char *line, int32_t vocab, int32_t **ids, int32_t
 int cmd_score(int argc, char **argv)
 {
     const char *dir = NULL, *init = "empty";
-    int use_ids = 0, add_eos = 1, mem_len = -1;
+    int use_ids = 0, add_eos = 1, mem_len = -1, pooled = 0;
     xf_txl_opts_t lo = { 0 };
     xf_txl_t *m = NULL;
     xf_txl_mem_t *mem = NULL;
@@ -80,13 +80,14 @@ int cmd_score(int argc, char **argv)
         const char *v;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli score --model DIR [--ids] [--init empty|zeros] "
-                   "[--no-eos] [--mem-len N]\n"
+                   "[--no-eos] [--mem-len N] [--pooled]\n"
                    "Scores stdin with a Transformer-XL model as one stream, one segment per "
                    "line, the memory\nkept between lines. Prints one JSON line per segment: "
                    "per-token log-probabilities\n(token 0 is scored by the previous segment's "
                    "last row; null on the first line), their\nsum, and the prediction for the "
                    "next segment's first token. Text lines get <eos>\nappended unless --no-eos; "
-                   "--ids reads space-separated token ids instead.\n");
+                   "--ids reads space-separated token ids instead. --pooled adds the mean of the last\n"
+                   "hidden states (\"pooled\").\n");
             return 0;
         }
         if ((v = cli_opt(argc, argv, &i, "--model")))
@@ -99,6 +100,8 @@ int cmd_score(int argc, char **argv)
             use_ids = 1;
         else if (!strcmp(argv[i], "--no-eos"))
             add_eos = 0;
+        else if (!strcmp(argv[i], "--pooled"))
+            pooled = 1;
         else {
             fprintf(stderr, "xformd-cli score: unknown option '%s' (try --help)\n", argv[i]);
             return 2;
@@ -145,7 +148,7 @@ int cmd_score(int argc, char **argv)
             rc = -EINVAL;
             break;
         }
-        rc = xf_txl_run(m, mem, ids, n, 0, &res, &diag);
+        rc = xf_txl_run(m, mem, ids, n, pooled ? XF_TXL_OUT_POOLED : 0, &res, &diag);
         free(ids);
         if (rc < 0) {
             fprintf(stderr, "xformd-cli score: line %zu: %s\n", k + 1, diag.msg);
@@ -165,8 +168,15 @@ int cmd_score(int argc, char **argv)
                res.n_scored, res.next_id);
         sym = xf_txl_symbol(m, res.next_id);
         put_json_str(sym ? sym : "");
-        printf(",\"logprob\":%.7g},\"memory_rows\":%d,\"tokens_seen\":%lld}\n",
-               res.next_logprob, st.rows, (long long)st.tokens);
+        printf(",\"logprob\":%.7g},\"memory_rows\":%d,\"tokens_seen\":%lld", res.next_logprob,
+               st.rows, (long long)st.tokens);
+        if (res.pooled) {
+            printf(",\"pooled\":[");
+            for (int32_t c = 0; c < xf_txl_info(m)->d_model; c++)
+                printf(c ? ",%.7g" : "%.7g", res.pooled[c]);
+            putchar(']');
+        }
+        printf("}\n");
         xf_txl_result_deinit(&res);
     }
     free(buf);
