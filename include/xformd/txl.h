@@ -25,7 +25,7 @@ typedef struct xf_txl_info {
     const char *dir;
     int32_t n_layer, d_model, d_embed, n_head, d_head, d_inner;
     int32_t vocab_size;        /* n_token of the config */
-    int32_t n_symbols;         /* symbols in vocab.txt (<= vocab_size) */
+    int32_t n_symbols;         /* symbols in vocab.txt or idx2sym (<= vocab_size) */
     int32_t mem_len;           /* memory rows kept per layer (config, or the load option) */
     int32_t clamp_len;         /* distances clamped to clamp_len when > 0 (HF semantics) */
     int same_length, pre_lnorm, untie_r;
@@ -48,7 +48,8 @@ typedef struct xf_txl_opts {
  * a negative code when config.json cannot be read or parsed. */
 XF_API int xf_txl_probe(const char *dir);
 
-/* Load config.json + model.safetensors + vocab.txt (+ tokenizer_config.json) from dir.
+/* Load config.json + model.safetensors + the symbol list (vocab.txt, or when it is absent the
+ * "idx2sym" array of tokenizer.json) (+ tokenizer_config.json) from dir.
  * Tied crit.* tensors absent from the file are taken from transformer.word_emb.* as
  * tie_word_embeddings / tie_projs say. Every shape is checked against the config.
  * Returns 0, -ENOENT, XF_EFORMAT, XF_ESHAPE, XF_EUNSUPPORTED (attn_type != 0, sample_softmax,

@@ -29,7 +29,7 @@ trap 'rm -rf "$tmp"' EXIT
 n=0; failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 nok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; [ -n "$2" ] && echo "$2" | sed 's/^/# /'; }
-N=12
+N=13
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -106,6 +106,12 @@ same_as_ref "pre-LN, same_length, zeros start" "$m2" "$tmp/ids" --ids --init zer
 printf 'The of AND zzz_unknown the\nof of the\n' > "$tmp/text"
 same_as_ref "text segments: lower_case, <unk>, <eos> appended" "$m" "$tmp/text"
 same_as_ref "text segments with --no-eos" "$m" "$tmp/text" --no-eos
+# the same model with tokenizer.json's idx2sym in place of vocab.txt
+m3="$tmp/json"
+mkdir -p "$m3" && cp "$m/config.json" "$m/model.safetensors" "$m/tokenizer_config.json" "$m3/" &&
+    awk 'BEGIN { printf "{\"idx2sym\": [" } { printf "%s\"%s\"", (NR > 1 ? ", " : ""), $1 }
+         END { print "]}" }' "$m/vocab.txt" > "$m3/tokenizer.json"
+same_as_ref "text segments with tokenizer.json idx2sym instead of vocab.txt" "$m3" "$tmp/text"
 
 # the reference is not blind: a wrong memory length on one side is caught
 "$cli" score --model "$m" --ids --pooled --mem-len 3 < "$tmp/ids" > "$tmp/wrong"

@@ -278,16 +278,14 @@ def load_vocab(d):
     p = os.path.join(d, "vocab.txt")
     if os.path.exists(p):
         with open(p, encoding="utf-8") as f:
-            for line in f:
+            for line in f:           # Vocab._build_from_file + add_symbol: first one wins
                 fields = line.strip().split()
-                if fields:
+                if fields and fields[0] not in syms:
                     syms.append(fields[0])
     else:
         with open(os.path.join(d, "tokenizer.json"), encoding="utf-8") as f:
             syms = list(json.load(f)["idx2sym"])
-    ids = {}
-    for k, s in enumerate(syms):
-        ids.setdefault(s, k)
+    ids = {s: k for k, s in enumerate(syms)}
     lower = False
     p = os.path.join(d, "tokenizer_config.json")
     if os.path.exists(p):
