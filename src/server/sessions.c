@@ -425,6 +425,51 @@ int xf_sessions_owns_model(const xf_server_t *s, const char *name)
     return s->sessions && !strcmp(name, xf_txl_info(s->sessions->model)->name);
 }
 
+const char *xf_sessions_model_name(const xf_server_t *s)
+{
+    return s->sessions ? xf_txl_info(s->sessions->model)->name : NULL;
+}
+
+/* The infer request below takes one input tensor of token ids or one text; KServe metadata
+ * has one datatype per tensor, so the alternatives are listed in parameters. */
+json_t *xf_sessions_model_meta(const xf_server_t *s)
+{
+    const xf_txl_info_t *ti;
+    json_t *o, *p;
+
+    if (!s->sessions)
+        return NULL;
+    ti = xf_txl_info(s->sessions->model);
+    o = json_pack("{s:s,s:[s],s:s,s:[{s:s,s:s,s:[i]}]}", "name", ti->name, "versions", "1",
+                  "platform", "xformd", "inputs", "name", "input", "datatype", "INT64",
+                  "shape", -1);
+    p = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:b,s:b,s:s,s:s,s:s,s:s,s:s}",
+                  "architecture", "transfo-xl", "n_layer", ti->n_layer, "d_model", ti->d_model,
+                  "n_head", ti->n_head, "vocab_size", ti->vocab_size, "mem_len", ti->mem_len,
+                  "clamp_len", ti->clamp_len, "n_params", (json_int_t)ti->n_params,
+                  "same_length", ti->same_length, "sequence_batching", 1,
+                  "sequence_parameters", "sequence_id,sequence_start,sequence_end",
+                  "input_datatypes", "INT32,INT64,BYTES", "session_init",
+                  s->o.session_init ? "zeros" : "empty", "session_dtype",
+                  dtype_names[s->sessions->dtype], "session_store",
+                  s->sessions->store ? s->sessions->store->vt->name : "");
+    if (!o || !p) {
+        json_decref(o);
+        json_decref(p);
+        return NULL;
+    }
+    json_object_set_new(o, "outputs",
+                        json_pack("[{s:s,s:s,s:[i]},{s:s,s:s,s:[i]},{s:s,s:s,s:[i,i]},"
+                                  "{s:s,s:s,s:[i,i]}]",
+                                  "name", "logprobs", "datatype", "FP32", "shape", -1,
+                                  "name", "next_token", "datatype", "INT64", "shape", 1,
+                                  "name", "pooled", "datatype", "FP32", "shape", 1, ti->d_model,
+                                  "name", "hidden", "datatype", "FP32", "shape", -1,
+                                  ti->d_model));
+    json_object_set_new(o, "parameters", p);
+    return o;
+}
+
 /* {"inputs":[{"name":..,"datatype":"INT32"|"INT64"|"BYTES","shape":[n]|[1,n],"data":[..]}],
  *  "outputs":[{"name":"logprobs"|"hidden"|"pooled"|"next_token"}],
  *  "parameters":{"sequence_id":N|"id","sequence_start":bool,"sequence_end":bool,

@@ -431,6 +431,84 @@ static void test_local_kserve(void **state)
     xf_server_stop(s);
 }
 
+/* The session model is a KServe v2 / OpenAI model like the encoder: metadata, ready (also by
+ * version), the /v1/models listing; other versions and names are 404. */
+static void test_local_model_metadata(void **state)
+{
+    xf_server_t *s = start_server(NULL, NULL, 0);
+    int port = xf_server_port(s);
+    const char *name = strrchr(g_txl, '/') + 1;
+    char path[512];
+    json_t *j, *p, *outs, *data;
+    int seen = 0;
+
+    (void)state;
+    snprintf(path, sizeof path, "/v2/models/%s", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), name);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "versions"), 0)),
+                        "1");
+    outs = json_object_get(j, "outputs");
+    assert_int_equal(json_array_size(outs), 4);
+    for (size_t i = 0; i < json_array_size(outs); i++) {
+        const char *o = json_string_value(json_object_get(json_array_get(outs, i), "name"));
+        static const char *const want[] = { "logprobs", "next_token", "pooled", "hidden" };
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(o, want[k]))
+                seen |= 1 << k;
+    }
+    assert_int_equal(seen, 15);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(json_array_get(outs, 2),
+                                                                       "shape"), 1)), 32);
+    p = json_object_get(j, "parameters");
+    assert_string_equal(json_string_value(json_object_get(p, "architecture")), "transfo-xl");
+    assert_int_equal(json_integer_value(json_object_get(p, "mem_len")), 16);
+    assert_int_equal(json_integer_value(json_object_get(p, "d_model")), 32);
+    assert_int_equal(json_integer_value(json_object_get(p, "vocab_size")), 300);
+    assert_string_equal(json_string_value(json_object_get(p, "session_store")), "memory");
+    assert_true(json_is_true(json_object_get(p, "sequence_batching")));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v2/models/%s/versions/1", name);
+    json_decref(fx_json(port, "GET", path, NULL, NULL, 200));
+    snprintf(path, sizeof path, "/v2/models/%s/ready", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), name);
+    assert_true(json_is_true(json_object_get(j, "ready")));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v2/models/%s/versions/1/ready", name);
+    json_decref(fx_json(port, "GET", path, NULL, NULL, 200));
+    snprintf(path, sizeof path, "/v2/models/%s/versions/2/ready", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 404);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "only version"));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v2/models/%s/versions/2/infer", name);
+    json_decref(fx_json(port, "POST", path, NULL, "{}", 404));
+    /* an unknown name lists both served models */
+    j = fx_json(port, "GET", "/v2/models/nope/ready", NULL, NULL, 404);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), name));
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "xformd-demo"));
+    json_decref(j);
+    /* the encoder's metadata is unchanged */
+    j = fx_json(port, "GET", "/v2/models/xformd-demo", NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(
+                            json_object_get(j, "outputs"), 0), "name")), "embedding");
+    json_decref(j);
+    /* OpenAI: listed after the encoder, and retrievable */
+    j = fx_json(port, "GET", "/v1/models", NULL, NULL, 200);
+    data = json_object_get(j, "data");
+    assert_int_equal(json_array_size(data), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(data, 0), "id")),
+                        "xformd-demo");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(data, 1), "id")), name);
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/models/%s", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), name);
+    json_decref(j);
+    json_decref(fx_json(port, "GET", "/v1/models/nope", NULL, NULL, 404));
+    xf_server_stop(s);
+}
+
 /* ---- Redis ----------------------------------------------------------------------------- */
 
 static pid_t g_redis;
@@ -767,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_local_bad_requests),
         cmocka_unit_test(test_local_ordering_and_ttl),
         cmocka_unit_test(test_local_kserve),
+        cmocka_unit_test(test_local_model_metadata),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
         cmocka_unit_test(test_nginx_two_replicas),
