@@ -122,6 +122,17 @@ XF_API void xf_txl_result_deinit(xf_txl_result_t *r);
 XF_API int xf_txl_run(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids, int32_t n,
                       unsigned want, xf_txl_result_t *out, xf_diag_t *diag);
 
+/* Called before each layer with the layers done so far (0 .. n_layer-1) and n_layer; a non-zero
+ * return stops the segment. It runs on the caller's thread, must be cheap and must not call
+ * back into the model or the memory. */
+typedef int (*xf_txl_progress_fn)(void *user, int32_t layers_done, int32_t n_layer);
+/* xf_txl_run() that asks progress (NULL: never stops) before every layer: when it says stop,
+ * returns XF_EDEADLINE with mem and *out untouched (the segment did not happen). This is how a
+ * server stops a segment whose deadline passed while it was computing. */
+XF_API int xf_txl_run_progress(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids,
+                               int32_t n, unsigned want, xf_txl_progress_fn progress,
+                               void *user, xf_txl_result_t *out, xf_diag_t *diag);
+
 /* ---- the session blob (ATTENTION.md §22.1) ---- */
 
 enum xf_txl_dtype { XF_TXL_F32 = 1, XF_TXL_F16 = 2, XF_TXL_BF16 = 3 };

@@ -35,6 +35,7 @@ typedef struct sjob {
     unsigned want;
     int return_logprobs;
     int kserve, seq_start, seq_end;   /* KServe v2 infer with Triton sequence parameters */
+    int64_t timeout_ms;               /* the client's timeout_ms, 0: request.timeout_ms */
     xf_server_t *srv;
     xf_job_t *job;
     squeue_t *q;
@@ -203,7 +204,50 @@ static void sjob_free(void *p)
     free(sj);
 }
 
-/* Body of POST .../segments: {"input": text | [ids], "return": [...], "add_eos": bool}. */
+/* Token ids from a JSON list (where names it in errors): each an integer in [0, vocab_size),
+ * at most request.max_tokens of them. Fills sj->ids / sj->n, or replies. */
+static enum MHD_Result parse_ids(xf_req_t *req, const xf_txl_info_t *ti, json_t *list,
+                                 const char *where, sjob_t *sj)
+{
+    size_t n = json_array_size(list), i;
+    json_t *v;
+
+    if (n > (size_t)req->srv->o.max_tokens)
+        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "%s: %zu tokens, "
+                                   "request.max_tokens is %d", where, n, req->srv->o.max_tokens);
+    sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
+    if (!sj->ids)
+        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    json_array_foreach(list, i, v) {
+        json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+        if (x < 0 || x >= ti->vocab_size)
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%s[%zu]: want a token id in "
+                                       "[0, %d)", where, i, ti->vocab_size);
+        sj->ids[i] = (int32_t)x;
+    }
+    sj->n = (int32_t)n;
+    return MHD_YES;
+}
+
+/* The client's timeout_ms (optional, in obj): 1 .. request.max_timeout_ms, as on the other
+ * routes. */
+static enum MHD_Result parse_timeout(xf_req_t *req, json_t *obj, sjob_t *sj)
+{
+    json_t *v = obj ? json_object_get(obj, "timeout_ms") : NULL;
+
+    if (!v)
+        return MHD_YES;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > req->srv->o.max_timeout_ms)
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "timeout_ms: want an integer in "
+                                   "[1, %lld] (request.max_timeout_ms)",
+                                   (long long)req->srv->o.max_timeout_ms);
+    sj->timeout_ms = json_integer_value(v);
+    return MHD_YES;
+}
+
+/* Body of POST .../segments: {"input": text | [ids], "return": [...], "add_eos": bool,
+ * "timeout_ms": int}. */
 static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 {
     const xf_txl_info_t *ti = xf_txl_info(S->model);
@@ -219,6 +263,11 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
                                                                              : je.text);
     }
     req->root = root;
+    {
+        enum MHD_Result r = parse_timeout(req, root, sj);
+        if (req->state == XF_REQ_REPLIED)
+            return r;
+    }
     sj->return_logprobs = 1;
     ret = json_object_get(root, "return");
     if (ret) {
@@ -257,22 +306,9 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         if (rc < 0)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: %s", diag.msg);
     } else if (json_is_array(in)) {
-        size_t n = json_array_size(in), i;
-        json_t *v;
-        if (n > (size_t)req->srv->o.max_tokens)
-            return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "input: %zu tokens, "
-                                       "request.max_tokens is %d", n, req->srv->o.max_tokens);
-        sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
-        if (!sj->ids)
-            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
-        json_array_foreach(in, i, v) {
-            json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
-            if (x < 0 || x >= ti->vocab_size)
-                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input[%zu]: want a token "
-                                           "id in [0, %d)", i, ti->vocab_size);
-            sj->ids[i] = (int32_t)x;
-        }
-        sj->n = (int32_t)n;
+        enum MHD_Result r = parse_ids(req, ti, in, "input", sj);
+        if (req->state == XF_REQ_REPLIED)
+            return r;
         if (add_eos)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "add_eos: only with text input");
     } else {
@@ -287,13 +323,16 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
     return MHD_YES;
 }
 
-/* Suspend the connection and hand the session job to the loop. */
+/* Suspend the connection and hand the session job to the loop. The deadline covers the wait
+ * behind the session's earlier operations and the compute (stopped between layers). */
 static enum MHD_Result submit_sjob(xf_req_t *req, xf_job_t *j)
 {
     xf_server_t *s = req->srv;
+    const sjob_t *sj = j->sjob;
+    int64_t t = sj->timeout_ms > 0 ? sj->timeout_ms : s->o.timeout_ms;
 
     j->enqueue_ns = xf_now_ns();
-    j->deadline_ns = j->enqueue_ns + (uint64_t)s->o.timeout_ms * 1000000ull;
+    j->deadline_ns = j->enqueue_ns + (uint64_t)t * 1000000ull;
     j->conn = req->conn;
     j->req = req;
     if (atomic_load(&s->draining)) {
@@ -516,6 +555,11 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
     sj->seq_end = v && json_is_true(v);
     v = json_object_get(par, "add_eos");
     add_eos = v && json_is_true(v);
+    {
+        enum MHD_Result r = parse_timeout(req, par, sj);
+        if (req->state == XF_REQ_REPLIED)
+            return r;
+    }
     in = json_object_get(root, "inputs");
     if (!json_is_array(in) || json_array_size(in) != 1 || !json_is_object(json_array_get(in, 0)))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs: want one tensor (INT32/INT64 "
@@ -543,21 +587,9 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
                                                              : XF_HE_BAD_FIELD, 0,
                                        "inputs[0].data[0]: %s", diag.msg);
     } else if (!strcmp(dt, "INT32") || !strcmp(dt, "INT64")) {
-        size_t n = json_array_size(data);
-        if (n > (size_t)req->srv->o.max_tokens)
-            return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %zu tokens, "
-                                       "request.max_tokens is %d", n, req->srv->o.max_tokens);
-        sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
-        if (!sj->ids)
-            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
-        json_array_foreach(data, i, v) {
-            json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
-            if (x < 0 || x >= ti->vocab_size)
-                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data[%zu]: want "
-                                           "a token id in [0, %d)", i, ti->vocab_size);
-            sj->ids[i] = (int32_t)x;
-        }
-        sj->n = (int32_t)n;
+        enum MHD_Result r = parse_ids(req, ti, data, "inputs[0].data", sj);
+        if (req->state == XF_REQ_REPLIED)
+            return r;
     } else {
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype: want INT32, "
                                    "INT64 or BYTES");
@@ -617,6 +649,7 @@ enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req)
     sj->return_logprobs = tmp.return_logprobs;
     sj->seq_start = tmp.seq_start;
     sj->seq_end = tmp.seq_end;
+    sj->timeout_ms = tmp.timeout_ms;
     return submit_sjob(req, j);
 }
 
@@ -751,6 +784,16 @@ static void on_del_end(void *user, int rc)
         finish(sj, 0, 0, NULL);
 }
 
+/* Thread pool, before each layer: stop a segment whose deadline has passed (job->deadline_ns
+ * is written once, before the job reaches the loop). */
+static int past_deadline(void *user, int32_t layers_done, int32_t n_layer)
+{
+    const sjob_t *sj = user;
+
+    (void)layers_done, (void)n_layer;
+    return xf_now_ns() > sj->job->deadline_ns;
+}
+
 /* Thread pool: load the memory (or start one), run the segment, serialise the new memory. */
 static void work_cb(uv_work_t *w)
 {
@@ -774,7 +817,8 @@ static void work_cb(uv_work_t *w)
         xf_txl_mem_free(mem);
         return;
     }
-    sj->rc = xf_txl_run(S->model, mem, sj->ids, sj->n, sj->want, &sj->res, &diag);
+    sj->rc = xf_txl_run_progress(S->model, mem, sj->ids, sj->n, sj->want, past_deadline, sj,
+                                 &sj->res, &diag);
     if (sj->rc < 0) {
         snprintf(sj->msg, sizeof sj->msg, "%.200s", diag.msg);
         xf_txl_mem_free(mem);
@@ -818,7 +862,12 @@ static void after_work(uv_work_t *w, int status)
     }
     xf_metric_observe(XF_M_session_segment_seconds, "compute", NULL,
                       (double)(sj->t_comp - sj->t_read) * 1e-9);
-    if (sj->rc == -EFBIG) {
+    if (sj->rc == XF_EDEADLINE) {
+        /* nothing is written: the session stays as it was before this segment */
+        xf_metric_add(XF_M_rejected_total, "stopped", NULL, 1);
+        finish(sj, XF_HE_COMPUTE_TIMEOUT, 0, "segment %s (deadline passed while computing; "
+               "the session was not advanced)", sj->msg);
+    } else if (sj->rc == -EFBIG) {
         finish(sj, XF_HE_TOO_MANY_TOKENS, 0, "%s", sj->msg);
     } else if (sj->rc == -ENOMEM) {
         finish(sj, XF_HE_OUT_OF_MEMORY, 1, "out of memory computing the segment");

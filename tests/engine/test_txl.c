@@ -587,6 +587,70 @@ static void test_bad_input(void **state)
     xf_test_rmtree(bad);
 }
 
+/* The progress hook: asked before every layer (0..L-1); a stop returns XF_EDEADLINE and
+ * leaves the memory as it was, so the next segment equals a run where the stopped one never
+ * happened. */
+typedef struct stopper {
+    int calls, stop_at;
+} stopper_t;
+
+static int stop_cb(void *user, int32_t done, int32_t n_layer)
+{
+    stopper_t *st = user;
+    assert_true(done >= 0 && done < n_layer);
+    assert_int_equal(done, st->calls);
+    st->calls++;
+    return done == st->stop_at;
+}
+
+static void test_progress_stop(void **state)
+{
+    xf_txl_t *m = load(0, -1);
+    xf_txl_mem_t *a, *b;
+    xf_txl_result_t ra = { 0 }, rb = { 0 };
+    xf_diag_t diag = { 0 };
+    stopper_t st = { 0, -1 };
+    xf_txl_mem_stats_t sa, sb;
+
+    (void)state;
+    assert_int_equal(xf_txl_mem_create(m, XF_TXL_INIT_EMPTY, &a), 0);
+    assert_int_equal(xf_txl_mem_create(m, XF_TXL_INIT_EMPTY, &b), 0);
+    /* a hook that never stops is asked once per layer and changes nothing */
+    assert_int_equal(xf_txl_run_progress(m, a, SEG_A, 7, 0, stop_cb, &st, &ra, &diag), 0);
+    assert_int_equal(st.calls, xf_txl_info(m)->n_layer);
+    assert_int_equal(xf_txl_run(m, b, SEG_A, 7, 0, &rb, &diag), 0);
+    assert_memory_equal(ra.logprobs + 1, rb.logprobs + 1, sizeof(float) * 6);
+    xf_txl_result_deinit(&ra);
+    xf_txl_result_deinit(&rb);
+    /* stopped before layer 1, then before layer 0: memory untouched each time */
+    for (int at = 1; at >= 0; at--) {
+        st.calls = 0;
+        st.stop_at = at;
+        assert_int_equal(xf_txl_run_progress(m, a, SEG_B, 9, XF_TXL_OUT_POOLED, stop_cb, &st,
+                                             &ra, &diag), XF_EDEADLINE);
+        assert_int_equal(st.calls, at + 1);
+        assert_null(ra.logprobs);
+        assert_null(ra.pooled);
+        assert_non_null(strstr(diag.msg, "stopped before layer"));
+        xf_txl_mem_stats(a, &sa);
+        assert_int_equal(sa.segments, 1);
+        assert_int_equal(sa.tokens, 7);
+        assert_int_equal(sa.rows, 7);
+    }
+    assert_int_equal(xf_txl_run(m, a, SEG_B, 9, 0, &ra, &diag), 0);
+    assert_int_equal(xf_txl_run(m, b, SEG_B, 9, 0, &rb, &diag), 0);
+    assert_memory_equal(ra.logprobs, rb.logprobs, sizeof(float) * 9);
+    xf_txl_mem_stats(a, &sa);
+    xf_txl_mem_stats(b, &sb);
+    assert_int_equal(sa.segments, sb.segments);
+    assert_int_equal(sa.rows, sb.rows);
+    xf_txl_result_deinit(&ra);
+    xf_txl_result_deinit(&rb);
+    xf_txl_mem_free(a);
+    xf_txl_mem_free(b);
+    xf_txl_free(m);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -600,7 +664,7 @@ int main(void)
         cmocka_unit_test(test_init_differs),  cmocka_unit_test(test_mem_len_zero),
         cmocka_unit_test(test_tokenizer),     cmocka_unit_test(test_blob_round_trip),
         cmocka_unit_test(test_blob_corrupt),  cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_tokenizer_json),
+        cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_progress_stop),
     };
     int rc;
 

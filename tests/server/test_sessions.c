@@ -60,7 +60,8 @@ static int teardown(void **state)
     return 0;
 }
 
-static xf_server_t *start_server(const char *redis_url, const char *api_key, int ttl_s)
+static xf_server_t *start_server_model(const char *txl, const char *redis_url,
+                                       const char *api_key, int ttl_s)
 {
     xf_server_opts_t o;
     xf_server_t *s = NULL;
@@ -68,7 +69,7 @@ static xf_server_t *start_server(const char *redis_url, const char *api_key, int
 
     fx_opts(&o, g_bert);
     o.warmup = 0;
-    o.session_model = g_txl;
+    o.session_model = txl;
     o.redis_url = redis_url;
     o.api_key = api_key;
     o.session_timeout_ms = 300;
@@ -77,6 +78,11 @@ static xf_server_t *start_server(const char *redis_url, const char *api_key, int
     if (xf_server_start(&o, &s, &diag) != 0)
         fail_msg("server: %s", diag.msg);
     return s;
+}
+
+static xf_server_t *start_server(const char *redis_url, const char *api_key, int ttl_s)
+{
+    return start_server_model(g_txl, redis_url, api_key, ttl_s);
 }
 
 static const int32_t SEGS[3][9] = { { 3, 150, 7, 250, 0, 12, 199 },
@@ -429,6 +435,77 @@ static void test_local_kserve(void **state)
                         "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
                         "\"shape\":[1],\"data\":[\"hello\"]}]}", 200));
     xf_server_stop(s);
+}
+
+/* A segment still computing when its deadline passes is stopped between layers: 504
+ * compute_deadline_exceeded, nothing stored (the session keeps its segments, tokens and
+ * memory: the next segment equals the engine run without the stopped one). A 6-layer model and
+ * a 4,000-token segment (~0.3-1 s per layer of O(n²) attention here) against timeout_ms 300:
+ * even a fast machine passes the deadline before the last layer, and the stop check runs
+ * before every layer, so the request ends about one layer after its deadline. */
+static void test_local_compute_deadline(void **state)
+{
+    xf_txl_demo_opts_t o;
+    xf_diag_t diag = { 0 };
+    char dir[4096], *big;
+    xf_server_t *s;
+    int port;
+    hc_resp_t r;
+    size_t len = 0, cap = 64 + 4000 * 5;
+    ref_t ref;
+    xf_txl_result_t res = { 0 };
+    json_t *j, *lp;
+    double err = 0;
+
+    (void)state;
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "sess-txl6"));
+    xf_txl_demo_opts_init(&o);
+    o.n_layer = 6;
+    assert_int_equal(xf_txl_demo_write(dir, &o, &diag), 0);
+    s = start_server_model(dir, NULL, NULL, 0);
+    port = xf_server_port(s);
+    json_decref(fx_json(port, "POST", "/v1/sessions/dl/segments", NULL, ids_body(0, NULL), 200));
+    big = malloc(cap);
+    assert_non_null(big);
+    len += (size_t)snprintf(big, cap, "{\"timeout_ms\":300,\"input\":[");
+    for (int i = 0; i < 4000; i++)
+        len += (size_t)snprintf(big + len, cap - len, i ? ",%d" : "%d", (i * 7) % 300);
+    snprintf(big + len, cap - len, "]}");
+    assert_int_equal(hc_do(port, "POST", "/v1/sessions/dl/segments", NULL, big, &r), 0);
+    if (r.status != 504)
+        print_message("# %d %s\n", r.status, r.body);
+    assert_int_equal(r.status, 504);
+    assert_non_null(strstr(r.body, "compute_deadline_exceeded"));
+    assert_non_null(strstr(r.body, "not advanced"));
+    hc_free(&r);
+    assert_true(xf_metric_value(XF_M_rejected_total, "stopped", NULL) >= 1);
+    j = fx_json(port, "GET", "/v1/sessions/dl", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")), SEGN[0]);
+    json_decref(j);
+    /* the next segment continues from segment 0's memory */
+    j = fx_json(port, "POST", "/v1/sessions/dl/segments", NULL, ids_body(1, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
+    assert_int_equal(xf_txl_load(dir, NULL, &ref.m, &diag), 0);
+    assert_int_equal(xf_txl_mem_create(ref.m, XF_TXL_INIT_EMPTY, &ref.mem), 0);
+    assert_int_equal(xf_txl_run(ref.m, ref.mem, SEGS[0], SEGN[0], 0, &res, NULL), 0);
+    xf_txl_result_deinit(&res);
+    assert_int_equal(xf_txl_run(ref.m, ref.mem, SEGS[1], SEGN[1], 0, &res, NULL), 0);
+    lp = json_object_get(j, "logprobs");
+    for (int t = 0; t < SEGN[1]; t++)
+        err = fmax(err, fabs(json_number_value(json_array_get(lp, (size_t)t)) -
+                             res.logprobs[t]));
+    assert_true(err <= 1e-6);   /* the same f32 computation, printed with %.9g */
+    xf_txl_result_deinit(&res);
+    ref_close(&ref);
+    json_decref(j);
+    /* timeout_ms out of range is a 400 naming the bound */
+    j = fx_json(port, "POST", "/v1/sessions/dl/segments", NULL,
+                "{\"input\":[1,2],\"timeout_ms\":0}", 400);
+    json_decref(j);
+    free(big);
+    xf_server_stop(s);
+    xf_test_rmtree(dir);
 }
 
 /* The session model is a KServe v2 / OpenAI model like the encoder: metadata, ready (also by
@@ -846,6 +923,7 @@ int main(void)
         cmocka_unit_test(test_local_ordering_and_ttl),
         cmocka_unit_test(test_local_kserve),
         cmocka_unit_test(test_local_model_metadata),
+        cmocka_unit_test(test_local_compute_deadline),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
         cmocka_unit_test(test_nginx_two_replicas),
