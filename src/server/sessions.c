@@ -113,7 +113,8 @@ int xf_sessions_create(xf_server_t *s, uv_loop_t *loop, xf_diag_t *diag)
         rc = xf_sstore_redis_create(loop, o->redis_url, o->session_timeout_ms, &S->store, err,
                                     sizeof err);
     else
-        rc = xf_sstore_local_create((size_t)o->session_max_sessions, &S->store);
+        rc = xf_sstore_local_create((size_t)o->session_max_sessions,
+                                    (size_t)o->session_store_max_bytes, &S->store);
     if (rc < 0) {
         snprintf(diag->msg, sizeof diag->msg, "session store: %s", err[0] ? err
                                                                            : xf_strerror(rc));
@@ -765,6 +766,9 @@ static void on_put(void *user, int rc)
     } else if (rc == XF_EREDIS) {
         finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the segment was not "
                "stored, retry it");
+    } else if (rc == -ENOSPC) {
+        finish(sj, XF_HE_TOO_MANY_TOKENS, 0, "session memory of %zu bytes exceeds "
+               "session.store_max_bytes; the segment was not stored", sj->blob_out_len);
     } else if (rc < 0) {
         finish(sj, XF_HE_OUT_OF_MEMORY, 1, "session store: %s", xf_strerror(rc));
     } else {

@@ -27,6 +27,8 @@
 #include <xformd/txl.h>
 
 #include "server/metrics.h"
+#include "server/session_store.h"
+#include "server/session_store.h"
 #include "server_fixture.h"
 #include "xf_test.h"
 
@@ -508,6 +510,140 @@ static void test_local_compute_deadline(void **state)
     xf_test_rmtree(dir);
 }
 
+/* ---- the in-process store bounded by bytes ---------------------------------------------- */
+
+typedef struct sres {
+    int rc;
+    size_t len;
+    uint8_t first;
+    char tag[XF_SSTORE_TAG_MAX];
+    size_t tag_len;
+} sres_t;
+
+static void s_get_cb(void *user, int rc, const uint8_t *blob, size_t len, const char *tag,
+                     size_t tag_len, int64_t ttl_ms)
+{
+    sres_t *r = user;
+    (void)ttl_ms;
+    r->rc = rc;
+    r->len = len;
+    r->first = blob && len ? blob[0] : 0;
+    r->tag_len = tag_len < sizeof r->tag ? tag_len : sizeof r->tag;
+    memcpy(r->tag, tag, r->tag_len);
+}
+
+static void s_put_cb(void *user, int rc)
+{
+    ((sres_t *)user)->rc = rc;
+}
+
+static sres_t s_get(xf_sstore_t *st, const char *key)
+{
+    sres_t r = { .rc = 99 };
+    st->vt->get(st, key, s_get_cb, &r);   /* in process: the callback runs before return */
+    return r;
+}
+
+/* Read key's tag, then write len bytes of value v with it (as a segment does). */
+static int s_put(xf_sstore_t *st, const char *key, size_t len, uint8_t v)
+{
+    sres_t g = s_get(st, key), r = { .rc = 99 };
+    uint8_t *b = malloc(len);
+
+    assert_non_null(b);
+    memset(b, v, len);
+    st->vt->put(st, key, b, len, g.tag, g.rc == 0 ? g.tag_len : 0, 0, s_put_cb, &r);
+    free(b);
+    return r.rc;
+}
+
+/* session.store_max_bytes: a put that takes the total over the bound drops the least recently
+ * used other entries (a read counts as a use); a blob larger than the bound alone is refused
+ * (-ENOSPC) and the stored one kept; replacing an entry accounts its new size. */
+static void test_local_store_bytes(void **state)
+{
+    xf_sstore_t *st = NULL;
+
+    (void)state;
+    assert_int_equal(xf_sstore_local_create(100, 10000, &st), 0);
+    assert_int_equal(s_put(st, "a", 4000, 'a'), 0);
+    assert_int_equal(s_put(st, "b", 4000, 'b'), 0);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 8000);
+    assert_int_equal(s_get(st, "a").rc, 0);          /* a is now more recent than b */
+    assert_int_equal(s_put(st, "c", 4000, 'c'), 0);  /* 12000 > 10000: b goes */
+    assert_int_equal(s_get(st, "b").rc, XF_ENOTFOUND);
+    assert_int_equal(s_get(st, "a").len, 4000);
+    assert_int_equal(s_get(st, "c").first, 'c');
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 8000);
+    assert_int_equal(s_put(st, "d", 10001, 'd'), -ENOSPC);
+    assert_int_equal(s_get(st, "d").rc, XF_ENOTFOUND);
+    assert_int_equal(s_put(st, "a", 10001, 'x'), -ENOSPC);   /* a keeps its blob */
+    assert_int_equal(s_get(st, "a").first, 'a');
+    assert_int_equal(s_get(st, "a").len, 4000);
+    /* growing c to 9000 pushes a (the older one) out; shrinking it makes room again */
+    assert_int_equal(s_put(st, "c", 9000, 'C'), 0);
+    assert_int_equal(s_get(st, "a").rc, XF_ENOTFOUND);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 9000);
+    assert_int_equal(s_put(st, "c", 100, 'c'), 0);
+    assert_int_equal(s_put(st, "e", 9900, 'e'), 0);
+    assert_int_equal(s_get(st, "c").len, 100);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 10000);
+    st->vt->free(st);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 0);
+    /* the count bound still holds with a large byte bound */
+    assert_int_equal(xf_sstore_local_create(2, 1u << 30, &st), 0);
+    assert_int_equal(s_put(st, "a", 10, 'a'), 0);
+    assert_int_equal(s_put(st, "b", 10, 'b'), 0);
+    assert_int_equal(s_put(st, "c", 10, 'c'), 0);
+    assert_int_equal(s_get(st, "a").rc, XF_ENOTFOUND);
+    assert_int_equal(s_get(st, "b").rc, 0);
+    st->vt->free(st);
+}
+
+/* Through the server: with room for two of the test model's blobs, a third session evicts the
+ * least recently used one (its GET is 404, a new segment starts it again), and a segment whose
+ * blob alone exceeds the bound is 413 with the session left as it was. */
+static void test_local_store_bytes_server(void **state)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+    int port;
+    json_t *j;
+    int64_t b1;
+
+    (void)state;
+    fx_opts(&o, g_bert);
+    o.warmup = 0;
+    o.session_model = g_txl;
+    /* after segment 0 (7 tokens): (2 layers x 7 rows + boundary) x 32 x 4 + 128 = 2048 bytes;
+     * after segment 1 (16 rows): 4352 bytes. 4096 holds two first segments, not three. */
+    o.session_store_max_bytes = 4096;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    port = xf_server_port(s);
+    j = fx_json(port, "POST", "/v1/sessions/s1/segments", NULL, ids_body(0, NULL), 200);
+    b1 = json_integer_value(json_object_get(j, "memory_bytes"));
+    assert_int_equal(b1, 2048);
+    json_decref(j);
+    json_decref(fx_json(port, "POST", "/v1/sessions/s2/segments", NULL, ids_body(0, NULL), 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200));   /* s1 recent */
+    json_decref(fx_json(port, "POST", "/v1/sessions/s3/segments", NULL, ids_body(0, NULL), 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/s2", NULL, NULL, 404));
+    json_decref(fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200));
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 4096);
+    /* s1's second segment would need 4352 bytes: 413, s1 unchanged */
+    j = fx_json(port, "POST", "/v1/sessions/s1/segments", NULL, ids_body(1, NULL), 413);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"),
+                                                             "message")),
+                           "session.store_max_bytes"));
+    json_decref(j);
+    j = fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    json_decref(j);
+    xf_server_stop(s);
+}
+
 /* The session model is a KServe v2 / OpenAI model like the encoder: metadata, ready (also by
  * version), the /v1/models listing; other versions and names are 404. */
 static void test_local_model_metadata(void **state)
@@ -923,6 +1059,8 @@ int main(void)
         cmocka_unit_test(test_local_ordering_and_ttl),
         cmocka_unit_test(test_local_kserve),
         cmocka_unit_test(test_local_model_metadata),
+        cmocka_unit_test(test_local_store_bytes),
+        cmocka_unit_test(test_local_store_bytes_server),
         cmocka_unit_test(test_local_compute_deadline),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
