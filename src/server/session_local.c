@@ -1,6 +1,7 @@
 /* The in-process session store: a hash map of key → blob with an LRU list, at most
- * max_sessions entries and max_bytes blob bytes (session.store_max_bytes), a lifetime per entry (expired entries read as absent), and a version
- * counter per entry as the compare-and-set tag. Loop thread only; callbacks run before the
+ * max_sessions entries and max_bytes blob bytes (session.store_max_bytes), a lifetime per
+ * entry (expired entries read as absent), and a version counter per entry as the
+ * compare-and-set tag. Loop thread only; callbacks run before the
  * call returns. */
 #include "config.h"
 

@@ -230,6 +230,49 @@ static enum MHD_Result parse_ids(xf_req_t *req, const xf_txl_info_t *ti, json_t 
     return MHD_YES;
 }
 
+/* Record a requested output (logprobs, hidden, pooled) in sj; 0 when w names none of them. */
+static int want_output(sjob_t *sj, const char *w)
+{
+    if (w && !strcmp(w, "logprobs"))
+        sj->return_logprobs = 1;
+    else if (w && !strcmp(w, "hidden"))
+        sj->want |= XF_TXL_OUT_HIDDEN;
+    else if (w && !strcmp(w, "pooled"))
+        sj->want |= XF_TXL_OUT_POOLED;
+    else
+        return 0;
+    return 1;
+}
+
+/* The body as a JSON object (kept in req->root), or NULL after replying 400 (*r). */
+static json_t *parse_object(xf_req_t *req, enum MHD_Result *r)
+{
+    json_error_t je;
+    json_t *root = json_loadb(req->body ? req->body : "", req->body_len,
+                              JSON_REJECT_DUPLICATES, &je);
+
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        *r = xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
+                                                                           : je.text);
+        return NULL;
+    }
+    req->root = root;
+    return root;
+}
+
+/* A segment has 1 .. request.max_tokens tokens (text is counted after tokenising). */
+static enum MHD_Result check_n(xf_req_t *req, const sjob_t *sj, const char *where)
+{
+    if (sj->n == 0)
+        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "%s: no tokens", where);
+    if (sj->n > req->srv->o.max_tokens)
+        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "%s: %d tokens, "
+                                   "request.max_tokens is %d", where, sj->n,
+                                   req->srv->o.max_tokens);
+    return MHD_YES;
+}
+
 /* The client's timeout_ms (optional, in obj): 1 .. request.max_timeout_ms, as on the other
  * routes. */
 static enum MHD_Result parse_timeout(xf_req_t *req, json_t *obj, sjob_t *sj)
@@ -252,23 +295,16 @@ static enum MHD_Result parse_timeout(xf_req_t *req, json_t *obj, sjob_t *sj)
 static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 {
     const xf_txl_info_t *ti = xf_txl_info(S->model);
-    json_error_t je;
+    enum MHD_Result r;
     json_t *root, *in, *ret, *eos;
     int add_eos = 0;
     xf_diag_t diag = { 0 };
 
-    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        return xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
-                                                                             : je.text);
-    }
-    req->root = root;
-    {
-        enum MHD_Result r = parse_timeout(req, root, sj);
-        if (req->state == XF_REQ_REPLIED)
-            return r;
-    }
+    if (!(root = parse_object(req, &r)))
+        return r;
+    r = parse_timeout(req, root, sj);
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     sj->return_logprobs = 1;
     ret = json_object_get(root, "return");
     if (ret) {
@@ -279,14 +315,7 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
                                        "\"logprobs\", \"hidden\", \"pooled\"");
         sj->return_logprobs = 0;
         json_array_foreach(ret, i, v) {
-            const char *w = json_string_value(v);
-            if (w && !strcmp(w, "logprobs"))
-                sj->return_logprobs = 1;
-            else if (w && !strcmp(w, "hidden"))
-                sj->want |= XF_TXL_OUT_HIDDEN;
-            else if (w && !strcmp(w, "pooled"))
-                sj->want |= XF_TXL_OUT_POOLED;
-            else
+            if (!want_output(sj, json_string_value(v)))
                 return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "return[%zu]: want "
                                            "\"logprobs\", \"hidden\" or \"pooled\"", i);
         }
@@ -307,7 +336,7 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         if (rc < 0)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: %s", diag.msg);
     } else if (json_is_array(in)) {
-        enum MHD_Result r = parse_ids(req, ti, in, "input", sj);
+        r = parse_ids(req, ti, in, "input", sj);
         if (req->state == XF_REQ_REPLIED)
             return r;
         if (add_eos)
@@ -316,12 +345,7 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: want text or a list of "
                                    "token ids");
     }
-    if (sj->n == 0)
-        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "input: no tokens");
-    if (sj->n > req->srv->o.max_tokens)
-        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "input: %d tokens, "
-                                   "request.max_tokens is %d", sj->n, req->srv->o.max_tokens);
-    return MHD_YES;
+    return check_n(req, sj, "input");
 }
 
 /* Suspend the connection and hand the session job to the loop. The deadline covers the wait
@@ -517,19 +541,14 @@ json_t *xf_sessions_model_meta(const xf_server_t *s)
 static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 {
     const xf_txl_info_t *ti = xf_txl_info(S->model);
-    json_error_t je;
+    enum MHD_Result r;
     json_t *root, *par, *sid, *in, *t, *data, *outs, *v;
     const char *dt;
     int add_eos = 0;
     size_t i;
 
-    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        return xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
-                                                                             : je.text);
-    }
-    req->root = root;
+    if (!(root = parse_object(req, &r)))
+        return r;
     par = json_object_get(root, "parameters");
     sid = par ? json_object_get(par, "sequence_id") : NULL;
     if (!json_is_object(par) || !sid)
@@ -556,11 +575,9 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
     sj->seq_end = v && json_is_true(v);
     v = json_object_get(par, "add_eos");
     add_eos = v && json_is_true(v);
-    {
-        enum MHD_Result r = parse_timeout(req, par, sj);
-        if (req->state == XF_REQ_REPLIED)
-            return r;
-    }
+    r = parse_timeout(req, par, sj);
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     in = json_object_get(root, "inputs");
     if (!json_is_array(in) || json_array_size(in) != 1 || !json_is_object(json_array_get(in, 0)))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs: want one tensor (INT32/INT64 "
@@ -588,18 +605,16 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
                                                              : XF_HE_BAD_FIELD, 0,
                                        "inputs[0].data[0]: %s", diag.msg);
     } else if (!strcmp(dt, "INT32") || !strcmp(dt, "INT64")) {
-        enum MHD_Result r = parse_ids(req, ti, data, "inputs[0].data", sj);
+        r = parse_ids(req, ti, data, "inputs[0].data", sj);
         if (req->state == XF_REQ_REPLIED)
             return r;
     } else {
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype: want INT32, "
                                    "INT64 or BYTES");
     }
-    if (sj->n == 0)
-        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "inputs[0]: no tokens");
-    if (sj->n > req->srv->o.max_tokens)
-        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %d tokens, "
-                                   "request.max_tokens is %d", sj->n, req->srv->o.max_tokens);
+    r = check_n(req, sj, "inputs[0]");
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     sj->return_logprobs = 1;
     outs = json_object_get(root, "outputs");
     if (outs) {
@@ -608,13 +623,7 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
         sj->return_logprobs = json_array_size(outs) == 0;
         json_array_foreach(outs, i, v) {
             const char *w = json_string_value(json_object_get(v, "name"));
-            if (w && !strcmp(w, "logprobs"))
-                sj->return_logprobs = 1;
-            else if (w && !strcmp(w, "hidden"))
-                sj->want |= XF_TXL_OUT_HIDDEN;
-            else if (w && !strcmp(w, "pooled"))
-                sj->want |= XF_TXL_OUT_POOLED;
-            else if (!w || strcmp(w, "next_token"))
+            if (!want_output(sj, w) && (!w || strcmp(w, "next_token")))   /* always sent */
                 return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs[%zu]: want logprobs, "
                                            "next_token, hidden or pooled", i);
         }
