@@ -398,8 +398,10 @@ int xf_txl_run_progress(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids
         mem->rows = keep;
         memcpy(mem->boundary, w.x + (size_t)(n - 1) * D, sizeof(float) * (size_t)D);
         mem->has_boundary = 1;
-        mem->segments++;
-        mem->tokens += n;
+        /* the counts come from a session blob too: saturate, never overflow */
+        if (mem->segments < INT64_MAX)
+            mem->segments++;
+        mem->tokens = mem->tokens > INT64_MAX - n ? INT64_MAX : mem->tokens + n;
     }
     *out = res;
     memset(&res, 0, sizeof res);

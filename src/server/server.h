@@ -58,6 +58,8 @@ typedef struct xf_server_opts {
     int warmup;                /* 1: run warm-up batches (and fit the cost model) at start */
     double warmup_fake_s_per_token; /* test hook: > 0 replaces every warm-up timing by
                                   1 ms + tokens × this (a pessimistic fit on demand) */
+    double engine_fake_s_per_token; /* test hook: > 0 makes every served batch last at least
+                                  1 ms + tokens × this (xf_workers_set_fake_time) */
     int notify;                /* 1: sd_notify READY/STOPPING/WATCHDOG */
     /* Transformer-XL sessions (sessions.c); session_model NULL or "": disabled */
     const char *session_model;

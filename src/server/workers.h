@@ -41,6 +41,12 @@ void xf_workers_free(xf_workers_t *w);
  * (0: never) is freed with the packing buffers (xf_ctx_shrink). */
 void xf_workers_set_arena_limits(xf_workers_t *w, size_t max_arena_bytes, int arena_idle_ms);
 
+/* Test hook: every batch lasts at least 1 ms + tokens × s_per_token of wall time, spread evenly
+ * over its layers (the progress callback waits), so that admission and deadline tests see an
+ * engine of known speed however loaded the machine is. 0: off. Call before the first submit
+ * (after the warm-up). */
+void xf_workers_set_fake_time(xf_workers_t *w, double s_per_token);
+
 /* Number of workers waiting for a batch (loop thread). */
 int xf_workers_idle(xf_workers_t *w);
 /* Hand a batch of n jobs to an idle worker (loop thread). The array is copied.

@@ -554,6 +554,64 @@ static void test_blob_corrupt(void **state)
     xf_txl_free(m);
 }
 
+/* CRC-32C (Castagnoli, reflected 0x82F63B78), bit by bit: the test's own, for patched blobs. */
+static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n)
+{
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+/* Found by fuzz_session: a valid blob (right hash and CRC) whose segment and token counts are
+ * INT64_MAX loaded, and the next segment overflowed them (signed overflow, UBSan). They
+ * saturate now. */
+static void test_blob_counts_saturate(void **state)
+{
+    xf_txl_t *m = load(0, -1);
+    xf_txl_mem_t *a, *b;
+    xf_txl_result_t r = { 0 };
+    xf_txl_mem_stats_t st;
+    xf_diag_t diag = { 0 };
+    size_t len;
+    uint8_t *buf;
+    uint32_t crc;
+
+    (void)state;
+    assert_int_equal(xf_txl_mem_create(m, XF_TXL_INIT_EMPTY, &a), 0);
+    assert_int_equal(xf_txl_run(m, a, SEG_A, 7, 0, &r, NULL), 0);
+    xf_txl_result_deinit(&r);
+    len = xf_txl_mem_blob_size(m, a, XF_TXL_F32);
+    buf = malloc(len);
+    assert_int_equal(xf_txl_mem_save(m, a, XF_TXL_F32, buf, len), 0);
+    /* the CRC as the writer computed it: header bytes 0..103, then the payload */
+    crc = crc32c(crc32c(0, buf, 104), buf + 128, len - 128);
+    assert_int_equal(crc, (uint32_t)buf[104] | (uint32_t)buf[105] << 8 |
+                              (uint32_t)buf[106] << 16 | (uint32_t)buf[107] << 24);
+    for (int i = 0; i < 8; i++) {
+        buf[80 + i] = i == 7 ? 0x7f : 0xff;     /* segments = INT64_MAX */
+        buf[88 + i] = i == 7 ? 0x7f : 0xff;     /* tokens = INT64_MAX */
+    }
+    crc = crc32c(crc32c(0, buf, 104), buf + 128, len - 128);
+    for (int i = 0; i < 4; i++)
+        buf[104 + i] = (uint8_t)(crc >> (8 * i));
+    assert_int_equal(xf_txl_mem_create(m, XF_TXL_INIT_EMPTY, &b), 0);
+    if (xf_txl_mem_load(m, buf, len, b, &diag) != 0)
+        fail_msg("load: %s", diag.msg);
+    assert_int_equal(xf_txl_run(m, b, SEG_B, 9, 0, &r, NULL), 0);
+    xf_txl_result_deinit(&r);
+    xf_txl_mem_stats(b, &st);
+    assert_true(st.segments == INT64_MAX);
+    assert_true(st.tokens == INT64_MAX);
+    xf_txl_mem_free(a);
+    xf_txl_mem_free(b);
+    free(buf);
+    xf_txl_free(m);
+}
+
 static void test_bad_input(void **state)
 {
     xf_txl_t *m = load(0, -1);
@@ -665,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_tokenizer),     cmocka_unit_test(test_blob_round_trip),
         cmocka_unit_test(test_blob_corrupt),  cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_progress_stop),
+        cmocka_unit_test(test_blob_counts_saturate),
     };
     int rc;
 
