@@ -65,23 +65,54 @@ static double urand(void)
     return ((double)(rng() >> 11) + 0.5) / 9007199254740992.0;
 }
 
-/* Token count of one request: 60% short queries (8–32), 30% sentences (33–128), 10% passages
- * (129–256) — the fixed mixed-length distribution of the serving benchmark. */
+/* Token counts of the requests: classes lo–hi drawn with probability p (summing to 1). The
+ * default is the serving benchmark's fixed mix: 60% short queries (8–32), 30% sentences
+ * (33–128), 10% passages (129–256); --lengths "8-32:0.7,129-256:0.3" replaces it. */
+#define MAX_CLASSES 8
+static int n_classes = 3;
+static int cls_lo[MAX_CLASSES] = { 8, 33, 129 }, cls_hi[MAX_CLASSES] = { 32, 128, 256 };
+static double cls_p[MAX_CLASSES] = { 0.6, 0.3, 0.1 };
+static char lengths_spec[256] = "8-32:0.6,33-128:0.3,129-256:0.1";
+
+/* Parse --lengths; 0 or -1 (bad spec: lo ≥ 3, hi ≤ 510 so the body fits, p > 0, Σp = 1). */
+static int parse_lengths(const char *spec)
+{
+    char buf[256];
+    char *save = NULL;
+    double sum = 0;
+    int n = 0;
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int lo, hi, used = 0;
+        double p;
+        if (n == MAX_CLASSES || sscanf(t, "%d-%d:%lf%n", &lo, &hi, &p, &used) != 3 ||
+            t[used] != '\0' || lo < 3 || hi < lo || hi > 510 || !(p > 0))
+            return -1;
+        cls_lo[n] = lo;
+        cls_hi[n] = hi;
+        cls_p[n] = p;
+        sum += p;
+        n++;
+    }
+    if (n == 0 || fabs(sum - 1.0) > 1e-6)
+        return -1;
+    n_classes = n;
+    snprintf(lengths_spec, sizeof(lengths_spec), "%s", spec);
+    return 0;
+}
+
 static int draw_tokens(void)
 {
-    double u = urand();
-    int lo, hi;
-    if (u < 0.6) {
-        lo = 8;
-        hi = 32;
-    } else if (u < 0.9) {
-        lo = 33;
-        hi = 128;
-    } else {
-        lo = 129;
-        hi = 256;
+    double u = urand(), acc = 0;
+    int k = n_classes - 1;
+    for (int i = 0; i < n_classes; i++) {
+        acc += cls_p[i];
+        if (u < acc) {
+            k = i;
+            break;
+        }
     }
-    return lo + (int)(rng() % (uint64_t)(hi - lo + 1));
+    return cls_lo[k] + (int)(rng() % (uint64_t)(cls_hi[k] - cls_lo[k] + 1));
 }
 
 /* A request for n tokens: n - 2 single-token words ([CLS] and [SEP] make the rest) — these
@@ -637,6 +668,7 @@ static void usage(void)
             "  [--policies none,fifo,dp,tokens] [--loads 2,4,8,16] [--duration 10]\n"
             "  [--warmup 2] [--route /v1/embeddings] [--api-key K] [--conns 256]\n"
             "  [--seed 1] [--timeout 30] [--clients 16,32]\n"
+            "  [--lengths 8-32:0.6,33-128:0.3,129-256:0.1]  (token-count classes: lo-hi:p)\n"
             "Open loop (Poisson arrivals at each --loads rate) unless --clients gives closed-loop\n"
             "client counts. Without --xformd the server at host:port is used as is (its policy\n"
             "from /v1/stats, \"external\" when it has none, e.g. llama-server); with it, one\n"
@@ -684,6 +716,13 @@ int main(int argc, char **argv)
             o.timeout_s = atof(v);
         else if (strcmp(a, "--clients") == 0)
             snprintf(o.clients, sizeof(o.clients), "%s", v);
+        else if (strcmp(a, "--lengths") == 0) {
+            if (parse_lengths(v) != 0) {
+                fprintf(stderr, "bench_serve: --lengths %s: want lo-hi:p,... with 3 <= lo <= hi "
+                                "<= 510 and the p summing to 1\n", v);
+                return 2;
+            }
+        }
         else {
             usage();
             return 2;
@@ -712,9 +751,9 @@ int main(int argc, char **argv)
         fclose(f);
     }
     printf("# bench_serve version=%s cpu=\"%s\" ncpu=%ld route=%s duration_s=%.0f warmup_s=%.0f "
-           "lengths=8-32:0.6,33-128:0.3,129-256:0.1 seed=%llu\n",
+           "lengths=%s seed=%llu\n",
            PACKAGE_VERSION, cpu, sysconf(_SC_NPROCESSORS_ONLN), o.route, o.duration_s,
-           o.warmup_s, (unsigned long long)o.seed);
+           o.warmup_s, lengths_spec, (unsigned long long)o.seed);
     char pol[128];
     snprintf(pol, sizeof(pol), "%s", o.policies);
     char *save = NULL;

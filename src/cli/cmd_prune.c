@@ -17,7 +17,8 @@ static void prune_usage(FILE *f)
 {
     fprintf(f,
         "usage: xformd-cli prune --model DIR --calib FILE --heads H --ffn F --out DIR2\n"
-        "                        [--max-len N] [--threads N]\n"
+        "                        [--max-len N] [--threads N] [--save-scores FILE]\n"
+        "       xformd-cli prune --model DIR --scores FILE --heads H --ffn F --out DIR2\n"
         "Scores every attention head and FFN unit on the calibration texts (one per line; empty\n"
         "lines are skipped), keeps the H best heads and the F best FFN units of every layer and\n"
         "writes the pruned model to DIR2 (Hugging Face layout: model.safetensors F32,\n"
@@ -27,7 +28,9 @@ static void prune_usage(FILE *f)
         "over tokens of the change of the final hidden states when the head's columns of the\n"
         "attention output projection are zero), FFN units by mean |activation| x the L2 norm\n"
         "of their FFN2 column; both L2-normalised per layer. Texts are cut to --max-len tokens\n"
-        "(default 128). DIR2 must not exist or be empty; it appears only when complete.\n");
+        "(default 128). DIR2 must not exist or be empty; it appears only when complete.\n"
+        "--save-scores FILE keeps the scores; --scores FILE prunes from them instead of the\n"
+        "calibration (several sparsities from one calibration run).\n");
 }
 
 /* "8" or "12,8,8,..." with n_layer entries, each in [1, 1 << 20]. Exits 2 on error. */
@@ -84,10 +87,133 @@ static int out_dir_busy(const char *path)
     return busy;
 }
 
+/* --save-scores: "# xformd prune scores layers=L tokens=N", then per layer "head L s..." and
+ * "ffn L s..." (%.9g). Returns 0, or -1 with a message. */
+static int save_scores(const char *path, const xf_prune_scores_t *sc)
+{
+    FILE *f = fopen(path, "w");
+    int bad;
+    if (!f) {
+        fprintf(stderr, "xformd-cli prune: --save-scores %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "# xformd prune scores layers=%d tokens=%lld\n", sc->n_layer,
+            (long long)sc->n_tokens);
+    for (int32_t l = 0; l < sc->n_layer; l++) {
+        fprintf(f, "head %d", l);
+        for (int32_t h = 0; h < sc->n_head[l]; h++)
+            fprintf(f, " %.9g", (double)sc->head[l][h]);
+        fprintf(f, "\nffn %d", l);
+        for (int32_t u = 0; u < sc->d_ff[l]; u++)
+            fprintf(f, " %.9g", (double)sc->ffn[l][u]);
+        fputc('\n', f);
+    }
+    bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        fprintf(stderr, "xformd-cli prune: --save-scores %s: write error\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parse "KIND L v v v ..." with exactly n values into out. */
+static int parse_score_line(char *line, const char *kind, int32_t l, int32_t n, float *out)
+{
+    char *p = line, *end;
+    size_t kl = strlen(kind);
+    long li;
+    if (strncmp(p, kind, kl) != 0 || p[kl] != ' ')
+        return -1;
+    li = strtol(p + kl, &end, 10);
+    if (end == p + kl || li != l)
+        return -1;
+    p = end;
+    for (int32_t i = 0; i < n; i++) {
+        float v = strtof(p, &end);
+        if (end == p || !(v >= 0.0f) || v > 1.0f)
+            return -1;
+        out[i] = v;
+        p = end;
+    }
+    while (*p == ' ' || *p == '\r')
+        p++;
+    return *p == '\0' ? 0 : -1;
+}
+
+/* --scores: read a --save-scores file for this model into sc (arrays owned by the caller:
+ * free_scores). Exits 2 when the file does not fit the model. */
+static void load_scores(const char *path, const xf_model_info_t *mi, xf_prune_scores_t *sc)
+{
+    char *buf, **lines;
+    size_t *lens, n;
+    FILE *f = fopen(path, "rb");
+    int ok = 1;
+
+    if (!f) {
+        fprintf(stderr, "xformd-cli prune: --scores %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    n = cli_read_lines(f, &buf, &lines, &lens);
+    fclose(f);
+    memset(sc, 0, sizeof *sc);
+    sc->n_layer = mi->n_layer;
+    sc->n_head = calloc((size_t)mi->n_layer, sizeof *sc->n_head);
+    sc->d_ff = calloc((size_t)mi->n_layer, sizeof *sc->d_ff);
+    sc->head = calloc((size_t)mi->n_layer, sizeof *sc->head);
+    sc->ffn = calloc((size_t)mi->n_layer, sizeof *sc->ffn);
+    if (!sc->n_head || !sc->d_ff || !sc->head || !sc->ffn) {
+        fprintf(stderr, "xformd-cli prune: out of memory\n");
+        exit(1);
+    }
+    if (n != 1 + 2 * (size_t)mi->n_layer || strncmp(lines[0], "# xformd prune scores ", 22))
+        ok = 0;
+    else {
+        const char *t = strstr(lines[0], "tokens=");
+        sc->n_tokens = t ? strtoll(t + 7, NULL, 10) : 0;
+    }
+    for (int32_t l = 0; ok && l < mi->n_layer; l++) {
+        sc->n_head[l] = mi->layers[l].n_head;
+        sc->d_ff[l] = mi->layers[l].d_ff;
+        sc->head[l] = malloc((size_t)sc->n_head[l] * sizeof **sc->head);
+        sc->ffn[l] = malloc((size_t)sc->d_ff[l] * sizeof **sc->ffn);
+        if (!sc->head[l] || !sc->ffn[l]) {
+            fprintf(stderr, "xformd-cli prune: out of memory\n");
+            exit(1);
+        }
+        ok = parse_score_line(lines[1 + 2 * l], "head", l, sc->n_head[l], sc->head[l]) == 0 &&
+             parse_score_line(lines[2 + 2 * l], "ffn", l, sc->d_ff[l], sc->ffn[l]) == 0;
+    }
+    free(lines);
+    free(lens);
+    free(buf);
+    if (!ok) {
+        fprintf(stderr, "xformd-cli prune: --scores %s: not a --save-scores file for this model "
+                        "(%d layers, the heads and FFN widths of %s)\n", path, mi->n_layer,
+                mi->dir);
+        exit(2);
+    }
+}
+
+static void free_scores(xf_prune_scores_t *sc)
+{
+    for (int32_t l = 0; l < sc->n_layer; l++) {
+        if (sc->head)
+            free(sc->head[l]);
+        if (sc->ffn)
+            free(sc->ffn[l]);
+    }
+    free(sc->head);
+    free(sc->ffn);
+    free(sc->n_head);
+    free(sc->d_ff);
+}
+
 int cmd_prune(int argc, char **argv)
 {
     cli_common c = { 0 };
     const char *calib = NULL, *heads_s = NULL, *ffn_s = NULL, *out = NULL;
+    const char *scores_in = NULL, *scores_out = NULL;
+    xf_prune_scores_t loaded = { 0 };
     int32_t max_len = 128, *heads = NULL, *ffn = NULL;
     xf_load_opts_t lo = { 0 };
     xf_diag_t diag = { 0 };
@@ -118,6 +244,10 @@ int cmd_prune(int argc, char **argv)
             ffn_s = v;
         else if ((v = cli_opt(argc, argv, &i, "--out")))
             out = v;
+        else if ((v = cli_opt(argc, argv, &i, "--scores")))
+            scores_in = v;
+        else if ((v = cli_opt(argc, argv, &i, "--save-scores")))
+            scores_out = v;
         else if ((v = cli_opt(argc, argv, &i, "--max-len")))
             max_len = (int32_t)cli_int("--max-len", v, 2, 1 << 20);
         else {
@@ -125,9 +255,9 @@ int cmd_prune(int argc, char **argv)
             return 2;
         }
     }
-    if (!c.model_dir || !calib || !heads_s || !ffn_s || !out) {
-        fprintf(stderr, "xformd-cli prune: --model, --calib, --heads, --ffn and --out are "
-                        "required (try --help)\n");
+    if (!c.model_dir || (!calib == !scores_in) || !heads_s || !ffn_s || !out) {
+        fprintf(stderr, "xformd-cli prune: --model, --heads, --ffn, --out and one of --calib "
+                        "or --scores are required (try --help)\n");
         return 2;
     }
     if (c.quantize && strcmp(c.quantize, "none")) {
@@ -140,13 +270,15 @@ int cmd_prune(int argc, char **argv)
                 out);
         return 2;
     }
-    f = fopen(calib, "rb");
-    if (!f) {
-        fprintf(stderr, "xformd-cli prune: --calib %s: %s\n", calib, strerror(errno));
-        return 2;
+    if (calib) {
+        f = fopen(calib, "rb");
+        if (!f) {
+            fprintf(stderr, "xformd-cli prune: --calib %s: %s\n", calib, strerror(errno));
+            return 2;
+        }
+        n_lines = cli_read_lines(f, &buf, &lines, &lens);
+        fclose(f);
     }
-    n_lines = cli_read_lines(f, &buf, &lines, &lens);
-    fclose(f);
 
     lo.attention = c.attention;
     rc = xf_model_load(c.model_dir, &lo, &m, &diag);
@@ -182,6 +314,11 @@ int cmd_prune(int argc, char **argv)
         }
     }
 
+    if (scores_in) {
+        load_scores(scores_in, mi, &loaded);
+        sc = &loaded;
+        goto select;
+    }
     /* Calibration texts: every non-blank line, cut to max_len tokens. */
     for (size_t k = 0; k < n_lines; k++) {
         xf_tok_opts_t to = { 0 };
@@ -216,12 +353,16 @@ int cmd_prune(int argc, char **argv)
                     "ablation passes)\n", mi->n_layer, n_seq, 1 + mi->n_layer *
                     mi->layers[0].n_head);
     rc = xf_prune_score(m, seqs, n_seq, c.threads, &sc, &diag);
+    if (rc == 0 && scores_out && save_scores(scores_out, sc) < 0)
+        rc = -EIO;
+select:
     if (rc == 0)
         rc = xf_prune_select(sc, heads, ffn, &keep, &diag);
     if (rc == 0)
         rc = xf_prune_write(m, keep, out, &diag);
     if (rc < 0) {
-        fprintf(stderr, "xformd-cli prune: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
+        if (rc != -EIO || diag.msg[0])
+            fprintf(stderr, "xformd-cli prune: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
         rc = rc == -EEXIST || rc == -EINVAL ? 2 : 1;
         goto done;
     }
@@ -234,15 +375,18 @@ int cmd_prune(int argc, char **argv)
             printf("%s%.4f", h ? "," : " ", (double)sc->head[l][h]);
         printf(" ffn %d/%d\n", keep->n_ffn[l], mi->layers[l].d_ff);
     }
-    fprintf(stderr, "xformd-cli prune: wrote %s (%lld calibration tokens)\n", out,
-            (long long)sc->n_tokens);
+    fprintf(stderr, "xformd-cli prune: wrote %s (scores from %lld calibration tokens%s)\n",
+            out, (long long)sc->n_tokens, scores_in ? ", --scores" : "");
     rc = 0;
 done:
     for (size_t i = 0; seqs && i < n_lines; i++)
         xf_tokens_deinit(&seqs[i]);
     free(seqs);
     xf_prune_keep_free(keep);
-    xf_prune_scores_free(sc);
+    if (sc == &loaded)
+        free_scores(&loaded);
+    else
+        xf_prune_scores_free(sc);
     free(heads);
     free(ffn);
     xf_model_free(m);

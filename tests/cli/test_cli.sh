@@ -26,7 +26,7 @@ same_vecs() {
             { if (NF != n) exit 1; for (i = 1; i <= NF; i++) { d = $i - a[i]; if (d < 0) d = -d;
               m = a[i] < 0 ? -a[i] : a[i]; if (m < 1) m = 1; if (d > 1e-5 * m) exit 1 } }'
 }
-N=40
+N=41
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -110,15 +110,17 @@ check "bench --compare puts the peer's line for a shape under ours, with its pea
 check "bench --compare with a missing file fails with exit 2 before timing" \
     "'$cli' bench --model '$m' --compare '$tmp/nope.txt' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'nope.txt' '$tmp/err'"
 printf 'hello world\n\nthe end of it\nsome more words here\n' > "$tmp/calib.txt"
-check "prune keeps H heads / F units per layer, records pruned_heads, and the result embeds" \
-    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 100 --out '$tmp/pr1' > '$tmp/pr.out' 2>/dev/null && grep -q '\"pruned_heads\"' '$tmp/pr1/config.json' && grep -q '\"intermediate_size\": 100' '$tmp/pr1/config.json' && '$cli' inspect --model '$tmp/pr1' 2>/dev/null | grep -Eq '^ +1 +2 +16 +100\$' && [ \$('$cli' embed --model '$tmp/pr1' < '$tmp/in.txt' 2>/dev/null | wc -l) -eq 4 ]"
-check "prune with per-layer lists gives per-layer shapes" \
-    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 4,1 --ffn 128,7 --out '$tmp/pr2' > /dev/null 2>&1 && '$cli' inspect --model '$tmp/pr2' 2>/dev/null | grep -Eq '^ +0 +4 +16 +128\$' && '$cli' inspect --model '$tmp/pr2' 2>/dev/null | grep -Eq '^ +1 +1 +16 +7\$'"
-printf '\n  \n' > "$tmp/empty.txt"
 pr_bad() { # args...: must exit 2 and leave no output directory (nor a temporary one)
     "$cli" prune "$@" --out "$tmp/prbad" > /dev/null 2> "$tmp/err"; rc=$?
     [ $rc -eq 2 ] && [ -s "$tmp/err" ] && [ ! -e "$tmp/prbad" ] && ! ls "$tmp" | grep -q 'prbad.tmp'
 }
+check "prune keeps H heads / F units per layer, records pruned_heads, and the result embeds" \
+    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 100 --out '$tmp/pr1' > '$tmp/pr.out' 2>/dev/null && grep -q '\"pruned_heads\"' '$tmp/pr1/config.json' && grep -q '\"intermediate_size\": 100' '$tmp/pr1/config.json' && '$cli' inspect --model '$tmp/pr1' 2>/dev/null | grep -Eq '^ +1 +2 +16 +100\$' && [ \$('$cli' embed --model '$tmp/pr1' < '$tmp/in.txt' 2>/dev/null | wc -l) -eq 4 ]"
+check "prune --save-scores then --scores gives the same model without calibrating; a foreign scores file is exit 2" \
+    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 3 --ffn 50 --out '$tmp/pr3' --save-scores '$tmp/sc.txt' > /dev/null 2>&1 && '$cli' prune --model '$m' --scores '$tmp/sc.txt' --heads 3 --ffn 50 --out '$tmp/pr4' > /dev/null 2>&1 && cmp '$tmp/pr3/model.safetensors' '$tmp/pr4/model.safetensors' && cmp '$tmp/pr3/config.json' '$tmp/pr4/config.json' && pr_bad --model '$m' --scores '$tmp/calib.txt' --heads 2 --ffn 10"
+check "prune with per-layer lists gives per-layer shapes" \
+    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 4,1 --ffn 128,7 --out '$tmp/pr2' > /dev/null 2>&1 && '$cli' inspect --model '$tmp/pr2' 2>/dev/null | grep -Eq '^ +0 +4 +16 +128\$' && '$cli' inspect --model '$tmp/pr2' 2>/dev/null | grep -Eq '^ +1 +1 +16 +7\$'"
+printf '\n  \n' > "$tmp/empty.txt"
 check "prune: missing calib file, missing model, empty calib → exit 2, nothing written" \
     "pr_bad --model '$m' --calib '$tmp/nope.txt' --heads 2 --ffn 10 && pr_bad --model '$tmp/nope' --calib '$tmp/calib.txt' --heads 2 --ffn 10 && pr_bad --model '$m' --calib '$tmp/empty.txt' --heads 2 --ffn 10 && grep -q 'no text' '$tmp/err'"
 check "prune: H above the heads, F = 0, a wrong-length list → exit 2 naming the problem" \
