@@ -15,7 +15,9 @@
 
 #include "engine/ctx.h"
 #include "engine/diag.h"
+#include "engine/kernels.h"
 #include "engine/model.h"
+#include "engine/plan_internal.h"
 
 #define PRUNE_BATCH 16     /* sequences per calibration forward */
 
@@ -268,33 +270,91 @@ oom:
     return NULL;
 }
 
-/* Heads by ablation: layer l's output projection with head h's columns zeroed. */
+/* An ablation view's prepared weights: the base view's (shared, not freed here), except layer
+ * `layer`'s output projection, prepared again from the masked copy — packing one [D][da]
+ * matrix per ablated head instead of the whole model. p is first: &a->p == a. */
+typedef struct ab_prep {
+    xf_prep_t p;
+    int32_t layer;
+} ab_prep_t;
+
+static void ab_prep_free(void *ptr)
+{
+    ab_prep_t *a = ptr;
+    if (!a)
+        return;
+    xf_gemm_w_deinit(&a->p.layers[a->layer].o);
+    free(a->p.layers);
+    free(a);
+}
+
+static int ab_prep_make(xf_model_t *v2, const xf_prep_t *base, int32_t l, const float *o,
+                        int32_t D, int32_t da)
+{
+    ab_prep_t *a = malloc(sizeof *a);
+    int rc;
+    if (!a)
+        return -ENOMEM;
+    a->p = *base;
+    a->layer = l;
+    a->p.layers = malloc((size_t)base->n_layer * sizeof *a->p.layers);
+    if (!a->p.layers) {
+        free(a);
+        return -ENOMEM;
+    }
+    memcpy(a->p.layers, base->layers, (size_t)base->n_layer * sizeof *a->p.layers);
+    rc = xf_gemm_w_init(&a->p.layers[l].o, o, D, da);
+    if (rc < 0) {
+        free(a->p.layers);
+        free(a);
+        return rc;
+    }
+    v2->prep = &a->p;
+    v2->prep_free = ab_prep_free;
+    return 0;
+}
+
+/* Heads by ablation: layer l's output projection with head h's columns zeroed, in a second
+ * view sharing the base view's prepared weights for everything else. */
 static int score_heads(xf_ctx_t *ctx, xf_model_t *v, const xf_model_t *m, calib_t *c,
                        xf_prune_scores_t *s, xf_diag_t *diag)
 {
-    int rc = 0;
+    const xf_prep_t *base = NULL;
+    xf_model_t v2;
+    int rc = xf_plan_prep_get(v, &base);
 
+    if (rc < 0)
+        return xf_diag_set(diag, rc, "prune: cannot prepare the weights");
+    if (view_init(&v2, v) < 0)
+        return xf_diag_set(diag, -ENOMEM, "prune: out of memory");
     for (int32_t l = 0; l < m->info.n_layer && rc == 0; l++) {
         const xf_layer_t *L = &m->layers[l];
         const int32_t D = L->o_w.rows, da = L->o_w.cols, dh = L->d_head;
         float *o = malloc((size_t)D * (size_t)da * sizeof *o);
-        if (!o)
-            return xf_diag_set(diag, -ENOMEM, "prune: out of memory");
+        if (!o) {
+            rc = xf_diag_set(diag, -ENOMEM, "prune: out of memory");
+            break;
+        }
         for (int32_t h = 0; h < L->n_head && rc == 0; h++) {
             double ch = 0;
             memcpy(o, L->o_w.data, (size_t)D * (size_t)da * sizeof *o);
             for (int32_t r = 0; r < D; r++)
                 memset(o + (size_t)r * (size_t)da + (size_t)h * (size_t)dh, 0,
                        (size_t)dh * sizeof *o);
-            view_drop_prep(v);
-            v->layers[l].o_w.data = o;
-            rc = run_all(ctx, v, c, 0, &ch, diag);
+            v2.layers[l].o_w.data = o;
+            rc = ab_prep_make(&v2, base, l, o, D, da);
+            if (rc < 0) {
+                xf_diag_set(diag, rc, "prune: cannot prepare the ablated weights");
+                break;
+            }
+            rc = run_all(ctx, &v2, c, 0, &ch, diag);
+            view_drop_prep(&v2);
             s->head[l][h] = (float)(ch / (double)c->n_tokens);
         }
-        view_drop_prep(v);
-        v->layers[l].o_w = L->o_w;
+        v2.layers[l].o_w = L->o_w;
         free(o);
     }
+    view_deinit(&v2);
     return rc;
 }
 
