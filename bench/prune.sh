@@ -76,7 +76,7 @@ la=$(cut -d' ' -f1-3 /proc/loadavg)
         params=$("$cli" inspect --model "$d" 2>/dev/null | awk '/^parameters/ { print $2 }')
         for shape in "b=1 n=128" "b=8 n=128"; do
             set -- $shape
-            awk -v h="$h" -v f="$f" -v want="$1 $2" -v cos="$cos" -v params="$params" '
+            awk -v h="$h" -v f="$f" -v want="$1 $2" -v cs="$cos" -v params="$params" '
                 function med(x, n,   i, j, t) { for (i = 1; i < n; i++) for (j = i + 1; j <= n; j++)
                     if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
                     return n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2 }
@@ -86,7 +86,7 @@ la=$(cut -d' ' -f1-3 /proc/loadavg)
                 $2 == h && $3 == f { mine[$1] = $6 }
                 END { n = 0; for (r in mine) { n++; ms[n] = mine[r]; sp[n] = base[r] / mine[r] }
                       printf "prune heads=%d ffn=%d %s params=%s median_ms=%.2f speedup=%.2f %s\n",
-                             h, f, want, params, med(ms, n), med(sp, n), cos }' "$tmp/times.txt"
+                             h, f, want, params, med(ms, n), med(sp, n), cs }' "$tmp/times.txt"
         done
     done
 } > "$tmp/out.txt"
