@@ -607,6 +607,7 @@ static void usage(void)
             "  [--policies none,fifo,dp,tokens] [--loads 2,4,8,16] [--duration 10]\n"
             "  [--warmup 2] [--route /v1/embeddings] [--api-key K] [--conns 256]\n"
             "  [--seed 1] [--timeout 30] [--clients 16,32]\n"
+            "  [--lengths 8-32:0.6,33-128:0.3,129-256:0.1]  (token-count classes: lo-hi:p)\n"
             "Open loop (Poisson arrivals at each --loads rate) unless --clients gives closed-loop\n"
             "client counts. Without --xformd the server at host:port is used as is (its policy\n"
             "from /v1/stats, \"external\" when it has none, e.g. llama-server); with it, one\n"
@@ -654,6 +655,13 @@ int main(int argc, char **argv)
             o.timeout_s = atof(v);
         else if (strcmp(a, "--clients") == 0)
             snprintf(o.clients, sizeof(o.clients), "%s", v);
+        else if (strcmp(a, "--lengths") == 0) {
+            if (mix_set_lengths(v) != 0) {
+                fprintf(stderr, "bench_serve: --lengths %s: want lo-hi:p,... with 3 <= lo <= hi "
+                                "<= 510 and the p summing to 1\n", v);
+                return 2;
+            }
+        }
         else {
             usage();
             return 2;
@@ -682,9 +690,9 @@ int main(int argc, char **argv)
         fclose(f);
     }
     printf("# bench_serve version=%s cpu=\"%s\" ncpu=%ld route=%s duration_s=%.0f warmup_s=%.0f "
-           "lengths=8-32:0.6,33-128:0.3,129-256:0.1 seed=%llu\n",
+           "lengths=%s seed=%llu\n",
            PACKAGE_VERSION, cpu, sysconf(_SC_NPROCESSORS_ONLN), o.route, o.duration_s,
-           o.warmup_s, (unsigned long long)o.seed);
+           o.warmup_s, mix_lengths(), (unsigned long long)o.seed);
     char pol[128];
     snprintf(pol, sizeof(pol), "%s", o.policies);
     char *save = NULL;

@@ -63,6 +63,7 @@ int cmd_mkmodel(int argc, char **argv);
 int cmd_variants(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_mkmodel_txl(int argc, char **argv);
 
 #endif

@@ -280,6 +280,7 @@ static void usage(FILE *f)
         "  mkmodel    write the deterministic demo model (Hugging Face layout)\n"
         "  variants   list the attention variants and their parameters\n"
         "  score      Transformer-XL: lines on stdin -> per-token log-probs, memory kept\n"
+        "  prune      structured pruning: drop the least important heads / FFN units\n"
         "  bench      engine benchmark (BERT-base shape) against the FMA peak and cblas\n"
         "\n"
         "Model commands take --model DIR (a Hugging Face directory; default: the demo model,\n"
@@ -296,7 +297,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         { "tokenize", cmd_tokenize }, { "embed", cmd_embed }, { "classify", cmd_classify },
         { "inspect", cmd_inspect },   { "mkmodel", cmd_mkmodel }, { "variants", cmd_variants },
-        { "bench", cmd_bench },       { "score", cmd_score },
+        { "bench", cmd_bench },       { "score", cmd_score },       { "prune", cmd_prune },
     };
 
     xf_log_set(cli_log_stderr, NULL);

@@ -634,3 +634,19 @@ size_t xf_workers_arena_bytes(xf_workers_t *p)
         s += atomic_load_explicit(&p->w[i].arena_bytes, memory_order_relaxed);
     return s;
 }
+
+int xf_workers_count(const xf_workers_t *p)
+{
+    return p ? p->n : 0;
+}
+
+int xf_workers_threads(const xf_workers_t *p, int i)
+{
+    return p && i >= 0 && i < p->n ? xf_ctx_threads(p->w[i].ctx) : 0;
+}
+
+size_t xf_workers_worker_arena_bytes(xf_workers_t *p, int i)
+{
+    return p && i >= 0 && i < p->n
+               ? atomic_load_explicit(&p->w[i].arena_bytes, memory_order_relaxed) : 0;
+}
