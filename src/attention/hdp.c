@@ -8,36 +8,42 @@
  *   (θ ≤ mean for ρ_B ≤ 1, θ ≤ hi always: the row maximum is kept), head importance
  *   Σ_{a,c} Imp / max over heads, head pruned iff Ĥ < τ_H (the strongest head survives).
  * The forward zeroes the pruned heads' output rows and runs the kept heads through the tile
- * kernel in 32-row tiles (the dense tiles): a tile's keys are the union of its 16 block rows'
- * kept blocks ("full" where all keep them), the rest masked by the bitmap, logits exact
+ * kernel in tiles of tile_rows rows (32: the dense tiles): a tile's keys are the union of its
+ * block rows' kept blocks ("full" where all keep them), the rest masked by the bitmap (2 rows:
+ * one block row, its kept blocks exactly, no mask, but short tiles), logits exact
  * (factor·q·k: with every block kept the arithmetic is the dense kernel's, bitwise) or, with
  * approx, s·(X_q·X_k − F_q·F_k)/2^{2f} (the fraction×fraction term dropped), NaN inputs kept
  * visible. ρ_B = 0, τ_H = 0 without approx prunes nothing by definition: dense, no pre-pass.
  * Params: rho_B 1.0 [0, 2], tau_H 0.0 [0, 1], frac_bits 3 [0, 8], approx false,
- * split "floor" | "sign". Counts of kept/pruned blocks and heads: xf_attn_prune_stats(). */
+ * split "floor" | "sign", tile_rows 32 (even, 2..32). The pre-pass runs on one thread
+ * (prepare), its integer kernel per ISA (XF_CPU caps it; integers: the same bits). Counts of
+ * kept/pruned blocks and heads: xf_attn_prune_stats(). */
 #include "config.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attention/fam_t.h"
 #include "attention/params.h"
+#include "engine/cpu.h"
+#include "engine/model.h"
 
-#define HDP_TILE XF_AT_T_BQ   /* query rows per tile: the dense tiles (16 block rows) */
+#define HDP_TILE XF_AT_T_BQ   /* default and most query rows per tile: the dense tiles */
 #define HDP_IMAX 128          /* integer parts saturate to [−128, 127] (int8) */
 
 static const char *const split_names[] = { "floor", "sign", NULL };
 
 typedef struct hdp_params {
     double rho_B, tau_H;
-    int32_t frac_bits, approx, split;
+    int32_t frac_bits, approx, split, tile_rows;
 } hdp_params;
 
 static const hdp_params hdp_defaults = {
-    .rho_B = 1.0, .tau_H = 0.0, .frac_bits = 3, .approx = 0, .split = 0,
+    .rho_B = 1.0, .tau_H = 0.0, .frac_bits = 3, .approx = 0, .split = 0, .tile_rows = HDP_TILE,
 };
 
 static const xf_at_key_t hdp_pkeys[] = {
@@ -46,7 +52,17 @@ static const xf_at_key_t hdp_pkeys[] = {
     XF_AT_KEY(hdp_params, frac_bits, "frac_bits", XF_AT_K_INT, 0, 8, NULL),
     XF_AT_KEY(hdp_params, approx, "approx", XF_AT_K_BOOL, 0, 1, NULL),
     XF_AT_KEY(hdp_params, split, "split", XF_AT_K_ENUM, 0, 0, split_names),
+    XF_AT_KEY(hdp_params, tile_rows, "tile_rows", XF_AT_K_INT, 2, HDP_TILE, NULL),
 };
+
+static int hdp_check(const void *params, char *err, size_t errlen)
+{
+    const hdp_params *p = params;
+    if (p->tile_rows % 2)
+        return xf_at_err(err, errlen, "tile_rows: must be even (whole block rows), got %d",
+                         p->tile_rows);
+    return 0;
+}
 
 /* Nothing can be pruned: the dense kernel, no pre-pass. */
 static int hdp_nothing(const hdp_params *p)
@@ -78,8 +94,11 @@ typedef struct hdp_layout {
     size_t qf, kf;     /* approx: int16 [H][Nrun][dp] fractions ·2^f */
     size_t nanq, nank; /* approx: uint8 [H][Nrun] rows holding a NaN */
     size_t iq, ik;     /* prepare: int16 [nmax][dp] integer parts of one (sequence, head) */
-    size_t col;        /* prepare: int64 [2][nmax + 1] per key, |S| summed over a block row */
+    size_t kp;         /* prepare: int16 [dp/2][npad][2] k's integer parts, pairs of dims */
+    size_t col;        /* prepare: int32 [2][npad] per key, |S| summed over a block row */
     size_t tail;       /* prepare: int16 [4][dp] the last query rows, zero-padded */
+    size_t imp;        /* prepare: int32 [nb] one block row's importances */
+    size_t qp;         /* prepare: int32 [4][dp/2] query pairs for the kernels' broadcasts */
     size_t hsum;       /* prepare: int64 [H] head importance sums */
     size_t total;
 } hdp_layout;
@@ -103,6 +122,12 @@ static size_t seq_bits(int32_t n, int32_t H)
 static int32_t dpad(int32_t d)
 {
     return (d + 15) & ~15;
+}
+
+/* Keys padded to the widest kernel's lanes. */
+static int32_t npad_of(int32_t n)
+{
+    return (n + 15) & ~15;
 }
 
 static void hdp_layout_of(const hdp_params *p, const xf_attn_shape *sh, hdp_layout *L)
@@ -131,8 +156,11 @@ static void hdp_layout_of(const hdp_params *p, const xf_attn_shape *sh, hdp_layo
     L->nank = o; o = al64(o + nb);
     L->iq = o; o = al64(o + (size_t)nmax * dp * 2);
     L->ik = o; o = al64(o + (size_t)nmax * dp * 2);
-    L->col = o; o = al64(o + 2 * ((size_t)nmax + 1) * 8);
+    L->kp = o; o = al64(o + (size_t)npad_of(nmax) * dp * 2);
+    L->col = o; o = al64(o + 2 * (size_t)npad_of(nmax) * 4);
     L->tail = o; o = al64(o + 4 * dp * 2);
+    L->imp = o; o = al64(o + ((size_t)nmax / 2 + 1) * 8);
+    L->qp = o; o = al64(o + 2 * dp * 4);
     L->hsum = o; o = al64(o + H * 8);
     L->total = o + 64;   /* slack to align the caller's pointer */
 }
@@ -176,30 +204,96 @@ static int16_t int_part(int16_t X, int32_t f, int sign)
 
 /* ---- prepare ---- */
 
-/* out[r] = Σ_c a[r][c]·b[c] for r < 4 (a rows dp apart, dp a multiple of 16; exact: |a|, |b|
- * <= 128, so |out| <= 2^14·dp). */
-static void dot4(const int16_t *a, int32_t dp, const int16_t *b, int32_t *out)
+/* The integer scores of 4 query rows (q: [4][dp] int16; qp: [4][dp/2] int32 scratch) against
+ * every key (kp: k's integer parts as [dp/2][npad][2], pairs of dimensions per key), reduced
+ * to per-key sums of |S| over rows 0-1 (c0) and rows 2-3 (c1), j < npad. Exact in int32:
+ * |I| <= 128 and d <= HDP_MAX_DHEAD. Integer arithmetic: every ISA gives the same bits. The
+ * pre-pass kernels follow the engine's CPU selection (XF_CPU caps them). */
+static void rows4_c(const int16_t *q, int32_t *qp, const int16_t *kp, int32_t npad, int32_t dp,
+                    int32_t *c0, int32_t *c1)
 {
-    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (int32_t c0 = 0; c0 < dp; c0 += 16) {
-        for (int32_t c = 0; c < 16; c++) {
-            int32_t bv = b[c0 + c];
-            s0 += a[c0 + c] * bv;
-            s1 += a[(size_t)dp + c0 + c] * bv;
-            s2 += a[2 * (size_t)dp + c0 + c] * bv;
-            s3 += a[3 * (size_t)dp + c0 + c] * bv;
+    (void)qp;
+    for (int32_t j0 = 0; j0 < npad; j0 += 16) {
+        int32_t acc[4][16];
+        memset(acc, 0, sizeof acc);
+        for (int32_t cp = 0; cp < dp / 2; cp++) {
+            const int16_t *kr = kp + ((size_t)cp * npad + j0) * 2;
+            for (int32_t r = 0; r < 4; r++) {
+                const int32_t a0 = q[(size_t)r * dp + 2 * cp], a1 = q[(size_t)r * dp + 2 * cp + 1];
+                for (int32_t l = 0; l < 16; l++)
+                    acc[r][l] += a0 * kr[2 * l] + a1 * kr[2 * l + 1];
+            }
+        }
+        for (int32_t l = 0; l < 16; l++) {
+            c0[j0 + l] = abs(acc[0][l]) + abs(acc[1][l]);
+            c1[j0 + l] = abs(acc[2][l]) + abs(acc[3][l]);
         }
     }
-    out[0] = s0;
-    out[1] = s1;
-    out[2] = s2;
-    out[3] = s3;
 }
 
-static int64_t iabs32(int32_t v)
+#ifdef XF_HAVE_X86_64
+#include <immintrin.h>
+
+/* q's pair (2c, 2c+1) of row r as one int32 for a broadcast (qp: [4][dp/2]). */
+static void qpairs(const int16_t *q, int32_t dp, int32_t *qp)
 {
-    return v < 0 ? -(int64_t)v : v;
+    for (int32_t r = 0; r < 4; r++)
+        for (int32_t cp = 0; cp < dp / 2; cp++) {
+            uint32_t lo = (uint16_t)q[(size_t)r * dp + 2 * cp];
+            uint32_t hi = (uint16_t)q[(size_t)r * dp + 2 * cp + 1];
+            qp[r * (dp / 2) + cp] = (int32_t)(lo | hi << 16);
+        }
 }
+
+__attribute__((target("avx2"))) static void rows4_avx2(const int16_t *q, int32_t *qp,
+                                                       const int16_t *kp, int32_t npad,
+                                                       int32_t dp, int32_t *c0, int32_t *c1)
+{
+    const int32_t h = dp / 2;
+    qpairs(q, dp, qp);
+    for (int32_t j0 = 0; j0 < npad; j0 += 8) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (int32_t cp = 0; cp < dp / 2; cp++) {
+            __m256i k = _mm256_loadu_si256((const __m256i *)(kp + ((size_t)cp * npad + j0) * 2));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_set1_epi32(qp[0 * h + cp]), k));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_set1_epi32(qp[1 * h + cp]), k));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_set1_epi32(qp[2 * h + cp]), k));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_set1_epi32(qp[3 * h + cp]), k));
+        }
+        _mm256_storeu_si256((__m256i *)(c0 + j0),
+                            _mm256_add_epi32(_mm256_abs_epi32(a0), _mm256_abs_epi32(a1)));
+        _mm256_storeu_si256((__m256i *)(c1 + j0),
+                            _mm256_add_epi32(_mm256_abs_epi32(a2), _mm256_abs_epi32(a3)));
+    }
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void rows4_avx512(const int16_t *q,
+                                                                     int32_t *qp,
+                                                                     const int16_t *kp,
+                                                                     int32_t npad, int32_t dp,
+                                                                     int32_t *c0, int32_t *c1)
+{
+    const int32_t h = dp / 2;
+    qpairs(q, dp, qp);
+    for (int32_t j0 = 0; j0 < npad; j0 += 16) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (int32_t cp = 0; cp < dp / 2; cp++) {
+            __m512i k = _mm512_loadu_si512((const void *)(kp + ((size_t)cp * npad + j0) * 2));
+            a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_set1_epi32(qp[0 * h + cp]), k));
+            a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(_mm512_set1_epi32(qp[1 * h + cp]), k));
+            a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(_mm512_set1_epi32(qp[2 * h + cp]), k));
+            a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(_mm512_set1_epi32(qp[3 * h + cp]), k));
+        }
+        _mm512_storeu_si512((void *)(c0 + j0),
+                            _mm512_add_epi32(_mm512_abs_epi32(a0), _mm512_abs_epi32(a1)));
+        _mm512_storeu_si512((void *)(c1 + j0),
+                            _mm512_add_epi32(_mm512_abs_epi32(a2), _mm512_abs_epi32(a3)));
+    }
+}
+#endif
+
+typedef void (*rows4_fn)(const int16_t *, int32_t *, const int16_t *, int32_t, int32_t,
+                         int32_t *, int32_t *);
 
 /* The row-balanced threshold of one block row (ATTENTION.md §25 step 4) from its importances'
  * min lo, sum and max hi over nb blocks; clamped so that θ <= mean for ρ <= 1 (monotone
@@ -220,25 +314,70 @@ static double threshold(int64_t lo, int64_t sum, int64_t hi, int32_t nb, double 
     return th > (double)hi ? (double)hi : th;
 }
 
-/* Keep bits of one block row from its importances; returns the blocks kept. */
-static int32_t row_keep(const int64_t *imp, int32_t nb, double rho, uint64_t *bits)
+/* One block row's importances from its per-key column sums (cs: [npad], zero past n, so
+ * the last block of an odd n is clipped by itself): imp[c] = cs[2c] + cs[2c + 1], and their
+ * min, max and sum. Compiled per ISA below (plain C the compiler vectorises). */
+static inline __attribute__((always_inline)) void row_stats_body(const int32_t *cs, int32_t nb,
+                                                                 int32_t *imp, int32_t *lo,
+                                                                 int32_t *hi, int64_t *sum)
 {
-    int64_t lo = imp[0], hi = imp[0], sum = 0;
+    int32_t l = INT32_MAX, h = INT32_MIN;
+    int64_t sm = 0;
     for (int32_t c = 0; c < nb; c++) {
-        if (imp[c] < lo)
-            lo = imp[c];
-        if (imp[c] > hi)
-            hi = imp[c];
-        sum += imp[c];
+        int32_t v = cs[2 * c] + cs[2 * c + 1];
+        imp[c] = v;
+        l = v < l ? v : l;
+        h = v > h ? v : h;
+        sm += v;
     }
-    const double th = threshold(lo, sum, hi, nb, rho);
+    *lo = l;
+    *hi = h;
+    *sum = sm;
+}
+
+static void row_stats_c(const int32_t *cs, int32_t nb, int32_t *imp, int32_t *lo, int32_t *hi,
+                        int64_t *sum)
+{
+    row_stats_body(cs, nb, imp, lo, hi, sum);
+}
+
+#ifdef XF_HAVE_X86_64
+__attribute__((target("avx2"))) static void row_stats_avx2(const int32_t *cs, int32_t nb,
+                                                           int32_t *imp, int32_t *lo,
+                                                           int32_t *hi, int64_t *sum)
+{
+    row_stats_body(cs, nb, imp, lo, hi, sum);
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void row_stats_avx512(const int32_t *cs,
+                                                                         int32_t nb,
+                                                                         int32_t *imp,
+                                                                         int32_t *lo,
+                                                                         int32_t *hi,
+                                                                         int64_t *sum)
+{
+    row_stats_body(cs, nb, imp, lo, hi, sum);
+}
+#endif
+
+typedef void (*row_stats_fn)(const int32_t *, int32_t, int32_t *, int32_t *, int32_t *,
+                             int64_t *);
+
+/* Keep bits of one block row: Imp >= θ, i.e. Imp >= ⌈θ⌉ for integer importances. Returns the
+ * blocks kept. */
+static int32_t row_keep(const int32_t *imp, int32_t nb, int32_t lo, int32_t hi, int64_t sum,
+                        double rho, uint64_t *bits)
+{
+    const int32_t T = (int32_t)ceil(threshold(lo, sum, hi, nb, rho));
     int32_t kept = 0;
-    memset(bits, 0, (size_t)((nb + 63) / 64) * sizeof(uint64_t));
-    for (int32_t c = 0; c < nb; c++)
-        if ((double)imp[c] >= th) {
-            bits[c >> 6] |= (uint64_t)1 << (c & 63);
-            kept++;
-        }
+    for (int32_t w = 0; w < (nb + 63) / 64; w++) {
+        const int32_t c0 = w * 64, m = nb - c0 < 64 ? nb - c0 : 64;
+        uint64_t v = 0;
+        for (int32_t i = 0; i < m; i++)
+            v |= (uint64_t)(imp[c0 + i] >= T) << i;
+        bits[w] = v;
+        kept += __builtin_popcountll(v);
+    }
     return kept;
 }
 
@@ -261,8 +400,21 @@ static int64_t head_blocks(const hdp_params *p, const hdp_layout *L, unsigned ch
     int16_t *ik = p->approx ? (int16_t *)(base + L->ki) + row0 * dp : (int16_t *)(base + L->ik);
     int16_t *fq = p->approx ? (int16_t *)(base + L->qf) + row0 * dp : NULL;
     int16_t *fk = p->approx ? (int16_t *)(base + L->kf) + row0 * dp : NULL;
-    int16_t *tail = (int16_t *)(base + L->tail);
-    int64_t *col = (int64_t *)(base + L->col);
+    int16_t *tail = (int16_t *)(base + L->tail), *kp = (int16_t *)(base + L->kp);
+    int32_t *col = (int32_t *)(base + L->col), *qp = (int32_t *)(base + L->qp);
+    const int32_t npad = npad_of(n);
+    rows4_fn rows4 = rows4_c;
+    row_stats_fn row_stats = row_stats_c;
+#ifdef XF_HAVE_X86_64
+    const xf_cpu_t *cpu = xf_cpu();
+    if (cpu->level >= XF_ISA_AVX512 && cpu->avx512f && cpu->avx512bw) {
+        rows4 = rows4_avx512;
+        row_stats = row_stats_avx512;
+    } else if (cpu->level >= XF_ISA_AVX2 && cpu->avx2) {
+        rows4 = rows4_avx2;
+        row_stats = row_stats_avx2;
+    }
+#endif
 
     for (int32_t i = 0; i < n; i++) {
         const float *qr = Q + (size_t)(t0 + i) * d, *kr = K + (size_t)(t0 + i) * d;
@@ -288,7 +440,17 @@ static int64_t head_blocks(const hdp_params *p, const hdp_layout *L, unsigned ch
             (base + L->nank)[row0 + i] = (uint8_t)nank;
         }
     }
+    /* k's integer parts in pairs of dimensions per key (zero keys past n) */
+    for (int32_t cp = 0; cp < dp / 2; cp++) {
+        int16_t *dst = kp + (size_t)cp * npad * 2;
+        for (int32_t j = 0; j < n; j++) {
+            dst[2 * j] = ik[(size_t)j * dp + 2 * cp];
+            dst[2 * j + 1] = ik[(size_t)j * dp + 2 * cp + 1];
+        }
+        memset(dst + 2 * (size_t)n, 0, sizeof(int16_t) * 2 * (size_t)(npad - n));
+    }
     int64_t total = 0;
+    int32_t *imp = (int32_t *)(base + L->imp);
     for (int32_t a = 0; a < nb; a += 2) {
         const int32_t rows = n - 2 * a < 4 ? n - 2 * a : 4;
         const int16_t *qs = iq + (size_t)(2 * a) * dp;
@@ -297,21 +459,14 @@ static int64_t head_blocks(const hdp_params *p, const hdp_layout *L, unsigned ch
             memcpy(tail, qs, sizeof(int16_t) * (size_t)rows * dp);
             qs = tail;
         }
-        int64_t *c0 = col, *c1 = col + n + 1;
-        for (int32_t j = 0; j < n; j++) {
-            int32_t sv[4];
-            dot4(qs, dp, ik + (size_t)j * dp, sv);
-            c0[j] = iabs32(sv[0]) + iabs32(sv[1]);
-            c1[j] = iabs32(sv[2]) + iabs32(sv[3]);
-        }
+        int32_t *c0 = col, *c1 = col + npad;
+        rows4(qs, qp, kp, npad, dp, c0, c1);
         for (int32_t r = 0; r < 2 && a + r < nb; r++) {
-            int64_t *imp = r ? c1 : c0;   /* in place: imp[c] = col[2c] + col[2c + 1] */
-            for (int32_t c = 0; c < nb; c++) {
-                int64_t v = imp[2 * c] + (2 * c + 1 < n ? imp[2 * c + 1] : 0);
-                imp[c] = v;
-                total += v;
-            }
-            *kept += (uint64_t)row_keep(imp, nb, p->rho_B, hb + (size_t)(a + r) * W);
+            int32_t lo, hi;
+            int64_t sum;
+            row_stats(r ? c1 : c0, nb, imp, &lo, &hi, &sum);
+            total += sum;
+            *kept += (uint64_t)row_keep(imp, nb, lo, hi, sum, p->rho_B, hb + (size_t)(a + r) * W);
         }
     }
     return total;
@@ -414,7 +569,8 @@ static int hdp_setup(xf_at_t_seq *c)
 
 static int32_t hdp_n_tiles(const xf_at_t_seq *c)
 {
-    return head_kept(c) ? (c->n + HDP_TILE - 1) / HDP_TILE : 0;
+    const int32_t T = run_of(c)->p->tile_rows;
+    return head_kept(c) ? (c->n + T - 1) / T : 0;
 }
 
 /* Union (or) and intersection (and) of the tile's block rows' keep words. */
@@ -435,7 +591,8 @@ static void tile_words(const xf_at_t_seq *c, const uint64_t *hb, int32_t r0, int
 static int32_t hdp_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_at_t_seg_rows(c->n, HDP_TILE, HDP_TILE, t, rows);
+    const int32_t T = run_of(c)->p->tile_rows;
+    int32_t nq = xf_at_t_seg_rows(c->n, T, T, t, rows);
     const uint64_t *hb = head_bits(c);
     int64_t keys = c->n;
     if (hb && nq > 0) {
@@ -490,14 +647,45 @@ static int hdp_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
     return !hb || bit_at(hb, words_of(c->n), i, j);
 }
 
+/* b's 32 low bits, each doubled: bit i -> bits 2i and 2i + 1 (a block's two keys). */
+static uint64_t twice_bits(uint32_t b)
+{
+    uint64_t x = b;
+    x = (x | x << 16) & 0x0000FFFF0000FFFFull;
+    x = (x | x << 8) & 0x00FF00FF00FF00FFull;
+    x = (x | x << 4) & 0x0F0F0F0F0F0F0F0Full;
+    x = (x | x << 2) & 0x3333333333333333ull;
+    x = (x | x << 1) & 0x5555555555555555ull;
+    return x | x << 1;
+}
+
 static void hdp_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
     const uint64_t *hb = head_bits(c);
     const int32_t W = words_of(c->n);
-    if (!hb)
+    if (!hb || nk <= 0)
         return;
+    /* A run of contiguous keys from an even one (every 64-key block the kernel reads in
+     * place): each row's keep bits of the run's blocks, doubled, mark the kept keys. */
+    if (keys[0] % 2 == 0 && keys[nk - 1] - keys[0] == nk - 1) {
+        const int32_t b0 = keys[0] / 2, w = b0 >> 6, sh = b0 & 63;
+        const uint64_t valid = nk == 64 ? ~(uint64_t)0 : ((uint64_t)1 << nk) - 1;
+        for (int32_t r = 0; r < nq; r++) {
+            const uint64_t *row = hb + (size_t)(rows[r] / 2) * W;
+            uint64_t bits = row[w] >> sh;
+            if (sh && w + 1 < W)
+                bits |= row[w + 1] << (64 - sh);
+            uint64_t drop = ~twice_bits((uint32_t)bits) & valid;
+            float *sr = s + (size_t)r * XF_AT_T_BK;
+            while (drop) {
+                sr[__builtin_ctzll(drop)] = -INFINITY;
+                drop &= drop - 1;
+            }
+        }
+        return;
+    }
     for (int32_t r = 0; r < nq; r++) {
         const uint64_t *row = hb + (size_t)(rows[r] / 2) * W;
         float *sr = s + (size_t)r * XF_AT_T_BK;
@@ -558,10 +746,27 @@ static const xf_at_t_variant *pattern_of(const hdp_params *p)
     return p->approx ? &hdp_pattern_approx : &hdp_pattern;
 }
 
+/* The integer sums stay exact in int32 up to this head width. */
+#define HDP_MAX_DHEAD 8192
+
+static int hdp_validate(const void *params, const xf_model_t *m, int layer, char *err,
+                        size_t errlen)
+{
+    (void)params;
+    const xf_model_info_t *mi = &m->info;
+    int32_t d = mi->layers ? mi->layers[layer].d_head : 0;
+    if (d > HDP_MAX_DHEAD)
+        return xf_at_err(err, errlen, "hdp: head width %d of layer %d is over %d", d, layer,
+                         HDP_MAX_DHEAD);
+    return 0;
+}
+
 static int hdp_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const hdp_params *p = params;
     hdp_run R = { .p = p };
+    if (sh && sh->d_head > HDP_MAX_DHEAD)
+        return XF_ESHAPE;
     int rc = xf_at_t_plan(pattern_of(p), &R, sh, nth, out);
     if (rc)
         return rc;
@@ -608,6 +813,8 @@ static int hdp_forward(const void *params, const xf_attn_shape *sh, const xf_att
 
 const xf_attn_ops xf_at_hdp = {
     XF_AT_PARAMS(hdp_params, hdp_defaults, hdp_pkeys),
+    .check = hdp_check,
+    .validate = hdp_validate,
     .plan = hdp_plan,
     .prepare = hdp_prepare,
     .forward = hdp_forward,

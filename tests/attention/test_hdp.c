@@ -44,12 +44,14 @@ static xf_attn_t *parse_ok(const char *js)
     return a;
 }
 
+static int g_tile = 32;   /* tile_rows of parse_hdp */
+
 static xf_attn_t *parse_hdp(double rho, double tau, int approx, int fbits, int sign)
 {
-    char js[200];
+    char js[240];
     snprintf(js, sizeof js, "{\"variant\":\"hdp\",\"rho_B\":%.17g,\"tau_H\":%.17g,"
-             "\"approx\":%s,\"frac_bits\":%d,\"split\":\"%s\"}", rho, tau,
-             approx ? "true" : "false", fbits, sign ? "sign" : "floor");
+             "\"approx\":%s,\"frac_bits\":%d,\"split\":\"%s\",\"tile_rows\":%d}", rho, tau,
+             approx ? "true" : "false", fbits, sign ? "sign" : "floor", g_tile);
     return parse_ok(js);
 }
 
@@ -132,13 +134,13 @@ static void test_params(void **state)
     char buf[512];
     assert_true(xf_attn_to_json(a, buf, sizeof buf) > 0);
     assert_string_equal(buf, "{\"variant\":\"hdp\",\"rho_B\":1.0,\"tau_H\":0.0,\"frac_bits\":3,"
-                        "\"approx\":false,\"split\":\"floor\"}");
+                        "\"approx\":false,\"split\":\"floor\",\"tile_rows\":32}");
     xf_attn_free(a);
     a = parse_ok("{\"variant\":\"hdp\",\"rho_B\":1.5,\"tau_H\":0.25,\"approx\":true,"
-                 "\"frac_bits\":0,\"split\":\"sign\"}");
+                 "\"frac_bits\":0,\"split\":\"sign\",\"tile_rows\":4}");
     assert_true(xf_attn_to_json(a, buf, sizeof buf) > 0);
     assert_string_equal(buf, "{\"variant\":\"hdp\",\"rho_B\":1.5,\"tau_H\":0.25,\"frac_bits\":0,"
-                        "\"approx\":true,\"split\":\"sign\"}");
+                        "\"approx\":true,\"split\":\"sign\",\"tile_rows\":4}");
     xf_attn_free(a);
     static const struct {
         const char *js, *key, *bound;
@@ -151,6 +153,10 @@ static void test_params(void **state)
         { "{\"variant\":\"hdp\",\"approx\":1}", "approx", "" },
         { "{\"variant\":\"hdp\",\"split\":\"round\"}", "split", "floor" },
         { "{\"variant\":\"hdp\",\"rho\":1}", "rho", "" },
+        { "{\"variant\":\"hdp\",\"tile_rows\":64}", "tile_rows", "32" },
+        { "{\"variant\":\"hdp\",\"tile_rows\":1}", "tile_rows", "2" },
+        { "{\"variant\":\"hdp\",\"tile_rows\":6,\"x\":1}", "x", "" },
+        { "{\"variant\":\"hdp\",\"tile_rows\":7}", "tile_rows", "even" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[200] = "";
@@ -222,6 +228,7 @@ static void test_vs_reference(void **state)
     int nk = n_kerns(ks);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         xf_ref_case c;
+        g_tile = si == 0 ? 32 : si == 1 ? 2 : 6;   /* dense tiles, one block row, three */
         case_init(&c, lens, 7, shapes[si].h, shapes[si].d, 11 + si, 3.0f, 2.5f);
         /* heads of different strength so that τ_H prunes some */
         for (int32_t h = 0; h < shapes[si].h; h++)
@@ -263,6 +270,7 @@ static void test_vs_reference(void **state)
         free(ref);
         xf_ref_case_free(&c);
     }
+    g_tile = 32;
 }
 
 /* Sparsity non-decreasing in ρ_B and in τ_H: the reference's kept sets are nested, the
@@ -352,7 +360,9 @@ static void test_packing_threads(void **state)
     (void)state;
     static const int32_t lens[] = { 33, 64, 1, 100, 17 };
     for (int approx = 0; approx < 2; approx++) {
+        g_tile = approx ? 4 : 32;
         xf_attn_t *a = parse_hdp(1.2, 0.4, approx, 3, 0);
+        g_tile = 32;
         xf_ref_case c;
         case_init(&c, lens, 5, 3, 40, 99, 3.0f, 3.0f);
         run(a, &c, 1);
@@ -432,7 +442,8 @@ static void test_cost(void **state)
     xf_attn_free(ha);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_params), cmocka_unit_test(test_cost), cmocka_unit_test(test_equals_dense),
+XF_TEST_MAIN(cmocka_unit_test(test_params), cmocka_unit_test(test_cost),
+             cmocka_unit_test(test_equals_dense),
              cmocka_unit_test(test_vs_reference), cmocka_unit_test(test_monotone),
              cmocka_unit_test(test_head_zero), cmocka_unit_test(test_packing_threads),
              cmocka_unit_test(test_degenerate))

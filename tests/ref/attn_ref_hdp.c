@@ -30,8 +30,9 @@ void xf_ref_hdp(const xf_ref_hdp_params *p, int32_t n, int32_t H, int32_t d, con
 {
     const int32_t nb = (n + 1) / 2;
     const size_t nn = (size_t)n * n;
-    double *qi = malloc(sizeof(double) * (size_t)n * d), *qf = malloc(sizeof(double) * (size_t)n * d);
-    double *ki = malloc(sizeof(double) * (size_t)n * d), *kf = malloc(sizeof(double) * (size_t)n * d);
+    const size_t nd = (size_t)n * d;
+    double *qi = malloc(sizeof(double) * nd), *qf = malloc(sizeof(double) * nd);
+    double *ki = malloc(sizeof(double) * nd), *kf = malloc(sizeof(double) * nd);
     double *S = malloc(sizeof(double) * nn), *imp = malloc(sizeof(double) * (size_t)nb * nb);
     double *bias = malloc(sizeof(double) * nn), *hm = malloc(sizeof(double) * (size_t)H);
     uint8_t *blk = calloc((size_t)H * nb * nb, 1), *A = malloc(nn), *kh = malloc((size_t)H);
