@@ -18,8 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <xformd/attention.h>
-
 enum mkind { MK_COUNTER, MK_GAUGE, MK_HISTOGRAM };
 enum bset { B_NONE, B_LATENCY, B_BATCH, B_TOKENS, B_COUNT };
 
@@ -575,12 +573,40 @@ static double frac(uint64_t part, uint64_t whole)
     return whole ? (double)part / (double)whole : 0.0;
 }
 
-/* The engine's pruning counts (hdp attention, xf_attn_prune_stats), read at scrape time:
- * process-wide since start (xf_metrics_reset does not clear them). */
+/* The engine's pruning counts (hdp attention): blocks, pruned blocks, heads, pruned heads,
+ * process-wide since start, as the workers last saw them (xf_metrics_set_prune). */
+static _Atomic uint64_t prune_v[4];
+
+void xf_metrics_set_prune(uint64_t blocks, uint64_t blocks_pruned, uint64_t heads,
+                          uint64_t heads_pruned)
+{
+    const uint64_t v[4] = { blocks, blocks_pruned, heads, heads_pruned };
+    for (int k = 0; k < 4; k++) {   /* raise only: workers may report out of order */
+        uint64_t cur = atomic_load_explicit(&prune_v[k], memory_order_relaxed);
+        while (v[k] > cur &&
+               !atomic_compare_exchange_weak_explicit(&prune_v[k], &cur, v[k],
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed))
+            ;
+    }
+}
+
+typedef struct prune_stats {
+    uint64_t blocks, blocks_pruned, heads, heads_pruned;
+} prune_stats;
+
+static void prune_get(prune_stats *st)
+{
+    st->blocks = atomic_load_explicit(&prune_v[0], memory_order_relaxed);
+    st->blocks_pruned = atomic_load_explicit(&prune_v[1], memory_order_relaxed);
+    st->heads = atomic_load_explicit(&prune_v[2], memory_order_relaxed);
+    st->heads_pruned = atomic_load_explicit(&prune_v[3], memory_order_relaxed);
+}
+
 static void hdp_render(sbuf_t *b)
 {
-    xf_attn_prune_stats_t st;
-    xf_attn_prune_stats(&st);
+    prune_stats st;
+    prune_get(&st);
     uint64_t bp = st.blocks_pruned < st.blocks ? st.blocks_pruned : st.blocks;
     uint64_t hp = st.heads_pruned < st.heads ? st.heads_pruned : st.heads;
     sb_printf(b, "# HELP xformd_attention_hdp_blocks_total 2x2 attention score blocks decided "
@@ -606,8 +632,8 @@ static void hdp_render(sbuf_t *b)
 
 static json_t *hdp_json(void)
 {
-    xf_attn_prune_stats_t st;
-    xf_attn_prune_stats(&st);
+    prune_stats st;
+    prune_get(&st);
     return json_pack("{s:I, s:I, s:f, s:I, s:I, s:f}", "blocks", (json_int_t)st.blocks,
                      "blocks_pruned", (json_int_t)st.blocks_pruned, "block_sparsity",
                      frac(st.blocks_pruned, st.blocks), "heads", (json_int_t)st.heads,
