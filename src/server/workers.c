@@ -213,6 +213,11 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     if (rc == 0 && ps.dense_fallbacks > 0)
         xf_metric_add(XF_M_attention_dense_fallback_total,
                       fallback_label(wk->pool->model, &b), NULL, 1);
+    if (rc == 0) {
+        xf_attn_prune_stats_t pst;
+        xf_attn_prune_stats(&pst);
+        xf_metrics_set_prune(pst.blocks, pst.blocks_pruned, pst.heads, pst.heads_pruned);
+    }
     memset(r, 0, sizeof *r);
     r->n_jobs = n;
     r->n_seq = (int32_t)n_seq;
