@@ -150,8 +150,7 @@ static int view_init(xf_model_t *v, const xf_model_t *m)
     v->q8 = NULL;
     v->prep = NULL;
     v->prep_free = NULL;
-    v->owned = NULL;
-    v->n_owned = v->cap_owned = 0;
+    memset(&v->owned, 0, sizeof v->owned);
     v->map = NULL;
     v->layers = malloc((size_t)m->info.n_layer * sizeof *v->layers);
     if (!v->layers)
