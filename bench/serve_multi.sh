@@ -43,12 +43,13 @@ done
 # 2×1 over 1×2 per round and quantisation (throughput up, latency down is better), medians.
 awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
        k = v["round"] " " v["quantize"]
-       qps[k, v["layout"]] = v["achieved_qps"]; p50[k, v["layout"]] = v["p50_ms"]
-       p99[k, v["layout"]] = v["p99_ms"]; keys[k] = 1 }
-     END { for (k in keys) if ((k, "1x2") in qps && (k, "2x1") in qps && qps[k, "1x2"] > 0) {
-             split(k, a, " ")
+       qps[k " " v["layout"]] = v["achieved_qps"]; p50[k " " v["layout"]] = v["p50_ms"]
+       p99[k " " v["layout"]] = v["p99_ms"]; keys[k] = 1 }
+     END { for (k in keys) {
+             a = k " 1x2"; b = k " 2x1"
+             if (!(a in qps) || !(b in qps) || qps[a] <= 0 || p50[a] <= 0 || p99[a] <= 0)
+                 continue
+             split(k, r, " ")
              printf "ratio round=%s quantize=%s qps_2x1/1x2=%.2f p50_2x1/1x2=%.2f p99_2x1/1x2=%.2f\n",
-                    a[1], a[2], qps[k, "2x1"] / qps[k, "1x2"],
-                    p50[k, "1x2"] > 0 ? p50[k, "2x1"] / p50[k, "1x2"] : 0,
-                    p99[k, "1x2"] > 0 ? p99[k, "2x1"] / p99[k, "1x2"] : 0 } }' "$tmp/runs.txt" |
+                    r[1], r[2], qps[b] / qps[a], p50[b] / p50[a], p99[b] / p99[a] } }' "$tmp/runs.txt" |
     sort

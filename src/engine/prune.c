@@ -150,7 +150,7 @@ static int view_init(xf_model_t *v, const xf_model_t *m)
     v->q8 = NULL;
     v->prep = NULL;
     v->prep_free = NULL;
-    v->owned = (xf_owned_t){ 0 };
+    memset(&v->owned, 0, sizeof v->owned);
     v->map = NULL;
     v->layers = malloc((size_t)m->info.n_layer * sizeof *v->layers);
     if (!v->layers)
