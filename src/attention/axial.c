@@ -23,13 +23,12 @@ static const xf_at_key_t ax_pkeys[] = {
     XF_AT_KEY(ax_params, mode, "mode", XF_AT_K_ENUM, 0, 0, mode_names),
 };
 
-/* c->a = cols, c->b = part (0 union, 1 rows, 2 columns) */
 static int ax_setup(xf_at_t_seq *c)
 {
     const ax_params *p = c->params;
-    c->a = p->cols ? p->cols : xf_at_t_isqrt_ceil(c->n);
-    c->b = p->mode == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
-    c->dense = c->b != 2 ? c->a >= c->n : c->a == 1;
+    c->g.ax.cols = p->cols ? p->cols : xf_at_t_isqrt_ceil(c->n);
+    c->g.ax.part = xf_at_t_part(p->mode, c->head);
+    c->dense = c->g.ax.part != XF_AT_T_SECOND ? c->g.ax.cols >= c->n : c->g.ax.cols == 1;
     return 0;
 }
 
@@ -39,20 +38,21 @@ static int ax_setup(xf_at_t_seq *c)
 
 static int32_t ax_n_tiles(const xf_at_t_seq *c)
 {
-    if (c->b == 2)
+    if (c->g.ax.part == XF_AT_T_SECOND)
         return (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
-    if (c->b == 0)
+    if (c->g.ax.part == XF_AT_T_BOTH)
         return (c->n + AX_UNION_ROWS - 1) / AX_UNION_ROWS;
-    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
+    return xf_at_t_seg_tiles(c->n, c->g.ax.cols, XF_AT_T_BQ);
 }
 
 static int32_t ax_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                        int64_t *cost)
 {
-    int32_t nq = c->b == 2 ? xf_at_t_win_rows(c->n, c->a, t, rows)
-               : c->b == 0 ? xf_at_t_class_rows(c->n, c->a, AX_UNION_ROWS, t, rows)
-                           : xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
-    int64_t k = (int64_t)(c->b == 0 ? nq : 1) * c->a + (c->n + c->a - 1) / c->a;
+    const int32_t cols = c->g.ax.cols, part = c->g.ax.part;
+    int32_t nq = part == XF_AT_T_SECOND ? xf_at_t_win_rows(c->n, cols, t, rows)
+               : part == XF_AT_T_BOTH ? xf_at_t_class_rows(c->n, cols, AX_UNION_ROWS, t, rows)
+                                      : xf_at_t_seg_rows(c->n, cols, XF_AT_T_BQ, t, rows);
+    int64_t k = (int64_t)(part == XF_AT_T_BOTH ? nq : 1) * cols + (c->n + cols - 1) / cols;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -62,11 +62,11 @@ static void ax_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int g
                     xf_at_t_keys *kb)
 {
     (void)global;
-    const int32_t cols = c->a, n = c->n;
-    if (c->b == 1) {   /* row tiles never straddle grid rows */
+    const int32_t cols = c->g.ax.cols, part = c->g.ax.part, n = c->n;
+    if (part == XF_AT_T_FIRST) {   /* row tiles never straddle grid rows */
         int32_t r0 = rows[0] / cols * cols;
         xf_at_t_keys_add(kb, n, r0, r0 + cols, 1);
-    } else if (c->b == 0) {   /* column-major rows: the grid rows of each column run */
+    } else if (part == XF_AT_T_BOTH) {   /* column-major rows: the grid rows of each column run */
         for (int32_t q0 = 0; q0 < nq;) {
             int32_t q1 = q0 + 1;
             while (q1 < nq && rows[q1] % cols == rows[q0] % cols)
@@ -75,7 +75,7 @@ static void ax_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int g
             q0 = q1;
         }
     }
-    if (c->b != 1) {
+    if (part != XF_AT_T_FIRST) {
         int single = 1;
         for (int32_t r = 1; r < nq; r++)
             if (rows[r] % cols != rows[0] % cols)
@@ -89,25 +89,26 @@ static void ax_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int g
 static int ax_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    const int32_t cols = c->a;
-    return (c->b != 2 && i / cols == j / cols) || (c->b != 1 && i % cols == j % cols);
+    const int32_t cols = c->g.ax.cols, part = c->g.ax.part;
+    return (part != XF_AT_T_SECOND && i / cols == j / cols) ||
+           (part != XF_AT_T_FIRST && i % cols == j % cols);
 }
 
 static void ax_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                     const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    const int32_t cols = c->a;
+    const int32_t cols = c->g.ax.cols, part = c->g.ax.part;
     int32_t lo[XF_AT_T_BQ], hi[XF_AT_T_BQ], rc[XF_AT_T_BQ], kc[XF_AT_T_BK];
     for (int32_t r = 0; r < nq; r++) {   /* R: the grid row's range; C: same column */
         int32_t g = rows[r] / cols * cols;
-        lo[r] = c->b != 2 ? g : 0;
-        hi[r] = c->b != 2 ? (g > INT32_MAX - cols ? INT32_MAX : g + cols) : 0;
+        lo[r] = part != XF_AT_T_SECOND ? g : 0;
+        hi[r] = part != XF_AT_T_SECOND ? (g > INT32_MAX - cols ? INT32_MAX : g + cols) : 0;
         rc[r] = rows[r] - g;
     }
-    if (c->b != 1)
+    if (part != XF_AT_T_FIRST)
         xf_at_t_key_classes(keys, nk, cols, kc);
-    c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
+    c->kern->mask(nq, nk, keys, full, lo, hi, part != XF_AT_T_FIRST ? kc : NULL, rc, 0, s);
 }
 
 const xf_attn_ops xf_at_axial = {

@@ -31,30 +31,29 @@ static const xf_at_key_t bb_pkeys[] = {
     XF_AT_KEY(bb_params, per_head, "random_per_head", XF_AT_K_BOOL, 0, 1, NULL),
 };
 
-/* c->a = b, c->b = nb */
 static int bb_setup(xf_at_t_seq *c)
 {
     const bb_params *p = c->params;
-    c->a = p->block;
-    c->b = (int32_t)(((int64_t)c->n + p->block - 1) / p->block);
-    c->dense = (int64_t)p->gfirst + p->glast >= c->b || p->window >= c->b - 1;
+    c->g.bb.block = p->block;
+    c->g.bb.nb = (int32_t)(((int64_t)c->n + p->block - 1) / p->block);
+    c->dense = (int64_t)p->gfirst + p->glast >= c->g.bb.nb || p->window >= c->g.bb.nb - 1;
     return 0;
 }
 
 static int32_t bb_n_tiles(const xf_at_t_seq *c)
 {
-    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
+    return xf_at_t_seg_tiles(c->n, c->g.bb.block, XF_AT_T_BQ);
 }
 
 static int32_t bb_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                        int64_t *cost)
 {
     const bb_params *p = c->params;
-    int32_t nq = xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
+    int32_t nq = xf_at_t_seg_rows(c->n, c->g.bb.block, XF_AT_T_BQ, t, rows);
     int64_t k = ((int64_t)p->gfirst + p->glast + 2 * (int64_t)p->window + 1 + p->random) *
-                c->a;
-    int32_t blk = rows[0] / c->a;
-    if (blk < p->gfirst || blk >= c->b - p->glast)
+                c->g.bb.block;
+    int32_t blk = rows[0] / c->g.bb.block;
+    if (blk < p->gfirst || blk >= c->g.bb.nb - p->glast)
         k = c->n;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
@@ -63,7 +62,7 @@ static int32_t bb_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *glob
 
 static void add_block(const xf_at_t_seq *c, xf_at_t_keys *kb, int32_t x)
 {
-    int64_t a = (int64_t)x * c->a, b = a + c->a;
+    int64_t a = (int64_t)x * c->g.bb.block, b = a + c->g.bb.block;
     xf_at_t_keys_add(kb, c->n, (int32_t)a, b > c->n ? c->n : (int32_t)b, 1);
 }
 
@@ -72,7 +71,7 @@ static void bb_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int g
 {
     (void)nq, (void)global;
     const bb_params *p = c->params;
-    const int32_t nb = c->b, a = rows[0] / c->a;
+    const int32_t nb = c->g.bb.nb, a = rows[0] / c->g.bb.block;
     if (a < p->gfirst || a >= nb - p->glast) {
         xf_at_t_keys_add(kb, c->n, 0, c->n, 1);
         return;

@@ -21,8 +21,8 @@ static const xf_at_key_t blk_pkeys[] = {
 static int blk_setup(xf_at_t_seq *c)
 {
     const blk_params *p = c->params;
-    c->a = p->block < c->n ? p->block : c->n;
-    c->b = p->halo;
+    c->g.blk.block = p->block < c->n ? p->block : c->n;
+    c->g.blk.halo = p->halo;
     /* one block, or a halo that reaches every key from every block */
     c->dense = p->block >= c->n || p->halo >= c->n - 1;
     return 0;
@@ -30,15 +30,15 @@ static int blk_setup(xf_at_t_seq *c)
 
 static int32_t blk_n_tiles(const xf_at_t_seq *c)
 {
-    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
+    return xf_at_t_seg_tiles(c->n, c->g.blk.block, XF_AT_T_BQ);
 }
 
 static int32_t blk_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
+    int32_t nq = xf_at_t_seg_rows(c->n, c->g.blk.block, XF_AT_T_BQ, t, rows);
     *global = 0;
-    *cost = (int64_t)nq * (c->a + 2 * (int64_t)c->b);
+    *cost = (int64_t)nq * (c->g.blk.block + 2 * (int64_t)c->g.blk.halo);
     return nq;
 }
 
@@ -46,10 +46,11 @@ static void blk_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int 
                      xf_at_t_keys *kb)
 {
     (void)nq, (void)global;
-    int32_t t = rows[0] / c->a;
-    int64_t lo = (int64_t)t * c->a - c->b;
-    int64_t end = (int64_t)(t + 1) * c->a < c->n ? (int64_t)(t + 1) * c->a : c->n;
-    int64_t hi = end + c->b;
+    const int32_t block = c->g.blk.block, halo = c->g.blk.halo;
+    int32_t t = rows[0] / block;
+    int64_t lo = (int64_t)t * block - halo;
+    int64_t end = (int64_t)(t + 1) * block < c->n ? (int64_t)(t + 1) * block : c->n;
+    int64_t hi = end + halo;
     xf_at_t_keys_add(kb, c->n, lo < 0 ? 0 : (int32_t)lo, hi > c->n ? c->n : (int32_t)hi, 1);
 }
 

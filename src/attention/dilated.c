@@ -33,12 +33,7 @@ static int dil_validate(const void *params, const xf_model_t *m, int layer, char
 static int dil_setup(xf_at_t_seq *c)
 {
     const dil_params *p = c->params;
-    if (p->n_dil > 1 && p->n_dil < c->sh->n_head)
-        return XF_EPARAM;   /* dilation: one entry per head needed */
-    c->a = p->window;
-    c->b = p->n_dil == 1 ? p->dil[0] : p->dil[c->head];
-    c->dense = c->b == 1 && p->window >= c->n - 1;
-    return 0;
+    return xf_at_t_win_setup(c, p->window, p->n_dil, p->dil);
 }
 
 static int32_t dil_n_tiles(const xf_at_t_seq *c)
@@ -49,8 +44,8 @@ static int32_t dil_n_tiles(const xf_at_t_seq *c)
 static int32_t dil_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_at_t_win_rows(c->n, c->b, t, rows);
-    int64_t k = 2 * (int64_t)c->a + nq;
+    int32_t nq = xf_at_t_win_rows(c->n, c->g.win.dil, t, rows);
+    int64_t k = 2 * (int64_t)c->g.win.w + nq;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -60,20 +55,20 @@ static void dil_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int 
                      xf_at_t_keys *kb)
 {
     (void)global;
-    xf_at_t_win_keys(c->n, c->a, c->b, rows, nq, kb);
+    xf_at_t_win_keys(c->n, c->g.win.w, c->g.win.dil, rows, nq, kb);
 }
 
 static int dil_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    return xf_at_t_win_member(c->a, c->b, i, j);
+    return xf_at_t_win_member(c->g.win.w, c->g.win.dil, i, j);
 }
 
 static void dil_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    xf_at_t_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
+    xf_at_t_win_mask(c, c->g.win.w, c->g.win.dil, rows, nq, keys, full, nk, s);
 }
 
 const xf_attn_ops xf_at_dilated = {

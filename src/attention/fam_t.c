@@ -330,6 +330,16 @@ void xf_at_t_win_keys(int32_t n, int32_t w, int32_t dil, const int32_t *rows, in
     }
 }
 
+int xf_at_t_win_setup(xf_at_t_seq *c, int32_t window, int32_t n_dil, const int32_t *dil)
+{
+    if (n_dil > 1 && n_dil < c->sh->n_head)
+        return XF_EPARAM;   /* dilation: one entry per head needed */
+    c->g.win.w = window;
+    c->g.win.dil = n_dil == 1 ? dil[0] : dil[c->head];
+    c->dense = c->g.win.dil == 1 && window >= c->n - 1;
+    return 0;
+}
+
 void xf_at_t_key_classes(const int32_t *keys, int32_t nk, int32_t m, int32_t *cls)
 {
     if (nk <= 0)
@@ -444,7 +454,7 @@ static int head_setup(const xf_at_t_variant *fv, xf_at_t_seq *c, int32_t head)
 {
     c->head = head;
     c->dense = 0;
-    c->a = c->b = c->c = c->e = 0;
+    memset(&c->g, 0, sizeof(c->g));
     c->factor = c->io ? c->io->scale / c->io->q_scale : 1.0f;
     return fv->setup ? fv->setup(c) : 0;
 }

@@ -18,6 +18,41 @@
 
 struct xf_at_kern;
 
+/* Which part of a two-part pattern a head attends (strided, fixed, axial: combine/mode
+ * "heads" gives even heads the first part and odd heads the second; "union" both). */
+enum { XF_AT_T_BOTH = 0, XF_AT_T_FIRST = 1, XF_AT_T_SECOND = 2 };
+static inline int32_t xf_at_t_part(int32_t by_heads, int32_t head)
+{
+    return !by_heads ? XF_AT_T_BOTH : head % 2 == 0 ? XF_AT_T_FIRST : XF_AT_T_SECOND;
+}
+
+/* The per-(sequence, head) geometry a variant's setup() chooses from n, the head and its
+ * parameters; each variant reads only its own member (a new variant adds one). */
+typedef union xf_at_t_geom {
+    struct {                   /* blockwise, local1d (§2) */
+        int32_t block;         /* block size, clamped to n */
+        int32_t halo;          /* keys added on each side of the block */
+    } blk;
+    struct {                   /* window, dilated, longformer, etc (§3, §4, §7, §8) */
+        int32_t w;             /* one-sided window */
+        int32_t dil;           /* dilation δ of this head (1: plain window) */
+        int32_t n_local;       /* longformer/etc: tiles of local rows (global tiles follow) */
+    } win;
+    struct {                   /* strided, fixed (§5) */
+        int32_t l;             /* stride (strided) or block (fixed) */
+        int32_t part;          /* XF_AT_T_BOTH / _FIRST (A1 only) / _SECOND (A2 only) */
+        int32_t c0, c1;        /* fixed: this head's summary cells [c0, c1) of each block */
+    } sp;
+    struct {                   /* axial (§6) */
+        int32_t cols;          /* grid columns */
+        int32_t part;          /* XF_AT_T_BOTH / _FIRST (grid row) / _SECOND (column) */
+    } ax;
+    struct {                   /* bigbird (§9) */
+        int32_t block;         /* block size */
+        int32_t nb;            /* blocks in the sequence */
+    } bb;
+} xf_at_t_geom;
+
 /* One (sequence, head) as a variant sees it. */
 typedef struct xf_at_t_seq {
     const struct xf_at_kern *kern; /* micro-kernels in use (forward only) */
@@ -29,7 +64,7 @@ typedef struct xf_at_t_seq {
     int32_t head;
     int dense;                 /* set by setup: the whole (seq, head) is dense */
     float factor;              /* logit factor applied to Q·K (io scale / q_scale) */
-    int32_t a, b, c, e;        /* per-(seq, head) values chosen by setup (block, stride, ...) */
+    xf_at_t_geom g;            /* per-(seq, head) geometry chosen by setup (zeroed before) */
     int32_t n_glob;            /* global positions (Longformer/ETC), sorted */
     int32_t *glob;             /* [n_glob] */
     uint8_t *is_g;             /* [n]: 1 = global */
@@ -52,7 +87,7 @@ void xf_at_t_keys_add_step(xf_at_t_keys *kb, int32_t n, int32_t a, int32_t b, in
                          int full);
 
 typedef struct xf_at_t_variant {
-    /* Per (seq, head), from n and params only (io may be NULL at plan time): set dense, a..e,
+    /* Per (seq, head), from n and params only (io may be NULL at plan time): set dense, g,
      * factor. NULL: nothing. Returns 0 or XF_EPARAM/XF_ESHAPE. */
     int (*setup)(xf_at_t_seq *c);
     /* Per sequence, forward only: fill glob/n_glob/is_g (Longformer/ETC); NULL: none. */
@@ -106,6 +141,10 @@ static inline int xf_at_t_win_member(int32_t w, int32_t dil, int32_t i, int32_t 
     dd /= dil;
     return dd >= -w && dd <= w;
 }
+/* setup() of a dilated window (dilated, longformer, etc): g.win.w = window, g.win.dil = this
+ * head's δ (n_dil == 1: dil[0] for every head); dense when δ = 1 and the window covers n.
+ * XF_EPARAM when 1 < n_dil < heads. */
+int xf_at_t_win_setup(xf_at_t_seq *c, int32_t window, int32_t n_dil, const int32_t *dil);
 /* mask() for a dilated window: −inf where |j − i| > δw or δ ∤ (j − i). */
 void xf_at_t_win_mask(const xf_at_t_seq *c, int32_t w, int32_t dil, const int32_t *rows,
                     int32_t nq, const int32_t *keys, const uint8_t *full, int32_t nk, float *s);

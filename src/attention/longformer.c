@@ -70,25 +70,23 @@ static int lf_globals(xf_at_t_seq *c)
     return 0;
 }
 
-/* c->a = w, c->b = δ, c->c = local tiles */
 static int lf_setup(xf_at_t_seq *c)
 {
     const xf_at_lf_params *p = c->params;
-    if (p->n_dil > 1 && p->n_dil < c->sh->n_head)
-        return XF_EPARAM;   /* dilation: one entry per head needed */
-    c->a = p->window;
-    c->b = p->n_dil == 1 ? p->dil[0] : p->dil[c->head];
-    c->c = (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
+    int rc = xf_at_t_win_setup(c, p->window, p->n_dil, p->dil);
+    if (rc)
+        return rc;
+    c->g.win.n_local = (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
     const xf_attn_io *io = c->io;
     int same_planes = p->shared || !io || (!io->qg && !io->kg && !io->vg);
-    int covers = (c->b == 1 && p->window >= c->n - 1) || (io && c->n_glob == c->n);
+    int covers = c->dense || (io && c->n_glob == c->n);
     c->dense = same_planes && covers;
     return 0;
 }
 
 static int32_t lf_n_tiles(const xf_at_t_seq *c)
 {
-    return c->c + (c->n_glob + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
+    return c->g.win.n_local + (c->n_glob + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
 }
 
 static int32_t lf_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
@@ -96,17 +94,17 @@ static int32_t lf_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *glob
 {
     const xf_at_lf_params *p = c->params;
     int32_t nq = 0;
-    if (t < c->c) {
-        int32_t all = xf_at_t_win_rows(c->n, c->b, t, rows);
+    if (t < c->g.win.n_local) {
+        int32_t all = xf_at_t_win_rows(c->n, c->g.win.dil, t, rows);
         for (int32_t r = 0; r < all; r++)
             if (!c->is_g || !c->is_g[rows[r]])
                 rows[nq++] = rows[r];
-        int64_t k = 2 * (int64_t)c->a + 1 + c->n_glob;
+        int64_t k = 2 * (int64_t)c->g.win.w + 1 + c->n_glob;
         *global = 0;
         *cost = (int64_t)nq * (k < c->n ? k : c->n);
         return nq;
     }
-    int32_t g0 = (t - c->c) * XF_AT_T_BQ;
+    int32_t g0 = (t - c->g.win.n_local) * XF_AT_T_BQ;
     for (int32_t g = g0; g < c->n_glob && g < g0 + XF_AT_T_BQ; g++)
         rows[nq++] = c->glob[g];
     *global = !p->shared;
@@ -122,7 +120,7 @@ static void lf_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int g
         xf_at_t_keys_add(kb, c->n, 0, c->n, 1);
         return;
     }
-    xf_at_t_win_keys(c->n, c->a, c->b, rows, nq, kb);
+    xf_at_t_win_keys(c->n, c->g.win.w, c->g.win.dil, rows, nq, kb);
     for (int32_t g = 0; g < c->n_glob; g++)
         xf_at_t_keys_add(kb, c->n, c->glob[g], c->glob[g] + 1, 1);
 }
@@ -130,7 +128,7 @@ static void lf_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int g
 static int lf_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    return c->is_g[j] || c->is_g[i] || xf_at_t_win_member(c->a, c->b, i, j);
+    return c->is_g[j] || c->is_g[i] || xf_at_t_win_member(c->g.win.w, c->g.win.dil, i, j);
 }
 
 static void lf_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
@@ -138,7 +136,7 @@ static void lf_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const
 {
     (void)global;
     /* local tiles hold no global rows, and global keys are always full */
-    xf_at_t_win_mask(c, c->a, c->b, rows, nq, keys, full, nk, s);
+    xf_at_t_win_mask(c, c->g.win.w, c->g.win.dil, rows, nq, keys, full, nk, s);
 }
 
 static const xf_at_t_variant lf_ft = {

@@ -28,16 +28,15 @@ static const xf_at_key_t str_pkeys[] = {
     XF_AT_KEY(str_params, combine, "combine", XF_AT_K_ENUM, 0, 0, combine_names),
 };
 
-/* c->a = l, c->b = part (0 union, 1 A1 only, 2 A2 only) */
 static int str_setup(xf_at_t_seq *c)
 {
     const str_params *p = c->params;
     int32_t l = p->stride ? p->stride : xf_at_t_isqrt_ceil(c->n);
-    c->a = l;
-    c->b = p->combine == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
-    if (c->b == 0)
+    c->g.sp.l = l;
+    c->g.sp.part = xf_at_t_part(p->combine, c->head);
+    if (c->g.sp.part == XF_AT_T_BOTH)
         c->dense = l >= c->n || l == 1;
-    else if (c->b == 1)
+    else if (c->g.sp.part == XF_AT_T_FIRST)
         c->dense = l >= c->n;
     else
         c->dense = l == 1;
@@ -50,7 +49,7 @@ static int str_setup(xf_at_t_seq *c)
 
 static int32_t str_n_tiles(const xf_at_t_seq *c)
 {
-    if (c->b == 0)
+    if (c->g.sp.part == XF_AT_T_BOTH)
         return (c->n + STR_UNION_ROWS - 1) / STR_UNION_ROWS;
     return (c->n + XF_AT_T_BQ - 1) / XF_AT_T_BQ;
 }
@@ -59,10 +58,10 @@ static int32_t str_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *glo
                         int64_t *cost)
 {
     /* A2-only heads walk the residue classes (one class's keys per tile) */
-    int32_t nq = c->b == 0 ? xf_at_t_class_rows(c->n, c->a, STR_UNION_ROWS, t, rows)
-                           : xf_at_t_win_rows(c->n, c->b == 2 ? c->a : 1, t, rows);
-    int64_t k = c->b == 0 ? ((int64_t)nq + 1) * c->a + c->n / c->a
-                          : 2 * (int64_t)c->a + c->n / c->a;
+    const int32_t l = c->g.sp.l, part = c->g.sp.part;
+    int32_t nq = part == XF_AT_T_BOTH ? xf_at_t_class_rows(c->n, l, STR_UNION_ROWS, t, rows)
+               : xf_at_t_win_rows(c->n, part == XF_AT_T_SECOND ? l : 1, t, rows);
+    int64_t k = part == XF_AT_T_BOTH ? ((int64_t)nq + 1) * l + c->n / l : 2 * (int64_t)l + c->n / l;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -72,8 +71,8 @@ static void str_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int 
                      xf_at_t_keys *kb)
 {
     (void)global;
-    const int32_t l = c->a, n = c->n;
-    if (c->b == 0) {   /* class-major rows: each class run's bands, merged */
+    const int32_t l = c->g.sp.l, n = c->n;
+    if (c->g.sp.part == XF_AT_T_BOTH) {   /* class-major rows: each class run's bands, merged */
         for (int32_t r0 = 0; r0 < nq;) {
             int32_t r1 = r0 + 1;
             while (r1 < nq && rows[r1] % l == rows[r0] % l)
@@ -81,10 +80,10 @@ static void str_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int 
             xf_at_t_keys_add(kb, n, rows[r0] - l + 1, rows[r1 - 1] + l, 0);
             r0 = r1;
         }
-    } else if (c->b == 1) {   /* A1: a window of l − 1 on each side */
+    } else if (c->g.sp.part == XF_AT_T_FIRST) {   /* A1: a window of l − 1 on each side */
         xf_at_t_win_keys(n, l - 1, 1, rows, nq, kb);
     }
-    if (c->b != 1) {
+    if (c->g.sp.part != XF_AT_T_FIRST) {
         int single = 1;
         for (int32_t r = 1; r < nq; r++)
             if (rows[r] % l != rows[0] % l)
@@ -103,24 +102,24 @@ static void str_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int 
 static int str_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    const int32_t l = c->a, dd = i > j ? i - j : j - i;
-    return (c->b != 2 && dd < l) || (c->b != 1 && dd % l == 0);
+    const int32_t l = c->g.sp.l, part = c->g.sp.part, dd = i > j ? i - j : j - i;
+    return (part != XF_AT_T_SECOND && dd < l) || (part != XF_AT_T_FIRST && dd % l == 0);
 }
 
 static void str_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    const int32_t l = c->a;
+    const int32_t l = c->g.sp.l;
     int32_t lo[XF_AT_T_BQ], hi[XF_AT_T_BQ], rc[XF_AT_T_BQ], kc[XF_AT_T_BK];
     for (int32_t r = 0; r < nq; r++) {   /* A1: |i − j| < l; A2: j ≡ i (mod l) */
-        lo[r] = c->b != 2 ? rows[r] - l + 1 : 0;
-        hi[r] = c->b != 2 ? rows[r] + l : 0;
+        lo[r] = c->g.sp.part != XF_AT_T_SECOND ? rows[r] - l + 1 : 0;
+        hi[r] = c->g.sp.part != XF_AT_T_SECOND ? rows[r] + l : 0;
         rc[r] = rows[r] % l;
     }
-    if (c->b != 1)
+    if (c->g.sp.part != XF_AT_T_FIRST)
         xf_at_t_key_classes(keys, nk, l, kc);
-    c->kern->mask(nq, nk, keys, full, lo, hi, c->b != 1 ? kc : NULL, rc, 0, s);
+    c->kern->mask(nq, nk, keys, full, lo, hi, c->g.sp.part != XF_AT_T_FIRST ? kc : NULL, rc, 0, s);
 }
 
 const xf_attn_ops xf_at_strided = {
@@ -155,19 +154,18 @@ static int fix_check(const void *params, char *err, size_t errlen)
     return 0;
 }
 
-/* c->a = l, c->b = part, [c->c, c->e) = this head's summary cells */
 static int fix_setup(xf_at_t_seq *c)
 {
     const fix_params *p = c->params;
     const int32_t l = p->block, hm = c->head % p->per;
-    c->a = l;
-    c->b = p->combine == 0 ? 0 : (c->head % 2 == 0 ? 1 : 2);
-    c->c = l - p->summary * (1 + hm);
-    c->e = l - p->summary * hm;
-    int a2_all = c->c == 0 && c->e == l;
-    if (c->b == 0)
+    c->g.sp.l = l;
+    c->g.sp.part = xf_at_t_part(p->combine, c->head);
+    c->g.sp.c0 = l - p->summary * (1 + hm);
+    c->g.sp.c1 = l - p->summary * hm;
+    int a2_all = c->g.sp.c0 == 0 && c->g.sp.c1 == l;
+    if (c->g.sp.part == XF_AT_T_BOTH)
         c->dense = l >= c->n || a2_all;
-    else if (c->b == 1)
+    else if (c->g.sp.part == XF_AT_T_FIRST)
         c->dense = l >= c->n;
     else
         c->dense = a2_all;
@@ -176,14 +174,15 @@ static int fix_setup(xf_at_t_seq *c)
 
 static int32_t fix_n_tiles(const xf_at_t_seq *c)
 {
-    return xf_at_t_seg_tiles(c->n, c->a, XF_AT_T_BQ);
+    return xf_at_t_seg_tiles(c->n, c->g.sp.l, XF_AT_T_BQ);
 }
 
 static int32_t fix_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *global,
                         int64_t *cost)
 {
-    int32_t nq = xf_at_t_seg_rows(c->n, c->a, XF_AT_T_BQ, t, rows);
-    int64_t k = (int64_t)c->a + (int64_t)(c->e - c->c) * ((c->n + c->a - 1) / c->a);
+    int32_t nq = xf_at_t_seg_rows(c->n, c->g.sp.l, XF_AT_T_BQ, t, rows);
+    const int32_t l = c->g.sp.l;
+    int64_t k = (int64_t)l + (int64_t)(c->g.sp.c1 - c->g.sp.c0) * ((c->n + l - 1) / l);
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -193,21 +192,22 @@ static void fix_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int 
                      xf_at_t_keys *kb)
 {
     (void)nq, (void)global;
-    const int32_t l = c->a, n = c->n;
-    if (c->b != 2) {
+    const int32_t l = c->g.sp.l, n = c->n;
+    if (c->g.sp.part != XF_AT_T_SECOND) {
         int32_t b0 = rows[0] / l * l;
         xf_at_t_keys_add(kb, n, b0, b0 + l, 1);
     }
-    if (c->b != 1)
+    if (c->g.sp.part != XF_AT_T_FIRST)
         for (int64_t b0 = 0; b0 < n; b0 += l)
-            xf_at_t_keys_add(kb, n, (int32_t)(b0 + c->c), (int32_t)(b0 + c->e), 1);
+            xf_at_t_keys_add(kb, n, (int32_t)(b0 + c->g.sp.c0), (int32_t)(b0 + c->g.sp.c1), 1);
 }
 
 static int fix_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    const int32_t l = c->a;
-    return (c->b != 2 && i / l == j / l) || (c->b != 1 && j % l >= c->c && j % l < c->e);
+    const int32_t l = c->g.sp.l, part = c->g.sp.part;
+    return (part != XF_AT_T_SECOND && i / l == j / l) ||
+           (part != XF_AT_T_FIRST && j % l >= c->g.sp.c0 && j % l < c->g.sp.c1);
 }
 
 const xf_attn_ops xf_at_fixed = {

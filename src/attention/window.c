@@ -20,7 +20,7 @@ static const xf_at_key_t win_pkeys[] = {
 static int win_setup(xf_at_t_seq *c)
 {
     const win_params *p = c->params;
-    c->a = p->window;
+    c->g.win.w = p->window;
     c->dense = p->window >= c->n - 1;
     return 0;
 }
@@ -34,7 +34,7 @@ static int32_t win_tile(const xf_at_t_seq *c, int32_t t, int32_t *rows, int *glo
                         int64_t *cost)
 {
     int32_t nq = xf_at_t_win_rows(c->n, 1, t, rows);
-    int64_t k = 2 * (int64_t)c->a + nq;
+    int64_t k = 2 * (int64_t)c->g.win.w + nq;
     *global = 0;
     *cost = (int64_t)nq * (k < c->n ? k : c->n);
     return nq;
@@ -44,20 +44,20 @@ static void win_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, int 
                      xf_at_t_keys *kb)
 {
     (void)global;
-    xf_at_t_win_keys(c->n, c->a, 1, rows, nq, kb);
+    xf_at_t_win_keys(c->n, c->g.win.w, 1, rows, nq, kb);
 }
 
 static int win_member(const xf_at_t_seq *c, int32_t i, int32_t j, int global)
 {
     (void)global;
-    return xf_at_t_win_member(c->a, 1, i, j);
+    return xf_at_t_win_member(c->g.win.w, 1, i, j);
 }
 
 static void win_mask(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                      const uint8_t *full, int32_t nk, float *s, int global)
 {
     (void)global;
-    xf_at_t_win_mask(c, c->a, 1, rows, nq, keys, full, nk, s);
+    xf_at_t_win_mask(c, c->g.win.w, 1, rows, nq, keys, full, nk, s);
 }
 
 const xf_attn_ops xf_at_window = {

@@ -47,20 +47,7 @@ static const float dry_data[1];
 /* Takes p: on failure frees it. */
 static int own(xf_model_t *m, void *p)
 {
-    if (!p)
-        return -ENOMEM;
-    if (m->n_owned == m->cap_owned) {
-        int32_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
-        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
-        if (!o) {
-            free(p);
-            return -ENOMEM;
-        }
-        m->owned = o;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = p;
-    return 0;
+    return xf_owned_add(&m->owned, p);
 }
 
 static const char *own_str(xf_model_t *m, const char *s)
@@ -80,9 +67,7 @@ void xf_model_free(xf_model_t *m)
     xf_quant_free(m->q8);
     xf_tokenizer_free(m->tok);
     xf_attn_free(m->attn);
-    for (int32_t i = 0; i < m->n_owned; i++)
-        free(m->owned[i]);
-    free(m->owned);
+    xf_owned_free(&m->owned);
     if (m->map)
         munmap(m->map, m->map_len);
     free(m->layers);

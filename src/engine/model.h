@@ -8,6 +8,8 @@
 #include <xformd/tokenizer.h>
 #include <xformd/attention.h>
 
+#include "engine/owned.h"
+
 /* One weight tensor as fp32: mmap'd in place (F32 files) or converted once at load. */
 typedef struct xf_w {
     const float *data;      /* NULL when the model lacks the tensor */
@@ -42,8 +44,7 @@ struct xf_model {
     /* Storage the loader owns. */
     void *map;                             /* mmap of model.safetensors */
     size_t map_len;
-    void **owned;                          /* converted tensors, strings, ... (free each) */
-    int32_t n_owned, cap_owned;
+    xf_owned_t owned;                      /* converted tensors, strings, ... */
 
     /* int8 Linear weights (load option quantize = "int8", quant.h) or NULL; owned. */
     struct xf_quant *q8;

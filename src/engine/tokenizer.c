@@ -1041,6 +1041,16 @@ static int json_open(const char *path, json_t **out, xf_diag_t *diag)
     return 0;
 }
 
+/* Releases a json_open()ed root and passes rc on, naming path when it is -ENOMEM (the other
+ * codes already filled diag). */
+static int json_close(json_t *root, int rc, const char *path, xf_diag_t *diag)
+{
+    json_decref(root);
+    if (rc == -ENOMEM)
+        return xf_diag_set(diag, rc, "%s: out of memory", path);
+    return rc;
+}
+
 /* A bool field: 1/0, or -1 when absent or null. Anything else is XF_EFORMAT. */
 static int json_flag(const json_t *o, const char *key, int *val, const char *path,
                      xf_diag_t *diag)
@@ -1234,10 +1244,7 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
     }
     rc = 0;
 out:
-    json_decref(root);
-    if (rc == -ENOMEM)
-        return xf_diag_set(diag, rc, "%s: out of memory", path);
-    return rc;
+    return json_close(root, rc, path, diag);
 }
 
 /* tokenizer_config.json (transformers): do_lower_case, strip_accents, tokenize_chinese_chars,
@@ -1278,10 +1285,7 @@ static int load_config_json(build_t *b, const char *path, xf_diag_t *diag)
     }
     rc = 0;
 out:
-    json_decref(root);
-    if (rc == -ENOMEM)
-        return xf_diag_set(diag, rc, "%s: out of memory", path);
-    return rc;
+    return json_close(root, rc, path, diag);
 }
 
 static int exists(const char *path, int want_dir)

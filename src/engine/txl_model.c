@@ -28,22 +28,10 @@ typedef struct tl {
     int64_t n_params;
 } tl_t;
 
+/* Takes p: on failure frees it. */
 static int own(xf_txl_t *m, void *p)
 {
-    if (!p)
-        return -ENOMEM;
-    if (m->n_owned == m->cap_owned) {
-        int32_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
-        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
-        if (!o) {
-            free(p);
-            return -ENOMEM;
-        }
-        m->owned = o;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = p;
-    return 0;
+    return xf_owned_add(&m->owned, p);
 }
 
 /* ---- config ----------------------------------------------------------------------------- */
@@ -468,9 +456,7 @@ void xf_txl_free(xf_txl_t *m)
     if (!m)
         return;
     xf_txl_vocab_free(m);
-    for (int32_t i = 0; i < m->n_owned; i++)
-        free(m->owned[i]);
-    free(m->owned);
+    xf_owned_free(&m->owned);
     free(m->layers);
     if (m->map)
         munmap(m->map, m->map_len);

@@ -9,6 +9,8 @@
 
 #include <xformd/txl.h>
 
+#include "engine/owned.h"
+
 typedef struct xf_txl_layer {
     const float *qkv_w;        /* [3·h·d][d_model]: rows q, then k, then v (head-major) */
     const float *r_w;          /* [h·d][d_model] r_net */
@@ -44,8 +46,7 @@ struct xf_txl {
 
     void *map;                              /* mmap of model.safetensors */
     size_t map_len;
-    void **owned;
-    int32_t n_owned, cap_owned;
+    xf_owned_t owned;                       /* converted tensors, strings, ... */
 };
 
 struct xf_txl_mem {

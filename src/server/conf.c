@@ -850,6 +850,45 @@ static const char *prog_name(const char *argv0)
     return b;
 }
 
+/* One line (or block) of --help or of the example file for option d, its default and range
+ * already formatted. */
+typedef void opt_line_fn(FILE *out, const xf_opt_desc_t *d, const char *def, const char *range);
+
+/* Every option in table order through line(); a section's first option ("http" of
+ * "http.port") is preceded by the header "\n<pre><section><post>\n". */
+static void each_opt(FILE *out, const char *pre, const char *post, opt_line_fn *line)
+{
+    const char *prev = "";
+    size_t prev_len = 0;
+    for (size_t i = 0; i < XF_OPT_COUNT; i++) {
+        const xf_opt_desc_t *d = &opts[i];
+        size_t sl = section_len(d->name);
+        if (sl != prev_len || strncmp(prev, d->name, sl) != 0) {
+            fprintf(out, "\n%s%.*s%s\n", pre, (int)sl, d->name, post);
+            prev = d->name;
+            prev_len = sl;
+        }
+        char def[128], range[128];
+        fmt_default(d, def, sizeof(def));
+        fmt_range(d, range, sizeof(range));
+        line(out, d, def, range);
+    }
+}
+
+static void help_line(FILE *out, const xf_opt_desc_t *d, const char *def, const char *range)
+{
+    fprintf(out, "  --%s=%s\n      %s.\n      Default: %s%s%s; %s.\n", d->name,
+            type_name(d->type), d->help, def[0] ? "" : "\"", def, def[0] ? "" : "\"", range);
+}
+
+/* Commented out at its default: "#name = value" ("#name =" for an empty default). */
+static void example_line(FILE *out, const xf_opt_desc_t *d, const char *def,
+                         const char *range)
+{
+    fprintf(out, "\n# %s.\n# Allowed: %s.\n#%s =%s%s\n", d->help, range, d->name,
+            def[0] ? " " : "", def);
+}
+
 int xf_conf_help(FILE *out, const char *argv0)
 {
     fprintf(out,
@@ -865,23 +904,7 @@ int xf_conf_help(FILE *out, const char *argv0)
             "Precedence: defaults < config file < command line. Sizes take k/M/G suffixes,\n"
             "durations ms/s/m (a plain number is milliseconds), booleans yes/no.\n",
             prog_name(argv0));
-    const char *prev = "";
-    size_t prev_len = 0;
-    for (size_t i = 0; i < XF_OPT_COUNT; i++) {
-        const xf_opt_desc_t *d = &opts[i];
-        size_t sl = section_len(d->name);
-        if (sl != prev_len || strncmp(prev, d->name, sl) != 0) {
-            fprintf(out, "\n%.*s options:\n", (int)sl, d->name);
-            prev = d->name;
-            prev_len = sl;
-        }
-        char def[128], range[128];
-        fmt_default(d, def, sizeof(def));
-        fmt_range(d, range, sizeof(range));
-        fprintf(out, "  --%s=%s\n      %s.\n      Default: %s%s%s; %s.\n", d->name,
-                type_name(d->type), d->help, def[0] ? "" : "\"", def, def[0] ? "" : "\"",
-                range);
-    }
+    each_opt(out, "", " options:", help_line);
     return ferror(out) ? -EIO : 0;
 }
 
@@ -894,22 +917,7 @@ int xf_conf_write_example(FILE *out)
           "# Generated from src/server/conf.def: tests/server/test_conf fails when they differ\n"
           "# (XF_REGEN_CONF=1 make check TESTS=tests/server/test_conf rewrites it).\n",
           out);
-    const char *prev = "";
-    size_t prev_len = 0;
-    for (size_t i = 0; i < XF_OPT_COUNT; i++) {
-        const xf_opt_desc_t *d = &opts[i];
-        size_t sl = section_len(d->name);
-        if (sl != prev_len || strncmp(prev, d->name, sl) != 0) {
-            fprintf(out, "\n# ---- %.*s ----\n", (int)sl, d->name);
-            prev = d->name;
-            prev_len = sl;
-        }
-        char def[128], range[128];
-        fmt_default(d, def, sizeof(def));
-        fmt_range(d, range, sizeof(range));
-        fprintf(out, "\n# %s.\n# Allowed: %s.\n#%s =%s%s\n", d->help, range, d->name,
-                def[0] ? " " : "", def);
-    }
+    each_opt(out, "# ---- ", " ----", example_line);
     return ferror(out) ? -EIO : 0;
 }
 

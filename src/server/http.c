@@ -612,8 +612,12 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         } else {
             ret = xf_routes_handle(req);
         }
-        /* Queued or answered: the drain no longer waits for this request to be read. */
+        /* Queued or answered: the drain no longer waits for this request to be read, and its
+         * body is parsed or dropped, so its share of http.max_buffered_bytes comes back now,
+         * not when MHD reports completion after the reply (a client that sends its next
+         * request on seeing the reply would otherwise race the release). */
         reading_done(req);
+        budget_release(req);
         return ret;
     case XF_REQ_SUSPENDED:
         return xf_routes_respond(req);

@@ -62,7 +62,8 @@ typedef struct xf_req {
     enum xf_http_err pending_err; /* to answer on the final call, or XF_HE_NONE */
     int close;             /* reply with Connection: close (framing errors, buffer budget) */
     int reading;           /* counted in srv->reading: header in, job not yet queued */
-    size_t reserved;       /* bytes of http.max_buffered_bytes held, released on completion */
+    size_t reserved;       /* bytes of http.max_buffered_bytes held; released once the body is
+                              parsed or dropped */
     char pending_msg[160];
     const char *err_param; /* OpenAI errors: the offending request field ("dimensions"), set by
                               routes.c before replying; NULL gives "param": null. Static or

@@ -52,6 +52,24 @@ static int open_path(const char *path, FILE **out)
     return 0;
 }
 
+/* Takes fp (NULL: stderr) and, when set_path, path: swaps them in under the lock, then closes
+ * and frees what they replace outside it. */
+static void install(FILE *fp, int set_path, char *path)
+{
+    char *oldp = NULL;
+    pthread_mutex_lock(&log_lock);
+    FILE *old = log_fp;
+    log_fp = fp;
+    if (set_path) {
+        oldp = log_path;
+        log_path = path;
+    }
+    pthread_mutex_unlock(&log_lock);
+    if (old)
+        fclose(old);
+    free(oldp);
+}
+
 int xf_log_open(enum xf_log_level level, const char *path)
 {
     log_level = level;
@@ -66,15 +84,7 @@ int xf_log_open(enum xf_log_level level, const char *path)
         fclose(fp);
         return -ENOMEM;
     }
-    pthread_mutex_lock(&log_lock);
-    FILE *old = log_fp;
-    char *oldp = log_path;
-    log_fp = fp;
-    log_path = dup;
-    pthread_mutex_unlock(&log_lock);
-    if (old)
-        fclose(old);
-    free(oldp);
+    install(fp, 1, dup);
     return 0;
 }
 
@@ -92,26 +102,13 @@ int xf_log_reopen(void)
     int rc = open_path(path, &fp);
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&log_lock);
-    FILE *old = log_fp;
-    log_fp = fp;
-    pthread_mutex_unlock(&log_lock);
-    if (old)
-        fclose(old);
+    install(fp, 0, NULL);
     return 0;
 }
 
 void xf_log_close(void)
 {
-    pthread_mutex_lock(&log_lock);
-    FILE *old = log_fp;
-    char *oldp = log_path;
-    log_fp = NULL;
-    log_path = NULL;
-    pthread_mutex_unlock(&log_lock);
-    if (old)
-        fclose(old);
-    free(oldp);
+    install(NULL, 1, NULL);
 }
 
 void xf_log_msg(enum xf_log_level level, const char *fmt, ...)

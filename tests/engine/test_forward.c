@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "../helpers/hfmodel.h"
+#include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
 
 #include <xformd/forward.h>
@@ -22,57 +23,6 @@
 #include "engine/kernels.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
-
-/* ---- allocation counting (the test links with --wrap=malloc,...) ------------------------ */
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t s);
-void *__real_realloc(void *p, size_t n);
-int __real_posix_memalign(void **p, size_t a, size_t n);
-void *__real_aligned_alloc(size_t a, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t s);
-void *__wrap_realloc(void *p, size_t n);
-int __wrap_posix_memalign(void **p, size_t a, size_t n);
-void *__wrap_aligned_alloc(size_t a, size_t n);
-
-static atomic_int counting;
-static atomic_long n_allocs;
-
-void *__wrap_malloc(size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t s)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_calloc(n, s);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_realloc(p, n);
-}
-
-int __wrap_posix_memalign(void **p, size_t a, size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_posix_memalign(p, a, n);
-}
-
-void *__wrap_aligned_alloc(size_t a, size_t n)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-    return __real_aligned_alloc(a, n);
-}
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -149,58 +99,92 @@ static double rel_err(const float *got, const float *exp, size_t n)
  * layers the differences stay around 1e-6..1e-5, LayerNorm rescaling included. */
 #define REF_TOL 1e-4
 
-static void check_vs_ref(const xf_model_t *m, const batch_data_t *bd, int with_types,
-                         enum xf_pooling pool, int normalize, int nth)
+/* One engine run checked against the reference: its name, the outputs asked for and the
+ * thread count. */
+typedef struct ref_run {
+    const char *name;
+    int with_types;              /* pass the batch's token types */
+    enum xf_pooling pool;
+    int normalize;               /* -1: the model's default */
+    int nth;
+} ref_run_t;
+
+/* Every rel_err within REF_TOL and unit rows when normalised; a failure names r. */
+static void check_vs_ref(const xf_model_t *m, const batch_data_t *bd, const ref_run_t *r)
 {
+    const char *n = r->name;
     int32_t D = m->info.d_model, nl = m->info.n_labels;
     size_t nh = (size_t)bd->N * D, np = (size_t)bd->B * D, ng = (size_t)bd->B * nl;
     float *h = calloc(nh, 4), *hr = calloc(nh, 4), *pl = calloc(np, 4), *pr = calloc(np, 4);
     float *lg = calloc(ng + 1, 4), *lr = calloc(ng + 1, 4);
-    xf_batch_t b = as_batch(bd, with_types);
-    xf_output_t out = { .pooling = pool, .normalize = normalize, .pooled = pl, .hidden = h,
-                        .logits = nl > 0 ? lg : NULL };
+    xf_batch_t b = as_batch(bd, r->with_types);
+    xf_output_t out = { .pooling = r->pool, .normalize = r->normalize, .pooled = pl,
+                        .hidden = h, .logits = nl > 0 ? lg : NULL };
     xf_diag_t diag = { 0 };
-    enum xf_pooling rp = pool == XF_POOL_DEFAULT ? m->info.pooling : pool;
-    int rn = normalize < 0 ? m->info.normalize : normalize;
+    enum xf_pooling rp = r->pool == XF_POOL_DEFAULT ? m->info.pooling : r->pool;
+    int rn = r->normalize < 0 ? m->info.normalize : r->normalize;
     double e;
     int rc;
 
-    rc = engine_run(m, &b, nth, &out, &diag);
-    if (rc)
-        fail_msg("forward: %d %s", rc, diag.msg);
-    assert_int_equal(xf_ref_forward(m, bd->B, bd->cu, bd->ids, with_types ? bd->types : NULL,
-                                    rp, rn, hr, pr, nl > 0 ? lr : NULL),
-                     0);
+    rc = engine_run(m, &b, r->nth, &out, &diag);
+    if (!XF_CHECK_INT(n, rc, 0)) {
+        print_message("# forward: %s\n", diag.msg);
+        goto done;
+    }
+    if (!XF_CHECK_INT(n, xf_ref_forward(m, bd->B, bd->cu, bd->ids,
+                                        r->with_types ? bd->types : NULL, rp, rn, hr, pr,
+                                        nl > 0 ? lr : NULL),
+                      0))
+        goto done;
     e = rel_err(h, hr, nh);
-    print_message("# hidden rel err %.3g", e);
-    assert_true(e <= REF_TOL);
+    print_message("# %s: hidden rel err %.3g", n, e);
+    XF_CHECK(n, e <= REF_TOL);
     e = rel_err(pl, pr, np);
     print_message(", pooled %.3g", e);
-    assert_true(e <= REF_TOL);
+    XF_CHECK(n, e <= REF_TOL);
     if (nl > 0) {
         e = rel_err(lg, lr, ng);
         print_message(", logits %.3g", e);
-        assert_true(e <= REF_TOL);
+        XF_CHECK(n, e <= REF_TOL);
     }
     print_message("\n");
     if (rn)
-        for (int32_t r = 0; r < bd->B; r++) {
+        for (int32_t row = 0; row < bd->B; row++) {
             double s = 0;
             for (int32_t i = 0; i < D; i++)
-                s += (double)pl[(size_t)r * D + i] * pl[(size_t)r * D + i];
-            assert_true(fabs(sqrt(s) - 1) < 1e-5);   /* unit rows, fp32 rounding */
+                s += (double)pl[(size_t)row * D + i] * pl[(size_t)row * D + i];
+            XF_CHECK(n, fabs(sqrt(s) - 1) < 1e-5);   /* unit rows, fp32 rounding */
         }
+done:
     free(h);
     free(hr);
     free(pl);
     free(pr);
     free(lg);
     free(lr);
+    xf_cases_end();
+}
+
+/* Build the model o describes and check one run of bd against the reference. */
+static void check_model(const xf_ref_model_opts_t *o, const batch_data_t *bd, const ref_run_t *r)
+{
+    xf_model_t *m = NULL;
+    assert_int_equal(xf_ref_model_create(o, &m), 0);
+    check_vs_ref(m, bd, r);
+    xf_ref_model_free(m);
 }
 
 static const int32_t mix_len[5] = { 5, 1, 17, 9, 30 };
 
 /* ---- tests ------------------------------------------------------------------------------ */
+
+/* The tiny BERT, one batch, every pooling and thread count. */
+static const ref_run_t bert_runs[] = {
+    { "bert cls, 1 thread", 1, XF_POOL_CLS, 0, 1 },
+    { "bert mean, no token types", 0, XF_POOL_MEAN, 0, 2 },
+    { "bert pooler normalised, 3 threads", 1, XF_POOL_POOLER, 1, 3 },
+    { "bert mean normalised", 1, XF_POOL_MEAN, 1, 2 },
+};
 
 static void test_bert_vs_ref(void **state)
 {
@@ -212,14 +196,12 @@ static void test_bert_vs_ref(void **state)
     xf_ref_model_opts_init(&o);
     assert_int_equal(xf_ref_model_create(&o, &m), 0);
     make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 7);
-    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 1);
-    check_vs_ref(m, &bd, 0, XF_POOL_MEAN, 0, 2);
-    check_vs_ref(m, &bd, 1, XF_POOL_POOLER, 1, 3);
-    check_vs_ref(m, &bd, 1, XF_POOL_MEAN, 1, 2);
+    for (size_t i = 0; i < sizeof bert_runs / sizeof bert_runs[0]; i++)
+        check_vs_ref(m, &bd, &bert_runs[i]);
     /* Model defaults: pooling MEAN + normalise. */
     m->info.pooling = XF_POOL_MEAN;
     m->info.normalize = 1;
-    check_vs_ref(m, &bd, 1, XF_POOL_DEFAULT, -1, 2);
+    check_vs_ref(m, &bd, &(ref_run_t){ "bert model defaults", 1, XF_POOL_DEFAULT, -1, 2 });
     xf_ref_model_free(m);
 
     /* tanh-GELU and ReLU FFNs, a 4-layer model. */
@@ -227,13 +209,9 @@ static void test_bert_vs_ref(void **state)
     o.act = XF_ACT_GELU_TANH;
     o.n_layer = 4;
     o.seed = 3;
-    assert_int_equal(xf_ref_model_create(&o, &m), 0);
-    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 2);
-    xf_ref_model_free(m);
+    check_model(&o, &bd, &(ref_run_t){ "tanh-gelu, 4 layers", 1, XF_POOL_CLS, 0, 2 });
     o.act = XF_ACT_RELU;
-    assert_int_equal(xf_ref_model_create(&o, &m), 0);
-    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 2);
-    xf_ref_model_free(m);
+    check_model(&o, &bd, &(ref_run_t){ "relu, 4 layers", 1, XF_POOL_CLS, 0, 2 });
 }
 
 static void test_heads(void **state)
@@ -248,10 +226,8 @@ static void test_heads(void **state)
     o.head = XF_HEAD_BERT;
     o.n_labels = 3;
     o.seed = 11;
-    assert_int_equal(xf_ref_model_create(&o, &m), 0);
     make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 8);
-    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 2);
-    xf_ref_model_free(m);
+    check_model(&o, &bd, &(ref_run_t){ "bert classifier", 1, XF_POOL_CLS, 0, 2 });
 
     /* RoBERTa: positions start at pad + 1 = 2, one token type, dense + tanh + out_proj. */
     xf_ref_model_opts_init(&o);
@@ -264,7 +240,7 @@ static void test_heads(void **state)
     o.seed = 12;
     assert_int_equal(xf_ref_model_create(&o, &m), 0);
     make_batch(&bd, (const int32_t[]){ 64, 3, 7 }, 3, o.vocab_size, 1, 9);
-    check_vs_ref(m, &bd, 0, XF_POOL_MEAN, 0, 2);
+    check_vs_ref(m, &bd, &(ref_run_t){ "roberta classifier", 0, XF_POOL_MEAN, 0, 2 });
     /* The last position row is used by a sequence of max_positions tokens. */
     assert_int_equal(m->pos_emb.rows, 66);
     xf_ref_model_free(m);
@@ -277,10 +253,8 @@ static void test_heads(void **state)
     o.has_pooler = 0;
     o.n_labels = 4;
     o.seed = 13;
-    assert_int_equal(xf_ref_model_create(&o, &m), 0);
     make_batch(&bd, mix_len, 5, o.vocab_size, 1, 10);
-    check_vs_ref(m, &bd, 0, XF_POOL_CLS, 1, 2);
-    xf_ref_model_free(m);
+    check_model(&o, &bd, &(ref_run_t){ "distilbert classifier", 0, XF_POOL_CLS, 1, 2 });
 }
 
 static void test_pre_ln_and_heterogeneous(void **state)
@@ -294,10 +268,8 @@ static void test_pre_ln_and_heterogeneous(void **state)
     o.pre_ln = 1;
     o.n_layer = 3;
     o.seed = 21;
-    assert_int_equal(xf_ref_model_create(&o, &m), 0);
     make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 11);
-    check_vs_ref(m, &bd, 1, XF_POOL_MEAN, 0, 2);
-    xf_ref_model_free(m);
+    check_model(&o, &bd, &(ref_run_t){ "pre-LN, 3 layers", 1, XF_POOL_MEAN, 0, 2 });
 
     /* Pruned layers: own head count, head width and FFN width per layer (d_attn != D too). */
     xf_ref_model_opts_init(&o);
@@ -306,9 +278,7 @@ static void test_pre_ln_and_heterogeneous(void **state)
     o.n_head[0] = 4, o.d_head[0] = 8, o.d_ff[0] = 64;
     o.n_head[1] = 2, o.d_head[1] = 16, o.d_ff[1] = 40;
     o.n_head[2] = 3, o.d_head[2] = 8, o.d_ff[2] = 96;
-    assert_int_equal(xf_ref_model_create(&o, &m), 0);
-    check_vs_ref(m, &bd, 1, XF_POOL_CLS, 0, 3);
-    xf_ref_model_free(m);
+    check_model(&o, &bd, &(ref_run_t){ "pruned layers", 1, XF_POOL_CLS, 0, 3 });
 
     /* Linears without biases (the activation must still apply). */
     xf_ref_model_opts_init(&o);
@@ -320,7 +290,7 @@ static void test_pre_ln_and_heterogeneous(void **state)
         m->layers[l].ff1_b.data = NULL;
         m->layers[l].ff2_b.data = NULL;
     }
-    check_vs_ref(m, &bd, 1, XF_POOL_MEAN, 0, 2);
+    check_vs_ref(m, &bd, &(ref_run_t){ "linears without biases", 1, XF_POOL_MEAN, 0, 2 });
     xf_ref_model_free(m);
 }
 
@@ -478,17 +448,15 @@ static void test_zero_alloc(void **state)
         assert_int_equal(arena % ((size_t)4 << 20), 0);   /* default chunk: 4 MiB */
         assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
         out.hidden = h2;
-        atomic_store(&n_allocs, 0);
-        atomic_store(&counting, 1);
+        xf_test_alloc_count_start();
         int rc = xf_forward(c, m, p, &b, &out, NULL);
         /* Reserving again for the same plan allocates nothing either. */
         int rc2 = xf_ctx_reserve(c, p);
-        atomic_store(&counting, 0);
+        long n_allocs = xf_test_alloc_count_stop();
         assert_int_equal(rc, 0);
         assert_int_equal(rc2, 0);
-        print_message("# nth=%d: %ld allocations in the second forward\n", nth,
-                      atomic_load(&n_allocs));
-        assert_int_equal(atomic_load(&n_allocs), 0);
+        print_message("# nth=%d: %ld allocations in the second forward\n", nth, n_allocs);
+        assert_int_equal(n_allocs, 0);
         assert_int_equal(xf_ctx_arena_bytes(c), arena);
         /* And it computes the same thing again. */
         assert_memory_equal(h, h2, (size_t)bd.N * o.d_model * 4);
@@ -777,11 +745,13 @@ static void test_hf_models(void **state)
         rc = xf_model_load(dir, NULL, &m, &diag);
         if (rc)
             fail_msg("load %s: %d %s", cases[i].arch, rc, diag.msg);
-        print_message("# %s %s%s%s: ", m->info.arch_name, cases[i].dtype,
-                      cases[i].pre_ln ? " pre-LN" : "", cases[i].per_layer ? " per-layer" : "");
+        char name[160];
+        snprintf(name, sizeof name, "%s %s%s%s", m->info.arch_name, cases[i].dtype,
+                 cases[i].pre_ln ? " pre-LN" : "", cases[i].per_layer ? " per-layer" : "");
         make_batch(&bd, mix_len, 5, m->info.vocab_size,
                    m->info.type_vocab_size > 0 ? m->info.type_vocab_size : 1, 20 + i);
-        check_vs_ref(m, &bd, m->info.type_vocab_size > 1, XF_POOL_DEFAULT, -1, 2);
+        check_vs_ref(m, &bd, &(ref_run_t){ name, m->info.type_vocab_size > 1, XF_POOL_DEFAULT,
+                                           -1, 2 });
         xf_model_free(m);
         xf_test_rmtree(dir);
     }

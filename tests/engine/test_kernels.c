@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../helpers/kernel_tol.h"
 #include "../helpers/xf_test.h"
 #include "engine/cpu.h"
 #include "engine/kernels.h"
@@ -448,23 +449,6 @@ static void test_embed(void **state)
 
 /* ---- bias_act ---- */
 
-/* Bounds: identity/ReLU are one add: exact. GELU (erf): the fast kernels use an erfc with
- * relative error < 1.2e-7 (Numerical Recipes' erfcc) and a vector exp of ~2 ulp; libm's erfcf
- * is ~1 ulp: 1e-6 relative, plus the conditioning of erfc(z) for large z (a 1-ulp change of
- * z = x/√2 moves it by 2z²·u relative). GELU (tanh): x / (1 + e^(-2u)) with a ~2 ulp exp:
- * 1e-6 relative, plus 2|u|·u for a 1-ulp change of u (the vector code may round u
- * differently). 1e-30 absolute for results that underflow (x ≪ 0) differently. */
-static double act_tol(enum xf_epilogue act, float v, float ref)
-{
-    double z = v / sqrt(2.0);
-    double u = 0.7978845608028654 * (v + 0.044715 * (double)v * v * v);
-    if (act == XF_EPI_BIAS_GELU)
-        return (1e-6 + 4.0 * z * z * EPS32) * fabs(ref) + 1e-30;
-    if (act == XF_EPI_BIAS_GELU_TANH)
-        return (1e-6 + 8.0 * fabs(u) * EPS32) * fabs(ref) + 1e-30;
-    return 0.0;
-}
-
 static void test_bias_act(void **state)
 {
     (void)state;
@@ -501,7 +485,7 @@ static void test_bias_act(void **state)
                         for (size_t i = 0; i < n; i++) {
                             if (isnan(dst[i]) ||
                                 !(fabs((double)dst[i] - ref[i]) <=
-                                  act_tol((enum xf_epilogue)act,
+                                  xf_test_act_tol((enum xf_epilogue)act,
                                           x[i] + (bb ? bb[i % (size_t)d] : 0.0f), ref[i])))
                                 fail_msg("bias_act %s act=%d bias=%d d=%d x=%.9g: %.9g vs ref "
                                          "%.9g", names[t], act, wb, d, x[i], dst[i], ref[i]);

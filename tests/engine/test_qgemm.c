@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../helpers/kernel_tol.h"
 #include "../helpers/xf_test.h"
 #include "engine/cpu.h"
 #include "engine/kernels/qgemm.h"
@@ -287,20 +288,6 @@ static void test_integer_exact(void **state)
     }
 }
 
-/* Bounds: identity/ReLU are one add after the same two multiplies: bitwise. GELU (erf/tanh):
- * the vector activations of the fp32 kernels (tests/engine/test_kernels.c, act_tol): 1e-6
- * relative plus the conditioning of erfc/tanh in the argument. */
-static double act_tol(enum xf_epilogue act, float v, float ref)
-{
-    double z = v / sqrt(2.0);
-    double u = 0.7978845608028654 * (v + 0.044715 * (double)v * v * v);
-    if (act == XF_EPI_BIAS_GELU)
-        return (1e-6 + 4.0 * z * z * EPS32) * fabs(ref) + 1e-30;
-    if (act == XF_EPI_BIAS_GELU_TANH)
-        return (1e-6 + 8.0 * fabs(u) * EPS32) * fabs(ref) + 1e-30;
-    return 0.0;
-}
-
 /* The dequantising epilogue with real scales, every epilogue, every table and split. The
  * pre-activation value (float)acc·(α·σ) + b is rounded in the same order everywhere. */
 static void test_epilogues(void **state)
@@ -333,7 +320,8 @@ static void test_epilogues(void **state)
                                            xf_qgemm_w_at(W, o, kk);
                                 pre = (float)acc * (c.alpha[t] * W->sigma[o]) + c.bias[o];
                             }
-                            double tol = act_tol((enum xf_epilogue)epi, pre, yr[i]);
+                            /* the fp32 kernels' vector activations: their bounds */
+                            double tol = xf_test_act_tol((enum xf_epilogue)epi, pre, yr[i]);
                             if (!(fabs((double)y[i] - yr[i]) <= tol))
                                 fail_msg("%s %dx%dx%d epi %d nth %d: y[%d][%d] = %.9g, ref "
                                          "%.9g (tol %.3g)", tabs[tb]->name, c.m, c.n, c.k, epi,

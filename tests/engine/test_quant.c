@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,62 +16,11 @@
 #include <xformd/xformd.h>
 
 #include "../helpers/hfmodel.h"
+#include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
 #include "engine/quant.h"
-
-/* ---- allocation counting (the test links with --wrap=malloc,...) ------------------------ */
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t s);
-void *__real_realloc(void *p, size_t n);
-int __real_posix_memalign(void **p, size_t a, size_t n);
-void *__real_aligned_alloc(size_t a, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t s);
-void *__wrap_realloc(void *p, size_t n);
-int __wrap_posix_memalign(void **p, size_t a, size_t n);
-void *__wrap_aligned_alloc(size_t a, size_t n);
-
-static atomic_int counting;
-static atomic_long n_allocs;
-
-static void count(void)
-{
-    if (atomic_load(&counting))
-        atomic_fetch_add(&n_allocs, 1);
-}
-
-void *__wrap_malloc(size_t n)
-{
-    count();
-    return __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t s)
-{
-    count();
-    return __real_calloc(n, s);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    count();
-    return __real_realloc(p, n);
-}
-
-int __wrap_posix_memalign(void **p, size_t a, size_t n)
-{
-    count();
-    return __real_posix_memalign(p, a, n);
-}
-
-void *__wrap_aligned_alloc(size_t a, size_t n)
-{
-    count();
-    return __real_aligned_alloc(a, n);
-}
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -471,12 +419,11 @@ static void test_plan_and_zero_alloc(void **state)
                                 .hidden = h, .logits = lg };
             assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
             out.hidden = h2;
-            atomic_store(&n_allocs, 0);
-            atomic_store(&counting, 1);
+            xf_test_alloc_count_start();
             int rc = xf_forward(c, m, p, &b, &out, NULL);
-            atomic_store(&counting, 0);
+            long n_allocs = xf_test_alloc_count_stop();
             assert_int_equal(rc, 0);
-            assert_int_equal(atomic_load(&n_allocs), 0);
+            assert_int_equal(n_allocs, 0);
             assert_memory_equal(h, h2, (size_t)s.N * D * 4);
             free(h);
             free(h2);

@@ -148,3 +148,46 @@ void xf_test_fill(float *x, size_t n, uint64_t seed, float lo, float hi)
         x[i] = lo + (hi - lo) * (float)((z >> 11) * 0x1.0p-53);
     }
 }
+
+/* Checks failed since the last xf_cases_end(); a test program runs its tests one at a time. */
+static int case_failures;
+
+int xf_check_(const char *name, int ok, const char *expr, const char *file, int line)
+{
+    if (!ok) {
+        print_message("# FAIL case %s: %s (%s:%d)\n", name, expr, file, line);
+        case_failures++;
+    }
+    return ok;
+}
+
+int xf_check_int_(const char *name, long long got, long long want, const char *expr,
+                  const char *file, int line)
+{
+    if (got == want)
+        return 1;
+    print_message("# FAIL case %s: %s is %lld, want %lld (%s:%d)\n", name, expr, got, want,
+                  file, line);
+    case_failures++;
+    return 0;
+}
+
+int xf_check_str_(const char *name, const char *got, const char *want, const char *expr,
+                  const char *file, int line)
+{
+    if (got && want && strcmp(got, want) == 0)
+        return 1;
+    print_message("# FAIL case %s: %s is \"%s\", want \"%s\" (%s:%d)\n", name, expr,
+                  got ? got : "(null)", want ? want : "(null)", file, line);
+    case_failures++;
+    return 0;
+}
+
+void xf_cases_end(void)
+{
+    int n = case_failures;
+    case_failures = 0;
+    if (n)
+        print_message("# %d failed check(s) in named cases above\n", n);
+    assert_int_equal(n, 0);
+}

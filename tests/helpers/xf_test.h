@@ -48,4 +48,22 @@ int xf_test_allclose(const float *got, const float *exp, size_t n, double rtol, 
 /* Deterministic fill in [lo, hi) from a seed (SplitMix64), for test inputs. */
 void xf_test_fill(float *x, size_t n, uint64_t seed, float lo, float hi);
 
+/* Tables of named cases inside one cmocka test, one named case per check (as hiredis's
+ * `test("…"); test_cond(…)`): a failing XF_CHECK prints "# FAIL case <name>: <what>
+ * (file:line)" and the table carries on, so every failing case is named; xf_cases_end() then
+ * fails the test when any check failed since the last call. Each XF_CHECK yields its condition
+ * (1 or 0), so a case can stop early when a later check would be meaningless. */
+#define XF_CHECK(name, cond) xf_check_((name), !!(cond), #cond, __FILE__, __LINE__)
+#define XF_CHECK_INT(name, got, want)                                              \
+    xf_check_int_((name), (long long)(got), (long long)(want), #got, __FILE__, __LINE__)
+#define XF_CHECK_STR(name, got, want)                                              \
+    xf_check_str_((name), (got), (want), #got, __FILE__, __LINE__)
+int xf_check_(const char *name, int ok, const char *expr, const char *file, int line);
+int xf_check_int_(const char *name, long long got, long long want, const char *expr,
+                  const char *file, int line);
+int xf_check_str_(const char *name, const char *got, const char *want, const char *expr,
+                  const char *file, int line);
+/* Fails the current test when a check failed since the last call; resets the count. */
+void xf_cases_end(void);
+
 #endif

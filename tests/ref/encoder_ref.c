@@ -34,22 +34,10 @@ void xf_ref_model_opts_init(xf_ref_model_opts_t *o)
     o->w_scale = 0.08f;
 }
 
+/* Takes p: on failure frees it. */
 static int own(xf_model_t *m, void *p)
 {
-    if (!p)
-        return -ENOMEM;
-    if (m->n_owned == m->cap_owned) {
-        int32_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
-        void **n = realloc(m->owned, (size_t)cap * sizeof *n);
-        if (!n) {
-            free(p);
-            return -ENOMEM;
-        }
-        m->owned = n;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = p;
-    return 0;
+    return xf_owned_add(&m->owned, p);
 }
 
 /* Fill w with rows × cols values: uniform noise around base. */
@@ -76,9 +64,7 @@ void xf_ref_model_free(xf_model_t *m)
         return;
     if (m->prep_free)
         m->prep_free(m->prep);
-    for (int32_t i = 0; i < m->n_owned; i++)
-        free(m->owned[i]);
-    free(m->owned);
+    xf_owned_free(&m->owned);
     free(m->layers);
     free(m->layer_info);
     free(m);

@@ -9,6 +9,8 @@
 
 #include "xf_test.h"
 
+#include "server/metrics.h"
+
 int fx_write_model(const char *tag, int n_labels, char *dir, size_t len)
 {
     if (!xf_test_tmpdir(dir, len, tag))
@@ -35,6 +37,56 @@ void fx_opts(xf_server_opts_t *o, const char *dir)
     o->handle_signals = 0;
     o->notify = 0;
     o->warmup = 1;
+}
+
+xf_server_t *fx_start_opts(const xf_server_opts_t *o)
+{
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0, "" };
+    int rc = xf_server_start(o, &s, &diag);
+    if (rc < 0)
+        print_message("# xf_server_start: %s %s\n", xf_strerror(rc), diag.msg);
+    assert_int_equal(rc, 0);
+    return s;
+}
+
+void fx_launch(fx_srv_t *srv, const xf_server_opts_t *o)
+{
+    srv->s = fx_start_opts(o);
+    srv->port = xf_server_port(srv->s);
+    assert_true(srv->port > 0);
+}
+
+xf_server_t *fx_start(const char *tag, xf_server_opts_t *o, enum xf_log_level level, char *dir,
+                      size_t len)
+{
+    xf_metrics_init(NULL);
+    xf_log_open(level, NULL);
+    assert_int_equal(fx_write_model(tag, 0, dir, len), 0);
+    o->model_dir = dir;
+    return fx_start_opts(o);
+}
+
+void fx_stop(xf_server_t *s, const char *dir)
+{
+    xf_server_drain(s);
+    assert_int_equal(xf_server_wait(s), 0);
+    xf_server_free(s);
+    xf_test_rmtree(dir);
+}
+
+void fx_stop_all(fx_srv_t *S, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!S[i].s)
+            continue;
+        xf_server_drain(S[i].s);
+        assert_int_equal(xf_server_wait(S[i].s), 0);
+        xf_server_free(S[i].s);
+        S[i].s = NULL;
+        if (S[i].dir[0])
+            xf_test_rmtree(S[i].dir);
+    }
 }
 
 json_t *fx_json(int port, const char *method, const char *path, const char *extra,

@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 
+#include "server/log.h"
 #include "server/server.h"
 #include "http_client.h"
 
@@ -12,6 +13,29 @@
 int fx_write_model(const char *tag, int n_labels, char *dir, size_t len);
 /* Options for a test server on port 0 serving dir (1 worker, 1 compute thread). */
 void fx_opts(xf_server_opts_t *o, const char *dir);
+/* A test server held by a test program: the server, its port and its model directory (empty
+ * when the program owns the directory itself). */
+typedef struct fx_srv {
+    xf_server_t *s;
+    int port;
+    char dir[1024];
+} fx_srv_t;
+
+/* Start a server with o (o->model_dir set); asserts success (printing the error and the diag
+ * when it fails) and returns it. */
+xf_server_t *fx_start_opts(const xf_server_opts_t *o);
+/* fx_start_opts() into srv, with its port (asserted > 0). */
+void fx_launch(fx_srv_t *srv, const xf_server_opts_t *o);
+/* Drain, wait (asserts a clean exit) and free every started server of S[0..n); removes each
+ * one's dir when set. Servers never started are passed over. */
+void fx_stop_all(fx_srv_t *S, int n);
+/* Reset the metrics, open the log at level (stderr), write the tiny demo model into tmp/<tag>
+ * (dir), point o->model_dir at it and start the server; asserts success (printing the diag when
+ * it fails). Stop with fx_stop(). */
+xf_server_t *fx_start(const char *tag, xf_server_opts_t *o, enum xf_log_level level, char *dir,
+                      size_t len);
+/* Drain, wait (asserts a clean exit), free the server and remove dir. */
+void fx_stop(xf_server_t *s, const char *dir);
 /* GET/POST and parse the JSON reply; asserts the status. Returns a new reference or NULL
  * when the body is not JSON. */
 json_t *fx_json(int port, const char *method, const char *path, const char *extra,

@@ -97,25 +97,12 @@ static int64_t wait_closed_metric(const char *reason, int64_t want)
 
 static xf_server_t *start(char *dir, size_t len, const char *tag, xf_server_opts_t *o)
 {
-    xf_metrics_init(NULL);
-    xf_log_open(getenv("XF_TEST_DEBUG") ? XF_LOG_DEBUG : XF_LOG_ERROR, NULL);
-    assert_int_equal(fx_write_model(tag, 0, dir, len), 0);
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0, "" };
-    o->model_dir = dir;
-    int rc = xf_server_start(o, &s, &diag);
-    if (rc < 0)
-        print_message("# xf_server_start: %s\n", diag.msg);
-    assert_int_equal(rc, 0);
-    return s;
+    return fx_start(tag, o, getenv("XF_TEST_DEBUG") ? XF_LOG_DEBUG : XF_LOG_ERROR, dir, len);
 }
 
 static void stop(xf_server_t *s, const char *dir)
 {
-    xf_server_drain(s);
-    assert_int_equal(xf_server_wait(s), 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
+    fx_stop(s, dir);
 }
 
 /* How many slow connections the test holds: the issue's 2,000 scaled to CI, within the file

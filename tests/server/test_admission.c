@@ -23,30 +23,18 @@
 static xf_server_t *start(char *dir, size_t len, const char *tag, double fake_s_per_token,
                           int max_compute_ms)
 {
-    xf_metrics_init(NULL);
-    xf_log_open(getenv("XF_TEST_LOG") ? XF_LOG_INFO : XF_LOG_ERROR, NULL);
-    assert_int_equal(fx_write_model(tag, 0, dir, len), 0);
     xf_server_opts_t o;
-    fx_opts(&o, dir);
+    fx_opts(&o, NULL);
     o.warmup = 1;
     o.warmup_fake_s_per_token = fake_s_per_token;
     if (max_compute_ms > 0)
         o.max_compute_ms = max_compute_ms;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0, "" };
-    int rc = xf_server_start(&o, &s, &diag);
-    if (rc < 0)
-        print_message("# xf_server_start: %s\n", diag.msg);
-    assert_int_equal(rc, 0);
-    return s;
+    return fx_start(tag, &o, getenv("XF_TEST_LOG") ? XF_LOG_INFO : XF_LOG_ERROR, dir, len);
 }
 
 static void stop(xf_server_t *s, const char *dir)
 {
-    xf_server_drain(s);
-    assert_int_equal(xf_server_wait(s), 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
+    fx_stop(s, dir);
 }
 
 /* n words: at least n tokens with the demo tokenizer (plus [CLS] and [SEP]). */

@@ -24,10 +24,7 @@
 enum { SRV_A, SRV_B, SRV_N };
 enum { N_MIX = 4 };
 
-static struct {
-    xf_server_t *s;
-    int port;
-} S[SRV_N];
+static fx_srv_t S[SRV_N];
 static char g_dir[1024];
 static int D_MODEL;
 
@@ -54,13 +51,7 @@ static void need_servers(void)
             o.max_queue_delay_ms = 5000;
             o.timeout_ms = 60000;
         }
-        xf_diag_t diag = { 0, "" };
-        int rc = xf_server_start(&o, &S[i].s, &diag);
-        if (rc < 0)
-            print_message("# xf_server_start: %s %s\n", xf_strerror(rc), diag.msg);
-        assert_int_equal(rc, 0);
-        S[i].port = xf_server_port(S[i].s);
-        assert_true(S[i].port > 0);
+        fx_launch(&S[i], &o);
     }
     D_MODEL = xf_model_info(xf_server_model(S[0].s))->d_model;
     assert_true(D_MODEL > 0 && D_MODEL <= 1024);
@@ -508,14 +499,7 @@ static void test_mixed_batch(void **state)
 static void test_stop(void **state)
 {
     (void)state;
-    for (int i = 0; i < SRV_N; i++) {
-        if (!S[i].s)
-            continue;
-        xf_server_drain(S[i].s);
-        assert_int_equal(xf_server_wait(S[i].s), 0);
-        xf_server_free(S[i].s);
-        S[i].s = NULL;
-    }
+    fx_stop_all(S, SRV_N);   /* the servers share g_dir: their own dir stays empty */
     if (g_dir[0])
         xf_test_rmtree(g_dir);
 }

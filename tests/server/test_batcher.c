@@ -56,6 +56,26 @@ static void mk1(tjob_t *j, int32_t len, uint64_t now, uint64_t deadline)
     mkjob(j, 1, &len, now, deadline);
 }
 
+/* Make j[0..n) (lens[i] tokens each, or len when lens is NULL), all arriving at now with the
+ * same deadline, and push them in order. */
+static void push_jobs(xf_batcher_t *b, tjob_t *j, int n, const int32_t *lens, int32_t len,
+                      uint64_t now, uint64_t deadline)
+{
+    for (int i = 0; i < n; i++) {
+        mk1(&j[i], lens ? lens[i] : len, now, deadline);
+        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+    }
+}
+
+/* Whether the batch out[0..n) holds job j. */
+static int has_job(xf_bjob_t *const *out, size_t n, const tjob_t *j)
+{
+    int has = 0;
+    for (size_t i = 0; i < n; i++)
+        has |= out[i] == &j->b;
+    return has;
+}
+
 static void set_cost(xf_cost_t *cm, double c0, double c1, double c2)
 {
     xf_cost_init(cm, 0);
@@ -242,10 +262,7 @@ static void test_policy_fifo(void **state)
     assert_int_equal(info.max_len, 50);
     /* Full (max_batch 4 reached): dispatch at once, length-blind, in arrival order. */
     int32_t lens[6] = {200, 5, 7, 100, 3, 9};
-    for (int i = 0; i < 6; i++) {
-        mk1(&j[i], lens[i], t0, t0 + 10 * SEC);
-        assert_int_equal(xf_batcher_push(b, &j[i].b, t0), 0);
-    }
+    push_jobs(b, j, 6, lens, 0, t0, t0 + 10 * SEC);
     assert_int_equal(xf_batcher_next(b, t0, out, 8, &n, &info, &wake), 0);
     assert_int_equal(n, 4);
     for (int i = 0; i < 4; i++)
@@ -301,10 +318,7 @@ static void test_policy_dp(void **state)
     tjob_t j[5];
     uint64_t now = SEC;
     int32_t lens[5] = {500, 8, 9, 10, 7};
-    for (int i = 0; i < 5; i++) {
-        mk1(&j[i], lens[i], now, now + 100 * SEC);
-        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
-    }
+    push_jobs(b, j, 5, lens, 0, now, now + 100 * SEC);
     xf_bjob_t *out[32];
     size_t n;
     uint64_t wake;
@@ -318,10 +332,7 @@ static void test_policy_dp(void **state)
     /* Expensive batches (c0 dominates): everything in one batch. */
     b = mkb(XF_BATCH_DP, 32, 8192);
     set_cost(xf_batcher_cost(b), 1.0, 1e-6, 0);
-    for (int i = 0; i < 5; i++) {
-        mk1(&j[i], lens[i], now, now + 100 * SEC);
-        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
-    }
+    push_jobs(b, j, 5, lens, 0, now, now + 100 * SEC);
     assert_int_equal(xf_batcher_next(b, now, out, 32, &n, &info, &wake), 0);
     assert_int_equal(n, 5);
     assert_int_equal(info.n_tokens, 534);
@@ -333,15 +344,9 @@ static void test_policy_dp(void **state)
     set_cost(xf_batcher_cost(b), 1e-4, 1e-3, 0);
     mk1(&j[0], 500, now, now + 510 * MS);   /* alone: 500.1 ms */
     assert_int_equal(xf_batcher_push(b, &j[0].b, now), 0);
-    for (int i = 1; i < 5; i++) {
-        mk1(&j[i], lens[i], now, now + 100 * SEC);
-        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
-    }
+    push_jobs(b, j + 1, 4, lens + 1, 0, now, now + 100 * SEC);
     assert_int_equal(xf_batcher_next(b, now, out, 32, &n, &info, &wake), 0);
-    int has_long = 0;
-    for (size_t i = 0; i < n; i++)
-        has_long |= out[i] == &j[0].b;
-    assert_true(has_long);
+    assert_true(has_job(out, n, &j[0]));
     assert_true(info.predicted_s <= 0.510);
     xf_batcher_free(b);
 }
@@ -588,18 +593,12 @@ static void test_dp_window_no_starvation(void **state)
     /* Alone 30.1 ms; behind the 7 short jobs of the window it would end after 37 ms. */
     mk1(&j[0], 300, now, now + 33 * MS);
     assert_int_equal(xf_batcher_push(b, &j[0].b, now), 0);
-    for (int i = 1; i < 40; i++) {
-        mk1(&j[i], 10, now, now + 10 * SEC);
-        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
-    }
+    push_jobs(b, j + 1, 39, NULL, 10, now, now + 10 * SEC);
     xf_bjob_t *out[64];
     size_t n;
     uint64_t wake;
     assert_int_equal(xf_batcher_next(b, now, out, 64, &n, NULL, &wake), 0);
-    int has_long = 0;
-    for (size_t i = 0; i < n; i++)
-        has_long |= out[i] == &j[0].b;
-    assert_true(has_long);
+    assert_true(has_job(out, n, &j[0]));
     xf_batcher_free(b);
 }
 
@@ -685,18 +684,13 @@ static void test_dp_aging(void **state)
         uint64_t now = 10 * SEC;
         tjob_t j[4];
         mk1(&j[0], 40, now - 5 * SEC, now + 100 * SEC);
-        for (int i = 1; i < 4; i++)
-            mk1(&j[i], 10, now, now + 100 * SEC);
-        for (int i = 0; i < 4; i++)
-            assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
+        assert_int_equal(xf_batcher_push(b, &j[0].b, now), 0);
+        push_jobs(b, j + 1, 3, NULL, 10, now, now + 100 * SEC);
         xf_bjob_t *out[32];
         size_t n;
         uint64_t wake;
         assert_int_equal(xf_batcher_next(b, now, out, 32, &n, NULL, &wake), 0);
-        int has_old = 0;
-        for (size_t i = 0; i < n; i++)
-            has_old |= out[i] == &j[0].b;
-        assert_int_equal(has_old, aging);
+        assert_int_equal(has_job(out, n, &j[0]), aging);
         xf_batcher_free(b);
     }
 }
@@ -711,10 +705,7 @@ static void test_dp_drops_late_jobs(void **state)
     set_cost(xf_batcher_cost(b), 1e-3, 1e-3, 0);
     uint64_t now = SEC;
     tjob_t j[2];
-    for (int i = 0; i < 2; i++) {
-        mk1(&j[i], 100, now, now + 105 * MS);
-        assert_int_equal(xf_batcher_push(b, &j[i].b, now), 0);
-    }
+    push_jobs(b, j, 2, NULL, 100, now, now + 105 * MS);
     xf_bjob_t *out[32];
     size_t n;
     uint64_t wake;

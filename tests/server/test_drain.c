@@ -45,22 +45,13 @@ static void *client_main(void *p)
 static xf_server_t *start(char *dir, size_t len, const char *tag, int delay_ms,
                           int drain_timeout_ms)
 {
-    xf_metrics_init(NULL);
-    xf_log_open(XF_LOG_WARN, NULL);
-    assert_int_equal(fx_write_model(tag, 0, dir, len), 0);
     xf_server_opts_t o;
-    fx_opts(&o, dir);
+    fx_opts(&o, NULL);
     o.policy = XF_BATCH_FIFO;
     o.max_batch = 64;
     o.max_queue_delay_ms = delay_ms;
     o.drain_timeout_ms = drain_timeout_ms;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0, "" };
-    int rc = xf_server_start(&o, &s, &diag);
-    if (rc < 0)
-        print_message("# xf_server_start: %s\n", diag.msg);
-    assert_int_equal(rc, 0);
-    return s;
+    return fx_start(tag, &o, XF_LOG_WARN, dir, len);
 }
 
 static void wait_inflight(xf_server_t *s, long n)
@@ -230,10 +221,7 @@ static void test_deadline(void **state)
                            "{\"input\":\"x\",\"timeout_ms\":0}", &r), 0);
     assert_int_equal(r.status, 400);
     hc_free(&r);
-    xf_server_drain(s);
-    assert_int_equal(xf_server_wait(s), 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
+    fx_stop(s, dir);
 }
 
 /* Real signals, as systemd sends them: SIGHUP reopens the log file (after logrotate moved
@@ -291,17 +279,14 @@ static void test_overload(void **state)
 {
     (void)state;
     char dir[1024];
-    xf_metrics_init(NULL);
-    assert_int_equal(fx_write_model("drain5", 0, dir, sizeof dir), 0);
     xf_server_opts_t o;
-    fx_opts(&o, dir);
+    fx_opts(&o, NULL);
     o.policy = XF_BATCH_FIFO;
     o.max_batch = 64;
     o.max_queue_delay_ms = 1500;   /* the queue fills while the batch waits */
     o.max_queue_jobs = 2;
     o.max_queued_tokens = 64;
-    xf_server_t *s = NULL;
-    assert_int_equal(xf_server_start(&o, &s, NULL), 0);
+    xf_server_t *s = fx_start("drain5", &o, XF_LOG_WARN, dir, sizeof dir);
     int port = xf_server_port(s);
     enum { N = 4 };
     pthread_t th[N];
@@ -335,10 +320,7 @@ static void test_overload(void **state)
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")),
                            "max_queued_tokens"));
     json_decref(j);
-    xf_server_drain(s);
-    assert_int_equal(xf_server_wait(s), 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
+    fx_stop(s, dir);
 }
 
 /* Start-up failures are clear errors that release everything: a port in use, a model

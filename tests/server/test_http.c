@@ -23,11 +23,7 @@
 
 enum { SRV_PLAIN, SRV_CLS3, SRV_CLS1, SRV_N };
 
-static struct {
-    xf_server_t *s;
-    int port;
-    char dir[1024];
-} S[SRV_N];
+static fx_srv_t S[SRV_N];
 
 static int D_MODEL;
 
@@ -52,13 +48,7 @@ static void need_servers(void)
         }
         if (i == SRV_CLS3)
             o.api_key = KEY;
-        xf_diag_t diag = { 0, "" };
-        int rc = xf_server_start(&o, &S[i].s, &diag);
-        if (rc < 0)
-            print_message("# xf_server_start: %s %s\n", xf_strerror(rc), diag.msg);
-        assert_int_equal(rc, 0);
-        S[i].port = xf_server_port(S[i].s);
-        assert_true(S[i].port > 0);
+        fx_launch(&S[i], &o);
     }
     D_MODEL = xf_model_info(xf_server_model(S[0].s))->d_model;
 }
@@ -73,32 +63,49 @@ static double norm(json_t *arr)
     return sqrt(ss);
 }
 
-static void check_error_shape_openai(json_t *j, const char *code)
+/* How an error reply must look: each API has its own shape (checked by check_shape). */
+enum err_shape { SHAPE_ANY, SHAPE_OPENAI, SHAPE_TEI, SHAPE_KSERVE, SHAPE_OWN };
+
+/* The error reply j has its API's shape; code is the OpenAI/own error code or the TEI
+ * error_type. Checks named n (see XF_CHECK). */
+static void check_shape(const char *n, enum err_shape shape, const char *code, json_t *j)
 {
     json_t *e = json_object_get(j, "error");
-    assert_true(json_is_object(e));
-    assert_true(json_is_string(json_object_get(e, "message")));
-    assert_true(json_is_string(json_object_get(e, "type")));
-    assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+    switch (shape) {
+    case SHAPE_ANY:
+        break;
+    case SHAPE_OPENAI:
+        if (XF_CHECK(n, json_is_object(e))) {
+            XF_CHECK(n, json_is_string(json_object_get(e, "message")));
+            XF_CHECK(n, json_is_string(json_object_get(e, "type")));
+            XF_CHECK_STR(n, json_string_value(json_object_get(e, "code")), code);
+        }
+        break;
+    case SHAPE_TEI:
+        XF_CHECK(n, json_is_string(e));
+        XF_CHECK_STR(n, json_string_value(json_object_get(j, "error_type")), code);
+        break;
+    case SHAPE_KSERVE:
+        XF_CHECK(n, json_is_string(e));
+        break;
+    case SHAPE_OWN:
+        if (XF_CHECK(n, json_is_object(e))) {
+            XF_CHECK_STR(n, json_string_value(json_object_get(e, "code")), code);
+            XF_CHECK(n, json_is_string(json_object_get(e, "message")));
+        }
+        break;
+    }
 }
 
-static void check_error_shape_tei(json_t *j, const char *type)
-{
-    assert_true(json_is_string(json_object_get(j, "error")));
-    assert_string_equal(json_string_value(json_object_get(j, "error_type")), type);
-}
+/* The same, asserted at once for a single reply (named by the caller's line). */
+#define CHECK_SHAPE(j, shape, code) expect_shape((j), (shape), (code), __LINE__)
 
-static void check_error_shape_kserve(json_t *j)
+static void expect_shape(json_t *j, enum err_shape shape, const char *code, int line)
 {
-    assert_true(json_is_string(json_object_get(j, "error")));
-}
-
-static void check_error_shape_own(json_t *j, const char *code)
-{
-    json_t *e = json_object_get(j, "error");
-    assert_true(json_is_object(e));
-    assert_string_equal(json_string_value(json_object_get(e, "code")), code);
-    assert_true(json_is_string(json_object_get(e, "message")));
+    char name[48];
+    snprintf(name, sizeof name, "reply checked at test_http.c:%d", line);
+    check_shape(name, shape, code, j);
+    xf_cases_end();
 }
 
 /* ---- health and KServe ---------------------------------------------------------------- */
@@ -138,10 +145,10 @@ static void test_kserve(void **state)
     assert_true(json_is_true(json_object_get(j, "ready")));
     json_decref(j);
     j = fx_json(p, "GET", "/v2/models/nope", NULL, NULL, 404);
-    check_error_shape_kserve(j);
+    CHECK_SHAPE(j, SHAPE_KSERVE, NULL);
     json_decref(j);
     j = fx_json(p, "POST", "/v2/models/nope/infer", NULL, "{}", 404);
-    check_error_shape_kserve(j);
+    CHECK_SHAPE(j, SHAPE_KSERVE, NULL);
     json_decref(j);
 
     const char *body = "{\"id\":\"r1\",\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
@@ -174,7 +181,7 @@ static void test_kserve(void **state)
     j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL,
                 "{\"inputs\":[{\"name\":\"t\",\"datatype\":\"FP32\",\"shape\":[1],"
                 "\"data\":[1.0]}]}", 400);
-    check_error_shape_kserve(j);
+    CHECK_SHAPE(j, SHAPE_KSERVE, NULL);
     json_decref(j);
     j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL,
                 "{\"inputs\":[{\"name\":\"t\",\"datatype\":\"BYTES\",\"shape\":[3],"
@@ -282,15 +289,15 @@ static void test_openai_embeddings(void **state)
     assert_int_equal(json_array_size(emb), D_MODEL);
     json_decref(j);
     j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"x\",\"dimensions\":0}", 400);
-    check_error_shape_openai(j, "invalid_dimensions");
+    CHECK_SHAPE(j, SHAPE_OPENAI, "invalid_dimensions");
     json_decref(j);
     j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"x\",\"dimensions\":100000}",
                 400);
-    check_error_shape_openai(j, "invalid_dimensions");
+    CHECK_SHAPE(j, SHAPE_OPENAI, "invalid_dimensions");
     json_decref(j);
     j = fx_json(p, "POST", "/v1/embeddings", NULL,
                 "{\"input\":\"x\",\"encoding_format\":\"int8\"}", 400);
-    check_error_shape_openai(j, "invalid_field");
+    CHECK_SHAPE(j, SHAPE_OPENAI, "invalid_field");
     json_decref(j);
 
     /* Token ids: one array and a list of arrays; out-of-range ids are a 400. */
@@ -305,7 +312,7 @@ static void test_openai_embeddings(void **state)
                                                         "prompt_tokens")), 7);
     json_decref(j);
     j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[2,99999999,3]}", 400);
-    check_error_shape_openai(j, "invalid_field");
+    CHECK_SHAPE(j, SHAPE_OPENAI, "invalid_field");
     json_decref(j);
     j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[[2,3],[]]}", 400);
     json_decref(j);
@@ -339,7 +346,7 @@ static void test_tei_rerank(void **state)
     need_servers();
     json_t *j = fx_json(S[SRV_PLAIN].port, "POST", "/rerank", NULL,
                         "{\"query\":\"q\",\"texts\":[\"a\"]}", 400);
-    check_error_shape_tei(j, "Validation");
+    CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "cross-encoder"));
     json_decref(j);
 
@@ -365,10 +372,10 @@ static void test_tei_rerank(void **state)
     assert_true(seen[0] == 1 && seen[1] == 1 && seen[2] == 1);
     json_decref(j);
     j = fx_json(p, "POST", "/rerank", NULL, "{\"query\":\"q\",\"texts\":[]}", 400);
-    check_error_shape_tei(j, "Empty");
+    CHECK_SHAPE(j, SHAPE_TEI, "Empty");
     json_decref(j);
     j = fx_json(p, "POST", "/rerank", NULL, "{\"texts\":[\"a\"]}", 400);
-    check_error_shape_tei(j, "Validation");
+    CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     json_decref(j);
 }
 
@@ -377,7 +384,7 @@ static void test_tei_predict(void **state)
     (void)state;
     need_servers();
     json_t *j = fx_json(S[SRV_PLAIN].port, "POST", "/predict", NULL, "{\"inputs\":\"x\"}", 400);
-    check_error_shape_tei(j, "Validation");
+    CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     json_decref(j);
     int p = S[SRV_CLS3].port;
     j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":\"i love it\"}", 200);
@@ -404,102 +411,112 @@ static void test_tei_predict(void **state)
     assert_int_equal(json_array_size(json_array_get(j, 1)), 3);
     json_decref(j);
     j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":[1,2,3]}", 400);
-    check_error_shape_tei(j, "Validation");
+    CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     json_decref(j);
 }
 
 /* ---- errors ------------------------------------------------------------------------- */
+
+typedef struct err_case {
+    const char *name;
+    const char *method, *path, *extra, *body;
+    int status;
+    enum err_shape shape;
+    const char *code;   /* OpenAI/own error code, TEI error_type; NULL for SHAPE_ANY/KSERVE */
+} err_case_t;
+
+#define CT_TEXT "Content-Type: text/plain\r\n"
+#define CT_JSON_UTF8 "Content-Type: application/json; charset=utf-8\r\n"
+
+static const err_case_t err_cases[] = {
+    /* Bad JSON in each API's shape. */
+    { "openai bad json", "POST", "/v1/embeddings", NULL, "{\"input\": ", 400, SHAPE_OPENAI,
+      "invalid_json" },
+    { "tei bad json", "POST", "/embed", NULL, "[1,2", 400, SHAPE_TEI, "Validation" },
+    { "kserve bad json", "POST", "/v2/models/xformd-demo/infer", NULL, "nope", 400,
+      SHAPE_KSERVE, NULL },
+    { "empty body", "POST", "/embed", NULL, "", 400, SHAPE_ANY, NULL },
+    { "array, not object", "POST", "/embed", NULL, "[\"not an object\"]", 400, SHAPE_ANY, NULL },
+    /* Duplicate keys (deep nesting is a generated case in test_errors). */
+    { "duplicate key", "POST", "/embed", NULL, "{\"inputs\":\"a\",\"inputs\":\"b\"}", 400,
+      SHAPE_ANY, NULL },
+    /* Wrong field types. */
+    { "input is a number", "POST", "/v1/embeddings", NULL, "{\"input\":5}", 400, SHAPE_OPENAI,
+      "invalid_field" },
+    { "input list holds a number", "POST", "/v1/embeddings", NULL, "{\"input\":[\"a\",7]}",
+      400, SHAPE_OPENAI, "invalid_field" },
+    { "model is a number", "POST", "/v1/embeddings", NULL, "{\"input\":\"a\",\"model\":3}",
+      400, SHAPE_ANY, NULL },
+    { "normalize is a string", "POST", "/embed", NULL,
+      "{\"inputs\":\"a\",\"normalize\":\"yes\"}", 400, SHAPE_ANY, NULL },
+    { "truncate is a number", "POST", "/embed", NULL, "{\"inputs\":\"a\",\"truncate\":1}",
+      400, SHAPE_ANY, NULL },
+    { "input missing", "POST", "/v1/embeddings", NULL, "{\"nothing\":1}", 400, SHAPE_OPENAI,
+      "missing_field" },
+    /* Empty input list (too many texts is a generated case in test_errors). */
+    { "empty input list", "POST", "/v1/embeddings", NULL, "{\"input\":[]}", 400, SHAPE_OPENAI,
+      "empty_input" },
+    /* Content type: text/plain is refused, JSON with a charset is fine. */
+    { "text/plain body", "POST", "/embed", CT_TEXT, "{\"inputs\":\"a\"}", 415, SHAPE_TEI,
+      "Validation" },
+    { "json with charset", "POST", "/embed", CT_JSON_UTF8, "{\"inputs\":\"a\"}", 200,
+      SHAPE_ANY, NULL },
+    /* Unknown route, wrong method. */
+    { "unknown route", "GET", "/nope", NULL, NULL, 404, SHAPE_OWN, "not_found" },
+    { "GET on a POST route", "GET", "/v1/embeddings", NULL, NULL, 405, SHAPE_OPENAI,
+      "method_not_allowed" },
+    { "POST on a GET route", "POST", "/v2/health/live", NULL, "{}", 405, SHAPE_ANY, NULL },
+    /* Invalid UTF-8 inside a JSON string. */
+    { "tei invalid utf-8", "POST", "/embed", NULL, "{\"inputs\":\"ab\xff\xfe cd\"}", 400,
+      SHAPE_TEI, "Tokenizer" },
+    { "openai invalid utf-8", "POST", "/v1/embeddings", NULL, "{\"input\":\"\xc3\x28\"}", 400,
+      SHAPE_OPENAI, "invalid_utf8" },
+};
+
+/* Send c to port: the status, then the shape of the reply. */
+static void run_err_case(int port, const err_case_t *c)
+{
+    hc_resp_t r;
+    if (!XF_CHECK(c->name, hc_do(port, c->method, c->path, c->extra, c->body, &r) == 0))
+        return;
+    if (!XF_CHECK_INT(c->name, r.status, c->status))
+        print_message("# %s %s: %s\n", c->method, c->path, r.body);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    hc_free(&r);
+    if (c->shape != SHAPE_ANY && XF_CHECK(c->name, j != NULL))
+        check_shape(c->name, c->shape, c->code, j);
+    json_decref(j);
+}
 
 static void test_errors(void **state)
 {
     (void)state;
     need_servers();
     int p = S[SRV_PLAIN].port;
-    json_t *j;
-    /* Bad JSON in each API's shape. */
-    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\": ", 400);
-    check_error_shape_openai(j, "invalid_json");
-    json_decref(j);
-    j = fx_json(p, "POST", "/embed", NULL, "[1,2", 400);
-    check_error_shape_tei(j, "Validation");
-    json_decref(j);
-    j = fx_json(p, "POST", "/v2/models/xformd-demo/infer", NULL, "nope", 400);
-    check_error_shape_kserve(j);
-    json_decref(j);
-    j = fx_json(p, "POST", "/embed", NULL, "", 400);
-    json_decref(j);
-    j = fx_json(p, "POST", "/embed", NULL, "[\"not an object\"]", 400);
-    json_decref(j);
-    /* Duplicate keys and deep nesting. */
-    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"a\",\"inputs\":\"b\"}", 400);
-    json_decref(j);
-    {
-        char deep[4096];
-        size_t n = 0;
-        n += (size_t)snprintf(deep, sizeof deep, "{\"inputs\":");
-        for (int i = 0; i < 1000; i++)
-            deep[n++] = '[';
-        for (int i = 0; i < 1000; i++)
-            deep[n++] = ']';
-        deep[n++] = '}';
-        deep[n] = '\0';
-        j = fx_json(p, "POST", "/embed", NULL, deep, 400);
-        check_error_shape_tei(j, "Validation");
-        json_decref(j);
-    }
-    /* Wrong field types. */
-    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":5}", 400);
-    check_error_shape_openai(j, "invalid_field");
-    json_decref(j);
-    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[\"a\",7]}", 400);
-    check_error_shape_openai(j, "invalid_field");
-    json_decref(j);
-    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"a\",\"model\":3}", 400);
-    json_decref(j);
-    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"a\",\"normalize\":\"yes\"}", 400);
-    json_decref(j);
-    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"a\",\"truncate\":1}", 400);
-    json_decref(j);
-    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"nothing\":1}", 400);
-    check_error_shape_openai(j, "missing_field");
-    json_decref(j);
-    /* Empty input list. */
-    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":[]}", 400);
-    check_error_shape_openai(j, "empty_input");
-    json_decref(j);
+    for (size_t i = 0; i < sizeof err_cases / sizeof err_cases[0]; i++)
+        run_err_case(p, &err_cases[i]);
+
+    /* Deep nesting: 1000 levels of arrays. */
+    char deep[4096];
+    size_t n = 0;
+    n += (size_t)snprintf(deep, sizeof deep, "{\"inputs\":");
+    for (int i = 0; i < 1000; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 1000; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    deep[n] = '\0';
+    run_err_case(p, &(err_case_t){ "1000 nested arrays", "POST", "/embed", NULL, deep, 400,
+                                   SHAPE_TEI, "Validation" });
+
     /* Too many texts (request.max_texts = 16 on this server). */
-    {
-        char body[1024] = "{\"input\":[";
-        for (int i = 0; i < 17; i++)
-            strcat(body, i ? ",\"t\"" : "\"t\"");
-        strcat(body, "]}");
-        j = fx_json(p, "POST", "/v1/embeddings", NULL, body, 413);
-        check_error_shape_openai(j, "too_many_inputs");
-        json_decref(j);
-    }
-    /* Wrong content type. */
-    j = fx_json(p, "POST", "/embed", "Content-Type: text/plain\r\n", "{\"inputs\":\"a\"}", 415);
-    check_error_shape_tei(j, "Validation");
-    json_decref(j);
-    j = fx_json(p, "POST", "/embed", "Content-Type: application/json; charset=utf-8\r\n",
-                "{\"inputs\":\"a\"}", 200);
-    json_decref(j);
-    /* Unknown route, wrong method. */
-    j = fx_json(p, "GET", "/nope", NULL, NULL, 404);
-    check_error_shape_own(j, "not_found");
-    json_decref(j);
-    j = fx_json(p, "GET", "/v1/embeddings", NULL, NULL, 405);
-    check_error_shape_openai(j, "method_not_allowed");
-    json_decref(j);
-    j = fx_json(p, "POST", "/v2/health/live", NULL, "{}", 405);
-    json_decref(j);
-    /* Invalid UTF-8 inside a JSON string. */
-    j = fx_json(p, "POST", "/embed", NULL, "{\"inputs\":\"ab\xff\xfe cd\"}", 400);
-    check_error_shape_tei(j, "Tokenizer");
-    json_decref(j);
-    j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"\xc3\x28\"}", 400);
-    check_error_shape_openai(j, "invalid_utf8");
-    json_decref(j);
+    char body[1024] = "{\"input\":[";
+    for (int i = 0; i < 17; i++)
+        strcat(body, i ? ",\"t\"" : "\"t\"");
+    strcat(body, "]}");
+    run_err_case(p, &(err_case_t){ "17 texts, max 16", "POST", "/v1/embeddings", NULL, body, 413,
+                                   SHAPE_OPENAI, "too_many_inputs" });
+    xf_cases_end();
 }
 
 static void test_limits(void **state)
@@ -548,7 +565,7 @@ static void test_limits(void **state)
         q += sprintf(q, "word%d ", i % 10);
     strcpy(q, "\"}");
     json_t *j = fx_json(p, "POST", "/embed", NULL, body, 413);
-    check_error_shape_tei(j, "Tokenizer");
+    CHECK_SHAPE(j, SHAPE_TEI, "Tokenizer");
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "512"));
     json_decref(j);
     strcpy(q, "\",\"truncate\":true}");
@@ -568,7 +585,7 @@ static void test_limits(void **state)
     }
     strcpy(q, "]}");
     j = fx_json(p, "POST", "/v1/embeddings", NULL, body, 413);
-    check_error_shape_openai(j, "too_many_tokens");
+    CHECK_SHAPE(j, SHAPE_OPENAI, "too_many_tokens");
     json_decref(j);
     free(body);
 }
@@ -580,7 +597,7 @@ static void test_api_key(void **state)
     int p = S[SRV_CLS3].port;
     hc_resp_t r;
     json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"a\"}", 401);
-    check_error_shape_openai(j, "unauthorized");
+    CHECK_SHAPE(j, SHAPE_OPENAI, "unauthorized");
     json_decref(j);
     assert_int_equal(hc_do(p, "POST", "/embed", "Authorization: Bearer wrong\r\n",
                            "{\"inputs\":\"a\"}", &r), 0);
@@ -592,7 +609,7 @@ static void test_api_key(void **state)
                 401);
     json_decref(j);
     j = fx_json(p, "GET", "/v1/stats", NULL, NULL, 401);
-    check_error_shape_own(j, "unauthorized");
+    CHECK_SHAPE(j, SHAPE_OWN, "unauthorized");
     json_decref(j);
     j = fx_json(p, "GET", "/v2/models/xformd-demo", NULL, NULL, 401);
     json_decref(j);
@@ -890,15 +907,7 @@ static void test_hostile(void **state)
 static void test_stop(void **state)
 {
     (void)state;
-    for (int i = 0; i < SRV_N; i++) {
-        if (!S[i].s)
-            continue;
-        xf_server_drain(S[i].s);
-        assert_int_equal(xf_server_wait(S[i].s), 0);
-        xf_server_free(S[i].s);
-        S[i].s = NULL;
-        xf_test_rmtree(S[i].dir);
-    }
+    fx_stop_all(S, SRV_N);
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_health), cmocka_unit_test(test_kserve),

@@ -35,29 +35,6 @@
 #endif
 #endif
 
-static xf_server_t *start(char *dir, size_t len, const char *tag, xf_server_opts_t *o)
-{
-    xf_metrics_init(NULL);
-    xf_log_open(XF_LOG_ERROR, NULL);
-    assert_int_equal(fx_write_model(tag, 0, dir, len), 0);
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0, "" };
-    o->model_dir = dir;
-    int rc = xf_server_start(o, &s, &diag);
-    if (rc < 0)
-        print_message("# xf_server_start: %s\n", diag.msg);
-    assert_int_equal(rc, 0);
-    return s;
-}
-
-static void stop(xf_server_t *s, const char *dir)
-{
-    xf_server_drain(s);
-    assert_int_equal(xf_server_wait(s), 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
-}
-
 /* After a burst the arena goes back to zero (engine.arena_idle_ms), and the next request
  * grows it again and is answered. */
 static void test_arena_shrinks_when_idle(void **state)
@@ -67,7 +44,7 @@ static void test_arena_shrinks_when_idle(void **state)
     xf_server_opts_t o;
     fx_opts(&o, NULL);
     o.arena_idle_ms = 100;
-    xf_server_t *s = start(dir, sizeof dir, "mem_idle", &o);
+    xf_server_t *s = fx_start("mem_idle", &o, XF_LOG_ERROR, dir, sizeof dir);
     int port = xf_server_port(s);
     int64_t shrinks0 = xf_metric_value(XF_M_arena_shrinks_total, NULL, NULL);
     json_t *j = fx_json(port, "POST", "/embed", NULL,
@@ -85,7 +62,7 @@ static void test_arena_shrinks_when_idle(void **state)
     j = fx_json(port, "POST", "/embed", NULL, "{\"inputs\":\"after the shrink\"}", 200);
     assert_true(json_is_array(j));
     json_decref(j);
-    stop(s, dir);
+    fx_stop(s, dir);
 }
 
 static json_t *embed(int port, const char *body, int want)
@@ -136,7 +113,7 @@ static void test_arena_cap_splits(void **state)
     o.policy = XF_BATCH_FIFO;   /* the four concurrent requests form one batch */
     o.max_batch = 4;
     o.max_queue_delay_ms = 2000;
-    xf_server_t *s = start(dir, sizeof dir, "mem_cap", &o);
+    xf_server_t *s = fx_start("mem_cap", &o, XF_LOG_ERROR, dir, sizeof dir);
     int port = xf_server_port(s);
     char *w = words(60);
     static const char *const tails[4] = { "", " one", " two", " three" };
@@ -224,7 +201,7 @@ static void test_arena_cap_splits(void **state)
     json_decref(e);
     free(w);
     free(body);
-    stop(s, dir);
+    fx_stop(s, dir);
 }
 
 static long vm_size_kib(void)

@@ -28,11 +28,7 @@
 
 enum { SRV_PLAIN, SRV_CLS3, SRV_CLS1, SRV_N };
 
-static struct {
-    xf_server_t *s;
-    int port;
-    char dir[1024];
-} S[SRV_N];
+static fx_srv_t S[SRV_N];
 
 static int D_MODEL;
 
@@ -50,12 +46,7 @@ static void need_servers(void)
         assert_int_equal(fx_write_model(tags[i], labels[i], S[i].dir, sizeof S[i].dir), 0);
         xf_server_opts_t o;
         fx_opts(&o, S[i].dir);
-        xf_diag_t diag = { 0, "" };
-        int rc = xf_server_start(&o, &S[i].s, &diag);
-        if (rc < 0)
-            print_message("# xf_server_start: %s %s\n", xf_strerror(rc), diag.msg);
-        assert_int_equal(rc, 0);
-        S[i].port = xf_server_port(S[i].s);
+        fx_launch(&S[i], &o);
     }
     D_MODEL = xf_model_info(xf_server_model(S[0].s))->d_model;
 }
@@ -675,15 +666,7 @@ static void test_ipv6_address_format(void **state)
 static void test_stop(void **state)
 {
     (void)state;
-    for (int i = 0; i < SRV_N; i++) {
-        if (!S[i].s)
-            continue;
-        xf_server_drain(S[i].s);
-        assert_int_equal(xf_server_wait(S[i].s), 0);
-        xf_server_free(S[i].s);
-        S[i].s = NULL;
-        xf_test_rmtree(S[i].dir);
-    }
+    fx_stop_all(S, SRV_N);
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_route_labels),
