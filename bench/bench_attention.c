@@ -27,14 +27,7 @@
 
 #include "attention/registry.h"
 #include "engine/pool.h"
-
-#define XF_STR2(x) #x
-#define XF_STR(x) XF_STR2(x)
-#ifdef XF_SRCDIR
-#define XF_SRCDIR_STR XF_STR(XF_SRCDIR)
-#else
-#define XF_SRCDIR_STR "."
-#endif
+#include "source_rev.h"
 
 #define D_MODEL 768
 #define N_HEAD 12
@@ -143,23 +136,6 @@ static double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* The source revision: $XF_GIT_REV when set (a build from an exported snapshot), else git. */
-static void git_rev(char *buf, size_t len)
-{
-    FILE *p;
-    if (getenv("XF_GIT_REV")) {
-        snprintf(buf, len, "%s", getenv("XF_GIT_REV"));
-        return;
-    }
-    p = popen("git -C '" XF_SRCDIR_STR "' rev-parse --short HEAD 2>/dev/null", "r");
-    snprintf(buf, len, "unknown");
-    if (p) {
-        if (fgets(buf, (int)len, p))
-            buf[strcspn(buf, "\n")] = '\0';
-        pclose(p);
-    }
 }
 
 /* SplitMix64 and Box–Muller normals (bench inputs only). */
@@ -942,7 +918,7 @@ int main(int argc, char **argv)
     }
 
     xf_cpu_get_info(&ci);
-    git_rev(rev, sizeof rev);
+    bench_source_rev(rev, sizeof rev);
     {
         FILE *f = fopen("/proc/loadavg", "r");
         if (f) {

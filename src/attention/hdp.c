@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/fam_s.h"
 #include "attention/fam_t.h"
 #include "attention/params.h"
 #include "engine/cpu.h"
@@ -476,8 +477,8 @@ static int hdp_prepare(const void *params, const xf_attn_shape *sh, const xf_att
                        const xf_attn_plan *pl, void *ws_shared)
 {
     const hdp_params *p = params;
-    int rc = xf_at_t_check_shape(sh);
-    if (rc)
+    int rc = xf_at_check_shape(sh);
+    if (rc < 0)
         return rc;
     const int32_t H = sh->n_head;
     uint64_t blocks = 0, bkept = 0, heads = 0, hkept = 0;
@@ -781,8 +782,8 @@ static int hdp_forward(const void *params, const xf_attn_shape *sh, const xf_att
                        int nth)
 {
     const hdp_params *p = params;
-    int rc = xf_at_t_check_shape(sh);
-    if (rc)
+    int rc = xf_at_check_shape(sh);
+    if (rc < 0)
         return rc;
     if (!io || !pl || nth < 1 || ith < 0 || ith >= nth)
         return -EINVAL;

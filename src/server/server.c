@@ -71,6 +71,7 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->session_model = c->session_model;
     o->redis_url = c->redis_url;
     o->session_max_sessions = (int)c->session_max_sessions;
+    o->session_store_max_bytes = c->session_store_max_bytes;
     o->session_ttl_s = (int)c->session_ttl_s;
     o->session_dtype = c->session_dtype;
     o->session_max_bytes = c->session_max_bytes;
@@ -421,6 +422,8 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
     } else {
         xf_loop_fit_cost(s, NULL, 0, sq_per_token(s->info));
     }
+    if (o->engine_fake_s_per_token > 0)
+        xf_workers_set_fake_time(s->workers, o->engine_fake_s_per_token);
     log_startup(s);
     if ((rc = -pthread_create(&s->thread, NULL, loop_thread, s)) < 0) {
         snprintf(diag->msg, sizeof diag->msg, "cannot start the loop thread");

@@ -58,11 +58,14 @@ typedef struct xf_server_opts {
     int warmup;                /* 1: run warm-up batches (and fit the cost model) at start */
     double warmup_fake_s_per_token; /* test hook: > 0 replaces every warm-up timing by
                                   1 ms + tokens × this (a pessimistic fit on demand) */
+    double engine_fake_s_per_token; /* test hook: > 0 makes every served batch last at least
+                                  1 ms + tokens × this (xf_workers_set_fake_time) */
     int notify;                /* 1: sd_notify READY/STOPPING/WATCHDOG */
     /* Transformer-XL sessions (sessions.c); session_model NULL or "": disabled */
     const char *session_model;
     const char *redis_url;     /* NULL or "": in-process store */
     int session_max_sessions;
+    int64_t session_store_max_bytes;   /* in-process store: total blob bytes (LRU eviction) */
     int session_ttl_s;
     int session_dtype;         /* 0 f32, 1 f16, 2 bf16 */
     int64_t session_max_bytes;

@@ -41,6 +41,7 @@ typedef struct worker {
      * written by the forward's progress callback (a pool thread). */
     uint64_t stop_ns;
     atomic_int layers_done, n_layer;
+    uint64_t fake_t0, fake_ns;  /* test hook: the running batch's start and its fake length */
 } worker_t;
 
 struct xf_workers {
@@ -56,6 +57,7 @@ struct xf_workers {
     size_t max_arena_bytes;    /* 0: no cap (set before the first submit) */
     int arena_idle_ms;         /* 0: never shrink (pool->lock) */
     atomic_uint_fast64_t progress;   /* layers finished by every worker (the watchdog's) */
+    double fake_s_per_token;   /* test hook (xf_workers_set_fake_time); 0: off */
 };
 
 /* run_batch: the plan needs more arena than engine.max_arena_bytes (nothing ran). */
@@ -67,6 +69,13 @@ struct xf_workers {
 static int on_layer(void *user, int32_t done, int32_t n_layer)
 {
     worker_t *wk = user;
+    if (wk->fake_ns && n_layer > 0) {
+        /* test hook: this layer ends no earlier than its share of the batch's fake length */
+        uint64_t until = wk->fake_t0 + wk->fake_ns / (uint64_t)n_layer * (uint64_t)done;
+        struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+    }
     atomic_fetch_add_explicit(&wk->pool->progress, 1, memory_order_relaxed);
     atomic_store_explicit(&wk->layers_done, done, memory_order_relaxed);
     atomic_store_explicit(&wk->n_layer, n_layer, memory_order_relaxed);
@@ -173,6 +182,10 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     wk->stop_ns = stop;
     atomic_store_explicit(&wk->layers_done, 0, memory_order_relaxed);
     uint64_t t0 = xf_now_ns();
+    wk->fake_t0 = t0;
+    wk->fake_ns = wk->pool->fake_s_per_token > 0
+                      ? (uint64_t)((1e-3 + (double)n_tok * wk->pool->fake_s_per_token) * 1e9)
+                      : 0;
     rc = xf_plan_build(wk->plan, &b, xf_ctx_threads(wk->ctx), diag);
     if (rc == 0 && wk->pool->max_arena_bytes) {
         xf_plan_stats_t need;
@@ -548,6 +561,13 @@ void xf_workers_set_arena_limits(xf_workers_t *p, size_t max_arena_bytes, int ar
     pthread_mutex_unlock(&p->lock);
 }
 
+void xf_workers_set_fake_time(xf_workers_t *p, double s_per_token)
+{
+    pthread_mutex_lock(&p->lock);
+    p->fake_s_per_token = s_per_token > 0 ? s_per_token : 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
 int xf_workers_idle(xf_workers_t *p)
 {
     int idle = 0;
@@ -618,4 +638,20 @@ size_t xf_workers_arena_bytes(xf_workers_t *p)
     for (int i = 0; i < p->n; i++)
         s += atomic_load_explicit(&p->w[i].arena_bytes, memory_order_relaxed);
     return s;
+}
+
+int xf_workers_count(const xf_workers_t *p)
+{
+    return p ? p->n : 0;
+}
+
+int xf_workers_threads(const xf_workers_t *p, int i)
+{
+    return p && i >= 0 && i < p->n ? xf_ctx_threads(p->w[i].ctx) : 0;
+}
+
+size_t xf_workers_worker_arena_bytes(xf_workers_t *p, int i)
+{
+    return p && i >= 0 && i < p->n
+               ? atomic_load_explicit(&p->w[i].arena_bytes, memory_order_relaxed) : 0;
 }

@@ -41,6 +41,12 @@ void xf_workers_free(xf_workers_t *w);
  * (0: never) is freed with the packing buffers (xf_ctx_shrink). */
 void xf_workers_set_arena_limits(xf_workers_t *w, size_t max_arena_bytes, int arena_idle_ms);
 
+/* Test hook: every batch lasts at least 1 ms + tokens × s_per_token of wall time, spread evenly
+ * over its layers (the progress callback waits), so that admission and deadline tests see an
+ * engine of known speed however loaded the machine is. 0: off. Call before the first submit
+ * (after the warm-up). */
+void xf_workers_set_fake_time(xf_workers_t *w, double s_per_token);
+
 /* Number of workers waiting for a batch (loop thread). */
 int xf_workers_idle(xf_workers_t *w);
 /* Hand a batch of n jobs to an idle worker (loop thread). The array is copied.
@@ -59,5 +65,11 @@ uint64_t xf_workers_progress(xf_workers_t *w);
 
 /* Bytes held by every worker's arena (any thread; approximate while a reserve runs). */
 size_t xf_workers_arena_bytes(xf_workers_t *w);
+/* Multi-instance layout (engine.workers × engine.threads, FastFormers' several single-thread
+ * instances): the number of workers, the compute threads of worker i's own context, and the
+ * bytes its own arena holds (any thread; 0 for i out of range). */
+int xf_workers_count(const xf_workers_t *w);
+int xf_workers_threads(const xf_workers_t *w, int i);
+size_t xf_workers_worker_arena_bytes(xf_workers_t *w, int i);
 
 #endif

@@ -20,6 +20,9 @@
 #include "server/workers.h"
 #include "server_fixture.h"
 
+/* > 0: the started server's batches last 1 ms + tokens × this (xf_workers_set_fake_time). */
+static double g_engine_fake_s_per_token;
+
 static xf_server_t *start(char *dir, size_t len, const char *tag, double fake_s_per_token,
                           int max_compute_ms)
 {
@@ -27,6 +30,7 @@ static xf_server_t *start(char *dir, size_t len, const char *tag, double fake_s_
     fx_opts(&o, NULL);
     o.warmup = 1;
     o.warmup_fake_s_per_token = fake_s_per_token;
+    o.engine_fake_s_per_token = g_engine_fake_s_per_token;
     if (max_compute_ms > 0)
         o.max_compute_ms = max_compute_ms;
     return fx_start(tag, &o, getenv("XF_TEST_LOG") ? XF_LOG_INFO : XF_LOG_ERROR, dir, len);
@@ -221,7 +225,8 @@ static void test_variant_cost_bound(void **state)
 
 /* Issue 12 item 1: a running batch checks its deadline between layers and stops. The model
  * is made optimistic (1 ns per token) so a costly request is admitted; it is stopped after its
- * first layer (which takes far longer than its 150 ms deadline) with 504, the layer counter the
+ * first layer (which takes far longer than its 400 ms deadline; 400 ms, not less, so that
+ * a loaded machine does not spend it before the request is even queued) with 504, the layer counter the
  * watchdog reads has moved. */
 static void test_running_batch_stops_at_deadline(void **state)
 {
@@ -232,8 +237,8 @@ static void test_running_batch_stops_at_deadline(void **state)
     uint64_t prog0 = xf_workers_progress(s->workers);
     hc_resp_t r;
     char *text = words(300, "a");
-    char *b = body_of("{\"input\":\"@T\",\"timeout_ms\":150,\"attention\":{\"variant\":"
-                      "\"sinkhorn\",\"block\":1,\"mode\":\"soft\",\"iters\":150}}", text);
+    char *b = body_of("{\"input\":\"@T\",\"timeout_ms\":400,\"attention\":{\"variant\":"
+                      "\"sinkhorn\",\"block\":1,\"mode\":\"soft\",\"iters\":500}}", text);
     int st = post(port, "/v1/embeddings", b, &r);
     if (st != 504)
         print_message("# %d %s\n", st, r.body);
@@ -256,16 +261,20 @@ static void test_running_batch_stops_at_deadline(void **state)
     stop(s, dir);
 }
 
-/* Issue 12 item 5: overload is refused on arrival. 12 clients each send 6 requests (8 texts
- * of ~400 tokens) with a deadline of about six requests' predicted compute (60-500 ms) to one
- * worker with one compute thread: more work than fits. Most refusals must be 429 with a
- * Retry-After of at least 1 s and at most the deadline (rounded up: 1 s); the late classes (503,
- * or 408 for their own timeout_ms, expired in the queue; 504 stopped while running) stay the
- * exception. Bounded: 72 requests on loopback. */
-enum { NCLI = 12, NREQ = 6 };
-/* The clients' timeout_ms: about six requests' predicted compute (from the warm-up fit), at
- * most 500 ms, so that 12 concurrent clients overload the server however fast the machine. */
-static int ovl_timeout_ms = 500;
+/* Issue 12 item 5: overload is refused on arrival, and what is admitted finishes within its
+ * deadline. 12 clients each send 6 requests (8 texts of 52 tokens) with a deadline of about six
+ * requests' compute to one worker with one compute thread: more work than fits. The engine's
+ * speed is fixed by the test hook (every batch lasts 1 ms + 0.4 ms per token, the warm-up is
+ * timed the same), so what is tested is the deadline logic — admission against the predicted
+ * queue wait, batching, expiry — not the machine's speed: on a loaded machine or under ASan the
+ * real compute of these batches stays far below the fake time. Asserted: only 200/429 and the
+ * late classes (503 or 408 expired in the queue, 504 stopped while running); every 429 has a
+ * Retry-After of 1 s (= the deadline rounded up); ≥ 1 served, ≥ 1 refused; late ≤ 1 % of the
+ * admitted (p99); the rejected counters equal the 429s. Bounded: 72 requests on loopback. */
+enum { NCLI = 12, NREQ = 6, OVL_WORDS = 50, OVL_TEXTS = 8 };
+#define OVL_S_PER_TOKEN 4e-4
+/* The clients' timeout_ms: six requests' compute. */
+static int ovl_timeout_ms = 1000;
 
 typedef struct cli {
     int port, idx;
@@ -277,7 +286,7 @@ typedef struct cli {
 static void *cli_main(void *p)
 {
     cli_t *c = p;
-    char *text = words(400, "a");
+    char *text = words(OVL_WORDS, "a");
     char fmt[200];
     snprintf(fmt, sizeof fmt, "{\"input\":[\"@T\",\"@T\",\"@T\",\"@T\",\"@T\",\"@T\","
              "\"@T\",\"@T\"],\"timeout_ms\":%d}", ovl_timeout_ms);
@@ -303,18 +312,14 @@ static void test_overload_refused_on_arrival(void **state)
 {
     (void)state;
     char dir[1024];
-    xf_server_t *s = start(dir, sizeof dir, "adm5", 0, 0);   /* a real warm-up */
+    g_engine_fake_s_per_token = OVL_S_PER_TOKEN;
+    xf_server_t *s = start(dir, sizeof dir, "adm5", OVL_S_PER_TOKEN, 0);
+    g_engine_fake_s_per_token = 0;
     int port = xf_server_port(s);
-    double c1 = cost_c1(port), c2 = cost_c2(port);
-    print_message("# cost model after warm-up: c1 %.3g s/token, c2 %.3g s/token^2\n", c1, c2);
-    /* one request: 8 texts of ~402 tokens */
-    double t_req = c1 * 8 * 402 + c2 * 8 * 402.0 * 402.0;
+    double t_req = 1e-3 + OVL_TEXTS * (OVL_WORDS + 2) * OVL_S_PER_TOKEN;
     ovl_timeout_ms = (int)(6e3 * t_req);
-    if (ovl_timeout_ms < 60)
-        ovl_timeout_ms = 60;
-    if (ovl_timeout_ms > 500)
-        ovl_timeout_ms = 500;
-    print_message("# predicted %.1f ms per request: timeout_ms %d\n", t_req * 1e3,
+    print_message("# cost model after warm-up: c1 %.3g s/token, c2 %.3g s/token^2; a request "
+                  "lasts %.0f ms: timeout_ms %d\n", cost_c1(port), cost_c2(port), t_req * 1e3,
                   ovl_timeout_ms);
     static cli_t c[NCLI];
     pthread_t th[NCLI];
@@ -344,12 +349,12 @@ static void test_overload_refused_on_arrival(void **state)
                     print_message("# unexpected status %d\n", st);
             }
         }
-    print_message("# overload: %d x 200, %d x 429, %d x 408/503/504, %d other\n", n200, n429,
-                  nlate, other);
+    print_message("# overload: %d x 200, %d x 429, %d x 408/503/504 (late), %d other\n", n200,
+                  n429, nlate, other);
     assert_int_equal(other, 0);
     assert_true(n200 >= 1);
     assert_true(n429 >= 1);
-    assert_true(nlate < n429);
+    assert_true(nlate * 100 <= n200 + nlate);   /* p99: at most 1 % of the admitted are late */
     assert_true(xf_metric_value(XF_M_rejected_total, "busy", NULL) +
                 xf_metric_value(XF_M_rejected_total, "queue_full", NULL) == n429);
     stop(s, dir);
