@@ -27,14 +27,7 @@
 
 #include "attention/registry.h"
 #include "engine/pool.h"
-
-#define XF_STR2(x) #x
-#define XF_STR(x) XF_STR2(x)
-#ifdef XF_SRCDIR
-#define XF_SRCDIR_STR XF_STR(XF_SRCDIR)
-#else
-#define XF_SRCDIR_STR "."
-#endif
+#include "source_rev.h"
 
 #define D_MODEL 768
 #define N_HEAD 12
@@ -71,6 +64,16 @@ static const vspec g_specs[] = {
     { "linear", "{\"variant\":\"linear\"}" },
     { "performer", "{\"variant\":\"performer\",\"features\":256}" },
     { "rfa", "{\"variant\":\"rfa\",\"features\":128}" },
+    /* HDP (§25): the block threshold swept, head pruning, the approximation. */
+    { "hdp_rho0", "{\"variant\":\"hdp\",\"rho_B\":0}" },
+    { "hdp_rho0.5", "{\"variant\":\"hdp\",\"rho_B\":0.5}" },
+    { "hdp", "{\"variant\":\"hdp\",\"rho_B\":1}" },
+    { "hdp_rho1.5", "{\"variant\":\"hdp\",\"rho_B\":1.5}" },
+    { "hdp_rho1.5_t2", "{\"variant\":\"hdp\",\"rho_B\":1.5,\"tile_rows\":2}" },
+    { "hdp_rho2", "{\"variant\":\"hdp\",\"rho_B\":2}" },
+    { "hdp_rho2_t2", "{\"variant\":\"hdp\",\"rho_B\":2,\"tile_rows\":2}" },
+    { "hdp_rho1_tau0.5", "{\"variant\":\"hdp\",\"rho_B\":1,\"tau_H\":0.5}" },
+    { "hdp_rho1_approx", "{\"variant\":\"hdp\",\"rho_B\":1,\"approx\":true}" },
     /* Calibration, not a variant: every token attends only itself (output = v_i). A variant
      * whose error is near this one's keeps no more context than no attention at all. */
     { "self_only", "{\"variant\":\"blockwise\",\"block\":1}" },
@@ -98,6 +101,7 @@ typedef struct result {
     size_t ws_bytes;
     int32_t n_items, fallbacks;
     long nonfinite;
+    double block_sp, head_sp;  /* pruned fractions of the warm-up run (hdp), -1: none */
     char msg[256];
 } result;
 
@@ -132,23 +136,6 @@ static double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* The source revision: $XF_GIT_REV when set (a build from an exported snapshot), else git. */
-static void git_rev(char *buf, size_t len)
-{
-    FILE *p;
-    if (getenv("XF_GIT_REV")) {
-        snprintf(buf, len, "%s", getenv("XF_GIT_REV"));
-        return;
-    }
-    p = popen("git -C '" XF_SRCDIR_STR "' rev-parse --short HEAD 2>/dev/null", "r");
-    snprintf(buf, len, "unknown");
-    if (p) {
-        if (fgets(buf, (int)len, p))
-            buf[strcspn(buf, "\n")] = '\0';
-        pclose(p);
-    }
 }
 
 /* SplitMix64 and Box–Muller normals (bench inputs only). */
@@ -488,7 +475,17 @@ static void run_attn(const opts *o, const inputs *ins, const xf_attn_t *a, const
     r->n_items = pl.n_items;
     r->fallbacks = pl.dense_fallbacks;
     memset(out, 0xff, (size_t)n * da * sizeof *out);   /* NaN: unwritten outputs show */
+    xf_attn_prune_stats_t ps0, ps1;
+    xf_attn_prune_stats(&ps0);
     rc = timed_run(o, pool, &job, &warm, &cwarm);      /* warm-up */
+    xf_attn_prune_stats(&ps1);
+    r->block_sp = r->head_sp = -1;
+    if (ps1.blocks > ps0.blocks && ps1.heads > ps0.heads) {
+        r->block_sp = (double)(ps1.blocks_pruned - ps0.blocks_pruned) /
+                      (double)(ps1.blocks - ps0.blocks);
+        r->head_sp = (double)(ps1.heads_pruned - ps0.heads_pruned) /
+                     (double)(ps1.heads - ps0.heads);
+    }
     /* Median of >= 3 runs after the warm-up; a run longer than the budget is its own
      * warm-up (page faults and cache misses are noise at that size): median of 2 then. */
     reps = warm > 0 ? (int)(o->budget_ms / (warm + (pair ? w2 : 0))) : o->reps;
@@ -921,7 +918,7 @@ int main(int argc, char **argv)
     }
 
     xf_cpu_get_info(&ci);
-    git_rev(rev, sizeof rev);
+    bench_source_rev(rev, sizeof rev);
     {
         FILE *f = fopen("/proc/loadavg", "r");
         if (f) {
@@ -1068,6 +1065,8 @@ int main(int argc, char **argv)
             if (o.model_on)
                 printf(" model_ms=%.2f model_dense_ms=%.2f model_speedup=%.2f emb_cos=%.7f "
                        "hid_rel_err=%.4g", mms, mdms, mspeed, cosv, herr);
+            if (!is_dense && rv->rc == 0 && rv->block_sp >= 0)
+                printf(" block_sparsity=%.4f head_sparsity=%.4f", rv->block_sp, rv->head_sp);
             printf(" items=%d fallbacks=%d reps=%d status=%s\n", rv->n_items, rv->fallbacks,
                    rv->reps, status);
             fflush(stdout);

@@ -11,28 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "request_mix.h"
 #include "server/batcher.h"
-
-static uint64_t rng_s;
-static uint64_t rng(void)
-{
-    uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double urand(void)
-{
-    return ((double)(rng() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-/* Same mix as bench_serve: 60% 8–32, 30% 33–128, 10% 129–256 tokens. */
-static int32_t draw_tokens(void)
-{
-    double u = urand();
-    int lo = u < 0.6 ? 8 : u < 0.9 ? 33 : 129, hi = u < 0.6 ? 32 : u < 0.9 ? 128 : 256;
-    return lo + (int32_t)(rng() % (uint64_t)(hi - lo + 1));
-}
 
 typedef struct simjob {
     xf_bjob_t b;
@@ -49,7 +29,7 @@ static int cmp_d(const void *a, const void *b)
 static double truth_s(const double c[4], const xf_batch_info_t *in, double noise)
 {
     double t = c[0] + c[1] * (double)in->n_tokens + c[2] * (double)in->sum_sq;
-    return t * (1 + noise * (2 * urand() - 1));
+    return t * (1 + noise * (2 * mix_urand() - 1));
 }
 
 static double aging_ms = -1;   /* < 0: the batcher's default */
@@ -58,7 +38,7 @@ static void simulate(enum xf_batch_policy pol, double qps, const double c[4], do
                      double timeout_s, int32_t max_batch, int64_t max_tok, double delay_ms,
                      uint64_t seed)
 {
-    rng_s = seed;
+    mix_seed(seed);
     size_t cap = (size_t)(qps * dur_s * 1.5) + 16, n = 0;
     simjob_t *jobs = calloc(cap, sizeof(*jobs));
     double *lat = calloc(cap, sizeof(double));
@@ -67,10 +47,10 @@ static void simulate(enum xf_batch_policy pol, double qps, const double c[4], do
         exit(1);
     double t = 0;
     while (n < cap) {
-        t += -log(urand()) / qps;
+        t += -log(mix_urand()) / qps;
         if (t >= dur_s)
             break;
-        jobs[n].len = draw_tokens();
+        jobs[n].len = mix_tokens();
         jobs[n].arrival = t;
         n++;
     }

@@ -21,6 +21,7 @@
 #include "engine/kernels.h"
 #include "engine/kernels/ref/ref.h"
 #include "engine/pool.h"
+#include "source_rev.h"
 #ifdef XF_HAVE_X86_64
 #include "engine/kernels/x86/x86.h"
 #endif
@@ -33,10 +34,6 @@ static double now_s(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
-
-#define XF_STR2(x) #x
-#define XF_STR(x) XF_STR2(x)
-#define XF_SRCDIR_STR "'" XF_STR(XF_SRCDIR) "'"
 
 static double cpu_s(clockid_t id)
 {
@@ -177,13 +174,8 @@ int main(int argc, char **argv)
         peak = p > peak ? p : peak;
     }
     double peak1 = peak_per_cpu_s();
-    char rev[64] = "unknown";
-    FILE *g = popen("git -C " XF_SRCDIR_STR " rev-parse --short HEAD 2>/dev/null", "r");
-    if (g) {
-        if (fgets(rev, sizeof rev, g))
-            rev[strcspn(rev, "\n")] = '\0';
-        pclose(g);
-    }
+    char rev[64];
+    bench_source_rev(rev, sizeof rev);
     printf("# bench_gemm cpu=\"%s\" isa=%s isa_max=%s blas_core=%s gemm_path=%s threads=%d "
            "reps=%d peak_gflops=%.1f peak1_per_cpu_s=%.1f rev=%s\n",
            ci.brand, ci.isa, ci.isa_max, ci.blas_core, ci.gemm_path, nth, reps, peak, peak1, rev);

@@ -25,13 +25,10 @@
 #include "engine/kernels.h"
 #include "engine/kernels/qgemm.h"
 #include "engine/pool.h"
+#include "source_rev.h"
 #ifdef XF_HAVE_X86_64
 #include "engine/kernels/x86/x86.h"
 #endif
-
-#define XF_STR2(x) #x
-#define XF_STR(x) XF_STR2(x)
-#define XF_SRCDIR_STR "'" XF_STR(XF_SRCDIR) "'"
 
 static double clk(clockid_t id)
 {
@@ -226,13 +223,8 @@ int main(int argc, char **argv)
     const xf_kernels_t *K = xf_kernels();
     const xf_qkernels_t *Q = xf_qkernels();
     double fp1 = fma_peak1(), q1 = int8_peak1(Q);
-    char rev[64] = "unknown";
-    FILE *g = popen("git -C " XF_SRCDIR_STR " rev-parse --short HEAD 2>/dev/null", "r");
-    if (g) {
-        if (fgets(rev, sizeof rev, g))
-            rev[strcspn(rev, "\n")] = '\0';
-        pclose(g);
-    }
+    char rev[64];
+    bench_source_rev(rev, sizeof rev);
     printf("# bench_qgemm cpu=\"%s\" isa=%s isa_max=%s fp32_path=%s int8_path=%s threads=%d "
            "reps=%d fma_peak1_gflops=%.1f int8_peak1_gops=%.1f peak_ratio=%.2f rev=%s\n",
            ci.brand, ci.isa, ci.isa_max, K->gemm_path, Q->name, nth, reps, fp1, q1, q1 / fp1,

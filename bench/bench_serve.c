@@ -26,6 +26,8 @@
 
 #include <jansson.h>
 
+#include "request_mix.h"
+
 #define MAX_ARGS 32
 
 typedef struct opts {
@@ -52,38 +54,6 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t rng_s;
-static uint64_t rng(void)
-{
-    uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double urand(void)
-{
-    return ((double)(rng() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-/* Token count of one request: 60% short queries (8–32), 30% sentences (33–128), 10% passages
- * (129–256) — the fixed mixed-length distribution of the serving benchmark. */
-static int draw_tokens(void)
-{
-    double u = urand();
-    int lo, hi;
-    if (u < 0.6) {
-        lo = 8;
-        hi = 32;
-    } else if (u < 0.9) {
-        lo = 33;
-        hi = 128;
-    } else {
-        lo = 129;
-        hi = 256;
-    }
-    return lo + (int)(rng() % (uint64_t)(hi - lo + 1));
-}
-
 /* A request for n tokens: n - 2 single-token words ([CLS] and [SEP] make the rest) — these
  * words are whole tokens in BERT vocabularies and in the demo model's. */
 static char *make_request(const opts_t *o, int n_tokens, size_t *len)
@@ -94,7 +64,7 @@ static char *make_request(const opts_t *o, int n_tokens, size_t *len)
     size_t bl = (size_t)snprintf(body, sizeof(body), "{\"input\": \"");
     for (int i = 0; i < n_tokens - 2; i++)
         bl += (size_t)snprintf(body + bl, sizeof(body) - bl, "%s%s", i ? " " : "",
-                               words[rng() % (sizeof(words) / sizeof(words[0]))]);
+                               words[mix_rng() % (sizeof(words) / sizeof(words[0]))]);
     bl += (size_t)snprintf(body + bl, sizeof(body) - bl, "\"}");
     char auth[300] = "";
     if (o->api_key)
@@ -315,11 +285,11 @@ static void run_load(const opts_t *o, const char *policy, double qps)
     }
     double t = 0;
     while (r.n < cap) {
-        t += -log(urand()) / qps;
+        t += -log(mix_urand()) / qps;
         if (t >= total_s)
             break;
         r.sched[r.n] = (uint64_t)(t * 1e9);
-        r.body[r.n] = make_request(o, draw_tokens(), &r.body_len[r.n]);
+        r.body[r.n] = make_request(o, mix_tokens(), &r.body_len[r.n]);
         r.lat_s[r.n] = NAN;
         r.n++;
     }
@@ -473,7 +443,7 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
         exit(1);
     }
     for (int i = 0; i < POOL; i++) {
-        body[i] = make_request(o, draw_tokens(), &blen[i]);
+        body[i] = make_request(o, mix_tokens(), &blen[i]);
         if (!body[i])
             exit(1);
     }
@@ -637,6 +607,7 @@ static void usage(void)
             "  [--policies none,fifo,dp,tokens] [--loads 2,4,8,16] [--duration 10]\n"
             "  [--warmup 2] [--route /v1/embeddings] [--api-key K] [--conns 256]\n"
             "  [--seed 1] [--timeout 30] [--clients 16,32]\n"
+            "  [--lengths 8-32:0.6,33-128:0.3,129-256:0.1]  (token-count classes: lo-hi:p)\n"
             "Open loop (Poisson arrivals at each --loads rate) unless --clients gives closed-loop\n"
             "client counts. Without --xformd the server at host:port is used as is (its policy\n"
             "from /v1/stats, \"external\" when it has none, e.g. llama-server); with it, one\n"
@@ -684,6 +655,13 @@ int main(int argc, char **argv)
             o.timeout_s = atof(v);
         else if (strcmp(a, "--clients") == 0)
             snprintf(o.clients, sizeof(o.clients), "%s", v);
+        else if (strcmp(a, "--lengths") == 0) {
+            if (mix_set_lengths(v) != 0) {
+                fprintf(stderr, "bench_serve: --lengths %s: want lo-hi:p,... with 3 <= lo <= hi "
+                                "<= 510 and the p summing to 1\n", v);
+                return 2;
+            }
+        }
         else {
             usage();
             return 2;
@@ -712,9 +690,9 @@ int main(int argc, char **argv)
         fclose(f);
     }
     printf("# bench_serve version=%s cpu=\"%s\" ncpu=%ld route=%s duration_s=%.0f warmup_s=%.0f "
-           "lengths=8-32:0.6,33-128:0.3,129-256:0.1 seed=%llu\n",
+           "lengths=%s seed=%llu\n",
            PACKAGE_VERSION, cpu, sysconf(_SC_NPROCESSORS_ONLN), o.route, o.duration_s,
-           o.warmup_s, (unsigned long long)o.seed);
+           o.warmup_s, mix_lengths(), (unsigned long long)o.seed);
     char pol[128];
     snprintf(pol, sizeof(pol), "%s", o.policies);
     char *save = NULL;
@@ -741,7 +719,7 @@ int main(int argc, char **argv)
             for (char *c = strtok_r(cl, ",", &s3); c; c = strtok_r(NULL, ",", &s3)) {
                 if (atoi(c) < 1)
                     continue;
-                rng_s = o.seed;
+                mix_seed(o.seed);
                 run_closed(&o, name, atoi(c));
             }
         }
@@ -752,7 +730,7 @@ int main(int argc, char **argv)
             double qps = atof(l);
             if (qps <= 0)
                 continue;
-            rng_s = o.seed;   /* the same request sequence for every policy */
+            mix_seed(o.seed);   /* the same request sequence for every policy */
             run_load(&o, name, qps);
         }
         if (pid > 0) {

@@ -58,6 +58,16 @@ XF_API int xf_attn_cost_bound(const xf_attn_t *a, const int32_t *lens, size_t n_
  * 0 when it runs its own kernel, a negative code on error. Pure; any thread. */
 XF_API int xf_attn_falls_back(const xf_attn_t *a, const xf_model_t *m, int32_t n_tokens);
 
+/* Pruning counts of the content-dependent variants (hdp, ATTENTION.md §25), summed over every
+ * forward of the process since start (all contexts): 2×2 score blocks decided and those
+ * pruned by the block threshold (over every head), (sequence, layer, head) triples and those
+ * pruned by the head threshold. Any thread; the four loads are not one snapshot. */
+typedef struct xf_attn_prune_stats {
+    uint64_t blocks, blocks_pruned;
+    uint64_t heads, heads_pruned;
+} xf_attn_prune_stats_t;
+XF_API void xf_attn_prune_stats(xf_attn_prune_stats_t *out);
+
 /* The registry, for listings (`xformd-cli variants`). */
 typedef struct xf_attn_variant_info {
     const char *name;          /* "bigbird" */

@@ -25,7 +25,7 @@ typedef struct xf_txl_info {
     const char *dir;
     int32_t n_layer, d_model, d_embed, n_head, d_head, d_inner;
     int32_t vocab_size;        /* n_token of the config */
-    int32_t n_symbols;         /* symbols in vocab.txt (<= vocab_size) */
+    int32_t n_symbols;         /* symbols in vocab.txt or idx2sym (<= vocab_size) */
     int32_t mem_len;           /* memory rows kept per layer (config, or the load option) */
     int32_t clamp_len;         /* distances clamped to clamp_len when > 0 (HF semantics) */
     int same_length, pre_lnorm, untie_r;
@@ -48,7 +48,8 @@ typedef struct xf_txl_opts {
  * a negative code when config.json cannot be read or parsed. */
 XF_API int xf_txl_probe(const char *dir);
 
-/* Load config.json + model.safetensors + vocab.txt (+ tokenizer_config.json) from dir.
+/* Load config.json + model.safetensors + the symbol list (vocab.txt, or when it is absent the
+ * "idx2sym" array of tokenizer.json) (+ tokenizer_config.json) from dir.
  * Tied crit.* tensors absent from the file are taken from transformer.word_emb.* as
  * tie_word_embeddings / tie_projs say. Every shape is checked against the config.
  * Returns 0, -ENOENT, XF_EFORMAT, XF_ESHAPE, XF_EUNSUPPORTED (attn_type != 0, sample_softmax,
@@ -120,6 +121,17 @@ XF_API void xf_txl_result_deinit(xf_txl_result_t *r);
  * Call from any thread; one call per mem at a time. */
 XF_API int xf_txl_run(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids, int32_t n,
                       unsigned want, xf_txl_result_t *out, xf_diag_t *diag);
+
+/* Called before each layer with the layers done so far (0 .. n_layer-1) and n_layer; a non-zero
+ * return stops the segment. It runs on the caller's thread, must be cheap and must not call
+ * back into the model or the memory. */
+typedef int (*xf_txl_progress_fn)(void *user, int32_t layers_done, int32_t n_layer);
+/* xf_txl_run() that asks progress (NULL: never stops) before every layer: when it says stop,
+ * returns XF_EDEADLINE with mem and *out untouched (the segment did not happen). This is how a
+ * server stops a segment whose deadline passed while it was computing. */
+XF_API int xf_txl_run_progress(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids,
+                               int32_t n, unsigned want, xf_txl_progress_fn progress,
+                               void *user, xf_txl_result_t *out, xf_diag_t *diag);
 
 /* ---- the session blob (ATTENTION.md §22.1) ---- */
 

@@ -10,5 +10,6 @@
 #include <xformd/plan.h>
 #include <xformd/forward.h>
 #include <xformd/txl.h>
+#include <xformd/prune.h>
 
 #endif

@@ -38,9 +38,7 @@ static int cm_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_compressive = {
     XF_AT_PARAMS(xf_at_m_params_t, cm_defaults, keys),
-    .needs_weights = { "fn", XF_CMEM_CONV,
-        "\"conv\" needs a trained compression convolution, which this model does not have; "
-        "use \"mean\" or \"max\"" },
+    .needs_weights = { "fn", XF_CMEM_CONV, "a trained compression convolution" },
     .plan = xf_at_m_plan_vt, .prepare = xf_at_m_prepare,
     .forward = cm_forward, .state_update = xf_at_m_state_update,
 };

@@ -124,6 +124,14 @@ static double work(const char *v, const json_t *p, double n, double d)
         double m = num(p, "features", floor(d * log(dmax(d, 2))));
         return 2 * n * m * (d + XF_COST_EXP / 4) + 2 * n * m * d;
     }
+    if (!strcmp(v, "hdp")) {   /* content-dependent: bounded by dense, plus the integer pre-pass
+                                  (n²d) and, with approx, the integer logits (2n²d) */
+        const json_t *ap = json_object_get(p, "approx");
+        int approx = json_is_true(ap);
+        if (num(p, "rho_B", 1) == 0 && num(p, "tau_H", 0) == 0 && !approx)
+            return attend(n, n, d);   /* nothing can be pruned: dense, no pre-pass */
+        return attend(n, n, d) + n * n * d * (approx ? 3 : 1);
+    }
     if (!strcmp(v, "txl"))
         return attend(n, n + num(p, "mem_len", 512), d) * 2;
     if (!strcmp(v, "compressive"))

@@ -180,6 +180,21 @@ static size_t shared_w_bytes(int32_t n_head, int32_t r, int32_t d)
     return (sizeof(float) * (size_t)n_head * (size_t)r * (size_t)d + 7u) & ~(size_t)7u;
 }
 
+void xf_at_f_rand_map(xf_at_f_map_t *mp, enum xf_at_f_kind kind, int32_t r, const float *w,
+                      const xf_attn_io *io)
+{
+    mp->kind = kind;
+    mp->r = r;
+    mp->w = w;
+    mp->eps = 0;
+    mp->qmul = mp->kmul = 1.0f;
+    if (io) {
+        float rs = sqrtf(io->scale);      /* x·y = s·q·k */
+        mp->qmul = rs / io->q_scale;
+        mp->kmul = rs;
+    }
+}
+
 size_t xf_at_f_shared_size(int32_t n_head, int32_t r, int32_t d, size_t tmp)
 {
     return shared_w_bytes(n_head, r, d) + sizeof(double) * tmp;

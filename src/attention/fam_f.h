@@ -34,6 +34,11 @@ void xf_at_f_walk(const xf_at_f_map_t *mp, size_t w_head, const xf_attn_shape *s
                   const xf_attn_io *io, const xf_attn_plan *pl, void *ws_thread, int ith,
                   int nth);
 
+/* The map of a random-feature variant (performer, rfa): kind, r projection rows w (NULL at
+ * plan time), inputs scaled by √scale (q also by 1/q_scale: x·y = s·q·k) when io is given,
+ * else 1. */
+void xf_at_f_rand_map(xf_at_f_map_t *mp, enum xf_at_f_kind kind, int32_t r, const float *w,
+                      const xf_attn_io *io);
 /* Shared scratch of the random-feature variants: every head's W [r][d] as floats, then (8-byte
  * aligned) tmp doubles of generator scratch. Bytes of it: */
 size_t xf_at_f_shared_size(int32_t n_head, int32_t r, int32_t d, size_t tmp);

@@ -20,6 +20,8 @@ int xf_at_check_shape(const xf_attn_shape *sh)
 
     if (!sh || sh->n_seq < 0 || sh->n_head < 1 || sh->d_head < 1 || sh->n_tokens < 0)
         return XF_ESHAPE;
+    if ((int64_t)sh->n_tokens * sh->n_head * sh->d_head > INT32_MAX * (int64_t)16)
+        return XF_ESHAPE;
     if (sh->n_seq == 0)
         return 0;
     if (!sh->cu_len || sh->cu_len[0] < 0)
@@ -77,9 +79,24 @@ void xf_at_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *i
 void *xf_at_take(xf_at_carve_t *c, size_t elem, size_t cnt)
 {
     void *p = c->base ? (void *)(c->base + c->off) : NULL;
+    size_t a = c->align ? c->align : 16u;
 
-    c->off += ((elem * cnt) + 15u) & ~(size_t)15u;
+    c->off += ((elem * cnt) + a - 1u) & ~(a - 1u);
     return p;
+}
+
+size_t xf_at_carve_table(void *ws, size_t align, void *lay, const xf_at_slot_t *slots, size_t n,
+                         const size_t *dim)
+{
+    xf_at_carve_t cv = { ws, 0, align };
+
+    for (size_t i = 0; i < n; i++) {
+        const xf_at_slot_t *s = &slots[i];
+        void *p = xf_at_take(&cv, s->elem, dim[s->a] * dim[s->b] + dim[s->c]);
+        if (ws && lay)   /* the pointer's bytes into the lay struct's field */
+            memcpy((unsigned char *)lay + s->off, &p, sizeof p);
+    }
+    return cv.off;
 }
 
 float xf_at_dot(const float *a, const float *b, int32_t d)

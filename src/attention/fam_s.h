@@ -13,8 +13,9 @@
 
 /* ---- items and shapes ---- */
 
-/* Checks the shape (cu_len non-decreasing inside [0, n_tokens], heads and width >= 1) and
- * returns the longest sequence (>= 0), or XF_ESHAPE. */
+/* Checks the shape (cu_len non-decreasing inside [0, n_tokens], heads and width >= 1, the
+ * q/k/v planes n_tokens·n_head·d_head <= 16·INT32_MAX floats) and returns the longest sequence
+ * (>= 0), or XF_ESHAPE. Every variant's plan and forward start with it. */
 int xf_at_check_shape(const xf_attn_shape *sh);
 
 /* One (sequence, head) item: pointers to its rows. */
@@ -42,14 +43,34 @@ typedef void (*xf_at_item_fn)(const void *params, const xf_attn_shape *sh,
 void xf_at_walk(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                   const xf_attn_plan *pl, void *ws_thread, int ith, int nth, xf_at_item_fn fn);
 
-/* Workspace carving: consecutive 16-byte aligned blocks from base (NULL base: sizes only, the
- * blocks are NULL). off ends as the bytes taken. */
+/* Workspace carving: consecutive blocks from base, each aligned to align bytes (0: 16; a
+ * power of two; base must be aligned to it) (NULL base: sizes only, the blocks are NULL). off
+ * ends as the bytes taken. */
 typedef struct xf_at_carve {
     unsigned char *base;
     size_t off;
+    size_t align;
 } xf_at_carve_t;
 /* Next block of cnt elements of elem bytes. */
 void *xf_at_take(xf_at_carve_t *c, size_t elem, size_t cnt);
+
+/* A variant's scratch as a table: a struct of pointers named lay_t in the variant's file,
+ * filled in table order by xf_at_carve_table. A slot's count is dim[a]·dim[b] + dim[c] over
+ * the variant's dimension array, whose first two entries are 0 and 1 (so the indices 0 and 1
+ * stand for themselves) and whose own dimensions start at XF_AT_DIM_USER. */
+typedef struct xf_at_slot {
+    size_t off;                  /* offsetof the pointer in lay_t */
+    size_t elem;                 /* bytes per element */
+    uint8_t a, b, c;             /* count = dim[a]·dim[b] + dim[c] */
+} xf_at_slot_t;
+enum { XF_AT_DIM_USER = 2 };
+#define XF_AT_SLOT(f, a, b, c) { offsetof(lay_t, f), sizeof(*((lay_t *)0)->f), a, b, c }
+/* Carve slots[0..n) from ws with alignment align (as xf_at_carve_t; ws NULL: sizes only, lay
+ * untouched and may be NULL) into the pointers of lay. Returns the bytes taken. */
+size_t xf_at_carve_table(void *ws, size_t align, void *lay, const xf_at_slot_t *slots, size_t n,
+                         const size_t *dim);
+#define XF_AT_CARVE(ws, lay, slots, dim)                                                     \
+    xf_at_carve_table(ws, 0, lay, slots, sizeof(slots) / sizeof((slots)[0]), dim)
 
 /* ---- kernels ---- */
 

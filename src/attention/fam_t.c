@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "attention/fam_s.h"
 #include "attention/fam_t.h"
 #include "attention/params.h"
 #include "engine/kernels.h"
@@ -17,6 +18,18 @@
 #define BK XF_AT_T_BK
 
 /* ---- portable micro-kernels ---- */
+
+void xf_at_t_poison_row(int32_t r, int32_t nk, int32_t dp, float *s, float *m, float *l,
+                        float *acc)
+{
+    m[r] = NAN;
+    for (int32_t j = 0; j < nk; j++)
+        s[(size_t)r * BK + j] = 0.0f;
+    for (int32_t x = 0; x < XF_AT_T_LW; x++)
+        l[(size_t)r * XF_AT_T_LW + x] = NAN;
+    for (int32_t c = 0; c < dp; c++)
+        acc[(size_t)r * dp + c] = NAN;
+}
 
 static void qk_c(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
                  float factor, float *s)
@@ -49,13 +62,7 @@ static void softmax_c(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, fl
             nan |= isnan(sr[j]);
         }
         if (nan) {   /* a NaN score poisons the row: m = NaN, the output NaN (see finish) */
-            m[r] = NAN;
-            for (int32_t j = 0; j < nk; j++)
-                sr[j] = 0.0f;
-            for (int32_t x = 0; x < XF_AT_T_LW; x++)
-                l[(size_t)r * XF_AT_T_LW + x] = NAN;
-            for (int32_t c = 0; c < dp; c++)
-                acc[(size_t)r * dp + c] = NAN;
+            xf_at_t_poison_row(r, nk, dp, s, m, l, acc);
             continue;
         }
         float mn = m[r] > mx ? m[r] : mx;
@@ -139,16 +146,9 @@ const xf_at_kern *xf_at_kern_c(void)
     return &kern_c;
 }
 
-static const xf_at_kern *kern_forced;
-
-void xf_at_kern_force(const xf_at_kern *k)
-{
-    kern_forced = k;
-}
-
 const xf_at_kern *xf_at_kern_get(void)
 {
-    return kern_forced ? kern_forced : xf_kernels()->attn;
+    return xf_kernels()->attn;
 }
 
 /* ---- key sets ---- */
@@ -373,69 +373,49 @@ void xf_at_t_win_mask(const xf_at_t_seq *c, int32_t w, int32_t dil, const int32_
     c->kern->mask(nq, nk, keys, full, lo, hi, dil > 1 ? kc : NULL, rc, 1, s);
 }
 
-int xf_at_t_check_shape(const xf_attn_shape *sh)
-{
-    if (!sh || sh->n_seq < 0 || (sh->n_seq > 0 && !sh->cu_len) || sh->n_head < 1 ||
-        sh->d_head < 1 || sh->n_tokens < 0)
-        return XF_ESHAPE;
-    for (int32_t s = 0; s < sh->n_seq; s++)
-        if (sh->cu_len[s] < 0 || sh->cu_len[s + 1] < sh->cu_len[s] ||
-            sh->cu_len[s + 1] > sh->n_tokens)
-            return XF_ESHAPE;
-    if ((int64_t)sh->n_tokens * sh->n_head * sh->d_head > INT32_MAX * (int64_t)16)
-        return XF_ESHAPE;
-    return 0;
-}
-
 /* ---- workspace ---- */
 
-typedef struct ws_layout {
-    size_t qt, kt, vt, s, acc, m, l, hid, key, scratch, glob, full, mark, isg, rows, kc, kvalid;
-    size_t total;
-} ws_layout;
+/* One thread's scratch (64-byte aligned blocks): the tile's Qᵀ/Kᵀ/V copies, scores, running
+ * state and rows; the per-sequence key list, scratch, globals and marks; the Kᵀ block cache. */
+typedef struct lay {
+    float *qt, *kt, *vt, *s, *acc, *m, *l;
+    int32_t *rows;
+    float *hid;
+    int32_t *key, *scratch, *glob;
+    uint8_t *full, *mark, *isg;
+    float *kc;
+    uint8_t *kvalid;
+} lay_t;
 
-static size_t al64(size_t x)
-{
-    return (x + 63) & ~(size_t)63;
-}
+/* d, dp (d rounded up to 16), longest n + 1, scratch ints, logits() floats per row, 64-key
+ * blocks of the longest n, d·64 times those; the tile sizes BQ, BK and LW */
+enum { WD = XF_AT_DIM_USER, WDP, WNM, WSCR, WHID, WNB, WKC, WBQ, WBK, WLW };
+static const xf_at_slot_t ws_slots[] = {
+    XF_AT_SLOT(qt, WBQ, WDP, 0), XF_AT_SLOT(kt, WD, WBK, 0), XF_AT_SLOT(vt, WBK, WDP, 0),
+    XF_AT_SLOT(s, WBQ, WBK, 0), XF_AT_SLOT(acc, WBQ, WDP, 0),
+    XF_AT_SLOT(m, WBQ, 1, 0), XF_AT_SLOT(l, WBQ, WLW, 0),
+    XF_AT_SLOT(rows, WBQ, 1, 0), XF_AT_SLOT(hid, WBQ, WHID, 0),
+    XF_AT_SLOT(key, WNM, 1, 0),
+    XF_AT_SLOT(scratch, WSCR, 1, 0), XF_AT_SLOT(glob, WNM, 1, 0),
+    XF_AT_SLOT(full, WNM, 1, 0), XF_AT_SLOT(mark, WNM, 1, 0), XF_AT_SLOT(isg, WNM, 1, 0),
+    XF_AT_SLOT(kc, WKC, 1, 0), XF_AT_SLOT(kvalid, WNB, 1, 1),
+};
 
 static int32_t nblk64(int32_t n)
 {
     return (n + BK - 1) / BK;
 }
 
-static void layout(const xf_at_t_variant *fv, int32_t d, int32_t nmax, ws_layout *L)
+/* Carve ws (64-byte aligned; NULL: sizes only) into L; returns the bytes taken plus 64 of
+ * slack for the caller to align its pointer. */
+static size_t layout(const xf_at_t_variant *fv, int32_t d, int32_t nmax, void *ws, lay_t *L)
 {
-    size_t dp = (size_t)((d + 15) & ~15), o = 0, nm = (size_t)nmax + 1;
-    L->qt = o; o = al64(o + (size_t)BQ * dp * 4);
-    L->kt = o; o = al64(o + (size_t)d * BK * 4);
-    L->vt = o; o = al64(o + (size_t)BK * dp * 4);
-    L->s = o; o = al64(o + (size_t)BQ * BK * 4);
-    L->acc = o; o = al64(o + (size_t)BQ * dp * 4);
-    L->m = o; o = al64(o + (size_t)BQ * 4);
-    L->l = o; o = al64(o + (size_t)BQ * XF_AT_T_LW * 4);
-    L->rows = o; o = al64(o + (size_t)BQ * 4);
-    L->hid = o; o = al64(o + (size_t)BQ * fv->hid_floats * 4);
-    L->key = o; o = al64(o + nm * 4);
-    L->scratch = o; o = al64(o + (nm + (size_t)fv->scratch_extra) * 4);
-    L->glob = o; o = al64(o + nm * 4);
-    L->full = o; o = al64(o + nm);
-    L->mark = o; o = al64(o + nm);
-    L->isg = o; o = al64(o + nm);
-    L->kc = o; o = al64(o + (size_t)d * (size_t)nblk64(nmax) * BK * 4);
-    L->kvalid = o; o = al64(o + (size_t)nblk64(nmax) + 1);
-    L->total = o + 64;   /* slack to align the caller's pointer */
-}
-
-static int32_t max_len(const xf_attn_shape *sh)
-{
-    int32_t m = 0;
-    for (int32_t s = 0; s < sh->n_seq; s++) {
-        int32_t n = sh->cu_len[s + 1] - sh->cu_len[s];
-        if (n > m)
-            m = n;
-    }
-    return m;
+    const size_t nb = (size_t)nblk64(nmax);
+    const size_t dim[] = { 0, 1, (size_t)d, (size_t)((d + 15) & ~15), (size_t)nmax + 1,
+                           (size_t)nmax + 1 + (size_t)fv->scratch_extra, fv->hid_floats, nb,
+                           (size_t)d * nb * BK, BQ, BK, XF_AT_T_LW };
+    return xf_at_carve_table(ws, 64, L, ws_slots, sizeof(ws_slots) / sizeof(ws_slots[0]), dim) +
+           64;
 }
 
 static void seq_init(xf_at_t_seq *c, const void *params, const xf_attn_shape *sh,
@@ -462,9 +442,10 @@ static int head_setup(const xf_at_t_variant *fv, xf_at_t_seq *c, int32_t head)
 int xf_at_t_plan(const xf_at_t_variant *fv, const void *params, const xf_attn_shape *sh, int nth,
                xf_attn_plan *out)
 {
-    int rc = xf_at_t_check_shape(sh);
-    if (rc)
-        return rc;
+    const int nmax = xf_at_check_shape(sh);
+    int rc;
+    if (nmax < 0)
+        return nmax;
     if (nth < 1 || !out)
         return -EINVAL;
     xf_attn_plan p;
@@ -486,9 +467,7 @@ int xf_at_t_plan(const xf_at_t_variant *fv, const void *params, const xf_attn_sh
         }
         p.dense_fallbacks += all_dense;
     }
-    ws_layout L;
-    layout(fv, sh->d_head, max_len(sh), &L);
-    p.ws_per_thread = L.total;
+    p.ws_per_thread = layout(fv, sh->d_head, nmax, NULL, NULL);
     p.n_items = items > INT32_MAX ? INT32_MAX : (int32_t)items;
     *out = p;
     return 0;
@@ -653,45 +632,44 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
 int xf_at_t_forward(const xf_at_t_variant *fv, const void *params, const xf_attn_shape *sh,
                   const xf_attn_io *io, const xf_attn_plan *pl, void *ws, int ith, int nth)
 {
-    int rc = xf_at_t_check_shape(sh);
-    if (rc)
-        return rc;
+    const int nmax = xf_at_check_shape(sh);
+    int rc;
+    if (nmax < 0)
+        return nmax;
     if (!io || !pl || nth < 1 || ith < 0 || ith >= nth)
         return -EINVAL;
     if (sh->n_seq == 0)
         return 0;
     if (!io->q || !io->k || !io->v || !io->out || !(io->q_scale != 0.0f) || !ws)
         return -EINVAL;
-    const int32_t nmax = max_len(sh);
-    ws_layout L;
-    layout(fv, sh->d_head, nmax, &L);
-    if (pl->ws_per_thread < L.total)
+    if (pl->ws_per_thread < layout(fv, sh->d_head, nmax, NULL, NULL))
         return -EINVAL;
-    unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    lay_t L;
+    layout(fv, sh->d_head, nmax, (void *)(((uintptr_t)ws + 63) & ~(uintptr_t)63), &L);
 
     ft_run R;
     R.fv = fv;
     R.kern = xf_at_kern_get();
-    R.qt = (float *)(base + L.qt);
-    R.kt = (float *)(base + L.kt);
-    R.vt = (float *)(base + L.vt);
-    R.s = (float *)(base + L.s);
-    R.acc = (float *)(base + L.acc);
-    R.m = (float *)(base + L.m);
-    R.l = (float *)(base + L.l);
-    R.hid = (float *)(base + L.hid);
-    R.kb.key = (int32_t *)(base + L.key);
-    R.kb.full = base + L.full;
-    R.kb.mark = base + L.mark;
+    R.qt = L.qt;
+    R.kt = L.kt;
+    R.vt = L.vt;
+    R.s = L.s;
+    R.acc = L.acc;
+    R.m = L.m;
+    R.l = L.l;
+    R.hid = L.hid;
+    R.kb.key = L.key;
+    R.kb.full = L.full;
+    R.kb.mark = L.mark;
     R.d = sh->d_head;
     R.dp = (sh->d_head + 15) & ~15;
     R.N = sh->n_tokens;
     R.H = sh->n_head;
-    R.kc = (float *)(base + L.kc);
-    R.kvalid = base + L.kvalid;
+    R.kc = L.kc;
+    R.kvalid = L.kvalid;
     R.tag_k = NULL;
     R.tag_t0 = R.tag_n = R.tag_h = -1;
-    int32_t *rows = (int32_t *)(base + L.rows);
+    int32_t *rows = L.rows;
     memset(R.kb.mark, 0, (size_t)nmax + 1);
 
     int64_t total = 0, prefix = 0;
@@ -701,10 +679,10 @@ int xf_at_t_forward(const xf_at_t_variant *fv, const void *params, const xf_attn
             seq_init(&c, params, sh, io, s);
             if (c.n == 0)
                 continue;
-            c.scratch = (int32_t *)(base + L.scratch);
+            c.scratch = L.scratch;
             c.n_scratch = nmax + 1 + fv->scratch_extra;
-            c.glob = (int32_t *)(base + L.glob);
-            c.is_g = base + L.isg;
+            c.glob = L.glob;
+            c.is_g = L.isg;
             c.kern = R.kern;
             if (fv->globals) {
                 rc = fv->globals(&c);

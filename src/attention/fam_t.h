@@ -186,9 +186,6 @@ typedef struct xf_synth_weights {
 } xf_synth_weights;
 #define XF_SYNTH_MAX_HIDDEN 1024
 
-/* Common shape checks (cu_len monotone, inside n_tokens, heads >= 1). */
-int xf_at_t_check_shape(const xf_attn_shape *sh);
-
 /* Micro-kernels on one tile (exposed for the per-ISA files and tests).
  * qt [nq][dp] (columns >= d zero), kt [d][XF_AT_T_BK], s/p [nq][XF_AT_T_BK], vt: row pointers,
  * acc [nq][dp], m [nq], l [nq][XF_AT_T_LW] (partial sums, zero-initialised; the row's sum is
@@ -217,15 +214,19 @@ typedef struct xf_at_kern {
     void (*scale)(int32_t d, const float *src, float f, float *dst);
 } xf_at_kern;
 
+/* softmax() of a row r with a NaN score: m, l and acc become NaN (the row's output NaN), its
+ * weights s[r][0..nk) 0. For every kernel. */
+void xf_at_t_poison_row(int32_t r, int32_t nk, int32_t dp, float *s, float *m, float *l,
+                        float *acc);
+
 const xf_at_kern *xf_at_kern_c(void);
 #ifdef XF_HAVE_X86_64
 const xf_at_kern *xf_at_kern_avx512(void);
 const xf_at_kern *xf_at_kern_avx2(void);
 #endif
 /* The kernel in use: the engine's kernel table's (engine/kernels.h xf_kernels()->attn, one CPU
- * selection for the engine and the attention). */
+ * selection for the engine and the attention; tests reach the others through XF_CPU caps or
+ * by calling the per-ISA tables' functions directly). */
 const xf_at_kern *xf_at_kern_get(void);
-/* Tests: force a kernel (NULL: automatic). Not thread-safe; call before forwards. */
-void xf_at_kern_force(const xf_at_kern *k);
 
 #endif

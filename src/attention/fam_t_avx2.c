@@ -1,8 +1,8 @@
 /* Family-T micro-kernels for AVX2+FMA (compiled with -mavx2 -mfma): the same xf_at_kern
  * interface as fam_t_avx512.c for CPUs without AVX-512 (or under XF_CPU=avx2). Tile logits
  * S = factor·Q·Kᵀ (3 rows × 32 keys register block: 12 ymm accumulators), the online-softmax
- * update with a polynomial exp (exact 0 for excluded keys; NaN and +inf logits propagate to
- * the row's output as NaN), O += P·V (3 rows × 32 columns), the K-chunk transpose in 8×8
+ * update with the engine's xf_exp256 (exact 0 for excluded keys; NaN and +inf logits propagate
+ * to the row's output as NaN), O += P·V (3 rows × 32 columns), the K-chunk transpose in 8×8
  * blocks and the membership mask with integer compares. Selected at run time by
  * xf_at_kern_get(). */
 #include "config.h"
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "attention/fam_t.h"
+#include "engine/kernels/x86/vmath_avx2.h"
 
 #define BK XF_AT_T_BK
 #define XF_INLINE static inline __attribute__((always_inline))
@@ -68,29 +69,13 @@ static void qk_avx2(int32_t nq, int32_t d, int32_t dp, const float *qt, const fl
     }
 }
 
-/* exp(x) for x <= 0 (x = logit − running max): lanes below −87 (and −inf) give exactly 0,
- * NaN lanes stay NaN. Cody–Waite reduction and a degree-7 Taylor polynomial on
- * |r| <= ln2/2 (error below float rounding), 2^n from the exponent bits (n >= −126). */
+/* exp(x) for x <= 0 (x = logit − running max): the engine's xf_exp256 with lanes below −87
+ * (and −inf) exactly 0, as the online softmax needs (excluded keys never enter the sums);
+ * NaN lanes stay NaN. */
 XF_INLINE __m256 exp_neg(__m256 x)
 {
-    const __m256 lo = _mm256_set1_ps(-87.0f);
-    __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);   /* false for NaN */
-    x = _mm256_max_ps(lo, x);                         /* returns x (NaN) when x is NaN */
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
-                                                   _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);   /* false for NaN */
+    return _mm256_andnot_ps(tiny, xf_exp256(x));
 }
 
 XF_INLINE float hmax(__m256 v)
@@ -191,6 +176,18 @@ XF_INLINE void pv_block(const int mr, const int nv, int32_t nk, int32_t dp, cons
             _mm256_store_ps(o + (size_t)i * dp + 8 * v, a[i][v]);
 }
 
+/* pv_block on mr (1..3) rows with a constant mr for each. */
+XF_INLINE void pv_rows(int32_t mr, const int nv, int32_t nk, int32_t dp, const float *p,
+                       const float *const *vt, int32_t c, float *o)
+{
+    if (mr == 3)
+        pv_block(3, nv, nk, dp, p, vt, c, o);
+    else if (mr == 2)
+        pv_block(2, nv, nk, dp, p, vt, c, o);
+    else
+        pv_block(1, nv, nk, dp, p, vt, c, o);
+}
+
 static void pv_avx2(int32_t nq, int32_t nk, int32_t dp, const float *p,
                     const float *const *vt, float *acc)
 {
@@ -201,22 +198,10 @@ static void pv_avx2(int32_t nq, int32_t nk, int32_t dp, const float *p,
         float *o = acc + (size_t)r * dp;
         int32_t c = 0;
         /* dp is a multiple of 16: 32-column blocks, then one of 16 */
-        for (; c + 32 <= dp; c += 32) {
-            if (mr == 3)
-                pv_block(3, 4, nk, dp, pr, vt, c, o + c);
-            else if (mr == 2)
-                pv_block(2, 4, nk, dp, pr, vt, c, o + c);
-            else
-                pv_block(1, 4, nk, dp, pr, vt, c, o + c);
-        }
-        if (c < dp) {
-            if (mr == 3)
-                pv_block(3, 2, nk, dp, pr, vt, c, o + c);
-            else if (mr == 2)
-                pv_block(2, 2, nk, dp, pr, vt, c, o + c);
-            else
-                pv_block(1, 2, nk, dp, pr, vt, c, o + c);
-        }
+        for (; c + 32 <= dp; c += 32)
+            pv_rows(mr, 4, nk, dp, pr, vt, c, o + c);
+        if (c < dp)
+            pv_rows(mr, 2, nk, dp, pr, vt, c, o + c);
     }
 }
 

@@ -12,6 +12,20 @@
 
 #define BK XF_AT_T_BK
 
+/* One step of a 4-row × 64-column register block: row i's accumulators a<i>0..a<i>3 +=
+ * x_i · w0..w3 (x_i broadcast), rows 0..3 in order. */
+#define FMA_ROW(acc, x, w0, w1, w2, w3)                                                      \
+    do {                                                                                     \
+        __m512 b_ = _mm512_set1_ps(x);                                                       \
+        acc##0 = _mm512_fmadd_ps(b_, w0, acc##0); acc##1 = _mm512_fmadd_ps(b_, w1, acc##1);  \
+        acc##2 = _mm512_fmadd_ps(b_, w2, acc##2); acc##3 = _mm512_fmadd_ps(b_, w3, acc##3);  \
+    } while (0)
+#define FMA_4X4(x0, x1, x2, x3, w0, w1, w2, w3)                                              \
+    do {                                                                                     \
+        FMA_ROW(a0, x0, w0, w1, w2, w3); FMA_ROW(a1, x1, w0, w1, w2, w3);                    \
+        FMA_ROW(a2, x2, w0, w1, w2, w3); FMA_ROW(a3, x3, w0, w1, w2, w3);                    \
+    } while (0)
+
 static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
                       float factor, float *s)
 {
@@ -28,18 +42,7 @@ static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const 
             const float *kr = kt + (size_t)c * BK;
             __m512 k0 = _mm512_load_ps(kr), k1 = _mm512_load_ps(kr + 16);
             __m512 k2 = _mm512_load_ps(kr + 32), k3 = _mm512_load_ps(kr + 48);
-            __m512 b = _mm512_set1_ps(q0[c]);
-            a00 = _mm512_fmadd_ps(b, k0, a00); a01 = _mm512_fmadd_ps(b, k1, a01);
-            a02 = _mm512_fmadd_ps(b, k2, a02); a03 = _mm512_fmadd_ps(b, k3, a03);
-            b = _mm512_set1_ps(q1[c]);
-            a10 = _mm512_fmadd_ps(b, k0, a10); a11 = _mm512_fmadd_ps(b, k1, a11);
-            a12 = _mm512_fmadd_ps(b, k2, a12); a13 = _mm512_fmadd_ps(b, k3, a13);
-            b = _mm512_set1_ps(q2[c]);
-            a20 = _mm512_fmadd_ps(b, k0, a20); a21 = _mm512_fmadd_ps(b, k1, a21);
-            a22 = _mm512_fmadd_ps(b, k2, a22); a23 = _mm512_fmadd_ps(b, k3, a23);
-            b = _mm512_set1_ps(q3[c]);
-            a30 = _mm512_fmadd_ps(b, k0, a30); a31 = _mm512_fmadd_ps(b, k1, a31);
-            a32 = _mm512_fmadd_ps(b, k2, a32); a33 = _mm512_fmadd_ps(b, k3, a33);
+            FMA_4X4(q0[c], q1[c], q2[c], q3[c], k0, k1, k2, k3);
         }
         float *s0 = s + (size_t)r * BK;
         _mm512_store_ps(s0, _mm512_mul_ps(a00, f));
@@ -117,13 +120,7 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
     for (int32_t r = 0; r < nq; r++) {
         float *sr = s + (size_t)r * BK;
         if (isnan(mn[r])) {   /* see above: the output of the row becomes NaN */
-            m[r] = NAN;
-            for (int32_t j = 0; j < nk; j++)
-                sr[j] = 0.0f;
-            for (int32_t x = 0; x < XF_AT_T_LW; x++)
-                l[(size_t)r * XF_AT_T_LW + x] = NAN;
-            for (int32_t c = 0; c < dp; c++)
-                acc[(size_t)r * dp + c] = NAN;
+            xf_at_t_poison_row(r, nk, dp, s, m, l, acc);
             continue;
         }
         if (mn[r] == -INFINITY) {   /* every key so far excluded */
@@ -262,18 +259,7 @@ static void pv_avx512(int32_t nq, int32_t nk, int32_t dp, const float *p,
                 const float *vr = vt[j] + c;
                 __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
                 __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
-                __m512 b = _mm512_set1_ps(p0[j]);
-                a00 = _mm512_fmadd_ps(b, v0, a00); a01 = _mm512_fmadd_ps(b, v1, a01);
-                a02 = _mm512_fmadd_ps(b, v2, a02); a03 = _mm512_fmadd_ps(b, v3, a03);
-                b = _mm512_set1_ps(p1[j]);
-                a10 = _mm512_fmadd_ps(b, v0, a10); a11 = _mm512_fmadd_ps(b, v1, a11);
-                a12 = _mm512_fmadd_ps(b, v2, a12); a13 = _mm512_fmadd_ps(b, v3, a13);
-                b = _mm512_set1_ps(p2[j]);
-                a20 = _mm512_fmadd_ps(b, v0, a20); a21 = _mm512_fmadd_ps(b, v1, a21);
-                a22 = _mm512_fmadd_ps(b, v2, a22); a23 = _mm512_fmadd_ps(b, v3, a23);
-                b = _mm512_set1_ps(p3[j]);
-                a30 = _mm512_fmadd_ps(b, v0, a30); a31 = _mm512_fmadd_ps(b, v1, a31);
-                a32 = _mm512_fmadd_ps(b, v2, a32); a33 = _mm512_fmadd_ps(b, v3, a33);
+                FMA_4X4(p0[j], p1[j], p2[j], p3[j], v0, v1, v2, v3);
             }
             _mm512_store_ps(o0 + c, a00); _mm512_store_ps(o0 + c + 16, a01);
             _mm512_store_ps(o0 + c + 32, a02); _mm512_store_ps(o0 + c + 48, a03);

@@ -32,30 +32,22 @@ typedef struct lay {
     double *pts, *mu, *acc;
     int32_t *idx, *grp, *cnt;
     float *Ks, *Vs, *beta, *U, *scr;
-    void *amx;
+    unsigned char *amx;
 } lay_t;
+
+enum { IN = XF_AT_DIM_USER, ID, IM, IAMX };   /* n, d, m, argmax scratch bytes */
+static const xf_at_slot_t slots[] = {
+    XF_AT_SLOT(pts, IN, ID, 0), XF_AT_SLOT(mu, IM, ID, 0), XF_AT_SLOT(acc, IM, ID, 0),
+    XF_AT_SLOT(idx, IN, 1, 0), XF_AT_SLOT(grp, IN, 1, 0), XF_AT_SLOT(cnt, IM, 1, 0),
+    XF_AT_SLOT(Ks, IM, ID, 0), XF_AT_SLOT(Vs, IM, ID, 0),
+    XF_AT_SLOT(beta, IM, 1, 0), XF_AT_SLOT(U, IM, ID, 0),
+    XF_AT_SLOT(scr, IN, 1, IM), XF_AT_SLOT(amx, IAMX, 1, 0),
+};
 
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
-    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
-    xf_at_carve_t cv = { ws, 0 };
-    lay_t none;
-
-    if (!l)
-        l = &none;
-    l->pts = xf_at_take(&cv, sizeof(double), N * D);
-    l->mu = xf_at_take(&cv, sizeof(double), M * D);
-    l->acc = xf_at_take(&cv, sizeof(double), M * D);
-    l->idx = xf_at_take(&cv, sizeof(int32_t), N);
-    l->grp = xf_at_take(&cv, sizeof(int32_t), N);
-    l->cnt = xf_at_take(&cv, sizeof(int32_t), M);
-    l->Ks = xf_at_take(&cv, sizeof(float), M * D);
-    l->Vs = xf_at_take(&cv, sizeof(float), M * D);
-    l->beta = xf_at_take(&cv, sizeof(float), M);
-    l->U = xf_at_take(&cv, sizeof(float), M * D);
-    l->scr = xf_at_take(&cv, sizeof(float), N + M);
-    l->amx = xf_at_take(&cv, sizeof(unsigned char), xf_at_s_argmax_ws(m, d));
-    return cv.off;
+    const size_t dim[] = { 0, 1, (size_t)n, (size_t)d, (size_t)m, xf_at_s_argmax_ws(m, d) };
+    return XF_AT_CARVE(ws, l, slots, dim);
 }
 
 /* Per-thread scratch for the longest sequence nmax (before the tile scratch). */

@@ -85,8 +85,6 @@ static int lf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_linformer = {
     XF_AT_PARAMS(xf_linformer_params_t, lf_defaults, keys),
-    .needs_weights = { "source", XF_LINFORMER_WEIGHTS,
-        "\"weights\" needs trained Linformer E/F projections, which this model does not have; "
-        "use \"pooled\"" },
+    .needs_weights = { "source", XF_LINFORMER_WEIGHTS, "trained Linformer E/F projections" },
     .item_ws = lf_ws, .forward = lf_forward,
 };

@@ -64,8 +64,6 @@ static int mc_forward(const void *params, const xf_attn_shape *sh, const xf_attn
 
 const xf_attn_ops xf_at_memcomp = {
     XF_AT_PARAMS(xf_memcomp_params_t, mc_defaults, keys),
-    .needs_weights = { "pool", XF_MEMCOMP_CONV,
-        "\"conv\" needs a trained compression convolution, which this model does not have; "
-        "use \"mean\"" },
+    .needs_weights = { "pool", XF_MEMCOMP_CONV, "a trained compression convolution" },
     .item_ws = mc_ws, .forward = mc_forward,
 };

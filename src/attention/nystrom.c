@@ -28,27 +28,19 @@ typedef struct lay {
     float *scr;
 } lay_t;
 
+enum { YN = XF_AT_DIM_USER, YD, YM, YNM };   /* n, d, m, max(n, m) */
+static const xf_at_slot_t slots[] = {
+    XF_AT_SLOT(xl, YM, YD, 0), XF_AT_SLOT(yl, YM, YD, 0),
+    XF_AT_SLOT(A, YM, YM, 0), XF_AT_SLOT(Z, YM, YM, 0), XF_AT_SLOT(AZ, YM, YM, 0),
+    XF_AT_SLOT(T1, YM, YM, 0), XF_AT_SLOT(T2, YM, YM, 0),
+    XF_AT_SLOT(BV, YM, YD, 0), XF_AT_SLOT(W, YM, YD, 0),
+    XF_AT_SLOT(row, YNM, 1, 1), XF_AT_SLOT(q, YD, 1, 0), XF_AT_SLOT(scr, YN, 1, 1),
+};
+
 static size_t layout(int32_t n, int32_t d, int32_t m, void *ws, lay_t *l)
 {
-    size_t N = (size_t)n, D = (size_t)d, M = (size_t)m;
-    xf_at_carve_t cv = { ws, 0 };
-    lay_t none;
-
-    if (!l)
-        l = &none;
-    l->xl = xf_at_take(&cv, sizeof(double), M * D);
-    l->yl = xf_at_take(&cv, sizeof(double), M * D);
-    l->A = xf_at_take(&cv, sizeof(double), M * M);
-    l->Z = xf_at_take(&cv, sizeof(double), M * M);
-    l->AZ = xf_at_take(&cv, sizeof(double), M * M);
-    l->T1 = xf_at_take(&cv, sizeof(double), M * M);
-    l->T2 = xf_at_take(&cv, sizeof(double), M * M);
-    l->BV = xf_at_take(&cv, sizeof(double), M * D);
-    l->W = xf_at_take(&cv, sizeof(double), M * D);
-    l->row = xf_at_take(&cv, sizeof(double), (N > M ? N : M) + 1);
-    l->q = xf_at_take(&cv, sizeof(double), D);
-    l->scr = xf_at_take(&cv, sizeof(float), N + 1);
-    return cv.off;
+    const size_t dim[] = { 0, 1, (size_t)n, (size_t)d, (size_t)m, (size_t)(n > m ? n : m) };
+    return XF_AT_CARVE(ws, l, slots, dim);
 }
 
 static int uses_dense(const xf_nystrom_params_t *p, int32_t n)

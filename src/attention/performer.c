@@ -34,20 +34,6 @@ int32_t xf_performer_features(const xf_performer_params_t *p, int32_t d)
 
 static const xf_performer_params_t pf_defaults = { .orthogonal = 1, .row_norm = XF_ROWNORM_CHI };
 
-static void pf_map(const xf_performer_params_t *p, const xf_attn_shape *sh, const xf_attn_io *io,
-                   const float *w, xf_at_f_map_t *mp)
-{
-    mp->kind = XF_AT_F_FAVOR;
-    mp->r = xf_performer_features(p, sh->d_head);
-    mp->w = w;
-    mp->eps = 0;
-    if (io) {
-        float rs = sqrtf(io->scale);      /* x·y = s·q·k */
-        mp->qmul = rs / io->q_scale;
-        mp->kmul = rs;
-    }
-}
-
 static int pf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
 {
     const xf_performer_params_t *p = params;
@@ -58,7 +44,7 @@ static int pf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    pf_map(p, sh, NULL, NULL, &mp);
+    xf_at_f_rand_map(&mp, XF_AT_F_FAVOR, m, NULL, NULL);
     /* every head's W, then (m + d)·d doubles of generator scratch */
     xf_at_plan_items(sh, xf_at_f_ws(&mp, nmax, sh->d_head),
                        xf_at_f_shared_size(sh->n_head, m, d, ((size_t)m + (size_t)d) * (size_t)d),
@@ -90,7 +76,7 @@ static int pf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     int32_t m = xf_performer_features(p, sh->d_head);
     xf_at_f_map_t mp;
 
-    pf_map(p, sh, io, ws_shared, &mp);
+    xf_at_f_rand_map(&mp, XF_AT_F_FAVOR, m, ws_shared, io);
     xf_at_f_walk(&mp, (size_t)m * (size_t)sh->d_head, sh, io, pl, ws_thread, ith, nth);
     return 0;
 }

@@ -42,40 +42,31 @@ static int rf_check(const void *params, char *err, size_t errlen)
 
 typedef struct lay {
     double *r, *xhat, *hacc, *qh, *kh;
-    void *amx;
+    unsigned char *amx;
     int32_t *qb, *kb, *order, *start, *spos, *stamp, *list, *qo, *qt, *bcnt;
     float *logit, *khat;
 } lay_t;
 
+/* n, d, hashes, buckets + 1, max(buckets / 2, 1), argmax scratch bytes */
+enum { FN = XF_AT_DIM_USER, FD, FH, FB1, FHALF, FAMX };
+static const xf_at_slot_t slots[] = {
+    XF_AT_SLOT(r, FD, FHALF, 0), XF_AT_SLOT(xhat, FD, 1, 0), XF_AT_SLOT(hacc, FHALF, 1, 0),
+    XF_AT_SLOT(qh, FN, FD, 0), XF_AT_SLOT(kh, FN, FD, 0),
+    XF_AT_SLOT(amx, FAMX, 1, 0),
+    XF_AT_SLOT(qb, FH, FN, 0), XF_AT_SLOT(kb, FH, FN, 0), XF_AT_SLOT(order, FH, FN, 0),
+    XF_AT_SLOT(start, FH, FB1, 0), XF_AT_SLOT(spos, FH, FN, 0),
+    XF_AT_SLOT(stamp, FN, 1, 0), XF_AT_SLOT(list, FN, 1, 0), XF_AT_SLOT(logit, FN, 1, 0),
+    XF_AT_SLOT(qo, FN, 1, 0), XF_AT_SLOT(qt, FN, 1, 0),
+    XF_AT_SLOT(bcnt, FB1, 1, 0), XF_AT_SLOT(khat, FN, FD, 0),
+};
+
 static size_t layout(const xf_reformer_params_t *p, int32_t n, int32_t d, int32_t nb, void *ws,
                      lay_t *l)
 {
-    size_t H = (size_t)p->n_hashes, N = (size_t)n, D = (size_t)d;
-    xf_at_carve_t cv = { ws, 0 };
-    lay_t none;
-
-    if (!l)
-        l = &none;
-    l->r = xf_at_take(&cv, sizeof(double), D * (size_t)(nb / 2 > 0 ? nb / 2 : 1));
-    l->xhat = xf_at_take(&cv, sizeof(double), D);
-    l->hacc = xf_at_take(&cv, sizeof(double), (size_t)(nb / 2 > 0 ? nb / 2 : 1));
-    l->qh = xf_at_take(&cv, sizeof(double), N * D);
-    l->kh = xf_at_take(&cv, sizeof(double), N * D);
-    l->amx = xf_at_take(&cv, sizeof(unsigned char),
-                         xf_at_s_argmax_ws(nb / 2 > 0 ? nb / 2 : 1, d));
-    l->qb = xf_at_take(&cv, sizeof(int32_t), H * N);
-    l->kb = xf_at_take(&cv, sizeof(int32_t), H * N);
-    l->order = xf_at_take(&cv, sizeof(int32_t), H * N);
-    l->start = xf_at_take(&cv, sizeof(int32_t), H * ((size_t)nb + 1));
-    l->spos = xf_at_take(&cv, sizeof(int32_t), H * N);
-    l->stamp = xf_at_take(&cv, sizeof(int32_t), N);
-    l->list = xf_at_take(&cv, sizeof(int32_t), N);
-    l->logit = xf_at_take(&cv, sizeof(float), N);
-    l->qo = xf_at_take(&cv, sizeof(int32_t), N);
-    l->qt = xf_at_take(&cv, sizeof(int32_t), N);
-    l->bcnt = xf_at_take(&cv, sizeof(int32_t), (size_t)nb + 1);
-    l->khat = xf_at_take(&cv, sizeof(float), N * D);
-    return cv.off;
+    const int32_t half = nb / 2 > 0 ? nb / 2 : 1;
+    const size_t dim[] = { 0, 1, (size_t)n, (size_t)d, (size_t)p->n_hashes, (size_t)nb + 1,
+                           (size_t)half, xf_at_s_argmax_ws(half, d) };
+    return XF_AT_CARVE(ws, l, slots, dim);
 }
 
 /* Per-thread scratch for the longest sequence nmax (before the tile scratch). */

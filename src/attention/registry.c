@@ -56,6 +56,24 @@ int xf_at_params_json(const xf_attn_vtbl *vt, const void *params, json_t *obj)
     return xf_at_write_keys(vt->ops->keys, vt->ops->n_keys, params, obj);
 }
 
+/* "key: "name" needs what, which this model does not have; use "other" or "other"" (the
+ * enum key's other names, in table order). */
+static int refuse_untrained(const xf_at_key_t *k, int32_t v, const char *what, char *err,
+                            size_t errlen)
+{
+    char msg[256];
+    size_t len = (size_t)snprintf(msg, sizeof msg, "\"%s\" needs %s, which this model does "
+                                  "not have; use ", k->names[v], what);
+    const char *sep = "";
+    for (int32_t i = 0; k->names[i] && len < sizeof msg; i++) {
+        if (i == v)
+            continue;
+        len += (size_t)snprintf(msg + len, sizeof msg - len, "%s\"%s\"", sep, k->names[i]);
+        sep = " or ";
+    }
+    return xf_at_refuse(err, errlen, k->key, msg);
+}
+
 int xf_at_validate(const xf_attn_vtbl *vt, const void *params, const xf_model_t *m, int layer,
                    char *err, size_t errlen)
 {
@@ -67,7 +85,7 @@ int xf_at_validate(const xf_attn_vtbl *vt, const void *params, const xf_model_t 
             continue;
         memcpy(&v, (const unsigned char *)params + o->keys[i].off, sizeof v);
         if (v == o->needs_weights.value)
-            return xf_at_refuse(err, errlen, o->needs_weights.key, o->needs_weights.msg);
+            return refuse_untrained(&o->keys[i], v, o->needs_weights.what, err, errlen);
     }
     return o->validate ? o->validate(params, m, layer, err, errlen) : 0;
 }

@@ -61,12 +61,13 @@ typedef struct xf_attn_ops {
     /* Rules between keys, after every key is read (e.g. summary <= block); may be NULL.
      * Returns 0 or XF_EPARAM with err naming the key. */
     int (*check)(const void *params, char *err, size_t errlen);
-    /* A setting that needs trained tensors no loaded model has: the integer parameter key
-     * equal to value is refused with "key: msg" (XF_EUNSUPPORTED). key NULL: none. */
+    /* A setting that needs trained tensors no loaded model has: the enum parameter key equal
+     * to value is refused (XF_EUNSUPPORTED) with "key: "value" needs what, which this model
+     * does not have; use "other"" (the key's other names). key NULL: none. */
     struct {
         const char *key;
         int32_t value;
-        const char *msg;
+        const char *what;
     } needs_weights;
     /* Other model-side checks (weights present, d_head limits); may be NULL. */
     int (*validate)(const void *params, const xf_model_t *m, int layer, char *err, size_t errlen);

@@ -37,19 +37,9 @@ static int rf_check(const void *params, char *err, size_t errlen)
     return 0;
 }
 
-static void rf_map(const xf_rfa_params_t *p, const xf_attn_io *io, const float *w,
-                   xf_at_f_map_t *mp)
+static enum xf_at_f_kind rf_kind(const xf_rfa_params_t *p)
 {
-    mp->kind = p->mode == XF_RFA_NORM ? XF_AT_F_TRIGNORM : XF_AT_F_TRIG;
-    mp->r = p->features;
-    mp->w = w;
-    mp->eps = 0;
-    mp->qmul = mp->kmul = 1.0f;
-    if (io) {
-        float rs = sqrtf(io->scale);
-        mp->qmul = rs / io->q_scale;
-        mp->kmul = rs;
-    }
+    return p->mode == XF_RFA_NORM ? XF_AT_F_TRIGNORM : XF_AT_F_TRIG;
 }
 
 static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn_plan *out)
@@ -61,7 +51,7 @@ static int rf_plan(const void *params, const xf_attn_shape *sh, int nth, xf_attn
     (void)nth;
     if (nmax < 0)
         return nmax;
-    rf_map(p, NULL, NULL, &mp);
+    xf_at_f_rand_map(&mp, rf_kind(p), p->features, NULL, NULL);
     /* every head's W, then D·d doubles of generator scratch */
     xf_at_plan_items(sh, xf_at_f_ws(&mp, nmax, sh->d_head),
                        xf_at_f_shared_size(sh->n_head, p->features, sh->d_head,
@@ -93,7 +83,7 @@ static int rf_forward(const void *params, const xf_attn_shape *sh, const xf_attn
     const xf_rfa_params_t *p = params;
     xf_at_f_map_t mp;
 
-    rf_map(p, io, ws_shared, &mp);
+    xf_at_f_rand_map(&mp, rf_kind(p), p->features, ws_shared, io);
     xf_at_f_walk(&mp, (size_t)p->features * (size_t)sh->d_head, sh, io, pl, ws_thread, ith,
                  nth);
     return 0;

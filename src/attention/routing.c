@@ -28,31 +28,24 @@ typedef struct lay {
     double *pts, *mu, *acc;
     int32_t *idx, *cq, *ck, *order, *start, *cnt;
     float *logit, *qbar, *obar;
-    void *amx;
+    unsigned char *amx;
 } lay_t;
+
+enum { RN = XF_AT_DIM_USER, RN2, RD, RK, RAMX };   /* n, 2n, d, k, argmax scratch bytes */
+static const xf_at_slot_t slots[] = {
+    XF_AT_SLOT(pts, RN2, RD, 0), XF_AT_SLOT(mu, RK, RD, 0), XF_AT_SLOT(acc, RK, RD, RD),
+    XF_AT_SLOT(idx, RN2, 1, 0),
+    XF_AT_SLOT(cq, RN, 1, 0), XF_AT_SLOT(ck, RN, 1, 0), XF_AT_SLOT(order, RN, 1, 0),
+    XF_AT_SLOT(start, RK, 1, 1), XF_AT_SLOT(cnt, RK, 1, 0),
+    XF_AT_SLOT(logit, RN, 1, 0),
+    XF_AT_SLOT(qbar, RK, RD, 0), XF_AT_SLOT(obar, RK, RD, 0), XF_AT_SLOT(amx, RAMX, 1, 0),
+};
 
 static size_t layout(int32_t n, int32_t d, int32_t k, void *ws, lay_t *l)
 {
-    size_t N = (size_t)n, D = (size_t)d, K = (size_t)k;
-    xf_at_carve_t cv = { ws, 0 };
-    lay_t none;
-
-    if (!l)
-        l = &none;
-    l->pts = xf_at_take(&cv, sizeof(double), 2u * N * D);
-    l->mu = xf_at_take(&cv, sizeof(double), K * D);
-    l->acc = xf_at_take(&cv, sizeof(double), K * D + D);
-    l->idx = xf_at_take(&cv, sizeof(int32_t), 2u * N);
-    l->cq = xf_at_take(&cv, sizeof(int32_t), N);
-    l->ck = xf_at_take(&cv, sizeof(int32_t), N);
-    l->order = xf_at_take(&cv, sizeof(int32_t), N);
-    l->start = xf_at_take(&cv, sizeof(int32_t), K + 1);
-    l->cnt = xf_at_take(&cv, sizeof(int32_t), K);
-    l->logit = xf_at_take(&cv, sizeof(float), N);
-    l->qbar = xf_at_take(&cv, sizeof(float), K * D);
-    l->obar = xf_at_take(&cv, sizeof(float), K * D);
-    l->amx = xf_at_take(&cv, sizeof(unsigned char), xf_at_s_argmax_ws(k, d));
-    return cv.off;
+    const size_t dim[] = { 0, 1, (size_t)n, 2u * (size_t)n, (size_t)d, (size_t)k,
+                           xf_at_s_argmax_ws(k, d) };
+    return XF_AT_CARVE(ws, l, slots, dim);
 }
 
 /* Per-thread scratch for the longest sequence nmax (before the tile scratch). */

@@ -34,25 +34,19 @@ typedef struct lay {
     float *logit, *kbuf, *vbuf;
 } lay_t;
 
+enum { SN = XF_AT_DIM_USER, SD, SNB, SB2 };   /* n, d, blocks, 2·min(b, n) */
+static const xf_at_slot_t slots[] = {
+    XF_AT_SLOT(mq, SNB, SD, 0), XF_AT_SLOT(mk, SNB, SD, 0), XF_AT_SLOT(R, SNB, SNB, 0),
+    XF_AT_SLOT(row, SNB, 1, 1), XF_AT_SLOT(sel, SNB, 1, 1),
+    XF_AT_SLOT(list, SN, 1, 0),
+    XF_AT_SLOT(logit, SN, 1, SB2), XF_AT_SLOT(kbuf, SB2, SD, 0), XF_AT_SLOT(vbuf, SB2, SD, 0),
+};
+
 static size_t layout(int32_t n, int32_t d, int32_t b, void *ws, lay_t *l)
 {
-    int32_t nb = (n + b - 1) / b;
-    size_t N = (size_t)n, D = (size_t)d, NB = (size_t)nb, B = (size_t)(b < n ? b : n);
-    xf_at_carve_t cv = { ws, 0 };
-    lay_t none;
-
-    if (!l)
-        l = &none;
-    l->mq = xf_at_take(&cv, sizeof(double), NB * D);
-    l->mk = xf_at_take(&cv, sizeof(double), NB * D);
-    l->R = xf_at_take(&cv, sizeof(double), NB * NB);
-    l->row = xf_at_take(&cv, sizeof(double), NB + 1);
-    l->sel = xf_at_take(&cv, sizeof(int32_t), NB + 1);
-    l->list = xf_at_take(&cv, sizeof(int32_t), N);
-    l->logit = xf_at_take(&cv, sizeof(float), N + 2u * B);
-    l->kbuf = xf_at_take(&cv, sizeof(float), 2u * B * D);
-    l->vbuf = xf_at_take(&cv, sizeof(float), 2u * B * D);
-    return cv.off;
+    const size_t dim[] = { 0, 1, (size_t)n, (size_t)d, (size_t)((n + b - 1) / b),
+                           2u * (size_t)(b < n ? b : n) };
+    return XF_AT_CARVE(ws, l, slots, dim);
 }
 
 /* Per-thread scratch for the longest sequence nmax (before the tile scratch). */

@@ -4,6 +4,7 @@
 #define XF_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <xformd/xformd.h>
@@ -21,6 +22,23 @@ typedef struct cli_common {
 const char *cli_opt(int argc, char **argv, int *i, const char *name);
 /* Parse an int option value, exit 2 with a message naming the option on error. */
 long cli_int(const char *name, const char *val, long min, long max);
+/* One int32 option of a table: "--name N" stored in *dst after a range check. */
+typedef struct cli_int_opt {
+    const char *name;
+    long min, max;
+    int32_t *dst;
+} cli_int_opt;
+/* When argv[*i] is one of the n options of tab: parse it (exit 2 naming it when out of range,
+ * as cli_int), store it and return 1; else 0. */
+int cli_int_opts(int argc, char **argv, int *i, const cli_int_opt *tab, size_t n);
+/* 1 (after a message on stderr naming the file and --force) when dir already holds a model
+ * (config.json or model.safetensors): mkmodel never overwrites one silently, it may be a real
+ * checkpoint. 0 otherwise. */
+int cli_model_exists(const char *dir);
+/* Parse a line of space/tab-separated token ids, each in [0, vocab), appending to the growable
+ * array *ids (capacity *cap, grown with realloc) from index 0; *n is the count. Returns 0,
+ * -EINVAL (not an id list, or an id out of range) or -ENOMEM. */
+int cli_parse_ids(const char *line, int32_t vocab, int32_t **ids, int32_t *n, int32_t *cap);
 /* Recognise --model/--threads/--attention/--quantize; returns 1 when argv[*i] was one of them. */
 int cli_common_opt(int argc, char **argv, int *i, cli_common *c);
 
@@ -45,6 +63,7 @@ int cmd_mkmodel(int argc, char **argv);
 int cmd_variants(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_mkmodel_txl(int argc, char **argv);
 
 #endif

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -144,6 +143,15 @@ int cmd_mkmodel(int argc, char **argv)
         xf_demo_opts_init_tiny(&o);
     else
         xf_demo_opts_init(&o);
+    const cli_int_opt ints[] = {
+        { "--layers", 1, 256, &o.n_layer },
+        { "--hidden", 8, 16384, &o.d_model },
+        { "--heads", 1, 1024, &o.n_head },
+        { "--ffn", 1, 1 << 18, &o.d_ff },
+        { "--vocab", 1000, 1 << 22, &o.vocab_size },
+        { "--max-positions", 8, 1 << 20, &o.max_positions },
+        { "--labels", 0, 100000, &o.n_labels },
+    };
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (!strcmp(argv[i], "--tiny") || cli_opt(argc, argv, &i, "--arch"))
@@ -174,20 +182,8 @@ int cmd_mkmodel(int argc, char **argv)
             out = v;
         else if ((v = cli_opt(argc, argv, &i, "--seed")))
             o.seed = (uint64_t)strtoull(v, NULL, 10);
-        else if ((v = cli_opt(argc, argv, &i, "--layers")))
-            o.n_layer = (int32_t)cli_int("--layers", v, 1, 256);
-        else if ((v = cli_opt(argc, argv, &i, "--hidden")))
-            o.d_model = (int32_t)cli_int("--hidden", v, 8, 16384);
-        else if ((v = cli_opt(argc, argv, &i, "--heads")))
-            o.n_head = (int32_t)cli_int("--heads", v, 1, 1024);
-        else if ((v = cli_opt(argc, argv, &i, "--ffn")))
-            o.d_ff = (int32_t)cli_int("--ffn", v, 1, 1 << 18);
-        else if ((v = cli_opt(argc, argv, &i, "--vocab")))
-            o.vocab_size = (int32_t)cli_int("--vocab", v, 1000, 1 << 22);
-        else if ((v = cli_opt(argc, argv, &i, "--max-positions")))
-            o.max_positions = (int32_t)cli_int("--max-positions", v, 8, 1 << 20);
-        else if ((v = cli_opt(argc, argv, &i, "--labels")))
-            o.n_labels = (int32_t)cli_int("--labels", v, 0, 100000);
+        else if (cli_int_opts(argc, argv, &i, ints, sizeof ints / sizeof ints[0]))
+            continue;
         else if ((v = cli_opt(argc, argv, &i, "--dtype")))
             o.dtype = v;
         else {
@@ -204,19 +200,8 @@ int cmd_mkmodel(int argc, char **argv)
                 o.d_model, o.n_head);
         return 2;
     }
-    if (!force) {
-        /* Never overwrite a model silently (it may be a real checkpoint). */
-        static const char *const files[] = { "config.json", "model.safetensors" };
-        for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
-            char p[4200];
-            snprintf(p, sizeof p, "%s/%s", out, files[k]);
-            if (access(p, F_OK) == 0) {
-                fprintf(stderr, "xformd-cli mkmodel: %s already exists; refusing to overwrite "
-                                "the model in %s (use --force)\n", p, out);
-                return 1;
-            }
-        }
-    }
+    if (!force && cli_model_exists(out))
+        return 1;
     rc = xf_demo_write(out, &o, &diag);
     if (rc < 0) {
         fprintf(stderr, "xformd-cli mkmodel: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));

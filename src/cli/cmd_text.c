@@ -112,42 +112,22 @@ static int parse_text_opts(int argc, char **argv, text_opts *o, int32_t *max_len
     return 0;
 }
 
-/* Parse a line of space-separated ids into t. Returns 0 or -EINVAL. */
+/* Parse a line of space-separated ids into t (type ids 0). Returns 0, -EINVAL or -ENOMEM. */
 static int parse_ids(const char *line, int32_t vocab, xf_tokens_t *t)
 {
-    const char *p = line;
-    t->n = 0;
-    while (*p) {
-        char *end;
-        long v;
-        while (*p == ' ' || *p == '\t' || *p == '\r')
-            p++;
-        if (!*p)
-            break;
-        errno = 0;
-        v = strtol(p, &end, 10);
-        if (errno || end == p || v < 0 || v >= vocab || (*end && *end != ' ' && *end != '\t' &&
-                                                         *end != '\r'))
-            return -EINVAL;
-        if (t->n == t->cap) {
-            int32_t nc = t->cap ? t->cap * 2 : 64;
-            int32_t *a = realloc(t->ids, (size_t)nc * sizeof *a);
-            int32_t *b;
-            if (!a)
-                return -ENOMEM;
-            t->ids = a;
-            b = realloc(t->type_ids, (size_t)nc * sizeof *b);
-            if (!b)
-                return -ENOMEM;
-            t->type_ids = b;
-            t->cap = nc;
-        }
-        t->ids[t->n] = (int32_t)v;
-        t->type_ids[t->n] = 0;
-        t->n++;
-        p = end;
+    int32_t cap = t->cap;
+    int rc = cli_parse_ids(line, vocab, &t->ids, &t->n, &cap);
+
+    if (cap != t->cap) {   /* keep type_ids as long as ids */
+        int32_t *b = realloc(t->type_ids, (size_t)cap * sizeof *b);
+        if (!b)
+            return -ENOMEM;
+        t->type_ids = b;
+        t->cap = cap;
     }
-    return 0;
+    if (rc == 0)
+        memset(t->type_ids, 0, sizeof *t->type_ids * (size_t)t->n);
+    return rc;
 }
 
 /* Tokenise line k into t (text, pair or ids). Exits 1 with the line number on error. */

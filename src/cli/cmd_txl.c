@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -27,47 +26,10 @@ static void put_json_str(const char *s)
     putchar('"');
 }
 
-static int parse_id_line(const char *line, int32_t vocab, int32_t **ids, int32_t *n)
-{
-    const char *p = line;
-    int32_t cap = 0, cnt = 0, *a = NULL;
-
-    while (*p) {
-        char *end;
-        long v;
-        while (*p == ' ' || *p == '\t' || *p == '\r')
-            p++;
-        if (!*p)
-            break;
-        errno = 0;
-        v = strtol(p, &end, 10);
-        if (errno || end == p || v < 0 || v >= vocab ||
-            (*end && *end != ' ' && *end != '\t' && *end != '\r')) {
-            free(a);
-            return -EINVAL;
-        }
-        if (cnt == cap) {
-            int32_t *t;
-            cap = cap ? 2 * cap : 64;
-            t = realloc(a, (size_t)cap * sizeof *t);
-            if (!t) {
-                free(a);
-                return -ENOMEM;
-            }
-            a = t;
-        }
-        a[cnt++] = (int32_t)v;
-        p = end;
-    }
-    *ids = a;
-    *n = cnt;
-    return 0;
-}
-
 int cmd_score(int argc, char **argv)
 {
     const char *dir = NULL, *init = "empty";
-    int use_ids = 0, add_eos = 1, mem_len = -1;
+    int use_ids = 0, add_eos = 1, mem_len = -1, pooled = 0;
     xf_txl_opts_t lo = { 0 };
     xf_txl_t *m = NULL;
     xf_txl_mem_t *mem = NULL;
@@ -80,13 +42,14 @@ int cmd_score(int argc, char **argv)
         const char *v;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli score --model DIR [--ids] [--init empty|zeros] "
-                   "[--no-eos] [--mem-len N]\n"
+                   "[--no-eos] [--mem-len N] [--pooled]\n"
                    "Scores stdin with a Transformer-XL model as one stream, one segment per "
                    "line, the memory\nkept between lines. Prints one JSON line per segment: "
                    "per-token log-probabilities\n(token 0 is scored by the previous segment's "
                    "last row; null on the first line), their\nsum, and the prediction for the "
                    "next segment's first token. Text lines get <eos>\nappended unless --no-eos; "
-                   "--ids reads space-separated token ids instead.\n");
+                   "--ids reads space-separated token ids instead. --pooled adds the mean of "
+                   "the last\nhidden states (\"pooled\").\n");
             return 0;
         }
         if ((v = cli_opt(argc, argv, &i, "--model")))
@@ -99,6 +62,8 @@ int cmd_score(int argc, char **argv)
             use_ids = 1;
         else if (!strcmp(argv[i], "--no-eos"))
             add_eos = 0;
+        else if (!strcmp(argv[i], "--pooled"))
+            pooled = 1;
         else {
             fprintf(stderr, "xformd-cli score: unknown option '%s' (try --help)\n", argv[i]);
             return 2;
@@ -132,11 +97,13 @@ int cmd_score(int argc, char **argv)
         xf_txl_mem_stats_t st;
         const char *sym;
 
-        rc = use_ids ? parse_id_line(lines[k], xf_txl_info(m)->vocab_size, &ids, &n)
+        int32_t cap = 0;
+        rc = use_ids ? cli_parse_ids(lines[k], xf_txl_info(m)->vocab_size, &ids, &n, &cap)
                      : xf_txl_encode(m, lines[k], lens[k], add_eos, &ids, &n, &diag);
         if (rc < 0) {
             fprintf(stderr, "xformd-cli score: line %zu: %s\n", k + 1,
                     use_ids ? "not a list of token ids below the vocabulary size" : diag.msg);
+            free(ids);
             break;
         }
         if (n == 0) {
@@ -145,7 +112,7 @@ int cmd_score(int argc, char **argv)
             rc = -EINVAL;
             break;
         }
-        rc = xf_txl_run(m, mem, ids, n, 0, &res, &diag);
+        rc = xf_txl_run(m, mem, ids, n, pooled ? XF_TXL_OUT_POOLED : 0, &res, &diag);
         free(ids);
         if (rc < 0) {
             fprintf(stderr, "xformd-cli score: line %zu: %s\n", k + 1, diag.msg);
@@ -165,8 +132,15 @@ int cmd_score(int argc, char **argv)
                res.n_scored, res.next_id);
         sym = xf_txl_symbol(m, res.next_id);
         put_json_str(sym ? sym : "");
-        printf(",\"logprob\":%.7g},\"memory_rows\":%d,\"tokens_seen\":%lld}\n",
-               res.next_logprob, st.rows, (long long)st.tokens);
+        printf(",\"logprob\":%.7g},\"memory_rows\":%d,\"tokens_seen\":%lld", res.next_logprob,
+               st.rows, (long long)st.tokens);
+        if (res.pooled) {
+            printf(",\"pooled\":[");
+            for (int32_t c = 0; c < xf_txl_info(m)->d_model; c++)
+                printf(c ? ",%.7g" : "%.7g", res.pooled[c]);
+            putchar(']');
+        }
+        printf("}\n");
         xf_txl_result_deinit(&res);
     }
     free(buf);
@@ -185,6 +159,12 @@ int cmd_mkmodel_txl(int argc, char **argv)
     int rc, force = 0;
 
     xf_txl_demo_opts_init(&o);
+    const cli_int_opt ints[] = {
+        { "--layers", 1, 32, &o.n_layer },      { "--hidden", 2, 8192, &o.d_model },
+        { "--heads", 1, 256, &o.n_head },       { "--head-dim", 1, 1024, &o.d_head },
+        { "--ffn", 1, 1 << 16, &o.d_inner },    { "--vocab", 64, 1 << 22, &o.vocab_size },
+        { "--mem-len", 0, 1 << 16, &o.mem_len },
+    };
     for (int i = 1; i < argc; i++) {
         const char *v;
         if ((v = cli_opt(argc, argv, &i, "--arch")))
@@ -193,20 +173,8 @@ int cmd_mkmodel_txl(int argc, char **argv)
             out = v;
         else if ((v = cli_opt(argc, argv, &i, "--seed")))
             o.seed = (uint64_t)strtoull(v, NULL, 10);
-        else if ((v = cli_opt(argc, argv, &i, "--layers")))
-            o.n_layer = (int32_t)cli_int("--layers", v, 1, 32);
-        else if ((v = cli_opt(argc, argv, &i, "--hidden")))
-            o.d_model = o.d_embed = (int32_t)cli_int("--hidden", v, 2, 8192);
-        else if ((v = cli_opt(argc, argv, &i, "--heads")))
-            o.n_head = (int32_t)cli_int("--heads", v, 1, 256);
-        else if ((v = cli_opt(argc, argv, &i, "--head-dim")))
-            o.d_head = (int32_t)cli_int("--head-dim", v, 1, 1024);
-        else if ((v = cli_opt(argc, argv, &i, "--ffn")))
-            o.d_inner = (int32_t)cli_int("--ffn", v, 1, 1 << 16);
-        else if ((v = cli_opt(argc, argv, &i, "--vocab")))
-            o.vocab_size = (int32_t)cli_int("--vocab", v, 64, 1 << 22);
-        else if ((v = cli_opt(argc, argv, &i, "--mem-len")))
-            o.mem_len = (int32_t)cli_int("--mem-len", v, 0, 1 << 16);
+        else if (cli_int_opts(argc, argv, &i, ints, sizeof ints / sizeof ints[0]))
+            continue;
         else if (!strcmp(argv[i], "--same-length"))
             o.same_length = 1;
         else if (!strcmp(argv[i], "--pre-lnorm"))
@@ -223,18 +191,9 @@ int cmd_mkmodel_txl(int argc, char **argv)
         fprintf(stderr, "xformd-cli mkmodel: --out DIR is required\n");
         return 2;
     }
-    if (!force) {   /* never overwrite a model silently, as mkmodel for BERT */
-        static const char *const files[] = { "config.json", "model.safetensors" };
-        for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
-            char p[4200];
-            snprintf(p, sizeof p, "%s/%s", out, files[k]);
-            if (access(p, F_OK) == 0) {
-                fprintf(stderr, "xformd-cli mkmodel: %s already exists; refusing to overwrite "
-                                "the model in %s (use --force)\n", p, out);
-                return 1;
-            }
-        }
-    }
+    if (!force && cli_model_exists(out))
+        return 1;
+    o.d_embed = o.d_model;   /* --hidden sets both; no option sets d_embed alone */
     o.cutoffs[0] = o.vocab_size / 3;
     o.cutoffs[1] = 2 * (o.vocab_size / 3);
     rc = xf_txl_demo_write(out, &o, &diag);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -111,6 +112,65 @@ int cli_demo_dir(char *buf, size_t len, int tiny)
         fprintf(stderr, "xformd-cli: cannot write the demo model: %s\n",
                 diag.msg[0] ? diag.msg : xf_strerror(rc));
     return rc;
+}
+
+int cli_model_exists(const char *dir)
+{
+    static const char *const files[] = { "config.json", "model.safetensors" };
+
+    for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", dir, files[k]);
+        if (access(p, F_OK) == 0) {
+            fprintf(stderr, "xformd-cli mkmodel: %s already exists; refusing to overwrite the "
+                            "model in %s (use --force)\n", p, dir);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cli_int_opts(int argc, char **argv, int *i, const cli_int_opt *tab, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        const char *v = cli_opt(argc, argv, i, tab[k].name);
+        if (v) {
+            *tab[k].dst = (int32_t)cli_int(tab[k].name, v, tab[k].min, tab[k].max);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cli_parse_ids(const char *line, int32_t vocab, int32_t **ids, int32_t *n, int32_t *cap)
+{
+    const char *p = line;
+
+    *n = 0;
+    while (*p) {
+        char *end;
+        long v;
+        while (*p == ' ' || *p == '\t' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        errno = 0;
+        v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v >= vocab ||
+            (*end && *end != ' ' && *end != '\t' && *end != '\r'))
+            return -EINVAL;
+        if (*n == *cap) {
+            int32_t nc = *cap ? *cap * 2 : 64;
+            int32_t *a = realloc(*ids, (size_t)nc * sizeof *a);
+            if (!a)
+                return -ENOMEM;
+            *ids = a;
+            *cap = nc;
+        }
+        (*ids)[(*n)++] = (int32_t)v;
+        p = end;
+    }
+    return 0;
 }
 
 xf_model_t *cli_open_model(const cli_common *c)
@@ -220,6 +280,7 @@ static void usage(FILE *f)
         "  mkmodel    write the deterministic demo model (Hugging Face layout)\n"
         "  variants   list the attention variants and their parameters\n"
         "  score      Transformer-XL: lines on stdin -> per-token log-probs, memory kept\n"
+        "  prune      structured pruning: drop the least important heads / FFN units\n"
         "  bench      engine benchmark (BERT-base shape) against the FMA peak and cblas\n"
         "\n"
         "Model commands take --model DIR (a Hugging Face directory; default: the demo model,\n"
@@ -236,7 +297,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         { "tokenize", cmd_tokenize }, { "embed", cmd_embed }, { "classify", cmd_classify },
         { "inspect", cmd_inspect },   { "mkmodel", cmd_mkmodel }, { "variants", cmd_variants },
-        { "bench", cmd_bench },       { "score", cmd_score },
+        { "bench", cmd_bench },       { "score", cmd_score },       { "prune", cmd_prune },
     };
 
     xf_log_set(cli_log_stderr, NULL);

@@ -59,6 +59,14 @@ void xf_ctx_set_progress(xf_ctx_t *c, xf_progress_fn fn, void *user)
     c->progress_user = user;
 }
 
+void xf_ctx_set_ffn_tap(xf_ctx_t *c, xf_ffn_tap_fn fn, void *user)
+{
+    if (!c)
+        return;
+    c->ffn_tap = fn;
+    c->ffn_tap_user = user;
+}
+
 int xf_ctx_threads(const xf_ctx_t *c)
 {
     return c ? c->n_threads : 0;

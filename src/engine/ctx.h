@@ -4,10 +4,14 @@
 #define XF_ENGINE_CTX_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <xformd/forward.h>
 
 #include "engine/pool.h"
+
+typedef void (*xf_ffn_tap_fn)(void *user, int32_t layer, const float *act, int32_t n_tokens,
+                              int32_t d_ff);
 
 struct xf_ctx {
     xf_pool_t *pool;
@@ -17,6 +21,14 @@ struct xf_ctx {
     size_t arena_bytes;
     xf_progress_fn progress;   /* xf_ctx_set_progress, or NULL */
     void *progress_user;
+    /* Engine-internal observation hook for the pruning scores (prune.c), NULL normally: called
+     * on thread 0 after every FF1 op with that layer's FFN intermediate (after the activation,
+     * [n_tokens][d_ff] row-major), before any later op may overwrite it. */
+    xf_ffn_tap_fn ffn_tap;
+    void *ffn_tap_user;
 };
+
+/* Set or clear (fn NULL) the FFN tap. Thread: the context's owner, between forwards. */
+void xf_ctx_set_ffn_tap(xf_ctx_t *c, xf_ffn_tap_fn fn, void *user);
 
 #endif

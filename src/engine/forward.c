@@ -433,6 +433,14 @@ static void fwd_thread(void *arg, int ith, int nth)
         if (!atomic_load(&T->err))
             run_op(T, o, ith, nth);
         xf_pool_barrier(T->c->pool);
+        /* The pruning scores' FFN tap (ctx.h): thread 0 reads the finished intermediate; the
+         * extra barrier keeps the others from overwriting it meanwhile. */
+        if (T->c->ffn_tap && o->kind == XF_OP_FF1) {
+            if (ith == 0 && !atomic_load(&T->err))
+                T->c->ffn_tap(T->c->ffn_tap_user, o->layer, tens(T, o->out), p->n_tokens,
+                              T->m->layers[o->layer].d_ff);
+            xf_pool_barrier(T->c->pool);
+        }
         /* A layer boundary (the same decision on every thread): every thread has finished
          * the layer. Thread 0 reports progress and may stop the forward; one more barrier
          * so that every thread sees the stop before the next op (a half-skipped attention

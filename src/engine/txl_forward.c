@@ -194,6 +194,13 @@ static float *fa(size_t n)
 int xf_txl_run(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids, int32_t n,
                unsigned want, xf_txl_result_t *out, xf_diag_t *diag)
 {
+    return xf_txl_run_progress(m, mem, ids, n, want, NULL, NULL, out, diag);
+}
+
+int xf_txl_run_progress(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids, int32_t n,
+                        unsigned want, xf_txl_progress_fn progress, void *user,
+                        xf_txl_result_t *out, xf_diag_t *diag)
+{
     const xf_txl_info_t *cf = &m->info;
     int32_t D = cf->d_model, L = cf->n_layer, H = cf->n_head, dh = cf->d_head, HD = H * dh;
     int32_t M = mem->rows, K, F = cf->d_inner, maxc = 0, sshift;
@@ -260,6 +267,12 @@ int xf_txl_run(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids, int32_t
         const xf_txl_layer_t *y = &m->layers[l];
         const float *meml = mem->data + (size_t)l * (size_t)mem->cap * (size_t)D;
         const float *src;
+        /* between layers (and before the first): the memory is updated only at the end, so a
+         * stop leaves it as it was */
+        if (progress && progress(user, l, L)) {
+            rc = xf_diag_set(diag, XF_EDEADLINE, "stopped before layer %d of %d", l, L);
+            goto done;
+        }
 
         memcpy(w.hin + (size_t)l * n * D, w.x, sizeof(float) * (size_t)n * D);
         memcpy(w.cat, meml, sizeof(float) * (size_t)M * D);

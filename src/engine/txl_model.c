@@ -1,6 +1,6 @@
 /* The Transformer-XL loader: reads a Hugging Face TransfoXL directory (config.json with
- * model_type "transfo-xl", model.safetensors, vocab.txt), maps the tensor names of
- * TransfoXLLMHeadModel onto struct xf_txl, resolves tied crit.* tensors (tie_word_embeddings,
+ * model_type "transfo-xl", model.safetensors, vocab.txt or tokenizer.json), maps the tensor
+ * names of TransfoXLLMHeadModel onto struct xf_txl, resolves tied crit.* tensors (tie_word_embeddings,
  * tie_projs) that save_pretrained leaves out, checks every shape against the config, and
  * computes the model hash of the session blob. Owns xf_txl_free / xf_txl_info. */
 #include "config.h"

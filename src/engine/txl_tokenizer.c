@@ -1,13 +1,15 @@
 /* The Transformer-XL word-level tokenizer (TransfoXLTokenizer without Moses preprocessing):
- * vocab.txt symbols (first whitespace field of a line; a repeated symbol keeps its first id, as
- * the original Vocab.add_symbol), lower_case from tokenizer_config.json, whitespace split as
- * Python's str.split(), unknown words to <unk>, optional <eos>. Read-only after load. */
+ * symbols of vocab.txt (first whitespace field of a line; a repeated symbol keeps its first id, as
+ * the original Vocab.add_symbol) or tokenizer.json's idx2sym list, lower_case from
+ * tokenizer_config.json, whitespace split as Python's str.split(), unknown words to <unk>,
+ * optional <eos>. Read-only after load. */
 #include "config.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <utf8proc.h>
@@ -72,92 +74,158 @@ static int load_lower_case(const char *dir, int *out, xf_diag_t *diag)
     return 0;
 }
 
-int xf_txl_vocab_load(xf_txl_t *m, const char *dir, xf_diag_t *diag)
+/* Append symbol s (len bytes) as the next id, as the original Vocab.add_symbol: a symbol already
+ * present is skipped (returns 0, later ids do not shift past it), else returns 1. *cap is the
+ * capacity of m->sym. */
+static int vocab_add(xf_txl_t *m, const char *s, size_t len, int32_t *cap)
 {
-    char path[4096], line[4096];
-    FILE *fp;
-    int32_t cap = 0, n = 0, lineno = 0;
-    uint32_t sz = 16;
+    int32_t n = m->info.n_symbols;
+    uint32_t sz = m->slot ? m->slot_mask + 1 : 16;
+    uint32_t h;
+
+    while (sz < 2u * (uint32_t)(n + 1))
+        sz *= 2;
+    if (!m->slot || m->slot_mask + 1 < sz) {   /* grow and rehash */
+        int32_t *ns = calloc(sz, sizeof *ns);
+        if (!ns)
+            return -ENOMEM;
+        free(m->slot);
+        m->slot = ns;
+        m->slot_mask = sz - 1;
+        for (int32_t i = 0; i < n; i++) {
+            h = str_hash(m->sym[i], strlen(m->sym[i])) & m->slot_mask;
+            while (m->slot[h])
+                h = (h + 1) & m->slot_mask;
+            m->slot[h] = i + 1;
+        }
+    }
+    if (xf_txl_vocab_find(m, s, len) >= 0)
+        return 0;
+    if (n == *cap) {
+        int32_t nc = *cap ? 2 * *cap : 1024;
+        char **t = realloc(m->sym, (size_t)nc * sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        m->sym = t;
+        *cap = nc;
+    }
+    m->sym[n] = strndup(s, len);
+    if (!m->sym[n])
+        return -ENOMEM;
+    h = str_hash(s, len) & m->slot_mask;
+    while (m->slot[h])
+        h = (h + 1) & m->slot_mask;
+    m->slot[h] = n + 1;
+    m->info.n_symbols = n + 1;
+    return 1;
+}
+
+/* vocab.txt: one symbol per line, its first whitespace-separated field. */
+static int load_vocab_txt(xf_txl_t *m, FILE *fp, const char *path, xf_diag_t *diag)
+{
+    char line[4096];
+    int32_t cap = 0, lineno = 0;
     int rc = 0;
 
-    if ((rc = load_lower_case(dir, &m->info.lower_case, diag)) < 0)
-        return rc;
-    snprintf(path, sizeof path, "%s/vocab.txt", dir);
-    fp = fopen(path, "r");
-    if (!fp)
-        return xf_diag_set(diag, -errno, "%s: %s", path, strerror(errno));
     while (fgets(line, sizeof line, fp)) {
         size_t a = 0, b;
         lineno++;
-        if (!strchr(line, '\n') && !feof(fp)) {
-            rc = xf_diag_set(diag, XF_EFORMAT, "vocab.txt:%d: line too long", lineno);
-            goto out;
-        }
+        if (!strchr(line, '\n') && !feof(fp))
+            return xf_diag_set(diag, XF_EFORMAT, "vocab.txt:%d: line too long", lineno);
         while (line[a] && is_space_ascii((unsigned char)line[a]))
             a++;
         b = a;
         while (line[b] && !is_space_ascii((unsigned char)line[b]))
             b++;
-        if (b == a) {
-            rc = xf_diag_set(diag, XF_EFORMAT, "vocab.txt:%d: empty line", lineno);
-            goto out;
-        }
-        if (n >= m->info.vocab_size) {
-            rc = xf_diag_set(diag, XF_EFORMAT, "vocab.txt: more than vocab_size = %d symbols",
-                             m->info.vocab_size);
-            goto out;
-        }
-        if (n == cap) {
-            int32_t nc = cap ? 2 * cap : 1024;
-            char **s = realloc(m->sym, (size_t)nc * sizeof *s);
-            if (!s) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            m->sym = s;
-            cap = nc;
-        }
-        while (sz < 2u * (uint32_t)(n + 1))
-            sz *= 2;
-        if (!m->slot || m->slot_mask + 1 < sz) {   /* grow and rehash */
-            int32_t *ns = calloc(sz, sizeof *ns);
-            if (!ns) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            free(m->slot);
-            m->slot = ns;
-            m->slot_mask = sz - 1;
-            for (int32_t i = 0; i < n; i++) {
-                uint32_t h = str_hash(m->sym[i], strlen(m->sym[i])) & m->slot_mask;
-                while (m->slot[h])
-                    h = (h + 1) & m->slot_mask;
-                m->slot[h] = i + 1;
-            }
-        }
-        if (xf_txl_vocab_find(m, line + a, b - a) >= 0)
-            continue;
-        m->sym[n] = strndup(line + a, b - a);
-        if (!m->sym[n]) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        {
-            uint32_t h = str_hash(line + a, b - a) & m->slot_mask;
-            while (m->slot[h])
-                h = (h + 1) & m->slot_mask;
-            m->slot[h] = n + 1;
-        }
-        n++;
-        m->info.n_symbols = n;
+        if (b == a)
+            return xf_diag_set(diag, XF_EFORMAT, "vocab.txt:%d: empty line", lineno);
+        if (m->info.n_symbols >= m->info.vocab_size)
+            return xf_diag_set(diag, XF_EFORMAT, "vocab.txt: more than vocab_size = %d symbols",
+                               m->info.vocab_size);
+        if ((rc = vocab_add(m, line + a, b - a, &cap)) < 0)
+            return rc;
     }
     if (ferror(fp))
-        rc = xf_diag_set(diag, -EIO, "%s: read error", path);
-    else if (n == 0)
-        rc = xf_diag_set(diag, XF_EFORMAT, "vocab.txt: no symbols");
+        return xf_diag_set(diag, -EIO, "%s: read error", path);
+    return 0;
+}
+
+/* tokenizer.json {"idx2sym": [...]}: the symbol of id i at position i (TransfoXLTokenizer's
+ * idx2sym list, e.g. taken out of HF's vocab.pkl). Positions are ids, so a repeated symbol
+ * would make ids ambiguous and is refused; so are non-strings, empty strings and symbols with
+ * whitespace (the tokenizer splits on it, they could never be produced). */
+static int load_vocab_json(xf_txl_t *m, const char *path, xf_diag_t *diag)
+{
+    json_error_t je;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je), *a;
+    int32_t cap = 0;
+    int rc = 0;
+
+    if (!j)
+        return xf_diag_set(diag, XF_EFORMAT, "tokenizer.json: line %d: %s", je.line, je.text);
+    a = json_object_get(j, "idx2sym");
+    if (!json_is_array(a)) {
+        rc = xf_diag_set(diag, XF_EFORMAT, "tokenizer.json: no \"idx2sym\" array (a "
+                         "Transformer-XL symbol list)");
+        goto out;
+    }
+    if (json_array_size(a) > (size_t)m->info.vocab_size) {
+        rc = xf_diag_set(diag, XF_EFORMAT, "tokenizer.json: idx2sym has %zu symbols, more than "
+                         "vocab_size = %d", json_array_size(a), m->info.vocab_size);
+        goto out;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        json_t *e = json_array_get(a, i);
+        const char *s = json_string_value(e);
+        size_t len = json_string_length(e);
+        int bad = !s || len == 0 || memchr(s, '\0', len);
+        for (size_t k = 0; !bad && k < len; k++)
+            bad = is_space_ascii((unsigned char)s[k]);
+        if (bad) {
+            rc = xf_diag_set(diag, XF_EFORMAT, "tokenizer.json: idx2sym[%zu] is not a "
+                             "non-empty string without whitespace", i);
+            goto out;
+        }
+        if ((rc = vocab_add(m, s, len, &cap)) < 0)
+            goto out;
+        if (rc == 0) {
+            rc = xf_diag_set(diag, XF_EFORMAT, "tokenizer.json: idx2sym[%zu] \"%.64s\" repeats "
+                             "id %d", i, s, xf_txl_vocab_find(m, s, len));
+            goto out;
+        }
+        rc = 0;
+    }
 out:
-    fclose(fp);
-    m->info.n_symbols = n;
+    json_decref(j);
+    return rc;
+}
+
+int xf_txl_vocab_load(xf_txl_t *m, const char *dir, xf_diag_t *diag)
+{
+    char path[4096];
+    FILE *fp;
+    int rc;
+
+    if ((rc = load_lower_case(dir, &m->info.lower_case, diag)) < 0)
+        return rc;
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    fp = fopen(path, "r");
+    if (fp) {
+        rc = load_vocab_txt(m, fp, path, diag);
+        fclose(fp);
+    } else if (errno == ENOENT) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if (access(path, F_OK) == 0)
+            rc = load_vocab_json(m, path, diag);
+        else
+            rc = xf_diag_set(diag, -ENOENT, "%s: neither vocab.txt nor tokenizer.json (with "
+                             "idx2sym) found (HF's pickled vocab.pkl is not read: see "
+                             "doc/transfo-xl.md)", dir);
+    } else {
+        rc = xf_diag_set(diag, -errno, "%s: %s", path, strerror(errno));
+    }
+    if (rc == 0 && m->info.n_symbols == 0)
+        rc = xf_diag_set(diag, XF_EFORMAT, "%s: no symbols", path);
     m->info.eos_id = xf_txl_vocab_find(m, "<eos>", 5);
     m->info.unk_id = xf_txl_vocab_find(m, "<unk>", 5);
     if (m->info.unk_id < 0)

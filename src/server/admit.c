@@ -139,6 +139,11 @@ int xf_admit_job(const xf_server_t *s, xf_batcher_t *b, const xf_load_t *load, x
         set(v, XF_HE_TOO_MANY_TOKENS, XF_REJ_TOO_LONG, 0,
             "request has %d tokens, more than the queue admits (batcher.max_queued_tokens)",
             (int)j->n_tokens);
+    } else if (rc == XF_EDEADLINE && a.lower_s * 1e3 <= (double)dl_ms) {
+        /* It would fit its whole deadline, but the time since it arrived (a slow body, a
+         * loaded machine) used it up before it could be queued: expired, not too slow. */
+        xf_admit_expired(s, b, j, now_ns, v);
+        return -1;
     } else if (rc == XF_EDEADLINE) {
         int can_ask = a.lower_s * 1e3 <= (double)s->o.max_timeout_ms;
         /* The client's own timeout_ms is what makes it impossible: 408, its choice (the same
@@ -182,7 +187,7 @@ void xf_admit_expired(const xf_server_t *s, xf_batcher_t *b, const xf_job_t *j,
     if (ra > dl_ms / 1000 && dl_ms >= 1000)
         ra = dl_ms / 1000;
     set(v, XF_HE_DEADLINE, XF_REJ_DEADLINE, ra,
-        "the request (%d tokens) waited %.0f ms in the queue; its predicted %.0f ms of compute "
+        "the request (%d tokens) waited %.0f ms since it arrived; its predicted %.0f ms of compute "
         "no longer fits before its deadline of %d ms; retry later", (int)j->n_tokens,
         waited * 1e3, alone * 1e3, dl_ms);
     xf_admit_log(v->reason, v->msg, now_ns);

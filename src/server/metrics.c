@@ -571,6 +571,79 @@ static double uptime_s(void)
     return start_mono_ns ? (double)(mono_ns() - start_mono_ns) * 1e-9 : 0;
 }
 
+static double frac(uint64_t part, uint64_t whole)
+{
+    return whole ? (double)part / (double)whole : 0.0;
+}
+
+/* The engine's pruning counts (hdp attention): blocks, pruned blocks, heads, pruned heads,
+ * process-wide since start, as the workers last saw them (xf_metrics_set_prune). */
+static _Atomic uint64_t prune_v[4];
+
+void xf_metrics_set_prune(uint64_t blocks, uint64_t blocks_pruned, uint64_t heads,
+                          uint64_t heads_pruned)
+{
+    const uint64_t v[4] = { blocks, blocks_pruned, heads, heads_pruned };
+    for (int k = 0; k < 4; k++) {   /* raise only: workers may report out of order */
+        uint64_t cur = atomic_load_explicit(&prune_v[k], memory_order_relaxed);
+        while (v[k] > cur &&
+               !atomic_compare_exchange_weak_explicit(&prune_v[k], &cur, v[k],
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed))
+            ;
+    }
+}
+
+typedef struct prune_stats {
+    uint64_t blocks, blocks_pruned, heads, heads_pruned;
+} prune_stats;
+
+static void prune_get(prune_stats *st)
+{
+    st->blocks = atomic_load_explicit(&prune_v[0], memory_order_relaxed);
+    st->blocks_pruned = atomic_load_explicit(&prune_v[1], memory_order_relaxed);
+    st->heads = atomic_load_explicit(&prune_v[2], memory_order_relaxed);
+    st->heads_pruned = atomic_load_explicit(&prune_v[3], memory_order_relaxed);
+}
+
+static void hdp_render(sbuf_t *b)
+{
+    prune_stats st;
+    prune_get(&st);
+    uint64_t bp = st.blocks_pruned < st.blocks ? st.blocks_pruned : st.blocks;
+    uint64_t hp = st.heads_pruned < st.heads ? st.heads_pruned : st.heads;
+    sb_printf(b, "# HELP xformd_attention_hdp_blocks_total 2x2 attention score blocks decided "
+                 "by the hdp variant (every head), kept or pruned by the block threshold.\n"
+                 "# TYPE xformd_attention_hdp_blocks_total counter\n"
+                 "xformd_attention_hdp_blocks_total{state=\"kept\"} %" PRIu64 "\n"
+                 "xformd_attention_hdp_blocks_total{state=\"pruned\"} %" PRIu64 "\n",
+              st.blocks - bp, bp);
+    sb_printf(b, "# HELP xformd_attention_hdp_heads_total (sequence, layer, head) triples of the "
+                 "hdp variant, kept or pruned by the head threshold.\n"
+                 "# TYPE xformd_attention_hdp_heads_total counter\n"
+                 "xformd_attention_hdp_heads_total{state=\"kept\"} %" PRIu64 "\n"
+                 "xformd_attention_hdp_heads_total{state=\"pruned\"} %" PRIu64 "\n",
+              st.heads - hp, hp);
+    sb_printf(b, "# HELP xformd_attention_hdp_block_sparsity Fraction of hdp blocks pruned "
+                 "since start.\n# TYPE xformd_attention_hdp_block_sparsity gauge\n"
+                 "xformd_attention_hdp_block_sparsity %.6f\n"
+                 "# HELP xformd_attention_hdp_head_sparsity Fraction of hdp heads pruned since "
+                 "start.\n# TYPE xformd_attention_hdp_head_sparsity gauge\n"
+                 "xformd_attention_hdp_head_sparsity %.6f\n",
+              frac(bp, st.blocks), frac(hp, st.heads));
+}
+
+static json_t *hdp_json(void)
+{
+    prune_stats st;
+    prune_get(&st);
+    return json_pack("{s:I, s:I, s:f, s:I, s:I, s:f}", "blocks", (json_int_t)st.blocks,
+                     "blocks_pruned", (json_int_t)st.blocks_pruned, "block_sparsity",
+                     frac(st.blocks_pruned, st.blocks), "heads", (json_int_t)st.heads,
+                     "heads_pruned", (json_int_t)st.heads_pruned, "head_sparsity",
+                     frac(st.heads_pruned, st.heads));
+}
+
 int xf_metrics_render(char **out, size_t *len)
 {
     pthread_once(&bounds_once, bounds_init);
@@ -600,6 +673,7 @@ int xf_metrics_render(char **out, size_t *len)
     for (int k = 0; k < 4; k++)
         sb_printf(&b, "xformd_cost_model_coefficient{term=\"%s\"} %.9g\n", term[k],
                   bits_d(atomic_load_explicit(&cost_bits[k], memory_order_relaxed)));
+    hdp_render(&b);
     sb_printf(&b, "# HELP xformd_process_start_time_seconds Start time of the process since "
                   "the Unix epoch.\n# TYPE xformd_process_start_time_seconds gauge\n"
                   "xformd_process_start_time_seconds %.3f\n", start_unix_s);
@@ -710,6 +784,8 @@ json_t *xf_metrics_stats_json(void)
     pthread_mutex_unlock(&info_lock);
     json_object_set_new(server, "dropped_metric_updates",
                         json_integer((json_int_t)atomic_load(&dropped_updates)));
+
+    json_object_set_new(json_object_get(root, "engine"), "attention_hdp", hdp_json());
 
     json_t *batcher = json_object_get(root, "batcher");
     double c[4];

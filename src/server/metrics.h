@@ -65,6 +65,12 @@ void xf_metrics_set_model_info(const char *model, const char *arch, const char *
 /* Publish the batcher's cost model (loop thread, after each observe): coefficients c0..c3 in
  * seconds per unit and how many samples/observations refined it. */
 void xf_metrics_set_cost(const double c[4], uint64_t n_fit, uint64_t n_obs);
+/* Publish the engine's attention pruning counts (workers, after a forward; the engine's
+ * xf_attn_prune_stats, process-wide and monotone): each value only ever rises here. Rendered
+ * as xformd_attention_hdp_{blocks,heads}_total{state} and the *_sparsity gauges, and in
+ * /v1/stats engine.attention_hdp. */
+void xf_metrics_set_prune(uint64_t blocks, uint64_t blocks_pruned, uint64_t heads,
+                          uint64_t heads_pruned);
 
 /* Advance the per-second QPS ring (loop thread, about once a second; now is monotonic ns).
  * Completed inference requests are those observed in request_duration_seconds{stage="total"}.

@@ -69,12 +69,14 @@ static enum MHD_Result reply_missing_field(xf_req_t *req, const char *key)
 
 static enum MHD_Result reply_unknown_model(xf_req_t *req)
 {
+    const char *txl = xf_sessions_model_name(req->srv);
     req->err_param = "model";
-    if (!strcmp(req->model, req->srv->model_name))
+    if (!strcmp(req->model, req->srv->model_name) || (txl && !strcmp(req->model, txl)))
         return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "model '%s' has no version "
                                    "'%s'; its only version is '1'", req->model, req->version);
     return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "unknown model '%s'; this server "
-                               "serves '%s'", req->model, req->srv->model_name);
+                               "serves '%s'%s%s%s", req->model, req->srv->model_name,
+                               txl ? " and '" : "", txl ? txl : "", txl ? "'" : "");
 }
 
 static enum MHD_Result reply_too_many_tokens(xf_req_t *req)
@@ -774,12 +776,19 @@ static int model_matches(const xf_req_t *req)
            (!req->version[0] || !strcmp(req->version, "1"));
 }
 
+/* {m} names the Transformer-XL session model (session.model) and {v} its only version. */
+static int txl_matches(const xf_req_t *req)
+{
+    return xf_sessions_owns_model(req->srv, req->model) &&
+           (!req->version[0] || !strcmp(req->version, "1"));
+}
+
 static enum MHD_Result h_infer(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
     enum MHD_Result ret = MHD_NO;
     if (xf_sessions_owns_model(s, req->model))   /* Transformer-XL: sequence parameters */
-        return xf_sessions_handle_kserve(req);
+        return txl_matches(req) ? xf_sessions_handle_kserve(req) : reply_unknown_model(req);
     if (!model_matches(req))
         return reply_unknown_model(req);
     if (parse_body(req, &ret) != STEP_OK)
@@ -1190,19 +1199,28 @@ static enum MHD_Result h_server_meta(xf_req_t *req)
 
 static enum MHD_Result h_model_meta(xf_req_t *req)
 {
+    if (txl_matches(req)) {
+        json_t *m = xf_sessions_model_meta(req->srv);
+        return m ? xf_http_reply_json(req, 200, m) : reply_oom(req);
+    }
     if (!model_matches(req))
         return reply_unknown_model(req);
     return xf_http_reply_json(req, 200, model_meta(req->srv));
 }
 
+/* The session model is loaded before the server listens, so it is ready with the server; a
+ * Redis outage degrades sessions (503 on their routes) but is not an outage of the model. */
 static enum MHD_Result h_model_ready(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
-    if (!model_matches(req))
+    int txl = txl_matches(req);
+    if (!txl && !model_matches(req))
         return reply_unknown_model(req);
     int ready = atomic_load(&s->ready);
     return xf_http_reply_json(req, ready ? 200 : 503,
-                              json_pack("{s:s,s:b}", "name", s->model_name, "ready", ready));
+                              json_pack("{s:s,s:b}", "name", txl ? xf_sessions_model_name(s)
+                                                                 : s->model_name,
+                                        "ready", ready));
 }
 
 static enum MHD_Result h_metrics(xf_req_t *req)
@@ -1241,28 +1259,36 @@ static enum MHD_Result h_stats(xf_req_t *req)
 
 /* ---- OpenAI models and TEI's root, health and info ----------------------------------- */
 
-/* OpenAI's model object; created is the server's start time (Unix seconds). */
-static json_t *openai_model(const xf_server_t *s)
+/* OpenAI's model object for the served name; created is the server's start time (Unix
+ * seconds). */
+static json_t *openai_model(const xf_server_t *s, const char *name)
 {
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", s->model_name, "object", "model", "created",
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", name, "object", "model", "created",
                      (json_int_t)s->start_unix, "owned_by", "xformd");
 }
 
+/* The encoder, then the Transformer-XL session model when session.model is set. */
 static enum MHD_Result h_openai_models(xf_req_t *req)
 {
-    return xf_http_reply_json(req, 200, json_pack("{s:s,s:[o]}", "object", "list", "data",
-                                                  openai_model(req->srv)));
+    const char *txl = xf_sessions_model_name(req->srv);
+    json_t *o = json_pack("{s:s,s:[o]}", "object", "list", "data",
+                          openai_model(req->srv, req->srv->model_name));
+    if (o && txl)
+        json_array_append_new(json_object_get(o, "data"), openai_model(req->srv, txl));
+    return o ? xf_http_reply_json(req, 200, o) : reply_oom(req);
 }
 
 static enum MHD_Result h_openai_model(xf_req_t *req)
 {
-    if (strcmp(req->model, req->srv->model_name) != 0) {
+    const char *txl = xf_sessions_model_name(req->srv);
+    if (strcmp(req->model, req->srv->model_name) != 0 && !(txl && !strcmp(req->model, txl))) {
         req->err_param = "model";
         return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "The model '%s' does not "
-                                   "exist; this server serves '%s'", req->model,
-                                   req->srv->model_name);
+                                   "exist; this server serves '%s'%s%s%s", req->model,
+                                   req->srv->model_name, txl ? " and '" : "", txl ? txl : "",
+                                   txl ? "'" : "");
     }
-    return xf_http_reply_json(req, 200, openai_model(req->srv));
+    return xf_http_reply_json(req, 200, openai_model(req->srv, req->model));
 }
 
 /* TEI serves one route at "/" by model type: a classifier predicts, a 1-label classifier

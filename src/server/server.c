@@ -71,6 +71,7 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->session_model = c->session_model;
     o->redis_url = c->redis_url;
     o->session_max_sessions = (int)c->session_max_sessions;
+    o->session_store_max_bytes = c->session_store_max_bytes;
     o->session_ttl_s = (int)c->session_ttl_s;
     o->session_dtype = c->session_dtype;
     o->session_max_bytes = c->session_max_bytes;

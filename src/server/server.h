@@ -65,6 +65,7 @@ typedef struct xf_server_opts {
     const char *session_model;
     const char *redis_url;     /* NULL or "": in-process store */
     int session_max_sessions;
+    int64_t session_store_max_bytes;   /* in-process store: total blob bytes (LRU eviction) */
     int session_ttl_s;
     int session_dtype;         /* 0 f32, 1 f16, 2 bf16 */
     int64_t session_max_bytes;

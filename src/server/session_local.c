@@ -1,6 +1,7 @@
 /* The in-process session store: a hash map of key → blob with an LRU list, at most
- * max_sessions entries, a lifetime per entry (expired entries read as absent), and a version
- * counter per entry as the compare-and-set tag. Loop thread only; callbacks run before the
+ * max_sessions entries and max_bytes blob bytes (session.store_max_bytes), a lifetime per
+ * entry (expired entries read as absent), and a version counter per entry as the
+ * compare-and-set tag. Loop thread only; callbacks run before the
  * call returns. */
 #include "config.h"
 
@@ -28,6 +29,7 @@ typedef struct local {
     xf_sstore_t base;
     ent_t **tab;
     size_t nbuckets, n, max;
+    size_t bytes, max_bytes;           /* blob bytes held; bound (0: none) */
     ent_t *head, *tail;
     uint64_t next_version;
 } local_t;
@@ -77,11 +79,13 @@ static void drop(local_t *L, ent_t *e)
     ent_t **p = slot(L, e->key);
     *p = e->hnext;
     lru_unlink(L, e);
+    L->bytes -= e->len;
     free(e->key);
     free(e->blob);
     free(e);
     L->n--;
     xf_metric_set(XF_M_sessions_active, NULL, NULL, (int64_t)L->n);
+    xf_metric_set(XF_M_session_store_bytes, NULL, NULL, (int64_t)L->bytes);
 }
 
 /* The live entry for key, or NULL (expired entries are dropped here). */
@@ -128,6 +132,10 @@ static void l_put(xf_sstore_t *st, const char *key, const uint8_t *blob, size_t 
         cb(user, -EAGAIN);
         return;
     }
+    if (L->max_bytes && len > L->max_bytes) {
+        cb(user, -ENOSPC);
+        return;
+    }
     copy = malloc(len ? len : 1);
     if (!copy) {
         cb(user, -ENOMEM);
@@ -145,16 +153,19 @@ static void l_put(xf_sstore_t *st, const char *key, const uint8_t *blob, size_t 
         *slot(L, key) = e;
         L->n++;
         lru_front(L, e);
-        while (L->n > L->max && L->tail != e)
-            drop(L, L->tail);
-        xf_metric_set(XF_M_sessions_active, NULL, NULL, (int64_t)L->n);
     } else {
         lru_unlink(L, e);
         lru_front(L, e);
     }
+    L->bytes += len - e->len;
     free(e->blob);
     e->blob = copy;
     e->len = len;
+    /* e is at the front: only older entries go */
+    while ((L->n > L->max || (L->max_bytes && L->bytes > L->max_bytes)) && L->tail != e)
+        drop(L, L->tail);
+    xf_metric_set(XF_M_sessions_active, NULL, NULL, (int64_t)L->n);
+    xf_metric_set(XF_M_session_store_bytes, NULL, NULL, (int64_t)L->bytes);
     e->version = ++L->next_version;
     e->expires_ns = ttl_s > 0 ? xf_now_ns() + (uint64_t)ttl_s * 1000000000ull : 0;
     cb(user, 0);
@@ -192,13 +203,14 @@ static const xf_sstore_vt_t local_vt = {
     .name = "memory", .get = l_get, .put = l_put, .del = l_del, .up = l_up, .free = l_free,
 };
 
-int xf_sstore_local_create(size_t max_sessions, xf_sstore_t **out)
+int xf_sstore_local_create(size_t max_sessions, size_t max_bytes, xf_sstore_t **out)
 {
     local_t *L = calloc(1, sizeof *L);
 
     if (!L)
         return -ENOMEM;
     L->max = max_sessions ? max_sessions : 1;
+    L->max_bytes = max_bytes;
     L->nbuckets = 1024;
     while (L->nbuckets < L->max && L->nbuckets < (1u << 22))
         L->nbuckets *= 2;

@@ -19,7 +19,8 @@
  * ttl_ms: remaining lifetime, -1 when none. */
 typedef void (*xf_sstore_get_cb)(void *user, int rc, const uint8_t *blob, size_t len,
                                  const char *tag, size_t tag_len, int64_t ttl_ms);
-/* rc: 0 written, -EAGAIN the stored tag is no longer the expected one (lost race), XF_EREDIS. */
+/* rc: 0 written, -EAGAIN the stored tag is no longer the expected one (lost race), XF_EREDIS,
+ * -ENOSPC the blob alone exceeds the store's byte bound (in process), -ENOMEM. */
 typedef void (*xf_sstore_put_cb)(void *user, int rc);
 /* rc: 0 deleted, XF_ENOTFOUND absent, XF_EREDIS. */
 typedef void (*xf_sstore_del_cb)(void *user, int rc);
@@ -42,9 +43,11 @@ struct xf_sstore {
     const xf_sstore_vt_t *vt;
 };
 
-/* In-process LRU store of at most max_sessions blobs (the least recently used is dropped).
+/* In-process LRU store of at most max_sessions blobs holding at most max_bytes blob bytes in
+ * all (0: no byte bound): after a put the least recently used other entries are dropped until
+ * both hold; a single blob above max_bytes is refused (put rc -ENOSPC, the stored entry kept).
  * Ownership: *out is new, free with st->vt->free(). Returns 0 or -ENOMEM. */
-int xf_sstore_local_create(size_t max_sessions, xf_sstore_t **out);
+int xf_sstore_local_create(size_t max_sessions, size_t max_bytes, xf_sstore_t **out);
 
 /* Redis store on loop: url redis://[:password@]host[:port][/db] or unix:///path; commands time
  * out after timeout_ms (own uv timers: hiredis 0.14 has no command timeout, and a refused

@@ -35,6 +35,7 @@ typedef struct sjob {
     unsigned want;
     int return_logprobs;
     int kserve, seq_start, seq_end;   /* KServe v2 infer with Triton sequence parameters */
+    int64_t timeout_ms;               /* the client's timeout_ms, 0: request.timeout_ms */
     xf_server_t *srv;
     xf_job_t *job;
     squeue_t *q;
@@ -112,7 +113,8 @@ int xf_sessions_create(xf_server_t *s, uv_loop_t *loop, xf_diag_t *diag)
         rc = xf_sstore_redis_create(loop, o->redis_url, o->session_timeout_ms, &S->store, err,
                                     sizeof err);
     else
-        rc = xf_sstore_local_create((size_t)o->session_max_sessions, &S->store);
+        rc = xf_sstore_local_create((size_t)o->session_max_sessions,
+                                    (size_t)o->session_store_max_bytes, &S->store);
     if (rc < 0) {
         snprintf(diag->msg, sizeof diag->msg, "session store: %s", err[0] ? err
                                                                            : xf_strerror(rc));
@@ -203,22 +205,106 @@ static void sjob_free(void *p)
     free(sj);
 }
 
-/* Body of POST .../segments: {"input": text | [ids], "return": [...], "add_eos": bool}. */
+/* Token ids from a JSON list (where names it in errors): each an integer in [0, vocab_size),
+ * at most request.max_tokens of them. Fills sj->ids / sj->n, or replies. */
+static enum MHD_Result parse_ids(xf_req_t *req, const xf_txl_info_t *ti, json_t *list,
+                                 const char *where, sjob_t *sj)
+{
+    size_t n = json_array_size(list), i;
+    json_t *v;
+
+    if (n > (size_t)req->srv->o.max_tokens)
+        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "%s: %zu tokens, "
+                                   "request.max_tokens is %d", where, n, req->srv->o.max_tokens);
+    sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
+    if (!sj->ids)
+        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    json_array_foreach(list, i, v) {
+        json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+        if (x < 0 || x >= ti->vocab_size)
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%s[%zu]: want a token id in "
+                                       "[0, %d)", where, i, ti->vocab_size);
+        sj->ids[i] = (int32_t)x;
+    }
+    sj->n = (int32_t)n;
+    return MHD_YES;
+}
+
+/* Record a requested output (logprobs, hidden, pooled) in sj; 0 when w names none of them. */
+static int want_output(sjob_t *sj, const char *w)
+{
+    if (w && !strcmp(w, "logprobs"))
+        sj->return_logprobs = 1;
+    else if (w && !strcmp(w, "hidden"))
+        sj->want |= XF_TXL_OUT_HIDDEN;
+    else if (w && !strcmp(w, "pooled"))
+        sj->want |= XF_TXL_OUT_POOLED;
+    else
+        return 0;
+    return 1;
+}
+
+/* The body as a JSON object (kept in req->root), or NULL after replying 400 (*r). */
+static json_t *parse_object(xf_req_t *req, enum MHD_Result *r)
+{
+    json_error_t je;
+    json_t *root = json_loadb(req->body ? req->body : "", req->body_len,
+                              JSON_REJECT_DUPLICATES, &je);
+
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        *r = xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
+                                                                           : je.text);
+        return NULL;
+    }
+    req->root = root;
+    return root;
+}
+
+/* A segment has 1 .. request.max_tokens tokens (text is counted after tokenising). */
+static enum MHD_Result check_n(xf_req_t *req, const sjob_t *sj, const char *where)
+{
+    if (sj->n == 0)
+        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "%s: no tokens", where);
+    if (sj->n > req->srv->o.max_tokens)
+        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "%s: %d tokens, "
+                                   "request.max_tokens is %d", where, sj->n,
+                                   req->srv->o.max_tokens);
+    return MHD_YES;
+}
+
+/* The client's timeout_ms (optional, in obj): 1 .. request.max_timeout_ms, as on the other
+ * routes. */
+static enum MHD_Result parse_timeout(xf_req_t *req, json_t *obj, sjob_t *sj)
+{
+    json_t *v = obj ? json_object_get(obj, "timeout_ms") : NULL;
+
+    if (!v)
+        return MHD_YES;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > req->srv->o.max_timeout_ms)
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "timeout_ms: want an integer in "
+                                   "[1, %lld] (request.max_timeout_ms)",
+                                   (long long)req->srv->o.max_timeout_ms);
+    sj->timeout_ms = json_integer_value(v);
+    return MHD_YES;
+}
+
+/* Body of POST .../segments: {"input": text | [ids], "return": [...], "add_eos": bool,
+ * "timeout_ms": int}. */
 static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 {
     const xf_txl_info_t *ti = xf_txl_info(S->model);
-    json_error_t je;
+    enum MHD_Result r;
     json_t *root, *in, *ret, *eos;
     int add_eos = 0;
     xf_diag_t diag = { 0 };
 
-    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        return xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
-                                                                             : je.text);
-    }
-    req->root = root;
+    if (!(root = parse_object(req, &r)))
+        return r;
+    r = parse_timeout(req, root, sj);
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     sj->return_logprobs = 1;
     ret = json_object_get(root, "return");
     if (ret) {
@@ -229,14 +315,7 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
                                        "\"logprobs\", \"hidden\", \"pooled\"");
         sj->return_logprobs = 0;
         json_array_foreach(ret, i, v) {
-            const char *w = json_string_value(v);
-            if (w && !strcmp(w, "logprobs"))
-                sj->return_logprobs = 1;
-            else if (w && !strcmp(w, "hidden"))
-                sj->want |= XF_TXL_OUT_HIDDEN;
-            else if (w && !strcmp(w, "pooled"))
-                sj->want |= XF_TXL_OUT_POOLED;
-            else
+            if (!want_output(sj, json_string_value(v)))
                 return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "return[%zu]: want "
                                            "\"logprobs\", \"hidden\" or \"pooled\"", i);
         }
@@ -257,43 +336,28 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         if (rc < 0)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: %s", diag.msg);
     } else if (json_is_array(in)) {
-        size_t n = json_array_size(in), i;
-        json_t *v;
-        if (n > (size_t)req->srv->o.max_tokens)
-            return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "input: %zu tokens, "
-                                       "request.max_tokens is %d", n, req->srv->o.max_tokens);
-        sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
-        if (!sj->ids)
-            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
-        json_array_foreach(in, i, v) {
-            json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
-            if (x < 0 || x >= ti->vocab_size)
-                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input[%zu]: want a token "
-                                           "id in [0, %d)", i, ti->vocab_size);
-            sj->ids[i] = (int32_t)x;
-        }
-        sj->n = (int32_t)n;
+        r = parse_ids(req, ti, in, "input", sj);
+        if (req->state == XF_REQ_REPLIED)
+            return r;
         if (add_eos)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "add_eos: only with text input");
     } else {
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: want text or a list of "
                                    "token ids");
     }
-    if (sj->n == 0)
-        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "input: no tokens");
-    if (sj->n > req->srv->o.max_tokens)
-        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "input: %d tokens, "
-                                   "request.max_tokens is %d", sj->n, req->srv->o.max_tokens);
-    return MHD_YES;
+    return check_n(req, sj, "input");
 }
 
-/* Suspend the connection and hand the session job to the loop. */
+/* Suspend the connection and hand the session job to the loop. The deadline covers the wait
+ * behind the session's earlier operations and the compute (stopped between layers). */
 static enum MHD_Result submit_sjob(xf_req_t *req, xf_job_t *j)
 {
     xf_server_t *s = req->srv;
+    const sjob_t *sj = j->sjob;
+    int64_t t = sj->timeout_ms > 0 ? sj->timeout_ms : s->o.timeout_ms;
 
     j->enqueue_ns = xf_now_ns();
-    j->deadline_ns = j->enqueue_ns + (uint64_t)s->o.timeout_ms * 1000000ull;
+    j->deadline_ns = j->enqueue_ns + (uint64_t)t * 1000000ull;
     j->conn = req->conn;
     j->req = req;
     if (atomic_load(&s->draining)) {
@@ -425,6 +489,51 @@ int xf_sessions_owns_model(const xf_server_t *s, const char *name)
     return s->sessions && !strcmp(name, xf_txl_info(s->sessions->model)->name);
 }
 
+const char *xf_sessions_model_name(const xf_server_t *s)
+{
+    return s->sessions ? xf_txl_info(s->sessions->model)->name : NULL;
+}
+
+/* The infer request below takes one input tensor of token ids or one text; KServe metadata
+ * has one datatype per tensor, so the alternatives are listed in parameters. */
+json_t *xf_sessions_model_meta(const xf_server_t *s)
+{
+    const xf_txl_info_t *ti;
+    json_t *o, *p;
+
+    if (!s->sessions)
+        return NULL;
+    ti = xf_txl_info(s->sessions->model);
+    o = json_pack("{s:s,s:[s],s:s,s:[{s:s,s:s,s:[i]}]}", "name", ti->name, "versions", "1",
+                  "platform", "xformd", "inputs", "name", "input", "datatype", "INT64",
+                  "shape", -1);
+    p = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:b,s:b,s:s,s:s,s:s,s:s,s:s}",
+                  "architecture", "transfo-xl", "n_layer", ti->n_layer, "d_model", ti->d_model,
+                  "n_head", ti->n_head, "vocab_size", ti->vocab_size, "mem_len", ti->mem_len,
+                  "clamp_len", ti->clamp_len, "n_params", (json_int_t)ti->n_params,
+                  "same_length", ti->same_length, "sequence_batching", 1,
+                  "sequence_parameters", "sequence_id,sequence_start,sequence_end",
+                  "input_datatypes", "INT32,INT64,BYTES", "session_init",
+                  s->o.session_init ? "zeros" : "empty", "session_dtype",
+                  dtype_names[s->sessions->dtype], "session_store",
+                  s->sessions->store ? s->sessions->store->vt->name : "");
+    if (!o || !p) {
+        json_decref(o);
+        json_decref(p);
+        return NULL;
+    }
+    json_object_set_new(o, "outputs",
+                        json_pack("[{s:s,s:s,s:[i]},{s:s,s:s,s:[i]},{s:s,s:s,s:[i,i]},"
+                                  "{s:s,s:s,s:[i,i]}]",
+                                  "name", "logprobs", "datatype", "FP32", "shape", -1,
+                                  "name", "next_token", "datatype", "INT64", "shape", 1,
+                                  "name", "pooled", "datatype", "FP32", "shape", 1, ti->d_model,
+                                  "name", "hidden", "datatype", "FP32", "shape", -1,
+                                  ti->d_model));
+    json_object_set_new(o, "parameters", p);
+    return o;
+}
+
 /* {"inputs":[{"name":..,"datatype":"INT32"|"INT64"|"BYTES","shape":[n]|[1,n],"data":[..]}],
  *  "outputs":[{"name":"logprobs"|"hidden"|"pooled"|"next_token"}],
  *  "parameters":{"sequence_id":N|"id","sequence_start":bool,"sequence_end":bool,
@@ -432,19 +541,14 @@ int xf_sessions_owns_model(const xf_server_t *s, const char *name)
 static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 {
     const xf_txl_info_t *ti = xf_txl_info(S->model);
-    json_error_t je;
+    enum MHD_Result r;
     json_t *root, *par, *sid, *in, *t, *data, *outs, *v;
     const char *dt;
     int add_eos = 0;
     size_t i;
 
-    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        return xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "body: %s", root ? "not an object"
-                                                                             : je.text);
-    }
-    req->root = root;
+    if (!(root = parse_object(req, &r)))
+        return r;
     par = json_object_get(root, "parameters");
     sid = par ? json_object_get(par, "sequence_id") : NULL;
     if (!json_is_object(par) || !sid)
@@ -471,6 +575,9 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
     sj->seq_end = v && json_is_true(v);
     v = json_object_get(par, "add_eos");
     add_eos = v && json_is_true(v);
+    r = parse_timeout(req, par, sj);
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     in = json_object_get(root, "inputs");
     if (!json_is_array(in) || json_array_size(in) != 1 || !json_is_object(json_array_get(in, 0)))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs: want one tensor (INT32/INT64 "
@@ -498,30 +605,16 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
                                                              : XF_HE_BAD_FIELD, 0,
                                        "inputs[0].data[0]: %s", diag.msg);
     } else if (!strcmp(dt, "INT32") || !strcmp(dt, "INT64")) {
-        size_t n = json_array_size(data);
-        if (n > (size_t)req->srv->o.max_tokens)
-            return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %zu tokens, "
-                                       "request.max_tokens is %d", n, req->srv->o.max_tokens);
-        sj->ids = malloc(sizeof(int32_t) * (n ? n : 1));
-        if (!sj->ids)
-            return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
-        json_array_foreach(data, i, v) {
-            json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
-            if (x < 0 || x >= ti->vocab_size)
-                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data[%zu]: want "
-                                           "a token id in [0, %d)", i, ti->vocab_size);
-            sj->ids[i] = (int32_t)x;
-        }
-        sj->n = (int32_t)n;
+        r = parse_ids(req, ti, data, "inputs[0].data", sj);
+        if (req->state == XF_REQ_REPLIED)
+            return r;
     } else {
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype: want INT32, "
                                    "INT64 or BYTES");
     }
-    if (sj->n == 0)
-        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "inputs[0]: no tokens");
-    if (sj->n > req->srv->o.max_tokens)
-        return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "inputs[0]: %d tokens, "
-                                   "request.max_tokens is %d", sj->n, req->srv->o.max_tokens);
+    r = check_n(req, sj, "inputs[0]");
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     sj->return_logprobs = 1;
     outs = json_object_get(root, "outputs");
     if (outs) {
@@ -530,13 +623,7 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
         sj->return_logprobs = json_array_size(outs) == 0;
         json_array_foreach(outs, i, v) {
             const char *w = json_string_value(json_object_get(v, "name"));
-            if (w && !strcmp(w, "logprobs"))
-                sj->return_logprobs = 1;
-            else if (w && !strcmp(w, "hidden"))
-                sj->want |= XF_TXL_OUT_HIDDEN;
-            else if (w && !strcmp(w, "pooled"))
-                sj->want |= XF_TXL_OUT_POOLED;
-            else if (!w || strcmp(w, "next_token"))
+            if (!want_output(sj, w) && (!w || strcmp(w, "next_token")))   /* always sent */
                 return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs[%zu]: want logprobs, "
                                            "next_token, hidden or pooled", i);
         }
@@ -572,6 +659,7 @@ enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req)
     sj->return_logprobs = tmp.return_logprobs;
     sj->seq_start = tmp.seq_start;
     sj->seq_end = tmp.seq_end;
+    sj->timeout_ms = tmp.timeout_ms;
     return submit_sjob(req, j);
 }
 
@@ -687,6 +775,9 @@ static void on_put(void *user, int rc)
     } else if (rc == XF_EREDIS) {
         finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the segment was not "
                "stored, retry it");
+    } else if (rc == -ENOSPC) {
+        finish(sj, XF_HE_TOO_MANY_TOKENS, 0, "session memory of %zu bytes exceeds "
+               "session.store_max_bytes; the segment was not stored", sj->blob_out_len);
     } else if (rc < 0) {
         finish(sj, XF_HE_OUT_OF_MEMORY, 1, "session store: %s", xf_strerror(rc));
     } else {
@@ -704,6 +795,16 @@ static void on_del_end(void *user, int rc)
                "was not recorded, retry it");
     else
         finish(sj, 0, 0, NULL);
+}
+
+/* Thread pool, before each layer: stop a segment whose deadline has passed (job->deadline_ns
+ * is written once, before the job reaches the loop). */
+static int past_deadline(void *user, int32_t layers_done, int32_t n_layer)
+{
+    const sjob_t *sj = user;
+
+    (void)layers_done, (void)n_layer;
+    return xf_now_ns() > sj->job->deadline_ns;
 }
 
 /* Thread pool: load the memory (or start one), run the segment, serialise the new memory. */
@@ -729,7 +830,8 @@ static void work_cb(uv_work_t *w)
         xf_txl_mem_free(mem);
         return;
     }
-    sj->rc = xf_txl_run(S->model, mem, sj->ids, sj->n, sj->want, &sj->res, &diag);
+    sj->rc = xf_txl_run_progress(S->model, mem, sj->ids, sj->n, sj->want, past_deadline, sj,
+                                 &sj->res, &diag);
     if (sj->rc < 0) {
         snprintf(sj->msg, sizeof sj->msg, "%.200s", diag.msg);
         xf_txl_mem_free(mem);
@@ -773,7 +875,12 @@ static void after_work(uv_work_t *w, int status)
     }
     xf_metric_observe(XF_M_session_segment_seconds, "compute", NULL,
                       (double)(sj->t_comp - sj->t_read) * 1e-9);
-    if (sj->rc == -EFBIG) {
+    if (sj->rc == XF_EDEADLINE) {
+        /* nothing is written: the session stays as it was before this segment */
+        xf_metric_add(XF_M_rejected_total, "stopped", NULL, 1);
+        finish(sj, XF_HE_COMPUTE_TIMEOUT, 0, "segment %s (deadline passed while computing; "
+               "the session was not advanced)", sj->msg);
+    } else if (sj->rc == -EFBIG) {
         finish(sj, XF_HE_TOO_MANY_TOKENS, 0, "%s", sj->msg);
     } else if (sj->rc == -ENOMEM) {
         finish(sj, XF_HE_OUT_OF_MEMORY, 1, "out of memory computing the segment");

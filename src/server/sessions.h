@@ -6,6 +6,7 @@
 #ifndef XF_SERVER_SESSIONS_H
 #define XF_SERVER_SESSIONS_H
 
+#include <jansson.h>
 #include <uv.h>
 
 #include "server/http.h"
@@ -29,6 +30,13 @@ enum xf_http_err xf_sessions_match(xf_req_t *req, const char *method, const char
 enum MHD_Result xf_sessions_handle(xf_req_t *req);
 /* MHD thread: 1 when name is the session model's served name (KServe infer goes to sessions). */
 int xf_sessions_owns_model(const xf_server_t *s, const char *name);
+/* Any thread: the session model's served name, or NULL when sessions are off. Ownership:
+ * borrowed, valid while the server lives. */
+const char *xf_sessions_model_name(const xf_server_t *s);
+/* MHD thread: the KServe v2 model metadata of the session model (name, versions, platform,
+ * inputs, outputs, parameters), or NULL when sessions are off or out of memory.
+ * Ownership: new (json_decref). */
+json_t *xf_sessions_model_meta(const xf_server_t *s);
 /* MHD thread, final call of POST /v2/models/{txl}/infer: Triton's sequence_id /
  * sequence_start / sequence_end parameters name the session; the reply is a KServe v2 infer
  * response (outputs logprobs, next_token, optional hidden, pooled). */

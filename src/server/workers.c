@@ -213,6 +213,11 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     if (rc == 0 && ps.dense_fallbacks > 0)
         xf_metric_add(XF_M_attention_dense_fallback_total,
                       fallback_label(wk->pool->model, &b), NULL, 1);
+    if (rc == 0) {
+        xf_attn_prune_stats_t pst;
+        xf_attn_prune_stats(&pst);
+        xf_metrics_set_prune(pst.blocks, pst.blocks_pruned, pst.heads, pst.heads_pruned);
+    }
     memset(r, 0, sizeof *r);
     r->n_jobs = n;
     r->n_seq = (int32_t)n_seq;
@@ -633,4 +638,20 @@ size_t xf_workers_arena_bytes(xf_workers_t *p)
     for (int i = 0; i < p->n; i++)
         s += atomic_load_explicit(&p->w[i].arena_bytes, memory_order_relaxed);
     return s;
+}
+
+int xf_workers_count(const xf_workers_t *p)
+{
+    return p ? p->n : 0;
+}
+
+int xf_workers_threads(const xf_workers_t *p, int i)
+{
+    return p && i >= 0 && i < p->n ? xf_ctx_threads(p->w[i].ctx) : 0;
+}
+
+size_t xf_workers_worker_arena_bytes(xf_workers_t *p, int i)
+{
+    return p && i >= 0 && i < p->n
+               ? atomic_load_explicit(&p->w[i].arena_bytes, memory_order_relaxed) : 0;
 }

@@ -65,5 +65,11 @@ uint64_t xf_workers_progress(xf_workers_t *w);
 
 /* Bytes held by every worker's arena (any thread; approximate while a reserve runs). */
 size_t xf_workers_arena_bytes(xf_workers_t *w);
+/* Multi-instance layout (engine.workers × engine.threads, FastFormers' several single-thread
+ * instances): the number of workers, the compute threads of worker i's own context, and the
+ * bytes its own arena holds (any thread; 0 for i out of range). */
+int xf_workers_count(const xf_workers_t *w);
+int xf_workers_threads(const xf_workers_t *w, int i);
+size_t xf_workers_worker_arena_bytes(xf_workers_t *w, int i);
 
 #endif

@@ -65,22 +65,13 @@ static void ref_txl_fn(XF_REF_FN_ARGS)
     (void)layer;
 }
 
-static void ref_dense(XF_REF_FN_ARGS)
-{
-    (void)p;
-    (void)w;
-    (void)layer;
-    (void)head;
-    xf_ref_attend(n, n, d, q, k, v, s, NULL, NULL, out);
-}
-
 /* §22 limit: no memory, W_r = 0, u = v = 0 (weights NULL) ⇒ dense (bidirectional). */
 static void test_txl_limit(void **state)
 {
     (void)state;
-    assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0,\"causal\":false}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0,\"causal\":false}", xf_ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0,\"causal\":false}", ref_dense, NULL, 5,
+    assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0,\"causal\":false}", xf_ref_dense, NULL, 5,
                              short_lens, 12, 32, 2.0f, 0) <= 1e-5);
     /* causal without weights = the causal reference */
     assert_true(xf_ref_check(&xf_attn_vt_txl, "{\"mem_len\":0}", ref_txl_fn, NULL, 9, odd_lens, 3,

@@ -13,15 +13,6 @@
 
 static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
 
-static void ref_dense(XF_REF_FN_ARGS)
-{
-    (void)p;
-    (void)w;
-    (void)layer;
-    (void)head;
-    xf_ref_attend(n, n, d, q, k, v, s, NULL, NULL, out);
-}
-
 /* dense with the diagonal excluded (paper-mode limit), logits x_i·x̂_j */
 static void ref_dense_noself(XF_REF_FN_ARGS)
 {
@@ -96,14 +87,14 @@ static void test_reformer(void **state)
 static void test_reformer_limit(void **state)
 {
     (void)state;
-    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"n_hashes\":1}", ref_dense,
+    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"n_hashes\":1}", xf_ref_dense,
                              NULL, 9, odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"n_hashes\":7}", ref_dense,
+    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"n_hashes\":7}", xf_ref_dense,
                              NULL, 9, odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
     assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":1,\"mode\":\"shared\","
                              "\"chunk\":1000}", ref_dense_noself, NULL, 9, odd_lens, 3, 64,
                              1.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":8}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_reformer, "{\"n_buckets\":8}", xf_ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) > 1e-3);
 }
 
@@ -118,11 +109,12 @@ static void test_routing(void **state)
                NULL, 1e-5);
     xf_ref_odd_shapes(&xf_attn_vt_routing, "{\"seed\":5,\"mode\":\"clustered\"}", ref_routing, NULL,
                1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"clusters\":1}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"clusters\":1}", xf_ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
     assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"mode\":\"clustered\",\"clusters\":1000,"
-                             "\"iters\":2}", ref_dense, NULL, 8, odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"clusters\":4}", ref_dense, NULL, 9,
+                             "\"iters\":2}", xf_ref_dense, NULL, 8, odd_lens, 3, 32, 2.0f,
+                             0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_vt_routing, "{\"clusters\":4}", xf_ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) > 1e-3);
 }
 
@@ -136,9 +128,9 @@ static void test_sinkhorn(void **state)
                NULL, 1e-5);
     xf_ref_odd_shapes(&xf_attn_vt_sinkhorn, "{\"block\":16,\"mode\":\"soft\"}", ref_sinkhorn, NULL,
                1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_sinkhorn, "{\"block\":1000}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_sinkhorn, "{\"block\":1000}", xf_ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_sinkhorn, "{\"block\":64,\"k_s\":15}", ref_dense, NULL,
+    assert_true(xf_ref_check(&xf_attn_vt_sinkhorn, "{\"block\":64,\"k_s\":15}", xf_ref_dense, NULL,
                              9, odd_lens, 3, 40, 2.0f, 0) <= 1e-5);
 }
 
@@ -167,41 +159,14 @@ static void seeds(const xf_attn_vtbl *vt, const char *j1, const char *j2)
     xf_rbatch_free(b);
 }
 
-static void edges(const xf_attn_vtbl *vt, const char *json)
-{
-    static const int32_t lens1[] = { 1, 0, 9 };
-    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
-    char err[128];
-    xf_rbatch_t *b = xf_rbatch_new(3, lens1, 2, 64, 1.0f, 3);
-    size_t cnt = (size_t)b->n_tok * 2 * 64;
-
-    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
-    assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
-    for (int32_t head = 0; head < 2; head++)       /* n = 1: the only key's value */
-        for (int32_t c = 0; c < 64; c++)
-            assert_float_equal(b->out[(size_t)head * 64 + (size_t)c],
-                               b->v[(size_t)head * (size_t)b->n_tok * 64 + (size_t)c], 1e-6);
-    for (size_t i = 0; i < cnt; i++)
-        b->q[i] *= 300.0f;
-    assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
-    for (size_t i = 0; i < cnt; i++)
-        assert_true(isfinite(b->out[i]));
-    memset(b->q, 0, cnt * sizeof(float));
-    memset(b->k, 0, cnt * sizeof(float));
-    assert_int_equal(xf_ref_run(vt, params, b, 2, NULL, NULL, NULL, NULL), 0);
-    for (size_t i = 0; i < cnt; i++)
-        assert_true(isfinite(b->out[i]));
-    xf_rbatch_free(b);
-}
-
 static void test_reformer_props(void **state)
 {
     (void)state;
     xf_ref_independence(NULL, &xf_attn_vt_reformer, "{\"seed\":2,\"chunk\":8}");
     xf_ref_independence(NULL, &xf_attn_vt_reformer, "{\"seed\":2,\"mode\":\"shared\",\"chunk\":8}");
     seeds(&xf_attn_vt_reformer, "{\"seed\":1,\"chunk\":16}", "{\"seed\":2,\"chunk\":16}");
-    edges(&xf_attn_vt_reformer, "{}");
-    edges(&xf_attn_vt_reformer, "{\"mode\":\"shared\"}");
+    xf_ref_edges(&xf_attn_vt_reformer, "{}", NULL);
+    xf_ref_edges(&xf_attn_vt_reformer, "{\"mode\":\"shared\"}", NULL);
 }
 
 static void test_props(void **state)
@@ -214,10 +179,10 @@ static void test_props(void **state)
     seeds(&xf_attn_vt_routing, "{\"seed\":1}", "{\"seed\":2}");
     seeds(&xf_attn_vt_routing, "{\"seed\":1,\"mode\":\"clustered\",\"clusters\":9}",
           "{\"seed\":2,\"mode\":\"clustered\",\"clusters\":9}");
-    edges(&xf_attn_vt_routing, "{}");
-    edges(&xf_attn_vt_routing, "{\"mode\":\"clustered\"}");
-    edges(&xf_attn_vt_sinkhorn, "{\"block\":4}");
-    edges(&xf_attn_vt_sinkhorn, "{\"block\":4,\"mode\":\"soft\"}");
+    xf_ref_edges(&xf_attn_vt_routing, "{}", NULL);
+    xf_ref_edges(&xf_attn_vt_routing, "{\"mode\":\"clustered\"}", NULL);
+    xf_ref_edges(&xf_attn_vt_sinkhorn, "{\"block\":4}", NULL);
+    xf_ref_edges(&xf_attn_vt_sinkhorn, "{\"block\":4,\"mode\":\"soft\"}", NULL);
 }
 
 static void test_parse(void **state)

@@ -15,15 +15,6 @@
 static const int32_t odd_lens[] = { 1, 2, 3, 7, 63, 64, 65, 257, 1000 };
 static const int32_t short_lens[] = { 3, 65, 1, 64, 7 };
 
-static void ref_dense(XF_REF_FN_ARGS)
-{
-    (void)p;
-    (void)w;
-    (void)layer;
-    (void)head;
-    xf_ref_attend(n, n, d, q, k, v, s, NULL, NULL, out);
-}
-
 static void ref_linformer(XF_REF_FN_ARGS)
 {
     (void)w;
@@ -77,11 +68,11 @@ static void test_linformer(void **state)
                1e-5);
     xf_ref_odd_shapes(&xf_attn_vt_linformer, "{\"variant\":\"linformer\"}", ref_linformer, NULL, 1e-5);
     /* limit: k >= n is dense */
-    assert_true(xf_ref_check(&xf_attn_vt_linformer, "{\"k\":1000}", ref_dense, NULL, 9, odd_lens, 3,
-                             64, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_vt_linformer, "{\"k\":1000}", xf_ref_dense, NULL, 9,
+                             odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
     /* and k < n is not dense (the comparison above can fail) */
-    assert_true(xf_ref_check(&xf_attn_vt_linformer, "{\"k\":16}", ref_dense, NULL, 9, odd_lens, 3,
-                             64, 2.0f, 0) > 1e-3);
+    assert_true(xf_ref_check(&xf_attn_vt_linformer, "{\"k\":16}", xf_ref_dense, NULL, 9,
+                             odd_lens, 3, 64, 2.0f, 0) > 1e-3);
 }
 
 /* §16: with segment-constant K and V the corrected pooled formula is exact. */
@@ -127,8 +118,8 @@ static void test_linformer_weights(void **state)
         eye[i * NMAX + i] = 1.0f;
     /* rows of E beyond n are zero keys here, so compare only n = k = 70; shorter sequences see
      * k − n zero summaries: check the 70-token one */
-    e = xf_ref_check(&xf_attn_vt_linformer, "{\"source\":\"weights\",\"k\":70}", ref_dense, &w, 1,
-                     lens, 3, 32, 1.0f, 0);
+    e = xf_ref_check(&xf_attn_vt_linformer, "{\"source\":\"weights\",\"k\":70}", xf_ref_dense,
+                     &w, 1, lens, 3, 32, 1.0f, 0);
     assert_true(e <= 1e-5);
     assert_int_equal(xf_ref_parse(&xf_attn_vt_linformer, "{\"source\":\"weights\"}", params, err,
                                   sizeof(err)), 0);
@@ -145,8 +136,8 @@ static void test_memcomp(void **state)
     xf_ref_odd_shapes(&xf_attn_vt_memcomp, "{\"variant\":\"memcomp\",\"rate\":8}", ref_memcomp, NULL,
                       1e-5);
     /* limit: rate 1 is dense */
-    assert_true(xf_ref_check(&xf_attn_vt_memcomp, "{\"rate\":1}", ref_dense, NULL, 9, odd_lens, 3,
-                             32, 2.0f, 0) <= 1e-5);
+    assert_true(xf_ref_check(&xf_attn_vt_memcomp, "{\"rate\":1}", xf_ref_dense, NULL, 9,
+                             odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
 }
 
 /* ISAB: k-means in double with the same summation order in both (identical groups); 1e-5. */
@@ -160,9 +151,9 @@ static void test_isab(void **state)
     xf_ref_odd_shapes(&xf_attn_vt_isab, "{\"m\":5,\"mode\":\"soft\",\"init\":\"segments\"}",
                ref_isab, NULL, 1e-5);
     /* §13 limit: hard mode with m = n (every key alone) is dense */
-    assert_true(xf_ref_check(&xf_attn_vt_isab, "{\"m\":1000,\"init\":\"segments\"}", ref_dense,
+    assert_true(xf_ref_check(&xf_attn_vt_isab, "{\"m\":1000,\"init\":\"segments\"}", xf_ref_dense,
                              NULL, 9, odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
-    assert_true(xf_ref_check(&xf_attn_vt_isab, "{\"m\":300,\"iters\":2}", ref_dense, NULL, 8,
+    assert_true(xf_ref_check(&xf_attn_vt_isab, "{\"m\":300,\"iters\":2}", xf_ref_dense, NULL, 8,
                              odd_lens, 3, 32, 2.0f, 0) <= 1e-5);
 }
 
@@ -210,7 +201,7 @@ static void test_nystrom(void **state)
                       "{\"landmarks\":5,\"pinv_iters\":20,\"dense_fallback\":false}",
                ref_nystrom, NULL, 1e-5);
     /* landmarks >= n: the per-sequence dense fallback */
-    assert_true(xf_ref_check(&xf_attn_vt_nystrom, "{\"landmarks\":1000}", ref_dense, NULL, 9,
+    assert_true(xf_ref_check(&xf_attn_vt_nystrom, "{\"landmarks\":1000}", xf_ref_dense, NULL, 9,
                              odd_lens, 3, 64, 2.0f, 0) <= 1e-5);
 }
 
@@ -323,42 +314,14 @@ static void test_independence(void **state)
     xf_ref_independence(NULL, &xf_attn_vt_memcomp, "{}");
 }
 
-static void edges(const xf_attn_vtbl *vt, const char *json, const void *w)
-{
-    static const int32_t lens1[] = { 1, 0, 9 };
-    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
-    char err[128];
-    xf_rbatch_t *b = xf_rbatch_new(3, lens1, 2, 64, 1.0f, 3);
-    size_t cnt = (size_t)b->n_tok * 2 * 64;
-
-    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
-    assert_int_equal(xf_ref_run(vt, params, b, 2, w, NULL, NULL, NULL), 0);
-    /* n = 1: the only key's value */
-    for (int32_t head = 0; head < 2; head++)
-        for (int32_t c = 0; c < 64; c++)
-            assert_float_equal(b->out[(size_t)head * 64 + (size_t)c],
-                               b->v[(size_t)head * (size_t)b->n_tok * 64 + (size_t)c], 1e-6);
-    for (size_t i = 0; i < cnt; i++)
-        b->q[i] *= 300.0f;
-    assert_int_equal(xf_ref_run(vt, params, b, 2, w, NULL, NULL, NULL), 0);
-    for (size_t i = 0; i < cnt; i++)
-        assert_true(isfinite(b->out[i]));
-    memset(b->q, 0, cnt * sizeof(float));
-    memset(b->k, 0, cnt * sizeof(float));
-    assert_int_equal(xf_ref_run(vt, params, b, 2, w, NULL, NULL, NULL), 0);
-    for (size_t i = 0; i < cnt; i++)
-        assert_true(isfinite(b->out[i]));
-    xf_rbatch_free(b);
-}
-
 static void test_edges(void **state)
 {
     (void)state;
-    edges(&xf_attn_vt_linformer, "{\"k\":4}", NULL);
-    edges(&xf_attn_vt_memcomp, "{}", NULL);
-    edges(&xf_attn_vt_isab, "{\"m\":3}", NULL);
-    edges(&xf_attn_vt_isab, "{\"m\":3,\"mode\":\"soft\"}", NULL);
-    edges(&xf_attn_vt_nystrom, "{\"landmarks\":2,\"dense_fallback\":false}", NULL);
+    xf_ref_edges(&xf_attn_vt_linformer, "{\"k\":4}", NULL);
+    xf_ref_edges(&xf_attn_vt_memcomp, "{}", NULL);
+    xf_ref_edges(&xf_attn_vt_isab, "{\"m\":3}", NULL);
+    xf_ref_edges(&xf_attn_vt_isab, "{\"m\":3,\"mode\":\"soft\"}", NULL);
+    xf_ref_edges(&xf_attn_vt_nystrom, "{\"landmarks\":2,\"dense_fallback\":false}", NULL);
 }
 
 /* Every S/F/P/M variant: B = 0 is a no-op; q with the scale folded in (io.q_scale = s) gives

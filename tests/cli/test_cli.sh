@@ -26,7 +26,7 @@ same_vecs() {
             { if (NF != n) exit 1; for (i = 1; i <= NF; i++) { d = $i - a[i]; if (d < 0) d = -d;
               m = a[i] < 0 ? -a[i] : a[i]; if (m < 1) m = 1; if (d > 1e-5 * m) exit 1 } }'
 }
-N=35
+N=41
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -86,7 +86,7 @@ bad_attn='{"variant":"window","blok":3}'
 check "a bad --attention names the option, not the model load" \
     "printf 'x\\n' | '$cli' embed --model '$m' --attention '$bad_attn' 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--attention: blok' '$tmp/err' && ! grep -q 'cannot load model' '$tmp/err'"
 check "the xformd-cli man page documents every command" \
-    "for c in tokenize embed classify inspect mkmodel variants bench; do grep -q \"^\\\\.B \$c\" '$src/doc/xformd-cli.1' || exit 1; done"
+    "for c in tokenize embed classify inspect mkmodel variants bench prune; do grep -q \"^\\\\.B \$c\" '$src/doc/xformd-cli.1' || exit 1; done"
 check "xformd: --help names the program, shows no C names; --api-key --check-config is an error" \
     "'$srv' --help | head -1 | grep -q '^Usage: xformd ' && ! '$srv' --help | grep -q 'enum ' && '$srv' --api-key --check-config 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--api-key: missing value' '$tmp/err'"
 check "xformd.pc (pkg-config) names libxformd and the version xformd reports" \
@@ -109,4 +109,22 @@ check "bench --compare puts the peer's line for a shape under ours, with its pea
     "'$cli' bench --model '$m' --quick --no-floor --reps 1 --threads 1 --compare '$tmp/peer.txt' > '$tmp/bench.txt' && grep -q '^fma_peak ' '$tmp/bench.txt' && grep -q '^xformd b=  1 n=  16 .*peak_frac=' '$tmp/bench.txt' && [ \$(grep -c '^compare ort b=  1 n=  16 median_ms=4.00 .*peak_frac=.*xformd_ms=' '$tmp/bench.txt') -eq 1 ] && [ \$(grep -c '^compare ort b=  8 n= 128 ' '$tmp/bench.txt') -eq 1 ] && [ \$(grep -c '^compare' '$tmp/bench.txt') -eq 2 ]"
 check "bench --compare with a missing file fails with exit 2 before timing" \
     "'$cli' bench --model '$m' --compare '$tmp/nope.txt' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'nope.txt' '$tmp/err'"
+printf 'hello world\n\nthe end of it\nsome more words here\n' > "$tmp/calib.txt"
+pr_bad() { # args...: must exit 2 and leave no output directory (nor a temporary one)
+    "$cli" prune "$@" --out "$tmp/prbad" > /dev/null 2> "$tmp/err"; rc=$?
+    [ $rc -eq 2 ] && [ -s "$tmp/err" ] && [ ! -e "$tmp/prbad" ] && ! ls "$tmp" | grep -q 'prbad.tmp'
+}
+check "prune keeps H heads / F units per layer, records pruned_heads, and the result embeds" \
+    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 100 --out '$tmp/pr1' > '$tmp/pr.out' 2>/dev/null && grep -q '\"pruned_heads\"' '$tmp/pr1/config.json' && grep -q '\"intermediate_size\": 100' '$tmp/pr1/config.json' && '$cli' inspect --model '$tmp/pr1' 2>/dev/null | grep -Eq '^ +1 +2 +16 +100\$' && [ \$('$cli' embed --model '$tmp/pr1' < '$tmp/in.txt' 2>/dev/null | wc -l) -eq 4 ]"
+check "prune --save-scores then --scores gives the same model without calibrating; a foreign scores file is exit 2" \
+    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 3 --ffn 50 --out '$tmp/pr3' --save-scores '$tmp/sc.txt' > /dev/null 2>&1 && '$cli' prune --model '$m' --scores '$tmp/sc.txt' --heads 3 --ffn 50 --out '$tmp/pr4' > /dev/null 2>&1 && cmp '$tmp/pr3/model.safetensors' '$tmp/pr4/model.safetensors' && cmp '$tmp/pr3/config.json' '$tmp/pr4/config.json' && pr_bad --model '$m' --scores '$tmp/calib.txt' --heads 2 --ffn 10"
+check "prune with per-layer lists gives per-layer shapes" \
+    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 4,1 --ffn 128,7 --out '$tmp/pr2' > /dev/null 2>&1 && '$cli' inspect --model '$tmp/pr2' 2>/dev/null | grep -Eq '^ +0 +4 +16 +128\$' && '$cli' inspect --model '$tmp/pr2' 2>/dev/null | grep -Eq '^ +1 +1 +16 +7\$'"
+printf '\n  \n' > "$tmp/empty.txt"
+check "prune: missing calib file, missing model, empty calib → exit 2, nothing written" \
+    "pr_bad --model '$m' --calib '$tmp/nope.txt' --heads 2 --ffn 10 && pr_bad --model '$tmp/nope' --calib '$tmp/calib.txt' --heads 2 --ffn 10 && pr_bad --model '$m' --calib '$tmp/empty.txt' --heads 2 --ffn 10 && grep -q 'no text' '$tmp/err'"
+check "prune: H above the heads, F = 0, a wrong-length list → exit 2 naming the problem" \
+    "pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 5 --ffn 10 && grep -q 'layer 0 has 4 heads' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 0 && grep -q -- '--ffn' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2,2,2 --ffn 10 && grep -q '2 layers' '$tmp/err'"
+check "prune refuses a non-empty --out and leaves it alone" \
+    "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out '$tmp/pr1' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'not an empty directory' '$tmp/err' && grep -q '\"intermediate_size\": 100' '$tmp/pr1/config.json'"
 exit $failed

@@ -470,6 +470,23 @@ static void test_zero_alloc(void **state)
     xf_ref_model_free(m);
 }
 
+/* xf_forward expecting want and, when msg is set, msg in the diagnostic; checks named name. */
+static void check_forward(const char *name, xf_ctx_t *c, const xf_model_t *m,
+                          const xf_plan_t *p, const xf_batch_t *b, const xf_output_t *out,
+                          int want, const char *msg)
+{
+    xf_diag_t diag = { 0 };
+    int rc = xf_forward(c, m, p, b, out, &diag);
+    if (!XF_CHECK_INT(name, rc, want))
+        print_message("# %s: %s\n", name, diag.msg);
+    if (msg && !XF_CHECK(name, strstr(diag.msg, msg) != NULL))
+        print_message("# %s: \"%s\" lacks \"%s\"\n", name, diag.msg, msg);
+}
+
+/* In test_errors, one named case: forward batch bt into output ot (its c, m, p), expecting
+ * want (and msg in the diagnostic). */
+#define FWD(name, bt, ot, want, msg) check_forward((name), c, m, p, (bt), (ot), (want), (msg))
+
 static void test_errors(void **state)
 {
     xf_ref_model_opts_t o;
@@ -492,77 +509,77 @@ static void test_errors(void **state)
     assert_int_equal(xf_plan_create(m, &p), 0);
     assert_int_equal(xf_plan_build(p, &b, 2, NULL), 0);
     /* Not reserved yet. */
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    FWD("not reserved", &b, &out, -EINVAL, NULL);
     assert_int_equal(xf_ctx_reserve(c, p), 0);
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+    FWD("reserved", &b, &out, 0, NULL);
 
     /* Token id out of range, named by position; nothing is computed. */
     memset(pooled, 0x7f, sizeof pooled);
     bd.ids[7] = o.vocab_size;
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
-    assert_non_null(strstr(diag.msg, "token 7"));
-    assert_int_equal(((uint32_t *)pooled)[0], 0x7f7f7f7fu);
+    FWD("token id = vocab size", &b, &out, -EINVAL, "token 7");
+    XF_CHECK("token id = vocab size", ((uint32_t *)pooled)[0] == 0x7f7f7f7fu);
     bd.ids[7] = -1;
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    FWD("token id -1", &b, &out, -EINVAL, NULL);
     bd.ids[7] = 1;
     bd.types[3] = 2;
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
-    assert_non_null(strstr(diag.msg, "token 3: type id 2"));
+    FWD("type id 2 of 2", &b, &out, -EINVAL, "token 3: type id 2");
     bd.types[3] = 0;
 
     /* The batch must be the planned one. */
     bd.cu[2] += 1;
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    FWD("other lengths than planned", &b, &out, -EINVAL, NULL);
     bd.cu[2] -= 1;
     b.n_seq = 4;
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    FWD("fewer sequences than planned", &b, &out, -EINVAL, NULL);
     b.n_seq = 5;
 
     /* Logits without a classifier; pooled rows with pooling NONE. */
     out.logits = lg;
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), XF_EUNSUPPORTED);
+    FWD("logits without a classifier", &b, &out, XF_EUNSUPPORTED, NULL);
     out.logits = NULL;
     out.pooling = XF_POOL_NONE;
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    FWD("pooled rows with pooling none", &b, &out, -EINVAL, NULL);
     out.pooling = XF_POOL_CLS;
-    assert_int_equal(xf_forward(c, m, p, &b, NULL, &diag), 0);   /* nothing wanted */
+    FWD("nothing wanted", &b, NULL, 0, NULL);
 
     /* A non-finite weight reaches the hidden states: XF_ENUMERIC. */
     {
         float *we = (float *)m->word_emb.data + (size_t)bd.ids[0] * o.d_model;
         float keep = we[0];
         we[0] = NAN;
-        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), XF_ENUMERIC);
+        FWD("NaN weight", &b, &out, XF_ENUMERIC, NULL);
         we[0] = keep;
-        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        FWD("weight restored", &b, &out, 0, NULL);
     }
 
     /* A plan built for other thread counts. */
     assert_int_equal(xf_plan_build(p, &b, 3, NULL), 0);
-    assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), -EINVAL);
+    FWD("plan for 3 threads, context of 2", &b, &out, -EINVAL, NULL);
 
     /* B = 0: a no-op that touches no output. */
     {
         xf_batch_t e = { 0 };
         memset(pooled, 0x7f, sizeof pooled);
         assert_int_equal(xf_plan_build(p, &e, 2, NULL), 0);
-        assert_int_equal(xf_forward(c, m, p, &e, &out, &diag), 0);
-        assert_int_equal(xf_run(c, m, &e, &out, &diag), 0);
-        assert_int_equal(((uint32_t *)pooled)[0], 0x7f7f7f7fu);
+        FWD("no sequences", &e, &out, 0, NULL);
+        XF_CHECK_INT("no sequences, xf_run", xf_run(c, m, &e, &out, &diag), 0);
+        XF_CHECK("no sequences", ((uint32_t *)pooled)[0] == 0x7f7f7f7fu);
     }
     /* xf_run: too long a sequence. */
     {
         int32_t cu[2] = { 0, 65 };
         int32_t ids[65] = { 0 };
         xf_batch_t t = { .n_seq = 1, .cu_len = cu, .ids = ids };
-        assert_int_equal(xf_run(c, m, &t, &out, &diag), XF_ETOOLONG);
+        XF_CHECK_INT("xf_run, 65 tokens of 64", xf_run(c, m, &t, &out, &diag), XF_ETOOLONG);
     }
-    assert_int_equal(xf_forward(NULL, m, p, &b, &out, &diag), -EINVAL);
+    XF_CHECK_INT("no context", xf_forward(NULL, m, p, &b, &out, &diag), -EINVAL);
+    xf_cases_end();
     xf_plan_free(p);
     xf_ctx_free(c);
     xf_ctx_free(NULL);
     xf_ref_model_free(m);
 }
+#undef FWD
 
 /* A NaN in a query or key weight makes every score of a head NaN. The dense path must not
  * take its empty-key fallback (which copies the token's own V row and looks finite): the

@@ -399,6 +399,71 @@ static void test_demo_tiny(void **state)
     assert_int_not_equal(access(p1, F_OK), 0);
 }
 
+/* The default demo vocabulary (30,522 tokens, as bert-base-uncased) splits English about as
+ * finely as bert-base-uncased: on the SQuAD sample of ../shared/testdata (each text with the
+ * ids bert-base-uncased gives it), the demo's token count is at most 1.25× the real one (the
+ * earlier syllable vocabulary gave 2.3×), fewer than 0.5% of its tokens are [UNK], and the
+ * most common words are single tokens. */
+static void test_demo_vocab_english(void **state)
+{
+    char cases[1024], vp[1200];
+    xf_tokenizer_t *tok = NULL;
+    xf_tokens_t out = { 0 };
+    xf_diag_t d = { 0 };
+    const xf_tok_opts_t eo = { .no_special = 1 };
+    long n_real = 0, n_demo = 0, n_unk = 0;
+    size_t len;
+    (void)state;
+
+    XF_TESTDATA_OR_SKIP(cases, "tokenizer/swift_squad_sample/cases.tsv");
+    sub(vp, sizeof vp, "vocab_en.txt");
+    assert_int_equal(xf_demo_vocab_write(vp, 30522, &d), 0);
+    assert_int_equal(xf_tokenizer_load(vp, NULL, &tok, &d), 0);
+    assert_int_equal(xf_tokenizer_vocab_size(tok), 30522);
+    static const char *const single[] = { "the", "people", "government", "president",
+                                          "children", "played", "running", "countries",
+                                          "university", "important", "quickly", "water" };
+    for (size_t i = 0; i < sizeof single / sizeof *single; i++) {
+        assert_int_equal(xf_tokenizer_encode(tok, single[i], strlen(single[i]), NULL, 0, &eo,
+                                             &out, &d), 0);
+        if (out.n != 1)
+            print_message("# '%s' is %d tokens\n", single[i], out.n);
+        assert_int_equal(out.n, 1);
+    }
+
+    char *data = xf_test_slurp(cases, &len);
+    assert_non_null(data);
+    for (char *line = data; line < data + len;) {
+        char *eol = memchr(line, '\n', (size_t)(data + len - line));
+        eol = eol ? eol : data + len;
+        char *tab = memchr(line, '\t', (size_t)(eol - line));
+        assert_non_null(tab);
+        /* the SQuAD texts hold no TSV escapes (tokenizer/README.md): the text is verbatim */
+        assert_null(memchr(line, '\\', (size_t)(tab - line)));
+        for (char *p = tab + 1; p < eol;) {
+            char *end;
+            (void)strtol(p, &end, 10);
+            assert_true(end > p);
+            n_real++;
+            p = end + strspn(end, " ");
+        }
+        assert_int_equal(xf_tokenizer_encode(tok, line, (size_t)(tab - line), NULL, 0, &eo,
+                                             &out, &d), 0);
+        n_demo += out.n;
+        for (int32_t i = 0; i < out.n; i++)
+            n_unk += out.ids[i] == 100;
+        line = eol + 1;
+    }
+    print_message("# SQuAD sample: bert-base-uncased %ld tokens, demo vocabulary %ld (%.3fx), "
+                  "%ld [UNK]\n", n_real, n_demo, (double)n_demo / (double)n_real, n_unk);
+    assert_true(n_real > 10000);
+    assert_true(n_demo <= n_real * 5 / 4);
+    assert_true(n_unk * 200 < n_demo);
+    free(data);
+    xf_tokens_deinit(&out);
+    xf_tokenizer_free(tok);
+}
+
 static void test_demo_classifier_dtypes(void **state)
 {
     char d32[1200], d16[1200], db16[1200];
@@ -638,6 +703,25 @@ static void test_heterogeneous(void **state)
     load_fail(b, XF_ESHAPE, "encoder.layer.2.attention.self.query.weight", "multiple");
 }
 
+/* A sentence-transformers file the loader must refuse, and what it must say. */
+typedef struct st_file {
+    const char *name, *file, *text;
+    int code;
+    const char *s1;
+} st_file_t;
+
+static const st_file_t st_files[] = {
+    { "max-token pooling", "1_Pooling/config.json", "{\"pooling_mode_max_tokens\": true}",
+      XF_EUNSUPPORTED, "pooling_mode_max_tokens" },
+    { "module path out of the model", "modules.json",
+      "[{\"type\":\"sentence_transformers.models.Pooling\",\"path\":\"../../etc\"}]",
+      XF_EFORMAT, "modules.json" },
+    { "Dense module", "modules.json",
+      "[{\"type\":\"sentence_transformers.models.Dense\",\"path\":\"2_Dense\"}]",
+      XF_EUNSUPPORTED, "Dense" },
+    { "modules.json not JSON", "modules.json", "{not json", XF_EFORMAT, "modules.json" },
+};
+
 static void test_pooling(void **state)
 {
     char a[1200], b[1200], c[1200], p[1300];
@@ -662,23 +746,15 @@ static void test_pooling(void **state)
     assert_int_equal(m->info.normalize, 0);
     xf_model_free(m);
 
-    /* unsupported pooling modes, modules and hostile paths are errors, not guesses */
-    snprintf(p, sizeof p, "%s/1_Pooling/config.json", b);
-    assert_int_equal(xf_test_write_file(p, "{\"pooling_mode_max_tokens\": true}", 33), 0);
-    load_fail(b, XF_EUNSUPPORTED, "pooling_mode_max_tokens", NULL);
-    snprintf(p, sizeof p, "%s/modules.json", b);
-    {
-        const char *j = "[{\"type\":\"sentence_transformers.models.Pooling\","
-                        "\"path\":\"../../etc\"}]";
-        assert_int_equal(xf_test_write_file(p, j, strlen(j)), 0);
-        load_fail(b, XF_EFORMAT, "modules.json", NULL);
-        j = "[{\"type\":\"sentence_transformers.models.Dense\",\"path\":\"2_Dense\"}]";
-        assert_int_equal(xf_test_write_file(p, j, strlen(j)), 0);
-        load_fail(b, XF_EUNSUPPORTED, "Dense", NULL);
-        j = "{not json";
-        assert_int_equal(xf_test_write_file(p, j, strlen(j)), 0);
-        load_fail(b, XF_EFORMAT, "modules.json", NULL);
+    /* unsupported pooling modes, modules and hostile paths are errors, not guesses (written
+     * in turn, each over the last) */
+    for (size_t i = 0; i < sizeof st_files / sizeof st_files[0]; i++) {
+        const st_file_t *f = &st_files[i];
+        snprintf(p, sizeof p, "%s/%s", b, f->file);
+        assert_int_equal(xf_test_write_file(p, f->text, strlen(f->text)), 0);
+        check_load_fails(f->name, b, f->code, f->s1, NULL);
     }
+    xf_cases_end();
 
     /* no sentence-transformers files: CLS, no normalisation */
     xf_test_hfmodel_opts_init(&o);
@@ -847,6 +923,31 @@ static void test_config_lies(void **state)
     xf_model_free(m);
 }
 
+/* One tensor taken out or broken in a whole BERT classifier (BertForSequenceClassification,
+ * no prefix) and what loading must say. */
+typedef struct broken {
+    const char *name;
+    rw_t w;
+    int code;
+    const char *s1, *s2;
+} broken_t;
+
+static const broken_t broken[] = {
+    { "no final LayerNorm bias", { .drop = "encoder.layer.1.output.LayerNorm.bias" }, XF_EFORMAT,
+      "model.safetensors: missing encoder.layer.1.output.LayerNorm.bias", NULL },
+    { "no query weight", { .drop = "encoder.layer.0.attention.self.query.weight" }, XF_EFORMAT,
+      "model.safetensors: missing encoder.layer.0.attention.self.query.weight", NULL },
+    { "no classifier", { .drop = "classifier.weight" }, XF_EFORMAT, "classifier.weight",
+      "BertForSequenceClassification" },
+    { "no pooler", { .drop = "pooler.dense.weight" }, XF_EFORMAT, "pooler.dense.weight", NULL },
+    /* a needed tensor in an integer dtype: [1,4], so the shape is named first */
+    { "LayerNorm bias as I64", { .drop = "embeddings.LayerNorm.bias",
+                                 .extra = "embeddings.LayerNorm.bias", .extra_dtype = "I64" },
+      XF_ESHAPE, "embeddings.LayerNorm.bias", NULL },
+    { "no word embeddings", { .drop = "embeddings.word_embeddings.weight" }, XF_EFORMAT,
+      "embeddings.word_embeddings.weight", NULL },
+};
+
 static void test_tensor_edits(void **state)
 {
     char a[1200], b[1200];
@@ -886,46 +987,13 @@ static void test_tensor_edits(void **state)
     }
     xf_test_hfmodel_opts_init(&o);
     o.n_labels = 2;
-    hf(sub(b, sizeof b, "edits2"), &o);
-    {
-        rw_t w = { .drop = "encoder.layer.1.output.LayerNorm.bias" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "model.safetensors: missing encoder.layer.1.output.LayerNorm."
-                  "bias", NULL);
+    sub(b, sizeof b, "edits2");
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        hf(b, &o);   /* each case starts from the whole model */
+        rewrite(b, &broken[i].w);
+        check_load_fails(broken[i].name, b, broken[i].code, broken[i].s1, broken[i].s2);
     }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "encoder.layer.0.attention.self.query.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "model.safetensors: missing encoder.layer.0.attention.self."
-                  "query.weight", NULL);
-    }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "classifier.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "classifier.weight", "BertForSequenceClassification");
-    }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "pooler.dense.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "pooler.dense.weight", NULL);
-    }
-    hf(b, &o);
-    {
-        /* a needed tensor in an integer dtype */
-        rw_t w = { .drop = "embeddings.LayerNorm.bias", .extra = "embeddings.LayerNorm.bias",
-                   .extra_dtype = "I64" };
-        rewrite(b, &w);
-        load_fail(b, XF_ESHAPE, "embeddings.LayerNorm.bias", NULL);   /* [1,4]: shape first */
-    }
-    hf(b, &o);
-    {
-        rw_t w = { .drop = "embeddings.word_embeddings.weight" };
-        rewrite(b, &w);
-        load_fail(b, XF_EFORMAT, "embeddings.word_embeddings.weight", NULL);
-    }
+    xf_cases_end();
     /* a truncated weights file */
     hf(b, &o);
     {
@@ -1139,6 +1207,7 @@ static void test_attention_option(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test_setup_teardown(test_demo_tiny, setup, teardown),
+             cmocka_unit_test_setup_teardown(test_demo_vocab_english, setup, teardown),
              cmocka_unit_test_setup_teardown(test_demo_classifier_dtypes, setup, teardown),
              cmocka_unit_test_setup_teardown(test_demo_bad_opts, setup, teardown),
              cmocka_unit_test_setup_teardown(test_bert_prefix_dtypes, setup, teardown),

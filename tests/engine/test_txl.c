@@ -1,7 +1,7 @@
 /* Transformer-XL engine tests: the forward pass against the float64 HF-definition reference
  * (tests/ref/txl_ref.c) segment by segment with memory, mem_len 0 = independent segments, empty
- * vs zeros initial memory, the word tokenizer, and the §22.1 session blob (round trip in each
- * dtype, every header field corrupted → rejected). */
+ * vs zeros initial memory, the word tokenizer (vocab.txt and tokenizer.json idx2sym), and the
+ * §22.1 session blob (round trip in each dtype, every header field corrupted → rejected). */
 #include "config.h"
 
 #include <errno.h>
@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <xformd/txl.h>
 
@@ -259,6 +260,102 @@ static void test_tokenizer(void **state)
     assert_int_equal(xf_txl_encode(m, "   ", 3, 0, &ids, &n, &diag), 0);
     assert_int_equal(n, 0);
     free(ids);
+    xf_txl_free(m);
+}
+
+/* A copy of model 0 in dir without vocab.txt and with tokenizer.json = tok (config.json,
+ * model.safetensors and tokenizer_config.json copied). */
+static void model_with_tokenizer_json(const char *dir, const char *tok)
+{
+    static const char *const files[] = { "config.json", "model.safetensors",
+                                         "tokenizer_config.json" };
+    char p[4200];
+
+    for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+        size_t len;
+        char *d;
+        snprintf(p, sizeof p, "%s/%s", g_dir[0], files[k]);
+        d = xf_test_slurp(p, &len);
+        assert_non_null(d);
+        snprintf(p, sizeof p, "%s/%s", dir, files[k]);
+        assert_int_equal(xf_test_write_file(p, d, len), 0);
+        free(d);
+    }
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    assert_int_equal(xf_test_write_file(p, tok, strlen(tok)), 0);
+}
+
+/* tokenizer.json's idx2sym (TransfoXLTokenizer's symbol list) instead of vocab.txt: the same
+ * symbols give the same ids; a list that would make ids ambiguous or unreadable is refused
+ * with a message naming the entry; a directory with neither file names both. */
+static void test_tokenizer_json(void **state)
+{
+    xf_txl_t *m = load(0, -1), *j = NULL;
+    char dir[4096], *tok;
+    size_t cap, len = 0;
+    int32_t *a = NULL, *b = NULL, na = 0, nb = 0;
+    int32_t nsym = xf_txl_info(m)->n_symbols;
+    xf_diag_t diag = { 0 };
+    const char *text = "The of zzz w250 w17 <eos> w299";
+    static const struct {
+        const char *json, *msg;
+    } bad[] = {
+        { "{\"idx2sym\":[\"<eos>\",\"<unk>\",\"the\",\"the\"]}", "repeats id 2" },
+        { "{\"idx2sym\":\"the\"}", "no \"idx2sym\" array" },
+        { "{\"sym2idx\":{\"the\":0}}", "no \"idx2sym\" array" },
+        { "{\"idx2sym\":[\"<eos>\",7]}", "idx2sym[1]" },
+        { "{\"idx2sym\":[\"<eos>\",\"\"]}", "idx2sym[1]" },
+        { "{\"idx2sym\":[\"<eos>\",\"a b\"]}", "idx2sym[1]" },
+        { "{\"idx2sym\":[]}", "no symbols" },
+        { "{\"idx2sym\":[\"<eos>\"", "tokenizer.json: line" },
+    };
+
+    (void)state;
+    cap = 64 + (size_t)nsym * 16;
+    tok = malloc(cap);
+    assert_non_null(tok);
+    len += (size_t)snprintf(tok + len, cap - len, "{\"idx2sym\": [");
+    for (int32_t i = 0; i < nsym; i++)
+        len += (size_t)snprintf(tok + len, cap - len, "%s\"%s\"", i ? ", " : "",
+                                xf_txl_symbol(m, i));
+    snprintf(tok + len, cap - len, "]}\n");
+    xf_test_tmpdir(dir, sizeof dir, "txljson");
+    model_with_tokenizer_json(dir, tok);
+    if (xf_txl_load(dir, NULL, &j, &diag) != 0)
+        fail_msg("load with tokenizer.json: %s", diag.msg);
+    assert_int_equal(xf_txl_info(j)->n_symbols, nsym);
+    assert_int_equal(xf_txl_info(j)->eos_id, xf_txl_info(m)->eos_id);
+    assert_int_equal(xf_txl_info(j)->unk_id, xf_txl_info(m)->unk_id);
+    assert_int_equal(xf_txl_info(j)->lower_case, 1);
+    assert_int_equal(xf_txl_encode(m, text, strlen(text), 1, &a, &na, &diag), 0);
+    assert_int_equal(xf_txl_encode(j, text, strlen(text), 1, &b, &nb, &diag), 0);
+    assert_int_equal(na, 8);
+    assert_int_equal(nb, na);
+    assert_memory_equal(a, b, sizeof *a * (size_t)na);
+    assert_int_equal(b[2], xf_txl_info(j)->unk_id);
+    assert_string_equal(xf_txl_symbol(j, 250), "w250");
+    free(a);
+    free(b);
+    xf_txl_free(j);
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        j = NULL;
+        memset(&diag, 0, sizeof diag);
+        model_with_tokenizer_json(dir, bad[k].json);
+        assert_int_equal(xf_txl_load(dir, NULL, &j, &diag), XF_EFORMAT);
+        assert_null(j);
+        if (!strstr(diag.msg, bad[k].msg))
+            fail_msg("%s: diag '%s' lacks '%s'", bad[k].json, diag.msg, bad[k].msg);
+    }
+    {   /* neither vocab.txt nor tokenizer.json */
+        char p[4200];
+        snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+        assert_int_equal(unlink(p), 0);
+        assert_int_equal(xf_txl_load(dir, NULL, &j, &diag), -ENOENT);
+        assert_non_null(strstr(diag.msg, "tokenizer.json"));
+        assert_non_null(strstr(diag.msg, "vocab.txt"));
+    }
+    xf_test_rmtree(dir);
+    free(tok);
     xf_txl_free(m);
 }
 
@@ -548,6 +645,70 @@ static void test_bad_input(void **state)
     xf_test_rmtree(bad);
 }
 
+/* The progress hook: asked before every layer (0..L-1); a stop returns XF_EDEADLINE and
+ * leaves the memory as it was, so the next segment equals a run where the stopped one never
+ * happened. */
+typedef struct stopper {
+    int calls, stop_at;
+} stopper_t;
+
+static int stop_cb(void *user, int32_t done, int32_t n_layer)
+{
+    stopper_t *st = user;
+    assert_true(done >= 0 && done < n_layer);
+    assert_int_equal(done, st->calls);
+    st->calls++;
+    return done == st->stop_at;
+}
+
+static void test_progress_stop(void **state)
+{
+    xf_txl_t *m = load(0, -1);
+    xf_txl_mem_t *a, *b;
+    xf_txl_result_t ra = { 0 }, rb = { 0 };
+    xf_diag_t diag = { 0 };
+    stopper_t st = { 0, -1 };
+    xf_txl_mem_stats_t sa, sb;
+
+    (void)state;
+    assert_int_equal(xf_txl_mem_create(m, XF_TXL_INIT_EMPTY, &a), 0);
+    assert_int_equal(xf_txl_mem_create(m, XF_TXL_INIT_EMPTY, &b), 0);
+    /* a hook that never stops is asked once per layer and changes nothing */
+    assert_int_equal(xf_txl_run_progress(m, a, SEG_A, 7, 0, stop_cb, &st, &ra, &diag), 0);
+    assert_int_equal(st.calls, xf_txl_info(m)->n_layer);
+    assert_int_equal(xf_txl_run(m, b, SEG_A, 7, 0, &rb, &diag), 0);
+    assert_memory_equal(ra.logprobs + 1, rb.logprobs + 1, sizeof(float) * 6);
+    xf_txl_result_deinit(&ra);
+    xf_txl_result_deinit(&rb);
+    /* stopped before layer 1, then before layer 0: memory untouched each time */
+    for (int at = 1; at >= 0; at--) {
+        st.calls = 0;
+        st.stop_at = at;
+        assert_int_equal(xf_txl_run_progress(m, a, SEG_B, 9, XF_TXL_OUT_POOLED, stop_cb, &st,
+                                             &ra, &diag), XF_EDEADLINE);
+        assert_int_equal(st.calls, at + 1);
+        assert_null(ra.logprobs);
+        assert_null(ra.pooled);
+        assert_non_null(strstr(diag.msg, "stopped before layer"));
+        xf_txl_mem_stats(a, &sa);
+        assert_int_equal(sa.segments, 1);
+        assert_int_equal(sa.tokens, 7);
+        assert_int_equal(sa.rows, 7);
+    }
+    assert_int_equal(xf_txl_run(m, a, SEG_B, 9, 0, &ra, &diag), 0);
+    assert_int_equal(xf_txl_run(m, b, SEG_B, 9, 0, &rb, &diag), 0);
+    assert_memory_equal(ra.logprobs, rb.logprobs, sizeof(float) * 9);
+    xf_txl_mem_stats(a, &sa);
+    xf_txl_mem_stats(b, &sb);
+    assert_int_equal(sa.segments, sb.segments);
+    assert_int_equal(sa.rows, sb.rows);
+    xf_txl_result_deinit(&ra);
+    xf_txl_result_deinit(&rb);
+    xf_txl_mem_free(a);
+    xf_txl_mem_free(b);
+    xf_txl_free(m);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -561,6 +722,7 @@ int main(void)
         cmocka_unit_test(test_init_differs),  cmocka_unit_test(test_mem_len_zero),
         cmocka_unit_test(test_tokenizer),     cmocka_unit_test(test_blob_round_trip),
         cmocka_unit_test(test_blob_corrupt),  cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_progress_stop),
         cmocka_unit_test(test_blob_counts_saturate),
     };
     int rc;

@@ -34,3 +34,15 @@ enum MHD_Result xf_sessions_respond(xf_req_t *req)
     (void)req;
     return MHD_NO;
 }
+
+const char *xf_sessions_model_name(const xf_server_t *s)
+{
+    (void)s;
+    return NULL;
+}
+
+json_t *xf_sessions_model_meta(const xf_server_t *s)
+{
+    (void)s;
+    return NULL;
+}

@@ -36,7 +36,37 @@ typedef struct hf_gen {
     uint64_t seed;
     float scale;
     const char *pre;        /* stripped before seeding: prefixed models get the same weights */
+    const xf_test_hfmodel_opts *o;   /* zero_heads / zero_ffn */
 } hf_gen;
+
+/* 1 when name is exactly fmt with its one %d (the layer) filled in (n: scratch int). */
+#define NAME_IS(name, fmt, l) \
+    (n = 0, sscanf((name), fmt "%n", (l), &n) == 1 && n > 0 && (name)[n] == '\0')
+
+/* Zero the columns of an output projection / FFN2 weight the options ablate. */
+static void hf_ablate(const hf_gen *g, const char *name, const xf_st_wtensor_t *t, float *buf)
+{
+    int l = -1, n, heads;
+    const int64_t rows = t->shape[0], cols = t->rank == 2 ? t->shape[1] : 0;
+
+    if (NAME_IS(name, "encoder.layer.%d.attention.output.dense.weight", &l) ||
+        NAME_IS(name, "transformer.layer.%d.attention.out_lin.weight", &l))
+        heads = 1;
+    else if (NAME_IS(name, "encoder.layer.%d.output.dense.weight", &l) ||
+             NAME_IS(name, "transformer.layer.%d.ffn.lin2.weight", &l))
+        heads = 0;
+    else
+        return;
+    if (l < 0 || l >= XF_TEST_HF_MAX_LAYERS || cols <= 0)
+        return;
+    for (int64_t c = 0; c < cols; c++) {
+        int zero = heads ? (g->o->zero_heads[l] >> (c / g->o->d_head)) & 1u
+                         : g->o->zero_ffn[l] != NULL && g->o->zero_ffn[l][c];
+        if (zero)
+            for (int64_t r = 0; r < rows; r++)
+                buf[r * cols + c] = 0.0f;
+    }
+}
 
 static int ends_with(const char *s, const char *suf)
 {
@@ -57,6 +87,7 @@ static void hf_fill(void *ctx, const xf_st_wtensor_t *t, float *buf, size_t n)
     if (pl && !strncmp(name, g->pre, pl))
         name += pl;
     xf_demo_uniform(buf, n, xf_demo_stream(g->seed, name), g->scale);
+    hf_ablate(g, name, t, buf);
     if (is_ln(t->name) && ends_with(t->name, ".weight"))
         for (size_t i = 0; i < n; i++)
             buf[i] += 1.0f;
@@ -317,6 +348,7 @@ int xf_test_hfmodel_write(const char *dir, const xf_test_hfmodel_opts *op)
     g.seed = o.seed;
     g.scale = o.scale;
     g.pre = pre;
+    g.o = &o;
     for (int i = 0; i < l->n; i++) {
         l->t[i].dtype = o.dtype;
         l->t[i].gen = hf_fill;

@@ -30,6 +30,11 @@ typedef struct xf_test_hfmodel_opts {
     int per_layer_config;   /* 1: write num_attention_heads_per_layer/intermediate_size_per_layer */
     int no_pooler;          /* 1: BERT without pooler.dense */
     float scale;            /* weights U(-scale, scale), default 0.1; LayerNorm 1±scale, ±scale */
+    /* Ablation in the weights (pruning tests): per layer, a bit mask of heads whose columns of
+     * the attention output projection are zero, and NULL or [d_ff] flags of FFN units whose
+     * FFN2 columns are zero. */
+    uint32_t zero_heads[XF_TEST_HF_MAX_LAYERS];
+    const unsigned char *zero_ffn[XF_TEST_HF_MAX_LAYERS];
 } xf_test_hfmodel_opts;
 
 /* Defaults listed above. */

@@ -1405,6 +1405,43 @@ void xf_ref_odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref,
     assert_true(e <= tol);
 }
 
+void xf_ref_edges(const xf_attn_vtbl *vt, const char *json, const void *weights)
+{
+    static const int32_t lens1[] = { 1, 0, 9 };
+    _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];
+    char err[128];
+    xf_rbatch_t *b = xf_rbatch_new(3, lens1, 2, 64, 1.0f, 3);
+    size_t cnt = (size_t)b->n_tok * 2 * 64;
+
+    assert_int_equal(xf_ref_parse(vt, json, params, err, sizeof(err)), 0);
+    assert_int_equal(xf_ref_run(vt, params, b, 2, weights, NULL, NULL, NULL), 0);
+    /* n = 1: the only key's value */
+    for (int32_t head = 0; head < 2; head++)
+        for (int32_t c = 0; c < 64; c++)
+            assert_float_equal(b->out[(size_t)head * 64 + (size_t)c],
+                               b->v[(size_t)head * (size_t)b->n_tok * 64 + (size_t)c], 1e-6);
+    for (size_t i = 0; i < cnt; i++)
+        b->q[i] *= 300.0f;
+    assert_int_equal(xf_ref_run(vt, params, b, 2, weights, NULL, NULL, NULL), 0);
+    for (size_t i = 0; i < cnt; i++)
+        assert_true(isfinite(b->out[i]));
+    memset(b->q, 0, cnt * sizeof(float));
+    memset(b->k, 0, cnt * sizeof(float));
+    assert_int_equal(xf_ref_run(vt, params, b, 2, weights, NULL, NULL, NULL), 0);
+    for (size_t i = 0; i < cnt; i++)
+        assert_true(isfinite(b->out[i]));
+    xf_rbatch_free(b);
+}
+
+void xf_ref_dense(XF_REF_FN_ARGS)
+{
+    (void)p;
+    (void)w;
+    (void)layer;
+    (void)head;
+    xf_ref_attend(n, n, d, q, k, v, s, NULL, NULL, out);
+}
+
 void xf_ref_expect_parse_err(const xf_attn_vtbl *vt, const char *json, const char *key)
 {
     _Alignas(8) unsigned char params[XF_ATTN_PARAMS_MAX];

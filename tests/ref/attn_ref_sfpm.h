@@ -67,6 +67,11 @@ void xf_ref_independence(const void *weights, const xf_attn_vtbl *vt, const char
  * with h = 12 (d = 64) and h = 1 (d = 40). */
 void xf_ref_odd_shapes(const xf_attn_vtbl *vt, const char *json, xf_ref_fn ref,
                        const void *weights, double tol);
+/* cmocka asserts, on 3 sequences of 1, 0 and 9 tokens (h = 2, d = 64): with n = 1 the output
+ * is the only key's value; huge logits (q × 300) and all-zero q and k stay finite. */
+void xf_ref_edges(const xf_attn_vtbl *vt, const char *json, const void *weights);
+/* The dense reference (softmax over every key), for variants whose limit is dense. */
+void xf_ref_dense(XF_REF_FN_ARGS);
 /* cmocka asserts: parsing json fails with XF_EPARAM and a message naming key. */
 void xf_ref_expect_parse_err(const xf_attn_vtbl *vt, const char *json, const char *key);
 

@@ -75,6 +75,24 @@ void fx_stop(xf_server_t *s, const char *dir)
     xf_test_rmtree(dir);
 }
 
+void fx_demo_start(fx_srv_t S[FX_DEMO_N], const char *prefix, fx_tweak_fn *tweak)
+{
+    static const int labels[FX_DEMO_N] = { 0, 3, 1 };
+    static const char *const names[FX_DEMO_N] = { "plain", "cls3", "cls1" };
+    xf_metrics_init(NULL);
+    xf_log_open(XF_LOG_WARN, NULL);   /* keep the TAP output readable */
+    for (int i = 0; i < FX_DEMO_N; i++) {
+        char tag[64];
+        snprintf(tag, sizeof tag, "%s_%s", prefix, names[i]);
+        assert_int_equal(fx_write_model(tag, labels[i], S[i].dir, sizeof S[i].dir), 0);
+        xf_server_opts_t o;
+        fx_opts(&o, S[i].dir);
+        if (tweak)
+            tweak(i, &o);
+        fx_launch(&S[i], &o);
+    }
+}
+
 void fx_stop_all(fx_srv_t *S, int n)
 {
     for (int i = 0; i < n; i++) {

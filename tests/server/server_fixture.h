@@ -29,6 +29,15 @@ void fx_launch(fx_srv_t *srv, const xf_server_opts_t *o);
 /* Drain, wait (asserts a clean exit) and free every started server of S[0..n); removes each
  * one's dir when set. Servers never started are passed over. */
 void fx_stop_all(fx_srv_t *S, int n);
+/* The three demo servers the HTTP tests share: plain (embeddings only), cls3 (3 labels) and
+ * cls1 (1 label: a cross-encoder). */
+enum fx_demo { FX_PLAIN, FX_CLS3, FX_CLS1, FX_DEMO_N };
+/* Per-server option changes for fx_demo_start(): i is an enum fx_demo. */
+typedef void fx_tweak_fn(int i, xf_server_opts_t *o);
+/* Reset the metrics, log warnings only, and start the three demo servers into S, their
+ * models in tmp/<prefix>_plain, _cls3, _cls1; tweak (or NULL: the daemon's defaults) adjusts
+ * each one's options. Stop them with fx_stop_all(S, FX_DEMO_N). */
+void fx_demo_start(fx_srv_t S[FX_DEMO_N], const char *prefix, fx_tweak_fn *tweak);
 /* Reset the metrics, open the log at level (stderr), write the tiny demo model into tmp/<tag>
  * (dir), point o->model_dir at it and start the server; asserts success (printing the diag when
  * it fails). Stop with fx_stop(). */

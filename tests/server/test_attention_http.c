@@ -374,6 +374,50 @@ static void test_dense_fallback_counter(void **state)
     hc_free(&r);
 }
 
+/* ---- hdp: per request, errors, equals dense at the limit, pruning metrics ------------------- */
+
+static void test_hdp(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_A].port;
+    float dense[1024], h0[1024], h2[1024];
+    embed(p, LONG_TEXT, "\"dense\"", dense);
+    /* ρ_B = 0, τ_H = 0 prunes nothing: dense, bitwise (ATTENTION.md §25) */
+    embed(p, LONG_TEXT, "{\"variant\":\"hdp\",\"rho_B\":0,\"tau_H\":0}", h0);
+    assert_true(max_diff(h0, dense) == 0.0);
+    hc_resp_t r;
+    assert_int_equal(hc_do(p, "GET", "/metrics", NULL, NULL, &r), 0);
+    long long pr0 = fx_metric(r.body, "xformd_attention_hdp_blocks_total{state=\"pruned\"}");
+    long long hp0 = fx_metric(r.body, "xformd_attention_hdp_heads_total{state=\"pruned\"}");
+    hc_free(&r);
+    embed(p, LONG_TEXT, "{\"variant\":\"hdp\",\"rho_B\":2,\"tau_H\":1,\"frac_bits\":8}",
+          h2);
+    double dd = max_diff(h2, dense);
+    print_message("# hdp rho_B=2 tau_H=1 vs dense: max |diff| %.3g\n", dd);
+    assert_true(dd > 1e-4);
+    assert_int_equal(hc_do(p, "GET", "/metrics", NULL, NULL, &r), 0);
+    long long pr1 = fx_metric(r.body, "xformd_attention_hdp_blocks_total{state=\"pruned\"}");
+    long long hp1 = fx_metric(r.body, "xformd_attention_hdp_heads_total{state=\"pruned\"}");
+    assert_non_null(strstr(r.body, "xformd_attention_hdp_block_sparsity "));
+    assert_non_null(strstr(r.body, "xformd_attention_hdp_head_sparsity "));
+    hc_free(&r);
+    print_message("# hdp pruned blocks %lld -> %lld, heads %lld -> %lld\n", pr0, pr1, hp0, hp1);
+    assert_true(pr1 > pr0);
+    assert_true(hp1 >= hp0);
+    json_t *st = fx_json(p, "GET", "/v1/stats", NULL, NULL, 200);
+    json_t *hs = json_object_get(json_object_get(st, "engine"), "attention_hdp");
+    assert_true(json_integer_value(json_object_get(hs, "blocks_pruned")) >= pr1);
+    double sp = json_number_value(json_object_get(hs, "block_sparsity"));
+    assert_true(sp > 0 && sp < 1);
+    json_decref(st);
+    char body[1024];
+    emb_body(body, sizeof body, "a b", "{\"variant\":\"hdp\",\"rho_B\":3}");
+    expect_400("/v1/embeddings", body, "rho_B: must be <= 2");
+    emb_body(body, sizeof body, "a b", "{\"variant\":\"hdp\",\"tau_H\":-0.5}");
+    expect_400("/v1/embeddings", body, "tau_H: must be >= 0");
+}
+
 /* ---- mixed variants in one packed batch ---------------------------------------------------- */
 
 static const char *const mix_attn[N_MIX] = {
@@ -463,5 +507,6 @@ static void test_stop(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_window_vs_dense), cmocka_unit_test(test_routes),
              cmocka_unit_test(test_errors), cmocka_unit_test(test_every_variant),
              cmocka_unit_test(test_metadata),
-             cmocka_unit_test(test_dense_fallback_counter), cmocka_unit_test(test_mixed_batch),
+             cmocka_unit_test(test_dense_fallback_counter), cmocka_unit_test(test_hdp),
+             cmocka_unit_test(test_mixed_batch),
              cmocka_unit_test(test_stop))

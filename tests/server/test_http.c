@@ -21,35 +21,30 @@
 #define KEY "sekret-key-123"
 #define AUTH "Authorization: Bearer " KEY "\r\n"
 
-enum { SRV_PLAIN, SRV_CLS3, SRV_CLS1, SRV_N };
+enum { SRV_PLAIN = FX_PLAIN, SRV_CLS3 = FX_CLS3, SRV_CLS1 = FX_CLS1, SRV_N = FX_DEMO_N };
 
 static fx_srv_t S[SRV_N];
 
 static int D_MODEL;
 
-/* Start the three test servers once: plain (no classifier; small limits), cls3 (3 labels,
- * API key), cls1 (1 label: a cross-encoder). */
+/* plain gets small limits, cls3 an API key. */
+static void tweak(int i, xf_server_opts_t *o)
+{
+    if (i == SRV_PLAIN) {
+        o->max_body_bytes = 65536;
+        o->max_texts = 16;
+        o->max_tokens = 4096;
+    }
+    if (i == SRV_CLS3)
+        o->api_key = KEY;
+}
+
+/* Start the three demo servers once (server_fixture.h). */
 static void need_servers(void)
 {
     if (S[0].s)
         return;
-    xf_metrics_init(NULL);
-    xf_log_open(XF_LOG_WARN, NULL);   /* keep the TAP output readable */
-    static const int labels[SRV_N] = { 0, 3, 1 };
-    static const char *const tags[SRV_N] = { "srv_plain", "srv_cls3", "srv_cls1" };
-    for (int i = 0; i < SRV_N; i++) {
-        assert_int_equal(fx_write_model(tags[i], labels[i], S[i].dir, sizeof S[i].dir), 0);
-        xf_server_opts_t o;
-        fx_opts(&o, S[i].dir);
-        if (i == SRV_PLAIN) {
-            o.max_body_bytes = 65536;
-            o.max_texts = 16;
-            o.max_tokens = 4096;
-        }
-        if (i == SRV_CLS3)
-            o.api_key = KEY;
-        fx_launch(&S[i], &o);
-    }
+    fx_demo_start(S, "srv", tweak);
     D_MODEL = xf_model_info(xf_server_model(S[0].s))->d_model;
 }
 

@@ -390,8 +390,32 @@ static void test_reset(void **state)
     free(t);
 }
 
+/* The engine's pruning counts: rendered as counters and sparsity gauges, in /v1/stats, and
+ * never lowered by a worker reporting an older reading. */
+static void test_prune(void **state)
+{
+    (void)state;
+    xf_metrics_set_prune(1000, 400, 20, 5);
+    xf_metrics_set_prune(900, 300, 10, 2);   /* older reading: ignored */
+    char *t = render();
+    assert_non_null(strstr(t, "xformd_attention_hdp_blocks_total{state=\"kept\"} 600\n"));
+    assert_non_null(strstr(t, "xformd_attention_hdp_blocks_total{state=\"pruned\"} 400\n"));
+    assert_non_null(strstr(t, "xformd_attention_hdp_heads_total{state=\"kept\"} 15\n"));
+    assert_non_null(strstr(t, "xformd_attention_hdp_heads_total{state=\"pruned\"} 5\n"));
+    assert_non_null(strstr(t, "xformd_attention_hdp_block_sparsity 0.400000\n"));
+    assert_non_null(strstr(t, "xformd_attention_hdp_head_sparsity 0.250000\n"));
+    assert_int_equal(count_str(t, "# TYPE xformd_attention_hdp_blocks_total counter"), 1);
+    free(t);
+    json_t *j = xf_metrics_stats_json();
+    json_t *h = json_object_get(json_object_get(j, "engine"), "attention_hdp");
+    assert_int_equal(json_integer_value(json_object_get(h, "blocks")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(h, "heads_pruned")), 5);
+    assert_true(json_real_value(json_object_get(h, "head_sparsity")) == 0.25);
+    json_decref(j);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_counters_render), cmocka_unit_test(test_histogram_render),
              cmocka_unit_test(test_percentiles), cmocka_unit_test(test_integer_quantiles),
              cmocka_unit_test(test_qps),
              cmocka_unit_test(test_concurrent), cmocka_unit_test(test_stats_json),
-             cmocka_unit_test(test_reset))
+             cmocka_unit_test(test_reset), cmocka_unit_test(test_prune))

@@ -26,7 +26,7 @@
 #include "server/routes.h"
 #include "server_fixture.h"
 
-enum { SRV_PLAIN, SRV_CLS3, SRV_CLS1, SRV_N };
+enum { SRV_PLAIN = FX_PLAIN, SRV_CLS3 = FX_CLS3, SRV_CLS1 = FX_CLS1, SRV_N = FX_DEMO_N };
 
 static fx_srv_t S[SRV_N];
 
@@ -38,16 +38,7 @@ static void need_servers(void)
 {
     if (S[0].s)
         return;
-    xf_metrics_init(NULL);
-    xf_log_open(XF_LOG_WARN, NULL);
-    static const int labels[SRV_N] = { 0, 3, 1 };
-    static const char *const tags[SRV_N] = { "rt_plain", "rt_cls3", "rt_cls1" };
-    for (int i = 0; i < SRV_N; i++) {
-        assert_int_equal(fx_write_model(tags[i], labels[i], S[i].dir, sizeof S[i].dir), 0);
-        xf_server_opts_t o;
-        fx_opts(&o, S[i].dir);
-        fx_launch(&S[i], &o);
-    }
+    fx_demo_start(S, "rt", NULL);
     D_MODEL = xf_model_info(xf_server_model(S[0].s))->d_model;
 }
 
@@ -599,9 +590,7 @@ static void test_access_log(void **state)
     fx_opts(&o, dir);
     o.log_access = 1;
     o.warmup = 0;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0, "" };
-    assert_int_equal(xf_server_start(&o, &s, &diag), 0);
+    xf_server_t *s = fx_start_opts(&o);
     int p = xf_server_port(s);
     assert_int_equal(xf_log_open(XF_LOG_INFO, logp), 0);
     json_t *j = jget(p, "POST", "/embed", "{\"inputs\":[\"hello world\",\"b\"]}", 200);

@@ -27,6 +27,8 @@
 #include <xformd/txl.h>
 
 #include "server/metrics.h"
+#include "server/session_store.h"
+#include "server/session_store.h"
 #include "server_fixture.h"
 #include "xf_test.h"
 
@@ -60,7 +62,8 @@ static int teardown(void **state)
     return 0;
 }
 
-static xf_server_t *start_server(const char *redis_url, const char *api_key, int ttl_s)
+static xf_server_t *start_server_model(const char *txl, const char *redis_url,
+                                       const char *api_key, int ttl_s)
 {
     xf_server_opts_t o;
     xf_server_t *s = NULL;
@@ -68,7 +71,7 @@ static xf_server_t *start_server(const char *redis_url, const char *api_key, int
 
     fx_opts(&o, g_bert);
     o.warmup = 0;
-    o.session_model = g_txl;
+    o.session_model = txl;
     o.redis_url = redis_url;
     o.api_key = api_key;
     o.session_timeout_ms = 300;
@@ -77,6 +80,11 @@ static xf_server_t *start_server(const char *redis_url, const char *api_key, int
     if (xf_server_start(&o, &s, &diag) != 0)
         fail_msg("server: %s", diag.msg);
     return s;
+}
+
+static xf_server_t *start_server(const char *redis_url, const char *api_key, int ttl_s)
+{
+    return start_server_model(g_txl, redis_url, api_key, ttl_s);
 }
 
 static const int32_t SEGS[3][9] = { { 3, 150, 7, 250, 0, 12, 199 },
@@ -431,6 +439,289 @@ static void test_local_kserve(void **state)
     xf_server_stop(s);
 }
 
+/* A segment still computing when its deadline passes is stopped between layers: 504
+ * compute_deadline_exceeded, nothing stored (the session keeps its segments, tokens and
+ * memory: the next segment equals the engine run without the stopped one). A 6-layer model and
+ * a 4,000-token segment (~0.3-1 s per layer of O(n²) attention here) against timeout_ms 300:
+ * even a fast machine passes the deadline before the last layer, and the stop check runs
+ * before every layer, so the request ends about one layer after its deadline. */
+static void test_local_compute_deadline(void **state)
+{
+    xf_txl_demo_opts_t o;
+    xf_diag_t diag = { 0 };
+    char dir[4096], *big;
+    xf_server_t *s;
+    int port;
+    hc_resp_t r;
+    size_t len = 0, cap = 64 + 4000 * 5;
+    ref_t ref;
+    xf_txl_result_t res = { 0 };
+    json_t *j, *lp;
+    double err = 0;
+
+    (void)state;
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "sess-txl6"));
+    xf_txl_demo_opts_init(&o);
+    o.n_layer = 6;
+    assert_int_equal(xf_txl_demo_write(dir, &o, &diag), 0);
+    s = start_server_model(dir, NULL, NULL, 0);
+    port = xf_server_port(s);
+    json_decref(fx_json(port, "POST", "/v1/sessions/dl/segments", NULL, ids_body(0, NULL), 200));
+    big = malloc(cap);
+    assert_non_null(big);
+    len += (size_t)snprintf(big, cap, "{\"timeout_ms\":300,\"input\":[");
+    for (int i = 0; i < 4000; i++)
+        len += (size_t)snprintf(big + len, cap - len, i ? ",%d" : "%d", (i * 7) % 300);
+    snprintf(big + len, cap - len, "]}");
+    assert_int_equal(hc_do(port, "POST", "/v1/sessions/dl/segments", NULL, big, &r), 0);
+    if (r.status != 504)
+        print_message("# %d %s\n", r.status, r.body);
+    assert_int_equal(r.status, 504);
+    assert_non_null(strstr(r.body, "compute_deadline_exceeded"));
+    assert_non_null(strstr(r.body, "not advanced"));
+    hc_free(&r);
+    assert_true(xf_metric_value(XF_M_rejected_total, "stopped", NULL) >= 1);
+    j = fx_json(port, "GET", "/v1/sessions/dl", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")), SEGN[0]);
+    json_decref(j);
+    /* the next segment continues from segment 0's memory */
+    j = fx_json(port, "POST", "/v1/sessions/dl/segments", NULL, ids_body(1, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
+    assert_int_equal(xf_txl_load(dir, NULL, &ref.m, &diag), 0);
+    assert_int_equal(xf_txl_mem_create(ref.m, XF_TXL_INIT_EMPTY, &ref.mem), 0);
+    assert_int_equal(xf_txl_run(ref.m, ref.mem, SEGS[0], SEGN[0], 0, &res, NULL), 0);
+    xf_txl_result_deinit(&res);
+    assert_int_equal(xf_txl_run(ref.m, ref.mem, SEGS[1], SEGN[1], 0, &res, NULL), 0);
+    lp = json_object_get(j, "logprobs");
+    for (int t = 0; t < SEGN[1]; t++)
+        err = fmax(err, fabs(json_number_value(json_array_get(lp, (size_t)t)) -
+                             res.logprobs[t]));
+    assert_true(err <= 1e-6);   /* the same f32 computation, printed with %.9g */
+    xf_txl_result_deinit(&res);
+    ref_close(&ref);
+    json_decref(j);
+    /* timeout_ms out of range is a 400 naming the bound */
+    j = fx_json(port, "POST", "/v1/sessions/dl/segments", NULL,
+                "{\"input\":[1,2],\"timeout_ms\":0}", 400);
+    json_decref(j);
+    free(big);
+    xf_server_stop(s);
+    xf_test_rmtree(dir);
+}
+
+/* ---- the in-process store bounded by bytes ---------------------------------------------- */
+
+typedef struct sres {
+    int rc;
+    size_t len;
+    uint8_t first;
+    char tag[XF_SSTORE_TAG_MAX];
+    size_t tag_len;
+} sres_t;
+
+static void s_get_cb(void *user, int rc, const uint8_t *blob, size_t len, const char *tag,
+                     size_t tag_len, int64_t ttl_ms)
+{
+    sres_t *r = user;
+    (void)ttl_ms;
+    r->rc = rc;
+    r->len = len;
+    r->first = blob && len ? blob[0] : 0;
+    r->tag_len = tag_len < sizeof r->tag ? tag_len : sizeof r->tag;
+    memcpy(r->tag, tag, r->tag_len);
+}
+
+static void s_put_cb(void *user, int rc)
+{
+    ((sres_t *)user)->rc = rc;
+}
+
+static sres_t s_get(xf_sstore_t *st, const char *key)
+{
+    sres_t r = { .rc = 99 };
+    st->vt->get(st, key, s_get_cb, &r);   /* in process: the callback runs before return */
+    return r;
+}
+
+/* Read key's tag, then write len bytes of value v with it (as a segment does). */
+static int s_put(xf_sstore_t *st, const char *key, size_t len, uint8_t v)
+{
+    sres_t g = s_get(st, key), r = { .rc = 99 };
+    uint8_t *b = malloc(len);
+
+    assert_non_null(b);
+    memset(b, v, len);
+    st->vt->put(st, key, b, len, g.tag, g.rc == 0 ? g.tag_len : 0, 0, s_put_cb, &r);
+    free(b);
+    return r.rc;
+}
+
+/* session.store_max_bytes: a put that takes the total over the bound drops the least recently
+ * used other entries (a read counts as a use); a blob larger than the bound alone is refused
+ * (-ENOSPC) and the stored one kept; replacing an entry accounts its new size. */
+static void test_local_store_bytes(void **state)
+{
+    xf_sstore_t *st = NULL;
+
+    (void)state;
+    assert_int_equal(xf_sstore_local_create(100, 10000, &st), 0);
+    assert_int_equal(s_put(st, "a", 4000, 'a'), 0);
+    assert_int_equal(s_put(st, "b", 4000, 'b'), 0);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 8000);
+    assert_int_equal(s_get(st, "a").rc, 0);          /* a is now more recent than b */
+    assert_int_equal(s_put(st, "c", 4000, 'c'), 0);  /* 12000 > 10000: b goes */
+    assert_int_equal(s_get(st, "b").rc, XF_ENOTFOUND);
+    assert_int_equal(s_get(st, "a").len, 4000);
+    assert_int_equal(s_get(st, "c").first, 'c');
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 8000);
+    assert_int_equal(s_put(st, "d", 10001, 'd'), -ENOSPC);
+    assert_int_equal(s_get(st, "d").rc, XF_ENOTFOUND);
+    assert_int_equal(s_put(st, "a", 10001, 'x'), -ENOSPC);   /* a keeps its blob */
+    assert_int_equal(s_get(st, "a").first, 'a');
+    assert_int_equal(s_get(st, "a").len, 4000);
+    /* growing c to 9000 pushes a (the older one) out; shrinking it makes room again */
+    assert_int_equal(s_put(st, "c", 9000, 'C'), 0);
+    assert_int_equal(s_get(st, "a").rc, XF_ENOTFOUND);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 9000);
+    assert_int_equal(s_put(st, "c", 100, 'c'), 0);
+    assert_int_equal(s_put(st, "e", 9900, 'e'), 0);
+    assert_int_equal(s_get(st, "c").len, 100);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 10000);
+    st->vt->free(st);
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 0);
+    /* the count bound still holds with a large byte bound */
+    assert_int_equal(xf_sstore_local_create(2, 1u << 30, &st), 0);
+    assert_int_equal(s_put(st, "a", 10, 'a'), 0);
+    assert_int_equal(s_put(st, "b", 10, 'b'), 0);
+    assert_int_equal(s_put(st, "c", 10, 'c'), 0);
+    assert_int_equal(s_get(st, "a").rc, XF_ENOTFOUND);
+    assert_int_equal(s_get(st, "b").rc, 0);
+    st->vt->free(st);
+}
+
+/* Through the server: with room for two of the test model's blobs, a third session evicts the
+ * least recently used one (its GET is 404, a new segment starts it again), and a segment whose
+ * blob alone exceeds the bound is 413 with the session left as it was. */
+static void test_local_store_bytes_server(void **state)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+    int port;
+    json_t *j;
+    int64_t b1;
+
+    (void)state;
+    fx_opts(&o, g_bert);
+    o.warmup = 0;
+    o.session_model = g_txl;
+    /* after segment 0 (7 tokens): (2 layers x 7 rows + boundary) x 32 x 4 + 128 = 2048 bytes;
+     * after segment 1 (16 rows): 4352 bytes. 4096 holds two first segments, not three. */
+    o.session_store_max_bytes = 4096;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    port = xf_server_port(s);
+    j = fx_json(port, "POST", "/v1/sessions/s1/segments", NULL, ids_body(0, NULL), 200);
+    b1 = json_integer_value(json_object_get(j, "memory_bytes"));
+    assert_int_equal(b1, 2048);
+    json_decref(j);
+    json_decref(fx_json(port, "POST", "/v1/sessions/s2/segments", NULL, ids_body(0, NULL), 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200));   /* s1 recent */
+    json_decref(fx_json(port, "POST", "/v1/sessions/s3/segments", NULL, ids_body(0, NULL), 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/s2", NULL, NULL, 404));
+    json_decref(fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200));
+    assert_int_equal(xf_metric_value(XF_M_session_store_bytes, NULL, NULL), 4096);
+    /* s1's second segment would need 4352 bytes: 413, s1 unchanged */
+    j = fx_json(port, "POST", "/v1/sessions/s1/segments", NULL, ids_body(1, NULL), 413);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"),
+                                                             "message")),
+                           "session.store_max_bytes"));
+    json_decref(j);
+    j = fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    json_decref(j);
+    xf_server_stop(s);
+}
+
+/* The session model is a KServe v2 / OpenAI model like the encoder: metadata, ready (also by
+ * version), the /v1/models listing; other versions and names are 404. */
+static void test_local_model_metadata(void **state)
+{
+    xf_server_t *s = start_server(NULL, NULL, 0);
+    int port = xf_server_port(s);
+    const char *name = strrchr(g_txl, '/') + 1;
+    char path[512];
+    json_t *j, *p, *outs, *data;
+    int seen = 0;
+
+    (void)state;
+    snprintf(path, sizeof path, "/v2/models/%s", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), name);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "versions"), 0)),
+                        "1");
+    outs = json_object_get(j, "outputs");
+    assert_int_equal(json_array_size(outs), 4);
+    for (size_t i = 0; i < json_array_size(outs); i++) {
+        const char *o = json_string_value(json_object_get(json_array_get(outs, i), "name"));
+        static const char *const want[] = { "logprobs", "next_token", "pooled", "hidden" };
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(o, want[k]))
+                seen |= 1 << k;
+    }
+    assert_int_equal(seen, 15);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(json_array_get(outs, 2),
+                                                                       "shape"), 1)), 32);
+    p = json_object_get(j, "parameters");
+    assert_string_equal(json_string_value(json_object_get(p, "architecture")), "transfo-xl");
+    assert_int_equal(json_integer_value(json_object_get(p, "mem_len")), 16);
+    assert_int_equal(json_integer_value(json_object_get(p, "d_model")), 32);
+    assert_int_equal(json_integer_value(json_object_get(p, "vocab_size")), 300);
+    assert_string_equal(json_string_value(json_object_get(p, "session_store")), "memory");
+    assert_true(json_is_true(json_object_get(p, "sequence_batching")));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v2/models/%s/versions/1", name);
+    json_decref(fx_json(port, "GET", path, NULL, NULL, 200));
+    snprintf(path, sizeof path, "/v2/models/%s/ready", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), name);
+    assert_true(json_is_true(json_object_get(j, "ready")));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v2/models/%s/versions/1/ready", name);
+    json_decref(fx_json(port, "GET", path, NULL, NULL, 200));
+    snprintf(path, sizeof path, "/v2/models/%s/versions/2/ready", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 404);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "only version"));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v2/models/%s/versions/2/infer", name);
+    json_decref(fx_json(port, "POST", path, NULL, "{}", 404));
+    /* an unknown name lists both served models */
+    j = fx_json(port, "GET", "/v2/models/nope/ready", NULL, NULL, 404);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), name));
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "xformd-demo"));
+    json_decref(j);
+    /* the encoder's metadata is unchanged */
+    j = fx_json(port, "GET", "/v2/models/xformd-demo", NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(
+                            json_object_get(j, "outputs"), 0), "name")), "embedding");
+    json_decref(j);
+    /* OpenAI: listed after the encoder, and retrievable */
+    j = fx_json(port, "GET", "/v1/models", NULL, NULL, 200);
+    data = json_object_get(j, "data");
+    assert_int_equal(json_array_size(data), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(data, 0), "id")),
+                        "xformd-demo");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(data, 1), "id")), name);
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/models/%s", name);
+    j = fx_json(port, "GET", path, NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "id")), name);
+    json_decref(j);
+    json_decref(fx_json(port, "GET", "/v1/models/nope", NULL, NULL, 404));
+    xf_server_stop(s);
+}
+
 /* ---- Redis ----------------------------------------------------------------------------- */
 
 static pid_t g_redis;
@@ -767,6 +1058,10 @@ int main(void)
         cmocka_unit_test(test_local_bad_requests),
         cmocka_unit_test(test_local_ordering_and_ttl),
         cmocka_unit_test(test_local_kserve),
+        cmocka_unit_test(test_local_model_metadata),
+        cmocka_unit_test(test_local_store_bytes),
+        cmocka_unit_test(test_local_store_bytes_server),
+        cmocka_unit_test(test_local_compute_deadline),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
         cmocka_unit_test(test_nginx_two_replicas),

@@ -112,16 +112,48 @@ UKR(1) UKR(2) UKR(3) UKR(4) UKR(5) UKR(6)
 
 static const ukr_fn ukrs[MR] = { ukr_1, ukr_2, ukr_3, ukr_4, ukr_5, ukr_6 };
 
-/* ap[k·MR + i] = x[i][k] for i < mr (zero rows from mr on), k < kc. */
+/* ap[k·MR + i] = x[i][k] for i < mr (zero rows from mr on), k < kc. Full 6-row panels go
+ * through 8×8 transposes (two zero rows): column k of the transpose is stored as 8 floats at
+ * ap + 6k, in increasing k, so each store's 2 extra lanes are overwritten by the next one;
+ * the last column of each 8-k step is stored with a 6-lane mask (nothing past the panel). */
 static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
 {
+    int k0 = 0;
+    if (mr == MR) {
+        const __m256 z = _mm256_setzero_ps();
+        const __m256i m6 = xf_mask256(MR);
+        for (; k0 + 8 <= kc; k0 += 8) {
+            __m256 r0 = _mm256_loadu_ps(x + k0), r1 = _mm256_loadu_ps(x + ldx + k0);
+            __m256 r2 = _mm256_loadu_ps(x + 2 * ldx + k0);
+            __m256 r3 = _mm256_loadu_ps(x + 3 * ldx + k0);
+            __m256 r4 = _mm256_loadu_ps(x + 4 * ldx + k0);
+            __m256 r5 = _mm256_loadu_ps(x + 5 * ldx + k0);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(z, z), t7 = t6;
+            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+            float *o = ap + (size_t)k0 * MR;
+            _mm256_storeu_ps(o + 0 * MR, _mm256_permute2f128_ps(s0, s4, 0x20));
+            _mm256_storeu_ps(o + 1 * MR, _mm256_permute2f128_ps(s1, s5, 0x20));
+            _mm256_storeu_ps(o + 2 * MR, _mm256_permute2f128_ps(s2, s6, 0x20));
+            _mm256_storeu_ps(o + 3 * MR, _mm256_permute2f128_ps(s3, s7, 0x20));
+            _mm256_storeu_ps(o + 4 * MR, _mm256_permute2f128_ps(s0, s4, 0x31));
+            _mm256_storeu_ps(o + 5 * MR, _mm256_permute2f128_ps(s1, s5, 0x31));
+            _mm256_storeu_ps(o + 6 * MR, _mm256_permute2f128_ps(s2, s6, 0x31));
+            _mm256_maskstore_ps(o + 7 * MR, m6, _mm256_permute2f128_ps(s3, s7, 0x31));
+        }
+    }
     for (int i = 0; i < MR; i++) {
         const float *xi = x + (size_t)i * ldx;
         if (i < mr)
-            for (int k = 0; k < kc; k++)
+            for (int k = k0; k < kc; k++)
                 ap[k * MR + i] = xi[k];
         else
-            for (int k = 0; k < kc; k++)
+            for (int k = k0; k < kc; k++)
                 ap[k * MR + i] = 0.0f;
     }
 }

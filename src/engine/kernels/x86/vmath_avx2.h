@@ -11,13 +11,14 @@
 
 /* e^x: as xf_exp512; 2^n built from exponent bits with n clamped to [-126, 128], 0 where
  * x < -87.3 (below the normal range; expf gives a denormal or 0 there) and +inf where
- * x > 88.72 (expf overflows there too). */
+ * x > 88.72 (expf overflows there too); NaN stays NaN. */
 static inline __m256 xf_exp256(__m256 x)
 {
-    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);   /* false for NaN */
     __m256 huge = _mm256_cmp_ps(x, _mm256_set1_ps(88.72f), _CMP_GT_OQ);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.7f));
+    /* max/min return their second operand when either is NaN: x last keeps a NaN lane NaN */
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(88.72f), x);
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
