@@ -357,11 +357,14 @@ double xf_metric_quantile(enum xf_metric m, const char *l1, const char *l2, doub
 const char *xf_metrics_status_label(int status)
 {
     /* 499 (nginx's "client closed request"): the client went away before the reply. */
-    static const int codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415,
-                                422, 429, 499, 500, 501, 503, 504};
+    /* 414, 431 and 505 only come from libmicrohttpd's own replies (request line or header
+     * too large, unsupported HTTP version). */
+    static const int codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 414,
+                                415, 422, 429, 431, 499, 500, 501, 503, 504, 505};
     static const char *const names[] = {"200", "201", "204", "400", "401", "403", "404",
-                                        "405", "408", "409", "413", "415", "422", "429",
-                                        "499", "500", "501", "503", "504"};
+                                        "405", "408", "409", "413", "414", "415", "422",
+                                        "429", "431", "499", "500", "501", "503", "504",
+                                        "505"};
     _Static_assert(sizeof(codes) / sizeof(codes[0]) == sizeof(names) / sizeof(names[0]),
                    "status tables differ");
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)

@@ -6,9 +6,14 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "xf_test.h"
@@ -386,9 +391,107 @@ static void test_client_gone_is_499(void **state)
     stop(s, dir);
 }
 
+/* Issue 12 item 1: the watchdog pings while a long batch runs, driven by layer progress. An
+ * 8-layer model whose batch lasts 22 tokens × 0.11 s ≈ 2.4 s (test hook: 0.3 s per layer) with
+ * WATCHDOG_USEC = 400 ms (the loop checks every 200 ms): each layer ends within an interval, so
+ * the pings go on for the whole batch — about 12. The old rule (no ping while busy once the last
+ * finished batch is older than the interval) sent 2 and let systemd kill the service. The
+ * fake NOTIFY_SOCKET is a datagram socket of the test's. Asserted: ≥ 6 WATCHDOG=1 while the
+ * request runs, and the request is 200. */
+typedef struct wd_cli {
+    int port;
+    int status;
+    atomic_int done;
+} wd_cli_t;
+
+static void *wd_cli_main(void *p)
+{
+    wd_cli_t *c = p;
+    char *text = words(20, "a");
+    char *b = body_of("{\"input\":\"@T\"}", text);
+    hc_resp_t r;
+    c->status = hc_do(c->port, "POST", "/v1/embeddings", NULL, b, &r) == 0 ? r.status : -1;
+    hc_free(&r);
+    free(b);
+    free(text);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static void test_watchdog_pings_during_long_batch(void **state)
+{
+    (void)state;
+    char dir[1024], sock[1100];
+    xf_metrics_init(NULL);
+    xf_log_open(getenv("XF_TEST_LOG") ? XF_LOG_INFO : XF_LOG_ERROR, NULL);
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "admwd") ? dir : NULL);
+    xf_demo_opts_t d;
+    xf_demo_opts_init_tiny(&d);
+    d.n_layer = 8;
+    xf_diag_t diag = { 0, "" };
+    assert_int_equal(xf_demo_write(dir, &d, &diag), 0);
+    snprintf(sock, sizeof sock, "%s/notify.sock", dir);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(sock) >= sizeof sa.sun_path) {
+        print_message("# skipped: socket path too long\n");
+        close(fd);
+        xf_test_rmtree(dir);
+        return;
+    }
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setenv("NOTIFY_SOCKET", sock, 1);
+    setenv("WATCHDOG_USEC", "400000", 1);
+    unsetenv("WATCHDOG_PID");
+    xf_server_opts_t o;
+    fx_opts(&o, dir);
+    o.notify = 1;
+    o.warmup = 1;
+    o.engine_fake_s_per_token = 0.11;
+    xf_server_t *s = NULL;
+    int rc = xf_server_start(&o, &s, &diag);
+    if (rc < 0)
+        print_message("# xf_server_start: %s\n", diag.msg);
+    assert_int_equal(rc, 0);
+    char buf[256];
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0)   /* READY=1, STATUS=... */
+        ;
+    static wd_cli_t c;
+    c.port = xf_server_port(s);
+    atomic_store(&c.done, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, wd_cli_main, &c), 0);
+    int pings = 0;
+    for (int i = 0; i < 600 && !atomic_load(&c.done); i++) {   /* bounded: 60 s */
+        ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+        if (n > 0) {
+            buf[n] = '\0';
+            pings += strstr(buf, "WATCHDOG=1") != NULL;
+        }
+    }
+    pthread_join(th, NULL);
+    print_message("# %d watchdog pings during the batch\n", pings);
+    assert_int_equal(c.status, 200);
+    assert_true(pings >= 6);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    xf_server_drain(s);
+    assert_int_equal(xf_server_wait(s), 0);
+    xf_server_free(s);
+    close(fd);
+    xf_test_rmtree(dir);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_pessimistic_warmup_serves_max_length),
              cmocka_unit_test(test_cannot_finish_is_413),
              cmocka_unit_test(test_variant_cost_bound),
              cmocka_unit_test(test_running_batch_stops_at_deadline),
              cmocka_unit_test(test_overload_refused_on_arrival),
-             cmocka_unit_test(test_client_gone_is_499))
+             cmocka_unit_test(test_client_gone_is_499),
+             cmocka_unit_test(test_watchdog_pings_during_long_batch))
