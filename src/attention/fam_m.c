@@ -454,8 +454,10 @@ int xf_at_m_state_update(const void *params, const xf_attn_shape *sh, const xf_a
         h.cmem_rows = nc;
         h.mem_rows = nm;
         h.pend_rows = np;
-        h.segments++;
-        h.tokens += n;
+        /* the counts come from a session blob too: saturate, never overflow */
+        if (h.segments < INT64_MAX)
+            h.segments++;
+        h.tokens = h.tokens > INT64_MAX - n ? INT64_MAX : h.tokens + n;
         memcpy(st, &h, sizeof(h));
     }
     return 0;
