@@ -3,6 +3,7 @@
 
 #include "fuzz_common.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +16,34 @@ void fz_fail(const char *what)
     abort();
 }
 
+static char scratch_dir[256];
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);   /* best effort: keep walking */
+    return 0;
+}
+
+/* At exit (libFuzzer's -max_total_time ends with exit()): the scratch models go too. */
+static void scratch_remove(void)
+{
+    if (scratch_dir[0])
+        nftw(scratch_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 const char *fz_scratch(void)
 {
-    static char dir[256];
-    if (dir[0])
-        return dir;
+    if (scratch_dir[0])
+        return scratch_dir;
     const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(dir, sizeof dir, "%s/xf-fuzz.%ld", base, (long)getpid());
-    if (mkdir(dir, 0700) < 0)
+    snprintf(scratch_dir, sizeof scratch_dir, "%s/xf-fuzz.%ld", base, (long)getpid());
+    if (mkdir(scratch_dir, 0700) < 0)
         fz_fail("cannot create the scratch directory");
-    return dir;
+    atexit(scratch_remove);
+    return scratch_dir;
 }
 
 static const int label_sets[3] = { 0, 1, 3 };
