@@ -125,7 +125,7 @@ static int parse_ids(const char *line, int32_t vocab, xf_tokens_t *t)
         t->type_ids = b;
         t->cap = cap;
     }
-    if (rc == 0)
+    if (rc == 0 && t->n > 0)   /* an empty line leaves type_ids unallocated */
         memset(t->type_ids, 0, sizeof *t->type_ids * (size_t)t->n);
     return rc;
 }
