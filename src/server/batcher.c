@@ -513,8 +513,11 @@ static int retry_s(double s, double cap_s)
 /* Share of the time to its deadline that a queued job's predicted wait plus run may take: the
  * wait prediction lags behind a load that grows (the loop's and HTTP threads' own CPU, the
  * scale correction learning from finished batches only), and an admitted job that then misses
- * its deadline costs more than one refused on arrival. */
-#define XF_ADMIT_MARGIN 0.8
+ * its deadline costs more than one refused on arrival. Half: on a 2-core machine shared with
+ * other work the engine's pace swings 2× within seconds; with 0.8 a 200-client loopback
+ * overload (BERT-base demo, 10 s deadline, load ~21) ended 42-53 % of the admitted requests
+ * late, with 0.5 0-23 % (doc/admission.md), and served as many or more. */
+#define XF_ADMIT_MARGIN 0.5
 
 int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_load_t *load,
                      xf_admit_t *out)

@@ -168,7 +168,7 @@ typedef struct xf_admit {
  *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
  *     expires only when the lower bound no longer fits (a running batch is stopped at its
  *     deadline instead, see workers.h);
- *   - otherwise the job is queued only if wait_s + alone_s × slow fits in 80% of the time to
+ *   - otherwise the job is queued only if wait_s + alone_s × slow fits in half the time to
  *     its deadline (a margin for a wait prediction that lags a growing load), where wait_s =
  *     (running_s + backlog × slow) / workers.
  * Returns 0 (queued); -EINVAL (as xf_batcher_push); XF_ETOOLONG (more tokens than
