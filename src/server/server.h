@@ -102,7 +102,8 @@ void xf_server_drain(xf_server_t *s);
 /* Block until the loop thread has finished (after a drain). Returns the exit status: 0 after a
  * clean drain. */
 int xf_server_wait(xf_server_t *s);
-/* Drain (if not yet), wait, and release everything. NULL is a no-op. */
+/* Drain (if not yet), wait (if not yet: also after xf_server_wait), and release everything.
+ * NULL is a no-op. */
 void xf_server_stop(xf_server_t *s);
 void xf_server_free(xf_server_t *s);
 
