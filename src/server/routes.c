@@ -186,12 +186,14 @@ static step_t get_str(xf_req_t *req, json_t *obj, const char *key, const char **
     return STEP_OK;
 }
 
-/* One text (or text pair) to tokenise, borrowed from req->root. */
+/* One text (or text pair) to tokenise, or one list of token ids used as given (OpenAI and
+ * TEI accept both), borrowed from req->root. */
 typedef struct text {
     const char *s;
     size_t n;
     const char *pair;
     size_t pair_n;
+    json_t *ids;               /* non-NULL: a JSON list of token ids; s is unused */
 } text_t;
 
 typedef struct texts {
@@ -234,6 +236,8 @@ typedef struct ropts {
     int truncate;
     int truncate_left;         /* TEI truncation_direction "Left": keep each text's tail */
     long long timeout_ms;
+    const char *prompt;        /* TEI prompt_name's text, put before every text, or NULL */
+    size_t prompt_n;
 } ropts_t;
 
 static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
@@ -242,6 +246,8 @@ static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result
     ro->truncate = 0;
     ro->truncate_left = 0;
     ro->timeout_ms = 0;
+    ro->prompt = NULL;
+    ro->prompt_n = 0;
     if (get_bool(req, obj, "truncate", &ro->truncate, ret) != STEP_OK)
         return STEP_REPLIED;
     /* A client may lengthen its deadline up to request.max_timeout_ms (the range in the
@@ -259,6 +265,44 @@ static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result
     }
     ro->truncate_left = dir && !strcasecmp(dir, "left");
     return STEP_OK;
+}
+
+/* TEI's prompt_name: a key of the "prompts" of the model's config_sentence_transformers.json,
+ * whose text goes before every text of the request (sentence-transformers' prompts). A name
+ * the model has no prompt for is an error (TEI: 422 Validation), never ignored. */
+static step_t get_prompt(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
+{
+    const char *name = NULL;
+    if (get_str(req, obj, "prompt_name", &name, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (!name)
+        return STEP_OK;
+    json_t *prompts = req->srv->st_prompts;
+    json_t *p = prompts ? json_object_get(prompts, name) : NULL;
+    if (json_is_string(p)) {
+        ro->prompt = json_string_value(p);
+        ro->prompt_n = json_string_length(p);
+        return STEP_OK;
+    }
+    req->err_param = "prompt_name";
+    if (!prompts || json_object_size(prompts) == 0) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "prompt_name '%.100s': model '%s' "
+                                   "has no prompts (no \"prompts\" in its "
+                                   "config_sentence_transformers.json)", name,
+                                   req->srv->model_name);
+        return STEP_REPLIED;
+    }
+    xf_buf_t keys = { 0 };
+    const char *k;
+    json_t *v;
+    json_object_foreach(prompts, k, v) {
+        xf_buf_printf(&keys, "%s'%s'", keys.len ? ", " : "", k);
+    }
+    *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "prompt_name '%.100s' is not one of "
+                               "the model's prompts: %.300s", name,
+                               keys.p && !keys.oom ? keys.p : "?");
+    xf_buf_free(&keys);
+    return STEP_REPLIED;
 }
 
 /* Optional per-request attention selection under key "attention" of obj: a flat object
@@ -376,6 +420,51 @@ static enum MHD_Result submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn, j
     return submit(req, j, ro);
 }
 
+/* A list of token ids (text_t.ids) into tok as given: no specials added (as OpenAI and TEI
+ * take them), each id checked against the vocabulary; longer than the model's positions is
+ * XF_ETOOLONG unless truncating (from the end, or from the start with truncate_left). On a bad
+ * id replies and returns -EINVAL. */
+static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to,
+                     xf_tokens_t *tok, xf_diag_t *diag, enum MHD_Result *ret)
+{
+    int32_t vocab = req->srv->info->vocab_size;
+    size_t m = json_array_size(a), off = 0;
+    tok->n = 0;
+    if (m > (size_t)to->max_len) {
+        if (!to->truncate) {
+            snprintf(diag->msg, sizeof diag->msg, "input has %zu token ids, max_len is %d", m,
+                     to->max_len);
+            return XF_ETOOLONG;
+        }
+        off = to->truncate_left ? m - (size_t)to->max_len : 0;
+        m = (size_t)to->max_len;
+    }
+    if (m > (size_t)tok->cap) {
+        int32_t *p = realloc(tok->ids, m * sizeof *p), *q = NULL;
+        if (p)
+            tok->ids = p;
+        q = p ? realloc(tok->type_ids, m * sizeof *q) : NULL;
+        if (q)
+            tok->type_ids = q;
+        if (!p || !q)
+            return -ENOMEM;
+        tok->cap = (int32_t)m;
+    }
+    for (size_t q = 0; q < m; q++) {
+        json_t *e = json_array_get(a, off + q);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+            json_integer_value(e) >= vocab) {
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input %zu: element %zu must be "
+                                       "a token id in [0, %d)", i, off + q, vocab);
+            return -EINVAL;
+        }
+        tok->ids[q] = (int32_t)json_integer_value(e);
+        tok->type_ids[q] = 0;
+    }
+    tok->n = (int32_t)m;
+    return 0;
+}
+
 /* Tokenise every text into a new job. On error replies and returns NULL. */
 static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
                           enum MHD_Result *ret)
@@ -384,14 +473,37 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
     ivec_t ids = { 0 }, types = { 0 }, lens = { 0 };
     xf_tokens_t tok = { 0 };
     xf_job_t *j = NULL;
+    char *prompted = NULL;     /* prompt + text, for the text being encoded */
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
                          .max_len = s->info->max_positions, .truncate = ro->truncate,
                          .truncate_left = ro->truncate_left };
     long long total = 0;
     for (size_t i = 0; i < tx->n; i++) {
         xf_diag_t diag = { 0, "" };
-        int rc = xf_tokenizer_encode(s->tok, tx->v[i].s, tx->v[i].n, tx->v[i].pair,
-                                     tx->v[i].pair_n, &to, &tok, &diag);
+        const char *text = tx->v[i].s;
+        size_t text_n = tx->v[i].n;
+        int rc;
+        if (tx->v[i].ids) {
+            rc = ids_input(req, i, tx->v[i].ids, &to, &tok, &diag, ret);
+            if (rc == -EINVAL)
+                goto fail;
+        } else {
+            if (ro->prompt && ro->prompt_n > 0) {
+                free(prompted);
+                prompted = malloc(ro->prompt_n + text_n + 1);
+                if (!prompted) {
+                    *ret = reply_oom(req);
+                    goto fail;
+                }
+                memcpy(prompted, ro->prompt, ro->prompt_n);
+                memcpy(prompted + ro->prompt_n, text, text_n);
+                prompted[ro->prompt_n + text_n] = '\0';
+                text = prompted;
+                text_n += ro->prompt_n;
+            }
+            rc = xf_tokenizer_encode(s->tok, text, text_n, tx->v[i].pair, tx->v[i].pair_n,
+                                     &to, &tok, &diag);
+        }
         if (rc == XF_ETOOLONG) {
             *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0,
                                        "input %zu is longer than the model's limit of %d "
@@ -437,6 +549,7 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
     req->usage_tokens = (int)ids.n;
     req->n_inputs = (int)tx->n;
 fail:
+    free(prompted);
     xf_tokens_deinit(&tok);
     free(ids.p);
     free(types.p);
@@ -460,27 +573,40 @@ static enum MHD_Result submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, con
     return submit_job(req, j, attn, want, ro, ret);
 }
 
-/* A string or a non-empty list of strings under key (TEI inputs / OpenAI input). */
-static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
-                     enum MHD_Result *ret)
+static int is_token_array(json_t *v)
+{
+    return json_is_array(v) && json_array_size(v) > 0 &&
+           json_is_integer(json_array_get(v, 0));
+}
+
+/* The texts under key (TEI inputs / OpenAI input): a string or a non-empty list of strings;
+ * with allow_ids also a list of token ids (one input) and lists of token ids among the items,
+ * as both APIs take them ([1, 2, 3], [[1, 2], [3]], TEI also ["a", [1, 2]]). */
+static step_t get_texts(xf_req_t *req, json_t *v, const char *key, int allow_ids,
+                        texts_t *tx, enum MHD_Result *ret)
 {
     req->err_param = key;   /* every error below is about this field */
     if (!v) {
         *ret = reply_missing_field(req, key);
         return STEP_REPLIED;
     }
-    if (json_is_string(v)) {
+    if (json_is_string(v) || (allow_ids && is_token_array(v))) {
         if (texts_alloc(tx, 1) < 0)
             goto oom;
-        tx->v[0].s = json_string_value(v);
-        tx->v[0].n = json_string_length(v);
+        if (json_is_string(v)) {
+            tx->v[0].s = json_string_value(v);
+            tx->v[0].n = json_string_length(v);
+        } else {
+            tx->v[0].ids = v;
+        }
         tx->n = 1;
         req->err_param = NULL;
         return STEP_OK;
     }
+    const char *what = allow_ids ? "a string, a list of strings or token ids"
+                                 : "a string or a list of strings";
     if (!json_is_array(v)) {
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
-                                   "field '%s' must be a string or a list of strings", key);
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be %s", key, what);
         return STEP_REPLIED;
     }
     size_t n = json_array_size(v);
@@ -495,15 +621,19 @@ static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
         goto oom;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
-        if (!json_is_string(e)) {
-            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
-                                       "field '%s'[%zu] must be a string", key, i);
+        if (json_is_string(e)) {
+            tx->v[i].s = json_string_value(e);
+            tx->v[i].n = json_string_length(e);
+        } else if (allow_ids && json_is_array(e)) {
+            tx->v[i].ids = e;   /* checked id by id when tokenising */
+        } else {
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s'[%zu] must be %s",
+                                       key, i, allow_ids ? "a string or a list of token ids"
+                                                         : "a string");
             free(tx->v);
             tx->v = NULL;
             return STEP_REPLIED;
         }
-        tx->v[i].s = json_string_value(e);
-        tx->v[i].n = json_string_length(e);
     }
     tx->n = n;
     req->err_param = NULL;
@@ -518,75 +648,6 @@ static int is_str_pair(json_t *v)
 {
     return json_is_array(v) && json_array_size(v) == 2 && json_is_string(json_array_get(v, 0)) &&
            json_is_string(json_array_get(v, 1));
-}
-
-static int is_token_array(json_t *v)
-{
-    return json_is_array(v) && json_array_size(v) > 0 &&
-           json_is_integer(json_array_get(v, 0));
-}
-
-/* OpenAI token-id input: [ids] or [[ids], ...]. Builds the job directly (ids as given). */
-static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
-{
-    xf_server_t *s = req->srv;
-    int nested = !is_token_array(v);
-    size_t n = nested ? json_array_size(v) : 1;
-    req->err_param = "input";
-    if (over_max_texts(req, n, "inputs", ret) != STEP_OK)
-        return NULL;
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *a = nested ? json_array_get(v, i) : v;
-        if (!json_is_array(a) || json_array_size(a) == 0) {
-            *ret = xf_http_reply_error(req, json_is_array(a) ? XF_HE_EMPTY_INPUT
-                                                             : XF_HE_BAD_FIELD, 0,
-                                       "field 'input'[%zu] must be a non-empty list of token "
-                                       "ids", i);
-            return NULL;
-        }
-        size_t m = json_array_size(a);
-        if (m > (size_t)s->info->max_positions) {
-            *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0, "input %zu has %zu tokens, "
-                                       "more than the model's limit of %d", i, m,
-                                       s->info->max_positions);
-            return NULL;
-        }
-        total += m;
-    }
-    if (total > (size_t)s->o.max_tokens) {
-        *ret = reply_too_many_tokens(req);
-        return NULL;
-    }
-    xf_job_t *j = NULL;
-    if (xf_job_create((int32_t)n, (int32_t)total, &j) < 0) {
-        *ret = reply_oom(req);
-        return NULL;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *a = nested ? json_array_get(v, i) : v;
-        size_t m = json_array_size(a);
-        for (size_t q = 0; q < m; q++) {
-            json_t *e = json_array_get(a, q);
-            if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-                json_integer_value(e) >= s->info->vocab_size) {
-                xf_job_free(j);
-                *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'input'[%zu][%zu] "
-                                           "must be a token id in [0, %d)", i, q,
-                                           s->info->vocab_size);
-                return NULL;
-            }
-            j->ids[k++] = (int32_t)json_integer_value(e);
-        }
-        j->lens[i] = (int32_t)m;
-        if ((int32_t)m > j->max_len)
-            j->max_len = (int32_t)m;
-    }
-    req->usage_tokens = (int)total;
-    req->n_inputs = (int)n;
-    req->err_param = NULL;
-    return j;
 }
 
 /* ---- route parsers ------------------------------------------------------------------- */
@@ -630,18 +691,22 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     if (get_attention(req, root, &attn, &ret) != STEP_OK)
         return ret;
     xf_job_t *j = NULL;
-    if (in && json_is_array(in) && json_array_size(in) > 0 &&
-        (is_token_array(in) || is_token_array(json_array_get(in, 0)))) {
-        j = token_input(req, in, &ret);
-    } else {
-        texts_t tx = { 0 };
-        if (get_texts(req, in, "input", &tx, &ret) == STEP_OK) {
-            req->err_param = "input";   /* too long, bad UTF-8, too many tokens */
-            j = tokenise(req, &tx, &ro, &ret);
-            free(tx.v);
-            if (j)
-                req->err_param = NULL;
+    texts_t tx = { 0 };
+    if (get_texts(req, in, "input", 1, &tx, &ret) == STEP_OK) {
+        req->err_param = "input";   /* too long, bad UTF-8, bad ids, too many tokens */
+        /* OpenAI: "cannot be an empty string" (and no empty list of ids, checked below). */
+        for (size_t i = 0; i < tx.n && !tx.v[i].ids; i++) {
+            if (tx.v[i].n == 0) {
+                free(tx.v);
+                xf_attn_free(attn);
+                return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'input'[%zu] is an "
+                                           "empty string", i);
+            }
         }
+        j = tokenise(req, &tx, &ro, &ret);
+        free(tx.v);
+        if (j)
+            req->err_param = NULL;
     }
     return submit_job(req, j, attn, (jobwant_t){ 1, 0, s->o.normalize }, &ro, ret);
 }
@@ -653,16 +718,27 @@ static enum MHD_Result h_embed(xf_req_t *req)
     if (parse_body(req, &ret) != STEP_OK)
         return ret;
     int normalize = 1;
+    long long dims = 0;
     ropts_t ro;
     if (get_bool(req, req->root, "normalize", &normalize, &ret) != STEP_OK ||
-        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
+        get_int(req, req->root, "dimensions", 0, 1000000, &dims, &ret) != STEP_OK ||
+        get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
+        get_prompt(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
-    (void)s;
+    /* TEI's Matryoshka dimensions: the first dims values, normalised after the cut. */
+    if (opt_field(req->root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
+        req->err_param = "dimensions";
+        return xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
+                                   "between 1 and the model's %d", s->info->d_model);
+    }
+    req->dimensions = (int)dims;
+    req->normalize = normalize;
     xf_attn_t *attn = NULL;
     if (get_attention(req, req->root, &attn, &ret) != STEP_OK)
         return ret;
     texts_t tx = { 0 };
-    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", &tx, &ret) != STEP_OK) {
+    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", 1, &tx, &ret) !=
+        STEP_OK) {
         xf_attn_free(attn);
         return ret;
     }
@@ -696,7 +772,7 @@ static enum MHD_Result h_rerank(xf_req_t *req)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'texts' must be a list "
                                    "of strings");
     texts_t tx = { 0 };
-    if (get_texts(req, texts, "texts", &tx, &ret) != STEP_OK)
+    if (get_texts(req, texts, "texts", 0, &tx, &ret) != STEP_OK)
         return ret;
     size_t qn = json_string_length(json_object_get(req->root, "query"));
     for (size_t i = 0; i < tx.n; i++) {
@@ -797,7 +873,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     const char *id = NULL;
     if (get_str(req, root, "id", &id, &ret) != STEP_OK)
         return ret;
-    ropts_t ro = { 0, 0, 0 };
+    ropts_t ro = { .truncate = 0 };
     json_t *params = json_object_get(root, "parameters");
     if (params && !json_is_object(params))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
@@ -989,6 +1065,17 @@ static void put_base64(xf_buf_t *b, const float *v, size_t n)
     xf_buf_putn(b, "\"", 1);
 }
 
+/* Scale v to unit L2 norm (a zero vector stays zero). */
+static void unit_scale(float *v, size_t n)
+{
+    double ss = 0;
+    for (size_t c = 0; c < n; c++)
+        ss += (double)v[c] * v[c];
+    float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    for (size_t c = 0; c < n; c++)
+        v[c] *= inv;
+}
+
 static enum MHD_Result r_embeddings(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
@@ -1002,12 +1089,8 @@ static enum MHD_Result r_embeddings(xf_req_t *req)
         const float *row = j->pooled + (size_t)i * d;
         if (dims < d && tmp) {
             /* Matryoshka-style: keep the first dims and renormalise them. */
-            double ss = 0;
-            for (size_t c = 0; c < dims; c++)
-                ss += (double)row[c] * row[c];
-            float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-            for (size_t c = 0; c < dims; c++)
-                tmp[c] = row[c] * inv;
+            memcpy(tmp, row, dims * sizeof *tmp);
+            unit_scale(tmp, dims);
             row = tmp;
         }
         xf_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":",
@@ -1032,14 +1115,28 @@ static enum MHD_Result r_embed(xf_req_t *req)
 {
     xf_job_t *j = req->job;
     size_t d = (size_t)req->srv->info->d_model;
+    size_t dims = req->dimensions > 0 ? (size_t)req->dimensions : d;
+    float *tmp = dims < d ? malloc(dims * sizeof *tmp) : NULL;
+    if (dims < d && !tmp)
+        return reply_oom(req);
     xf_buf_t b = { 0 };
     xf_buf_puts(&b, "[");
     for (int32_t i = 0; i < j->n_seq; i++) {
+        const float *row = j->pooled + (size_t)i * d;
+        if (tmp) {
+            /* TEI cuts, then normalises when asked (the pooled row is already normalised
+             * then, so renormalising the cut equals normalising the raw cut). */
+            memcpy(tmp, row, dims * sizeof *tmp);
+            if (req->normalize)
+                unit_scale(tmp, dims);
+            row = tmp;
+        }
         if (i)
             xf_buf_puts(&b, ",");
-        put_floats(&b, j->pooled + (size_t)i * d, d);
+        put_floats(&b, row, dims);
     }
     xf_buf_puts(&b, "]");
+    free(tmp);
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 

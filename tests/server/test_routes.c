@@ -348,7 +348,7 @@ static void test_predict_batch(void **state)
     json_t *j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\"],[\"c\"]]}", 200);
     assert_int_equal(json_array_size(j), 2);
     json_decref(j);
-    j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\",\"c\"]]}", 400);
+    j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\",\"c\"]]}", 422);   /* TEI */
     json_decref(j);
 }
 
@@ -425,7 +425,7 @@ static void test_truncation_direction(void **state)
     json_decref(left);
     json_decref(right);
     json_t *j = jget(p, "POST", "/embed", "{\"inputs\":\"a\",\"truncation_direction\":\"up\"}",
-                     400);
+                     422);   /* TEI: Validation */
     assert_string_equal(json_string_value(json_object_get(j, "error_type")), "Validation");
     json_decref(j);
     xf_tokens_deinit(&t);
@@ -652,6 +652,131 @@ static void test_ipv6_address_format(void **state)
     xf_test_rmtree(dir);
 }
 
+/* TEI's error type and status for a reply: {"error": "...", "error_type": type}. */
+static void tei_err(int port, const char *path, const char *body, int status, const char *type,
+                    const char *needle)
+{
+    json_t *j = jget(port, "POST", path, body, status);
+    assert_non_null(j);
+    assert_true(json_is_string(json_object_get(j, "error")));
+    assert_string_equal(json_string_value(json_object_get(j, "error_type")), type);
+    if (needle && !strstr(json_string_value(json_object_get(j, "error")), needle))
+        fail_msg("%s %s: '%s' not in %s", path, body, needle,
+                 json_string_value(json_object_get(j, "error")));
+    json_decref(j);
+}
+
+static double norm2(json_t *row)
+{
+    double ss = 0;
+    for (size_t i = 0; i < json_array_size(row); i++)
+        ss += json_number_value(json_array_get(row, i)) * json_number_value(json_array_get(row, i));
+    return sqrt(ss);
+}
+
+/* What TEI (>= 1.9) and OpenAI answer, checked against their sources and API reference:
+ * TEI statuses follow the error type (Validation 422, Empty 400, Backend 424); /embed takes
+ * token ids (alone, in a batch, mixed with texts), dimensions (cut, then normalised) and
+ * prompt_name (config_sentence_transformers.json prompts; an unknown name is 422); OpenAI
+ * refuses an empty string and takes lists of token ids. */
+static void test_tei_openai_conformance(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    /* Statuses by TEI error type. */
+    char *big = malloc(40000);
+    assert_non_null(big);
+    strcpy(big, "{\"inputs\":\"");
+    for (int i = 0; i < 3000; i++)
+        strcat(big, "word ");
+    strcat(big, "\"}");
+    tei_err(p, "/embed", big, 422, "Validation", "longer than");
+    free(big);
+    tei_err(p, "/embed", "{\"inputs\":5}", 422, "Validation", "inputs");
+    tei_err(p, "/embed", "{\"inputs\":[\"a\",{}]}", 422, "Validation", "inputs");
+    tei_err(p, "/embed", "{\"inputs\":[]}", 400, "Empty", NULL);
+    tei_err(p, "/embed", "{}", 422, "Validation", "inputs");
+    tei_err(p, "/rerank", "{\"query\":\"q\",\"texts\":[\"a\"]}", 424, "Backend", "cross-encoder");
+    tei_err(S[SRV_CLS1].port, "/rerank", "{\"query\":\"q\",\"texts\":[]}", 400, "Empty", NULL);
+    tei_err(S[SRV_CLS1].port, "/rerank", "{\"texts\":[\"a\"]}", 422, "Validation", "query");
+    /* Token ids: one input, a batch, mixed with texts; a text and its ids agree. */
+    json_t *a = jget(p, "POST", "/embed", "{\"inputs\":[11,59,12]}", 200);
+    assert_int_equal(json_array_size(a), 1);
+    assert_int_equal(json_array_size(json_array_get(a, 0)), (size_t)D_MODEL);
+    json_decref(a);
+    a = jget(p, "POST", "/embed", "{\"inputs\":[[11,59,12],[11,12]]}", 200);
+    assert_int_equal(json_array_size(a), 2);
+    json_decref(a);
+    a = jget(p, "POST", "/embed", "{\"inputs\":[\"hello world\",[11,12]]}", 200);
+    json_t *b = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\"}", 200);
+    assert_int_equal(json_array_size(a), 2);
+    assert_true(json_equal(json_array_get(a, 0), json_array_get(b, 0)));
+    json_decref(a);
+    json_decref(b);
+    tei_err(p, "/embed", "{\"inputs\":[11,99999]}", 422, "Validation", "token id");
+    /* dimensions: the first n values, unit norm by default; raw cut with normalize false. */
+    a = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\",\"dimensions\":8}", 200);
+    assert_int_equal(json_array_size(json_array_get(a, 0)), 8);
+    assert_true(fabs(norm2(json_array_get(a, 0)) - 1.0) < 1e-5);   /* float rounding */
+    json_decref(a);
+    a = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\",\"dimensions\":8,"
+                                  "\"normalize\":false}", 200);
+    b = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\",\"normalize\":false}", 200);
+    for (size_t i = 0; i < 8; i++)
+        assert_true(json_number_value(json_array_get(json_array_get(a, 0), i)) ==
+                    json_number_value(json_array_get(json_array_get(b, 0), i)));
+    json_decref(a);
+    json_decref(b);
+    tei_err(p, "/embed", "{\"inputs\":\"x\",\"dimensions\":0}", 422, "Validation", "dimensions");
+    tei_err(p, "/embed", "{\"inputs\":\"x\",\"dimensions\":100000}", 422, "Validation",
+            "dimensions");
+    /* prompt_name: none configured here. */
+    tei_err(p, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"query\"}", 422, "Validation",
+            "no prompts");
+    /* OpenAI: "" is refused; lists of token ids are inputs. */
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":\"\"}", 400);
+    check_openai_error(a, "empty_input", "input");
+    json_decref(a);
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":[\"a\",\"\"]}", 400);
+    check_openai_error(a, "empty_input", "input");
+    json_decref(a);
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":[[11,59,12],[11,12]]}", 200);
+    assert_int_equal(json_array_size(json_object_get(a, "data")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(a, "usage"),
+                                                        "prompt_tokens")), 5);
+    json_decref(a);
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":[11,99999]}", 400);
+    check_openai_error(a, "invalid_field", "input");
+    json_decref(a);
+
+    /* prompt_name with a model that has prompts: the prompt's text goes first. */
+    fx_srv_t ps = { 0 };
+    xf_server_opts_t o;
+    assert_int_equal(fx_write_model("rt_prompts", 0, ps.dir, sizeof ps.dir), 0);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config_sentence_transformers.json", ps.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"prompts\":{\"query\":\"query: \",\"passage\":\"passage: \"},"
+          "\"default_prompt_name\":null}", f);
+    fclose(f);
+    fx_opts(&o, ps.dir);
+    fx_launch(&ps, &o);
+    a = jget(ps.port, "POST", "/embed", "{\"inputs\":[\"hello world\"],\"prompt_name\":\"query\"}",
+             200);
+    b = jget(ps.port, "POST", "/embed", "{\"inputs\":[\"query: hello world\"]}", 200);
+    json_t *c = jget(ps.port, "POST", "/embed", "{\"inputs\":[\"hello world\"]}", 200);
+    assert_true(json_equal(a, b));
+    assert_false(json_equal(a, c));
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    tei_err(ps.port, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"doc\"}", 422, "Validation",
+            "'passage'");
+    fx_stop_all(&ps, 1);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -665,4 +790,4 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_many_texts), cmocka_unit_test(test_attention_fallback_header),
              cmocka_unit_test(test_bind_first), cmocka_unit_test(test_ready_after_warmup),
              cmocka_unit_test(test_access_log), cmocka_unit_test(test_ipv6_address_format),
-             cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_tei_openai_conformance), cmocka_unit_test(test_stop))
