@@ -1022,7 +1022,7 @@ static json_t *model_meta(const xf_server_t *s)
     json_object_set_new(p, "attention_per_request", json_stringn(pr.p ? pr.p : "",
                                                                  pr.oom ? 0 : pr.len));
     xf_buf_free(&pr);
-    json_object_set_new(p, "quantisation", json_string("none"));
+    json_object_set_new(p, "quantisation", json_string(mi->quantize ? mi->quantize : "none"));
     json_object_set_new(p, "demo", json_boolean(mi->is_demo));
     if (mi->is_demo)
         json_object_set_new(p, "warning", json_string("random-weight demo model: embeddings "

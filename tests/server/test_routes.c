@@ -775,6 +775,42 @@ static void test_tei_openai_conformance(void **state)
     tei_err(ps.port, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"doc\"}", 422, "Validation",
             "'passage'");
     fx_stop_all(&ps, 1);
+
+    /* TEI also serves the OpenAI route as POST /embeddings. */
+    a = jget(p, "POST", "/embeddings", "{\"input\":[\"a\",\"b c\"]}", 200);
+    b = jget(p, "POST", "/v1/embeddings", "{\"input\":[\"a\",\"b c\"]}", 200);
+    assert_string_equal(json_string_value(json_object_get(a, "object")), "list");
+    assert_true(json_equal(json_object_get(a, "data"), json_object_get(b, "data")));
+    json_decref(a);
+    json_decref(b);
+    a = jget(p, "POST", "/embeddings", "{\"input\":\"\"}", 400);
+    check_openai_error(a, "empty_input", "input");
+    json_decref(a);
+}
+
+/* KServe model metadata names the quantisation the model runs with (it said "none" always). */
+static void test_kserve_quantisation(void **state)
+{
+    (void)state;
+    fx_srv_t q = { 0 };
+    xf_server_opts_t o;
+    assert_int_equal(fx_write_model("rt_int8", 0, q.dir, sizeof q.dir), 0);
+    fx_opts(&o, q.dir);
+    o.quantize = "int8";
+    fx_launch(&q, &o);
+    char path[256];
+    snprintf(path, sizeof path, "/v2/models/%s", q.s->model_name);
+    json_t *m = jget(q.port, "GET", path, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m, "parameters"),
+                                                          "quantisation")), "int8");
+    json_decref(m);
+    fx_stop_all(&q, 1);
+    need_servers();
+    snprintf(path, sizeof path, "/v2/models/%s", S[SRV_PLAIN].s->model_name);
+    m = jget(S[SRV_PLAIN].port, "GET", path, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m, "parameters"),
+                                                          "quantisation")), "none");
+    json_decref(m);
 }
 
 static void test_stop(void **state)
@@ -790,4 +826,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_many_texts), cmocka_unit_test(test_attention_fallback_header),
              cmocka_unit_test(test_bind_first), cmocka_unit_test(test_ready_after_warmup),
              cmocka_unit_test(test_access_log), cmocka_unit_test(test_ipv6_address_format),
-             cmocka_unit_test(test_tei_openai_conformance), cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_tei_openai_conformance),
+             cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_stop))
