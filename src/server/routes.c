@@ -1409,6 +1409,96 @@ static enum MHD_Result h_tei_health(xf_req_t *req)
                               json_pack("{s:s}", "status", ready ? "ok" : "unhealthy"));
 }
 
+/* One token of a WordPiece decode, as Hugging Face's WordPiece decoder writes it: a "##"
+ * piece after the first token joins the previous one, any other token after the first gets a
+ * space; then its cleanup, token by token, takes the space back before a token that starts
+ * with ".", "?", "!", ",", "n't", "'m", "'s", "'ve" or "'re". */
+static void decode_piece(xf_buf_t *b, const char *tok, int first)
+{
+    static const char *const tight[] = { ".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re" };
+    if (!first && !strncmp(tok, "##", 2)) {
+        xf_buf_puts(b, tok + 2);
+        return;
+    }
+    int space = !first;
+    for (size_t k = 0; space && k < sizeof tight / sizeof tight[0]; k++)
+        space = strncmp(tok, tight[k], strlen(tight[k])) != 0;
+    if (space)
+        xf_buf_puts(b, " ");
+    xf_buf_puts(b, tok);
+}
+
+/* TEI's /decode: {"ids": [ids] | [[ids], ...], "skip_special_tokens": true} -> a list of
+ * strings. Ids outside the vocabulary are left out (as Hugging Face's tokenizers decode
+ * does); with skip_special_tokens (the default) so are [CLS], [SEP], [PAD], [UNK], [MASK].
+ * Runs here on the MHD thread: no model work. */
+static enum MHD_Result h_decode(xf_req_t *req)
+{
+    const xf_tokenizer_t *tk = req->srv->tok;
+    enum MHD_Result ret = MHD_NO;
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    int skip = 1;
+    if (get_bool(req, req->root, "skip_special_tokens", &skip, &ret) != STEP_OK)
+        return ret;
+    json_t *ids = json_object_get(req->root, "ids");
+    if (!ids)
+        return reply_missing_field(req, "ids");
+    if (!json_is_array(ids))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids' must be a list of "
+                                   "token ids or a list of such lists");
+    int batch = json_array_size(ids) > 0 && json_is_array(json_array_get(ids, 0));
+    size_t n = batch ? json_array_size(ids) : 1;
+    if (batch && over_max_texts(req, n, "inputs", &ret) != STEP_OK)
+        return ret;
+    if (json_array_size(ids) == 0)
+        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'ids' is an empty list");
+    xf_special_ids_t sp;
+    xf_tokenizer_specials(tk, &sp);
+    int32_t vocab = xf_tokenizer_vocab_size(tk);
+    xf_buf_t b = { 0 }, one = { 0 };
+    xf_buf_puts(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = batch ? json_array_get(ids, i) : ids;
+        if (!json_is_array(a)) {
+            xf_buf_free(&b);
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids'[%zu] must be a "
+                                       "list of token ids", i);
+        }
+        one.len = 0;
+        int first = 1;
+        for (size_t q = 0; q < json_array_size(a); q++) {
+            json_t *e = json_array_get(a, q);
+            if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+                json_integer_value(e) > 4294967295LL) {
+                xf_buf_free(&b);
+                xf_buf_free(&one);
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids': element "
+                                           "%zu of input %zu must be a non-negative integer "
+                                           "(a token id)", q, i);
+            }
+            json_int_t id = json_integer_value(e);
+            if (id >= vocab)
+                continue;
+            if (skip && (id == sp.cls || id == sp.sep || id == sp.pad || id == sp.unk ||
+                         id == sp.mask))
+                continue;
+            const char *tok = xf_tokenizer_token(tk, (int32_t)id);
+            if (!tok)
+                continue;
+            decode_piece(&one, tok, first);
+            first = 0;
+        }
+        xf_buf_puts(&b, i ? "," : "");
+        xf_buf_json_str(&b, one.p ? one.p : "", one.p ? one.len : 0);
+    }
+    xf_buf_puts(&b, "]");
+    if (one.oom)
+        b.oom = 1;
+    xf_buf_free(&one);
+    return xf_http_reply_buf(req, 200, "application/json", &b);
+}
+
 /* id2label / label2id of a classifier, as TEI's ClassifierModel. */
 static json_t *tei_labels(const xf_model_info_t *mi)
 {

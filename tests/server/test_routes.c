@@ -788,6 +788,52 @@ static void test_tei_openai_conformance(void **state)
     json_decref(a);
 }
 
+/* TEI's /decode, as Hugging Face's WordPiece decoder writes text (the Rust tokenizers TEI
+ * runs: "##" pieces join, a space before every other token except one starting with
+ * punctuation such as "." or ","; "' s" stays apart, its cleanup works token by token). */
+static void test_tei_decode(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    const xf_tokenizer_t *tk = xf_model_tokenizer(xf_server_model(S[SRV_PLAIN].s));
+    const char *text = "Hello world, it's done. Unbelievable!";
+    xf_tokens_t t = { 0 };
+    xf_tok_opts_t to = { 0 };
+    xf_diag_t diag = { 0, "" };
+    assert_int_equal(xf_tokenizer_encode(tk, text, strlen(text), NULL, 0, &to, &t, &diag), 0);
+    int has_piece = 0;
+    char ids[1024] = "";
+    size_t o = 0;
+    for (int32_t i = 0; i < t.n; i++) {
+        o += (size_t)snprintf(ids + o, sizeof ids - o, "%s%d", i ? "," : "", t.ids[i]);
+        has_piece |= !strncmp(xf_tokenizer_token(tk, t.ids[i]), "##", 2);
+    }
+    assert_true(has_piece);   /* the demo vocabulary splits "unbelievable" */
+    char body[2048];
+    snprintf(body, sizeof body, "{\"ids\":[%s]}", ids);
+    json_t *a = jget(p, "POST", "/decode", body, 200);
+    assert_int_equal(json_array_size(a), 1);
+    assert_string_equal(json_string_value(json_array_get(a, 0)),
+                        "hello world, it ' s done. unbelievable!");
+    json_decref(a);
+    snprintf(body, sizeof body, "{\"ids\":[[%s],[%s,99999]],\"skip_special_tokens\":false}", ids,
+             ids);
+    a = jget(p, "POST", "/decode", body, 200);
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(json_string_value(json_array_get(a, 0)),
+                        "[CLS] hello world, it ' s done. unbelievable! [SEP]");
+    /* an id outside the vocabulary is left out, as tokenizers' decode does */
+    assert_string_equal(json_string_value(json_array_get(a, 1)),
+                        json_string_value(json_array_get(a, 0)));
+    json_decref(a);
+    xf_tokens_deinit(&t);
+    tei_err(p, "/decode", "{\"ids\":[]}", 400, "Empty", NULL);
+    tei_err(p, "/decode", "{\"ids\":[1,-2]}", 422, "Validation", "ids");
+    tei_err(p, "/decode", "{\"ids\":\"1 2\"}", 422, "Validation", "ids");
+    tei_err(p, "/decode", "{}", 422, "Validation", "ids");
+}
+
 /* KServe model metadata names the quantisation the model runs with (it said "none" always). */
 static void test_kserve_quantisation(void **state)
 {
@@ -827,4 +873,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_bind_first), cmocka_unit_test(test_ready_after_warmup),
              cmocka_unit_test(test_access_log), cmocka_unit_test(test_ipv6_address_format),
              cmocka_unit_test(test_tei_openai_conformance),
-             cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_tei_decode),
+             cmocka_unit_test(test_stop))
