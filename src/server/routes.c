@@ -747,6 +747,68 @@ static enum MHD_Result h_embed(xf_req_t *req)
     return submit_job(req, j, attn, (jobwant_t){ 1, 0, normalize }, &ro, ret);
 }
 
+/* TEI's /similarity: {"inputs": {"source_sentence": s, "sentences": [...]}, "parameters":
+ * {truncate, truncation_direction, prompt_name}} -> the cosine of each sentence's embedding with
+ * the source's. One job embeds the source first, then the sentences, normalised. */
+static enum MHD_Result h_similarity(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    enum MHD_Result ret = MHD_NO;
+    if (s->info->n_labels > 0)
+        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/similarity needs an "
+                                   "embedding model; model '%s' is a classifier", s->model_name);
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    json_t *in = json_object_get(req->root, "inputs");
+    if (!in)
+        return reply_missing_field(req, "inputs");
+    if (!json_is_object(in))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be an object "
+                                   "{\"source_sentence\": ..., \"sentences\": [...]}");
+    const char *src = NULL;
+    if (get_str(req, in, "source_sentence", &src, &ret) != STEP_OK)
+        return ret;
+    if (!src)
+        return reply_missing_field(req, "inputs.source_sentence");
+    json_t *sents = json_object_get(in, "sentences");
+    if (!json_is_array(sents))
+        return xf_http_reply_error(req, sents ? XF_HE_BAD_FIELD : XF_HE_MISSING_FIELD, 0,
+                                   "field 'inputs.sentences' must be a list of strings");
+    ropts_t ro;
+    json_t *params = json_object_get(req->root, "parameters");
+    if (params && !json_is_null(params) && !json_is_object(params))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
+                                   "object");
+    json_t *po = json_is_object(params) ? params : json_object();   /* no options: defaults */
+    step_t st = get_ropts(req, po, &ro, &ret);
+    if (st == STEP_OK)
+        st = get_prompt(req, po, &ro, &ret);
+    if (po != params)
+        json_decref(po);
+    if (st != STEP_OK)
+        return ret;
+    texts_t tx = { 0 };
+    if (get_texts(req, sents, "sentences", 0, &tx, &ret) != STEP_OK)
+        return ret;
+    texts_t all = { 0 };
+    if (over_max_texts(req, tx.n + 1, "texts", &ret) != STEP_OK) {
+        free(tx.v);
+        return ret;
+    }
+    if (texts_alloc(&all, tx.n + 1) < 0) {
+        free(tx.v);
+        return reply_oom(req);
+    }
+    all.v[0].s = src;
+    all.v[0].n = json_string_length(json_object_get(in, "source_sentence"));
+    memcpy(all.v + 1, tx.v, tx.n * sizeof *tx.v);
+    all.n = tx.n + 1;
+    free(tx.v);
+    xf_job_t *j = tokenise(req, &all, &ro, &ret);
+    free(all.v);
+    return submit_job(req, j, NULL, (jobwant_t){ 1, 0, 1 }, &ro, ret);
+}
+
 static enum MHD_Result h_rerank(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
@@ -1138,6 +1200,34 @@ static enum MHD_Result r_embed(xf_req_t *req)
     xf_buf_puts(&b, "]");
     free(tmp);
     return xf_http_reply_buf(req, 200, "application/json", &b);
+}
+
+/* The sentences' cosines with the source (rows are unit vectors: a dot product). */
+static enum MHD_Result r_similarity(xf_req_t *req)
+{
+    xf_job_t *j = req->job;
+    size_t d = (size_t)req->srv->info->d_model;
+    xf_buf_t b = { 0 };
+    xf_buf_puts(&b, "[");
+    for (int32_t i = 1; i < j->n_seq; i++) {
+        double dot = 0;
+        for (size_t c = 0; c < d; c++)
+            dot += (double)j->pooled[c] * j->pooled[(size_t)i * d + c];
+        if (i > 1)
+            xf_buf_puts(&b, ",");
+        xf_buf_float(&b, (float)dot);
+    }
+    xf_buf_puts(&b, "]");
+    return xf_http_reply_buf(req, 200, "application/json", &b);
+}
+
+/* TEI's /embed_sparse serves only SPLADE models and answers 424 for any other (xformd has
+ * no SPLADE pooling). */
+static enum MHD_Result h_embed_sparse(xf_req_t *req)
+{
+    return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/embed_sparse needs an "
+                               "embedding model with SPLADE pooling; model '%s' is not one",
+                               req->srv->model_name);
 }
 
 static float sigmoidf(float x)

@@ -834,6 +834,45 @@ static void test_tei_decode(void **state)
     tei_err(p, "/decode", "{}", 422, "Validation", "ids");
 }
 
+/* TEI's /similarity (cosines of the sentences with the source sentence, each the dot product
+ * of /embed's unit vectors) and /embed_sparse (424: no SPLADE model here, as TEI answers for
+ * any other model). */
+static void test_tei_similarity(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *sim = jget(p, "POST", "/similarity", "{\"inputs\":{\"source_sentence\":\"hello world\","
+                       "\"sentences\":[\"hello world\",\"a different text\"]}}", 200);
+    json_t *e = jget(p, "POST", "/embed", "{\"inputs\":[\"hello world\",\"a different text\"]}",
+                     200);
+    assert_int_equal(json_array_size(sim), 2);
+    for (size_t k = 0; k < 2; k++) {
+        double dot = 0;
+        json_t *a = json_array_get(e, 0), *b = json_array_get(e, k);
+        for (size_t c = 0; c < json_array_size(a); c++)
+            dot += json_number_value(json_array_get(a, c)) * json_number_value(json_array_get(b, c));
+        /* 9-digit floats on the wire and float32 sums: 1e-5 */
+        assert_true(fabs(json_number_value(json_array_get(sim, k)) - dot) < 1e-5);
+    }
+    assert_true(fabs(json_number_value(json_array_get(sim, 0)) - 1.0) < 1e-5);
+    /* The tiny random model's CLS vectors are close: 0.99991 measured for these two. */
+    assert_true(json_number_value(json_array_get(sim, 1)) < 1.0 - 1e-5);
+    json_decref(sim);
+    json_decref(e);
+    sim = jget(p, "POST", "/similarity", "{\"inputs\":{\"source_sentence\":\"a\",\"sentences\":"
+               "[\"b\"]},\"parameters\":{\"truncate\":true,\"truncation_direction\":\"left\"}}",
+               200);
+    assert_int_equal(json_array_size(sim), 1);
+    json_decref(sim);
+    tei_err(p, "/similarity", "{\"inputs\":{\"source_sentence\":\"a\",\"sentences\":[]}}", 400,
+            "Empty", NULL);
+    tei_err(p, "/similarity", "{\"inputs\":\"a\"}", 422, "Validation", "inputs");
+    tei_err(p, "/similarity", "{\"inputs\":{\"sentences\":[\"b\"]}}", 422, "Validation",
+            "source_sentence");
+    tei_err(p, "/embed_sparse", "{\"inputs\":\"a\"}", 424, "Backend", "SPLADE");
+}
+
 /* KServe model metadata names the quantisation the model runs with (it said "none" always). */
 static void test_kserve_quantisation(void **state)
 {
@@ -874,4 +913,4 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_access_log), cmocka_unit_test(test_ipv6_address_format),
              cmocka_unit_test(test_tei_openai_conformance),
              cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_tei_decode),
-             cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_tei_similarity), cmocka_unit_test(test_stop))
