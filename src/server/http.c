@@ -550,7 +550,13 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
     }
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!json_content_type(ct))
+    /* Triton's binary tensor extension: a JSON header plus raw bytes, which a client may
+     * label application/octet-stream (routes.c splits it at Inference-Header-Content-Length). */
+    int binary = req->api == XF_API_KSERVE && ct &&
+                 !strncasecmp(ct, "application/octet-stream", 24) &&
+                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                             "Inference-Header-Content-Length");
+    if (!json_content_type(ct) && !binary)
         return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MEDIA, 0,
                                    "Content-Type must be application/json, not %.100s",
                                    ct);

@@ -921,6 +921,96 @@ static int txl_matches(const xf_req_t *req)
            (!req->version[0] || !strcmp(req->version, "1"));
 }
 
+/* The binary part of a request under Triton's binary tensor data extension. */
+typedef struct binpart {
+    char *p;
+    size_t n;
+} binpart_t;
+
+/* With an Inference-Header-Content-Length header, keep the body's JSON part in req->body and
+ * move the bytes after it into bin (new). Without the header: nothing to do. */
+static step_t split_binary(xf_req_t *req, binpart_t *bin, enum MHD_Result *ret)
+{
+    const char *h = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                "Inference-Header-Content-Length");
+    if (!h)
+        return STEP_OK;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(h, &end, 10);
+    if (errno || end == h || *end || h[0] == '-' || v > req->body_len) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_REQUEST, 0, "Inference-Header-Content-Length "
+                                   "'%.40s' is not a length within the body's %zu bytes", h,
+                                   req->body_len);
+        return STEP_REPLIED;
+    }
+    bin->n = req->body_len - (size_t)v;
+    if (bin->n) {
+        bin->p = malloc(bin->n);
+        if (!bin->p) {
+            *ret = reply_oom(req);
+            return STEP_REPLIED;
+        }
+        memcpy(bin->p, req->body + v, bin->n);
+    }
+    req->body_len = (size_t)v;
+    return STEP_OK;
+}
+
+/* A BYTES input sent as binary data (its "parameters": {"binary_data_size": n}): n bytes of
+ * the binary part, each element a 4-byte little-endian length and that many bytes. They become
+ * the input's "data" (strings, so they must be UTF-8), and the JSON path goes on as usual. */
+static step_t binary_bytes_input(xf_req_t *req, json_t *t, const binpart_t *bin,
+                                 enum MHD_Result *ret)
+{
+    json_t *size = json_object_get(json_object_get(t, "parameters"), "binary_data_size");
+    if (!size)
+        return STEP_OK;
+    const char *why = NULL;
+    if (!json_is_integer(size) || json_integer_value(size) < 0 ||
+        (unsigned long long)json_integer_value(size) != bin->n)
+        why = "must be the length of the binary part after the JSON header (one input)";
+    else if (json_object_get(t, "data"))
+        why = "and \"data\" cannot both be given";
+    if (why) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].parameters."
+                                   "binary_data_size %s", why);
+        return STEP_REPLIED;
+    }
+    json_t *data = json_array();
+    if (!data) {
+        *ret = reply_oom(req);
+        return STEP_REPLIED;
+    }
+    const unsigned char *p = (const unsigned char *)bin->p;
+    size_t off = 0;
+    while (off < bin->n) {
+        uint32_t len = 0;
+        if (bin->n - off < 4 ||
+            (len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
+                   (uint32_t)p[off + 3] << 24) > bin->n - off - 4) {
+            json_decref(data);
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0]: binary BYTES data "
+                                       "is cut short at byte %zu", off);
+            return STEP_REPLIED;
+        }
+        json_t *str = json_stringn((const char *)p + off + 4, len);
+        if (!str || json_array_append_new(data, str) < 0) {
+            json_decref(data);
+            *ret = xf_http_reply_error(req, XF_HE_INVALID_UTF8, 0, "inputs[0]: element %zu of "
+                                       "the binary BYTES data is not UTF-8 text",
+                                       json_array_size(data));
+            return STEP_REPLIED;
+        }
+        off += 4 + (size_t)len;
+    }
+    if (json_object_set_new(t, "data", data) < 0) {
+        *ret = reply_oom(req);
+        return STEP_REPLIED;
+    }
+    return STEP_OK;
+}
+
 static enum MHD_Result h_infer(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
@@ -929,9 +1019,21 @@ static enum MHD_Result h_infer(xf_req_t *req)
         return txl_matches(req) ? xf_sessions_handle_kserve(req) : reply_unknown_model(req);
     if (!model_matches(req))
         return reply_unknown_model(req);
-    if (parse_body(req, &ret) != STEP_OK)
+    /* Triton's binary tensor data extension (tritonclient.http sends it by default): a JSON
+     * header of Inference-Header-Content-Length bytes, then the raw tensors. */
+    binpart_t bin = { 0 };
+    if (split_binary(req, &bin, &ret) != STEP_OK)
         return ret;
+    if (parse_body(req, &ret) != STEP_OK) {
+        free(bin.p);
+        return ret;
+    }
     json_t *root = req->root;
+    json_t *in0 = json_array_get(json_object_get(root, "inputs"), 0);
+    step_t bst = binary_bytes_input(req, in0, &bin, &ret);
+    free(bin.p);
+    if (bst != STEP_OK)
+        return ret;
     const char *id = NULL;
     if (get_str(req, root, "id", &id, &ret) != STEP_OK)
         return ret;
@@ -1380,8 +1482,11 @@ static enum MHD_Result h_ready(xf_req_t *req)
 
 static enum MHD_Result h_server_meta(xf_req_t *req)
 {
-    return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "name", "xformd", "version",
-                                                  xf_version(), "extensions"));
+    /* binary_tensor_data: binary BYTES inputs are read (outputs are always JSON "data", which
+     * Triton's clients read as well). */
+    return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[s]}", "name", "xformd", "version",
+                                                  xf_version(), "extensions",
+                                                  "binary_tensor_data"));
 }
 
 static enum MHD_Result h_model_meta(xf_req_t *req)

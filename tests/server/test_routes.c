@@ -873,6 +873,75 @@ static void test_tei_similarity(void **state)
     tei_err(p, "/embed_sparse", "{\"inputs\":\"a\"}", 424, "Backend", "SPLADE");
 }
 
+/* One raw request (body of len bytes, may hold NULs); asserts the status, returns the JSON. */
+static json_t *raw_json(int port, const char *path, const char *extra, const char *body,
+                        size_t len, int want)
+{
+    int fd = hc_connect(port);
+    assert_true(fd >= 0);
+    hc_resp_t r;
+    assert_int_equal(hc_request(fd, "POST", path, extra, body, len, &r), 0);
+    close(fd);
+    if (r.status != want)
+        print_message("# %s -> %d (want %d): %s\n", path, r.status, want, r.body);
+    assert_int_equal(r.status, want);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    hc_free(&r);
+    return j;
+}
+
+/* Triton's binary tensor data extension, as tritonclient.http sends BYTES inputs by default:
+ * a JSON header of Inference-Header-Content-Length bytes, then each element as a 4-byte
+ * little-endian length and its bytes. The answer equals the all-JSON request's. */
+static void test_kserve_binary_bytes(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    const char *path = "/v2/models/xformd-demo/infer";
+    char hdr[256];
+    int hl = snprintf(hdr, sizeof hdr, "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
+                      "\"shape\":[2],\"parameters\":{\"binary_data_size\":%d}}],\"outputs\":"
+                      "[{\"name\":\"embedding\",\"parameters\":{\"binary_data\":true}}]}",
+                      4 + 11 + 4 + 5);
+    char body[512];
+    memcpy(body, hdr, (size_t)hl);
+    size_t n = (size_t)hl;
+    static const unsigned char l1[4] = { 11, 0, 0, 0 }, l2[4] = { 5, 0, 0, 0 };
+    memcpy(body + n, l1, 4);
+    memcpy(body + n + 4, "hello world", 11);
+    memcpy(body + n + 15, l2, 4);
+    memcpy(body + n + 19, "again", 5);
+    n += 24;
+    char extra[128];
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %d\r\n", hl);
+    json_t *a = raw_json(p, path, extra, body, n, 200);
+    json_t *b = jget(p, "POST", path, "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
+                     "\"shape\":[2],\"data\":[\"hello world\",\"again\"]}]}", 200);
+    assert_non_null(a);
+    assert_true(json_equal(json_object_get(a, "outputs"), json_object_get(b, "outputs")));
+    json_decref(a);
+    json_decref(b);
+    /* labelled application/octet-stream: the same */
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %d\r\nContent-Type: "
+             "application/octet-stream\r\n", hl);
+    a = raw_json(p, path, extra, body, n, 200);
+    json_decref(a);
+    /* a header length past the body, a size that is not the binary part, a cut element */
+    a = raw_json(p, path, "Inference-Header-Content-Length: 99999\r\n", body, n, 400);
+    assert_true(json_is_string(json_object_get(a, "error")));
+    json_decref(a);
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %d\r\n", hl);
+    a = raw_json(p, path, extra, body, n - 1, 400);
+    assert_non_null(strstr(json_string_value(json_object_get(a, "error")), "binary"));
+    json_decref(a);
+    /* the server says it speaks the extension */
+    a = jget(p, "GET", "/v2", NULL, 200);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(a, "extensions"), 0)),
+                        "binary_tensor_data");
+    json_decref(a);
+}
+
 /* KServe model metadata names the quantisation the model runs with (it said "none" always). */
 static void test_kserve_quantisation(void **state)
 {
@@ -913,4 +982,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_access_log), cmocka_unit_test(test_ipv6_address_format),
              cmocka_unit_test(test_tei_openai_conformance),
              cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_tei_decode),
-             cmocka_unit_test(test_tei_similarity), cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_tei_similarity),
+             cmocka_unit_test(test_kserve_binary_bytes), cmocka_unit_test(test_stop))
