@@ -254,7 +254,7 @@ static void schedule(xf_server_t *s)
             xf_metric_observe(XF_M_batch_sequences, NULL, NULL, (double)info.n_seqs);
             xf_metric_observe(XF_M_batch_tokens, NULL, NULL, (double)info.n_tokens);
             xf_metric_add(XF_M_batches_total, NULL, NULL, 1);
-            xf_metric_add(XF_M_batch_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
+            xf_metric_add(XF_M_computed_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
             /* What a padded engine would have spent on this batch, for every policy, so the
              * policies compare on one metric (the packed engine itself pads nothing). */
             xf_metric_add(XF_M_padding_waste_tokens_total, NULL, NULL,

@@ -150,6 +150,8 @@ struct xf_server {
     int thread_started;
     int exit_status;
     char cpu_desc[256];          /* CPU and GEMM path, for /v1/stats */
+    struct json_t *st_prompts;   /* "prompts" of the model's config_sentence_transformers.json
+                                    (name -> text, TEI's prompt_name), or NULL; read-only */
 };
 
 /* Hand a tokenised job to the loop (MHD thread, after MHD_suspend_connection). */
