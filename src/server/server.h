@@ -23,6 +23,8 @@ typedef struct xf_server_opts {
     int conn_limit;
     int conn_timeout_s;
     size_t conn_memory_bytes;
+    size_t max_uri_bytes;      /* longest request target answered 414 by us (0: no check) */
+    size_t max_header_bytes;   /* most header field bytes answered 431 by us (0: no check) */
     int max_conn_per_ip;       /* 0: no per-address limit */
     int header_timeout_ms;     /* whole header, from the connection's start or last request */
     int body_timeout_ms;       /* whole body, from the end of the header */
