@@ -95,6 +95,10 @@ const char *xf_loop_policy_name(const xf_server_t *s)
 static void finish_job(xf_server_t *s, xf_job_t *j)
 {
     (void)s;
+    if (j->done_fn) {   /* no connection: an encoder session's compute (sessions.c) */
+        j->done_fn(j);
+        return;
+    }
     struct MHD_Connection *c = j->conn;
     MHD_resume_connection(c);
 }
@@ -349,7 +353,7 @@ static void on_done(uv_async_t *a)
                 xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
             }
         }
-        if (j->requeue) {
+        if (j->requeue && !j->attn_state) {
             /* Its batch stopped for another job's deadline: queue it again. The report was
              * read above: the job must not carry it into its next batch. */
             j->requeue = 0;
