@@ -967,6 +967,44 @@ static void test_enc_compressive_f16(void **state)
     xf_server_stop(s);
 }
 
+/* A segment whose deadline passes while its batch computes: 504 and nothing stored (the layers
+ * that ran had updated the in-process state; it is dropped). The engine's time is the test hook
+ * (every batch lasts 1 ms + 50 ms per token, spread over the layers) and the cost model was
+ * warmed up believing 1 ns per token, so the segment is admitted and stopped after layer 1. */
+static void test_enc_compute_deadline(void **state)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+    eref_t r;
+    int port;
+    hc_resp_t resp;
+
+    (void)state;
+    fx_opts(&o, g_bert);
+    o.attention = ENC_TXL;
+    o.warmup = 1;
+    o.warmup_fake_s_per_token = 1e-9;
+    o.engine_fake_s_per_token = 0.05;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    port = xf_server_port(s);
+    assert_int_equal(hc_do(port, "POST", "/v1/sessions/d/segments", NULL,
+                           ids_body(1, ",\"timeout_ms\":150"), &resp), 0);
+    if (resp.status != 504)
+        print_message("# %d %s\n", resp.status, resp.body);
+    assert_int_equal(resp.status, 504);
+    assert_non_null(strstr(resp.body, "not advanced"));
+    hc_free(&resp);
+    json_decref(fx_json(port, "GET", "/v1/sessions/d", NULL, NULL, 404));
+    /* the session then equals the engine without the stopped segment */
+    eref_open(&r, ENC_TXL);
+    assert_true(enc_post_and_check(port, "d", NULL, 0, &r, 1, 0) <= 1e-5);
+    assert_true(enc_post_and_check(port, "d", NULL, 2, &r, 2, 0) <= 1e-5);
+    eref_close(&r);
+    xf_server_stop(s);
+}
+
 /* A model whose attention keeps no state: no session routes (404 sessions_disabled when no
  * model here has sessions; 400 model_not_supported when a request names it). */
 static void test_enc_stateless(void **state)
@@ -1431,6 +1469,7 @@ int main(void)
         cmocka_unit_test(test_enc_local),
         cmocka_unit_test(test_enc_kserve),
         cmocka_unit_test(test_enc_compressive_f16),
+        cmocka_unit_test(test_enc_compute_deadline),
         cmocka_unit_test(test_enc_stateless),
         cmocka_unit_test(test_enc_and_txl),
         cmocka_unit_test(test_redis_stream_and_faults),
