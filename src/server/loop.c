@@ -99,6 +99,10 @@ const char *xf_loop_policy_name(const xf_server_t *s)
 static void finish_job(xf_server_t *s, xf_job_t *j)
 {
     (void)s;
+    if (j->done_fn) {   /* no connection: an encoder session's compute (sessions.c) */
+        j->done_fn(j);
+        return;
+    }
     struct MHD_Connection *c = j->conn;
     MHD_resume_connection(c);
 }
@@ -380,9 +384,10 @@ static void on_done(uv_async_t *a)
                 xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
             }
         }
-        if (j->requeue) {
+        if (j->requeue && !j->attn_state) {
             /* Its batch stopped for another job's deadline: queue it again. The report was
-             * read above: the job must not carry it into its next batch. */
+             * read above: the job must not carry it into its next batch. (A job with an
+             * attention state goes to its owner instead: the layers that ran updated it.) */
             j->requeue = 0;
             j->has_report = 0;
             if (xf_batcher_requeue(L->batcher, &j->bj) == 0) {
@@ -394,7 +399,8 @@ static void on_done(uv_async_t *a)
         }
         if (j->status == XF_HE_COMPUTE_TIMEOUT)
             xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_STOPPED), NULL, 1);
-        if (j->status == XF_HE_NONE) {
+        /* requeue still set: a stateful job, queued again by its owner (done_fn) */
+        if (j->status == XF_HE_NONE && !j->requeue) {
             xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
                               (double)(j->end_ns - j->start_ns) * 1e-9);
             xf_metric_observe(XF_M_request_duration_seconds, "total", NULL,
