@@ -244,7 +244,6 @@ static const char *tei_type(enum xf_http_err code)
 {
     switch (code) {
     case XF_HE_INVALID_UTF8:
-    case XF_HE_INPUT_TOO_LONG:
         return "Tokenizer";
     case XF_HE_EMPTY_INPUT:
         return "Empty";
@@ -257,11 +256,37 @@ static const char *tei_type(enum xf_http_err code)
         return "Unhealthy";
     case XF_HE_INTERNAL:
     case XF_HE_OUT_OF_MEMORY:
+    case XF_HE_UNSUPPORTED_MODEL:
         return "Backend";
     case XF_HE_UNAUTHORIZED:
         return "Unauthorized";
     default:
         return "Validation";
+    }
+}
+
+/* The status a TEI route answers with. TEI (>= 1.9) derives it from the error type:
+ * Validation and Tokenizer 422, Empty 400, Overloaded 429, Backend 424 (a route the model
+ * cannot serve, e.g. /rerank without a cross-encoder), Unhealthy 503. xformd keeps its own
+ * status where the HTTP layer answers before any TEI validation would (401, 404, 405, 408,
+ * 411, 413 body_too_large, 415, malformed JSON 400) and for its deadline, drain and memory
+ * refusals (5xx with Retry-After), which TEI does not have. */
+static unsigned tei_status(enum xf_http_err code, unsigned status)
+{
+    switch (code) {
+    case XF_HE_BAD_FIELD:
+    case XF_HE_MISSING_FIELD:
+    case XF_HE_BAD_DIMENSIONS:
+    case XF_HE_BAD_ATTENTION:
+    case XF_HE_TOO_MANY_INPUTS:
+    case XF_HE_INPUT_TOO_LONG:
+    case XF_HE_TOO_MANY_TOKENS:
+    case XF_HE_TOO_SLOW:
+        return 422;
+    case XF_HE_UNSUPPORTED_MODEL:
+        return 424;
+    default:
+        return status;
     }
 }
 
@@ -286,6 +311,8 @@ enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int re
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     unsigned status = xf_http_err_status(code);
+    if (req->api == XF_API_TEI)
+        status = tei_status(code, status);
     if ((status == 429 || status == 503) && retry_after_s <= 0)
         retry_after_s = 1;
     xf_buf_t b = { 0 };
@@ -544,7 +571,13 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
     }
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!json_content_type(ct))
+    /* Triton's binary tensor extension: a JSON header plus raw bytes, which a client may
+     * label application/octet-stream (routes.c splits it at Inference-Header-Content-Length). */
+    int binary = req->api == XF_API_KSERVE && ct &&
+                 !strncasecmp(ct, "application/octet-stream", 24) &&
+                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                             "Inference-Header-Content-Length");
+    if (!json_content_type(ct) && !binary)
         return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MEDIA, 0,
                                    "Content-Type must be application/json, not %.100s",
                                    ct);

@@ -99,6 +99,10 @@ const char *xf_loop_policy_name(const xf_server_t *s)
 static void finish_job(xf_server_t *s, xf_job_t *j)
 {
     (void)s;
+    if (j->done_fn) {   /* no connection: an encoder session's compute (sessions.c) */
+        j->done_fn(j);
+        return;
+    }
     struct MHD_Connection *c = j->conn;
     MHD_resume_connection(c);
 }
@@ -179,6 +183,7 @@ void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void 
     jobs[0]->rep_tokens = r->n_tokens;
     jobs[0]->rep_sum_sq = r->sum_sq;
     jobs[0]->rep_n_seq = r->n_seq;
+    jobs[0]->rep_n_jobs = n;
     jobs[0]->rep_frac = r->frac;
     jobs[0]->rep_worker = r->worker;
     if (r->arena_bytes) {
@@ -279,7 +284,7 @@ static void schedule(xf_server_t *s)
             xf_metric_observe(XF_M_batch_sequences, NULL, NULL, (double)info.n_seqs);
             xf_metric_observe(XF_M_batch_tokens, NULL, NULL, (double)info.n_tokens);
             xf_metric_add(XF_M_batches_total, NULL, NULL, 1);
-            xf_metric_add(XF_M_batch_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
+            xf_metric_add(XF_M_computed_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
             /* What a padded engine would have spent on this batch, for every policy, so the
              * policies compare on one metric (the packed engine itself pads nothing). */
             xf_metric_add(XF_M_padding_waste_tokens_total, NULL, NULL,
@@ -364,6 +369,8 @@ static void on_done(uv_async_t *a)
             xf_cost_sample_t cs = { .tokens = j->rep_tokens, .sum_sq = j->rep_sum_sq,
                                     .pad_tokens = 0,
                                     .seconds = frac > 0 ? j->rep_seconds / frac : 0 };
+            /* Its clients may come back at once (a closed loop): tokens waits for them. */
+            xf_batcher_batch_done(L->batcher, (size_t)j->rep_n_jobs, j->rep_seconds, now);
             if (frac > 0 && (j->status == XF_HE_NONE || frac < 1)) {
                 xf_cost_t *cm = xf_batcher_cost(L->batcher);
                 xf_cost_observe(cm, &cs);
@@ -377,9 +384,10 @@ static void on_done(uv_async_t *a)
                 xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
             }
         }
-        if (j->requeue) {
+        if (j->requeue && !j->attn_state) {
             /* Its batch stopped for another job's deadline: queue it again. The report was
-             * read above: the job must not carry it into its next batch. */
+             * read above: the job must not carry it into its next batch. (A job with an
+             * attention state goes to its owner instead: the layers that ran updated it.) */
             j->requeue = 0;
             j->has_report = 0;
             if (xf_batcher_requeue(L->batcher, &j->bj) == 0) {
@@ -391,7 +399,8 @@ static void on_done(uv_async_t *a)
         }
         if (j->status == XF_HE_COMPUTE_TIMEOUT)
             xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_STOPPED), NULL, 1);
-        if (j->status == XF_HE_NONE) {
+        /* requeue still set: a stateful job, queued again by its owner (done_fn) */
+        if (j->status == XF_HE_NONE && !j->requeue) {
             xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
                               (double)(j->end_ns - j->start_ns) * 1e-9);
             xf_metric_observe(XF_M_request_duration_seconds, "total", NULL,
