@@ -72,7 +72,8 @@ typedef struct xf_model_info {
     int is_demo;               /* random-weight demo model made by xf_demo_write() */
     const char *quantize;      /* "none", or "int8": Q/K/V, attention output, FFN1, FFN2 run as
                                   int8 Linear layers (per-channel weights, per-token
-                                  activations; ATTENTION.md §24) */
+                                  activations; ATTENTION.md §24), or "bf16": the same layers
+                                  with bf16 weights and fp32 arithmetic */
 } xf_model_info_t;
 
 typedef struct xf_load_opts {
@@ -82,7 +83,10 @@ typedef struct xf_load_opts {
                                   NULL: from config.json's attention settings, else dense */
     const char *quantize;      /* NULL or "none": fp32; "int8": quantise the six Linear weights
                                   of every layer at load (from F32, F16 or BF16) and run them
-                                  as int8 GEMMs; anything else is -EINVAL */
+                                  as int8 GEMMs; "bf16": keep those weights in bf16 (half the
+                                  bytes; fp32 arithmetic; AVX-512 kernels only, elsewhere
+                                  fp32 with a warning and info.quantize "none"); anything
+                                  else is -EINVAL */
 } xf_load_opts_t;
 
 /* Load config.json + model.safetensors + vocab.txt/tokenizer.json from dir. Weights are

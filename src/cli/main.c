@@ -72,7 +72,7 @@ int cli_common_opt(int argc, char **argv, int *i, cli_common *c)
         return 1;
     }
     if ((v = cli_opt(argc, argv, i, "--quantize"))) {
-        c->quantize = v;   /* none|int8, checked by xf_model_load */
+        c->quantize = v;   /* none|int8|bf16, checked by xf_model_load */
         return 1;
     }
     if (!strcmp(argv[*i], "--verbose") || !strcmp(argv[*i], "-v")) {
@@ -285,7 +285,7 @@ static void usage(FILE *f)
         "\n"
         "Model commands take --model DIR (a Hugging Face directory; default: the demo model,\n"
         "written on first use under $XDG_CACHE_HOME/xformd), --threads N, --attention JSON,\n"
-        "--quantize none|int8 (int8 Linear layers).\n"
+        "--quantize none|int8|bf16 (int8 Linear layers, or bf16 weights on AVX-512).\n"
         "`xformd-cli COMMAND --help` describes each command.\n");
 }
 

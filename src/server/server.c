@@ -48,7 +48,9 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->demo_tiny = c->model_demo == 1;
     o->cache_dir = c->cache_dir;
     o->attention = c->model_attention[0] ? c->model_attention : NULL;
-    o->quantize = c->model_quantize == 1 ? "int8" : NULL;   /* none|int8 */
+    o->quantize = c->model_quantize == 1   ? "int8"   /* none|int8|bf16 */
+                  : c->model_quantize == 2 ? "bf16"
+                                           : NULL;
     o->pooling = (enum xf_pooling)c->model_pooling;   /* default|cls|mean|pooler|none */
     o->normalize = c->model_normalize;
     o->engine_threads = (int)c->engine_threads;
