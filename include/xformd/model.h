@@ -122,6 +122,14 @@ XF_API void xf_demo_opts_init_tiny(xf_demo_opts_t *o);   /* tests: 2/64/4/128, 5
  * renamed, so a crash never leaves a half model. Returns 0 or a negative code. */
 XF_API int xf_demo_write(const char *dir, const xf_demo_opts_t *opts, xf_diag_t *diag);
 
+/* Version of what xf_demo_write() writes, stamped into config.json ("xformd_demo_version");
+ * raised whenever its vocabulary, weights or config change (2: the English-like vocabulary).
+ * A cached demo model without the current stamp is stale: write it again. */
+#define XF_DEMO_VERSION 2
+/* 1 when dir holds a demo model (config.json and model.safetensors) stamped with
+ * XF_DEMO_VERSION, else 0 (missing, unreadable, not a demo, or from another version). */
+XF_API int xf_demo_current(const char *dir);
+
 #ifdef __cplusplus
 }
 #endif

@@ -100,8 +100,12 @@ int cli_demo_dir(char *buf, size_t len, int tiny)
         return -ENAMETOOLONG;
     snprintf(base + strlen(base), sizeof base - strlen(base), "/%s/model.safetensors",
              tiny ? "xformd-demo-tiny" : "xformd-demo");
-    if (stat(base, &st) == 0)
-        return 0;
+    if (stat(base, &st) == 0) {
+        if (xf_demo_current(buf))
+            return 0;
+        fprintf(stderr, "xformd-cli: the cached demo model in %s is not version %d\n", buf,
+                XF_DEMO_VERSION);
+    }
     if (tiny)
         xf_demo_opts_init_tiny(&o);
     else

@@ -176,6 +176,11 @@ static int load_model(xf_server_t *s, xf_diag_t *diag)
         char probe[4200];
         snprintf(probe, sizeof probe, "%s/config.json", dir);
         int have = access(probe, R_OK) == 0;
+        if (have && !xf_demo_current(dir)) {   /* written by an older build */
+            XF_LOGW("cached demo model in %s is not version %d; writing it again", dir,
+                    XF_DEMO_VERSION);
+            have = 0;
+        }
         for (int attempt = 0; attempt < 2; attempt++) {
             if (!have) {
                 XF_LOGW("writing the demo model to %s", dir);
