@@ -72,7 +72,8 @@ typedef struct xf_model_info {
     int is_demo;               /* random-weight demo model made by xf_demo_write() */
     const char *quantize;      /* "none", or "int8": Q/K/V, attention output, FFN1, FFN2 run as
                                   int8 Linear layers (per-channel weights, per-token
-                                  activations; ATTENTION.md §24) */
+                                  activations; ATTENTION.md §24), or "bf16": the same layers
+                                  with bf16 weights and fp32 arithmetic */
 } xf_model_info_t;
 
 typedef struct xf_load_opts {
@@ -82,7 +83,10 @@ typedef struct xf_load_opts {
                                   NULL: from config.json's attention settings, else dense */
     const char *quantize;      /* NULL or "none": fp32; "int8": quantise the six Linear weights
                                   of every layer at load (from F32, F16 or BF16) and run them
-                                  as int8 GEMMs; anything else is -EINVAL */
+                                  as int8 GEMMs; "bf16": keep those weights in bf16 (half the
+                                  bytes; fp32 arithmetic; AVX-512 kernels only, elsewhere
+                                  fp32 with a warning and info.quantize "none"); anything
+                                  else is -EINVAL */
 } xf_load_opts_t;
 
 /* Load config.json + model.safetensors + vocab.txt/tokenizer.json from dir. Weights are
@@ -117,6 +121,14 @@ XF_API void xf_demo_opts_init_tiny(xf_demo_opts_t *o);   /* tests: 2/64/4/128, 5
  * tokenizer_config.json) into dir, creating it. Files are written under temporary names and
  * renamed, so a crash never leaves a half model. Returns 0 or a negative code. */
 XF_API int xf_demo_write(const char *dir, const xf_demo_opts_t *opts, xf_diag_t *diag);
+
+/* Version of what xf_demo_write() writes, stamped into config.json ("xformd_demo_version");
+ * raised whenever its vocabulary, weights or config change (2: the English-like vocabulary).
+ * A cached demo model without the current stamp is stale: write it again. */
+#define XF_DEMO_VERSION 2
+/* 1 when dir holds a demo model (config.json and model.safetensors) stamped with
+ * XF_DEMO_VERSION, else 0 (missing, unreadable, not a demo, or from another version). */
+XF_API int xf_demo_current(const char *dir);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,7 @@ typedef struct cli_common {
     const char *model_dir;     /* --model DIR; NULL: the demo model in the cache directory */
     int threads;               /* --threads N; 0: all cores */
     const char *attention;     /* --attention JSON */
-    const char *quantize;      /* --quantize none|int8 */
+    const char *quantize;      /* --quantize none|int8|bf16 */
 } cli_common;
 
 /* Parse "--name value" / "--name=value" at argv[*i]; returns the value or NULL when argv[*i]

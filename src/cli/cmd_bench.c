@@ -318,7 +318,7 @@ int cmd_bench(int argc, char **argv)
             quick = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli bench [--model DIR] [--threads N] [--reps N] [--quick] "
-                   "[--no-floor] [--no-reexec] [--compare FILE] [--quantize int8]\n"
+                   "[--no-floor] [--no-reexec] [--compare FILE] [--quantize int8|bf16]\n"
                    "Engine benchmark on the BERT-base shape (default: the demo model), 2 threads."
                    "\nPrints fma_peak, one `xformd` line per shape and `floor` lines (cblas_sgemm"
                    " alone\non the same GEMMs). When OPENBLAS_CORETYPE forces a kernel below the "

@@ -76,7 +76,7 @@ int cmd_inspect(int argc, char **argv)
             continue;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli inspect [--model DIR] [--threads N] [--attention JSON] "
-                   "[--quantize int8]\n"
+                   "[--quantize int8|bf16]\n"
                    "Prints the model summary, per-layer shapes and the memory plan (arena vs "
                    "the naive sum\nand the lifetime lower bound) for a few batch shapes.\n");
             return 0;

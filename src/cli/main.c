@@ -72,7 +72,7 @@ int cli_common_opt(int argc, char **argv, int *i, cli_common *c)
         return 1;
     }
     if ((v = cli_opt(argc, argv, i, "--quantize"))) {
-        c->quantize = v;   /* none|int8, checked by xf_model_load */
+        c->quantize = v;   /* none|int8|bf16, checked by xf_model_load */
         return 1;
     }
     if (!strcmp(argv[*i], "--verbose") || !strcmp(argv[*i], "-v")) {
@@ -100,8 +100,12 @@ int cli_demo_dir(char *buf, size_t len, int tiny)
         return -ENAMETOOLONG;
     snprintf(base + strlen(base), sizeof base - strlen(base), "/%s/model.safetensors",
              tiny ? "xformd-demo-tiny" : "xformd-demo");
-    if (stat(base, &st) == 0)
-        return 0;
+    if (stat(base, &st) == 0) {
+        if (xf_demo_current(buf))
+            return 0;
+        fprintf(stderr, "xformd-cli: the cached demo model in %s is not version %d\n", buf,
+                XF_DEMO_VERSION);
+    }
     if (tiny)
         xf_demo_opts_init_tiny(&o);
     else
@@ -285,7 +289,7 @@ static void usage(FILE *f)
         "\n"
         "Model commands take --model DIR (a Hugging Face directory; default: the demo model,\n"
         "written on first use under $XDG_CACHE_HOME/xformd), --threads N, --attention JSON,\n"
-        "--quantize none|int8 (int8 Linear layers).\n"
+        "--quantize none|int8|bf16 (int8 Linear layers, or bf16 weights on AVX-512).\n"
         "`xformd-cli COMMAND --help` describes each command.\n");
 }
 

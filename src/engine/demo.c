@@ -263,6 +263,7 @@ int xf_demo_write(const char *dir, const xf_demo_opts_t *opts, xf_diag_t *diag)
             json_object_set_new(cfg, "label2id", l2i);
         }
         json_object_set_new(cfg, "xformd_demo", json_true());
+        json_object_set_new(cfg, "xformd_demo_version", json_integer(XF_DEMO_VERSION));
         {
             char sd[32];
             snprintf(sd, sizeof sd, "%llu", (unsigned long long)o.seed);
@@ -349,4 +350,21 @@ out:
     free(t);
     free(names);
     return rc;
+}
+
+int xf_demo_current(const char *dir)
+{
+    char path[4200];
+    if (!dir || snprintf(path, sizeof path, "%s/model.safetensors", dir) >= (int)sizeof path ||
+        access(path, R_OK) != 0)
+        return 0;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *cfg = json_load_file(path, 0, NULL);
+    if (!cfg)
+        return 0;
+    json_t *v = json_object_get(cfg, "xformd_demo_version");
+    int ok = json_is_true(json_object_get(cfg, "xformd_demo")) && json_is_integer(v) &&
+             json_integer_value(v) == XF_DEMO_VERSION;
+    json_decref(cfg);
+    return ok;
 }

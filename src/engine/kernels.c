@@ -126,6 +126,7 @@ static void tables_init(void)
         table_override.gemm_path = table_generic.gemm_path;
         table_override.packs_w = table_generic.packs_w;
         table_override.nth_exact = table_generic.nth_exact;
+        table_override.bf16_w = table_generic.bf16_w;
         selected = &table_override;
     } else if (gemm && *gemm && strcmp(gemm, "own") != 0) {
         xf_log(XF_LOG_WARN, "XF_GEMM=%s is not one of own, openblas; ignored", gemm);
@@ -252,6 +253,40 @@ void xf_gemm_w_deinit(xf_gemm_w_t *pw)
     free(pw->packed);
     pw->packed = NULL;
     pw->packed_bytes = 0;
+    free(pw->packed_bf16);
+    pw->packed_bf16 = NULL;
+    pw->packed_bf16_bytes = 0;
+}
+
+int xf_gemm_w_add_bf16(xf_gemm_w_t *pw)
+{
+    if (!pw->packed || !xf_kernels()->bf16_w)
+        return -ENOTSUP;
+    if (pw->packed_bf16)
+        return 0;
+    const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
+    const size_t npad = ((size_t)pw->n + P - 1) / P * P;
+    const size_t k2 = (K / XF_GEMM_KC) * XF_GEMM_KC + ((K % XF_GEMM_KC) + 1) / 2 * 2;
+    size_t bytes = npad * k2 * sizeof(uint16_t);
+    uint16_t *h = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!h)
+        return -ENOMEM;
+    for (size_t k0 = 0; k0 < K; k0 += XF_GEMM_KC) {
+        size_t kc = K - k0 < XF_GEMM_KC ? K - k0 : XF_GEMM_KC, kc2 = (kc + 1) / 2 * 2;
+        const float *src = pw->packed + k0 * npad;
+        uint16_t *dst = h + k0 * npad;
+        for (size_t pi = 0; pi < npad / P; pi++)
+            for (size_t kk = 0; kk < kc2; kk++)
+                for (size_t c = 0; c < P; c++)
+                    dst[(pi * kc2 + kk / 2 * 2) * P + 2 * c + kk % 2] =
+                        kk < kc ? xf_bf16_bits(src[(pi * kc + kk) * P + c]) : 0;
+    }
+    pw->packed_bf16 = h;
+    pw->packed_bf16_bytes = bytes;
+    free(pw->packed);
+    pw->packed = NULL;
+    pw->packed_bytes = 0;
+    return 0;
 }
 
 /* ---- thread split of the own GEMM kernels ---- */

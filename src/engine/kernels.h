@@ -28,6 +28,10 @@ typedef struct xf_gemm_w {
     const float *w;        /* the original [n][k]; NULL only for a stacked weight (below) */
     float *packed;         /* owned packed copy or NULL; free with xf_gemm_w_deinit() */
     size_t packed_bytes;
+    /* owned bf16 panels (ref.h) or NULL; made by xf_gemm_w_add_bf16() from packed, which it
+     * then frees: only a table with bf16_w runs such a weight */
+    uint16_t *packed_bf16;
+    size_t packed_bf16_bytes;
     /* int8 Linear (model.quantize = int8, kernels/qgemm.h): the quantised weight, borrowed
      * from the model; the forward pass runs it with the int8 kernels. NULL: fp32. */
     const struct xf_qgemm_w *q8;
@@ -36,6 +40,13 @@ typedef struct xf_gemm_w {
 /* Prepare w for the fastest GEMM path (may pack a copy). Returns 0 or -ENOMEM. */
 int xf_gemm_w_init(xf_gemm_w_t *pw, const float *w, int32_t n, int32_t k);
 void xf_gemm_w_deinit(xf_gemm_w_t *pw);
+/* Replace the packed fp32 panels by bf16 ones (model option quantize=bf16): at small M the
+ * GEMM is bound by weight bandwidth, and half the bytes per weight gives up to twice the
+ * speed; the products and sums stay fp32 (x is not rounded), only the weights lose mantissa
+ * (8 bits). Used for every M, so a row's result does not depend on its batch. Returns 0,
+ * -ENOTSUP (the table in use has no bf16 kernel, or pw is not packed: fp32 stays in use) or
+ * -ENOMEM (fp32 stays in use). */
+int xf_gemm_w_add_bf16(xf_gemm_w_t *pw);
 /* One Linear from nparts weights [rows[i]][k] stacked along n (the fused Q/K/V projection:
  * one GEMM with n = Σ rows), packed for the kernels of the table in use; w stays NULL, so only
  * a table with packs_w may run it. Returns 0, -ENOTSUP (the table does not pack: use the
@@ -62,6 +73,9 @@ typedef struct xf_kernels {
      * AMD CPUs) sum a column slice in another order than the whole, so results for different
      * nth agree only within the GEMM rounding bound (tests/engine/test_kernels.c). */
     uint8_t nth_exact;
+    /* 1: linear runs a weight with packed_bf16 (the result is then xf_linear_bf16_ref's,
+     * within the GEMM tolerance); xf_gemm_w_add_bf16 makes them only for such a table */
+    uint8_t bf16_w;
 
     /* y[m][n] = epi(x[m][k] · W[n][k]ᵀ + bias[n]) for this thread's share of the work
      * (ith/nth; the split is the kernel's choice; identical results for any nth where

@@ -22,6 +22,7 @@
 
 #include "attention/registry.h"
 #include "engine/diag.h"
+#include "engine/kernels.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
 #include "engine/quant.h"
@@ -862,6 +863,11 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     L.diag = diag;
     if ((rc = xf_quant_parse(opts->quantize, &qmode, diag)))
         goto fail;
+    if (qmode == XF_QUANT_BF16 && !(xf_kernels()->bf16_w && xf_kernels()->packs_w)) {
+        xf_log(XF_LOG_WARN, "quantize bf16: the %s GEMM has no bf16 weights (they need the "
+               "AVX-512 kernels); the model runs in fp32", xf_kernels()->gemm_path);
+        qmode = XF_QUANT_NONE;
+    }
     m->info.quantize = xf_quant_name(qmode);
 
     if ((rc = load_config(dir, &cfg, diag)))
@@ -988,6 +994,9 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     if (m->q8)
         snprintf(qinfo, sizeof qinfo, ", quantize int8: Q/K/V/O/FFN Linear layers on %s "
                  "kernels, %.1f MB of int8 weights", xf_qkernels()->name, m->q8->bytes / 1e6);
+    else if (qmode == XF_QUANT_BF16)
+        snprintf(qinfo, sizeof qinfo, ", quantize bf16: Q/K/V/O/FFN weights in bf16, fp32 "
+                 "arithmetic");
     xf_log(XF_LOG_INFO, "loaded %s (%s, %d layers, d_model %d, %lld parameters, %s%s)%s",
            m->info.name, m->info.arch_name, m->info.n_layer, m->info.d_model,
            (long long)m->info.n_params, m->info.file_dtype, qinfo,

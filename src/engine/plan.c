@@ -134,6 +134,9 @@ static int prep_build(const xf_model_t *m, xf_prep_t **out)
             return -ENOMEM;
         }
     }
+    /* quantize=bf16 (the loader checked that the kernels have bf16 weights): the six Linear
+     * weights of each layer, like int8 */
+    const int bf16 = mi->quantize && strcmp(mi->quantize, "bf16") == 0;
     for (int32_t l = 0; l < mi->n_layer && !rc; l++) {
         const xf_layer_t *L = &m->layers[l];
         xf_prep_layer_t *P = &pr->layers[l];
@@ -146,6 +149,10 @@ static int prep_build(const xf_model_t *m, xf_prep_t **out)
             rc = prep_one(&P->ff1, &L->ff1_w, L->d_ff, D, 1, Q ? &Q->ff1 : NULL);
         if (!rc)
             rc = prep_one(&P->ff2, &L->ff2_w, D, L->d_ff, 1, Q ? &Q->ff2 : NULL);
+        xf_gemm_w_t *six[] = { &P->qkv, &P->q, &P->k, &P->v, &P->o, &P->ff1, &P->ff2 };
+        for (size_t i = 0; i < sizeof six / sizeof six[0] && bf16 && !rc; i++)
+            if (six[i]->packed)
+                rc = xf_gemm_w_add_bf16(six[i]);
     }
     if (!rc)
         rc = prep_one(&pr->pool, &m->pool_w, D, D, 0, NULL);

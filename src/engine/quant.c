@@ -20,12 +20,16 @@ int xf_quant_parse(const char *s, enum xf_quant_mode *out, xf_diag_t *diag)
         *out = XF_QUANT_INT8;
         return 0;
     }
-    return xf_diag_set(diag, -EINVAL, "quantize: \"%.40s\" is not one of none, int8", s);
+    if (strcmp(s, "bf16") == 0) {
+        *out = XF_QUANT_BF16;
+        return 0;
+    }
+    return xf_diag_set(diag, -EINVAL, "quantize: \"%.40s\" is not one of none, int8, bf16", s);
 }
 
 const char *xf_quant_name(enum xf_quant_mode mode)
 {
-    return mode == XF_QUANT_INT8 ? "int8" : "none";
+    return mode == XF_QUANT_INT8 ? "int8" : mode == XF_QUANT_BF16 ? "bf16" : "none";
 }
 
 static int quant_one(xf_qgemm_w_t *qw, const xf_w_t *w, int32_t l, const char *what,

@@ -13,7 +13,9 @@
 
 #include "engine/kernels/qgemm.h"
 
-enum xf_quant_mode { XF_QUANT_NONE = 0, XF_QUANT_INT8 };
+/* BF16: the same Linear layers with bf16 weights and fp32 arithmetic (kernels.h,
+ * xf_gemm_w_add_bf16); prepared with the plan, nothing is built here. */
+enum xf_quant_mode { XF_QUANT_NONE = 0, XF_QUANT_INT8, XF_QUANT_BF16 };
 
 typedef struct xf_quant_layer {
     xf_qgemm_w_t q, k, v, o, ff1, ff2;
@@ -25,9 +27,10 @@ typedef struct xf_quant {
     size_t bytes;               /* quantised weights, column sums and scales */
 } xf_quant_t;
 
-/* "none" (or NULL / empty) and "int8"; anything else is -EINVAL with diag naming the value. */
+/* "none" (or NULL / empty), "int8" and "bf16"; anything else is -EINVAL with diag naming the
+ * value. */
 int xf_quant_parse(const char *s, enum xf_quant_mode *out, xf_diag_t *diag);
-/* The name of a mode: "none", "int8". */
+/* The name of a mode: "none", "int8", "bf16". */
 const char *xf_quant_name(enum xf_quant_mode mode);
 
 /* Quantise the model's six Linear weights of every layer. Ownership: *out is new, free with

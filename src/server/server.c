@@ -50,7 +50,9 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->demo_tiny = c->model_demo == 1;
     o->cache_dir = c->cache_dir;
     o->attention = c->model_attention[0] ? c->model_attention : NULL;
-    o->quantize = c->model_quantize == 1 ? "int8" : NULL;   /* none|int8 */
+    o->quantize = c->model_quantize == 1   ? "int8"   /* none|int8|bf16 */
+                  : c->model_quantize == 2 ? "bf16"
+                                           : NULL;
     o->pooling = (enum xf_pooling)c->model_pooling;   /* default|cls|mean|pooler|none */
     o->normalize = c->model_normalize;
     o->engine_threads = (int)c->engine_threads;
@@ -210,6 +212,11 @@ static int load_model(xf_server_t *s, xf_diag_t *diag)
         char probe[4200];
         snprintf(probe, sizeof probe, "%s/config.json", dir);
         int have = access(probe, R_OK) == 0;
+        if (have && !xf_demo_current(dir)) {   /* written by an older build */
+            XF_LOGW("cached demo model in %s is not version %d; writing it again", dir,
+                    XF_DEMO_VERSION);
+            have = 0;
+        }
         for (int attempt = 0; attempt < 2; attempt++) {
             if (!have) {
                 XF_LOGW("writing the demo model to %s", dir);

@@ -37,7 +37,7 @@ typedef struct xf_server_opts {
     int demo_tiny;             /* demo shape: 1 tiny, 0 BERT-base */
     const char *cache_dir;     /* NULL or "": $CACHE_DIRECTORY, $XDG_CACHE_HOME/xformd, ... */
     const char *attention;     /* default variant JSON or NULL */
-    const char *quantize;      /* NULL/"none" or "int8" (xf_load_opts_t.quantize) */
+    const char *quantize;      /* NULL/"none", "int8" or "bf16" (xf_load_opts_t.quantize) */
     enum xf_pooling pooling;
     int normalize;             /* default L2 normalisation of embeddings */
     int engine_threads;        /* per worker; 0: online cores */

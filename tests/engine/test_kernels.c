@@ -265,9 +265,6 @@ static void test_linear_edges(void **state)
     xf_gemm_w_deinit(NULL);
 }
 
-/* A stacked weight (the fused Q/K/V GEMM: parts of 5, 17 and 9 rows, K across two K blocks)
- * gives, bitwise, what the three parts give one by one, in every table that packs weights and
- * for any nth; a table that does not pack gets -ENOTSUP. */
 /* xf_gemm_share: for every nth the shares cover the m×n output exactly once, column
  * splits fall on 16-column panel edges and row splits on mr-row block edges, and both
  * branches of the policy are taken (few rows: columns; many rows, few columns: rows). */
@@ -308,6 +305,102 @@ static void test_gemm_share(void **state)
     assert_true(by_rows > 0 && by_cols > 0);
 }
 
+/* bf16 rounding: nearest, ties to even; NaN stays NaN, infinities stay. */
+static void test_bf16_bits(void **state)
+{
+    (void)state;
+    const uint32_t in[] = { 0x3f800000u, 0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x3f808001u,
+                            0x7f800000u, 0xff800000u, 0x7f7fffffu, 0x00000001u, 0x80000000u };
+    const uint16_t want[] = { 0x3f80, 0x3f80, 0x3f82, 0x3f80, 0x3f81,
+                              0x7f80, 0xff80, 0x7f80, 0x0000, 0x8000 };
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        float f;
+        memcpy(&f, &in[i], sizeof f);
+        assert_int_equal(xf_bf16_bits(f), want[i]);
+    }
+    assert_true(isnan(xf_bf16_float(xf_bf16_bits(NAN))));
+    assert_true(xf_bf16_float(0x3f80) == 1.0f);
+}
+
+/* The bf16 weights: a table with bf16_w gives xf_linear_bf16_ref's result (within the fp32
+ * GEMM bound), bitwise the same for any nth, visibly not the fp32 result. K = 513 ends in a
+ * one-k block (odd pair), 31 is odd in one block; m = 129 takes the row split. Without a bf16
+ * kernel in the table in use (XF_CPU=avx2, generic), xf_gemm_w_add_bf16 says -ENOTSUP and
+ * keeps the fp32 panels. */
+static void check_bf16_shape(int m, int n, int kk, unsigned seed)
+{
+    float *x = alloc_u((size_t)m * kk), *wt = alloc_u((size_t)n * kk), *b = alloc_u(n);
+    float *yr = alloc_u((size_t)m * n), *yf = alloc_u((size_t)m * n), *y = alloc_u((size_t)m * n);
+    float *y1 = alloc_u((size_t)m * n);
+    xf_test_fill(x, (size_t)m * kk, seed, -1.0f, 1.0f);
+    xf_test_fill(wt, (size_t)n * kk, seed + 1, -0.5f, 0.5f);
+    xf_test_fill(b, n, seed + 2, -2.0f, 2.0f);
+    xf_gemm_w_t w;
+    assert_int_equal(xf_gemm_w_init(&w, wt, n, kk), 0);
+    int rc = xf_gemm_w_add_bf16(&w);
+    if (!xf_kernels()->bf16_w || !xf_kernels()->packs_w) {
+        assert_int_equal(rc, -ENOTSUP);
+        assert_null(w.packed_bf16);
+        assert_true(w.packed || !xf_kernels()->packs_w);
+    } else {
+        assert_int_equal(rc, 0);
+        assert_non_null(w.packed_bf16);
+        assert_null(w.packed);   /* replaced */
+    }
+    xf_linear_bf16_ref(&w, m, x, kk, b, XF_EPI_BIAS, yr, n, 0, 1);
+    xf_linear_ref(&w, m, x, kk, b, XF_EPI_BIAS, yf, n, 0, 1);
+    for (int t = 1; t < n_tabs && w.packed_bf16; t++) {
+        if (!tabs[t]->bf16_w)
+            continue;
+        for (int ni = 0; ni < 4; ni++) {
+            run_linear(tabs[t], nths[ni], &w, m, x, kk, b, XF_EPI_BIAS, y, n);
+            if (ni == 0)
+                memcpy(y1, y, (size_t)m * n * sizeof(float));
+            else if (memcmp(y1, y, (size_t)m * n * sizeof(float)) != 0)
+                fail_msg("bf16 %s m=%d n=%d k=%d: nth=%d differs from nth=1", names[t], m, n,
+                         kk, nths[ni]);
+        }
+        int off_fp32 = 0;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double a = fabs(b[j]);
+                for (int c = 0; c < kk; c++)
+                    a += fabs((double)x[(size_t)i * kk + c] * wt[(size_t)j * kk + c]);
+                double tol = 8.0 * sqrt(kk + 1.0) * EPS32 * a * 1.2 + 1e-30;
+                size_t o = (size_t)i * n + j;
+                if (!(fabs((double)y1[o] - yr[o]) <= tol))
+                    fail_msg("bf16 %s m=%d n=%d k=%d (%d,%d): %.9g vs ref %.9g (tol %.3g)",
+                             names[t], m, n, kk, i, j, y1[o], yr[o], tol);
+                off_fp32 += fabs((double)y1[o] - yf[o]) > tol;
+            }
+        assert_true(off_fp32 > 0);   /* the copy was read */
+    }
+    xf_gemm_w_deinit(&w);
+    assert_null(w.packed_bf16);
+    free_u(x);
+    free_u(wt);
+    free_u(b);
+    free_u(yr);
+    free_u(yf);
+    free_u(y);
+    free_u(y1);
+}
+
+static void test_linear_bf16(void **state)
+{
+    (void)state;
+    load_tables();
+    check_bf16_shape(1, 769, 383, 21);
+    check_bf16_shape(7, 97, 513, 22);
+    check_bf16_shape(17, 145, 31, 23);
+    check_bf16_shape(64, 48, 256, 24);
+    check_bf16_shape(3, 5, 1, 25);
+    check_bf16_shape(129, 33, 65, 26);
+}
+
+/* A stacked weight (the fused Q/K/V GEMM: parts of 5, 17 and 9 rows, K across two K blocks)
+ * gives, bitwise, what the three parts give one by one, in every table that packs weights and
+ * for any nth; a table that does not pack gets -ENOTSUP. */
 static void test_linear_stacked(void **state)
 {
     (void)state;
@@ -670,6 +763,7 @@ static void test_qkv_split(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
              cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_gemm_share),
+             cmocka_unit_test(test_bf16_bits), cmocka_unit_test(test_linear_bf16),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),
              cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split))

@@ -271,6 +271,43 @@ static void check_layer_tensors(const xf_model_t *m)
 
 /* ---- demo ------------------------------------------------------------------------------- */
 
+/* The demo model's version stamp: a fresh demo is current; the same directory with the stamp
+ * removed (a demo written before stamps), with another version, or not a demo, is not; a
+ * missing directory or config is not. The CLI and the server rewrite a cache that is not. */
+static void test_demo_version(void **state)
+{
+    char dir[1200], cfgp[1300];
+    xf_demo_opts_t o;
+    xf_diag_t d = { 0 };
+    (void)state;
+    xf_demo_opts_init_tiny(&o);
+    sub(dir, sizeof dir, "demo_v/");
+    assert_int_equal(xf_demo_current(dir), 0);
+    assert_int_equal(xf_demo_current(NULL), 0);
+    assert_int_equal(xf_demo_write(dir, &o, &d), 0);
+    assert_int_equal(xf_demo_current(dir), 1);
+    snprintf(cfgp, sizeof cfgp, "%s/config.json", dir);
+    json_t *cfg = json_load_file(cfgp, 0, NULL);
+    assert_non_null(cfg);
+    assert_int_equal(json_integer_value(json_object_get(cfg, "xformd_demo_version")),
+                     XF_DEMO_VERSION);
+    json_object_set_new(cfg, "xformd_demo_version", json_integer(XF_DEMO_VERSION - 1));
+    assert_int_equal(json_dump_file(cfg, cfgp, 0), 0);
+    assert_int_equal(xf_demo_current(dir), 0);
+    json_object_del(cfg, "xformd_demo_version");
+    assert_int_equal(json_dump_file(cfg, cfgp, 0), 0);
+    assert_int_equal(xf_demo_current(dir), 0);
+    json_object_set_new(cfg, "xformd_demo_version", json_integer(XF_DEMO_VERSION));
+    json_object_set_new(cfg, "xformd_demo", json_false());
+    assert_int_equal(json_dump_file(cfg, cfgp, 0), 0);
+    assert_int_equal(xf_demo_current(dir), 0);
+    json_decref(cfg);
+    assert_int_equal(xf_demo_write(dir, &o, &d), 0);   /* rewritten over the stale one */
+    assert_int_equal(xf_demo_current(dir), 1);
+    assert_int_equal(unlink(cfgp), 0);
+    assert_int_equal(xf_demo_current(dir), 0);
+}
+
 static void test_demo_tiny(void **state)
 {
     char dir[1200], dir2[1200], dir3[1200], p1[1300], p2[1300];
@@ -1207,6 +1244,7 @@ static void test_attention_option(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test_setup_teardown(test_demo_tiny, setup, teardown),
+             cmocka_unit_test_setup_teardown(test_demo_version, setup, teardown),
              cmocka_unit_test_setup_teardown(test_demo_vocab_english, setup, teardown),
              cmocka_unit_test_setup_teardown(test_demo_classifier_dtypes, setup, teardown),
              cmocka_unit_test_setup_teardown(test_demo_bad_opts, setup, teardown),

@@ -4,7 +4,10 @@
  * Hugging Face layout models (F32/F16/BF16, RoBERTa, DistilBERT, pre-LN, pruned layers), a
  * sequence's output bitwise the same alone and in a batch, classifier labels unchanged on ≥ 99%
  * of a fixed input set, bitwise thread independence, the planner's XF_OP_Q8 ops and buffers,
- * and no allocation in a steady-state forward (linked with --wrap=malloc,...). */
+ * and no allocation in a steady-state forward (linked with --wrap=malloc,...). Also the bf16
+ * weight option (model.quantize = "bf16", kernels.h xf_gemm_w_add_bf16): cosine ≥ 0.9999
+ * against fp32, a sequence bitwise the same alone and in a batch; fp32 with info "none" where
+ * the kernels have no bf16 weights (XF_CPU=avx2, generic). */
 #include "config.h"
 
 #include <errno.h>
@@ -18,6 +21,7 @@
 #include "../helpers/hfmodel.h"
 #include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
+#include "engine/kernels.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
 #include "engine/quant.h"
@@ -179,14 +183,17 @@ static void test_option(void **state)
     assert_int_equal(xf_quant_parse("int8", &q, NULL), 0);
     assert_int_equal(q, XF_QUANT_INT8);
     assert_string_equal(xf_quant_name(XF_QUANT_INT8), "int8");
+    assert_int_equal(xf_quant_parse("bf16", &q, NULL), 0);
+    assert_int_equal(q, XF_QUANT_BF16);
+    assert_string_equal(xf_quant_name(XF_QUANT_BF16), "bf16");
 
     char dir[512];
     assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_opt"));
     xf_test_hfmodel_opts o;
     xf_test_hfmodel_opts_init(&o);
     assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
-    static const char *const bad[] = { "int4", "INT8", "fp16", " int8" };
-    for (int i = 0; i < 4; i++) {
+    static const char *const bad[] = { "int4", "INT8", "fp16", " int8", "BF16", "bf16 " };
+    for (int i = 0; i < 6; i++) {
         xf_load_opts_t lo = { 0 };
         xf_diag_t diag = { 0 };
         xf_model_t *m = (xf_model_t *)&diag;   /* must stay untouched */
@@ -215,6 +222,68 @@ static void test_cosine_demo_shape(void **state)
     assert_int_equal(xf_demo_write(dir, &o, &diag), 0);
     check_cosine(dir, o.d_model == 768 ? "demo shape 2x768/3072" : "demo shape 2x128/512", 12,
                  100);
+    xf_test_rmtree(dir);
+}
+
+/* quantize=bf16 on the BERT-base layer widths: where the kernels have bf16 weights, every
+ * sequence's pooled embedding within cosine 0.9999 of fp32 (and not bitwise fp32: the bf16
+ * path ran), each sequence bitwise the same alone as in the batch; elsewhere fp32 exactly,
+ * reported as "none". */
+static void test_bf16(void **state)
+{
+    (void)state;
+    char dir[512];
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_bf16"));
+    xf_demo_opts_t o;
+    xf_demo_opts_init(&o);
+    o.n_layer = 2;
+    o.vocab_size = 2000;
+    o.max_positions = 128;
+    xf_diag_t diag = { 0 };
+    assert_int_equal(xf_demo_write(dir, &o, &diag), 0);
+    xf_model_t *mf = load(dir, NULL), *mh = load(dir, "bf16");
+    const int on = strcmp(xf_model_info(mh)->quantize, "bf16") == 0;
+    if (!on)
+        assert_string_equal(xf_model_info(mh)->quantize, "none");
+    assert_int_equal(on, xf_kernels()->bf16_w && xf_kernels()->packs_w);
+    const int32_t D = xf_model_info(mf)->d_model, B = 10;
+    seqs_t s;
+    make_seqs(&s, B, 100, 2000, 11);
+    float *pf = malloc((size_t)B * D * 4), *ph = malloc((size_t)B * D * 4);
+    float *hf = malloc((size_t)s.N * D * 4), *hh = malloc((size_t)s.N * D * 4);
+    assert_true(pf && ph && hf && hh);
+    embed(mf, &s, 2, pf, hf, NULL);
+    embed(mh, &s, 2, ph, hh, NULL);
+    double worst = 1.0;
+    for (int32_t b = 0; b < B; b++) {
+        double c = cosine(pf + (size_t)b * D, ph + (size_t)b * D, D);
+        worst = c < worst ? c : worst;
+        if (!(c >= 0.9999))
+            fail_msg("bf16: sequence %d: cosine %.6f < 0.9999", (int)b, c);
+    }
+    int same = memcmp(pf, ph, (size_t)B * D * 4) == 0;
+    assert_int_equal(same, !on);
+    /* sequence 3 alone: bitwise its rows of the batch */
+    seqs_t one = { .B = 1, .N = s.cu[4] - s.cu[3] };
+    one.cu[0] = 0;
+    one.cu[1] = one.N;
+    one.ids = s.ids + s.cu[3];
+    float *p1 = malloc((size_t)D * 4), *h1 = malloc((size_t)one.N * D * 4);
+    assert_true(p1 && h1);
+    embed(mh, &one, 1, p1, h1, NULL);
+    if (on)   /* (the cblas fp32 path of XF_CPU=generic promises no batch independence) */
+        assert_memory_equal(h1, hh + (size_t)s.cu[3] * D, (size_t)one.N * D * 4);
+    print_message("# bf16 weights %s: %d sequences, worst cosine %.7f\n", on ? "on" : "off",
+                  (int)B, worst);
+    free(p1);
+    free(h1);
+    free(pf);
+    free(ph);
+    free(hf);
+    free(hh);
+    free(s.ids);
+    xf_model_free(mf);
+    xf_model_free(mh);
     xf_test_rmtree(dir);
 }
 
@@ -438,4 +507,5 @@ static void test_plan_and_zero_alloc(void **state)
 
 XF_TEST_MAIN(cmocka_unit_test(test_option), cmocka_unit_test(test_cosine_demo_shape),
              cmocka_unit_test(test_cosine_hf), cmocka_unit_test(test_batch_independent),
-             cmocka_unit_test(test_labels), cmocka_unit_test(test_plan_and_zero_alloc))
+             cmocka_unit_test(test_labels), cmocka_unit_test(test_plan_and_zero_alloc),
+             cmocka_unit_test(test_bf16))

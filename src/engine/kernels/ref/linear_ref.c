@@ -27,6 +27,26 @@ void xf_linear_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
     }
 }
 
+void xf_linear_bf16_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                        const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                        int ith, int nth)
+{
+    int r0, r1;
+    xf_split_rows(m, ith, nth, &r0, &r1);
+    for (int i = r0; i < r1; i++) {
+        const float *xi = x + (size_t)i * (size_t)ldx;
+        for (int32_t j = 0; j < w->n; j++) {
+            const float *wj = w->w + (size_t)j * (size_t)w->k;
+            float acc = 0.0f;
+            for (int32_t kk = 0; kk < w->k; kk++)
+                acc += xi[kk] * xf_bf16_float(xf_bf16_bits(wj[kk]));
+            if (epi != XF_EPI_NONE)
+                acc = xf_act_ref(epi, acc + bias[j]);
+            y[(size_t)i * (size_t)ldy + (size_t)j] = acc;
+        }
+    }
+}
+
 /* Q[hh][t][j] = q_scale·q[t][hh·d + j], K[hh][t][j] = k[t][hh·d + j], V likewise, for
  * t in [t0, t1); planes are [h][n_tok][d]. */
 void xf_qkv_split_ref(int32_t t0, int32_t t1, int32_t n_tok, int32_t h, int32_t d,

@@ -5,6 +5,8 @@
 #ifndef XF_ENGINE_KERNELS_REF_H
 #define XF_ENGINE_KERNELS_REF_H
 
+#include <string.h>
+
 #include "engine/kernels.h"
 
 /* Scalar activations: gelu_erf(x) = 0.5·x·(1 + erf(x/√2)), written as 0.5·x·erfc(-x/√2)
@@ -46,5 +48,34 @@ void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ld
 #define XF_GEMM_PANEL 16
 #define XF_GEMM_KC 256
 int xf_gemm_w_pack(xf_gemm_w_t *pw);
+
+/* The bf16 copy (xf_gemm_w_add_bf16) has the same blocks and panels, each block's k padded to
+ * an even kc2 and stored in k pairs (the vdpbf16ps layout):
+ *   packed_bf16[k0·n_pad + (p·kc2 + 2·(kk/2))·16 + 2c + kk%2] = bf16(W[16p + c][k]). */
+
+/* fp32 → bf16 bits, rounded to nearest even (NaN stays a quiet NaN). */
+static inline uint16_t xf_bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float xf_bf16_float(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The reference twin of the bf16 weight path: y = epi(x·bf16(W)ᵀ + b), W rounded to bf16
+ * element by element, k summed in order in fp32, rows split by ith/nth. */
+void xf_linear_bf16_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                        const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                        int ith, int nth);
 
 #endif

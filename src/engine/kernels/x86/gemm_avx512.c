@@ -5,8 +5,12 @@
  * NC steps so that a KC×NC block of W stays in L2. The epilogue (bias, GELU, ReLU) runs when
  * a tile's last K step finishes. While a KC×NC block of W is used, the block read next is
  * prefetched into L2, a share with each row panel's tiles (at small M the weights stream from
- * memory, and the hardware prefetcher does not cross into the next block). Every output element is summed in k order in one fp32 FMA
- * chain whatever the thread split, so results are bitwise identical for any nth. */
+ * memory, and the hardware prefetcher does not cross into the next block). With bf16 panels
+ * (xf_gemm_w_add_bf16, ref.h: k pairs) each B load brings two k steps, widened to fp32 in
+ * registers (shift / mask), so the products and sums are those of the fp32 path on the
+ * rounded weights; only the bytes read per weight halve. Every output element is summed in k
+ * order in one fp32 FMA chain whatever the thread split, so results are bitwise identical for
+ * any nth. */
 #include "config.h"
 
 #include <immintrin.h>
@@ -42,10 +46,10 @@ void xf_gemm_avx512_setup(long l2_bytes)
 
 /* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps; on the last K step add bias and
  * apply the activation. msk[j] masks the columns of vector j that exist. */
-XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const float *b,
-                   size_t bstride, float *c, size_t ldc, const __mmask16 *msk, int first,
-                   int last, const float *bias, enum xf_epilogue epi, const float *cnext,
-                   const float *pf, int pfn)
+XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float *ap,
+                   const void *b, size_t bstride, float *c, size_t ldc, const __mmask16 *msk,
+                   int first, int last, const float *bias, enum xf_epilogue epi,
+                   const float *cnext, const char *pf, int pfn)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -55,7 +59,6 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
             acc[i][j] = first ? _mm512_setzero_ps()
                               : _mm512_maskz_loadu_ps(msk[j], c + (size_t)i * ldc + 16 * j);
     }
-    const float *b0 = b, *b1 = b + bstride, *b2 = b + 2 * bstride;
 #ifndef XF_GEMM_NO_CPREFETCH
     /* the next tile's C (cnext) is loaded after this tile's K loop: fetch it now so that
      * those loads do not stall (on the first K step nothing is loaded) */
@@ -68,23 +71,69 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
         }
     }
 #endif
-    const int pstep = pfn > 0 ? (pfn + kc - 1) / kc : 0;
-    for (int k = 0; k < kc; k++) {
-        __m512 bv[NV];
-        if (k * pstep < pfn)
-            for (int q = 0; q < pstep; q++)
-                _mm_prefetch((const char *)(pf + 16 * (k * pstep + q)), _MM_HINT_T1);
-        bv[0] = _mm512_load_ps(b0 + 16 * k);
-        if (nv > 1)
-            bv[1] = _mm512_load_ps(b1 + 16 * k);
-        if (nv > 2)
-            bv[2] = _mm512_load_ps(b2 + 16 * k);
+    const int iters = bf ? (kc + 1) / 2 : kc;   /* k steps, or k pairs */
+    const int pstep = pfn > 0 ? (pfn + iters - 1) / iters : 0;
+    if (!bf) {
+        const float *b0 = b, *b1 = b0 + bstride, *b2 = b0 + 2 * bstride;
+        for (int k = 0; k < kc; k++) {
+            __m512 bv[NV];
+            if (k * pstep < pfn)
+                for (int q = 0; q < pstep; q++)
+                    _mm_prefetch(pf + 64 * (k * pstep + q), _MM_HINT_T1);
+            bv[0] = _mm512_load_ps(b0 + 16 * k);
+            if (nv > 1)
+                bv[1] = _mm512_load_ps(b1 + 16 * k);
+            if (nv > 2)
+                bv[2] = _mm512_load_ps(b2 + 16 * k);
 #pragma GCC unroll 8
-        for (int i = 0; i < mr; i++) {
-            __m512 a = _mm512_set1_ps(ap[MR * k + i]);
+            for (int i = 0; i < mr; i++) {
+                __m512 a = _mm512_set1_ps(ap[MR * k + i]);
 #pragma GCC unroll 3
-            for (int j = 0; j < nv; j++)
-                acc[i][j] = _mm512_fmadd_ps(a, bv[j], acc[i][j]);
+                for (int j = 0; j < nv; j++)
+                    acc[i][j] = _mm512_fmadd_ps(a, bv[j], acc[i][j]);
+            }
+        }
+    } else {
+        /* bf16 pairs (ref.h): one 64-byte load holds k and k+1 of 16 columns; k's fp32 is
+         * the low half shifted up, k+1's the high half with the low bits cleared. Same
+         * products, same order as the fp32 path on the rounded weights. */
+        const uint16_t *h0 = b, *h1 = h0 + bstride, *h2 = h0 + 2 * bstride;
+        const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+        const int kp = kc / 2;
+        for (int p = 0; p <= kp; p++) {
+            if (p == kp && !(kc & 1))
+                break;
+            __m512i v[NV];
+            __m512 be[NV], bo[NV];
+            if (p * pstep < pfn)
+                for (int q = 0; q < pstep; q++)
+                    _mm_prefetch(pf + 64 * (p * pstep + q), _MM_HINT_T1);
+            v[0] = _mm512_load_si512(h0 + 32 * p);
+            if (nv > 1)
+                v[1] = _mm512_load_si512(h1 + 32 * p);
+            if (nv > 2)
+                v[2] = _mm512_load_si512(h2 + 32 * p);
+#pragma GCC unroll 3
+            for (int j = 0; j < nv; j++) {
+                be[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
+                bo[j] = _mm512_castsi512_ps(_mm512_and_si512(v[j], hi));
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < mr; i++) {
+                __m512 a = _mm512_set1_ps(ap[MR * 2 * p + i]);
+#pragma GCC unroll 3
+                for (int j = 0; j < nv; j++)
+                    acc[i][j] = _mm512_fmadd_ps(a, be[j], acc[i][j]);
+            }
+            if (p == kp)   /* odd kc: the pair's second half is padding */
+                break;
+#pragma GCC unroll 8
+            for (int i = 0; i < mr; i++) {
+                __m512 a = _mm512_set1_ps(ap[MR * (2 * p + 1) + i]);
+#pragma GCC unroll 3
+                for (int j = 0; j < nv; j++)
+                    acc[i][j] = _mm512_fmadd_ps(a, bo[j], acc[i][j]);
+            }
         }
     }
     if (last && epi != XF_EPI_NONE) {
@@ -104,19 +153,21 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
     }
 }
 
-typedef void (*ukr_fn)(int kc, const float *ap, const float *b, size_t bstride, float *c,
+typedef void (*ukr_fn)(int kc, const float *ap, const void *b, size_t bstride, float *c,
                        size_t ldc, const __mmask16 *msk, int first, int last,
                        const float *bias, enum xf_epilogue epi, const float *cnext,
-                       const float *pf, int pfn);
+                       const char *pf, int pfn);
 
-#define UKR(mr, nv)                                                                        \
-    static void ukr_##mr##_##nv(int kc, const float *ap, const float *b, size_t bstride,   \
-                                float *c, size_t ldc, const __mmask16 *msk, int first,     \
-                                int last, const float *bias, enum xf_epilogue epi,         \
-                                const float *cnext, const float *pf, int pfn)              \
+#define UKR1(bf, pre, mr, nv)                                                              \
+    static void pre##mr##_##nv(int kc, const float *ap, const void *b, size_t bstride,     \
+                               float *c, size_t ldc, const __mmask16 *msk, int first,      \
+                               int last, const float *bias, enum xf_epilogue epi,          \
+                               const float *cnext, const char *pf, int pfn)                \
     {                                                                                      \
-        ukr(mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext, pf, pfn); \
+        ukr(bf, mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext, pf, \
+            pfn);                                                                          \
     }
+#define UKR(mr, nv) UKR1(0, ukr_, mr, nv) UKR1(1, ukrh_, mr, nv)
 #define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
 UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
 
@@ -125,6 +176,12 @@ static const ukr_fn ukrs[MR][NV] = {
     { ukr_3_1, ukr_3_2, ukr_3_3 }, { ukr_4_1, ukr_4_2, ukr_4_3 },
     { ukr_5_1, ukr_5_2, ukr_5_3 }, { ukr_6_1, ukr_6_2, ukr_6_3 },
     { ukr_7_1, ukr_7_2, ukr_7_3 }, { ukr_8_1, ukr_8_2, ukr_8_3 },
+};
+static const ukr_fn ukrhs[MR][NV] = {   /* bf16 weights */
+    { ukrh_1_1, ukrh_1_2, ukrh_1_3 }, { ukrh_2_1, ukrh_2_2, ukrh_2_3 },
+    { ukrh_3_1, ukrh_3_2, ukrh_3_3 }, { ukrh_4_1, ukrh_4_2, ukrh_4_3 },
+    { ukrh_5_1, ukrh_5_2, ukrh_5_3 }, { ukrh_6_1, ukrh_6_2, ukrh_6_3 },
+    { ukrh_7_1, ukrh_7_2, ukrh_7_3 }, { ukrh_8_1, ukrh_8_2, ukrh_8_3 },
 };
 
 /* ap[k·MR + i] = x[i][k] for i < mr (zero rows from mr on), k < kc. Full 8-row panels go
@@ -172,14 +229,16 @@ static int tile_masks(int ncol, __mmask16 *msk)
     return (ncol + 15) / 16;
 }
 
-/* Columns [c0, c1) (c0 a multiple of 16) and rows [r0, r1) of y. */
-static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, const float *x,
-                       size_t ldx, const float *bias, enum xf_epilogue epi, float *y,
-                       size_t ldy)
+/* Columns [c0, c1) (c0 a multiple of 16) and rows [r0, r1) of y; bf: from the bf16 copy. */
+static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c1,
+                       const float *x, size_t ldx, const float *bias, enum xf_epilogue epi,
+                       float *y, size_t ldy)
 {
     float ap[MR * KC] __attribute__((aligned(64)));
     const int K = w->k;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16, esz = bf ? 2 : 4;
+    const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
+    const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     for (int jc = c0; jc < c1; jc += NC) {
         int jc1 = jc + NC < c1 ? jc + NC : c1;
         for (int pc = 0; pc < K; pc += KC) {
@@ -188,16 +247,19 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
             /* the W block read next (next K step, or the next column block's first one),
              * prefetched into L2 a share per row panel, so that its first panel does not
              * wait on memory */
-            const float *nb = NULL;
+            const int kcs = bf ? (kc + 1) / 2 * 2 : kc;   /* stored k of this block */
+            const char *nb = NULL;
             size_t nlines = 0;
             if (pc + kc < K) {
-                int kc2 = K - pc - kc < KC ? K - pc - kc : KC;
-                nb = w->packed + (size_t)(pc + kc) * npad + (size_t)(jc / 16) * 16 * (size_t)kc2;
-                nlines = (size_t)((jc1 - jc + 15) / 16) * (size_t)kc2;
+                int kn = K - pc - kc < KC ? K - pc - kc : KC;
+                kn = bf ? (kn + 1) / 2 * 2 : kn;
+                nb = wp + ((size_t)(pc + kc) * npad + (size_t)(jc / 16) * 16 * (size_t)kn) * esz;
+                nlines = (size_t)((jc1 - jc + 15) / 16) * (size_t)kn * esz / 4;
             } else if (jc1 < c1) {
-                int kc2 = K < KC ? K : KC, jn1 = jc1 + NC < c1 ? jc1 + NC : c1;
-                nb = w->packed + (size_t)(jc1 / 16) * 16 * (size_t)kc2;
-                nlines = (size_t)((jn1 - jc1 + 15) / 16) * (size_t)kc2;
+                int kn = K < KC ? K : KC, jn1 = jc1 + NC < c1 ? jc1 + NC : c1;
+                kn = bf ? (kn + 1) / 2 * 2 : kn;
+                nb = wp + (size_t)(jc1 / 16) * 16 * (size_t)kn * esz;
+                nlines = (size_t)((jn1 - jc1 + 15) / 16) * (size_t)kn * esz / 4;
             }
             const int npan = (r1 - r0 + MR - 1) / MR;
             for (int ir = r0; ir < r1; ir += MR) {
@@ -210,14 +272,14 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
                 for (int jr = jc; jr < jc1; jr += NR, t++) {
                     __mmask16 msk[NV];
                     int nv = tile_masks(jc1 - jr < NR ? jc1 - jr : NR, msk);
-                    size_t bstride = (size_t)16 * (size_t)kc;
-                    const float *b = w->packed + (size_t)pc * npad + (size_t)(jr / 16) * bstride;
+                    size_t bstride = (size_t)16 * (size_t)kcs;   /* elements */
+                    const char *b = wp + ((size_t)pc * npad + (size_t)(jr / 16) * bstride) * esz;
                     float *c = y + (size_t)ir * ldy + jr;
                     size_t t0 = l0 + (l1 - l0) * (size_t)t / (size_t)ntile;
                     size_t t1 = l0 + (l1 - l0) * (size_t)(t + 1) / (size_t)ntile;
-                    ukrs[mr - 1][nv - 1](kc, ap, b, bstride, c, ldy, msk, first, last,
-                                         bias ? bias + jr : NULL, epi, c + NR,
-                                         nb ? nb + 16 * t0 : NULL, (int)(t1 - t0));
+                    uk[mr - 1][nv - 1](kc, ap, b, bstride, c, ldy, msk, first, last,
+                                       bias ? bias + jr : NULL, epi, c + NR,
+                                       nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
                 }
             }
         }
@@ -228,12 +290,13 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
                       const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                       int ith, int nth)
 {
-    if (!w->packed) {
+    if (!w->packed && !w->packed_bf16) {
         xf_linear_cblas(w, m, x, ldx, bias, epi, y, ldy, ith, nth);
         return;
     }
     int32_t r0, r1, c0, c1;
     if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
         return;
-    gemm_block(w, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
+    int bf = w->packed_bf16 != NULL;
+    gemm_block(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
 }

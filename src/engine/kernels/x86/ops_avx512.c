@@ -42,6 +42,7 @@ void xf_kernels_fill_avx512(xf_kernels_t *t)
     t->gemm_path = "own-avx512";
     t->packs_w = 1;
     t->nth_exact = 1;
+    t->bf16_w = 1;
     t->linear = xf_linear_avx512;
     fill_ops_avx512(t);
 }

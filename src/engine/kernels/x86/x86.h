@@ -12,7 +12,8 @@
 double xf_fma_loop_avx512(int64_t iters, float *sink);
 double xf_fma_loop_avx2(int64_t iters, float *sink);
 
-/* Own GEMM kernels (kernels.h linear slot); fall back to cblas when w->packed is NULL. */
+/* Own GEMM kernels (kernels.h linear slot); fall back to cblas when w->packed is NULL
+ * (and, for the AVX-512 one, w->packed_bf16). */
 void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                       const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                       int ith, int nth);
