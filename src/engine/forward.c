@@ -197,8 +197,9 @@ static void attn_args(const fwd_task_t *T, const xf_plan_op_t *o, xf_attn_shape 
     io->out = tens(T, o->out);
 }
 
-/* The attention ops of one run (plan_internal.h): state pointers and prepare() on thread 0,
- * forward and state_update() on every thread. */
+/* The attention ops of one run (plan_internal.h): state pointers and prepare() on thread 0
+ * (prepare_par() on every thread when the variant has it), forward and state_update() on
+ * every thread. */
 static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 {
     const xf_plan_run_t *R = &T->p->runs[o->run];
@@ -222,7 +223,9 @@ static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     }
     attn_args(T, o, &sh, &io);
     if (o->kind == XF_OP_ATTN_PREP) {
-        if (ith == 0)
+        if (vt->ops->prepare_par)
+            rc = vt->ops->prepare_par(R->attn->params, &sh, &io, &R->pl, ws, ith, nth);
+        else if (ith == 0)
             rc = vt->ops->prepare(R->attn->params, &sh, &io, &R->pl, ws);
     } else if (o->kind == XF_OP_ATTN) {
         rc = xf_at_forward(vt, R->attn->params, &sh, &io, &R->pl, ws,

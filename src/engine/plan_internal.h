@@ -27,7 +27,8 @@ enum xf_op_kind {
     XF_OP_SPLIT,       /* out [3][h][N][d] head planes from in0; Q scaled by 1/sqrt(d) */
     XF_OP_ATTN_STATE,  /* thread 0: aux [n_seq] = this layer's state pointers of the run's
                           sequences (stateful variants) */
-    XF_OP_ATTN_PREP,   /* thread 0: the variant's prepare() fills the shared part of ws */
+    XF_OP_ATTN_PREP,   /* thread 0: the variant's prepare() fills the shared part of ws (every
+                          thread: its prepare_par() share, when it has one) */
     XF_OP_ATTN,        /* out [N][d_attn] rows of one attention run (in0 planes, ws workspace) */
     XF_OP_ATTN_UPDATE, /* the variant's state_update() (stateful variants) */
     XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */

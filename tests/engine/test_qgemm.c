@@ -465,7 +465,36 @@ static void test_peak_loops(void **state)
     }
 }
 
+/* The AMX (TDPBUSD) table: built when the compiler knows the tile intrinsics, listed (and so
+ * checked against the reference by every test above) only where cpu.c finds AMX-INT8 and the
+ * kernel got the tile permission. Elsewhere this says why it did not run and skips. */
+static void test_amx_table(void **state)
+{
+    (void)state;
+    load_tables();
+    const xf_cpu_t *c = xf_cpu();
+    int listed = 0;
+    for (int t = 0; t < n_tabs; t++)
+        listed |= strcmp(tabs[t]->name, "amx") == 0;
+#ifdef XF_HAVE_AMX
+    assert_int_equal(listed, c->amx_int8 && c->amx_tile);
+    if (!listed) {
+        print_message("# SKIP amx: the AMX int8 kernel is compiled, but this CPU (%s) has no "
+                      "AMX-INT8 (or no tile permission): it runs on Intel Xeon (Sapphire Rapids "
+                      "and later), not here\n", c->brand);
+        skip();
+    }
+    print_message("# amx: AMX int8 kernel checked against the reference on %s\n", c->brand);
+#else
+    assert_false(listed);
+    print_message("# SKIP amx: the AMX int8 kernel is not compiled (configure found no AMX "
+                  "intrinsics in the compiler)%s\n",
+                  c->amx_int8 ? "; this CPU has AMX-INT8, the VNNI kernel serves it" : "");
+    skip();
+#endif
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_weights), cmocka_unit_test(test_quant_rows),
              cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
              cmocka_unit_test(test_vs_fp32), cmocka_unit_test(test_row_independent),
-             cmocka_unit_test(test_peak_loops))
+             cmocka_unit_test(test_peak_loops), cmocka_unit_test(test_amx_table))
