@@ -365,8 +365,8 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     case XF_OP_QKV: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
-        if (P->qkv.packed) {   /* stacked fp32: one GEMM with n = 3·da into the same layout */
-            linear(T, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
+        if (P->qkv.packed || P->qkv.q8) {   /* stacked: one GEMM, n = 3·da, same layout */
+            linear_op(T, o, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
             break;
         }
         linear_op(T, o, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);

@@ -70,8 +70,9 @@ static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, i
 }
 
 /* Q/K/V as one stacked GEMM (n = 3·da, one pass over the activations and one column split
- * across threads) when the kernels pack weights and the layer is fp32; else three Linears (int8:
- * three quantised Linears sharing one quantised activation, Q8 op). */
+ * across threads) when the kernels pack weights and the layer is fp32, or when the int8
+ * weights were stacked at load (quant.h); else three Linears (int8: three quantised Linears
+ * sharing one quantised activation, Q8 op). */
 static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t D,
                     const xf_quant_layer_t *Q)
 {
@@ -84,13 +85,20 @@ static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t
             return XF_ESHAPE;
         parts[i] = w[i]->data;
     }
-    if (!Q && xf_kernels()->packs_w) {
+    if (Q ? Q->qkv.wq != NULL : xf_kernels()->packs_w) {
         P->qkv_b = calloc(3 * (size_t)da, sizeof *P->qkv_b);
         if (!P->qkv_b)
             return -ENOMEM;
         for (int i = 0; i < 3; i++)
             if (b[i]->data)
                 memcpy(P->qkv_b + (size_t)i * da, b[i]->data, (size_t)da * sizeof(float));
+        if (Q) {
+            memset(&P->qkv, 0, sizeof P->qkv);
+            P->qkv.n = 3 * da;
+            P->qkv.k = D;
+            P->qkv.q8 = &Q->qkv;
+            return 0;
+        }
         int rc = xf_gemm_w_init_stacked(&P->qkv, parts, rows, 3, D);
         if (rc != -ENOTSUP)
             return rc;

@@ -84,7 +84,8 @@ typedef struct xf_plan_op {
 typedef struct xf_prep_layer {
     xf_gemm_w_t q, k, v, o, ff1, ff2;
     /* Q, K and V stacked into one GEMM (n = 3·da) with its bias, when the kernels pack their
-     * weights (then q, k, v are not prepared); qkv.packed == NULL otherwise. */
+     * weights or (int8) the quantised weights were stacked at load, qkv.q8 then set (either
+     * way q, k, v are not prepared); qkv.packed == qkv.q8 == NULL otherwise. */
     xf_gemm_w_t qkv;
     float *qkv_b;
 } xf_prep_layer_t;

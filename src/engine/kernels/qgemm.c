@@ -211,6 +211,52 @@ int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int3
     return 0;
 }
 
+int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts)
+{
+    memset(out, 0, sizeof *out);
+    if (!parts || n_parts < 1)
+        return -EINVAL;
+    int32_t n = 0, n_pad = 0;
+    for (int i = 0; i < n_parts; i++) {
+        const xf_qgemm_w_t *p = &parts[i];
+        if (!p->wq || p->k != parts[0].k || p->wmax != parts[0].wmax)
+            return -EINVAL;
+        if (i + 1 < n_parts && p->n % XF_QGEMM_PANEL)
+            return -ENOTSUP;
+        n += p->n;
+        n_pad += p->n_pad;
+    }
+    const int32_t k_pad = parts[0].k_pad;
+    const size_t wbytes = (size_t)n_pad * (size_t)k_pad;
+    int8_t *wq = aligned_alloc(64, up64(wbytes));
+    float *sigma = malloc((size_t)n_pad * sizeof *sigma);
+    int32_t *colsum = malloc((size_t)n_pad * sizeof *colsum);
+    if (!wq || !sigma || !colsum) {
+        free(wq);
+        free(sigma);
+        free(colsum);
+        return -ENOMEM;
+    }
+    size_t at = 0;
+    for (int i = 0; i < n_parts; i++) {
+        const xf_qgemm_w_t *p = &parts[i];
+        memcpy(wq + at * (size_t)k_pad, p->wq, (size_t)p->n_pad * (size_t)k_pad);
+        memcpy(sigma + at, p->sigma, (size_t)p->n_pad * sizeof *sigma);
+        memcpy(colsum + at, p->colsum, (size_t)p->n_pad * sizeof *colsum);
+        at += (size_t)p->n_pad;
+    }
+    out->n = n;
+    out->k = parts[0].k;
+    out->n_pad = n_pad;
+    out->k_pad = k_pad;
+    out->wmax = parts[0].wmax;
+    out->wq = wq;
+    out->sigma = sigma;
+    out->colsum = colsum;
+    out->bytes = wbytes + (size_t)n_pad * (sizeof *sigma + sizeof *colsum);
+    return 0;
+}
+
 void xf_qgemm_w_deinit(xf_qgemm_w_t *qw)
 {
     if (!qw)

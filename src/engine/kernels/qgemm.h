@@ -44,6 +44,13 @@ typedef struct xf_qgemm_w {
  * with xf_qgemm_w_deinit() (which accepts an empty one). */
 int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax);
 void xf_qgemm_w_deinit(xf_qgemm_w_t *qw);
+/* One weight of n_parts quantised weights stacked along the output channels (Q, K, V: one
+ * GEMM, one column split): the same k and wmax, and every part but the last a whole number
+ * of panels (n % 16 == 0), so that the panels, scales and column sums just follow each other
+ * and channel o of the result is the same integers and σ as in its part (the outputs are
+ * bitwise those of the separate GEMMs). Returns 0, -ENOTSUP (not stackable), -EINVAL or
+ * -ENOMEM; on failure *out is left empty. The parts are not changed. */
+int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts);
 
 /* W^q[o][k] of a packed weight (for the reference kernel and tests). */
 static inline int8_t xf_qgemm_w_at(const xf_qgemm_w_t *qw, int32_t o, int32_t k)
