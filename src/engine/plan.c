@@ -442,14 +442,28 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
 }
 
 /* One encoder layer from input x; returns the output tensor in *y. */
-/* int8 model (model.quantize = int8): an XF_OP_Q8 op quantising x's rows (k wide) into a new
- * activation buffer for the Linear op `feeds`, which reads it as its ws. Returns the buffer,
- * or -1 for an fp32 model (or while counting). */
+/* int8 model (model.quantize = int8): x's rows (k wide) quantised into a new activation
+ * buffer for the Linear op `feeds`, which reads it as its ws. When x was just made by an op
+ * that writes whole rows per thread (embeddings, LayerNorm: QKV's and FFN1's inputs), that op
+ * quantises its rows right after writing them (its aux = the buffer): no op, no barrier, no
+ * second pass over x. Else an XF_OP_Q8 op (the attention output, FFN1's output: columns or
+ * heads split across threads). Returns the buffer, or -1 for an fp32 model (or while
+ * counting, which then counts the op). */
 static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_op_kind feeds)
 {
     if (!p->m->q8)
         return -1;
     int32_t q = add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
+    int32_t last = p->n_ops - 1;
+    if (!p->counting && q >= 0 && last >= 0 && last < p->cap_ops) {
+        xf_plan_op_t *o = &p->ops[last];
+        if (o->out == x && o->aux < 0 && k == p->m->info.d_model &&
+            (o->kind == XF_OP_EMBED || o->kind == XF_OP_LN || o->kind == XF_OP_ADD_LN)) {
+            o->aux = q;
+            use_tensor(p, q, last, 1);
+            return q;
+        }
+    }
     add_op(p, XF_OP_Q8, l, x, -1, q, -1)->which = (int32_t)feeds;
     return q;
 }

@@ -74,7 +74,10 @@ typedef struct xf_plan_op {
     int32_t layer;             /* -1 outside layers */
     int32_t in0, in1, out, ws; /* tensor indices or -1 */
     int32_t aux;               /* XF_OP_ATTN* of a stateful variant: the run's [n_seq] array of
-                                  this layer's state pointers (XF_OP_ATTN_STATE), else -1 */
+                                  this layer's state pointers (XF_OP_ATTN_STATE); XF_OP_EMBED,
+                                  XF_OP_LN, XF_OP_ADD_LN of an int8 model: the q8_act buffer
+                                  its rows are also quantised into (for the next Linear); else
+                                  -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
 } xf_plan_op_t;
