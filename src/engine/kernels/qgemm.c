@@ -12,6 +12,7 @@
 #include "engine/cpu.h"
 #include "engine/diag.h"
 #include "engine/kernels/qgemm.h"
+#include "engine/pool.h"
 
 static const xf_qkernels_t qtable_ref = {
     .name = "ref",
@@ -129,6 +130,45 @@ int xf_qkernels_all(const xf_qkernels_t **out, int cap)
     for (int i = 0; i < n; i++)
         out[i] = qtables[i];
     return n;
+}
+
+/* ---- the shared tile loops ---- */
+
+#define A_CHUNK_BYTES (256 * 1024)   /* activations of one row chunk (half of a 512 KB L2) */
+
+void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
+                    const void *ctx)
+{
+    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
+    if ((w->n + nr - 1) / nr >= 2 * nth || m < 4 * mr * nth) {
+        int panels = w->n_pad / XF_QGEMM_PANEL, p0, p1;
+        xf_split_rows(panels, ith, nth, &p0, &p1);
+        c0 = p0 * XF_QGEMM_PANEL;
+        c1 = p1 * XF_QGEMM_PANEL < w->n ? p1 * XF_QGEMM_PANEL : w->n;
+    } else {
+        int blocks = (m + mr - 1) / mr, b0, b1;
+        xf_split_rows(blocks, ith, nth, &b0, &b1);
+        r0 = b0 * mr;
+        r1 = b1 * mr < m ? b1 * mr : m;
+    }
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    int mc = A_CHUNK_BYTES / w->k_pad / mr * mr;
+    if (mc < mr)
+        mc = mr;
+    for (int ic = r0; ic < r1; ic += mc) {
+        int ic1 = ic + mc < r1 ? ic + mc : r1;
+        for (int jr = c0; jr < c1; jr += nr) {
+            int ncol = c1 - jr < nr ? c1 - jr : nr;
+            for (int ir = ic; ir < ic1; ir += mr)
+                tile(ctx, w, ic1 - ir < mr ? ic1 - ir : mr, jr, ncol,
+                     xq + (size_t)ir * (size_t)ldq, (size_t)ldq, alpha + ir,
+                     bias ? bias + jr : NULL, epi, y + (size_t)ir * (size_t)ldy + jr,
+                     (size_t)ldy);
+        }
+    }
 }
 
 /* ---- geometry ---- */

@@ -94,6 +94,20 @@ typedef struct xf_qkernels {
     double (*peak_loop)(int64_t iters, int32_t *sink);
 } xf_qkernels_t;
 
+/* The loops the AVX2 and VNNI kernels share (no ISA in them): this thread's share of the
+ * m × n output (rows or 16-channel panels, one policy for every own GEMM), rows in chunks whose
+ * activations fit in half a 512 KB L2 while the weights stream by, then nr-column tiles (nr a
+ * multiple of 16: whole panels) and mr-row tiles. tile() computes one tile, rows [ir, ir + rows)
+ * × columns [jr, jr + ncol), full K, with the epilogue; ctx is the kernel's own (e.g. its
+ * micro-kernel table). Every output element is the same whatever the split. */
+typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
+                            int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
+                            const float *bias, enum xf_epilogue epi, float *y, size_t ldy);
+void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
+                    const void *ctx);
+
 /* The int8 table for this CPU (after the XF_CPU cap: avx2 → AVX2, avx512 → VNNI, amx → AMX
  * when the CPU has AMX-INT8). Ownership: borrowed, static. Thread-safe. */
 const xf_qkernels_t *xf_qkernels(void);
