@@ -12,7 +12,6 @@
 #include "engine/cpu.h"
 #include "engine/diag.h"
 #include "engine/kernels/qgemm.h"
-#include "engine/pool.h"
 
 static const xf_qkernels_t qtable_ref = {
     .name = "ref",
@@ -141,19 +140,8 @@ void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
                     int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
                     const void *ctx)
 {
-    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
-    if ((w->n + nr - 1) / nr >= 2 * nth || m < 4 * mr * nth) {
-        int panels = w->n_pad / XF_QGEMM_PANEL, p0, p1;
-        xf_split_rows(panels, ith, nth, &p0, &p1);
-        c0 = p0 * XF_QGEMM_PANEL;
-        c1 = p1 * XF_QGEMM_PANEL < w->n ? p1 * XF_QGEMM_PANEL : w->n;
-    } else {
-        int blocks = (m + mr - 1) / mr, b0, b1;
-        xf_split_rows(blocks, ith, nth, &b0, &b1);
-        r0 = b0 * mr;
-        r1 = b1 * mr < m ? b1 * mr : m;
-    }
-    if (r1 <= r0 || c1 <= c0)
+    int32_t r0, r1, c0, c1;   /* the own GEMMs' one split policy (kernels.h) */
+    if (!xf_gemm_share(m, w->n, mr, nr, ith, nth, &r0, &r1, &c0, &c1))
         return;
     int mc = A_CHUNK_BYTES / w->k_pad / mr * mr;
     if (mc < mr)
