@@ -315,8 +315,10 @@ static void attn_fn(void *arg, int ith, int nth)
     const xf_attn_vtbl *vt = j->a->vt;
     int rc = 0;
 
-    if (vt->ops->prepare) {   /* as the engine: thread 0 prepares, everyone waits */
-        if (ith == 0)
+    if (vt->ops->prepare) {   /* as the engine: thread 0 (or all) prepares, everyone waits */
+        if (vt->ops->prepare_par)
+            rc = vt->ops->prepare_par(j->a->params, j->sh, j->io, j->pl, j->ws_shared, ith, nth);
+        else if (ith == 0)
             rc = vt->ops->prepare(j->a->params, j->sh, j->io, j->pl, j->ws_shared);
         xf_pool_barrier(j->pool);
     }

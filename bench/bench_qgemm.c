@@ -10,7 +10,8 @@
  * (model.quantize), b=1 n=128 and b=32 n=128, the two timed alternately in one run (`model`
  * lines: median ms, speedup = fp32 / int8 time, and the same ratio in process CPU time).
  * Usage: bench_qgemm [threads] [reps] [M list, comma separated] [model dir] [b list, default
- * 1,32]; XF_CPU=avx2 caps the ISA. */
+ * 1,32] [fp32|int8: that forward only, e.g. under perf]; XF_CPU=avx2 caps the ISA. An M list
+ * of 0 skips the GEMM lines. */
 #include "config.h"
 
 #include <math.h>
@@ -137,9 +138,11 @@ static double forward_once(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p,
     return clk(CLOCK_MONOTONIC) - t0;
 }
 
-/* fp32 vs int8 forward of the model in dir at b=1 and b=32, n=128, alternately. */
-static int bench_model(const char *dir, int nth, int reps, const char *blist)
+/* fp32 vs int8 forward of the model in dir at b=1 and b=32, n=128, alternately; only is
+ * "fp32" or "int8" to run one of them (for a profiler), else NULL. */
+static int bench_model(const char *dir, int nth, int reps, const char *blist, const char *only)
 {
+    const int q0 = only && strcmp(only, "int8") == 0, q1 = only && strcmp(only, "fp32") == 0 ? 1 : 2;
     int bs[8], nb = 0;
     char bl[64];
     snprintf(bl, sizeof bl, "%s", blist);
@@ -151,7 +154,8 @@ static int bench_model(const char *dir, int nth, int reps, const char *blist)
     xf_model_t *m[2] = { NULL, NULL };
     xf_diag_t diag = { 0 };
     lq.quantize = "int8";
-    if (xf_model_load(dir, &lf, &m[0], &diag) || xf_model_load(dir, &lq, &m[1], &diag)) {
+    if ((q0 == 0 && xf_model_load(dir, &lf, &m[0], &diag)) ||
+        (q1 == 2 && xf_model_load(dir, &lq, &m[1], &diag))) {
         fprintf(stderr, "bench_qgemm: %s: %s\n", dir, diag.msg);
         return 1;
     }
@@ -159,7 +163,7 @@ static int bench_model(const char *dir, int nth, int reps, const char *blist)
     xf_ctx_t *c = NULL;
     if (xf_ctx_create(&co, &c))
         return 1;
-    int32_t D = xf_model_info(m[0])->d_model, V = xf_model_info(m[0])->vocab_size;
+    int32_t D = xf_model_info(m[q0])->d_model, V = xf_model_info(m[q0])->vocab_size;
     for (int k = 0; k < nb; k++) {
         int32_t B = bs[k], n = 128, cu[33];
         int32_t *ids = malloc((size_t)B * n * sizeof *ids);
@@ -174,12 +178,14 @@ static int bench_model(const char *dir, int nth, int reps, const char *blist)
         xf_plan_t *p[2] = { NULL, NULL };
         double t[2][64], cp[2][64];
         int r_n = reps > 64 ? 64 : reps;
-        for (int q = 0; q < 2; q++)
+        memset(t, 0, sizeof t);
+        memset(cp, 0, sizeof cp);
+        for (int q = q0; q < q1; q++)
             if (xf_plan_create(m[q], &p[q]) || xf_plan_build(p[q], &b, nth, NULL) ||
                 xf_ctx_reserve(c, p[q]))
                 return 1;
         for (int r = -1; r < r_n; r++) {
-            for (int q = 0; q < 2; q++) {
+            for (int q = q0; q < q1; q++) {
                 double cpu, w = forward_once(c, m[q], p[q], &b, pooled, &cpu);
                 if (w < 0)
                     return 1;
@@ -189,13 +195,17 @@ static int bench_model(const char *dir, int nth, int reps, const char *blist)
                 }
             }
         }
-        for (int q = 0; q < 2; q++) {
+        for (int q = q0; q < q1; q++) {
             qsort(t[q], (size_t)r_n, sizeof t[q][0], cmp_d);
             qsort(cp[q], (size_t)r_n, sizeof cp[q][0], cmp_d);
         }
-        printf("model b=%d n=%d fp32_ms=%.2f int8_ms=%.2f speedup=%.2f cpu_speedup=%.2f\n", B, n,
-               t[0][r_n / 2] * 1e3, t[1][r_n / 2] * 1e3, t[0][r_n / 2] / t[1][r_n / 2],
-               cp[0][r_n / 2] / cp[1][r_n / 2]);
+        if (only)
+            printf("model b=%d n=%d %s_ms=%.2f %s_cpu_ms=%.2f\n", B, n, only,
+                   t[q0][r_n / 2] * 1e3, only, cp[q0][r_n / 2] * 1e3);
+        else
+            printf("model b=%d n=%d fp32_ms=%.2f int8_ms=%.2f speedup=%.2f cpu_speedup=%.2f\n",
+                   B, n, t[0][r_n / 2] * 1e3, t[1][r_n / 2] * 1e3, t[0][r_n / 2] / t[1][r_n / 2],
+                   cp[0][r_n / 2] / cp[1][r_n / 2]);
         fflush(stdout);
         xf_plan_free(p[0]);
         xf_plan_free(p[1]);
@@ -286,5 +296,7 @@ int main(int argc, char **argv)
         }
     }
     xf_pool_free(pool);
-    return argc > 4 ? bench_model(argv[4], nth, reps, argc > 5 ? argv[5] : "1,32") : 0;
+    const char *only = argc > 6 && (strcmp(argv[6], "fp32") == 0 || strcmp(argv[6], "int8") == 0)
+                           ? argv[6] : NULL;
+    return argc > 4 ? bench_model(argv[4], nth, reps, argc > 5 ? argv[5] : "1,32", only) : 0;
 }

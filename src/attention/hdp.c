@@ -1,5 +1,5 @@
 /* "hdp" (ATTENTION.md §25, RECONSTRUCTED): hybrid dynamic pruning, run by the family-T kernel.
- * Per (sequence, layer), all heads together, in prepare():
+ * Per (sequence, layer), all heads together, in prepare (prepare_par on the pool):
  *   fixed point X = sat(round(x·2^f)) of the raw q (q / q_scale) and k, saturated so that the
  *   integer part fits int8 (X ∈ [−128·2^f, 128·2^f − 1]); split "floor": I = X >> f,
  *   F = X − I·2^f ∈ [0, 2^f); split "sign": I = sign(X)·(|X| >> f), F = X − I·2^f;
@@ -15,8 +15,9 @@
  * approx, s·(X_q·X_k − F_q·F_k)/2^{2f} (the fraction×fraction term dropped), NaN inputs kept
  * visible. ρ_B = 0, τ_H = 0 without approx prunes nothing by definition: dense, no pre-pass.
  * Params: rho_B 1.0 [0, 2], tau_H 0.0 [0, 1], frac_bits 3 [0, 8], approx false,
- * split "floor" | "sign", tile_rows 32 (even, 2..32). The pre-pass runs on one thread
- * (prepare), its integer kernel per ISA (XF_CPU caps it; integers: the same bits). Counts of
+ * split "floor" | "sign", tile_rows 32 (even, 2..32). The pre-pass runs on every pool thread
+ * (prepare_par: (sequence, head) items split by cost; the heads are decided in the forward
+ * from the sums), its integer kernel per ISA (XF_CPU caps it; integers: the same bits). Counts of
  * kept/pruned blocks and heads: xf_attn_prune_stats(). */
 #include "config.h"
 
@@ -88,20 +89,21 @@ void xf_attn_prune_stats(xf_attn_prune_stats_t *out)
 /* ---- shared scratch (prepare writes, forward reads) ---- */
 
 typedef struct hdp_layout {
-    size_t kept;       /* uint8 [n_seq][H]: head kept */
+    size_t hsum;       /* int64 [n_seq][H] head importance sums (Ĥ, step 5, read by forward) */
     size_t bits;       /* uint64 bitmaps, per sequence [H][n_b][W] (W = ⌈n_b/64⌉ words) */
     size_t off;        /* uint64 [n_seq]: word offset of each sequence's bitmaps */
     size_t qi, ki;     /* approx: int16 [H][Nrun][dp] integer parts of q and k (else 0 bytes) */
     size_t qf, kf;     /* approx: int16 [H][Nrun][dp] fractions ·2^f */
     size_t nanq, nank; /* approx: uint8 [H][Nrun] rows holding a NaN */
-    size_t iq, ik;     /* prepare: int16 [nmax][dp] integer parts of one (sequence, head) */
-    size_t kp;         /* prepare: int16 [dp/2][npad][2] k's integer parts, pairs of dims */
-    size_t col;        /* prepare: int32 [2][npad] per key, |S| summed over a block row */
-    size_t tail;       /* prepare: int16 [4][dp] the last query rows, zero-padded */
-    size_t imp;        /* prepare: int32 [nb] one block row's importances */
-    size_t qp;         /* prepare: int32 [4][dp/2] query pairs for the kernels' broadcasts */
-    size_t hsum;       /* prepare: int64 [H] head importance sums */
-    size_t total;
+    /* One slot per preparing thread from slot0, slot bytes apart; offsets within a slot: */
+    size_t iq, ik;     /* int16 [nmax][dp] integer parts of one (sequence, head) */
+    size_t kp;         /* int16 [dp/2][npad][2] k's integer parts, pairs of dims */
+    size_t col;        /* int32 [2][npad] per key, |S| summed over a block row */
+    size_t tail;       /* int16 [4][dp] the last query rows, zero-padded */
+    size_t imp;        /* int32 [nb] one block row's importances */
+    size_t qp;         /* int32 [4][dp/2] query pairs for the kernels' broadcasts */
+    size_t slot0, slot;
+    size_t total;      /* for nth slots */
 } hdp_layout;
 
 static size_t al64(size_t x)
@@ -131,7 +133,9 @@ static int32_t npad_of(int32_t n)
     return (n + 15) & ~15;
 }
 
-static void hdp_layout_of(const hdp_params *p, const xf_attn_shape *sh, hdp_layout *L)
+/* The shared scratch for prepare_par with nth threads (forward reads only the part before
+ * slot0, the same for every nth). */
+static void hdp_layout_of(const hdp_params *p, const xf_attn_shape *sh, int nth, hdp_layout *L)
 {
     size_t o = 0, nbits = 0, dp = (size_t)dpad(sh->d_head), H = (size_t)sh->n_head;
     int32_t nmax = 0;
@@ -145,7 +149,7 @@ static void hdp_layout_of(const hdp_params *p, const xf_attn_shape *sh, hdp_layo
     memset(L, 0, sizeof(*L));
     if (hdp_nothing(p))
         return;
-    L->kept = o; o = al64(o + (size_t)sh->n_seq * H);
+    L->hsum = o; o = al64(o + (size_t)sh->n_seq * H * 8);
     L->off = o; o = al64(o + (size_t)sh->n_seq * 8);
     L->bits = o; o = al64(o + nbits * 8);
     size_t xb = p->approx ? H * nrun * dp * 2 : 0, nb = p->approx ? H * nrun : 0;
@@ -155,6 +159,8 @@ static void hdp_layout_of(const hdp_params *p, const xf_attn_shape *sh, hdp_layo
     L->kf = o; o = al64(o + xb);
     L->nanq = o; o = al64(o + nb);
     L->nank = o; o = al64(o + nb);
+    L->slot0 = o;
+    o = 0;
     L->iq = o; o = al64(o + (size_t)nmax * dp * 2);
     L->ik = o; o = al64(o + (size_t)nmax * dp * 2);
     L->kp = o; o = al64(o + (size_t)npad_of(nmax) * dp * 2);
@@ -162,8 +168,8 @@ static void hdp_layout_of(const hdp_params *p, const xf_attn_shape *sh, hdp_layo
     L->tail = o; o = al64(o + 4 * dp * 2);
     L->imp = o; o = al64(o + ((size_t)nmax / 2 + 1) * 8);
     L->qp = o; o = al64(o + 2 * dp * 4);
-    L->hsum = o; o = al64(o + H * 8);
-    L->total = o + 64;   /* slack to align the caller's pointer */
+    L->slot = o;
+    L->total = L->slot0 + (size_t)(nth > 1 ? nth : 1) * L->slot + 64;   /* 64: to align */
 }
 
 /* What the pattern callbacks see as their params: the parameters and, at forward time, the
@@ -386,8 +392,8 @@ static int32_t row_keep(const int32_t *imp, int32_t nb, int32_t lo, int32_t hi, 
  * row's importances and keep bits (block rows two at a time: 4 query rows per key row).
  * Returns the head's importance sum; *kept counts kept blocks. */
 static int64_t head_blocks(const hdp_params *p, const hdp_layout *L, unsigned char *base,
-                           const xf_attn_shape *sh, const xf_attn_io *io, int32_t s, int32_t h,
-                           uint64_t *hb, uint64_t *kept)
+                           unsigned char *slot, const xf_attn_shape *sh, const xf_attn_io *io,
+                           int32_t s, int32_t h, uint64_t *hb, uint64_t *kept)
 {
     const int32_t d = sh->d_head, dp = dpad(d), f = p->frac_bits, N = sh->n_tokens;
     const int32_t cu0 = sh->cu_len[0], nrun = sh->cu_len[sh->n_seq] - cu0;
@@ -397,12 +403,12 @@ static int64_t head_blocks(const hdp_params *p, const hdp_layout *L, unsigned ch
     (void)W;
     const float *Q = io->q + (size_t)h * N * d, *K = io->k + (size_t)h * N * d;
     const size_t row0 = (size_t)h * nrun + (size_t)(t0 - cu0);
-    int16_t *iq = p->approx ? (int16_t *)(base + L->qi) + row0 * dp : (int16_t *)(base + L->iq);
-    int16_t *ik = p->approx ? (int16_t *)(base + L->ki) + row0 * dp : (int16_t *)(base + L->ik);
+    int16_t *iq = p->approx ? (int16_t *)(base + L->qi) + row0 * dp : (int16_t *)(slot + L->iq);
+    int16_t *ik = p->approx ? (int16_t *)(base + L->ki) + row0 * dp : (int16_t *)(slot + L->ik);
     int16_t *fq = p->approx ? (int16_t *)(base + L->qf) + row0 * dp : NULL;
     int16_t *fk = p->approx ? (int16_t *)(base + L->kf) + row0 * dp : NULL;
-    int16_t *tail = (int16_t *)(base + L->tail), *kp = (int16_t *)(base + L->kp);
-    int32_t *col = (int32_t *)(base + L->col), *qp = (int32_t *)(base + L->qp);
+    int16_t *tail = (int16_t *)(slot + L->tail), *kp = (int16_t *)(slot + L->kp);
+    int32_t *col = (int32_t *)(slot + L->col), *qp = (int32_t *)(slot + L->qp);
     const int32_t npad = npad_of(n);
     rows4_fn rows4 = rows4_c;
     row_stats_fn row_stats = row_stats_c;
@@ -451,7 +457,7 @@ static int64_t head_blocks(const hdp_params *p, const hdp_layout *L, unsigned ch
         memset(dst + 2 * (size_t)n, 0, sizeof(int16_t) * 2 * (size_t)(npad - n));
     }
     int64_t total = 0;
-    int32_t *imp = (int32_t *)(base + L->imp);
+    int32_t *imp = (int32_t *)(slot + L->imp);
     for (int32_t a = 0; a < nb; a += 2) {
         const int32_t rows = n - 2 * a < 4 ? n - 2 * a : 4;
         const int16_t *qs = iq + (size_t)(2 * a) * dp;
@@ -473,69 +479,89 @@ static int64_t head_blocks(const hdp_params *p, const hdp_layout *L, unsigned ch
     return total;
 }
 
-static int hdp_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
-                       const xf_attn_plan *pl, void *ws_shared)
+/* The pre-pass, split across the pool: (sequence, head) items in order, each thread a
+ * contiguous share of about equal cost (n² per item). Every item is computed the same way by
+ * whichever thread gets it and writes only its own bitmaps, its hsum entry and (approx) its
+ * rows of the fixed-point copies, so ws_shared is bitwise the same for every nth. The heads
+ * are decided in the forward, from hsum (it needs every head of a sequence). */
+static int hdp_prepare_par(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                           const xf_attn_plan *pl, void *ws_shared, int ith, int nth)
 {
     const hdp_params *p = params;
     int rc = xf_at_check_shape(sh);
     if (rc < 0)
         return rc;
+    if (nth < 1 || ith < 0 || ith >= nth)
+        return -EINVAL;
     const int32_t H = sh->n_head;
-    uint64_t blocks = 0, bkept = 0, heads = 0, hkept = 0;
+    uint64_t blocks = 0, bkept = 0;
     if (hdp_nothing(p) || sh->n_seq == 0) {
-        for (int32_t s = 0; s < sh->n_seq; s++) {
-            int64_t nb = (sh->cu_len[s + 1] - sh->cu_len[s] + 1) / 2;
-            blocks += (uint64_t)(nb * nb) * (uint64_t)H;
-            heads += nb ? (uint64_t)H : 0;
+        if (ith == 0) {
+            uint64_t heads = 0;
+            for (int32_t s = 0; s < sh->n_seq; s++) {
+                int64_t nb = (sh->cu_len[s + 1] - sh->cu_len[s] + 1) / 2;
+                blocks += (uint64_t)(nb * nb) * (uint64_t)H;
+                heads += nb ? (uint64_t)H : 0;
+            }
+            atomic_fetch_add_explicit(&st_blocks, blocks, memory_order_relaxed);
+            atomic_fetch_add_explicit(&st_heads, heads, memory_order_relaxed);
         }
-        atomic_fetch_add_explicit(&st_blocks, blocks, memory_order_relaxed);
-        atomic_fetch_add_explicit(&st_heads, heads, memory_order_relaxed);
         return 0;
     }
     if (!io || !io->q || !io->k || !(io->q_scale != 0.0f) || !ws_shared || !pl)
         return -EINVAL;
     hdp_layout L;
-    hdp_layout_of(p, sh, &L);
+    hdp_layout_of(p, sh, ith + 1, &L);   /* this thread's slot must fit */
     if (pl->ws_shared < L.total)
         return -EINVAL;
-    unsigned char *base = align64(ws_shared);
-    uint8_t *kept = base + L.kept;
+    unsigned char *base = align64(ws_shared), *slot = base + L.slot0 + (size_t)ith * L.slot;
     uint64_t *bits = (uint64_t *)(base + L.bits), *off = (uint64_t *)(base + L.off);
     int64_t *hsum = (int64_t *)(base + L.hsum);
 
+    double total = 0;
+    for (int32_t s = 0; s < sh->n_seq; s++) {
+        const double n = (double)(sh->cu_len[s + 1] - sh->cu_len[s]);
+        total += (double)H * (n * n + 1.0);
+    }
+    const double lo = total * ith / nth, hi = total * (ith + 1) / nth;
+    double at = 0;   /* cost of the items before this one */
     for (int32_t s = 0; s < sh->n_seq; s++) {
         const int32_t n = sh->cu_len[s + 1] - sh->cu_len[s], nb = (n + 1) / 2;
         const size_t per_head = (size_t)nb * (size_t)words_of(n);
-        off[s] = (uint64_t)(bits - (uint64_t *)(base + L.bits));
-        if (n == 0) {
-            memset(kept + (size_t)s * H, 0, (size_t)H);
-            continue;
-        }
-        int64_t hmax = 0;
-        uint64_t bk = 0;
-        for (int32_t h = 0; h < H; h++) {
+        const double cost = (double)n * (double)n + 1.0;
+        if (ith == 0)
+            off[s] = (uint64_t)(bits - (uint64_t *)(base + L.bits));
+        for (int32_t h = 0; h < H; h++, at += cost) {
+            if (at < lo || at >= hi)
+                continue;
             uint64_t k = 0;
-            hsum[h] = head_blocks(p, &L, base, sh, io, s, h, bits + (size_t)h * per_head, &k);
-            if (hsum[h] > hmax)
-                hmax = hsum[h];
-            bk += k;
+            hsum[(size_t)s * H + h] =
+                n ? head_blocks(p, &L, base, slot, sh, io, s, h, bits + (size_t)h * per_head, &k)
+                  : 0;
+            blocks += (uint64_t)nb * (uint64_t)nb;
+            bkept += k;
         }
-        /* Heads (step 5): Ĥ = H_h / max H (the mean's 1/nb² cancels); none pruned at max 0. */
-        for (int32_t h = 0; h < H; h++) {
-            int keep = hmax == 0 || !((double)hsum[h] / (double)hmax < p->tau_H);
-            kept[(size_t)s * H + h] = (uint8_t)keep;
-            heads++;
-            hkept += (uint64_t)keep;
-        }
-        blocks += (uint64_t)nb * (uint64_t)nb * (uint64_t)H;
-        bkept += bk;
         bits += (size_t)H * per_head;
     }
     atomic_fetch_add_explicit(&st_blocks, blocks, memory_order_relaxed);
     atomic_fetch_add_explicit(&st_blocks_pruned, blocks - bkept, memory_order_relaxed);
-    atomic_fetch_add_explicit(&st_heads, heads, memory_order_relaxed);
-    atomic_fetch_add_explicit(&st_heads_pruned, heads - hkept, memory_order_relaxed);
     return 0;
+}
+
+static int hdp_prepare(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                       const xf_attn_plan *pl, void *ws_shared)
+{
+    return hdp_prepare_par(params, sh, io, pl, ws_shared, 0, 1);
+}
+
+/* Head h of sequence s kept (step 5): Ĥ = H_h / max H (the mean's 1/nb² cancels) >= τ_H; none
+ * pruned when the maximum is 0 (or the sequence is empty). */
+static int head_keep(const hdp_params *p, const int64_t *hs, int32_t H, int32_t h)
+{
+    int64_t hmax = 0;
+    for (int32_t g = 0; g < H; g++)
+        hmax = hs[g] > hmax ? hs[g] : hmax;
+    return hmax == 0 || !((double)hs[h] / (double)hmax < p->tau_H);
 }
 
 /* ---- the pattern (family T) ---- */
@@ -559,7 +585,9 @@ static const uint64_t *head_bits(const xf_at_t_seq *c)
 static int head_kept(const xf_at_t_seq *c)
 {
     const hdp_run *R = run_of(c);
-    return !R->ws || R->ws[R->L.kept + (size_t)c->s * c->sh->n_head + c->head];
+    const int32_t H = c->sh->n_head;
+    return !R->ws ||
+           head_keep(R->p, (const int64_t *)(R->ws + R->L.hsum) + (size_t)c->s * H, H, c->head);
 }
 
 static int hdp_setup(xf_at_t_seq *c)
@@ -772,7 +800,7 @@ static int hdp_plan(const void *params, const xf_attn_shape *sh, int nth, xf_att
     if (rc)
         return rc;
     hdp_layout L;
-    hdp_layout_of(p, sh, &L);
+    hdp_layout_of(p, sh, nth, &L);
     out->ws_shared = L.total;
     return 0;
 }
@@ -789,23 +817,35 @@ static int hdp_forward(const void *params, const xf_attn_shape *sh, const xf_att
         return -EINVAL;
     hdp_run R = { .p = p };
     if (!hdp_nothing(p) && sh->n_seq > 0) {
-        hdp_layout_of(p, sh, &R.L);
+        hdp_layout_of(p, sh, 1, &R.L);
         if (!ws_shared || pl->ws_shared < R.L.total || !io->out)
             return -EINVAL;
         R.ws = align64(ws_shared);
         R.cu0 = sh->cu_len[0];
         R.nrun = sh->cu_len[sh->n_seq] - R.cu0;
-        /* Pruned heads: zero output rows (this thread's share of the run's tokens). */
+        /* Pruned heads: zero output rows (this thread's share of the run's tokens). The
+         * heads are counted once, by thread 0. */
         const int32_t H = sh->n_head, d = sh->d_head;
+        const int64_t *hsum = (const int64_t *)(R.ws + R.L.hsum);
+        if (ith == 0) {
+            uint64_t heads = 0, hkept = 0;
+            for (int32_t s = 0; s < sh->n_seq; s++)
+                if (sh->cu_len[s + 1] > sh->cu_len[s])
+                    for (int32_t h = 0; h < H; h++) {
+                        heads++;
+                        hkept += (uint64_t)head_keep(p, hsum + (size_t)s * H, H, h);
+                    }
+            atomic_fetch_add_explicit(&st_heads, heads, memory_order_relaxed);
+            atomic_fetch_add_explicit(&st_heads_pruned, heads - hkept, memory_order_relaxed);
+        }
         const int64_t t_lo = R.cu0 + (int64_t)R.nrun * ith / nth;
         const int64_t t_hi = R.cu0 + (int64_t)R.nrun * (ith + 1) / nth;
         int32_t s = 0;
         for (int64_t t = t_lo; t < t_hi; t++) {
             while (sh->cu_len[s + 1] <= t)
                 s++;
-            const uint8_t *kept = R.ws + R.L.kept + (size_t)s * H;
             for (int32_t h = 0; h < H; h++)
-                if (!kept[h])
+                if (!head_keep(p, hsum + (size_t)s * H, H, h))
                     memset(io->out + ((size_t)t * H + h) * d, 0, (size_t)d * sizeof(float));
         }
     }
@@ -818,5 +858,6 @@ const xf_attn_ops xf_at_hdp = {
     .validate = hdp_validate,
     .plan = hdp_plan,
     .prepare = hdp_prepare,
+    .prepare_par = hdp_prepare_par,
     .forward = hdp_forward,
 };

@@ -82,6 +82,13 @@ typedef struct xf_attn_ops {
     /* Optional, single thread, before forward: fill ws_shared (item lists, random features). */
     int (*prepare)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
                    const xf_attn_plan *pl, void *ws_shared);
+    /* Optional, with prepare: the same work split across the pool. Every thread calls it with
+     * its ith/nth (the nth the plan was made for, or fewer), writes only its share of
+     * ws_shared, no allocation, no barrier; calling it for ith = 0..nth−1 (in any order, or
+     * at once) leaves ws_shared as prepare() does, for any nth. The engine calls this instead
+     * of prepare() when it is set. */
+    int (*prepare_par)(const void *params, const xf_attn_shape *sh, const xf_attn_io *io,
+                       const xf_attn_plan *pl, void *ws_shared, int ith, int nth);
     /* Every pool thread: its share of the items. ws_shared is read-only here; ws_thread is this
      * thread's private scratch (ws_per_thread bytes). No allocation, no barrier; bitwise
      * identical output for any nth. */

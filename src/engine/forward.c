@@ -66,22 +66,31 @@ static void linear(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, cons
     T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
 }
 
+/* int8 models: rows [r0, r1) of x (k wide) quantised per token into the activation buffer
+ * q8 of the plan (a Linear op's ws). */
+static void quant_rows(const fwd_task_t *T, int32_t q8, const float *x, int32_t k, int r0,
+                       int r1)
+{
+    uint8_t *act = (uint8_t *)tens(T, q8);
+    T->Q->quant_rows(r0, r1, k, x, k, act, xf_qgemm_ldq(k),
+                     (float *)(act + xf_qgemm_alpha_offset(T->p->n_tokens, k)));
+}
+
 /* int8 models (model.quantize = int8, kernels/qgemm.h), XF_OP_Q8: the rows of in0 quantised
  * per token into out (the next Linear op's ws), rows split across threads. k is the input
- * width of the Linear op it feeds (o->which). */
+ * width of the Linear op it feeds (o->which). (QKV's and FFN1's inputs are quantised by the
+ * embedding or LayerNorm op that writes them: aux.) */
 static void op_q8(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 {
     const xf_layer_t *L = &T->m->layers[o->layer];
     int32_t N = T->p->n_tokens, da = L->n_head * L->d_head;
     int32_t k = o->which == XF_OP_OPROJ ? da
                 : o->which == XF_OP_FF2 ? L->d_ff : T->m->info.d_model;
-    uint8_t *act = (uint8_t *)tens(T, o->out);
     int r0, r1;
 
     xf_split_rows(N, ith, nth, &r0, &r1);
     if (r0 < r1)
-        T->Q->quant_rows(r0, r1, k, tens(T, o->in0), k, act, xf_qgemm_ldq(k),
-                         (float *)(act + xf_qgemm_alpha_offset(N, k)));
+        quant_rows(T, o->out, tens(T, o->in0), k, r0, r1);
 }
 
 /* A layer's Linear op: the int8 GEMM on the rows XF_OP_Q8 quantised into the op's ws when the
@@ -109,10 +118,13 @@ static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nt
     int r0, r1;
 
     xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
-    if (r0 < r1)
-        T->K->embed(r0, r1, D, T->batch->ids, T->p->pos_ids, T->types, m->word_emb.data,
-                    m->pos_emb.data, T->types ? m->type_emb.data : NULL, m->emb_ln_g.data,
-                    m->emb_ln_b.data, m->info.ln_eps, tens(T, o->out));
+    if (r0 >= r1)
+        return;
+    T->K->embed(r0, r1, D, T->batch->ids, T->p->pos_ids, T->types, m->word_emb.data,
+                m->pos_emb.data, T->types ? m->type_emb.data : NULL, m->emb_ln_g.data,
+                m->emb_ln_b.data, m->info.ln_eps, tens(T, o->out));
+    if (o->aux >= 0)   /* int8: the first QKV's input, this thread's rows */
+        quant_rows(T, o->aux, tens(T, o->out), D, r0, r1);
 }
 
 static void ln_weights(const xf_model_t *m, const xf_plan_op_t *o, const float **g,
@@ -164,6 +176,8 @@ static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth
                 yr[i] = xr[i] + (bias ? bias[i] : 0.0f) + rr[i];
         }
     }
+    if (o->aux >= 0)   /* int8: QKV's or FFN1's input, this thread's rows (plan.c q8_quant) */
+        quant_rows(T, o->aux, y, D, r0, r1);
 }
 
 /* The shape and io of an attention run (the same for each of its ops). */
@@ -197,8 +211,9 @@ static void attn_args(const fwd_task_t *T, const xf_plan_op_t *o, xf_attn_shape 
     io->out = tens(T, o->out);
 }
 
-/* The attention ops of one run (plan_internal.h): state pointers and prepare() on thread 0,
- * forward and state_update() on every thread. */
+/* The attention ops of one run (plan_internal.h): state pointers and prepare() on thread 0
+ * (prepare_par() on every thread when the variant has it), forward and state_update() on
+ * every thread. */
 static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 {
     const xf_plan_run_t *R = &T->p->runs[o->run];
@@ -222,7 +237,9 @@ static void op_attn(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     }
     attn_args(T, o, &sh, &io);
     if (o->kind == XF_OP_ATTN_PREP) {
-        if (ith == 0)
+        if (vt->ops->prepare_par)
+            rc = vt->ops->prepare_par(R->attn->params, &sh, &io, &R->pl, ws, ith, nth);
+        else if (ith == 0)
             rc = vt->ops->prepare(R->attn->params, &sh, &io, &R->pl, ws);
     } else if (o->kind == XF_OP_ATTN) {
         rc = xf_at_forward(vt, R->attn->params, &sh, &io, &R->pl, ws,
@@ -362,9 +379,9 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     case XF_OP_QKV: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
-        if (P->qkv.packed || P->qkv.packed_bf16) {
-            /* stacked (fp32 or bf16 weights): one GEMM with n = 3·da into the same layout */
-            linear(T, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
+        if (P->qkv.packed || P->qkv.packed_bf16 || P->qkv.q8) {
+            /* stacked (fp32, bf16 or int8 weights): one GEMM, n = 3·da, same layout */
+            linear_op(T, o, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
             break;
         }
         linear_op(T, o, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);

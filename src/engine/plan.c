@@ -70,8 +70,9 @@ static int prep_one(xf_gemm_w_t *pw, const xf_w_t *w, int32_t out, int32_t in, i
 }
 
 /* Q/K/V as one stacked GEMM (n = 3·da, one pass over the activations and one column split
- * across threads) when the kernels pack weights and the layer is fp32; else three Linears (int8:
- * three quantised Linears sharing one quantised activation, Q8 op). */
+ * across threads) when the kernels pack weights and the layer is fp32, or when the int8
+ * weights were stacked at load (quant.h); else three Linears (int8: three quantised Linears
+ * sharing one quantised activation, Q8 op). */
 static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t D,
                     const xf_quant_layer_t *Q)
 {
@@ -84,13 +85,20 @@ static int prep_qkv(xf_prep_layer_t *P, const xf_layer_t *L, int32_t da, int32_t
             return XF_ESHAPE;
         parts[i] = w[i]->data;
     }
-    if (!Q && xf_kernels()->packs_w) {
+    if (Q ? Q->qkv.wq != NULL : xf_kernels()->packs_w) {
         P->qkv_b = calloc(3 * (size_t)da, sizeof *P->qkv_b);
         if (!P->qkv_b)
             return -ENOMEM;
         for (int i = 0; i < 3; i++)
             if (b[i]->data)
                 memcpy(P->qkv_b + (size_t)i * da, b[i]->data, (size_t)da * sizeof(float));
+        if (Q) {
+            memset(&P->qkv, 0, sizeof P->qkv);
+            P->qkv.n = 3 * da;
+            P->qkv.k = D;
+            P->qkv.q8 = &Q->qkv;
+            return 0;
+        }
         int rc = xf_gemm_w_init_stacked(&P->qkv, parts, rows, 3, D);
         if (rc != -ENOTSUP)
             return rc;
@@ -441,14 +449,28 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
 }
 
 /* One encoder layer from input x; returns the output tensor in *y. */
-/* int8 model (model.quantize = int8): an XF_OP_Q8 op quantising x's rows (k wide) into a new
- * activation buffer for the Linear op `feeds`, which reads it as its ws. Returns the buffer,
- * or -1 for an fp32 model (or while counting). */
+/* int8 model (model.quantize = int8): x's rows (k wide) quantised into a new activation
+ * buffer for the Linear op `feeds`, which reads it as its ws. When x was just made by an op
+ * that writes whole rows per thread (embeddings, LayerNorm: QKV's and FFN1's inputs), that op
+ * quantises its rows right after writing them (its aux = the buffer): no op, no barrier, no
+ * second pass over x. Else an XF_OP_Q8 op (the attention output, FFN1's output: columns or
+ * heads split across threads). Returns the buffer, or -1 for an fp32 model (or while
+ * counting, which then counts the op). */
 static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_op_kind feeds)
 {
     if (!p->m->q8)
         return -1;
     int32_t q = add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
+    int32_t last = p->n_ops - 1;
+    if (!p->counting && q >= 0 && last >= 0 && last < p->cap_ops) {
+        xf_plan_op_t *o = &p->ops[last];
+        if (o->out == x && o->aux < 0 && k == p->m->info.d_model &&
+            (o->kind == XF_OP_EMBED || o->kind == XF_OP_LN || o->kind == XF_OP_ADD_LN)) {
+            o->aux = q;
+            use_tensor(p, q, last, 1);
+            return q;
+        }
+    }
     add_op(p, XF_OP_Q8, l, x, -1, q, -1)->which = (int32_t)feeds;
     return q;
 }

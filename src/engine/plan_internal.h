@@ -27,7 +27,8 @@ enum xf_op_kind {
     XF_OP_SPLIT,       /* out [3][h][N][d] head planes from in0; Q scaled by 1/sqrt(d) */
     XF_OP_ATTN_STATE,  /* thread 0: aux [n_seq] = this layer's state pointers of the run's
                           sequences (stateful variants) */
-    XF_OP_ATTN_PREP,   /* thread 0: the variant's prepare() fills the shared part of ws */
+    XF_OP_ATTN_PREP,   /* thread 0: the variant's prepare() fills the shared part of ws (every
+                          thread: its prepare_par() share, when it has one) */
     XF_OP_ATTN,        /* out [N][d_attn] rows of one attention run (in0 planes, ws workspace) */
     XF_OP_ATTN_UPDATE, /* the variant's state_update() (stateful variants) */
     XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */
@@ -73,7 +74,10 @@ typedef struct xf_plan_op {
     int32_t layer;             /* -1 outside layers */
     int32_t in0, in1, out, ws; /* tensor indices or -1 */
     int32_t aux;               /* XF_OP_ATTN* of a stateful variant: the run's [n_seq] array of
-                                  this layer's state pointers (XF_OP_ATTN_STATE), else -1 */
+                                  this layer's state pointers (XF_OP_ATTN_STATE); XF_OP_EMBED,
+                                  XF_OP_LN, XF_OP_ADD_LN of an int8 model: the q8_act buffer
+                                  its rows are also quantised into (for the next Linear); else
+                                  -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
 } xf_plan_op_t;
@@ -83,7 +87,8 @@ typedef struct xf_plan_op {
 typedef struct xf_prep_layer {
     xf_gemm_w_t q, k, v, o, ff1, ff2;
     /* Q, K and V stacked into one GEMM (n = 3·da) with its bias, when the kernels pack their
-     * weights (then q, k, v are not prepared); qkv.packed == NULL otherwise. */
+     * weights or (int8) the quantised weights were stacked at load, qkv.q8 then set (either
+     * way q, k, v are not prepared); qkv.packed == qkv.q8 == NULL otherwise. */
     xf_gemm_w_t qkv;
     float *qkv_b;
 } xf_prep_layer_t;

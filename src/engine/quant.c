@@ -65,7 +65,19 @@ int xf_quant_build(const xf_model_t *m, xf_quant_t **out, xf_diag_t *diag)
             (rc = quant_one(&Q->ff1, &L->ff1_w, l, "FFN1", diag)) ||
             (rc = quant_one(&Q->ff2, &L->ff2_w, l, "FFN2", diag)))
             break;
-        q->bytes += Q->q.bytes + Q->k.bytes + Q->v.bytes + Q->o.bytes + Q->ff1.bytes +
+        const xf_qgemm_w_t parts[3] = { Q->q, Q->k, Q->v };
+        rc = xf_qgemm_w_stack(&Q->qkv, parts, 3);
+        if (rc == -ENOMEM) {
+            rc = xf_diag_set(diag, rc, "quantize int8: out of memory");
+            break;
+        }
+        if (rc == 0) {
+            xf_qgemm_w_deinit(&Q->q);
+            xf_qgemm_w_deinit(&Q->k);
+            xf_qgemm_w_deinit(&Q->v);
+        }
+        rc = 0;
+        q->bytes += Q->qkv.bytes + Q->q.bytes + Q->k.bytes + Q->v.bytes + Q->o.bytes + Q->ff1.bytes +
                     Q->ff2.bytes;
     }
     if (rc) {
@@ -88,6 +100,7 @@ void xf_quant_free(xf_quant_t *q)
         xf_qgemm_w_deinit(&Q->o);
         xf_qgemm_w_deinit(&Q->ff1);
         xf_qgemm_w_deinit(&Q->ff2);
+        xf_qgemm_w_deinit(&Q->qkv);
     }
     free(q->layers);
     free(q);

@@ -18,7 +18,9 @@
 enum xf_quant_mode { XF_QUANT_NONE = 0, XF_QUANT_INT8, XF_QUANT_BF16 };
 
 typedef struct xf_quant_layer {
-    xf_qgemm_w_t q, k, v, o, ff1, ff2;
+    /* Q, K and V stacked into qkv (one GEMM, n = 3·da) when da is a whole number of panels
+     * (da % 16 == 0: every BERT-like model); q, k, v are then empty. */
+    xf_qgemm_w_t q, k, v, o, ff1, ff2, qkv;
 } xf_quant_layer_t;
 
 typedef struct xf_quant {

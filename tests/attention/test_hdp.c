@@ -355,12 +355,18 @@ static void test_packing_threads(void **state)
         g_tile = 32;
         xf_ref_case c;
         case_init(&c, lens, 5, 3, 40, 99, 3.0f, 3.0f);
-        run(a, &c, 1);
+        counts k1 = run(a, &c, 1);
+        assert_true(k1.bpruned > 0 && k1.bpruned < k1.blocks);
         float *one = malloc(c.plane * sizeof(float));
         memcpy(one, c.out, c.plane * sizeof(float));
-        for (int nth = 2; nth <= 8; nth += 3) {
-            run(a, &c, nth);
+        /* the pre-pass is split across the threads too (prepare_par, 15 (sequence, head)
+         * items): more threads than items (17) included; output and counts the same */
+        static const int more[] = { 2, 5, 8, 17 };
+        for (int t = 0; t < 4; t++) {
+            counts kn = run(a, &c, more[t]);
             assert_memory_equal(c.out, one, c.plane * sizeof(float));
+            assert_true(kn.blocks == k1.blocks && kn.bpruned == k1.bpruned &&
+                        kn.heads == k1.heads && kn.hpruned == k1.hpruned);
         }
         /* sequence 3 alone */
         xf_ref_case s;

@@ -17,6 +17,7 @@
 #include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
 
+#include <xformd/attention.h>
 #include <xformd/forward.h>
 
 #include "../ref/encoder_ref.h"
@@ -412,6 +413,58 @@ static void test_threads(void **state)
         free(p[t]);
         free(l[t]);
     }
+    xf_ref_model_free(m);
+}
+
+/* hdp through the engine: its pre-pass runs on every pool thread (prepare_par), the heads are
+ * decided in the forward; hidden states bitwise the same for 1, 2, 3 and 5 threads (the
+ * Linear kernels of a cblas build only within 1e-5, as test_threads), and pruning happened. */
+static void test_threads_hdp(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    static const int nths[] = { 1, 2, 3, 5 };
+    float *h[4];
+    xf_attn_t *a = NULL;
+    const char *js = "{\"variant\":\"hdp\",\"rho_B\":1.3,\"tau_H\":0.6}";
+    (void)state;
+
+    assert_int_equal(xf_attn_parse(js, strlen(js), &a, NULL, 0), 0);
+    xf_ref_model_opts_init(&o);
+    o.seed = 43;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 17);
+    const xf_attn_t *attn[5] = { a, a, a, a, a };
+    uint64_t cnt[4][4];
+    for (int t = 0; t < 4; t++) {
+        xf_attn_prune_stats_t s0, s1;
+        xf_batch_t b = as_batch(&bd, 1);
+        b.attn = attn;
+        h[t] = calloc((size_t)bd.N * o.d_model, 4);
+        xf_output_t out = { .pooling = XF_POOL_CLS, .hidden = h[t] };
+        xf_attn_prune_stats(&s0);
+        assert_int_equal(engine_run(m, &b, nths[t], &out, NULL), 0);
+        xf_attn_prune_stats(&s1);
+        cnt[t][0] = s1.blocks - s0.blocks;
+        cnt[t][1] = s1.blocks_pruned - s0.blocks_pruned;
+        cnt[t][2] = s1.heads - s0.heads;
+        cnt[t][3] = s1.heads_pruned - s0.heads_pruned;
+        assert_true(cnt[t][1] > 0 && cnt[t][1] < cnt[t][0] && cnt[t][2] > 0);
+        assert_memory_equal(cnt[t], cnt[0], sizeof cnt[0]);
+    }
+    print_message("# hdp: %llu of %llu blocks and %llu of %llu heads pruned per forward\n",
+                  (unsigned long long)cnt[0][1], (unsigned long long)cnt[0][0],
+                  (unsigned long long)cnt[0][3], (unsigned long long)cnt[0][2]);
+    for (int t = 1; t < 4; t++) {
+        if (xf_kernels()->nth_exact)
+            assert_memory_equal(h[0], h[t], (size_t)bd.N * o.d_model * 4);
+        else
+            assert_true(close_rel(h[0], h[t], (size_t)bd.N * o.d_model, 1e-5));
+    }
+    for (int t = 0; t < 4; t++)
+        free(h[t]);
+    xf_attn_free(a);
     xf_ref_model_free(m);
 }
 
@@ -933,5 +986,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
              cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
-             cmocka_unit_test(test_stateful_variant),
+             cmocka_unit_test(test_stateful_variant), cmocka_unit_test(test_threads_hdp),
              cmocka_unit_test(test_timing))

@@ -453,6 +453,67 @@ static void test_row_independent(void **state)
     free(bias);
 }
 
+/* Stacked weights (Q, K, V as one GEMM): every table gives bitwise the outputs of the separate
+ * GEMMs, on 1 and 3 threads (parts of 32, 16 and an odd last 23 channels); a part before the
+ * last that is not a whole number of panels is refused, and so is a k mismatch. */
+static void test_stacked(void **state)
+{
+    (void)state;
+    load_tables();
+    const int m = 19, k = 77, ns[3] = { 32, 16, 23 }, n = 32 + 16 + 23;
+    float *w = malloc((size_t)n * k * sizeof *w), *x = malloc((size_t)m * k * sizeof *x);
+    float *y1 = malloc((size_t)m * n * sizeof *y1), *y2 = malloc((size_t)m * n * sizeof *y2);
+    float *bias = malloc((size_t)n * sizeof *bias);
+    assert_true(w && x && y1 && y2 && bias);
+    xf_test_fill(w, (size_t)n * k, 31, -1.0f, 1.0f);
+    xf_test_fill(x, (size_t)m * k, 32, -2.0f, 2.0f);
+    xf_test_fill(bias, (size_t)n, 33, -0.5f, 0.5f);
+    uint8_t *act = alloc_act(m, k);
+    float *alpha = (float *)(act + xf_qgemm_alpha_offset(m, k));
+    int ldq = xf_qgemm_ldq(k);
+    for (int tb = 0; tb < n_tabs; tb++) {
+        const xf_qkernels_t *T = tabs[tb];
+        xf_qgemm_w_t parts[3], st, bad[2];
+        for (int i = 0, o = 0; i < 3; o += ns[i], i++)
+            assert_int_equal(xf_qgemm_w_init(&parts[i], w + (size_t)o * k, ns[i], k, T->wmax), 0);
+        assert_int_equal(xf_qgemm_w_stack(&st, parts, 3), 0);
+        assert_int_equal(st.n, n);
+        T->quant_rows(0, m, k, x, k, act, ldq, alpha);
+        for (int nth = 1; nth <= 3; nth += 2) {
+            memset(y1, 0xff, (size_t)m * n * 4);
+            memset(y2, 0xff, (size_t)m * n * 4);
+            for (int ith = 0; ith < nth; ith++) {
+                T->qlinear(&st, m, act, ldq, alpha, bias, XF_EPI_BIAS_GELU, y1, n, ith, nth);
+                for (int i = 0, o = 0; i < 3; o += ns[i], i++)
+                    T->qlinear(&parts[i], m, act, ldq, alpha, bias + o, XF_EPI_BIAS_GELU,
+                               y2 + o, n, ith, nth);
+            }
+            if (memcmp(y1, y2, (size_t)m * n * 4) != 0)
+                fail_msg("%s: stacked GEMM differs from the separate ones (nth %d)", T->name,
+                         nth);
+        }
+        xf_qgemm_w_deinit(&st);
+        bad[0] = parts[2];   /* 23 channels, then more: not a whole panel */
+        bad[1] = parts[0];
+        assert_int_equal(xf_qgemm_w_stack(&st, bad, 2), -ENOTSUP);
+        assert_null(st.wq);
+        xf_qgemm_w_t other;
+        assert_int_equal(xf_qgemm_w_init(&other, w, 16, k - 1, T->wmax), 0);
+        bad[0] = parts[0];
+        bad[1] = other;
+        assert_int_equal(xf_qgemm_w_stack(&st, bad, 2), -EINVAL);
+        xf_qgemm_w_deinit(&other);
+        for (int i = 0; i < 3; i++)
+            xf_qgemm_w_deinit(&parts[i]);
+    }
+    free(act);
+    free(w);
+    free(x);
+    free(y1);
+    free(y2);
+    free(bias);
+}
+
 /* The peak loops count operations and run (a positive, finite op count per round). */
 static void test_peak_loops(void **state)
 {
@@ -465,7 +526,37 @@ static void test_peak_loops(void **state)
     }
 }
 
+/* The AMX (TDPBUSD) table: built when the compiler knows the tile intrinsics, listed (and so
+ * checked against the reference by every test above) only where cpu.c finds AMX-INT8 and the
+ * kernel got the tile permission. Elsewhere this says why it did not run and skips. */
+static void test_amx_table(void **state)
+{
+    (void)state;
+    load_tables();
+    const xf_cpu_t *c = xf_cpu();
+    int listed = 0;
+    for (int t = 0; t < n_tabs; t++)
+        listed |= strcmp(tabs[t]->name, "amx") == 0;
+#ifdef XF_HAVE_AMX
+    assert_int_equal(listed, c->amx_int8 && c->amx_tile);
+    if (!listed) {
+        print_message("# SKIP amx: the AMX int8 kernel is compiled, but this CPU (%s) has no "
+                      "AMX-INT8 (or no tile permission): it runs on Intel Xeon (Sapphire Rapids "
+                      "and later), not here\n", c->brand);
+        skip();
+    }
+    print_message("# amx: AMX int8 kernel checked against the reference on %s\n", c->brand);
+#else
+    assert_false(listed);
+    print_message("# SKIP amx: the AMX int8 kernel is not compiled (configure found no AMX "
+                  "intrinsics in the compiler)%s\n",
+                  c->amx_int8 ? "; this CPU has AMX-INT8, the VNNI kernel serves it" : "");
+    skip();
+#endif
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_weights), cmocka_unit_test(test_quant_rows),
              cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
              cmocka_unit_test(test_vs_fp32), cmocka_unit_test(test_row_independent),
-             cmocka_unit_test(test_peak_loops))
+             cmocka_unit_test(test_peak_loops), cmocka_unit_test(test_stacked),
+             cmocka_unit_test(test_amx_table))

@@ -453,7 +453,7 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(xf_ctx_create(&co, &c), 0);
             assert_int_equal(xf_plan_create(m, &p), 0);
             assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            int n_q8 = 0, n_qop = 0;
+            int n_q8 = 0, n_qop = 0, n_fused = 0;
             for (int32_t i = 0; i < p->n_ops; i++) {
                 const xf_plan_op_t *op = &p->ops[i];
                 if (op->kind == XF_OP_Q8) {
@@ -461,7 +461,19 @@ static void test_plan_and_zero_alloc(void **state)
                     assert_true(i + 1 < p->n_ops);
                     assert_int_equal(p->ops[i + 1].kind, op->which);
                     assert_int_equal(p->ops[i + 1].ws, op->out);
+                    assert_true(op->which == XF_OP_OPROJ || op->which == XF_OP_FF2);
                     n_qop++;
+                }
+                if ((op->kind == XF_OP_EMBED || op->kind == XF_OP_LN ||
+                     op->kind == XF_OP_ADD_LN) && op->aux >= 0) {
+                    /* fused: the row op quantises its output for the next op, a Linear
+                     * reading it (QKV, FFN1) with that buffer as its ws */
+                    assert_true(quant && i + 1 < p->n_ops);
+                    assert_true(p->ops[i + 1].kind == XF_OP_QKV ||
+                                p->ops[i + 1].kind == XF_OP_FF1);
+                    assert_int_equal(p->ops[i + 1].in0, op->out);
+                    assert_int_equal(p->ops[i + 1].ws, op->aux);
+                    n_fused++;
                 }
                 int lin = op->kind == XF_OP_QKV || op->kind == XF_OP_OPROJ ||
                           op->kind == XF_OP_FF1 || op->kind == XF_OP_FF2;
@@ -480,7 +492,8 @@ static void test_plan_and_zero_alloc(void **state)
                 n_q8++;
             }
             assert_int_equal(n_q8, quant ? 4 * xf_model_info(m)->n_layer : 0);
-            assert_int_equal(n_qop, n_q8);
+            assert_int_equal(n_qop + n_fused, n_q8);
+            assert_int_equal(n_fused, quant ? 2 * xf_model_info(m)->n_layer : 0);
             assert_int_equal(xf_ctx_reserve(c, p), 0);
             float *h = calloc((size_t)s.N * D, 4), *h2 = calloc((size_t)s.N * D, 4);
             float pl[5 * 64], lg[5 * 2];

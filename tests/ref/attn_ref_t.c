@@ -197,7 +197,12 @@ int xf_ref_run(const xf_attn_t *a, const xf_attn_shape *sh, const xf_attn_io *io
         *plan_out = pl;
     void *shared = pl.ws_shared ? malloc(pl.ws_shared) : NULL;
     if (vt->ops->prepare) {
-        rc = vt->ops->prepare(a->params, sh, io, &pl, shared);
+        /* a parallel prepare: every thread's share, last thread first (no order may matter) */
+        if (vt->ops->prepare_par)
+            for (int ith = nth - 1; ith >= 0 && !rc; ith--)
+                rc = vt->ops->prepare_par(a->params, sh, io, &pl, shared, ith, nth);
+        else
+            rc = vt->ops->prepare(a->params, sh, io, &pl, shared);
         if (rc) {
             free(shared);
             return rc;

@@ -131,6 +131,34 @@ int xf_qkernels_all(const xf_qkernels_t **out, int cap)
     return n;
 }
 
+/* ---- the shared tile loops ---- */
+
+#define A_CHUNK_BYTES (256 * 1024)   /* activations of one row chunk (half of a 512 KB L2) */
+
+void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
+                    const void *ctx)
+{
+    int32_t r0, r1, c0, c1;   /* the own GEMMs' one split policy (kernels.h) */
+    if (!xf_gemm_share(m, w->n, mr, nr, ith, nth, &r0, &r1, &c0, &c1))
+        return;
+    int mc = A_CHUNK_BYTES / w->k_pad / mr * mr;
+    if (mc < mr)
+        mc = mr;
+    for (int ic = r0; ic < r1; ic += mc) {
+        int ic1 = ic + mc < r1 ? ic + mc : r1;
+        for (int jr = c0; jr < c1; jr += nr) {
+            int ncol = c1 - jr < nr ? c1 - jr : nr;
+            for (int ir = ic; ir < ic1; ir += mr)
+                tile(ctx, w, ic1 - ir < mr ? ic1 - ir : mr, jr, ncol,
+                     xq + (size_t)ir * (size_t)ldq, (size_t)ldq, alpha + ir,
+                     bias ? bias + jr : NULL, epi, y + (size_t)ir * (size_t)ldy + jr,
+                     (size_t)ldy);
+        }
+    }
+}
+
 /* ---- geometry ---- */
 
 static size_t up64(size_t x)
@@ -208,6 +236,52 @@ int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int3
     qw->sigma = sigma;
     qw->colsum = colsum;
     qw->bytes = wbytes + (size_t)n_pad * (sizeof *sigma + sizeof *colsum);
+    return 0;
+}
+
+int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts)
+{
+    memset(out, 0, sizeof *out);
+    if (!parts || n_parts < 1)
+        return -EINVAL;
+    int32_t n = 0, n_pad = 0;
+    for (int i = 0; i < n_parts; i++) {
+        const xf_qgemm_w_t *p = &parts[i];
+        if (!p->wq || p->k != parts[0].k || p->wmax != parts[0].wmax)
+            return -EINVAL;
+        if (i + 1 < n_parts && p->n % XF_QGEMM_PANEL)
+            return -ENOTSUP;
+        n += p->n;
+        n_pad += p->n_pad;
+    }
+    const int32_t k_pad = parts[0].k_pad;
+    const size_t wbytes = (size_t)n_pad * (size_t)k_pad;
+    int8_t *wq = aligned_alloc(64, up64(wbytes));
+    float *sigma = malloc((size_t)n_pad * sizeof *sigma);
+    int32_t *colsum = malloc((size_t)n_pad * sizeof *colsum);
+    if (!wq || !sigma || !colsum) {
+        free(wq);
+        free(sigma);
+        free(colsum);
+        return -ENOMEM;
+    }
+    size_t at = 0;
+    for (int i = 0; i < n_parts; i++) {
+        const xf_qgemm_w_t *p = &parts[i];
+        memcpy(wq + at * (size_t)k_pad, p->wq, (size_t)p->n_pad * (size_t)k_pad);
+        memcpy(sigma + at, p->sigma, (size_t)p->n_pad * sizeof *sigma);
+        memcpy(colsum + at, p->colsum, (size_t)p->n_pad * sizeof *colsum);
+        at += (size_t)p->n_pad;
+    }
+    out->n = n;
+    out->k = parts[0].k;
+    out->n_pad = n_pad;
+    out->k_pad = k_pad;
+    out->wmax = parts[0].wmax;
+    out->wq = wq;
+    out->sigma = sigma;
+    out->colsum = colsum;
+    out->bytes = wbytes + (size_t)n_pad * (sizeof *sigma + sizeof *colsum);
     return 0;
 }
 

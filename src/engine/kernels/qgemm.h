@@ -44,6 +44,13 @@ typedef struct xf_qgemm_w {
  * with xf_qgemm_w_deinit() (which accepts an empty one). */
 int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax);
 void xf_qgemm_w_deinit(xf_qgemm_w_t *qw);
+/* One weight of n_parts quantised weights stacked along the output channels (Q, K, V: one
+ * GEMM, one column split): the same k and wmax, and every part but the last a whole number
+ * of panels (n % 16 == 0), so that the panels, scales and column sums just follow each other
+ * and channel o of the result is the same integers and σ as in its part (the outputs are
+ * bitwise those of the separate GEMMs). Returns 0, -ENOTSUP (not stackable), -EINVAL or
+ * -ENOMEM; on failure *out is left empty. The parts are not changed. */
+int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts);
 
 /* W^q[o][k] of a packed weight (for the reference kernel and tests). */
 static inline int8_t xf_qgemm_w_at(const xf_qgemm_w_t *qw, int32_t o, int32_t k)
@@ -86,6 +93,20 @@ typedef struct xf_qkernels {
      * operations done (2 per multiply-add) and adds a result to *sink. */
     double (*peak_loop)(int64_t iters, int32_t *sink);
 } xf_qkernels_t;
+
+/* The loops the AVX2 and VNNI kernels share (no ISA in them): this thread's share of the
+ * m × n output (rows or 16-channel panels, one policy for every own GEMM), rows in chunks whose
+ * activations fit in half a 512 KB L2 while the weights stream by, then nr-column tiles (nr a
+ * multiple of 16: whole panels) and mr-row tiles. tile() computes one tile, rows [ir, ir + rows)
+ * × columns [jr, jr + ncol), full K, with the epilogue; ctx is the kernel's own (e.g. its
+ * micro-kernel table). Every output element is the same whatever the split. */
+typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
+                            int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
+                            const float *bias, enum xf_epilogue epi, float *y, size_t ldy);
+void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
+                    const void *ctx);
 
 /* The int8 table for this CPU (after the XF_CPU cap: avx2 → AVX2, avx512 → VNNI, amx → AMX
  * when the CPU has AMX-INT8). Ownership: borrowed, static. Thread-safe. */

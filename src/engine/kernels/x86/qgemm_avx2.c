@@ -23,7 +23,6 @@
 
 #define MR 4
 #define NR 16
-#define A_CHUNK_BYTES (256 * 1024)
 
 #define XF_INLINE static inline __attribute__((always_inline))
 
@@ -217,31 +216,22 @@ UKR(1) UKR(2) UKR(3) UKR(4)
 static const ukr_fn ukrs[MR] = { ukr_1, ukr_2, ukr_3, ukr_4 };
 static const ukr_fn ukrs7[MR] = { ukr7_1, ukr7_2, ukr7_3, ukr7_4 };
 
+/* One tile for xf_qgemm_drive: rows × ncol (up to MR × 16) at column jr; ctx is the
+ * micro-kernel table (sign trick or 7-bit). */
+static void avx2_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
+                      const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
+                      enum xf_epilogue epi, float *y, size_t ldy)
+{
+    const ukr_fn *uk = ctx;
+    uk[rows - 1](w->k_pad / 4, xq, ldq, w->wq + (size_t)(jr / 16) * (size_t)w->k_pad * 16, y, ldy,
+                 ncol, alpha, w->sigma + jr, w->colsum + jr, bias, epi);
+}
+
 static void qlinear(const ukr_fn *uk, const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq,
                     int32_t ldq, const float *alpha, const float *bias, enum xf_epilogue epi,
                     float *y, int32_t ldy, int ith, int nth)
 {
-    int32_t r0, r1, c0, c1;
-    if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
-        return;
-    const size_t bstride = (size_t)w->k_pad * 16;
-    const int kg = w->k_pad / 4;
-    int mc = A_CHUNK_BYTES / w->k_pad / MR * MR;
-    if (mc < MR)
-        mc = MR;
-    for (int ic = r0; ic < r1; ic += mc) {
-        int ic1 = ic + mc < r1 ? ic + mc : r1;
-        for (int jr = c0; jr < c1; jr += NR) {
-            int ncol = c1 - jr < NR ? c1 - jr : NR;
-            const int8_t *b = w->wq + (size_t)(jr / 16) * bstride;
-            for (int ir = ic; ir < ic1; ir += MR) {
-                int mr = ic1 - ir < MR ? ic1 - ir : MR;
-                uk[mr - 1](kg, xq + (size_t)ir * (size_t)ldq, (size_t)ldq, b,
-                           y + (size_t)ir * (size_t)ldy + jr, (size_t)ldy, ncol, alpha + ir,
-                           w->sigma + jr, w->colsum + jr, bias ? bias + jr : NULL, epi);
-            }
-        }
-    }
+    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, MR, NR, avx2_tile, uk);
 }
 
 void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,

@@ -2,8 +2,8 @@
  * each s32 lane without saturation, so activations go in as x^u = x^q + 128 and the column sums
  * take the 128 back out: acc = Σ x^u·W^q − 128·c_o (ATTENTION.md §24). Micro-kernel: MR=8 rows
  * × 48 channels (3 panels; 24 zmm accumulators), A broadcast 4 bytes at a time straight from the
- * quantised rows, full K per tile (s32 accumulators never leave the registers), rows in chunks
- * of MC so the chunk's activations stay in L2 while W streams by. Also the AVX-512 per-row
+ * quantised rows, full K per tile (s32 accumulators never leave the registers); the tile loops
+ * are qgemm.c's xf_qgemm_drive (shared with AVX2). Also the AVX-512 per-row
  * quantiser and the vpdpbusd peak loop. Compiled with the AVX-512 + VNNI flags only. */
 #include "config.h"
 
@@ -18,7 +18,6 @@
 #define MR 8
 #define NV 3
 #define NR (16 * NV)
-#define A_CHUNK_BYTES (256 * 1024)   /* activations of one row chunk (half of a 512 KB L2) */
 
 #define XF_INLINE static inline __attribute__((always_inline))
 
@@ -143,39 +142,28 @@ static const ukr_fn ukrs[MR][NV] = {
     { ukr_7_1, ukr_7_2, ukr_7_3 }, { ukr_8_1, ukr_8_2, ukr_8_3 },
 };
 
+/* One tile for xf_qgemm_drive: rows × ncol (up to MR × NR) at column jr. */
+static void vnni_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
+                      const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
+                      enum xf_epilogue epi, float *y, size_t ldy)
+{
+    (void)ctx;
+    const size_t bstride = (size_t)w->k_pad * 16;
+    __mmask16 msk[NV];
+    for (int j = 0; j < NV; j++) {
+        int left = ncol - 16 * j;
+        msk[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    }
+    ukrs[rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq, w->wq + (size_t)(jr / 16) * bstride,
+                                         bstride, y, ldy, msk, alpha, w->sigma + jr,
+                                         w->colsum + jr, bias, epi);
+}
+
 void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                      const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                      int32_t ldy, int ith, int nth)
 {
-    int32_t r0, r1, c0, c1;
-    if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
-        return;
-    const size_t bstride = (size_t)w->k_pad * 16;
-    const int kg = w->k_pad / 4;
-    int mc = A_CHUNK_BYTES / w->k_pad / MR * MR;
-    if (mc < MR)
-        mc = MR;
-    for (int ic = r0; ic < r1; ic += mc) {
-        int ic1 = ic + mc < r1 ? ic + mc : r1;
-        for (int jr = c0; jr < c1; jr += NR) {
-            __mmask16 msk[NV];
-            int ncol = c1 - jr < NR ? c1 - jr : NR;
-            for (int j = 0; j < NV; j++) {
-                int left = ncol - 16 * j;
-                msk[j] = left >= 16 ? (__mmask16)0xffff
-                                    : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            }
-            int nv = (ncol + 15) / 16;
-            const int8_t *b = w->wq + (size_t)(jr / 16) * bstride;
-            for (int ir = ic; ir < ic1; ir += MR) {
-                int mr = ic1 - ir < MR ? ic1 - ir : MR;
-                ukrs[mr - 1][nv - 1](kg, xq + (size_t)ir * (size_t)ldq, (size_t)ldq, b, bstride,
-                                     y + (size_t)ir * (size_t)ldy + jr, (size_t)ldy, msk,
-                                     alpha + ir, w->sigma + jr, w->colsum + jr,
-                                     bias ? bias + jr : NULL, epi);
-            }
-        }
-    }
+    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, MR, NR, vnni_tile, NULL);
 }
 
 /* 12 independent vpdpbusd chains: 12 × 64 multiply-adds per round. */
