@@ -494,10 +494,12 @@ static void enqueue(xf_batcher_t *b, xf_bjob_t *job)
     b->sum_sq += job_sum_sq(job);
 }
 
-/* Seconds → whole seconds for Retry-After: rounded up, at least 1, at most cap_s (≥ 1). */
+/* Seconds → whole seconds for Retry-After: rounded up, at least 1, at most cap_s rounded down
+ * (the request's timeout: a client told to wait longer than its own deadline is told nothing
+ * useful), but at least 1. */
 static int retry_s(double s, double cap_s)
 {
-    double c = ceil(cap_s);
+    double c = floor(cap_s + 1e-6);
     if (!(c >= 1))
         c = 1;
     double r = ceil(s);
@@ -545,8 +547,11 @@ int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_
     double timeout_s = job->deadline_ns > job->enqueue_ns
                            ? (double)(job->deadline_ns - job->enqueue_ns) * 1e-9 : left_s;
     int nw = load && load->n_workers > 0 ? load->n_workers : 1;
-    a.wait_s = ((load && load->running_s > 0 ? load->running_s : 0) + xf_batcher_backlog_s(b)) /
-               nw;
+    /* The running batches' progress says how far off the model is right now (a machine busier
+     * than at warm-up): the queue ahead and the job itself will go as slowly. */
+    double slow = load && load->slow > 1 ? load->slow : 1;
+    a.wait_s = ((load && load->running_s > 0 ? load->running_s : 0) +
+                xf_batcher_backlog_s(b) * slow) / nw;
     a.retry_after_s = retry_s(a.wait_s, timeout_s);
     if (out)
         *out = a;
@@ -562,7 +567,7 @@ int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_
         /* Nothing ahead of it: it starts now. Whatever the model predicts, the lower bound
          * fits: run it (the model learns from the run; a batch past its deadline stops). */
         job->must_run_ = load != NULL;
-    } else if (a.wait_s + a.alone_s > XF_ADMIT_MARGIN * left_s) {
+    } else if (a.wait_s + a.alone_s * slow > XF_ADMIT_MARGIN * left_s) {
         return -EBUSY;
     }
     enqueue(b, job);

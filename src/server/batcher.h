@@ -146,14 +146,19 @@ void xf_batcher_free(xf_batcher_t *b);
 typedef struct xf_load {
     int idle_workers;      /* workers waiting for a batch */
     int n_workers;         /* ≥ 1 */
-    double running_s;      /* Σ predicted seconds still to run of the batches running now */
+    double running_s;      /* Σ seconds still to run of the batches running now, as
+                              re-estimated from their layer progress */
+    double slow;           /* how many times slower than the cost model the running batches
+                              go (≥ 1; 0 or 1: as predicted): the queue ahead and the job's
+                              own time are scaled by it before the wait check */
 } xf_load_t;
 
 /* The numbers behind an admission decision (for the reply and the log). */
 typedef struct xf_admit {
     double alone_s;        /* predicted seconds of the job alone on an idle worker */
     double lower_s;        /* alone_s × XF_COST_LOWER: the least it could take */
-    double wait_s;         /* predicted wait before it can start (backlog / workers) */
+    double wait_s;         /* predicted wait before it can start ((running + backlog × slow)
+                              / workers) */
     int retry_after_s;     /* -EBUSY/-EAGAIN: the predicted drain time, ≥ 1, ≤ the job's
                               time to its deadline (rounded up) */
 } xf_admit_t;
@@ -163,8 +168,9 @@ typedef struct xf_admit {
  *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
  *     expires only when the lower bound no longer fits (a running batch is stopped at its
  *     deadline instead, see workers.h);
- *   - otherwise the job is queued only if wait_s + alone_s fits in 80% of the time to its
- *     deadline (a margin for a wait prediction that lags a growing load).
+ *   - otherwise the job is queued only if wait_s + alone_s × slow fits in 80% of the time to
+ *     its deadline (a margin for a wait prediction that lags a growing load), where wait_s =
+ *     (running_s + backlog × slow) / workers.
  * Returns 0 (queued); -EINVAL (as xf_batcher_push); XF_ETOOLONG (more tokens than
  * max_queued_tokens: never admissible → 413); XF_EDEADLINE (lower_s exceeds the time to the
  * deadline: even an idle server cannot finish it → 413); -EBUSY (it would wait too long:
