@@ -362,10 +362,6 @@ struct xf_batcher {
      * reads "arrivals in about the last second" and a burst cannot make it explode. */
     double arr_cnt;
     uint64_t arr_last_ns;
-    /* The last finished batch (xf_batcher_batch_done): until linger_due_ns, while fewer than
-     * linger_jobs are queued, the tokens policy waits for its clients' next requests. */
-    size_t linger_jobs;
-    uint64_t linger_due_ns;
     xf_bjob_t **scratch;       /* [o.max_queue_jobs] */
     unsigned char *mark;       /* [o.max_queue_jobs] */
 };
@@ -869,11 +865,6 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         break;
     }
     case XF_BATCH_TOKENS: {
-        if (b->n < b->linger_jobs && b->n < limit && b->tokens < b->o.max_batch_tokens &&
-            now_ns < b->linger_due_ns) {
-            *wake_ns = b->linger_due_ns;
-            break;
-        }
         memcpy(b->scratch, b->q, b->n * sizeof(*b->q));
         qsort(b->scratch, b->n, sizeof(*b->scratch), cmp_deadline);
         /* EDF order, packed to the token budget; a job joins only if the grown batch still
@@ -941,19 +932,10 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         return 0;
     }
     dispatch(b, k, out);
-    b->linger_jobs = 0;   /* the wait after a finished batch is spent by the next one */
     *n_out = k;
     if (info)
         fill_info(&b->cost, out, k, info);
     return 0;
-}
-
-void xf_batcher_batch_done(xf_batcher_t *b, size_t n_jobs, double seconds, uint64_t now_ns)
-{
-    double w = isfinite(seconds) && seconds > 0 ? XF_LINGER_FRAC * seconds * 1e9 : 0;
-    uint64_t wait = w < (double)b->o.max_queue_delay_ns ? (uint64_t)w : b->o.max_queue_delay_ns;
-    b->linger_jobs = n_jobs > 1 && wait > 0 ? n_jobs : 0;
-    b->linger_due_ns = now_ns > UINT64_MAX - wait ? UINT64_MAX : now_ns + wait;
 }
 
 void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds)

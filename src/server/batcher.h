@@ -111,8 +111,7 @@ typedef struct xf_batcher_opts {
     enum xf_batch_policy policy;
     int32_t max_batch;           /* jobs per batch, ≥ 1 */
     int64_t max_batch_tokens;    /* tokens per batch (a bigger job runs alone), ≥ 1 */
-    uint64_t max_queue_delay_ns; /* fifo: longest wait of the oldest job; tokens: longest
-                                    wait for a finished batch's clients (batch_done) */
+    uint64_t max_queue_delay_ns; /* fifo: longest wait of the oldest job */
     int64_t max_queued_tokens;   /* admission bound, ≥ 1 */
     int32_t max_queue_jobs;      /* admission bound and queue capacity, ≥ 1 */
     int32_t dp_window;           /* dp: jobs considered per decision, the earliest deadlines
@@ -215,15 +214,6 @@ uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b);
 
 /* Remove and hand back up to cap queued jobs (drain/shutdown), oldest first. */
 size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap);
-
-/* A batch handed out by xf_batcher_next finished at now_ns after seconds of compute, and its
- * n_jobs requests were answered. Clients in a closed loop send their next requests within
- * milliseconds; the tokens policy then waits up to min(max_queue_delay, XF_LINGER_FRAC ×
- * seconds) after now_ns while fewer than n_jobs are queued (and the batch is not full by
- * max_batch or max_batch_tokens), instead of starting the first arrival alone and making the
- * rest wait for it. The wait is spent once: the next dispatched batch ends it. */
-#define XF_LINGER_FRAC 0.05
-void xf_batcher_batch_done(xf_batcher_t *b, size_t n_jobs, double seconds, uint64_t now_ns);
 
 /* Refine the cost model with a measured batch: n sequence lengths and wall seconds. */
 void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds);

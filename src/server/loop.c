@@ -183,7 +183,6 @@ void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void 
     jobs[0]->rep_tokens = r->n_tokens;
     jobs[0]->rep_sum_sq = r->sum_sq;
     jobs[0]->rep_n_seq = r->n_seq;
-    jobs[0]->rep_n_jobs = n;
     jobs[0]->rep_frac = r->frac;
     jobs[0]->rep_worker = r->worker;
     if (r->arena_bytes) {
@@ -369,8 +368,6 @@ static void on_done(uv_async_t *a)
             xf_cost_sample_t cs = { .tokens = j->rep_tokens, .sum_sq = j->rep_sum_sq,
                                     .pad_tokens = 0,
                                     .seconds = frac > 0 ? j->rep_seconds / frac : 0 };
-            /* Its clients may come back at once (a closed loop): tokens waits for them. */
-            xf_batcher_batch_done(L->batcher, (size_t)j->rep_n_jobs, j->rep_seconds, now);
             if (frac > 0 && (j->status == XF_HE_NONE || frac < 1)) {
                 xf_cost_t *cm = xf_batcher_cost(L->batcher);
                 xf_cost_observe(cm, &cs);
