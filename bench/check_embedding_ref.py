@@ -20,7 +20,7 @@ Usage: bench/check_embedding_ref.py --cli build/release/src/xformd-cli
          --model /tmp/peers/bert-base-random-hf [--shared ../shared]
          [--llama-bin /tmp/peers/llama.cpp/build/bin --gguf /tmp/peers/bert-base-random-hf-f32.gguf]
 """
-import argparse, json, math, os, struct, subprocess, sys
+import argparse, json, math, os, re, struct, subprocess, sys
 import numpy as np
 
 SHORT = ['hello world',
@@ -116,7 +116,8 @@ def llama_side(bindir, gguf, texts):
         out = run([os.path.join(bindir, 'llama-embedding'), '-m', gguf, '-t', '2', '--pooling', 'mean',
                    '--embd-normalize', '-1', '--embd-output-format', 'json', '--verbose-prompt',
                    '-b', '512', '-ub', '512', '-c', '512', '-p', t])
-        head, js = out[:out.index('{')], out[out.index('{'):]
+        j = re.search(r'^\{', out, re.M).start()   # the JSON starts a line; a text may hold '{'
+        head, js = out[:j], out[j:]
         ids.append([int(l.split('->')[0]) for l in head.splitlines() if '->' in l and l.split('->')[0].strip().isdigit()])
         emb.append(np.array(json.loads(js)['data'][0]['embedding'], dtype=np.float64))
     return ids, emb
@@ -125,7 +126,7 @@ def llama_side(bindir, gguf, texts):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--cli', required=True)
+    ap.add_argument('--cli', help='xformd-cli (omit to check only llama.cpp)')
     ap.add_argument('--model', required=True)
     ap.add_argument('--shared', default=os.path.join(here, '..', '..', 'shared'))
     ap.add_argument('--llama-bin')
@@ -143,7 +144,7 @@ def main():
     texts = SHORT + [long_text(tok, 200), long_text(tok, 510), long_text(tok, 512)]
     ref_ids = [tok.encode(t) for t in texts]
     refs = [forward(W, cfg, ids) for ids in ref_ids]
-    impls = [('xformd', xformd_side(a.cli, a.model, texts))]
+    impls = [('xformd', xformd_side(a.cli, a.model, texts))] if a.cli else []
     if a.llama_bin and a.gguf:
         impls.append(('llama.cpp', llama_side(a.llama_bin, a.gguf, texts)))
     ok = True
