@@ -236,6 +236,51 @@ static size_t response_done(conn_t *c, int *status)
     return hl + (size_t)cl;
 }
 
+/* A 429/503 answer's Retry-After in ms (delta-seconds form), or -1 when absent or in the
+ * HTTP-date form (then the caller backs off on its own). Call after response_done. */
+static long retry_after_ms(const conn_t *c)
+{
+    const char *hend = strstr(c->buf, "\r\n\r\n");
+    for (const char *p = c->buf; hend && p < hend;) {
+        const char *eol = strstr(p, "\r\n");
+        if (strncasecmp(p, "Retry-After:", 12) == 0) {
+            char *end;
+            long v = strtol(p + 12, &end, 10);
+            while (*end == ' ' || *end == '\t')
+                end++;
+            return end > p + 12 && end == eol && v >= 0 ? (v > 3600 ? 3600000 : v * 1000) : -1;
+        }
+        p = eol + 2;
+    }
+    return -1;
+}
+
+/* Closed-loop back-off after a refusal (429/503), so refused clients do not resend at once
+ * and turn overload into a retry storm. Retry-After is honoured (capped at RETRY_CAP_MS) plus
+ * up to 25% jitter; without it, "full jitter" exponential back-off: uniform in
+ * [base/2, base] with base = min(RETRY_CAP_MS, RETRY_BASE_MS << attempt). A request refused
+ * RETRY_MAX times is dropped (gave_up) and the client moves on to the next one. */
+enum { RETRY_BASE_MS = 25, RETRY_CAP_MS = 2000, RETRY_MAX = 6 };
+
+static uint64_t backoff_ns(long retry_after, int attempt, uint64_t *rng)
+{
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    double u = (double)(*rng >> 11) * (1.0 / 9007199254740992.0);   /* [0, 1) */
+    double ms;
+    if (retry_after >= 0) {
+        ms = (double)(retry_after < RETRY_CAP_MS ? retry_after : RETRY_CAP_MS);
+        ms += 0.25 * u * (ms > 0 ? ms : RETRY_BASE_MS);
+    } else {
+        double base = (double)RETRY_BASE_MS * (double)(1u << (attempt < 10 ? attempt : 10));
+        if (base > RETRY_CAP_MS)
+            base = RETRY_CAP_MS;
+        ms = base * (0.5 + 0.5 * u);
+    }
+    return (uint64_t)(ms * 1e6);
+}
+
 static void conn_close(int ep, conn_t *c)
 {
     if (c->fd >= 0) {
@@ -436,9 +481,13 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
     size_t *blen = calloc(POOL, sizeof(*blen));
     conn_t *conns = calloc((size_t)clients, sizeof(*conns));
     uint64_t *sent_at = calloc((size_t)clients, sizeof(*sent_at));
+    uint64_t *next_at = calloc((size_t)clients, sizeof(*next_at));   /* back-off: not before */
+    int *attempt = calloc((size_t)clients, sizeof(*attempt));         /* refusals of this request */
     size_t lcap = 1 << 16, nl = 0, non2xx = 0, failed = 0, sent = 0;
+    size_t refused = 0, retried = 0, gave_up = 0;
+    uint64_t rng = o->seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
     double *lat = malloc(lcap * sizeof(double));
-    if (!body || !blen || !conns || !sent_at || !lat) {
+    if (!body || !blen || !conns || !sent_at || !next_at || !attempt || !lat) {
         fprintf(stderr, "bench_serve: out of memory\n");
         exit(1);
     }
@@ -464,7 +513,7 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
             break;
         for (int i = 0; i < clients && now < stop; i++) {
             conn_t *c = &conns[i];
-            if (c->busy)
+            if (c->busy || now < next_at[i])
                 continue;
             if (c->fd < 0) {
                 c->fd = connect_to(o, 1);
@@ -474,11 +523,16 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                 }
                 struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
                 epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+            } else {
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
             }
             c->busy = 1;
-            c->req = body[next_body % POOL];
-            c->req_len = blen[next_body % POOL];
-            next_body++;
+            if (attempt[i] == 0) {   /* else resend the refused request after its back-off */
+                c->req = body[next_body % POOL];
+                c->req_len = blen[next_body % POOL];
+                next_body++;
+            }
             c->req_off = 0;
             c->len = 0;
             sent_at[i] = now;
@@ -491,13 +545,21 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
         }
         if (now >= stop && active == 0)
             break;
+        int wait_ms = 50;   /* wake up in time for the earliest back-off to end */
+        for (int i = 0; i < clients && now < stop; i++)
+            if (!conns[i].busy && next_at[i] > now && (next_at[i] - now) / 1000000 < (uint64_t)wait_ms)
+                wait_ms = (int)((next_at[i] - now) / 1000000) + 1;
         struct epoll_event evs[64];
-        int ne = epoll_wait(ep, evs, 64, 50);
+        int ne = epoll_wait(ep, evs, 64, wait_ms);
         for (int e = 0; e < ne; e++) {
             int i = (int)evs[e].data.u32;
             conn_t *c = &conns[i];
-            if (c->fd < 0 || !c->busy)
+            if (c->fd < 0)
                 continue;
+            if (!c->busy) {   /* idle (backing off): the server closed it; reconnect later */
+                conn_close(ep, c);
+                continue;
+            }
             int bad = 0;
             if ((evs[e].events & EPOLLOUT) && conn_send(c) < 0)
                 bad = 1;
@@ -510,12 +572,27 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                 int st = 0;
                 if (!bad && response_done(c, &st) > 0) {
                     uint64_t fin = now_ns();
+                    /* idle until the next send: no EPOLLOUT, or a writable socket spins */
+                    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                    int refusal = st == 429 || st == 503;
                     if (sent_at[i] >= warm_end) {
                         sent++;
                         if (st == 200 && nl < lcap)
                             lat[nl++] = (double)(fin - sent_at[i]) * 1e-9;
+                        else if (refusal)
+                            refused++;
                         else if (st != 200)
                             non2xx++;
+                    }
+                    if (refusal && attempt[i] + 1 < RETRY_MAX) {
+                        next_at[i] = fin + backoff_ns(retry_after_ms(c), attempt[i], &rng);
+                        attempt[i]++;
+                        retried += sent_at[i] >= warm_end;
+                    } else {
+                        gave_up += refusal && sent_at[i] >= warm_end;
+                        attempt[i] = 0;
+                        next_at[i] = 0;
                     }
                     c->busy = 0;
                     c->len = 0;
@@ -529,6 +606,7 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                     sent++;
                     failed++;
                 }
+                attempt[i] = 0;
                 active--;
                 conn_close(ep, c);
             }
@@ -547,9 +625,10 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
     }
     printf("policy=%s clients=%d achieved_qps=%.2f sent=%zu ok=%zu rejected=%zu failed=%zu "
            "p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f mean_batch=%.2f padding_waste_tokens=%.0f "
-           "padding_frac=%.3f\n",
+           "padding_frac=%.3f refused=%zu retried=%zu gave_up=%zu\n",
            policy, clients, span > 0 ? (double)nl / span : 0, sent, nl, non2xx, failed,
-           PCT(0.50), PCT(0.90), PCT(0.99), mean_batch, pad, pad_frac);
+           PCT(0.50), PCT(0.90), PCT(0.99), mean_batch, pad, pad_frac, refused, retried,
+           gave_up);
     fflush(stdout);
     for (int i = 0; i < clients; i++)
         conn_close(ep, &conns[i]);
@@ -560,6 +639,8 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
     free(blen);
     free(conns);
     free(sent_at);
+    free(next_at);
+    free(attempt);
     free(lat);
 }
 
@@ -611,7 +692,12 @@ static void usage(void)
             "Open loop (Poisson arrivals at each --loads rate) unless --clients gives closed-loop\n"
             "client counts. Without --xformd the server at host:port is used as is (its policy\n"
             "from /v1/stats, \"external\" when it has none, e.g. llama-server); with it, one\n"
-            "daemon per policy is started on --port.\n");
+            "daemon per policy is started on --port.\n"
+            "Output: one key=value line per run. Closed loop: sent = answers + failures after\n"
+            "warm-up, ok = 200s, refused = 429/503 answers, rejected = other non-200s, failed =\n"
+            "connection errors; a refused request is resent after its Retry-After (capped at 2 s,\n"
+            "+0-25%% jitter) or, without one, a jittered exponential back-off (25 ms doubling, cap\n"
+            "2 s); retried = such resends, gave_up = requests dropped after 6 refusals.\n");
 }
 
 int main(int argc, char **argv)
