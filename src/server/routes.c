@@ -1042,6 +1042,16 @@ static enum MHD_Result h_infer(xf_req_t *req)
     if (params && !json_is_object(params))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
                                    "object");
+    /* Triton's sequence parameters: a session of the encoder when its attention keeps state */
+    if (params && json_object_get(params, "sequence_id")) {
+        if (xf_sessions_encoder(s))
+            return xf_sessions_handle_kserve(req);
+        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "parameters.sequence_id: "
+                                   "model %s's attention (%s) keeps no state between segments, "
+                                   "so it has no sequences (serve it with model.attention txl "
+                                   "or compressive)", s->model_name,
+                                   xf_attn_name(xf_model_attention(s->model)));
+    }
     if (params && get_ropts(req, params, &ro, &ret) != STEP_OK)
         return ret;
     json_t *inputs = json_object_get(root, "inputs");

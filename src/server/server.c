@@ -36,6 +36,8 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->conn_limit = (int)c->http_connection_limit;
     o->conn_timeout_s = (int)((c->http_timeout_ms + 999) / 1000);
     o->conn_memory_bytes = 64 * 1024;   /* MHD's per-connection buffer; not an option */
+    o->max_uri_bytes = (size_t)c->http_max_uri_bytes;
+    o->max_header_bytes = (size_t)c->http_max_header_bytes;
     o->max_conn_per_ip = (int)c->http_max_connections_per_ip;
     o->header_timeout_ms = (int)c->http_header_timeout_ms;
     o->body_timeout_ms = (int)c->http_body_timeout_ms;
@@ -511,10 +513,8 @@ int xf_server_wait(xf_server_t *s)
 
 void xf_server_stop(xf_server_t *s)
 {
-    if (!s)
-        return;
-    xf_server_drain(s);
-    xf_server_wait(s);
+    /* xf_server_free drains and waits while the loop thread runs; after xf_server_wait the
+     * loop is closed and a drain request would send to a closed uv_async_t (libuv aborts). */
     xf_server_free(s);
 }
 
