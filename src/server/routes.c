@@ -1752,9 +1752,10 @@ static enum MHD_Result h_tei_info(xf_req_t *req)
         type = json_pack("{s:{s:s}}", "embedding", "pooling",
                          pooling_name(s->o.pooling != XF_POOL_DEFAULT ? s->o.pooling
                                                                      : mi->pooling));
-    json_t *o = json_pack("{s:s,s:n,s:s,s:o,s:i,s:i,s:i,s:i,s:i,s:b,s:i,s:s,s:n,s:n}",
+    json_t *o = json_pack("{s:s,s:n,s:s,s:s,s:o,s:i,s:i,s:i,s:i,s:i,s:b,s:i,s:s,s:n,s:n}",
                           "model_id", s->model_name, "model_sha", "model_dtype",
-                          tei_dtype(mi->file_dtype), "model_type", type,
+                          tei_dtype(mi->file_dtype), "served_model_name", s->model_name,
+                          "model_type", type,
                           "max_concurrent_requests", s->o.max_queue_jobs,
                           "max_input_length", mi->max_positions,
                           "max_batch_tokens", s->o.max_batch_tokens,

@@ -292,9 +292,13 @@ static void test_tei_root_health_info(void **state)
     json_decref(a);
     a = jget(S[SRV_PLAIN].port, "GET", "/", NULL, 200);
     json_decref(a);
+    a = jget(S[SRV_PLAIN].port, "GET", "/ping", NULL, 200);   /* TEI's third health route */
+    json_decref(a);
     /* /info in TEI's field names. */
     json_t *i = jget(S[SRV_PLAIN].port, "GET", "/info", NULL, 200);
     assert_string_equal(json_string_value(json_object_get(i, "model_id")), "xformd-demo");
+    assert_string_equal(json_string_value(json_object_get(i, "served_model_name")),
+                        "xformd-demo");   /* a field of TEI's Info */
     assert_string_equal(json_string_value(json_object_get(i, "model_dtype")), "float32");
     json_t *emb = json_object_get(json_object_get(i, "model_type"), "embedding");
     assert_true(json_is_string(json_object_get(emb, "pooling")));
