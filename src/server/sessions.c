@@ -3,7 +3,10 @@
  * write (loop), resume the connection. Each session key has a FIFO of operations on the loop
  * thread; the next one starts only when the previous one has been answered, so two segments of
  * one session never run at once or out of order, while different sessions run in parallel.
- * A stored blob that fails a check is discarded with a warning and the reply says "reset". */
+ * A stored blob that fails a check is discarded with a warning and the reply says "reset".
+ * An encoder segment (stateful model attention) loads the blob into an xf_state_t on the pool,
+ * computes in the batcher as a one-sequence job carrying that state (enc_submit / enc_done),
+ * then writes the new blob on the pool and stores it the same way. */
 #include "config.h"
 
 #include "server/sessions.h"
