@@ -18,51 +18,50 @@ int32_t xf_at_f_features(const xf_at_f_map_t *mp)
 }
 
 /* Scratch of one item, every piece 64-byte aligned (the T micro-kernels' layout): see item(). */
-typedef struct flay {
+typedef struct lay {
     float *pre, *wt, *x, *s, *phit, *acc, *vbuf, *sf;
     double *g, *S, *z, *za, *phi, *num, *den, *flo, *vmean;
-} flay_t;
-
-static size_t al64(size_t x)
-{
-    return (x + 63u) & ~(size_t)63u;
-}
+} lay_t;
 
 static int32_t dpad(int32_t d)
 {
     return (d + 15) & ~15;
 }
 
-static size_t flayout(const xf_at_f_map_t *mp, int32_t n, int32_t d, void *ws, flay_t *l)
+/* n, r, 64-feature chunks of r, dp·64 (one chunk of Wᵀ), XF_AT_TQ, dp (d rounded up to 16),
+ * 64 keys, max(F, 64), F + 64, F and d */
+enum { FN = XF_AT_DIM_USER, FR, FRC, FCHUNK, FTQ, FDP, FBK, FPHI, FSF, FF, FD };
+static const xf_at_slot_t slots[] = {
+    XF_AT_SLOT(pre, FN, FR, 0),         /* projections of the keys */
+    XF_AT_SLOT(wt, FRC, FCHUNK, 0),     /* Wᵀ in chunks of 64 features */
+    XF_AT_SLOT(x, FTQ, FDP, 0),         /* mapped inputs of a block */
+    XF_AT_SLOT(s, FTQ, FBK, 0),
+    XF_AT_SLOT(phit, FPHI, FBK, 0),     /* φ blocks, transposed */
+    XF_AT_SLOT(acc, FTQ, FDP, 0),
+    XF_AT_SLOT(vbuf, FBK, FDP, 0),
+    XF_AT_SLOT(sf, FSF, FDP, 0),        /* fp32 S, rows padded to dp */
+    XF_AT_SLOT(g, FN, 1, 0),
+    XF_AT_SLOT(S, FF, FD, 0),
+    XF_AT_SLOT(z, FF, 1, 0),
+    XF_AT_SLOT(za, FF, 1, 0),
+    XF_AT_SLOT(phi, FF, 1, 0),
+    XF_AT_SLOT(num, FTQ, FD, 0),
+    XF_AT_SLOT(den, FTQ, 1, 0),
+    XF_AT_SLOT(flo, FTQ, 1, 0),
+    XF_AT_SLOT(vmean, FD, 1, 0),
+};
+
+/* Carve ws (any alignment; NULL: sizes only) into l from its first 64-byte boundary; returns
+ * the bytes taken plus 64 of slack for that alignment. */
+static size_t flayout(const xf_at_f_map_t *mp, int32_t n, int32_t d, void *ws, lay_t *l)
 {
-    size_t F = (size_t)xf_at_f_features(mp), r = (size_t)mp->r, N = (size_t)n;
-    size_t dp = (size_t)dpad(d), rc = (r + XF_AT_T_BK - 1) / XF_AT_T_BK, off = 0;
-    unsigned char *b = ws ? (unsigned char *)(((uintptr_t)ws + 63u) & ~(uintptr_t)63u) : NULL;
-#define TAKE(ptr, type, cnt)                                                      \
-    do {                                                                          \
-        if (l)                                                                    \
-            l->ptr = (type *)(void *)(b + off);                                   \
-        off += al64(sizeof(type) * (size_t)(cnt));                                \
-    } while (0)
-    TAKE(pre, float, N * r);                    /* projections of the keys */
-    TAKE(wt, float, rc * dp * XF_AT_T_BK);        /* Wᵀ in chunks of 64 features */
-    TAKE(x, float, (size_t)XF_AT_TQ * dp);    /* mapped inputs of a block */
-    TAKE(s, float, (size_t)XF_AT_TQ * XF_AT_T_BK);
-    TAKE(phit, float, (F > XF_AT_T_BK ? F : XF_AT_T_BK) * XF_AT_T_BK); /* φ blocks, transposed */
-    TAKE(acc, float, (size_t)XF_AT_TQ * dp);
-    TAKE(vbuf, float, (size_t)XF_AT_T_BK * dp);
-    TAKE(sf, float, (F + XF_AT_T_BK) * dp);       /* fp32 S, rows padded to dp */
-    TAKE(g, double, N);
-    TAKE(S, double, F * (size_t)d);
-    TAKE(z, double, F);
-    TAKE(za, double, F);
-    TAKE(phi, double, F);
-    TAKE(num, double, (size_t)XF_AT_TQ * (size_t)d);
-    TAKE(den, double, XF_AT_TQ);
-    TAKE(flo, double, XF_AT_TQ);
-    TAKE(vmean, double, (size_t)d);
-#undef TAKE
-    return off + 64u;
+    size_t F = (size_t)xf_at_f_features(mp), r = (size_t)mp->r, dp = (size_t)dpad(d);
+    const size_t dim[] = { 0, 1, (size_t)n, r, (r + XF_AT_T_BK - 1) / XF_AT_T_BK,
+                           dp * XF_AT_T_BK, XF_AT_TQ, dp, XF_AT_T_BK,
+                           F > XF_AT_T_BK ? F : XF_AT_T_BK, F + XF_AT_T_BK, F, (size_t)d };
+    _Static_assert(sizeof dim / sizeof dim[0] == FD + 1, "one dimension per enum entry");
+    void *b = ws ? (void *)(((uintptr_t)ws + 63u) & ~(uintptr_t)63u) : NULL;
+    return xf_at_carve_table(b, 64, l, slots, sizeof slots / sizeof slots[0], dim) + 64u;
 }
 
 size_t xf_at_f_ws(const xf_at_f_map_t *mp, int32_t nmax, int32_t d)
@@ -126,7 +125,7 @@ static void expand(const xf_at_f_map_t *mp, const float *pre, double g, double *
 
 /* Projections pre[row][0..r) of nq mapped rows (x, [nq][dp]) by the transposed W chunks
  * (LINEAR: the rows themselves). */
-static void project_block(const xf_at_kern *kn, const xf_at_f_map_t *mp, const flay_t *l,
+static void project_block(const xf_at_kern *kn, const xf_at_f_map_t *mp, const lay_t *l,
                           int32_t nq, int32_t d, float *pre, int32_t ldp)
 {
     int32_t dp = dpad(d), r = mp->r;
@@ -148,7 +147,7 @@ static void project_block(const xf_at_kern *kn, const xf_at_f_map_t *mp, const f
 
 /* x rows of a block: mapped inputs, zero-padded to dp; returns ‖x‖²/2 per row into h. */
 static void map_block(const xf_at_f_map_t *mp, const float *raw, int32_t nq, int32_t d,
-                      float mul, const flay_t *l, double *h)
+                      float mul, const lay_t *l, double *h)
 {
     int32_t dp = dpad(d);
 
@@ -222,7 +221,7 @@ void xf_at_f_item(const xf_at_f_map_t *mp, const xf_at_item_t *it, void *ws)
     double G = -INFINITY, h[XF_AT_TQ];
     const float *vt[XF_AT_T_BK];
     int32_t rows[XF_AT_T_BK];
-    flay_t l;
+    lay_t l;
 
     flayout(mp, n, d, ws, &l);
     /* Wᵀ chunks for the kernel's qk: wt[ch][x][ff] = W[64·ch + ff][x] */

@@ -81,7 +81,9 @@ typedef struct xf_job {
     int has_report;            /* the first job of a batch carries the batch's report */
     double rep_seconds, rep_tokens, rep_sum_sq;
     double rep_frac;           /* share of the layers the batch computed (1: all) */
+    int rep_worker;            /* the worker that ran the batch */
     int32_t rep_n_seq;
+    int32_t rep_n_jobs;        /* requests in the batch */
 } xf_job_t;
 
 /* Allocate a job for n_seq sequences, n_tokens tokens in total (arrays zeroed).

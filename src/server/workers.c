@@ -619,8 +619,10 @@ int xf_workers_submit(xf_workers_t *p, xf_job_t *const *jobs, int n)
             wk->jobs = copy;
             wk->n_jobs = n;
             wk->busy = 1;
+            /* no layer of this batch is done (the previous batch's count would read as done) */
+            atomic_store_explicit(&wk->layers_done, 0, memory_order_relaxed);
             pthread_cond_signal(&wk->cond);
-            rc = 0;
+            rc = i;
             break;
         }
     }
@@ -650,6 +652,18 @@ int xf_workers_warmup(xf_workers_t *p, const int32_t *lens, int n_seq, xf_batch_
         rc = run_batch(&p->w[0], &j, 1, r, diag);
     xf_job_free(j);
     return rc;
+}
+
+void xf_workers_layers(xf_workers_t *p, int i, int *done, int *n_layer)
+{
+    *done = 0;
+    *n_layer = p->info->n_layer > 0 ? p->info->n_layer : 1;
+    if (i < 0 || i >= p->n)
+        return;
+    int nl = atomic_load_explicit(&p->w[i].n_layer, memory_order_relaxed);
+    *done = atomic_load_explicit(&p->w[i].layers_done, memory_order_relaxed);
+    if (nl > 0)
+        *n_layer = nl;
 }
 
 uint64_t xf_workers_progress(xf_workers_t *p)

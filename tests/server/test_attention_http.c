@@ -105,7 +105,9 @@ static const char *err_msg(json_t *j)
  * carry the machine code invalid_attention. */
 static void expect_400(const char *path, const char *body, const char *needle)
 {
-    json_t *j = fx_json(S[SRV_A].port, "POST", path, NULL, body, 400);
+    /* TEI's routes answer a Validation error with 422, as TEI does; the others 400. */
+    int tei = !strcmp(path, "/embed") || !strcmp(path, "/rerank") || !strcmp(path, "/predict");
+    json_t *j = fx_json(S[SRV_A].port, "POST", path, NULL, body, tei ? 422 : 400);
     assert_non_null(j);
     const char *m = err_msg(j);
     assert_non_null(m);
@@ -251,8 +253,28 @@ static void test_errors(void **state)
     json_decref(j);
 }
 
+/* A 413 cannot_finish_in_time for the documented reason (doc/admission.md): the cost model
+ * predicts more time than the deadline or request.max_compute_ms allows, and the message
+ * says so. That is the right answer on slow kernels (XF_CPU=generic, sanitizer builds) to
+ * parameters a fast CPU runs in time; any other 413 is not. */
+static int too_slow_by_cost(const hc_resp_t *r)
+{
+    if (r->status != 413)
+        return 0;
+    json_t *j = json_loads(r->body ? r->body : "", 0, NULL);
+    json_t *e = json_object_get(j, "error");
+    const char *code = json_string_value(json_object_get(e, "code"));
+    const char *m = json_string_value(json_object_get(e, "message"));
+    int ok = code && !strcmp(code, "cannot_finish_in_time") && m &&
+             strstr(m, "predicted to take") &&
+             (strstr(m, "deadline") || strstr(m, "request.max_compute_ms"));
+    json_decref(j);
+    return ok;
+}
+
 /* Every variant of the registry by its bare name: the per-request ones answer 200 (or a 400
- * when the model cannot run them), the others 400; extreme parameters never give a 5xx.
+ * when the model cannot run them), the others 400; extreme parameters never give a 5xx (a 413
+ * only as too_slow_by_cost: bigbird at its limits is predicted at ~60 s on generic kernels).
  * Left out: performer/rfa features=65536 and reformer n_buckets=65536 are accepted but cost
  * 7-11 s each on the tiny model (reported to the attention owner), too slow for make check. */
 static void test_every_variant(void **state)
@@ -273,7 +295,7 @@ static void test_every_variant(void **state)
         if (vi.flags & XF_ATTN_PER_REQUEST) {
             if (r.status != 200)
                 print_message("# %s: %d %s\n", vi.name, r.status, r.body);
-            assert_true(r.status == 200 || r.status == 400);
+            assert_true(r.status == 200 || r.status == 400 || too_slow_by_cost(&r));
             n_ok += r.status == 200;
         } else {
             assert_int_equal(r.status, 400);
@@ -302,7 +324,7 @@ static void test_every_variant(void **state)
         assert_int_equal(hc_do(p, "POST", "/v1/embeddings", NULL, body, &r), 0);
         if (r.status != 200)
             print_message("# %s: %d %s\n", extreme[i], r.status, r.body);
-        assert_true(r.status == 200 || r.status == 400);
+        assert_true(r.status == 200 || r.status == 400 || too_slow_by_cost(&r));
         hc_free(&r);
     }
 }

@@ -1,7 +1,8 @@
 /* Integration tests of shutdown and deadlines: the real daemon in process (fifo batching with a
- * long queue delay so that requests are provably in flight), drained the way SIGTERM drains it
- * (xf_server_drain is what the signal handler calls): no request is lost — each gets its answer
- * or a 503 with Retry-After — and the loop closes cleanly (xf_server_wait returns 0). */
+ * queue delay longer than any run, so that requests are provably queued, whatever the speed of
+ * the kernels or the load of the machine), drained the way SIGTERM drains it (xf_server_drain
+ * is what the signal handler calls): no request is lost — each gets its answer or a 503 with
+ * Retry-After — and the loop closes cleanly (xf_server_wait returns 0). */
 #include "config.h"
 
 #include <pthread.h>
@@ -42,39 +43,138 @@ static void *client_main(void *p)
     return NULL;
 }
 
+/* Longer than any run of this program (10 min), slow kernels and sanitizers included: a fifo
+ * batch that waits this long, or a deadline this far, never ends on its own during a test. */
+#define FOREVER_MS 600000
+/* drain.timeout_ms of a drain the test itself ends: never reached when the test passes, it
+ * bounds the teardown of one that failed halfway (its queued jobs then get 503s). */
+#define GUARD_MS 60000
+
 static xf_server_t *start(char *dir, size_t len, const char *tag, int delay_ms,
-                          int drain_timeout_ms)
+                          int drain_timeout_ms, int max_batch)
 {
     xf_server_opts_t o;
     fx_opts(&o, NULL);
     o.policy = XF_BATCH_FIFO;
-    o.max_batch = 64;
+    o.max_batch = max_batch;
     o.max_queue_delay_ms = delay_ms;
     o.drain_timeout_ms = drain_timeout_ms;
+    if (delay_ms >= FOREVER_MS)   /* queued jobs must not expire while they wait either */
+        o.timeout_ms = o.max_timeout_ms = FOREVER_MS;
     return fx_start(tag, &o, XF_LOG_WARN, dir, len);
 }
 
+/* Poll every 10 ms until cond holds. The bound (60 s) only stops a broken server from hanging
+ * make check; it is not a timing assertion: cond holds as soon as the server gets there. */
+#define WAIT_UNTIL(cond)                                                                   \
+    do {                                                                                   \
+        for (int w_ = 0; w_ < 6000 && !(cond); w_++)                                       \
+            usleep(10000);                                                                 \
+        assert_true(cond);                                                                 \
+    } while (0)
+
 static void wait_inflight(xf_server_t *s, long n)
 {
-    for (int i = 0; i < 500 && xf_server_inflight(s) < n; i++)
-        usleep(10000);
-    assert_true(xf_server_inflight(s) >= n);
+    WAIT_UNTIL(xf_server_inflight(s) >= n);
+}
+
+/* The loop has admitted n jobs into the batcher (its queue_depth gauge, set after each
+ * admission). */
+static void wait_queued(long n)
+{
+    WAIT_UNTIL(xf_metric_value(XF_M_queue_depth, NULL, NULL) == n);
 }
 
 enum { NC = 8 };
 
-/* Requests queued when the drain starts all finish with 200; health says not ready. */
+/* What a test that runs client threads holds, owned by the cmocka fixture rather than the
+ * test's stack: a failed assertion longjmps out of the test, and teardown() then stops the
+ * server (which answers or closes every client's connection) and joins the clients, so none
+ * is left writing into a dead stack frame or a server left running into the next test. */
+typedef struct drain_fx {
+    xf_server_t *s;
+    char dir[1024];
+    pthread_t th[NC];
+    client_t c[NC];
+    int n_threads;   /* started and not yet joined */
+    int fd[3];       /* the test's own connections, -1 when closed */
+} drain_fx_t;
+
+static int setup(void **state)
+{
+    drain_fx_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        f->fd[i] = -1;
+    *state = f;
+    return 0;
+}
+
+static void close_fds(drain_fx_t *f)
+{
+    for (int i = 0; i < 3; i++)
+        if (f->fd[i] >= 0) {
+            close(f->fd[i]);
+            f->fd[i] = -1;
+        }
+}
+
+static int teardown(void **state)
+{
+    drain_fx_t *f = *state;
+    close_fds(f);           /* a half-sent request ends: the drain no longer waits for it */
+    xf_server_stop(f->s);   /* drains and waits if the test did not get that far */
+    for (int i = 0; i < f->n_threads; i++)
+        pthread_join(f->th[i], NULL);
+    if (f->dir[0])
+        xf_test_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
+/* n client threads, each POSTing one /embed to port into f->c[i]. */
+static void start_clients(drain_fx_t *f, int port, int n)
+{
+    assert_true(n <= NC);
+    for (int i = 0; i < n; i++) {
+        f->c[i] = (client_t){ .port = port, .idx = i };
+        assert_int_equal(pthread_create(&f->th[i], NULL, client_main, &f->c[i]), 0);
+        f->n_threads = i + 1;
+    }
+}
+
+static void join_clients(drain_fx_t *f)
+{
+    for (int i = 0; i < f->n_threads; i++)
+        pthread_join(f->th[i], NULL);
+    f->n_threads = 0;
+}
+
+/* xf_server_wait, asserted clean; the fixture frees the server. */
+static void wait_stopped(drain_fx_t *f)
+{
+    assert_int_equal(xf_server_wait(f->s), 0);
+}
+
+/* Requests queued when the drain starts all finish with 200; health says not ready, and new
+ * inference requests get 503 + Retry-After. No step depends on timing: the fifo batch waits
+ * for its ninth job (max_batch NC + 1, a delay longer than the run), and the ninth is a request
+ * whose body is still arriving when the drain starts. The drain waits for it
+ * (test_drain_finishes_reading), so the port and the keep-alive connections stay open for the
+ * checks below until the test sends the rest of that body; then the batch of nine runs. */
 static void test_drain_finishes_in_flight(void **state)
 {
-    (void)state;
-    char dir[1024];
-    xf_server_t *s = start(dir, sizeof dir, "drain1", 1000, 10000);
-    int port = xf_server_port(s);
+    drain_fx_t *f = *state;
+    f->s = start(f->dir, sizeof f->dir, "drain1", FOREVER_MS, GUARD_MS, NC + 1);
+    int port = xf_server_port(f->s);
     /* Keep-alive connections opened before the drain, to see the draining answers (each
-     * draining answer says Connection: close, so one per check). */
-    int fd = hc_connect(port), fd2 = hc_connect(port);
-    assert_true(fd >= 0 && fd2 >= 0);
+     * draining answer says Connection: close, so one per check); fd3 sends the ninth job. */
+    for (int i = 0; i < 3; i++)
+        assert_true((f->fd[i] = hc_connect(port)) >= 0);
+    int fd = f->fd[0], fd2 = f->fd[1], fd3 = f->fd[2];
     hc_resp_t r;
+    char v[32];
     assert_int_equal(hc_request(fd, "GET", "/v2/health/ready", NULL, NULL, 0, &r), 0);
     assert_int_equal(r.status, 200);
     hc_free(&r);
@@ -82,62 +182,65 @@ static void test_drain_finishes_in_flight(void **state)
     assert_int_equal(r.status, 200);
     hc_free(&r);
 
-    pthread_t th[NC];
-    client_t c[NC];
-    for (int i = 0; i < NC; i++) {
-        c[i] = (client_t){ .port = port, .idx = i };
-        assert_int_equal(pthread_create(&th[i], NULL, client_main, &c[i]), 0);
-    }
-    wait_inflight(s, NC);   /* all suspended, waiting for the fifo batch (1 s) */
-    xf_server_drain(s);
-    /* While draining: not ready (503), and new inference requests get 503 + Retry-After. */
-    int st = 200;
-    for (int i = 0; i < 100 && st == 200; i++) {
-        assert_int_equal(hc_request(fd, "GET", "/v2/health/ready", NULL, NULL, 0, &r), 0);
-        st = r.status;
-        hc_free(&r);
-        if (st == 200)
-            usleep(5000);
-    }
-    assert_int_equal(st, 503);
+    /* The ninth job: header and the first bytes of its body. */
+    const char *body = "{\"inputs\":\"the ninth, read while draining\"}";
+    char head[256];
+    snprintf(head, sizeof head, "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: "
+             "application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
+    assert_int_equal(hc_send(fd3, head, strlen(head)), 0);
+    assert_int_equal(hc_send(fd3, body, 5), 0);
+    wait_inflight(f->s, 1);
+    start_clients(f, port, NC);
+    wait_queued(NC);   /* all eight admitted; the batch waits for the ninth */
+
+    xf_server_drain(f->s);
+    WAIT_UNTIL(atomic_load(&f->s->draining));   /* the loop began the drain: ready is 0 */
+    assert_int_equal(hc_request(fd, "GET", "/v2/health/ready", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 503);
+    assert_non_null(hc_header(&r, "Connection", v, sizeof v));
+    assert_string_equal(v, "close");
+    hc_free(&r);
     assert_int_equal(hc_request(fd2, "POST", "/embed", NULL, "{\"inputs\":\"late\"}", 17, &r),
                      0);
     assert_int_equal(r.status, 503);
-    char ra[32];
-    assert_non_null(hc_header(&r, "Retry-After", ra, sizeof ra));
+    assert_non_null(hc_header(&r, "Retry-After", v, sizeof v));
     assert_non_null(strstr(r.body, "Overloaded"));
     hc_free(&r);
-    close(fd);
-    close(fd2);
+    /* Still draining: the eight wait in the queue. */
+    assert_int_equal(xf_metric_value(XF_M_queue_depth, NULL, NULL), NC);
 
-    for (int i = 0; i < NC; i++)
-        pthread_join(th[i], NULL);
+    assert_int_equal(hc_send(fd3, body + 5, strlen(body) - 5), 0);
+    assert_int_equal(hc_read(fd3, &r), 0);
+    if (r.status != 200)
+        print_message("# ninth: %d %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    close_fds(f);
+    join_clients(f);
     for (int i = 0; i < NC; i++) {
-        if (c[i].status != 200)
-            print_message("# client %d: %d %s\n", i, c[i].status, c[i].body);
-        assert_int_equal(c[i].status, 200);
-        assert_true(c[i].body[0] == '[');   /* a TEI embedding list */
+        if (f->c[i].status != 200)
+            print_message("# client %d: %d %s\n", i, f->c[i].status, f->c[i].body);
+        assert_int_equal(f->c[i].status, 200);
+        assert_true(f->c[i].body[0] == '[');   /* a TEI embedding list */
     }
-    assert_int_equal(xf_server_wait(s), 0);
+    wait_stopped(f);
     /* Stopped: the port no longer accepts. */
     assert_true(hc_connect(port) < 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
 }
 
 /* SIGTERM while a request's body is still arriving: it is finished (200), not refused; during
  * the drain a new connection is accepted and /v2/health/ready answers 503 on it. */
 static void test_drain_finishes_reading(void **state)
 {
-    (void)state;
-    char dir[1024];
-    xf_server_t *s = start(dir, sizeof dir, "drain7", 300, 10000);
+    drain_fx_t *f = *state;
+    f->s = start(f->dir, sizeof f->dir, "drain7", 300, GUARD_MS, 64);
+    xf_server_t *s = f->s;
     int port = xf_server_port(s);
     const char *body = "{\"inputs\":\"read while draining\"}";
     char head[256];
     snprintf(head, sizeof head, "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: "
              "application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
-    int fd = hc_connect(port);
+    int fd = f->fd[0] = hc_connect(port);
     assert_true(fd >= 0);
     assert_int_equal(hc_send(fd, head, strlen(head)), 0);
     assert_int_equal(hc_send(fd, body, 5), 0);
@@ -145,53 +248,35 @@ static void test_drain_finishes_reading(void **state)
     xf_server_drain(s);
     /* The port stays open while the drain waits for this request: ready says 503. */
     hc_resp_t r;
-    int st = 0;
-    for (int i = 0; i < 100 && st != 503; i++) {
-        if (hc_do(port, "GET", "/v2/health/ready", NULL, NULL, &r) == 0) {
-            st = r.status;
-            hc_free(&r);
-        }
-        if (st != 503)
-            usleep(5000);
-    }
-    assert_int_equal(st, 503);
+    WAIT_UNTIL(atomic_load(&s->draining));   /* the loop began the drain: ready is 0 */
+    assert_int_equal(hc_do(port, "GET", "/v2/health/ready", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    hc_free(&r);
     assert_int_equal(hc_send(fd, body + 5, strlen(body) - 5), 0);
     assert_int_equal(hc_read(fd, &r), 0);
     if (r.status != 200)
         print_message("# %d %s\n", r.status, r.body);
     assert_int_equal(r.status, 200);
     hc_free(&r);
-    close(fd);
-    assert_int_equal(xf_server_wait(s), 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
+    close_fds(f);
+    wait_stopped(f);
 }
 
 /* With drain.timeout_ms = 0, queued requests are answered 503 + Retry-After at once. */
 static void test_drain_timeout_fails_queued(void **state)
 {
-    (void)state;
-    char dir[1024];
-    xf_server_t *s = start(dir, sizeof dir, "drain2", 5000, 0);
-    int port = xf_server_port(s);
-    pthread_t th[NC];
-    client_t c[NC];
+    drain_fx_t *f = *state;
+    f->s = start(f->dir, sizeof f->dir, "drain2", FOREVER_MS, 0, 64);
+    start_clients(f, xf_server_port(f->s), NC);
+    wait_queued(NC);
+    xf_server_drain(f->s);
+    join_clients(f);
     for (int i = 0; i < NC; i++) {
-        c[i] = (client_t){ .port = port, .idx = i };
-        assert_int_equal(pthread_create(&th[i], NULL, client_main, &c[i]), 0);
+        assert_int_equal(f->c[i].status, 503);
+        assert_true(atoi(f->c[i].retry_after) >= 1);
+        assert_non_null(strstr(f->c[i].body, "shutting down"));
     }
-    wait_inflight(s, NC);
-    xf_server_drain(s);
-    for (int i = 0; i < NC; i++)
-        pthread_join(th[i], NULL);
-    for (int i = 0; i < NC; i++) {
-        assert_int_equal(c[i].status, 503);
-        assert_true(atoi(c[i].retry_after) >= 1);
-        assert_non_null(strstr(c[i].body, "shutting down"));
-    }
-    assert_int_equal(xf_server_wait(s), 0);
-    xf_server_free(s);
-    xf_test_rmtree(dir);
+    wait_stopped(f);
 }
 
 /* A request whose own timeout_ms passes while queued gets 408 request_timeout (the client's
@@ -199,10 +284,9 @@ static void test_drain_timeout_fails_queued(void **state)
  * gets 503 + Retry-After. Never silence. */
 static void test_deadline(void **state)
 {
-    (void)state;
-    char dir[1024];
-    xf_server_t *s = start(dir, sizeof dir, "drain3", 3000, 10000);
-    int port = xf_server_port(s);
+    drain_fx_t *f = *state;
+    f->s = start(f->dir, sizeof f->dir, "drain3", 3000, 10000, 64);
+    int port = xf_server_port(f->s);
     int64_t before = xf_metric_value(XF_M_rejected_total, "deadline", NULL);
     hc_resp_t r;
     assert_int_equal(hc_do(port, "POST", "/v1/embeddings", NULL,
@@ -221,7 +305,8 @@ static void test_deadline(void **state)
                            "{\"input\":\"x\",\"timeout_ms\":0}", &r), 0);
     assert_int_equal(r.status, 400);
     hc_free(&r);
-    fx_stop(s, dir);
+    xf_server_drain(f->s);
+    wait_stopped(f);
 }
 
 /* Real signals, as systemd sends them: SIGHUP reopens the log file (after logrotate moved
@@ -277,34 +362,36 @@ static void test_signals(void **state)
  * whole queue may ever hold is a 413 naming the limit. */
 static void test_overload(void **state)
 {
-    (void)state;
-    char dir[1024];
+    drain_fx_t *f = *state;
     xf_server_opts_t o;
     fx_opts(&o, NULL);
     o.policy = XF_BATCH_FIFO;
     o.max_batch = 64;
-    o.max_queue_delay_ms = 1500;   /* the queue fills while the batch waits */
+    /* The two queued requests wait this long for their batch, so that the queue is full when
+     * the next two arrive. Those are sent (and refused on arrival) right after the two are
+     * queued: a few milliseconds against 3 s, on any kernels. */
+    o.max_queue_delay_ms = 3000;
     o.max_queue_jobs = 2;
     o.max_queued_tokens = 64;
-    xf_server_t *s = fx_start("drain5", &o, XF_LOG_WARN, dir, sizeof dir);
-    int port = xf_server_port(s);
+    f->s = fx_start("drain5", &o, XF_LOG_WARN, f->dir, sizeof f->dir);
+    int port = xf_server_port(f->s);
     enum { N = 4 };
-    pthread_t th[N];
-    client_t c[N];
-    for (int i = 0; i < N; i++) {
-        c[i] = (client_t){ .port = port, .idx = i };
-        assert_int_equal(pthread_create(&th[i], NULL, client_main, &c[i]), 0);
+    start_clients(f, port, 2);
+    wait_queued(2);
+    for (int i = 2; i < N; i++) {   /* on this thread */
+        f->c[i] = (client_t){ .port = port, .idx = i };
+        client_main(&f->c[i]);
     }
-    for (int i = 0; i < N; i++)
-        pthread_join(th[i], NULL);
+    join_clients(f);
     int ok = 0, busy = 0;
     for (int i = 0; i < N; i++) {
-        if (c[i].status == 200) {
+        client_t *c = &f->c[i];
+        if (c->status == 200) {
             ok++;
         } else {
-            assert_int_equal(c[i].status, 429);
-            assert_true(atoi(c[i].retry_after) >= 1);
-            assert_non_null(strstr(c[i].body, "Overloaded"));
+            assert_int_equal(c->status, 429);
+            assert_true(atoi(c->retry_after) >= 1);
+            assert_non_null(strstr(c->body, "Overloaded"));
             busy++;
         }
     }
@@ -316,11 +403,12 @@ static void test_overload(void **state)
     for (int i = 0; i < 100; i++)
         q += sprintf(q, "a ");
     strcpy(q, "\"}");
-    json_t *j = fx_json(port, "POST", "/embed", NULL, body, 413);
+    json_t *j = fx_json(port, "POST", "/embed", NULL, body, 422);   /* TEI: Validation */
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")),
                            "max_queued_tokens"));
     json_decref(j);
-    fx_stop(s, dir);
+    xf_server_drain(f->s);
+    wait_stopped(f);
 }
 
 /* Start-up failures are clear errors that release everything: a port in use, a model
@@ -349,7 +437,8 @@ static void test_start_errors(void **state)
     xf_test_rmtree(dir);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_start_errors), cmocka_unit_test(test_signals), cmocka_unit_test(test_overload),
-             cmocka_unit_test(test_drain_finishes_in_flight),
-             cmocka_unit_test(test_drain_finishes_reading),
-             cmocka_unit_test(test_drain_timeout_fails_queued), cmocka_unit_test(test_deadline))
+#define FX_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+XF_TEST_MAIN(cmocka_unit_test(test_start_errors), cmocka_unit_test(test_signals),
+             FX_TEST(test_overload), FX_TEST(test_drain_finishes_in_flight),
+             FX_TEST(test_drain_finishes_reading), FX_TEST(test_drain_timeout_fails_queued),
+             FX_TEST(test_deadline))
