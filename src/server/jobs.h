@@ -70,11 +70,14 @@ typedef struct xf_job {
                                   batch job, or NULL; freed with the job by sjob_free */
     void (*sjob_free)(void *sjob);
     /* A job with no connection (an encoder session's compute, sessions.c): the loop calls
-     * done_fn(j) instead of resuming a connection when it is answered or fails. requeue may be
-     * set then (its batch stopped for another job's deadline): the owner decides, since the
-     * attention state was partly updated. */
+     * done_fn(j) instead of resuming a connection when it is answered or fails. */
     void (*done_fn)(struct xf_job *j);
     void *done_user;
+    /* A job with an attn_state whose batch stopped for another job's deadline (requeue): the
+     * layers that ran updated the state, so the loop calls restore_fn(j) (put the state back
+     * as before the batch; 0, or < 0 with the job failed) before queueing it again. A job
+     * with an attn_state and no restore_fn is failed instead of requeued. */
+    int (*restore_fn)(struct xf_job *j);
     int has_report;            /* the first job of a batch carries the batch's report */
     double rep_seconds, rep_tokens, rep_sum_sq;
     double rep_frac;           /* share of the layers the batch computed (1: all) */

@@ -381,23 +381,28 @@ static void on_done(uv_async_t *a)
                 xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
             }
         }
-        if (j->requeue && !j->attn_state) {
+        if (j->requeue) {
             /* Its batch stopped for another job's deadline: queue it again. The report was
-             * read above: the job must not carry it into its next batch. (A job with an
-             * attention state goes to its owner instead: the layers that ran updated it.) */
+             * read above: the job must not carry it into its next batch. A job with an
+             * attention state gets it back as before the batch first (the layers that ran
+             * updated it). */
             j->requeue = 0;
             j->has_report = 0;
-            if (xf_batcher_requeue(L->batcher, &j->bj) == 0) {
+            int restored = !j->attn_state ? 0 : j->restore_fn ? j->restore_fn(j) : -1;
+            if (restored < 0 && j->status == XF_HE_NONE)
+                xf_job_fail(j, XF_HE_INTERNAL, 0, "the batch stopped for another request and "
+                            "this sequence's attention state cannot be restored");
+            if (restored == 0 && xf_batcher_requeue(L->batcher, &j->bj) == 0) {
                 j = next;
                 continue;
             }
-            xf_job_fail(j, XF_HE_OVERLOADED, xf_batcher_retry_after_s(L->batcher),
-                        "server overloaded: the queue is full; retry later");
+            if (restored == 0)
+                xf_job_fail(j, XF_HE_OVERLOADED, xf_batcher_retry_after_s(L->batcher),
+                            "server overloaded: the queue is full; retry later");
         }
         if (j->status == XF_HE_COMPUTE_TIMEOUT)
             xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_STOPPED), NULL, 1);
-        /* requeue still set: a stateful job, queued again by its owner (done_fn) */
-        if (j->status == XF_HE_NONE && !j->requeue) {
+        if (j->status == XF_HE_NONE) {
             xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
                               (double)(j->end_ns - j->start_ns) * 1e-9);
             xf_metric_observe(XF_M_request_duration_seconds, "total", NULL,

@@ -1186,6 +1186,12 @@ static json_t *model_meta(const xf_server_t *s)
     json_object_set_new(p, "attention", json_string(an >= 0 && (size_t)an < sizeof ajson
                                                     ? ajson : xf_attn_name(a)));
     json_object_set_new(p, "attention_variant", json_string(xf_attn_name(a)));
+    /* a stateful model attention: infer with Triton's sequence parameters continues a
+     * session (sessions.c, doc/transfo-xl.md "Encoder sessions") */
+    json_object_set_new(p, "sequence_batching", json_boolean(xf_sessions_encoder(s)));
+    if (xf_sessions_encoder(s))
+        json_object_set_new(p, "sequence_parameters",
+                            json_string("sequence_id,sequence_start,sequence_end"));
     xf_buf_t pr = { 0 };
     for (int i = 0, k = 0; i < xf_attn_variant_count(); i++) {
         xf_attn_variant_info_t vi;

@@ -3,7 +3,10 @@
  * write (loop), resume the connection. Each session key has a FIFO of operations on the loop
  * thread; the next one starts only when the previous one has been answered, so two segments of
  * one session never run at once or out of order, while different sessions run in parallel.
- * A stored blob that fails a check is discarded with a warning and the reply says "reset". */
+ * A stored blob that fails a check is discarded with a warning and the reply says "reset".
+ * An encoder segment (stateful model attention) loads the blob into an xf_state_t on the pool,
+ * computes in the batcher as a one-sequence job carrying that state (enc_submit / enc_done),
+ * then writes the new blob on the pool and stores it the same way. */
 #include "config.h"
 
 #include "server/sessions.h"
@@ -1187,25 +1190,31 @@ static void after_work(uv_work_t *w, int status)
     }
 }
 
-/* Loop thread: the encoder segment's compute job came back (answered, failed, or stopped for
- * another job's deadline). */
+/* Loop thread: the encoder segment's batch stopped at a layer boundary for another request's
+ * deadline and the segment is queued again: the layers that ran updated the state, so it is
+ * loaded again from the blob read (or emptied: a new or reset session). */
+static int enc_restore(xf_job_t *cj)
+{
+    sjob_t *sj = cj->done_user;
+    xf_diag_t diag = { 0 };
+
+    xf_state_reset(sj->state);
+    if (sj->blob_in && !sj->reset && xf_state_load(sj->state, sj->blob_in, sj->blob_in_len,
+                                                   &diag) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "session state: %.200s", diag.msg);
+        xf_job_fail(cj, XF_HE_INTERNAL, 0, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Loop thread: the encoder segment's compute job came back (answered or failed). */
 static void enc_done(xf_job_t *cj)
 {
     sjob_t *sj = cj->done_user;
     xf_server_t *s = sj->srv;
 
-    if (cj->requeue) {
-        /* its batch stopped at a layer boundary for another request's deadline: the layers
-         * that ran updated the state, so load it again from the blob read and queue it again */
-        xf_diag_t diag = { 0 };
-        cj->requeue = 0;
-        cj->has_report = 0;
-        xf_state_reset(sj->state);
-        if (sj->blob_in && !sj->reset)
-            (void)xf_state_load(sj->state, sj->blob_in, sj->blob_in_len, &diag);
-        xf_server_submit(s, cj);
-        return;
-    }
     if (cj->status != XF_HE_NONE) {
         /* nothing is written: the session stays as it was before this segment */
         finish(sj, cj->status, cj->retry_after_s, "%s (the session was not advanced)",
@@ -1247,6 +1256,7 @@ static void enc_submit(sjob_t *sj)
     cj->cost_sq = xf_attn_cost(xf_model_attention(s->model), cj->lens, 1,
                                mi->n_layer > 0 && mi->layers ? mi->layers[0].d_head : 64);
     cj->done_fn = enc_done;
+    cj->restore_fn = enc_restore;
     cj->done_user = sj;
     sj->cj = cj;
     xf_server_submit(s, cj);

@@ -1,5 +1,6 @@
-/* Transformer-XL sessions over HTTP (issue 11): POST /v1/sessions/{id}/segments,
- * GET /v1/sessions/{id}, DELETE /v1/sessions/{id}. Owns the session model, the store (in process
+/* Sessions over HTTP (issue 11): POST /v1/sessions/{id}/segments, GET /v1/sessions/{id},
+ * DELETE /v1/sessions/{id}, for the Transformer-XL LM (session.model) and for the served encoder
+ * when its model attention keeps state (txl, compressive). Owns the session model, the store (in process
  * or Redis), the per-session FIFO (two operations on one session never run at once and never
  * reorder) and the compute of segments on libuv's thread pool. MHD threads: match, handle,
  * respond; everything else runs on the loop thread. */

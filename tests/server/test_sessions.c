@@ -940,7 +940,11 @@ static void test_enc_kserve(void **state)
     json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
                         kserve_body(2, "\"sequence_id\":7,\"sequence_end\":true"), 200));
     json_decref(fx_json(port, "GET", "/v1/sessions/7", NULL, NULL, 404));
-    /* without sequence_id the encoder's infer is stateless, as before */
+    j = fx_json(port, "GET", "/v2/models/xformd-demo", NULL, NULL, 200);
+    assert_true(json_is_true(json_object_get(json_object_get(j, "parameters"),
+                                             "sequence_batching")));
+    json_decref(j);
+        /* without sequence_id the encoder's infer is stateless, as before */
     json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
                         "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\",\"shape\":[1],"
                         "\"data\":[\"hello\"]}]}", 200));
@@ -1026,6 +1030,12 @@ static void test_enc_stateless(void **state)
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "keeps no state"));   /* KServe errors: {"error": msg} */
     hc_free(&r);
+    {
+        json_t *j = fx_json(port, "GET", "/v2/models/xformd-demo", NULL, NULL, 200);
+        assert_true(json_is_false(json_object_get(json_object_get(j, "parameters"),
+                                                  "sequence_batching")));
+        json_decref(j);
+    }
     xf_server_stop(s);
     /* with a Transformer-XL session model beside the stateless encoder */
     s = start_enc(NULL, g_txl, NULL, 0);
