@@ -182,7 +182,7 @@ static int get_snap(const opts_t *o, snap_t *s)
         return -1;
     s->batches = jnum(j, "batcher", "batches_total");
     s->pad = jnum(j, "batcher", "padding_waste_tokens_total");
-    s->tokens = jnum(j, "batcher", "batch_tokens_total");
+    s->tokens = jnum(j, "batcher", "computed_tokens_total");
     json_t *bs = json_object_get(json_object_get(j, "batcher"), "batch_size");
     json_t *sum = json_object_get(bs, "sum");
     s->batch_size_sum = json_is_number(sum) ? json_number_value(sum) : 0;

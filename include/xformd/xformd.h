@@ -10,6 +10,7 @@
 #include <xformd/plan.h>
 #include <xformd/forward.h>
 #include <xformd/txl.h>
+#include <xformd/state.h>
 #include <xformd/prune.h>
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "attention/fam_m.h"
 #include "attention/fam_t.h"
+#include "engine/safetensors.h"
 
 #define XF_AT_M_DMAX 16384          /* widest d_model the position table supports */
 
@@ -529,10 +530,17 @@ static uint64_t get64(const unsigned char *b)
 #define BLOB_HDR 128u
 #define BLOB_CRC_AT 104u
 
-size_t xf_at_m_blob_size(void *const *states, int32_t n_layer)
+static size_t dt_size(int dtype)
+{
+    return dtype == 1 ? 4u : (dtype == 2 || dtype == 3) ? 2u : 0u;
+}
+
+size_t xf_at_m_blob_size_dt(void *const *states, int32_t n_layer, int dtype)
 {
     size_t rows = 0;
 
+    if (!dt_size(dtype))
+        return 0;
     for (int32_t l = 0; l < n_layer; l++) {
         const xf_at_m_hdr_t *h = states[l];
         rows += (size_t)h->mem_rows + (size_t)h->cmem_rows + (size_t)h->pend_rows;
@@ -541,42 +549,86 @@ size_t xf_at_m_blob_size(void *const *states, int32_t n_layer)
         return BLOB_HDR;
     {
         const xf_at_m_hdr_t *h0 = states[0];
-        return BLOB_HDR + rows * 2u * (size_t)h0->n_head * (size_t)h0->d_head * sizeof(float);
+        return BLOB_HDR + rows * 2u * (size_t)h0->n_head * (size_t)h0->d_head * dt_size(dtype);
+    }
+}
+
+size_t xf_at_m_blob_size(void *const *states, int32_t n_layer)
+{
+    return xf_at_m_blob_size_dt(states, n_layer, 1);
+}
+
+/* One plane row of d floats to/from the blob in dtype (1 f32, 2 f16, 3 bf16; little-endian).
+ * Returns -ERANGE when a finite value does not fit f16 (it would come back as inf). */
+static int enc_plane(const float *x, size_t d, int dtype, unsigned char *out)
+{
+    for (size_t i = 0; i < d; i++) {
+        if (dtype == 1) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            put32(out + 4 * i, u);
+        } else {
+            if (dtype == 2 && fabsf(x[i]) > 65504.0f)
+                return -ERANGE;
+            put16(out + 2 * i, dtype == 2 ? xf_float_to_half(x[i]) : xf_float_to_bf16(x[i]));
+        }
+    }
+    return 0;
+}
+
+static void dec_plane(const unsigned char *in, size_t d, int dtype, float *x)
+{
+    for (size_t i = 0; i < d; i++) {
+        if (dtype == 1) {
+            uint32_t u = get32(in + 4 * i);
+            memcpy(&x[i], &u, 4);
+        } else {
+            uint16_t h = get16(in + 2 * i);
+            x[i] = dtype == 2 ? xf_half_to_float(h) : xf_bf16_to_float(h);
+        }
     }
 }
 
 /* Copy rows [r0, r1) of region `region` of a state to/from token-major blob rows
- * (K of every head, then V of every head). */
-static void rows_io(void *st, int32_t region, int32_t r0, int32_t r1, unsigned char *blob,
-                    int to_blob)
+ * (K of every head, then V of every head) in dtype. */
+static int rows_io(void *st, int32_t region, int32_t r0, int32_t r1, unsigned char *blob,
+                   int to_blob, int dtype)
 {
     const xf_at_m_hdr_t *h = st;
-    size_t d = (size_t)h->d_head, rowb = 2u * (size_t)h->n_head * d * sizeof(float);
+    size_t d = (size_t)h->d_head, es = dt_size(dtype);
+    size_t rowb = 2u * (size_t)h->n_head * d * es;
 
     for (int32_t r = r0; r < r1; r++) {
         unsigned char *dst = blob + (size_t)(r - r0) * rowb;
         for (int kv = 0; kv < 2; kv++)
             for (int32_t hd = 0; hd < h->n_head; hd++) {
                 float *plane = xf_at_m_rows(st, region, kv, hd) + (size_t)r * d;
-                unsigned char *at = dst + ((size_t)kv * (size_t)h->n_head + (size_t)hd) * d *
-                                              sizeof(float);
-                if (to_blob)
-                    memcpy(at, plane, d * sizeof(float));
-                else
-                    memcpy(plane, at, d * sizeof(float));
+                unsigned char *at = dst + ((size_t)kv * (size_t)h->n_head + (size_t)hd) * d * es;
+                if (!to_blob)
+                    dec_plane(at, d, dtype, plane);
+                else if (enc_plane(plane, d, dtype, at) < 0)
+                    return -ERANGE;
             }
     }
+    return 0;
 }
 
 int xf_at_m_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[32], void *buf,
                        size_t len)
 {
+    return xf_at_m_blob_write_dt(states, n_layer, 1, hash, buf, len);
+}
+
+int xf_at_m_blob_write_dt(void *const *states, int32_t n_layer, int dtype, const uint8_t hash[32],
+                          void *buf, size_t len)
+{
     unsigned char *b = buf, *at;
     const xf_at_m_hdr_t *h0;
-    size_t need = xf_at_m_blob_size(states, n_layer), rowb;
+    size_t need = xf_at_m_blob_size_dt(states, n_layer, dtype), rowb;
     uint32_t crc;
+    int rc = 0;
 
-    if (n_layer < 1 || len < need)
+    if (n_layer < 1 || !need || len < need)
         return -EINVAL;
     h0 = states[0];
     if (h0->magic != XF_AT_M_MAGIC)
@@ -589,11 +641,11 @@ int xf_at_m_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[
             h->cmem_cap != h0->cmem_cap || h->rate != h0->rate)
             return -EINVAL;
     }
-    rowb = 2u * (size_t)h0->n_head * (size_t)h0->d_head * sizeof(float);
+    rowb = 2u * (size_t)h0->n_head * (size_t)h0->d_head * dt_size(dtype);
     memset(b, 0, BLOB_HDR);
     memcpy(b, "XFMM", 4);
     put16(b + 4, 1);
-    put16(b + 6, 1);
+    put16(b + 6, (uint16_t)dtype);
     put32(b + 8, BLOB_HDR);
     put32(b + 12, h0->cmem_cap > 0 ? 1u : 0u);
     memcpy(b + 16, hash, 32);
@@ -610,11 +662,13 @@ int xf_at_m_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[
     put64(b + 96, (uint64_t)(need - BLOB_HDR));
     at = b + BLOB_HDR;
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)h0->mem_rows * rowb)
-        rows_io(states[l], 1, 0, h0->mem_rows, at, 1);
+        rc |= rows_io(states[l], 1, 0, h0->mem_rows, at, 1, dtype);
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)h0->cmem_rows * rowb)
-        rows_io(states[l], 0, 0, h0->cmem_rows, at, 1);
+        rc |= rows_io(states[l], 0, 0, h0->cmem_rows, at, 1, dtype);
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)h0->pend_rows * rowb)
-        rows_io(states[l], 2, 0, h0->pend_rows, at, 1);
+        rc |= rows_io(states[l], 2, 0, h0->pend_rows, at, 1, dtype);
+    if (rc)
+        return -ERANGE;
     /* CRC-32C over the header's first 104 bytes and the payload: a corrupted header field is
      * caught too (§27 corrupts every field once). */
     crc = xf_at_m_crc32c(b, BLOB_CRC_AT);
@@ -637,9 +691,10 @@ int xf_at_m_blob_read(const void *buf, size_t len, const uint8_t hash[32],
     const unsigned char *b = buf, *at;
     uint32_t hsize, width, mem_cap, mem_rows, cmem_cap, cmem_rows, pend_rows, rate, flags;
     uint64_t payload, rows;
-    size_t rowb = 2u * (size_t)n_head * (size_t)d_head * sizeof(float);
+    size_t rowb;
     int32_t keep_m, keep_c;
     uint32_t crc;
+    int dtype;
 
     if (!buf || len < 108)
         return bad(err, errlen, "shorter than its header");
@@ -647,8 +702,10 @@ int xf_at_m_blob_read(const void *buf, size_t len, const uint8_t hash[32],
         return bad(err, errlen, "wrong magic");
     if (get16(b + 4) != 1)
         return bad(err, errlen, get16(b + 4) > 1 ? "newer version" : "bad version");
-    if (get16(b + 6) != 1)
-        return bad(err, errlen, "unsupported dtype (f32 only)");
+    dtype = get16(b + 6);
+    if (!dt_size(dtype))
+        return bad(err, errlen, "unknown dtype");
+    rowb = 2u * (size_t)n_head * (size_t)d_head * dt_size(dtype);
     hsize = get32(b + 8);
     if (hsize < 108 || hsize > len || hsize < BLOB_HDR)
         return bad(err, errlen, "bad header size");
@@ -707,11 +764,12 @@ int xf_at_m_blob_read(const void *buf, size_t len, const uint8_t hash[32],
     /* newest rows: skip the oldest (rows − keep) of each layer */
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)mem_rows * rowb)
         rows_io(states[l], 1, 0, keep_m,
-                (unsigned char *)at + (size_t)(mem_rows - (uint32_t)keep_m) * rowb, 0);
+                (unsigned char *)at + (size_t)(mem_rows - (uint32_t)keep_m) * rowb, 0, dtype);
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)get32(b + 68) * rowb)
         rows_io(states[l], 0, 0, keep_c,
-                (unsigned char *)at + (size_t)(get32(b + 68) - (uint32_t)keep_c) * rowb, 0);
+                (unsigned char *)at + (size_t)(get32(b + 68) - (uint32_t)keep_c) * rowb, 0,
+                dtype);
     for (int32_t l = 0; l < n_layer; l++, at += (size_t)pend_rows * rowb)
-        rows_io(states[l], 2, 0, (int32_t)pend_rows, (unsigned char *)at, 0);
+        rows_io(states[l], 2, 0, (int32_t)pend_rows, (unsigned char *)at, 0, dtype);
     return 0;
 }

@@ -73,6 +73,12 @@ int xf_at_m_state_update(const void *params, const xf_attn_shape *sh, const xf_a
 size_t xf_at_m_blob_size(void *const *states, int32_t n_layer);
 int xf_at_m_blob_write(void *const *states, int32_t n_layer, const uint8_t hash[32], void *buf,
                        size_t len);
+/* The same in a payload dtype: 1 f32, 2 f16, 3 bf16 (round to nearest even; lossy). Size 0 /
+ * -EINVAL for another dtype; write returns -ERANGE when a value does not fit f16. The reader
+ * accepts the three. */
+size_t xf_at_m_blob_size_dt(void *const *states, int32_t n_layer, int dtype);
+int xf_at_m_blob_write_dt(void *const *states, int32_t n_layer, int dtype, const uint8_t hash[32],
+                          void *buf, size_t len);
 /* Validate and load; states are (re)initialised from p, n_head, d_head; when the configured
  * caps are smaller the newest rows are kept. Returns 0, or XF_EFORMAT with err saying why
  * (the caller then discards the blob). */

@@ -254,6 +254,30 @@ void xf_gemm_w_deinit(xf_gemm_w_t *pw)
     pw->packed_bytes = 0;
 }
 
+/* ---- thread split of the own GEMM kernels ---- */
+
+int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_t *r0,
+                  int32_t *r1, int32_t *c0, int32_t *c1)
+{
+    int tiles = (n + nr - 1) / nr;
+    *r0 = 0;
+    *r1 = m;
+    *c0 = 0;
+    *c1 = n;
+    if (tiles >= 2 * nth || m < 4 * mr * nth) {
+        int panels = (n + XF_GEMM_PANEL - 1) / XF_GEMM_PANEL, p0, p1;
+        xf_split_rows(panels, ith, nth, &p0, &p1);
+        *c0 = p0 * XF_GEMM_PANEL;
+        *c1 = p1 * XF_GEMM_PANEL < n ? p1 * XF_GEMM_PANEL : n;
+    } else {
+        int blocks = (m + mr - 1) / mr, b0, b1;
+        xf_split_rows(blocks, ith, nth, &b0, &b1);
+        *r0 = b0 * mr;
+        *r1 = b1 * mr < m ? b1 * mr : m;
+    }
+    return *r1 > *r0 && *c1 > *c0;
+}
+
 /* ---- cblas Linear ---- */
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;

@@ -43,6 +43,15 @@ void xf_gemm_w_deinit(xf_gemm_w_t *pw);
 int xf_gemm_w_init_stacked(xf_gemm_w_t *pw, const float *const *parts, const int32_t *rows,
                            int nparts, int32_t k);
 
+/* The share of thread ith of nth in an m×n GEMM whose micro-tiles are mr rows × nr columns
+ * (one policy for the own fp32 and int8 kernels): while there are at least two nr-column
+ * tiles per thread, or too few rows for each thread to get four mr-row blocks, the columns are
+ * split in 16-column panels (XF_GEMM_PANEL; any nth gets an even share); otherwise the rows,
+ * in blocks of mr. Sets rows [*r0, *r1) and columns [*c0, *c1); returns 0 when the share is
+ * empty (nothing to do), 1 otherwise. */
+int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_t *r0,
+                  int32_t *r1, int32_t *c0, int32_t *c1);
+
 typedef struct xf_kernels {
     const char *gemm_path;     /* e.g. "own-avx512", "openblas-1t" */
     /* 1: linear reads the packed panels of xf_gemm_w_t (xf_gemm_w_init packs them). */

@@ -158,8 +158,9 @@ int xf_admit_job(const xf_server_t *s, xf_batcher_t *b, const xf_load_t *load, x
     } else if (rc == -EBUSY) {
         set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
             "server busy: predicted queue wait %.0f ms plus %.0f ms of compute for %d tokens "
-            "exceeds the deadline of %d ms; retry after %d s", a.wait_s * 1e3, a.alone_s * 1e3,
-            (int)j->n_tokens, dl_ms, a.retry_after_s);
+            "exceeds the deadline of %d ms; retry after %d s", a.wait_s * 1e3,
+            a.alone_s * (load && load->slow > 1 ? load->slow : 1) * 1e3, (int)j->n_tokens,
+            dl_ms, a.retry_after_s);
     } else if (rc == -EAGAIN) {
         set(v, XF_HE_OVERLOADED, XF_REJ_QUEUE_FULL, a.retry_after_s,
             "server overloaded: the queue is full (%zu requests, %lld tokens); retry after %d s",

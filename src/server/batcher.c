@@ -362,6 +362,10 @@ struct xf_batcher {
      * reads "arrivals in about the last second" and a burst cannot make it explode. */
     double arr_cnt;
     uint64_t arr_last_ns;
+    /* The last finished batch (xf_batcher_batch_done): until linger_due_ns, while fewer than
+     * linger_jobs are queued, the tokens policy waits for its clients' next requests. */
+    size_t linger_jobs;
+    uint64_t linger_due_ns;
     xf_bjob_t **scratch;       /* [o.max_queue_jobs] */
     unsigned char *mark;       /* [o.max_queue_jobs] */
 };
@@ -494,10 +498,12 @@ static void enqueue(xf_batcher_t *b, xf_bjob_t *job)
     b->sum_sq += job_sum_sq(job);
 }
 
-/* Seconds → whole seconds for Retry-After: rounded up, at least 1, at most cap_s (≥ 1). */
+/* Seconds → whole seconds for Retry-After: rounded up, at least 1, at most cap_s rounded down
+ * (the request's timeout: a client told to wait longer than its own deadline is told nothing
+ * useful), but at least 1. */
 static int retry_s(double s, double cap_s)
 {
-    double c = ceil(cap_s);
+    double c = floor(cap_s + 1e-6);
     if (!(c >= 1))
         c = 1;
     double r = ceil(s);
@@ -545,8 +551,11 @@ int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_
     double timeout_s = job->deadline_ns > job->enqueue_ns
                            ? (double)(job->deadline_ns - job->enqueue_ns) * 1e-9 : left_s;
     int nw = load && load->n_workers > 0 ? load->n_workers : 1;
-    a.wait_s = ((load && load->running_s > 0 ? load->running_s : 0) + xf_batcher_backlog_s(b)) /
-               nw;
+    /* The running batches' progress says how far off the model is right now (a machine busier
+     * than at warm-up): the queue ahead and the job itself will go as slowly. */
+    double slow = load && load->slow > 1 ? load->slow : 1;
+    a.wait_s = ((load && load->running_s > 0 ? load->running_s : 0) +
+                xf_batcher_backlog_s(b) * slow) / nw;
     a.retry_after_s = retry_s(a.wait_s, timeout_s);
     if (out)
         *out = a;
@@ -562,7 +571,7 @@ int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_
         /* Nothing ahead of it: it starts now. Whatever the model predicts, the lower bound
          * fits: run it (the model learns from the run; a batch past its deadline stops). */
         job->must_run_ = load != NULL;
-    } else if (a.wait_s + a.alone_s > XF_ADMIT_MARGIN * left_s) {
+    } else if (a.wait_s + a.alone_s * slow > XF_ADMIT_MARGIN * left_s) {
         return -EBUSY;
     }
     enqueue(b, job);
@@ -857,6 +866,11 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         break;
     }
     case XF_BATCH_TOKENS: {
+        if (b->n < b->linger_jobs && b->n < limit && b->tokens < b->o.max_batch_tokens &&
+            now_ns < b->linger_due_ns) {
+            *wake_ns = b->linger_due_ns;
+            break;
+        }
         memcpy(b->scratch, b->q, b->n * sizeof(*b->q));
         qsort(b->scratch, b->n, sizeof(*b->scratch), cmp_deadline);
         /* EDF order, packed to the token budget; a job joins only if the grown batch still
@@ -924,10 +938,19 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         return 0;
     }
     dispatch(b, k, out);
+    b->linger_jobs = 0;   /* the wait after a finished batch is spent by the next one */
     *n_out = k;
     if (info)
         fill_info(&b->cost, out, k, info);
     return 0;
+}
+
+void xf_batcher_batch_done(xf_batcher_t *b, size_t n_jobs, double seconds, uint64_t now_ns)
+{
+    double w = isfinite(seconds) && seconds > 0 ? XF_LINGER_FRAC * seconds * 1e9 : 0;
+    uint64_t wait = w < (double)b->o.max_queue_delay_ns ? (uint64_t)w : b->o.max_queue_delay_ns;
+    b->linger_jobs = n_jobs > 1 && wait > 0 ? n_jobs : 0;
+    b->linger_due_ns = now_ns > UINT64_MAX - wait ? UINT64_MAX : now_ns + wait;
 }
 
 void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds)

@@ -111,7 +111,8 @@ typedef struct xf_batcher_opts {
     enum xf_batch_policy policy;
     int32_t max_batch;           /* jobs per batch, ≥ 1 */
     int64_t max_batch_tokens;    /* tokens per batch (a bigger job runs alone), ≥ 1 */
-    uint64_t max_queue_delay_ns; /* fifo: longest wait of the oldest job */
+    uint64_t max_queue_delay_ns; /* fifo: longest wait of the oldest job; tokens: longest
+                                    wait for a finished batch's clients (batch_done) */
     int64_t max_queued_tokens;   /* admission bound, ≥ 1 */
     int32_t max_queue_jobs;      /* admission bound and queue capacity, ≥ 1 */
     int32_t dp_window;           /* dp: jobs considered per decision, the earliest deadlines
@@ -146,14 +147,19 @@ void xf_batcher_free(xf_batcher_t *b);
 typedef struct xf_load {
     int idle_workers;      /* workers waiting for a batch */
     int n_workers;         /* ≥ 1 */
-    double running_s;      /* Σ predicted seconds still to run of the batches running now */
+    double running_s;      /* Σ seconds still to run of the batches running now, as
+                              re-estimated from their layer progress */
+    double slow;           /* how many times slower than the cost model the running batches
+                              go (≥ 1; 0 or 1: as predicted): the queue ahead and the job's
+                              own time are scaled by it before the wait check */
 } xf_load_t;
 
 /* The numbers behind an admission decision (for the reply and the log). */
 typedef struct xf_admit {
     double alone_s;        /* predicted seconds of the job alone on an idle worker */
     double lower_s;        /* alone_s × XF_COST_LOWER: the least it could take */
-    double wait_s;         /* predicted wait before it can start (backlog / workers) */
+    double wait_s;         /* predicted wait before it can start ((running + backlog × slow)
+                              / workers) */
     int retry_after_s;     /* -EBUSY/-EAGAIN: the predicted drain time, ≥ 1, ≤ the job's
                               time to its deadline (rounded up) */
 } xf_admit_t;
@@ -163,8 +169,9 @@ typedef struct xf_admit {
  *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
  *     expires only when the lower bound no longer fits (a running batch is stopped at its
  *     deadline instead, see workers.h);
- *   - otherwise the job is queued only if wait_s + alone_s fits in 80% of the time to its
- *     deadline (a margin for a wait prediction that lags a growing load).
+ *   - otherwise the job is queued only if wait_s + alone_s × slow fits in 80% of the time to
+ *     its deadline (a margin for a wait prediction that lags a growing load), where wait_s =
+ *     (running_s + backlog × slow) / workers.
  * Returns 0 (queued); -EINVAL (as xf_batcher_push); XF_ETOOLONG (more tokens than
  * max_queued_tokens: never admissible → 413); XF_EDEADLINE (lower_s exceeds the time to the
  * deadline: even an idle server cannot finish it → 413); -EBUSY (it would wait too long:
@@ -208,6 +215,15 @@ uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b);
 
 /* Remove and hand back up to cap queued jobs (drain/shutdown), oldest first. */
 size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap);
+
+/* A batch handed out by xf_batcher_next finished at now_ns after seconds of compute, and its
+ * n_jobs requests were answered. Clients in a closed loop send their next requests within
+ * milliseconds; the tokens policy then waits up to min(max_queue_delay, XF_LINGER_FRAC ×
+ * seconds) after now_ns while fewer than n_jobs are queued (and the batch is not full by
+ * max_batch or max_batch_tokens), instead of starting the first arrival alone and making the
+ * rest wait for it. The wait is spent once: the next dispatched batch ends it. */
+#define XF_LINGER_FRAC 0.05
+void xf_batcher_batch_done(xf_batcher_t *b, size_t n_jobs, double seconds, uint64_t now_ns);
 
 /* Refine the cost model with a measured batch: n sequence lengths and wall seconds. */
 void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds);

@@ -42,6 +42,7 @@ typedef struct xf_conn {
     uint64_t phase_ns;             /* when the phase began (h->lock) */
     int reaped;                    /* shut down by xf_http_expire (h->lock) */
     unsigned uri_seen, completed;  /* request lines parsed / completed callbacks (MHD thread) */
+    size_t uri_len;                /* bytes of the last request target (MHD thread) */
 } xf_conn_t;
 
 struct xf_http {
@@ -243,7 +244,6 @@ static const char *tei_type(enum xf_http_err code)
 {
     switch (code) {
     case XF_HE_INVALID_UTF8:
-    case XF_HE_INPUT_TOO_LONG:
         return "Tokenizer";
     case XF_HE_EMPTY_INPUT:
         return "Empty";
@@ -256,11 +256,37 @@ static const char *tei_type(enum xf_http_err code)
         return "Unhealthy";
     case XF_HE_INTERNAL:
     case XF_HE_OUT_OF_MEMORY:
+    case XF_HE_UNSUPPORTED_MODEL:
         return "Backend";
     case XF_HE_UNAUTHORIZED:
         return "Unauthorized";
     default:
         return "Validation";
+    }
+}
+
+/* The status a TEI route answers with. TEI (>= 1.9) derives it from the error type:
+ * Validation and Tokenizer 422, Empty 400, Overloaded 429, Backend 424 (a route the model
+ * cannot serve, e.g. /rerank without a cross-encoder), Unhealthy 503. xformd keeps its own
+ * status where the HTTP layer answers before any TEI validation would (401, 404, 405, 408,
+ * 411, 413 body_too_large, 415, malformed JSON 400) and for its deadline, drain and memory
+ * refusals (5xx with Retry-After), which TEI does not have. */
+static unsigned tei_status(enum xf_http_err code, unsigned status)
+{
+    switch (code) {
+    case XF_HE_BAD_FIELD:
+    case XF_HE_MISSING_FIELD:
+    case XF_HE_BAD_DIMENSIONS:
+    case XF_HE_BAD_ATTENTION:
+    case XF_HE_TOO_MANY_INPUTS:
+    case XF_HE_INPUT_TOO_LONG:
+    case XF_HE_TOO_MANY_TOKENS:
+    case XF_HE_TOO_SLOW:
+        return 422;
+    case XF_HE_UNSUPPORTED_MODEL:
+        return 424;
+    default:
+        return status;
     }
 }
 
@@ -285,6 +311,8 @@ enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int re
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     unsigned status = xf_http_err_status(code);
+    if (req->api == XF_API_TEI)
+        status = tei_status(code, status);
     if ((status == 429 || status == 503) && retry_after_s <= 0)
         retry_after_s = 1;
     xf_buf_t b = { 0 };
@@ -410,6 +438,7 @@ static int body_append(xf_req_t *req, const char *data, size_t n, size_t limit)
 typedef struct framing {
     int n_cl, cl_conflict, n_te, ws_name;
     const char *cl, *te;
+    size_t header_bytes;   /* "name: value\r\n" of every field */
 } framing_t;
 
 static enum MHD_Result framing_cb(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -419,6 +448,7 @@ static enum MHD_Result framing_cb(void *cls, enum MHD_ValueKind kind, const char
     (void)kind;
     if (!key)
         return MHD_YES;
+    f->header_bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
     if (strpbrk(key, " \t"))
         f->ws_name = 1;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
@@ -440,6 +470,15 @@ static int framing_refused(xf_req_t *req, enum MHD_Result *ret)
     framing_t f;
     memset(&f, 0, sizeof f);
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, framing_cb, &f);
+    const xf_server_opts_t *o = &req->srv->o;
+    if (o->max_header_bytes && f.header_bytes > o->max_header_bytes) {
+        req->close = 1;
+        *ret = xf_http_reply_error(req, XF_HE_HEADERS_TOO_LARGE, 0,
+                                   "request header fields of %zu bytes exceed the limit of %zu "
+                                   "bytes (http.max_header_bytes)", f.header_bytes,
+                                   o->max_header_bytes);
+        return 1;
+    }
     const char *why = NULL;
     if (f.ws_name)
         why = "whitespace in a header name (RFC 9112 §5.1)";
@@ -499,6 +538,15 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
                                   const char *url, const char *method, int nul_in_uri)
 {
     enum MHD_Result fr;
+    /* Over our limits but within libmicrohttpd's buffer: a JSON 414/431 (counted) instead of
+     * the library's HTML page, which it sends only past the connection memory. */
+    const xf_conn_t *k = conn_of(conn);
+    if (k && s->o.max_uri_bytes && k->uri_len > s->o.max_uri_bytes) {
+        req->close = 1;
+        return xf_http_reply_error(req, XF_HE_URI_TOO_LONG, 0,
+                                   "request target of %zu bytes exceeds the limit of %zu bytes "
+                                   "(http.max_uri_bytes)", k->uri_len, s->o.max_uri_bytes);
+    }
     if (framing_refused(req, &fr))
         return fr;
     if (nul_in_uri)
@@ -523,7 +571,13 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
     }
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!json_content_type(ct))
+    /* Triton's binary tensor extension: a JSON header plus raw bytes, which a client may
+     * label application/octet-stream (routes.c splits it at Inference-Header-Content-Length). */
+    int binary = req->api == XF_API_KSERVE && ct &&
+                 !strncasecmp(ct, "application/octet-stream", 24) &&
+                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                             "Inference-Header-Content-Length");
+    if (!json_content_type(ct) && !binary)
         return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MEDIA, 0,
                                    "Content-Type must be application/json, not %.100s",
                                    ct);
@@ -668,8 +722,10 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)cls;
     xf_conn_t *k = conn_of(conn);
-    if (k)
+    if (k) {
         k->uri_seen++;
+        k->uri_len = uri ? strlen(uri) : 0;
+    }
     if (uri && strstr(uri, "%00"))
         return &nul_in_uri_marker;
     return NULL;

@@ -76,7 +76,8 @@ typedef struct xf_req {
     int n_inputs;
     int usage_tokens;
     int base64;
-    int dimensions;        /* OpenAI: truncate to this many dims (0: all) */
+    int dimensions;        /* OpenAI, TEI /embed: truncate to this many dims (0: all) */
+    int normalize;         /* TEI /embed: normalise (after the dimensions cut) */
     int raw_scores;
     int return_text;
     int batch_form;        /* TEI /predict: the request was a batch */

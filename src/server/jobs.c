@@ -62,6 +62,7 @@ void xf_job_free(xf_job_t *j)
     free(j->type_ids);
     free(j->pooled);
     free(j->logits);
+    free(j->hidden);
     xf_attn_free(j->attn);
     if (j->sjob && j->sjob_free)
         j->sjob_free(j->sjob);

@@ -37,6 +37,10 @@ typedef struct xf_job {
     int normalize;             /* -1 model default, 0, 1 */
     int want_pooled;
     int want_logits;
+    int want_hidden;           /* per-token last hidden states into hidden */
+    void *const *attn_state;   /* n_seq == 1 only: the sequence's attention state for a stateful
+                                  model attention (xf_state_layers of a session), read and
+                                  updated in place by the forward; NULL: none (fresh memory) */
     xf_attn_t *attn;           /* per-request attention selection for every sequence of the job,
                                   or NULL for the model's default; owned, freed with the job */
     uint64_t enqueue_ns;       /* monotonic */
@@ -50,6 +54,7 @@ typedef struct xf_job {
     /* Output: written by one worker (or the loop when failing the job) before the done push. */
     float *pooled;             /* [n_seq][d_model] when want_pooled */
     float *logits;             /* [n_seq][n_labels] when want_logits */
+    float *hidden;             /* [n_tokens][d_model] when want_hidden (caller-allocated) */
     enum xf_http_err status;   /* XF_HE_NONE, or the error class to answer with */
     int requeue;               /* the batch stopped for another job's deadline before this
                                   one's: the loop queues it again (status XF_HE_NONE) */
@@ -64,10 +69,18 @@ typedef struct xf_job {
     void *sjob;                /* a Transformer-XL session operation (sessions.c) instead of a
                                   batch job, or NULL; freed with the job by sjob_free */
     void (*sjob_free)(void *sjob);
+    /* A job with no connection (an encoder session's compute, sessions.c): the loop calls
+     * done_fn(j) instead of resuming a connection when it is answered or fails. requeue may be
+     * set then (its batch stopped for another job's deadline): the owner decides, since the
+     * attention state was partly updated. */
+    void (*done_fn)(struct xf_job *j);
+    void *done_user;
     int has_report;            /* the first job of a batch carries the batch's report */
     double rep_seconds, rep_tokens, rep_sum_sq;
     double rep_frac;           /* share of the layers the batch computed (1: all) */
+    int rep_worker;            /* the worker that ran the batch */
     int32_t rep_n_seq;
+    int32_t rep_n_jobs;        /* requests in the batch */
 } xf_job_t;
 
 /* Allocate a job for n_seq sequences, n_tokens tokens in total (arrays zeroed).

@@ -70,8 +70,12 @@ struct xf_loop {
     uint64_t last_progress_ns;
     uint64_t wd_progress;      /* the workers' layer counter at the last watchdog check */
     uint64_t watchdog_usec;
-    uint64_t *run_end;         /* [n_workers] predicted end of each running batch (0: free) */
+    uint64_t *run_end;         /* [n_workers] predicted end of the batch worker i runs (0:
+                                  free) */
     uint64_t *run_start;       /* [n_workers] when it started */
+    double resid_slow;         /* observed / predicted time of the last finished batch under
+                                  the model as corrected by it (≥ 1): how far off the next
+                                  batch's prediction still is before its first layer ends */
     int exit_status;
     int ticks_metrics;         /* this loop owns the process-wide metrics tick */
     int closed;                /* uv_loop_close done */
@@ -95,6 +99,10 @@ const char *xf_loop_policy_name(const xf_server_t *s)
 static void finish_job(xf_server_t *s, xf_job_t *j)
 {
     (void)s;
+    if (j->done_fn) {   /* no connection: an encoder session's compute (sessions.c) */
+        j->done_fn(j);
+        return;
+    }
     struct MHD_Connection *c = j->conn;
     MHD_resume_connection(c);
 }
@@ -129,21 +137,40 @@ static void fail_verdict(xf_server_t *s, xf_job_t *j, const xf_verdict_t *v)
     reject_job(s, j, v->code, v->retry_after_s, v->reason, v->msg);
 }
 
-/* What admission needs of the engine: idle workers and the predicted rest of running
- * batches. */
-static void current_load(const xf_loop_t *L, uint64_t now, xf_load_t *ld)
+/* A running batch's total time re-estimated from its layer progress (doc/admission.md):
+ * after d of n layers in e seconds, e·n/d; before its first layer ends, at least the
+ * prediction (times the last batch's residual slowness) and at least e·n (its first layer
+ * alone has taken e). */
+static double running_total_s(double pred_s, double e_s, int d, int n, double resid)
+{
+    if (d >= 1)
+        return e_s * n / d;
+    double t = pred_s * (resid > 1 ? resid : 1);
+    return e_s * n > t ? e_s * n : t;
+}
+
+/* What admission needs of the engine: idle workers, the rest of the running batches and how
+ * much slower than predicted they go. */
+static void current_load(const xf_server_t *s, const xf_loop_t *L, uint64_t now, xf_load_t *ld)
 {
     ld->n_workers = L->n_workers;
     ld->idle_workers = L->n_workers - L->busy_workers;
     ld->running_s = 0;
+    ld->slow = 1;
     for (int i = 0; i < L->n_workers; i++) {
         if (L->run_end[i] == 0)
             continue;
-        if (L->run_end[i] > now)
-            ld->running_s += (double)(L->run_end[i] - now) * 1e-9;
-        else   /* overran its prediction: assume it runs half as long again */
-            ld->running_s += (double)(now - L->run_start[i]) * 0.5e-9;
+        int d, n;
+        xf_workers_layers(s->workers, i, &d, &n);
+        double pred = (double)(L->run_end[i] - L->run_start[i]) * 1e-9;
+        double e = now > L->run_start[i] ? (double)(now - L->run_start[i]) * 1e-9 : 0;
+        double total = d >= n ? e : running_total_s(pred, e, d, n, L->resid_slow);
+        ld->running_s += total > e ? total - e : 0;
+        if (pred > 0 && total / pred > ld->slow)
+            ld->slow = total / pred;
     }
+    if (ld->slow > 1000)
+        ld->slow = 1000;
 }
 
 void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void *user)
@@ -156,7 +183,9 @@ void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void 
     jobs[0]->rep_tokens = r->n_tokens;
     jobs[0]->rep_sum_sq = r->sum_sq;
     jobs[0]->rep_n_seq = r->n_seq;
+    jobs[0]->rep_n_jobs = n;
     jobs[0]->rep_frac = r->frac;
+    jobs[0]->rep_worker = r->worker;
     if (r->arena_bytes) {
         xf_metric_set(XF_M_arena_bytes, "planned", NULL, (int64_t)r->arena_bytes);
         xf_metric_set(XF_M_arena_bytes, "naive", NULL, (int64_t)r->naive_bytes);
@@ -233,6 +262,8 @@ static void schedule(xf_server_t *s)
         for (size_t i = 0; i < n; i++)
             jobs[i] = L->scratch[i]->user;
         int rc = xf_workers_submit(s->workers, jobs, (int)n);
+        if (rc >= L->n_workers)
+            rc = -EBUSY;   /* cannot happen: the pool has n_workers workers */
         if (rc < 0) {
             for (size_t i = 0; i < n; i++)
                 fail_job(s, jobs[i], rc == -EBUSY ? XF_HE_INTERNAL : XF_HE_OUT_OF_MEMORY,
@@ -242,19 +273,18 @@ static void schedule(xf_server_t *s)
             uint64_t end = now + (uint64_t)(info.predicted_s * 1e9);
             if (end <= now)
                 end = now + 1;
-            for (int w = 0; w < L->n_workers; w++)
-                if (L->run_end[w] == 0) {
-                    L->run_end[w] = end;
-                    L->run_start[w] = now;
-                    break;
-                }
+            /* Slot of the worker that runs it: its layer counter tells the batch's progress.
+             * (A worker whose previous report the loop has not read yet may be handed the
+             * batch; that report then finds its slot taken and leaves it.) */
+            L->run_end[rc] = end;
+            L->run_start[rc] = now;
             for (size_t i = 0; i < n; i++)
                 jobs[i]->pred_end_ns = end;
             xf_metric_observe(XF_M_batch_size, NULL, NULL, (double)info.n_jobs);
             xf_metric_observe(XF_M_batch_sequences, NULL, NULL, (double)info.n_seqs);
             xf_metric_observe(XF_M_batch_tokens, NULL, NULL, (double)info.n_tokens);
             xf_metric_add(XF_M_batches_total, NULL, NULL, 1);
-            xf_metric_add(XF_M_batch_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
+            xf_metric_add(XF_M_computed_tokens_total, NULL, NULL, (uint64_t)info.n_tokens);
             /* What a padded engine would have spent on this batch, for every policy, so the
              * policies compare on one metric (the packed engine itself pads nothing). */
             xf_metric_add(XF_M_padding_waste_tokens_total, NULL, NULL,
@@ -307,7 +337,7 @@ static void on_jobs(uv_async_t *a)
         }
         /* Each admitted job changes the load the next one sees (an idle worker is taken). */
         xf_load_t ld;
-        current_load(L, now, &ld);
+        current_load(s, L, now, &ld);
         xf_verdict_t v;
         if (xf_admit_job(s, L->batcher, &ld, j, now, &v) < 0)
             fail_verdict(s, j, &v);
@@ -330,28 +360,34 @@ static void on_done(uv_async_t *a)
         if (j->has_report) {
             L->busy_workers--;
             L->last_progress_ns = now;
-            for (int w = 0; w < L->n_workers; w++)
-                if (L->run_end[w] == j->pred_end_ns) {
-                    L->run_end[w] = 0;
-                    break;
-                }
+            int w = j->rep_worker;
+            if (w >= 0 && w < L->n_workers && L->run_end[w] == j->pred_end_ns)
+                L->run_end[w] = 0;
             /* A batch stopped at a layer boundary still teaches the model: its time scaled
              * to all layers (the model must be able to learn that it was too optimistic). */
             double frac = j->rep_frac;
             xf_cost_sample_t cs = { .tokens = j->rep_tokens, .sum_sq = j->rep_sum_sq,
                                     .pad_tokens = 0,
                                     .seconds = frac > 0 ? j->rep_seconds / frac : 0 };
+            /* Its clients may come back at once (a closed loop): tokens waits for them. */
+            xf_batcher_batch_done(L->batcher, (size_t)j->rep_n_jobs, j->rep_seconds, now);
             if (frac > 0 && (j->status == XF_HE_NONE || frac < 1)) {
                 xf_cost_t *cm = xf_batcher_cost(L->batcher);
                 xf_cost_observe(cm, &cs);
                 xf_metrics_set_cost(cm->c, cm->n_fit, cm->n_obs);
+                /* What the corrected model still misses of this batch (the scale moves only
+                 * part of the way per batch): the next batch is assumed that much slower until
+                 * its own first layer shows its pace. */
+                double p = xf_cost_predict(cm, &cs);
+                L->resid_slow = p > 0 && cs.seconds > p ? cs.seconds / p : 1;
             } else {
                 xf_metric_add(XF_M_forward_errors_total, NULL, NULL, 1);
             }
         }
-        if (j->requeue) {
+        if (j->requeue && !j->attn_state) {
             /* Its batch stopped for another job's deadline: queue it again. The report was
-             * read above: the job must not carry it into its next batch. */
+             * read above: the job must not carry it into its next batch. (A job with an
+             * attention state goes to its owner instead: the layers that ran updated it.) */
             j->requeue = 0;
             j->has_report = 0;
             if (xf_batcher_requeue(L->batcher, &j->bj) == 0) {
@@ -363,7 +399,8 @@ static void on_done(uv_async_t *a)
         }
         if (j->status == XF_HE_COMPUTE_TIMEOUT)
             xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_STOPPED), NULL, 1);
-        if (j->status == XF_HE_NONE) {
+        /* requeue still set: a stateful job, queued again by its owner (done_fn) */
+        if (j->status == XF_HE_NONE && !j->requeue) {
             xf_metric_observe(XF_M_request_duration_seconds, "compute", NULL,
                               (double)(j->end_ns - j->start_ns) * 1e-9);
             xf_metric_observe(XF_M_request_duration_seconds, "total", NULL,

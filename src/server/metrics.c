@@ -494,6 +494,17 @@ static void esc(char *dst, size_t len, const char *s)
     dst[o] = '\0';
 }
 
+/* A bucket bound as an le label: the fewest digits (6 at least) that read back as exactly the
+ * bound, as Prometheus' own clients write floats ("%.6g" alone wrote 1048576 as 1.04858e+06). */
+static void fmt_bound(char *buf, size_t len, double v)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
 /* "{route=\"/x\",status=\"200\"" without the closing brace, or "" for no labels. */
 static void fmt_labels(enum xf_metric m, const series_t *s, char *buf, size_t len, bool open)
 {
@@ -545,7 +556,7 @@ static void render_metric(sbuf_t *b, enum xf_metric m)
             if (k == nb)
                 snprintf(le, sizeof(le), "+Inf");
             else
-                snprintf(le, sizeof(le), "%.6g", bd[k]);
+                fmt_bound(le, sizeof(le), bd[k]);
             sb_printf(b, "xformd_%s_bucket%s%sle=\"%s\"} %" PRIu64 "\n", d->name, lb,
                       lb[0] ? "," : "{", le, cum);
         }

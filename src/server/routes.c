@@ -186,12 +186,14 @@ static step_t get_str(xf_req_t *req, json_t *obj, const char *key, const char **
     return STEP_OK;
 }
 
-/* One text (or text pair) to tokenise, borrowed from req->root. */
+/* One text (or text pair) to tokenise, or one list of token ids used as given (OpenAI and
+ * TEI accept both), borrowed from req->root. */
 typedef struct text {
     const char *s;
     size_t n;
     const char *pair;
     size_t pair_n;
+    json_t *ids;               /* non-NULL: a JSON list of token ids; s is unused */
 } text_t;
 
 typedef struct texts {
@@ -234,6 +236,8 @@ typedef struct ropts {
     int truncate;
     int truncate_left;         /* TEI truncation_direction "Left": keep each text's tail */
     long long timeout_ms;
+    const char *prompt;        /* TEI prompt_name's text, put before every text, or NULL */
+    size_t prompt_n;
 } ropts_t;
 
 static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
@@ -242,6 +246,8 @@ static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result
     ro->truncate = 0;
     ro->truncate_left = 0;
     ro->timeout_ms = 0;
+    ro->prompt = NULL;
+    ro->prompt_n = 0;
     if (get_bool(req, obj, "truncate", &ro->truncate, ret) != STEP_OK)
         return STEP_REPLIED;
     /* A client may lengthen its deadline up to request.max_timeout_ms (the range in the
@@ -259,6 +265,44 @@ static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result
     }
     ro->truncate_left = dir && !strcasecmp(dir, "left");
     return STEP_OK;
+}
+
+/* TEI's prompt_name: a key of the "prompts" of the model's config_sentence_transformers.json,
+ * whose text goes before every text of the request (sentence-transformers' prompts). A name
+ * the model has no prompt for is an error (TEI: 422 Validation), never ignored. */
+static step_t get_prompt(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
+{
+    const char *name = NULL;
+    if (get_str(req, obj, "prompt_name", &name, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (!name)
+        return STEP_OK;
+    json_t *prompts = req->srv->st_prompts;
+    json_t *p = prompts ? json_object_get(prompts, name) : NULL;
+    if (json_is_string(p)) {
+        ro->prompt = json_string_value(p);
+        ro->prompt_n = json_string_length(p);
+        return STEP_OK;
+    }
+    req->err_param = "prompt_name";
+    if (!prompts || json_object_size(prompts) == 0) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "prompt_name '%.100s': model '%s' "
+                                   "has no prompts (no \"prompts\" in its "
+                                   "config_sentence_transformers.json)", name,
+                                   req->srv->model_name);
+        return STEP_REPLIED;
+    }
+    xf_buf_t keys = { 0 };
+    const char *k;
+    json_t *v;
+    json_object_foreach(prompts, k, v) {
+        xf_buf_printf(&keys, "%s'%s'", keys.len ? ", " : "", k);
+    }
+    *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "prompt_name '%.100s' is not one of "
+                               "the model's prompts: %.300s", name,
+                               keys.p && !keys.oom ? keys.p : "?");
+    xf_buf_free(&keys);
+    return STEP_REPLIED;
 }
 
 /* Optional per-request attention selection under key "attention" of obj: a flat object
@@ -376,6 +420,51 @@ static enum MHD_Result submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn, j
     return submit(req, j, ro);
 }
 
+/* A list of token ids (text_t.ids) into tok as given: no specials added (as OpenAI and TEI
+ * take them), each id checked against the vocabulary; longer than the model's positions is
+ * XF_ETOOLONG unless truncating (from the end, or from the start with truncate_left). On a bad
+ * id replies and returns -EINVAL. */
+static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to,
+                     xf_tokens_t *tok, xf_diag_t *diag, enum MHD_Result *ret)
+{
+    int32_t vocab = req->srv->info->vocab_size;
+    size_t m = json_array_size(a), off = 0;
+    tok->n = 0;
+    if (m > (size_t)to->max_len) {
+        if (!to->truncate) {
+            snprintf(diag->msg, sizeof diag->msg, "input has %zu token ids, max_len is %d", m,
+                     to->max_len);
+            return XF_ETOOLONG;
+        }
+        off = to->truncate_left ? m - (size_t)to->max_len : 0;
+        m = (size_t)to->max_len;
+    }
+    if (m > (size_t)tok->cap) {
+        int32_t *p = realloc(tok->ids, m * sizeof *p), *q = NULL;
+        if (p)
+            tok->ids = p;
+        q = p ? realloc(tok->type_ids, m * sizeof *q) : NULL;
+        if (q)
+            tok->type_ids = q;
+        if (!p || !q)
+            return -ENOMEM;
+        tok->cap = (int32_t)m;
+    }
+    for (size_t q = 0; q < m; q++) {
+        json_t *e = json_array_get(a, off + q);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+            json_integer_value(e) >= vocab) {
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input %zu: element %zu must be "
+                                       "a token id in [0, %d)", i, off + q, vocab);
+            return -EINVAL;
+        }
+        tok->ids[q] = (int32_t)json_integer_value(e);
+        tok->type_ids[q] = 0;
+    }
+    tok->n = (int32_t)m;
+    return 0;
+}
+
 /* Tokenise every text into a new job. On error replies and returns NULL. */
 static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
                           enum MHD_Result *ret)
@@ -384,14 +473,37 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
     ivec_t ids = { 0 }, types = { 0 }, lens = { 0 };
     xf_tokens_t tok = { 0 };
     xf_job_t *j = NULL;
+    char *prompted = NULL;     /* prompt + text, for the text being encoded */
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
                          .max_len = s->info->max_positions, .truncate = ro->truncate,
                          .truncate_left = ro->truncate_left };
     long long total = 0;
     for (size_t i = 0; i < tx->n; i++) {
         xf_diag_t diag = { 0, "" };
-        int rc = xf_tokenizer_encode(s->tok, tx->v[i].s, tx->v[i].n, tx->v[i].pair,
-                                     tx->v[i].pair_n, &to, &tok, &diag);
+        const char *text = tx->v[i].s;
+        size_t text_n = tx->v[i].n;
+        int rc;
+        if (tx->v[i].ids) {
+            rc = ids_input(req, i, tx->v[i].ids, &to, &tok, &diag, ret);
+            if (rc == -EINVAL)
+                goto fail;
+        } else {
+            if (ro->prompt && ro->prompt_n > 0) {
+                free(prompted);
+                prompted = malloc(ro->prompt_n + text_n + 1);
+                if (!prompted) {
+                    *ret = reply_oom(req);
+                    goto fail;
+                }
+                memcpy(prompted, ro->prompt, ro->prompt_n);
+                memcpy(prompted + ro->prompt_n, text, text_n);
+                prompted[ro->prompt_n + text_n] = '\0';
+                text = prompted;
+                text_n += ro->prompt_n;
+            }
+            rc = xf_tokenizer_encode(s->tok, text, text_n, tx->v[i].pair, tx->v[i].pair_n,
+                                     &to, &tok, &diag);
+        }
         if (rc == XF_ETOOLONG) {
             *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0,
                                        "input %zu is longer than the model's limit of %d "
@@ -437,6 +549,7 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
     req->usage_tokens = (int)ids.n;
     req->n_inputs = (int)tx->n;
 fail:
+    free(prompted);
     xf_tokens_deinit(&tok);
     free(ids.p);
     free(types.p);
@@ -460,27 +573,40 @@ static enum MHD_Result submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, con
     return submit_job(req, j, attn, want, ro, ret);
 }
 
-/* A string or a non-empty list of strings under key (TEI inputs / OpenAI input). */
-static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
-                     enum MHD_Result *ret)
+static int is_token_array(json_t *v)
+{
+    return json_is_array(v) && json_array_size(v) > 0 &&
+           json_is_integer(json_array_get(v, 0));
+}
+
+/* The texts under key (TEI inputs / OpenAI input): a string or a non-empty list of strings;
+ * with allow_ids also a list of token ids (one input) and lists of token ids among the items,
+ * as both APIs take them ([1, 2, 3], [[1, 2], [3]], TEI also ["a", [1, 2]]). */
+static step_t get_texts(xf_req_t *req, json_t *v, const char *key, int allow_ids,
+                        texts_t *tx, enum MHD_Result *ret)
 {
     req->err_param = key;   /* every error below is about this field */
     if (!v) {
         *ret = reply_missing_field(req, key);
         return STEP_REPLIED;
     }
-    if (json_is_string(v)) {
+    if (json_is_string(v) || (allow_ids && is_token_array(v))) {
         if (texts_alloc(tx, 1) < 0)
             goto oom;
-        tx->v[0].s = json_string_value(v);
-        tx->v[0].n = json_string_length(v);
+        if (json_is_string(v)) {
+            tx->v[0].s = json_string_value(v);
+            tx->v[0].n = json_string_length(v);
+        } else {
+            tx->v[0].ids = v;
+        }
         tx->n = 1;
         req->err_param = NULL;
         return STEP_OK;
     }
+    const char *what = allow_ids ? "a string, a list of strings or token ids"
+                                 : "a string or a list of strings";
     if (!json_is_array(v)) {
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
-                                   "field '%s' must be a string or a list of strings", key);
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be %s", key, what);
         return STEP_REPLIED;
     }
     size_t n = json_array_size(v);
@@ -495,15 +621,19 @@ static step_t get_texts(xf_req_t *req, json_t *v, const char *key, texts_t *tx,
         goto oom;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
-        if (!json_is_string(e)) {
-            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0,
-                                       "field '%s'[%zu] must be a string", key, i);
+        if (json_is_string(e)) {
+            tx->v[i].s = json_string_value(e);
+            tx->v[i].n = json_string_length(e);
+        } else if (allow_ids && json_is_array(e)) {
+            tx->v[i].ids = e;   /* checked id by id when tokenising */
+        } else {
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s'[%zu] must be %s",
+                                       key, i, allow_ids ? "a string or a list of token ids"
+                                                         : "a string");
             free(tx->v);
             tx->v = NULL;
             return STEP_REPLIED;
         }
-        tx->v[i].s = json_string_value(e);
-        tx->v[i].n = json_string_length(e);
     }
     tx->n = n;
     req->err_param = NULL;
@@ -518,75 +648,6 @@ static int is_str_pair(json_t *v)
 {
     return json_is_array(v) && json_array_size(v) == 2 && json_is_string(json_array_get(v, 0)) &&
            json_is_string(json_array_get(v, 1));
-}
-
-static int is_token_array(json_t *v)
-{
-    return json_is_array(v) && json_array_size(v) > 0 &&
-           json_is_integer(json_array_get(v, 0));
-}
-
-/* OpenAI token-id input: [ids] or [[ids], ...]. Builds the job directly (ids as given). */
-static xf_job_t *token_input(xf_req_t *req, json_t *v, enum MHD_Result *ret)
-{
-    xf_server_t *s = req->srv;
-    int nested = !is_token_array(v);
-    size_t n = nested ? json_array_size(v) : 1;
-    req->err_param = "input";
-    if (over_max_texts(req, n, "inputs", ret) != STEP_OK)
-        return NULL;
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *a = nested ? json_array_get(v, i) : v;
-        if (!json_is_array(a) || json_array_size(a) == 0) {
-            *ret = xf_http_reply_error(req, json_is_array(a) ? XF_HE_EMPTY_INPUT
-                                                             : XF_HE_BAD_FIELD, 0,
-                                       "field 'input'[%zu] must be a non-empty list of token "
-                                       "ids", i);
-            return NULL;
-        }
-        size_t m = json_array_size(a);
-        if (m > (size_t)s->info->max_positions) {
-            *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0, "input %zu has %zu tokens, "
-                                       "more than the model's limit of %d", i, m,
-                                       s->info->max_positions);
-            return NULL;
-        }
-        total += m;
-    }
-    if (total > (size_t)s->o.max_tokens) {
-        *ret = reply_too_many_tokens(req);
-        return NULL;
-    }
-    xf_job_t *j = NULL;
-    if (xf_job_create((int32_t)n, (int32_t)total, &j) < 0) {
-        *ret = reply_oom(req);
-        return NULL;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *a = nested ? json_array_get(v, i) : v;
-        size_t m = json_array_size(a);
-        for (size_t q = 0; q < m; q++) {
-            json_t *e = json_array_get(a, q);
-            if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-                json_integer_value(e) >= s->info->vocab_size) {
-                xf_job_free(j);
-                *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'input'[%zu][%zu] "
-                                           "must be a token id in [0, %d)", i, q,
-                                           s->info->vocab_size);
-                return NULL;
-            }
-            j->ids[k++] = (int32_t)json_integer_value(e);
-        }
-        j->lens[i] = (int32_t)m;
-        if ((int32_t)m > j->max_len)
-            j->max_len = (int32_t)m;
-    }
-    req->usage_tokens = (int)total;
-    req->n_inputs = (int)n;
-    req->err_param = NULL;
-    return j;
 }
 
 /* ---- route parsers ------------------------------------------------------------------- */
@@ -630,18 +691,22 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     if (get_attention(req, root, &attn, &ret) != STEP_OK)
         return ret;
     xf_job_t *j = NULL;
-    if (in && json_is_array(in) && json_array_size(in) > 0 &&
-        (is_token_array(in) || is_token_array(json_array_get(in, 0)))) {
-        j = token_input(req, in, &ret);
-    } else {
-        texts_t tx = { 0 };
-        if (get_texts(req, in, "input", &tx, &ret) == STEP_OK) {
-            req->err_param = "input";   /* too long, bad UTF-8, too many tokens */
-            j = tokenise(req, &tx, &ro, &ret);
-            free(tx.v);
-            if (j)
-                req->err_param = NULL;
+    texts_t tx = { 0 };
+    if (get_texts(req, in, "input", 1, &tx, &ret) == STEP_OK) {
+        req->err_param = "input";   /* too long, bad UTF-8, bad ids, too many tokens */
+        /* OpenAI: "cannot be an empty string" (and no empty list of ids, checked below). */
+        for (size_t i = 0; i < tx.n && !tx.v[i].ids; i++) {
+            if (tx.v[i].n == 0) {
+                free(tx.v);
+                xf_attn_free(attn);
+                return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'input'[%zu] is an "
+                                           "empty string", i);
+            }
         }
+        j = tokenise(req, &tx, &ro, &ret);
+        free(tx.v);
+        if (j)
+            req->err_param = NULL;
     }
     return submit_job(req, j, attn, (jobwant_t){ 1, 0, s->o.normalize }, &ro, ret);
 }
@@ -653,22 +718,95 @@ static enum MHD_Result h_embed(xf_req_t *req)
     if (parse_body(req, &ret) != STEP_OK)
         return ret;
     int normalize = 1;
+    long long dims = 0;
     ropts_t ro;
     if (get_bool(req, req->root, "normalize", &normalize, &ret) != STEP_OK ||
-        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
+        get_int(req, req->root, "dimensions", 0, 1000000, &dims, &ret) != STEP_OK ||
+        get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
+        get_prompt(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
-    (void)s;
+    /* TEI's Matryoshka dimensions: the first dims values, normalised after the cut. */
+    if (opt_field(req->root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
+        req->err_param = "dimensions";
+        return xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
+                                   "between 1 and the model's %d", s->info->d_model);
+    }
+    req->dimensions = (int)dims;
+    req->normalize = normalize;
     xf_attn_t *attn = NULL;
     if (get_attention(req, req->root, &attn, &ret) != STEP_OK)
         return ret;
     texts_t tx = { 0 };
-    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", &tx, &ret) != STEP_OK) {
+    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", 1, &tx, &ret) !=
+        STEP_OK) {
         xf_attn_free(attn);
         return ret;
     }
     xf_job_t *j = tokenise(req, &tx, &ro, &ret);
     free(tx.v);
     return submit_job(req, j, attn, (jobwant_t){ 1, 0, normalize }, &ro, ret);
+}
+
+/* TEI's /similarity: {"inputs": {"source_sentence": s, "sentences": [...]}, "parameters":
+ * {truncate, truncation_direction, prompt_name}} -> the cosine of each sentence's embedding with
+ * the source's. One job embeds the source first, then the sentences, normalised. */
+static enum MHD_Result h_similarity(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    enum MHD_Result ret = MHD_NO;
+    if (s->info->n_labels > 0)
+        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/similarity needs an "
+                                   "embedding model; model '%s' is a classifier", s->model_name);
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    json_t *in = json_object_get(req->root, "inputs");
+    if (!in)
+        return reply_missing_field(req, "inputs");
+    if (!json_is_object(in))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be an object "
+                                   "{\"source_sentence\": ..., \"sentences\": [...]}");
+    const char *src = NULL;
+    if (get_str(req, in, "source_sentence", &src, &ret) != STEP_OK)
+        return ret;
+    if (!src)
+        return reply_missing_field(req, "inputs.source_sentence");
+    json_t *sents = json_object_get(in, "sentences");
+    if (!json_is_array(sents))
+        return xf_http_reply_error(req, sents ? XF_HE_BAD_FIELD : XF_HE_MISSING_FIELD, 0,
+                                   "field 'inputs.sentences' must be a list of strings");
+    ropts_t ro;
+    json_t *params = json_object_get(req->root, "parameters");
+    if (params && !json_is_null(params) && !json_is_object(params))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
+                                   "object");
+    json_t *po = json_is_object(params) ? params : json_object();   /* no options: defaults */
+    step_t st = get_ropts(req, po, &ro, &ret);
+    if (st == STEP_OK)
+        st = get_prompt(req, po, &ro, &ret);
+    if (po != params)
+        json_decref(po);
+    if (st != STEP_OK)
+        return ret;
+    texts_t tx = { 0 };
+    if (get_texts(req, sents, "sentences", 0, &tx, &ret) != STEP_OK)
+        return ret;
+    texts_t all = { 0 };
+    if (over_max_texts(req, tx.n + 1, "texts", &ret) != STEP_OK) {
+        free(tx.v);
+        return ret;
+    }
+    if (texts_alloc(&all, tx.n + 1) < 0) {
+        free(tx.v);
+        return reply_oom(req);
+    }
+    all.v[0].s = src;
+    all.v[0].n = json_string_length(json_object_get(in, "source_sentence"));
+    memcpy(all.v + 1, tx.v, tx.n * sizeof *tx.v);
+    all.n = tx.n + 1;
+    free(tx.v);
+    xf_job_t *j = tokenise(req, &all, &ro, &ret);
+    free(all.v);
+    return submit_job(req, j, NULL, (jobwant_t){ 1, 0, 1 }, &ro, ret);
 }
 
 static enum MHD_Result h_rerank(xf_req_t *req)
@@ -696,7 +834,7 @@ static enum MHD_Result h_rerank(xf_req_t *req)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'texts' must be a list "
                                    "of strings");
     texts_t tx = { 0 };
-    if (get_texts(req, texts, "texts", &tx, &ret) != STEP_OK)
+    if (get_texts(req, texts, "texts", 0, &tx, &ret) != STEP_OK)
         return ret;
     size_t qn = json_string_length(json_object_get(req->root, "query"));
     for (size_t i = 0; i < tx.n; i++) {
@@ -783,6 +921,96 @@ static int txl_matches(const xf_req_t *req)
            (!req->version[0] || !strcmp(req->version, "1"));
 }
 
+/* The binary part of a request under Triton's binary tensor data extension. */
+typedef struct binpart {
+    char *p;
+    size_t n;
+} binpart_t;
+
+/* With an Inference-Header-Content-Length header, keep the body's JSON part in req->body and
+ * move the bytes after it into bin (new). Without the header: nothing to do. */
+static step_t split_binary(xf_req_t *req, binpart_t *bin, enum MHD_Result *ret)
+{
+    const char *h = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                "Inference-Header-Content-Length");
+    if (!h)
+        return STEP_OK;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(h, &end, 10);
+    if (errno || end == h || *end || h[0] == '-' || v > req->body_len) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_REQUEST, 0, "Inference-Header-Content-Length "
+                                   "'%.40s' is not a length within the body's %zu bytes", h,
+                                   req->body_len);
+        return STEP_REPLIED;
+    }
+    bin->n = req->body_len - (size_t)v;
+    if (bin->n) {
+        bin->p = malloc(bin->n);
+        if (!bin->p) {
+            *ret = reply_oom(req);
+            return STEP_REPLIED;
+        }
+        memcpy(bin->p, req->body + v, bin->n);
+    }
+    req->body_len = (size_t)v;
+    return STEP_OK;
+}
+
+/* A BYTES input sent as binary data (its "parameters": {"binary_data_size": n}): n bytes of
+ * the binary part, each element a 4-byte little-endian length and that many bytes. They become
+ * the input's "data" (strings, so they must be UTF-8), and the JSON path goes on as usual. */
+static step_t binary_bytes_input(xf_req_t *req, json_t *t, const binpart_t *bin,
+                                 enum MHD_Result *ret)
+{
+    json_t *size = json_object_get(json_object_get(t, "parameters"), "binary_data_size");
+    if (!size)
+        return STEP_OK;
+    const char *why = NULL;
+    if (!json_is_integer(size) || json_integer_value(size) < 0 ||
+        (unsigned long long)json_integer_value(size) != bin->n)
+        why = "must be the length of the binary part after the JSON header (one input)";
+    else if (json_object_get(t, "data"))
+        why = "and \"data\" cannot both be given";
+    if (why) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].parameters."
+                                   "binary_data_size %s", why);
+        return STEP_REPLIED;
+    }
+    json_t *data = json_array();
+    if (!data) {
+        *ret = reply_oom(req);
+        return STEP_REPLIED;
+    }
+    const unsigned char *p = (const unsigned char *)bin->p;
+    size_t off = 0;
+    while (off < bin->n) {
+        uint32_t len = 0;
+        if (bin->n - off < 4 ||
+            (len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
+                   (uint32_t)p[off + 3] << 24) > bin->n - off - 4) {
+            json_decref(data);
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0]: binary BYTES data "
+                                       "is cut short at byte %zu", off);
+            return STEP_REPLIED;
+        }
+        json_t *str = json_stringn((const char *)p + off + 4, len);
+        if (!str || json_array_append_new(data, str) < 0) {
+            json_decref(data);
+            *ret = xf_http_reply_error(req, XF_HE_INVALID_UTF8, 0, "inputs[0]: element %zu of "
+                                       "the binary BYTES data is not UTF-8 text",
+                                       json_array_size(data));
+            return STEP_REPLIED;
+        }
+        off += 4 + (size_t)len;
+    }
+    if (json_object_set_new(t, "data", data) < 0) {
+        *ret = reply_oom(req);
+        return STEP_REPLIED;
+    }
+    return STEP_OK;
+}
+
 static enum MHD_Result h_infer(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
@@ -791,17 +1019,39 @@ static enum MHD_Result h_infer(xf_req_t *req)
         return txl_matches(req) ? xf_sessions_handle_kserve(req) : reply_unknown_model(req);
     if (!model_matches(req))
         return reply_unknown_model(req);
-    if (parse_body(req, &ret) != STEP_OK)
+    /* Triton's binary tensor data extension (tritonclient.http sends it by default): a JSON
+     * header of Inference-Header-Content-Length bytes, then the raw tensors. */
+    binpart_t bin = { 0 };
+    if (split_binary(req, &bin, &ret) != STEP_OK)
         return ret;
+    if (parse_body(req, &ret) != STEP_OK) {
+        free(bin.p);
+        return ret;
+    }
     json_t *root = req->root;
+    json_t *in0 = json_array_get(json_object_get(root, "inputs"), 0);
+    step_t bst = binary_bytes_input(req, in0, &bin, &ret);
+    free(bin.p);
+    if (bst != STEP_OK)
+        return ret;
     const char *id = NULL;
     if (get_str(req, root, "id", &id, &ret) != STEP_OK)
         return ret;
-    ropts_t ro = { 0, 0, 0 };
+    ropts_t ro = { .truncate = 0 };
     json_t *params = json_object_get(root, "parameters");
     if (params && !json_is_object(params))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
                                    "object");
+    /* Triton's sequence parameters: a session of the encoder when its attention keeps state */
+    if (params && json_object_get(params, "sequence_id")) {
+        if (xf_sessions_encoder(s))
+            return xf_sessions_handle_kserve(req);
+        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "parameters.sequence_id: "
+                                   "model %s's attention (%s) keeps no state between segments, "
+                                   "so it has no sequences (serve it with model.attention txl "
+                                   "or compressive)", s->model_name,
+                                   xf_attn_name(xf_model_attention(s->model)));
+    }
     if (params && get_ropts(req, params, &ro, &ret) != STEP_OK)
         return ret;
     json_t *inputs = json_object_get(root, "inputs");
@@ -943,7 +1193,7 @@ static json_t *model_meta(const xf_server_t *s)
     json_object_set_new(p, "attention_per_request", json_stringn(pr.p ? pr.p : "",
                                                                  pr.oom ? 0 : pr.len));
     xf_buf_free(&pr);
-    json_object_set_new(p, "quantisation", json_string("none"));
+    json_object_set_new(p, "quantisation", json_string(mi->quantize ? mi->quantize : "none"));
     json_object_set_new(p, "demo", json_boolean(mi->is_demo));
     if (mi->is_demo)
         json_object_set_new(p, "warning", json_string("random-weight demo model: embeddings "
@@ -986,6 +1236,17 @@ static void put_base64(xf_buf_t *b, const float *v, size_t n)
     xf_buf_putn(b, "\"", 1);
 }
 
+/* Scale v to unit L2 norm (a zero vector stays zero). */
+static void unit_scale(float *v, size_t n)
+{
+    double ss = 0;
+    for (size_t c = 0; c < n; c++)
+        ss += (double)v[c] * v[c];
+    float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    for (size_t c = 0; c < n; c++)
+        v[c] *= inv;
+}
+
 static enum MHD_Result r_embeddings(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
@@ -999,12 +1260,8 @@ static enum MHD_Result r_embeddings(xf_req_t *req)
         const float *row = j->pooled + (size_t)i * d;
         if (dims < d && tmp) {
             /* Matryoshka-style: keep the first dims and renormalise them. */
-            double ss = 0;
-            for (size_t c = 0; c < dims; c++)
-                ss += (double)row[c] * row[c];
-            float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-            for (size_t c = 0; c < dims; c++)
-                tmp[c] = row[c] * inv;
+            memcpy(tmp, row, dims * sizeof *tmp);
+            unit_scale(tmp, dims);
             row = tmp;
         }
         xf_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":",
@@ -1029,15 +1286,57 @@ static enum MHD_Result r_embed(xf_req_t *req)
 {
     xf_job_t *j = req->job;
     size_t d = (size_t)req->srv->info->d_model;
+    size_t dims = req->dimensions > 0 ? (size_t)req->dimensions : d;
+    float *tmp = dims < d ? malloc(dims * sizeof *tmp) : NULL;
+    if (dims < d && !tmp)
+        return reply_oom(req);
     xf_buf_t b = { 0 };
     xf_buf_puts(&b, "[");
     for (int32_t i = 0; i < j->n_seq; i++) {
+        const float *row = j->pooled + (size_t)i * d;
+        if (tmp) {
+            /* TEI cuts, then normalises when asked (the pooled row is already normalised
+             * then, so renormalising the cut equals normalising the raw cut). */
+            memcpy(tmp, row, dims * sizeof *tmp);
+            if (req->normalize)
+                unit_scale(tmp, dims);
+            row = tmp;
+        }
         if (i)
             xf_buf_puts(&b, ",");
-        put_floats(&b, j->pooled + (size_t)i * d, d);
+        put_floats(&b, row, dims);
+    }
+    xf_buf_puts(&b, "]");
+    free(tmp);
+    return xf_http_reply_buf(req, 200, "application/json", &b);
+}
+
+/* The sentences' cosines with the source (rows are unit vectors: a dot product). */
+static enum MHD_Result r_similarity(xf_req_t *req)
+{
+    xf_job_t *j = req->job;
+    size_t d = (size_t)req->srv->info->d_model;
+    xf_buf_t b = { 0 };
+    xf_buf_puts(&b, "[");
+    for (int32_t i = 1; i < j->n_seq; i++) {
+        double dot = 0;
+        for (size_t c = 0; c < d; c++)
+            dot += (double)j->pooled[c] * j->pooled[(size_t)i * d + c];
+        if (i > 1)
+            xf_buf_puts(&b, ",");
+        xf_buf_float(&b, (float)dot);
     }
     xf_buf_puts(&b, "]");
     return xf_http_reply_buf(req, 200, "application/json", &b);
+}
+
+/* TEI's /embed_sparse serves only SPLADE models and answers 424 for any other (xformd has
+ * no SPLADE pooling). */
+static enum MHD_Result h_embed_sparse(xf_req_t *req)
+{
+    return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/embed_sparse needs an "
+                               "embedding model with SPLADE pooling; model '%s' is not one",
+                               req->srv->model_name);
 }
 
 static float sigmoidf(float x)
@@ -1190,8 +1489,11 @@ static enum MHD_Result h_ready(xf_req_t *req)
 
 static enum MHD_Result h_server_meta(xf_req_t *req)
 {
-    return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[]}", "name", "xformd", "version",
-                                                  xf_version(), "extensions"));
+    /* binary_tensor_data: binary BYTES inputs are read (outputs are always JSON "data", which
+     * Triton's clients read as well). */
+    return xf_http_reply_json(req, 200, json_pack("{s:s,s:s,s:[s]}", "name", "xformd", "version",
+                                                  xf_version(), "extensions",
+                                                  "binary_tensor_data"));
 }
 
 static enum MHD_Result h_model_meta(xf_req_t *req)
@@ -1307,6 +1609,96 @@ static enum MHD_Result h_tei_health(xf_req_t *req)
     int ready = atomic_load(&req->srv->ready);
     return xf_http_reply_json(req, ready ? 200 : 503,
                               json_pack("{s:s}", "status", ready ? "ok" : "unhealthy"));
+}
+
+/* One token of a WordPiece decode, as Hugging Face's WordPiece decoder writes it: a "##"
+ * piece after the first token joins the previous one, any other token after the first gets a
+ * space; then its cleanup, token by token, takes the space back before a token that starts
+ * with ".", "?", "!", ",", "n't", "'m", "'s", "'ve" or "'re". */
+static void decode_piece(xf_buf_t *b, const char *tok, int first)
+{
+    static const char *const tight[] = { ".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re" };
+    if (!first && !strncmp(tok, "##", 2)) {
+        xf_buf_puts(b, tok + 2);
+        return;
+    }
+    int space = !first;
+    for (size_t k = 0; space && k < sizeof tight / sizeof tight[0]; k++)
+        space = strncmp(tok, tight[k], strlen(tight[k])) != 0;
+    if (space)
+        xf_buf_puts(b, " ");
+    xf_buf_puts(b, tok);
+}
+
+/* TEI's /decode: {"ids": [ids] | [[ids], ...], "skip_special_tokens": true} -> a list of
+ * strings. Ids outside the vocabulary are left out (as Hugging Face's tokenizers decode
+ * does); with skip_special_tokens (the default) so are [CLS], [SEP], [PAD], [UNK], [MASK].
+ * Runs here on the MHD thread: no model work. */
+static enum MHD_Result h_decode(xf_req_t *req)
+{
+    const xf_tokenizer_t *tk = req->srv->tok;
+    enum MHD_Result ret = MHD_NO;
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    int skip = 1;
+    if (get_bool(req, req->root, "skip_special_tokens", &skip, &ret) != STEP_OK)
+        return ret;
+    json_t *ids = json_object_get(req->root, "ids");
+    if (!ids)
+        return reply_missing_field(req, "ids");
+    if (!json_is_array(ids))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids' must be a list of "
+                                   "token ids or a list of such lists");
+    int batch = json_array_size(ids) > 0 && json_is_array(json_array_get(ids, 0));
+    size_t n = batch ? json_array_size(ids) : 1;
+    if (batch && over_max_texts(req, n, "inputs", &ret) != STEP_OK)
+        return ret;
+    if (json_array_size(ids) == 0)
+        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'ids' is an empty list");
+    xf_special_ids_t sp;
+    xf_tokenizer_specials(tk, &sp);
+    int32_t vocab = xf_tokenizer_vocab_size(tk);
+    xf_buf_t b = { 0 }, one = { 0 };
+    xf_buf_puts(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = batch ? json_array_get(ids, i) : ids;
+        if (!json_is_array(a)) {
+            xf_buf_free(&b);
+            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids'[%zu] must be a "
+                                       "list of token ids", i);
+        }
+        one.len = 0;
+        int first = 1;
+        for (size_t q = 0; q < json_array_size(a); q++) {
+            json_t *e = json_array_get(a, q);
+            if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+                json_integer_value(e) > 4294967295LL) {
+                xf_buf_free(&b);
+                xf_buf_free(&one);
+                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids': element "
+                                           "%zu of input %zu must be a non-negative integer "
+                                           "(a token id)", q, i);
+            }
+            json_int_t id = json_integer_value(e);
+            if (id >= vocab)
+                continue;
+            if (skip && (id == sp.cls || id == sp.sep || id == sp.pad || id == sp.unk ||
+                         id == sp.mask))
+                continue;
+            const char *tok = xf_tokenizer_token(tk, (int32_t)id);
+            if (!tok)
+                continue;
+            decode_piece(&one, tok, first);
+            first = 0;
+        }
+        xf_buf_puts(&b, i ? "," : "");
+        xf_buf_json_str(&b, one.p ? one.p : "", one.p ? one.len : 0);
+    }
+    xf_buf_puts(&b, "]");
+    if (one.oom)
+        b.oom = 1;
+    xf_buf_free(&one);
+    return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
 /* id2label / label2id of a classifier, as TEI's ClassifierModel. */

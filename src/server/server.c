@@ -36,6 +36,8 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->conn_limit = (int)c->http_connection_limit;
     o->conn_timeout_s = (int)((c->http_timeout_ms + 999) / 1000);
     o->conn_memory_bytes = 64 * 1024;   /* MHD's per-connection buffer; not an option */
+    o->max_uri_bytes = (size_t)c->http_max_uri_bytes;
+    o->max_header_bytes = (size_t)c->http_max_header_bytes;
     o->max_conn_per_ip = (int)c->http_max_connections_per_ip;
     o->header_timeout_ms = (int)c->http_header_timeout_ms;
     o->body_timeout_ms = (int)c->http_body_timeout_ms;
@@ -132,6 +134,40 @@ static int cache_dir(const xf_server_opts_t *o, char *buf, size_t len)
     return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
 }
 
+/* The "prompts" object of dir/config_sentence_transformers.json (sentence-transformers writes
+ * {"prompts": {"query": "query: ", ...}}), for TEI's prompt_name; NULL when there is none.
+ * A file that does not parse, or prompts that are not strings, are logged and ignored: the
+ * prompts are an option of some requests, not of the model. */
+static json_t *load_prompts(const char *dir)
+{
+    char path[4096];
+    struct stat st;
+    if (!dir || snprintf(path, sizeof path, "%s/config_sentence_transformers.json", dir) >=
+                    (int)sizeof path || stat(path, &st) != 0)
+        return NULL;
+    json_error_t err;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    json_t *p = root ? json_object_get(root, "prompts") : NULL;
+    if (!root) {
+        XF_LOGW("%s: line %d: %s; its prompts are not used", path, err.line, err.text);
+        return NULL;
+    }
+    const char *k;
+    json_t *v;
+    int ok = json_is_object(p);
+    json_object_foreach(ok ? p : NULL, k, v) {
+        ok &= json_is_string(v);
+    }
+    if (p && !json_is_null(p) && !ok)
+        XF_LOGW("%s: \"prompts\" is not an object of strings; its prompts are not used", path);
+    if (ok) {
+        json_incref(p);
+        XF_LOGI("prompts for prompt_name: %zu from %s", json_object_size(p), path);
+    }
+    json_decref(root);
+    return ok ? p : NULL;
+}
+
 /* model.attention is checked before the model loads so that a bad selection names the
  * option ("model.attention: blok: unknown parameter"), not the loader. */
 static int check_attention(const xf_server_opts_t *o, xf_diag_t *diag)
@@ -209,6 +245,7 @@ static int load_model(xf_server_t *s, xf_diag_t *diag)
     s->tok = xf_model_tokenizer(s->model);
     snprintf(s->model_name, sizeof s->model_name, "%s",
              s->info->name && s->info->name[0] ? s->info->name : "model");
+    s->st_prompts = load_prompts(s->info->dir);
     return 0;
 }
 
@@ -497,6 +534,7 @@ void xf_server_free(xf_server_t *s)
     }
     xf_sessions_free(s);
     xf_model_free(s->model);
+    json_decref(s->st_prompts);
     free(s->demo_dir);
     xf_jobq_deinit(&s->jobq);
     xf_jobq_deinit(&s->doneq);

@@ -23,6 +23,8 @@ typedef struct xf_server_opts {
     int conn_limit;
     int conn_timeout_s;
     size_t conn_memory_bytes;
+    size_t max_uri_bytes;      /* longest request target answered 414 by us (0: no check) */
+    size_t max_header_bytes;   /* most header field bytes answered 431 by us (0: no check) */
     int max_conn_per_ip;       /* 0: no per-address limit */
     int header_timeout_ms;     /* whole header, from the connection's start or last request */
     int body_timeout_ms;       /* whole body, from the end of the header */
@@ -150,6 +152,8 @@ struct xf_server {
     int thread_started;
     int exit_status;
     char cpu_desc[256];          /* CPU and GEMM path, for /v1/stats */
+    struct json_t *st_prompts;   /* "prompts" of the model's config_sentence_transformers.json
+                                    (name -> text, TEI's prompt_name), or NULL; read-only */
 };
 
 /* Hand a tokenised job to the loop (MHD thread, after MHD_suspend_connection). */

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <xformd/state.h>
 #include <xformd/txl.h>
 
 #include "server/log.h"
@@ -52,6 +53,12 @@ typedef struct sjob {
     int reset, created;
     xf_txl_result_t res;
     xf_txl_mem_stats_t st;
+    /* an encoder whose model attention keeps state (txl, compressive): the segment computes
+     * in the batcher as a job of its own (cj) carrying the session's state */
+    int enc;
+    xf_state_t *state;
+    xf_state_stats_t est;
+    xf_job_t *cj;
     uint8_t *blob_out;
     size_t blob_out_len;
     uint64_t t0, t_read, t_comp;
@@ -65,7 +72,9 @@ struct squeue {                 /* operations waiting on one session key (loop t
 };
 
 struct xf_sessions {
-    xf_txl_t *model;
+    xf_txl_t *model;            /* the Transformer-XL LM (session.model), or NULL */
+    xf_state_def_t *enc;        /* the served encoder's attention state when its model
+                                   attention is stateful, or NULL */
     xf_sstore_t *store;
     squeue_t *queues;           /* keys with work queued or running */
     int n_running;              /* operations started and not answered */
@@ -87,16 +96,29 @@ int xf_sessions_create(xf_server_t *s, uv_loop_t *loop, xf_diag_t *diag)
     char err[256] = "";
     int rc;
 
-    if (!o->session_model || !o->session_model[0])
+    int has_txl = o->session_model && o->session_model[0];
+    int has_enc = s->model && xf_state_supported(s->model, NULL);
+
+    if (!has_txl && !has_enc)
         return 0;
     S = calloc(1, sizeof *S);
     if (!S)
         return -ENOMEM;
-    rc = xf_txl_load(o->session_model, &lo, &S->model, diag);
+    rc = has_txl ? xf_txl_load(o->session_model, &lo, &S->model, diag) : 0;
     if (rc < 0) {
         char m[512];
         snprintf(m, sizeof m, "session.model: %s: %.400s", xf_strerror(rc), diag->msg);
         snprintf(diag->msg, sizeof diag->msg, "%s", m);
+        free(S);
+        return rc;
+    }
+    /* the served encoder keeps state between segments: it has sessions too */
+    rc = has_enc ? xf_state_def_create(s->model, NULL, &S->enc, diag) : 0;
+    if (rc < 0) {
+        char m[512];
+        snprintf(m, sizeof m, "encoder sessions: %s: %.400s", xf_strerror(rc), diag->msg);
+        snprintf(diag->msg, sizeof diag->msg, "%s", m);
+        xf_txl_free(S->model);
         free(S);
         return rc;
     }
@@ -119,15 +141,22 @@ int xf_sessions_create(xf_server_t *s, uv_loop_t *loop, xf_diag_t *diag)
         snprintf(diag->msg, sizeof diag->msg, "session store: %s", err[0] ? err
                                                                            : xf_strerror(rc));
         xf_txl_free(S->model);
+        xf_state_def_free(S->enc);
         free(S);
         return rc;
     }
     S->gauge_queues = !strcmp(S->store->vt->name, "redis");
     s->sessions = S;
-    XF_LOGI("sessions: transfo-xl model %s (%d layers, d_model %d, mem_len %d), store %s, "
-            "payload %s", xf_txl_info(S->model)->name, xf_txl_info(S->model)->n_layer,
-            xf_txl_info(S->model)->d_model, xf_txl_info(S->model)->mem_len,
-            S->store->vt->name, dtype_names[S->dtype]);
+    if (S->model)
+        XF_LOGI("sessions: transfo-xl model %s (%d layers, d_model %d, mem_len %d), store %s, "
+                "payload %s", xf_txl_info(S->model)->name, xf_txl_info(S->model)->n_layer,
+                xf_txl_info(S->model)->d_model, xf_txl_info(S->model)->mem_len,
+                S->store->vt->name, dtype_names[S->dtype]);
+    if (S->enc)
+        XF_LOGI("sessions: encoder %s with attention %s (%zu state bytes per session in "
+                "process), store %s, payload %s", s->model_name,
+                xf_attn_name(xf_state_def_attn(S->enc)), xf_state_def_bytes(S->enc),
+                S->store->vt->name, dtype_names[S->dtype]);
     return 0;
 }
 
@@ -150,6 +179,7 @@ void xf_sessions_free(xf_server_t *s)
     if (S->store)
         S->store->vt->free(S->store);
     xf_txl_free(S->model);
+    xf_state_def_free(S->enc);
     free(S);
     s->sessions = NULL;
 }
@@ -202,12 +232,14 @@ static void sjob_free(void *p)
     free(sj->blob_in);
     free(sj->blob_out);
     xf_txl_result_deinit(&sj->res);
+    xf_state_free(sj->state);
+    xf_job_free(sj->cj);
     free(sj);
 }
 
 /* Token ids from a JSON list (where names it in errors): each an integer in [0, vocab_size),
  * at most request.max_tokens of them. Fills sj->ids / sj->n, or replies. */
-static enum MHD_Result parse_ids(xf_req_t *req, const xf_txl_info_t *ti, json_t *list,
+static enum MHD_Result parse_ids(xf_req_t *req, int32_t vocab_size, json_t *list,
                                  const char *where, sjob_t *sj)
 {
     size_t n = json_array_size(list), i;
@@ -221,9 +253,9 @@ static enum MHD_Result parse_ids(xf_req_t *req, const xf_txl_info_t *ti, json_t 
         return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
     json_array_foreach(list, i, v) {
         json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
-        if (x < 0 || x >= ti->vocab_size)
+        if (x < 0 || x >= vocab_size)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%s[%zu]: want a token id in "
-                                       "[0, %d)", where, i, ti->vocab_size);
+                                       "[0, %d)", where, i, vocab_size);
         sj->ids[i] = (int32_t)x;
     }
     sj->n = (int32_t)n;
@@ -248,7 +280,11 @@ static int want_output(sjob_t *sj, const char *w)
 static json_t *parse_object(xf_req_t *req, enum MHD_Result *r)
 {
     json_error_t je;
-    json_t *root = json_loadb(req->body ? req->body : "", req->body_len,
+    json_t *root;
+
+    if (req->root && json_is_object(req->root))   /* parsed by the KServe route already */
+        return req->root;
+    root = json_loadb(req->body ? req->body : "", req->body_len,
                               JSON_REJECT_DUPLICATES, &je);
 
     if (!root || !json_is_object(root)) {
@@ -270,6 +306,88 @@ static enum MHD_Result check_n(xf_req_t *req, const sjob_t *sj, const char *wher
         return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "%s: %d tokens, "
                                    "request.max_tokens is %d", where, sj->n,
                                    req->srv->o.max_tokens);
+    if (sj->enc && sj->n > req->srv->info->max_positions)
+        return xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0, "%s: %d tokens, the encoder's "
+                                   "positions end at %d: send the text as more segments",
+                                   where, sj->n, req->srv->info->max_positions);
+    return MHD_YES;
+}
+
+/* 400: a model whose attention keeps nothing between segments has no sessions. */
+static enum MHD_Result reply_stateless(xf_req_t *req, const char *where)
+{
+    xf_server_t *s = req->srv;
+    return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "%s%s: its attention (%s) keeps "
+                               "no state between segments, so it has no sessions (serve it "
+                               "with model.attention txl or compressive)", where,
+                               s->model_name, xf_attn_name(xf_model_attention(s->model)));
+}
+
+/* Which model a session request is for: name (the body's "model", the ?model= argument, the
+ * KServe URL's model) or NULL for the default (the Transformer-XL model when session.model
+ * is set, else the encoder). Sets sj->enc, or replies: 404 for a name not served here, 400
+ * for the encoder when its attention keeps no state. */
+static enum MHD_Result pick_model(xf_req_t *req, const char *name, sjob_t *sj)
+{
+    xf_server_t *s = req->srv;
+    xf_sessions_t *S = s->sessions;
+
+    if (!name) {
+        sj->enc = !S->model;
+        return MHD_YES;
+    }
+    if (S->model && !strcmp(name, xf_txl_info(S->model)->name)) {
+        sj->enc = 0;
+        return MHD_YES;
+    }
+    if (!strcmp(name, s->model_name)) {
+        if (!S->enc)
+            return reply_stateless(req, "model ");
+        sj->enc = 1;
+        return MHD_YES;
+    }
+    return xf_http_reply_error(req, XF_HE_MODEL_NOT_FOUND, 0, "model %s is not served here",
+                               name);
+}
+
+/* Encoder text: the served tokenizer with its specials ([CLS] ... [SEP]), as /embed. */
+static enum MHD_Result enc_text(xf_req_t *req, const char *text, size_t len, const char *where,
+                                sjob_t *sj)
+{
+    xf_server_t *s = req->srv;
+    xf_tokens_t tok = { 0 };
+    xf_tok_opts_t to = { .max_len = s->info->max_positions };
+    xf_diag_t diag = { 0, "" };
+    int rc = xf_tokenizer_encode(s->tok, text, len, NULL, 0, &to, &tok, &diag);
+    enum MHD_Result r = MHD_YES;
+
+    if (rc == XF_ETOOLONG)
+        r = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0, "%s: longer than the encoder's "
+                                "%d positions: send the text as more segments", where,
+                                s->info->max_positions);
+    else if (rc == XF_EFORMAT)
+        r = xf_http_reply_error(req, XF_HE_INVALID_UTF8, 0, "%s: %s", where,
+                                diag.msg[0] ? diag.msg : "invalid UTF-8");
+    else if (rc < 0)
+        r = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "%s: tokenizer: %s", where,
+                                xf_strerror(rc));
+    else if (!(sj->ids = malloc(sizeof(int32_t) * (size_t)(tok.n ? tok.n : 1))))
+        r = xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    else {
+        memcpy(sj->ids, tok.ids, sizeof(int32_t) * (size_t)tok.n);
+        sj->n = tok.n;
+    }
+    xf_tokens_deinit(&tok);
+    return r;
+}
+
+/* An encoder has no language-model head: logprobs (and next_token) are refused. */
+static enum MHD_Result enc_no_logprobs(xf_req_t *req, const sjob_t *sj, const char *where)
+{
+    if (sj->enc && sj->return_logprobs)
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%s: model %s is an encoder (no "
+                                   "language-model head): ask for \"hidden\" or \"pooled\"",
+                                   where, req->srv->model_name);
     return MHD_YES;
 }
 
@@ -294,18 +412,25 @@ static enum MHD_Result parse_timeout(xf_req_t *req, json_t *obj, sjob_t *sj)
  * "timeout_ms": int}. */
 static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 {
-    const xf_txl_info_t *ti = xf_txl_info(S->model);
     enum MHD_Result r;
-    json_t *root, *in, *ret, *eos;
+    json_t *root, *in, *ret, *eos, *mo;
     int add_eos = 0;
     xf_diag_t diag = { 0 };
 
     if (!(root = parse_object(req, &r)))
         return r;
+    mo = json_object_get(root, "model");
+    if (mo && !json_is_string(mo))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "model: want a served model's name");
+    r = pick_model(req, json_string_value(mo), sj);
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     r = parse_timeout(req, root, sj);
     if (req->state == XF_REQ_REPLIED)
         return r;
-    sj->return_logprobs = 1;
+    sj->return_logprobs = !sj->enc;
+    if (sj->enc)
+        sj->want = XF_TXL_OUT_POOLED;   /* the encoder's default output */
     ret = json_object_get(root, "return");
     if (ret) {
         size_t i;
@@ -314,11 +439,15 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "return: want a list of "
                                        "\"logprobs\", \"hidden\", \"pooled\"");
         sj->return_logprobs = 0;
+        sj->want = 0;
         json_array_foreach(ret, i, v) {
             if (!want_output(sj, json_string_value(v)))
                 return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "return[%zu]: want "
                                            "\"logprobs\", \"hidden\" or \"pooled\"", i);
         }
+        r = enc_no_logprobs(req, sj, "return");
+        if (req->state == XF_REQ_REPLIED)
+            return r;
     }
     eos = json_object_get(root, "add_eos");
     if (eos && !json_is_boolean(eos))
@@ -328,7 +457,14 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
     if (!in)
         return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "input: missing (text or a "
                                    "list of token ids)");
-    if (json_is_string(in)) {
+    if (sj->enc && add_eos)
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "add_eos: only for the "
+                                   "Transformer-XL model (the encoder adds its own specials)");
+    if (json_is_string(in) && sj->enc) {
+        r = enc_text(req, json_string_value(in), json_string_length(in), "input", sj);
+        if (req->state == XF_REQ_REPLIED)
+            return r;
+    } else if (json_is_string(in)) {
         int rc = xf_txl_encode(S->model, json_string_value(in), json_string_length(in),
                                add_eos, &sj->ids, &sj->n, &diag);
         if (rc == XF_EFORMAT)
@@ -336,7 +472,8 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         if (rc < 0)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: %s", diag.msg);
     } else if (json_is_array(in)) {
-        r = parse_ids(req, ti, in, "input", sj);
+        r = parse_ids(req, sj->enc ? req->srv->info->vocab_size
+                                   : xf_txl_info(S->model)->vocab_size, in, "input", sj);
         if (req->state == XF_REQ_REPLIED)
             return r;
         if (add_eos)
@@ -353,8 +490,13 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
 static enum MHD_Result submit_sjob(xf_req_t *req, xf_job_t *j)
 {
     xf_server_t *s = req->srv;
-    const sjob_t *sj = j->sjob;
+    xf_sessions_t *S = s->sessions;
+    sjob_t *sj = j->sjob;
     int64_t t = sj->timeout_ms > 0 ? sj->timeout_ms : s->o.timeout_ms;
+
+    /* xformd:{model}:{session} (ATTENTION.md §22.1), scoped to the API key when auth is on */
+    snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s",
+             sj->enc ? s->model_name : xf_txl_info(S->model)->name, S->keyscope, req->session);
 
     j->enqueue_ns = xf_now_ns();
     j->deadline_ns = j->enqueue_ns + (uint64_t)t * 1000000ull;
@@ -388,8 +530,7 @@ static xf_job_t *new_sjob(xf_req_t *req)
     j->sjob_free = sjob_free;
     sj->srv = req->srv;
     sj->job = j;
-    snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s", xf_txl_info(S->model)->name,
-             S->keyscope, req->session);
+    sj->enc = !S->model;
     return j;
 }
 
@@ -402,20 +543,26 @@ enum MHD_Result xf_sessions_handle(xf_req_t *req)
     enum MHD_Result r;
 
     if (!S)
-        return xf_http_reply_error(req, XF_HE_SESSIONS_DISABLED, 0, "sessions are disabled "
-                                   "(set session.model to a transfo-xl model directory)");
+        return xf_http_reply_error(req, XF_HE_SESSIONS_DISABLED, 0, "sessions are disabled: "
+                                   "the attention of model %s (%s) keeps no state between "
+                                   "segments (serve it with model.attention txl or compressive, "
+                                   "or set session.model to a transfo-xl model directory)",
+                                   s->model_name, xf_attn_name(xf_model_attention(s->model)));
     if (!(j = new_sjob(req)))
         return MHD_YES;
     sj = j->sjob;
     if (req->route == XF_R_SESSION_SEGMENTS) {
         sj->op = SOP_SEGMENT;
         r = parse_segment(req, S, sj);
-        if (req->state == XF_REQ_REPLIED) {
-            xf_job_free(j);
-            return r;
-        }
     } else {
+        /* GET / DELETE name the model with ?model= (default as for segments) */
         sj->op = req->session_delete ? SOP_DELETE : SOP_GET;
+        r = pick_model(req, MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND,
+                                                        "model"), sj);
+    }
+    if (req->state == XF_REQ_REPLIED) {
+        xf_job_free(j);
+        return r;
     }
     return submit_sjob(req, j);
 }
@@ -430,16 +577,22 @@ static json_t *float_array(const float *x, size_t n)
 
 static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti);
 
+static enum MHD_Result respond_enc(xf_req_t *req, sjob_t *sj);
+static json_t *kserve_tensor(const char *name, const char *dt, json_t *shape, json_t *data);
+
 enum MHD_Result xf_sessions_respond(xf_req_t *req)
 {
     sjob_t *sj = req->job->sjob;
     xf_sessions_t *S = req->srv->sessions;
-    const xf_txl_info_t *ti = xf_txl_info(S->model);
+    const xf_txl_info_t *ti;
     json_t *o;
 
     if (sj->op == SOP_DELETE)
         return xf_http_reply_json(req, 200, json_pack("{s:s,s:b}", "session", req->session,
                                                       "deleted", 1));
+    if (sj->enc)
+        return respond_enc(req, sj);
+    ti = xf_txl_info(S->model);
     if (sj->kserve)
         return respond_kserve(req, sj, ti);
     o = json_pack("{s:s,s:s,s:I,s:I,s:i,s:s}", "session", req->session, "model", ti->name,
@@ -481,17 +634,86 @@ enum MHD_Result xf_sessions_respond(xf_req_t *req)
     return xf_http_reply_json(req, 200, o);
 }
 
+/* An encoder session's reply: REST (session fields, pooled, hidden) or KServe v2 (outputs
+ * pooled [1, d], hidden [n, d]; the session fields in parameters). */
+static enum MHD_Result respond_enc(xf_req_t *req, sjob_t *sj)
+{
+    xf_server_t *s = req->srv;
+    int32_t d = s->info->d_model;
+    const float *pooled = sj->cj && (sj->want & XF_TXL_OUT_POOLED) ? sj->cj->pooled : NULL;
+    const float *hidden = sj->cj && (sj->want & XF_TXL_OUT_HIDDEN) ? sj->cj->hidden : NULL;
+    json_t *o, *outs;
+
+    if (sj->kserve && sj->op == SOP_SEGMENT) {
+        outs = json_array();
+        if (pooled)
+            json_array_append_new(outs, kserve_tensor("pooled", "FP32", json_pack("[i,i]", 1, d),
+                                                      float_array(pooled, (size_t)d)));
+        if (hidden)
+            json_array_append_new(outs, kserve_tensor("hidden", "FP32",
+                                                      json_pack("[i,i]", sj->n, d),
+                                                      float_array(hidden, (size_t)sj->n *
+                                                                              (size_t)d)));
+        o = json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:I,s:i,s:i,s:b,s:b}}", "model_name",
+                      s->model_name, "model_version", "1", "outputs", outs, "parameters",
+                      "sequence_id", req->session, "segments", (json_int_t)sj->est.segments,
+                      "tokens_seen", (json_int_t)sj->est.tokens, "memory_rows",
+                      sj->est.mem_rows, "compressed_rows", sj->est.cmem_rows, "reset",
+                      sj->reset, "sequence_end", sj->seq_end);
+        if (o) {
+            const char *id = json_string_value(json_object_get(req->root, "id"));
+            if (id)
+                json_object_set_new(o, "id", json_string(id));
+        }
+        return o ? xf_http_reply_json(req, 200, o)
+                 : xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    }
+    o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:i,s:i,s:s}", "session", req->session, "model",
+                  s->model_name, "attention", xf_attn_name(xf_model_attention(s->model)),
+                  "segments", (json_int_t)sj->est.segments, "tokens_seen",
+                  (json_int_t)sj->est.tokens, "memory_rows", sj->est.mem_rows,
+                  "compressed_rows", sj->est.cmem_rows, "pending_rows", sj->est.pend_rows,
+                  "dtype", dtype_names[s->sessions->dtype]);
+    if (!o)
+        return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+    if (sj->op == SOP_GET) {
+        json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_in_len));
+        json_object_set_new(o, "ttl_s", json_integer(sj->ttl_ms < 0 ? -1
+                                                                     : (sj->ttl_ms + 999) / 1000));
+        json_object_set_new(o, "valid", json_boolean(!sj->reset));
+        return xf_http_reply_json(req, 200, o);
+    }
+    json_object_set_new(o, "reset", json_boolean(sj->reset));
+    json_object_set_new(o, "created", json_boolean(sj->created));
+    json_object_set_new(o, "n_tokens", json_integer(sj->n));
+    if (hidden) {
+        json_t *h = json_array();
+        for (int32_t t = 0; h && t < sj->n; t++)
+            json_array_append_new(h, float_array(hidden + (size_t)t * (size_t)d, (size_t)d));
+        json_object_set_new(o, "hidden", h);
+    }
+    if (pooled)
+        json_object_set_new(o, "pooled", float_array(pooled, (size_t)d));
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_out_len));
+    return xf_http_reply_json(req, 200, o);
+}
 
 /* ---- KServe v2 infer with Triton's sequence parameters --------------------------------- */
 
 int xf_sessions_owns_model(const xf_server_t *s, const char *name)
 {
-    return s->sessions && !strcmp(name, xf_txl_info(s->sessions->model)->name);
+    return s->sessions && s->sessions->model &&
+           !strcmp(name, xf_txl_info(s->sessions->model)->name);
 }
 
 const char *xf_sessions_model_name(const xf_server_t *s)
 {
-    return s->sessions ? xf_txl_info(s->sessions->model)->name : NULL;
+    return s->sessions && s->sessions->model ? xf_txl_info(s->sessions->model)->name : NULL;
+}
+
+int xf_sessions_encoder(const xf_server_t *s)
+{
+    return s->sessions && s->sessions->enc;
 }
 
 /* The infer request below takes one input tensor of token ids or one text; KServe metadata
@@ -501,7 +723,7 @@ json_t *xf_sessions_model_meta(const xf_server_t *s)
     const xf_txl_info_t *ti;
     json_t *o, *p;
 
-    if (!s->sessions)
+    if (!s->sessions || !s->sessions->model)
         return NULL;
     ti = xf_txl_info(s->sessions->model);
     o = json_pack("{s:s,s:[s],s:s,s:[{s:s,s:s,s:[i]}]}", "name", ti->name, "versions", "1",
@@ -540,7 +762,6 @@ json_t *xf_sessions_model_meta(const xf_server_t *s)
  *                "add_eos":bool}} */
 static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 {
-    const xf_txl_info_t *ti = xf_txl_info(S->model);
     enum MHD_Result r;
     json_t *root, *par, *sid, *in, *t, *data, *outs, *v;
     const char *dt;
@@ -549,11 +770,17 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
 
     if (!(root = parse_object(req, &r)))
         return r;
+    r = pick_model(req, req->model, sj);
+    if (req->state == XF_REQ_REPLIED)
+        return r;
     par = json_object_get(root, "parameters");
     sid = par ? json_object_get(par, "sequence_id") : NULL;
     if (!json_is_object(par) || !sid)
         return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "parameters.sequence_id: "
                                    "this Transformer-XL model keeps a memory per sequence");
+    if (sj->enc && json_object_get(par, "add_eos"))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.add_eos: only for the "
+                                   "Transformer-XL model");
     if (json_is_integer(sid) && json_integer_value(sid) >= 0) {
         snprintf(req->session, sizeof req->session, "%lld",
                  (long long)json_integer_value(sid));
@@ -598,14 +825,21 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
         if (json_array_size(data) != 1 || !json_is_string(s0))
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data: want one "
                                        "string");
-        rc = xf_txl_encode(S->model, json_string_value(s0), json_string_length(s0), add_eos,
-                           &sj->ids, &sj->n, &diag);
-        if (rc < 0)
+        if (sj->enc) {
+            r = enc_text(req, json_string_value(s0), json_string_length(s0), "inputs[0].data[0]",
+                         sj);
+            if (req->state == XF_REQ_REPLIED)
+                return r;
+        } else if ((rc = xf_txl_encode(S->model, json_string_value(s0), json_string_length(s0),
+                                       add_eos, &sj->ids, &sj->n, &diag)) < 0) {
             return xf_http_reply_error(req, rc == XF_EFORMAT ? XF_HE_INVALID_UTF8
                                                              : XF_HE_BAD_FIELD, 0,
                                        "inputs[0].data[0]: %s", diag.msg);
+        }
     } else if (!strcmp(dt, "INT32") || !strcmp(dt, "INT64")) {
-        r = parse_ids(req, ti, data, "inputs[0].data", sj);
+        r = parse_ids(req, sj->enc ? req->srv->info->vocab_size
+                                   : xf_txl_info(S->model)->vocab_size, data, "inputs[0].data",
+                      sj);
         if (req->state == XF_REQ_REPLIED)
             return r;
     } else {
@@ -615,19 +849,26 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
     r = check_n(req, sj, "inputs[0]");
     if (req->state == XF_REQ_REPLIED)
         return r;
-    sj->return_logprobs = 1;
+    sj->return_logprobs = !sj->enc;
     outs = json_object_get(root, "outputs");
     if (outs) {
         if (!json_is_array(outs))
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs: want a list");
-        sj->return_logprobs = json_array_size(outs) == 0;
+        sj->return_logprobs = !sj->enc && json_array_size(outs) == 0;
         json_array_foreach(outs, i, v) {
             const char *w = json_string_value(json_object_get(v, "name"));
-            if (!want_output(sj, w) && (!w || strcmp(w, "next_token")))   /* always sent */
+            if (sj->enc && w && !strcmp(w, "next_token"))
+                sj->return_logprobs = 1;   /* refused below, as logprobs */
+            else if (!want_output(sj, w) && (!w || strcmp(w, "next_token")))   /* always sent */
                 return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs[%zu]: want logprobs, "
                                            "next_token, hidden or pooled", i);
         }
+        r = enc_no_logprobs(req, sj, "outputs");
+        if (req->state == XF_REQ_REPLIED)
+            return r;
     }
+    if (sj->enc && !sj->want)
+        sj->want = XF_TXL_OUT_POOLED;   /* the encoder's default output */
     return MHD_YES;
 }
 
@@ -653,6 +894,7 @@ enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req)
     sj = j->sjob;
     sj->op = SOP_SEGMENT;
     sj->kserve = 1;
+    sj->enc = tmp.enc;
     sj->ids = tmp.ids;
     sj->n = tmp.n;
     sj->want = tmp.want;
@@ -807,6 +1049,41 @@ static int past_deadline(void *user, int32_t layers_done, int32_t n_layer)
     return xf_now_ns() > sj->job->deadline_ns;
 }
 
+/* Thread pool, encoder sessions: before the compute, the state from the stored blob (a blob
+ * that fails a check is discarded: reset); after it, the new blob. */
+static void enc_work(sjob_t *sj)
+{
+    xf_server_t *s = sj->srv;
+    xf_sessions_t *S = s->sessions;
+    xf_diag_t diag = { 0 };
+    size_t len;
+
+    if (!sj->cj) {
+        if ((sj->rc = xf_state_create(S->enc, &sj->state)) < 0)
+            return;
+        if (sj->blob_in && xf_state_load(sj->state, sj->blob_in, sj->blob_in_len, &diag)) {
+            snprintf(sj->msg, sizeof sj->msg, "%.200s", diag.msg);
+            sj->reset = 1;   /* discarded, never trusted: the loop logs and counts it */
+        }
+        xf_state_stats(sj->state, &sj->est);
+        return;
+    }
+    xf_state_stats(sj->state, &sj->est);
+    len = xf_state_blob_size(sj->state, (enum xf_state_dtype)S->dtype);
+    if ((int64_t)len > s->o.session_max_bytes) {
+        sj->rc = -EFBIG;
+        snprintf(sj->msg, sizeof sj->msg, "session memory of %zu bytes exceeds "
+                 "session.max_bytes (%lld)", len, (long long)s->o.session_max_bytes);
+    } else if (!(sj->blob_out = malloc(len))) {
+        sj->rc = -ENOMEM;
+    } else {
+        sj->rc = xf_state_save(sj->state, (enum xf_state_dtype)S->dtype, sj->blob_out, len);
+        sj->blob_out_len = len;
+        if (sj->rc == -ERANGE)
+            snprintf(sj->msg, sizeof sj->msg, "a memory value does not fit session.dtype f16");
+    }
+}
+
 /* Thread pool: load the memory (or start one), run the segment, serialise the new memory. */
 static void work_cb(uv_work_t *w)
 {
@@ -817,6 +1094,10 @@ static void work_cb(uv_work_t *w)
     xf_diag_t diag = { 0 };
     size_t len;
 
+    if (sj->enc) {
+        enc_work(sj);
+        return;
+    }
     sj->rc = xf_txl_mem_create(S->model, s->o.session_init ? XF_TXL_INIT_ZEROS
                                                            : XF_TXL_INIT_EMPTY, &mem);
     if (sj->rc < 0)
@@ -854,13 +1135,15 @@ static void work_cb(uv_work_t *w)
     xf_txl_mem_free(mem);
 }
 
+static void enc_submit(sjob_t *sj);
+
 static void after_work(uv_work_t *w, int status)
 {
     sjob_t *sj = w->data;
     xf_sessions_t *S = sj->srv->sessions;
 
     sj->t_comp = xf_now_ns();
-    if (sj->reset) {
+    if (sj->reset && !sj->cj) {   /* once (an encoder segment comes back here after compute) */
         XF_LOGW("session %s: stored memory discarded (%s); starting it again", sj->key,
                 sj->msg);
         xf_metric_add(XF_M_session_resets_total, NULL, NULL, 1);
@@ -871,6 +1154,13 @@ static void after_work(uv_work_t *w, int status)
     }
     if (sj->op == SOP_GET) {
         finish(sj, 0, 0, NULL);
+        return;
+    }
+    if (sj->enc && !sj->cj) {
+        if (sj->rc < 0)
+            finish(sj, XF_HE_OUT_OF_MEMORY, 1, "out of memory loading the session");
+        else
+            enc_submit(sj);   /* computes in the batcher with the other requests */
         return;
     }
     xf_metric_observe(XF_M_session_segment_seconds, "compute", NULL,
@@ -895,6 +1185,71 @@ static void after_work(uv_work_t *w, int status)
         S->store->vt->put(S->store, sj->key, sj->blob_out, sj->blob_out_len, sj->tag,
                           sj->tag_len, sj->srv->o.session_ttl_s, on_put, sj);
     }
+}
+
+/* Loop thread: the encoder segment's compute job came back (answered, failed, or stopped for
+ * another job's deadline). */
+static void enc_done(xf_job_t *cj)
+{
+    sjob_t *sj = cj->done_user;
+    xf_server_t *s = sj->srv;
+
+    if (cj->requeue) {
+        /* its batch stopped at a layer boundary for another request's deadline: the layers
+         * that ran updated the state, so load it again from the blob read and queue it again */
+        xf_diag_t diag = { 0 };
+        cj->requeue = 0;
+        cj->has_report = 0;
+        xf_state_reset(sj->state);
+        if (sj->blob_in && !sj->reset)
+            (void)xf_state_load(sj->state, sj->blob_in, sj->blob_in_len, &diag);
+        xf_server_submit(s, cj);
+        return;
+    }
+    if (cj->status != XF_HE_NONE) {
+        /* nothing is written: the session stays as it was before this segment */
+        finish(sj, cj->status, cj->retry_after_s, "%s (the session was not advanced)",
+               cj->msg);
+        return;
+    }
+    sj->work.data = sj;
+    if (uv_queue_work(xf_loop_uv(s), &sj->work, work_cb, after_work) != 0)
+        finish(sj, XF_HE_INTERNAL, 0, "cannot queue the session write");
+}
+
+/* Loop thread: the encoder segment as a job of one sequence carrying the session's state into
+ * the batcher (admission, batching with other requests, deadline) and the workers. */
+static void enc_submit(sjob_t *sj)
+{
+    xf_server_t *s = sj->srv;
+    const xf_model_info_t *mi = s->info;
+    int want_hidden = (sj->want & XF_TXL_OUT_HIDDEN) != 0;
+    xf_job_t *cj = NULL;
+
+    if (xf_job_create(1, sj->n, &cj) == 0)
+        cj->want_pooled = 1;
+    if (!cj || xf_job_alloc_outputs(cj, mi->d_model, mi->n_labels) < 0 ||
+        (want_hidden && !(cj->hidden = malloc(sizeof(float) * (size_t)sj->n *
+                                              (size_t)mi->d_model)))) {
+        xf_job_free(cj);
+        finish(sj, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
+        return;
+    }
+    memcpy(cj->ids, sj->ids, sizeof(int32_t) * (size_t)sj->n);   /* type ids stay 0 */
+    cj->lens[0] = sj->n;
+    cj->max_len = sj->n;
+    cj->want_hidden = want_hidden;
+    cj->normalize = -1;
+    cj->attn_state = xf_state_layers(sj->state);
+    cj->enqueue_ns = xf_now_ns();
+    cj->deadline_ns = sj->job->deadline_ns;
+    cj->client_deadline = sj->timeout_ms > 0;
+    cj->cost_sq = xf_attn_cost(xf_model_attention(s->model), cj->lens, 1,
+                               mi->n_layer > 0 && mi->layers ? mi->layers[0].d_head : 64);
+    cj->done_fn = enc_done;
+    cj->done_user = sj;
+    sj->cj = cj;
+    xf_server_submit(s, cj);
 }
 
 static void on_get(void *user, int rc, const uint8_t *blob, size_t len, const char *tag,

@@ -30,6 +30,9 @@ enum xf_http_err xf_sessions_match(xf_req_t *req, const char *method, const char
 enum MHD_Result xf_sessions_handle(xf_req_t *req);
 /* MHD thread: 1 when name is the session model's served name (KServe infer goes to sessions). */
 int xf_sessions_owns_model(const xf_server_t *s, const char *name);
+/* Any thread: 1 when the served encoder's model attention keeps state (txl, compressive), so
+ * it has sessions too (KServe infer with parameters.sequence_id comes here). */
+int xf_sessions_encoder(const xf_server_t *s);
 /* Any thread: the session model's served name, or NULL when sessions are off. Ownership:
  * borrowed, valid while the server lives. */
 const char *xf_sessions_model_name(const xf_server_t *s);
@@ -37,9 +40,10 @@ const char *xf_sessions_model_name(const xf_server_t *s);
  * inputs, outputs, parameters), or NULL when sessions are off or out of memory.
  * Ownership: new (json_decref). */
 json_t *xf_sessions_model_meta(const xf_server_t *s);
-/* MHD thread, final call of POST /v2/models/{txl}/infer: Triton's sequence_id /
- * sequence_start / sequence_end parameters name the session; the reply is a KServe v2 infer
- * response (outputs logprobs, next_token, optional hidden, pooled). */
+/* MHD thread, final call of POST /v2/models/{txl}/infer, or of the stateful encoder's infer
+ * with parameters.sequence_id: Triton's sequence_id / sequence_start / sequence_end parameters
+ * name the session; the reply is a KServe v2 infer response (TXL: outputs logprobs,
+ * next_token, optional hidden, pooled; encoder: pooled, optional hidden). */
 enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req);
 /* MHD thread, after resume: the reply. */
 enum MHD_Result xf_sessions_respond(xf_req_t *req);

@@ -35,6 +35,10 @@ typedef struct worker {
     size_t cap_attn;
     float *pooled, *logits;
     size_t cap_pooled, cap_logits;
+    void **states;             /* [n_seq] per-sequence attention state (jobs' attn_state) */
+    size_t cap_states;
+    float *hidden;             /* [n_tokens][d_model] when a job wants hidden states */
+    size_t cap_hidden;
     atomic_size_t arena_bytes;
     size_t need_arena;         /* what the last over-cap plan wanted (worker thread) */
     /* The running batch's stop time (its earliest deadline; 0: never) and how far it got,
@@ -124,11 +128,13 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
 {
     const xf_model_info_t *mi = wk->pool->info;
     size_t n_seq = 0, n_tok = 0;
-    int want_logits = 0;
+    int want_logits = 0, want_hidden = 0, any_state = 0;
     for (int i = 0; i < n; i++) {
         n_seq += (size_t)jobs[i]->n_seq;
         n_tok += (size_t)jobs[i]->n_tokens;
         want_logits |= jobs[i]->want_logits;
+        want_hidden |= jobs[i]->want_hidden && jobs[i]->hidden;
+        any_state |= jobs[i]->attn_state != NULL;
     }
     if (mi->n_labels <= 0)
         want_logits = 0;
@@ -148,6 +154,11 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     if ((rc = grow((void **)&wk->logits, &cl, n_seq * nl + 1, sizeof(float))) < 0)
         return rc;
     wk->cap_logits = cl;
+    if ((rc = grow((void **)&wk->states, &wk->cap_states, n_seq + 1, sizeof(void *))) < 0)
+        return rc;
+    if (want_hidden &&
+        (rc = grow((void **)&wk->hidden, &wk->cap_hidden, n_tok * d + 1, sizeof(float))) < 0)
+        return rc;
 
     size_t s = 0, k = 0;
     int32_t max_len = 0;
@@ -163,6 +174,8 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         for (int32_t q = 0; q < j->n_seq; q++) {
             int32_t len = j->lens[q];
             wk->attn[s] = j->attn;
+            /* a session's sequence carries its own state in and out of the forward */
+            wk->states[s] = j->n_seq == 1 ? (void *)j->attn_state : NULL;
             wk->cu[s + 1] = wk->cu[s] + len;
             s++;
             if (len > max_len)
@@ -174,6 +187,7 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         .n_seq = (int32_t)n_seq, .cu_len = wk->cu, .ids = wk->ids,
         .type_ids = mi->type_vocab_size > 0 ? wk->types : NULL,
         .attn = any_attn ? wk->attn : NULL,
+        .attn_state = any_state ? (void *const *)wk->states : NULL,
     };
     uint64_t stop = 0;
     for (int i = 0; i < n; i++)
@@ -200,6 +214,7 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
     xf_output_t out = {
         .pooling = wk->pool->pooling, .normalize = 0, .pooled = wk->pooled,
         .logits = want_logits ? wk->logits : NULL,
+        .hidden = want_hidden ? wk->hidden : NULL,
     };
     if (rc == 0)
         rc = xf_forward(wk->ctx, wk->pool->model, wk->plan, &b, &out, diag);
@@ -241,8 +256,12 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         return rc;
 
     s = 0;
+    k = 0;
     for (int i = 0; i < n; i++) {
         xf_job_t *j = jobs[i];
+        if (want_hidden && j->want_hidden && j->hidden)
+            memcpy(j->hidden, wk->hidden + k * d, (size_t)j->n_tokens * d * sizeof(float));
+        k += (size_t)j->n_tokens;
         j->start_ns = t0;
         j->end_ns = t1;
         j->batch_seqs = (int32_t)n_seq;
@@ -418,13 +437,17 @@ static void wait_for_jobs(worker_t *wk)
         free(wk->ids);
         free(wk->types);
         free(wk->attn);
+        free(wk->states);
+        free(wk->hidden);
         free(wk->pooled);
         free(wk->logits);
         wk->cu = wk->ids = wk->types = NULL;
         wk->attn = NULL;
+        wk->states = NULL;
+        wk->hidden = NULL;
         wk->pooled = wk->logits = NULL;
         wk->cap_seq = wk->cap_tok = wk->cap_types = wk->cap_attn = 0;
-        wk->cap_pooled = wk->cap_logits = 0;
+        wk->cap_pooled = wk->cap_logits = wk->cap_states = wk->cap_hidden = 0;
         atomic_store(&wk->arena_bytes, 0);
         xf_metric_add(XF_M_arena_shrinks_total, NULL, NULL, 1);
         pthread_mutex_lock(&pool->lock);
@@ -540,6 +563,8 @@ void xf_workers_free(xf_workers_t *p)
             free(wk->ids);
             free(wk->types);
             free(wk->attn);
+            free(wk->states);
+            free(wk->hidden);
             free(wk->pooled);
             free(wk->logits);
             free(wk->jobs);
@@ -594,8 +619,10 @@ int xf_workers_submit(xf_workers_t *p, xf_job_t *const *jobs, int n)
             wk->jobs = copy;
             wk->n_jobs = n;
             wk->busy = 1;
+            /* no layer of this batch is done (the previous batch's count would read as done) */
+            atomic_store_explicit(&wk->layers_done, 0, memory_order_relaxed);
             pthread_cond_signal(&wk->cond);
-            rc = 0;
+            rc = i;
             break;
         }
     }
@@ -625,6 +652,18 @@ int xf_workers_warmup(xf_workers_t *p, const int32_t *lens, int n_seq, xf_batch_
         rc = run_batch(&p->w[0], &j, 1, r, diag);
     xf_job_free(j);
     return rc;
+}
+
+void xf_workers_layers(xf_workers_t *p, int i, int *done, int *n_layer)
+{
+    *done = 0;
+    *n_layer = p->info->n_layer > 0 ? p->info->n_layer : 1;
+    if (i < 0 || i >= p->n)
+        return;
+    int nl = atomic_load_explicit(&p->w[i].n_layer, memory_order_relaxed);
+    *done = atomic_load_explicit(&p->w[i].layers_done, memory_order_relaxed);
+    if (nl > 0)
+        *n_layer = nl;
 }
 
 uint64_t xf_workers_progress(xf_workers_t *p)

@@ -50,7 +50,7 @@ void xf_workers_set_fake_time(xf_workers_t *w, double s_per_token);
 /* Number of workers waiting for a batch (loop thread). */
 int xf_workers_idle(xf_workers_t *w);
 /* Hand a batch of n jobs to an idle worker (loop thread). The array is copied.
- * Returns 0, or -EBUSY when every worker is busy. */
+ * Returns the index of the worker that runs it (≥ 0), or -EBUSY when every worker is busy. */
 int xf_workers_submit(xf_workers_t *w, xf_job_t *const *jobs, int n);
 
 /* Run one synthetic batch (sequence lengths lens[n_seq], token ids cycling through the
@@ -62,6 +62,11 @@ int xf_workers_warmup(xf_workers_t *w, const int32_t *lens, int n_seq, xf_batch_
 /* Layers finished by every worker since start (any thread): the watchdog's progress
  * counter, which moves while a long batch runs. */
 uint64_t xf_workers_progress(xf_workers_t *w);
+
+/* How far the batch of worker i has got (any thread): *done layers of *n_layer finished by
+ * the forward now running (0 before its first layer; n_layer is the model's until the first
+ * layer ends). Admission re-estimates a running batch's remaining time from it. */
+void xf_workers_layers(xf_workers_t *w, int i, int *done, int *n_layer);
 
 /* Bytes held by every worker's arena (any thread; approximate while a reserve runs). */
 size_t xf_workers_arena_bytes(xf_workers_t *w);

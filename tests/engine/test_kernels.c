@@ -268,6 +268,46 @@ static void test_linear_edges(void **state)
 /* A stacked weight (the fused Q/K/V GEMM: parts of 5, 17 and 9 rows, K across two K blocks)
  * gives, bitwise, what the three parts give one by one, in every table that packs weights and
  * for any nth; a table that does not pack gets -ENOTSUP. */
+/* xf_gemm_share: for every nth the shares cover the m×n output exactly once, column
+ * splits fall on 16-column panel edges and row splits on mr-row block edges, and both
+ * branches of the policy are taken (few rows: columns; many rows, few columns: rows). */
+static void test_gemm_share(void **state)
+{
+    (void)state;
+    static const int ms[] = { 1, 7, 16, 63, 64, 65, 200, 1024 };
+    static const int ns[] = { 1, 15, 17, 48, 95, 768, 2304 };
+    static const int tiles[][2] = { { 8, 48 }, { 6, 16 }, { 4, 16 }, { 16, 32 } };
+    int by_rows = 0, by_cols = 0;
+    for (size_t t = 0; t < sizeof tiles / sizeof tiles[0]; t++)
+        for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+            for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+                for (int nth = 1; nth <= 5; nth++) {
+                    int m = ms[a], n = ns[b], mr = tiles[t][0], nr = tiles[t][1];
+                    unsigned char *hit = calloc((size_t)m * (size_t)n, 1);
+                    assert_non_null(hit);
+                    for (int ith = 0; ith < nth; ith++) {
+                        int32_t r0, r1, c0, c1;
+                        int any = xf_gemm_share(m, n, mr, nr, ith, nth, &r0, &r1, &c0, &c1);
+                        if (!any)
+                            continue;
+                        assert_true(0 <= r0 && r0 < r1 && r1 <= m);
+                        assert_true(0 <= c0 && c0 < c1 && c1 <= n);
+                        assert_true(c0 % XF_GEMM_PANEL == 0 && r0 % mr == 0);
+                        if (r1 - r0 < m)
+                            by_rows++;
+                        if (c1 - c0 < n)
+                            by_cols++;
+                        for (int i = r0; i < r1; i++)
+                            for (int j = c0; j < c1; j++)
+                                hit[(size_t)i * (size_t)n + (size_t)j]++;
+                    }
+                    for (size_t e = 0; e < (size_t)m * (size_t)n; e++)
+                        assert_int_equal(hit[e], 1);
+                    free(hit);
+                }
+    assert_true(by_rows > 0 && by_cols > 0);
+}
+
 static void test_linear_stacked(void **state)
 {
     (void)state;
@@ -629,7 +669,7 @@ static void test_qkv_split(void **state)
 
 XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
-             cmocka_unit_test(test_linear_stacked),
+             cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_gemm_share),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),
              cmocka_unit_test(test_softmax), cmocka_unit_test(test_qkv_split))

@@ -46,3 +46,9 @@ json_t *xf_sessions_model_meta(const xf_server_t *s)
     (void)s;
     return NULL;
 }
+
+int xf_sessions_encoder(const xf_server_t *s)
+{
+    (void)s;
+    return 0;
+}

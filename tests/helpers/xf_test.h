@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <cmocka.h>
 
 /* main() for a test program: TAP output (Automake's tap-driver reads it). */
@@ -15,6 +16,8 @@
     {                                                                              \
         const struct CMUnitTest xf_tests_[] = { __VA_ARGS__ };                     \
         cmocka_set_message_output(CM_OUTPUT_TAP);                                  \
+        if (getenv("XF_TEST_FILTER")) /* e.g. "test_overload*": run only those */  \
+            cmocka_set_test_filter(getenv("XF_TEST_FILTER"));                      \
         return cmocka_run_group_tests(xf_tests_, NULL, NULL);                      \
     }
 

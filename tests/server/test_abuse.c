@@ -435,6 +435,85 @@ static void test_mhd_replies_counted(void **state)
     stop(s, dir);
 }
 
+/* Item 7: a request target over http.max_uri_bytes and header fields over
+ * http.max_header_bytes, both still within libmicrohttpd's connection memory, are answered by
+ * xformd: 414 uri_too_long / 431 headers_too_large with a JSON body, the connection closed,
+ * counted under route "other" with their status. Under the limits the same request is served. */
+static void send_raw(int port, const char *req, size_t n, hc_resp_t *r)
+{
+    int fd = hc_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(hc_send(fd, req, n), 0);
+    assert_int_equal(hc_read(fd, r), 0);
+    close(fd);
+}
+
+static void wait_count(const char *status, int64_t want)
+{
+    for (int i = 0; i < 300 && xf_metric_value(XF_M_requests_total, "other", status) < want; i++)
+        usleep(10000);   /* counted at MHD's completion, just after the client has the reply */
+    assert_int_equal(xf_metric_value(XF_M_requests_total, "other", status), want);
+}
+
+static void test_uri_and_header_limits_json(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_server_opts_t o;
+    fx_opts(&o, NULL);
+    o.max_uri_bytes = 4096;
+    o.max_header_bytes = 8192;
+    xf_server_t *s = start(dir, sizeof dir, "abuse_lim", &o);
+    int port = xf_server_port(s);
+    int64_t n414 = xf_metric_value(XF_M_requests_total, "other", "414");
+    int64_t n431 = xf_metric_value(XF_M_requests_total, "other", "431");
+    size_t cap = 64 * 1024;
+    char *req = malloc(cap);
+    assert_non_null(req);
+    hc_resp_t r;
+    /* A 20 KB target: ours, not the library's. */
+    int k = snprintf(req, cap, "GET /v2/health/live?x=");
+    memset(req + k, 'a', 20000);
+    k += 20000;
+    k += snprintf(req + k, cap - (size_t)k, " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    send_raw(port, req, (size_t)k, &r);
+    assert_int_equal(r.status, 414);
+    assert_non_null(strstr(r.body, "\"uri_too_long\""));
+    assert_non_null(strstr(r.body, "http.max_uri_bytes"));
+    assert_true(r.body[0] == '{');
+    hc_free(&r);
+    wait_count("414", n414 + 1);
+    /* 3 × 4 KB of header fields. */
+    k = snprintf(req, cap, "GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (int h = 0; h < 3; h++) {
+        k += snprintf(req + k, cap - (size_t)k, "X-Pad-%d: ", h);
+        memset(req + k, 'b', 4000);
+        k += 4000;
+        k += snprintf(req + k, cap - (size_t)k, "\r\n");
+    }
+    k += snprintf(req + k, cap - (size_t)k, "\r\n");
+    send_raw(port, req, (size_t)k, &r);
+    assert_int_equal(r.status, 431);
+    assert_non_null(strstr(r.body, "\"headers_too_large\""));
+    assert_true(r.body[0] == '{');
+    hc_free(&r);
+    wait_count("431", n431 + 1);
+    /* Under both limits: served. */
+    k = snprintf(req, cap, "GET /v2/health/live?x=");
+    memset(req + k, 'a', 3000);
+    k += 3000;
+    k += snprintf(req + k, cap - (size_t)k, " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ");
+    memset(req + k, 'b', 6000);
+    k += 6000;
+    k += snprintf(req + k, cap - (size_t)k, "\r\n\r\n");
+    send_raw(port, req, (size_t)k, &r);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    free(req);
+    assert_int_equal(xf_metric_value(XF_M_requests_total, "other", "other"), 0);
+    stop(s, dir);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_smuggling), cmocka_unit_test(test_mhd_replies_counted),
              cmocka_unit_test(test_buffer_budget), cmocka_unit_test(test_fin_and_body_deadline),
-             cmocka_unit_test(test_slowloris))
+             cmocka_unit_test(test_slowloris), cmocka_unit_test(test_uri_and_header_limits_json))

@@ -850,6 +850,79 @@ static void test_warmup_plan(void **state)
     }
 }
 
+/* tokens waits briefly after a finished batch for its clients' next requests: up to
+ * min(max_queue_delay, XF_LINGER_FRAC × the batch's seconds), while fewer jobs are queued than
+ * the batch answered and the batch is not full; the wait is spent by the next batch. */
+static void test_tokens_linger(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_TOKENS, 8, 1000);
+    const uint64_t delay = xf_batcher_opts(b)->max_queue_delay_ns;
+    assert_true(delay == 5 * MS);
+    tjob_t j[16];
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake, t = SEC;
+    /* No batch has finished yet: the first arrival runs at once. */
+    push_jobs(b, &j[0], 1, NULL, 20, t, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    /* A 4-job batch of 0.5 s finished at t: wait until t + 5 ms (0.05 × 0.5 s = 25 ms is
+     * longer than max_queue_delay) or until 4 jobs are queued. */
+    xf_batcher_batch_done(b, 4, 0.5, t);
+    push_jobs(b, &j[1], 1, NULL, 20, t + 1 * MS, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t + 1 * MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 0);
+    assert_true(wake == t + delay);
+    push_jobs(b, &j[2], 2, NULL, 200, t + 2 * MS, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t + 2 * MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 0);
+    push_jobs(b, &j[4], 1, NULL, 20, t + 3 * MS, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t + 3 * MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 4);
+    /* Spent: the next arrival runs at once. */
+    push_jobs(b, &j[5], 1, NULL, 20, t + 4 * MS, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t + 4 * MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    /* The wait ends at its due time with whatever came. */
+    t += SEC;
+    xf_batcher_batch_done(b, 4, 0.5, t);
+    push_jobs(b, &j[6], 2, NULL, 20, t, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t + delay - 1, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(xf_batcher_next(b, t + delay, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 2);
+    /* A 20 ms batch: the wait is 0.05 × 20 ms = 1 ms, not 5. */
+    t += SEC;
+    xf_batcher_batch_done(b, 4, 0.02, t);
+    push_jobs(b, &j[8], 1, NULL, 20, t, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 0);
+    assert_true(wake == t + 1 * MS);
+    assert_int_equal(xf_batcher_next(b, t + 1 * MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    /* A full token budget does not wait (1000 tokens queued). */
+    t += SEC;
+    xf_batcher_batch_done(b, 4, 0.5, t);
+    push_jobs(b, &j[9], 1, NULL, 1000, t, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    /* A one-job batch expects one client back: nothing to wait for. */
+    t += SEC;
+    xf_batcher_batch_done(b, 1, 0.5, t);
+    push_jobs(b, &j[10], 1, NULL, 20, t, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    xf_batcher_free(b);
+    /* none never waits. */
+    b = mkb(XF_BATCH_NONE, 8, 1000);
+    xf_batcher_batch_done(b, 4, 0.5, t);
+    push_jobs(b, &j[11], 1, NULL, 20, t, t + 10 * SEC);
+    assert_int_equal(xf_batcher_next(b, t, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    xf_batcher_free(b);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_policy_none),
              cmocka_unit_test(test_policy_fifo), cmocka_unit_test(test_policy_tokens),
              cmocka_unit_test(test_policy_dp), cmocka_unit_test(test_deadlines_expire),
@@ -860,4 +933,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_pol
              cmocka_unit_test(test_tokens_deadline_aware),
              cmocka_unit_test(test_dp_expected_arrivals), cmocka_unit_test(test_dp_aging),
              cmocka_unit_test(test_dp_drops_late_jobs), cmocka_unit_test(test_admit_at_arrival),
-             cmocka_unit_test(test_cost_scale_recovers), cmocka_unit_test(test_warmup_plan))
+             cmocka_unit_test(test_cost_scale_recovers), cmocka_unit_test(test_warmup_plan),
+             cmocka_unit_test(test_tokens_linger))

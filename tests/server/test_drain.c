@@ -408,7 +408,7 @@ static void test_overload(void **state)
     for (int i = 0; i < 100; i++)
         q += sprintf(q, "a ");
     strcpy(q, "\"}");
-    json_t *j = fx_json(port, "POST", "/embed", NULL, body, 413);
+    json_t *j = fx_json(port, "POST", "/embed", NULL, body, 422);   /* TEI: Validation */
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")),
                            "max_queued_tokens"));
     json_decref(j);

@@ -340,8 +340,8 @@ static void test_tei_rerank(void **state)
     (void)state;
     need_servers();
     json_t *j = fx_json(S[SRV_PLAIN].port, "POST", "/rerank", NULL,
-                        "{\"query\":\"q\",\"texts\":[\"a\"]}", 400);
-    CHECK_SHAPE(j, SHAPE_TEI, "Validation");
+                        "{\"query\":\"q\",\"texts\":[\"a\"]}", 424);
+    CHECK_SHAPE(j, SHAPE_TEI, "Backend");   /* TEI: 424 when the model is no reranker */
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "cross-encoder"));
     json_decref(j);
 
@@ -369,7 +369,7 @@ static void test_tei_rerank(void **state)
     j = fx_json(p, "POST", "/rerank", NULL, "{\"query\":\"q\",\"texts\":[]}", 400);
     CHECK_SHAPE(j, SHAPE_TEI, "Empty");
     json_decref(j);
-    j = fx_json(p, "POST", "/rerank", NULL, "{\"texts\":[\"a\"]}", 400);
+    j = fx_json(p, "POST", "/rerank", NULL, "{\"texts\":[\"a\"]}", 422);   /* TEI */
     CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     json_decref(j);
 }
@@ -378,8 +378,8 @@ static void test_tei_predict(void **state)
 {
     (void)state;
     need_servers();
-    json_t *j = fx_json(S[SRV_PLAIN].port, "POST", "/predict", NULL, "{\"inputs\":\"x\"}", 400);
-    CHECK_SHAPE(j, SHAPE_TEI, "Validation");
+    json_t *j = fx_json(S[SRV_PLAIN].port, "POST", "/predict", NULL, "{\"inputs\":\"x\"}", 424);
+    CHECK_SHAPE(j, SHAPE_TEI, "Backend");   /* TEI: 424 when the model is no classifier */
     json_decref(j);
     int p = S[SRV_CLS3].port;
     j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":\"i love it\"}", 200);
@@ -405,7 +405,7 @@ static void test_tei_predict(void **state)
     assert_int_equal(json_array_size(j), 3);
     assert_int_equal(json_array_size(json_array_get(j, 1)), 3);
     json_decref(j);
-    j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":[1,2,3]}", 400);
+    j = fx_json(p, "POST", "/predict", AUTH, "{\"inputs\":[1,2,3]}", 422);   /* TEI */
     CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     json_decref(j);
 }
@@ -443,9 +443,9 @@ static const err_case_t err_cases[] = {
     { "model is a number", "POST", "/v1/embeddings", NULL, "{\"input\":\"a\",\"model\":3}",
       400, SHAPE_ANY, NULL },
     { "normalize is a string", "POST", "/embed", NULL,
-      "{\"inputs\":\"a\",\"normalize\":\"yes\"}", 400, SHAPE_ANY, NULL },
+      "{\"inputs\":\"a\",\"normalize\":\"yes\"}", 422, SHAPE_TEI, "Validation" },
     { "truncate is a number", "POST", "/embed", NULL, "{\"inputs\":\"a\",\"truncate\":1}",
-      400, SHAPE_ANY, NULL },
+      422, SHAPE_TEI, "Validation" },
     { "input missing", "POST", "/v1/embeddings", NULL, "{\"nothing\":1}", 400, SHAPE_OPENAI,
       "missing_field" },
     /* Empty input list (too many texts is a generated case in test_errors). */
@@ -552,15 +552,16 @@ static void test_limits(void **state)
     hc_free(&r);
     close(fd);
 
-    /* A text longer than the model's 512 positions: 413 naming the limit, or truncated. */
+    /* A text longer than the model's 512 positions: TEI's 422 Validation naming the limit (413
+     * on the other APIs), or truncated. */
     size_t cap = 8 * 700 + 64;
     char *body = malloc(cap);
     char *q = body + sprintf(body, "{\"inputs\":\"");
     for (int i = 0; i < 700; i++)
         q += sprintf(q, "word%d ", i % 10);
     strcpy(q, "\"}");
-    json_t *j = fx_json(p, "POST", "/embed", NULL, body, 413);
-    CHECK_SHAPE(j, SHAPE_TEI, "Tokenizer");
+    json_t *j = fx_json(p, "POST", "/embed", NULL, body, 422);
+    CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "512"));
     json_decref(j);
     strcpy(q, "\",\"truncate\":true}");

@@ -414,8 +414,54 @@ static void test_prune(void **state)
     json_decref(j);
 }
 
+/* What a strict exposition parser (OpenMetrics, prometheus_client's text parser) derives from
+ * the text: a counter's family is its name without "_total", a histogram's its name. Two
+ * families may not share a name (the counter xformd_batch_tokens_total collided with the
+ * histogram xformd_batch_tokens), and every le label must read back as the exact bound
+ * ("%.6g" wrote 1048576 as 1.04858e+06). */
+static void test_exposition_strict(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    xf_metric_observe(XF_M_batch_tokens, NULL, NULL, 1048576);
+    xf_metric_observe(XF_M_batch_tokens, NULL, NULL, 3);
+    char *t = render();
+    char fam[256][96];
+    int nf = 0;
+    for (const char *p = strstr(t, "# TYPE "); p; p = strstr(p + 1, "# TYPE ")) {
+        char name[96], type[32];
+        assert_int_equal(sscanf(p, "# TYPE %95s %31s", name, type), 2);
+        size_t n = strlen(name);
+        if (!strcmp(type, "counter") && n > 6 && !strcmp(name + n - 6, "_total"))
+            name[n - 6] = '\0';
+        for (int k = 0; k < nf; k++)
+            if (!strcmp(fam[k], name))
+                fail_msg("two metric families named %s", name);
+        assert_true(nf < 256);
+        snprintf(fam[nf++], sizeof fam[0], "%s", name);
+    }
+    assert_true(nf > 10);
+    /* le values: digits only as many as needed, but exact. */
+    int les = 0;
+    for (const char *p = strstr(t, "le=\""); p; p = strstr(p + 1, "le=\"")) {
+        p += 4;
+        if (!strncmp(p, "+Inf", 4))
+            continue;
+        char *end = NULL;
+        double v = strtod(p, &end);
+        assert_true(end && *end == '"');
+        if (v >= 1 && v == floor(v) && strchr(p, 'e') && strchr(p, 'e') < end)
+            fail_msg("integer bound written in exponent form: %.*s", (int)(end - p), p);
+        les++;
+    }
+    assert_true(les > 20);
+    assert_true(sample(t, "xformd_batch_tokens_bucket{le=\"1048576\"}") == 2);
+    free(t);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_counters_render), cmocka_unit_test(test_histogram_render),
              cmocka_unit_test(test_percentiles), cmocka_unit_test(test_integer_quantiles),
              cmocka_unit_test(test_qps),
              cmocka_unit_test(test_concurrent), cmocka_unit_test(test_stats_json),
-             cmocka_unit_test(test_reset), cmocka_unit_test(test_prune))
+             cmocka_unit_test(test_reset), cmocka_unit_test(test_prune),
+             cmocka_unit_test(test_exposition_strict))

@@ -348,7 +348,7 @@ static void test_predict_batch(void **state)
     json_t *j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\"],[\"c\"]]}", 200);
     assert_int_equal(json_array_size(j), 2);
     json_decref(j);
-    j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\",\"c\"]]}", 400);
+    j = jget(p, "POST", "/predict", "{\"inputs\":[[\"a\",\"b\",\"c\"]]}", 422);   /* TEI */
     json_decref(j);
 }
 
@@ -425,7 +425,7 @@ static void test_truncation_direction(void **state)
     json_decref(left);
     json_decref(right);
     json_t *j = jget(p, "POST", "/embed", "{\"inputs\":\"a\",\"truncation_direction\":\"up\"}",
-                     400);
+                     422);   /* TEI: Validation */
     assert_string_equal(json_string_value(json_object_get(j, "error_type")), "Validation");
     json_decref(j);
     xf_tokens_deinit(&t);
@@ -652,6 +652,321 @@ static void test_ipv6_address_format(void **state)
     xf_test_rmtree(dir);
 }
 
+/* TEI's error type and status for a reply: {"error": "...", "error_type": type}. */
+static void tei_err(int port, const char *path, const char *body, int status, const char *type,
+                    const char *needle)
+{
+    json_t *j = jget(port, "POST", path, body, status);
+    assert_non_null(j);
+    assert_true(json_is_string(json_object_get(j, "error")));
+    assert_string_equal(json_string_value(json_object_get(j, "error_type")), type);
+    if (needle && !strstr(json_string_value(json_object_get(j, "error")), needle))
+        fail_msg("%s %s: '%s' not in %s", path, body, needle,
+                 json_string_value(json_object_get(j, "error")));
+    json_decref(j);
+}
+
+static double norm2(json_t *row)
+{
+    double ss = 0;
+    for (size_t i = 0; i < json_array_size(row); i++)
+        ss += json_number_value(json_array_get(row, i)) * json_number_value(json_array_get(row, i));
+    return sqrt(ss);
+}
+
+/* What TEI (>= 1.9) and OpenAI answer, checked against their sources and API reference:
+ * TEI statuses follow the error type (Validation 422, Empty 400, Backend 424); /embed takes
+ * token ids (alone, in a batch, mixed with texts), dimensions (cut, then normalised) and
+ * prompt_name (config_sentence_transformers.json prompts; an unknown name is 422); OpenAI
+ * refuses an empty string and takes lists of token ids. */
+static void test_tei_openai_conformance(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    /* Statuses by TEI error type. */
+    char *big = malloc(40000);
+    assert_non_null(big);
+    strcpy(big, "{\"inputs\":\"");
+    for (int i = 0; i < 3000; i++)
+        strcat(big, "word ");
+    strcat(big, "\"}");
+    tei_err(p, "/embed", big, 422, "Validation", "longer than");
+    free(big);
+    tei_err(p, "/embed", "{\"inputs\":5}", 422, "Validation", "inputs");
+    tei_err(p, "/embed", "{\"inputs\":[\"a\",{}]}", 422, "Validation", "inputs");
+    tei_err(p, "/embed", "{\"inputs\":[]}", 400, "Empty", NULL);
+    tei_err(p, "/embed", "{}", 422, "Validation", "inputs");
+    tei_err(p, "/rerank", "{\"query\":\"q\",\"texts\":[\"a\"]}", 424, "Backend", "cross-encoder");
+    tei_err(S[SRV_CLS1].port, "/rerank", "{\"query\":\"q\",\"texts\":[]}", 400, "Empty", NULL);
+    tei_err(S[SRV_CLS1].port, "/rerank", "{\"texts\":[\"a\"]}", 422, "Validation", "query");
+    /* Token ids: one input, a batch, mixed with texts; a text and its ids agree. */
+    json_t *a = jget(p, "POST", "/embed", "{\"inputs\":[11,59,12]}", 200);
+    assert_int_equal(json_array_size(a), 1);
+    assert_int_equal(json_array_size(json_array_get(a, 0)), (size_t)D_MODEL);
+    json_decref(a);
+    a = jget(p, "POST", "/embed", "{\"inputs\":[[11,59,12],[11,12]]}", 200);
+    assert_int_equal(json_array_size(a), 2);
+    json_decref(a);
+    a = jget(p, "POST", "/embed", "{\"inputs\":[\"hello world\",[11,12]]}", 200);
+    json_t *b = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\"}", 200);
+    assert_int_equal(json_array_size(a), 2);
+    assert_true(json_equal(json_array_get(a, 0), json_array_get(b, 0)));
+    json_decref(a);
+    json_decref(b);
+    tei_err(p, "/embed", "{\"inputs\":[11,99999]}", 422, "Validation", "token id");
+    /* dimensions: the first n values, unit norm by default; raw cut with normalize false. */
+    a = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\",\"dimensions\":8}", 200);
+    assert_int_equal(json_array_size(json_array_get(a, 0)), 8);
+    assert_true(fabs(norm2(json_array_get(a, 0)) - 1.0) < 1e-5);   /* float rounding */
+    json_decref(a);
+    a = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\",\"dimensions\":8,"
+                                  "\"normalize\":false}", 200);
+    b = jget(p, "POST", "/embed", "{\"inputs\":\"hello world\",\"normalize\":false}", 200);
+    for (size_t i = 0; i < 8; i++)
+        assert_true(json_number_value(json_array_get(json_array_get(a, 0), i)) ==
+                    json_number_value(json_array_get(json_array_get(b, 0), i)));
+    json_decref(a);
+    json_decref(b);
+    tei_err(p, "/embed", "{\"inputs\":\"x\",\"dimensions\":0}", 422, "Validation", "dimensions");
+    tei_err(p, "/embed", "{\"inputs\":\"x\",\"dimensions\":100000}", 422, "Validation",
+            "dimensions");
+    /* prompt_name: none configured here. */
+    tei_err(p, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"query\"}", 422, "Validation",
+            "no prompts");
+    /* OpenAI: "" is refused; lists of token ids are inputs. */
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":\"\"}", 400);
+    check_openai_error(a, "empty_input", "input");
+    json_decref(a);
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":[\"a\",\"\"]}", 400);
+    check_openai_error(a, "empty_input", "input");
+    json_decref(a);
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":[[11,59,12],[11,12]]}", 200);
+    assert_int_equal(json_array_size(json_object_get(a, "data")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(a, "usage"),
+                                                        "prompt_tokens")), 5);
+    json_decref(a);
+    a = jget(p, "POST", "/v1/embeddings", "{\"input\":[11,99999]}", 400);
+    check_openai_error(a, "invalid_field", "input");
+    json_decref(a);
+
+    /* prompt_name with a model that has prompts: the prompt's text goes first. */
+    fx_srv_t ps = { 0 };
+    xf_server_opts_t o;
+    assert_int_equal(fx_write_model("rt_prompts", 0, ps.dir, sizeof ps.dir), 0);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config_sentence_transformers.json", ps.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"prompts\":{\"query\":\"query: \",\"passage\":\"passage: \"},"
+          "\"default_prompt_name\":null}", f);
+    fclose(f);
+    fx_opts(&o, ps.dir);
+    fx_launch(&ps, &o);
+    a = jget(ps.port, "POST", "/embed", "{\"inputs\":[\"hello world\"],\"prompt_name\":\"query\"}",
+             200);
+    b = jget(ps.port, "POST", "/embed", "{\"inputs\":[\"query: hello world\"]}", 200);
+    json_t *c = jget(ps.port, "POST", "/embed", "{\"inputs\":[\"hello world\"]}", 200);
+    assert_true(json_equal(a, b));
+    assert_false(json_equal(a, c));
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    tei_err(ps.port, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"doc\"}", 422, "Validation",
+            "'passage'");
+    fx_stop_all(&ps, 1);
+
+    /* TEI also serves the OpenAI route as POST /embeddings. */
+    a = jget(p, "POST", "/embeddings", "{\"input\":[\"a\",\"b c\"]}", 200);
+    b = jget(p, "POST", "/v1/embeddings", "{\"input\":[\"a\",\"b c\"]}", 200);
+    assert_string_equal(json_string_value(json_object_get(a, "object")), "list");
+    assert_true(json_equal(json_object_get(a, "data"), json_object_get(b, "data")));
+    json_decref(a);
+    json_decref(b);
+    a = jget(p, "POST", "/embeddings", "{\"input\":\"\"}", 400);
+    check_openai_error(a, "empty_input", "input");
+    json_decref(a);
+}
+
+/* TEI's /decode, as Hugging Face's WordPiece decoder writes text (the Rust tokenizers TEI
+ * runs: "##" pieces join, a space before every other token except one starting with
+ * punctuation such as "." or ","; "' s" stays apart, its cleanup works token by token). */
+static void test_tei_decode(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    const xf_tokenizer_t *tk = xf_model_tokenizer(xf_server_model(S[SRV_PLAIN].s));
+    const char *text = "Hello world, it's done. Unbelievable!";
+    xf_tokens_t t = { 0 };
+    xf_tok_opts_t to = { 0 };
+    xf_diag_t diag = { 0, "" };
+    assert_int_equal(xf_tokenizer_encode(tk, text, strlen(text), NULL, 0, &to, &t, &diag), 0);
+    int has_piece = 0;
+    char ids[1024] = "";
+    size_t o = 0;
+    for (int32_t i = 0; i < t.n; i++) {
+        o += (size_t)snprintf(ids + o, sizeof ids - o, "%s%d", i ? "," : "", t.ids[i]);
+        has_piece |= !strncmp(xf_tokenizer_token(tk, t.ids[i]), "##", 2);
+    }
+    assert_true(has_piece);   /* the demo vocabulary splits "unbelievable" */
+    char body[2048];
+    snprintf(body, sizeof body, "{\"ids\":[%s]}", ids);
+    json_t *a = jget(p, "POST", "/decode", body, 200);
+    assert_int_equal(json_array_size(a), 1);
+    assert_string_equal(json_string_value(json_array_get(a, 0)),
+                        "hello world, it ' s done. unbelievable!");
+    json_decref(a);
+    snprintf(body, sizeof body, "{\"ids\":[[%s],[%s,99999]],\"skip_special_tokens\":false}", ids,
+             ids);
+    a = jget(p, "POST", "/decode", body, 200);
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(json_string_value(json_array_get(a, 0)),
+                        "[CLS] hello world, it ' s done. unbelievable! [SEP]");
+    /* an id outside the vocabulary is left out, as tokenizers' decode does */
+    assert_string_equal(json_string_value(json_array_get(a, 1)),
+                        json_string_value(json_array_get(a, 0)));
+    json_decref(a);
+    xf_tokens_deinit(&t);
+    tei_err(p, "/decode", "{\"ids\":[]}", 400, "Empty", NULL);
+    tei_err(p, "/decode", "{\"ids\":[1,-2]}", 422, "Validation", "ids");
+    tei_err(p, "/decode", "{\"ids\":\"1 2\"}", 422, "Validation", "ids");
+    tei_err(p, "/decode", "{}", 422, "Validation", "ids");
+}
+
+/* TEI's /similarity (cosines of the sentences with the source sentence, each the dot product
+ * of /embed's unit vectors) and /embed_sparse (424: no SPLADE model here, as TEI answers for
+ * any other model). */
+static void test_tei_similarity(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    json_t *sim = jget(p, "POST", "/similarity", "{\"inputs\":{\"source_sentence\":\"hello world\","
+                       "\"sentences\":[\"hello world\",\"a different text\"]}}", 200);
+    json_t *e = jget(p, "POST", "/embed", "{\"inputs\":[\"hello world\",\"a different text\"]}",
+                     200);
+    assert_int_equal(json_array_size(sim), 2);
+    for (size_t k = 0; k < 2; k++) {
+        double dot = 0;
+        json_t *a = json_array_get(e, 0), *b = json_array_get(e, k);
+        for (size_t c = 0; c < json_array_size(a); c++)
+            dot += json_number_value(json_array_get(a, c)) * json_number_value(json_array_get(b, c));
+        /* 9-digit floats on the wire and float32 sums: 1e-5 */
+        assert_true(fabs(json_number_value(json_array_get(sim, k)) - dot) < 1e-5);
+    }
+    assert_true(fabs(json_number_value(json_array_get(sim, 0)) - 1.0) < 1e-5);
+    /* The tiny random model's CLS vectors are close: 0.99991 measured for these two. */
+    assert_true(json_number_value(json_array_get(sim, 1)) < 1.0 - 1e-5);
+    json_decref(sim);
+    json_decref(e);
+    sim = jget(p, "POST", "/similarity", "{\"inputs\":{\"source_sentence\":\"a\",\"sentences\":"
+               "[\"b\"]},\"parameters\":{\"truncate\":true,\"truncation_direction\":\"left\"}}",
+               200);
+    assert_int_equal(json_array_size(sim), 1);
+    json_decref(sim);
+    tei_err(p, "/similarity", "{\"inputs\":{\"source_sentence\":\"a\",\"sentences\":[]}}", 400,
+            "Empty", NULL);
+    tei_err(p, "/similarity", "{\"inputs\":\"a\"}", 422, "Validation", "inputs");
+    tei_err(p, "/similarity", "{\"inputs\":{\"sentences\":[\"b\"]}}", 422, "Validation",
+            "source_sentence");
+    tei_err(p, "/embed_sparse", "{\"inputs\":\"a\"}", 424, "Backend", "SPLADE");
+}
+
+/* One raw request (body of len bytes, may hold NULs); asserts the status, returns the JSON. */
+static json_t *raw_json(int port, const char *path, const char *extra, const char *body,
+                        size_t len, int want)
+{
+    int fd = hc_connect(port);
+    assert_true(fd >= 0);
+    hc_resp_t r;
+    assert_int_equal(hc_request(fd, "POST", path, extra, body, len, &r), 0);
+    close(fd);
+    if (r.status != want)
+        print_message("# %s -> %d (want %d): %s\n", path, r.status, want, r.body);
+    assert_int_equal(r.status, want);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    hc_free(&r);
+    return j;
+}
+
+/* Triton's binary tensor data extension, as tritonclient.http sends BYTES inputs by default:
+ * a JSON header of Inference-Header-Content-Length bytes, then each element as a 4-byte
+ * little-endian length and its bytes. The answer equals the all-JSON request's. */
+static void test_kserve_binary_bytes(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    const char *path = "/v2/models/xformd-demo/infer";
+    char hdr[256];
+    int hl = snprintf(hdr, sizeof hdr, "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
+                      "\"shape\":[2],\"parameters\":{\"binary_data_size\":%d}}],\"outputs\":"
+                      "[{\"name\":\"embedding\",\"parameters\":{\"binary_data\":true}}]}",
+                      4 + 11 + 4 + 5);
+    char body[512];
+    memcpy(body, hdr, (size_t)hl);
+    size_t n = (size_t)hl;
+    static const unsigned char l1[4] = { 11, 0, 0, 0 }, l2[4] = { 5, 0, 0, 0 };
+    memcpy(body + n, l1, 4);
+    memcpy(body + n + 4, "hello world", 11);
+    memcpy(body + n + 15, l2, 4);
+    memcpy(body + n + 19, "again", 5);
+    n += 24;
+    char extra[128];
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %d\r\n", hl);
+    json_t *a = raw_json(p, path, extra, body, n, 200);
+    json_t *b = jget(p, "POST", path, "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
+                     "\"shape\":[2],\"data\":[\"hello world\",\"again\"]}]}", 200);
+    assert_non_null(a);
+    assert_true(json_equal(json_object_get(a, "outputs"), json_object_get(b, "outputs")));
+    json_decref(a);
+    json_decref(b);
+    /* labelled application/octet-stream: the same */
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %d\r\nContent-Type: "
+             "application/octet-stream\r\n", hl);
+    a = raw_json(p, path, extra, body, n, 200);
+    json_decref(a);
+    /* a header length past the body, a size that is not the binary part, a cut element */
+    a = raw_json(p, path, "Inference-Header-Content-Length: 99999\r\n", body, n, 400);
+    assert_true(json_is_string(json_object_get(a, "error")));
+    json_decref(a);
+    snprintf(extra, sizeof extra, "Inference-Header-Content-Length: %d\r\n", hl);
+    a = raw_json(p, path, extra, body, n - 1, 400);
+    assert_non_null(strstr(json_string_value(json_object_get(a, "error")), "binary"));
+    json_decref(a);
+    /* the server says it speaks the extension */
+    a = jget(p, "GET", "/v2", NULL, 200);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(a, "extensions"), 0)),
+                        "binary_tensor_data");
+    json_decref(a);
+}
+
+/* KServe model metadata names the quantisation the model runs with (it said "none" always). */
+static void test_kserve_quantisation(void **state)
+{
+    (void)state;
+    fx_srv_t q = { 0 };
+    xf_server_opts_t o;
+    assert_int_equal(fx_write_model("rt_int8", 0, q.dir, sizeof q.dir), 0);
+    fx_opts(&o, q.dir);
+    o.quantize = "int8";
+    fx_launch(&q, &o);
+    char path[256];
+    snprintf(path, sizeof path, "/v2/models/%s", q.s->model_name);
+    json_t *m = jget(q.port, "GET", path, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m, "parameters"),
+                                                          "quantisation")), "int8");
+    json_decref(m);
+    fx_stop_all(&q, 1);
+    need_servers();
+    snprintf(path, sizeof path, "/v2/models/%s", S[SRV_PLAIN].s->model_name);
+    m = jget(S[SRV_PLAIN].port, "GET", path, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m, "parameters"),
+                                                          "quantisation")), "none");
+    json_decref(m);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -665,4 +980,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_many_texts), cmocka_unit_test(test_attention_fallback_header),
              cmocka_unit_test(test_bind_first), cmocka_unit_test(test_ready_after_warmup),
              cmocka_unit_test(test_access_log), cmocka_unit_test(test_ipv6_address_format),
-             cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_tei_openai_conformance),
+             cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_tei_decode),
+             cmocka_unit_test(test_tei_similarity),
+             cmocka_unit_test(test_kserve_binary_bytes), cmocka_unit_test(test_stop))

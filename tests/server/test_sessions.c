@@ -24,7 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xformd/state.h>
 #include <xformd/txl.h>
+#include <xformd/xformd.h>
 
 #include "server/metrics.h"
 #include "server/session_store.h"
@@ -722,6 +724,351 @@ static void test_local_model_metadata(void **state)
     xf_server_stop(s);
 }
 
+/* ---- encoders whose model attention keeps state (txl, compressive) --------------------- */
+
+#define ENC_TXL "{\"variant\":\"txl\",\"mem_len\":8}"
+#define ENC_CMP "{\"variant\":\"compressive\",\"mem_len\":4,\"cmem_len\":4,\"rate\":3}"
+
+/* A server for the encoder g_bert with model attention attn (NULL: dense) and, when txl is
+ * set, the Transformer-XL session model too; dtype 0 f32, 1 f16, 2 bf16. */
+static xf_server_t *start_enc(const char *attn, const char *txl, const char *redis_url,
+                              int dtype)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+
+    fx_opts(&o, g_bert);
+    o.warmup = 0;
+    o.attention = attn;
+    o.session_model = txl;
+    o.redis_url = redis_url;
+    o.session_timeout_ms = 300;
+    o.session_dtype = dtype;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    return s;
+}
+
+/* The engine in process: the same model and attention, one state kept across segments. */
+typedef struct eref {
+    xf_model_t *m;
+    xf_state_def_t *d;
+    xf_state_t *st;
+    xf_ctx_t *c;
+} eref_t;
+
+static void eref_open(eref_t *r, const char *attn)
+{
+    xf_load_opts_t lo = { .attention = attn };
+    xf_ctx_opts_t co = { .n_threads = 1 };
+    xf_diag_t diag = { 0 };
+    assert_int_equal(xf_model_load(g_bert, &lo, &r->m, &diag), 0);
+    assert_int_equal(xf_state_def_create(r->m, NULL, &r->d, &diag), 0);
+    assert_int_equal(xf_state_create(r->d, &r->st), 0);
+    assert_int_equal(xf_ctx_create(&co, &r->c), 0);
+}
+
+static void eref_close(eref_t *r)
+{
+    xf_state_free(r->st);
+    xf_state_def_free(r->d);
+    xf_ctx_free(r->c);
+    xf_model_free(r->m);
+}
+
+/* Segment k through the reference: pooled [64] and hidden [n][64] (the tiny demo model). */
+static void eref_seg(eref_t *r, int k, float *pooled, float *hidden)
+{
+    int32_t cu[2] = { 0, SEGN[k] };
+    void *st[1] = { (void *)xf_state_layers(r->st) };
+    xf_batch_t b = { .n_seq = 1, .cu_len = cu, .ids = SEGS[k], .attn_state = st };
+    xf_output_t out = { .pooling = XF_POOL_DEFAULT, .normalize = -1, .pooled = pooled,
+                        .hidden = hidden };
+    assert_int_equal(xf_run(r->c, r->m, &b, &out, NULL), 0);
+}
+
+static double json_maxdiff(json_t *a, const float *x, size_t n)
+{
+    double e = 0;
+    assert_int_equal(json_array_size(a), n);
+    for (size_t i = 0; i < n; i++)
+        e = fmax(e, fabs(json_number_value(json_array_get(a, i)) - x[i]));
+    return e;
+}
+
+/* POST segment k (pooled + hidden) to an encoder session; compare with the reference's next
+ * segment; returns the max abs difference. */
+static double enc_post_and_check(int port, const char *id, const char *extra, int k, eref_t *r,
+                                 int want_segments, int want_reset)
+{
+    char path[256], more[256];
+    float pooled[64], hidden[9 * 64];
+    double e = 0;
+    json_t *j, *h;
+    xf_state_stats_t st;
+
+    snprintf(path, sizeof path, "/v1/sessions/%s/segments", id);
+    snprintf(more, sizeof more, ",\"return\":[\"pooled\",\"hidden\"]%s", extra ? extra : "");
+    j = fx_json(port, "POST", path, NULL, ids_body(k, more), 200);
+    assert_non_null(j);
+    eref_seg(r, k, pooled, hidden);
+    xf_state_stats(r->st, &st);
+    e = json_maxdiff(json_object_get(j, "pooled"), pooled, 64);
+    h = json_object_get(j, "hidden");
+    assert_int_equal(json_array_size(h), SEGN[k]);
+    for (int t = 0; t < SEGN[k]; t++)
+        e = fmax(e, json_maxdiff(json_array_get(h, (size_t)t), hidden + t * 64, 64));
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), want_segments);
+    assert_int_equal(json_integer_value(json_object_get(j, "memory_rows")), st.mem_rows);
+    assert_int_equal(json_integer_value(json_object_get(j, "compressed_rows")), st.cmem_rows);
+    if (!want_reset)
+        assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")), st.tokens);
+    assert_int_equal(json_integer_value(json_object_get(j, "n_tokens")), SEGN[k]);
+    assert_true(json_is_boolean(json_object_get(j, "reset")));
+    assert_int_equal(json_is_true(json_object_get(j, "reset")), want_reset);
+    assert_null(json_object_get(j, "logprobs"));
+    assert_true(json_integer_value(json_object_get(j, "memory_bytes")) > 128);
+    json_decref(j);
+    return e;
+}
+
+/* Segments A B C through a session = the engine over A B C with the state kept in process. */
+static void enc_stream(int port, const char *id, const char *attn, double tol)
+{
+    eref_t r;
+    double e = 0;
+    eref_open(&r, attn);
+    for (int k = 0; k < 3; k++)
+        e = fmax(e, enc_post_and_check(port, id, NULL, k, &r, k + 1, 0));
+    print_message("# encoder %s session %s: max |server - engine| %.3g\n", attn, id, e);
+    assert_true(e <= tol);
+    eref_close(&r);
+}
+
+static void test_enc_local(void **state)
+{
+    xf_server_t *s = start_enc(ENC_TXL, NULL, NULL, 0);
+    int port = xf_server_port(s), n409, ok;
+    json_t *j;
+    hc_resp_t r;
+
+    (void)state;
+    enc_stream(port, "e1", ENC_TXL, 1e-5);
+    j = fx_json(port, "GET", "/v1/sessions/e1", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+    assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")), 21);
+    assert_int_equal(json_integer_value(json_object_get(j, "memory_rows")), 8);
+    assert_string_equal(json_string_value(json_object_get(j, "dtype")), "f32");
+    assert_string_equal(json_string_value(json_object_get(j, "attention")), "txl");
+    assert_string_equal(json_string_value(json_object_get(j, "model")), "xformd-demo");
+    assert_true(json_is_true(json_object_get(j, "valid")));
+    assert_true(json_integer_value(json_object_get(j, "ttl_s")) > 0);
+    json_decref(j);
+    json_decref(fx_json(port, "GET", "/v1/sessions/e1?model=xformd-demo", NULL, NULL, 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/e1?model=nope", NULL, NULL, 404));
+    /* no language-model head: logprobs is a clear 400; add_eos is the TXL tokenizer's */
+    assert_int_equal(hc_do(port, "POST", "/v1/sessions/e1/segments", NULL,
+                           ids_body(0, ",\"return\":[\"logprobs\"]"), &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "no language-model head"));
+    hc_free(&r);
+    json_decref(fx_json(port, "POST", "/v1/sessions/e1/segments", NULL,
+                        "{\"input\":\"hello\",\"add_eos\":true}", 400));
+    json_decref(fx_json(port, "POST", "/v1/sessions/e1/segments", NULL,
+                        ids_body(0, ",\"model\":\"other\""), 404));
+    json_decref(fx_json(port, "POST", "/v1/sessions/e1/segments", NULL,
+                        "{\"input\":[0,99999]}", 400));
+    /* the failed requests left the session as it was */
+    j = fx_json(port, "GET", "/v1/sessions/e1", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+    json_decref(j);
+    /* text: the encoder's tokenizer with its specials; pooled by default */
+    j = fx_json(port, "POST", "/v1/sessions/t/segments", NULL, "{\"input\":\"hello world\"}",
+                200);
+    assert_true(json_integer_value(json_object_get(j, "n_tokens")) >= 3);
+    assert_int_equal(json_array_size(json_object_get(j, "pooled")), 64);
+    assert_null(json_object_get(j, "hidden"));
+    assert_true(json_is_true(json_object_get(j, "created")));
+    json_decref(j);
+    /* stateless routes on the same model still answer (a fresh memory per request) */
+    json_decref(fx_json(port, "POST", "/embed", NULL, "{\"inputs\":\"hello\"}", 200));
+    /* per-session ordering: 12 concurrent segments get 12 distinct numbers */
+    ok = run_race(&port, 1, "race", 12, &n409);
+    assert_int_equal(n409, 0);
+    assert_int_equal(ok, 12);
+    json_decref(fx_json(port, "DELETE", "/v1/sessions/e1", NULL, NULL, 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/e1", NULL, NULL, 404));
+    enc_stream(port, "e1", ENC_TXL, 1e-5);   /* starts again after DELETE */
+    xf_server_stop(s);
+}
+
+/* KServe v2 infer on the encoder with Triton's sequence parameters. */
+static void test_enc_kserve(void **state)
+{
+    xf_server_t *s = start_enc(ENC_TXL, NULL, NULL, 0);
+    int port = xf_server_port(s);
+    eref_t r;
+    float pooled[64];
+    double e = 0;
+    json_t *j, *o;
+
+    (void)state;
+    eref_open(&r, ENC_TXL);
+    for (int k = 0; k < 2; k++) {
+        char *b = kserve_body(k, k == 0 ? "\"sequence_id\":7,\"sequence_start\":true"
+                                        : "\"sequence_id\":7");
+        j = fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL, b, 200);
+        eref_seg(&r, k, pooled, NULL);
+        o = json_array_get(json_object_get(j, "outputs"), 0);
+        assert_string_equal(json_string_value(json_object_get(o, "name")), "pooled");
+        e = fmax(e, json_maxdiff(json_object_get(o, "data"), pooled, 64));
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "parameters"),
+                                                            "segments")), k + 1);
+        json_decref(j);
+    }
+    assert_true(e <= 1e-5);
+    /* the same session through the REST route */
+    j = fx_json(port, "GET", "/v1/sessions/7", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
+    json_decref(j);
+    json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
+                        "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"INT64\",\"shape\":[2],"
+                        "\"data\":[5,6]}],\"outputs\":[{\"name\":\"logprobs\"}],"
+                        "\"parameters\":{\"sequence_id\":7}}", 400));
+    /* sequence_end: computed, answered, then released */
+    json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
+                        kserve_body(2, "\"sequence_id\":7,\"sequence_end\":true"), 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/7", NULL, NULL, 404));
+    /* without sequence_id the encoder's infer is stateless, as before */
+    json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
+                        "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\",\"shape\":[1],"
+                        "\"data\":[\"hello\"]}]}", 200));
+    eref_close(&r);
+    xf_server_stop(s);
+}
+
+/* Compressive attention, f16 payload: the stream matches within the payload's rounding; the
+ * compressed memory travels in the blob. */
+static void test_enc_compressive_f16(void **state)
+{
+    xf_server_t *s = start_enc(ENC_CMP, NULL, NULL, 1);
+    int port = xf_server_port(s);
+    json_t *j;
+
+    (void)state;
+    enc_stream(port, "c1", ENC_CMP, 1e-3);
+    j = fx_json(port, "GET", "/v1/sessions/c1", NULL, NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(j, "dtype")), "f16");
+    assert_string_equal(json_string_value(json_object_get(j, "attention")), "compressive");
+    assert_int_equal(json_integer_value(json_object_get(j, "memory_rows")), 4);
+    assert_true(json_integer_value(json_object_get(j, "compressed_rows")) > 0);
+    json_decref(j);
+    xf_server_stop(s);
+}
+
+/* A segment whose deadline passes while its batch computes: 504 and nothing stored (the layers
+ * that ran had updated the in-process state; it is dropped). The engine's time is the test hook
+ * (every batch lasts 1 ms + 50 ms per token, spread over the layers) and the cost model was
+ * warmed up believing 1 ns per token, so the segment is admitted and stopped after layer 1. */
+static void test_enc_compute_deadline(void **state)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+    eref_t r;
+    int port;
+    hc_resp_t resp;
+
+    (void)state;
+    fx_opts(&o, g_bert);
+    o.attention = ENC_TXL;
+    o.warmup = 1;
+    o.warmup_fake_s_per_token = 1e-9;
+    o.engine_fake_s_per_token = 0.05;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    port = xf_server_port(s);
+    assert_int_equal(hc_do(port, "POST", "/v1/sessions/d/segments", NULL,
+                           ids_body(1, ",\"timeout_ms\":150"), &resp), 0);
+    if (resp.status != 504)
+        print_message("# %d %s\n", resp.status, resp.body);
+    assert_int_equal(resp.status, 504);
+    assert_non_null(strstr(resp.body, "not advanced"));
+    hc_free(&resp);
+    json_decref(fx_json(port, "GET", "/v1/sessions/d", NULL, NULL, 404));
+    /* the session then equals the engine without the stopped segment */
+    eref_open(&r, ENC_TXL);
+    assert_true(enc_post_and_check(port, "d", NULL, 0, &r, 1, 0) <= 1e-5);
+    assert_true(enc_post_and_check(port, "d", NULL, 2, &r, 2, 0) <= 1e-5);
+    eref_close(&r);
+    xf_server_stop(s);
+}
+
+/* A model whose attention keeps no state: no session routes (404 sessions_disabled when no
+ * model here has sessions; 400 model_not_supported when a request names it). */
+static void test_enc_stateless(void **state)
+{
+    xf_server_t *s = start_enc(NULL, NULL, NULL, 0);
+    int port = xf_server_port(s);
+    hc_resp_t r;
+
+    (void)state;
+    assert_int_equal(hc_do(port, "POST", "/v1/sessions/a/segments", NULL, ids_body(0, NULL),
+                           &r), 0);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strstr(r.body, "sessions_disabled"));
+    assert_non_null(strstr(r.body, "keeps no state"));
+    hc_free(&r);
+    json_decref(fx_json(port, "GET", "/v1/sessions/a", NULL, NULL, 404));
+    assert_int_equal(hc_do(port, "POST", "/v2/models/xformd-demo/infer", NULL,
+                           kserve_body(0, "\"sequence_id\":1"), &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "keeps no state"));   /* KServe errors: {"error": msg} */
+    hc_free(&r);
+    xf_server_stop(s);
+    /* with a Transformer-XL session model beside the stateless encoder */
+    s = start_enc(NULL, g_txl, NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(hc_do(port, "POST", "/v1/sessions/a/segments", NULL,
+                           ids_body(0, ",\"model\":\"xformd-demo\""), &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "keeps no state"));
+    hc_free(&r);
+    json_decref(fx_json(port, "GET", "/v1/sessions/a?model=xformd-demo", NULL, NULL, 400));
+    xf_server_stop(s);
+}
+
+/* Both kinds on one server: the Transformer-XL model by default, the encoder by name; one
+ * session id under each model is two sessions. */
+static void test_enc_and_txl(void **state)
+{
+    xf_server_t *s = start_enc(ENC_TXL, g_txl, NULL, 0);
+    int port = xf_server_port(s);
+    ref_t tr;
+    eref_t er;
+
+    (void)state;
+    ref_open(&tr);
+    eref_open(&er, ENC_TXL);
+    for (int k = 0; k < 3; k++) {
+        post_and_check(port, "both", NULL, k, &tr, k + 1);
+        assert_true(enc_post_and_check(port, "both", ",\"model\":\"xformd-demo\"", 2 - k, &er,
+                                       k + 1, 0) <= 1e-5);
+    }
+    {
+        json_t *j = fx_json(port, "GET", "/v1/sessions/both?model=xformd-demo", NULL, NULL, 200);
+        assert_string_equal(json_string_value(json_object_get(j, "attention")), "txl");
+        json_decref(j);
+    }
+    json_decref(fx_json(port, "DELETE", "/v1/sessions/both?model=xformd-demo", NULL, NULL, 200));
+    json_decref(fx_json(port, "GET", "/v1/sessions/both?model=xformd-demo", NULL, NULL, 404));
+    json_decref(fx_json(port, "GET", "/v1/sessions/both", NULL, NULL, 200));   /* the TXL one */
+    eref_close(&er);
+    ref_close(&tr);
+    xf_server_stop(s);
+}
+
 /* ---- Redis ----------------------------------------------------------------------------- */
 
 static pid_t g_redis;
@@ -961,6 +1308,63 @@ static void test_redis_race_and_keys(void **state)
     redis_kill();
 }
 
+/* Encoder sessions in Redis: the stream equals the engine in process, a corrupted stored blob
+ * is reported as a reset, two replicas racing on one session lose nothing (409s). */
+static void test_redis_enc(void **state)
+{
+    xf_server_t *a, *b;
+    int ports[2], n409, ok;
+    eref_t r;
+    json_t *j;
+
+    (void)state;
+    REDIS_OR_SKIP();
+    a = start_enc(ENC_TXL, NULL, redis_url(), 0);
+    b = start_enc(ENC_TXL, NULL, redis_url(), 0);
+    ports[0] = xf_server_port(a);
+    ports[1] = xf_server_port(b);
+    assert_int_equal(wait_up(ports[0]), 404);
+    assert_int_equal(wait_up(ports[1]), 404);
+    /* alternating replicas = one process holding the state */
+    eref_open(&r, ENC_TXL);
+    {
+        double e = 0;
+        for (int k = 0; k < 3; k++)
+            e = fmax(e, enc_post_and_check(ports[k % 2], "er", NULL, k, &r, k + 1, 0));
+        assert_true(e <= 1e-5);
+    }
+    eref_close(&r);
+    j = fx_json(ports[1], "GET", "/v1/sessions/er", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 3);
+    assert_true(json_integer_value(json_object_get(j, "ttl_s")) > 3000);
+    json_decref(j);
+    /* a corrupted stored blob: discarded, the reply says reset, the session starts again */
+    {
+        const char *key = "xformd:xformd-demo:er";
+        const char *a4[4] = { "SETRANGE", key, "300", "\x7f" };
+        size_t l4[4] = { 8, strlen(key), 3, 1 };
+        char out[64];
+        eref_t fresh;
+        assert_int_equal(redis_raw(a4, l4, 4, out, sizeof out), 0);
+        assert_int_equal(out[0], ':');
+        j = fx_json(ports[0], "GET", "/v1/sessions/er", NULL, NULL, 200);
+        assert_true(json_is_false(json_object_get(j, "valid")));
+        json_decref(j);
+        eref_open(&fresh, ENC_TXL);
+        assert_true(enc_post_and_check(ports[0], "er", NULL, 1, &fresh, 1, 1) <= 1e-5);
+        eref_close(&fresh);
+    }
+    ok = run_race(ports, 2, "erace", 12, &n409);
+    assert_int_equal(ok + n409, 12);
+    j = fx_json(ports[0], "GET", "/v1/sessions/erace", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), ok);
+    json_decref(j);
+    print_message("# encoder race over two replicas: %d stored, %d got 409\n", ok, n409);
+    xf_server_stop(b);
+    xf_server_stop(a);
+    redis_kill();
+}
+
 /* The scale-out topology: two replicas sharing Redis behind nginx round robin; one session's
  * segments alternate between them and equal the in-process reference. */
 static void test_nginx_two_replicas(void **state)
@@ -1062,8 +1466,15 @@ int main(void)
         cmocka_unit_test(test_local_store_bytes),
         cmocka_unit_test(test_local_store_bytes_server),
         cmocka_unit_test(test_local_compute_deadline),
+        cmocka_unit_test(test_enc_local),
+        cmocka_unit_test(test_enc_kserve),
+        cmocka_unit_test(test_enc_compressive_f16),
+        cmocka_unit_test(test_enc_compute_deadline),
+        cmocka_unit_test(test_enc_stateless),
+        cmocka_unit_test(test_enc_and_txl),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
+        cmocka_unit_test(test_redis_enc),
         cmocka_unit_test(test_nginx_two_replicas),
     };
     int rc;

@@ -14,7 +14,6 @@
 #include "engine/kernels/ref/ref.h"
 #include "engine/kernels/x86/vmath_avx2.h"
 #include "engine/kernels/x86/x86.h"
-#include "engine/pool.h"
 
 #define MR 6
 #define NV 2                 /* ymm vectors per row = 16 columns */
@@ -204,20 +203,8 @@ void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx
         xf_linear_cblas(w, m, x, ldx, bias, epi, y, ldy, ith, nth);
         return;
     }
-    int groups = (w->n + NR - 1) / NR;
-    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
-    if (groups >= 2 * nth || m < 4 * MR * nth) {
-        int g0, g1;
-        xf_split_rows(groups, ith, nth, &g0, &g1);
-        c0 = g0 * NR;
-        c1 = g1 * NR < w->n ? g1 * NR : w->n;
-    } else {
-        int blocks = (m + MR - 1) / MR, b0, b1;
-        xf_split_rows(blocks, ith, nth, &b0, &b1);
-        r0 = b0 * MR;
-        r1 = b1 * MR < m ? b1 * MR : m;
-    }
-    if (r1 <= r0 || c1 <= c0)
+    int32_t r0, r1, c0, c1;
+    if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
         return;
     gemm_block(w, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
 }

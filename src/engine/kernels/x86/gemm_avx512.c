@@ -3,7 +3,9 @@
  * (24 registers), A broadcast from an 8-row packed micro-panel, B read from three packed
  * panels. Blocking: K in KC steps (the accumulators go through y between steps), columns in
  * NC steps so that a KC×NC block of W stays in L2. The epilogue (bias, GELU, ReLU) runs when
- * a tile's last K step finishes. Every output element is summed in k order in one fp32 FMA
+ * a tile's last K step finishes. While a KC×NC block of W is used, the block read next is
+ * prefetched into L2, a share with each row panel's tiles (at small M the weights stream from
+ * memory, and the hardware prefetcher does not cross into the next block). Every output element is summed in k order in one fp32 FMA
  * chain whatever the thread split, so results are bitwise identical for any nth. */
 #include "config.h"
 
@@ -13,7 +15,6 @@
 #include "engine/kernels/ref/ref.h"
 #include "engine/kernels/x86/vmath_avx512.h"
 #include "engine/kernels/x86/x86.h"
-#include "engine/pool.h"
 
 #define MR 8
 #define NV 3                 /* zmm vectors per row = 48 columns */
@@ -43,7 +44,8 @@ void xf_gemm_avx512_setup(long l2_bytes)
  * apply the activation. msk[j] masks the columns of vector j that exist. */
 XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const float *b,
                    size_t bstride, float *c, size_t ldc, const __mmask16 *msk, int first,
-                   int last, const float *bias, enum xf_epilogue epi, const float *cnext)
+                   int last, const float *bias, enum xf_epilogue epi, const float *cnext,
+                   const float *pf, int pfn)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -66,8 +68,12 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
         }
     }
 #endif
+    const int pstep = pfn > 0 ? (pfn + kc - 1) / kc : 0;
     for (int k = 0; k < kc; k++) {
         __m512 bv[NV];
+        if (k * pstep < pfn)
+            for (int q = 0; q < pstep; q++)
+                _mm_prefetch((const char *)(pf + 16 * (k * pstep + q)), _MM_HINT_T1);
         bv[0] = _mm512_load_ps(b0 + 16 * k);
         if (nv > 1)
             bv[1] = _mm512_load_ps(b1 + 16 * k);
@@ -100,15 +106,16 @@ XF_INLINE void ukr(const int mr, const int nv, int kc, const float *ap, const fl
 
 typedef void (*ukr_fn)(int kc, const float *ap, const float *b, size_t bstride, float *c,
                        size_t ldc, const __mmask16 *msk, int first, int last,
-                       const float *bias, enum xf_epilogue epi, const float *cnext);
+                       const float *bias, enum xf_epilogue epi, const float *cnext,
+                       const float *pf, int pfn);
 
 #define UKR(mr, nv)                                                                        \
     static void ukr_##mr##_##nv(int kc, const float *ap, const float *b, size_t bstride,   \
                                 float *c, size_t ldc, const __mmask16 *msk, int first,     \
                                 int last, const float *bias, enum xf_epilogue epi,         \
-                                const float *cnext)                                        \
+                                const float *cnext, const float *pf, int pfn)              \
     {                                                                                      \
-        ukr(mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext);       \
+        ukr(mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext, pf, pfn); \
     }
 #define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
 UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
@@ -178,17 +185,39 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC;
             int first = pc == 0, last = pc + kc == K;
+            /* the W block read next (next K step, or the next column block's first one),
+             * prefetched into L2 a share per row panel, so that its first panel does not
+             * wait on memory */
+            const float *nb = NULL;
+            size_t nlines = 0;
+            if (pc + kc < K) {
+                int kc2 = K - pc - kc < KC ? K - pc - kc : KC;
+                nb = w->packed + (size_t)(pc + kc) * npad + (size_t)(jc / 16) * 16 * (size_t)kc2;
+                nlines = (size_t)((jc1 - jc + 15) / 16) * (size_t)kc2;
+            } else if (jc1 < c1) {
+                int kc2 = K < KC ? K : KC, jn1 = jc1 + NC < c1 ? jc1 + NC : c1;
+                nb = w->packed + (size_t)(jc1 / 16) * 16 * (size_t)kc2;
+                nlines = (size_t)((jn1 - jc1 + 15) / 16) * (size_t)kc2;
+            }
+            const int npan = (r1 - r0 + MR - 1) / MR;
             for (int ir = r0; ir < r1; ir += MR) {
                 int mr = r1 - ir < MR ? r1 - ir : MR;
+                int pan = (ir - r0) / MR;
+                size_t l0 = nlines * (size_t)pan / (size_t)npan;
+                size_t l1 = nlines * (size_t)(pan + 1) / (size_t)npan;
+                int ntile = (jc1 - jc + NR - 1) / NR, t = 0;
                 pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
-                for (int jr = jc; jr < jc1; jr += NR) {
+                for (int jr = jc; jr < jc1; jr += NR, t++) {
                     __mmask16 msk[NV];
                     int nv = tile_masks(jc1 - jr < NR ? jc1 - jr : NR, msk);
                     size_t bstride = (size_t)16 * (size_t)kc;
                     const float *b = w->packed + (size_t)pc * npad + (size_t)(jr / 16) * bstride;
                     float *c = y + (size_t)ir * ldy + jr;
+                    size_t t0 = l0 + (l1 - l0) * (size_t)t / (size_t)ntile;
+                    size_t t1 = l0 + (l1 - l0) * (size_t)(t + 1) / (size_t)ntile;
                     ukrs[mr - 1][nv - 1](kc, ap, b, bstride, c, ldy, msk, first, last,
-                                         bias ? bias + jr : NULL, epi, c + NR);
+                                         bias ? bias + jr : NULL, epi, c + NR,
+                                         nb ? nb + 16 * t0 : NULL, (int)(t1 - t0));
                 }
             }
         }
@@ -203,21 +232,8 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
         xf_linear_cblas(w, m, x, ldx, bias, epi, y, ldy, ith, nth);
         return;
     }
-    int groups = (w->n + NR - 1) / NR;
-    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
-    if (groups >= 2 * nth || m < 4 * MR * nth) {
-        /* in 16-column panels, so that any nth gets an even share */
-        int panels = (w->n + 15) / 16, p0, p1;
-        xf_split_rows(panels, ith, nth, &p0, &p1);
-        c0 = p0 * 16;
-        c1 = p1 * 16 < w->n ? p1 * 16 : w->n;
-    } else {
-        int blocks = (m + MR - 1) / MR, b0, b1;
-        xf_split_rows(blocks, ith, nth, &b0, &b1);
-        r0 = b0 * MR;
-        r1 = b1 * MR < m ? b1 * MR : m;
-    }
-    if (r1 <= r0 || c1 <= c0)
+    int32_t r0, r1, c0, c1;
+    if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
         return;
     gemm_block(w, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
 }

@@ -13,7 +13,6 @@
 
 #include "engine/kernels/qgemm.h"
 #include "engine/kernels/x86/vmath_avx512.h"
-#include "engine/pool.h"
 
 #define A_CHUNK_BYTES (256 * 1024)
 
@@ -61,20 +60,9 @@ void xf_qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth)
 {
-    int panels = w->n_pad / 16;
-    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
-    if (panels >= 4 * nth || m < 64 * nth) {
-        int p0, p1;
-        xf_split_rows(panels, ith, nth, &p0, &p1);
-        c0 = p0 * 16;
-        c1 = p1 * 16 < w->n ? p1 * 16 : w->n;
-    } else {
-        int blocks = (m + 15) / 16, b0, b1;
-        xf_split_rows(blocks, ith, nth, &b0, &b1);
-        r0 = b0 * 16;
-        r1 = b1 * 16 < m ? b1 * 16 : m;
-    }
-    if (r1 <= r0 || c1 <= c0)
+    /* tiles of 16 rows × 32 columns (two C tiles side by side) */
+    int32_t r0, r1, c0, c1;
+    if (!xf_gemm_share(m, w->n, 16, 32, ith, nth, &r0, &r1, &c0, &c1))
         return;
     int32_t cbuf[4][256] __attribute__((aligned(64)));
     const size_t bstride = (size_t)w->k_pad * 16, lda = (size_t)ldq;

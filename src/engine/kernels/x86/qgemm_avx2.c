@@ -20,7 +20,6 @@
 
 #include "engine/kernels/qgemm.h"
 #include "engine/kernels/x86/vmath_avx2.h"
-#include "engine/pool.h"
 
 #define MR 4
 #define NR 16
@@ -222,20 +221,8 @@ static void qlinear(const ukr_fn *uk, const xf_qgemm_w_t *w, int32_t m, const ui
                     int32_t ldq, const float *alpha, const float *bias, enum xf_epilogue epi,
                     float *y, int32_t ldy, int ith, int nth)
 {
-    int panels = w->n_pad / 16;
-    int r0 = 0, r1 = m, c0 = 0, c1 = w->n;
-    if (panels >= 2 * nth || m < 4 * MR * nth) {
-        int p0, p1;
-        xf_split_rows(panels, ith, nth, &p0, &p1);
-        c0 = p0 * 16;
-        c1 = p1 * 16 < w->n ? p1 * 16 : w->n;
-    } else {
-        int blocks = (m + MR - 1) / MR, b0, b1;
-        xf_split_rows(blocks, ith, nth, &b0, &b1);
-        r0 = b0 * MR;
-        r1 = b1 * MR < m ? b1 * MR : m;
-    }
-    if (r1 <= r0 || c1 <= c0)
+    int32_t r0, r1, c0, c1;
+    if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
         return;
     const size_t bstride = (size_t)w->k_pad * 16;
     const int kg = w->k_pad / 4;
