@@ -35,6 +35,23 @@ int cli_int_opts(int argc, char **argv, int *i, const cli_int_opt *tab, size_t n
  * (config.json or model.safetensors): mkmodel never overwrites one silently, it may be a real
  * checkpoint. 0 otherwise. */
 int cli_model_exists(const char *dir);
+/* What every mkmodel writer (BERT, transfo-xl) takes besides its own flags: --out DIR,
+ * --seed N (into *seed), --force and its table of int options. */
+typedef struct cli_mkmodel {
+    const char *out;
+    uint64_t *seed;
+    int force;
+    const cli_int_opt *ints;
+    size_t n_ints;
+} cli_mkmodel;
+/* When argv[*i] is --arch (cmd_mkmodel already chose the writer), --out, --seed, --force or
+ * one of mk->ints: take it (exit 2 on a bad value, as cli_int) and return 1; else 0. */
+int cli_mkmodel_opt(int argc, char **argv, int *i, cli_mkmodel *mk);
+/* After the options: 2 (after a message) without --out, 1 when --out holds a model and
+ * --force was not given (cli_model_exists), else 0: write. */
+int cli_mkmodel_ready(const cli_mkmodel *mk);
+/* The writer's return code: 0 when rc is 0, else 1 after the diag's message (or rc's name). */
+int cli_mkmodel_done(int rc, const xf_diag_t *diag);
 /* Parse a line of space/tab-separated token ids, each in [0, vocab), appending to the growable
  * array *ids (capacity *cap, grown with realloc) from index 0; *n is the count. Returns 0,
  * -EINVAL (not an id list, or an id out of range) or -ENOMEM. */

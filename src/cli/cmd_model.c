@@ -124,9 +124,8 @@ int cmd_inspect(int argc, char **argv)
 int cmd_mkmodel(int argc, char **argv)
 {
     xf_demo_opts_t o;
-    const char *out = NULL;
     xf_diag_t diag = { 0 };
-    int tiny = 0, force = 0, rc;
+    int tiny = 0, rc;
 
     for (int i = 1; i < argc; i++) {
         const char *v = cli_opt(argc, argv, &i, "--arch");
@@ -152,14 +151,11 @@ int cmd_mkmodel(int argc, char **argv)
         { "--max-positions", 8, 1 << 20, &o.max_positions },
         { "--labels", 0, 100000, &o.n_labels },
     };
+    cli_mkmodel mk = { .seed = &o.seed, .ints = ints, .n_ints = sizeof ints / sizeof ints[0] };
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (!strcmp(argv[i], "--tiny") || cli_opt(argc, argv, &i, "--arch"))
+        if (!strcmp(argv[i], "--tiny") || cli_mkmodel_opt(argc, argv, &i, &mk))
             continue;
-        if (!strcmp(argv[i], "--force")) {
-            force = 1;
-            continue;
-        }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli mkmodel --out DIR [--tiny] [--seed N] [--layers N] "
                    "[--hidden N] [--heads N]\n"
@@ -178,37 +174,24 @@ int cmd_mkmodel(int argc, char **argv)
                    "An existing model in DIR is refused unless --force is given.\n");
             return 0;
         }
-        if ((v = cli_opt(argc, argv, &i, "--out")))
-            out = v;
-        else if ((v = cli_opt(argc, argv, &i, "--seed")))
-            o.seed = (uint64_t)strtoull(v, NULL, 10);
-        else if (cli_int_opts(argc, argv, &i, ints, sizeof ints / sizeof ints[0]))
-            continue;
-        else if ((v = cli_opt(argc, argv, &i, "--dtype")))
+        if ((v = cli_opt(argc, argv, &i, "--dtype")))
             o.dtype = v;
         else {
             fprintf(stderr, "xformd-cli mkmodel: unknown option '%s' (try --help)\n", argv[i]);
             return 2;
         }
     }
-    if (!out) {
-        fprintf(stderr, "xformd-cli mkmodel: --out DIR is required\n");
-        return 2;
-    }
-    if (o.d_model % o.n_head) {
+    if (mk.out && o.d_model % o.n_head) {
         fprintf(stderr, "xformd-cli mkmodel: --hidden %d is not divisible by --heads %d\n",
                 o.d_model, o.n_head);
         return 2;
     }
-    if (!force && cli_model_exists(out))
-        return 1;
-    rc = xf_demo_write(out, &o, &diag);
-    if (rc < 0) {
-        fprintf(stderr, "xformd-cli mkmodel: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
-        return 1;
-    }
+    if ((rc = cli_mkmodel_ready(&mk)) != 0)
+        return rc;
+    if ((rc = cli_mkmodel_done(xf_demo_write(mk.out, &o, &diag), &diag)) != 0)
+        return rc;
     fprintf(stderr, "xformd-cli: wrote demo model (%d layers, %d hidden, %d heads, seed %llu) "
-                    "to %s\n", o.n_layer, o.d_model, o.n_head, (unsigned long long)o.seed, out);
+                    "to %s\n", o.n_layer, o.d_model, o.n_head, (unsigned long long)o.seed, mk.out);
     return 0;
 }
 

@@ -154,9 +154,8 @@ int cmd_score(int argc, char **argv)
 int cmd_mkmodel_txl(int argc, char **argv)
 {
     xf_txl_demo_opts_t o;
-    const char *out = NULL;
     xf_diag_t diag = { 0 };
-    int rc, force = 0;
+    int rc;
 
     xf_txl_demo_opts_init(&o);
     const cli_int_opt ints[] = {
@@ -165,45 +164,30 @@ int cmd_mkmodel_txl(int argc, char **argv)
         { "--ffn", 1, 1 << 16, &o.d_inner },    { "--vocab", 64, 1 << 22, &o.vocab_size },
         { "--mem-len", 0, 1 << 16, &o.mem_len },
     };
+    cli_mkmodel mk = { .seed = &o.seed, .ints = ints, .n_ints = sizeof ints / sizeof ints[0] };
     for (int i = 1; i < argc; i++) {
-        const char *v;
-        if ((v = cli_opt(argc, argv, &i, "--arch")))
+        if (cli_mkmodel_opt(argc, argv, &i, &mk))
             continue;
-        if ((v = cli_opt(argc, argv, &i, "--out")))
-            out = v;
-        else if ((v = cli_opt(argc, argv, &i, "--seed")))
-            o.seed = (uint64_t)strtoull(v, NULL, 10);
-        else if (cli_int_opts(argc, argv, &i, ints, sizeof ints / sizeof ints[0]))
-            continue;
-        else if (!strcmp(argv[i], "--same-length"))
+        if (!strcmp(argv[i], "--same-length"))
             o.same_length = 1;
         else if (!strcmp(argv[i], "--pre-lnorm"))
             o.pre_lnorm = 1;
-        else if (!strcmp(argv[i], "--force"))
-            force = 1;
         else {
             fprintf(stderr, "xformd-cli mkmodel --arch transfo-xl: unknown option '%s'\n",
                     argv[i]);
             return 2;
         }
     }
-    if (!out) {
-        fprintf(stderr, "xformd-cli mkmodel: --out DIR is required\n");
-        return 2;
-    }
-    if (!force && cli_model_exists(out))
-        return 1;
+    if ((rc = cli_mkmodel_ready(&mk)) != 0)
+        return rc;
     o.d_embed = o.d_model;   /* --hidden sets both; no option sets d_embed alone */
     o.cutoffs[0] = o.vocab_size / 3;
     o.cutoffs[1] = 2 * (o.vocab_size / 3);
-    rc = xf_txl_demo_write(out, &o, &diag);
-    if (rc < 0) {
-        fprintf(stderr, "xformd-cli mkmodel: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
-        return 1;
-    }
+    if ((rc = cli_mkmodel_done(xf_txl_demo_write(mk.out, &o, &diag), &diag)) != 0)
+        return rc;
     fprintf(stderr, "xformd-cli: wrote transfo-xl model (%d layers, d_model %d, %d heads, "
                     "vocab %d, cutoffs %d/%d, div_val %d, mem_len %d) to %s\n", o.n_layer,
             o.d_model, o.n_head, o.vocab_size, o.cutoffs[0], o.cutoffs[1], o.div_val, o.mem_len,
-            out);
+            mk.out);
     return 0;
 }

@@ -146,6 +146,40 @@ int cli_int_opts(int argc, char **argv, int *i, const cli_int_opt *tab, size_t n
     return 0;
 }
 
+int cli_mkmodel_opt(int argc, char **argv, int *i, cli_mkmodel *mk)
+{
+    const char *v;
+
+    if (cli_opt(argc, argv, i, "--arch"))
+        return 1;
+    if ((v = cli_opt(argc, argv, i, "--out")))
+        mk->out = v;
+    else if ((v = cli_opt(argc, argv, i, "--seed")))
+        *mk->seed = (uint64_t)strtoull(v, NULL, 10);
+    else if (!strcmp(argv[*i], "--force"))
+        mk->force = 1;
+    else
+        return cli_int_opts(argc, argv, i, mk->ints, mk->n_ints);
+    return 1;
+}
+
+int cli_mkmodel_ready(const cli_mkmodel *mk)
+{
+    if (!mk->out) {
+        fprintf(stderr, "xformd-cli mkmodel: --out DIR is required\n");
+        return 2;
+    }
+    return !mk->force && cli_model_exists(mk->out) ? 1 : 0;
+}
+
+int cli_mkmodel_done(int rc, const xf_diag_t *diag)
+{
+    if (rc >= 0)
+        return 0;
+    fprintf(stderr, "xformd-cli mkmodel: %s\n", diag->msg[0] ? diag->msg : xf_strerror(rc));
+    return 1;
+}
+
 int cli_parse_ids(const char *line, int32_t vocab, int32_t **ids, int32_t *n, int32_t *cap)
 {
     const char *p = line;

@@ -121,7 +121,7 @@ int xf_txl_demo_write(const char *dir, const xf_txl_demo_opts_t *o, xf_diag_t *d
     int64_t D = o->d_model, HD = (int64_t)o->n_head * o->d_head;
     int32_t ends[4] = { 0, o->cutoffs[0], o->cutoffs[1], o->vocab_size };
     char path[4096];
-    json_t *cfg, *cut, *tp;
+    json_t *cfg;
     int rc;
 
     if ((rc = check(o, diag)) < 0)
@@ -183,37 +183,20 @@ int xf_txl_demo_write(const char *dir, const xf_txl_demo_opts_t *o, xf_diag_t *d
     if ((rc = xf_st_write(path, L.t, L.n, "{\"format\":\"pt\",\"xformd\":\"demo\"}", diag)) < 0)
         return rc;
 
-    cfg = json_object();
-    cut = json_array();
-    tp = json_array();
-    json_array_append_new(cut, json_integer(o->cutoffs[0]));
-    json_array_append_new(cut, json_integer(o->cutoffs[1]));
-    json_array_append_new(tp, json_false());
-    json_array_append_new(tp, json_true());
-    json_array_append_new(tp, json_true());
-    json_object_set_new(cfg, "architectures", json_pack("[s]", "TransfoXLLMHeadModel"));
-    json_object_set_new(cfg, "model_type", json_string("transfo-xl"));
-    json_object_set_new(cfg, "vocab_size", json_integer(o->vocab_size));
-    json_object_set_new(cfg, "cutoffs", cut);
-    json_object_set_new(cfg, "d_model", json_integer(o->d_model));
-    json_object_set_new(cfg, "d_embed", json_integer(o->d_embed));
-    json_object_set_new(cfg, "n_head", json_integer(o->n_head));
-    json_object_set_new(cfg, "d_head", json_integer(o->d_head));
-    json_object_set_new(cfg, "d_inner", json_integer(o->d_inner));
-    json_object_set_new(cfg, "div_val", json_integer(o->div_val));
-    json_object_set_new(cfg, "pre_lnorm", json_boolean(o->pre_lnorm));
-    json_object_set_new(cfg, "n_layer", json_integer(o->n_layer));
-    json_object_set_new(cfg, "mem_len", json_integer(o->mem_len));
-    json_object_set_new(cfg, "clamp_len", json_integer(o->clamp_len));
-    json_object_set_new(cfg, "same_length", json_boolean(o->same_length));
-    json_object_set_new(cfg, "untie_r", json_boolean(o->untie_r));
-    json_object_set_new(cfg, "attn_type", json_integer(0));
-    json_object_set_new(cfg, "adaptive", json_true());
-    json_object_set_new(cfg, "sample_softmax", json_integer(-1));
-    json_object_set_new(cfg, "tie_projs", tp);
-    json_object_set_new(cfg, "tie_word_embeddings", json_boolean(o->tie_weights));
-    json_object_set_new(cfg, "layer_norm_epsilon", json_real(1e-5));
-    json_object_set_new(cfg, "eos_token_id", json_integer(0));
+    /* HF TransfoXL config.json in one pack (a NULL on out-of-memory reaches write_json, which
+     * reports it); the key order is the file's, kept by JSON_PRESERVE_ORDER */
+    cfg = json_pack("{s:[s], s:s, s:i, s:[i,i], s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:i, s:i, "
+                    "s:i, s:b, s:b, s:i, s:b, s:i, s:[b,b,b], s:b, s:f, s:i}",
+                    "architectures", "TransfoXLLMHeadModel", "model_type", "transfo-xl",
+                    "vocab_size", o->vocab_size, "cutoffs", o->cutoffs[0], o->cutoffs[1],
+                    "d_model", o->d_model, "d_embed", o->d_embed, "n_head", o->n_head,
+                    "d_head", o->d_head, "d_inner", o->d_inner, "div_val", o->div_val,
+                    "pre_lnorm", o->pre_lnorm, "n_layer", o->n_layer, "mem_len", o->mem_len,
+                    "clamp_len", o->clamp_len, "same_length", o->same_length,
+                    "untie_r", o->untie_r, "attn_type", 0, "adaptive", 1,
+                    "sample_softmax", -1, "tie_projs", 0, 1, 1,
+                    "tie_word_embeddings", o->tie_weights, "layer_norm_epsilon", 1e-5,
+                    "eos_token_id", 0);
     if ((rc = write_json(dir, "config.json", cfg, diag)) < 0)
         return rc;
     if ((rc = write_json(dir, "tokenizer_config.json",

@@ -1168,15 +1168,12 @@ static json_t *model_meta(const xf_server_t *s)
                                               "datatype", "FP32", "shape", -1, mi->n_labels));
     json_object_set_new(o, "outputs", outs);
     const xf_attn_t *a = xf_model_attention(s->model);
-    json_t *p = json_object();
-    json_object_set_new(p, "architecture", json_string(mi->arch_name ? mi->arch_name : ""));
-    json_object_set_new(p, "n_layer", json_integer(mi->n_layer));
-    json_object_set_new(p, "d_model", json_integer(mi->d_model));
-    json_object_set_new(p, "vocab_size", json_integer(mi->vocab_size));
-    json_object_set_new(p, "max_positions", json_integer(mi->max_positions));
-    json_object_set_new(p, "n_params", json_integer(mi->n_params));
-    json_object_set_new(p, "n_labels", json_integer(mi->n_labels));
-    json_object_set_new(p, "dtype", json_string(mi->file_dtype ? mi->file_dtype : "F32"));
+    json_t *p = json_pack("{s:s, s:i, s:i, s:i, s:i, s:I, s:i, s:s}",
+                          "architecture", mi->arch_name ? mi->arch_name : "",
+                          "n_layer", mi->n_layer, "d_model", mi->d_model,
+                          "vocab_size", mi->vocab_size, "max_positions", mi->max_positions,
+                          "n_params", (json_int_t)mi->n_params, "n_labels", mi->n_labels,
+                          "dtype", mi->file_dtype ? mi->file_dtype : "F32");
     /* KServe v2 parameter values are scalars: the canonical selection as JSON text, its
      * variant name, and the variants a request may choose, comma-separated. */
     if (!a)

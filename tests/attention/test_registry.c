@@ -313,6 +313,14 @@ static void test_cost(void **state)
              "\"iters\":%lld}", bound);
     xf_attn_t *fixed = parse_or_fail(js);
     assert_true(xf_attn_cost(fixed, lens, 1, 16) <= budget);
+    /* Parameters beyond the sequence cost what the sequence allows: bigbird with blocks of
+     * 2^20 tokens is at most dense twice over (all rows local and all rows global). */
+    xf_attn_t *huge = parse_or_fail("{\"variant\":\"bigbird\",\"block\":1048576,"
+                                    "\"random_blocks\":1048576}");
+    double ch = xf_attn_cost(huge, lens, 3, 16);
+    if (!(ch >= d && ch <= 2 * d))
+        fail_msg("bigbird block 2^20: cost %g, dense %g", ch, d);
+    xf_attn_free(huge);
     /* Every variant: a finite estimate of at least linear work. */
     for (int i = 0; i < xf_attn_registry_count(); i++) {
         xf_attn_t *a = NULL;

@@ -22,26 +22,6 @@
 #include "../helpers/hfmodel.h"
 #include "../helpers/xf_test.h"
 
-static char tmpdir[1024];
-
-static int setup(void **state)
-{
-    (void)state;
-    return xf_test_tmpdir(tmpdir, sizeof tmpdir, "test_loader") ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    xf_test_rmtree(tmpdir);
-    return 0;
-}
-
-static const char *sub(char *buf, size_t len, const char *name)
-{
-    snprintf(buf, len, "%s/%s", tmpdir, name);
-    return buf;
-}
 
 static xf_model_t *load_ok(const char *dir, const xf_load_opts_t *o)
 {
@@ -321,7 +301,7 @@ static void test_demo_tiny(void **state)
     (void)state;
 
     xf_demo_opts_init_tiny(&o);
-    sub(dir, sizeof dir, "demo_a/");
+    xf_test_path(dir, sizeof dir, "demo_a/");
     assert_int_equal(xf_demo_write(dir, &o, &d), 0);
     m = load_ok(dir, NULL);
     in = xf_model_info(m);
@@ -402,7 +382,7 @@ static void test_demo_tiny(void **state)
     xf_model_free(m);
 
     /* deterministic: same seed -> byte-identical weights; another seed -> different */
-    sub(dir2, sizeof dir2, "demo_b");
+    xf_test_path(dir2, sizeof dir2, "demo_b");
     assert_int_equal(xf_demo_write(dir2, &o, &d), 0);
     snprintf(p1, sizeof p1, "%s/model.safetensors", dir);
     snprintf(p2, sizeof p2, "%s/model.safetensors", dir2);
@@ -423,7 +403,7 @@ static void test_demo_tiny(void **state)
         free(vb);
     }
     o.seed = 43;
-    sub(dir3, sizeof dir3, "demo_c");
+    xf_test_path(dir3, sizeof dir3, "demo_c");
     assert_int_equal(xf_demo_write(dir3, &o, &d), 0);
     snprintf(p2, sizeof p2, "%s/model.safetensors", dir3);
     b = xf_test_slurp(p2, &n2);
@@ -453,7 +433,7 @@ static void test_demo_vocab_english(void **state)
     (void)state;
 
     XF_TESTDATA_OR_SKIP(cases, "tokenizer/swift_squad_sample/cases.tsv");
-    sub(vp, sizeof vp, "vocab_en.txt");
+    xf_test_path(vp, sizeof vp, "vocab_en.txt");
     assert_int_equal(xf_demo_vocab_write(vp, 30522, &d), 0);
     assert_int_equal(xf_tokenizer_load(vp, NULL, &tok, &d), 0);
     assert_int_equal(xf_tokenizer_vocab_size(tok), 30522);
@@ -511,9 +491,9 @@ static void test_demo_classifier_dtypes(void **state)
 
     xf_demo_opts_init_tiny(&o);
     o.n_labels = 3;
-    sub(d32, sizeof d32, "democ32");
-    sub(d16, sizeof d16, "democ16");
-    sub(db16, sizeof db16, "democbf16");
+    xf_test_path(d32, sizeof d32, "democ32");
+    xf_test_path(d16, sizeof d16, "democ16");
+    xf_test_path(db16, sizeof db16, "democbf16");
     assert_int_equal(xf_demo_write(d32, &o, &d), 0);
     o.dtype = "F16";
     assert_int_equal(xf_demo_write(d16, &o, &d), 0);
@@ -547,7 +527,7 @@ static void test_demo_bad_opts(void **state)
     xf_demo_opts_t o;
     xf_diag_t d = { 0 };
     (void)state;
-    sub(dir, sizeof dir, "demobad");
+    xf_test_path(dir, sizeof dir, "demobad");
     xf_demo_opts_init_tiny(&o);
     o.n_head = 5;                              /* 64 % 5 != 0 */
     assert_int_equal(xf_demo_write(dir, &o, &d), XF_EPARAM);
@@ -571,14 +551,14 @@ static void test_bert_prefix_dtypes(void **state)
     (void)state;
 
     xf_test_hfmodel_opts_init(&o);
-    hf(sub(a, sizeof a, "bert_plain"), &o);
+    hf(xf_test_path(a, sizeof a, "bert_plain"), &o);
     o.prefix = 1;
-    hf(sub(b, sizeof b, "bert_prefix"), &o);
+    hf(xf_test_path(b, sizeof b, "bert_prefix"), &o);
     o.dtype = "F16";
-    hf(sub(c, sizeof c, "bert_f16"), &o);
+    hf(xf_test_path(c, sizeof c, "bert_f16"), &o);
     o.dtype = "BF16";
     o.prefix = 0;
-    hf(sub(e, sizeof e, "bert_bf16"), &o);
+    hf(xf_test_path(e, sizeof e, "bert_bf16"), &o);
     ma = load_ok(a, NULL);
     mb = load_ok(b, &lo);
     mc = load_ok(c, NULL);
@@ -623,7 +603,7 @@ static void test_roberta(void **state)
     xf_test_hfmodel_opts_init(&o);
     o.arch = "roberta";
     o.prefix = 1;
-    hf(sub(a, sizeof a, "roberta"), &o);
+    hf(xf_test_path(a, sizeof a, "roberta"), &o);
     m = load_ok(a, NULL);
     assert_int_equal(m->info.arch, XF_ARCH_ROBERTA);
     assert_string_equal(m->info.arch_name, "RobertaModel");
@@ -640,7 +620,7 @@ static void test_roberta(void **state)
 
     o.n_labels = 3;
     o.prefix = 0;
-    hf(sub(b, sizeof b, "roberta_cls"), &o);
+    hf(xf_test_path(b, sizeof b, "roberta_cls"), &o);
     m = load_ok(b, NULL);
     assert_int_equal(m->info.head, XF_HEAD_ROBERTA);
     assert_string_equal(m->info.arch_name, "RobertaForSequenceClassification");
@@ -667,7 +647,7 @@ static void test_distilbert(void **state)
     o.n_labels = 2;
     o.act = "relu";
     o.n_layer = 3;
-    hf(sub(a, sizeof a, "distil"), &o);
+    hf(xf_test_path(a, sizeof a, "distil"), &o);
     m = load_ok(a, NULL);
     assert_int_equal(m->info.arch, XF_ARCH_DISTILBERT);
     assert_int_equal(m->info.n_layer, 3);
@@ -704,7 +684,7 @@ static void test_heterogeneous(void **state)
     o.n_layer = 3;
     memcpy(o.heads, heads, sizeof heads);
     memcpy(o.ffn, ffn, sizeof ffn);
-    hf(sub(a, sizeof a, "hetero"), &o);
+    hf(xf_test_path(a, sizeof a, "hetero"), &o);
     m = load_ok(a, NULL);
     for (int l = 0; l < 3; l++) {
         assert_int_equal(m->info.layers[l].n_head, heads[l]);
@@ -717,7 +697,7 @@ static void test_heterogeneous(void **state)
 
     /* per-layer lists in the config: consistent loads, inconsistent names the tensor */
     o.per_layer_config = 1;
-    hf(sub(b, sizeof b, "hetero_cfg"), &o);
+    hf(xf_test_path(b, sizeof b, "hetero_cfg"), &o);
     m = load_ok(b, NULL);
     xf_model_free(m);
     edit_config(b, "num_attention_heads_per_layer", json_pack("[i,i,i]", 4, 3, 1));
@@ -769,7 +749,7 @@ static void test_pooling(void **state)
     xf_test_hfmodel_opts_init(&o);
     o.pooling = "mean";
     o.normalize = 1;
-    hf(sub(a, sizeof a, "st_mean"), &o);
+    hf(xf_test_path(a, sizeof a, "st_mean"), &o);
     m = load_ok(a, NULL);
     assert_int_equal(m->info.pooling, XF_POOL_MEAN);
     assert_int_equal(m->info.normalize, 1);
@@ -777,7 +757,7 @@ static void test_pooling(void **state)
 
     o.pooling = "cls";
     o.normalize = 0;
-    hf(sub(b, sizeof b, "st_cls"), &o);
+    hf(xf_test_path(b, sizeof b, "st_cls"), &o);
     m = load_ok(b, NULL);
     assert_int_equal(m->info.pooling, XF_POOL_CLS);
     assert_int_equal(m->info.normalize, 0);
@@ -795,7 +775,7 @@ static void test_pooling(void **state)
 
     /* no sentence-transformers files: CLS, no normalisation */
     xf_test_hfmodel_opts_init(&o);
-    hf(sub(c, sizeof c, "st_none"), &o);
+    hf(xf_test_path(c, sizeof c, "st_none"), &o);
     m = load_ok(c, NULL);
     assert_int_equal(m->info.pooling, XF_POOL_CLS);
     assert_int_equal(m->info.normalize, 0);
@@ -811,7 +791,7 @@ static void test_pre_ln(void **state)
     xf_test_hfmodel_opts_init(&o);
     o.pre_ln = 1;
     o.act = "gelu_new";
-    hf(sub(a, sizeof a, "preln"), &o);
+    hf(xf_test_path(a, sizeof a, "preln"), &o);
     m = load_ok(a, NULL);
     assert_int_equal(m->info.pre_ln, 1);
     assert_int_equal(m->info.act, XF_ACT_GELU_TANH);
@@ -835,7 +815,7 @@ static void test_missing_files(void **state)
     (void)state;
 
     xf_test_hfmodel_opts_init(&o);
-    hf(sub(a, sizeof a, "missing"), &o);
+    hf(xf_test_path(a, sizeof a, "missing"), &o);
     load_fail("/nonexistent/model/dir", -ENOENT, "/nonexistent/model/dir", NULL);
     snprintf(p, sizeof p, "%s/vocab.txt", a);
     assert_int_equal(unlink(p), 0);
@@ -948,7 +928,7 @@ static void test_config_lies(void **state)
 
     xf_test_hfmodel_opts_init(&o);
     o.n_labels = 2;
-    hf(sub(a, sizeof a, "lies"), &o);
+    hf(xf_test_path(a, sizeof a, "lies"), &o);
     for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++)
         run_lie(a, &lies[i]);
     xf_cases_end();
@@ -995,7 +975,7 @@ static void test_tensor_edits(void **state)
     xf_test_hfmodel_opts_init(&o);
     o.prefix = 1;
     o.n_labels = 2;
-    hf(sub(a, sizeof a, "edits"), &o);
+    hf(xf_test_path(a, sizeof a, "edits"), &o);
     {
         /* position_ids buffer in I64: present but unused */
         rw_t w = { .extra = "bert.embeddings.position_ids" };
@@ -1024,7 +1004,7 @@ static void test_tensor_edits(void **state)
     }
     xf_test_hfmodel_opts_init(&o);
     o.n_labels = 2;
-    sub(b, sizeof b, "edits2");
+    xf_test_path(b, sizeof b, "edits2");
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
         hf(b, &o);   /* each case starts from the whole model */
         rewrite(b, &broken[i].w);
@@ -1055,7 +1035,7 @@ static void test_names_and_types(void **state)
     xf_test_hfmodel_opts_init(&o);
     o.arch = "roberta";
     o.n_labels = 2;
-    hf(sub(a, sizeof a, "xlmr"), &o);
+    hf(xf_test_path(a, sizeof a, "xlmr"), &o);
     {
         /* an exporter's "model." prefix on every encoder tensor */
         rw_t w = { .add_prefix = "model." };
@@ -1079,7 +1059,7 @@ static void test_names_and_types(void **state)
     xf_model_free(m);
 
     xf_test_hfmodel_opts_init(&o);
-    hf(sub(b, sizeof b, "mystery"), &o);
+    hf(xf_test_path(b, sizeof b, "mystery"), &o);
     edit_config(b, "model_type", json_string("mystery"));
     edit_config(b, "architectures", json_pack("[s]", "MysteryModel"));
     m = load_ok(b, NULL);
@@ -1113,7 +1093,7 @@ static void test_corrupt_files(void **state)
     o.n_layer = 1;
     o.n_labels = 2;
     o.pooling = "mean";
-    hf(sub(a, sizeof a, "corrupt"), &o);
+    hf(xf_test_path(a, sizeof a, "corrupt"), &o);
 
     snprintf(p, sizeof p, "%s/config.json", a);
     orig = xf_test_slurp(p, &n);
@@ -1183,7 +1163,7 @@ static void test_integer_weights(void **state)
 
     /* embeddings.LayerNorm.bias stored as I32 [32]: right shape, wrong dtype */
     xf_test_hfmodel_opts_init(&o);
-    hf(sub(a, sizeof a, "intw"), &o);
+    hf(xf_test_path(a, sizeof a, "intw"), &o);
     rewrite(a, &w);
     snprintf(p, sizeof p, "%s/model.safetensors", a);
     assert_int_equal(xf_st_open(p, &f, &d), 0);
@@ -1215,7 +1195,7 @@ static void test_attention_option(void **state)
     xf_load_opts_t lo = { .attention = "{\"variant\":\"dense\"}" };
     (void)state;
     xf_test_hfmodel_opts_init(&o);
-    hf(sub(a, sizeof a, "attn"), &o);
+    hf(xf_test_path(a, sizeof a, "attn"), &o);
     m = load_ok(a, &lo);
     assert_string_equal(xf_attn_name(xf_model_attention(m)), "dense");
     xf_model_free(m);
@@ -1243,21 +1223,21 @@ static void test_attention_option(void **state)
     xf_model_free(m);
 }
 
-XF_TEST_MAIN(cmocka_unit_test_setup_teardown(test_demo_tiny, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_demo_version, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_demo_vocab_english, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_demo_classifier_dtypes, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_demo_bad_opts, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_bert_prefix_dtypes, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_roberta, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_distilbert, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_heterogeneous, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_pooling, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_pre_ln, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_missing_files, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_config_lies, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_tensor_edits, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_names_and_types, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_integer_weights, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_attention_option, setup, teardown))
+XF_TEST_MAIN(XF_TEST_WITH_DIR(test_demo_tiny),
+             XF_TEST_WITH_DIR(test_demo_version),
+             XF_TEST_WITH_DIR(test_demo_vocab_english),
+             XF_TEST_WITH_DIR(test_demo_classifier_dtypes),
+             XF_TEST_WITH_DIR(test_demo_bad_opts),
+             XF_TEST_WITH_DIR(test_bert_prefix_dtypes),
+             XF_TEST_WITH_DIR(test_roberta),
+             XF_TEST_WITH_DIR(test_distilbert),
+             XF_TEST_WITH_DIR(test_heterogeneous),
+             XF_TEST_WITH_DIR(test_pooling),
+             XF_TEST_WITH_DIR(test_pre_ln),
+             XF_TEST_WITH_DIR(test_missing_files),
+             XF_TEST_WITH_DIR(test_config_lies),
+             XF_TEST_WITH_DIR(test_tensor_edits),
+             XF_TEST_WITH_DIR(test_names_and_types),
+             XF_TEST_WITH_DIR(test_integer_weights),
+             XF_TEST_WITH_DIR(test_corrupt_files),
+             XF_TEST_WITH_DIR(test_attention_option))

@@ -22,6 +22,7 @@
 #include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
 #include "engine/kernels.h"
+#include "engine/kernels/qgemm.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
 #include "engine/quant.h"
@@ -518,7 +519,33 @@ static void test_plan_and_zero_alloc(void **state)
     xf_test_rmtree(dir);
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_option), cmocka_unit_test(test_cosine_demo_shape),
+/* xf_qgemm_w_init with each of its three allocations failing in turn: -ENOMEM, *qw left
+ * empty, nothing leaked (the sanitizer build checks that); then it succeeds. */
+static void test_qgemm_w_enomem(void **state)
+{
+    (void)state;
+    float w[3 * 5];
+    xf_test_fill(w, 3 * 5, 7, -1.0f, 1.0f);
+    xf_qgemm_w_t qw;
+    for (long k = 1; k <= 3; k++) {
+        xf_test_alloc_fail_at(k);
+        int rc = xf_qgemm_w_init(&qw, w, 3, 5, 127);
+        xf_test_alloc_fail_at(0);
+        assert_int_equal(rc, -ENOMEM);
+        assert_null(qw.wq);
+        assert_null(qw.sigma);
+        assert_null(qw.colsum);
+        assert_int_equal(qw.bytes, 0);
+        xf_qgemm_w_deinit(&qw);
+    }
+    assert_int_equal(xf_qgemm_w_init(&qw, w, 3, 5, 127), 0);
+    assert_non_null(qw.wq);
+    assert_true(qw.sigma[0] > 0.0f);
+    xf_qgemm_w_deinit(&qw);
+}
+
+XF_TEST_MAIN(cmocka_unit_test(test_option), cmocka_unit_test(test_qgemm_w_enomem),
+             cmocka_unit_test(test_cosine_demo_shape),
              cmocka_unit_test(test_cosine_hf), cmocka_unit_test(test_batch_independent),
              cmocka_unit_test(test_labels), cmocka_unit_test(test_plan_and_zero_alloc),
              cmocka_unit_test(test_bf16))

@@ -16,28 +16,6 @@
 #include "engine/safetensors.h"
 #include "../helpers/xf_test.h"
 
-static char tmpdir[1024];
-
-static int setup(void **state)
-{
-    (void)state;
-    if (!xf_test_tmpdir(tmpdir, sizeof tmpdir, "test_safetensors"))
-        return -1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    xf_test_rmtree(tmpdir);
-    return 0;
-}
-
-static const char *tpath(char *buf, size_t len, const char *name)
-{
-    snprintf(buf, len, "%s/%s", tmpdir, name);
-    return buf;
-}
 
 static uint32_t fbits(float f)
 {
@@ -146,7 +124,7 @@ static void test_read_all_patterns(void **state)
 
     for (uint32_t i = 0; i < 65536u; i++)
         pat[i] = (uint16_t)i;                      /* little-endian host */
-    tpath(path, sizeof path, "pat.safetensors");
+    xf_test_path(path, sizeof path, "pat.safetensors");
     assert_int_equal(xf_st_write(path, t, 2, NULL, &d), 0);
     assert_int_equal(xf_st_open(path, &f, &d), 0);
     assert_int_equal(xf_st_read_f32(f, xf_st_find(f, "h"), &v, &own, &d), 0);
@@ -178,7 +156,7 @@ static void roundtrip(const char *dtype)
     const float *v;
     float *own;
 
-    tpath(path, sizeof path, "rt.safetensors");
+    xf_test_path(path, sizeof path, "rt.safetensors");
     assert_int_equal(xf_st_write(path, t, 3, "{\"format\":\"pt\"}", &d), 0);
     assert_int_equal(xf_st_open(path, &f, &d), 0);
     assert_int_equal(f->n, 3);
@@ -229,7 +207,7 @@ static void test_writer_rejects(void **state)
     xf_st_wtensor_t bad = { .name = "x", .dtype = "Q4", .rank = 1, .shape = { 2 }, .data = a };
     xf_st_wtensor_t neg = { .name = "x", .dtype = "F32", .rank = 1, .shape = { -2 }, .data = a };
     (void)state;
-    tpath(path, sizeof path, "w.safetensors");
+    xf_test_path(path, sizeof path, "w.safetensors");
     assert_int_equal(xf_st_write(path, dup, 2, NULL, &d), XF_EPARAM);
     assert_non_null(strstr(d.msg, "duplicate"));
     assert_int_equal(xf_st_write(path, &bad, 1, NULL, &d), XF_EPARAM);
@@ -264,7 +242,7 @@ static void expect_hdr(const char *hdr, size_t data_len, int code, const char *s
     xf_diag_t d = { 0 };
     int rc;
 
-    tpath(path, sizeof path, "bad.safetensors");
+    xf_test_path(path, sizeof path, "bad.safetensors");
     write_raw(path, strlen(hdr), hdr, data_len);
     rc = xf_st_open(path, &f, &d);
     if (rc != code)
@@ -347,7 +325,7 @@ static void test_good_edge_headers(void **state)
 
     /* Empty object, metadata only, integer tensor, empty tensors sharing an offset,
      * misaligned F32 data (header length 9 + begin 1): copied, not used in place. */
-    tpath(path, sizeof path, "ok.safetensors");
+    xf_test_path(path, sizeof path, "ok.safetensors");
     write_raw(path, 2, "{}", 0);
     assert_int_equal(xf_st_open(path, &f, &d), 0);
     assert_int_equal(f->n, 0);
@@ -392,7 +370,7 @@ static void test_header_length_lies(void **state)
                         (uint64_t)XF_ST_MAX_HEADER + 1, UINT64_MAX, UINT64_MAX - 7,
                         (uint64_t)1 << 63 };
     (void)state;
-    tpath(path, sizeof path, "lie.safetensors");
+    xf_test_path(path, sizeof path, "lie.safetensors");
     for (size_t i = 0; i < sizeof lies / sizeof *lies; i++) {
         write_raw(path, lies[i], h, 4);
         int rc = xf_st_open(path, &f, &d);
@@ -413,16 +391,16 @@ static void test_tiny_files(void **state)
     xf_st_file_t *f = NULL;
     xf_diag_t d = { 0 };
     (void)state;
-    tpath(path, sizeof path, "zero.safetensors");
+    xf_test_path(path, sizeof path, "zero.safetensors");
     assert_int_equal(xf_test_write_file(path, "", 0), 0);
     assert_int_equal(xf_st_open(path, &f, &d), XF_EFORMAT);
     assert_non_null(strstr(d.msg, "zero.safetensors"));
     assert_int_equal(xf_test_write_file(path, "\x02\0\0\0", 4), 0);
     assert_int_equal(xf_st_open(path, &f, &d), XF_EFORMAT);
-    tpath(path, sizeof path, "missing.safetensors");
+    xf_test_path(path, sizeof path, "missing.safetensors");
     assert_int_equal(xf_st_open(path, &f, &d), -ENOENT);
     assert_non_null(strstr(d.msg, "missing.safetensors"));
-    assert_int_equal(xf_st_open(tmpdir, &f, &d), XF_EFORMAT);        /* a directory */
+    assert_int_equal(xf_st_open(xf_test_dir(), &f, &d), XF_EFORMAT);        /* a directory */
     assert_null(f);
 }
 
@@ -443,8 +421,8 @@ static void test_truncated_everywhere(void **state)
 
     xf_test_fill(a, 12, 1, -1, 1);
     xf_test_fill(b, 5, 2, -1, 1);
-    tpath(path, sizeof path, "full.safetensors");
-    tpath(cut, sizeof cut, "cut.safetensors");
+    xf_test_path(path, sizeof path, "full.safetensors");
+    xf_test_path(cut, sizeof cut, "cut.safetensors");
     assert_int_equal(xf_st_write(path, t, 2, NULL, &d), 0);
     full = xf_test_slurp(path, &len);
     assert_non_null(full);
@@ -483,13 +461,13 @@ static void test_truncated_everywhere(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_half_special), cmocka_unit_test(test_bf16_special),
-             cmocka_unit_test_setup_teardown(test_read_all_patterns, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_roundtrip_f32, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_roundtrip_f16, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_roundtrip_bf16, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_writer_rejects, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_good_edge_headers, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_header_length_lies, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_tiny_files, setup, teardown),
-             cmocka_unit_test_setup_teardown(test_truncated_everywhere, setup, teardown))
+             XF_TEST_WITH_DIR(test_read_all_patterns),
+             XF_TEST_WITH_DIR(test_roundtrip_f32),
+             XF_TEST_WITH_DIR(test_roundtrip_f16),
+             XF_TEST_WITH_DIR(test_roundtrip_bf16),
+             XF_TEST_WITH_DIR(test_writer_rejects),
+             XF_TEST_WITH_DIR(test_hostile_headers),
+             XF_TEST_WITH_DIR(test_good_edge_headers),
+             XF_TEST_WITH_DIR(test_header_length_lies),
+             XF_TEST_WITH_DIR(test_tiny_files),
+             XF_TEST_WITH_DIR(test_truncated_everywhere))

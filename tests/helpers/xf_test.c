@@ -45,6 +45,34 @@ const char *xf_test_tmpdir(char *buf, size_t len, const char *tag)
     return buf;
 }
 
+/* The fixture's directory: one test at a time runs in a cmocka program. */
+static char test_dir[1024];
+
+int xf_test_dir_setup(void **state)
+{
+    (void)state;
+    return xf_test_tmpdir(test_dir, sizeof test_dir, program_invocation_short_name) ? 0 : -1;
+}
+
+int xf_test_dir_teardown(void **state)
+{
+    (void)state;
+    xf_test_rmtree(test_dir);
+    test_dir[0] = '\0';
+    return 0;
+}
+
+const char *xf_test_dir(void)
+{
+    return test_dir;
+}
+
+const char *xf_test_path(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/%s", test_dir, name);
+    return buf;
+}
+
 int xf_test_rmtree(const char *path)
 {
     struct stat st;

@@ -38,6 +38,16 @@ const char *xf_testdata(char *buf, size_t len, const char *rel);
  * the pid. Removed by xf_test_rmtree(). */
 const char *xf_test_tmpdir(char *buf, size_t len, const char *tag);
 int xf_test_rmtree(const char *path);
+/* A scratch directory per test, as a cmocka fixture: XF_TEST_WITH_DIR(fn) runs fn with a fresh
+ * xf_test_tmpdir() named after the program, made by xf_test_dir_setup and removed by
+ * xf_test_dir_teardown (also after a failed test). xf_test_dir() is its path (valid while the
+ * test runs); xf_test_path() writes "<dir>/<name>" into buf and returns buf. */
+int xf_test_dir_setup(void **state);
+int xf_test_dir_teardown(void **state);
+const char *xf_test_dir(void);
+const char *xf_test_path(char *buf, size_t len, const char *name);
+#define XF_TEST_WITH_DIR(fn) cmocka_unit_test_setup_teardown(fn, xf_test_dir_setup, \
+                                                             xf_test_dir_teardown)
 
 /* Read a whole file; returns malloc'd buffer (NUL-terminated) and its size, or NULL. */
 char *xf_test_slurp(const char *path, size_t *len);

@@ -274,7 +274,8 @@ static int too_slow_by_cost(const hc_resp_t *r)
 
 /* Every variant of the registry by its bare name: the per-request ones answer 200 (or a 400
  * when the model cannot run them), the others 400; extreme parameters never give a 5xx (a 413
- * only as too_slow_by_cost: bigbird at its limits is predicted at ~60 s on generic kernels).
+ * only as too_slow_by_cost: under XF_CPU=generic bigbird at its limits was one, until its cost
+ * stopped counting rows beyond the sequence).
  * Left out: performer/rfa features=65536 and reformer n_buckets=65536 are accepted but cost
  * 7-11 s each on the tiny model (reported to the attention owner), too slow for make check. */
 static void test_every_variant(void **state)

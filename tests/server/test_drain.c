@@ -85,6 +85,29 @@ static void wait_queued(long n)
     WAIT_UNTIL(xf_metric_value(XF_M_queue_depth, NULL, NULL) == n);
 }
 
+/* A request the drain must finish although its body is still arriving: send the header of a
+ * POST /embed of body and its first 5 bytes on fd ... */
+static void send_partial(int fd, const char *body)
+{
+    char head[256];
+    snprintf(head, sizeof head, "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: "
+             "application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
+    assert_int_equal(hc_send(fd, head, strlen(head)), 0);
+    assert_int_equal(hc_send(fd, body, 5), 0);
+}
+
+/* ... and later the rest: its answer is a 200. */
+static void finish_partial(int fd, const char *body)
+{
+    hc_resp_t r;
+    assert_int_equal(hc_send(fd, body + 5, strlen(body) - 5), 0);
+    assert_int_equal(hc_read(fd, &r), 0);
+    if (r.status != 200)
+        print_message("# partial request: %d %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+}
+
 enum { NC = 8 };
 
 /* What a test that runs client threads holds, owned by the cmocka fixture rather than the
@@ -184,11 +207,7 @@ static void test_drain_finishes_in_flight(void **state)
 
     /* The ninth job: header and the first bytes of its body. */
     const char *body = "{\"inputs\":\"the ninth, read while draining\"}";
-    char head[256];
-    snprintf(head, sizeof head, "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: "
-             "application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
-    assert_int_equal(hc_send(fd3, head, strlen(head)), 0);
-    assert_int_equal(hc_send(fd3, body, 5), 0);
+    send_partial(fd3, body);
     wait_inflight(f->s, 1);
     start_clients(f, port, NC);
     wait_queued(NC);   /* all eight admitted; the batch waits for the ninth */
@@ -209,12 +228,7 @@ static void test_drain_finishes_in_flight(void **state)
     /* Still draining: the eight wait in the queue. */
     assert_int_equal(xf_metric_value(XF_M_queue_depth, NULL, NULL), NC);
 
-    assert_int_equal(hc_send(fd3, body + 5, strlen(body) - 5), 0);
-    assert_int_equal(hc_read(fd3, &r), 0);
-    if (r.status != 200)
-        print_message("# ninth: %d %s\n", r.status, r.body);
-    assert_int_equal(r.status, 200);
-    hc_free(&r);
+    finish_partial(fd3, body);
     close_fds(f);
     join_clients(f);
     for (int i = 0; i < NC; i++) {
@@ -237,13 +251,9 @@ static void test_drain_finishes_reading(void **state)
     xf_server_t *s = f->s;
     int port = xf_server_port(s);
     const char *body = "{\"inputs\":\"read while draining\"}";
-    char head[256];
-    snprintf(head, sizeof head, "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: "
-             "application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
     int fd = f->fd[0] = hc_connect(port);
     assert_true(fd >= 0);
-    assert_int_equal(hc_send(fd, head, strlen(head)), 0);
-    assert_int_equal(hc_send(fd, body, 5), 0);
+    send_partial(fd, body);
     wait_inflight(s, 1);
     xf_server_drain(s);
     /* The port stays open while the drain waits for this request: ready says 503. */
@@ -252,12 +262,7 @@ static void test_drain_finishes_reading(void **state)
     assert_int_equal(hc_do(port, "GET", "/v2/health/ready", NULL, NULL, &r), 0);
     assert_int_equal(r.status, 503);
     hc_free(&r);
-    assert_int_equal(hc_send(fd, body + 5, strlen(body) - 5), 0);
-    assert_int_equal(hc_read(fd, &r), 0);
-    if (r.status != 200)
-        print_message("# %d %s\n", r.status, r.body);
-    assert_int_equal(r.status, 200);
-    hc_free(&r);
+    finish_partial(fd, body);
     close_fds(f);
     wait_stopped(f);
 }

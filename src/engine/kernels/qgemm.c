@@ -196,13 +196,12 @@ int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int3
     const int32_t n_pad = (n + XF_QGEMM_PANEL - 1) / XF_QGEMM_PANEL * XF_QGEMM_PANEL;
     const int32_t k_pad = xf_qgemm_ldq(k);
     const size_t wbytes = (size_t)n_pad * (size_t)k_pad;
-    int8_t *wq = aligned_alloc(64, up64(wbytes));
-    float *sigma = calloc((size_t)n_pad, sizeof *sigma);
-    int32_t *colsum = calloc((size_t)n_pad, sizeof *colsum);
+    /* Straight into qw (zeroed above), so that xf_qgemm_w_deinit is the one cleanup. */
+    int8_t *wq = qw->wq = aligned_alloc(64, up64(wbytes));
+    float *sigma = qw->sigma = calloc((size_t)n_pad, sizeof *sigma);
+    int32_t *colsum = qw->colsum = calloc((size_t)n_pad, sizeof *colsum);
     if (!wq || !sigma || !colsum) {
-        free(wq);
-        free(sigma);
-        free(colsum);
+        xf_qgemm_w_deinit(qw);
         return -ENOMEM;
     }
     memset(wq, 0, wbytes);
@@ -232,9 +231,6 @@ int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int3
     qw->n_pad = n_pad;
     qw->k_pad = k_pad;
     qw->wmax = wmax;
-    qw->wq = wq;
-    qw->sigma = sigma;
-    qw->colsum = colsum;
     qw->bytes = wbytes + (size_t)n_pad * (sizeof *sigma + sizeof *colsum);
     return 0;
 }
