@@ -261,7 +261,7 @@ static void test_demo_version(void **state)
     xf_diag_t d = { 0 };
     (void)state;
     xf_demo_opts_init_tiny(&o);
-    sub(dir, sizeof dir, "demo_v/");
+    xf_test_path(dir, sizeof dir, "demo_v/");
     assert_int_equal(xf_demo_current(dir), 0);
     assert_int_equal(xf_demo_current(NULL), 0);
     assert_int_equal(xf_demo_write(dir, &o, &d), 0);
