@@ -29,6 +29,8 @@
 #include <xformd/xformd.h>
 
 #include "server/metrics.h"
+#include "server/server.h"
+#include "server/workers.h"
 #include "server/session_store.h"
 #include "server/session_store.h"
 #include "server_fixture.h"
@@ -1009,6 +1011,116 @@ static void test_enc_compute_deadline(void **state)
     xf_server_stop(s);
 }
 
+/* Issue 11: an encoder segment whose batch is stopped at a layer boundary for *another*
+ * request's deadline. The layers that ran had updated the segment's state; the server reloads
+ * it from the blob it read and queues the segment again. The two requests are put into one batch
+ * as in test_admission's re-queue test: fifo with two jobs per batch and a long queue delay, so
+ * the segment waits in the queue until the short-deadline request arrives and both leave
+ * together. The engine's time is the test hook, turned on only for that batch (every batch
+ * then lasts 1 ms + 100 ms per token, spread over the 2 layers; the cost model was warmed up
+ * believing 1 ms per token and the prior segment ran at the real, tiny speed, so both are
+ * admitted): the batch of 9 + 20 tokens reaches layer 1's end ~1.45 s after it starts, past the
+ * 1000 ms deadline, so it is stopped there (the only timing this needs: the short request is
+ * parsed and queued within its 1 s). Asserted: the short request 504 "stopped after layer 1 of
+ * 2", the segment 200 with pooled and hidden equal to the engine in process over the same two
+ * segments (<= 1e-5), the session's segment count 2 (advanced exactly once), and through the
+ * metrics that the path was taken: one stopped batch, then the segment alone (2 batches). */
+typedef struct rq_cli {
+    int port;
+    const char *path, *body;
+    int status;
+    char *reply;
+} rq_cli_t;
+
+static void *rq_cli_main(void *p)
+{
+    rq_cli_t *c = p;
+    hc_resp_t r;
+    c->status = hc_do(c->port, "POST", c->path, NULL, c->body, &r) == 0 ? r.status : -1;
+    c->reply = c->status > 0 && r.body ? strdup(r.body) : NULL;
+    hc_free(&r);
+    return NULL;
+}
+
+static void test_enc_requeue_restores_state(void **state)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+    static char seg_body[512];
+    static rq_cli_t a, b;
+    pthread_t ta, tb;
+    float pooled[64], hidden[9 * 64];
+    eref_t r;
+    int port;
+    json_t *j, *h;
+    double e;
+
+    (void)state;
+    fx_opts(&o, g_bert);
+    o.attention = ENC_TXL;
+    o.warmup = 1;
+    o.warmup_fake_s_per_token = 1e-3;
+    o.policy = 1;   /* fifo */
+    o.max_batch = 2;
+    o.max_queue_delay_ms = 3000;
+    o.session_timeout_ms = 300;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    port = xf_server_port(s);
+    /* the prior segment, alone (it waits the queue delay for a partner that does not come) */
+    json_decref(fx_json(port, "POST", "/v1/sessions/rq/segments", NULL, ids_body(0, NULL), 200));
+    xf_workers_set_fake_time(s->workers, 0.1);
+    int64_t batches0 = xf_metric_value(XF_M_batches_total, NULL, NULL);
+    int64_t stopped0 = xf_metric_value(XF_M_rejected_total, "stopped", NULL);
+    ids_body_r(1, ",\"return\":[\"pooled\",\"hidden\"]", seg_body, sizeof seg_body);
+    a = (rq_cli_t){ .port = port, .path = "/v1/sessions/rq/segments", .body = seg_body };
+    b = (rq_cli_t){ .port = port, .path = "/v1/embeddings",
+                    .body = "{\"input\":\"a b c d e f g h i j k l m n o p q r\","
+                            "\"timeout_ms\":1000}" };
+    assert_int_equal(pthread_create(&ta, NULL, rq_cli_main, &a), 0);
+    /* the segment waits in the queue for a batch partner (the fifo delay); then B comes */
+    for (int i = 0; i < 1000 && xf_metric_value(XF_M_queue_depth, NULL, NULL) < 1; i++)
+        sleep_ms(2);
+    assert_int_equal(xf_metric_value(XF_M_queue_depth, NULL, NULL), 1);
+    assert_int_equal(pthread_create(&tb, NULL, rq_cli_main, &b), 0);
+    pthread_join(tb, NULL);
+    pthread_join(ta, NULL);
+    if (b.status != 504 || a.status != 200)
+        print_message("# segment %d %s\n# short %d %s\n", a.status, a.reply ? a.reply : "",
+                      b.status, b.reply ? b.reply : "");
+    assert_int_equal(b.status, 504);
+    assert_non_null(strstr(b.reply, "stopped after layer 1 of 2"));
+    assert_int_equal(a.status, 200);
+    /* the stopped batch (segment + short request), then the segment alone */
+    assert_int_equal(xf_metric_value(XF_M_rejected_total, "stopped", NULL) - stopped0, 1);
+    assert_int_equal(xf_metric_value(XF_M_batches_total, NULL, NULL) - batches0, 2);
+    /* the rerun started from the state before the batch: = the engine over segments 0 and 1 */
+    eref_open(&r, ENC_TXL);
+    eref_seg(&r, 0, pooled, hidden);
+    eref_seg(&r, 1, pooled, hidden);
+    j = json_loads(a.reply, 0, NULL);
+    assert_non_null(j);
+    e = json_maxdiff(json_object_get(j, "pooled"), pooled, 64);
+    h = json_object_get(j, "hidden");
+    assert_int_equal(json_array_size(h), SEGN[1]);
+    for (int t = 0; t < SEGN[1]; t++)
+        e = fmax(e, json_maxdiff(json_array_get(h, (size_t)t), hidden + t * 64, 64));
+    print_message("# requeued segment: max |server - engine| %.3g\n", e);
+    assert_true(e <= 1e-5);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")),
+                     SEGN[0] + SEGN[1]);
+    json_decref(j);
+    j = fx_json(port, "GET", "/v1/sessions/rq", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
+    json_decref(j);
+    eref_close(&r);
+    free(a.reply);
+    free(b.reply);
+    xf_server_stop(s);
+}
+
 /* A model whose attention keeps no state: no session routes (404 sessions_disabled when no
  * model here has sessions; 400 model_not_supported when a request names it). */
 static void test_enc_stateless(void **state)
@@ -1480,6 +1592,7 @@ int main(void)
         cmocka_unit_test(test_enc_kserve),
         cmocka_unit_test(test_enc_compressive_f16),
         cmocka_unit_test(test_enc_compute_deadline),
+        cmocka_unit_test(test_enc_requeue_restores_state),
         cmocka_unit_test(test_enc_stateless),
         cmocka_unit_test(test_enc_and_txl),
         cmocka_unit_test(test_redis_stream_and_faults),
