@@ -1024,7 +1024,8 @@ static void test_enc_compute_deadline(void **state)
  * parsed and queued within its 1 s). Asserted: the short request 504 "stopped after layer 1 of
  * 2", the segment 200 with pooled and hidden equal to the engine in process over the same two
  * segments (<= 1e-5), the session's segment count 2 (advanced exactly once), and through the
- * metrics that the path was taken: one stopped batch, then the segment alone (2 batches). */
+ * metrics that the path was taken: one stopped batch, then the segment alone (2 batches).
+ * Run for txl and for compressive (memory, compressed memory and pending rows). */
 typedef struct rq_cli {
     int port;
     const char *path, *body;
@@ -1042,7 +1043,7 @@ static void *rq_cli_main(void *p)
     return NULL;
 }
 
-static void test_enc_requeue_restores_state(void **state)
+static void requeue_case(const char *attn)
 {
     xf_server_opts_t o;
     xf_server_t *s = NULL;
@@ -1056,9 +1057,8 @@ static void test_enc_requeue_restores_state(void **state)
     json_t *j, *h;
     double e;
 
-    (void)state;
     fx_opts(&o, g_bert);
-    o.attention = ENC_TXL;
+    o.attention = attn;
     o.warmup = 1;
     o.warmup_fake_s_per_token = 1e-3;
     o.policy = 1;   /* fifo */
@@ -1096,7 +1096,7 @@ static void test_enc_requeue_restores_state(void **state)
     assert_int_equal(xf_metric_value(XF_M_rejected_total, "stopped", NULL) - stopped0, 1);
     assert_int_equal(xf_metric_value(XF_M_batches_total, NULL, NULL) - batches0, 2);
     /* the rerun started from the state before the batch: = the engine over segments 0 and 1 */
-    eref_open(&r, ENC_TXL);
+    eref_open(&r, attn);
     eref_seg(&r, 0, pooled, hidden);
     eref_seg(&r, 1, pooled, hidden);
     j = json_loads(a.reply, 0, NULL);
@@ -1106,7 +1106,7 @@ static void test_enc_requeue_restores_state(void **state)
     assert_int_equal(json_array_size(h), SEGN[1]);
     for (int t = 0; t < SEGN[1]; t++)
         e = fmax(e, json_maxdiff(json_array_get(h, (size_t)t), hidden + t * 64, 64));
-    print_message("# requeued segment: max |server - engine| %.3g\n", e);
+    print_message("# requeued %s segment: max |server - engine| %.3g\n", attn, e);
     assert_true(e <= 1e-5);
     assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
     assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")),
@@ -1119,6 +1119,13 @@ static void test_enc_requeue_restores_state(void **state)
     free(a.reply);
     free(b.reply);
     xf_server_stop(s);
+}
+
+static void test_enc_requeue_restores_state(void **state)
+{
+    (void)state;
+    requeue_case(ENC_TXL);
+    requeue_case(ENC_CMP);   /* memory, compressed memory and pending rows restored */
 }
 
 /* A model whose attention keeps no state: no session routes (404 sessions_disabled when no
