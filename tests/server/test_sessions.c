@@ -1063,7 +1063,7 @@ static void requeue_case(const char *attn)
     o.warmup_fake_s_per_token = 1e-3;
     o.policy = 1;   /* fifo */
     o.max_batch = 2;
-    o.max_queue_delay_ms = 3000;
+    o.max_queue_delay_ms = 1500;
     o.session_timeout_ms = 300;
     if (xf_server_start(&o, &s, &diag) != 0)
         fail_msg("server: %s", diag.msg);
