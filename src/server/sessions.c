@@ -578,6 +578,42 @@ static json_t *float_array(const float *x, size_t n)
     return a;
 }
 
+/* GET /v1/sessions/{id}, TXL or encoder: the head o plus the stored blob's size, TTL, validity. */
+static enum MHD_Result reply_get(xf_req_t *req, const sjob_t *sj, json_t *o)
+{
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_in_len));
+    json_object_set_new(o, "ttl_s", json_integer(sj->ttl_ms < 0 ? -1
+                                                                 : (sj->ttl_ms + 999) / 1000));
+    json_object_set_new(o, "valid", json_boolean(!sj->reset));
+    return xf_http_reply_json(req, 200, o);
+}
+
+/* A segment reply's fields after the head, for both kinds: reset, created, n_tokens. */
+static void add_segment_head(json_t *o, const sjob_t *sj, int32_t n)
+{
+    json_object_set_new(o, "reset", json_boolean(sj->reset));
+    json_object_set_new(o, "created", json_boolean(sj->created));
+    json_object_set_new(o, "n_tokens", json_integer(n));
+}
+
+/* A segment reply's tail for both kinds: hidden [n][d] and pooled [d] when asked for, the
+ * stored blob's size; then the reply is sent. */
+static enum MHD_Result reply_segment(xf_req_t *req, const sjob_t *sj, json_t *o,
+                                     const float *hidden, const float *pooled, int32_t n,
+                                     size_t d)
+{
+    if (hidden) {
+        json_t *h = json_array();
+        for (int32_t t = 0; h && t < n; t++)
+            json_array_append_new(h, float_array(hidden + (size_t)t * d, d));
+        json_object_set_new(o, "hidden", h);
+    }
+    if (pooled)
+        json_object_set_new(o, "pooled", float_array(pooled, d));
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_out_len));
+    return xf_http_reply_json(req, 200, o);
+}
+
 static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti);
 
 static enum MHD_Result respond_enc(xf_req_t *req, sjob_t *sj);
@@ -604,16 +640,9 @@ enum MHD_Result xf_sessions_respond(xf_req_t *req)
                   dtype_names[S->dtype]);
     if (!o)
         return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
-    if (sj->op == SOP_GET) {
-        json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_in_len));
-        json_object_set_new(o, "ttl_s", json_integer(sj->ttl_ms < 0 ? -1
-                                                                     : (sj->ttl_ms + 999) / 1000));
-        json_object_set_new(o, "valid", json_boolean(!sj->reset));
-        return xf_http_reply_json(req, 200, o);
-    }
-    json_object_set_new(o, "reset", json_boolean(sj->reset));
-    json_object_set_new(o, "created", json_boolean(sj->created));
-    json_object_set_new(o, "n_tokens", json_integer(sj->res.n));
+    if (sj->op == SOP_GET)
+        return reply_get(req, sj, o);
+    add_segment_head(o, sj, sj->res.n);
     if (sj->return_logprobs)
         json_object_set_new(o, "logprobs", float_array(sj->res.logprobs, (size_t)sj->res.n));
     json_object_set_new(o, "sum", json_real(sj->res.sum));
@@ -624,17 +653,8 @@ enum MHD_Result xf_sessions_respond(xf_req_t *req)
                                                  "token", sym ? sym : "", "logprob",
                                                  (double)sj->res.next_logprob));
     }
-    if (sj->res.hidden) {
-        json_t *h = json_array();
-        for (int32_t t = 0; h && t < sj->res.n; t++)
-            json_array_append_new(h, float_array(sj->res.hidden + (size_t)t * ti->d_model,
-                                                 (size_t)ti->d_model));
-        json_object_set_new(o, "hidden", h);
-    }
-    if (sj->res.pooled)
-        json_object_set_new(o, "pooled", float_array(sj->res.pooled, (size_t)ti->d_model));
-    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_out_len));
-    return xf_http_reply_json(req, 200, o);
+    return reply_segment(req, sj, o, sj->res.hidden, sj->res.pooled, sj->res.n,
+                         (size_t)ti->d_model);
 }
 
 /* An encoder session's reply: REST (session fields, pooled, hidden) or KServe v2 (outputs
@@ -679,26 +699,10 @@ static enum MHD_Result respond_enc(xf_req_t *req, sjob_t *sj)
                   "dtype", dtype_names[s->sessions->dtype]);
     if (!o)
         return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
-    if (sj->op == SOP_GET) {
-        json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_in_len));
-        json_object_set_new(o, "ttl_s", json_integer(sj->ttl_ms < 0 ? -1
-                                                                     : (sj->ttl_ms + 999) / 1000));
-        json_object_set_new(o, "valid", json_boolean(!sj->reset));
-        return xf_http_reply_json(req, 200, o);
-    }
-    json_object_set_new(o, "reset", json_boolean(sj->reset));
-    json_object_set_new(o, "created", json_boolean(sj->created));
-    json_object_set_new(o, "n_tokens", json_integer(sj->n));
-    if (hidden) {
-        json_t *h = json_array();
-        for (int32_t t = 0; h && t < sj->n; t++)
-            json_array_append_new(h, float_array(hidden + (size_t)t * (size_t)d, (size_t)d));
-        json_object_set_new(o, "hidden", h);
-    }
-    if (pooled)
-        json_object_set_new(o, "pooled", float_array(pooled, (size_t)d));
-    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_out_len));
-    return xf_http_reply_json(req, 200, o);
+    if (sj->op == SOP_GET)
+        return reply_get(req, sj, o);
+    add_segment_head(o, sj, sj->n);
+    return reply_segment(req, sj, o, hidden, pooled, sj->n, (size_t)d);
 }
 
 /* ---- KServe v2 infer with Triton's sequence parameters --------------------------------- */
