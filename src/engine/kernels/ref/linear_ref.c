@@ -5,11 +5,12 @@
 #include "engine/kernels/ref/ref.h"
 #include "engine/pool.h"
 
-/* y[i][j] = act(Σ_k x[i][k]·W[j][k] + bias[j]), k summed in order in fp32; rows split by
- * ith/nth (each element's sum is the same for any split). */
-void xf_linear_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
-                   const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
-                   int ith, int nth)
+/* y[i][j] = act(Σ_k x[i][k]·W[j][k] + bias[j]), k summed in order in fp32, each weight first
+ * rounded to bf16 when bf16 is set; rows split by ith/nth (each element's sum is the same for
+ * any split). */
+static void linear_rows(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                        const float *bias, enum xf_epilogue epi, float *y, int32_t ldy, int ith,
+                        int nth, int bf16)
 {
     int r0, r1;
     xf_split_rows(m, ith, nth, &r0, &r1);
@@ -19,7 +20,7 @@ void xf_linear_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
             const float *wj = w->w + (size_t)j * (size_t)w->k;
             float acc = 0.0f;
             for (int32_t kk = 0; kk < w->k; kk++)
-                acc += xi[kk] * wj[kk];
+                acc += xi[kk] * (bf16 ? xf_bf16_float(xf_bf16_bits(wj[kk])) : wj[kk]);
             if (epi != XF_EPI_NONE)
                 acc = xf_act_ref(epi, acc + bias[j]);
             y[(size_t)i * (size_t)ldy + (size_t)j] = acc;
@@ -27,24 +28,18 @@ void xf_linear_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
     }
 }
 
+void xf_linear_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
+                   const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
+                   int ith, int nth)
+{
+    linear_rows(w, m, x, ldx, bias, epi, y, ldy, ith, nth, 0);
+}
+
 void xf_linear_bf16_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                         const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                         int ith, int nth)
 {
-    int r0, r1;
-    xf_split_rows(m, ith, nth, &r0, &r1);
-    for (int i = r0; i < r1; i++) {
-        const float *xi = x + (size_t)i * (size_t)ldx;
-        for (int32_t j = 0; j < w->n; j++) {
-            const float *wj = w->w + (size_t)j * (size_t)w->k;
-            float acc = 0.0f;
-            for (int32_t kk = 0; kk < w->k; kk++)
-                acc += xi[kk] * xf_bf16_float(xf_bf16_bits(wj[kk]));
-            if (epi != XF_EPI_NONE)
-                acc = xf_act_ref(epi, acc + bias[j]);
-            y[(size_t)i * (size_t)ldy + (size_t)j] = acc;
-        }
-    }
+    linear_rows(w, m, x, ldx, bias, epi, y, ldy, ith, nth, 1);
 }
 
 /* Q[hh][t][j] = q_scale·q[t][hh·d + j], K[hh][t][j] = k[t][hh·d + j], V likewise, for
