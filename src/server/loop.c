@@ -1,7 +1,8 @@
 /* The loop thread (see loop.h). Every uv handle lives in struct xf_loop and is touched only
  * here. Drain order (STYLE.md §5): not ready → STOPPING=1 → finish queued jobs and requests
  * already being read within drain.timeout_ms (new requests get 503 draining, the port stays
- * open so /v2/health/ready answers 503), fail the rest with 503 → quiesce MHD → resume every
+ * open so /v2/health/ready answers 503), fail the rest with 503 → refuse new connections
+ * (xf_http_refuse_connections; never MHD_quiesce_daemon, see http.c) → resume every
  * suspended connection → wait for the replies to go out → MHD_stop_daemon → stop workers →
  * close handles → uv_loop_close. */
 #include "config.h"
@@ -449,9 +450,10 @@ static void drain_check(uv_timer_t *t)
             (atomic_load(&s->reading) == 0 || now >= L->drain_deadline_ns) &&
             xf_sessions_idle(s)) {
             L->phase = DRAIN_WAITING;
-            /* Until now the port stayed open so that health checks see 503 rather than a
-             * refused connection; nothing more will be admitted. */
-            xf_http_quiesce(s->http);
+            /* Until now new connections were served so that health checks see 503 rather
+             * than a refused connection; nothing more will be admitted. (Not
+             * MHD_quiesce_daemon: it races MHD's own threads, see http.c.) */
+            xf_http_refuse_connections(s->http);
             L->drain_phase2_ns = now;
             /* New jobs from here on are failed at once (on_jobs). */
             on_jobs(&L->job_async);
