@@ -244,7 +244,10 @@ static void schedule(xf_server_t *s)
     uint64_t now = xf_now_ns();
     expire_jobs(s, now);
     uint64_t wake = UINT64_MAX;
-    while (L->busy_workers < L->n_workers) {
+    /* Past the drain's deadline (drain.timeout_ms, or a second SIGTERM) nothing queued starts:
+     * drain_check fails it. */
+    int overdue = L->phase == DRAIN_FINISHING && now >= L->drain_deadline_ns;
+    while (!overdue && L->busy_workers < L->n_workers) {
         size_t n = 0;
         xf_batch_info_t info;
         if (xf_batcher_next(L->batcher, now, L->scratch, L->cap, &n, &info, &wake) < 0)
@@ -483,6 +486,14 @@ static void begin_drain(xf_server_t *s)
     }
     XF_LOGI("drain: stop accepting, finishing %zu queued request(s) within %d ms",
             xf_batcher_queued_jobs(L->batcher), s->o.drain_timeout_ms);
+    /* Nothing more will arrive to batch the queued jobs with: the batcher stops waiting (fifo
+     * delay), and what the idle workers can take starts now, before the drain's clock starts,
+     * so that a drain.timeout_ms shorter than the batching delay does not fail it. With
+     * drain.timeout_ms = 0 nothing queued starts (drain_check fails it at once). */
+    xf_batcher_drain(L->batcher);
+    L->drain_deadline_ns = UINT64_MAX;
+    if (s->o.drain_timeout_ms > 0)
+        schedule(s);
     L->drain_deadline_ns = xf_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
     uv_timer_start(&L->drain_timer, drain_check, 0, 5);
 }

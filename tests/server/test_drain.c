@@ -181,11 +181,13 @@ static void wait_stopped(drain_fx_t *f)
 }
 
 /* Requests queued when the drain starts all finish with 200; health says not ready, and new
- * inference requests get 503 + Retry-After. No step depends on timing: the fifo batch waits
- * for its ninth job (max_batch NC + 1, a delay longer than the run), and the ninth is a request
- * whose body is still arriving when the drain starts. The drain waits for it
- * (test_drain_finishes_reading), so the port and the keep-alive connections stay open for the
- * checks below until the test sends the rest of that body; then the batch of nine runs. */
+ * inference requests get 503 + Retry-After. No step depends on timing: before the drain the
+ * fifo batch waits for a ninth job (max_batch NC + 1, a delay longer than the run), so the
+ * eight are provably queued when it starts; the drain runs them at once
+ * (test_drain_runs_queued_at_once). The ninth is a request whose body is still arriving when
+ * the drain starts. The drain waits for it (test_drain_finishes_reading), so the port and the
+ * keep-alive connections stay open for the checks below until the test sends the rest of that
+ * body; then it runs too. */
 static void test_drain_finishes_in_flight(void **state)
 {
     drain_fx_t *f = *state;
@@ -225,11 +227,7 @@ static void test_drain_finishes_in_flight(void **state)
     assert_non_null(hc_header(&r, "Retry-After", v, sizeof v));
     assert_non_null(strstr(r.body, "Overloaded"));
     hc_free(&r);
-    /* Still draining: the eight wait in the queue. */
-    assert_int_equal(xf_metric_value(XF_M_queue_depth, NULL, NULL), NC);
-
-    finish_partial(fd3, body);
-    close_fds(f);
+    /* The eight are answered while the drain still waits for the ninth ... */
     join_clients(f);
     for (int i = 0; i < NC; i++) {
         if (f->c[i].status != 200)
@@ -237,6 +235,13 @@ static void test_drain_finishes_in_flight(void **state)
         assert_int_equal(f->c[i].status, 200);
         assert_true(f->c[i].body[0] == '[');   /* a TEI embedding list */
     }
+    /* ... which keeps new connections served: ready still answers 503. */
+    assert_int_equal(hc_do(port, "GET", "/v2/health/ready", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    hc_free(&r);
+
+    finish_partial(fd3, body);
+    close_fds(f);
     wait_stopped(f);
     /* Stopped: the port no longer accepts. */
     assert_true(hc_connect(port) < 0);
@@ -264,6 +269,32 @@ static void test_drain_finishes_reading(void **state)
     hc_free(&r);
     finish_partial(fd, body);
     close_fds(f);
+    wait_stopped(f);
+}
+
+/* A drain does not wait out the batching delay: nothing more will arrive to batch the queued
+ * jobs with. Eight requests wait in a fifo batch that would wait 10 min for a ninth job; the
+ * drain, whose drain.timeout_ms is far shorter than that delay, runs them at once as one batch
+ * (before its own clock starts, so no step depends on timing): eight 200s, exactly one more
+ * batch, nothing failed by the drain. (Before, they waited until the drain timed out and got
+ * 503.) */
+static void test_drain_runs_queued_at_once(void **state)
+{
+    drain_fx_t *f = *state;
+    f->s = start(f->dir, sizeof f->dir, "drain8", FOREVER_MS, 1000, NC + 1);
+    start_clients(f, xf_server_port(f->s), NC);
+    wait_queued(NC);
+    int64_t batches = xf_metric_value(XF_M_batches_total, NULL, NULL);
+    int64_t refused = xf_metric_value(XF_M_rejected_total, "draining", NULL);
+    xf_server_drain(f->s);
+    join_clients(f);
+    for (int i = 0; i < NC; i++) {
+        if (f->c[i].status != 200)
+            print_message("# client %d: %d %s\n", i, f->c[i].status, f->c[i].body);
+        assert_int_equal(f->c[i].status, 200);
+    }
+    assert_int_equal(xf_metric_value(XF_M_batches_total, NULL, NULL), batches + 1);
+    assert_int_equal(xf_metric_value(XF_M_rejected_total, "draining", NULL), refused);
     wait_stopped(f);
 }
 
@@ -446,4 +477,5 @@ static void test_start_errors(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_start_errors), cmocka_unit_test(test_signals),
              FX_TEST(test_overload), FX_TEST(test_drain_finishes_in_flight),
              FX_TEST(test_drain_finishes_reading), FX_TEST(test_drain_timeout_fails_queued),
+             FX_TEST(test_drain_runs_queued_at_once),
              FX_TEST(test_deadline))
