@@ -678,15 +678,26 @@ int xf_loop_run(xf_server_t *s)
     if (atomic_load(&L->drain_req))
         uv_async_send(&L->ctl_async);
     uv_run(&L->uv, UV_RUN_DEFAULT);
-    /* Drained: every job answered. Stop MHD (closes the remaining connections) and the
+    if (s->o.test_before_stop)
+        s->o.test_before_stop(s, 0, s->o.test_before_stop_arg);
+    /* Drained: every job answered. A request whose body completed since the last check may
+     * still have pushed a job, its connection suspended; MHD_stop_daemon aborts the process
+     * on a suspended connection ("called while we have suspended connections", libmicrohttpd
+     * 0.9.75 close_all_connections). So the job queue closes first — a request completed from
+     * now on is failed and resumed on its own thread by xf_server_submit — and what is in it
+     * is failed and resumed here. Then stop MHD (closes the remaining connections) and the
      * workers, then close every handle and the loop. */
+    for (xf_job_t *j = xf_jobq_close(&s->jobq), *next; j; j = next) {
+        next = j->next;
+        j->next = NULL;
+        fail_job(s, j, XF_HE_DRAINING, XF_REJ_DRAINING, "server is shutting down");
+    }
+    if (s->o.test_before_stop)
+        s->o.test_before_stop(s, 1, s->o.test_before_stop_arg);
     xf_http_stop(s->http);
     s->http = NULL;
     xf_workers_free(s->workers);
     s->workers = NULL;
-    /* Jobs pushed after the last check have no connection left to answer. */
-    xf_job_t *j = xf_jobq_take_all(&s->jobq);
-    (void)j;
     xf_sessions_stop(s);
     uv_walk(&L->uv, close_walk_cb, NULL);
     uv_run(&L->uv, UV_RUN_DEFAULT);
@@ -727,6 +738,14 @@ uv_loop_t *xf_loop_uv(xf_server_t *s)
 /* The MHD side of the job queue (MHD thread, after MHD_suspend_connection). */
 void xf_server_submit(xf_server_t *s, xf_job_t *j)
 {
-    if (xf_jobq_push(&s->jobq, j))
+    int rc = xf_jobq_push(&s->jobq, j);
+    if (rc > 0) {
         uv_async_send(&s->loop->job_async);
+    } else if (rc < 0) {
+        /* The loop has stopped (xf_loop_run closed the queue before MHD_stop_daemon): answer
+         * now, on this thread, so that no connection stays suspended. */
+        xf_job_fail(j, XF_HE_DRAINING, 1, "server is shutting down");
+        xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_DRAINING), NULL, 1);
+        finish_job(s, j);
+    }
 }
