@@ -364,6 +364,7 @@ struct xf_batcher {
     uint64_t arr_last_ns;
     xf_bjob_t **scratch;       /* [o.max_queue_jobs] */
     unsigned char *mark;       /* [o.max_queue_jobs] */
+    int draining;              /* xf_batcher_drain: no more arrivals, no waiting */
 };
 
 const char *xf_batch_policy_name(enum xf_batch_policy p)
@@ -645,6 +646,11 @@ size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap)
     return k;
 }
 
+void xf_batcher_drain(xf_batcher_t *b)
+{
+    b->draining = 1;
+}
+
 /* Weight of a job in the dp objective: 1 + age/aging (1 without aging). */
 static double job_weight(const xf_bjob_t *j, uint64_t now_ns, uint64_t aging_ns)
 {
@@ -851,7 +857,8 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         uint64_t due = b->q[0]->enqueue_ns + b->o.max_queue_delay_ns;
         if (due < b->q[0]->enqueue_ns)
             due = UINT64_MAX;
-        if (b->n < limit && b->tokens < b->o.max_batch_tokens && now_ns < due) {
+        if (!b->draining && b->n < limit && b->tokens < b->o.max_batch_tokens &&
+            now_ns < due) {
             *wake_ns = due;
             break;
         }
@@ -901,7 +908,8 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         double plan_s = b->cost.c[0], future_w = 0;
         for (size_t i = 0; i < w; i++)
             plan_s += job_additive_s(&b->cost, b->scratch[i]);
-        future_w = XF_DP_FUTURE * plan_s * arrival_count(b, now_ns) / XF_RATE_TAU_S;
+        if (!b->draining)
+            future_w = XF_DP_FUTURE * plan_s * arrival_count(b, now_ns) / XF_RATE_TAU_S;
         size_t ends[XF_DP_MAX], nb;
         double tot;
         int rc = xf_batcher_dp_split(&b->cost, b->scratch, w, b->o.max_batch,

@@ -214,6 +214,10 @@ uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b);
 
 /* Remove and hand back up to cap queued jobs (drain/shutdown), oldest first. */
 size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap);
+/* The drain: nothing more will arrive to batch the queued jobs with. From now on fifo hands
+ * out what is queued without waiting for max_queue_delay or a full batch, and dp plans for no
+ * future arrivals. Cannot be undone. */
+void xf_batcher_drain(xf_batcher_t *b);
 
 /* Refine the cost model with a measured batch: n sequence lengths and wall seconds. */
 void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds);

@@ -1,7 +1,8 @@
 /* The loop thread (see loop.h). Every uv handle lives in struct xf_loop and is touched only
  * here. Drain order (STYLE.md §5): not ready → STOPPING=1 → finish queued jobs and requests
  * already being read within drain.timeout_ms (new requests get 503 draining, the port stays
- * open so /v2/health/ready answers 503), fail the rest with 503 → quiesce MHD → resume every
+ * open so /v2/health/ready answers 503), fail the rest with 503 → refuse new connections
+ * (xf_http_refuse_connections; never MHD_quiesce_daemon, see http.c) → resume every
  * suspended connection → wait for the replies to go out → MHD_stop_daemon → stop workers →
  * close handles → uv_loop_close. */
 #include "config.h"
@@ -243,7 +244,10 @@ static void schedule(xf_server_t *s)
     uint64_t now = xf_now_ns();
     expire_jobs(s, now);
     uint64_t wake = UINT64_MAX;
-    while (L->busy_workers < L->n_workers) {
+    /* Past the drain's deadline (drain.timeout_ms, or a second SIGTERM) nothing queued starts:
+     * drain_check fails it. */
+    int overdue = L->phase == DRAIN_FINISHING && now >= L->drain_deadline_ns;
+    while (!overdue && L->busy_workers < L->n_workers) {
         size_t n = 0;
         xf_batch_info_t info;
         if (xf_batcher_next(L->batcher, now, L->scratch, L->cap, &n, &info, &wake) < 0)
@@ -449,9 +453,10 @@ static void drain_check(uv_timer_t *t)
             (atomic_load(&s->reading) == 0 || now >= L->drain_deadline_ns) &&
             xf_sessions_idle(s)) {
             L->phase = DRAIN_WAITING;
-            /* Until now the port stayed open so that health checks see 503 rather than a
-             * refused connection; nothing more will be admitted. */
-            xf_http_quiesce(s->http);
+            /* Until now new connections were served so that health checks see 503 rather
+             * than a refused connection; nothing more will be admitted. (Not
+             * MHD_quiesce_daemon: it races MHD's own threads, see http.c.) */
+            xf_http_refuse_connections(s->http);
             L->drain_phase2_ns = now;
             /* New jobs from here on are failed at once (on_jobs). */
             on_jobs(&L->job_async);
@@ -481,6 +486,14 @@ static void begin_drain(xf_server_t *s)
     }
     XF_LOGI("drain: stop accepting, finishing %zu queued request(s) within %d ms",
             xf_batcher_queued_jobs(L->batcher), s->o.drain_timeout_ms);
+    /* Nothing more will arrive to batch the queued jobs with: the batcher stops waiting (fifo
+     * delay), and what the idle workers can take starts now, before the drain's clock starts,
+     * so that a drain.timeout_ms shorter than the batching delay does not fail it. With
+     * drain.timeout_ms = 0 nothing queued starts (drain_check fails it at once). */
+    xf_batcher_drain(L->batcher);
+    L->drain_deadline_ns = UINT64_MAX;
+    if (s->o.drain_timeout_ms > 0)
+        schedule(s);
     L->drain_deadline_ns = xf_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
     uv_timer_start(&L->drain_timer, drain_check, 0, 5);
 }
@@ -665,15 +678,26 @@ int xf_loop_run(xf_server_t *s)
     if (atomic_load(&L->drain_req))
         uv_async_send(&L->ctl_async);
     uv_run(&L->uv, UV_RUN_DEFAULT);
-    /* Drained: every job answered. Stop MHD (closes the remaining connections) and the
+    if (s->o.test_before_stop)
+        s->o.test_before_stop(s, 0, s->o.test_before_stop_arg);
+    /* Drained: every job answered. A request whose body completed since the last check may
+     * still have pushed a job, its connection suspended; MHD_stop_daemon aborts the process
+     * on a suspended connection ("called while we have suspended connections", libmicrohttpd
+     * 0.9.75 close_all_connections). So the job queue closes first — a request completed from
+     * now on is failed and resumed on its own thread by xf_server_submit — and what is in it
+     * is failed and resumed here. Then stop MHD (closes the remaining connections) and the
      * workers, then close every handle and the loop. */
+    for (xf_job_t *j = xf_jobq_close(&s->jobq), *next; j; j = next) {
+        next = j->next;
+        j->next = NULL;
+        fail_job(s, j, XF_HE_DRAINING, XF_REJ_DRAINING, "server is shutting down");
+    }
+    if (s->o.test_before_stop)
+        s->o.test_before_stop(s, 1, s->o.test_before_stop_arg);
     xf_http_stop(s->http);
     s->http = NULL;
     xf_workers_free(s->workers);
     s->workers = NULL;
-    /* Jobs pushed after the last check have no connection left to answer. */
-    xf_job_t *j = xf_jobq_take_all(&s->jobq);
-    (void)j;
     xf_sessions_stop(s);
     uv_walk(&L->uv, close_walk_cb, NULL);
     uv_run(&L->uv, UV_RUN_DEFAULT);
@@ -714,6 +738,14 @@ uv_loop_t *xf_loop_uv(xf_server_t *s)
 /* The MHD side of the job queue (MHD thread, after MHD_suspend_connection). */
 void xf_server_submit(xf_server_t *s, xf_job_t *j)
 {
-    if (xf_jobq_push(&s->jobq, j))
+    int rc = xf_jobq_push(&s->jobq, j);
+    if (rc > 0) {
         uv_async_send(&s->loop->job_async);
+    } else if (rc < 0) {
+        /* The loop has stopped (xf_loop_run closed the queue before MHD_stop_daemon): answer
+         * now, on this thread, so that no connection stays suspended. */
+        xf_job_fail(j, XF_HE_DRAINING, 1, "server is shutting down");
+        xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_DRAINING), NULL, 1);
+        finish_job(s, j);
+    }
 }

@@ -278,6 +278,37 @@ static void test_policy_fifo(void **state)
     xf_batcher_free(b);
 }
 
+/* The drain: fifo stops waiting for the delay or a full batch; what is queued comes out at once,
+ * and so does a job that arrives afterwards. */
+static void test_fifo_drain(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_FIFO, 4, 4096);
+    tjob_t j[3];
+    uint64_t t0 = SEC;
+    mk1(&j[0], 10, t0, t0 + 10 * SEC);
+    mk1(&j[1], 20, t0, t0 + 10 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[0].b, t0), 0);
+    assert_int_equal(xf_batcher_push(b, &j[1].b, t0), 0);
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake;
+    assert_int_equal(xf_batcher_next(b, t0 + MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 0);   /* 1 of 5 ms, 2 of 4 jobs: waits */
+    assert_true(wake == t0 + 5 * MS);
+    xf_batcher_drain(b);
+    assert_int_equal(xf_batcher_next(b, t0 + MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], &j[0].b);
+    assert_ptr_equal(out[1], &j[1].b);
+    mk1(&j[2], 30, t0 + MS, t0 + 10 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[2].b, t0 + MS), 0);
+    assert_int_equal(xf_batcher_next(b, t0 + MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], &j[2].b);
+    xf_batcher_free(b);
+}
+
 static void test_policy_tokens(void **state)
 {
     (void)state;
@@ -851,7 +882,8 @@ static void test_warmup_plan(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_policy_none),
-             cmocka_unit_test(test_policy_fifo), cmocka_unit_test(test_policy_tokens),
+             cmocka_unit_test(test_policy_fifo),
+             cmocka_unit_test(test_fifo_drain), cmocka_unit_test(test_policy_tokens),
              cmocka_unit_test(test_policy_dp), cmocka_unit_test(test_deadlines_expire),
              cmocka_unit_test(test_admission), cmocka_unit_test(test_multi_sequence_info),
              cmocka_unit_test(test_cost_fit), cmocka_unit_test(test_cost_rls),
