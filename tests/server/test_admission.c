@@ -273,9 +273,11 @@ static void test_running_batch_stops_at_deadline(void **state)
  * timed the same), so what is tested is the deadline logic — admission against the predicted
  * queue wait, batching, expiry — not the machine's speed: on a loaded machine or under ASan the
  * real compute of these batches stays far below the fake time. Asserted: only 200/429 and the
- * late classes (503 or 408 expired in the queue, 504 stopped while running); every 429 has a
- * Retry-After of 1 s (= the deadline rounded up); ≥ 1 served, ≥ 1 refused; late ≤ 1 % of the
- * admitted (p99); the rejected counters equal the 429s. Bounded: 72 requests on loopback. */
+ * admitted-but-not-served classes (503 or 408 answered from the queue, 504 stopped while
+ * running); every 429 has a Retry-After of 1 s (= the deadline rounded up); ≥ 1 served, ≥ 1
+ * refused; late — answered after the deadline, whatever the status, as the server counts it
+ * (xformd_late_replies_total; a 504 is always late) — ≤ 1 % of the admitted (p99); the
+ * rejected counters equal the 429s. Bounded: 72 requests on loopback. */
 enum { NCLI = 12, NREQ = 6, OVL_WORDS = 50, OVL_TEXTS = 8 };
 #define OVL_S_PER_TOKEN 4e-4
 /* The clients' timeout_ms: six requests' compute. */
@@ -349,6 +351,7 @@ static void run_overload(const char *tag, double warm_k, int pilot)
     pthread_t th[NCLI], pth;
     int64_t refused0 = xf_metric_value(XF_M_rejected_total, "busy", NULL) +
                        xf_metric_value(XF_M_rejected_total, "queue_full", NULL);
+    int64_t late0 = xf_metric_sum(XF_M_late_replies_total);
     if (pilot) {
         uint64_t p0 = xf_workers_progress(s->workers);
         pc.port = port;
@@ -368,7 +371,7 @@ static void run_overload(const char *tag, double warm_k, int pilot)
         pthread_join(pth, NULL);
         assert_int_equal(pc.st[0], 200);
     }
-    int n200 = 0, n429 = 0, nlate = 0, other = 0;
+    int n200 = 0, n429 = 0, ndrop = 0, n504 = 0, other = 0;
     for (int i = 0; i < NCLI; i++)
         for (int k = 0; k < NREQ; k++) {
             int st = c[i].st[k];
@@ -380,19 +383,28 @@ static void run_overload(const char *tag, double warm_k, int pilot)
                     fail_msg("429 with Retry-After %d (deadline %d ms: want 1)", c[i].ra[k],
                              ovl_timeout_ms);
             } else if (st == 503 || st == 504 || st == 408) {   /* 408: their own timeout_ms */
-                if (nlate++ < 3)
-                    print_message("# late %d: %s\n", st, c[i].late[k]);
+                if (st == 504)
+                    n504++;
+                else
+                    ndrop++;
+                if (ndrop + n504 <= 3)
+                    print_message("# not served %d: %s\n", st, c[i].late[k]);
             } else {
                 if (other++ == 0)
                     print_message("# unexpected status %d\n", st);
             }
         }
-    print_message("# overload: %d x 200, %d x 429, %d x 408/503/504 (late), %d other\n", n200,
-                  n429, nlate, other);
+    /* The replies to the clients are out; the server counts a late one when it answers it. */
+    int nlate = (int)(xf_metric_sum(XF_M_late_replies_total) - late0);
+    int admitted = n200 + ndrop + n504;
+    print_message("# overload: %d x 200, %d x 429, %d x 408/503 and %d x 504 (admitted, not "
+                  "served), %d late (answered after the deadline), %d other\n", n200, n429,
+                  ndrop, n504, nlate, other);
     assert_int_equal(other, 0);
     assert_true(n200 >= 1);
     assert_true(n429 >= 1);
-    assert_true(nlate * 100 <= n200 + nlate);   /* p99: at most 1 % of the admitted are late */
+    assert_true(n504 <= nlate);                 /* a 504 is answered past the deadline */
+    assert_true(nlate * 100 <= admitted);       /* p99: at most 1 % of the admitted are late */
     assert_true(xf_metric_value(XF_M_rejected_total, "busy", NULL) +
                 xf_metric_value(XF_M_rejected_total, "queue_full", NULL) - refused0 == n429);
     stop(s, dir);
@@ -416,6 +428,20 @@ static void test_overload_slower_than_predicted(void **state)
 {
     (void)state;
     run_overload("adm5s", OVL_S_PER_TOKEN / 10, 1);
+}
+
+/* Cold start: the same engine, 10 times slower than warm-up timed it, but no pilot: the
+ * clients arrive at a server that has measured nothing yet, so the first burst is admitted
+ * before any layer has shown the pace. The old code took the warm-up's prediction at its word
+ * and admitted the burst, then ran it in one batch that was stopped at the deadline. Now,
+ * until the first layer of the first batch ends,
+ * the engine is assumed XF_COLD_PACE times slower than the model; queued jobs are re-judged at
+ * the measured pace and answered before their deadline when they can no longer make it, and
+ * a batch whose layers show it would end past a deadline stops before it. */
+static void test_overload_cold_start(void **state)
+{
+    (void)state;
+    run_overload("adm5c", OVL_S_PER_TOKEN / 10, 0);
 }
 
 /* Issue 12 item 1: when a batch is stopped at a layer boundary because one request's deadline
@@ -655,6 +681,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_pessimistic_warmup_serves_max_length),
              cmocka_unit_test(test_running_batch_stops_at_deadline),
              cmocka_unit_test(test_overload_refused_on_arrival),
              cmocka_unit_test(test_overload_slower_than_predicted),
+             cmocka_unit_test(test_overload_cold_start),
              cmocka_unit_test(test_stopped_batch_requeues_the_others),
              cmocka_unit_test(test_client_gone_is_499),
              cmocka_unit_test(test_watchdog_pings_during_long_batch))
