@@ -155,6 +155,11 @@ int xf_admit_job(const xf_server_t *s, xf_batcher_t *b, const xf_load_t *load, x
             a.alone_s * 1e3, a.lower_s * 1e3, dl_ms,
             can_ask ? "; ask for a longer one with timeout_ms (request.max_timeout_ms = "
                     : "; not even request.max_timeout_ms (", s->o.max_timeout_ms);
+    } else if (rc == -EBUSY && load && load->unmeasured) {
+        set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
+            "server busy: the engine's pace is not measured yet (the first batch after start-up "
+            "or an idle period is in its first layer), so no request is queued behind it; "
+            "retry after %d s", a.retry_after_s);
     } else if (rc == -EBUSY) {
         set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
             "server busy: predicted queue wait %.0f ms plus %.0f ms of compute for %d tokens "

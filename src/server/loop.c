@@ -157,20 +157,21 @@ static double running_total_s(double pred_s, double e_s, int d, int n, double ba
     return e_s * n > t ? e_s * n : t;
 }
 
-/* The pace assumed when none has been seen for XF_PACE_STALE_NS (start-up, or an engine idle
- * that long): the machine may be far busier than at warm-up, and nothing tells until the
- * first layer of the next batch ends. Until then the engine is taken as this many times
- * slower than the cost model (the mirror of XF_COST_LOWER): the first burst is admitted for
- * a quarter of what the model alone would take, and the measured pace replaces the guess one
- * layer later. */
+/* When no pace has been seen for XF_PACE_STALE_NS (start-up, or an engine idle that long),
+ * the machine may be far busier than at warm-up (a real start under 200 clients: the first
+ * layers 10-40x the warm-up's prediction), and nothing tells until the first layer of the next
+ * batch ends. Until then nothing is queued behind that batch (load.unmeasured: 429, retry
+ * after 1 s), and what is already queued or waits for a free worker is judged as if the engine
+ * went this many times slower than the cost model (the mirror of XF_COST_LOWER). One layer
+ * later the measured pace replaces both. */
 #define XF_COLD_PACE 4.0
 #define XF_PACE_STALE_NS 2000000000ull
 
 /* What admission, expiry and batch formation need of the engine: idle workers, the rest of
  * the running batches, how many times slower than the cost model the engine goes now (slow:
  * the running batches' layer progress; before their first layer, the last finished batch's
- * residual, or XF_COLD_PACE when nothing was measured lately) and the seconds until a worker
- * is free (*free_in, 0 when one is idle). */
+ * residual, or XF_COLD_PACE when nothing was measured lately, and then unmeasured) and the
+ * seconds until a worker is free (*free_in, 0 when one is idle). */
 static void current_load(const xf_server_t *s, xf_loop_t *L, uint64_t now, xf_load_t *ld,
                          double *free_in)
 {
@@ -187,6 +188,7 @@ static void current_load(const xf_server_t *s, xf_loop_t *L, uint64_t now, xf_lo
     if (!fresh && base < XF_COLD_PACE)
         base = XF_COLD_PACE;
     ld->slow = 0;
+    ld->unmeasured = 0;
     double first_free = ld->idle_workers > 0 ? 0 : -1;
     for (int i = 0; i < L->n_workers; i++) {
         if (L->run_end[i] == 0)
@@ -195,6 +197,8 @@ static void current_load(const xf_server_t *s, xf_loop_t *L, uint64_t now, xf_lo
         xf_workers_layers(s->workers, i, &d, &n);
         if (d >= 1)
             L->measured_ns = now;
+        else if (!fresh)
+            ld->unmeasured = 1;
         double pred = (double)(L->run_end[i] - L->run_start[i]) * 1e-9;
         double e = now > L->run_start[i] ? (double)(now - L->run_start[i]) * 1e-9 : 0;
         double total = d >= n ? e : running_total_s(pred, e, d, n, base);
