@@ -247,7 +247,8 @@ static int ivec_push(ivec_t *v, const int32_t *x, size_t n)
 static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
 {
     const char *dir = NULL;
-    ro->truncate = 0;
+    /* TEI: "truncate" defaults to the server's --auto-truncate (TEI's Info.auto_truncate) */
+    ro->truncate = req->api == XF_API_TEI ? req->srv->o.auto_truncate : 0;
     ro->truncate_left = 0;
     ro->timeout_ms = 0;
     ro->prompt = NULL;
@@ -2130,7 +2131,7 @@ static enum MHD_Result h_tei_info(xf_req_t *req)
                           "max_batch_tokens", s->o.max_batch_tokens,
                           "max_batch_requests", s->o.max_batch,
                           "max_client_batch_size", s->o.max_texts,
-                          "auto_truncate", 0,
+                          "auto_truncate", s->o.auto_truncate,
                           "tokenization_workers", s->o.http_threads,
                           "version", xf_version(), "sha", "docker_label");
     return xf_http_reply_json(req, 200, o);
