@@ -778,8 +778,8 @@ static enum MHD_Result h_embed_all(xf_req_t *req)
     free(tx.v);
     if (j) {
         j->want_hidden = 1;
-        j->hidden = malloc((size_t)j->n_tokens * (size_t)req->srv->info->d_model *
-                           sizeof(float) + 1);
+        j->hidden = calloc((size_t)j->n_tokens * (size_t)req->srv->info->d_model + 1,
+                           sizeof(float));
         if (!j->hidden) {
             xf_job_free(j);
             xf_attn_free(attn);
@@ -852,17 +852,12 @@ static enum MHD_Result h_similarity(xf_req_t *req)
 }
 
 /* TEI /rerank's fields of obj (the request, or a /vertex instance): query and texts into tx
- * as (query, text) pairs, raw_scores and return_text (default false). */
+ * as (query, text) pairs, raw_scores and return_text (default false). In TEI's order: the
+ * fields (422), an empty texts (400), then the model (424). */
 static step_t parse_rerank(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *raw,
                            int *ret_text, enum MHD_Result *ret)
 {
     xf_server_t *s = req->srv;
-    if (s->info->n_labels != 1) {
-        *ret = xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/rerank needs a "
-                                   "cross-encoder (a classifier head with 1 label); model '%s' "
-                                   "has %d labels", s->model_name, s->info->n_labels);
-        return STEP_REPLIED;
-    }
     const char *query = NULL;
     *raw = *ret_text = 0;
     if (get_str(req, obj, "query", &query, ret) != STEP_OK ||
@@ -882,6 +877,14 @@ static step_t parse_rerank(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro,
     }
     if (get_texts(req, texts, "texts", 0, tx, ret) != STEP_OK)
         return STEP_REPLIED;
+    if (s->info->n_labels != 1) {
+        free(tx->v);
+        tx->v = NULL;
+        *ret = xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/rerank needs a "
+                                   "cross-encoder (a classifier head with 1 label); model '%s' "
+                                   "has %d labels", s->model_name, s->info->n_labels);
+        return STEP_REPLIED;
+    }
     size_t qn = json_string_length(json_object_get(obj, "query"));
     for (size_t i = 0; i < tx->n; i++) {
         tx->v[i].pair = tx->v[i].s;
