@@ -55,6 +55,7 @@ typedef struct xf_server_opts {
     int max_compute_ms;        /* most predicted engine time for one request */
     int max_texts;
     int max_tokens;
+    int auto_truncate;         /* TEI routes: truncate unless the request says "truncate" */
     int drain_timeout_ms;
     int metrics_enabled;
     int log_access;            /* 1: one access-log line per request (log.access) */
