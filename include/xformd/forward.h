@@ -57,6 +57,9 @@ typedef struct xf_prof {
     double wait_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
     double wait_cpu_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
     double start_s[XF_PROF_MAX_THREADS];   /* pool wake-up: forward start to thread start */
+    /* per class, summed over its ops: the slowest minus the fastest thread's CPU in the op
+     * (what the others would wait at its barrier on an otherwise idle machine) */
+    double spread_cpu_s[XF_PROF_COUNT];
 } xf_prof_t;
 /* on != 0: clear the counters and start; 0: stop (the counters stay readable). Returns 0 or
  * -ENOMEM. Thread: the context's owner, between forwards. */

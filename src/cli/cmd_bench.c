@@ -190,8 +190,8 @@ typedef struct bench_case {
 /* --profile: reps more forwards with the context's profiler on (xf_ctx_profile), then one
  * `profile` line per op class. Shares are of the threads' summed CPU time (thread-CPU clocks,
  * steady on a loaded machine): cpu = running the class's ops, wait_cpu = spinning at the
- * barriers after them, imbalance = slowest minus fastest thread's op CPU (what a quiet
- * machine would spend waiting); eff = the class's useful FLOPs per op CPU-second against one
+ * barriers after them, imbalance = per op the slowest minus the fastest thread's CPU, summed
+ * (what the other threads would wait on an otherwise idle machine); eff = the class's useful FLOPs per op CPU-second against one
  * core's FMA peak per CPU-second (GEMM classes and dense attention; 0 for the others).
  * wall_busy/wall_wait are the same split of wall time (loaded: mostly preemption). A
  * `profile_total` line gives the sums, the pool wake-up share of wall time and the wall ms. */
@@ -221,7 +221,7 @@ static void profile_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
     if (!(tc > 0))
         tc = 1;
     for (int k = 0; k < XF_PROF_COUNT; k++) {
-        double b = 0, bc = 0, w = 0, wc = 0, cmax = 0, cmin = 1e300;
+        double b = 0, bc = 0, w = 0, wc = 0, imb = pr->spread_cpu_s[k] * (pr->n_threads - 1);
         if (!pr->ops[k])
             continue;
         for (int t = 0; t < pr->n_threads; t++) {
@@ -229,17 +229,15 @@ static void profile_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
             bc += pr->busy_cpu_s[k][t];
             w += pr->wait_s[k][t];
             wc += pr->wait_cpu_s[k][t];
-            cmax = pr->busy_cpu_s[k][t] > cmax ? pr->busy_cpu_s[k][t] : cmax;
-            cmin = pr->busy_cpu_s[k][t] < cmin ? pr->busy_cpu_s[k][t] : cmin;
         }
         s_cpu += bc;
         s_wait += wc;
-        s_imb += cmax - cmin;
+        s_imb += imb;
         s_wb += b;
         s_ww += w;
         printf("profile %s class=%-5s ops/fwd=%3.0f cpu=%.3f wait_cpu=%.3f imbalance=%.3f "
                "eff=%.3f wall_busy=%.3f wall_wait=%.3f\n", tag, xf_prof_class_name(k),
-               (double)pr->ops[k] / nf, bc / tc, wc / tc, (cmax - cmin) / tc,
+               (double)pr->ops[k] / nf, bc / tc, wc / tc, imb / tc,
                bc > 0 && peak_cpu > 0 ? class_flops[k] * nf * 1e-9 / bc / peak_cpu : 0.0,
                b / tw, w / tw);
     }

@@ -104,8 +104,10 @@ int xf_ctx_profile_get(const xf_ctx_t *c, xf_prof_t *out)
             out->busy_cpu_s[k][t] = pt->busy_cpu[k];
             out->wait_s[k][t] = pt->wait[k];
             out->wait_cpu_s[k][t] = pt->wait_cpu[k];
-            if (t == 0)
+            if (t == 0) {
                 out->ops[k] = pt->ops[k];
+                out->spread_cpu_s[k] = pt->spread[k];
+            }
         }
         out->start_s[t] = pt->start;
     }

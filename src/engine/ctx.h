@@ -40,6 +40,8 @@ struct xf_prof_thread {
     double wait[XF_PROF_COUNT], wait_cpu[XF_PROF_COUNT];
     int64_t ops[XF_PROF_COUNT];
     double start;
+    double spread[XF_PROF_COUNT];   /* thread 0 only: sum over ops of max - min op CPU */
+    double op_cpu[2];               /* this thread's CPU in the last two ops (by op parity) */
 } __attribute__((aligned(64)));
 
 /* Set or clear (fn NULL) the FFN tap. Thread: the context's owner, between forwards. */

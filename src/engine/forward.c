@@ -501,6 +501,7 @@ static void fwd_thread(void *arg, int ith, int nth)
         if (pt) {
             w1 = clock_s(CLOCK_MONOTONIC);
             c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+            pt->op_cpu[i & 1] = c1 - c0;
         }
         xf_pool_barrier(T->c->pool);
         /* The pruning scores' FFN tap (ctx.h): thread 0 reads the finished intermediate; the
@@ -527,6 +528,17 @@ static void fwd_thread(void *arg, int ith, int nth)
         if (pt) {   /* busy: the op; wait: the barrier(s) after it */
             int k = prof_class(o->kind);
             double w2 = clock_s(CLOCK_MONOTONIC), c2 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+            /* Every thread's op CPU was stored before the barrier (slot i & 1; a slot is
+             * written again only after the next barrier, which thread 0 has not passed). */
+            if (ith == 0) {
+                double lo = 1e300, hi = 0;
+                for (int t = 0; t < nth; t++) {
+                    double v = T->c->prof[t].op_cpu[i & 1];
+                    lo = v < lo ? v : lo;
+                    hi = v > hi ? v : hi;
+                }
+                pt->spread[k] += hi - lo;
+            }
             pt->busy[k] += w1 - w0;
             pt->busy_cpu[k] += c1 - c0;
             pt->wait[k] += w2 - w1;
