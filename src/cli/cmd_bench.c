@@ -191,8 +191,9 @@ typedef struct bench_case {
  * `profile` line per op class. Shares are of the threads' summed CPU time (thread-CPU clocks,
  * steady on a loaded machine): cpu = running the class's ops, wait_cpu = spinning at the
  * barriers after them, imbalance = per op the slowest minus the fastest thread's CPU, summed
- * (what the other threads would wait on an otherwise idle machine); eff = the class's useful FLOPs per op CPU-second against one
- * core's FMA peak per CPU-second (GEMM classes and dense attention; 0 for the others).
+ * (what the other threads would wait on an otherwise idle machine; exact for 2 threads);
+ * eff = the class's useful FLOPs per op CPU-second against one core's FMA peak per CPU-second
+ * (GEMM classes and dense attention; 0 for the others).
  * wall_busy/wall_wait are the same split of wall time (loaded: mostly preemption). A
  * `profile_total` line gives the sums, the pool wake-up share of wall time and the wall ms. */
 static void profile_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
