@@ -177,46 +177,49 @@ static const ukr_fn ukrhs[MR][NV] = {   /* bf16 weights */
     ROWH(1), ROWH(2), ROWH(3), ROWH(4), ROWH(5), ROWH(6), ROWH(7), ROWH(8),
 };
 
+/* Columns k..k+7 of rows 0..nr-1 (nr <= 8) of x, transposed in ymm registers: column q goes
+ * to o + q·MR (nr floats; rows from nr on read row 0 and are not stored). */
+XF_INLINE void tr8(const float *x, size_t ldx, int nr, float *o)
+{
+    const __mmask8 sm = (__mmask8)((1u << nr) - 1);
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(x + (size_t)(i < nr ? i : 0) * ldx);
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    __m256 c[8] = {
+        _mm256_permute2f128_ps(s0, s4, 0x20), _mm256_permute2f128_ps(s1, s5, 0x20),
+        _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
+        _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
+        _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31),
+    };
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; q++) {
+        if (nr == 8)
+            _mm256_storeu_ps(o + q * MR, c[q]);
+        else
+            _mm256_mask_storeu_ps(o + q * MR, sm, c[q]);
+    }
+}
+
 /* ap[k·MR + i] = x[i][k] for i < mr, k < kc (rows from mr on are not written: the kernel
- * for mr rows never reads them). Groups of 8 rows × 8 k go through 8×8 transposes in ymm
- * registers (a group's missing rows read row 0 and are not stored). */
+ * for mr rows never reads them), 8 k at a time through 8×8 transposes. */
 static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
 {
     int k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        for (int i0 = 0; i0 < mr; i0 += 8) {
-            const int nr = mr - i0 < 8 ? mr - i0 : 8;
-            const __mmask8 sm = (__mmask8)((1u << nr) - 1);
-            const float *xr[8];
-            for (int i = 0; i < 8; i++)
-                xr[i] = x + (size_t)(i < nr ? i0 + i : 0) * ldx + k;
-            __m256 r0 = _mm256_loadu_ps(xr[0]), r1 = _mm256_loadu_ps(xr[1]);
-            __m256 r2 = _mm256_loadu_ps(xr[2]), r3 = _mm256_loadu_ps(xr[3]);
-            __m256 r4 = _mm256_loadu_ps(xr[4]), r5 = _mm256_loadu_ps(xr[5]);
-            __m256 r6 = _mm256_loadu_ps(xr[6]), r7 = _mm256_loadu_ps(xr[7]);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
-            __m256 o8[8] = {
-                _mm256_permute2f128_ps(s0, s4, 0x20), _mm256_permute2f128_ps(s1, s5, 0x20),
-                _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
-                _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
-                _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31),
-            };
-            float *o = ap + (size_t)k * MR + i0;
-            for (int q = 0; q < 8; q++) {
-                if (nr == 8)
-                    _mm256_storeu_ps(o + q * MR, o8[q]);
-                else
-                    _mm256_mask_storeu_ps(o + q * MR, sm, o8[q]);
-            }
-        }
-    }
+    if (mr == MR)
+        for (; k + 8 <= kc; k += 8)
+            tr8(x + k, ldx, 8, ap + (size_t)k * MR);
+    else
+        for (; k + 8 <= kc; k += 8)
+            tr8(x + k, ldx, mr, ap + (size_t)k * MR);
     for (; k < kc; k++)
         for (int i = 0; i < mr; i++)
             ap[k * MR + i] = x[(size_t)i * ldx + k];
