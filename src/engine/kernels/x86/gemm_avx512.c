@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "engine/kernels/ref/ref.h"
+#include "engine/kernels/x86/vmath_avx2.h"
 #include "engine/kernels/x86/vmath_avx512.h"
 #include "engine/kernels/x86/x86.h"
 
@@ -58,11 +59,18 @@ void xf_gemm_avx512_setup(long l2_bytes)
         }                                                                                  \
     } while (0)
 
-/* The prefetch share of k step (or pair) s: lines [s·pstep, (s+1)·pstep) of pf, < pfn. */
-XF_INLINE void pf_step(const char *pf, int pstep, int pfn, int s)
+/* Step s (a k, or a k pair for bf16) of the tile's nv panels, pstride bytes apart: the 64
+ * bytes at b + j·pstride + 64·s into v[j]. With pf, also the prefetch share of the step:
+ * lines [s·pstep, (s+1)·pstep) of pf, below pfn. */
+XF_INLINE void load_b(const void *b, size_t pstride, int nv, int s, const char *pf, int pstep,
+                      int pfn, __m512i *v)
 {
-    for (int q = s * pstep; q < (s + 1) * pstep && q < pfn; q++)
-        _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
+    if (pf)
+        for (int q = s * pstep; q < (s + 1) * pstep && q < pfn; q++)
+            _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; j++)
+        v[j] = _mm512_load_si512((const char *)b + (size_t)j * pstride + 64 * (size_t)s);
 }
 
 /* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps; on the last K step add bias and
@@ -94,34 +102,24 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
     const int pstep = pfn > 0 ? (pfn + iters - 1) / iters : 0;
     const int pfk = pstep > 0 ? (pfn + pstep - 1) / pstep : 0;   /* steps that prefetch */
     if (!bf) {
-        const float *b0 = b, *b1 = b0 + bstride, *b2 = b0 + 2 * bstride;
         for (int k = 0; k < kc; k++) {
+            __m512i v[NV];
             __m512 bv[NV];
-            if (k < pfk)
-                pf_step(pf, pstep, pfn, k);
-            bv[0] = _mm512_load_ps(b0 + 16 * k);
-            if (nv > 1)
-                bv[1] = _mm512_load_ps(b1 + 16 * k);
-            if (nv > 2)
-                bv[2] = _mm512_load_ps(b2 + 16 * k);
+            load_b(b, bstride * 4, nv, k, k < pfk ? pf : NULL, pstep, pfn, v);
+#pragma GCC unroll 3
+            for (int j = 0; j < nv; j++)
+                bv[j] = _mm512_castsi512_ps(v[j]);
             TILE_FMA(mr, nv, acc, ap + MR * k, bv);
         }
     } else {
         /* bf16 pairs (ref.h): one 64-byte load holds k and k+1 of 16 columns; k's fp32 is
          * the low half shifted up, k+1's the high half with the low bits cleared. Same
          * products, same order as the fp32 path on the rounded weights. */
-        const uint16_t *h0 = b, *h1 = h0 + bstride, *h2 = h0 + 2 * bstride;
         const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
         for (int p = 0; p < iters; p++) {
             __m512i v[NV];
             __m512 be[NV], bo[NV];
-            if (p < pfk)
-                pf_step(pf, pstep, pfn, p);
-            v[0] = _mm512_load_si512(h0 + 32 * p);
-            if (nv > 1)
-                v[1] = _mm512_load_si512(h1 + 32 * p);
-            if (nv > 2)
-                v[2] = _mm512_load_si512(h2 + 32 * p);
+            load_b(b, bstride * 2, nv, p, p < pfk ? pf : NULL, pstep, pfn, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++) {
                 be[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
@@ -186,26 +184,13 @@ XF_INLINE void tr8(const float *x, size_t ldx, int nr, float *o)
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         r[i] = _mm256_loadu_ps(x + (size_t)(i < nr ? i : 0) * ldx);
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
-    __m256 c[8] = {
-        _mm256_permute2f128_ps(s0, s4, 0x20), _mm256_permute2f128_ps(s1, s5, 0x20),
-        _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
-        _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
-        _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31),
-    };
+    xf_tr8x8_256(r);
 #pragma GCC unroll 8
     for (int q = 0; q < 8; q++) {
         if (nr == 8)
-            _mm256_storeu_ps(o + q * MR, c[q]);
+            _mm256_storeu_ps(o + q * MR, r[q]);
         else
-            _mm256_mask_storeu_ps(o + q * MR, sm, c[q]);
+            _mm256_mask_storeu_ps(o + q * MR, sm, r[q]);
     }
 }
 
