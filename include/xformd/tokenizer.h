@@ -40,15 +40,23 @@ typedef struct xf_tok_opts {
     int truncate;          /* with max_len: 1 cuts (pairs: longest-first), 0 returns XF_ETOOLONG */
     int truncate_left;     /* with truncate: 1 cuts from the start of each text (keeps its tail,
                               as HF's truncation_direction "left"); the specials stay in place */
+    int offsets;           /* 1: also fill out->offsets (where each token came from) */
 } xf_tok_opts_t;
 
 /* A growable, caller-owned token buffer. Zero-initialise it; encode (re)allocates;
- * xf_tokens_deinit() releases. ids and type_ids have n valid entries. */
+ * xf_tokens_deinit() releases. ids and type_ids have n valid entries; so has offsets (two
+ * entries each) after an encode with opts->offsets. */
 typedef struct xf_tokens {
     int32_t *ids;
     int32_t *type_ids;     /* 0 for the first text and its specials, 1 for the pair */
     int32_t n;
     int32_t cap;
+    int32_t *offsets;      /* [2n]: byte start and end of each token in its own text (the
+                              pair's tokens in the pair), as Hugging Face's Encoding offsets:
+                              a WordPiece piece spans the original characters it came from
+                              (before lowercasing and accent stripping), [UNK] its whole word;
+                              -1, -1 for the [CLS] and [SEP] encode adds (an added token typed
+                              in the text spans its match). NULL until asked for. */
 } xf_tokens_t;
 XF_API void xf_tokens_deinit(xf_tokens_t *t);
 

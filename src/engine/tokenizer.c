@@ -249,11 +249,16 @@ typedef struct enc {
     size_t cap_norm;
     char *ubuf;                /* prefix_len bytes of room + one piece in UTF-8 */
     uint32_t *uoff;            /* byte offset (in ubuf) of each char of the piece, + the end */
+    int want_off;              /* fill out->offsets */
+    uint32_t base;             /* byte offset in the text of what basic() is given */
+    uint32_t *raw_beg, *raw_end; /* byte span in the text of each code point of raw */
+    uint32_t *norm_src;        /* index in raw of each code point of norm */
 } enc_t;
 
-static int out_reserve(xf_tokens_t *o, size_t need)
+/* Room for need tokens; offsets (when held or wanted) always has room for cap tokens. */
+static int out_reserve(xf_tokens_t *o, size_t need, int want_off)
 {
-    if (need <= (size_t)(o->cap > 0 ? o->cap : 0))
+    if (need <= (size_t)(o->cap > 0 ? o->cap : 0) && (o->offsets || !want_off))
         return 0;
     if (need > INT32_MAX)
         return -ENOMEM;
@@ -270,20 +275,42 @@ static int out_reserve(xf_tokens_t *o, size_t need)
     if (!ty)
         return -ENOMEM;
     o->type_ids = ty;
+    if (want_off || o->offsets) {
+        int32_t *of = realloc(o->offsets, 2 * cap * sizeof *of);
+        if (!of)
+            return -ENOMEM;
+        o->offsets = of;
+    }
     o->cap = (int32_t)cap;
     return 0;
 }
 
-static int push(enc_t *e, int32_t id)
+/* Append id, from bytes [beg, end) of the text (beg < 0: a special token). */
+static int push(enc_t *e, int32_t id, int64_t beg, int64_t end)
 {
     xf_tokens_t *o = e->out;
-    if (o->n >= o->cap) {
-        int rc = out_reserve(o, (size_t)o->n + 1);
+    if (o->n >= o->cap || (e->want_off && !o->offsets)) {
+        int rc = out_reserve(o, (size_t)o->n + 1, e->want_off);
         if (rc)
             return rc;
     }
+    if (e->want_off) {
+        o->offsets[2 * o->n] = beg < 0 ? -1 : (int32_t)beg;
+        o->offsets[2 * o->n + 1] = beg < 0 ? -1 : (int32_t)end;
+    }
     o->ids[o->n++] = id;
     return 0;
+}
+
+/* The byte span in the text of norm[a..b] (inclusive). */
+static int64_t norm_beg(const enc_t *e, size_t a)
+{
+    return e->raw_beg[e->norm_src[a]];
+}
+
+static int64_t norm_end(const enc_t *e, size_t b)
+{
+    return e->raw_end[e->norm_src[b]];
 }
 
 /* Truncating a single text stops tokenizing once the limit is reached. Checked only after a
@@ -297,22 +324,23 @@ static void check_limit(enc_t *e)
     }
 }
 
-static int emit(enc_t *e, int32_t id)
+static int emit(enc_t *e, int32_t id, int64_t beg, int64_t end)
 {
-    int rc = push(e, id);
+    int rc = push(e, id, beg, end);
     check_limit(e);
     return rc;
 }
 
-/* Greedy longest-match-first WordPiece on p[0..n): the whole piece becomes [UNK] when it is
- * longer than max_input_chars_per_word or some part of it matches nothing. */
-static int wordpiece(enc_t *e, const uint32_t *p, size_t n)
+/* Greedy longest-match-first WordPiece on norm[at..at+n): the whole piece becomes [UNK] when
+ * it is longer than max_input_chars_per_word or some part of it matches nothing. */
+static int wordpiece(enc_t *e, size_t at, size_t n)
 {
     const xf_tokenizer_t *t = e->t;
+    const uint32_t *p = e->norm + at;
     if (n == 0)
         return 0;
     if (n > (size_t)t->max_chars)
-        return emit(e, t->sp.unk);
+        return emit(e, t->sp.unk, norm_beg(e, at), norm_end(e, at + n - 1));
     const uint32_t pl = t->prefix_len;
     char *u = e->ubuf;
     uint32_t pos = pl;
@@ -346,9 +374,9 @@ static int wordpiece(enc_t *e, const uint32_t *p, size_t n)
         }
         if (id < 0) {
             e->out->n = n0;           /* some part matches nothing: the whole piece is [UNK] */
-            return emit(e, t->sp.unk);
+            return emit(e, t->sp.unk, norm_beg(e, at), norm_end(e, at + n - 1));
         }
-        int rc = push(e, id);
+        int rc = push(e, id, norm_beg(e, at + start), norm_end(e, at + end - 1));
         if (rc)
             return rc;
         start = end;
@@ -379,11 +407,12 @@ static int never_match(const xf_tokenizer_t *t, const uint32_t *c, size_t n)
 }
 
 /* Canonical ordering (the reordering step of NFD): stable sort of each run of non-starters by
- * combining class. Only reached for words with non-ASCII letters. */
-static void canonical_order(uint32_t *w, size_t n)
+ * combining class; src (where each code point came from) moves along. Only reached for words
+ * with non-ASCII letters. */
+static void canonical_order(uint32_t *w, uint32_t *src, size_t n)
 {
     for (size_t i = 1; i < n; i++) {
-        uint32_t c = w[i];
+        uint32_t c = w[i], cs = src[i];
         if (c < 0x300)
             continue;
         int cc = utf8proc_get_property((utf8proc_int32_t)c)->combining_class;
@@ -395,9 +424,11 @@ static void canonical_order(uint32_t *w, size_t n)
             if (pc <= cc)
                 break;
             w[j] = w[j - 1];
+            src[j] = src[j - 1];
             j--;
         }
         w[j] = c;
+        src[j] = cs;
     }
 }
 
@@ -407,12 +438,13 @@ static int normalize_word(enc_t *e, size_t *n_out)
 {
     const xf_tokenizer_t *t = e->t;
     const uint32_t *r = e->raw;
-    uint32_t *w = e->norm;
+    uint32_t *w = e->norm, *src = e->norm_src;
     size_t n = 0;
     if (e->raw_ascii) {
         for (size_t i = 0; i < e->n_raw; i++) {
             uint32_t c = r[i];
             w[i] = (t->lowercase && c >= 'A' && c <= 'Z') ? c + 32 : c;
+            src[i] = (uint32_t)i;
         }
         *n_out = e->n_raw;
         return 0;
@@ -434,6 +466,7 @@ static int normalize_word(enc_t *e, size_t *n_out)
             if (!t->strip_accents || lc[k] < 0xC0) {
                 if (n >= e->cap_norm)
                     return -EOVERFLOW;
+                src[n] = (uint32_t)i;
                 w[n++] = lc[k];
                 continue;
             }
@@ -445,16 +478,19 @@ static int normalize_word(enc_t *e, size_t *n_out)
              * of the Unicode data needs; running out means the data changed: refuse. */
             if (m < 0 || (size_t)m > e->cap_norm - n)
                 return -EOVERFLOW;
+            for (utf8proc_ssize_t q = 0; q < m; q++)
+                src[n + (size_t)q] = (uint32_t)i;
             n += (size_t)m;
         }
     }
     if (t->strip_accents) {
-        canonical_order(w, n);
+        canonical_order(w, src, n);
         size_t j = 0;
         for (size_t i = 0; i < n; i++) {
             if (w[i] >= 0x300 &&
                 utf8proc_category((utf8proc_int32_t)w[i]) == UTF8PROC_CATEGORY_MN)
                 continue;
+            src[j] = src[i];
             w[j++] = w[i];
         }
         n = j;
@@ -472,10 +508,11 @@ static int flush_word(enc_t *e)
     if (nr == 0 || e->stop)
         return 0;
     e->n_raw = 0;
+    const int64_t wb = e->raw_beg[0], we = e->raw_end[nr - 1];   /* the word's bytes */
     if (t->n_never) {
         int k = never_match(t, e->raw, nr);
         if (k >= 0)
-            return emit(e, t->never[k].id);
+            return emit(e, t->never[k].id, wb, we);
     }
     e->n_raw = nr;
     size_t n;
@@ -487,20 +524,20 @@ static int flush_word(enc_t *e)
     if (t->n_never && (t->lowercase || t->strip_accents)) {
         int k = never_match(t, w, n);
         if (k >= 0)
-            return emit(e, t->never[k].id);
+            return emit(e, t->never[k].id, wb, we);
     }
     size_t s = 0;
     for (size_t i = 0; i < n && !e->stop; i++) {
         if (!is_punct(w[i]))
             continue;
-        if (i > s && (rc = wordpiece(e, w + s, i - s)))
+        if (i > s && (rc = wordpiece(e, s, i - s)))
             return rc;
-        if (!e->stop && (rc = wordpiece(e, w + i, 1)))
+        if (!e->stop && (rc = wordpiece(e, i, 1)))
             return rc;
         s = i + 1;
     }
     if (s < n && !e->stop)
-        return wordpiece(e, w + s, n - s);
+        return wordpiece(e, s, n - s);
     return 0;
 }
 
@@ -514,6 +551,7 @@ static int basic(enc_t *e, const unsigned char *s, size_t len)
     e->raw_ascii = 1;
     while (i < len && !e->stop) {
         uint32_t c;
+        size_t at = i;
         i += utf8_dec(s + i, &c);
         if (t->clean_text && (c == 0 || is_dropped(c)))
             continue;
@@ -527,6 +565,8 @@ static int basic(enc_t *e, const unsigned char *s, size_t len)
             if ((rc = flush_word(e)))
                 return rc;
             e->raw[0] = c;
+            e->raw_beg[0] = e->base + (uint32_t)at;
+            e->raw_end[0] = e->base + (uint32_t)i;
             e->n_raw = 1;
             e->raw_ascii = 0;
             if ((rc = flush_word(e)))
@@ -536,6 +576,8 @@ static int basic(enc_t *e, const unsigned char *s, size_t len)
         }
         if (c >= 0x80)
             e->raw_ascii = 0;
+        e->raw_beg[e->n_raw] = e->base + (uint32_t)at;
+        e->raw_end[e->n_raw] = e->base + (uint32_t)i;
         e->raw[e->n_raw++] = c;
     }
     return flush_word(e);
@@ -577,9 +619,13 @@ static int encode_text(enc_t *e, const unsigned char *s, size_t len)
                 i++;
                 continue;
             }
+            e->base = (uint32_t)seg;
             if ((rc = basic(e, s + seg, i - seg)))
                 return rc;
-            if (!e->stop && (rc = emit(e, t->added[k].id)))
+            /* an added token typed in the text spans its match; Hugging Face's Encoding marks
+             * only the post-processor's [CLS]/[SEP] in its special_tokens_mask */
+            if (!e->stop && (rc = emit(e, t->added[k].id, (int64_t)i,
+                                       (int64_t)i + t->added[k].len)))
                 return rc;
             i += t->added[k].len;
             seg = i;
@@ -587,6 +633,7 @@ static int encode_text(enc_t *e, const unsigned char *s, size_t len)
     }
     if (e->stop)
         return 0;
+    e->base = (uint32_t)seg;
     return basic(e, s + seg, len - seg);
 }
 
@@ -620,6 +667,23 @@ static void truncate_pair(int32_t na, int32_t nb, int32_t budget, int32_t *ta, i
     }
     *ta = na < n1 ? na : n1;
     *tb = nb < n2 ? nb : n2;
+}
+
+/* Move n tokens (ids, and offsets when kept) from index src to dst (ranges may overlap). */
+static void move_tokens(xf_tokens_t *o, int want_off, int32_t dst, int32_t src, int32_t n)
+{
+    if (n <= 0)
+        return;
+    memmove(o->ids + dst, o->ids + src, (size_t)n * sizeof *o->ids);
+    if (want_off)
+        memmove(o->offsets + 2 * dst, o->offsets + 2 * src, 2 * (size_t)n * sizeof *o->offsets);
+}
+
+static void set_special(xf_tokens_t *o, int want_off, int32_t at, int32_t id)
+{
+    o->ids[at] = id;
+    if (want_off)
+        o->offsets[2 * at] = o->offsets[2 * at + 1] = -1;
 }
 
 int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
@@ -659,15 +723,16 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
                                (int)opts->max_len, (int)n_sp);
     }
 
-    /* One scratch block: raw word (1 code point per byte at most), normalized word (2 per
-     * byte: the longest lowercase+NFD expansion is 4 code points for a 3-byte character),
-     * the WordPiece piece in UTF-8 and its char offsets. */
+    /* One scratch block: raw word (1 code point per byte at most) and each code point's byte
+     * span, normalized word (2 per byte: the longest lowercase+NFD expansion is 4 code points
+     * for a 3-byte character) and where each came from, the WordPiece piece's char offsets
+     * and the piece in UTF-8. */
     size_t L = (len > pair_len ? len : pair_len) + 1;
     size_t cap_norm = 2 * L + 32;
     /* a piece is part of a normalized word and at most max_chars long (else it is [UNK]) */
     size_t mc = (size_t)tok->max_chars < cap_norm ? (size_t)tok->max_chars : cap_norm;
-    size_t bytes = L * sizeof(uint32_t) + cap_norm * sizeof(uint32_t) +
-                   (mc + 1) * sizeof(uint32_t) + TOK_MAX_PREFIX + 4 * mc + 8;
+    size_t words = 3 * L + 2 * cap_norm + mc + 1;   /* uint32_t arrays before ubuf */
+    size_t bytes = words * sizeof(uint32_t) + TOK_MAX_PREFIX + 4 * mc + 8;
     char *scratch = malloc(bytes);
     if (!scratch)
         return xf_diag_set(diag, -ENOMEM, "tokenizer: out of memory (%zu bytes)", bytes);
@@ -677,11 +742,15 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
         .norm = (uint32_t *)scratch + L,
         .cap_norm = cap_norm,
         .uoff = (uint32_t *)scratch + L + cap_norm,
-        .ubuf = scratch + (L + cap_norm + mc + 1) * sizeof(uint32_t),
+        .raw_beg = (uint32_t *)scratch + L + cap_norm + mc + 1,
+        .raw_end = (uint32_t *)scratch + 2 * L + cap_norm + mc + 1,
+        .norm_src = (uint32_t *)scratch + 3 * L + cap_norm + mc + 1,
+        .ubuf = scratch + words * sizeof(uint32_t),
+        .want_off = opts->offsets,
     };
     int rc;
     int32_t na = 0, nb = 0;
-    if (specials && (rc = out_reserve(out, 1)))
+    if (specials && (rc = out_reserve(out, 1, e.want_off)))
         goto fail_nomem;
     out->n = specials ? 1 : 0;
     if (!pair && budget >= 0 && opts->truncate && !opts->truncate_left)
@@ -714,32 +783,31 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
         else
             ta = budget;
     }
-    if ((rc = out_reserve(out, (size_t)na + nb + 3)))
+    if ((rc = out_reserve(out, (size_t)na + nb + 3, e.want_off)))
         goto fail_nomem;
-    int32_t *ids = out->ids;
     int32_t a0 = specials ? 1 : 0;          /* where a's tokens start */
     int32_t b0 = a0 + na;                   /* where b's kept tokens start */
     if (opts->truncate_left) {
         /* Keep each text's tail: a's last ta tokens move to a0 (within a's span, so b is
          * untouched); b's kept tokens are its last tb. */
         if (ta < na)
-            memmove(ids + a0, ids + a0 + (na - ta), (size_t)ta * sizeof *ids);
+            move_tokens(out, e.want_off, a0, a0 + (na - ta), ta);
         b0 += nb - tb;
     }
     if (specials) {
         /* [CLS] a [SEP] b [SEP]: b moves to its place first (its destination is past a's). */
         if (pair)
-            memmove(ids + a0 + ta + 1, ids + b0, (size_t)tb * sizeof *ids);
-        ids[0] = tok->sp.cls;
-        ids[a0 + ta] = tok->sp.sep;
+            move_tokens(out, e.want_off, a0 + ta + 1, b0, tb);
+        set_special(out, e.want_off, 0, tok->sp.cls);
+        set_special(out, e.want_off, a0 + ta, tok->sp.sep);
         out->n = a0 + ta + 1;
         if (pair) {
-            ids[out->n + tb] = tok->sp.sep;
+            set_special(out, e.want_off, out->n + tb, tok->sp.sep);
             out->n += tb + 1;
         }
     } else {
         if (pair && tb > 0)
-            memmove(ids + ta, ids + b0, (size_t)tb * sizeof *ids);
+            move_tokens(out, e.want_off, ta, b0, tb);
         out->n = ta + tb;
     }
     int32_t first = specials ? ta + 2 : ta;    /* tokens with type 0 */
@@ -763,6 +831,7 @@ void xf_tokens_deinit(xf_tokens_t *t)
         return;
     free(t->ids);
     free(t->type_ids);
+    free(t->offsets);
     memset(t, 0, sizeof *t);
 }
 

@@ -99,6 +99,8 @@ static step_t over_max_texts(xf_req_t *req, size_t n, const char *what, enum MHD
 /* Parse req->body into req->root (an object). On error queues the reply, returns -1. */
 static step_t parse_body(xf_req_t *req, enum MHD_Result *ret)
 {
+    if (req->root)
+        return STEP_OK;   /* already parsed (TEI's "/" looks at the body to pick a route) */
     if (req->body_len == 0) {
         *ret = xf_http_reply_error(req, XF_HE_BAD_JSON, 0, "empty request body; expected a "
                                    "JSON object");
@@ -186,6 +188,15 @@ static step_t get_str(xf_req_t *req, json_t *obj, const char *key, const char **
     return STEP_OK;
 }
 
+/* Common request options (top level, or KServe "parameters"). */
+typedef struct ropts {
+    int truncate;
+    int truncate_left;         /* TEI truncation_direction "Left": keep each text's tail */
+    long long timeout_ms;
+    const char *prompt;        /* TEI prompt_name's text, put before every text, or NULL */
+    size_t prompt_n;
+} ropts_t;
+
 /* One text (or text pair) to tokenise, or one list of token ids used as given (OpenAI and
  * TEI accept both), borrowed from req->root. */
 typedef struct text {
@@ -194,6 +205,8 @@ typedef struct text {
     const char *pair;
     size_t pair_n;
     json_t *ids;               /* non-NULL: a JSON list of token ids; s is unused */
+    const ropts_t *ro;         /* its own truncation and prompt (TEI /vertex instances), or NULL
+                                  for the request's */
 } text_t;
 
 typedef struct texts {
@@ -231,19 +244,11 @@ static int ivec_push(ivec_t *v, const int32_t *x, size_t n)
     return 0;
 }
 
-/* Common request options (top level, or KServe "parameters"). */
-typedef struct ropts {
-    int truncate;
-    int truncate_left;         /* TEI truncation_direction "Left": keep each text's tail */
-    long long timeout_ms;
-    const char *prompt;        /* TEI prompt_name's text, put before every text, or NULL */
-    size_t prompt_n;
-} ropts_t;
-
 static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
 {
     const char *dir = NULL;
-    ro->truncate = 0;
+    /* TEI: "truncate" defaults to the server's --auto-truncate (TEI's Info.auto_truncate) */
+    ro->truncate = req->api == XF_API_TEI ? req->srv->o.auto_truncate : 0;
     ro->truncate_left = 0;
     ro->timeout_ms = 0;
     ro->prompt = NULL;
@@ -482,24 +487,27 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
         xf_diag_t diag = { 0, "" };
         const char *text = tx->v[i].s;
         size_t text_n = tx->v[i].n;
+        const ropts_t *r = tx->v[i].ro ? tx->v[i].ro : ro;
+        to.truncate = r->truncate;
+        to.truncate_left = r->truncate_left;
         int rc;
         if (tx->v[i].ids) {
             rc = ids_input(req, i, tx->v[i].ids, &to, &tok, &diag, ret);
             if (rc == -EINVAL)
                 goto fail;
         } else {
-            if (ro->prompt && ro->prompt_n > 0) {
+            if (r->prompt && r->prompt_n > 0) {
                 free(prompted);
-                prompted = malloc(ro->prompt_n + text_n + 1);
+                prompted = malloc(r->prompt_n + text_n + 1);
                 if (!prompted) {
                     *ret = reply_oom(req);
                     goto fail;
                 }
-                memcpy(prompted, ro->prompt, ro->prompt_n);
-                memcpy(prompted + ro->prompt_n, text, text_n);
-                prompted[ro->prompt_n + text_n] = '\0';
+                memcpy(prompted, r->prompt, r->prompt_n);
+                memcpy(prompted + r->prompt_n, text, text_n);
+                prompted[r->prompt_n + text_n] = '\0';
                 text = prompted;
-                text_n += ro->prompt_n;
+                text_n += r->prompt_n;
             }
             rc = xf_tokenizer_encode(s->tok, text, text_n, tx->v[i].pair, tx->v[i].pair_n,
                                      &to, &tok, &diag);
@@ -711,40 +719,74 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     return submit_job(req, j, attn, (jobwant_t){ 1, 0, s->o.normalize }, &ro, ret);
 }
 
-static enum MHD_Result h_embed(xf_req_t *req)
+/* TEI /embed's fields of obj (the request, or a /vertex instance): its texts (or token ids)
+ * into tx, truncation and prompt into ro, normalize (default true) and dimensions (0: all). */
+static step_t parse_embed(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *normalize,
+                          int *dims, enum MHD_Result *ret)
 {
     xf_server_t *s = req->srv;
+    long long d = 0;
+    *normalize = 1;
+    if (get_bool(req, obj, "normalize", normalize, ret) != STEP_OK ||
+        get_int(req, obj, "dimensions", 0, 1000000, &d, ret) != STEP_OK ||
+        get_ropts(req, obj, ro, ret) != STEP_OK || get_prompt(req, obj, ro, ret) != STEP_OK)
+        return STEP_REPLIED;
+    /* TEI's Matryoshka dimensions: the first dims values, normalised after the cut. */
+    if (opt_field(obj, "dimensions") && (d < 1 || d > s->info->d_model)) {
+        req->err_param = "dimensions";
+        *ret = xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
+                                   "between 1 and the model's %d", s->info->d_model);
+        return STEP_REPLIED;
+    }
+    *dims = (int)d;
+    return get_texts(req, json_object_get(obj, "inputs"), "inputs", 1, tx, ret);
+}
+
+static enum MHD_Result h_embed(xf_req_t *req)
+{
     enum MHD_Result ret = MHD_NO;
     if (parse_body(req, &ret) != STEP_OK)
         return ret;
-    int normalize = 1;
-    long long dims = 0;
+    texts_t tx = { 0 };
     ropts_t ro;
-    if (get_bool(req, req->root, "normalize", &normalize, &ret) != STEP_OK ||
-        get_int(req, req->root, "dimensions", 0, 1000000, &dims, &ret) != STEP_OK ||
-        get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
-        get_prompt(req, req->root, &ro, &ret) != STEP_OK)
+    if (parse_embed(req, req->root, &tx, &ro, &req->normalize, &req->dimensions, &ret) !=
+        STEP_OK)
         return ret;
-    /* TEI's Matryoshka dimensions: the first dims values, normalised after the cut. */
-    if (opt_field(req->root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
-        req->err_param = "dimensions";
-        return xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
-                                   "between 1 and the model's %d", s->info->d_model);
-    }
-    req->dimensions = (int)dims;
-    req->normalize = normalize;
-    xf_attn_t *attn = NULL;
-    if (get_attention(req, req->root, &attn, &ret) != STEP_OK)
+    return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 1, 0, req->normalize });
+}
+
+/* TEI's /embed_all: the same request as /embed (without normalize and dimensions) -> for
+ * every input the last hidden state of every token, [CLS] and [SEP] included, as computed
+ * (not normalised): [[[f, ...] per token] per input]. */
+static enum MHD_Result h_embed_all(xf_req_t *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    if (parse_body(req, &ret) != STEP_OK)
         return ret;
     texts_t tx = { 0 };
-    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", 1, &tx, &ret) !=
-        STEP_OK) {
-        xf_attn_free(attn);
+    ropts_t ro;
+    if (get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
+        get_prompt(req, req->root, &ro, &ret) != STEP_OK ||
+        get_texts(req, json_object_get(req->root, "inputs"), "inputs", 1, &tx, &ret) != STEP_OK)
+        return ret;
+    xf_attn_t *attn = NULL;
+    if (get_attention(req, req->root, &attn, &ret) != STEP_OK) {
+        free(tx.v);
         return ret;
     }
     xf_job_t *j = tokenise(req, &tx, &ro, &ret);
     free(tx.v);
-    return submit_job(req, j, attn, (jobwant_t){ 1, 0, normalize }, &ro, ret);
+    if (j) {
+        j->want_hidden = 1;
+        j->hidden = calloc((size_t)j->n_tokens * (size_t)req->srv->info->d_model + 1,
+                           sizeof(float));
+        if (!j->hidden) {
+            xf_job_free(j);
+            xf_attn_free(attn);
+            return reply_oom(req);
+        }
+    }
+    return submit_job(req, j, attn, (jobwant_t){ 0, 0, -1 }, &ro, ret);
 }
 
 /* TEI's /similarity: {"inputs": {"source_sentence": s, "sentences": [...]}, "parameters":
@@ -809,80 +851,108 @@ static enum MHD_Result h_similarity(xf_req_t *req)
     return submit_job(req, j, NULL, (jobwant_t){ 1, 0, 1 }, &ro, ret);
 }
 
-static enum MHD_Result h_rerank(xf_req_t *req)
+/* TEI /rerank's fields of obj (the request, or a /vertex instance): query and texts into tx
+ * as (query, text) pairs, raw_scores and return_text (default false). In TEI's order: the
+ * fields (422), an empty texts (400), then the model (424). */
+static step_t parse_rerank(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *raw,
+                           int *ret_text, enum MHD_Result *ret)
 {
     xf_server_t *s = req->srv;
+    const char *query = NULL;
+    *raw = *ret_text = 0;
+    if (get_str(req, obj, "query", &query, ret) != STEP_OK ||
+        get_bool(req, obj, "raw_scores", raw, ret) != STEP_OK ||
+        get_bool(req, obj, "return_text", ret_text, ret) != STEP_OK ||
+        get_ropts(req, obj, ro, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (!query) {
+        *ret = reply_missing_field(req, "query");
+        return STEP_REPLIED;
+    }
+    json_t *texts = json_object_get(obj, "texts");
+    if (texts && !json_is_array(texts)) {
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'texts' must be a list "
+                                   "of strings");
+        return STEP_REPLIED;
+    }
+    if (get_texts(req, texts, "texts", 0, tx, ret) != STEP_OK)
+        return STEP_REPLIED;
+    if (s->info->n_labels != 1) {
+        free(tx->v);
+        tx->v = NULL;
+        *ret = xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/rerank needs a "
+                                   "cross-encoder (a classifier head with 1 label); model '%s' "
+                                   "has %d labels", s->model_name, s->info->n_labels);
+        return STEP_REPLIED;
+    }
+    size_t qn = json_string_length(json_object_get(obj, "query"));
+    for (size_t i = 0; i < tx->n; i++) {
+        tx->v[i].pair = tx->v[i].s;
+        tx->v[i].pair_n = tx->v[i].n;
+        tx->v[i].s = query;
+        tx->v[i].n = qn;
+    }
+    return STEP_OK;
+}
+
+static enum MHD_Result h_rerank(xf_req_t *req)
+{
     enum MHD_Result ret = MHD_NO;
-    if (s->info->n_labels != 1)
-        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0,
-                                   "/rerank needs a cross-encoder (a classifier head with 1 "
-                                   "label); model '%s' has %d labels", s->model_name,
-                                   s->info->n_labels);
     if (parse_body(req, &ret) != STEP_OK)
         return ret;
-    const char *query = NULL;
-    ropts_t ro;
-    if (get_str(req, req->root, "query", &query, &ret) != STEP_OK ||
-        get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) != STEP_OK ||
-        get_bool(req, req->root, "return_text", &req->return_text, &ret) != STEP_OK ||
-        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
-        return ret;
-    if (!query)
-        return reply_missing_field(req, "query");
-    json_t *texts = json_object_get(req->root, "texts");
-    if (texts && !json_is_array(texts))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'texts' must be a list "
-                                   "of strings");
     texts_t tx = { 0 };
-    if (get_texts(req, texts, "texts", 0, &tx, &ret) != STEP_OK)
+    ropts_t ro;
+    if (parse_rerank(req, req->root, &tx, &ro, &req->raw_scores, &req->return_text, &ret) !=
+        STEP_OK)
         return ret;
-    size_t qn = json_string_length(json_object_get(req->root, "query"));
-    for (size_t i = 0; i < tx.n; i++) {
-        tx.v[i].pair = tx.v[i].s;
-        tx.v[i].pair_n = tx.v[i].n;
-        tx.v[i].s = query;
-        tx.v[i].n = qn;
-    }
     return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
 }
 
-static enum MHD_Result h_predict(xf_req_t *req)
+/* TEI /predict's fields of obj (the request, or a /vertex instance): inputs into tx,
+ * raw_scores, and whether inputs was a batch. */
+static step_t parse_predict(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *raw,
+                            int *batch, enum MHD_Result *ret)
 {
     xf_server_t *s = req->srv;
-    enum MHD_Result ret = MHD_NO;
-    if (s->info->n_labels < 1)
-        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0,
-                                   "/predict needs a classifier head; model '%s' has none",
-                                   s->model_name);
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    ropts_t ro;
-    if (get_bool(req, req->root, "raw_scores", &req->raw_scores, &ret) != STEP_OK ||
-        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
-        return ret;
-    json_t *in = json_object_get(req->root, "inputs");
-    if (!in)
-        return reply_missing_field(req, "inputs");
-    /* TEI: "a" | ["a","b"] (one pair) | [seq, ...] where seq is "a" or ["a","b"]. */
-    texts_t tx = { 0 };
+    if (s->info->n_labels < 1) {
+        *ret = xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/predict needs a "
+                                   "classifier head; model '%s' has none", s->model_name);
+        return STEP_REPLIED;
+    }
+    *raw = 0;
+    if (get_bool(req, obj, "raw_scores", raw, ret) != STEP_OK ||
+        get_ropts(req, obj, ro, ret) != STEP_OK)
+        return STEP_REPLIED;
+    json_t *in = json_object_get(obj, "inputs");
+    if (!in) {
+        *ret = reply_missing_field(req, "inputs");
+        return STEP_REPLIED;
+    }
+    /* TEI: "a" | ["a","b"] (one pair) | [seq, ...] where seq is ["a"] or ["a","b"]. */
     size_t n = 1;
     int single = json_is_string(in) || is_str_pair(in);
     if (!single) {
-        if (!json_is_array(in))
-            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be a "
+        if (!json_is_array(in)) {
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be a "
                                        "string, a pair of strings or a list of them");
+            return STEP_REPLIED;
+        }
         n = json_array_size(in);
-        if (n == 0)
-            return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'inputs' is an empty "
+        if (n == 0) {
+            *ret = xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'inputs' is an empty "
                                        "list");
-        if (over_max_texts(req, n, "inputs", &ret) != STEP_OK)
-            return ret;
+            return STEP_REPLIED;
+        }
+        if (over_max_texts(req, n, "inputs", ret) != STEP_OK)
+            return STEP_REPLIED;
     }
-    if (texts_alloc(&tx, n) < 0)
-        return reply_oom(req);
+    if (texts_alloc(tx, n) < 0) {
+        *ret = reply_oom(req);
+        return STEP_REPLIED;
+    }
     for (size_t i = 0; i < n; i++) {
         json_t *e = single ? in : json_array_get(in, i);
-        text_t *t = &tx.v[i];
+        text_t *t = &tx->v[i];
         if (json_is_string(e)) {
             t->s = json_string_value(e);
             t->n = json_string_length(e);
@@ -897,13 +967,28 @@ static enum MHD_Result h_predict(xf_req_t *req)
             t->pair = json_string_value(json_array_get(e, 1));
             t->pair_n = json_string_length(json_array_get(e, 1));
         } else {
-            free(tx.v);
-            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs'[%zu] must be a "
+            free(tx->v);
+            tx->v = NULL;
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs'[%zu] must be a "
                                        "string, [string] or a pair of strings", i);
+            return STEP_REPLIED;
         }
     }
-    tx.n = n;
-    req->batch_form = !single;
+    tx->n = n;
+    *batch = !single;
+    return STEP_OK;
+}
+
+static enum MHD_Result h_predict(xf_req_t *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    texts_t tx = { 0 };
+    ropts_t ro;
+    if (parse_predict(req, req->root, &tx, &ro, &req->raw_scores, &req->batch_form, &ret) !=
+        STEP_OK)
+        return ret;
     return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
 }
 
@@ -1288,32 +1373,60 @@ static enum MHD_Result r_embeddings(xf_req_t *req)
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
+/* TEI's EmbedResponse for n pooled rows: [[f, ...], ...], each cut to dims (0: all) and, with
+ * unit, scaled to unit norm after the cut. */
+static void put_embed(xf_buf_t *b, const float *rows, size_t n, size_t d, size_t dims, int unit)
+{
+    dims = dims > 0 && dims < d ? dims : d;
+    float *tmp = unit ? malloc(dims * sizeof *tmp) : NULL;
+    if (unit && !tmp) {
+        b->oom = 1;
+        return;
+    }
+    xf_buf_puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        const float *row = rows + i * d;
+        if (tmp) {
+            memcpy(tmp, row, dims * sizeof *tmp);
+            unit_scale(tmp, dims);
+            row = tmp;
+        }
+        if (i)
+            xf_buf_puts(b, ",");
+        put_floats(b, row, dims);
+    }
+    xf_buf_puts(b, "]");
+    free(tmp);
+}
+
 static enum MHD_Result r_embed(xf_req_t *req)
 {
     xf_job_t *j = req->job;
     size_t d = (size_t)req->srv->info->d_model;
     size_t dims = req->dimensions > 0 ? (size_t)req->dimensions : d;
-    float *tmp = dims < d ? malloc(dims * sizeof *tmp) : NULL;
-    if (dims < d && !tmp)
-        return reply_oom(req);
+    xf_buf_t b = { 0 };
+    /* TEI cuts, then normalises when asked (the pooled row is already normalised then, so
+     * renormalising the cut equals normalising the raw cut). */
+    put_embed(&b, j->pooled, (size_t)j->n_seq, d, dims, req->normalize && dims < d);
+    return xf_http_reply_buf(req, 200, "application/json", &b);
+}
+
+static enum MHD_Result r_embed_all(xf_req_t *req)
+{
+    xf_job_t *j = req->job;
+    size_t d = (size_t)req->srv->info->d_model, t = 0;
     xf_buf_t b = { 0 };
     xf_buf_puts(&b, "[");
     for (int32_t i = 0; i < j->n_seq; i++) {
-        const float *row = j->pooled + (size_t)i * d;
-        if (tmp) {
-            /* TEI cuts, then normalises when asked (the pooled row is already normalised
-             * then, so renormalising the cut equals normalising the raw cut). */
-            memcpy(tmp, row, dims * sizeof *tmp);
-            if (req->normalize)
-                unit_scale(tmp, dims);
-            row = tmp;
+        xf_buf_puts(&b, i ? ",[" : "[");
+        for (int32_t k = 0; k < j->lens[i]; k++, t++) {
+            if (k)
+                xf_buf_puts(&b, ",");
+            put_floats(&b, j->hidden + t * d, d);
         }
-        if (i)
-            xf_buf_puts(&b, ",");
-        put_floats(&b, row, dims);
+        xf_buf_puts(&b, "]");
     }
     xf_buf_puts(&b, "]");
-    free(tmp);
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
@@ -1363,32 +1476,42 @@ static int cmp_scored(const void *a, const void *b)
     return x->index - y->index;
 }
 
+/* TEI's RerankResponse for n logits of (query, texts[i]) pairs: [{index, text?, score}, ...],
+ * best first; the sigmoid of each logit unless raw. */
+static void put_rerank(xf_buf_t *b, const float *logits, size_t n, int raw, json_t *texts)
+{
+    scored_t *sc = calloc(n ? n : 1, sizeof *sc);
+    if (!sc) {
+        b->oom = 1;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sc[i].index = (int)i;
+        sc[i].score = raw ? logits[i] : sigmoidf(logits[i]);
+    }
+    qsort(sc, n, sizeof *sc, cmp_scored);
+    xf_buf_puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        xf_buf_printf(b, "%s{\"index\":%d", i ? "," : "", sc[i].index);
+        if (texts) {
+            json_t *t = json_array_get(texts, (size_t)sc[i].index);
+            xf_buf_puts(b, ",\"text\":");
+            xf_buf_json_str(b, json_string_value(t), json_string_length(t));
+        }
+        xf_buf_puts(b, ",\"score\":");
+        xf_buf_float(b, sc[i].score);
+        xf_buf_puts(b, "}");
+    }
+    xf_buf_puts(b, "]");
+    free(sc);
+}
+
 static enum MHD_Result r_rerank(xf_req_t *req)
 {
     xf_job_t *j = req->job;
-    scored_t *sc = calloc((size_t)j->n_seq, sizeof *sc);
-    if (!sc)
-        return reply_oom(req);
-    for (int32_t i = 0; i < j->n_seq; i++) {
-        sc[i].index = i;
-        sc[i].score = req->raw_scores ? j->logits[i] : sigmoidf(j->logits[i]);
-    }
-    qsort(sc, (size_t)j->n_seq, sizeof *sc, cmp_scored);
-    json_t *texts = json_object_get(req->root, "texts");
     xf_buf_t b = { 0 };
-    xf_buf_puts(&b, "[");
-    for (int32_t i = 0; i < j->n_seq; i++) {
-        xf_buf_printf(&b, "%s{\"index\":%d,\"score\":", i ? "," : "", sc[i].index);
-        xf_buf_float(&b, sc[i].score);
-        if (req->return_text) {
-            json_t *t = json_array_get(texts, (size_t)sc[i].index);
-            xf_buf_puts(&b, ",\"text\":");
-            xf_buf_json_str(&b, json_string_value(t), json_string_length(t));
-        }
-        xf_buf_puts(&b, "}");
-    }
-    xf_buf_puts(&b, "]");
-    free(sc);
+    put_rerank(&b, j->logits, (size_t)j->n_seq, req->raw_scores,
+               req->return_text ? json_object_get(req->root, "texts") : NULL);
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
@@ -1400,19 +1523,21 @@ static void label_name(const xf_model_info_t *mi, int k, char *buf, size_t len)
         snprintf(buf, len, "LABEL_%d", k);
 }
 
-static enum MHD_Result r_predict(xf_req_t *req)
+/* TEI's PredictResponse for n rows of logits: each row [{score, label}, ...] best first
+ * (softmax, or the sigmoid for one label, unless raw); a batch is a list of rows. */
+static void put_predict(xf_buf_t *b, const xf_model_info_t *mi, const float *logits, size_t n,
+                        int raw, int batch)
 {
-    const xf_model_info_t *mi = req->srv->info;
-    xf_job_t *j = req->job;
     int nl = mi->n_labels;
     scored_t *sc = calloc((size_t)nl, sizeof *sc);
-    if (!sc)
-        return reply_oom(req);
-    xf_buf_t b = { 0 };
-    if (req->batch_form)
-        xf_buf_puts(&b, "[");
-    for (int32_t i = 0; i < j->n_seq; i++) {
-        const float *lg = j->logits + (size_t)i * (size_t)nl;
+    if (!sc) {
+        b->oom = 1;
+        return;
+    }
+    if (batch)
+        xf_buf_puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        const float *lg = logits + i * (size_t)nl;
         float mx = lg[0];
         for (int k = 1; k < nl; k++)
             mx = lg[k] > mx ? lg[k] : mx;
@@ -1421,7 +1546,7 @@ static enum MHD_Result r_predict(xf_req_t *req)
             z += exp((double)(lg[k] - mx));
         for (int k = 0; k < nl; k++) {
             sc[k].index = k;
-            if (req->raw_scores)
+            if (raw)
                 sc[k].score = lg[k];
             else if (nl == 1)
                 sc[k].score = sigmoidf(lg[k]);
@@ -1429,21 +1554,29 @@ static enum MHD_Result r_predict(xf_req_t *req)
                 sc[k].score = (float)(exp((double)(lg[k] - mx)) / z);
         }
         qsort(sc, (size_t)nl, sizeof *sc, cmp_scored);
-        xf_buf_puts(&b, i ? ",[" : "[");
+        xf_buf_puts(b, i ? ",[" : "[");
         for (int k = 0; k < nl; k++) {
             char name[128];
             label_name(mi, sc[k].index, name, sizeof name);
-            xf_buf_puts(&b, k ? ",{\"score\":" : "{\"score\":");
-            xf_buf_float(&b, sc[k].score);
-            xf_buf_puts(&b, ",\"label\":");
-            xf_buf_json_str(&b, name, strlen(name));
-            xf_buf_puts(&b, "}");
+            xf_buf_puts(b, k ? ",{\"score\":" : "{\"score\":");
+            xf_buf_float(b, sc[k].score);
+            xf_buf_puts(b, ",\"label\":");
+            xf_buf_json_str(b, name, strlen(name));
+            xf_buf_puts(b, "}");
         }
-        xf_buf_puts(&b, "]");
+        xf_buf_puts(b, "]");
     }
-    if (req->batch_form)
-        xf_buf_puts(&b, "]");
+    if (batch)
+        xf_buf_puts(b, "]");
     free(sc);
+}
+
+static enum MHD_Result r_predict(xf_req_t *req)
+{
+    xf_job_t *j = req->job;
+    xf_buf_t b = { 0 };
+    put_predict(&b, req->srv->info, j->logits, (size_t)j->n_seq, req->raw_scores,
+                req->batch_form);
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
@@ -1598,15 +1731,31 @@ static enum MHD_Result h_openai_model(xf_req_t *req)
 
 /* TEI serves one route at "/" by model type: a classifier predicts, a 1-label classifier
  * (cross-encoder) reranks, anything else embeds. */
+/* huggingface_hub's InferenceClient.sentence_similarity posts {"inputs": {"source_sentence":
+ * ..., "sentences": [...]}} to the base URL: on an embedding model "/" answers that shape as
+ * /similarity (TEI does so only when started with TASK=sentence-similarity). */
+static int root_similarity(const xf_req_t *req)
+{
+    return req->srv->info->n_labels == 0 &&
+           json_is_object(json_object_get(req->root, "inputs"));
+}
+
 static enum MHD_Result h_tei_root(xf_req_t *req)
 {
     int nl = req->srv->info->n_labels;
+    enum MHD_Result ret = MHD_NO;
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    if (root_similarity(req))
+        return h_similarity(req);
     return nl == 1 ? h_rerank(req) : nl > 1 ? h_predict(req) : h_embed(req);
 }
 
 static enum MHD_Result r_tei_root(xf_req_t *req)
 {
     int nl = req->srv->info->n_labels;
+    if (root_similarity(req))
+        return r_similarity(req);
     return nl == 1 ? r_rerank(req) : nl > 1 ? r_predict(req) : r_embed(req);
 }
 
@@ -1707,6 +1856,227 @@ static enum MHD_Result h_decode(xf_req_t *req)
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
+/* TEI's /tokenize: {"inputs": "a" | ["a", ...], "add_special_tokens": true, "prompt_name": n}
+ * -> for every input its tokens [{"id", "text", "special", "start", "stop"}, ...]: a special
+ * token's text is its vocabulary string and start/stop are null; any other's text is the bytes
+ * [start, stop) of the input (after the prompt is put before it, as TEI). No length limit on
+ * the model's positions (TEI tokenises the whole text here); request.max_tokens bounds the
+ * reply. Runs here on the MHD thread: no model work. */
+static enum MHD_Result h_tokenize(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    enum MHD_Result ret = MHD_NO;
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    int add = 1;
+    ropts_t ro;
+    if (get_bool(req, req->root, "add_special_tokens", &add, &ret) != STEP_OK ||
+        get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
+        get_prompt(req, req->root, &ro, &ret) != STEP_OK)
+        return ret;
+    texts_t tx = { 0 };
+    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", 0, &tx, &ret) != STEP_OK)
+        return ret;
+    xf_tok_opts_t to = { .no_special = !add, .offsets = 1 };
+    xf_tokens_t tok = { 0 };
+    xf_buf_t b = { 0 }, text = { 0 };
+    long long total = 0;
+    xf_buf_puts(&b, "[");
+    for (size_t i = 0; i < tx.n; i++) {
+        xf_diag_t diag = { 0, "" };
+        text.len = 0;
+        if (ro.prompt)
+            xf_buf_putn(&text, ro.prompt, ro.prompt_n);
+        xf_buf_putn(&text, tx.v[i].s, tx.v[i].n);
+        if (text.oom)
+            break;
+        int rc = xf_tokenizer_encode(s->tok, text.p ? text.p : "", text.len, NULL, 0, &to, &tok,
+                                     &diag);
+        if (rc == 0 && (total += tok.n) > s->o.max_tokens) {
+            ret = reply_too_many_tokens(req);
+            goto out;
+        }
+        if (rc != 0) {
+            req->err_param = "inputs";
+            ret = xf_http_reply_error(req, rc == XF_EFORMAT ? XF_HE_INVALID_UTF8
+                                      : rc == -ENOMEM ? XF_HE_OUT_OF_MEMORY : XF_HE_INTERNAL,
+                                      rc == -ENOMEM, "input %zu: %s", i,
+                                      diag.msg[0] ? diag.msg : xf_strerror(rc));
+            goto out;
+        }
+        xf_buf_puts(&b, i ? ",[" : "[");
+        for (int32_t k = 0; k < tok.n; k++) {
+            int32_t beg = tok.offsets[2 * k], end = tok.offsets[2 * k + 1];
+            xf_buf_printf(&b, "%s{\"id\":%d,\"text\":", k ? "," : "", (int)tok.ids[k]);
+            if (beg < 0) {
+                const char *name = xf_tokenizer_token(s->tok, tok.ids[k]);
+                name = name ? name : "";
+                xf_buf_json_str(&b, name, strlen(name));
+                xf_buf_puts(&b, ",\"special\":true,\"start\":null,\"stop\":null}");
+            } else {
+                xf_buf_json_str(&b, text.p + beg, (size_t)(end - beg));
+                xf_buf_printf(&b, ",\"special\":false,\"start\":%d,\"stop\":%d}", (int)beg,
+                              (int)end);
+            }
+        }
+        xf_buf_puts(&b, "]");
+    }
+    xf_buf_puts(&b, "]");
+    if (text.oom)
+        b.oom = 1;
+    ret = xf_http_reply_buf(req, 200, "application/json", &b);
+out:
+    free(tx.v);
+    xf_buf_free(&text);
+    xf_buf_free(&b);
+    xf_tokens_deinit(&tok);
+    return ret;
+}
+
+/* ---- TEI /vertex ---------------------------------------------------------------------- */
+
+/* What a /vertex instance asks for, as TEI tells them apart: an instance that reads as a
+ * /rerank request (query and texts) reranks; any other predicts on a classifier and embeds on
+ * an embedding model. */
+typedef enum vx_kind { VX_EMBED, VX_PREDICT, VX_RERANK } vx_kind_t;
+
+static vx_kind_t vx_kind(const xf_req_t *req, json_t *inst)
+{
+    if (json_is_string(json_object_get(inst, "query")) &&
+        json_is_array(json_object_get(inst, "texts")))
+        return VX_RERANK;
+    return req->srv->info->n_labels > 0 ? VX_PREDICT : VX_EMBED;
+}
+
+/* {"instances": [request, ...]}: every instance is a whole /embed, /predict or /rerank request
+ * body; all their sequences go into one job (each keeps its own truncation and prompt), and
+ * the reply is {"predictions": [that route's reply per instance]}. An instance that does not
+ * parse fails the whole request with that route's error (TEI: Validation 422). */
+static enum MHD_Result h_vertex(xf_req_t *req)
+{
+    enum MHD_Result ret = MHD_NO;
+    if (parse_body(req, &ret) != STEP_OK)
+        return ret;
+    json_t *inst = json_object_get(req->root, "instances");
+    if (!inst)
+        return reply_missing_field(req, "instances");
+    if (!json_is_array(inst))
+        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'instances' must be a list "
+                                   "of request objects");
+    size_t n = json_array_size(inst);
+    if (n == 0)
+        return xf_http_reply_json(req, 200, json_pack("{s:[]}", "predictions"));
+    if (over_max_texts(req, n, "instances", &ret) != STEP_OK)
+        return ret;
+    ropts_t *ros = calloc(n, sizeof *ros);
+    texts_t all = { 0 };
+    if (!ros)
+        return reply_oom(req);
+    int want_pooled = 0, want_logits = 0;
+    step_t st = STEP_OK;
+    for (size_t i = 0; i < n && st == STEP_OK; i++) {
+        json_t *o = json_array_get(inst, i);
+        if (!json_is_object(o)) {
+            ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "instances[%zu] must be a "
+                                      "request object", i);
+            st = STEP_REPLIED;
+            break;
+        }
+        texts_t tx = { 0 };
+        int a = 0, c = 0;
+        switch (vx_kind(req, o)) {
+        case VX_RERANK:
+            st = parse_rerank(req, o, &tx, &ros[i], &a, &c, &ret);
+            want_logits = 1;
+            break;
+        case VX_PREDICT:
+            st = parse_predict(req, o, &tx, &ros[i], &a, &c, &ret);
+            want_logits = 1;
+            break;
+        default:
+            st = parse_embed(req, o, &tx, &ros[i], &a, &c, &ret);
+            want_pooled = 1;
+            break;
+        }
+        if (st != STEP_OK)
+            break;
+        if (over_max_texts(req, all.n + tx.n, "texts", &ret) != STEP_OK) {
+            free(tx.v);
+            st = STEP_REPLIED;
+            break;
+        }
+        text_t *v = realloc(all.v, (all.n + tx.n) * sizeof *v);
+        if (!v) {
+            free(tx.v);
+            ret = reply_oom(req);
+            st = STEP_REPLIED;
+            break;
+        }
+        all.v = v;
+        for (size_t k = 0; k < tx.n; k++) {
+            all.v[all.n + k] = tx.v[k];
+            all.v[all.n + k].ro = &ros[i];
+        }
+        all.n += tx.n;
+        free(tx.v);
+    }
+    if (st != STEP_OK) {
+        free(all.v);
+        free(ros);
+        return ret;
+    }
+    ropts_t top = ros[0];   /* the job's deadline: the first instance's timeout_ms */
+    xf_job_t *j = tokenise(req, &all, &top, &ret);
+    free(all.v);
+    free(ros);
+    /* pooled rows raw: each embed instance normalises its own (its "normalize") */
+    return submit_job(req, j, NULL, (jobwant_t){ want_pooled, want_logits, 0 }, &top, ret);
+}
+
+static enum MHD_Result r_vertex(xf_req_t *req)
+{
+    xf_server_t *s = req->srv;
+    xf_job_t *j = req->job;
+    size_t d = (size_t)s->info->d_model, nl = (size_t)s->info->n_labels, at = 0;
+    json_t *inst = json_object_get(req->root, "instances");
+    xf_buf_t b = { 0 };
+    xf_buf_puts(&b, "{\"predictions\":[");
+    for (size_t i = 0; i < json_array_size(inst); i++) {
+        json_t *o = json_array_get(inst, i), *in = json_object_get(o, "inputs");
+        int raw = json_is_true(json_object_get(o, "raw_scores"));
+        if (i)
+            xf_buf_puts(&b, ",");
+        switch (vx_kind(req, o)) {
+        case VX_RERANK: {
+            json_t *texts = json_object_get(o, "texts");
+            size_t m = json_array_size(texts);
+            put_rerank(&b, j->logits + at, m, raw,
+                       json_is_true(json_object_get(o, "return_text")) ? texts : NULL);
+            at += m;
+            break;
+        }
+        case VX_PREDICT: {
+            int single = json_is_string(in) || is_str_pair(in);
+            size_t m = single ? 1 : json_array_size(in);
+            put_predict(&b, s->info, j->logits + at * nl, m, raw, !single);
+            at += m;
+            break;
+        }
+        default: {
+            size_t m = json_is_string(in) || is_token_array(in) ? 1 : json_array_size(in);
+            json_t *dm = json_object_get(o, "dimensions");
+            put_embed(&b, j->pooled + at * d, m, d,
+                      json_is_integer(dm) ? (size_t)json_integer_value(dm) : d,
+                      !json_is_false(json_object_get(o, "normalize")));
+            at += m;
+            break;
+        }
+        }
+    }
+    xf_buf_puts(&b, "]}");
+    return xf_http_reply_buf(req, 200, "application/json", &b);
+}
+
 /* id2label / label2id of a classifier, as TEI's ClassifierModel. */
 static json_t *tei_labels(const xf_model_info_t *mi)
 {
@@ -1764,7 +2134,7 @@ static enum MHD_Result h_tei_info(xf_req_t *req)
                           "max_batch_tokens", s->o.max_batch_tokens,
                           "max_batch_requests", s->o.max_batch,
                           "max_client_batch_size", s->o.max_texts,
-                          "auto_truncate", 0,
+                          "auto_truncate", s->o.auto_truncate,
                           "tokenization_workers", s->o.http_threads,
                           "version", xf_version(), "sha", "docker_label");
     return xf_http_reply_json(req, 200, o);

@@ -68,6 +68,7 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->max_compute_ms = (int)c->request_max_compute_ms;
     o->max_texts = (int)c->request_max_texts;
     o->max_tokens = (int)c->request_max_tokens;
+    o->auto_truncate = c->request_auto_truncate;
     o->drain_timeout_ms = (int)c->drain_timeout_ms;
     o->metrics_enabled = c->metrics_enabled;
     o->log_access = c->log_access;

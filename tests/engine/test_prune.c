@@ -32,6 +32,7 @@ static void make_seqs(xf_tokens_t *t, int32_t vocab, uint64_t seed)
     uint64_t s = seed;
     for (int i = 0; i < N_SEQ; i++) {
         int32_t n = seq_len[i];
+        memset(&t[i], 0, sizeof t[i]);   /* as tokenizer.h asks: fields it does not set stay 0 */
         t[i].ids = malloc((size_t)n * sizeof *t[i].ids);
         t[i].type_ids = calloc((size_t)n, sizeof *t[i].type_ids);
         assert_non_null(t[i].ids);

@@ -454,6 +454,147 @@ static void test_split_special(void **state)
     xf_tokenizer_free(tok);
 }
 
+/* ---- offsets (TEI /tokenize) ----------------------------------------------------------- */
+
+/* Each token's [start, end) in its text, as Hugging Face's Encoding offsets: the original
+ * bytes a piece came from (before lowercasing and accent stripping), -1 for [CLS]/[SEP]. */
+static void expect_offsets(const xf_tokens_t *t, const int32_t *want, int n)
+{
+    assert_int_equal(t->n, n);
+    assert_non_null(t->offsets);
+    for (int i = 0; i < 2 * n; i++)
+        if (t->offsets[i] != want[i])
+            fail_msg("token %d: offsets %d,%d, want %d,%d", i / 2, t->offsets[i & ~1],
+                     t->offsets[i | 1], want[i & ~1], want[i | 1]);
+}
+
+static void test_offsets(void **state)
+{
+    (void)state;
+    xf_tokenizer_t *tok = load_vocab(UNCASED, NULL);
+    xf_tokens_t t = { 0 };
+    xf_diag_t d = { 0 };
+    /* "é" is two bytes; "tokenization" is token ##ization; CJK characters are one token each
+     * (three bytes); a typed [SEP] spans its match. */
+    const char *s = "H\xc3\xa9llo, WORLD! tokenization \xe4\xb8\xad\xe6\x96\x87[SEP]";
+    xf_tok_opts_t o = { .offsets = 1 };
+    assert_int_equal(xf_tokenizer_encode(tok, s, strlen(s), NULL, 0, &o, &t, &d), 0);
+    const int32_t want[] = { -1, -1, 0, 6, 6, 7, 8, 13, 13, 14, 15, 20, 20, 27, 28, 31, 31, 34,
+                             34, 39, -1, -1 };
+    expect_offsets(&t, want, 11);
+    assert_int_equal(t.ids[1], id_of(tok, "hello"));
+    assert_int_equal(t.ids[6], id_of(tok, "##ization"));
+    assert_int_equal(t.ids[9], 102);
+    /* ids are the same with or without offsets */
+    xf_tokens_t plain = { 0 };
+    assert_int_equal(xf_tokenizer_encode(tok, s, strlen(s), NULL, 0, NULL, &plain, &d), 0);
+    assert_int_equal(plain.n, t.n);
+    assert_memory_equal(plain.ids, t.ids, (size_t)t.n * sizeof *t.ids);
+    assert_null(plain.offsets);
+    /* a pair: the pair's offsets are in the pair; truncation keeps each kept token's offsets
+     * (right: the first ones, left: the last ones) */
+    const char *a = "one two three four", *b = "five six";
+    assert_int_equal(xf_tokenizer_encode(tok, a, strlen(a), b, strlen(b), &o, &t, &d), 0);
+    const int32_t wp[] = { -1, -1, 0, 3, 4, 7, 8, 13, 14, 18, -1, -1, 0, 4, 5, 8, -1, -1 };
+    expect_offsets(&t, wp, 9);
+    o.max_len = 6;
+    o.truncate = 1;
+    assert_int_equal(xf_tokenizer_encode(tok, a, strlen(a), b, strlen(b), &o, &t, &d), 0);
+    const int32_t wr[] = { -1, -1, 0, 3, 4, 7, -1, -1, 0, 4, -1, -1 };
+    expect_offsets(&t, wr, 6);
+    o.truncate_left = 1;
+    assert_int_equal(xf_tokenizer_encode(tok, a, strlen(a), b, strlen(b), &o, &t, &d), 0);
+    const int32_t wl[] = { -1, -1, 8, 13, 14, 18, -1, -1, 5, 8, -1, -1 };
+    expect_offsets(&t, wl, 6);
+    o.max_len = 5;
+    assert_int_equal(xf_tokenizer_encode(tok, a, strlen(a), NULL, 0, &o, &t, &d), 0);
+    const int32_t ws[] = { -1, -1, 4, 7, 8, 13, 14, 18, -1, -1 };
+    expect_offsets(&t, ws, 5);
+    o.truncate_left = 0;
+    assert_int_equal(xf_tokenizer_encode(tok, a, strlen(a), NULL, 0, &o, &t, &d), 0);
+    const int32_t wt[] = { -1, -1, 0, 3, 4, 7, 8, 13, -1, -1 };
+    expect_offsets(&t, wt, 5);
+    xf_tokens_deinit(&plain);
+    xf_tokens_deinit(&t);
+    assert_null(t.offsets);
+    xf_tokenizer_free(tok);
+}
+
+/* Over the SQuAD questions: the ids do not change with offsets on, every span lies on
+ * character boundaries inside the text in order, and where the token is ASCII its text is the
+ * span lowercased (the "##" of a continuation dropped). */
+static void test_offsets_corpus(void **state)
+{
+    (void)state;
+    xf_tokenizer_t *tok = load_vocab(UNCASED, NULL);
+    char path[1024];
+    const char *rel = "tokenizer/swift_squad_sample/cases.tsv";
+    if (!xf_testdata(path, sizeof path, rel)) {
+        print_message("# SKIP: test data %s not found\n", rel);
+        skip();
+    }
+    size_t len;
+    char *data = xf_test_slurp(path, &len);
+    assert_non_null(data);
+    char *text = malloc(len + 1);
+    assert_non_null(text);
+    xf_tokens_t t = { 0 }, plain = { 0 };
+    xf_diag_t d = { 0 };
+    const xf_tok_opts_t o = { .offsets = 1 };
+    int n_cases = 0, n_checked = 0;
+    for (char *line = data; line < data + len;) {
+        char *eol = memchr(line, '\n', (size_t)(data + len - line));
+        eol = eol ? eol : data + len;
+        char *tab = memchr(line, '\t', (size_t)(eol - line));
+        assert_non_null(tab);
+        size_t n = unescape(line, (size_t)(tab - line), text);
+        assert_int_equal(xf_tokenizer_encode(tok, text, n, NULL, 0, &o, &t, &d), 0);
+        assert_int_equal(xf_tokenizer_encode(tok, text, n, NULL, 0, NULL, &plain, &d), 0);
+        assert_int_equal(t.n, plain.n);
+        assert_memory_equal(t.ids, plain.ids, (size_t)t.n * sizeof *t.ids);
+        assert_int_equal(t.offsets[0], -1);
+        assert_int_equal(t.offsets[2 * t.n - 1], -1);
+        int32_t prev = 0;
+        for (int32_t k = 1; k + 1 < t.n; k++) {
+            int32_t b = t.offsets[2 * k], e = t.offsets[2 * k + 1];
+            if (b < prev || e <= b || (size_t)e > n || (text[b] & 0xC0) == 0x80 ||
+                ((size_t)e < n && (text[e] & 0xC0) == 0x80))
+                fail_msg("line %d token %d: span %d,%d of %zu bytes", n_cases + 1, k, b, e, n);
+            prev = b;
+            const char *name = xf_tokenizer_token(tok, t.ids[k]);
+            if (t.ids[k] == 100 || !name)
+                continue;
+            if (!strncmp(name, "##", 2))
+                name += 2;
+            int ascii = 1;
+            for (int32_t q = b; q < e; q++)
+                ascii &= (unsigned char)text[q] < 0x80;
+            if (!ascii)
+                continue;
+            char low[256];
+            size_t m = (size_t)(e - b) < sizeof low - 1 ? (size_t)(e - b) : sizeof low - 1;
+            for (size_t q = 0; q < m; q++)
+                low[q] = (char)(text[b + q] >= 'A' && text[b + q] <= 'Z' ? text[b + q] + 32
+                                                                       : text[b + q]);
+            low[m] = 0;
+            if (strcmp(low, name) != 0)
+                fail_msg("line %d token %d '%s': span %d,%d reads '%s'", n_cases + 1, k, name, b,
+                         e, low);
+            n_checked++;
+        }
+        n_cases++;
+        line = eol + 1;
+    }
+    print_message("# offsets: %d questions, %d token spans read back\n", n_cases, n_checked);
+    assert_int_equal(n_cases, 2114);
+    assert_true(n_checked > 10000);
+    xf_tokens_deinit(&t);
+    xf_tokens_deinit(&plain);
+    free(text);
+    free(data);
+    xf_tokenizer_free(tok);
+}
+
 /* Long words, the 100-character rule and reuse of the out buffer across calls. */
 static void test_long_words(void **state)
 {
@@ -772,7 +913,8 @@ XF_TEST_MAIN(cmocka_unit_test(test_llama_cpp_bge), cmocka_unit_test(test_pytorch
              cmocka_unit_test(test_vocab_queries), cmocka_unit_test(test_pair_and_empty),
              cmocka_unit_test(test_truncation), cmocka_unit_test(test_longest_first_table),
              cmocka_unit_test(test_invalid_utf8),
-             cmocka_unit_test(test_split_special), cmocka_unit_test(test_long_words),
+             cmocka_unit_test(test_split_special), cmocka_unit_test(test_offsets),
+             cmocka_unit_test(test_offsets_corpus), cmocka_unit_test(test_long_words),
              cmocka_unit_test(test_threads),
              cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_bpe_refused),
              cmocka_unit_test(test_missing), cmocka_unit_test(test_hostile_vocab))

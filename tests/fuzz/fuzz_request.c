@@ -72,7 +72,8 @@ static xf_server_t *server(int n_labels)
 
 static const char *const paths[] = { "/v1/embeddings", "/embed", "/rerank", "/predict",
                                      "/v2/models/xformd-demo/infer",
-                                     "/v2/models/other/infer", "/decode", "/similarity" };
+                                     "/v2/models/other/infer", "/decode", "/similarity",
+                                     "/tokenize", "/embed_all", "/vertex", "/" };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

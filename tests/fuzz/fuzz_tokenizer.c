@@ -1,6 +1,7 @@
 /* libFuzzer target: the WordPiece tokenizer on text (single and pairs, with and without
- * truncation, specials split or not) and on token ids (id -> token -> id). Invariants: ids are
- * in the vocabulary, truncation respects max_len, a failed encode leaves n = 0. */
+ * truncation, specials split or not, offsets or not) and on token ids (id -> token -> id).
+ * Invariants: ids are in the vocabulary, truncation respects max_len, a failed encode leaves
+ * n = 0, offsets lie within their text (or are -1, -1) and do not change the ids. */
 #include "config.h"
 
 #include <string.h>
@@ -30,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     xf_tok_opts_t o = { .no_special = mode & 1, .split_special = (mode >> 1) & 1,
-                        .max_len = (mode & 4) ? lim : 0, .truncate = (mode >> 3) & 1 };
+                        .max_len = (mode & 4) ? lim : 0, .truncate = (mode >> 3) & 1,
+                        .truncate_left = (mode >> 6) & 1, .offsets = (mode >> 5) & 1 };
     const char *text = (const char *)data, *pair = NULL;
     size_t len = size, pair_len = 0;
     if (mode & 0x10) {   /* a pair: split at the first 0xff byte */
@@ -55,6 +57,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fz_fail("an id outside the vocabulary");
             if (out.type_ids[i] != 0 && out.type_ids[i] != 1)
                 fz_fail("a type id other than 0/1");
+            if (!o.offsets)
+                continue;
+            int32_t b = out.offsets[2 * i], e = out.offsets[2 * i + 1];
+            size_t in = out.type_ids[i] && pair ? pair_len : len;
+            if ((b < 0 || e < 0) ? (b != -1 || e != -1) : (b >= e || (size_t)e > in))
+                fz_fail("an offset outside its text");
+        }
+        if (o.offsets) {
+            /* the same encode without offsets gives the same ids */
+            xf_tokens_t plain;
+            memset(&plain, 0, sizeof plain);
+            o.offsets = 0;
+            if (xf_tokenizer_encode(tok, text, len, pair, pair_len, &o, &plain, &diag) != 0 ||
+                plain.n != out.n ||
+                memcmp(plain.ids, out.ids, (size_t)out.n * sizeof *out.ids) != 0)
+                fz_fail("offsets changed the ids");
+            xf_tokens_deinit(&plain);
         }
     }
     xf_tokens_deinit(&out);

@@ -552,14 +552,15 @@ static void test_limits(void **state)
     hc_free(&r);
     close(fd);
 
-    /* A text longer than the model's 512 positions: TEI's 422 Validation naming the limit (413
-     * on the other APIs), or truncated. */
+    /* A text longer than the model's 512 positions: with "truncate": false TEI's 422
+     * Validation naming the limit (413 on the other APIs); truncated when asked, and when the
+     * request does not say (request.auto_truncate, as TEI's --auto-truncate). */
     size_t cap = 8 * 700 + 64;
     char *body = malloc(cap);
     char *q = body + sprintf(body, "{\"inputs\":\"");
     for (int i = 0; i < 700; i++)
         q += sprintf(q, "word%d ", i % 10);
-    strcpy(q, "\"}");
+    strcpy(q, "\",\"truncate\":false}");
     json_t *j = fx_json(p, "POST", "/embed", NULL, body, 422);
     CHECK_SHAPE(j, SHAPE_TEI, "Validation");
     assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "512"));
@@ -567,7 +568,12 @@ static void test_limits(void **state)
     strcpy(q, "\",\"truncate\":true}");
     j = fx_json(p, "POST", "/embed", NULL, body, 200);
     assert_int_equal(json_array_size(json_array_get(j, 0)), (size_t)D_MODEL);
+    json_t *cut = j;
+    strcpy(q, "\"}");
+    j = fx_json(p, "POST", "/embed", NULL, body, 200);
+    assert_true(json_equal(j, cut));
     json_decref(j);
+    json_decref(cut);
     free(body);
 
     /* Too many tokens in one request (request.max_tokens = 4096 here): 16 × ~500 tokens. */

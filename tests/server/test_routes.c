@@ -694,7 +694,7 @@ static void test_tei_openai_conformance(void **state)
     strcpy(big, "{\"inputs\":\"");
     for (int i = 0; i < 3000; i++)
         strcat(big, "word ");
-    strcat(big, "\"}");
+    strcat(big, "\",\"truncate\":false}");
     tei_err(p, "/embed", big, 422, "Validation", "longer than");
     free(big);
     tei_err(p, "/embed", "{\"inputs\":5}", 422, "Validation", "inputs");
