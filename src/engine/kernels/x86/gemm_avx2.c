@@ -122,28 +122,16 @@ static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
         const __m256 z = _mm256_setzero_ps();
         const __m256i m6 = xf_mask256(MR);
         for (; k0 + 8 <= kc; k0 += 8) {
-            __m256 r0 = _mm256_loadu_ps(x + k0), r1 = _mm256_loadu_ps(x + ldx + k0);
-            __m256 r2 = _mm256_loadu_ps(x + 2 * ldx + k0);
-            __m256 r3 = _mm256_loadu_ps(x + 3 * ldx + k0);
-            __m256 r4 = _mm256_loadu_ps(x + 4 * ldx + k0);
-            __m256 r5 = _mm256_loadu_ps(x + 5 * ldx + k0);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-            __m256 t6 = _mm256_unpacklo_ps(z, z), t7 = t6;
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+            __m256 r[8] = { z, z, z, z, z, z, z, z };
+#pragma GCC unroll 6
+            for (int i = 0; i < MR; i++)
+                r[i] = _mm256_loadu_ps(x + (size_t)i * ldx + k0);
+            xf_tr8x8_256(r);
             float *o = ap + (size_t)k0 * MR;
-            _mm256_storeu_ps(o + 0 * MR, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_storeu_ps(o + 1 * MR, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_storeu_ps(o + 2 * MR, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_storeu_ps(o + 3 * MR, _mm256_permute2f128_ps(s3, s7, 0x20));
-            _mm256_storeu_ps(o + 4 * MR, _mm256_permute2f128_ps(s0, s4, 0x31));
-            _mm256_storeu_ps(o + 5 * MR, _mm256_permute2f128_ps(s1, s5, 0x31));
-            _mm256_storeu_ps(o + 6 * MR, _mm256_permute2f128_ps(s2, s6, 0x31));
-            _mm256_maskstore_ps(o + 7 * MR, m6, _mm256_permute2f128_ps(s3, s7, 0x31));
+#pragma GCC unroll 7
+            for (int q = 0; q < 7; q++)
+                _mm256_storeu_ps(o + q * MR, r[q]);
+            _mm256_maskstore_ps(o + 7 * MR, m6, r[7]);
         }
     }
     for (int i = 0; i < MR; i++) {

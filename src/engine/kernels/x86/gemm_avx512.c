@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "engine/kernels/ref/ref.h"
+#include "engine/kernels/x86/vmath_avx2.h"
 #include "engine/kernels/x86/vmath_avx512.h"
 #include "engine/kernels/x86/x86.h"
 
@@ -58,11 +59,18 @@ void xf_gemm_avx512_setup(long l2_bytes)
         }                                                                                  \
     } while (0)
 
-/* The prefetch share of k step (or pair) s: lines [s·pstep, (s+1)·pstep) of pf, < pfn. */
-XF_INLINE void pf_step(const char *pf, int pstep, int pfn, int s)
+/* Step s (a k, or a k pair for bf16) of the tile's nv panels, pstride bytes apart: the 64
+ * bytes at b + j·pstride + 64·s into v[j]. With pf, also the prefetch share of the step:
+ * lines [s·pstep, (s+1)·pstep) of pf, below pfn. */
+XF_INLINE void load_b(const void *b, size_t pstride, int nv, int s, const char *pf, int pstep,
+                      int pfn, __m512i *v)
 {
-    for (int q = s * pstep; q < (s + 1) * pstep && q < pfn; q++)
-        _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
+    if (pf)
+        for (int q = s * pstep; q < (s + 1) * pstep && q < pfn; q++)
+            _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; j++)
+        v[j] = _mm512_load_si512((const char *)b + (size_t)j * pstride + 64 * (size_t)s);
 }
 
 /* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps; on the last K step add bias and
@@ -94,34 +102,24 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
     const int pstep = pfn > 0 ? (pfn + iters - 1) / iters : 0;
     const int pfk = pstep > 0 ? (pfn + pstep - 1) / pstep : 0;   /* steps that prefetch */
     if (!bf) {
-        const float *b0 = b, *b1 = b0 + bstride, *b2 = b0 + 2 * bstride;
         for (int k = 0; k < kc; k++) {
+            __m512i v[NV];
             __m512 bv[NV];
-            if (k < pfk)
-                pf_step(pf, pstep, pfn, k);
-            bv[0] = _mm512_load_ps(b0 + 16 * k);
-            if (nv > 1)
-                bv[1] = _mm512_load_ps(b1 + 16 * k);
-            if (nv > 2)
-                bv[2] = _mm512_load_ps(b2 + 16 * k);
+            load_b(b, bstride * 4, nv, k, k < pfk ? pf : NULL, pstep, pfn, v);
+#pragma GCC unroll 3
+            for (int j = 0; j < nv; j++)
+                bv[j] = _mm512_castsi512_ps(v[j]);
             TILE_FMA(mr, nv, acc, ap + MR * k, bv);
         }
     } else {
         /* bf16 pairs (ref.h): one 64-byte load holds k and k+1 of 16 columns; k's fp32 is
          * the low half shifted up, k+1's the high half with the low bits cleared. Same
          * products, same order as the fp32 path on the rounded weights. */
-        const uint16_t *h0 = b, *h1 = h0 + bstride, *h2 = h0 + 2 * bstride;
         const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
         for (int p = 0; p < iters; p++) {
             __m512i v[NV];
             __m512 be[NV], bo[NV];
-            if (p < pfk)
-                pf_step(pf, pstep, pfn, p);
-            v[0] = _mm512_load_si512(h0 + 32 * p);
-            if (nv > 1)
-                v[1] = _mm512_load_si512(h1 + 32 * p);
-            if (nv > 2)
-                v[2] = _mm512_load_si512(h2 + 32 * p);
+            load_b(b, bstride * 2, nv, p, p < pfk ? pf : NULL, pstep, pfn, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++) {
                 be[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
@@ -177,46 +175,36 @@ static const ukr_fn ukrhs[MR][NV] = {   /* bf16 weights */
     ROWH(1), ROWH(2), ROWH(3), ROWH(4), ROWH(5), ROWH(6), ROWH(7), ROWH(8),
 };
 
+/* Columns k..k+7 of rows 0..nr-1 (nr <= 8) of x, transposed in ymm registers: column q goes
+ * to o + q·MR (nr floats; rows from nr on read row 0 and are not stored). */
+XF_INLINE void tr8(const float *x, size_t ldx, int nr, float *o)
+{
+    const __mmask8 sm = (__mmask8)((1u << nr) - 1);
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(x + (size_t)(i < nr ? i : 0) * ldx);
+    xf_tr8x8_256(r);
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; q++) {
+        if (nr == 8)
+            _mm256_storeu_ps(o + q * MR, r[q]);
+        else
+            _mm256_mask_storeu_ps(o + q * MR, sm, r[q]);
+    }
+}
+
 /* ap[k·MR + i] = x[i][k] for i < mr, k < kc (rows from mr on are not written: the kernel
- * for mr rows never reads them). Groups of 8 rows × 8 k go through 8×8 transposes in ymm
- * registers (a group's missing rows read row 0 and are not stored). */
+ * for mr rows never reads them), 8 k at a time through 8×8 transposes. */
 static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
 {
     int k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        for (int i0 = 0; i0 < mr; i0 += 8) {
-            const int nr = mr - i0 < 8 ? mr - i0 : 8;
-            const __mmask8 sm = (__mmask8)((1u << nr) - 1);
-            const float *xr[8];
-            for (int i = 0; i < 8; i++)
-                xr[i] = x + (size_t)(i < nr ? i0 + i : 0) * ldx + k;
-            __m256 r0 = _mm256_loadu_ps(xr[0]), r1 = _mm256_loadu_ps(xr[1]);
-            __m256 r2 = _mm256_loadu_ps(xr[2]), r3 = _mm256_loadu_ps(xr[3]);
-            __m256 r4 = _mm256_loadu_ps(xr[4]), r5 = _mm256_loadu_ps(xr[5]);
-            __m256 r6 = _mm256_loadu_ps(xr[6]), r7 = _mm256_loadu_ps(xr[7]);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
-            __m256 o8[8] = {
-                _mm256_permute2f128_ps(s0, s4, 0x20), _mm256_permute2f128_ps(s1, s5, 0x20),
-                _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
-                _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
-                _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31),
-            };
-            float *o = ap + (size_t)k * MR + i0;
-            for (int q = 0; q < 8; q++) {
-                if (nr == 8)
-                    _mm256_storeu_ps(o + q * MR, o8[q]);
-                else
-                    _mm256_mask_storeu_ps(o + q * MR, sm, o8[q]);
-            }
-        }
-    }
+    if (mr == MR)
+        for (; k + 8 <= kc; k += 8)
+            tr8(x + k, ldx, 8, ap + (size_t)k * MR);
+    else
+        for (; k + 8 <= kc; k += 8)
+            tr8(x + k, ldx, mr, ap + (size_t)k * MR);
     for (; k < kc; k++)
         for (int i = 0; i < mr; i++)
             ap[k * MR + i] = x[(size_t)i * ldx + k];
