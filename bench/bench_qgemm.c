@@ -270,7 +270,8 @@ int main(int argc, char **argv)
                 bias[i] = 0.01f * (float)(i % 7);
             xf_gemm_w_t fw;
             xf_qgemm_w_t qw;
-            if (xf_gemm_w_init(&fw, w, n, k) || xf_qgemm_w_init(&qw, w, n, k, Q->wmax))
+            if (xf_gemm_w_init(&fw, w, n, k) ||
+                xf_qgemm_w_init(&qw, w, n, k, Q->wmax, Q->lane_max))
                 return 1;
             struct job j = { m, n, k, (enum xf_epilogue)shapes[s][2], x, bias, y, &fw, NULL,
                              act, K, Q, pool };

@@ -45,6 +45,8 @@ typedef struct opts {
     uint64_t seed;
     double timeout_s;
     char clients[128];               /* closed-loop client counts, "" = open loop */
+    double deadline_ms;              /* the server's deadline for these requests (late = an
+                                        admitted request answered after it); 0: not counted */
 } opts_t;
 
 static uint64_t now_ns(void)
@@ -472,6 +474,62 @@ static void run_load(const opts_t *o, const char *policy, double qps)
     free(conns);
 }
 
+/* Closed-loop answers by what they mean for overload (--deadline-ms): refused on arrival (429,
+ * or a 503 other than deadline_exceeded: buffers full, draining), or admitted — then served on
+ * time, dropped on time (503 deadline_exceeded, 504, 408 answered before the deadline) or late
+ * (any answer after the deadline, counted from the send). */
+typedef struct ovl {
+    size_t n429, n503, n504, n408, refused, admitted, served, dropped, late, late200;
+    double late_max_ms, ra_max_s;
+    double *lat_ref, *lat_drop, *lat_adm;   /* ms: refusals, early drops, every admitted */
+    size_t n_ref, n_drop, n_adm, cap;
+} ovl_t;
+
+static void ovl_add(ovl_t *v, const conn_t *c, int st, double ms, double deadline_ms)
+{
+    const char *hend = strstr(c->buf, "\r\n\r\n");
+    int deadline_body = hend && strstr(hend, "deadline_exceeded") != NULL;
+    long ra = retry_after_ms(c);
+    if (ra >= 0 && ra / 1000.0 > v->ra_max_s)
+        v->ra_max_s = ra / 1000.0;
+    v->n429 += st == 429;
+    v->n503 += st == 503;
+    v->n504 += st == 504;
+    v->n408 += st == 408;
+    if (st == 429 || (st == 503 && !deadline_body)) {
+        v->refused++;
+        if (v->n_ref < v->cap)
+            v->lat_ref[v->n_ref++] = ms;
+        return;
+    }
+    if (st != 200 && st != 503 && st != 504 && st != 408)
+        return;   /* 4xx validation and the like: neither admitted nor refused for load */
+    v->admitted++;
+    if (v->n_adm < v->cap)
+        v->lat_adm[v->n_adm++] = ms;
+    if (ms > deadline_ms) {
+        v->late++;
+        v->late200 += st == 200;
+        if (ms - deadline_ms > v->late_max_ms)
+            v->late_max_ms = ms - deadline_ms;
+    } else if (st == 200) {
+        v->served++;
+    } else {
+        v->dropped++;
+        if (v->n_drop < v->cap)
+            v->lat_drop[v->n_drop++] = ms;
+    }
+}
+
+/* Percentile q of x[0..n) (sorted here), NAN when empty. */
+static double pct_of(double *x, size_t n, double q)
+{
+    if (n == 0)
+        return NAN;
+    qsort(x, n, sizeof(double), cmp_d);
+    return x[(size_t)(q * (double)(n - 1) + 0.5)];
+}
+
 /* Closed loop: `clients` connections, each sending its next request as soon as the previous
  * answer arrived (the llama-server comparison of issue 4 uses 16). Latency from send. */
 static void run_closed(const opts_t *o, const char *policy, int clients)
@@ -487,7 +545,12 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
     size_t refused = 0, retried = 0, gave_up = 0;
     uint64_t rng = o->seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
     double *lat = malloc(lcap * sizeof(double));
-    if (!body || !blen || !conns || !sent_at || !next_at || !attempt || !lat) {
+    ovl_t ov = {.cap = lcap};
+    ov.lat_ref = malloc(lcap * sizeof(double));
+    ov.lat_drop = malloc(lcap * sizeof(double));
+    ov.lat_adm = malloc(lcap * sizeof(double));
+    if (!body || !blen || !conns || !sent_at || !next_at || !attempt || !lat || !ov.lat_ref ||
+        !ov.lat_drop || !ov.lat_adm) {
         fprintf(stderr, "bench_serve: out of memory\n");
         exit(1);
     }
@@ -578,6 +641,9 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                     int refusal = st == 429 || st == 503;
                     if (sent_at[i] >= warm_end) {
                         sent++;
+                        if (o->deadline_ms > 0)
+                            ovl_add(&ov, c, st, (double)(fin - sent_at[i]) * 1e-6,
+                                    o->deadline_ms);
                         if (st == 200 && nl < lcap)
                             lat[nl++] = (double)(fin - sent_at[i]) * 1e-9;
                         else if (refusal)
@@ -629,7 +695,22 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
            policy, clients, span > 0 ? (double)nl / span : 0, sent, nl, non2xx, failed,
            PCT(0.50), PCT(0.90), PCT(0.99), mean_batch, pad, pad_frac, refused, retried,
            gave_up);
+    if (o->deadline_ms > 0)
+        printf("overload deadline_ms=%.0f admitted=%zu served=%zu dropped=%zu late=%zu "
+               "late_200=%zu late_frac=%.4f late_max_ms=%.0f refused=%zu n429=%zu n503=%zu "
+               "n504=%zu n408=%zu refuse_p50_ms=%.1f refuse_max_ms=%.1f drop_p50_ms=%.1f "
+               "drop_max_ms=%.1f admitted_p50_ms=%.1f admitted_p99_ms=%.1f "
+               "retry_after_max_s=%.0f\n",
+               o->deadline_ms, ov.admitted, ov.served, ov.dropped, ov.late, ov.late200,
+               ov.admitted ? (double)ov.late / (double)ov.admitted : 0, ov.late_max_ms,
+               ov.refused, ov.n429, ov.n503, ov.n504, ov.n408, pct_of(ov.lat_ref, ov.n_ref, 0.5),
+               pct_of(ov.lat_ref, ov.n_ref, 1), pct_of(ov.lat_drop, ov.n_drop, 0.5),
+               pct_of(ov.lat_drop, ov.n_drop, 1), pct_of(ov.lat_adm, ov.n_adm, 0.5),
+               pct_of(ov.lat_adm, ov.n_adm, 0.99), ov.ra_max_s);
     fflush(stdout);
+    free(ov.lat_ref);
+    free(ov.lat_drop);
+    free(ov.lat_adm);
     for (int i = 0; i < clients; i++)
         conn_close(ep, &conns[i]);
     close(ep);
@@ -687,7 +768,7 @@ static void usage(void)
             "usage: bench_serve [--host 127.0.0.1] [--port 8080] [--xformd PATH [--arg A]...]\n"
             "  [--policies none,fifo,dp,tokens] [--loads 2,4,8,16] [--duration 10]\n"
             "  [--warmup 2] [--route /v1/embeddings] [--api-key K] [--conns 256]\n"
-            "  [--seed 1] [--timeout 30] [--clients 16,32]\n"
+            "  [--seed 1] [--timeout 30] [--clients 16,32] [--deadline-ms 10000]\n"
             "  [--lengths 8-32:0.6,33-128:0.3,129-256:0.1]  (token-count classes: lo-hi:p)\n"
             "Open loop (Poisson arrivals at each --loads rate) unless --clients gives closed-loop\n"
             "client counts. Without --xformd the server at host:port is used as is (its policy\n"
@@ -697,7 +778,14 @@ static void usage(void)
             "warm-up, ok = 200s, refused = 429/503 answers, rejected = other non-200s, failed =\n"
             "connection errors; a refused request is resent after its Retry-After (capped at 2 s,\n"
             "+0-25%% jitter) or, without one, a jittered exponential back-off (25 ms doubling, cap\n"
-            "2 s); retried = such resends, gave_up = requests dropped after 6 refusals.\n");
+            "2 s); retried = such resends, gave_up = requests dropped after 6 refusals.\n"
+            "--deadline-ms D (closed loop; the server's request deadline, request.timeout_ms):\n"
+            "a second line \"overload ...\": refused = 429s and 503s other than\n"
+            "deadline_exceeded (refused on arrival); admitted = 200/503 deadline_exceeded/504/408;\n"
+            "late = admitted answered more than D ms after the send, whatever the status;\n"
+            "served = 200 within D; dropped = the other admitted answered within D; the p50/max\n"
+            "time to a refusal and to a drop, p50/p99 of every admitted answer, the largest\n"
+            "Retry-After.\n");
 }
 
 int main(int argc, char **argv)
@@ -739,6 +827,8 @@ int main(int argc, char **argv)
             o.seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--timeout") == 0)
             o.timeout_s = atof(v);
+        else if (strcmp(a, "--deadline-ms") == 0)
+            o.deadline_ms = atof(v);
         else if (strcmp(a, "--clients") == 0)
             snprintf(o.clients, sizeof(o.clients), "%s", v);
         else if (strcmp(a, "--lengths") == 0) {

@@ -36,6 +36,39 @@ XF_API size_t xf_ctx_arena_bytes(const xf_ctx_t *c);
 typedef int (*xf_progress_fn)(void *user, int32_t layers_done, int32_t n_layer);
 XF_API void xf_ctx_set_progress(xf_ctx_t *c, xf_progress_fn fn, void *user);
 
+/* Forward profiling (xformd-cli bench --profile). While on, every xf_forward on c adds, per op
+ * class and pool thread, the time spent running the class's ops (busy) and waiting at the
+ * barrier that follows each of them (wait), both as wall and as thread-CPU seconds (wall minus
+ * CPU is time the thread was not running: preempted on a loaded machine, or asleep in the
+ * barrier), and per thread the wall time from the forward's start until the thread began
+ * (pool wake-up). Costs four clock reads per op and thread. */
+enum xf_prof_class {
+    XF_PROF_EMBED = 0, XF_PROF_NORM, XF_PROF_QKV, XF_PROF_SPLIT, XF_PROF_ATTN, XF_PROF_OPROJ,
+    XF_PROF_FF1, XF_PROF_FF2, XF_PROF_HEADS, XF_PROF_Q8, XF_PROF_COUNT
+};
+#define XF_PROF_MAX_THREADS 16
+typedef struct xf_prof {
+    int n_threads;             /* threads recorded: min(context threads, XF_PROF_MAX_THREADS) */
+    int64_t forwards;          /* forwards profiled */
+    double wall_s;             /* their summed wall time, pool start to return */
+    int64_t ops[XF_PROF_COUNT];  /* ops run per class (each followed by one barrier) */
+    double busy_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
+    double busy_cpu_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
+    double wait_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
+    double wait_cpu_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
+    double start_s[XF_PROF_MAX_THREADS];   /* pool wake-up: forward start to thread start */
+    /* per class, summed over its ops: the slowest minus the fastest thread's CPU in the op
+     * (what the others would wait at its barrier on an otherwise idle machine) */
+    double spread_cpu_s[XF_PROF_COUNT];
+} xf_prof_t;
+/* on != 0: clear the counters and start; 0: stop (the counters stay readable). Returns 0 or
+ * -ENOMEM. Thread: the context's owner, between forwards. */
+XF_API int xf_ctx_profile(xf_ctx_t *c, int on);
+/* Copy the counters; -EINVAL when profiling was never switched on. */
+XF_API int xf_ctx_profile_get(const xf_ctx_t *c, xf_prof_t *out);
+/* "embed", "norm", "qkv", ... ("?" out of range). */
+XF_API const char *xf_prof_class_name(int cls);
+
 /* Grow the arena so that it can run plan p (the only engine call that allocates for a batch).
  * Returns 0 or -ENOMEM (the arena is unchanged then). */
 XF_API int xf_ctx_reserve(xf_ctx_t *c, const xf_plan_t *p);

@@ -535,11 +535,21 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
     const xf_at_t_variant *fv = R->fv;
     int rc = 0;
 
+    /* The qk kernels read columns [0, d) of qt's rows, dp apart: when d == dp and the rows
+     * are consecutive (dense tiles), the Q plane's rows are read in place. */
+    const float *qt = R->qt;
+    int in_place = d == dp && nq > 0;
+    for (int32_t r = 1; r < nq && in_place; r++)
+        in_place = rows[r] == rows[0] + r;
+    if (in_place)
+        qt = Q + (size_t)(c->t0 + rows[0]) * d;
     for (int32_t r = 0; r < nq; r++) {
-        float *qr = R->qt + (size_t)r * dp;
-        memcpy(qr, Q + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));
-        for (int32_t x = d; x < dp; x++)
-            qr[x] = 0.0f;
+        if (!in_place) {
+            float *qr = R->qt + (size_t)r * dp;
+            memcpy(qr, Q + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));
+            for (int32_t x = d; x < dp; x++)
+                qr[x] = 0.0f;
+        }
         R->m[r] = -INFINITY;
         for (int32_t x = 0; x < XF_AT_T_LW; x++)
             R->l[(size_t)r * XF_AT_T_LW + x] = 0.0f;
@@ -571,13 +581,13 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
             if (rc)
                 return rc;
         } else if (dl) {
-            R->kern->qk(nq, d, dp, R->qt, kblock(R, c, K, key[k0] / BK), c->factor, R->s);
+            R->kern->qk(nq, d, dp, qt, kblock(R, c, K, key[k0] / BK), c->factor, R->s);
         } else {
             int32_t idx[BK];
             for (int32_t jj = 0; jj < nk; jj++)
                 idx[jj] = c->t0 + key[k0 + jj];
             R->kern->kt(nk, d, K, idx, R->kt);
-            R->kern->qk(nq, d, dp, R->qt, R->kt, c->factor, R->s);
+            R->kern->qk(nq, d, dp, qt, R->kt, c->factor, R->s);
         }
         const float *vt[BK];
         if (d == dp) {   /* rows read in place */

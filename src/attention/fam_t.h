@@ -187,9 +187,9 @@ typedef struct xf_synth_weights {
 #define XF_SYNTH_MAX_HIDDEN 1024
 
 /* Micro-kernels on one tile (exposed for the per-ISA files and tests).
- * qt [nq][dp] (columns >= d zero), kt [d][XF_AT_T_BK], s/p [nq][XF_AT_T_BK], vt: row pointers,
- * acc [nq][dp], m [nq], l [nq][XF_AT_T_LW] (partial sums, zero-initialised; the row's sum is
- * their total in lane order). dp is d rounded up to 16. */
+ * qt [nq][dp] (only columns < d are read), kt [d][XF_AT_T_BK], s/p [nq][XF_AT_T_BK], vt: row
+ * pointers, acc [nq][dp], m [nq], l [nq][XF_AT_T_LW] (partial sums, zero-initialised; the
+ * row's sum is their total in lane order). dp is d rounded up to 16. */
 typedef struct xf_at_kern {
     const char *name;
     /* s[r][j] = factor · Σ_c qt[r][c]·kt[c][j] for all j < XF_AT_T_BK */

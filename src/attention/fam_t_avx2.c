@@ -228,6 +228,10 @@ XF_INLINE void tr8(__m256 *r)
 
 static void kt_avx2(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
 {
+    /* as kt_avx512: all the rows' lines requested first, so that their misses overlap */
+    for (int32_t j = 0; j < nk && j < BK; j++)
+        for (int32_t x0 = 0; x0 < d; x0 += 16)
+            _mm_prefetch((const char *)(K + (size_t)rows[j] * d + x0), _MM_HINT_T0);
     for (int32_t j0 = 0; j0 < BK; j0 += 8) {
         for (int32_t x0 = 0; x0 < d; x0 += 8) {
             const int32_t nx = d - x0 < 8 ? d - x0 : 8;

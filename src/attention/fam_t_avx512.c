@@ -82,11 +82,12 @@ static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const 
 }
 
 /* exp(x) for x <= 0 (x = logit − running max): the engine's vector exp (vmath_avx512.h);
- * lanes below −87 (and −inf) give exactly 0, so excluded keys never enter the sums. */
+ * lanes below −87 (and −inf, NaN) give exactly 0, so excluded keys never enter the sums. The
+ * lanes kept are in [−87, 0], where the exp's range clamps change nothing: skipped. */
 static inline __m512 exp_neg(__m512 x)
 {
     __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-    return _mm512_maskz_mov_ps(keep, xf_exp512(x));
+    return _mm512_maskz_mov_ps(keep, xf_exp512_inrange(x));
 }
 
 static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
@@ -183,6 +184,11 @@ static inline void tr16(__m512 *r)
 
 static void kt_avx512(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
 {
+    /* The rows are usually outside L1/L2 (another op wrote them): ask for all of their lines
+     * first, so that the misses overlap instead of 16 rows at a time. */
+    for (int32_t j = 0; j < nk && j < BK; j++)
+        for (int32_t x0 = 0; x0 < d; x0 += 16)
+            _mm_prefetch((const char *)(K + (size_t)rows[j] * d + x0), _MM_HINT_T0);
     for (int32_t j0 = 0; j0 < BK; j0 += 16) {
         for (int32_t x0 = 0; x0 < d; x0 += 16) {
             int32_t rem = d - x0, nx = rem < 16 ? rem : 16;

@@ -187,10 +187,96 @@ typedef struct bench_case {
     int32_t b, n;
 } bench_case;
 
+/* --profile: reps more forwards with the context's profiler on (xf_ctx_profile), then one
+ * `profile` line per op class. Shares are of the threads' summed CPU time (thread-CPU clocks,
+ * steady on a loaded machine): cpu = running the class's ops, wait_cpu = spinning at the
+ * barriers after them, imbalance = per op the slowest minus the fastest thread's CPU, summed
+ * (what the other threads would wait on an otherwise idle machine; exact for 2 threads);
+ * eff = the class's useful FLOPs per op CPU-second against one core's FMA peak per CPU-second
+ * (GEMM classes and dense attention; 0 for the others).
+ * wall_busy/wall_wait are the same split of wall time (loaded: mostly preemption). A
+ * `profile_total` line gives the sums, the pool wake-up share of wall time and the wall ms. */
+static void profile_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
+                           const xf_batch_t *batch, const xf_output_t *out, int reps,
+                           const char *tag, const double *class_flops, double peak_cpu)
+{
+    xf_prof_t *pr = malloc(sizeof *pr);
+    xf_diag_t diag = { 0 };
+    int rc = pr ? xf_ctx_profile(ctx, 1) : -ENOMEM;
+
+    for (int r = 0; rc == 0 && r < reps; r++)
+        rc = xf_forward(ctx, m, plan, batch, out, &diag);
+    xf_ctx_profile(ctx, 0);
+    if (rc == 0)
+        rc = xf_ctx_profile_get(ctx, pr);
+    if (rc != 0 || pr->forwards == 0 || !(pr->wall_s > 0)) {
+        fprintf(stderr, "xformd-cli bench: --profile: %s\n", xf_strerror(rc));
+        free(pr);
+        return;
+    }
+    double tw = pr->wall_s * pr->n_threads, tc = 0, s_cpu = 0, s_wait = 0, s_imb = 0;
+    double s_wb = 0, s_ww = 0, start = 0, nf = (double)pr->forwards;
+    for (int k = 0; k < XF_PROF_COUNT; k++)
+        for (int t = 0; t < pr->n_threads; t++)
+            tc += pr->busy_cpu_s[k][t] + pr->wait_cpu_s[k][t];
+    if (!(tc > 0))
+        tc = 1;
+    for (int k = 0; k < XF_PROF_COUNT; k++) {
+        double b = 0, bc = 0, w = 0, wc = 0, imb = pr->spread_cpu_s[k] * (pr->n_threads - 1);
+        if (!pr->ops[k])
+            continue;
+        for (int t = 0; t < pr->n_threads; t++) {
+            b += pr->busy_s[k][t];
+            bc += pr->busy_cpu_s[k][t];
+            w += pr->wait_s[k][t];
+            wc += pr->wait_cpu_s[k][t];
+        }
+        s_cpu += bc;
+        s_wait += wc;
+        s_imb += imb;
+        s_wb += b;
+        s_ww += w;
+        printf("profile %s class=%-5s ops/fwd=%3.0f cpu=%.3f wait_cpu=%.3f imbalance=%.3f "
+               "eff=%.3f wall_busy=%.3f wall_wait=%.3f\n", tag, xf_prof_class_name(k),
+               (double)pr->ops[k] / nf, bc / tc, wc / tc, imb / tc,
+               bc > 0 && peak_cpu > 0 ? class_flops[k] * nf * 1e-9 / bc / peak_cpu : 0.0,
+               b / tw, w / tw);
+    }
+    for (int t = 0; t < pr->n_threads; t++)
+        start += pr->start_s[t];
+    printf("profile_total %s threads=%d forwards=%lld wall_ms=%.2f cpu_ms=%.2f cpu=%.3f "
+           "wait_cpu=%.3f imbalance=%.3f wall_busy=%.3f wall_wait=%.3f wakeup=%.4f\n", tag,
+           pr->n_threads, (long long)pr->forwards, pr->wall_s * 1e3 / nf, tc * 1e3 / nf,
+           s_cpu / tc, s_wait / tc, s_imb / tc, s_wb / tw, s_ww / tw, start / tw);
+    free(pr);
+}
+
+/* Useful FLOPs of one forward per profile class (Linear layers and dense attention). */
+static void class_flops(const xf_model_info_t *mi, const int32_t *lens, int32_t b,
+                        double *f)
+{
+    double tokens = 0, sq = 0;
+    for (int k = 0; k < XF_PROF_COUNT; k++)
+        f[k] = 0;
+    for (int32_t i = 0; i < b; i++) {
+        tokens += lens[i];
+        sq += (double)lens[i] * lens[i];
+    }
+    for (int l = 0; l < mi->n_layer; l++) {
+        double da = (double)mi->layers[l].n_head * mi->layers[l].d_head;
+        double d = mi->d_model, ff = mi->layers[l].d_ff;
+        f[XF_PROF_QKV] += tokens * 2.0 * 3.0 * d * da;
+        f[XF_PROF_OPROJ] += tokens * 2.0 * da * d;
+        f[XF_PROF_FF1] += tokens * 2.0 * d * ff;
+        f[XF_PROF_FF2] += tokens * 2.0 * d * ff;
+        f[XF_PROF_ATTN] += sq * 4.0 * da;
+    }
+}
+
 /* Median wall ms of reps forwards; *cpu_per_run: process CPU seconds per forward (mean). */
 static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
                           const int32_t *lens, int32_t b, int reps, float *pooled, int *ok,
-                          double *cpu_per_run)
+                          double *cpu_per_run, const char *profile_tag, double peak_cpu)
 {
     const xf_model_info_t *mi = xf_model_info(m);
     int32_t *cu = malloc(((size_t)b + 1) * sizeof *cu);
@@ -227,6 +313,11 @@ static double time_engine(xf_ctx_t *ctx, const xf_model_t *m, xf_plan_t *plan,
         t[r] = now_ms() - t0;
     }
     *cpu_per_run = (cpu_s() - c0) / reps;
+    if (rc == 0 && profile_tag) {
+        double cf[XF_PROF_COUNT];
+        class_flops(mi, lens, b, cf);
+        profile_engine(ctx, m, plan, &batch, &out, reps, profile_tag, cf, peak_cpu);
+    }
     if (rc < 0)
         fprintf(stderr, "xformd-cli bench: %s\n", diag.msg[0] ? diag.msg : xf_strerror(rc));
     else {
@@ -268,6 +359,21 @@ static double time_floor(const xf_model_info_t *mi, int32_t tokens, int reps, fl
     return med;
 }
 
+/* name is one of list's comma-separated items. */
+static int in_list(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && !strncmp(p, name, n))
+            return 1;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
 static double gemm_flops(const xf_model_info_t *mi, double tokens)
 {
     double f = 0;
@@ -286,8 +392,8 @@ int cmd_bench(int argc, char **argv)
                                         { NULL, 8, 128 }, { NULL, 32, 128 },
                                         { "varlen", 16, 0 } };
     cli_common c = { 0 };
-    int reps = 5, floor_on = 1, reexec = 1, quick = 0, n_peer = 0;
-    const char *compare = NULL;
+    int reps = 5, floor_on = 1, reexec = 1, quick = 0, n_peer = 0, profile = 0;
+    const char *compare = NULL, *only = NULL;
     peer_line *peers = NULL;
     xf_cpu_info_t ci;
     const char *coretype = getenv("OPENBLAS_CORETYPE");
@@ -316,9 +422,14 @@ int cmd_bench(int argc, char **argv)
             reexec = 0;
         else if (!strcmp(argv[i], "--quick"))
             quick = 1;
+        else if (!strcmp(argv[i], "--profile"))
+            profile = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--only")))
+            only = v;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: xformd-cli bench [--model DIR] [--threads N] [--reps N] [--quick] "
                    "[--no-floor] [--no-reexec] [--compare FILE] [--quantize int8|bf16]\n"
+                   "       [--only b1n16,b1n512,varlen,...] [--profile]\n"
                    "Engine benchmark on the BERT-base shape (default: the demo model), 2 threads."
                    "\nPrints fma_peak, one `xformd` line per shape and `floor` lines (cblas_sgemm"
                    " alone\non the same GEMMs). When OPENBLAS_CORETYPE forces a kernel below the "
@@ -327,7 +438,9 @@ int cmd_bench(int argc, char **argv)
                    "peer line of FILE for that shape (the\nformat of ../shared/peers/: "
                    "\"<engine> b=.. n=.. median_ms=..\" and \"<engine> varlen b=..\n"
                    "tokens=.. maxlen=.. median_ms=..\"), with its fraction of this run's "
-                   "fma_peak.\n");
+                   "fma_peak.\n"
+                   "--only runs only the listed shapes; --profile prints, per shape, the share of"
+                   " the\nthreads' time per op class (busy, waiting at barriers, imbalance).\n");
             return 0;
         } else {
             fprintf(stderr, "xformd-cli bench: unknown option '%s'\n", argv[i]);
@@ -418,7 +531,15 @@ int cmd_bench(int argc, char **argv)
         }
         if (quick && tokens > 2048)
             continue;
-        ms = time_engine(ctx, m, plan, lens, b, r, pooled, &ok, &cpu_run);
+        char tag[32];
+        if (bc->label)
+            snprintf(tag, sizeof tag, "%s", bc->label);
+        else
+            snprintf(tag, sizeof tag, "b%dn%d", (int)b, (int)bc->n);
+        if (only && !in_list(only, tag))
+            continue;
+        ms = time_engine(ctx, m, plan, lens, b, r, pooled, &ok, &cpu_run,
+                         profile ? tag : NULL, peak_cpu);
         if (!ok)
             continue;
         fl = model_flops(mi, lens, b);

@@ -47,6 +47,7 @@ void xf_ctx_free(xf_ctx_t *c)
     if (!c)
         return;
     xf_pool_free(c->pool);
+    free(c->prof);
     free(c->arena);
     free(c);
 }
@@ -65,6 +66,63 @@ void xf_ctx_set_ffn_tap(xf_ctx_t *c, xf_ffn_tap_fn fn, void *user)
         return;
     c->ffn_tap = fn;
     c->ffn_tap_user = user;
+}
+
+int xf_ctx_profile(xf_ctx_t *c, int on)
+{
+    if (!c)
+        return -EINVAL;
+    if (!on) {
+        c->prof_on = 0;
+        return 0;
+    }
+    if (!c->prof) {
+        void *mem = NULL;
+        if (posix_memalign(&mem, 64, (size_t)c->n_threads * sizeof *c->prof) != 0)
+            return -ENOMEM;
+        c->prof = mem;
+    }
+    memset(c->prof, 0, (size_t)c->n_threads * sizeof *c->prof);
+    c->prof_forwards = 0;
+    c->prof_wall_s = 0;
+    c->prof_on = 1;
+    return 0;
+}
+
+int xf_ctx_profile_get(const xf_ctx_t *c, xf_prof_t *out)
+{
+    if (!c || !out || !c->prof)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    out->n_threads = c->n_threads < XF_PROF_MAX_THREADS ? c->n_threads : XF_PROF_MAX_THREADS;
+    out->forwards = c->prof_forwards;
+    out->wall_s = c->prof_wall_s;
+    for (int t = 0; t < out->n_threads; t++) {
+        const struct xf_prof_thread *pt = &c->prof[t];
+        for (int k = 0; k < XF_PROF_COUNT; k++) {
+            out->busy_s[k][t] = pt->busy[k];
+            out->busy_cpu_s[k][t] = pt->busy_cpu[k];
+            out->wait_s[k][t] = pt->wait[k];
+            out->wait_cpu_s[k][t] = pt->wait_cpu[k];
+            if (t == 0) {
+                out->ops[k] = pt->ops[k];
+                out->spread_cpu_s[k] = pt->spread[k];
+            }
+        }
+        out->start_s[t] = pt->start;
+    }
+    return 0;
+}
+
+const char *xf_prof_class_name(int cls)
+{
+    static const char *const names[XF_PROF_COUNT] = {
+        [XF_PROF_EMBED] = "embed", [XF_PROF_NORM] = "norm",   [XF_PROF_QKV] = "qkv",
+        [XF_PROF_SPLIT] = "split", [XF_PROF_ATTN] = "attn",   [XF_PROF_OPROJ] = "oproj",
+        [XF_PROF_FF1] = "ff1",     [XF_PROF_FF2] = "ff2",     [XF_PROF_HEADS] = "heads",
+        [XF_PROF_Q8] = "q8",
+    };
+    return cls >= 0 && cls < XF_PROF_COUNT ? names[cls] : "?";
 }
 
 int xf_ctx_threads(const xf_ctx_t *c)

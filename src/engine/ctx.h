@@ -26,7 +26,23 @@ struct xf_ctx {
      * [n_tokens][d_ff] row-major), before any later op may overwrite it. */
     xf_ffn_tap_fn ffn_tap;
     void *ffn_tap_user;
+    /* xf_ctx_profile: one padded record per thread (each thread writes only its own), NULL
+     * until first switched on; prof_on says whether forwards record now. */
+    struct xf_prof_thread *prof;
+    int prof_on;
+    int64_t prof_forwards;
+    double prof_wall_s;
 };
+
+/* One thread's profile counters (ctx.h prof), on its own cache lines. */
+struct xf_prof_thread {
+    double busy[XF_PROF_COUNT], busy_cpu[XF_PROF_COUNT];
+    double wait[XF_PROF_COUNT], wait_cpu[XF_PROF_COUNT];
+    int64_t ops[XF_PROF_COUNT];
+    double start;
+    double spread[XF_PROF_COUNT];   /* thread 0 only: sum over ops of max - min op CPU */
+    double op_cpu[2];               /* this thread's CPU in the last two ops (by op parity) */
+} __attribute__((aligned(64)));
 
 /* Set or clear (fn NULL) the FFN tap. Thread: the context's owner, between forwards. */
 void xf_ctx_set_ffn_tap(xf_ctx_t *c, xf_ffn_tap_fn fn, void *user);

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/ctx.h"
 #include "engine/diag.h"
@@ -31,6 +32,7 @@ typedef struct fwd_task {
     atomic_int err;
     atomic_int nonfinite;
     atomic_int stopped_at;     /* layers done when the progress callback stopped the forward */
+    double t_start;            /* profiling (c->prof_on): wall clock at the pool start */
 } fwd_task_t;
 
 static float *tens(const fwd_task_t *T, int32_t i)
@@ -433,6 +435,45 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     }
 }
 
+/* Profiling (xf_ctx_profile): the class an op's time counts under. */
+static int prof_class(enum xf_op_kind k)
+{
+    switch (k) {
+    case XF_OP_EMBED:
+        return XF_PROF_EMBED;
+    case XF_OP_LN:
+    case XF_OP_ADD_LN:
+    case XF_OP_ADD:
+        return XF_PROF_NORM;
+    case XF_OP_QKV:
+        return XF_PROF_QKV;
+    case XF_OP_SPLIT:
+        return XF_PROF_SPLIT;
+    case XF_OP_ATTN_STATE:
+    case XF_OP_ATTN_PREP:
+    case XF_OP_ATTN:
+    case XF_OP_ATTN_UPDATE:
+        return XF_PROF_ATTN;
+    case XF_OP_OPROJ:
+        return XF_PROF_OPROJ;
+    case XF_OP_FF1:
+        return XF_PROF_FF1;
+    case XF_OP_FF2:
+        return XF_PROF_FF2;
+    case XF_OP_Q8:
+        return XF_PROF_Q8;
+    default:
+        return XF_PROF_HEADS;
+    }
+}
+
+static double clock_s(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* Every pool thread runs every op of the plan in order, with exactly one barrier after each
  * and none inside an op (plan_internal.h), so every thread meets the same barriers whatever
  * happens. Ownership: during an op a thread writes only its share of the op's output (rows,
@@ -445,11 +486,23 @@ static void fwd_thread(void *arg, int ith, int nth)
 {
     fwd_task_t *T = arg;
     const xf_plan_t *p = T->p;
+    struct xf_prof_thread *pt = T->c->prof_on ? &T->c->prof[ith] : NULL;
+    double w0 = 0, c0 = 0, w1 = 0, c1 = 0;
 
+    if (pt) {
+        w0 = clock_s(CLOCK_MONOTONIC);
+        c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+        pt->start += w0 - T->t_start;
+    }
     for (int32_t i = 0; i < p->n_ops; i++) {
         const xf_plan_op_t *o = &p->ops[i];
         if (!atomic_load(&T->err))
             run_op(T, o, ith, nth);
+        if (pt) {
+            w1 = clock_s(CLOCK_MONOTONIC);
+            c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+            pt->op_cpu[i & 1] = c1 - c0;
+        }
         xf_pool_barrier(T->c->pool);
         /* The pruning scores' FFN tap (ctx.h): thread 0 reads the finished intermediate; the
          * extra barrier keeps the others from overwriting it meanwhile. */
@@ -471,6 +524,28 @@ static void fwd_thread(void *arg, int ith, int nth)
                 set_err(T, XF_EDEADLINE);
             }
             xf_pool_barrier(T->c->pool);
+        }
+        if (pt) {   /* busy: the op; wait: the barrier(s) after it */
+            int k = prof_class(o->kind);
+            double w2 = clock_s(CLOCK_MONOTONIC), c2 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+            /* Every thread's op CPU was stored before the barrier (slot i & 1; a slot is
+             * written again only after the next barrier, which thread 0 has not passed). */
+            if (ith == 0) {
+                double lo = 1e300, hi = 0;
+                for (int t = 0; t < nth; t++) {
+                    double v = T->c->prof[t].op_cpu[i & 1];
+                    lo = v < lo ? v : lo;
+                    hi = v > hi ? v : hi;
+                }
+                pt->spread[k] += hi - lo;
+            }
+            pt->busy[k] += w1 - w0;
+            pt->busy_cpu[k] += c1 - c0;
+            pt->wait[k] += w2 - w1;
+            pt->wait_cpu[k] += c2 - c1;
+            pt->ops[k]++;
+            w0 = w2;
+            c0 = c2;
         }
     }
 }
@@ -592,7 +667,13 @@ int xf_forward(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p, const xf_ba
     atomic_init(&T.nonfinite, 0);
     atomic_init(&T.stopped_at, 0);
 
+    if (c->prof_on)
+        T.t_start = clock_s(CLOCK_MONOTONIC);
     xf_pool_run(c->pool, fwd_thread, &T);
+    if (c->prof_on) {
+        c->prof_forwards++;
+        c->prof_wall_s += clock_s(CLOCK_MONOTONIC) - T.t_start;
+    }
 
     rc = atomic_load(&T.err);
     if (rc == XF_EDEADLINE && atomic_load(&T.stopped_at) > 0)

@@ -35,7 +35,8 @@ const char *xf_quant_name(enum xf_quant_mode mode)
 static int quant_one(xf_qgemm_w_t *qw, const xf_w_t *w, int32_t l, const char *what,
                      xf_diag_t *diag)
 {
-    int rc = xf_qgemm_w_init(qw, w->data, w->rows, w->cols, xf_qkernels()->wmax);
+    int rc = xf_qgemm_w_init(qw, w->data, w->rows, w->cols, xf_qkernels()->wmax,
+                             xf_qkernels()->lane_max);
     if (rc == -ENOMEM)
         return xf_diag_set(diag, rc, "quantize int8: out of memory");
     if (rc)

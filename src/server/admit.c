@@ -155,6 +155,11 @@ int xf_admit_job(const xf_server_t *s, xf_batcher_t *b, const xf_load_t *load, x
             a.alone_s * 1e3, a.lower_s * 1e3, dl_ms,
             can_ask ? "; ask for a longer one with timeout_ms (request.max_timeout_ms = "
                     : "; not even request.max_timeout_ms (", s->o.max_timeout_ms);
+    } else if (rc == -EBUSY && load && load->unmeasured) {
+        set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
+            "server busy: the engine's pace is not measured yet (the first batch after start-up "
+            "or an idle period is in its first layer), so no request is queued behind it; "
+            "retry after %d s", a.retry_after_s);
     } else if (rc == -EBUSY) {
         set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
             "server busy: predicted queue wait %.0f ms plus %.0f ms of compute for %d tokens "
@@ -184,12 +189,15 @@ void xf_admit_expired(const xf_server_t *s, xf_batcher_t *b, const xf_job_t *j,
     double waited = now_ns > j->enqueue_ns ? (double)(now_ns - j->enqueue_ns) * 1e-9 : 0;
     int dl_ms = j->deadline_ns > j->enqueue_ns
                     ? (int)((j->deadline_ns - j->enqueue_ns + 999999) / 1000000) : 0;
+    double pace = xf_batcher_pace(b);
     int ra = xf_batcher_retry_after_s(b);
     if (ra > dl_ms / 1000 && dl_ms >= 1000)
         ra = dl_ms / 1000;
+    /* Answered before its deadline: at the engine's current pace (the running batches' layer
+     * progress) its compute, after the running batch, would end past it. */
     set(v, XF_HE_DEADLINE, XF_REJ_DEADLINE, ra,
         "the request (%d tokens) waited %.0f ms since it arrived; its predicted %.0f ms of compute "
-        "no longer fits before its deadline of %d ms; retry later", (int)j->n_tokens,
-        waited * 1e3, alone * 1e3, dl_ms);
+        "(the engine runs %.1fx the cost model now) no longer fits before its deadline of %d ms; "
+        "retry later", (int)j->n_tokens, waited * 1e3, alone * pace * 1e3, pace, dl_ms);
     xf_admit_log(v->reason, v->msg, now_ns);
 }

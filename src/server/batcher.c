@@ -358,12 +358,19 @@ struct xf_batcher {
     int64_t tokens;            /* Σ n_tokens of queued jobs */
     double sum_sq;             /* Σ n_i² of queued jobs */
     uint64_t seq;
+    /* The engine's pace right now against the cost model (≥ 1) and the seconds until a worker
+     * is free (0: one is idle), from the caller's live estimate (xf_batcher_set_pace): expiry
+     * and batch formation go by cost × pace, so that a job is answered as soon as it can no
+     * longer make its deadline at the pace the engine shows, before the deadline. */
+    double pace;
+    double free_in_s;
     /* Arrival rate for dp: a count that decays with time constant XF_RATE_TAU_S, so it
      * reads "arrivals in about the last second" and a burst cannot make it explode. */
     double arr_cnt;
     uint64_t arr_last_ns;
     xf_bjob_t **scratch;       /* [o.max_queue_jobs] */
     unsigned char *mark;       /* [o.max_queue_jobs] */
+    int draining;              /* xf_batcher_drain: no more arrivals, no waiting */
 };
 
 const char *xf_batch_policy_name(enum xf_batch_policy p)
@@ -411,6 +418,7 @@ int xf_batcher_create(const xf_batcher_opts_t *opts, xf_batcher_t **out)
         return -ENOMEM;
     }
     xf_cost_init(&b->cost, 0);
+    b->pace = 1;
     *out = b;
     return 0;
 }
@@ -457,15 +465,41 @@ static uint64_t add_s(uint64_t t_ns, double s)
     return t_ns > UINT64_MAX - d ? UINT64_MAX : t_ns + d;
 }
 
-/* Latest start that still meets the deadline if the job runs alone: by the prediction, or
- * by the lower bound for a job admitted onto an idle engine (must_run_: the model may be too
- * pessimistic; it is expired only when even the lower bound no longer fits, e.g. when a
- * fifo delay outlasts its deadline). */
-static uint64_t job_latest_start(const xf_cost_t *cm, const xf_bjob_t *j)
+/* Latest start that still meets the deadline if the job runs alone: by the prediction at the
+ * current pace, or by the lower bound for a job admitted onto an idle engine (must_run_: the
+ * model may be too pessimistic; it is expired only when even the lower bound no longer fits,
+ * e.g. when a fifo delay outlasts its deadline). */
+static uint64_t job_latest_start(const xf_batcher_t *b, const xf_bjob_t *j)
 {
-    double ns = job_alone_s(cm, j) * (j->must_run_ ? XF_COST_LOWER : 1.0) * 1e9;
+    double ns = job_alone_s(&b->cost, j) * (j->must_run_ ? XF_COST_LOWER : b->pace) * 1e9;
     uint64_t d = ns < 1.8e19 ? (uint64_t)ns : UINT64_MAX;
     return j->deadline_ns > d ? j->deadline_ns - d : 0;
+}
+
+/* Share of the time to its earliest deadline that a batch may take at the current pace: the
+ * pace swings (2x within seconds on a shared 2-core machine), and a batch that ends past a
+ * deadline is stopped and its work lost, while a smaller one costs little on a CPU (c0 is
+ * small). */
+#define XF_BATCH_SLACK 0.75
+
+/* The cost model for deadline checks when a batch is formed: every coefficient × pace, over
+ * XF_BATCH_SLACK. */
+static void paced_cost(const xf_batcher_t *b, xf_cost_t *out)
+{
+    *out = b->cost;
+    for (int k = 0; k < XF_COST_NF; k++)
+        out->c[k] *= b->pace / XF_BATCH_SLACK;
+}
+
+void xf_batcher_set_pace(xf_batcher_t *b, double pace, double free_in_s)
+{
+    b->pace = pace > 1 && isfinite(pace) ? (pace < 1000 ? pace : 1000) : 1;
+    b->free_in_s = free_in_s > 0 && isfinite(free_in_s) ? free_in_s : 0;
+}
+
+double xf_batcher_pace(const xf_batcher_t *b)
+{
+    return b->pace;
 }
 
 #define XF_RATE_TAU_S 1.0
@@ -570,6 +604,12 @@ int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_
         /* Nothing ahead of it: it starts now. Whatever the model predicts, the lower bound
          * fits: run it (the model learns from the run; a batch past its deadline stops). */
         job->must_run_ = load != NULL;
+    } else if (load->unmeasured) {
+        /* Nothing tells how fast the engine goes now: one layer later something will. */
+        a.retry_after_s = 1;
+        if (out)
+            *out = a;
+        return -EBUSY;
     } else if (a.wait_s + a.alone_s * slow > XF_ADMIT_MARGIN * left_s) {
         return -EBUSY;
     }
@@ -611,9 +651,11 @@ static void remove_marked(xf_batcher_t *b)
 
 size_t xf_batcher_expire(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap)
 {
+    /* The earliest it could start: when a worker is free. */
+    uint64_t start = add_s(now_ns, b->free_in_s);
     size_t k = 0;
     for (size_t i = 0; i < b->n && k < cap; i++) {
-        if (job_latest_start(&b->cost, b->q[i]) < now_ns) {
+        if (job_latest_start(b, b->q[i]) < start) {
             b->mark[i] = 1;
             out[k++] = b->q[i];
         }
@@ -625,9 +667,10 @@ size_t xf_batcher_expire(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size
 
 uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b)
 {
-    uint64_t t = UINT64_MAX;
+    uint64_t t = UINT64_MAX, f = add_s(0, b->free_in_s);
     for (size_t i = 0; i < b->n; i++) {
-        uint64_t s = job_latest_start(&b->cost, b->q[i]);
+        uint64_t s = job_latest_start(b, b->q[i]);
+        s = s > f ? s - f : 0;
         if (s < t)
             t = s;
     }
@@ -643,6 +686,11 @@ size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap)
     }
     remove_marked(b);
     return k;
+}
+
+void xf_batcher_drain(xf_batcher_t *b)
+{
+    b->draining = 1;
 }
 
 /* Weight of a job in the dp objective: 1 + age/aging (1 without aging). */
@@ -843,6 +891,10 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
     }
     size_t limit = (size_t)b->o.max_batch < cap ? (size_t)b->o.max_batch : cap;
     size_t k = 0;
+    /* Deadlines are checked at the pace the engine shows now (xf_batcher_set_pace), with
+     * XF_BATCH_SLACK to spare. */
+    xf_cost_t pc;
+    paced_cost(b, &pc);
     switch (b->o.policy) {
     case XF_BATCH_NONE:
         b->scratch[k++] = b->q[0];
@@ -851,7 +903,8 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         uint64_t due = b->q[0]->enqueue_ns + b->o.max_queue_delay_ns;
         if (due < b->q[0]->enqueue_ns)
             due = UINT64_MAX;
-        if (b->n < limit && b->tokens < b->o.max_batch_tokens && now_ns < due) {
+        if (!b->draining && b->n < limit && b->tokens < b->o.max_batch_tokens &&
+            now_ns < due) {
             *wake_ns = due;
             break;
         }
@@ -862,6 +915,8 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
             t += b->q[i]->n_tokens;
             b->scratch[k++] = b->q[i];
         }
+        /* Not a job the batch would finish past its deadline (it stays queued: expiry). */
+        k = drop_late(&pc, b->scratch, k, now_ns);
         break;
     }
     case XF_BATCH_TOKENS: {
@@ -878,7 +933,7 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
             g.tokens += j->n_tokens;
             g.sum_sq += job_sum_sq(j);
             if (k > 0 && (g.tokens > (double)b->o.max_batch_tokens ||
-                          add_s(now_ns, xf_cost_predict(&b->cost, &g)) > first_dl))
+                          add_s(now_ns, xf_cost_predict(&pc, &g)) > first_dl))
                 continue;   /* a smaller job further on may still fit */
             f = g;
             b->scratch[k++] = j;
@@ -901,10 +956,11 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
         double plan_s = b->cost.c[0], future_w = 0;
         for (size_t i = 0; i < w; i++)
             plan_s += job_additive_s(&b->cost, b->scratch[i]);
-        future_w = XF_DP_FUTURE * plan_s * arrival_count(b, now_ns) / XF_RATE_TAU_S;
+        if (!b->draining)
+            future_w = XF_DP_FUTURE * plan_s * arrival_count(b, now_ns) / XF_RATE_TAU_S;
         size_t ends[XF_DP_MAX], nb;
         double tot;
-        int rc = xf_batcher_dp_split(&b->cost, b->scratch, w, b->o.max_batch,
+        int rc = xf_batcher_dp_split(&pc, b->scratch, w, b->o.max_batch,
                                      b->o.max_batch_tokens, now_ns, b->o.dp_aging_ns,
                                      future_w, ends, &nb, &tot);
         if (rc == -ENOENT) {
@@ -912,7 +968,7 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
              * Split the earliest-deadline-first order instead (its own fallback, when even
              * that fails, still serves the most urgent first; expiry answers the rest). */
             qsort(b->scratch, w, sizeof(*b->scratch), cmp_deadline);
-            rc = xf_batcher_dp_split(&b->cost, b->scratch, w, b->o.max_batch,
+            rc = xf_batcher_dp_split(&pc, b->scratch, w, b->o.max_batch,
                                      b->o.max_batch_tokens, now_ns, b->o.dp_aging_ns,
                                      future_w, ends, &nb, &tot);
         }
@@ -920,7 +976,7 @@ int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t ca
             return rc;
         k = ends[0] < limit ? ends[0] : limit;
         if (rc == -ENOENT)
-            k = drop_late(&b->cost, b->scratch, k, now_ns);
+            k = drop_late(&pc, b->scratch, k, now_ns);
         break;
     }
     default:

@@ -148,9 +148,15 @@ typedef struct xf_load {
     int n_workers;         /* ≥ 1 */
     double running_s;      /* Σ seconds still to run of the batches running now, as
                               re-estimated from their layer progress */
-    double slow;           /* how many times slower than the cost model the running batches
-                              go (≥ 1; 0 or 1: as predicted): the queue ahead and the job's
-                              own time are scaled by it before the wait check */
+    double slow;           /* how many times slower than the cost model the engine goes now
+                              (the running batches' layer progress, else the last batch's;
+                              pessimistic before anything is measured; ≥ 1, 0 or 1: as
+                              predicted): the queue ahead and the job's own time are scaled by
+                              it before the wait check */
+    int unmeasured;        /* a batch is running and the engine's pace is not known yet (start-
+                              up, or idle for a while, and its first layer has not ended): a
+                              job that would queue is refused (-EBUSY, Retry-After 1 s) rather
+                              than admitted on the cost model's word */
 } xf_load_t;
 
 /* The numbers behind an admission decision (for the reply and the log). */
@@ -163,7 +169,8 @@ typedef struct xf_admit {
                               time to its deadline (rounded up) */
 } xf_admit_t;
 
-/* Admission at arrival (borrowed until handed back), against the predicted queue wait:
+/* Admission at arrival (borrowed until handed back), against the predicted queue wait (and
+ * none while load->unmeasured, unless the engine is idle with an empty queue):
  *   - an idle engine with an empty queue takes any job that could finish by its deadline
  *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
  *     expires only when the lower bound no longer fits (a running batch is stopped at its
@@ -193,7 +200,8 @@ double xf_batcher_backlog_s(const xf_batcher_t *b);
 int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns);
 
 /* The next batch to run, called when a worker is free (call xf_batcher_expire first: next
- * does not drop late jobs). Writes up to cap (normally ≥ max_batch; a smaller cap just caps
+ * does not drop late jobs; it leaves queued those the batch would finish past their deadline
+ * at the current pace, with a quarter of the time left to spare, except its first). Writes up to cap (normally ≥ max_batch; a smaller cap just caps
  * the batch) jobs
  * into out[], *n_out their count, and *info (may be NULL). With *n_out == 0 nothing is ready:
  * *wake_ns is when to call again (a fifo wait ending or the earliest job that will have to be
@@ -202,18 +210,32 @@ int xf_batcher_push(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns);
 int xf_batcher_next(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap,
                     size_t *n_out, xf_batch_info_t *info, uint64_t *wake_ns);
 
+/* The engine's pace as the caller sees it now: how many times slower than the cost model it
+ * goes (≥ 1; less is taken as 1, capped at 1000) and the seconds until a worker is free for
+ * the next batch (0: one is idle). Expiry and batch formation use the model × pace, so a job
+ * that can no longer make its deadline at that pace is answered before its deadline rather
+ * than run late. The defaults (1, 0) are the plain model on an idle engine. Call it whenever
+ * the estimate changes (the loop: before each expiry and dispatch). */
+void xf_batcher_set_pace(xf_batcher_t *b, double pace, double free_in_s);
+double xf_batcher_pace(const xf_batcher_t *b);
+
 /* Remove and hand back (up to cap) jobs that can no longer meet their deadline: those with
- * now + predicted time of running alone > deadline. The caller answers them at once
- * (503 + Retry-After). Returns the number written to out. */
+ * now + free_in + predicted time of running alone × pace > deadline (xf_batcher_set_pace;
+ * a job admitted onto an idle engine: its lower bound, without the pace). The caller answers
+ * them at once (503 + Retry-After). Returns the number written to out. */
 size_t xf_batcher_expire(xf_batcher_t *b, uint64_t now_ns, xf_bjob_t **out, size_t cap);
 
 /* The earliest time at which a queued job will have to be expired (its deadline minus its
- * predicted time alone), UINT64_MAX when the queue is empty. The loop arms its timer at
+ * predicted time alone at the pace, minus free_in), UINT64_MAX when the queue is empty. The loop arms its timer at
  * min(this, the wake time of xf_batcher_next) so that expiry happens while workers are busy. */
 uint64_t xf_batcher_expiry_ns(const xf_batcher_t *b);
 
 /* Remove and hand back up to cap queued jobs (drain/shutdown), oldest first. */
 size_t xf_batcher_take_all(xf_batcher_t *b, xf_bjob_t **out, size_t cap);
+/* The drain: nothing more will arrive to batch the queued jobs with. From now on fifo hands
+ * out what is queued without waiting for max_queue_delay or a full batch, and dp plans for no
+ * future arrivals. Cannot be undone. */
+void xf_batcher_drain(xf_batcher_t *b);
 
 /* Refine the cost model with a measured batch: n sequence lengths and wall seconds. */
 void xf_batcher_observe(xf_batcher_t *b, const int32_t *lens, size_t n, double seconds);

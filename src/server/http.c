@@ -19,11 +19,13 @@
 #include <string.h>
 #include <strings.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "server/log.h"
 #include "server/loop.h"
+#include "server/metrics.h"
 #include "server/routes.h"
 #include "server/server.h"
 
@@ -49,6 +51,7 @@ struct xf_http {
     struct MHD_Daemon *d;
     struct xf_server *srv;
     int port;
+    atomic_int refuse;             /* 1: new connections are closed at once (accept_cb) */
     pthread_mutex_t lock;          /* protects conns and every xf_conn_t's phase fields;
                                       rank 7, a leaf (doc/threads.md) */
     xf_conn_t *conns;
@@ -817,6 +820,19 @@ int xf_http_expire(xf_http_t *h, uint64_t now_ns, int *n_header, int *n_body, in
     return nh + nb + nf;
 }
 
+/* MHD's accept policy (MHD threads): once the drain stops serving new connections, each one
+ * is closed as soon as it is accepted. */
+static enum MHD_Result accept_cb(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct xf_http *h = cls;
+    (void)addr;
+    (void)addrlen;
+    if (!atomic_load(&h->refuse))
+        return MHD_YES;
+    xf_metric_add(XF_M_connections_closed_total, "draining", NULL, 1);
+    return MHD_NO;
+}
+
 /* libmicrohttpd's printf-style messages (format(printf, 2, 0): fmt is a format whose
  * arguments come as a va_list, so -Wformat-nonliteral has nothing to say). */
 static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
@@ -878,7 +894,7 @@ int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen
         opts[10].option = MHD_OPTION_END;
     pthread_mutex_init(&h->lock, NULL);
     s->http_cb = h;   /* conn_cb runs before MHD_start_daemon returns h */
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, s, MHD_OPTION_ARRAY, opts,
+    h->d = MHD_start_daemon(flags, 0, accept_cb, h, access_cb, s, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not permitted)", addr,
@@ -898,13 +914,24 @@ int xf_http_port(const xf_http_t *h)
     return h ? h->port : 0;
 }
 
-void xf_http_quiesce(xf_http_t *h)
+/* Why not MHD_quiesce_daemon(): in libmicrohttpd 0.9.75 (and up to 1.0.1) it removes the
+ * listening socket from each worker's epoll set on the caller's thread, with no lock, while
+ * the workers themselves remove it whenever they reach their connection limit or see the
+ * quiesce flag it has just set, and put it back when a connection closes. Whichever removal
+ * comes second fails with ENOENT, and in the thread-pool branch (http.threads > 1, the
+ * default) that is MHD_PANIC: "Failed to remove listen FD from epoll set." (daemon.c:5531),
+ * the process aborts and every reply in flight is lost. Closing the returned socket at once,
+ * as this function did, adds a second abort (a worker's late removal fails with EBADF,
+ * daemon.c:4940). Nor can a socket of our own be stopped under MHD: shutdown() leaves it
+ * readable forever (accept() fails with EINVAL, which MHD ignores, so every worker spins until
+ * MHD_stop_daemon) and close() breaks the same epoll bookkeeping. The accept policy callback
+ * touches nothing of MHD's: its threads keep polling the socket as before, and MHD_stop_daemon
+ * (xf_http_stop, from the loop once the replies are out) closes it safely. The cost: for the
+ * drain's last moments (≤ 2 s) a new connection is accepted and closed, not refused. */
+void xf_http_refuse_connections(xf_http_t *h)
 {
-    if (!h || !h->d)
-        return;
-    MHD_socket fd = MHD_quiesce_daemon(h->d);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    if (h)
+        atomic_store(&h->refuse, 1);
 }
 
 void xf_http_stop(xf_http_t *h)

@@ -96,8 +96,12 @@ typedef struct xf_http xf_http_t;
 int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen);
 /* The port bound (after port 0). */
 int xf_http_port(const xf_http_t *h);
-/* Stop accepting new connections (drain). Loop thread. */
-void xf_http_quiesce(xf_http_t *h);
+/* Stop serving new connections (the drain, once every job is answered): from now on each new
+ * connection is closed as soon as MHD accepts it, without a reply (counted as
+ * connections_closed_total{reason="draining"}); connections already open keep being served.
+ * The listening socket stays open until xf_http_stop(). Never calls MHD_quiesce_daemon() (see
+ * http.c). Any thread. NULL is a no-op. */
+void xf_http_refuse_connections(xf_http_t *h);
 /* Close (shutdown) every connection past its header or body deadline (http.header_timeout_ms,
  * http.body_timeout_ms, counted from the phase's start, never reset by a byte), and every one
  * whose client sent a FIN before its body was complete. Loop thread, from a timer. Returns how

@@ -92,6 +92,10 @@ int xf_jobq_push(xf_jobq_t *q, xf_job_t *j)
 {
     j->next = NULL;
     pthread_mutex_lock(&q->lock);
+    if (q->closed) {
+        pthread_mutex_unlock(&q->lock);
+        return -EPIPE;
+    }
     int was_empty = q->head == NULL;
     if (q->tail)
         q->tail->next = j;
@@ -103,12 +107,32 @@ int xf_jobq_push(xf_jobq_t *q, xf_job_t *j)
     return was_empty;
 }
 
-xf_job_t *xf_jobq_take_all(xf_jobq_t *q)
+static xf_job_t *take_all(xf_jobq_t *q, int close)
 {
     pthread_mutex_lock(&q->lock);
     xf_job_t *h = q->head;
     q->head = q->tail = NULL;
     q->n = 0;
+    if (close)
+        q->closed = 1;
     pthread_mutex_unlock(&q->lock);
     return h;
+}
+
+xf_job_t *xf_jobq_take_all(xf_jobq_t *q)
+{
+    return take_all(q, 0);
+}
+
+xf_job_t *xf_jobq_close(xf_jobq_t *q)
+{
+    return take_all(q, 1);
+}
+
+size_t xf_jobq_count(xf_jobq_t *q)
+{
+    pthread_mutex_lock(&q->lock);
+    size_t n = q->n;
+    pthread_mutex_unlock(&q->lock);
+    return n;
 }

@@ -96,18 +96,23 @@ void xf_job_fail(xf_job_t *j, enum xf_http_err code, int retry_after_s, const ch
 
 /* A FIFO of jobs. lock is a leaf (rank 5): nothing else is locked or called while held. */
 typedef struct xf_jobq {
-    pthread_mutex_t lock;      /* protects head, tail, n */
+    pthread_mutex_t lock;      /* protects head, tail, n, closed */
     xf_job_t *head, *tail;
     size_t n;
+    int closed;                /* xf_jobq_close: every later push is refused */
 } xf_jobq_t;
 
 int xf_jobq_init(xf_jobq_t *q);
 void xf_jobq_deinit(xf_jobq_t *q);
 /* Push at the tail. Returns 1 when the queue was empty (the caller then uv_async_send()s),
- * else 0. */
+ * 0 otherwise, -EPIPE when the queue is closed (j is not queued: it is still the caller's). */
 int xf_jobq_push(xf_jobq_t *q, xf_job_t *j);
 /* Take every queued job, in order (a NULL-terminated list through next). */
 xf_job_t *xf_jobq_take_all(xf_jobq_t *q);
+/* Close the queue and take every queued job (as xf_jobq_take_all): no push succeeds after it. */
+xf_job_t *xf_jobq_close(xf_jobq_t *q);
+/* Jobs queued now (a snapshot, for tests and gauges). */
+size_t xf_jobq_count(xf_jobq_t *q);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t xf_now_ns(void);

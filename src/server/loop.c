@@ -1,7 +1,8 @@
 /* The loop thread (see loop.h). Every uv handle lives in struct xf_loop and is touched only
  * here. Drain order (STYLE.md §5): not ready → STOPPING=1 → finish queued jobs and requests
  * already being read within drain.timeout_ms (new requests get 503 draining, the port stays
- * open so /v2/health/ready answers 503), fail the rest with 503 → quiesce MHD → resume every
+ * open so /v2/health/ready answers 503), fail the rest with 503 → refuse new connections
+ * (xf_http_refuse_connections; never MHD_quiesce_daemon, see http.c) → resume every
  * suspended connection → wait for the replies to go out → MHD_stop_daemon → stop workers →
  * close handles → uv_loop_close. */
 #include "config.h"
@@ -76,6 +77,8 @@ struct xf_loop {
     double resid_slow;         /* observed / predicted time of the last finished batch under
                                   the model as corrected by it (≥ 1): how far off the next
                                   batch's prediction still is before its first layer ends */
+    uint64_t measured_ns;      /* when the engine's pace was last seen (a batch finished, or a
+                                  running batch had a layer done); 0: never since start-up */
     int exit_status;
     int ticks_metrics;         /* this loop owns the process-wide metrics tick */
     int closed;                /* uv_loop_close done */
@@ -99,6 +102,12 @@ const char *xf_loop_policy_name(const xf_server_t *s)
 static void finish_job(xf_server_t *s, xf_job_t *j)
 {
     (void)s;
+    /* Late: answered after its deadline, whatever the answer (doc/admission.md). */
+    if (j->deadline_ns && xf_now_ns() > j->deadline_ns)
+        xf_metric_add(XF_M_late_replies_total,
+                      j->status == XF_HE_NONE
+                          ? "200" : xf_metrics_status_label((int)xf_http_err_status(j->status)),
+                      NULL, 1);
     if (j->done_fn) {   /* no connection: an encoder session's compute (sessions.c) */
         j->done_fn(j);
         return;
@@ -139,38 +148,75 @@ static void fail_verdict(xf_server_t *s, xf_job_t *j, const xf_verdict_t *v)
 
 /* A running batch's total time re-estimated from its layer progress (doc/admission.md):
  * after d of n layers in e seconds, e·n/d; before its first layer ends, at least the
- * prediction (times the last batch's residual slowness) and at least e·n (its first layer
- * alone has taken e). */
-static double running_total_s(double pred_s, double e_s, int d, int n, double resid)
+ * prediction times the pace last seen (base) and at least e·n (its first layer alone has
+ * taken e). */
+static double running_total_s(double pred_s, double e_s, int d, int n, double base)
 {
     if (d >= 1)
         return e_s * n / d;
-    double t = pred_s * (resid > 1 ? resid : 1);
+    double t = pred_s * (base > 1 ? base : 1);
     return e_s * n > t ? e_s * n : t;
 }
 
-/* What admission needs of the engine: idle workers, the rest of the running batches and how
- * much slower than predicted they go. */
-static void current_load(const xf_server_t *s, const xf_loop_t *L, uint64_t now, xf_load_t *ld)
+/* When no pace has been seen for XF_PACE_STALE_NS (start-up, or an engine idle that long),
+ * the machine may be far busier than at warm-up (a real start under 200 clients: the first
+ * layers 10-40x the warm-up's prediction), and nothing tells until the first layer of the next
+ * batch ends. Until then nothing is queued behind that batch (load.unmeasured: 429, retry
+ * after 1 s), and what is already queued or waits for a free worker is judged as if the engine
+ * went this many times slower than the cost model (the mirror of XF_COST_LOWER). One layer
+ * later the measured pace replaces both. */
+#define XF_COLD_PACE 4.0
+#define XF_PACE_STALE_NS 2000000000ull
+
+/* What admission, expiry and batch formation need of the engine: idle workers, the rest of
+ * the running batches, how many times slower than the cost model the engine goes now (slow:
+ * the running batches' layer progress; before their first layer, the last finished batch's
+ * residual, or XF_COLD_PACE when nothing was measured lately, and then unmeasured) and the
+ * seconds until a worker is free (*free_in, 0 when one is idle). */
+static void current_load(const xf_server_t *s, xf_loop_t *L, uint64_t now, xf_load_t *ld,
+                         double *free_in)
 {
     ld->n_workers = L->n_workers;
     ld->idle_workers = L->n_workers - L->busy_workers;
     ld->running_s = 0;
-    ld->slow = 1;
+    int fresh = L->measured_ns != 0 && now - L->measured_ns <= XF_PACE_STALE_NS;
+    for (int i = 0; i < L->n_workers && !fresh; i++) {
+        int d, n;
+        xf_workers_layers(s->workers, i, &d, &n);
+        fresh = L->run_end[i] != 0 && d >= 1;
+    }
+    double base = L->resid_slow > 1 ? L->resid_slow : 1;
+    if (!fresh && base < XF_COLD_PACE)
+        base = XF_COLD_PACE;
+    ld->slow = 0;
+    ld->unmeasured = 0;
+    double first_free = ld->idle_workers > 0 ? 0 : -1;
     for (int i = 0; i < L->n_workers; i++) {
         if (L->run_end[i] == 0)
             continue;
         int d, n;
         xf_workers_layers(s->workers, i, &d, &n);
+        if (d >= 1)
+            L->measured_ns = now;
+        else if (!fresh)
+            ld->unmeasured = 1;
         double pred = (double)(L->run_end[i] - L->run_start[i]) * 1e-9;
         double e = now > L->run_start[i] ? (double)(now - L->run_start[i]) * 1e-9 : 0;
-        double total = d >= n ? e : running_total_s(pred, e, d, n, L->resid_slow);
-        ld->running_s += total > e ? total - e : 0;
+        double total = d >= n ? e : running_total_s(pred, e, d, n, base);
+        double rest = total > e ? total - e : 0;
+        ld->running_s += rest;
+        if (first_free < 0 || rest < first_free)
+            first_free = rest;
         if (pred > 0 && total / pred > ld->slow)
             ld->slow = total / pred;
     }
+    if (ld->slow == 0)      /* nothing running: the pace last seen */
+        ld->slow = base;
+    if (ld->slow < 1)
+        ld->slow = 1;
     if (ld->slow > 1000)
         ld->slow = 1000;
+    *free_in = first_free > 0 ? first_free : 0;
 }
 
 void xf_loop_jobs_done(xf_job_t **jobs, int n, const xf_batch_report_t *r, void *user)
@@ -241,9 +287,20 @@ static void schedule(xf_server_t *s)
 {
     xf_loop_t *L = s->loop;
     uint64_t now = xf_now_ns();
+    {
+        /* Queued jobs are judged at the pace the engine shows now (re-read from the layer
+         * counters on every call, at least every DEADLINE_TICK_NS while jobs wait). */
+        xf_load_t ld;
+        double free_in;
+        current_load(s, L, now, &ld, &free_in);
+        xf_batcher_set_pace(L->batcher, ld.slow, free_in);
+    }
     expire_jobs(s, now);
     uint64_t wake = UINT64_MAX;
-    while (L->busy_workers < L->n_workers) {
+    /* Past the drain's deadline (drain.timeout_ms, or a second SIGTERM) nothing queued starts:
+     * drain_check fails it. */
+    int overdue = L->phase == DRAIN_FINISHING && now >= L->drain_deadline_ns;
+    while (!overdue && L->busy_workers < L->n_workers) {
         size_t n = 0;
         xf_batch_info_t info;
         if (xf_batcher_next(L->batcher, now, L->scratch, L->cap, &n, &info, &wake) < 0)
@@ -336,7 +393,8 @@ static void on_jobs(uv_async_t *a)
         }
         /* Each admitted job changes the load the next one sees (an idle worker is taken). */
         xf_load_t ld;
-        current_load(s, L, now, &ld);
+        double free_in;
+        current_load(s, L, now, &ld, &free_in);
         xf_verdict_t v;
         if (xf_admit_job(s, L->batcher, &ld, j, now, &v) < 0)
             fail_verdict(s, j, &v);
@@ -359,6 +417,7 @@ static void on_done(uv_async_t *a)
         if (j->has_report) {
             L->busy_workers--;
             L->last_progress_ns = now;
+            L->measured_ns = now;
             int w = j->rep_worker;
             if (w >= 0 && w < L->n_workers && L->run_end[w] == j->pred_end_ns)
                 L->run_end[w] = 0;
@@ -449,9 +508,10 @@ static void drain_check(uv_timer_t *t)
             (atomic_load(&s->reading) == 0 || now >= L->drain_deadline_ns) &&
             xf_sessions_idle(s)) {
             L->phase = DRAIN_WAITING;
-            /* Until now the port stayed open so that health checks see 503 rather than a
-             * refused connection; nothing more will be admitted. */
-            xf_http_quiesce(s->http);
+            /* Until now new connections were served so that health checks see 503 rather
+             * than a refused connection; nothing more will be admitted. (Not
+             * MHD_quiesce_daemon: it races MHD's own threads, see http.c.) */
+            xf_http_refuse_connections(s->http);
             L->drain_phase2_ns = now;
             /* New jobs from here on are failed at once (on_jobs). */
             on_jobs(&L->job_async);
@@ -481,6 +541,14 @@ static void begin_drain(xf_server_t *s)
     }
     XF_LOGI("drain: stop accepting, finishing %zu queued request(s) within %d ms",
             xf_batcher_queued_jobs(L->batcher), s->o.drain_timeout_ms);
+    /* Nothing more will arrive to batch the queued jobs with: the batcher stops waiting (fifo
+     * delay), and what the idle workers can take starts now, before the drain's clock starts,
+     * so that a drain.timeout_ms shorter than the batching delay does not fail it. With
+     * drain.timeout_ms = 0 nothing queued starts (drain_check fails it at once). */
+    xf_batcher_drain(L->batcher);
+    L->drain_deadline_ns = UINT64_MAX;
+    if (s->o.drain_timeout_ms > 0)
+        schedule(s);
     L->drain_deadline_ns = xf_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
     uv_timer_start(&L->drain_timer, drain_check, 0, 5);
 }
@@ -665,15 +733,26 @@ int xf_loop_run(xf_server_t *s)
     if (atomic_load(&L->drain_req))
         uv_async_send(&L->ctl_async);
     uv_run(&L->uv, UV_RUN_DEFAULT);
-    /* Drained: every job answered. Stop MHD (closes the remaining connections) and the
+    if (s->o.test_before_stop)
+        s->o.test_before_stop(s, 0, s->o.test_before_stop_arg);
+    /* Drained: every job answered. A request whose body completed since the last check may
+     * still have pushed a job, its connection suspended; MHD_stop_daemon aborts the process
+     * on a suspended connection ("called while we have suspended connections", libmicrohttpd
+     * 0.9.75 close_all_connections). So the job queue closes first — a request completed from
+     * now on is failed and resumed on its own thread by xf_server_submit — and what is in it
+     * is failed and resumed here. Then stop MHD (closes the remaining connections) and the
      * workers, then close every handle and the loop. */
+    for (xf_job_t *j = xf_jobq_close(&s->jobq), *next; j; j = next) {
+        next = j->next;
+        j->next = NULL;
+        fail_job(s, j, XF_HE_DRAINING, XF_REJ_DRAINING, "server is shutting down");
+    }
+    if (s->o.test_before_stop)
+        s->o.test_before_stop(s, 1, s->o.test_before_stop_arg);
     xf_http_stop(s->http);
     s->http = NULL;
     xf_workers_free(s->workers);
     s->workers = NULL;
-    /* Jobs pushed after the last check have no connection left to answer. */
-    xf_job_t *j = xf_jobq_take_all(&s->jobq);
-    (void)j;
     xf_sessions_stop(s);
     uv_walk(&L->uv, close_walk_cb, NULL);
     uv_run(&L->uv, UV_RUN_DEFAULT);
@@ -714,6 +793,14 @@ uv_loop_t *xf_loop_uv(xf_server_t *s)
 /* The MHD side of the job queue (MHD thread, after MHD_suspend_connection). */
 void xf_server_submit(xf_server_t *s, xf_job_t *j)
 {
-    if (xf_jobq_push(&s->jobq, j))
+    int rc = xf_jobq_push(&s->jobq, j);
+    if (rc > 0) {
         uv_async_send(&s->loop->job_async);
+    } else if (rc < 0) {
+        /* The loop has stopped (xf_loop_run closed the queue before MHD_stop_daemon): answer
+         * now, on this thread, so that no connection stays suspended. */
+        xf_job_fail(j, XF_HE_DRAINING, 1, "server is shutting down");
+        xf_metric_add(XF_M_rejected_total, xf_reject_label(XF_REJ_DRAINING), NULL, 1);
+        finish_job(s, j);
+    }
 }

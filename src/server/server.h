@@ -12,6 +12,8 @@
 
 #include "server/jobs.h"
 
+struct xf_server;
+
 /* Everything the server core reads from the configuration (filled from xf_conf_t by
  * xf_server_opts_from_conf(), or directly by tests). Strings are borrowed for the server's
  * lifetime. */
@@ -63,6 +65,10 @@ typedef struct xf_server_opts {
                                   1 ms + tokens × this (a pessimistic fit on demand) */
     double engine_fake_s_per_token; /* test hook: > 0 makes every served batch last at least
                                   1 ms + tokens × this (xf_workers_set_fake_time) */
+    /* test hook: called on the loop thread once the drain is done, with stage 0 just before
+     * the job queue closes and stage 1 just after (MHD still running) (NULL: none) */
+    void (*test_before_stop)(struct xf_server *s, int stage, void *arg);
+    void *test_before_stop_arg;
     int notify;                /* 1: sd_notify READY/STOPPING/WATCHDOG */
     /* Transformer-XL sessions (sessions.c); session_model NULL or "": disabled */
     const char *session_model;
@@ -157,7 +163,9 @@ struct xf_server {
                                     (name -> text, TEI's prompt_name), or NULL; read-only */
 };
 
-/* Hand a tokenised job to the loop (MHD thread, after MHD_suspend_connection). */
+/* Hand a tokenised job to the loop (MHD thread, after MHD_suspend_connection). Once the loop
+ * has stopped (after the drain) the job is failed (503 draining) and its connection resumed at
+ * once, on the caller's thread. */
 void xf_server_submit(xf_server_t *s, xf_job_t *j);
 
 #endif

@@ -44,6 +44,7 @@ typedef struct worker {
     /* The running batch's stop time (its earliest deadline; 0: never) and how far it got,
      * written by the forward's progress callback (a pool thread). */
     uint64_t stop_ns;
+    uint64_t fwd_t0;           /* when the forward of the running batch began */
     atomic_int layers_done, n_layer;
     uint64_t fake_t0, fake_ns;  /* test hook: the running batch's start and its fake length */
 } worker_t;
@@ -68,8 +69,8 @@ struct xf_workers {
 #define ARENA_OVER_CAP (-E2BIG)
 
 /* Called by xf_forward after each layer: count progress for the watchdog, stop the batch
- * once its earliest deadline has passed (the forward returns XF_EDEADLINE), unless only the
- * pooling is left. */
+ * once its earliest deadline has passed (the forward returns XF_EDEADLINE), or as soon as the
+ * pace of its layers so far says it would end past it, unless only the pooling is left. */
 static int on_layer(void *user, int32_t done, int32_t n_layer)
 {
     worker_t *wk = user;
@@ -84,7 +85,21 @@ static int on_layer(void *user, int32_t done, int32_t n_layer)
     atomic_store_explicit(&wk->layers_done, done, memory_order_relaxed);
     atomic_store_explicit(&wk->n_layer, n_layer, memory_order_relaxed);
     /* After the last layer only pooling is left: finishing costs less than the wasted run. */
-    return done < n_layer && wk->stop_ns != 0 && xf_now_ns() > wk->stop_ns;
+    if (done >= n_layer || wk->stop_ns == 0)
+        return 0;
+    uint64_t now = xf_now_ns();
+    if (now > wk->stop_ns)
+        return 1;
+    /* Projected end at the mean layer time so far past the earliest deadline: stop before
+     * it rather than answer late. No deadline has passed, so every job goes back to the
+     * queue (fail_stopped), where the loop, at the pace this batch showed, answers those that
+     * can no longer make it (503, before their deadline) and batches the others smaller. */
+    if (done >= 1 && now > wk->fwd_t0) {
+        double per_layer = (double)(now - wk->fwd_t0) / done;
+        if ((double)now + per_layer * (double)(n_layer - done) > (double)wk->stop_ns)
+            return 1;
+    }
+    return 0;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -216,6 +231,7 @@ static int run_batch(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report
         .logits = want_logits ? wk->logits : NULL,
         .hidden = want_hidden ? wk->hidden : NULL,
     };
+    wk->fwd_t0 = xf_now_ns();
     if (rc == 0)
         rc = xf_forward(wk->ctx, wk->pool->model, wk->plan, &b, &out, diag);
     uint64_t t1 = xf_now_ns();
@@ -313,9 +329,9 @@ static void fail_over_cap(worker_t *wk, xf_job_t *j)
     xf_job_fail(j, XF_HE_TOO_MANY_TOKENS, 0, msg);
 }
 
-/* A batch stopped at a layer boundary past its earliest deadline (XF_EDEADLINE): the jobs whose
- * deadline has passed get 504, whoever set the deadline (the request was received in time; its
- * compute was cut); the others go back to the queue. */
+/* A batch stopped at a layer boundary past its earliest deadline, or projected to end past it
+ * (XF_EDEADLINE): the jobs whose deadline has passed get 504, whoever set the deadline (the
+ * request was received in time; its compute was cut); the others go back to the queue. */
 static void fail_stopped(worker_t *wk, xf_job_t *const *jobs, int n, const xf_batch_report_t *r)
 {
     uint64_t now = xf_now_ns();

@@ -745,6 +745,85 @@ static void test_progress_stop(void **state)
     xf_ref_model_free(m);
 }
 
+/* xf_ctx_profile: before it is on nothing is readable; while on, every forward counts its ops
+ * per class as the plan has them, the times are non-negative and add up within the forwards'
+ * wall time, and the output bits do not change; off stops counting; on again clears. */
+static void test_profile(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    xf_diag_t diag = { 0 };
+    float ref[5 * 64], got[5 * 64];
+    xf_prof_t pr;
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    assert_true(o.d_model <= 64);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 16);
+    xf_batch_t b = as_batch(&bd, 1);
+    assert_string_equal(xf_prof_class_name(XF_PROF_ATTN), "attn");
+    assert_string_equal(xf_prof_class_name(XF_PROF_COUNT), "?");
+    assert_int_equal(xf_ctx_profile(NULL, 1), -EINVAL);
+    for (int nth = 1; nth <= 3; nth++) {
+        xf_ctx_opts_t co = { .n_threads = nth };
+        xf_ctx_t *c = NULL;
+        xf_plan_t *p = NULL;
+        xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 0, .pooled = ref };
+        int64_t want[XF_PROF_COUNT] = { 0 };
+        assert_int_equal(xf_ctx_create(&co, &c), 0);
+        assert_int_equal(xf_ctx_profile_get(c, &pr), -EINVAL);
+        assert_int_equal(xf_plan_create(m, &p), 0);
+        assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+        assert_int_equal(xf_ctx_reserve(c, p), 0);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+        for (int32_t i = 0; i < p->n_ops; i++) {
+            enum xf_op_kind k = p->ops[i].kind;
+            int cls = k == XF_OP_QKV ? XF_PROF_QKV : k == XF_OP_FF1 ? XF_PROF_FF1
+                      : k == XF_OP_FF2 ? XF_PROF_FF2 : k == XF_OP_OPROJ ? XF_PROF_OPROJ
+                      : k == XF_OP_EMBED ? XF_PROF_EMBED : -1;
+            if (cls >= 0)
+                want[cls]++;
+        }
+        assert_int_equal(want[XF_PROF_QKV], o.n_layer);
+        assert_int_equal(xf_ctx_profile(c, 1), 0);
+        out.pooled = got;
+        for (int r = 0; r < 2; r++) {
+            assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);
+            assert_memory_equal(ref, got, 5 * (size_t)o.d_model * sizeof(float));
+        }
+        assert_int_equal(xf_ctx_profile(c, 0), 0);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, &diag), 0);   /* not counted */
+        assert_int_equal(xf_ctx_profile_get(c, &pr), 0);
+        assert_int_equal(pr.n_threads, nth);
+        assert_int_equal(pr.forwards, 2);
+        assert_true(pr.wall_s > 0);
+        for (int k = 0; k < XF_PROF_COUNT; k++) {
+            if (k == XF_PROF_QKV || k == XF_PROF_FF1 || k == XF_PROF_FF2 ||
+                k == XF_PROF_OPROJ || k == XF_PROF_EMBED)
+                assert_int_equal(pr.ops[k], 2 * want[k]);
+            assert_int_equal(pr.ops[XF_PROF_Q8], 0);
+        }
+        for (int t = 0; t < nth; t++) {
+            double sum = pr.start_s[t];
+            for (int k = 0; k < XF_PROF_COUNT; k++) {
+                assert_true(pr.busy_s[k][t] >= 0 && pr.wait_s[k][t] >= 0);
+                assert_true(pr.busy_cpu_s[k][t] >= 0 && pr.wait_cpu_s[k][t] >= 0);
+                sum += pr.busy_s[k][t] + pr.wait_s[k][t];
+            }
+            assert_true(sum > 0 && sum <= pr.wall_s * 1.0001 + 1e-6);
+        }
+        assert_int_equal(xf_ctx_profile(c, 1), 0);   /* cleared */
+        assert_int_equal(xf_ctx_profile_get(c, &pr), 0);
+        assert_int_equal(pr.forwards, 0);
+        assert_int_equal(pr.ops[XF_PROF_QKV], 0);
+        xf_plan_free(p);
+        xf_ctx_free(c);
+    }
+    xf_ref_model_free(m);
+}
+
 /* xf_run (plan + reserve + forward) gives the plan path's result; version string. */
 static void test_run_and_version(void **state)
 {
@@ -985,6 +1064,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
              cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
+             cmocka_unit_test(test_profile),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
              cmocka_unit_test(test_stateful_variant), cmocka_unit_test(test_threads_hdp),
              cmocka_unit_test(test_timing))

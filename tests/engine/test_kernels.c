@@ -233,6 +233,11 @@ static void test_linear(void **state)
     check_linear_shape(129, 33, 65, 11);
     check_linear_shape(200, 17, 31, 12);
     check_linear_shape(9, 145, 1, 13);
+    /* row panels of equal height below MR (20 rows: 7, 7, 6 for the 8-row AVX-512 tile, x
+     * packed through partial transposes); N cut into several column blocks of equal width;
+     * a last K block of 8 */
+    check_linear_shape(20, 1000, 40, 14);
+    check_linear_shape(46, 530, 264, 15);
 }
 
 /* xf_gemm_w_init rejects bad shapes; M = 0 writes nothing. */

@@ -53,20 +53,26 @@ static void test_weights(void **state)
 {
     (void)state;
     static const int ns[] = { 1, 15, 17, 33 }, ks[] = { 1, 3, 63, 65, 129 };
-    for (int a = 0; a < 8; a++) {
+    for (int a = 0; a < 12; a++) {
         for (int b = 0; b < 5; b++) {
-            int n = ns[a % 4], k = ks[b], wmax = a < 4 ? 127 : 63;
+            /* 8-bit, 7-bit, and 8-bit with the s16 lane bound 128 */
+            int n = ns[a % 4], k = ks[b], wmax = a >= 4 && a < 8 ? 63 : 127;
+            int lane_max = a >= 8 ? 128 : 0;
             float *w = malloc((size_t)n * k * sizeof *w);
             assert_non_null(w);
             xf_test_fill(w, (size_t)n * k, (uint64_t)(n * 100 + k), -2.0f, 2.0f);
             for (int i = 0; i < k; i++)
                 w[i] = 0.0f;   /* channel 0 all zeros: σ = 0 */
+            if (lane_max && b == 4 && n >= 2)
+                for (int i = 0; i < k; i++)   /* channel 1: one outlier sets σ, not a lane */
+                    w[k + i] = i == 5 ? 50.0f : w[k + i] * 0.01f;
             xf_qgemm_w_t qw;
-            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax), 0);
+            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax, lane_max), 0);
             assert_int_equal(qw.n_pad % 16, 0);
             assert_true(qw.n_pad >= n && qw.n_pad < n + 16);
             assert_int_equal(qw.k_pad % XF_QGEMM_KALIGN, 0);
             assert_int_equal(qw.wmax, wmax);
+            assert_int_equal(qw.lane_max, lane_max);
             for (int o = 0; o < qw.n_pad; o++) {
                 int32_t cs = 0, amax = 0;
                 for (int i = 0; i < qw.k_pad; i++) {
@@ -83,25 +89,36 @@ static void test_weights(void **state)
                     assert_true(err <= 0.5 * qw.sigma[o] * (1.0 + 1e-5) + 1e-30);
                 }
                 assert_int_equal(cs, qw.colsum[o]);
+                int32_t lane = xf_qgemm_w_lane_sum(&qw, o);
                 if (o == 0 || o >= n) {
                     assert_true(qw.sigma[o] == 0.0f);
-                } else {
+                } else if (!lane_max) {
                     assert_int_equal(amax, wmax);   /* the largest weight maps to ±wmax */
+                } else {
+                    /* the s16 lanes never exceed the bound, and σ is as small as it allows:
+                     * the fullest lane ≥ L − 2 − 2 */
+                    assert_true(lane <= lane_max);
+                    assert_true(lane >= lane_max - 4);
+                    if (o == 1 && b == 4)
+                        assert_int_equal(amax, 126);   /* the outlier keeps nearly 8 bits */
                 }
             }
             xf_qgemm_w_deinit(&qw);
             xf_qgemm_w_deinit(&qw);   /* an empty one is fine */
             /* a non-finite weight is refused, leaving qw empty */
             w[(size_t)(n - 1) * k] = NAN;
-            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax), -EINVAL);
+            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax, lane_max), -EINVAL);
             assert_null(qw.wq);
             free(w);
         }
     }
     xf_qgemm_w_t qw;
-    assert_int_equal(xf_qgemm_w_init(&qw, NULL, 3, 3, 127), -EINVAL);
+    assert_int_equal(xf_qgemm_w_init(&qw, NULL, 3, 3, 127, 0), -EINVAL);
     float one = 1.0f;
-    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 100), -EINVAL);   /* 127 or 63 only */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 100, 0), -EINVAL);   /* 127 or 63 only */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 63, 128), -EINVAL);  /* lanes: 8-bit */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 129), -EINVAL); /* s16 would wrap */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 7), -EINVAL);
     xf_qgemm_w_deinit(NULL);
 }
 
@@ -153,7 +170,7 @@ static void test_quant_rows(void **state)
 
 struct qcase {
     int m, n, k;
-    xf_qgemm_w_t qw, qw7;   /* 8-bit weights, and 7-bit ones for tables with wmax 63 */
+    xf_qgemm_w_t qw, qw7, qwl;   /* 8-bit, 7-bit (wmax 63) and lane-bounded weights */
     uint8_t *act;     /* quantised rows + α */
     int ldq;
     float *alpha;
@@ -170,8 +187,9 @@ static void qcase_init(struct qcase *c, int m, int n, int k, uint64_t seed)
     assert_non_null(x);
     xf_test_fill(w, (size_t)n * k, seed, -0.1f, 0.1f);
     xf_test_fill(x, (size_t)m * k, seed + 1, -4.0f, 4.0f);
-    assert_int_equal(xf_qgemm_w_init(&c->qw, w, n, k, 127), 0);
-    assert_int_equal(xf_qgemm_w_init(&c->qw7, w, n, k, 63), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qw, w, n, k, 127, 0), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qw7, w, n, k, 63, 0), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qwl, w, n, k, 127, 128), 0);
     c->ldq = xf_qgemm_ldq(k);
     c->act = alloc_act(m, k);
     c->alpha = (float *)(c->act + xf_qgemm_alpha_offset(m, k));
@@ -187,6 +205,7 @@ static void qcase_free(struct qcase *c)
 {
     xf_qgemm_w_deinit(&c->qw);
     xf_qgemm_w_deinit(&c->qw7);
+    xf_qgemm_w_deinit(&c->qwl);
     free(c->act);
     free(c->bias);
 }
@@ -219,10 +238,10 @@ static float *alloc_y(int m, int n, int *ldy)
     return p + 1;
 }
 
-/* The case's weights a table takes (its wmax). */
+/* The case's weights a table takes (its wmax and lane bound). */
 static const xf_qgemm_w_t *weights_for(const xf_qkernels_t *t, const struct qcase *c)
 {
-    return t->wmax == 63 ? &c->qw7 : &c->qw;
+    return t->lane_max ? &c->qwl : t->wmax == 63 ? &c->qw7 : &c->qw;
 }
 
 /* t's kernel on W, all nth slices one after the other. */
@@ -252,7 +271,7 @@ static void test_integer_exact(void **state)
         for (int t = 0; t < c.m; t++)
             c.alpha[t] = 1.0f;
         for (int o = 0; o < c.qw.n_pad; o++)
-            c.qw.sigma[o] = c.qw7.sigma[o] = 1.0f;
+            c.qw.sigma[o] = c.qw7.sigma[o] = c.qwl.sigma[o] = 1.0f;
         double *exact = malloc((size_t)c.m * c.n * sizeof *exact);
         assert_non_null(exact);
         int ldy;
@@ -373,7 +392,7 @@ static void test_vs_fp32(void **state)
     for (int tb = 0; tb < n_tabs; tb++) {
         const xf_qkernels_t *T = tabs[tb];
         xf_qgemm_w_t qw;
-        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax), 0);
+        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax, T->lane_max), 0);
         T->quant_rows(0, m, k, x, k, act, xf_qgemm_ldq(k), alpha);
         T->qlinear(&qw, m, act, xf_qgemm_ldq(k), alpha, NULL, XF_EPI_NONE, yq, n, 0, 1);
         double num = 0, den = 0;
@@ -428,7 +447,7 @@ static void test_row_independent(void **state)
     for (int tb = 0; tb < n_tabs; tb++) {
         const xf_qkernels_t *T = tabs[tb];
         xf_qgemm_w_t qw;
-        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax), 0);
+        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax, T->lane_max), 0);
         T->quant_rows(0, m, k, x, k, act, ldq, alpha);
         T->qlinear(&qw, m, act, ldq, alpha, bias, XF_EPI_BIAS_GELU, y1, n, 0, 1);
         float keep = x[(size_t)5 * k + 3];
@@ -475,7 +494,8 @@ static void test_stacked(void **state)
         const xf_qkernels_t *T = tabs[tb];
         xf_qgemm_w_t parts[3], st, bad[2];
         for (int i = 0, o = 0; i < 3; o += ns[i], i++)
-            assert_int_equal(xf_qgemm_w_init(&parts[i], w + (size_t)o * k, ns[i], k, T->wmax), 0);
+            assert_int_equal(xf_qgemm_w_init(&parts[i], w + (size_t)o * k, ns[i], k, T->wmax,
+                                             T->lane_max), 0);
         assert_int_equal(xf_qgemm_w_stack(&st, parts, 3), 0);
         assert_int_equal(st.n, n);
         T->quant_rows(0, m, k, x, k, act, ldq, alpha);
@@ -498,7 +518,7 @@ static void test_stacked(void **state)
         assert_int_equal(xf_qgemm_w_stack(&st, bad, 2), -ENOTSUP);
         assert_null(st.wq);
         xf_qgemm_w_t other;
-        assert_int_equal(xf_qgemm_w_init(&other, w, 16, k - 1, T->wmax), 0);
+        assert_int_equal(xf_qgemm_w_init(&other, w, 16, k - 1, T->wmax, T->lane_max), 0);
         bad[0] = parts[0];
         bad[1] = other;
         assert_int_equal(xf_qgemm_w_stack(&st, bad, 2), -EINVAL);
@@ -512,6 +532,71 @@ static void test_stacked(void **state)
     free(y1);
     free(y2);
     free(bias);
+}
+
+/* Lane-bounded weights at the bound: every table is exact on them with the activations at the
+ * ends of their range (x^u = 255 and 1), where the s16 sums of the "avx2-s16" kernel reach
+ * ±255·L. Channels: all +1 and all −1 (every lane Σ|W^q| = 128), a 16-periodic pattern whose
+ * lanes hold 126 but whose groups paired the wrong way ((1, 2) instead of (0, 1)) would hold
+ * 252 and wrap, its negation, and random weights. */
+static void test_lane_bound(void **state)
+{
+    (void)state;
+    load_tables();
+    static const float pat[16] = { 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0 };
+    const int m = 5, n = 37, k = 1040;   /* |acc| ≤ 255·128·k/4 < 2^24: y = (float)acc exact */
+    float *w = malloc((size_t)n * k * sizeof *w), *x = malloc((size_t)m * k * sizeof *x);
+    assert_true(w && x);
+    xf_test_fill(w, (size_t)n * k, 41, -1.0f, 1.0f);
+    xf_test_fill(x, (size_t)m * k, 42, -1.0f, 1.0f);
+    for (int i = 0; i < k; i++) {
+        w[i] = 1.0f;
+        w[(size_t)k + i] = -1.0f;
+        w[(size_t)2 * k + i] = pat[i % 16];
+        w[(size_t)3 * k + i] = -pat[i % 16];
+        x[i] = 1.0f;                          /* x^u = 255 */
+        x[(size_t)k + i] = -1.0f;             /* x^u = 1 */
+        x[(size_t)2 * k + i] = i % 2 ? 1.0f : -1.0f;
+    }
+    xf_qgemm_w_t qw;
+    assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, 127, 128), 0);
+    assert_int_equal(xf_qgemm_w_lane_sum(&qw, 0), 128);
+    assert_int_equal(xf_qgemm_w_lane_sum(&qw, 1), 128);
+    assert_int_equal(xf_qgemm_w_lane_sum(&qw, 2), 126);
+    assert_int_equal(xf_qgemm_w_at(&qw, 2, 4), 63);
+    for (int o = 0; o < n; o++)
+        qw.sigma[o] = 1.0f;
+    int ldq = xf_qgemm_ldq(k);
+    uint8_t *act = alloc_act(m, k);
+    float *alpha = (float *)(act + xf_qgemm_alpha_offset(m, k));
+    float *y = malloc((size_t)m * n * sizeof *y);
+    assert_non_null(y);
+    xf_quant_rows_ref(0, m, k, x, k, act, ldq, alpha);
+    assert_int_equal(act[0], 255);
+    assert_int_equal(act[ldq], 1);
+    for (int t = 0; t < m; t++)
+        alpha[t] = 1.0f;
+    for (int tb = 0; tb < n_tabs; tb++)
+        for (int nth = 1; nth <= 2; nth++) {
+            memset(y, 0, (size_t)m * n * sizeof *y);
+            for (int ith = 0; ith < nth; ith++)
+                tabs[tb]->qlinear(&qw, m, act, ldq, alpha, NULL, XF_EPI_NONE, y, n, ith, nth);
+            for (int t = 0; t < m; t++)
+                for (int o = 0; o < n; o++) {
+                    int64_t acc = 0;
+                    for (int i = 0; i < k; i++)
+                        acc += (int64_t)((int)act[(size_t)t * ldq + i] - 128) *
+                               xf_qgemm_w_at(&qw, o, i);
+                    if ((double)y[(size_t)t * n + o] != (double)acc)
+                        fail_msg("%s nth %d: y[%d][%d] = %.1f, exact %lld", tabs[tb]->name, nth,
+                                 t, o, y[(size_t)t * n + o], (long long)acc);
+                }
+        }
+    xf_qgemm_w_deinit(&qw);
+    free(act);
+    free(w);
+    free(x);
+    free(y);
 }
 
 /* The peak loops count operations and run (a positive, finite op count per round). */
@@ -559,4 +644,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_weights), cmocka_unit_test(test_quant_rows),
              cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
              cmocka_unit_test(test_vs_fp32), cmocka_unit_test(test_row_independent),
              cmocka_unit_test(test_peak_loops), cmocka_unit_test(test_stacked),
+             cmocka_unit_test(test_lane_bound),
              cmocka_unit_test(test_amx_table))

@@ -119,12 +119,6 @@ void MHD_stop_daemon(struct MHD_Daemon *d)
     (void)d;
 }
 
-MHD_socket MHD_quiesce_daemon(struct MHD_Daemon *d)
-{
-    (void)d;
-    return MHD_INVALID_SOCKET;
-}
-
 const union MHD_DaemonInfo *MHD_get_daemon_info(struct MHD_Daemon *d,
                                                 enum MHD_DaemonInfoType t, ...)
 {

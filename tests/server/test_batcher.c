@@ -278,6 +278,37 @@ static void test_policy_fifo(void **state)
     xf_batcher_free(b);
 }
 
+/* The drain: fifo stops waiting for the delay or a full batch; what is queued comes out at once,
+ * and so does a job that arrives afterwards. */
+static void test_fifo_drain(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_FIFO, 4, 4096);
+    tjob_t j[3];
+    uint64_t t0 = SEC;
+    mk1(&j[0], 10, t0, t0 + 10 * SEC);
+    mk1(&j[1], 20, t0, t0 + 10 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[0].b, t0), 0);
+    assert_int_equal(xf_batcher_push(b, &j[1].b, t0), 0);
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake;
+    assert_int_equal(xf_batcher_next(b, t0 + MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 0);   /* 1 of 5 ms, 2 of 4 jobs: waits */
+    assert_true(wake == t0 + 5 * MS);
+    xf_batcher_drain(b);
+    assert_int_equal(xf_batcher_next(b, t0 + MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(out[0], &j[0].b);
+    assert_ptr_equal(out[1], &j[1].b);
+    mk1(&j[2], 30, t0 + MS, t0 + 10 * SEC);
+    assert_int_equal(xf_batcher_push(b, &j[2].b, t0 + MS), 0);
+    assert_int_equal(xf_batcher_next(b, t0 + MS, out, 8, &n, NULL, &wake), 0);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], &j[2].b);
+    xf_batcher_free(b);
+}
+
 static void test_policy_tokens(void **state)
 {
     (void)state;
@@ -590,8 +621,9 @@ static void test_dp_window_no_starvation(void **state)
     set_cost(xf_batcher_cost(b), 1e-4, 1e-4, 0);
     uint64_t now = SEC;
     tjob_t j[40];
-    /* Alone 30.1 ms; behind the 7 short jobs of the window it would end after 37 ms. */
-    mk1(&j[0], 300, now, now + 33 * MS);
+    /* Alone 30.1 ms (40.1 ms with the quarter a batch leaves to spare, XF_BATCH_SLACK);
+     * behind the 7 short jobs of the window it would end after 37 ms (49 ms). */
+    mk1(&j[0], 300, now, now + 45 * MS);
     assert_int_equal(xf_batcher_push(b, &j[0].b, now), 0);
     push_jobs(b, j + 1, 39, NULL, 10, now, now + 10 * SEC);
     xf_bjob_t *out[64];
@@ -605,12 +637,13 @@ static void test_dp_window_no_starvation(void **state)
 static void test_tokens_deadline_aware(void **state)
 {
     (void)state;
-    /* 100 tokens cost 1 ms + 10 ms. The earliest deadline allows 25 ms: two jobs fit (21 ms),
-     * a third (31 ms) would make the first late and stays queued. */
+    /* 100 tokens cost 1 ms + 10 ms. The earliest deadline allows 29 ms, of which a batch may
+     * take three quarters (21.75 ms, XF_BATCH_SLACK): two jobs fit (21 ms), a third (31 ms)
+     * could make the first late and stays queued. */
     xf_batcher_t *b = mkb(XF_BATCH_TOKENS, 8, 4096);
     uint64_t now = SEC;
     tjob_t j[3];
-    mk1(&j[0], 100, now, now + 25 * MS);
+    mk1(&j[0], 100, now, now + 29 * MS);
     mk1(&j[1], 100, now, now + 5 * SEC);
     mk1(&j[2], 100, now, now + 6 * SEC);
     for (int i = 0; i < 3; i++)
@@ -624,6 +657,41 @@ static void test_tokens_deadline_aware(void **state)
     assert_ptr_equal(out[0], &j[0].b);
     assert_true(fabs(info.predicted_s - 21e-3) < 1e-12);
     assert_int_equal(xf_batcher_queued_jobs(b), 1);
+    xf_batcher_free(b);
+}
+
+/* Issue 12 item 5: the engine's pace (xf_batcher_set_pace). Four jobs of 11 ms each by the
+ * model, due in 100 ms. At 3x the model a batch takes only those it ends within three
+ * quarters of the deadline (two: 63 ms ≤ 75 ms; three would be 93 ms), and its predicted
+ * time stays the model's (the loop measures the pace against it). With a worker free only in
+ * 60 ms, the two left (33 ms each at that pace) are expired once 60 + 33 ms no longer fits:
+ * 7 ms on, long before their deadline, not after it. */
+static void test_pace(void **state)
+{
+    (void)state;
+    xf_batcher_t *b = mkb(XF_BATCH_TOKENS, 8, 4096);
+    set_cost(xf_batcher_cost(b), 1e-3, 1e-4, 0);   /* 100 tokens alone: 11 ms */
+    uint64_t now = SEC;
+    tjob_t j[4];
+    push_jobs(b, j, 4, NULL, 100, now, now + 100 * MS);
+    xf_bjob_t *out[8];
+    size_t n;
+    uint64_t wake;
+    xf_batch_info_t info;
+    assert_int_equal(xf_batcher_expire(b, now + 80 * MS, out, 8), 0);   /* plain: 89 ≤ 100 */
+    xf_batcher_set_pace(b, 3, 0);
+    assert_true(xf_batcher_pace(b) == 3);
+    assert_int_equal(xf_batcher_next(b, now, out, 8, &n, &info, &wake), 0);
+    assert_int_equal(n, 2);
+    assert_true(fabs(info.predicted_s - 21e-3) < 1e-12);
+    assert_int_equal(xf_batcher_queued_jobs(b), 2);
+    xf_batcher_set_pace(b, 3, 0.060);
+    assert_int_equal(xf_batcher_expire(b, now + 6 * MS, out, 8), 0);
+    assert_true(xf_batcher_expiry_ns(b) > now + 6 * MS && xf_batcher_expiry_ns(b) < now + 8 * MS);
+    assert_int_equal(xf_batcher_expire(b, now + 8 * MS, out, 8), 2);
+    /* Faster than the model is not trusted for deadlines: the pace is at least 1. */
+    xf_batcher_set_pace(b, 0.5, -1);
+    assert_true(xf_batcher_pace(b) == 1);
     xf_batcher_free(b);
 }
 
@@ -851,13 +919,15 @@ static void test_warmup_plan(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_dp_vs_brute_force), cmocka_unit_test(test_policy_none),
-             cmocka_unit_test(test_policy_fifo), cmocka_unit_test(test_policy_tokens),
+             cmocka_unit_test(test_policy_fifo),
+             cmocka_unit_test(test_fifo_drain), cmocka_unit_test(test_policy_tokens),
              cmocka_unit_test(test_policy_dp), cmocka_unit_test(test_deadlines_expire),
              cmocka_unit_test(test_admission), cmocka_unit_test(test_multi_sequence_info),
              cmocka_unit_test(test_cost_fit), cmocka_unit_test(test_cost_rls),
              cmocka_unit_test(test_observe_via_batcher),
              cmocka_unit_test(test_dp_window_no_starvation),
              cmocka_unit_test(test_tokens_deadline_aware),
+             cmocka_unit_test(test_pace),
              cmocka_unit_test(test_dp_expected_arrivals), cmocka_unit_test(test_dp_aging),
              cmocka_unit_test(test_dp_drops_late_jobs), cmocka_unit_test(test_admit_at_arrival),
              cmocka_unit_test(test_cost_scale_recovers), cmocka_unit_test(test_warmup_plan))

@@ -181,11 +181,13 @@ static void wait_stopped(drain_fx_t *f)
 }
 
 /* Requests queued when the drain starts all finish with 200; health says not ready, and new
- * inference requests get 503 + Retry-After. No step depends on timing: the fifo batch waits
- * for its ninth job (max_batch NC + 1, a delay longer than the run), and the ninth is a request
- * whose body is still arriving when the drain starts. The drain waits for it
- * (test_drain_finishes_reading), so the port and the keep-alive connections stay open for the
- * checks below until the test sends the rest of that body; then the batch of nine runs. */
+ * inference requests get 503 + Retry-After. No step depends on timing: before the drain the
+ * fifo batch waits for a ninth job (max_batch NC + 1, a delay longer than the run), so the
+ * eight are provably queued when it starts; the drain runs them at once
+ * (test_drain_runs_queued_at_once). The ninth is a request whose body is still arriving when
+ * the drain starts. The drain waits for it (test_drain_finishes_reading), so the port and the
+ * keep-alive connections stay open for the checks below until the test sends the rest of that
+ * body; then it runs too. */
 static void test_drain_finishes_in_flight(void **state)
 {
     drain_fx_t *f = *state;
@@ -225,11 +227,7 @@ static void test_drain_finishes_in_flight(void **state)
     assert_non_null(hc_header(&r, "Retry-After", v, sizeof v));
     assert_non_null(strstr(r.body, "Overloaded"));
     hc_free(&r);
-    /* Still draining: the eight wait in the queue. */
-    assert_int_equal(xf_metric_value(XF_M_queue_depth, NULL, NULL), NC);
-
-    finish_partial(fd3, body);
-    close_fds(f);
+    /* The eight are answered while the drain still waits for the ninth ... */
     join_clients(f);
     for (int i = 0; i < NC; i++) {
         if (f->c[i].status != 200)
@@ -237,6 +235,13 @@ static void test_drain_finishes_in_flight(void **state)
         assert_int_equal(f->c[i].status, 200);
         assert_true(f->c[i].body[0] == '[');   /* a TEI embedding list */
     }
+    /* ... which keeps new connections served: ready still answers 503. */
+    assert_int_equal(hc_do(port, "GET", "/v2/health/ready", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    hc_free(&r);
+
+    finish_partial(fd3, body);
+    close_fds(f);
     wait_stopped(f);
     /* Stopped: the port no longer accepts. */
     assert_true(hc_connect(port) < 0);
@@ -265,6 +270,100 @@ static void test_drain_finishes_reading(void **state)
     finish_partial(fd, body);
     close_fds(f);
     wait_stopped(f);
+}
+
+/* A drain does not wait out the batching delay: nothing more will arrive to batch the queued
+ * jobs with. Eight requests wait in a fifo batch that would wait 10 min for a ninth job; the
+ * drain, whose drain.timeout_ms is far shorter than that delay, runs them at once as one batch
+ * (before its own clock starts, so no step depends on timing): eight 200s, exactly one more
+ * batch, nothing failed by the drain. (Before, they waited until the drain timed out and got
+ * 503.) */
+static void test_drain_runs_queued_at_once(void **state)
+{
+    drain_fx_t *f = *state;
+    f->s = start(f->dir, sizeof f->dir, "drain8", FOREVER_MS, 1000, NC + 1);
+    start_clients(f, xf_server_port(f->s), NC);
+    wait_queued(NC);
+    int64_t batches = xf_metric_value(XF_M_batches_total, NULL, NULL);
+    int64_t refused = xf_metric_value(XF_M_rejected_total, "draining", NULL);
+    xf_server_drain(f->s);
+    join_clients(f);
+    for (int i = 0; i < NC; i++) {
+        if (f->c[i].status != 200)
+            print_message("# client %d: %d %s\n", i, f->c[i].status, f->c[i].body);
+        assert_int_equal(f->c[i].status, 200);
+    }
+    assert_int_equal(xf_metric_value(XF_M_batches_total, NULL, NULL), batches + 1);
+    assert_int_equal(xf_metric_value(XF_M_rejected_total, "draining", NULL), refused);
+    wait_stopped(f);
+}
+
+/* Requests whose bodies complete after the drain's last check, just before MHD stops: each
+ * is answered 503 draining (or its connection closed), never left suspended — libmicrohttpd
+ * aborts the process when MHD_stop_daemon finds a suspended connection. The test hook runs on
+ * the loop thread between the drain's end and MHD_stop_daemon: at stage 0 it completes A's
+ * body and waits until A's job is in the job queue (the loop fails it when it closes the
+ * queue); at stage 1 (queue closed) it completes B's body and reads B's answer (the submit is
+ * refused and answered on MHD's thread). drain.timeout_ms 0: the drain stops waiting for the
+ * two bodies at once and then waits out its 2 s for the replies in flight. */
+typedef struct late {
+    int fd[2];
+    const char *body;
+    int queued;            /* stage 0: A's job reached the job queue */
+    int b_status;          /* stage 1: B's answer */
+    char b_body[256];
+} late_t;
+
+static void late_hook(xf_server_t *s, int stage, void *arg)
+{
+    late_t *l = arg;
+    if (hc_send(l->fd[stage], l->body + 5, strlen(l->body) - 5) < 0)
+        return;
+    if (stage == 0) {
+        for (int i = 0; i < 6000 && xf_jobq_count(&s->jobq) == 0; i++)
+            usleep(10000);
+        l->queued = (int)xf_jobq_count(&s->jobq);
+        return;
+    }
+    hc_resp_t r;
+    if (hc_read(l->fd[1], &r) == 0) {
+        l->b_status = r.status;
+        snprintf(l->b_body, sizeof l->b_body, "%s", r.body ? r.body : "");
+    }
+    hc_free(&r);
+}
+
+static void test_drain_answers_late_jobs(void **state)
+{
+    drain_fx_t *f = *state;
+    static const char body[] = "{\"inputs\":\"completed as the server stops\"}";
+    late_t l = { .fd = { -1, -1 }, .body = body };
+    xf_server_opts_t o;
+    fx_opts(&o, NULL);
+    o.drain_timeout_ms = 0;
+    o.test_before_stop = late_hook;
+    o.test_before_stop_arg = &l;
+    f->s = fx_start("drain9", &o, XF_LOG_WARN, f->dir, sizeof f->dir);
+    int port = xf_server_port(f->s);
+    for (int i = 0; i < 2; i++) {
+        assert_true((l.fd[i] = f->fd[i] = hc_connect(port)) >= 0);
+        send_partial(l.fd[i], body);
+    }
+    wait_inflight(f->s, 2);
+    int64_t refused = xf_metric_value(XF_M_rejected_total, "draining", NULL);
+    xf_server_drain(f->s);
+    wait_stopped(f);
+    assert_int_equal(l.queued, 1);
+    if (l.b_status != 503)
+        print_message("# B: %d %s\n", l.b_status, l.b_body);
+    assert_int_equal(l.b_status, 503);
+    assert_non_null(strstr(l.b_body, "shutting down"));
+    assert_int_equal(xf_metric_value(XF_M_rejected_total, "draining", NULL), refused + 2);
+    /* A was answered before MHD stopped, or its connection closed: never left hanging. */
+    hc_resp_t r;
+    int rc = hc_read(l.fd[0], &r);
+    assert_true(rc < 0 || r.status == 503);
+    hc_free(&r);
 }
 
 /* With drain.timeout_ms = 0, queued requests are answered 503 + Retry-After at once. */
@@ -446,4 +545,5 @@ static void test_start_errors(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_start_errors), cmocka_unit_test(test_signals),
              FX_TEST(test_overload), FX_TEST(test_drain_finishes_in_flight),
              FX_TEST(test_drain_finishes_reading), FX_TEST(test_drain_timeout_fails_queued),
+             FX_TEST(test_drain_runs_queued_at_once), FX_TEST(test_drain_answers_late_jobs),
              FX_TEST(test_deadline))

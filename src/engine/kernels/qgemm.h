@@ -25,6 +25,15 @@
  * "avx2-w7" kernel, which keeps vpmaddubsw pairs of u8 × s7 below the s16 saturation):
  *   σ_o = max_k |W_ok| / wmax,  W^q_ok = clamp(round(W_ok / σ_o), −wmax, wmax)   (never −128)
  *   c_o = Σ_k W^q_ok                                                          (column sums)
+ * With lane_max = L (128, the "avx2-s16" kernel; wmax 127) the weights are also bounded per
+ * s16 lane of that kernel: every channel's four weights k ∈ {8j+2h, 8j+2h+1, 8j+2h+4,
+ * 8j+2h+5} (h = 0, 1; the two vpmaddubsw pairs of two k-steps that one s16 lane sums) have
+ * Σ|W^q| ≤ L, so that 255·L = 32640 ≤ 32767 and the s16 sum is exact. The scale takes the
+ * lane bound, with room for the rounding of the four (each ≤ 1/2):
+ *   σ_o = max_lanes Σ|W| / (L − 2),  Σ_lane |W^q| ≤ (L − 2) + 4·½ = L,  |W^q| ≤ L − 2.
+ * For Gaussian-like weights this is the step of 7-bit weights (the fullest lane of 4 is about
+ * twice the largest weight); a channel whose largest weight stands out keeps nearly 8 bits
+ * (up to ±126) where wmax 63 would halve its resolution.
  * Packed: wq[((p·(k_pad/4) + g)·16 + c)·4 + r] = W^q[16p + c][4g + r], zero for padding
  * (16p + c >= n or 4g + r >= k). One panel (16 channels × k_pad) is k_pad·16 bytes; 16
  * consecutive groups of a panel are one AMX B tile (16 rows × 64 bytes). */
@@ -32,6 +41,7 @@ typedef struct xf_qgemm_w {
     int32_t n, k;           /* out features, in features */
     int32_t n_pad, k_pad;   /* n rounded up to 16, k rounded up to XF_QGEMM_KALIGN */
     int32_t wmax;           /* 127 or 63 */
+    int32_t lane_max;       /* 0 (no lane bound) or the bound L on the s16 lanes' Σ|W^q| */
     int8_t *wq;             /* owned, 64-byte aligned, n_pad·k_pad bytes */
     float *sigma;           /* owned [n_pad], 0 for padding channels */
     int32_t *colsum;        /* owned [n_pad] */
@@ -39,10 +49,14 @@ typedef struct xf_qgemm_w {
 } xf_qgemm_w_t;
 
 /* Quantise and pack w[n][k] (fp32, row-major) to [−wmax, wmax] (127, or 63 for a table whose
- * wmax says so). A channel of zeros gets σ = 0; a non-finite weight is refused (-EINVAL: the
- * model file is broken). Returns 0, -EINVAL or -ENOMEM; on failure *qw is left empty. Free
- * with xf_qgemm_w_deinit() (which accepts an empty one). */
-int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax);
+ * wmax says so), with the lane bound lane_max (0: none; else 8..128, only with wmax 127). A
+ * channel of zeros gets σ = 0; a non-finite weight is refused (-EINVAL: the model file is
+ * broken). Returns 0, -EINVAL or -ENOMEM; on failure *qw is left empty. Free with
+ * xf_qgemm_w_deinit() (which accepts an empty one). */
+int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax,
+                    int32_t lane_max);
+/* The largest Σ|W^q| over the s16 lanes of channel o (lane_max's definition above). */
+int32_t xf_qgemm_w_lane_sum(const xf_qgemm_w_t *qw, int32_t o);
 void xf_qgemm_w_deinit(xf_qgemm_w_t *qw);
 /* One weight of n_parts quantised weights stacked along the output channels (Q, K, V: one
  * GEMM, one column split): the same k and wmax, and every part but the last a whole number
@@ -67,8 +81,9 @@ size_t xf_qgemm_alpha_offset(int32_t m, int32_t k);
 size_t xf_qgemm_act_bytes(int32_t m, int32_t k);
 
 typedef struct xf_qkernels {
-    const char *name;   /* "ref", "avx2", "avx2-w7", "vnni", "amx" */
-    int32_t wmax;       /* the weights it takes: xf_qgemm_w_init(..., wmax) */
+    const char *name;   /* "ref", "avx2", "avx2-w7", "avx2-s16", "vnni", "amx" */
+    int32_t wmax;       /* the weights it takes: xf_qgemm_w_init(..., wmax, lane_max) */
+    int32_t lane_max;
 
     /* Per-row (per-token) symmetric quantisation of rows [r0, r1) of x[.][k]:
      *   α_t = max_k |x_tk| / 127,  x^q = clamp(round(x_tk · (127 / max_k|x_tk|)), −127, 127),
@@ -130,6 +145,9 @@ void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_
                      const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                      int32_t ldy, int ith, int nth);
 double xf_qpeak_loop_avx2(int64_t iters, int32_t *sink);
+void xf_qlinear_avx2_s16(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                         const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                         int32_t ldy, int ith, int nth);
 void xf_qlinear_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                         const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                         int32_t ldy, int ith, int nth);

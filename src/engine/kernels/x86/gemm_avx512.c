@@ -1,16 +1,21 @@
 /* AVX-512 Linear GEMM: y = epi(x·Wᵀ + b) with W pre-packed in 16-column panels
  * (ref.h, xf_gemm_w_pack). Micro-kernel: MR=8 rows × NR=48 columns of zmm accumulators
  * (24 registers), A broadcast from an 8-row packed micro-panel, B read from three packed
- * panels. Blocking: K in KC steps (the accumulators go through y between steps), columns in
- * NC steps so that a KC×NC block of W stays in L2. The epilogue (bias, GELU, ReLU) runs when
- * a tile's last K step finishes. While a KC×NC block of W is used, the block read next is
- * prefetched into L2, a share with each row panel's tiles (at small M the weights stream from
- * memory, and the hardware prefetcher does not cross into the next block). With bf16 panels
- * (xf_gemm_w_add_bf16, ref.h: k pairs) each B load brings two k steps, widened to fp32 in
- * registers (shift / mask), so the products and sums are those of the fp32 path on the
- * rounded weights; only the bytes read per weight halve. Every output element is summed in k
- * order in one fp32 FMA chain whatever the thread split, so results are bitwise identical for
- * any nth. */
+ * panels (3 loads and 8 broadcasts per 24 FMAs: 0.94 of the zmm peak in cache on Zen 5;
+ * 12×32 and 14×32 tiles measured no better). Blocking: K in KC steps (the accumulators go
+ * through y between steps), columns in NC steps so that a KC×NC block of W stays in L2 while
+ * every row panel of the thread's share meets it (NC from the L2 size the CPU reports,
+ * xf_gemm_avx512_setup; the thread's columns cut into blocks of about equal width). A
+ * thread's rows are cut into panels of equal height (at most MR), so that no panel is a thin
+ * remainder (x packed through 8×8 transposes, partial ones too). The epilogue
+ * (bias, GELU, ReLU) runs when a tile's last K step finishes. While a KC×NC block of W is
+ * used, the block read next is prefetched into L2, a share with each row panel's tiles (at
+ * small M the weights stream from memory, and the hardware prefetcher does not cross into
+ * the next block). With bf16 panels (xf_gemm_w_add_bf16, ref.h: k pairs) each B load brings
+ * two k steps, widened to fp32 in registers (shift / mask), so the products and sums are
+ * those of the fp32 path on the rounded weights; only the bytes read per weight halve. Every
+ * output element is summed in k order in one fp32 FMA chain whatever the thread split, tile
+ * or blocking, so results are bitwise identical for any nth. */
 #include "config.h"
 
 #include <immintrin.h>
@@ -20,29 +25,45 @@
 #include "engine/kernels/x86/vmath_avx512.h"
 #include "engine/kernels/x86/x86.h"
 
-#define MR 8
-#define NV 3                 /* zmm vectors per row = 48 columns */
+#define MR 8                 /* rows of a full tile (x elements broadcast) */
+#define NV 3                 /* zmm vectors per row: 48 columns */
 #define NR (16 * NV)
 #define KC XF_GEMM_KC
-#define NC_GROUPS_MAX 16      /* 16 × 48 columns: a 256×768 block of W = 768 KB */
+#define NC_MAX (NR * 16)     /* 768 columns: a 256×768 block of W = 768 KB */
+#define NC_DEFAULT (NR * 10) /* 480 columns: 480 KB, for an L2 of 1 MB */
 
 /* Columns per NC block: a KC×NC block of W should take at most half of L2 (set once by
- * xf_gemm_avx512_setup from the L2 size; 2 MB on Sapphire Rapids, 1 MB on Zen 5). Only the
- * blocking depends on it, not the per-element sums. */
-static int nc_cols = NR * NC_GROUPS_MAX;
+ * xf_gemm_avx512_setup from the L2 size; 2 MB on Sapphire Rapids, 1 MB on Zen 5). A quarter
+ * of L2 (room for the prefetched next block as well) measured no faster on Zen 5 and slower
+ * at N = 256 (more x packing, thinner blocks). Only the blocking depends on it, not the
+ * per-element sums. */
+static int nc_cols = NC_DEFAULT;
 #define NC nc_cols
 
 void xf_gemm_avx512_setup(long l2_bytes)
 {
-    long groups = l2_bytes > 0 ? l2_bytes / 2 / ((long)KC * NR * (long)sizeof(float)) : 0;
-    if (groups < 1)
-        groups = NC_GROUPS_MAX;
-    if (groups > NC_GROUPS_MAX)
-        groups = NC_GROUPS_MAX;
-    nc_cols = NR * (int)groups;
+    long cols = l2_bytes > 0 ? l2_bytes / 2 / ((long)KC * (long)sizeof(float)) / NR * NR : 0;
+    nc_cols = cols < NR ? NC_DEFAULT : cols > NC_MAX ? NC_MAX : (int)cols;
 }
 
 #define XF_INLINE static inline __attribute__((always_inline))
+
+/* One k step of a tile: acc[i][j] += ap[i]·bv[j] for the tile's rows and vectors. */
+#define TILE_FMA(mr, nv, acc, ap, bv)                                                      \
+    do {                                                                                   \
+        _Pragma("GCC unroll 8") for (int i_ = 0; i_ < (mr); i_++) {                        \
+            __m512 a_ = _mm512_set1_ps((ap)[i_]);                                          \
+            _Pragma("GCC unroll 3") for (int j_ = 0; j_ < (nv); j_++)                      \
+                (acc)[i_][j_] = _mm512_fmadd_ps(a_, (bv)[j_], (acc)[i_][j_]);              \
+        }                                                                                  \
+    } while (0)
+
+/* The prefetch share of k step (or pair) s: lines [s·pstep, (s+1)·pstep) of pf, < pfn. */
+XF_INLINE void pf_step(const char *pf, int pstep, int pfn, int s)
+{
+    for (int q = s * pstep; q < (s + 1) * pstep && q < pfn; q++)
+        _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
+}
 
 /* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps; on the last K step add bias and
  * apply the activation. msk[j] masks the columns of vector j that exist. */
@@ -59,39 +80,31 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
             acc[i][j] = first ? _mm512_setzero_ps()
                               : _mm512_maskz_loadu_ps(msk[j], c + (size_t)i * ldc + 16 * j);
     }
-#ifndef XF_GEMM_NO_CPREFETCH
     /* the next tile's C (cnext) is loaded after this tile's K loop: fetch it now so that
      * those loads do not stall (on the first K step nothing is loaded) */
     if (!first) {
 #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < mr; i++) {
             _mm_prefetch((const char *)(cnext + (size_t)i * ldc), _MM_HINT_T0);
             _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 16), _MM_HINT_T0);
             _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 32), _MM_HINT_T0);
         }
     }
-#endif
     const int iters = bf ? (kc + 1) / 2 : kc;   /* k steps, or k pairs */
     const int pstep = pfn > 0 ? (pfn + iters - 1) / iters : 0;
+    const int pfk = pstep > 0 ? (pfn + pstep - 1) / pstep : 0;   /* steps that prefetch */
     if (!bf) {
         const float *b0 = b, *b1 = b0 + bstride, *b2 = b0 + 2 * bstride;
         for (int k = 0; k < kc; k++) {
             __m512 bv[NV];
-            if (k * pstep < pfn)
-                for (int q = 0; q < pstep; q++)
-                    _mm_prefetch(pf + 64 * (k * pstep + q), _MM_HINT_T1);
+            if (k < pfk)
+                pf_step(pf, pstep, pfn, k);
             bv[0] = _mm512_load_ps(b0 + 16 * k);
             if (nv > 1)
                 bv[1] = _mm512_load_ps(b1 + 16 * k);
             if (nv > 2)
                 bv[2] = _mm512_load_ps(b2 + 16 * k);
-#pragma GCC unroll 8
-            for (int i = 0; i < mr; i++) {
-                __m512 a = _mm512_set1_ps(ap[MR * k + i]);
-#pragma GCC unroll 3
-                for (int j = 0; j < nv; j++)
-                    acc[i][j] = _mm512_fmadd_ps(a, bv[j], acc[i][j]);
-            }
+            TILE_FMA(mr, nv, acc, ap + MR * k, bv);
         }
     } else {
         /* bf16 pairs (ref.h): one 64-byte load holds k and k+1 of 16 columns; k's fp32 is
@@ -99,15 +112,11 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
          * products, same order as the fp32 path on the rounded weights. */
         const uint16_t *h0 = b, *h1 = h0 + bstride, *h2 = h0 + 2 * bstride;
         const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
-        const int kp = kc / 2;
-        for (int p = 0; p <= kp; p++) {
-            if (p == kp && !(kc & 1))
-                break;
+        for (int p = 0; p < iters; p++) {
             __m512i v[NV];
             __m512 be[NV], bo[NV];
-            if (p * pstep < pfn)
-                for (int q = 0; q < pstep; q++)
-                    _mm_prefetch(pf + 64 * (p * pstep + q), _MM_HINT_T1);
+            if (p < pfk)
+                pf_step(pf, pstep, pfn, p);
             v[0] = _mm512_load_si512(h0 + 32 * p);
             if (nv > 1)
                 v[1] = _mm512_load_si512(h1 + 32 * p);
@@ -118,22 +127,10 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
                 be[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
                 bo[j] = _mm512_castsi512_ps(_mm512_and_si512(v[j], hi));
             }
-#pragma GCC unroll 8
-            for (int i = 0; i < mr; i++) {
-                __m512 a = _mm512_set1_ps(ap[MR * 2 * p + i]);
-#pragma GCC unroll 3
-                for (int j = 0; j < nv; j++)
-                    acc[i][j] = _mm512_fmadd_ps(a, be[j], acc[i][j]);
-            }
-            if (p == kp)   /* odd kc: the pair's second half is padding */
+            TILE_FMA(mr, nv, acc, ap + MR * 2 * p, be);
+            if (2 * p + 1 == kc)   /* odd kc: the pair's second half is padding */
                 break;
-#pragma GCC unroll 8
-            for (int i = 0; i < mr; i++) {
-                __m512 a = _mm512_set1_ps(ap[MR * (2 * p + 1) + i]);
-#pragma GCC unroll 3
-                for (int j = 0; j < nv; j++)
-                    acc[i][j] = _mm512_fmadd_ps(a, bo[j], acc[i][j]);
-            }
+            TILE_FMA(mr, nv, acc, ap + MR * (2 * p + 1), bo);
         }
     }
     if (last && epi != XF_EPI_NONE) {
@@ -167,34 +164,36 @@ typedef void (*ukr_fn)(int kc, const float *ap, const void *b, size_t bstride, f
         ukr(bf, mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext, pf, \
             pfn);                                                                          \
     }
-#define UKR(mr, nv) UKR1(0, ukr_, mr, nv) UKR1(1, ukrh_, mr, nv)
-#define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
-UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
+#define UKR(mr) UKR1(0, ukr_, mr, 1) UKR1(0, ukr_, mr, 2) UKR1(0, ukr_, mr, 3)            \
+    UKR1(1, ukrh_, mr, 1) UKR1(1, ukrh_, mr, 2) UKR1(1, ukrh_, mr, 3)
+#define ROW(mr) { ukr_##mr##_1, ukr_##mr##_2, ukr_##mr##_3 }
+#define ROWH(mr) { ukrh_##mr##_1, ukrh_##mr##_2, ukrh_##mr##_3 }
+UKR(1) UKR(2) UKR(3) UKR(4) UKR(5) UKR(6) UKR(7) UKR(8)
 
 static const ukr_fn ukrs[MR][NV] = {
-    { ukr_1_1, ukr_1_2, ukr_1_3 }, { ukr_2_1, ukr_2_2, ukr_2_3 },
-    { ukr_3_1, ukr_3_2, ukr_3_3 }, { ukr_4_1, ukr_4_2, ukr_4_3 },
-    { ukr_5_1, ukr_5_2, ukr_5_3 }, { ukr_6_1, ukr_6_2, ukr_6_3 },
-    { ukr_7_1, ukr_7_2, ukr_7_3 }, { ukr_8_1, ukr_8_2, ukr_8_3 },
+    ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6), ROW(7), ROW(8),
 };
 static const ukr_fn ukrhs[MR][NV] = {   /* bf16 weights */
-    { ukrh_1_1, ukrh_1_2, ukrh_1_3 }, { ukrh_2_1, ukrh_2_2, ukrh_2_3 },
-    { ukrh_3_1, ukrh_3_2, ukrh_3_3 }, { ukrh_4_1, ukrh_4_2, ukrh_4_3 },
-    { ukrh_5_1, ukrh_5_2, ukrh_5_3 }, { ukrh_6_1, ukrh_6_2, ukrh_6_3 },
-    { ukrh_7_1, ukrh_7_2, ukrh_7_3 }, { ukrh_8_1, ukrh_8_2, ukrh_8_3 },
+    ROWH(1), ROWH(2), ROWH(3), ROWH(4), ROWH(5), ROWH(6), ROWH(7), ROWH(8),
 };
 
-/* ap[k·MR + i] = x[i][k] for i < mr (zero rows from mr on), k < kc. Full 8-row panels go
- * through 8×8 transposes in ymm registers. */
+/* ap[k·MR + i] = x[i][k] for i < mr, k < kc (rows from mr on are not written: the kernel
+ * for mr rows never reads them). Groups of 8 rows × 8 k go through 8×8 transposes in ymm
+ * registers (a group's missing rows read row 0 and are not stored). */
 static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
 {
     int k = 0;
-    if (mr == MR) {
-        for (; k + 8 <= kc; k += 8) {
-            __m256 r0 = _mm256_loadu_ps(x + k), r1 = _mm256_loadu_ps(x + ldx + k);
-            __m256 r2 = _mm256_loadu_ps(x + 2 * ldx + k), r3 = _mm256_loadu_ps(x + 3 * ldx + k);
-            __m256 r4 = _mm256_loadu_ps(x + 4 * ldx + k), r5 = _mm256_loadu_ps(x + 5 * ldx + k);
-            __m256 r6 = _mm256_loadu_ps(x + 6 * ldx + k), r7 = _mm256_loadu_ps(x + 7 * ldx + k);
+    for (; k + 8 <= kc; k += 8) {
+        for (int i0 = 0; i0 < mr; i0 += 8) {
+            const int nr = mr - i0 < 8 ? mr - i0 : 8;
+            const __mmask8 sm = (__mmask8)((1u << nr) - 1);
+            const float *xr[8];
+            for (int i = 0; i < 8; i++)
+                xr[i] = x + (size_t)(i < nr ? i0 + i : 0) * ldx + k;
+            __m256 r0 = _mm256_loadu_ps(xr[0]), r1 = _mm256_loadu_ps(xr[1]);
+            __m256 r2 = _mm256_loadu_ps(xr[2]), r3 = _mm256_loadu_ps(xr[3]);
+            __m256 r4 = _mm256_loadu_ps(xr[4]), r5 = _mm256_loadu_ps(xr[5]);
+            __m256 r6 = _mm256_loadu_ps(xr[6]), r7 = _mm256_loadu_ps(xr[7]);
             __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
             __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
             __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
@@ -203,23 +202,27 @@ static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
             __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
             __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
             __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
-            float *o = ap + (size_t)k * MR;
-            _mm256_store_ps(o + 0, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_store_ps(o + 8, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_store_ps(o + 16, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_store_ps(o + 24, _mm256_permute2f128_ps(s3, s7, 0x20));
-            _mm256_store_ps(o + 32, _mm256_permute2f128_ps(s0, s4, 0x31));
-            _mm256_store_ps(o + 40, _mm256_permute2f128_ps(s1, s5, 0x31));
-            _mm256_store_ps(o + 48, _mm256_permute2f128_ps(s2, s6, 0x31));
-            _mm256_store_ps(o + 56, _mm256_permute2f128_ps(s3, s7, 0x31));
+            __m256 o8[8] = {
+                _mm256_permute2f128_ps(s0, s4, 0x20), _mm256_permute2f128_ps(s1, s5, 0x20),
+                _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
+                _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
+                _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31),
+            };
+            float *o = ap + (size_t)k * MR + i0;
+            for (int q = 0; q < 8; q++) {
+                if (nr == 8)
+                    _mm256_storeu_ps(o + q * MR, o8[q]);
+                else
+                    _mm256_mask_storeu_ps(o + q * MR, sm, o8[q]);
+            }
         }
     }
     for (; k < kc; k++)
-        for (int i = 0; i < MR; i++)
-            ap[k * MR + i] = i < mr ? x[(size_t)i * ldx + k] : 0.0f;
+        for (int i = 0; i < mr; i++)
+            ap[k * MR + i] = x[(size_t)i * ldx + k];
 }
 
-/* Lane masks of a tile of ncol (1..48) columns; returns the vectors it spans. */
+/* Lane masks of a tile of ncol (1..NR) columns; returns the vectors it spans. */
 static int tile_masks(int ncol, __mmask16 *msk)
 {
     for (int j = 0; j < NV; j++) {
@@ -239,8 +242,12 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
     const size_t npad = ((size_t)w->n + 15) / 16 * 16, esz = bf ? 2 : 4;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
-    for (int jc = c0; jc < c1; jc += NC) {
-        int jc1 = jc + NC < c1 ? jc + NC : c1;
+    const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
+    /* column blocks of about equal width (a multiple of NR, at most NC) */
+    const int nblk = (c1 - c0 + NC - 1) / NC;
+    const int ncb = (c1 - c0 + nblk * NR - 1) / (nblk * NR) * NR;
+    for (int jc = c0; jc < c1; jc += ncb) {
+        int jc1 = jc + ncb < c1 ? jc + ncb : c1;
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC;
             int first = pc == 0, last = pc + kc == K;
@@ -256,15 +263,14 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                 nb = wp + ((size_t)(pc + kc) * npad + (size_t)(jc / 16) * 16 * (size_t)kn) * esz;
                 nlines = (size_t)((jc1 - jc + 15) / 16) * (size_t)kn * esz / 4;
             } else if (jc1 < c1) {
-                int kn = K < KC ? K : KC, jn1 = jc1 + NC < c1 ? jc1 + NC : c1;
+                int kn = K < KC ? K : KC, jn1 = jc1 + ncb < c1 ? jc1 + ncb : c1;
                 kn = bf ? (kn + 1) / 2 * 2 : kn;
                 nb = wp + (size_t)(jc1 / 16) * 16 * (size_t)kn * esz;
                 nlines = (size_t)((jn1 - jc1 + 15) / 16) * (size_t)kn * esz / 4;
             }
-            const int npan = (r1 - r0 + MR - 1) / MR;
-            for (int ir = r0; ir < r1; ir += MR) {
-                int mr = r1 - ir < MR ? r1 - ir : MR;
-                int pan = (ir - r0) / MR;
+            for (int pan = 0; pan < npan; pan++) {
+                int ir = r0 + (int)((long)(r1 - r0) * pan / npan);
+                int mr = r0 + (int)((long)(r1 - r0) * (pan + 1) / npan) - ir;
                 size_t l0 = nlines * (size_t)pan / (size_t)npan;
                 size_t l1 = nlines * (size_t)(pan + 1) / (size_t)npan;
                 int ntile = (jc1 - jc + NR - 1) / NR, t = 0;

@@ -89,12 +89,13 @@ void xf_quant_rows_avx2(int32_t r0, int32_t r1, int32_t k, const float *x, int32
     }
 }
 
-/* rows × ncol of y from the s32 sums cb[MR][16]: (float)acc · (α_t·σ_o) (+ b_o, activation).
- * Out of line, so that the micro-kernel's accumulators are never indexed at run time (they
- * would be kept in memory). */
-static void epilogue(const int32_t *cb, int mr, int ncol, const float *alpha, const float *sigma,
-                     const int32_t *colsum, const float *bias, enum xf_epilogue epi, float *c,
-                     size_t ldc)
+/* rows × ncol (≤ 16) of y from the s32 sums cb[mr][cbs] (16 used per row): (float)acc ·
+ * (α_t·σ_o) (+ b_o, activation). Out of line, so that the micro-kernel's accumulators are never
+ * indexed at run time (they would be kept in memory). Full rows are stored with plain stores
+ * (vmaskmovps stores are slow on AMD). */
+static void epilogue(const int32_t *cb, int cbs, int mr, int ncol, const float *alpha,
+                     const float *sigma, const int32_t *colsum, const float *bias,
+                     enum xf_epilogue epi, float *c, size_t ldc)
 {
     /* the w7 path summed x^u = x^q + 128: take 128·c_o back out (colsum NULL: signed path) */
     __m256i comp0 = _mm256_setzero_si256(), comp1 = _mm256_setzero_si256();
@@ -111,17 +112,22 @@ static void epilogue(const int32_t *cb, int mr, int ncol, const float *alpha, co
     }
     for (int i = 0; i < mr; i++) {
         __m256 al = _mm256_set1_ps(alpha[i]);
-        __m256i a0 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(cb + 16 * i)), comp0);
-        __m256i a1 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(cb + 16 * i + 8)),
-                                      comp1);
+        const int32_t *ci = cb + (size_t)cbs * (size_t)i;
+        __m256i a0 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)ci), comp0);
+        __m256i a1 = _mm256_sub_epi32(_mm256_load_si256((const __m256i *)(ci + 8)), comp1);
         __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(al, sg0));
         __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(al, sg1));
         if (epi != XF_EPI_NONE) {
             v0 = xf_act256(epi, _mm256_add_ps(v0, bb0));
             v1 = xf_act256(epi, _mm256_add_ps(v1, bb1));
         }
-        _mm256_maskstore_ps(c + (size_t)i * ldc, m0, v0);
-        _mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1, v1);
+        if (ncol >= 16) {
+            _mm256_storeu_ps(c + (size_t)i * ldc, v0);
+            _mm256_storeu_ps(c + (size_t)i * ldc + 8, v1);
+        } else {
+            _mm256_maskstore_ps(c + (size_t)i * ldc, m0, v0);
+            _mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1, v1);
+        }
     }
 }
 
@@ -156,7 +162,7 @@ XF_INLINE void ukr(const int mr, int kg, const uint8_t *a, size_t ldq, const int
         _mm256_store_si256((__m256i *)(cb + 16 * i), acc[i][0]);
         _mm256_store_si256((__m256i *)(cb + 16 * i + 8), acc[i][1]);
     }
-    epilogue(cb, mr, ncol, alpha, sigma, NULL, bias, epi, c, ldc);
+    epilogue(cb, 16, mr, ncol, alpha, sigma, NULL, bias, epi, c, ldc);
 }
 
 /* The 7-bit weight variant ("avx2-w7", W^q ∈ [−63, 63]): x^u ∈ [1, 255] straight into
@@ -190,7 +196,7 @@ XF_INLINE void ukr_w7(const int mr, int kg, const uint8_t *a, size_t ldq, const 
         _mm256_store_si256((__m256i *)(cb + 16 * i), acc[i][0]);
         _mm256_store_si256((__m256i *)(cb + 16 * i + 8), acc[i][1]);
     }
-    epilogue(cb, mr, ncol, alpha, sigma, colsum, bias, epi, c, ldc);
+    epilogue(cb, 16, mr, ncol, alpha, sigma, colsum, bias, epi, c, ldc);
 }
 
 typedef void (*ukr_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, float *c,
@@ -215,6 +221,140 @@ UKR(1) UKR(2) UKR(3) UKR(4)
 
 static const ukr_fn ukrs[MR] = { ukr_1, ukr_2, ukr_3, ukr_4 };
 static const ukr_fn ukrs7[MR] = { ukr7_1, ukr7_2, ukr7_3, ukr7_4 };
+
+/* ---- avx2-s16: lane-bounded 8-bit weights, two k-steps summed in s16 ---- */
+
+#ifndef S16_MR
+#define S16_MR 4   /* rows */
+#endif
+#ifndef S16_NP
+#define S16_NP 1   /* 16-channel panels (two ymm each) */
+#endif
+#define S16_NV (2 * S16_NP)
+
+/* The tile [mr][np·16] from rows a (ldq apart) and np panels at b (bstride apart), full K (kg
+ * groups of 4, kg even: k_pad is a multiple of 64), then the epilogue per panel. Per row and
+ * pair of groups g, g+1: x^u of each group broadcast; per 8 channels
+ *   s = vpmaddubsw(x_g, W_g) + vpmaddubsw(x_g+1, W_g+1)  (s16, wrapping add)
+ *   acc += vpmaddwd(s, 1)
+ * Each s16 lane of s is Σ x^u·W^q over the four k of one lane (qgemm.h): with x^u ≤ 255 and
+ * the lane's Σ|W^q| ≤ 128, |s| ≤ 32640 — no vpmaddubsw pair saturates and the add does not
+ * wrap, so acc is the exact sum (the kernel is only used on weights with lane_max ≤ 128). */
+XF_INLINE void ukr_s16(const int mr, const int np, int kg, const uint8_t *a, size_t ldq,
+                       const int8_t *b, size_t bstride, float *c, size_t ldc, int ncol,
+                       const float *alpha, const float *sigma, const int32_t *colsum,
+                       const float *bias, enum xf_epilogue epi)
+{
+    __m256i acc[S16_MR][S16_NV];
+    int32_t cb[S16_MR * 16 * S16_NP] __attribute__((aligned(32)));
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * np; v++)
+            acc[i][v] = _mm256_setzero_si256();
+    for (int g = 0; g < kg; g += 2) {
+        __m256i b0[S16_NV], b1[S16_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * np; v++) {
+            const int8_t *bp = b + (size_t)(v / 2) * bstride + 64 * (size_t)g + 32 * (size_t)(v % 2);
+            b0[v] = _mm256_load_si256((const __m256i *)bp);
+            b1[v] = _mm256_load_si256((const __m256i *)(bp + 64));
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            int32_t a0, a1;
+            memcpy(&a0, a + (size_t)i * ldq + 4 * (size_t)g, 4);
+            memcpy(&a1, a + (size_t)i * ldq + 4 * (size_t)g + 4, 4);
+            __m256i x0 = _mm256_set1_epi32(a0), x1 = _mm256_set1_epi32(a1);
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * np; v++) {
+                __m256i sv = _mm256_add_epi16(_mm256_maddubs_epi16(x0, b0[v]),
+                                              _mm256_maddubs_epi16(x1, b1[v]));
+                acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(sv, ones));
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * np; v++)
+            _mm256_store_si256((__m256i *)(cb + (16 * S16_NP) * i + 8 * v), acc[i][v]);
+    for (int p = 0; p < np && 16 * p < ncol; p++)
+        epilogue(cb + 16 * p, 16 * S16_NP, mr, ncol - 16 * p, alpha, sigma + 16 * p,
+                 colsum + 16 * p, bias ? bias + 16 * p : NULL, epi, c + 16 * p, ldc);
+}
+
+typedef void (*ukr16_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, size_t bstride,
+                         float *c, size_t ldc, int ncol, const float *alpha,
+                         const float *sigma, const int32_t *colsum, const float *bias,
+                         enum xf_epilogue epi);
+
+#define UKR16(mr, np)                                                                        \
+    static void ukr16_##mr##_##np(int kg, const uint8_t *a, size_t ldq, const int8_t *b,     \
+                                  size_t bstride, float *c, size_t ldc, int ncol,            \
+                                  const float *alpha, const float *sigma,                    \
+                                  const int32_t *colsum, const float *bias,                  \
+                                  enum xf_epilogue epi)                                      \
+    {                                                                                        \
+        ukr_s16(mr, np, kg, a, ldq, b, bstride, c, ldc, ncol, alpha, sigma, colsum, bias,    \
+                epi);                                                                        \
+    }
+#if S16_NP == 1
+#define UKR16_NP(mr) UKR16(mr, 1)
+#define UKR16_ROW(mr) { ukr16_##mr##_1 }
+#else
+#define UKR16_NP(mr) UKR16(mr, 1) UKR16(mr, 2)
+#define UKR16_ROW(mr) { ukr16_##mr##_1, ukr16_##mr##_2 }
+#endif
+UKR16_NP(1) UKR16_NP(2) UKR16_NP(3)
+#if S16_MR >= 4
+UKR16_NP(4)
+#endif
+#if S16_MR >= 5
+UKR16_NP(5)
+#endif
+#if S16_MR >= 6
+UKR16_NP(6)
+#endif
+
+static const ukr16_fn ukrs16[S16_MR][S16_NP] = {
+    UKR16_ROW(1), UKR16_ROW(2), UKR16_ROW(3),
+#if S16_MR >= 4
+    UKR16_ROW(4),
+#endif
+#if S16_MR >= 5
+    UKR16_ROW(5),
+#endif
+#if S16_MR >= 6
+    UKR16_ROW(6),
+#endif
+};
+
+static void s16_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
+                     const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
+                     enum xf_epilogue epi, float *y, size_t ldy)
+{
+    (void)ctx;
+    const size_t bstride = (size_t)w->k_pad * 16;
+    ukrs16[rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq,
+                                           w->wq + (size_t)(jr / 16) * bstride, bstride, y, ldy,
+                                           ncol, alpha, w->sigma + jr, w->colsum + jr, bias,
+                                           epi);
+}
+
+/* Needs lane-bounded weights (0 < w->lane_max <= 128): the s16 lane sums must stay below 32767. */
+void xf_qlinear_avx2_s16(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                         const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                         int32_t ldy, int ith, int nth)
+{
+    if (w->lane_max <= 0 || w->lane_max > 128) {   /* would wrap: the exact path instead */
+        xf_qlinear_avx2(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+        return;
+    }
+    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, S16_MR, 16 * S16_NP,
+                   s16_tile, NULL);
+}
 
 /* One tile for xf_qgemm_drive: rows × ncol (up to MR × 16) at column jr; ctx is the
  * micro-kernel table (sign trick or 7-bit). */

@@ -12,11 +12,10 @@
 /* e^x: n = round(x·log2 e), r = x - n·ln2 (two-part ln2), e^r by its degree-7 Taylor
  * polynomial (|r| <= 0.35: truncation error < 1e-8 relative), scaled by 2^n with scalef
  * (exact, underflows to 0 and overflows to +inf like expf); NaN stays NaN. */
-static inline __m512 xf_exp512(__m512 x)
+/* xf_exp512 without its range clamps: the same bits for x in [-104, 88.8]; outside, any value
+ * (callers mask those lanes off). */
+static inline __m512 xf_exp512_inrange(__m512 x)
 {
-    /* max/min return their second operand when either is NaN: x last keeps a NaN lane NaN */
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    x = _mm512_min_ps(_mm512_set1_ps(88.8f), x);
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
@@ -30,6 +29,14 @@ static inline __m512 xf_exp512(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
+}
+
+static inline __m512 xf_exp512(__m512 x)
+{
+    /* max/min return their second operand when either is NaN: x last keeps a NaN lane NaN */
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(88.8f), x);
+    return xf_exp512_inrange(x);
 }
 
 /* erfc(z) = t·exp(-z² - 1.26551223 + t·P(t)), t = 1/(1 + |z|/2), for z >= 0, and 2 - erfc(-z)
