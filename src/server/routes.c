@@ -1,10 +1,12 @@
-/* Routes (see routes.h): KServe v2, OpenAI embeddings, TEI embed/rerank/predict, metrics and
- * stats. Runs on MHD threads: parse (strict types, duplicate keys rejected, nesting bounded),
- * validate, tokenise into one job per request, suspend; after resume, write the reply in the
- * route's API shape. Nothing here computes or blocks. */
+/* Routes (see routes.h): the route table and matching, the parsing and job helpers every route
+ * uses (routes_internal.h), KServe v2, OpenAI embeddings and models, metrics and stats; TEI's
+ * routes are in routes_tei.c. Runs on MHD threads: parse (strict types, duplicate keys
+ * rejected, nesting bounded), validate, tokenise into one job per request, suspend; after
+ * resume, write the reply in the route's API shape. Nothing here computes or blocks. */
 #include "config.h"
 
 #include "server/routes.h"
+#include "server/routes_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -21,13 +23,6 @@
 #include "server/sessions.h"
 
 #define MAX_JSON_DEPTH 32
-
-/* What a parsing step did. Helpers that may answer the request themselves return it; on
- * STEP_REPLIED the error reply is already queued in *ret and the handler returns *ret. */
-typedef enum step {
-    STEP_OK = 0,       /* go on */
-    STEP_REPLIED       /* an error reply is queued */
-} step_t;
 
 /* ---- request parsing helpers ---------------------------------------------------------- */
 
@@ -56,12 +51,12 @@ static int json_depth_ok(const char *p, size_t n)
 
 /* ---- error replies shared by several routes ------------------------------------------- */
 
-static enum MHD_Result reply_oom(xf_req_t *req)
+enum MHD_Result xf_routes_reply_oom(xf_req_t *req)
 {
     return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
 }
 
-static enum MHD_Result reply_missing_field(xf_req_t *req, const char *key)
+enum MHD_Result xf_routes_reply_missing_field(xf_req_t *req, const char *key)
 {
     req->err_param = key;
     return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
@@ -79,14 +74,14 @@ static enum MHD_Result reply_unknown_model(xf_req_t *req)
                                txl ? " and '" : "", txl ? txl : "", txl ? "'" : "");
 }
 
-static enum MHD_Result reply_too_many_tokens(xf_req_t *req)
+enum MHD_Result xf_routes_reply_too_many_tokens(xf_req_t *req)
 {
     return xf_http_reply_error(req, XF_HE_TOO_MANY_TOKENS, 0, "request has more than %d "
                                "tokens in total (request.max_tokens)", req->srv->o.max_tokens);
 }
 
 /* n texts (what: "texts" or "inputs") against request.max_texts: 1 replied, 0 within. */
-static step_t over_max_texts(xf_req_t *req, size_t n, const char *what, enum MHD_Result *ret)
+step_t xf_routes_over_max_texts(xf_req_t *req, size_t n, const char *what, enum MHD_Result *ret)
 {
     if (n <= (size_t)req->srv->o.max_texts)
         return STEP_OK;
@@ -97,7 +92,7 @@ static step_t over_max_texts(xf_req_t *req, size_t n, const char *what, enum MHD
 }
 
 /* Parse req->body into req->root (an object). On error queues the reply, returns -1. */
-static step_t parse_body(xf_req_t *req, enum MHD_Result *ret)
+step_t xf_routes_parse_body(xf_req_t *req, enum MHD_Result *ret)
 {
     if (req->root)
         return STEP_OK;   /* already parsed (TEI's "/" looks at the body to pick a route) */
@@ -134,17 +129,17 @@ static step_t parse_body(xf_req_t *req, enum MHD_Result *ret)
 }
 
 /* An optional field of obj: NULL when absent or null. */
-static json_t *opt_field(json_t *obj, const char *key)
+json_t *xf_routes_opt_field(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
     return v && !json_is_null(v) ? v : NULL;
 }
 
 /* Optional boolean field: 0 ok (writes *out when present), -1 replied. */
-static step_t get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
-                    enum MHD_Result *ret)
+step_t xf_routes_get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
+                          enum MHD_Result *ret)
 {
-    json_t *v = opt_field(obj, key);
+    json_t *v = xf_routes_opt_field(obj, key);
     if (!v)
         return STEP_OK;
     if (!json_is_boolean(v)) {
@@ -157,10 +152,10 @@ static step_t get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
     return STEP_OK;
 }
 
-static step_t get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
-                   long long *out, enum MHD_Result *ret)
+step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
+                         long long *out, enum MHD_Result *ret)
 {
-    json_t *v = opt_field(obj, key);
+    json_t *v = xf_routes_opt_field(obj, key);
     if (!v)
         return STEP_OK;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
@@ -173,10 +168,10 @@ static step_t get_int(xf_req_t *req, json_t *obj, const char *key, long long lo,
     return STEP_OK;
 }
 
-static step_t get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
-                   enum MHD_Result *ret)
+step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
+                         enum MHD_Result *ret)
 {
-    json_t *v = opt_field(obj, key);
+    json_t *v = xf_routes_opt_field(obj, key);
     if (!v)
         return STEP_OK;
     if (!json_is_string(v)) {
@@ -188,33 +183,7 @@ static step_t get_str(xf_req_t *req, json_t *obj, const char *key, const char **
     return STEP_OK;
 }
 
-/* Common request options (top level, or KServe "parameters"). */
-typedef struct ropts {
-    int truncate;
-    int truncate_left;         /* TEI truncation_direction "Left": keep each text's tail */
-    long long timeout_ms;
-    const char *prompt;        /* TEI prompt_name's text, put before every text, or NULL */
-    size_t prompt_n;
-} ropts_t;
-
-/* One text (or text pair) to tokenise, or one list of token ids used as given (OpenAI and
- * TEI accept both), borrowed from req->root. */
-typedef struct text {
-    const char *s;
-    size_t n;
-    const char *pair;
-    size_t pair_n;
-    json_t *ids;               /* non-NULL: a JSON list of token ids; s is unused */
-    const ropts_t *ro;         /* its own truncation and prompt (TEI /vertex instances), or NULL
-                                  for the request's */
-} text_t;
-
-typedef struct texts {
-    text_t *v;
-    size_t n;
-} texts_t;
-
-static int texts_alloc(texts_t *t, size_t n)
+int xf_routes_texts_alloc(texts_t *t, size_t n)
 {
     t->v = calloc(n ? n : 1, sizeof *t->v);
     t->n = 0;
@@ -244,7 +213,7 @@ static int ivec_push(ivec_t *v, const int32_t *x, size_t n)
     return 0;
 }
 
-static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
+step_t xf_routes_get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
 {
     const char *dir = NULL;
     /* TEI: "truncate" defaults to the server's --auto-truncate (TEI's Info.auto_truncate) */
@@ -253,14 +222,14 @@ static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result
     ro->timeout_ms = 0;
     ro->prompt = NULL;
     ro->prompt_n = 0;
-    if (get_bool(req, obj, "truncate", &ro->truncate, ret) != STEP_OK)
+    if (xf_routes_get_bool(req, obj, "truncate", &ro->truncate, ret) != STEP_OK)
         return STEP_REPLIED;
     /* A client may lengthen its deadline up to request.max_timeout_ms (the range in the
      * error message is that bound). */
-    if (get_int(req, obj, "timeout_ms", 1, req->srv->o.max_timeout_ms, &ro->timeout_ms, ret) !=
-        STEP_OK)
+    if (xf_routes_get_int(req, obj, "timeout_ms", 1, req->srv->o.max_timeout_ms, &ro->timeout_ms,
+                          ret) != STEP_OK)
         return STEP_REPLIED;
-    if (get_str(req, obj, "truncation_direction", &dir, ret) != STEP_OK)
+    if (xf_routes_get_str(req, obj, "truncation_direction", &dir, ret) != STEP_OK)
         return STEP_REPLIED;
     if (dir && strcasecmp(dir, "left") != 0 && strcasecmp(dir, "right") != 0) {
         req->err_param = "truncation_direction";
@@ -275,10 +244,10 @@ static step_t get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result
 /* TEI's prompt_name: a key of the "prompts" of the model's config_sentence_transformers.json,
  * whose text goes before every text of the request (sentence-transformers' prompts). A name
  * the model has no prompt for is an error (TEI: 422 Validation), never ignored. */
-static step_t get_prompt(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
+step_t xf_routes_get_prompt(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret)
 {
     const char *name = NULL;
-    if (get_str(req, obj, "prompt_name", &name, ret) != STEP_OK)
+    if (xf_routes_get_str(req, obj, "prompt_name", &name, ret) != STEP_OK)
         return STEP_REPLIED;
     if (!name)
         return STEP_OK;
@@ -315,10 +284,10 @@ static step_t get_prompt(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Resul
  * MHD thread: the variant must be selectable per request (no extra weights, no state) and fit
  * the model. 0 ok (*out new or NULL when absent; the caller hands it to the job or frees it),
  * -1 replied (400 invalid_attention, the message naming the key). */
-static step_t get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_Result *ret)
+step_t xf_routes_get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MHD_Result *ret)
 {
     *out = NULL;
-    json_t *v = opt_field(obj, "attention");
+    json_t *v = xf_routes_opt_field(obj, "attention");
     if (!v)
         return STEP_OK;
     req->err_param = "attention";   /* every error below is about this field */
@@ -329,7 +298,7 @@ static step_t get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MH
     }
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) {
-        *ret = reply_oom(req);
+        *ret = xf_routes_reply_oom(req);
         return STEP_REPLIED;
     }
     char err[256] = "";
@@ -337,7 +306,7 @@ static step_t get_attention(xf_req_t *req, json_t *obj, xf_attn_t **out, enum MH
     int rc = xf_attn_parse(text, strlen(text), &a, err, sizeof err);
     free(text);
     if (rc == -ENOMEM) {
-        *ret = reply_oom(req);
+        *ret = xf_routes_reply_oom(req);
         return STEP_REPLIED;
     }
     if (rc != 0 || !a) {
@@ -389,7 +358,7 @@ static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
     j->req = req;
     if (xf_job_alloc_outputs(j, s->info->d_model, s->info->n_labels) < 0) {
         xf_job_free(j);
-        return reply_oom(req);
+        return xf_routes_reply_oom(req);
     }
     /* Draining or not, a request already read is queued: the drain finishes it (it waits
      * for srv->reading to reach 0 before refusing new jobs). */
@@ -401,15 +370,10 @@ static enum MHD_Result submit(xf_req_t *req, xf_job_t *j, const ropts_t *ro)
     return MHD_YES;
 }
 
-/* What a route's job computes; normalize -1 keeps the model's default (see jobs.h). */
-typedef struct jobwant {
-    int pooled, logits, normalize;
-} jobwant_t;
-
 /* The end of every inference route: with no job (ret already queued) free attn and return
  * ret; otherwise give the job its attention selection and outputs and submit it. */
-static enum MHD_Result submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn, jobwant_t want,
-                                  const ropts_t *ro, enum MHD_Result ret)
+enum MHD_Result xf_routes_submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn, jobwant_t want,
+                                     const ropts_t *ro, enum MHD_Result ret)
 {
     if (!j) {
         xf_attn_free(attn);
@@ -471,7 +435,7 @@ static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to
 }
 
 /* Tokenise every text into a new job. On error replies and returns NULL. */
-static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
+xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
                           enum MHD_Result *ret)
 {
     xf_server_t *s = req->srv;
@@ -500,7 +464,7 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
                 free(prompted);
                 prompted = malloc(r->prompt_n + text_n + 1);
                 if (!prompted) {
-                    *ret = reply_oom(req);
+                    *ret = xf_routes_reply_oom(req);
                     goto fail;
                 }
                 memcpy(prompted, r->prompt, r->prompt_n);
@@ -532,7 +496,7 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
         }
         total += tok.n;
         if (total > s->o.max_tokens) {
-            *ret = reply_too_many_tokens(req);
+            *ret = xf_routes_reply_too_many_tokens(req);
             goto fail;
         }
         int32_t len = tok.n;
@@ -545,7 +509,7 @@ static xf_job_t *tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
         }
     }
     if (xf_job_create((int32_t)tx->n, (int32_t)ids.n, &j) < 0) {
-        *ret = reply_oom(req);
+        *ret = xf_routes_reply_oom(req);
         goto fail;
     }
     memcpy(j->ids, ids.p, ids.n * sizeof(int32_t));
@@ -567,21 +531,21 @@ fail:
 
 /* Parse the "attention" of obj (none when obj is NULL), tokenise tx into a job and submit it.
  * Frees tx->v. */
-static enum MHD_Result submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, const ropts_t *ro,
-                                    jobwant_t want)
+enum MHD_Result xf_routes_submit_texts(xf_req_t *req, json_t *obj, texts_t *tx, const ropts_t *ro,
+                                       jobwant_t want)
 {
     enum MHD_Result ret = MHD_NO;
     xf_attn_t *attn = NULL;
-    if (obj && get_attention(req, obj, &attn, &ret) != STEP_OK) {
+    if (obj && xf_routes_get_attention(req, obj, &attn, &ret) != STEP_OK) {
         free(tx->v);
         return ret;
     }
-    xf_job_t *j = tokenise(req, tx, ro, &ret);
+    xf_job_t *j = xf_routes_tokenise(req, tx, ro, &ret);
     free(tx->v);
-    return submit_job(req, j, attn, want, ro, ret);
+    return xf_routes_submit_job(req, j, attn, want, ro, ret);
 }
 
-static int is_token_array(json_t *v)
+int xf_routes_is_token_array(json_t *v)
 {
     return json_is_array(v) && json_array_size(v) > 0 &&
            json_is_integer(json_array_get(v, 0));
@@ -590,16 +554,16 @@ static int is_token_array(json_t *v)
 /* The texts under key (TEI inputs / OpenAI input): a string or a non-empty list of strings;
  * with allow_ids also a list of token ids (one input) and lists of token ids among the items,
  * as both APIs take them ([1, 2, 3], [[1, 2], [3]], TEI also ["a", [1, 2]]). */
-static step_t get_texts(xf_req_t *req, json_t *v, const char *key, int allow_ids,
-                        texts_t *tx, enum MHD_Result *ret)
+step_t xf_routes_get_texts(xf_req_t *req, json_t *v, const char *key, int allow_ids, texts_t *tx,
+                           enum MHD_Result *ret)
 {
     req->err_param = key;   /* every error below is about this field */
     if (!v) {
-        *ret = reply_missing_field(req, key);
+        *ret = xf_routes_reply_missing_field(req, key);
         return STEP_REPLIED;
     }
-    if (json_is_string(v) || (allow_ids && is_token_array(v))) {
-        if (texts_alloc(tx, 1) < 0)
+    if (json_is_string(v) || (allow_ids && xf_routes_is_token_array(v))) {
+        if (xf_routes_texts_alloc(tx, 1) < 0)
             goto oom;
         if (json_is_string(v)) {
             tx->v[0].s = json_string_value(v);
@@ -623,9 +587,9 @@ static step_t get_texts(xf_req_t *req, json_t *v, const char *key, int allow_ids
                                    key);
         return STEP_REPLIED;
     }
-    if (over_max_texts(req, n, "texts", ret) != STEP_OK)
+    if (xf_routes_over_max_texts(req, n, "texts", ret) != STEP_OK)
         return STEP_REPLIED;
-    if (texts_alloc(tx, n) < 0)
+    if (xf_routes_texts_alloc(tx, n) < 0)
         goto oom;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
@@ -647,12 +611,12 @@ static step_t get_texts(xf_req_t *req, json_t *v, const char *key, int allow_ids
     req->err_param = NULL;
     return STEP_OK;
 oom:
-    *ret = reply_oom(req);
+    *ret = xf_routes_reply_oom(req);
     return STEP_REPLIED;
 }
 
 /* ["a", "b"]: a TEI text pair. */
-static int is_str_pair(json_t *v)
+int xf_routes_is_str_pair(json_t *v)
 {
     return json_is_array(v) && json_array_size(v) == 2 && json_is_string(json_array_get(v, 0)) &&
            json_is_string(json_array_get(v, 1));
@@ -664,17 +628,17 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
 {
     xf_server_t *s = req->srv;
     enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
+    if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
     json_t *root = req->root;
     const char *model = NULL, *fmt = NULL, *user = NULL;
     long long dims = 0;
     ropts_t ro;
-    if (get_str(req, root, "model", &model, &ret) != STEP_OK ||
-        get_str(req, root, "encoding_format", &fmt, &ret) != STEP_OK ||
-        get_str(req, root, "user", &user, &ret) != STEP_OK ||
-        get_int(req, root, "dimensions", -1000000, 1000000, &dims, &ret) != STEP_OK ||
-        get_ropts(req, req->root, &ro, &ret) != STEP_OK)
+    if (xf_routes_get_str(req, root, "model", &model, &ret) != STEP_OK ||
+        xf_routes_get_str(req, root, "encoding_format", &fmt, &ret) != STEP_OK ||
+        xf_routes_get_str(req, root, "user", &user, &ret) != STEP_OK ||
+        xf_routes_get_int(req, root, "dimensions", -1000000, 1000000, &dims, &ret) != STEP_OK ||
+        xf_routes_get_ropts(req, req->root, &ro, &ret) != STEP_OK)
         return ret;
     (void)user;
     if (model && strcmp(model, s->model_name) != 0) {
@@ -688,7 +652,7 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
                                    "\"float\" or \"base64\"");
     }
     req->base64 = fmt && !strcmp(fmt, "base64");
-    if (opt_field(root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
+    if (xf_routes_opt_field(root, "dimensions") && (dims < 1 || dims > s->info->d_model)) {
         req->err_param = "dimensions";
         return xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
                                    "between 1 and the model's %d", s->info->d_model);
@@ -696,11 +660,11 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     req->dimensions = (int)dims;
     json_t *in = json_object_get(root, "input");
     xf_attn_t *attn = NULL;
-    if (get_attention(req, root, &attn, &ret) != STEP_OK)
+    if (xf_routes_get_attention(req, root, &attn, &ret) != STEP_OK)
         return ret;
     xf_job_t *j = NULL;
     texts_t tx = { 0 };
-    if (get_texts(req, in, "input", 1, &tx, &ret) == STEP_OK) {
+    if (xf_routes_get_texts(req, in, "input", 1, &tx, &ret) == STEP_OK) {
         req->err_param = "input";   /* too long, bad UTF-8, bad ids, too many tokens */
         /* OpenAI: "cannot be an empty string" (and no empty list of ids, checked below). */
         for (size_t i = 0; i < tx.n && !tx.v[i].ids; i++) {
@@ -711,288 +675,14 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
                                            "empty string", i);
             }
         }
-        j = tokenise(req, &tx, &ro, &ret);
+        j = xf_routes_tokenise(req, &tx, &ro, &ret);
         free(tx.v);
         if (j)
             req->err_param = NULL;
     }
-    return submit_job(req, j, attn, (jobwant_t){ 1, 0, s->o.normalize }, &ro, ret);
+    return xf_routes_submit_job(req, j, attn, (jobwant_t){ 1, 0, s->o.normalize }, &ro, ret);
 }
 
-/* TEI /embed's fields of obj (the request, or a /vertex instance): its texts (or token ids)
- * into tx, truncation and prompt into ro, normalize (default true) and dimensions (0: all). */
-static step_t parse_embed(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *normalize,
-                          int *dims, enum MHD_Result *ret)
-{
-    xf_server_t *s = req->srv;
-    long long d = 0;
-    *normalize = 1;
-    if (get_bool(req, obj, "normalize", normalize, ret) != STEP_OK ||
-        get_int(req, obj, "dimensions", 0, 1000000, &d, ret) != STEP_OK ||
-        get_ropts(req, obj, ro, ret) != STEP_OK || get_prompt(req, obj, ro, ret) != STEP_OK)
-        return STEP_REPLIED;
-    /* TEI's Matryoshka dimensions: the first dims values, normalised after the cut. */
-    if (opt_field(obj, "dimensions") && (d < 1 || d > s->info->d_model)) {
-        req->err_param = "dimensions";
-        *ret = xf_http_reply_error(req, XF_HE_BAD_DIMENSIONS, 0, "field 'dimensions' must be "
-                                   "between 1 and the model's %d", s->info->d_model);
-        return STEP_REPLIED;
-    }
-    *dims = (int)d;
-    return get_texts(req, json_object_get(obj, "inputs"), "inputs", 1, tx, ret);
-}
-
-static enum MHD_Result h_embed(xf_req_t *req)
-{
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    texts_t tx = { 0 };
-    ropts_t ro;
-    if (parse_embed(req, req->root, &tx, &ro, &req->normalize, &req->dimensions, &ret) !=
-        STEP_OK)
-        return ret;
-    return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 1, 0, req->normalize });
-}
-
-/* TEI's /embed_all: the same request as /embed (without normalize and dimensions) -> for
- * every input the last hidden state of every token, [CLS] and [SEP] included, as computed
- * (not normalised): [[[f, ...] per token] per input]. */
-static enum MHD_Result h_embed_all(xf_req_t *req)
-{
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    texts_t tx = { 0 };
-    ropts_t ro;
-    if (get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
-        get_prompt(req, req->root, &ro, &ret) != STEP_OK ||
-        get_texts(req, json_object_get(req->root, "inputs"), "inputs", 1, &tx, &ret) != STEP_OK)
-        return ret;
-    xf_attn_t *attn = NULL;
-    if (get_attention(req, req->root, &attn, &ret) != STEP_OK) {
-        free(tx.v);
-        return ret;
-    }
-    xf_job_t *j = tokenise(req, &tx, &ro, &ret);
-    free(tx.v);
-    if (j) {
-        j->want_hidden = 1;
-        j->hidden = calloc((size_t)j->n_tokens * (size_t)req->srv->info->d_model + 1,
-                           sizeof(float));
-        if (!j->hidden) {
-            xf_job_free(j);
-            xf_attn_free(attn);
-            return reply_oom(req);
-        }
-    }
-    return submit_job(req, j, attn, (jobwant_t){ 0, 0, -1 }, &ro, ret);
-}
-
-/* TEI's /similarity: {"inputs": {"source_sentence": s, "sentences": [...]}, "parameters":
- * {truncate, truncation_direction, prompt_name}} -> the cosine of each sentence's embedding with
- * the source's. One job embeds the source first, then the sentences, normalised. */
-static enum MHD_Result h_similarity(xf_req_t *req)
-{
-    xf_server_t *s = req->srv;
-    enum MHD_Result ret = MHD_NO;
-    if (s->info->n_labels > 0)
-        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/similarity needs an "
-                                   "embedding model; model '%s' is a classifier", s->model_name);
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    json_t *in = json_object_get(req->root, "inputs");
-    if (!in)
-        return reply_missing_field(req, "inputs");
-    if (!json_is_object(in))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be an object "
-                                   "{\"source_sentence\": ..., \"sentences\": [...]}");
-    const char *src = NULL;
-    if (get_str(req, in, "source_sentence", &src, &ret) != STEP_OK)
-        return ret;
-    if (!src)
-        return reply_missing_field(req, "inputs.source_sentence");
-    json_t *sents = json_object_get(in, "sentences");
-    if (!json_is_array(sents))
-        return xf_http_reply_error(req, sents ? XF_HE_BAD_FIELD : XF_HE_MISSING_FIELD, 0,
-                                   "field 'inputs.sentences' must be a list of strings");
-    ropts_t ro;
-    json_t *params = json_object_get(req->root, "parameters");
-    if (params && !json_is_null(params) && !json_is_object(params))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'parameters' must be an "
-                                   "object");
-    json_t *po = json_is_object(params) ? params : json_object();   /* no options: defaults */
-    step_t st = get_ropts(req, po, &ro, &ret);
-    if (st == STEP_OK)
-        st = get_prompt(req, po, &ro, &ret);
-    if (po != params)
-        json_decref(po);
-    if (st != STEP_OK)
-        return ret;
-    texts_t tx = { 0 };
-    if (get_texts(req, sents, "sentences", 0, &tx, &ret) != STEP_OK)
-        return ret;
-    texts_t all = { 0 };
-    if (over_max_texts(req, tx.n + 1, "texts", &ret) != STEP_OK) {
-        free(tx.v);
-        return ret;
-    }
-    if (texts_alloc(&all, tx.n + 1) < 0) {
-        free(tx.v);
-        return reply_oom(req);
-    }
-    all.v[0].s = src;
-    all.v[0].n = json_string_length(json_object_get(in, "source_sentence"));
-    memcpy(all.v + 1, tx.v, tx.n * sizeof *tx.v);
-    all.n = tx.n + 1;
-    free(tx.v);
-    xf_job_t *j = tokenise(req, &all, &ro, &ret);
-    free(all.v);
-    return submit_job(req, j, NULL, (jobwant_t){ 1, 0, 1 }, &ro, ret);
-}
-
-/* TEI /rerank's fields of obj (the request, or a /vertex instance): query and texts into tx
- * as (query, text) pairs, raw_scores and return_text (default false). In TEI's order: the
- * fields (422), an empty texts (400), then the model (424). */
-static step_t parse_rerank(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *raw,
-                           int *ret_text, enum MHD_Result *ret)
-{
-    xf_server_t *s = req->srv;
-    const char *query = NULL;
-    *raw = *ret_text = 0;
-    if (get_str(req, obj, "query", &query, ret) != STEP_OK ||
-        get_bool(req, obj, "raw_scores", raw, ret) != STEP_OK ||
-        get_bool(req, obj, "return_text", ret_text, ret) != STEP_OK ||
-        get_ropts(req, obj, ro, ret) != STEP_OK)
-        return STEP_REPLIED;
-    if (!query) {
-        *ret = reply_missing_field(req, "query");
-        return STEP_REPLIED;
-    }
-    json_t *texts = json_object_get(obj, "texts");
-    if (texts && !json_is_array(texts)) {
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'texts' must be a list "
-                                   "of strings");
-        return STEP_REPLIED;
-    }
-    if (get_texts(req, texts, "texts", 0, tx, ret) != STEP_OK)
-        return STEP_REPLIED;
-    if (s->info->n_labels != 1) {
-        free(tx->v);
-        tx->v = NULL;
-        *ret = xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/rerank needs a "
-                                   "cross-encoder (a classifier head with 1 label); model '%s' "
-                                   "has %d labels", s->model_name, s->info->n_labels);
-        return STEP_REPLIED;
-    }
-    size_t qn = json_string_length(json_object_get(obj, "query"));
-    for (size_t i = 0; i < tx->n; i++) {
-        tx->v[i].pair = tx->v[i].s;
-        tx->v[i].pair_n = tx->v[i].n;
-        tx->v[i].s = query;
-        tx->v[i].n = qn;
-    }
-    return STEP_OK;
-}
-
-static enum MHD_Result h_rerank(xf_req_t *req)
-{
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    texts_t tx = { 0 };
-    ropts_t ro;
-    if (parse_rerank(req, req->root, &tx, &ro, &req->raw_scores, &req->return_text, &ret) !=
-        STEP_OK)
-        return ret;
-    return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
-}
-
-/* TEI /predict's fields of obj (the request, or a /vertex instance): inputs into tx,
- * raw_scores, and whether inputs was a batch. */
-static step_t parse_predict(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *raw,
-                            int *batch, enum MHD_Result *ret)
-{
-    xf_server_t *s = req->srv;
-    if (s->info->n_labels < 1) {
-        *ret = xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/predict needs a "
-                                   "classifier head; model '%s' has none", s->model_name);
-        return STEP_REPLIED;
-    }
-    *raw = 0;
-    if (get_bool(req, obj, "raw_scores", raw, ret) != STEP_OK ||
-        get_ropts(req, obj, ro, ret) != STEP_OK)
-        return STEP_REPLIED;
-    json_t *in = json_object_get(obj, "inputs");
-    if (!in) {
-        *ret = reply_missing_field(req, "inputs");
-        return STEP_REPLIED;
-    }
-    /* TEI: "a" | ["a","b"] (one pair) | [seq, ...] where seq is ["a"] or ["a","b"]. */
-    size_t n = 1;
-    int single = json_is_string(in) || is_str_pair(in);
-    if (!single) {
-        if (!json_is_array(in)) {
-            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be a "
-                                       "string, a pair of strings or a list of them");
-            return STEP_REPLIED;
-        }
-        n = json_array_size(in);
-        if (n == 0) {
-            *ret = xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'inputs' is an empty "
-                                       "list");
-            return STEP_REPLIED;
-        }
-        if (over_max_texts(req, n, "inputs", ret) != STEP_OK)
-            return STEP_REPLIED;
-    }
-    if (texts_alloc(tx, n) < 0) {
-        *ret = reply_oom(req);
-        return STEP_REPLIED;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *e = single ? in : json_array_get(in, i);
-        text_t *t = &tx->v[i];
-        if (json_is_string(e)) {
-            t->s = json_string_value(e);
-            t->n = json_string_length(e);
-        } else if (!single && json_is_array(e) && json_array_size(e) == 1 &&
-                   json_is_string(json_array_get(e, 0))) {
-            /* TEI's batch of single texts: [["a"], ["b"]] */
-            t->s = json_string_value(json_array_get(e, 0));
-            t->n = json_string_length(json_array_get(e, 0));
-        } else if (is_str_pair(e)) {
-            t->s = json_string_value(json_array_get(e, 0));
-            t->n = json_string_length(json_array_get(e, 0));
-            t->pair = json_string_value(json_array_get(e, 1));
-            t->pair_n = json_string_length(json_array_get(e, 1));
-        } else {
-            free(tx->v);
-            tx->v = NULL;
-            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs'[%zu] must be a "
-                                       "string, [string] or a pair of strings", i);
-            return STEP_REPLIED;
-        }
-    }
-    tx->n = n;
-    *batch = !single;
-    return STEP_OK;
-}
-
-static enum MHD_Result h_predict(xf_req_t *req)
-{
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    texts_t tx = { 0 };
-    ropts_t ro;
-    if (parse_predict(req, req->root, &tx, &ro, &req->raw_scores, &req->batch_form, &ret) !=
-        STEP_OK)
-        return ret;
-    return submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
-}
-
-/* {m} names the served model and {v}, when given, its only version "1". */
 static int model_matches(const xf_req_t *req)
 {
     return strcmp(req->model, req->srv->model_name) == 0 &&
@@ -1033,7 +723,7 @@ static step_t split_binary(xf_req_t *req, binpart_t *bin, enum MHD_Result *ret)
     if (bin->n) {
         bin->p = malloc(bin->n);
         if (!bin->p) {
-            *ret = reply_oom(req);
+            *ret = xf_routes_reply_oom(req);
             return STEP_REPLIED;
         }
         memcpy(bin->p, req->body + v, bin->n);
@@ -1064,7 +754,7 @@ static step_t binary_bytes_input(xf_req_t *req, json_t *t, const binpart_t *bin,
     }
     json_t *data = json_array();
     if (!data) {
-        *ret = reply_oom(req);
+        *ret = xf_routes_reply_oom(req);
         return STEP_REPLIED;
     }
     const unsigned char *p = (const unsigned char *)bin->p;
@@ -1090,7 +780,7 @@ static step_t binary_bytes_input(xf_req_t *req, json_t *t, const binpart_t *bin,
         off += 4 + (size_t)len;
     }
     if (json_object_set_new(t, "data", data) < 0) {
-        *ret = reply_oom(req);
+        *ret = xf_routes_reply_oom(req);
         return STEP_REPLIED;
     }
     return STEP_OK;
@@ -1109,7 +799,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     binpart_t bin = { 0 };
     if (split_binary(req, &bin, &ret) != STEP_OK)
         return ret;
-    if (parse_body(req, &ret) != STEP_OK) {
+    if (xf_routes_parse_body(req, &ret) != STEP_OK) {
         free(bin.p);
         return ret;
     }
@@ -1120,7 +810,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     if (bst != STEP_OK)
         return ret;
     const char *id = NULL;
-    if (get_str(req, root, "id", &id, &ret) != STEP_OK)
+    if (xf_routes_get_str(req, root, "id", &id, &ret) != STEP_OK)
         return ret;
     ropts_t ro = { .truncate = 0 };
     json_t *params = json_object_get(root, "parameters");
@@ -1137,7 +827,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
                                    "or compressive)", s->model_name,
                                    xf_attn_name(xf_model_attention(s->model)));
     }
-    if (params && get_ropts(req, params, &ro, &ret) != STEP_OK)
+    if (params && xf_routes_get_ropts(req, params, &ro, &ret) != STEP_OK)
         return ret;
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) != 1)
@@ -1148,7 +838,7 @@ static enum MHD_Result h_infer(xf_req_t *req)
     const char *dt = NULL;
     if (!json_is_object(t))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0] must be an object");
-    if (get_str(req, t, "datatype", &dt, &ret) != STEP_OK)
+    if (xf_routes_get_str(req, t, "datatype", &dt, &ret) != STEP_OK)
         return ret;
     if (!dt || strcmp(dt, "BYTES") != 0)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype must be "
@@ -1186,11 +876,11 @@ static enum MHD_Result h_infer(xf_req_t *req)
     if ((long long)n != count)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].shape says %lld "
                                    "elements, data has %zu", count, n);
-    if (over_max_texts(req, n, "texts", &ret) != STEP_OK)
+    if (xf_routes_over_max_texts(req, n, "texts", &ret) != STEP_OK)
         return ret;
     texts_t tx = { 0 };
-    if (texts_alloc(&tx, n) < 0)
-        return reply_oom(req);
+    if (xf_routes_texts_alloc(&tx, n) < 0)
+        return xf_routes_reply_oom(req);
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(data, i);
         if (nested)
@@ -1232,9 +922,9 @@ static enum MHD_Result h_infer(xf_req_t *req)
         }
     }
     /* KServe v2 puts extra request fields under "parameters". */
-    return submit_texts(req, params, &tx, &ro,
-                        (jobwant_t){ req->want_embed_out, req->want_logits_out,
-                                     s->o.normalize });
+    return xf_routes_submit_texts(req, params, &tx, &ro,
+                                  (jobwant_t){ req->want_embed_out, req->want_logits_out,
+                                               s->o.normalize });
 }
 
 static json_t *model_meta(const xf_server_t *s)
@@ -1296,7 +986,7 @@ static json_t *model_meta(const xf_server_t *s)
 
 /* ---- replies ---------------------------------------------------------------------------- */
 
-static void put_floats(xf_buf_t *b, const float *v, size_t n)
+void xf_routes_put_floats(xf_buf_t *b, const float *v, size_t n)
 {
     xf_buf_putn(b, "[", 1);
     for (size_t i = 0; i < n; i++) {
@@ -1328,7 +1018,7 @@ static void put_base64(xf_buf_t *b, const float *v, size_t n)
 }
 
 /* Scale v to unit L2 norm (a zero vector stays zero). */
-static void unit_scale(float *v, size_t n)
+void xf_routes_unit_scale(float *v, size_t n)
 {
     double ss = 0;
     for (size_t c = 0; c < n; c++)
@@ -1352,7 +1042,7 @@ static enum MHD_Result r_embeddings(xf_req_t *req)
         if (dims < d && tmp) {
             /* Matryoshka-style: keep the first dims and renormalise them. */
             memcpy(tmp, row, dims * sizeof *tmp);
-            unit_scale(tmp, dims);
+            xf_routes_unit_scale(tmp, dims);
             row = tmp;
         }
         xf_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":",
@@ -1360,7 +1050,7 @@ static enum MHD_Result r_embeddings(xf_req_t *req)
         if (req->base64)
             put_base64(&b, row, dims);
         else
-            put_floats(&b, row, dims);
+            xf_routes_put_floats(&b, row, dims);
         xf_buf_puts(&b, "}");
     }
     if (dims < d && !tmp)
@@ -1370,213 +1060,6 @@ static enum MHD_Result r_embeddings(xf_req_t *req)
     xf_buf_json_str(&b, s->model_name, strlen(s->model_name));
     xf_buf_printf(&b, ",\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d}}",
                   req->usage_tokens, req->usage_tokens);
-    return xf_http_reply_buf(req, 200, "application/json", &b);
-}
-
-/* TEI's EmbedResponse for n pooled rows: [[f, ...], ...], each cut to dims (0: all) and, with
- * unit, scaled to unit norm after the cut. */
-static void put_embed(xf_buf_t *b, const float *rows, size_t n, size_t d, size_t dims, int unit)
-{
-    dims = dims > 0 && dims < d ? dims : d;
-    float *tmp = unit ? malloc(dims * sizeof *tmp) : NULL;
-    if (unit && !tmp) {
-        b->oom = 1;
-        return;
-    }
-    xf_buf_puts(b, "[");
-    for (size_t i = 0; i < n; i++) {
-        const float *row = rows + i * d;
-        if (tmp) {
-            memcpy(tmp, row, dims * sizeof *tmp);
-            unit_scale(tmp, dims);
-            row = tmp;
-        }
-        if (i)
-            xf_buf_puts(b, ",");
-        put_floats(b, row, dims);
-    }
-    xf_buf_puts(b, "]");
-    free(tmp);
-}
-
-static enum MHD_Result r_embed(xf_req_t *req)
-{
-    xf_job_t *j = req->job;
-    size_t d = (size_t)req->srv->info->d_model;
-    size_t dims = req->dimensions > 0 ? (size_t)req->dimensions : d;
-    xf_buf_t b = { 0 };
-    /* TEI cuts, then normalises when asked (the pooled row is already normalised then, so
-     * renormalising the cut equals normalising the raw cut). */
-    put_embed(&b, j->pooled, (size_t)j->n_seq, d, dims, req->normalize && dims < d);
-    return xf_http_reply_buf(req, 200, "application/json", &b);
-}
-
-static enum MHD_Result r_embed_all(xf_req_t *req)
-{
-    xf_job_t *j = req->job;
-    size_t d = (size_t)req->srv->info->d_model, t = 0;
-    xf_buf_t b = { 0 };
-    xf_buf_puts(&b, "[");
-    for (int32_t i = 0; i < j->n_seq; i++) {
-        xf_buf_puts(&b, i ? ",[" : "[");
-        for (int32_t k = 0; k < j->lens[i]; k++, t++) {
-            if (k)
-                xf_buf_puts(&b, ",");
-            put_floats(&b, j->hidden + t * d, d);
-        }
-        xf_buf_puts(&b, "]");
-    }
-    xf_buf_puts(&b, "]");
-    return xf_http_reply_buf(req, 200, "application/json", &b);
-}
-
-/* The sentences' cosines with the source (rows are unit vectors: a dot product). */
-static enum MHD_Result r_similarity(xf_req_t *req)
-{
-    xf_job_t *j = req->job;
-    size_t d = (size_t)req->srv->info->d_model;
-    xf_buf_t b = { 0 };
-    xf_buf_puts(&b, "[");
-    for (int32_t i = 1; i < j->n_seq; i++) {
-        double dot = 0;
-        for (size_t c = 0; c < d; c++)
-            dot += (double)j->pooled[c] * j->pooled[(size_t)i * d + c];
-        if (i > 1)
-            xf_buf_puts(&b, ",");
-        xf_buf_float(&b, (float)dot);
-    }
-    xf_buf_puts(&b, "]");
-    return xf_http_reply_buf(req, 200, "application/json", &b);
-}
-
-/* TEI's /embed_sparse serves only SPLADE models and answers 424 for any other (xformd has
- * no SPLADE pooling). */
-static enum MHD_Result h_embed_sparse(xf_req_t *req)
-{
-    return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MODEL, 0, "/embed_sparse needs an "
-                               "embedding model with SPLADE pooling; model '%s' is not one",
-                               req->srv->model_name);
-}
-
-static float sigmoidf(float x)
-{
-    return 1.0f / (1.0f + expf(-x));
-}
-
-typedef struct scored {
-    float score;
-    int index;
-} scored_t;
-
-static int cmp_scored(const void *a, const void *b)
-{
-    const scored_t *x = a, *y = b;
-    if (x->score != y->score)
-        return x->score < y->score ? 1 : -1;
-    return x->index - y->index;
-}
-
-/* TEI's RerankResponse for n logits of (query, texts[i]) pairs: [{index, text?, score}, ...],
- * best first; the sigmoid of each logit unless raw. */
-static void put_rerank(xf_buf_t *b, const float *logits, size_t n, int raw, json_t *texts)
-{
-    scored_t *sc = calloc(n ? n : 1, sizeof *sc);
-    if (!sc) {
-        b->oom = 1;
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        sc[i].index = (int)i;
-        sc[i].score = raw ? logits[i] : sigmoidf(logits[i]);
-    }
-    qsort(sc, n, sizeof *sc, cmp_scored);
-    xf_buf_puts(b, "[");
-    for (size_t i = 0; i < n; i++) {
-        xf_buf_printf(b, "%s{\"index\":%d", i ? "," : "", sc[i].index);
-        if (texts) {
-            json_t *t = json_array_get(texts, (size_t)sc[i].index);
-            xf_buf_puts(b, ",\"text\":");
-            xf_buf_json_str(b, json_string_value(t), json_string_length(t));
-        }
-        xf_buf_puts(b, ",\"score\":");
-        xf_buf_float(b, sc[i].score);
-        xf_buf_puts(b, "}");
-    }
-    xf_buf_puts(b, "]");
-    free(sc);
-}
-
-static enum MHD_Result r_rerank(xf_req_t *req)
-{
-    xf_job_t *j = req->job;
-    xf_buf_t b = { 0 };
-    put_rerank(&b, j->logits, (size_t)j->n_seq, req->raw_scores,
-               req->return_text ? json_object_get(req->root, "texts") : NULL);
-    return xf_http_reply_buf(req, 200, "application/json", &b);
-}
-
-static void label_name(const xf_model_info_t *mi, int k, char *buf, size_t len)
-{
-    if (mi->labels && mi->labels[k])
-        snprintf(buf, len, "%s", mi->labels[k]);
-    else
-        snprintf(buf, len, "LABEL_%d", k);
-}
-
-/* TEI's PredictResponse for n rows of logits: each row [{score, label}, ...] best first
- * (softmax, or the sigmoid for one label, unless raw); a batch is a list of rows. */
-static void put_predict(xf_buf_t *b, const xf_model_info_t *mi, const float *logits, size_t n,
-                        int raw, int batch)
-{
-    int nl = mi->n_labels;
-    scored_t *sc = calloc((size_t)nl, sizeof *sc);
-    if (!sc) {
-        b->oom = 1;
-        return;
-    }
-    if (batch)
-        xf_buf_puts(b, "[");
-    for (size_t i = 0; i < n; i++) {
-        const float *lg = logits + i * (size_t)nl;
-        float mx = lg[0];
-        for (int k = 1; k < nl; k++)
-            mx = lg[k] > mx ? lg[k] : mx;
-        double z = 0;
-        for (int k = 0; k < nl; k++)
-            z += exp((double)(lg[k] - mx));
-        for (int k = 0; k < nl; k++) {
-            sc[k].index = k;
-            if (raw)
-                sc[k].score = lg[k];
-            else if (nl == 1)
-                sc[k].score = sigmoidf(lg[k]);
-            else
-                sc[k].score = (float)(exp((double)(lg[k] - mx)) / z);
-        }
-        qsort(sc, (size_t)nl, sizeof *sc, cmp_scored);
-        xf_buf_puts(b, i ? ",[" : "[");
-        for (int k = 0; k < nl; k++) {
-            char name[128];
-            label_name(mi, sc[k].index, name, sizeof name);
-            xf_buf_puts(b, k ? ",{\"score\":" : "{\"score\":");
-            xf_buf_float(b, sc[k].score);
-            xf_buf_puts(b, ",\"label\":");
-            xf_buf_json_str(b, name, strlen(name));
-            xf_buf_puts(b, "}");
-        }
-        xf_buf_puts(b, "]");
-    }
-    if (batch)
-        xf_buf_puts(b, "]");
-    free(sc);
-}
-
-static enum MHD_Result r_predict(xf_req_t *req)
-{
-    xf_job_t *j = req->job;
-    xf_buf_t b = { 0 };
-    put_predict(&b, req->srv->info, j->logits, (size_t)j->n_seq, req->raw_scores,
-                req->batch_form);
     return xf_http_reply_buf(req, 200, "application/json", &b);
 }
 
@@ -1599,14 +1082,14 @@ static enum MHD_Result r_infer(xf_req_t *req)
     if (req->want_embed_out) {
         xf_buf_printf(&b, "{\"name\":\"embedding\",\"datatype\":\"FP32\",\"shape\":[%d,%zu],"
                       "\"data\":", (int)j->n_seq, d);
-        put_floats(&b, j->pooled, (size_t)j->n_seq * d);
+        xf_routes_put_floats(&b, j->pooled, (size_t)j->n_seq * d);
         xf_buf_puts(&b, "}");
         first = 0;
     }
     if (req->want_logits_out) {
         xf_buf_printf(&b, "%s{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":[%d,%zu],"
                       "\"data\":", first ? "" : ",", (int)j->n_seq, nl);
-        put_floats(&b, j->logits, (size_t)j->n_seq * nl);
+        xf_routes_put_floats(&b, j->logits, (size_t)j->n_seq * nl);
         xf_buf_puts(&b, "}");
     }
     xf_buf_puts(&b, "]}");
@@ -1639,7 +1122,7 @@ static enum MHD_Result h_model_meta(xf_req_t *req)
 {
     if (txl_matches(req)) {
         json_t *m = xf_sessions_model_meta(req->srv);
-        return m ? xf_http_reply_json(req, 200, m) : reply_oom(req);
+        return m ? xf_http_reply_json(req, 200, m) : xf_routes_reply_oom(req);
     }
     if (!model_matches(req))
         return reply_unknown_model(req);
@@ -1673,7 +1156,7 @@ static enum MHD_Result h_metrics(xf_req_t *req)
     char *text = NULL;
     size_t len = 0;
     if (xf_metrics_render(&text, &len) < 0)
-        return reply_oom(req);
+        return xf_routes_reply_oom(req);
     xf_buf_t b = { .p = text, .len = len, .cap = len + 1 };
     return xf_http_reply_buf(req, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
 }
@@ -1683,7 +1166,7 @@ static enum MHD_Result h_stats(xf_req_t *req)
     xf_server_t *s = req->srv;
     json_t *st = xf_metrics_stats_json();
     if (!st)
-        return reply_oom(req);
+        return xf_routes_reply_oom(req);
     json_t *m = json_pack("{s:s,s:s,s:I,s:b,s:s,s:s,s:s,s:I}", "name", s->model_name,
                           "dir", s->info->dir ? s->info->dir : "", "n_params",
                           (json_int_t)s->info->n_params, "demo", s->info->is_demo,
@@ -1695,7 +1178,7 @@ static enum MHD_Result h_stats(xf_req_t *req)
     return xf_http_reply_json(req, 200, st);
 }
 
-/* ---- OpenAI models and TEI's root, health and info ----------------------------------- */
+/* ---- OpenAI models --------------------------------------------------------------------- */
 
 /* OpenAI's model object for the served name; created is the server's start time (Unix
  * seconds). */
@@ -1713,7 +1196,7 @@ static enum MHD_Result h_openai_models(xf_req_t *req)
                           openai_model(req->srv, req->srv->model_name));
     if (o && txl)
         json_array_append_new(json_object_get(o, "data"), openai_model(req->srv, txl));
-    return o ? xf_http_reply_json(req, 200, o) : reply_oom(req);
+    return o ? xf_http_reply_json(req, 200, o) : xf_routes_reply_oom(req);
 }
 
 static enum MHD_Result h_openai_model(xf_req_t *req)
@@ -1727,417 +1210,6 @@ static enum MHD_Result h_openai_model(xf_req_t *req)
                                    txl ? "'" : "");
     }
     return xf_http_reply_json(req, 200, openai_model(req->srv, req->model));
-}
-
-/* TEI serves one route at "/" by model type: a classifier predicts, a 1-label classifier
- * (cross-encoder) reranks, anything else embeds. */
-/* huggingface_hub's InferenceClient.sentence_similarity posts {"inputs": {"source_sentence":
- * ..., "sentences": [...]}} to the base URL: on an embedding model "/" answers that shape as
- * /similarity (TEI does so only when started with TASK=sentence-similarity). */
-static int root_similarity(const xf_req_t *req)
-{
-    return req->srv->info->n_labels == 0 &&
-           json_is_object(json_object_get(req->root, "inputs"));
-}
-
-static enum MHD_Result h_tei_root(xf_req_t *req)
-{
-    int nl = req->srv->info->n_labels;
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    if (root_similarity(req))
-        return h_similarity(req);
-    return nl == 1 ? h_rerank(req) : nl > 1 ? h_predict(req) : h_embed(req);
-}
-
-static enum MHD_Result r_tei_root(xf_req_t *req)
-{
-    int nl = req->srv->info->n_labels;
-    if (root_similarity(req))
-        return r_similarity(req);
-    return nl == 1 ? r_rerank(req) : nl > 1 ? r_predict(req) : r_embed(req);
-}
-
-static enum MHD_Result h_tei_health(xf_req_t *req)
-{
-    int ready = atomic_load(&req->srv->ready);
-    return xf_http_reply_json(req, ready ? 200 : 503,
-                              json_pack("{s:s}", "status", ready ? "ok" : "unhealthy"));
-}
-
-/* One token of a WordPiece decode, as Hugging Face's WordPiece decoder writes it: a "##"
- * piece after the first token joins the previous one, any other token after the first gets a
- * space; then its cleanup, token by token, takes the space back before a token that starts
- * with ".", "?", "!", ",", "n't", "'m", "'s", "'ve" or "'re". */
-static void decode_piece(xf_buf_t *b, const char *tok, int first)
-{
-    static const char *const tight[] = { ".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re" };
-    if (!first && !strncmp(tok, "##", 2)) {
-        xf_buf_puts(b, tok + 2);
-        return;
-    }
-    int space = !first;
-    for (size_t k = 0; space && k < sizeof tight / sizeof tight[0]; k++)
-        space = strncmp(tok, tight[k], strlen(tight[k])) != 0;
-    if (space)
-        xf_buf_puts(b, " ");
-    xf_buf_puts(b, tok);
-}
-
-/* TEI's /decode: {"ids": [ids] | [[ids], ...], "skip_special_tokens": true} -> a list of
- * strings. Ids outside the vocabulary are left out (as Hugging Face's tokenizers decode
- * does); with skip_special_tokens (the default) so are [CLS], [SEP], [PAD], [UNK], [MASK].
- * Runs here on the MHD thread: no model work. */
-static enum MHD_Result h_decode(xf_req_t *req)
-{
-    const xf_tokenizer_t *tk = req->srv->tok;
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    int skip = 1;
-    if (get_bool(req, req->root, "skip_special_tokens", &skip, &ret) != STEP_OK)
-        return ret;
-    json_t *ids = json_object_get(req->root, "ids");
-    if (!ids)
-        return reply_missing_field(req, "ids");
-    if (!json_is_array(ids))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids' must be a list of "
-                                   "token ids or a list of such lists");
-    int batch = json_array_size(ids) > 0 && json_is_array(json_array_get(ids, 0));
-    size_t n = batch ? json_array_size(ids) : 1;
-    if (batch && over_max_texts(req, n, "inputs", &ret) != STEP_OK)
-        return ret;
-    if (json_array_size(ids) == 0)
-        return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'ids' is an empty list");
-    xf_special_ids_t sp;
-    xf_tokenizer_specials(tk, &sp);
-    int32_t vocab = xf_tokenizer_vocab_size(tk);
-    xf_buf_t b = { 0 }, one = { 0 };
-    xf_buf_puts(&b, "[");
-    for (size_t i = 0; i < n; i++) {
-        json_t *a = batch ? json_array_get(ids, i) : ids;
-        if (!json_is_array(a)) {
-            xf_buf_free(&b);
-            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids'[%zu] must be a "
-                                       "list of token ids", i);
-        }
-        one.len = 0;
-        int first = 1;
-        for (size_t q = 0; q < json_array_size(a); q++) {
-            json_t *e = json_array_get(a, q);
-            if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-                json_integer_value(e) > 4294967295LL) {
-                xf_buf_free(&b);
-                xf_buf_free(&one);
-                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids': element "
-                                           "%zu of input %zu must be a non-negative integer "
-                                           "(a token id)", q, i);
-            }
-            json_int_t id = json_integer_value(e);
-            if (id >= vocab)
-                continue;
-            if (skip && (id == sp.cls || id == sp.sep || id == sp.pad || id == sp.unk ||
-                         id == sp.mask))
-                continue;
-            const char *tok = xf_tokenizer_token(tk, (int32_t)id);
-            if (!tok)
-                continue;
-            decode_piece(&one, tok, first);
-            first = 0;
-        }
-        xf_buf_puts(&b, i ? "," : "");
-        xf_buf_json_str(&b, one.p ? one.p : "", one.p ? one.len : 0);
-    }
-    xf_buf_puts(&b, "]");
-    if (one.oom)
-        b.oom = 1;
-    xf_buf_free(&one);
-    return xf_http_reply_buf(req, 200, "application/json", &b);
-}
-
-/* TEI's /tokenize: {"inputs": "a" | ["a", ...], "add_special_tokens": true, "prompt_name": n}
- * -> for every input its tokens [{"id", "text", "special", "start", "stop"}, ...]: a special
- * token's text is its vocabulary string and start/stop are null; any other's text is the bytes
- * [start, stop) of the input (after the prompt is put before it, as TEI). No length limit on
- * the model's positions (TEI tokenises the whole text here); request.max_tokens bounds the
- * reply. Runs here on the MHD thread: no model work. */
-static enum MHD_Result h_tokenize(xf_req_t *req)
-{
-    xf_server_t *s = req->srv;
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    int add = 1;
-    ropts_t ro;
-    if (get_bool(req, req->root, "add_special_tokens", &add, &ret) != STEP_OK ||
-        get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
-        get_prompt(req, req->root, &ro, &ret) != STEP_OK)
-        return ret;
-    texts_t tx = { 0 };
-    if (get_texts(req, json_object_get(req->root, "inputs"), "inputs", 0, &tx, &ret) != STEP_OK)
-        return ret;
-    xf_tok_opts_t to = { .no_special = !add, .offsets = 1 };
-    xf_tokens_t tok = { 0 };
-    xf_buf_t b = { 0 }, text = { 0 };
-    long long total = 0;
-    xf_buf_puts(&b, "[");
-    for (size_t i = 0; i < tx.n; i++) {
-        xf_diag_t diag = { 0, "" };
-        text.len = 0;
-        if (ro.prompt)
-            xf_buf_putn(&text, ro.prompt, ro.prompt_n);
-        xf_buf_putn(&text, tx.v[i].s, tx.v[i].n);
-        if (text.oom)
-            break;
-        int rc = xf_tokenizer_encode(s->tok, text.p ? text.p : "", text.len, NULL, 0, &to, &tok,
-                                     &diag);
-        if (rc == 0 && (total += tok.n) > s->o.max_tokens) {
-            ret = reply_too_many_tokens(req);
-            goto out;
-        }
-        if (rc != 0) {
-            req->err_param = "inputs";
-            ret = xf_http_reply_error(req, rc == XF_EFORMAT ? XF_HE_INVALID_UTF8
-                                      : rc == -ENOMEM ? XF_HE_OUT_OF_MEMORY : XF_HE_INTERNAL,
-                                      rc == -ENOMEM, "input %zu: %s", i,
-                                      diag.msg[0] ? diag.msg : xf_strerror(rc));
-            goto out;
-        }
-        xf_buf_puts(&b, i ? ",[" : "[");
-        for (int32_t k = 0; k < tok.n; k++) {
-            int32_t beg = tok.offsets[2 * k], end = tok.offsets[2 * k + 1];
-            xf_buf_printf(&b, "%s{\"id\":%d,\"text\":", k ? "," : "", (int)tok.ids[k]);
-            if (beg < 0) {
-                const char *name = xf_tokenizer_token(s->tok, tok.ids[k]);
-                name = name ? name : "";
-                xf_buf_json_str(&b, name, strlen(name));
-                xf_buf_puts(&b, ",\"special\":true,\"start\":null,\"stop\":null}");
-            } else {
-                xf_buf_json_str(&b, text.p + beg, (size_t)(end - beg));
-                xf_buf_printf(&b, ",\"special\":false,\"start\":%d,\"stop\":%d}", (int)beg,
-                              (int)end);
-            }
-        }
-        xf_buf_puts(&b, "]");
-    }
-    xf_buf_puts(&b, "]");
-    if (text.oom)
-        b.oom = 1;
-    ret = xf_http_reply_buf(req, 200, "application/json", &b);
-out:
-    free(tx.v);
-    xf_buf_free(&text);
-    xf_buf_free(&b);
-    xf_tokens_deinit(&tok);
-    return ret;
-}
-
-/* ---- TEI /vertex ---------------------------------------------------------------------- */
-
-/* What a /vertex instance asks for, as TEI tells them apart: an instance that reads as a
- * /rerank request (query and texts) reranks; any other predicts on a classifier and embeds on
- * an embedding model. */
-typedef enum vx_kind { VX_EMBED, VX_PREDICT, VX_RERANK } vx_kind_t;
-
-static vx_kind_t vx_kind(const xf_req_t *req, json_t *inst)
-{
-    if (json_is_string(json_object_get(inst, "query")) &&
-        json_is_array(json_object_get(inst, "texts")))
-        return VX_RERANK;
-    return req->srv->info->n_labels > 0 ? VX_PREDICT : VX_EMBED;
-}
-
-/* {"instances": [request, ...]}: every instance is a whole /embed, /predict or /rerank request
- * body; all their sequences go into one job (each keeps its own truncation and prompt), and
- * the reply is {"predictions": [that route's reply per instance]}. An instance that does not
- * parse fails the whole request with that route's error (TEI: Validation 422). */
-static enum MHD_Result h_vertex(xf_req_t *req)
-{
-    enum MHD_Result ret = MHD_NO;
-    if (parse_body(req, &ret) != STEP_OK)
-        return ret;
-    json_t *inst = json_object_get(req->root, "instances");
-    if (!inst)
-        return reply_missing_field(req, "instances");
-    if (!json_is_array(inst))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'instances' must be a list "
-                                   "of request objects");
-    size_t n = json_array_size(inst);
-    if (n == 0)
-        return xf_http_reply_json(req, 200, json_pack("{s:[]}", "predictions"));
-    if (over_max_texts(req, n, "instances", &ret) != STEP_OK)
-        return ret;
-    ropts_t *ros = calloc(n, sizeof *ros);
-    texts_t all = { 0 };
-    if (!ros)
-        return reply_oom(req);
-    int want_pooled = 0, want_logits = 0;
-    step_t st = STEP_OK;
-    for (size_t i = 0; i < n && st == STEP_OK; i++) {
-        json_t *o = json_array_get(inst, i);
-        if (!json_is_object(o)) {
-            ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "instances[%zu] must be a "
-                                      "request object", i);
-            st = STEP_REPLIED;
-            break;
-        }
-        texts_t tx = { 0 };
-        int a = 0, c = 0;
-        switch (vx_kind(req, o)) {
-        case VX_RERANK:
-            st = parse_rerank(req, o, &tx, &ros[i], &a, &c, &ret);
-            want_logits = 1;
-            break;
-        case VX_PREDICT:
-            st = parse_predict(req, o, &tx, &ros[i], &a, &c, &ret);
-            want_logits = 1;
-            break;
-        default:
-            st = parse_embed(req, o, &tx, &ros[i], &a, &c, &ret);
-            want_pooled = 1;
-            break;
-        }
-        if (st != STEP_OK)
-            break;
-        if (over_max_texts(req, all.n + tx.n, "texts", &ret) != STEP_OK) {
-            free(tx.v);
-            st = STEP_REPLIED;
-            break;
-        }
-        text_t *v = realloc(all.v, (all.n + tx.n) * sizeof *v);
-        if (!v) {
-            free(tx.v);
-            ret = reply_oom(req);
-            st = STEP_REPLIED;
-            break;
-        }
-        all.v = v;
-        for (size_t k = 0; k < tx.n; k++) {
-            all.v[all.n + k] = tx.v[k];
-            all.v[all.n + k].ro = &ros[i];
-        }
-        all.n += tx.n;
-        free(tx.v);
-    }
-    if (st != STEP_OK) {
-        free(all.v);
-        free(ros);
-        return ret;
-    }
-    ropts_t top = ros[0];   /* the job's deadline: the first instance's timeout_ms */
-    xf_job_t *j = tokenise(req, &all, &top, &ret);
-    free(all.v);
-    free(ros);
-    /* pooled rows raw: each embed instance normalises its own (its "normalize") */
-    return submit_job(req, j, NULL, (jobwant_t){ want_pooled, want_logits, 0 }, &top, ret);
-}
-
-static enum MHD_Result r_vertex(xf_req_t *req)
-{
-    xf_server_t *s = req->srv;
-    xf_job_t *j = req->job;
-    size_t d = (size_t)s->info->d_model, nl = (size_t)s->info->n_labels, at = 0;
-    json_t *inst = json_object_get(req->root, "instances");
-    xf_buf_t b = { 0 };
-    xf_buf_puts(&b, "{\"predictions\":[");
-    for (size_t i = 0; i < json_array_size(inst); i++) {
-        json_t *o = json_array_get(inst, i), *in = json_object_get(o, "inputs");
-        int raw = json_is_true(json_object_get(o, "raw_scores"));
-        if (i)
-            xf_buf_puts(&b, ",");
-        switch (vx_kind(req, o)) {
-        case VX_RERANK: {
-            json_t *texts = json_object_get(o, "texts");
-            size_t m = json_array_size(texts);
-            put_rerank(&b, j->logits + at, m, raw,
-                       json_is_true(json_object_get(o, "return_text")) ? texts : NULL);
-            at += m;
-            break;
-        }
-        case VX_PREDICT: {
-            int single = json_is_string(in) || is_str_pair(in);
-            size_t m = single ? 1 : json_array_size(in);
-            put_predict(&b, s->info, j->logits + at * nl, m, raw, !single);
-            at += m;
-            break;
-        }
-        default: {
-            size_t m = json_is_string(in) || is_token_array(in) ? 1 : json_array_size(in);
-            json_t *dm = json_object_get(o, "dimensions");
-            put_embed(&b, j->pooled + at * d, m, d,
-                      json_is_integer(dm) ? (size_t)json_integer_value(dm) : d,
-                      !json_is_false(json_object_get(o, "normalize")));
-            at += m;
-            break;
-        }
-        }
-    }
-    xf_buf_puts(&b, "]}");
-    return xf_http_reply_buf(req, 200, "application/json", &b);
-}
-
-/* id2label / label2id of a classifier, as TEI's ClassifierModel. */
-static json_t *tei_labels(const xf_model_info_t *mi)
-{
-    json_t *id2 = json_object(), *l2 = json_object();
-    for (int k = 0; k < mi->n_labels; k++) {
-        char name[128], key[16];
-        label_name(mi, k, name, sizeof name);
-        snprintf(key, sizeof key, "%d", k);
-        json_object_set_new(id2, key, json_string(name));
-        json_object_set_new(l2, name, json_integer(k));
-    }
-    return json_pack("{s:o,s:o}", "id2label", id2, "label2id", l2);
-}
-
-static const char *pooling_name(enum xf_pooling p)
-{
-    switch (p) {
-    case XF_POOL_MEAN: return "mean";
-    case XF_POOL_POOLER: return "pooler";
-    case XF_POOL_NONE: return "none";
-    default: return "cls";
-    }
-}
-
-static const char *tei_dtype(const char *file_dtype)
-{
-    if (file_dtype && !strcmp(file_dtype, "F16"))
-        return "float16";
-    if (file_dtype && !strcmp(file_dtype, "BF16"))
-        return "bfloat16";
-    return "float32";
-}
-
-/* TEI's /info document (its Info struct's field names). Weights other than F32 are converted
- * to F32 at load, so model_dtype says what is stored. */
-static enum MHD_Result h_tei_info(xf_req_t *req)
-{
-    const xf_server_t *s = req->srv;
-    const xf_model_info_t *mi = s->info;
-    json_t *type;
-    if (mi->n_labels == 1)
-        type = json_pack("{s:o}", "reranker", tei_labels(mi));
-    else if (mi->n_labels > 1)
-        type = json_pack("{s:o}", "classifier", tei_labels(mi));
-    else
-        type = json_pack("{s:{s:s}}", "embedding", "pooling",
-                         pooling_name(s->o.pooling != XF_POOL_DEFAULT ? s->o.pooling
-                                                                     : mi->pooling));
-    json_t *o = json_pack("{s:s,s:n,s:s,s:s,s:o,s:i,s:i,s:i,s:i,s:i,s:b,s:i,s:s,s:n,s:n}",
-                          "model_id", s->model_name, "model_sha", "model_dtype",
-                          tei_dtype(mi->file_dtype), "served_model_name", s->model_name,
-                          "model_type", type,
-                          "max_concurrent_requests", s->o.max_queue_jobs,
-                          "max_input_length", mi->max_positions,
-                          "max_batch_tokens", s->o.max_batch_tokens,
-                          "max_batch_requests", s->o.max_batch,
-                          "max_client_batch_size", s->o.max_texts,
-                          "auto_truncate", s->o.auto_truncate,
-                          "tokenization_workers", s->o.http_threads,
-                          "version", xf_version(), "sha", "docker_label");
-    return xf_http_reply_json(req, 200, o);
 }
 
 /* ---- the route table (routes.def) ------------------------------------------------------ */

@@ -1,5 +1,6 @@
 /* Routes of DESIGN.md §6 (all but sessions): the route table, request parsing and validation,
- * tokenising into a job, and the replies in each API's shape. MHD threads only. */
+ * tokenising into a job, and the replies in each API's shape (routes.c; TEI's routes in
+ * routes_tei.c). MHD threads only. */
 #ifndef XF_SERVER_ROUTES_H
 #define XF_SERVER_ROUTES_H
 

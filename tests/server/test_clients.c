@@ -336,6 +336,31 @@ static void test_tei_tokenize(void **state)
     for (int i = 0; i < 2049; i++)   /* request.max_texts (TEI: max_client_batch_size) */
         json_array_append_new(many, json_string("a"));
     tei_error(post(p, "/tokenize", json_pack("{s:o}", "inputs", many), 422), "Validation");
+
+    /* prompt_name: the prompt goes first and the offsets are in the prompted text, as TEI */
+    fx_srv_t ps = { 0 };
+    xf_server_opts_t o;
+    assert_int_equal(fx_write_model("cl_prompts", 0, ps.dir, sizeof ps.dir), 0);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config_sentence_transformers.json", ps.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"prompts\":{\"query\":\"query: \"}}", f);
+    fclose(f);
+    fx_opts(&o, ps.dir);
+    fx_launch(&ps, &o);
+    t = post(ps.port, "/tokenize", json_pack("{s:s,s:s,s:b}", "inputs", "b", "prompt_name",
+                                             "query", "add_special_tokens", 0), 200);
+    json_t *pt = post(ps.port, "/tokenize", json_pack("{s:s,s:b}", "inputs", "query: b",
+                                                      "add_special_tokens", 0), 200);
+    assert_true(json_equal(t, pt));
+    toks = json_array_get(t, 0);
+    json_t *last = json_array_get(toks, json_array_size(toks) - 1);
+    assert_string_equal(json_string_value(json_object_get(last, "text")), "b");
+    assert_int_equal(json_integer_value(json_object_get(last, "start")), 7);
+    json_decref(t);
+    json_decref(pt);
+    fx_stop_all(&ps, 1);
 }
 
 /* TEI /embed_all: the last hidden state of every token ([CLS] and [SEP] too), as many rows as
