@@ -2,8 +2,8 @@
  * code the daemon runs on its MHD threads (routes.c parse → validate → tokenise → job; after a
  * simulated completion, the reply writer), with libmicrohttpd stubbed (mhd_stub.c) and no loop,
  * workers or sockets. The first byte picks the route and the model (with 1 or 3 labels); the
- * rest is the body. Invariants: exactly one reply per request, a 2xx only with a job, every
- * error body is JSON. */
+ * rest is the body. Invariants: exactly one reply per request, a 2xx only with a job (or, for
+ * /decode and /tokenize, which reply at once, a JSON array or string), every error body is JSON. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -75,6 +75,12 @@ static const char *const paths[] = { "/v1/embeddings", "/embed", "/rerank", "/pr
                                      "/v2/models/other/infer", "/decode", "/similarity",
                                      "/tokenize", "/embed_all", "/vertex", "/" };
 
+/* Routes that do no model work and reply on the MHD thread (routes_tei.c). */
+static int sync_route(const char *path)
+{
+    return strcmp(path, "/decode") == 0 || strcmp(path, "/tokenize") == 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -114,6 +120,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         xf_routes_respond(req);
         if (fz_last_status != 200)
             fz_fail("a completed job did not answer 200");
+    } else if (fz_last_status == 200 && sync_route(path)) {
+        /* /decode and /tokenize answer on the MHD thread: no job, a JSON array or string. */
+        if (fz_last_body[0] != '[' && fz_last_body[0] != '"')
+            fz_fail("a synchronous reply that is not a JSON array or string");
     } else {
         if (fz_last_status < 400)
             fz_fail("a request neither suspended nor refused");
