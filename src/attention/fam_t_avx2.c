@@ -205,27 +205,6 @@ static void pv_avx2(int32_t nq, int32_t nk, int32_t dp, const float *p,
     }
 }
 
-/* In-register 8×8 transpose: r[i][j] -> r[j][i]. */
-XF_INLINE void tr8(__m256 *r)
-{
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
 static void kt_avx2(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
 {
     /* as kt_avx512: all the rows' lines requested first, so that their misses overlap */
@@ -245,7 +224,7 @@ static void kt_avx2(int32_t nk, int32_t d, const float *K, const int32_t *rows, 
             for (int32_t i = 0; i < 8; i++)
                 r[i] = j0 + i < nk ? _mm256_maskload_ps(K + (size_t)rows[j0 + i] * d + x0, mx)
                                    : _mm256_setzero_ps();
-            tr8(r);
+            xf_tr8x8_256(r);
             for (int32_t i = 0; i < nx; i++)
                 _mm256_store_ps(kt + (size_t)(x0 + i) * BK + j0, r[i]);
         }
