@@ -61,22 +61,6 @@ static void git_rev(char *buf, size_t len)
     }
 }
 
-/* Useful FLOPs of one forward, as the issue defines them (Linear layers + dense attention
- * scores and weighted sums), from the model's per-layer shapes. */
-static double model_flops(const xf_model_info_t *mi, const int32_t *lens, int32_t b)
-{
-    double tokens = 0, sq = 0, f = 0;
-    for (int32_t i = 0; i < b; i++) {
-        tokens += lens[i];
-        sq += (double)lens[i] * lens[i];
-    }
-    for (int l = 0; l < mi->n_layer; l++) {
-        double da = (double)mi->layers[l].n_head * mi->layers[l].d_head;
-        double d = mi->d_model, ff = mi->layers[l].d_ff;
-        f += tokens * 2.0 * (3.0 * d * da + da * d + 2.0 * d * ff) + sq * 4.0 * da;
-    }
-    return f;
-}
 
 /* OpenBLAS names its AVX-512 cores SkylakeX, Cooperlake, SapphireRapids (and Zen4/5 builds
  * may say so too). */
@@ -271,6 +255,17 @@ static void class_flops(const xf_model_info_t *mi, const int32_t *lens, int32_t 
         f[XF_PROF_FF2] += tokens * 2.0 * d * ff;
         f[XF_PROF_ATTN] += sq * 4.0 * da;
     }
+}
+
+/* Useful FLOPs of one forward, as the issue defines them (Linear layers + dense attention
+ * scores and weighted sums): the sum of the per-class figures above. */
+static double model_flops(const xf_model_info_t *mi, const int32_t *lens, int32_t b)
+{
+    double f[XF_PROF_COUNT], sum = 0;
+    class_flops(mi, lens, b, f);
+    for (int k = 0; k < XF_PROF_COUNT; k++)
+        sum += f[k];
+    return sum;
 }
 
 /* Median wall ms of reps forwards; *cpu_per_run: process CPU seconds per forward (mean). */
