@@ -215,6 +215,22 @@ static double maxdiff(json_t *a, json_t *b)
 {
     if (json_is_number(a) && json_is_number(b))
         return fabs(json_number_value(a) - json_number_value(b));
+    if (json_is_object(a) && json_is_object(b)) {
+        /* the same keys; numbers within the returned distance, anything else equal */
+        if (json_object_size(a) != json_object_size(b))
+            return INFINITY;
+        double m = 0;
+        const char *k;
+        json_t *va;
+        json_object_foreach(a, k, va) {
+            json_t *vb = json_object_get(b, k);
+            double d = json_is_number(va) || json_is_array(va) || json_is_object(va)
+                           ? maxdiff(va, vb)
+                           : json_equal(va, vb) ? 0 : INFINITY;
+            m = d > m ? d : m;
+        }
+        return m;
+    }
     if (!json_is_array(a) || !json_is_array(b) || json_array_size(a) != json_array_size(b))
         return INFINITY;
     double m = 0;
@@ -451,8 +467,10 @@ static void test_tei_vertex(void **state)
     json_t *r0 = json_array_get(json_array_get(pr, 0), 0);
     assert_true(json_is_integer(json_object_get(r0, "index")));
     assert_true(json_is_string(json_object_get(r0, "text")));
-    assert_true(json_equal(json_array_get(pr, 0), rr));
-    assert_true(json_equal(json_array_get(pr, 1), pp));
+    /* Scores within 1e-6, as the embeddings above: the instances run as one batch, and a
+     * GEMM over more rows may round differently (OpenBLAS under XF_CPU=generic). */
+    assert_true(maxdiff(json_array_get(pr, 0), rr) < 1e-6);
+    assert_true(maxdiff(json_array_get(pr, 1), pp) < 1e-6);
     json_decref(rr);
     json_decref(pp);
     json_decref(v);
