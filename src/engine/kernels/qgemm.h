@@ -142,7 +142,7 @@ typedef struct xf_qkernels {
  * (qlinear_quant): whole rows per thread (blocks of mr), chunks also small enough that their
  * rows of y stay in L2 (XF_QOUT_CHUNK_BYTES), and quant() on each chunk's rows once its last
  * tile is done. */
-#define XF_QOUT_CHUNK_BYTES (384 * 1024)
+#define XF_QOUT_CHUNK_BYTES (128 * 1024)
 typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
                             int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
                             const float *bias, enum xf_epilogue epi, float *y, size_t ldy);
