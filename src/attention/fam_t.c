@@ -510,11 +510,20 @@ static const float *kblock(ft_run *R, const xf_at_t_seq *c, const float *K, cons
     if (!R->kvalid[b]) {
         int32_t j0 = b * BK, nk = c->n - j0 < BK ? c->n - j0 : BK;
         int32_t idx[BK];
-        for (int32_t jj = 0; jj < nk; jj++) {   /* V's misses overlap with the transpose */
+        /* V's misses overlap with the transpose; the next head's K and V rows of these keys
+         * (the thread's next (seq, head) item, as a rule) are brought to L2 meanwhile */
+        const int next = c->head + 1 < R->H;
+        for (int32_t jj = 0; jj < nk; jj++) {
             idx[jj] = c->t0 + j0 + jj;
             const char *vr = (const char *)(V + (size_t)idx[jj] * R->rs);
-            for (size_t x = 0; x < (size_t)d * sizeof(float); x += 64)
+            const char *kr = (const char *)(K + (size_t)idx[jj] * R->rs);
+            for (size_t x = 0; x < (size_t)d * sizeof(float); x += 64) {
                 __builtin_prefetch(vr + x, 0, 3);
+                if (next) {
+                    __builtin_prefetch(kr + R->hs * sizeof(float) + x, 0, 2);
+                    __builtin_prefetch(vr + R->hs * sizeof(float) + x, 0, 2);
+                }
+            }
         }
         R->kern->kt(nk, d, (int32_t)R->rs, K, idx, blk);
         for (int32_t jj = 0; jj < nk; jj++) {
@@ -581,17 +590,28 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
             R->l[(size_t)r * XF_AT_T_LW + x] = 0.0f;
         memset(R->acc + (size_t)r * dp, 0, (size_t)dp * sizeof(float));
     }
-    keys_reset(&R->kb);
-    if (c->dense)
-        xf_at_t_keys_add(&R->kb, c->n, 0, c->n, 1);
-    else
+    if (c->dense) {
+        /* every key, each 64-key block whole and full: the cached Kᵀ/V blocks in order (the
+         * same chunks the key list below would give, without building it) */
+        for (int32_t b = 0; b < nblk64(c->n); b++) {
+            const int32_t nk = c->n - b * BK < BK ? c->n - b * BK : BK;
+            const float *vb, *vt[BK];
+            R->kern->qk(nq, d, ldq, qt, kblock(R, c, K, V, b, &vb), c->factor, R->s);
+            for (int32_t jj = 0; jj < nk; jj++)
+                vt[jj] = vb + (size_t)jj * dp;
+            R->kern->softmax(nq, nk, dp, R->s, R->m, R->l, R->acc);
+            R->kern->pv(nq, nk, dp, R->s, vt, R->acc);
+        }
+    } else {
+        keys_reset(&R->kb);
         fv->keys(c, rows, nq, global, &R->kb);
-    keys_collect(&R->kb);
+        keys_collect(&R->kb);
+    }
 
     const int32_t *key = R->kb.key;
     const uint8_t *full = R->kb.full;
     const int use_logits = fv->logits && !c->dense;
-    const int32_t count = R->kb.count;
+    const int32_t count = c->dense ? 0 : R->kb.count;
     for (int32_t k0 = 0, nk = 0; k0 < count; k0 += nk) {
         const float *vt[BK];
         int32_t dl = use_logits ? 0 : direct_len(key, count, k0, c->n);
