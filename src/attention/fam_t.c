@@ -574,11 +574,16 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
         ldq = (int32_t)rs;
     }
     for (int32_t r = 0; r < nq; r++) {
-        /* the output rows are written at the end: ask for their lines now */
+        /* the output rows are written at the end: ask for their lines now (and for the Q
+         * rows read in place, which the hardware prefetcher misses when strided) */
         const char *orow = (const char *)(io->out + ((size_t)(c->t0 + rows[r]) * R->H +
                                                      c->head) * d);
-        for (size_t x = 0; x < (size_t)d * sizeof(float); x += 64)
+        const char *qrow = (const char *)(Q + (size_t)(c->t0 + rows[r]) * rs);
+        for (size_t x = 0; x < (size_t)d * sizeof(float); x += 64) {
             __builtin_prefetch(orow + x, 1, 3);
+            if (in_place)
+                __builtin_prefetch(qrow + x, 0, 3);
+        }
         if (!in_place) {
             float *qr = R->qt + (size_t)r * dp;
             memcpy(qr, Q + (size_t)(c->t0 + rows[r]) * rs, (size_t)d * sizeof(float));
