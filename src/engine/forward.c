@@ -209,10 +209,19 @@ static void attn_args(const fwd_task_t *T, const xf_plan_op_t *o, xf_attn_shape 
     sh->layer = o->layer;
     sh->mem_rows = NULL;
     memset(io, 0, sizeof *io);
-    io->q = planes;
-    io->k = planes + plane;
-    io->v = planes + 2 * plane;
-    io->q_scale = scale;
+    if (o->kind == XF_OP_ATTN && o->which) {   /* QKV's rows read in place (no split) */
+        size_t da = (size_t)L->n_head * (size_t)L->d_head;
+        io->q = planes;
+        io->k = planes + da;
+        io->v = planes + 2 * da;
+        io->ld = (int32_t)(3 * da);
+        io->q_scale = 1.0f;
+    } else {
+        io->q = planes;
+        io->k = planes + plane;
+        io->v = planes + 2 * plane;
+        io->q_scale = scale;
+    }
     io->type_ids = T->batch->type_ids;
     io->x = tens(T, o->in1);
     /* Stateful variants: the state pointers XF_OP_ATTN_STATE gathered. */

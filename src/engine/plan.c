@@ -497,14 +497,23 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
     }
     qkv = add_tensor(p, N * 3 * da * 4, "qkv", l);
     add_op(p, XF_OP_QKV, l, ain, -1, qkv, q8_quant(p, l, ain, (int32_t)D, XF_OP_QKV));
-    planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
-    add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
-    att = add_tensor(p, N * da * 4, "attn_out", l);
     if (!p->counting) {
         rc = plan_layer_runs(p, l, &r0, diag);
         if (rc)
             return rc;
     }
+    /* The head split, unless every run's variant reads the QKV output's rows in place (the
+     * dense family-T kernel: xf_at_reads_strided). Counting keeps it (an upper bound). */
+    int strided = !p->counting;
+    for (int32_t i = 0; strided && i < p->runs_per_layer; i++)
+        strided = xf_at_reads_strided(p->runs[r0 + i].attn->vt);
+    if (strided) {
+        planes = qkv;
+    } else {
+        planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
+        add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
+    }
+    att = add_tensor(p, N * da * 4, "attn_out", l);
     /* Per run: its workspace and state tensors and up to four ops (counted at the most). */
     for (int32_t i = 0; i < p->runs_per_layer; i++) {
         const xf_plan_run_t *R = p->counting ? NULL : &p->runs[r0 + i];
@@ -527,6 +536,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         o = add_op(p, XF_OP_ATTN, l, planes, ain, att, wt);
         o->run = r0 + i;
         o->aux = st;
+        o->which = strided;
         use_tensor(p, st, last_op(p), 0);
         if (stateful && (!R || vt->ops->state_update)) {
             o = add_op(p, XF_OP_ATTN_UPDATE, l, planes, ain, att, wt);

@@ -32,7 +32,9 @@ enum xf_op_kind {
                           sequences (stateful variants) */
     XF_OP_ATTN_PREP,   /* thread 0: the variant's prepare() fills the shared part of ws (every
                           thread: its prepare_par() share, when it has one) */
-    XF_OP_ATTN,        /* out [N][d_attn] rows of one attention run (in0 planes, ws workspace) */
+    XF_OP_ATTN,        /* out [N][d_attn] rows of one attention run (in0 planes, ws workspace;
+                          which = 1: in0 is QKV's [N][3·d_attn] output, read with a row
+                          stride: the layer has no SPLIT op) */
     XF_OP_ATTN_UPDATE, /* the variant's state_update() (stateful variants) */
     XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */
     XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
