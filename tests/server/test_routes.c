@@ -704,6 +704,24 @@ static void test_tei_openai_conformance(void **state)
     tei_err(p, "/rerank", "{\"query\":\"q\",\"texts\":[\"a\"]}", 424, "Backend", "cross-encoder");
     tei_err(S[SRV_CLS1].port, "/rerank", "{\"query\":\"q\",\"texts\":[]}", 400, "Empty", NULL);
     tei_err(S[SRV_CLS1].port, "/rerank", "{\"texts\":[\"a\"]}", 422, "Validation", "query");
+    /* An empty text is TEI's Empty (400) on every route that encodes one (tokenization.rs
+     * checks before the prompt); a pair only when both sides are empty, so /rerank takes an
+     * empty passage with a query. An empty id list in a /decode batch is Empty too. */
+    tei_err(p, "/embed", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(p, "/embed", "{\"inputs\":[\"a\",\"\"]}", 400, "Empty", "input 1");
+    tei_err(p, "/embed_all", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(p, "/", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(p, "/tokenize", "{\"inputs\":[\"a\",\"\"]}", 400, "Empty", "input 1");
+    tei_err(p, "/decode", "{\"ids\":[[1],[]]}", 400, "Empty", "'ids'[1]");
+    tei_err(p, "/similarity", "{\"inputs\":{\"source_sentence\":\"\",\"sentences\":[\"b\"]}}",
+            400, "Empty", "input 0");
+    tei_err(S[SRV_CLS3].port, "/predict", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(S[SRV_CLS1].port, "/rerank", "{\"query\":\"\",\"texts\":[\"\"]}", 400, "Empty",
+            "input 0");
+    json_t *rr = jget(S[SRV_CLS1].port, "POST", "/rerank", "{\"query\":\"q\",\"texts\":[\"\"]}",
+                      200);
+    assert_int_equal(json_array_size(rr), 1);
+    json_decref(rr);
     /* Token ids: one input, a batch, mixed with texts; a text and its ids agree. */
     json_t *a = jget(p, "POST", "/embed", "{\"inputs\":[11,59,12]}", 200);
     assert_int_equal(json_array_size(a), 1);
