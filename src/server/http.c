@@ -142,6 +142,38 @@ void xf_buf_printf(xf_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (n bytes left): 1 to 4, or 0 (RFC 3629 §4:
+ * no overlong forms, no surrogates, nothing past U+10FFFF, no cut sequence). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* A JSON string is UTF-8 (RFC 8259 §8.1), and what is written here may echo bytes a client
+ * sent (a model name from the path, a message cut at 512 bytes): each byte that starts no
+ * well-formed sequence becomes U+FFFD, as a decoder that replaces errors would read it. */
 void xf_buf_json_str(xf_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -151,6 +183,17 @@ void xf_buf_json_str(xf_buf_t *b, const char *s, size_t n)
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t len = utf8_seq((const unsigned char *)s + i, n - i);
+            if (len) {
+                i += len - 1;
+                continue;
+            }
+            xf_buf_putn(b, s + run, i - run);
+            run = i + 1;
+            xf_buf_putn(b, "\\ufffd", 6);
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         xf_buf_putn(b, s + run, i - run);

@@ -441,6 +441,13 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
         const ropts_t *r = tx->v[i].ro ? tx->v[i].ro : ro;
         to.truncate = r->truncate;
         to.truncate_left = r->truncate_left;
+        /* TEI refuses an empty text (a pair only when both sides are empty) as Empty, 400,
+         * before the prompt is put in front; the OpenAI route checks its own way. */
+        if (req->api == XF_API_TEI && !tx->v[i].ids && text_n == 0 && tx->v[i].pair_n == 0) {
+            *ret = xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "input %zu is an empty "
+                                       "string", i);
+            goto fail;
+        }
         int rc;
         if (tx->v[i].ids) {
             rc = ids_input(req, i, tx->v[i].ids, &to, &tok, &diag, ret);

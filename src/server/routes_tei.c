@@ -601,6 +601,12 @@ enum MHD_Result xf_routes_tei_decode(xf_req_t *req)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'ids'[%zu] must be a "
                                        "list of token ids", i);
         }
+        if (json_array_size(a) == 0) {   /* as TEI: Empty */
+            xf_buf_free(&b);
+            xf_buf_free(&one);
+            return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'ids'[%zu] is an empty "
+                                       "list", i);
+        }
         one.len = 0;
         int first = 1;
         for (size_t q = 0; q < json_array_size(a); q++) {
@@ -665,6 +671,12 @@ enum MHD_Result xf_routes_tei_tokenize(xf_req_t *req)
     for (size_t i = 0; i < tx.n; i++) {
         xf_diag_t diag = { 0, "" };
         text.len = 0;
+        if (tx.v[i].n == 0) {   /* as TEI: Empty, before the prompt */
+            req->err_param = "inputs";
+            ret = xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "input %zu is an empty "
+                                      "string", i);
+            goto out;
+        }
         if (ro.prompt)
             xf_buf_putn(&text, ro.prompt, ro.prompt_n);
         xf_buf_putn(&text, tx.v[i].s, tx.v[i].n);

@@ -704,6 +704,24 @@ static void test_tei_openai_conformance(void **state)
     tei_err(p, "/rerank", "{\"query\":\"q\",\"texts\":[\"a\"]}", 424, "Backend", "cross-encoder");
     tei_err(S[SRV_CLS1].port, "/rerank", "{\"query\":\"q\",\"texts\":[]}", 400, "Empty", NULL);
     tei_err(S[SRV_CLS1].port, "/rerank", "{\"texts\":[\"a\"]}", 422, "Validation", "query");
+    /* An empty text is TEI's Empty (400) on every route that encodes one (tokenization.rs
+     * checks before the prompt); a pair only when both sides are empty, so /rerank takes an
+     * empty passage with a query. An empty id list in a /decode batch is Empty too. */
+    tei_err(p, "/embed", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(p, "/embed", "{\"inputs\":[\"a\",\"\"]}", 400, "Empty", "input 1");
+    tei_err(p, "/embed_all", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(p, "/", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(p, "/tokenize", "{\"inputs\":[\"a\",\"\"]}", 400, "Empty", "input 1");
+    tei_err(p, "/decode", "{\"ids\":[[1],[]]}", 400, "Empty", "'ids'[1]");
+    tei_err(p, "/similarity", "{\"inputs\":{\"source_sentence\":\"\",\"sentences\":[\"b\"]}}",
+            400, "Empty", "input 0");
+    tei_err(S[SRV_CLS3].port, "/predict", "{\"inputs\":\"\"}", 400, "Empty", "input 0");
+    tei_err(S[SRV_CLS1].port, "/rerank", "{\"query\":\"\",\"texts\":[\"\"]}", 400, "Empty",
+            "input 0");
+    json_t *rr = jget(S[SRV_CLS1].port, "POST", "/rerank", "{\"query\":\"q\",\"texts\":[\"\"]}",
+                      200);
+    assert_int_equal(json_array_size(rr), 1);
+    json_decref(rr);
     /* Token ids: one input, a batch, mixed with texts; a text and its ids agree. */
     json_t *a = jget(p, "POST", "/embed", "{\"inputs\":[11,59,12]}", 200);
     assert_int_equal(json_array_size(a), 1);
@@ -946,6 +964,41 @@ static void test_kserve_binary_bytes(void **state)
     json_decref(a);
 }
 
+/* Error bodies that echo a client's bytes stay UTF-8 JSON: a model name of bytes 0xff 0xfe
+ * from the path, a cut 4-byte sequence, a surrogate and an overlong '/' each read back as
+ * U+FFFD; well-formed characters pass through. (They were copied raw, and a JSON decoder
+ * refused the body.) */
+static void test_error_body_utf8(void **state)
+{
+    (void)state;
+    need_servers();
+    static const struct {
+        const char *path, *want;
+    } c[] = {
+        { "/v2/models/%ff%fe/ready", "'\xef\xbf\xbd\xef\xbf\xbd'" },
+        { "/v2/models/a%f0%9f%98/ready", "'a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd'" },
+        { "/v2/models/%ed%a0%80/ready", "'\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd'" },
+        { "/v2/models/%c0%af/ready", "'\xef\xbf\xbd\xef\xbf\xbd'" },
+        { "/v2/models/%c3%a9%f0%9f%98%80/ready", "'\xc3\xa9\xf0\x9f\x98\x80'" },
+        { "/v1/models/%ff", "'\xef\xbf\xbd'" },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        hc_resp_t r = req(S[SRV_PLAIN].port, "GET", c[i].path, NULL, NULL, 404);
+        json_error_t err;
+        json_t *j = json_loadb(r.body, r.len, 0, &err);
+        if (!j)
+            fail_msg("%s: the body is not JSON (%s): %s", c[i].path, err.text, r.body);
+        json_t *e = json_object_get(j, "error");
+        const char *msg = json_is_object(e) ? json_string_value(json_object_get(e, "message"))
+                                            : json_string_value(e);
+        assert_non_null(msg);
+        if (!strstr(msg, c[i].want))
+            fail_msg("%s: %s", c[i].path, msg);
+        json_decref(j);
+        hc_free(&r);
+    }
+}
+
 /* KServe model metadata names the quantisation the model runs with (it said "none" always). */
 static void test_kserve_quantisation(void **state)
 {
@@ -987,4 +1040,5 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_tei_openai_conformance),
              cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_tei_decode),
              cmocka_unit_test(test_tei_similarity),
-             cmocka_unit_test(test_kserve_binary_bytes), cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_kserve_binary_bytes), cmocka_unit_test(test_error_body_utf8),
+             cmocka_unit_test(test_stop))
