@@ -12,7 +12,7 @@
  * twice the wake-up latency the pool measures, as long as each missing thread's CPU-time clock
  * advances (it is running and will arrive); a thread off-CPU for longer than one wake-up
  * latency (preempted or blocked) makes it sleep at once, so that it does not hold a CPU the
- * late thread is waiting for. */
+ * late thread is waiting for. A pool with more threads than online CPUs skips the stage. */
 #include "config.h"
 
 #include <errno.h>
@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/pool.h"
 
@@ -74,6 +75,8 @@ struct xf_pool {
     atomic_long bar_bump_ns;   /* when the last barrier generation was bumped (monotonic) */
     atomic_long wake_ns;       /* barrier wake-up latency estimate (moving average) */
     atomic_long adapt_max_ns;  /* cap on the adaptive stage; 0: off */
+    int adapt_ok;              /* no more threads than online CPUs (else spinning only takes a
+                                * CPU from a thread that needs it: the stage is skipped) */
     atomic_long n_wait, n_adapt, n_sleep;   /* statistics (xf_pool_stats) */
 };
 
@@ -146,6 +149,8 @@ int xf_pool_create(int n_threads, xf_pool_t **out)
     atomic_init(&p->bar_bump_ns, 0);
     atomic_init(&p->wake_ns, WAKE_INIT_NS);
     atomic_init(&p->adapt_max_ns, ADAPT_MAX_NS);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    p->adapt_ok = n_threads <= ADAPT_MAX_THREADS && (ncpu < 1 || n_threads <= ncpu);
     atomic_init(&p->n_wait, 0);
     atomic_init(&p->n_adapt, 0);
     atomic_init(&p->n_sleep, 0);
@@ -237,7 +242,7 @@ static long cpu_ns(const struct slot *s)
 static int spin_while_running(xf_pool_t *p, unsigned g, int me)
 {
     long cap = atomic_load_explicit(&p->adapt_max_ns, memory_order_relaxed);
-    if (cap <= 0 || p->n > ADAPT_MAX_THREADS)
+    if (cap <= 0 || !p->adapt_ok)
         return 0;
     long lat = atomic_load_explicit(&p->wake_ns, memory_order_relaxed);
     long grace = lat;

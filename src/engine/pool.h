@@ -18,7 +18,8 @@ void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg);
 
 /* From inside fn: wait until all nth threads reach the barrier. A waiter spins briefly, then
  * keeps spinning while the missing threads are on a CPU (for at most twice the measured
- * wake-up latency, capped by xf_pool_set_adaptive), then sleeps. */
+ * wake-up latency, capped by xf_pool_set_adaptive; not in a pool with more threads than
+ * online CPUs), then sleeps. */
 void xf_pool_barrier(xf_pool_t *p);
 
 /* Cap on the adaptive part of a barrier wait in ns (default 2 ms); 0 turns it off (a waiter
