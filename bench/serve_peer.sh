@@ -13,7 +13,8 @@
 #   XF_PEER_TIMEOUT_MS (60000: xformd's request.timeout_ms, so that admission does not refuse
 #   what llama-server, which has none, would queue) XF_PEER_OMP_WAIT (PASSIVE: llama-server's
 #   OMP_WAIT_POLICY; its OpenMP threads spin at barriers otherwise, which on a shared machine
-#   wastes most of its CPU; empty = the default)
+#   wastes most of its CPU; empty = the default) XF_PEER_XFORMD_ARGS (more xformd options, e.g.
+#   "--engine.workers 2 --engine.threads 1")
 # Never run by make check.
 set -eu
 b=${1:?usage: serve_peer.sh BUILDDIR HF_MODEL_DIR [GGUF LLAMA_BIN_DIR]}
@@ -28,6 +29,7 @@ port=${XF_PEER_PORT:-18950}
 lport=$((port + 1))
 tmo=${XF_PEER_TIMEOUT_MS:-60000}
 omp=${XF_PEER_OMP_WAIT-PASSIVE}
+xargs=${XF_PEER_XFORMD_ARGS:-}
 mix="8-32:0.7,129-256:0.3"
 [ -x "$b/bench/bench_serve" ] || { echo "serve_peer.sh: make bench first ($b/bench/bench_serve)" >&2; exit 1; }
 tck=$(getconf CLK_TCK)
@@ -73,9 +75,15 @@ for r in $(seq 1 "$rounds"); do
                 -d '{"input": "the of and to in is was he"}' "http://127.0.0.1:$lport/v1/embeddings" || true
         else
             "$b/xformd" --model.dir "$model" --http.port "$port" --batcher.policy "$s" \
-                --request.timeout_ms "$tmo" --log.level warn >/dev/null 2>&1 &
+                --request.timeout_ms "$tmo" --log.level warn $xargs >/dev/null 2>&1 &
             pid=$!
             wait_ready "$pid" "http://127.0.0.1:$port/v2/health/ready" || { echo "# xformd did not start" >&2; kill "$pid" 2>/dev/null || true; pid=; continue; }
+            # One request first, as for llama-server: the run then starts within 2 s of a
+            # measured layer, so xformd's cold-start rule (nothing queued behind the first
+            # batch until its first layer is timed: 429 + Retry-After 1) does not idle 15 of
+            # the 16 clients for the first second of the run.
+            curl -s -o /dev/null -H 'Content-Type: application/json' \
+                -d '{"input": "the of and to in is was he"}' "http://127.0.0.1:$port/v1/embeddings" || true
         fi
         if [ "$s" = llama ]; then run_one "$s" "$pid" "$lport"; else run_one "$s" "$pid" "$port"; fi
         kill "$pid" 2>/dev/null || true

@@ -16,8 +16,22 @@ int xf_pool_size(const xf_pool_t *p);
  * Not reentrant; one caller thread at a time. */
 void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg);
 
-/* From inside fn: wait until all nth threads reach the barrier. */
+/* From inside fn: wait until all nth threads reach the barrier. A waiter spins briefly, then
+ * keeps spinning while the missing threads are on a CPU (for at most twice the measured
+ * wake-up latency, capped by xf_pool_set_adaptive; not in a pool with more threads than
+ * online CPUs), then sleeps. */
 void xf_pool_barrier(xf_pool_t *p);
+
+/* Cap on the adaptive part of a barrier wait in ns (default 2 ms); 0 turns it off (a waiter
+ * then sleeps after the short fixed spin). Between runs only. */
+void xf_pool_set_adaptive(xf_pool_t *p, long max_ns);
+
+/* Barrier statistics since create: waits (threads that were not the last to arrive), waits
+ * that reached the adaptive stage, waits that slept, and the wake-up latency estimate. */
+typedef struct {
+    long waits, adaptive, sleeps, wake_ns;
+} xf_pool_stats_t;
+void xf_pool_stats(const xf_pool_t *p, xf_pool_stats_t *st);
 
 /* Static row split: [*r0, *r1) of nr rows for thread ith of nth. */
 static inline void xf_split_rows(int nr, int ith, int nth, int *r0, int *r1)

@@ -1,12 +1,15 @@
 /* Tests for the compute thread pool (src/engine/pool.c): every thread runs once per run with
- * the right ith/nth, barriers order phases across many iterations, sizes 1..5, and
- * create/free cycles (leak-free under ASan). */
+ * the right ith/nth, barriers order phases across many iterations, sizes 1..5, barriers keep
+ * order with uneven work and threads that leave the CPU under every barrier wait policy
+ * (adaptive on, off, tiny cap; 1..6 threads, more than the CPUs), and create/free cycles
+ * (leak-free under ASan). */
 #include "config.h"
 
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../helpers/xf_test.h"
 #include "engine/pool.h"
@@ -88,6 +91,68 @@ static void test_barrier_order(void **state)
     }
 }
 
+/* Uneven phases: in each, one thread computes for a while and another sleeps (off-CPU, as a
+ * preempted or blocked thread), so waiters take every path of a barrier wait: the fixed spin,
+ * the adaptive spin while the late thread runs, and the sleep when it is off-CPU. The
+ * barriers must still order every phase; nothing here depends on how long anything takes. */
+#define N_UNEVEN 300
+static volatile double sink;
+
+static void uneven_fn(void *v, int ith, int nth)
+{
+    struct bar_arg *a = v;
+    for (int ph = 1; ph <= N_UNEVEN; ph++) {
+        if (ith == ph % nth) {
+            double x = 1;
+            for (int k = 0; k < 2000 * (ph % 7); k++)
+                x = x * 1.0000001 + 1e-9;
+            sink = x;
+        }
+        if (nth > 1 && ith == (ph * 5 + 1) % nth && ph % 3 == 0) {
+            struct timespec ts = {0, 20000L * (ph % 5)};
+            nanosleep(&ts, NULL);
+        }
+        atomic_store(&a->slot[ith], ph);
+        xf_pool_barrier(a->p);
+        for (int j = 0; j < nth; j++)
+            if (atomic_load(&a->slot[j]) != ph)
+                atomic_fetch_add(&a->errors, 1);
+        xf_pool_barrier(a->p);
+    }
+}
+
+static void test_barrier_policies(void **state)
+{
+    (void)state;
+    const long caps[] = {0, 2000000, 1000};   /* off, the default, a cap below one check */
+    for (int n = 1; n <= 6; n++) {
+        for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+            struct bar_arg a;
+            memset(&a, 0, sizeof a);
+            assert_int_equal(xf_pool_create(n, &a.p), 0);
+            xf_pool_set_adaptive(a.p, caps[c]);
+            for (int r = 0; r < 2; r++) {
+                for (int j = 0; j < 8; j++)
+                    atomic_store(&a.slot[j], 0);
+                xf_pool_run(a.p, uneven_fn, &a);
+                for (int j = 0; j < n; j++)
+                    assert_int_equal(atomic_load(&a.slot[j]), N_UNEVEN);
+            }
+            assert_int_equal(atomic_load(&a.errors), 0);
+            xf_pool_stats_t st;
+            xf_pool_stats(a.p, &st);
+            /* 2 runs x 2 barriers per phase; all but the last thread to arrive wait */
+            assert_int_equal(st.waits, 2L * 2 * N_UNEVEN * (n - 1));
+            assert_true(st.adaptive <= st.waits && st.sleeps <= st.waits);
+            if (caps[c] == 0)
+                assert_int_equal(st.adaptive, 0);
+            /* the wake-up estimate stays within its clamps (10 us .. 1 ms) */
+            assert_true(st.wake_ns >= 10000 && st.wake_ns <= 1000000);
+            xf_pool_free(a.p);
+        }
+    }
+}
+
 /* A run's results are visible to the caller when xf_pool_run returns (plain stores). */
 struct sum_arg {
     int nr;
@@ -145,4 +210,5 @@ static void test_create_free_cycles(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_run_counts), cmocka_unit_test(test_barrier_order),
+             cmocka_unit_test(test_barrier_policies),
              cmocka_unit_test(test_split_and_visibility), cmocka_unit_test(test_create_free_cycles))
