@@ -18,6 +18,12 @@ void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg);
 
 /* From inside fn: wait until all nth threads reach the barrier. */
 void xf_pool_barrier(xf_pool_t *p);
+/* The same barrier; while this thread spins waiting for the others, it calls idle(arg)
+ * instead of pausing until idle returns 0 (no work left) or the barrier opens; each call
+ * counts as a few pauses of the spin before sleeping. idle must do a short bounded step of
+ * work that needs nothing from the other threads (the forward prefetches the next GEMM's
+ * weights, forward.c); it is not called on the last thread to arrive, nor with one thread. */
+void xf_pool_barrier_idle(xf_pool_t *p, int (*idle)(void *), void *arg);
 
 /* Static row split: [*r0, *r1) of nr rows for thread ith of nth. */
 static inline void xf_split_rows(int nr, int ith, int nth, int *r0, int *r1)
