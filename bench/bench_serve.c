@@ -203,6 +203,7 @@ typedef struct conn {
     char buf[65536];     /* a BERT-base embedding as JSON is ~10 KB */
     size_t len;
     int64_t req_idx;
+    uint32_t events;     /* the epoll events registered for fd */
 } conn_t;
 
 typedef struct run {
@@ -294,6 +295,19 @@ static void conn_close(int ep, conn_t *c)
     c->len = 0;
 }
 
+/* Register fd for EPOLLOUT only while part of the request is unsent: epoll is level-triggered,
+ * so a writable socket waiting for its reply (or an idle one) would return at once from every
+ * epoll_wait and the loop would spin, taking a CPU from the server it measures. */
+static void conn_watch(int ep, conn_t *c, uint32_t idx)
+{
+    uint32_t want = EPOLLIN | (c->busy && c->req_off < c->req_len ? EPOLLOUT : 0);
+    if (c->fd < 0 || want == c->events)
+        return;
+    struct epoll_event ev = {.events = want, .data.u32 = idx};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = want;
+}
+
 static int conn_send(conn_t *c)
 {
     while (c->req_off < c->req_len) {
@@ -373,6 +387,7 @@ static void run_load(const opts_t *o, const char *policy, double qps)
                 }
                 struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
                 epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+                c->events = ev.events;
             }
             c->busy = 1;
             c->req_idx = (int64_t)backlog_head;
@@ -386,6 +401,8 @@ static void run_load(const opts_t *o, const char *policy, double qps)
                 done++;
                 errors++;
                 conn_close(ep, c);
+            } else {
+                conn_watch(ep, c, (uint32_t)i);
             }
         }
         uint64_t wait_ns = next < r.n ? (t0 + r.sched[next] > now ? t0 + r.sched[next] - now : 0)
@@ -396,11 +413,16 @@ static void run_load(const opts_t *o, const char *policy, double qps)
         int ne = epoll_wait(ep, evs, 64, (int)((wait_ns + 999999) / 1000000));
         for (int e = 0; e < ne; e++) {
             conn_t *c = &conns[evs[e].data.u32];
-            if (c->fd < 0 || !c->busy)
+            if (c->fd < 0)
                 continue;
+            if (!c->busy) {   /* idle and readable: the server closed it */
+                conn_close(ep, c);
+                continue;
+            }
             if (evs[e].events & EPOLLOUT) {
                 if (conn_send(c) < 0)
                     goto failed;
+                conn_watch(ep, c, evs[e].data.u32);
             }
             if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
                 ssize_t rd = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
@@ -416,6 +438,7 @@ static void run_load(const opts_t *o, const char *policy, double qps)
                     done++;
                     c->busy = 0;
                     c->len = 0;
+                    conn_watch(ep, c, evs[e].data.u32);
                 } else if (c->len >= sizeof(c->buf) - 1) {
                     goto failed;
                 }
@@ -586,9 +609,7 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                 }
                 struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
                 epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-            } else {
-                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
-                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                c->events = ev.events;
             }
             c->busy = 1;
             if (attempt[i] == 0) {   /* else resend the refused request after its back-off */
@@ -604,6 +625,8 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                 failed += now >= warm_end;
                 active--;
                 conn_close(ep, c);
+            } else {
+                conn_watch(ep, c, (uint32_t)i);
             }
         }
         if (now >= stop && active == 0)
@@ -626,6 +649,8 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
             int bad = 0;
             if ((evs[e].events & EPOLLOUT) && conn_send(c) < 0)
                 bad = 1;
+            if (!bad)
+                conn_watch(ep, c, (uint32_t)i);
             if (!bad && (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
                 ssize_t rd = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
                 if (rd == 0 || (rd < 0 && errno != EAGAIN))
@@ -635,9 +660,6 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                 int st = 0;
                 if (!bad && response_done(c, &st) > 0) {
                     uint64_t fin = now_ns();
-                    /* idle until the next send: no EPOLLOUT, or a writable socket spins */
-                    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
                     int refusal = st == 429 || st == 503;
                     if (sent_at[i] >= warm_end) {
                         sent++;
@@ -662,6 +684,7 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
                     }
                     c->busy = 0;
                     c->len = 0;
+                    conn_watch(ep, c, (uint32_t)i);   /* idle until the next send */
                     active--;
                 } else if (!bad && c->len >= sizeof(c->buf) - 1) {
                     bad = 1;

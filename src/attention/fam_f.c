@@ -230,7 +230,7 @@ void xf_at_f_item(const xf_at_f_map_t *mp, const xf_at_item_t *it, void *ws)
         float *w = l.wt + (size_t)ch * (size_t)dp * XF_AT_T_BK;
         for (int32_t ff = 0; ff < nf; ff++)
             rows[ff] = f0 + ff;
-        kn->kt(nf, d, mp->w, rows, w);
+        kn->kt(nf, d, d, mp->w, rows, w);
         for (int32_t x = d; x < dp; x++)
             memset(w + (size_t)x * XF_AT_T_BK, 0, sizeof(float) * XF_AT_T_BK);
     }

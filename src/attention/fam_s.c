@@ -223,7 +223,7 @@ void xf_at_attend_tile(const float *const *q, int32_t nq, int32_t d, float alpha
         int32_t nk = m - k0 < XF_AT_T_BK ? m - k0 : XF_AT_T_BK;
         for (int32_t jj = 0; jj < nk; jj++)
             rows[jj] = idx ? idx[k0 + jj] : k0 + jj;
-        kn->kt(nk, d, K, rows, kt);
+        kn->kt(nk, d, d, K, rows, kt);
         kn->qk(nq, d, dp, qt, kt, alpha, s);
         if (beta)
             for (int32_t r = 0; r < nq; r++)

@@ -31,7 +31,7 @@ void xf_at_t_poison_row(int32_t r, int32_t nk, int32_t dp, float *s, float *m, f
         acc[(size_t)r * dp + c] = NAN;
 }
 
-static void qk_c(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+static void qk_c(int32_t nq, int32_t d, int32_t ldq, const float *qt, const float *kt,
                  float factor, float *s)
 {
     for (int32_t r = 0; r < nq; r++) {
@@ -39,7 +39,7 @@ static void qk_c(int32_t nq, int32_t d, int32_t dp, const float *qt, const float
         for (int32_t j = 0; j < BK; j++)
             acc[j] = 0.0f;
         for (int32_t c = 0; c < d; c++) {
-            const float a = qt[(size_t)r * dp + c];
+            const float a = qt[(size_t)r * ldq + c];
             const float *kr = kt + (size_t)c * BK;
             for (int32_t j = 0; j < BK; j++)
                 acc[j] += a * kr[j];
@@ -102,10 +102,11 @@ static void pv_c(int32_t nq, int32_t nk, int32_t dp, const float *p, const float
     }
 }
 
-static void kt_c(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
+static void kt_c(int32_t nk, int32_t d, int32_t ldk, const float *K, const int32_t *rows,
+                 float *kt)
 {
     for (int32_t jj = 0; jj < nk; jj++) {
-        const float *kr = K + (size_t)rows[jj] * d;
+        const float *kr = K + (size_t)rows[jj] * ldk;
         for (int32_t x = 0; x < d; x++)
             kt[(size_t)x * BK + jj] = kr[x];
     }
@@ -376,20 +377,21 @@ void xf_at_t_win_mask(const xf_at_t_seq *c, int32_t w, int32_t dil, const int32_
 /* ---- workspace ---- */
 
 /* One thread's scratch (64-byte aligned blocks): the tile's Qᵀ/Kᵀ/V copies, scores, running
- * state and rows; the per-sequence key list, scratch, globals and marks; the Kᵀ block cache. */
+ * state and rows; the per-sequence key list, scratch, globals and marks; the Kᵀ and V block
+ * caches. */
 typedef struct lay {
     float *qt, *kt, *vt, *s, *acc, *m, *l;
     int32_t *rows;
     float *hid;
     int32_t *key, *scratch, *glob;
     uint8_t *full, *mark, *isg;
-    float *kc;
+    float *kc, *vc;
     uint8_t *kvalid;
 } lay_t;
 
 /* d, dp (d rounded up to 16), longest n + 1, scratch ints, logits() floats per row, 64-key
- * blocks of the longest n, d·64 times those; the tile sizes BQ, BK and LW */
-enum { WD = XF_AT_DIM_USER, WDP, WNM, WSCR, WHID, WNB, WKC, WBQ, WBK, WLW };
+ * blocks of the longest n, d·64 and dp·64 times those; the tile sizes BQ, BK and LW */
+enum { WD = XF_AT_DIM_USER, WDP, WNM, WSCR, WHID, WNB, WKC, WVC, WBQ, WBK, WLW };
 static const xf_at_slot_t ws_slots[] = {
     XF_AT_SLOT(qt, WBQ, WDP, 0), XF_AT_SLOT(kt, WD, WBK, 0), XF_AT_SLOT(vt, WBK, WDP, 0),
     XF_AT_SLOT(s, WBQ, WBK, 0), XF_AT_SLOT(acc, WBQ, WDP, 0),
@@ -398,7 +400,7 @@ static const xf_at_slot_t ws_slots[] = {
     XF_AT_SLOT(key, WNM, 1, 0),
     XF_AT_SLOT(scratch, WSCR, 1, 0), XF_AT_SLOT(glob, WNM, 1, 0),
     XF_AT_SLOT(full, WNM, 1, 0), XF_AT_SLOT(mark, WNM, 1, 0), XF_AT_SLOT(isg, WNM, 1, 0),
-    XF_AT_SLOT(kc, WKC, 1, 0), XF_AT_SLOT(kvalid, WNB, 1, 1),
+    XF_AT_SLOT(kc, WKC, 1, 0), XF_AT_SLOT(vc, WVC, 1, 0), XF_AT_SLOT(kvalid, WNB, 1, 1),
 };
 
 static int32_t nblk64(int32_t n)
@@ -410,10 +412,10 @@ static int32_t nblk64(int32_t n)
  * slack for the caller to align its pointer. */
 static size_t layout(const xf_at_t_variant *fv, int32_t d, int32_t nmax, void *ws, lay_t *L)
 {
-    const size_t nb = (size_t)nblk64(nmax);
-    const size_t dim[] = { 0, 1, (size_t)d, (size_t)((d + 15) & ~15), (size_t)nmax + 1,
+    const size_t nb = (size_t)nblk64(nmax), dp = (size_t)((d + 15) & ~15);
+    const size_t dim[] = { 0, 1, (size_t)d, dp, (size_t)nmax + 1,
                            (size_t)nmax + 1 + (size_t)fv->scratch_extra, fv->hid_floats, nb,
-                           (size_t)d * nb * BK, BQ, BK, XF_AT_T_LW };
+                           (size_t)d * nb * BK, dp * nb * BK, BQ, BK, XF_AT_T_LW };
     return xf_at_carve_table(ws, 64, L, ws_slots, sizeof(ws_slots) / sizeof(ws_slots[0]), dim) +
            64;
 }
@@ -481,15 +483,20 @@ typedef struct ft_run {
     float *qt, *kt, *vt, *s, *acc, *m, *l, *hid;
     xf_at_t_keys kb;
     int32_t d, dp, N, H;
-    /* Kᵀ cache of the current (seq, head, plane): 64-key blocks [d][64], built on first use */
-    float *kc;
+    size_t hs, rs;             /* Q/K/V head and row strides in floats (planes or io->ld) */
+    /* Kᵀ and V caches of the current (seq, head, plane): 64-key blocks [d][64] and [64][dp]
+     * (V rows contiguous, zero-padded to dp), built on first use */
+    float *kc, *vc;
     uint8_t *kvalid;
     int32_t tag_t0, tag_n, tag_h;
     const float *tag_k;
 } ft_run;
 
-/* The cached Kᵀ block of keys [64·b, 64·b + 64) (zero past n). */
-static const float *kblock(ft_run *R, const xf_at_t_seq *c, const float *K, int32_t b)
+/* The cached Kᵀ block of keys [64·b, 64·b + 64) (zero past n); *vb: the cached V rows of
+ * the same keys (dp floats apart). Both are built on the block's first use: V's rows are
+ * copied contiguous (from planes or from the QKV output's strided rows). */
+static const float *kblock(ft_run *R, const xf_at_t_seq *c, const float *K, const float *V,
+                           int32_t b, const float **vb)
 {
     if (R->tag_k != K || R->tag_t0 != c->t0 || R->tag_n != c->n || R->tag_h != c->head) {
         memset(R->kvalid, 0, (size_t)nblk64(c->n));
@@ -498,16 +505,36 @@ static const float *kblock(ft_run *R, const xf_at_t_seq *c, const float *K, int3
         R->tag_n = c->n;
         R->tag_h = c->head;
     }
-    const int32_t d = R->d;
-    float *blk = R->kc + (size_t)b * d * BK;
+    const int32_t d = R->d, dp = R->dp;
+    float *blk = R->kc + (size_t)b * d * BK, *vblk = R->vc + (size_t)b * dp * BK;
     if (!R->kvalid[b]) {
         int32_t j0 = b * BK, nk = c->n - j0 < BK ? c->n - j0 : BK;
         int32_t idx[BK];
-        for (int32_t jj = 0; jj < nk; jj++)
+        /* V's misses overlap with the transpose; the next head's K and V rows of these keys
+         * (the thread's next (seq, head) item, as a rule) are brought to L2 meanwhile */
+        const int next = c->head + 1 < R->H;
+        for (int32_t jj = 0; jj < nk; jj++) {
             idx[jj] = c->t0 + j0 + jj;
-        R->kern->kt(nk, d, K, idx, blk);
+            const char *vr = (const char *)(V + (size_t)idx[jj] * R->rs);
+            const char *kr = (const char *)(K + (size_t)idx[jj] * R->rs);
+            for (size_t x = 0; x < (size_t)d * sizeof(float); x += 64) {
+                __builtin_prefetch(vr + x, 0, 3);
+                if (next) {
+                    __builtin_prefetch(kr + R->hs * sizeof(float) + x, 0, 2);
+                    __builtin_prefetch(vr + R->hs * sizeof(float) + x, 0, 2);
+                }
+            }
+        }
+        R->kern->kt(nk, d, (int32_t)R->rs, K, idx, blk);
+        for (int32_t jj = 0; jj < nk; jj++) {
+            float *vr = vblk + (size_t)jj * dp;
+            memcpy(vr, V + (size_t)idx[jj] * R->rs, (size_t)d * sizeof(float));
+            for (int32_t x = d; x < dp; x++)
+                vr[x] = 0.0f;
+        }
         R->kvalid[b] = 1;
     }
+    *vb = vblk;
     return blk;
 }
 
@@ -528,25 +555,38 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
 {
     const xf_attn_io *io = c->io;
     const int32_t d = R->d, dp = R->dp;
-    const size_t plane = (size_t)c->head * R->N * d;
+    const size_t plane = (size_t)c->head * R->hs, rs = R->rs;
     const float *Q = (global && io->qg ? io->qg : io->q) + plane;
     const float *K = (global && io->kg ? io->kg : io->k) + plane;
     const float *V = (global && io->vg ? io->vg : io->v) + plane;
     const xf_at_t_variant *fv = R->fv;
     int rc = 0;
 
-    /* The qk kernels read columns [0, d) of qt's rows, dp apart: when d == dp and the rows
-     * are consecutive (dense tiles), the Q plane's rows are read in place. */
+    /* The qk kernels read columns [0, d) of qt's rows, ldq apart: when the rows are
+     * consecutive (dense tiles), Q's rows are read in place. */
     const float *qt = R->qt;
-    int in_place = d == dp && nq > 0;
+    int32_t ldq = dp;
+    int in_place = nq > 0;
     for (int32_t r = 1; r < nq && in_place; r++)
         in_place = rows[r] == rows[0] + r;
-    if (in_place)
-        qt = Q + (size_t)(c->t0 + rows[0]) * d;
+    if (in_place) {
+        qt = Q + (size_t)(c->t0 + rows[0]) * rs;
+        ldq = (int32_t)rs;
+    }
     for (int32_t r = 0; r < nq; r++) {
+        /* the output rows are written at the end: ask for their lines now (and for the Q
+         * rows read in place, which the hardware prefetcher misses when strided) */
+        const char *orow = (const char *)(io->out + ((size_t)(c->t0 + rows[r]) * R->H +
+                                                     c->head) * d);
+        const char *qrow = (const char *)(Q + (size_t)(c->t0 + rows[r]) * rs);
+        for (size_t x = 0; x < (size_t)d * sizeof(float); x += 64) {
+            __builtin_prefetch(orow + x, 1, 3);
+            if (in_place)
+                __builtin_prefetch(qrow + x, 0, 3);
+        }
         if (!in_place) {
             float *qr = R->qt + (size_t)r * dp;
-            memcpy(qr, Q + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));
+            memcpy(qr, Q + (size_t)(c->t0 + rows[r]) * rs, (size_t)d * sizeof(float));
             for (int32_t x = d; x < dp; x++)
                 qr[x] = 0.0f;
         }
@@ -555,18 +595,30 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
             R->l[(size_t)r * XF_AT_T_LW + x] = 0.0f;
         memset(R->acc + (size_t)r * dp, 0, (size_t)dp * sizeof(float));
     }
-    keys_reset(&R->kb);
-    if (c->dense)
-        xf_at_t_keys_add(&R->kb, c->n, 0, c->n, 1);
-    else
+    if (c->dense) {
+        /* every key, each 64-key block whole and full: the cached Kᵀ/V blocks in order (the
+         * same chunks the key list below would give, without building it) */
+        for (int32_t b = 0; b < nblk64(c->n); b++) {
+            const int32_t nk = c->n - b * BK < BK ? c->n - b * BK : BK;
+            const float *vb, *vt[BK];
+            R->kern->qk(nq, d, ldq, qt, kblock(R, c, K, V, b, &vb), c->factor, R->s);
+            for (int32_t jj = 0; jj < nk; jj++)
+                vt[jj] = vb + (size_t)jj * dp;
+            R->kern->softmax(nq, nk, dp, R->s, R->m, R->l, R->acc);
+            R->kern->pv(nq, nk, dp, R->s, vt, R->acc);
+        }
+    } else {
+        keys_reset(&R->kb);
         fv->keys(c, rows, nq, global, &R->kb);
-    keys_collect(&R->kb);
+        keys_collect(&R->kb);
+    }
 
     const int32_t *key = R->kb.key;
     const uint8_t *full = R->kb.full;
     const int use_logits = fv->logits && !c->dense;
-    const int32_t count = R->kb.count;
+    const int32_t count = c->dense ? 0 : R->kb.count;
     for (int32_t k0 = 0, nk = 0; k0 < count; k0 += nk) {
+        const float *vt[BK];
         int32_t dl = use_logits ? 0 : direct_len(key, count, k0, c->n);
         if (dl) {
             nk = dl;
@@ -581,22 +633,26 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
             if (rc)
                 return rc;
         } else if (dl) {
-            R->kern->qk(nq, d, dp, qt, kblock(R, c, K, key[k0] / BK), c->factor, R->s);
+            const float *vb;
+            R->kern->qk(nq, d, ldq, qt, kblock(R, c, K, V, key[k0] / BK, &vb), c->factor, R->s);
+            for (int32_t jj = 0; jj < nk; jj++)
+                vt[jj] = vb + (size_t)jj * dp;
         } else {
             int32_t idx[BK];
             for (int32_t jj = 0; jj < nk; jj++)
                 idx[jj] = c->t0 + key[k0 + jj];
-            R->kern->kt(nk, d, K, idx, R->kt);
-            R->kern->qk(nq, d, dp, qt, R->kt, c->factor, R->s);
+            R->kern->kt(nk, d, (int32_t)rs, K, idx, R->kt);
+            R->kern->qk(nq, d, ldq, qt, R->kt, c->factor, R->s);
         }
-        const float *vt[BK];
-        if (d == dp) {   /* rows read in place */
+        if (dl) {
+            /* vt: the V cache's rows (above) */
+        } else if (d == dp) {   /* rows read in place */
             for (int32_t jj = 0; jj < nk; jj++)
-                vt[jj] = V + (size_t)(c->t0 + key[k0 + jj]) * d;
+                vt[jj] = V + (size_t)(c->t0 + key[k0 + jj]) * rs;
         } else {         /* padded copies: the kernel reads dp columns */
             for (int32_t jj = 0; jj < nk; jj++) {
                 float *vr = R->vt + (size_t)jj * dp;
-                memcpy(vr, V + (size_t)(c->t0 + key[k0 + jj]) * d, (size_t)d * sizeof(float));
+                memcpy(vr, V + (size_t)(c->t0 + key[k0 + jj]) * rs, (size_t)d * sizeof(float));
                 for (int32_t x = d; x < dp; x++)
                     vr[x] = 0.0f;
                 vt[jj] = vr;
@@ -633,7 +689,7 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
         } else if (lr > 0.0f) {
             R->kern->scale(d, ar, 1.0f / lr, o);
         } else {   /* A(i) = ∅: fall back to A(i) = {i} */
-            memcpy(o, V + (size_t)(c->t0 + rows[r]) * d, (size_t)d * sizeof(float));
+            memcpy(o, V + (size_t)(c->t0 + rows[r]) * rs, (size_t)d * sizeof(float));
         }
     }
     return 0;
@@ -675,7 +731,17 @@ int xf_at_t_forward(const xf_at_t_variant *fv, const void *params, const xf_attn
     R.dp = (sh->d_head + 15) & ~15;
     R.N = sh->n_tokens;
     R.H = sh->n_head;
+    if (io->ld) {   /* rows of the QKV GEMM's output (xf_attn_io.ld) */
+        if (!fv->strided || io->ld < sh->n_head * sh->d_head)
+            return -EINVAL;
+        R.hs = (size_t)sh->d_head;
+        R.rs = (size_t)io->ld;
+    } else {        /* [n_head][N][d_head] planes */
+        R.hs = (size_t)sh->n_tokens * (size_t)sh->d_head;
+        R.rs = (size_t)sh->d_head;
+    }
     R.kc = L.kc;
+    R.vc = L.vc;
     R.kvalid = L.kvalid;
     R.tag_k = NULL;
     R.tag_t0 = R.tag_n = R.tag_h = -1;

@@ -111,6 +111,8 @@ typedef struct xf_at_t_variant {
     int (*logits)(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, const int32_t *keys,
                   int32_t nk, float *s, int32_t lds, float *hid, int first);
     size_t hid_floats;         /* per-row scratch floats for logits() */
+    int strided;               /* the variant reads Q/K/V only through this driver, which
+                                  honours xf_attn_io.ld (the forward then skips the split) */
     int32_t scratch_extra;     /* extra scratch ints beyond max n */
 } xf_at_t_variant;
 
@@ -192,8 +194,9 @@ typedef struct xf_synth_weights {
  * row's sum is their total in lane order). dp is d rounded up to 16. */
 typedef struct xf_at_kern {
     const char *name;
-    /* s[r][j] = factor · Σ_c qt[r][c]·kt[c][j] for all j < XF_AT_T_BK */
-    void (*qk)(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+    /* s[r][j] = factor · Σ_c qt[r][c]·kt[c][j] for all j < XF_AT_T_BK; qt's rows are ldq
+     * floats apart (dp for the tile copy; any stride >= d when rows are read in place) */
+    void (*qk)(int32_t nq, int32_t d, int32_t ldq, const float *qt, const float *kt,
                float factor, float *s);
     /* Online-softmax update over s[r][0..nk) (−inf = excluded): new max, p = exp(s − m')
      * written back into s, l and acc rescaled. */
@@ -202,8 +205,10 @@ typedef struct xf_at_kern {
     /* acc[r][c] += Σ_{j<nk} p[r][j]·vt[j][c] (vt[j]: row j, dp readable floats) */
     void (*pv)(int32_t nq, int32_t nk, int32_t dp, const float *p, const float *const *vt,
                float *acc);
-    /* kt[x][jj] = K[rows[jj]][x] for jj < nk, x < d (K rows d apart); zero for jj >= nk */
-    void (*kt)(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt);
+    /* kt[x][jj] = K[rows[jj]][x] for jj < nk, x < d (K rows ldk floats apart); zero for
+     * jj >= nk */
+    void (*kt)(int32_t nk, int32_t d, int32_t ldk, const float *K, const int32_t *rows,
+               float *kt);
     /* s[r][jj] = −inf unless full[jj] or member: in = lo[r] <= keys[jj] < hi[r],
      * cl = kcls[jj] == rcls[r] (kcls NULL: cl = and_mode); member = and_mode ? in && cl
      * : in || cl. r < nq, jj < nk, s rows XF_AT_T_BK apart. */

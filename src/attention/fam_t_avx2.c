@@ -24,7 +24,7 @@ XF_INLINE __m256i lanes(int32_t n)
 }
 
 /* s rows [r, r+mr) × keys [j0, j0+32): 4 ymm per row. */
-XF_INLINE void qk_block(const int mr, int32_t d, int32_t dp, const float *qt, const float *kt,
+XF_INLINE void qk_block(const int mr, int32_t d, int32_t ldq, const float *qt, const float *kt,
                         __m256 f, float *s)
 {
     __m256 acc[3][4];
@@ -37,7 +37,7 @@ XF_INLINE void qk_block(const int mr, int32_t d, int32_t dp, const float *qt, co
         __m256 k2 = _mm256_load_ps(kr + 16), k3 = _mm256_load_ps(kr + 24);
 #pragma GCC unroll 3
         for (int i = 0; i < mr; i++) {
-            __m256 b = _mm256_broadcast_ss(qt + (size_t)i * dp + c);
+            __m256 b = _mm256_broadcast_ss(qt + (size_t)i * ldq + c);
             acc[i][0] = _mm256_fmadd_ps(b, k0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(b, k1, acc[i][1]);
             acc[i][2] = _mm256_fmadd_ps(b, k2, acc[i][2]);
@@ -54,18 +54,18 @@ XF_INLINE void qk_block(const int mr, int32_t d, int32_t dp, const float *qt, co
     }
 }
 
-static void qk_avx2(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+static void qk_avx2(int32_t nq, int32_t d, int32_t ldq, const float *qt, const float *kt,
                     float factor, float *s)
 {
     const __m256 f = _mm256_set1_ps(factor);
     for (int32_t j0 = 0; j0 < BK; j0 += 32) {
         int32_t r = 0;
         for (; r + 3 <= nq; r += 3)
-            qk_block(3, d, dp, qt + (size_t)r * dp, kt + j0, f, s + (size_t)r * BK + j0);
+            qk_block(3, d, ldq, qt + (size_t)r * ldq, kt + j0, f, s + (size_t)r * BK + j0);
         if (nq - r == 2)
-            qk_block(2, d, dp, qt + (size_t)r * dp, kt + j0, f, s + (size_t)r * BK + j0);
+            qk_block(2, d, ldq, qt + (size_t)r * ldq, kt + j0, f, s + (size_t)r * BK + j0);
         else if (nq - r == 1)
-            qk_block(1, d, dp, qt + (size_t)r * dp, kt + j0, f, s + (size_t)r * BK + j0);
+            qk_block(1, d, ldq, qt + (size_t)r * ldq, kt + j0, f, s + (size_t)r * BK + j0);
     }
 }
 
@@ -205,12 +205,13 @@ static void pv_avx2(int32_t nq, int32_t nk, int32_t dp, const float *p,
     }
 }
 
-static void kt_avx2(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
+static void kt_avx2(int32_t nk, int32_t d, int32_t ldk, const float *K, const int32_t *rows,
+                    float *kt)
 {
     /* as kt_avx512: all the rows' lines requested first, so that their misses overlap */
     for (int32_t j = 0; j < nk && j < BK; j++)
         for (int32_t x0 = 0; x0 < d; x0 += 16)
-            _mm_prefetch((const char *)(K + (size_t)rows[j] * d + x0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(K + (size_t)rows[j] * ldk + x0), _MM_HINT_T0);
     for (int32_t j0 = 0; j0 < BK; j0 += 8) {
         for (int32_t x0 = 0; x0 < d; x0 += 8) {
             const int32_t nx = d - x0 < 8 ? d - x0 : 8;
@@ -222,7 +223,7 @@ static void kt_avx2(int32_t nk, int32_t d, const float *K, const int32_t *rows, 
             const __m256i mx = lanes(nx);
             __m256 r[8];
             for (int32_t i = 0; i < 8; i++)
-                r[i] = j0 + i < nk ? _mm256_maskload_ps(K + (size_t)rows[j0 + i] * d + x0, mx)
+                r[i] = j0 + i < nk ? _mm256_maskload_ps(K + (size_t)rows[j0 + i] * ldk + x0, mx)
                                    : _mm256_setzero_ps();
             xf_tr8x8_256(r);
             for (int32_t i = 0; i < nx; i++)

@@ -26,7 +26,7 @@
         FMA_ROW(a2, x2, w0, w1, w2, w3); FMA_ROW(a3, x3, w0, w1, w2, w3);                    \
     } while (0)
 
-static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const float *kt,
+static void qk_avx512(int32_t nq, int32_t d, int32_t ldq, const float *qt, const float *kt,
                       float factor, float *s)
 {
     const __m512 f = _mm512_set1_ps(factor);
@@ -37,7 +37,7 @@ static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const 
         __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
         __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
         __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-        const float *q0 = qt + (size_t)r * dp, *q1 = q0 + dp, *q2 = q1 + dp, *q3 = q2 + dp;
+        const float *q0 = qt + (size_t)r * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
         for (int32_t c = 0; c < d; c++) {
             const float *kr = kt + (size_t)c * BK;
             __m512 k0 = _mm512_load_ps(kr), k1 = _mm512_load_ps(kr + 16);
@@ -64,7 +64,7 @@ static void qk_avx512(int32_t nq, int32_t d, int32_t dp, const float *qt, const 
     }
     for (; r < nq; r++) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        const float *q0 = qt + (size_t)r * dp;
+        const float *q0 = qt + (size_t)r * ldq;
         for (int32_t c = 0; c < d; c++) {
             const float *kr = kt + (size_t)c * BK;
             __m512 b = _mm512_set1_ps(q0[c]);
@@ -182,13 +182,14 @@ static inline void tr16(__m512 *r)
     }
 }
 
-static void kt_avx512(int32_t nk, int32_t d, const float *K, const int32_t *rows, float *kt)
+static void kt_avx512(int32_t nk, int32_t d, int32_t ldk, const float *K, const int32_t *rows,
+                      float *kt)
 {
     /* The rows are usually outside L1/L2 (another op wrote them): ask for all of their lines
      * first, so that the misses overlap instead of 16 rows at a time. */
     for (int32_t j = 0; j < nk && j < BK; j++)
         for (int32_t x0 = 0; x0 < d; x0 += 16)
-            _mm_prefetch((const char *)(K + (size_t)rows[j] * d + x0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(K + (size_t)rows[j] * ldk + x0), _MM_HINT_T0);
     for (int32_t j0 = 0; j0 < BK; j0 += 16) {
         for (int32_t x0 = 0; x0 < d; x0 += 16) {
             int32_t rem = d - x0, nx = rem < 16 ? rem : 16;
@@ -200,7 +201,7 @@ static void kt_avx512(int32_t nk, int32_t d, const float *K, const int32_t *rows
                 continue;
             }
             for (int32_t i = 0; i < 16; i++)
-                r[i] = j0 + i < nk ? _mm512_maskz_loadu_ps(mx, K + (size_t)rows[j0 + i] * d + x0)
+                r[i] = j0 + i < nk ? _mm512_maskz_loadu_ps(mx, K + (size_t)rows[j0 + i] * ldk + x0)
                                    : _mm512_setzero_ps();
             tr16(r);
             for (int32_t i = 0; i < nx; i++)

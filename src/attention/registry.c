@@ -96,6 +96,13 @@ int xf_at_runnable(const xf_attn_vtbl *vt)
     return o && (o->pattern || ((o->plan || o->item_ws) && (o->forward || o->item)));
 }
 
+int xf_at_reads_strided(const xf_attn_vtbl *vt)
+{
+    const xf_attn_ops *o = vt ? vt->ops : NULL;
+    return o && o->pattern && o->pattern->strided && !o->prepare && !o->prepare_par &&
+           !(vt->flags & XF_ATTN_STATEFUL);
+}
+
 int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
                xf_attn_plan *out)
 {
@@ -116,6 +123,8 @@ int xf_at_forward(const xf_attn_vtbl *vt, const void *params, const xf_attn_shap
                   const xf_attn_io *io, const xf_attn_plan *pl, const void *ws_shared,
                   void *ws_thread, int ith, int nth)
 {
+    if (io && io->ld && !xf_at_reads_strided(vt))
+        return -EINVAL;
     if (vt->ops->pattern)
         return xf_at_t_forward(vt->ops->pattern, params, sh, io, pl, ws_thread, ith, nth);
     if (vt->ops->item) {

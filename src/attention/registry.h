@@ -27,8 +27,12 @@ typedef struct xf_attn_shape {
 } xf_attn_shape;
 
 typedef struct xf_attn_io {
-    const float *q, *k, *v;        /* [n_head][N][d_head] */
+    const float *q, *k, *v;        /* [n_head][N][d_head] planes (ld == 0) */
     float q_scale;                 /* factor already folded into q by the QKV split (1 or scale) */
+    int32_t ld;                    /* 0: planes as above; else q/k/v (and qg/kg/vg) rows are ld
+                                      floats apart with head h's d_head columns at h·d_head,
+                                      as the QKV GEMM writes them (no split op): only for a
+                                      variant whose xf_at_reads_strided() is true */
     const float *qg, *kg, *vg;     /* global projections (Longformer) or NULL */
     const uint8_t *is_global;      /* [N] or NULL */
     const int32_t *type_ids;       /* [N] token types or NULL (ETC/Longformer segment_a) */
@@ -137,6 +141,9 @@ int xf_at_validate(const xf_attn_vtbl *vt, const void *params, const xf_model_t 
                    char *err, size_t errlen);
 /* The variant has a plan and a forward (a pattern, or plan with forward or item). */
 int xf_at_runnable(const xf_attn_vtbl *vt);
+/* The variant's forward (no prepare, no state update) reads Q/K/V rows with xf_attn_io.ld's
+ * stride straight from the QKV GEMM's output: the forward needs no head split for it. */
+int xf_at_reads_strided(const xf_attn_vtbl *vt);
 int xf_at_plan(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh, int nth,
                xf_attn_plan *out);
 int xf_at_forward(const xf_attn_vtbl *vt, const void *params, const xf_attn_shape *sh,

@@ -96,7 +96,8 @@ static void op_q8(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 }
 
 /* A layer's Linear op: the int8 GEMM on the rows XF_OP_Q8 quantised into the op's ws when the
- * weight is quantised (x is then not read), else fp32. */
+ * weight is quantised (x is then not read), else fp32. An int8 op with an aux buffer (FFN1)
+ * also quantises its output into it, for the next Linear (FFN2). */
 static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
                       int32_t rows, const float *x, int32_t ldx, const float *bias,
                       enum xf_epilogue epi, float *y, int32_t ldy, int ith, int nth)
@@ -106,11 +107,18 @@ static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_
         return;
     }
     uint8_t *act = (uint8_t *)tens(T, o->ws);
+    const float *alpha = (const float *)(act + xf_qgemm_alpha_offset(rows, w->k));
     if (!bias && epi != XF_EPI_NONE)
         bias = T->p->prep->zeros;
-    T->Q->qlinear(w->q8, rows, act, xf_qgemm_ldq(w->k),
-                  (const float *)(act + xf_qgemm_alpha_offset(rows, w->k)), bias, epi, y, ldy,
-                  ith, nth);
+    if (o->aux >= 0) {   /* FFN1: also quantise its output for FFN2 (plan.c q8_quant) */
+        uint8_t *next = (uint8_t *)tens(T, o->aux);
+        xf_qout_t qo = { next, xf_qgemm_ldq(w->n),
+                         (float *)(next + xf_qgemm_alpha_offset(rows, w->n)) };
+        T->Q->qlinear_quant(w->q8, rows, act, xf_qgemm_ldq(w->k), alpha, bias, epi, y, ldy, &qo,
+                            ith, nth);
+        return;
+    }
+    T->Q->qlinear(w->q8, rows, act, xf_qgemm_ldq(w->k), alpha, bias, epi, y, ldy, ith, nth);
 }
 
 static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
@@ -201,10 +209,19 @@ static void attn_args(const fwd_task_t *T, const xf_plan_op_t *o, xf_attn_shape 
     sh->layer = o->layer;
     sh->mem_rows = NULL;
     memset(io, 0, sizeof *io);
-    io->q = planes;
-    io->k = planes + plane;
-    io->v = planes + 2 * plane;
-    io->q_scale = scale;
+    if (o->kind == XF_OP_ATTN && o->which) {   /* QKV's rows read in place (no split) */
+        size_t da = (size_t)L->n_head * (size_t)L->d_head;
+        io->q = planes;
+        io->k = planes + da;
+        io->v = planes + 2 * da;
+        io->ld = (int32_t)(3 * da);
+        io->q_scale = 1.0f;
+    } else {
+        io->q = planes;
+        io->k = planes + plane;
+        io->v = planes + 2 * plane;
+        io->q_scale = scale;
+    }
     io->type_ids = T->batch->type_ids;
     io->x = tens(T, o->in1);
     /* Stateful variants: the state pointers XF_OP_ATTN_STATE gathered. */

@@ -453,9 +453,10 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
  * buffer for the Linear op `feeds`, which reads it as its ws. When x was just made by an op
  * that writes whole rows per thread (embeddings, LayerNorm: QKV's and FFN1's inputs), that op
  * quantises its rows right after writing them (its aux = the buffer): no op, no barrier, no
- * second pass over x. Else an XF_OP_Q8 op (the attention output, FFN1's output: columns or
- * heads split across threads). Returns the buffer, or -1 for an fp32 model (or while
- * counting, which then counts the op). */
+ * second pass over x. So does FFN1's GEMM for FFN2 when there are at least XF_Q8_FUSE_ROWS
+ * rows per thread (it then splits by rows, each thread reading all of W1). Else an XF_OP_Q8
+ * op (the attention output: heads split across threads; FFN1's output for few rows).
+ * Returns the buffer, or -1 for an fp32 model (or while counting, which then counts the op). */
 static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_op_kind feeds)
 {
     if (!p->m->q8)
@@ -464,8 +465,13 @@ static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_o
     int32_t last = p->n_ops - 1;
     if (!p->counting && q >= 0 && last >= 0 && last < p->cap_ops) {
         xf_plan_op_t *o = &p->ops[last];
-        if (o->out == x && o->aux < 0 && k == p->m->info.d_model &&
-            (o->kind == XF_OP_EMBED || o->kind == XF_OP_LN || o->kind == XF_OP_ADD_LN)) {
+        int row_op = k == p->m->info.d_model &&
+                     (o->kind == XF_OP_EMBED || o->kind == XF_OP_LN || o->kind == XF_OP_ADD_LN);
+        /* FFN1's int8 GEMM quantises its output rows for FFN2 as it finishes them
+         * (qlinear_quant: whole rows per thread, so only with enough rows for every thread) */
+        int ffn1 = o->kind == XF_OP_FF1 && feeds == XF_OP_FF2 &&
+                   p->n_tokens >= XF_Q8_FUSE_ROWS * p->n_threads;
+        if (o->out == x && o->aux < 0 && (row_op || ffn1)) {
             o->aux = q;
             use_tensor(p, q, last, 1);
             return q;
@@ -491,14 +497,23 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
     }
     qkv = add_tensor(p, N * 3 * da * 4, "qkv", l);
     add_op(p, XF_OP_QKV, l, ain, -1, qkv, q8_quant(p, l, ain, (int32_t)D, XF_OP_QKV));
-    planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
-    add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
-    att = add_tensor(p, N * da * 4, "attn_out", l);
     if (!p->counting) {
         rc = plan_layer_runs(p, l, &r0, diag);
         if (rc)
             return rc;
     }
+    /* The head split, unless every run's variant reads the QKV output's rows in place (the
+     * dense family-T kernel: xf_at_reads_strided). Counting keeps it (an upper bound). */
+    int strided = !p->counting;
+    for (int32_t i = 0; strided && i < p->runs_per_layer; i++)
+        strided = xf_at_reads_strided(p->runs[r0 + i].attn->vt);
+    if (strided) {
+        planes = qkv;
+    } else {
+        planes = add_tensor(p, 3 * N * da * 4, "qkv_planes", l);
+        add_op(p, XF_OP_SPLIT, l, qkv, -1, planes, -1);
+    }
+    att = add_tensor(p, N * da * 4, "attn_out", l);
     /* Per run: its workspace and state tensors and up to four ops (counted at the most). */
     for (int32_t i = 0; i < p->runs_per_layer; i++) {
         const xf_plan_run_t *R = p->counting ? NULL : &p->runs[r0 + i];
@@ -521,6 +536,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         o = add_op(p, XF_OP_ATTN, l, planes, ain, att, wt);
         o->run = r0 + i;
         o->aux = st;
+        o->which = strided;
         use_tensor(p, st, last_op(p), 0);
         if (stateful && (!R || vt->ops->state_update)) {
             o = add_op(p, XF_OP_ATTN_UPDATE, l, planes, ain, att, wt);

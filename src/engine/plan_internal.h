@@ -14,6 +14,9 @@
 #include "engine/kernels.h"
 
 #define XF_PLAN_ALIGN 64
+/* int8 models: FFN1 quantises its output for FFN2 itself (plan.c q8_quant) from this many
+ * rows (tokens) per thread on. */
+#define XF_Q8_FUSE_ROWS 64
 
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
  * threads each take their share, no op waits inside for the others, and exactly one pool
@@ -29,7 +32,9 @@ enum xf_op_kind {
                           sequences (stateful variants) */
     XF_OP_ATTN_PREP,   /* thread 0: the variant's prepare() fills the shared part of ws (every
                           thread: its prepare_par() share, when it has one) */
-    XF_OP_ATTN,        /* out [N][d_attn] rows of one attention run (in0 planes, ws workspace) */
+    XF_OP_ATTN,        /* out [N][d_attn] rows of one attention run (in0 planes, ws workspace;
+                          which = 1: in0 is QKV's [N][3·d_attn] output, read with a row
+                          stride: the layer has no SPLIT op) */
     XF_OP_ATTN_UPDATE, /* the variant's state_update() (stateful variants) */
     XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */
     XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
@@ -75,9 +80,9 @@ typedef struct xf_plan_op {
     int32_t in0, in1, out, ws; /* tensor indices or -1 */
     int32_t aux;               /* XF_OP_ATTN* of a stateful variant: the run's [n_seq] array of
                                   this layer's state pointers (XF_OP_ATTN_STATE); XF_OP_EMBED,
-                                  XF_OP_LN, XF_OP_ADD_LN of an int8 model: the q8_act buffer
-                                  its rows are also quantised into (for the next Linear); else
-                                  -1 */
+                                  XF_OP_LN, XF_OP_ADD_LN, XF_OP_FF1 of an int8 model: the q8_act
+                                  buffer its rows are also quantised into (for the next
+                                  Linear); else -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
 } xf_plan_op_t;

@@ -354,17 +354,28 @@ double xf_metric_quantile(enum xf_metric m, const char *l1, const char *l2, doub
     return quantile_of(bounds[mdesc[m].buckets], nb, cnt, q, mdesc[m].buckets != B_LATENCY);
 }
 
+/* The longest prefix of s's first n bytes (s holds more) that ends on a UTF-8 character
+ * boundary: n less the lead and continuation bytes of a character that byte n is inside. */
+static size_t utf8_cut(const char *s, size_t n)
+{
+    size_t k = n;
+    while (k > 0 && ((unsigned char)s[k] & 0xc0) == 0x80 && n - k < 3)
+        k--;
+    return ((unsigned char)s[k] & 0xc0) == 0x80 ? n : k;
+}
+
 const char *xf_metrics_status_label(int status)
 {
     /* 499 (nginx's "client closed request"): the client went away before the reply. */
     /* 414, 431 and 505 only come from libmicrohttpd's own replies (request line or header
      * too large, unsupported HTTP version). */
-    static const int codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 414,
-                                415, 422, 429, 431, 499, 500, 501, 503, 504, 505};
+    /* 422 and 424: TEI's routes (Validation, and Backend for a head the model lacks). */
+    static const int codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 411, 413,
+                                414, 415, 422, 424, 429, 431, 499, 500, 501, 503, 504, 505};
     static const char *const names[] = {"200", "201", "204", "400", "401", "403", "404",
-                                        "405", "408", "409", "413", "414", "415", "422",
-                                        "429", "431", "499", "500", "501", "503", "504",
-                                        "505"};
+                                        "405", "408", "409", "411", "413", "414", "415",
+                                        "422", "424", "429", "431", "499", "500", "501",
+                                        "503", "504", "505"};
     _Static_assert(sizeof(codes) / sizeof(codes[0]) == sizeof(names) / sizeof(names[0]),
                    "status tables differ");
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
@@ -378,7 +389,12 @@ void xf_metrics_set_model_info(const char *model, const char *arch, const char *
     const char *v[3] = {model, arch, variant};
     pthread_mutex_lock(&info_lock);
     for (int k = 0; k < 3; k++) {
-        snprintf(model_info_buf[k], sizeof(model_info_buf[k]), "%s", v[k] ? v[k] : "");
+        const char *x = v[k] ? v[k] : "";
+        size_t n = strlen(x);
+        if (n >= sizeof(model_info_buf[k]))   /* cut on a character boundary (see esc) */
+            n = utf8_cut(x, sizeof(model_info_buf[k]) - 1);
+        memcpy(model_info_buf[k], x, n);
+        model_info_buf[k][n] = '\0';
         model_info_l[k] = model_info_buf[k];
     }
     pthread_mutex_unlock(&info_lock);
@@ -476,10 +492,12 @@ static void sb_printf(sbuf_t *b, const char *fmt, ...)
     }
 }
 
-/* Label value with Prometheus escapes (\\, \", \n), truncated to keep lines sane. */
+/* Label value with Prometheus escapes (\\, \", \n), truncated to keep lines sane; a cut never
+ * splits a UTF-8 character (the text format is UTF-8, and scrapers refuse a broken one). */
 static void esc(char *dst, size_t len, const char *s)
 {
     size_t o = 0;
+    const char *s0 = s;
     for (; s && *s && o + 3 < len; s++) {
         if (*s == '\\' || *s == '"') {
             dst[o++] = '\\';
@@ -491,6 +509,8 @@ static void esc(char *dst, size_t len, const char *s)
             dst[o++] = *s;
         }
     }
+    if (s && *s)   /* cut: drop a character's leading bytes (none of them is escaped) */
+        o -= (size_t)(s - s0) - utf8_cut(s0, (size_t)(s - s0));
     dst[o] = '\0';
 }
 

@@ -1,6 +1,6 @@
 /* Routes of DESIGN.md §6 (all but sessions): the route table, request parsing and validation,
  * tokenising into a job, and the replies in each API's shape (routes.c; TEI's routes in
- * routes_tei.c). MHD threads only. */
+ * routes_tei.c, KServe v2's in routes_kserve.c). MHD threads only. */
 #ifndef XF_SERVER_ROUTES_H
 #define XF_SERVER_ROUTES_H
 

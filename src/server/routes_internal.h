@@ -1,7 +1,7 @@
-/* Internal to the route handlers (routes.c, routes_tei.c): the request-parsing steps, the
- * tokenising and submitting of a job, and the reply helpers both files use. MHD threads only.
- * routes.c holds the table (routes.def), matching, KServe v2, OpenAI and xformd's own routes;
- * routes_tei.c the text-embeddings-inference routes. */
+/* Internal to the route handlers (routes.c, routes_tei.c, routes_kserve.c): the request-parsing
+ * steps, the tokenising and submitting of a job, and the reply helpers they share. MHD threads
+ * only. routes.c holds the table (routes.def), matching, OpenAI and xformd's own routes;
+ * routes_tei.c the text-embeddings-inference routes; routes_kserve.c KServe v2's. */
 #ifndef XF_SERVER_ROUTES_INTERNAL_H
 #define XF_SERVER_ROUTES_INTERNAL_H
 
@@ -103,5 +103,14 @@ enum MHD_Result xf_routes_tei_tokenize(xf_req_t *req);
 enum MHD_Result xf_routes_tei_vertex(xf_req_t *req);
 enum MHD_Result xf_routes_tei_vertex_reply(xf_req_t *req);
 enum MHD_Result xf_routes_tei_info(xf_req_t *req);
+
+/* ---- KServe v2's routes (routes_kserve.c): handlers and replies named by routes.def ----- */
+enum MHD_Result xf_routes_kserve_live(xf_req_t *req);
+enum MHD_Result xf_routes_kserve_ready(xf_req_t *req);
+enum MHD_Result xf_routes_kserve_server_meta(xf_req_t *req);
+enum MHD_Result xf_routes_kserve_model_meta(xf_req_t *req);
+enum MHD_Result xf_routes_kserve_model_ready(xf_req_t *req);
+enum MHD_Result xf_routes_kserve_infer(xf_req_t *req);
+enum MHD_Result xf_routes_kserve_infer_reply(xf_req_t *req);
 
 #endif

@@ -5,6 +5,7 @@
  * parameter. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,6 +156,60 @@ static void test_packing_threads(void **state)
     xf_ref_case_free(&c);
 }
 
+/* The forward's no-split layout (xf_attn_io.ld): Q, K and V rows read with a row stride from
+ * one [N][ld] buffer (head h at column h·d) give bitwise the planes' output, for 1-3 threads,
+ * d a multiple of 16 or not, n not a multiple of the tiles; only a variant that declares it
+ * reads that layout (another refuses io.ld). */
+static void test_strided_rows(void **state)
+{
+    (void)state;
+    static const int32_t lens[] = { 7, 0, 65, 1, 257, 3, 64, 2, 63, 128 };
+    static const int32_t ds[] = { 64, 40, 24 };
+    assert_true(xf_at_reads_strided(xf_attn_dense()->vt));
+    for (size_t j = 0; j < sizeof(ds) / sizeof(ds[0]); j++) {
+        const int32_t H = 3, d = ds[j], da = H * d, ld = 3 * da + 16;
+        xf_ref_case c;
+        assert_int_equal(xf_ref_case_init(&c, lens, 10, H, d, 77u + (uint64_t)d, 4.0f), 0);
+        const int32_t N = c.sh.n_tokens;
+        float *rows = malloc((size_t)N * ld * sizeof(float));
+        float *o1 = malloc(c.plane * sizeof(float));
+        assert_non_null(rows);
+        assert_non_null(o1);
+        for (size_t i = 0; i < (size_t)N * ld; i++)
+            rows[i] = NAN;   /* the gaps must never be read into the output */
+        for (int32_t t = 0; t < N; t++)
+            for (int32_t h = 0; h < H; h++) {
+                size_t pl = ((size_t)h * N + t) * d, r = (size_t)t * ld + (size_t)h * d;
+                memcpy(rows + r, c.q + pl, (size_t)d * sizeof(float));
+                memcpy(rows + r + da, c.k + pl, (size_t)d * sizeof(float));
+                memcpy(rows + r + 2 * da, c.v + pl, (size_t)d * sizeof(float));
+            }
+        assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &c.io, 1, NULL), 0);
+        memcpy(o1, c.out, c.plane * sizeof(float));
+        xf_attn_io io = c.io;
+        io.q = rows;
+        io.k = rows + da;
+        io.v = rows + 2 * da;
+        io.ld = ld;
+        for (int nth = 1; nth <= 3; nth++) {
+            memset(c.out, 0xff, c.plane * sizeof(float));
+            assert_int_equal(xf_ref_run(xf_attn_dense(), &c.sh, &io, nth, NULL), 0);
+            assert_memory_equal(c.out, o1, c.plane * sizeof(float));
+        }
+        /* a variant that reads the planes only refuses the strided layout */
+        xf_attn_t *bw = NULL;
+        char err[128];
+        const char *js = "{\"variant\":\"blockwise\",\"block\":16}";
+        assert_int_equal(xf_attn_parse(js, strlen(js), &bw, err, sizeof err), 0);
+        assert_false(xf_at_reads_strided(bw->vt));
+        assert_int_equal(xf_ref_run(bw, &c.sh, &io, 1, NULL), -EINVAL);
+        xf_attn_free(bw);
+        free(o1);
+        free(rows);
+        xf_ref_case_free(&c);
+    }
+}
+
 /* The scale parameter replaces io.scale; q_scale folded into q is divided out. */
 static void test_scale_param(void **state)
 {
@@ -270,4 +325,5 @@ static void test_empty_and_bad(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_odd_shapes), cmocka_unit_test(test_mixed_batch),
              cmocka_unit_test(test_n1_is_v0), cmocka_unit_test(test_huge_logits),
              cmocka_unit_test(test_packing_threads), cmocka_unit_test(test_scale_param),
-             cmocka_unit_test(test_nonfinite_logits), cmocka_unit_test(test_empty_and_bad))
+             cmocka_unit_test(test_nonfinite_logits), cmocka_unit_test(test_empty_and_bad),
+             cmocka_unit_test(test_strided_rows))

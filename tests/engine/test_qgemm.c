@@ -1,8 +1,9 @@
 /* Tests for the int8 Linear kernels (src/engine/kernels/qgemm.c, kernels/ref/qlinear_ref.c,
  * kernels/x86/qgemm_*.c): every int8 table this CPU runs against the reference on odd shapes —
- * the quantiser and the integer dot products bit-exact, the dequantised epilogue within a stated
- * bound — for thread splits nth = 1, 2, 3, 5 (bitwise identical), plus the weight quantiser's
- * invariants and the int8 result against fp32 on random data. */
+ * the quantiser, the integer dot products and the dequantised epilogue bit-exact — for thread
+ * splits nth = 1, 2, 3, 5 (bitwise identical), plus the weight quantiser's invariants, the
+ * int8 result against fp32 on random data, and the epilogue's polynomial GELU against the
+ * float64 GELU (its stated bound). */
 #include "config.h"
 
 #include <errno.h>
@@ -11,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../helpers/kernel_tol.h"
 #include "../helpers/xf_test.h"
 #include "engine/cpu.h"
+#include "engine/kernels/gelu_poly.h"
 #include "engine/kernels/qgemm.h"
 #include "engine/kernels/ref/ref.h"
 
@@ -307,8 +308,9 @@ static void test_integer_exact(void **state)
     }
 }
 
-/* The dequantising epilogue with real scales, every epilogue, every table and split. The
- * pre-activation value (float)acc·(α·σ) + b is rounded in the same order everywhere. */
+/* The dequantising epilogue with real scales, every epilogue, every table and split, bitwise
+ * the reference: the pre-activation value (float)acc·(α·σ) + b is rounded in the same order
+ * everywhere, and the activation is the same fp32 operations (gelu_poly.h for the GELUs). */
 static void test_epilogues(void **state)
 {
     (void)state;
@@ -327,24 +329,14 @@ static void test_epilogues(void **state)
                 run_split(tabs[0], W, &c, bias, (enum xf_epilogue)epi, yr, ldy, 1);
                 for (int a = 0; a < 4; a++) {
                     run_split(tabs[tb], W, &c, bias, (enum xf_epilogue)epi, y, ldy, nths[a]);
+                    /* bitwise: the same roundings and the same GELU (gelu_poly.h) */
                     for (int t = 0; t < c.m; t++)
                         for (int o = 0; o < c.n; o++) {
                             size_t i = (size_t)t * ldy + o;
-                            /* the pre-activation value, as every implementation rounds it */
-                            int32_t acc = 0;
-                            float pre = yr[i];
-                            if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH) {
-                                for (int kk = 0; kk < c.k; kk++)
-                                    acc += ((int)c.act[(size_t)t * c.ldq + kk] - 128) *
-                                           xf_qgemm_w_at(W, o, kk);
-                                pre = (float)acc * (c.alpha[t] * W->sigma[o]) + c.bias[o];
-                            }
-                            /* the fp32 kernels' vector activations: their bounds */
-                            double tol = xf_test_act_tol((enum xf_epilogue)epi, pre, yr[i]);
-                            if (!(fabs((double)y[i] - yr[i]) <= tol))
+                            if (memcmp(&y[i], &yr[i], sizeof *y) != 0)
                                 fail_msg("%s %dx%dx%d epi %d nth %d: y[%d][%d] = %.9g, ref "
-                                         "%.9g (tol %.3g)", tabs[tb]->name, c.m, c.n, c.k, epi,
-                                         nths[a], t, o, y[i], yr[i], tol);
+                                         "%.9g", tabs[tb]->name, c.m, c.n, c.k, epi, nths[a], t,
+                                         o, y[i], yr[i]);
                         }
                     if (a > 0)
                         continue;
@@ -366,6 +358,71 @@ static void test_epilogues(void **state)
         }
         free(yr - 1);
         free(y - 1);
+        qcase_free(&c);
+    }
+}
+
+/* qlinear_quant (the GEMM that also quantises its output for the next Linear) against the
+ * table's qlinear followed by the reference quantiser: y, the quantised rows (with their
+ * padding) and the row scales bitwise, for every table and split; shapes with several row
+ * chunks, a NaN row (α = NaN) and a zero row (α = 0). */
+static void test_qlinear_quant(void **state)
+{
+    (void)state;
+    load_tables();
+    int shapes[26][3];
+    int ns = shape_list(shapes, 24);
+    static const int more[][3] = { { 300, 1100, 64 }, { 45, 3072, 100 } };
+    memcpy(shapes[ns++], more[0], sizeof more[0]);
+    memcpy(shapes[ns++], more[1], sizeof more[1]);
+    for (int s = 0; s < ns; s++) {
+        struct qcase c;
+        qcase_init(&c, shapes[s][0], shapes[s][1], shapes[s][2], (uint64_t)(s + 300));
+        if (c.m >= 3) {
+            c.alpha[1] = NAN;
+            c.alpha[2] = 0.0f;
+        }
+        int ldy, ldq2 = xf_qgemm_ldq(c.n);
+        float *yr = alloc_y(c.m, c.n, &ldy), *y = alloc_y(c.m, c.n, &ldy);
+        uint8_t *qr = alloc_act(c.m, c.n), *q = alloc_act(c.m, c.n);
+        float *ar = (float *)(qr + xf_qgemm_alpha_offset(c.m, c.n));
+        float *ag = (float *)(q + xf_qgemm_alpha_offset(c.m, c.n));
+        xf_qout_t qo = { q, ldq2, ag };
+        for (int tb = 0; tb < n_tabs; tb++) {
+            const xf_qgemm_w_t *W = weights_for(tabs[tb], &c);
+            for (int e = 0; e < 2; e++) {
+                enum xf_epilogue epi = e ? XF_EPI_BIAS_GELU : XF_EPI_NONE;
+                const float *bias = e ? c.bias : NULL;
+                run_split(tabs[tb], W, &c, bias, epi, yr, ldy, 1);
+                xf_quant_rows_ref(0, c.m, c.n, yr, ldy, qr, ldq2, ar);
+                for (int a = 0; a < 4; a++) {
+                    memset(q, 0xA5, xf_qgemm_act_bytes(c.m, c.n));
+                    for (size_t i = 0; i < (size_t)c.m * ldy; i++)
+                        y[i] = -12345.0f;
+                    for (int ith = 0; ith < nths[a]; ith++)
+                        tabs[tb]->qlinear_quant(W, c.m, c.act, c.ldq, c.alpha, bias, epi, y, ldy,
+                                                &qo, ith, nths[a]);
+                    for (int t = 0; t < c.m; t++) {
+                        if (memcmp(y + (size_t)t * ldy, yr + (size_t)t * ldy,
+                                   (size_t)c.n * sizeof *y) != 0)
+                            fail_msg("%s %dx%dx%d epi %d nth %d: y row %d differs", tabs[tb]->name,
+                                     c.m, c.n, c.k, epi, nths[a], t);
+                        if (memcmp(q + (size_t)t * ldq2, qr + (size_t)t * ldq2, (size_t)ldq2) != 0 ||
+                            memcmp(&ag[t], &ar[t], sizeof *ag) != 0)
+                            fail_msg("%s %dx%dx%d epi %d nth %d: quantised row %d differs",
+                                     tabs[tb]->name, c.m, c.n, c.k, epi, nths[a], t);
+                    }
+                    if (c.m >= 3) {
+                        assert_true(isnan(ag[1]));
+                        assert_true(e || ag[2] == 0.0f);
+                    }
+                }
+            }
+        }
+        free(yr - 1);
+        free(y - 1);
+        free(qr);
+        free(q);
         qcase_free(&c);
     }
 }
@@ -599,6 +656,56 @@ static void test_lane_bound(void **state)
     free(y);
 }
 
+/* The int8 epilogue's polynomial GELU (gelu_poly.h, scalar twin; the vector versions are
+ * bitwise equal to it: test_vmath, and the epilogues above) against the float64 GELU, erf and
+ * tanh forms: |g − GELU(x)| ≤ 6e-7·max(1, |x|) on every 1021st float of [−10, 10] (both signs,
+ * all binades down to 1e-6) and on large values; NaN stays NaN, +inf → +inf, −inf → NaN. */
+static void test_gelu_poly_bound(void **state)
+{
+    (void)state;
+    for (int e = 0; e < 2; e++) {
+        enum xf_epilogue epi = e ? XF_EPI_BIAS_GELU_TANH : XF_EPI_BIAS_GELU;
+        const float (*tab)[XF_GELU_POLY_N] = xf_gelu_poly_table(epi);
+        assert_non_null(tab);
+        double worst = 0.0, worst_x = 0.0;
+        long count = 0;
+        for (int sign = -1; sign <= 1; sign += 2) {
+            for (float a = 1e-6f; a <= 1e4f;) {
+                float x = (float)sign * a;
+                double xd = x, ref;
+                if (e)
+                    ref = 0.5 * xd * (1.0 + tanh(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd)));
+                else
+                    ref = 0.5 * xd * erfc(-xd / sqrt(2.0));
+                double err = fabs((double)xf_gelu_poly_ref(x, tab) - ref) / fmax(1.0, fabs(xd));
+                if (err > worst) {
+                    worst = err;
+                    worst_x = xd;
+                }
+                count++;
+                union { float f; uint32_t u; } b = { a };
+                b.u += a < 10.0f ? 1021u : 1u << 16;   /* sparser past 10 (q = ½ there) */
+                a = b.f;
+            }
+        }
+        print_message("# gelu_poly %s: %ld points, max |g - GELU|/max(1,|x|) = %.3g at x = %.7g\n",
+                      e ? "tanh" : "erf", count, worst, worst_x);
+        assert_true(count > 300000);
+        assert_true(worst <= 6e-7);
+        assert_true(xf_gelu_poly_ref(0.0f, tab) == 0.0f);
+        assert_true(isnan(xf_gelu_poly_ref(NAN, tab)));
+        assert_true(isnan(xf_gelu_poly_ref(-INFINITY, tab)));
+        assert_true(xf_gelu_poly_ref(INFINITY, tab) == INFINITY);
+        assert_true(xf_gelu_poly_ref(3e38f, tab) == 3e38f);
+        assert_true(fabsf(xf_gelu_poly_ref(-3e38f, tab)) <= 3e38f * 6e-7f);
+        /* the int8 reference epilogue uses it */
+        assert_true(xf_qact_ref(epi, 1.25f) == xf_gelu_poly_ref(1.25f, tab));
+    }
+    assert_null(xf_gelu_poly_table(XF_EPI_BIAS_RELU));
+    assert_true(xf_qact_ref(XF_EPI_BIAS_RELU, -2.0f) == 0.0f);
+    assert_true(xf_qact_ref(XF_EPI_BIAS, -2.0f) == -2.0f);
+}
+
 /* The peak loops count operations and run (a positive, finite op count per round). */
 static void test_peak_loops(void **state)
 {
@@ -642,7 +749,8 @@ static void test_amx_table(void **state)
 
 XF_TEST_MAIN(cmocka_unit_test(test_weights), cmocka_unit_test(test_quant_rows),
              cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
+             cmocka_unit_test(test_qlinear_quant),
              cmocka_unit_test(test_vs_fp32), cmocka_unit_test(test_row_independent),
              cmocka_unit_test(test_peak_loops), cmocka_unit_test(test_stacked),
-             cmocka_unit_test(test_lane_bound),
+             cmocka_unit_test(test_lane_bound), cmocka_unit_test(test_gelu_poly_bound),
              cmocka_unit_test(test_amx_table))

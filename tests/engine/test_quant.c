@@ -454,7 +454,7 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(xf_ctx_create(&co, &c), 0);
             assert_int_equal(xf_plan_create(m, &p), 0);
             assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            int n_q8 = 0, n_qop = 0, n_fused = 0;
+            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0;
             for (int32_t i = 0; i < p->n_ops; i++) {
                 const xf_plan_op_t *op = &p->ops[i];
                 if (op->kind == XF_OP_Q8) {
@@ -464,6 +464,15 @@ static void test_plan_and_zero_alloc(void **state)
                     assert_int_equal(p->ops[i + 1].ws, op->out);
                     assert_true(op->which == XF_OP_OPROJ || op->which == XF_OP_FF2);
                     n_qop++;
+                }
+                if (op->kind == XF_OP_FF1 && op->aux >= 0) {
+                    /* FFN1's GEMM quantises its output for FFN2 (enough rows per thread) */
+                    assert_true(quant && i + 1 < p->n_ops);
+                    assert_true(s.N >= XF_Q8_FUSE_ROWS * nth);
+                    assert_int_equal(p->ops[i + 1].kind, XF_OP_FF2);
+                    assert_int_equal(p->ops[i + 1].in0, op->out);
+                    assert_int_equal(p->ops[i + 1].ws, op->aux);
+                    n_fused_ff1++;
                 }
                 if ((op->kind == XF_OP_EMBED || op->kind == XF_OP_LN ||
                      op->kind == XF_OP_ADD_LN) && op->aux >= 0) {
@@ -493,8 +502,10 @@ static void test_plan_and_zero_alloc(void **state)
                 n_q8++;
             }
             assert_int_equal(n_q8, quant ? 4 * xf_model_info(m)->n_layer : 0);
-            assert_int_equal(n_qop + n_fused, n_q8);
+            assert_int_equal(n_qop + n_fused + n_fused_ff1, n_q8);
             assert_int_equal(n_fused, quant ? 2 * xf_model_info(m)->n_layer : 0);
+            assert_int_equal(n_fused_ff1, quant && s.N >= XF_Q8_FUSE_ROWS * nth
+                                              ? xf_model_info(m)->n_layer : 0);
             assert_int_equal(xf_ctx_reserve(c, p), 0);
             float *h = calloc((size_t)s.N * D, 4), *h2 = calloc((size_t)s.N * D, 4);
             float pl[5 * 64], lg[5 * 2];

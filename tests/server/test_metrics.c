@@ -459,9 +459,379 @@ static void test_exposition_strict(void **state)
     free(t);
 }
 
+/* ---- a strict reader of the text exposition format 0.0.4 ------------------------------- */
+
+/* What Prometheus' text parser (and prometheus_client's) accepts, checked line by line:
+ * every line ends in \n; "# HELP name text" (escapes \\ and \n only) and "# TYPE name type" at
+ * most once per family, TYPE before the family's first sample; a sample is name, optional
+ * {label="value",...} (label names [a-zA-Z_][a-zA-Z0-9_]*, not "__"-reserved, no repeats;
+ * values valid UTF-8 with escapes \\, \" and \n only), one space, a float, +Inf, -Inf or NaN;
+ * a family's samples are contiguous and no series appears twice; a counter is never negative;
+ * each histogram series has buckets of increasing le, cumulative counts, a last le="+Inf",
+ * then _sum and a _count equal to the +Inf bucket. fail_msg names the line at fault. */
+#define EXP_MAX_FAM 256
+#define EXP_MAX_SERIES 8192
+
+typedef struct exp_fam {
+    char name[96], type[16];
+    int help, typed, closed;
+} exp_fam_t;
+
+static int is_name_char(char c, int first, int colon)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+           (colon && c == ':') || (!first && c >= '0' && c <= '9');
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), 0 when invalid. */
+static size_t utf8_len(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t n = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+    if (n == 0 || (p[0] & 0xf8) == 0xf8)
+        return 0;
+    for (size_t k = 1; k < n; k++)
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+static int exp_value(const char *p, const char **end, double *v)
+{
+    if (!strncmp(p, "+Inf", 4) || !strncmp(p, "-Inf", 4) || !strncmp(p, "NaN", 3)) {
+        *v = p[0] == 'N' ? NAN : p[0] == '-' ? -INFINITY : INFINITY;
+        *end = p + (p[0] == 'N' ? 3 : 4);
+        return 0;
+    }
+    if (!(*p == '-' || *p == '+' || *p == '.' || (*p >= '0' && *p <= '9')))
+        return -1;
+    char *e = NULL;
+    *v = strtod(p, &e);
+    *end = e;
+    return e == p || isinf(*v) || isnan(*v) ? -1 : 0;
+}
+
+static exp_fam_t *exp_family(exp_fam_t *f, int *nf, const char *name)
+{
+    for (int k = 0; k < *nf; k++)
+        if (!strcmp(f[k].name, name))
+            return &f[k];
+    assert_true(*nf < EXP_MAX_FAM);
+    exp_fam_t *x = &f[(*nf)++];
+    memset(x, 0, sizeof *x);
+    snprintf(x->name, sizeof x->name, "%s", name);
+    return x;
+}
+
+static char exp_msg[1200];
+
+#define BAD(...)                                                                               \
+    do {                                                                                       \
+        snprintf(exp_msg, sizeof exp_msg, __VA_ARGS__);                                        \
+        goto out;                                                                              \
+    } while (0)
+
+/* NULL when t is valid, else what is wrong and where. */
+static const char *check_exposition(const char *t)
+{
+    const char *ret = exp_msg;
+    exp_fam_t *fam = calloc(EXP_MAX_FAM, sizeof *fam);
+    char (*seen)[320] = calloc(EXP_MAX_SERIES, sizeof *seen);
+    assert_non_null(fam);
+    assert_non_null(seen);
+    int nf = 0, ns = 0, lineno = 0;
+    exp_fam_t *cur = NULL;
+    /* the histogram series being walked: its labels without le, last le and count */
+    char h_series[320] = "";
+    double h_le = -INFINITY, h_cum = -1, h_inf = -1;
+    int h_open = 0, h_sum = 0, h_count = 0;
+    size_t tl = strlen(t);
+    if (tl == 0 || t[tl - 1] != '\n')
+        BAD("the text does not end in a newline");
+    for (const char *line = t; *line; line = strchr(line, '\n') + 1) {
+        lineno++;
+        const char *eol = strchr(line, '\n');
+        size_t ll = (size_t)(eol - line);
+        char l[1024];
+        if (ll >= sizeof l)
+            BAD("line %d: %zu bytes", lineno, ll);
+        memcpy(l, line, ll);
+        l[ll] = '\0';
+        for (const unsigned char *u = (const unsigned char *)l; *u;) {
+            size_t n = utf8_len(u);
+            if (!n)
+                BAD("line %d: invalid UTF-8: %s", lineno, l);
+            u += n;
+        }
+        if (l[0] == '#') {
+            char kw[8], name[96];
+            int off = 0;
+            if (sscanf(l, "# %7s %95s %n", kw, name, &off) < 2 ||
+                (strcmp(kw, "HELP") && strcmp(kw, "TYPE")))
+                continue;   /* another comment */
+            for (const char *c = name; *c; c++)
+                if (!is_name_char(*c, c == name, 1))
+                    BAD("line %d: bad metric name %s", lineno, name);
+            exp_fam_t *f = exp_family(fam, &nf, name);
+            if (f->closed)
+                BAD("line %d: %s after the family's samples", lineno, kw);
+            if (f != cur && h_open && !(h_sum && h_count))
+                BAD("line %d: the last histogram series has no _sum or _count", lineno);
+            if (f != cur)
+                h_open = 0;
+            const char *rest = l + off;
+            if (!strcmp(kw, "HELP")) {
+                if (f->help++)
+                    BAD("line %d: second HELP for %s", lineno, name);
+                for (const char *c = rest; *c; c++)
+                    if (*c == '\\' && c[1] != '\\' && c[1] != 'n')
+                        BAD("line %d: bad escape in HELP: %s", lineno, l);
+                    else if (*c == '\\')
+                        c++;
+            } else {
+                if (f->typed++)
+                    BAD("line %d: second TYPE for %s", lineno, name);
+                if (strcmp(rest, "counter") && strcmp(rest, "gauge") &&
+                    strcmp(rest, "histogram") && strcmp(rest, "summary") &&
+                    strcmp(rest, "untyped"))
+                    BAD("line %d: unknown type '%s'", lineno, rest);
+                snprintf(f->type, sizeof f->type, "%s", rest);
+            }
+            if (cur && cur != f)
+                cur->closed = 1;
+            cur = f;
+            continue;
+        }
+        /* a sample: name */
+        const char *p = l;
+        while (is_name_char(*p, p == l, 1))
+            p++;
+        if (p == l)
+            BAD("line %d: no metric name: %s", lineno, l);
+        char name[96];
+        snprintf(name, sizeof name, "%.*s", (int)(p - l), l);
+        /* labels, normalised (le taken out) into lab */
+        char lab[320] = "", le[64] = "", names[8][64];
+        int nlab = 0, has_le = 0;
+        if (*p == '{') {
+            p++;
+            while (*p != '}') {
+                const char *n0 = p;
+                while (is_name_char(*p, p == n0, 0))
+                    p++;
+                if (p == n0 || p - n0 >= 64 || (p - n0 >= 2 && n0[0] == '_' && n0[1] == '_'))
+                    BAD("line %d: bad label name: %s", lineno, l);
+                if (nlab == 8)
+                    BAD("line %d: more than 8 labels", lineno);
+                snprintf(names[nlab], 64, "%.*s", (int)(p - n0), n0);
+                for (int k = 0; k < nlab; k++)
+                    if (!strcmp(names[k], names[nlab]))
+                        BAD("line %d: label %s twice", lineno, names[nlab]);
+                nlab++;
+                if (p[0] != '=' || p[1] != '"')
+                    BAD("line %d: label without =\"value\": %s", lineno, l);
+                p += 2;
+                const char *v0 = p;
+                while (*p && *p != '"') {
+                    if (*p == '\\' && p[1] != '\\' && p[1] != '"' && p[1] != 'n')
+                        BAD("line %d: bad escape in a label value: %s", lineno, l);
+                    p += *p == '\\' ? 2 : 1;
+                }
+                if (*p != '"')
+                    BAD("line %d: unterminated label value: %s", lineno, l);
+                int is_le = !strcmp(names[nlab - 1], "le");
+                if (is_le) {
+                    has_le = 1;
+                    snprintf(le, sizeof le, "%.*s", (int)(p - v0), v0);
+                } else {
+                    size_t o = strlen(lab);
+                    int w = snprintf(lab + o, sizeof lab - o, "%s=%.*s,", names[nlab - 1],
+                                     (int)(p - v0), v0);
+                    if (w < 0 || (size_t)w >= sizeof lab - o)
+                        BAD("line %d: labels too long for this reader", lineno);
+                }
+                p++;
+                if (*p == ',')
+                    p++;
+                else if (*p != '}')
+                    BAD("line %d: expected , or } after a label: %s", lineno, l);
+            }
+            p++;
+        }
+        if (*p != ' ')
+            BAD("line %d: expected one space before the value: %s", lineno, l);
+        double v;
+        const char *end;
+        if (exp_value(p + 1, &end, &v) < 0 || (*end && *end != ' '))
+            BAD("line %d: bad value: %s", lineno, l);
+        /* which family, and is it the current one */
+        size_t n = strlen(name);
+        const char *suffix = "";
+        exp_fam_t *f = NULL;
+        for (int k = 0; k < nf && !f; k++) {
+            size_t fl = strlen(fam[k].name);
+            if (!strcmp(fam[k].name, name)) {
+                f = &fam[k];
+            } else if (!strcmp(fam[k].type, "histogram") && n > fl &&
+                       !strncmp(name, fam[k].name, fl) &&
+                       (!strcmp(name + fl, "_bucket") || !strcmp(name + fl, "_sum") ||
+                        !strcmp(name + fl, "_count"))) {
+                f = &fam[k];
+                suffix = name + fl;
+            }
+        }
+        if (!f || !f->typed)
+            BAD("line %d: sample before its family's TYPE: %s", lineno, l);
+        if (f != cur)
+            BAD("line %d: family %s's samples are not together: %s", lineno, f->name, l);
+        /* no series twice */
+        char key[320];
+        snprintf(key, sizeof key, "%s{%s%s%s}", name, lab, has_le ? "le=" : "", le);
+        for (int k = 0; k < ns; k++)
+            if (!strcmp(seen[k], key))
+                BAD("line %d: series %s twice", lineno, key);
+        assert_true(ns < EXP_MAX_SERIES);
+        snprintf(seen[ns++], sizeof seen[0], "%s", key);
+        if (!strcmp(f->type, "counter") && !(v >= 0))
+            BAD("line %d: counter below zero or NaN: %s", lineno, l);
+        if (strcmp(f->type, "histogram"))
+            continue;
+        if (!strcmp(suffix, "_bucket")) {
+            if (!has_le)
+                BAD("line %d: bucket without le: %s", lineno, l);
+            if (!h_open || strcmp(h_series, lab) != 0) {   /* a new series */
+                if (h_open && !(h_sum && h_count))
+                    BAD("line %d: the previous series has no _sum or _count", lineno);
+                snprintf(h_series, sizeof h_series, "%s", lab);
+                h_open = 1;
+                h_le = -INFINITY;
+                h_cum = -1;
+                h_inf = -1;
+                h_sum = h_count = 0;
+            }
+            double b;
+            const char *e2;
+            if (exp_value(le, &e2, &b) < 0 || *e2 || isnan(b))
+                BAD("line %d: le \"%s\" is not a number", lineno, le);
+            if (!(b > h_le) || h_inf >= 0 || h_sum || h_count)
+                BAD("line %d: le does not increase: %s", lineno, l);
+            if (v < h_cum)
+                BAD("line %d: buckets not cumulative: %s", lineno, l);
+            h_le = b;
+            h_cum = v;
+            if (isinf(b))
+                h_inf = v;
+        } else {
+            if (has_le)
+                BAD("line %d: le on %s: %s", lineno, suffix, l);
+            if (!h_open || strcmp(h_series, lab) != 0 || h_inf < 0)
+                BAD("line %d: %s before the series' +Inf bucket: %s", lineno, suffix, l);
+            if (!strcmp(suffix, "_sum"))
+                h_sum = 1;
+            else if (!h_sum || v != h_inf)
+                BAD("line %d: _count %g, want the +Inf bucket %g after _sum: %s", lineno, v,
+                    h_inf, l);
+            else
+                h_count = 1;
+        }
+    }
+    if (h_open && !(h_sum && h_count))
+        BAD("the last histogram series has no _sum or _count");
+    for (int k = 0; k < nf; k++)
+        if (!fam[k].typed)
+            BAD("family %s has HELP but no TYPE", fam[k].name);
+    ret = NULL;
+out:
+    free(fam);
+    free(seen);
+    return ret;
+}
+
+/* The whole /metrics text, with every family holding series, passes the strict reader above,
+ * including a model label with a quote, a backslash, a newline and 300 two-byte characters
+ * (cut to fit, never inside a character). */
+static void test_exposition_reader(void **state)
+{
+    (void)state;
+    xf_metrics_reset();
+    for (int st = 100; st < 600; st++)
+        xf_metric_add(XF_M_requests_total, "/embed", xf_metrics_status_label(st), 1);
+    xf_metric_observe(XF_M_request_duration_seconds, "queue", NULL, 0.002);
+    xf_metric_observe(XF_M_request_duration_seconds, "total", NULL, 0.5);
+    xf_metric_observe(XF_M_request_duration_seconds, "total", NULL, 1e9);
+    xf_metric_observe(XF_M_batch_size, NULL, NULL, 3);
+    xf_metric_observe(XF_M_batch_tokens, NULL, NULL, 1048576);
+    xf_metric_set(XF_M_queue_depth, NULL, NULL, -3);
+    char *t = NULL;
+    for (int shift = 0; shift < 2; shift++) {   /* the cut falls at either byte of an é */
+        char name[700] = "a\"b\\c\nd";
+        size_t i = strlen(name) + (size_t)shift;
+        if (shift)
+            name[i - 1] = 'e';
+        for (; i + 2 < sizeof name - 1; i += 2)
+            memcpy(name + i, "\xc3\xa9", 2);   /* é */
+        xf_metrics_set_model_info(name, "bert", "dense");
+        free(t);
+        t = render();
+        const char *why = check_exposition(t);
+        if (why)
+            fail_msg("model name shifted by %d: %s", shift, why);
+        assert_non_null(strstr(t, shift ? "model=\"a\\\"b\\\\c\\nde\xc3\xa9"
+                                        : "model=\"a\\\"b\\\\c\\nd\xc3\xa9"));
+    }
+    /* Every status TEI's routes answer has its own label (424: /rerank without a head). */
+    assert_true(sample(t, "xformd_requests_total{route=\"/embed\",status=\"424\"}") == 1);
+    assert_true(sample(t, "xformd_requests_total{route=\"/embed\",status=\"422\"}") == 1);
+    free(t);
+}
+
+/* The reader refuses what a scrape would: each text breaks one rule. */
+static void test_exposition_reader_refuses(void **state)
+{
+    (void)state;
+    const char *good = "# HELP x_total A counter.\n# TYPE x_total counter\n"
+                       "x_total{a=\"q\\\"\\n\"} 3\n"
+                       "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n"
+                       "h_sum 4.5\nh_count 2\n";
+    const char *why = check_exposition(good);
+    if (why)
+        fail_msg("%s", why);
+    static const char *const bad[] = {
+        "# TYPE x counter\nx 1",                                   /* no final newline */
+        "x 1\n",                                                   /* no TYPE */
+        "# TYPE x counter\n# TYPE x counter\nx 1\n",                /* TYPE twice */
+        "# TYPE x counter\nx -1\n",                                /* negative counter */
+        "# TYPE x gauge\nx 1x\n",                                  /* bad value */
+        "# TYPE x gauge\nx  1\n",                                  /* two spaces */
+        "# TYPE x gauge\nx{a=\"\\t\"} 1\n",                        /* bad escape */
+        "# TYPE x gauge\nx{a=\"1\",a=\"2\"} 1\n",                   /* label twice */
+        "# TYPE x gauge\nx{__a=\"1\"} 1\n",                        /* reserved name */
+        "# TYPE x gauge\nx{a=\"\xc3\"} 1\n",                        /* cut UTF-8 */
+        "# TYPE x gauge\nx{a=\"1\"} 1\nx{a=\"1\"} 2\n",             /* series twice */
+        "# TYPE x gauge\n# TYPE y gauge\ny 1\nx 1\n",              /* family split */
+        "# TYPE x gauge\nx 1\n# TYPE y gauge\ny 1\nx 2\n",         /* family split */
+        "# TYPE x summaryy\nx 1\n",                                /* unknown type */
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",   /* no +Inf */
+        "# TYPE h histogram\nh_bucket{le=\"2\"} 1\nh_bucket{le=\"1\"} 1\n"
+        "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",             /* le decreases */
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\n"
+        "h_sum 1\nh_count 1\n",                                    /* not cumulative */
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 1\n",   /* count */
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\n",              /* no _count */
+        "# TYPE h histogram\nh_bucket{le=\"a\"} 2\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\n"
+        "h_count 2\n",                                              /* le not a number */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (!check_exposition(bad[i]))
+            fail_msg("bad text %zu accepted: %s", i, bad[i]);
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_counters_render), cmocka_unit_test(test_histogram_render),
              cmocka_unit_test(test_percentiles), cmocka_unit_test(test_integer_quantiles),
              cmocka_unit_test(test_qps),
              cmocka_unit_test(test_concurrent), cmocka_unit_test(test_stats_json),
              cmocka_unit_test(test_reset), cmocka_unit_test(test_prune),
-             cmocka_unit_test(test_exposition_strict))
+             cmocka_unit_test(test_exposition_strict),
+             cmocka_unit_test(test_exposition_reader),
+             cmocka_unit_test(test_exposition_reader_refuses))

@@ -12,12 +12,14 @@
 #include "engine/cpu.h"
 #include "engine/diag.h"
 #include "engine/kernels/qgemm.h"
+#include "engine/pool.h"
 
 static const xf_qkernels_t qtable_ref = {
     .name = "ref",
     .wmax = 127,
     .quant_rows = xf_quant_rows_ref,
     .qlinear = xf_qlinear_ref,
+    .qlinear_quant = xf_qlinear_quant_ref,
     .peak_loop = xf_qpeak_loop_ref,
 };
 
@@ -27,6 +29,7 @@ static const xf_qkernels_t qtable_avx2 = {
     .wmax = 127,
     .quant_rows = xf_quant_rows_avx2,
     .qlinear = xf_qlinear_avx2,
+    .qlinear_quant = xf_qlinear_quant_avx2,
     .peak_loop = xf_qpeak_loop_avx2,
 };
 
@@ -42,6 +45,7 @@ static const xf_qkernels_t qtable_avx2_w7 = {
     .wmax = 63,
     .quant_rows = xf_quant_rows_avx2,
     .qlinear = xf_qlinear_avx2_w7,
+    .qlinear_quant = xf_qlinear_quant_avx2_w7,
     .peak_loop = xf_qpeak_loop_avx2,
 };
 
@@ -55,6 +59,7 @@ static const xf_qkernels_t qtable_avx2_s16 = {
     .lane_max = 128,
     .quant_rows = xf_quant_rows_avx2,
     .qlinear = xf_qlinear_avx2_s16,
+    .qlinear_quant = xf_qlinear_quant_avx2_s16,
     .peak_loop = xf_qpeak_loop_avx2,
 };
 
@@ -63,6 +68,7 @@ static const xf_qkernels_t qtable_vnni = {
     .wmax = 127,
     .quant_rows = xf_quant_rows_avx512,
     .qlinear = xf_qlinear_vnni,
+    .qlinear_quant = xf_qlinear_quant_vnni,
     .peak_loop = xf_qpeak_loop_vnni,
 };
 
@@ -72,6 +78,7 @@ static const xf_qkernels_t qtable_amx = {
     .wmax = 127,
     .quant_rows = xf_quant_rows_avx512,
     .qlinear = xf_qlinear_amx,
+    .qlinear_quant = xf_qlinear_quant_amx,
     .peak_loop = xf_qpeak_loop_amx,
 };
 #endif
@@ -152,12 +159,23 @@ int xf_qkernels_all(const xf_qkernels_t **out, int cap)
 void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
-                    const void *ctx)
+                    const void *ctx, const xf_qout_t *qo, xf_quant_rows_fn quant)
 {
     int32_t r0, r1, c0, c1;   /* the own GEMMs' one split policy (kernels.h) */
-    if (!xf_gemm_share(m, w->n, mr, nr, ith, nth, &r0, &r1, &c0, &c1))
-        return;
     int mc = A_CHUNK_BYTES / w->k_pad / mr * mr;
+    if (qo) {   /* whole rows per thread, chunks whose y rows stay in L2 */
+        int b0, b1, mcy = XF_QOUT_CHUNK_BYTES / (w->n * (int)sizeof(float)) / mr * mr;
+        xf_split_rows((m + mr - 1) / mr, ith, nth, &b0, &b1);
+        r0 = b0 * mr;
+        r1 = b1 * mr < m ? b1 * mr : m;
+        c0 = 0;
+        c1 = w->n;
+        if (r0 >= r1)
+            return;
+        mc = mcy < mc ? mcy : mc;
+    } else if (!xf_gemm_share(m, w->n, mr, nr, ith, nth, &r0, &r1, &c0, &c1)) {
+        return;
+    }
     if (mc < mr)
         mc = mr;
     for (int ic = r0; ic < r1; ic += mc) {
@@ -170,6 +188,8 @@ void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
                      bias ? bias + jr : NULL, epi, y + (size_t)ir * (size_t)ldy + jr,
                      (size_t)ldy);
         }
+        if (qo)   /* these rows are complete: quantise them while they are in cache */
+            quant(ic, ic1, w->n, y, ldy, qo->xq, qo->ldq, qo->alpha);
     }
 }
 

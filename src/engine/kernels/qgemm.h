@@ -80,6 +80,17 @@ int32_t xf_qgemm_ldq(int32_t k);
 size_t xf_qgemm_alpha_offset(int32_t m, int32_t k);
 size_t xf_qgemm_act_bytes(int32_t m, int32_t k);
 
+/* Where qlinear_quant puts the quantised copy of its output y[m][n] (the next Linear's
+ * activation buffer, as xf_qgemm_act_bytes(m, n) lays it out). */
+typedef struct xf_qout {
+    uint8_t *xq;      /* rows ldq = xf_qgemm_ldq(n) apart */
+    int32_t ldq;
+    float *alpha;     /* [m] row scales */
+} xf_qout_t;
+
+typedef void (*xf_quant_rows_fn)(int32_t r0, int32_t r1, int32_t k, const float *x,
+                                 int32_t ldx, uint8_t *xq, int32_t ldq, float *alpha);
+
 typedef struct xf_qkernels {
     const char *name;   /* "ref", "avx2", "avx2-w7", "avx2-s16", "vnni", "amx" */
     int32_t wmax;       /* the weights it takes: xf_qgemm_w_init(..., wmax, lane_max) */
@@ -98,10 +109,23 @@ typedef struct xf_qkernels {
      * for this thread's share of rows [0, m) and channels [0, n) (ith/nth). The float part is
      * rounded in that order in every implementation (bitwise equal before the activation;
      * the activation is the vector GELU of the fp32 kernels). bias may be NULL only with
-     * XF_EPI_NONE (which adds no bias). xq rows up to round_up(m, 16) must be readable. */
+     * XF_EPI_NONE (which adds no bias). xq rows up to round_up(m, 16) must be readable.
+     * The activation of the GELU epilogues is the polynomial GELU of gelu_poly.h (every
+     * table: the same fp32 operations, so the whole epilogue is bitwise the same). */
     void (*qlinear)(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth);
+
+    /* qlinear, and its output quantised for the next Linear: y exactly as qlinear writes it,
+     * and qo's rows [0, m) and scales exactly (bitwise) as quant_rows(0, m, n, y, ldy, qo->xq,
+     * qo->ldq, qo->alpha) would make them afterwards. The work is split by whole rows (each
+     * thread all n columns of its rows), and each chunk of rows is quantised right after its
+     * last column is written, while it is still in cache: no second pass over y from memory
+     * and no quantising op (with its barrier) before the next Linear. For m well above the
+     * thread count (a row split reads all of W per thread; plan.c decides). */
+    void (*qlinear_quant)(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth);
 
     /* Int8 peak loop: `iters` rounds of independent multiply-accumulate chains of this
      * ISA's int8 instruction (vpdpbusd, vpmaddubsw + vpmaddwd, TDPBUSD); returns the
@@ -114,14 +138,18 @@ typedef struct xf_qkernels {
  * activations fit in half a 512 KB L2 while the weights stream by, then nr-column tiles (nr a
  * multiple of 16: whole panels) and mr-row tiles. tile() computes one tile, rows [ir, ir + rows)
  * × columns [jr, jr + ncol), full K, with the epilogue; ctx is the kernel's own (e.g. its
- * micro-kernel table). Every output element is the same whatever the split. */
+ * micro-kernel table). Every output element is the same whatever the split. With qo
+ * (qlinear_quant): whole rows per thread (blocks of mr), chunks also small enough that their
+ * rows of y stay in L2 (XF_QOUT_CHUNK_BYTES), and quant() on each chunk's rows once its last
+ * tile is done. */
+#define XF_QOUT_CHUNK_BYTES (384 * 1024)
 typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
                             int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
                             const float *bias, enum xf_epilogue epi, float *y, size_t ldy);
 void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
-                    const void *ctx);
+                    const void *ctx, const xf_qout_t *qo, xf_quant_rows_fn quant);
 
 /* The int8 table for this CPU (after the XF_CPU cap: avx2 → AVX2, avx512 → VNNI, amx → AMX
  * when the CPU has AMX-INT8). Ownership: borrowed, static. Thread-safe. */
@@ -136,6 +164,9 @@ void xf_quant_rows_ref(int32_t r0, int32_t r1, int32_t k, const float *x, int32_
 void xf_qlinear_ref(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth);
+void xf_qlinear_quant_ref(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth);
 double xf_qpeak_loop_ref(int64_t iters, int32_t *sink);
 
 #ifdef XF_HAVE_X86_64
@@ -145,6 +176,15 @@ void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_
                      const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                      int32_t ldy, int ith, int nth);
 double xf_qpeak_loop_avx2(int64_t iters, int32_t *sink);
+void xf_qlinear_quant_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth);
+void xf_qlinear_quant_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth);
+void xf_qlinear_quant_avx2_s16(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth);
 void xf_qlinear_avx2_s16(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                          int32_t ldy, int ith, int nth);
@@ -157,11 +197,17 @@ void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_
                      const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                      int32_t ldy, int ith, int nth);
 double xf_qpeak_loop_vnni(int64_t iters, int32_t *sink);
+void xf_qlinear_quant_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth);
 #ifdef XF_HAVE_AMX
 void xf_qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth);
 double xf_qpeak_loop_amx(int64_t iters, int32_t *sink);
+void xf_qlinear_quant_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth);
 #endif
 #endif
 

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "engine/kernels/gelu_poly.h"
 #include "engine/kernels/qgemm.h"
 #include "engine/kernels/ref/ref.h"
 #include "engine/pool.h"
@@ -60,10 +61,23 @@ void xf_qlinear_ref(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
                 acc += ((int32_t)xt[kk] - 128) * (int32_t)xf_qgemm_w_at(w, o, kk);
             float v = (float)acc * (alpha[t] * w->sigma[o]);
             if (epi != XF_EPI_NONE)
-                v = xf_act_ref(epi, v + bias[o]);
+                v = xf_qact_ref(epi, v + bias[o]);
             y[(size_t)t * (size_t)ldy + (size_t)o] = v;
         }
     }
+}
+
+/* xf_qlinear_ref (rows split by ith/nth: whole rows already), then this thread's rows
+ * quantised with xf_quant_rows_ref. */
+void xf_qlinear_quant_ref(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth)
+{
+    int r0, r1;
+    xf_qlinear_ref(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+    xf_split_rows(m, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        xf_quant_rows_ref(r0, r1, w->n, y, ldy, qo->xq, qo->ldq, qo->alpha);
 }
 
 /* 8 independent scalar multiply-add chains (the portable int8 "peak"). */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "engine/kernels/qgemm.h"
+#include "engine/pool.h"
 #include "engine/kernels/x86/vmath_avx512.h"
 
 #define A_CHUNK_BYTES (256 * 1024)
@@ -43,6 +44,10 @@ static void epilogue(const int32_t *cb, int rows, int ncol, const float *alpha,
                      enum xf_epilogue epi, float *y, size_t ldy)
 {
     __mmask16 msk = ncol >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ncol) - 1);
+    __m512 gc[XF_GELU_POLY_DEG + 1];
+    const float (*gtab)[XF_GELU_POLY_N] = xf_gelu_poly_table(epi);
+    if (gtab)
+        xf_gelu_poly_load512(gc, gtab);
     __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512((const void *)colsum), 7);
     __m512 sg = _mm512_loadu_ps(sigma);
     __m512 bb = epi != XF_EPI_NONE ? _mm512_maskz_loadu_ps(msk, bias) : _mm512_setzero_ps();
@@ -51,23 +56,36 @@ static void epilogue(const int32_t *cb, int rows, int ncol, const float *alpha,
         __m512 s = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), sg);
         __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), s);
         if (epi != XF_EPI_NONE)
-            v = xf_act512(epi, _mm512_add_ps(v, bb));
+            v = xf_qact512(epi, _mm512_add_ps(v, bb), gc);
         _mm512_mask_storeu_ps(y + (size_t)i * ldy, msk, v);
     }
 }
 
-void xf_qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
-                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
-                    int32_t ldy, int ith, int nth)
+/* With qo (xf_qlinear_quant_amx): whole rows per thread (blocks of 32), chunks small enough
+ * for their y rows to stay in L2, each quantised once complete (as xf_qgemm_drive). */
+static void qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                        const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                        int32_t ldy, const xf_qout_t *qo, int ith, int nth)
 {
     /* tiles of 16 rows × 32 columns (two C tiles side by side) */
     int32_t r0, r1, c0, c1;
-    if (!xf_gemm_share(m, w->n, 16, 32, ith, nth, &r0, &r1, &c0, &c1))
+    int mc = A_CHUNK_BYTES / w->k_pad / 32 * 32;
+    if (qo) {
+        int b0, b1, mcy = XF_QOUT_CHUNK_BYTES / (w->n * (int)sizeof(float)) / 32 * 32;
+        xf_split_rows((m + 31) / 32, ith, nth, &b0, &b1);
+        r0 = b0 * 32;
+        r1 = b1 * 32 < m ? b1 * 32 : m;
+        c0 = 0;
+        c1 = w->n;
+        if (r0 >= r1)
+            return;
+        mc = mcy < mc ? mcy : mc;
+    } else if (!xf_gemm_share(m, w->n, 16, 32, ith, nth, &r0, &r1, &c0, &c1)) {
         return;
+    }
     int32_t cbuf[4][256] __attribute__((aligned(64)));
     const size_t bstride = (size_t)w->k_pad * 16, lda = (size_t)ldq;
     const int nkb = w->k_pad / 64;
-    int mc = A_CHUNK_BYTES / w->k_pad / 32 * 32;
     if (mc < 32)
         mc = 32;
     config_tiles();
@@ -117,8 +135,24 @@ void xf_qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
                 }
             }
         }
+        if (qo)   /* these rows are complete: quantise them while they are in cache */
+            xf_quant_rows_avx512(ic, ic1, w->n, y, ldy, qo->xq, qo->ldq, qo->alpha);
     }
     _tile_release();
+}
+
+void xf_qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                    const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                    int32_t ldy, int ith, int nth)
+{
+    qlinear_amx(w, m, xq, ldq, alpha, bias, epi, y, ldy, NULL, ith, nth);
+}
+
+void xf_qlinear_quant_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                          const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                          int32_t ldy, const xf_qout_t *qo, int ith, int nth)
+{
+    qlinear_amx(w, m, xq, ldq, alpha, bias, epi, y, ldy, qo, ith, nth);
 }
 
 /* 4 independent TDPBUSD chains (tmm0-3) on fixed A and B tiles: 4 × 16·16·64 multiply-adds

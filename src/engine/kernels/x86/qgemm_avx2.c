@@ -106,6 +106,10 @@ static void epilogue(const int32_t *cb, int cbs, int mr, int ncol, const float *
     const __m256i m0 = xf_mask256(ncol), m1 = xf_mask256(ncol - 8);
     const __m256 sg0 = _mm256_loadu_ps(sigma), sg1 = _mm256_loadu_ps(sigma + 8);
     __m256 bb0 = _mm256_setzero_ps(), bb1 = _mm256_setzero_ps();
+    __m256 gc[XF_GELU_POLY_DEG + 1];
+    const float (*gtab)[XF_GELU_POLY_N] = xf_gelu_poly_table(epi);
+    if (gtab)
+        xf_gelu_poly_load256(gc, gtab);
     if (epi != XF_EPI_NONE) {
         bb0 = _mm256_maskload_ps(bias, m0);
         bb1 = _mm256_maskload_ps(bias + 8, m1);
@@ -118,8 +122,8 @@ static void epilogue(const int32_t *cb, int cbs, int mr, int ncol, const float *
         __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(al, sg0));
         __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(al, sg1));
         if (epi != XF_EPI_NONE) {
-            v0 = xf_act256(epi, _mm256_add_ps(v0, bb0));
-            v1 = xf_act256(epi, _mm256_add_ps(v1, bb1));
+            v0 = xf_qact256(epi, _mm256_add_ps(v0, bb0), gc);
+            v1 = xf_qact256(epi, _mm256_add_ps(v1, bb1), gc);
         }
         if (ncol >= 16) {
             _mm256_storeu_ps(c + (size_t)i * ldc, v0);
@@ -353,7 +357,20 @@ void xf_qlinear_avx2_s16(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, in
         return;
     }
     xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, S16_MR, 16 * S16_NP,
-                   s16_tile, NULL);
+                   s16_tile, NULL, NULL, NULL);
+}
+
+void xf_qlinear_quant_avx2_s16(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq,
+                               int32_t ldq, const float *alpha, const float *bias,
+                               enum xf_epilogue epi, float *y, int32_t ldy, const xf_qout_t *qo,
+                               int ith, int nth)
+{
+    if (w->lane_max <= 0 || w->lane_max > 128) {
+        xf_qlinear_quant_avx2(w, m, xq, ldq, alpha, bias, epi, y, ldy, qo, ith, nth);
+        return;
+    }
+    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, S16_MR, 16 * S16_NP,
+                   s16_tile, NULL, qo, xf_quant_rows_avx2);
 }
 
 /* One tile for xf_qgemm_drive: rows × ncol (up to MR × 16) at column jr; ctx is the
@@ -369,28 +386,41 @@ static void avx2_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t 
 
 static void qlinear(const ukr_fn *uk, const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq,
                     int32_t ldq, const float *alpha, const float *bias, enum xf_epilogue epi,
-                    float *y, int32_t ldy, int ith, int nth)
+                    float *y, int32_t ldy, const xf_qout_t *qo, int ith, int nth)
 {
-    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, MR, NR, avx2_tile, uk);
+    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, MR, NR, avx2_tile, uk,
+                   qo, xf_quant_rows_avx2);
 }
 
 void xf_qlinear_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                      const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                      int32_t ldy, int ith, int nth)
 {
-    qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+    qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, NULL, ith, nth);
 }
 
-/* Needs 7-bit weights (w->wmax <= 63): x^u·W^q pairs must stay below 32767. */
+void xf_qlinear_quant_avx2(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                           const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                           int32_t ldy, const xf_qout_t *qo, int ith, int nth)
+{
+    qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, qo, ith, nth);
+}
+
+/* Needs 7-bit weights (w->wmax <= 63): x^u·W^q pairs must stay below 32767; 8-bit weights
+ * would saturate: the exact path instead. */
 void xf_qlinear_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                         const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                         int32_t ldy, int ith, int nth)
 {
-    if (w->wmax > 63) {   /* 8-bit weights would saturate: the exact path instead */
-        qlinear(ukrs, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
-        return;
-    }
-    qlinear(ukrs7, w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth);
+    qlinear(w->wmax > 63 ? ukrs : ukrs7, w, m, xq, ldq, alpha, bias, epi, y, ldy, NULL, ith, nth);
+}
+
+void xf_qlinear_quant_avx2_w7(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq,
+                              int32_t ldq, const float *alpha, const float *bias,
+                              enum xf_epilogue epi, float *y, int32_t ldy, const xf_qout_t *qo,
+                              int ith, int nth)
+{
+    qlinear(w->wmax > 63 ? ukrs : ukrs7, w, m, xq, ldq, alpha, bias, epi, y, ldy, qo, ith, nth);
 }
 
 /* 4 independent vpmaddubsw → vpmaddwd → vpaddd chains (distinct weights per chain): 4 × 32

@@ -65,6 +65,10 @@ static void epilogue(const int32_t *cb, int mr, int nv, const __mmask16 *msk, co
                      const float *sigma, const int32_t *colsum, const float *bias,
                      enum xf_epilogue epi, float *c, size_t ldc)
 {
+    __m512 gc[XF_GELU_POLY_DEG + 1];
+    const float (*gtab)[XF_GELU_POLY_N] = xf_gelu_poly_table(epi);
+    if (gtab)
+        xf_gelu_poly_load512(gc, gtab);
     for (int j = 0; j < nv; j++) {
         __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(colsum + 16 * j)), 7);
         __m512 sg = _mm512_loadu_ps(sigma + 16 * j);
@@ -75,7 +79,7 @@ static void epilogue(const int32_t *cb, int mr, int nv, const __mmask16 *msk, co
             __m512 s = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), sg);
             __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), s);
             if (epi != XF_EPI_NONE)
-                v = xf_act512(epi, _mm512_add_ps(v, bb));
+                v = xf_qact512(epi, _mm512_add_ps(v, bb), gc);
             _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16 * j, msk[j], v);
         }
     }
@@ -163,7 +167,16 @@ void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_
                      const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                      int32_t ldy, int ith, int nth)
 {
-    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, MR, NR, vnni_tile, NULL);
+    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, MR, NR, vnni_tile, NULL,
+                   NULL, NULL);
+}
+
+void xf_qlinear_quant_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
+                           const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
+                           int32_t ldy, const xf_qout_t *qo, int ith, int nth)
+{
+    xf_qgemm_drive(w, m, xq, ldq, alpha, bias, epi, y, ldy, ith, nth, MR, NR, vnni_tile, NULL,
+                   qo, xf_quant_rows_avx512);
 }
 
 /* 12 independent vpdpbusd chains: 12 × 64 multiply-adds per round. */

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "engine/kernels.h"
+#include "engine/kernels/gelu_poly.h"
 
 /* e^x: as xf_exp512; 2^n built from exponent bits with n clamped to [-126, 128], 0 where
  * x < -87.3 (below the normal range; expf gives a denormal or 0 there) and +inf where
@@ -136,6 +137,44 @@ static inline void xf_tr8x8_256(__m256 r[8])
     r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
     r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
     r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* The int8 epilogue's piecewise-polynomial GELU (gelu_poly.h), bitwise xf_gelu_poly_ref: c holds
+ * the table's six coefficient vectors (xf_gelu_poly_load256); the piece index is rint(s) read
+ * from the low mantissa bits of s + 1.5·2^23 (vpermps uses the low 3 bits). */
+static inline void xf_gelu_poly_load256(__m256 *c, const float (*tab)[XF_GELU_POLY_N])
+{
+    for (int k = 0; k <= XF_GELU_POLY_DEG; k++)
+        c[k] = _mm256_loadu_ps(tab[k]);
+}
+
+static inline __m256 xf_gelu_poly256(__m256 x, const __m256 *c)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    __m256 ac = _mm256_min_ps(_mm256_set1_ps(XF_GELU_POLY_CLAMP), a);   /* NaN stays NaN */
+    __m256 s = _mm256_mul_ps(ac, _mm256_set1_ps(XF_GELU_POLY_SCALE));
+    __m256 f = _mm256_add_ps(s, magic);
+    __m256i i = _mm256_castps_si256(f);
+    __m256 t = _mm256_sub_ps(s, _mm256_sub_ps(f, magic));
+    __m256 q = _mm256_permutevar8x32_ps(c[XF_GELU_POLY_DEG], i);
+    for (int k = XF_GELU_POLY_DEG - 1; k >= 0; k--)
+        q = _mm256_fmadd_ps(q, t, _mm256_permutevar8x32_ps(c[k], i));
+    return _mm256_fmadd_ps(a, q, _mm256_mul_ps(x, _mm256_set1_ps(0.5f)));
+}
+
+/* act(v) of the int8 epilogue (xf_qact_ref): gc = the GELU table's vectors (GELU epilogues). */
+static inline __m256 xf_qact256(enum xf_epilogue act, __m256 v, const __m256 *gc)
+{
+    switch (act) {
+    case XF_EPI_BIAS_GELU:
+    case XF_EPI_BIAS_GELU_TANH:
+        return xf_gelu_poly256(v, gc);
+    case XF_EPI_BIAS_RELU:
+        return _mm256_max_ps(v, _mm256_setzero_ps());
+    default:
+        return v;
+    }
 }
 
 #endif

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include "engine/kernels.h"
+#include "engine/kernels/gelu_poly.h"
 
 /* e^x: n = round(x·log2 e), r = x - n·ln2 (two-part ln2), e^r by its degree-7 Taylor
  * polynomial (|r| <= 0.35: truncation error < 1e-8 relative), scaled by 2^n with scalef
@@ -87,6 +88,44 @@ static inline __m512 xf_act512(enum xf_epilogue act, __m512 v)
         return xf_gelu_erf512(v);
     case XF_EPI_BIAS_GELU_TANH:
         return xf_gelu_tanh512(v);
+    case XF_EPI_BIAS_RELU:
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    default:
+        return v;
+    }
+}
+
+/* The int8 epilogue's piecewise-polynomial GELU (gelu_poly.h), bitwise xf_gelu_poly_ref: c holds
+ * the table's six coefficient vectors (xf_gelu_poly_load512; pieces 0-7 in lanes 0-7 and again
+ * in 8-15). The piece index is rint(s) read from the low mantissa bits of s + 1.5·2^23. */
+static inline void xf_gelu_poly_load512(__m512 *c, const float (*tab)[XF_GELU_POLY_N])
+{
+    for (int k = 0; k <= XF_GELU_POLY_DEG; k++)
+        c[k] = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)tab[k])));
+}
+
+static inline __m512 xf_gelu_poly512(__m512 x, const __m512 *c)
+{
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    __m512 a = _mm512_abs_ps(x);
+    __m512 ac = _mm512_min_ps(_mm512_set1_ps(XF_GELU_POLY_CLAMP), a);   /* NaN stays NaN */
+    __m512 s = _mm512_mul_ps(ac, _mm512_set1_ps(XF_GELU_POLY_SCALE));
+    __m512 f = _mm512_add_ps(s, magic);
+    __m512i i = _mm512_castps_si512(f);
+    __m512 t = _mm512_sub_ps(s, _mm512_sub_ps(f, magic));
+    __m512 q = _mm512_permutexvar_ps(i, c[XF_GELU_POLY_DEG]);
+    for (int k = XF_GELU_POLY_DEG - 1; k >= 0; k--)
+        q = _mm512_fmadd_ps(q, t, _mm512_permutexvar_ps(i, c[k]));
+    return _mm512_fmadd_ps(a, q, _mm512_mul_ps(x, _mm512_set1_ps(0.5f)));
+}
+
+/* act(v) of the int8 epilogue (xf_qact_ref): gc = the GELU table's vectors (GELU epilogues). */
+static inline __m512 xf_qact512(enum xf_epilogue act, __m512 v, const __m512 *gc)
+{
+    switch (act) {
+    case XF_EPI_BIAS_GELU:
+    case XF_EPI_BIAS_GELU_TANH:
+        return xf_gelu_poly512(v, gc);
     case XF_EPI_BIAS_RELU:
         return _mm512_max_ps(v, _mm512_setzero_ps());
     default:
