@@ -31,6 +31,8 @@ int xf_ctx_create(const xf_ctx_opts_t *opts, xf_ctx_t **out)
     if (!c)
         return -ENOMEM;
     c->n_threads = n;
+    const char *pf = getenv("XF_PREFETCH_NEXT");
+    c->lead_pf = !(pf && strcmp(pf, "0") == 0);
     c->chunk_bytes = opts && opts->arena_chunk_bytes ? opts->arena_chunk_bytes
                                                      : XF_CTX_DEFAULT_CHUNK;
     rc = xf_pool_create(n, &c->pool);
@@ -50,6 +52,11 @@ void xf_ctx_free(xf_ctx_t *c)
     free(c->prof);
     free(c->arena);
     free(c);
+}
+
+void xf_ctx_set_prefetch(xf_ctx_t *c, int on)
+{
+    c->lead_pf = on != 0;
 }
 
 void xf_ctx_set_progress(xf_ctx_t *c, xf_progress_fn fn, void *user)

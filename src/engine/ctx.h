@@ -28,6 +28,10 @@ struct xf_ctx {
     void *ffn_tap_user;
     /* xf_ctx_profile: one padded record per thread (each thread writes only its own), NULL
      * until first switched on; prof_on says whether forwards record now. */
+    /* Prefetch of the next GEMM's first weight block while a thread waits at a barrier
+     * (forward.c): on unless XF_PREFETCH_NEXT=0 was set when the context was created;
+     * xf_ctx_set_prefetch changes it (tests, measurements). The results do not depend on it. */
+    int lead_pf;
     struct xf_prof_thread *prof;
     int prof_on;
     int64_t prof_forwards;
@@ -43,6 +47,10 @@ struct xf_prof_thread {
     double spread[XF_PROF_COUNT];   /* thread 0 only: sum over ops of max - min op CPU */
     double op_cpu[2];               /* this thread's CPU in the last two ops (by op parity) */
 } __attribute__((aligned(64)));
+
+/* Switch the next-GEMM weight prefetch (lead_pf) on or off. Thread: the context's owner,
+ * between forwards. */
+void xf_ctx_set_prefetch(xf_ctx_t *c, int on);
 
 /* Set or clear (fn NULL) the FFN tap. Thread: the context's owner, between forwards. */
 void xf_ctx_set_ffn_tap(xf_ctx_t *c, xf_ffn_tap_fn fn, void *user);

@@ -452,6 +452,82 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     }
 }
 
+/* ---- prefetch of the next GEMM's weights while waiting at a barrier ----
+ * A thread that reaches the barrier after an op before the others would only spin. The
+ * weights of the next Linear op are known (they do not depend on any result), so it uses the
+ * wait to bring into L2 the block of them its share of that GEMM reads first
+ * (kernels.h linear_lead: at most half of L2), a few lines per step; when the barrier opens
+ * it stops, and the rest comes from memory as before. At small M the GEMMs stream their
+ * weights from memory, and this first block is the one the kernel's own next-block prefetch
+ * cannot cover. Nothing but the cache contents changes: the results are the same bits. */
+
+/* The fp32 or bf16 weight of a Linear op of a layer (NULL: another op, or int8). */
+static const xf_gemm_w_t *op_weight(const fwd_task_t *T, const xf_plan_op_t *o)
+{
+    const xf_prep_layer_t *P = o->layer >= 0 ? &T->p->prep->layers[o->layer] : NULL;
+    const xf_gemm_w_t *w;
+
+    switch (o->kind) {
+    case XF_OP_QKV:
+        w = P->qkv.packed || P->qkv.packed_bf16 || P->qkv.q8 ? &P->qkv : &P->q;
+        break;
+    case XF_OP_OPROJ:
+        w = &P->o;
+        break;
+    case XF_OP_FF1:
+        w = &P->ff1;
+        break;
+    case XF_OP_FF2:
+        w = &P->ff2;
+        break;
+    default:
+        return NULL;
+    }
+    return w->q8 ? NULL : w;
+}
+
+/* One thread's prefetch: the weight block [p, p + len) of op `op`, `done` bytes issued. */
+typedef struct lead_pf {
+    const char *p;
+    size_t len, done;
+    int32_t op;
+} lead_pf_t;
+
+#define LEAD_PF_STEP 1024   /* bytes per idle step (16 lines) */
+
+static int lead_pf_step(void *arg)
+{
+    lead_pf_t *L = arg;
+    size_t end = L->done + LEAD_PF_STEP < L->len ? L->done + LEAD_PF_STEP : L->len;
+    for (size_t b = L->done; b < end; b += 64)
+        __builtin_prefetch(L->p + b, 0, 2);   /* prefetcht1: into L2 */
+    L->done = end;
+    return end < L->len;
+}
+
+/* Point L at the first weight block of this thread's share of the next Linear op after op i
+ * (keeping its progress when it is the same op as before); returns whether there is one. */
+static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead_pf_t *L)
+{
+    const xf_plan_t *p = T->p;
+    int32_t j = i + 1;
+
+    if (!T->K->linear_lead)
+        return 0;
+    while (j < p->n_ops && p->ops[j].layer >= 0 && !op_weight(T, &p->ops[j]))
+        j++;
+    if (j >= p->n_ops || p->ops[j].layer < 0)
+        return 0;
+    if (L->op != j) {
+        const void *wp = NULL;
+        L->op = j;
+        L->len = T->K->linear_lead(op_weight(T, &p->ops[j]), p->n_tokens, ith, nth, &wp);
+        L->p = wp;
+        L->done = 0;
+    }
+    return L->p && L->done < L->len;
+}
+
 /* Profiling (xf_ctx_profile): the class an op's time counts under. */
 static int prof_class(enum xf_op_kind k)
 {
@@ -505,6 +581,8 @@ static void fwd_thread(void *arg, int ith, int nth)
     const xf_plan_t *p = T->p;
     struct xf_prof_thread *pt = T->c->prof_on ? &T->c->prof[ith] : NULL;
     double w0 = 0, c0 = 0, w1 = 0, c1 = 0;
+    lead_pf_t lead = { .op = -1 };
+    int pf_on = nth > 1 && T->c->lead_pf;
 
     if (pt) {
         w0 = clock_s(CLOCK_MONOTONIC);
@@ -520,7 +598,10 @@ static void fwd_thread(void *arg, int ith, int nth)
             c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
             pt->op_cpu[i & 1] = c1 - c0;
         }
-        xf_pool_barrier(T->c->pool);
+        if (pf_on && lead_pf_target(T, i, ith, nth, &lead))
+            xf_pool_barrier_idle(T->c->pool, lead_pf_step, &lead);
+        else
+            xf_pool_barrier(T->c->pool);
         /* The pruning scores' FFN tap (ctx.h): thread 0 reads the finished intermediate; the
          * extra barrier keeps the others from overwriting it meanwhile. */
         if (T->c->ffn_tap && o->kind == XF_OP_FF1) {

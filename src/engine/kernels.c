@@ -123,6 +123,7 @@ static void tables_init(void)
     if (gemm && (strcmp(gemm, "openblas") == 0 || strcmp(gemm, "cblas") == 0)) {
         table_override = tables[table_best];
         table_override.linear = xf_linear_cblas;
+        table_override.linear_lead = NULL;
         table_override.gemm_path = table_generic.gemm_path;
         table_override.packs_w = table_generic.packs_w;
         table_override.nth_exact = table_generic.nth_exact;

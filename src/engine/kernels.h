@@ -84,6 +84,13 @@ typedef struct xf_kernels {
     void (*linear)(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                    const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                    int ith, int nth);
+    /* Where this thread's share of linear(w, m, .., ith, nth) starts reading its weights:
+     * sets *p and returns the bytes [*p, *p + bytes) of packed weights it streams first
+     * (its first K×column block, which the kernel sized to fit in L2), so that the forward
+     * can prefetch them into L2 while it waits before the GEMM (forward.c). Reads no weight
+     * and changes no result. NULL in a table, or 0 returned (e.g. at an M where the weights
+     * are not what the GEMM waits for): no such hint. */
+    size_t (*linear_lead)(const xf_gemm_w_t *w, int32_t m, int ith, int nth, const void **p);
 
     /* out[r] = LayerNorm(x[r] + bias + res[r]) · g + b over d columns, rows [r0, r1).
      * bias and res may be NULL. out may alias x or res. Two-pass mean/variance in fp32. */

@@ -21,6 +21,12 @@ void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg);
  * wake-up latency, capped by xf_pool_set_adaptive; not in a pool with more threads than
  * online CPUs), then sleeps. */
 void xf_pool_barrier(xf_pool_t *p);
+/* The same barrier; while this thread spins waiting for the others, it calls idle(arg)
+ * instead of pausing until idle returns 0 (no work left) or the barrier opens; each call
+ * counts as a few pauses of the spin before sleeping. idle must do a short bounded step of
+ * work that needs nothing from the other threads (the forward prefetches the next GEMM's
+ * weights, forward.c); it is not called on the last thread to arrive, nor with one thread. */
+void xf_pool_barrier_idle(xf_pool_t *p, int (*idle)(void *), void *arg);
 
 /* Cap on the adaptive part of a barrier wait in ns (default 2 ms); 0 turns it off (a waiter
  * then sleeps after the short fixed spin). Between runs only. */

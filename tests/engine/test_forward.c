@@ -21,6 +21,7 @@
 #include <xformd/forward.h>
 
 #include "../ref/encoder_ref.h"
+#include "engine/ctx.h"
 #include "engine/kernels.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
@@ -824,6 +825,55 @@ static void test_profile(void **state)
     xf_ref_model_free(m);
 }
 
+/* The next-GEMM weight prefetch during barrier waits (ctx lead_pf, XF_PREFETCH_NEXT) touches
+ * only the caches: every hidden state is bitwise the same with it on or off, for 1-3
+ * threads, and alternating does not carry anything from one forward to the next; with 62
+ * tokens and with 23 (the AVX-512 kernel names a block to prefetch only at small M). */
+static void test_prefetch_next(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    static float ref[62 * 64], got[62 * 64];
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    assert_true(o.d_model <= 64);
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    for (int run = 0; run < 6; run++) {
+        make_batch(&bd, mix_len, run < 3 ? 5 : 3, o.vocab_size, o.type_vocab_size, 18);
+        assert_int_equal(bd.N, run < 3 ? 62 : 23);
+        xf_batch_t b = as_batch(&bd, 1);
+        int n_threads = run % 3 + 1;
+        xf_ctx_opts_t co = { .n_threads = n_threads };
+        xf_ctx_t *c = NULL;
+        xf_plan_t *p = NULL;
+        xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 0, .hidden = ref };
+        assert_int_equal(xf_ctx_create(&co, &c), 0);
+        assert_int_equal(xf_plan_create(m, &p), 0);
+        assert_int_equal(xf_plan_build(p, &b, n_threads, NULL), 0);
+        assert_int_equal(xf_ctx_reserve(c, p), 0);
+        if (xf_kernels()->linear_lead && bd.N == 23) {   /* the prefetch has work here */
+            const void *wp = NULL;
+            assert_true(xf_kernels()->linear_lead(&p->prep->layers[0].ff1, bd.N, 0, n_threads,
+                                                  &wp) > 0);
+            assert_non_null(wp);
+        }
+        xf_ctx_set_prefetch(c, 0);
+        assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
+        out.hidden = got;
+        for (int r = 0; r < 4; r++) {
+            memset(got, 0, sizeof got);
+            xf_ctx_set_prefetch(c, r % 2 == 0);
+            assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
+            assert_memory_equal(ref, got, (size_t)bd.N * (size_t)o.d_model * sizeof(float));
+        }
+        xf_plan_free(p);
+        xf_ctx_free(c);
+    }
+    xf_ref_model_free(m);
+}
+
 /* xf_run (plan + reserve + forward) gives the plan path's result; version string. */
 static void test_run_and_version(void **state)
 {
@@ -1064,7 +1114,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
              cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
-             cmocka_unit_test(test_profile),
+             cmocka_unit_test(test_profile), cmocka_unit_test(test_prefetch_next),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
              cmocka_unit_test(test_stateful_variant), cmocka_unit_test(test_threads_hdp),
              cmocka_unit_test(test_timing))

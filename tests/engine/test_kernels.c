@@ -141,6 +141,38 @@ static void run_linear(const xf_kernels_t *k, int nth, const xf_gemm_w_t *w, int
  * are within ~√k·u·Σ|x·w| of the exact sum (random rounding), so allow 8·√(k+1)·u·S with
  * S = Σ_k |x_k·w_k| + |b|; the activation then adds its own relative error (GELU ≤ 1e-6, see
  * test_bias_act) and its slope (≤ 1.13) scales the sum error. */
+/* linear_lead (the weight bytes a thread's share reads first, for the forward's prefetch):
+ * NULL and 0 for an empty share; otherwise whole 64-byte lines inside the packed (or bf16)
+ * panels, thread 0's starting at the first panel, later threads' not before earlier ones'
+ * (a column split gives each thread its own panels; a row split the same first block). */
+static void check_lead(const xf_gemm_w_t *w, int m)
+{
+    for (int t = 1; t < n_tabs; t++) {
+        if (!tabs[t]->linear_lead)
+            continue;
+        const char *base = w->packed_bf16 ? (const char *)w->packed_bf16 : (const char *)w->packed;
+        size_t bytes = w->packed_bf16 ? w->packed_bf16_bytes : w->packed_bytes;
+        for (int ni = 0; ni < 4; ni++) {
+            int nth = nths[ni];
+            const char *prev = base;
+            for (int ith = 0; ith < nth; ith++) {
+                const void *p = (const void *)1;
+                size_t len = tabs[t]->linear_lead(w, m, ith, nth, &p);
+                if (len == 0) {
+                    assert_null(p);
+                    continue;
+                }
+                const char *c = p;
+                if (c < prev || c + len > base + bytes || (size_t)(c - base) % 64 ||
+                    len % 64 || (ith == 0 && c != base))
+                    fail_msg("linear_lead %s m=%d n=%d k=%d ith=%d/%d: [%td, +%zu) of %zu",
+                             names[t], m, w->n, w->k, ith, nth, c - base, len, bytes);
+                prev = c;
+            }
+        }
+    }
+}
+
 static void check_linear_shape(int m, int n, int kk, int seed)
 {
     int ldx = kk + 3, ldy = n + 5;
@@ -163,6 +195,7 @@ static void check_linear_shape(int m, int n, int kk, int seed)
     assert_int_equal(xf_gemm_w_init(&w, wt, n, kk), 0);
     if (!w.packed)
         assert_int_equal(xf_gemm_w_pack(&w), 0);
+    check_lead(&w, m);
     const float sentinel = -12345.5f;
     for (int epi = 0; epi < XF_EPI_COUNT; epi++) {
         for (size_t i = 0; i < (size_t)m * ldy; i++)
@@ -351,6 +384,7 @@ static void check_bf16_shape(int m, int n, int kk, unsigned seed)
         assert_int_equal(rc, 0);
         assert_non_null(w.packed_bf16);
         assert_null(w.packed);   /* replaced */
+        check_lead(&w, m);
     }
     xf_linear_bf16_ref(&w, m, x, kk, b, XF_EPI_BIAS, yr, n, 0, 1);
     xf_linear_ref(&w, m, x, kk, b, XF_EPI_BIAS, yf, n, 0, 1);

@@ -153,6 +153,65 @@ static void test_barrier_policies(void **state)
     }
 }
 
+/* xf_pool_barrier_idle orders phases like xf_pool_barrier, and calls idle only while it
+ * waits, never more often than idle asks for (each call does one of `left` steps), and not
+ * at all with one thread. */
+struct idle_arg {
+    xf_pool_t *p;
+    atomic_int slot[8];
+    atomic_int errors;
+    atomic_int calls;
+    int left[8];   /* steps left in this barrier, per thread */
+};
+
+struct idle_ctx {
+    struct idle_arg *a;
+    int ith;
+};
+
+static int idle_step(void *v)
+{
+    struct idle_ctx *c = v;
+    atomic_fetch_add(&c->a->calls, 1);
+    if (c->a->left[c->ith] <= 0)
+        atomic_fetch_add(&c->a->errors, 1000);   /* called after it returned 0 */
+    return --c->a->left[c->ith] > 0;
+}
+
+static void idle_fn(void *v, int ith, int nth)
+{
+    struct idle_arg *a = v;
+    struct idle_ctx c = { a, ith };
+    for (int ph = 1; ph <= N_PHASES; ph++) {
+        atomic_store(&a->slot[ith], ph);
+        a->left[ith] = 1 + ph % 3;
+        xf_pool_barrier_idle(a->p, idle_step, &c);
+        for (int j = 0; j < nth; j++)
+            if (atomic_load(&a->slot[j]) != ph)
+                atomic_fetch_add(&a->errors, 1);
+        xf_pool_barrier_idle(a->p, NULL, NULL);
+    }
+}
+
+static void test_barrier_idle(void **state)
+{
+    (void)state;
+    for (int n = 1; n <= 4; n++) {
+        struct idle_arg a;
+        memset(&a, 0, sizeof a);
+        assert_int_equal(xf_pool_create(n, &a.p), 0);
+        xf_pool_run(a.p, idle_fn, &a);
+        for (int j = 0; j < n; j++)
+            assert_int_equal(atomic_load(&a.slot[j]), N_PHASES);
+        assert_int_equal(atomic_load(&a.errors), 0);
+        /* at most 3 steps per thread and barrier; none with one thread */
+        assert_true(atomic_load(&a.calls) <= 3 * N_PHASES * n);
+        if (n == 1)
+            assert_int_equal(atomic_load(&a.calls), 0);
+        xf_pool_free(a.p);
+    }
+}
+
 /* A run's results are visible to the caller when xf_pool_run returns (plain stores). */
 struct sum_arg {
     int nr;
@@ -210,5 +269,5 @@ static void test_create_free_cycles(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_run_counts), cmocka_unit_test(test_barrier_order),
-             cmocka_unit_test(test_barrier_policies),
+             cmocka_unit_test(test_barrier_policies), cmocka_unit_test(test_barrier_idle),
              cmocka_unit_test(test_split_and_visibility), cmocka_unit_test(test_create_free_cycles))

@@ -3,6 +3,7 @@
 #ifndef XF_ENGINE_KERNELS_X86_H
 #define XF_ENGINE_KERNELS_X86_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine/kernels.h"
@@ -17,6 +18,8 @@ double xf_fma_loop_avx2(int64_t iters, float *sink);
 void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                       const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                       int ith, int nth);
+size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
+                             const void **p);
 void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                     const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                     int ith, int nth);
