@@ -59,17 +59,33 @@ struct bar_arg {
     atomic_int errors;
 };
 
+/* One phase: publish ph, wait, count every thread that has not published it, wait again. */
+static void phase_check(struct bar_arg *a, int ith, int nth, int ph)
+{
+    atomic_store(&a->slot[ith], ph);
+    xf_pool_barrier(a->p);
+    for (int j = 0; j < nth; j++)
+        if (atomic_load(&a->slot[j]) != ph)
+            atomic_fetch_add(&a->errors, 1);
+    xf_pool_barrier(a->p);
+}
+
+/* Runs fn `rounds` times on a's pool of n threads; each thread must end at phase `phases`. */
+static void run_rounds(struct bar_arg *a, xf_pool_fn fn, int n, int rounds, int phases)
+{
+    for (int r = 0; r < rounds; r++) {
+        for (int j = 0; j < 8; j++)
+            atomic_store(&a->slot[j], 0);
+        xf_pool_run(a->p, fn, a);
+        for (int j = 0; j < n; j++)
+            assert_int_equal(atomic_load(&a->slot[j]), phases);
+    }
+}
+
 static void bar_fn(void *v, int ith, int nth)
 {
-    struct bar_arg *a = v;
-    for (int ph = 1; ph <= N_PHASES; ph++) {
-        atomic_store(&a->slot[ith], ph);
-        xf_pool_barrier(a->p);
-        for (int j = 0; j < nth; j++)
-            if (atomic_load(&a->slot[j]) != ph)
-                atomic_fetch_add(&a->errors, 1);
-        xf_pool_barrier(a->p);
-    }
+    for (int ph = 1; ph <= N_PHASES; ph++)
+        phase_check(v, ith, nth, ph);
 }
 
 static void test_barrier_order(void **state)
@@ -79,13 +95,7 @@ static void test_barrier_order(void **state)
         struct bar_arg a;
         memset(&a, 0, sizeof a);
         assert_int_equal(xf_pool_create(n, &a.p), 0);
-        for (int r = 0; r < 3; r++) {
-            for (int j = 0; j < 8; j++)
-                atomic_store(&a.slot[j], 0);
-            xf_pool_run(a.p, bar_fn, &a);
-            for (int j = 0; j < n; j++)
-                assert_int_equal(atomic_load(&a.slot[j]), N_PHASES);
-        }
+        run_rounds(&a, bar_fn, n, 3, N_PHASES);
         assert_int_equal(atomic_load(&a.errors), 0);
         xf_pool_free(a.p);
     }
@@ -112,12 +122,7 @@ static void uneven_fn(void *v, int ith, int nth)
             struct timespec ts = {0, 20000L * (ph % 5)};
             nanosleep(&ts, NULL);
         }
-        atomic_store(&a->slot[ith], ph);
-        xf_pool_barrier(a->p);
-        for (int j = 0; j < nth; j++)
-            if (atomic_load(&a->slot[j]) != ph)
-                atomic_fetch_add(&a->errors, 1);
-        xf_pool_barrier(a->p);
+        phase_check(a, ith, nth, ph);
     }
 }
 
@@ -131,13 +136,7 @@ static void test_barrier_policies(void **state)
             memset(&a, 0, sizeof a);
             assert_int_equal(xf_pool_create(n, &a.p), 0);
             xf_pool_set_adaptive(a.p, caps[c]);
-            for (int r = 0; r < 2; r++) {
-                for (int j = 0; j < 8; j++)
-                    atomic_store(&a.slot[j], 0);
-                xf_pool_run(a.p, uneven_fn, &a);
-                for (int j = 0; j < n; j++)
-                    assert_int_equal(atomic_load(&a.slot[j]), N_UNEVEN);
-            }
+            run_rounds(&a, uneven_fn, n, 2, N_UNEVEN);
             assert_int_equal(atomic_load(&a.errors), 0);
             xf_pool_stats_t st;
             xf_pool_stats(a.p, &st);
