@@ -376,6 +376,13 @@ static void op_heads(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     }
 }
 
+/* Whether the layer's Q/K/V weights are stacked into one GEMM (fp32, bf16 or int8 weights,
+ * n = 3·da) rather than kept as three. */
+static int qkv_stacked(const xf_prep_layer_t *P)
+{
+    return P->qkv.packed || P->qkv.packed_bf16 || P->qkv.q8;
+}
+
 static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 {
     const xf_model_t *m = T->m;
@@ -398,8 +405,7 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     case XF_OP_QKV: {
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
-        if (P->qkv.packed || P->qkv.packed_bf16 || P->qkv.q8) {
-            /* stacked (fp32, bf16 or int8 weights): one GEMM, n = 3·da, same layout */
+        if (qkv_stacked(P)) {   /* one GEMM, same layout */
             linear_op(T, o, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
             break;
         }
@@ -469,7 +475,7 @@ static const xf_gemm_w_t *op_weight(const fwd_task_t *T, const xf_plan_op_t *o)
 
     switch (o->kind) {
     case XF_OP_QKV:
-        w = P->qkv.packed || P->qkv.packed_bf16 || P->qkv.q8 ? &P->qkv : &P->q;
+        w = qkv_stacked(P) ? &P->qkv : &P->q;
         break;
     case XF_OP_OPROJ:
         w = &P->o;
