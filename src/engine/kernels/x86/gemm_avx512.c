@@ -62,27 +62,33 @@ void xf_gemm_avx512_setup(long l2_bytes)
     } while (0)
 
 /* Step s (a k, or a k pair for bf16) of the tile's nv vectors, one group row (ref.h) of
- * sstride bytes per step: the 64·nv bytes at b + s·sstride into v[]. With pf, also the
- * prefetch share of the step: lines [s·pstep, (s+1)·pstep) of pf, below pfn. */
-XF_INLINE void load_b(const void *b, size_t sstride, int nv, int s, const char *pf, int pstep,
-                      int pfn, __m512i *v)
+ * sstride bytes per step: the 64·nv bytes at b + s·sstride into v[]. With sd, also prefetch
+ * into L1 the same row's lines sd bytes further on in the stream. With pf, also the prefetch
+ * share of the step: lines [s·pstep, (s+1)·pstep) of pf, below pfn. */
+XF_INLINE void load_b(const void *b, size_t sstride, int nv, int s, int sd, const char *pf,
+                      int pstep, int pfn, __m512i *v)
 {
+    const char *row = (const char *)b + (size_t)s * sstride;
+    if (sd)
+#pragma GCC unroll 3
+        for (int j = 0; j < nv; j++)
+            _mm_prefetch(row + sd + 64 * j, _MM_HINT_T0);
     if (pf)
         for (int q = s * pstep; q < (s + 1) * pstep && q < pfn; q++)
             _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
-    const char *row = (const char *)b + (size_t)s * sstride;
 #pragma GCC unroll 3
     for (int j = 0; j < nv; j++)
         v[j] = _mm512_load_si512(row + 64 * j);
 }
 
 /* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps, B's steps bstride 32-bit units
- * apart (its group's width, ref.h); on the last K step add bias and apply the activation.
- * msk[j] masks the columns of vector j that exist. */
+ * apart (its group's width, ref.h), read sd bytes ahead into L1 when sd is not 0; on the
+ * last K step add bias and apply the activation. msk[j] masks the columns of vector j that
+ * exist. */
 XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float *ap,
-                   const void *b, size_t bstride, float *c, size_t ldc, const __mmask16 *msk,
-                   int first, int last, const float *bias, enum xf_epilogue epi,
-                   const float *cnext, const char *pf, int pfn)
+                   const void *b, size_t bstride, int sd, float *c, size_t ldc,
+                   const __mmask16 *msk, int first, int last, const float *bias,
+                   enum xf_epilogue epi, const float *cnext, const char *pf, int pfn)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -109,7 +115,7 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
         for (int k = 0; k < kc; k++) {
             __m512i v[NV];
             __m512 bv[NV];
-            load_b(b, bstride * 4, nv, k, k < pfk ? pf : NULL, pstep, pfn, v);
+            load_b(b, bstride * 4, nv, k, sd, k < pfk ? pf : NULL, pstep, pfn, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++)
                 bv[j] = _mm512_castsi512_ps(v[j]);
@@ -123,7 +129,7 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
         for (int p = 0; p < iters; p++) {
             __m512i v[NV];
             __m512 be[NV], bo[NV];
-            load_b(b, bstride * 4, nv, p, p < pfk ? pf : NULL, pstep, pfn, v);
+            load_b(b, bstride * 4, nv, p, sd, p < pfk ? pf : NULL, pstep, pfn, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++) {
                 be[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
@@ -152,19 +158,20 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
     }
 }
 
-typedef void (*ukr_fn)(int kc, const float *ap, const void *b, size_t bstride, float *c,
-                       size_t ldc, const __mmask16 *msk, int first, int last,
+typedef void (*ukr_fn)(int kc, const float *ap, const void *b, size_t bstride, int sd,
+                       float *c, size_t ldc, const __mmask16 *msk, int first, int last,
                        const float *bias, enum xf_epilogue epi, const float *cnext,
                        const char *pf, int pfn);
 
 #define UKR1(bf, pre, mr, nv)                                                              \
     static void pre##mr##_##nv(int kc, const float *ap, const void *b, size_t bstride,     \
-                               float *c, size_t ldc, const __mmask16 *msk, int first,      \
-                               int last, const float *bias, enum xf_epilogue epi,          \
-                               const float *cnext, const char *pf, int pfn)                \
+                               int sd, float *c, size_t ldc, const __mmask16 *msk,         \
+                               int first, int last, const float *bias,                     \
+                               enum xf_epilogue epi, const float *cnext, const char *pf,   \
+                               int pfn)                                                    \
     {                                                                                      \
-        ukr(bf, mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext, pf, \
-            pfn);                                                                          \
+        ukr(bf, mr, nv, kc, ap, b, bstride, sd, c, ldc, msk, first, last, bias, epi, cnext, \
+            pf, pfn);                                                                      \
     }
 #define UKR(mr) UKR1(0, ukr_, mr, 1) UKR1(0, ukr_, mr, 2) UKR1(0, ukr_, mr, 3)            \
     UKR1(1, ukrh_, mr, 1) UKR1(1, ukrh_, mr, 2) UKR1(1, ukrh_, mr, 3)
@@ -246,6 +253,17 @@ static const char *block_span(const char *wp, size_t npad, int k0, int ks, int b
     return wp + blk + g0 * (size_t)ks * 4;
 }
 
+/* At small M (at most LEAD_ROWS rows in a thread's share) the GEMM streams its weights from
+ * memory, and the FMAs do not wait for them only if they are asked for early enough: the
+ * first row panel's tiles prefetch into L1 the weights STREAM_PF bytes ahead in the block's
+ * sequential run (which runs on into the next tile's group). 4 KB (21 k steps of 48 fp32
+ * columns, 21 k pairs of bf16) measured 0.89–0.97 of the time without it at M = 8 and 16 on
+ * Zen 5, 2 KB about the same; into L2, or two distances, no better. At M = 128 (weights from
+ * L2 after the first panel) it cost 2–20 %, so it is not used there. Later row panels read
+ * the block from L2. */
+#define LEAD_ROWS (4 * MR)
+#define STREAM_PF 4096
+
 /* Columns [c0, c1) (c0 a multiple of 16) and rows [r0, r1) of y; bf: from the bf16 copy. */
 static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c1,
                        const float *x, size_t ldx, const float *bias, enum xf_epilogue epi,
@@ -258,6 +276,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
     const int ncb = block_cols(c0, c1), g0 = c0 / NR * NR;
+    const int sdist = r1 - r0 <= LEAD_ROWS ? STREAM_PF : 0;
     for (int jb = g0; jb < c1; jb += ncb) {
         int jc = jb > c0 ? jb : c0, jc1 = jb + ncb < c1 ? jb + ncb : c1;
         for (int pc = 0; pc < K; pc += KC) {
@@ -284,6 +303,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                 size_t l0 = nlines * (size_t)pan / (size_t)npan;
                 size_t l1 = nlines * (size_t)(pan + 1) / (size_t)npan;
                 pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
+                const int sd = pan == 0 ? sdist : 0;
                 /* tiles end on group edges: one sequential run of W each */
                 for (int jr = jc, je, t = 0; jr < jc1; jr = je, t++) {
                     je = (jr / NR + 1) * NR < jc1 ? (jr / NR + 1) * NR : jc1;
@@ -295,7 +315,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                     float *c = y + (size_t)ir * ldy + jr;
                     size_t t0 = l0 + (l1 - l0) * (size_t)t / (size_t)ntile;
                     size_t t1 = l0 + (l1 - l0) * (size_t)(t + 1) / (size_t)ntile;
-                    uk[mr - 1][nv - 1](kc, ap, b, gw, c, ldy, msk, first, last,
+                    uk[mr - 1][nv - 1](kc, ap, b, gw, sd, c, ldy, msk, first, last,
                                        bias ? bias + jr : NULL, epi, c + (je - jr),
                                        nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
                 }
@@ -324,7 +344,6 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
  * in the share), where the GEMM streams its weights from memory: at M = 16 having that block
  * in L2 saved 3-4 % of a BERT GEMM's time, at M = 128 nothing, and there the prefetch would
  * only push the activations the ops between two GEMMs use out of L2. */
-#define LEAD_ROWS (4 * MR)
 size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
                              const void **p)
 {
