@@ -179,8 +179,9 @@ int xf_kernels_all(const xf_kernels_t **out, const char **names, int cap)
 /* Pack rows taken from nparts stacked [rows[i]][k] matrices (row r of the whole is row
  * r - Σ_{j<i} rows[j] of part i), in the layout of ref.h. */
 static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t *rows,
-                      int nparts)
+                      int nparts, int group)
 {
+    const size_t G = (size_t)group;
     const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
     const size_t npad = ((size_t)pw->n + P - 1) / P * P;
     size_t bytes = npad * K * sizeof(float);
@@ -195,7 +196,7 @@ static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t 
         size_t part0 = 0;      /* first row of `part` in the whole */
         for (size_t row = 0; row < npad; row++) {
             size_t gw;
-            float *dst = blk + xf_gemm_group_at(row / P * P, npad, kc, &gw) + row % P;
+            float *dst = blk + xf_gemm_group_at(row / P * P, npad, kc, G, &gw) + row % P;
             while (part < nparts && row >= part0 + (size_t)rows[part])
                 part0 += (size_t)rows[part++];
             const float *src = part < nparts ? parts[part] + (row - part0) * K + k0 : NULL;
@@ -205,12 +206,27 @@ static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t 
     }
     pw->packed = p;
     pw->packed_bytes = bytes;
+    pw->group = group;
     return 0;
+}
+
+/* The group width the table in use streams best (48 where it says none). */
+static int table_group(void)
+{
+    int g = xf_kernels()->w_group;
+    return g == 16 || g == XF_GEMM_GROUP ? g : XF_GEMM_GROUP;
+}
+
+int xf_gemm_w_pack_group(xf_gemm_w_t *pw, int group)
+{
+    if (group != XF_GEMM_PANEL && group != XF_GEMM_GROUP)
+        return -EINVAL;
+    return pack_parts(pw, &pw->w, &pw->n, 1, group);
 }
 
 int xf_gemm_w_pack(xf_gemm_w_t *pw)
 {
-    return pack_parts(pw, &pw->w, &pw->n, 1);
+    return xf_gemm_w_pack_group(pw, table_group());
 }
 
 int xf_gemm_w_init_stacked(xf_gemm_w_t *pw, const float *const *parts, const int32_t *rows,
@@ -229,7 +245,7 @@ int xf_gemm_w_init_stacked(xf_gemm_w_t *pw, const float *const *parts, const int
         return -ENOTSUP;
     pw->n = (int32_t)n;
     pw->k = k;
-    return pack_parts(pw, parts, rows, nparts);
+    return pack_parts(pw, parts, rows, nparts, table_group());
 }
 
 int xf_gemm_w_init(xf_gemm_w_t *pw, const float *w, int32_t n, int32_t k)
@@ -266,6 +282,7 @@ int xf_gemm_w_add_bf16(xf_gemm_w_t *pw)
     const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
     const size_t npad = ((size_t)pw->n + P - 1) / P * P;
     const size_t k2 = (K / XF_GEMM_KC) * XF_GEMM_KC + ((K % XF_GEMM_KC) + 1) / 2 * 2;
+    const size_t G = (size_t)pw->group;
     size_t bytes = npad * k2 * sizeof(uint16_t);
     uint16_t *h = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!h)
@@ -276,8 +293,8 @@ int xf_gemm_w_add_bf16(xf_gemm_w_t *pw)
         uint16_t *dst = h + k0 * npad;
         for (size_t c = 0; c < npad; c += P) {
             size_t gw;
-            const float *s = src + xf_gemm_group_at(c, npad, kc, &gw);
-            uint16_t *d = dst + 2 * xf_gemm_group_at(c, npad, kc2 / 2, &gw);
+            const float *s = src + xf_gemm_group_at(c, npad, kc, G, &gw);
+            uint16_t *d = dst + 2 * xf_gemm_group_at(c, npad, kc2 / 2, G, &gw);
             for (size_t kk = 0; kk < kc2; kk++)
                 for (size_t cc = 0; cc < P; cc++)
                     d[2 * (kk / 2 * gw + cc) + kk % 2] =

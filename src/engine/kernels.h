@@ -28,6 +28,7 @@ typedef struct xf_gemm_w {
     const float *w;        /* the original [n][k]; NULL only for a stacked weight (below) */
     float *packed;         /* owned packed copy or NULL; free with xf_gemm_w_deinit() */
     size_t packed_bytes;
+    int32_t group;         /* column group width of packed / packed_bf16 (ref.h): 16 or 48 */
     /* owned bf16 panels (ref.h) or NULL; made by xf_gemm_w_add_bf16() from packed, which it
      * then frees: only a table with bf16_w runs such a weight */
     uint16_t *packed_bf16;
@@ -67,6 +68,10 @@ typedef struct xf_kernels {
     const char *gemm_path;     /* e.g. "own-avx512", "openblas-1t" */
     /* 1: linear reads the packed panels of xf_gemm_w_t (xf_gemm_w_init packs them). */
     uint8_t packs_w;
+    /* Column group width (ref.h) xf_gemm_w_init packs for when this table is in use: the
+     * width its micro-kernel tile streams as one run (48: AVX-512; 16: AVX2). Its linear
+     * reads either width (same bits), only slower in the other. */
+    uint8_t w_group;
     /* 1: linear gives bitwise identical results for every nth (the engine's own and the
      * reference kernels: each output element is one dot product summed in a fixed order).
      * 0: the cblas path. OpenBLAS's edge kernels (its Haswell and Zen cores, which it runs on

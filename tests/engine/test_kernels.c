@@ -173,7 +173,7 @@ static void check_lead(const xf_gemm_w_t *w, int m)
     }
 }
 
-static void check_linear_shape(int m, int n, int kk, int seed)
+static void check_linear_group(int m, int n, int kk, int seed, int group)
 {
     int ldx = kk + 3, ldy = n + 5;
     float *x = alloc_u((size_t)m * ldx), *wt = alloc_u((size_t)n * kk), *b = alloc_u(n);
@@ -193,8 +193,8 @@ static void check_linear_shape(int m, int n, int kk, int seed)
         }
     xf_gemm_w_t w;
     assert_int_equal(xf_gemm_w_init(&w, wt, n, kk), 0);
-    if (!w.packed)
-        assert_int_equal(xf_gemm_w_pack(&w), 0);
+    xf_gemm_w_deinit(&w);
+    assert_int_equal(xf_gemm_w_pack_group(&w, group), 0);
     check_lead(&w, m);
     const float sentinel = -12345.5f;
     for (int epi = 0; epi < XF_EPI_COUNT; epi++) {
@@ -214,8 +214,8 @@ static void check_linear_shape(int m, int n, int kk, int seed)
                     memcpy(y1, y, (size_t)m * ldy * sizeof(float));
                 else if (tabs[t]->nth_exact &&
                          memcmp(y1, y, (size_t)m * ldy * sizeof(float)) != 0)
-                    fail_msg("linear %s m=%d n=%d k=%d epi=%d: nth=%d differs from nth=1",
-                             names[t], m, n, kk, epi, nth);
+                    fail_msg("linear %s m=%d n=%d k=%d epi=%d group=%d: nth=%d differs from "
+                             "nth=1", names[t], m, n, kk, epi, w.group, nth);
                 if (ni > 0 && tabs[t]->nth_exact)
                     continue;
                 for (int i = 0; i < m; i++) {
@@ -229,9 +229,9 @@ static void check_linear_shape(int m, int n, int kk, int seed)
                         double tol = 8.0 * sqrt(kk + 1.0) * EPS32 * s[(size_t)i * n + j] * 1.2 +
                                      1e-6 * fabs(yr[o]) + 1e-30;
                         if (!(fabs((double)y[o] - yr[o]) <= tol))
-                            fail_msg("linear %s m=%d n=%d k=%d epi=%d nth=%d (%d,%d): %.9g vs "
-                                     "ref %.9g (tol %.3g)", names[t], m, n, kk, epi, nth, i, j,
-                                     y[o], yr[o], tol);
+                            fail_msg("linear %s m=%d n=%d k=%d epi=%d nth=%d group=%d (%d,%d): "
+                                     "%.9g vs ref %.9g (tol %.3g)", names[t], m, n, kk, epi,
+                                     nth, w.group, i, j, y[o], yr[o], tol);
                     }
                 }
             }
@@ -245,6 +245,14 @@ static void check_linear_shape(int m, int n, int kk, int seed)
     free_u(yr);
     free_u(y);
     free_u(y1);
+}
+
+/* Weights packed in 48-column groups (the AVX-512 layout) and in 16-column ones (AVX2's):
+ * every own kernel reads both. */
+static void check_linear_shape(int m, int n, int kk, int seed)
+{
+    check_linear_group(m, n, kk, seed, XF_GEMM_GROUP);
+    check_linear_group(m, n, kk, seed, XF_GEMM_PANEL);
 }
 
 static void test_linear(void **state)
@@ -365,7 +373,7 @@ static void test_bf16_bits(void **state)
  * one-k block (odd pair), 31 is odd in one block; m = 129 takes the row split. Without a bf16
  * kernel in the table in use (XF_CPU=avx2, generic), xf_gemm_w_add_bf16 says -ENOTSUP and
  * keeps the fp32 panels. */
-static void check_bf16_shape(int m, int n, int kk, unsigned seed)
+static void check_bf16_shape(int m, int n, int kk, unsigned seed, int group)
 {
     float *x = alloc_u((size_t)m * kk), *wt = alloc_u((size_t)n * kk), *b = alloc_u(n);
     float *yr = alloc_u((size_t)m * n), *yf = alloc_u((size_t)m * n), *y = alloc_u((size_t)m * n);
@@ -375,6 +383,10 @@ static void check_bf16_shape(int m, int n, int kk, unsigned seed)
     xf_test_fill(b, n, seed + 2, -2.0f, 2.0f);
     xf_gemm_w_t w;
     assert_int_equal(xf_gemm_w_init(&w, wt, n, kk), 0);
+    if (group && w.packed) {   /* the other group width than the table's */
+        xf_gemm_w_deinit(&w);
+        assert_int_equal(xf_gemm_w_pack_group(&w, group), 0);
+    }
     int rc = xf_gemm_w_add_bf16(&w);
     if (!xf_kernels()->bf16_w || !xf_kernels()->packs_w) {
         assert_int_equal(rc, -ENOTSUP);
@@ -429,74 +441,94 @@ static void test_linear_bf16(void **state)
 {
     (void)state;
     load_tables();
-    check_bf16_shape(1, 769, 383, 21);
-    check_bf16_shape(7, 97, 513, 22);
-    check_bf16_shape(17, 145, 31, 23);
-    check_bf16_shape(64, 48, 256, 24);
-    check_bf16_shape(3, 5, 1, 25);
-    check_bf16_shape(129, 33, 65, 26);
+    check_bf16_shape(1, 769, 383, 21, 0);
+    check_bf16_shape(7, 97, 513, 22, 0);
+    check_bf16_shape(17, 145, 31, 23, 0);
+    check_bf16_shape(64, 48, 256, 24, 0);
+    check_bf16_shape(3, 5, 1, 25, 0);
+    check_bf16_shape(129, 33, 65, 26, 0);
     /* several column blocks and K blocks, splits off the 48-column groups for nth 3 and 5 */
-    check_bf16_shape(20, 1000, 600, 27);
+    check_bf16_shape(20, 1000, 600, 27, 0);
+    /* bf16 panels made from 16-column groups */
+    check_bf16_shape(20, 1000, 600, 28, XF_GEMM_PANEL);
+    check_bf16_shape(7, 97, 513, 29, XF_GEMM_PANEL);
 }
 
 /* The packed layout of ref.h, element by element, written out here independently of the
- * packer: K blocks of 256, 48-column groups (the last one 16 or 32 wide), k-major inside a
- * group, zero columns past n; the bf16 copy in k pairs with a zero pad k for an odd block.
- * N below, at and across the group width (1, 5, 16, 17, 33, 47, 48, 49, 95, 97, 130), K
- * within one block, odd, and across blocks (1, 3, 256, 300, 513). */
+ * packer: K blocks of 256, groups of G = 48 or 16 columns (the last one narrower), k-major
+ * inside a group, zero columns past n; the bf16 copy in k pairs with a zero pad k for an odd
+ * block. */
+static void check_pack(int n, int K, int G)
+{
+    const int npad = (n + 15) / 16 * 16;
+    float *wt = alloc_u((size_t)n * K);
+    xf_test_fill(wt, (size_t)n * K, 7 + n + K, -1.0f, 1.0f);
+    xf_gemm_w_t w;
+    assert_int_equal(xf_gemm_w_init(&w, wt, n, K), 0);
+    xf_gemm_w_deinit(&w);
+    assert_int_equal(xf_gemm_w_pack_group(&w, G), 0);
+    assert_int_equal(w.group, G);
+    assert_int_equal(w.packed_bytes, (size_t)npad * K * sizeof(float));
+    assert_int_equal((uintptr_t)w.packed % 64, 0);
+    for (int k0 = 0; k0 < K; k0 += 256) {
+        const int kc = K - k0 < 256 ? K - k0 : 256;
+        for (int c = 0; c < npad; c++) {
+            const int g = c / G, gw = npad - G * g < G ? npad - G * g : G;
+            for (int kk = 0; kk < kc; kk++) {
+                size_t o = (size_t)k0 * npad + (size_t)G * g * kc + (size_t)kk * gw +
+                           (size_t)(c - G * g);
+                float want = c < n ? wt[(size_t)c * K + k0 + kk] : 0.0f;
+                if (memcmp(&w.packed[o], &want, sizeof want) != 0)
+                    fail_msg("pack G=%d n=%d k=%d: W[%d][%d] at %zu is %g, want %g", G, n, K, c,
+                             k0 + kk, o, w.packed[o], want);
+            }
+        }
+    }
+    if (xf_gemm_w_add_bf16(&w) == 0) {
+        const uint16_t *h = w.packed_bf16;
+        assert_non_null(h);
+        assert_int_equal((uintptr_t)h % 64, 0);
+        for (int k0 = 0; k0 < K; k0 += 256) {
+            const int kc = K - k0 < 256 ? K - k0 : 256, kc2 = (kc + 1) / 2 * 2;
+            for (int c = 0; c < npad; c++) {
+                const int g = c / G, gw = npad - G * g < G ? npad - G * g : G;
+                for (int kk = 0; kk < kc2; kk++) {
+                    size_t o = (size_t)k0 * npad +
+                               2 * ((size_t)G * g * kc2 / 2 + (size_t)(kk / 2) * gw +
+                                    (size_t)(c - G * g)) + (size_t)(kk % 2);
+                    uint16_t want = c < n && kk < kc ? xf_bf16_bits(wt[(size_t)c * K + k0 + kk])
+                                                     : 0;
+                    if (o >= w.packed_bf16_bytes / 2 || h[o] != want)
+                        fail_msg("bf16 pack G=%d n=%d k=%d: W[%d][%d] at %zu", G, n, K, c,
+                                 k0 + kk, o);
+                }
+            }
+        }
+    }
+    xf_gemm_w_deinit(&w);
+    free_u(wt);
+}
+
+/* check_pack for N below, at and across the group widths (1, 5, 16, 17, 33, 47, 48, 49, 95,
+ * 97, 130), K within one block, odd, and across blocks (1, 3, 256, 300, 513). xf_gemm_w_init
+ * packs for the table in use (its w_group); other widths are refused. */
 static void test_pack_layout(void **state)
 {
     (void)state;
     static const int ns[] = { 1, 5, 16, 17, 33, 47, 48, 49, 95, 97, 130 };
     static const int ks[] = { 1, 3, 256, 300, 513 };
+    float wt[6] = { 1, 2, 3, 4, 5, 6 };
+    xf_gemm_w_t w;
+    assert_int_equal(xf_gemm_w_init(&w, wt, 2, 3), 0);
+    if (xf_kernels()->packs_w)
+        assert_int_equal(w.group, xf_kernels()->w_group);
+    xf_gemm_w_deinit(&w);
+    assert_int_equal(xf_gemm_w_pack_group(&w, 32), -EINVAL);
+    assert_null(w.packed);
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
-            const int n = ns[a], K = ks[b], npad = (n + 15) / 16 * 16;
-            float *wt = alloc_u((size_t)n * K);
-            xf_test_fill(wt, (size_t)n * K, 7 + n + K, -1.0f, 1.0f);
-            xf_gemm_w_t w;
-            assert_int_equal(xf_gemm_w_init(&w, wt, n, K), 0);
-            if (!w.packed)
-                assert_int_equal(xf_gemm_w_pack(&w), 0);
-            assert_int_equal(w.packed_bytes, (size_t)npad * K * sizeof(float));
-            assert_int_equal((uintptr_t)w.packed % 64, 0);
-            for (int k0 = 0; k0 < K; k0 += 256) {
-                const int kc = K - k0 < 256 ? K - k0 : 256;
-                for (int c = 0; c < npad; c++) {
-                    const int g = c / 48, gw = npad - 48 * g < 48 ? npad - 48 * g : 48;
-                    for (int kk = 0; kk < kc; kk++) {
-                        size_t o = (size_t)k0 * npad + (size_t)48 * g * kc +
-                                   (size_t)kk * gw + (size_t)(c - 48 * g);
-                        float want = c < n ? wt[(size_t)c * K + k0 + kk] : 0.0f;
-                        if (memcmp(&w.packed[o], &want, sizeof want) != 0)
-                            fail_msg("pack n=%d k=%d: W[%d][%d] at %zu is %g, want %g", n, K,
-                                     c, k0 + kk, o, w.packed[o], want);
-                    }
-                }
-            }
-            if (xf_gemm_w_add_bf16(&w) == 0) {
-                const uint16_t *h = w.packed_bf16;
-                assert_non_null(h);
-                assert_int_equal((uintptr_t)h % 64, 0);
-                for (int k0 = 0; k0 < K; k0 += 256) {
-                    const int kc = K - k0 < 256 ? K - k0 : 256, kc2 = (kc + 1) / 2 * 2;
-                    for (int c = 0; c < npad; c++) {
-                        const int g = c / 48, gw = npad - 48 * g < 48 ? npad - 48 * g : 48;
-                        for (int kk = 0; kk < kc2; kk++) {
-                            size_t o = (size_t)k0 * npad +
-                                       2 * ((size_t)48 * g * kc2 / 2 + (size_t)(kk / 2) * gw +
-                                            (size_t)(c - 48 * g)) + (size_t)(kk % 2);
-                            uint16_t want = c < n && kk < kc
-                                ? xf_bf16_bits(wt[(size_t)c * K + k0 + kk]) : 0;
-                            if (o >= w.packed_bf16_bytes / 2 || h[o] != want)
-                                fail_msg("bf16 pack n=%d k=%d: W[%d][%d] at %zu", n, K, c,
-                                         k0 + kk, o);
-                        }
-                    }
-                }
-            }
-            xf_gemm_w_deinit(&w);
-            free_u(wt);
+            check_pack(ns[a], ks[b], XF_GEMM_GROUP);
+            check_pack(ns[a], ks[b], XF_GEMM_PANEL);
         }
 }
 

@@ -41,36 +41,40 @@ void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ld
 
 /* Packed weight layout shared by every own GEMM kernel: K in blocks of XF_GEMM_KC, each block
  * a contiguous n_pad × kc array (n_pad = n rounded up to XF_GEMM_PANEL = 16, kc = the block's
- * length), its columns in groups of XF_GEMM_GROUP = 48 (the AVX-512 tile width; the last
- * group gw = n_pad − 48g = 16, 32 or 48 wide), each group k-major: for k = k0 + kk in the
- * block starting at k0 and column c = 48g + cc,
- *   packed[k0·n_pad + 48g·kc + kk·gw + cc] = W[c][k]   (0 for c >= n).
- * So the 48 columns of one k step are 192 consecutive bytes, and a 48-column tile streams
- * its block's weights as one sequential run (three 16-column panels side by side would be
- * three streams 16 KB apart). Narrower tiles read their 16 or 32 columns of each group row
- * (xf_gemm_group_at). 64-byte aligned. Packs pw->w into a new pw->packed. Returns 0 or
- * -ENOMEM. */
+ * length), its columns in groups of G = pw->group columns (48, the AVX-512 tile width, or 16,
+ * the AVX2 one: the table's w_group; the last group gw = min(G, n_pad − Gg) wide), each group
+ * k-major: for k = k0 + kk in the block starting at k0 and column c = Gg + cc,
+ *   packed[k0·n_pad + Gg·kc + kk·gw + cc] = W[c][k]   (0 for c >= n).
+ * So with G = 48 the 48 columns of one k step are 192 consecutive bytes, and a 48-column
+ * tile streams its block's weights as one sequential run (three 16-column panels side by
+ * side would be three streams 16 KB apart); with G = 16 a 16-column micro-panel is one
+ * contiguous 16 KB run that stays in L1 (reading 16 columns of a 48-wide group row instead
+ * cost the AVX2 kernel 5-15 %). A kernel reads either width (xf_gemm_group_at). 64-byte
+ * aligned. xf_gemm_w_pack packs pw->w into a new pw->packed for the table in use
+ * (xf_kernels()->w_group, 48 if it has none); xf_gemm_w_pack_group with group 16 or 48.
+ * Return 0 or -ENOMEM. */
 #define XF_GEMM_PANEL 16
 #define XF_GEMM_GROUP 48
 #define XF_GEMM_KC 256
 int xf_gemm_w_pack(xf_gemm_w_t *pw);
+int xf_gemm_w_pack_group(xf_gemm_w_t *pw, int group);
 
-/* Where column c (a multiple of 16) of a packed block of n_pad columns and ks steps starts,
- * in 32-bit units from the block's start, and the width gw of its group (32-bit units per
- * step): column c's 16 values of step s are at [start + s·gw, +16). A step is one k (fp32,
- * ks = kc) or one k pair of the bf16 copy (ks = kc2/2; each 32-bit unit holds a column's two
- * bf16 of the pair). */
-static inline size_t xf_gemm_group_at(size_t c, size_t npad, size_t ks, size_t *gw)
+/* Where column c (a multiple of 16) of a block packed in groups of G columns, n_pad columns
+ * and ks steps starts, in 32-bit units from the block's start, and the width gw of its group
+ * (32-bit units per step): column c's 16 values of step s are at [start + s·gw, +16). A step
+ * is one k (fp32, ks = kc) or one k pair of the bf16 copy (ks = kc2/2; each 32-bit unit holds
+ * a column's two bf16 of the pair). */
+static inline size_t xf_gemm_group_at(size_t c, size_t npad, size_t ks, size_t G, size_t *gw)
 {
-    size_t g0 = c / XF_GEMM_GROUP * XF_GEMM_GROUP;
-    *gw = npad - g0 < XF_GEMM_GROUP ? npad - g0 : XF_GEMM_GROUP;
+    size_t g0 = c / G * G;
+    *gw = npad - g0 < G ? npad - g0 : G;
     return g0 * ks + (c - g0);
 }
 
 /* The bf16 copy (xf_gemm_w_add_bf16) has the same blocks and groups, each block's k padded
  * to an even kc2 and stored in k pairs (the vdpbf16ps layout), a block starting at
  * k0·n_pad/2 32-bit units: for kk < kc,
- *   packed_bf16[k0·n_pad + 2·(48g·kc2/2 + (kk/2)·gw + cc) + kk%2] = bf16(W[c][k])
+ *   packed_bf16[k0·n_pad + 2·(Gg·kc2/2 + (kk/2)·gw + cc) + kk%2] = bf16(W[c][k])
  * (the pad k of an odd kc is 0). */
 
 /* fp32 → bf16 bits, rounded to nearest even (NaN stays a quiet NaN). */

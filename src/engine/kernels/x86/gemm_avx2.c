@@ -1,9 +1,10 @@
 /* AVX2+FMA Linear GEMM: a 6-row × 16-column micro-kernel (12 ymm accumulators; 2 B loads and
- * 6 broadcasts per 12 FMAs) over one 16-column slice of a packed 48-column group (ref.h,
- * xf_gemm_w_pack: 64 bytes per k step, one group row apart), blocked as BLIS does: K in
- * XF_GEMM_KC steps, columns in NC steps (a KC×NC block of W sized for a share of L3), rows in
- * MC blocks packed once per (column block, K step) so that the packed A block (MC×KC) stays
- * in L2 and each 16-column W micro-panel (KC×16 = 16 KB of lines) stays in L1 while it meets
+ * 6 broadcasts per 12 FMAs) over one packed 16-column group (ref.h, xf_gemm_w_pack with this
+ * table's w_group = 16: a contiguous KC×16 micro-panel; weights packed in 48-column groups
+ * for AVX-512 are read as 16-column slices of a group row, same bits), blocked as BLIS does:
+ * K in XF_GEMM_KC steps, columns in NC steps (a KC×NC block of W sized for a share of L3),
+ * rows in MC blocks packed once per (column block, K step) so that the packed A block (MC×KC)
+ * stays in L2 and each 16-column W micro-panel (KC×16 = 16 KB) stays in L1 while it meets
  * every row micro-panel of the block. MC and NC come from the cache sizes the
  * CPU reports (xf_gemm_avx2_setup). Epilogue on the last K step; every output element is one
  * in-order fp32 FMA chain, so results are identical for any nth and any blocking. */
@@ -158,7 +159,7 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
 {
     float *ap = apack;
     const int K = w->k, mcb = MC;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16, G = (size_t)w->group;
     for (int jc = c0; jc < c1; jc += NC) {
         int jc1 = jc + NC < c1 ? jc + NC : c1;
         for (int pc = 0; pc < K; pc += KC) {
@@ -172,11 +173,12 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
                            ap + (size_t)(ir - ic) * (size_t)kc);
                 for (int jr = jc; jr < jc1; jr += NR) {
                     int ncol = jc1 - jr < NR ? jc1 - jr : NR;
-                    /* this 16-column slice of its 48-column group (ref.h), and the next one */
+                    /* this 16-column micro-panel (its own group, or a slice of a 48-column
+                     * group: ref.h), and the next one */
                     size_t bs, bns = 0;
-                    const float *b = blk + xf_gemm_group_at((size_t)jr, npad, (size_t)kc, &bs);
+                    const float *b = blk + xf_gemm_group_at((size_t)jr, npad, (size_t)kc, G, &bs);
                     const float *bn = (size_t)jr + NR < npad
-                        ? blk + xf_gemm_group_at((size_t)jr + NR, npad, (size_t)kc, &bns)
+                        ? blk + xf_gemm_group_at((size_t)jr + NR, npad, (size_t)kc, G, &bns)
                         : b;
                     const float *bj = bias ? bias + jr : NULL;
                     for (int ir = ic; ir < ic1; ir += MR) {

@@ -1,5 +1,6 @@
 /* AVX-512 Linear GEMM: y = epi(x·Wᵀ + b) with W pre-packed in 48-column groups, k-major
- * (ref.h, xf_gemm_w_pack). Micro-kernel: MR=8 rows × NR=48 columns of zmm accumulators
+ * (ref.h, xf_gemm_w_pack; weights packed in 16-column groups for the AVX2 kernel give the
+ * same bits through 16-column tiles). Micro-kernel: MR=8 rows × NR=48 columns of zmm accumulators
  * (24 registers), A broadcast from an 8-row packed micro-panel, B read as one group row per
  * k step, 192 consecutive bytes, so that a tile streams its weights as one sequential run
  * (3 loads and 8 broadcasts per 24 FMAs: 0.94 of the zmm peak in cache on Zen 5;
@@ -241,13 +242,13 @@ static int block_cols(int c0, int c1)
 }
 
 /* The packed bytes of columns [j0, j1) (j0 a multiple of 16) of the K block at k0 with ks
- * stored steps: from j0's group to the end of (j1 - 1)'s, whole 64-byte lines (ref.h).
- * Returns the start; *len the length. */
-static const char *block_span(const char *wp, size_t npad, int k0, int ks, int bf, int j0,
-                              int j1, size_t *len)
+ * stored steps, groups of G columns: from j0's group to the end of (j1 - 1)'s, whole 64-byte
+ * lines (ref.h). Returns the start; *len the length. */
+static const char *block_span(const char *wp, size_t npad, size_t G, int k0, int ks, int bf,
+                              int j0, int j1, size_t *len)
 {
     const size_t blk = (size_t)k0 * npad * 4 / (bf ? 2 : 1);   /* bytes */
-    size_t g0 = (size_t)j0 / NR * NR, g1 = ((size_t)j1 + NR - 1) / NR * NR;
+    size_t g0 = (size_t)j0 / G * G, g1 = ((size_t)j1 + G - 1) / G * G;
     g1 = g1 < npad ? g1 : npad;
     *len = (g1 - g0) * (size_t)ks * 4;
     return wp + blk + g0 * (size_t)ks * 4;
@@ -271,7 +272,8 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
 {
     float ap[MR * KC] __attribute__((aligned(64)));
     const int K = w->k;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16, G = (size_t)w->group;
+    const int gi = (int)G;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
@@ -290,13 +292,14 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
             size_t nbytes = 0;
             if (pc + kc < K) {
                 int kn = K - pc - kc < KC ? K - pc - kc : KC;
-                nb = block_span(wp, npad, pc + kc, bf ? (kn + 1) / 2 : kn, bf, jc, jc1, &nbytes);
+                nb = block_span(wp, npad, G, pc + kc, bf ? (kn + 1) / 2 : kn, bf, jc, jc1,
+                                &nbytes);
             } else if (jc1 < c1) {
                 int kn = K < KC ? K : KC, jn1 = jc1 + ncb < c1 ? jc1 + ncb : c1;
-                nb = block_span(wp, npad, 0, bf ? (kn + 1) / 2 : kn, bf, jc1, jn1, &nbytes);
+                nb = block_span(wp, npad, G, 0, bf ? (kn + 1) / 2 : kn, bf, jc1, jn1, &nbytes);
             }
             const size_t nlines = nbytes / 64;
-            const int ntile = (jc1 - 1) / NR - jc / NR + 1;
+            const int ntile = (jc1 - 1) / gi - jc / gi + 1;
             for (int pan = 0; pan < npan; pan++) {
                 int ir = r0 + (int)((long)(r1 - r0) * pan / npan);
                 int mr = r0 + (int)((long)(r1 - r0) * (pan + 1) / npan) - ir;
@@ -306,12 +309,12 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                 const int sd = pan == 0 ? sdist : 0;
                 /* tiles end on group edges: one sequential run of W each */
                 for (int jr = jc, je, t = 0; jr < jc1; jr = je, t++) {
-                    je = (jr / NR + 1) * NR < jc1 ? (jr / NR + 1) * NR : jc1;
+                    je = (jr / gi + 1) * gi < jc1 ? (jr / gi + 1) * gi : jc1;
                     __mmask16 msk[NV];
                     int nv = tile_masks(je - jr, msk);
                     size_t gw;
                     const char *b = wp + (size_t)pc * npad * 4 / (bf ? 2 : 1) +
-                                    xf_gemm_group_at((size_t)jr, npad, (size_t)ks, &gw) * 4;
+                                    xf_gemm_group_at((size_t)jr, npad, (size_t)ks, G, &gw) * 4;
                     float *c = y + (size_t)ir * ldy + jr;
                     size_t t0 = l0 + (l1 - l0) * (size_t)t / (size_t)ntile;
                     size_t t1 = l0 + (l1 - l0) * (size_t)(t + 1) / (size_t)ntile;
@@ -360,6 +363,6 @@ size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
     jc1 = jc1 < c1 ? jc1 : c1;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     size_t len;
-    *p = block_span(wp, npad, 0, bf ? (kc + 1) / 2 : kc, bf, c0, jc1, &len);
+    *p = block_span(wp, npad, (size_t)w->group, 0, bf ? (kc + 1) / 2 : kc, bf, c0, jc1, &len);
     return len;
 }

@@ -40,6 +40,7 @@ void xf_kernels_fill_avx2(xf_kernels_t *t)
     xf_gemm_avx2_setup(sysconf(_SC_LEVEL2_CACHE_SIZE), sysconf(_SC_LEVEL3_CACHE_SIZE));
     t->gemm_path = "own-avx2";
     t->packs_w = 1;
+    t->w_group = 16;
     t->nth_exact = 1;
     t->linear = xf_linear_avx2;
     fill_ops_avx2(t);

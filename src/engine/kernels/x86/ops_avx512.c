@@ -41,6 +41,7 @@ void xf_kernels_fill_avx512(xf_kernels_t *t)
     xf_gemm_avx512_setup(sysconf(_SC_LEVEL2_CACHE_SIZE));
     t->gemm_path = "own-avx512";
     t->packs_w = 1;
+    t->w_group = 48;
     t->nth_exact = 1;
     t->bf16_w = 1;
     t->linear = xf_linear_avx512;
