@@ -1,24 +1,23 @@
-/* AVX-512 Linear GEMM: y = epi(x·Wᵀ + b) with W pre-packed in 48-column groups, k-major
- * (ref.h, xf_gemm_w_pack; weights packed in 16-column groups for the AVX2 kernel give the
- * same bits through 16-column tiles). Micro-kernel: MR=8 rows × NR=48 columns of zmm accumulators
- * (24 registers), A broadcast from an 8-row packed micro-panel, B read as one group row per
- * k step, 192 consecutive bytes, so that a tile streams its weights as one sequential run
- * (3 loads and 8 broadcasts per 24 FMAs: 0.94 of the zmm peak in cache on Zen 5;
- * 12×32 and 14×32 tiles measured no better). Tiles end on group edges; only a thread's
- * first and last tile may be narrower (16 or 32 columns of a group row). Blocking: K in KC steps (the accumulators go
- * through y between steps), columns in NC steps so that a KC×NC block of W stays in L2 while
- * every row panel of the thread's share meets it (NC from the L2 size the CPU reports,
- * xf_gemm_avx512_setup; the thread's columns cut into blocks of about equal width). A
- * thread's rows are cut into panels of equal height (at most MR), so that no panel is a thin
- * remainder (x packed through 8×8 transposes, partial ones too). The epilogue
- * (bias, GELU, ReLU) runs when a tile's last K step finishes. While a KC×NC block of W is
- * used, the block read next is prefetched into L2, a share with each row panel's tiles (at
- * small M the weights stream from memory, and the hardware prefetcher does not cross into
- * the next block). With bf16 panels (xf_gemm_w_add_bf16, ref.h: k pairs) each B load brings
- * two k steps, widened to fp32 in registers (shift / mask), so the products and sums are
- * those of the fp32 path on the rounded weights; only the bytes read per weight halve. Every
- * output element is summed in k order in one fp32 FMA chain whatever the thread split, tile
- * or blocking, so results are bitwise identical for any nth. */
+/* AVX-512 Linear GEMM: y = epi(x·Wᵀ + b) with W pre-packed in 48-column groups, k-major (ref.h,
+ * xf_gemm_w_pack; weights packed in 16-column groups for the AVX2 kernel give the same bits
+ * through 16-column tiles). Micro-kernel: MR=8 rows × NR=48 columns of zmm accumulators (24
+ * registers), A broadcast from an 8-row packed micro-panel, B read as one group row per k step,
+ * 192 consecutive bytes, so that a tile streams its weights as one sequential run (3 loads and 8
+ * broadcasts per 24 FMAs: 0.94 of the zmm peak in cache on Zen 5; 12×32 and 14×32 tiles measured
+ * no better). Tiles end on group edges; only a thread's first and last tile may be narrower (16 or
+ * 32 columns of a group row). Blocking: K in KC steps (the accumulators go through y between
+ * steps), columns in NC steps so that a KC×NC block of W stays in L2 while every row panel of the
+ * thread's share meets it (NC from the L2 size the CPU reports, xf_gemm_avx512_setup; the thread's
+ * columns cut into blocks of about equal width). A thread's rows are cut into panels of equal
+ * height (at most MR), so that no panel is a thin remainder (x packed through 8×8 transposes,
+ * partial ones too). The epilogue (bias, GELU, ReLU) runs when a tile's last K step finishes.
+ * While a KC×NC block of W is used, the block read next is prefetched into L2, a share with each
+ * row panel's tiles (at small M the weights stream from memory, and the hardware prefetcher does
+ * not cross into the next block). With bf16 panels (xf_gemm_w_add_bf16, ref.h: k pairs) each B
+ * load brings two k steps, widened to fp32 in registers (shift / mask), so the products and sums
+ * are those of the fp32 path on the rounded weights; only the bytes read per weight halve. Every
+ * output element is summed in k order in one fp32 FMA chain whatever the thread split, tile or
+ * blocking, so results are bitwise identical for any nth. */
 #include "config.h"
 
 #include <immintrin.h>
