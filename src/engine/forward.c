@@ -211,7 +211,7 @@ static void op_fused(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w
     float *y = tens(T, o->out);
     int r0, r1;
 
-    xf_fuse_rows(N, ith, nth, &r0, &r1);
+    xf_fuse_rows(N, w->q8 ? XF_QGEMM_MALIGN : 1, ith, nth, &r0, &r1);
     if (r0 >= r1)
         return;
     if (w->q8) {   /* rows r0.. of the activation buffer XF_OP_Q8 (or FFN1) filled */
@@ -574,7 +574,7 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
         L->op = j;
         if ((p->ops[j].kind == XF_OP_OPROJ || p->ops[j].kind == XF_OP_FF2) && p->ops[j].which) {
             int r0, r1;   /* a fused op: this thread's rows, as one thread's GEMM */
-            xf_fuse_rows(p->n_tokens, ith, nth, &r0, &r1);
+            xf_fuse_rows(p->n_tokens, 1, ith, nth, &r0, &r1);
             L->len = r1 > r0 ? T->K->linear_lead(w, r1 - r0, 0, 1, &wp) : 0;
         } else {
             L->len = T->K->linear_lead(w, p->n_tokens, ith, nth, &wp);

@@ -255,12 +255,12 @@ static int32_t fuse_rows_default(void)
     return fuse_default;
 }
 
-void xf_fuse_rows(int32_t n_tokens, int ith, int nth, int *r0, int *r1)
+void xf_fuse_rows(int32_t n_tokens, int32_t block, int ith, int nth, int *r0, int *r1)
 {
     int b0, b1;
-    xf_split_rows((n_tokens + XF_FUSE_ROW_BLOCK - 1) / XF_FUSE_ROW_BLOCK, ith, nth, &b0, &b1);
-    *r0 = b0 * XF_FUSE_ROW_BLOCK;
-    *r1 = b1 * XF_FUSE_ROW_BLOCK < n_tokens ? b1 * XF_FUSE_ROW_BLOCK : n_tokens;
+    xf_split_rows((n_tokens + block - 1) / block, ith, nth, &b0, &b1);
+    *r0 = b0 * block;
+    *r1 = b1 * block < n_tokens ? b1 * block : n_tokens;
     if (*r0 > n_tokens)
         *r0 = n_tokens;
 }
@@ -518,12 +518,17 @@ static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_o
 }
 
 /* Whether the output projection and FFN2 finish the residual op's rows themselves
- * (plan_internal.h XF_FUSE_ROWS): enough tokens per thread, and Linear results that do not
+ * (plan_internal.h XF_FUSE_ROWS): one thread, or enough tokens per thread (a row split makes
+ * every thread read all of W, which costs where the GEMM streams its weights), and Linear
+ * results that do not
  * depend on the thread split (the own and int8 kernels; not the cblas path, whose sums
  * depend on the column slice), so that the fused forward gives the unfused one's bits. */
 static int fuse_residual(const xf_plan_t *p)
 {
-    if (p->fuse_rows <= 0 || (int64_t)p->n_tokens < (int64_t)p->fuse_rows * p->n_threads)
+    /* counting: the unfused graph, an upper bound (so a plan's capacity for a batch covers
+     * every smaller batch, fused or not) */
+    if (p->counting || p->fuse_rows <= 0 ||
+        (p->n_threads > 1 && (int64_t)p->n_tokens < (int64_t)p->fuse_rows * p->n_threads))
         return 0;
     return p->m->q8 || xf_kernels()->nth_exact;
 }

@@ -19,12 +19,12 @@
 #define XF_Q8_FUSE_ROWS 64
 /* The output projection and FFN2 finish their rows' residual (+ LayerNorm) themselves — no
  * ADD/ADD_LN op, no barrier, no second pass over the rows — from this many rows (tokens) per
- * thread on (xf_plan_t.fuse_rows: the default; each thread then owns whole rows of the GEMM
- * and reads all of its W). Chosen by measurement (doc/architecture.md). */
-#define XF_FUSE_ROWS 64
-/* Rows of a thread's share of such a fused Linear start at a multiple of this (the int8
- * kernels read activation rows in groups of XF_QGEMM_MALIGN = 16). */
-#define XF_FUSE_ROW_BLOCK 16
+ * thread on, and always with one thread (xf_plan_t.fuse_rows: the default; each thread then
+ * owns whole rows of the GEMM and reads all of its W). Measured on Zen 5 (AVX-512, 2
+ * threads, BERT-base shape): the CPU of those GEMMs + LayerNorm per forward, row split
+ * against column split, was +26 % at 8 rows per thread, +19 % at 16, level (-2..+2 %) at 32
+ * and 64 (doc/architecture.md). */
+#define XF_FUSE_ROWS 32
 
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
  * threads each take their share, no op waits inside for the others, and exactly one pool
@@ -126,7 +126,8 @@ struct xf_plan {
     /* The planned batch shape. */
     int built;
     int n_threads;
-    /* OPROJ and FFN2 fuse their residual op from this many tokens per thread on (0: never);
+    /* OPROJ and FFN2 fuse their residual op from this many tokens per thread on, or with one
+     * thread (0: never);
      * XF_FUSE_ROWS, or the environment's XF_FUSE_ROWS at xf_plan_create (A/B runs); tests
      * set it between xf_plan_create and xf_plan_build. */
     int32_t fuse_rows;
@@ -163,8 +164,9 @@ int xf_plan_prep_build(xf_model_t *m);
 int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out);
 
 /* Rows [*r0, *r1) of n_tokens that thread ith of nth owns in a fused OPROJ/FF2 op: blocks of
- * XF_FUSE_ROW_BLOCK rows split evenly. */
-void xf_fuse_rows(int32_t n_tokens, int ith, int nth, int *r0, int *r1);
+ * `block` rows split evenly (fp32: 1, any row count runs at full speed; int8: 16, since the
+ * int8 kernels may read activation rows in groups of XF_QGEMM_MALIGN from the first). */
+void xf_fuse_rows(int32_t n_tokens, int32_t block, int ith, int nth, int *r0, int *r1);
 
 /* Two selections are the same variant with the same parameters. */
 int xf_plan_attn_same(const xf_attn_t *a, const xf_attn_t *b);

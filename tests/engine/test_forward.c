@@ -910,7 +910,8 @@ static void fused_run(const xf_model_t *m, const xf_batch_t *b, int nth, int32_t
     p->fuse_rows = fuse;
     assert_int_equal(xf_plan_build(p, b, nth, NULL), 0);
     count_ops(p, &residual, &fused);
-    int want = fuse > 0 && b->cu_len[b->n_seq] >= fuse * nth && xf_kernels()->nth_exact;
+    int want = fuse > 0 && (nth == 1 || b->cu_len[b->n_seq] >= fuse * nth) &&
+               xf_kernels()->nth_exact;
     assert_int_equal(fused, want ? 2 * nl : 0);
     assert_int_equal(residual, want ? 0 : 2 * nl);
     assert_int_equal(xf_ctx_reserve(c, p), 0);
