@@ -15,6 +15,12 @@
 #include "engine/pool.h"
 #include "engine/kernels/x86/vmath_avx512.h"
 
+#ifdef XF_AMX_EMULATE
+/* Tests only (mk/qgemm.am): this file built a second time with the tile instructions run by
+ * the software emulator tests/engine/amx_emu.c, under other names (xf_qlinear_amx_emu, ...). */
+#include "amx_emu.h"
+#endif
+
 #define A_CHUNK_BYTES (256 * 1024)
 
 struct tilecfg {
