@@ -41,6 +41,9 @@ static void config_tiles(void)
         cfg.rows[t] = 16;
         cfg.colsb[t] = 64;
     }
+    /* GCC's _tile_loadconfig names its operand as one pointer-sized object ("m" of a void *),
+     * so the compiler need not keep the other 56 bytes' stores: this empty asm reads all 64. */
+    __asm__ volatile("" : : "m"(cfg));
     _tile_loadconfig(&cfg);
 }
 
@@ -170,6 +173,7 @@ double xf_qpeak_loop_amx(int64_t iters, int32_t *sink)
     int32_t c[256] __attribute__((aligned(64)));
     memset(a, 3, sizeof a);
     memset(b, 1, sizeof b);
+    __asm__ volatile("" : : "m"(a), "m"(b));   /* _tile_loadd's asm reads them unseen */
     config_tiles();
     _tile_loadd(4, a, 64);
     _tile_loadd(6, b, 64);
