@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../helpers/xf_test.h"
 #include "engine/cpu.h"
@@ -71,6 +73,46 @@ static void load_tables(void)
     if (amx_emu_runs())
         tabs[n_tabs++] = &qtable_amx_emu;
 #endif
+}
+
+/* XF_CPU caps the emulated AMX table like the engine's: each cap is checked in a forked child
+ * before this process detects its CPU (this test runs first); the exit status is the verdict. */
+static int amx_emu_cap_child(const char *cap)
+{
+    if (cap)
+        setenv("XF_CPU", cap, 1);
+    else
+        unsetenv("XF_CPU");
+    load_tables();
+    int listed = 0;
+    for (int t = 0; t < n_tabs; t++)
+        listed |= strcmp(tabs[t]->name, "amx-emu") == 0;
+    const xf_cpu_t *c = xf_cpu();
+    int want = cap && strcmp(cap, "avx512") != 0 && strcmp(cap, "amx") != 0
+                   ? 0 : c->level_max >= XF_ISA_AVX512;
+#ifndef XF_HAVE_X86_64
+    want = 0;
+#endif
+    return listed == want ? 0 : 1;
+}
+
+static void test_amx_emu_cap(void **state)
+{
+    (void)state;
+    static const char *const caps[] = { NULL, "generic", "avx2", "avx512", "amx" };
+    for (int i = 0; i < 5; i++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            _exit(amx_emu_cap_child(caps[i]));
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        if (WEXITSTATUS(st) != 0)
+            fail_msg("XF_CPU=%s: the amx-emu table is listed where it should not be, or the "
+                     "other way round", caps[i] ? caps[i] : "(unset)");
+    }
 }
 
 /* The activation buffer for m rows of k: garbage everywhere first (0xA5), as the arena. */
@@ -909,8 +951,8 @@ static void test_amx_table(void **state)
 #endif
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_weights), cmocka_unit_test(test_quant_rows),
-             cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
+XF_TEST_MAIN(cmocka_unit_test(test_amx_emu_cap), cmocka_unit_test(test_weights),
+             cmocka_unit_test(test_quant_rows), cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
              cmocka_unit_test(test_qlinear_quant),
              cmocka_unit_test(test_vs_fp32), cmocka_unit_test(test_row_independent),
              cmocka_unit_test(test_peak_loops), cmocka_unit_test(test_stacked),
