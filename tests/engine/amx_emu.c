@@ -219,7 +219,8 @@ void xf_amxemu_tilezero(int t)
  * B = K×N dwords: #UD unless the three tiles are valid and distinct, every colsb a multiple of
  * 4, C.colsb = B.colsb (N), C.rows = A.rows (M), A.colsb/4 = B.rows (K), K ≤ tmul_maxk and
  * C.colsb ≤ tmul_maxn. C's bytes past N dwords and rows past M become zero. */
-static void tdpb(const char *insn, int c, int a, int b, int a_signed, int b_signed)
+static inline __attribute__((always_inline)) void tdpb(const char *insn, int c, int a, int b,
+                                                       int a_signed, int b_signed)
 {
     if (!tile_ok(insn, c) || !tile_ok(insn, a) || !tile_ok(insn, b))
         return;
@@ -251,21 +252,28 @@ static void tdpb(const char *insn, int c, int a, int b, int a_signed, int b_sign
         fault(insn, "#UD", "K %d > tmul_maxk 16 or N bytes %d > tmul_maxn 64", K, st.colsb[c]);
         return;
     }
+    /* B's bytes as ints, byte i of dword n of row k at bv[k][i][n] (a plain copy that lets the
+     * compiler vectorise the loop over n) */
+    int32_t bv[TMUL_MAXK][4][16];
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < 16; n++)
+            for (int i = 0; i < 4; i++) {
+                uint8_t v = st.data[b][k][4 * n + i];
+                bv[k][i][n] = b_signed ? (int8_t)v : v;
+            }
     for (int m = 0; m < M; m++) {
         uint32_t acc[16];
         memcpy(acc, st.data[c][m], sizeof acc);
         const uint8_t *ar = st.data[a][m];
         for (int k = 0; k < K; k++) {
-            const uint8_t *br = st.data[b][k];
-            int x[4];
+            int32_t x[4];
             for (int i = 0; i < 4; i++)
-                x[i] = a_signed ? (int)(int8_t)ar[4 * k + i] : (int)ar[4 * k + i];
-            for (int n = 0; n < N; n++) {
-                int s = 0;   /* four products: |s| ≤ 4·255·255, exact in int */
-                for (int i = 0; i < 4; i++)
-                    s += x[i] * (b_signed ? (int)(int8_t)br[4 * n + i] : (int)br[4 * n + i]);
-                acc[n] += (uint32_t)s;   /* dword wrap-around, as the hardware */
-            }
+                x[i] = a_signed ? (int8_t)ar[4 * k + i] : ar[4 * k + i];
+            /* four products: |Σ| ≤ 4·255·255, exact in int32; the dword sum wraps around, as
+             * the hardware (unsigned arithmetic) */
+            for (int n = 0; n < 16; n++)
+                acc[n] += (uint32_t)(x[0] * bv[k][0][n] + x[1] * bv[k][1][n] +
+                                     x[2] * bv[k][2][n] + x[3] * bv[k][3][n]);
         }
         for (int n = N; n < 16; n++)
             acc[n] = 0;
