@@ -122,11 +122,44 @@ json_t *xf_routes_opt_field(json_t *obj, const char *key)
     return v && !json_is_null(v) ? v : NULL;
 }
 
+/* TEI deserialises its requests with serde: a field typed Option<T> takes null as absent,
+ * a plain field with a default (normalize, raw_scores, return_text, truncation_direction,
+ * add_special_tokens, skip_special_tokens) or a required one (query, source_sentence, ...)
+ * refuses null, and axum answers 422 for a body that does not deserialise. TEI's Option fields
+ * (router/src/http/types.rs), then xformd's own options, which take null as absent everywhere. */
+static int tei_nullable(const char *key)
+{
+    static const char *const keys[] = { "truncate", "prompt_name", "dimensions", "model",
+                                        "user", "parameters", "timeout_ms", "attention" };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strcmp(key, keys[i]))
+            return 1;
+    return 0;
+}
+
+/* obj's key for a typed getter: NULL when absent, or null where null means absent (every API
+ * but TEI, and TEI's Option fields); a null TEI does not take is refused here (TEI: 422
+ * Validation, the message worded as serde's "invalid type: null, expected ..."). */
+static step_t typed_field(xf_req_t *req, json_t *obj, const char *key, const char *expected,
+                          json_t **out, enum MHD_Result *ret)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = v && !json_is_null(v) ? v : NULL;
+    if (!v || !json_is_null(v) || req->api != XF_API_TEI || tei_nullable(key))
+        return STEP_OK;
+    req->err_param = key;
+    *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be %s, not null "
+                               "(invalid type: null, expected %s)", key, expected, expected);
+    return STEP_REPLIED;
+}
+
 /* Optional boolean field: 0 ok (writes *out when present), -1 replied. */
 step_t xf_routes_get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
                           enum MHD_Result *ret)
 {
-    json_t *v = xf_routes_opt_field(obj, key);
+    json_t *v;
+    if (typed_field(req, obj, key, "a boolean", &v, ret) != STEP_OK)
+        return STEP_REPLIED;
     if (!v)
         return STEP_OK;
     if (!json_is_boolean(v)) {
@@ -142,7 +175,9 @@ step_t xf_routes_get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
 step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
                          long long *out, enum MHD_Result *ret)
 {
-    json_t *v = xf_routes_opt_field(obj, key);
+    json_t *v;
+    if (typed_field(req, obj, key, "an integer", &v, ret) != STEP_OK)
+        return STEP_REPLIED;
     if (!v)
         return STEP_OK;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
@@ -158,7 +193,9 @@ step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long 
 step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
                          enum MHD_Result *ret)
 {
-    json_t *v = xf_routes_opt_field(obj, key);
+    json_t *v;
+    if (typed_field(req, obj, key, "a string", &v, ret) != STEP_OK)
+        return STEP_REPLIED;
     if (!v)
         return STEP_OK;
     if (!json_is_string(v)) {
@@ -421,6 +458,16 @@ static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to
     return 0;
 }
 
+/* Unicode code points in s[0..n) (valid UTF-8: the bytes that do not continue a character),
+ * as TEI counts a text's characters (str::chars). */
+static long long utf8_chars(const char *s, size_t n)
+{
+    long long c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return c;
+}
+
 /* Tokenise every text into a new job. On error replies and returns NULL. */
 xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro,
                           enum MHD_Result *ret)
@@ -433,11 +480,15 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
                          .max_len = s->info->max_positions, .truncate = ro->truncate,
                          .truncate_left = ro->truncate_left };
-    long long total = 0;
+    long long total = 0, chars = 0;
+    uint64_t t0 = xf_now_ns();
     for (size_t i = 0; i < tx->n; i++) {
         xf_diag_t diag = { 0, "" };
         const char *text = tx->v[i].s;
         size_t text_n = tx->v[i].n;
+        chars += tx->v[i].ids ? (long long)json_array_size(tx->v[i].ids)
+                              : utf8_chars(text, text_n) + utf8_chars(tx->v[i].pair,
+                                                                      tx->v[i].pair_n);
         const ropts_t *r = tx->v[i].ro ? tx->v[i].ro : ro;
         to.truncate = r->truncate;
         to.truncate_left = r->truncate_left;
@@ -514,6 +565,8 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
             j->max_len = lens.p[i];
     req->usage_tokens = (int)ids.n;
     req->n_inputs = (int)tx->n;
+    req->chars = chars;
+    req->tok_ns = xf_now_ns() - t0;
 fail:
     free(prompted);
     xf_tokens_deinit(&tok);
@@ -624,6 +677,7 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;   /* TEI sends its x-compute-* headers on this route too */
     json_t *root = req->root;
     const char *model = NULL, *fmt = NULL, *user = NULL;
     long long dims = 0;
@@ -661,8 +715,8 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     if (xf_routes_get_texts(req, in, "input", 1, &tx, &ret) == STEP_OK) {
         req->err_param = "input";   /* too long, bad UTF-8, bad ids, too many tokens */
         /* OpenAI: "cannot be an empty string" (and no empty list of ids, checked below). */
-        for (size_t i = 0; i < tx.n && !tx.v[i].ids; i++) {
-            if (tx.v[i].n == 0) {
+        for (size_t i = 0; i < tx.n; i++) {
+            if (!tx.v[i].ids && tx.v[i].n == 0) {
                 free(tx.v);
                 xf_attn_free(attn);
                 return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'input'[%zu] is an "

@@ -45,6 +45,7 @@ enum MHD_Result xf_routes_tei_embed(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (parse_embed(req, req->root, &tx, &ro, &req->normalize, &req->dimensions, &ret) !=
@@ -61,6 +62,7 @@ enum MHD_Result xf_routes_tei_embed_all(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (xf_routes_get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
@@ -100,6 +102,7 @@ enum MHD_Result xf_routes_tei_similarity(xf_req_t *req)
                                    "embedding model; model '%s' is a classifier", s->model_name);
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     json_t *in = json_object_get(req->root, "inputs");
     if (!in)
         return xf_routes_reply_missing_field(req, "inputs");
@@ -199,6 +202,7 @@ enum MHD_Result xf_routes_tei_rerank(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (parse_rerank(req, req->root, &tx, &ro, &req->raw_scores, &req->return_text, &ret) !=
@@ -283,6 +287,7 @@ enum MHD_Result xf_routes_tei_predict(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (parse_predict(req, req->root, &tx, &ro, &req->raw_scores, &req->batch_form, &ret) !=
