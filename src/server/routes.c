@@ -55,10 +55,21 @@ enum MHD_Result xf_routes_reply_oom(xf_req_t *req)
     return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
 }
 
+/* The start of a TEI error message for a body that does not deserialise into the route's
+ * request type: axum's Json extractor words its 422 that way (TEI sends it as plain text;
+ * xformd in TEI's error JSON), followed by serde's reason. "" on the other APIs. */
+static const char *deser(const xf_req_t *req)
+{
+    return req->api == XF_API_TEI ? "Failed to deserialize the JSON body into the target type: "
+                                  : "";
+}
+
 enum MHD_Result xf_routes_reply_missing_field(xf_req_t *req, const char *key)
 {
     req->err_param = key;
-    return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
+    return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "%sfield '%s' is required%s",
+                               deser(req), key,
+                               req->api == XF_API_TEI ? " (missing field)" : "");
 }
 
 enum MHD_Result xf_routes_reply_too_many_tokens(xf_req_t *req)
@@ -148,8 +159,9 @@ static step_t typed_field(xf_req_t *req, json_t *obj, const char *key, const cha
     if (!v || !json_is_null(v) || req->api != XF_API_TEI || tei_nullable(key))
         return STEP_OK;
     req->err_param = key;
-    *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be %s, not null "
-                               "(invalid type: null, expected %s)", key, expected, expected);
+    *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must be %s, not null "
+                               "(invalid type: null, expected %s)", deser(req), key, expected,
+                               expected);
     return STEP_REPLIED;
 }
 
@@ -164,8 +176,8 @@ step_t xf_routes_get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
         return STEP_OK;
     if (!json_is_boolean(v)) {
         req->err_param = key;
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a boolean",
-                                   key);
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must be a boolean",
+                                   deser(req), key);
         return STEP_REPLIED;
     }
     *out = json_is_true(v);
@@ -200,7 +212,8 @@ step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char
         return STEP_OK;
     if (!json_is_string(v)) {
         req->err_param = key;
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a string", key);
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must be a string",
+                                   deser(req), key);
         return STEP_REPLIED;
     }
     *out = json_string_value(v);
