@@ -12,13 +12,15 @@
  *   token-id inputs: the model tokenizer's ids as given, with 4xx for ids outside the
  *     vocabulary, empty lists, too many tokens and wrong element types; OpenAI's statuses for
  *     over-long input and too many inputs or tokens (400, what the SDKs raise
- *     BadRequestError for).
+ *     BadRequestError for);
+ *   a live /metrics scrape through Prometheus's promtool (when installed).
  * Real daemon on 127.0.0.1, port 0. */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "xf_test.h"
 
@@ -430,6 +432,39 @@ static void test_openai_statuses(void **state)
                "model_not_found", "model");
 }
 
+/* Prometheus's own parser and linter on a live scrape, after every kind of reply above (2xx,
+ * 4xx of each API, 404): `promtool check metrics` reads the text exposition format as the
+ * Prometheus server does and reports any parse error or lint problem (exit status != 0).
+ * Skipped where promtool (Debian's prometheus package) is not installed. */
+static void test_promtool_scrape(void **state)
+{
+    (void)state;
+    need_servers();
+    if (system("command -v promtool >/dev/null 2>&1") != 0) {
+        print_message("# skipped: no promtool on PATH (Debian package prometheus)\n");
+        skip();
+    }
+    hc_resp_t r;
+    assert_int_equal(hc_do(S[FX_PLAIN].port, "GET", "/nope", NULL, NULL, &r), 0);
+    hc_free(&r);
+    assert_int_equal(hc_do(S[FX_PLAIN].port, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "xformd_requests_total"));
+    char path[] = "/tmp/xf_conform_metrics_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(r.body, 1, r.len, f), r.len);
+    fclose(f);
+    hc_free(&r);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s", path);
+    int rc = system(cmd);
+    unlink(path);
+    assert_int_equal(rc, 0);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -438,4 +473,5 @@ static void test_stop(void **state)
 
 XF_TEST_MAIN(cmocka_unit_test(test_tei_nulls), cmocka_unit_test(test_tei_compute_headers),
              cmocka_unit_test(test_tei_inference_time_header), cmocka_unit_test(test_token_ids),
-             cmocka_unit_test(test_openai_statuses), cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_openai_statuses), cmocka_unit_test(test_promtool_scrape),
+             cmocka_unit_test(test_stop))
