@@ -426,14 +426,29 @@ enum MHD_Result xf_routes_submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn
     return submit(req, j, ro);
 }
 
-/* A list of token ids (text_t.ids) into tok as given: no specials added (as OpenAI and TEI
- * take them), each id checked against the vocabulary; longer than the model's positions is
- * XF_ETOOLONG unless truncating (from the end, or from the start with truncate_left). On a bad
- * id replies and returns -EINVAL. */
-static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to,
-                     xf_tokens_t *tok, xf_diag_t *diag, enum MHD_Result *ret)
+/* Input i's list of token ids: every element an id of the model's vocabulary, or an error
+ * reply naming the first that is not (and -EINVAL). All are checked, also those a truncation
+ * would drop. */
+static int ids_check(xf_req_t *req, size_t i, json_t *a, enum MHD_Result *ret)
 {
     int32_t vocab = req->srv->info->vocab_size;
+    for (size_t q = 0; q < json_array_size(a); q++) {
+        json_t *e = json_array_get(a, q);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+            json_integer_value(e) >= vocab) {
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input %zu: element %zu must be "
+                                       "a token id in [0, %d)", i, q, vocab);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* A list of token ids (text_t.ids, checked by ids_check) into tok as given: no specials added
+ * (as OpenAI and TEI take them); longer than the model's positions is XF_ETOOLONG unless
+ * truncating (from the end, or from the start with truncate_left). */
+static int ids_input(json_t *a, const xf_tok_opts_t *to, xf_tokens_t *tok, xf_diag_t *diag)
+{
     size_t m = json_array_size(a), off = 0;
     tok->n = 0;
     if (m > (size_t)to->max_len) {
@@ -457,14 +472,7 @@ static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to
         tok->cap = (int32_t)m;
     }
     for (size_t q = 0; q < m; q++) {
-        json_t *e = json_array_get(a, off + q);
-        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-            json_integer_value(e) >= vocab) {
-            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input %zu: element %zu must be "
-                                       "a token id in [0, %d)", i, off + q, vocab);
-            return -EINVAL;
-        }
-        tok->ids[q] = (int32_t)json_integer_value(e);
+        tok->ids[q] = (int32_t)json_integer_value(json_array_get(a, off + q));
         tok->type_ids[q] = 0;
     }
     tok->n = (int32_t)m;
@@ -512,11 +520,30 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
                                        "string", i);
             goto fail;
         }
+        /* An empty list of ids: TEI's Empty (before the prompt too), OpenAI's empty_input. */
+        if (tx->v[i].ids && json_array_size(tx->v[i].ids) == 0) {
+            *ret = xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "input %zu is an empty list "
+                                       "of token ids", i);
+            goto fail;
+        }
         int rc;
-        if (tx->v[i].ids) {
-            rc = ids_input(req, i, tx->v[i].ids, &to, &tok, &diag, ret);
-            if (rc == -EINVAL)
+        xf_buf_t dec = { 0 };
+        if (tx->v[i].ids && ids_check(req, i, tx->v[i].ids, ret) < 0)
+            goto fail;
+        if (tx->v[i].ids && r->prompt && r->prompt_n > 0) {
+            /* TEI with a prompt_name: the ids are decoded (special tokens skipped), the prompt
+             * goes before that text, and the whole is encoded with the special tokens. */
+            xf_routes_decode_ids(s->tok, tx->v[i].ids, 1, &dec);
+            if (dec.oom) {
+                xf_buf_free(&dec);
+                *ret = xf_routes_reply_oom(req);
                 goto fail;
+            }
+            text = dec.p ? dec.p : "";
+            text_n = dec.len;
+        }
+        if (tx->v[i].ids && !(r->prompt && r->prompt_n > 0)) {
+            rc = ids_input(tx->v[i].ids, &to, &tok, &diag);
         } else {
             if (r->prompt && r->prompt_n > 0) {
                 free(prompted);
@@ -534,6 +561,7 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
             rc = xf_tokenizer_encode(s->tok, text, text_n, tx->v[i].pair, tx->v[i].pair_n,
                                      &to, &tok, &diag);
         }
+        xf_buf_free(&dec);
         if (rc == XF_ETOOLONG) {
             *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0,
                                        "input %zu is longer than the model's limit of %d "
