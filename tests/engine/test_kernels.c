@@ -126,6 +126,81 @@ static void test_tables(void **state)
     assert_non_null(ci.blas_core);
 }
 
+/* The AMX decision (cpu.c) on other CPUs' CPUID/XCR0 values: Sapphire Rapids' (palette 1:
+ * 8 tiles of 16 rows x 64 bytes; TMUL K 16, N 64 bytes) is usable; without the OS's XCR0 bits
+ * 17/18, AMX-TILE, the palette leaves, or with a palette or TMUL smaller than the kernel's tiles,
+ * it is not, with a reason. On this machine: AMX is reported only with the tile data
+ * permission Linux gives (no permission: no AMX, and the int8 table is VNNI or lower). */
+static void test_amx_detect(void **state)
+{
+    (void)state;
+    const xf_amx_cpuid_t spr = {
+        .max_leaf = 0x20, .l7_edx = (1u << 22) | (1u << 24) | (1u << 25), .xcr0 = 0x602e7,
+        .l1d0_eax = 1, .l1d1_ebx = (8u << 16) | 64, .l1d1_ecx = 16, .l1e0_ebx = (64u << 8) | 16,
+    };
+    const char *why = "unset";
+    assert_int_equal(xf_amx_features(&spr, &why), XF_AMX_TILE | XF_AMX_INT8 | XF_AMX_BF16);
+    assert_null(why);
+    struct { const char *name; xf_amx_cpuid_t in; int want; } cases[12];
+    int n = 0;
+    for (int i = 0; i < 12; i++)
+        cases[i].in = spr;
+    cases[n].name = "no AMX-INT8";
+    cases[n].in.l7_edx &= ~(1u << 25);
+    cases[n++].want = XF_AMX_TILE | XF_AMX_BF16;
+    cases[n].name = "no AMX-TILE";
+    cases[n].in.l7_edx &= ~(1u << 24);
+    cases[n++].want = 0;
+    cases[n].name = "XCR0 without XTILEDATA";
+    cases[n].in.xcr0 &= ~(1ull << 18);
+    cases[n++].want = 0;
+    cases[n].name = "XCR0 without XTILECFG";
+    cases[n].in.xcr0 &= ~(1ull << 17);
+    cases[n++].want = 0;
+    cases[n].name = "no leaf 1EH";
+    cases[n].in.max_leaf = 0x1d;
+    cases[n++].want = 0;
+    cases[n].name = "no palette 1";
+    cases[n].in.l1d0_eax = 0;
+    cases[n++].want = 0;
+    cases[n].name = "4 tile names";
+    cases[n].in.l1d1_ebx = (4u << 16) | 64;
+    cases[n++].want = 0;
+    cases[n].name = "32 bytes per row";
+    cases[n].in.l1d1_ebx = (8u << 16) | 32;
+    cases[n++].want = 0;
+    cases[n].name = "8 rows";
+    cases[n].in.l1d1_ecx = 8;
+    cases[n++].want = 0;
+    cases[n].name = "tmul_maxk 8";
+    cases[n].in.l1e0_ebx = (64u << 8) | 8;
+    cases[n++].want = 0;
+    cases[n].name = "tmul_maxn 32";
+    cases[n].in.l1e0_ebx = (32u << 8) | 16;
+    cases[n++].want = 0;
+    cases[n].name = "a bigger palette";
+    cases[n].in.l1d1_ebx = (16u << 16) | 128;
+    cases[n].in.l1d1_ecx = 32;
+    cases[n++].want = XF_AMX_TILE | XF_AMX_INT8 | XF_AMX_BF16;
+    for (int i = 0; i < n; i++) {
+        why = NULL;
+        int got = xf_amx_features(&cases[i].in, &why);
+        XF_CHECK_INT(cases[i].name, got, cases[i].want);
+        XF_CHECK(cases[i].name, (got == 0) == (why != NULL));
+    }
+    xf_cases_end();
+    /* this machine */
+    const xf_cpu_t *c = xf_cpu();
+    int perm = xf_amx_permission();
+    print_message("# amx: cpu %s, amx-tile %d amx-int8 %d, tile data permission: %s\n",
+                  c->brand, c->amx_tile, c->amx_int8, perm ? strerror(-perm) : "granted");
+    if (c->amx_tile || c->amx_int8)
+        assert_int_equal(perm, 0);   /* AMX is reported only with the permission */
+    if (perm != 0)
+        assert_true(c->level_max < XF_ISA_AMX);
+    assert_true(c->level_max < XF_ISA_AMX || (c->amx_tile && c->amx_int8));
+}
+
 /* ---- Linear ---- */
 
 static void run_linear(const xf_kernels_t *k, int nth, const xf_gemm_w_t *w, int m,
@@ -895,6 +970,7 @@ static void test_qkv_split(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
+             cmocka_unit_test(test_amx_detect),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
              cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_pack_layout),
              cmocka_unit_test(test_gemm_share),
