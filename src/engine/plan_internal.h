@@ -17,6 +17,14 @@
 /* int8 models: FFN1 quantises its output for FFN2 itself (plan.c q8_quant) from this many
  * rows (tokens) per thread on. */
 #define XF_Q8_FUSE_ROWS 64
+/* The output projection and FFN2 finish their rows' residual (+ LayerNorm) themselves — no
+ * ADD/ADD_LN op, no barrier, no second pass over the rows — from this many rows (tokens) per
+ * thread on, and always with one thread (xf_plan_t.fuse_rows: the default; each thread then
+ * owns whole rows of the GEMM and reads all of its W). Measured on Zen 5 (AVX-512, 2
+ * threads, BERT-base shape): the CPU of those GEMMs + LayerNorm per forward, row split
+ * against column split, was +26 % at 8 rows per thread, +19 % at 16, level (-2..+2 %) at 32
+ * and 64 (doc/architecture.md). */
+#define XF_FUSE_ROWS 32
 
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
  * threads each take their share, no op waits inside for the others, and exactly one pool
@@ -36,11 +44,16 @@ enum xf_op_kind {
                           which = 1: in0 is QKV's [N][3·d_attn] output, read with a row
                           stride: the layer has no SPLIT op) */
     XF_OP_ATTN_UPDATE, /* the variant's state_update() (stateful variants) */
-    XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */
+    XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op); which != 0:
+                          fused with the residual op that would follow (ADD_LN, or ADD for
+                          pre-LN models) with the LN weights `which`: in1 = the residual,
+                          out = that op's output, aux as that op's (each thread owns whole
+                          rows: xf_fuse_rows) */
     XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
     XF_OP_ADD,         /* out = in0 + bias + in1 (pre-LN residual) */
     XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1) */
-    XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op) */
+    XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op); which != 0:
+                          fused with the residual op, as XF_OP_OPROJ */
     XF_OP_POOL,        /* from in0 (final hidden [N][D]): the non-finite check, the hidden
                           copy, ws = [CLS] rows [B][D], CLS/mean pooling */
     XF_OP_POOLER,      /* pooled [B][D] = pooler([CLS] rows) (pooling "pooler") */
@@ -80,10 +93,11 @@ typedef struct xf_plan_op {
     int32_t in0, in1, out, ws; /* tensor indices or -1 */
     int32_t aux;               /* XF_OP_ATTN* of a stateful variant: the run's [n_seq] array of
                                   this layer's state pointers (XF_OP_ATTN_STATE); XF_OP_EMBED,
-                                  XF_OP_LN, XF_OP_ADD_LN, XF_OP_FF1 of an int8 model: the q8_act
+                                  XF_OP_LN, XF_OP_ADD_LN, XF_OP_FF1, a fused XF_OP_OPROJ or
+                                  XF_OP_FF2 of an int8 model: the q8_act
                                   buffer its rows are also quantised into (for the next
                                   Linear); else -1 */
-    int32_t which;             /* enum xf_op_which for LN/ADD ops */
+    int32_t which;             /* enum xf_op_which for LN/ADD ops and fused OPROJ/FF2 */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
 } xf_plan_op_t;
 
@@ -112,6 +126,11 @@ struct xf_plan {
     /* The planned batch shape. */
     int built;
     int n_threads;
+    /* OPROJ and FFN2 fuse their residual op from this many tokens per thread on, or with one
+     * thread (0: never);
+     * XF_FUSE_ROWS, or the environment's XF_FUSE_ROWS at xf_plan_create (A/B runs); tests
+     * set it between xf_plan_create and xf_plan_build. */
+    int32_t fuse_rows;
     int32_t n_seq, n_tokens, max_len;
     int32_t *cu_len;           /* [n_seq+1] */
     int32_t *pos_ids;          /* [N] position ids (restart per sequence, + offset) */
@@ -143,6 +162,11 @@ int xf_plan_prep_build(xf_model_t *m);
 /* The model's prepared weights (built at load; a hand-built model gets them at its first
  * plan, under prep_lock). Returns 0, XF_ESHAPE or -ENOMEM. */
 int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out);
+
+/* Rows [*r0, *r1) of n_tokens that thread ith of nth owns in a fused OPROJ/FF2 op: blocks of
+ * `block` rows split evenly (fp32: 1, any row count runs at full speed; int8: 16, since the
+ * int8 kernels may read activation rows in groups of XF_QGEMM_MALIGN from the first). */
+void xf_fuse_rows(int32_t n_tokens, int32_t block, int ith, int nth, int *r0, int *r1);
 
 /* Two selections are the same variant with the same parameters. */
 int xf_plan_attn_same(const xf_attn_t *a, const xf_attn_t *b);

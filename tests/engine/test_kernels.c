@@ -510,6 +510,69 @@ static void test_linear_bf16(void **state)
     check_bf16_shape(64, 48, 256, 24);
     check_bf16_shape(3, 5, 1, 25);
     check_bf16_shape(129, 33, 65, 26);
+    /* several column blocks and K blocks, splits off the 48-column groups for nth 3 and 5 */
+    check_bf16_shape(20, 1000, 600, 27);
+}
+
+/* The packed layout of ref.h, element by element, written out here independently of the
+ * packer: K blocks of 256, 48-column groups (the last one 16 or 32 wide), k-major inside a
+ * group, zero columns past n; the bf16 copy in k pairs with a zero pad k for an odd block.
+ * N below, at and across the group width (1, 5, 16, 17, 33, 47, 48, 49, 95, 97, 130), K
+ * within one block, odd, and across blocks (1, 3, 256, 300, 513). */
+static void test_pack_layout(void **state)
+{
+    (void)state;
+    static const int ns[] = { 1, 5, 16, 17, 33, 47, 48, 49, 95, 97, 130 };
+    static const int ks[] = { 1, 3, 256, 300, 513 };
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            const int n = ns[a], K = ks[b], npad = (n + 15) / 16 * 16;
+            float *wt = alloc_u((size_t)n * K);
+            xf_test_fill(wt, (size_t)n * K, 7 + n + K, -1.0f, 1.0f);
+            xf_gemm_w_t w;
+            assert_int_equal(xf_gemm_w_init(&w, wt, n, K), 0);
+            if (!w.packed)
+                assert_int_equal(xf_gemm_w_pack(&w), 0);
+            assert_int_equal(w.packed_bytes, (size_t)npad * K * sizeof(float));
+            assert_int_equal((uintptr_t)w.packed % 64, 0);
+            for (int k0 = 0; k0 < K; k0 += 256) {
+                const int kc = K - k0 < 256 ? K - k0 : 256;
+                for (int c = 0; c < npad; c++) {
+                    const int g = c / 48, gw = npad - 48 * g < 48 ? npad - 48 * g : 48;
+                    for (int kk = 0; kk < kc; kk++) {
+                        size_t o = (size_t)k0 * npad + (size_t)48 * g * kc +
+                                   (size_t)kk * gw + (size_t)(c - 48 * g);
+                        float want = c < n ? wt[(size_t)c * K + k0 + kk] : 0.0f;
+                        if (memcmp(&w.packed[o], &want, sizeof want) != 0)
+                            fail_msg("pack n=%d k=%d: W[%d][%d] at %zu is %g, want %g", n, K,
+                                     c, k0 + kk, o, w.packed[o], want);
+                    }
+                }
+            }
+            if (xf_gemm_w_add_bf16(&w) == 0) {
+                const uint16_t *h = w.packed_bf16;
+                assert_non_null(h);
+                assert_int_equal((uintptr_t)h % 64, 0);
+                for (int k0 = 0; k0 < K; k0 += 256) {
+                    const int kc = K - k0 < 256 ? K - k0 : 256, kc2 = (kc + 1) / 2 * 2;
+                    for (int c = 0; c < npad; c++) {
+                        const int g = c / 48, gw = npad - 48 * g < 48 ? npad - 48 * g : 48;
+                        for (int kk = 0; kk < kc2; kk++) {
+                            size_t o = (size_t)k0 * npad +
+                                       2 * ((size_t)48 * g * kc2 / 2 + (size_t)(kk / 2) * gw +
+                                            (size_t)(c - 48 * g)) + (size_t)(kk % 2);
+                            uint16_t want = c < n && kk < kc
+                                ? xf_bf16_bits(wt[(size_t)c * K + k0 + kk]) : 0;
+                            if (o >= w.packed_bf16_bytes / 2 || h[o] != want)
+                                fail_msg("bf16 pack n=%d k=%d: W[%d][%d] at %zu", n, K, c,
+                                         k0 + kk, o);
+                        }
+                    }
+                }
+            }
+            xf_gemm_w_deinit(&w);
+            free_u(wt);
+        }
 }
 
 /* A stacked weight (the fused Q/K/V GEMM: parts of 5, 17 and 9 rows, K across two K blocks)
@@ -877,7 +940,8 @@ static void test_qkv_split(void **state)
 XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
              cmocka_unit_test(test_amx_detect),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
-             cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_gemm_share),
+             cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_pack_layout),
+             cmocka_unit_test(test_gemm_share),
              cmocka_unit_test(test_bf16_bits), cmocka_unit_test(test_linear_bf16),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),

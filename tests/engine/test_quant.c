@@ -429,7 +429,9 @@ static void test_labels(void **state)
 }
 
 /* The planner gives every Linear op of an int8 model its activation buffer (and none to an
- * fp32 model), and a steady-state forward allocates nothing. */
+ * fp32 model), and a steady-state forward allocates nothing. The plans fuse OPROJ and FFN2
+ * with their residual LayerNorm (fuse_rows 1: every thread owns rows) and give the unfused
+ * plan's bits, for 1-3 threads. */
 static void test_plan_and_zero_alloc(void **state)
 {
     (void)state;
@@ -447,14 +449,15 @@ static void test_plan_and_zero_alloc(void **state)
         make_seqs(&s, 5, 30, xf_model_info(m)->vocab_size, 3);
         xf_batch_t b = as_batch(&s);
         int32_t D = xf_model_info(m)->d_model;
-        for (int nth = 1; nth <= 2; nth++) {
+        for (int nth = 1; nth <= 3; nth++) {
             xf_ctx_opts_t co = { .n_threads = nth };
             xf_ctx_t *c = NULL;
             xf_plan_t *p = NULL;
             assert_int_equal(xf_ctx_create(&co, &c), 0);
             assert_int_equal(xf_plan_create(m, &p), 0);
+            p->fuse_rows = 1;
             assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0;
+            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0, n_resid = 0;
             for (int32_t i = 0; i < p->n_ops; i++) {
                 const xf_plan_op_t *op = &p->ops[i];
                 if (op->kind == XF_OP_Q8) {
@@ -474,8 +477,10 @@ static void test_plan_and_zero_alloc(void **state)
                     assert_int_equal(p->ops[i + 1].ws, op->aux);
                     n_fused_ff1++;
                 }
+                int resid = (op->kind == XF_OP_OPROJ || op->kind == XF_OP_FF2) && op->which;
+                n_resid += resid;
                 if ((op->kind == XF_OP_EMBED || op->kind == XF_OP_LN ||
-                     op->kind == XF_OP_ADD_LN) && op->aux >= 0) {
+                     op->kind == XF_OP_ADD_LN || resid) && op->aux >= 0) {
                     /* fused: the row op quantises its output for the next op, a Linear
                      * reading it (QKV, FFN1) with that buffer as its ws */
                     assert_true(quant && i + 1 < p->n_ops);
@@ -506,6 +511,9 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(n_fused, quant ? 2 * xf_model_info(m)->n_layer : 0);
             assert_int_equal(n_fused_ff1, quant && s.N >= XF_Q8_FUSE_ROWS * nth
                                               ? xf_model_info(m)->n_layer : 0);
+            /* OPROJ and FFN2 fused (fp32: only where the kernels are split-exact) */
+            assert_int_equal(n_resid, quant || xf_kernels()->nth_exact
+                                          ? 2 * xf_model_info(m)->n_layer : 0);
             assert_int_equal(xf_ctx_reserve(c, p), 0);
             float *h = calloc((size_t)s.N * D, 4), *h2 = calloc((size_t)s.N * D, 4);
             float pl[5 * 64], lg[5 * 2];
@@ -519,6 +527,16 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(rc, 0);
             assert_int_equal(n_allocs, 0);
             assert_memory_equal(h, h2, (size_t)s.N * D * 4);
+            /* the unfused plan: the same bits */
+            xf_plan_t *pu = NULL;
+            assert_int_equal(xf_plan_create(m, &pu), 0);
+            pu->fuse_rows = 0;
+            assert_int_equal(xf_plan_build(pu, &b, nth, NULL), 0);
+            assert_int_equal(xf_ctx_reserve(c, pu), 0);
+            memset(h2, 0, (size_t)s.N * D * 4);
+            assert_int_equal(xf_forward(c, m, pu, &b, &out, NULL), 0);
+            assert_memory_equal(h, h2, (size_t)s.N * D * 4);
+            xf_plan_free(pu);
             free(h);
             free(h2);
             xf_plan_free(p);
