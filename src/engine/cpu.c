@@ -38,7 +38,7 @@ const char *xf_isa_name(enum xf_isa isa)
     return (unsigned)isa < XF_ISA_COUNT ? isa_names[isa] : "unknown";
 }
 
-int xf_amx_features(const xf_amx_cpuid_t *in, const char **why)
+int xf_cpu_amx_features(const xf_cpu_amx_regs_t *in, const char **why)
 {
     const char *no = NULL;
     if (!((in->l7_edx >> 24) & 1))
@@ -56,8 +56,8 @@ int xf_amx_features(const xf_amx_cpuid_t *in, const char **why)
         *why = no;
     if (no)
         return 0;
-    return XF_AMX_TILE | ((in->l7_edx >> 25) & 1 ? XF_AMX_INT8 : 0) |
-           ((in->l7_edx >> 22) & 1 ? XF_AMX_BF16 : 0);
+    return XF_CPU_AMX_TILE | ((in->l7_edx >> 25) & 1 ? XF_CPU_AMX_INT8 : 0) |
+           ((in->l7_edx >> 22) & 1 ? XF_CPU_AMX_BF16 : 0);
 }
 
 static int online_cores(void)
@@ -85,7 +85,7 @@ static uint64_t xgetbv0(void)
 #define XF_XFEATURE_XTILEDATA 18
 #define XF_XTILE_MASK ((1ull << XF_XFEATURE_XTILECFG) | (1ull << XF_XFEATURE_XTILEDATA))
 
-int xf_amx_permission(void)
+int xf_cpu_amx_permission(void)
 {
     uint64_t supp = 0, perm = 0;
     if (syscall(SYS_arch_prctl, XF_ARCH_GET_XCOMP_SUPP, &supp) != 0)
@@ -112,7 +112,7 @@ static void detect_x86(xf_cpu_t *c)
     uint64_t xcr0 = osxsave ? xgetbv0() : 0;
     int os_ymm = (xcr0 & 0x6) == 0x6;
     int os_zmm = os_ymm && (xcr0 & 0xe0) == 0xe0;
-    xf_amx_cpuid_t amx_in = { .max_leaf = max_leaf, .xcr0 = xcr0 };
+    xf_cpu_amx_regs_t amx_in = { .max_leaf = max_leaf, .xcr0 = xcr0 };
     if (avx && os_ymm) {
         c->fma = fma;
         c->f16c = f16c;
@@ -149,9 +149,9 @@ static void detect_x86(xf_cpu_t *c)
         amx_in.l1e0_ebx = b;
     }
     const char *why = NULL;
-    int amx = xf_amx_features(&amx_in, &why);
+    int amx = xf_cpu_amx_features(&amx_in, &why);
     if (amx) {
-        int rc = xf_amx_permission();
+        int rc = xf_cpu_amx_permission();
         if (rc != 0) {
             xf_log(XF_LOG_INFO, "cpu: AMX present, but Linux did not grant the tile data state "
                    "(arch_prctl ARCH_REQ_XCOMP_PERM: %s): int8 layers use AVX-512 VNNI",
@@ -161,9 +161,9 @@ static void detect_x86(xf_cpu_t *c)
     } else if ((amx_in.l7_edx >> 24) & 1) {
         xf_log(XF_LOG_INFO, "cpu: AMX-TILE in CPUID but not usable: %s", why);
     }
-    c->amx_tile = (amx & XF_AMX_TILE) != 0;
-    c->amx_int8 = (amx & XF_AMX_INT8) != 0;
-    c->amx_bf16 = (amx & XF_AMX_BF16) != 0;
+    c->amx_tile = (amx & XF_CPU_AMX_TILE) != 0;
+    c->amx_int8 = (amx & XF_CPU_AMX_INT8) != 0;
+    c->amx_bf16 = (amx & XF_CPU_AMX_BF16) != 0;
     __cpuid(0x80000000, a, b, cx, d);
     if (a >= 0x80000004) {
         unsigned r[12];
@@ -174,7 +174,7 @@ static void detect_x86(xf_cpu_t *c)
     }
 }
 #else
-int xf_amx_permission(void)
+int xf_cpu_amx_permission(void)
 {
     return -EOPNOTSUPP;
 }

@@ -134,20 +134,21 @@ static void test_tables(void **state)
 static void test_amx_detect(void **state)
 {
     (void)state;
-    const xf_amx_cpuid_t spr = {
+    const xf_cpu_amx_regs_t spr = {
         .max_leaf = 0x20, .l7_edx = (1u << 22) | (1u << 24) | (1u << 25), .xcr0 = 0x602e7,
         .l1d0_eax = 1, .l1d1_ebx = (8u << 16) | 64, .l1d1_ecx = 16, .l1e0_ebx = (64u << 8) | 16,
     };
     const char *why = "unset";
-    assert_int_equal(xf_amx_features(&spr, &why), XF_AMX_TILE | XF_AMX_INT8 | XF_AMX_BF16);
+    const int all = XF_CPU_AMX_TILE | XF_CPU_AMX_INT8 | XF_CPU_AMX_BF16;
+    assert_int_equal(xf_cpu_amx_features(&spr, &why), all);
     assert_null(why);
-    struct { const char *name; xf_amx_cpuid_t in; int want; } cases[12];
+    struct { const char *name; xf_cpu_amx_regs_t in; int want; } cases[12];
     int n = 0;
     for (int i = 0; i < 12; i++)
         cases[i].in = spr;
     cases[n].name = "no AMX-INT8";
     cases[n].in.l7_edx &= ~(1u << 25);
-    cases[n++].want = XF_AMX_TILE | XF_AMX_BF16;
+    cases[n++].want = XF_CPU_AMX_TILE | XF_CPU_AMX_BF16;
     cases[n].name = "no AMX-TILE";
     cases[n].in.l7_edx &= ~(1u << 24);
     cases[n++].want = 0;
@@ -181,17 +182,17 @@ static void test_amx_detect(void **state)
     cases[n].name = "a bigger palette";
     cases[n].in.l1d1_ebx = (16u << 16) | 128;
     cases[n].in.l1d1_ecx = 32;
-    cases[n++].want = XF_AMX_TILE | XF_AMX_INT8 | XF_AMX_BF16;
+    cases[n++].want = all;
     for (int i = 0; i < n; i++) {
         why = NULL;
-        int got = xf_amx_features(&cases[i].in, &why);
+        int got = xf_cpu_amx_features(&cases[i].in, &why);
         XF_CHECK_INT(cases[i].name, got, cases[i].want);
         XF_CHECK(cases[i].name, (got == 0) == (why != NULL));
     }
     xf_cases_end();
     /* this machine */
     const xf_cpu_t *c = xf_cpu();
-    int perm = xf_amx_permission();
+    int perm = xf_cpu_amx_permission();
     print_message("# amx: cpu %s, amx-tile %d amx-int8 %d, tile data permission: %s\n",
                   c->brand, c->amx_tile, c->amx_int8, perm ? strerror(-perm) : "granted");
     if (c->amx_tile || c->amx_int8)

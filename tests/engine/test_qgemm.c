@@ -958,8 +958,8 @@ static void test_amx_table(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_amx_emu_cap), cmocka_unit_test(test_weights),
-             cmocka_unit_test(test_quant_rows), cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
-             cmocka_unit_test(test_qlinear_quant),
+             cmocka_unit_test(test_quant_rows), cmocka_unit_test(test_integer_exact),
+             cmocka_unit_test(test_epilogues), cmocka_unit_test(test_qlinear_quant),
              cmocka_unit_test(test_vs_fp32), cmocka_unit_test(test_row_independent),
              cmocka_unit_test(test_peak_loops), cmocka_unit_test(test_stacked),
              cmocka_unit_test(test_lane_bound), cmocka_unit_test(test_gelu_poly_bound),
