@@ -17,6 +17,11 @@
 /* int8 models: FFN1 quantises its output for FFN2 itself (plan.c q8_quant) from this many
  * rows (tokens) per thread on. */
 #define XF_Q8_FUSE_ROWS 64
+/* int8 models with that many rows per thread: the layer's ops from the output projection to
+ * the last residual + LayerNorm are one row chain (xf_plan_op_t.chain). Each thread takes the
+ * same rows in every op of the chain, in blocks of XF_PLAN_CHAIN_BLOCK rows (the int8
+ * kernels' row group, qgemm.h XF_QGEMM_MALIGN: a block's quantised rows start on a group). */
+#define XF_PLAN_CHAIN_BLOCK 16
 
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
  * threads each take their share, no op waits inside for the others, and exactly one pool
@@ -85,7 +90,27 @@ typedef struct xf_plan_op {
                                   Linear); else -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
+    int32_t chain;             /* XF_CHAIN_* flags (int8 row chain, plan.c q8_chain), or 0 */
 } xf_plan_op_t;
+
+/* An op of a row chain (XF_CHAIN_ON) takes rows xf_plan_chain_rows() in full (a Linear op:
+ * all columns of those rows, with nth = 1 on them), and every op of the chain reads only
+ * rows the same thread wrote earlier in the chain, or tensors finished before it. So no
+ * barrier separates two consecutive ops of a chain (forward.c fwd_thread): the one after
+ * the chain's last op is the first one. The planner keeps every tensor the chain reads alive
+ * to the chain's end (no other thread may reuse its memory meanwhile). XF_CHAIN_QUANT_IN (the
+ * output projection): the op quantises its own rows of in0 into its ws before its GEMM, in
+ * place of an XF_OP_Q8 op and its barrier. */
+enum { XF_CHAIN_ON = 1, XF_CHAIN_QUANT_IN = 2 };
+
+static inline void xf_plan_chain_rows(int32_t n, int ith, int nth, int *r0, int *r1)
+{
+    int32_t blocks = (n + XF_PLAN_CHAIN_BLOCK - 1) / XF_PLAN_CHAIN_BLOCK;
+    int32_t dr = (blocks + nth - 1) / nth, a = dr * ith * XF_PLAN_CHAIN_BLOCK,
+            b = dr * (ith + 1) * XF_PLAN_CHAIN_BLOCK;
+    *r0 = a < n ? a : n;
+    *r1 = b < n ? b : n;
+}
 
 /* Per-model prepared weights (model->prep): built by the loader once the weights are in place
  * (xf_plan_prep_get under prep_lock, see doc/threads.md), read-only afterwards. */

@@ -428,25 +428,69 @@ static void test_labels(void **state)
     xf_test_rmtree(dir);
 }
 
+/* An int8 plan's row chains (plan_internal.h XF_CHAIN_ON): with N ≥ XF_Q8_FUSE_ROWS per
+ * thread, each layer's ops from the output projection (which quantises its own input) to the
+ * last residual op, and no other op; every tensor those ops use lives to the chain's end. */
+static void check_chains(const xf_plan_t *p, int quant, int pre_ln, int nth, int *n_self)
+{
+    int want = quant && p->n_tokens >= XF_Q8_FUSE_ROWS * nth;
+    static const enum xf_op_kind post[] = { XF_OP_OPROJ, XF_OP_ADD_LN, XF_OP_FF1, XF_OP_FF2,
+                                            XF_OP_ADD_LN };
+    static const enum xf_op_kind pre[] = { XF_OP_OPROJ, XF_OP_ADD, XF_OP_LN, XF_OP_FF1,
+                                           XF_OP_FF2, XF_OP_ADD };
+    const enum xf_op_kind *kinds = pre_ln ? pre : post;
+    int len = pre_ln ? 6 : 5, n_chains = 0;
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        if (!p->ops[i].chain)
+            continue;
+        assert_true(want);
+        assert_true(i + len <= p->n_ops);
+        for (int j = 0; j < len; j++) {
+            const xf_plan_op_t *op = &p->ops[i + j];
+            assert_int_equal(op->kind, kinds[j]);
+            assert_int_equal(op->layer, p->ops[i].layer);
+            assert_int_equal(op->chain & XF_CHAIN_ON, XF_CHAIN_ON);
+            assert_int_equal(op->chain & XF_CHAIN_QUANT_IN, j == 0 ? XF_CHAIN_QUANT_IN : 0);
+            const int32_t used[] = { op->in0, op->in1, op->out, op->ws, op->aux };
+            for (size_t u = 0; u < sizeof used / sizeof used[0]; u++)
+                if (used[u] >= 0)
+                    assert_true(p->t[used[u]].last >= i + len - 1);
+        }
+        assert_true(i + len == p->n_ops || !p->ops[i + len].chain ||
+                    p->ops[i + len].layer != p->ops[i].layer);
+        n_chains++;
+        (*n_self)++;
+        i += len - 1;
+    }
+    assert_int_equal(n_chains, want ? p->m->info.n_layer : 0);
+}
+
 /* The planner gives every Linear op of an int8 model its activation buffer (and none to an
- * fp32 model), and a steady-state forward allocates nothing. */
+ * fp32 model), and a steady-state forward allocates nothing; post-LN and pre-LN. The batch
+ * (64 ≤ N < 128) is one row chain per layer at 1 thread and none at 2: the int8 outputs are
+ * bitwise the same (the chain changes only who computes which row, and the barriers). */
 static void test_plan_and_zero_alloc(void **state)
 {
     (void)state;
     char dir[512];
-    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_plan"));
-    xf_test_hfmodel_opts o;
-    xf_test_hfmodel_opts_init(&o);
-    o.n_labels = 2;
-    o.heads[1] = 2;
-    o.ffn[1] = 48;
-    assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
-    for (int quant = 0; quant <= 1; quant++) {
+    for (int v = 0; v < 4; v++) {
+        int pre_ln = v / 2, quant = v % 2;
+        assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_plan"));
+        xf_test_hfmodel_opts o;
+        xf_test_hfmodel_opts_init(&o);
+        o.n_labels = 2;
+        o.heads[1] = 2;
+        o.ffn[1] = 48;
+        o.pre_ln = pre_ln;
+        assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
         xf_model_t *m = load(dir, quant ? "int8" : NULL);
         seqs_t s;
         make_seqs(&s, 5, 30, xf_model_info(m)->vocab_size, 3);
+        assert_true(s.N >= XF_Q8_FUSE_ROWS && s.N < 2 * XF_Q8_FUSE_ROWS);
         xf_batch_t b = as_batch(&s);
         int32_t D = xf_model_info(m)->d_model;
+        float *h1t = calloc((size_t)s.N * D, 4);
+        assert_non_null(h1t);
         for (int nth = 1; nth <= 2; nth++) {
             xf_ctx_opts_t co = { .n_threads = nth };
             xf_ctx_t *c = NULL;
@@ -454,7 +498,8 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(xf_ctx_create(&co, &c), 0);
             assert_int_equal(xf_plan_create(m, &p), 0);
             assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0;
+            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0, n_self = 0;
+            check_chains(p, quant, pre_ln, nth, &n_self);
             for (int32_t i = 0; i < p->n_ops; i++) {
                 const xf_plan_op_t *op = &p->ops[i];
                 if (op->kind == XF_OP_Q8) {
@@ -502,7 +547,7 @@ static void test_plan_and_zero_alloc(void **state)
                 n_q8++;
             }
             assert_int_equal(n_q8, quant ? 4 * xf_model_info(m)->n_layer : 0);
-            assert_int_equal(n_qop + n_fused + n_fused_ff1, n_q8);
+            assert_int_equal(n_qop + n_fused + n_fused_ff1 + n_self, n_q8);
             assert_int_equal(n_fused, quant ? 2 * xf_model_info(m)->n_layer : 0);
             assert_int_equal(n_fused_ff1, quant && s.N >= XF_Q8_FUSE_ROWS * nth
                                               ? xf_model_info(m)->n_layer : 0);
@@ -519,15 +564,20 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(rc, 0);
             assert_int_equal(n_allocs, 0);
             assert_memory_equal(h, h2, (size_t)s.N * D * 4);
+            if (nth == 1)
+                memcpy(h1t, h, (size_t)s.N * D * 4);
+            else if (quant)   /* a row chain at 1 thread, none at 2 */
+                assert_memory_equal(h, h1t, (size_t)s.N * D * 4);
             free(h);
             free(h2);
             xf_plan_free(p);
             xf_ctx_free(c);
         }
+        free(h1t);
         free(s.ids);
         xf_model_free(m);
+        xf_test_rmtree(dir);
     }
-    xf_test_rmtree(dir);
 }
 
 /* xf_qgemm_w_init with each of its three allocations failing in turn: -ENOMEM, *qw left
