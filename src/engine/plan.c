@@ -449,26 +449,26 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
     return 0;
 }
 
-/* One encoder layer from input x; returns the output tensor in *y. */
+/* int8 model with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread (plan_internal.h):
+ * each layer's ops from the output projection to its last residual (+ LayerNorm) form a row
+ * chain (XF_CHAIN_ON): the output projection quantises its own rows of the attention output,
+ * the three GEMMs split by rows (each thread reads all of Wo, W1, W2), and the four barriers
+ * between those five ops and the quantising op's go. Else column splits and barriers. */
+static int q8_chain(const xf_plan_t *p)
+{
+    return p->m->q8 && p->n_tokens >= XF_Q8_FUSE_ROWS * p->n_threads &&
+           p->n_tokens <= XF_Q8_CHAIN_MAX_ROWS * p->n_threads;
+}
+
 /* int8 model (model.quantize = int8): x's rows (k wide) quantised into a new activation
  * buffer for the Linear op `feeds`, which reads it as its ws. When x was just made by an op
  * that writes whole rows per thread (embeddings, LayerNorm: QKV's and FFN1's inputs), that op
  * quantises its rows right after writing them (its aux = the buffer): no op, no barrier, no
  * second pass over x. So does FFN1's GEMM for FFN2 when there are at least XF_Q8_FUSE_ROWS
- * rows per thread (it then splits by rows, each thread reading all of W1). Else an XF_OP_Q8
- * op (the attention output: heads split across threads; FFN1's output for few rows).
+ * rows per thread (it then splits by rows, each thread reading all of W1), and a row chain's
+ * output projection its own input (q8_chain). Else an XF_OP_Q8 op (the attention output:
+ * heads split across threads; FFN1's output for few rows).
  * Returns the buffer, or -1 for an fp32 model (or while counting, which then counts the op). */
-/* int8 model with at least XF_Q8_FUSE_ROWS rows per thread: each layer's ops from the output
- * projection to its last residual (+ LayerNorm) form a row chain (plan_internal.h
- * XF_CHAIN_ON): the output projection quantises its own rows of the attention output, the
- * three GEMMs split by rows (each thread reads all of Wo, W1, W2: at this many rows the
- * activations, not the weights, are most of the traffic), and the four barriers between
- * those five ops and the quantising op's go. Below, column splits and barriers as before. */
-static int q8_chain(const xf_plan_t *p)
-{
-    return p->m->q8 && p->n_tokens >= XF_Q8_FUSE_ROWS * p->n_threads;
-}
-
 static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_op_kind feeds)
 {
     if (!p->m->q8)
@@ -483,7 +483,8 @@ static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_o
                      (o->kind == XF_OP_EMBED || o->kind == XF_OP_LN || o->kind == XF_OP_ADD_LN);
         /* FFN1's int8 GEMM quantises its output rows for FFN2 as it finishes them
          * (qlinear_quant: whole rows per thread, so only with enough rows for every thread) */
-        int ffn1 = o->kind == XF_OP_FF1 && feeds == XF_OP_FF2 && q8_chain(p);
+        int ffn1 = o->kind == XF_OP_FF1 && feeds == XF_OP_FF2 &&
+                   p->n_tokens >= XF_Q8_FUSE_ROWS * p->n_threads;
         if (o->out == x && o->aux < 0 && (row_op || ffn1)) {
             o->aux = q;
             use_tensor(p, q, last, 1);
@@ -494,6 +495,7 @@ static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_o
     return q;
 }
 
+/* One encoder layer from input x; returns the output tensor in *y. */
 static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t *diag)
 {
     const xf_model_t *m = p->m;

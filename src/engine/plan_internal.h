@@ -17,11 +17,15 @@
 /* int8 models: FFN1 quantises its output for FFN2 itself (plan.c q8_quant) from this many
  * rows (tokens) per thread on. */
 #define XF_Q8_FUSE_ROWS 64
-/* int8 models with that many rows per thread: the layer's ops from the output projection to
- * the last residual + LayerNorm are one row chain (xf_plan_op_t.chain). Each thread takes the
+/* int8 models with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread: the layer's ops
+ * from the output projection to the last residual + LayerNorm are one row chain
+ * (xf_plan_op_t.chain). Above, the barriers it saves are a small part of the forward and its
+ * row-split GEMMs cost more than they save (b=32 n=128 on 2 threads: int8/fp32 CPU 2.98-2.99×
+ * with the chain against 3.06-3.11× without, in one interleaved run). Each thread takes the
  * same rows in every op of the chain, in blocks of XF_PLAN_CHAIN_BLOCK rows (the int8
  * kernels' row group, qgemm.h XF_QGEMM_MALIGN: a block's quantised rows start on a group). */
 #define XF_PLAN_CHAIN_BLOCK 16
+#define XF_Q8_CHAIN_MAX_ROWS 256
 
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
  * threads each take their share, no op waits inside for the others, and exactly one pool

@@ -428,12 +428,13 @@ static void test_labels(void **state)
     xf_test_rmtree(dir);
 }
 
-/* An int8 plan's row chains (plan_internal.h XF_CHAIN_ON): with N ≥ XF_Q8_FUSE_ROWS per
- * thread, each layer's ops from the output projection (which quantises its own input) to the
+/* An int8 plan's row chains (plan_internal.h XF_CHAIN_ON): with XF_Q8_FUSE_ROWS to
+ * XF_Q8_CHAIN_MAX_ROWS rows per thread, each layer's ops from the output projection (which quantises its own input) to the
  * last residual op, and no other op; every tensor those ops use lives to the chain's end. */
 static void check_chains(const xf_plan_t *p, int quant, int pre_ln, int nth, int *n_self)
 {
-    int want = quant && p->n_tokens >= XF_Q8_FUSE_ROWS * nth;
+    int want = quant && p->n_tokens >= XF_Q8_FUSE_ROWS * nth &&
+               p->n_tokens <= XF_Q8_CHAIN_MAX_ROWS * nth;
     static const enum xf_op_kind post[] = { XF_OP_OPROJ, XF_OP_ADD_LN, XF_OP_FF1, XF_OP_FF2,
                                             XF_OP_ADD_LN };
     static const enum xf_op_kind pre[] = { XF_OP_OPROJ, XF_OP_ADD, XF_OP_LN, XF_OP_FF1,
