@@ -1,10 +1,12 @@
 /* The packed forward pass (xf_forward, xf_run): runs a plan's op list — embeddings, per layer
  * QKV GEMM, head split, attention runs (state, prepare, forward, state update), output
- * projection, fused residual + LayerNorm, FFN with fused bias + activation, then pooling,
- * pooler, classifier and L2 norm — inside ONE xf_pool_run with exactly one barrier after every
- * op and none inside (ggml style, fwd_thread), except between the ops of an int8 row chain
- * (plan_internal.h XF_CHAIN_ON: each thread keeps its rows from op to op). Never allocates:
- * every tensor lives in the context's arena at the plan's offsets. */
+ * projection, residual + LayerNorm (inside the projection's op from XF_FUSE_ROWS tokens per
+ * thread on: op_fused), FFN with fused bias + activation, FFN2 and its residual + LayerNorm
+ * (likewise), then pooling, pooler, classifier and L2 norm — inside ONE xf_pool_run with
+ * exactly one barrier after every op and none inside (ggml style, fwd_thread), except between
+ * the ops of an int8 row chain (plan_internal.h XF_CHAIN_ON: each thread keeps its rows from
+ * op to op). Never allocates: every tensor lives in the context's arena at the plan's
+ * offsets. */
 #include "config.h"
 
 #include <errno.h>
@@ -125,7 +127,7 @@ static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_
          * block of XF_QGEMM_MALIGN, so the kernel's reads of whole row groups stay in this
          * thread's rows (the last thread's: also the buffer's padding rows past N). */
         int r0, r1;
-        xf_plan_chain_rows(rows, ith, nth, &r0, &r1);
+        xf_fuse_rows(rows, XF_PLAN_CHAIN_BLOCK, ith, nth, &r0, &r1);
         if (r0 >= r1)
             return;
         if (o->chain & XF_CHAIN_QUANT_IN)   /* in place of an XF_OP_Q8 op */
@@ -187,25 +189,23 @@ static void ln_weights(const xf_model_t *m, const xf_plan_op_t *o, const float *
     }
 }
 
-static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+/* A fused OPROJ/FF2 op of an int8 model and a row chain's other ops take the same rows. */
+_Static_assert(XF_PLAN_CHAIN_BLOCK == XF_QGEMM_MALIGN, "int8 row blocks differ");
+
+/* Rows [r0, r1) of a LayerNorm or residual op of kind `kind` (LN, ADD_LN, ADD) with o's
+ * weights (o->which): y = LN(x) / LN(x + bias + res) / x + bias + res; an int8 model's aux
+ * buffer gets y's rows quantised. x may be y. */
+static void norm_rows(const fwd_task_t *T, const xf_plan_op_t *o, enum xf_op_kind kind,
+                      const float *x, const float *res, float *y, int r0, int r1)
 {
     const xf_model_t *m = T->m;
     int32_t D = m->info.d_model;
     const float *g, *b, *bias;
-    const float *x = tens(T, o->in0), *res = tens(T, o->in1);
-    float *y = tens(T, o->out);
-    int r0, r1;
 
     ln_weights(m, o, &g, &b, &bias);
-    if (o->chain)   /* an int8 row chain: the rows its Linear ops take */
-        xf_plan_chain_rows(T->p->n_tokens, ith, nth, &r0, &r1);
-    else
-        xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
-    if (r0 >= r1)
-        return;
-    if (o->kind == XF_OP_LN) {
+    if (kind == XF_OP_LN) {
         T->K->add_layernorm(r0, r1, D, x, D, NULL, NULL, D, g, b, m->info.ln_eps, y, D);
-    } else if (o->kind == XF_OP_ADD_LN) {
+    } else if (kind == XF_OP_ADD_LN) {
         T->K->add_layernorm(r0, r1, D, x, D, bias, res, D, g, b, m->info.ln_eps, y, D);
     } else {   /* XF_OP_ADD: pre-LN residual */
         for (int r = r0; r < r1; r++) {
@@ -217,6 +217,50 @@ static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth
     }
     if (o->aux >= 0)   /* int8: QKV's or FFN1's input, this thread's rows (plan.c q8_quant) */
         quant_rows(T, o->aux, y, D, r0, r1);
+}
+
+static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
+{
+    int r0, r1;
+
+    if (o->chain)   /* an int8 row chain: the rows its Linear ops take */
+        xf_fuse_rows(T->p->n_tokens, XF_PLAN_CHAIN_BLOCK, ith, nth, &r0, &r1);
+    else
+        xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        norm_rows(T, o, o->kind, tens(T, o->in0), tens(T, o->in1), tens(T, o->out), r0, r1);
+}
+
+/* An OPROJ or FFN2 op fused with its residual op (o->which, plan_internal.h): this thread
+ * computes whole rows [r0, r1) of y = x·Wᵀ (xf_fuse_rows; the GEMM run as one thread's, so it
+ * reads all of W), then y = LN(y + bias + residual) (ADD for pre-LN models) on the same rows
+ * in place while they are in its cache. The GEMM's sums do not depend on the split (fp32
+ * kernels with nth_exact, int8 kernels) and the residual op is the same kernel on the same
+ * rows, so the result is the unfused plan's, bit for bit. */
+static void op_fused(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
+                     int32_t ldx, int ith, int nth)
+{
+    int32_t N = T->p->n_tokens, D = T->m->info.d_model;
+    float *y = tens(T, o->out);
+    int r0, r1;
+
+    xf_fuse_rows(N, w->q8 ? XF_QGEMM_MALIGN : 1, ith, nth, &r0, &r1);
+    if (r0 >= r1)
+        return;
+    if (w->q8) {   /* rows r0.. of the activation buffer XF_OP_Q8 (or FFN1) filled */
+        uint8_t *act = (uint8_t *)tens(T, o->ws);
+        int32_t ldq = xf_qgemm_ldq(w->k);
+        float *alpha = (float *)(act + xf_qgemm_alpha_offset(N, w->k));
+        if (o->chain & XF_CHAIN_QUANT_IN)   /* a row chain's OPROJ: no XF_OP_Q8 op before it */
+            T->Q->quant_rows(r0, r1, w->k, tens(T, o->in0), ldx, act, ldq, alpha);
+        T->Q->qlinear(w->q8, r1 - r0, act + (size_t)r0 * ldq, ldq, alpha + r0, NULL,
+                      XF_EPI_NONE, y + (size_t)r0 * D, D, 0, 1);
+    } else {
+        T->K->linear(w, r1 - r0, tens(T, o->in0) + (size_t)r0 * ldx, ldx, NULL, XF_EPI_NONE,
+                     y + (size_t)r0 * D, D, 0, 1);
+    }
+    norm_rows(T, o, T->m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, y, tens(T, o->in1), y, r0,
+              r1);
 }
 
 /* The shape and io of an attention run (the same for each of its ops). */
@@ -463,16 +507,22 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
         op_attn(T, o, ith, nth);
         break;
     case XF_OP_OPROJ:
-        linear_op(T, o, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out),
-                  D, ith, nth);
+        if (o->which)
+            op_fused(T, o, &P->o, da, ith, nth);
+        else
+            linear_op(T, o, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE,
+                      tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_FF1:
         linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
                   tens(T, o->out), L->d_ff, ith, nth);
         break;
     case XF_OP_FF2:
-        linear_op(T, o, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
-                  tens(T, o->out), D, ith, nth);
+        if (o->which)
+            op_fused(T, o, &P->ff2, L->d_ff, ith, nth);
+        else
+            linear_op(T, o, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
+                      tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_POOL:
     case XF_OP_POOLER:
@@ -555,8 +605,15 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
         return 0;
     if (L->op != j) {
         const void *wp = NULL;
+        const xf_gemm_w_t *w = op_weight(T, &p->ops[j]);
         L->op = j;
-        L->len = T->K->linear_lead(op_weight(T, &p->ops[j]), p->n_tokens, ith, nth, &wp);
+        if ((p->ops[j].kind == XF_OP_OPROJ || p->ops[j].kind == XF_OP_FF2) && p->ops[j].which) {
+            int r0, r1;   /* a fused op: this thread's rows, as one thread's GEMM */
+            xf_fuse_rows(p->n_tokens, 1, ith, nth, &r0, &r1);
+            L->len = r1 > r0 ? T->K->linear_lead(w, r1 - r0, 0, 1, &wp) : 0;
+        } else {
+            L->len = T->K->linear_lead(w, p->n_tokens, ith, nth, &wp);
+        }
         L->p = wp;
         L->done = 0;
     }

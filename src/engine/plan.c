@@ -13,6 +13,7 @@
 #include "engine/diag.h"
 #include "engine/model.h"
 #include "engine/plan_internal.h"
+#include "engine/pool.h"
 #include "engine/quant.h"
 
 static size_t align_up(size_t n)
@@ -232,6 +233,38 @@ const xf_attn_t *xf_plan_seq_attn(const xf_model_t *m, const xf_batch_t *batch, 
 
 /* ---- create / free ---------------------------------------------------------------------- */
 
+static int32_t fuse_default = XF_FUSE_ROWS;
+static pthread_once_t fuse_once = PTHREAD_ONCE_INIT;
+
+/* XF_FUSE_ROWS=n in the environment (read once): another threshold, 0 = never fuse (to
+ * measure both plans in one binary). */
+static void fuse_env(void)
+{
+    const char *e = getenv("XF_FUSE_ROWS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end == '\0' && v >= 0 && v <= (1L << 24))
+            fuse_default = (int32_t)v;
+    }
+}
+
+static int32_t fuse_rows_default(void)
+{
+    pthread_once(&fuse_once, fuse_env);
+    return fuse_default;
+}
+
+void xf_fuse_rows(int32_t n_tokens, int32_t block, int ith, int nth, int *r0, int *r1)
+{
+    int b0, b1;
+    xf_split_rows((n_tokens + block - 1) / block, ith, nth, &b0, &b1);
+    *r0 = b0 * block;
+    *r1 = b1 * block < n_tokens ? b1 * block : n_tokens;
+    if (*r0 > n_tokens)
+        *r0 = n_tokens;
+}
+
 int xf_plan_create(const xf_model_t *m, xf_plan_t **out)
 {
     xf_plan_t *p;
@@ -243,6 +276,7 @@ int xf_plan_create(const xf_model_t *m, xf_plan_t **out)
     if (!p)
         return -ENOMEM;
     p->m = m;
+    p->fuse_rows = fuse_rows_default();
     /* A model without weights (a shape only, as `xformd-cli inspect` and tests use) can be
      * planned but not run: p->prep stays NULL and xf_forward() refuses it. */
     if (m->word_emb.data) {
@@ -450,10 +484,11 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
 }
 
 /* int8 model with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread (plan_internal.h):
- * each layer's ops from the output projection to its last residual (+ LayerNorm) form a row
- * chain (XF_CHAIN_ON): the output projection quantises its own rows of the attention output,
- * the three GEMMs split by rows (each thread reads all of Wo, W1, W2), and the four barriers
- * between those five ops and the quantising op's go. Else column splits and barriers. */
+ * each layer's ops from the output projection to its last one form a row chain (XF_CHAIN_ON):
+ * the output projection quantises its own rows of the attention output, the three GEMMs split
+ * by rows (each thread reads all of Wo, W1, W2), and the barriers between those ops (2 with
+ * the residual ops fused into OPROJ and FFN2, fuse_residual; 4 without) and the quantising
+ * op's go. Else column splits (unless fused) and barriers. */
 static int q8_chain(const xf_plan_t *p)
 {
     return p->m->q8 && p->n_tokens >= XF_Q8_FUSE_ROWS * p->n_threads &&
@@ -462,7 +497,8 @@ static int q8_chain(const xf_plan_t *p)
 
 /* int8 model (model.quantize = int8): x's rows (k wide) quantised into a new activation
  * buffer for the Linear op `feeds`, which reads it as its ws. When x was just made by an op
- * that writes whole rows per thread (embeddings, LayerNorm: QKV's and FFN1's inputs), that op
+ * that writes whole rows per thread (embeddings, LayerNorm, an OPROJ or FFN2 fused with its
+ * residual LayerNorm: QKV's and FFN1's inputs), that op
  * quantises its rows right after writing them (its aux = the buffer): no op, no barrier, no
  * second pass over x. So does FFN1's GEMM for FFN2 when there are at least XF_Q8_FUSE_ROWS
  * rows per thread (it then splits by rows, each thread reading all of W1), and a row chain's
@@ -480,7 +516,8 @@ static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_o
     if (!p->counting && q >= 0 && last >= 0 && last < p->cap_ops) {
         xf_plan_op_t *o = &p->ops[last];
         int row_op = k == p->m->info.d_model &&
-                     (o->kind == XF_OP_EMBED || o->kind == XF_OP_LN || o->kind == XF_OP_ADD_LN);
+                     (o->kind == XF_OP_EMBED || o->kind == XF_OP_LN || o->kind == XF_OP_ADD_LN ||
+                      ((o->kind == XF_OP_OPROJ || o->kind == XF_OP_FF2) && o->which));
         /* FFN1's int8 GEMM quantises its output rows for FFN2 as it finishes them
          * (qlinear_quant: whole rows per thread, so only with enough rows for every thread) */
         int ffn1 = o->kind == XF_OP_FF1 && feeds == XF_OP_FF2 &&
@@ -493,6 +530,22 @@ static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_o
     }
     add_op(p, XF_OP_Q8, l, x, -1, q, -1)->which = (int32_t)feeds;
     return q;
+}
+
+/* Whether the output projection and FFN2 finish the residual op's rows themselves
+ * (plan_internal.h XF_FUSE_ROWS): one thread, or enough tokens per thread (a row split makes
+ * every thread read all of W, which costs where the GEMM streams its weights), and Linear
+ * results that do not
+ * depend on the thread split (the own and int8 kernels; not the cblas path, whose sums
+ * depend on the column slice), so that the fused forward gives the unfused one's bits. */
+static int fuse_residual(const xf_plan_t *p)
+{
+    /* counting: the unfused graph, an upper bound (so a plan's capacity for a batch covers
+     * every smaller batch, fused or not) */
+    if (p->counting || p->fuse_rows <= 0 ||
+        (p->n_threads > 1 && (int64_t)p->n_tokens < (int64_t)p->fuse_rows * p->n_threads))
+        return 0;
+    return p->m->q8 || xf_kernels()->nth_exact;
 }
 
 /* One encoder layer from input x; returns the output tensor in *y. */
@@ -560,11 +613,21 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
             use_tensor(p, st, last_op(p), 0);
         }
     }
-    proj = add_tensor(p, N * D * 4, "attn_proj", l);
+    /* Fused (fuse_residual): OPROJ writes ln1_out itself, its rows' residual (+ LN) done by
+     * the thread that computed them; likewise FFN2 and ln2_out. */
+    const int fuse = fuse_residual(p);
     int32_t chain0 = p->n_ops;   /* the row chain's first op (q8_chain) */
-    add_op(p, XF_OP_OPROJ, l, att, -1, proj, q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ));
-    h1 = add_tensor(p, N * D * 4, "ln1_out", l);
-    add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1)->which = XF_W_LN1;
+    if (fuse) {
+        int32_t q = q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ);
+        h1 = add_tensor(p, N * D * 4, "ln1_out", l);
+        add_op(p, XF_OP_OPROJ, l, att, x, h1, q)->which = XF_W_LN1;
+    } else {
+        proj = add_tensor(p, N * D * 4, "attn_proj", l);
+        add_op(p, XF_OP_OPROJ, l, att, -1, proj, q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ));
+        h1 = add_tensor(p, N * D * 4, "ln1_out", l);
+        add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1)->which =
+            XF_W_LN1;
+    }
     if (m->info.pre_ln) {
         int32_t y2 = add_tensor(p, N * D * 4, "ln2", l);
         add_op(p, XF_OP_LN, l, h1, -1, y2, -1)->which = XF_W_LN2;
@@ -574,10 +637,17 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
     }
     f1 = add_tensor(p, N * ff * 4, "ffn1", l);
     add_op(p, XF_OP_FF1, l, ain, -1, f1, q8_quant(p, l, ain, (int32_t)D, XF_OP_FF1));
-    f2 = add_tensor(p, N * D * 4, "ffn2", l);
-    add_op(p, XF_OP_FF2, l, f1, -1, f2, q8_quant(p, l, f1, (int32_t)ff, XF_OP_FF2));
-    h2 = add_tensor(p, N * D * 4, "ln2_out", l);
-    add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1)->which = XF_W_LN2;
+    if (fuse) {
+        int32_t q = q8_quant(p, l, f1, (int32_t)ff, XF_OP_FF2);
+        h2 = add_tensor(p, N * D * 4, "ln2_out", l);
+        add_op(p, XF_OP_FF2, l, f1, h1, h2, q)->which = XF_W_LN2;
+    } else {
+        f2 = add_tensor(p, N * D * 4, "ffn2", l);
+        add_op(p, XF_OP_FF2, l, f1, -1, f2, q8_quant(p, l, f1, (int32_t)ff, XF_OP_FF2));
+        h2 = add_tensor(p, N * D * 4, "ln2_out", l);
+        add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1)->which =
+            XF_W_LN2;
+    }
     if (q8_chain(p) && !p->counting && p->n_ops <= p->cap_ops) {
         for (int32_t i = chain0; i < p->n_ops; i++)
             p->ops[i].chain = XF_CHAIN_ON;

@@ -18,14 +18,22 @@
  * rows (tokens) per thread on. */
 #define XF_Q8_FUSE_ROWS 64
 /* int8 models with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread: the layer's ops
- * from the output projection to the last residual + LayerNorm are one row chain
- * (xf_plan_op_t.chain). Above, the barriers it saves are a small part of the forward and its
+ * from the output projection to its last op (FFN2 with its residual + LayerNorm) are one row
+ * chain (xf_plan_op_t.chain). Above, the barriers it saves are a small part of the forward and its
  * row-split GEMMs cost more than they save (b=32 n=128 on 2 threads: int8/fp32 CPU 2.98-2.99×
  * with the chain against 3.06-3.11× without, in one interleaved run). Each thread takes the
  * same rows in every op of the chain, in blocks of XF_PLAN_CHAIN_BLOCK rows (the int8
  * kernels' row group, qgemm.h XF_QGEMM_MALIGN: a block's quantised rows start on a group). */
 #define XF_PLAN_CHAIN_BLOCK 16
 #define XF_Q8_CHAIN_MAX_ROWS 256
+/* The output projection and FFN2 finish their rows' residual (+ LayerNorm) themselves — no
+ * ADD/ADD_LN op, no barrier, no second pass over the rows — from this many rows (tokens) per
+ * thread on, and always with one thread (xf_plan_t.fuse_rows: the default; each thread then
+ * owns whole rows of the GEMM and reads all of its W). Measured on Zen 5 (AVX-512, 2
+ * threads, BERT-base shape): the CPU of those GEMMs + LayerNorm per forward, row split
+ * against column split, was +26 % at 8 rows per thread, +19 % at 16, level (-2..+2 %) at 32
+ * and 64 (doc/architecture.md). */
+#define XF_FUSE_ROWS 32
 
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
  * threads each take their share, no op waits inside for the others, and exactly one pool
@@ -45,11 +53,16 @@ enum xf_op_kind {
                           which = 1: in0 is QKV's [N][3·d_attn] output, read with a row
                           stride: the layer has no SPLIT op) */
     XF_OP_ATTN_UPDATE, /* the variant's state_update() (stateful variants) */
-    XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op) */
+    XF_OP_OPROJ,       /* out [N][D] = in0 · Woᵀ (bias added by the next op); which != 0:
+                          fused with the residual op that would follow (ADD_LN, or ADD for
+                          pre-LN models) with the LN weights `which`: in1 = the residual,
+                          out = that op's output, aux as that op's (each thread owns whole
+                          rows: xf_fuse_rows) */
     XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
     XF_OP_ADD,         /* out = in0 + bias + in1 (pre-LN residual) */
     XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1) */
-    XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op) */
+    XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op); which != 0:
+                          fused with the residual op, as XF_OP_OPROJ */
     XF_OP_POOL,        /* from in0 (final hidden [N][D]): the non-finite check, the hidden
                           copy, ws = [CLS] rows [B][D], CLS/mean pooling */
     XF_OP_POOLER,      /* pooled [B][D] = pooler([CLS] rows) (pooling "pooler") */
@@ -89,32 +102,24 @@ typedef struct xf_plan_op {
     int32_t in0, in1, out, ws; /* tensor indices or -1 */
     int32_t aux;               /* XF_OP_ATTN* of a stateful variant: the run's [n_seq] array of
                                   this layer's state pointers (XF_OP_ATTN_STATE); XF_OP_EMBED,
-                                  XF_OP_LN, XF_OP_ADD_LN, XF_OP_FF1 of an int8 model: the q8_act
+                                  XF_OP_LN, XF_OP_ADD_LN, XF_OP_FF1, a fused XF_OP_OPROJ or
+                                  XF_OP_FF2 of an int8 model: the q8_act
                                   buffer its rows are also quantised into (for the next
                                   Linear); else -1 */
-    int32_t which;             /* enum xf_op_which for LN/ADD ops */
+    int32_t which;             /* enum xf_op_which for LN/ADD ops and fused OPROJ/FF2 */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
     int32_t chain;             /* XF_CHAIN_* flags (int8 row chain, plan.c q8_chain), or 0 */
 } xf_plan_op_t;
 
-/* An op of a row chain (XF_CHAIN_ON) takes rows xf_plan_chain_rows() in full (a Linear op:
- * all columns of those rows, with nth = 1 on them), and every op of the chain reads only
- * rows the same thread wrote earlier in the chain, or tensors finished before it. So no
- * barrier separates two consecutive ops of a chain (forward.c fwd_thread): the one after
- * the chain's last op is the first one. The planner keeps every tensor the chain reads alive
- * to the chain's end (no other thread may reuse its memory meanwhile). XF_CHAIN_QUANT_IN (the
- * output projection): the op quantises its own rows of in0 into its ws before its GEMM, in
- * place of an XF_OP_Q8 op and its barrier. */
+/* An op of a row chain (XF_CHAIN_ON) takes rows xf_fuse_rows(N, XF_PLAN_CHAIN_BLOCK, ...) in
+ * full (a Linear op: all columns of those rows, with nth = 1 on them; the same rows as a fused
+ * OPROJ/FF2 op's), and every op of the chain reads only rows the same thread wrote earlier in
+ * the chain, or tensors finished before it. So no barrier separates two consecutive ops of a
+ * chain (forward.c fwd_thread): the one after the chain's last op is the first one. The
+ * planner keeps every tensor the chain reads alive to the chain's end (no other thread may
+ * reuse its memory meanwhile). XF_CHAIN_QUANT_IN (the output projection): the op quantises its
+ * own rows of in0 into its ws before its GEMM, in place of an XF_OP_Q8 op and its barrier. */
 enum { XF_CHAIN_ON = 1, XF_CHAIN_QUANT_IN = 2 };
-
-static inline void xf_plan_chain_rows(int32_t n, int ith, int nth, int *r0, int *r1)
-{
-    int32_t blocks = (n + XF_PLAN_CHAIN_BLOCK - 1) / XF_PLAN_CHAIN_BLOCK;
-    int32_t dr = (blocks + nth - 1) / nth, a = dr * ith * XF_PLAN_CHAIN_BLOCK,
-            b = dr * (ith + 1) * XF_PLAN_CHAIN_BLOCK;
-    *r0 = a < n ? a : n;
-    *r1 = b < n ? b : n;
-}
 
 /* Per-model prepared weights (model->prep): built by the loader once the weights are in place
  * (xf_plan_prep_get under prep_lock, see doc/threads.md), read-only afterwards. */
@@ -141,6 +146,11 @@ struct xf_plan {
     /* The planned batch shape. */
     int built;
     int n_threads;
+    /* OPROJ and FFN2 fuse their residual op from this many tokens per thread on, or with one
+     * thread (0: never);
+     * XF_FUSE_ROWS, or the environment's XF_FUSE_ROWS at xf_plan_create (A/B runs); tests
+     * set it between xf_plan_create and xf_plan_build. */
+    int32_t fuse_rows;
     int32_t n_seq, n_tokens, max_len;
     int32_t *cu_len;           /* [n_seq+1] */
     int32_t *pos_ids;          /* [N] position ids (restart per sequence, + offset) */
@@ -172,6 +182,11 @@ int xf_plan_prep_build(xf_model_t *m);
 /* The model's prepared weights (built at load; a hand-built model gets them at its first
  * plan, under prep_lock). Returns 0, XF_ESHAPE or -ENOMEM. */
 int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out);
+
+/* Rows [*r0, *r1) of n_tokens that thread ith of nth owns in a fused OPROJ/FF2 op: blocks of
+ * `block` rows split evenly (fp32: 1, any row count runs at full speed; int8: 16, since the
+ * int8 kernels may read activation rows in groups of XF_QGEMM_MALIGN from the first). */
+void xf_fuse_rows(int32_t n_tokens, int32_t block, int ith, int nth, int *r0, int *r1);
 
 /* Two selections are the same variant with the same parameters. */
 int xf_plan_attn_same(const xf_attn_t *a, const xf_attn_t *b);

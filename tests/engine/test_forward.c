@@ -60,6 +60,9 @@ static xf_batch_t as_batch(const batch_data_t *bd, int with_types)
     return b;
 }
 
+/* >= 0: engine_run's plans take this fuse_rows (plan_internal.h) instead of the default. */
+static int32_t g_fuse_rows = -1;
+
 /* Plan + reserve + forward on a fresh context of nth threads. */
 static int engine_run(const xf_model_t *m, const xf_batch_t *b, int nth, const xf_output_t *out,
                       xf_diag_t *diag)
@@ -72,6 +75,8 @@ static int engine_run(const xf_model_t *m, const xf_batch_t *b, int nth, const x
     assert_int_equal(xf_ctx_create(&co, &c), 0);
     assert_int_equal(xf_ctx_threads(c), nth);
     assert_int_equal(xf_plan_create(m, &p), 0);
+    if (g_fuse_rows >= 0)
+        p->fuse_rows = g_fuse_rows;
     rc = xf_plan_build(p, b, nth, diag);
     if (!rc)
         rc = xf_ctx_reserve(c, p);
@@ -874,6 +879,116 @@ static void test_prefetch_next(void **state)
     xf_ref_model_free(m);
 }
 
+/* Ops of plan p of kind k, and residual ops (ADD, ADD_LN) / fused OPROJ and FF2 ops. */
+static int count_ops(const xf_plan_t *p, int *residual, int *fused)
+{
+    *residual = *fused = 0;
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        const xf_plan_op_t *op = &p->ops[i];
+        *residual += op->kind == XF_OP_ADD || op->kind == XF_OP_ADD_LN;
+        *fused += (op->kind == XF_OP_OPROJ || op->kind == XF_OP_FF2) && op->which != 0;
+    }
+    return p->n_ops;
+}
+
+/* One forward of m on b with nth threads and the plan's fuse_rows set to fuse; outputs into
+ * h/pl/lg. Checks the plan's residual ops: none left when fused, one per residual block when
+ * not. */
+static void fused_run(const xf_model_t *m, const xf_batch_t *b, int nth, int32_t fuse, float *h,
+                      float *pl, float *lg)
+{
+    xf_ctx_opts_t co = { .n_threads = nth };
+    xf_ctx_t *c = NULL;
+    xf_plan_t *p = NULL;
+    xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 0, .hidden = h, .pooled = pl,
+                        .logits = lg };
+    int residual, fused, nl = m->info.n_layer;
+    assert_int_equal(xf_ctx_create(&co, &c), 0);
+    assert_int_equal(xf_plan_create(m, &p), 0);
+    if (!getenv("XF_FUSE_ROWS"))   /* the default */
+        assert_int_equal(p->fuse_rows, XF_FUSE_ROWS);
+    p->fuse_rows = fuse;
+    assert_int_equal(xf_plan_build(p, b, nth, NULL), 0);
+    count_ops(p, &residual, &fused);
+    int want = fuse > 0 && (nth == 1 || b->cu_len[b->n_seq] >= fuse * nth) &&
+               xf_kernels()->nth_exact;
+    assert_int_equal(fused, want ? 2 * nl : 0);
+    assert_int_equal(residual, want ? 0 : 2 * nl);
+    assert_int_equal(xf_ctx_reserve(c, p), 0);
+    assert_int_equal(xf_forward(c, m, p, b, &out, NULL), 0);
+    xf_plan_free(p);
+    xf_ctx_free(c);
+}
+
+/* OPROJ and FFN2 fused with their residual + LayerNorm (each thread owning whole rows) give
+ * the unfused plan's bits: post-LN and pre-LN, layers whose d_attn differs from D, Linears
+ * without biases; odd token counts (1, 23, 62, 113) and 1-3 threads, thresholds that fuse
+ * and that do not. The cblas path (XF_CPU=generic) never fuses (its sums depend on the
+ * column slice). The fused plans also pass the float64 reference. */
+static void test_fused_residual(void **state)
+{
+    static const int32_t lens[4][6] = {
+        { 1 }, { 5, 1, 17 }, { 5, 1, 17, 9, 30 }, { 30, 1, 33, 17, 9, 23 },
+    };
+    static const int32_t nseq[4] = { 1, 3, 5, 6 };
+    xf_ref_model_opts_t o;
+    batch_data_t bd;
+    (void)state;
+
+    for (int model = 0; model < 4; model++) {
+        xf_model_t *m = NULL;
+        xf_ref_model_opts_init(&o);
+        o.head = XF_HEAD_BERT;
+        o.n_labels = 3;
+        o.seed = 61 + model;
+        if (model == 1)
+            o.pre_ln = 1;
+        if (model == 2) {   /* pruned: d_attn != D, own FFN widths */
+            o.n_layer = 2;
+            o.n_head[0] = 3, o.d_head[0] = 8, o.d_ff[0] = 40;
+            o.n_head[1] = 2, o.d_head[1] = 16, o.d_ff[1] = 72;
+        }
+        assert_int_equal(xf_ref_model_create(&o, &m), 0);
+        if (model == 3)
+            for (int32_t l = 0; l < o.n_layer; l++) {
+                m->layers[l].o_b.data = NULL;
+                m->layers[l].ff2_b.data = NULL;
+            }
+        for (int shape = 0; shape < 4; shape++) {
+            make_batch(&bd, lens[shape], nseq[shape], o.vocab_size, o.type_vocab_size, 70);
+            xf_batch_t b = as_batch(&bd, 1);
+            size_t nh = (size_t)bd.N * o.d_model, np = (size_t)bd.B * o.d_model;
+            size_t ng = (size_t)bd.B * 3;
+            float *h0 = calloc(nh, 4), *h1 = calloc(nh, 4), *p0 = calloc(np, 4);
+            float *p1 = calloc(np, 4), *l0 = calloc(ng, 4), *l1 = calloc(ng, 4);
+            for (int nth = 1; nth <= 3; nth++) {
+                fused_run(m, &b, nth, 0, h0, p0, l0);
+                /* every thread at least one row; then a threshold of about half */
+                int32_t th[2] = { 1, bd.N / nth / 2 > 0 ? bd.N / nth / 2 : 1 };
+                for (int i = 0; i < 2; i++) {
+                    memset(h1, 0xff, nh * 4);
+                    fused_run(m, &b, nth, th[i], h1, p1, l1);
+                    assert_memory_equal(h0, h1, nh * 4);
+                    assert_memory_equal(p0, p1, np * 4);
+                    assert_memory_equal(l0, l1, ng * 4);
+                }
+            }
+            free(h0);
+            free(h1);
+            free(p0);
+            free(p1);
+            free(l0);
+            free(l1);
+        }
+        /* the fused plan against the float64 reference */
+        make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 71);
+        g_fuse_rows = 1;
+        check_vs_ref(m, &bd, &(ref_run_t){ "fused residual", 1, XF_POOL_MEAN, 1, 2 });
+        g_fuse_rows = -1;
+        xf_ref_model_free(m);
+    }
+}
+
 /* xf_run (plan + reserve + forward) gives the plan path's result; version string. */
 static void test_run_and_version(void **state)
 {
@@ -1115,6 +1230,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
              cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
              cmocka_unit_test(test_profile), cmocka_unit_test(test_prefetch_next),
+             cmocka_unit_test(test_fused_residual),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
              cmocka_unit_test(test_stateful_variant), cmocka_unit_test(test_threads_hdp),
              cmocka_unit_test(test_timing))

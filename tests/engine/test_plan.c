@@ -271,13 +271,85 @@ static void test_heterogeneous_layers(void **state)
     assert_int_equal(st.dense_fallbacks, 3);
     xf_plan_free(p);
 
-    /* Pre-LN: two more LayerNorm tensors per layer and the final one. */
+    /* Pre-LN: two more LayerNorm tensors per layer and the final one; with the residual
+     * adds fused into OPROJ and FFN2 (one thread: always), no attn_proj and ffn2 tensors. */
     shape_init(&s, 3, D, heads, dh, ff, 64, 1);
     s.m.attn = (xf_attn_t *)&fake_attn;
     assert_int_equal(xf_plan_create(&s.m, &p), 0);
+    p->fuse_rows = 0;
     build_lengths(p, len, 3, NULL, 1, 0);
     xf_plan_get_stats(p, &st);
     assert_int_equal(st.n_tensors, 3 * 11 + 3);
+    p->fuse_rows = XF_FUSE_ROWS;
+    build_lengths(p, len, 3, NULL, 1, 0);
+    xf_plan_get_stats(p, &st);
+    assert_int_equal(st.n_tensors, xf_kernels()->nth_exact ? 3 * 9 + 3 : 3 * 11 + 3);
+    xf_plan_free(p);
+}
+
+/* OPROJ and FFN2 take over their residual + LayerNorm ops (XF_FUSE_ROWS): at b1n128 on 2
+ * threads the plan has no ADD_LN op, 24 ops fewer, OPROJ reads the layer input as its
+ * residual and writes ln1_out, FFN2 reads ln1_out and writes ln2_out, and the arena is no
+ * bigger; at b1n16 (8 tokens per thread) nothing is fused. */
+static void test_fused_residual_plan(void **state)
+{
+    shape_model_t s;
+    xf_plan_t *p = NULL;
+    int32_t len128 = 128, len16 = 16, n_ops[2];
+    size_t arena[2];
+    xf_plan_stats_t st;
+    (void)state;
+
+    bert_base(&s);
+    s.m.attn = (xf_attn_t *)&fake_attn;
+    assert_int_equal(xf_plan_create(&s.m, &p), 0);
+    if (!xf_kernels()->nth_exact) {   /* the cblas Linear (XF_CPU=generic): never fused */
+        build_lengths(p, &len128, 1, NULL, 2, 0);
+        for (int32_t i = 0; i < p->n_ops; i++)
+            assert_true(p->ops[i].kind != XF_OP_OPROJ || !p->ops[i].which);
+        xf_plan_free(p);
+        return;
+    }
+    for (int fuse = 0; fuse < 2; fuse++) {
+        p->fuse_rows = fuse ? XF_FUSE_ROWS : 0;
+        build_lengths(p, &len128, 1, NULL, 2, 0);
+        xf_plan_get_stats(p, &st);
+        n_ops[fuse] = p->n_ops;
+        arena[fuse] = st.arena_bytes;
+        int n_fused = 0, n_resid = 0;
+        int32_t layer_in = -1;
+        for (int32_t i = 0; i < p->n_ops; i++) {
+            const xf_plan_op_t *o = &p->ops[i];
+            if (o->kind == XF_OP_QKV)
+                layer_in = o->in0;
+            n_resid += o->kind == XF_OP_ADD_LN || o->kind == XF_OP_ADD;
+            if ((o->kind != XF_OP_OPROJ && o->kind != XF_OP_FF2) || !o->which)
+                continue;
+            n_fused++;
+            assert_true(o->in1 >= 0 && o->out >= 0);
+            if (o->kind == XF_OP_OPROJ) {
+                assert_int_equal(o->which, XF_W_LN1);
+                assert_int_equal(o->in1, layer_in);
+                assert_string_equal(p->t[o->out].what, "ln1_out");
+            } else {
+                assert_int_equal(o->which, XF_W_LN2);
+                assert_string_equal(p->t[o->in1].what, "ln1_out");
+                assert_int_equal(p->t[o->in1].layer, o->layer);
+                assert_string_equal(p->t[o->out].what, "ln2_out");
+            }
+        }
+        assert_int_equal(n_fused, fuse ? 24 : 0);
+        assert_int_equal(n_resid, fuse ? 0 : 24);
+    }
+    assert_int_equal(n_ops[0] - n_ops[1], 24);
+    assert_true(arena[1] <= arena[0]);
+    /* 8 tokens per thread: not fused by default; a smaller batch reuses the storage */
+    const void *o0 = p->ops;
+    build_lengths(p, &len16, 1, NULL, 2, 0);
+    assert_ptr_equal(p->ops, o0);
+    for (int32_t i = 0; i < p->n_ops; i++)
+        assert_true(p->ops[i].which == 0 ||
+                    (p->ops[i].kind != XF_OP_OPROJ && p->ops[i].kind != XF_OP_FF2));
     xf_plan_free(p);
 }
 
@@ -411,5 +483,5 @@ static void test_reuse(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_bert_base_shapes), cmocka_unit_test(test_heterogeneous_layers),
-             cmocka_unit_test(test_runs), cmocka_unit_test(test_errors),
-             cmocka_unit_test(test_reuse))
+             cmocka_unit_test(test_runs), cmocka_unit_test(test_fused_residual_plan),
+             cmocka_unit_test(test_errors), cmocka_unit_test(test_reuse))

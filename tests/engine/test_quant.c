@@ -429,47 +429,50 @@ static void test_labels(void **state)
 }
 
 /* An int8 plan's row chains (plan_internal.h XF_CHAIN_ON): with XF_Q8_FUSE_ROWS to
- * XF_Q8_CHAIN_MAX_ROWS rows per thread, each layer's ops from the output projection (which quantises its own input) to the
- * last residual op, and no other op; every tensor those ops use lives to the chain's end. */
-static void check_chains(const xf_plan_t *p, int quant, int pre_ln, int nth, int *n_self)
+ * XF_Q8_CHAIN_MAX_ROWS rows per thread, each layer's ops from the output projection (which
+ * quantises its own input) to the layer's last op (FFN2 fused with its residual op, or that
+ * op), and no other op; every tensor those ops use lives to the chain's end. */
+static void check_chains(const xf_plan_t *p, int quant, int nth, int *n_self)
 {
     int want = quant && p->n_tokens >= XF_Q8_FUSE_ROWS * nth &&
                p->n_tokens <= XF_Q8_CHAIN_MAX_ROWS * nth;
-    static const enum xf_op_kind post[] = { XF_OP_OPROJ, XF_OP_ADD_LN, XF_OP_FF1, XF_OP_FF2,
-                                            XF_OP_ADD_LN };
-    static const enum xf_op_kind pre[] = { XF_OP_OPROJ, XF_OP_ADD, XF_OP_LN, XF_OP_FF1,
-                                           XF_OP_FF2, XF_OP_ADD };
-    const enum xf_op_kind *kinds = pre_ln ? pre : post;
-    int len = pre_ln ? 6 : 5, n_chains = 0;
+    int n_chains = 0;
     for (int32_t i = 0; i < p->n_ops; i++) {
         if (!p->ops[i].chain)
             continue;
         assert_true(want);
-        assert_true(i + len <= p->n_ops);
-        for (int j = 0; j < len; j++) {
-            const xf_plan_op_t *op = &p->ops[i + j];
-            assert_int_equal(op->kind, kinds[j]);
-            assert_int_equal(op->layer, p->ops[i].layer);
+        assert_int_equal(p->ops[i].kind, XF_OP_OPROJ);
+        int32_t e = i;   /* the chain's last op: the layer's last */
+        while (e + 1 < p->n_ops && p->ops[e + 1].layer == p->ops[i].layer)
+            e++;
+        assert_true(e - i >= 2);
+        for (int32_t j = i; j <= e; j++) {
+            const xf_plan_op_t *op = &p->ops[j];
+            assert_true(op->kind == XF_OP_OPROJ || op->kind == XF_OP_ADD_LN ||
+                        op->kind == XF_OP_ADD || op->kind == XF_OP_LN ||
+                        op->kind == XF_OP_FF1 || op->kind == XF_OP_FF2);
             assert_int_equal(op->chain & XF_CHAIN_ON, XF_CHAIN_ON);
-            assert_int_equal(op->chain & XF_CHAIN_QUANT_IN, j == 0 ? XF_CHAIN_QUANT_IN : 0);
+            assert_int_equal(op->chain & XF_CHAIN_QUANT_IN, j == i ? XF_CHAIN_QUANT_IN : 0);
             const int32_t used[] = { op->in0, op->in1, op->out, op->ws, op->aux };
             for (size_t u = 0; u < sizeof used / sizeof used[0]; u++)
                 if (used[u] >= 0)
-                    assert_true(p->t[used[u]].last >= i + len - 1);
+                    assert_true(p->t[used[u]].last >= e);
         }
-        assert_true(i + len == p->n_ops || !p->ops[i + len].chain ||
-                    p->ops[i + len].layer != p->ops[i].layer);
+        assert_true(p->ops[e].kind == XF_OP_FF2 || p->ops[e].kind == XF_OP_ADD_LN ||
+                    p->ops[e].kind == XF_OP_ADD);
         n_chains++;
         (*n_self)++;
-        i += len - 1;
+        i = e;
     }
     assert_int_equal(n_chains, want ? p->m->info.n_layer : 0);
 }
 
 /* The planner gives every Linear op of an int8 model its activation buffer (and none to an
- * fp32 model), and a steady-state forward allocates nothing; post-LN and pre-LN. The batch
- * (64 ≤ N < 128) is one row chain per layer at 1 thread and none at 2: the int8 outputs are
- * bitwise the same (the chain changes only who computes which row, and the barriers). */
+ * fp32 model), and a steady-state forward allocates nothing; post-LN and pre-LN. The plans fuse
+ * OPROJ and FFN2 with their residual LayerNorm (fuse_rows 1: every thread owns rows) and give
+ * the unfused plan's bits, for 1-3 threads. The batch (64 ≤ N < 128) is one int8 row chain
+ * per layer at 1 thread and none at 2 or 3: the int8 outputs are bitwise the same (the chain
+ * changes only who computes which row, and the barriers). */
 static void test_plan_and_zero_alloc(void **state)
 {
     (void)state;
@@ -492,15 +495,16 @@ static void test_plan_and_zero_alloc(void **state)
         int32_t D = xf_model_info(m)->d_model;
         float *h1t = calloc((size_t)s.N * D, 4);
         assert_non_null(h1t);
-        for (int nth = 1; nth <= 2; nth++) {
+        for (int nth = 1; nth <= 3; nth++) {
             xf_ctx_opts_t co = { .n_threads = nth };
             xf_ctx_t *c = NULL;
             xf_plan_t *p = NULL;
             assert_int_equal(xf_ctx_create(&co, &c), 0);
             assert_int_equal(xf_plan_create(m, &p), 0);
+            p->fuse_rows = 1;
             assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0, n_self = 0;
-            check_chains(p, quant, pre_ln, nth, &n_self);
+            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0, n_resid = 0, n_self = 0;
+            check_chains(p, quant, nth, &n_self);
             for (int32_t i = 0; i < p->n_ops; i++) {
                 const xf_plan_op_t *op = &p->ops[i];
                 if (op->kind == XF_OP_Q8) {
@@ -520,8 +524,10 @@ static void test_plan_and_zero_alloc(void **state)
                     assert_int_equal(p->ops[i + 1].ws, op->aux);
                     n_fused_ff1++;
                 }
+                int resid = (op->kind == XF_OP_OPROJ || op->kind == XF_OP_FF2) && op->which;
+                n_resid += resid;
                 if ((op->kind == XF_OP_EMBED || op->kind == XF_OP_LN ||
-                     op->kind == XF_OP_ADD_LN) && op->aux >= 0) {
+                     op->kind == XF_OP_ADD_LN || resid) && op->aux >= 0) {
                     /* fused: the row op quantises its output for the next op, a Linear
                      * reading it (QKV, FFN1) with that buffer as its ws */
                     assert_true(quant && i + 1 < p->n_ops);
@@ -552,6 +558,9 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(n_fused, quant ? 2 * xf_model_info(m)->n_layer : 0);
             assert_int_equal(n_fused_ff1, quant && s.N >= XF_Q8_FUSE_ROWS * nth
                                               ? xf_model_info(m)->n_layer : 0);
+            /* OPROJ and FFN2 fused (fp32: only where the kernels are split-exact) */
+            assert_int_equal(n_resid, quant || xf_kernels()->nth_exact
+                                          ? 2 * xf_model_info(m)->n_layer : 0);
             assert_int_equal(xf_ctx_reserve(c, p), 0);
             float *h = calloc((size_t)s.N * D, 4), *h2 = calloc((size_t)s.N * D, 4);
             float pl[5 * 64], lg[5 * 2];
@@ -565,9 +574,21 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(rc, 0);
             assert_int_equal(n_allocs, 0);
             assert_memory_equal(h, h2, (size_t)s.N * D * 4);
+            /* the unfused plan: the same bits */
+            xf_plan_t *pu = NULL;
+            assert_int_equal(xf_plan_create(m, &pu), 0);
+            pu->fuse_rows = 0;
+            assert_int_equal(xf_plan_build(pu, &b, nth, NULL), 0);
+            int n_self_u = 0;
+            check_chains(pu, quant, nth, &n_self_u);
+            assert_int_equal(xf_ctx_reserve(c, pu), 0);
+            memset(h2, 0, (size_t)s.N * D * 4);
+            assert_int_equal(xf_forward(c, m, pu, &b, &out, NULL), 0);
+            assert_memory_equal(h, h2, (size_t)s.N * D * 4);
+            xf_plan_free(pu);
             if (nth == 1)
                 memcpy(h1t, h, (size_t)s.N * D * 4);
-            else if (quant)   /* a row chain at 1 thread, none at 2 */
+            else if (quant)   /* a row chain at 1 thread, none at 2 and 3 */
                 assert_memory_equal(h, h1t, (size_t)s.N * D * 4);
             free(h);
             free(h2);
