@@ -3,8 +3,10 @@
  * projection, residual + LayerNorm (inside the projection's op from XF_FUSE_ROWS tokens per
  * thread on: op_fused), FFN with fused bias + activation, FFN2 and its residual + LayerNorm
  * (likewise), then pooling, pooler, classifier and L2 norm — inside ONE xf_pool_run with
- * exactly one barrier after every op and none inside (ggml style, fwd_thread). Never
- * allocates: every tensor lives in the context's arena at the plan's offsets. */
+ * exactly one barrier after every op and none inside (ggml style, fwd_thread), except between
+ * the ops of an int8 row chain (plan_internal.h XF_CHAIN_ON: each thread keeps its rows from
+ * op to op). Never allocates: every tensor lives in the context's arena at the plan's
+ * offsets. */
 #include "config.h"
 
 #include <errno.h>
@@ -108,18 +110,43 @@ static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_
         return;
     }
     uint8_t *act = (uint8_t *)tens(T, o->ws);
-    const float *alpha = (const float *)(act + xf_qgemm_alpha_offset(rows, w->k));
+    float *alpha = (float *)(act + xf_qgemm_alpha_offset(rows, w->k));
+    const int32_t ldq = xf_qgemm_ldq(w->k);
+    xf_qout_t qo = { NULL, 0, NULL };
     if (!bias && epi != XF_EPI_NONE)
         bias = T->p->prep->zeros;
     if (o->aux >= 0) {   /* FFN1: also quantise its output for FFN2 (plan.c q8_quant) */
         uint8_t *next = (uint8_t *)tens(T, o->aux);
-        xf_qout_t qo = { next, xf_qgemm_ldq(w->n),
-                         (float *)(next + xf_qgemm_alpha_offset(rows, w->n)) };
-        T->Q->qlinear_quant(w->q8, rows, act, xf_qgemm_ldq(w->k), alpha, bias, epi, y, ldy, &qo,
-                            ith, nth);
-        return;
+        qo.xq = next;
+        qo.ldq = xf_qgemm_ldq(w->n);
+        qo.alpha = (float *)(next + xf_qgemm_alpha_offset(rows, w->n));
     }
-    T->Q->qlinear(w->q8, rows, act, xf_qgemm_ldq(w->k), alpha, bias, epi, y, ldy, ith, nth);
+    if (o->chain) {
+        /* A row chain (plan_internal.h): this thread's rows, all columns, as a one-thread GEMM
+         * on them (every output element is the same whatever the split). The rows start on a
+         * block of XF_QGEMM_MALIGN, so the kernel's reads of whole row groups stay in this
+         * thread's rows (the last thread's: also the buffer's padding rows past N). */
+        int r0, r1;
+        xf_fuse_rows(rows, XF_PLAN_CHAIN_BLOCK, ith, nth, &r0, &r1);
+        if (r0 >= r1)
+            return;
+        if (o->chain & XF_CHAIN_QUANT_IN)   /* in place of an XF_OP_Q8 op */
+            T->Q->quant_rows(r0, r1, w->k, x, ldx, act, ldq, alpha);
+        act += (size_t)r0 * (size_t)ldq;
+        alpha += r0;
+        y += (size_t)r0 * (size_t)ldy;
+        if (qo.xq) {
+            qo.xq += (size_t)r0 * (size_t)qo.ldq;
+            qo.alpha += r0;
+        }
+        rows = r1 - r0;
+        ith = 0;
+        nth = 1;
+    }
+    if (qo.xq)
+        T->Q->qlinear_quant(w->q8, rows, act, ldq, alpha, bias, epi, y, ldy, &qo, ith, nth);
+    else
+        T->Q->qlinear(w->q8, rows, act, ldq, alpha, bias, epi, y, ldy, ith, nth);
 }
 
 static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
@@ -162,6 +189,9 @@ static void ln_weights(const xf_model_t *m, const xf_plan_op_t *o, const float *
     }
 }
 
+/* A fused OPROJ/FF2 op of an int8 model and a row chain's other ops take the same rows. */
+_Static_assert(XF_PLAN_CHAIN_BLOCK == XF_QGEMM_MALIGN, "int8 row blocks differ");
+
 /* Rows [r0, r1) of a LayerNorm or residual op of kind `kind` (LN, ADD_LN, ADD) with o's
  * weights (o->which): y = LN(x) / LN(x + bias + res) / x + bias + res; an int8 model's aux
  * buffer gets y's rows quantised. x may be y. */
@@ -193,7 +223,10 @@ static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth
 {
     int r0, r1;
 
-    xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
+    if (o->chain)   /* an int8 row chain: the rows its Linear ops take */
+        xf_fuse_rows(T->p->n_tokens, XF_PLAN_CHAIN_BLOCK, ith, nth, &r0, &r1);
+    else
+        xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
     if (r0 < r1)
         norm_rows(T, o, o->kind, tens(T, o->in0), tens(T, o->in1), tens(T, o->out), r0, r1);
 }
@@ -217,7 +250,9 @@ static void op_fused(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w
     if (w->q8) {   /* rows r0.. of the activation buffer XF_OP_Q8 (or FFN1) filled */
         uint8_t *act = (uint8_t *)tens(T, o->ws);
         int32_t ldq = xf_qgemm_ldq(w->k);
-        const float *alpha = (const float *)(act + xf_qgemm_alpha_offset(N, w->k));
+        float *alpha = (float *)(act + xf_qgemm_alpha_offset(N, w->k));
+        if (o->chain & XF_CHAIN_QUANT_IN)   /* a row chain's OPROJ: no XF_OP_Q8 op before it */
+            T->Q->quant_rows(r0, r1, w->k, tens(T, o->in0), ldx, act, ldq, alpha);
         T->Q->qlinear(w->q8, r1 - r0, act + (size_t)r0 * ldq, ldq, alpha + r0, NULL,
                       XF_EPI_NONE, y + (size_t)r0 * D, D, 0, 1);
     } else {
@@ -626,9 +661,11 @@ static double clock_s(clockid_t id)
 
 /* Every pool thread runs every op of the plan in order, with exactly one barrier after each
  * and none inside an op (plan_internal.h), so every thread meets the same barriers whatever
- * happens. Ownership: during an op a thread writes only its share of the op's output (rows,
- * columns or items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and XF_OP_ATTN_PREP);
- * nothing is read before the barrier that ends the op writing it. After an error (T->err, set
+ * happens; an int8 row chain's ops but its last have none after them (the same decision on
+ * every thread, from the plan). Ownership: during an op a thread writes only its share of the
+ * op's output (rows, columns or items split by ith/nth, or everything on thread 0 for
+ * XF_OP_ATTN_STATE and XF_OP_ATTN_PREP); nothing is read before the barrier that ends the op
+ * writing it, but the rows a thread wrote itself earlier in a row chain. After an error (T->err, set
  * once by the first failing op) the remaining ops are skipped; the barriers are still met.
  * With a progress callback (xf_ctx_set_progress) each layer's last op is followed by a second
  * barrier, after thread 0 called it, so that a stop is seen by every thread at once. */
@@ -637,27 +674,34 @@ static void fwd_thread(void *arg, int ith, int nth)
     fwd_task_t *T = arg;
     const xf_plan_t *p = T->p;
     struct xf_prof_thread *pt = T->c->prof_on ? &T->c->prof[ith] : NULL;
-    double w0 = 0, c0 = 0, w1 = 0, c1 = 0;
+    double w0 = 0, c0 = 0, w1 = 0, c1 = 0, c_bar = 0;
+    unsigned n_bar = 0;   /* op barriers passed (profiling's op_cpu slot) */
     lead_pf_t lead = { .op = -1 };
     int pf_on = nth > 1 && T->c->lead_pf;
 
     if (pt) {
         w0 = clock_s(CLOCK_MONOTONIC);
-        c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+        c0 = c_bar = clock_s(CLOCK_THREAD_CPUTIME_ID);
         pt->start += w0 - T->t_start;
     }
     for (int32_t i = 0; i < p->n_ops; i++) {
         const xf_plan_op_t *o = &p->ops[i];
+        /* No barrier inside an int8 row chain (plan_internal.h XF_CHAIN_ON): the next op
+         * reads only this thread's rows. The pruning tap reads all of FFN1's rows: keep it. */
+        int bar = !(o->chain && i + 1 < p->n_ops && p->ops[i + 1].chain &&
+                    p->ops[i + 1].layer == o->layer &&
+                    !(T->c->ffn_tap && o->kind == XF_OP_FF1));
         if (!atomic_load(&T->err))
             run_op(T, o, ith, nth);
         if (pt) {
             w1 = clock_s(CLOCK_MONOTONIC);
             c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
-            pt->op_cpu[i & 1] = c1 - c0;
+            if (bar)   /* the CPU since the last barrier, in the slot of this barrier */
+                pt->op_cpu[n_bar & 1] = c1 - c_bar;
         }
-        if (pf_on && lead_pf_target(T, i, ith, nth, &lead))
+        if (bar && pf_on && lead_pf_target(T, i, ith, nth, &lead))
             xf_pool_barrier_idle(T->c->pool, lead_pf_step, &lead);
-        else
+        else if (bar)
             xf_pool_barrier(T->c->pool);
         /* The pruning scores' FFN tap (ctx.h): thread 0 reads the finished intermediate; the
          * extra barrier keeps the others from overwriting it meanwhile. */
@@ -683,12 +727,14 @@ static void fwd_thread(void *arg, int ith, int nth)
         if (pt) {   /* busy: the op; wait: the barrier(s) after it */
             int k = prof_class(o->kind);
             double w2 = clock_s(CLOCK_MONOTONIC), c2 = clock_s(CLOCK_THREAD_CPUTIME_ID);
-            /* Every thread's op CPU was stored before the barrier (slot i & 1; a slot is
-             * written again only after the next barrier, which thread 0 has not passed). */
-            if (ith == 0) {
+            /* Every thread's op CPU was stored before the barrier (slot n_bar & 1; a slot
+             * is written again only before the barrier after next, and a thread reaches that
+             * one only after passing the next barrier, which thread 0 has not). A row chain's
+             * spread counts under its last op's class. */
+            if (ith == 0 && bar) {
                 double lo = 1e300, hi = 0;
                 for (int t = 0; t < nth; t++) {
-                    double v = T->c->prof[t].op_cpu[i & 1];
+                    double v = T->c->prof[t].op_cpu[n_bar & 1];
                     lo = v < lo ? v : lo;
                     hi = v > hi ? v : hi;
                 }
@@ -701,7 +747,9 @@ static void fwd_thread(void *arg, int ith, int nth)
             pt->ops[k]++;
             w0 = w2;
             c0 = c2;
+            c_bar = bar ? c2 : c_bar;
         }
+        n_bar += bar;
     }
 }
 

@@ -412,6 +412,7 @@ static xf_plan_op_t *add_op(xf_plan_t *p, enum xf_op_kind kind, int32_t layer, i
     o->which = 0;
     o->run = -1;
     o->aux = -1;
+    o->chain = 0;
     use_tensor(p, in0, i, 0);
     use_tensor(p, in1, i, 0);
     use_tensor(p, out, i, 1);
@@ -482,21 +483,35 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
     return 0;
 }
 
-/* One encoder layer from input x; returns the output tensor in *y. */
+/* int8 model with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread (plan_internal.h):
+ * each layer's ops from the output projection to its last one form a row chain (XF_CHAIN_ON):
+ * the output projection quantises its own rows of the attention output, the three GEMMs split
+ * by rows (each thread reads all of Wo, W1, W2), and the barriers between those ops (2 with
+ * the residual ops fused into OPROJ and FFN2, fuse_residual; 4 without) and the quantising
+ * op's go. Else column splits (unless fused) and barriers. */
+static int q8_chain(const xf_plan_t *p)
+{
+    return p->m->q8 && p->n_tokens >= XF_Q8_FUSE_ROWS * p->n_threads &&
+           p->n_tokens <= XF_Q8_CHAIN_MAX_ROWS * p->n_threads;
+}
+
 /* int8 model (model.quantize = int8): x's rows (k wide) quantised into a new activation
  * buffer for the Linear op `feeds`, which reads it as its ws. When x was just made by an op
  * that writes whole rows per thread (embeddings, LayerNorm, an OPROJ or FFN2 fused with its
  * residual LayerNorm: QKV's and FFN1's inputs), that op
  * quantises its rows right after writing them (its aux = the buffer): no op, no barrier, no
  * second pass over x. So does FFN1's GEMM for FFN2 when there are at least XF_Q8_FUSE_ROWS
- * rows per thread (it then splits by rows, each thread reading all of W1). Else an XF_OP_Q8
- * op (the attention output: heads split across threads; FFN1's output for few rows).
+ * rows per thread (it then splits by rows, each thread reading all of W1), and a row chain's
+ * output projection its own input (q8_chain). Else an XF_OP_Q8 op (the attention output:
+ * heads split across threads; FFN1's output for few rows).
  * Returns the buffer, or -1 for an fp32 model (or while counting, which then counts the op). */
 static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_op_kind feeds)
 {
     if (!p->m->q8)
         return -1;
     int32_t q = add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
+    if (feeds == XF_OP_OPROJ && q8_chain(p))
+        return q;   /* the output projection quantises its rows itself (XF_CHAIN_QUANT_IN) */
     int32_t last = p->n_ops - 1;
     if (!p->counting && q >= 0 && last >= 0 && last < p->cap_ops) {
         xf_plan_op_t *o = &p->ops[last];
@@ -533,6 +548,7 @@ static int fuse_residual(const xf_plan_t *p)
     return p->m->q8 || xf_kernels()->nth_exact;
 }
 
+/* One encoder layer from input x; returns the output tensor in *y. */
 static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t *diag)
 {
     const xf_model_t *m = p->m;
@@ -600,6 +616,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
     /* Fused (fuse_residual): OPROJ writes ln1_out itself, its rows' residual (+ LN) done by
      * the thread that computed them; likewise FFN2 and ln2_out. */
     const int fuse = fuse_residual(p);
+    int32_t chain0 = p->n_ops;   /* the row chain's first op (q8_chain) */
     if (fuse) {
         int32_t q = q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ);
         h1 = add_tensor(p, N * D * 4, "ln1_out", l);
@@ -631,8 +648,30 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1)->which =
             XF_W_LN2;
     }
+    if (q8_chain(p) && !p->counting && p->n_ops <= p->cap_ops) {
+        for (int32_t i = chain0; i < p->n_ops; i++)
+            p->ops[i].chain = XF_CHAIN_ON;
+        p->ops[chain0].chain |= XF_CHAIN_QUANT_IN;
+    }
     *y = h2;
     return 0;
+}
+
+/* Every tensor an op of a row chain reads or writes stays alive to the chain's last op: no
+ * barrier separates the chain's ops, so a thread may still be in an earlier op of the chain
+ * while another writes a later op's output, and the two must not share memory. */
+static void chain_lifetimes(xf_plan_t *p)
+{
+    for (int32_t a = 0, b; a < p->n_ops; a = b + 1) {
+        b = a;
+        if (!p->ops[a].chain)
+            continue;
+        while (b + 1 < p->n_ops && p->ops[b + 1].chain && p->ops[b + 1].layer == p->ops[a].layer)
+            b++;
+        for (int32_t t = 0; t < p->n_t; t++)
+            if (p->t[t].last >= a && p->t[t].last < b)
+                p->t[t].last = b;
+    }
 }
 
 /* The whole graph: embeddings, the layers, the final LayerNorm, pooling and heads. */
@@ -880,6 +919,7 @@ int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_
         return xf_diag_set(diag, -EOVERFLOW, "plan: the graph outgrew its counted capacity "
                            "(%d tensors, %d ops)", (int)need_t, (int)need_ops);
 
+    chain_lifetimes(p);
     compute_stats(p, assign_offsets(p));
     p->built = 1;
     return 0;

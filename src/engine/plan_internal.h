@@ -17,6 +17,15 @@
 /* int8 models: FFN1 quantises its output for FFN2 itself (plan.c q8_quant) from this many
  * rows (tokens) per thread on. */
 #define XF_Q8_FUSE_ROWS 64
+/* int8 models with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread: the layer's ops
+ * from the output projection to its last op (FFN2 with its residual + LayerNorm) are one row
+ * chain (xf_plan_op_t.chain). Above, the barriers it saves are a small part of the forward and its
+ * row-split GEMMs cost more than they save (b=32 n=128 on 2 threads: int8/fp32 CPU 2.98-2.99×
+ * with the chain against 3.06-3.11× without, in one interleaved run). Each thread takes the
+ * same rows in every op of the chain, in blocks of XF_PLAN_CHAIN_BLOCK rows (the int8
+ * kernels' row group, qgemm.h XF_QGEMM_MALIGN: a block's quantised rows start on a group). */
+#define XF_PLAN_CHAIN_BLOCK 16
+#define XF_Q8_CHAIN_MAX_ROWS 256
 /* The output projection and FFN2 finish their rows' residual (+ LayerNorm) themselves — no
  * ADD/ADD_LN op, no barrier, no second pass over the rows — from this many rows (tokens) per
  * thread on, and always with one thread (xf_plan_t.fuse_rows: the default; each thread then
@@ -99,7 +108,18 @@ typedef struct xf_plan_op {
                                   Linear); else -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops and fused OPROJ/FF2 */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
+    int32_t chain;             /* XF_CHAIN_* flags (int8 row chain, plan.c q8_chain), or 0 */
 } xf_plan_op_t;
+
+/* An op of a row chain (XF_CHAIN_ON) takes rows xf_fuse_rows(N, XF_PLAN_CHAIN_BLOCK, ...) in
+ * full (a Linear op: all columns of those rows, with nth = 1 on them; the same rows as a fused
+ * OPROJ/FF2 op's), and every op of the chain reads only rows the same thread wrote earlier in
+ * the chain, or tensors finished before it. So no barrier separates two consecutive ops of a
+ * chain (forward.c fwd_thread): the one after the chain's last op is the first one. The
+ * planner keeps every tensor the chain reads alive to the chain's end (no other thread may
+ * reuse its memory meanwhile). XF_CHAIN_QUANT_IN (the output projection): the op quantises its
+ * own rows of in0 into its ws before its GEMM, in place of an XF_OP_Q8 op and its barrier. */
+enum { XF_CHAIN_ON = 1, XF_CHAIN_QUANT_IN = 2 };
 
 /* Per-model prepared weights (model->prep): built by the loader once the weights are in place
  * (xf_plan_prep_get under prep_lock, see doc/threads.md), read-only afterwards. */

@@ -428,27 +428,73 @@ static void test_labels(void **state)
     xf_test_rmtree(dir);
 }
 
+/* An int8 plan's row chains (plan_internal.h XF_CHAIN_ON): with XF_Q8_FUSE_ROWS to
+ * XF_Q8_CHAIN_MAX_ROWS rows per thread, each layer's ops from the output projection (which
+ * quantises its own input) to the layer's last op (FFN2 fused with its residual op, or that
+ * op), and no other op; every tensor those ops use lives to the chain's end. */
+static void check_chains(const xf_plan_t *p, int quant, int nth, int *n_self)
+{
+    int want = quant && p->n_tokens >= XF_Q8_FUSE_ROWS * nth &&
+               p->n_tokens <= XF_Q8_CHAIN_MAX_ROWS * nth;
+    int n_chains = 0;
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        if (!p->ops[i].chain)
+            continue;
+        assert_true(want);
+        assert_int_equal(p->ops[i].kind, XF_OP_OPROJ);
+        int32_t e = i;   /* the chain's last op: the layer's last */
+        while (e + 1 < p->n_ops && p->ops[e + 1].layer == p->ops[i].layer)
+            e++;
+        assert_true(e - i >= 2);
+        for (int32_t j = i; j <= e; j++) {
+            const xf_plan_op_t *op = &p->ops[j];
+            assert_true(op->kind == XF_OP_OPROJ || op->kind == XF_OP_ADD_LN ||
+                        op->kind == XF_OP_ADD || op->kind == XF_OP_LN ||
+                        op->kind == XF_OP_FF1 || op->kind == XF_OP_FF2);
+            assert_int_equal(op->chain & XF_CHAIN_ON, XF_CHAIN_ON);
+            assert_int_equal(op->chain & XF_CHAIN_QUANT_IN, j == i ? XF_CHAIN_QUANT_IN : 0);
+            const int32_t used[] = { op->in0, op->in1, op->out, op->ws, op->aux };
+            for (size_t u = 0; u < sizeof used / sizeof used[0]; u++)
+                if (used[u] >= 0)
+                    assert_true(p->t[used[u]].last >= e);
+        }
+        assert_true(p->ops[e].kind == XF_OP_FF2 || p->ops[e].kind == XF_OP_ADD_LN ||
+                    p->ops[e].kind == XF_OP_ADD);
+        n_chains++;
+        (*n_self)++;
+        i = e;
+    }
+    assert_int_equal(n_chains, want ? p->m->info.n_layer : 0);
+}
+
 /* The planner gives every Linear op of an int8 model its activation buffer (and none to an
- * fp32 model), and a steady-state forward allocates nothing. The plans fuse OPROJ and FFN2
- * with their residual LayerNorm (fuse_rows 1: every thread owns rows) and give the unfused
- * plan's bits, for 1-3 threads. */
+ * fp32 model), and a steady-state forward allocates nothing; post-LN and pre-LN. The plans fuse
+ * OPROJ and FFN2 with their residual LayerNorm (fuse_rows 1: every thread owns rows) and give
+ * the unfused plan's bits, for 1-3 threads. The batch (64 ≤ N < 128) is one int8 row chain
+ * per layer at 1 thread and none at 2 or 3: the int8 outputs are bitwise the same (the chain
+ * changes only who computes which row, and the barriers). */
 static void test_plan_and_zero_alloc(void **state)
 {
     (void)state;
     char dir[512];
-    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_plan"));
-    xf_test_hfmodel_opts o;
-    xf_test_hfmodel_opts_init(&o);
-    o.n_labels = 2;
-    o.heads[1] = 2;
-    o.ffn[1] = 48;
-    assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
-    for (int quant = 0; quant <= 1; quant++) {
+    for (int v = 0; v < 4; v++) {
+        int pre_ln = v / 2, quant = v % 2;
+        assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_plan"));
+        xf_test_hfmodel_opts o;
+        xf_test_hfmodel_opts_init(&o);
+        o.n_labels = 2;
+        o.heads[1] = 2;
+        o.ffn[1] = 48;
+        o.pre_ln = pre_ln;
+        assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
         xf_model_t *m = load(dir, quant ? "int8" : NULL);
         seqs_t s;
         make_seqs(&s, 5, 30, xf_model_info(m)->vocab_size, 3);
+        assert_true(s.N >= XF_Q8_FUSE_ROWS && s.N < 2 * XF_Q8_FUSE_ROWS);
         xf_batch_t b = as_batch(&s);
         int32_t D = xf_model_info(m)->d_model;
+        float *h1t = calloc((size_t)s.N * D, 4);
+        assert_non_null(h1t);
         for (int nth = 1; nth <= 3; nth++) {
             xf_ctx_opts_t co = { .n_threads = nth };
             xf_ctx_t *c = NULL;
@@ -457,7 +503,8 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(xf_plan_create(m, &p), 0);
             p->fuse_rows = 1;
             assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0, n_resid = 0;
+            int n_q8 = 0, n_qop = 0, n_fused = 0, n_fused_ff1 = 0, n_resid = 0, n_self = 0;
+            check_chains(p, quant, nth, &n_self);
             for (int32_t i = 0; i < p->n_ops; i++) {
                 const xf_plan_op_t *op = &p->ops[i];
                 if (op->kind == XF_OP_Q8) {
@@ -507,7 +554,7 @@ static void test_plan_and_zero_alloc(void **state)
                 n_q8++;
             }
             assert_int_equal(n_q8, quant ? 4 * xf_model_info(m)->n_layer : 0);
-            assert_int_equal(n_qop + n_fused + n_fused_ff1, n_q8);
+            assert_int_equal(n_qop + n_fused + n_fused_ff1 + n_self, n_q8);
             assert_int_equal(n_fused, quant ? 2 * xf_model_info(m)->n_layer : 0);
             assert_int_equal(n_fused_ff1, quant && s.N >= XF_Q8_FUSE_ROWS * nth
                                               ? xf_model_info(m)->n_layer : 0);
@@ -532,20 +579,27 @@ static void test_plan_and_zero_alloc(void **state)
             assert_int_equal(xf_plan_create(m, &pu), 0);
             pu->fuse_rows = 0;
             assert_int_equal(xf_plan_build(pu, &b, nth, NULL), 0);
+            int n_self_u = 0;
+            check_chains(pu, quant, nth, &n_self_u);
             assert_int_equal(xf_ctx_reserve(c, pu), 0);
             memset(h2, 0, (size_t)s.N * D * 4);
             assert_int_equal(xf_forward(c, m, pu, &b, &out, NULL), 0);
             assert_memory_equal(h, h2, (size_t)s.N * D * 4);
             xf_plan_free(pu);
+            if (nth == 1)
+                memcpy(h1t, h, (size_t)s.N * D * 4);
+            else if (quant)   /* a row chain at 1 thread, none at 2 and 3 */
+                assert_memory_equal(h, h1t, (size_t)s.N * D * 4);
             free(h);
             free(h2);
             xf_plan_free(p);
             xf_ctx_free(c);
         }
+        free(h1t);
         free(s.ids);
         xf_model_free(m);
+        xf_test_rmtree(dir);
     }
-    xf_test_rmtree(dir);
 }
 
 /* xf_qgemm_w_init with each of its three allocations failing in turn: -ENOMEM, *qw left
