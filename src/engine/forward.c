@@ -479,8 +479,16 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
                       tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_FF1:
-        linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
-                  tens(T, o->out), L->d_ff, ith, nth);
+        if (o->which) {   /* fp32, this thread's whole rows (the fused plan's row chain) */
+            xf_fuse_rows(N, 1, ith, nth, &r0, &r1);
+            if (r0 < r1)
+                linear(T, &P->ff1, r1 - r0, tens(T, o->in0) + (size_t)r0 * D, D, L->ff1_b.data,
+                       act_epi(m->info.act), tens(T, o->out) + (size_t)r0 * L->d_ff, L->d_ff,
+                       0, 1);
+        } else {
+            linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data,
+                      act_epi(m->info.act), tens(T, o->out), L->d_ff, ith, nth);
+        }
         break;
     case XF_OP_FF2:
         if (o->which)
@@ -572,8 +580,9 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
         const void *wp = NULL;
         const xf_gemm_w_t *w = op_weight(T, &p->ops[j]);
         L->op = j;
-        if ((p->ops[j].kind == XF_OP_OPROJ || p->ops[j].kind == XF_OP_FF2) && p->ops[j].which) {
-            int r0, r1;   /* a fused op: this thread's rows, as one thread's GEMM */
+        const enum xf_op_kind k = p->ops[j].kind;
+        if ((k == XF_OP_OPROJ || k == XF_OP_FF1 || k == XF_OP_FF2) && p->ops[j].which) {
+            int r0, r1;   /* a row-split op: this thread's rows, as one thread's GEMM */
             xf_fuse_rows(p->n_tokens, 1, ith, nth, &r0, &r1);
             L->len = r1 > r0 ? T->K->linear_lead(w, r1 - r0, 0, 1, &wp) : 0;
         } else {
@@ -624,8 +633,9 @@ static double clock_s(clockid_t id)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Every pool thread runs every op of the plan in order, with exactly one barrier after each
- * and none inside an op (plan_internal.h), so every thread meets the same barriers whatever
+/* Every pool thread runs every op of the plan in order, with one barrier after each (but
+ * those marked no_barrier, whose next op reads only the rows the same thread wrote) and none
+ * inside an op (plan_internal.h), so every thread meets the same barriers whatever
  * happens. Ownership: during an op a thread writes only its share of the op's output (rows,
  * columns or items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and XF_OP_ATTN_PREP);
  * nothing is read before the barrier that ends the op writing it. After an error (T->err, set
@@ -655,7 +665,9 @@ static void fwd_thread(void *arg, int ith, int nth)
             c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
             pt->op_cpu[i & 1] = c1 - c0;
         }
-        if (pf_on && lead_pf_target(T, i, ith, nth, &lead))
+        if (o->no_barrier && !T->c->ffn_tap)
+            ;   /* the next op reads only this thread's rows of this one (plan_internal.h) */
+        else if (pf_on && lead_pf_target(T, i, ith, nth, &lead))
             xf_pool_barrier_idle(T->c->pool, lead_pf_step, &lead);
         else
             xf_pool_barrier(T->c->pool);
