@@ -3,6 +3,7 @@
  * (pthread_once); everything here is read-only afterwards. */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -37,6 +38,28 @@ const char *xf_isa_name(enum xf_isa isa)
     return (unsigned)isa < XF_ISA_COUNT ? isa_names[isa] : "unknown";
 }
 
+int xf_amx_features(const xf_amx_cpuid_t *in, const char **why)
+{
+    const char *no = NULL;
+    if (!((in->l7_edx >> 24) & 1))
+        no = "no AMX-TILE in CPUID";
+    else if ((in->xcr0 & 0x60000) != 0x60000)
+        no = "the OS does not enable the tile state (XCR0 bits 17 XTILECFG, 18 XTILEDATA)";
+    else if (in->max_leaf < 0x1e || in->l1d0_eax < 1)
+        no = "no tile palette 1 (CPUID leaves 1DH, 1EH)";
+    else if ((in->l1d1_ebx >> 16) < 8 || (in->l1d1_ebx & 0xffff) < 64 ||
+             (in->l1d1_ecx & 0xffff) < 16)
+        no = "palette 1 has less than 8 tiles of 16 rows x 64 bytes";
+    else if ((in->l1e0_ebx & 0xff) < 16 || ((in->l1e0_ebx >> 8) & 0xffff) < 64)
+        no = "the TMUL unit takes less than K = 16 rows and N = 64 bytes";
+    if (why)
+        *why = no;
+    if (no)
+        return 0;
+    return XF_AMX_TILE | ((in->l7_edx >> 25) & 1 ? XF_AMX_INT8 : 0) |
+           ((in->l7_edx >> 22) & 1 ? XF_AMX_BF16 : 0);
+}
+
 static int online_cores(void)
 {
     cpu_set_t set;
@@ -54,8 +77,28 @@ static uint64_t xgetbv0(void)
     return ((uint64_t)hi << 32) | lo;
 }
 
+/* arch_prctl(2) codes and XSTATE component numbers (Linux asm/prctl.h, xstate.rst) */
+#define XF_ARCH_GET_XCOMP_SUPP 0x1021
+#define XF_ARCH_GET_XCOMP_PERM 0x1022
 #define XF_ARCH_REQ_XCOMP_PERM 0x1023
+#define XF_XFEATURE_XTILECFG 17
 #define XF_XFEATURE_XTILEDATA 18
+#define XF_XTILE_MASK ((1ull << XF_XFEATURE_XTILECFG) | (1ull << XF_XFEATURE_XTILEDATA))
+
+int xf_amx_permission(void)
+{
+    uint64_t supp = 0, perm = 0;
+    if (syscall(SYS_arch_prctl, XF_ARCH_GET_XCOMP_SUPP, &supp) != 0)
+        return -errno;
+    if ((supp & XF_XTILE_MASK) != XF_XTILE_MASK)
+        return -EOPNOTSUPP;
+    if (syscall(SYS_arch_prctl, XF_ARCH_GET_XCOMP_PERM, &perm) == 0 &&
+        (perm & (1ull << XF_XFEATURE_XTILEDATA)))
+        return 0;
+    if (syscall(SYS_arch_prctl, XF_ARCH_REQ_XCOMP_PERM, XF_XFEATURE_XTILEDATA) != 0)
+        return -errno;
+    return 0;
+}
 
 static void detect_x86(xf_cpu_t *c)
 {
@@ -69,7 +112,7 @@ static void detect_x86(xf_cpu_t *c)
     uint64_t xcr0 = osxsave ? xgetbv0() : 0;
     int os_ymm = (xcr0 & 0x6) == 0x6;
     int os_zmm = os_ymm && (xcr0 & 0xe0) == 0xe0;
-    int os_tile = (xcr0 & 0x60000) == 0x60000;
+    xf_amx_cpuid_t amx_in = { .max_leaf = max_leaf, .xcr0 = xcr0 };
     if (avx && os_ymm) {
         c->fma = fma;
         c->f16c = f16c;
@@ -87,11 +130,7 @@ static void detect_x86(xf_cpu_t *c)
             c->avx512vnni = (cx >> 11) & 1;
             c->avx512fp16 = (d >> 23) & 1;
         }
-        if (os_tile) {
-            c->amx_bf16 = (d >> 22) & 1;
-            c->amx_tile = (d >> 24) & 1;
-            c->amx_int8 = (d >> 25) & 1;
-        }
+        amx_in.l7_edx = d;
         if (max_sub >= 1) {
             __cpuid_count(7, 1, a, b, cx, d);
             if (avx && os_ymm)
@@ -100,11 +139,31 @@ static void detect_x86(xf_cpu_t *c)
                 c->avx512bf16 = (a >> 5) & 1;
         }
     }
-    if (c->amx_tile) {
-        /* Linux >= 5.16 hands out the tile data state only on request. */
-        if (syscall(SYS_arch_prctl, XF_ARCH_REQ_XCOMP_PERM, XF_XFEATURE_XTILEDATA) != 0)
-            c->amx_tile = c->amx_int8 = c->amx_bf16 = 0;
+    if (max_leaf >= 0x1e) {
+        __cpuid_count(0x1d, 0, a, b, cx, d);
+        amx_in.l1d0_eax = a;
+        __cpuid_count(0x1d, 1, a, b, cx, d);
+        amx_in.l1d1_ebx = b;
+        amx_in.l1d1_ecx = cx;
+        __cpuid_count(0x1e, 0, a, b, cx, d);
+        amx_in.l1e0_ebx = b;
     }
+    const char *why = NULL;
+    int amx = xf_amx_features(&amx_in, &why);
+    if (amx) {
+        int rc = xf_amx_permission();
+        if (rc != 0) {
+            xf_log(XF_LOG_INFO, "cpu: AMX present, but Linux did not grant the tile data state "
+                   "(arch_prctl ARCH_REQ_XCOMP_PERM: %s): int8 layers use AVX-512 VNNI",
+                   strerror(-rc));
+            amx = 0;
+        }
+    } else if ((amx_in.l7_edx >> 24) & 1) {
+        xf_log(XF_LOG_INFO, "cpu: AMX-TILE in CPUID but not usable: %s", why);
+    }
+    c->amx_tile = (amx & XF_AMX_TILE) != 0;
+    c->amx_int8 = (amx & XF_AMX_INT8) != 0;
+    c->amx_bf16 = (amx & XF_AMX_BF16) != 0;
     __cpuid(0x80000000, a, b, cx, d);
     if (a >= 0x80000004) {
         unsigned r[12];
@@ -113,6 +172,11 @@ static void detect_x86(xf_cpu_t *c)
         memcpy(c->brand, r, 48);
         c->brand[48] = '\0';
     }
+}
+#else
+int xf_amx_permission(void)
+{
+    return -EOPNOTSUPP;
 }
 #endif
 
@@ -142,7 +206,8 @@ static void cpu_detect(void)
         c->level_max = XF_ISA_AVX2;
     if (c->level_max == XF_ISA_AVX2 && c->avx512f && c->avx512bw && c->avx512vl && c->avx512dq)
         c->level_max = XF_ISA_AVX512;
-    if (c->level_max == XF_ISA_AVX512 && c->amx_tile && c->amx_bf16)
+    /* the one AMX kernel is the int8 one (kernels/qgemm.c) */
+    if (c->level_max == XF_ISA_AVX512 && c->amx_tile && c->amx_int8)
         c->level_max = XF_ISA_AMX;
     c->level = c->level_max;
     const char *cap = getenv("XF_CPU");

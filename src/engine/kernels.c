@@ -177,7 +177,7 @@ int xf_kernels_all(const xf_kernels_t **out, const char **names, int cap)
 /* ---- packed weights ---- */
 
 /* Pack rows taken from nparts stacked [rows[i]][k] matrices (row r of the whole is row
- * r - Σ_{j<i} rows[j] of part i). */
+ * r - Σ_{j<i} rows[j] of part i), in the layout of ref.h. */
 static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t *rows,
                       int nparts)
 {
@@ -193,16 +193,14 @@ static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t 
         float *blk = p + k0 * npad;
         int part = 0;
         size_t part0 = 0;      /* first row of `part` in the whole */
-        for (size_t pi = 0; pi < npad / P; pi++) {
-            for (size_t c = 0; c < P; c++) {
-                size_t row = pi * P + c;
-                while (part < nparts && row >= part0 + (size_t)rows[part])
-                    part0 += (size_t)rows[part++];
-                const float *src = part < nparts ? parts[part] + (row - part0) * K + k0 : NULL;
-                float *dst = blk + pi * kc * P + c;
-                for (size_t kk = 0; kk < kc; kk++)
-                    dst[kk * P] = src ? src[kk] : 0.0f;
-            }
+        for (size_t row = 0; row < npad; row++) {
+            size_t gw;
+            float *dst = blk + xf_gemm_group_at(row / P * P, npad, kc, &gw) + row % P;
+            while (part < nparts && row >= part0 + (size_t)rows[part])
+                part0 += (size_t)rows[part++];
+            const float *src = part < nparts ? parts[part] + (row - part0) * K + k0 : NULL;
+            for (size_t kk = 0; kk < kc; kk++)
+                dst[kk * gw] = src ? src[kk] : 0.0f;
         }
     }
     pw->packed = p;
@@ -276,11 +274,15 @@ int xf_gemm_w_add_bf16(xf_gemm_w_t *pw)
         size_t kc = K - k0 < XF_GEMM_KC ? K - k0 : XF_GEMM_KC, kc2 = (kc + 1) / 2 * 2;
         const float *src = pw->packed + k0 * npad;
         uint16_t *dst = h + k0 * npad;
-        for (size_t pi = 0; pi < npad / P; pi++)
+        for (size_t c = 0; c < npad; c += P) {
+            size_t gw;
+            const float *s = src + xf_gemm_group_at(c, npad, kc, &gw);
+            uint16_t *d = dst + 2 * xf_gemm_group_at(c, npad, kc2 / 2, &gw);
             for (size_t kk = 0; kk < kc2; kk++)
-                for (size_t c = 0; c < P; c++)
-                    dst[(pi * kc2 + kk / 2 * 2) * P + 2 * c + kk % 2] =
-                        kk < kc ? xf_bf16_bits(src[(pi * kc + kk) * P + c]) : 0;
+                for (size_t cc = 0; cc < P; cc++)
+                    d[2 * (kk / 2 * gw + cc) + kk % 2] =
+                        kk < kc ? xf_bf16_bits(s[kk * gw + cc]) : 0;
+        }
     }
     pw->packed_bf16 = h;
     pw->packed_bf16_bytes = bytes;

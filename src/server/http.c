@@ -232,6 +232,37 @@ void xf_buf_free(xf_buf_t *b)
 
 /* ---- replies ------------------------------------------------------------------------ */
 
+/* TEI's response metadata headers (router/src/lib.rs, ResponseMetadata into HeaderMap), on
+ * the routes TEI sends them on and only with a 200: x-compute-type, x-compute-characters,
+ * x-compute-tokens, and x-compute-time, x-total-time, x-tokenization-time, x-queue-time,
+ * x-inference-time in whole milliseconds (truncated, as Duration::as_millis). Values are
+ * xformd's own timing of the request: total from its first byte to this reply, tokenisation
+ * on the MHD thread, queue from the job's submit to its batch's start, inference the batch's
+ * compute. x-compute-type is "cpu" (TEI writes a fixed "gpu+optimized"). */
+static void add_compute_headers(struct MHD_Response *r, const xf_req_t *req)
+{
+    const xf_job_t *j = req->job;
+    uint64_t now = xf_now_ns();
+    uint64_t total = now > req->start_ns ? now - req->start_ns : 0;
+    uint64_t q = j->start_ns > j->enqueue_ns ? j->start_ns - j->enqueue_ns : 0;
+    uint64_t inf = j->end_ns > j->start_ns ? j->end_ns - j->start_ns : 0;
+    char v[32];
+    MHD_add_response_header(r, "x-compute-type", "cpu");
+    snprintf(v, sizeof v, "%llu", (unsigned long long)(total / 1000000u));
+    MHD_add_response_header(r, "x-compute-time", v);
+    MHD_add_response_header(r, "x-total-time", v);
+    snprintf(v, sizeof v, "%lld", req->chars);
+    MHD_add_response_header(r, "x-compute-characters", v);
+    snprintf(v, sizeof v, "%d", req->usage_tokens);
+    MHD_add_response_header(r, "x-compute-tokens", v);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)(req->tok_ns / 1000000u));
+    MHD_add_response_header(r, "x-tokenization-time", v);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)(q / 1000000u));
+    MHD_add_response_header(r, "x-queue-time", v);
+    snprintf(v, sizeof v, "%llu", (unsigned long long)(inf / 1000000u));
+    MHD_add_response_header(r, "x-inference-time", v);
+}
+
 static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, char *data,
                              size_t len, int retry_after_s)
 {
@@ -249,6 +280,8 @@ static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, 
     }
     if (req->attn_fallback && status == MHD_HTTP_OK)
         MHD_add_response_header(r, "X-Xformd-Attention-Fallback", "dense");
+    if (req->compute_headers && req->job && status == MHD_HTTP_OK)
+        add_compute_headers(r, req);
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
@@ -336,6 +369,21 @@ static unsigned tei_status(enum xf_http_err code, unsigned status)
     }
 }
 
+/* The status the OpenAI route answers with: OpenAI refuses an input over the model's context
+ * length, too many inputs and too many tokens in one request with 400 invalid_request_error
+ * (the SDKs raise BadRequestError), where xformd's own routes say 413. */
+static unsigned openai_status(enum xf_http_err code, unsigned status)
+{
+    switch (code) {
+    case XF_HE_TOO_MANY_INPUTS:
+    case XF_HE_INPUT_TOO_LONG:
+    case XF_HE_TOO_MANY_TOKENS:
+        return 400;
+    default:
+        return status;
+    }
+}
+
 static const char *openai_type(enum xf_http_err code)
 {
     unsigned st = xf_http_err_status(code);
@@ -359,6 +407,8 @@ enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int re
     unsigned status = xf_http_err_status(code);
     if (req->api == XF_API_TEI)
         status = tei_status(code, status);
+    else if (req->api == XF_API_OPENAI)
+        status = openai_status(code, status);
     if ((status == 429 || status == 503) && retry_after_s <= 0)
         retry_after_s = 1;
     xf_buf_t b = { 0 };

@@ -85,6 +85,12 @@ typedef struct xf_req {
     int want_embed_out;
     int attn_fallback;     /* the request's attention variant ran dense for some input: the
                               reply says so (X-Xformd-Attention-Fallback: dense) */
+    int compute_headers;   /* a 200 reply carries TEI's x-compute-* / x-*-time headers (the
+                              routes TEI sends them on: /embed, /embed_all, /predict, /rerank,
+                              /similarity, POST /, OpenAI embeddings) */
+    uint64_t tok_ns;       /* time spent tokenising the request's texts */
+    long long chars;       /* characters (code points) of its texts, token ids counted one each,
+                              as TEI's x-compute-characters */
     char session[132];     /* {id} of /v1/sessions/{id}, validated (sessions.c) */
     int session_delete;    /* DELETE /v1/sessions/{id} */
 } xf_req_t;

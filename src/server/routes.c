@@ -55,10 +55,21 @@ enum MHD_Result xf_routes_reply_oom(xf_req_t *req)
     return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
 }
 
+/* The start of a TEI error message for a body that does not deserialise into the route's
+ * request type: axum's Json extractor words its 422 that way (TEI sends it as plain text;
+ * xformd in TEI's error JSON), followed by serde's reason. "" on the other APIs. */
+static const char *deser(const xf_req_t *req)
+{
+    return req->api == XF_API_TEI ? "Failed to deserialize the JSON body into the target type: "
+                                  : "";
+}
+
 enum MHD_Result xf_routes_reply_missing_field(xf_req_t *req, const char *key)
 {
     req->err_param = key;
-    return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "field '%s' is required", key);
+    return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "%sfield '%s' is required%s",
+                               deser(req), key,
+                               req->api == XF_API_TEI ? " (missing field)" : "");
 }
 
 enum MHD_Result xf_routes_reply_too_many_tokens(xf_req_t *req)
@@ -122,17 +133,51 @@ json_t *xf_routes_opt_field(json_t *obj, const char *key)
     return v && !json_is_null(v) ? v : NULL;
 }
 
+/* TEI deserialises its requests with serde: a field typed Option<T> takes null as absent,
+ * a plain field with a default (normalize, raw_scores, return_text, truncation_direction,
+ * add_special_tokens, skip_special_tokens) or a required one (query, source_sentence, ...)
+ * refuses null, and axum answers 422 for a body that does not deserialise. TEI's Option fields
+ * (router/src/http/types.rs), then xformd's own options, which take null as absent everywhere. */
+static int tei_nullable(const char *key)
+{
+    static const char *const keys[] = { "truncate", "prompt_name", "dimensions", "model",
+                                        "user", "parameters", "timeout_ms", "attention" };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strcmp(key, keys[i]))
+            return 1;
+    return 0;
+}
+
+/* obj's key for a typed getter: NULL when absent, or null where null means absent (every API
+ * but TEI, and TEI's Option fields); a null TEI does not take is refused here (TEI: 422
+ * Validation, the message worded as serde's "invalid type: null, expected ..."). */
+static step_t typed_field(xf_req_t *req, json_t *obj, const char *key, const char *expected,
+                          json_t **out, enum MHD_Result *ret)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = v && !json_is_null(v) ? v : NULL;
+    if (!v || !json_is_null(v) || req->api != XF_API_TEI || tei_nullable(key))
+        return STEP_OK;
+    req->err_param = key;
+    *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must be %s, not null "
+                               "(invalid type: null, expected %s)", deser(req), key, expected,
+                               expected);
+    return STEP_REPLIED;
+}
+
 /* Optional boolean field: 0 ok (writes *out when present), -1 replied. */
 step_t xf_routes_get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
                           enum MHD_Result *ret)
 {
-    json_t *v = xf_routes_opt_field(obj, key);
+    json_t *v;
+    if (typed_field(req, obj, key, "a boolean", &v, ret) != STEP_OK)
+        return STEP_REPLIED;
     if (!v)
         return STEP_OK;
     if (!json_is_boolean(v)) {
         req->err_param = key;
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a boolean",
-                                   key);
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must be a boolean",
+                                   deser(req), key);
         return STEP_REPLIED;
     }
     *out = json_is_true(v);
@@ -142,7 +187,9 @@ step_t xf_routes_get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
 step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
                          long long *out, enum MHD_Result *ret)
 {
-    json_t *v = xf_routes_opt_field(obj, key);
+    json_t *v;
+    if (typed_field(req, obj, key, "an integer", &v, ret) != STEP_OK)
+        return STEP_REPLIED;
     if (!v)
         return STEP_OK;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
@@ -158,12 +205,15 @@ step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long 
 step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
                          enum MHD_Result *ret)
 {
-    json_t *v = xf_routes_opt_field(obj, key);
+    json_t *v;
+    if (typed_field(req, obj, key, "a string", &v, ret) != STEP_OK)
+        return STEP_REPLIED;
     if (!v)
         return STEP_OK;
     if (!json_is_string(v)) {
         req->err_param = key;
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be a string", key);
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must be a string",
+                                   deser(req), key);
         return STEP_REPLIED;
     }
     *out = json_string_value(v);
@@ -376,14 +426,29 @@ enum MHD_Result xf_routes_submit_job(xf_req_t *req, xf_job_t *j, xf_attn_t *attn
     return submit(req, j, ro);
 }
 
-/* A list of token ids (text_t.ids) into tok as given: no specials added (as OpenAI and TEI
- * take them), each id checked against the vocabulary; longer than the model's positions is
- * XF_ETOOLONG unless truncating (from the end, or from the start with truncate_left). On a bad
- * id replies and returns -EINVAL. */
-static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to,
-                     xf_tokens_t *tok, xf_diag_t *diag, enum MHD_Result *ret)
+/* Input i's list of token ids: every element an id of the model's vocabulary, or an error
+ * reply naming the first that is not (and -EINVAL). All are checked, also those a truncation
+ * would drop. */
+static int ids_check(xf_req_t *req, size_t i, json_t *a, enum MHD_Result *ret)
 {
     int32_t vocab = req->srv->info->vocab_size;
+    for (size_t q = 0; q < json_array_size(a); q++) {
+        json_t *e = json_array_get(a, q);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+            json_integer_value(e) >= vocab) {
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input %zu: element %zu must be "
+                                       "a token id in [0, %d)", i, q, vocab);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* A list of token ids (text_t.ids, checked by ids_check) into tok as given: no specials added
+ * (as OpenAI and TEI take them); longer than the model's positions is XF_ETOOLONG unless
+ * truncating (from the end, or from the start with truncate_left). */
+static int ids_input(json_t *a, const xf_tok_opts_t *to, xf_tokens_t *tok, xf_diag_t *diag)
+{
     size_t m = json_array_size(a), off = 0;
     tok->n = 0;
     if (m > (size_t)to->max_len) {
@@ -407,18 +472,21 @@ static int ids_input(xf_req_t *req, size_t i, json_t *a, const xf_tok_opts_t *to
         tok->cap = (int32_t)m;
     }
     for (size_t q = 0; q < m; q++) {
-        json_t *e = json_array_get(a, off + q);
-        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-            json_integer_value(e) >= vocab) {
-            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input %zu: element %zu must be "
-                                       "a token id in [0, %d)", i, off + q, vocab);
-            return -EINVAL;
-        }
-        tok->ids[q] = (int32_t)json_integer_value(e);
+        tok->ids[q] = (int32_t)json_integer_value(json_array_get(a, off + q));
         tok->type_ids[q] = 0;
     }
     tok->n = (int32_t)m;
     return 0;
+}
+
+/* Unicode code points in s[0..n) (valid UTF-8: the bytes that do not continue a character),
+ * as TEI counts a text's characters (str::chars). */
+static long long utf8_chars(const char *s, size_t n)
+{
+    long long c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return c;
 }
 
 /* Tokenise every text into a new job. On error replies and returns NULL. */
@@ -433,11 +501,15 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
                          .max_len = s->info->max_positions, .truncate = ro->truncate,
                          .truncate_left = ro->truncate_left };
-    long long total = 0;
+    long long total = 0, chars = 0;
+    uint64_t t0 = xf_now_ns();
     for (size_t i = 0; i < tx->n; i++) {
         xf_diag_t diag = { 0, "" };
         const char *text = tx->v[i].s;
         size_t text_n = tx->v[i].n;
+        chars += tx->v[i].ids ? (long long)json_array_size(tx->v[i].ids)
+                              : utf8_chars(text, text_n) + utf8_chars(tx->v[i].pair,
+                                                                      tx->v[i].pair_n);
         const ropts_t *r = tx->v[i].ro ? tx->v[i].ro : ro;
         to.truncate = r->truncate;
         to.truncate_left = r->truncate_left;
@@ -448,11 +520,30 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
                                        "string", i);
             goto fail;
         }
+        /* An empty list of ids: TEI's Empty (before the prompt too), OpenAI's empty_input. */
+        if (tx->v[i].ids && json_array_size(tx->v[i].ids) == 0) {
+            *ret = xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "input %zu is an empty list "
+                                       "of token ids", i);
+            goto fail;
+        }
         int rc;
-        if (tx->v[i].ids) {
-            rc = ids_input(req, i, tx->v[i].ids, &to, &tok, &diag, ret);
-            if (rc == -EINVAL)
+        xf_buf_t dec = { 0 };
+        if (tx->v[i].ids && ids_check(req, i, tx->v[i].ids, ret) < 0)
+            goto fail;
+        if (tx->v[i].ids && r->prompt && r->prompt_n > 0) {
+            /* TEI with a prompt_name: the ids are decoded (special tokens skipped), the prompt
+             * goes before that text, and the whole is encoded with the special tokens. */
+            xf_routes_decode_ids(s->tok, tx->v[i].ids, 1, &dec);
+            if (dec.oom) {
+                xf_buf_free(&dec);
+                *ret = xf_routes_reply_oom(req);
                 goto fail;
+            }
+            text = dec.p ? dec.p : "";
+            text_n = dec.len;
+        }
+        if (tx->v[i].ids && !(r->prompt && r->prompt_n > 0)) {
+            rc = ids_input(tx->v[i].ids, &to, &tok, &diag);
         } else {
             if (r->prompt && r->prompt_n > 0) {
                 free(prompted);
@@ -470,6 +561,7 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
             rc = xf_tokenizer_encode(s->tok, text, text_n, tx->v[i].pair, tx->v[i].pair_n,
                                      &to, &tok, &diag);
         }
+        xf_buf_free(&dec);
         if (rc == XF_ETOOLONG) {
             *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0,
                                        "input %zu is longer than the model's limit of %d "
@@ -514,6 +606,8 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
             j->max_len = lens.p[i];
     req->usage_tokens = (int)ids.n;
     req->n_inputs = (int)tx->n;
+    req->chars = chars;
+    req->tok_ns = xf_now_ns() - t0;
 fail:
     free(prompted);
     xf_tokens_deinit(&tok);
@@ -624,6 +718,7 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;   /* TEI sends its x-compute-* headers on this route too */
     json_t *root = req->root;
     const char *model = NULL, *fmt = NULL, *user = NULL;
     long long dims = 0;
@@ -661,8 +756,8 @@ static enum MHD_Result h_embeddings(xf_req_t *req)
     if (xf_routes_get_texts(req, in, "input", 1, &tx, &ret) == STEP_OK) {
         req->err_param = "input";   /* too long, bad UTF-8, bad ids, too many tokens */
         /* OpenAI: "cannot be an empty string" (and no empty list of ids, checked below). */
-        for (size_t i = 0; i < tx.n && !tx.v[i].ids; i++) {
-            if (tx.v[i].n == 0) {
+        for (size_t i = 0; i < tx.n; i++) {
+            if (!tx.v[i].ids && tx.v[i].n == 0) {
                 free(tx.v);
                 xf_attn_free(attn);
                 return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'input'[%zu] is an "

@@ -81,6 +81,7 @@ step_t xf_routes_get_texts(xf_req_t *req, json_t *v, const char *key, int allow_
                            enum MHD_Result *ret);
 int xf_routes_is_str_pair(json_t *v);
 void xf_routes_put_floats(xf_buf_t *b, const float *v, size_t n);
+void xf_routes_decode_ids(const xf_tokenizer_t *tk, json_t *a, int skip, xf_buf_t *b);
 void xf_routes_unit_scale(float *v, size_t n);
 
 /* ---- TEI's routes (routes_tei.c): handlers and replies named by routes.def -------------- */

@@ -45,6 +45,7 @@ enum MHD_Result xf_routes_tei_embed(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (parse_embed(req, req->root, &tx, &ro, &req->normalize, &req->dimensions, &ret) !=
@@ -61,6 +62,7 @@ enum MHD_Result xf_routes_tei_embed_all(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (xf_routes_get_ropts(req, req->root, &ro, &ret) != STEP_OK ||
@@ -100,6 +102,7 @@ enum MHD_Result xf_routes_tei_similarity(xf_req_t *req)
                                    "embedding model; model '%s' is a classifier", s->model_name);
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     json_t *in = json_object_get(req->root, "inputs");
     if (!in)
         return xf_routes_reply_missing_field(req, "inputs");
@@ -199,6 +202,7 @@ enum MHD_Result xf_routes_tei_rerank(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (parse_rerank(req, req->root, &tx, &ro, &req->raw_scores, &req->return_text, &ret) !=
@@ -283,6 +287,7 @@ enum MHD_Result xf_routes_tei_predict(xf_req_t *req)
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
         return ret;
+    req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
     if (parse_predict(req, req->root, &tx, &ro, &req->raw_scores, &req->batch_form, &ret) !=
@@ -564,6 +569,32 @@ static void decode_piece(xf_buf_t *b, const char *tok, int first)
     xf_buf_puts(b, tok);
 }
 
+/* The text of the token ids of a (JSON integers, checked by the caller; ids outside the
+ * vocabulary are left out, as Hugging Face's decode leaves them) appended to b, as TEI's
+ * tokenizer decodes them; with skip, [CLS], [SEP], [PAD], [UNK] and [MASK] are left out too.
+ * /decode writes its strings with it, and ids sent with a prompt_name are decoded with it
+ * (xf_routes_tokenise). */
+void xf_routes_decode_ids(const xf_tokenizer_t *tk, json_t *a, int skip, xf_buf_t *b)
+{
+    xf_special_ids_t sp;
+    xf_tokenizer_specials(tk, &sp);
+    int32_t vocab = xf_tokenizer_vocab_size(tk);
+    int first = 1;
+    for (size_t q = 0; q < json_array_size(a); q++) {
+        json_int_t id = json_integer_value(json_array_get(a, q));
+        if (id < 0 || id >= vocab)
+            continue;
+        if (skip && (id == sp.cls || id == sp.sep || id == sp.pad || id == sp.unk ||
+                     id == sp.mask))
+            continue;
+        const char *tok = xf_tokenizer_token(tk, (int32_t)id);
+        if (!tok)
+            continue;
+        decode_piece(b, tok, first);
+        first = 0;
+    }
+}
+
 /* TEI's /decode: {"ids": [ids] | [[ids], ...], "skip_special_tokens": true} -> a list of
  * strings. Ids outside the vocabulary are left out (as Hugging Face's tokenizers decode
  * does); with skip_special_tokens (the default) so are [CLS], [SEP], [PAD], [UNK], [MASK].
@@ -589,9 +620,6 @@ enum MHD_Result xf_routes_tei_decode(xf_req_t *req)
         return ret;
     if (json_array_size(ids) == 0)
         return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "field 'ids' is an empty list");
-    xf_special_ids_t sp;
-    xf_tokenizer_specials(tk, &sp);
-    int32_t vocab = xf_tokenizer_vocab_size(tk);
     xf_buf_t b = { 0 }, one = { 0 };
     xf_buf_puts(&b, "[");
     for (size_t i = 0; i < n; i++) {
@@ -608,7 +636,6 @@ enum MHD_Result xf_routes_tei_decode(xf_req_t *req)
                                        "list", i);
         }
         one.len = 0;
-        int first = 1;
         for (size_t q = 0; q < json_array_size(a); q++) {
             json_t *e = json_array_get(a, q);
             if (!json_is_integer(e) || json_integer_value(e) < 0 ||
@@ -619,18 +646,8 @@ enum MHD_Result xf_routes_tei_decode(xf_req_t *req)
                                            "%zu of input %zu must be a non-negative integer "
                                            "(a token id)", q, i);
             }
-            json_int_t id = json_integer_value(e);
-            if (id >= vocab)
-                continue;
-            if (skip && (id == sp.cls || id == sp.sep || id == sp.pad || id == sp.unk ||
-                         id == sp.mask))
-                continue;
-            const char *tok = xf_tokenizer_token(tk, (int32_t)id);
-            if (!tok)
-                continue;
-            decode_piece(&one, tok, first);
-            first = 0;
         }
+        xf_routes_decode_ids(tk, a, skip, &one);
         xf_buf_puts(&b, i ? "," : "");
         xf_buf_json_str(&b, one.p ? one.p : "", one.p ? one.len : 0);
     }

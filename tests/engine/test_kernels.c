@@ -126,6 +126,81 @@ static void test_tables(void **state)
     assert_non_null(ci.blas_core);
 }
 
+/* The AMX decision (cpu.c) on other CPUs' CPUID/XCR0 values: Sapphire Rapids' (palette 1:
+ * 8 tiles of 16 rows x 64 bytes; TMUL K 16, N 64 bytes) is usable; without the OS's XCR0 bits
+ * 17/18, AMX-TILE, the palette leaves, or with a palette or TMUL smaller than the kernel's tiles,
+ * it is not, with a reason. On this machine: AMX is reported only with the tile data
+ * permission Linux gives (no permission: no AMX, and the int8 table is VNNI or lower). */
+static void test_amx_detect(void **state)
+{
+    (void)state;
+    const xf_amx_cpuid_t spr = {
+        .max_leaf = 0x20, .l7_edx = (1u << 22) | (1u << 24) | (1u << 25), .xcr0 = 0x602e7,
+        .l1d0_eax = 1, .l1d1_ebx = (8u << 16) | 64, .l1d1_ecx = 16, .l1e0_ebx = (64u << 8) | 16,
+    };
+    const char *why = "unset";
+    assert_int_equal(xf_amx_features(&spr, &why), XF_AMX_TILE | XF_AMX_INT8 | XF_AMX_BF16);
+    assert_null(why);
+    struct { const char *name; xf_amx_cpuid_t in; int want; } cases[12];
+    int n = 0;
+    for (int i = 0; i < 12; i++)
+        cases[i].in = spr;
+    cases[n].name = "no AMX-INT8";
+    cases[n].in.l7_edx &= ~(1u << 25);
+    cases[n++].want = XF_AMX_TILE | XF_AMX_BF16;
+    cases[n].name = "no AMX-TILE";
+    cases[n].in.l7_edx &= ~(1u << 24);
+    cases[n++].want = 0;
+    cases[n].name = "XCR0 without XTILEDATA";
+    cases[n].in.xcr0 &= ~(1ull << 18);
+    cases[n++].want = 0;
+    cases[n].name = "XCR0 without XTILECFG";
+    cases[n].in.xcr0 &= ~(1ull << 17);
+    cases[n++].want = 0;
+    cases[n].name = "no leaf 1EH";
+    cases[n].in.max_leaf = 0x1d;
+    cases[n++].want = 0;
+    cases[n].name = "no palette 1";
+    cases[n].in.l1d0_eax = 0;
+    cases[n++].want = 0;
+    cases[n].name = "4 tile names";
+    cases[n].in.l1d1_ebx = (4u << 16) | 64;
+    cases[n++].want = 0;
+    cases[n].name = "32 bytes per row";
+    cases[n].in.l1d1_ebx = (8u << 16) | 32;
+    cases[n++].want = 0;
+    cases[n].name = "8 rows";
+    cases[n].in.l1d1_ecx = 8;
+    cases[n++].want = 0;
+    cases[n].name = "tmul_maxk 8";
+    cases[n].in.l1e0_ebx = (64u << 8) | 8;
+    cases[n++].want = 0;
+    cases[n].name = "tmul_maxn 32";
+    cases[n].in.l1e0_ebx = (32u << 8) | 16;
+    cases[n++].want = 0;
+    cases[n].name = "a bigger palette";
+    cases[n].in.l1d1_ebx = (16u << 16) | 128;
+    cases[n].in.l1d1_ecx = 32;
+    cases[n++].want = XF_AMX_TILE | XF_AMX_INT8 | XF_AMX_BF16;
+    for (int i = 0; i < n; i++) {
+        why = NULL;
+        int got = xf_amx_features(&cases[i].in, &why);
+        XF_CHECK_INT(cases[i].name, got, cases[i].want);
+        XF_CHECK(cases[i].name, (got == 0) == (why != NULL));
+    }
+    xf_cases_end();
+    /* this machine */
+    const xf_cpu_t *c = xf_cpu();
+    int perm = xf_amx_permission();
+    print_message("# amx: cpu %s, amx-tile %d amx-int8 %d, tile data permission: %s\n",
+                  c->brand, c->amx_tile, c->amx_int8, perm ? strerror(-perm) : "granted");
+    if (c->amx_tile || c->amx_int8)
+        assert_int_equal(perm, 0);   /* AMX is reported only with the permission */
+    if (perm != 0)
+        assert_true(c->level_max < XF_ISA_AMX);
+    assert_true(c->level_max < XF_ISA_AMX || (c->amx_tile && c->amx_int8));
+}
+
 /* ---- Linear ---- */
 
 static void run_linear(const xf_kernels_t *k, int nth, const xf_gemm_w_t *w, int m,
@@ -435,6 +510,69 @@ static void test_linear_bf16(void **state)
     check_bf16_shape(64, 48, 256, 24);
     check_bf16_shape(3, 5, 1, 25);
     check_bf16_shape(129, 33, 65, 26);
+    /* several column blocks and K blocks, splits off the 48-column groups for nth 3 and 5 */
+    check_bf16_shape(20, 1000, 600, 27);
+}
+
+/* The packed layout of ref.h, element by element, written out here independently of the
+ * packer: K blocks of 256, 48-column groups (the last one 16 or 32 wide), k-major inside a
+ * group, zero columns past n; the bf16 copy in k pairs with a zero pad k for an odd block.
+ * N below, at and across the group width (1, 5, 16, 17, 33, 47, 48, 49, 95, 97, 130), K
+ * within one block, odd, and across blocks (1, 3, 256, 300, 513). */
+static void test_pack_layout(void **state)
+{
+    (void)state;
+    static const int ns[] = { 1, 5, 16, 17, 33, 47, 48, 49, 95, 97, 130 };
+    static const int ks[] = { 1, 3, 256, 300, 513 };
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            const int n = ns[a], K = ks[b], npad = (n + 15) / 16 * 16;
+            float *wt = alloc_u((size_t)n * K);
+            xf_test_fill(wt, (size_t)n * K, 7 + n + K, -1.0f, 1.0f);
+            xf_gemm_w_t w;
+            assert_int_equal(xf_gemm_w_init(&w, wt, n, K), 0);
+            if (!w.packed)
+                assert_int_equal(xf_gemm_w_pack(&w), 0);
+            assert_int_equal(w.packed_bytes, (size_t)npad * K * sizeof(float));
+            assert_int_equal((uintptr_t)w.packed % 64, 0);
+            for (int k0 = 0; k0 < K; k0 += 256) {
+                const int kc = K - k0 < 256 ? K - k0 : 256;
+                for (int c = 0; c < npad; c++) {
+                    const int g = c / 48, gw = npad - 48 * g < 48 ? npad - 48 * g : 48;
+                    for (int kk = 0; kk < kc; kk++) {
+                        size_t o = (size_t)k0 * npad + (size_t)48 * g * kc +
+                                   (size_t)kk * gw + (size_t)(c - 48 * g);
+                        float want = c < n ? wt[(size_t)c * K + k0 + kk] : 0.0f;
+                        if (memcmp(&w.packed[o], &want, sizeof want) != 0)
+                            fail_msg("pack n=%d k=%d: W[%d][%d] at %zu is %g, want %g", n, K,
+                                     c, k0 + kk, o, w.packed[o], want);
+                    }
+                }
+            }
+            if (xf_gemm_w_add_bf16(&w) == 0) {
+                const uint16_t *h = w.packed_bf16;
+                assert_non_null(h);
+                assert_int_equal((uintptr_t)h % 64, 0);
+                for (int k0 = 0; k0 < K; k0 += 256) {
+                    const int kc = K - k0 < 256 ? K - k0 : 256, kc2 = (kc + 1) / 2 * 2;
+                    for (int c = 0; c < npad; c++) {
+                        const int g = c / 48, gw = npad - 48 * g < 48 ? npad - 48 * g : 48;
+                        for (int kk = 0; kk < kc2; kk++) {
+                            size_t o = (size_t)k0 * npad +
+                                       2 * ((size_t)48 * g * kc2 / 2 + (size_t)(kk / 2) * gw +
+                                            (size_t)(c - 48 * g)) + (size_t)(kk % 2);
+                            uint16_t want = c < n && kk < kc
+                                ? xf_bf16_bits(wt[(size_t)c * K + k0 + kk]) : 0;
+                            if (o >= w.packed_bf16_bytes / 2 || h[o] != want)
+                                fail_msg("bf16 pack n=%d k=%d: W[%d][%d] at %zu", n, K, c,
+                                         k0 + kk, o);
+                        }
+                    }
+                }
+            }
+            xf_gemm_w_deinit(&w);
+            free_u(wt);
+        }
 }
 
 /* A stacked weight (the fused Q/K/V GEMM: parts of 5, 17 and 9 rows, K across two K blocks)
@@ -800,8 +938,10 @@ static void test_qkv_split(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
+             cmocka_unit_test(test_amx_detect),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
-             cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_gemm_share),
+             cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_pack_layout),
+             cmocka_unit_test(test_gemm_share),
              cmocka_unit_test(test_bf16_bits), cmocka_unit_test(test_linear_bf16),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),

@@ -8,15 +8,21 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../helpers/xf_test.h"
 #include "engine/cpu.h"
 #include "engine/kernels/gelu_poly.h"
 #include "engine/kernels/qgemm.h"
 #include "engine/kernels/ref/ref.h"
+#ifdef XF_HAVE_X86_64
+#include "amx_emu.h"
+#endif
 
 #define EPS32 5.96e-8 /* 2^-24, unit roundoff of fp32 */
 
@@ -27,9 +33,34 @@ static const int nths[] = { 1, 2, 3, 5 };
 static const xf_qkernels_t *tabs[8];
 static int n_tabs;
 
+#ifdef XF_HAVE_X86_64
+/* The AMX kernel (qgemm_amx.c) built again with its tile instructions run by the emulator
+ * (tests/engine/amx_emu.c, mk/qgemm.am): the engine's "amx" table on any CPU whose (capped)
+ * ISA is AVX-512, for its AVX-512 epilogue. Test-only; the engine never lists it. */
+static const xf_qkernels_t qtable_amx_emu = {
+    .name = "amx-emu",
+    .wmax = 127,
+    .quant_rows = xf_quant_rows_avx512,
+    .qlinear = xf_qlinear_amx_emu,
+    .qlinear_quant = xf_qlinear_quant_amx_emu,
+    .peak_loop = xf_qpeak_loop_amx_emu,
+};
+#endif
+
+/* Whether the emulated AMX table runs here: AVX-512 (F, BW, VL, DQ) and no XF_CPU cap below. */
+static int amx_emu_runs(void)
+{
+#ifdef XF_HAVE_X86_64
+    return xf_cpu()->level >= XF_ISA_AVX512;
+#else
+    return 0;
+#endif
+}
+
+/* The engine's int8 tables for this CPU, and the emulated AMX table where it runs. */
 static void load_tables(void)
 {
-    n_tabs = xf_qkernels_all(tabs, 8);
+    n_tabs = xf_qkernels_all(tabs, 7);
     assert_true(n_tabs >= 1);
     assert_ptr_equal(tabs[0], xf_qkernels_ref());
     assert_string_equal(tabs[0]->name, "ref");
@@ -38,6 +69,56 @@ static void load_tables(void)
     for (int t = 0; t < n_tabs; t++)
         found |= tabs[t] == xf_qkernels();
     assert_true(found);
+#ifdef XF_HAVE_X86_64
+    if (amx_emu_runs())
+        tabs[n_tabs++] = &qtable_amx_emu;
+#endif
+}
+
+/* XF_CPU caps the emulated AMX table like the engine's, and XF_QGEMM cannot select it: each cap
+ * is checked in a forked child before this process detects its CPU (this test runs first); the
+ * exit status is the verdict. */
+static int amx_emu_cap_child(const char *cap)
+{
+    if (cap)
+        setenv("XF_CPU", cap, 1);
+    else
+        unsetenv("XF_CPU");
+    setenv("XF_QGEMM", "amx-emu", 1);   /* not an engine table: ignored (with a warning) */
+    load_tables();
+    if (strcmp(xf_qkernels()->name, "amx-emu") == 0)
+        return 2;
+    int listed = 0;
+    for (int t = 0; t < n_tabs; t++)
+        listed |= strcmp(tabs[t]->name, "amx-emu") == 0;
+    const xf_cpu_t *c = xf_cpu();
+    int want = cap && strcmp(cap, "avx512") != 0 && strcmp(cap, "amx") != 0
+                   ? 0 : c->level_max >= XF_ISA_AVX512;
+#ifndef XF_HAVE_X86_64
+    want = 0;
+#endif
+    return listed == want ? 0 : 1;
+}
+
+static void test_amx_emu_cap(void **state)
+{
+    (void)state;
+    static const char *const caps[] = { NULL, "generic", "avx2", "avx512", "amx" };
+    for (int i = 0; i < 5; i++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            _exit(amx_emu_cap_child(caps[i]));
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        if (WEXITSTATUS(st) == 2)
+            fail_msg("XF_QGEMM=amx-emu selected the emulated table in the engine");
+        if (WEXITSTATUS(st) != 0)
+            fail_msg("XF_CPU=%s: the amx-emu table is listed where it should not be, or the "
+                     "other way round", caps[i] ? caps[i] : "(unset)");
+    }
 }
 
 /* The activation buffer for m rows of k: garbage everywhere first (0xA5), as the arena. */
@@ -222,8 +303,10 @@ static int shape_list(int (*shapes)[3], int cap)
         shapes[ns][2] = sizes[(i + 9) % N_SIZES];
         ns++;
     }
-    static const int extra[][3] = { { 5, 49, 768 }, { 33, 17, 3072 }, { 2, 97, 4 } };
-    for (int i = 0; i < 3 && ns < cap; i++) {
+    /* BERT widths, and a pruned layer (6 heads of 64 in, an FFN of 600 units out) */
+    static const int extra[][3] = { { 5, 49, 768 }, { 33, 17, 3072 }, { 2, 97, 4 },
+                                    { 19, 600, 384 } };
+    for (int i = 0; i < 4 && ns < cap; i++) {
         memcpy(shapes[ns], extra[i], sizeof extra[i]);
         ns++;
     }
@@ -718,9 +801,136 @@ static void test_peak_loops(void **state)
     }
 }
 
+/* One thread's share of a qlinear / qlinear_quant call, on a thread of its own. */
+struct th_job {
+    const xf_qkernels_t *t;
+    const xf_qgemm_w_t *W;
+    const struct qcase *c;
+    const float *bias;
+    float *y;
+    int ldy;
+    const xf_qout_t *qo;
+    int ith, nth;
+    int tiles_left;   /* the emulated AMX tiles still configured after the call */
+};
+
+static void *th_run(void *p)
+{
+    struct th_job *j = p;
+    if (j->qo)
+        j->t->qlinear_quant(j->W, j->c->m, j->c->act, j->c->ldq, j->c->alpha, j->bias,
+                            XF_EPI_BIAS_GELU, j->y, j->ldy, j->qo, j->ith, j->nth);
+    else
+        j->t->qlinear(j->W, j->c->m, j->c->act, j->c->ldq, j->c->alpha, j->bias,
+                      XF_EPI_BIAS_GELU, j->y, j->ldy, j->ith, j->nth);
+#ifdef XF_HAVE_X86_64
+    j->tiles_left = xf_amxemu_configured();
+#endif
+    return NULL;
+}
+
+/* Real threads, as the pool runs the kernels: 2 and 3 threads at once, each with its own
+ * state (the AMX tile configuration is per thread: a kernel must load it in every thread and
+ * release it before returning), give bitwise the one-thread result, for qlinear and
+ * qlinear_quant, with a column split (few rows) and a row split (many rows). */
+static void test_threads(void **state)
+{
+    (void)state;
+    load_tables();
+    static const int shapes[][3] = { { 21, 200, 130 }, { 200, 40, 70 } };
+    for (int s = 0; s < 2; s++) {
+        struct qcase c;
+        qcase_init(&c, shapes[s][0], shapes[s][1], shapes[s][2], (uint64_t)(s + 500));
+        int ldy, ldq2 = xf_qgemm_ldq(c.n);
+        float *y1 = alloc_y(c.m, c.n, &ldy), *y = alloc_y(c.m, c.n, &ldy);
+        uint8_t *q1 = alloc_act(c.m, c.n), *q = alloc_act(c.m, c.n);
+        xf_qout_t qo1 = { q1, ldq2, (float *)(q1 + xf_qgemm_alpha_offset(c.m, c.n)) };
+        xf_qout_t qo = { q, ldq2, (float *)(q + xf_qgemm_alpha_offset(c.m, c.n)) };
+        for (int tb = 0; tb < n_tabs; tb++) {
+            const xf_qgemm_w_t *W = weights_for(tabs[tb], &c);
+            for (int wq = 0; wq < 2; wq++) {
+                struct th_job one = { tabs[tb], W, &c, c.bias, y1, ldy, wq ? &qo1 : NULL,
+                                      0, 1, 0 };
+                th_run(&one);
+                for (int nth = 2; nth <= 3; nth++) {
+                    struct th_job jobs[3];
+                    pthread_t th[3];
+                    memset(y, 0xff, (size_t)c.m * ldy * sizeof *y);
+                    memset(q, 0xA5, xf_qgemm_act_bytes(c.m, c.n));
+                    for (int i = 0; i < nth; i++) {
+                        jobs[i] = one;
+                        jobs[i].y = y;
+                        jobs[i].qo = wq ? &qo : NULL;
+                        jobs[i].ith = i;
+                        jobs[i].nth = nth;
+                        jobs[i].tiles_left = -1;
+                        assert_int_equal(pthread_create(&th[i], NULL, th_run, &jobs[i]), 0);
+                    }
+                    for (int i = 0; i < nth; i++) {
+                        assert_int_equal(pthread_join(th[i], NULL), 0);
+                        assert_int_equal(jobs[i].tiles_left, 0);
+                    }
+                    for (int t = 0; t < c.m; t++)
+                        if (memcmp(y + (size_t)t * ldy, y1 + (size_t)t * ldy,
+                                   (size_t)c.n * sizeof *y) != 0)
+                            fail_msg("%s %dx%dx%d %s on %d threads: row %d differs from one "
+                                     "thread", tabs[tb]->name, c.m, c.n, c.k,
+                                     wq ? "qlinear_quant" : "qlinear", nth, t);
+                    if (wq && (memcmp(q, q1, (size_t)c.m * ldq2) != 0 ||
+                               memcmp(qo.alpha, qo1.alpha, (size_t)c.m * sizeof(float)) != 0))
+                        fail_msg("%s %dx%dx%d on %d threads: quantised output differs",
+                                 tabs[tb]->name, c.m, c.n, c.k, nth);
+                }
+            }
+        }
+        free(y1 - 1);
+        free(y - 1);
+        free(q1);
+        free(q);
+        qcase_free(&c);
+    }
+}
+
+/* The emulated AMX table ("amx-emu"): where it runs it is in every test above (against the
+ * reference, bitwise, on every shape, epilogue and split, NaN and zero rows, real threads);
+ * here its peak loop's exact sums, the tiles released after each call, and that the engine
+ * never lists it. It needs AVX-512 (its epilogue): elsewhere, or under XF_CPU=avx2|generic,
+ * this says so and skips. */
+static void test_amx_emu(void **state)
+{
+    (void)state;
+    load_tables();
+    const xf_cpu_t *c = xf_cpu();
+    const xf_qkernels_t *eng[8];
+    int ne = xf_qkernels_all(eng, 8);
+    for (int i = 0; i < ne; i++)
+        assert_string_not_equal(eng[i]->name, "amx-emu");
+    if (!amx_emu_runs()) {
+        print_message("# SKIP amx-emu: the AMX kernel under the tile emulator needs AVX-512 "
+                      "(F, BW, VL, DQ) for its epilogue; this CPU (%s) runs isa %s (best %s%s)"
+                      "\n", c->brand, xf_isa_name(c->level), xf_isa_name(c->level_max),
+                      c->level < c->level_max ? ", capped by XF_CPU" : "");
+        skip();
+    }
+#ifdef XF_HAVE_X86_64
+    assert_ptr_equal(tabs[n_tabs - 1], &qtable_amx_emu);
+    uint64_t d0 = xf_amxemu_dp_count();
+    int32_t sink = 0;
+    double ops = qtable_amx_emu.peak_loop(10, &sink);
+    assert_true(ops == 4.0 * 16 * 16 * 64 * 2 * 10);
+    assert_int_equal(xf_amxemu_dp_count() - d0, 40);
+    assert_int_equal(sink, 10 * 64 * 3 * 1);   /* c[0] = Σ over 10 rounds of 64 products 3·1 */
+    assert_int_equal(xf_amxemu_configured(), 0);
+    print_message("# amx-emu: the AMX int8 kernel ran under the tile emulator against the "
+                  "reference (%llu TDPBUSD on this thread)\n",
+                  (unsigned long long)xf_amxemu_dp_count());
+#endif
+}
+
 /* The AMX (TDPBUSD) table: built when the compiler knows the tile intrinsics, listed (and so
  * checked against the reference by every test above) only where cpu.c finds AMX-INT8 and the
- * kernel got the tile permission. Elsewhere this says why it did not run and skips. */
+ * kernel got the tile permission. Elsewhere this says why it did not run and skips (the same
+ * kernel runs under the tile emulator: test_amx_emu). */
 static void test_amx_table(void **state)
 {
     (void)state;
@@ -747,10 +957,11 @@ static void test_amx_table(void **state)
 #endif
 }
 
-XF_TEST_MAIN(cmocka_unit_test(test_weights), cmocka_unit_test(test_quant_rows),
-             cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
+XF_TEST_MAIN(cmocka_unit_test(test_amx_emu_cap), cmocka_unit_test(test_weights),
+             cmocka_unit_test(test_quant_rows), cmocka_unit_test(test_integer_exact), cmocka_unit_test(test_epilogues),
              cmocka_unit_test(test_qlinear_quant),
              cmocka_unit_test(test_vs_fp32), cmocka_unit_test(test_row_independent),
              cmocka_unit_test(test_peak_loops), cmocka_unit_test(test_stacked),
              cmocka_unit_test(test_lane_bound), cmocka_unit_test(test_gelu_poly_bound),
-             cmocka_unit_test(test_amx_table))
+             cmocka_unit_test(test_threads), cmocka_unit_test(test_amx_table),
+             cmocka_unit_test(test_amx_emu))

@@ -229,21 +229,27 @@ static void test_variant_cost_bound(void **state)
 }
 
 /* Issue 12 item 1: a running batch checks its deadline between layers and stops. The model
- * is made optimistic (1 ns per token) so a costly request is admitted; it is stopped after its
- * first layer (which takes far longer than its 400 ms deadline; 400 ms, not less, so that
- * a loaded machine does not spend it before the request is even queued) with 504, the layer counter the
- * watchdog reads has moved. */
+ * is made optimistic (1 ns per token) so a costly request is admitted. Its first layer is
+ * made to last longer than its 400 ms deadline by the engine's fake-time hook (the batch lasts
+ * at least 1 ms + 5 ms per token, spread over the 2 layers: layer 1 ends >= 0.75 s after the
+ * batch starts, whatever the machine's speed), while the real compute stays a small dense
+ * forward: a loaded machine can neither finish layer 1 before the deadline nor take the
+ * client's 30 s receive timeout to do it (the 500-iteration Sinkhorn layer once did). 400 ms,
+ * not less, so that a loaded machine does not spend it before the request is even queued.
+ * It is stopped after its first layer with 504, and the layer counter the watchdog reads has
+ * moved. */
 static void test_running_batch_stops_at_deadline(void **state)
 {
     (void)state;
     char dir[1024];
+    g_engine_fake_s_per_token = 5e-3;
     xf_server_t *s = start(dir, sizeof dir, "adm4", 1e-9, 0);
+    g_engine_fake_s_per_token = 0;
     int port = xf_server_port(s);
     uint64_t prog0 = xf_workers_progress(s->workers);
     hc_resp_t r;
     char *text = words(300, "a");
-    char *b = body_of("{\"input\":\"@T\",\"timeout_ms\":400,\"attention\":{\"variant\":"
-                      "\"sinkhorn\",\"block\":1,\"mode\":\"soft\",\"iters\":500}}", text);
+    char *b = body_of("{\"input\":\"@T\",\"timeout_ms\":400}", text);
     int st = post(port, "/v1/embeddings", b, &r);
     if (st != 504)
         print_message("# %d %s\n", st, r.body);

@@ -241,7 +241,7 @@ static void test_openai_models(void **state)
         for (int w = 0; w < 600; w++)
             k += (size_t)snprintf(body + k, sizeof body - k, "hello ");
         snprintf(body + k, sizeof body - k, "\"}");
-        j = jget(p, "POST", "/v1/embeddings", body, 413);
+        j = jget(p, "POST", "/v1/embeddings", body, 400);   /* as OpenAI answers */
         check_openai_error(j, "input_too_long", "input");
         json_decref(j);
     }
@@ -796,6 +796,25 @@ static void test_tei_openai_conformance(void **state)
     json_decref(c);
     tei_err(ps.port, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"doc\"}", 422, "Validation",
             "'passage'");
+    /* token ids with a prompt_name: as TEI, the ids are decoded (specials skipped), the prompt
+     * goes before the text and the whole is encoded with [CLS]/[SEP]: the same as the
+     * prompted text; an empty id list is still Empty */
+    json_t *tk = jget(ps.port, "POST", "/tokenize", "{\"inputs\":\"hello world\"}", 200);
+    json_t *idl = json_array();
+    for (size_t i = 0; i < json_array_size(json_array_get(tk, 0)); i++)
+        json_array_append(idl, json_object_get(json_array_get(json_array_get(tk, 0), i), "id"));
+    json_t *rq = json_pack("{s:[o],s:s}", "inputs", idl, "prompt_name", "query");
+    char *rqs = json_dumps(rq, JSON_COMPACT);
+    a = jget(ps.port, "POST", "/embed", rqs, 200);
+    b = jget(ps.port, "POST", "/embed", "{\"inputs\":[\"query: hello world\"]}", 200);
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+    free(rqs);
+    json_decref(rq);
+    json_decref(tk);
+    tei_err(ps.port, "/embed", "{\"inputs\":[[5],[]],\"prompt_name\":\"query\"}", 400, "Empty",
+            "input 1");
     fx_stop_all(&ps, 1);
 
     /* TEI also serves the OpenAI route as POST /embeddings. */

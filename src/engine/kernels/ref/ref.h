@@ -40,18 +40,38 @@ void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ld
                      int ith, int nth);
 
 /* Packed weight layout shared by every own GEMM kernel: K in blocks of XF_GEMM_KC, each block
- * a contiguous [n_pad/16][kc][16] array (n_pad = n rounded up to 16, kc = the block's length):
- * for k = k0 + kk in the block starting at k0,
- *   packed[k0·n_pad + (p·kc + kk)·16 + c] = W[16p + c][k]   (0 for 16p + c >= n).
- * 64-byte aligned. A kernel tile reads one block of consecutive panels: no cache aliasing
- * between panels whatever k is. Packs pw->w into a new pw->packed. Returns 0 or -ENOMEM. */
+ * a contiguous n_pad × kc array (n_pad = n rounded up to XF_GEMM_PANEL = 16, kc = the block's
+ * length), its columns in groups of XF_GEMM_GROUP = 48 (the AVX-512 tile width; the last
+ * group gw = n_pad − 48g = 16, 32 or 48 wide), each group k-major: for k = k0 + kk in the
+ * block starting at k0 and column c = 48g + cc,
+ *   packed[k0·n_pad + 48g·kc + kk·gw + cc] = W[c][k]   (0 for c >= n).
+ * So the 48 columns of one k step are 192 consecutive bytes, and a 48-column tile streams
+ * its block's weights as one sequential run (three 16-column panels side by side would be
+ * three streams 16 KB apart). Narrower tiles read their 16 or 32 columns of each group row
+ * (xf_gemm_group_at). 64-byte aligned. Packs pw->w into a new pw->packed. Returns 0 or
+ * -ENOMEM. */
 #define XF_GEMM_PANEL 16
+#define XF_GEMM_GROUP 48
 #define XF_GEMM_KC 256
 int xf_gemm_w_pack(xf_gemm_w_t *pw);
 
-/* The bf16 copy (xf_gemm_w_add_bf16) has the same blocks and panels, each block's k padded to
- * an even kc2 and stored in k pairs (the vdpbf16ps layout):
- *   packed_bf16[k0·n_pad + (p·kc2 + 2·(kk/2))·16 + 2c + kk%2] = bf16(W[16p + c][k]). */
+/* Where column c (a multiple of 16) of a packed block of n_pad columns and ks steps starts,
+ * in 32-bit units from the block's start, and the width gw of its group (32-bit units per
+ * step): column c's 16 values of step s are at [start + s·gw, +16). A step is one k (fp32,
+ * ks = kc) or one k pair of the bf16 copy (ks = kc2/2; each 32-bit unit holds a column's two
+ * bf16 of the pair). */
+static inline size_t xf_gemm_group_at(size_t c, size_t npad, size_t ks, size_t *gw)
+{
+    size_t g0 = c / XF_GEMM_GROUP * XF_GEMM_GROUP;
+    *gw = npad - g0 < XF_GEMM_GROUP ? npad - g0 : XF_GEMM_GROUP;
+    return g0 * ks + (c - g0);
+}
+
+/* The bf16 copy (xf_gemm_w_add_bf16) has the same blocks and groups, each block's k padded
+ * to an even kc2 and stored in k pairs (the vdpbf16ps layout), a block starting at
+ * k0·n_pad/2 32-bit units: for kk < kc,
+ *   packed_bf16[k0·n_pad + 2·(48g·kc2/2 + (kk/2)·gw + cc) + kk%2] = bf16(W[c][k])
+ * (the pad k of an odd kc is 0). */
 
 /* fp32 → bf16 bits, rounded to nearest even (NaN stays a quiet NaN). */
 static inline uint16_t xf_bf16_bits(float f)

@@ -1,9 +1,10 @@
 /* AVX2+FMA Linear GEMM: a 6-row × 16-column micro-kernel (12 ymm accumulators; 2 B loads and
- * 6 broadcasts per 12 FMAs) over one 16-column packed panel (ref.h, xf_gemm_w_pack), blocked
- * as BLIS does: K in XF_GEMM_KC steps, columns in NC steps (a KC×NC block of W sized for a
- * share of L3), rows in MC blocks packed once per (column block, K step) so that the packed
- * A block (MC×KC) stays in L2 and each 16-column W micro-panel (KC×16 = 16 KB) stays in L1
- * while it meets every row micro-panel of the block. MC and NC come from the cache sizes the
+ * 6 broadcasts per 12 FMAs) over one 16-column slice of a packed 48-column group (ref.h,
+ * xf_gemm_w_pack: 64 bytes per k step, one group row apart), blocked as BLIS does: K in
+ * XF_GEMM_KC steps, columns in NC steps (a KC×NC block of W sized for a share of L3), rows in
+ * MC blocks packed once per (column block, K step) so that the packed A block (MC×KC) stays
+ * in L2 and each 16-column W micro-panel (KC×16 = 16 KB of lines) stays in L1 while it meets
+ * every row micro-panel of the block. MC and NC come from the cache sizes the
  * CPU reports (xf_gemm_avx2_setup). Epilogue on the last K step; every output element is one
  * in-order fp32 FMA chain, so results are identical for any nth and any blocking. */
 #include "config.h"
@@ -38,9 +39,9 @@ void xf_gemm_avx2_setup(long l2_bytes, long l3_bytes)
 
 #define XF_INLINE static inline __attribute__((always_inline))
 
-XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, float *c, size_t ldc,
-                   int ncol, int first, int last, const float *bias, enum xf_epilogue epi,
-                   const float *cnext, const float *bnext)
+XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, size_t bs, float *c,
+                   size_t ldc, int ncol, int first, int last, const float *bias,
+                   enum xf_epilogue epi, const float *cnext, const float *bnext, size_t bns)
 {
     __m256 acc[MR][NV];
     __m256i m0 = xf_mask256(ncol), m1 = xf_mask256(ncol - 8);
@@ -66,9 +67,9 @@ XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, float 
     }
 #pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b + 16 * k), b1 = _mm256_load_ps(b + 16 * k + 8);
+        __m256 b0 = _mm256_load_ps(b + bs * k), b1 = _mm256_load_ps(b + bs * k + 8);
         /* one line of the next W micro-panel per k step, into L2 (small M streams W) */
-        _mm_prefetch((const char *)(bnext + 16 * k), _MM_HINT_T1);
+        _mm_prefetch((const char *)(bnext + bns * k), _MM_HINT_T1);
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
             __m256 a = _mm256_broadcast_ss(ap + MR * k + i);
@@ -96,16 +97,18 @@ XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, float 
     }
 }
 
-typedef void (*ukr_fn)(int kc, const float *ap, const float *b, float *c, size_t ldc, int ncol,
-                       int first, int last, const float *bias, enum xf_epilogue epi,
-                       const float *cnext, const float *bnext);
+typedef void (*ukr_fn)(int kc, const float *ap, const float *b, size_t bs, float *c,
+                       size_t ldc, int ncol, int first, int last, const float *bias,
+                       enum xf_epilogue epi, const float *cnext, const float *bnext,
+                       size_t bns);
 
 #define UKR(mr)                                                                            \
-    static void ukr_##mr(int kc, const float *ap, const float *b, float *c, size_t ldc,    \
-                         int ncol, int first, int last, const float *bias,                 \
-                         enum xf_epilogue epi, const float *cnext, const float *bnext)     \
+    static void ukr_##mr(int kc, const float *ap, const float *b, size_t bs, float *c,     \
+                         size_t ldc, int ncol, int first, int last, const float *bias,     \
+                         enum xf_epilogue epi, const float *cnext, const float *bnext,     \
+                         size_t bns)                                                       \
     {                                                                                      \
-        ukr(mr, kc, ap, b, c, ldc, ncol, first, last, bias, epi, cnext, bnext);            \
+        ukr(mr, kc, ap, b, bs, c, ldc, ncol, first, last, bias, epi, cnext, bnext, bns);   \
     }
 UKR(1) UKR(2) UKR(3) UKR(4) UKR(5) UKR(6)
 
@@ -169,13 +172,19 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
                            ap + (size_t)(ir - ic) * (size_t)kc);
                 for (int jr = jc; jr < jc1; jr += NR) {
                     int ncol = jc1 - jr < NR ? jc1 - jr : NR;
-                    const float *b = blk + (size_t)(jr / 16) * 16 * (size_t)kc;
+                    /* this 16-column slice of its 48-column group (ref.h), and the next one */
+                    size_t bs, bns = 0;
+                    const float *b = blk + xf_gemm_group_at((size_t)jr, npad, (size_t)kc, &bs);
+                    const float *bn = (size_t)jr + NR < npad
+                        ? blk + xf_gemm_group_at((size_t)jr + NR, npad, (size_t)kc, &bns)
+                        : b;
                     const float *bj = bias ? bias + jr : NULL;
                     for (int ir = ic; ir < ic1; ir += MR) {
                         int mr = ic1 - ir < MR ? ic1 - ir : MR;
                         float *c = y + (size_t)ir * ldy + jr;
-                        ukrs[mr - 1](kc, ap + (size_t)(ir - ic) * (size_t)kc, b, c, ldy, ncol,
-                                     first, last, bj, epi, c + MR * ldy, b + 16 * kc);
+                        ukrs[mr - 1](kc, ap + (size_t)(ir - ic) * (size_t)kc, b, bs, c, ldy,
+                                     ncol, first, last, bj, epi, c + MR * ldy, bn,
+                                     bn == b ? bs : bns);
                     }
                 }
             }

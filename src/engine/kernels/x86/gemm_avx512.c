@@ -1,8 +1,10 @@
-/* AVX-512 Linear GEMM: y = epi(x·Wᵀ + b) with W pre-packed in 16-column panels
+/* AVX-512 Linear GEMM: y = epi(x·Wᵀ + b) with W pre-packed in 48-column groups, k-major
  * (ref.h, xf_gemm_w_pack). Micro-kernel: MR=8 rows × NR=48 columns of zmm accumulators
- * (24 registers), A broadcast from an 8-row packed micro-panel, B read from three packed
- * panels (3 loads and 8 broadcasts per 24 FMAs: 0.94 of the zmm peak in cache on Zen 5;
- * 12×32 and 14×32 tiles measured no better). Blocking: K in KC steps (the accumulators go
+ * (24 registers), A broadcast from an 8-row packed micro-panel, B read as one group row per
+ * k step, 192 consecutive bytes, so that a tile streams its weights as one sequential run
+ * (3 loads and 8 broadcasts per 24 FMAs: 0.94 of the zmm peak in cache on Zen 5;
+ * 12×32 and 14×32 tiles measured no better). Tiles end on group edges; only a thread's
+ * first and last tile may be narrower (16 or 32 columns of a group row). Blocking: K in KC steps (the accumulators go
  * through y between steps), columns in NC steps so that a KC×NC block of W stays in L2 while
  * every row panel of the thread's share meets it (NC from the L2 size the CPU reports,
  * xf_gemm_avx512_setup; the thread's columns cut into blocks of about equal width). A
@@ -59,26 +61,34 @@ void xf_gemm_avx512_setup(long l2_bytes)
         }                                                                                  \
     } while (0)
 
-/* Step s (a k, or a k pair for bf16) of the tile's nv panels, pstride bytes apart: the 64
- * bytes at b + j·pstride + 64·s into v[j]. With pf, also the prefetch share of the step:
- * lines [s·pstep, (s+1)·pstep) of pf, below pfn. */
-XF_INLINE void load_b(const void *b, size_t pstride, int nv, int s, const char *pf, int pstep,
-                      int pfn, __m512i *v)
+/* Step s (a k, or a k pair for bf16) of the tile's nv vectors, one group row (ref.h) of
+ * sstride bytes per step: the 64·nv bytes at b + s·sstride into v[]. With sd, also prefetch
+ * into L1 the same row's lines sd bytes further on in the stream. With pf, also the prefetch
+ * share of the step: lines [s·pstep, (s+1)·pstep) of pf, below pfn. */
+XF_INLINE void load_b(const void *b, size_t sstride, int nv, int s, int sd, const char *pf,
+                      int pstep, int pfn, __m512i *v)
 {
+    const char *row = (const char *)b + (size_t)s * sstride;
+    if (sd)
+#pragma GCC unroll 3
+        for (int j = 0; j < nv; j++)
+            _mm_prefetch(row + sd + 64 * j, _MM_HINT_T0);
     if (pf)
         for (int q = s * pstep; q < (s + 1) * pstep && q < pfn; q++)
             _mm_prefetch(pf + 64 * q, _MM_HINT_T1);
 #pragma GCC unroll 3
     for (int j = 0; j < nv; j++)
-        v[j] = _mm512_load_si512((const char *)b + (size_t)j * pstride + 64 * (size_t)s);
+        v[j] = _mm512_load_si512(row + 64 * j);
 }
 
-/* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps; on the last K step add bias and
- * apply the activation. msk[j] masks the columns of vector j that exist. */
+/* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps, B's steps bstride 32-bit units
+ * apart (its group's width, ref.h), read sd bytes ahead into L1 when sd is not 0; on the
+ * last K step add bias and apply the activation. msk[j] masks the columns of vector j that
+ * exist. */
 XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float *ap,
-                   const void *b, size_t bstride, float *c, size_t ldc, const __mmask16 *msk,
-                   int first, int last, const float *bias, enum xf_epilogue epi,
-                   const float *cnext, const char *pf, int pfn)
+                   const void *b, size_t bstride, int sd, float *c, size_t ldc,
+                   const __mmask16 *msk, int first, int last, const float *bias,
+                   enum xf_epilogue epi, const float *cnext, const char *pf, int pfn)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -105,7 +115,7 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
         for (int k = 0; k < kc; k++) {
             __m512i v[NV];
             __m512 bv[NV];
-            load_b(b, bstride * 4, nv, k, k < pfk ? pf : NULL, pstep, pfn, v);
+            load_b(b, bstride * 4, nv, k, sd, k < pfk ? pf : NULL, pstep, pfn, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++)
                 bv[j] = _mm512_castsi512_ps(v[j]);
@@ -119,7 +129,7 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
         for (int p = 0; p < iters; p++) {
             __m512i v[NV];
             __m512 be[NV], bo[NV];
-            load_b(b, bstride * 2, nv, p, p < pfk ? pf : NULL, pstep, pfn, v);
+            load_b(b, bstride * 4, nv, p, sd, p < pfk ? pf : NULL, pstep, pfn, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++) {
                 be[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v[j], 16));
@@ -148,19 +158,20 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
     }
 }
 
-typedef void (*ukr_fn)(int kc, const float *ap, const void *b, size_t bstride, float *c,
-                       size_t ldc, const __mmask16 *msk, int first, int last,
+typedef void (*ukr_fn)(int kc, const float *ap, const void *b, size_t bstride, int sd,
+                       float *c, size_t ldc, const __mmask16 *msk, int first, int last,
                        const float *bias, enum xf_epilogue epi, const float *cnext,
                        const char *pf, int pfn);
 
 #define UKR1(bf, pre, mr, nv)                                                              \
     static void pre##mr##_##nv(int kc, const float *ap, const void *b, size_t bstride,     \
-                               float *c, size_t ldc, const __mmask16 *msk, int first,      \
-                               int last, const float *bias, enum xf_epilogue epi,          \
-                               const float *cnext, const char *pf, int pfn)                \
+                               int sd, float *c, size_t ldc, const __mmask16 *msk,         \
+                               int first, int last, const float *bias,                     \
+                               enum xf_epilogue epi, const float *cnext, const char *pf,   \
+                               int pfn)                                                    \
     {                                                                                      \
-        ukr(bf, mr, nv, kc, ap, b, bstride, c, ldc, msk, first, last, bias, epi, cnext, pf, \
-            pfn);                                                                          \
+        ukr(bf, mr, nv, kc, ap, b, bstride, sd, c, ldc, msk, first, last, bias, epi, cnext, \
+            pf, pfn);                                                                      \
     }
 #define UKR(mr) UKR1(0, ukr_, mr, 1) UKR1(0, ukr_, mr, 2) UKR1(0, ukr_, mr, 3)            \
     UKR1(1, ukrh_, mr, 1) UKR1(1, ukrh_, mr, 2) UKR1(1, ukrh_, mr, 3)
@@ -221,12 +232,37 @@ static int tile_masks(int ncol, __mmask16 *msk)
 }
 
 /* The width of the column blocks of a thread's columns [c0, c1): about equal blocks, each a
- * multiple of NR and at most NC. */
+ * multiple of NR and at most NC, on a grid from g0 = c0 rounded down to a column group
+ * (ref.h), so that only the share's first and last tile may be narrower than a group. */
 static int block_cols(int c0, int c1)
 {
-    const int nblk = (c1 - c0 + NC - 1) / NC;
-    return (c1 - c0 + nblk * NR - 1) / (nblk * NR) * NR;
+    const int g0 = c0 / NR * NR, nblk = (c1 - g0 + NC - 1) / NC;
+    return (c1 - g0 + nblk * NR - 1) / (nblk * NR) * NR;
 }
+
+/* The packed bytes of columns [j0, j1) (j0 a multiple of 16) of the K block at k0 with ks
+ * stored steps: from j0's group to the end of (j1 - 1)'s, whole 64-byte lines (ref.h).
+ * Returns the start; *len the length. */
+static const char *block_span(const char *wp, size_t npad, int k0, int ks, int bf, int j0,
+                              int j1, size_t *len)
+{
+    const size_t blk = (size_t)k0 * npad * 4 / (bf ? 2 : 1);   /* bytes */
+    size_t g0 = (size_t)j0 / NR * NR, g1 = ((size_t)j1 + NR - 1) / NR * NR;
+    g1 = g1 < npad ? g1 : npad;
+    *len = (g1 - g0) * (size_t)ks * 4;
+    return wp + blk + g0 * (size_t)ks * 4;
+}
+
+/* At small M (at most LEAD_ROWS rows in a thread's share) the GEMM streams its weights from
+ * memory, and the FMAs do not wait for them only if they are asked for early enough: the
+ * first row panel's tiles prefetch into L1 the weights STREAM_PF bytes ahead in the block's
+ * sequential run (which runs on into the next tile's group). 4 KB (21 k steps of 48 fp32
+ * columns, 21 k pairs of bf16) measured 0.89–0.97 of the time without it at M = 8 and 16 on
+ * Zen 5, 2 KB about the same; into L2, or two distances, no better. At M = 128 (weights from
+ * L2 after the first panel) it cost 2–20 %, so it is not used there. Later row panels read
+ * the block from L2. */
+#define LEAD_ROWS (4 * MR)
+#define STREAM_PF 4096
 
 /* Columns [c0, c1) (c0 a multiple of 16) and rows [r0, r1) of y; bf: from the bf16 copy. */
 static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c1,
@@ -235,50 +271,52 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
 {
     float ap[MR * KC] __attribute__((aligned(64)));
     const int K = w->k;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16, esz = bf ? 2 : 4;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
-    const int ncb = block_cols(c0, c1);
-    for (int jc = c0; jc < c1; jc += ncb) {
-        int jc1 = jc + ncb < c1 ? jc + ncb : c1;
+    const int ncb = block_cols(c0, c1), g0 = c0 / NR * NR;
+    const int sdist = r1 - r0 <= LEAD_ROWS ? STREAM_PF : 0;
+    for (int jb = g0; jb < c1; jb += ncb) {
+        int jc = jb > c0 ? jb : c0, jc1 = jb + ncb < c1 ? jb + ncb : c1;
         for (int pc = 0; pc < K; pc += KC) {
             int kc = K - pc < KC ? K - pc : KC;
             int first = pc == 0, last = pc + kc == K;
+            const int ks = bf ? (kc + 1) / 2 : kc;   /* stored steps of this block */
             /* the W block read next (next K step, or the next column block's first one),
              * prefetched into L2 a share per row panel, so that its first panel does not
              * wait on memory */
-            const int kcs = bf ? (kc + 1) / 2 * 2 : kc;   /* stored k of this block */
             const char *nb = NULL;
-            size_t nlines = 0;
+            size_t nbytes = 0;
             if (pc + kc < K) {
                 int kn = K - pc - kc < KC ? K - pc - kc : KC;
-                kn = bf ? (kn + 1) / 2 * 2 : kn;
-                nb = wp + ((size_t)(pc + kc) * npad + (size_t)(jc / 16) * 16 * (size_t)kn) * esz;
-                nlines = (size_t)((jc1 - jc + 15) / 16) * (size_t)kn * esz / 4;
+                nb = block_span(wp, npad, pc + kc, bf ? (kn + 1) / 2 : kn, bf, jc, jc1, &nbytes);
             } else if (jc1 < c1) {
                 int kn = K < KC ? K : KC, jn1 = jc1 + ncb < c1 ? jc1 + ncb : c1;
-                kn = bf ? (kn + 1) / 2 * 2 : kn;
-                nb = wp + (size_t)(jc1 / 16) * 16 * (size_t)kn * esz;
-                nlines = (size_t)((jn1 - jc1 + 15) / 16) * (size_t)kn * esz / 4;
+                nb = block_span(wp, npad, 0, bf ? (kn + 1) / 2 : kn, bf, jc1, jn1, &nbytes);
             }
+            const size_t nlines = nbytes / 64;
+            const int ntile = (jc1 - 1) / NR - jc / NR + 1;
             for (int pan = 0; pan < npan; pan++) {
                 int ir = r0 + (int)((long)(r1 - r0) * pan / npan);
                 int mr = r0 + (int)((long)(r1 - r0) * (pan + 1) / npan) - ir;
                 size_t l0 = nlines * (size_t)pan / (size_t)npan;
                 size_t l1 = nlines * (size_t)(pan + 1) / (size_t)npan;
-                int ntile = (jc1 - jc + NR - 1) / NR, t = 0;
                 pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
-                for (int jr = jc; jr < jc1; jr += NR, t++) {
+                const int sd = pan == 0 ? sdist : 0;
+                /* tiles end on group edges: one sequential run of W each */
+                for (int jr = jc, je, t = 0; jr < jc1; jr = je, t++) {
+                    je = (jr / NR + 1) * NR < jc1 ? (jr / NR + 1) * NR : jc1;
                     __mmask16 msk[NV];
-                    int nv = tile_masks(jc1 - jr < NR ? jc1 - jr : NR, msk);
-                    size_t bstride = (size_t)16 * (size_t)kcs;   /* elements */
-                    const char *b = wp + ((size_t)pc * npad + (size_t)(jr / 16) * bstride) * esz;
+                    int nv = tile_masks(je - jr, msk);
+                    size_t gw;
+                    const char *b = wp + (size_t)pc * npad * 4 / (bf ? 2 : 1) +
+                                    xf_gemm_group_at((size_t)jr, npad, (size_t)ks, &gw) * 4;
                     float *c = y + (size_t)ir * ldy + jr;
                     size_t t0 = l0 + (l1 - l0) * (size_t)t / (size_t)ntile;
                     size_t t1 = l0 + (l1 - l0) * (size_t)(t + 1) / (size_t)ntile;
-                    uk[mr - 1][nv - 1](kc, ap, b, bstride, c, ldy, msk, first, last,
-                                       bias ? bias + jr : NULL, epi, c + NR,
+                    uk[mr - 1][nv - 1](kc, ap, b, gw, sd, c, ldy, msk, first, last,
+                                       bias ? bias + jr : NULL, epi, c + (je - jr),
                                        nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
                 }
             }
@@ -302,11 +340,10 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
 }
 
 /* The first W block gemm_block reads for this share: K step 0 of the first column block, a
- * contiguous run of 16-column panels (ref.h layout). Only at small M (at most LEAD_ROWS rows
+ * contiguous run of column groups (ref.h layout). Only at small M (at most LEAD_ROWS rows
  * in the share), where the GEMM streams its weights from memory: at M = 16 having that block
  * in L2 saved 3-4 % of a BERT GEMM's time, at M = 128 nothing, and there the prefetch would
  * only push the activations the ops between two GEMMs use out of L2. */
-#define LEAD_ROWS (4 * MR)
 size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
                              const void **p)
 {
@@ -317,12 +354,12 @@ size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
         r1 - r0 > LEAD_ROWS)
         return 0;
     const int bf = w->packed_bf16 != NULL;
-    const size_t esz = bf ? 2 : 4;
-    int kc = w->k < KC ? w->k : KC;
-    kc = bf ? (kc + 1) / 2 * 2 : kc;
-    int jc1 = c0 + block_cols(c0, c1);
+    const int kc = w->k < KC ? w->k : KC;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    int jc1 = c0 / NR * NR + block_cols(c0, c1);
     jc1 = jc1 < c1 ? jc1 : c1;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
-    *p = wp + (size_t)(c0 / 16) * 16 * (size_t)kc * esz;
-    return (size_t)((jc1 - c0 + 15) / 16) * 16 * (size_t)kc * esz;
+    size_t len;
+    *p = block_span(wp, npad, 0, bf ? (kc + 1) / 2 : kc, bf, c0, jc1, &len);
+    return len;
 }

@@ -15,6 +15,12 @@
 #include "engine/pool.h"
 #include "engine/kernels/x86/vmath_avx512.h"
 
+#ifdef XF_AMX_EMULATE
+/* Tests only (mk/qgemm.am): this file built a second time with the tile instructions run by
+ * the software emulator tests/engine/amx_emu.c, under other names (xf_qlinear_amx_emu, ...). */
+#include "amx_emu.h"
+#endif
+
 #define A_CHUNK_BYTES (256 * 1024)
 
 struct tilecfg {
@@ -35,6 +41,9 @@ static void config_tiles(void)
         cfg.rows[t] = 16;
         cfg.colsb[t] = 64;
     }
+    /* GCC's _tile_loadconfig names its operand as one pointer-sized object ("m" of a void *),
+     * so the compiler need not keep the other 56 bytes' stores: this empty asm reads all 64. */
+    __asm__ volatile("" : : "m"(cfg));
     _tile_loadconfig(&cfg);
 }
 
@@ -164,6 +173,7 @@ double xf_qpeak_loop_amx(int64_t iters, int32_t *sink)
     int32_t c[256] __attribute__((aligned(64)));
     memset(a, 3, sizeof a);
     memset(b, 1, sizeof b);
+    __asm__ volatile("" : : "m"(a), "m"(b));   /* _tile_loadd's asm reads them unseen */
     config_tiles();
     _tile_loadd(4, a, 64);
     _tile_loadd(6, b, 64);
