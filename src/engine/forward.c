@@ -594,6 +594,27 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
     return L->p && L->done < L->len;
 }
 
+/* Whether op o does nothing in this forward (the outputs asked for do not need it; the same
+ * answer on every thread): fwd_thread then skips its barrier as well. */
+static int op_idle(const fwd_task_t *T, const xf_plan_op_t *o)
+{
+    int want_pooler = T->pooled && T->pooling == XF_POOL_POOLER;
+
+    switch (o->kind) {
+    case XF_OP_POOLER:
+        return !want_pooler;
+    case XF_OP_POOL_END:
+        return !want_pooler && !(T->pooled && T->normalize);
+    case XF_OP_HEAD_DENSE:
+    case XF_OP_CLS:
+        return !T->logits;
+    case XF_OP_HEAD_TANH:
+        return !T->logits || T->m->info.head == XF_HEAD_DISTILBERT;
+    default:
+        return 0;
+    }
+}
+
 /* Profiling (xf_ctx_profile): the class an op's time counts under. */
 static int prof_class(enum xf_op_kind k)
 {
@@ -634,9 +655,9 @@ static double clock_s(clockid_t id)
 }
 
 /* Every pool thread runs every op of the plan in order, with one barrier after each (but
- * those marked no_barrier, whose next op reads only the rows the same thread wrote) and none
- * inside an op (plan_internal.h), so every thread meets the same barriers whatever
- * happens. Ownership: during an op a thread writes only its share of the op's output (rows,
+ * those marked no_barrier, whose next op reads only the rows the same thread wrote, the head
+ * ops this forward does not need, and the last) and none inside an op (plan_internal.h), so
+ * every thread meets the same barriers whatever happens. Ownership: during an op a thread writes only its share of the op's output (rows,
  * columns or items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and XF_OP_ATTN_PREP);
  * nothing is read before the barrier that ends the op writing it. After an error (T->err, set
  * once by the first failing op) the remaining ops are skipped; the barriers are still met.
@@ -665,8 +686,11 @@ static void fwd_thread(void *arg, int ith, int nth)
             c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
             pt->op_cpu[i & 1] = c1 - c0;
         }
-        if (o->no_barrier && !T->c->ffn_tap)
-            ;   /* the next op reads only this thread's rows of this one (plan_internal.h) */
+        /* No barrier (unless profiling, whose per-op bookkeeping needs every one): after an op
+         * whose next op reads only this thread's rows of it (plan_internal.h no_barrier),
+         * after an op that did nothing, and after the last op (xf_pool_run joins). */
+        if (!pt && ((o->no_barrier && !T->c->ffn_tap) || op_idle(T, o) || i + 1 == p->n_ops))
+            ;
         else if (pf_on && lead_pf_target(T, i, ith, nth, &lead))
             xf_pool_barrier_idle(T->c->pool, lead_pf_step, &lead);
         else
