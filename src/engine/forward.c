@@ -657,9 +657,11 @@ static double clock_s(clockid_t id)
 /* Every pool thread runs every op of the plan in order, with one barrier after each (but
  * those marked no_barrier, whose next op reads only the rows the same thread wrote, the head
  * ops this forward does not need, and the last) and none inside an op (plan_internal.h), so
- * every thread meets the same barriers whatever happens. Ownership: during an op a thread writes only its share of the op's output (rows,
- * columns or items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and XF_OP_ATTN_PREP);
- * nothing is read before the barrier that ends the op writing it. After an error (T->err, set
+ * every thread meets the same barriers whatever happens. Ownership: during an op a thread
+ * writes only its share of the op's output (rows, columns or items split by ith/nth, or
+ * everything on thread 0 for XF_OP_ATTN_STATE and XF_OP_ATTN_PREP); nothing is read before the
+ * barrier that ends the op writing it (after a no_barrier op: only the same thread's rows of
+ * it). After an error (T->err, set
  * once by the first failing op) the remaining ops are skipped; the barriers are still met.
  * With a progress callback (xf_ctx_set_progress) each layer's last op is followed by a second
  * barrier, after thread 0 called it, so that a stop is seen by every thread at once. */
