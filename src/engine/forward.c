@@ -514,8 +514,16 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
                       tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_FF1:
-        linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
-                  tens(T, o->out), L->d_ff, ith, nth);
+        if (o->which) {   /* fp32, this thread's whole rows (the fused plan's row chain) */
+            xf_fuse_rows(N, 1, ith, nth, &r0, &r1);
+            if (r0 < r1)
+                linear(T, &P->ff1, r1 - r0, tens(T, o->in0) + (size_t)r0 * D, D, L->ff1_b.data,
+                       act_epi(m->info.act), tens(T, o->out) + (size_t)r0 * L->d_ff, L->d_ff,
+                       0, 1);
+        } else {
+            linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data,
+                      act_epi(m->info.act), tens(T, o->out), L->d_ff, ith, nth);
+        }
         break;
     case XF_OP_FF2:
         if (o->which)
@@ -607,8 +615,9 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
         const void *wp = NULL;
         const xf_gemm_w_t *w = op_weight(T, &p->ops[j]);
         L->op = j;
-        if ((p->ops[j].kind == XF_OP_OPROJ || p->ops[j].kind == XF_OP_FF2) && p->ops[j].which) {
-            int r0, r1;   /* a fused op: this thread's rows, as one thread's GEMM */
+        const enum xf_op_kind k = p->ops[j].kind;
+        if ((k == XF_OP_OPROJ || k == XF_OP_FF1 || k == XF_OP_FF2) && p->ops[j].which) {
+            int r0, r1;   /* a row-split op: this thread's rows, as one thread's GEMM */
             xf_fuse_rows(p->n_tokens, 1, ith, nth, &r0, &r1);
             L->len = r1 > r0 ? T->K->linear_lead(w, r1 - r0, 0, 1, &wp) : 0;
         } else {
@@ -618,6 +627,27 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
         L->done = 0;
     }
     return L->p && L->done < L->len;
+}
+
+/* Whether op o does nothing in this forward (the outputs asked for do not need it; the same
+ * answer on every thread): fwd_thread then skips its barrier as well. */
+static int op_idle(const fwd_task_t *T, const xf_plan_op_t *o)
+{
+    int want_pooler = T->pooled && T->pooling == XF_POOL_POOLER;
+
+    switch (o->kind) {
+    case XF_OP_POOLER:
+        return !want_pooler;
+    case XF_OP_POOL_END:
+        return !want_pooler && !(T->pooled && T->normalize);
+    case XF_OP_HEAD_DENSE:
+    case XF_OP_CLS:
+        return !T->logits;
+    case XF_OP_HEAD_TANH:
+        return !T->logits || T->m->info.head == XF_HEAD_DISTILBERT;
+    default:
+        return 0;
+    }
 }
 
 /* Profiling (xf_ctx_profile): the class an op's time counts under. */
@@ -659,13 +689,16 @@ static double clock_s(clockid_t id)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Every pool thread runs every op of the plan in order, with exactly one barrier after each
- * and none inside an op (plan_internal.h), so every thread meets the same barriers whatever
- * happens; an int8 row chain's ops but its last have none after them (the same decision on
- * every thread, from the plan). Ownership: during an op a thread writes only its share of the
- * op's output (rows, columns or items split by ith/nth, or everything on thread 0 for
- * XF_OP_ATTN_STATE and XF_OP_ATTN_PREP); nothing is read before the barrier that ends the op
- * writing it, but the rows a thread wrote itself earlier in a row chain. After an error (T->err, set
+/* Every pool thread runs every op of the plan in order, with one barrier after each (but
+ * those marked no_barrier, whose next op reads only the rows the same thread wrote; an int8
+ * row chain's ops but its last; the head ops this forward does not need; and the last op) and
+ * none inside an op (plan_internal.h), so every thread meets the same barriers whatever
+ * happens (each skip is decided from the plan and the request, the same on every thread).
+ * Ownership: during an op a thread writes only its share of the op's output (rows, columns or
+ * items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and
+ * XF_OP_ATTN_PREP); nothing is read before the barrier that ends the op writing it, but the
+ * rows a thread wrote itself after a no_barrier op or earlier in a row chain. After an error
+ * (T->err, set
  * once by the first failing op) the remaining ops are skipped; the barriers are still met.
  * With a progress callback (xf_ctx_set_progress) each layer's last op is followed by a second
  * barrier, after thread 0 called it, so that a stop is seen by every thread at once. */
@@ -691,6 +724,11 @@ static void fwd_thread(void *arg, int ith, int nth)
         int bar = !(o->chain && i + 1 < p->n_ops && p->ops[i + 1].chain &&
                     p->ops[i + 1].layer == o->layer &&
                     !(T->c->ffn_tap && o->kind == XF_OP_FF1));
+        /* Nor (unless profiling, whose per-op bookkeeping needs every one) after an op whose
+         * next op reads only this thread's rows of it (plan_internal.h no_barrier), after an
+         * op that does nothing for this forward, and after the last op (xf_pool_run joins). */
+        if (!pt && ((o->no_barrier && !T->c->ffn_tap) || op_idle(T, o) || i + 1 == p->n_ops))
+            bar = 0;
         if (!atomic_load(&T->err))
             run_op(T, o, ith, nth);
         if (pt) {

@@ -36,9 +36,12 @@
 #define XF_FUSE_ROWS 32
 
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
- * threads each take their share, no op waits inside for the others, and exactly one pool
- * barrier follows every op (forward.c fwd_thread). A step that needs the whole result of the
- * step before it is a separate op. Shapes: N tokens, D = d_model, h heads of width d,
+ * threads each take their share, no op waits inside for the others, and one pool barrier
+ * follows every op (forward.c fwd_thread) — except an op with no_barrier set, whose next op
+ * reads only the rows each thread itself wrote (the row-owned chain of an fp32 fused plan:
+ * [pre-LN's LN2 →] FF1 → FF2, each thread the same rows, xf_fuse_rows; the tensors such an op
+ * uses stay live until the next barrier). A step that needs the whole result of the step
+ * before it is a separate op. Shapes: N tokens, D = d_model, h heads of width d,
  * d_attn = h·d, B sequences. */
 enum xf_op_kind {
     XF_OP_EMBED = 0,   /* ids -> out [N][D]: word + pos + type embeddings (+ LayerNorm) */
@@ -60,7 +63,8 @@ enum xf_op_kind {
                           rows: xf_fuse_rows) */
     XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
     XF_OP_ADD,         /* out = in0 + bias + in1 (pre-LN residual) */
-    XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1) */
+    XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1); which != 0: each thread its
+                          whole rows (xf_fuse_rows; fp32 fused plans) */
     XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op); which != 0:
                           fused with the residual op, as XF_OP_OPROJ */
     XF_OP_POOL,        /* from in0 (final hidden [N][D]): the non-finite check, the hidden
@@ -109,6 +113,7 @@ typedef struct xf_plan_op {
     int32_t which;             /* enum xf_op_which for LN/ADD ops and fused OPROJ/FF2 */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
     int32_t chain;             /* XF_CHAIN_* flags (int8 row chain, plan.c q8_chain), or 0 */
+    int32_t no_barrier;        /* 1: no barrier after this op (the comment above the enum) */
 } xf_plan_op_t;
 
 /* An op of a row chain (XF_CHAIN_ON) takes rows xf_fuse_rows(N, XF_PLAN_CHAIN_BLOCK, ...) in

@@ -989,6 +989,65 @@ static void test_fused_residual(void **state)
     }
 }
 
+/* Barriers per forward (the pool's wait count: nth - 1 per barrier): one after every op but
+ * those marked no_barrier (the fused plan's FFN1 → FFN2), the head ops the outputs asked for
+ * do not need, and the last; with the profiler on, after every op. Same hidden states. */
+static void test_barrier_count(void **state)
+{
+    xf_ref_model_opts_t o;
+    xf_model_t *m = NULL;
+    batch_data_t bd;
+    static float ref[62 * 64], got[62 * 64], pooled[5 * 64], logits[5 * 3];
+    (void)state;
+
+    xf_ref_model_opts_init(&o);
+    o.head = XF_HEAD_BERT;
+    o.n_labels = 3;
+    assert_int_equal(xf_ref_model_create(&o, &m), 0);
+    make_batch(&bd, mix_len, 5, o.vocab_size, o.type_vocab_size, 19);
+    xf_batch_t b = as_batch(&bd, 1);
+    for (int nth = 2; nth <= 3; nth++)
+        for (int fuse = 0; fuse < 2; fuse++)
+            for (int outs = 0; outs < 3; outs++) {
+                xf_ctx_opts_t co = { .n_threads = nth };
+                xf_ctx_t *c = NULL;
+                xf_plan_t *p = NULL;
+                xf_pool_stats_t s0, s1;
+                /* 0: hidden only; 1: + pooler output, normalised; 2: + logits, profiled */
+                xf_output_t out = { .pooling = outs ? XF_POOL_POOLER : XF_POOL_MEAN,
+                                    .normalize = outs != 0, .hidden = fuse ? got : ref,
+                                    .pooled = outs ? pooled : NULL,
+                                    .logits = outs == 2 ? logits : NULL };
+                assert_int_equal(xf_ctx_create(&co, &c), 0);
+                assert_int_equal(xf_plan_create(m, &p), 0);
+                p->fuse_rows = fuse;
+                assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+                assert_int_equal(xf_ctx_reserve(c, p), 0);
+                if (outs == 2)
+                    assert_int_equal(xf_ctx_profile(c, 1), 0);
+                int want = 0;
+                for (int32_t i = 0; i + 1 < p->n_ops; i++) {
+                    enum xf_op_kind k = p->ops[i].kind;
+                    int idle = (k == XF_OP_POOLER && outs == 0) ||
+                               (k == XF_OP_POOL_END && outs == 0) ||
+                               ((k == XF_OP_HEAD_DENSE || k == XF_OP_HEAD_TANH) && outs < 2);
+                    want += outs == 2 || (!p->ops[i].no_barrier && !idle);
+                }
+                want += outs == 2;   /* the last op's */
+                xf_pool_stats(c->pool, &s0);
+                assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
+                xf_pool_stats(c->pool, &s1);
+                print_message("# nth %d fuse %d outputs %d: %d ops, %ld barriers\n", nth, fuse,
+                              outs, (int)p->n_ops, (s1.waits - s0.waits) / (nth - 1));
+                assert_int_equal(s1.waits - s0.waits, (long)want * (nth - 1));
+                if (fuse)
+                    assert_memory_equal(ref, got, (size_t)bd.N * o.d_model * sizeof(float));
+                xf_plan_free(p);
+                xf_ctx_free(c);
+            }
+    xf_ref_model_free(m);
+}
+
 /* xf_run (plan + reserve + forward) gives the plan path's result; version string. */
 static void test_run_and_version(void **state)
 {
@@ -1230,7 +1289,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
              cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
              cmocka_unit_test(test_profile), cmocka_unit_test(test_prefetch_next),
-             cmocka_unit_test(test_fused_residual),
+             cmocka_unit_test(test_fused_residual), cmocka_unit_test(test_barrier_count),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
              cmocka_unit_test(test_stateful_variant), cmocka_unit_test(test_threads_hdp),
              cmocka_unit_test(test_timing))

@@ -132,6 +132,12 @@ static void check_plan(const xf_plan_t *p)
                 assert_true(p->t[ins[k]].first < o && p->t[ins[k]].last >= o);
         if (op->out >= 0)
             assert_true(p->t[op->out].first <= o && p->t[op->out].last >= o);
+        /* no barrier after it: what it uses lives on into the next op (its memory is not
+         * handed to a tensor the next op writes while a peer may still read it) */
+        int32_t used[4] = { op->in0, op->in1, op->out, op->ws };
+        for (int k = 0; k < 4 && op->no_barrier; k++)
+            if (used[k] >= 0)
+                assert_true(o + 1 < p->n_ops && p->t[used[k]].last > o);
     }
 }
 
@@ -289,8 +295,9 @@ static void test_heterogeneous_layers(void **state)
 
 /* OPROJ and FFN2 take over their residual + LayerNorm ops (XF_FUSE_ROWS): at b1n128 on 2
  * threads the plan has no ADD_LN op, 24 ops fewer, OPROJ reads the layer input as its
- * residual and writes ln1_out, FFN2 reads ln1_out and writes ln2_out, and the arena is no
- * bigger; at b1n16 (8 tokens per thread) nothing is fused. */
+ * residual and writes ln1_out, FFN2 reads ln1_out and writes ln2_out, FFN1 splits by rows with
+ * no barrier before FFN2, and the arena is no bigger; at b1n16 (8 tokens per thread) nothing
+ * is fused. */
 static void test_fused_residual_plan(void **state)
 {
     shape_model_t s;
@@ -323,6 +330,13 @@ static void test_fused_residual_plan(void **state)
             if (o->kind == XF_OP_QKV)
                 layer_in = o->in0;
             n_resid += o->kind == XF_OP_ADD_LN || o->kind == XF_OP_ADD;
+            if (o->kind == XF_OP_FF1) {   /* the row chain FFN1 → FFN2: no barrier between */
+                assert_int_equal(o->which, fuse);
+                assert_int_equal(o->no_barrier, fuse);
+                assert_int_equal(p->ops[i + 1].kind, XF_OP_FF2);
+            } else {
+                assert_int_equal(o->no_barrier, 0);
+            }
             if ((o->kind != XF_OP_OPROJ && o->kind != XF_OP_FF2) || !o->which)
                 continue;
             n_fused++;
