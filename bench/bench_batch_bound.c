@@ -24,24 +24,12 @@
 
 #include <xformd/xformd.h>
 
+#include "bench_util.h"
 #include "request_mix.h"
 #include "source_rev.h"
 
 #define MAX_REQ 512
 #define MAX_CLASS 8
-
-static double clk(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* One batch of requests [first, first + n): its plan and its token layout. */
 typedef struct run {
@@ -80,19 +68,19 @@ static int run_forward(run_t *r, xf_ctx_t *c, const xf_model_t *m, const int32_t
 {
     xf_batch_t b = { .n_seq = r->n, .cu_len = r->cu, .ids = ids + off[r->first] };
     xf_output_t out = { .pooling = XF_POOL_CLS, .pooled = pooled };
-    double t0 = clk(CLOCK_MONOTONIC), c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+    double t0 = bench_clock_s(CLOCK_MONOTONIC), c0 = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
     if (xf_forward(c, m, r->plan, &b, &out, NULL) != 0)
         return -1;
     if (round >= 0) {
-        r->cpu[round] = clk(CLOCK_PROCESS_CPUTIME_ID) - c0;
-        r->wall[round] = clk(CLOCK_MONOTONIC) - t0;
+        r->cpu[round] = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        r->wall[round] = bench_clock_s(CLOCK_MONOTONIC) - t0;
     }
     return 0;
 }
 
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -124,6 +112,10 @@ int main(int argc, char **argv)
     int32_t max_tok = (int32_t)arg_l(argc, argv, 6, 8192, 16, 1 << 20);
     int rounds = (int)arg_l(argc, argv, 7, 3, 1, 16);
     const char *quant = argc > 8 ? argv[8] : "fp32";
+    if (strcmp(quant, "fp32") != 0 && strcmp(quant, "int8") != 0) {
+        fprintf(stderr, "bench_batch_bound: %s: want fp32 or int8\n", quant);
+        return 2;
+    }
     if (mix_set_lengths(spec) != 0) {
         fprintf(stderr, "bench_batch_bound: bad mix %s\n", spec);
         return 2;

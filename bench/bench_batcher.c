@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "request_mix.h"
 #include "server/batcher.h"
 
@@ -19,12 +20,6 @@ typedef struct simjob {
     int32_t len;
     double arrival;
 } simjob_t;
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static double truth_s(const double c[4], const xf_batch_info_t *in, double noise)
 {
@@ -142,7 +137,7 @@ static void simulate(enum xf_batch_policy pol, double qps, const double c[4], do
             break;
         now = tn > now ? tn : now + 1e-9;
     }
-    qsort(lat, nl, sizeof(double), cmp_d);
+    qsort(lat, nl, sizeof(double), bench_cmp_double);
 #define PCT(q) (nl ? lat[(size_t)((q) * (double)(nl - 1) + 0.5)] * 1e3 : NAN)
     printf("policy=%s offered_qps=%.2f achieved_qps=%.2f completed=%zu rejected=%zu "
            "p50_ms=%.0f p90_ms=%.0f p99_ms=%.0f mean_batch=%.2f padding_frac=%.3f "

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "engine/cpu.h"
 #include "engine/kernels.h"
 #include "engine/kernels/ref/ref.h"
@@ -67,12 +68,6 @@ static double peak_per_cpu_s(void)
 #endif
 }
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* The six Linear GEMMs of a BERT-base layer: Q, K, V, O (768×768), FFN1 (3072×768, GELU),
  * FFN2 (768×3072). */
 static const int shapes[6][3] = { { 768, 768, XF_EPI_BIAS }, { 768, 768, XF_EPI_BIAS },
@@ -120,8 +115,8 @@ static double time_jobs(xf_pool_t *pool, struct job *jobs, int nj, int reps, dou
             c[r] = cpu_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
         }
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_d);
-    qsort(c, (size_t)reps, sizeof c[0], cmp_d);
+    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_double);
+    qsort(c, (size_t)reps, sizeof c[0], bench_cmp_double);
     *cpu = c[reps / 2];
     return t[reps / 2];
 }

@@ -22,6 +22,7 @@
 
 #include <xformd/xformd.h>
 
+#include "bench_util.h"
 #include "engine/cpu.h"
 #include "engine/kernels.h"
 #include "engine/kernels/qgemm.h"
@@ -31,19 +32,6 @@
 #include "engine/kernels/x86/x86.h"
 #endif
 
-static double clk(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* One core's FMA peak per thread-CPU-second (GFLOP/s). */
 static double fma_peak1(void)
 {
@@ -52,10 +40,10 @@ static double fma_peak1(void)
     float sink = 0;
     double best = 0;
     for (int r = 0; r < 5 && c->level >= XF_ISA_AVX2; r++) {
-        double t0 = clk(CLOCK_THREAD_CPUTIME_ID);
+        double t0 = bench_clock_s(CLOCK_THREAD_CPUTIME_ID);
         double fl = c->level >= XF_ISA_AVX512 ? xf_fma_loop_avx512(1 << 22, &sink)
                                               : xf_fma_loop_avx2(1 << 22, &sink);
-        double g = fl / (clk(CLOCK_THREAD_CPUTIME_ID) - t0) * 1e-9;
+        double g = fl / (bench_clock_s(CLOCK_THREAD_CPUTIME_ID) - t0) * 1e-9;
         best = g > best ? g : best;
     }
     if (best > 0)
@@ -70,9 +58,9 @@ static double int8_peak1(const xf_qkernels_t *q)
     int32_t sink = 0;
     double best = 0;
     for (int r = 0; r < 5; r++) {
-        double t0 = clk(CLOCK_THREAD_CPUTIME_ID);
+        double t0 = bench_clock_s(CLOCK_THREAD_CPUTIME_ID);
         double ops = q->peak_loop(1 << 21, &sink);
-        double g = ops / (clk(CLOCK_THREAD_CPUTIME_ID) - t0) * 1e-9;
+        double g = ops / (bench_clock_s(CLOCK_THREAD_CPUTIME_ID) - t0) * 1e-9;
         best = g > best ? g : best;
     }
     return best + (sink == 12345 ? 1e-9 : 0);
@@ -113,15 +101,15 @@ static double time_job(struct job *j, int reps, double *cpu)
     double t[64], c[64];
     reps = reps > 64 ? 64 : reps;
     for (int r = -1; r < reps; r++) {
-        double t0 = clk(CLOCK_MONOTONIC), c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+        double t0 = bench_clock_s(CLOCK_MONOTONIC), c0 = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
         xf_pool_run(j->pool, job_fn, j);
         if (r >= 0) {
-            t[r] = clk(CLOCK_MONOTONIC) - t0;
-            c[r] = clk(CLOCK_PROCESS_CPUTIME_ID) - c0;
+            t[r] = bench_clock_s(CLOCK_MONOTONIC) - t0;
+            c[r] = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
         }
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_d);
-    qsort(c, (size_t)reps, sizeof c[0], cmp_d);
+    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_double);
+    qsort(c, (size_t)reps, sizeof c[0], bench_cmp_double);
     *cpu = c[reps / 2];
     return t[reps / 2];
 }
@@ -131,11 +119,11 @@ static double forward_once(xf_ctx_t *c, const xf_model_t *m, const xf_plan_t *p,
                            const xf_batch_t *b, float *pooled, double *cpu)
 {
     xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 0, .pooled = pooled };
-    double t0 = clk(CLOCK_MONOTONIC), c0 = clk(CLOCK_PROCESS_CPUTIME_ID);
+    double t0 = bench_clock_s(CLOCK_MONOTONIC), c0 = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
     if (xf_forward(c, m, p, b, &out, NULL) != 0)
         return -1;
-    *cpu = clk(CLOCK_PROCESS_CPUTIME_ID) - c0;
-    return clk(CLOCK_MONOTONIC) - t0;
+    *cpu = bench_clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    return bench_clock_s(CLOCK_MONOTONIC) - t0;
 }
 
 /* fp32 vs int8 forward of the model in dir at b=1 and b=32, n=128, alternately; only is
@@ -196,8 +184,8 @@ static int bench_model(const char *dir, int nth, int reps, const char *blist, co
             }
         }
         for (int q = q0; q < q1; q++) {
-            qsort(t[q], (size_t)r_n, sizeof t[q][0], cmp_d);
-            qsort(cp[q], (size_t)r_n, sizeof cp[q][0], cmp_d);
+            qsort(t[q], (size_t)r_n, sizeof t[q][0], bench_cmp_double);
+            qsort(cp[q], (size_t)r_n, sizeof cp[q][0], bench_cmp_double);
         }
         if (only)
             printf("model b=%d n=%d %s_ms=%.2f %s_cpu_ms=%.2f\n", B, n, only,

@@ -26,6 +26,7 @@
 
 #include <jansson.h>
 
+#include "bench_util.h"
 #include "request_mix.h"
 
 #define MAX_ARGS 32
@@ -322,12 +323,6 @@ static int conn_send(conn_t *c)
 /* Percentile q of the sorted latencies lat[0..nl) in ms (nearest rank). */
 #define PCT(q) (nl ? lat[(size_t)((q) * (double)(nl - 1) + 0.5)] * 1e3 : NAN)
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* One offered load: Poisson arrivals at qps for duration, open loop. */
 static void run_load(const opts_t *o, const char *policy, double qps)
 {
@@ -468,7 +463,7 @@ static void run_load(const opts_t *o, const char *policy, double qps)
             non2xx++;
         }
     }
-    qsort(lat, nl, sizeof(double), cmp_d);
+    qsort(lat, nl, sizeof(double), bench_cmp_double);
     double span = (double)(t_end - warm_end) * 1e-9;
     double mean_batch = NAN, pad = NAN, pad_frac = NAN;
     if (have_stats == 1 && s1.batches > s0.batches) {
@@ -549,7 +544,7 @@ static double pct_of(double *x, size_t n, double q)
 {
     if (n == 0)
         return NAN;
-    qsort(x, n, sizeof(double), cmp_d);
+    qsort(x, n, sizeof(double), bench_cmp_double);
     return x[(size_t)(q * (double)(n - 1) + 0.5)];
 }
 
@@ -704,7 +699,7 @@ static void run_closed(const opts_t *o, const char *policy, int clients)
     uint64_t t_end = now_ns();
     if (have_stats == 1 && get_snap(o, &s1) != 0)
         have_stats = 0;
-    qsort(lat, nl, sizeof(double), cmp_d);
+    qsort(lat, nl, sizeof(double), bench_cmp_double);
     double span = (double)((t_end < stop ? t_end : stop) - warm_end) * 1e-9;
     double mean_batch = NAN, pad = NAN, pad_frac = NAN;
     if (have_stats == 1 && s1.batches > s0.batches) {

@@ -549,6 +549,30 @@ static int fuse_residual(const xf_plan_t *p)
     return p->m->q8 || xf_kernels()->nth_exact;
 }
 
+/* A layer's output projection or FFN2 (kind) on in (k wide) and its residual op with res,
+ * writing the layer-wide tensor name (N × D): fused (fuse_residual), the op does its rows'
+ * bias + residual (+ LayerNorm, `which`) itself; else it writes tmp and an ADD_LN (pre-LN:
+ * ADD) op follows. Returns the tensor written. */
+static int32_t linear_residual(xf_plan_t *p, int32_t l, enum xf_op_kind kind, int32_t in,
+                               int32_t k, int32_t res, int fuse, const char *tmp,
+                               const char *name, int32_t which)
+{
+    size_t bytes = (size_t)p->n_tokens * (size_t)p->m->info.d_model * 4;
+    int32_t h;
+
+    if (fuse) {
+        int32_t q = q8_quant(p, l, in, k, kind);
+        h = add_tensor(p, bytes, name, l);
+        add_op(p, kind, l, in, res, h, q)->which = which;
+        return h;
+    }
+    int32_t t = add_tensor(p, bytes, tmp, l);
+    add_op(p, kind, l, in, -1, t, q8_quant(p, l, in, k, kind));
+    h = add_tensor(p, bytes, name, l);
+    add_op(p, p->m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, t, res, h, -1)->which = which;
+    return h;
+}
+
 /* One encoder layer from input x; returns the output tensor in *y. */
 static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t *diag)
 {
@@ -556,7 +580,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
     const xf_layer_t *L = &m->layers[l];
     size_t N = (size_t)p->n_tokens, D = (size_t)m->info.d_model;
     size_t da = (size_t)L->n_head * (size_t)L->d_head, ff = (size_t)L->d_ff;
-    int32_t ain, qkv, planes, att, proj, h1, f1, f2, h2, r0 = 0, rc;
+    int32_t ain, qkv, planes, att, h1, f1, h2, r0 = 0, rc;
 
     if (m->info.pre_ln) {
         ain = add_tensor(p, N * D * 4, "ln1", l);
@@ -623,18 +647,8 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
      * after OPROJ: the attention output and the layer input would then stay live through
      * FFN1 (extend_lifetimes), 12 % more arena at b1n128 than the lifetime lower bound. */
     const int chain = fuse && !m->q8;
-    if (fuse) {
-        int32_t q = q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ);
-        h1 = add_tensor(p, N * D * 4, "ln1_out", l);
-        xf_plan_op_t *o = add_op(p, XF_OP_OPROJ, l, att, x, h1, q);
-        o->which = XF_W_LN1;
-    } else {
-        proj = add_tensor(p, N * D * 4, "attn_proj", l);
-        add_op(p, XF_OP_OPROJ, l, att, -1, proj, q8_quant(p, l, att, (int32_t)da, XF_OP_OPROJ));
-        h1 = add_tensor(p, N * D * 4, "ln1_out", l);
-        add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, proj, x, h1, -1)->which =
-            XF_W_LN1;
-    }
+    h1 = linear_residual(p, l, XF_OP_OPROJ, att, (int32_t)da, x, fuse, "attn_proj", "ln1_out",
+                         XF_W_LN1);
     if (m->info.pre_ln) {
         int32_t y2 = add_tensor(p, N * D * 4, "ln2", l);
         xf_plan_op_t *o = add_op(p, XF_OP_LN, l, h1, -1, y2, -1);
@@ -651,17 +665,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         o->which = chain;
         o->no_barrier = chain;
     }
-    if (fuse) {
-        int32_t q = q8_quant(p, l, f1, (int32_t)ff, XF_OP_FF2);
-        h2 = add_tensor(p, N * D * 4, "ln2_out", l);
-        add_op(p, XF_OP_FF2, l, f1, h1, h2, q)->which = XF_W_LN2;
-    } else {
-        f2 = add_tensor(p, N * D * 4, "ffn2", l);
-        add_op(p, XF_OP_FF2, l, f1, -1, f2, q8_quant(p, l, f1, (int32_t)ff, XF_OP_FF2));
-        h2 = add_tensor(p, N * D * 4, "ln2_out", l);
-        add_op(p, m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, l, f2, h1, h2, -1)->which =
-            XF_W_LN2;
-    }
+    h2 = linear_residual(p, l, XF_OP_FF2, f1, (int32_t)ff, h1, fuse, "ffn2", "ln2_out", XF_W_LN2);
     if (q8_chain(p) && !p->counting && p->n_ops <= p->cap_ops) {
         for (int32_t i = chain0; i < p->n_ops; i++)
             p->ops[i].chain = XF_CHAIN_ON;
