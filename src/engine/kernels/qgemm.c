@@ -156,6 +156,15 @@ int xf_qkernels_all(const xf_qkernels_t **out, int cap)
 
 #define A_CHUNK_BYTES (256 * 1024)   /* activations of one row chunk (half of a 512 KB L2) */
 
+int xf_qout_chunk_rows(int32_t rows, int32_t n, int mr)
+{
+    const size_t row_bytes = (size_t)n * sizeof(float);
+    if ((size_t)rows * row_bytes <= XF_QOUT_WHOLE_BYTES)
+        return (rows + mr - 1) / mr * mr;
+    int mc = (int)(XF_QOUT_CHUNK_BYTES / row_bytes) / mr * mr;
+    return mc < mr ? mr : mc;
+}
+
 void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
@@ -164,7 +173,7 @@ void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
     int32_t r0, r1, c0, c1;   /* the own GEMMs' one split policy (kernels.h) */
     int mc = A_CHUNK_BYTES / w->k_pad / mr * mr;
     if (qo) {   /* whole rows per thread, chunks whose y rows stay in L2 */
-        int b0, b1, mcy = XF_QOUT_CHUNK_BYTES / (w->n * (int)sizeof(float)) / mr * mr;
+        int b0, b1;
         xf_split_rows((m + mr - 1) / mr, ith, nth, &b0, &b1);
         r0 = b0 * mr;
         r1 = b1 * mr < m ? b1 * mr : m;
@@ -172,6 +181,7 @@ void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
         c1 = w->n;
         if (r0 >= r1)
             return;
+        int mcy = xf_qout_chunk_rows(r1 - r0, w->n, mr);
         mc = mcy < mc ? mcy : mc;
     } else if (!xf_gemm_share(m, w->n, mr, nr, ith, nth, &r0, &r1, &c0, &c1)) {
         return;

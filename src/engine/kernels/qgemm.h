@@ -139,10 +139,18 @@ typedef struct xf_qkernels {
  * multiple of 16: whole panels) and mr-row tiles. tile() computes one tile, rows [ir, ir + rows)
  * × columns [jr, jr + ncol), full K, with the epilogue; ctx is the kernel's own (e.g. its
  * micro-kernel table). Every output element is the same whatever the split. With qo
- * (qlinear_quant): whole rows per thread (blocks of mr), chunks also small enough that their
- * rows of y stay in L2 (XF_QOUT_CHUNK_BYTES), and quant() on each chunk's rows once its last
- * tile is done. */
+ * (qlinear_quant): whole rows per thread (blocks of mr), in chunks of xf_qout_chunk_rows
+ * (below), and quant() on each chunk's rows once its last tile is done.
+ * A chunk's rows of y stay in L2 (XF_QOUT_CHUNK_BYTES: 128 KB, 8 rows at d_ff 3072)...
+ * unless all of the thread's rows of y fit in XF_QOUT_WHOLE_BYTES (the L2 of the VNNI
+ * machines): then they are one chunk, and every weight tile is fetched once and used for all
+ * of them. At b=1 n=128 on 2 threads (64 rows × 3072 columns per thread) eight 8-row chunks
+ * read all of FFN1's weight eight times from L3; one chunk was ~8 % faster (bench, 1 thread);
+ * at 512 rows the 128 KB chunks were faster than 80-row ones. */
 #define XF_QOUT_CHUNK_BYTES (128 * 1024)
+#define XF_QOUT_WHOLE_BYTES (1024 * 1024)
+/* Rows per chunk of qlinear_quant for a thread's `rows` rows of y[.][n]: a multiple of mr. */
+int xf_qout_chunk_rows(int32_t rows, int32_t n, int mr);
 typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
                             int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
                             const float *bias, enum xf_epilogue epi, float *y, size_t ldy);

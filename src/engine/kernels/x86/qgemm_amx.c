@@ -70,8 +70,8 @@ static void epilogue(const int32_t *cb, int rows, int ncol, const float *alpha,
     }
 }
 
-/* With qo (xf_qlinear_quant_amx): whole rows per thread (blocks of 32), chunks small enough
- * for their y rows to stay in L2, each quantised once complete (as xf_qgemm_drive). */
+/* With qo (xf_qlinear_quant_amx): whole rows per thread (blocks of 32), chunks of
+ * xf_qout_chunk_rows, each quantised once complete (as xf_qgemm_drive). */
 static void qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                         const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                         int32_t ldy, const xf_qout_t *qo, int ith, int nth)
@@ -80,7 +80,7 @@ static void qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int
     int32_t r0, r1, c0, c1;
     int mc = A_CHUNK_BYTES / w->k_pad / 32 * 32;
     if (qo) {
-        int b0, b1, mcy = XF_QOUT_CHUNK_BYTES / (w->n * (int)sizeof(float)) / 32 * 32;
+        int b0, b1;
         xf_split_rows((m + 31) / 32, ith, nth, &b0, &b1);
         r0 = b0 * 32;
         r1 = b1 * 32 < m ? b1 * 32 : m;
@@ -88,6 +88,7 @@ static void qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int
         c1 = w->n;
         if (r0 >= r1)
             return;
+        int mcy = xf_qout_chunk_rows(r1 - r0, w->n, 32);
         mc = mcy < mc ? mcy : mc;
     } else if (!xf_gemm_share(m, w->n, 16, 32, ith, nth, &r0, &r1, &c0, &c1)) {
         return;
