@@ -453,11 +453,21 @@ static void test_qlinear_quant(void **state)
 {
     (void)state;
     load_tables();
-    int shapes[26][3];
+    int shapes[27][3];
     int ns = shape_list(shapes, 24);
-    static const int more[][3] = { { 300, 1100, 64 }, { 45, 3072, 100 } };
-    memcpy(shapes[ns++], more[0], sizeof more[0]);
-    memcpy(shapes[ns++], more[1], sizeof more[1]);
+    /* The chunk policy (xf_qout_chunk_rows): a thread's rows are one chunk while their y fits
+     * XF_QOUT_WHOLE_BYTES, else XF_QOUT_CHUNK_BYTES chunks (a multiple of the row tile). The
+     * shapes below take both paths: 300×1100 (1.3 MB) chunked at nth 1, whole at nth ≥ 2;
+     * 45×3072 whole; 500×2100 chunked at nth 1–3 (odd k), whole at nth 5. */
+    assert_int_equal(xf_qout_chunk_rows(64, 3072, 8), 64);
+    assert_int_equal(xf_qout_chunk_rows(45, 3072, 8), 48);
+    assert_int_equal(xf_qout_chunk_rows(512, 3072, 8), 8);
+    assert_int_equal(xf_qout_chunk_rows(300, 1100, 8), 24);
+    assert_int_equal(xf_qout_chunk_rows(300, 1100, 32), 32);
+    assert_int_equal(xf_qout_chunk_rows(2, 1 << 20, 8), 8);
+    static const int more[][3] = { { 300, 1100, 64 }, { 45, 3072, 100 }, { 500, 2100, 20 } };
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+        memcpy(shapes[ns++], more[i], sizeof more[i]);
     for (int s = 0; s < ns; s++) {
         struct qcase c;
         qcase_init(&c, shapes[s][0], shapes[s][1], shapes[s][2], (uint64_t)(s + 300));
