@@ -144,8 +144,8 @@ static int run_shape(int b, int n, int nth, int reps, int other, double peak1, c
             tot_med += v[reps / 2];
             tot_min += v[0];
         }
-        printf("dense_attn shape=b%dn%d kern=%s nth=%d writer=%s reps=%d cpu_us_med=%.1f cpu_us_min=%.1f "
-               "gflops_cpu=%.2f eff=%.3f eff_min=%.3f", b, n, kname, nth,
+        printf("dense_attn shape=b%dn%d kern=%s nth=%d writer=%s reps=%d cpu_us_med=%.1f "
+               "cpu_us_min=%.1f gflops_cpu=%.2f eff=%.3f eff_min=%.3f", b, n, kname, nth,
                other ? "other" : "self", reps, tot_med * 1e6,
                tot_min * 1e6, flops * 1e-9 / tot_med, flops * 1e-9 / tot_med / peak1,
                flops * 1e-9 / tot_min / peak1);
