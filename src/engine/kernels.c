@@ -335,22 +335,14 @@ int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_
     return *r1 > *r0 && *c1 > *c0;
 }
 
-/* Chunk j of the dynamic split takes ceil(2·left / (3·nth)) of the groups not yet in a chunk:
- * large chunks first, single groups at the end, so that the threads finish within about one
- * group of each other. Each chunk packs x again for each of its K blocks (M·K floats: a third
- * of a one-group chunk's weight bytes at M = 16), so fewer chunks cost less: on one thread,
- * M = 16, a BERT layer's GEMMs in these chunks took 1.004–1.019× the CPU of the static
- * shares, in chunks of ceil(left / (2·nth)) 1.016–1.035× (Zen 5, loaded, in one process). */
-static int dyn_size(int left, int nth)
-{
-    return (2 * left + 3 * nth - 1) / (3 * nth);
-}
-
+/* Chunk j of the dynamic split takes ceil(left / (2·nth)) of the groups not yet in a chunk:
+ * large chunks first (few x packings, long weight runs), single groups at the end, so that
+ * the threads finish within about one group of each other. */
 int xf_gemm_dyn_chunk(int32_t n, int group, int nth, int idx, int32_t *c0, int32_t *c1)
 {
     const int units = (n + group - 1) / group;
     for (int j = 0, u = 0; u < units; j++) {
-        int s = dyn_size(units - u, nth);
+        int s = (units - u + 2 * nth - 1) / (2 * nth);
         if (j == idx) {
             *c0 = u * group;
             *c1 = (u + s) * group < n ? (u + s) * group : n;
@@ -368,7 +360,7 @@ int xf_gemm_dyn_count(int32_t n, int group, int nth)
     if (nth < 2 || units < 2 * nth)
         return 0;
     for (int u = 0; u < units; j++)
-        u += dyn_size(units - u, nth);
+        u += (units - u + 2 * nth - 1) / (2 * nth);
     return j;
 }
 

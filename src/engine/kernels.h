@@ -67,7 +67,7 @@ int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_
 /* Dynamic column split at small M (the forward's Linear ops, forward.c): at most this many
  * rows, the GEMM streams its weights from memory and is bound by bandwidth, and a thread that
  * finishes its static share early only waits at the barrier. The columns are then cut into
- * chunks of whole column groups (w->group), largest first (each 2/(3·nth) of what is left,
+ * chunks of whole column groups (w->group), largest first (each a 1/(2·nth) of what is left,
  * at least one group): chunk ith goes to thread ith, the others to whichever thread claims
  * them next (a shared counter in the forward). Every output element is the same one FMA chain
  * whatever thread computes it, so the bits do not change. */

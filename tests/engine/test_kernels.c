@@ -519,9 +519,8 @@ static void test_gemm_dyn_chunks(void **state)
                 assert_false(xf_gemm_dyn_chunk(n, g, nth, nc, &c0, &c1));
             }
     /* BERT-base, 2 threads, 48-column groups: QKV, FFN1, the D-wide outputs */
-    assert_int_equal(xf_gemm_dyn_count(2304, 48, 2), 9);
-    assert_int_equal(xf_gemm_dyn_count(3072, 48, 2), 10);
-    assert_int_equal(xf_gemm_dyn_count(768, 48, 2), 6);
+    assert_int_equal(xf_gemm_dyn_count(2304, 48, 2), 12);
+    assert_int_equal(xf_gemm_dyn_count(768, 48, 2), 8);
 }
 
 /* bf16 rounding: nearest, ties to even; NaN stays NaN, infinities stay. */
