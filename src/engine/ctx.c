@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "engine/ctx.h"
-#include "engine/kernels.h"
 #include "engine/plan_internal.h"
 
 #define XF_CTX_DEFAULT_CHUNK ((size_t)4 << 20)
@@ -34,8 +33,6 @@ int xf_ctx_create(const xf_ctx_opts_t *opts, xf_ctx_t **out)
     c->n_threads = n;
     const char *pf = getenv("XF_PREFETCH_NEXT");
     c->lead_pf = !(pf && strcmp(pf, "0") == 0);
-    const char *dr = getenv("XF_GEMM_DYN_ROWS");
-    c->dyn_rows = dr && *dr ? atoi(dr) : XF_GEMM_DYN_ROWS;
     c->chunk_bytes = opts && opts->arena_chunk_bytes ? opts->arena_chunk_bytes
                                                      : XF_CTX_DEFAULT_CHUNK;
     rc = xf_pool_create(n, &c->pool);
@@ -60,12 +57,6 @@ void xf_ctx_free(xf_ctx_t *c)
 void xf_ctx_set_prefetch(xf_ctx_t *c, int on)
 {
     c->lead_pf = on != 0;
-}
-
-void xf_ctx_set_dyn(xf_ctx_t *c, int rows, int lag)
-{
-    c->dyn_rows = rows;
-    c->dyn_lag = lag;
 }
 
 void xf_ctx_set_progress(xf_ctx_t *c, xf_progress_fn fn, void *user)

@@ -32,12 +32,6 @@ struct xf_ctx {
      * (forward.c): on unless XF_PREFETCH_NEXT=0 was set when the context was created;
      * xf_ctx_set_prefetch changes it (tests, measurements). The results do not depend on it. */
     int lead_pf;
-    /* The dynamic column split of a layer's fp32 Linear ops (kernels.h XF_GEMM_DYN_ROWS, forward.c
-     * linear): used up to dyn_rows rows (0: never); XF_GEMM_DYN_ROWS=n at create sets another
-     * bound (A/B runs), xf_ctx_set_dyn changes it. dyn_lag > 0 (tests only): the threads
-     * but 0 take their first claimed chunk only after thread 0 has claimed min(dyn_lag, all)
-     * of them, a forced uneven split. The results do not depend on either. */
-    int dyn_rows, dyn_lag;
     struct xf_prof_thread *prof;
     int prof_on;
     int64_t prof_forwards;
@@ -58,10 +52,6 @@ struct xf_prof_thread {
 /* Switch the next-GEMM weight prefetch (lead_pf) on or off. Thread: the context's owner,
  * between forwards. */
 void xf_ctx_set_prefetch(xf_ctx_t *c, int on);
-
-/* Set the dynamic split's row bound and test lag (above). Thread: the context's owner,
- * between forwards. */
-void xf_ctx_set_dyn(xf_ctx_t *c, int rows, int lag);
 
 /* Set or clear (fn NULL) the FFN tap. Thread: the context's owner, between forwards. */
 void xf_ctx_set_ffn_tap(xf_ctx_t *c, xf_ffn_tap_fn fn, void *user);

@@ -36,10 +36,6 @@ typedef struct fwd_task {
     atomic_int nonfinite;
     atomic_int stopped_at;     /* layers done when the progress callback stopped the forward */
     double t_start;            /* profiling (c->prof_on): wall clock at the pool start */
-    /* The dynamic split's claim counter (linear): the tag of the op claiming (its index + 1)
-     * in the high 32 bits, the chunks claimed in the low ones; on its own cache line. */
-    _Alignas(64) _Atomic uint64_t dyn;
-    char dyn_pad[64 - sizeof(uint64_t)];
 } fwd_task_t;
 
 static float *tens(const fwd_task_t *T, int32_t i)
@@ -65,69 +61,14 @@ static enum xf_epilogue act_epi(enum xf_act a)
     }
 }
 
-/* The chunks of the dynamic column split (kernels.h XF_GEMM_DYN_ROWS) of a rows × w GEMM, or 0
- * for the kernel's static share: fp32 or bf16 packed weights, a table with linear_cols, at
- * most the context's dyn_rows rows, at least two column groups per thread. */
-static int dyn_chunks(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, int nth)
-{
-    if (nth < 2 || rows > T->c->dyn_rows || !T->K->linear_cols || w->q8 ||
-        !(w->packed || w->packed_bf16))
-        return 0;
-    return xf_gemm_dyn_count(w->n, w->group, nth);
-}
-
-/* The next dynamic chunk for the op tagged `tag` (any thread): the first claim of an op
- * finds another op's tag (the previous dynamic op's, or 0) and starts the count. Chunks
- * 0..nth-1 are not claimed (chunk ith is thread ith's), so claim k is chunk nth + k.
- * Consecutive dynamic ops have a barrier between them (they split columns, and the next op
- * reads every column), so no claim of one op meets a claim of the next. */
-static int dyn_claim(fwd_task_t *T, uint32_t tag, int nth)
-{
-    uint64_t v = atomic_load_explicit(&T->dyn, memory_order_relaxed), nv;
-    uint32_t k;
-    do {
-        k = (uint32_t)(v >> 32) == tag ? (uint32_t)v : 0;
-        nv = (uint64_t)tag << 32 | (k + 1);
-    } while (!atomic_compare_exchange_weak_explicit(&T->dyn, &v, nv, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    return nth + (int)k;
-}
-
-/* Tests (ctx.h dyn_lag): a thread but 0 waits until thread 0 has claimed min(lag, n)
- * chunks of the op tagged `tag` (n: its claimable chunks), or the forward failed. */
-static void dyn_lag_wait(fwd_task_t *T, uint32_t tag, int n)
-{
-    const uint32_t want = (uint32_t)(T->c->dyn_lag < n ? T->c->dyn_lag : n);
-    for (;;) {
-        uint64_t v = atomic_load(&T->dyn);
-        if (((uint32_t)(v >> 32) == tag && (uint32_t)v >= want) || atomic_load(&T->err))
-            return;
-    }
-}
-
-/* y = epi(x·Wᵀ + b); an absent bias is a zero vector, so the activation still applies. A
- * nonzero tag (the op's index + 1) lets a small-M GEMM split its columns dynamically
- * (dyn_chunks): this thread computes chunk ith, then claims chunks until none is left, so
- * that a thread that runs faster (its weights came from L2, or the other was preempted)
- * takes more and the threads reach the barrier together. */
-static void linear(fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, const float *x,
+/* y = epi(x·Wᵀ + b); an absent bias is a zero vector, so the activation still applies. */
+static void linear(const fwd_task_t *T, const xf_gemm_w_t *w, int32_t rows, const float *x,
                    int32_t ldx, const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
-                   int ith, int nth, uint32_t tag)
+                   int ith, int nth)
 {
     if (!bias && epi != XF_EPI_NONE)
         bias = T->p->prep->zeros;
-    int n = tag ? dyn_chunks(T, w, rows, nth) : 0;
-    if (!n) {
-        T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
-        return;
-    }
-    int32_t c0, c1;
-    for (int idx = ith; xf_gemm_dyn_chunk(w->n, w->group, nth, idx, &c0, &c1);) {
-        T->K->linear_cols(w, rows, x, ldx, bias, epi, y, ldy, c0, c1);
-        if (idx == ith && ith > 0 && T->c->dyn_lag > 0)
-            dyn_lag_wait(T, tag, n - nth);
-        idx = dyn_claim(T, tag, nth);
-    }
+    T->K->linear(w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
 }
 
 /* int8 models: rows [r0, r1) of x (k wide) quantised per token into the activation buffer
@@ -160,13 +101,12 @@ static void op_q8(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
 /* A layer's Linear op: the int8 GEMM on the rows XF_OP_Q8 quantised into the op's ws when the
  * weight is quantised (x is then not read), else fp32. An int8 op with an aux buffer (FFN1)
  * also quantises its output into it, for the next Linear (FFN2). */
-static void linear_op(fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
+static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
                       int32_t rows, const float *x, int32_t ldx, const float *bias,
-                      enum xf_epilogue epi, float *y, int32_t ldy, int ith, int nth, int dyn)
+                      enum xf_epilogue epi, float *y, int32_t ldy, int ith, int nth)
 {
     if (!w->q8) {
-        linear(T, w, rows, x, ldx, bias, epi, y, ldy, ith, nth,
-               dyn ? (uint32_t)(o - T->p->ops) + 1 : 0);
+        linear(T, w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
         return;
     }
     uint8_t *act = (uint8_t *)tens(T, o->ws);
@@ -476,7 +416,7 @@ static void op_heads(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     case XF_OP_POOLER:
         if (want_pooler)
             linear(T, &pr->pool, B, cls, D, m->pool_b.data, XF_EPI_BIAS, T->pooled, D, ith,
-                   nth, 0);
+                   nth);
         break;
     case XF_OP_POOL_END:
         if (want_pooler)
@@ -489,12 +429,12 @@ static void op_heads(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
             break;
         if (distil) {
             linear(T, &pr->head_dense, B, cls, D, m->head_dense_b.data, XF_EPI_BIAS_RELU, tmp,
-                   D, ith, nth, 0);
+                   D, ith, nth);
         } else {
             const xf_gemm_w_t *w = m->info.head == XF_HEAD_BERT ? &pr->pool : &pr->head_dense;
             const float *bias = m->info.head == XF_HEAD_BERT ? m->pool_b.data
                                                              : m->head_dense_b.data;
-            linear(T, w, B, cls, D, bias, XF_EPI_BIAS, tmp, D, ith, nth, 0);
+            linear(T, w, B, cls, D, bias, XF_EPI_BIAS, tmp, D, ith, nth);
         }
         break;
     case XF_OP_HEAD_TANH:
@@ -504,7 +444,7 @@ static void op_heads(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
     default:   /* XF_OP_CLS */
         if (T->logits)
             linear(T, &pr->cls, B, tmp, D, m->cls_b.data, XF_EPI_BIAS, T->logits, pr->cls.n,
-                   ith, nth, 0);
+                   ith, nth);
         break;
     }
 }
@@ -539,13 +479,12 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
         if (qkv_stacked(P)) {   /* one GEMM, same layout */
-            linear_op(T, o, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth, 1);
+            linear_op(T, o, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
             break;
         }
-        linear_op(T, o, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth, 0);
-        linear_op(T, o, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth, 0);
-        linear_op(T, o, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth,
-                  0);
+        linear_op(T, o, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
+        linear_op(T, o, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
+        linear_op(T, o, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth);
         break;
     }
     case XF_OP_Q8:
@@ -572,7 +511,7 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
             op_fused(T, o, &P->o, da, ith, nth);
         else
             linear_op(T, o, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE,
-                      tens(T, o->out), D, ith, nth, 1);
+                      tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_FF1:
         if (o->which) {   /* fp32, this thread's whole rows (the fused plan's row chain) */
@@ -580,10 +519,10 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
             if (r0 < r1)
                 linear(T, &P->ff1, r1 - r0, tens(T, o->in0) + (size_t)r0 * D, D, L->ff1_b.data,
                        act_epi(m->info.act), tens(T, o->out) + (size_t)r0 * L->d_ff, L->d_ff,
-                       0, 1, 0);
+                       0, 1);
         } else {
             linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data,
-                      act_epi(m->info.act), tens(T, o->out), L->d_ff, ith, nth, 1);
+                      act_epi(m->info.act), tens(T, o->out), L->d_ff, ith, nth);
         }
         break;
     case XF_OP_FF2:
@@ -591,7 +530,7 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
             op_fused(T, o, &P->ff2, L->d_ff, ith, nth);
         else
             linear_op(T, o, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
-                      tens(T, o->out), D, ith, nth, 1);
+                      tens(T, o->out), D, ith, nth);
         break;
     case XF_OP_POOL:
     case XF_OP_POOLER:
@@ -681,10 +620,6 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
             int r0, r1;   /* a row-split op: this thread's rows, as one thread's GEMM */
             xf_fuse_rows(p->n_tokens, 1, ith, nth, &r0, &r1);
             L->len = r1 > r0 ? T->K->linear_lead(w, r1 - r0, 0, 1, &wp) : 0;
-        } else if (dyn_chunks(T, w, p->n_tokens, nth) && T->K->linear_lead_cols) {
-            int32_t c0, c1;   /* the dynamic split: chunk ith is this thread's first */
-            xf_gemm_dyn_chunk(w->n, w->group, nth, ith, &c0, &c1);
-            L->len = T->K->linear_lead_cols(w, p->n_tokens, c0, c1, &wp);
         } else {
             L->len = T->K->linear_lead(w, p->n_tokens, ith, nth, &wp);
         }

@@ -124,8 +124,6 @@ static void tables_init(void)
         table_override = tables[table_best];
         table_override.linear = xf_linear_cblas;
         table_override.linear_lead = NULL;
-        table_override.linear_cols = NULL;
-        table_override.linear_lead_cols = NULL;
         table_override.gemm_path = table_generic.gemm_path;
         table_override.packs_w = table_generic.packs_w;
         table_override.nth_exact = table_generic.nth_exact;
@@ -333,35 +331,6 @@ int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_
         *r1 = b1 * mr < m ? b1 * mr : m;
     }
     return *r1 > *r0 && *c1 > *c0;
-}
-
-/* Chunk j of the dynamic split takes ceil(left / (2·nth)) of the groups not yet in a chunk:
- * large chunks first (few x packings, long weight runs), single groups at the end, so that
- * the threads finish within about one group of each other. */
-int xf_gemm_dyn_chunk(int32_t n, int group, int nth, int idx, int32_t *c0, int32_t *c1)
-{
-    const int units = (n + group - 1) / group;
-    for (int j = 0, u = 0; u < units; j++) {
-        int s = (units - u + 2 * nth - 1) / (2 * nth);
-        if (j == idx) {
-            *c0 = u * group;
-            *c1 = (u + s) * group < n ? (u + s) * group : n;
-            return 1;
-        }
-        u += s;
-    }
-    return 0;
-}
-
-int xf_gemm_dyn_count(int32_t n, int group, int nth)
-{
-    const int units = group > 0 ? (n + group - 1) / group : 0;
-    int j = 0;
-    if (nth < 2 || units < 2 * nth)
-        return 0;
-    for (int u = 0; u < units; j++)
-        u += (units - u + 2 * nth - 1) / (2 * nth);
-    return j;
 }
 
 /* ---- cblas Linear ---- */

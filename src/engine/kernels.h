@@ -64,21 +64,6 @@ int xf_gemm_w_init_stacked(xf_gemm_w_t *pw, const float *const *parts, const int
 int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_t *r0,
                   int32_t *r1, int32_t *c0, int32_t *c1);
 
-/* Dynamic column split at small M (the forward's Linear ops, forward.c): at most this many
- * rows, the GEMM streams its weights from memory and is bound by bandwidth, and a thread that
- * finishes its static share early only waits at the barrier. The columns are then cut into
- * chunks of whole column groups (w->group), largest first (each a 1/(2·nth) of what is left,
- * at least one group): chunk ith goes to thread ith, the others to whichever thread claims
- * them next (a shared counter in the forward). Every output element is the same one FMA chain
- * whatever thread computes it, so the bits do not change. */
-#define XF_GEMM_DYN_ROWS 32
-/* The number of chunks of an n-column GEMM for nth threads with groups of `group` columns,
- * or 0 when there are fewer than two groups per thread (the static share is used). */
-int xf_gemm_dyn_count(int32_t n, int group, int nth);
-/* Chunk idx (from 0): its columns [*c0, *c1) (c0 a multiple of group); returns 0 when idx is
- * past the last chunk. */
-int xf_gemm_dyn_chunk(int32_t n, int group, int nth, int idx, int32_t *c0, int32_t *c1);
-
 typedef struct xf_kernels {
     const char *gemm_path;     /* e.g. "own-avx512", "openblas-1t" */
     /* 1: linear reads the packed panels of xf_gemm_w_t (xf_gemm_w_init packs them). */
@@ -111,15 +96,6 @@ typedef struct xf_kernels {
      * and changes no result. NULL in a table, or 0 returned (e.g. at an M where the weights
      * are not what the GEMM waits for): no such hint. */
     size_t (*linear_lead)(const xf_gemm_w_t *w, int32_t m, int ith, int nth, const void **p);
-    /* Columns [c0, c1) of linear(w, m, ...) for all m rows, on this thread alone (c0 a
-     * multiple of 16; same bits as any linear split); w must be packed (packed or
-     * packed_bf16). NULL in a table without it: the dynamic split (XF_GEMM_DYN_ROWS) is
-     * not used. linear_lead_cols is linear_lead for such a call (NULL: no hint). */
-    void (*linear_cols)(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
-                        const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
-                        int32_t c0, int32_t c1);
-    size_t (*linear_lead_cols)(const xf_gemm_w_t *w, int32_t m, int32_t c0, int32_t c1,
-                               const void **p);
 
     /* out[r] = LayerNorm(x[r] + bias + res[r]) · g + b over d columns, rows [r0, r1).
      * bias and res may be NULL. out may alias x or res. Two-pass mean/variance in fp32. */

@@ -879,95 +879,6 @@ static void test_prefetch_next(void **state)
     xf_ref_model_free(m);
 }
 
-/* The dynamic column split of small-M GEMMs (kernels.h XF_GEMM_DYN_ROWS, forward.c linear):
- * on a model wide enough for it (QKV 6 groups of 48, FFN1 16, the 192-wide outputs 4), with
- * 7, 16 and 30 tokens and 1–3 threads, the hidden states, pooled rows and logits are the same
- * bits with the split on, off (the kernel's static share) and forced uneven (ctx.h dyn_lag:
- * thread 0 claims every chunk, or the first two, before the others claim any), and a
- * steady-state forward with it allocates nothing. */
-static void test_dyn_split(void **state)
-{
-    xf_ref_model_opts_t o;
-    xf_model_t *m = NULL;
-    batch_data_t bd;
-    static const int32_t lens[3][2] = { { 7, 0 }, { 16, 0 }, { 14, 16 } };
-    (void)state;
-
-    xf_ref_model_opts_init(&o);
-    o.d_model = 192;
-    o.head = XF_HEAD_BERT;
-    o.n_labels = 3;
-    o.seed = 77;
-    for (int l = 0; l < o.n_layer; l++) {
-        o.n_head[l] = 4;
-        o.d_head[l] = 24;
-        o.d_ff[l] = 768;
-    }
-    assert_int_equal(xf_ref_model_create(&o, &m), 0);
-    const size_t D = (size_t)o.d_model;
-    for (int bi = 0; bi < 3; bi++) {
-        make_batch(&bd, lens[bi], lens[bi][1] ? 2 : 1, o.vocab_size, o.type_vocab_size, 21 + bi);
-        xf_batch_t b = as_batch(&bd, 1);
-        float *h0 = calloc((size_t)bd.N * D, 4), *h = calloc((size_t)bd.N * D, 4);
-        float *p0 = calloc((size_t)bd.B * D, 4), *pl = calloc((size_t)bd.B * D, 4);
-        float *l0 = calloc((size_t)bd.B * 3, 4), *lg = calloc((size_t)bd.B * 3, 4);
-        assert_true(h0 && h && p0 && pl && l0 && lg);
-        for (int nth = 1; nth <= 3; nth++) {
-            xf_ctx_opts_t co = { .n_threads = nth };
-            xf_ctx_t *c = NULL;
-            xf_plan_t *p = NULL;
-            assert_int_equal(xf_ctx_create(&co, &c), 0);
-            assert_int_equal(xf_plan_create(m, &p), 0);
-            assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-            assert_int_equal(xf_ctx_reserve(c, p), 0);
-            const xf_kernels_t *K = xf_kernels();
-            const xf_gemm_w_t *ff1 = &p->prep->layers[0].ff1;
-            /* the split has work here wherever the kernels have it (not XF_CPU=generic) */
-            if (K->linear_cols && nth > 1 && bd.N <= XF_GEMM_DYN_ROWS)
-                assert_true(xf_gemm_dyn_count(ff1->n, ff1->group, nth) > nth);
-            /* off, on, uneven (two lags), on again: the static run of 1 thread is the
-             * reference for every thread count and mode */
-            static const int modes[5][2] = { { 0, 0 }, { XF_GEMM_DYN_ROWS, 0 },
-                                             { XF_GEMM_DYN_ROWS, 1000 },
-                                             { XF_GEMM_DYN_ROWS, 2 },
-                                             { XF_GEMM_DYN_ROWS, 0 } };
-            for (int md = 0; md < 5; md++) {
-                int first = nth == 1 && md == 0;
-                xf_output_t out = { .pooling = XF_POOL_MEAN, .normalize = 1,
-                                    .pooled = first ? p0 : pl, .hidden = first ? h0 : h,
-                                    .logits = first ? l0 : lg };
-                xf_ctx_set_dyn(c, modes[md][0], modes[md][1]);
-                memset(h, 0, (size_t)bd.N * D * 4);
-                if (md == 4)
-                    xf_test_alloc_count_start();
-                int rc = xf_forward(c, m, p, &b, &out, NULL);
-                long n_allocs = md == 4 ? xf_test_alloc_count_stop() : 0;
-                assert_int_equal(rc, 0);
-                assert_int_equal(n_allocs, 0);
-                if (first)
-                    continue;
-                if (!K->nth_exact) {   /* cblas: no dynamic split, nth within 1e-5 */
-                    assert_true(close_rel(h0, h, (size_t)bd.N * D, 1e-5));
-                    continue;
-                }
-                if (memcmp(h0, h, (size_t)bd.N * D * 4) || memcmp(p0, pl, (size_t)bd.B * D * 4) ||
-                    memcmp(l0, lg, (size_t)bd.B * 3 * 4))
-                    fail_msg("dyn split N=%d nth=%d rows=%d lag=%d: not the same bits",
-                             (int)bd.N, nth, modes[md][0], modes[md][1]);
-            }
-            xf_plan_free(p);
-            xf_ctx_free(c);
-        }
-        free(h0);
-        free(h);
-        free(p0);
-        free(pl);
-        free(l0);
-        free(lg);
-    }
-    xf_ref_model_free(m);
-}
-
 /* Ops of plan p of kind k, and residual ops (ADD, ADD_LN) / fused OPROJ and FF2 ops. */
 static int count_ops(const xf_plan_t *p, int *residual, int *fused)
 {
@@ -1377,7 +1288,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_bert_vs_ref), cmocka_unit_test(test_heads),
              cmocka_unit_test(test_packing_independence), cmocka_unit_test(test_threads),
              cmocka_unit_test(test_zero_alloc), cmocka_unit_test(test_errors),
              cmocka_unit_test(test_nan_qk_weight), cmocka_unit_test(test_progress_stop),
-             cmocka_unit_test(test_profile), cmocka_unit_test(test_prefetch_next), cmocka_unit_test(test_dyn_split),
+             cmocka_unit_test(test_profile), cmocka_unit_test(test_prefetch_next),
              cmocka_unit_test(test_fused_residual), cmocka_unit_test(test_barrier_count),
              cmocka_unit_test(test_run_and_version), cmocka_unit_test(test_hf_models),
              cmocka_unit_test(test_stateful_variant), cmocka_unit_test(test_threads_hdp),

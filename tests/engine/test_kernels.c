@@ -249,64 +249,6 @@ static void check_lead(const xf_gemm_w_t *w, int m)
     }
 }
 
-/* linear_cols (the forward's dynamic split at small M, kernels.h XF_GEMM_DYN_ROWS): the
- * columns computed chunk by chunk, in any order and any cut, are the same bits as `want`
- * (linear with one thread): the dynamic split's chunks for nth 2 and 3 taken last to first
- * (what one thread that claims every chunk but the first does, in the other order), and a
- * random cut on 16-column edges. Nothing past n is written. */
-static void check_cols(const xf_kernels_t *k, const char *name, const xf_gemm_w_t *w, int m,
-                       const float *x, int ldx, const float *bias, enum xf_epilogue epi,
-                       int ldy, const float *want, unsigned seed)
-{
-    if (!k->linear_cols || !(w->packed || w->packed_bf16))
-        return;
-    const int n = w->n;
-    float *y = alloc_u((size_t)m * ldy);
-    for (int cut = 0; cut < 3; cut++) {
-        for (size_t i = 0; i < (size_t)m * ldy; i++)
-            y[i] = -12345.5f;
-        int32_t c0, c1;
-        if (cut < 2) {
-            int nth = cut + 2, nc = xf_gemm_dyn_count(n, w->group, nth);
-            if (!nc)   /* too narrow for a dynamic split: the whole as one chunk */
-                k->linear_cols(w, m, x, ldx, bias, epi, y, ldy, 0, n);
-            for (int idx = nc - 1; idx >= 0; idx--) {
-                assert_true(xf_gemm_dyn_chunk(n, w->group, nth, idx, &c0, &c1));
-                k->linear_cols(w, m, x, ldx, bias, epi, y, ldy, c0, c1);
-            }
-        } else {
-            unsigned r = seed * 2654435761u + 1;
-            for (c0 = 0; c0 < n; c0 = c1) {
-                r = r * 1103515245u + 12345u;
-                c1 = c0 + 16 * (int)(1 + (r >> 16) % 7);
-                c1 = c1 < n ? c1 : n;
-                k->linear_cols(w, m, x, ldx, bias, epi, y, ldy, c0, c1);
-            }
-        }
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < ldy; j++) {
-                size_t o = (size_t)i * ldy + j;
-                if (j >= n ? y[o] != -12345.5f
-                           : memcmp(&y[o], &want[o], sizeof(float)) != 0)
-                    fail_msg("linear_cols %s m=%d n=%d k=%d epi=%d group=%d cut=%d (%d,%d): "
-                             "%.9g, linear %.9g", name, m, n, w->k, (int)epi, w->group, cut,
-                             i, j, y[o], j < n ? want[o] : 0.0f);
-            }
-    }
-    /* the lead hint of a chunk lies inside the weights, on whole lines */
-    if (k->linear_lead_cols) {
-        const void *p = NULL;
-        const char *base = w->packed_bf16 ? (const char *)w->packed_bf16 : (const char *)w->packed;
-        size_t bytes = w->packed_bf16 ? w->packed_bf16_bytes : w->packed_bytes;
-        size_t len = k->linear_lead_cols(w, m, 0, n, &p);
-        if (len) {
-            const char *c = p;
-            assert_true(c == base && len % 64 == 0 && len <= bytes);
-        }
-    }
-    free_u(y);
-}
-
 static void check_linear_group(int m, int n, int kk, int seed, int group)
 {
     int ldx = kk + 3, ldy = n + 5;
@@ -344,11 +286,9 @@ static void check_linear_group(int m, int n, int kk, int seed, int group)
                 /* The own kernels promise bitwise thread independence; the cblas path only
                  * the rounding bound below, checked for every nth (OpenBLAS's Haswell and
                  * Zen cores sum a column slice differently from the whole). */
-                if (ni == 0) {
+                if (ni == 0)
                     memcpy(y1, y, (size_t)m * ldy * sizeof(float));
-                    check_cols(tabs[t], names[t], &w, m, x, ldx, b, (enum xf_epilogue)epi,
-                               ldy, y1, (unsigned)(seed + epi));
-                } else if (tabs[t]->nth_exact &&
+                else if (tabs[t]->nth_exact &&
                          memcmp(y1, y, (size_t)m * ldy * sizeof(float)) != 0)
                     fail_msg("linear %s m=%d n=%d k=%d epi=%d group=%d: nth=%d differs from "
                              "nth=1", names[t], m, n, kk, epi, w.group, nth);
@@ -487,42 +427,6 @@ static void test_gemm_share(void **state)
     assert_true(by_rows > 0 && by_cols > 0);
 }
 
-/* xf_gemm_dyn_count / xf_gemm_dyn_chunk: the chunks cover [0, n) once, in order, on group
- * edges, never growing (largest first, single groups at the end), at least nth + 1 of them
- * (chunk ith is thread ith's, the rest are claimed); 0 chunks (the static share) below two
- * groups per thread or with one thread. */
-static void test_gemm_dyn_chunks(void **state)
-{
-    (void)state;
-    static const int ns[] = { 1, 17, 48, 95, 96, 97, 191, 768, 1000, 2304, 3072 };
-    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
-        for (int g = 16; g <= 48; g += 32)
-            for (int nth = 1; nth <= 5; nth++) {
-                int n = ns[a], units = (n + g - 1) / g;
-                int nc = xf_gemm_dyn_count(n, g, nth);
-                int32_t c0, c1, end = 0, prev = 1 << 30;
-                if (nth < 2 || units < 2 * nth) {
-                    assert_int_equal(nc, 0);
-                    continue;
-                }
-                assert_true(nc > nth);
-                for (int idx = 0; idx < nc; idx++) {
-                    assert_true(xf_gemm_dyn_chunk(n, g, nth, idx, &c0, &c1));
-                    assert_int_equal(c0, end);
-                    assert_true(c1 > c0 && c0 % g == 0 && (c1 % g == 0 || c1 == n));
-                    assert_true(c1 - c0 <= prev);
-                    prev = c1 - c0;
-                    end = c1;
-                }
-                assert_int_equal(end, n);
-                assert_int_equal(prev <= g, 1);
-                assert_false(xf_gemm_dyn_chunk(n, g, nth, nc, &c0, &c1));
-            }
-    /* BERT-base, 2 threads, 48-column groups: QKV, FFN1, the D-wide outputs */
-    assert_int_equal(xf_gemm_dyn_count(2304, 48, 2), 12);
-    assert_int_equal(xf_gemm_dyn_count(768, 48, 2), 8);
-}
-
 /* bf16 rounding: nearest, ties to even; NaN stays NaN, infinities stay. */
 static void test_bf16_bits(void **state)
 {
@@ -577,10 +481,9 @@ static void check_bf16_shape(int m, int n, int kk, unsigned seed, int group)
             continue;
         for (int ni = 0; ni < 4; ni++) {
             run_linear(tabs[t], nths[ni], &w, m, x, kk, b, XF_EPI_BIAS, y, n);
-            if (ni == 0) {
+            if (ni == 0)
                 memcpy(y1, y, (size_t)m * n * sizeof(float));
-                check_cols(tabs[t], names[t], &w, m, x, kk, b, XF_EPI_BIAS, n, y1, seed);
-            } else if (memcmp(y1, y, (size_t)m * n * sizeof(float)) != 0)
+            else if (memcmp(y1, y, (size_t)m * n * sizeof(float)) != 0)
                 fail_msg("bf16 %s m=%d n=%d k=%d: nth=%d differs from nth=1", names[t], m, n,
                          kk, nths[ni]);
         }
@@ -1071,7 +974,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_cpu_cap), cmocka_unit_test(test_tables),
              cmocka_unit_test(test_amx_detect),
              cmocka_unit_test(test_linear), cmocka_unit_test(test_linear_edges),
              cmocka_unit_test(test_linear_stacked), cmocka_unit_test(test_pack_layout),
-             cmocka_unit_test(test_gemm_share), cmocka_unit_test(test_gemm_dyn_chunks),
+             cmocka_unit_test(test_gemm_share),
              cmocka_unit_test(test_bf16_bits), cmocka_unit_test(test_linear_bf16),
              cmocka_unit_test(test_add_layernorm), cmocka_unit_test(test_embed),
              cmocka_unit_test(test_bias_act), cmocka_unit_test(test_gelu_ref),

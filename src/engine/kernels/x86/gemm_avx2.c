@@ -194,14 +194,6 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
     }
 }
 
-void xf_linear_cols_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
-                         const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
-                         int32_t c0, int32_t c1)
-{
-    if (w->packed && m > 0 && c1 > c0)
-        gemm_block(w, 0, m, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
-}
-
 void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                     const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                     int ith, int nth)

@@ -341,33 +341,6 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
     gemm_block(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
 }
 
-void xf_linear_cols_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
-                           const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
-                           int32_t c0, int32_t c1)
-{
-    if ((w->packed || w->packed_bf16) && m > 0 && c1 > c0)
-        gemm_block(w, w->packed_bf16 != NULL, 0, m, c0, c1, x, (size_t)ldx, bias, epi, y,
-                   (size_t)ldy);
-}
-
-/* The first W block gemm_block reads for columns [c0, c1) of all m rows (see below). */
-size_t xf_linear_lead_cols_avx512(const xf_gemm_w_t *w, int32_t m, int32_t c0, int32_t c1,
-                                  const void **p)
-{
-    *p = NULL;
-    if ((!w->packed && !w->packed_bf16) || m > LEAD_ROWS || m <= 0 || c1 <= c0)
-        return 0;
-    const int bf = w->packed_bf16 != NULL;
-    const int kc = w->k < KC ? w->k : KC;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
-    int jc1 = c0 / NR * NR + block_cols(c0, c1);
-    jc1 = jc1 < c1 ? jc1 : c1;
-    const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
-    size_t len;
-    *p = block_span(wp, npad, (size_t)w->group, 0, bf ? (kc + 1) / 2 : kc, bf, c0, jc1, &len);
-    return len;
-}
-
 /* The first W block gemm_block reads for this share: K step 0 of the first column block, a
  * contiguous run of column groups (ref.h layout). Only at small M (at most LEAD_ROWS rows
  * in the share), where the GEMM streams its weights from memory: at M = 16 having that block
@@ -378,7 +351,17 @@ size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
 {
     int32_t r0, r1, c0, c1;
     *p = NULL;
-    if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
+    if ((!w->packed && !w->packed_bf16) ||
+        !xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1) ||
+        r1 - r0 > LEAD_ROWS)
         return 0;
-    return xf_linear_lead_cols_avx512(w, r1 - r0, c0, c1, p);
+    const int bf = w->packed_bf16 != NULL;
+    const int kc = w->k < KC ? w->k : KC;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    int jc1 = c0 / NR * NR + block_cols(c0, c1);
+    jc1 = jc1 < c1 ? jc1 : c1;
+    const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
+    size_t len;
+    *p = block_span(wp, npad, (size_t)w->group, 0, bf ? (kc + 1) / 2 : kc, bf, c0, jc1, &len);
+    return len;
 }

@@ -43,6 +43,5 @@ void xf_kernels_fill_avx2(xf_kernels_t *t)
     t->w_group = 16;
     t->nth_exact = 1;
     t->linear = xf_linear_avx2;
-    t->linear_cols = xf_linear_cols_avx2;
     fill_ops_avx2(t);
 }

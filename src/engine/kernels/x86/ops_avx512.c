@@ -46,7 +46,5 @@ void xf_kernels_fill_avx512(xf_kernels_t *t)
     t->bf16_w = 1;
     t->linear = xf_linear_avx512;
     t->linear_lead = xf_linear_lead_avx512;
-    t->linear_cols = xf_linear_cols_avx512;
-    t->linear_lead_cols = xf_linear_lead_cols_avx512;
     fill_ops_avx512(t);
 }

@@ -23,15 +23,6 @@ size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
 void xf_linear_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                     const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                     int ith, int nth);
-/* kernels.h linear_cols / linear_lead_cols (the dynamic split at small M) */
-void xf_linear_cols_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
-                           const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
-                           int32_t c0, int32_t c1);
-size_t xf_linear_lead_cols_avx512(const xf_gemm_w_t *w, int32_t m, int32_t c0, int32_t c1,
-                                  const void **p);
-void xf_linear_cols_avx2(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
-                         const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
-                         int32_t c0, int32_t c1);
 
 /* Blocking of the AVX-512 GEMM for this CPU's L2 size in bytes (<= 0: unknown, default).
  * Called once before the table is used. */
