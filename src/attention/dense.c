@@ -33,5 +33,5 @@ static void dense_keys(const xf_at_t_seq *c, const int32_t *rows, int32_t nq, in
 const xf_attn_ops xf_at_dense = {
     XF_AT_PARAMS(dense_params, dense_defaults, dense_pkeys),
     .pattern = &(const xf_at_t_variant){ .setup = dense_setup, .keys = dense_keys,
-                                         .strided = 1 },
+                                         .strided = 1, .every_key = 1 },
 };

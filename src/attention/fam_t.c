@@ -573,6 +573,18 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
         qt = Q + (size_t)(c->t0 + rows[0]) * rs;
         ldq = (int32_t)rs;
     }
+    const int every = c->dense || fv->every_key;
+    if (every && in_place) {
+        /* the next tile's Q rows (this head's next rows, else the next head's first ones:
+         * the thread's next item, as a rule), a tile of work ahead of their use */
+        const int32_t nxt = rows[0] + nq;
+        const float *qn = nxt < c->n ? Q + (size_t)(c->t0 + nxt) * rs
+                          : c->head + 1 < R->H ? Q + R->hs + (size_t)c->t0 * rs : NULL;
+        const int32_t cnt = nxt < c->n ? c->n - nxt : c->n;
+        for (int32_t r = 0; qn && r < nq && r < cnt; r++)
+            for (size_t x = 0; x < (size_t)d * sizeof(float); x += 64)
+                __builtin_prefetch((const char *)(qn + (size_t)r * rs) + x, 0, 2);
+    }
     for (int32_t r = 0; r < nq; r++) {
         /* the output rows are written at the end: ask for their lines now (and for the Q
          * rows read in place, which the hardware prefetcher misses when strided) */
@@ -591,11 +603,10 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
                 qr[x] = 0.0f;
         }
         R->m[r] = -INFINITY;
-        for (int32_t x = 0; x < XF_AT_T_LW; x++)
-            R->l[(size_t)r * XF_AT_T_LW + x] = 0.0f;
-        memset(R->acc + (size_t)r * dp, 0, (size_t)dp * sizeof(float));
     }
-    if (c->dense) {
+    memset(R->l, 0, (size_t)nq * XF_AT_T_LW * sizeof(float));
+    memset(R->acc, 0, (size_t)nq * dp * sizeof(float));
+    if (every) {
         /* every key, each 64-key block whole and full: the cached Kᵀ/V blocks in order (the
          * same chunks the key list below would give, without building it) */
         for (int32_t b = 0; b < nblk64(c->n); b++) {
@@ -615,8 +626,8 @@ static int run_tile(ft_run *R, const xf_at_t_seq *c, const int32_t *rows, int32_
 
     const int32_t *key = R->kb.key;
     const uint8_t *full = R->kb.full;
-    const int use_logits = fv->logits && !c->dense;
-    const int32_t count = c->dense ? 0 : R->kb.count;
+    const int use_logits = fv->logits && !every;
+    const int32_t count = every ? 0 : R->kb.count;
     for (int32_t k0 = 0, nk = 0; k0 < count; k0 += nk) {
         const float *vt[BK];
         int32_t dl = use_logits ? 0 : direct_len(key, count, k0, c->n);

@@ -113,6 +113,9 @@ typedef struct xf_at_t_variant {
     size_t hid_floats;         /* per-row scratch floats for logits() */
     int strided;               /* the variant reads Q/K/V only through this driver, which
                                   honours xf_attn_io.ld (the forward then skips the split) */
+    int every_key;             /* every tile attends every key of its sequence (no mask,
+                                  logits or globals): the driver walks the cached 64-key
+                                  blocks, as for a dense (seq, head), without key lists */
     int32_t scratch_extra;     /* extra scratch ints beyond max n */
 } xf_at_t_variant;
 

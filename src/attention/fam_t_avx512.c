@@ -90,33 +90,77 @@ static inline __m512 exp_neg(__m512 x)
     return _mm512_maskz_mov_ps(keep, xf_exp512_inrange(x));
 }
 
+/* Lane i = the maximum of v[i]'s 16 lanes, for 16 vectors at once (a reduction tree of 128-bit
+ * lane shuffles and in-lane unpacks: 46 operations where 16 separate reductions take 128). NaN
+ * lanes give any value (the callers track NaN apart). */
+static inline __m512 hmax16(const __m512 *v)
+{
+    __m512 x[8], y[4], z[2];
+    for (int k = 0; k < 8; k++)   /* row k in 128-bit lanes 0, 1; row k + 8 in 2, 3 */
+        x[k] = _mm512_max_ps(_mm512_shuffle_f32x4(v[k], v[k + 8], 0x44),
+                             _mm512_shuffle_f32x4(v[k], v[k + 8], 0xEE));
+    for (int k = 0; k < 4; k++)   /* one lane each: rows k, k + 8, k + 4, k + 12 */
+        y[k] = _mm512_max_ps(_mm512_shuffle_f32x4(x[k], x[k + 4], 0x88),
+                             _mm512_shuffle_f32x4(x[k], x[k + 4], 0xDD));
+    for (int k = 0; k < 2; k++)   /* per lane: y[2k]'s row at elements 0, 2; y[2k+1]'s at 1, 3 */
+        z[k] = _mm512_max_ps(_mm512_unpacklo_ps(y[2 * k], y[2 * k + 1]),
+                             _mm512_unpackhi_ps(y[2 * k], y[2 * k + 1]));
+    __m512d a = _mm512_castps_pd(z[0]), b = _mm512_castps_pd(z[1]);
+    __m512 w = _mm512_max_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    /* lanes hold rows 0-3, 8-11, 4-7, 12-15 */
+    return _mm512_shuffle_f32x4(w, w, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
 static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *m, float *l,
                            float *acc)
 {
     const int32_t nv = (nk + 15) / 16;
-    _Alignas(64) float mn[XF_AT_T_BQ], diff[XF_AT_T_BQ], corr[XF_AT_T_BQ];
+    _Alignas(64) float pm[XF_AT_T_BQ][16], mn[XF_AT_T_BQ], corr[XF_AT_T_BQ];
+    uint32_t nanrows = 0;      /* bit r: row r has a NaN score */
 
+    /* each row's 16-lane partial maximum (whole 64-key chunks without masks) */
     for (int32_t r = 0; r < nq; r++) {
         const float *sr = s + (size_t)r * BK;
-        __m512 mx = _mm512_set1_ps(-INFINITY);
-        __mmask16 nan = 0;
-        for (int32_t v = 0; v < nv; v++) {
-            int32_t rem = nk - 16 * v;
-            __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
-            __m512 x = _mm512_maskz_loadu_ps(mk, sr + 16 * v);
-            mx = _mm512_mask_max_ps(mx, mk, mx, x);
-            nan |= _mm512_mask_cmp_ps_mask(mk, x, x, _CMP_UNORD_Q);
+        __m512 mx;
+        __mmask16 nan;
+        if (nk == BK) {
+            __m512 x0 = _mm512_load_ps(sr), x1 = _mm512_load_ps(sr + 16);
+            __m512 x2 = _mm512_load_ps(sr + 32), x3 = _mm512_load_ps(sr + 48);
+            mx = _mm512_max_ps(_mm512_max_ps(x0, x1), _mm512_max_ps(x2, x3));
+            nan = _mm512_cmp_ps_mask(x0, x1, _CMP_UNORD_Q) |
+                  _mm512_cmp_ps_mask(x2, x3, _CMP_UNORD_Q);
+        } else {
+            mx = _mm512_set1_ps(-INFINITY);
+            nan = 0;
+            for (int32_t v = 0; v < nv; v++) {
+                int32_t rem = nk - 16 * v;
+                __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+                __m512 x = _mm512_maskz_loadu_ps(mk, sr + 16 * v);
+                mx = _mm512_mask_max_ps(mx, mk, mx, x);
+                nan |= _mm512_mask_cmp_ps_mask(mk, x, x, _CMP_UNORD_Q);
+            }
         }
-        float rmax = _mm512_reduce_max_ps(mx);
-        /* max_ps drops NaN lanes: a NaN score (or an earlier one in m) poisons the row. */
-        mn[r] = (nan || isnan(m[r])) ? NAN : m[r] > rmax ? m[r] : rmax;
-        /* m = −inf (nothing seen yet) gives corr = exp(−inf) = 0 */
-        diff[r] = mn[r] == -INFINITY ? 0.0f : m[r] - mn[r];
+        _mm512_store_ps(pm[r], mx);
+        nanrows |= (uint32_t)(nan != 0) << r;
     }
-    for (int32_t r = 0; r < nq; r += 16) {
-        int32_t rem = nq - r;
-        __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
-        _mm512_mask_storeu_ps(corr + r, mk, exp_neg(_mm512_maskz_loadu_ps(mk, diff + r)));
+    /* new maxima and corrections, 16 rows at a time */
+    for (int32_t r0 = 0; r0 < nq; r0 += 16) {
+        const int32_t rem = nq - r0;
+        const __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+        __m512 v[16];
+        for (int i = 0; i < 16; i++)
+            v[i] = i < rem ? _mm512_load_ps(pm[r0 + i]) : _mm512_set1_ps(-INFINITY);
+        const __m512 mo = _mm512_maskz_loadu_ps(mk, m + r0);
+        /* max_ps returns its second operand when either is NaN: a NaN m stays NaN; a NaN
+         * score (or an earlier one in m) poisons the row */
+        __m512 mnew = _mm512_max_ps(hmax16(v), mo);
+        mnew = _mm512_mask_mov_ps(mnew, (__mmask16)(nanrows >> r0), _mm512_set1_ps(NAN));
+        /* m = −inf (nothing seen yet) gives corr = exp(−inf) = 0 */
+        __mmask16 live = _mm512_cmp_ps_mask(mnew, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
+        __m512 diff = _mm512_maskz_sub_ps(live, mo, mnew);
+        _mm512_mask_storeu_ps(mn + r0, mk, mnew);
+        _mm512_mask_storeu_ps(corr + r0, mk, exp_neg(diff));
     }
     for (int32_t r = 0; r < nq; r++) {
         float *sr = s + (size_t)r * BK;
@@ -131,19 +175,29 @@ static void softmax_avx512(int32_t nq, int32_t nk, int32_t dp, float *s, float *
         }
         __m512 mm = _mm512_set1_ps(mn[r]);
         __m512 sum = _mm512_setzero_ps();
-        for (int32_t v = 0; v < nv; v++) {
-            int32_t rem = nk - 16 * v;
-            __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
-            __m512 x = _mm512_maskz_loadu_ps(mk, sr + 16 * v);
-            __m512 p = _mm512_maskz_mov_ps(mk, exp_neg(_mm512_sub_ps(x, mm)));
-            _mm512_mask_storeu_ps(sr + 16 * v, mk, p);
-            sum = _mm512_add_ps(sum, p);
+        if (nk == BK) {
+            for (int32_t v = 0; v < 4; v++) {
+                __m512 p = exp_neg(_mm512_sub_ps(_mm512_load_ps(sr + 16 * v), mm));
+                _mm512_store_ps(sr + 16 * v, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+        } else {
+            for (int32_t v = 0; v < nv; v++) {
+                int32_t rem = nk - 16 * v;
+                __mmask16 mk = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1);
+                __m512 x = _mm512_maskz_loadu_ps(mk, sr + 16 * v);
+                __m512 p = _mm512_maskz_mov_ps(mk, exp_neg(_mm512_sub_ps(x, mm)));
+                _mm512_mask_storeu_ps(sr + 16 * v, mk, p);
+                sum = _mm512_add_ps(sum, p);
+            }
         }
         const float cr = corr[r];
         float *lr = l + (size_t)r * XF_AT_T_LW;
         _mm512_store_ps(lr, _mm512_fmadd_ps(_mm512_set1_ps(cr), _mm512_load_ps(lr), sum));
+        /* m = −inf before: acc holds only 0·v terms, which a factor of 0 leaves as they are */
+        const int first = m[r] == -INFINITY;
         m[r] = mn[r];
-        if (cr != 1.0f) {
+        if (cr != 1.0f && !first) {
             __m512 cv = _mm512_set1_ps(cr);
             float *ar = acc + (size_t)r * dp;
             for (int32_t c = 0; c < dp; c += 16)
