@@ -355,6 +355,10 @@ static void test_linear(void **state)
      * a last K block of 8 */
     check_linear_shape(20, 1000, 40, 14);
     check_linear_shape(46, 530, 264, 15);
+    /* more rows than the small-M bound (9 row panels) with two column blocks and a last K
+     * block of 14: each tile's share of the next W block's prefetch is below one line a k
+     * step in the first K step and several lines a step in the last */
+    check_linear_shape(70, 600, 270, 16);
 }
 
 /* xf_gemm_w_init rejects bad shapes; M = 0 writes nothing. */
@@ -525,6 +529,7 @@ static void test_linear_bf16(void **state)
     check_bf16_shape(129, 33, 65, 26, 0);
     /* several column blocks and K blocks, splits off the 48-column groups for nth 3 and 5 */
     check_bf16_shape(20, 1000, 600, 27, 0);
+    check_bf16_shape(70, 600, 271, 31, 0);   /* as check_linear_shape(70, 600, 270): odd kc */
     /* bf16 panels made from 16-column groups */
     check_bf16_shape(20, 1000, 600, 28, XF_GEMM_PANEL);
     check_bf16_shape(7, 97, 513, 29, XF_GEMM_PANEL);
