@@ -38,7 +38,8 @@ XF_API void xf_ctx_set_progress(xf_ctx_t *c, xf_progress_fn fn, void *user);
 
 /* Forward profiling (xformd-cli bench --profile). While on, every xf_forward on c adds, per op
  * class and pool thread, the time spent running the class's ops (busy) and waiting at the
- * barrier that follows each of them (wait), both as wall and as thread-CPU seconds (wall minus
+ * barrier that follows each of them (wait; none after an op the forward runs without one
+ * after it: profiling changes no barrier), both as wall and as thread-CPU seconds (wall minus
  * CPU is time the thread was not running: preempted on a loaded machine, or asleep in the
  * barrier), and per thread the wall time from the forward's start until the thread began
  * (pool wake-up). Costs four clock reads per op and thread. */
@@ -51,14 +52,15 @@ typedef struct xf_prof {
     int n_threads;             /* threads recorded: min(context threads, XF_PROF_MAX_THREADS) */
     int64_t forwards;          /* forwards profiled */
     double wall_s;             /* their summed wall time, pool start to return */
-    int64_t ops[XF_PROF_COUNT];  /* ops run per class (each followed by one barrier) */
+    int64_t ops[XF_PROF_COUNT];  /* ops run per class */
     double busy_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
     double busy_cpu_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
     double wait_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
     double wait_cpu_s[XF_PROF_COUNT][XF_PROF_MAX_THREADS];
     double start_s[XF_PROF_MAX_THREADS];   /* pool wake-up: forward start to thread start */
-    /* per class, summed over its ops: the slowest minus the fastest thread's CPU in the op
-     * (what the others would wait at its barrier on an otherwise idle machine) */
+    /* per class, summed over its ops followed by a barrier: the slowest minus the fastest
+     * thread's CPU since the barrier before (what the others would wait at this one on an
+     * otherwise idle machine; ops without a barrier after them count under the next op) */
     double spread_cpu_s[XF_PROF_COUNT];
 } xf_prof_t;
 /* on != 0: clear the counters and start; 0: stop (the counters stay readable). Returns 0 or

@@ -46,7 +46,8 @@ struct xf_prof_thread {
     double start;
     double spread[XF_PROF_COUNT];   /* thread 0 only: sum over ops of max - min op CPU */
     double op_cpu[2];               /* this thread's CPU between the last op barriers (by
-                                       barrier parity; a row chain's ops count as one) */
+                                       barrier parity; ops without a barrier between them
+                                       count as one) */
 } __attribute__((aligned(64)));
 
 /* Switch the next-GEMM weight prefetch (lead_pf) on or off. Thread: the context's owner,

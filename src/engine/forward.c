@@ -3,10 +3,9 @@
  * projection, residual + LayerNorm (inside the projection's op from XF_FUSE_ROWS tokens per
  * thread on: op_fused), FFN with fused bias + activation, FFN2 and its residual + LayerNorm
  * (likewise), then pooling, pooler, classifier and L2 norm — inside ONE xf_pool_run with
- * exactly one barrier after every op and none inside (ggml style, fwd_thread), except between
- * the ops of an int8 row chain (plan_internal.h XF_CHAIN_ON: each thread keeps its rows from
- * op to op). Never allocates: every tensor lives in the context's arena at the plan's
- * offsets. */
+ * one barrier after every op and none inside (ggml style, fwd_thread), except after an op the
+ * plan marks no_barrier (plan_internal.h: each thread keeps its rows into the next op). Never
+ * allocates: every tensor lives in the context's arena at the plan's offsets. */
 #include "config.h"
 
 #include <errno.h>
@@ -98,55 +97,65 @@ static void op_q8(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
         quant_rows(T, o->out, tens(T, o->in0), k, r0, r1);
 }
 
-/* A layer's Linear op: the int8 GEMM on the rows XF_OP_Q8 quantised into the op's ws when the
- * weight is quantised (x is then not read), else fp32. An int8 op with an aux buffer (FFN1)
- * also quantises its output into it, for the next Linear (FFN2). */
-static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
-                      int32_t rows, const float *x, int32_t ldx, const float *bias,
-                      enum xf_epilogue epi, float *y, int32_t ldy, int ith, int nth)
+/* The rows [r0, r1) of the tokens that thread ith takes in op o: its own rows when the op owns
+ * rows (o->row_block, plan_internal.h), else an even split. */
+static void op_rows(const xf_plan_t *p, const xf_plan_op_t *o, int ith, int nth, int *r0,
+                    int *r1)
 {
-    if (!w->q8) {
-        linear(T, w, rows, x, ldx, bias, epi, y, ldy, ith, nth);
-        return;
-    }
-    uint8_t *act = (uint8_t *)tens(T, o->ws);
-    float *alpha = (float *)(act + xf_qgemm_alpha_offset(rows, w->k));
-    const int32_t ldq = xf_qgemm_ldq(w->k);
-    xf_qout_t qo = { NULL, 0, NULL };
-    if (!bias && epi != XF_EPI_NONE)
+    if (o->row_block > 0)
+        xf_fuse_rows(p->n_tokens, o->row_block, ith, nth, r0, r1);
+    else
+        xf_split_rows(p->n_tokens, ith, nth, r0, r1);
+}
+
+/* This thread's part of a layer's Linear op o: y = epi(x·Wᵀ + bias) on the plan's N rows. An op
+ * that owns rows (o->row_block) runs its rows (op_rows), all columns, as a one-thread GEMM on
+ * them; else the kernel splits the GEMM by ith/nth. Every output element is the same either
+ * way (the own and int8 kernels; the cblas path never owns rows). int8 weights: the GEMM
+ * reads the rows quantised into the op's ws (by the op before, an XF_OP_Q8 op, or here first
+ * with o->quant_in: x is read only then; an int8 row block's rows start on an
+ * XF_QGEMM_MALIGN group, so the kernel's whole-group reads stay in this thread's rows — the
+ * last thread's: also the buffer's padding rows past N); qout >= 0: it also quantises its
+ * output rows into that buffer, for the next Linear (FFN1 for FFN2: plan.c q8_quant). */
+static void linear_op(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
+                      const float *x, int32_t ldx, const float *bias, enum xf_epilogue epi,
+                      float *y, int32_t ldy, int32_t qout, int ith, int nth)
+{
+    const int32_t N = T->p->n_tokens;
+    int r0 = 0, r1 = N;
+
+    if (!bias && epi != XF_EPI_NONE)   /* an absent bias is a zero vector */
         bias = T->p->prep->zeros;
-    if (o->aux >= 0) {   /* FFN1: also quantise its output for FFN2 (plan.c q8_quant) */
-        uint8_t *next = (uint8_t *)tens(T, o->aux);
-        qo.xq = next;
-        qo.ldq = xf_qgemm_ldq(w->n);
-        qo.alpha = (float *)(next + xf_qgemm_alpha_offset(rows, w->n));
-    }
-    if (o->chain) {
-        /* A row chain (plan_internal.h): this thread's rows, all columns, as a one-thread GEMM
-         * on them (every output element is the same whatever the split). The rows start on a
-         * block of XF_QGEMM_MALIGN, so the kernel's reads of whole row groups stay in this
-         * thread's rows (the last thread's: also the buffer's padding rows past N). */
-        int r0, r1;
-        xf_fuse_rows(rows, XF_PLAN_CHAIN_BLOCK, ith, nth, &r0, &r1);
+    if (o->row_block > 0) {
+        op_rows(T->p, o, ith, nth, &r0, &r1);
         if (r0 >= r1)
             return;
-        if (o->chain & XF_CHAIN_QUANT_IN)   /* in place of an XF_OP_Q8 op */
-            T->Q->quant_rows(r0, r1, w->k, x, ldx, act, ldq, alpha);
-        act += (size_t)r0 * (size_t)ldq;
-        alpha += r0;
-        y += (size_t)r0 * (size_t)ldy;
-        if (qo.xq) {
-            qo.xq += (size_t)r0 * (size_t)qo.ldq;
-            qo.alpha += r0;
-        }
-        rows = r1 - r0;
         ith = 0;
         nth = 1;
     }
-    if (qo.xq)
-        T->Q->qlinear_quant(w->q8, rows, act, ldq, alpha, bias, epi, y, ldy, &qo, ith, nth);
-    else
-        T->Q->qlinear(w->q8, rows, act, ldq, alpha, bias, epi, y, ldy, ith, nth);
+    y += (size_t)r0 * (size_t)ldy;
+    if (!w->q8) {
+        T->K->linear(w, r1 - r0, x + (size_t)r0 * (size_t)ldx, ldx, bias, epi, y, ldy, ith,
+                     nth);
+        return;
+    }
+    uint8_t *act = (uint8_t *)tens(T, o->ws);
+    float *alpha = (float *)(act + xf_qgemm_alpha_offset(N, w->k));
+    const int32_t ldq = xf_qgemm_ldq(w->k);
+    if (o->quant_in)   /* in place of an XF_OP_Q8 op */
+        T->Q->quant_rows(r0, r1, w->k, x, ldx, act, ldq, alpha);
+    act += (size_t)r0 * (size_t)ldq;
+    alpha += r0;
+    if (qout < 0) {
+        T->Q->qlinear(w->q8, r1 - r0, act, ldq, alpha, bias, epi, y, ldy, ith, nth);
+        return;
+    }
+    uint8_t *next = (uint8_t *)tens(T, qout);
+    xf_qout_t qo = { next, xf_qgemm_ldq(w->n),
+                     (float *)(next + xf_qgemm_alpha_offset(N, w->n)) };
+    qo.xq += (size_t)r0 * (size_t)qo.ldq;
+    qo.alpha += r0;
+    T->Q->qlinear_quant(w->q8, r1 - r0, act, ldq, alpha, bias, epi, y, ldy, &qo, ith, nth);
 }
 
 static void op_embed(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
@@ -189,8 +198,8 @@ static void ln_weights(const xf_model_t *m, const xf_plan_op_t *o, const float *
     }
 }
 
-/* A fused OPROJ/FF2 op of an int8 model and a row chain's other ops take the same rows. */
-_Static_assert(XF_PLAN_CHAIN_BLOCK == XF_QGEMM_MALIGN, "int8 row blocks differ");
+/* An int8 op that owns rows takes whole row groups of the int8 kernels (linear_op). */
+_Static_assert(XF_PLAN_Q8_ROW_BLOCK % XF_QGEMM_MALIGN == 0, "int8 row blocks split a group");
 
 /* Rows [r0, r1) of a LayerNorm or residual op of kind `kind` (LN, ADD_LN, ADD) with o's
  * weights (o->which): y = LN(x) / LN(x + bias + res) / x + bias + res; an int8 model's aux
@@ -223,44 +232,29 @@ static void op_norm(const fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth
 {
     int r0, r1;
 
-    if (o->chain)   /* an int8 row chain: the rows its Linear ops take */
-        xf_fuse_rows(T->p->n_tokens, XF_PLAN_CHAIN_BLOCK, ith, nth, &r0, &r1);
-    else
-        xf_split_rows(T->p->n_tokens, ith, nth, &r0, &r1);
+    op_rows(T->p, o, ith, nth, &r0, &r1);
     if (r0 < r1)
         norm_rows(T, o, o->kind, tens(T, o->in0), tens(T, o->in1), tens(T, o->out), r0, r1);
 }
 
 /* An OPROJ or FFN2 op fused with its residual op (o->which, plan_internal.h): this thread
- * computes whole rows [r0, r1) of y = x·Wᵀ (xf_fuse_rows; the GEMM run as one thread's, so it
- * reads all of W), then y = LN(y + bias + residual) (ADD for pre-LN models) on the same rows
- * in place while they are in its cache. The GEMM's sums do not depend on the split (fp32
- * kernels with nth_exact, int8 kernels) and the residual op is the same kernel on the same
- * rows, so the result is the unfused plan's, bit for bit. */
+ * computes whole rows [r0, r1) of y = x·Wᵀ (o->row_block: linear_op runs them as one thread's
+ * GEMM, which reads all of W), then y = LN(y + bias + residual) (ADD for pre-LN models) on
+ * the same rows in place while they are in its cache. The GEMM's sums do not depend on the
+ * split and the residual op is the same kernel on the same rows, so the result is the
+ * unfused plan's, bit for bit. */
 static void op_fused(const fwd_task_t *T, const xf_plan_op_t *o, const xf_gemm_w_t *w,
                      int32_t ldx, int ith, int nth)
 {
-    int32_t N = T->p->n_tokens, D = T->m->info.d_model;
     float *y = tens(T, o->out);
     int r0, r1;
 
-    xf_fuse_rows(N, w->q8 ? XF_QGEMM_MALIGN : 1, ith, nth, &r0, &r1);
-    if (r0 >= r1)
-        return;
-    if (w->q8) {   /* rows r0.. of the activation buffer XF_OP_Q8 (or FFN1) filled */
-        uint8_t *act = (uint8_t *)tens(T, o->ws);
-        int32_t ldq = xf_qgemm_ldq(w->k);
-        float *alpha = (float *)(act + xf_qgemm_alpha_offset(N, w->k));
-        if (o->chain & XF_CHAIN_QUANT_IN)   /* a row chain's OPROJ: no XF_OP_Q8 op before it */
-            T->Q->quant_rows(r0, r1, w->k, tens(T, o->in0), ldx, act, ldq, alpha);
-        T->Q->qlinear(w->q8, r1 - r0, act + (size_t)r0 * ldq, ldq, alpha + r0, NULL,
-                      XF_EPI_NONE, y + (size_t)r0 * D, D, 0, 1);
-    } else {
-        T->K->linear(w, r1 - r0, tens(T, o->in0) + (size_t)r0 * ldx, ldx, NULL, XF_EPI_NONE,
-                     y + (size_t)r0 * D, D, 0, 1);
-    }
-    norm_rows(T, o, T->m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, y, tens(T, o->in1), y, r0,
-              r1);
+    linear_op(T, o, w, tens(T, o->in0), ldx, NULL, XF_EPI_NONE, y, T->m->info.d_model, -1, ith,
+              nth);
+    op_rows(T->p, o, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        norm_rows(T, o, T->m->info.pre_ln ? XF_OP_ADD : XF_OP_ADD_LN, y, tens(T, o->in1), y, r0,
+                  r1);
 }
 
 /* The shape and io of an attention run (the same for each of its ops). */
@@ -479,12 +473,12 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
         const float *x = tens(T, o->in0);
         float *y = tens(T, o->out);
         if (qkv_stacked(P)) {   /* one GEMM, same layout */
-            linear_op(T, o, &P->qkv, N, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, ith, nth);
+            linear_op(T, o, &P->qkv, x, D, P->qkv_b, XF_EPI_BIAS, y, 3 * da, -1, ith, nth);
             break;
         }
-        linear_op(T, o, &P->q, N, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, ith, nth);
-        linear_op(T, o, &P->k, N, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, ith, nth);
-        linear_op(T, o, &P->v, N, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, ith, nth);
+        linear_op(T, o, &P->q, x, D, L->q_b.data, XF_EPI_BIAS, y, 3 * da, -1, ith, nth);
+        linear_op(T, o, &P->k, x, D, L->k_b.data, XF_EPI_BIAS, y + da, 3 * da, -1, ith, nth);
+        linear_op(T, o, &P->v, x, D, L->v_b.data, XF_EPI_BIAS, y + 2 * da, 3 * da, -1, ith, nth);
         break;
     }
     case XF_OP_Q8:
@@ -510,27 +504,19 @@ static void run_op(fwd_task_t *T, const xf_plan_op_t *o, int ith, int nth)
         if (o->which)
             op_fused(T, o, &P->o, da, ith, nth);
         else
-            linear_op(T, o, &P->o, N, tens(T, o->in0), da, NULL, XF_EPI_NONE,
-                      tens(T, o->out), D, ith, nth);
+            linear_op(T, o, &P->o, tens(T, o->in0), da, NULL, XF_EPI_NONE, tens(T, o->out), D,
+                      -1, ith, nth);
         break;
-    case XF_OP_FF1:
-        if (o->which) {   /* fp32, this thread's whole rows (the fused plan's row chain) */
-            xf_fuse_rows(N, 1, ith, nth, &r0, &r1);
-            if (r0 < r1)
-                linear(T, &P->ff1, r1 - r0, tens(T, o->in0) + (size_t)r0 * D, D, L->ff1_b.data,
-                       act_epi(m->info.act), tens(T, o->out) + (size_t)r0 * L->d_ff, L->d_ff,
-                       0, 1);
-        } else {
-            linear_op(T, o, &P->ff1, N, tens(T, o->in0), D, L->ff1_b.data,
-                      act_epi(m->info.act), tens(T, o->out), L->d_ff, ith, nth);
-        }
+    case XF_OP_FF1:   /* int8 with aux: it also quantises its output for FFN2 */
+        linear_op(T, o, &P->ff1, tens(T, o->in0), D, L->ff1_b.data, act_epi(m->info.act),
+                  tens(T, o->out), L->d_ff, o->aux, ith, nth);
         break;
     case XF_OP_FF2:
         if (o->which)
             op_fused(T, o, &P->ff2, L->d_ff, ith, nth);
         else
-            linear_op(T, o, &P->ff2, N, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
-                      tens(T, o->out), D, ith, nth);
+            linear_op(T, o, &P->ff2, tens(T, o->in0), L->d_ff, NULL, XF_EPI_NONE,
+                      tens(T, o->out), D, -1, ith, nth);
         break;
     case XF_OP_POOL:
     case XF_OP_POOLER:
@@ -615,10 +601,9 @@ static int lead_pf_target(const fwd_task_t *T, int32_t i, int ith, int nth, lead
         const void *wp = NULL;
         const xf_gemm_w_t *w = op_weight(T, &p->ops[j]);
         L->op = j;
-        const enum xf_op_kind k = p->ops[j].kind;
-        if ((k == XF_OP_OPROJ || k == XF_OP_FF1 || k == XF_OP_FF2) && p->ops[j].which) {
-            int r0, r1;   /* a row-split op: this thread's rows, as one thread's GEMM */
-            xf_fuse_rows(p->n_tokens, 1, ith, nth, &r0, &r1);
+        if (p->ops[j].row_block > 0) {
+            int r0, r1;   /* an op that owns rows: this thread's, as one thread's GEMM */
+            op_rows(p, &p->ops[j], ith, nth, &r0, &r1);
             L->len = r1 > r0 ? T->K->linear_lead(w, r1 - r0, 0, 1, &wp) : 0;
         } else {
             L->len = T->K->linear_lead(w, p->n_tokens, ith, nth, &wp);
@@ -689,19 +674,23 @@ static double clock_s(clockid_t id)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Every pool thread runs every op of the plan in order, with one barrier after each (but
- * those marked no_barrier, whose next op reads only the rows the same thread wrote; an int8
- * row chain's ops but its last; the head ops this forward does not need; and the last op) and
- * none inside an op (plan_internal.h), so every thread meets the same barriers whatever
- * happens (each skip is decided from the plan and the request, the same on every thread).
- * Ownership: during an op a thread writes only its share of the op's output (rows, columns or
- * items split by ith/nth, or everything on thread 0 for XF_OP_ATTN_STATE and
- * XF_OP_ATTN_PREP); nothing is read before the barrier that ends the op writing it, but the
- * rows a thread wrote itself after a no_barrier op or earlier in a row chain. After an error
- * (T->err, set
- * once by the first failing op) the remaining ops are skipped; the barriers are still met.
- * With a progress callback (xf_ctx_set_progress) each layer's last op is followed by a second
- * barrier, after thread 0 called it, so that a stop is seen by every thread at once. */
+/* Every pool thread runs every op of the plan in order, with one barrier after each but
+ * - an op marked no_barrier (plan_internal.h: the fp32 FFN1 row split, an int8 row chain's
+ *   ops but its last), whose next op reads only the rows the same thread wrote; unless it is
+ *   FFN1 and the pruning FFN tap is on (the tap reads all of FFN1's rows);
+ * - an op that does nothing for this forward (op_idle: head ops the request does not need);
+ * - the last op (xf_pool_run joins);
+ * and none inside an op, so every thread meets the same barriers whatever happens (each skip
+ * is decided from the plan and the request, the same on every thread). Profiling changes no
+ * barrier: a profiled forward waits where an unprofiled one does (op_cpu slots go by barrier
+ * count; an op without a barrier after it counts its wait as none and its spread under the
+ * next op that has one). Ownership: during an op a thread writes only its share of the op's
+ * output (rows, columns or items split by ith/nth, or everything on thread 0 for
+ * XF_OP_ATTN_STATE and XF_OP_ATTN_PREP); nothing is read before the barrier that ends the op
+ * writing it, but the rows a thread wrote itself in a no_barrier op. After an error (T->err,
+ * set once by the first failing op) the remaining ops are skipped; the barriers are still
+ * met. With a progress callback (xf_ctx_set_progress) each layer's last op is followed by a
+ * second barrier, after thread 0 called it, so that a stop is seen by every thread at once. */
 static void fwd_thread(void *arg, int ith, int nth)
 {
     fwd_task_t *T = arg;
@@ -719,16 +708,8 @@ static void fwd_thread(void *arg, int ith, int nth)
     }
     for (int32_t i = 0; i < p->n_ops; i++) {
         const xf_plan_op_t *o = &p->ops[i];
-        /* No barrier inside an int8 row chain (plan_internal.h XF_CHAIN_ON): the next op
-         * reads only this thread's rows. The pruning tap reads all of FFN1's rows: keep it. */
-        int bar = !(o->chain && i + 1 < p->n_ops && p->ops[i + 1].chain &&
-                    p->ops[i + 1].layer == o->layer &&
-                    !(T->c->ffn_tap && o->kind == XF_OP_FF1));
-        /* Nor (unless profiling, whose per-op bookkeeping needs every one) after an op whose
-         * next op reads only this thread's rows of it (plan_internal.h no_barrier), after an
-         * op that does nothing for this forward, and after the last op (xf_pool_run joins). */
-        if (!pt && ((o->no_barrier && !T->c->ffn_tap) || op_idle(T, o) || i + 1 == p->n_ops))
-            bar = 0;
+        const int tap = T->c->ffn_tap && o->kind == XF_OP_FF1;
+        const int bar = !(o->no_barrier && !tap) && !op_idle(T, o) && i + 1 < p->n_ops;
         if (!atomic_load(&T->err))
             run_op(T, o, ith, nth);
         if (pt) {
@@ -743,7 +724,7 @@ static void fwd_thread(void *arg, int ith, int nth)
             xf_pool_barrier(T->c->pool);
         /* The pruning scores' FFN tap (ctx.h): thread 0 reads the finished intermediate; the
          * extra barrier keeps the others from overwriting it meanwhile. */
-        if (T->c->ffn_tap && o->kind == XF_OP_FF1) {
+        if (tap) {
             if (ith == 0 && !atomic_load(&T->err))
                 T->c->ffn_tap(T->c->ffn_tap_user, o->layer, tens(T, o->out), p->n_tokens,
                               T->m->layers[o->layer].d_ff);
@@ -767,8 +748,8 @@ static void fwd_thread(void *arg, int ith, int nth)
             double w2 = clock_s(CLOCK_MONOTONIC), c2 = clock_s(CLOCK_THREAD_CPUTIME_ID);
             /* Every thread's op CPU was stored before the barrier (slot n_bar & 1; a slot
              * is written again only before the barrier after next, and a thread reaches that
-             * one only after passing the next barrier, which thread 0 has not). A row chain's
-             * spread counts under its last op's class. */
+             * one only after passing the next barrier, which thread 0 has not). The ops since
+             * the barrier before (no_barrier ones) count their spread under this op's class. */
             if (ith == 0 && bar) {
                 double lo = 1e300, hi = 0;
                 for (int t = 0; t < nth; t++) {

@@ -412,7 +412,8 @@ static xf_plan_op_t *add_op(xf_plan_t *p, enum xf_op_kind kind, int32_t layer, i
     o->which = 0;
     o->run = -1;
     o->aux = -1;
-    o->chain = 0;
+    o->row_block = 0;
+    o->quant_in = 0;
     o->no_barrier = 0;
     use_tensor(p, in0, i, 0);
     use_tensor(p, in1, i, 0);
@@ -485,9 +486,10 @@ static int plan_layer_runs(xf_plan_t *p, int32_t l, int32_t *first_run, xf_diag_
 }
 
 /* int8 model with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread (plan_internal.h):
- * each layer's ops from the output projection to its last one form a row chain (XF_CHAIN_ON):
- * the output projection quantises its own rows of the attention output, the three GEMMs split
- * by rows (each thread reads all of Wo, W1, W2), and the barriers between those ops (2 with
+ * each layer's ops from the output projection to its last one form a row chain (build_layer):
+ * each owns the same rows (row_block), the output projection quantises its own rows of the
+ * attention output (quant_in), the three GEMMs split by rows (each thread reads all of Wo,
+ * W1, W2), and every op but the last is no_barrier: the barriers between those ops (2 with
  * the residual ops fused into OPROJ and FFN2, fuse_residual; 4 without) and the quantising
  * op's go. Else column splits (unless fused) and barriers. */
 static int q8_chain(const xf_plan_t *p)
@@ -512,7 +514,7 @@ static int32_t q8_quant(xf_plan_t *p, int32_t l, int32_t x, int32_t k, enum xf_o
         return -1;
     int32_t q = add_tensor(p, xf_qgemm_act_bytes(p->n_tokens, k), "q8_act", l);
     if (feeds == XF_OP_OPROJ && q8_chain(p))
-        return q;   /* the output projection quantises its rows itself (XF_CHAIN_QUANT_IN) */
+        return q;   /* the output projection quantises its rows itself (quant_in) */
     int32_t last = p->n_ops - 1;
     if (!p->counting && q >= 0 && last >= 0 && last < p->cap_ops) {
         xf_plan_op_t *o = &p->ops[last];
@@ -563,7 +565,9 @@ static int32_t linear_residual(xf_plan_t *p, int32_t l, enum xf_op_kind kind, in
     if (fuse) {
         int32_t q = q8_quant(p, l, in, k, kind);
         h = add_tensor(p, bytes, name, l);
-        add_op(p, kind, l, in, res, h, q)->which = which;
+        xf_plan_op_t *o = add_op(p, kind, l, in, res, h, q);
+        o->which = which;
+        o->row_block = p->m->q8 ? XF_PLAN_Q8_ROW_BLOCK : 1;
         return h;
     }
     int32_t t = add_tensor(p, bytes, tmp, l);
@@ -641,9 +645,9 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
     /* Fused (fuse_residual): OPROJ writes ln1_out itself, its rows' residual (+ LN) done by
      * the thread that computed them; likewise FFN2 and ln2_out. */
     const int fuse = fuse_residual(p);
-    int32_t chain0 = p->n_ops;   /* the row chain's first op (q8_chain) */
+    int32_t chain0 = p->n_ops;   /* the int8 row chain's first op (q8_chain) */
     /* fp32 fused: the rows stay with their thread from FFN1 to FFN2 (FFN1 split by rows too;
-     * pre-LN's LN2 op before it splits rows the same way): no barrier between those ops. Not
+     * pre-LN's LN2 op before it takes the same rows): no barrier between those ops. Not
      * after OPROJ: the attention output and the layer input would then stay live through
      * FFN1 (extend_lifetimes), 12 % more arena at b1n128 than the lifetime lower bound. */
     const int chain = fuse && !m->q8;
@@ -653,6 +657,7 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
         int32_t y2 = add_tensor(p, N * D * 4, "ln2", l);
         xf_plan_op_t *o = add_op(p, XF_OP_LN, l, h1, -1, y2, -1);
         o->which = XF_W_LN2;
+        o->row_block = chain;
         o->no_barrier = chain;
         ain = y2;
     } else {
@@ -662,34 +667,19 @@ static int build_layer(xf_plan_t *p, int32_t l, int32_t x, int32_t *y, xf_diag_t
     {
         xf_plan_op_t *o = add_op(p, XF_OP_FF1, l, ain, -1, f1,
                                  q8_quant(p, l, ain, (int32_t)D, XF_OP_FF1));
-        o->which = chain;
+        o->row_block = chain;
         o->no_barrier = chain;
     }
     h2 = linear_residual(p, l, XF_OP_FF2, f1, (int32_t)ff, h1, fuse, "ffn2", "ln2_out", XF_W_LN2);
     if (q8_chain(p) && !p->counting && p->n_ops <= p->cap_ops) {
-        for (int32_t i = chain0; i < p->n_ops; i++)
-            p->ops[i].chain = XF_CHAIN_ON;
-        p->ops[chain0].chain |= XF_CHAIN_QUANT_IN;
+        for (int32_t i = chain0; i < p->n_ops; i++) {
+            p->ops[i].row_block = XF_PLAN_Q8_ROW_BLOCK;
+            p->ops[i].no_barrier = i + 1 < p->n_ops;
+        }
+        p->ops[chain0].quant_in = 1;
     }
     *y = h2;
     return 0;
-}
-
-/* Every tensor an op of a row chain reads or writes stays alive to the chain's last op: no
- * barrier separates the chain's ops, so a thread may still be in an earlier op of the chain
- * while another writes a later op's output, and the two must not share memory. */
-static void chain_lifetimes(xf_plan_t *p)
-{
-    for (int32_t a = 0, b; a < p->n_ops; a = b + 1) {
-        b = a;
-        if (!p->ops[a].chain)
-            continue;
-        while (b + 1 < p->n_ops && p->ops[b + 1].chain && p->ops[b + 1].layer == p->ops[a].layer)
-            b++;
-        for (int32_t t = 0; t < p->n_t; t++)
-            if (p->t[t].last >= a && p->t[t].last < b)
-                p->t[t].last = b;
-    }
 }
 
 /* The whole graph: embeddings, the layers, the final LayerNorm, pooling and heads. */
@@ -728,9 +718,10 @@ static int build_graph(xf_plan_t *p, xf_diag_t *diag)
 
 /* ---- offsets ---------------------------------------------------------------------------- */
 
-/* An op without a barrier after it (no_barrier) lets a thread start the next op while another
- * still reads this one's inputs: every tensor used in such an op stays live until the next
- * barrier, so that nothing written after it can take its memory. */
+/* An op without a barrier after it (no_barrier: fp32 FF1 row splits, int8 row chains) lets a
+ * thread start the next op while another still reads this one's inputs: every tensor used in
+ * such an op stays live until the next barrier, so that nothing written after it can take
+ * its memory. */
 static void extend_lifetimes(xf_plan_t *p)
 {
     for (int32_t i = 0; i < p->n_t; i++) {
@@ -949,7 +940,6 @@ int xf_plan_build(xf_plan_t *p, const xf_batch_t *shape, int n_threads, xf_diag_
         return xf_diag_set(diag, -EOVERFLOW, "plan: the graph outgrew its counted capacity "
                            "(%d tensors, %d ops)", (int)need_t, (int)need_ops);
 
-    chain_lifetimes(p);
     extend_lifetimes(p);
     compute_stats(p, assign_offsets(p));
     p->built = 1;

@@ -19,12 +19,13 @@
 #define XF_Q8_FUSE_ROWS 64
 /* int8 models with XF_Q8_FUSE_ROWS to XF_Q8_CHAIN_MAX_ROWS rows per thread: the layer's ops
  * from the output projection to its last op (FFN2 with its residual + LayerNorm) are one row
- * chain (xf_plan_op_t.chain). Above, the barriers it saves are a small part of the forward and its
- * row-split GEMMs cost more than they save (b=32 n=128 on 2 threads: int8/fp32 CPU 2.98-2.99×
- * with the chain against 3.06-3.11× without, in one interleaved run). Each thread takes the
- * same rows in every op of the chain, in blocks of XF_PLAN_CHAIN_BLOCK rows (the int8
- * kernels' row group, qgemm.h XF_QGEMM_MALIGN: a block's quantised rows start on a group). */
-#define XF_PLAN_CHAIN_BLOCK 16
+ * chain (plan.c q8_chain: every op but the last no_barrier, the enum's comment). Above, the
+ * barriers it saves are a small part of the forward and its row-split GEMMs cost more than
+ * they save (b=32 n=128 on 2 threads: int8/fp32 CPU 2.98-2.99× with the chain against
+ * 3.06-3.11× without, in one interleaved run). An int8 op that owns rows takes them in blocks
+ * of XF_PLAN_Q8_ROW_BLOCK rows (the int8 kernels' row group, qgemm.h XF_QGEMM_MALIGN: a
+ * block's quantised rows start on a group). */
+#define XF_PLAN_Q8_ROW_BLOCK 16
 #define XF_Q8_CHAIN_MAX_ROWS 256
 /* The output projection and FFN2 finish their rows' residual (+ LayerNorm) themselves — no
  * ADD/ADD_LN op, no barrier, no second pass over the rows — from this many rows (tokens) per
@@ -38,11 +39,14 @@
 /* The ops of the forward graph, in execution order. Every op is one parallel step: the pool's
  * threads each take their share, no op waits inside for the others, and one pool barrier
  * follows every op (forward.c fwd_thread) — except an op with no_barrier set, whose next op
- * reads only the rows each thread itself wrote (the row-owned chain of an fp32 fused plan:
- * [pre-LN's LN2 →] FF1 → FF2, each thread the same rows, xf_fuse_rows; the tensors such an op
- * uses stay live until the next barrier). A step that needs the whole result of the step
- * before it is a separate op. Shapes: N tokens, D = d_model, h heads of width d,
- * d_attn = h·d, B sequences. */
+ * reads only the rows each thread itself wrote in it (or tensors finished before it). Both
+ * ops then own rows (row_block: each thread the same rows in both), and every tensor an op
+ * without a barrier uses stays live into the next op (plan.c extend_lifetimes: no other
+ * thread's later op may take its memory meanwhile). Two plans set it: an fp32 fused plan's
+ * [pre-LN's LN2 →] FF1 → FF2, and an int8 row chain (XF_Q8_CHAIN_MAX_ROWS), a layer's ops
+ * from OPROJ to its last. A step that needs the whole result of the step before it is a
+ * separate op. Shapes: N tokens, D = d_model, h heads of width d, d_attn = h·d, B
+ * sequences. */
 enum xf_op_kind {
     XF_OP_EMBED = 0,   /* ids -> out [N][D]: word + pos + type embeddings (+ LayerNorm) */
     XF_OP_LN,          /* out [N][D] = LayerNorm(in0) with the layer's ln1/ln2 (pre-LN) or final */
@@ -60,11 +64,10 @@ enum xf_op_kind {
                           fused with the residual op that would follow (ADD_LN, or ADD for
                           pre-LN models) with the LN weights `which`: in1 = the residual,
                           out = that op's output, aux as that op's (each thread owns whole
-                          rows: xf_fuse_rows) */
+                          rows: row_block) */
     XF_OP_ADD_LN,      /* out = LayerNorm(in0 + bias + in1) (post-LN residual blocks) */
     XF_OP_ADD,         /* out = in0 + bias + in1 (pre-LN residual) */
-    XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1); which != 0: each thread its
-                          whole rows (xf_fuse_rows; fp32 fused plans) */
+    XF_OP_FF1,         /* out [N][d_ff] = act(in0 · W1ᵀ + b1) */
     XF_OP_FF2,         /* out [N][D] = in0 · W2ᵀ (bias added by the next op); which != 0:
                           fused with the residual op, as XF_OP_OPROJ */
     XF_OP_POOL,        /* from in0 (final hidden [N][D]): the non-finite check, the hidden
@@ -112,19 +115,16 @@ typedef struct xf_plan_op {
                                   Linear); else -1 */
     int32_t which;             /* enum xf_op_which for LN/ADD ops and fused OPROJ/FF2 */
     int32_t run;               /* XF_OP_ATTN*: index into runs */
-    int32_t chain;             /* XF_CHAIN_* flags (int8 row chain, plan.c q8_chain), or 0 */
+    /* > 0: each thread takes whole rows of the op, xf_fuse_rows(N, row_block, ith, nth) (a
+     * Linear op: all columns of them, run as a one-thread GEMM on them; every output element
+     * is the same whatever the split): a fused OPROJ/FF2, and the ops around a no_barrier
+     * one. 0: the op's own split (a Linear op: the kernel's, by ith/nth). */
+    int32_t row_block;
+    int32_t quant_in;          /* 1 (an int8 row chain's OPROJ): the op quantises its own rows
+                                  of in0 into its ws before its GEMM, in place of an XF_OP_Q8
+                                  op and its barrier */
     int32_t no_barrier;        /* 1: no barrier after this op (the comment above the enum) */
 } xf_plan_op_t;
-
-/* An op of a row chain (XF_CHAIN_ON) takes rows xf_fuse_rows(N, XF_PLAN_CHAIN_BLOCK, ...) in
- * full (a Linear op: all columns of those rows, with nth = 1 on them; the same rows as a fused
- * OPROJ/FF2 op's), and every op of the chain reads only rows the same thread wrote earlier in
- * the chain, or tensors finished before it. So no barrier separates two consecutive ops of a
- * chain (forward.c fwd_thread): the one after the chain's last op is the first one. The
- * planner keeps every tensor the chain reads alive to the chain's end (no other thread may
- * reuse its memory meanwhile). XF_CHAIN_QUANT_IN (the output projection): the op quantises its
- * own rows of in0 into its ws before its GEMM, in place of an XF_OP_Q8 op and its barrier. */
-enum { XF_CHAIN_ON = 1, XF_CHAIN_QUANT_IN = 2 };
 
 /* Per-model prepared weights (model->prep): built by the loader once the weights are in place
  * (xf_plan_prep_get under prep_lock, see doc/threads.md), read-only afterwards. */
@@ -188,9 +188,10 @@ int xf_plan_prep_build(xf_model_t *m);
  * plan, under prep_lock). Returns 0, XF_ESHAPE or -ENOMEM. */
 int xf_plan_prep_get(const xf_model_t *m, const xf_prep_t **out);
 
-/* Rows [*r0, *r1) of n_tokens that thread ith of nth owns in a fused OPROJ/FF2 op: blocks of
- * `block` rows split evenly (fp32: 1, any row count runs at full speed; int8: 16, since the
- * int8 kernels may read activation rows in groups of XF_QGEMM_MALIGN from the first). */
+/* Rows [*r0, *r1) of n_tokens that thread ith of nth owns in an op with row_block = block:
+ * blocks of `block` rows split evenly (fp32: 1, any row count runs at full speed; int8:
+ * XF_PLAN_Q8_ROW_BLOCK, since the int8 kernels may read activation rows in groups of
+ * XF_QGEMM_MALIGN from the first). */
 void xf_fuse_rows(int32_t n_tokens, int32_t block, int ith, int nth, int *r0, int *r1);
 
 /* Two selections are the same variant with the same parameters. */

@@ -989,9 +989,21 @@ static void test_fused_residual(void **state)
     }
 }
 
+/* The pruning FFN tap of test_barrier_count: counts its calls, checks it sees all of FFN1. */
+static void count_tap(void *user, int32_t layer, const float *act, int32_t n_tokens, int32_t d_ff)
+{
+    int *n = user;
+    assert_true(layer >= 0 && n_tokens > 0 && d_ff > 0);
+    for (size_t i = 0; i < (size_t)n_tokens * (size_t)d_ff; i++)
+        assert_true(isfinite(act[i]));
+    (*n)++;
+}
+
 /* Barriers per forward (the pool's wait count: nth - 1 per barrier): one after every op but
  * those marked no_barrier (the fused plan's FFN1 → FFN2), the head ops the outputs asked for
- * do not need, and the last; with the profiler on, after every op. Same hidden states. */
+ * do not need, and the last — the same with the profiler on (it changes no barrier; it still
+ * counts every op). With the pruning FFN tap, FFN1 keeps its barrier and one more follows the
+ * tap. Same hidden states every way. */
 static void test_barrier_count(void **state)
 {
     xf_ref_model_opts_t o;
@@ -1008,43 +1020,66 @@ static void test_barrier_count(void **state)
     xf_batch_t b = as_batch(&bd, 1);
     for (int nth = 2; nth <= 3; nth++)
         for (int fuse = 0; fuse < 2; fuse++)
-            for (int outs = 0; outs < 3; outs++) {
-                xf_ctx_opts_t co = { .n_threads = nth };
-                xf_ctx_t *c = NULL;
-                xf_plan_t *p = NULL;
-                xf_pool_stats_t s0, s1;
-                /* 0: hidden only; 1: + pooler output, normalised; 2: + logits, profiled */
-                xf_output_t out = { .pooling = outs ? XF_POOL_POOLER : XF_POOL_MEAN,
-                                    .normalize = outs != 0, .hidden = fuse ? got : ref,
-                                    .pooled = outs ? pooled : NULL,
-                                    .logits = outs == 2 ? logits : NULL };
-                assert_int_equal(xf_ctx_create(&co, &c), 0);
-                assert_int_equal(xf_plan_create(m, &p), 0);
-                p->fuse_rows = fuse;
-                assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
-                assert_int_equal(xf_ctx_reserve(c, p), 0);
-                if (outs == 2)
-                    assert_int_equal(xf_ctx_profile(c, 1), 0);
-                int want = 0;
-                for (int32_t i = 0; i + 1 < p->n_ops; i++) {
-                    enum xf_op_kind k = p->ops[i].kind;
-                    int idle = (k == XF_OP_POOLER && outs == 0) ||
-                               (k == XF_OP_POOL_END && outs == 0) ||
-                               ((k == XF_OP_HEAD_DENSE || k == XF_OP_HEAD_TANH) && outs < 2);
-                    want += outs == 2 || (!p->ops[i].no_barrier && !idle);
+            for (int outs = 0; outs < 3; outs++)
+                for (int mode = 0; mode < 3; mode++) {   /* plain, profiled, FFN tap */
+                    xf_ctx_opts_t co = { .n_threads = nth };
+                    xf_ctx_t *c = NULL;
+                    xf_plan_t *p = NULL;
+                    xf_pool_stats_t s0, s1;
+                    int n_tap = 0;
+                    /* 0: hidden only; 1: + pooler output, normalised; 2: + logits */
+                    xf_output_t out = { .pooling = outs ? XF_POOL_POOLER : XF_POOL_MEAN,
+                                        .normalize = outs != 0,
+                                        .hidden = fuse || mode ? got : ref,
+                                        .pooled = outs ? pooled : NULL,
+                                        .logits = outs == 2 ? logits : NULL };
+                    assert_int_equal(xf_ctx_create(&co, &c), 0);
+                    assert_int_equal(xf_plan_create(m, &p), 0);
+                    p->fuse_rows = fuse;
+                    assert_int_equal(xf_plan_build(p, &b, nth, NULL), 0);
+                    assert_int_equal(xf_ctx_reserve(c, p), 0);
+                    if (mode == 1)
+                        assert_int_equal(xf_ctx_profile(c, 1), 0);
+                    if (mode == 2)
+                        xf_ctx_set_ffn_tap(c, count_tap, &n_tap);
+                    int want = 0, n_nb = 0;
+                    for (int32_t i = 0; i + 1 < p->n_ops; i++) {
+                        enum xf_op_kind k = p->ops[i].kind;
+                        int idle = (k == XF_OP_POOLER && outs == 0) ||
+                                   (k == XF_OP_POOL_END && outs == 0) ||
+                                   ((k == XF_OP_HEAD_DENSE || k == XF_OP_HEAD_TANH) && outs < 2);
+                        want += !p->ops[i].no_barrier && !idle;
+                        n_nb += p->ops[i].no_barrier;
+                        /* the tap: FFN1's barrier and one after the tap */
+                        if (mode == 2 && k == XF_OP_FF1)
+                            want += 1 + p->ops[i].no_barrier;
+                    }
+                    /* a BERT post-LN plan: FFN1 is the only op without a barrier */
+                    assert_int_equal(n_nb, fuse && xf_kernels()->nth_exact ? o.n_layer : 0);
+                    xf_pool_stats(c->pool, &s0);
+                    assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
+                    xf_pool_stats(c->pool, &s1);
+                    print_message("# nth %d fuse %d outputs %d mode %d: %d ops, %ld barriers\n",
+                                  nth, fuse, outs, mode, (int)p->n_ops,
+                                  (s1.waits - s0.waits) / (nth - 1));
+                    assert_int_equal(s1.waits - s0.waits, (long)want * (nth - 1));
+                    assert_int_equal(n_tap, mode == 2 ? o.n_layer : 0);
+                    if (mode == 1) {   /* every op still counted, once */
+                        xf_prof_t pr;
+                        int64_t n = 0;
+                        assert_int_equal(xf_ctx_profile_get(c, &pr), 0);
+                        assert_int_equal(pr.forwards, 1);
+                        for (int k = 0; k < XF_PROF_COUNT; k++) {
+                            n += pr.ops[k];
+                            assert_true(pr.spread_cpu_s[k] >= 0);
+                        }
+                        assert_int_equal(n, p->n_ops);
+                    }
+                    if (fuse || mode)
+                        assert_memory_equal(ref, got, (size_t)bd.N * o.d_model * sizeof(float));
+                    xf_plan_free(p);
+                    xf_ctx_free(c);
                 }
-                want += outs == 2;   /* the last op's */
-                xf_pool_stats(c->pool, &s0);
-                assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
-                xf_pool_stats(c->pool, &s1);
-                print_message("# nth %d fuse %d outputs %d: %d ops, %ld barriers\n", nth, fuse,
-                              outs, (int)p->n_ops, (s1.waits - s0.waits) / (nth - 1));
-                assert_int_equal(s1.waits - s0.waits, (long)want * (nth - 1));
-                if (fuse)
-                    assert_memory_equal(ref, got, (size_t)bd.N * o.d_model * sizeof(float));
-                xf_plan_free(p);
-                xf_ctx_free(c);
-            }
     xf_ref_model_free(m);
 }
 

@@ -138,6 +138,20 @@ static void check_plan(const xf_plan_t *p)
         for (int k = 0; k < 4 && op->no_barrier; k++)
             if (used[k] >= 0)
                 assert_true(o + 1 < p->n_ops && p->t[used[k]].last > o);
+        /* ... and it and the next op own the same rows on every thread, in one layer */
+        if (op->no_barrier) {
+            assert_true(op->row_block > 0 && o + 1 < p->n_ops);
+            assert_int_equal(p->ops[o + 1].row_block, op->row_block);
+            assert_int_equal(p->ops[o + 1].layer, op->layer);
+        }
+        /* fused OPROJ/FF2 ops own rows (int8: whole row groups of the int8 kernels) */
+        if ((op->kind == XF_OP_OPROJ || op->kind == XF_OP_FF2) && op->which)
+            assert_int_equal(op->row_block, p->m->q8 ? XF_PLAN_Q8_ROW_BLOCK : 1);
+        assert_true(!op->quant_in || (op->kind == XF_OP_OPROJ && op->row_block > 0));
+        /* an op owns rows only when fused or next to an op without a barrier */
+        if (op->row_block > 0)
+            assert_true(((op->kind == XF_OP_OPROJ || op->kind == XF_OP_FF2) && op->which) ||
+                        op->no_barrier || (o > 0 && p->ops[o - 1].no_barrier));
     }
 }
 
@@ -331,7 +345,7 @@ static void test_fused_residual_plan(void **state)
                 layer_in = o->in0;
             n_resid += o->kind == XF_OP_ADD_LN || o->kind == XF_OP_ADD;
             if (o->kind == XF_OP_FF1) {   /* the row chain FFN1 → FFN2: no barrier between */
-                assert_int_equal(o->which, fuse);
+                assert_int_equal(o->row_block, fuse);
                 assert_int_equal(o->no_barrier, fuse);
                 assert_int_equal(p->ops[i + 1].kind, XF_OP_FF2);
             } else {

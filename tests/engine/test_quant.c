@@ -21,6 +21,7 @@
 #include "../helpers/hfmodel.h"
 #include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
+#include "engine/ctx.h"
 #include "engine/kernels.h"
 #include "engine/kernels/qgemm.h"
 #include "engine/model.h"
@@ -428,20 +429,25 @@ static void test_labels(void **state)
     xf_test_rmtree(dir);
 }
 
-/* An int8 plan's row chains (plan_internal.h XF_CHAIN_ON): with XF_Q8_FUSE_ROWS to
+/* An int8 plan's row chains (plan_internal.h XF_Q8_CHAIN_MAX_ROWS): with XF_Q8_FUSE_ROWS to
  * XF_Q8_CHAIN_MAX_ROWS rows per thread, each layer's ops from the output projection (which
  * quantises its own input) to the layer's last op (FFN2 fused with its residual op, or that
- * op), and no other op; every tensor those ops use lives to the chain's end. */
+ * op), and no other op, own the same rows (blocks of XF_PLAN_Q8_ROW_BLOCK) and have no barrier
+ * after them but the last; every tensor those ops use lives to the chain's end. An fp32 plan
+ * has none of them (its FFN1 row split: test_plan). */
 static void check_chains(const xf_plan_t *p, int quant, int nth, int *n_self)
 {
     int want = quant && p->n_tokens >= XF_Q8_FUSE_ROWS * nth &&
                p->n_tokens <= XF_Q8_CHAIN_MAX_ROWS * nth;
     int n_chains = 0;
     for (int32_t i = 0; i < p->n_ops; i++) {
-        if (!p->ops[i].chain)
+        if (!quant || !p->ops[i].no_barrier) {
+            assert_int_equal(p->ops[i].quant_in, 0);
             continue;
+        }
         assert_true(want);
         assert_int_equal(p->ops[i].kind, XF_OP_OPROJ);
+        assert_int_equal(p->ops[i].quant_in, 1);
         int32_t e = i;   /* the chain's last op: the layer's last */
         while (e + 1 < p->n_ops && p->ops[e + 1].layer == p->ops[i].layer)
             e++;
@@ -451,8 +457,9 @@ static void check_chains(const xf_plan_t *p, int quant, int nth, int *n_self)
             assert_true(op->kind == XF_OP_OPROJ || op->kind == XF_OP_ADD_LN ||
                         op->kind == XF_OP_ADD || op->kind == XF_OP_LN ||
                         op->kind == XF_OP_FF1 || op->kind == XF_OP_FF2);
-            assert_int_equal(op->chain & XF_CHAIN_ON, XF_CHAIN_ON);
-            assert_int_equal(op->chain & XF_CHAIN_QUANT_IN, j == i ? XF_CHAIN_QUANT_IN : 0);
+            assert_int_equal(op->row_block, XF_PLAN_Q8_ROW_BLOCK);
+            assert_int_equal(op->no_barrier, j < e);
+            assert_int_equal(op->quant_in, j == i);
             const int32_t used[] = { op->in0, op->in1, op->out, op->ws, op->aux };
             for (size_t u = 0; u < sizeof used / sizeof used[0]; u++)
                 if (used[u] >= 0)
@@ -627,8 +634,110 @@ static void test_qgemm_w_enomem(void **state)
     xf_qgemm_w_deinit(&qw);
 }
 
+/* The op list of a plan, one word per op: its kind, "@b" when it owns rows (row_block b), "q"
+ * when it quantises its own input, "/" when no barrier follows it. */
+static void op_list(const xf_plan_t *p, char *buf, size_t cap)
+{
+    static const char *const name[XF_OP_COUNT] = {
+        [XF_OP_EMBED] = "embed", [XF_OP_LN] = "ln", [XF_OP_QKV] = "qkv",
+        [XF_OP_SPLIT] = "split", [XF_OP_ATTN_STATE] = "attn_state",
+        [XF_OP_ATTN_PREP] = "attn_prep", [XF_OP_ATTN] = "attn",
+        [XF_OP_ATTN_UPDATE] = "attn_update", [XF_OP_OPROJ] = "oproj", [XF_OP_ADD_LN] = "add_ln",
+        [XF_OP_ADD] = "add", [XF_OP_FF1] = "ff1", [XF_OP_FF2] = "ff2", [XF_OP_POOL] = "pool",
+        [XF_OP_POOLER] = "pooler", [XF_OP_POOL_END] = "pool_end",
+        [XF_OP_HEAD_DENSE] = "head_dense", [XF_OP_HEAD_TANH] = "head_tanh", [XF_OP_CLS] = "cls",
+        [XF_OP_Q8] = "q8",
+    };
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int32_t i = 0; i < p->n_ops; i++) {
+        const xf_plan_op_t *o = &p->ops[i];
+        char rows[16] = "";
+        if (o->row_block > 0)
+            snprintf(rows, sizeof rows, "@%d", (int)o->row_block);
+        int n = snprintf(buf + at, cap - at, "%s%s%s%s%s", i ? " " : "", name[o->kind], rows,
+                         o->quant_in ? "q" : "", o->no_barrier ? "/" : "");
+        assert_true(n > 0 && (size_t)n < cap - at);
+        at += (size_t)n;
+    }
+}
+
+/* A b=1 n=128 request on 2 threads (64 tokens per thread: the fused residual, the fp32 FFN1
+ * row split, the int8 row chain), fp32 and int8, post-LN and pre-LN: the plan's op list and
+ * the barriers the pool actually waits per forward — not profiling, then profiling (which
+ * changes none). Written out by hand; the sums: embeddings 1, per layer (2) fp32 post-LN
+ * qkv + attn + oproj + ff2 = 4, int8 qkv + attn + ff2 = 3 (the chain), pre-LN one more (ln1),
+ * pre-LN's final LayerNorm 1; the heads pool, pool_end, head_dense, head_tanh = 4 (pooled CLS
+ * rows, normalised, and logits: the pooler op is idle, the last op, cls, has none). The cblas
+ * path (XF_CPU=generic) does not fuse fp32 (test_fused_residual_plan). */
+static void test_b1n128_barriers(void **state)
+{
+    (void)state;
+    static const char *const heads = "pool pooler pool_end head_dense head_tanh cls";
+    static const struct {
+        int pre_ln, quant, fused;
+        const char *layer;
+        int barriers;
+    } want[] = {
+        { 0, 0, 1, "qkv attn oproj@1 ff1@1/ ff2@1", 1 + 2 * 4 + 4 },
+        { 0, 0, 0, "qkv attn oproj add_ln ff1 ff2 add_ln", 1 + 2 * 7 + 4 },
+        { 0, 1, 1, "qkv attn oproj@16q/ ff1@16/ ff2@16", 1 + 2 * 3 + 4 },
+        { 1, 0, 1, "ln qkv attn oproj@1 ln@1/ ff1@1/ ff2@1", 1 + 2 * 5 + 1 + 4 },
+        { 1, 0, 0, "ln qkv attn oproj add ln ff1 ff2 add", 1 + 2 * 9 + 1 + 4 },
+        { 1, 1, 1, "ln qkv attn oproj@16q/ ln@16/ ff1@16/ ff2@16", 1 + 2 * 4 + 1 + 4 },
+    };
+    char dir[512], got[2048], expect[2048];
+    const int fused_fp32 = xf_kernels()->nth_exact;
+    for (size_t v = 0; v < sizeof want / sizeof want[0]; v++) {
+        if (want[v].fused != (want[v].quant || fused_fp32))
+            continue;
+        assert_non_null(xf_test_tmpdir(dir, sizeof dir, "quant_b1n128"));
+        xf_test_hfmodel_opts o;
+        xf_test_hfmodel_opts_init(&o);
+        o.n_labels = 2;
+        o.max_pos = 128;
+        o.pre_ln = want[v].pre_ln;
+        assert_int_equal(o.n_layer, 2);
+        assert_int_equal(xf_test_hfmodel_write(dir, &o), 0);
+        xf_model_t *m = load(dir, want[v].quant ? "int8" : NULL);
+        int32_t cu[2] = { 0, 128 }, ids[128];
+        for (int32_t t = 0; t < 128; t++)
+            ids[t] = t ? 5 + (t * 37) % 200 : 101;
+        xf_batch_t b = { .n_seq = 1, .cu_len = cu, .ids = ids };
+        xf_ctx_opts_t co = { .n_threads = 2 };
+        xf_ctx_t *c = NULL;
+        xf_plan_t *p = NULL;
+        assert_int_equal(xf_ctx_create(&co, &c), 0);
+        assert_int_equal(xf_plan_create(m, &p), 0);
+        p->fuse_rows = XF_FUSE_ROWS;   /* not the environment's */
+        assert_int_equal(xf_plan_build(p, &b, 2, NULL), 0);
+        assert_int_equal(xf_ctx_reserve(c, p), 0);
+        op_list(p, got, sizeof got);
+        snprintf(expect, sizeof expect, "embed %s %s %s%s", want[v].layer, want[v].layer,
+                 want[v].pre_ln ? "ln " : "", heads);
+        print_message("# pre_ln %d %s: %s\n", want[v].pre_ln, want[v].quant ? "int8" : "fp32",
+                      got);
+        assert_string_equal(got, expect);
+        static float pooled[64], logits[2];
+        xf_output_t out = { .pooling = XF_POOL_CLS, .normalize = 1, .pooled = pooled,
+                            .logits = logits };
+        for (int prof = 0; prof < 2; prof++) {
+            xf_pool_stats_t s0, s1;
+            assert_int_equal(xf_ctx_profile(c, prof), 0);
+            xf_pool_stats(c->pool, &s0);
+            assert_int_equal(xf_forward(c, m, p, &b, &out, NULL), 0);
+            xf_pool_stats(c->pool, &s1);
+            assert_int_equal(s1.waits - s0.waits, want[v].barriers);   /* 2 threads: 1 each */
+        }
+        xf_plan_free(p);
+        xf_ctx_free(c);
+        xf_model_free(m);
+        xf_test_rmtree(dir);
+    }
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_option), cmocka_unit_test(test_qgemm_w_enomem),
              cmocka_unit_test(test_cosine_demo_shape),
              cmocka_unit_test(test_cosine_hf), cmocka_unit_test(test_batch_independent),
              cmocka_unit_test(test_labels), cmocka_unit_test(test_plan_and_zero_alloc),
-             cmocka_unit_test(test_bf16))
+             cmocka_unit_test(test_b1n128_barriers), cmocka_unit_test(test_bf16))
