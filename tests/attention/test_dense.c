@@ -2,7 +2,7 @@
  * make check reruns this program under XF_CPU=avx2 and generic for the others) vs the double
  * reference on odd shapes and mixed batches, packing and thread independence (bitwise), n = 1,
  * huge logits, non-finite logits (every micro-kernel this CPU runs, called directly), scale
- * parameter. */
+ * parameter, every micro-kernel against the portable one on each tile height. */
 #include "config.h"
 
 #include <errno.h>
@@ -322,8 +322,101 @@ static void test_empty_and_bad(void **state)
     assert_int_equal(xf_at_plan(a->vt, a->params, &sh, 2, &pl), XF_ESHAPE);
 }
 
+/* Uniform in [-1, 1) (SplitMix64). */
+static float urand1(uint64_t *st)
+{
+    uint64_t z = (*st += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 11) * 0x1p-52 - 1.0);
+}
+
+/* Every micro-kernel this CPU runs against the portable twin (kern_c) on each row count
+ * 1..32 (every register-block tail: 6-row AVX2 and 4-row AVX-512 blocks), odd head widths and
+ * key counts (whole 64-key chunks and masked tails): qk, then two online-softmax chunks (the
+ * second with a higher max: the rescale path; some rows wholly excluded in the first: the
+ * m = −inf path) each followed by pv. s, m, the row sums and acc within 1e-5 relative. */
+static void test_kernels_vs_portable(void **state)
+{
+    (void)state;
+    enum { BQ = XF_AT_T_BQ, BK = XF_AT_T_BK, DPM = 64 };
+    const xf_at_kern *ks[4];
+    const int nkern = n_kerns(ks);
+    const xf_at_kern *ref = xf_at_kern_c();
+    static _Alignas(64) float qt[BQ * DPM], kt[DPM * BK], vr[BK * DPM], sq[BQ * BK];
+    static _Alignas(64) float s[2][BQ * BK], acc[2][BQ * DPM], l[2][BQ * XF_AT_T_LW];
+    float m[2][BQ];
+    static const int32_t ds[] = { 13, 40, 64 };
+    static const int32_t nks[] = { 1, 7, 17, 33, 63, 64 };
+    uint64_t st = 99;
+    for (size_t i = 0; i < sizeof qt / sizeof qt[0]; i++)
+        qt[i] = urand1(&st);
+    for (size_t i = 0; i < sizeof kt / sizeof kt[0]; i++)
+        kt[i] = urand1(&st);
+    for (size_t i = 0; i < sizeof vr / sizeof vr[0]; i++)
+        vr[i] = urand1(&st);
+    const float *vt[BK];
+    for (int k = 0; k < nkern; k++) {
+        if (ks[k] == ref)
+            continue;
+        for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++) {
+            const int32_t d = ds[di], dp = (d + 15) & ~15;
+            for (int32_t j = 0; j < BK; j++)
+                vt[j] = vr + (size_t)j * dp;
+            for (int32_t nq = 1; nq <= BQ; nq++) {
+                const xf_at_kern *kk[2] = { ref, ks[k] };
+                for (int w = 0; w < 2; w++)
+                    kk[w]->qk(nq, d, dp, qt, kt, 0.7f, s[w]);
+                for (int32_t i = 0; i < nq * BK; i++)
+                    assert_true(fabsf(s[1][i] - s[0][i]) <= 1e-5f * (1.0f + fabsf(s[0][i])));
+                memcpy(sq, s[0], sizeof(float) * (size_t)nq * BK);
+                for (size_t ni = 0; ni < sizeof nks / sizeof nks[0]; ni++) {
+                    const int32_t nkey = nks[ni];
+                    for (int w = 0; w < 2; w++) {
+                        for (int32_t r = 0; r < nq; r++)
+                            m[w][r] = -INFINITY;
+                        memset(l[w], 0, sizeof l[w]);
+                        memset(acc[w], 0, sizeof acc[w]);
+                    }
+                    for (int chunk = 0; chunk < 2; chunk++) {
+                        for (int w = 0; w < 2; w++) {
+                            for (int32_t r = 0; r < nq; r++)
+                                for (int32_t j = 0; j < nkey; j++) {
+                                    float x = sq[r * BK + j] + (chunk ? 0.8f : 0.0f);
+                                    if (!chunk && (r % 5 == 4 || (r % 3 == 1 && j % 7 == 3)))
+                                        x = -INFINITY;
+                                    s[w][r * BK + j] = x;
+                                }
+                            kk[w]->softmax(nq, nkey, dp, s[w], m[w], l[w], acc[w]);
+                        }
+                        for (int32_t i = 0; i < nq; i++)
+                            for (int32_t j = 0; j < nkey; j++)
+                                assert_true(fabsf(s[1][i * BK + j] - s[0][i * BK + j]) <=
+                                            1e-5f * (1.0f + s[0][i * BK + j]));
+                        for (int w = 0; w < 2; w++)
+                            kk[w]->pv(nq, nkey, dp, s[w], vt, acc[w]);
+                    }
+                    for (int32_t r = 0; r < nq; r++) {
+                        float l0 = 0.0f, l1 = 0.0f;
+                        for (int x = 0; x < XF_AT_T_LW; x++) {
+                            l0 += l[0][r * XF_AT_T_LW + x];
+                            l1 += l[1][r * XF_AT_T_LW + x];
+                        }
+                        assert_true(m[1][r] == m[0][r]);
+                        assert_true(fabsf(l1 - l0) <= 1e-5f * l0);
+                        for (int32_t c = 0; c < d; c++)
+                            assert_true(fabsf(acc[1][r * dp + c] - acc[0][r * dp + c]) <=
+                                        1e-5f * l0);
+                    }
+                }
+            }
+        }
+    }
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_odd_shapes), cmocka_unit_test(test_mixed_batch),
              cmocka_unit_test(test_n1_is_v0), cmocka_unit_test(test_huge_logits),
              cmocka_unit_test(test_packing_threads), cmocka_unit_test(test_scale_param),
              cmocka_unit_test(test_nonfinite_logits), cmocka_unit_test(test_empty_and_bad),
-             cmocka_unit_test(test_strided_rows))
+             cmocka_unit_test(test_strided_rows), cmocka_unit_test(test_kernels_vs_portable))
