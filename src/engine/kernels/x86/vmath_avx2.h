@@ -10,16 +10,11 @@
 #include "engine/kernels.h"
 #include "engine/kernels/gelu_poly.h"
 
-/* e^x: as xf_exp512; 2^n built from exponent bits with n clamped to [-126, 128], 0 where
- * x < -87.3 (below the normal range; expf gives a denormal or 0 there) and +inf where
- * x > 88.72 (expf overflows there too); NaN stays NaN. */
-static inline __m256 xf_exp256(__m256 x)
+/* The core of e^x shared by xf_exp256 and the softmax's exp (fam_t_avx2.c): n = rint(x·log2 e)
+ * into *n, and e^r for r = x − n·ln 2 (two-step Cody-Waite reduction, degree-7 Taylor
+ * polynomial in Horner form); e^x = e^r·2^n, the scaling left to the caller. */
+static inline __m256 xf_exp_core256(__m256 x, __m256 *n_out)
 {
-    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);   /* false for NaN */
-    __m256 huge = _mm256_cmp_ps(x, _mm256_set1_ps(88.72f), _CMP_GT_OQ);
-    /* max/min return their second operand when either is NaN: x last keeps a NaN lane NaN */
-    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);
-    x = _mm256_min_ps(_mm256_set1_ps(88.72f), x);
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
@@ -32,6 +27,21 @@ static inline __m256 xf_exp256(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    *n_out = n;
+    return p;
+}
+
+/* e^x: as xf_exp512; 2^n built from exponent bits with n clamped to [-126, 128], 0 where
+ * x < -87.3 (below the normal range; expf gives a denormal or 0 there) and +inf where
+ * x > 88.72 (expf overflows there too); NaN stays NaN. */
+static inline __m256 xf_exp256(__m256 x)
+{
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);   /* false for NaN */
+    __m256 huge = _mm256_cmp_ps(x, _mm256_set1_ps(88.72f), _CMP_GT_OQ);
+    /* max/min return their second operand when either is NaN: x last keeps a NaN lane NaN */
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(88.72f), x);
+    __m256 n, p = xf_exp_core256(x, &n);
     /* n in [-126, 128]: split 2^n = 2^(n/2)·2^(n - n/2) so that n = 128 stays finite-safe */
     __m256i ni = _mm256_cvtps_epi32(n);
     __m256i h = _mm256_srai_epi32(ni, 1);
