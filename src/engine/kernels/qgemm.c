@@ -165,29 +165,37 @@ int xf_qout_chunk_rows(int32_t rows, int32_t n, int mr)
     return mc < mr ? mr : mc;
 }
 
+int xf_qgemm_share(const xf_qgemm_w_t *w, int32_t m, int rb, int mr, int nr, int qo, int ith,
+                   int nth, int32_t *r0, int32_t *r1, int32_t *c0, int32_t *c1, int *mc)
+{
+    int chunk = A_CHUNK_BYTES / w->k_pad / rb * rb;
+    if (qo) {   /* whole rows per thread, chunks whose y rows stay in L2 */
+        int b0, b1;
+        xf_split_rows((m + rb - 1) / rb, ith, nth, &b0, &b1);
+        *r0 = b0 * rb;
+        *r1 = b1 * rb < m ? b1 * rb : m;
+        *c0 = 0;
+        *c1 = w->n;
+        if (*r0 >= *r1)
+            return 0;
+        int mcy = xf_qout_chunk_rows(*r1 - *r0, w->n, rb);
+        chunk = mcy < chunk ? mcy : chunk;
+    } else if (!xf_gemm_share(m, w->n, mr, nr, ith, nth, r0, r1, c0, c1)) {
+        return 0;   /* the own GEMMs' one split policy (kernels.h) */
+    }
+    *mc = chunk < rb ? rb : chunk;
+    return 1;
+}
+
 void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,
                     const void *ctx, const xf_qout_t *qo, xf_quant_rows_fn quant)
 {
-    int32_t r0, r1, c0, c1;   /* the own GEMMs' one split policy (kernels.h) */
-    int mc = A_CHUNK_BYTES / w->k_pad / mr * mr;
-    if (qo) {   /* whole rows per thread, chunks whose y rows stay in L2 */
-        int b0, b1;
-        xf_split_rows((m + mr - 1) / mr, ith, nth, &b0, &b1);
-        r0 = b0 * mr;
-        r1 = b1 * mr < m ? b1 * mr : m;
-        c0 = 0;
-        c1 = w->n;
-        if (r0 >= r1)
-            return;
-        int mcy = xf_qout_chunk_rows(r1 - r0, w->n, mr);
-        mc = mcy < mc ? mcy : mc;
-    } else if (!xf_gemm_share(m, w->n, mr, nr, ith, nth, &r0, &r1, &c0, &c1)) {
+    int32_t r0, r1, c0, c1;
+    int mc;
+    if (!xf_qgemm_share(w, m, mr, mr, nr, qo != NULL, ith, nth, &r0, &r1, &c0, &c1, &mc))
         return;
-    }
-    if (mc < mr)
-        mc = mr;
     for (int ic = r0; ic < r1; ic += mc) {
         int ic1 = ic + mc < r1 ? ic + mc : r1;
         for (int jr = c0; jr < c1; jr += nr) {

@@ -151,6 +151,14 @@ typedef struct xf_qkernels {
 #define XF_QOUT_WHOLE_BYTES (1024 * 1024)
 /* Rows per chunk of qlinear_quant for a thread's `rows` rows of y[.][n]: a multiple of mr. */
 int xf_qout_chunk_rows(int32_t rows, int32_t n, int mr);
+/* The work of thread ith of nth in a qlinear (qo = 0) or qlinear_quant (qo = 1) of m rows:
+ * rows [r0, r1) × columns [c0, c1) and rows per chunk *mc (a multiple of rb, at least rb).
+ * qlinear: the own GEMMs' split (xf_gemm_share with mr × nr tiles), chunks whose activations
+ * take at most 256 KB; qlinear_quant: whole rows per thread in blocks of rb, all columns,
+ * chunks also of at most xf_qout_chunk_rows. Returns 0 when the thread has no work. Shared by
+ * xf_qgemm_drive (rb = mr) and the AMX kernel (rb = 32, 16 × 32 tiles). */
+int xf_qgemm_share(const xf_qgemm_w_t *w, int32_t m, int rb, int mr, int nr, int qo, int ith,
+                   int nth, int32_t *r0, int32_t *r1, int32_t *c0, int32_t *c1, int *mc);
 typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
                             int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
                             const float *bias, enum xf_epilogue epi, float *y, size_t ldy);

@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "engine/kernels/qgemm.h"
-#include "engine/pool.h"
 #include "engine/kernels/x86/vmath_avx512.h"
 
 #ifdef XF_AMX_EMULATE
@@ -20,8 +19,6 @@
  * the software emulator tests/engine/amx_emu.c, under other names (xf_qlinear_amx_emu, ...). */
 #include "amx_emu.h"
 #endif
-
-#define A_CHUNK_BYTES (256 * 1024)
 
 struct tilecfg {
     uint8_t palette_id;
@@ -78,26 +75,12 @@ static void qlinear_amx(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int
 {
     /* tiles of 16 rows × 32 columns (two C tiles side by side) */
     int32_t r0, r1, c0, c1;
-    int mc = A_CHUNK_BYTES / w->k_pad / 32 * 32;
-    if (qo) {
-        int b0, b1;
-        xf_split_rows((m + 31) / 32, ith, nth, &b0, &b1);
-        r0 = b0 * 32;
-        r1 = b1 * 32 < m ? b1 * 32 : m;
-        c0 = 0;
-        c1 = w->n;
-        if (r0 >= r1)
-            return;
-        int mcy = xf_qout_chunk_rows(r1 - r0, w->n, 32);
-        mc = mcy < mc ? mcy : mc;
-    } else if (!xf_gemm_share(m, w->n, 16, 32, ith, nth, &r0, &r1, &c0, &c1)) {
+    int mc;
+    if (!xf_qgemm_share(w, m, 32, 16, 32, qo != NULL, ith, nth, &r0, &r1, &c0, &c1, &mc))
         return;
-    }
     int32_t cbuf[4][256] __attribute__((aligned(64)));
     const size_t bstride = (size_t)w->k_pad * 16, lda = (size_t)ldq;
     const int nkb = w->k_pad / 64;
-    if (mc < 32)
-        mc = 32;
     config_tiles();
     for (int ic = r0; ic < r1; ic += mc) {
         int ic1 = ic + mc < r1 ? ic + mc : r1;
