@@ -2,7 +2,9 @@
  * each s32 lane without saturation, so activations go in as x^u = x^q + 128 and the column sums
  * take the 128 back out: acc = Σ x^u·W^q − 128·c_o (ATTENTION.md §24). Micro-kernel: MR=8 rows
  * × 48 channels (3 panels; 24 zmm accumulators), A broadcast 4 bytes at a time straight from the
- * quantised rows, full K per tile (s32 accumulators never leave the registers); the tile loops
+ * quantised rows, full K per tile (s32 accumulators never leave the registers); the weights
+ * packed in runs of 3 panels (wgroup 3, up to K = XF_QGEMM_GROUP_KMAX), so that a tile reads
+ * them as one sequential stream of 192 bytes per k-group; the tile loops
  * are qgemm.c's xf_qgemm_drive (shared with AVX2). Also the AVX-512 per-row
  * quantiser and the vpdpbusd peak loop. Compiled with the AVX-512 + VNNI flags only. */
 #include "config.h"
@@ -85,11 +87,12 @@ static void epilogue(const int32_t *cb, int mr, int nv, const __mmask16 *msk, co
     }
 }
 
-/* The tile [mr][nv·16] at c from rows a (ldq apart) and nv panels at b (bstride apart), full K
- * (kg groups of 4), then the epilogue. */
+/* The tile [mr][nv·16] at c from rows a (ldq apart) and nv panels at b (bstride apart; the
+ * next k-group gstride further), full K (kg groups of 4), then the epilogue. */
 XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t ldq,
-                   const int8_t *b, size_t bstride, float *c, size_t ldc, const __mmask16 *msk,
-                   const float *alpha, const float *sigma, const int32_t *colsum,
+                   const int8_t *b, size_t bstride, size_t gstride, float *c, size_t ldc,
+                   const __mmask16 *msk, const float *alpha, const float *sigma,
+                   const int32_t *colsum,
                    const float *bias, enum xf_epilogue epi)
 {
     __m512i acc[MR][NV];
@@ -103,7 +106,7 @@ XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t 
         __m512i bv[NV];
 #pragma GCC unroll 3
         for (int j = 0; j < nv; j++)
-            bv[j] = _mm512_load_si512((const void *)(b + (size_t)j * bstride + 64 * (size_t)g));
+            bv[j] = _mm512_load_si512((const void *)(b + (size_t)j * bstride));
 #pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             int32_t a4;
@@ -113,6 +116,7 @@ XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t 
             for (int j = 0; j < nv; j++)
                 acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, bv[j]);
         }
+        b += gstride;
     }
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++)
@@ -123,18 +127,20 @@ XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t 
 }
 
 typedef void (*ukr_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, size_t bstride,
-                       float *c, size_t ldc, const __mmask16 *msk, const float *alpha,
-                       const float *sigma, const int32_t *colsum, const float *bias,
-                       enum xf_epilogue epi);
+                       size_t gstride, float *c, size_t ldc, const __mmask16 *msk,
+                       const float *alpha, const float *sigma, const int32_t *colsum,
+                       const float *bias, enum xf_epilogue epi);
 
 #define UKR(mr, nv)                                                                          \
     static void ukr_##mr##_##nv(int kg, const uint8_t *a, size_t ldq, const int8_t *b,       \
-                                size_t bstride, float *c, size_t ldc, const __mmask16 *msk,  \
+                                size_t bstride, size_t gstride, float *c, size_t ldc,        \
+                                const __mmask16 *msk,                                        \
                                 const float *alpha, const float *sigma,                      \
                                 const int32_t *colsum, const float *bias,                    \
                                 enum xf_epilogue epi)                                        \
     {                                                                                        \
-        ukr(mr, nv, kg, a, ldq, b, bstride, c, ldc, msk, alpha, sigma, colsum, bias, epi);   \
+        ukr(mr, nv, kg, a, ldq, b, bstride, gstride, c, ldc, msk, alpha, sigma, colsum, bias,  \
+            epi);                                                                            \
     }
 #define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
 UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
@@ -146,21 +152,28 @@ static const ukr_fn ukrs[MR][NV] = {
     { ukr_7_1, ukr_7_2, ukr_7_3 }, { ukr_8_1, ukr_8_2, ukr_8_3 },
 };
 
-/* One tile for xf_qgemm_drive: rows × ncol (up to MR × NR) at column jr. */
+/* One tile for xf_qgemm_drive: rows × ncol (up to MR × NR) at column jr. The drive starts tiles
+ * at multiples of NR, so with runs of 3 panels (the table's wgroup, qgemm.h) a tile's panels
+ * are one run: 64 bytes apart, the next k-group 192 bytes on, one sequential stream. With
+ * runs of one panel (k_pad > XF_QGEMM_GROUP_KMAX, or weights packed for another table) the
+ * panels are k_pad·16 bytes apart. */
+_Static_assert(NR == 3 * XF_QGEMM_PANEL, "a VNNI tile is one run of 3 panels");
 static void vnni_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
                       const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
                       enum xf_epilogue epi, float *y, size_t ldy)
 {
     (void)ctx;
-    const size_t bstride = (size_t)w->k_pad * 16;
+    const int32_t p = jr / 16;
+    const size_t bstride = w->group > 1 ? 64 : (size_t)w->k_pad * 16;
     __mmask16 msk[NV];
     for (int j = 0; j < NV; j++) {
         int left = ncol - 16 * j;
         msk[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
     }
-    ukrs[rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq, w->wq + (size_t)(jr / 16) * bstride,
-                                         bstride, y, ldy, msk, alpha, w->sigma + jr,
-                                         w->colsum + jr, bias, epi);
+    ukrs[rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq,
+                                         w->wq + xf_qgemm_w_panel_off(w, p), bstride,
+                                         xf_qgemm_w_gstride(w, p), y, ldy, msk, alpha,
+                                         w->sigma + jr, w->colsum + jr, bias, epi);
 }
 
 void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
