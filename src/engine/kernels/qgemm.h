@@ -76,11 +76,10 @@ void xf_qgemm_w_deinit(xf_qgemm_w_t *qw);
  * -ENOMEM; on failure *out is left empty. The parts are not changed. */
 int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts);
 
-/* W^q[o][k] of a packed weight (for the reference kernel and tests). */
 /* The layout with G = 3 only for k_pad up to this: its 48-channel tile (k_pad·48 bytes) then
  * fits a 48 KB L1 and is read again from there by every row tile. Measured (Zen 5, VNNI, one
- * thread, 64 rows, weights from L3, bench/results/qgemm_zen5.txt q8pack): G = 3 was 2–5 %
- * faster at K = 768 and 4 % slower at K = 3072 (level at 1024–2048). */
+ * thread, 64 rows, weights from L3 or memory, bench/results/qgemm_zen5.txt q8pack): G = 3 was
+ * 1–7 % faster at K = 768 and 4 % slower at K = 3072 (level at 1024–2048). */
 #define XF_QGEMM_GROUP_KMAX 1024
 
 /* Byte offset of panel p's first k-group in wq, and the bytes from one k-group of the panel to
