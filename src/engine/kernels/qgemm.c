@@ -207,7 +207,7 @@ void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
                 tile(ctx, w, ic1 - ir < mr ? ic1 - ir : mr, jr, ncol,
                      xq + (size_t)ir * (size_t)ldq, (size_t)ldq, alpha + ir,
                      bias ? bias + jr : NULL, epi, y + (size_t)ir * (size_t)ldy + jr,
-                     (size_t)ldy);
+                     (size_t)ldy, ir == ic);
             jr += ncol;
         }
         if (qo)   /* these rows are complete: quantise them while they are in cache */

@@ -172,6 +172,7 @@ typedef struct xf_qkernels {
  * multiple of 16: whole panels) starting at multiples of nr (a share starting between two
  * gets a narrower first tile: with nr = 16·G every tile lies in one run of G panels) and
  * mr-row tiles. tile() computes one tile, rows [ir, ir + rows)
+ * (first = 1 for the first row tile of a column tile, the one that fetches its weights)
  * × columns [jr, jr + ncol), full K, with the epilogue; ctx is the kernel's own (e.g. its
  * micro-kernel table). Every output element is the same whatever the split. With qo
  * (qlinear_quant): whole rows per thread (blocks of mr), in chunks of xf_qout_chunk_rows
@@ -196,7 +197,8 @@ int xf_qgemm_share(const xf_qgemm_w_t *w, int32_t m, int rb, int mr, int nr, int
                    int nth, int32_t *r0, int32_t *r1, int32_t *c0, int32_t *c1, int *mc);
 typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
                             int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
-                            const float *bias, enum xf_epilogue epi, float *y, size_t ldy);
+                            const float *bias, enum xf_epilogue epi, float *y, size_t ldy,
+                            int first);   /* first: the column tile's first row tile in its chunk */
 void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,

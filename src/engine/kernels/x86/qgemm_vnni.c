@@ -23,6 +23,12 @@
 
 #define XF_INLINE static inline __attribute__((always_inline))
 
+/* How far ahead of its loads the first row tile of a column tile prefetches the weights (runs
+ * of 3 panels only: one stream). The later row tiles find the tile in L1. Measured (one thread,
+ * 64 rows, weights from L3 or memory, bench/results/qgemm_zen5.txt q8pack): 2–7 % faster at
+ * K = 768 with 2–4 KB; with one-panel runs (K = 3072, three streams) it was mixed, so not there. */
+#define PF_BYTES 4096
+
 void xf_quant_rows_avx512(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
                           uint8_t *xq, int32_t ldq, float *alpha)
 {
@@ -88,12 +94,12 @@ static void epilogue(const int32_t *cb, int mr, int nv, const __mmask16 *msk, co
 }
 
 /* The tile [mr][nv·16] at c from rows a (ldq apart) and nv panels at b (bstride apart; the
- * next k-group gstride further), full K (kg groups of 4), then the epilogue. */
-XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t ldq,
-                   const int8_t *b, size_t bstride, size_t gstride, float *c, size_t ldc,
-                   const __mmask16 *msk, const float *alpha, const float *sigma,
-                   const int32_t *colsum,
-                   const float *bias, enum xf_epilogue epi)
+ * next k-group gstride further), full K (kg groups of 4), then the epilogue. pf: prefetch
+ * each panel's stream PF_BYTES ahead (prefetches never fault, past the end included). */
+XF_INLINE void ukr(const int mr, const int nv, const int pf, int kg, const uint8_t *a,
+                   size_t ldq, const int8_t *b, size_t bstride, size_t gstride, float *c,
+                   size_t ldc, const __mmask16 *msk, const float *alpha, const float *sigma,
+                   const int32_t *colsum, const float *bias, enum xf_epilogue epi)
 {
     __m512i acc[MR][NV];
     int32_t cb[MR * NR] __attribute__((aligned(64)));
@@ -104,6 +110,11 @@ XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t 
             acc[i][j] = _mm512_setzero_si512();
     for (int g = 0; g < kg; g++) {
         __m512i bv[NV];
+        if (pf) {
+#pragma GCC unroll 3
+            for (int j = 0; j < nv; j++)
+                _mm_prefetch((const char *)(b + (size_t)j * bstride + PF_BYTES), _MM_HINT_T0);
+        }
 #pragma GCC unroll 3
         for (int j = 0; j < nv; j++)
             bv[j] = _mm512_load_si512((const void *)(b + (size_t)j * bstride));
@@ -131,36 +142,39 @@ typedef void (*ukr_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, si
                        const float *alpha, const float *sigma, const int32_t *colsum,
                        const float *bias, enum xf_epilogue epi);
 
-#define UKR(mr, nv)                                                                          \
-    static void ukr_##mr##_##nv(int kg, const uint8_t *a, size_t ldq, const int8_t *b,       \
-                                size_t bstride, size_t gstride, float *c, size_t ldc,        \
-                                const __mmask16 *msk,                                        \
-                                const float *alpha, const float *sigma,                      \
-                                const int32_t *colsum, const float *bias,                    \
-                                enum xf_epilogue epi)                                        \
+#define UKR(mr, nv, pf, sfx)                                                                 \
+    static void ukr_##mr##_##nv##sfx(int kg, const uint8_t *a, size_t ldq, const int8_t *b,  \
+                                     size_t bstride, size_t gstride, float *c, size_t ldc,   \
+                                     const __mmask16 *msk, const float *alpha,               \
+                                     const float *sigma, const int32_t *colsum,              \
+                                     const float *bias, enum xf_epilogue epi)                \
     {                                                                                        \
-        ukr(mr, nv, kg, a, ldq, b, bstride, gstride, c, ldc, msk, alpha, sigma, colsum, bias,  \
-            epi);                                                                            \
+        ukr(mr, nv, pf, kg, a, ldq, b, bstride, gstride, c, ldc, msk, alpha, sigma, colsum,  \
+            bias, epi);                                                                      \
     }
-#define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
+#define UKR_NV(mr)                                                                           \
+    UKR(mr, 1, 0, ) UKR(mr, 2, 0, ) UKR(mr, 3, 0, ) UKR(mr, 1, 1, _pf) UKR(mr, 2, 1, _pf)     \
+    UKR(mr, 3, 1, _pf)
 UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
 
-static const ukr_fn ukrs[MR][NV] = {
-    { ukr_1_1, ukr_1_2, ukr_1_3 }, { ukr_2_1, ukr_2_2, ukr_2_3 },
-    { ukr_3_1, ukr_3_2, ukr_3_3 }, { ukr_4_1, ukr_4_2, ukr_4_3 },
-    { ukr_5_1, ukr_5_2, ukr_5_3 }, { ukr_6_1, ukr_6_2, ukr_6_3 },
-    { ukr_7_1, ukr_7_2, ukr_7_3 }, { ukr_8_1, ukr_8_2, ukr_8_3 },
+#define UKR_ROW(mr, sfx) { ukr_##mr##_1##sfx, ukr_##mr##_2##sfx, ukr_##mr##_3##sfx }
+static const ukr_fn ukrs[2][MR][NV] = {
+    { UKR_ROW(1, ), UKR_ROW(2, ), UKR_ROW(3, ), UKR_ROW(4, ), UKR_ROW(5, ), UKR_ROW(6, ),
+      UKR_ROW(7, ), UKR_ROW(8, ) },
+    { UKR_ROW(1, _pf), UKR_ROW(2, _pf), UKR_ROW(3, _pf), UKR_ROW(4, _pf), UKR_ROW(5, _pf),
+      UKR_ROW(6, _pf), UKR_ROW(7, _pf), UKR_ROW(8, _pf) },
 };
 
 /* One tile for xf_qgemm_drive: rows × ncol (up to MR × NR) at column jr. The drive starts tiles
  * at multiples of NR, so with runs of 3 panels (the table's wgroup, qgemm.h) a tile's panels
- * are one run: 64 bytes apart, the next k-group 192 bytes on, one sequential stream. With
- * runs of one panel (k_pad > XF_QGEMM_GROUP_KMAX, or weights packed for another table) the
- * panels are k_pad·16 bytes apart. */
+ * are one run: 64 bytes apart, the next k-group 192 bytes on, one sequential stream, which
+ * the first row tile (the one that brings it from L3/memory) also prefetches PF_BYTES ahead.
+ * With runs of one panel (k_pad > XF_QGEMM_GROUP_KMAX, or weights packed for another table)
+ * the panels are k_pad·16 bytes apart. */
 _Static_assert(NR == 3 * XF_QGEMM_PANEL, "a VNNI tile is one run of 3 panels");
 static void vnni_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
                       const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
-                      enum xf_epilogue epi, float *y, size_t ldy)
+                      enum xf_epilogue epi, float *y, size_t ldy, int first)
 {
     (void)ctx;
     const int32_t p = jr / 16;
@@ -170,10 +184,12 @@ static void vnni_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t 
         int left = ncol - 16 * j;
         msk[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
     }
-    ukrs[rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq,
-                                         w->wq + xf_qgemm_w_panel_off(w, p), bstride,
-                                         xf_qgemm_w_gstride(w, p), y, ldy, msk, alpha,
-                                         w->sigma + jr, w->colsum + jr, bias, epi);
+    /* the row tile that fetches a one-stream tile's weights prefetches ahead of itself */
+    const int pf = first && w->group > 1;
+    ukrs[pf][rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq,
+                                             w->wq + xf_qgemm_w_panel_off(w, p), bstride,
+                                             xf_qgemm_w_gstride(w, p), y, ldy, msk, alpha,
+                                             w->sigma + jr, w->colsum + jr, bias, epi);
 }
 
 void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
