@@ -24,9 +24,10 @@
 #define XF_INLINE static inline __attribute__((always_inline))
 
 /* How far ahead of its loads the first row tile of a column tile prefetches the weights (runs
- * of 3 panels only: one stream). The later row tiles find the tile in L1. Measured (one thread,
- * 64 rows, weights from L3 or memory, bench/results/qgemm_zen5.txt q8pack): 2–7 % faster at
- * K = 768 with 2–4 KB; with one-panel runs (K = 3072, three streams) it was mixed, so not there. */
+ * of 3 panels only: one stream). The later row tiles find the tile in L1. Measured (Zen 5, one
+ * thread, 64 rows, weights from L3 or memory, the same layout with and without, bench/results/
+ * qgemm_zen5.txt q8pack): 2–9 % faster at K = 768 for 1–6 KB; with one-panel runs (K = 3072,
+ * three streams) 2–5 % slower, so not there. */
 #define PF_BYTES 4096
 
 void xf_quant_rows_avx512(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
