@@ -171,10 +171,10 @@ typedef struct xf_qkernels {
  * activations fit in half a 512 KB L2 while the weights stream by, then nr-column tiles (nr a
  * multiple of 16: whole panels) starting at multiples of nr (a share starting between two
  * gets a narrower first tile: with nr = 16·G every tile lies in one run of G panels) and
- * mr-row tiles. tile() computes one tile, rows [ir, ir + rows)
- * (first = 1 for the first row tile of a column tile, the one that fetches its weights)
- * × columns [jr, jr + ncol), full K, with the epilogue; ctx is the kernel's own (e.g. its
- * micro-kernel table). Every output element is the same whatever the split. With qo
+ * mr-row tiles. tile() computes one tile, rows [ir, ir + rows) × columns [jr, jr + ncol),
+ * full K, with the epilogue; first = 1 for the first row tile of a column tile in its chunk
+ * (the one that fetches the tile's weights: VNNI prefetches there); ctx is the kernel's own
+ * (e.g. its micro-kernel table). Every output element is the same whatever the split. With qo
  * (qlinear_quant): whole rows per thread (blocks of mr), in chunks of xf_qout_chunk_rows
  * (below), and quant() on each chunk's rows once its last tile is done.
  * A chunk's rows of y stay in L2 (XF_QOUT_CHUNK_BYTES: 128 KB, 8 rows at d_ff 3072)...
