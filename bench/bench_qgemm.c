@@ -259,7 +259,7 @@ int main(int argc, char **argv)
             xf_gemm_w_t fw;
             xf_qgemm_w_t qw;
             if (xf_gemm_w_init(&fw, w, n, k) ||
-                xf_qgemm_w_init(&qw, w, n, k, Q->wmax, Q->lane_max))
+                xf_qgemm_w_init(&qw, w, n, k, Q->wmax, Q->lane_max, Q->wgroup))
                 return 1;
             struct job j = { m, n, k, (enum xf_epilogue)shapes[s][2], x, bias, y, &fw, NULL,
                              act, K, Q, pool };

@@ -36,7 +36,7 @@ static int quant_one(xf_qgemm_w_t *qw, const xf_w_t *w, int32_t l, const char *w
                      xf_diag_t *diag)
 {
     int rc = xf_qgemm_w_init(qw, w->data, w->rows, w->cols, xf_qkernels()->wmax,
-                             xf_qkernels()->lane_max);
+                             xf_qkernels()->lane_max, xf_qkernels()->wgroup);
     if (rc == -ENOMEM)
         return xf_diag_set(diag, rc, "quantize int8: out of memory");
     if (rc)

@@ -30,7 +30,7 @@ static const int sizes[] = { 1, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 129, 383,
 #define N_SIZES ((int)(sizeof sizes / sizeof sizes[0]))
 static const int nths[] = { 1, 2, 3, 5 };
 
-static const xf_qkernels_t *tabs[8];
+static const xf_qkernels_t *tabs[10];
 static int n_tabs;
 
 #ifdef XF_HAVE_X86_64
@@ -47,6 +47,10 @@ static const xf_qkernels_t qtable_amx_emu = {
 };
 #endif
 
+/* The VNNI kernels on weights packed in runs of one panel (the layout they get for K above
+ * XF_QGEMM_GROUP_KMAX, and the AVX2/AMX one): test-only, a copy of the "vnni" table. */
+static xf_qkernels_t qtable_vnni_g1;
+
 /* Whether the emulated AMX table runs here: AVX-512 (F, BW, VL, DQ) and no XF_CPU cap below. */
 static int amx_emu_runs(void)
 {
@@ -60,7 +64,7 @@ static int amx_emu_runs(void)
 /* The engine's int8 tables for this CPU, and the emulated AMX table where it runs. */
 static void load_tables(void)
 {
-    n_tabs = xf_qkernels_all(tabs, 7);
+    n_tabs = xf_qkernels_all(tabs, 7);   /* + amx-emu, vnni-g1 */
     assert_true(n_tabs >= 1);
     assert_ptr_equal(tabs[0], xf_qkernels_ref());
     assert_string_equal(tabs[0]->name, "ref");
@@ -69,9 +73,17 @@ static void load_tables(void)
     for (int t = 0; t < n_tabs; t++)
         found |= tabs[t] == xf_qkernels();
     assert_true(found);
+    for (int t = 0, n = n_tabs; t < n; t++)
+        if (strcmp(tabs[t]->name, "vnni") == 0) {
+            assert_int_equal(tabs[t]->wgroup, 3);
+            qtable_vnni_g1 = *tabs[t];
+            qtable_vnni_g1.name = "vnni-g1";
+            qtable_vnni_g1.wgroup = 1;
+            tabs[n_tabs++] = &qtable_vnni_g1;
+        }
 #ifdef XF_HAVE_X86_64
     if (amx_emu_runs())
-        tabs[n_tabs++] = &qtable_amx_emu;
+        tabs[n_tabs++] = &qtable_amx_emu;   /* last (test_amx_emu) */
 #endif
 }
 
@@ -149,12 +161,36 @@ static void test_weights(void **state)
                 for (int i = 0; i < k; i++)   /* channel 1: one outlier sets σ, not a lane */
                     w[k + i] = i == 5 ? 50.0f : w[k + i] * 0.01f;
             xf_qgemm_w_t qw;
-            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax, lane_max), 0);
+            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax, lane_max, 1), 0);
             assert_int_equal(qw.n_pad % 16, 0);
             assert_true(qw.n_pad >= n && qw.n_pad < n + 16);
             assert_int_equal(qw.k_pad % XF_QGEMM_KALIGN, 0);
             assert_int_equal(qw.wmax, wmax);
             assert_int_equal(qw.lane_max, lane_max);
+            assert_int_equal(qw.group, 1);
+            /* the same W^q packed in runs of 3 panels: k-group g of panel 3P + j at
+             * 3P·k_pad·16 + (g·G_P + j)·64, G_P = min(3, panels − 3P) (qgemm.h) */
+            xf_qgemm_w_t q3;
+            assert_int_equal(xf_qgemm_w_init(&q3, w, n, k, wmax, lane_max, 3), 0);
+            assert_int_equal(q3.group, qw.k_pad <= XF_QGEMM_GROUP_KMAX ? 3 : 1);
+            assert_int_equal(q3.k_pad, qw.k_pad);
+            const int np = qw.n_pad / 16;
+            for (int o = 0; o < qw.n_pad; o++) {
+                int p = o / 16, P = p / 3, gp = np - 3 * P < 3 ? np - 3 * P : 3;
+                assert_true(q3.sigma[o] == qw.sigma[o]);
+                assert_int_equal(q3.colsum[o], qw.colsum[o]);
+                for (int i = 0; i < qw.k_pad; i++) {
+                    size_t at = (size_t)3 * P * qw.k_pad * 16 +
+                                ((size_t)(i / 4) * gp + (size_t)(p - 3 * P)) * 64 +
+                                (size_t)(o % 16) * 4 + (size_t)(i % 4);
+                    int8_t q = qw.wq[(size_t)p * qw.k_pad * 16 + (size_t)(i / 4) * 64 +
+                                     (size_t)(o % 16) * 4 + (size_t)(i % 4)];
+                    assert_int_equal(q, xf_qgemm_w_at(&qw, o, i));
+                    assert_int_equal(q3.wq[at], q);
+                    assert_int_equal(xf_qgemm_w_at(&q3, o, i), q);
+                }
+            }
+            xf_qgemm_w_deinit(&q3);
             for (int o = 0; o < qw.n_pad; o++) {
                 int32_t cs = 0, amax = 0;
                 for (int i = 0; i < qw.k_pad; i++) {
@@ -189,18 +225,33 @@ static void test_weights(void **state)
             xf_qgemm_w_deinit(&qw);   /* an empty one is fine */
             /* a non-finite weight is refused, leaving qw empty */
             w[(size_t)(n - 1) * k] = NAN;
-            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax, lane_max), -EINVAL);
+            assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, wmax, lane_max, 3), -EINVAL);
             assert_null(qw.wq);
             free(w);
         }
     }
     xf_qgemm_w_t qw;
-    assert_int_equal(xf_qgemm_w_init(&qw, NULL, 3, 3, 127, 0), -EINVAL);
+    assert_int_equal(xf_qgemm_w_init(&qw, NULL, 3, 3, 127, 0, 1), -EINVAL);
     float one = 1.0f;
-    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 100, 0), -EINVAL);   /* 127 or 63 only */
-    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 63, 128), -EINVAL);  /* lanes: 8-bit */
-    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 129), -EINVAL); /* s16 would wrap */
-    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 7), -EINVAL);
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 100, 0, 1), -EINVAL); /* 127 or 63 only */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 63, 128, 1), -EINVAL); /* lanes: 8-bit */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 129, 1), -EINVAL); /* s16 wraps */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 7, 1), -EINVAL);
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 0, 4), -EINVAL); /* runs: 1..3 */
+    assert_int_equal(xf_qgemm_w_init(&qw, &one, 1, 1, 127, 0, -1), -EINVAL);
+    /* runs of 3 only while a 48-channel tile's k_pad·48 bytes stay within XF_QGEMM_GROUP_KMAX */
+    float *wk = calloc((size_t)20 * 1100, sizeof *wk);
+    assert_non_null(wk);
+    assert_int_equal(xf_qgemm_w_init(&qw, wk, 20, 1024, 127, 0, 3), 0);
+    assert_int_equal(qw.group, 3);
+    xf_qgemm_w_deinit(&qw);
+    assert_int_equal(xf_qgemm_w_init(&qw, wk, 20, 1100, 127, 0, 3), 0);
+    assert_int_equal(qw.group, 1);
+    xf_qgemm_w_deinit(&qw);
+    assert_int_equal(xf_qgemm_w_init(&qw, wk, 20, 1100, 127, 0, 0), 0);   /* 0: one panel */
+    assert_int_equal(qw.group, 1);
+    xf_qgemm_w_deinit(&qw);
+    free(wk);
     xf_qgemm_w_deinit(NULL);
 }
 
@@ -252,7 +303,8 @@ static void test_quant_rows(void **state)
 
 struct qcase {
     int m, n, k;
-    xf_qgemm_w_t qw, qw7, qwl;   /* 8-bit, 7-bit (wmax 63) and lane-bounded weights */
+    /* 8-bit, 7-bit (wmax 63), lane-bounded weights, and 8-bit in runs of 3 panels (VNNI) */
+    xf_qgemm_w_t qw, qw7, qwl, qw3;
     uint8_t *act;     /* quantised rows + α */
     int ldq;
     float *alpha;
@@ -269,9 +321,10 @@ static void qcase_init(struct qcase *c, int m, int n, int k, uint64_t seed)
     assert_non_null(x);
     xf_test_fill(w, (size_t)n * k, seed, -0.1f, 0.1f);
     xf_test_fill(x, (size_t)m * k, seed + 1, -4.0f, 4.0f);
-    assert_int_equal(xf_qgemm_w_init(&c->qw, w, n, k, 127, 0), 0);
-    assert_int_equal(xf_qgemm_w_init(&c->qw7, w, n, k, 63, 0), 0);
-    assert_int_equal(xf_qgemm_w_init(&c->qwl, w, n, k, 127, 128), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qw, w, n, k, 127, 0, 1), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qw7, w, n, k, 63, 0, 1), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qwl, w, n, k, 127, 128, 1), 0);
+    assert_int_equal(xf_qgemm_w_init(&c->qw3, w, n, k, 127, 0, 3), 0);
     c->ldq = xf_qgemm_ldq(k);
     c->act = alloc_act(m, k);
     c->alpha = (float *)(c->act + xf_qgemm_alpha_offset(m, k));
@@ -288,6 +341,7 @@ static void qcase_free(struct qcase *c)
     xf_qgemm_w_deinit(&c->qw);
     xf_qgemm_w_deinit(&c->qw7);
     xf_qgemm_w_deinit(&c->qwl);
+    xf_qgemm_w_deinit(&c->qw3);
     free(c->act);
     free(c->bias);
 }
@@ -322,10 +376,10 @@ static float *alloc_y(int m, int n, int *ldy)
     return p + 1;
 }
 
-/* The case's weights a table takes (its wmax and lane bound). */
+/* The case's weights a table takes (its wmax, lane bound and runs of panels). */
 static const xf_qgemm_w_t *weights_for(const xf_qkernels_t *t, const struct qcase *c)
 {
-    return t->lane_max ? &c->qwl : t->wmax == 63 ? &c->qw7 : &c->qw;
+    return t->lane_max ? &c->qwl : t->wmax == 63 ? &c->qw7 : t->wgroup > 1 ? &c->qw3 : &c->qw;
 }
 
 /* t's kernel on W, all nth slices one after the other. */
@@ -355,7 +409,7 @@ static void test_integer_exact(void **state)
         for (int t = 0; t < c.m; t++)
             c.alpha[t] = 1.0f;
         for (int o = 0; o < c.qw.n_pad; o++)
-            c.qw.sigma[o] = c.qw7.sigma[o] = c.qwl.sigma[o] = 1.0f;
+            c.qw.sigma[o] = c.qw7.sigma[o] = c.qwl.sigma[o] = c.qw3.sigma[o] = 1.0f;
         double *exact = malloc((size_t)c.m * c.n * sizeof *exact);
         assert_non_null(exact);
         int ldy;
@@ -542,7 +596,7 @@ static void test_vs_fp32(void **state)
     for (int tb = 0; tb < n_tabs; tb++) {
         const xf_qkernels_t *T = tabs[tb];
         xf_qgemm_w_t qw;
-        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax, T->lane_max), 0);
+        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax, T->lane_max, T->wgroup), 0);
         T->quant_rows(0, m, k, x, k, act, xf_qgemm_ldq(k), alpha);
         T->qlinear(&qw, m, act, xf_qgemm_ldq(k), alpha, NULL, XF_EPI_NONE, yq, n, 0, 1);
         double num = 0, den = 0;
@@ -597,7 +651,7 @@ static void test_row_independent(void **state)
     for (int tb = 0; tb < n_tabs; tb++) {
         const xf_qkernels_t *T = tabs[tb];
         xf_qgemm_w_t qw;
-        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax, T->lane_max), 0);
+        assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, T->wmax, T->lane_max, T->wgroup), 0);
         T->quant_rows(0, m, k, x, k, act, ldq, alpha);
         T->qlinear(&qw, m, act, ldq, alpha, bias, XF_EPI_BIAS_GELU, y1, n, 0, 1);
         float keep = x[(size_t)5 * k + 3];
@@ -623,8 +677,9 @@ static void test_row_independent(void **state)
 }
 
 /* Stacked weights (Q, K, V as one GEMM): every table gives bitwise the outputs of the separate
- * GEMMs, on 1 and 3 threads (parts of 32, 16 and an odd last 23 channels); a part before the
- * last that is not a whole number of panels is refused, and so is a k mismatch. */
+ * GEMMs, on 1 and 3 threads (parts of 32, 16 and an odd last 23 channels: 2 + 1 + 2 panels,
+ * for VNNI repacked into runs of 3 and 2 panels); a part before the last that is not a whole
+ * number of panels is refused, and so are a k mismatch and parts in runs of other lengths. */
 static void test_stacked(void **state)
 {
     (void)state;
@@ -645,7 +700,7 @@ static void test_stacked(void **state)
         xf_qgemm_w_t parts[3], st, bad[2];
         for (int i = 0, o = 0; i < 3; o += ns[i], i++)
             assert_int_equal(xf_qgemm_w_init(&parts[i], w + (size_t)o * k, ns[i], k, T->wmax,
-                                             T->lane_max), 0);
+                                             T->lane_max, T->wgroup), 0);
         assert_int_equal(xf_qgemm_w_stack(&st, parts, 3), 0);
         assert_int_equal(st.n, n);
         T->quant_rows(0, m, k, x, k, act, ldq, alpha);
@@ -668,10 +723,18 @@ static void test_stacked(void **state)
         assert_int_equal(xf_qgemm_w_stack(&st, bad, 2), -ENOTSUP);
         assert_null(st.wq);
         xf_qgemm_w_t other;
-        assert_int_equal(xf_qgemm_w_init(&other, w, 16, k - 1, T->wmax, T->lane_max), 0);
+        assert_int_equal(xf_qgemm_w_init(&other, w, 16, k - 1, T->wmax, T->lane_max, T->wgroup),
+                         0);
         bad[0] = parts[0];
         bad[1] = other;
         assert_int_equal(xf_qgemm_w_stack(&st, bad, 2), -EINVAL);
+        xf_qgemm_w_deinit(&other);
+        /* parts in runs of different lengths are refused too */
+        assert_int_equal(xf_qgemm_w_init(&other, w, 16, k, T->wmax, T->lane_max,
+                                         T->wgroup > 1 ? 1 : 3), 0);
+        bad[1] = other;
+        assert_int_equal(xf_qgemm_w_stack(&st, bad, 2), -EINVAL);
+        assert_null(st.wq);
         xf_qgemm_w_deinit(&other);
         for (int i = 0; i < 3; i++)
             xf_qgemm_w_deinit(&parts[i]);
@@ -709,7 +772,7 @@ static void test_lane_bound(void **state)
         x[(size_t)2 * k + i] = i % 2 ? 1.0f : -1.0f;
     }
     xf_qgemm_w_t qw;
-    assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, 127, 128), 0);
+    assert_int_equal(xf_qgemm_w_init(&qw, w, n, k, 127, 128, 1), 0);
     assert_int_equal(xf_qgemm_w_lane_sum(&qw, 0), 128);
     assert_int_equal(xf_qgemm_w_lane_sum(&qw, 1), 128);
     assert_int_equal(xf_qgemm_w_lane_sum(&qw, 2), 126);

@@ -619,7 +619,7 @@ static void test_qgemm_w_enomem(void **state)
     xf_qgemm_w_t qw;
     for (long k = 1; k <= 3; k++) {
         xf_test_alloc_fail_at(k);
-        int rc = xf_qgemm_w_init(&qw, w, 3, 5, 127, 0);
+        int rc = xf_qgemm_w_init(&qw, w, 3, 5, 127, 0, 1);
         xf_test_alloc_fail_at(0);
         assert_int_equal(rc, -ENOMEM);
         assert_null(qw.wq);
@@ -628,7 +628,7 @@ static void test_qgemm_w_enomem(void **state)
         assert_int_equal(qw.bytes, 0);
         xf_qgemm_w_deinit(&qw);
     }
-    assert_int_equal(xf_qgemm_w_init(&qw, w, 3, 5, 127, 0), 0);
+    assert_int_equal(xf_qgemm_w_init(&qw, w, 3, 5, 127, 0, 1), 0);
     assert_non_null(qw.wq);
     assert_true(qw.sigma[0] > 0.0f);
     xf_qgemm_w_deinit(&qw);

@@ -57,6 +57,7 @@ static const xf_qkernels_t qtable_avx2_s16 = {
     .name = "avx2-s16",
     .wmax = 127,
     .lane_max = 128,
+    .wgroup = 1,
     .quant_rows = xf_quant_rows_avx2,
     .qlinear = xf_qlinear_avx2_s16,
     .qlinear_quant = xf_qlinear_quant_avx2_s16,
@@ -66,6 +67,7 @@ static const xf_qkernels_t qtable_avx2_s16 = {
 static const xf_qkernels_t qtable_vnni = {
     .name = "vnni",
     .wmax = 127,
+    .wgroup = 3,   /* 8 × 48 tiles: a tile's weights one run (qgemm.h) */
     .quant_rows = xf_quant_rows_avx512,
     .qlinear = xf_qlinear_vnni,
     .qlinear_quant = xf_qlinear_quant_vnni,
@@ -198,13 +200,15 @@ void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
         return;
     for (int ic = r0; ic < r1; ic += mc) {
         int ic1 = ic + mc < r1 ? ic + mc : r1;
-        for (int jr = c0; jr < c1; jr += nr) {
-            int ncol = c1 - jr < nr ? c1 - jr : nr;
+        for (int jr = c0; jr < c1;) {
+            int end = (jr / nr + 1) * nr;   /* tiles at multiples of nr: within a panel group */
+            int ncol = (c1 < end ? c1 : end) - jr;
             for (int ir = ic; ir < ic1; ir += mr)
                 tile(ctx, w, ic1 - ir < mr ? ic1 - ir : mr, jr, ncol,
                      xq + (size_t)ir * (size_t)ldq, (size_t)ldq, alpha + ir,
                      bias ? bias + jr : NULL, epi, y + (size_t)ir * (size_t)ldy + jr,
-                     (size_t)ldy);
+                     (size_t)ldy, ir == ic);
+            jr += ncol;
         }
         if (qo)   /* these rows are complete: quantise them while they are in cache */
             quant(ic, ic1, w->n, y, ldy, qo->xq, qo->ldq, qo->alpha);
@@ -269,11 +273,11 @@ int32_t xf_qgemm_w_lane_sum(const xf_qgemm_w_t *qw, int32_t o)
 }
 
 int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax,
-                    int32_t lane_max)
+                    int32_t lane_max, int32_t group)
 {
     memset(qw, 0, sizeof *qw);
     if (!w || n <= 0 || k <= 0 || k > (1 << 20) || (wmax != 127 && wmax != 63) ||
-        (lane_max && (wmax != 127 || lane_max < 8 || lane_max > 128)))
+        (lane_max && (wmax != 127 || lane_max < 8 || lane_max > 128)) || group < 0 || group > 3)
         return -EINVAL;
     const float fmax = (float)wmax;
     for (size_t i = 0; i < (size_t)n * (size_t)k; i++)
@@ -291,7 +295,9 @@ int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int3
         return -ENOMEM;
     }
     memset(wq, 0, wbytes);
-    const size_t groups = (size_t)k_pad / 4;
+    qw->n_pad = n_pad;   /* the geometry first: xf_qgemm_w_panel_off reads it */
+    qw->k_pad = k_pad;
+    qw->group = group > 1 && k_pad <= XF_QGEMM_GROUP_KMAX ? group : 1;
     for (int32_t o = 0; o < n; o++) {
         const float *wo = w + (size_t)o * (size_t)k;
         float amax = 0.0f;
@@ -311,20 +317,19 @@ int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int3
             inv = room / lmax;
         }
         int32_t cs = 0;
-        size_t p = (size_t)o / 16, c = (size_t)o % 16;
+        size_t po = xf_qgemm_w_panel_off(qw, o / 16), gs = xf_qgemm_w_gstride(qw, o / 16);
+        size_t c = (size_t)o % 16;
         for (int32_t i = 0; i < k; i++) {
             float v = rintf(wo[i] * inv);
             v = v > fmax ? fmax : v < -fmax ? -fmax : v;
             int8_t q = (int8_t)v;
-            wq[((p * groups + (size_t)i / 4) * 16 + c) * 4 + (size_t)i % 4] = q;
+            wq[po + (size_t)i / 4 * gs + c * 4 + (size_t)i % 4] = q;
             cs += q;
         }
         colsum[o] = cs;
     }
     qw->n = n;
     qw->k = k;
-    qw->n_pad = n_pad;
-    qw->k_pad = k_pad;
     qw->wmax = wmax;
     qw->lane_max = lane_max;
     qw->bytes = wbytes + (size_t)n_pad * (sizeof *sigma + sizeof *colsum);
@@ -340,7 +345,7 @@ int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts)
     for (int i = 0; i < n_parts; i++) {
         const xf_qgemm_w_t *p = &parts[i];
         if (!p->wq || p->k != parts[0].k || p->wmax != parts[0].wmax ||
-            p->lane_max != parts[0].lane_max)
+            p->lane_max != parts[0].lane_max || p->group != parts[0].group)
             return -EINVAL;
         if (i + 1 < n_parts && p->n % XF_QGEMM_PANEL)
             return -ENOTSUP;
@@ -358,18 +363,26 @@ int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts)
         free(colsum);
         return -ENOMEM;
     }
-    size_t at = 0;
+    out->n_pad = n_pad;   /* the geometry xf_qgemm_w_panel_off reads */
+    out->k_pad = k_pad;
+    out->group = parts[0].group;
+    const size_t kg = (size_t)k_pad / 4;
+    int32_t at = 0;   /* first panel of part i in the stack */
     for (int i = 0; i < n_parts; i++) {
         const xf_qgemm_w_t *p = &parts[i];
-        memcpy(wq + at * (size_t)k_pad, p->wq, (size_t)p->n_pad * (size_t)k_pad);
-        memcpy(sigma + at, p->sigma, (size_t)p->n_pad * sizeof *sigma);
-        memcpy(colsum + at, p->colsum, (size_t)p->n_pad * sizeof *colsum);
-        at += (size_t)p->n_pad;
+        for (int32_t q = 0; q < p->n_pad / 16; q++) {   /* panel by panel, k-group by k-group */
+            const int8_t *src = p->wq + xf_qgemm_w_panel_off(p, q);
+            int8_t *dst = wq + xf_qgemm_w_panel_off(out, at + q);
+            size_t ss = xf_qgemm_w_gstride(p, q), ds = xf_qgemm_w_gstride(out, at + q);
+            for (size_t g = 0; g < kg; g++)
+                memcpy(dst + g * ds, src + g * ss, 64);
+        }
+        memcpy(sigma + 16 * at, p->sigma, (size_t)p->n_pad * sizeof *sigma);
+        memcpy(colsum + 16 * at, p->colsum, (size_t)p->n_pad * sizeof *colsum);
+        at += p->n_pad / 16;
     }
     out->n = n;
     out->k = parts[0].k;
-    out->n_pad = n_pad;
-    out->k_pad = k_pad;
     out->wmax = parts[0].wmax;
     out->lane_max = parts[0].lane_max;
     out->wq = wq;

@@ -34,14 +34,21 @@
  * For Gaussian-like weights this is the step of 7-bit weights (the fullest lane of 4 is about
  * twice the largest weight); a channel whose largest weight stands out keeps nearly 8 bits
  * (up to ±126) where wmax 63 would halve its resolution.
- * Packed: wq[((p·(k_pad/4) + g)·16 + c)·4 + r] = W^q[16p + c][4g + r], zero for padding
- * (16p + c >= n or 4g + r >= k). One panel (16 channels × k_pad) is k_pad·16 bytes; 16
- * consecutive groups of a panel are one AMX B tile (16 rows × 64 bytes). */
+ * Packed in panels of 16 channels × k_pad (k in groups of 4: 64 bytes per panel and k-group),
+ * zero for padding (16p + c >= n or 4g + r >= k), the panels in runs of G = group panels
+ * (the last run of a weight may be shorter: G_P = min(G, n_pad/16 − P·G)). In run P the
+ * k-groups go outermost, so its panels' 64 bytes of one k-group are consecutive:
+ *   wq[P·G·k_pad·16 + (g·G_P + j)·64 + c·4 + r] = W^q[16(P·G + j) + c][4g + r].
+ * G = 1 (the AVX2, AMX and reference tables): one panel is k_pad·16 consecutive bytes, and 16
+ * consecutive k-groups of it are one AMX B tile (16 rows × 64 bytes). G = 3 (the VNNI table,
+ * whose tiles are 48 channels wide, when k_pad ≤ XF_QGEMM_GROUP_KMAX): a tile's weights are one
+ * sequential run of 192 bytes per k-group instead of three streams k_pad·16 bytes apart. */
 typedef struct xf_qgemm_w {
     int32_t n, k;           /* out features, in features */
     int32_t n_pad, k_pad;   /* n rounded up to 16, k rounded up to XF_QGEMM_KALIGN */
     int32_t wmax;           /* 127 or 63 */
     int32_t lane_max;       /* 0 (no lane bound) or the bound L on the s16 lanes' Σ|W^q| */
+    int32_t group;          /* G: panels per run (1, or 3 for the VNNI table; above) */
     int8_t *wq;             /* owned, 64-byte aligned, n_pad·k_pad bytes */
     float *sigma;           /* owned [n_pad], 0 for padding channels */
     int32_t *colsum;        /* owned [n_pad] */
@@ -49,28 +56,51 @@ typedef struct xf_qgemm_w {
 } xf_qgemm_w_t;
 
 /* Quantise and pack w[n][k] (fp32, row-major) to [−wmax, wmax] (127, or 63 for a table whose
- * wmax says so), with the lane bound lane_max (0: none; else 8..128, only with wmax 127). A
+ * wmax says so), with the lane bound lane_max (0: none; else 8..128, only with wmax 127), in
+ * runs of `group` panels (the table's wgroup: 1 or 3; 3 only when k_pad ≤ XF_QGEMM_GROUP_KMAX,
+ * else 1). A
  * channel of zeros gets σ = 0; a non-finite weight is refused (-EINVAL: the model file is
  * broken). Returns 0, -EINVAL or -ENOMEM; on failure *qw is left empty. Free with
  * xf_qgemm_w_deinit() (which accepts an empty one). */
 int xf_qgemm_w_init(xf_qgemm_w_t *qw, const float *w, int32_t n, int32_t k, int32_t wmax,
-                    int32_t lane_max);
+                    int32_t lane_max, int32_t group);
 /* The largest Σ|W^q| over the s16 lanes of channel o (lane_max's definition above). */
 int32_t xf_qgemm_w_lane_sum(const xf_qgemm_w_t *qw, int32_t o);
 void xf_qgemm_w_deinit(xf_qgemm_w_t *qw);
 /* One weight of n_parts quantised weights stacked along the output channels (Q, K, V: one
- * GEMM, one column split): the same k and wmax, and every part but the last a whole number
- * of panels (n % 16 == 0), so that the panels, scales and column sums just follow each other
- * and channel o of the result is the same integers and σ as in its part (the outputs are
+ * GEMM, one column split): the same k, wmax, lane bound and group, and every part but the
+ * last a whole number of panels (n % 16 == 0), so that the panels, scales and column sums just
+ * follow each other (repacked into runs of the group over the whole stack) and channel o of
+ * the result is the same integers and σ as in its part (the outputs are
  * bitwise those of the separate GEMMs). Returns 0, -ENOTSUP (not stackable), -EINVAL or
  * -ENOMEM; on failure *out is left empty. The parts are not changed. */
 int xf_qgemm_w_stack(xf_qgemm_w_t *out, const xf_qgemm_w_t *parts, int n_parts);
 
+/* The layout with G = 3 only for k_pad up to this: its 48-channel tile (k_pad·48 bytes) then
+ * fits a 48 KB L1 and is read again from there by every row tile. Measured (Zen 5, VNNI, one
+ * thread, 64 rows, weights from L3 or memory, bench/results/qgemm_zen5.txt q8pack): G = 3 was
+ * 1–7 % faster at K = 768 and 4 % slower at K = 3072 (level at 1024–2048). */
+#define XF_QGEMM_GROUP_KMAX 1024
+
+/* Byte offset of panel p's first k-group in wq, and the bytes from one k-group of the panel to
+ * the next (G_P·64). */
+static inline size_t xf_qgemm_w_panel_off(const xf_qgemm_w_t *qw, int32_t p)
+{
+    size_t G = (size_t)qw->group, P = (size_t)p / G;
+    return P * G * (size_t)qw->k_pad * 16 + ((size_t)p - P * G) * 64;
+}
+static inline size_t xf_qgemm_w_gstride(const xf_qgemm_w_t *qw, int32_t p)
+{
+    int32_t left = qw->n_pad / 16 - p / qw->group * qw->group;
+    return (size_t)(left < qw->group ? left : qw->group) * 64;
+}
+
 /* W^q[o][k] of a packed weight (for the reference kernel and tests). */
 static inline int8_t xf_qgemm_w_at(const xf_qgemm_w_t *qw, int32_t o, int32_t k)
 {
-    size_t g = (size_t)k / 4, r = (size_t)k % 4, p = (size_t)o / 16, c = (size_t)o % 16;
-    return qw->wq[((p * ((size_t)qw->k_pad / 4) + g) * 16 + c) * 4 + r];
+    size_t g = (size_t)k / 4, r = (size_t)k % 4, c = (size_t)o % 16;
+    return qw->wq[xf_qgemm_w_panel_off(qw, o / 16) + g * xf_qgemm_w_gstride(qw, o / 16) + c * 4 +
+                  r];
 }
 
 /* Bytes of the activation buffer for m rows of k inputs: round_up(m, 16) rows of
@@ -95,6 +125,9 @@ typedef struct xf_qkernels {
     const char *name;   /* "ref", "avx2", "avx2-w7", "avx2-s16", "vnni", "amx" */
     int32_t wmax;       /* the weights it takes: xf_qgemm_w_init(..., wmax, lane_max) */
     int32_t lane_max;
+    int32_t wgroup;     /* panels per run of the weights it takes (xf_qgemm_w_init's group; 0
+                         * or 1: one panel, which the AVX2 and AMX kernels need; VNNI: 3, and
+                         * it takes runs of one panel too) */
 
     /* Per-row (per-token) symmetric quantisation of rows [r0, r1) of x[.][k]:
      *   α_t = max_k |x_tk| / 127,  x^q = clamp(round(x_tk · (127 / max_k|x_tk|)), −127, 127),
@@ -136,9 +169,12 @@ typedef struct xf_qkernels {
 /* The loops the AVX2 and VNNI kernels share (no ISA in them): this thread's share of the
  * m × n output (rows or 16-channel panels, one policy for every own GEMM), rows in chunks whose
  * activations fit in half a 512 KB L2 while the weights stream by, then nr-column tiles (nr a
- * multiple of 16: whole panels) and mr-row tiles. tile() computes one tile, rows [ir, ir + rows)
- * × columns [jr, jr + ncol), full K, with the epilogue; ctx is the kernel's own (e.g. its
- * micro-kernel table). Every output element is the same whatever the split. With qo
+ * multiple of 16: whole panels) starting at multiples of nr (a share starting between two
+ * gets a narrower first tile: with nr = 16·G every tile lies in one run of G panels) and
+ * mr-row tiles. tile() computes one tile, rows [ir, ir + rows) × columns [jr, jr + ncol),
+ * full K, with the epilogue; first = 1 for the first row tile of a column tile in its chunk
+ * (the one that fetches the tile's weights: VNNI prefetches there); ctx is the kernel's own
+ * (e.g. its micro-kernel table). Every output element is the same whatever the split. With qo
  * (qlinear_quant): whole rows per thread (blocks of mr), in chunks of xf_qout_chunk_rows
  * (below), and quant() on each chunk's rows once its last tile is done.
  * A chunk's rows of y stay in L2 (XF_QOUT_CHUNK_BYTES: 128 KB, 8 rows at d_ff 3072)...
@@ -161,7 +197,8 @@ int xf_qgemm_share(const xf_qgemm_w_t *w, int32_t m, int rb, int mr, int nr, int
                    int nth, int32_t *r0, int32_t *r1, int32_t *c0, int32_t *c1, int *mc);
 typedef void (*xf_qtile_fn)(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr,
                             int ncol, const uint8_t *xq, size_t ldq, const float *alpha,
-                            const float *bias, enum xf_epilogue epi, float *y, size_t ldy);
+                            const float *bias, enum xf_epilogue epi, float *y, size_t ldy,
+                            int first);   /* first: the column tile's first row tile in its chunk */
 void xf_qgemm_drive(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
                     const float *alpha, const float *bias, enum xf_epilogue epi, float *y,
                     int32_t ldy, int ith, int nth, int mr, int nr, xf_qtile_fn tile,

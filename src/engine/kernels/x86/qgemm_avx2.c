@@ -337,8 +337,10 @@ static const ukr16_fn ukrs16[S16_MR][S16_NP] = {
 
 static void s16_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
                      const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
-                     enum xf_epilogue epi, float *y, size_t ldy)
+                     enum xf_epilogue epi, float *y, size_t ldy,
+                     int first)
 {
+    (void)first;
     (void)ctx;
     const size_t bstride = (size_t)w->k_pad * 16;
     ukrs16[rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq,
@@ -377,8 +379,10 @@ void xf_qlinear_quant_avx2_s16(const xf_qgemm_w_t *w, int32_t m, const uint8_t *
  * micro-kernel table (sign trick or 7-bit). */
 static void avx2_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
                       const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
-                      enum xf_epilogue epi, float *y, size_t ldy)
+                      enum xf_epilogue epi, float *y, size_t ldy,
+                      int first)
 {
+    (void)first;
     const ukr_fn *uk = ctx;
     uk[rows - 1](w->k_pad / 4, xq, ldq, w->wq + (size_t)(jr / 16) * (size_t)w->k_pad * 16, y, ldy,
                  ncol, alpha, w->sigma + jr, w->colsum + jr, bias, epi);

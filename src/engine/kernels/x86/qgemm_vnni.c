@@ -2,7 +2,9 @@
  * each s32 lane without saturation, so activations go in as x^u = x^q + 128 and the column sums
  * take the 128 back out: acc = Σ x^u·W^q − 128·c_o (ATTENTION.md §24). Micro-kernel: MR=8 rows
  * × 48 channels (3 panels; 24 zmm accumulators), A broadcast 4 bytes at a time straight from the
- * quantised rows, full K per tile (s32 accumulators never leave the registers); the tile loops
+ * quantised rows, full K per tile (s32 accumulators never leave the registers); the weights
+ * packed in runs of 3 panels (wgroup 3, up to K = XF_QGEMM_GROUP_KMAX), so that a tile reads
+ * them as one sequential stream of 192 bytes per k-group; the tile loops
  * are qgemm.c's xf_qgemm_drive (shared with AVX2). Also the AVX-512 per-row
  * quantiser and the vpdpbusd peak loop. Compiled with the AVX-512 + VNNI flags only. */
 #include "config.h"
@@ -20,6 +22,13 @@
 #define NR (16 * NV)
 
 #define XF_INLINE static inline __attribute__((always_inline))
+
+/* How far ahead of its loads the first row tile of a column tile prefetches the weights (runs
+ * of 3 panels only: one stream). The later row tiles find the tile in L1. Measured (Zen 5, one
+ * thread, 64 rows, weights from L3 or memory, the same layout with and without, bench/results/
+ * qgemm_zen5.txt q8pack): 2–9 % faster at K = 768 for 1–6 KB; with one-panel runs (K = 3072,
+ * three streams) 2–5 % slower, so not there. */
+#define PF_BYTES 4096
 
 void xf_quant_rows_avx512(int32_t r0, int32_t r1, int32_t k, const float *x, int32_t ldx,
                           uint8_t *xq, int32_t ldq, float *alpha)
@@ -85,12 +94,13 @@ static void epilogue(const int32_t *cb, int mr, int nv, const __mmask16 *msk, co
     }
 }
 
-/* The tile [mr][nv·16] at c from rows a (ldq apart) and nv panels at b (bstride apart), full K
- * (kg groups of 4), then the epilogue. */
-XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t ldq,
-                   const int8_t *b, size_t bstride, float *c, size_t ldc, const __mmask16 *msk,
-                   const float *alpha, const float *sigma, const int32_t *colsum,
-                   const float *bias, enum xf_epilogue epi)
+/* The tile [mr][nv·16] at c from rows a (ldq apart) and nv panels at b (bstride apart; the
+ * next k-group gstride further), full K (kg groups of 4), then the epilogue. pf: prefetch
+ * each panel's stream PF_BYTES ahead (prefetches never fault, past the end included). */
+XF_INLINE void ukr(const int mr, const int nv, const int pf, int kg, const uint8_t *a,
+                   size_t ldq, const int8_t *b, size_t bstride, size_t gstride, float *c,
+                   size_t ldc, const __mmask16 *msk, const float *alpha, const float *sigma,
+                   const int32_t *colsum, const float *bias, enum xf_epilogue epi)
 {
     __m512i acc[MR][NV];
     int32_t cb[MR * NR] __attribute__((aligned(64)));
@@ -101,9 +111,14 @@ XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t 
             acc[i][j] = _mm512_setzero_si512();
     for (int g = 0; g < kg; g++) {
         __m512i bv[NV];
+        if (pf) {
+#pragma GCC unroll 3
+            for (int j = 0; j < nv; j++)
+                _mm_prefetch((const char *)(b + (size_t)j * bstride + PF_BYTES), _MM_HINT_T0);
+        }
 #pragma GCC unroll 3
         for (int j = 0; j < nv; j++)
-            bv[j] = _mm512_load_si512((const void *)(b + (size_t)j * bstride + 64 * (size_t)g));
+            bv[j] = _mm512_load_si512((const void *)(b + (size_t)j * bstride));
 #pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             int32_t a4;
@@ -113,6 +128,7 @@ XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t 
             for (int j = 0; j < nv; j++)
                 acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, bv[j]);
         }
+        b += gstride;
     }
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++)
@@ -123,44 +139,58 @@ XF_INLINE void ukr(const int mr, const int nv, int kg, const uint8_t *a, size_t 
 }
 
 typedef void (*ukr_fn)(int kg, const uint8_t *a, size_t ldq, const int8_t *b, size_t bstride,
-                       float *c, size_t ldc, const __mmask16 *msk, const float *alpha,
-                       const float *sigma, const int32_t *colsum, const float *bias,
-                       enum xf_epilogue epi);
+                       size_t gstride, float *c, size_t ldc, const __mmask16 *msk,
+                       const float *alpha, const float *sigma, const int32_t *colsum,
+                       const float *bias, enum xf_epilogue epi);
 
-#define UKR(mr, nv)                                                                          \
-    static void ukr_##mr##_##nv(int kg, const uint8_t *a, size_t ldq, const int8_t *b,       \
-                                size_t bstride, float *c, size_t ldc, const __mmask16 *msk,  \
-                                const float *alpha, const float *sigma,                      \
-                                const int32_t *colsum, const float *bias,                    \
-                                enum xf_epilogue epi)                                        \
+#define UKR(mr, nv, pf, sfx)                                                                 \
+    static void ukr_##mr##_##nv##sfx(int kg, const uint8_t *a, size_t ldq, const int8_t *b,  \
+                                     size_t bstride, size_t gstride, float *c, size_t ldc,   \
+                                     const __mmask16 *msk, const float *alpha,               \
+                                     const float *sigma, const int32_t *colsum,              \
+                                     const float *bias, enum xf_epilogue epi)                \
     {                                                                                        \
-        ukr(mr, nv, kg, a, ldq, b, bstride, c, ldc, msk, alpha, sigma, colsum, bias, epi);   \
+        ukr(mr, nv, pf, kg, a, ldq, b, bstride, gstride, c, ldc, msk, alpha, sigma, colsum,  \
+            bias, epi);                                                                      \
     }
-#define UKR_NV(mr) UKR(mr, 1) UKR(mr, 2) UKR(mr, 3)
+#define UKR_NV(mr)                                                                           \
+    UKR(mr, 1, 0, ) UKR(mr, 2, 0, ) UKR(mr, 3, 0, ) UKR(mr, 1, 1, _pf) UKR(mr, 2, 1, _pf)     \
+    UKR(mr, 3, 1, _pf)
 UKR_NV(1) UKR_NV(2) UKR_NV(3) UKR_NV(4) UKR_NV(5) UKR_NV(6) UKR_NV(7) UKR_NV(8)
 
-static const ukr_fn ukrs[MR][NV] = {
-    { ukr_1_1, ukr_1_2, ukr_1_3 }, { ukr_2_1, ukr_2_2, ukr_2_3 },
-    { ukr_3_1, ukr_3_2, ukr_3_3 }, { ukr_4_1, ukr_4_2, ukr_4_3 },
-    { ukr_5_1, ukr_5_2, ukr_5_3 }, { ukr_6_1, ukr_6_2, ukr_6_3 },
-    { ukr_7_1, ukr_7_2, ukr_7_3 }, { ukr_8_1, ukr_8_2, ukr_8_3 },
+#define UKR_ROW(mr, sfx) { ukr_##mr##_1##sfx, ukr_##mr##_2##sfx, ukr_##mr##_3##sfx }
+static const ukr_fn ukrs[2][MR][NV] = {
+    { UKR_ROW(1, ), UKR_ROW(2, ), UKR_ROW(3, ), UKR_ROW(4, ), UKR_ROW(5, ), UKR_ROW(6, ),
+      UKR_ROW(7, ), UKR_ROW(8, ) },
+    { UKR_ROW(1, _pf), UKR_ROW(2, _pf), UKR_ROW(3, _pf), UKR_ROW(4, _pf), UKR_ROW(5, _pf),
+      UKR_ROW(6, _pf), UKR_ROW(7, _pf), UKR_ROW(8, _pf) },
 };
 
-/* One tile for xf_qgemm_drive: rows × ncol (up to MR × NR) at column jr. */
+/* One tile for xf_qgemm_drive: rows × ncol (up to MR × NR) at column jr. The drive starts tiles
+ * at multiples of NR, so with runs of 3 panels (the table's wgroup, qgemm.h) a tile's panels
+ * are one run: 64 bytes apart, the next k-group 192 bytes on, one sequential stream, which
+ * the first row tile (the one that brings it from L3/memory) also prefetches PF_BYTES ahead.
+ * With runs of one panel (k_pad > XF_QGEMM_GROUP_KMAX, or weights packed for another table)
+ * the panels are k_pad·16 bytes apart. */
+_Static_assert(NR == 3 * XF_QGEMM_PANEL, "a VNNI tile is one run of 3 panels");
 static void vnni_tile(const void *ctx, const xf_qgemm_w_t *w, int rows, int32_t jr, int ncol,
                       const uint8_t *xq, size_t ldq, const float *alpha, const float *bias,
-                      enum xf_epilogue epi, float *y, size_t ldy)
+                      enum xf_epilogue epi, float *y, size_t ldy, int first)
 {
     (void)ctx;
-    const size_t bstride = (size_t)w->k_pad * 16;
+    const int32_t p = jr / 16;
+    const size_t bstride = w->group > 1 ? 64 : (size_t)w->k_pad * 16;
     __mmask16 msk[NV];
     for (int j = 0; j < NV; j++) {
         int left = ncol - 16 * j;
         msk[j] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
     }
-    ukrs[rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq, w->wq + (size_t)(jr / 16) * bstride,
-                                         bstride, y, ldy, msk, alpha, w->sigma + jr,
-                                         w->colsum + jr, bias, epi);
+    /* the row tile that fetches a one-stream tile's weights prefetches ahead of itself */
+    const int pf = first && w->group > 1;
+    ukrs[pf][rows - 1][(ncol + 15) / 16 - 1](w->k_pad / 4, xq, ldq,
+                                             w->wq + xf_qgemm_w_panel_off(w, p), bstride,
+                                             xf_qgemm_w_gstride(w, p), y, ldy, msk, alpha,
+                                             w->sigma + jr, w->colsum + jr, bias, epi);
 }
 
 void xf_qlinear_vnni(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t ldq,
