@@ -17,9 +17,11 @@
  * one line a step from its first step on measured up to 10 % slower at 64–512 rows per thread).
  * With bf16 panels (xf_gemm_w_add_bf16, ref.h: k pairs) each B load brings two k steps, widened
  * to fp32 in registers (shift / mask), so the products and sums are those of the fp32 path on the
- * rounded weights; only the bytes read per weight halve. Every output element is summed in k
- * order in one fp32 FMA chain whatever the thread split, tile or blocking, so results are
- * bitwise identical for any nth. */
+ * rounded weights; only the bytes read per weight halve. A thread share of 9..16 rows of fp32
+ * weights (b1n16, short queries) takes a one-pass path instead (gemm_small, below: 16-row ×
+ * 16-column tiles, so each weight is read from memory once rather than by two row panels).
+ * Every output element is summed in k order in one fp32 FMA chain whatever the thread split,
+ * path, tile or blocking, so results are bitwise identical for any nth. */
 #include "config.h"
 
 #include <immintrin.h>
@@ -346,10 +348,13 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
  * tiles of one group row run are used, the run SM_AHEAD groups further on (in K-block, then
  * column order) is prefetched into L2 as one sequential stream, its lines spread evenly over
  * the tiles' k steps (about one line a step). Measured at M = 16 on Zen 5 (one BERT layer's
- * GEMMs, 12 layers' weights rotated, 2 threads): 0.90–0.95 of gemm_block's time; 2 or 4
- * groups ahead, a burst prefetch of the first group, T0/T2 hints: no better; at 8 rows or
- * fewer gemm_block (one panel, sequential 48-column tiles) is as fast or 3 % faster, so it
- * keeps them. K in KC blocks (x packed per block: 16 rows × KC = 16 KB, stays in L1); the
+ * GEMMs, 12 layers' weights rotated, 2 threads, alternated with gemm_block): 0.91–0.99 of
+ * gemm_block's time (median 0.97 of 6 runs; the forward's b1n16 0.95, bench/results/
+ * engine-zen5.md run 18); 2 or 4 groups ahead, a burst prefetch of the first group, T0/T2
+ * hints, an extra L1 prefetch of the tile's own stream: no better; without the prefetch 1.4×
+ * slower; keeping 8-row panels but walking each group in chunks of 32–256 k steps that both
+ * panels meet in L1: 1.1–1.2× slower. At 12 rows level; at 8 rows or fewer gemm_block (one
+ * panel, sequential 48-column tiles) is as fast or 3 % faster, so it keeps them. K in KC blocks (x packed per block: 16 rows × KC = 16 KB, stays in L1); the
  * accumulators go through y between K blocks. Same per-element FMA chains in k order as
  * gemm_block, so the same bits. In cache this tile runs at about 0.85 of ukr's 8×48 rate (17
  * loads per 16 FMAs against 11 per 24), so it wins only where the weights stream from memory;
