@@ -356,8 +356,9 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
  * panels meet in L1: 1.1–1.2× slower. At 12 rows level; at 8 rows or fewer gemm_block (one
  * panel, sequential 48-column tiles) is as fast or 3 % faster, so it keeps them. K in KC blocks (x packed per block: 16 rows × KC = 16 KB, stays in L1); the
  * accumulators go through y between K blocks. Same per-element FMA chains in k order as
- * gemm_block, so the same bits. In cache this tile runs at about 0.85 of ukr's 8×48 rate (17
- * loads per 16 FMAs against 11 per 24), so it wins only where the weights stream from memory;
+ * gemm_block, so the same bits. In cache this tile takes about 1.06× ukr's 8×48 time (1.14×
+ * with 16 scalar broadcasts: 17 loads per 16 FMAs against 11 per 24; now 14), so it wins only
+ * where the weights stream from memory;
  * bf16 panels (half the bytes) measured 1.04–1.07× slower through it, and keep gemm_block. */
 #define SM_MIN_ROWS (MR + 1)
 #define SM_ROWS (2 * MR)
@@ -380,8 +381,16 @@ XF_INLINE void sm_ukr(const int mr, int ks, const float *ap, const char *b, size
             prefetch_share(pf, pfn, ks, &pacc, &pq);
         const __m512 bv = _mm512_load_ps((const float *)(b + (size_t)s * sstride));
         const float *a = ap + SM_ROWS * s;
+        /* rows 0-3 from one 16-byte load through in-lane shuffles, the others broadcast
+         * from memory: fewer loads (in cache 1.06× gemm_block's time against 1.14× with 16
+         * broadcasts; 8 shuffled rows no better, 16 worse) */
+        const __m512 q = _mm512_broadcast_f32x4(_mm_load_ps(a));
+        acc[0] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0x00), bv, acc[0]);
+        acc[1] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0x55), bv, acc[1]);
+        acc[2] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0xaa), bv, acc[2]);
+        acc[3] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0xff), bv, acc[3]);
 #pragma GCC unroll 16
-        for (int i = 0; i < mr; i++)
+        for (int i = 4; i < mr; i++)
             acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), bv, acc[i]);
     }
     if (last && epi != XF_EPI_NONE) {
