@@ -348,9 +348,9 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
  * tiles of one group row run are used, the run SM_AHEAD groups further on (in K-block, then
  * column order) is prefetched into L2 as one sequential stream, its lines spread evenly over
  * the tiles' k steps (about one line a step). Measured at M = 16 on Zen 5 (one BERT layer's
- * GEMMs, 12 layers' weights rotated, 2 threads, alternated with gemm_block): 0.91–0.99 of
- * gemm_block's time (median 0.97 of 6 runs; the forward's b1n16 0.95, bench/results/
- * engine-zen5.md run 18); 2 or 4 groups ahead, a burst prefetch of the first group, T0/T2
+ * GEMMs, 12 layers' weights rotated, 2 threads, alternated with gemm_block): 0.90–0.95 of
+ * gemm_block's time (0.86–0.89 at 9 and 13 rows; the forward's b1n16 0.96 at the median of
+ * 12 loaded rounds, bench/results/engine-zen5.md run 18b); 2 or 4 groups ahead, a burst prefetch of the first group, T0/T2
  * hints, an extra L1 prefetch of the tile's own stream: no better; without the prefetch 1.4×
  * slower; keeping 8-row panels but walking each group in chunks of 32–256 k steps that both
  * panels meet in L1: 1.1–1.2× slower. At 12 rows level; at 8 rows or fewer gemm_block (one
