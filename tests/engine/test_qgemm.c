@@ -792,11 +792,11 @@ static void test_gelu_poly_bound(void **state)
         assert_true(xf_gelu_poly_ref(3e38f, tab) == 3e38f);
         assert_true(fabsf(xf_gelu_poly_ref(-3e38f, tab)) <= 3e38f * 6e-7f);
         /* the int8 reference epilogue uses it */
-        assert_true(xf_qact_ref(epi, 1.25f) == xf_gelu_poly_ref(1.25f, tab));
+        assert_true(xf_act_ref(epi, 1.25f) == xf_gelu_poly_ref(1.25f, tab));
     }
     assert_null(xf_gelu_poly_table(XF_EPI_BIAS_RELU));
-    assert_true(xf_qact_ref(XF_EPI_BIAS_RELU, -2.0f) == 0.0f);
-    assert_true(xf_qact_ref(XF_EPI_BIAS, -2.0f) == -2.0f);
+    assert_true(xf_act_ref(XF_EPI_BIAS_RELU, -2.0f) == 0.0f);
+    assert_true(xf_act_ref(XF_EPI_BIAS, -2.0f) == -2.0f);
 }
 
 /* The peak loops count operations and run (a positive, finite op count per round). */

@@ -1,4 +1,4 @@
-/* The piecewise-polynomial GELU of the int8 epilogue (gelu_poly.h): the coefficient tables,
+/* The piecewise-polynomial GELU of every epilogue, fp32 and int8 (gelu_poly.h): the coefficient tables,
  * printed by scripts/gelu_poly_fit.c, and the scalar twin of the vector versions. */
 #include "config.h"
 
@@ -42,17 +42,4 @@ float xf_gelu_poly_ref(float x, const float (*c)[XF_GELU_POLY_N])
     for (int k = XF_GELU_POLY_DEG - 1; k >= 0; k--)
         q = fmaf(q, t, c[k][i]);
     return fmaf(a, q, 0.5f * x);
-}
-
-float xf_qact_ref(enum xf_epilogue epi, float v)
-{
-    switch (epi) {
-    case XF_EPI_BIAS_GELU:
-    case XF_EPI_BIAS_GELU_TANH:
-        return xf_gelu_poly_ref(v, xf_gelu_poly_table(epi));
-    case XF_EPI_BIAS_RELU:
-        return v > 0.0f ? v : 0.0f;
-    default:
-        return v;
-    }
 }

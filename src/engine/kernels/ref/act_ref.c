@@ -4,30 +4,18 @@
 
 #include <math.h>
 
+#include "engine/kernels/gelu_poly.h"
 #include "engine/kernels/ref/ref.h"
 
-/* gelu_erf(x) = 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2) */
-float xf_gelu_erf_ref(float x)
-{
-    return 0.5f * x * erfcf(-x * (float)M_SQRT1_2);
-}
-
-/* gelu_tanh(x) = 0.5·x·(1 + tanh(u)) = x·σ(2u) = x / (1 + e^(-2u)),
- * u = √(2/π)·(x + 0.044715·x³) */
-float xf_gelu_tanh_ref(float x)
-{
-    const float c = 0.7978845608028654f; /* √(2/π) */
-    float u = c * (x + 0.044715f * x * x * x);
-    return x / (1.0f + expf(-2.0f * u));
-}
-
+/* GELU (erf or tanh form): the piecewise polynomial of gelu_poly.h, |error| ≤ 6e-7·max(1, |x|)
+ * against the float64 GELU, bitwise the vector versions of every ISA. */
 float xf_act_ref(enum xf_epilogue act, float v)
 {
     switch (act) {
     case XF_EPI_BIAS_GELU:
-        return xf_gelu_erf_ref(v);
+        return xf_gelu_poly_ref(v, xf_gelu_poly_erf);
     case XF_EPI_BIAS_GELU_TANH:
-        return xf_gelu_tanh_ref(v);
+        return xf_gelu_poly_ref(v, xf_gelu_poly_tanh);
     case XF_EPI_BIAS_RELU:
         return v > 0.0f ? v : 0.0f;
     default:

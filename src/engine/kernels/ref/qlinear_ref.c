@@ -61,7 +61,7 @@ void xf_qlinear_ref(const xf_qgemm_w_t *w, int32_t m, const uint8_t *xq, int32_t
                 acc += ((int32_t)xt[kk] - 128) * (int32_t)xf_qgemm_w_at(w, o, kk);
             float v = (float)acc * (alpha[t] * w->sigma[o]);
             if (epi != XF_EPI_NONE)
-                v = xf_qact_ref(epi, v + bias[o]);
+                v = xf_act_ref(epi, v + bias[o]);
             y[(size_t)t * (size_t)ldy + (size_t)o] = v;
         }
     }

@@ -9,12 +9,9 @@
 
 #include "engine/kernels.h"
 
-/* Scalar activations: gelu_erf(x) = 0.5·x·(1 + erf(x/√2)), written as 0.5·x·erfc(-x/√2)
- * (same value, no cancellation for x < 0); gelu_tanh(x) = 0.5·x·(1 + tanh(u)),
- * u = √(2/π)·(x + 0.044715·x³), written as x / (1 + exp(-2u)) for the same reason. */
-float xf_gelu_erf_ref(float x);
-float xf_gelu_tanh_ref(float x);
-/* act(v) for an epilogue (XF_EPI_NONE and XF_EPI_BIAS: identity). */
+/* act(v) for an epilogue (XF_EPI_NONE and XF_EPI_BIAS: identity; GELU, erf form
+ * 0.5·x·(1 + erf(x/√2)) or tanh form 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): the piecewise
+ * polynomial of gelu_poly.h, for fp32 and int8 alike). */
 float xf_act_ref(enum xf_epilogue act, float v);
 
 void xf_linear_ref(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,

@@ -153,12 +153,16 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
         }
     }
     if (last && epi != XF_EPI_NONE) {
+        __m512 gc[XF_GELU_POLY_DEG + 1];   /* the GELU's table, loaded once per tile */
+        if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH)
+            xf_gelu_poly_load512(gc, epi == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf
+                                                             : xf_gelu_poly_tanh);
 #pragma GCC unroll 3
         for (int j = 0; j < nv; j++) {
             __m512 bb = _mm512_maskz_loadu_ps(msk[j], bias + 16 * j);
 #pragma GCC unroll 8
             for (int i = 0; i < mr; i++)
-                acc[i][j] = xf_act512(epi, _mm512_add_ps(acc[i][j], bb));
+                acc[i][j] = xf_qact512(epi, _mm512_add_ps(acc[i][j], bb), gc);
         }
     }
 #pragma GCC unroll 8

@@ -1,6 +1,6 @@
 /* Engine-internal: AVX2+FMA vector math shared by the avx2 kernel files (static inline, only
- * for files built with the avx2 flags): exp, erfc-based GELU, tanh GELU — the same formulas
- * as vmath_avx512.h, with the 2^n scaling done on the exponent bits. */
+ * for files built with the avx2 flags): exp and the polynomial GELU — the same formulas as
+ * vmath_avx512.h, with the 2^n scaling done on the exponent bits. */
 #ifndef XF_ENGINE_KERNELS_X86_VMATH_AVX2_H
 #define XF_ENGINE_KERNELS_X86_VMATH_AVX2_H
 
@@ -51,59 +51,6 @@ static inline __m256 xf_exp256(__m256 x)
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), bias), 23));
     __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
     return _mm256_blendv_ps(_mm256_andnot_ps(tiny, y), _mm256_set1_ps(INFINITY), huge);
-}
-
-/* erfc(z), Numerical Recipes' erfcc (relative error < 1.2e-7), as xf_erfc512. */
-static inline __m256 xf_erfc256(__m256 z)
-{
-    __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
-    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
-                             _mm256_fmadd_ps(az, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
-    __m256 p = _mm256_set1_ps(0.17087277f);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.82215223f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.48851587f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.13520398f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.27886807f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.18628806f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.09678418f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.37409196f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.00002368f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.26551223f));
-    __m256 e = _mm256_fnmadd_ps(az, az, p);
-    __m256 y = _mm256_mul_ps(t, xf_exp256(e));
-    __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
-    return _mm256_blendv_ps(y, _mm256_sub_ps(_mm256_set1_ps(2.0f), y), neg);
-}
-
-/* gelu_erf(x) = 0.5·x·erfc(-x/√2) */
-static inline __m256 xf_gelu_erf256(__m256 x)
-{
-    __m256 e = xf_erfc256(_mm256_mul_ps(x, _mm256_set1_ps(-0.70710678118654752f)));
-    return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), e);
-}
-
-/* gelu_tanh(x) = x / (1 + e^(-2u)), u = √(2/π)·(x + 0.044715·x³) */
-static inline __m256 xf_gelu_tanh256(__m256 x)
-{
-    /* the same fp32 operations as xf_gelu_tanh_ref: e^(-2u) amplifies any rounding of u */
-    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.044715f)), x), x);
-    __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_add_ps(x, x3));
-    __m256 e = xf_exp256(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)));
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-}
-
-static inline __m256 xf_act256(enum xf_epilogue act, __m256 v)
-{
-    switch (act) {
-    case XF_EPI_BIAS_GELU:
-        return xf_gelu_erf256(v);
-    case XF_EPI_BIAS_GELU_TANH:
-        return xf_gelu_tanh256(v);
-    case XF_EPI_BIAS_RELU:
-        return _mm256_max_ps(v, _mm256_setzero_ps());
-    default:
-        return v;
-    }
 }
 
 static inline float xf_hsum256(__m256 v)
@@ -173,13 +120,30 @@ static inline __m256 xf_gelu_poly256(__m256 x, const __m256 *c)
     return _mm256_fmadd_ps(a, q, _mm256_mul_ps(x, _mm256_set1_ps(0.5f)));
 }
 
-/* act(v) of the int8 epilogue (xf_qact_ref): gc = the GELU table's vectors (GELU epilogues). */
+/* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the GELU table's vectors (GELU epilogues). */
 static inline __m256 xf_qact256(enum xf_epilogue act, __m256 v, const __m256 *gc)
 {
     switch (act) {
     case XF_EPI_BIAS_GELU:
     case XF_EPI_BIAS_GELU_TANH:
         return xf_gelu_poly256(v, gc);
+    case XF_EPI_BIAS_RELU:
+        return _mm256_max_ps(v, _mm256_setzero_ps());
+    default:
+        return v;
+    }
+}
+
+/* act(v) for an epilogue value, bitwise xf_act_ref (as xf_act512). */
+static inline __m256 xf_act256(enum xf_epilogue act, __m256 v)
+{
+    switch (act) {
+    case XF_EPI_BIAS_GELU:
+    case XF_EPI_BIAS_GELU_TANH: {
+        __m256 c[XF_GELU_POLY_DEG + 1];
+        xf_gelu_poly_load256(c, act == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf : xf_gelu_poly_tanh);
+        return xf_gelu_poly256(v, c);
+    }
     case XF_EPI_BIAS_RELU:
         return _mm256_max_ps(v, _mm256_setzero_ps());
     default:

@@ -1,7 +1,8 @@
 /* Engine-internal: AVX-512 vector math shared by the avx512 kernel files (static inline, so
- * only files built with the avx512 flags include it): exp, erfc-based GELU, tanh GELU.
- * Accuracy (checked against libm in tests/engine/test_kernels.c): exp within ~2 ulp;
- * GELU within ~1e-6 relative (see the formulas below). */
+ * only files built with the avx512 flags include it): exp and the piecewise-polynomial GELU
+ * (gelu_poly.h; erf and tanh forms) of every epilogue, fp32 and int8. Accuracy (checked in
+ * tests/engine/test_kernels.c and test_vmath.c): exp within ~2 ulp; GELU within
+ * 6e-7·max(1, |x|) of the float64 GELU, bitwise its scalar twin xf_gelu_poly_ref. */
 #ifndef XF_ENGINE_KERNELS_X86_VMATH_AVX512_H
 #define XF_ENGINE_KERNELS_X86_VMATH_AVX512_H
 
@@ -40,61 +41,6 @@ static inline __m512 xf_exp512(__m512 x)
     return xf_exp512_inrange(x);
 }
 
-/* erfc(z) = t·exp(-z² - 1.26551223 + t·P(t)), t = 1/(1 + |z|/2), for z >= 0, and 2 - erfc(-z)
- * for z < 0 (Numerical Recipes' erfcc: relative error < 1.2e-7 everywhere). */
-static inline __m512 xf_erfc512(__m512 z)
-{
-    __m512 az = _mm512_abs_ps(z);
-    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
-                             _mm512_fmadd_ps(az, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
-    __m512 p = _mm512_set1_ps(0.17087277f);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
-    __m512 e = _mm512_fnmadd_ps(az, az, p);
-    __m512 y = _mm512_mul_ps(t, xf_exp512(e));
-    __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
-    return _mm512_mask_sub_ps(y, neg, _mm512_set1_ps(2.0f), y);
-}
-
-/* gelu_erf(x) = 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2) */
-static inline __m512 xf_gelu_erf512(__m512 x)
-{
-    __m512 e = xf_erfc512(_mm512_mul_ps(x, _mm512_set1_ps(-0.70710678118654752f)));
-    return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), e);
-}
-
-/* gelu_tanh(x) = 0.5·x·(1 + tanh(u)) = x / (1 + e^(-2u)), u = √(2/π)·(x + 0.044715·x³) */
-static inline __m512 xf_gelu_tanh512(__m512 x)
-{
-    /* the same fp32 operations as xf_gelu_tanh_ref: e^(-2u) amplifies any rounding of u */
-    __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.044715f)), x), x);
-    __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_add_ps(x, x3));
-    __m512 e = xf_exp512(_mm512_mul_ps(u, _mm512_set1_ps(-2.0f)));
-    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-
-/* act(v) for an epilogue value (kernels.h enum xf_epilogue). */
-static inline __m512 xf_act512(enum xf_epilogue act, __m512 v)
-{
-    switch (act) {
-    case XF_EPI_BIAS_GELU:
-        return xf_gelu_erf512(v);
-    case XF_EPI_BIAS_GELU_TANH:
-        return xf_gelu_tanh512(v);
-    case XF_EPI_BIAS_RELU:
-        return _mm512_max_ps(v, _mm512_setzero_ps());
-    default:
-        return v;
-    }
-}
-
 /* The int8 epilogue's piecewise-polynomial GELU (gelu_poly.h), bitwise xf_gelu_poly_ref: c holds
  * the table's six coefficient vectors (xf_gelu_poly_load512; pieces 0-7 in lanes 0-7 and again
  * in 8-15). The piece index is rint(s) read from the low mantissa bits of s + 1.5·2^23. */
@@ -119,13 +65,31 @@ static inline __m512 xf_gelu_poly512(__m512 x, const __m512 *c)
     return _mm512_fmadd_ps(a, q, _mm512_mul_ps(x, _mm512_set1_ps(0.5f)));
 }
 
-/* act(v) of the int8 epilogue (xf_qact_ref): gc = the GELU table's vectors (GELU epilogues). */
+/* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the GELU table's vectors (GELU epilogues). */
 static inline __m512 xf_qact512(enum xf_epilogue act, __m512 v, const __m512 *gc)
 {
     switch (act) {
     case XF_EPI_BIAS_GELU:
     case XF_EPI_BIAS_GELU_TANH:
         return xf_gelu_poly512(v, gc);
+    case XF_EPI_BIAS_RELU:
+        return _mm512_max_ps(v, _mm512_setzero_ps());
+    default:
+        return v;
+    }
+}
+
+/* act(v) for an epilogue value (kernels.h enum xf_epilogue), bitwise xf_act_ref: the GELUs are
+ * the polynomial one above with the table loaded here (xf_qact512 takes it preloaded). */
+static inline __m512 xf_act512(enum xf_epilogue act, __m512 v)
+{
+    switch (act) {
+    case XF_EPI_BIAS_GELU:
+    case XF_EPI_BIAS_GELU_TANH: {
+        __m512 c[XF_GELU_POLY_DEG + 1];
+        xf_gelu_poly_load512(c, act == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf : xf_gelu_poly_tanh);
+        return xf_gelu_poly512(v, c);
+    }
     case XF_EPI_BIAS_RELU:
         return _mm512_max_ps(v, _mm512_setzero_ps());
     default:
