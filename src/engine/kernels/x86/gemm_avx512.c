@@ -398,10 +398,14 @@ XF_INLINE void sm_ukr(const int mr, int ks, const float *ap, const char *b, size
             acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), bv, acc[i]);
     }
     if (last && epi != XF_EPI_NONE) {
+        __m512 gc[XF_GELU_POLY_DEG + 1];   /* the GELU's table, as in ukr */
+        if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH)
+            xf_gelu_poly_load512(gc, epi == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf
+                                                             : xf_gelu_poly_tanh);
         __m512 bb = _mm512_maskz_loadu_ps(msk, bias);
 #pragma GCC unroll 16
         for (int i = 0; i < mr; i++)
-            acc[i] = xf_act512(epi, _mm512_add_ps(acc[i], bb));
+            acc[i] = xf_qact512(epi, _mm512_add_ps(acc[i], bb), gc);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < mr; i++)
