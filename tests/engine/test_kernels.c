@@ -361,6 +361,17 @@ static void test_linear(void **state)
      * block of 14: each tile's share of the next W block's prefetch is below one line a k
      * step in the first K step and several lines a step in the last */
     check_linear_shape(70, 600, 270, 16);
+    /* 9..16 rows (every nth gives each thread all of them: the AVX-512 kernel's one-pass
+     * 16-column tiles, gemm_avx512.c gemm_small): several K blocks with a short last one, N
+     * not a multiple of 16 or 48 and below one group, shares starting inside a group (nth 3
+     * and 5), odd K, K below the unroll */
+    check_linear_shape(16, 1000, 600, 17);
+    check_linear_shape(9, 97, 271, 18);
+    check_linear_shape(12, 145, 270, 19);
+    check_linear_shape(16, 33, 513, 20);
+    check_linear_shape(13, 5, 40, 21);
+    check_linear_shape(15, 700, 257, 22);
+    check_linear_shape(11, 250, 3, 23);
 }
 
 /* xf_gemm_w_init rejects bad shapes; M = 0 writes nothing. */
@@ -535,6 +546,9 @@ static void test_linear_bf16(void **state)
     /* bf16 panels made from 16-column groups */
     check_bf16_shape(20, 1000, 600, 28, XF_GEMM_PANEL);
     check_bf16_shape(7, 97, 513, 29, XF_GEMM_PANEL);
+    /* 9..16 rows: bf16 panels keep the two-panel path (gemm_avx512.c) */
+    check_bf16_shape(16, 300, 271, 32, 0);
+    check_bf16_shape(10, 61, 600, 33, 0);
 }
 
 /* The packed layout of ref.h, element by element, written out here independently of the

@@ -17,9 +17,11 @@
  * one line a step from its first step on measured up to 10 % slower at 64–512 rows per thread).
  * With bf16 panels (xf_gemm_w_add_bf16, ref.h: k pairs) each B load brings two k steps, widened
  * to fp32 in registers (shift / mask), so the products and sums are those of the fp32 path on the
- * rounded weights; only the bytes read per weight halve. Every output element is summed in k
- * order in one fp32 FMA chain whatever the thread split, tile or blocking, so results are
- * bitwise identical for any nth. */
+ * rounded weights; only the bytes read per weight halve. A thread share of 9..16 rows of fp32
+ * weights (b1n16, short queries) takes a one-pass path instead (gemm_small, below: 16-row ×
+ * 16-column tiles, so each weight is read from memory once rather than by two row panels).
+ * Every output element is summed in k order in one fp32 FMA chain whatever the thread split,
+ * path, tile or blocking, so results are bitwise identical for any nth. */
 #include "config.h"
 
 #include <immintrin.h>
@@ -339,6 +341,173 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
     }
 }
 
+/* ---- small M: one pass over the weights ----
+ * With SM_MIN_ROWS..SM_ROWS rows in a thread's share, gemm_block cuts them into two row panels
+ * that each read every KC×NC block: the first from memory (at most 8 rows: 4 FLOP per weight
+ * byte), the second from L2. Here one tile holds all of the share's rows × 16 columns (16 zmm
+ * accumulators, x broadcast from memory into the FMAs: 1 B load and mr broadcasts per mr
+ * FMAs), so each weight byte is read once and used by every row. A 16-column tile reads one of
+ * the three 64-byte lines of each 192-byte group row (ref.h layout): a strided stream the
+ * hardware prefetchers follow poorly (without software prefetch 1.4× slower). So while the
+ * tiles of one group row run are used, the run SM_AHEAD groups further on (in K-block, then
+ * column order) is prefetched into L2 as one sequential stream, its lines spread evenly over
+ * the tiles' k steps (about one line a step). Measured at M = 16 on Zen 5 (one BERT layer's
+ * GEMMs, 12 layers' weights rotated, 2 threads, alternated with gemm_block): 0.90–0.95 of
+ * gemm_block's time (0.86–0.89 at 9 and 13 rows; the forward's b1n16 0.96 at the median of
+ * 12 loaded rounds, bench/results/engine-zen5.md run 18b); 2 or 4 groups ahead, a burst prefetch of the first group, T0/T2
+ * hints, an extra L1 prefetch of the tile's own stream: no better; without the prefetch 1.4×
+ * slower; keeping 8-row panels but walking each group in chunks of 32–256 k steps that both
+ * panels meet in L1: 1.1–1.2× slower. At 12 rows level; at 8 rows or fewer gemm_block (one
+ * panel, sequential 48-column tiles) is as fast or 3 % faster, so it keeps them. K in KC blocks (x packed per block: 16 rows × KC = 16 KB, stays in L1); the
+ * accumulators go through y between K blocks. Same per-element FMA chains in k order as
+ * gemm_block, so the same bits. In cache this tile takes about 1.06× ukr's 8×48 time (1.14×
+ * with 16 scalar broadcasts: 17 loads per 16 FMAs against 11 per 24; now 14), so it wins only
+ * where the weights stream from memory;
+ * bf16 panels (half the bytes) measured 1.04–1.07× slower through it, and keep gemm_block. */
+#define SM_MIN_ROWS (MR + 1)
+#define SM_ROWS (2 * MR)
+#define SM_AHEAD 1
+
+/* The tile [mr][16] at c: acc (+)= ap·B over ks steps (k, or k pairs for bf16; kc k in all),
+ * B's steps sstride bytes apart; pfn lines from pf into L2 spread over the steps; on the last
+ * K step add bias and apply the activation. msk masks the columns that exist. */
+XF_INLINE void sm_ukr(const int mr, int ks, const float *ap, const char *b, size_t sstride,
+                      const char *pf, int pfn, float *c, size_t ldc, __mmask16 msk, int first,
+                      int last, const float *bias, enum xf_epilogue epi)
+{
+    __m512 acc[SM_ROWS];
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++)
+        acc[i] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(msk, c + (size_t)i * ldc);
+    int pacc = 0, pq = 0;   /* prefetch_share's count */
+    for (int s = 0; s < ks; s++) {
+        if (pf)
+            prefetch_share(pf, pfn, ks, &pacc, &pq);
+        const __m512 bv = _mm512_load_ps((const float *)(b + (size_t)s * sstride));
+        const float *a = ap + SM_ROWS * s;
+        /* rows 0-3 from one 16-byte load through in-lane shuffles, the others broadcast
+         * from memory: fewer loads (in cache 1.06× gemm_block's time against 1.14× with 16
+         * broadcasts; 8 shuffled rows no better, 16 worse) */
+        const __m512 q = _mm512_broadcast_f32x4(_mm_load_ps(a));
+        acc[0] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0x00), bv, acc[0]);
+        acc[1] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0x55), bv, acc[1]);
+        acc[2] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0xaa), bv, acc[2]);
+        acc[3] = _mm512_fmadd_ps(_mm512_permute_ps(q, 0xff), bv, acc[3]);
+#pragma GCC unroll 16
+        for (int i = 4; i < mr; i++)
+            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), bv, acc[i]);
+    }
+    if (last && epi != XF_EPI_NONE) {
+        __m512 gc[XF_GELU_POLY_DEG + 1];   /* the GELU's table, as in ukr */
+        if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH)
+            xf_gelu_poly_load512(gc, epi == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf
+                                                             : xf_gelu_poly_tanh);
+        __m512 bb = _mm512_maskz_loadu_ps(msk, bias);
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; i++)
+            acc[i] = xf_qact512(epi, _mm512_add_ps(acc[i], bb), gc);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++)
+        _mm512_mask_storeu_ps(c + (size_t)i * ldc, msk, acc[i]);
+}
+
+typedef void (*sm_fn)(int ks, const float *ap, const char *b, size_t sstride, const char *pf,
+                      int pfn, float *c, size_t ldc, __mmask16 msk, int first, int last,
+                      const float *bias, enum xf_epilogue epi);
+
+#define SMK(mr)                                                                            \
+    static void smk_##mr(int ks, const float *ap, const char *b, size_t sstride,           \
+                         const char *pf, int pfn, float *c, size_t ldc, __mmask16 msk,     \
+                         int first, int last, const float *bias, enum xf_epilogue epi)     \
+    {                                                                                      \
+        sm_ukr(mr, ks, ap, b, sstride, pf, pfn, c, ldc, msk, first, last, bias, epi);      \
+    }
+SMK(9) SMK(10) SMK(11) SMK(12) SMK(13) SMK(14) SMK(15) SMK(16)
+
+static const sm_fn smks[SM_ROWS - SM_MIN_ROWS + 1] = {
+    smk_9, smk_10, smk_11, smk_12, smk_13, smk_14, smk_15, smk_16,
+};
+
+/* ap[k·SM_ROWS + i] = x[i][k] for i < mr (<= SM_ROWS), k < kc, through 8×8 transposes (rows
+ * from mr on are not written). */
+static void sm_pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
+{
+    for (int i0 = 0; i0 < mr; i0 += 8) {
+        const int nr = mr - i0 < 8 ? mr - i0 : 8;
+        const __mmask8 sm = (__mmask8)((1u << nr) - 1);
+        const float *xr = x + (size_t)i0 * ldx;
+        int k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_loadu_ps(xr + (size_t)(i < nr ? i : 0) * ldx + k);
+            xf_tr8x8_256(r);
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++)
+                _mm256_mask_storeu_ps(ap + (size_t)(k + q) * SM_ROWS + i0, sm, r[q]);
+        }
+        for (; k < kc; k++)
+            for (int i = 0; i < nr; i++)
+                ap[(size_t)k * SM_ROWS + i0 + i] = xr[(size_t)i * ldx + k];
+    }
+}
+
+/* The share's group row run number q (K block q / ntile, then the ntile groups the columns
+ * from c0 touch, in order): its start (the whole group's run, from the group's first column)
+ * and *lines, its 64-byte lines; NULL past the last K block. */
+static const char *sm_run(const xf_gemm_w_t *w, int c0, int ntile, int q, size_t *lines)
+{
+    const int K = w->k, gi = w->group, pc = q / ntile * KC;
+    if (pc >= K)
+        return NULL;
+    const int kc = K - pc < KC ? K - pc : KC;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    size_t gw;
+    size_t off = xf_gemm_group_at((size_t)(c0 / gi + q % ntile) * (size_t)gi, npad, (size_t)kc,
+                                  (size_t)gi, &gw);
+    *lines = (size_t)kc * gw * 4 / 64;
+    return (const char *)(w->packed + (size_t)pc * npad + off);
+}
+
+/* Rows [r0, r1) (SM_MIN_ROWS..SM_ROWS of them) and columns [c0, c1) (c0 a multiple of 16) of
+ * y in one pass over the fp32 weights. */
+static void gemm_small(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, const float *x,
+                       size_t ldx, const float *bias, enum xf_epilogue epi, float *y,
+                       size_t ldy)
+{
+    float ap[SM_ROWS * KC] __attribute__((aligned(64)));
+    const int K = w->k, mr = r1 - r0;
+    const size_t npad = ((size_t)w->n + 15) / 16 * 16, G = (size_t)w->group;
+    const int gi = (int)G, ntile = (c1 - 1) / gi - c0 / gi + 1;
+    const sm_fn fn = smks[mr - SM_MIN_ROWS];
+    for (int pc = 0; pc < K; pc += KC) {
+        const int kc = K - pc < KC ? K - pc : KC;
+        const int first = pc == 0, last = pc + kc == K;
+        const float *blk = w->packed + (size_t)pc * npad;
+        sm_pack_a(mr, kc, x + (size_t)r0 * ldx + pc, ldx, ap);
+        for (int jr = c0; jr < c1; jr += 16) {
+            const int ncol = c1 - jr < 16 ? c1 - jr : 16;
+            const __mmask16 msk = (__mmask16)((1u << ncol) - 1);
+            size_t gw;
+            const float *b = blk + xf_gemm_group_at((size_t)jr, npad, (size_t)kc, G, &gw);
+            /* this tile's part of the run SM_AHEAD groups on, shared by its group's tiles */
+            const int t = jr / gi - c0 / gi;
+            const int gs = t == 0 ? c0 : jr / gi * gi;
+            const int ge = (jr / gi + 1) * gi < c1 ? (jr / gi + 1) * gi : c1;
+            const int nsub = (ge - gs + 15) / 16, sub = (jr - gs) / 16;
+            size_t lines = 0;
+            const char *pf = sm_run(w, c0, ntile, pc / KC * ntile + t + SM_AHEAD, &lines);
+            const size_t l0 = lines * (size_t)sub / (size_t)nsub;
+            const size_t l1 = lines * (size_t)(sub + 1) / (size_t)nsub;
+            float *c = y + (size_t)r0 * ldy + jr;
+            fn(kc, ap, (const char *)b, gw * 4, pf ? pf + 64 * l0 : NULL, (int)(l1 - l0), c,
+               ldy, msk, first, last, bias ? bias + jr : NULL, epi);
+        }
+    }
+}
+
 void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ldx,
                       const float *bias, enum xf_epilogue epi, float *y, int32_t ldy,
                       int ith, int nth)
@@ -351,6 +520,10 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
     if (!xf_gemm_share(m, w->n, MR, NR, ith, nth, &r0, &r1, &c0, &c1))
         return;
     int bf = w->packed_bf16 != NULL;
+    if (!bf && r1 - r0 >= SM_MIN_ROWS && r1 - r0 <= SM_ROWS) {
+        gemm_small(w, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
+        return;
+    }
     gemm_block(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
 }
 
