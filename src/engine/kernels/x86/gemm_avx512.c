@@ -15,13 +15,6 @@
  * row panel's tiles, spread evenly over each tile's k steps (at small M the weights stream from
  * memory, and the hardware prefetcher does not cross into the next block; a tile's share issued
  * one line a step from its first step on measured up to 10 % slower at 64–512 rows per thread).
- * At more than LEAD_ROWS rows per thread (struct ahead) a tile also fetches, spread over its k
- * steps into L1, its share of the x rows the next row panel packs, and the next tile's C (the
- * next panel's first tile after a panel's last) C_LATE steps before its k loop ends, not when
- * it starts (the tile's 48 KB W stream evicted those lines from L1 again): without them, x
- * and C from memory cost 3–8 % each at 512–4096 rows (ablation: x not packed, C in L1);
- * with them 0–12 % less CPU on one thread, and on two threads (the forward's case) 0.90–0.98
- * of the time at 4096 rows and 0.96–1.01 at 1024 in a quiet run (engine-zen5.md runs 19, 20).
  * With bf16 panels (xf_gemm_w_add_bf16, ref.h: k pairs) each B load brings two k steps, widened
  * to fp32 in registers (shift / mask), so the products and sums are those of the fp32 path on the
  * rounded weights; only the bytes read per weight halve. A thread share of 9..16 rows of fp32
@@ -96,49 +89,6 @@ XF_INLINE void prefetch_share(const char *pf, int pfn, int iters, int *acc, int 
         _mm_prefetch(pf + 64 * (*q)++, _MM_HINT_T1);
 }
 
-/* At more than LEAD_ROWS rows per thread (below), what a tile fetches for the tiles after it
- * besides W: lines [q0, q0 + n) of the rows the next row panel packs (x rows ld bytes apart,
- * `lines` 64-byte lines each), spread evenly over the tile's steps into L1, and the next
- * tile's C (cnext) late in the k loop instead of before it. */
-struct ahead {
-    const char *x;    /* the next panel's first x row at its K step */
-    size_t ld;
-    int lines, q0, n;
-    int cmr;          /* rows of cnext */
-};
-
-/* C lines a tile's next tile loads, prefetched this many loop steps before the end of the k
- * loop at more than LEAD_ROWS rows (earlier, the W stream of the tile, 48 KB, evicts them
- * from L1 again); at fewer, when the tile starts. */
-#define C_LATE 32
-
-XF_INLINE void prefetch_c(const float *cnext, int mr, size_t ldc)
-{
-#pragma GCC unroll 8
-    for (int i = 0; i < mr; i++) {
-        _mm_prefetch((const char *)(cnext + (size_t)i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 32), _MM_HINT_T0);
-    }
-}
-
-/* One loop step's prefetches besides the stream's: the W share, and with ah the x share and
- * (at step cstep) the next tile's C. xa, xq: the x share's count and next line. */
-XF_INLINE void step_ahead(int s, int iters, const char *pf, int pfn, int *pacc, int *pq,
-                          const struct ahead *ah, int *xa, int *xq, const float *cnext,
-                          int cstep, size_t ldc)
-{
-    if (pf)
-        prefetch_share(pf, pfn, iters, pacc, pq);
-    if (!ah)
-        return;
-    for (*xa += ah->n; *xa >= iters; *xa -= iters, (*xq)++)
-        _mm_prefetch(ah->x + (size_t)(*xq / ah->lines) * ah->ld + 64 * (size_t)(*xq % ah->lines),
-                     _MM_HINT_T0);
-    if (cnext && s == cstep)
-        prefetch_c(cnext, ah->cmr, ldc);
-}
-
 /* The tile [mr][nv·16] at c: acc (+)= ap·B over kc steps, B's steps bstride 32-bit units
  * apart (its group's width, ref.h), read sd bytes ahead into L1 when sd is not 0; on the
  * last K step add bias and apply the activation. msk[j] masks the columns of vector j that
@@ -146,8 +96,7 @@ XF_INLINE void step_ahead(int s, int iters, const char *pf, int pfn, int *pacc, 
 XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float *ap,
                    const void *b, size_t bstride, int sd, float *c, size_t ldc,
                    const __mmask16 *msk, int first, int last, const float *bias,
-                   enum xf_epilogue epi, const float *cnext, const char *pf, int pfn,
-                   const struct ahead *ah)
+                   enum xf_epilogue epi, const float *cnext, const char *pf, int pfn)
 {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -157,20 +106,24 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
             acc[i][j] = first ? _mm512_setzero_ps()
                               : _mm512_maskz_loadu_ps(msk[j], c + (size_t)i * ldc + 16 * j);
     }
-    /* the next tile's C (cnext; NULL when it loads none) is loaded after this tile's K
-     * loop: fetch it before, so that those loads do not stall (at more than LEAD_ROWS rows,
-     * C_LATE steps before the end; else now) */
+    /* the next tile's C (cnext) is loaded after this tile's K loop: fetch it now so that
+     * those loads do not stall (on the first K step nothing is loaded) */
+    if (!first) {
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            _mm_prefetch((const char *)(cnext + (size_t)i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(cnext + (size_t)i * ldc + 32), _MM_HINT_T0);
+        }
+    }
     const int iters = bf ? (kc + 1) / 2 : kc;   /* k steps, or k pairs */
-    const int cstep = iters > C_LATE ? iters - C_LATE : 0;
-    if (cnext && !ah)
-        prefetch_c(cnext, mr, ldc);
-    int pacc = 0, pq = 0;                /* prefetch_share's count */
-    int xa = 0, xq = ah ? ah->q0 : 0;    /* the x share's */
+    int pacc = 0, pq = 0;   /* prefetch_share's count */
     if (!bf) {
         for (int k = 0; k < kc; k++) {
             __m512i v[NV];
             __m512 bv[NV];
-            step_ahead(k, iters, pf, pfn, &pacc, &pq, ah, &xa, &xq, cnext, cstep, ldc);
+            if (pf)
+                prefetch_share(pf, pfn, iters, &pacc, &pq);
             load_b(b, bstride * 4, nv, k, sd, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++)
@@ -185,7 +138,8 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
         for (int p = 0; p < iters; p++) {
             __m512i v[NV];
             __m512 be[NV], bo[NV];
-            step_ahead(p, iters, pf, pfn, &pacc, &pq, ah, &xa, &xq, cnext, cstep, ldc);
+            if (pf)
+                prefetch_share(pf, pfn, iters, &pacc, &pq);
             load_b(b, bstride * 4, nv, p, sd, v);
 #pragma GCC unroll 3
             for (int j = 0; j < nv; j++) {
@@ -222,17 +176,17 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
 typedef void (*ukr_fn)(int kc, const float *ap, const void *b, size_t bstride, int sd,
                        float *c, size_t ldc, const __mmask16 *msk, int first, int last,
                        const float *bias, enum xf_epilogue epi, const float *cnext,
-                       const char *pf, int pfn, const struct ahead *ah);
+                       const char *pf, int pfn);
 
 #define UKR1(bf, pre, mr, nv)                                                              \
     static void pre##mr##_##nv(int kc, const float *ap, const void *b, size_t bstride,     \
                                int sd, float *c, size_t ldc, const __mmask16 *msk,         \
                                int first, int last, const float *bias,                     \
                                enum xf_epilogue epi, const float *cnext, const char *pf,   \
-                               int pfn, const struct ahead *ah)                            \
+                               int pfn)                                                    \
     {                                                                                      \
         ukr(bf, mr, nv, kc, ap, b, bstride, sd, c, ldc, msk, first, last, bias, epi, cnext, \
-            pf, pfn, ah);                                                                  \
+            pf, pfn);                                                                      \
     }
 #define UKR(mr) UKR1(0, ukr_, mr, 1) UKR1(0, ukr_, mr, 2) UKR1(0, ukr_, mr, 3)            \
     UKR1(1, ukrh_, mr, 1) UKR1(1, ukrh_, mr, 2) UKR1(1, ukrh_, mr, 3)
@@ -338,8 +292,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
     const int ncb = block_cols(c0, c1), g0 = c0 / NR * NR;
-    const int far = r1 - r0 > LEAD_ROWS;   /* fetch x and C ahead (struct ahead) */
-    const int sdist = far ? 0 : STREAM_PF;
+    const int sdist = r1 - r0 <= LEAD_ROWS ? STREAM_PF : 0;
     for (int jb = g0; jb < c1; jb += ncb) {
         int jc = jb > c0 ? jb : c0, jc1 = jb + ncb < c1 ? jb + ncb : c1;
         for (int pc = 0; pc < K; pc += KC) {
@@ -368,23 +321,6 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                 size_t l1 = nlines * (size_t)(pan + 1) / (size_t)npan;
                 pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
                 const int sd = pan == 0 ? sdist : 0;
-                /* the panel packed next: this K step's next one, else the first of the next
-                 * K step or column block; its C is loaded unless at a first K step */
-                int irn = r0, mrn = 0, pcn = 0, kn = 0;
-                float *cpan = NULL;
-                if (pan + 1 < npan) {
-                    irn = r0 + (int)((long)(r1 - r0) * (pan + 1) / npan);
-                    mrn = r0 + (int)((long)(r1 - r0) * (pan + 2) / npan) - irn;
-                    pcn = pc;
-                    kn = kc;
-                    cpan = first ? NULL : y + (size_t)irn * ldy + jc;
-                } else if (pc + kc < K || jc1 < c1) {
-                    mrn = r0 + (int)((long)(r1 - r0) / npan) - r0;
-                    pcn = pc + kc < K ? pc + kc : 0;
-                    kn = K - pcn < KC ? K - pcn : KC;
-                    cpan = pc + kc < K ? y + (size_t)r0 * ldy + jc : NULL;
-                }
-                const int xlines = (kn * 4 + 63) / 64, xtot = far ? mrn * xlines : 0;
                 /* tiles end on group edges: one sequential run of W each */
                 for (int jr = jc, je, t = 0; jr < jc1; jr = je, t++) {
                     je = (jr / gi + 1) * gi < jc1 ? (jr / gi + 1) * gi : jc1;
@@ -396,20 +332,9 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                     float *c = y + (size_t)ir * ldy + jr;
                     size_t t0 = l0 + (l1 - l0) * (size_t)t / (size_t)ntile;
                     size_t t1 = l0 + (l1 - l0) * (size_t)(t + 1) / (size_t)ntile;
-                    const float *cnext = first ? NULL : c + (je - jr);
-                    struct ahead ah = { (const char *)(x + (size_t)irn * ldx + pcn), ldx * 4,
-                                        xlines, xtot * t / ntile, 0, mr };
-                    if (far) {
-                        ah.n = xtot * (t + 1) / ntile - ah.q0;
-                        if (je >= jc1) {   /* the panel's last tile: the next panel's first */
-                            cnext = cpan;
-                            ah.cmr = mrn;
-                        }
-                    }
                     uk[mr - 1][nv - 1](kc, ap, b, gw, sd, c, ldy, msk, first, last,
-                                       bias ? bias + jr : NULL, epi, cnext,
-                                       nb ? nb + 64 * t0 : NULL, (int)(t1 - t0),
-                                       far ? &ah : NULL);
+                                       bias ? bias + jr : NULL, epi, c + (je - jr),
+                                       nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
                 }
             }
         }
