@@ -23,13 +23,6 @@ const float xf_gelu_poly_tanh[XF_GELU_POLY_DEG + 1][XF_GELU_POLY_N] = {
     { 3.246741602e-03, -3.815717937e-04, -1.662352122e-03, 5.130033242e-05, 2.986293985e-04, 6.652398588e-05, 3.605101256e-06, 4.390172492e-08 },
 };
 
-const float (*xf_gelu_poly_table(enum xf_epilogue epi))[XF_GELU_POLY_N]
-{
-    return epi == XF_EPI_BIAS_GELU        ? xf_gelu_poly_erf
-           : epi == XF_EPI_BIAS_GELU_TANH ? xf_gelu_poly_tanh
-                                          : NULL;
-}
-
 float xf_gelu_poly_ref(float x, const float (*c)[XF_GELU_POLY_N])
 {
     float a = fabsf(x);

@@ -30,8 +30,14 @@
 extern const float xf_gelu_poly_erf[XF_GELU_POLY_DEG + 1][XF_GELU_POLY_N];
 extern const float xf_gelu_poly_tanh[XF_GELU_POLY_DEG + 1][XF_GELU_POLY_N];
 
-/* The table of an epilogue's GELU (XF_EPI_BIAS_GELU or _GELU_TANH), NULL for the others. */
-const float (*xf_gelu_poly_table(enum xf_epilogue epi))[XF_GELU_POLY_N];
+/* The table of an epilogue's GELU (XF_EPI_BIAS_GELU or _GELU_TANH), NULL for the others
+ * (inline: xf_act512/xf_act256 ask per vector). */
+static inline const float (*xf_gelu_poly_table(enum xf_epilogue epi))[XF_GELU_POLY_N]
+{
+    return epi == XF_EPI_BIAS_GELU        ? xf_gelu_poly_erf
+           : epi == XF_EPI_BIAS_GELU_TANH ? xf_gelu_poly_tanh
+                                          : NULL;
+}
 
 /* The scalar twin (reference) of the vector versions in vmath_avx2.h / vmath_avx512.h. */
 float xf_gelu_poly_ref(float x, const float (*c)[XF_GELU_POLY_N]);

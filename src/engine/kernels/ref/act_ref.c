@@ -11,16 +11,10 @@
  * against the float64 GELU, bitwise the vector versions of every ISA. */
 float xf_act_ref(enum xf_epilogue act, float v)
 {
-    switch (act) {
-    case XF_EPI_BIAS_GELU:
-        return xf_gelu_poly_ref(v, xf_gelu_poly_erf);
-    case XF_EPI_BIAS_GELU_TANH:
-        return xf_gelu_poly_ref(v, xf_gelu_poly_tanh);
-    case XF_EPI_BIAS_RELU:
-        return v > 0.0f ? v : 0.0f;
-    default:
-        return v;
-    }
+    const float (*tab)[XF_GELU_POLY_N] = xf_gelu_poly_table(act);
+    if (tab)
+        return xf_gelu_poly_ref(v, tab);
+    return act == XF_EPI_BIAS_RELU ? (v > 0.0f ? v : 0.0f) : v;
 }
 
 /* y[i] = act(x[i] + bias[i mod d]), i in [i0, i1) */

@@ -81,9 +81,9 @@ XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, size_t
     if (last && epi != XF_EPI_NONE) {
         __m256 bb0 = _mm256_maskload_ps(bias, m0), bb1 = _mm256_maskload_ps(bias + 8, m1);
         __m256 gc[XF_GELU_POLY_DEG + 1];   /* the GELU's table, loaded once per tile */
-        if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH)
-            xf_gelu_poly_load256(gc, epi == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf
-                                                             : xf_gelu_poly_tanh);
+        const float (*gtab)[XF_GELU_POLY_N] = xf_gelu_poly_table(epi);
+        if (gtab)
+            xf_gelu_poly_load256(gc, gtab);
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
             acc[i][0] = xf_qact256(epi, _mm256_add_ps(acc[i][0], bb0), gc);

@@ -154,9 +154,9 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
     }
     if (last && epi != XF_EPI_NONE) {
         __m512 gc[XF_GELU_POLY_DEG + 1];   /* the GELU's table, loaded once per tile */
-        if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH)
-            xf_gelu_poly_load512(gc, epi == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf
-                                                             : xf_gelu_poly_tanh);
+        const float (*gtab)[XF_GELU_POLY_N] = xf_gelu_poly_table(epi);
+        if (gtab)
+            xf_gelu_poly_load512(gc, gtab);
 #pragma GCC unroll 3
         for (int j = 0; j < nv; j++) {
             __m512 bb = _mm512_maskz_loadu_ps(msk[j], bias + 16 * j);
@@ -354,12 +354,13 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
  * the tiles' k steps (about one line a step). Measured at M = 16 on Zen 5 (one BERT layer's
  * GEMMs, 12 layers' weights rotated, 2 threads, alternated with gemm_block): 0.90–0.95 of
  * gemm_block's time (0.86–0.89 at 9 and 13 rows; the forward's b1n16 0.96 at the median of
- * 12 loaded rounds, bench/results/engine-zen5.md run 18b); 2 or 4 groups ahead, a burst prefetch of the first group, T0/T2
- * hints, an extra L1 prefetch of the tile's own stream: no better; without the prefetch 1.4×
- * slower; keeping 8-row panels but walking each group in chunks of 32–256 k steps that both
- * panels meet in L1: 1.1–1.2× slower. At 12 rows level; at 8 rows or fewer gemm_block (one
- * panel, sequential 48-column tiles) is as fast or 3 % faster, so it keeps them. K in KC blocks (x packed per block: 16 rows × KC = 16 KB, stays in L1); the
- * accumulators go through y between K blocks. Same per-element FMA chains in k order as
+ * 12 loaded rounds, bench/results/engine-zen5.md run 18b); 2 or 4 groups ahead, a burst
+ * prefetch of the first group, T0/T2 hints, an extra L1 prefetch of the tile's own stream: no
+ * better; without the prefetch 1.4× slower; keeping 8-row panels but walking each group in
+ * chunks of 32–256 k steps that both panels meet in L1: 1.1–1.2× slower. At 12 rows level; at
+ * 8 rows or fewer gemm_block (one panel, sequential 48-column tiles) is as fast or 3 % faster,
+ * so it keeps them. K in KC blocks (x packed per block: 16 rows × KC = 16 KB, stays in L1);
+ * the accumulators go through y between K blocks. Same per-element FMA chains in k order as
  * gemm_block, so the same bits. In cache this tile takes about 1.06× ukr's 8×48 time (1.14×
  * with 16 scalar broadcasts: 17 loads per 16 FMAs against 11 per 24; now 14), so it wins only
  * where the weights stream from memory;
@@ -399,9 +400,9 @@ XF_INLINE void sm_ukr(const int mr, int ks, const float *ap, const char *b, size
     }
     if (last && epi != XF_EPI_NONE) {
         __m512 gc[XF_GELU_POLY_DEG + 1];   /* the GELU's table, as in ukr */
-        if (epi == XF_EPI_BIAS_GELU || epi == XF_EPI_BIAS_GELU_TANH)
-            xf_gelu_poly_load512(gc, epi == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf
-                                                             : xf_gelu_poly_tanh);
+        const float (*gtab)[XF_GELU_POLY_N] = xf_gelu_poly_table(epi);
+        if (gtab)
+            xf_gelu_poly_load512(gc, gtab);
         __m512 bb = _mm512_maskz_loadu_ps(msk, bias);
 #pragma GCC unroll 16
         for (int i = 0; i < mr; i++)
@@ -457,18 +458,18 @@ static void sm_pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
 /* The share's group row run number q (K block q / ntile, then the ntile groups the columns
  * from c0 touch, in order): its start (the whole group's run, from the group's first column)
  * and *lines, its 64-byte lines; NULL past the last K block. */
-static const char *sm_run(const xf_gemm_w_t *w, int c0, int ntile, int q, size_t *lines)
+static const char *sm_run(const xf_gemm_w_t *w, size_t npad, int c0, int ntile, int q,
+                          size_t *lines)
 {
     const int K = w->k, gi = w->group, pc = q / ntile * KC;
     if (pc >= K)
         return NULL;
-    const int kc = K - pc < KC ? K - pc : KC;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
-    size_t gw;
-    size_t off = xf_gemm_group_at((size_t)(c0 / gi + q % ntile) * (size_t)gi, npad, (size_t)kc,
-                                  (size_t)gi, &gw);
-    *lines = (size_t)kc * gw * 4 / 64;
-    return (const char *)(w->packed + (size_t)pc * npad + off);
+    const int kc = K - pc < KC ? K - pc : KC, g = (c0 / gi + q % ntile) * gi;
+    size_t len;
+    const char *run = block_span((const char *)w->packed, npad, (size_t)gi, pc, kc, 0, g,
+                                 g + gi, &len);
+    *lines = len / 64;
+    return run;
 }
 
 /* Rows [r0, r1) (SM_MIN_ROWS..SM_ROWS of them) and columns [c0, c1) (c0 a multiple of 16) of
@@ -498,7 +499,7 @@ static void gemm_small(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
             const int ge = (jr / gi + 1) * gi < c1 ? (jr / gi + 1) * gi : c1;
             const int nsub = (ge - gs + 15) / 16, sub = (jr - gs) / 16;
             size_t lines = 0;
-            const char *pf = sm_run(w, c0, ntile, pc / KC * ntile + t + SM_AHEAD, &lines);
+            const char *pf = sm_run(w, npad, c0, ntile, pc / KC * ntile + t + SM_AHEAD, &lines);
             const size_t l0 = lines * (size_t)sub / (size_t)nsub;
             const size_t l1 = lines * (size_t)(sub + 1) / (size_t)nsub;
             float *c = y + (size_t)r0 * ldy + jr;

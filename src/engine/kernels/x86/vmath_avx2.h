@@ -120,7 +120,8 @@ static inline __m256 xf_gelu_poly256(__m256 x, const __m256 *c)
     return _mm256_fmadd_ps(a, q, _mm256_mul_ps(x, _mm256_set1_ps(0.5f)));
 }
 
-/* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the GELU table's vectors (GELU epilogues). */
+/* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the table's vectors
+ * (xf_gelu_poly_table; read by the GELU epilogues only). */
 static inline __m256 xf_qact256(enum xf_epilogue act, __m256 v, const __m256 *gc)
 {
     switch (act) {
@@ -137,18 +138,11 @@ static inline __m256 xf_qact256(enum xf_epilogue act, __m256 v, const __m256 *gc
 /* act(v) for an epilogue value, bitwise xf_act_ref (as xf_act512). */
 static inline __m256 xf_act256(enum xf_epilogue act, __m256 v)
 {
-    switch (act) {
-    case XF_EPI_BIAS_GELU:
-    case XF_EPI_BIAS_GELU_TANH: {
-        __m256 c[XF_GELU_POLY_DEG + 1];
-        xf_gelu_poly_load256(c, act == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf : xf_gelu_poly_tanh);
-        return xf_gelu_poly256(v, c);
-    }
-    case XF_EPI_BIAS_RELU:
-        return _mm256_max_ps(v, _mm256_setzero_ps());
-    default:
-        return v;
-    }
+    __m256 c[XF_GELU_POLY_DEG + 1];
+    const float (*tab)[XF_GELU_POLY_N] = xf_gelu_poly_table(act);
+    if (tab)
+        xf_gelu_poly_load256(c, tab);
+    return xf_qact256(act, v, c);
 }
 
 #endif

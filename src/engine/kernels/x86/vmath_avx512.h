@@ -65,7 +65,8 @@ static inline __m512 xf_gelu_poly512(__m512 x, const __m512 *c)
     return _mm512_fmadd_ps(a, q, _mm512_mul_ps(x, _mm512_set1_ps(0.5f)));
 }
 
-/* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the GELU table's vectors (GELU epilogues). */
+/* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the table's vectors
+ * (xf_gelu_poly_table; read by the GELU epilogues only). */
 static inline __m512 xf_qact512(enum xf_epilogue act, __m512 v, const __m512 *gc)
 {
     switch (act) {
@@ -79,22 +80,15 @@ static inline __m512 xf_qact512(enum xf_epilogue act, __m512 v, const __m512 *gc
     }
 }
 
-/* act(v) for an epilogue value (kernels.h enum xf_epilogue), bitwise xf_act_ref: the GELUs are
- * the polynomial one above with the table loaded here (xf_qact512 takes it preloaded). */
+/* act(v) for an epilogue value (kernels.h enum xf_epilogue), bitwise xf_act_ref: xf_qact512
+ * with the GELU table loaded here (callers with many vectors load it once and call that). */
 static inline __m512 xf_act512(enum xf_epilogue act, __m512 v)
 {
-    switch (act) {
-    case XF_EPI_BIAS_GELU:
-    case XF_EPI_BIAS_GELU_TANH: {
-        __m512 c[XF_GELU_POLY_DEG + 1];
-        xf_gelu_poly_load512(c, act == XF_EPI_BIAS_GELU ? xf_gelu_poly_erf : xf_gelu_poly_tanh);
-        return xf_gelu_poly512(v, c);
-    }
-    case XF_EPI_BIAS_RELU:
-        return _mm512_max_ps(v, _mm512_setzero_ps());
-    default:
-        return v;
-    }
+    __m512 c[XF_GELU_POLY_DEG + 1];
+    const float (*tab)[XF_GELU_POLY_N] = xf_gelu_poly_table(act);
+    if (tab)
+        xf_gelu_poly_load512(c, tab);
+    return xf_qact512(act, v, c);
 }
 
 static inline float xf_hsum512(__m512 v)
