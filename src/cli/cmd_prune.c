@@ -191,10 +191,12 @@ static void load_scores(const char *path, const xf_model_info_t *mi, xf_prune_sc
     char *buf, **lines;
     size_t *lens, n;
     FILE *f = fopen(path, "rb");
+    struct stat st;
     int ok = 1;
 
-    if (!f) {
-        fprintf(stderr, "xformd-cli prune: --scores %s: %s\n", path, strerror(errno));
+    if (!f || (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))) {
+        fprintf(stderr, "xformd-cli prune: --scores %s: %s\n", path,
+                strerror(f ? EISDIR : errno));
         exit(2);
     }
     n = cli_read_lines(f, &buf, &lines, &lens);

@@ -126,8 +126,8 @@ check "prune: missing calib file, missing model, empty calib → exit 2, nothing
 check "prune: H above the heads, F = 0, a wrong-length list → exit 2 naming the problem" \
     "pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 5 --ffn 10 && grep -q 'layer 0 has 4 heads' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 0 && grep -q -- '--ffn' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2,2,2 --ffn 10 && grep -q '2 layers' '$tmp/err'"
 touch "$tmp/afile"
-check "prune: --out in a missing directory, under a file or empty, --calib a directory → exit 2 at once, nothing written" \
-    "for o in '$tmp/nodir/x' '$tmp/afile/x' ''; do '$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out \"\$o\" > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--out' '$tmp/err' && ! grep -q scoring '$tmp/err' || exit 1; done; [ ! -e '$tmp/nodir' ] && pr_bad --model '$m' --calib '$tmp' --heads 2 --ffn 10 && grep -q 'Is a directory' '$tmp/err'"
+check "prune: --out in a missing directory, under a file or empty, --calib or --scores a directory → exit 2 at once, nothing written" \
+    "for o in '$tmp/nodir/x' '$tmp/afile/x' ''; do '$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out \"\$o\" > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--out' '$tmp/err' && ! grep -q scoring '$tmp/err' || exit 1; done; [ ! -e '$tmp/nodir' ] && pr_bad --model '$m' --calib '$tmp' --heads 2 --ffn 10 && grep -q 'Is a directory' '$tmp/err' && pr_bad --model '$m' --scores '$tmp' --heads 2 --ffn 10 && grep -q 'scores.*Is a directory' '$tmp/err'"
 check "--quantize with a bad value is a usage error (exit 2) before a model loads or bench measures" \
     "for c in embed classify inspect bench; do '$cli' \$c --model '$m' --quantize INT4 < /dev/null > '$tmp/out' 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- \"--quantize: 'INT4'\" '$tmp/err' && [ ! -s '$tmp/out' ] || exit 1; done"
 check "prune refuses a non-empty --out and leaves it alone" \
