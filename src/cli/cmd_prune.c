@@ -46,8 +46,8 @@ static void parse_targets(const char *opt, const char *s, int32_t n_layer, int32
         errno = 0;
         v = strtol(p, &end, 10);
         if (errno || end == p || v < 1 || v > (1 << 20) || (*end && *end != ',')) {
-            fprintf(stderr, "xformd-cli prune: %s: '%s' is not a positive count or a "
-                            "comma-separated list of them\n", opt, s);
+            fprintf(stderr, "xformd-cli prune: %s: '%s' is not a count in [1, %d] or a "
+                            "comma-separated list of them\n", opt, s, 1 << 20);
             exit(2);
         }
         if (n == n_layer) {
