@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -45,8 +46,8 @@ static void parse_targets(const char *opt, const char *s, int32_t n_layer, int32
         errno = 0;
         v = strtol(p, &end, 10);
         if (errno || end == p || v < 1 || v > (1 << 20) || (*end && *end != ',')) {
-            fprintf(stderr, "xformd-cli prune: %s: '%s' is not a positive count or a "
-                            "comma-separated list of them\n", opt, s);
+            fprintf(stderr, "xformd-cli prune: %s: '%s' is not a count in [1, %d] or a "
+                            "comma-separated list of them\n", opt, s, 1 << 20);
             exit(2);
         }
         if (n == n_layer) {
@@ -85,6 +86,49 @@ static int out_dir_busy(const char *path)
         }
     closedir(d);
     return busy;
+}
+
+/* --out's directory must exist and take a new entry (the model is written beside it in
+ * OUT.tmp.XXXXXX, then renamed): checked before the calibration, which can take minutes, so
+ * that a typo is exit 2 at once. An empty --out is refused too. Returns 1 (with a message) when
+ * bad. */
+static int out_parent_bad(const char *out)
+{
+    char dir[4096];
+    const char *slash;
+    struct stat st;
+    size_t len = strlen(out), n;
+    int err = 0;
+
+    while (len > 1 && out[len - 1] == '/')   /* "DIR2/" names DIR2 */
+        len--;
+    if (!len) {
+        fprintf(stderr, "xformd-cli prune: --out: empty path\n");
+        return 1;
+    }
+    if (len >= sizeof dir) {
+        fprintf(stderr, "xformd-cli prune: --out %s: path too long\n", out);
+        return 1;
+    }
+    memcpy(dir, out, len);
+    dir[len] = '\0';
+    slash = strrchr(dir, '/');
+    n = !slash ? 0 : slash == dir ? 1 : (size_t)(slash - dir);
+    if (!n)
+        dir[n++] = '.';
+    dir[n] = '\0';
+    if (stat(dir, &st) != 0)
+        err = errno;
+    else if (!S_ISDIR(st.st_mode))
+        err = ENOTDIR;
+    else if (access(dir, W_OK | X_OK) != 0)
+        err = errno;
+    if (err) {
+        fprintf(stderr, "xformd-cli prune: --out %s: cannot create it in %s: %s\n", out, dir,
+                strerror(err));
+        return 1;
+    }
+    return 0;
 }
 
 /* --save-scores: "# xformd prune scores layers=L tokens=N", then per layer "head L s..." and
@@ -147,10 +191,12 @@ static void load_scores(const char *path, const xf_model_info_t *mi, xf_prune_sc
     char *buf, **lines;
     size_t *lens, n;
     FILE *f = fopen(path, "rb");
+    struct stat st;
     int ok = 1;
 
-    if (!f) {
-        fprintf(stderr, "xformd-cli prune: --scores %s: %s\n", path, strerror(errno));
+    if (!f || (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))) {
+        fprintf(stderr, "xformd-cli prune: --scores %s: %s\n", path,
+                strerror(f ? EISDIR : errno));
         exit(2);
     }
     n = cli_read_lines(f, &buf, &lines, &lens);
@@ -270,10 +316,18 @@ int cmd_prune(int argc, char **argv)
                 out);
         return 2;
     }
+    if (out_parent_bad(out))
+        return 2;
     if (calib) {
+        struct stat cst;
         f = fopen(calib, "rb");
         if (!f) {
             fprintf(stderr, "xformd-cli prune: --calib %s: %s\n", calib, strerror(errno));
+            return 2;
+        }
+        if (fstat(fileno(f), &cst) == 0 && S_ISDIR(cst.st_mode)) {
+            fprintf(stderr, "xformd-cli prune: --calib %s: %s\n", calib, strerror(EISDIR));
+            fclose(f);
             return 2;
         }
         n_lines = cli_read_lines(f, &buf, &lines, &lens);

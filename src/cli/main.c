@@ -72,7 +72,13 @@ int cli_common_opt(int argc, char **argv, int *i, cli_common *c)
         return 1;
     }
     if ((v = cli_opt(argc, argv, i, "--quantize"))) {
-        c->quantize = v;   /* none|int8|bf16, checked by xf_model_load */
+        /* A bad value is a usage error (exit 2, like --threads or --attention), found
+         * before a model loads or a benchmark starts measuring. */
+        if (strcmp(v, "none") && strcmp(v, "int8") && strcmp(v, "bf16")) {
+            fprintf(stderr, "xformd-cli: --quantize: '%s' is not one of none, int8, bf16\n", v);
+            exit(2);
+        }
+        c->quantize = v;
         return 1;
     }
     if (!strcmp(argv[*i], "--verbose") || !strcmp(argv[*i], "-v")) {

@@ -399,10 +399,29 @@ static int load_layer(ld_t *L, const json_t *cfg, const hp_t *h, int32_t l,
         char key[16];
         snprintf(key, sizeof key, "%d", l);
         const json_t *pl = json_is_object(pr) ? json_object_get(pr, key) : NULL;
-        if (json_is_array(pl) && (int64_t)h->n_head - (int64_t)json_array_size(pl) != nh)
-            return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %lld heads, config.json "
-                               "pruned_heads[%d] leaves %lld", q->name, (long long)nh, l,
-                               (long long)h->n_head - (long long)json_array_size(pl));
+        if (json_is_array(pl)) {
+            /* a set of head indices, as transformers reads it (set(heads)): a repeated index
+             * prunes one head; one outside [0, num_attention_heads) names no head */
+            uint64_t seen[4] = { 0 };   /* n_head <= 256 here; larger configs count all */
+            int64_t n_pruned = 0;
+            for (size_t i = 0; i < json_array_size(pl); i++) {
+                const json_t *e = json_array_get(pl, i);
+                json_int_t hi = json_integer_value(e);
+                if (!json_is_integer(e) || hi < 0 || hi >= h->n_head)
+                    return xf_diag_set(L->diag, XF_EFORMAT, "config.json: pruned_heads[%d][%zu]: "
+                                       "not a head index in [0, %d)", l, i, h->n_head);
+                if (hi < 256) {
+                    if (seen[hi >> 6] & (1ull << (hi & 63)))
+                        continue;
+                    seen[hi >> 6] |= 1ull << (hi & 63);
+                }
+                n_pruned++;
+            }
+            if ((int64_t)h->n_head - n_pruned != nh)
+                return xf_diag_set(L->diag, XF_ESHAPE, ST_NAME ": %s: %lld heads, config.json "
+                                   "pruned_heads[%d] leaves %lld", q->name, (long long)nh, l,
+                                   (long long)h->n_head - (long long)n_pruned);
+        }
     }
     ly->n_head = (int32_t)nh;
     ly->d_head = dh;

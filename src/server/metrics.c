@@ -89,8 +89,8 @@ static void bounds_init(void)
     }
 }
 
-static const char *model_info_l[3];
-static char model_info_buf[3][128];
+static const char *model_info_l[4];   /* model, arch, variant, quantize */
+static char model_info_buf[4][128];
 /* Protects model_info_l/model_info_buf only (series are claimed lock-free); rank 8, leaf. */
 static pthread_mutex_t info_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -141,7 +141,7 @@ void xf_metrics_reset(void)
     atomic_store(&cost_n_fit, 0);
     atomic_store(&cost_n_obs, 0);
     pthread_mutex_lock(&info_lock);
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         model_info_l[k] = NULL;
     pthread_mutex_unlock(&info_lock);
 }
@@ -384,11 +384,12 @@ const char *xf_metrics_status_label(int status)
     return "other";
 }
 
-void xf_metrics_set_model_info(const char *model, const char *arch, const char *variant)
+void xf_metrics_set_model_info(const char *model, const char *arch, const char *variant,
+                               const char *quantize)
 {
-    const char *v[3] = {model, arch, variant};
+    const char *v[4] = {model, arch, variant, quantize && *quantize ? quantize : "none"};
     pthread_mutex_lock(&info_lock);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         const char *x = v[k] ? v[k] : "";
         size_t n = strlen(x);
         if (n >= sizeof(model_info_buf[k]))   /* cut on a character boundary (see esc) */
@@ -686,17 +687,18 @@ int xf_metrics_render(char **out, size_t *len)
     for (int m = 0; m < XF_M_COUNT; m++)
         render_metric(&b, (enum xf_metric)m);
 
-    char v[3][260];
+    char v[4][260];
     pthread_mutex_lock(&info_lock);
     bool have_info = model_info_l[0] != NULL;
-    for (int k = 0; k < 3 && have_info; k++)
+    for (int k = 0; k < 4 && have_info; k++)
         esc(v[k], sizeof(v[k]), model_info_l[k]);
     pthread_mutex_unlock(&info_lock);
     if (have_info)
         sb_printf(&b, "# HELP xformd_model_info The served model (labels from config and the "
                       "loaded model).\n# TYPE xformd_model_info gauge\n"
-                      "xformd_model_info{model=\"%s\",arch=\"%s\",variant=\"%s\"} 1\n",
-                  v[0], v[1], v[2]);
+                      "xformd_model_info{model=\"%s\",arch=\"%s\",variant=\"%s\","
+                      "quantize=\"%s\"} 1\n",
+                  v[0], v[1], v[2], v[3]);
     static const char *const term[4] = {"c0", "c1", "c2", "c3"};
     sb_printf(&b, "# HELP xformd_cost_model_coefficient Batch cost model t = c0 + c1*tokens + "
                   "c2*sum(n^2) + c3*padding_tokens, seconds per unit.\n"
@@ -808,10 +810,11 @@ json_t *xf_metrics_stats_json(void)
                                                  xf_metrics_qps(60)));
     pthread_mutex_lock(&info_lock);
     if (model_info_l[0])
-        json_object_set_new(server, "model", json_pack("{s:s, s:s, s:s}", "name",
+        json_object_set_new(server, "model", json_pack("{s:s, s:s, s:s, s:s}", "name",
                                                        model_info_l[0], "arch",
                                                        model_info_l[1], "variant",
-                                                       model_info_l[2]));
+                                                       model_info_l[2], "quantize",
+                                                       model_info_l[3]));
     pthread_mutex_unlock(&info_lock);
     json_object_set_new(server, "dropped_metric_updates",
                         json_integer((json_int_t)atomic_load(&dropped_updates)));

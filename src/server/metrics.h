@@ -59,9 +59,10 @@ double xf_metric_hist_sum(enum xf_metric m, const char *l1, const char *l2);
  * table). Ownership: static storage. */
 const char *xf_metrics_status_label(int status);
 
-/* model_info{model,arch,variant} 1 (values are copied; from config and the loaded model, never
- * from requests). */
-void xf_metrics_set_model_info(const char *model, const char *arch, const char *variant);
+/* model_info{model,arch,variant,quantize} 1 (values are copied; from config and the loaded
+ * model, never from requests; quantize NULL or "" is "none"). */
+void xf_metrics_set_model_info(const char *model, const char *arch, const char *variant,
+                               const char *quantize);
 /* Publish the batcher's cost model (loop thread, after each observe): coefficients c0..c3 in
  * seconds per unit and how many samples/observations refined it. */
 void xf_metrics_set_cost(const double c[4], uint64_t n_fit, uint64_t n_obs);

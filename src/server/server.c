@@ -446,7 +446,7 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
     }
     const char *variant = xf_attn_name(xf_model_attention(s->model));
     xf_metrics_set_model_info(s->model_name, s->info->arch_name ? s->info->arch_name : "?",
-                              variant ? variant : "dense");
+                              variant ? variant : "dense", s->info->quantize);
     if (o->pooling == XF_POOL_NONE)
         XF_LOGW("model.pooling none gives no sentence embedding; using the model's default");
     rc = xf_workers_create(s->model, o->engine_workers, o->engine_threads, o->pooling,

@@ -26,7 +26,7 @@ same_vecs() {
             { if (NF != n) exit 1; for (i = 1; i <= NF; i++) { d = $i - a[i]; if (d < 0) d = -d;
               m = a[i] < 0 ? -a[i] : a[i]; if (m < 1) m = 1; if (d > 1e-5 * m) exit 1 } }'
 }
-N=41
+N=43
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -124,7 +124,12 @@ printf '\n  \n' > "$tmp/empty.txt"
 check "prune: missing calib file, missing model, empty calib → exit 2, nothing written" \
     "pr_bad --model '$m' --calib '$tmp/nope.txt' --heads 2 --ffn 10 && pr_bad --model '$tmp/nope' --calib '$tmp/calib.txt' --heads 2 --ffn 10 && pr_bad --model '$m' --calib '$tmp/empty.txt' --heads 2 --ffn 10 && grep -q 'no text' '$tmp/err'"
 check "prune: H above the heads, F = 0, a wrong-length list → exit 2 naming the problem" \
-    "pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 5 --ffn 10 && grep -q 'layer 0 has 4 heads' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 0 && grep -q -- '--ffn' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2,2,2 --ffn 10 && grep -q '2 layers' '$tmp/err'"
+    "pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 5 --ffn 10 && grep -q 'layer 0 has 4 heads' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 0 && grep -q -- '--ffn' '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 99999999999 && grep -q -- \"--ffn: '99999999999' is not a count in \\[1, 1048576\\]\" '$tmp/err' && pr_bad --model '$m' --calib '$tmp/calib.txt' --heads 2,2,2 --ffn 10 && grep -q '2 layers' '$tmp/err'"
+touch "$tmp/afile"
+check "prune: --out in a missing directory, under a file or empty, --calib or --scores a directory → exit 2 at once, nothing written" \
+    "for o in '$tmp/nodir/x' '$tmp/afile/x' ''; do '$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out \"\$o\" > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--out' '$tmp/err' && ! grep -q scoring '$tmp/err' || exit 1; done; [ ! -e '$tmp/nodir' ] && pr_bad --model '$m' --calib '$tmp' --heads 2 --ffn 10 && grep -q 'Is a directory' '$tmp/err' && pr_bad --model '$m' --scores '$tmp' --heads 2 --ffn 10 && grep -q 'scores.*Is a directory' '$tmp/err'"
+check "--quantize with a bad value is a usage error (exit 2) before a model loads or bench measures" \
+    "for c in embed classify inspect bench; do '$cli' \$c --model '$m' --quantize INT4 < /dev/null > '$tmp/out' 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- \"--quantize: 'INT4'\" '$tmp/err' && [ ! -s '$tmp/out' ] || exit 1; done"
 check "prune refuses a non-empty --out and leaves it alone" \
     "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out '$tmp/pr1' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'not an empty directory' '$tmp/err' && grep -q '\"intermediate_size\": 100' '$tmp/pr1/config.json'"
 exit $failed

@@ -708,11 +708,23 @@ static void test_heterogeneous(void **state)
     edit_config(b, "intermediate_size_per_layer", json_pack("[i,i]", 64, 40));
     load_fail(b, XF_EFORMAT, "intermediate_size_per_layer", NULL);
     edit_config(b, "intermediate_size_per_layer", NULL);
-    edit_config(b, "pruned_heads", json_pack("{s:[i,i],s:[i,i,i]}", "1", 0, 3, "2", 0, 1, 2));
+    /* as transformers' save_pretrained writes it after prune_heads: a layer pruned of
+     * nothing may be recorded as an empty list */
+    edit_config(b, "pruned_heads", json_pack("{s:[],s:[i,i],s:[i,i,i]}", "0", "1", 3, 0, "2",
+                                             2, 0, 1));
+    m = load_ok(b, NULL);
+    xf_model_free(m);
+    /* a repeated index prunes one head (transformers reads the list as a set) */
+    edit_config(b, "pruned_heads", json_pack("{s:[i,i,i],s:[i,i,i,i]}", "1", 0, 3, 0, "2", 0, 1,
+                                             2, 1));
     m = load_ok(b, NULL);
     xf_model_free(m);
     edit_config(b, "pruned_heads", json_pack("{s:[i]}", "1", 0));
     load_fail(b, XF_ESHAPE, "encoder.layer.1.attention.self.query.weight", "pruned_heads");
+    edit_config(b, "pruned_heads", json_pack("{s:[i,i],s:[i,i,i]}", "1", 0, 4, "2", 0, 1, 2));
+    load_fail(b, XF_EFORMAT, "pruned_heads[1][1]", "[0, 4)");
+    edit_config(b, "pruned_heads", json_pack("{s:[i,s],s:[i,i,i]}", "1", 0, "3", "2", 0, 1, 2));
+    load_fail(b, XF_EFORMAT, "pruned_heads[1][1]", NULL);
     edit_config(b, "pruned_heads", NULL);
     /* head width 16 from the config: layer 2's 8 query rows are not a multiple */
     edit_config(b, "num_attention_heads_per_layer", NULL);

@@ -52,7 +52,7 @@ static void test_counters_render(void **state)
     xf_metric_gauge_add(XF_M_queue_depth, NULL, NULL, -2);
     xf_metric_set(XF_M_arena_bytes, "planned", NULL, 1000);
     xf_metric_set(XF_M_arena_bytes, "naive", NULL, 5000);
-    xf_metrics_set_model_info("bge \"small\"", "bert", "dense");
+    xf_metrics_set_model_info("bge \"small\"", "bert", "dense", "int8");
     char *t = render();
     assert_true(sample(t, "xformd_requests_total{route=\"/v1/embeddings\",status=\"200\"}") == 3);
     assert_true(sample(t, "xformd_requests_total{route=\"/v1/embeddings\",status=\"413\"}") == 1);
@@ -65,7 +65,7 @@ static void test_counters_render(void **state)
     assert_true(sample(t, "xformd_batches_total") == 0);
     /* Label values are escaped. */
     assert_true(sample(t, "xformd_model_info{model=\"bge \\\"small\\\"\",arch=\"bert\","
-                          "variant=\"dense\"}") == 1);
+                          "variant=\"dense\",quantize=\"int8\"}") == 1);
     /* HELP and TYPE exactly once per family, counters end in _total. */
     assert_int_equal(count_str(t, "# TYPE xformd_requests_total counter\n"), 1);
     assert_int_equal(count_str(t, "# HELP xformd_requests_total "), 1);
@@ -771,7 +771,7 @@ static void test_exposition_reader(void **state)
             name[i - 1] = 'e';
         for (; i + 2 < sizeof name - 1; i += 2)
             memcpy(name + i, "\xc3\xa9", 2);   /* é */
-        xf_metrics_set_model_info(name, "bert", "dense");
+        xf_metrics_set_model_info(name, "bert", "dense", NULL);
         free(t);
         t = render();
         const char *why = check_exposition(t);
@@ -780,6 +780,7 @@ static void test_exposition_reader(void **state)
         assert_non_null(strstr(t, shift ? "model=\"a\\\"b\\\\c\\nde\xc3\xa9"
                                         : "model=\"a\\\"b\\\\c\\nd\xc3\xa9"));
     }
+    assert_non_null(strstr(t, "variant=\"dense\",quantize=\"none\"} 1\n"));   /* NULL */
     /* Every status TEI's routes answer has its own label (424: /rerank without a head). */
     assert_true(sample(t, "xformd_requests_total{route=\"/embed\",status=\"424\"}") == 1);
     assert_true(sample(t, "xformd_requests_total{route=\"/embed\",status=\"422\"}") == 1);

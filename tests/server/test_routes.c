@@ -1018,7 +1018,8 @@ static void test_error_body_utf8(void **state)
     }
 }
 
-/* KServe model metadata names the quantisation the model runs with (it said "none" always). */
+/* KServe model metadata names the quantisation the model runs with (it said "none" always);
+ * so do /metrics' xformd_model_info and /v1/stats (server.model and model). */
 static void test_kserve_quantisation(void **state)
 {
     (void)state;
@@ -1033,6 +1034,16 @@ static void test_kserve_quantisation(void **state)
     json_t *m = jget(q.port, "GET", path, NULL, 200);
     assert_string_equal(json_string_value(json_object_get(json_object_get(m, "parameters"),
                                                           "quantisation")), "int8");
+    json_decref(m);
+    hc_resp_t mr = req(q.port, "GET", "/metrics", NULL, NULL, 200);
+    if (!strstr(mr.body, ",quantize=\"int8\"} 1\n"))
+        fail_msg("/metrics has no xformd_model_info{...,quantize=\"int8\"}");
+    hc_free(&mr);
+    m = jget(q.port, "GET", "/v1/stats", NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(
+                            m, "server"), "model"), "quantize")), "int8");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m, "model"),
+                                                          "quantize")), "int8");
     json_decref(m);
     fx_stop_all(&q, 1);
     need_servers();
