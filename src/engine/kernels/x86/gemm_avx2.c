@@ -86,8 +86,8 @@ XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, size_t
             xf_gelu_poly_load256(gc, gtab);
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
-            acc[i][0] = xf_qact256(epi, _mm256_add_ps(acc[i][0], bb0), gc);
-            acc[i][1] = xf_qact256(epi, _mm256_add_ps(acc[i][1], bb1), gc);
+            acc[i][0] = xf_act_tab256(epi, _mm256_add_ps(acc[i][0], bb0), gc);
+            acc[i][1] = xf_act_tab256(epi, _mm256_add_ps(acc[i][1], bb1), gc);
         }
     }
 #pragma GCC unroll 6

@@ -162,7 +162,7 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
             __m512 bb = _mm512_maskz_loadu_ps(msk[j], bias + 16 * j);
 #pragma GCC unroll 8
             for (int i = 0; i < mr; i++)
-                acc[i][j] = xf_qact512(epi, _mm512_add_ps(acc[i][j], bb), gc);
+                acc[i][j] = xf_act_tab512(epi, _mm512_add_ps(acc[i][j], bb), gc);
         }
     }
 #pragma GCC unroll 8
@@ -406,7 +406,7 @@ XF_INLINE void sm_ukr(const int mr, int ks, const float *ap, const char *b, size
         __m512 bb = _mm512_maskz_loadu_ps(msk, bias);
 #pragma GCC unroll 16
         for (int i = 0; i < mr; i++)
-            acc[i] = xf_qact512(epi, _mm512_add_ps(acc[i], bb), gc);
+            acc[i] = xf_act_tab512(epi, _mm512_add_ps(acc[i], bb), gc);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < mr; i++)
