@@ -183,7 +183,7 @@ static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t 
 {
     const size_t G = (size_t)group;
     const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
-    const size_t npad = ((size_t)pw->n + P - 1) / P * P;
+    const size_t npad = xf_gemm_npad(pw);
     size_t bytes = npad * K * sizeof(float);
     size_t alloc = (bytes + 63) & ~(size_t)63;
     float *p = aligned_alloc(64, alloc ? alloc : 64);
@@ -280,7 +280,7 @@ int xf_gemm_w_add_bf16(xf_gemm_w_t *pw)
     if (pw->packed_bf16)
         return 0;
     const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
-    const size_t npad = ((size_t)pw->n + P - 1) / P * P;
+    const size_t npad = xf_gemm_npad(pw);
     const size_t k2 = (K / XF_GEMM_KC) * XF_GEMM_KC + ((K % XF_GEMM_KC) + 1) / 2 * 2;
     const size_t G = (size_t)pw->group;
     size_t bytes = npad * k2 * sizeof(uint16_t);

@@ -163,7 +163,7 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
 {
     float *ap = apack;
     const int K = w->k, mcb = MC;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16, G = (size_t)w->group;
+    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
     for (int jc = c0; jc < c1; jc += NC) {
         int jc1 = jc + NC < c1 ? jc + NC : c1;
         for (int pc = 0; pc < K; pc += KC) {
