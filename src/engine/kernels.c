@@ -86,6 +86,23 @@ static int table_complete(const xf_kernels_t *t)
            t->qkv_split && t->embed && t->attn;
 }
 
+#ifdef XF_HAVE_X86_64
+/* On a CPU that has isa: tables[t] = tables[from] with fill's kernels and attn's attention
+ * tiles; the best table when complete and within the XF_CPU cap. Called in ISA order. */
+static void table_upgrade(const xf_cpu_t *cpu, int t, int from, enum xf_isa isa,
+                          void (*fill)(xf_kernels_t *), const xf_at_kern *(*attn)(void))
+{
+    if (cpu->level_max < isa)
+        return;
+    tables[t] = tables[from];
+    fill(&tables[t]);
+    tables[t].attn = attn();
+    table_ok[t] = table_complete(&tables[t]);
+    if (table_ok[t] && cpu->level >= isa)
+        table_best = t;
+}
+#endif
+
 static void tables_init(void)
 {
     const xf_cpu_t *cpu = xf_cpu();
@@ -97,22 +114,9 @@ static void tables_init(void)
 #ifdef XF_HAVE_X86_64
     /* every table the CPU runs is built (tests use them all); xf_kernels() picks the best
      * one within the XF_CPU cap */
-    if (cpu->level_max >= XF_ISA_AVX2) {
-        tables[T_AVX2] = tables[T_GENERIC];
-        xf_kernels_fill_avx2(&tables[T_AVX2]);
-        tables[T_AVX2].attn = xf_at_kern_avx2();
-        table_ok[T_AVX2] = table_complete(&tables[T_AVX2]);
-        if (table_ok[T_AVX2] && cpu->level >= XF_ISA_AVX2)
-            table_best = T_AVX2;
-    }
-    if (cpu->level_max >= XF_ISA_AVX512) {
-        tables[T_AVX512] = tables[T_AVX2];
-        xf_kernels_fill_avx512(&tables[T_AVX512]);
-        tables[T_AVX512].attn = xf_at_kern_avx512();
-        table_ok[T_AVX512] = table_complete(&tables[T_AVX512]);
-        if (table_ok[T_AVX512] && cpu->level >= XF_ISA_AVX512)
-            table_best = T_AVX512;
-    }
+    table_upgrade(cpu, T_AVX2, T_GENERIC, XF_ISA_AVX2, xf_kernels_fill_avx2, xf_at_kern_avx2);
+    table_upgrade(cpu, T_AVX512, T_AVX2, XF_ISA_AVX512, xf_kernels_fill_avx512,
+                  xf_at_kern_avx512);
 #else
     (void)cpu;
 #endif
@@ -183,7 +187,7 @@ static int pack_parts(xf_gemm_w_t *pw, const float *const *parts, const int32_t 
 {
     const size_t G = (size_t)group;
     const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
-    const size_t npad = ((size_t)pw->n + P - 1) / P * P;
+    const size_t npad = xf_gemm_npad(pw);
     size_t bytes = npad * K * sizeof(float);
     size_t alloc = (bytes + 63) & ~(size_t)63;
     float *p = aligned_alloc(64, alloc ? alloc : 64);
@@ -280,7 +284,7 @@ int xf_gemm_w_add_bf16(xf_gemm_w_t *pw)
     if (pw->packed_bf16)
         return 0;
     const size_t K = (size_t)pw->k, P = XF_GEMM_PANEL;
-    const size_t npad = ((size_t)pw->n + P - 1) / P * P;
+    const size_t npad = xf_gemm_npad(pw);
     const size_t k2 = (K / XF_GEMM_KC) * XF_GEMM_KC + ((K % XF_GEMM_KC) + 1) / 2 * 2;
     const size_t G = (size_t)pw->group;
     size_t bytes = npad * k2 * sizeof(uint16_t);

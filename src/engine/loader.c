@@ -429,42 +429,24 @@ static int load_layer(ld_t *L, const json_t *cfg, const hp_t *h, int32_t l,
     L->m->layer_info[l] = (xf_layer_info_t){ .n_head = (int32_t)nh, .d_head = dh,
                                               .d_ff = (int32_t)dff };
     const int64_t da = nh * dh;
-    if (L->is_distil) {
-#define B(...) (snprintf(base, sizeof base, __VA_ARGS__), base)
-        if ((rc = get_lin(L, &ly->q_w, &ly->q_b, 1, 1, da, d,
-                          B("transformer.layer.%d.attention.q_lin", l))) ||
-            (rc = get_lin(L, &ly->k_w, &ly->k_b, 1, 1, da, d,
-                          B("transformer.layer.%d.attention.k_lin", l))) ||
-            (rc = get_lin(L, &ly->v_w, &ly->v_b, 1, 1, da, d,
-                          B("transformer.layer.%d.attention.v_lin", l))) ||
-            (rc = get_lin(L, &ly->o_w, &ly->o_b, 1, 1, d, da,
-                          B("transformer.layer.%d.attention.out_lin", l))) ||
-            (rc = get_ln(L, &ly->ln1_g, &ly->ln1_b, 1, d,
-                         B("transformer.layer.%d.sa_layer_norm", l))) ||
-            (rc = get_lin(L, &ly->ff1_w, &ly->ff1_b, 1, 1, dff, d,
-                          B("transformer.layer.%d.ffn.lin1", l))) ||
-            (rc = get_lin(L, &ly->ff2_w, &ly->ff2_b, 1, 1, d, dff,
-                          B("transformer.layer.%d.ffn.lin2", l))) ||
-            (rc = get_ln(L, &ly->ln2_g, &ly->ln2_b, 1, d,
-                         B("transformer.layer.%d.output_layer_norm", l))))
-            return rc;
-        return 0;
-    }
-    if ((rc = get_lin(L, &ly->q_w, &ly->q_b, 1, 1, da, d,
-                      B("encoder.layer.%d.attention.self.query", l))) ||
-        (rc = get_lin(L, &ly->k_w, &ly->k_b, 1, 1, da, d,
-                      B("encoder.layer.%d.attention.self.key", l))) ||
-        (rc = get_lin(L, &ly->v_w, &ly->v_b, 1, 1, da, d,
-                      B("encoder.layer.%d.attention.self.value", l))) ||
-        (rc = get_lin(L, &ly->o_w, &ly->o_b, 1, 1, d, da,
-                      B("encoder.layer.%d.attention.output.dense", l))) ||
-        (rc = get_ln(L, &ly->ln1_g, &ly->ln1_b, 1, d,
-                     B("encoder.layer.%d.attention.output.LayerNorm", l))) ||
-        (rc = get_lin(L, &ly->ff1_w, &ly->ff1_b, 1, 1, dff, d,
-                      B("encoder.layer.%d.intermediate.dense", l))) ||
-        (rc = get_lin(L, &ly->ff2_w, &ly->ff2_b, 1, 1, d, dff,
-                      B("encoder.layer.%d.output.dense", l))) ||
-        (rc = get_ln(L, &ly->ln2_g, &ly->ln2_b, 1, d, B("encoder.layer.%d.output.LayerNorm", l))))
+    /* the layer's tensors under the BERT or the DistilBERT names (same shapes) */
+    static const char *const layer_names[2][9] = {
+        { "encoder.layer.", "attention.self.query", "attention.self.key", "attention.self.value",
+          "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+          "output.dense", "output.LayerNorm" },
+        { "transformer.layer.", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+          "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm" },
+    };
+    const char *const *names = layer_names[L->is_distil ? 1 : 0];
+#define B(i) (snprintf(base, sizeof base, "%s%d.%s", names[0], l, names[i]), base)
+    if ((rc = get_lin(L, &ly->q_w, &ly->q_b, 1, 1, da, d, B(1))) ||
+        (rc = get_lin(L, &ly->k_w, &ly->k_b, 1, 1, da, d, B(2))) ||
+        (rc = get_lin(L, &ly->v_w, &ly->v_b, 1, 1, da, d, B(3))) ||
+        (rc = get_lin(L, &ly->o_w, &ly->o_b, 1, 1, d, da, B(4))) ||
+        (rc = get_ln(L, &ly->ln1_g, &ly->ln1_b, 1, d, B(5))) ||
+        (rc = get_lin(L, &ly->ff1_w, &ly->ff1_b, 1, 1, dff, d, B(6))) ||
+        (rc = get_lin(L, &ly->ff2_w, &ly->ff2_b, 1, 1, d, dff, B(7))) ||
+        (rc = get_ln(L, &ly->ln2_g, &ly->ln2_b, 1, d, B(8))))
         return rc;
 #undef B
     return 0;

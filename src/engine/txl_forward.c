@@ -46,6 +46,19 @@ static void layer_norm(const float *x, int32_t n, int32_t D, const float *g, con
     }
 }
 
+/* A sublayer's residual connection: ao += x, then x = LN(ao) (post-norm), or x = ao with
+ * pre_lnorm (the next sublayer normalizes its own input). */
+static void residual(float *ao, float *x, int32_t n, int32_t D, int pre_lnorm, const float *g,
+                     const float *b, float eps)
+{
+    for (size_t i = 0; i < (size_t)n * (size_t)D; i++)
+        ao[i] += x[i];
+    if (pre_lnorm)
+        memcpy(x, ao, sizeof(float) * (size_t)n * (size_t)D);
+    else
+        layer_norm(ao, n, D, g, b, eps, x);
+}
+
 static int32_t cluster_of(const xf_txl_t *m, int32_t id)
 {
     int32_t c = 0;
@@ -325,12 +338,7 @@ int xf_txl_run_progress(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids
             }
         }
         linear(w.vec, n, HD, y->o_w, D, NULL, w.ao);
-        for (size_t i = 0; i < (size_t)n * D; i++)
-            w.ao[i] += w.x[i];
-        if (cf->pre_lnorm)
-            memcpy(w.x, w.ao, sizeof(float) * (size_t)n * D);
-        else
-            layer_norm(w.ao, n, D, y->ln1_g, y->ln1_b, cf->ln_eps, w.x);
+        residual(w.ao, w.x, n, D, cf->pre_lnorm, y->ln1_g, y->ln1_b, cf->ln_eps);
         /* position-wise FF: relu(x W1ᵀ + b1) W2ᵀ + b2 */
         src = w.x;
         if (cf->pre_lnorm) {
@@ -341,12 +349,7 @@ int xf_txl_run_progress(const xf_txl_t *m, xf_txl_mem_t *mem, const int32_t *ids
         for (size_t i = 0; i < (size_t)n * F; i++)
             w.ff[i] = w.ff[i] > 0 ? w.ff[i] : 0;
         linear(w.ff, n, F, y->ff2_w, D, y->ff2_b, w.ao);
-        for (size_t i = 0; i < (size_t)n * D; i++)
-            w.ao[i] += w.x[i];
-        if (cf->pre_lnorm)
-            memcpy(w.x, w.ao, sizeof(float) * (size_t)n * D);
-        else
-            layer_norm(w.ao, n, D, y->ln2_g, y->ln2_b, cf->ln_eps, w.x);
+        residual(w.ao, w.x, n, D, cf->pre_lnorm, y->ln2_g, y->ln2_b, cf->ln_eps);
     }
     for (size_t i = 0; i < (size_t)n * D; i++)
         if (!isfinite(w.x[i])) {

@@ -142,9 +142,11 @@ static void diag_set(xf_diag_t *diag, int code, const char *fmt, ...)
     diag->code = code;
 }
 
-int xf_conf_init(xf_conf_t *cfg)
+/* The table's defaults into cfg (zeroed by the caller): strings strdup'ed when copy (then
+ * -ENOMEM is possible; what was set stays for xf_conf_deinit), else pointing at the table's
+ * literals. One loop for xf_conf_init and the shared defaults, so they cannot disagree. */
+static int fill_defaults(xf_conf_t *cfg, int copy)
 {
-    memset(cfg, 0, sizeof(*cfg));
     for (size_t i = 0; i < XF_OPT_COUNT; i++) {
         const xf_opt_desc_t *d = &opts[i];
         void *p = field_ptr(cfg, d);
@@ -159,11 +161,13 @@ int xf_conf_init(xf_conf_t *cfg)
             break;
         case XF_OPT_STRING:
         case XF_OPT_PATH:
-            *(char **)p = strdup(d->def_s);
-            if (!*(char **)p) {
-                xf_conf_deinit(cfg);
-                return -ENOMEM;
+            if (!copy) {
+                *(const char **)p = d->def_s;   /* never written through: the struct is const */
+                break;
             }
+            *(char **)p = strdup(d->def_s);
+            if (!*(char **)p)
+                return -ENOMEM;
             break;
         case XF_OPT_ENUM:
             *(int *)p = choice_index(d->choices, d->def_s);
@@ -173,6 +177,15 @@ int xf_conf_init(xf_conf_t *cfg)
     return 0;
 }
 
+int xf_conf_init(xf_conf_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    int rc = fill_defaults(cfg, 1);
+    if (rc < 0)
+        xf_conf_deinit(cfg);
+    return rc;
+}
+
 /* The defaults with strings pointing at the table's literals: nothing to free, so it can be
  * built once and shared. */
 static xf_conf_t defaults;
@@ -180,27 +193,7 @@ static pthread_once_t defaults_once = PTHREAD_ONCE_INIT;
 
 static void defaults_init(void)
 {
-    for (size_t i = 0; i < XF_OPT_COUNT; i++) {
-        const xf_opt_desc_t *d = &opts[i];
-        void *p = field_ptr(&defaults, d);
-        switch (d->type) {
-        case XF_OPT_BOOL:
-            *(bool *)p = d->def_i != 0;
-            break;
-        case XF_OPT_INT:
-        case XF_OPT_SIZE:
-        case XF_OPT_DURATION:
-            *(int64_t *)p = d->def_i;
-            break;
-        case XF_OPT_STRING:
-        case XF_OPT_PATH:
-            *(const char **)p = d->def_s;   /* never written through: the struct is const */
-            break;
-        case XF_OPT_ENUM:
-            *(int *)p = choice_index(d->choices, d->def_s);
-            break;
-        }
-    }
+    (void)fill_defaults(&defaults, 0);   /* no copies: cannot fail */
 }
 
 const xf_conf_t *xf_conf_defaults(void)

@@ -197,7 +197,13 @@ static step_t parse_rerank(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro,
     return STEP_OK;
 }
 
-enum MHD_Result xf_routes_tei_rerank(xf_req_t *req)
+/* The scoring routes' handler: parse_rerank or parse_predict over the body (setting *flag0 and
+ * *flag1, fields of req), then one job of the texts that wants the logits. */
+typedef step_t (*score_parse_fn)(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro,
+                                 int *flag0, int *flag1, enum MHD_Result *ret);
+
+static enum MHD_Result score_route(xf_req_t *req, score_parse_fn parse, int *flag0,
+                                   int *flag1)
 {
     enum MHD_Result ret = MHD_NO;
     if (xf_routes_parse_body(req, &ret) != STEP_OK)
@@ -205,10 +211,14 @@ enum MHD_Result xf_routes_tei_rerank(xf_req_t *req)
     req->compute_headers = 1;
     texts_t tx = { 0 };
     ropts_t ro;
-    if (parse_rerank(req, req->root, &tx, &ro, &req->raw_scores, &req->return_text, &ret) !=
-        STEP_OK)
+    if (parse(req, req->root, &tx, &ro, flag0, flag1, &ret) != STEP_OK)
         return ret;
     return xf_routes_submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
+}
+
+enum MHD_Result xf_routes_tei_rerank(xf_req_t *req)
+{
+    return score_route(req, parse_rerank, &req->raw_scores, &req->return_text);
 }
 
 /* TEI /predict's fields of obj (the request, or a /vertex instance): inputs into tx,
@@ -284,16 +294,7 @@ static step_t parse_predict(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro
 
 enum MHD_Result xf_routes_tei_predict(xf_req_t *req)
 {
-    enum MHD_Result ret = MHD_NO;
-    if (xf_routes_parse_body(req, &ret) != STEP_OK)
-        return ret;
-    req->compute_headers = 1;
-    texts_t tx = { 0 };
-    ropts_t ro;
-    if (parse_predict(req, req->root, &tx, &ro, &req->raw_scores, &req->batch_form, &ret) !=
-        STEP_OK)
-        return ret;
-    return xf_routes_submit_texts(req, req->root, &tx, &ro, (jobwant_t){ 0, 1, -1 });
+    return score_route(req, parse_predict, &req->raw_scores, &req->batch_form);
 }
 
 /* {m} names the served model and {v}, when given, its only version "1". */

@@ -1056,6 +1056,32 @@ static int past_deadline(void *user, int32_t layers_done, int32_t n_layer)
     return xf_now_ns() > sj->job->deadline_ns;
 }
 
+/* The new blob's buffer, len bytes, into sj->blob_out (thread pool): 0, or sj->rc (-EFBIG
+ * past session.max_bytes, with the message; -ENOMEM). */
+static int blob_out_alloc(sjob_t *sj, size_t len)
+{
+    const xf_server_t *s = sj->srv;
+    if ((int64_t)len > s->o.session_max_bytes) {
+        sj->rc = -EFBIG;
+        snprintf(sj->msg, sizeof sj->msg, "session memory of %zu bytes exceeds "
+                 "session.max_bytes (%lld)", len, (long long)s->o.session_max_bytes);
+        return sj->rc;
+    }
+    if (!(sj->blob_out = malloc(len)))
+        return sj->rc = -ENOMEM;
+    sj->blob_out_len = len;
+    return 0;
+}
+
+/* The save into sj->blob_out returned rc (xf_state_save or xf_txl_mem_save: -ERANGE when a
+ * value does not fit f16). */
+static void blob_out_saved(sjob_t *sj, int rc)
+{
+    sj->rc = rc;
+    if (rc == -ERANGE)
+        snprintf(sj->msg, sizeof sj->msg, "a memory value does not fit session.dtype f16");
+}
+
 /* Thread pool, encoder sessions: before the compute, the state from the stored blob (a blob
  * that fails a check is discarded: reset); after it, the new blob. */
 static void enc_work(sjob_t *sj)
@@ -1077,18 +1103,9 @@ static void enc_work(sjob_t *sj)
     }
     xf_state_stats(sj->state, &sj->est);
     len = xf_state_blob_size(sj->state, (enum xf_state_dtype)S->dtype);
-    if ((int64_t)len > s->o.session_max_bytes) {
-        sj->rc = -EFBIG;
-        snprintf(sj->msg, sizeof sj->msg, "session memory of %zu bytes exceeds "
-                 "session.max_bytes (%lld)", len, (long long)s->o.session_max_bytes);
-    } else if (!(sj->blob_out = malloc(len))) {
-        sj->rc = -ENOMEM;
-    } else {
-        sj->rc = xf_state_save(sj->state, (enum xf_state_dtype)S->dtype, sj->blob_out, len);
-        sj->blob_out_len = len;
-        if (sj->rc == -ERANGE)
-            snprintf(sj->msg, sizeof sj->msg, "a memory value does not fit session.dtype f16");
-    }
+    if (blob_out_alloc(sj, len) == 0)
+        blob_out_saved(sj, xf_state_save(sj->state, (enum xf_state_dtype)S->dtype, sj->blob_out,
+                                         len));
 }
 
 /* Thread pool: load the memory (or start one), run the segment, serialise the new memory. */
@@ -1127,18 +1144,8 @@ static void work_cb(uv_work_t *w)
     }
     xf_txl_mem_stats(mem, &sj->st);
     len = xf_txl_mem_blob_size(S->model, mem, S->dtype);
-    if ((int64_t)len > s->o.session_max_bytes) {
-        sj->rc = -EFBIG;
-        snprintf(sj->msg, sizeof sj->msg, "session memory of %zu bytes exceeds "
-                 "session.max_bytes (%lld)", len, (long long)s->o.session_max_bytes);
-    } else if (!(sj->blob_out = malloc(len))) {
-        sj->rc = -ENOMEM;
-    } else {
-        sj->rc = xf_txl_mem_save(S->model, mem, S->dtype, sj->blob_out, len);
-        sj->blob_out_len = len;
-        if (sj->rc == -ERANGE)
-            snprintf(sj->msg, sizeof sj->msg, "a memory value does not fit session.dtype f16");
-    }
+    if (blob_out_alloc(sj, len) == 0)
+        blob_out_saved(sj, xf_txl_mem_save(S->model, mem, S->dtype, sj->blob_out, len));
     xf_txl_mem_free(mem);
 }
 

@@ -429,6 +429,27 @@ static int run_fit(worker_t *wk, xf_job_t *const *jobs, int n, xf_batch_report_t
     return 0;
 }
 
+/* Free the worker's batch buffers (worker thread, or after it was joined): one list for the
+ * idle shrink and xf_workers_free, so that a buffer added to worker_t is freed by both. */
+static void free_buffers(worker_t *wk)
+{
+    free(wk->cu);
+    free(wk->ids);
+    free(wk->types);
+    free(wk->attn);
+    free(wk->states);
+    free(wk->hidden);
+    free(wk->pooled);
+    free(wk->logits);
+    wk->cu = wk->ids = wk->types = NULL;
+    wk->attn = NULL;
+    wk->states = NULL;
+    wk->hidden = NULL;
+    wk->pooled = wk->logits = NULL;
+    wk->cap_seq = wk->cap_tok = wk->cap_types = wk->cap_attn = 0;
+    wk->cap_pooled = wk->cap_logits = wk->cap_states = wk->cap_hidden = 0;
+}
+
 /* Wait for a batch or stop (pool->lock held). After engine.arena_idle_ms without a batch, free
  * the arena and the packing buffers once (outside the lock: no lock across an engine call). */
 static void wait_for_jobs(worker_t *wk)
@@ -449,21 +470,7 @@ static void wait_for_jobs(worker_t *wk)
             continue;
         pthread_mutex_unlock(&pool->lock);
         xf_ctx_shrink(wk->ctx);
-        free(wk->cu);
-        free(wk->ids);
-        free(wk->types);
-        free(wk->attn);
-        free(wk->states);
-        free(wk->hidden);
-        free(wk->pooled);
-        free(wk->logits);
-        wk->cu = wk->ids = wk->types = NULL;
-        wk->attn = NULL;
-        wk->states = NULL;
-        wk->hidden = NULL;
-        wk->pooled = wk->logits = NULL;
-        wk->cap_seq = wk->cap_tok = wk->cap_types = wk->cap_attn = 0;
-        wk->cap_pooled = wk->cap_logits = wk->cap_states = wk->cap_hidden = 0;
+        free_buffers(wk);
         atomic_store(&wk->arena_bytes, 0);
         xf_metric_add(XF_M_arena_shrinks_total, NULL, NULL, 1);
         pthread_mutex_lock(&pool->lock);
@@ -575,14 +582,7 @@ void xf_workers_free(xf_workers_t *p)
                 pthread_join(wk->thread, NULL);
             xf_plan_free(wk->plan);
             xf_ctx_free(wk->ctx);
-            free(wk->cu);
-            free(wk->ids);
-            free(wk->types);
-            free(wk->attn);
-            free(wk->states);
-            free(wk->hidden);
-            free(wk->pooled);
-            free(wk->logits);
+            free_buffers(wk);
             free(wk->jobs);
             pthread_cond_destroy(&wk->cond);
         }

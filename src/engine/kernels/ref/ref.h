@@ -56,6 +56,12 @@ void xf_linear_cblas(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t ld
 int xf_gemm_w_pack(xf_gemm_w_t *pw);
 int xf_gemm_w_pack_group(xf_gemm_w_t *pw, int group);
 
+/* n_pad of the layout above: pw->n rounded up to XF_GEMM_PANEL columns. */
+static inline size_t xf_gemm_npad(const xf_gemm_w_t *pw)
+{
+    return ((size_t)pw->n + XF_GEMM_PANEL - 1) / XF_GEMM_PANEL * XF_GEMM_PANEL;
+}
+
 /* Where column c (a multiple of 16) of a block packed in groups of G columns, n_pad columns
  * and ks steps starts, in 32-bit units from the block's start, and the width gw of its group
  * (32-bit units per step): column c's 16 values of step s are at [start + s·gw, +16). A step

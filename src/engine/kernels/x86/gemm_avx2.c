@@ -86,8 +86,8 @@ XF_INLINE void ukr(const int mr, int kc, const float *ap, const float *b, size_t
             xf_gelu_poly_load256(gc, gtab);
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
-            acc[i][0] = xf_qact256(epi, _mm256_add_ps(acc[i][0], bb0), gc);
-            acc[i][1] = xf_qact256(epi, _mm256_add_ps(acc[i][1], bb1), gc);
+            acc[i][0] = xf_act_tab256(epi, _mm256_add_ps(acc[i][0], bb0), gc);
+            acc[i][1] = xf_act_tab256(epi, _mm256_add_ps(acc[i][1], bb1), gc);
         }
     }
 #pragma GCC unroll 6
@@ -163,7 +163,7 @@ static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
 {
     float *ap = apack;
     const int K = w->k, mcb = MC;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16, G = (size_t)w->group;
+    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
     for (int jc = c0; jc < c1; jc += NC) {
         int jc1 = jc + NC < c1 ? jc + NC : c1;
         for (int pc = 0; pc < K; pc += KC) {

@@ -162,7 +162,7 @@ XF_INLINE void ukr(const int bf, const int mr, const int nv, int kc, const float
             __m512 bb = _mm512_maskz_loadu_ps(msk[j], bias + 16 * j);
 #pragma GCC unroll 8
             for (int i = 0; i < mr; i++)
-                acc[i][j] = xf_qact512(epi, _mm512_add_ps(acc[i][j], bb), gc);
+                acc[i][j] = xf_act_tab512(epi, _mm512_add_ps(acc[i][j], bb), gc);
         }
     }
 #pragma GCC unroll 8
@@ -286,7 +286,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
 {
     float ap[MR * KC] __attribute__((aligned(64)));
     const int K = w->k;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16, G = (size_t)w->group;
+    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
     const int gi = (int)G;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
@@ -406,7 +406,7 @@ XF_INLINE void sm_ukr(const int mr, int ks, const float *ap, const char *b, size
         __m512 bb = _mm512_maskz_loadu_ps(msk, bias);
 #pragma GCC unroll 16
         for (int i = 0; i < mr; i++)
-            acc[i] = xf_qact512(epi, _mm512_add_ps(acc[i], bb), gc);
+            acc[i] = xf_act_tab512(epi, _mm512_add_ps(acc[i], bb), gc);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < mr; i++)
@@ -480,7 +480,7 @@ static void gemm_small(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, con
 {
     float ap[SM_ROWS * KC] __attribute__((aligned(64)));
     const int K = w->k, mr = r1 - r0;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16, G = (size_t)w->group;
+    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
     const int gi = (int)G, ntile = (c1 - 1) / gi - c0 / gi + 1;
     const sm_fn fn = smks[mr - SM_MIN_ROWS];
     for (int pc = 0; pc < K; pc += KC) {
@@ -544,7 +544,7 @@ size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
         return 0;
     const int bf = w->packed_bf16 != NULL;
     const int kc = w->k < KC ? w->k : KC;
-    const size_t npad = ((size_t)w->n + 15) / 16 * 16;
+    const size_t npad = xf_gemm_npad(w);
     int jc1 = c0 / NR * NR + block_cols(c0, c1);
     jc1 = jc1 < c1 ? jc1 : c1;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;

@@ -62,7 +62,7 @@ static void epilogue(const int32_t *cb, int rows, int ncol, const float *alpha,
         __m512 s = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), sg);
         __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), s);
         if (epi != XF_EPI_NONE)
-            v = xf_qact512(epi, _mm512_add_ps(v, bb), gc);
+            v = xf_act_tab512(epi, _mm512_add_ps(v, bb), gc);
         _mm512_mask_storeu_ps(y + (size_t)i * ldy, msk, v);
     }
 }

@@ -122,8 +122,8 @@ static void epilogue(const int32_t *cb, int cbs, int mr, int ncol, const float *
         __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(al, sg0));
         __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(al, sg1));
         if (epi != XF_EPI_NONE) {
-            v0 = xf_qact256(epi, _mm256_add_ps(v0, bb0), gc);
-            v1 = xf_qact256(epi, _mm256_add_ps(v1, bb1), gc);
+            v0 = xf_act_tab256(epi, _mm256_add_ps(v0, bb0), gc);
+            v1 = xf_act_tab256(epi, _mm256_add_ps(v1, bb1), gc);
         }
         if (ncol >= 16) {
             _mm256_storeu_ps(c + (size_t)i * ldc, v0);

@@ -122,7 +122,7 @@ static inline __m256 xf_gelu_poly256(__m256 x, const __m256 *c)
 
 /* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the table's vectors
  * (xf_gelu_poly_table; read by the GELU epilogues only). */
-static inline __m256 xf_qact256(enum xf_epilogue act, __m256 v, const __m256 *gc)
+static inline __m256 xf_act_tab256(enum xf_epilogue act, __m256 v, const __m256 *gc)
 {
     switch (act) {
     case XF_EPI_BIAS_GELU:
@@ -142,7 +142,7 @@ static inline __m256 xf_act256(enum xf_epilogue act, __m256 v)
     const float (*tab)[XF_GELU_POLY_N] = xf_gelu_poly_table(act);
     if (tab)
         xf_gelu_poly_load256(c, tab);
-    return xf_qact256(act, v, c);
+    return xf_act_tab256(act, v, c);
 }
 
 #endif

@@ -67,7 +67,7 @@ static inline __m512 xf_gelu_poly512(__m512 x, const __m512 *c)
 
 /* act(v) of an epilogue (xf_act_ref) with the GELU table preloaded: gc = the table's vectors
  * (xf_gelu_poly_table; read by the GELU epilogues only). */
-static inline __m512 xf_qact512(enum xf_epilogue act, __m512 v, const __m512 *gc)
+static inline __m512 xf_act_tab512(enum xf_epilogue act, __m512 v, const __m512 *gc)
 {
     switch (act) {
     case XF_EPI_BIAS_GELU:
@@ -80,7 +80,7 @@ static inline __m512 xf_qact512(enum xf_epilogue act, __m512 v, const __m512 *gc
     }
 }
 
-/* act(v) for an epilogue value (kernels.h enum xf_epilogue), bitwise xf_act_ref: xf_qact512
+/* act(v) for an epilogue value (kernels.h enum xf_epilogue), bitwise xf_act_ref: xf_act_tab512
  * with the GELU table loaded here (callers with many vectors load it once and call that). */
 static inline __m512 xf_act512(enum xf_epilogue act, __m512 v)
 {
@@ -88,7 +88,7 @@ static inline __m512 xf_act512(enum xf_epilogue act, __m512 v)
     const float (*tab)[XF_GELU_POLY_N] = xf_gelu_poly_table(act);
     if (tab)
         xf_gelu_poly_load512(c, tab);
-    return xf_qact512(act, v, c);
+    return xf_act_tab512(act, v, c);
 }
 
 static inline float xf_hsum512(__m512 v)
