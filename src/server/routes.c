@@ -499,7 +499,7 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
     xf_job_t *j = NULL;
     char *prompted = NULL;     /* prompt + text, for the text being encoded */
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
-                         .max_len = s->info->max_positions, .truncate = ro->truncate,
+                         .max_len = s->info->max_input, .truncate = ro->truncate,
                          .truncate_left = ro->truncate_left };
     long long total = 0, chars = 0;
     uint64_t t0 = xf_now_ns();
@@ -566,7 +566,7 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
             *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0,
                                        "input %zu is longer than the model's limit of %d "
                                        "tokens; send \"truncate\": true to cut it (%s)", i,
-                                       s->info->max_positions, diag.msg);
+                                       s->info->max_input, diag.msg);
             goto fail;
         }
         if (rc == XF_EFORMAT) {

@@ -331,7 +331,7 @@ static void warmup(xf_server_t *s)
     xf_cost_sample_t samples[40];
     size_t n = 0;
     int32_t lens[64];
-    int32_t max_len = s->info->max_positions > 0 ? s->info->max_positions : 512;
+    int32_t max_len = s->info->max_input > 0 ? s->info->max_input : 512;
     uint64_t t0 = xf_now_ns();
     int runs = 0;
     for (size_t i = 0; n + 1 < sizeof samples / sizeof samples[0]; i++) {
