@@ -38,7 +38,8 @@ static void text_usage(const char *cmd)
                "[--normalize|--no-normalize]\n"
                "                       [--format text|raw] [--ids] [--pairs] [--truncate] "
                "[--batch N]\n"
-               "                       [--threads N] [--attention JSON] [--quantize int8|bf16]\n"
+               "                       [--threads N] [--attention JSON] [--quantize int8|bf16] "
+               "[--max-len N]\n"
                "Prints one embedding per input line (%%.9g floats, space-separated), or raw "
                "float32\nwith --format raw. --pooling none prints every token's vector on the "
                "line.\n");
