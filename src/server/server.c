@@ -440,7 +440,9 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         xf_notify_status("loading model");
     if ((rc = load_model(s, diag)) < 0) {
         char m[512];
-        snprintf(m, sizeof m, "model: %s: %.400s", xf_strerror(rc), diag->msg);
+        /* the diagnostic names the file and the fault ("/x: No such file or directory");
+         * the code's name only when there is none (it once came first and repeated it) */
+        snprintf(m, sizeof m, "model: %.400s", diag->msg[0] ? diag->msg : xf_strerror(rc));
         snprintf(diag->msg, sizeof diag->msg, "%s", m);
         goto fail;
     }
