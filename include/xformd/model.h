@@ -74,6 +74,11 @@ typedef struct xf_model_info {
                                   int8 Linear layers (per-channel weights, per-token
                                   activations; ATTENTION.md §24), or "bf16": the same layers
                                   with bf16 weights and fp32 arithmetic */
+    int32_t max_input;         /* longest encoded input, specials included, that requests are
+                                  cut to or refused at: sentence-transformers' max_seq_length
+                                  (sentence_bert_config.json or a sibling, as
+                                  sentence-transformers and TEI read it) when below
+                                  max_positions, else max_positions */
 } xf_model_info_t;
 
 typedef struct xf_load_opts {

@@ -38,7 +38,8 @@ static void text_usage(const char *cmd)
                "[--normalize|--no-normalize]\n"
                "                       [--format text|raw] [--ids] [--pairs] [--truncate] "
                "[--batch N]\n"
-               "                       [--threads N] [--attention JSON] [--quantize int8|bf16]\n"
+               "                       [--threads N] [--attention JSON] [--quantize int8|bf16] "
+               "[--max-len N]\n"
                "Prints one embedding per input line (%%.9g floats, space-separated), or raw "
                "float32\nwith --format raw. --pooling none prints every token's vector on the "
                "line.\n");
@@ -202,7 +203,7 @@ int cmd_tokenize(int argc, char **argv)
     m = cli_open_model(&o.c);
     tok = xf_model_tokenizer(m);
     if (max_len == 0 && o.truncate)
-        max_len = xf_model_info(m)->max_positions;
+        max_len = xf_model_info(m)->max_input;
     n = cli_read_lines(stdin, &buf, &lines, &lens);
     for (size_t k = 0; k < n; k++) {
         encode_line(&o, NULL, tok, lines[k], lens[k], k, max_len, &t);
@@ -265,7 +266,11 @@ static int run_lines(int argc, char **argv, int classify)
         xf_model_free(m);
         return 1;
     }
-    if (max_len <= 0 || max_len > mi->max_positions)
+    /* default: sentence-transformers' max_seq_length where the model has one; --max-len may
+     * go up to the positions, as setting model.max_seq_length does in sentence-transformers */
+    if (max_len <= 0)
+        max_len = mi->max_input;
+    else if (max_len > mi->max_positions)
         max_len = mi->max_positions;
     co.n_threads = o.c.threads;
     if ((rc = xf_ctx_create(&co, &ctx)) < 0 || (rc = xf_plan_create(m, &plan)) < 0) {

@@ -640,6 +640,44 @@ out:
     return rc;
 }
 
+/* sentence-transformers' max_seq_length: the length it (and TEI, whose /info reports it as
+ * max_input_length) cuts inputs to, e.g. 256 for all-MiniLM-L6-v2 whose positions go to 512.
+ * The first of these files that exists is read, in TEI's order (core/src/download.rs). */
+static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
+{
+    static const char *const names[] = {
+        "sentence_bert_config.json", "sentence_roberta_config.json",
+        "sentence_distilbert_config.json", "sentence_camembert_config.json",
+        "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+        "sentence_xlnet_config.json"
+    };
+    char path[4096];
+    json_error_t jerr;
+
+    in->max_input = in->max_positions;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (access(path, F_OK) != 0)
+            continue;
+        json_t *c = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        if (!c)
+            return xf_diag_set(diag, XF_EFORMAT, "%s: %s (line %d)", names[i], jerr.text,
+                               jerr.line);
+        const json_t *v = json_object_get(c, "max_seq_length");
+        int rc = 0;
+        if (v && !json_is_null(v)) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1)
+                rc = xf_diag_set(diag, XF_EFORMAT, "%s: max_seq_length must be a positive "
+                                 "integer", names[i]);
+            else if (json_integer_value(v) < in->max_positions)
+                in->max_input = (int32_t)json_integer_value(v);
+        }
+        json_decref(c);
+        return rc;
+    }
+    return 0;
+}
+
 /* ---- the model -------------------------------------------------------------------------- */
 
 static const char *dir_basename(xf_model_t *m, const char *dir)
@@ -946,7 +984,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         }
     }
 
-    if ((rc = load_pooling(dir, &m->info, diag)))
+    if ((rc = load_pooling(dir, &m->info, diag)) || (rc = load_max_seq(dir, &m->info, diag)))
         goto fail;
 
     rc = xf_tokenizer_load(dir, opts->tokenizer, &m->tok, diag);

@@ -649,6 +649,9 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
         return xf_http_reply_error(req, XF_HE_BAD_REQUEST, 0, "%%00 (a NUL byte) in the "
                                    "request target");
     enum xf_http_err e = xf_routes_match(req, method, url);
+    if (e == XF_HE_BAD_SESSION_ID)
+        return xf_http_reply_error(req, e, 0, "the session id in %.200s must be 1-128 bytes of "
+                                   "[A-Za-z0-9._:-]", url);
     if (e != XF_HE_NONE)
         return xf_http_reply_error(req, e, 0,
                                    e == XF_HE_NOT_FOUND ? "no route %s %.200s"

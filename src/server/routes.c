@@ -499,7 +499,7 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
     xf_job_t *j = NULL;
     char *prompted = NULL;     /* prompt + text, for the text being encoded */
     xf_tok_opts_t to = { .no_special = 0, .split_special = 0,
-                         .max_len = s->info->max_positions, .truncate = ro->truncate,
+                         .max_len = s->info->max_input, .truncate = ro->truncate,
                          .truncate_left = ro->truncate_left };
     long long total = 0, chars = 0;
     uint64_t t0 = xf_now_ns();
@@ -566,7 +566,7 @@ xf_job_t *xf_routes_tokenise(xf_req_t *req, const texts_t *tx, const ropts_t *ro
             *ret = xf_http_reply_error(req, XF_HE_INPUT_TOO_LONG, 0,
                                        "input %zu is longer than the model's limit of %d "
                                        "tokens; send \"truncate\": true to cut it (%s)", i,
-                                       s->info->max_positions, diag.msg);
+                                       s->info->max_input, diag.msg);
             goto fail;
         }
         if (rc == XF_EFORMAT) {
@@ -666,7 +666,8 @@ step_t xf_routes_get_texts(xf_req_t *req, json_t *v, const char *key, int allow_
     const char *what = allow_ids ? "a string, a list of strings or token ids"
                                  : "a string or a list of strings";
     if (!json_is_array(v)) {
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s' must be %s", key, what);
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must be %s",
+                                   deser(req), key, what);
         return STEP_REPLIED;
     }
     size_t n = json_array_size(v);
@@ -687,9 +688,10 @@ step_t xf_routes_get_texts(xf_req_t *req, json_t *v, const char *key, int allow_
         } else if (allow_ids && json_is_array(e)) {
             tx->v[i].ids = e;   /* checked id by id when tokenising */
         } else {
-            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field '%s'[%zu] must be %s",
-                                       key, i, allow_ids ? "a string or a list of token ids"
-                                                         : "a string");
+            *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s'[%zu] must be %s",
+                                       deser(req), key, i,
+                                       allow_ids ? "a string or a list of token ids"
+                                                 : "a string");
             free(tx->v);
             tx->v = NULL;
             return STEP_REPLIED;

@@ -941,7 +941,7 @@ enum MHD_Result xf_routes_tei_info(xf_req_t *req)
                           tei_dtype(mi->file_dtype), "served_model_name", s->model_name,
                           "model_type", type,
                           "max_concurrent_requests", s->o.max_queue_jobs,
-                          "max_input_length", mi->max_positions,
+                          "max_input_length", mi->max_input,
                           "max_batch_tokens", s->o.max_batch_tokens,
                           "max_batch_requests", s->o.max_batch,
                           "max_client_batch_size", s->o.max_texts,

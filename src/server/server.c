@@ -331,7 +331,7 @@ static void warmup(xf_server_t *s)
     xf_cost_sample_t samples[40];
     size_t n = 0;
     int32_t lens[64];
-    int32_t max_len = s->info->max_positions > 0 ? s->info->max_positions : 512;
+    int32_t max_len = s->info->max_input > 0 ? s->info->max_input : 512;
     uint64_t t0 = xf_now_ns();
     int runs = 0;
     for (size_t i = 0; n + 1 < sizeof samples / sizeof samples[0]; i++) {
@@ -440,7 +440,9 @@ int xf_server_start(const xf_server_opts_t *o, xf_server_t **out, xf_diag_t *dia
         xf_notify_status("loading model");
     if ((rc = load_model(s, diag)) < 0) {
         char m[512];
-        snprintf(m, sizeof m, "model: %s: %.400s", xf_strerror(rc), diag->msg);
+        /* the diagnostic names the file and the fault ("/x: No such file or directory");
+         * the code's name only when there is none (it once came first and repeated it) */
+        snprintf(m, sizeof m, "model: %.400s", diag->msg[0] ? diag->msg : xf_strerror(rc));
         snprintf(diag->msg, sizeof diag->msg, "%s", m);
         goto fail;
     }

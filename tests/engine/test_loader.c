@@ -791,7 +791,33 @@ static void test_pooling(void **state)
     m = load_ok(c, NULL);
     assert_int_equal(m->info.pooling, XF_POOL_CLS);
     assert_int_equal(m->info.normalize, 0);
+    assert_true(m->info.max_positions > 5);
+    assert_int_equal(m->info.max_input, m->info.max_positions);
+    int32_t maxpos = m->info.max_positions;
     xf_model_free(m);
+
+    /* sentence-transformers' max_seq_length (the first sentence_*_config.json, as TEI reads
+     * them) bounds the input below the positions; above them the positions win */
+    snprintf(p, sizeof p, "%s/sentence_roberta_config.json", c);
+    assert_int_equal(xf_test_write_file(p, "{\"max_seq_length\": 7}", 21), 0);
+    m = load_ok(c, NULL);
+    assert_int_equal(m->info.max_input, 7);
+    assert_int_equal(m->info.max_positions, maxpos);
+    xf_model_free(m);
+    snprintf(p, sizeof p, "%s/sentence_bert_config.json", c);
+    const char *big = "{\"max_seq_length\": 100000, \"do_lower_case\": false}";
+    assert_int_equal(xf_test_write_file(p, big, strlen(big)), 0);
+    m = load_ok(c, NULL);
+    assert_int_equal(m->info.max_input, maxpos);
+    xf_model_free(m);
+    const char *bad = "{\"max_seq_length\": \"256\"}";
+    assert_int_equal(xf_test_write_file(p, bad, strlen(bad)), 0);
+    check_load_fails("max_seq_length a string", c, XF_EFORMAT, "sentence_bert_config.json",
+                     NULL);
+    assert_int_equal(xf_test_write_file(p, "{not json", 9), 0);
+    check_load_fails("sentence_bert_config.json not JSON", c, XF_EFORMAT,
+                     "sentence_bert_config.json", NULL);
+    xf_cases_end();
 }
 
 static void test_pre_ln(void **state)

@@ -10,9 +10,9 @@ trap 'rm -rf "$tmp"' EXIT
 n=0; failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 nok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; [ -n "$2" ] && echo "$2" | sed 's/^/# /'; }
-echo "1..5"
+echo "1..6"
 if [ ! -x "$xd" ] || [ ! -x "$cli" ]; then
-    for i in 1 2 3 4 5; do echo "not ok $i - xformd or xformd-cli not built in $b"; done
+    for i in 1 2 3 4 5 6; do echo "not ok $i - xformd or xformd-cli not built in $b"; done
     exit 1
 fi
 m="$tmp/tiny"
@@ -44,4 +44,11 @@ rc=$?
 if [ $rc -eq 2 ] && echo "$out" | grep -q "model.attention"
 then ok "start-up with an unknown variant: exit 2 naming model.attention"
 else nok "start-up with an unknown variant: exit 2 naming model.attention" "rc $rc: $out"; fi
+
+# a model directory that does not exist: start-up fails naming it, the fault said once
+out=$("$xd" --http.port 0 --model.dir "$tmp/none" 2>&1); rc=$?
+k=$(echo "$out" | grep -o "No such file or directory" | wc -l)
+if [ $rc -eq 1 ] && echo "$out" | grep -q "model: $tmp/none" && [ "$k" -eq 1 ]
+then ok "start-up with a missing model directory: exit 1 naming it once"
+else nok "start-up with a missing model directory: exit 1 naming it once" "rc $rc: $out"; fi
 exit $failed

@@ -126,6 +126,11 @@ static void test_tei_nulls(void **state)
             "Failed to deserialize the JSON body into the target type: ");
     tei_err(p, "/embed", "{}", 422, "Validation",
             "Failed to deserialize the JSON body into the target type: ");
+    /* inputs of a type TEI's Input enum has no variant for */
+    tei_err(p, "/embed", "{\"inputs\":5}", 422, "Validation",
+            "Failed to deserialize the JSON body into the target type: field 'inputs' must be");
+    tei_err(p, "/embed", "{\"inputs\":[\"a\",{}]}", 422, "Validation",
+            "Failed to deserialize the JSON body into the target type: field 'inputs'[1]");
     tei_err(p, "/embed", "{\"inputs\":\"a\",\"truncation_direction\":null}", 422, "Validation",
             "'truncation_direction'");
     tei_err(p, "/embed", "{\"inputs\":null}", 422, "Validation", "inputs");

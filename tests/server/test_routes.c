@@ -817,6 +817,36 @@ static void test_tei_openai_conformance(void **state)
             "input 1");
     fx_stop_all(&ps, 1);
 
+    /* sentence-transformers' max_seq_length (sentence_bert_config.json) is the input limit,
+     * as in sentence-transformers and TEI (/info max_input_length): cut by default on TEI's
+     * routes, refused with "truncate": false and on the OpenAI route */
+    fx_srv_t ms = { 0 };
+    assert_int_equal(fx_write_model("rt_maxseq", 0, ms.dir, sizeof ms.dir), 0);
+    snprintf(path, sizeof path, "%s/sentence_bert_config.json", ms.dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"max_seq_length\": 6, \"do_lower_case\": false}", f);
+    fclose(f);
+    fx_opts(&o, ms.dir);
+    fx_launch(&ms, &o);
+    a = jget(ms.port, "GET", "/info", NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(a, "max_input_length")), 6);
+    json_decref(a);
+    const char *longer = "{\"inputs\":\"a b c d e f g h i j\"}";
+    hc_resp_t hr = req(ms.port, "POST", "/embed", NULL, longer, 200);
+    char hv[32];
+    assert_non_null(hc_header(&hr, "x-compute-tokens", hv, sizeof hv));
+    assert_string_equal(hv, "6");
+    hc_free(&hr);
+    tei_err(ms.port, "/embed", "{\"inputs\":\"a b c d e f g h i j\",\"truncate\":false}", 422,
+            "Validation", "limit of 6 tokens");
+    a = jget(ms.port, "POST", "/v1/embeddings", "{\"input\":\"a b c d e f g h i j\"}", 400);
+    check_openai_error(a, "input_too_long", "input");
+    json_decref(a);
+    a = jget(ms.port, "POST", "/v1/embeddings", "{\"input\":\"a b c d\"}", 200);
+    json_decref(a);
+    fx_stop_all(&ms, 1);
+
     /* TEI also serves the OpenAI route as POST /embeddings. */
     a = jget(p, "POST", "/embeddings", "{\"input\":[\"a\",\"b c\"]}", 200);
     b = jget(p, "POST", "/v1/embeddings", "{\"input\":[\"a\",\"b c\"]}", 200);
