@@ -384,11 +384,13 @@ static unsigned openai_status(enum xf_http_err code, unsigned status)
     }
 }
 
+/* OpenAI's error type; a wrong or missing key is its invalid_request_error with code
+ * invalid_api_key (what api.openai.com answers; the SDKs raise AuthenticationError on the 401). */
 static const char *openai_type(enum xf_http_err code)
 {
     unsigned st = xf_http_err_status(code);
     if (st == 401)
-        return "authentication_error";
+        return "invalid_request_error";
     if (st == 429)
         return "rate_limit_error";
     if (st >= 500)
@@ -422,7 +424,7 @@ enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int re
             xf_buf_json_str(&b, req->err_param, strlen(req->err_param));
         else
             xf_buf_puts(&b, "null");
-        xf_buf_printf(&b, ",\"code\":\"%s\"}}", name);
+        xf_buf_printf(&b, ",\"code\":\"%s\"}}", status == 401 ? "invalid_api_key" : name);
         break;
     case XF_API_TEI:
         xf_buf_puts(&b, "{\"error\":");

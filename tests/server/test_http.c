@@ -599,7 +599,9 @@ static void test_api_key(void **state)
     int p = S[SRV_CLS3].port;
     hc_resp_t r;
     json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL, "{\"input\":\"a\"}", 401);
-    CHECK_SHAPE(j, SHAPE_OPENAI, "unauthorized");
+    CHECK_SHAPE(j, SHAPE_OPENAI, "invalid_api_key");   /* as api.openai.com answers */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "type")),
+                        "invalid_request_error");
     json_decref(j);
     assert_int_equal(hc_do(p, "POST", "/embed", "Authorization: Bearer wrong\r\n",
                            "{\"inputs\":\"a\"}", &r), 0);
