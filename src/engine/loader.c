@@ -402,7 +402,7 @@ static int load_layer(ld_t *L, const json_t *cfg, const hp_t *h, int32_t l,
         if (json_is_array(pl)) {
             /* a set of head indices, as transformers reads it (set(heads)): a repeated index
              * prunes one head; one outside [0, num_attention_heads) names no head */
-            uint64_t seen[4] = { 0 };   /* n_head <= 256 here; larger configs count all */
+            uint64_t seen[65536 / 64] = { 0 };   /* one bit per head: cfg_int caps n_head */
             int64_t n_pruned = 0;
             for (size_t i = 0; i < json_array_size(pl); i++) {
                 const json_t *e = json_array_get(pl, i);
@@ -410,11 +410,9 @@ static int load_layer(ld_t *L, const json_t *cfg, const hp_t *h, int32_t l,
                 if (!json_is_integer(e) || hi < 0 || hi >= h->n_head)
                     return xf_diag_set(L->diag, XF_EFORMAT, "config.json: pruned_heads[%d][%zu]: "
                                        "not a head index in [0, %d)", l, i, h->n_head);
-                if (hi < 256) {
-                    if (seen[hi >> 6] & (1ull << (hi & 63)))
-                        continue;
-                    seen[hi >> 6] |= 1ull << (hi & 63);
-                }
+                if (seen[hi >> 6] & (1ull << (hi & 63)))
+                    continue;
+                seen[hi >> 6] |= 1ull << (hi & 63);
                 n_pruned++;
             }
             if ((int64_t)h->n_head - n_pruned != nh)
@@ -565,6 +563,22 @@ static int load_head(ld_t *L, const json_t *cfg, const hp_t *h)
 
 /* ---- sentence-transformers pooling ------------------------------------------------------ */
 
+/* dir/name parsed into *out, or *out = NULL when the file does not exist (an optional
+ * file); 0, or XF_EFORMAT naming the file when it does not parse. */
+static int load_dir_json(const char *dir, const char *name, json_t **out, xf_diag_t *diag)
+{
+    char path[4096];
+    json_error_t jerr;
+
+    *out = NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (!(*out = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)))
+        return xf_diag_set(diag, XF_EFORMAT, "%s: %s (line %d)", name, jerr.text, jerr.line);
+    return 0;
+}
+
 static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
 {
     char path[4096];
@@ -575,12 +589,8 @@ static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
 
     in->pooling = XF_POOL_CLS;
     in->normalize = 0;
-    snprintf(path, sizeof path, "%s/modules.json", dir);
-    if (access(path, F_OK) != 0)
-        return 0;
-    mods = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!mods)
-        return xf_diag_set(diag, XF_EFORMAT, "modules.json: %s (line %d)", jerr.text, jerr.line);
+    if ((rc = load_dir_json(dir, "modules.json", &mods, diag)) || !mods)
+        return rc;
     if (!json_is_array(mods)) {
         rc = xf_diag_set(diag, XF_EFORMAT, "modules.json: not an array");
         goto out;
@@ -651,20 +661,15 @@ static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
         "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
         "sentence_xlnet_config.json"
     };
-    char path[4096];
-    json_error_t jerr;
-
     in->max_input = in->max_positions;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        if (access(path, F_OK) != 0)
-            continue;
-        json_t *c = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *c;
+        int rc = load_dir_json(dir, names[i], &c, diag);
+        if (rc)
+            return rc;
         if (!c)
-            return xf_diag_set(diag, XF_EFORMAT, "%s: %s (line %d)", names[i], jerr.text,
-                               jerr.line);
+            continue;
         const json_t *v = json_object_get(c, "max_seq_length");
-        int rc = 0;
         if (v && !json_is_null(v)) {
             if (!json_is_integer(v) || json_integer_value(v) < 1)
                 rc = xf_diag_set(diag, XF_EFORMAT, "%s: max_seq_length must be a positive "

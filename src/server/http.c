@@ -398,6 +398,12 @@ static const char *openai_type(enum xf_http_err code)
     return "invalid_request_error";
 }
 
+/* OpenAI's error code: xformd's own name, but invalid_api_key for a missing or wrong key. */
+static const char *openai_code(enum xf_http_err code)
+{
+    return xf_http_err_status(code) == 401 ? "invalid_api_key" : xf_http_err_name(code);
+}
+
 enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int retry_after_s,
                                     const char *fmt, ...)
 {
@@ -424,7 +430,7 @@ enum MHD_Result xf_http_reply_error(xf_req_t *req, enum xf_http_err code, int re
             xf_buf_json_str(&b, req->err_param, strlen(req->err_param));
         else
             xf_buf_puts(&b, "null");
-        xf_buf_printf(&b, ",\"code\":\"%s\"}}", status == 401 ? "invalid_api_key" : name);
+        xf_buf_printf(&b, ",\"code\":\"%s\"}}", openai_code(code));
         break;
     case XF_API_TEI:
         xf_buf_puts(&b, "{\"error\":");
