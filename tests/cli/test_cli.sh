@@ -26,7 +26,7 @@ same_vecs() {
             { if (NF != n) exit 1; for (i = 1; i <= NF; i++) { d = $i - a[i]; if (d < 0) d = -d;
               m = a[i] < 0 ? -a[i] : a[i]; if (m < 1) m = 1; if (d > 1e-5 * m) exit 1 } }'
 }
-N=43
+N=44
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -130,6 +130,8 @@ check "prune: --out in a missing directory, under a file or empty, --calib or --
     "for o in '$tmp/nodir/x' '$tmp/afile/x' ''; do '$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out \"\$o\" > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--out' '$tmp/err' && ! grep -q scoring '$tmp/err' || exit 1; done; [ ! -e '$tmp/nodir' ] && pr_bad --model '$m' --calib '$tmp' --heads 2 --ffn 10 && grep -q 'Is a directory' '$tmp/err' && pr_bad --model '$m' --scores '$tmp' --heads 2 --ffn 10 && grep -q 'scores.*Is a directory' '$tmp/err'"
 check "--quantize with a bad value is a usage error (exit 2) before a model loads or bench measures" \
     "for c in embed classify inspect bench; do '$cli' \$c --model '$m' --quantize INT4 < /dev/null > '$tmp/out' 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- \"--quantize: 'INT4'\" '$tmp/err' && [ ! -s '$tmp/out' ] || exit 1; done"
+check "--quantize takes its value in any case, as the daemon's model.quantize does (INT8 is int8)" \
+    "'$cli' inspect --model '$m' --quantize INT8 2>/dev/null | grep -Eq '^quantize +int8\$' && '$cli' embed --model '$m' --quantize Int8 < '$tmp/in.txt' > '$tmp/q1.txt' 2>/dev/null && '$cli' embed --model '$m' --quantize int8 < '$tmp/in.txt' > '$tmp/q2.txt' 2>/dev/null && same_vecs '$tmp/q1.txt' '$tmp/q2.txt' && ! cmp -s '$tmp/q1.txt' '$tmp/e.txt'"
 check "prune refuses a non-empty --out and leaves it alone" \
     "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out '$tmp/pr1' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'not an empty directory' '$tmp/err' && grep -q '\"intermediate_size\": 100' '$tmp/pr1/config.json'"
 exit $failed
