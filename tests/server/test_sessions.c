@@ -657,7 +657,8 @@ static void test_local_store_bytes_server(void **state)
 /* session.max_bytes: a segment whose new memory blob would exceed it is 413 too_many_tokens
  * naming the option, and nothing is stored: the session keeps the memory of the segment before
  * (a later, smaller segment continues from it exactly as the engine in process does), on the
- * session routes and through KServe infer with sequence_id. */
+ * session routes and through KServe infer with sequence_id; a sequence_end segment stores
+ * nothing, so the limit does not refuse it. */
 static void test_local_session_max_bytes(void **state)
 {
     xf_server_opts_t o;
@@ -705,6 +706,13 @@ static void test_local_session_max_bytes(void **state)
     j = fx_json(port, "GET", "/v1/sessions/m2", NULL, NULL, 200);
     assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
     json_decref(j);
+    /* sequence_end releases the memory instead of storing it: the limit does not apply */
+    j = fx_json(port, "POST", path, NULL, kserve_body(1, "\"sequence_id\":\"m2\","
+                                                         "\"sequence_end\":true"), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "parameters"),
+                                                        "segments")), 2);
+    json_decref(j);
+    json_decref(fx_json(port, "GET", "/v1/sessions/m2", NULL, NULL, 404));
     xf_server_stop(s);
 }
 
