@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,13 +73,19 @@ int cli_common_opt(int argc, char **argv, int *i, cli_common *c)
         return 1;
     }
     if ((v = cli_opt(argc, argv, i, "--quantize"))) {
-        /* A bad value is a usage error (exit 2, like --threads or --attention), found
-         * before a model loads or a benchmark starts measuring. */
-        if (strcmp(v, "none") && strcmp(v, "int8") && strcmp(v, "bf16")) {
+        /* In any case, as the daemon's model.quantize (its enum values are matched without
+         * case), passed on in lower case: the library takes only "none", "int8", "bf16". A
+         * bad value is a usage error (exit 2, like --threads or --attention), found before a
+         * model loads or a benchmark starts measuring. */
+        static const char *const modes[] = { "none", "int8", "bf16" };
+        c->quantize = NULL;
+        for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++)
+            if (strcasecmp(v, modes[k]) == 0)
+                c->quantize = modes[k];
+        if (!c->quantize) {
             fprintf(stderr, "xformd-cli: --quantize: '%s' is not one of none, int8, bf16\n", v);
             exit(2);
         }
-        c->quantize = v;
         return 1;
     }
     if (!strcmp(argv[*i], "--verbose") || !strcmp(argv[*i], "-v")) {

@@ -80,6 +80,19 @@ static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 static void (*cblas_epi)(size_t, size_t, int32_t, const float *, const float *,
                          enum xf_epilogue, float *) = xf_bias_act_ref;
 
+/* OpenBLAS' core below the CPU's AVX-512: its AVX-512 cores are named SkylakeX, Cooperlake,
+ * SapphireRapids (Zen4/Zen5 builds may say so too; the same names as xformd-cli bench). */
+static int blas_below_cpu(const xf_cpu_t *cpu, const char **core)
+{
+    const char *c = openblas_get_corename();
+    if (cpu->level_max < XF_ISA_AVX512 || !c || !*c || strstr(c, "kylakeX") ||
+        strstr(c, "ooperlake") || strstr(c, "apphireRapids") || strstr(c, "Zen4") ||
+        strstr(c, "Zen5"))
+        return 0;
+    *core = c;
+    return 1;
+}
+
 static int table_complete(const xf_kernels_t *t)
 {
     return t->gemm_path && t->linear && t->add_layernorm && t->bias_act && t->softmax &&
@@ -137,15 +150,28 @@ static void tables_init(void)
         xf_log(XF_LOG_WARN, "XF_GEMM=%s is not one of own, openblas; ignored", gemm);
     }
     cblas_epi = selected->bias_act;
-    const char *core = openblas_get_corename();
-    if (cpu->level_max >= XF_ISA_AVX512 && core &&
-        !(strstr(core, "SkylakeX") || strstr(core, "Cooperlake") || strstr(core, "SapphireRapids")))
-        xf_log(XF_LOG_WARN, "kernels: OpenBLAS runs its %s kernel on an AVX-512 CPU (set "
-               "OPENBLAS_CORETYPE=SkylakeX to use its AVX-512 one); the engine's GEMM is %s",
-               core, selected->gemm_path);
-    xf_log(XF_LOG_INFO, "kernels: cpu %s, isa %s (max %s), table %s, gemm %s", cpu->brand,
-           xf_isa_name(cpu->level), xf_isa_name(cpu->level_max), table_names[table_best],
-           selected->gemm_path);
+    /* OpenBLAS' core matters only where it runs the engine's GEMMs: the cblas Linear
+     * (XF_CPU=generic, XF_GEMM=openblas, no AVX2). The own kernels pack every Linear weight
+     * (xf_gemm_w_init) and never reach cblas, so there a slow core is a debug note, not a
+     * warning on every xformd-cli run; the Transformer-XL forward (always cblas) warns at
+     * its own load. */
+    const char *core = NULL;
+    if (blas_below_cpu(cpu, &core))
+        xf_log(selected->linear == xf_linear_cblas ? XF_LOG_WARN : XF_LOG_DEBUG,
+               "kernels: OpenBLAS runs its %s kernel on an AVX-512 CPU (set "
+               "OPENBLAS_CORETYPE=SkylakeX to use its AVX-512 one); the engine's GEMM is %s%s",
+               core, selected->gemm_path, selected->linear == xf_linear_cblas ? ""
+               : ", OpenBLAS is not on its path");
+    core = openblas_get_corename();
+    xf_log(XF_LOG_INFO, "kernels: cpu %s, isa %s (max %s), table %s, gemm %s, blas core %s",
+           cpu->brand, xf_isa_name(cpu->level), xf_isa_name(cpu->level_max),
+           table_names[table_best], selected->gemm_path, core && *core ? core : "unknown");
+}
+
+int xf_kernels_blas_below_cpu(const char **core)
+{
+    pthread_once(&tables_once, tables_init);
+    return blas_below_cpu(xf_cpu(), core);
 }
 
 const xf_kernels_t *xf_kernels(void)

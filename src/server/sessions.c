@@ -1057,10 +1057,16 @@ static int past_deadline(void *user, int32_t layers_done, int32_t n_layer)
 }
 
 /* The new blob's buffer, len bytes, into sj->blob_out (thread pool): 0, or sj->rc (-EFBIG
- * past session.max_bytes, with the message; -ENOMEM). */
+ * past session.max_bytes, with the message; -ENOMEM); 1 for a sequence_end segment, whose
+ * memory is released, not stored: no blob, so neither session.max_bytes nor session.dtype's
+ * range can refuse it (memory_bytes still reports len). */
 static int blob_out_alloc(sjob_t *sj, size_t len)
 {
     const xf_server_t *s = sj->srv;
+    if (sj->seq_end) {
+        sj->blob_out_len = len;
+        return 1;
+    }
     if ((int64_t)len > s->o.session_max_bytes) {
         sj->rc = -EFBIG;
         snprintf(sj->msg, sizeof sj->msg, "session memory of %zu bytes exceeds "

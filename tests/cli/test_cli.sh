@@ -26,7 +26,7 @@ same_vecs() {
             { if (NF != n) exit 1; for (i = 1; i <= NF; i++) { d = $i - a[i]; if (d < 0) d = -d;
               m = a[i] < 0 ? -a[i] : a[i]; if (m < 1) m = 1; if (d > 1e-5 * m) exit 1 } }'
 }
-N=43
+N=45
 echo "1..$N"
 if [ ! -x "$cli" ]; then
     for i in $(seq 1 $N); do echo "not ok $i - xformd-cli not built at $cli"; done
@@ -130,6 +130,43 @@ check "prune: --out in a missing directory, under a file or empty, --calib or --
     "for o in '$tmp/nodir/x' '$tmp/afile/x' ''; do '$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out \"\$o\" > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- '--out' '$tmp/err' && ! grep -q scoring '$tmp/err' || exit 1; done; [ ! -e '$tmp/nodir' ] && pr_bad --model '$m' --calib '$tmp' --heads 2 --ffn 10 && grep -q 'Is a directory' '$tmp/err' && pr_bad --model '$m' --scores '$tmp' --heads 2 --ffn 10 && grep -q 'scores.*Is a directory' '$tmp/err'"
 check "--quantize with a bad value is a usage error (exit 2) before a model loads or bench measures" \
     "for c in embed classify inspect bench; do '$cli' \$c --model '$m' --quantize INT4 < /dev/null > '$tmp/out' 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q -- \"--quantize: 'INT4'\" '$tmp/err' && [ ! -s '$tmp/out' ] || exit 1; done"
+check "--quantize takes its value in any case, as the daemon's model.quantize does (INT8 is int8)" \
+    "'$cli' inspect --model '$m' --quantize INT8 2>/dev/null | grep -Eq '^quantize +int8\$' && '$cli' embed --model '$m' --quantize Int8 < '$tmp/in.txt' > '$tmp/q1.txt' 2>/dev/null && '$cli' embed --model '$m' --quantize int8 < '$tmp/in.txt' > '$tmp/q2.txt' 2>/dev/null && same_vecs '$tmp/q1.txt' '$tmp/q2.txt' && ! cmp -s '$tmp/q1.txt' '$tmp/e.txt'"
 check "prune refuses a non-empty --out and leaves it alone" \
     "'$cli' prune --model '$m' --calib '$tmp/calib.txt' --heads 2 --ffn 10 --out '$tmp/pr1' > /dev/null 2> '$tmp/err'; [ \$? -eq 2 ] && grep -q 'not an empty directory' '$tmp/err' && grep -q '\"intermediate_size\": 100' '$tmp/pr1/config.json'"
+# ob_warn: OpenBLAS' core warning (OPENBLAS_CORETYPE=Haswell, as this project's machines set it)
+# only where OpenBLAS runs the GEMMs. The engine's own kernels (gemm own-*): no warning, a debug
+# note under -v; the cblas Linear (gemm openblas-*: XF_GEMM=openblas, XF_CPU=generic) and a
+# Transformer-XL model: a warning. Whether a warning is due (an AVX-512 CPU whose OpenBLAS core
+# is not an AVX-512 one) is read from the -v info line, so this holds on AVX2-only CPUs, under
+# any XF_CPU cap and with an OpenBLAS that ignores OPENBLAS_CORETYPE.
+ob_warn() {
+    for g in "" openblas; do
+        OPENBLAS_CORETYPE=Haswell XF_GEMM=$g "$cli" inspect --model "$m" > /dev/null 2> "$tmp/ob" || return 1
+        OPENBLAS_CORETYPE=Haswell XF_GEMM=$g "$cli" inspect -v --model "$m" > /dev/null 2> "$tmp/obv" || return 1
+        line=$(grep 'info: kernels: cpu ' "$tmp/obv") || { echo "no kernels line"; return 1; }
+        gemm=$(echo "$line" | sed -n 's/.*, gemm \([^,]*\), blas core .*/\1/p')
+        core=$(echo "$line" | sed -n 's/.*, blas core \(.*\)$/\1/p')
+        slow=0
+        case "$line" in
+        *"(max avx512)"*|*"(max amx)"*)
+            case "$core" in *kylakeX*|*ooperlake*|*apphireRapids*|*Zen4*|*Zen5*|unknown) ;; *) slow=1 ;; esac ;;
+        esac
+        echo "XF_GEMM=$g: gemm $gemm, core $core, warning due $slow"
+        case "$gemm" in
+        own-*)
+            ! grep -q 'OpenBLAS runs its' "$tmp/ob" || return 1
+            [ $slow -eq 0 ] || grep -q "debug: kernels: OpenBLAS runs its $core kernel" "$tmp/obv" || return 1 ;;
+        openblas-*)
+            if [ $slow -eq 1 ]; then grep -q "warn: kernels: OpenBLAS runs its $core kernel" "$tmp/ob" || return 1
+            else ! grep -q 'OpenBLAS runs its' "$tmp/ob" || return 1; fi ;;
+        *) return 1 ;;
+        esac
+        [ -z "$g" ] || [ "${gemm#openblas-}" != "$gemm" ] || return 1
+    done
+    printf 'the of\n' | OPENBLAS_CORETYPE=Haswell "$cli" score --model "$x" > /dev/null 2> "$tmp/ob" || return 1
+    if [ $slow -eq 1 ]; then grep -q "warn: transfo-xl: OpenBLAS runs its $core kernel" "$tmp/ob"
+    else ! grep -q 'OpenBLAS runs its' "$tmp/ob"; fi
+}
+check "OpenBLAS' core warning only where OpenBLAS runs the GEMMs (own-*: a -v debug note; openblas-*, transfo-xl: a warning)" ob_warn
 exit $failed

@@ -1,7 +1,8 @@
 /* Transformer-XL sessions over HTTP (issue 11) on the real daemon in process: segments through
  * a session equal the engine run in process with one memory (the in-process store and a Redis
- * store), GET/DELETE, id validation, bad bodies, per-session ordering under concurrent
- * requests, TTL expiry, a corrupted stored blob → reset, Redis killed and restarted mid-session
+ * store), GET/DELETE, id validation, bad bodies, session.max_bytes (413, nothing stored),
+ * per-session ordering under concurrent requests, TTL expiry, a corrupted stored blob → reset,
+ * Redis killed and restarted mid-session
  * (503 + Retry-After only, then recovery), two servers racing on one session through Redis
  * (409, no lost or duplicated segment), isolation between API keys, and two replicas behind
  * nginx round robin. The Redis tests start redis-server (and nginx) themselves on free loopback
@@ -650,6 +651,68 @@ static void test_local_store_bytes_server(void **state)
     j = fx_json(port, "GET", "/v1/sessions/s1", NULL, NULL, 200);
     assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
     json_decref(j);
+    xf_server_stop(s);
+}
+
+/* session.max_bytes: a segment whose new memory blob would exceed it is 413 too_many_tokens
+ * naming the option, and nothing is stored: the session keeps the memory of the segment before
+ * (a later, smaller segment continues from it exactly as the engine in process does), on the
+ * session routes and through KServe infer with sequence_id; a sequence_end segment stores
+ * nothing, so the limit does not refuse it. */
+static void test_local_session_max_bytes(void **state)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+    const char *name = strrchr(g_txl, '/') + 1;
+    char path[512];
+    int port;
+    json_t *j, *e;
+    ref_t r;
+
+    (void)state;
+    fx_opts(&o, g_bert);
+    o.warmup = 0;
+    o.session_model = g_txl;
+    /* blob = (2 layers x rows + boundary) x 32 x 4 + 128 bytes (test_local_store_bytes_server):
+     * segment 0 (7 rows) 2048, then segment 1 (16 rows) 4352, or segment 2 (12 rows) 3328.
+     * 4096 takes 0 then 2, not 0 then 1. */
+    o.session_max_bytes = 4096;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    port = xf_server_port(s);
+    ref_open(&r);
+    post_and_check(port, "m1", NULL, 0, &r, 1);
+    j = fx_json(port, "POST", "/v1/sessions/m1/segments", NULL, ids_body(1, NULL), 413);
+    e = json_object_get(j, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "too_many_tokens");
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")),
+                           "4352 bytes exceeds session.max_bytes (4096)"));
+    json_decref(j);
+    j = fx_json(port, "GET", "/v1/sessions/m1", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    assert_int_equal(json_integer_value(json_object_get(j, "tokens_seen")), 7);
+    assert_int_equal(json_integer_value(json_object_get(j, "memory_bytes")), 2048);
+    json_decref(j);
+    /* the refused segment left no trace: segment 2 continues from segment 0's memory */
+    post_and_check(port, "m1", NULL, 2, &r, 2);
+    ref_close(&r);
+    /* KServe infer with sequence_id: the same limit, KServe's error shape */
+    json_decref(fx_json(port, "POST", "/v1/sessions/m2/segments", NULL, ids_body(0, NULL), 200));
+    snprintf(path, sizeof path, "/v2/models/%s/infer", name);
+    j = fx_json(port, "POST", path, NULL, kserve_body(1, "\"sequence_id\":\"m2\""), 413);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "session.max_bytes"));
+    json_decref(j);
+    j = fx_json(port, "GET", "/v1/sessions/m2", NULL, NULL, 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    json_decref(j);
+    /* sequence_end releases the memory instead of storing it: the limit does not apply */
+    j = fx_json(port, "POST", path, NULL, kserve_body(1, "\"sequence_id\":\"m2\","
+                                                         "\"sequence_end\":true"), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "parameters"),
+                                                        "segments")), 2);
+    json_decref(j);
+    json_decref(fx_json(port, "GET", "/v1/sessions/m2", NULL, NULL, 404));
     xf_server_stop(s);
 }
 
@@ -1599,6 +1662,7 @@ int main(void)
         cmocka_unit_test(test_local_model_metadata),
         cmocka_unit_test(test_local_store_bytes),
         cmocka_unit_test(test_local_store_bytes_server),
+        cmocka_unit_test(test_local_session_max_bytes),
         cmocka_unit_test(test_local_compute_deadline),
         cmocka_unit_test(test_enc_local),
         cmocka_unit_test(test_enc_kserve),
