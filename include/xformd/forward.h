@@ -116,6 +116,7 @@ typedef struct xf_cpu_info {
     int has_avx2, has_fma, has_avx512f, has_avx512bw, has_avx512vl, has_avx512vnni,
         has_avx512bf16, has_amx_tile, has_amx_int8, has_amx_bf16;
     int n_cores;               /* online cores */
+    int blas_core_avx512;      /* blas_core is one of OpenBLAS' AVX-512 cores */
 } xf_cpu_info_t;
 XF_API void xf_cpu_get_info(xf_cpu_info_t *out);
 

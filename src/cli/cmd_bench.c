@@ -62,14 +62,6 @@ static void git_rev(char *buf, size_t len)
 }
 
 
-/* OpenBLAS names its AVX-512 cores SkylakeX, Cooperlake, SapphireRapids (and Zen4/5 builds
- * may say so too). */
-static int core_is_avx512(const char *core)
-{
-    return core && (strstr(core, "kylakeX") || strstr(core, "ooperlake") ||
-                    strstr(core, "apphireRapids") || strstr(core, "Zen4") || strstr(core, "Zen5"));
-}
-
 /* One peer line: "<engine> b=  1 n= 128 median_ms= ..." or
  * "<engine> varlen b=16 tokens=2106 maxlen=224 median_ms= ..." (spaces after '=' allowed). */
 typedef struct peer_line {
@@ -456,7 +448,7 @@ int cmd_bench(int argc, char **argv)
      * unrecognised CPU model (common in VMs) falls back to an SSE3 core ("Prescott"). When the
      * core it runs is below the CPU's AVX-512, re-execute once with its AVX-512 core named, so
      * the floor lines compare against the fastest correct BLAS path. */
-    if (reexec && ci.has_avx512f && !core_is_avx512(ci.blas_core) &&
+    if (reexec && ci.has_avx512f && !ci.blas_core_avx512 &&
         !getenv("XF_BENCH_REEXEC")) {
         const char *want = ci.has_avx512bf16 ? "Cooperlake" : "SkylakeX";
         fprintf(stderr, "xformd-cli bench: OpenBLAS runs its %s kernel (OPENBLAS_CORETYPE=%s) on "

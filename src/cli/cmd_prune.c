@@ -184,21 +184,36 @@ static int parse_score_line(char *line, const char *kind, int32_t l, int32_t n, 
     return *p == '\0' ? 0 : -1;
 }
 
+/* The input file of option opt (--calib, --scores) opened for reading, a directory refused
+ * (fopen opens one for reading on Linux, and reading it fails later); NULL after the
+ * message. */
+static FILE *open_input(const char *opt, const char *path)
+{
+    struct stat st;
+    FILE *f = fopen(path, "rb");
+    int err = f ? 0 : errno;
+
+    if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        f = NULL;
+        err = EISDIR;
+    }
+    if (!f)
+        fprintf(stderr, "xformd-cli prune: %s %s: %s\n", opt, path, strerror(err));
+    return f;
+}
+
 /* --scores: read a --save-scores file for this model into sc (arrays owned by the caller:
  * free_scores). Exits 2 when the file does not fit the model. */
 static void load_scores(const char *path, const xf_model_info_t *mi, xf_prune_scores_t *sc)
 {
     char *buf, **lines;
     size_t *lens, n;
-    FILE *f = fopen(path, "rb");
-    struct stat st;
+    FILE *f = open_input("--scores", path);
     int ok = 1;
 
-    if (!f || (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))) {
-        fprintf(stderr, "xformd-cli prune: --scores %s: %s\n", path,
-                strerror(f ? EISDIR : errno));
+    if (!f)
         exit(2);
-    }
     n = cli_read_lines(f, &buf, &lines, &lens);
     fclose(f);
     memset(sc, 0, sizeof *sc);
@@ -319,17 +334,8 @@ int cmd_prune(int argc, char **argv)
     if (out_parent_bad(out))
         return 2;
     if (calib) {
-        struct stat cst;
-        f = fopen(calib, "rb");
-        if (!f) {
-            fprintf(stderr, "xformd-cli prune: --calib %s: %s\n", calib, strerror(errno));
+        if (!(f = open_input("--calib", calib)))
             return 2;
-        }
-        if (fstat(fileno(f), &cst) == 0 && S_ISDIR(cst.st_mode)) {
-            fprintf(stderr, "xformd-cli prune: --calib %s: %s\n", calib, strerror(EISDIR));
-            fclose(f);
-            return 2;
-        }
         n_lines = cli_read_lines(f, &buf, &lines, &lens);
         fclose(f);
     }

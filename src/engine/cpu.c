@@ -226,6 +226,12 @@ static void cpu_detect(void)
     }
 }
 
+int xf_blas_core_avx512(const char *core)
+{
+    return core && (strstr(core, "kylakeX") || strstr(core, "ooperlake") ||
+                    strstr(core, "apphireRapids") || strstr(core, "Zen4") || strstr(core, "Zen5"));
+}
+
 const xf_cpu_t *xf_cpu(void)
 {
     pthread_once(&cpu_once, cpu_detect);
@@ -241,6 +247,7 @@ void xf_cpu_get_info(xf_cpu_info_t *out)
     out->isa_max = xf_isa_name(c->level_max);
     const char *core = openblas_get_corename();
     out->blas_core = core && *core ? core : "unknown";
+    out->blas_core_avx512 = xf_blas_core_avx512(out->blas_core);
     out->gemm_path = xf_kernels()->gemm_path;
     out->has_avx2 = c->avx2;
     out->has_fma = c->fma;

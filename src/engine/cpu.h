@@ -51,6 +51,9 @@ int xf_cpu_amx_permission(void);
 
 /* Detected on first call (thread-safe, pthread_once). Ownership: borrowed, static. */
 const xf_cpu_t *xf_cpu(void);
+/* Whether an OpenBLAS core name is one of its AVX-512 cores (SkylakeX, Cooperlake,
+ * SapphireRapids; Zen4/5 builds may say so too). NULL or "unknown": 0. */
+int xf_blas_core_avx512(const char *core);
 const char *xf_isa_name(enum xf_isa isa);
 /* FMA peak measurement for benches: GFLOP/s of independent FMAs at the best vector width,
  * run on n_threads threads for about ms milliseconds. */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,17 +81,16 @@ static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 static void (*cblas_epi)(size_t, size_t, int32_t, const float *, const float *,
                          enum xf_epilogue, float *) = xf_bias_act_ref;
 
-/* OpenBLAS' core below the CPU's AVX-512: its AVX-512 cores are named SkylakeX, Cooperlake,
- * SapphireRapids (Zen4/Zen5 builds may say so too; the same names as xformd-cli bench). */
-static int blas_below_cpu(const xf_cpu_t *cpu, const char **core)
+/* When OpenBLAS runs a core below the CPU's AVX-512 (OPENBLAS_CORETYPE forces an older one,
+ * or an unrecognised CPU model gets its SSE3 core), log at lvl "who: OpenBLAS runs its CORE
+ * kernel ...; consequence". */
+static void note_blas(const xf_cpu_t *cpu, enum xf_log_level lvl, const char *who,
+                      const char *consequence)
 {
     const char *c = openblas_get_corename();
-    if (cpu->level_max < XF_ISA_AVX512 || !c || !*c || strstr(c, "kylakeX") ||
-        strstr(c, "ooperlake") || strstr(c, "apphireRapids") || strstr(c, "Zen4") ||
-        strstr(c, "Zen5"))
-        return 0;
-    *core = c;
-    return 1;
+    if (cpu->level_max >= XF_ISA_AVX512 && c && *c && !xf_blas_core_avx512(c))
+        xf_log(lvl, "%s: OpenBLAS runs its %s kernel on an AVX-512 CPU (set "
+               "OPENBLAS_CORETYPE=SkylakeX to use its AVX-512 one); %s", who, c, consequence);
 }
 
 static int table_complete(const xf_kernels_t *t)
@@ -155,23 +155,21 @@ static void tables_init(void)
      * (xf_gemm_w_init) and never reach cblas, so there a slow core is a debug note, not a
      * warning on every xformd-cli run; the Transformer-XL forward (always cblas) warns at
      * its own load. */
-    const char *core = NULL;
-    if (blas_below_cpu(cpu, &core))
-        xf_log(selected->linear == xf_linear_cblas ? XF_LOG_WARN : XF_LOG_DEBUG,
-               "kernels: OpenBLAS runs its %s kernel on an AVX-512 CPU (set "
-               "OPENBLAS_CORETYPE=SkylakeX to use its AVX-512 one); the engine's GEMM is %s%s",
-               core, selected->gemm_path, selected->linear == xf_linear_cblas ? ""
-               : ", OpenBLAS is not on its path");
-    core = openblas_get_corename();
+    const int on_path = selected->linear == xf_linear_cblas;
+    char why[96];
+    snprintf(why, sizeof why, "the engine's GEMM is %s%s", selected->gemm_path,
+             on_path ? "" : ", OpenBLAS is not on its path");
+    note_blas(cpu, on_path ? XF_LOG_WARN : XF_LOG_DEBUG, "kernels", why);
+    const char *core = openblas_get_corename();
     xf_log(XF_LOG_INFO, "kernels: cpu %s, isa %s (max %s), table %s, gemm %s, blas core %s",
            cpu->brand, xf_isa_name(cpu->level), xf_isa_name(cpu->level_max),
            table_names[table_best], selected->gemm_path, core && *core ? core : "unknown");
 }
 
-int xf_kernels_blas_below_cpu(const char **core)
+void xf_kernels_warn_blas(const char *who, const char *consequence)
 {
     pthread_once(&tables_once, tables_init);
-    return blas_below_cpu(xf_cpu(), core);
+    note_blas(xf_cpu(), XF_LOG_WARN, who, consequence);
 }
 
 const xf_kernels_t *xf_kernels(void)

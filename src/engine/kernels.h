@@ -134,11 +134,12 @@ typedef struct xf_kernels {
 const xf_kernels_t *xf_kernels(void);
 /* The plain reference table (tests compare every implementation against it). */
 const xf_kernels_t *xf_kernels_ref(void);
-/* 1 when OpenBLAS runs a kernel below the CPU's AVX-512 (OPENBLAS_CORETYPE forces an older
- * one, or an unrecognised CPU model gets its SSE3 core), with OpenBLAS' core name in *core;
- * else 0. Says nothing about whether OpenBLAS is on a hot path: callers that run their GEMMs
- * through cblas (the cblas Linear table, the Transformer-XL forward) warn with it. */
-int xf_kernels_blas_below_cpu(const char **core);
+/* Warn "who: OpenBLAS runs its CORE kernel on an AVX-512 CPU (set OPENBLAS_CORETYPE=...);
+ * consequence" when OpenBLAS runs a core below the CPU's AVX-512 (OPENBLAS_CORETYPE forces an
+ * older one, or an unrecognised CPU model gets its SSE3 core); else nothing. For callers whose
+ * GEMMs run through cblas (the Transformer-XL forward; the cblas Linear table warns the same
+ * way when it is selected). */
+void xf_kernels_warn_blas(const char *who, const char *consequence);
 /* Every table this CPU can run, reference first, for tests: returns the count, fills names. */
 int xf_kernels_all(const xf_kernels_t **tables, const char **names, int cap);
 

@@ -440,14 +440,8 @@ int xf_txl_load(const char *dir, const xf_txl_opts_t *opts, xf_txl_t **out, xf_d
     m->info.name = s;
     json_decref(cfg);
     free(cfg_text);
-    {
-        /* every Transformer-XL GEMM goes through cblas (txl_forward.c) */
-        const char *core;
-        if (xf_kernels_blas_below_cpu(&core))
-            xf_log(XF_LOG_WARN, "transfo-xl: OpenBLAS runs its %s kernel on an AVX-512 CPU "
-                   "(set OPENBLAS_CORETYPE=SkylakeX to use its AVX-512 one); this model's "
-                   "GEMMs run on it", core);
-    }
+    /* every Transformer-XL GEMM goes through cblas (txl_forward.c) */
+    xf_kernels_warn_blas("transfo-xl", "this model's GEMMs run on it");
     *out = m;
     return 0;
 fail:
