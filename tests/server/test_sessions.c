@@ -92,6 +92,26 @@ static xf_server_t *start_server(const char *redis_url, const char *api_key, int
     return start_server_model(g_txl, redis_url, api_key, ttl_s);
 }
 
+/* The in-process store with byte limits: session.store_max_bytes (store_max) and
+ * session.max_bytes (one blob, max); 0 leaves a limit at its default. */
+static xf_server_t *start_server_bytes(int64_t store_max, int64_t max)
+{
+    xf_server_opts_t o;
+    xf_server_t *s = NULL;
+    xf_diag_t diag = { 0 };
+
+    fx_opts(&o, g_bert);
+    o.warmup = 0;
+    o.session_model = g_txl;
+    if (store_max)
+        o.session_store_max_bytes = store_max;
+    if (max)
+        o.session_max_bytes = max;
+    if (xf_server_start(&o, &s, &diag) != 0)
+        fail_msg("server: %s", diag.msg);
+    return s;
+}
+
 static const int32_t SEGS[3][9] = { { 3, 150, 7, 250, 0, 12, 199 },
                                     { 201, 2, 99, 100, 45, 299, 0, 1, 160 },
                                     { 17, 230, 5, 120, 8 } };
@@ -615,22 +635,15 @@ static void test_local_store_bytes(void **state)
  * blob alone exceeds the bound is 413 with the session left as it was. */
 static void test_local_store_bytes_server(void **state)
 {
-    xf_server_opts_t o;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0 };
+    xf_server_t *s;
     int port;
     json_t *j;
     int64_t b1;
 
     (void)state;
-    fx_opts(&o, g_bert);
-    o.warmup = 0;
-    o.session_model = g_txl;
     /* after segment 0 (7 tokens): (2 layers x 7 rows + boundary) x 32 x 4 + 128 = 2048 bytes;
      * after segment 1 (16 rows): 4352 bytes. 4096 holds two first segments, not three. */
-    o.session_store_max_bytes = 4096;
-    if (xf_server_start(&o, &s, &diag) != 0)
-        fail_msg("server: %s", diag.msg);
+    s = start_server_bytes(4096, 0);
     port = xf_server_port(s);
     j = fx_json(port, "POST", "/v1/sessions/s1/segments", NULL, ids_body(0, NULL), 200);
     b1 = json_integer_value(json_object_get(j, "memory_bytes"));
@@ -661,9 +674,7 @@ static void test_local_store_bytes_server(void **state)
  * nothing, so the limit does not refuse it. */
 static void test_local_session_max_bytes(void **state)
 {
-    xf_server_opts_t o;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0 };
+    xf_server_t *s;
     const char *name = strrchr(g_txl, '/') + 1;
     char path[512];
     int port;
@@ -671,15 +682,10 @@ static void test_local_session_max_bytes(void **state)
     ref_t r;
 
     (void)state;
-    fx_opts(&o, g_bert);
-    o.warmup = 0;
-    o.session_model = g_txl;
     /* blob = (2 layers x rows + boundary) x 32 x 4 + 128 bytes (test_local_store_bytes_server):
      * segment 0 (7 rows) 2048, then segment 1 (16 rows) 4352, or segment 2 (12 rows) 3328.
      * 4096 takes 0 then 2, not 0 then 1. */
-    o.session_max_bytes = 4096;
-    if (xf_server_start(&o, &s, &diag) != 0)
-        fail_msg("server: %s", diag.msg);
+    s = start_server_bytes(0, 4096);
     port = xf_server_port(s);
     ref_open(&r);
     post_and_check(port, "m1", NULL, 0, &r, 1);
