@@ -71,8 +71,6 @@ static xf_server_t *start_server_model(const char *txl, const char *redis_url,
                                        const char *api_key, int ttl_s)
 {
     xf_server_opts_t o;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0 };
 
     fx_opts(&o, g_bert);
     o.warmup = 0;
@@ -82,9 +80,7 @@ static xf_server_t *start_server_model(const char *txl, const char *redis_url,
     o.session_timeout_ms = 300;
     if (ttl_s)
         o.session_ttl_s = ttl_s;
-    if (xf_server_start(&o, &s, &diag) != 0)
-        fail_msg("server: %s", diag.msg);
-    return s;
+    return fx_start_opts(&o);
 }
 
 static xf_server_t *start_server(const char *redis_url, const char *api_key, int ttl_s)
@@ -97,8 +93,6 @@ static xf_server_t *start_server(const char *redis_url, const char *api_key, int
 static xf_server_t *start_server_bytes(int64_t store_max, int64_t max)
 {
     xf_server_opts_t o;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0 };
 
     fx_opts(&o, g_bert);
     o.warmup = 0;
@@ -107,9 +101,7 @@ static xf_server_t *start_server_bytes(int64_t store_max, int64_t max)
         o.session_store_max_bytes = store_max;
     if (max)
         o.session_max_bytes = max;
-    if (xf_server_start(&o, &s, &diag) != 0)
-        fail_msg("server: %s", diag.msg);
-    return s;
+    return fx_start_opts(&o);
 }
 
 static const int32_t SEGS[3][9] = { { 3, 150, 7, 250, 0, 12, 199 },
@@ -811,8 +803,6 @@ static xf_server_t *start_enc(const char *attn, const char *txl, const char *red
                               int dtype)
 {
     xf_server_opts_t o;
-    xf_server_t *s = NULL;
-    xf_diag_t diag = { 0 };
 
     fx_opts(&o, g_bert);
     o.warmup = 0;
@@ -821,9 +811,7 @@ static xf_server_t *start_enc(const char *attn, const char *txl, const char *red
     o.redis_url = redis_url;
     o.session_timeout_ms = 300;
     o.session_dtype = dtype;
-    if (xf_server_start(&o, &s, &diag) != 0)
-        fail_msg("server: %s", diag.msg);
-    return s;
+    return fx_start_opts(&o);
 }
 
 /* The engine in process: the same model and attention, one state kept across segments. */
@@ -1055,7 +1043,6 @@ static void test_enc_compute_deadline(void **state)
 {
     xf_server_opts_t o;
     xf_server_t *s = NULL;
-    xf_diag_t diag = { 0 };
     eref_t r;
     int port;
     hc_resp_t resp;
@@ -1066,8 +1053,7 @@ static void test_enc_compute_deadline(void **state)
     o.warmup = 1;
     o.warmup_fake_s_per_token = 1e-9;
     o.engine_fake_s_per_token = 0.05;
-    if (xf_server_start(&o, &s, &diag) != 0)
-        fail_msg("server: %s", diag.msg);
+    s = fx_start_opts(&o);
     port = xf_server_port(s);
     assert_int_equal(hc_do(port, "POST", "/v1/sessions/d/segments", NULL,
                            ids_body(1, ",\"timeout_ms\":150"), &resp), 0);
@@ -1121,7 +1107,6 @@ static void requeue_case(const char *attn)
 {
     xf_server_opts_t o;
     xf_server_t *s = NULL;
-    xf_diag_t diag = { 0 };
     static char seg_body[512];
     static rq_cli_t a, b;
     pthread_t ta, tb;
@@ -1139,8 +1124,7 @@ static void requeue_case(const char *attn)
     o.max_batch = 2;
     o.max_queue_delay_ms = 1500;
     o.session_timeout_ms = 300;
-    if (xf_server_start(&o, &s, &diag) != 0)
-        fail_msg("server: %s", diag.msg);
+    s = fx_start_opts(&o);
     port = xf_server_port(s);
     /* the prior segment, alone (it waits the queue delay for a partner that does not come) */
     json_decref(fx_json(port, "POST", "/v1/sessions/rq/segments", NULL, ids_body(0, NULL), 200));
