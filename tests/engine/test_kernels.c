@@ -372,6 +372,14 @@ static void test_linear(void **state)
     check_linear_shape(13, 5, 40, 21);
     check_linear_shape(15, 700, 257, 22);
     check_linear_shape(11, 250, 3, 23);
+    /* 2,048 rows or more in a share (the AVX-512 kernel's large-M path, gemm_avx512.c
+     * gemm_big: A blocks of 32 row panels, the last partial, K in halves of 128 steps): nth
+     * 1 and 2 take it (2 splits the columns, its second share starting inside a group), 3
+     * and 5 split the rows and take gemm_block, so the bitwise nth check compares the two
+     * paths; K = 270 is two halves and a 14-step block. Then two column blocks of W (more
+     * than 3,072 columns) with one short K block. */
+    check_linear_shape(2100, 200, 270, 24);
+    check_linear_shape(2050, 3100, 12, 25);
 }
 
 /* xf_gemm_w_init rejects bad shapes; M = 0 writes nothing. */
@@ -549,6 +557,8 @@ static void test_linear_bf16(void **state)
     /* 9..16 rows: bf16 panels keep the two-panel path (gemm_avx512.c) */
     check_bf16_shape(16, 300, 271, 32, 0);
     check_bf16_shape(10, 61, 600, 33, 0);
+    /* the large-M path (nth 1 and 2) against gemm_block (3 and 5), odd last K block */
+    check_bf16_shape(2100, 200, 271, 34, 0);
 }
 
 /* The packed layout of ref.h, element by element, written out here independently of the

@@ -19,7 +19,9 @@
  * to fp32 in registers (shift / mask), so the products and sums are those of the fp32 path on the
  * rounded weights; only the bytes read per weight halve. A thread share of 9..16 rows of fp32
  * weights (b1n16, short queries) takes a one-pass path instead (gemm_small, below: 16-row ×
- * 16-column tiles, so each weight is read from memory once rather than by two row panels).
+ * 16-column tiles, so each weight is read from memory once rather than by two row panels);
+ * one of 2,048 rows or more (large batches) the BLIS order (gemm_big, below: the tile's W
+ * micro-panel stays in L1 while a block of row panels meets it, x packed once per K step).
  * Every output element is summed in k order in one fp32 FMA chain whatever the thread split,
  * path, tile or blocking, so results are bitwise identical for any nth. */
 #include "config.h"
@@ -247,11 +249,11 @@ static int tile_masks(int ncol, __mmask16 *msk)
 }
 
 /* The width of the column blocks of a thread's columns [c0, c1): about equal blocks, each a
- * multiple of NR and at most NC, on a grid from g0 = c0 rounded down to a column group
+ * multiple of NR and at most nc, on a grid from g0 = c0 rounded down to a column group
  * (ref.h), so that only the share's first and last tile may be narrower than a group. */
-static int block_cols(int c0, int c1)
+static int block_cols(int c0, int c1, int nc)
 {
-    const int g0 = c0 / NR * NR, nblk = (c1 - g0 + NC - 1) / NC;
+    const int g0 = c0 / NR * NR, nblk = (c1 - g0 + nc - 1) / nc;
     return (c1 - g0 + nblk * NR - 1) / (nblk * NR) * NR;
 }
 
@@ -266,6 +268,32 @@ static const char *block_span(const char *wp, size_t npad, size_t G, int k0, int
     g1 = g1 < npad ? g1 : npad;
     *len = (g1 - g0) * (size_t)ks * 4;
     return wp + blk + g0 * (size_t)ks * 4;
+}
+
+/* The W block a share reads after the K step at pc (kc steps) of its columns [jc, jc1): the
+ * next K step of the same columns, else the first K step of the next column block (ncb wide,
+ * up to c1); NULL after the last (*len 0). */
+static const char *next_block(const xf_gemm_w_t *w, const char *wp, int bf, int pc, int kc,
+                              int jc, int jc1, int c1, int ncb, size_t *len)
+{
+    const int K = w->k;
+    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
+    *len = 0;
+    if (pc + kc < K) {
+        int kn = K - pc - kc < KC ? K - pc - kc : KC;
+        return block_span(wp, npad, G, pc + kc, bf ? (kn + 1) / 2 : kn, bf, jc, jc1, len);
+    }
+    if (jc1 < c1) {
+        int kn = K < KC ? K : KC, jn1 = jc1 + ncb < c1 ? jc1 + ncb : c1;
+        return block_span(wp, npad, G, 0, bf ? (kn + 1) / 2 : kn, bf, jc1, jn1, len);
+    }
+    return NULL;
+}
+
+/* The first row of row panel p of npan equal panels over rows [r0, r1). */
+static inline int panel_row(int r0, int r1, int npan, int p)
+{
+    return r0 + (int)((long)(r1 - r0) * p / npan);
 }
 
 /* At small M (at most LEAD_ROWS rows in a thread's share) the GEMM streams its weights from
@@ -291,7 +319,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
-    const int ncb = block_cols(c0, c1), g0 = c0 / NR * NR;
+    const int ncb = block_cols(c0, c1, NC), g0 = c0 / NR * NR;
     const int sdist = r1 - r0 <= LEAD_ROWS ? STREAM_PF : 0;
     for (int jb = g0; jb < c1; jb += ncb) {
         int jc = jb > c0 ? jb : c0, jc1 = jb + ncb < c1 ? jb + ncb : c1;
@@ -302,21 +330,13 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
             /* the W block read next (next K step, or the next column block's first one),
              * prefetched into L2 a share per row panel, so that its first panel does not
              * wait on memory */
-            const char *nb = NULL;
-            size_t nbytes = 0;
-            if (pc + kc < K) {
-                int kn = K - pc - kc < KC ? K - pc - kc : KC;
-                nb = block_span(wp, npad, G, pc + kc, bf ? (kn + 1) / 2 : kn, bf, jc, jc1,
-                                &nbytes);
-            } else if (jc1 < c1) {
-                int kn = K < KC ? K : KC, jn1 = jc1 + ncb < c1 ? jc1 + ncb : c1;
-                nb = block_span(wp, npad, G, 0, bf ? (kn + 1) / 2 : kn, bf, jc1, jn1, &nbytes);
-            }
+            size_t nbytes;
+            const char *nb = next_block(w, wp, bf, pc, kc, jc, jc1, c1, ncb, &nbytes);
             const size_t nlines = nbytes / 64;
             const int ntile = (jc1 - 1) / gi - jc / gi + 1;
             for (int pan = 0; pan < npan; pan++) {
-                int ir = r0 + (int)((long)(r1 - r0) * pan / npan);
-                int mr = r0 + (int)((long)(r1 - r0) * (pan + 1) / npan) - ir;
+                int ir = panel_row(r0, r1, npan, pan);
+                int mr = panel_row(r0, r1, npan, pan + 1) - ir;
                 size_t l0 = nlines * (size_t)pan / (size_t)npan;
                 size_t l1 = nlines * (size_t)(pan + 1) / (size_t)npan;
                 pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
@@ -335,6 +355,87 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                     uk[mr - 1][nv - 1](kc, ap, b, gw, sd, c, ldy, msk, first, last,
                                        bias ? bias + jr : NULL, epi, c + (je - jr),
                                        nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
+                }
+            }
+        }
+    }
+}
+
+/* ---- large M: the W micro-panel stays in L1 ----
+ * From BIG_ROWS rows in a thread's share (b32n128's GEMMs, the QKV of a 2,000-token batch) the
+ * rows are cut into blocks of BIG_MC rows (whole row panels) packed together once per (column
+ * block, K step) into a thread-local A block (256 KB, in L2), and each 48-column tile meets
+ * every panel of the block KH k steps at a time: its W micro-panel (KH × 48 floats = 24 KB) is
+ * read from L2 or L3 once and stays in L1 while the panels' x streams from L2 (32 bytes per 24
+ * FMAs instead of W's 192). So the KC×NC W block need not fit in L2, and the column blocks
+ * grow to BIG_NC (3,072) columns: x, which at these M comes from memory, is packed once per
+ * K step instead of once per 480 columns. Measured on Zen 5 (one thread, alternated call by
+ * call with gemm_block): 1.02–1.07× gemm_block's speed at 2,048–4,096 rows, 0.95–1.0× at
+ * 512–1,024 (where x stays in L3), hence the threshold; the whole forward, b32n128, 1.03×
+ * (faster in 10 of 11 alternated rounds). Same per-element FMA chains in k order as
+ * gemm_block (the accumulators go through y between K halves), so the same bits. */
+#define BIG_ROWS 2048
+#define BIG_MC (MR * 32)     /* rows per packed A block */
+#define BIG_NC (NR * 64)     /* columns per W block */
+#define KH 128               /* k steps a tile takes before the next panel */
+
+static _Thread_local float big_a[BIG_MC * KC] __attribute__((aligned(64)));
+
+static void gemm_big(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c1,
+                     const float *x, size_t ldx, const float *bias, enum xf_epilogue epi,
+                     float *y, size_t ldy)
+{
+    float *ap = big_a;
+    const int K = w->k, PB = BIG_MC / MR;
+    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
+    const int gi = (int)G;
+    const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
+    const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
+    const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
+    const int ncb = block_cols(c0, c1, BIG_NC), g0 = c0 / NR * NR;
+    for (int jb = g0; jb < c1; jb += ncb) {
+        int jc = jb > c0 ? jb : c0, jc1 = jb + ncb < c1 ? jb + ncb : c1;
+        for (int pc = 0; pc < K; pc += KC) {
+            int kc = K - pc < KC ? K - pc : KC;
+            int first = pc == 0, last = pc + kc == K;
+            const int ks = bf ? (kc + 1) / 2 : kc, nh = (kc + KH - 1) / KH;
+            /* the W block read next, into L2 a share per tile call, as in gemm_block */
+            size_t nbytes;
+            const char *nb = next_block(w, wp, bf, pc, kc, jc, jc1, c1, ncb, &nbytes);
+            const size_t nlines = nbytes / 64;
+            const size_t ncalls = (size_t)npan * (size_t)((jc1 - 1) / gi - jc / gi + 1) * nh;
+            size_t q = 0;
+            for (int pb = 0; pb < npan; pb += PB) {
+                const int pe = pb + PB < npan ? pb + PB : npan;
+                for (int pan = pb; pan < pe; pan++) {
+                    int ir = panel_row(r0, r1, npan, pan);
+                    pack_a(panel_row(r0, r1, npan, pan + 1) - ir, kc, x + (size_t)ir * ldx + pc,
+                           ldx, ap + (size_t)(pan - pb) * MR * KC);
+                }
+                for (int jr = jc, je; jr < jc1; jr = je) {
+                    je = (jr / gi + 1) * gi < jc1 ? (jr / gi + 1) * gi : jc1;
+                    __mmask16 msk[NV];
+                    int nv = tile_masks(je - jr, msk);
+                    size_t gw;
+                    const char *b = wp + (size_t)pc * npad * 4 / (bf ? 2 : 1) +
+                                    xf_gemm_group_at((size_t)jr, npad, (size_t)ks, G, &gw) * 4;
+                    for (int h = 0; h < nh; h++) {
+                        const int k0 = h * KH, kh = kc - k0 < KH ? kc - k0 : KH;
+                        /* KH is even: a bf16 half starts on a k pair */
+                        const char *bh = b + (size_t)(bf ? k0 / 2 : k0) * gw * 4;
+                        for (int pan = pb; pan < pe; pan++, q++) {
+                            int ir = panel_row(r0, r1, npan, pan);
+                            int mr = panel_row(r0, r1, npan, pan + 1) - ir;
+                            int in = panel_row(r0, r1, npan, pan + 1 < pe ? pan + 1 : pb);
+                            float *c = y + (size_t)ir * ldy + jr;
+                            size_t t0 = nlines * q / ncalls, t1 = nlines * (q + 1) / ncalls;
+                            uk[mr - 1][nv - 1](kh, ap + (size_t)(pan - pb) * MR * KC + MR * k0,
+                                               bh, gw, 0, c, ldy, msk, first && h == 0,
+                                               last && h == nh - 1, bias ? bias + jr : NULL,
+                                               epi, y + (size_t)in * ldy + jr,
+                                               nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
+                        }
+                    }
                 }
             }
         }
@@ -525,6 +626,10 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
         gemm_small(w, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
         return;
     }
+    if (r1 - r0 >= BIG_ROWS) {
+        gemm_big(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
+        return;
+    }
     gemm_block(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
 }
 
@@ -545,7 +650,7 @@ size_t xf_linear_lead_avx512(const xf_gemm_w_t *w, int32_t m, int ith, int nth,
     const int bf = w->packed_bf16 != NULL;
     const int kc = w->k < KC ? w->k : KC;
     const size_t npad = xf_gemm_npad(w);
-    int jc1 = c0 / NR * NR + block_cols(c0, c1);
+    int jc1 = c0 / NR * NR + block_cols(c0, c1, NC);
     jc1 = jc1 < c1 ? jc1 : c1;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     size_t len;
