@@ -290,6 +290,27 @@ static const char *next_block(const xf_gemm_w_t *w, const char *wp, int bf, int 
     return NULL;
 }
 
+/* A tile of a column block [.., jc1) starting at column jr: it ends on the next group edge
+ * (je), its lane masks and vectors, and where its W run of the K block at pc (ks stored
+ * steps) starts, gw 32-bit units a step (its group's width, ref.h). */
+typedef struct {
+    int je, nv;
+    __mmask16 msk[NV];
+    const char *b;
+    size_t gw;
+} tile_t;
+
+XF_INLINE void tile_at(const xf_gemm_w_t *w, const char *wp, int bf, int pc, int ks, int jr,
+                       int jc1, tile_t *t)
+{
+    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
+    const int gi = (int)G;
+    t->je = (jr / gi + 1) * gi < jc1 ? (jr / gi + 1) * gi : jc1;
+    t->nv = tile_masks(t->je - jr, t->msk);
+    t->b = wp + (size_t)pc * npad * 4 / (bf ? 2 : 1) +
+           xf_gemm_group_at((size_t)jr, npad, (size_t)ks, G, &t->gw) * 4;
+}
+
 /* The first row of row panel p of npan equal panels over rows [r0, r1). */
 static inline int panel_row(int r0, int r1, int npan, int p)
 {
@@ -313,9 +334,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                        float *y, size_t ldy)
 {
     float ap[MR * KC] __attribute__((aligned(64)));
-    const int K = w->k;
-    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
-    const int gi = (int)G;
+    const int K = w->k, gi = w->group;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
@@ -342,19 +361,15 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
                 pack_a(mr, kc, x + (size_t)ir * ldx + pc, ldx, ap);
                 const int sd = pan == 0 ? sdist : 0;
                 /* tiles end on group edges: one sequential run of W each */
-                for (int jr = jc, je, t = 0; jr < jc1; jr = je, t++) {
-                    je = (jr / gi + 1) * gi < jc1 ? (jr / gi + 1) * gi : jc1;
-                    __mmask16 msk[NV];
-                    int nv = tile_masks(je - jr, msk);
-                    size_t gw;
-                    const char *b = wp + (size_t)pc * npad * 4 / (bf ? 2 : 1) +
-                                    xf_gemm_group_at((size_t)jr, npad, (size_t)ks, G, &gw) * 4;
+                tile_t tl;
+                for (int jr = jc, t = 0; jr < jc1; jr = tl.je, t++) {
+                    tile_at(w, wp, bf, pc, ks, jr, jc1, &tl);
                     float *c = y + (size_t)ir * ldy + jr;
                     size_t t0 = l0 + (l1 - l0) * (size_t)t / (size_t)ntile;
                     size_t t1 = l0 + (l1 - l0) * (size_t)(t + 1) / (size_t)ntile;
-                    uk[mr - 1][nv - 1](kc, ap, b, gw, sd, c, ldy, msk, first, last,
-                                       bias ? bias + jr : NULL, epi, c + (je - jr),
-                                       nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
+                    uk[mr - 1][tl.nv - 1](kc, ap, tl.b, tl.gw, sd, c, ldy, tl.msk, first, last,
+                                          bias ? bias + jr : NULL, epi, c + (tl.je - jr),
+                                          nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
                 }
             }
         }
@@ -386,9 +401,7 @@ static void gemm_big(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c
                      float *y, size_t ldy)
 {
     float *ap = big_a;
-    const int K = w->k, PB = BIG_MC / MR;
-    const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
-    const int gi = (int)G;
+    const int K = w->k, gi = w->group, PB = BIG_MC / MR;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
     const int npan = (r1 - r0 + MR - 1) / MR;   /* row panels of equal height */
@@ -412,28 +425,24 @@ static void gemm_big(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c
                     pack_a(panel_row(r0, r1, npan, pan + 1) - ir, kc, x + (size_t)ir * ldx + pc,
                            ldx, ap + (size_t)(pan - pb) * MR * KC);
                 }
-                for (int jr = jc, je; jr < jc1; jr = je) {
-                    je = (jr / gi + 1) * gi < jc1 ? (jr / gi + 1) * gi : jc1;
-                    __mmask16 msk[NV];
-                    int nv = tile_masks(je - jr, msk);
-                    size_t gw;
-                    const char *b = wp + (size_t)pc * npad * 4 / (bf ? 2 : 1) +
-                                    xf_gemm_group_at((size_t)jr, npad, (size_t)ks, G, &gw) * 4;
+                tile_t tl;
+                for (int jr = jc; jr < jc1; jr = tl.je) {
+                    tile_at(w, wp, bf, pc, ks, jr, jc1, &tl);
                     for (int h = 0; h < nh; h++) {
                         const int k0 = h * KH, kh = kc - k0 < KH ? kc - k0 : KH;
                         /* KH is even: a bf16 half starts on a k pair */
-                        const char *bh = b + (size_t)(bf ? k0 / 2 : k0) * gw * 4;
+                        const char *bh = tl.b + (size_t)(bf ? k0 / 2 : k0) * tl.gw * 4;
                         for (int pan = pb; pan < pe; pan++, q++) {
                             int ir = panel_row(r0, r1, npan, pan);
                             int mr = panel_row(r0, r1, npan, pan + 1) - ir;
                             int in = panel_row(r0, r1, npan, pan + 1 < pe ? pan + 1 : pb);
                             float *c = y + (size_t)ir * ldy + jr;
                             size_t t0 = nlines * q / ncalls, t1 = nlines * (q + 1) / ncalls;
-                            uk[mr - 1][nv - 1](kh, ap + (size_t)(pan - pb) * MR * KC + MR * k0,
-                                               bh, gw, 0, c, ldy, msk, first && h == 0,
-                                               last && h == nh - 1, bias ? bias + jr : NULL,
-                                               epi, y + (size_t)in * ldy + jr,
-                                               nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
+                            uk[mr - 1][tl.nv - 1](kh, ap + (size_t)(pan - pb) * MR * KC + MR * k0,
+                                                  bh, tl.gw, 0, c, ldy, tl.msk, first && h == 0,
+                                                  last && h == nh - 1, bias ? bias + jr : NULL,
+                                                  epi, y + (size_t)in * ldy + jr,
+                                                  nb ? nb + 64 * t0 : NULL, (int)(t1 - t0));
                         }
                     }
                 }
