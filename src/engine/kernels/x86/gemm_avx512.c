@@ -385,10 +385,12 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
  * FMAs instead of W's 192). So the KC×NC W block need not fit in L2, and the column blocks
  * grow to BIG_NC (3,072) columns: x, which at these M comes from memory, is packed once per
  * K step instead of once per 480 columns. Measured on Zen 5 (one thread, alternated call by
- * call with gemm_block): 1.02–1.07× gemm_block's speed at 2,048–4,096 rows, 0.95–1.0× at
- * 512–1,024 (where x stays in L3), hence the threshold; the whole forward, b32n128, 1.03×
- * (faster in 10 of 11 alternated rounds). Same per-element FMA chains in k order as
- * gemm_block (the accumulators go through y between K halves), so the same bits. */
+ * call with gemm_block; bench/results/engine-zen5.md run 34): 1.01–1.07× gemm_block's speed
+ * at 2,048–4,096 rows (one repeat 0.98–1.01), 0.94–1.01× at 512–1,024 (x stays in L3 there),
+ * hence the threshold; in the BLIS order with 480-column blocks, level at every M (so the gain
+ * is x's packing, not W's stream from L2); the whole forward, b32n128, 1.01–1.06× faster in
+ * 10 of 10 alternated rounds. Same per-element FMA chains in k order as gemm_block (the
+ * accumulators go through y between K halves), so the same bits. */
 #define BIG_ROWS 2048
 #define BIG_MC (MR * 32)     /* rows per packed A block */
 #define BIG_NC (NR * 64)     /* columns per W block */
