@@ -436,8 +436,9 @@ static void gemm_big(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c
                         const char *bh = tl.b + (size_t)(bf ? k0 / 2 : k0) * tl.gw * 4;
                         for (int pan = pb; pan < pe; pan++, q++) {
                             int ir = panel_row(r0, r1, npan, pan);
-                            int mr = panel_row(r0, r1, npan, pan + 1) - ir;
-                            int in = panel_row(r0, r1, npan, pan + 1 < pe ? pan + 1 : pb);
+                            int ir1 = panel_row(r0, r1, npan, pan + 1), mr = ir1 - ir;
+                            /* the next call's C: the next panel's, or the block's first */
+                            int in = pan + 1 < pe ? ir1 : panel_row(r0, r1, npan, pb);
                             float *c = y + (size_t)ir * ldy + jr;
                             size_t t0 = nlines * q / ncalls, t1 = nlines * (q + 1) / ncalls;
                             uk[mr - 1][tl.nv - 1](kh, ap + (size_t)(pan - pb) * MR * KC + MR * k0,
