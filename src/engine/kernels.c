@@ -337,6 +337,22 @@ int xf_gemm_w_add_bf16(xf_gemm_w_t *pw)
     return 0;
 }
 
+/* ---- per-thread GEMM scratch (kernels.h) ---- */
+
+static _Thread_local void *tl_gemm_scratch;
+
+void *xf_gemm_scratch_swap(void *buf)
+{
+    void *prev = tl_gemm_scratch;
+    tl_gemm_scratch = buf;
+    return prev;
+}
+
+void *xf_gemm_scratch(void)
+{
+    return tl_gemm_scratch;
+}
+
 /* ---- thread split of the own GEMM kernels ---- */
 
 int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_t *r0,

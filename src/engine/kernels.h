@@ -64,6 +64,20 @@ int xf_gemm_w_init_stacked(xf_gemm_w_t *pw, const float *const *parts, const int
 int xf_gemm_share(int32_t m, int32_t n, int mr, int nr, int ith, int nth, int32_t *r0,
                   int32_t *r1, int32_t *c0, int32_t *c1);
 
+/* Per-thread GEMM scratch: the own GEMMs pack blocks of x into a buffer of XF_GEMM_SCRATCH
+ * bytes (64-byte aligned) that the thread pool owns, one per pool thread, and installs for the
+ * thread running its share (pool.c). A kernel called on a thread without one (a direct call,
+ * as the tests make) takes a path that needs only its stack: the same bits, slower at large
+ * M. Static thread-local buffers did this before; glibc sets those up and zeroes them for
+ * every thread of a process linked against the library (516 kB of RSS per idle thread). */
+#define XF_GEMM_SCRATCH ((size_t)256 * 1024)
+/* Install buf (XF_GEMM_SCRATCH bytes, 64-byte aligned, or NULL) as the calling thread's
+ * scratch; returns the previous one. Ownership: borrowed, the caller keeps buf alive while
+ * it is installed. */
+void *xf_gemm_scratch_swap(void *buf);
+/* The calling thread's scratch, or NULL. */
+void *xf_gemm_scratch(void);
+
 typedef struct xf_kernels {
     const char *gemm_path;     /* e.g. "own-avx512", "openblas-1t" */
     /* 1: linear reads the packed panels of xf_gemm_w_t (xf_gemm_w_init packs them). */

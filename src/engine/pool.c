@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/kernels.h"
 #include "engine/pool.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -55,11 +56,13 @@ struct slot {                  /* one per thread, 0 = the caller of xf_pool_run 
     int ith;
     int clk_ok;                /* clk is valid */
     clockid_t clk;             /* the thread's CPU-time clock (slot 0: set by every run) */
+    void *scratch;             /* owned GEMM scratch (kernels.h), installed while it runs */
     atomic_uint arrived;       /* bar_gen + 1 of the last barrier the thread reached */
 };
 
 struct xf_pool {
     int n;
+    int nslot;                 /* slots allocated: n, or more when a worker failed to start */
     pthread_t *th;
     struct slot *slot;         /* [n] */
     /* lock protects gen/stop changes (for the start condition), done waits and barrier sleeps;
@@ -96,6 +99,7 @@ static void *worker_main(void *v)
     int ith = ((struct slot *)v)->ith;
     unsigned seen = 0;
     tl_ith = ith;
+    xf_gemm_scratch_swap(((struct slot *)v)->scratch);
     for (;;) {
         unsigned g;
         int spins = 0;
@@ -131,7 +135,7 @@ int xf_pool_create(int n_threads, xf_pool_t **out)
     xf_pool_t *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    p->n = n_threads;
+    p->n = p->nslot = n_threads;
     p->th = calloc((size_t)n_threads, sizeof *p->th);
     p->slot = calloc((size_t)n_threads, sizeof *p->slot);
     if (!p->th || !p->slot) {
@@ -161,6 +165,13 @@ int xf_pool_create(int n_threads, xf_pool_t **out)
         p->slot[i].p = p;
         p->slot[i].ith = i;
         atomic_init(&p->slot[i].arrived, 0);
+        /* pages are touched only by the GEMM paths that pack into it */
+        p->slot[i].scratch = aligned_alloc(64, XF_GEMM_SCRATCH);
+        if (!p->slot[i].scratch) {
+            p->n = 1; /* no worker started yet */
+            xf_pool_free(p);
+            return -ENOMEM;
+        }
     }
     for (int i = 1; i < n_threads; i++) {
         int rc = pthread_create(&p->th[i], NULL, worker_main, &p->slot[i]);
@@ -189,6 +200,8 @@ void xf_pool_free(xf_pool_t *p)
     pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->start_cv);
     pthread_mutex_destroy(&p->lock);
+    for (int i = 0; i < p->nslot; i++)
+        free(p->slot[i].scratch);
     free(p->slot);
     free(p->th);
     free(p);
@@ -201,8 +214,10 @@ int xf_pool_size(const xf_pool_t *p)
 
 void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg)
 {
+    void *prev = xf_gemm_scratch_swap(p->slot[0].scratch);
     if (p->n == 1) {
         fn(arg, 0, 1);
+        xf_gemm_scratch_swap(prev);
         return;
     }
     p->fn = fn;
@@ -216,6 +231,7 @@ void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg)
     pthread_mutex_unlock(&p->lock);
 
     fn(arg, 0, p->n);
+    xf_gemm_scratch_swap(prev);
 
     int spins = 0;
     while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0 &&

@@ -13,7 +13,9 @@ void xf_pool_free(xf_pool_t *p);
 int xf_pool_size(const xf_pool_t *p);
 
 /* Run fn(arg, ith, nth) on every thread (the caller is ith 0) and return when all are done.
- * Not reentrant; one caller thread at a time. */
+ * Not reentrant; one caller thread at a time. Each thread runs fn with its own GEMM scratch
+ * of the pool installed (xf_gemm_scratch(), kernels.h); the caller's previous one comes back
+ * after the run. */
 void xf_pool_run(xf_pool_t *p, xf_pool_fn fn, void *arg);
 
 /* From inside fn: wait until all nth threads reach the barrier. A waiter spins briefly, then

@@ -21,7 +21,11 @@
 
 static const int sizes[] = { 1, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 129, 383, 769 };
 #define N_SIZES ((int)(sizeof sizes / sizeof sizes[0]))
-static const int nths[] = { 1, 2, 3, 5 };
+/* Thread counts the kernels are split by. The Linear checks run all five entries: the last
+ * is nth 1 on a thread without GEMM scratch (kernels.h; the kernels' stack-only paths must
+ * give the same bits); the other checks run the first four. */
+static const int nths[] = { 1, 2, 3, 5, 1 };
+#define N_NTH_LINEAR 5
 
 static const xf_kernels_t *tabs[8];
 static const char *names[8];
@@ -203,12 +207,29 @@ static void test_amx_detect(void **state)
 
 /* ---- Linear ---- */
 
+/* All nth shares in turn on this thread, with a GEMM scratch installed (as the pool does) or,
+ * for ni == N_NTH_LINEAR - 1, without one. */
+static void run_linear_ni(const xf_kernels_t *k, int ni, const xf_gemm_w_t *w, int m,
+                          const float *x, int ldx, const float *bias, enum xf_epilogue epi,
+                          float *y, int ldy)
+{
+    static void *scratch;   /* kept until exit */
+    if (!scratch)
+        assert_non_null(scratch = aligned_alloc(64, XF_GEMM_SCRATCH));
+    void *prev = xf_gemm_scratch_swap(ni == N_NTH_LINEAR - 1 ? NULL : scratch);
+    for (int ith = 0; ith < nths[ni]; ith++)
+        k->linear(w, m, x, ldx, bias, epi, y, ldy, ith, nths[ni]);
+    xf_gemm_scratch_swap(prev);
+}
+
 static void run_linear(const xf_kernels_t *k, int nth, const xf_gemm_w_t *w, int m,
                        const float *x, int ldx, const float *bias, enum xf_epilogue epi,
                        float *y, int ldy)
 {
-    for (int ith = 0; ith < nth; ith++)
-        k->linear(w, m, x, ldx, bias, epi, y, ldy, ith, nth);
+    int ni = 0;
+    while (nths[ni] != nth)
+        ni++;
+    run_linear_ni(k, ni, w, m, x, ldx, bias, epi, y, ldy);
 }
 
 /* One GEMM shape through every table, epilogue and nth. Bound per element: the reference
@@ -278,11 +299,11 @@ static void check_linear_group(int m, int n, int kk, int seed, int group)
             yr[i] = sentinel;
         run_linear(tabs[0], 1, &w, m, x, ldx, b, (enum xf_epilogue)epi, yr, ldy);
         for (int t = 1; t < n_tabs; t++) {
-            for (int ni = 0; ni < 4; ni++) {
+            for (int ni = 0; ni < N_NTH_LINEAR; ni++) {
                 int nth = nths[ni];
                 for (size_t i = 0; i < (size_t)m * ldy; i++)
                     y[i] = sentinel;
-                run_linear(tabs[t], nth, &w, m, x, ldx, b, (enum xf_epilogue)epi, y, ldy);
+                run_linear_ni(tabs[t], ni, &w, m, x, ldx, b, (enum xf_epilogue)epi, y, ldy);
                 /* The own kernels promise bitwise thread independence; the cblas path only
                  * the rounding bound below, checked for every nth (OpenBLAS's Haswell and
                  * Zen cores sum a column slice differently from the whole). */
@@ -290,8 +311,9 @@ static void check_linear_group(int m, int n, int kk, int seed, int group)
                     memcpy(y1, y, (size_t)m * ldy * sizeof(float));
                 else if (tabs[t]->nth_exact &&
                          memcmp(y1, y, (size_t)m * ldy * sizeof(float)) != 0)
-                    fail_msg("linear %s m=%d n=%d k=%d epi=%d group=%d: nth=%d differs from "
-                             "nth=1", names[t], m, n, kk, epi, w.group, nth);
+                    fail_msg("linear %s m=%d n=%d k=%d epi=%d group=%d: nth=%d%s differs "
+                             "from nth=1", names[t], m, n, kk, epi, w.group, nth,
+                             ni == N_NTH_LINEAR - 1 ? " without scratch" : "");
                 if (ni > 0 && tabs[t]->nth_exact)
                     continue;
                 for (int i = 0; i < m; i++) {
@@ -375,8 +397,8 @@ static void test_linear(void **state)
     /* 2,048 rows or more in a share (the AVX-512 kernel's large-M path, gemm_avx512.c
      * gemm_big: A blocks of 32 row panels, the last partial, K in halves of 128 steps): nth
      * 1 and 2 take it (2 splits the columns, its second share starting inside a group), 3
-     * and 5 split the rows and take gemm_block, so the bitwise nth check compares the two
-     * paths; K = 270 is two halves and a 14-step block. Then two column blocks of W (more
+     * and 5 split the rows and take gemm_block, as does nth 1 without GEMM scratch, so the
+     * bitwise nth check compares the two paths; K = 270 is two halves and a 14-step block. Then two column blocks of W (more
      * than 3,072 columns) with one short K block. */
     check_linear_shape(2100, 200, 270, 24);
     check_linear_shape(2050, 3100, 12, 25);
@@ -504,13 +526,13 @@ static void check_bf16_shape(int m, int n, int kk, unsigned seed, int group)
     for (int t = 1; t < n_tabs && w.packed_bf16; t++) {
         if (!tabs[t]->bf16_w)
             continue;
-        for (int ni = 0; ni < 4; ni++) {
-            run_linear(tabs[t], nths[ni], &w, m, x, kk, b, XF_EPI_BIAS, y, n);
+        for (int ni = 0; ni < N_NTH_LINEAR; ni++) {
+            run_linear_ni(tabs[t], ni, &w, m, x, kk, b, XF_EPI_BIAS, y, n);
             if (ni == 0)
                 memcpy(y1, y, (size_t)m * n * sizeof(float));
             else if (memcmp(y1, y, (size_t)m * n * sizeof(float)) != 0)
-                fail_msg("bf16 %s m=%d n=%d k=%d: nth=%d differs from nth=1", names[t], m, n,
-                         kk, nths[ni]);
+                fail_msg("bf16 %s m=%d n=%d k=%d: nth=%d%s differs from nth=1", names[t], m,
+                         n, kk, nths[ni], ni == N_NTH_LINEAR - 1 ? " without scratch" : "");
         }
         int off_fp32 = 0;
         for (int i = 0; i < m; i++)
@@ -557,7 +579,8 @@ static void test_linear_bf16(void **state)
     /* 9..16 rows: bf16 panels keep the two-panel path (gemm_avx512.c) */
     check_bf16_shape(16, 300, 271, 32, 0);
     check_bf16_shape(10, 61, 600, 33, 0);
-    /* the large-M path (nth 1 and 2) against gemm_block (3 and 5), odd last K block */
+    /* the large-M path (nth 1 and 2) against gemm_block (3 and 5, and nth 1
+     * without GEMM scratch), odd last K block */
     check_bf16_shape(2100, 200, 271, 34, 0);
 }
 

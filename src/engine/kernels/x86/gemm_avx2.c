@@ -153,16 +153,21 @@ static void pack_a(int mr, int kc, const float *x, size_t ldx, float *ap)
     }
 }
 
-/* The packed A block of this thread (MC×KC floats, 192 KB at most): thread-local, as the
- * kernels may not allocate and pool threads' stacks are not sized for it. */
-static _Thread_local float apack[MC_MAX * KC] __attribute__((aligned(64)));
+/* The packed A block (MC×KC floats, 192 KB at most) goes into the thread's GEMM scratch
+ * (kernels.h): the kernels may not allocate and pool threads' stacks are not sized for it.
+ * Without a scratch, blocks of one row panel on the stack: each W micro-panel is then read
+ * from L2 once per 6 rows instead of once per MC, the same sums in the same order. */
+_Static_assert(MC_MAX * KC * sizeof(float) <= XF_GEMM_SCRATCH, "A block exceeds the scratch");
 
 static void gemm_block(const xf_gemm_w_t *w, int r0, int r1, int c0, int c1, const float *x,
                        size_t ldx, const float *bias, enum xf_epilogue epi, float *y,
                        size_t ldy)
 {
-    float *ap = apack;
-    const int K = w->k, mcb = MC;
+    float ap1[MR * KC] __attribute__((aligned(64)));
+    float *ap = xf_gemm_scratch();
+    const int K = w->k, mcb = ap ? MC : MR;
+    if (!ap)
+        ap = ap1;
     const size_t npad = xf_gemm_npad(w), G = (size_t)w->group;
     for (int jc = c0; jc < c1; jc += NC) {
         int jc1 = jc + NC < c1 ? jc + NC : c1;

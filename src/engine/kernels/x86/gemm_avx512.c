@@ -379,7 +379,7 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
 /* ---- large M: the W micro-panel stays in L1 ----
  * From BIG_ROWS rows in a thread's share (b32n128's GEMMs, the QKV of a 2,000-token batch) the
  * rows are cut into blocks of BIG_MC rows (whole row panels) packed together once per (column
- * block, K step) into a thread-local A block (256 KB, in L2), and each 48-column tile meets
+ * block, K step) into the thread's GEMM scratch (256 KB, in L2), and each 48-column tile meets
  * every panel of the block KH k steps at a time: its W micro-panel (KH × 48 floats = 24 KB) is
  * read from L2 or L3 once and stays in L1 while the panels' x streams from L2 (32 bytes per 24
  * FMAs instead of W's 192). So the KC×NC W block need not fit in L2, and the column blocks
@@ -396,13 +396,13 @@ static void gemm_block(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int
 #define BIG_NC (NR * 64)     /* columns per W block */
 #define KH 128               /* k steps a tile takes before the next panel */
 
-static _Thread_local float big_a[BIG_MC * KC] __attribute__((aligned(64)));
+_Static_assert(BIG_MC * KC * sizeof(float) <= XF_GEMM_SCRATCH, "A block exceeds the scratch");
 
+/* ap: the thread's GEMM scratch (kernels.h), for the A block */
 static void gemm_big(const xf_gemm_w_t *w, int bf, int r0, int r1, int c0, int c1,
                      const float *x, size_t ldx, const float *bias, enum xf_epilogue epi,
-                     float *y, size_t ldy)
+                     float *y, size_t ldy, float *ap)
 {
-    float *ap = big_a;
     const int K = w->k, gi = w->group, PB = BIG_MC / MR;
     const char *wp = bf ? (const char *)w->packed_bf16 : (const char *)w->packed;
     const ukr_fn(*uk)[NV] = bf ? ukrhs : ukrs;
@@ -638,8 +638,9 @@ void xf_linear_avx512(const xf_gemm_w_t *w, int32_t m, const float *x, int32_t l
         gemm_small(w, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
         return;
     }
-    if (r1 - r0 >= BIG_ROWS) {
-        gemm_big(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
+    float *ap;   /* without a scratch, gemm_block: the same bits */
+    if (r1 - r0 >= BIG_ROWS && (ap = xf_gemm_scratch()) != NULL) {
+        gemm_big(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy, ap);
         return;
     }
     gemm_block(w, bf, r0, r1, c0, c1, x, (size_t)ldx, bias, epi, y, (size_t)ldy);
