@@ -1,17 +1,20 @@
 /* Tests for the compute thread pool (src/engine/pool.c): every thread runs once per run with
  * the right ith/nth, barriers order phases across many iterations, sizes 1..5, barriers keep
  * order with uneven work and threads that leave the CPU under every barrier wait policy
- * (adaptive on, off, tiny cap; 1..6 threads, more than the CPUs), and create/free cycles
- * (leak-free under ASan). */
+ * (adaptive on, off, tiny cap; 1..6 threads, more than the CPUs), create/free cycles
+ * (leak-free under ASan), each thread's GEMM scratch, and create's -ENOMEM paths. */
 #include "config.h"
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "../helpers/alloc_count.h"
 #include "../helpers/xf_test.h"
+#include "engine/kernels.h"
 #include "engine/pool.h"
 
 struct count_arg {
@@ -267,6 +270,74 @@ static void test_create_free_cycles(void **state)
     xf_pool_free(NULL);
 }
 
+/* Each thread runs with its own GEMM scratch of the pool (kernels.h): non-NULL, 64-byte
+ * aligned, distinct, the same pointers in every run; the caller's own comes back after. */
+struct scratch_arg {
+    void *seen[8];
+};
+
+static void scratch_fn(void *v, int ith, int nth)
+{
+    (void)nth;
+    ((struct scratch_arg *)v)->seen[ith] = xf_gemm_scratch();
+}
+
+static void test_scratch(void **state)
+{
+    (void)state;
+    static char mine[64];
+    for (int n = 1; n <= 5; n++) {
+        xf_pool_t *p = NULL;
+        assert_int_equal(xf_pool_create(n, &p), 0);
+        struct scratch_arg a = { { 0 } }, b = { { 0 } };
+        void *prev = xf_gemm_scratch_swap(mine);
+        xf_pool_run(p, scratch_fn, &a);
+        assert_ptr_equal(xf_gemm_scratch(), mine);
+        xf_gemm_scratch_swap(NULL);
+        xf_pool_run(p, scratch_fn, &b);
+        assert_null(xf_gemm_scratch());
+        xf_gemm_scratch_swap(prev);
+        for (int i = 0; i < n; i++) {
+            assert_non_null(a.seen[i]);
+            assert_int_equal((uintptr_t)a.seen[i] % 64, 0);
+            assert_ptr_equal(a.seen[i], b.seen[i]);
+            for (int j = 0; j < i; j++)
+                assert_ptr_not_equal(a.seen[i], a.seen[j]);
+            memset(a.seen[i], 0x5a, XF_GEMM_SCRATCH);   /* all of it is ours (ASan) */
+        }
+        xf_pool_free(p);
+    }
+}
+
+/* xf_pool_create with each of its allocations failing in turn (the pool, its thread and slot
+ * arrays, one scratch per thread): -ENOMEM, *out NULL, nothing leaked (the sanitizer build
+ * checks that); then it succeeds. */
+static void test_create_enomem(void **state)
+{
+    (void)state;
+    const int n = 3;
+    long k;
+    for (k = 1; k < 100; k++) {
+        xf_pool_t *p = (xf_pool_t *)&p;
+        xf_test_alloc_fail_at(k);
+        int rc = xf_pool_create(n, &p);
+        xf_test_alloc_fail_at(0);
+        if (rc == 0) {
+            struct count_arg a;
+            memset(&a, 0, sizeof a);
+            a.nth = n;
+            xf_pool_run(p, count_fn, &a);
+            xf_pool_free(p);
+            assert_int_equal(atomic_load(&a.calls), n);
+            break;
+        }
+        assert_int_equal(rc, -ENOMEM);
+        assert_null(p);
+    }
+    assert_int_equal(k, 3 + n + 1);   /* every allocation failed once */
+}
+
 XF_TEST_MAIN(cmocka_unit_test(test_run_counts), cmocka_unit_test(test_barrier_order),
              cmocka_unit_test(test_barrier_policies), cmocka_unit_test(test_barrier_idle),
-             cmocka_unit_test(test_split_and_visibility), cmocka_unit_test(test_create_free_cycles))
+             cmocka_unit_test(test_split_and_visibility), cmocka_unit_test(test_create_free_cycles),
+             cmocka_unit_test(test_scratch), cmocka_unit_test(test_create_enomem))
