@@ -1,7 +1,7 @@
 /* KServe v2 / Open Inference Protocol routes (DESIGN.md §6): server and model health and
  * metadata, and /v2/models/{m}/infer with one BYTES input (the texts), Triton's binary tensor
- * data extension and sequence parameters (handed to sessions.c). MHD threads only; the table
- * naming these handlers is routes.def, the helpers are in routes.c. */
+ * data extension and sequence parameters (handed to sessions_kserve.c). MHD threads only; the
+ * table naming these handlers is routes.def, the helpers are in routes.c. */
 #include "config.h"
 
 #include "server/routes_internal.h"
@@ -302,7 +302,7 @@ static json_t *model_meta(const xf_server_t *s)
                                                     ? ajson : xf_attn_name(a)));
     json_object_set_new(p, "attention_variant", json_string(xf_attn_name(a)));
     /* a stateful model attention: infer with Triton's sequence parameters continues a
-     * session (sessions.c, doc/transfo-xl.md "Encoder sessions") */
+     * session (sessions_kserve.c, doc/transfo-xl.md "Encoder sessions") */
     json_object_set_new(p, "sequence_batching", json_boolean(xf_sessions_encoder(s)));
     if (xf_sessions_encoder(s))
         json_object_set_new(p, "sequence_parameters",

@@ -1,8 +1,11 @@
-/* Transformer-XL sessions (see sessions.h). A segment is: read the session blob from the store
- * (loop), load it + run the segment + write the new blob (libuv thread pool), compare-and-set
- * write (loop), resume the connection. Each session key has a FIFO of operations on the loop
- * thread; the next one starts only when the previous one has been answered, so two segments of
- * one session never run at once or out of order, while different sessions run in parallel.
+/* Transformer-XL sessions (see sessions.h): their lifecycle, the REST routes (/v1/sessions/...)
+ * and the loop side; KServe v2 infer with Triton's sequence parameters is sessions_kserve.c's,
+ * the types and MHD-side helpers both use are sessions_internal.h's. A segment is: read the
+ * session blob from the store (loop), load it + run the segment + write the new blob (libuv
+ * thread pool), compare-and-set write (loop), resume the connection. Each session key has a
+ * FIFO of operations on the loop thread; the next one starts only when the previous one has
+ * been answered, so two segments of one session never run at once or out of order, while
+ * different sessions run in parallel.
  * A stored blob that fails a check is discarded with a warning and the reply says "reset".
  * An encoder segment (stateful model attention) loads the blob into an xf_state_t on the pool,
  * computes in the batcher as a one-sequence job carrying that state (enc_submit / enc_done),
@@ -27,45 +30,7 @@
 #include "server/metrics.h"
 #include "server/routes.h"
 #include "server/session_store.h"
-
-enum sop { SOP_SEGMENT = 1, SOP_GET, SOP_DELETE };
-
-typedef struct squeue squeue_t;
-
-typedef struct sjob {
-    enum sop op;
-    char key[320];
-    int32_t *ids, n;
-    unsigned want;
-    int return_logprobs;
-    int kserve, seq_start, seq_end;   /* KServe v2 infer with Triton sequence parameters */
-    int64_t timeout_ms;               /* the client's timeout_ms, 0: request.timeout_ms */
-    xf_server_t *srv;
-    xf_job_t *job;
-    squeue_t *q;
-    /* read */
-    uint8_t *blob_in;
-    size_t blob_in_len;
-    char tag[XF_SSTORE_TAG_MAX];
-    size_t tag_len;
-    int64_t ttl_ms;
-    /* compute (thread pool) */
-    uv_work_t work;
-    int rc;
-    char msg[256];
-    int reset, created;
-    xf_txl_result_t res;
-    xf_txl_mem_stats_t st;
-    /* an encoder whose model attention keeps state (txl, compressive): the segment computes
-     * in the batcher as a job of its own (cj) carrying the session's state */
-    int enc;
-    xf_state_t *state;
-    xf_state_stats_t est;
-    xf_job_t *cj;
-    uint8_t *blob_out;
-    size_t blob_out_len;
-    uint64_t t0, t_read, t_comp;
-} sjob_t;
+#include "server/sessions_internal.h"
 
 struct squeue {                 /* operations waiting on one session key (loop thread) */
     squeue_t *next;
@@ -74,20 +39,7 @@ struct squeue {                 /* operations waiting on one session key (loop t
     int busy;
 };
 
-struct xf_sessions {
-    xf_txl_t *model;            /* the Transformer-XL LM (session.model), or NULL */
-    xf_state_def_t *enc;        /* the served encoder's attention state when its model
-                                   attention is stateful, or NULL */
-    xf_sstore_t *store;
-    squeue_t *queues;           /* keys with work queued or running */
-    int n_running;              /* operations started and not answered */
-    int n_queues;               /* keys in queues */
-    int gauge_queues;           /* sessions_active counts keys with work (Redis store) */
-    enum xf_txl_dtype dtype;
-    char keyscope[24];          /* "" or a hash of the API key + ':' */
-};
-
-static const char *const dtype_names[] = { "?", "f32", "f16", "bf16" };
+const char *const xf_sessions_dtype_names[] = { "?", "f32", "f16", "bf16" };
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
@@ -154,12 +106,12 @@ int xf_sessions_create(xf_server_t *s, uv_loop_t *loop, xf_diag_t *diag)
         XF_LOGI("sessions: transfo-xl model %s (%d layers, d_model %d, mem_len %d), store %s, "
                 "payload %s", xf_txl_info(S->model)->name, xf_txl_info(S->model)->n_layer,
                 xf_txl_info(S->model)->d_model, xf_txl_info(S->model)->mem_len,
-                S->store->vt->name, dtype_names[S->dtype]);
+                S->store->vt->name, xf_sessions_dtype_names[S->dtype]);
     if (S->enc)
         XF_LOGI("sessions: encoder %s with attention %s (%zu state bytes per session in "
                 "process), store %s, payload %s", s->model_name,
                 xf_attn_name(xf_state_def_attn(S->enc)), xf_state_def_bytes(S->enc),
-                S->store->vt->name, dtype_names[S->dtype]);
+                S->store->vt->name, xf_sessions_dtype_names[S->dtype]);
     return 0;
 }
 
@@ -194,7 +146,7 @@ int xf_sessions_idle(const xf_server_t *s)
 
 /* ---- MHD side -------------------------------------------------------------------------- */
 
-static int valid_id(const char *id, size_t n)
+int xf_sessions_valid_id(const char *id, size_t n)
 {
     if (n < 1 || n > 128)
         return 0;
@@ -219,7 +171,7 @@ enum xf_http_err xf_sessions_match(xf_req_t *req, const char *method, const char
     if (slash ? strcmp(method, "POST")
               : strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "DELETE"))
         return XF_HE_METHOD_NOT_ALLOWED;
-    if (!valid_id(id, n))
+    if (!xf_sessions_valid_id(id, n))
         return XF_HE_BAD_SESSION_ID;
     memcpy(req->session, id, n);
     req->session[n] = '\0';
@@ -242,8 +194,8 @@ static void sjob_free(void *p)
 
 /* Token ids from a JSON list (where names it in errors): each an integer in [0, vocab_size),
  * at most request.max_tokens of them. Fills sj->ids / sj->n, or replies. */
-static enum MHD_Result parse_ids(xf_req_t *req, int32_t vocab_size, json_t *list,
-                                 const char *where, sjob_t *sj)
+enum MHD_Result xf_sessions_parse_ids(xf_req_t *req, int32_t vocab_size, json_t *list,
+                                      const char *where, sjob_t *sj)
 {
     size_t n = json_array_size(list), i;
     json_t *v;
@@ -266,7 +218,7 @@ static enum MHD_Result parse_ids(xf_req_t *req, int32_t vocab_size, json_t *list
 }
 
 /* Record a requested output (logprobs, hidden, pooled) in sj; 0 when w names none of them. */
-static int want_output(sjob_t *sj, const char *w)
+int xf_sessions_want_output(sjob_t *sj, const char *w)
 {
     if (w && !strcmp(w, "logprobs"))
         sj->return_logprobs = 1;
@@ -280,7 +232,7 @@ static int want_output(sjob_t *sj, const char *w)
 }
 
 /* The body as a JSON object (kept in req->root), or NULL after replying 400 (*r). */
-static json_t *parse_object(xf_req_t *req, enum MHD_Result *r)
+json_t *xf_sessions_parse_object(xf_req_t *req, enum MHD_Result *r)
 {
     json_error_t je;
     json_t *root;
@@ -301,7 +253,7 @@ static json_t *parse_object(xf_req_t *req, enum MHD_Result *r)
 }
 
 /* A segment has 1 .. request.max_tokens tokens (text is counted after tokenising). */
-static enum MHD_Result check_n(xf_req_t *req, const sjob_t *sj, const char *where)
+enum MHD_Result xf_sessions_check_n(xf_req_t *req, const sjob_t *sj, const char *where)
 {
     if (sj->n == 0)
         return xf_http_reply_error(req, XF_HE_EMPTY_INPUT, 0, "%s: no tokens", where);
@@ -330,7 +282,7 @@ static enum MHD_Result reply_stateless(xf_req_t *req, const char *where)
  * KServe URL's model) or NULL for the default (the Transformer-XL model when session.model
  * is set, else the encoder). Sets sj->enc, or replies: 404 for a name not served here, 400
  * for the encoder when its attention keeps no state. */
-static enum MHD_Result pick_model(xf_req_t *req, const char *name, sjob_t *sj)
+enum MHD_Result xf_sessions_pick_model(xf_req_t *req, const char *name, sjob_t *sj)
 {
     xf_server_t *s = req->srv;
     xf_sessions_t *S = s->sessions;
@@ -354,8 +306,8 @@ static enum MHD_Result pick_model(xf_req_t *req, const char *name, sjob_t *sj)
 }
 
 /* Encoder text: the served tokenizer with its specials ([CLS] ... [SEP]), as /embed. */
-static enum MHD_Result enc_text(xf_req_t *req, const char *text, size_t len, const char *where,
-                                sjob_t *sj)
+enum MHD_Result xf_sessions_enc_text(xf_req_t *req, const char *text, size_t len,
+                                     const char *where, sjob_t *sj)
 {
     xf_server_t *s = req->srv;
     xf_tokens_t tok = { 0 };
@@ -385,7 +337,7 @@ static enum MHD_Result enc_text(xf_req_t *req, const char *text, size_t len, con
 }
 
 /* An encoder has no language-model head: logprobs (and next_token) are refused. */
-static enum MHD_Result enc_no_logprobs(xf_req_t *req, const sjob_t *sj, const char *where)
+enum MHD_Result xf_sessions_enc_no_logprobs(xf_req_t *req, const sjob_t *sj, const char *where)
 {
     if (sj->enc && sj->return_logprobs)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%s: model %s is an encoder (no "
@@ -396,7 +348,7 @@ static enum MHD_Result enc_no_logprobs(xf_req_t *req, const sjob_t *sj, const ch
 
 /* The client's timeout_ms (optional, in obj): 1 .. request.max_timeout_ms, as on the other
  * routes. */
-static enum MHD_Result parse_timeout(xf_req_t *req, json_t *obj, sjob_t *sj)
+enum MHD_Result xf_sessions_parse_timeout(xf_req_t *req, json_t *obj, sjob_t *sj)
 {
     json_t *v = obj ? json_object_get(obj, "timeout_ms") : NULL;
 
@@ -420,15 +372,15 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
     int add_eos = 0;
     xf_diag_t diag = { 0 };
 
-    if (!(root = parse_object(req, &r)))
+    if (!(root = xf_sessions_parse_object(req, &r)))
         return r;
     mo = json_object_get(root, "model");
     if (mo && !json_is_string(mo))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "model: want a served model's name");
-    r = pick_model(req, json_string_value(mo), sj);
+    r = xf_sessions_pick_model(req, json_string_value(mo), sj);
     if (req->state == XF_REQ_REPLIED)
         return r;
-    r = parse_timeout(req, root, sj);
+    r = xf_sessions_parse_timeout(req, root, sj);
     if (req->state == XF_REQ_REPLIED)
         return r;
     sj->return_logprobs = !sj->enc;
@@ -444,11 +396,11 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         sj->return_logprobs = 0;
         sj->want = 0;
         json_array_foreach(ret, i, v) {
-            if (!want_output(sj, json_string_value(v)))
+            if (!xf_sessions_want_output(sj, json_string_value(v)))
                 return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "return[%zu]: want "
                                            "\"logprobs\", \"hidden\" or \"pooled\"", i);
         }
-        r = enc_no_logprobs(req, sj, "return");
+        r = xf_sessions_enc_no_logprobs(req, sj, "return");
         if (req->state == XF_REQ_REPLIED)
             return r;
     }
@@ -464,7 +416,7 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "add_eos: only for the "
                                    "Transformer-XL model (the encoder adds its own specials)");
     if (json_is_string(in) && sj->enc) {
-        r = enc_text(req, json_string_value(in), json_string_length(in), "input", sj);
+        r = xf_sessions_enc_text(req, json_string_value(in), json_string_length(in), "input", sj);
         if (req->state == XF_REQ_REPLIED)
             return r;
     } else if (json_is_string(in)) {
@@ -475,8 +427,9 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         if (rc < 0)
             return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: %s", diag.msg);
     } else if (json_is_array(in)) {
-        r = parse_ids(req, sj->enc ? req->srv->info->vocab_size
-                                   : xf_txl_info(S->model)->vocab_size, in, "input", sj);
+        r = xf_sessions_parse_ids(req, sj->enc ? req->srv->info->vocab_size
+                                               : xf_txl_info(S->model)->vocab_size, in,
+                                  "input", sj);
         if (req->state == XF_REQ_REPLIED)
             return r;
         if (add_eos)
@@ -485,12 +438,12 @@ static enum MHD_Result parse_segment(xf_req_t *req, xf_sessions_t *S, sjob_t *sj
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "input: want text or a list of "
                                    "token ids");
     }
-    return check_n(req, sj, "input");
+    return xf_sessions_check_n(req, sj, "input");
 }
 
 /* Suspend the connection and hand the session job to the loop. The deadline covers the wait
  * behind the session's earlier operations and the compute (stopped between layers). */
-static enum MHD_Result submit_sjob(xf_req_t *req, xf_job_t *j)
+enum MHD_Result xf_sessions_submit_sjob(xf_req_t *req, xf_job_t *j)
 {
     xf_server_t *s = req->srv;
     xf_sessions_t *S = s->sessions;
@@ -518,7 +471,7 @@ static enum MHD_Result submit_sjob(xf_req_t *req, xf_job_t *j)
 }
 
 /* A new session job for req (key from req->session), or NULL after replying 503. */
-static xf_job_t *new_sjob(xf_req_t *req)
+xf_job_t *xf_sessions_new_sjob(xf_req_t *req)
 {
     xf_sessions_t *S = req->srv->sessions;
     xf_job_t *j = NULL;
@@ -551,7 +504,7 @@ enum MHD_Result xf_sessions_handle(xf_req_t *req)
                                    "segments (serve it with model.attention txl or compressive, "
                                    "or set session.model to a transfo-xl model directory)",
                                    s->model_name, xf_attn_name(xf_model_attention(s->model)));
-    if (!(j = new_sjob(req)))
+    if (!(j = xf_sessions_new_sjob(req)))
         return MHD_YES;
     sj = j->sjob;
     if (req->route == XF_R_SESSION_SEGMENTS) {
@@ -560,17 +513,18 @@ enum MHD_Result xf_sessions_handle(xf_req_t *req)
     } else {
         /* GET / DELETE name the model with ?model= (default as for segments) */
         sj->op = req->session_delete ? SOP_DELETE : SOP_GET;
-        r = pick_model(req, MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND,
-                                                        "model"), sj);
+        r = xf_sessions_pick_model(req, MHD_lookup_connection_value(req->conn,
+                                                                    MHD_GET_ARGUMENT_KIND,
+                                                                    "model"), sj);
     }
     if (req->state == XF_REQ_REPLIED) {
         xf_job_free(j);
         return r;
     }
-    return submit_sjob(req, j);
+    return xf_sessions_submit_sjob(req, j);
 }
 
-static json_t *float_array(const float *x, size_t n)
+json_t *xf_sessions_float_array(const float *x, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++)
@@ -605,19 +559,16 @@ static enum MHD_Result reply_segment(xf_req_t *req, const sjob_t *sj, json_t *o,
     if (hidden) {
         json_t *h = json_array();
         for (int32_t t = 0; h && t < n; t++)
-            json_array_append_new(h, float_array(hidden + (size_t)t * d, d));
+            json_array_append_new(h, xf_sessions_float_array(hidden + (size_t)t * d, d));
         json_object_set_new(o, "hidden", h);
     }
     if (pooled)
-        json_object_set_new(o, "pooled", float_array(pooled, d));
+        json_object_set_new(o, "pooled", xf_sessions_float_array(pooled, d));
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)sj->blob_out_len));
     return xf_http_reply_json(req, 200, o);
 }
 
-static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti);
-
 static enum MHD_Result respond_enc(xf_req_t *req, sjob_t *sj);
-static json_t *kserve_tensor(const char *name, const char *dt, json_t *shape, json_t *data);
 
 enum MHD_Result xf_sessions_respond(xf_req_t *req)
 {
@@ -633,18 +584,19 @@ enum MHD_Result xf_sessions_respond(xf_req_t *req)
         return respond_enc(req, sj);
     ti = xf_txl_info(S->model);
     if (sj->kserve)
-        return respond_kserve(req, sj, ti);
+        return xf_sessions_respond_kserve(req, sj, ti);
     o = json_pack("{s:s,s:s,s:I,s:I,s:i,s:s}", "session", req->session, "model", ti->name,
                   "segments", (json_int_t)sj->st.segments, "tokens_seen",
                   (json_int_t)sj->st.tokens, "memory_rows", sj->st.rows, "dtype",
-                  dtype_names[S->dtype]);
+                  xf_sessions_dtype_names[S->dtype]);
     if (!o)
         return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
     if (sj->op == SOP_GET)
         return reply_get(req, sj, o);
     add_segment_head(o, sj, sj->res.n);
     if (sj->return_logprobs)
-        json_object_set_new(o, "logprobs", float_array(sj->res.logprobs, (size_t)sj->res.n));
+        json_object_set_new(o, "logprobs",
+                            xf_sessions_float_array(sj->res.logprobs, (size_t)sj->res.n));
     json_object_set_new(o, "sum", json_real(sj->res.sum));
     json_object_set_new(o, "n_scored", json_integer(sj->res.n_scored));
     {
@@ -670,13 +622,14 @@ static enum MHD_Result respond_enc(xf_req_t *req, sjob_t *sj)
     if (sj->kserve && sj->op == SOP_SEGMENT) {
         outs = json_array();
         if (pooled)
-            json_array_append_new(outs, kserve_tensor("pooled", "FP32", json_pack("[i,i]", 1, d),
-                                                      float_array(pooled, (size_t)d)));
+            json_array_append_new(outs, xf_sessions_kserve_tensor(
+                                            "pooled", "FP32", json_pack("[i,i]", 1, d),
+                                            xf_sessions_float_array(pooled, (size_t)d)));
         if (hidden)
-            json_array_append_new(outs, kserve_tensor("hidden", "FP32",
-                                                      json_pack("[i,i]", sj->n, d),
-                                                      float_array(hidden, (size_t)sj->n *
-                                                                              (size_t)d)));
+            json_array_append_new(outs, xf_sessions_kserve_tensor(
+                                            "hidden", "FP32", json_pack("[i,i]", sj->n, d),
+                                            xf_sessions_float_array(hidden, (size_t)sj->n *
+                                                                                (size_t)d)));
         o = json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:I,s:i,s:i,s:b,s:b}}", "model_name",
                       s->model_name, "model_version", "1", "outputs", outs, "parameters",
                       "sequence_id", req->session, "segments", (json_int_t)sj->est.segments,
@@ -696,272 +649,13 @@ static enum MHD_Result respond_enc(xf_req_t *req, sjob_t *sj)
                   "segments", (json_int_t)sj->est.segments, "tokens_seen",
                   (json_int_t)sj->est.tokens, "memory_rows", sj->est.mem_rows,
                   "compressed_rows", sj->est.cmem_rows, "pending_rows", sj->est.pend_rows,
-                  "dtype", dtype_names[s->sessions->dtype]);
+                  "dtype", xf_sessions_dtype_names[s->sessions->dtype]);
     if (!o)
         return xf_http_reply_error(req, XF_HE_OUT_OF_MEMORY, 1, "out of memory");
     if (sj->op == SOP_GET)
         return reply_get(req, sj, o);
     add_segment_head(o, sj, sj->n);
     return reply_segment(req, sj, o, hidden, pooled, sj->n, (size_t)d);
-}
-
-/* ---- KServe v2 infer with Triton's sequence parameters --------------------------------- */
-
-int xf_sessions_owns_model(const xf_server_t *s, const char *name)
-{
-    return s->sessions && s->sessions->model &&
-           !strcmp(name, xf_txl_info(s->sessions->model)->name);
-}
-
-const char *xf_sessions_model_name(const xf_server_t *s)
-{
-    return s->sessions && s->sessions->model ? xf_txl_info(s->sessions->model)->name : NULL;
-}
-
-int xf_sessions_encoder(const xf_server_t *s)
-{
-    return s->sessions && s->sessions->enc;
-}
-
-/* The infer request below takes one input tensor of token ids or one text; KServe metadata
- * has one datatype per tensor, so the alternatives are listed in parameters. */
-json_t *xf_sessions_model_meta(const xf_server_t *s)
-{
-    const xf_txl_info_t *ti;
-    json_t *o, *p;
-
-    if (!s->sessions || !s->sessions->model)
-        return NULL;
-    ti = xf_txl_info(s->sessions->model);
-    o = json_pack("{s:s,s:[s],s:s,s:[{s:s,s:s,s:[i]}]}", "name", ti->name, "versions", "1",
-                  "platform", "xformd", "inputs", "name", "input", "datatype", "INT64",
-                  "shape", -1);
-    p = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:b,s:b,s:s,s:s,s:s,s:s,s:s}",
-                  "architecture", "transfo-xl", "n_layer", ti->n_layer, "d_model", ti->d_model,
-                  "n_head", ti->n_head, "vocab_size", ti->vocab_size, "mem_len", ti->mem_len,
-                  "clamp_len", ti->clamp_len, "n_params", (json_int_t)ti->n_params,
-                  "same_length", ti->same_length, "sequence_batching", 1,
-                  "sequence_parameters", "sequence_id,sequence_start,sequence_end",
-                  "input_datatypes", "INT32,INT64,BYTES", "session_init",
-                  s->o.session_init ? "zeros" : "empty", "session_dtype",
-                  dtype_names[s->sessions->dtype], "session_store",
-                  s->sessions->store ? s->sessions->store->vt->name : "");
-    if (!o || !p) {
-        json_decref(o);
-        json_decref(p);
-        return NULL;
-    }
-    json_object_set_new(o, "outputs",
-                        json_pack("[{s:s,s:s,s:[i]},{s:s,s:s,s:[i]},{s:s,s:s,s:[i,i]},"
-                                  "{s:s,s:s,s:[i,i]}]",
-                                  "name", "logprobs", "datatype", "FP32", "shape", -1,
-                                  "name", "next_token", "datatype", "INT64", "shape", 1,
-                                  "name", "pooled", "datatype", "FP32", "shape", 1, ti->d_model,
-                                  "name", "hidden", "datatype", "FP32", "shape", -1,
-                                  ti->d_model));
-    json_object_set_new(o, "parameters", p);
-    return o;
-}
-
-/* {"inputs":[{"name":..,"datatype":"INT32"|"INT64"|"BYTES","shape":[n]|[1,n],"data":[..]}],
- *  "outputs":[{"name":"logprobs"|"hidden"|"pooled"|"next_token"}],
- *  "parameters":{"sequence_id":N|"id","sequence_start":bool,"sequence_end":bool,
- *                "add_eos":bool}} */
-static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
-{
-    enum MHD_Result r;
-    json_t *root, *par, *sid, *in, *t, *data, *outs, *v;
-    const char *dt;
-    int add_eos = 0;
-    size_t i;
-
-    if (!(root = parse_object(req, &r)))
-        return r;
-    r = pick_model(req, req->model, sj);
-    if (req->state == XF_REQ_REPLIED)
-        return r;
-    par = json_object_get(root, "parameters");
-    sid = par ? json_object_get(par, "sequence_id") : NULL;
-    if (!json_is_object(par) || !sid)
-        return xf_http_reply_error(req, XF_HE_MISSING_FIELD, 0, "parameters.sequence_id: "
-                                   "this Transformer-XL model keeps a memory per sequence");
-    if (sj->enc && json_object_get(par, "add_eos"))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.add_eos: only for the "
-                                   "Transformer-XL model");
-    if (json_is_integer(sid) && json_integer_value(sid) >= 0) {
-        snprintf(req->session, sizeof req->session, "%lld",
-                 (long long)json_integer_value(sid));
-    } else if (json_is_string(sid) && valid_id(json_string_value(sid), json_string_length(sid))) {
-        snprintf(req->session, sizeof req->session, "%s", json_string_value(sid));
-    } else {
-        return xf_http_reply_error(req, XF_HE_BAD_SESSION_ID, 0, "parameters.sequence_id: want "
-                                   "a non-negative integer or 1-128 bytes of [A-Za-z0-9._:-]");
-    }
-    v = json_object_get(par, "sequence_start");
-    if (v && !json_is_boolean(v))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.sequence_start: want "
-                                   "true or false");
-    sj->seq_start = v && json_is_true(v);
-    v = json_object_get(par, "sequence_end");
-    if (v && !json_is_boolean(v))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.sequence_end: want "
-                                   "true or false");
-    sj->seq_end = v && json_is_true(v);
-    v = json_object_get(par, "add_eos");
-    add_eos = v && json_is_true(v);
-    r = parse_timeout(req, par, sj);
-    if (req->state == XF_REQ_REPLIED)
-        return r;
-    in = json_object_get(root, "inputs");
-    if (!json_is_array(in) || json_array_size(in) != 1 || !json_is_object(json_array_get(in, 0)))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs: want one tensor (INT32/INT64 "
-                                   "token ids or one BYTES text)");
-    t = json_array_get(in, 0);
-    dt = json_string_value(json_object_get(t, "datatype"));
-    data = json_object_get(t, "data");
-    while (json_is_array(data) && json_array_size(data) == 1 &&
-           json_is_array(json_array_get(data, 0)))
-        data = json_array_get(data, 0);   /* shape [1, n] written nested */
-    if (!dt || !json_is_array(data))
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0]: want datatype and a "
-                                   "data list");
-    if (!strcmp(dt, "BYTES")) {
-        xf_diag_t diag = { 0 };
-        json_t *s0 = json_array_get(data, 0);
-        int rc;
-        if (json_array_size(data) != 1 || !json_is_string(s0))
-            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].data: want one "
-                                       "string");
-        if (sj->enc) {
-            r = enc_text(req, json_string_value(s0), json_string_length(s0), "inputs[0].data[0]",
-                         sj);
-            if (req->state == XF_REQ_REPLIED)
-                return r;
-        } else if ((rc = xf_txl_encode(S->model, json_string_value(s0), json_string_length(s0),
-                                       add_eos, &sj->ids, &sj->n, &diag)) < 0) {
-            return xf_http_reply_error(req, rc == XF_EFORMAT ? XF_HE_INVALID_UTF8
-                                                             : XF_HE_BAD_FIELD, 0,
-                                       "inputs[0].data[0]: %s", diag.msg);
-        }
-    } else if (!strcmp(dt, "INT32") || !strcmp(dt, "INT64")) {
-        r = parse_ids(req, sj->enc ? req->srv->info->vocab_size
-                                   : xf_txl_info(S->model)->vocab_size, data, "inputs[0].data",
-                      sj);
-        if (req->state == XF_REQ_REPLIED)
-            return r;
-    } else {
-        return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "inputs[0].datatype: want INT32, "
-                                   "INT64 or BYTES");
-    }
-    r = check_n(req, sj, "inputs[0]");
-    if (req->state == XF_REQ_REPLIED)
-        return r;
-    sj->return_logprobs = !sj->enc;
-    outs = json_object_get(root, "outputs");
-    if (outs) {
-        if (!json_is_array(outs))
-            return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs: want a list");
-        sj->return_logprobs = !sj->enc && json_array_size(outs) == 0;
-        json_array_foreach(outs, i, v) {
-            const char *w = json_string_value(json_object_get(v, "name"));
-            if (sj->enc && w && !strcmp(w, "next_token"))
-                sj->return_logprobs = 1;   /* refused below, as logprobs */
-            else if (!want_output(sj, w) && (!w || strcmp(w, "next_token")))   /* always sent */
-                return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "outputs[%zu]: want logprobs, "
-                                           "next_token, hidden or pooled", i);
-        }
-        r = enc_no_logprobs(req, sj, "outputs");
-        if (req->state == XF_REQ_REPLIED)
-            return r;
-    }
-    if (sj->enc && !sj->want)
-        sj->want = XF_TXL_OUT_POOLED;   /* the encoder's default output */
-    return MHD_YES;
-}
-
-enum MHD_Result xf_sessions_handle_kserve(xf_req_t *req)
-{
-    xf_sessions_t *S = req->srv->sessions;
-    xf_job_t *j;
-    sjob_t *sj;
-    enum MHD_Result r;
-    sjob_t tmp;
-
-    /* the id comes from the body: parse into a scratch job first */
-    memset(&tmp, 0, sizeof tmp);
-    r = parse_kserve(req, S, &tmp);
-    if (req->state == XF_REQ_REPLIED) {
-        free(tmp.ids);
-        return r;
-    }
-    if (!(j = new_sjob(req))) {
-        free(tmp.ids);
-        return MHD_YES;
-    }
-    sj = j->sjob;
-    sj->op = SOP_SEGMENT;
-    sj->kserve = 1;
-    sj->enc = tmp.enc;
-    sj->ids = tmp.ids;
-    sj->n = tmp.n;
-    sj->want = tmp.want;
-    sj->return_logprobs = tmp.return_logprobs;
-    sj->seq_start = tmp.seq_start;
-    sj->seq_end = tmp.seq_end;
-    sj->timeout_ms = tmp.timeout_ms;
-    return submit_sjob(req, j);
-}
-
-static json_t *kserve_tensor(const char *name, const char *dt, json_t *shape, json_t *data)
-{
-    return json_pack("{s:s,s:s,s:o,s:o}", "name", name, "datatype", dt, "shape", shape, "data",
-                     data);
-}
-
-static enum MHD_Result respond_kserve(xf_req_t *req, sjob_t *sj, const xf_txl_info_t *ti)
-{
-    json_t *o = json_object(), *outs = json_array(), *lp = json_array(), *p;
-
-    if (sj->return_logprobs) {
-        /* FP32 data cannot hold NaN: an unscored first token is 0 and first_token_scored
-         * says so */
-        for (int32_t t = 0; t < sj->res.n; t++)
-            json_array_append_new(lp, json_real(isnan(sj->res.logprobs[t])
-                                                    ? 0.0 : sj->res.logprobs[t]));
-        json_array_append_new(outs, kserve_tensor("logprobs", "FP32",
-                                                  json_pack("[i]", sj->res.n), lp));
-    } else {
-        json_decref(lp);
-    }
-    json_array_append_new(outs, kserve_tensor("next_token", "INT64", json_pack("[i]", 1),
-                                              json_pack("[i]", sj->res.next_id)));
-    if (sj->res.pooled)
-        json_array_append_new(outs, kserve_tensor("pooled", "FP32",
-                                                  json_pack("[i,i]", 1, ti->d_model),
-                                                  float_array(sj->res.pooled,
-                                                              (size_t)ti->d_model)));
-    if (sj->res.hidden)
-        json_array_append_new(outs, kserve_tensor("hidden", "FP32",
-                                                  json_pack("[i,i]", sj->res.n, ti->d_model),
-                                                  float_array(sj->res.hidden,
-                                                              (size_t)sj->res.n *
-                                                                  (size_t)ti->d_model)));
-    p = json_pack("{s:s,s:I,s:I,s:i,s:i,s:f,s:b,s:b,s:b}", "sequence_id", req->session,
-                  "segments", (json_int_t)sj->st.segments, "tokens_seen",
-                  (json_int_t)sj->st.tokens, "memory_rows", sj->st.rows, "n_scored",
-                  sj->res.n_scored, "sum", sj->res.sum, "first_token_scored",
-                  !isnan(sj->res.logprobs[0]), "reset", sj->reset, "sequence_end",
-                  sj->seq_end);
-    json_object_set_new(o, "model_name", json_string(ti->name));
-    json_object_set_new(o, "model_version", json_string("1"));
-    {
-        const char *id = json_string_value(json_object_get(req->root, "id"));
-        if (id)
-            json_object_set_new(o, "id", json_string(id));
-    }
-    json_object_set_new(o, "outputs", outs);
-    json_object_set_new(o, "parameters", p);
-    return xf_http_reply_json(req, 200, o);
 }
 
 /* ---- loop side ------------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
-/* Stand-ins for the Transformer-XL session entry points that routes.c calls (sessions.c needs
- * the libuv loop and hiredis, which the request fuzz target never links): the target fuzzes the
- * stateless routes as on a server without a session model, where /v1/sessions/... is 404. */
+/* Stand-ins for the Transformer-XL session entry points that routes.c calls (sessions.c and
+ * sessions_kserve.c need the libuv loop and hiredis, which the request fuzz target never
+ * links): the target fuzzes the stateless routes as on a server without a session model, where
+ * /v1/sessions/... is 404. */
 #include "config.h"
 
 #include "server/sessions.h"
