@@ -687,7 +687,7 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
     /* a piece is part of a normalized word and at most max_chars long (else it is [UNK]) */
     size_t mc = (size_t)tok->max_chars < cap_norm ? (size_t)tok->max_chars : cap_norm;
     size_t words = 3 * L + 2 * cap_norm + mc + 1;   /* uint32_t arrays before ubuf */
-    size_t bytes = words * sizeof(uint32_t) + TOK_MAX_PREFIX + 4 * mc + 8;
+    size_t bytes = words * sizeof(uint32_t) + XF_TOK_MAX_PREFIX + 4 * mc + 8;
     char *scratch = malloc(bytes);
     if (!scratch)
         return xf_diag_set(diag, -ENOMEM, "tokenizer: out of memory (%zu bytes)", bytes);

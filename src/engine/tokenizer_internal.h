@@ -11,7 +11,7 @@
 #include <xformd/tokenizer.h>
 
 /* Longest continuing_subword_prefix accepted (HF uses "##"). */
-#define TOK_MAX_PREFIX 32
+#define XF_TOK_MAX_PREFIX 32
 
 typedef struct tok_slot {
     uint32_t hash;
@@ -40,7 +40,7 @@ struct xf_tokenizer {
     uint32_t mask;
     uint32_t max_tok_bytes;    /* longest token; bounds the WordPiece search */
     int lowercase, strip_accents, chinese, clean_text;
-    char prefix[TOK_MAX_PREFIX + 1];
+    char prefix[XF_TOK_MAX_PREFIX + 1];
     uint32_t prefix_len;
     int32_t max_chars;         /* max_input_chars_per_word */
     xf_special_ids_t sp;

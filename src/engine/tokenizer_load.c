@@ -47,7 +47,7 @@ typedef struct build {
     /* settings: -1 = not said */
     int lowercase, strip, chinese, clean;
     int strip_follows;         /* a BertNormalizer left strip_accents to follow lowercase */
-    char prefix[TOK_MAX_PREFIX + 1];
+    char prefix[XF_TOK_MAX_PREFIX + 1];
     int32_t max_chars;
     char *names[SP_COUNT];     /* special token strings from the files, or NULL */
     added_src_t *added;
@@ -384,9 +384,9 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
         goto out;
     v = json_object_get(model, "continuing_subword_prefix");
     if (v && !json_is_null(v)) {
-        if (!json_is_string(v) || strlen(json_string_value(v)) > TOK_MAX_PREFIX) {
+        if (!json_is_string(v) || strlen(json_string_value(v)) > XF_TOK_MAX_PREFIX) {
             rc = xf_diag_set(diag, XF_EFORMAT, "%s: model.continuing_subword_prefix must be a "
-                             "string of at most %d bytes", path, TOK_MAX_PREFIX);
+                             "string of at most %d bytes", path, XF_TOK_MAX_PREFIX);
             goto out;
         }
         strcpy(b->prefix, json_string_value(v));
