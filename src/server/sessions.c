@@ -1,15 +1,9 @@
-/* Transformer-XL sessions (see sessions.h): their lifecycle, the REST routes (/v1/sessions/...)
- * and the loop side; KServe v2 infer with Triton's sequence parameters is sessions_kserve.c's,
- * the types and MHD-side helpers both use are sessions_internal.h's. A segment is: read the
- * session blob from the store (loop), load it + run the segment + write the new blob (libuv
- * thread pool), compare-and-set write (loop), resume the connection. Each session key has a
- * FIFO of operations on the loop thread; the next one starts only when the previous one has
- * been answered, so two segments of one session never run at once or out of order, while
- * different sessions run in parallel.
- * A stored blob that fails a check is discarded with a warning and the reply says "reset".
- * An encoder segment (stateful model attention) loads the blob into an xf_state_t on the pool,
- * computes in the batcher as a one-sequence job carrying that state (enc_submit / enc_done),
- * then writes the new blob on the pool and stores it the same way. */
+/* Transformer-XL sessions (sessions.h): lifecycle, REST routes (/v1/sessions/...) and the loop
+ * side (KServe v2 sequences: sessions_kserve.c; shared types: sessions_internal.h). MHD threads
+ * parse, the loop keeps a FIFO of operations per session key (one at a time, in order; sessions
+ * in parallel), libuv's pool loads/runs/serialises the blob, the loop stores it by compare-
+ * and-set; a blob failing a check is reset. Encoder segments run in the batcher as one-sequence
+ * jobs carrying the loaded xf_state_t. */
 #include "config.h"
 
 #include "server/sessions.h"
