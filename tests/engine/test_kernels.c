@@ -398,8 +398,8 @@ static void test_linear(void **state)
      * gemm_big: A blocks of 32 row panels, the last partial, K in halves of 128 steps): nth
      * 1 and 2 take it (2 splits the columns, its second share starting inside a group), 3
      * and 5 split the rows and take gemm_block, as does nth 1 without GEMM scratch, so the
-     * bitwise nth check compares the two paths; K = 270 is two halves and a 14-step block. Then two column blocks of W (more
-     * than 3,072 columns) with one short K block. */
+     * bitwise nth check compares the two paths; K = 270 is two halves and a 14-step block.
+     * Then two column blocks of W (more than 3,072 columns) with one short K block. */
     check_linear_shape(2100, 200, 270, 24);
     check_linear_shape(2050, 3100, 12, 25);
 }
