@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -579,6 +580,85 @@ static int load_dir_json(const char *dir, const char *name, json_t **out, xf_dia
     return 0;
 }
 
+/* The modes of sentence-transformers' Pooling config, read as Pooling(**config) reads them:
+ * pooling_mode_mean_tokens defaults to true (a file without it means mean, and with
+ * pooling_mode_cls_token also true the two are concatenated), a "pooling_mode" string
+ * ("cls", "mean", ...) overrides the booleans, include_prompt defaults to true. xformd runs
+ * exactly one of cls and mean; anything else is refused, never approximated. */
+static int parse_pool_modes(const json_t *pc, const char *pool_path, xf_model_info_t *in,
+                            xf_diag_t *diag)
+{
+    static const char *const keys[] = { "pooling_mode_cls_token", "pooling_mode_mean_tokens",
+                                        "pooling_mode_max_tokens",
+                                        "pooling_mode_mean_sqrt_len_tokens",
+                                        "pooling_mode_weightedmean_tokens",
+                                        "pooling_mode_lasttoken" };
+    static const char *const modes[] = { "cls", "mean", "max", "mean_sqrt_len_tokens",
+                                         "weightedmean", "lasttoken" };
+    enum { N_MODES = sizeof keys / sizeof *keys };
+    int on[N_MODES] = { 0, 1, 0, 0, 0, 0 };    /* Pooling.__init__'s defaults */
+    const json_t *pm = json_object_get(pc, "pooling_mode");
+    const json_t *ip = json_object_get(pc, "include_prompt");
+    int n_on = 0, first = -1;
+
+    if (!json_is_object(pc))
+        return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: not a JSON object", pool_path);
+    for (int i = 0; i < N_MODES; i++) {
+        const json_t *v = json_object_get(pc, keys[i]);
+        if (!v)
+            continue;
+        if (!json_is_boolean(v) && !json_is_null(v))
+            return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: %s: not a boolean",
+                               pool_path, keys[i]);
+        on[i] = json_is_true(v);
+    }
+    if (pm && !json_is_null(pm)) {
+        const char *s = json_string_value(pm);
+        int k = -1;
+        for (int i = 0; s && i < N_MODES; i++)
+            if (!strcasecmp(s, modes[i]))
+                k = i;
+        if (k < 0)
+            return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: pooling_mode: want one of "
+                               "cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken",
+                               pool_path);
+        for (int i = 0; i < N_MODES; i++)
+            on[i] = i == k;
+    }
+    for (int i = 0; i < N_MODES; i++)
+        if (on[i]) {
+            n_on++;
+            if (first < 0)
+                first = i;
+        }
+    if (n_on == 0)
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: every pooling mode is "
+                           "off", pool_path);
+    if (n_on > 1) {
+        char list[256];
+        size_t o = 0;
+        list[0] = 0;
+        for (int i = 0; i < N_MODES; i++)
+            if (on[i])
+                o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "",
+                                      keys[i]);
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: %s are on (a missing "
+                           "pooling_mode_mean_tokens means true); sentence-transformers "
+                           "concatenates them, xformd runs one: cls or mean", pool_path, list);
+    }
+    if (first > 1)
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: %s not supported (cls or "
+                           "mean)", pool_path, keys[first]);
+    if (ip && !json_is_null(ip) && !json_is_boolean(ip))
+        return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: include_prompt: not a boolean",
+                           pool_path);
+    in->pooling = first == 0 ? XF_POOL_CLS : XF_POOL_MEAN;
+    /* include_prompt false: sentence-transformers masks a prompt's tokens ([CLS] included)
+     * out of mean pooling; the [CLS] row is the same either way. */
+    in->pool_skip_prompt = json_is_false(ip) && in->pooling == XF_POOL_MEAN;
+    return 0;
+}
+
 static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
 {
     char path[4096];
@@ -589,6 +669,7 @@ static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
 
     in->pooling = XF_POOL_CLS;
     in->normalize = 0;
+    in->pool_skip_prompt = 0;
     if ((rc = load_dir_json(dir, "modules.json", &mods, diag)) || !mods)
         return rc;
     if (!json_is_array(mods)) {
@@ -624,26 +705,8 @@ static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
                          "%s/config.json: %s", pool_path, jerr.text);
         goto out;
     }
-    {
-        static const char *const unsup[] = { "pooling_mode_max_tokens",
-                                             "pooling_mode_mean_sqrt_len_tokens",
-                                             "pooling_mode_weightedmean_tokens",
-                                             "pooling_mode_lasttoken" };
-        int cls = cfg_true(pc, "pooling_mode_cls_token");
-        int mean = cfg_true(pc, "pooling_mode_mean_tokens");
-        for (size_t i = 0; i < sizeof unsup / sizeof *unsup; i++)
-            if (cfg_true(pc, unsup[i])) {
-                rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: %s not supported",
-                                 pool_path, unsup[i]);
-                goto out;
-            }
-        if (cls + mean != 1) {
-            rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: want exactly one of "
-                             "pooling_mode_cls_token, pooling_mode_mean_tokens", pool_path);
-            goto out;
-        }
-        in->pooling = cls ? XF_POOL_CLS : XF_POOL_MEAN;
-    }
+    if ((rc = parse_pool_modes(pc, pool_path, in, diag)))
+        goto out;
 out:
     json_decref(pc);
     json_decref(mods);

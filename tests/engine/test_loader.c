@@ -742,6 +742,24 @@ typedef struct st_file {
 static const st_file_t st_files[] = {
     { "max-token pooling", "1_Pooling/config.json", "{\"pooling_mode_max_tokens\": true}",
       XF_EUNSUPPORTED, "pooling_mode_max_tokens" },
+    /* Pooling(**config): a missing pooling_mode_mean_tokens is true, so this is CLS and mean
+     * concatenated (2 x d_model) in sentence-transformers, not CLS */
+    { "cls without mean_tokens", "1_Pooling/config.json",
+      "{\"word_embedding_dimension\": 32, \"pooling_mode_cls_token\": true}", XF_EUNSUPPORTED,
+      "pooling_mode_mean_tokens" },
+    { "cls and mean", "1_Pooling/config.json",
+      "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": true}",
+      XF_EUNSUPPORTED, "concatenates" },
+    { "every mode off", "1_Pooling/config.json", "{\"pooling_mode_mean_tokens\": false}",
+      XF_EUNSUPPORTED, "off" },
+    { "pooling_mode lasttoken", "1_Pooling/config.json", "{\"pooling_mode\": \"lasttoken\"}",
+      XF_EUNSUPPORTED, "pooling_mode_lasttoken" },
+    { "pooling_mode unknown", "1_Pooling/config.json", "{\"pooling_mode\": \"median\"}",
+      XF_EFORMAT, "pooling_mode" },
+    { "mode not a boolean", "1_Pooling/config.json", "{\"pooling_mode_cls_token\": \"yes\"}",
+      XF_EFORMAT, "pooling_mode_cls_token" },
+    { "include_prompt not a boolean", "1_Pooling/config.json", "{\"include_prompt\": 0}",
+      XF_EFORMAT, "include_prompt" },
     { "module path out of the model", "modules.json",
       "[{\"type\":\"sentence_transformers.models.Pooling\",\"path\":\"../../etc\"}]",
       XF_EFORMAT, "modules.json" },
@@ -774,6 +792,29 @@ static void test_pooling(void **state)
     assert_int_equal(m->info.pooling, XF_POOL_CLS);
     assert_int_equal(m->info.normalize, 0);
     xf_model_free(m);
+
+    /* the Pooling config as sentence-transformers reads it (Pooling(**config)): defaults,
+     * the pooling_mode string, include_prompt */
+    {
+        static const struct { const char *text; enum xf_pooling pool; int skip; } pc[] = {
+            { "{\"word_embedding_dimension\": 32}", XF_POOL_MEAN, 0 },
+            { "{\"pooling_mode\": \"cls\"}", XF_POOL_CLS, 0 },
+            { "{\"pooling_mode\": \"CLS\", \"pooling_mode_mean_tokens\": true}", XF_POOL_CLS, 0 },
+            { "{\"pooling_mode\": \"mean\", \"include_prompt\": false}", XF_POOL_MEAN, 1 },
+            { "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": false, "
+              "\"include_prompt\": false}", XF_POOL_CLS, 0 },
+            { "{\"pooling_mode_mean_tokens\": true, \"include_prompt\": true}", XF_POOL_MEAN, 0 },
+        };
+        for (size_t i = 0; i < sizeof pc / sizeof *pc; i++) {
+            snprintf(p, sizeof p, "%s/1_Pooling/config.json", b);
+            assert_int_equal(xf_test_write_file(p, pc[i].text, strlen(pc[i].text)), 0);
+            m = load_ok(b, NULL);
+            if (m->info.pooling != pc[i].pool || m->info.pool_skip_prompt != pc[i].skip)
+                fail_msg("%s: pooling %d skip %d, want %d %d", pc[i].text, m->info.pooling,
+                         m->info.pool_skip_prompt, pc[i].pool, pc[i].skip);
+            xf_model_free(m);
+        }
+    }
 
     /* unsupported pooling modes, modules and hostile paths are errors, not guesses (written
      * in turn, each over the last) */
