@@ -28,6 +28,7 @@
 #include "engine/plan_internal.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
+#include "engine/tokenizer_internal.h"
 
 #define ST_NAME "model.safetensors"
 
@@ -715,8 +716,9 @@ out:
 
 /* sentence-transformers' max_seq_length: the length it (and TEI, whose /info reports it as
  * max_input_length) cuts inputs to, e.g. 256 for all-MiniLM-L6-v2 whose positions go to 512.
- * The first of these files that exists is read, in TEI's order (core/src/download.rs). */
-static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
+ * The first of these files that exists is read, in TEI's order (core/src/download.rs). Its
+ * do_lower_case (*lower) says sentence-transformers lowercases every text before tokenizing. */
+static int load_max_seq(const char *dir, xf_model_info_t *in, int *lower, xf_diag_t *diag)
 {
     static const char *const names[] = {
         "sentence_bert_config.json", "sentence_roberta_config.json",
@@ -725,6 +727,7 @@ static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
         "sentence_xlnet_config.json"
     };
     in->max_input = in->max_positions;
+    *lower = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         json_t *c;
         int rc = load_dir_json(dir, names[i], &c, diag);
@@ -740,6 +743,10 @@ static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
             else if (json_integer_value(v) < in->max_positions)
                 in->max_input = (int32_t)json_integer_value(v);
         }
+        v = json_object_get(c, "do_lower_case");
+        if (!rc && v && !json_is_null(v) && !json_is_boolean(v))
+            rc = xf_diag_set(diag, XF_EFORMAT, "%s: do_lower_case must be a boolean", names[i]);
+        *lower = json_is_true(v);
         json_decref(c);
         return rc;
     }
@@ -1052,12 +1059,17 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         }
     }
 
-    if ((rc = load_pooling(dir, &m->info, diag)) || (rc = load_max_seq(dir, &m->info, diag)))
+    int st_lower;
+    if ((rc = load_pooling(dir, &m->info, diag)) ||
+        (rc = load_max_seq(dir, &m->info, &st_lower, diag)))
         goto fail;
 
     rc = xf_tokenizer_load(dir, opts->tokenizer, &m->tok, diag);
     if (rc)
         goto fail;
+    /* an explicit cased option (xf_tokenizer_opts_t.lowercase 2) wins over the file */
+    if (st_lower && !(opts->tokenizer && opts->tokenizer->lowercase == 2))
+        xf_tokenizer_lower_input(m->tok);
     if (xf_tokenizer_vocab_size(m->tok) > h.vocab) {
         rc = xf_diag_set(diag, XF_ESHAPE, "%s: the vocabulary has %d tokens, the model %d word "
                          "embeddings", dir, xf_tokenizer_vocab_size(m->tok), h.vocab);

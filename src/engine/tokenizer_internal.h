@@ -51,6 +51,13 @@ struct xf_tokenizer {
     int n_never;
 };
 
+/* ---- owned by tokenizer_load.c ----------------------------------------------------------- */
+/* sentence-transformers' do_lower_case (sentence_bert_config.json): the text is lowercased
+ * (Python's str.lower()) before the tokenizer sees it. Turns lowercasing on and leaves accent
+ * stripping as the tokenizer's own files resolved it (a cased tokenizer keeps its accents).
+ * Thread: the loader, before the tokenizer is shared. */
+void xf_tokenizer_lower_input(xf_tokenizer_t *t);
+
 /* ---- owned by tokenizer.c ---------------------------------------------------------------- */
 /* FNV-1a of the len bytes at s: the hash table's hash. */
 uint32_t xf_tokenizer_hash(const char *s, size_t len);

@@ -757,3 +757,8 @@ out:
     }
     return rc;
 }
+
+void xf_tokenizer_lower_input(xf_tokenizer_t *t)
+{
+    t->lowercase = 1;          /* strip_accents was resolved at load and stays as it is */
+}

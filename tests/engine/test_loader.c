@@ -15,6 +15,7 @@
 
 #include <xformd/attention.h>
 #include <xformd/model.h>
+#include <xformd/tokenizer.h>
 
 #include "engine/demo.h"
 #include "engine/model.h"
@@ -861,6 +862,71 @@ static void test_pooling(void **state)
     xf_cases_end();
 }
 
+/* Token ids of text (with [CLS]/[SEP]) under m's tokenizer, as a space-separated string. */
+static void ids_of(const xf_model_t *m, const char *text, char *buf, size_t len)
+{
+    xf_tokens_t t = { 0 };
+    xf_tok_opts_t to = { 0 };
+    xf_diag_t d = { 0 };
+    size_t o = 0;
+    assert_int_equal(xf_tokenizer_encode(xf_model_tokenizer(m), text, strlen(text), NULL, 0,
+                                         &to, &t, &d), 0);
+    buf[0] = 0;
+    for (int32_t i = 0; i < t.n && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%d", i ? " " : "", (int)t.ids[i]);
+    xf_tokens_deinit(&t);
+}
+
+/* sentence_bert_config.json's do_lower_case: sentence-transformers lowercases every text
+ * (str.lower()) before a tokenizer that may itself be cased; the cased tokenizer still keeps
+ * the accents. */
+static void test_st_lower_case(void **state)
+{
+    static const char vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nHello\n\xc3\xa9t\xc3\xa9\n"
+                                "ete\nworld\n";
+    char a[1200], p[1300], got[128];
+    xf_test_hfmodel_opts o;
+    xf_model_t *m;
+    xf_tokenizer_opts_t cased = { .lowercase = 2 };
+    xf_load_opts_t lo = { .tokenizer = &cased };
+    const char *text = "Hello \xc3\x89t\xc3\xa9 WORLD";   /* "Hello Été WORLD" */
+    (void)state;
+
+    xf_test_hfmodel_opts_init(&o);
+    hf(xf_test_path(a, sizeof a, "st_lower"), &o);
+    snprintf(p, sizeof p, "%s/vocab.txt", a);
+    assert_int_equal(xf_test_write_file(p, vocab, strlen(vocab)), 0);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", a);
+    assert_int_equal(xf_test_write_file(p, "{\"do_lower_case\": false}", 24), 0);
+    m = load_ok(a, NULL);                       /* cased: Hello, [UNK], [UNK] */
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 6 1 1 3");
+    xf_model_free(m);
+
+    snprintf(p, sizeof p, "%s/sentence_bert_config.json", a);
+    const char *st = "{\"max_seq_length\": 16, \"do_lower_case\": true}";
+    assert_int_equal(xf_test_write_file(p, st, strlen(st)), 0);
+    m = load_ok(a, NULL);                       /* "hello été world": accents kept */
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 5 7 9 3");
+    assert_int_equal(m->info.max_input, 16);
+    xf_model_free(m);
+    m = load_ok(a, &lo);                        /* an explicit cased option wins */
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 6 1 1 3");
+    xf_model_free(m);
+
+    st = "{\"max_seq_length\": 16, \"do_lower_case\": false}";
+    assert_int_equal(xf_test_write_file(p, st, strlen(st)), 0);
+    m = load_ok(a, NULL);
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 6 1 1 3");
+    xf_model_free(m);
+    st = "{\"max_seq_length\": 16, \"do_lower_case\": \"yes\"}";
+    assert_int_equal(xf_test_write_file(p, st, strlen(st)), 0);
+    load_fail(a, XF_EFORMAT, "sentence_bert_config.json", "do_lower_case");
+}
+
 static void test_pre_ln(void **state)
 {
     char a[1200];
@@ -1312,6 +1378,7 @@ XF_TEST_MAIN(XF_TEST_WITH_DIR(test_demo_tiny),
              XF_TEST_WITH_DIR(test_distilbert),
              XF_TEST_WITH_DIR(test_heterogeneous),
              XF_TEST_WITH_DIR(test_pooling),
+             XF_TEST_WITH_DIR(test_st_lower_case),
              XF_TEST_WITH_DIR(test_pre_ln),
              XF_TEST_WITH_DIR(test_missing_files),
              XF_TEST_WITH_DIR(test_config_lies),
