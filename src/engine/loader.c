@@ -40,6 +40,8 @@ typedef struct ld {
     int64_t n_params;
     int is_distil;
     int dry;                   /* 1: check names, shapes and dtypes only; read nothing */
+    int guessed;               /* 1: model_type/architectures unknown, loaded as BERT */
+    unsigned char *used;       /* [st->n]: 1 for each tensor the model reads */
 } ld_t;
 
 /* Stands in for tensor data during the dry pass (never dereferenced). */
@@ -141,13 +143,14 @@ static int parse_act(const char *s, enum xf_act *out)
     return -1;
 }
 
-static int detect_arch(const json_t *cfg, enum xf_arch *arch, xf_diag_t *diag)
+static int detect_arch(const json_t *cfg, enum xf_arch *arch, int *guessed, xf_diag_t *diag)
 {
     static const char *const roberta[] = { "roberta", "xlm-roberta", "camembert" };
     const char *mt = cfg_str(cfg, "model_type");
     const json_t *archs = json_object_get(cfg, "architectures");
     const char *a0 = json_is_array(archs) ? json_string_value(json_array_get(archs, 0)) : NULL;
 
+    *guessed = 0;
     if (mt) {
         if (!strcmp(mt, "bert")) {
             *arch = XF_ARCH_BERT;
@@ -182,9 +185,11 @@ static int detect_arch(const json_t *cfg, enum xf_arch *arch, xf_diag_t *diag)
         return xf_diag_set(diag, XF_EFORMAT, "config.json: neither model_type nor "
                            "architectures says what the model is");
     /* Anything else is tried as BERT-shaped (MiniLM-style exports with their own
-     * model_type); a non-BERT model then fails on its first missing tensor. */
+     * model_type); a non-BERT model then fails on its first missing tensor, or on a tensor of
+     * its encoder that BERT would leave unread (check_unused). */
     xf_log(XF_LOG_WARN, "config.json: model_type %s: loading as BERT", mt ? mt : a0);
     *arch = XF_ARCH_BERT;
+    *guessed = 1;
     return 0;
 }
 
@@ -239,6 +244,8 @@ static int get_w(ld_t *L, xf_w_t *out, int required, int prefixed, int64_t rows,
     if (t->dtype != XF_ST_F32 && t->dtype != XF_ST_F16 && t->dtype != XF_ST_BF16)
         return xf_diag_set(L->diag, XF_EUNSUPPORTED, ST_NAME ": %s: dtype %s cannot be used "
                            "as weights", t->name, xf_st_dtype_name(t->dtype));
+    if (L->used)
+        L->used[t - L->st->t] = 1;
     if (L->dry) {
         data = dry_data;
         owned = NULL;
@@ -879,6 +886,48 @@ static int read_hparams(const json_t *cfg, enum xf_arch arch, hp_t *h, xf_model_
     return 0;
 }
 
+/* Tensors of the encoder (its embeddings./encoder./transformer. names) that the model did not
+ * read. transformers' own class for the model_type would read them (ERNIE's
+ * task_type_embeddings, LayoutLM's 2-D positions, ...), so a model loaded as BERT only because
+ * its model_type is unknown is refused on the first one rather than run without it; for a
+ * known model_type they are ignored with a warning, as transformers ignores weights its
+ * class does not have. The position_ids/token_type_ids buffers of older checkpoints are no
+ * weights. */
+static int check_unused(ld_t *L, const char *model_type)
+{
+    static const char *const ns[] = { "embeddings.", "encoder.", "transformer." };
+    static const char *const buffers[] = { "embeddings.position_ids",
+                                           "embeddings.token_type_ids" };
+    size_t pl = strlen(L->pre);
+    int n_unused = 0;
+    const char *first = NULL;
+
+    for (int32_t i = 0; i < L->st->n; i++) {
+        const char *name = L->st->t[i].name, *rest = name + pl;
+        int in_ns = 0;
+        if (L->used[i] || strncmp(name, L->pre, pl) != 0)
+            continue;
+        for (size_t k = 0; k < sizeof ns / sizeof *ns; k++)
+            in_ns |= !strncmp(rest, ns[k], strlen(ns[k]));
+        for (size_t k = 0; k < sizeof buffers / sizeof *buffers; k++)
+            in_ns &= strcmp(rest, buffers[k]) != 0;
+        if (!in_ns)
+            continue;
+        if (L->guessed)
+            return xf_diag_set(L->diag, XF_EUNSUPPORTED, ST_NAME ": %s is not part of a BERT "
+                               "encoder: config.json model_type %s is not one xformd runs "
+                               "(bert, roberta, xlm-roberta, camembert, distilbert)", name,
+                               model_type ? model_type : "(none)");
+        if (!first)
+            first = name;
+        n_unused++;
+    }
+    if (n_unused)
+        xf_log(XF_LOG_WARN, ST_NAME ": %d encoder tensor%s not used (%s%s)", n_unused,
+               n_unused > 1 ? "s" : "", first, n_unused > 1 ? ", ..." : "");
+    return 0;
+}
+
 static int load_weights(ld_t *L, const json_t *cfg, const hp_t *h)
 {
     xf_model_t *m = L->m;
@@ -986,7 +1035,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
 
     if ((rc = load_config(dir, &cfg, diag)))
         goto fail;
-    if ((rc = detect_arch(cfg, &m->info.arch, diag)) ||
+    if ((rc = detect_arch(cfg, &m->info.arch, &L.guessed, diag)) ||
         (rc = read_hparams(cfg, m->info.arch, &h, &m->info, diag)))
         goto fail;
     L.is_distil = m->info.arch == XF_ARCH_DISTILBERT;
@@ -1009,6 +1058,10 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     }
     if ((rc = xf_st_open(path, &L.st, diag)))
         goto fail;
+    if (!(L.used = calloc(L.st->n ? (size_t)L.st->n : 1, 1))) {
+        rc = xf_diag_set(diag, -ENOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
     m->layers = calloc((size_t)h.n_layer, sizeof *m->layers);
     m->layer_info = calloc((size_t)h.n_layer, sizeof *m->layer_info);
     if (!m->layers || !m->layer_info) {
@@ -1021,7 +1074,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     if ((rc = detect_prefix(&L, m->info.arch)))
         goto fail;
     L.dry = 1;
-    if ((rc = load_weights(&L, cfg, &h)))
+    if ((rc = load_weights(&L, cfg, &h)) || (rc = check_unused(&L, cfg_str(cfg, "model_type"))))
         goto fail;
     clear_weights(m, h.n_layer);
     L.dry = 0;
@@ -1039,6 +1092,8 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     madvise(m->map, m->map_len, MADV_WILLNEED);   /* read ahead the in-place weights */
     xf_st_close(L.st);
     L.st = NULL;
+    free(L.used);
+    L.used = NULL;
 
     /* names */
     {
@@ -1125,6 +1180,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
 
 fail:
     xf_st_close(L.st);
+    free(L.used);
     json_decref(cfg);
     xf_model_free(m);
     return rc;

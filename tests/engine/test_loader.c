@@ -1211,6 +1211,29 @@ static void test_names_and_types(void **state)
     assert_int_equal(m->info.arch, XF_ARCH_BERT);
     assert_string_equal(m->info.arch_name, "MysteryModel");
     xf_model_free(m);
+    /* Loaded as BERT only because its type is unknown: a tensor of its encoder that BERT does
+     * not read means the real class computes something else (ERNIE's task-type embeddings
+     * here), so it is refused; buffers and tensors outside the encoder (heads) are not. */
+    {
+        rw_t w = { .extra = "embeddings.position_ids" };
+        rewrite(b, &w);
+        m = load_ok(b, NULL);
+        xf_model_free(m);
+        w.extra = "cls.predictions.bias";
+        rewrite(b, &w);
+        m = load_ok(b, NULL);
+        xf_model_free(m);
+        w.extra = "embeddings.task_type_embeddings.weight";
+        rewrite(b, &w);
+        load_fail(b, XF_EUNSUPPORTED, "embeddings.task_type_embeddings.weight", "mystery");
+        edit_config(b, "model_type", json_string("ernie"));
+        load_fail(b, XF_EUNSUPPORTED, "embeddings.task_type_embeddings.weight", "ernie");
+        /* model_type bert: ignored (with a warning), as transformers' BertModel ignores it */
+        edit_config(b, "model_type", json_string("bert"));
+        m = load_ok(b, NULL);
+        assert_int_equal(m->info.arch, XF_ARCH_BERT);
+        xf_model_free(m);
+    }
     /* a vocabulary larger than the embedding table would index past it */
     snprintf(p, sizeof p, "%s/vocab.txt", b);
     assert_int_equal(xf_demo_vocab_write(p, 300, NULL), 0);
