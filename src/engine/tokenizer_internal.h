@@ -49,6 +49,10 @@ struct xf_tokenizer {
     uint8_t added_first[32];   /* bitset of the first bytes of added tokens */
     tok_never_t *never;
     int n_never;
+    int32_t pair_type;         /* type id of a pair's second text and its [SEP] (the
+                                  post-processor's template; 1 for BERT) */
+    int pair_unsupported;      /* 1: the post-processor's pair template is not
+                                  [CLS] A [SEP] B [SEP], so pairs are refused */
 };
 
 /* ---- owned by tokenizer_load.c ----------------------------------------------------------- */
