@@ -133,7 +133,8 @@ static int parse_act(const char *s, enum xf_act *out)
     static const struct { const char *name; enum xf_act act; } acts[] = {
         { "gelu", XF_ACT_GELU }, { "gelu_python", XF_ACT_GELU },
         { "gelu_new", XF_ACT_GELU_TANH }, { "gelu_pytorch_tanh", XF_ACT_GELU_TANH },
-        { "gelu_fast", XF_ACT_GELU_TANH }, { "relu", XF_ACT_RELU },
+        { "gelu_fast", XF_ACT_GELU_TANH }, { "gelu_accurate", XF_ACT_GELU_TANH },
+        { "relu", XF_ACT_RELU },
     };
     for (size_t i = 0; i < sizeof acts / sizeof *acts; i++)
         if (!strcmp(s, acts[i].name)) {
@@ -480,6 +481,14 @@ static int load_head(ld_t *L, const json_t *cfg, const hp_t *h)
     const char *cls_name;
     int where, rc;
 
+    {
+        /* per-token heads store classifier.weight too: not a sequence classifier */
+        const char *a0 = json_string_value(json_array_get(json_object_get(cfg,
+                                                                          "architectures"), 0));
+        if (a0 && strstr(a0, "ForTokenClassification") && head_where(L, "classifier.weight") >= 0)
+            return xf_diag_set(L->diag, XF_EUNSUPPORTED, "config.json: %s: token "
+                               "classification (a label per token) is not supported", a0);
+    }
     if ((where = head_where(L, "classifier.out_proj.weight")) >= 0) {
         in->head = XF_HEAD_ROBERTA;
         cls_name = "classifier.out_proj";
@@ -857,7 +866,8 @@ static int read_hparams(const json_t *cfg, enum xf_arch arch, hp_t *h, xf_model_
         act = "gelu";
     if (parse_act(act, &in->act) != 0)
         return xf_diag_set(diag, XF_EUNSUPPORTED, "config.json: activation %s not supported "
-                           "(gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)", act);
+                           "(gelu, gelu_python, gelu_new, gelu_pytorch_tanh, gelu_fast, "
+                           "gelu_accurate, relu)", act);
     if ((rc = cfg_int(cfg, "vocab_size", 30522, 1, 10000000, &h->vocab, diag)) ||
         (rc = cfg_int(cfg, "max_position_embeddings", 512, 1, 1 << 20, &h->max_pos, diag)) ||
         (rc = cfg_int(cfg, "pad_token_id", arch == XF_ARCH_ROBERTA ? 1 : 0, 0, 10000000,

@@ -882,8 +882,8 @@ static void ids_of(const xf_model_t *m, const char *text, char *buf, size_t len)
  * the accents. */
 static void test_st_lower_case(void **state)
 {
-    static const char vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nHello\n\xc3\xa9t\xc3\xa9\n"
-                                "ete\nworld\n";
+    static const char vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nHello\n"
+                                "\xc3\xa9t\xc3\xa9\nete\nworld\n";
     char a[1200], p[1300], got[128];
     xf_test_hfmodel_opts o;
     xf_model_t *m;
@@ -1014,6 +1014,11 @@ static const lie_t lies[] = {
       "classifier.weight", "id2label" },
     { "hidden_act swish", "hidden_act", "\"swish\"", NULL, NULL, XF_EUNSUPPORTED, "swish",
       NULL },
+    { "hidden_act quick_gelu", "hidden_act", "\"quick_gelu\"", NULL, NULL, XF_EUNSUPPORTED,
+      "quick_gelu", NULL },
+    /* a per-token head also stores classifier.weight [n_labels, d] (with a pooler here) */
+    { "BertForTokenClassification", "architectures", "[\"BertForTokenClassification\"]", NULL,
+      NULL, XF_EUNSUPPORTED, "token classification", NULL },
     { "hidden_size a string", "hidden_size", "\"32\"", NULL, NULL, XF_EFORMAT, "hidden_size",
       NULL },
     { "hidden_size -32", "hidden_size", "-32", NULL, NULL, XF_EFORMAT, "hidden_size", NULL },
@@ -1077,9 +1082,15 @@ static void test_config_lies(void **state)
     for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++)
         run_lie(a, &lies[i]);
     xf_cases_end();
+    /* gelu_accurate is transformers' tanh form, as gelu_new */
+    edit_config(a, "hidden_act", json_string("gelu_accurate"));
+    xf_model_t *m = load_ok(a, NULL);
+    assert_int_equal(m->info.act, XF_ACT_GELU_TANH);
+    xf_model_free(m);
+    edit_config(a, "hidden_act", json_string("gelu"));
     /* Not a lie: 2 heads of 16 are as good as the honest 4 of 8. */
     edit_config(a, "num_attention_heads", json_integer(2));
-    xf_model_t *m = load_ok(a, NULL);
+    m = load_ok(a, NULL);
     assert_int_equal(m->info.layers[0].n_head, 2);
     assert_int_equal(m->info.layers[0].d_head, 16);
     xf_model_free(m);
