@@ -56,6 +56,7 @@ typedef struct build {
     int n_never, cap_never;
     int32_t pair_type;         /* the post-processor's type id for a pair's second text */
     int pair_bad;              /* 1: its pair template is not [CLS] A [SEP] B [SEP] */
+    int not_wordpiece;         /* tokenizer.json's model is BPE/Unigram: vocab.txt may serve */
 } build_t;
 
 static void build_free(build_t *b)
@@ -333,8 +334,14 @@ static int apply_normalizer(build_t *b, const json_t *n, const char *path, xf_di
         b->strip = 1;
     } else if (!strcmp(type, "NFD")) {
         /* implied by accent stripping; on its own it does not change BERT's tokens much */
+    } else if (!strcmp(type, "Strip")) {
+        /* edge whitespace: BERT's pre-tokenizer drops it anyway */
     } else {
-        xf_log(XF_LOG_WARN, "%s: normalizer \"%s\" is not supported and is ignored", path, type);
+        /* NFC/NFKC/NFKD, Replace, Prepend, Precompiled, ...: the text would reach WordPiece
+         * changed in ways xformd does not reproduce */
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s: normalizer \"%s\" is not supported "
+                           "(BertNormalizer, Lowercase, StripAccents, NFD, Strip and Sequences "
+                           "of them are)", path, type);
     }
     return 0;
 }
@@ -462,6 +469,39 @@ static int apply_post_processor(build_t *b, const json_t *pp, const char *path,
     return 0;
 }
 
+/* Whether pre_tokenizer splits as BertPreTokenizer does (whitespace, then every punctuation
+ * character on its own): BertPreTokenizer itself, or a Sequence of WhitespaceSplit and
+ * Punctuation with the default "isolated" behavior (both use BERT's character classes). */
+static int pre_tokenizer_is_bert(const json_t *v)
+{
+    const char *type = json_string_value(json_object_get(v, "type"));
+    const json_t *list = json_object_get(v, "pretokenizers"), *sub;
+    int ws = 0, punct = 0;
+    size_t i;
+
+    if (!type)
+        return 0;
+    if (!strcmp(type, "BertPreTokenizer"))
+        return 1;
+    if (strcmp(type, "Sequence") != 0 || !json_is_array(list))
+        return 0;
+    json_array_foreach(list, i, sub) {
+        const char *t = json_string_value(json_object_get(sub, "type"));
+        const json_t *beh = json_object_get(sub, "behavior");
+        if (t && !strcmp(t, "WhitespaceSplit"))
+            ws = 1;
+        else if (t && !strcmp(t, "Punctuation") &&
+                 (!beh || !strcmp(json_string_value(beh) ? json_string_value(beh) : "",
+                                  "Isolated")))
+            punct = 1;
+        else if (t && !strcmp(t, "BertPreTokenizer"))
+            ws = punct = 1;
+        else
+            return 0;
+    }
+    return ws && punct;
+}
+
 /* The pieces of tokenizer.json a WordPiece model needs. XF_EUNSUPPORTED for other models. */
 static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
 {
@@ -478,6 +518,7 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
     }
     if (type ? strcmp(type, "WordPiece") != 0
              : (json_object_get(model, "merges") != NULL || !json_is_object(vocab))) {
+        b->not_wordpiece = 1;
         rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s: model type \"%s\" is not supported "
                          "(only WordPiece)", path, type ? type : "BPE/Unigram");
         goto out;
@@ -527,10 +568,15 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
         b->max_chars = m > INT32_MAX ? INT32_MAX : (int32_t)m;
     }
     v = json_object_get(root, "pre_tokenizer");
-    const char *pt = json_string_value(json_object_get(v, "type"));
-    if (json_is_object(v) && (!pt || strcmp(pt, "BertPreTokenizer") != 0))
-        xf_log(XF_LOG_WARN, "%s: pre_tokenizer \"%s\" is treated as BertPreTokenizer", path,
-               pt ? pt : "?");
+    if (json_is_object(v) && !pre_tokenizer_is_bert(v)) {
+        /* Whitespace (\w+|[^\w\s]+) keeps "..." and "_" together, Digits splits numbers,
+         * Metaspace/ByteLevel belong to other models: WordPiece would see other words */
+        const char *pt = json_string_value(json_object_get(v, "type"));
+        rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s: pre_tokenizer \"%s\" is not supported "
+                         "(BertPreTokenizer, or WhitespaceSplit + Punctuation)", path,
+                         pt ? pt : "?");
+        goto out;
+    }
     v = json_object_get(root, "normalizer");
     if (json_is_object(v)) {
         if ((rc = apply_normalizer(b, v, path, diag)))
@@ -812,7 +858,9 @@ int xf_tokenizer_load(const char *path, const xf_tokenizer_opts_t *opts, xf_toke
             rc = load_tokenizer_json(&b, file, &jd);
             if (rc == 0)
                 have_json = 1;
-            else if (rc != XF_EUNSUPPORTED) {
+            else if (rc != XF_EUNSUPPORTED || !b.not_wordpiece) {
+                /* a WordPiece tokenizer.json xformd cannot follow is not replaced by
+                 * vocab.txt: that would tokenize otherwise, silently */
                 if (diag)
                     *diag = jd;
                 goto out;

@@ -887,6 +887,66 @@ static void test_post_processor(void **state)
     xf_test_rmtree(dir);
 }
 
+/* The normalizer and pre-tokenizer of a WordPiece tokenizer.json: the ones that split and
+ * change text as BERT's do load; others are refused (not warned about and ignored: WordPiece
+ * would see other words), even with a vocab.txt beside (it would tokenize otherwise). */
+static void test_pipeline_refused(void **state)
+{
+    (void)state;
+    static const char vocab[] = "{\"[UNK]\":0,\"[CLS]\":1,\"[SEP]\":2,\"a\":3,\"b\":4,\",\":5,"
+                                "\"...\":6,\".\":7}";
+    static const struct { const char *fields; int ok; const char *what; } cases[] = {
+        { "\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"}", 1, NULL },
+        { "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+          "\"WhitespaceSplit\"},{\"type\":\"Punctuation\",\"behavior\":\"Isolated\"}]}", 1, NULL },
+        { "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Strip\","
+          "\"strip_left\":true,\"strip_right\":true},{\"type\":\"BertNormalizer\"}]}", 1, NULL },
+        { "\"pre_tokenizer\":{\"type\":\"Whitespace\"}", 0, "pre_tokenizer" },
+        { "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+          "\"WhitespaceSplit\"},{\"type\":\"Punctuation\",\"behavior\":\"Contiguous\"}]}", 0,
+          "pre_tokenizer" },
+        { "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+          "\"BertPreTokenizer\"},{\"type\":\"Digits\",\"individual_digits\":true}]}", 0,
+          "Sequence" },
+        { "\"normalizer\":{\"type\":\"NFKC\"}", 0, "NFKC" },
+        { "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"BertNormalizer\"},"
+          "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"b\"}]}", 0,
+          "Replace" },
+    };
+    char dir[1024], path[1100], *j;
+    xf_tokens_t t = { 0 };
+    xf_diag_t d = { 0 };
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "tok_pipe"));
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    assert_int_equal(xf_test_write_file(path, "[UNK]\n[CLS]\n[SEP]\na\n", 20), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int n = asprintf(&j, "{%s,\"model\":{\"type\":\"WordPiece\",\"vocab\":%s}}",
+                         cases[i].fields, vocab);
+        assert_true(n > 0);
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        assert_int_equal(xf_test_write_file(path, j, (size_t)n), 0);
+        free(j);
+        xf_tokenizer_t *tok = NULL;
+        int rc = xf_tokenizer_load(dir, NULL, &tok, &d);
+        if (!cases[i].ok) {
+            if (rc != XF_EUNSUPPORTED || !strstr(d.msg, cases[i].what))
+                fail_msg("case %zu: rc %d \"%s\", want XF_EUNSUPPORTED naming %s", i, rc, d.msg,
+                         cases[i].what);
+            assert_null(tok);
+            continue;
+        }
+        if (rc != 0)
+            fail_msg("case %zu: rc %d %s", i, rc, d.msg);
+        /* "a,b...": every punctuation character alone */
+        assert_int_equal(xf_tokenizer_encode(tok, " a,b... ", 8, NULL, 0, NULL, &t, &d), 0);
+        const int32_t ids[] = { 1, 3, 5, 4, 7, 7, 7, 2 }, ty[8] = { 0 };
+        expect_ids(&t, ids, ty, 8);
+        xf_tokenizer_free(tok);
+    }
+    xf_tokens_deinit(&t);
+    xf_test_rmtree(dir);
+}
+
 static void test_bpe_refused(void **state)
 {
     (void)state;
@@ -1014,5 +1074,6 @@ XF_TEST_MAIN(cmocka_unit_test(test_llama_cpp_bge), cmocka_unit_test(test_pytorch
              cmocka_unit_test(test_offsets_corpus), cmocka_unit_test(test_long_words),
              cmocka_unit_test(test_threads),
              cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_post_processor),
+             cmocka_unit_test(test_pipeline_refused),
              cmocka_unit_test(test_bpe_refused),
              cmocka_unit_test(test_missing), cmocka_unit_test(test_hostile_vocab))
