@@ -891,6 +891,11 @@ static int read_hparams(const json_t *cfg, enum xf_arch arch, hp_t *h, xf_model_
         in->position_offset = 0;
         in->max_positions = h->max_pos;
     }
+    /* transformers' BertModel/RobertaModel with is_decoder attend causally (each token to the
+     * ones before it); xformd's encoder attends both ways */
+    if (cfg_true(cfg, "is_decoder"))
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "config.json: is_decoder true (causal "
+                           "attention) is not supported");
     in->pre_ln = cfg_true(cfg, "pre_layer_norm") || cfg_true(cfg, "normalize_before");
     in->is_demo = cfg_true(cfg, "xformd_demo");
     return 0;

@@ -1014,6 +1014,8 @@ static const lie_t lies[] = {
       "classifier.weight", "id2label" },
     { "hidden_act swish", "hidden_act", "\"swish\"", NULL, NULL, XF_EUNSUPPORTED, "swish",
       NULL },
+    { "is_decoder true", "is_decoder", "true", NULL, NULL, XF_EUNSUPPORTED, "is_decoder",
+      NULL },
     { "hidden_act quick_gelu", "hidden_act", "\"quick_gelu\"", NULL, NULL, XF_EUNSUPPORTED,
       "quick_gelu", NULL },
     /* a per-token head also stores classifier.weight [n_labels, d] (with a pooler here) */
