@@ -968,6 +968,17 @@ static void test_missing_files(void **state)
     snprintf(p, sizeof p, "%s/model.safetensors", a);
     assert_int_equal(unlink(p), 0);
     load_fail(a, -ENOENT, "model.safetensors", NULL);
+    /* what transformers would read instead is named, with what to do */
+    {
+        char q[1300];
+        snprintf(q, sizeof q, "%s/pytorch_model.bin", a);
+        assert_int_equal(xf_test_write_file(q, "PK", 2), 0);
+        load_fail(a, -ENOENT, "model.safetensors", "convert it to safetensors");
+        snprintf(q, sizeof q, "%s/model.safetensors.index.json", a);
+        assert_int_equal(xf_test_write_file(q, "{}", 2), 0);
+        load_fail(a, XF_EUNSUPPORTED, "sharded", "model.safetensors.index.json");
+        assert_int_equal(unlink(q), 0);
+    }
     assert_int_equal(xf_test_write_file(p, "", 0), 0);
     load_fail(a, XF_EFORMAT, "model.safetensors", NULL);
     snprintf(p, sizeof p, "%s/config.json", a);
