@@ -290,18 +290,6 @@ step_t xf_routes_get_prompt(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Re
         return STEP_OK;
     json_t *prompts = req->srv->st_prompts;
     json_t *p = prompts ? json_object_get(prompts, name) : NULL;
-    if (json_is_string(p) && req->srv->info->pool_skip_prompt &&
-        (req->srv->o.pooling == XF_POOL_DEFAULT ? req->srv->info->pooling
-                                                : req->srv->o.pooling) == XF_POOL_MEAN) {
-        /* sentence-transformers would leave the prompt's tokens out of the mean: refused
-         * rather than pooled differently */
-        req->err_param = "prompt_name";
-        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "prompt_name '%.100s': model '%s' "
-                                   "pools without its prompt (include_prompt false in its "
-                                   "sentence-transformers Pooling config), which xformd does "
-                                   "not support", name, req->srv->model_name);
-        return STEP_REPLIED;
-    }
     if (json_is_string(p)) {
         ro->prompt = json_string_value(p);
         ro->prompt_n = json_string_length(p);

@@ -841,6 +841,16 @@ static void test_tei_openai_conformance(void **state)
     fx_launch(&np, &o);
     tei_err(np.port, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"query\"}", 422,
             "Validation", "include_prompt");
+    tei_err(np.port, "/similarity", "{\"inputs\":{\"source_sentence\":\"x\",\"sentences\":"
+            "[\"y\"]},\"parameters\":{\"prompt_name\":\"query\"}}", 422, "Validation",
+            "include_prompt");
+    /* nothing pooled: the prompt is used */
+    a = jget(np.port, "POST", "/tokenize", "{\"inputs\":\"x\",\"prompt_name\":\"query\"}",
+             200);
+    b = jget(np.port, "POST", "/tokenize", "{\"inputs\":\"query: x\"}", 200);
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
     a = jget(np.port, "POST", "/embed", "{\"inputs\":[\"query: x\"]}", 200);
     json_decref(a);
     a = jget(np.port, "GET", "/info", NULL, 200);
