@@ -82,8 +82,8 @@ typedef struct xf_model_info {
     int pool_skip_prompt;      /* 1: sentence-transformers' Pooling says include_prompt false
                                   with mean pooling, i.e. a prompt's tokens ([CLS] included)
                                   are left out of the mean. xformd does not do that: callers
-                                  must not put a prompt before the text (the server refuses
-                                  prompt_name for such a model) */
+                                  must not put a prompt before a text they pool (the server
+                                  refuses prompt_name on its pooling routes) */
 } xf_model_info_t;
 
 typedef struct xf_load_opts {
