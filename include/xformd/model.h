@@ -79,6 +79,11 @@ typedef struct xf_model_info {
                                   (sentence_bert_config.json or a sibling, as
                                   sentence-transformers and TEI read it) when below
                                   max_positions, else max_positions */
+    int pool_skip_prompt;      /* 1: sentence-transformers' Pooling says include_prompt false
+                                  with mean pooling, i.e. a prompt's tokens ([CLS] included)
+                                  are left out of the mean. xformd does not do that: callers
+                                  must not put a prompt before a text they pool (the server
+                                  refuses prompt_name on its pooling routes) */
 } xf_model_info_t;
 
 typedef struct xf_load_opts {

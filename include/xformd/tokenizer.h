@@ -48,7 +48,8 @@ typedef struct xf_tok_opts {
  * entries each) after an encode with opts->offsets. */
 typedef struct xf_tokens {
     int32_t *ids;
-    int32_t *type_ids;     /* 0 for the first text and its specials, 1 for the pair */
+    int32_t *type_ids;     /* 0 for the first text and its specials; for the pair, the
+                              type its tokenizer.json template gives (1 for BERT) */
     int32_t n;
     int32_t cap;
     int32_t *offsets;      /* [2n]: byte start and end of each token in its own text (the
@@ -62,7 +63,9 @@ XF_API void xf_tokens_deinit(xf_tokens_t *t);
 
 /* Tokenise text (len bytes of UTF-8, need not be NUL-terminated) and optionally a pair
  * (pair == NULL for none): [CLS] a [SEP] (b [SEP]). Invalid UTF-8 is XF_EFORMAT with the byte
- * offset in diag; a too-long input without truncate is XF_ETOOLONG (diag says the lengths).
+ * offset in diag; a too-long input without truncate is XF_ETOOLONG (diag says the lengths);
+ * a pair is XF_EUNSUPPORTED when tokenizer.json's post-processor lays pairs out otherwise
+ * (RoBERTa's <s> A </s></s> B </s>).
  * On error *out keeps its storage but n is 0. Thread-safe. */
 XF_API int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
                                const char *pair, size_t pair_len, const xf_tok_opts_t *opts,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include "engine/plan_internal.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
+#include "engine/tokenizer_internal.h"
 
 #define ST_NAME "model.safetensors"
 
@@ -38,6 +40,8 @@ typedef struct ld {
     int64_t n_params;
     int is_distil;
     int dry;                   /* 1: check names, shapes and dtypes only; read nothing */
+    int guessed;               /* 1: model_type/architectures unknown, loaded as BERT */
+    unsigned char *used;       /* [st->n]: 1 for each tensor the model reads */
 } ld_t;
 
 /* Stands in for tensor data during the dry pass (never dereferenced). */
@@ -129,7 +133,8 @@ static int parse_act(const char *s, enum xf_act *out)
     static const struct { const char *name; enum xf_act act; } acts[] = {
         { "gelu", XF_ACT_GELU }, { "gelu_python", XF_ACT_GELU },
         { "gelu_new", XF_ACT_GELU_TANH }, { "gelu_pytorch_tanh", XF_ACT_GELU_TANH },
-        { "gelu_fast", XF_ACT_GELU_TANH }, { "relu", XF_ACT_RELU },
+        { "gelu_fast", XF_ACT_GELU_TANH }, { "gelu_accurate", XF_ACT_GELU_TANH },
+        { "relu", XF_ACT_RELU },
     };
     for (size_t i = 0; i < sizeof acts / sizeof *acts; i++)
         if (!strcmp(s, acts[i].name)) {
@@ -139,13 +144,14 @@ static int parse_act(const char *s, enum xf_act *out)
     return -1;
 }
 
-static int detect_arch(const json_t *cfg, enum xf_arch *arch, xf_diag_t *diag)
+static int detect_arch(const json_t *cfg, enum xf_arch *arch, int *guessed, xf_diag_t *diag)
 {
     static const char *const roberta[] = { "roberta", "xlm-roberta", "camembert" };
     const char *mt = cfg_str(cfg, "model_type");
     const json_t *archs = json_object_get(cfg, "architectures");
     const char *a0 = json_is_array(archs) ? json_string_value(json_array_get(archs, 0)) : NULL;
 
+    *guessed = 0;
     if (mt) {
         if (!strcmp(mt, "bert")) {
             *arch = XF_ARCH_BERT;
@@ -180,9 +186,11 @@ static int detect_arch(const json_t *cfg, enum xf_arch *arch, xf_diag_t *diag)
         return xf_diag_set(diag, XF_EFORMAT, "config.json: neither model_type nor "
                            "architectures says what the model is");
     /* Anything else is tried as BERT-shaped (MiniLM-style exports with their own
-     * model_type); a non-BERT model then fails on its first missing tensor. */
+     * model_type); a non-BERT model then fails on its first missing tensor, or on a tensor of
+     * its encoder that BERT would leave unread (check_unused). */
     xf_log(XF_LOG_WARN, "config.json: model_type %s: loading as BERT", mt ? mt : a0);
     *arch = XF_ARCH_BERT;
+    *guessed = 1;
     return 0;
 }
 
@@ -237,6 +245,8 @@ static int get_w(ld_t *L, xf_w_t *out, int required, int prefixed, int64_t rows,
     if (t->dtype != XF_ST_F32 && t->dtype != XF_ST_F16 && t->dtype != XF_ST_BF16)
         return xf_diag_set(L->diag, XF_EUNSUPPORTED, ST_NAME ": %s: dtype %s cannot be used "
                            "as weights", t->name, xf_st_dtype_name(t->dtype));
+    if (L->used)
+        L->used[t - L->st->t] = 1;
     if (L->dry) {
         data = dry_data;
         owned = NULL;
@@ -471,6 +481,14 @@ static int load_head(ld_t *L, const json_t *cfg, const hp_t *h)
     const char *cls_name;
     int where, rc;
 
+    {
+        /* per-token heads store classifier.weight too: not a sequence classifier */
+        const char *a0 = json_string_value(json_array_get(json_object_get(cfg,
+                                                                          "architectures"), 0));
+        if (a0 && strstr(a0, "ForTokenClassification") && head_where(L, "classifier.weight") >= 0)
+            return xf_diag_set(L->diag, XF_EUNSUPPORTED, "config.json: %s: token "
+                               "classification (a label per token) is not supported", a0);
+    }
     if ((where = head_where(L, "classifier.out_proj.weight")) >= 0) {
         in->head = XF_HEAD_ROBERTA;
         cls_name = "classifier.out_proj";
@@ -579,6 +597,85 @@ static int load_dir_json(const char *dir, const char *name, json_t **out, xf_dia
     return 0;
 }
 
+/* The modes of sentence-transformers' Pooling config, read as Pooling(**config) reads them:
+ * pooling_mode_mean_tokens defaults to true (a file without it means mean, and with
+ * pooling_mode_cls_token also true the two are concatenated), a "pooling_mode" string
+ * ("cls", "mean", ...) overrides the booleans, include_prompt defaults to true. xformd runs
+ * exactly one of cls and mean; anything else is refused, never approximated. */
+static int parse_pool_modes(const json_t *pc, const char *pool_path, xf_model_info_t *in,
+                            xf_diag_t *diag)
+{
+    static const char *const keys[] = { "pooling_mode_cls_token", "pooling_mode_mean_tokens",
+                                        "pooling_mode_max_tokens",
+                                        "pooling_mode_mean_sqrt_len_tokens",
+                                        "pooling_mode_weightedmean_tokens",
+                                        "pooling_mode_lasttoken" };
+    static const char *const modes[] = { "cls", "mean", "max", "mean_sqrt_len_tokens",
+                                         "weightedmean", "lasttoken" };
+    enum { N_MODES = sizeof keys / sizeof *keys };
+    int on[N_MODES] = { 0, 1, 0, 0, 0, 0 };    /* Pooling.__init__'s defaults */
+    const json_t *pm = json_object_get(pc, "pooling_mode");
+    const json_t *ip = json_object_get(pc, "include_prompt");
+    int n_on = 0, first = -1;
+
+    if (!json_is_object(pc))
+        return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: not a JSON object", pool_path);
+    for (int i = 0; i < N_MODES; i++) {
+        const json_t *v = json_object_get(pc, keys[i]);
+        if (!v)
+            continue;
+        if (!json_is_boolean(v) && !json_is_null(v))
+            return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: %s: not a boolean",
+                               pool_path, keys[i]);
+        on[i] = json_is_true(v);
+    }
+    if (pm && !json_is_null(pm)) {
+        const char *s = json_string_value(pm);
+        int k = -1;
+        for (int i = 0; s && i < N_MODES; i++)
+            if (!strcasecmp(s, modes[i]))
+                k = i;
+        if (k < 0)
+            return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: pooling_mode: want one of "
+                               "cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken",
+                               pool_path);
+        for (int i = 0; i < N_MODES; i++)
+            on[i] = i == k;
+    }
+    for (int i = 0; i < N_MODES; i++)
+        if (on[i]) {
+            n_on++;
+            if (first < 0)
+                first = i;
+        }
+    if (n_on == 0)
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: every pooling mode is "
+                           "off", pool_path);
+    if (n_on > 1) {
+        char list[256];
+        size_t o = 0;
+        list[0] = 0;
+        for (int i = 0; i < N_MODES; i++)
+            if (on[i])
+                o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "",
+                                      keys[i]);
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: %s are on (a missing "
+                           "pooling_mode_mean_tokens means true); sentence-transformers "
+                           "concatenates them, xformd runs one: cls or mean", pool_path, list);
+    }
+    if (first > 1)
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: %s not supported (cls or "
+                           "mean)", pool_path, keys[first]);
+    if (ip && !json_is_null(ip) && !json_is_boolean(ip))
+        return xf_diag_set(diag, XF_EFORMAT, "%s/config.json: include_prompt: not a boolean",
+                           pool_path);
+    in->pooling = first == 0 ? XF_POOL_CLS : XF_POOL_MEAN;
+    /* include_prompt false: sentence-transformers masks a prompt's tokens ([CLS] included)
+     * out of mean pooling; the [CLS] row is the same either way. */
+    in->pool_skip_prompt = json_is_false(ip) && in->pooling == XF_POOL_MEAN;
+    return 0;
+}
+
 static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
 {
     char path[4096];
@@ -589,6 +686,7 @@ static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
 
     in->pooling = XF_POOL_CLS;
     in->normalize = 0;
+    in->pool_skip_prompt = 0;
     if ((rc = load_dir_json(dir, "modules.json", &mods, diag)) || !mods)
         return rc;
     if (!json_is_array(mods)) {
@@ -624,26 +722,8 @@ static int load_pooling(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
                          "%s/config.json: %s", pool_path, jerr.text);
         goto out;
     }
-    {
-        static const char *const unsup[] = { "pooling_mode_max_tokens",
-                                             "pooling_mode_mean_sqrt_len_tokens",
-                                             "pooling_mode_weightedmean_tokens",
-                                             "pooling_mode_lasttoken" };
-        int cls = cfg_true(pc, "pooling_mode_cls_token");
-        int mean = cfg_true(pc, "pooling_mode_mean_tokens");
-        for (size_t i = 0; i < sizeof unsup / sizeof *unsup; i++)
-            if (cfg_true(pc, unsup[i])) {
-                rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: %s not supported",
-                                 pool_path, unsup[i]);
-                goto out;
-            }
-        if (cls + mean != 1) {
-            rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s/config.json: want exactly one of "
-                             "pooling_mode_cls_token, pooling_mode_mean_tokens", pool_path);
-            goto out;
-        }
-        in->pooling = cls ? XF_POOL_CLS : XF_POOL_MEAN;
-    }
+    if ((rc = parse_pool_modes(pc, pool_path, in, diag)))
+        goto out;
 out:
     json_decref(pc);
     json_decref(mods);
@@ -652,8 +732,9 @@ out:
 
 /* sentence-transformers' max_seq_length: the length it (and TEI, whose /info reports it as
  * max_input_length) cuts inputs to, e.g. 256 for all-MiniLM-L6-v2 whose positions go to 512.
- * The first of these files that exists is read, in TEI's order (core/src/download.rs). */
-static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
+ * The first of these files that exists is read, in TEI's order (core/src/download.rs). Its
+ * do_lower_case (*lower) says sentence-transformers lowercases every text before tokenizing. */
+static int load_max_seq(const char *dir, xf_model_info_t *in, int *lower, xf_diag_t *diag)
 {
     static const char *const names[] = {
         "sentence_bert_config.json", "sentence_roberta_config.json",
@@ -662,6 +743,7 @@ static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
         "sentence_xlnet_config.json"
     };
     in->max_input = in->max_positions;
+    *lower = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         json_t *c;
         int rc = load_dir_json(dir, names[i], &c, diag);
@@ -677,6 +759,10 @@ static int load_max_seq(const char *dir, xf_model_info_t *in, xf_diag_t *diag)
             else if (json_integer_value(v) < in->max_positions)
                 in->max_input = (int32_t)json_integer_value(v);
         }
+        v = json_object_get(c, "do_lower_case");
+        if (!rc && v && !json_is_null(v) && !json_is_boolean(v))
+            rc = xf_diag_set(diag, XF_EFORMAT, "%s: do_lower_case must be a boolean", names[i]);
+        *lower = json_is_true(v);
         json_decref(c);
         return rc;
     }
@@ -780,7 +866,8 @@ static int read_hparams(const json_t *cfg, enum xf_arch arch, hp_t *h, xf_model_
         act = "gelu";
     if (parse_act(act, &in->act) != 0)
         return xf_diag_set(diag, XF_EUNSUPPORTED, "config.json: activation %s not supported "
-                           "(gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)", act);
+                           "(gelu, gelu_python, gelu_new, gelu_pytorch_tanh, gelu_fast, "
+                           "gelu_accurate, relu)", act);
     if ((rc = cfg_int(cfg, "vocab_size", 30522, 1, 10000000, &h->vocab, diag)) ||
         (rc = cfg_int(cfg, "max_position_embeddings", 512, 1, 1 << 20, &h->max_pos, diag)) ||
         (rc = cfg_int(cfg, "pad_token_id", arch == XF_ARCH_ROBERTA ? 1 : 0, 0, 10000000,
@@ -804,8 +891,55 @@ static int read_hparams(const json_t *cfg, enum xf_arch arch, hp_t *h, xf_model_
         in->position_offset = 0;
         in->max_positions = h->max_pos;
     }
+    /* transformers' BertModel/RobertaModel with is_decoder attend causally (each token to the
+     * ones before it); xformd's encoder attends both ways */
+    if (cfg_true(cfg, "is_decoder"))
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "config.json: is_decoder true (causal "
+                           "attention) is not supported");
     in->pre_ln = cfg_true(cfg, "pre_layer_norm") || cfg_true(cfg, "normalize_before");
     in->is_demo = cfg_true(cfg, "xformd_demo");
+    return 0;
+}
+
+/* Tensors of the encoder (its embeddings./encoder./transformer. names) that the model did not
+ * read. transformers' own class for the model_type would read them (ERNIE's
+ * task_type_embeddings, LayoutLM's 2-D positions, ...), so a model loaded as BERT only because
+ * its model_type is unknown is refused on the first one rather than run without it; for a
+ * known model_type they are ignored with a warning, as transformers ignores weights its
+ * class does not have. The position_ids/token_type_ids buffers of older checkpoints are no
+ * weights. */
+static int check_unused(ld_t *L, const char *model_type)
+{
+    static const char *const ns[] = { "embeddings.", "encoder.", "transformer." };
+    static const char *const buffers[] = { "embeddings.position_ids",
+                                           "embeddings.token_type_ids" };
+    size_t pl = strlen(L->pre);
+    int n_unused = 0;
+    const char *first = NULL;
+
+    for (int32_t i = 0; i < L->st->n; i++) {
+        const char *name = L->st->t[i].name, *rest = name + pl;
+        int in_ns = 0;
+        if (L->used[i] || strncmp(name, L->pre, pl) != 0)
+            continue;
+        for (size_t k = 0; k < sizeof ns / sizeof *ns; k++)
+            in_ns |= !strncmp(rest, ns[k], strlen(ns[k]));
+        for (size_t k = 0; k < sizeof buffers / sizeof *buffers; k++)
+            in_ns &= strcmp(rest, buffers[k]) != 0;
+        if (!in_ns)
+            continue;
+        if (L->guessed)
+            return xf_diag_set(L->diag, XF_EUNSUPPORTED, ST_NAME ": %s is not part of a BERT "
+                               "encoder: config.json model_type %s is not one xformd runs "
+                               "(bert, roberta, xlm-roberta, camembert, distilbert)", name,
+                               model_type ? model_type : "(none)");
+        if (!first)
+            first = name;
+        n_unused++;
+    }
+    if (n_unused)
+        xf_log(XF_LOG_WARN, ST_NAME ": %d encoder tensor%s not used (%s%s)", n_unused,
+               n_unused > 1 ? "s" : "", first, n_unused > 1 ? ", ..." : "");
     return 0;
 }
 
@@ -916,7 +1050,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
 
     if ((rc = load_config(dir, &cfg, diag)))
         goto fail;
-    if ((rc = detect_arch(cfg, &m->info.arch, diag)) ||
+    if ((rc = detect_arch(cfg, &m->info.arch, &L.guessed, diag)) ||
         (rc = read_hparams(cfg, m->info.arch, &h, &m->info, diag)))
         goto fail;
     L.is_distil = m->info.arch == XF_ARCH_DISTILBERT;
@@ -939,6 +1073,10 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     }
     if ((rc = xf_st_open(path, &L.st, diag)))
         goto fail;
+    if (!(L.used = calloc(L.st->n ? (size_t)L.st->n : 1, 1))) {
+        rc = xf_diag_set(diag, -ENOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
     m->layers = calloc((size_t)h.n_layer, sizeof *m->layers);
     m->layer_info = calloc((size_t)h.n_layer, sizeof *m->layer_info);
     if (!m->layers || !m->layer_info) {
@@ -951,7 +1089,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     if ((rc = detect_prefix(&L, m->info.arch)))
         goto fail;
     L.dry = 1;
-    if ((rc = load_weights(&L, cfg, &h)))
+    if ((rc = load_weights(&L, cfg, &h)) || (rc = check_unused(&L, cfg_str(cfg, "model_type"))))
         goto fail;
     clear_weights(m, h.n_layer);
     L.dry = 0;
@@ -969,6 +1107,8 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
     madvise(m->map, m->map_len, MADV_WILLNEED);   /* read ahead the in-place weights */
     xf_st_close(L.st);
     L.st = NULL;
+    free(L.used);
+    L.used = NULL;
 
     /* names */
     {
@@ -989,12 +1129,17 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
         }
     }
 
-    if ((rc = load_pooling(dir, &m->info, diag)) || (rc = load_max_seq(dir, &m->info, diag)))
+    int st_lower;
+    if ((rc = load_pooling(dir, &m->info, diag)) ||
+        (rc = load_max_seq(dir, &m->info, &st_lower, diag)))
         goto fail;
 
     rc = xf_tokenizer_load(dir, opts->tokenizer, &m->tok, diag);
     if (rc)
         goto fail;
+    /* an explicit cased option (xf_tokenizer_opts_t.lowercase 2) wins over the file */
+    if (st_lower && !(opts->tokenizer && opts->tokenizer->lowercase == 2))
+        xf_tokenizer_lower_input(m->tok);
     if (xf_tokenizer_vocab_size(m->tok) > h.vocab) {
         rc = xf_diag_set(diag, XF_ESHAPE, "%s: the vocabulary has %d tokens, the model %d word "
                          "embeddings", dir, xf_tokenizer_vocab_size(m->tok), h.vocab);
@@ -1050,6 +1195,7 @@ int xf_model_load(const char *dir, const xf_load_opts_t *opts, xf_model_t **out,
 
 fail:
     xf_st_close(L.st);
+    free(L.used);
     json_decref(cfg);
     xf_model_free(m);
     return rc;

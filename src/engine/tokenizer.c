@@ -669,6 +669,10 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
     if (specials && (tok->sp.cls < 0 || tok->sp.sep < 0))
         return xf_diag_set(diag, XF_EUNSUPPORTED,
                            "vocabulary has no [CLS]/[SEP]: encode with no_special");
+    if (pair && specials && tok->pair_unsupported)
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "tokenizer.json: its post-processor does "
+                           "not put a pair as [CLS] A [SEP] B [SEP]; text pairs are not "
+                           "supported with this tokenizer");
     int32_t budget = -1;
     if (opts->max_len > 0) {
         budget = opts->max_len - n_sp;
@@ -766,7 +770,7 @@ int xf_tokenizer_encode(const xf_tokenizer_t *tok, const char *text, size_t len,
     }
     int32_t first = specials ? ta + 2 : ta;    /* tokens with type 0 */
     for (int32_t i = 0; i < out->n; i++)
-        out->type_ids[i] = i < first ? 0 : 1;
+        out->type_ids[i] = i < first ? 0 : tok->pair_type;
     return 0;
 
 fail_nomem:

@@ -49,7 +49,18 @@ struct xf_tokenizer {
     uint8_t added_first[32];   /* bitset of the first bytes of added tokens */
     tok_never_t *never;
     int n_never;
+    int32_t pair_type;         /* type id of a pair's second text and its [SEP] (the
+                                  post-processor's template; 1 for BERT) */
+    int pair_unsupported;      /* 1: the post-processor's pair template is not
+                                  [CLS] A [SEP] B [SEP], so pairs are refused */
 };
+
+/* ---- owned by tokenizer_load.c ----------------------------------------------------------- */
+/* sentence-transformers' do_lower_case (sentence_bert_config.json): the text is lowercased
+ * (Python's str.lower()) before the tokenizer sees it. Turns lowercasing on and leaves accent
+ * stripping as the tokenizer's own files resolved it (a cased tokenizer keeps its accents).
+ * Thread: the loader, before the tokenizer is shared. */
+void xf_tokenizer_lower_input(xf_tokenizer_t *t);
 
 /* ---- owned by tokenizer.c ---------------------------------------------------------------- */
 /* FNV-1a of the len bytes at s: the hash table's hash. */

@@ -54,6 +54,9 @@ typedef struct build {
     int n_added, cap_added;
     char **never;
     int n_never, cap_never;
+    int32_t pair_type;         /* the post-processor's type id for a pair's second text */
+    int pair_bad;              /* 1: its pair template is not [CLS] A [SEP] B [SEP] */
+    int not_wordpiece;         /* tokenizer.json's model is BPE/Unigram: vocab.txt may serve */
 } build_t;
 
 static void build_free(build_t *b)
@@ -331,10 +334,172 @@ static int apply_normalizer(build_t *b, const json_t *n, const char *path, xf_di
         b->strip = 1;
     } else if (!strcmp(type, "NFD")) {
         /* implied by accent stripping; on its own it does not change BERT's tokens much */
+    } else if (!strcmp(type, "Strip")) {
+        /* edge whitespace: BERT's pre-tokenizer drops it anyway */
     } else {
-        xf_log(XF_LOG_WARN, "%s: normalizer \"%s\" is not supported and is ignored", path, type);
+        /* NFC/NFKC/NFKD, Replace, Prepend, Precompiled, ...: the text would reach WordPiece
+         * changed in ways xformd does not reproduce */
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s: normalizer \"%s\" is not supported "
+                           "(BertNormalizer, Lowercase, StripAccents, NFD, Strip and Sequences "
+                           "of them are)", path, type);
     }
     return 0;
+}
+
+/* One piece of a TemplateProcessing template: a special token (*name: the token string it
+ * stands for, through special_tokens) or a sequence (*name NULL, *seq 'A' or 'B'); its type
+ * id. -1 when the piece is not one of those (or a special stands for several tokens). */
+static int template_piece(const json_t *piece, const json_t *specials, const char **name,
+                          char *seq, json_int_t *type)
+{
+    const json_t *sp = json_object_get(piece, "SpecialToken");
+    const json_t *sq = json_object_get(piece, "Sequence");
+    const json_t *v = sp ? sp : sq;
+    const char *id = json_string_value(json_object_get(v, "id"));
+    const json_t *ty = json_object_get(v, "type_id");
+
+    if (!json_is_object(piece) || json_object_size(piece) != 1 || !id ||
+        (ty && !json_is_integer(ty)))
+        return -1;
+    *type = ty ? json_integer_value(ty) : 0;
+    *name = NULL;
+    *seq = 0;
+    if (sq) {
+        if (strcmp(id, "A") != 0 && strcmp(id, "B") != 0)
+            return -1;
+        *seq = id[0];
+        return 0;
+    }
+    const json_t *st = json_object_get(specials, id);
+    if (!st) {
+        *name = id;            /* not listed: the id is the token */
+        return 0;
+    }
+    const json_t *toks = json_object_get(st, "tokens");
+    if (!json_is_array(toks) || json_array_size(toks) != 1 ||
+        !json_is_string(json_array_get(toks, 0)))
+        return -1;
+    *name = json_string_value(json_array_get(toks, 0));
+    return 0;
+}
+
+/* TemplateProcessing, which decides what [CLS]/[SEP] are and where they go (Hugging Face
+ * tokenizers and TEI follow it, not tokenizer_config.json). xformd encodes [CLS] A [SEP] and
+ * [CLS] A [SEP] B [SEP]: a single template of another shape ("$A [SEP]", "$A", two tokens
+ * before A, A with type 1) is refused, since every text would get other tokens; a pair
+ * template of another shape ("[CLS] A [SEP] [SEP] B [SEP]") only refuses pairs. B's type id
+ * comes from the template. */
+static int apply_template(build_t *b, const json_t *pp, const char *path, xf_diag_t *diag)
+{
+    const json_t *single = json_object_get(pp, "single"), *pair = json_object_get(pp, "pair");
+    const json_t *specials = json_object_get(pp, "special_tokens");
+    const char *nm[5];
+    char seq[5];
+    json_int_t ty[5];
+    int rc;
+
+    if (!json_is_array(single) || json_array_size(single) != 3 ||
+        template_piece(json_array_get(single, 0), specials, &nm[0], &seq[0], &ty[0]) ||
+        template_piece(json_array_get(single, 1), specials, &nm[1], &seq[1], &ty[1]) ||
+        template_piece(json_array_get(single, 2), specials, &nm[2], &seq[2], &ty[2]) ||
+        !nm[0] || seq[1] != 'A' || !nm[2] || ty[0] || ty[1] || ty[2])
+        return xf_diag_set(diag, XF_EUNSUPPORTED, "%s: post_processor: a TemplateProcessing "
+                           "whose single template is not \"[CLS]:0 $A:0 [SEP]:0\" (one "
+                           "special token each side, type 0) is not supported", path);
+    if ((rc = set_name(&b->names[SP_CLS], nm[0])) || (rc = set_name(&b->names[SP_SEP], nm[2])))
+        return rc;
+    const char *cls = nm[0], *sep = nm[2];
+    b->pair_bad = 1;
+    if (json_is_array(pair) && json_array_size(pair) == 5) {
+        int ok = 1;
+        for (size_t i = 0; i < 5 && ok; i++)
+            ok = template_piece(json_array_get(pair, i), specials, &nm[i], &seq[i], &ty[i]) == 0;
+        if (ok && nm[0] && !strcmp(nm[0], cls) && seq[1] == 'A' && nm[2] &&
+            !strcmp(nm[2], sep) && seq[3] == 'B' && nm[4] && !strcmp(nm[4], sep) &&
+            ty[0] == 0 && ty[1] == 0 && ty[2] == 0 && ty[3] == ty[4] && ty[3] >= 0 &&
+            ty[3] < 1 << 20) {
+            b->pair_bad = 0;
+            b->pair_type = (int32_t)ty[3];
+        }
+    }
+    return 0;
+}
+
+/* The post-processor: [CLS]/[SEP] names and the pair layout. */
+static int apply_post_processor(build_t *b, const json_t *pp, const char *path,
+                                xf_diag_t *diag)
+{
+    const char *type = json_string_value(json_object_get(pp, "type"));
+    int rc;
+
+    if (!type)
+        return xf_diag_set(diag, XF_EFORMAT, "%s: post_processor has no \"type\"", path);
+    if (!strcmp(type, "TemplateProcessing"))
+        return apply_template(b, pp, path, diag);
+    if (!strcmp(type, "Sequence")) {
+        const json_t *list = json_object_get(pp, "processors"), *sub;
+        size_t i;
+        if (!json_is_array(list))
+            return xf_diag_set(diag, XF_EFORMAT, "%s: Sequence post_processor without a list",
+                               path);
+        json_array_foreach(list, i, sub) {
+            if (!json_is_object(sub))
+                return xf_diag_set(diag, XF_EFORMAT, "%s: post_processor %zu is not an "
+                                   "object", path, i);
+            if ((rc = apply_post_processor(b, sub, path, diag)))
+                return rc;
+        }
+        return 0;
+    }
+    if (!strcmp(type, "BertProcessing") || !strcmp(type, "RobertaProcessing")) {
+        const json_t *c = json_object_get(pp, "cls"), *s = json_object_get(pp, "sep");
+        if (json_is_array(c) && json_is_string(json_array_get(c, 0)) &&
+            (rc = set_name(&b->names[SP_CLS], json_string_value(json_array_get(c, 0)))))
+            return rc;
+        if (json_is_array(s) && json_is_string(json_array_get(s, 0)) &&
+            (rc = set_name(&b->names[SP_SEP], json_string_value(json_array_get(s, 0)))))
+            return rc;
+        /* RoBERTa puts a pair as <s> A </s></s> B </s> */
+        b->pair_bad = strcmp(type, "RobertaProcessing") == 0;
+        return 0;
+    }
+    if (strcmp(type, "ByteLevel") != 0)
+        xf_log(XF_LOG_WARN, "%s: post_processor \"%s\" is ignored ([CLS] A [SEP] is used)",
+               path, type);
+    return 0;
+}
+
+/* Whether pre_tokenizer splits as BertPreTokenizer does (whitespace, then every punctuation
+ * character on its own): BertPreTokenizer itself, or a Sequence of WhitespaceSplit and
+ * Punctuation with the default "isolated" behavior (both use BERT's character classes). */
+static int pre_tokenizer_is_bert(const json_t *v)
+{
+    const char *type = json_string_value(json_object_get(v, "type"));
+    const json_t *list = json_object_get(v, "pretokenizers"), *sub;
+    int ws = 0, punct = 0;
+    size_t i;
+
+    if (!type)
+        return 0;
+    if (!strcmp(type, "BertPreTokenizer"))
+        return 1;
+    if (strcmp(type, "Sequence") != 0 || !json_is_array(list))
+        return 0;
+    json_array_foreach(list, i, sub) {
+        const char *t = json_string_value(json_object_get(sub, "type"));
+        const json_t *beh = json_object_get(sub, "behavior");
+        if (t && !strcmp(t, "WhitespaceSplit"))
+            ws = 1;
+        else if (t && !strcmp(t, "Punctuation") &&
+                 (!beh || !strcmp(json_string_value(beh) ? json_string_value(beh) : "",
+                                  "Isolated")))
+            punct = 1;
+        else if (t && !strcmp(t, "BertPreTokenizer"))
+            ws = punct = 1;
+        else
+            return 0;
+    }
+    return ws && punct;
 }
 
 /* The pieces of tokenizer.json a WordPiece model needs. XF_EUNSUPPORTED for other models. */
@@ -353,6 +518,7 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
     }
     if (type ? strcmp(type, "WordPiece") != 0
              : (json_object_get(model, "merges") != NULL || !json_is_object(vocab))) {
+        b->not_wordpiece = 1;
         rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s: model type \"%s\" is not supported "
                          "(only WordPiece)", path, type ? type : "BPE/Unigram");
         goto out;
@@ -402,10 +568,15 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
         b->max_chars = m > INT32_MAX ? INT32_MAX : (int32_t)m;
     }
     v = json_object_get(root, "pre_tokenizer");
-    const char *pt = json_string_value(json_object_get(v, "type"));
-    if (json_is_object(v) && (!pt || strcmp(pt, "BertPreTokenizer") != 0))
-        xf_log(XF_LOG_WARN, "%s: pre_tokenizer \"%s\" is treated as BertPreTokenizer", path,
-               pt ? pt : "?");
+    if (json_is_object(v) && !pre_tokenizer_is_bert(v)) {
+        /* Whitespace (\w+|[^\w\s]+) keeps "..." and "_" together, Digits splits numbers,
+         * Metaspace/ByteLevel belong to other models: WordPiece would see other words */
+        const char *pt = json_string_value(json_object_get(v, "type"));
+        rc = xf_diag_set(diag, XF_EUNSUPPORTED, "%s: pre_tokenizer \"%s\" is not supported "
+                         "(BertPreTokenizer, or WhitespaceSplit + Punctuation)", path,
+                         pt ? pt : "?");
+        goto out;
+    }
     v = json_object_get(root, "normalizer");
     if (json_is_object(v)) {
         if ((rc = apply_normalizer(b, v, path, diag)))
@@ -423,17 +594,10 @@ static int load_tokenizer_json(build_t *b, const char *path, xf_diag_t *diag)
         b->clean = 0;
         b->chinese = 0;
     }
-    /* [CLS]/[SEP] from the post-processor when it names them (BertProcessing). */
+    /* [CLS]/[SEP] and the pair layout from the post-processor, as tokenizers applies it */
     v = json_object_get(root, "post_processor");
-    if (json_is_object(v)) {
-        const json_t *c = json_object_get(v, "cls"), *s = json_object_get(v, "sep");
-        if (json_is_array(c) && json_is_string(json_array_get(c, 0)) &&
-            (rc = set_name(&b->names[SP_CLS], json_string_value(json_array_get(c, 0)))))
-            goto out;
-        if (json_is_array(s) && json_is_string(json_array_get(s, 0)) &&
-            (rc = set_name(&b->names[SP_SEP], json_string_value(json_array_get(s, 0)))))
-            goto out;
-    }
+    if (json_is_object(v) && (rc = apply_post_processor(b, v, path, diag)))
+        goto out;
     v = json_object_get(root, "added_tokens");
     if (json_is_array(v)) {
         size_t i;
@@ -607,6 +771,8 @@ static int finish(build_t *b, const xf_tokenizer_opts_t *opts, const char *what,
     strcpy(t->prefix, b->prefix);
     t->prefix_len = (uint32_t)strlen(t->prefix);
     t->max_chars = b->max_chars;
+    t->pair_type = b->pair_type;
+    t->pair_unsupported = b->pair_bad;
 
     static const char *const defaults[SP_COUNT] = {
         [SP_CLS] = "[CLS]", [SP_SEP] = "[SEP]", [SP_PAD] = "[PAD]", [SP_UNK] = "[UNK]",
@@ -673,7 +839,7 @@ int xf_tokenizer_load(const char *path, const xf_tokenizer_opts_t *opts, xf_toke
     if (!path || !out)
         return xf_diag_set(diag, -EINVAL, "xf_tokenizer_load: NULL argument");
     build_t b = { .max_id = -1, .lowercase = -1, .strip = -1, .chinese = -1, .clean = -1,
-                  .prefix = "##", .max_chars = 100 };
+                  .prefix = "##", .max_chars = 100, .pair_type = 1 };
     size_t plen = strlen(path);
     char *dir = malloc(plen + 32), *file = malloc(plen + 32), *cfg = malloc(plen + 32);
     int rc = -ENOMEM;
@@ -692,7 +858,9 @@ int xf_tokenizer_load(const char *path, const xf_tokenizer_opts_t *opts, xf_toke
             rc = load_tokenizer_json(&b, file, &jd);
             if (rc == 0)
                 have_json = 1;
-            else if (rc != XF_EUNSUPPORTED) {
+            else if (rc != XF_EUNSUPPORTED || !b.not_wordpiece) {
+                /* a WordPiece tokenizer.json xformd cannot follow is not replaced by
+                 * vocab.txt: that would tokenize otherwise, silently */
                 if (diag)
                     *diag = jd;
                 goto out;
@@ -700,7 +868,7 @@ int xf_tokenizer_load(const char *path, const xf_tokenizer_opts_t *opts, xf_toke
             if (!have_json) {       /* a BPE/Unigram tokenizer.json: try vocab.txt */
                 build_free(&b);
                 b = (build_t){ .max_id = -1, .lowercase = -1, .strip = -1, .chinese = -1,
-                               .clean = -1, .prefix = "##", .max_chars = 100 };
+                               .clean = -1, .prefix = "##", .max_chars = 100, .pair_type = 1 };
             }
         }
         if (!have_json) {
@@ -756,4 +924,9 @@ out:
         diag->msg[0] = 0;
     }
     return rc;
+}
+
+void xf_tokenizer_lower_input(xf_tokenizer_t *t)
+{
+    t->lowercase = 1;          /* strip_accents was resolved at load and stays as it is */
 }

@@ -16,6 +16,22 @@
 
 /* ---- TEI /embed, /embed_all, /similarity, /rerank, /predict: parsers and handlers ------- */
 
+/* A prompt for a pooled embedding of a model whose sentence-transformers Pooling leaves the
+ * prompt's tokens out of the mean (include_prompt false): refused, not pooled over the prompt
+ * (xformd does not mask them). /tokenize and /embed_all pool nothing and keep the prompt. */
+static step_t check_prompt_pooling(xf_req_t *req, const ropts_t *ro, enum MHD_Result *ret)
+{
+    const xf_server_t *s = req->srv;
+    enum xf_pooling p = s->o.pooling != XF_POOL_DEFAULT ? s->o.pooling : s->info->pooling;
+    if (!ro->prompt || !s->info->pool_skip_prompt || p != XF_POOL_MEAN)
+        return STEP_OK;
+    req->err_param = "prompt_name";
+    *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "prompt_name: model '%s' pools without "
+                               "its prompt (include_prompt false in its sentence-transformers "
+                               "Pooling config), which xformd does not support", s->model_name);
+    return STEP_REPLIED;
+}
+
 /* TEI /embed's fields of obj (the request, or a /vertex instance): its texts (or token ids)
  * into tx, truncation and prompt into ro, normalize (default true) and dimensions (0: all). */
 static step_t parse_embed(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, int *normalize,
@@ -27,7 +43,8 @@ static step_t parse_embed(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro, 
     if (xf_routes_get_bool(req, obj, "normalize", normalize, ret) != STEP_OK ||
         xf_routes_get_int(req, obj, "dimensions", 0, 1000000, &d, ret) != STEP_OK ||
         xf_routes_get_ropts(req, obj, ro, ret) != STEP_OK ||
-        xf_routes_get_prompt(req, obj, ro, ret) != STEP_OK)
+        xf_routes_get_prompt(req, obj, ro, ret) != STEP_OK ||
+        check_prompt_pooling(req, ro, ret) != STEP_OK)
         return STEP_REPLIED;
     /* TEI's Matryoshka dimensions: the first dims values, normalised after the cut. */
     if (xf_routes_opt_field(obj, "dimensions") && (d < 1 || d > s->info->d_model)) {
@@ -127,6 +144,8 @@ enum MHD_Result xf_routes_tei_similarity(xf_req_t *req)
     step_t st = xf_routes_get_ropts(req, po, &ro, &ret);
     if (st == STEP_OK)
         st = xf_routes_get_prompt(req, po, &ro, &ret);
+    if (st == STEP_OK)
+        st = check_prompt_pooling(req, &ro, &ret);
     if (po != params)
         json_decref(po);
     if (st != STEP_OK)

@@ -15,6 +15,7 @@
 
 #include <xformd/attention.h>
 #include <xformd/model.h>
+#include <xformd/tokenizer.h>
 
 #include "engine/demo.h"
 #include "engine/model.h"
@@ -742,6 +743,24 @@ typedef struct st_file {
 static const st_file_t st_files[] = {
     { "max-token pooling", "1_Pooling/config.json", "{\"pooling_mode_max_tokens\": true}",
       XF_EUNSUPPORTED, "pooling_mode_max_tokens" },
+    /* Pooling(**config): a missing pooling_mode_mean_tokens is true, so this is CLS and mean
+     * concatenated (2 x d_model) in sentence-transformers, not CLS */
+    { "cls without mean_tokens", "1_Pooling/config.json",
+      "{\"word_embedding_dimension\": 32, \"pooling_mode_cls_token\": true}", XF_EUNSUPPORTED,
+      "pooling_mode_mean_tokens" },
+    { "cls and mean", "1_Pooling/config.json",
+      "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": true}",
+      XF_EUNSUPPORTED, "concatenates" },
+    { "every mode off", "1_Pooling/config.json", "{\"pooling_mode_mean_tokens\": false}",
+      XF_EUNSUPPORTED, "off" },
+    { "pooling_mode lasttoken", "1_Pooling/config.json", "{\"pooling_mode\": \"lasttoken\"}",
+      XF_EUNSUPPORTED, "pooling_mode_lasttoken" },
+    { "pooling_mode unknown", "1_Pooling/config.json", "{\"pooling_mode\": \"median\"}",
+      XF_EFORMAT, "pooling_mode" },
+    { "mode not a boolean", "1_Pooling/config.json", "{\"pooling_mode_cls_token\": \"yes\"}",
+      XF_EFORMAT, "pooling_mode_cls_token" },
+    { "include_prompt not a boolean", "1_Pooling/config.json", "{\"include_prompt\": 0}",
+      XF_EFORMAT, "include_prompt" },
     { "module path out of the model", "modules.json",
       "[{\"type\":\"sentence_transformers.models.Pooling\",\"path\":\"../../etc\"}]",
       XF_EFORMAT, "modules.json" },
@@ -774,6 +793,29 @@ static void test_pooling(void **state)
     assert_int_equal(m->info.pooling, XF_POOL_CLS);
     assert_int_equal(m->info.normalize, 0);
     xf_model_free(m);
+
+    /* the Pooling config as sentence-transformers reads it (Pooling(**config)): defaults,
+     * the pooling_mode string, include_prompt */
+    {
+        static const struct { const char *text; enum xf_pooling pool; int skip; } pc[] = {
+            { "{\"word_embedding_dimension\": 32}", XF_POOL_MEAN, 0 },
+            { "{\"pooling_mode\": \"cls\"}", XF_POOL_CLS, 0 },
+            { "{\"pooling_mode\": \"CLS\", \"pooling_mode_mean_tokens\": true}", XF_POOL_CLS, 0 },
+            { "{\"pooling_mode\": \"mean\", \"include_prompt\": false}", XF_POOL_MEAN, 1 },
+            { "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": false, "
+              "\"include_prompt\": false}", XF_POOL_CLS, 0 },
+            { "{\"pooling_mode_mean_tokens\": true, \"include_prompt\": true}", XF_POOL_MEAN, 0 },
+        };
+        for (size_t i = 0; i < sizeof pc / sizeof *pc; i++) {
+            snprintf(p, sizeof p, "%s/1_Pooling/config.json", b);
+            assert_int_equal(xf_test_write_file(p, pc[i].text, strlen(pc[i].text)), 0);
+            m = load_ok(b, NULL);
+            if (m->info.pooling != pc[i].pool || m->info.pool_skip_prompt != pc[i].skip)
+                fail_msg("%s: pooling %d skip %d, want %d %d", pc[i].text, m->info.pooling,
+                         m->info.pool_skip_prompt, pc[i].pool, pc[i].skip);
+            xf_model_free(m);
+        }
+    }
 
     /* unsupported pooling modes, modules and hostile paths are errors, not guesses (written
      * in turn, each over the last) */
@@ -820,6 +862,71 @@ static void test_pooling(void **state)
     xf_cases_end();
 }
 
+/* Token ids of text (with [CLS]/[SEP]) under m's tokenizer, as a space-separated string. */
+static void ids_of(const xf_model_t *m, const char *text, char *buf, size_t len)
+{
+    xf_tokens_t t = { 0 };
+    xf_tok_opts_t to = { 0 };
+    xf_diag_t d = { 0 };
+    size_t o = 0;
+    assert_int_equal(xf_tokenizer_encode(xf_model_tokenizer(m), text, strlen(text), NULL, 0,
+                                         &to, &t, &d), 0);
+    buf[0] = 0;
+    for (int32_t i = 0; i < t.n && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%d", i ? " " : "", (int)t.ids[i]);
+    xf_tokens_deinit(&t);
+}
+
+/* sentence_bert_config.json's do_lower_case: sentence-transformers lowercases every text
+ * (str.lower()) before a tokenizer that may itself be cased; the cased tokenizer still keeps
+ * the accents. */
+static void test_st_lower_case(void **state)
+{
+    static const char vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nHello\n"
+                                "\xc3\xa9t\xc3\xa9\nete\nworld\n";
+    char a[1200], p[1300], got[128];
+    xf_test_hfmodel_opts o;
+    xf_model_t *m;
+    xf_tokenizer_opts_t cased = { .lowercase = 2 };
+    xf_load_opts_t lo = { .tokenizer = &cased };
+    const char *text = "Hello \xc3\x89t\xc3\xa9 WORLD";   /* "Hello Été WORLD" */
+    (void)state;
+
+    xf_test_hfmodel_opts_init(&o);
+    hf(xf_test_path(a, sizeof a, "st_lower"), &o);
+    snprintf(p, sizeof p, "%s/vocab.txt", a);
+    assert_int_equal(xf_test_write_file(p, vocab, strlen(vocab)), 0);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", a);
+    assert_int_equal(xf_test_write_file(p, "{\"do_lower_case\": false}", 24), 0);
+    m = load_ok(a, NULL);                       /* cased: Hello, [UNK], [UNK] */
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 6 1 1 3");
+    xf_model_free(m);
+
+    snprintf(p, sizeof p, "%s/sentence_bert_config.json", a);
+    const char *st = "{\"max_seq_length\": 16, \"do_lower_case\": true}";
+    assert_int_equal(xf_test_write_file(p, st, strlen(st)), 0);
+    m = load_ok(a, NULL);                       /* "hello été world": accents kept */
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 5 7 9 3");
+    assert_int_equal(m->info.max_input, 16);
+    xf_model_free(m);
+    m = load_ok(a, &lo);                        /* an explicit cased option wins */
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 6 1 1 3");
+    xf_model_free(m);
+
+    st = "{\"max_seq_length\": 16, \"do_lower_case\": false}";
+    assert_int_equal(xf_test_write_file(p, st, strlen(st)), 0);
+    m = load_ok(a, NULL);
+    ids_of(m, text, got, sizeof got);
+    assert_string_equal(got, "2 6 1 1 3");
+    xf_model_free(m);
+    st = "{\"max_seq_length\": 16, \"do_lower_case\": \"yes\"}";
+    assert_int_equal(xf_test_write_file(p, st, strlen(st)), 0);
+    load_fail(a, XF_EFORMAT, "sentence_bert_config.json", "do_lower_case");
+}
+
 static void test_pre_ln(void **state)
 {
     char a[1200];
@@ -861,6 +968,17 @@ static void test_missing_files(void **state)
     snprintf(p, sizeof p, "%s/model.safetensors", a);
     assert_int_equal(unlink(p), 0);
     load_fail(a, -ENOENT, "model.safetensors", NULL);
+    /* what transformers would read instead is named, with what to do */
+    {
+        char q[1300];
+        snprintf(q, sizeof q, "%s/pytorch_model.bin", a);
+        assert_int_equal(xf_test_write_file(q, "PK", 2), 0);
+        load_fail(a, -ENOENT, "model.safetensors", "convert it to safetensors");
+        snprintf(q, sizeof q, "%s/model.safetensors.index.json", a);
+        assert_int_equal(xf_test_write_file(q, "{}", 2), 0);
+        load_fail(a, XF_EUNSUPPORTED, "sharded", "model.safetensors.index.json");
+        assert_int_equal(unlink(q), 0);
+    }
     assert_int_equal(xf_test_write_file(p, "", 0), 0);
     load_fail(a, XF_EFORMAT, "model.safetensors", NULL);
     snprintf(p, sizeof p, "%s/config.json", a);
@@ -907,6 +1025,13 @@ static const lie_t lies[] = {
       "classifier.weight", "id2label" },
     { "hidden_act swish", "hidden_act", "\"swish\"", NULL, NULL, XF_EUNSUPPORTED, "swish",
       NULL },
+    { "is_decoder true", "is_decoder", "true", NULL, NULL, XF_EUNSUPPORTED, "is_decoder",
+      NULL },
+    { "hidden_act quick_gelu", "hidden_act", "\"quick_gelu\"", NULL, NULL, XF_EUNSUPPORTED,
+      "quick_gelu", NULL },
+    /* a per-token head also stores classifier.weight [n_labels, d] (with a pooler here) */
+    { "BertForTokenClassification", "architectures", "[\"BertForTokenClassification\"]", NULL,
+      NULL, XF_EUNSUPPORTED, "token classification", NULL },
     { "hidden_size a string", "hidden_size", "\"32\"", NULL, NULL, XF_EFORMAT, "hidden_size",
       NULL },
     { "hidden_size -32", "hidden_size", "-32", NULL, NULL, XF_EFORMAT, "hidden_size", NULL },
@@ -970,9 +1095,15 @@ static void test_config_lies(void **state)
     for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++)
         run_lie(a, &lies[i]);
     xf_cases_end();
+    /* gelu_accurate is transformers' tanh form, as gelu_new */
+    edit_config(a, "hidden_act", json_string("gelu_accurate"));
+    xf_model_t *m = load_ok(a, NULL);
+    assert_int_equal(m->info.act, XF_ACT_GELU_TANH);
+    xf_model_free(m);
+    edit_config(a, "hidden_act", json_string("gelu"));
     /* Not a lie: 2 heads of 16 are as good as the honest 4 of 8. */
     edit_config(a, "num_attention_heads", json_integer(2));
-    xf_model_t *m = load_ok(a, NULL);
+    m = load_ok(a, NULL);
     assert_int_equal(m->info.layers[0].n_head, 2);
     assert_int_equal(m->info.layers[0].d_head, 16);
     xf_model_free(m);
@@ -1104,6 +1235,29 @@ static void test_names_and_types(void **state)
     assert_int_equal(m->info.arch, XF_ARCH_BERT);
     assert_string_equal(m->info.arch_name, "MysteryModel");
     xf_model_free(m);
+    /* Loaded as BERT only because its type is unknown: a tensor of its encoder that BERT does
+     * not read means the real class computes something else (ERNIE's task-type embeddings
+     * here), so it is refused; buffers and tensors outside the encoder (heads) are not. */
+    {
+        rw_t w = { .extra = "embeddings.position_ids" };
+        rewrite(b, &w);
+        m = load_ok(b, NULL);
+        xf_model_free(m);
+        w.extra = "cls.predictions.bias";
+        rewrite(b, &w);
+        m = load_ok(b, NULL);
+        xf_model_free(m);
+        w.extra = "embeddings.task_type_embeddings.weight";
+        rewrite(b, &w);
+        load_fail(b, XF_EUNSUPPORTED, "embeddings.task_type_embeddings.weight", "mystery");
+        edit_config(b, "model_type", json_string("ernie"));
+        load_fail(b, XF_EUNSUPPORTED, "embeddings.task_type_embeddings.weight", "ernie");
+        /* model_type bert: ignored (with a warning), as transformers' BertModel ignores it */
+        edit_config(b, "model_type", json_string("bert"));
+        m = load_ok(b, NULL);
+        assert_int_equal(m->info.arch, XF_ARCH_BERT);
+        xf_model_free(m);
+    }
     /* a vocabulary larger than the embedding table would index past it */
     snprintf(p, sizeof p, "%s/vocab.txt", b);
     assert_int_equal(xf_demo_vocab_write(p, 300, NULL), 0);
@@ -1271,6 +1425,7 @@ XF_TEST_MAIN(XF_TEST_WITH_DIR(test_demo_tiny),
              XF_TEST_WITH_DIR(test_distilbert),
              XF_TEST_WITH_DIR(test_heterogeneous),
              XF_TEST_WITH_DIR(test_pooling),
+             XF_TEST_WITH_DIR(test_st_lower_case),
              XF_TEST_WITH_DIR(test_pre_ln),
              XF_TEST_WITH_DIR(test_missing_files),
              XF_TEST_WITH_DIR(test_config_lies),

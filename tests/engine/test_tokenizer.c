@@ -790,6 +790,163 @@ static void test_tokenizer_json(void **state)
     xf_test_rmtree(dir);
 }
 
+/* tokenizer.json with the given post_processor (JSON text) over a small WordPiece vocabulary
+ * whose specials are <s> (2) and </s> (3), written to dir/tokenizer.json. */
+static void write_pp(const char *dir, const char *pp)
+{
+    char path[1100], *j;
+    int n = asprintf(&j, "{\"post_processor\":%s,\"model\":{\"type\":\"WordPiece\","
+                     "\"vocab\":{\"[UNK]\":0,\"[CLS]\":1,\"<s>\":2,\"</s>\":3,\"[SEP]\":4,"
+                     "\"a\":5,\"b\":6}}}", pp);
+    assert_true(n > 0);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    assert_int_equal(xf_test_write_file(path, j, (size_t)n), 0);
+    free(j);
+}
+
+#define TP_S(id, ty) "{\"SpecialToken\":{\"id\":\"" id "\",\"type_id\":" #ty "}}"
+#define TP_Q(id, ty) "{\"Sequence\":{\"id\":\"" id "\",\"type_id\":" #ty "}}"
+
+/* The post-processor decides the special tokens and the pair layout (tokenizers and TEI
+ * follow it): TemplateProcessing's tokens and B's type id are used; a single template that
+ * is not "X $A Y" is refused; a pair template of another shape refuses pairs only. */
+static void test_post_processor(void **state)
+{
+    (void)state;
+    char dir[1024];
+    xf_tokens_t t = { 0 };
+    xf_diag_t d = { 0 };
+    xf_tokenizer_t *tok;
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "tok_pp"));
+
+    /* <s> A </s> / <s> A </s> B </s> with type 0 throughout (as XLM-R-style templates) */
+    write_pp(dir, "{\"type\":\"TemplateProcessing\",\"single\":[" TP_S("<s>", 0) ","
+             TP_Q("A", 0) "," TP_S("</s>", 0) "],\"pair\":[" TP_S("<s>", 0) "," TP_Q("A", 0)
+             "," TP_S("</s>", 0) "," TP_Q("B", 0) "," TP_S("</s>", 0) "],\"special_tokens\":{"
+             "\"<s>\":{\"id\":\"<s>\",\"ids\":[2],\"tokens\":[\"<s>\"]},"
+             "\"</s>\":{\"id\":\"</s>\",\"ids\":[3],\"tokens\":[\"</s>\"]}}}");
+    tok = load_or_fail(dir, NULL);
+    assert_int_equal(xf_tokenizer_encode(tok, "a", 1, "b", 1, NULL, &t, &d), 0);
+    {
+        const int32_t ids[] = { 2, 5, 3, 6, 3 }, ty[5] = { 0 };
+        expect_ids(&t, ids, ty, 5);
+    }
+    xf_tokenizer_free(tok);
+
+    /* the BERT template, its specials named through special_tokens' "tokens" */
+    write_pp(dir, "{\"type\":\"Sequence\",\"processors\":[{\"type\":\"TemplateProcessing\","
+             "\"single\":[" TP_S("C", 0) "," TP_Q("A", 0) "," TP_S("S", 0) "],\"pair\":["
+             TP_S("C", 0) "," TP_Q("A", 0) "," TP_S("S", 0) "," TP_Q("B", 1) "," TP_S("S", 1)
+             "],\"special_tokens\":{\"C\":{\"id\":\"C\",\"ids\":[1],\"tokens\":[\"[CLS]\"]},"
+             "\"S\":{\"id\":\"S\",\"ids\":[4],\"tokens\":[\"[SEP]\"]}}}]}");
+    tok = load_or_fail(dir, NULL);
+    assert_int_equal(xf_tokenizer_encode(tok, "a", 1, "b", 1, NULL, &t, &d), 0);
+    {
+        const int32_t ids[] = { 1, 5, 4, 6, 4 }, ty[] = { 0, 0, 0, 1, 1 };
+        expect_ids(&t, ids, ty, 5);
+    }
+    xf_tokenizer_free(tok);
+
+    /* RoBERTa's pair layout (<s> A </s> </s> B </s>): single texts encode, pairs are refused */
+    write_pp(dir, "{\"type\":\"TemplateProcessing\",\"single\":[" TP_S("<s>", 0) ","
+             TP_Q("A", 0) "," TP_S("</s>", 0) "],\"pair\":[" TP_S("<s>", 0) "," TP_Q("A", 0)
+             "," TP_S("</s>", 0) "," TP_S("</s>", 0) "," TP_Q("B", 0) "," TP_S("</s>", 0)
+             "]}");
+    tok = load_or_fail(dir, NULL);
+    assert_int_equal(xf_tokenizer_encode(tok, "a b", 3, NULL, 0, NULL, &t, &d), 0);
+    {
+        const int32_t ids[] = { 2, 5, 6, 3 }, ty[4] = { 0 };
+        expect_ids(&t, ids, ty, 4);
+    }
+    assert_int_equal(xf_tokenizer_encode(tok, "a", 1, "b", 1, NULL, &t, &d), XF_EUNSUPPORTED);
+    assert_non_null(strstr(d.msg, "pair"));
+    xf_tokenizer_free(tok);
+    write_pp(dir, "{\"type\":\"RobertaProcessing\",\"sep\":[\"</s>\",3],\"cls\":[\"<s>\",2]}");
+    tok = load_or_fail(dir, NULL);
+    assert_int_equal(xf_tokenizer_encode(tok, "a", 1, "b", 1, NULL, &t, &d), XF_EUNSUPPORTED);
+    xf_tokenizer_free(tok);
+
+    /* single templates xformd cannot follow: refused at load, naming the post_processor */
+    static const char *const bad[] = {
+        "{\"type\":\"TemplateProcessing\",\"single\":[" TP_Q("A", 0) "," TP_S("[SEP]", 0) "]}",
+        "{\"type\":\"TemplateProcessing\",\"single\":[" TP_Q("A", 0) "]}",
+        "{\"type\":\"TemplateProcessing\",\"single\":[" TP_S("[CLS]", 0) "," TP_Q("A", 1) ","
+        TP_S("[SEP]", 0) "]}",
+        "{\"type\":\"TemplateProcessing\",\"single\":[" TP_S("X", 0) "," TP_Q("A", 0) ","
+        TP_S("[SEP]", 0) "],\"special_tokens\":{\"X\":{\"id\":\"X\",\"ids\":[1,2],"
+        "\"tokens\":[\"[CLS]\",\"<s>\"]}}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        write_pp(dir, bad[i]);
+        tok = NULL;
+        assert_int_equal(xf_tokenizer_load(dir, NULL, &tok, &d), XF_EUNSUPPORTED);
+        assert_null(tok);
+        assert_non_null(strstr(d.msg, "post_processor"));
+    }
+    xf_tokens_deinit(&t);
+    xf_test_rmtree(dir);
+}
+
+/* The normalizer and pre-tokenizer of a WordPiece tokenizer.json: the ones that split and
+ * change text as BERT's do load; others are refused (not warned about and ignored: WordPiece
+ * would see other words), even with a vocab.txt beside (it would tokenize otherwise). */
+static void test_pipeline_refused(void **state)
+{
+    (void)state;
+    static const char vocab[] = "{\"[UNK]\":0,\"[CLS]\":1,\"[SEP]\":2,\"a\":3,\"b\":4,\",\":5,"
+                                "\"...\":6,\".\":7}";
+    static const struct { const char *fields; int ok; const char *what; } cases[] = {
+        { "\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"}", 1, NULL },
+        { "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+          "\"WhitespaceSplit\"},{\"type\":\"Punctuation\",\"behavior\":\"Isolated\"}]}", 1, NULL },
+        { "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Strip\","
+          "\"strip_left\":true,\"strip_right\":true},{\"type\":\"BertNormalizer\"}]}", 1, NULL },
+        { "\"pre_tokenizer\":{\"type\":\"Whitespace\"}", 0, "pre_tokenizer" },
+        { "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+          "\"WhitespaceSplit\"},{\"type\":\"Punctuation\",\"behavior\":\"Contiguous\"}]}", 0,
+          "pre_tokenizer" },
+        { "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+          "\"BertPreTokenizer\"},{\"type\":\"Digits\",\"individual_digits\":true}]}", 0,
+          "Sequence" },
+        { "\"normalizer\":{\"type\":\"NFKC\"}", 0, "NFKC" },
+        { "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"BertNormalizer\"},"
+          "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"b\"}]}", 0,
+          "Replace" },
+    };
+    char dir[1024], path[1100], *j;
+    xf_tokens_t t = { 0 };
+    xf_diag_t d = { 0 };
+    assert_non_null(xf_test_tmpdir(dir, sizeof dir, "tok_pipe"));
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    assert_int_equal(xf_test_write_file(path, "[UNK]\n[CLS]\n[SEP]\na\n", 20), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int n = asprintf(&j, "{%s,\"model\":{\"type\":\"WordPiece\",\"vocab\":%s}}",
+                         cases[i].fields, vocab);
+        assert_true(n > 0);
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        assert_int_equal(xf_test_write_file(path, j, (size_t)n), 0);
+        free(j);
+        xf_tokenizer_t *tok = NULL;
+        int rc = xf_tokenizer_load(dir, NULL, &tok, &d);
+        if (!cases[i].ok) {
+            if (rc != XF_EUNSUPPORTED || !strstr(d.msg, cases[i].what))
+                fail_msg("case %zu: rc %d \"%s\", want XF_EUNSUPPORTED naming %s", i, rc, d.msg,
+                         cases[i].what);
+            assert_null(tok);
+            continue;
+        }
+        if (rc != 0)
+            fail_msg("case %zu: rc %d %s", i, rc, d.msg);
+        /* "a,b...": every punctuation character alone */
+        assert_int_equal(xf_tokenizer_encode(tok, " a,b... ", 8, NULL, 0, NULL, &t, &d), 0);
+        const int32_t ids[] = { 1, 3, 5, 4, 7, 7, 7, 2 }, ty[8] = { 0 };
+        expect_ids(&t, ids, ty, 8);
+        xf_tokenizer_free(tok);
+    }
+    xf_tokens_deinit(&t);
+    xf_test_rmtree(dir);
+}
+
 static void test_bpe_refused(void **state)
 {
     (void)state;
@@ -916,5 +1073,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_llama_cpp_bge), cmocka_unit_test(test_pytorch
              cmocka_unit_test(test_split_special), cmocka_unit_test(test_offsets),
              cmocka_unit_test(test_offsets_corpus), cmocka_unit_test(test_long_words),
              cmocka_unit_test(test_threads),
-             cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_bpe_refused),
+             cmocka_unit_test(test_tokenizer_json), cmocka_unit_test(test_post_processor),
+             cmocka_unit_test(test_pipeline_refused),
+             cmocka_unit_test(test_bpe_refused),
              cmocka_unit_test(test_missing), cmocka_unit_test(test_hostile_vocab))

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "xf_test.h"
@@ -816,6 +817,47 @@ static void test_tei_openai_conformance(void **state)
     tei_err(ps.port, "/embed", "{\"inputs\":[[5],[]],\"prompt_name\":\"query\"}", 400, "Empty",
             "input 1");
     fx_stop_all(&ps, 1);
+
+    /* a Pooling config with include_prompt false (mean pooling): sentence-transformers would
+     * leave the prompt's tokens out of the mean, so a prompt_name is refused, not pooled
+     * differently; without a prompt the model serves as usual */
+    fx_srv_t np = { 0 };
+    assert_int_equal(fx_write_model("rt_noprompt", 0, np.dir, sizeof np.dir), 0);
+    static const struct { const char *file, *text; } npf[] = {
+        { "config_sentence_transformers.json", "{\"prompts\":{\"query\":\"query: \"}}" },
+        { "modules.json", "[{\"idx\":0,\"name\":\"0\",\"path\":\"\",\"type\":"
+                          "\"sentence_transformers.models.Transformer\"},{\"idx\":1,\"name\":"
+                          "\"1\",\"path\":\"1_Pooling\",\"type\":"
+                          "\"sentence_transformers.models.Pooling\"}]" },
+        { "1_Pooling/config.json", "{\"pooling_mode\":\"mean\",\"include_prompt\":false}" },
+    };
+    snprintf(path, sizeof path, "%s/1_Pooling", np.dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    for (size_t i = 0; i < sizeof npf / sizeof *npf; i++) {
+        snprintf(path, sizeof path, "%s/%s", np.dir, npf[i].file);
+        assert_int_equal(xf_test_write_file(path, npf[i].text, strlen(npf[i].text)), 0);
+    }
+    fx_opts(&o, np.dir);
+    fx_launch(&np, &o);
+    tei_err(np.port, "/embed", "{\"inputs\":\"x\",\"prompt_name\":\"query\"}", 422,
+            "Validation", "include_prompt");
+    tei_err(np.port, "/similarity", "{\"inputs\":{\"source_sentence\":\"x\",\"sentences\":"
+            "[\"y\"]},\"parameters\":{\"prompt_name\":\"query\"}}", 422, "Validation",
+            "include_prompt");
+    /* nothing pooled: the prompt is used */
+    a = jget(np.port, "POST", "/tokenize", "{\"inputs\":\"x\",\"prompt_name\":\"query\"}",
+             200);
+    b = jget(np.port, "POST", "/tokenize", "{\"inputs\":\"query: x\"}", 200);
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+    a = jget(np.port, "POST", "/embed", "{\"inputs\":[\"query: x\"]}", 200);
+    json_decref(a);
+    a = jget(np.port, "GET", "/info", NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(a,
+                        "model_type"), "embedding"), "pooling")), "mean");
+    json_decref(a);
+    fx_stop_all(&np, 1);
 
     /* sentence-transformers' max_seq_length (sentence_bert_config.json) is the input limit,
      * as in sentence-transformers and TEI (/info max_input_length): cut by default on TEI's
