@@ -630,6 +630,68 @@ static void test_api_key(void **state)
     json_decref(j);
 }
 
+/* A request refused on its header (413 on Content-Length, 401, 415) by a client that sends the
+ * whole body before reading, as Python's http.client and Node's fetch (the openai SDKs) do: the
+ * body is read and dropped, then the answer comes and the connection stays usable. Closing with
+ * the body unread made the client's send fail (EPIPE/ECONNRESET: "Connection error." in the
+ * openai SDK) instead of showing the answer. 32 MiB is well past loopback's socket buffers, and
+ * under the 64 MiB that is dropped before answering. With Expect: 100-continue the answer
+ * still comes at once, before any body byte is sent. */
+#define BIG_BODY (32u << 20)
+static void send_refused_body(int port, const char *path, const char *extra, int want,
+                              const char *body, const char *code, enum err_shape shape)
+{
+    int fd = hc_connect(port);
+    assert_true(fd >= 0);
+    char head[512];
+    int n = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: x\r\n%s"
+                     "Content-Length: %u\r\n\r\n", path, extra, BIG_BODY);
+    assert_int_equal(hc_send(fd, head, (size_t)n), 0);
+    assert_int_equal(hc_send(fd, body, BIG_BODY), 0);   /* the whole body goes through */
+    hc_resp_t r;
+    assert_int_equal(hc_read(fd, &r), 0);
+    assert_int_equal(r.status, want);
+    json_t *j = json_loads(r.body, 0, NULL);
+    CHECK_SHAPE(j, shape, code);
+    json_decref(j);
+    hc_free(&r);
+    /* Framing intact: the next request on the connection is answered. */
+    assert_int_equal(hc_request(fd, "GET", "/v2/health/live", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    close(fd);
+}
+
+static void test_refused_body(void **state)
+{
+    (void)state;
+    need_servers();
+    char *body = malloc(BIG_BODY);
+    assert_non_null(body);
+    memset(body, ' ', BIG_BODY);
+    send_refused_body(S[SRV_PLAIN].port, "/v1/embeddings", "Content-Type: application/json\r\n",
+                      413, body, "body_too_large", SHAPE_OPENAI);
+    send_refused_body(S[SRV_PLAIN].port, "/embed", "Content-Type: text/plain\r\n", 415, body,
+                      "Validation", SHAPE_TEI);
+    send_refused_body(S[SRV_CLS3].port, "/v1/embeddings",
+                      "Content-Type: application/json\r\nAuthorization: Bearer wrong\r\n", 401,
+                      body, "invalid_api_key", SHAPE_OPENAI);
+    free(body);
+
+    /* Expect: 100-continue: answered at once, no interim 100, nothing of the body sent. */
+    int fd = hc_connect(S[SRV_PLAIN].port);
+    assert_true(fd >= 0);
+    const char *head = "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Expect: 100-continue\r\nContent-Length: 1000000\r\n\r\n";
+    assert_int_equal(hc_send(fd, head, strlen(head)), 0);
+    hc_resp_t r;
+    assert_int_equal(hc_read(fd, &r), 0);
+    assert_int_equal(r.status, 413);
+    assert_non_null(strstr(r.body, "max_body_bytes"));
+    hc_free(&r);
+    close(fd);
+}
+
 /* ---- load --------------------------------------------------------------------------- */
 
 #define N_TEXTS 6
@@ -918,6 +980,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_health), cmocka_unit_test(test_kserve),
              cmocka_unit_test(test_openai_embeddings), cmocka_unit_test(test_tei_embed),
              cmocka_unit_test(test_tei_rerank), cmocka_unit_test(test_tei_predict),
              cmocka_unit_test(test_errors), cmocka_unit_test(test_limits),
-             cmocka_unit_test(test_api_key), cmocka_unit_test(test_concurrent),
+             cmocka_unit_test(test_api_key), cmocka_unit_test(test_refused_body),
+             cmocka_unit_test(test_concurrent),
              cmocka_unit_test(test_metrics), cmocka_unit_test(test_hostile),
              cmocka_unit_test(test_stop))
