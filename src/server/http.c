@@ -750,11 +750,14 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
             return refuse(req, wb, XF_HE_BODY_TOO_LARGE, 0, "request body of %llu bytes "
                           "exceeds the limit of %zu bytes (http.max_body_bytes)", v,
                           s->o.max_body_bytes);
-        /* The whole body's share of the buffer budget, before reading any of it. */
+        /* The whole body's share of the buffer budget, before reading any of it. Answered
+         * at once, body unread: shedding load comes first, and a client that sees a reset
+         * instead of this 503 retries all the same. */
         if (errno == 0 && end != cl && v > 0 && budget_take(req, (size_t)v) < 0) {
             req->close = 1;
-            return refuse(req, wb, XF_HE_BUFFERS_FULL, 1, "too many request bytes buffered "
-                          "(http.max_buffered_bytes); retry later");
+            return xf_http_reply_error(req, XF_HE_BUFFERS_FULL, 1,
+                                       "too many request bytes buffered "
+                                       "(http.max_buffered_bytes); retry later");
         }
     }
     req->state = XF_REQ_BODY;
