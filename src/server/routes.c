@@ -105,7 +105,12 @@ step_t xf_routes_parse_body(xf_req_t *req, enum MHD_Result *ret)
         return STEP_REPLIED;
     }
     json_error_t err;
-    json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+    /* "\u0000" is valid JSON and turns up in extracted text (PDFs): OpenAI and TEI embed it
+     * (BERT's clean_text drops U+0000, as xf_tokenizer_encode does), so texts keep it — they
+     * are read with json_string_length() — and xf_routes_get_str() refuses it in the other
+     * string fields, which are compared as C strings. */
+    json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                              &err);
     if (!root) {
         int utf8 = json_error_code(&err) == json_error_invalid_utf8;
         *ret = xf_http_reply_error(req, utf8 ? XF_HE_INVALID_UTF8 : XF_HE_BAD_JSON, 0,
@@ -202,8 +207,8 @@ step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long 
     return STEP_OK;
 }
 
-step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
-                         enum MHD_Result *ret)
+static step_t get_string(xf_req_t *req, json_t *obj, const char *key, int text,
+                         const char **out, enum MHD_Result *ret)
 {
     json_t *v;
     if (typed_field(req, obj, key, "a string", &v, ret) != STEP_OK)
@@ -216,8 +221,26 @@ step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char
                                    deser(req), key);
         return STEP_REPLIED;
     }
+    if (!text && strlen(json_string_value(v)) != json_string_length(v)) {
+        req->err_param = key;
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must not contain "
+                                   "U+0000", deser(req), key);
+        return STEP_REPLIED;
+    }
     *out = json_string_value(v);
     return STEP_OK;
+}
+
+step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
+                         enum MHD_Result *ret)
+{
+    return get_string(req, obj, key, 0, out, ret);
+}
+
+step_t xf_routes_get_text(xf_req_t *req, json_t *obj, const char *key, const char **out,
+                          enum MHD_Result *ret)
+{
+    return get_string(req, obj, key, 1, out, ret);
 }
 
 int xf_routes_texts_alloc(texts_t *t, size_t n)

@@ -316,6 +316,53 @@ static void test_openai_embeddings(void **state)
 
 /* ---- TEI ---------------------------------------------------------------------------- */
 
+/* "\u0000" in a text (it turns up in text extracted from PDFs; LangChain sends such documents
+ * as they are): OpenAI and TEI embed it, and BERT's clean_text drops U+0000, so "a\u0000b" is
+ * embedded as "ab" — not refused (it was 400 invalid_json) and not cut at the NUL ("a"). In a
+ * name or option field it is refused: those are compared as C strings. */
+static void test_nul_in_text(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    static const char *const route[] = { "/v1/embeddings", "/embed" };
+    static const char *const key[] = { "input", "inputs" };
+    static const char *const text[] = { "alpha\\u0000beta gamma", "alphabeta gamma", "alpha" };
+    for (int r = 0; r < 2; r++) {
+        char body[3][96];
+        for (int k = 0; k < 3; k++)
+            snprintf(body[k], sizeof body[k], "{\"%s\":\"%s\",\"dimensions\":8}", key[r],
+                     text[k]);
+        json_t *v[3];
+        for (int k = 0; k < 3; k++) {
+            json_t *j = fx_json(p, "POST", route[r], NULL, body[k], 200);
+            json_t *e = r == 0 ? json_object_get(json_array_get(json_object_get(j, "data"), 0),
+                                                 "embedding")
+                               : json_array_get(j, 0);
+            v[k] = json_deep_copy(e);
+            json_decref(j);
+            assert_int_equal(json_array_size(v[k]), 8);
+        }
+        /* Same tokens, same batch shape: equal up to float rounding (see test_kserve). */
+        double d_same = 0, d_cut = 0;
+        for (size_t i = 0; i < 8; i++) {
+            double a = json_number_value(json_array_get(v[0], i));
+            d_same = fmax(d_same, fabs(a - json_number_value(json_array_get(v[1], i))));
+            d_cut = fmax(d_cut, fabs(a - json_number_value(json_array_get(v[2], i))));
+        }
+        assert_true(d_same < 1e-5);
+        assert_true(d_cut > 1e-3);   /* a different text: not the one cut at the NUL */
+        for (int k = 0; k < 3; k++)
+            json_decref(v[k]);
+    }
+    json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL,
+                        "{\"input\":\"a\",\"model\":\"xformd-demo\\u0000x\"}", 400);
+    CHECK_SHAPE(j, SHAPE_OPENAI, "invalid_field");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "param")),
+                        "model");
+    json_decref(j);
+}
+
 static void test_tei_embed(void **state)
 {
     (void)state;
@@ -977,7 +1024,8 @@ static void test_stop(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_health), cmocka_unit_test(test_kserve),
-             cmocka_unit_test(test_openai_embeddings), cmocka_unit_test(test_tei_embed),
+             cmocka_unit_test(test_openai_embeddings), cmocka_unit_test(test_nul_in_text),
+             cmocka_unit_test(test_tei_embed),
              cmocka_unit_test(test_tei_rerank), cmocka_unit_test(test_tei_predict),
              cmocka_unit_test(test_errors), cmocka_unit_test(test_limits),
              cmocka_unit_test(test_api_key), cmocka_unit_test(test_refused_body),
