@@ -668,7 +668,9 @@ static int refusal_waits_for_body(const xf_server_t *s, struct MHD_Connection *c
 }
 
 /* Refuse a request on its header: at once, or (wait_body) after its body has been read and
- * dropped, from the final access-handler call (the body deadline and FIN check apply). */
+ * dropped, from the final access-handler call (the body deadline and FIN check apply). It will
+ * never queue a job, so a drain does not wait for it (reading_done): the drain's stop closes
+ * the connection if the body is still coming. */
 static enum MHD_Result refuse(xf_req_t *req, int wait_body, enum xf_http_err code,
                               int retry_after_s, const char *fmt, ...) XF_PRINTF(5, 6);
 static enum MHD_Result refuse(xf_req_t *req, int wait_body, enum xf_http_err code,
@@ -683,6 +685,7 @@ static enum MHD_Result refuse(xf_req_t *req, int wait_body, enum xf_http_err cod
         return xf_http_reply_error(req, code, retry_after_s, "%s", msg);
     set_pending(req, code, msg);
     req->state = XF_REQ_BODY;
+    reading_done(req);
     conn_phase(req->srv, req->conn, CONN_BODY);
     return MHD_YES;
 }
