@@ -1095,6 +1095,17 @@ enum xf_http_err xf_routes_match(xf_req_t *req, const char *method, const char *
     req->model[0] = req->version[0] = '\0';
     if (strncmp(url, "/v1/sessions/", 13) == 0)   /* ids up to 128 bytes, DELETE: sessions.c */
         return xf_sessions_match(req, method, url);
+    /* An OpenAI model id may hold '/' (a served name such as "BAAI/bge-small-en-v1.5", what
+     * TEI serves by default; the SDKs send it %2F-escaped, which MHD unescapes): the rest of
+     * the path is the id, as OpenAI's GET /v1/models/{model} reads it. */
+    const char *id = strncmp(url, "/v1/models/", 11) == 0 ? url + 11 : NULL;
+    if (id && strchr(id, '/') && strlen(id) < sizeof req->model) {
+        memcpy(req->model, id, strlen(id) + 1);
+        req->route = XF_R_OPENAI_MODEL;
+        req->api = routes[XF_R_OPENAI_MODEL].api;
+        return method_matches(&routes[XF_R_OPENAI_MODEL], method) ? XF_HE_NONE
+                                                                  : XF_HE_METHOD_NOT_ALLOWED;
+    }
     for (int r = XF_R_NONE + 1; r < XF_R_COUNT; r++) {
         if (!path_matches(&routes[r], url, req))
             continue;
