@@ -636,8 +636,63 @@ static void reading_done(xf_req_t *req)
     }
 }
 
-/* The first access-handler call of a request: the header is complete. Replies at once to what
- * is refused on the header alone; otherwise moves to XF_REQ_BODY. */
+/* Most body bytes dropped before answering a request refused on its header (beyond them the
+ * answer goes at once and the connection closes); http.max_body_bytes when that is larger. */
+#define XF_HTTP_DISCARD_BYTES (64u << 20)
+
+/* 1 when the answer to a request refused on its header alone should wait until its body has
+ * been read and dropped. A client that sends its whole body before reading (Python's
+ * http.client, Node's fetch, hence the openai SDKs) gets EPIPE/ECONNRESET instead of the
+ * answer when MHD closes a connection with unread bytes (it must: a reply queued before the
+ * body makes it stop reading), and the kernel's reset may also discard the answer in flight
+ * (RFC 9112 §9.6). Not when the client waits for "100 Continue" (it sends nothing more and
+ * reads the answer at once) or the body has no length we can skip in bounded time. */
+static int refusal_waits_for_body(const xf_server_t *s, struct MHD_Connection *conn)
+{
+    const char *ex = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    if (ex && strcasecmp(ex, "100-continue") == 0)
+        return 0;
+    /* framing_refused() passed: at most one Content-Length, or a single "chunked". */
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return 1;
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(cl, &end, 10);
+    size_t cap = s->o.max_body_bytes > XF_HTTP_DISCARD_BYTES ? s->o.max_body_bytes
+                                                             : XF_HTTP_DISCARD_BYTES;
+    return errno == 0 && end != cl && v > 0 && v <= cap;
+}
+
+/* Refuse a request on its header: at once, or (wait_body) after its body has been read and
+ * dropped, from the final access-handler call (the body deadline and FIN check apply). It will
+ * never queue a job, so a drain does not wait for it (reading_done): the drain's stop closes
+ * the connection if the body is still coming. */
+static enum MHD_Result refuse(xf_req_t *req, int wait_body, enum xf_http_err code,
+                              int retry_after_s, const char *fmt, ...) XF_PRINTF(5, 6);
+static enum MHD_Result refuse(xf_req_t *req, int wait_body, enum xf_http_err code,
+                              int retry_after_s, const char *fmt, ...)
+{
+    char msg[sizeof req->pending_msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!wait_body)
+        return xf_http_reply_error(req, code, retry_after_s, "%s", msg);
+    set_pending(req, code, msg);
+    req->state = XF_REQ_BODY;
+    reading_done(req);
+    conn_phase(req->srv, req->conn, CONN_BODY);
+    return MHD_YES;
+}
+
+/* The first access-handler call of a request: the header is complete. Refuses what is refused
+ * on the header alone (at once, or after dropping a body on its way: refuse()); otherwise
+ * moves to XF_REQ_BODY. */
 static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Connection *conn,
                                   const char *url, const char *method, int nul_in_uri)
 {
@@ -653,23 +708,23 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
     }
     if (framing_refused(req, &fr))
         return fr;
+    int wb = refusal_waits_for_body(s, conn);
     if (nul_in_uri)
-        return xf_http_reply_error(req, XF_HE_BAD_REQUEST, 0, "%%00 (a NUL byte) in the "
-                                   "request target");
+        return refuse(req, wb, XF_HE_BAD_REQUEST, 0, "%%00 (a NUL byte) in the request target");
     enum xf_http_err e = xf_routes_match(req, method, url);
     if (e == XF_HE_BAD_SESSION_ID)
-        return xf_http_reply_error(req, e, 0, "the session id in %.200s must be 1-128 bytes of "
-                                   "[A-Za-z0-9._:-]", url);
+        return refuse(req, wb, e, 0, "the session id in %.200s must be 1-128 bytes of "
+                      "[A-Za-z0-9._:-]", url);
     if (e != XF_HE_NONE)
-        return xf_http_reply_error(req, e, 0,
-                                   e == XF_HE_NOT_FOUND ? "no route %s %.200s"
-                                                        : "method %s not allowed on %.200s",
-                                   method, url);
+        return refuse(req, wb, e, 0,
+                      e == XF_HE_NOT_FOUND ? "no route %s %.200s"
+                                           : "method %s not allowed on %.200s", method, url);
+    /* A draining server answers at once: the drain does not wait for bodies it refuses. */
     if (atomic_load(&s->draining) && !xf_routes_while_draining(req->route))
         return xf_http_reply_error(req, XF_HE_DRAINING, 1, "server is shutting down");
     if (xf_routes_needs_auth(req->route) && !auth_ok(s, conn))
-        return xf_http_reply_error(req, XF_HE_UNAUTHORIZED, 0,
-                                   "missing or wrong API key (Authorization: Bearer ...)");
+        return refuse(req, wb, XF_HE_UNAUTHORIZED, 0,
+                      "missing or wrong API key (Authorization: Bearer ...)");
     if (!xf_routes_has_body(req->route)) {
         /* GET: answer on the final call; a reply queued on the first call makes MHD
          * close the connection instead of keeping it alive. */
@@ -685,21 +740,22 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
                  MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                              "Inference-Header-Content-Length");
     if (!json_content_type(ct) && !binary)
-        return xf_http_reply_error(req, XF_HE_UNSUPPORTED_MEDIA, 0,
-                                   "Content-Type must be application/json, not %.100s",
-                                   ct);
+        return refuse(req, wb, XF_HE_UNSUPPORTED_MEDIA, 0,
+                      "Content-Type must be application/json, not %.100s", ct);
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end = NULL;
         errno = 0;
         unsigned long long v = strtoull(cl, &end, 10);
+        /* Refused before any of it is buffered (dropped as it comes when wb). */
         if (errno == 0 && end != cl && v > s->o.max_body_bytes)
-            return xf_http_reply_error(req, XF_HE_BODY_TOO_LARGE, 0,
-                                       "request body of %llu bytes exceeds the limit of "
-                                       "%zu bytes (http.max_body_bytes)", v,
-                                       s->o.max_body_bytes);
-        /* The whole body's share of the buffer budget, before reading any of it. */
+            return refuse(req, wb, XF_HE_BODY_TOO_LARGE, 0, "request body of %llu bytes "
+                          "exceeds the limit of %zu bytes (http.max_body_bytes)", v,
+                          s->o.max_body_bytes);
+        /* The whole body's share of the buffer budget, before reading any of it. Answered
+         * at once, body unread: shedding load comes first, and a client that sees a reset
+         * instead of this 503 retries all the same. */
         if (errno == 0 && end != cl && v > 0 && budget_take(req, (size_t)v) < 0) {
             req->close = 1;
             return xf_http_reply_error(req, XF_HE_BUFFERS_FULL, 1,

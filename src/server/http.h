@@ -64,7 +64,7 @@ typedef struct xf_req {
     int reading;           /* counted in srv->reading: header in, job not yet queued */
     size_t reserved;       /* bytes of http.max_buffered_bytes held; released once the body is
                               parsed or dropped */
-    char pending_msg[160];
+    char pending_msg[320];   /* the message of pending_err */
     const char *err_param; /* OpenAI errors: the offending request field ("dimensions"), set by
                               routes.c before replying; NULL gives "param": null. Static or
                               borrowed from req->root. */

@@ -105,7 +105,12 @@ step_t xf_routes_parse_body(xf_req_t *req, enum MHD_Result *ret)
         return STEP_REPLIED;
     }
     json_error_t err;
-    json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+    /* "\u0000" is valid JSON and turns up in extracted text (PDFs): OpenAI and TEI embed it
+     * (BERT's clean_text drops U+0000, as xf_tokenizer_encode does), so texts keep it — they
+     * are read with json_string_length() — and xf_routes_get_str() refuses it in the other
+     * string fields, which are compared as C strings. */
+    json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                              &err);
     if (!root) {
         int utf8 = json_error_code(&err) == json_error_invalid_utf8;
         *ret = xf_http_reply_error(req, utf8 ? XF_HE_INVALID_UTF8 : XF_HE_BAD_JSON, 0,
@@ -202,8 +207,8 @@ step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long 
     return STEP_OK;
 }
 
-step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
-                         enum MHD_Result *ret)
+static step_t get_string(xf_req_t *req, json_t *obj, const char *key, int text,
+                         const char **out, enum MHD_Result *ret)
 {
     json_t *v;
     if (typed_field(req, obj, key, "a string", &v, ret) != STEP_OK)
@@ -216,8 +221,26 @@ step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char
                                    deser(req), key);
         return STEP_REPLIED;
     }
+    if (!text && strlen(json_string_value(v)) != json_string_length(v)) {
+        req->err_param = key;
+        *ret = xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "%sfield '%s' must not contain "
+                                   "U+0000", deser(req), key);
+        return STEP_REPLIED;
+    }
     *out = json_string_value(v);
     return STEP_OK;
+}
+
+step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
+                         enum MHD_Result *ret)
+{
+    return get_string(req, obj, key, 0, out, ret);
+}
+
+step_t xf_routes_get_text(xf_req_t *req, json_t *obj, const char *key, const char **out,
+                          enum MHD_Result *ret)
+{
+    return get_string(req, obj, key, 1, out, ret);
 }
 
 int xf_routes_texts_alloc(texts_t *t, size_t n)
@@ -1072,6 +1095,17 @@ enum xf_http_err xf_routes_match(xf_req_t *req, const char *method, const char *
     req->model[0] = req->version[0] = '\0';
     if (strncmp(url, "/v1/sessions/", 13) == 0)   /* ids up to 128 bytes, DELETE: sessions.c */
         return xf_sessions_match(req, method, url);
+    /* An OpenAI model id may hold '/' (a served name such as "BAAI/bge-small-en-v1.5", what
+     * TEI serves by default; the SDKs send it %2F-escaped, which MHD unescapes): the rest of
+     * the path is the id, as OpenAI's GET /v1/models/{model} reads it. */
+    const char *id = strncmp(url, "/v1/models/", 11) == 0 ? url + 11 : NULL;
+    if (id && strchr(id, '/') && strlen(id) < sizeof req->model) {
+        memcpy(req->model, id, strlen(id) + 1);
+        req->route = XF_R_OPENAI_MODEL;
+        req->api = routes[XF_R_OPENAI_MODEL].api;
+        return method_matches(&routes[XF_R_OPENAI_MODEL], method) ? XF_HE_NONE
+                                                                  : XF_HE_METHOD_NOT_ALLOWED;
+    }
     for (int r = XF_R_NONE + 1; r < XF_R_COUNT; r++) {
         if (!path_matches(&routes[r], url, req))
             continue;

@@ -64,8 +64,12 @@ step_t xf_routes_get_bool(xf_req_t *req, json_t *obj, const char *key, int *out,
                           enum MHD_Result *ret);
 step_t xf_routes_get_int(xf_req_t *req, json_t *obj, const char *key, long long lo, long long hi,
                          long long *out, enum MHD_Result *ret);
+/* A string field: _str for names and options (U+0000 inside is refused: they are compared
+ * as C strings), _text for a text to embed (may hold U+0000: read its json_string_length()). */
 step_t xf_routes_get_str(xf_req_t *req, json_t *obj, const char *key, const char **out,
                          enum MHD_Result *ret);
+step_t xf_routes_get_text(xf_req_t *req, json_t *obj, const char *key, const char **out,
+                          enum MHD_Result *ret);
 int xf_routes_texts_alloc(texts_t *t, size_t n);
 step_t xf_routes_get_ropts(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret);
 step_t xf_routes_get_prompt(xf_req_t *req, json_t *obj, ropts_t *ro, enum MHD_Result *ret);

@@ -250,8 +250,10 @@ enum MHD_Result xf_routes_kserve_infer(xf_req_t *req)
         if (json_array_size(outs) > 0)
             req->want_embed_out = 0;
         for (size_t i = 0; i < json_array_size(outs); i++) {
-            const char *name = json_string_value(json_object_get(json_array_get(outs, i),
-                                                                 "name"));
+            json_t *nv = json_object_get(json_array_get(outs, i), "name");
+            const char *name = json_string_value(nv);
+            if (name && strlen(name) != json_string_length(nv))
+                name = NULL;   /* a U+0000 inside: no output has that name */
             if (name && !strcmp(name, "embedding")) {
                 req->want_embed_out = 1;
             } else if (name && !strcmp(name, "logits") && s->info->n_labels > 0) {
@@ -332,14 +334,15 @@ enum MHD_Result xf_routes_kserve_infer_reply(xf_req_t *req)
     xf_server_t *s = req->srv;
     xf_job_t *j = req->job;
     size_t d = (size_t)s->info->d_model, nl = (size_t)s->info->n_labels;
-    const char *id = json_string_value(json_object_get(req->root, "id"));
+    json_t *idv = json_object_get(req->root, "id");
+    const char *id = json_string_value(idv);
     xf_buf_t b = { 0 };
     xf_buf_puts(&b, "{\"model_name\":");
     xf_buf_json_str(&b, s->model_name, strlen(s->model_name));
     xf_buf_puts(&b, ",\"model_version\":\"1\"");
     if (id) {
         xf_buf_puts(&b, ",\"id\":");
-        xf_buf_json_str(&b, id, strlen(id));
+        xf_buf_json_str(&b, id, json_string_length(idv));
     }
     xf_buf_puts(&b, ",\"outputs\":[");
     int first = 1;

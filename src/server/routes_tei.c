@@ -127,7 +127,7 @@ enum MHD_Result xf_routes_tei_similarity(xf_req_t *req)
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "field 'inputs' must be an object "
                                    "{\"source_sentence\": ..., \"sentences\": [...]}");
     const char *src = NULL;
-    if (xf_routes_get_str(req, in, "source_sentence", &src, &ret) != STEP_OK)
+    if (xf_routes_get_text(req, in, "source_sentence", &src, &ret) != STEP_OK)
         return ret;
     if (!src)
         return xf_routes_reply_missing_field(req, "inputs.source_sentence");
@@ -181,7 +181,7 @@ static step_t parse_rerank(xf_req_t *req, json_t *obj, texts_t *tx, ropts_t *ro,
     xf_server_t *s = req->srv;
     const char *query = NULL;
     *raw = *ret_text = 0;
-    if (xf_routes_get_str(req, obj, "query", &query, ret) != STEP_OK ||
+    if (xf_routes_get_text(req, obj, "query", &query, ret) != STEP_OK ||
         xf_routes_get_bool(req, obj, "raw_scores", raw, ret) != STEP_OK ||
         xf_routes_get_bool(req, obj, "return_text", ret_text, ret) != STEP_OK ||
         xf_routes_get_ropts(req, obj, ro, ret) != STEP_OK)

@@ -316,6 +316,53 @@ static void test_openai_embeddings(void **state)
 
 /* ---- TEI ---------------------------------------------------------------------------- */
 
+/* "\u0000" in a text (it turns up in text extracted from PDFs; LangChain sends such documents
+ * as they are): OpenAI and TEI embed it, and BERT's clean_text drops U+0000, so "a\u0000b" is
+ * embedded as "ab" — not refused (it was 400 invalid_json) and not cut at the NUL ("a"). In a
+ * name or option field it is refused: those are compared as C strings. */
+static void test_nul_in_text(void **state)
+{
+    (void)state;
+    need_servers();
+    int p = S[SRV_PLAIN].port;
+    static const char *const route[] = { "/v1/embeddings", "/embed" };
+    static const char *const key[] = { "input", "inputs" };
+    static const char *const text[] = { "alpha\\u0000beta gamma", "alphabeta gamma", "alpha" };
+    for (int r = 0; r < 2; r++) {
+        char body[3][96];
+        for (int k = 0; k < 3; k++)
+            snprintf(body[k], sizeof body[k], "{\"%s\":\"%s\",\"dimensions\":8}", key[r],
+                     text[k]);
+        json_t *v[3];
+        for (int k = 0; k < 3; k++) {
+            json_t *j = fx_json(p, "POST", route[r], NULL, body[k], 200);
+            json_t *e = r == 0 ? json_object_get(json_array_get(json_object_get(j, "data"), 0),
+                                                 "embedding")
+                               : json_array_get(j, 0);
+            v[k] = json_deep_copy(e);
+            json_decref(j);
+            assert_int_equal(json_array_size(v[k]), 8);
+        }
+        /* Same tokens, same batch shape: equal up to float rounding (see test_kserve). */
+        double d_same = 0, d_cut = 0;
+        for (size_t i = 0; i < 8; i++) {
+            double a = json_number_value(json_array_get(v[0], i));
+            d_same = fmax(d_same, fabs(a - json_number_value(json_array_get(v[1], i))));
+            d_cut = fmax(d_cut, fabs(a - json_number_value(json_array_get(v[2], i))));
+        }
+        assert_true(d_same < 1e-5);
+        assert_true(d_cut > 1e-3);   /* a different text: not the one cut at the NUL */
+        for (int k = 0; k < 3; k++)
+            json_decref(v[k]);
+    }
+    json_t *j = fx_json(p, "POST", "/v1/embeddings", NULL,
+                        "{\"input\":\"a\",\"model\":\"xformd-demo\\u0000x\"}", 400);
+    CHECK_SHAPE(j, SHAPE_OPENAI, "invalid_field");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "param")),
+                        "model");
+    json_decref(j);
+}
+
 static void test_tei_embed(void **state)
 {
     (void)state;
@@ -630,6 +677,68 @@ static void test_api_key(void **state)
     json_decref(j);
 }
 
+/* A request refused on its header (413 on Content-Length, 401, 415) by a client that sends the
+ * whole body before reading, as Python's http.client and Node's fetch (the openai SDKs) do: the
+ * body is read and dropped, then the answer comes and the connection stays usable. Closing with
+ * the body unread made the client's send fail (EPIPE/ECONNRESET: "Connection error." in the
+ * openai SDK) instead of showing the answer. 32 MiB is well past loopback's socket buffers, and
+ * under the 64 MiB that is dropped before answering. With Expect: 100-continue the answer
+ * still comes at once, before any body byte is sent. */
+#define BIG_BODY (32u << 20)
+static void send_refused_body(int port, const char *path, const char *extra, int want,
+                              const char *body, const char *code, enum err_shape shape)
+{
+    int fd = hc_connect(port);
+    assert_true(fd >= 0);
+    char head[512];
+    int n = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: x\r\n%s"
+                     "Content-Length: %u\r\n\r\n", path, extra, BIG_BODY);
+    assert_int_equal(hc_send(fd, head, (size_t)n), 0);
+    assert_int_equal(hc_send(fd, body, BIG_BODY), 0);   /* the whole body goes through */
+    hc_resp_t r;
+    assert_int_equal(hc_read(fd, &r), 0);
+    assert_int_equal(r.status, want);
+    json_t *j = json_loads(r.body, 0, NULL);
+    CHECK_SHAPE(j, shape, code);
+    json_decref(j);
+    hc_free(&r);
+    /* Framing intact: the next request on the connection is answered. */
+    assert_int_equal(hc_request(fd, "GET", "/v2/health/live", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    hc_free(&r);
+    close(fd);
+}
+
+static void test_refused_body(void **state)
+{
+    (void)state;
+    need_servers();
+    char *body = malloc(BIG_BODY);
+    assert_non_null(body);
+    memset(body, ' ', BIG_BODY);
+    send_refused_body(S[SRV_PLAIN].port, "/v1/embeddings", "Content-Type: application/json\r\n",
+                      413, body, "body_too_large", SHAPE_OPENAI);
+    send_refused_body(S[SRV_PLAIN].port, "/embed", "Content-Type: text/plain\r\n", 415, body,
+                      "Validation", SHAPE_TEI);
+    send_refused_body(S[SRV_CLS3].port, "/v1/embeddings",
+                      "Content-Type: application/json\r\nAuthorization: Bearer wrong\r\n", 401,
+                      body, "invalid_api_key", SHAPE_OPENAI);
+    free(body);
+
+    /* Expect: 100-continue: answered at once, no interim 100, nothing of the body sent. */
+    int fd = hc_connect(S[SRV_PLAIN].port);
+    assert_true(fd >= 0);
+    const char *head = "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Expect: 100-continue\r\nContent-Length: 1000000\r\n\r\n";
+    assert_int_equal(hc_send(fd, head, strlen(head)), 0);
+    hc_resp_t r;
+    assert_int_equal(hc_read(fd, &r), 0);
+    assert_int_equal(r.status, 413);
+    assert_non_null(strstr(r.body, "max_body_bytes"));
+    hc_free(&r);
+    close(fd);
+}
+
 /* ---- load --------------------------------------------------------------------------- */
 
 #define N_TEXTS 6
@@ -915,9 +1024,11 @@ static void test_stop(void **state)
 }
 
 XF_TEST_MAIN(cmocka_unit_test(test_health), cmocka_unit_test(test_kserve),
-             cmocka_unit_test(test_openai_embeddings), cmocka_unit_test(test_tei_embed),
+             cmocka_unit_test(test_openai_embeddings), cmocka_unit_test(test_nul_in_text),
+             cmocka_unit_test(test_tei_embed),
              cmocka_unit_test(test_tei_rerank), cmocka_unit_test(test_tei_predict),
              cmocka_unit_test(test_errors), cmocka_unit_test(test_limits),
-             cmocka_unit_test(test_api_key), cmocka_unit_test(test_concurrent),
+             cmocka_unit_test(test_api_key), cmocka_unit_test(test_refused_body),
+             cmocka_unit_test(test_concurrent),
              cmocka_unit_test(test_metrics), cmocka_unit_test(test_hostile),
              cmocka_unit_test(test_stop))

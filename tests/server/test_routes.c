@@ -1126,6 +1126,38 @@ static void test_kserve_quantisation(void **state)
     json_decref(m);
 }
 
+/* A served name with '/' (TEI serves "BAAI/bge-small-en-v1.5" by default; model.name may be
+ * set so): GET /v1/models/{id} finds it, %2F-escaped as the openai SDKs send it or not (it was
+ * 404 "no route": MHD unescapes %2F and {m} is one segment), and embeddings name it. */
+static void test_openai_model_id_with_slash(void **state)
+{
+    (void)state;
+    fx_srv_t q = { 0 };
+    xf_server_opts_t o;
+    assert_int_equal(fx_write_model("rt_slash", 0, q.dir, sizeof q.dir), 0);
+    fx_opts(&o, q.dir);
+    o.model_name = "org/tiny-model";
+    fx_launch(&q, &o);
+    static const char *const paths[] = { "/v1/models/org%2Ftiny-model",
+                                         "/v1/models/org/tiny-model" };
+    for (int i = 0; i < 2; i++) {
+        json_t *m = jget(q.port, "GET", paths[i], NULL, 200);
+        assert_string_equal(json_string_value(json_object_get(m, "id")), "org/tiny-model");
+        assert_string_equal(json_string_value(json_object_get(m, "object")), "model");
+        json_decref(m);
+    }
+    json_t *j = jget(q.port, "GET", "/v1/models/org/other", NULL, 404);
+    check_openai_error(j, "model_not_found", "model");
+    json_decref(j);
+    hc_resp_t r = req(q.port, "POST", "/v1/models/org/tiny-model", NULL, "{}", 405);
+    hc_free(&r);
+    j = jget(q.port, "POST", "/v1/embeddings", "{\"input\":\"a\",\"model\":\"org/tiny-model\"}",
+             200);
+    assert_string_equal(json_string_value(json_object_get(j, "model")), "org/tiny-model");
+    json_decref(j);
+    fx_stop_all(&q, 1);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -1143,4 +1175,4 @@ XF_TEST_MAIN(cmocka_unit_test(test_defaults_from_table), cmocka_unit_test(test_r
              cmocka_unit_test(test_kserve_quantisation), cmocka_unit_test(test_tei_decode),
              cmocka_unit_test(test_tei_similarity),
              cmocka_unit_test(test_kserve_binary_bytes), cmocka_unit_test(test_error_body_utf8),
-             cmocka_unit_test(test_stop))
+             cmocka_unit_test(test_openai_model_id_with_slash), cmocka_unit_test(test_stop))
