@@ -158,8 +158,10 @@ int xf_admit_job(const xf_server_t *s, xf_batcher_t *b, const xf_load_t *load, x
     } else if (rc == -EBUSY && load && load->unmeasured) {
         set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
             "server busy: the engine's pace is not measured yet (the first batch after start-up "
-            "or an idle period is in its first layer), so no request is queued behind it; "
-            "retry after %d s", a.retry_after_s);
+            "is in its first layer): predicted queue wait %.0f ms plus %.0f ms of compute for %d "
+            "tokens at the start-up pace exceeds the deadline of %d ms; retry after %d s",
+            a.wait_s * 1e3, a.alone_s * (load->slow > 1 ? load->slow : 1) * 1e3,
+            (int)j->n_tokens, dl_ms, a.retry_after_s);
     } else if (rc == -EBUSY) {
         set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
             "server busy: predicted queue wait %.0f ms plus %.0f ms of compute for %d tokens "

@@ -604,13 +604,13 @@ int xf_batcher_admit(xf_batcher_t *b, xf_bjob_t *job, uint64_t now_ns, const xf_
         /* Nothing ahead of it: it starts now. Whatever the model predicts, the lower bound
          * fits: run it (the model learns from the run; a batch past its deadline stops). */
         job->must_run_ = load != NULL;
-    } else if (load->unmeasured) {
-        /* Nothing tells how fast the engine goes now: one layer later something will. */
-        a.retry_after_s = 1;
-        if (out)
-            *out = a;
-        return -EBUSY;
     } else if (a.wait_s + a.alone_s * slow > XF_ADMIT_MARGIN * left_s) {
+        if (load->unmeasured) {
+            /* Judged at the start-up pace (slow); one layer later the measured one decides. */
+            a.retry_after_s = 1;
+            if (out)
+                *out = a;
+        }
         return -EBUSY;
     }
     enqueue(b, job);

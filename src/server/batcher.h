@@ -153,10 +153,10 @@ typedef struct xf_load {
                               pessimistic before anything is measured; ≥ 1, 0 or 1: as
                               predicted): the queue ahead and the job's own time are scaled by
                               it before the wait check */
-    int unmeasured;        /* a batch is running and the engine's pace is not known yet (start-
-                              up, or idle for a while, and its first layer has not ended): a
-                              job that would queue is refused (-EBUSY, Retry-After 1 s) rather
-                              than admitted on the cost model's word */
+    int unmeasured;        /* a batch is running and no layer has ended since start-up: slow
+                              is the pessimistic start-up pace, and a job that does not fit
+                              even so is refused with Retry-After 1 s (one layer later the
+                              measured pace decides) */
 } xf_load_t;
 
 /* The numbers behind an admission decision (for the reply and the log). */
@@ -169,8 +169,7 @@ typedef struct xf_admit {
                               time to its deadline (rounded up) */
 } xf_admit_t;
 
-/* Admission at arrival (borrowed until handed back), against the predicted queue wait (and
- * none while load->unmeasured, unless the engine is idle with an empty queue):
+/* Admission at arrival (borrowed until handed back), against the predicted queue wait:
  *   - an idle engine with an empty queue takes any job that could finish by its deadline
  *     under the lower bound (lower_s): it runs at once, and while queued (a fifo delay) it
  *     expires only when the lower bound no longer fits (a running batch is stopped at its

@@ -159,13 +159,18 @@ static double running_total_s(double pred_s, double e_s, int d, int n, double ba
 }
 
 /* When no pace has been seen for XF_PACE_STALE_NS (start-up, or an engine idle that long),
- * the machine may be far busier than at warm-up (a real start under 200 clients: the first
- * layers 10-40x the warm-up's prediction), and nothing tells until the first layer of the next
- * batch ends. Until then nothing is queued behind that batch (load.unmeasured: 429, retry
- * after 1 s), and what is already queued or waits for a free worker is judged as if the engine
- * went this many times slower than the cost model (the mirror of XF_COST_LOWER). One layer
- * later the measured pace replaces both. */
+ * nothing tells how fast the engine goes until the first layer of the next batch ends; until
+ * then the running batch's rest, the queue ahead and each job's own time are judged as if the
+ * engine went XF_COLD_PACE times slower than the cost model (the mirror of XF_COST_LOWER; after
+ * an idle spell XF_IDLE_PACE: on these shared VMs the pace swings about 2x within seconds). A
+ * batch running in its first layer since start-up is judged at XF_START_PACE: a real start
+ * under 200 clients ran its first layers 10-40x the warm-up's prediction (load.unmeasured then
+ * names the refusal). One layer later the measured pace replaces them. A burst after an idle
+ * spell or at start-up is thus queued when it fits even at that pace, not refused wholesale
+ * (it was: 7 of 8 concurrent one-text requests after 3 s idle got 429). */
 #define XF_COLD_PACE 4.0
+#define XF_IDLE_PACE 2.0
+#define XF_START_PACE 40.0
 #define XF_PACE_STALE_NS 2000000000ull
 
 /* What admission, expiry and batch formation need of the engine: idle workers, the rest of
@@ -185,9 +190,11 @@ static void current_load(const xf_server_t *s, xf_loop_t *L, uint64_t now, xf_lo
         xf_workers_layers(s->workers, i, &d, &n);
         fresh = L->run_end[i] != 0 && d >= 1;
     }
+    int never = L->measured_ns == 0;   /* no layer has ended since start-up */
+    double cold = never ? XF_COLD_PACE : XF_IDLE_PACE;
     double base = L->resid_slow > 1 ? L->resid_slow : 1;
-    if (!fresh && base < XF_COLD_PACE)
-        base = XF_COLD_PACE;
+    if (!fresh && base < cold)
+        base = cold;
     ld->slow = 0;
     ld->unmeasured = 0;
     double first_free = ld->idle_workers > 0 ? 0 : -1;
@@ -196,13 +203,14 @@ static void current_load(const xf_server_t *s, xf_loop_t *L, uint64_t now, xf_lo
             continue;
         int d, n;
         xf_workers_layers(s->workers, i, &d, &n);
+        int first = !fresh && never && d < 1;   /* its first layer, nothing measured yet */
         if (d >= 1)
             L->measured_ns = now;
-        else if (!fresh)
-            ld->unmeasured = 1;
+        ld->unmeasured |= first;
         double pred = (double)(L->run_end[i] - L->run_start[i]) * 1e-9;
         double e = now > L->run_start[i] ? (double)(now - L->run_start[i]) * 1e-9 : 0;
-        double total = d >= n ? e : running_total_s(pred, e, d, n, base);
+        double pace = first && base < XF_START_PACE ? XF_START_PACE : base;
+        double total = d >= n ? e : running_total_s(pred, e, d, n, pace);
         double rest = total > e ? total - e : 0;
         ld->running_s += rest;
         if (first_free < 0 || rest < first_free)

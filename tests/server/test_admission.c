@@ -605,6 +605,58 @@ static void test_stopped_batch_requeues_the_others(void **state)
     stop(s, dir);
 }
 
+/* A burst after an idle spell: the engine measured its pace, then idled past the 2 s after
+ * which that pace counts as stale; a request of 16 texts starts, and while it is in its first
+ * layer four one-text requests arrive together (a client's concurrent calls after a quiet
+ * moment). They fit their 10 s deadline even at twice the cost model's time, so all four are
+ * queued and served. The code before refused everything sent during that first layer (429,
+ * "pace not measured yet"): 7 of 8 concurrent one-text requests after 3 s idle on the demo. */
+static void test_burst_after_idle_is_queued(void **state)
+{
+    (void)state;
+    char dir[1024];
+    g_engine_fake_s_per_token = OVL_S_PER_TOKEN;
+    xf_server_t *s = start(dir, sizeof dir, "adm5i", OVL_S_PER_TOKEN, 0);
+    g_engine_fake_s_per_token = 0;
+    int port = xf_server_port(s);
+    char *text = words(OVL_WORDS, "a");
+    char *one = body_of("{\"input\":\"@T\"}", text);
+    hc_resp_t r;
+    assert_int_equal(post(port, "/v1/embeddings", one, &r), 200);   /* the pace is measured */
+    hc_free(&r);
+    usleep(2300 * 1000);                                             /* ... and goes stale */
+    static cli_t pc;
+    pc = (cli_t){ .port = port, .idx = 2 * OVL_TEXTS };
+    uint64_t p0 = xf_workers_progress(s->workers);
+    pthread_t pth, th[4];
+    assert_int_equal(pthread_create(&pth, NULL, pilot_main, &pc), 0);
+    for (int i = 0; i < 2000 && xf_metric_value(XF_M_busy_workers, NULL, NULL) == 0; i++)
+        usleep(1000);
+    static rq_cli_t c[4];
+    int cold = 0;
+    for (int i = 0; i < 4; i++) {
+        c[i] = (rq_cli_t){ .port = port, .body = one };
+        cold += xf_workers_progress(s->workers) == p0;
+        assert_int_equal(pthread_create(&th[i], NULL, rq_cli_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    pthread_join(pth, NULL);
+    print_message("# %d of the 4 sent during the first layer; statuses %d %d %d %d\n", cold,
+                  c[0].status, c[1].status, c[2].status, c[3].status);
+    assert_int_equal(pc.st[0], 200);
+    assert_true(cold >= 1);
+    for (int i = 0; i < 4; i++) {
+        if (c[i].status != 200)
+            print_message("# %s\n", c[i].reply ? c[i].reply : "");
+        assert_int_equal(c[i].status, 200);
+        free(c[i].reply);
+    }
+    free(one);
+    free(text);
+    stop(s, dir);
+}
+
 /* A client that goes away before its reply is counted as 499 (issue 8 item 5). */
 static void test_client_gone_is_499(void **state)
 {
@@ -736,5 +788,6 @@ XF_TEST_MAIN(cmocka_unit_test(test_pessimistic_warmup_serves_max_length),
              cmocka_unit_test(test_overload_slower_than_predicted),
              cmocka_unit_test(test_overload_cold_start),
              cmocka_unit_test(test_stopped_batch_requeues_the_others),
+             cmocka_unit_test(test_burst_after_idle_is_queued),
              cmocka_unit_test(test_client_gone_is_499),
              cmocka_unit_test(test_watchdog_pings_during_long_batch))
