@@ -1315,7 +1315,8 @@ static void redis_kill(void)
     }
 }
 
-static int redis_start(void)
+/* pass: "" or a password redis-server requires (--requirepass) */
+static int redis_start_pass(const char *pass)
 {
     char port[16], out[64];
     const char *ping[1] = { "PING" };
@@ -1332,16 +1333,28 @@ static int redis_start(void)
         int dn = open("/dev/null", O_WRONLY);
         dup2(dn, 1);   /* never hold the test's output pipe open */
         dup2(dn, 2);
-        execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-              "--save", "", "--appendonly", "no", "--protected-mode", "no", (char *)NULL);
+        if (pass[0])
+            execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--protected-mode", "no", "--requirepass",
+                  pass, (char *)NULL);
+        else
+            execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--protected-mode", "no", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100; i++) {   /* up to 5 s for it to listen */
         sleep_ms(50);
-        if (redis_raw(ping, pl, 1, out, sizeof out) == 0 && strstr(out, "PONG"))
+        /* with a password PING answers -NOAUTH: listening is enough */
+        if (redis_raw(ping, pl, 1, out, sizeof out) == 0 &&
+            (strstr(out, "PONG") || (pass[0] && strstr(out, "NOAUTH"))))
             return 0;
     }
     return -1;
+}
+
+static int redis_start(void)
+{
+    return redis_start_pass("");
 }
 
 #define REDIS_OR_SKIP()                                                                        \
@@ -1445,6 +1458,95 @@ static void test_redis_stream_and_faults(void **state)
         assert_true(json_is_true(json_object_get(j, "reset")));
         assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
         json_decref(j);
+    }
+    xf_server_stop(s);
+    redis_kill();
+}
+
+/* A wrong password or database: AUTH / SELECT refused. The store must not read as up (it did:
+ * redis_up 1 and every command failing -NOAUTH); it stays down, retries with the backoff and
+ * counts the refusals; with the right password the same Redis serves. */
+static void test_redis_auth(void **state)
+{
+    static const char *const bad[2] = { ":wrong@", ":s3cret@" };
+    static const char *const db[2] = { "0", "100000" };
+    xf_server_t *s;
+    char url[128];
+    hc_resp_t r;
+    int port;
+
+    (void)state;
+    if (redis_start_pass("s3cret") < 0) {
+        print_message("# SKIP: redis-server not found or did not start\n");
+        skip();
+    }
+    for (int k = 0; k < 2; k++) {   /* wrong password; right password, no such database */
+        int64_t e0 = xf_metric_value(XF_M_redis_errors_total, NULL, NULL);
+        snprintf(url, sizeof url, "redis://%s127.0.0.1:%d/%s", bad[k], g_redis_port, db[k]);
+        s = start_server(url, NULL, 0);
+        port = xf_server_port(s);
+        sleep_ms(600);   /* connect, refusal, reconnects (100, 200 ms backoff) */
+        assert_int_equal(hc_do(port, "POST", "/v1/sessions/p/segments", NULL, ids_body(0, NULL),
+                               &r), 0);
+        assert_int_equal(r.status, 503);
+        assert_non_null(strstr(r.body, "redis_unavailable"));
+        hc_free(&r);
+        assert_int_equal(xf_metric_value(XF_M_redis_up, NULL, NULL), 0);
+        assert_true(xf_metric_value(XF_M_redis_errors_total, NULL, NULL) >= e0 + 2);
+        xf_server_stop(s);
+    }
+    snprintf(url, sizeof url, "redis://:s3cret@127.0.0.1:%d/2", g_redis_port);
+    s = start_server(url, NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(wait_up(port), 404);
+    assert_int_equal(xf_metric_value(XF_M_redis_up, NULL, NULL), 1);
+    {
+        json_t *j = fx_json(port, "POST", "/v1/sessions/p/segments", NULL, ids_body(0, NULL),
+                            200);
+        assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+        json_decref(j);
+    }
+    xf_server_stop(s);
+    redis_kill();
+}
+
+/* A session key holding another Redis type (a hash) is no blob: the segment resets it (it
+ * answered 503 redis_unavailable, WRONGTYPE, for as long as the key lived). */
+static void test_redis_wrong_type(void **state)
+{
+    xf_server_t *s;
+    char key[160], out[64];
+    json_t *j;
+    int port;
+
+    (void)state;
+    REDIS_OR_SKIP();
+    s = start_server(redis_url(), NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(wait_up(port), 404);
+    snprintf(key, sizeof key, "xformd:%s:wt", strrchr(g_txl, '/') + 1);
+    {
+        const char *a[4] = { "HSET", key, "f", "v" };
+        size_t l[4] = { 4, strlen(key), 1, 1 };
+        assert_int_equal(redis_raw(a, l, 4, out, sizeof out), 0);
+        assert_int_equal(out[0], ':');
+    }
+    j = fx_json(port, "GET", "/v1/sessions/wt", NULL, NULL, 200);
+    assert_true(json_is_false(json_object_get(j, "valid")));
+    json_decref(j);
+    j = fx_json(port, "POST", "/v1/sessions/wt/segments", NULL, ids_body(0, NULL), 200);
+    assert_true(json_is_true(json_object_get(j, "reset")));
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    json_decref(j);
+    j = fx_json(port, "POST", "/v1/sessions/wt/segments", NULL, ids_body(1, NULL), 200);
+    assert_true(json_is_false(json_object_get(j, "reset")));
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
+    json_decref(j);
+    {
+        const char *a[2] = { "TYPE", key };
+        size_t l[2] = { 4, strlen(key) };
+        assert_int_equal(redis_raw(a, l, 2, out, sizeof out), 0);
+        assert_non_null(strstr(out, "+string"));
     }
     xf_server_stop(s);
     redis_kill();
@@ -1663,6 +1765,8 @@ int main(void)
         cmocka_unit_test(test_enc_and_txl),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
+        cmocka_unit_test(test_redis_auth),
+        cmocka_unit_test(test_redis_wrong_type),
         cmocka_unit_test(test_redis_enc),
         cmocka_unit_test(test_nginx_two_replicas),
     };
