@@ -167,8 +167,10 @@ static void timer_closed(uv_handle_t *h)
     cmd_release(h->data);
 }
 
-/* Deliver a failure once (timeout, disconnect, error reply). */
-static void cmd_fail(rcmd_t *c)
+/* Deliver a failure once (timeout, disconnect, error reply). unsure: the command was sent and
+ * no reply came (timeout, connection lost), so Redis may still have run it: a put says so
+ * (-ETIMEDOUT), since a client told "not stored" would retry and apply its segment twice. */
+static void cmd_fail(rcmd_t *c, int unsure)
 {
     if (c->done)
         return;
@@ -177,7 +179,7 @@ static void cmd_fail(rcmd_t *c)
     if (c->kind == 0)
         c->get_cb(c->user, XF_EREDIS, NULL, 0, "", 0, -1);
     else if (c->kind == 1)
-        c->put_cb(c->user, XF_EREDIS);
+        c->put_cb(c->user, unsure ? -ETIMEDOUT : XF_EREDIS);
     else
         c->del_cb(c->user, XF_EREDIS);
 }
@@ -191,7 +193,7 @@ static void on_cmd_timeout(uv_timer_t *t)
     rstore_t *r = c->r;
     redisAsyncContext *ac = r->ac;
 
-    cmd_fail(c);
+    cmd_fail(c, 1);
     if (r->state == ST_UP && ac) {
         set_down(r, "command timed out");
         redisAsyncFree(ac);
@@ -211,7 +213,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
         if (!rp || rp->type == REDIS_REPLY_ERROR) {
             if (rp)
                 XF_LOGW("redis: %s", rp->str);
-            cmd_fail(c);
+            cmd_fail(c, !rp);   /* no reply: the connection went with the command sent */
         } else if (c->kind == 0) {
             redisReply *v = rp->type == REDIS_REPLY_ARRAY && rp->elements == 2 ? rp->element[0]
                                                                                : NULL;
@@ -219,7 +221,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
             c->done = 1;
             if (!v || ttl->type != REDIS_REPLY_INTEGER) {
                 c->done = 0;
-                cmd_fail(c);
+                cmd_fail(c, 0);
             } else if (v->type != REDIS_REPLY_STRING) {
                 c->get_cb(c->user, XF_ENOTFOUND, NULL, 0, "", 0, -1);
             } else {
@@ -254,14 +256,14 @@ static void send_cmd(rstore_t *r, rcmd_t *c, int argc, const char **argv, const 
     c->refs = 1;
     c->t0 = xf_now_ns();
     if (r->state != ST_UP || !r->ac) {
-        cmd_fail(c);
+        cmd_fail(c, 0);
         free(c);
         return;
     }
     uv_timer_init(r->loop, &c->timer);
     c->timer.data = c;
     if (redisAsyncCommandArgv(r->ac, on_reply, c, argc, argv, lens) != REDIS_OK) {
-        cmd_fail(c);
+        cmd_fail(c, 0);
         uv_close((uv_handle_t *)&c->timer, timer_closed);
         return;
     }

@@ -19,8 +19,10 @@
  * ttl_ms: remaining lifetime, -1 when none. */
 typedef void (*xf_sstore_get_cb)(void *user, int rc, const uint8_t *blob, size_t len,
                                  const char *tag, size_t tag_len, int64_t ttl_ms);
-/* rc: 0 written, -EAGAIN the stored tag is no longer the expected one (lost race), XF_EREDIS,
- * -ENOSPC the blob alone exceeds the store's byte bound (in process), -ENOMEM. */
+/* rc: 0 written, -EAGAIN the stored tag is no longer the expected one (lost race), XF_EREDIS
+ * (not written: store down or an error reply), -ETIMEDOUT (Redis: sent, but no reply within the
+ * timeout or the connection went: it may have been written), -ENOSPC the blob alone exceeds
+ * the store's byte bound (in process), -ENOMEM. */
 typedef void (*xf_sstore_put_cb)(void *user, int rc);
 /* rc: 0 deleted, XF_ENOTFOUND absent, XF_EREDIS. */
 typedef void (*xf_sstore_del_cb)(void *user, int rc);

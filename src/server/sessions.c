@@ -712,6 +712,12 @@ static void on_put(void *user, int rc)
     } else if (rc == XF_EREDIS) {
         finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the segment was not "
                "stored, retry it");
+    } else if (rc == -ETIMEDOUT) {
+        /* the write may have landed: a blind retry would apply the segment twice */
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store did not confirm the write; the "
+               "segment may have been stored: GET /v1/sessions/%s and compare segments (%lld "
+               "if it was) before retrying", strrchr(sj->key, ':') + 1,
+               (long long)(sj->enc ? sj->est.segments : sj->st.segments));
     } else if (rc == -ENOSPC) {
         finish(sj, XF_HE_TOO_MANY_TOKENS, 0, "session memory of %zu bytes exceeds "
                "session.store_max_bytes; the segment was not stored", sj->blob_out_len);

@@ -1552,6 +1552,96 @@ static void test_redis_wrong_type(void **state)
     redis_kill();
 }
 
+static void r_put_cb(void *user, int rc)
+{
+    *(int *)user = rc;
+}
+
+/* Keep Redis busy for 600 ms in a Lua loop (as a slow Redis: DEBUG SLEEP is disabled by
+ * default since Redis 7). */
+static void *redis_busy(void *p)
+{
+    static const char lua[] =
+        "local t = redis.call('TIME') local e = t[1] * 1000000 + t[2] + 600000 "
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= e return 1";
+    const char *a[3] = { "EVAL", lua, "0" };
+    size_t l[3] = { 4, sizeof lua - 1, 1 };
+    char out[64];
+
+    (void)p;
+    redis_raw(a, l, 3, out, sizeof out);
+    return NULL;
+}
+
+/* Run loop until *flag leaves 99 (bounded: 5 s). */
+static void run_until(uv_loop_t *loop, const int *flag)
+{
+    for (int i = 0; i < 500 && *flag == 99; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        sleep_ms(10);
+    }
+}
+
+/* A write Redis receives but does not answer within session.timeout_ms may still be applied
+ * (here: Redis busy in a script, then it runs the write). The store must say "maybe" (-ETIMEDOUT), not "not stored"
+ * (XF_EREDIS): the segment route told the client "the segment was not stored, retry it", and the
+ * retry applied the segment a second time. */
+static void test_redis_put_timeout_unsure(void **state)
+{
+    uv_loop_t loop;
+    xf_sstore_t *st = NULL;
+    char err[128], out[64];
+    uint8_t blob[200];
+    int rc = 99, up = 99;
+    pthread_t busy;
+
+    (void)state;
+    REDIS_OR_SKIP();
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(xf_sstore_redis_create(&loop, redis_url(), 150, &st, err, sizeof err), 0);
+    for (int i = 0; i < 500 && !st->vt->up(st); i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        sleep_ms(10);
+    }
+    assert_true(st->vt->up(st));
+    assert_int_equal(pthread_create(&busy, NULL, redis_busy, NULL), 0);
+    sleep_ms(100);   /* the script runs: Redis reads nothing until it ends */
+    memset(blob, 7, sizeof blob);
+    st->vt->put(st, "xformd:t:unsure", blob, sizeof blob, "", 0, 60, r_put_cb, &rc);
+    run_until(&loop, &rc);
+    assert_int_equal(rc, -ETIMEDOUT);
+    pthread_join(busy, NULL);   /* then it reads and runs the write (and sees the close) */
+    {
+        const char *a[2] = { "STRLEN", "xformd:t:unsure" };
+        size_t l[2] = { 6, 15 };
+        assert_int_equal(redis_raw(a, l, 2, out, sizeof out), 0);
+        assert_string_equal(out, ":200\r\n");   /* it was stored */
+    }
+    /* a refused write (error reply) is a sure "not stored": XF_EREDIS */
+    for (int i = 0; i < 500 && !st->vt->up(st); i++) {   /* reconnects after the timeout */
+        uv_run(&loop, UV_RUN_NOWAIT);
+        sleep_ms(10);
+    }
+    {   /* maxmemory-policy is noeviction by default: writes get -OOM */
+        const char *a[4] = { "CONFIG", "SET", "maxmemory", "1" };
+        size_t l[4] = { 6, 3, 9, 1 };
+        assert_int_equal(redis_raw(a, l, 4, out, sizeof out), 0);
+        assert_non_null(strstr(out, "+OK"));
+    }
+    st->vt->put(st, "xformd:t:oom", blob, sizeof blob, "", 0, 60, r_put_cb, &up);
+    run_until(&loop, &up);
+    assert_int_equal(up, XF_EREDIS);
+    {
+        const char *a[4] = { "CONFIG", "SET", "maxmemory", "0" };
+        size_t l[4] = { 6, 3, 9, 1 };
+        assert_int_equal(redis_raw(a, l, 4, out, sizeof out), 0);
+    }
+    st->vt->free(st);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    redis_kill();
+}
+
 static void test_redis_race_and_keys(void **state)
 {
     xf_server_t *a, *b, *k2;
@@ -1767,6 +1857,7 @@ int main(void)
         cmocka_unit_test(test_redis_race_and_keys),
         cmocka_unit_test(test_redis_auth),
         cmocka_unit_test(test_redis_wrong_type),
+        cmocka_unit_test(test_redis_put_timeout_unsure),
         cmocka_unit_test(test_redis_enc),
         cmocka_unit_test(test_nginx_two_replicas),
     };
