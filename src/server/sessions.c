@@ -857,10 +857,14 @@ static void after_work(uv_work_t *w, int status)
     xf_sessions_t *S = sj->srv->sessions;
 
     sj->t_comp = xf_now_ns();
-    if (sj->reset && !sj->cj) {   /* once (an encoder segment comes back here after compute) */
+    /* once (an encoder segment comes back here after compute); a GET only reports the blob
+     * invalid (valid: false) and leaves it stored: the segment that replaces it counts */
+    if (sj->reset && !sj->cj && sj->op == SOP_SEGMENT) {
         XF_LOGW("session %s: stored memory discarded (%s); starting it again", sj->key,
                 sj->msg);
         xf_metric_add(XF_M_session_resets_total, NULL, NULL, 1);
+    } else if (sj->reset && sj->op == SOP_GET) {
+        XF_LOGD("session %s: stored memory fails a check (%s)", sj->key, sj->msg);
     }
     if (status < 0 || !S->store) {
         finish(sj, XF_HE_DRAINING, 1, "server is shutting down");
