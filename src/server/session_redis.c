@@ -29,7 +29,7 @@ typedef struct rstore {
     uv_loop_t *loop;
     redisAsyncContext *ac;     /* NULL while down; hiredis frees it after its callbacks */
     int state;
-    char host[256], path[256], password[256];
+    char host[256], path[256], password[256], user[256];   /* user: Redis 6 ACL */
     int port, db, timeout_ms;
     uint64_t backoff_ms;
     uv_timer_t reconnect_timer, connect_timer;
@@ -392,8 +392,11 @@ static void connect_now(rstore_t *r)
     r->ac = ac;
     r->state = ST_CONNECTING;
     r->setup_left = 0;
-    if (r->password[0] &&
-        redisAsyncCommand(ac, on_setup_reply, setup_auth, "AUTH %s", r->password) == REDIS_OK)
+    if (r->user[0] && redisAsyncCommand(ac, on_setup_reply, setup_auth, "AUTH %s %s", r->user,
+                                        r->password) == REDIS_OK)
+        r->setup_left++;
+    else if (!r->user[0] && r->password[0] &&
+             redisAsyncCommand(ac, on_setup_reply, setup_auth, "AUTH %s", r->password) == REDIS_OK)
         r->setup_left++;
     if (r->db &&
         redisAsyncCommand(ac, on_setup_reply, setup_select, "SELECT %d", r->db) == REDIS_OK)
@@ -422,7 +425,7 @@ static const xf_sstore_vt_t redis_vt = {
     .name = "redis", .get = r_get, .put = r_put, .del = r_del, .up = r_up, .free = r_free,
 };
 
-/* redis://[:password@]host[:port][/db] or unix:///path */
+/* redis://[[user]:password@]host[:port][/db] or unix:///path */
 static int parse_url(rstore_t *r, const char *url, char *err, size_t errlen)
 {
     const char *p, *at, *slash, *colon;
@@ -438,13 +441,23 @@ static int parse_url(rstore_t *r, const char *url, char *err, size_t errlen)
         return 0;
     }
     if (strncmp(url, "redis://", 8)) {
-        snprintf(err, errlen, "redis.url: want redis://[:password@]host:port/db or unix:///path");
+        snprintf(err, errlen,
+                 "redis.url: want redis://[[user]:password@]host:port/db or unix:///path");
         return XF_EPARAM;
     }
     p = url + 8;
     at = strrchr(p, '@');
     if (at) {
         const char *pw = memchr(p, ':', (size_t)(at - p));
+        /* user:password (an ACL user, AUTH user password) or :password (AUTH password) */
+        if (pw && pw > p) {
+            if ((size_t)(pw - p) >= sizeof r->user) {
+                snprintf(err, errlen, "redis.url: user name too long");
+                return XF_EPARAM;
+            }
+            memcpy(r->user, p, (size_t)(pw - p));
+            r->user[pw - p] = '\0';
+        }
         pw = pw ? pw + 1 : p;
         if ((size_t)(at - pw) >= sizeof r->password) {
             snprintf(err, errlen, "redis.url: password too long");

@@ -51,8 +51,8 @@ struct xf_sstore {
  * Ownership: *out is new, free with st->vt->free(). Returns 0 or -ENOMEM. */
 int xf_sstore_local_create(size_t max_sessions, size_t max_bytes, xf_sstore_t **out);
 
-/* Redis store on loop: url redis://[:password@]host[:port][/db] or unix:///path; commands time
- * out after timeout_ms (own uv timers: hiredis 0.14 has no command timeout, and a refused
+/* Redis store on loop: url redis://[[user]:password@]host[:port][/db] (user: AUTH user password,
+ * a Redis 6 ACL user) or unix:///path; commands time out after timeout_ms (own uv timers: hiredis 0.14 has no command timeout, and a refused
  * connect may never report); reconnects with backoff 100 ms doubling to 5 s, jittered.
  * Ownership: *out is new. Returns 0, XF_EPARAM (bad URL, err says why), -ENOMEM. */
 int xf_sstore_redis_create(uv_loop_t *loop, const char *url, int timeout_ms, xf_sstore_t **out,

@@ -1508,6 +1508,29 @@ static void test_redis_auth(void **state)
     }
     xf_server_stop(s);
     redis_kill();
+    /* an ACL user (Redis 6+): redis://user:password@ sends AUTH user password (the user was
+     * dropped: AUTH password, refused since the default user has no password) */
+    REDIS_OR_SKIP();
+    {
+        const char *a[6] = { "ACL", "SETUSER", "app", "on", ">pw2", "allcommands" };
+        size_t l[6] = { 3, 7, 3, 2, 4, 11 };
+        char out[64];
+        assert_int_equal(redis_raw(a, l, 6, out, sizeof out), 0);
+        assert_non_null(strstr(out, "+OK"));
+        {
+            const char *k[4] = { "ACL", "SETUSER", "app", "allkeys" };
+            size_t kl[4] = { 3, 7, 3, 7 };
+            assert_int_equal(redis_raw(k, kl, 4, out, sizeof out), 0);
+            assert_non_null(strstr(out, "+OK"));
+        }
+    }
+    snprintf(url, sizeof url, "redis://app:pw2@127.0.0.1:%d/0", g_redis_port);
+    s = start_server(url, NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(wait_up(port), 404);
+    assert_int_equal(xf_metric_value(XF_M_redis_up, NULL, NULL), 1);
+    xf_server_stop(s);
+    redis_kill();
 }
 
 /* A session key holding another Redis type (a hash) is no blob: the segment resets it (it
