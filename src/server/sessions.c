@@ -28,7 +28,7 @@
 
 struct squeue {                 /* operations waiting on one session key (loop thread) */
     squeue_t *next;
-    char key[320];
+    char key[XF_SESSION_KEY_MAX];
     xf_job_t *head, *tail;      /* linked through job->next */
     int busy;
 };
@@ -443,10 +443,17 @@ enum MHD_Result xf_sessions_submit_sjob(xf_req_t *req, xf_job_t *j)
     xf_sessions_t *S = s->sessions;
     sjob_t *sj = j->sjob;
     int64_t t = sj->timeout_ms > 0 ? sj->timeout_ms : s->o.timeout_ms;
+    int kl;
 
     /* xformd:{model}:{session} (ATTENTION.md §22.1), scoped to the API key when auth is on */
-    snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s",
-             sj->enc ? s->model_name : xf_txl_info(S->model)->name, S->keyscope, req->session);
+    kl = snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s",
+                  sj->enc ? s->model_name : xf_txl_info(S->model)->name, S->keyscope,
+                  req->session);
+    if (kl < 0 || (size_t)kl >= sizeof sj->key) {
+        xf_job_free(j);
+        return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "the session key (model name and "
+                                   "id) is longer than %d bytes", XF_SESSION_KEY_MAX - 1);
+    }
 
     j->enqueue_ns = xf_now_ns();
     j->deadline_ns = j->enqueue_ns + (uint64_t)t * 1000000ull;

@@ -384,6 +384,50 @@ static void test_local_ordering_and_ttl(void **state)
     xf_server_stop(s);
 }
 
+/* A session model whose name (its directory's basename) is 240 bytes: the key
+ * xformd:{model}:{id} of a 128-byte id was cut at 319 bytes, so two ids differing in their last
+ * bytes were one session (the second saw the first's segments). */
+static void test_local_long_model_name(void **state)
+{
+    char dir[8192], id_a[160], id_b[160], path[9000];
+    xf_txl_demo_opts_t o;
+    xf_diag_t diag = { 0 };
+    xf_server_t *s;
+    json_t *j;
+    size_t n;
+    int port;
+
+    (void)state;
+    snprintf(dir, sizeof dir, "%s/", g_txl);
+    n = strlen(dir);
+    memset(dir + n, 'm', 240);
+    dir[n + 240] = '\0';
+    assert_int_equal(mkdir(dir, 0700), 0);
+    xf_txl_demo_opts_init(&o);
+    assert_int_equal(xf_txl_demo_write(dir, &o, &diag), 0);
+    memset(id_a, 'i', 127);
+    id_a[127] = 'A';
+    id_a[128] = '\0';
+    memcpy(id_b, id_a, sizeof id_a);
+    id_b[127] = 'B';
+    s = start_server_model(dir, NULL, NULL, 0);
+    port = xf_server_port(s);
+    snprintf(path, sizeof path, "/v1/sessions/%s/segments", id_a);
+    j = fx_json(port, "POST", path, NULL, ids_body(0, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/sessions/%s", id_b);
+    j = fx_json(port, "GET", path, NULL, NULL, 404);   /* another session: none yet */
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/sessions/%s/segments", id_b);
+    j = fx_json(port, "POST", path, NULL, ids_body(0, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    assert_true(json_is_true(json_object_get(j, "created")));
+    json_decref(j);
+    xf_server_stop(s);
+    xf_test_rmtree(dir);
+}
+
 static char *kserve_body(int k, const char *params)
 {
     static char buf[768];
@@ -1870,6 +1914,7 @@ int main(void)
         cmocka_unit_test(test_local_stream),
         cmocka_unit_test(test_local_bad_requests),
         cmocka_unit_test(test_local_ordering_and_ttl),
+        cmocka_unit_test(test_local_long_model_name),
         cmocka_unit_test(test_local_kserve),
         cmocka_unit_test(test_local_model_metadata),
         cmocka_unit_test(test_local_store_bytes),
