@@ -3,7 +3,9 @@
  * store), GET/DELETE, id validation, bad bodies, session.max_bytes (413, nothing stored),
  * per-session ordering under concurrent requests, TTL expiry, a corrupted stored blob → reset,
  * Redis killed and restarted mid-session
- * (503 + Retry-After only, then recovery), two servers racing on one session through Redis
+ * (503 + Retry-After only, then recovery), a refused AUTH/SELECT (down, not up) and an ACL
+ * user, a key of another Redis type (reset), a write not answered in time (reported as maybe
+ * stored), a long model name (keys never cut), two servers racing on one session through Redis
  * (409, no lost or duplicated segment), isolation between API keys, and two replicas behind
  * nginx round robin. The Redis tests start redis-server (and nginx) themselves on free loopback
  * ports and skip when they are not installed. */
