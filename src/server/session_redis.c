@@ -29,11 +29,13 @@ typedef struct rstore {
     uv_loop_t *loop;
     redisAsyncContext *ac;     /* NULL while down; hiredis frees it after its callbacks */
     int state;
-    char host[256], path[256], password[256];
+    char host[256], path[256], password[256], user[256];   /* user: Redis 6 ACL */
     int port, db, timeout_ms;
     uint64_t backoff_ms;
     uv_timer_t reconnect_timer, connect_timer;
     int closing;
+    int setup_left;            /* AUTH / SELECT replies awaited before the connection is up */
+    int setup_failed_logged;   /* the setup error was logged at warn (repeats go to debug) */
     int handles_open;          /* timers not yet closed */
     int freed;                 /* free() called: release when handles are closed */
     uint64_t rng;
@@ -53,13 +55,21 @@ typedef struct rcmd {
     uint64_t t0;
 } rcmd_t;
 
+/* A key of another type (a hash, a list, ...) is no blob: it reads as an empty one, which fails
+ * the blob checks (the session is reset), instead of a WRONGTYPE error that would answer 503
+ * for that session for as long as the key lives. */
 static const char GET_LUA[] =
+    "local ty = redis.call('TYPE', KEYS[1]).ok "
+    "if ty ~= 'string' and ty ~= 'none' then return {'', redis.call('PTTL', KEYS[1])} end "
     "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}";
+/* The tag of a key of another type is '1', what GET_LUA's empty blob gives. */
 static const char CAS_LUA[] =
     "local t = '' "
-    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "local ty = redis.call('TYPE', KEYS[1]).ok "
+    "if ty == 'string' then "
     "  t = '1' .. redis.call('GETRANGE', KEYS[1], 80, 87) .. "
-    "  redis.call('GETRANGE', KEYS[1], 104, 107) end "
+    "  redis.call('GETRANGE', KEYS[1], 104, 107) "
+    "elseif ty ~= 'none' then t = '1' end "
     "if t ~= ARGV[1] then return 0 end "
     "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
     "return 1";
@@ -96,22 +106,32 @@ static void set_down(rstore_t *r, const char *why)
     r->backoff_ms = r->backoff_ms * 2 > 5000 ? 5000 : r->backoff_ms * 2;
 }
 
+static void set_up(rstore_t *r)
+{
+    uv_timer_stop(&r->connect_timer);
+    r->state = ST_UP;
+    r->backoff_ms = 100;
+    r->setup_failed_logged = 0;
+    xf_metric_set(XF_M_redis_up, NULL, NULL, 1);
+    XF_LOGI("redis: connected");
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     rstore_t *r = ac->data;
 
-    uv_timer_stop(&r->connect_timer);
     if (status != REDIS_OK) {
         /* hiredis frees ac after this callback */
+        uv_timer_stop(&r->connect_timer);
         if (r->state != ST_DOWN)
             XF_LOGD("redis: connect failed: %s", ac->errstr);
         set_down(r, ac->errstr);
         return;
     }
-    r->state = ST_UP;
-    r->backoff_ms = 100;
-    xf_metric_set(XF_M_redis_up, NULL, NULL, 1);
-    XF_LOGI("redis: connected");
+    /* With AUTH / SELECT queued the connection is up only when they have succeeded (the
+     * connect timer keeps running until then): a wrong password must not read as up. */
+    if (r->setup_left == 0)
+        set_up(r);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -147,8 +167,10 @@ static void timer_closed(uv_handle_t *h)
     cmd_release(h->data);
 }
 
-/* Deliver a failure once (timeout, disconnect, error reply). */
-static void cmd_fail(rcmd_t *c)
+/* Deliver a failure once (timeout, disconnect, error reply). unsure: the command was sent and
+ * no reply came (timeout, connection lost), so Redis may still have run it: a put says so
+ * (-ETIMEDOUT), since a client told "not stored" would retry and apply its segment twice. */
+static void cmd_fail(rcmd_t *c, int unsure)
 {
     if (c->done)
         return;
@@ -157,7 +179,7 @@ static void cmd_fail(rcmd_t *c)
     if (c->kind == 0)
         c->get_cb(c->user, XF_EREDIS, NULL, 0, "", 0, -1);
     else if (c->kind == 1)
-        c->put_cb(c->user, XF_EREDIS);
+        c->put_cb(c->user, unsure ? -ETIMEDOUT : XF_EREDIS);
     else
         c->del_cb(c->user, XF_EREDIS);
 }
@@ -171,7 +193,7 @@ static void on_cmd_timeout(uv_timer_t *t)
     rstore_t *r = c->r;
     redisAsyncContext *ac = r->ac;
 
-    cmd_fail(c);
+    cmd_fail(c, 1);
     if (r->state == ST_UP && ac) {
         set_down(r, "command timed out");
         redisAsyncFree(ac);
@@ -191,7 +213,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
         if (!rp || rp->type == REDIS_REPLY_ERROR) {
             if (rp)
                 XF_LOGW("redis: %s", rp->str);
-            cmd_fail(c);
+            cmd_fail(c, !rp);   /* no reply: the connection went with the command sent */
         } else if (c->kind == 0) {
             redisReply *v = rp->type == REDIS_REPLY_ARRAY && rp->elements == 2 ? rp->element[0]
                                                                                : NULL;
@@ -199,7 +221,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
             c->done = 1;
             if (!v || ttl->type != REDIS_REPLY_INTEGER) {
                 c->done = 0;
-                cmd_fail(c);
+                cmd_fail(c, 0);
             } else if (v->type != REDIS_REPLY_STRING) {
                 c->get_cb(c->user, XF_ENOTFOUND, NULL, 0, "", 0, -1);
             } else {
@@ -234,14 +256,14 @@ static void send_cmd(rstore_t *r, rcmd_t *c, int argc, const char **argv, const 
     c->refs = 1;
     c->t0 = xf_now_ns();
     if (r->state != ST_UP || !r->ac) {
-        cmd_fail(c);
+        cmd_fail(c, 0);
         free(c);
         return;
     }
     uv_timer_init(r->loop, &c->timer);
     c->timer.data = c;
     if (redisAsyncCommandArgv(r->ac, on_reply, c, argc, argv, lens) != REDIS_OK) {
-        cmd_fail(c);
+        cmd_fail(c, 0);
         uv_close((uv_handle_t *)&c->timer, timer_closed);
         return;
     }
@@ -315,15 +337,36 @@ static int r_up(const xf_sstore_t *st)
     return ((const rstore_t *)st)->state == ST_UP;
 }
 
-/* AUTH / SELECT go first on a new connection; their replies are only checked for errors. */
+/* AUTH / SELECT go first on a new connection. The connection counts as up after the last of
+ * their replies; an error reply (wrong password, no such database) drops it and retries with
+ * the backoff, so xformd_redis_up stays 0 and the session routes answer 503 meanwhile. */
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
+    rstore_t *r = ac->data;
     redisReply *rp = reply;
-    (void)ac;
     (void)priv;
-    if (rp && rp->type == REDIS_REPLY_ERROR)
-        XF_LOGW("redis: %s", rp->str);
+
+    if (!rp || r->ac != ac)   /* the context is being freed, or was already given up */
+        return;
+    if (rp->type == REDIS_REPLY_ERROR) {
+        if (!r->setup_failed_logged)
+            XF_LOGW("redis: %s (%s); retrying with backoff", rp->str,
+                    (const char *)priv);
+        else
+            XF_LOGD("redis: %s (%s)", rp->str, (const char *)priv);
+        r->setup_failed_logged = 1;
+        xf_metric_add(XF_M_redis_errors_total, NULL, NULL, 1);
+        uv_timer_stop(&r->connect_timer);
+        set_down(r, "setup command refused");
+        redisAsyncDisconnect(ac);   /* inside a callback: hiredis closes it afterwards */
+        return;
+    }
+    if (--r->setup_left == 0 && r->state == ST_CONNECTING &&
+        (ac->c.flags & REDIS_CONNECTED))
+        set_up(r);
 }
+
+static char setup_auth[] = "AUTH", setup_select[] = "SELECT";   /* names for the log */
 
 static void connect_now(rstore_t *r)
 {
@@ -348,10 +391,16 @@ static void connect_now(rstore_t *r)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
     r->state = ST_CONNECTING;
-    if (r->password[0])
-        redisAsyncCommand(ac, on_setup_reply, NULL, "AUTH %s", r->password);
-    if (r->db)
-        redisAsyncCommand(ac, on_setup_reply, NULL, "SELECT %d", r->db);
+    r->setup_left = 0;
+    if (r->user[0] && redisAsyncCommand(ac, on_setup_reply, setup_auth, "AUTH %s %s", r->user,
+                                        r->password) == REDIS_OK)
+        r->setup_left++;
+    else if (!r->user[0] && r->password[0] &&
+             redisAsyncCommand(ac, on_setup_reply, setup_auth, "AUTH %s", r->password) == REDIS_OK)
+        r->setup_left++;
+    if (r->db &&
+        redisAsyncCommand(ac, on_setup_reply, setup_select, "SELECT %d", r->db) == REDIS_OK)
+        r->setup_left++;
     uv_timer_start(&r->connect_timer, on_connect_timeout, (uint64_t)r->timeout_ms, 0);
 }
 
@@ -376,7 +425,7 @@ static const xf_sstore_vt_t redis_vt = {
     .name = "redis", .get = r_get, .put = r_put, .del = r_del, .up = r_up, .free = r_free,
 };
 
-/* redis://[:password@]host[:port][/db] or unix:///path */
+/* redis://[[user]:password@]host[:port][/db] or unix:///path */
 static int parse_url(rstore_t *r, const char *url, char *err, size_t errlen)
 {
     const char *p, *at, *slash, *colon;
@@ -392,13 +441,23 @@ static int parse_url(rstore_t *r, const char *url, char *err, size_t errlen)
         return 0;
     }
     if (strncmp(url, "redis://", 8)) {
-        snprintf(err, errlen, "redis.url: want redis://[:password@]host:port/db or unix:///path");
+        snprintf(err, errlen,
+                 "redis.url: want redis://[[user]:password@]host:port/db or unix:///path");
         return XF_EPARAM;
     }
     p = url + 8;
     at = strrchr(p, '@');
     if (at) {
         const char *pw = memchr(p, ':', (size_t)(at - p));
+        /* user:password (an ACL user, AUTH user password) or :password (AUTH password) */
+        if (pw && pw > p) {
+            if ((size_t)(pw - p) >= sizeof r->user) {
+                snprintf(err, errlen, "redis.url: user name too long");
+                return XF_EPARAM;
+            }
+            memcpy(r->user, p, (size_t)(pw - p));
+            r->user[pw - p] = '\0';
+        }
         pw = pw ? pw + 1 : p;
         if ((size_t)(at - pw) >= sizeof r->password) {
             snprintf(err, errlen, "redis.url: password too long");

@@ -19,8 +19,10 @@
  * ttl_ms: remaining lifetime, -1 when none. */
 typedef void (*xf_sstore_get_cb)(void *user, int rc, const uint8_t *blob, size_t len,
                                  const char *tag, size_t tag_len, int64_t ttl_ms);
-/* rc: 0 written, -EAGAIN the stored tag is no longer the expected one (lost race), XF_EREDIS,
- * -ENOSPC the blob alone exceeds the store's byte bound (in process), -ENOMEM. */
+/* rc: 0 written, -EAGAIN the stored tag is no longer the expected one (lost race), XF_EREDIS
+ * (not written: store down or an error reply), -ETIMEDOUT (Redis: sent, but no reply within the
+ * timeout or the connection went: it may have been written), -ENOSPC the blob alone exceeds
+ * the store's byte bound (in process), -ENOMEM. */
 typedef void (*xf_sstore_put_cb)(void *user, int rc);
 /* rc: 0 deleted, XF_ENOTFOUND absent, XF_EREDIS. */
 typedef void (*xf_sstore_del_cb)(void *user, int rc);
@@ -49,8 +51,8 @@ struct xf_sstore {
  * Ownership: *out is new, free with st->vt->free(). Returns 0 or -ENOMEM. */
 int xf_sstore_local_create(size_t max_sessions, size_t max_bytes, xf_sstore_t **out);
 
-/* Redis store on loop: url redis://[:password@]host[:port][/db] or unix:///path; commands time
- * out after timeout_ms (own uv timers: hiredis 0.14 has no command timeout, and a refused
+/* Redis store on loop: url redis://[[user]:password@]host[:port][/db] (user: AUTH user password,
+ * a Redis 6 ACL user) or unix:///path; commands time out after timeout_ms (own uv timers: hiredis 0.14 has no command timeout, and a refused
  * connect may never report); reconnects with backoff 100 ms doubling to 5 s, jittered.
  * Ownership: *out is new. Returns 0, XF_EPARAM (bad URL, err says why), -ENOMEM. */
 int xf_sstore_redis_create(uv_loop_t *loop, const char *url, int timeout_ms, xf_sstore_t **out,

@@ -28,7 +28,7 @@
 
 struct squeue {                 /* operations waiting on one session key (loop thread) */
     squeue_t *next;
-    char key[320];
+    char key[XF_SESSION_KEY_MAX];
     xf_job_t *head, *tail;      /* linked through job->next */
     int busy;
 };
@@ -443,10 +443,17 @@ enum MHD_Result xf_sessions_submit_sjob(xf_req_t *req, xf_job_t *j)
     xf_sessions_t *S = s->sessions;
     sjob_t *sj = j->sjob;
     int64_t t = sj->timeout_ms > 0 ? sj->timeout_ms : s->o.timeout_ms;
+    int kl;
 
     /* xformd:{model}:{session} (ATTENTION.md §22.1), scoped to the API key when auth is on */
-    snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s",
-             sj->enc ? s->model_name : xf_txl_info(S->model)->name, S->keyscope, req->session);
+    kl = snprintf(sj->key, sizeof sj->key, "xformd:%s:%s%s",
+                  sj->enc ? s->model_name : xf_txl_info(S->model)->name, S->keyscope,
+                  req->session);
+    if (kl < 0 || (size_t)kl >= sizeof sj->key) {
+        xf_job_free(j);
+        return xf_http_reply_error(req, XF_HE_INTERNAL, 0, "the session key (model name and "
+                                   "id) is longer than %d bytes", XF_SESSION_KEY_MAX - 1);
+    }
 
     j->enqueue_ns = xf_now_ns();
     j->deadline_ns = j->enqueue_ns + (uint64_t)t * 1000000ull;
@@ -712,6 +719,12 @@ static void on_put(void *user, int rc)
     } else if (rc == XF_EREDIS) {
         finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the segment was not "
                "stored, retry it");
+    } else if (rc == -ETIMEDOUT) {
+        /* the write may have landed: a blind retry would apply the segment twice */
+        finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store did not confirm the write; the "
+               "segment may have been stored: GET /v1/sessions/%s and compare segments (%lld "
+               "if it was) before retrying", strrchr(sj->key, ':') + 1,
+               (long long)(sj->enc ? sj->est.segments : sj->st.segments));
     } else if (rc == -ENOSPC) {
         finish(sj, XF_HE_TOO_MANY_TOKENS, 0, "session memory of %zu bytes exceeds "
                "session.store_max_bytes; the segment was not stored", sj->blob_out_len);
@@ -851,10 +864,14 @@ static void after_work(uv_work_t *w, int status)
     xf_sessions_t *S = sj->srv->sessions;
 
     sj->t_comp = xf_now_ns();
-    if (sj->reset && !sj->cj) {   /* once (an encoder segment comes back here after compute) */
+    /* once (an encoder segment comes back here after compute); a GET only reports the blob
+     * invalid (valid: false) and leaves it stored: the segment that replaces it counts */
+    if (sj->reset && !sj->cj && sj->op == SOP_SEGMENT) {
         XF_LOGW("session %s: stored memory discarded (%s); starting it again", sj->key,
                 sj->msg);
         xf_metric_add(XF_M_session_resets_total, NULL, NULL, 1);
+    } else if (sj->reset && sj->op == SOP_GET) {
+        XF_LOGD("session %s: stored memory fails a check (%s)", sj->key, sj->msg);
     }
     if (status < 0 || !S->store) {
         finish(sj, XF_HE_DRAINING, 1, "server is shutting down");

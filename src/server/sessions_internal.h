@@ -23,11 +23,16 @@
 
 enum sop { SOP_SEGMENT = 1, SOP_GET, SOP_DELETE };
 
+/* xformd:{model}:{scope}{id}: a model name up to 255 bytes (a directory's basename), the
+ * API-key scope (23 + ':'), an id up to 128 bytes, NUL. A key that does not fit is refused,
+ * never cut: two ids cut to one key would share a session. */
+#define XF_SESSION_KEY_MAX 448
+
 typedef struct squeue squeue_t;
 
 typedef struct sjob {
     enum sop op;
-    char key[320];
+    char key[XF_SESSION_KEY_MAX];
     int32_t *ids, n;
     unsigned want;
     int return_logprobs;

@@ -3,7 +3,9 @@
  * store), GET/DELETE, id validation, bad bodies, session.max_bytes (413, nothing stored),
  * per-session ordering under concurrent requests, TTL expiry, a corrupted stored blob → reset,
  * Redis killed and restarted mid-session
- * (503 + Retry-After only, then recovery), two servers racing on one session through Redis
+ * (503 + Retry-After only, then recovery), a refused AUTH/SELECT (down, not up) and an ACL
+ * user, a key of another Redis type (reset), a write not answered in time (reported as maybe
+ * stored), a long model name (keys never cut), two servers racing on one session through Redis
  * (409, no lost or duplicated segment), isolation between API keys, and two replicas behind
  * nginx round robin. The Redis tests start redis-server (and nginx) themselves on free loopback
  * ports and skip when they are not installed. */
@@ -382,6 +384,50 @@ static void test_local_ordering_and_ttl(void **state)
         assert_true(i < 39);
     }
     xf_server_stop(s);
+}
+
+/* A session model whose name (its directory's basename) is 240 bytes: the key
+ * xformd:{model}:{id} of a 128-byte id was cut at 319 bytes, so two ids differing in their last
+ * bytes were one session (the second saw the first's segments). */
+static void test_local_long_model_name(void **state)
+{
+    char dir[8192], id_a[160], id_b[160], path[9000];
+    xf_txl_demo_opts_t o;
+    xf_diag_t diag = { 0 };
+    xf_server_t *s;
+    json_t *j;
+    size_t n;
+    int port;
+
+    (void)state;
+    snprintf(dir, sizeof dir, "%s/", g_txl);
+    n = strlen(dir);
+    memset(dir + n, 'm', 240);
+    dir[n + 240] = '\0';
+    assert_int_equal(mkdir(dir, 0700), 0);
+    xf_txl_demo_opts_init(&o);
+    assert_int_equal(xf_txl_demo_write(dir, &o, &diag), 0);
+    memset(id_a, 'i', 127);
+    id_a[127] = 'A';
+    id_a[128] = '\0';
+    memcpy(id_b, id_a, sizeof id_a);
+    id_b[127] = 'B';
+    s = start_server_model(dir, NULL, NULL, 0);
+    port = xf_server_port(s);
+    snprintf(path, sizeof path, "/v1/sessions/%s/segments", id_a);
+    j = fx_json(port, "POST", path, NULL, ids_body(0, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/sessions/%s", id_b);
+    j = fx_json(port, "GET", path, NULL, NULL, 404);   /* another session: none yet */
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/sessions/%s/segments", id_b);
+    j = fx_json(port, "POST", path, NULL, ids_body(0, NULL), 200);
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    assert_true(json_is_true(json_object_get(j, "created")));
+    json_decref(j);
+    xf_server_stop(s);
+    xf_test_rmtree(dir);
 }
 
 static char *kserve_body(int k, const char *params)
@@ -1315,7 +1361,8 @@ static void redis_kill(void)
     }
 }
 
-static int redis_start(void)
+/* pass: "" or a password redis-server requires (--requirepass) */
+static int redis_start_pass(const char *pass)
 {
     char port[16], out[64];
     const char *ping[1] = { "PING" };
@@ -1332,16 +1379,28 @@ static int redis_start(void)
         int dn = open("/dev/null", O_WRONLY);
         dup2(dn, 1);   /* never hold the test's output pipe open */
         dup2(dn, 2);
-        execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-              "--save", "", "--appendonly", "no", "--protected-mode", "no", (char *)NULL);
+        if (pass[0])
+            execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--protected-mode", "no", "--requirepass",
+                  pass, (char *)NULL);
+        else
+            execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--protected-mode", "no", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100; i++) {   /* up to 5 s for it to listen */
         sleep_ms(50);
-        if (redis_raw(ping, pl, 1, out, sizeof out) == 0 && strstr(out, "PONG"))
+        /* with a password PING answers -NOAUTH: listening is enough */
+        if (redis_raw(ping, pl, 1, out, sizeof out) == 0 &&
+            (strstr(out, "PONG") || (pass[0] && strstr(out, "NOAUTH"))))
             return 0;
     }
     return -1;
+}
+
+static int redis_start(void)
+{
+    return redis_start_pass("");
 }
 
 #define REDIS_OR_SKIP()                                                                        \
@@ -1447,6 +1506,215 @@ static void test_redis_stream_and_faults(void **state)
         json_decref(j);
     }
     xf_server_stop(s);
+    redis_kill();
+}
+
+/* A wrong password or database: AUTH / SELECT refused. The store must not read as up (it did:
+ * redis_up 1 and every command failing -NOAUTH); it stays down, retries with the backoff and
+ * counts the refusals; with the right password the same Redis serves. */
+static void test_redis_auth(void **state)
+{
+    static const char *const bad[2] = { ":wrong@", ":s3cret@" };
+    static const char *const db[2] = { "0", "100000" };
+    xf_server_t *s;
+    char url[128];
+    hc_resp_t r;
+    int port;
+
+    (void)state;
+    if (redis_start_pass("s3cret") < 0) {
+        print_message("# SKIP: redis-server not found or did not start\n");
+        skip();
+    }
+    for (int k = 0; k < 2; k++) {   /* wrong password; right password, no such database */
+        int64_t e0 = xf_metric_value(XF_M_redis_errors_total, NULL, NULL);
+        snprintf(url, sizeof url, "redis://%s127.0.0.1:%d/%s", bad[k], g_redis_port, db[k]);
+        s = start_server(url, NULL, 0);
+        port = xf_server_port(s);
+        sleep_ms(600);   /* connect, refusal, reconnects (100, 200 ms backoff) */
+        assert_int_equal(hc_do(port, "POST", "/v1/sessions/p/segments", NULL, ids_body(0, NULL),
+                               &r), 0);
+        assert_int_equal(r.status, 503);
+        assert_non_null(strstr(r.body, "redis_unavailable"));
+        hc_free(&r);
+        assert_int_equal(xf_metric_value(XF_M_redis_up, NULL, NULL), 0);
+        assert_true(xf_metric_value(XF_M_redis_errors_total, NULL, NULL) >= e0 + 2);
+        xf_server_stop(s);
+    }
+    snprintf(url, sizeof url, "redis://:s3cret@127.0.0.1:%d/2", g_redis_port);
+    s = start_server(url, NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(wait_up(port), 404);
+    assert_int_equal(xf_metric_value(XF_M_redis_up, NULL, NULL), 1);
+    {
+        json_t *j = fx_json(port, "POST", "/v1/sessions/p/segments", NULL, ids_body(0, NULL),
+                            200);
+        assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+        json_decref(j);
+    }
+    xf_server_stop(s);
+    redis_kill();
+    /* an ACL user (Redis 6+): redis://user:password@ sends AUTH user password (the user was
+     * dropped: AUTH password, refused since the default user has no password) */
+    REDIS_OR_SKIP();
+    {
+        const char *a[6] = { "ACL", "SETUSER", "app", "on", ">pw2", "allcommands" };
+        size_t l[6] = { 3, 7, 3, 2, 4, 11 };
+        char out[64];
+        assert_int_equal(redis_raw(a, l, 6, out, sizeof out), 0);
+        assert_non_null(strstr(out, "+OK"));
+        {
+            const char *k[4] = { "ACL", "SETUSER", "app", "allkeys" };
+            size_t kl[4] = { 3, 7, 3, 7 };
+            assert_int_equal(redis_raw(k, kl, 4, out, sizeof out), 0);
+            assert_non_null(strstr(out, "+OK"));
+        }
+    }
+    snprintf(url, sizeof url, "redis://app:pw2@127.0.0.1:%d/0", g_redis_port);
+    s = start_server(url, NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(wait_up(port), 404);
+    assert_int_equal(xf_metric_value(XF_M_redis_up, NULL, NULL), 1);
+    xf_server_stop(s);
+    redis_kill();
+}
+
+/* A session key holding another Redis type (a hash) is no blob: the segment resets it (it
+ * answered 503 redis_unavailable, WRONGTYPE, for as long as the key lived). GET reports it
+ * invalid without counting a reset (each GET counted one and logged "starting it again"). */
+static void test_redis_wrong_type(void **state)
+{
+    xf_server_t *s;
+    char key[160], out[64];
+    int64_t resets0;
+    json_t *j;
+    int port;
+
+    (void)state;
+    REDIS_OR_SKIP();
+    s = start_server(redis_url(), NULL, 0);
+    port = xf_server_port(s);
+    assert_int_equal(wait_up(port), 404);
+    snprintf(key, sizeof key, "xformd:%s:wt", strrchr(g_txl, '/') + 1);
+    {
+        const char *a[4] = { "HSET", key, "f", "v" };
+        size_t l[4] = { 4, strlen(key), 1, 1 };
+        assert_int_equal(redis_raw(a, l, 4, out, sizeof out), 0);
+        assert_int_equal(out[0], ':');
+    }
+    resets0 = xf_metric_value(XF_M_session_resets_total, NULL, NULL);
+    for (int i = 0; i < 3; i++) {   /* GET reports it and discards nothing: no reset counted */
+        j = fx_json(port, "GET", "/v1/sessions/wt", NULL, NULL, 200);
+        assert_true(json_is_false(json_object_get(j, "valid")));
+        json_decref(j);
+    }
+    assert_int_equal(xf_metric_value(XF_M_session_resets_total, NULL, NULL), resets0);
+    j = fx_json(port, "POST", "/v1/sessions/wt/segments", NULL, ids_body(0, NULL), 200);
+    assert_int_equal(xf_metric_value(XF_M_session_resets_total, NULL, NULL), resets0 + 1);
+    assert_true(json_is_true(json_object_get(j, "reset")));
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 1);
+    json_decref(j);
+    j = fx_json(port, "POST", "/v1/sessions/wt/segments", NULL, ids_body(1, NULL), 200);
+    assert_true(json_is_false(json_object_get(j, "reset")));
+    assert_int_equal(json_integer_value(json_object_get(j, "segments")), 2);
+    json_decref(j);
+    {
+        const char *a[2] = { "TYPE", key };
+        size_t l[2] = { 4, strlen(key) };
+        assert_int_equal(redis_raw(a, l, 2, out, sizeof out), 0);
+        assert_non_null(strstr(out, "+string"));
+    }
+    xf_server_stop(s);
+    redis_kill();
+}
+
+static void r_put_cb(void *user, int rc)
+{
+    *(int *)user = rc;
+}
+
+/* Keep Redis busy for 600 ms in a Lua loop (as a slow Redis: DEBUG SLEEP is disabled by
+ * default since Redis 7). */
+static void *redis_busy(void *p)
+{
+    static const char lua[] =
+        "local t = redis.call('TIME') local e = t[1] * 1000000 + t[2] + 600000 "
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= e return 1";
+    const char *a[3] = { "EVAL", lua, "0" };
+    size_t l[3] = { 4, sizeof lua - 1, 1 };
+    char out[64];
+
+    (void)p;
+    redis_raw(a, l, 3, out, sizeof out);
+    return NULL;
+}
+
+/* Run loop until *flag leaves 99 (bounded: 5 s). */
+static void run_until(uv_loop_t *loop, const int *flag)
+{
+    for (int i = 0; i < 500 && *flag == 99; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        sleep_ms(10);
+    }
+}
+
+/* A write Redis receives but does not answer within session.timeout_ms may still be applied
+ * (here: Redis busy in a script, then it runs the write). The store must say "maybe" (-ETIMEDOUT), not "not stored"
+ * (XF_EREDIS): the segment route told the client "the segment was not stored, retry it", and the
+ * retry applied the segment a second time. */
+static void test_redis_put_timeout_unsure(void **state)
+{
+    uv_loop_t loop;
+    xf_sstore_t *st = NULL;
+    char err[128], out[64];
+    uint8_t blob[200];
+    int rc = 99, up = 99;
+    pthread_t busy;
+
+    (void)state;
+    REDIS_OR_SKIP();
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(xf_sstore_redis_create(&loop, redis_url(), 150, &st, err, sizeof err), 0);
+    for (int i = 0; i < 500 && !st->vt->up(st); i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        sleep_ms(10);
+    }
+    assert_true(st->vt->up(st));
+    assert_int_equal(pthread_create(&busy, NULL, redis_busy, NULL), 0);
+    sleep_ms(100);   /* the script runs: Redis reads nothing until it ends */
+    memset(blob, 7, sizeof blob);
+    st->vt->put(st, "xformd:t:unsure", blob, sizeof blob, "", 0, 60, r_put_cb, &rc);
+    run_until(&loop, &rc);
+    assert_int_equal(rc, -ETIMEDOUT);
+    pthread_join(busy, NULL);   /* then it reads and runs the write (and sees the close) */
+    {
+        const char *a[2] = { "STRLEN", "xformd:t:unsure" };
+        size_t l[2] = { 6, 15 };
+        assert_int_equal(redis_raw(a, l, 2, out, sizeof out), 0);
+        assert_string_equal(out, ":200\r\n");   /* it was stored */
+    }
+    /* a refused write (error reply) is a sure "not stored": XF_EREDIS */
+    for (int i = 0; i < 500 && !st->vt->up(st); i++) {   /* reconnects after the timeout */
+        uv_run(&loop, UV_RUN_NOWAIT);
+        sleep_ms(10);
+    }
+    {   /* maxmemory-policy is noeviction by default: writes get -OOM */
+        const char *a[4] = { "CONFIG", "SET", "maxmemory", "1" };
+        size_t l[4] = { 6, 3, 9, 1 };
+        assert_int_equal(redis_raw(a, l, 4, out, sizeof out), 0);
+        assert_non_null(strstr(out, "+OK"));
+    }
+    st->vt->put(st, "xformd:t:oom", blob, sizeof blob, "", 0, 60, r_put_cb, &up);
+    run_until(&loop, &up);
+    assert_int_equal(up, XF_EREDIS);
+    {
+        const char *a[4] = { "CONFIG", "SET", "maxmemory", "0" };
+        size_t l[4] = { 6, 3, 9, 1 };
+        assert_int_equal(redis_raw(a, l, 4, out, sizeof out), 0);
+    }
+    st->vt->free(st);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
     redis_kill();
 }
 
@@ -1648,6 +1916,7 @@ int main(void)
         cmocka_unit_test(test_local_stream),
         cmocka_unit_test(test_local_bad_requests),
         cmocka_unit_test(test_local_ordering_and_ttl),
+        cmocka_unit_test(test_local_long_model_name),
         cmocka_unit_test(test_local_kserve),
         cmocka_unit_test(test_local_model_metadata),
         cmocka_unit_test(test_local_store_bytes),
@@ -1663,6 +1932,9 @@ int main(void)
         cmocka_unit_test(test_enc_and_txl),
         cmocka_unit_test(test_redis_stream_and_faults),
         cmocka_unit_test(test_redis_race_and_keys),
+        cmocka_unit_test(test_redis_auth),
+        cmocka_unit_test(test_redis_wrong_type),
+        cmocka_unit_test(test_redis_put_timeout_unsure),
         cmocka_unit_test(test_redis_enc),
         cmocka_unit_test(test_nginx_two_replicas),
     };
