@@ -16,6 +16,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "server/cors.h"
+
 #define XF_DESC_BOOL(dv, lo, hi) .def_i = (dv), .min = 0, .max = 1
 #define XF_DESC_INT(dv, lo, hi) .def_i = (dv), .min = (lo), .max = (hi)
 #define XF_DESC_SIZE(dv, lo, hi) .def_i = (dv), .min = (lo), .max = (hi)
@@ -692,6 +694,11 @@ int xf_conf_validate(const xf_conf_t *cfg, xf_diag_t *diag)
     if (cfg->redis_url[0] && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
         strncmp(cfg->redis_url, "unix://", 7) != 0) {
         diag_set(diag, XF_EPARAM, "redis.url: want redis://host:port[/db] or unix:///path");
+        return XF_EPARAM;
+    }
+    char cerr[200];
+    if (xf_cors_check(cfg->http_cors_allow_origin, cerr, sizeof cerr) < 0) {
+        diag_set(diag, XF_EPARAM, "%s", cerr);
         return XF_EPARAM;
     }
     if (cfg->http_max_connections_per_ip >= cfg->http_connection_limit) {

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "server/cors.h"
 #include "server/log.h"
 #include "server/loop.h"
 #include "server/metrics.h"
@@ -263,6 +264,30 @@ static void add_compute_headers(struct MHD_Response *r, const xf_req_t *req)
     MHD_add_response_header(r, "x-inference-time", v);
 }
 
+/* The Access-Control-* headers for an answer to conn when its Origin is allowed by list
+ * (cors.h); a preflight also gets the route's methods (allow), the headers a request may
+ * carry and how long to cache it. Vary: Origin whenever the answer depends on it (a list). */
+static void add_cors_headers(struct MHD_Response *r, const char *list,
+                             struct MHD_Connection *conn, int preflight, const char *allow)
+{
+    if (!list || !list[0])
+        return;
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    const char *v = xf_cors_allow(list, origin);
+    if (strcmp(list, "*") != 0)
+        MHD_add_response_header(r, "Vary", "Origin");
+    if (!v)
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", v);
+    if (!preflight) {
+        MHD_add_response_header(r, "Access-Control-Expose-Headers", XF_CORS_EXPOSE);
+        return;
+    }
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", allow);
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", XF_CORS_HEADERS);
+    MHD_add_response_header(r, "Access-Control-Max-Age", XF_CORS_MAX_AGE);
+}
+
 static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, char *data,
                              size_t len, int retry_after_s)
 {
@@ -272,7 +297,8 @@ static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, 
         free(data);
         return MHD_NO;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (retry_after_s > 0) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", retry_after_s);
@@ -284,8 +310,11 @@ static enum MHD_Result queue(xf_req_t *req, unsigned status, const char *ctype, 
         add_compute_headers(r, req);
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED || req->preflight)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, xf_routes_allow(req->route));
+    if (req->srv)
+        add_cors_headers(r, req->srv->o.cors_allow_origin, req->conn, req->preflight,
+                         xf_routes_allow(req->route));
     if (req->close || (req->srv && atomic_load(&req->srv->draining)))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(req->conn, status, r);
@@ -715,6 +744,14 @@ static enum MHD_Result first_call(xf_server_t *s, xf_req_t *req, struct MHD_Conn
     if (e == XF_HE_BAD_SESSION_ID)
         return refuse(req, wb, e, 0, "the session id in %.200s must be 1-128 bytes of "
                       "[A-Za-z0-9._:-]", url);
+    /* A browser's CORS preflight on a route: answered 204 on the final call (before auth: it
+     * carries no credentials) when http.cors_allow_origin is set. */
+    if (e == XF_HE_METHOD_NOT_ALLOWED && !strcmp(method, "OPTIONS") &&
+        s->o.cors_allow_origin && s->o.cors_allow_origin[0]) {
+        req->preflight = 1;
+        req->state = XF_REQ_BODY;
+        return MHD_YES;
+    }
     if (e != XF_HE_NONE)
         return refuse(req, wb, e, 0,
                       e == XF_HE_NOT_FOUND ? "no route %s %.200s"
@@ -826,6 +863,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             req->body = NULL;
             req->body_len = req->body_cap = 0;
             ret = xf_http_reply_error(req, req->pending_err, 0, "%s", req->pending_msg);
+        } else if (req->preflight) {
+            ret = queue(req, MHD_HTTP_NO_CONTENT, NULL, NULL, 0, 0);
         } else {
             ret = xf_routes_handle(req);
         }
@@ -1013,6 +1052,10 @@ int xf_http_start(struct xf_server *s, xf_http_t **out, char *err, size_t errlen
     if (!h)
         return -ENOMEM;
     h->srv = s;
+    if (xf_cors_check(s->o.cors_allow_origin, err, errlen) < 0) {
+        free(h);
+        return XF_EPARAM;
+    }
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |

@@ -61,6 +61,7 @@ typedef struct xf_req {
     size_t body_len, body_cap;
     enum xf_http_err pending_err; /* to answer on the final call, or XF_HE_NONE */
     int close;             /* reply with Connection: close (framing errors, buffer budget) */
+    int preflight;         /* a CORS preflight (OPTIONS) on a route: answered 204 (cors.h) */
     int reading;           /* counted in srv->reading: header in, job not yet queued */
     size_t reserved;       /* bytes of http.max_buffered_bytes held; released once the body is
                               parsed or dropped */

@@ -45,6 +45,7 @@ static void opts_from(const xf_conf_t *c, xf_server_opts_t *o)
     o->max_arena_bytes = (size_t)c->engine_max_arena_bytes;
     o->arena_idle_ms = (int)c->engine_arena_idle_ms;
     o->api_key = c->auth_api_key;
+    o->cors_allow_origin = c->http_cors_allow_origin;
     o->model_dir = c->model_dir;
     o->model_name = c->model_name;
     o->demo_tiny = c->model_demo == 1;

@@ -34,6 +34,7 @@ typedef struct xf_server_opts {
     size_t max_arena_bytes;    /* per worker; 0: no cap */
     int arena_idle_ms;         /* free an idle worker's arena after this long; 0: never */
     const char *api_key;       /* NULL or "": none */
+    const char *cors_allow_origin; /* NULL or "": no CORS headers; "*" or a list (cors.h) */
     const char *model_dir;     /* NULL or "": the demo model in cache_dir */
     const char *model_name;    /* NULL or "": from the directory (demo: xformd-demo) */
     int demo_tiny;             /* demo shape: 1 tiny, 0 BERT-base */

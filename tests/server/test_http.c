@@ -14,6 +14,7 @@
 
 #include "xf_test.h"
 
+#include "server/cors.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server_fixture.h"
@@ -27,9 +28,14 @@ static fx_srv_t S[SRV_N];
 
 static int D_MODEL;
 
-/* plain gets small limits, cls3 an API key. */
+/* plain gets small limits and no CORS, cls3 an API key and two CORS origins, cls1 CORS for
+ * any origin. */
 static void tweak(int i, xf_server_opts_t *o)
 {
+    if (i == SRV_CLS3)
+        o->cors_allow_origin = "https://app.example.com, http://localhost:3000";
+    if (i == SRV_CLS1)
+        o->cors_allow_origin = "*";
     if (i == SRV_PLAIN) {
         o->max_body_bytes = 65536;
         o->max_texts = 16;
@@ -315,6 +321,109 @@ static void test_openai_embeddings(void **state)
 }
 
 /* ---- TEI ---------------------------------------------------------------------------- */
+
+
+/* CORS (http.cors_allow_origin): a browser's preflight on a route is answered 204 with the
+ * route's methods and the headers a request may carry (Authorization included, and no API
+ * key needed for the preflight itself); the answers carry Access-Control-Allow-Origin for an
+ * allowed Origin only (the origin itself from a list, with Vary: Origin; "*" for any); without
+ * the option OPTIONS stays 405 and no answer carries CORS headers. */
+static void test_cors(void **state)
+{
+    (void)state;
+    need_servers();
+    char v[256];
+    hc_resp_t r;
+    const char *pre = "Origin: http://localhost:3000\r\n"
+                      "Access-Control-Request-Method: POST\r\n"
+                      "Access-Control-Request-Headers: authorization, content-type\r\n";
+    /* cls3: a list, and an API key. */
+    int p = S[SRV_CLS3].port;
+    assert_int_equal(hc_do(p, "OPTIONS", "/v1/embeddings", pre, NULL, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_string_equal(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v),
+                        "http://localhost:3000");
+    assert_non_null(strstr(hc_header(&r, "Access-Control-Allow-Methods", v, sizeof v), "POST"));
+    assert_non_null(strstr(hc_header(&r, "Access-Control-Allow-Headers", v, sizeof v),
+                           "Authorization"));
+    assert_string_equal(hc_header(&r, "Vary", v, sizeof v), "Origin");
+    hc_free(&r);
+    /* An origin not in the list: no Allow-Origin (the browser then refuses), still 204. */
+    assert_int_equal(hc_do(p, "OPTIONS", "/embed", "Origin: https://evil.example\r\n"
+                           "Access-Control-Request-Method: POST\r\n", NULL, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_null(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    hc_free(&r);
+    /* The request itself: allowed origin gets the header, on errors too (a browser script
+     * must be able to read a 401 or 429). */
+    char extra[256];
+    snprintf(extra, sizeof extra, "Origin: https://APP.example.com\r\nAuthorization: Bearer "
+             "%s\r\n", KEY);
+    assert_int_equal(hc_do(p, "POST", "/v1/embeddings", extra, "{\"input\":\"hi\"}", &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v),
+                        "https://APP.example.com");
+    assert_non_null(strstr(hc_header(&r, "Access-Control-Expose-Headers", v, sizeof v),
+                           "Retry-After"));
+    hc_free(&r);
+    assert_int_equal(hc_do(p, "POST", "/v1/embeddings", "Origin: http://localhost:3000\r\n",
+                           "{\"input\":\"hi\"}", &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v),
+                        "http://localhost:3000");
+    hc_free(&r);
+    /* OPTIONS on no route: 404 as before. */
+    assert_int_equal(hc_do(p, "OPTIONS", "/nope", pre, NULL, &r), 0);
+    assert_int_equal(r.status, 404);
+    hc_free(&r);
+    /* cls1: any origin. */
+    p = S[SRV_CLS1].port;
+    assert_int_equal(hc_do(p, "OPTIONS", "/health", "Origin: https://x.example\r\n"
+                           "Access-Control-Request-Method: GET\r\n", NULL, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_string_equal(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v), "*");
+    assert_null(hc_header(&r, "Vary", v, sizeof v));
+    hc_free(&r);
+    assert_int_equal(hc_do(p, "GET", "/health", "Origin: https://x.example\r\n", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v), "*");
+    hc_free(&r);
+    /* plain: no CORS at all. */
+    p = S[SRV_PLAIN].port;
+    assert_int_equal(hc_do(p, "OPTIONS", "/v1/embeddings", pre, NULL, &r), 0);
+    assert_int_equal(r.status, 405);
+    assert_null(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    hc_free(&r);
+    assert_int_equal(hc_do(p, "GET", "/health", "Origin: http://localhost:3000\r\n", NULL, &r),
+                     0);
+    assert_null(hc_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    hc_free(&r);
+}
+
+/* http.cors_allow_origin must be '*' or origins: anything else stops the start-up. */
+static void test_cors_option_checked(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(xf_cors_check("", err, sizeof err), 0);
+    assert_int_equal(xf_cors_check("*", err, sizeof err), 0);
+    assert_int_equal(xf_cors_check("https://a.example:8443, http://[::1]:3000", err,
+                                   sizeof err), 0);
+    static const char *const bad[] = { "a.example", "https://a.example/path", "*,https://a.b",
+                                       "https://", "ftp://a.example", "https://a.example,,",
+                                       "https://a b" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        if (xf_cors_check(bad[i], err, sizeof err) != -1)
+            fail_msg("'%s' accepted", bad[i]);
+        assert_non_null(strstr(err, "http.cors_allow_origin"));
+    }
+    assert_null(xf_cors_allow("https://a.example", "https://a.example.evil"));
+    assert_null(xf_cors_allow("https://a.example", NULL));
+    assert_null(xf_cors_allow("", "https://a.example"));
+    assert_string_equal(xf_cors_allow("http://b, https://a.example", "https://a.example"),
+                        "https://a.example");
+}
 
 /* "\u0000" in a text (it turns up in text extracted from PDFs; LangChain sends such documents
  * as they are): OpenAI and TEI embed it, and BERT's clean_text drops U+0000, so "a\u0000b" is
@@ -1029,6 +1138,7 @@ XF_TEST_MAIN(cmocka_unit_test(test_health), cmocka_unit_test(test_kserve),
              cmocka_unit_test(test_tei_rerank), cmocka_unit_test(test_tei_predict),
              cmocka_unit_test(test_errors), cmocka_unit_test(test_limits),
              cmocka_unit_test(test_api_key), cmocka_unit_test(test_refused_body),
+             cmocka_unit_test(test_cors), cmocka_unit_test(test_cors_option_checked),
              cmocka_unit_test(test_concurrent),
              cmocka_unit_test(test_metrics), cmocka_unit_test(test_hostile),
              cmocka_unit_test(test_stop))
