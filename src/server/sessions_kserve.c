@@ -98,7 +98,9 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
     if (sj->enc && json_object_get(par, "add_eos"))
         return xf_http_reply_error(req, XF_HE_BAD_FIELD, 0, "parameters.add_eos: only for the "
                                    "Transformer-XL model");
-    if (json_is_integer(sid) && json_integer_value(sid) >= 0) {
+    /* Triton's correlation ids: 0 (and "") mean "not in a sequence", refused where the model
+     * keeps one. */
+    if (json_is_integer(sid) && json_integer_value(sid) > 0) {
         snprintf(req->session, sizeof req->session, "%lld",
                  (long long)json_integer_value(sid));
     } else if (json_is_string(sid) &&
@@ -106,7 +108,8 @@ static enum MHD_Result parse_kserve(xf_req_t *req, xf_sessions_t *S, sjob_t *sj)
         snprintf(req->session, sizeof req->session, "%s", json_string_value(sid));
     } else {
         return xf_http_reply_error(req, XF_HE_BAD_SESSION_ID, 0, "parameters.sequence_id: want "
-                                   "a non-negative integer or 1-128 bytes of [A-Za-z0-9._:-]");
+                                   "an integer > 0 or 1-128 bytes of [A-Za-z0-9._:-] (0 and \"\" "
+                                   "mean no sequence in Triton)");
     }
     v = json_object_get(par, "sequence_start");
     if (v && !json_is_boolean(v))

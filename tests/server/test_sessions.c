@@ -500,6 +500,9 @@ static void test_local_kserve(void **state)
     json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":\"a b\""),
                         400));
     json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":-3"), 400));
+    /* 0 is Triton's "no sequence" id: refused, as Triton refuses it for a sequence model */
+    json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":0"), 400));
+    json_decref(fx_json(port, "POST", path, NULL, kserve_body(0, "\"sequence_id\":\"\""), 400));
     /* the encoder is still served under its own name */
     json_decref(fx_json(port, "POST", "/v2/models/xformd-demo/infer", NULL,
                         "{\"inputs\":[{\"name\":\"text\",\"datatype\":\"BYTES\","
