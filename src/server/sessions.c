@@ -714,8 +714,9 @@ static void on_put(void *user, int rc)
                       (double)(xf_now_ns() - sj->t_comp) * 1e-9);
     if (rc == -EAGAIN) {
         xf_metric_add(XF_M_session_conflicts_total, NULL, NULL, 1);
-        finish(sj, XF_HE_SESSION_CONFLICT, 0, "session %s was advanced by another request "
-               "while this segment was computed; retry it", strrchr(sj->key, ':') + 1);
+        finish(sj, XF_HE_SESSION_CONFLICT, 0, "session %s was advanced by another request, "
+               "or its TTL ran out, while this segment was computed; retry it",
+               strrchr(sj->key, ':') + 1);
     } else if (rc == XF_EREDIS) {
         finish(sj, XF_HE_REDIS_UNAVAILABLE, 1, "session store unavailable; the segment was not "
                "stored, retry it");
