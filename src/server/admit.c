@@ -155,19 +155,15 @@ int xf_admit_job(const xf_server_t *s, xf_batcher_t *b, const xf_load_t *load, x
             a.alone_s * 1e3, a.lower_s * 1e3, dl_ms,
             can_ask ? "; ask for a longer one with timeout_ms (request.max_timeout_ms = "
                     : "; not even request.max_timeout_ms (", s->o.max_timeout_ms);
-    } else if (rc == -EBUSY && load && load->unmeasured) {
-        set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
-            "server busy: the engine's pace is not measured yet (the first batch after start-up "
-            "is in its first layer): predicted queue wait %.0f ms plus %.0f ms of compute for %d "
-            "tokens at the start-up pace exceeds the deadline of %d ms; retry after %d s",
-            a.wait_s * 1e3, a.alone_s * (load->slow > 1 ? load->slow : 1) * 1e3,
-            (int)j->n_tokens, dl_ms, a.retry_after_s);
     } else if (rc == -EBUSY) {
+        int cold = load && load->unmeasured;
         set(v, XF_HE_OVERLOADED, XF_REJ_BUSY, a.retry_after_s,
-            "server busy: predicted queue wait %.0f ms plus %.0f ms of compute for %d tokens "
-            "exceeds the deadline of %d ms; retry after %d s", a.wait_s * 1e3,
-            a.alone_s * (load && load->slow > 1 ? load->slow : 1) * 1e3, (int)j->n_tokens,
-            dl_ms, a.retry_after_s);
+            "server busy: %spredicted queue wait %.0f ms plus %.0f ms of compute for %d tokens "
+            "%sexceeds the deadline of %d ms; retry after %d s",
+            cold ? "the engine's pace is not measured yet (the first batch after start-up is in "
+                   "its first layer): " : "",
+            a.wait_s * 1e3, a.alone_s * (load && load->slow > 1 ? load->slow : 1) * 1e3,
+            (int)j->n_tokens, cold ? "at the start-up pace " : "", dl_ms, a.retry_after_s);
     } else if (rc == -EAGAIN) {
         set(v, XF_HE_OVERLOADED, XF_REJ_QUEUE_FULL, a.retry_after_s,
             "server overloaded: the queue is full (%zu requests, %lld tokens); retry after %d s",

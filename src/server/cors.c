@@ -7,15 +7,23 @@
 #include <string.h>
 #include <strings.h>
 
-/* One entry of the list, [p, p + n), trimmed of blanks. */
-static void trim(const char **p, size_t *n)
+/* The next entry of a comma-separated list at *p: [*q, *q + *n), trimmed of blanks; *p moves
+ * past it (NULL after the last one). Returns 0 once the list is done. */
+static int next_entry(const char **p, const char **q, size_t *n)
 {
-    while (*n > 0 && (**p == ' ' || **p == '\t')) {
-        (*p)++;
+    if (!*p)
+        return 0;
+    const char *e = strchr(*p, ',');
+    *q = *p;
+    *n = e ? (size_t)(e - *p) : strlen(*p);
+    *p = e ? e + 1 : NULL;
+    while (*n > 0 && (**q == ' ' || **q == '\t')) {
+        (*q)++;
         (*n)--;
     }
-    while (*n > 0 && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
+    while (*n > 0 && ((*q)[*n - 1] == ' ' || (*q)[*n - 1] == '\t'))
         (*n)--;
+    return 1;
 }
 
 static int valid_origin(const char *p, size_t n)
@@ -38,21 +46,17 @@ int xf_cors_check(const char *list, char *err, size_t errlen)
 {
     if (!list || !list[0] || !strcmp(list, "*"))
         return 0;
-    for (const char *p = list;;) {
-        const char *e = strchr(p, ',');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        const char *q = p;
-        trim(&q, &n);
+    const char *p = list, *q;
+    size_t n;
+    while (next_entry(&p, &q, &n)) {
         if (!valid_origin(q, n)) {
             snprintf(err, errlen, "http.cors_allow_origin: '%.*s' is not an origin "
                      "(scheme://host[:port], http or https, no path; or '*' alone)",
                      (int)(n > 100 ? 100 : n), q);
             return -1;
         }
-        if (!e)
-            return 0;
-        p = e + 1;
     }
+    return 0;
 }
 
 const char *xf_cors_allow(const char *list, const char *origin)
@@ -62,15 +66,10 @@ const char *xf_cors_allow(const char *list, const char *origin)
     if (!strcmp(list, "*"))
         return "*";
     size_t on = strlen(origin);
-    for (const char *p = list;;) {
-        const char *e = strchr(p, ',');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        const char *q = p;
-        trim(&q, &n);
+    const char *p = list, *q;
+    size_t n;
+    while (next_entry(&p, &q, &n))
         if (n == on && !strncasecmp(q, origin, n))
             return origin;
-        if (!e)
-            return NULL;
-        p = e + 1;
-    }
+    return NULL;
 }
