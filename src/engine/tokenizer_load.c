@@ -383,6 +383,18 @@ static int template_piece(const json_t *piece, const json_t *specials, const cha
     return 0;
 }
 
+/* A template of exactly n pieces (template_piece each) into nm, seq, ty; -1 otherwise. */
+static int template_pieces(const json_t *t, size_t n, const json_t *specials, const char **nm,
+                           char *seq, json_int_t *ty)
+{
+    if (!json_is_array(t) || json_array_size(t) != n)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (template_piece(json_array_get(t, i), specials, &nm[i], &seq[i], &ty[i]))
+            return -1;
+    return 0;
+}
+
 /* TemplateProcessing, which decides what [CLS]/[SEP] are and where they go (Hugging Face
  * tokenizers and TEI follow it, not tokenizer_config.json). xformd encodes [CLS] A [SEP] and
  * [CLS] A [SEP] B [SEP]: a single template of another shape ("$A [SEP]", "$A", two tokens
@@ -398,10 +410,7 @@ static int apply_template(build_t *b, const json_t *pp, const char *path, xf_dia
     json_int_t ty[5];
     int rc;
 
-    if (!json_is_array(single) || json_array_size(single) != 3 ||
-        template_piece(json_array_get(single, 0), specials, &nm[0], &seq[0], &ty[0]) ||
-        template_piece(json_array_get(single, 1), specials, &nm[1], &seq[1], &ty[1]) ||
-        template_piece(json_array_get(single, 2), specials, &nm[2], &seq[2], &ty[2]) ||
+    if (template_pieces(single, 3, specials, nm, seq, ty) ||
         !nm[0] || seq[1] != 'A' || !nm[2] || ty[0] || ty[1] || ty[2])
         return xf_diag_set(diag, XF_EUNSUPPORTED, "%s: post_processor: a TemplateProcessing "
                            "whose single template is not \"[CLS]:0 $A:0 [SEP]:0\" (one "
@@ -410,17 +419,12 @@ static int apply_template(build_t *b, const json_t *pp, const char *path, xf_dia
         return rc;
     const char *cls = nm[0], *sep = nm[2];
     b->pair_bad = 1;
-    if (json_is_array(pair) && json_array_size(pair) == 5) {
-        int ok = 1;
-        for (size_t i = 0; i < 5 && ok; i++)
-            ok = template_piece(json_array_get(pair, i), specials, &nm[i], &seq[i], &ty[i]) == 0;
-        if (ok && nm[0] && !strcmp(nm[0], cls) && seq[1] == 'A' && nm[2] &&
-            !strcmp(nm[2], sep) && seq[3] == 'B' && nm[4] && !strcmp(nm[4], sep) &&
-            ty[0] == 0 && ty[1] == 0 && ty[2] == 0 && ty[3] == ty[4] && ty[3] >= 0 &&
-            ty[3] < 1 << 20) {
-            b->pair_bad = 0;
-            b->pair_type = (int32_t)ty[3];
-        }
+    if (template_pieces(pair, 5, specials, nm, seq, ty) == 0 && nm[0] &&
+        !strcmp(nm[0], cls) && seq[1] == 'A' && nm[2] && !strcmp(nm[2], sep) &&
+        seq[3] == 'B' && nm[4] && !strcmp(nm[4], sep) && ty[0] == 0 && ty[1] == 0 &&
+        ty[2] == 0 && ty[3] == ty[4] && ty[3] >= 0 && ty[3] < 1 << 20) {
+        b->pair_bad = 0;
+        b->pair_type = (int32_t)ty[3];
     }
     return 0;
 }
